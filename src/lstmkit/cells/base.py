@@ -1,0 +1,132 @@
+"""What every cell is: the math of one time step, and what it needs to run.
+
+A cell knows nothing about time, layers or directions. An engine runs it over a sequence:
+
+    x_proj = cell.project_input(x, weights)          # all T steps at once
+    for t:
+        h_proj = cell.project_hidden(h, weights)     # one recurrent matrix product
+        h, c, gates = cell.step(x_proj[t], h_proj, h, c, weights)
+
+`h` returned by `step` is the cell output before the optional projection `weight_hr`, which
+the engine applies (projection is a layer option, not cell math).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import ClassVar, NamedTuple
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class LayerWeights(NamedTuple):
+    """The parameters of one layer and direction, as the cell and engine read them.
+
+    `extra` maps a cell's extra parameter names (without the `_l{k}` suffix) to tensors;
+    biases are None when the layer was built with `bias=False`, `weight_hr` when
+    `proj_size=0`.
+    """
+
+    weight_ih: Tensor
+    weight_hh: Tensor
+    bias_ih: Tensor | None
+    bias_hh: Tensor | None
+    weight_hr: Tensor | None
+    extra: dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class ExtraParameter:
+    """A parameter a cell adds to the torch.nn set.
+
+    `size` is "hidden" (H) or "gates" (G*H); `init` is "uniform" (torch's U(-1/sqrt(H),
+    1/sqrt(H)), like every torch.nn RNN weight), "ones" or "zeros"; `is_bias` parameters exist
+    only when the layer has `bias=True`.
+    """
+
+    name: str
+    size: str
+    init: str
+    is_bias: bool = False
+
+
+class Cell:
+    """Base of the cell definitions; subclasses are frozen dataclasses whose fields are options.
+
+    Class attributes every cell sets:
+        name: the registry name (`Recurrent(cell=name)`).
+        weight_blocks: the row blocks of `weight_ih`/`weight_hh`, in order (G = their count).
+        has_cell_state: whether the state carries `c` besides `h` (the LSTM family).
+        supports_projection: whether `proj_size` applies (the LSTM family).
+        trace_names: the names of the activations `step` returns, for `return_gates`.
+        extra_parameters: what the cell adds to `weight_ih, weight_hh, bias_ih, bias_hh`.
+    """
+
+    name: ClassVar[str]
+    weight_blocks: ClassVar[tuple[str, ...]]
+    has_cell_state: ClassVar[bool] = True
+    supports_projection: ClassVar[bool] = True
+    trace_names: ClassVar[tuple[str, ...]] = ()
+    extra_parameters: ClassVar[tuple[ExtraParameter, ...]] = ()
+
+    @property
+    def num_gates(self) -> int:
+        """G: how many blocks of H rows the input and recurrent weights stack."""
+        return len(self.weight_blocks)
+
+    @property
+    def forget_bias_block(self) -> tuple[str, float] | None:
+        """Where `forget_bias` goes: (block, sign) so that f = sigmoid(forget_bias) at zero
+        input, or None for a cell without a forget gate."""
+        return None
+
+    def initial_state(
+        self, batch_size: int, hidden_size: int, output_size: int, like: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """Zeros: `h` of size `output_size` (proj_size or H), `c` of size H or None."""
+        h = like.new_zeros(batch_size, output_size)
+        c = like.new_zeros(batch_size, hidden_size) if self.has_cell_state else None
+        return h, c
+
+    def project_input(self, x: Tensor, weights: LayerWeights) -> Tensor:
+        """W_ih x + b_ih, for any number of leading dimensions (all T steps at once)."""
+        return F.linear(x, weights.weight_ih, weights.bias_ih)
+
+    def project_hidden(self, h: Tensor, weights: LayerWeights) -> Tensor:
+        """W_hh h + b_hh."""
+        return F.linear(h, weights.weight_hh, weights.bias_hh)
+
+    def step(
+        self, x_proj: Tensor, h_proj: Tensor, h: Tensor, c: Tensor | None, weights: LayerWeights
+    ) -> tuple[Tensor, Tensor | None, tuple[Tensor, ...]]:
+        """One point-wise step: returns (h', c', activations named by `trace_names`)."""
+        raise NotImplementedError
+
+    def named_gates(self, activations: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        """The activations of `step` by name, for `return_gates`."""
+        return dict(zip(self.trace_names, activations, strict=True))
+
+    def describe(self) -> str:
+        """The cell with its non-default options, as shown in a layer's repr."""
+        options = ", ".join(f"{key}={value!r}" for key, value in self.options().items())
+        return f"{self.name}({options})" if options else self.name
+
+    def options(self) -> dict[str, object]:
+        """The options (dataclass fields of the subclass) that differ from their defaults."""
+        return {
+            field.name: getattr(self, field.name)
+            for field in fields(self)
+            if getattr(self, field.name) != field.default
+        }
+
+
+def check_bool_options(cell: Cell) -> None:
+    """Reject a non-bool value for an on/off option, naming the option and the value received."""
+    for field in fields(cell):
+        value = getattr(cell, field.name)
+        if isinstance(field.default, bool) and not isinstance(value, bool):
+            raise TypeError(
+                f"cell {cell.name!r} option {field.name} must be a bool, "
+                f"got {value!r} ({type(value).__name__})"
+            )

@@ -1,0 +1,53 @@
+"""The reference engine: a plain loop over time under autograd. Short, obviously right: the oracle."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lstmkit.cells import Cell, LayerWeights
+from lstmkit.engines.base import LayerRun
+
+
+def run_reference(
+    cell: Cell,
+    weights: LayerWeights,
+    inputs: Tensor,
+    h0: Tensor,
+    c0: Tensor | None,
+    mask: Tensor | None = None,
+    return_gates: bool = False,
+) -> LayerRun:
+    """Run `cell` over `inputs` (T, B, I) from the state (h0, c0), one step at a time.
+
+    `mask` (T, B), bool: False marks steps past a sequence's end, where the state is held and
+    the output (and traced activations) are zero. None means every step is valid.
+    """
+    h, c = h0, c0
+    outputs, traced_gates, cell_states = [], [], []
+    for t in range(inputs.shape[0]):
+        x_proj = cell.project_input(inputs[t], weights)
+        h_proj = cell.project_hidden(h, weights)
+        h_new, c_new, gates = cell.step(x_proj, h_proj, h, c, weights)
+        if weights.weight_hr is not None:
+            h_new = F.linear(h_new, weights.weight_hr)
+        if mask is None:
+            h, c, output = h_new, c_new, h_new
+        else:
+            valid = mask[t].unsqueeze(-1)
+            h = torch.where(valid, h_new, h)
+            c = None if c is None else torch.where(valid, c_new, c)
+            output = h_new.masked_fill(~valid, 0)
+            gates = tuple(gate.masked_fill(~valid, 0) for gate in gates)
+            c_new = None if c_new is None else c_new.masked_fill(~valid, 0)
+        outputs.append(output)
+        if return_gates:
+            traced_gates.append(gates)
+            cell_states.append(c_new)
+    stacked_gates = stacked_cells = None
+    if return_gates:
+        stacked_gates = tuple(torch.stack(per_step) for per_step in zip(*traced_gates, strict=True))
+        if c is not None:
+            stacked_cells = torch.stack(cell_states)
+    return LayerRun(torch.stack(outputs), h, c, stacked_gates, stacked_cells)

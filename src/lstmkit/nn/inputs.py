@@ -1,0 +1,211 @@
+"""From what the user passes to the engines' layout (time-major, batched, with lengths) and back.
+
+Every check here names what was expected and what was received.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+
+@dataclass(frozen=True)
+class SequenceBatch:
+    """Input as the engines take it, and how to give outputs back in the user's layout.
+
+    data: (T, B, I), time-major.
+    lengths: (B,) int64 on data's device, or None when every sequence has all T steps.
+    packed: the PackedSequence the input came as (its output is packed the same way), or None.
+    batched: False for unbatched 2-D input (B = 1 inside).
+    batch_first: whether the user's tensors put the batch first.
+    """
+
+    data: Tensor
+    lengths: Tensor | None
+    packed: PackedSequence | None
+    batched: bool
+    batch_first: bool
+
+    @property
+    def mask(self) -> Tensor | None:
+        """(T, B) bool, True at the steps inside each sequence; None if all are."""
+        if self.lengths is None:
+            return None
+        steps = torch.arange(self.data.shape[0], device=self.data.device)
+        return steps.unsqueeze(1) < self.lengths.unsqueeze(0)
+
+    def reverse(self, sequence: Tensor) -> Tensor:
+        """`sequence` (T, B, ...) with each sequence reversed within its own length."""
+        if self.lengths is None:
+            return sequence.flip(0)
+        steps = torch.arange(sequence.shape[0], device=sequence.device).unsqueeze(1)
+        index = torch.where(steps < self.lengths, self.lengths - 1 - steps, steps)
+        index = index.view(*index.shape, *[1] * (sequence.dim() - 2)).expand_as(sequence)
+        return sequence.gather(0, index)
+
+    def restore_output(self, output: Tensor) -> Tensor | PackedSequence:
+        """(T, B, F) time-major output -> the layout the input came in."""
+        if self.packed is not None:
+            sorted_output = output.index_select(1, self.packed.sorted_indices)
+            sorted_lengths = self.lengths.index_select(0, self.packed.sorted_indices).cpu()
+            data = pack_padded_sequence(sorted_output, sorted_lengths).data
+            return PackedSequence(
+                data,
+                self.packed.batch_sizes,
+                self.packed.sorted_indices,
+                self.packed.unsorted_indices,
+            )
+        return self.restore_per_step(output, time_dim=0)
+
+    def restore_per_step(self, tensor: Tensor, time_dim: int) -> Tensor:
+        """A time-major tensor (..., T, B, F) with T at `time_dim` -> the user's batch layout."""
+        if not self.batched:
+            return tensor.squeeze(time_dim + 1)
+        if self.batch_first and self.packed is None:
+            return tensor.transpose(time_dim, time_dim + 1)
+        return tensor
+
+    def restore_state(self, state: Tensor) -> Tensor:
+        """(L*D, B, F) final state -> (L*D, F) for unbatched input."""
+        return state if self.batched else state.squeeze(1)
+
+
+def prepare_input(
+    input: Tensor | PackedSequence,
+    lengths: Tensor | Sequence[int] | None,
+    input_size: int,
+    batch_first: bool,
+    dtype: torch.dtype,
+) -> SequenceBatch:
+    """Check `input` (and `lengths`) and put it in the engines' layout."""
+    if isinstance(input, PackedSequence):
+        if lengths is not None:
+            raise ValueError(
+                "lengths= is for padded tensor input; a PackedSequence carries its own lengths"
+            )
+        check_features(input.data, input_size, dtype)
+        data, packed_lengths = pad_packed_sequence(input)
+        return SequenceBatch(data, packed_lengths.to(data.device), input, True, batch_first)
+    if not isinstance(input, Tensor):
+        raise TypeError(
+            f"input must be a Tensor or a PackedSequence, got {type(input).__name__}"
+        )
+    if input.dim() not in (2, 3):
+        raise ValueError(
+            "input must be 3-D (batched: (T, B, I), or (B, T, I) with batch_first) or 2-D "
+            f"(unbatched: (T, I)), got {input.dim()}-D with shape {tuple(input.shape)}"
+        )
+    check_features(input, input_size, dtype)
+    batched = input.dim() == 3
+    if not batched:
+        data = input.unsqueeze(1)
+    elif batch_first:
+        data = input.transpose(0, 1)
+    else:
+        data = input
+    if data.shape[0] == 0:
+        raise ValueError(f"input must have at least one time step, got shape {tuple(input.shape)}")
+    checked_lengths = None if lengths is None else check_lengths(lengths, *data.shape[:2])
+    if checked_lengths is not None:
+        checked_lengths = checked_lengths.to(data.device)
+    return SequenceBatch(data, checked_lengths, None, batched, batch_first)
+
+
+def check_features(input: Tensor, input_size: int, dtype: torch.dtype) -> None:
+    """The last dimension must be `input_size`, the dtype the layer's."""
+    if input.shape[-1] != input_size:
+        raise ValueError(
+            f"input.size(-1) must equal input_size={input_size}, got {input.shape[-1]} "
+            f"(input shape {tuple(input.shape)})"
+        )
+    if input.dtype != dtype:
+        raise TypeError(
+            f"input dtype must match the layer's parameters ({dtype}), got {input.dtype}; "
+            f"convert the input with input.to({dtype}) or the layer with layer.to({input.dtype})"
+        )
+
+
+def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) -> Tensor:
+    """`lengths`: one integer per sequence, each in [1, T]. Returned as an int64 tensor."""
+    if isinstance(lengths, Tensor):
+        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
+        values = lengths.to(torch.int64)
+    else:
+        if not all(isinstance(value, int) and not isinstance(value, bool) for value in lengths):
+            raise TypeError(f"lengths must hold integers, got {list(lengths)!r}")
+        values = torch.tensor(list(lengths), dtype=torch.int64)
+    if values.dim() != 1 or values.shape[0] != batch_size:
+        raise ValueError(
+            f"lengths must have one entry per sequence, shape ({batch_size},), "
+            f"got shape {tuple(values.shape)}"
+        )
+    out_of_range = (values < 1) | (values > steps)
+    if out_of_range.any():
+        position = int(out_of_range.nonzero()[0, 0])
+        raise ValueError(
+            f"lengths must be in [1, {steps}] (the input has {steps} time steps), "
+            f"got lengths[{position}] = {int(values[position])}"
+        )
+    return values
+
+
+def prepare_state(
+    hx: object,
+    batch: SequenceBatch,
+    has_cell_state: bool,
+    expected_h: tuple[int, int],
+    expected_c: tuple[int, int],
+    dtype: torch.dtype,
+) -> tuple[Tensor | None, Tensor | None]:
+    """Check `hx` against the input; returns (h0, c0) as (L*D, B, ·) or None for zeros.
+
+    `expected_h`, `expected_c`: (L*D, features) of h_0 and c_0.
+    """
+    if hx is None:
+        return None, None
+    if has_cell_state:
+        if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            raise TypeError(
+                f"hx must be a tuple (h_0, c_0) of two tensors for this cell, got {describe(hx)}"
+            )
+        h0, c0 = hx
+        return (
+            check_state_tensor(h0, "hx[0] (h_0)", batch, expected_h, dtype),
+            check_state_tensor(c0, "hx[1] (c_0)", batch, expected_c, dtype),
+        )
+    return check_state_tensor(hx, "hx (h_0)", batch, expected_h, dtype), None
+
+
+def check_state_tensor(
+    tensor: object, label: str, batch: SequenceBatch, expected: tuple[int, int], dtype: torch.dtype
+) -> Tensor:
+    """One initial-state tensor: (L*D, B, F) for batched input, (L*D, F) for unbatched."""
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{label} must be a Tensor, got {describe(tensor)}")
+    layers_directions, features = expected
+    batch_size = batch.data.shape[1]
+    if batch.batched:
+        shape = (layers_directions, batch_size, features)
+        layout = "(num_layers * num_directions, batch, features)"
+    else:
+        shape = (layers_directions, features)
+        layout = "(num_layers * num_directions, features) for unbatched input"
+    if tuple(tensor.shape) != shape:
+        raise ValueError(f"{label} must have shape {shape} {layout}, got {tuple(tensor.shape)}")
+    if tensor.dtype != dtype:
+        raise TypeError(f"{label} dtype must match the layer's parameters ({dtype}), got {tensor.dtype}")
+    return tensor if batch.batched else tensor.unsqueeze(1)
+
+
+def describe(value: object) -> str:
+    """A short description of a received value for error messages."""
+    if isinstance(value, Tensor):
+        return f"Tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        return f"{type(value).__name__} of {len(value)}: ({', '.join(describe(v) for v in value)})"
+    return type(value).__name__

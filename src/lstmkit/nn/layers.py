@@ -1,0 +1,181 @@
+"""The named layers: drop-ins for torch.nn.LSTM, GRU and RNN, and the LSTM variants torch lacks."""
+
+from __future__ import annotations
+
+import torch
+
+from lstmkit.cells import CIFGLSTMCell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RNNCell
+from lstmkit.nn.docs import layer_docstring, step_equations
+from lstmkit.nn.recurrent import Recurrent
+
+
+class LSTM(Recurrent):
+    __doc__ = layer_docstring(
+        summary="Multi-layer LSTM, a drop-in for torch.nn.LSTM, with the ablations of Greff et al.",
+        equations=step_equations(LSTMCell()),
+        cell=LSTMCell(),
+        trailing_args=(
+            "input_gate, forget_gate, output_gate (keyword): if False, that gate is removed\n"
+            "    (≡ 1) with its weight rows. Default: True\n"
+            "input_activation, output_activation (keyword): if False, g and h' skip their tanh.\n"
+            "    Default: True"
+        ),
+        example=(
+            ">>> lstm = lstmkit.LSTM(10, 20, num_layers=2)\n"
+            ">>> lstm.load_state_dict(torch.nn.LSTM(10, 20, num_layers=2).state_dict())\n"
+            ">>> output, (h_n, c_n) = lstm(torch.randn(5, 3, 10))"
+        ),
+    )
+
+    cell_name = "lstm"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        forget_bias: float | None = None,
+        engine: str = "auto",
+        input_gate: bool = True,
+        forget_gate: bool = True,
+        output_gate: bool = True,
+        input_activation: bool = True,
+        output_activation: bool = True,
+    ) -> None:
+        super().__init__(
+            self.cell_name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            bidirectional, proj_size, device, dtype, forget_bias=forget_bias, engine=engine,
+            input_gate=input_gate, forget_gate=forget_gate, output_gate=output_gate,
+            input_activation=input_activation, output_activation=output_activation,
+        )
+
+
+class LSTMVariant(Recurrent):
+    """The constructor shared by the LSTM variants that have no cell options."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        forget_bias: float | None = None,
+        engine: str = "auto",
+    ) -> None:
+        super().__init__(
+            self.cell_name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            bidirectional, proj_size, device, dtype, forget_bias=forget_bias, engine=engine,
+        )
+
+
+class PeepholeLSTM(LSTMVariant):
+    __doc__ = layer_docstring(
+        summary="Multi-layer LSTM with peephole connections (Gers & Schmidhuber 2000).",
+        equations=step_equations(PeepholeLSTMCell()),
+        cell=PeepholeLSTMCell(),
+        example=">>> output, (h_n, c_n) = lstmkit.PeepholeLSTM(10, 20)(torch.randn(5, 3, 10))",
+    )
+    cell_name = "peephole"
+
+
+class CIFGLSTM(LSTMVariant):
+    __doc__ = layer_docstring(
+        summary="Multi-layer coupled input-forget gate LSTM (Greff et al. 2017): f = 1 - i.",
+        equations=step_equations(CIFGLSTMCell()),
+        cell=CIFGLSTMCell(),
+        example=">>> output, (h_n, c_n) = lstmkit.CIFGLSTM(10, 20)(torch.randn(5, 3, 10))",
+    )
+    cell_name = "cifg"
+
+
+class LayerNormLSTM(LSTMVariant):
+    __doc__ = layer_docstring(
+        summary="Multi-layer LayerNorm LSTM (Ba et al. 2016); the cell state is carried un-normalised.",
+        equations=step_equations(LayerNormLSTMCell()),
+        cell=LayerNormLSTMCell(),
+        example=">>> output, (h_n, c_n) = lstmkit.LayerNormLSTM(10, 20)(torch.randn(5, 3, 10))",
+    )
+    cell_name = "layernorm"
+
+
+class GRU(Recurrent):
+    __doc__ = layer_docstring(
+        summary="Multi-layer GRU, a drop-in for torch.nn.GRU.",
+        equations=step_equations(GRUCell()),
+        cell=GRUCell(),
+        example=">>> output, h_n = lstmkit.GRU(10, 20, num_layers=2)(torch.randn(5, 3, 10))",
+    )
+    cell_name = "gru"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        engine: str = "auto",
+    ) -> None:
+        super().__init__(
+            self.cell_name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            bidirectional, 0, device, dtype, engine=engine,
+        )
+
+
+class RNN(Recurrent):
+    __doc__ = layer_docstring(
+        summary="Multi-layer Elman RNN with tanh or ReLU, a drop-in for torch.nn.RNN.",
+        equations=step_equations(RNNCell()),
+        cell=RNNCell(),
+        leading_args=(
+            "nonlinearity: 'tanh' or 'relu' (the 4th positional argument, as in torch.nn.RNN).\n"
+            "    Default: 'tanh'"
+        ),
+        example=">>> output, h_n = lstmkit.RNN(10, 20, nonlinearity='relu')(torch.randn(5, 3, 10))",
+    )
+    cell_name = "rnn"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        engine: str = "auto",
+    ) -> None:
+        super().__init__(
+            self.cell_name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            bidirectional, 0, device, dtype, engine=engine, nonlinearity=nonlinearity,
+        )
+
+    @property
+    def nonlinearity(self) -> str:
+        """'tanh' or 'relu', as torch.nn.RNN exposes it."""
+        return self.cell.nonlinearity

@@ -1,0 +1,378 @@
+"""`Recurrent`: a stack of recurrent layers of any cell, with torch.nn.LSTM's API."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from lstmkit.cells import Cell, LayerWeights, make_cell
+from lstmkit.engines import ENGINES, resolve_engine
+from lstmkit.nn.docs import layer_docstring
+from lstmkit.nn.inputs import SequenceBatch, prepare_input, prepare_state
+from lstmkit.nn.caller import warn_at_caller
+
+
+@dataclass(frozen=True)
+class GateTrace:
+    """Per-step activations of every layer and direction, from `forward(..., return_gates=True)`.
+
+    gates: activation name (see the cell's `trace_names`, e.g. "input", "forget", "candidate",
+        "output") -> tensor of shape (num_layers * num_directions, T, B, H), or (…, B, T, H) with
+        batch_first, or (…, T, H) for unbatched input; packed input gives the padded
+        time-major layout. Zero at steps past a sequence's length. Index l * D + d as in h_n.
+    cell_states: c' per step in the same layout, or None for cells without a cell state.
+    """
+
+    gates: dict[str, Tensor]
+    cell_states: Tensor | None
+
+
+class Recurrent(nn.Module):
+    cell_name: str | None = None  # set by the named layers (LSTM, GRU, ...), which fix the cell
+    __doc__ = layer_docstring(
+        summary="A stack of recurrent layers of any cell, with the API of torch.nn.LSTM.",
+        equations="Each cell's step is given in its class in `lstmkit.cells`.",
+        leading_args=(
+            "cell: the cell's name (rnn, lstm, gru, peephole, cifg, layernorm) or a\n"
+            "    `lstmkit.cells.Cell` instance."
+        ),
+        trailing_args="**cell_options: options of the named cell, e.g. `nonlinearity` for rnn,\n"
+        "    `forget_gate` for lstm.",
+        example=(
+            ">>> layer = lstmkit.Recurrent('peephole', 10, 20, num_layers=2)\n"
+            ">>> output, (h_n, c_n) = layer(torch.randn(5, 3, 10))"
+        ),
+    )
+
+    def __init__(
+        self,
+        cell: str | Cell,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        forget_bias: float | None = None,
+        engine: str = "auto",
+        **cell_options: object,
+    ) -> None:
+        super().__init__()
+        if isinstance(cell, Cell):
+            if cell_options:
+                raise TypeError(
+                    f"cell options {sorted(cell_options)} go with a cell name; "
+                    f"got a Cell instance ({cell.describe()}) as well"
+                )
+            self.cell = cell
+        elif isinstance(cell, str):
+            self.cell = make_cell(cell, **cell_options)
+        else:
+            raise TypeError(f"cell must be a cell name or a Cell, got {type(cell).__name__}")
+        check_positive_int("input_size", input_size)
+        check_positive_int("hidden_size", hidden_size)
+        check_positive_int("num_layers", num_layers)
+        for name, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
+            raise ValueError(
+                "dropout must be a number in [0, 1], the probability of zeroing an element, "
+                f"got {dropout!r}"
+            )
+        check_projection(self.cell, proj_size, hidden_size)
+        check_forget_bias(self.cell, forget_bias, bias)
+        self.engine_name = resolve_engine(engine)
+        if dropout > 0 and num_layers == 1:
+            warn_at_caller(
+                "dropout adds dropout after all but the last recurrent layer, so non-zero "
+                f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
+                f"num_layers={num_layers}"
+            )
+
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+        self.forget_bias = forget_bias
+        self.engine = engine
+        self._register_weights(device, dtype)
+        self.reset_parameters()
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """Features of h per direction: proj_size if set, else hidden_size."""
+        return self.proj_size or self.hidden_size
+
+    def _register_weights(self, device: torch.device | str | None, dtype: torch.dtype | None) -> None:
+        """Create the parameters under torch.nn's names, in torch.nn's order, then the cell's."""
+        gate_rows = self.cell.num_gates * self.hidden_size
+        sizes = {"hidden": self.hidden_size, "gates": gate_rows}
+        self._all_weights: list[list[str]] = []
+        self._initialisers: dict[str, str] = {}
+        for layer in range(self.num_layers):
+            layer_input = self.input_size if layer == 0 else self.output_size * self.num_directions
+            for direction in range(self.num_directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                shapes = {
+                    "weight_ih": ((gate_rows, layer_input), "uniform"),
+                    "weight_hh": ((gate_rows, self.output_size), "uniform"),
+                }
+                if self.bias:
+                    shapes["bias_ih"] = ((gate_rows,), "uniform")
+                    shapes["bias_hh"] = ((gate_rows,), "uniform")
+                if self.proj_size:
+                    shapes["weight_hr"] = ((self.proj_size, self.hidden_size), "uniform")
+                for extra in self.cell.extra_parameters:
+                    if self.bias or not extra.is_bias:
+                        shapes[extra.name] = ((sizes[extra.size],), extra.init)
+                names = []
+                for base, (shape, initialiser) in shapes.items():
+                    name = base + suffix
+                    setattr(self, name, nn.Parameter(torch.empty(shape, device=device, dtype=dtype)))
+                    self._initialisers[name] = initialiser
+                    names.append(name)
+                self._all_weights.append(names)
+
+    def reset_parameters(self) -> None:
+        """torch.nn's initialisation, U(-1/sqrt(H), 1/sqrt(H)), in its order (so a seed gives
+        torch.nn's weights); LayerNorm gains 1 and shifts 0; then `forget_bias` if set."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        initialisers = {
+            "uniform": lambda tensor: nn.init.uniform_(tensor, -bound, bound),
+            "ones": nn.init.ones_,
+            "zeros": nn.init.zeros_,
+        }
+        for name, parameter in self.named_parameters():
+            initialisers[self._initialisers[name]](parameter)
+        if self.forget_bias is not None:
+            block, sign = self.cell.forget_bias_block
+            start = self.cell.weight_blocks.index(block) * self.hidden_size
+            rows = slice(start, start + self.hidden_size)
+            with torch.no_grad():
+                for names in self._all_weights:
+                    suffix = names[0].removeprefix("weight_ih")
+                    getattr(self, "bias_ih" + suffix)[rows] = sign * self.forget_bias
+                    getattr(self, "bias_hh" + suffix)[rows] = 0.0
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """The parameters of each layer and direction, in torch.nn's order (cell extras last)."""
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def flatten_parameters(self) -> None:
+        """Kept for drop-in compatibility with torch.nn.LSTM; lstmkit needs no flat buffer."""
+
+    def layer_weights(self, index: int) -> LayerWeights:
+        """The weights of layer-direction `index` (= layer * num_directions + direction)."""
+        suffix = self._all_weights[index][0].removeprefix("weight_ih")
+        extra = {
+            parameter.name: getattr(self, parameter.name + suffix)
+            for parameter in self.cell.extra_parameters
+            if hasattr(self, parameter.name + suffix)
+        }
+        return LayerWeights(
+            weight_ih=getattr(self, "weight_ih" + suffix),
+            weight_hh=getattr(self, "weight_hh" + suffix),
+            bias_ih=getattr(self, "bias_ih" + suffix, None),
+            bias_hh=getattr(self, "bias_hh" + suffix, None),
+            weight_hr=getattr(self, "weight_hr" + suffix, None),
+            extra=extra,
+        )
+
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        hx: Tensor | tuple[Tensor, Tensor] | None = None,
+        *,
+        lengths: Tensor | Sequence[int] | None = None,
+        return_gates: bool = False,
+    ):
+        """Run the stack over a sequence; see the class docstring for shapes."""
+        batch = prepare_input(input, lengths, self.input_size, self.batch_first, self.weight_ih_l0.dtype)
+        h0, c0 = self._initial_state(hx, batch)
+        output, h_n, c_n, trace = self._run_stack(batch, h0, c0, return_gates)
+        state = batch.restore_state(h_n)
+        if c_n is not None:
+            state = (state, batch.restore_state(c_n))
+        result = (batch.restore_output(output), state)
+        if return_gates:
+            result += (self._restore_trace(trace, batch),)
+        return result
+
+    def step(
+        self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
+        """Advance one time step, for streaming: the same numbers as `forward` over the sequence.
+
+        Args:
+            input: x_t, (B, input_size), or (input_size,) unbatched.
+            hx: the state returned by the previous call (or by `forward`), None for zeros.
+
+        Returns:
+            output: h_t of the last layer, (B, output_size) or (output_size,).
+            state: h_t (and c_t) of every layer, shaped as `forward` returns them.
+        """
+        if self.bidirectional:
+            raise ValueError(
+                "step() streams forward in time; a bidirectional layer needs the whole "
+                "sequence, so call forward() instead"
+            )
+        if not isinstance(input, Tensor) or input.dim() not in (1, 2):
+            shape = tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__
+            raise ValueError(
+                "step() takes one time step: input of shape (B, input_size) or (input_size,), "
+                f"got {shape}"
+            )
+        sequence = input.unsqueeze(0)
+        batch = prepare_input(sequence, None, self.input_size, False, self.weight_ih_l0.dtype)
+        h0, c0 = self._initial_state(hx, batch)
+        output, h_n, c_n, _ = self._run_stack(batch, h0, c0, return_gates=False)
+        state = batch.restore_state(h_n)
+        if c_n is not None:
+            state = (state, batch.restore_state(c_n))
+        return batch.restore_output(output).squeeze(0), state
+
+    def _initial_state(self, hx: object, batch: SequenceBatch) -> tuple[Tensor, Tensor | None]:
+        """(h0, c0) as (L*D, B, ·): the checked `hx`, or the cell's initial state."""
+        layers_directions = self.num_layers * self.num_directions
+        h0, c0 = prepare_state(
+            hx,
+            batch,
+            self.cell.has_cell_state,
+            (layers_directions, self.output_size),
+            (layers_directions, self.hidden_size),
+            self.weight_ih_l0.dtype,
+        )
+        if h0 is None:
+            h_init, c_init = self.cell.initial_state(
+                batch.data.shape[1], self.hidden_size, self.output_size, batch.data
+            )
+            h0 = h_init.expand(layers_directions, -1, -1)
+            c0 = None if c_init is None else c_init.expand(layers_directions, -1, -1)
+        return h0, c0
+
+    def _run_stack(
+        self, batch: SequenceBatch, h0: Tensor, c0: Tensor | None, return_gates: bool
+    ) -> tuple[Tensor, Tensor, Tensor | None, list | None]:
+        """Every layer and direction in turn; returns time-major output, h_n, c_n and the
+        per-layer-direction (gates, cell_states) when asked."""
+        engine = ENGINES[self.engine_name]
+        mask = batch.mask
+        layer_input = batch.data
+        final_h, final_c, trace = [], [], []
+        for layer in range(self.num_layers):
+            direction_outputs = []
+            for direction in range(self.num_directions):
+                index = layer * self.num_directions + direction
+                reverse = batch.reverse if direction else (lambda sequence: sequence)
+                run = engine(
+                    self.cell,
+                    self.layer_weights(index),
+                    reverse(layer_input),
+                    h0[index],
+                    None if c0 is None else c0[index],
+                    mask,
+                    return_gates,
+                )
+                direction_outputs.append(reverse(run.output))
+                final_h.append(run.h)
+                final_c.append(run.c)
+                if return_gates:
+                    gates = tuple(reverse(gate) for gate in run.gates)
+                    cells = None if run.cell_states is None else reverse(run.cell_states)
+                    trace.append((gates, cells))
+            layer_input = torch.cat(direction_outputs, -1) if self.bidirectional else direction_outputs[0]
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        c_n = None if c0 is None else torch.stack(final_c)
+        return layer_input, torch.stack(final_h), c_n, trace if return_gates else None
+
+    def _restore_trace(self, trace: list, batch: SequenceBatch) -> GateTrace:
+        """Stack the per-layer-direction activations and put them in the user's layout."""
+        per_name = [self.cell.named_gates(gates) for gates, _ in trace]
+        gates = {
+            name: batch.restore_per_step(torch.stack([named[name] for named in per_name]), time_dim=1)
+            for name in per_name[0]
+        }
+        cell_states = None
+        if trace[0][1] is not None:
+            cell_states = batch.restore_per_step(torch.stack([cells for _, cells in trace]), time_dim=1)
+        return GateTrace(gates, cell_states)
+
+    def extra_repr(self) -> str:
+        parts = [str(self.input_size), str(self.hidden_size)]
+        if self.cell_name is None:
+            parts.insert(0, f"cell={self.cell.describe()}")
+        else:
+            parts += [f"{name}={value!r}" for name, value in self.cell.options().items()]
+        defaults = {"proj_size": 0, "num_layers": 1, "bias": True, "batch_first": False,
+                    "dropout": 0.0, "bidirectional": False, "forget_bias": None}
+        parts += [
+            f"{name}={getattr(self, name)}"
+            for name, default in defaults.items()
+            if getattr(self, name) != default
+        ]
+        parts.append(f"engine={self.engine_name}")
+        return ", ".join(parts)
+
+
+def check_positive_int(name: str, value: object) -> None:
+    """Sizes and counts are positive ints (not bools, not floats)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value <= 0:
+        raise ValueError(f"{name} must be greater than zero, got {value}")
+
+
+def check_projection(cell: Cell, proj_size: object, hidden_size: int) -> None:
+    """proj_size: 0, or in [1, hidden_size) for a cell of the LSTM family."""
+    if isinstance(proj_size, bool) or not isinstance(proj_size, int):
+        raise TypeError(f"proj_size must be an int, got {proj_size!r} ({type(proj_size).__name__})")
+    if proj_size < 0:
+        raise ValueError(f"proj_size must be zero (no projection) or positive, got {proj_size}")
+    if proj_size and not cell.supports_projection:
+        raise ValueError(
+            f"proj_size applies to the LSTM family only, not to cell {cell.name!r}; got proj_size={proj_size}"
+        )
+    if proj_size >= hidden_size:
+        raise ValueError(
+            f"proj_size must be smaller than hidden_size={hidden_size}, got proj_size={proj_size}"
+        )
+
+
+def check_forget_bias(cell: Cell, forget_bias: object, bias: bool) -> None:
+    """forget_bias: None, or a number for a cell with a forget gate and a layer with biases."""
+    if forget_bias is None:
+        return
+    if isinstance(forget_bias, bool) or not isinstance(forget_bias, numbers.Real):
+        raise TypeError(
+            f"forget_bias must be a number or None, got {forget_bias!r} ({type(forget_bias).__name__})"
+        )
+    if cell.forget_bias_block is None:
+        raise ValueError(
+            f"forget_bias needs a cell with a forget gate; cell {cell.describe()} has none "
+            f"(got forget_bias={forget_bias})"
+        )
+    if not bias:
+        raise ValueError("forget_bias sets the gate's bias, so it needs bias=True; got bias=False")

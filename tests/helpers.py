@@ -1,0 +1,136 @@
+"""Shared by the tests: float64 comparisons, torch.nn twins, gradients of everything."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+import lstmkit
+
+TOLERANCE = 1e-10  # relative error allowed between float64 computations of the same math
+
+TORCH_LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+def relative_error(actual: Tensor, expected: Tensor) -> float:
+    """max |actual - expected| / max |expected| (absolute when expected is all zero)."""
+    assert actual.shape == expected.shape, f"shapes differ: {actual.shape} vs {expected.shape}"
+    scale = expected.abs().max().item() if expected.numel() else 0.0
+    difference = (actual - expected).abs().max().item() if expected.numel() else 0.0
+    return difference / scale if scale > 0 else difference
+
+
+def assert_close(actual: Tensor, expected: Tensor, what: str = "", tolerance: float = TOLERANCE) -> None:
+    error = relative_error(actual, expected)
+    assert error < tolerance, f"{what}: relative error {error:.3e} >= {tolerance:.0e}"
+
+
+def flatten_outputs(result: object) -> list[Tensor]:
+    """Every tensor in a layer's (output, state) result, in order; packed output as its data."""
+    if isinstance(result, PackedSequence):
+        return [result.data]
+    if isinstance(result, Tensor):
+        return [result]
+    return [tensor for item in result for tensor in flatten_outputs(item)]
+
+
+def weighted_sum(tensors: list[Tensor], seed: int = 1) -> Tensor:
+    """A scalar that depends on every element of every tensor with distinct weights, so that
+    its gradient checks every output (sum() alone would hide sign and permutation errors)."""
+    generator = torch.Generator().manual_seed(seed)
+    total = 0
+    for tensor in tensors:
+        weights = torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
+        total = total + (tensor * weights).sum()
+    return total
+
+
+def gradients(result: object, leaves: dict[str, Tensor]) -> dict[str, Tensor]:
+    """d weighted_sum(result) / d leaf for every leaf (zeros where it does not depend)."""
+    loss = weighted_sum(flatten_outputs(result))
+    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, retain_graph=True)
+    return {
+        name: torch.zeros_like(leaf) if grad is None else grad
+        for (name, leaf), grad in zip(leaves.items(), grads, strict=True)
+    }
+
+
+def assert_same_run(actual: object, expected: object, actual_leaves: dict, expected_leaves: dict) -> None:
+    """Outputs, states and the gradient of every leaf agree to TOLERANCE."""
+    actual_tensors, expected_tensors = flatten_outputs(actual), flatten_outputs(expected)
+    assert len(actual_tensors) == len(expected_tensors)
+    for index, (a, e) in enumerate(zip(actual_tensors, expected_tensors, strict=True)):
+        assert_close(a, e, f"output tensor {index}")
+    actual_grads = gradients(actual, actual_leaves)
+    expected_grads = gradients(expected, expected_leaves)
+    assert actual_grads.keys() == expected_grads.keys()
+    for name in expected_grads:
+        assert_close(actual_grads[name], expected_grads[name], f"gradient of {name}")
+
+
+def torch_twin(layer: lstmkit.Recurrent) -> nn.Module:
+    """The torch.nn layer with the same configuration and weights as `layer`."""
+    options = dict(
+        num_layers=layer.num_layers,
+        bias=layer.bias,
+        batch_first=layer.batch_first,
+        dropout=layer.dropout,
+        bidirectional=layer.bidirectional,
+        dtype=layer.weight_ih_l0.dtype,
+    )
+    if layer.cell.name == "lstm":
+        options["proj_size"] = layer.proj_size
+    if layer.cell.name == "rnn":
+        options["nonlinearity"] = layer.cell.nonlinearity
+    twin = TORCH_LAYERS[layer.cell.name](layer.input_size, layer.hidden_size, **options)
+    twin.load_state_dict(layer.state_dict())
+    return twin
+
+
+def state_leaves(hx: object) -> dict[str, Tensor]:
+    """The initial-state tensors as named leaves."""
+    if hx is None:
+        return {}
+    if isinstance(hx, Tensor):
+        return {"h0": hx}
+    return {"h0": hx[0], "c0": hx[1]}
+
+
+def random_state(layer: lstmkit.Recurrent, batch_size: int | None, seed: int = 2):
+    """A random initial state for `layer` (unbatched when batch_size is None), requiring grad."""
+    generator = torch.Generator().manual_seed(seed)
+    layers_directions = layer.num_layers * layer.num_directions
+    batch = () if batch_size is None else (batch_size,)
+    dtype = layer.weight_ih_l0.dtype
+    h0 = torch.randn(layers_directions, *batch, layer.output_size, generator=generator, dtype=dtype)
+    h0.requires_grad_()
+    if not layer.cell.has_cell_state:
+        return h0
+    c0 = torch.randn(layers_directions, *batch, layer.hidden_size, generator=generator, dtype=dtype)
+    return h0, c0.requires_grad_()
+
+
+# Every cell and option the library has: (name, options), with a readable id.
+ALL_CELLS = [
+    ("rnn", {"nonlinearity": "tanh"}),
+    ("rnn", {"nonlinearity": "relu"}),
+    ("lstm", {}),
+    ("lstm", {"input_gate": False}),
+    ("lstm", {"forget_gate": False}),
+    ("lstm", {"output_gate": False}),
+    ("lstm", {"input_activation": False}),
+    ("lstm", {"output_activation": False}),
+    ("gru", {}),
+    ("peephole", {}),
+    ("cifg", {}),
+    ("layernorm", {}),
+]
+
+
+def cell_id(cell: str, options: dict) -> str:
+    return "-".join([cell, *(f"{key}={value}" for key, value in options.items())])
+
+
+ALL_CELL_PARAMS = [pytest.param(cell, options, id=cell_id(cell, options)) for cell, options in ALL_CELLS]

@@ -1,0 +1,159 @@
+"""Bad options and bad input: each error names what was expected and what was received."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import lstmkit
+
+
+def raises(error: type[Exception], message: str):
+    """pytest.raises matching `message` literally."""
+    return pytest.raises(error, match=re.escape(message))
+
+
+# --- construction -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("options, error, message", [
+    ({"input_size": 0}, ValueError, "input_size must be greater than zero, got 0"),
+    ({"hidden_size": -3}, ValueError, "hidden_size must be greater than zero, got -3"),
+    ({"num_layers": 0}, ValueError, "num_layers must be greater than zero, got 0"),
+    ({"hidden_size": 4.0}, TypeError, "hidden_size must be an int, got 4.0 (float)"),
+    ({"num_layers": True}, TypeError, "num_layers must be an int, got True (bool)"),
+    ({"proj_size": 4}, ValueError, "proj_size must be smaller than hidden_size=4, got proj_size=4"),
+    ({"proj_size": 9}, ValueError, "proj_size must be smaller than hidden_size=4, got proj_size=9"),
+    ({"proj_size": -1}, ValueError, "proj_size must be zero (no projection) or positive, got -1"),
+    ({"dropout": 1.5}, ValueError, "dropout must be a number in [0, 1], the probability of zeroing an element, got 1.5"),
+    ({"dropout": -0.1}, ValueError, "got -0.1"),
+    ({"dropout": True}, ValueError, "dropout must be a number in [0, 1], the probability of zeroing an element, got True"),
+    ({"dropout": "0.1"}, ValueError, "got '0.1'"),
+    ({"bias": 1}, TypeError, "bias must be a bool, got 1 (int)"),
+    ({"batch_first": "yes"}, TypeError, "batch_first must be a bool, got 'yes' (str)"),
+    ({"engine": "cudnn"}, ValueError, "engine must be one of auto, reference, got 'cudnn'"),
+])
+def test_bad_layer_options(options, error, message):
+    arguments = {"input_size": 3, "hidden_size": 4, **options}
+    with raises(error, message):
+        lstmkit.LSTM(**arguments)
+
+
+def test_unknown_cell_name():
+    with raises(ValueError, "unknown cell 'lsmt'; expected one of cifg, gru, layernorm, lstm, peephole, rnn"):
+        lstmkit.Recurrent("lsmt", 3, 4)
+
+
+def test_unknown_cell_option():
+    with raises(TypeError, "cell 'lstm' got unknown option(s) peepholes; it accepts input_gate, forget_gate, "
+                           "output_gate, input_activation, output_activation"):
+        lstmkit.Recurrent("lstm", 3, 4, peepholes=True)
+    with raises(TypeError, "cell 'gru' got unknown option(s) nonlinearity; it accepts no options"):
+        lstmkit.Recurrent("gru", 3, 4, nonlinearity="relu")
+
+
+def test_bad_cell_option_values():
+    with raises(ValueError, "cell 'rnn' option nonlinearity must be one of ['relu', 'tanh'], got 'sigmoid'"):
+        lstmkit.RNN(3, 4, nonlinearity="sigmoid")
+    with raises(TypeError, "cell 'lstm' option input_gate must be a bool, got 'no' (str)"):
+        lstmkit.LSTM(3, 4, input_gate="no")
+
+
+def test_projection_is_for_the_lstm_family_only():
+    with raises(ValueError, "proj_size applies to the LSTM family only, not to cell 'gru'; got proj_size=2"):
+        lstmkit.Recurrent("gru", 3, 4, proj_size=2)
+
+
+def test_cell_options_with_a_cell_object():
+    with raises(TypeError, "cell options ['forget_gate'] go with a cell name; got a Cell instance (lstm) as well"):
+        lstmkit.Recurrent(lstmkit.cells.LSTMCell(), 3, 4, forget_gate=False)
+
+
+# --- forward -------------------------------------------------------------------------------
+
+@pytest.fixture
+def lstm():
+    return lstmkit.LSTM(3, 4, num_layers=2)
+
+
+def test_wrong_feature_size(lstm):
+    with raises(ValueError, "input.size(-1) must equal input_size=3, got 5 (input shape (6, 2, 5))"):
+        lstm(torch.randn(6, 2, 5))
+
+
+def test_wrong_number_of_dimensions(lstm):
+    with raises(ValueError, "input must be 3-D (batched: (T, B, I), or (B, T, I) with batch_first) or 2-D "
+                            "(unbatched: (T, I)), got 4-D with shape (6, 2, 1, 3)"):
+        lstm(torch.randn(6, 2, 1, 3))
+
+
+def test_input_of_the_wrong_type(lstm):
+    with raises(TypeError, "input must be a Tensor or a PackedSequence, got list"):
+        lstm([[1.0, 2.0, 3.0]])
+
+
+def test_empty_sequence(lstm):
+    with raises(ValueError, "input must have at least one time step, got shape (0, 2, 3)"):
+        lstm(torch.randn(0, 2, 3))
+
+
+def test_input_dtype_mismatch(lstm):
+    with raises(TypeError, "input dtype must match the layer's parameters (torch.float32), got torch.float64"):
+        lstm(torch.randn(6, 2, 3, dtype=torch.float64))
+
+
+def test_state_of_the_wrong_type(lstm):
+    with raises(TypeError, "hx must be a tuple (h_0, c_0) of two tensors for this cell, got Tensor of shape (2, 2, 4)"):
+        lstm(torch.randn(6, 2, 3), torch.zeros(2, 2, 4))
+    gru = lstmkit.GRU(3, 4)
+    with raises(TypeError, "hx (h_0) must be a Tensor, got tuple of 2: (Tensor of shape (1, 2, 4), Tensor of shape (1, 2, 4))"):
+        gru(torch.randn(6, 2, 3), (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))
+
+
+def test_state_of_the_wrong_shape(lstm):
+    with raises(ValueError, "hx[0] (h_0) must have shape (2, 2, 4) (num_layers * num_directions, batch, features), "
+                            "got (1, 2, 4)"):
+        lstm(torch.randn(6, 2, 3), (torch.zeros(1, 2, 4), torch.zeros(2, 2, 4)))
+    with raises(ValueError, "hx[1] (c_0) must have shape (2, 2, 4)"):
+        lstm(torch.randn(6, 2, 3), (torch.zeros(2, 2, 4), torch.zeros(2, 3, 4)))
+    with raises(ValueError, "hx[0] (h_0) must have shape (2, 4) (num_layers * num_directions, features) "
+                            "for unbatched input, got (2, 1, 4)"):
+        lstm(torch.randn(6, 3), (torch.zeros(2, 1, 4), torch.zeros(2, 1, 4)))
+
+
+def test_state_with_projection_has_proj_size_features():
+    layer = lstmkit.LSTM(3, 4, proj_size=2)
+    with raises(ValueError, "hx[0] (h_0) must have shape (1, 2, 2) (num_layers * num_directions, batch, features), "
+                            "got (1, 2, 4)"):
+        layer(torch.randn(6, 2, 3), (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))
+
+
+def test_state_dtype_mismatch(lstm):
+    with raises(TypeError, "hx[1] (c_0) dtype must match the layer's parameters (torch.float32), got torch.float64"):
+        lstm(torch.randn(6, 2, 3), (torch.zeros(2, 2, 4), torch.zeros(2, 2, 4, dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("lengths, error, message", [
+    ([6, 7], ValueError, "lengths must be in [1, 6] (the input has 6 time steps), got lengths[1] = 7"),
+    ([0, 3], ValueError, "lengths must be in [1, 6] (the input has 6 time steps), got lengths[0] = 0"),
+    ([6, 2, 3], ValueError, "lengths must have one entry per sequence, shape (2,), got shape (3,)"),
+    (torch.tensor([6.0, 2.0]), TypeError, "lengths must hold integers, got dtype torch.float32"),
+    ([6, 2.5], TypeError, "lengths must hold integers, got [6, 2.5]"),
+])
+def test_bad_lengths(lstm, lengths, error, message):
+    with raises(error, message):
+        lstm(torch.randn(6, 2, 3), lengths=lengths)
+
+
+def test_lengths_with_packed_input(lstm):
+    packed = pack_padded_sequence(torch.randn(6, 2, 3), [6, 2])
+    with raises(ValueError, "lengths= is for padded tensor input; a PackedSequence carries its own lengths"):
+        lstm(packed, lengths=[6, 2])
+
+
+def test_packed_input_with_wrong_features(lstm):
+    packed = pack_padded_sequence(torch.randn(6, 2, 5), [6, 2])
+    with raises(ValueError, "input.size(-1) must equal input_size=3, got 5"):
+        lstm(packed)

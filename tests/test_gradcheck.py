@@ -1,0 +1,33 @@
+"""torch.autograd.gradcheck on every cell and option, through a two-layer bidirectional stack
+with a given initial state and padded lengths (and a projection for the LSTM family)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import functional_call
+
+import lstmkit
+from helpers import ALL_CELL_PARAMS, random_state
+
+
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_gradcheck(cell, options):
+    torch.manual_seed(0)
+    proj_size = 2 if lstmkit.cells.make_cell(cell, **options).supports_projection else 0
+    layer = lstmkit.Recurrent(
+        cell, 3, 4, num_layers=2, bidirectional=True, proj_size=proj_size, dtype=torch.float64, **options
+    )
+    names = [name for name, _ in layer.named_parameters()]
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    hx = random_state(layer, batch_size=2)
+    state = list(hx) if isinstance(hx, tuple) else [hx]
+
+    def run(x, *tensors):
+        initial = tuple(tensors[: len(state)]) if len(state) == 2 else tensors[0]
+        parameters = dict(zip(names, tensors[len(state):], strict=True))
+        output, final = functional_call(layer, parameters, (x, initial), {"lengths": [4, 3]})
+        return (output, *final) if isinstance(final, tuple) else (output, final)
+
+    inputs = (x, *state, *(parameter.detach().requires_grad_() for parameter in layer.parameters()))
+    assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-7)

@@ -1,0 +1,153 @@
+"""Construction options: forget_bias, dropout, parameters of the variants, repr, cell objects."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import lstmkit
+from lstmkit.cells import LSTMCell
+
+H = 4
+
+
+@pytest.mark.parametrize("cell, block, value", [
+    ("lstm", 1, 1.0), ("peephole", 1, 1.0), ("layernorm", 1, 1.0), ("cifg", 0, -1.0),
+])
+def test_forget_bias_sets_the_forget_rows_of_every_layer_and_direction(cell, block, value):
+    torch.manual_seed(3)
+    plain = lstmkit.Recurrent(cell, 3, H, num_layers=2, bidirectional=True)
+    torch.manual_seed(3)
+    biased = lstmkit.Recurrent(cell, 3, H, num_layers=2, bidirectional=True, forget_bias=1.0)
+    rows = slice(block * H, (block + 1) * H)
+    for suffix in ("_l0", "_l0_reverse", "_l1", "_l1_reverse"):
+        bias_ih, bias_hh = getattr(biased, "bias_ih" + suffix), getattr(biased, "bias_hh" + suffix)
+        assert torch.all(bias_ih[rows] == value) and torch.all(bias_hh[rows] == 0)
+        others = torch.ones_like(bias_ih, dtype=torch.bool)
+        others[rows] = False
+        assert torch.equal(bias_ih[others], getattr(plain, "bias_ih" + suffix)[others])
+        assert torch.equal(bias_hh[others], getattr(plain, "bias_hh" + suffix)[others])
+
+
+def test_cifg_forget_bias_makes_the_forget_gate_start_at_sigmoid_of_it():
+    layer = lstmkit.CIFGLSTM(2, H, forget_bias=2.0)
+    with torch.no_grad():
+        layer.weight_ih_l0.zero_()
+        layer.weight_hh_l0.zero_()
+        layer.bias_ih_l0[H:].zero_()
+        layer.bias_hh_l0.zero_()
+    _, _, trace = layer(torch.randn(3, 1, 2), return_gates=True)
+    assert torch.allclose(trace.gates["forget"], torch.sigmoid(torch.tensor(2.0)))
+
+
+@pytest.mark.parametrize("cell, options, message", [
+    ("gru", {}, "forget_bias needs a cell with a forget gate; cell gru has none (got forget_bias=1.0)"),
+    ("rnn", {}, "forget_bias needs a cell with a forget gate; cell rnn has none (got forget_bias=1.0)"),
+    ("lstm", {"forget_gate": False},
+     "forget_bias needs a cell with a forget gate; cell lstm(forget_gate=False) has none (got forget_bias=1.0)"),
+])
+def test_forget_bias_without_a_forget_gate_is_an_error(cell, options, message):
+    with pytest.raises(ValueError) as error:
+        lstmkit.Recurrent(cell, 3, H, forget_bias=1.0, **options)
+    assert str(error.value) == message
+
+
+def test_forget_bias_without_biases_is_an_error():
+    with pytest.raises(ValueError, match="forget_bias sets the gate's bias, so it needs bias=True; got bias=False"):
+        lstmkit.LSTM(3, H, bias=False, forget_bias=1.0)
+
+
+def test_dropout_is_off_in_eval_mode():
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(3, H, num_layers=3, dropout=0.5).eval()
+    reference = lstmkit.LSTM(3, H, num_layers=3)
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(5, 2, 3)
+    assert torch.equal(layer(x)[0], reference(x)[0])
+
+
+def test_dropout_one_zeroes_the_input_of_every_layer_but_the_first_and_not_the_output():
+    torch.manual_seed(0)
+    layer = lstmkit.GRU(3, H, num_layers=2, dropout=1.0).train()
+    output, h_n = layer(torch.randn(5, 2, 3))
+    upper = lstmkit.GRU(H, H)
+    upper.load_state_dict({name.replace("_l1", "_l0"): value for name, value in layer.state_dict().items() if "_l1" in name})
+    expected_output, expected_h = upper(torch.zeros(5, 2, H))
+    assert torch.equal(output, expected_output)
+    assert torch.equal(h_n[1:], expected_h)
+    assert torch.all(output != 0), "no dropout after the last layer"
+
+
+def test_dropout_warns_at_the_callers_line_for_a_single_layer():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lstmkit.LSTM(3, H, dropout=0.3)
+    assert len(caught) == 1
+    assert "non-zero dropout expects num_layers greater than 1, but got dropout=0.3 and num_layers=1" in str(
+        caught[0].message
+    )
+    assert caught[0].filename == __file__
+
+
+@pytest.mark.parametrize("cell, options, names", [
+    ("peephole", {}, ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0",
+                      "peephole_i_l0", "peephole_f_l0", "peephole_o_l0"]),
+    ("layernorm", {}, ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "layernorm_ih_weight_l0",
+                       "layernorm_hh_weight_l0", "layernorm_cell_weight_l0", "layernorm_cell_bias_l0"]),
+])
+def test_variant_parameter_names(cell, options, names):
+    assert [name for name, _ in lstmkit.Recurrent(cell, 3, H, **options).named_parameters()] == names
+
+
+def test_layernorm_without_bias_has_no_shifts_and_starts_with_unit_gains():
+    layer = lstmkit.LayerNormLSTM(3, H, bias=False)
+    assert [name for name, _ in layer.named_parameters()] == [
+        "weight_ih_l0", "weight_hh_l0", "layernorm_ih_weight_l0", "layernorm_hh_weight_l0", "layernorm_cell_weight_l0",
+    ]
+    assert torch.all(layer.layernorm_ih_weight_l0 == 1) and layer.layernorm_ih_weight_l0.shape == (4 * H,)
+    assert torch.all(layer.layernorm_cell_weight_l0 == 1) and layer.layernorm_cell_weight_l0.shape == (H,)
+
+
+@pytest.mark.parametrize("options, gates", [
+    ({}, 4), ({"input_gate": False}, 3), ({"forget_gate": False, "output_gate": False}, 2),
+    ({"input_activation": False}, 4),
+])
+def test_ablations_drop_the_rows_of_removed_gates(options, gates):
+    layer = lstmkit.LSTM(3, H, proj_size=2, **options)
+    assert layer.weight_ih_l0.shape == (gates * H, 3)
+    assert layer.weight_hh_l0.shape == (gates * H, 2)
+    assert layer.bias_hh_l0.shape == (gates * H,)
+
+
+def test_repr_shows_options_and_engine():
+    assert repr(lstmkit.LSTM(10, 20, num_layers=2, output_gate=False, forget_bias=1.0)) == (
+        "LSTM(10, 20, output_gate=False, num_layers=2, forget_bias=1.0, engine=reference)"
+    )
+    assert repr(lstmkit.Recurrent("rnn", 3, 4, nonlinearity="relu", bidirectional=True)) == (
+        "Recurrent(cell=rnn(nonlinearity='relu'), 3, 4, bidirectional=True, engine=reference)"
+    )
+
+
+def test_a_cell_object_builds_the_same_layer_as_its_name_and_options():
+    torch.manual_seed(1)
+    by_object = lstmkit.Recurrent(LSTMCell(forget_gate=False), 3, H)
+    torch.manual_seed(1)
+    by_name = lstmkit.Recurrent("lstm", 3, H, forget_gate=False)
+    x = torch.randn(4, 2, 3)
+    assert by_object.cell == by_name.cell
+    assert torch.equal(by_object(x)[0], by_name(x)[0])
+
+
+def test_state_dict_round_trip_between_variants_of_the_same_cell():
+    source = lstmkit.LayerNormLSTM(3, H, num_layers=2, bidirectional=True, dtype=torch.float64)
+    target = lstmkit.LayerNormLSTM(3, H, num_layers=2, bidirectional=True, dtype=torch.float64)
+    target.load_state_dict(source.state_dict())
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    assert torch.equal(source(x)[0], target(x)[0])
+
+
+def test_parameters_take_dtype():
+    layer = lstmkit.PeepholeLSTM(3, H, dtype=torch.float64)
+    assert {parameter.dtype for parameter in layer.parameters()} == {torch.float64}

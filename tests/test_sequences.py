@@ -1,0 +1,84 @@
+"""Variable lengths, packing and layouts, for every cell (the ones torch.nn lacks included)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import lstmkit
+from helpers import ALL_CELL_PARAMS, assert_close, random_state
+
+T, B, INPUT, HIDDEN = 6, 3, 4, 5
+LENGTHS = [4, 6, 1]
+
+
+def make_layer(cell, options, **layer_options):
+    torch.manual_seed(0)
+    return lstmkit.Recurrent(
+        cell, INPUT, HIDDEN, num_layers=2, bidirectional=True, dtype=torch.float64, **layer_options, **options
+    )
+
+
+def select(state, rows):
+    """The initial/final state restricted to batch rows `rows`."""
+    if isinstance(state, tuple):
+        return tuple(part[:, rows] for part in state)
+    return state[:, rows]
+
+
+def as_list(state):
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_lengths_equal_each_sequence_run_alone(cell, options):
+    layer = make_layer(cell, options)
+    x = torch.randn(T, B, INPUT, dtype=torch.float64)
+    hx = random_state(layer, B)
+    output, final = layer(x, hx, lengths=LENGTHS)
+    for b, length in enumerate(LENGTHS):
+        alone_output, alone_final = layer(x[:length, b : b + 1], select(hx, slice(b, b + 1)))
+        assert_close(output[:length, b : b + 1], alone_output, f"output of sequence {b}")
+        assert torch.all(output[length:, b] == 0), "outputs past the length are zero"
+        for batched, alone in zip(as_list(select(final, slice(b, b + 1))), as_list(alone_final), strict=True):
+            assert_close(batched, alone, f"final state of sequence {b}")
+
+
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_packed_input_equals_lengths(cell, options):
+    layer = make_layer(cell, options, batch_first=True)
+    x = torch.randn(B, T, INPUT, dtype=torch.float64)
+    hx = random_state(layer, B)
+    packed_output, packed_final = layer(pack_padded_sequence(x, LENGTHS, batch_first=True, enforce_sorted=False), hx)
+    output, final = layer(x, hx, lengths=torch.tensor(LENGTHS))
+    padded, lengths = pad_packed_sequence(packed_output, batch_first=True, total_length=T)
+    assert lengths.tolist() == LENGTHS
+    assert torch.equal(padded, output)
+    for a, b in zip(as_list(packed_final), as_list(final), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_batch_first_and_unbatched_layouts_agree(cell, options):
+    layer = make_layer(cell, options)
+    x = torch.randn(T, B, INPUT, dtype=torch.float64)
+    output, final = layer(x)
+    layer.batch_first = True
+    first_output, first_final = layer(x.transpose(0, 1))
+    assert torch.equal(first_output, output.transpose(0, 1))
+    single_output, single_final = layer(x[:, 0])  # unbatched: time-major whatever batch_first
+    assert_close(single_output, output[:, 0], "unbatched output")
+    for a, b, c in zip(as_list(first_final), as_list(final), as_list(single_final), strict=True):
+        assert torch.equal(a, b)
+        assert_close(c, b[:, 0], "unbatched final state")
+
+
+def test_gradient_does_not_reach_padding():
+    layer = make_layer("lstm", {})
+    x = torch.randn(T, B, INPUT, dtype=torch.float64, requires_grad=True)
+    output, (h_n, c_n) = layer(x, lengths=LENGTHS)
+    (output.sum() + h_n.sum() + c_n.sum()).backward()
+    for b, length in enumerate(LENGTHS):
+        assert torch.all(x.grad[length:, b] == 0)
+        assert torch.all(x.grad[:length, b].abs().sum(-1) > 0)
