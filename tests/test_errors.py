@@ -33,7 +33,10 @@ def raises(error: type[Exception], message: str):
     ({"dropout": "0.1"}, ValueError, "got '0.1'"),
     ({"bias": 1}, TypeError, "bias must be a bool, got 1 (int)"),
     ({"batch_first": "yes"}, TypeError, "batch_first must be a bool, got 'yes' (str)"),
-    ({"engine": "cudnn"}, ValueError, "engine must be one of auto, reference, got 'cudnn'"),
+    ({"engine": "cudnn"}, ValueError, "engine must be one of auto, native, fused, reference, got 'cudnn'"),
+    ({"engine": "native", "forget_gate": False}, ValueError,
+     "engine='native' cannot run this layer: cell lstm(forget_gate=False) is an ablation; the native kernels "
+     "run the full LSTM only; use engine='fused'"),
 ])
 def test_bad_layer_options(options, error, message):
     arguments = {"input_size": 3, "hidden_size": 4, **options}
@@ -157,3 +160,9 @@ def test_packed_input_with_wrong_features(lstm):
     packed = pack_padded_sequence(torch.randn(6, 2, 5), [6, 2])
     with raises(ValueError, "input.size(-1) must equal input_size=3, got 5"):
         lstm(packed)
+
+
+def test_native_engine_on_a_cell_without_native_kernels():
+    with raises(ValueError, "engine='native' cannot run this layer: cell 'peephole' has no native kernel "
+                            "(native runs lstm, gru and rnn); use engine='fused'"):
+        lstmkit.PeepholeLSTM(3, 4, engine="native")

@@ -1,5 +1,6 @@
-"""torch.autograd.gradcheck on every cell and option, through a two-layer bidirectional stack
-with a given initial state and padded lengths (and a projection for the LSTM family)."""
+"""torch.autograd.gradcheck on every cell and option and both per-layer engines, through a
+two-layer bidirectional stack with a given initial state and padded lengths (and a projection
+for the LSTM family). The native engine is torch.nn's own backward."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ import lstmkit
 from helpers import ALL_CELL_PARAMS, random_state
 
 
+@pytest.mark.parametrize("engine", ["reference", "fused"])
 @pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
-def test_gradcheck(cell, options):
+def test_gradcheck(cell, options, engine):
     torch.manual_seed(0)
     proj_size = 2 if lstmkit.cells.make_cell(cell, **options).supports_projection else 0
     layer = lstmkit.Recurrent(
-        cell, 3, 4, num_layers=2, bidirectional=True, proj_size=proj_size, dtype=torch.float64, **options
+        cell, 2, 3, num_layers=2, bidirectional=True, proj_size=proj_size, dtype=torch.float64,
+        engine=engine, **options,
     )
     names = [name for name, _ in layer.named_parameters()]
-    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
     hx = random_state(layer, batch_size=2)
     state = list(hx) if isinstance(hx, tuple) else [hx]
 

@@ -121,13 +121,23 @@ def test_ablations_drop_the_rows_of_removed_gates(options, gates):
     assert layer.bias_hh_l0.shape == (gates * H,)
 
 
-def test_repr_shows_options_and_engine():
+def test_repr_shows_options_and_the_engine_in_use():
     assert repr(lstmkit.LSTM(10, 20, num_layers=2, output_gate=False, forget_bias=1.0)) == (
-        "LSTM(10, 20, output_gate=False, num_layers=2, forget_bias=1.0, engine=reference)"
+        "LSTM(10, 20, output_gate=False, num_layers=2, forget_bias=1.0, engine=fused)"
     )
-    assert repr(lstmkit.Recurrent("rnn", 3, 4, nonlinearity="relu", bidirectional=True)) == (
+    assert repr(lstmkit.LSTM(10, 20, num_layers=2)) == "LSTM(10, 20, num_layers=2, engine=native)"
+    assert repr(lstmkit.Recurrent("rnn", 3, 4, nonlinearity="relu", bidirectional=True, engine="reference")) == (
         "Recurrent(cell=rnn(nonlinearity='relu'), 3, 4, bidirectional=True, engine=reference)"
     )
+
+
+@pytest.mark.parametrize("cell, options, engine", [
+    ("lstm", {}, "native"), ("gru", {}, "native"), ("rnn", {"nonlinearity": "relu"}, "native"),
+    ("lstm", {"input_activation": False}, "fused"), ("peephole", {}, "fused"), ("cifg", {}, "fused"),
+    ("layernorm", {}, "fused"),
+])
+def test_auto_picks_native_for_the_plain_cells_and_fused_for_the_rest(cell, options, engine):
+    assert lstmkit.Recurrent(cell, 3, 4, **options).engine_name == engine
 
 
 def test_a_cell_object_builds_the_same_layer_as_its_name_and_options():

@@ -13,11 +13,15 @@ T, B, INPUT, HIDDEN = 6, 3, 4, 5
 LENGTHS = [4, 6, 1]
 
 
-def make_layer(cell, options, **layer_options):
+def make_layer(cell, options, engine, **layer_options):
     torch.manual_seed(0)
     return lstmkit.Recurrent(
-        cell, INPUT, HIDDEN, num_layers=2, bidirectional=True, dtype=torch.float64, **layer_options, **options
+        cell, INPUT, HIDDEN, num_layers=2, bidirectional=True, dtype=torch.float64, engine=engine,
+        **layer_options, **options,
     )
+
+
+engines = pytest.mark.parametrize("engine", ["reference", "fused"])
 
 
 def select(state, rows):
@@ -32,8 +36,9 @@ def as_list(state):
 
 
 @pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
-def test_lengths_equal_each_sequence_run_alone(cell, options):
-    layer = make_layer(cell, options)
+@engines
+def test_lengths_equal_each_sequence_run_alone(cell, options, engine):
+    layer = make_layer(cell, options, engine)
     x = torch.randn(T, B, INPUT, dtype=torch.float64)
     hx = random_state(layer, B)
     output, final = layer(x, hx, lengths=LENGTHS)
@@ -46,8 +51,9 @@ def test_lengths_equal_each_sequence_run_alone(cell, options):
 
 
 @pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
-def test_packed_input_equals_lengths(cell, options):
-    layer = make_layer(cell, options, batch_first=True)
+@engines
+def test_packed_input_equals_lengths(cell, options, engine):
+    layer = make_layer(cell, options, engine, batch_first=True)
     x = torch.randn(B, T, INPUT, dtype=torch.float64)
     hx = random_state(layer, B)
     packed_output, packed_final = layer(pack_padded_sequence(x, LENGTHS, batch_first=True, enforce_sorted=False), hx)
@@ -60,8 +66,9 @@ def test_packed_input_equals_lengths(cell, options):
 
 
 @pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
-def test_batch_first_and_unbatched_layouts_agree(cell, options):
-    layer = make_layer(cell, options)
+@engines
+def test_batch_first_and_unbatched_layouts_agree(cell, options, engine):
+    layer = make_layer(cell, options, engine)
     x = torch.randn(T, B, INPUT, dtype=torch.float64)
     output, final = layer(x)
     layer.batch_first = True
@@ -74,8 +81,9 @@ def test_batch_first_and_unbatched_layouts_agree(cell, options):
         assert_close(c, b[:, 0], "unbatched final state")
 
 
-def test_gradient_does_not_reach_padding():
-    layer = make_layer("lstm", {})
+@engines
+def test_gradient_does_not_reach_padding(engine):
+    layer = make_layer("lstm", {}, engine)
     x = torch.randn(T, B, INPUT, dtype=torch.float64, requires_grad=True)
     output, (h_n, c_n) = layer(x, lengths=LENGTHS)
     (output.sum() + h_n.sum() + c_n.sum()).backward()

@@ -11,19 +11,23 @@ from helpers import ALL_CELL_PARAMS, assert_close, random_state
 T, B, INPUT, HIDDEN = 6, 3, 4, 5
 
 
-def make_layer(cell, options, **layer_options):
+PER_LAYER_ENGINES = ["reference", "fused"]
+
+
+def make_layer(cell, options, engine="fused", **layer_options):
     torch.manual_seed(0)
-    return lstmkit.Recurrent(cell, INPUT, HIDDEN, dtype=torch.float64, **layer_options, **options)
+    return lstmkit.Recurrent(cell, INPUT, HIDDEN, dtype=torch.float64, engine=engine, **layer_options, **options)
 
 
 def as_list(state):
     return list(state) if isinstance(state, tuple) else [state]
 
 
+@pytest.mark.parametrize("engine", ["reference", "fused", "auto"])
 @pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
 @pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
-def test_step_by_step_equals_forward(cell, options, batched):
-    layer = make_layer(cell, options, num_layers=2, batch_first=True)
+def test_step_by_step_equals_forward(cell, options, batched, engine):
+    layer = make_layer(cell, options, engine, num_layers=2, batch_first=True)
     x = torch.randn(B, T, INPUT, dtype=torch.float64)
     hx = random_state(layer, B)
     if not batched:
@@ -59,9 +63,10 @@ def test_step_refuses_a_sequence():
         layer.step(torch.randn(T, B, INPUT, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("engine", PER_LAYER_ENGINES)
 @pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
-def test_return_gates_changes_nothing_and_names_the_cells_gates(cell, options):
-    layer = make_layer(cell, options, num_layers=2, bidirectional=True)
+def test_return_gates_changes_nothing_and_names_the_cells_gates(cell, options, engine):
+    layer = make_layer(cell, options, engine, num_layers=2, bidirectional=True)
     x = torch.randn(T, B, INPUT, dtype=torch.float64)
     plain = layer(x)
     output, state, trace = layer(x, return_gates=True)
@@ -88,8 +93,9 @@ def test_return_gates_changes_nothing_and_names_the_cells_gates(cell, options):
         assert trace.cell_states is None
 
 
-def test_lstm_trace_reproduces_the_recurrence():
-    layer = make_layer("lstm", {}, num_layers=2)
+@pytest.mark.parametrize("engine", PER_LAYER_ENGINES)
+def test_lstm_trace_reproduces_the_recurrence(engine):
+    layer = make_layer("lstm", {}, engine, num_layers=2)
     x = torch.randn(T, B, INPUT, dtype=torch.float64)
     hx = random_state(layer, B)
     output, (h_n, c_n), trace = layer(x, hx, return_gates=True)
@@ -100,14 +106,16 @@ def test_lstm_trace_reproduces_the_recurrence():
     assert torch.all((0 < i) & (i < 1)) and torch.all((-1 < g) & (g < 1))
 
 
-def test_cifg_trace_forget_is_one_minus_input():
-    layer = make_layer("cifg", {})
+@pytest.mark.parametrize("engine", PER_LAYER_ENGINES)
+def test_cifg_trace_forget_is_one_minus_input(engine):
+    layer = make_layer("cifg", {}, engine)
     _, _, trace = layer(torch.randn(T, B, INPUT, dtype=torch.float64), return_gates=True)
     assert torch.equal(trace.gates["forget"], 1 - trace.gates["input"])
 
 
-def test_gru_trace_reproduces_the_recurrence():
-    layer = make_layer("gru", {})
+@pytest.mark.parametrize("engine", PER_LAYER_ENGINES)
+def test_gru_trace_reproduces_the_recurrence(engine):
+    layer = make_layer("gru", {}, engine)
     x = torch.randn(T, B, INPUT, dtype=torch.float64)
     output, _, trace = layer(x, return_gates=True)
     z, n = trace.gates["update"][0], trace.gates["candidate"][0]
@@ -115,8 +123,9 @@ def test_gru_trace_reproduces_the_recurrence():
     assert_close(output, (1 - z) * n + z * previous, "h' = (1 - z) n + z h")
 
 
-def test_gates_under_no_grad_in_eval_mode_with_lengths_and_batch_first():
-    layer = make_layer("peephole", {}, batch_first=True).eval()
+@pytest.mark.parametrize("engine", PER_LAYER_ENGINES)
+def test_gates_under_no_grad_in_eval_mode_with_lengths_and_batch_first(engine):
+    layer = make_layer("peephole", {}, engine, batch_first=True).eval()
     x = torch.randn(B, T, INPUT, dtype=torch.float64)
     lengths = [6, 2, 4]
     with torch.no_grad():
@@ -130,8 +139,25 @@ def test_gates_under_no_grad_in_eval_mode_with_lengths_and_batch_first():
         assert torch.all(trace.gates["input"][0, b, :length] > 0)
 
 
-def test_gates_for_unbatched_input():
-    layer = make_layer("lstm", {})
+@pytest.mark.parametrize("engine", PER_LAYER_ENGINES)
+def test_gates_for_unbatched_input(engine):
+    layer = make_layer("lstm", {}, engine)
     _, _, trace = layer(torch.randn(T, INPUT, dtype=torch.float64), return_gates=True)
     assert trace.gates["output"].shape == (1, T, HIDDEN)
     assert trace.cell_states.shape == (1, T, HIDDEN)
+
+
+def test_gates_of_a_native_layer_come_from_the_fused_engine():
+    layer = make_layer("lstm", {}, "auto")
+    assert layer.engine_name == "native"
+    x = torch.randn(T, B, INPUT, dtype=torch.float64)
+    output, (h_n, c_n), trace = layer(x, return_gates=True)
+    assert_close(output, layer(x)[0], "output")
+    assert_close(trace.cell_states[0, -1], c_n[0], "c_n")
+
+
+def test_gates_need_a_per_layer_engine_when_native_is_forced():
+    layer = make_layer("gru", {}, "native")
+    with pytest.raises(ValueError, match="the native kernels do not expose gate activations; build the layer with "
+                                         "engine='auto' or 'fused' to use return_gates=True"):
+        layer(torch.randn(T, B, INPUT, dtype=torch.float64), return_gates=True)

@@ -4,18 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from lstmkit.cells import Cell
 from lstmkit.engines.base import LayerRun
+from lstmkit.engines.fused import run_fused
+from lstmkit.engines.native import native_support_reason, run_native
 from lstmkit.engines.reference import run_reference
 
-ENGINES: dict[str, Callable[..., LayerRun]] = {"reference": run_reference}
-ENGINE_CHOICES = ("auto", *ENGINES)
+LAYER_ENGINES: dict[str, Callable[..., LayerRun]] = {"reference": run_reference, "fused": run_fused}
+ENGINE_CHOICES = ("auto", "native", "fused", "reference")
 
 
-def resolve_engine(engine: str) -> str:
-    """The engine that `engine` names; "auto" picks the fastest one that applies."""
+def resolve_engine(engine: object, cell: Cell) -> str:
+    """The engine that `engine` names for `cell`; "auto" picks native where it applies, else fused."""
     if engine not in ENGINE_CHOICES:
         raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
-    return "reference" if engine == "auto" else engine
+    reason = native_support_reason(cell)
+    if engine == "auto":
+        return "fused" if reason else "native"
+    if engine == "native" and reason:
+        raise ValueError(f"engine='native' cannot run this layer: {reason}; use engine='fused'")
+    return engine
 
 
-__all__ = ["ENGINES", "ENGINE_CHOICES", "LayerRun", "resolve_engine", "run_reference"]
+__all__ = [
+    "ENGINE_CHOICES",
+    "LAYER_ENGINES",
+    "LayerRun",
+    "native_support_reason",
+    "resolve_engine",
+    "run_fused",
+    "run_native",
+    "run_reference",
+]

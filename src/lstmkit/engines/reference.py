@@ -16,14 +16,17 @@ def run_reference(
     inputs: Tensor,
     h0: Tensor,
     c0: Tensor | None,
-    mask: Tensor | None = None,
+    lengths: Tensor | None = None,
     return_gates: bool = False,
 ) -> LayerRun:
     """Run `cell` over `inputs` (T, B, I) from the state (h0, c0), one step at a time.
 
-    `mask` (T, B), bool: False marks steps past a sequence's end, where the state is held and
-    the output (and traced activations) are zero. None means every step is valid.
+    `lengths` (B,): each sequence's valid steps; past them the state is held and the output
+    (and traced activations) are zero. None means every step is valid.
     """
+    mask = None
+    if lengths is not None:
+        mask = torch.arange(inputs.shape[0], device=inputs.device).unsqueeze(1) < lengths
     h, c = h0, c0
     outputs, traced_gates, cell_states = [], [], []
     for t in range(inputs.shape[0]):

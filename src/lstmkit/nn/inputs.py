@@ -30,14 +30,6 @@ class SequenceBatch:
     batched: bool
     batch_first: bool
 
-    @property
-    def mask(self) -> Tensor | None:
-        """(T, B) bool, True at the steps inside each sequence; None if all are."""
-        if self.lengths is None:
-            return None
-        steps = torch.arange(self.data.shape[0], device=self.data.device)
-        return steps.unsqueeze(1) < self.lengths.unsqueeze(0)
-
     def reverse(self, sequence: Tensor) -> Tensor:
         """`sequence` (T, B, ...) with each sequence reversed within its own length."""
         if self.lengths is None:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from lstmkit.cells import Cell, LayerWeights, make_cell
-from lstmkit.engines import ENGINES, resolve_engine
+from lstmkit.engines import LAYER_ENGINES, resolve_engine, run_native
 from lstmkit.nn.docs import layer_docstring
 from lstmkit.nn.inputs import SequenceBatch, prepare_input, prepare_state
 from lstmkit.nn.caller import warn_at_caller
@@ -94,7 +94,7 @@ class Recurrent(nn.Module):
             )
         check_projection(self.cell, proj_size, hidden_size)
         check_forget_bias(self.cell, forget_bias, bias)
-        self.engine_name = resolve_engine(engine)
+        self.engine_name = resolve_engine(engine, self.cell)
         if dropout > 0 and num_layers == 1:
             warn_at_caller(
                 "dropout adds dropout after all but the last recurrent layer, so non-zero "
@@ -211,7 +211,7 @@ class Recurrent(nn.Module):
         """Run the stack over a sequence; see the class docstring for shapes."""
         batch = prepare_input(input, lengths, self.input_size, self.batch_first, self.weight_ih_l0.dtype)
         h0, c0 = self._initial_state(hx, batch)
-        output, h_n, c_n, trace = self._run_stack(batch, h0, c0, return_gates)
+        output, h_n, c_n, trace = self._run(batch, h0, c0, return_gates)
         state = batch.restore_state(h_n)
         if c_n is not None:
             state = (state, batch.restore_state(c_n))
@@ -247,7 +247,7 @@ class Recurrent(nn.Module):
         sequence = input.unsqueeze(0)
         batch = prepare_input(sequence, None, self.input_size, False, self.weight_ih_l0.dtype)
         h0, c0 = self._initial_state(hx, batch)
-        output, h_n, c_n, _ = self._run_stack(batch, h0, c0, return_gates=False)
+        output, h_n, c_n, _ = self._run(batch, h0, c0, return_gates=False)
         state = batch.restore_state(h_n)
         if c_n is not None:
             state = (state, batch.restore_state(c_n))
@@ -272,13 +272,32 @@ class Recurrent(nn.Module):
             c0 = None if c_init is None else c_init.expand(layers_directions, -1, -1)
         return h0, c0
 
-    def _run_stack(
+    def _run(
         self, batch: SequenceBatch, h0: Tensor, c0: Tensor | None, return_gates: bool
     ) -> tuple[Tensor, Tensor, Tensor | None, list | None]:
-        """Every layer and direction in turn; returns time-major output, h_n, c_n and the
-        per-layer-direction (gates, cell_states) when asked."""
-        engine = ENGINES[self.engine_name]
-        mask = batch.mask
+        """The stack on its engine: time-major output, h_n, c_n, and the per-layer-direction
+        (gates, cell_states) when asked."""
+        if self.engine_name != "native":
+            return self._run_layers(batch, h0, c0, return_gates, LAYER_ENGINES[self.engine_name])
+        if return_gates:
+            if self.engine == "native":
+                raise ValueError(
+                    "the native kernels do not expose gate activations; build the layer with "
+                    "engine='auto' or 'fused' to use return_gates=True"
+                )
+            return self._run_layers(batch, h0, c0, return_gates, LAYER_ENGINES["fused"])
+        flat_weights = [weight for group in self.all_weights for weight in group]
+        output, h_n, c_n = run_native(
+            self.cell, flat_weights, batch.data, batch.lengths, h0, c0, bias=self.bias,
+            num_layers=self.num_layers, dropout=self.dropout, training=self.training,
+            bidirectional=self.bidirectional,
+        )
+        return output, h_n, c_n, None
+
+    def _run_layers(
+        self, batch: SequenceBatch, h0: Tensor, c0: Tensor | None, return_gates: bool, engine
+    ) -> tuple[Tensor, Tensor, Tensor | None, list | None]:
+        """Every layer and direction in turn on a per-layer engine."""
         layer_input = batch.data
         final_h, final_c, trace = [], [], []
         for layer in range(self.num_layers):
@@ -292,7 +311,7 @@ class Recurrent(nn.Module):
                     reverse(layer_input),
                     h0[index],
                     None if c0 is None else c0[index],
-                    mask,
+                    batch.lengths,
                     return_gates,
                 )
                 direction_outputs.append(reverse(run.output))

@@ -1,0 +1,218 @@
+"""The fused engine: one autograd.Function per layer and direction, backward derived by hand.
+
+Forward: the input projections of all T steps as one matrix product; then per step one
+recurrent matrix product and the cell's point-wise step, written in place into buffers
+allocated once. Sequences of a padded batch are sorted by length, longest first, so that step
+t works on the first `batch_sizes[t]` rows only (as packed sequences do): no masking.
+
+What forward keeps for backward: the input x; the gate activations of every step (written
+over the input projections); h_0..h_T and c_0..c_T; the recurrent projections for cells that
+take them apart ("biased", "raw"); the unprojected outputs with proj_size; and the per-step
+buffers the cell asks for (e.g. tanh(c_t)).
+
+Backward: per step (last to first) the cell's point-wise backward and one matrix product for
+d h_{t-1} (two with proj_size); then the gradients of the input, weights, biases and the
+cell's extra parameters as single large operations over all steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lstmkit.cells import Cell, LayerWeights
+from lstmkit.cells.base import FusedGrads, FusedStep
+from lstmkit.engines.base import LayerRun
+
+
+def run_fused(
+    cell: Cell,
+    weights: LayerWeights,
+    inputs: Tensor,
+    h0: Tensor,
+    c0: Tensor | None,
+    lengths: Tensor | None = None,
+    return_gates: bool = False,
+) -> LayerRun:
+    """Run `cell` over `inputs` (T, B, I) with the fused engine; same contract as run_reference."""
+    steps, batch_size = inputs.shape[:2]
+    order = batch_sizes = None
+    if lengths is not None and bool((lengths < steps).any()):
+        sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
+        counts = sorted_lengths.cpu().tolist()
+        batch_sizes = [sum(1 for length in counts if length > t) for t in range(steps)]
+        inputs, h0 = inputs.index_select(1, order), h0.index_select(0, order)
+        c0 = None if c0 is None else c0.index_select(0, order)
+    output, h_n, c_n, gates, cell_states = FusedLayer.apply(
+        cell, batch_sizes, return_gates, inputs, h0, c0, *flatten(cell, weights)
+    )
+    if order is not None:
+        restore = torch.argsort(order)
+        output, h_n = output.index_select(1, restore), h_n.index_select(0, restore)
+        c_n = None if c_n is None else c_n.index_select(0, restore)
+        if return_gates:
+            gates = gates.index_select(1, restore)
+            cell_states = None if cell_states is None else cell_states.index_select(1, restore)
+    traced = None
+    if return_gates:
+        if lengths is not None:
+            valid = (torch.arange(steps, device=inputs.device).unsqueeze(1) < lengths).unsqueeze(-1)
+            gates = gates.masked_fill(~valid, 0)
+        traced = tuple(gates.chunk(cell.num_gates, -1)) if cell.trace_names else ()
+    return LayerRun(output, h_n, c_n, traced, cell_states)
+
+
+def flatten(cell: Cell, weights: LayerWeights) -> list[Tensor | None]:
+    """The weights as autograd.Function arguments: the five torch.nn ones, then the extras."""
+    extras = [weights.extra.get(parameter.name) for parameter in cell.extra_parameters]
+    return [weights.weight_ih, weights.weight_hh, weights.bias_ih, weights.bias_hh, weights.weight_hr, *extras]
+
+
+def unflatten(cell: Cell, parameters: tuple[Tensor | None, ...]) -> LayerWeights:
+    """Inverse of `flatten`."""
+    weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, *extras = parameters
+    extra = {
+        parameter.name: value
+        for parameter, value in zip(cell.extra_parameters, extras, strict=True)
+        if value is not None
+    }
+    return LayerWeights(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, extra)
+
+
+class FusedLayer(torch.autograd.Function):
+    """One layer and direction of a recurrent stack, forward and hand-derived backward."""
+
+    @staticmethod
+    def forward(ctx, cell, batch_sizes, return_gates, x, h0, c0, *parameters):
+        weights = unflatten(cell, parameters)
+        steps, batch_size, _ = x.shape
+        hidden_size = weights.weight_hh.shape[0] // cell.num_gates
+        gate_size = cell.num_gates * hidden_size
+        new = dict(dtype=x.dtype, device=x.device)
+
+        pre, input_saved = cell.fused_project_input(x.reshape(steps * batch_size, -1), weights)
+        gates = pre.view(steps, batch_size, gate_size)
+        # With every sequence running every step, each buffer row is written before it is
+        # read; with lengths, the rows past a sequence's end must read as zero.
+        allocate = torch.empty if batch_sizes is None else torch.zeros
+        hs = allocate(steps + 1, batch_size, h0.shape[-1], **new)
+        cs = allocate(steps + 1, batch_size, hidden_size, **new) if c0 is not None else None
+        hs[0] = h0
+        if cs is not None:
+            cs[0] = c0
+        cell_outputs = allocate(steps, batch_size, hidden_size, **new) if weights.weight_hr is not None else None
+        rec = None if cell.fused_recurrence == "gates" else allocate(steps, batch_size, gate_size, **new)
+        tape = {name: allocate(steps, batch_size, size, **new) for name, size in cell.fused_tape(hidden_size).items()}
+
+        weight_hh_t = weights.weight_hh.t()
+        for t in range(steps):
+            rows = batch_size if batch_sizes is None else batch_sizes[t]
+            step = step_views(t, rows, gates, rec, hs, cs, cell_outputs, tape)
+            if cell.fused_recurrence == "gates":
+                step.gates.addmm_(step.h, weight_hh_t)
+            elif cell.fused_recurrence == "biased" and weights.bias_hh is not None:
+                torch.addmm(weights.bias_hh, step.h, weight_hh_t, out=step.rec)
+            else:
+                torch.mm(step.h, weight_hh_t, out=step.rec)
+            cell.fused_forward(step, weights)
+            if weights.weight_hr is not None:
+                torch.mm(step.h_new, weights.weight_hr.t(), out=hs[t + 1, :rows])
+
+        if batch_sizes is None:
+            h_n, c_n = hs[steps].clone(), None if cs is None else cs[steps].clone()
+        else:
+            last = torch.tensor(batch_sizes, device=x.device)
+            ends = (torch.arange(batch_size, device=x.device).unsqueeze(0) < last.unsqueeze(1)).sum(0)
+            columns = torch.arange(batch_size, device=x.device)
+            h_n, c_n = hs[ends, columns], None if cs is None else cs[ends, columns]
+
+        ctx.cell, ctx.batch_sizes, ctx.tape_names = cell, batch_sizes, list(tape)
+        ctx.allocate = allocate
+        ctx.input_saved_count = len(input_saved)
+        ctx.save_for_backward(
+            x, gates, hs, cs, cell_outputs, rec, *parameters, *input_saved, *tape.values()
+        )
+        traced_gates = traced_cells = None
+        if return_gates:
+            traced_gates = gates.clone()
+            traced_cells = None if cs is None else cs[1:].clone()
+            ctx.mark_non_differentiable(*(t for t in (traced_gates, traced_cells) if t is not None))
+        return hs[1:], h_n, c_n, traced_gates, traced_cells
+
+    @staticmethod
+    def backward(ctx, d_output, d_h_n, d_c_n, _d_gates, _d_cells):
+        cell, batch_sizes = ctx.cell, ctx.batch_sizes
+        x, gates, hs, cs, cell_outputs, rec, *rest = ctx.saved_tensors
+        parameter_count = 5 + len(cell.extra_parameters)
+        parameters = tuple(rest[:parameter_count])
+        input_saved = tuple(rest[parameter_count : parameter_count + ctx.input_saved_count])
+        tape = dict(zip(ctx.tape_names, rest[parameter_count + ctx.input_saved_count :], strict=True))
+        weights = unflatten(cell, parameters)
+        steps, batch_size, gate_size = gates.shape
+
+        new = dict(dtype=gates.dtype, device=gates.device)
+        d_gates = ctx.allocate(gates.shape, **new)
+        d_rec = d_gates if rec is None else ctx.allocate(rec.shape, **new)
+        dh = d_h_n.clone()
+        dc = None if cs is None else d_c_n.clone()
+        d_hs = None if cell_outputs is None else ctx.allocate(hs[1:].shape, **new)
+        hidden_size = gate_size // cell.num_gates
+        grad_tape = {
+            name: ctx.allocate(steps, batch_size, size, **new) for name, size in cell.fused_grad_tape(hidden_size).items()
+        }
+        for t in reversed(range(steps)):
+            rows = batch_size if batch_sizes is None else batch_sizes[t]
+            step = step_views(t, rows, gates, rec, hs, cs, cell_outputs, tape)
+            grads = FusedGrads(
+                d_gates[t, :rows], d_rec[t, :rows], {name: buffer[t, :rows] for name, buffer in grad_tape.items()}
+            )
+            dh_t = dh[:rows]
+            dh_t += d_output[t, :rows]
+            if weights.weight_hr is not None:  # h_t = W_hr m_t
+                d_hs[t, :rows] = dh_t
+                dh_t = dh_t @ weights.weight_hr
+            direct = cell.fused_backward(dh_t, None if dc is None else dc[:rows], step, grads, weights)
+            torch.mm(grads.d_rec, weights.weight_hh, out=dh[:rows])
+            if direct is not None:
+                dh[:rows] += direct
+
+        flat = steps * batch_size
+        d_projection, input_grads = cell.fused_input_backward(d_gates.view(flat, gate_size), input_saved, weights)
+        x_flat = x.reshape(flat, -1)
+        d_x = (d_projection @ weights.weight_ih).view_as(x) if ctx.needs_input_grad[3] else None
+        grads = {
+            "weight_ih": d_projection.t() @ x_flat,
+            "weight_hh": d_rec.view(flat, gate_size).t() @ hs[:-1].reshape(flat, -1),
+            **cell.fused_parameter_grads(FusedGrads(d_gates, d_rec, grad_tape), rec, cs, tape, weights),
+            **input_grads,
+        }
+        if weights.weight_hr is not None:
+            grads["weight_hr"] = d_hs.view(flat, -1).t() @ cell_outputs.view(flat, -1)
+        names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"]
+        names += [parameter.name for parameter in cell.extra_parameters]
+        parameter_grads = [
+            None if parameter is None else grads[name] for name, parameter in zip(names, parameters, strict=True)
+        ]
+        return None, None, None, d_x, dh, dc, *parameter_grads
+
+
+def step_views(
+    t: int,
+    rows: int,
+    gates: Tensor,
+    rec: Tensor | None,
+    hs: Tensor,
+    cs: Tensor | None,
+    cell_outputs: Tensor | None,
+    tape: dict[str, Tensor],
+) -> FusedStep:
+    """Step t of the buffers, for its first `rows` sequences."""
+    return FusedStep(
+        gates=gates[t, :rows],
+        rec=None if rec is None else rec[t, :rows],
+        h=hs[t, :rows],
+        c=None if cs is None else cs[t, :rows],
+        h_new=hs[t + 1, :rows] if cell_outputs is None else cell_outputs[t, :rows],
+        c_new=None if cs is None else cs[t + 1, :rows],
+        tape={name: buffer[t, :rows] for name, buffer in tape.items()},
+    )
