@@ -2,56 +2,42 @@
 
     python benchmarks/profile_fused.py [--cells lstm,layernorm] [--batch 32] [--hidden 256]
 
-For each cell, one forward+backward (T = 100, float32) is timed by wall clock without the
-profiler (median of --repeats), then once under torch.profiler, whose per-operator self times
-are split into matrix products (mm, addmm) and every other kernel; what the wall clock has on
-top of the kernels is Python and dispatch overhead. The profiler's own cost inflates the kernel
-times a little, so the overhead column is a lower bound.
+All three parts are wall-clock measurements (operator profilers inflate short kernels too much
+to be trusted here):
+  total     one forward+backward of the layer (T steps, float32), median of --repeats;
+  GEMM      the same matrix products timed alone, as the engine issues them (common.gemm_floor);
+  overhead  the same cell at B = 1, H = 8, where every kernel is nearly free: Python, dispatch
+            and per-step bookkeeping, which do not depend on the size;
+  pointwise what is left: the point-wise kernels and the memory traffic they cause;
+  faults    minor page faults of one run and the system time they cost: buffers above glibc's
+            mmap threshold come fresh from the kernel, zero-filled, on every call.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import resource
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from common import forward_backward, gemm_floor, median_time
 
 import lstmkit
 
-MATRIX_PRODUCTS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::matmul"}
+
+def layer_time(cell: str, steps: int, batch: int, hidden: int, repeats: int) -> tuple[float, torch.nn.Module]:
+    layer = lstmkit.Recurrent(cell, hidden, hidden, engine="fused")
+    x = torch.randn(steps, batch, hidden, requires_grad=True)
+    return median_time(lambda: forward_backward(layer, x), x.device, repeats, warmup=2), layer
 
 
-def forward_backward(layer: torch.nn.Module, x: torch.Tensor) -> None:
-    output, _ = layer(x)
-    output.sum().backward()
-
-
-def wall_time(layer: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
+def page_faults(layer: torch.nn.Module, steps: int, batch: int, hidden: int) -> tuple[int, float]:
+    """(minor page faults, system seconds) of one forward+backward after a warm-up run."""
+    x = torch.randn(steps, batch, hidden, requires_grad=True)
     forward_backward(layer, x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        forward_backward(layer, x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def kernel_times(layer: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
-    """Seconds of (matrix products, other kernels) of one forward+backward, by operator self time."""
-    with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        forward_backward(layer, x)
-    matrix = other = 0.0
-    for event in profiler.key_averages():
-        if not event.key.startswith("aten::"):
-            continue
-        seconds = event.self_cpu_time_total / 1e6
-        if event.key in MATRIX_PRODUCTS:
-            matrix += seconds
-        elif event.key not in {"aten::empty", "aten::as_strided", "aten::view", "aten::slice", "aten::select"}:
-            other += seconds
-    return matrix, other
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    forward_backward(layer, x)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime
 
 
 def main() -> None:
@@ -60,20 +46,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     arguments = parser.parse_args()
     torch.manual_seed(0)
-    x = torch.randn(arguments.steps, arguments.batch, arguments.hidden, requires_grad=True)
+    device = torch.device("cpu")
     print(f"fused engine, B={arguments.batch} H=I={arguments.hidden} T={arguments.steps}, float32, "
-          f"{torch.get_num_threads()} threads; milliseconds per forward+backward")
-    print(f"{'cell':<10} {'wall':>8} {'GEMM':>8} {'pointwise':>10} {'overhead':>9}  GEMM share")
+          f"{torch.get_num_threads()} threads; ms per forward+backward\n")
+    print("| cell | total | GEMM | point-wise | overhead | GEMM share | page faults | system ms |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for cell in arguments.cells.split(","):
-        layer = lstmkit.Recurrent(cell, arguments.hidden, arguments.hidden, engine="fused")
-        wall = wall_time(layer, x, arguments.repeats)
-        matrix, other = kernel_times(layer, x)
-        overhead = max(wall - matrix - other, 0.0)
-        print(f"{cell:<10} {wall * 1e3:8.1f} {matrix * 1e3:8.1f} {other * 1e3:10.1f} {overhead * 1e3:9.1f}  "
-              f"{matrix / wall:6.0%}")
+        total, layer = layer_time(cell, arguments.steps, arguments.batch, arguments.hidden, arguments.repeats)
+        products = gemm_floor(layer, arguments.steps, arguments.batch, device)
+        overhead, _ = layer_time(cell, arguments.steps, 1, 8, arguments.repeats)
+        pointwise = total - products - overhead
+        faults, system = page_faults(layer, arguments.steps, arguments.batch, arguments.hidden)
+        print(f"| {cell} | {total * 1e3:.1f} | {products * 1e3:.1f} | {pointwise * 1e3:.1f} | "
+              f"{overhead * 1e3:.1f} | {products / total:.0%} | {faults:,} | {system * 1e3:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

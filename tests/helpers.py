@@ -10,16 +10,22 @@ from torch.nn.utils.rnn import PackedSequence
 import lstmkit
 
 TOLERANCE = 1e-10  # relative error allowed between float64 computations of the same math
+SCALE_FLOOR = 1e-6  # below this, a tensor is compared absolutely (to 1e-16): it is rounding noise
 
 TORCH_LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 def relative_error(actual: Tensor, expected: Tensor) -> float:
-    """max |actual - expected| / max |expected| (absolute when expected is all zero)."""
+    """max |actual - expected| / max(max |expected|, SCALE_FLOOR).
+
+    The floor keeps a mathematically zero result (e.g. the LayerNorm gain gradient of a single
+    feature) from turning two engines' rounding noise, ~1e-17 each, into a large ratio.
+    """
     assert actual.shape == expected.shape, f"shapes differ: {actual.shape} vs {expected.shape}"
-    scale = expected.abs().max().item() if expected.numel() else 0.0
-    difference = (actual - expected).abs().max().item() if expected.numel() else 0.0
-    return difference / scale if scale > 0 else difference
+    if not expected.numel():
+        return 0.0
+    scale = max(expected.abs().max().item(), SCALE_FLOOR)
+    return (actual - expected).abs().max().item() / scale
 
 
 def assert_close(actual: Tensor, expected: Tensor, what: str = "", tolerance: float = TOLERANCE) -> None:

@@ -64,6 +64,12 @@ def test_bad_cell_option_values():
         lstmkit.LSTM(3, 4, input_gate="no")
 
 
+def test_layernorm_needs_two_hidden_features():
+    with raises(ValueError, "cell 'layernorm' needs hidden_size >= 2: LN(c') over a single feature always "
+                            "equals its shift, so the cell state would never reach h; got hidden_size=1"):
+        lstmkit.LayerNormLSTM(3, 1)
+
+
 def test_projection_is_for_the_lstm_family_only():
     with raises(ValueError, "proj_size applies to the LSTM family only, not to cell 'gru'; got proj_size=2"):
         lstmkit.Recurrent("gru", 3, 4, proj_size=2)

@@ -47,8 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = build_parser().parse_args(argv)
-    arguments.run(arguments)
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    try:
+        arguments.run(arguments)
+    except (ValueError, TypeError) as error:  # lstmkit's checks name what was expected and received
+        parser.exit(2, f"lstmkit: error: {error}\n")
     return 0
 
 

@@ -14,6 +14,7 @@ the engine applies (projection is a layer option, not cell math).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -32,6 +33,7 @@ class FusedStep(NamedTuple):
     h, c: h_{t-1} (b, H_out) and c_{t-1} (b, H) (None without a cell state).
     h_new, c_new: where the cell writes its output (before any projection) and c_t.
     tape: the per-step buffers the cell asked for in `fused_tape`, (b, n) each.
+    h_projected: where the engine writes h_t = W_hr h_new with proj_size (h_new itself without).
     """
 
     gates: Tensor
@@ -41,6 +43,7 @@ class FusedStep(NamedTuple):
     h_new: Tensor
     c_new: Tensor | None
     tape: dict[str, Tensor]
+    h_projected: Tensor
 
 
 class FusedGrads(NamedTuple):
@@ -108,7 +111,7 @@ class Cell:
     trace_names: ClassVar[tuple[str, ...]] = ()
     extra_parameters: ClassVar[tuple[ExtraParameter, ...]] = ()
 
-    @property
+    @cached_property
     def num_gates(self) -> int:
         """G: how many blocks of H rows the input and recurrent weights stack."""
         return len(self.weight_blocks)
@@ -118,6 +121,9 @@ class Cell:
         """Where `forget_bias` goes: (block, sign) so that f = sigmoid(forget_bias) at zero
         input, or None for a cell without a forget gate."""
         return None
+
+    def check_hidden_size(self, hidden_size: int) -> None:
+        """Reject a hidden size the cell's math cannot use (checked when a layer is built)."""
 
     def initial_state(
         self, batch_size: int, hidden_size: int, output_size: int, like: Tensor
@@ -169,10 +175,11 @@ class Cell:
         return torch.addmm(bias, x, weights.weight_ih.t()), ()
 
     def fused_input_backward(
-        self, d_gates: Tensor, saved: tuple, weights: LayerWeights
+        self, d_gates: Tensor, saved: tuple, weights: LayerWeights, workspace: Tensor | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """d loss / d (x W_ih^T) from d loss / d pre-activations (N, G*H), and the gradients of
-        any parameters of that stage."""
+        any parameters of that stage. `workspace`, when given, is an (N, G*H) buffer the engine
+        no longer needs, for a result that cannot be d_gates itself."""
         return d_gates, {}
 
     def fused_forward(self, step: FusedStep, weights: LayerWeights) -> None:

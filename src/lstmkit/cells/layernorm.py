@@ -41,6 +41,13 @@ class LayerNormLSTMCell(Cell):
     def forget_bias_block(self) -> tuple[str, float]:
         return ("f", 1.0)
 
+    def check_hidden_size(self, hidden_size: int) -> None:
+        if hidden_size < 2:
+            raise ValueError(
+                "cell 'layernorm' needs hidden_size >= 2: LN(c') over a single feature always "
+                f"equals its shift, so the cell state would never reach h; got hidden_size={hidden_size}"
+            )
+
     def project_input(self, x: Tensor, weights: LayerWeights) -> Tensor:
         """LN(W_ih x), with gain `layernorm_ih_weight` and shift `bias_ih`."""
         projection = F.linear(x, weights.weight_ih)
@@ -95,25 +102,31 @@ class LayerNormLSTMCell(Cell):
         return normalised, (projection, mean, rstd)
 
     def fused_input_backward(
-        self, d_gates: Tensor, saved: tuple, weights: LayerWeights
+        self, d_gates: Tensor, saved: tuple, weights: LayerWeights, workspace: Tensor | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Backward of LN(W_ih x) over all steps at once: d(W_ih x), d gain, d bias_ih."""
+        """Backward of LN(W_ih x) over all steps at once: d(W_ih x) (into `workspace`), d gain,
+        d bias_ih."""
         projection, mean, rstd = saved
         gain = weights.extra["layernorm_ih_weight"]
-        d_projection, d_gain, d_shift = aten.native_layer_norm_backward(
-            d_gates, projection, gain.shape, mean, rstd, gain, weights.bias_ih,
-            [True, True, weights.bias_ih is not None],
+        if weights.bias_ih is None:  # the .out variant needs every output
+            d_projection, d_gain, _ = aten.native_layer_norm_backward(
+                d_gates, projection, gain.shape, mean, rstd, gain, None, [True, True, False]
+            )
+            return d_projection, {"layernorm_ih_weight": d_gain}
+        d_projection = torch.empty_like(d_gates) if workspace is None else workspace
+        d_gain, d_shift = torch.empty_like(gain), torch.empty_like(gain)
+        aten.native_layer_norm_backward.out(
+            d_gates, projection, gain.shape, mean, rstd, gain, weights.bias_ih, [True, True, True],
+            out0=d_projection, out1=d_gain, out2=d_shift,
         )
-        grads = {"layernorm_ih_weight": d_gain}
-        if weights.bias_ih is not None:
-            grads["bias_ih"] = d_shift
-        return d_projection, grads
+        return d_projection, {"layernorm_ih_weight": d_gain, "bias_ih": d_shift}
 
     def fused_forward(self, step: FusedStep, weights: LayerWeights) -> None:
         """`step`'s equations in place; `step.rec` holds W_hh h."""
         tape = step.tape
         gain = weights.extra["layernorm_hh_weight"]
-        normalised_rec = self.layer_norm(step.rec, gain, weights.bias_hh, tape["rec_mean"], tape["rec_rstd"])
+        normalised_rec = torch.empty_like(step.gates)
+        layer_norm(step.rec, gain, weights.bias_hh, normalised_rec, tape["rec_mean"], tape["rec_rstd"])
         step.gates.add_(normalised_rec)                                    # (·) = LN(W_ih x) + LN(W_hh h)
         i, f, g, o = step.gates.chunk(4, -1)
         step.gates[:, : 2 * i.shape[-1]].sigmoid_()                        # i, f = σ(·)
@@ -121,11 +134,11 @@ class LayerNormLSTMCell(Cell):
         o.sigmoid_()                                                       # o = σ(·)
         torch.mul(f, step.c, out=step.c_new)                               # c' = f ⊙ c + i ⊙ g
         step.c_new.addcmul_(i, g)
-        normalised_c = self.layer_norm(                                    # h' = o ⊙ tanh(LN(c'))
+        layer_norm(                                                        # h' = o ⊙ tanh(LN(c'))
             step.c_new, weights.extra["layernorm_cell_weight"], weights.extra.get("layernorm_cell_bias"),
-            tape["cell_mean"], tape["cell_rstd"],
+            tape["tanh_ln_c"], tape["cell_mean"], tape["cell_rstd"],
         )
-        torch.tanh(normalised_c, out=tape["tanh_ln_c"])
+        tape["tanh_ln_c"].tanh_()
         torch.mul(o, tape["tanh_ln_c"], out=step.h_new)
 
     def fused_backward(
@@ -187,10 +200,7 @@ class LayerNormLSTMCell(Cell):
             grads["layernorm_cell_bias"] = d_cell_shift
         return grads
 
-    @staticmethod
-    def layer_norm(x: Tensor, gain: Tensor, shift: Tensor | None, mean_out: Tensor, rstd_out: Tensor) -> Tensor:
-        """LN(x) over the last dimension, its statistics written into mean_out, rstd_out."""
-        normalised, mean, rstd = aten.native_layer_norm(x, gain.shape, gain, shift, LAYER_NORM_EPS)
-        mean_out.copy_(mean)
-        rstd_out.copy_(rstd)
-        return normalised
+
+def layer_norm(x: Tensor, gain: Tensor, shift: Tensor | None, out: Tensor, mean: Tensor, rstd: Tensor) -> None:
+    """LN(x) over the last dimension into `out`, its statistics into `mean` and `rstd`."""
+    aten.native_layer_norm.out(x, gain.shape, gain, shift, LAYER_NORM_EPS, out0=out, out1=mean, out2=rstd)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from functools import cache
+from functools import cache, cached_property
 
 import torch
 from torch import Tensor
@@ -33,12 +33,12 @@ class LSTMCell(Cell):
     def __post_init__(self) -> None:
         check_bool_options(self)
 
-    @property
+    @cached_property
     def weight_blocks(self) -> tuple[str, ...]:
         present = {"i": self.input_gate, "f": self.forget_gate, "g": True, "o": self.output_gate}
         return tuple(block for block, kept in present.items() if kept)
 
-    @property
+    @cached_property
     def trace_names(self) -> tuple[str, ...]:
         names = {"i": "input", "f": "forget", "g": "candidate", "o": "output"}
         return tuple(names[block] for block in self.weight_blocks)
@@ -79,59 +79,65 @@ class LSTMCell(Cell):
 
     def fused_forward(self, step: FusedStep, weights: LayerWeights) -> None:
         """`step`'s equations in place; a removed gate is skipped, not multiplied by 1."""
-        gate = self.gate_views(step.gates)
+        i, f, g, o = self.gate_views(step.gates)
         for run in self.sigmoid_runs(step.c.shape[-1]):
             step.gates[:, run].sigmoid_()                                  # i, f, o = σ(·)
         if self.input_activation:
-            gate["g"].tanh_()                                              # g = tanh(·)
-        if gate["f"] is None:                                              # c' = f ⊙ c + i ⊙ g
+            g.tanh_()                                                      # g = tanh(·)
+        if f is None:                                                      # c' = f ⊙ c + i ⊙ g
             step.c_new.copy_(step.c)
         else:
-            torch.mul(gate["f"], step.c, out=step.c_new)
-        if gate["i"] is None:
-            step.c_new.add_(gate["g"])
+            torch.mul(f, step.c, out=step.c_new)
+        if i is None:
+            step.c_new.add_(g)
         else:
-            step.c_new.addcmul_(gate["i"], gate["g"])
+            step.c_new.addcmul_(i, g)
         cell_out = step.c_new
         if self.output_activation:                                         # h' = o ⊙ tanh(c')
             cell_out = torch.tanh(step.c_new, out=step.tape["tanh_c"])
-        if gate["o"] is None:
+        if o is None:
             step.h_new.copy_(cell_out)
         else:
-            torch.mul(gate["o"], cell_out, out=step.h_new)
+            torch.mul(o, cell_out, out=step.h_new)
 
     def fused_backward(
         self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights
     ) -> None:
         """The forward lines in reverse, each differentiated."""
-        gate, d_gate = self.gate_views(step.gates), self.gate_views(grads.d_gates)
+        i, f, g, o = self.gate_views(step.gates)
+        d_i, d_f, d_g, d_o = self.gate_views(grads.d_gates)
         cell_out = step.tape["tanh_c"] if self.output_activation else step.c_new
         d_cell_out = dh                                                    # h' = o ⊙ tanh(c')
-        if gate["o"] is not None:
-            torch.mul(dh, cell_out, out=d_gate["o"])                       #   do = dh ⊙ tanh(c')
-            d_cell_out = dh * gate["o"]
+        if o is not None:
+            torch.mul(dh, cell_out, out=d_o)                               #   do = dh ⊙ tanh(c')
+            d_cell_out = dh * o
         if self.output_activation:
             dc.add_(aten.tanh_backward(d_cell_out, cell_out))              #   dc += dh ⊙ o ⊙ tanh'(c')
         else:
             dc.add_(d_cell_out)
-        if gate["i"] is not None:                                          # c' = f ⊙ c + i ⊙ g
-            torch.mul(dc, gate["g"], out=d_gate["i"])                      #   di = dc ⊙ g
-            torch.mul(dc, gate["i"], out=d_gate["g"])                      #   dg = dc ⊙ i
+        if i is not None:                                                  # c' = f ⊙ c + i ⊙ g
+            torch.mul(dc, g, out=d_i)                                      #   di = dc ⊙ g
+            torch.mul(dc, i, out=d_g)                                      #   dg = dc ⊙ i
         else:
-            d_gate["g"].copy_(dc)
-        if gate["f"] is not None:
-            torch.mul(dc, step.c, out=d_gate["f"])                         #   df = dc ⊙ c
+            d_g.copy_(dc)
+        if f is not None:
+            torch.mul(dc, step.c, out=d_f)                                 #   df = dc ⊙ c
         for run in self.sigmoid_runs(step.c.shape[-1]):                    # i, f, o = σ(·)
             aten.sigmoid_backward.grad_input(grads.d_gates[:, run], step.gates[:, run], grad_input=grads.d_gates[:, run])
         if self.input_activation:                                          # g = tanh(·)
-            aten.tanh_backward.grad_input(d_gate["g"], gate["g"], grad_input=d_gate["g"])
-        if gate["f"] is not None:
-            dc.mul_(gate["f"])                                             # dc_prev = dc ⊙ f
+            aten.tanh_backward.grad_input(d_g, g, grad_input=d_g)
+        if f is not None:
+            dc.mul_(f)                                                     # dc_prev = dc ⊙ f
 
-    def gate_views(self, stacked: Tensor) -> dict[str, Tensor | None]:
+    def gate_views(self, stacked: Tensor) -> tuple[Tensor | None, ...]:
         """The i, f, g, o blocks of a (b, G*H) tensor as views; None for a removed gate."""
-        blocks = dict(zip(self.weight_blocks, stacked.chunk(self.num_gates, -1), strict=True))
-        return {block: blocks.get(block) for block in "ifgo"}
+        blocks = stacked.chunk(self.num_gates, -1)
+        return tuple(None if position is None else blocks[position] for position in self.block_positions)
+
+    @cached_property
+    def block_positions(self) -> tuple[int | None, ...]:
+        """Where i, f, g, o sit among the weight blocks (None where removed)."""
+        return tuple(self.weight_blocks.index(block) if block in self.weight_blocks else None for block in "ifgo")
 
     def sigmoid_runs(self, hidden_size: int) -> tuple[slice, ...]:
         """The column ranges of the sigmoid gates, adjacent blocks merged (i, f | o)."""

@@ -105,9 +105,7 @@ class FusedLayer(torch.autograd.Function):
         tape = {name: allocate(steps, batch_size, size, **new) for name, size in cell.fused_tape(hidden_size).items()}
 
         weight_hh_t = weights.weight_hh.t()
-        for t in range(steps):
-            rows = batch_size if batch_sizes is None else batch_sizes[t]
-            step = step_views(t, rows, gates, rec, hs, cs, cell_outputs, tape)
+        for step in step_views(batch_sizes, gates, rec, hs, cs, cell_outputs, tape):
             if cell.fused_recurrence == "gates":
                 step.gates.addmm_(step.h, weight_hh_t)
             elif cell.fused_recurrence == "biased" and weights.bias_hh is not None:
@@ -116,7 +114,7 @@ class FusedLayer(torch.autograd.Function):
                 torch.mm(step.h, weight_hh_t, out=step.rec)
             cell.fused_forward(step, weights)
             if weights.weight_hr is not None:
-                torch.mm(step.h_new, weights.weight_hr.t(), out=hs[t + 1, :rows])
+                torch.mm(step.h_new, weights.weight_hr.t(), out=step.h_projected)
 
         if batch_sizes is None:
             h_n, c_n = hs[steps].clone(), None if cs is None else cs[steps].clone()
@@ -160,32 +158,41 @@ class FusedLayer(torch.autograd.Function):
         grad_tape = {
             name: ctx.allocate(steps, batch_size, size, **new) for name, size in cell.fused_grad_tape(hidden_size).items()
         }
+        # dh holds d loss / d h_t for the rows running at step t: d_output[t] plus what flows
+        # back from step t + 1, or d_h_n for a sequence whose last step is t.
+        rows = [batch_size] * steps if batch_sizes is None else batch_sizes
+        dh[: rows[-1]] += d_output[-1, : rows[-1]]
+        steps_views = step_views(batch_sizes, gates, rec, hs, cs, cell_outputs, tape)
+        grads_views = grad_views(batch_sizes, d_gates, d_rec, grad_tape)
         for t in reversed(range(steps)):
-            rows = batch_size if batch_sizes is None else batch_sizes[t]
-            step = step_views(t, rows, gates, rec, hs, cs, cell_outputs, tape)
-            grads = FusedGrads(
-                d_gates[t, :rows], d_rec[t, :rows], {name: buffer[t, :rows] for name, buffer in grad_tape.items()}
-            )
-            dh_t = dh[:rows]
-            dh_t += d_output[t, :rows]
+            step, grads, running = steps_views[t], grads_views[t], rows[t]
+            dh_t = dh[:running]
             if weights.weight_hr is not None:  # h_t = W_hr m_t
-                d_hs[t, :rows] = dh_t
+                d_hs[t, :running] = dh_t
                 dh_t = dh_t @ weights.weight_hr
-            direct = cell.fused_backward(dh_t, None if dc is None else dc[:rows], step, grads, weights)
-            torch.mm(grads.d_rec, weights.weight_hh, out=dh[:rows])
+            direct = cell.fused_backward(dh_t, None if dc is None else dc[:running], step, grads, weights)
+            if t == 0:
+                torch.mm(grads.d_rec, weights.weight_hh, out=dh[:running])
+            else:
+                torch.addmm(d_output[t - 1, :running], grads.d_rec, weights.weight_hh, out=dh[:running])
+                if rows[t - 1] > running:  # sequences whose last step is t - 1
+                    dh[running : rows[t - 1]] += d_output[t - 1, running : rows[t - 1]]
             if direct is not None:
-                dh[:rows] += direct
+                dh[:running] += direct
 
         flat = steps * batch_size
-        d_projection, input_grads = cell.fused_input_backward(d_gates.view(flat, gate_size), input_saved, weights)
-        x_flat = x.reshape(flat, -1)
-        d_x = (d_projection @ weights.weight_ih).view_as(x) if ctx.needs_input_grad[3] else None
         grads = {
-            "weight_ih": d_projection.t() @ x_flat,
             "weight_hh": d_rec.view(flat, gate_size).t() @ hs[:-1].reshape(flat, -1),
             **cell.fused_parameter_grads(FusedGrads(d_gates, d_rec, grad_tape), rec, cs, tape, weights),
-            **input_grads,
         }
+        workspace = None if d_rec is d_gates else d_rec.view(flat, gate_size)  # d_rec is spent
+        d_projection, input_grads = cell.fused_input_backward(
+            d_gates.view(flat, gate_size), input_saved, weights, workspace
+        )
+        grads.update(input_grads)
+        x_flat = x.reshape(flat, -1)
+        d_x = (d_projection @ weights.weight_ih).view_as(x) if ctx.needs_input_grad[3] else None
+        grads["weight_ih"] = d_projection.t() @ x_flat
         if weights.weight_hr is not None:
             grads["weight_hr"] = d_hs.view(flat, -1).t() @ cell_outputs.view(flat, -1)
         names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"]
@@ -197,22 +204,47 @@ class FusedLayer(torch.autograd.Function):
 
 
 def step_views(
-    t: int,
-    rows: int,
+    batch_sizes: list[int] | None,
     gates: Tensor,
     rec: Tensor | None,
     hs: Tensor,
     cs: Tensor | None,
     cell_outputs: Tensor | None,
     tape: dict[str, Tensor],
-) -> FusedStep:
-    """Step t of the buffers, for its first `rows` sequences."""
-    return FusedStep(
-        gates=gates[t, :rows],
-        rec=None if rec is None else rec[t, :rows],
-        h=hs[t, :rows],
-        c=None if cs is None else cs[t, :rows],
-        h_new=hs[t + 1, :rows] if cell_outputs is None else cell_outputs[t, :rows],
-        c_new=None if cs is None else cs[t + 1, :rows],
-        tape={name: buffer[t, :rows] for name, buffer in tape.items()},
+) -> list[FusedStep]:
+    """Every step's views of the forward buffers, each restricted to the running sequences."""
+    steps = gates.shape[0]
+    states = per_step(batch_sizes, hs[:-1])
+    new_states = per_step(batch_sizes, hs[1:])
+    cells = [None] * steps if cs is None else per_step(batch_sizes, cs[:-1])
+    new_cells = [None] * steps if cs is None else per_step(batch_sizes, cs[1:])
+    outputs = new_states if cell_outputs is None else per_step(batch_sizes, cell_outputs)
+    recs = [None] * steps if rec is None else per_step(batch_sizes, rec)
+    tapes = per_step_dicts(batch_sizes, tape, steps)
+    return list(
+        map(FusedStep, per_step(batch_sizes, gates), recs, states, cells, outputs, new_cells, tapes, new_states)
     )
+
+
+def grad_views(
+    batch_sizes: list[int] | None, d_gates: Tensor, d_rec: Tensor, grad_tape: dict[str, Tensor]
+) -> list[FusedGrads]:
+    """Every step's views of the backward buffers, each restricted to the running sequences."""
+    steps = d_gates.shape[0]
+    return list(
+        map(FusedGrads, per_step(batch_sizes, d_gates), per_step(batch_sizes, d_rec),
+            per_step_dicts(batch_sizes, grad_tape, steps))
+    )
+
+
+def per_step(batch_sizes: list[int] | None, buffer: Tensor) -> list[Tensor]:
+    """buffer[t, :batch_sizes[t]] for every step t (one unbind when every sequence runs)."""
+    if batch_sizes is None:
+        return list(buffer.unbind(0))
+    return [buffer[t, :rows] for t, rows in enumerate(batch_sizes)]
+
+
+def per_step_dicts(batch_sizes: list[int] | None, buffers: dict[str, Tensor], steps: int) -> list[dict[str, Tensor]]:
+    """per_step of each named buffer, as one dict per step."""
+    columns = {name: per_step(batch_sizes, buffer) for name, buffer in buffers.items()}
+    return [{name: column[t] for name, column in columns.items()} for t in range(steps)]

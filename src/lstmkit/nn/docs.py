@@ -24,8 +24,10 @@ Args:
     bidirectional: if True, each layer also runs every sequence backwards and concatenates
         the two outputs. Default: False
 {projection}    device, dtype: where and in which type the parameters are created. Default: torch's
-{forget_bias}    engine: how the cells run over time: "reference" (a loop under autograd) or "auto"
-        (the fastest engine that applies). Default: "auto"
+{forget_bias}    engine: how the cells run over time: "native" (torch's own kernels, oneDNN/cuDNN;
+        plain lstm, gru and rnn only), "fused" (one autograd.Function per layer with a
+        hand-derived backward; every cell), "reference" (a plain loop under autograd, the
+        oracle) or "auto" (native where it applies, else fused). Default: "auto"
 {trailing_args}
 Inputs: input, hx
     input: (T, B, input_size), (B, T, input_size) with batch_first, (T, input_size)
@@ -36,8 +38,8 @@ Inputs: input, hx
     lengths (keyword): padded input's valid steps per sequence, (B,) integers in [1, T];
         outputs past a sequence's length are zero and its final state is taken at its
         last valid step, the same numbers as packing it. Default: None
-    return_gates (keyword): also return a `GateTrace` of every step's activations.
-        Default: False
+    return_gates (keyword): also return a `GateTrace` of every step's activations (a layer
+        on the native engine runs this call on the fused one). Default: False
 
 Outputs: output, {state_out}[, gates]
     output: (T, B, D * H_out), (B, T, D * H_out) with batch_first, (T, D * H_out)

@@ -84,6 +84,7 @@ class Recurrent(nn.Module):
         check_positive_int("input_size", input_size)
         check_positive_int("hidden_size", hidden_size)
         check_positive_int("num_layers", num_layers)
+        self.cell.check_hidden_size(hidden_size)
         for name, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")

@@ -1,0 +1,84 @@
+"""Measurement pieces shared by the benchmark scripts: timing, matrix-product counts and floors."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def forward_backward(layer: torch.nn.Module, x: torch.Tensor) -> None:
+    """One training step's worth of a layer: forward, then backward of the summed output."""
+    layer.zero_grad(set_to_none=True)
+    x.grad = None
+    output, _ = layer(x)
+    output.sum().backward()
+
+
+def timed(function, device: torch.device) -> float:
+    """Seconds one call of `function` takes."""
+    synchronize(device)
+    start = time.perf_counter()
+    function()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def median_time(function, device: torch.device, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        function()
+    return statistics.median(timed(function, device) for _ in range(repeats))
+
+
+def matrix_shapes(layer: torch.nn.Module) -> tuple[int, int, int]:
+    """(gate rows G*H, input size, recurrent input size) of a layer's first weights."""
+    gate_rows, input_size = layer.weight_ih_l0.shape
+    return gate_rows, input_size, layer.weight_hh_l0.shape[1]
+
+
+def matrix_flops(layer: torch.nn.Module, steps: int, batch: int) -> float:
+    """FLOPs of the matrix products of one forward+backward: forward x W_ih^T and h W_hh^T,
+    backward the same shapes twice (input and weight gradients)."""
+    gate_rows, input_size, recurrent_size = matrix_shapes(layer)
+    return 3 * 2 * steps * batch * gate_rows * (input_size + recurrent_size)
+
+
+def gemm_floor(layer: torch.nn.Module, steps: int, batch: int, device: torch.device, repeats: int = 3) -> float:
+    """Seconds the matrix products of one forward+backward take alone, as the fused engine
+    issues them: the input projection of all steps, one recurrent product per step forward
+    and one per step backward, then the input and both weight gradients over all steps."""
+    gate_rows, input_size, recurrent_size = matrix_shapes(layer)
+    x = torch.randn(steps * batch, input_size, device=device)
+    h_all = torch.randn(steps * batch, recurrent_size, device=device)
+    weight_ih = torch.randn(gate_rows, input_size, device=device)
+    weight_hh = torch.randn(gate_rows, recurrent_size, device=device)
+    h = torch.randn(batch, recurrent_size, device=device)
+    d_gates = torch.randn(batch, gate_rows, device=device)
+    d_all = torch.randn(steps * batch, gate_rows, device=device)
+    gates, dh = torch.empty(batch, gate_rows, device=device), torch.empty(batch, recurrent_size, device=device)
+
+    def products() -> None:
+        x @ weight_ih.t()
+        for _ in range(steps):
+            torch.mm(h, weight_hh.t(), out=gates)
+        for _ in range(steps):
+            torch.mm(d_gates, weight_hh, out=dh)
+        d_all @ weight_ih
+        d_all.t() @ x
+        d_all.t() @ h_all
+
+    return median_time(products, device, repeats)
+
+
+def sgemm_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
+    """The machine's measured single-precision matrix product rate."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    seconds = median_time(lambda: a @ b, device, repeats, warmup=3)
+    return 2 * size**3 / seconds / 1e9

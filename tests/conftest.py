@@ -1,0 +1,13 @@
+"""Test-session settings: hypothesis explores new examples locally and a fixed set in CI.
+
+HYPOTHESIS_PROFILE=thorough draws 2000 examples per property instead of 150.
+"""
+
+import os
+
+from hypothesis import settings
+
+settings.register_profile("dev", max_examples=150, deadline=None)
+settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True)
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") == "true" else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
