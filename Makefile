@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/lstmkit demo
 
 test: setup
 	$(BIN)/python -m pytest -q

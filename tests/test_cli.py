@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import lstmkit
@@ -37,3 +39,83 @@ def test_bad_arguments_exit_with_a_message(arguments, message, capsys):
         main(arguments)
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def run_cli(arguments: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main(arguments)
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_task_command_trains_compares_and_writes(tmp_path, capsys):
+    code, out, _ = run_cli(["task", "adding", "--T", "10", "--cells", "rnn,lstm", "--steps", "30", "--hidden", "8",
+                            "--test-size", "50", "--eval-every", "10", "--out", str(tmp_path)], capsys)
+    assert code == 0
+    table = out.splitlines()[2:5]
+    assert table[0].split() == ["cell", "params", "test", "mse", "baseline", "solved", "steps", "to", "solve", "steps", "seconds"]
+    assert [line.split()[0] for line in table[1:]] == ["rnn", "lstm"]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["cells"]) == {"rnn", "lstm"}
+    assert {"task", "T", "metric", "baseline", "cells"} <= set(results)
+    assert (tmp_path / "models" / "lstm" / "model.safetensors").is_file()
+
+
+def test_probes_from_a_task_run(tmp_path, capsys):
+    run_cli(["task", "temporal_order", "--T", "10", "--cells", "rnn,lstm", "--steps", "20", "--hidden", "8",
+             "--test-size", "50", "--out", str(tmp_path / "task")], capsys)
+    code, out, _ = run_cli(["probe", "gradients", "--from", str(tmp_path / "task"), "--out", str(tmp_path / "probe")], capsys)
+    assert code == 0 and "at initialisation: orders of magnitude lost" in out
+    rows = (tmp_path / "probe" / "gradient_norms.csv").read_text().splitlines()
+    assert rows[0] == "moment,cell,t,norm"
+    assert len(rows) == 1 + 2 * 2 * 11, "two moments x two cells x the 11 steps of the longest test sequence"
+    code, out, _ = run_cli(["probe", "gates", str(tmp_path / "task" / "models" / "lstm"), "--out", str(tmp_path / "probe")], capsys)
+    assert code == 0 and (tmp_path / "probe" / "gates.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
+    code, out, _ = run_cli(["demo", "--T", "10", "--time-budget", "0.5", "--out", str(tmp_path)], capsys)
+    assert code == 0
+    assert "rnn" in out and "gru" in out and "lstm" in out
+    assert "Going back through the 10 steps, ||d loss / d h_t|| of the trained rnn" in out
+    assert "up to 0.5 s each" in out
+    for name in ("learning_curves.png", "gradient_norms.png", "results.json", "gradient_norms.csv"):
+        assert (tmp_path / name).is_file(), name
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["task", "reber", "--T", "5", "--steps", "1"], "lstmkit: error: task 'reber' has no length parameter, so T cannot be set"),
+    (["task", "adding", "--T", "1", "--steps", "1"], "lstmkit: error: task 'adding': T must be at least 2, got 1"),
+    (["task", "adding", "--cells", "rnn,lstn"], "argument --cells: expected cell names from rnn, lstm, gru, peephole, cifg, layernorm, got 'rnn,lstn'"),
+    (["task", "adding", "--steps", "5", "--time-budget", "5"], "argument --time-budget: not allowed with argument --steps"),
+    (["task", "adding", "--lr", "0"], "argument --lr: expected a positive number, got 0.0"),
+    (["probe", "gates"], "lstmkit: error: probe gates needs a checkpoint folder (e.g. DIR/models/lstm) or --task NAME"),
+    (["probe", "gradients"], "lstmkit: error: probe gradients needs --task NAME (to train) or --from DIR"),
+    (["probe", "gates", "/nonexistent/model"], "lstmkit: error: /nonexistent/model is not an lstmkit checkpoint"),
+])
+def test_bad_task_and_probe_arguments(arguments, message, capsys):
+    code, _, err = run_cli(arguments, capsys)
+    assert code == 2
+    assert message in err
+
+
+def test_probe_from_a_run_rebuilds_its_starting_point_from_the_runs_seed(tmp_path, capsys):
+    from lstmkit.pipelines.longlag import build_model
+    from lstmkit.pipelines.probes import gradient_profile, probe_batch
+    from lstmkit.tasks import AddingTask
+
+    run_cli(["task", "adding", "--T", "6", "--cells", "lstm", "--steps", "5", "--hidden", "4", "--seed", "3",
+             "--test-size", "20", "--out", str(tmp_path / "task")], capsys)
+    run_cli(["probe", "gradients", "--from", str(tmp_path / "task"), "--out", str(tmp_path / "probe")], capsys)
+    rows = [row.split(",") for row in (tmp_path / "probe" / "gradient_norms.csv").read_text().splitlines()[1:]]
+    written = [float(norm) for moment, cell, t, norm in rows if moment == "at initialisation"]
+    task = AddingTask(T=6)
+    expected = gradient_profile(build_model(task, "lstm", 4, seed=3), task, probe_batch(task, seed=3))
+    assert written == pytest.approx(expected.tolist(), rel=1e-6)
+
+
+def test_probe_from_a_folder_without_models(tmp_path, capsys):
+    code, _, err = run_cli(["probe", "gradients", "--from", str(tmp_path)], capsys)
+    assert code == 2 and "is not a `lstmkit task` output folder: it has no models/ folder" in err

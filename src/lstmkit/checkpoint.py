@@ -1,0 +1,104 @@
+"""Checkpoints: a folder with a JSON config and safetensors weights, written atomically.
+
+A checkpoint loads without running pickle. It is written, and flushed to disk, in a
+temporary folder beside its destination, then renamed into place: the old checkpoint moves
+to `.NAME.previous` first and is deleted after. A crash therefore leaves the new checkpoint,
+or the old one in place, or (between the two renames) the old one under `.NAME.previous`,
+where `load_checkpoint` finds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lstmkit.files import default_mode
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def save_checkpoint(
+    directory: str | Path,
+    config: dict,
+    tensors: dict[str, torch.Tensor],
+    extra_files: dict[str, str] | None = None,
+) -> Path:
+    """Write `config` (JSON), `tensors` (safetensors) and `extra_files` (name -> text) to
+    `directory`, replacing any checkpoint there."""
+    directory = Path(directory)
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"checkpoint tensors must be torch.Tensor, got {type(tensor).__name__} for {name!r}")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    previous = previous_path(directory)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new.", dir=directory.parent))
+    os.chmod(staging, default_mode(directory=True))
+    try:
+        write_text(staging / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        save_file({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}, staging / WEIGHTS_FILE)
+        os.chmod(staging / WEIGHTS_FILE, default_mode())
+        flush(staging / WEIGHTS_FILE)
+        for name, text in (extra_files or {}).items():
+            write_text(staging / name, text)
+        if previous.exists():
+            shutil.rmtree(previous)
+        if directory.exists():
+            os.replace(directory, previous)
+        os.replace(staging, directory)
+        flush(directory.parent)
+        if previous.exists():
+            shutil.rmtree(previous)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return directory
+
+
+def load_checkpoint(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config, tensors) of a checkpoint folder (or of its `.previous` copy, when a save was
+    interrupted between its two renames)."""
+    directory = Path(directory)
+    if not directory.exists() and previous_path(directory).exists():
+        directory = previous_path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    if not config_path.is_file() or not weights_path.is_file():
+        raise FileNotFoundError(
+            f"{directory} is not an lstmkit checkpoint: expected {CONFIG_FILE} and {WEIGHTS_FILE} in it"
+        )
+    return json.loads(config_path.read_text()), load_file(weights_path)
+
+
+def read_extra_file(directory: str | Path, name: str) -> str:
+    """A text file saved with a checkpoint through `extra_files`."""
+    directory = Path(directory)
+    if not directory.exists() and previous_path(directory).exists():
+        directory = previous_path(directory)
+    return (directory / name).read_text()
+
+
+def previous_path(directory: Path) -> Path:
+    return directory.parent / f".{directory.name}.previous"
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write and flush to disk (open() gives the umask's permissions)."""
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def flush(path: Path) -> None:
+    """fsync a file or a directory (so a rename in it survives a power cut)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

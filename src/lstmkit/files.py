@@ -1,0 +1,47 @@
+"""Writing result files atomically: into a temporary file beside the target, then renamed."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plain open() or mkdir() would give under the current umask
+    (mkstemp and mkdtemp make private ones)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path to write to; on success it replaces `path`, on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(descriptor)
+    try:
+        yield Path(temporary)
+        os.chmod(temporary, default_mode())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_json(path: str | Path, data: object) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(rows)

@@ -1,0 +1,100 @@
+"""Look inside the cells: the gradient flowing back through time, and the gates step by step.
+
+`lstmkit probe gradients` measures ||d loss / d h_t|| of the top layer for every step t of
+test sequences, for each cell at initialisation and after training: a plain RNN's falls by
+orders of magnitude going back in time, an LSTM's cell state carries it. `lstmkit probe
+gates` draws a trained model's gate activations and cell state over one test sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lstmkit import plots
+from lstmkit.files import write_csv
+from lstmkit.models import SequenceModel
+from lstmkit.pipelines.longlag import TEST_SEED_OFFSET, build_model
+from lstmkit.tasks import Batch, Task
+
+PROBE_SEQUENCES = 100
+GATE_PANELS = {"forget": "forget gate", "input": "input gate", "output": "output gate",
+               "reset": "reset gate", "update": "update gate"}
+
+
+def gradient_profile(model: SequenceModel, task: Task, batch: Batch) -> np.ndarray:
+    """Mean over the batch of ||d loss / d h_t|| for every step t (each sequence's own loss;
+    a sequence contributes only to the steps within its length)."""
+    model.eval()
+    gradients = model.hidden_gradients(
+        batch.inputs, lambda predictions: task.loss(predictions, batch) * batch.size, batch.lengths
+    )
+    norms = gradients.norm(dim=-1)
+    mask = batch.step_mask()
+    return ((norms * mask).sum(1) / mask.sum(1).clamp(min=1)).detach().numpy()
+
+
+def probe_batch(task: Task, seed: int) -> Batch:
+    """The sequences the gradient probe runs on: test sequences, from the test seed."""
+    return task.sample(PROBE_SEQUENCES, torch.Generator().manual_seed(seed + TEST_SEED_OFFSET))
+
+
+def gradient_profiles(
+    task: Task, trained: dict[str, SequenceModel], hidden_size: int, seed: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """{"at initialisation": {cell: norms}, "after training": {cell: norms}}: each cell's
+    starting point is rebuilt from `seed`, as training built it."""
+    batch = probe_batch(task, seed)
+    return {
+        "at initialisation": {
+            cell: gradient_profile(build_model(task, cell, hidden_size, seed), task, batch) for cell in trained
+        },
+        "after training": {cell: gradient_profile(model, task, batch) for cell, model in trained.items()},
+    }
+
+
+def write_gradient_profiles(profiles: dict[str, dict[str, np.ndarray]], task: Task, out: str | Path) -> None:
+    """gradient_norms.csv (moment, cell, t, norm) and gradient_norms.png."""
+    out = Path(out)
+    write_csv(
+        out / "gradient_norms.csv",
+        ["moment", "cell", "t", "norm"],
+        [[moment, cell, t, float(norm)] for moment, cells in profiles.items()
+         for cell, norms in cells.items() for t, norm in enumerate(norms)],
+    )
+    plots.gradient_norms(profiles, task.describe(), out / "gradient_norms.png")
+
+
+def decay_orders(norms: np.ndarray) -> float:
+    """Orders of magnitude the gradient loses from the last step back to the first:
+    log10(||d loss / d h_(T-1)|| / ||d loss / d h_0||)."""
+    last, first = float(norms[-1]), float(norms[0])
+    if first <= 0:
+        return math.inf
+    return math.log10(last / first)
+
+
+def gate_panels(model: SequenceModel, task: Task, seed: int) -> tuple[dict[str, np.ndarray], int]:
+    """The traced gates (and cell state) of the first test sequence, each (steps, units), and
+    that sequence's length."""
+    batch = probe_batch(task, seed)
+    length = int(batch.lengths[0]) if batch.lengths is not None else batch.inputs.shape[0]
+    trace = model.trace(batch.inputs[:length, :1])
+    panels = {label: trace.gates[name][-1, :, 0].numpy() for name, label in GATE_PANELS.items() if name in trace.gates}
+    if "candidate" in trace.gates:
+        panels["candidate"] = trace.gates["candidate"][-1, :, 0].numpy()
+    if trace.cell_states is not None:
+        panels["cell state"] = trace.cell_states[-1, :, 0].numpy()
+    return panels, length
+
+
+def write_gate_heatmaps(model: SequenceModel, task: Task, seed: int, out: str | Path) -> Path:
+    """gates.png: the heat maps of `gate_panels`."""
+    panels, length = gate_panels(model, task, seed)
+    if not panels:
+        raise ValueError(f"cell {model.config.cell!r} has no gates or cell state to draw")
+    title = f"{model.config.cell} on {task.describe()}: one test sequence ({length} steps)"
+    return plots.gate_heatmaps(panels, title, Path(out) / "gates.png")

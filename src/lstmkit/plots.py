@@ -1,0 +1,66 @@
+"""The figures of the long-time-lag pipelines, written as PNG (matplotlib, no pyplot state)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from lstmkit.files import atomic_path
+
+COLOURS = {"rnn": "#d62728", "gru": "#2ca02c", "lstm": "#1f77b4", "peephole": "#9467bd",
+           "cifg": "#ff7f0e", "layernorm": "#8c564b"}
+
+
+def save(figure: Figure, path: str | Path) -> Path:
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, bbox_inches="tight", format="png")
+    return Path(path)
+
+
+def learning_curves(curves: Mapping[str, Sequence[tuple[int, float]]], baseline: float, title: str,
+                    ylabel: str, path: str | Path) -> Path:
+    """Test loss against training step, one line per cell, the baseline dashed."""
+    figure = Figure(figsize=(7, 4))
+    axes = figure.subplots()
+    for cell, points in curves.items():
+        steps, losses = zip(*points, strict=True)
+        axes.plot(steps, losses, label=cell, color=COLOURS.get(cell), linewidth=1.5)
+    axes.axhline(baseline, color="grey", linestyle="--", linewidth=1, label=f"baseline {baseline:.3g}")
+    axes.set(title=title, xlabel="training step", ylabel=ylabel, yscale="log")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    return save(figure, path)
+
+
+def gradient_norms(profiles: Mapping[str, Mapping[str, np.ndarray]], title: str, path: str | Path) -> Path:
+    """||d loss / d h_t|| against t, log scale: one panel per moment, one line per cell."""
+    moments = list(profiles)
+    figure = Figure(figsize=(5 * len(moments), 4))
+    axes_list = np.atleast_1d(figure.subplots(1, len(moments), sharey=True))
+    for axes, moment in zip(axes_list, moments, strict=True):
+        for cell, norms in profiles[moment].items():
+            axes.plot(np.arange(len(norms)), norms, label=cell, color=COLOURS.get(cell), linewidth=1.5)
+        axes.set(title=f"{title}: {moment}", xlabel="time step t", yscale="log")
+        axes.grid(alpha=0.3)
+    axes_list[0].set_ylabel("mean ||d loss / d h_t||")
+    axes_list[0].legend()
+    return save(figure, path)
+
+
+def gate_heatmaps(panels: Mapping[str, np.ndarray], title: str, path: str | Path) -> Path:
+    """One heat map per panel (hidden unit x time step), stacked vertically."""
+    figure = Figure(figsize=(10, 2.2 * len(panels)))
+    axes_list = np.atleast_1d(figure.subplots(len(panels), 1, sharex=True))
+    for axes, (name, values) in zip(axes_list, panels.items(), strict=True):
+        gate = values.min() >= 0 and values.max() <= 1  # a sigmoid gate: 0..1; else signed around 0
+        scale = max(float(np.abs(values).max()), 1e-12)
+        image = axes.imshow(values.T, aspect="auto", interpolation="nearest", cmap="viridis" if gate else "RdBu_r",
+                            vmin=0 if gate else -scale, vmax=1 if gate else scale)
+        axes.set_ylabel(f"{name}\nunit")
+        figure.colorbar(image, ax=axes, fraction=0.02, pad=0.01)
+    axes_list[0].set_title(title)
+    axes_list[-1].set_xlabel("time step t")
+    return save(figure, path)
