@@ -121,7 +121,7 @@ def test_checkpoint_replaces_atomically_and_survives_an_interrupted_swap(tmp_pat
     config, tensors = load_checkpoint(target)
     assert config == {"version": 2} and torch.equal(tensors["w"], torch.ones(2))
     assert sorted(os.listdir(tmp_path)) == ["checkpoint"], "no temporary or previous folders left"
-    with pytest.raises(TypeError, match="checkpoint tensors must be torch.Tensor, got str for 'w'"):
+    with pytest.raises(TypeError, match="checkpoint tensors must be torch.Tensor, got str for 'w' in model.safetensors"):
         save_checkpoint(target, {"version": 3}, {"w": "not a tensor"})
     assert load_checkpoint(target)[0] == {"version": 2}, "a failed save leaves the old checkpoint"
     assert sorted(os.listdir(tmp_path)) == ["checkpoint"]

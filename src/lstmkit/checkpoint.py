@@ -29,22 +29,31 @@ def save_checkpoint(
     config: dict,
     tensors: dict[str, torch.Tensor],
     extra_files: dict[str, str] | None = None,
+    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Write `config` (JSON), `tensors` (safetensors) and `extra_files` (name -> text) to
-    `directory`, replacing any checkpoint there."""
+    """Write `config` (JSON), `tensors` (safetensors), `extra_files` (name -> text) and
+    `extra_tensors` (file name -> tensors, safetensors) to `directory`, replacing any
+    checkpoint there."""
     directory = Path(directory)
-    for name, tensor in tensors.items():
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"checkpoint tensors must be torch.Tensor, got {type(tensor).__name__} for {name!r}")
+    tensor_files = {WEIGHTS_FILE: tensors, **(extra_tensors or {})}
+    for file_name, group in tensor_files.items():
+        for name, tensor in group.items():
+            if not isinstance(tensor, torch.Tensor):
+                raise TypeError(
+                    f"checkpoint tensors must be torch.Tensor, got {type(tensor).__name__} for {name!r} in {file_name}"
+                )
     directory.parent.mkdir(parents=True, exist_ok=True)
     previous = previous_path(directory)
+    for orphan in directory.parent.glob(f".{directory.name}.new.*"):  # left by a save that was killed
+        shutil.rmtree(orphan, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new.", dir=directory.parent))
     os.chmod(staging, default_mode(directory=True))
     try:
         write_text(staging / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
-        save_file({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}, staging / WEIGHTS_FILE)
-        os.chmod(staging / WEIGHTS_FILE, default_mode())
-        flush(staging / WEIGHTS_FILE)
+        for file_name, group in tensor_files.items():
+            save_file({name: tensor.detach().contiguous().cpu() for name, tensor in group.items()}, staging / file_name)
+            os.chmod(staging / file_name, default_mode())
+            flush(staging / file_name)
         for name, text in (extra_files or {}).items():
             write_text(staging / name, text)
         if previous.exists():
@@ -64,9 +73,7 @@ def save_checkpoint(
 def load_checkpoint(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """(config, tensors) of a checkpoint folder (or of its `.previous` copy, when a save was
     interrupted between its two renames)."""
-    directory = Path(directory)
-    if not directory.exists() and previous_path(directory).exists():
-        directory = previous_path(directory)
+    directory = existing(Path(directory))
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     if not config_path.is_file() or not weights_path.is_file():
         raise FileNotFoundError(
@@ -77,10 +84,19 @@ def load_checkpoint(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor
 
 def read_extra_file(directory: str | Path, name: str) -> str:
     """A text file saved with a checkpoint through `extra_files`."""
-    directory = Path(directory)
+    return (existing(Path(directory)) / name).read_text()
+
+
+def read_extra_tensors(directory: str | Path, name: str) -> dict[str, torch.Tensor]:
+    """A tensor file saved with a checkpoint through `extra_tensors`."""
+    return load_file(existing(Path(directory)) / name)
+
+
+def existing(directory: Path) -> Path:
+    """The checkpoint folder, or its `.previous` copy after a save interrupted between renames."""
     if not directory.exists() and previous_path(directory).exists():
-        directory = previous_path(directory)
-    return (directory / name).read_text()
+        return previous_path(directory)
+    return directory
 
 
 def previous_path(directory: Path) -> Path:

@@ -1,50 +1,16 @@
-"""The `lstmkit` command: argument parsing only; the work lives in the library."""
+"""`lstmkit cells`, `task`, `probe` and `demo`: the cells and the long-time-lag experiments."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from lstmkit.cells import CELLS
+from lstmkit.cli.arguments import cell_list, positive_float, positive_int
 from lstmkit.nn.docs import step_equations
 from lstmkit.nn.recurrent import Recurrent
-from lstmkit.runtime import tune_cpu_for_training
 from lstmkit.tasks import TASKS, make_task
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer greater than zero."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a number greater than zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
-def cell_list(text: str) -> list[str]:
-    """argparse type: comma-separated cell names, each one lstmkit knows."""
-    cells = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in cells if name not in CELLS]
-    if unknown or not cells:
-        raise argparse.ArgumentTypeError(
-            f"expected cell names from {', '.join(CELLS)}, got {text!r}"
-        )
-    return cells
 
 
 def cells_command(arguments: argparse.Namespace) -> None:
@@ -147,7 +113,6 @@ def demo_command(arguments: argparse.Namespace) -> None:
         print(line)
     print(f"\nfigures: {out}/learning_curves.png, {out}/gradient_norms.png")
 
-
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=positive_int, default=128, help="hidden units (default 128)")
     budget = parser.add_mutually_exclusive_group()
@@ -167,10 +132,7 @@ def add_task_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--T", type=positive_int, help="sequence length / time lag (the task's default if omitted)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lstmkit", description="The LSTM family for PyTorch.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def add_task_commands(commands) -> None:
     cells = commands.add_parser("cells", help="list the cells, their gates, sizes and equations")
     cells.add_argument("--input-size", type=positive_int, default=128, help="input features (default 128)")
     cells.add_argument("--hidden-size", type=positive_int, default=128, help="hidden features (default 128)")
@@ -208,19 +170,3 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--time-budget", type=positive_float, default=90.0, help="seconds per cell (default 90)")
     demo.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     demo.set_defaults(run=demo_command)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    arguments = parser.parse_args(argv)
-    tune_cpu_for_training()  # this process is ours: flush subnormals, keep freed memory
-    try:
-        arguments.run(arguments)
-    except (ValueError, TypeError, FileNotFoundError) as error:  # lstmkit's checks name what was expected and received
-        parser.exit(2, f"lstmkit: error: {error}\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

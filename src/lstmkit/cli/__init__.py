@@ -1,0 +1,40 @@
+"""The `lstmkit` command: argument parsing only; the work lives in the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from lstmkit.cli.lm import add_lm_commands
+from lstmkit.cli.tasks import add_task_commands
+from lstmkit.runtime import tune_cpu_for_training
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lstmkit", description="The LSTM family for PyTorch.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_task_commands(commands)
+    add_lm_commands(commands)
+    return parser
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line addressed to the user, not a source location."""
+    print(f"lstmkit: warning: {message}", file=sys.stderr if file is None else file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    warnings.showwarning = show_warning
+    arguments = parser.parse_args(argv)
+    tune_cpu_for_training()  # this process is ours: flush subnormals, keep freed memory
+    try:
+        arguments.run(arguments)
+    except (ValueError, TypeError, FileNotFoundError) as error:  # lstmkit's checks name what was expected and received
+        parser.exit(2, f"lstmkit: error: {error}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

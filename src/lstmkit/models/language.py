@@ -1,0 +1,66 @@
+"""Embedding, recurrent stack, linear decoder: a character- or word-level language model."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from torch import Tensor, nn
+
+from lstmkit.nn import Recurrent
+
+
+@dataclass(frozen=True)
+class LanguageModelConfig:
+    """Everything needed to rebuild a LanguageModel (saved as JSON with its checkpoint).
+
+    `embedding_size` defaults to `hidden_size`; weight tying needs the two equal.
+    """
+
+    cell: str
+    vocabulary_size: int
+    hidden_size: int = 512
+    num_layers: int = 2
+    embedding_size: int | None = None
+    dropout: float = 0.2
+    tie_weights: bool = False
+    engine: str = "auto"
+    cell_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.tie_weights and self.embedding_size not in (None, self.hidden_size):
+            raise ValueError(
+                "tie_weights shares the embedding with the decoder, so embedding_size must equal "
+                f"hidden_size={self.hidden_size}, got embedding_size={self.embedding_size}"
+            )
+        if isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.hidden_size if self.embedding_size is None else self.embedding_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LanguageModel(nn.Module):
+    """Predicts the next token: embedding -> dropout -> recurrent layers (dropout between
+    them) -> dropout -> linear decoder to one logit per vocabulary entry."""
+
+    def __init__(self, config: LanguageModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocabulary_size, config.embedding_dim)
+        self.recurrent = Recurrent(
+            config.cell, config.embedding_dim, config.hidden_size, config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0, engine=config.engine, **config.cell_options,
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.decoder = nn.Linear(config.hidden_size, config.vocabulary_size)
+        if config.tie_weights:
+            self.decoder.weight = self.embedding.weight
+
+    def forward(self, tokens: Tensor, state=None) -> tuple[Tensor, object]:
+        """tokens (T, B) -> (logits (T, B, vocabulary), final state)."""
+        output, state = self.recurrent(self.dropout(self.embedding(tokens)), state)
+        return self.decoder(self.dropout(output)), state

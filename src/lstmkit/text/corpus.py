@@ -1,0 +1,147 @@
+"""Text in, token streams out: reading and checking files, splitting, contiguous streams."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lstmkit.text.vocabulary import Vocabulary
+
+
+def read_text(path: str | Path) -> str:
+    """The contents of a UTF-8 text file, or an error that says what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (expected a UTF-8 text file)")
+    data = path.read_bytes()
+    if not data:
+        raise ValueError(f"{path} is empty: a language model needs text to learn from")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise ValueError(
+            f"{path} is not text: it contains NUL bytes (the first at offset {nul}); expected a UTF-8 text file"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} does not decode"
+        ) from None
+    if not text.strip():
+        raise ValueError(f"{path} holds only whitespace: a language model needs text to learn from")
+    return text
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A tokenised training and validation text.
+
+    `*_characters` count the characters of each text, for bits per character.
+    """
+
+    vocabulary: Vocabulary
+    train: Tensor
+    validation: Tensor
+    train_characters: int
+    validation_characters: int
+
+
+def split_text(text: str, validation_fraction: float, level: str) -> tuple[str, str]:
+    """The first (1 - fraction) of the characters for training, the rest for validation (the
+    split moved to the next line break at word level, so that no word is cut)."""
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    split = int(len(text) * (1 - validation_fraction))
+    if level == "word":
+        line_break = text.find("\n", split)
+        split = len(text) if line_break < 0 else line_break + 1
+    train, validation = text[:split], text[split:]
+    if not train.strip() or not validation.strip():
+        raise ValueError(
+            f"the text is too short to split: {len(text)} characters leave an empty training or validation part"
+        )
+    return train, validation
+
+
+def load_corpus(
+    train_path: str | Path,
+    validation_path: str | Path | None = None,
+    level: str = "char",
+    min_frequency: int = 1,
+    validation_fraction: float = 0.1,
+) -> Corpus:
+    """Read, split (the last `validation_fraction` validates, unless a validation file is
+    given), build the vocabulary and tokenise.
+
+    Character level: the vocabulary is every character of both texts (an alphabet leaks
+    nothing). Word level: words of the training text only; unseen words become <unk>.
+    """
+    text = read_text(train_path)
+    if validation_path is None:
+        train_text, validation_text = split_text(text, validation_fraction, level)
+    else:
+        train_text, validation_text = text, read_text(validation_path)
+    vocabulary = Vocabulary.build(
+        train_text + validation_text if level == "char" else train_text, level, min_frequency
+    )
+    return Corpus(
+        vocabulary,
+        vocabulary.encode(train_text, "the training text"),
+        vocabulary.encode(validation_text, "the validation text"),
+        len(train_text),
+        len(validation_text),
+    )
+
+
+def to_streams(tokens: Tensor, batch_size: int) -> Tensor:
+    """(batch_size, length): the tokens cut into batch_size contiguous streams of equal length
+    (the few left over are dropped)."""
+    length = tokens.numel() // batch_size
+    return tokens[: length * batch_size].view(batch_size, length)
+
+
+@dataclass(frozen=True)
+class StreamWindows:
+    """Truncated-backpropagation windows over contiguous streams.
+
+    Window k holds inputs streams[:, k L : k L + L] and the tokens one step later as
+    targets; the state at the end of window k starts window k + 1.
+    """
+
+    streams: Tensor
+    seq_len: int
+
+    def __post_init__(self) -> None:
+        if self.streams.shape[1] < 2:
+            raise ValueError(
+                f"each stream needs at least 2 tokens (an input and its target), got {self.streams.shape[1]}"
+            )
+
+    def __len__(self) -> int:
+        return math.ceil((self.streams.shape[1] - 1) / self.seq_len)
+
+    def window(self, index: int) -> tuple[Tensor, Tensor]:
+        """(inputs, targets), each (L, batch), time-major."""
+        start = index * self.seq_len
+        stop = min(start + self.seq_len, self.streams.shape[1] - 1)
+        return self.streams[:, start:stop].t(), self.streams[:, start + 1 : stop + 1].t()
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return (self.window(index) for index in range(len(self)))
+
+
+def token_streams(tokens: Tensor, batch_size: int, seq_len: int, what: str) -> StreamWindows:
+    """Windows over `tokens` cut into `batch_size` streams, or an error naming what is short."""
+    needed = 2 * batch_size
+    if tokens.numel() < needed:
+        raise ValueError(
+            f"{what} has {tokens.numel()} tokens; {batch_size} streams need at least {needed} "
+            "(an input and a target each): lower --batch or give more text"
+        )
+    return StreamWindows(to_streams(tokens, batch_size), seq_len)
+

@@ -1,0 +1,95 @@
+"""Vocabularies: characters, or whitespace-separated words with an end-of-line token."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+
+LEVELS = ("char", "word")
+UNKNOWN = "<unk>"
+END_OF_LINE = "<eol>"
+
+
+def tokenize(text: str, level: str) -> list[str]:
+    """Characters, or words split on whitespace with END_OF_LINE for every line break."""
+    if level == "char":
+        return list(text)
+    *lines, last = text.split("\n")
+    tokens = []
+    for line in lines:
+        tokens.extend(line.split())
+        tokens.append(END_OF_LINE)
+    tokens.extend(last.split())
+    return tokens
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The tokens a language model knows, in index order.
+
+    Character level: every character of the training text. Word level: every word seen at
+    least `min_frequency` times, END_OF_LINE, and UNKNOWN for the rest.
+    """
+
+    level: str
+    tokens: tuple[str, ...]
+    index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        object.__setattr__(self, "index", {token: position for position, token in enumerate(self.tokens)})
+
+    @classmethod
+    def build(cls, text: str, level: str, min_frequency: int = 1) -> Vocabulary:
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        if min_frequency < 1:
+            raise ValueError(f"min_frequency must be at least 1, got {min_frequency}")
+        counts = Counter(tokenize(text, level))
+        kept = sorted(token for token, count in counts.items() if count >= min_frequency)
+        if level == "word":
+            kept = [UNKNOWN, END_OF_LINE] + [token for token in kept if token not in (UNKNOWN, END_OF_LINE)]
+        return cls(level, tuple(kept))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, text: str, what: str = "text") -> torch.Tensor:
+        """Token indices of `text`, int64. Unknown words become UNKNOWN; an unknown character
+        is an error naming it (a character model has no way to represent it)."""
+        tokens = tokenize(text, self.level)
+        if self.level == "word":
+            unknown = self.index[UNKNOWN]
+            return torch.tensor([self.index.get(token, unknown) for token in tokens], dtype=torch.int64)
+        missing = sorted(set(tokens) - set(self.index))
+        if missing:
+            shown = ", ".join(f"{character!r} (U+{ord(character):04X})" for character in missing[:10])
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise ValueError(f"{what} has characters the model's vocabulary lacks: {shown}{more}")
+        return torch.tensor([self.index[token] for token in tokens], dtype=torch.int64)
+
+    def decode(self, indices: list[int]) -> str:
+        """The text of token indices: characters joined, or words joined by spaces with
+        END_OF_LINE as a line break."""
+        tokens = [self.tokens[position] for position in indices]
+        if self.level == "char":
+            return "".join(tokens)
+        lines, line = [], []
+        for token in tokens:
+            if token == END_OF_LINE:
+                lines.append(" ".join(line))
+                line = []
+            else:
+                line.append(token)
+        lines.append(" ".join(line))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"level": self.level, "tokens": list(self.tokens)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Vocabulary:
+        return cls(data["level"], tuple(data["tokens"]))

@@ -1,0 +1,272 @@
+"""Language modelling: learning, checkpoints, exact resume (kill -9 included), sampling, scoring."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from lstmkit import lm
+from lstmkit.models.language import LanguageModel, LanguageModelConfig
+from lstmkit.pipelines import lm as pipeline
+from lstmkit.pipelines.lm import LMTrainingConfig, learning_rate
+
+SHAKESPEARE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
+TINY = dict(layers=1, hidden=32, seq_len=20, batch=8, eval_every=10, warmup=5, dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory) -> Path:
+    """The first 20,000 characters of tinyshakespeare (a stand-in verse when it is absent)."""
+    path = tmp_path_factory.mktemp("text") / "slice.txt"
+    if SHAKESPEARE.is_file():
+        path.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    else:
+        path.write_text(("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 400), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(text_file, tmp_path_factory) -> tuple[Path, lm.LMRun]:
+    out = tmp_path_factory.mktemp("run") / "lm"
+    run = lm.train(text_file, out, LMTrainingConfig(steps=150, **{**TINY, "hidden": 64, "eval_every": 50}))
+    return out, run
+
+
+def unigram_entropy(text: str) -> float:
+    counts = Counter(text)
+    return -sum(count / len(text) * math.log(count / len(text)) for count in counts.values())
+
+
+def test_learning_rate_schedule():
+    config = LMTrainingConfig(steps=105, lr=1.0, warmup=5)
+    assert [learning_rate(config, step, 105) for step in range(5)] == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert learning_rate(config, 5, 105) == pytest.approx(1.0)
+    assert learning_rate(config, 55, 105) == pytest.approx(0.55)  # halfway down the cosine to 0.1
+    assert learning_rate(config, 105, 105) == pytest.approx(0.1)
+    assert learning_rate(config, 50, None) == 1.0, "at the peak until the total is known"
+
+
+def test_the_loss_falls_below_the_unigram_entropy(text_file, trained):
+    _, run = trained
+    validation = text_file.read_text(encoding="utf-8")[18_000:]
+    assert run.best_val_loss < unigram_entropy(validation) - 0.3
+    assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
+
+
+def test_results_metrics_and_checkpoints(trained):
+    out, run = trained
+    results = json.loads((out / "results.json").read_text())
+    rows = (out / "metrics.csv").read_text().splitlines()
+    losses = [float(row.split(",")[6]) for row in rows[1:]]
+    assert rows[0] == "step,epoch,tokens,seconds,lr,train_loss,val_loss,val_ppl,val_bpc"
+    assert results["best_val_loss"] == pytest.approx(min(losses))
+    assert results["best_val_ppl"] == pytest.approx(math.exp(min(losses)))
+    assert results["best_val_bpc"] == pytest.approx(min(losses) / math.log(2))  # character level: one token each
+    assert results["steps"] == 150 and results["tokens_per_second"] > 0 and results["seconds"] > 0
+    assert sorted(os.listdir(out / "best")) == ["config.json", "model.safetensors", "vocabulary.json"]
+    assert sorted(os.listdir(out / "last")) == ["config.json", "model.safetensors", "training.safetensors",
+                                                "vocabulary.json"]
+    best = json.loads((out / "best" / "config.json").read_text())
+    assert best["kind"] == "language_model" and best["progress"]["step"] == results["best_step"]
+
+
+def test_a_sample_with_a_seed_is_reproducible(trained):
+    model = lm.load(trained[0])
+    first = model.sample("ROMEO:", length=60, temperature=0.8, seed=3)
+    assert first == model.sample("ROMEO:", length=60, temperature=0.8, seed=3)
+    assert first != model.sample("ROMEO:", length=60, temperature=0.8, seed=4)
+    assert first.startswith("ROMEO:") and len(first) == len("ROMEO:") + 60
+    greedy = model.sample("ROMEO:", length=30, top_k=1, seed=1)
+    assert greedy == model.sample("ROMEO:", length=30, top_k=1, seed=2), "top_k=1 is greedy whatever the seed"
+
+
+def test_sampling_options_are_checked(trained):
+    model = lm.load(trained[0])
+    with pytest.raises(ValueError, match=re.escape("the prime text has characters the model's vocabulary lacks: 'Ж' (U+0416)")):
+        model.sample("Ж", length=5)
+    with pytest.raises(ValueError, match="temperature must be positive, got 0"):
+        model.sample(length=5, temperature=0)
+    with pytest.raises(ValueError, match=re.escape(f"top_k must be in [1, {len(model.vocabulary)}]")):
+        model.sample(length=5, top_k=1000)
+
+
+def test_evaluation_scores_every_next_token(trained, text_file):
+    model = lm.load(trained[0])
+    text = text_file.read_text(encoding="utf-8")[:3000]
+    scores = model.evaluate(text)
+    tokens = model.vocabulary.encode(text)
+    with torch.no_grad():
+        logits, _ = model.model(tokens[:-1].unsqueeze(1))
+    expected = F.cross_entropy(logits[:, 0], tokens[1:]).item()
+    assert scores.tokens == 2999
+    assert scores.loss == pytest.approx(expected, rel=1e-5)
+    assert scores.perplexity == pytest.approx(math.exp(expected), rel=1e-5)
+    assert scores.bits_per_character == pytest.approx(expected / math.log(2) * 3000 / 3000, rel=1e-5)
+
+
+class Killed(Exception):
+    """Stands for the process dying: nothing after it runs, nothing is saved."""
+
+
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(text_file, tmp_path, monkeypatch):
+    config = LMTrainingConfig(steps=60, **TINY)
+    straight = lm.train(text_file, tmp_path / "straight", config)
+    real_budget_spent = pipeline.budget_spent
+
+    def dies_at_step_35(config, progress):
+        if progress.step == 35:
+            raise Killed
+        return real_budget_spent(config, progress)
+
+    monkeypatch.setattr(pipeline, "budget_spent", dies_at_step_35)
+    with pytest.raises(Killed):
+        lm.train(text_file, tmp_path / "resumed", config)  # its last checkpoint is the one of step 30
+    monkeypatch.setattr(pipeline, "budget_spent", real_budget_spent)
+    assert json.loads((tmp_path / "resumed" / "last" / "config.json").read_text())["progress"]["step"] == 30
+    resumed = lm.train(text_file, tmp_path / "resumed", config, resume=True)
+    assert [row["val_loss"] for row in resumed.history] == [row["val_loss"] for row in straight.history]
+    assert_same_weights(tmp_path / "straight" / "last", tmp_path / "resumed" / "last")
+
+
+def assert_same_weights(first: Path, second: Path) -> None:
+    for name in ("model.safetensors", "training.safetensors"):
+        ours, theirs = load_file(first / name), load_file(second / name)
+        assert ours.keys() == theirs.keys()
+        for key in ours:
+            assert torch.equal(ours[key], theirs[key]), f"{name}: {key}"
+
+
+def cli(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "lstmkit.cli", *arguments]
+
+
+def test_resume_after_kill_9_equals_an_uninterrupted_run(text_file, tmp_path):
+    """A real kill -9 at a random moment (even mid-checkpoint), then --resume."""
+    options = ["lm", "train", str(text_file), "--layers", "1", "--hidden", "16", "--batch", "4", "--seq-len", "10",
+               "--steps", "600", "--eval-every", "20", "--warmup", "5"]
+    subprocess.run(cli(*options, "--out", str(tmp_path / "straight")), check=True, capture_output=True)
+    process = subprocess.Popen(cli(*options, "--out", str(tmp_path / "killed")), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    progress_file = tmp_path / "killed" / "last" / "config.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if json.loads(progress_file.read_text())["progress"]["step"] >= 200:
+                break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.01)
+    assert process.poll() is None, "the run finished before it could be killed; make it longer"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    subprocess.run(cli(*options, "--out", str(tmp_path / "killed"), "--resume"), check=True, capture_output=True)
+    straight = json.loads((tmp_path / "straight" / "results.json").read_text())
+    resumed = json.loads((tmp_path / "killed" / "results.json").read_text())
+    assert resumed["best_val_loss"] == straight["best_val_loss"] and resumed["steps"] == 600
+    assert_same_weights(tmp_path / "straight" / "last", tmp_path / "killed" / "last")
+
+
+def test_a_run_folder_is_never_overwritten(trained, text_file):
+    with pytest.raises(ValueError, match="already holds a run; pass resume=True \\(--resume\\) to continue it"):
+        lm.train(text_file, trained[0], LMTrainingConfig(steps=5, **TINY))
+
+
+def test_resume_needs_a_run_and_the_same_settings(trained, text_file, tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no run to resume"):
+        lm.train(text_file, tmp_path / "nothing", LMTrainingConfig(steps=5, **TINY), resume=True)
+    changed = LMTrainingConfig(steps=300, **{**TINY, "hidden": 64, "eval_every": 50, "cell": "gru"})
+    with pytest.raises(ValueError, match=re.escape("was trained with other settings; --resume needs the same ones "
+                                                   "(cell: 'lstm' in the run, 'gru' now)")):
+        lm.train(text_file, trained[0], changed, resume=True)
+
+
+def test_a_checkpoint_of_one_cell_cannot_be_loaded_as_another(trained):
+    with pytest.raises(ValueError, match="holds a 'lstm' language model, not a 'gru' one"):
+        lm.load(trained[0], cell="gru")
+    assert lm.load(trained[0], cell="lstm").model.recurrent.cell.name == "lstm"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty: a language model needs text to learn from"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "is not text: it contains NUL bytes"),
+    (b"short text\n", "the training text has 9 tokens; 8 streams need at least 16"),
+])
+def test_bad_training_texts(tmp_path, content, message):
+    path = tmp_path / "input.txt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        lm.train(path, tmp_path / "run", LMTrainingConfig(steps=5, **TINY))
+
+
+def test_word_level_model(text_file, tmp_path):
+    run = lm.train(text_file, tmp_path / "words", LMTrainingConfig(steps=40, level="word", min_frequency=2,
+                                                                   **{**TINY, "batch": 4}))
+    model = lm.load(tmp_path / "words")
+    assert model.vocabulary.level == "word" and model.vocabulary.tokens[:2] == ("<unk>", "<eol>")
+    sample = model.sample("the king", length=20, seed=0)
+    assert sample.startswith("the king") and len(sample.split()) >= 10
+    text = text_file.read_text(encoding="utf-8")[:2000]
+    scores = model.evaluate(text)
+    tokens = len(model.vocabulary.encode(text))
+    assert scores.tokens == tokens - 1
+    assert scores.bits_per_character == pytest.approx(scores.loss / math.log(2) * tokens / len(text))
+    assert run.best_val_bpc > 0
+
+
+def test_tied_weights_round_trip(text_file, tmp_path):
+    lm.train(text_file, tmp_path / "tied", LMTrainingConfig(steps=10, tie_weights=True, **TINY))
+    model = lm.load(tmp_path / "tied")
+    assert model.model.decoder.weight is model.model.embedding.weight
+    assert model.sample("A", length=10, seed=0) == lm.load(tmp_path / "tied").sample("A", length=10, seed=0)
+
+
+def test_model_options_are_checked():
+    with pytest.raises(ValueError, match=re.escape("tie_weights shares the embedding with the decoder, so embedding_size "
+                                                   "must equal hidden_size=8, got embedding_size=4")):
+        LanguageModelConfig("lstm", 10, hidden_size=8, embedding_size=4, tie_weights=True)
+    with pytest.raises(ValueError, match=re.escape("give exactly one budget of steps, epochs or time_budget; got "
+                                                   "['steps', 'epochs']")):
+        LMTrainingConfig(steps=5, epochs=1.0)
+    assert isinstance(LanguageModel(LanguageModelConfig("gru", 10, hidden_size=8, num_layers=1)), LanguageModel)
+
+
+def test_cli_train_sample_eval(text_file, tmp_path, capsys):
+    from lstmkit.cli import main
+
+    main(["lm", "train", str(text_file), "--layers", "1", "--hidden", "16", "--batch", "8", "--seq-len", "20",
+          "--steps", "30", "--eval-every", "15", "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert "best validation:" in out and "bits/character" in out
+    main(["lm", "sample", str(tmp_path / "run"), "--prime", "First", "--length", "40", "--seed", "7"])
+    first = capsys.readouterr().out
+    main(["lm", "sample", str(tmp_path / "run"), "--prime", "First", "--length", "40", "--seed", "7"])
+    assert first == capsys.readouterr().out and first.startswith("First")
+    main(["lm", "eval", str(tmp_path / "run"), str(text_file)])
+    assert re.match(r"loss \d\.\d{4} nats/token, perplexity \d+\.\d\d, \d\.\d{3} bits/character over 19,999 tokens",
+                    capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["lm", "sample", "/nonexistent"], "lstmkit: error: /nonexistent is not an lstmkit checkpoint"),
+    (["lm", "train", "/nonexistent.txt", "--steps", "1"], "lstmkit: error: /nonexistent.txt does not exist"),
+    (["lm", "train", "x.txt", "--steps", "1", "--epochs", "1"], "argument --epochs: not allowed with argument --steps"),
+])
+def test_cli_errors(arguments, message, capsys):
+    from lstmkit.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(arguments)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

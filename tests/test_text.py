@@ -1,0 +1,97 @@
+"""Text for language models: tokens, vocabularies, files, splits, streams."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from lstmkit.text import END_OF_LINE, UNKNOWN, Vocabulary, load_corpus, read_text, split_text, token_streams, tokenize
+from lstmkit.text.corpus import StreamWindows, to_streams
+
+
+def test_tokenize_by_hand():
+    assert tokenize("ab\nc", "char") == ["a", "b", "\n", "c"]
+    assert tokenize("to be\nor not\n", "word") == ["to", "be", END_OF_LINE, "or", "not", END_OF_LINE]
+    assert tokenize("a\n\nb", "word") == ["a", END_OF_LINE, END_OF_LINE, "b"]
+
+
+def test_character_vocabulary_round_trip():
+    vocabulary = Vocabulary.build("hello\nworld", "char")
+    assert vocabulary.tokens == ("\n", "d", "e", "h", "l", "o", "r", "w")
+    assert vocabulary.encode("hold").tolist() == [3, 5, 4, 1]
+    assert vocabulary.decode([3, 5, 4, 1]) == "hold"
+
+
+def test_word_vocabulary_with_minimum_frequency():
+    vocabulary = Vocabulary.build("the cat\nthe dog\nthe cat", "word", min_frequency=2)
+    assert vocabulary.tokens == (UNKNOWN, END_OF_LINE, "cat", "the")
+    assert vocabulary.encode("the dog\ncat").tolist() == [3, 0, 1, 2]
+    assert vocabulary.decode([3, 2, 1, 1, 3]) == "the cat\n\nthe"
+
+
+def test_unknown_characters_are_named():
+    vocabulary = Vocabulary.build("abc", "char")
+    with pytest.raises(ValueError, match=re.escape("the prime text has characters the model's vocabulary lacks: "
+                                                   "'Z' (U+005A), 'é' (U+00E9)")):
+        vocabulary.encode("aZé", "the prime text")
+
+
+def test_vocabulary_serialises():
+    vocabulary = Vocabulary.build("one two\ntwo", "word")
+    assert Vocabulary.from_dict(vocabulary.to_dict()) == vocabulary
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty: a language model needs text to learn from"),
+    (b"   \n\t\n", "holds only whitespace"),
+    (b"text\x00\x01binary", "is not text: it contains NUL bytes (the first at offset 4); expected a UTF-8 text file"),
+    (b"caf\xe9 latin-1", "is not UTF-8 text: byte 0xe9 at offset 3 does not decode"),
+])
+def test_bad_files(tmp_path, content, message):
+    path = tmp_path / "input.txt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_text(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist \\(expected a UTF-8 text file\\)"):
+        read_text(tmp_path / "nothing.txt")
+
+
+def test_split_keeps_the_last_tenth_and_words_whole():
+    text = "abcdefghij" * 10
+    assert split_text(text, 0.1, "char") == (text[:90], text[90:])
+    train, validation = split_text("one two\nthree four\nfive six\n", 0.5, "word")
+    assert (train, validation) == ("one two\nthree four\n", "five six\n")
+    with pytest.raises(ValueError, match=re.escape("validation_fraction must be in (0, 1), got 1.5")):
+        split_text(text, 1.5, "char")
+
+
+def test_corpus_from_a_file_and_a_validation_file(tmp_path):
+    (tmp_path / "train.txt").write_text("abab\nabab\n", encoding="utf-8")
+    (tmp_path / "valid.txt").write_text("ba!\n", encoding="utf-8")
+    corpus = load_corpus(tmp_path / "train.txt", tmp_path / "valid.txt")
+    assert corpus.vocabulary.tokens == ("\n", "!", "a", "b"), "the alphabet of both texts"
+    assert corpus.validation.tolist() == [3, 2, 1, 0]
+    assert (corpus.train_characters, corpus.validation_characters) == (10, 4)
+
+
+def test_stream_windows_by_hand():
+    streams = to_streams(torch.arange(21), 2)
+    assert streams.tolist() == [list(range(10)), list(range(10, 20))]
+    windows = StreamWindows(streams, 4)
+    assert len(windows) == 3
+    inputs, targets = windows.window(0)
+    assert inputs.t().tolist() == [[0, 1, 2, 3], [10, 11, 12, 13]]
+    assert targets.t().tolist() == [[1, 2, 3, 4], [11, 12, 13, 14]]
+    inputs, targets = windows.window(2)
+    assert inputs.t().tolist() == [[8], [18]] and targets.t().tolist() == [[9], [19]]
+
+
+def test_too_little_text_for_the_batch():
+    with pytest.raises(ValueError, match=re.escape("the training text has 5 tokens; 4 streams need at least 8 "
+                                                   "(an input and a target each): lower --batch or give more text")):
+        token_streams(torch.arange(5), 4, 10, "the training text")
