@@ -139,6 +139,8 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(text_file, tmp
     resumed = lm.train(text_file, tmp_path / "resumed", config, resume=True)
     assert [row["val_loss"] for row in resumed.history] == [row["val_loss"] for row in straight.history]
     assert_same_weights(tmp_path / "straight" / "last", tmp_path / "resumed" / "last")
+    columns = [(tmp_path / run / "metrics.csv").read_text().splitlines()[0] for run in ("straight", "resumed")]
+    assert columns[0] == columns[1] == ",".join(pipeline.METRIC_COLUMNS)
 
 
 def assert_same_weights(first: Path, second: Path) -> None:

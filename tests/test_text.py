@@ -59,6 +59,8 @@ def test_bad_files(tmp_path, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist \\(expected a UTF-8 text file\\)"):
         read_text(tmp_path / "nothing.txt")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} is a folder (expected a UTF-8 text file)")):
+        read_text(tmp_path)
 
 
 def test_split_keeps_the_last_tenth_and_words_whole():

@@ -32,6 +32,7 @@ from lstmkit.text import Vocabulary, load_corpus, token_streams
 
 VOCABULARY_FILE = "vocabulary.json"
 TRAINING_FILE = "training.safetensors"
+METRIC_COLUMNS = ("step", "epoch", "tokens", "seconds", "lr", "train_loss", "val_loss", "val_ppl", "val_bpc")
 MIN_LR_FRACTION = 0.1  # the cosine schedule ends at a tenth of the peak learning rate
 # What a resumed run must keep: the model's shape, and what defines the data positions.
 RESUME_FIXED = ("level", "min_frequency", "validation_fraction", "cell", "layers", "hidden", "embedding",
@@ -256,8 +257,7 @@ def evaluate_and_save(model, optimizer, state, progress: RunState, losses: list[
         progress.best_val_loss, progress.best_step = scores.loss, progress.step
         save_run_checkpoint(out / "best", model, vocabulary, config, progress)
     save_run_checkpoint(out / "last", model, vocabulary, config, progress, training_tensors(optimizer, model, state))
-    columns = list(progress.history[0])
-    write_csv(out / "metrics.csv", columns, [[row[column] for column in columns] for row in progress.history])
+    write_csv(out / "metrics.csv", METRIC_COLUMNS, [[row[column] for column in METRIC_COLUMNS] for row in progress.history])
 
 
 def training_tensors(optimizer: torch.optim.Optimizer, model: LanguageModel, state) -> dict[str, Tensor]:
