@@ -64,3 +64,24 @@ def gate_heatmaps(panels: Mapping[str, np.ndarray], title: str, path: str | Path
     axes_list[0].set_title(title)
     axes_list[-1].set_xlabel("time step t")
     return save(figure, path)
+
+
+def forecast_backtest(panels: Mapping[str, Mapping], interval: str, path: str | Path) -> Path:
+    """One panel per target: the actual series, the model's forecast with its interval over
+    the held-out rows, and the seasonal naive forecast dashed."""
+    figure = Figure(figsize=(10, 3.5 * len(panels)))
+    axes_list = np.atleast_1d(figure.subplots(len(panels), 1))
+    for axes, (name, panel) in zip(axes_list, panels.items(), strict=True):
+        times, values = panel["history"]
+        axes.plot(times, values, color="black", linewidth=1, label="actual")
+        axes.fill_between(panel["time"], panel["lower"], panel["upper"], color=COLOURS["lstm"], alpha=0.2,
+                          label=f"model {interval}")
+        axes.plot(panel["time"], panel["model"], color=COLOURS["lstm"], linewidth=1.5, label="model")
+        if panel["seasonal_naive"] is not None:
+            axes.plot(panel["time"], panel["seasonal_naive"], color=COLOURS["cifg"], linestyle="--", linewidth=1,
+                      label="seasonal naive")
+        axes.axvline(panel["time"][0], color="grey", linewidth=0.8)
+        axes.set(title=f"{name}: backtest on the held-out rows", ylabel=name)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="upper left", fontsize=8)
+    return save(figure, path)

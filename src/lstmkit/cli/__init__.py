@@ -6,6 +6,7 @@ import argparse
 import sys
 import warnings
 
+from lstmkit.cli.forecast import add_forecast_commands
 from lstmkit.cli.lm import add_lm_commands
 from lstmkit.cli.tasks import add_task_commands
 from lstmkit.runtime import tune_cpu_for_training
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_task_commands(commands)
     add_lm_commands(commands)
+    add_forecast_commands(commands)
     return parser
 
 

@@ -1,0 +1,64 @@
+"""What a backtest leaves behind: a printed table, results.json, backtest.csv and backtest.png."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from lstmkit import plots
+from lstmkit.files import atomic_path, write_json
+from lstmkit.pipelines.forecast import Backtest
+from lstmkit.series import METRICS, SeriesFrame
+
+
+def backtest_report(result: Backtest, frame: SeriesFrame) -> str:
+    """The scores table, the best value of each metric marked with *, and the interval's coverage."""
+    config, layout = result.model.config, result.model.layout
+    origins = result.forecasts["origin"].unique()
+    lines = [f"backtest of {', '.join(config.target)} ({frame.frequency}, m={layout.season}): "
+             f"{len(frame) - len(result.forecasts) // len(config.target)} training rows, "
+             f"{len(result.forecasts) // len(config.target)} held out, forecast from {len(origins)} origin(s) "
+             f"({', '.join(map(str, origins))}), horizon {config.horizon}, lookback {layout.lookback}",
+             f"{'method':<16}" + "".join(f"{metric:>11}" for metric in METRICS)]
+    best = result.scores.min()
+    for method, row in result.scores.iterrows():
+        name = f"{method} ({config.cell})" if method == "model" else method
+        lines.append(f"{name:<16}" + "".join(
+            f"{row[metric]:>10.4g}{'*' if row[metric] == best[metric] else ' '}" for metric in METRICS))
+    lines.append(f"the model's {config.interval:.0%} interval holds {result.coverage:.1%} of the held-out values; "
+                 f"trained {len(result.model.curve)} epochs, kept epoch {result.model.best_epoch}")
+    return "\n".join(lines)
+
+
+def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> None:
+    out = Path(out)
+    model = result.model
+    write_json(out / "results.json", {
+        "backtest": {method: {metric: float(row[metric]) for metric in METRICS}
+                     for method, row in result.scores.iterrows()},
+        "per_target": {name: {method: {metric: float(row[metric]) for metric in METRICS}
+                              for method, row in table.iterrows()} for name, table in result.per_target.items()},
+        "interval": model.config.interval,
+        "interval_coverage": result.coverage,
+        "holdout": len(result.forecasts) // len(model.config.target),
+        "origins": [str(origin) for origin in result.forecasts["origin"].unique()],
+        "frequency": frame.frequency,
+        "season": model.layout.season,
+        "lookback": model.layout.lookback,
+        "epochs_trained": len(model.curve),
+        "best_epoch": model.best_epoch,
+        "config": {**asdict(model.config), "target": list(model.config.target),
+                   "covariates": list(model.config.covariates)},
+    })
+    with atomic_path(out / "backtest.csv") as temporary:
+        result.forecasts.to_csv(temporary, index=False)
+    start = len(frame) - len(result.forecasts) // len(model.config.target)
+    shown = max(start - 3 * (len(frame) - start), start - 2 * model.layout.lookback, 0)
+    panels = {}
+    for name in model.config.target:
+        rows = result.forecasts[result.forecasts["target"] == name]
+        panels[name] = {"history": (frame.time[shown:], frame.targets[shown:, frame.target_names.index(name)]),
+                        "time": frame.time[start:], "model": rows["model"].to_numpy(),
+                        "lower": rows["lower"].to_numpy(), "upper": rows["upper"].to_numpy(),
+                        "seasonal_naive": rows["seasonal_naive"].to_numpy() if "seasonal_naive" in rows else None}
+    plots.forecast_backtest(panels, f"{model.config.interval:.0%} interval", out / "backtest.png")

@@ -1,0 +1,171 @@
+"""The forecaster: it learns, its backtest scores what it should, it saves, loads and predicts."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lstmkit.forecast import Forecaster
+from lstmkit.series import baseline_forecast, read_series
+
+QUICK = dict(hidden=16, layers=1, epochs=3, batch=64, seed=0)
+
+
+def sine_table(rows: int = 300, period: int = 20) -> pd.DataFrame:
+    steps = np.arange(rows)
+    return pd.DataFrame({"day": pd.date_range("2024-01-01", periods=rows, freq="D").strftime("%Y-%m-%d"),
+                         "signal": np.sin(2 * np.pi * steps / period),
+                         "trend": 5 + 0.01 * steps + np.cos(2 * np.pi * steps / period)})
+
+
+@pytest.fixture(scope="module")
+def sine_backtest():
+    forecaster = Forecaster("day", "signal", horizon=5, lookback=30, season=20, hidden=32, layers=1, epochs=60,
+                            patience=60, batch=32, lr=3e-3, dropout=0.0, calendar=False)
+    return forecaster.backtest(sine_table(), holdout=20, baselines=("naive", "seasonal_naive", "drift"))
+
+
+def test_the_model_learns_a_noiseless_sine(sine_backtest):
+    assert sine_backtest.scores.loc["model", "MAE"] < 0.03
+    assert sine_backtest.scores.loc["seasonal_naive", "MAE"] < 1e-12  # the period is exactly 20
+
+
+def test_the_backtest_forecasts_every_held_out_row_once_from_origins_a_horizon_apart(sine_backtest):
+    forecasts = sine_backtest.forecasts
+    times = pd.date_range("2024-01-01", periods=300, freq="D")
+    assert forecasts["time"].tolist() == [stamp.date().isoformat() for stamp in times[280:]]
+    assert forecasts["origin"].unique().tolist() == [times[origin].date().isoformat() for origin in range(280, 300, 5)]
+    series = sine_table()["signal"].to_numpy()
+    np.testing.assert_array_equal(forecasts["actual"], series[280:])
+    assert sine_backtest.model.layout.target_scaler.mean.tolist() == pytest.approx([series[:280].mean()], rel=1e-12)
+    for origin in range(280, 300, 5):
+        rows = forecasts.iloc[origin - 280:origin - 275]
+        np.testing.assert_array_equal(rows["drift"], baseline_forecast("drift", series[:origin], 5, 20))
+    assert ((forecasts["lower"] < forecasts["model"]) & (forecasts["model"] < forecasts["upper"])).all()
+    curve = sine_backtest.model.curve
+    assert sine_backtest.model.best_epoch == min(curve, key=lambda point: point["val_loss"])["epoch"]
+
+
+def test_backtest_scores_match_the_forecasts_they_come_from(sine_backtest):
+    forecasts, scores = sine_backtest.forecasts, sine_backtest.scores
+    error = (forecasts["naive"] - forecasts["actual"]).abs()
+    assert scores.loc["naive", "MAE"] == pytest.approx(error.mean())
+    assert scores.loc["naive", "RMSE"] == pytest.approx(np.sqrt((error ** 2).mean()))
+    history = sine_table()["signal"].to_numpy()[:280]
+    assert scores.loc["naive", "MASE"] == pytest.approx(error.mean() / np.abs(history[20:] - history[:-20]).mean())
+    inside = (forecasts["actual"] >= forecasts["lower"]) & (forecasts["actual"] <= forecasts["upper"])
+    assert sine_backtest.coverage == pytest.approx(inside.mean())
+
+
+def test_several_targets_are_scored_each_and_averaged():
+    result = Forecaster("day", "signal,trend", horizon=5, lookback=20, **QUICK).backtest(
+        sine_table(120), holdout=10, baselines=("naive",))
+    assert set(result.per_target) == {"signal", "trend"}
+    expected = (result.per_target["signal"] + result.per_target["trend"]) / 2
+    pd.testing.assert_frame_equal(result.scores, expected)
+    assert result.forecasts["target"].tolist() == ["signal"] * 10 + ["trend"] * 10
+
+
+def test_a_saved_forecaster_predicts_the_same_after_loading(tmp_path):
+    table = sine_table(120)
+    forecaster = Forecaster("day", "signal", horizon=4, lookback=12, covariates="trend", **QUICK).fit(table)
+    forecaster.save(tmp_path / "model")
+    loaded = Forecaster.load(tmp_path / "model")
+    prediction = forecaster.predict(table)
+    pd.testing.assert_frame_equal(loaded.predict(table), prediction)
+    assert prediction.columns.tolist() == ["day", "signal", "signal_lower_90", "signal_upper_90"]
+    assert prediction["day"].tolist() == ["2024-04-30", "2024-05-01", "2024-05-02", "2024-05-03"]
+    assert (prediction["signal_lower_90"] < prediction["signal"]).all()
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert saved["kind"] == "forecaster" and saved["layout"]["lookback"] == 12 and saved["layout"]["season"] == 7
+
+
+def test_the_prediction_interval_is_the_gaussian_quantile_of_the_predicted_scale():
+    table = sine_table(120)
+    narrow = Forecaster("day", "signal", horizon=3, lookback=10, interval=0.5, **QUICK).fit(table).predict(table)
+    wide = Forecaster("day", "signal", horizon=3, lookback=10, interval=0.95, **QUICK).fit(table).predict(table)
+    np.testing.assert_allclose(wide["signal"], narrow["signal"], rtol=1e-12)  # same seed, same model
+    ratio = (wide["signal_upper_95"] - wide["signal"]) / (narrow["signal_upper_50"] - narrow["signal"])
+    np.testing.assert_allclose(ratio, 1.959963984540054 / 0.6744897501960817, rtol=1e-6)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(horizon=0), "horizon must be a positive integer, got 0"),
+    (dict(horizon=3, interval=1.5), "interval is the coverage of the prediction interval, in (0, 1); got 1.5"),
+    (dict(horizon=3, lookback=0), "lookback must be a positive integer or None, got 0"),
+    (dict(horizon=3, lr=-1.0), "lr must be positive, got -1.0"),
+])
+def test_bad_options_are_refused_when_the_forecaster_is_built(options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Forecaster("day", "signal", **options)
+
+
+def test_data_too_short_or_not_fitted_is_refused():
+    table = sine_table(60)
+    forecaster = Forecaster("day", "signal", horizon=10, lookback=20, **QUICK)
+    with pytest.raises(ValueError, match=re.escape("the series has 60 rows; a backtest with holdout 30 needs at least "
+                                                   "lookback + horizon + season + holdout = 20 + 10 + 7 + 30 = 67")):
+        forecaster.backtest(table, holdout=30)
+    with pytest.raises(RuntimeError, match="the forecaster is not fitted"):
+        forecaster.predict(table)
+    forecaster.fit(table)
+    with pytest.raises(ValueError, match="predict needs at least lookback = 20 rows, got 15"):
+        forecaster.predict(table.head(15))
+    weekly = table.assign(day=pd.date_range("2024-01-06", periods=60, freq="W-SAT").strftime("%Y-%m-%d"))
+    with pytest.raises(ValueError, match="the data's frequency is W-SAT, the forecaster was fitted on D"):
+        forecaster.predict(weekly)
+
+
+def test_a_language_model_checkpoint_is_not_a_forecaster(tmp_path):
+    from lstmkit.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "lm", {"kind": "language_model"}, {})
+    with pytest.raises(ValueError, match="holds a 'language_model' checkpoint, not a forecaster"):
+        Forecaster.load(tmp_path / "lm")
+
+
+def test_cli_fit_backtest_and_predict(tmp_path, capsys):
+    from lstmkit.cli import main
+
+    table = sine_table(150)
+    table.loc[[40, 41], "signal"] = np.nan
+    csv = tmp_path / "series.csv"
+    table.to_csv(csv, index=False)
+    common = [str(csv), "--time", "day", "--target", "signal", "--horizon", "5", "--lookback", "15", "--holdout", "10",
+              "--hidden", "16", "--layers", "1", "--epochs", "3"]
+    main(["forecast", "fit", *common, "--out", str(tmp_path / "run")])
+    captured = capsys.readouterr()
+    assert "lstmkit: warning: column 'signal': 2 missing value(s) filled by linear interpolation" in captured.err
+    assert re.search(r"^seasonal_naive +\d", captured.out, re.MULTILINE) and "refitting on all 150 rows" in captured.out
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(results["backtest"]) >= {"model", "naive", "seasonal_naive", "drift"}
+    assert set(results["backtest"]["model"]) == {"MAE", "RMSE", "sMAPE", "MASE"}
+    assert results["holdout"] == 10 and results["season"] == 7
+    assert (tmp_path / "run" / "backtest.png").stat().st_size > 10_000
+    backtest = pd.read_csv(tmp_path / "run" / "backtest.csv")
+    assert len(backtest) == 10 and backtest["actual"].tolist() == pytest.approx(table["signal"][140:].tolist())
+
+    main(["forecast", "predict", str(tmp_path / "run"), str(csv), "--out", str(tmp_path / "next.csv")])
+    prediction = pd.read_csv(tmp_path / "next.csv")
+    assert prediction["day"].tolist() == ["2024-05-30", "2024-05-31", "2024-06-01", "2024-06-02", "2024-06-03"]
+    expected = Forecaster.load(tmp_path / "run" / "model").predict(csv)
+    np.testing.assert_allclose(prediction["signal"], expected["signal"], rtol=1e-12)
+
+    with pytest.raises(SystemExit):
+        main(["forecast", "fit", *common, "--out", str(tmp_path / "run")])
+    assert f"{tmp_path / 'run'} already holds a fitted forecaster" in capsys.readouterr().err
+
+
+def test_the_shared_co2_table_reads_with_its_59_gaps():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "co2_weekly.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (the shared data sits beside the repository)")
+    with pytest.warns(UserWarning, match=re.escape("column 'co2': 59 missing value(s)")):
+        frame = read_series(path, "date", ["co2"])
+    assert frame.frequency == "W-SAT" and len(frame) == 2284

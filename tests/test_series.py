@@ -1,0 +1,168 @@
+"""The forecasting data layer: reading and checking tables, calendar, windows, metrics, baselines."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lstmkit.series import (MissingValuesWarning, Scaler, Windows, baseline_forecast, calendar_features, future_times,
+                            read_series, scores, season_length)
+
+
+def weekly(values, start="2020-01-04") -> pd.DataFrame:
+    return pd.DataFrame({"date": pd.date_range(start, periods=len(values), freq="W-SAT").strftime("%Y-%m-%d"),
+                         "y": values})
+
+
+def test_read_series_sorts_infers_the_frequency_and_keeps_the_values():
+    table = weekly([1.0, 2.0, 3.0, 4.0]).iloc[[2, 0, 3, 1]]
+    frame = read_series(table, "date", ["y"])
+    assert frame.frequency == "W-SAT" and frame.time_kind == "datetime"
+    assert frame.targets[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert frame.time_values(frame.time[:2]) == ["2020-01-04", "2020-01-11"]
+
+
+def test_gaps_and_missing_rows_are_interpolated_with_a_warning_that_counts_them():
+    table = weekly([1.0, None, 3.0, 4.0, 5.0, 6.0]).drop(index=4)  # row 4 missing altogether, row 1 empty
+    with pytest.warns(MissingValuesWarning, match=re.escape("column 'y': 2 missing value(s) filled by linear")):
+        frame = read_series(table, "date", ["y"])
+    assert frame.targets[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+
+
+def test_integer_years_are_a_yearly_series_written_back_as_years():
+    frame = read_series(pd.DataFrame({"year": [1700, 1701, 1702, 1703], "spots": [5, 11, 16, 23]}), "year", ["spots"])
+    assert season_length(frame.frequency) == 1 and frame.time_kind == "year"
+    assert frame.time_values(future_times(frame.time[-1], frame.frequency, 2)) == [1704, 1705]
+
+
+def test_covariates_and_several_targets():
+    table = weekly([1.0, 2.0, 3.0]).assign(z=[10, 20, 30], x=[0.5, 0.25, 0.0])
+    frame = read_series(table, "date", ["y", "z"], ["x"])
+    assert frame.targets.tolist() == [[1, 10], [2, 20], [3, 30]] and frame.covariates[:, 0].tolist() == [0.5, 0.25, 0]
+    assert frame.head(2).targets.tolist() == [[1, 10], [2, 20]]
+
+
+@pytest.mark.parametrize("table, targets, message", [
+    (weekly([1.0, 2.0, 3.0]), ["co2"], "column 'co2' is not in the data; its columns are date, y"),
+    (weekly([1.0, 2.0, 3.0]).assign(date=["2020-01-04", "2020-01-11", "2020-01-11"]), ["y"],
+     "column 'date' has 1 duplicate timestamp(s), e.g. 2020-01-11 00:00:00"),
+    (weekly([1.0, 2.0, 3.0]).assign(date=["2020-01-04", "soon", "2020-01-18"]), ["y"],
+     "column 'date' has a timestamp that cannot be parsed in row 2: 'soon'"),
+    (weekly([1.0, "n/a", 3.0]), ["y"], "column 'y' must be numeric; at date 2020-01-11 00:00:00 it holds 'n/a'"),
+    (weekly([None, None, None]), ["y"], "column 'y' has no values"),
+    (pd.DataFrame({"date": ["2020-01-01", "2020-01-02", "2020-01-05", "2020-01-15"], "y": [1, 2, 3, 4]}), ["y"],
+     "cannot infer a regular frequency from column 'date'"),
+    (weekly([1.0, 2.0]), ["y"], "column 'date' has 2 timestamp(s); at least 3 are needed to infer a frequency"),
+    (weekly([1.0, 2.0, 3.0]), [], "give at least one target column"),
+    (weekly([1.0, 2.0, 3.0]), ["date"], "a column can be the time, a target or a covariate, not two of them: date"),
+])
+def test_bad_tables_are_refused_with_what_is_wrong(table, targets, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_series(table, "date", targets)
+
+
+def test_a_missing_csv_and_a_non_table_are_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'none.csv'} does not exist")):
+        read_series(tmp_path / "none.csv", "date", ["y"])
+    with pytest.raises(TypeError, match="expected a CSV path or a pandas DataFrame, got list"):
+        read_series([1, 2], "date", ["y"])
+
+
+@pytest.mark.parametrize("frequency, season", [("W-SAT", 52), ("MS", 12), ("QS-OCT", 4), ("D", 7), ("h", 24),
+                                               ("2h", 12), ("YS-JAN", 1), ("5min", 12)])
+def test_season_length_of_each_frequency(frequency, season):
+    assert season_length(frequency) == season
+
+
+def test_calendar_features_by_hand():
+    times = pd.DatetimeIndex(["2021-01-01 00:00", "2021-01-01 06:00"])  # a Friday, day 1 of the year
+    values, names = calendar_features(times, "6h")
+    assert names == ("year_sin", "year_cos", "week_sin", "week_cos", "day_sin", "day_cos")
+    week = 2 * math.pi * (4 + 0.25) / 7
+    expected = [0.0, 1.0, math.sin(2 * math.pi * 4 / 7), math.cos(2 * math.pi * 4 / 7), 0.0, 1.0]
+    np.testing.assert_allclose(values[0], expected, atol=1e-12)
+    np.testing.assert_allclose(values[1, 2:], [math.sin(week), math.cos(week), 1.0, 0.0], atol=1e-12)
+    assert calendar_features(pd.DatetimeIndex(["2001-01-01", "2002-01-01"]), "YS-JAN")[1] == ()
+
+
+def test_windows_of_a_tiny_series_by_hand():
+    targets = torch.arange(6.0).unsqueeze(1)  # 0 1 2 3 4 5
+    covariates = 10 * torch.arange(6.0).unsqueeze(1)
+    calendar = 100 + torch.arange(7.0).unsqueeze(1)  # one row past the data
+    windows = Windows(targets, covariates, calendar, lookback=3, horizon=2)
+    assert list(windows.origins()) == [3, 4]
+    batch = windows.batch([3, 4])
+    assert batch.history.tolist() == [[[0, 0, 100], [1, 10, 101], [2, 20, 102]],
+                                      [[1, 10, 101], [2, 20, 102], [3, 30, 103]]]
+    assert batch.future.tolist() == [[[103], [104]], [[104], [105]]]
+    assert batch.targets.tolist() == [[[3], [4]], [[4], [5]]]
+    beyond = windows.batch([5])  # reaches row 6, past the data: calendar known, targets not
+    assert beyond.targets is None and beyond.future.tolist() == [[[105], [106]]]
+
+
+def test_windows_refuse_a_short_series_and_stray_origins():
+    with pytest.raises(ValueError, match=re.escape("the series has 4 rows; a window needs lookback + horizon = 3 + 2 = 5")):
+        Windows(torch.zeros(4, 1), torch.zeros(4, 0), torch.zeros(4, 0), 3, 2)
+    windows = Windows(torch.zeros(6, 1), torch.zeros(6, 0), torch.zeros(6, 0), 3, 2)
+    with pytest.raises(ValueError, match=re.escape("origins must lie in [3, 6] (lookback .. rows), got 2 .. 2")):
+        windows.batch([2])
+    with pytest.raises(ValueError, match=re.escape("origin 6 needs calendar features up to row 8, there are 6")):
+        windows.batch([6])
+
+
+def test_metrics_by_hand():
+    actual, forecast = np.array([2.0, 4.0, 0.0]), np.array([1.0, 6.0, 0.0])
+    history = np.array([1.0, 3.0, 2.0, 6.0])  # seasonal differences at m = 2: |2-1|, |6-3| -> scale 2
+    result = scores(actual, forecast, history, season=2)
+    assert result["MAE"] == pytest.approx(1.0)
+    assert result["RMSE"] == pytest.approx(math.sqrt(5 / 3))
+    assert result["sMAPE"] == pytest.approx((200 / 3 + 40 + 0) / 3)  # the 0/0 term counts as 0
+    assert result["MASE"] == pytest.approx(0.5)
+
+
+def test_metrics_refuse_what_they_cannot_score():
+    with pytest.raises(ValueError, match=re.escape("same non-empty shape, got (2,) and (3,)")):
+        scores(np.zeros(2), np.zeros(3), np.arange(5.0), 1)
+    with pytest.raises(ValueError, match="MASE is undefined: the training values repeat exactly every 2 step"):
+        scores(np.zeros(2), np.zeros(2), np.array([1.0, 2.0, 1.0, 2.0]), 2)
+
+
+def test_simple_baselines_by_hand():
+    history = np.array([1.0, 5.0, 2.0, 6.0, 3.0, 7.0])
+    assert baseline_forecast("naive", history, 3, 2).tolist() == [7.0, 7.0, 7.0]
+    assert baseline_forecast("seasonal_naive", history, 5, 2).tolist() == [3.0, 7.0, 3.0, 7.0, 3.0]
+    np.testing.assert_allclose(baseline_forecast("drift", history, 2, 2), [7 + 6 / 5, 7 + 12 / 5])
+    with pytest.raises(ValueError, match="baseline must be one of naive, seasonal_naive, drift, ets, arima, got 'mean'"):
+        baseline_forecast("mean", history, 2, 2)
+    with pytest.raises(ValueError, match="the seasonal_naive baseline needs at least 12 values, got 6"):
+        baseline_forecast("seasonal_naive", history, 2, 12)
+
+
+def test_baselines_are_exact_where_their_assumption_holds():
+    pattern = np.array([3.0, -1.0, 4.0, 1.0])
+    seasonal = np.tile(pattern, 10)
+    assert baseline_forecast("seasonal_naive", seasonal[:-6], 6, 4).tolist() == seasonal[-6:].tolist()
+    line = 2.0 + 0.5 * np.arange(40)
+    np.testing.assert_allclose(baseline_forecast("drift", line[:-5], 5, 1), line[-5:], rtol=1e-12)
+
+
+def test_statistical_baselines_follow_a_clean_trend_and_season():
+    pytest.importorskip("statsmodels")
+    steps = np.arange(120)
+    series = 10 + 0.1 * steps + 2 * np.sin(2 * np.pi * steps / 12)
+    for name in ("ets", "arima"):
+        forecast = baseline_forecast(name, series[:-12], 12, 12)
+        assert np.abs(forecast - series[-12:]).max() < 0.05, name
+
+
+def test_scaler_by_hand():
+    scaler = Scaler.fit(np.array([[1.0, 5.0], [3.0, 5.0]]))  # a constant column keeps unit scale
+    assert scaler.mean.tolist() == [2.0, 5.0] and scaler.std.tolist() == [1.0, 1.0]
+    assert scaler.transform(np.array([[4.0, 6.0]])).tolist() == [[2.0, 1.0]]
+    assert scaler.inverse(np.array([[2.0, 1.0]])).tolist() == [[4.0, 6.0]]
+    assert Scaler.from_dict(scaler.to_dict()).mean.tolist() == [2.0, 5.0]
