@@ -1,4 +1,9 @@
-"""The README's Python examples run as written."""
+"""The README's Python examples run as written.
+
+Blocks fenced ```python run here; the few fenced ```py need a data file and minutes of
+training (the `lm` and `forecast` examples), and tests/test_lm.py and tests/test_forecast.py
+make the same calls on small data.
+"""
 
 from __future__ import annotations
 
