@@ -169,3 +169,33 @@ def test_the_shared_co2_table_reads_with_its_59_gaps():
     with pytest.warns(UserWarning, match=re.escape("column 'co2': 59 missing value(s)")):
         frame = read_series(path, "date", ["co2"])
     assert frame.frequency == "W-SAT" and len(frame) == 2284
+
+
+def promotion_table(rows: int = 300, ahead: int = 0) -> pd.DataFrame:
+    """sales = 2 * promo + 1, promo a random 0/1 planned in advance: only a model that reads
+    the promotions of the days it forecasts can forecast the sales."""
+    promo = np.random.default_rng(0).integers(0, 2, rows + ahead).astype(float)
+    sales = np.concatenate([2 * promo[:rows] + 1, np.full(ahead, np.nan)])
+    days = pd.date_range("2024-01-01", periods=rows + ahead, freq="D").strftime("%Y-%m-%d")
+    return pd.DataFrame({"day": days, "sales": sales, "promo": promo})
+
+
+def test_known_future_covariates_are_read_at_the_steps_they_belong_to():
+    options = dict(horizon=3, lookback=6, hidden=16, layers=1, epochs=40, patience=40, lr=3e-3, dropout=0.0,
+                   calendar=False, seed=0)
+    table = promotion_table()
+    informed = Forecaster("day", "sales", future_covariates="promo", **options).backtest(
+        table, holdout=30, baselines=("naive",))
+    blind = Forecaster("day", "sales", **options).backtest(table, holdout=30, baselines=("naive",))
+    assert informed.scores.loc["model", "MAE"] < 0.1
+    assert blind.scores.loc["model", "MAE"] > 0.5  # a fair coin's promotions: about 1 on average
+
+
+def test_predict_needs_the_known_future_covariates_of_the_horizon():
+    forecaster = Forecaster("day", "sales", horizon=3, lookback=6, future_covariates="promo", **{
+        **QUICK, "epochs": 2}).fit(promotion_table())
+    prediction = forecaster.predict(promotion_table(ahead=3))
+    assert prediction["day"].tolist() == ["2024-10-27", "2024-10-28", "2024-10-29"]
+    with pytest.raises(ValueError, match=re.escape("forecasting 3 row(s) past the last target value needs the "
+                                                   "known-future covariates (promo) there; the table has them for 1 row(s)")):
+        forecaster.predict(promotion_table(ahead=1))

@@ -40,6 +40,18 @@ def test_integer_years_are_a_yearly_series_written_back_as_years():
     assert frame.time_values(future_times(frame.time[-1], frame.frequency, 2)) == [1704, 1705]
 
 
+def test_rows_after_the_last_target_value_carry_known_future_covariates():
+    table = weekly([1.0, 2.0, 3.0, None, None]).assign(promo=[0, 1, None, 1, 0], price=[9, 8, 7, 6, 5])
+    with pytest.warns(MissingValuesWarning, match=re.escape("column 'promo': 1 missing value(s)")):
+        frame = read_series(table, "date", ["y"], ["price"], ["promo"])
+    assert len(frame) == 3 and frame.ahead == 2 and frame.targets[:, 0].tolist() == [1, 2, 3]
+    assert frame.covariates[:, 0].tolist() == [9, 8, 7]  # observed-past: only up to the last target value
+    assert frame.future_covariates[:, 0].tolist() == [0, 1, 1, 1, 0]
+    assert frame.head(2).future_covariates.shape == (5, 1)
+    with pytest.warns(MissingValuesWarning, match=re.escape("2 row(s) after the last target value are ignored")):
+        assert len(read_series(table, "date", ["y"])) == 3
+
+
 def test_covariates_and_several_targets():
     table = weekly([1.0, 2.0, 3.0]).assign(z=[10, 20, 30], x=[0.5, 0.25, 0.0])
     frame = read_series(table, "date", ["y", "z"], ["x"])
@@ -54,12 +66,12 @@ def test_covariates_and_several_targets():
     (weekly([1.0, 2.0, 3.0]).assign(date=["2020-01-04", "soon", "2020-01-18"]), ["y"],
      "column 'date' has a timestamp that cannot be parsed in row 2: 'soon'"),
     (weekly([1.0, "n/a", 3.0]), ["y"], "column 'y' must be numeric; at date 2020-01-11 00:00:00 it holds 'n/a'"),
-    (weekly([None, None, None]), ["y"], "column 'y' has no values"),
+    (weekly([None, None, None]), ["y"], "the target column(s) y have no values"),
     (pd.DataFrame({"date": ["2020-01-01", "2020-01-02", "2020-01-05", "2020-01-15"], "y": [1, 2, 3, 4]}), ["y"],
      "cannot infer a regular frequency from column 'date'"),
     (weekly([1.0, 2.0]), ["y"], "column 'date' has 2 timestamp(s); at least 3 are needed to infer a frequency"),
     (weekly([1.0, 2.0, 3.0]), [], "give at least one target column"),
-    (weekly([1.0, 2.0, 3.0]), ["date"], "a column can be the time, a target or a covariate, not two of them: date"),
+    (weekly([1.0, 2.0, 3.0]), ["date"], "a column can be the time, a target, an observed-past or a known-future covariate, not two of them: date"),
 ])
 def test_bad_tables_are_refused_with_what_is_wrong(table, targets, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -111,7 +123,7 @@ def test_windows_refuse_a_short_series_and_stray_origins():
     windows = Windows(torch.zeros(6, 1), torch.zeros(6, 0), torch.zeros(6, 0), 3, 2)
     with pytest.raises(ValueError, match=re.escape("origins must lie in [3, 6] (lookback .. rows), got 2 .. 2")):
         windows.batch([2])
-    with pytest.raises(ValueError, match=re.escape("origin 6 needs calendar features up to row 8, there are 6")):
+    with pytest.raises(ValueError, match=re.escape("origin 6 needs known-future features up to row 8, there are 6")):
         windows.batch([6])
 
 

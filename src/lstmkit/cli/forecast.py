@@ -22,6 +22,7 @@ def forecaster_from(arguments: argparse.Namespace, **overrides):
 
     options = dict(
         lookback=arguments.lookback, season=arguments.season, covariates=arguments.covariates,
+        future_covariates=arguments.future_covariates,
         calendar=not arguments.no_calendar, cell=arguments.cell, hidden=arguments.hidden, layers=arguments.layers,
         dropout=arguments.dropout, epochs=arguments.epochs, time_budget=arguments.time_budget,
         patience=arguments.patience, batch=arguments.batch, lr=arguments.lr, interval=arguments.interval,
@@ -83,6 +84,8 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--season", type=positive_int, help="seasonal period m (default: from the frequency)")
     parser.add_argument("--holdout", type=positive_int, help="last rows to backtest on (default: horizon)")
     parser.add_argument("--covariates", type=column_list, default=(), help="observed-past covariate columns")
+    parser.add_argument("--future-covariates", type=column_list, default=(),
+                        help="known-future covariate columns (given in rows after the last target value too)")
     parser.add_argument("--no-calendar", action="store_true", help="no calendar features from the time column")
     parser.add_argument("--cell", choices=list(CELLS), default="lstm", help="recurrent cell (default lstm)")
     parser.add_argument("--hidden", type=positive_int, default=64, help="hidden units (default 64)")

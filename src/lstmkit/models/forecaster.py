@@ -18,8 +18,8 @@ class ForecastNetworkConfig:
     """Everything needed to rebuild a ForecastNetwork (saved as JSON with its checkpoint).
 
     targets: series forecast jointly; past_features: columns of each history step (targets,
-    observed-past covariates, calendar features); future_features: known-future columns of
-    each horizon step (calendar features).
+    observed-past covariates, known-future features); future_features: known-future columns
+    of each horizon step (calendar features and known-future covariates).
     """
 
     cell: str
@@ -51,8 +51,8 @@ class ForecastNetwork(nn.Module):
     sees shapes rather than levels and the head forecasts changes from the level:
 
         level  = y_{o-1}
-        h      = encoder([y_{o-L..o-1} - level, covariates, calendar])[last step]
-        z      = head([h, calendar_{o..o+H-1}])
+        h      = encoder([y_{o-L..o-1} - level, covariates, known])[last step]
+        z      = head([h, known_{o..o+H-1}])
         mean   = level + z_mean,   scale = softplus(z_scale) + MIN_SCALE
     """
 

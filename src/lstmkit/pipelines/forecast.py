@@ -49,6 +49,7 @@ class ForecasterConfig:
     lookback: int | None = None
     season: int | None = None
     covariates: tuple[str, ...] = ()
+    future_covariates: tuple[str, ...] = ()
     calendar: bool = True
     cell: str = "lstm"
     hidden: int = 64
@@ -70,6 +71,7 @@ class ForecasterConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "target", as_names(self.target, "target"))
         object.__setattr__(self, "covariates", as_names(self.covariates, "covariates"))
+        object.__setattr__(self, "future_covariates", as_names(self.future_covariates, "future_covariates"))
         if not self.target:
             raise ValueError("give at least one target column")
         for name in ("horizon", "hidden", "layers", "epochs", "patience", "batch"):
@@ -102,7 +104,8 @@ def as_names(value, what: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class SeriesLayout:
     """What a fitted forecaster learned about its data: the grid, the seasonal period, the
-    lookback, the calendar features and the scalings."""
+    lookback, the calendar features and the scalings of the targets, the observed-past and
+    the known-future covariates."""
 
     frequency: str
     time_kind: str
@@ -111,17 +114,18 @@ class SeriesLayout:
     calendar_names: tuple[str, ...]
     target_scaler: Scaler
     covariate_scaler: Scaler
+    future_scaler: Scaler
 
     def to_dict(self) -> dict:
         return {**{field.name: getattr(self, field.name) for field in fields(self)},
                 "calendar_names": list(self.calendar_names), "target_scaler": self.target_scaler.to_dict(),
-                "covariate_scaler": self.covariate_scaler.to_dict()}
+                "covariate_scaler": self.covariate_scaler.to_dict(), "future_scaler": self.future_scaler.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> SeriesLayout:
         return cls(data["frequency"], data["time_kind"], data["season"], data["lookback"],
                    tuple(data["calendar_names"]), Scaler.from_dict(data["target_scaler"]),
-                   Scaler.from_dict(data["covariate_scaler"]))
+                   Scaler.from_dict(data["covariate_scaler"]), Scaler.from_dict(data["future_scaler"]))
 
 
 @dataclass
@@ -180,7 +184,8 @@ class Forecaster:
         return load_forecaster(directory)
 
     def read(self, data) -> SeriesFrame:
-        return read_series(data, self.config.time, self.config.target, self.config.covariates)
+        return read_series(data, self.config.time, self.config.target, self.config.covariates,
+                           self.config.future_covariates)
 
     def fit(self, data) -> Forecaster:
         """Train on every window of `data` (a CSV path, a DataFrame or a SeriesFrame)."""
@@ -188,10 +193,10 @@ class Forecaster:
         config = self.config
         season = config.season or season_length(frame.frequency)
         lookback = config.lookback or 2 * max(config.horizon, season)
-        calendar, calendar_names = self.calendar_of(frame.time, frame.frequency)
-        self.layout = SeriesLayout(frame.frequency, frame.time_kind, season, lookback, calendar_names,
-                                   Scaler.fit(frame.targets), Scaler.fit(frame.covariates))
-        windows = self.windows(frame, calendar)
+        self.layout = SeriesLayout(frame.frequency, frame.time_kind, season, lookback,
+                                   self.calendar_of(frame.time[:1], frame.frequency)[1], Scaler.fit(frame.targets),
+                                   Scaler.fit(frame.covariates), Scaler.fit(frame.future_covariates[:len(frame)]))
+        windows = self.windows(frame, len(frame))
         origins = list(windows.origins())
         if config.early_stopping:
             held = max(1, round(config.validation_fraction * len(origins)))
@@ -204,7 +209,7 @@ class Forecaster:
             training, validation = origins, []
         torch.manual_seed(config.seed)
         self.network = ForecastNetwork(ForecastNetworkConfig(
-            config.cell, len(config.target), windows.past.shape[1], windows.calendar.shape[1], config.horizon,
+            config.cell, len(config.target), windows.past.shape[1], windows.known.shape[1], config.horizon,
             config.hidden, config.layers, config.dropout, config.engine,
         ))
         self.best_epoch, self.curve = train_network(self.network, windows, training, validation, config)
@@ -215,27 +220,44 @@ class Forecaster:
             return np.zeros((len(times), 0)), ()
         return calendar_features(times, frequency)
 
-    def windows(self, frame: SeriesFrame, calendar: np.ndarray) -> Windows:
-        """The frame's windows in scaled units; `calendar` may run past the frame's rows."""
+    def windows(self, frame: SeriesFrame, rows: int, pad: bool = False) -> Windows:
+        """The frame's windows in scaled units, with known-future features for its first
+        `rows` rows (which may reach past its observed rows)."""
         layout = self.layout
         return Windows(float_tensor(layout.target_scaler.transform(frame.targets)),
                        float_tensor(layout.covariate_scaler.transform(frame.covariates)),
-                       float_tensor(calendar), layout.lookback, self.config.horizon)
+                       float_tensor(self.known_features(frame, rows, pad)), layout.lookback, self.config.horizon)
+
+    def known_features(self, frame: SeriesFrame, rows: int, pad: bool = False) -> np.ndarray:
+        """Calendar features and scaled known-future covariates of the first `rows` rows. Past
+        the rows the table gives covariates for, `pad` repeats its last one (for backtest
+        steps past the table's end, which are cut from the scores); else it is an error."""
+        beyond = rows - len(frame)
+        times = frame.time.append(future_times(frame.time[-1], frame.frequency, beyond)) if beyond > 0 else frame.time
+        calendar = self.calendar_of(times[:rows], frame.frequency)[0]
+        if not frame.future_names:
+            return calendar
+        future = frame.future_covariates[:rows]
+        if len(future) < rows:
+            if not pad:
+                raise ValueError(
+                    f"forecasting {beyond} row(s) past the last target value needs the known-future covariates "
+                    f"({', '.join(frame.future_names)}) there; the table has them for {frame.ahead} row(s)")
+            future = np.concatenate([future, np.repeat(future[-1:], rows - len(future), axis=0)])
+        return np.concatenate([calendar, self.layout.future_scaler.transform(future)], axis=1)
 
     def fitted(self) -> tuple[ForecastNetwork, SeriesLayout]:
         if self.network is None or self.layout is None:
             raise RuntimeError("the forecaster is not fitted: call fit(data) or Forecaster.load(directory) first")
         return self.network, self.layout
 
-    def forecast_origins(self, frame: SeriesFrame, origins: list[int]) -> Forecasts:
+    def forecast_origins(self, frame: SeriesFrame, origins: list[int], pad: bool = False) -> Forecasts:
         """The rollout: the network forecasts `horizon` rows from each origin, seeing only the
-        rows before it (origins may reach the frame's end)."""
+        rows before it (origins may reach the frame's end; see `known_features` for `pad`)."""
         network, layout = self.fitted()
         if frame.frequency != layout.frequency:
             raise ValueError(f"the data's frequency is {frame.frequency}, the forecaster was fitted on {layout.frequency}")
-        horizon = self.config.horizon
-        times = frame.time.append(future_times(frame.time[-1], frame.frequency, horizon))
-        windows = self.windows(frame, self.calendar_of(times, frame.frequency)[0])
+        windows = self.windows(frame, max(origins) + self.config.horizon, pad)
         network.eval()
         with torch.no_grad():
             batch = windows.batch(origins)
@@ -282,7 +304,7 @@ class Forecaster:
             if field.name not in ("time", "target", "horizon")})
         model.fit(frame.head(start))
         origins = list(range(start, len(frame), horizon))
-        forecasts = model.forecast_origins(frame, origins)
+        forecasts = model.forecast_origins(frame, origins, pad=True)
         methods = {"model": forecasts.mean}
         for name in baselines if baselines is not None else available_baselines():
             methods[name] = np.stack([
@@ -321,6 +343,12 @@ def backtest_tables(frame: SeriesFrame, start: int, origins: list[int], methods:
         for index, name in enumerate(frame.target_names) for row in range(len(actual))
     ]
     return Backtest(table, per_target, pd.DataFrame(records), coverage, model)
+
+
+def config_dict(config: ForecasterConfig) -> dict:
+    """The config as JSON-ready values (column names as lists)."""
+    return {**asdict(config), **{name: list(getattr(config, name))
+                                 for name in ("target", "covariates", "future_covariates")}}
 
 
 def float_tensor(values: np.ndarray) -> torch.Tensor:
@@ -377,8 +405,7 @@ def save_forecaster(forecaster: Forecaster, directory: str | Path) -> Path:
     network, layout = forecaster.fitted()
     config = {
         "kind": "forecaster",
-        "forecaster": {**asdict(forecaster.config), "target": list(forecaster.config.target),
-                       "covariates": list(forecaster.config.covariates)},
+        "forecaster": config_dict(forecaster.config),
         "network": network.config.to_dict(),
         "layout": layout.to_dict(),
         "best_epoch": forecaster.best_epoch,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 from lstmkit import plots
 from lstmkit.files import atomic_path, write_json
-from lstmkit.pipelines.forecast import Backtest
+from lstmkit.pipelines.forecast import Backtest, config_dict
 from lstmkit.series import METRICS, SeriesFrame
 
 
@@ -47,8 +46,7 @@ def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> Non
         "lookback": model.layout.lookback,
         "epochs_trained": len(model.curve),
         "best_epoch": model.best_epoch,
-        "config": {**asdict(model.config), "target": list(model.config.target),
-                   "covariates": list(model.config.covariates)},
+        "config": config_dict(model.config),
     })
     with atomic_path(out / "backtest.csv") as temporary:
         result.forecasts.to_csv(temporary, index=False)

@@ -3,6 +3,9 @@
     CSV or DataFrame -> time column parsed (dates, or integer years) -> sorted, duplicates
     refused -> frequency inferred, missing rows inserted -> targets and covariates numeric ->
     gaps filled by linear interpolation, with a warning that says how many
+
+Rows after the last target value hold known-future covariates (a planned promotion, a
+holiday) for the steps to forecast; without such columns they are ignored, with a warning.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ class MissingValuesWarning(UserWarning):
 
 @dataclass(frozen=True)
 class SeriesFrame:
-    """Target columns and observed-past covariate columns on a regular time grid.
+    """Targets and covariates on a regular time grid.
 
-    time: the timestamps, one per row, `frequency` apart. time_kind: "year" when the time
-    column held integer years (written back as integers), else "datetime".
-    targets: (rows, targets) float64; covariates: (rows, covariates) float64.
+    time: the timestamps of the observed rows, `frequency` apart. time_kind: "year" when the
+    time column held integer years (written back as integers), else "datetime".
+    targets: (rows, targets) float64; covariates: (rows, covariates) float64, observed-past;
+    future_covariates: (rows + ahead, future covariates) float64, known-future, which may run
+    `ahead` rows past the last observed row.
     """
 
     time: pd.DatetimeIndex
@@ -36,16 +41,25 @@ class SeriesFrame:
     frequency: str
     targets: np.ndarray
     covariates: np.ndarray
+    future_covariates: np.ndarray
     target_names: tuple[str, ...]
     covariate_names: tuple[str, ...]
+    future_names: tuple[str, ...]
 
     def __len__(self) -> int:
         return len(self.time)
 
+    @property
+    def ahead(self) -> int:
+        """Rows of known-future covariates after the last observed row."""
+        return len(self.future_covariates) - len(self.time) if self.future_names else 0
+
     def head(self, rows: int) -> SeriesFrame:
-        """The first `rows` rows (the training part of a backtest)."""
+        """The first `rows` rows (the training part of a backtest); the known-future
+        covariates go on for as long as the whole table has them."""
         return SeriesFrame(self.time[:rows], self.time_kind, self.frequency, self.targets[:rows],
-                           self.covariates[:rows], self.target_names, self.covariate_names)
+                           self.covariates[:rows], self.future_covariates, self.target_names, self.covariate_names,
+                           self.future_names)
 
     def time_values(self, times: pd.DatetimeIndex) -> list:
         """Timestamps as the user wrote them: integer years, or ISO dates (with the time of day
@@ -57,20 +71,23 @@ class SeriesFrame:
 
 
 def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[str],
-                covariates: Sequence[str] = ()) -> SeriesFrame:
-    """Read and check `source` (a CSV path or a DataFrame); see the module docstring."""
+                covariates: Sequence[str] = (), future_covariates: Sequence[str] = ()) -> SeriesFrame:
+    """Read and check `source` (a CSV path or a DataFrame); see the module docstring.
+    `covariates` are observed-past columns, `future_covariates` known-future ones."""
     table = read_table(source)
-    targets, covariates = list(targets), list(covariates)
+    targets, covariates, known = list(targets), list(covariates), list(future_covariates)
     if not targets:
         raise ValueError("give at least one target column")
-    for name in [time, *targets, *covariates]:
+    columns = [time, *targets, *covariates, *known]
+    for name in columns:
         if name not in table.columns:
             raise ValueError(f"column {name!r} is not in the data; its columns are {', '.join(map(str, table.columns))}")
-    overlap = sorted(set(targets) & set(covariates) | ({time} & set(targets + covariates)))
+    overlap = sorted({name for name in columns if columns.count(name) > 1})
     if overlap:
-        raise ValueError(f"a column can be the time, a target or a covariate, not two of them: {', '.join(overlap)}")
+        raise ValueError("a column can be the time, a target, an observed-past or a known-future covariate, "
+                         f"not two of them: {', '.join(overlap)}")
     stamps, time_kind = parse_time(table[time], time)
-    values = table[targets + covariates].set_axis(stamps)
+    values = table[targets + covariates + known].set_axis(stamps)
     order = np.argsort(stamps.values, kind="stable")
     values = values.iloc[order]
     duplicated = values.index[values.index.duplicated()]
@@ -83,14 +100,31 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
         stray = values.index[~values.index.isin(grid)][0]
         raise ValueError(f"column {time!r} is not on a regular {frequency} grid: {stray} falls between its steps")
     values = values.reindex(grid)
-    numeric = {name: numeric_column(values[name], name, time) for name in targets + covariates}
-    filled = {name: fill_gaps(column, name) for name, column in numeric.items()}
+    numeric = {name: numeric_column(values[name], name, time) for name in targets + covariates + known}
+    observed = observed_rows(values[targets], known)
+    filled = {name: fill_gaps(column if name in known else column.iloc[:observed], name)
+              for name, column in numeric.items()}
     return SeriesFrame(
-        grid, time_kind, frequency,
-        np.stack([filled[name] for name in targets], axis=1),
-        np.stack([filled[name] for name in covariates], axis=1) if covariates else np.zeros((len(grid), 0)),
-        tuple(targets), tuple(covariates),
+        grid[:observed], time_kind, frequency, stack(filled, targets, observed), stack(filled, covariates, observed),
+        stack(filled, known, len(grid) if known else observed), tuple(targets), tuple(covariates), tuple(known),
     )
+
+
+def observed_rows(targets: pd.DataFrame, known: list[str]) -> int:
+    """The rows up to the last one with a target value; warns about later rows that serve
+    no known-future covariate."""
+    has_value = targets.notna().any(axis=1).to_numpy()
+    if not has_value.any():
+        raise ValueError(f"the target column(s) {', '.join(targets.columns)} have no values")
+    observed = int(np.flatnonzero(has_value)[-1]) + 1
+    if observed < len(targets) and not known:
+        warnings.warn(f"{len(targets) - observed} row(s) after the last target value are ignored "
+                      "(such rows serve known-future covariates only)", MissingValuesWarning, stacklevel=3)
+    return observed
+
+
+def stack(columns: dict[str, np.ndarray], names: list[str], rows: int) -> np.ndarray:
+    return np.stack([columns[name] for name in names], axis=1) if names else np.zeros((rows, 0))
 
 
 def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
