@@ -68,6 +68,14 @@ def test_several_targets_are_scored_each_and_averaged():
     expected = (result.per_target["signal"] + result.per_target["trend"]) / 2
     pd.testing.assert_frame_equal(result.scores, expected)
     assert result.forecasts["target"].tolist() == ["signal"] * 10 + ["trend"] * 10
+    from lstmkit.pipelines.forecast_report import backtest_report
+
+    lines = backtest_report(result, read_series(sine_table(120), "day", ["signal", "trend"])).splitlines()
+    assert lines[1] == "mean over the targets (MAE and RMSE mix their units; sMAPE and MASE do not):"
+    trend = lines.index("trend:")
+    assert lines[trend + 2].split()[:2] == ["model", "(lstm)"]
+    assert float(lines[trend + 2].split()[2].rstrip("*")) == pytest.approx(
+        result.per_target["trend"].loc["model", "MAE"], rel=1e-3)
 
 
 def test_a_saved_forecaster_predicts_the_same_after_loading(tmp_path):

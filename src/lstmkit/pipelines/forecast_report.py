@@ -11,22 +11,35 @@ from lstmkit.series import METRICS, SeriesFrame
 
 
 def backtest_report(result: Backtest, frame: SeriesFrame) -> str:
-    """The scores table, the best value of each metric marked with *, and the interval's coverage."""
+    """The scores table (the mean over targets, then, for several targets, each one's), the
+    best value of each metric marked with *, and the interval's coverage."""
     config, layout = result.model.config, result.model.layout
     origins = result.forecasts["origin"].unique()
+    held_out = len(result.forecasts) // len(config.target)
     lines = [f"backtest of {', '.join(config.target)} ({frame.frequency}, m={layout.season}): "
-             f"{len(frame) - len(result.forecasts) // len(config.target)} training rows, "
-             f"{len(result.forecasts) // len(config.target)} held out, forecast from {len(origins)} origin(s) "
-             f"({', '.join(map(str, origins))}), horizon {config.horizon}, lookback {layout.lookback}",
-             f"{'method':<16}" + "".join(f"{metric:>11}" for metric in METRICS)]
-    best = result.scores.min()
-    for method, row in result.scores.iterrows():
-        name = f"{method} ({config.cell})" if method == "model" else method
-        lines.append(f"{name:<16}" + "".join(
-            f"{row[metric]:>10.4g}{'*' if row[metric] == best[metric] else ' '}" for metric in METRICS))
+             f"{len(frame) - held_out} training rows, {held_out} held out, forecast from {len(origins)} origin(s) "
+             f"({', '.join(map(str, origins))}), horizon {config.horizon}, lookback {layout.lookback}"]
+    if len(config.target) == 1:
+        lines += scores_table(result.scores, config.cell)
+    else:
+        lines += ["mean over the targets (MAE and RMSE mix their units; sMAPE and MASE do not):",
+                  *scores_table(result.scores, config.cell)]
+        for name, table in result.per_target.items():
+            lines += [f"{name}:", *scores_table(table, config.cell)]
     lines.append(f"the model's {config.interval:.0%} interval holds {result.coverage:.1%} of the held-out values; "
                  f"trained {len(result.model.curve)} epochs, kept epoch {result.model.best_epoch}")
     return "\n".join(lines)
+
+
+def scores_table(scores, cell: str) -> list[str]:
+    """One line per method and the header, the best of each column starred."""
+    best = scores.min()
+    lines = [f"{'method':<16}" + "".join(f"{metric:>11}" for metric in METRICS)]
+    for method, row in scores.iterrows():
+        name = f"{method} ({cell})" if method == "model" else method
+        lines.append(f"{name:<16}" + "".join(
+            f"{row[metric]:>10.4g}{'*' if row[metric] == best[metric] else ' '}" for metric in METRICS))
+    return lines
 
 
 def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> None:
