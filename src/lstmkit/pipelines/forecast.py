@@ -191,8 +191,7 @@ class Forecaster:
         """Train on every window of `data` (a CSV path, a DataFrame or a SeriesFrame)."""
         frame = data if isinstance(data, SeriesFrame) else self.read(data)
         config = self.config
-        season = config.season or season_length(frame.frequency)
-        lookback = config.lookback or 2 * max(config.horizon, season)
+        season, lookback = self.season_and_lookback(frame)
         self.layout = SeriesLayout(frame.frequency, frame.time_kind, season, lookback,
                                    self.calendar_of(frame.time[:1], frame.frequency)[1], Scaler.fit(frame.targets),
                                    Scaler.fit(frame.covariates), Scaler.fit(frame.future_covariates[:len(frame)]))
@@ -214,6 +213,11 @@ class Forecaster:
         ))
         self.best_epoch, self.curve = train_network(self.network, windows, training, validation, config)
         return self
+
+    def season_and_lookback(self, frame: SeriesFrame) -> tuple[int, int]:
+        """The given ones, or m from the frequency and a lookback of 2 * max(horizon, m)."""
+        season = self.config.season or season_length(frame.frequency)
+        return season, self.config.lookback or 2 * max(self.config.horizon, season)
 
     def calendar_of(self, times: pd.DatetimeIndex, frequency: str) -> tuple[np.ndarray, tuple[str, ...]]:
         if not self.config.calendar:
@@ -293,15 +297,12 @@ class Forecaster:
         if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 1:
             raise ValueError(f"holdout must be a positive integer, got {holdout!r}")
         start = len(frame) - holdout
-        season = config.season or season_length(frame.frequency)
-        lookback = config.lookback or 2 * max(horizon, season)
+        season, lookback = self.season_and_lookback(frame)
         if start < lookback + horizon + season:
             raise ValueError(f"the series has {len(frame)} rows; a backtest with holdout {holdout} needs at least "
                              f"lookback + horizon + season + holdout = {lookback} + {horizon} + {season} + {holdout} "
                              f"= {lookback + horizon + season + holdout}")
-        model = Forecaster(config.time, config.target, horizon, **{
-            field.name: getattr(config, field.name) for field in fields(config)
-            if field.name not in ("time", "target", "horizon")})
+        model = Forecaster(**{field.name: getattr(config, field.name) for field in fields(config)})
         model.fit(frame.head(start))
         origins = list(range(start, len(frame), horizon))
         forecasts = model.forecast_origins(frame, origins, pad=True)
@@ -421,11 +422,14 @@ def load_forecaster(directory: str | Path) -> Forecaster:
     saved, tensors = load_checkpoint(directory)
     if saved.get("kind") != "forecaster":
         raise ValueError(f"{directory} holds a {saved.get('kind')!r} checkpoint, not a forecaster")
-    options = dict(saved["forecaster"])
-    forecaster = Forecaster(options.pop("time"), options.pop("target"), options.pop("horizon"), **options)
-    forecaster.network = ForecastNetwork(ForecastNetworkConfig(**saved["network"]))
-    forecaster.network.load_state_dict(tensors)
+    try:
+        forecaster = Forecaster(**saved["forecaster"])
+        forecaster.network = ForecastNetwork(ForecastNetworkConfig(**saved["network"]))
+        forecaster.network.load_state_dict(tensors)
+        forecaster.layout = SeriesLayout.from_dict(saved["layout"])
+        forecaster.best_epoch = saved["best_epoch"]
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise ValueError(f"{directory} is a forecaster checkpoint this lstmkit cannot read "
+                         f"(written by another version?): {error}") from None
     forecaster.network.eval()
-    forecaster.layout = SeriesLayout.from_dict(saved["layout"])
-    forecaster.best_epoch = saved["best_epoch"]
     return forecaster
