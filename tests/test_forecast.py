@@ -36,6 +36,7 @@ def test_the_model_learns_a_noiseless_sine(sine_backtest):
 
 def test_the_backtest_forecasts_every_held_out_row_once_from_origins_a_horizon_apart(sine_backtest):
     forecasts = sine_backtest.forecasts
+    assert sine_backtest.holdout == 20
     times = pd.date_range("2024-01-01", periods=300, freq="D")
     assert forecasts["time"].tolist() == [stamp.date().isoformat() for stamp in times[280:]]
     assert forecasts["origin"].unique().tolist() == [times[origin].date().isoformat() for origin in range(280, 300, 5)]

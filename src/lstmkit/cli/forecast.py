@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import positive_float, positive_int
+from lstmkit.engines import ENGINE_CHOICES
 
 
 def column_list(text: str) -> tuple[str, ...]:
@@ -100,7 +101,7 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     parser.add_argument("--interval", type=float, default=0.9, help="prediction-interval coverage (default 0.9)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    parser.add_argument("--engine", choices=["auto", "native", "fused", "reference"], default="auto")
+    parser.add_argument("--engine", choices=ENGINE_CHOICES, default="auto")
 
 
 def add_forecast_commands(commands) -> None:

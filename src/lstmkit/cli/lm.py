@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import positive_float, positive_int
+from lstmkit.engines import ENGINE_CHOICES
 
 
 def lm_train_command(arguments: argparse.Namespace) -> None:
@@ -75,7 +76,7 @@ def add_lm_commands(commands) -> None:
     budget.add_argument("--time-budget", type=positive_float, help="seconds of training")
     train.add_argument("--eval-every", type=positive_int, default=200, help="steps between validations (default 200)")
     train.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    train.add_argument("--engine", choices=["auto", "native", "fused", "reference"], default="auto")
+    train.add_argument("--engine", choices=ENGINE_CHOICES, default="auto")
     train.add_argument("--out", help="run folder (default runs/lm-TEXTNAME)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.set_defaults(run=lm_train_command)

@@ -113,6 +113,7 @@ def demo_command(arguments: argparse.Namespace) -> None:
         print(line)
     print(f"\nfigures: {out}/learning_curves.png, {out}/gradient_norms.png")
 
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=positive_int, default=128, help="hidden units (default 128)")
     budget = parser.add_mutually_exclusive_group()

@@ -133,7 +133,6 @@ class Forecasts:
     """Forecasts from several origins, in the data's units: mean, lower and upper bound, each
     (origins, horizon, targets)."""
 
-    origins: list[int]
     mean: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
@@ -146,13 +145,15 @@ class Backtest:
     scores: one row per method (model and baselines), columns MAE, RMSE, sMAPE, MASE (the
     mean over targets); per_target: the same table for each target; forecasts: one row per
     held-out time and target with the actual value, the model's forecast and interval, and
-    each baseline's forecast; model: the forecaster fitted on the rows before the holdout.
+    each baseline's forecast; coverage: the share of held-out values inside the model's
+    interval; holdout: the rows held out; model: the forecaster fitted on the rows before them.
     """
 
     scores: pd.DataFrame
     per_target: dict[str, pd.DataFrame]
     forecasts: pd.DataFrame
     coverage: float
+    holdout: int
     model: Forecaster
 
 
@@ -269,7 +270,7 @@ class Forecaster:
         mean = layout.target_scaler.inverse(mean.double().numpy())
         scale = scale.double().numpy() * layout.target_scaler.std
         spread = NormalDist().inv_cdf(0.5 + self.config.interval / 2) * scale
-        return Forecasts(list(origins), mean, mean - spread, mean + spread)
+        return Forecasts(mean, mean - spread, mean + spread)
 
     def predict(self, data) -> pd.DataFrame:
         """The `horizon` rows after the end of `data`: the time, then for each target its point
@@ -343,7 +344,7 @@ def backtest_tables(frame: SeriesFrame, start: int, origins: list[int], methods:
          **{method: values[row, index] for method, values in forecast_values.items()}}
         for index, name in enumerate(frame.target_names) for row in range(len(actual))
     ]
-    return Backtest(table, per_target, pd.DataFrame(records), coverage, model)
+    return Backtest(table, per_target, pd.DataFrame(records), coverage, len(frame) - start, model)
 
 
 def config_dict(config: ForecasterConfig) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from lstmkit import plots
 from lstmkit.files import atomic_path, write_json
 from lstmkit.pipelines.forecast import Backtest, config_dict
@@ -15,9 +17,8 @@ def backtest_report(result: Backtest, frame: SeriesFrame) -> str:
     best value of each metric marked with *, and the interval's coverage."""
     config, layout = result.model.config, result.model.layout
     origins = result.forecasts["origin"].unique()
-    held_out = len(result.forecasts) // len(config.target)
     lines = [f"backtest of {', '.join(config.target)} ({frame.frequency}, m={layout.season}): "
-             f"{len(frame) - held_out} training rows, {held_out} held out, forecast from {len(origins)} origin(s) "
+             f"{len(frame) - result.holdout} training rows, {result.holdout} held out, forecast from {len(origins)} origin(s) "
              f"({', '.join(map(str, origins))}), horizon {config.horizon}, lookback {layout.lookback}"]
     if len(config.target) == 1:
         lines += scores_table(result.scores, config.cell)
@@ -31,7 +32,7 @@ def backtest_report(result: Backtest, frame: SeriesFrame) -> str:
     return "\n".join(lines)
 
 
-def scores_table(scores, cell: str) -> list[str]:
+def scores_table(scores: pd.DataFrame, cell: str) -> list[str]:
     """One line per method and the header, the best of each column starred."""
     best = scores.min()
     lines = [f"{'method':<16}" + "".join(f"{metric:>11}" for metric in METRICS)]
@@ -52,7 +53,7 @@ def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> Non
                               for method, row in table.iterrows()} for name, table in result.per_target.items()},
         "interval": model.config.interval,
         "interval_coverage": result.coverage,
-        "holdout": len(result.forecasts) // len(model.config.target),
+        "holdout": result.holdout,
         "origins": [str(origin) for origin in result.forecasts["origin"].unique()],
         "frequency": frame.frequency,
         "season": model.layout.season,
@@ -63,8 +64,8 @@ def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> Non
     })
     with atomic_path(out / "backtest.csv") as temporary:
         result.forecasts.to_csv(temporary, index=False)
-    start = len(frame) - len(result.forecasts) // len(model.config.target)
-    shown = max(start - 3 * (len(frame) - start), start - 2 * model.layout.lookback, 0)
+    start = len(frame) - result.holdout
+    shown = max(start - 3 * result.holdout, start - 2 * model.layout.lookback, 0)
     panels = {}
     for name in model.config.target:
         rows = result.forecasts[result.forecasts["target"] == name]

@@ -418,4 +418,3 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
         return generated
     joins_words = vocabulary.level == "word" and generated and not generated.startswith("\n") and not prime.endswith("\n")
     return prime + (" " if joins_words else "") + generated
-

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from lstmkit.text.vocabulary import Vocabulary
@@ -146,4 +145,3 @@ def token_streams(tokens: Tensor, batch_size: int, seq_len: int, what: str) -> S
             "(an input and a target each): lower --batch or give more text"
         )
     return StreamWindows(to_streams(tokens, batch_size), seq_len)
-
