@@ -25,7 +25,7 @@ from common import forward_backward, gemm_floor, matrix_flops, sgemm_gflops, tim
 
 import lstmkit
 from lstmkit.cells import make_cell
-from lstmkit.engines import native_support_reason
+from lstmkit.engines import ENGINES
 
 
 @dataclass
@@ -70,7 +70,7 @@ def build_configs(cells: list[str], engines: list[str], hidden: int, device: tor
     configs = []
     for cell in cells:
         for engine in engines:
-            if engine == "native" and native_support_reason(make_cell(cell)) is not None:
+            if engine != "auto" and ENGINES[engine].unsupported(make_cell(cell), device) is not None:
                 continue
             layer = lstmkit.Recurrent(cell, hidden, hidden, engine=engine, device=device)
             label = f"auto ({layer.engine_name})" if engine == "auto" else engine
@@ -81,7 +81,7 @@ def build_configs(cells: list[str], engines: list[str], hidden: int, device: tor
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", default="rnn,gru,lstm,peephole,cifg,layernorm")
-    parser.add_argument("--engines", default="auto,fused", help="comma-separated: auto, native, fused, reference")
+    parser.add_argument("--engines", default="auto,fused", help="comma-separated: auto, native, fused, triton, reference")
     parser.add_argument("--batch", default="32,128")
     parser.add_argument("--hidden", default="128,256,512,1024")
     parser.add_argument("--steps", type=int, default=100)

@@ -36,7 +36,7 @@ def raises(error: type[Exception], message: str):
     ({"engine": "cudnn"}, ValueError, "engine must be one of auto, native, fused, reference, got 'cudnn'"),
     ({"engine": "native", "forget_gate": False}, ValueError,
      "engine='native' cannot run this layer: cell lstm(forget_gate=False) is an ablation; the native kernels "
-     "run the full LSTM only; use engine='fused'"),
+     "run the full LSTM only; use engine='auto' or 'fused'"),
 ])
 def test_bad_layer_options(options, error, message):
     arguments = {"input_size": 3, "hidden_size": 4, **options}
@@ -170,5 +170,5 @@ def test_packed_input_with_wrong_features(lstm):
 
 def test_native_engine_on_a_cell_without_native_kernels():
     with raises(ValueError, "engine='native' cannot run this layer: cell 'peephole' has no native kernel "
-                            "(native runs lstm, gru and rnn); use engine='fused'"):
+                            "(native runs lstm, gru and rnn); use engine='auto' or 'fused'"):
         lstmkit.PeepholeLSTM(3, 4, engine="native")

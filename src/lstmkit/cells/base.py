@@ -8,7 +8,9 @@ A cell knows nothing about time, layers or directions. An engine runs it over a 
         h, c, gates = cell.step(x_proj[t], h_proj, h, c, weights)
 
 `h` returned by `step` is the cell output before the optional projection `weight_hr`, which
-the engine applies (projection is a layer option, not cell math).
+the engine applies (projection is a layer option, not cell math). How an engine runs the
+step fast (in place, in one kernel, backward by hand) is the engine's business: see
+`lstmkit.engines`.
 """
 
 from __future__ import annotations
@@ -20,45 +22,6 @@ from typing import ClassVar, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-
-class FusedStep(NamedTuple):
-    """One time step as the fused engine hands it to a cell: views of the engine's buffers,
-    restricted to the rows of the sequences still running at this step.
-
-    gates: (b, G*H) the gate pre-activations on entry (W_ih x + b_ih + b_hh, plus W_hh h when
-        `fused_recurrence` is "gates"); the cell overwrites them with the activations.
-    rec: (b, G*H) the recurrent projection, W_hh h + b_hh ("biased") or W_hh h ("raw");
-        None for "gates".
-    h, c: h_{t-1} (b, H_out) and c_{t-1} (b, H) (None without a cell state).
-    h_new, c_new: where the cell writes its output (before any projection) and c_t.
-    tape: the per-step buffers the cell asked for in `fused_tape`, (b, n) each.
-    h_projected: where the engine writes h_t = W_hr h_new with proj_size (h_new itself without).
-    """
-
-    gates: Tensor
-    rec: Tensor | None
-    h: Tensor
-    c: Tensor | None
-    h_new: Tensor
-    c_new: Tensor | None
-    tape: dict[str, Tensor]
-    h_projected: Tensor
-
-
-class FusedGrads(NamedTuple):
-    """Where a cell's fused backward writes one step's gradients (same rows as FusedStep).
-
-    d_gates: (b, G*H) d loss / d gate pre-activations, the x side (for W_ih, b_ih and x).
-    d_rec: (b, G*H) d loss / d rec, the h side (for W_hh and h); the same tensor as d_gates
-        when `fused_recurrence` is "gates".
-    tape: the buffers the cell asked for in `fused_grad_tape`, for gradients it needs again
-        after the loop.
-    """
-
-    d_gates: Tensor
-    d_rec: Tensor
-    tape: dict[str, Tensor]
 
 
 class LayerWeights(NamedTuple):
@@ -146,70 +109,6 @@ class Cell:
     ) -> tuple[Tensor, Tensor | None, tuple[Tensor, ...]]:
         """One point-wise step: returns (h', c', activations named by `trace_names`)."""
         raise NotImplementedError
-
-    # --- the fused engine's contract -------------------------------------------------------
-    # A cell computes its step in place into the engine's buffers (fused_forward) and its
-    # hand-derived backward (fused_backward), line for line against the equations of `step`.
-
-    fused_recurrence: ClassVar[str] = "gates"
-    """How the engine adds the recurrent projection: "gates" (added into the pre-activations,
-    b_hh folded into the input projection), "biased" (handed over as W_hh h + b_hh), "raw"
-    (handed over as W_hh h; the cell applies b_hh itself)."""
-
-    def fused_tape(self, hidden_size: int) -> dict[str, int]:
-        """Per-step buffers the forward keeps for backward: name -> features."""
-        return {}
-
-    def fused_grad_tape(self, hidden_size: int) -> dict[str, int]:
-        """Per-step buffers the backward fills for `fused_parameter_grads`: name -> features."""
-        return {}
-
-    def fused_project_input(self, x: Tensor, weights: LayerWeights) -> tuple[Tensor, tuple]:
-        """The gate pre-activations from the input of all steps, (N, G*H) for x (N, I), and
-        what `fused_input_backward` needs."""
-        bias = weights.bias_ih
-        if bias is not None and self.fused_recurrence == "gates":
-            bias = bias + weights.bias_hh
-        if bias is None:
-            return x @ weights.weight_ih.t(), ()
-        return torch.addmm(bias, x, weights.weight_ih.t()), ()
-
-    def fused_input_backward(
-        self, d_gates: Tensor, saved: tuple, weights: LayerWeights, workspace: Tensor | None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """d loss / d (x W_ih^T) from d loss / d pre-activations (N, G*H), and the gradients of
-        any parameters of that stage. `workspace`, when given, is an (N, G*H) buffer the engine
-        no longer needs, for a result that cannot be d_gates itself."""
-        return d_gates, {}
-
-    def fused_forward(self, step: FusedStep, weights: LayerWeights) -> None:
-        """One point-wise step, in place into `step`'s buffers."""
-        raise NotImplementedError
-
-    def fused_backward(
-        self, dh: Tensor, dc: Tensor | None, step: FusedStep, grads: FusedGrads, weights: LayerWeights
-    ) -> Tensor | None:
-        """Backward of `fused_forward`: from dh = d loss / d h_new and dc = d loss / d c_new
-        (updated in place to d loss / d c), write `grads`; return d loss / d h through paths
-        other than the recurrent projection (None when there are none)."""
-        raise NotImplementedError
-
-    def fused_parameter_grads(
-        self,
-        grads: FusedGrads,
-        rec: Tensor | None,
-        states: Tensor | None,
-        tape: dict[str, Tensor],
-        weights: LayerWeights,
-    ) -> dict[str, Tensor]:
-        """Gradients of the biases and extra parameters, over all steps at once.
-
-        grads: every step's (T, B, ·); rec: the recurrent projections (T, B, G*H), None for
-        "gates"; states: c_0..c_T as (T + 1, B, H) or None; tape: (T, B, n).
-        """
-        if weights.bias_ih is None:
-            return {}
-        return {"bias_ih": grads.d_gates.sum((0, 1)), "bias_hh": grads.d_rec.sum((0, 1))}
 
     def named_gates(self, activations: tuple[Tensor, ...]) -> dict[str, Tensor]:
         """The activations of `step` by name, for `return_gates`."""

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.ops import aten
 
-from lstmkit.cells.base import Cell, ExtraParameter, FusedGrads, FusedStep, LayerWeights
+from lstmkit.cells.base import Cell, ExtraParameter, LayerWeights
 
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default
 
@@ -34,8 +33,6 @@ class LayerNormLSTMCell(Cell):
         ExtraParameter("layernorm_cell_weight", "hidden", "ones"),
         ExtraParameter("layernorm_cell_bias", "hidden", "zeros", is_bias=True),
     )
-
-    fused_recurrence = "raw"
 
     @property
     def forget_bias_block(self) -> tuple[str, float]:
@@ -83,124 +80,3 @@ class LayerNormLSTMCell(Cell):
         shift = weights.extra.get("layernorm_cell_bias")
         h_new = output_gate * torch.tanh(F.layer_norm(c_new, gain.shape, gain, shift, LAYER_NORM_EPS))
         return h_new, c_new, (input_gate, forget_gate, candidate, output_gate)
-
-    def fused_tape(self, hidden_size: int) -> dict[str, int]:
-        return {
-            "rec_mean": 1, "rec_rstd": 1,              # statistics of LN(W_hh h)
-            "cell_mean": 1, "cell_rstd": 1,            # statistics of LN(c')
-            "tanh_ln_c": hidden_size,                  # tanh(LN(c'))
-        }
-
-    def fused_grad_tape(self, hidden_size: int) -> dict[str, int]:
-        return {"d_ln_c": hidden_size}                 # d loss / d LN(c'), for LN(c')'s gain
-
-    def fused_project_input(self, x: Tensor, weights: LayerWeights) -> tuple[Tensor, tuple]:
-        """LN(W_ih x) for all steps, keeping W_ih x and its statistics."""
-        projection = x @ weights.weight_ih.t()
-        gain = weights.extra["layernorm_ih_weight"]
-        normalised, mean, rstd = aten.native_layer_norm(projection, gain.shape, gain, weights.bias_ih, LAYER_NORM_EPS)
-        return normalised, (projection, mean, rstd)
-
-    def fused_input_backward(
-        self, d_gates: Tensor, saved: tuple, weights: LayerWeights, workspace: Tensor | None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Backward of LN(W_ih x) over all steps at once: d(W_ih x) (into `workspace`), d gain,
-        d bias_ih."""
-        projection, mean, rstd = saved
-        gain = weights.extra["layernorm_ih_weight"]
-        if weights.bias_ih is None:  # the .out variant needs every output
-            d_projection, d_gain, _ = aten.native_layer_norm_backward(
-                d_gates, projection, gain.shape, mean, rstd, gain, None, [True, True, False]
-            )
-            return d_projection, {"layernorm_ih_weight": d_gain}
-        d_projection = torch.empty_like(d_gates) if workspace is None else workspace
-        d_gain, d_shift = torch.empty_like(gain), torch.empty_like(gain)
-        aten.native_layer_norm_backward.out(
-            d_gates, projection, gain.shape, mean, rstd, gain, weights.bias_ih, [True, True, True],
-            out0=d_projection, out1=d_gain, out2=d_shift,
-        )
-        return d_projection, {"layernorm_ih_weight": d_gain, "bias_ih": d_shift}
-
-    def fused_forward(self, step: FusedStep, weights: LayerWeights) -> None:
-        """`step`'s equations in place; `step.rec` holds W_hh h."""
-        tape = step.tape
-        gain = weights.extra["layernorm_hh_weight"]
-        normalised_rec = torch.empty_like(step.gates)
-        layer_norm(step.rec, gain, weights.bias_hh, normalised_rec, tape["rec_mean"], tape["rec_rstd"])
-        step.gates.add_(normalised_rec)                                    # (·) = LN(W_ih x) + LN(W_hh h)
-        i, f, g, o = step.gates.chunk(4, -1)
-        step.gates[:, : 2 * i.shape[-1]].sigmoid_()                        # i, f = σ(·)
-        g.tanh_()                                                          # g = tanh(·)
-        o.sigmoid_()                                                       # o = σ(·)
-        torch.mul(f, step.c, out=step.c_new)                               # c' = f ⊙ c + i ⊙ g
-        step.c_new.addcmul_(i, g)
-        layer_norm(                                                        # h' = o ⊙ tanh(LN(c'))
-            step.c_new, weights.extra["layernorm_cell_weight"], weights.extra.get("layernorm_cell_bias"),
-            tape["tanh_ln_c"], tape["cell_mean"], tape["cell_rstd"],
-        )
-        tape["tanh_ln_c"].tanh_()
-        torch.mul(o, tape["tanh_ln_c"], out=step.h_new)
-
-    def fused_backward(
-        self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights
-    ) -> None:
-        """The forward lines in reverse, each differentiated."""
-        tape = step.tape
-        i, f, g, o = step.gates.chunk(4, -1)
-        d_i, d_f, d_g, d_o = grads.d_gates.chunk(4, -1)
-        torch.mul(dh, tape["tanh_ln_c"], out=d_o)                          # h' = o ⊙ tanh(LN(c'))
-        d_ln_c = grads.tape["d_ln_c"]
-        aten.tanh_backward.grad_input(dh * o, tape["tanh_ln_c"], grad_input=d_ln_c)
-        cell_gain = weights.extra["layernorm_cell_weight"]
-        dc.add_(aten.native_layer_norm_backward(
-            d_ln_c, step.c_new, cell_gain.shape, tape["cell_mean"], tape["cell_rstd"], cell_gain, None,
-            [True, False, False],
-        )[0])
-        torch.mul(dc, g, out=d_i)                                          # c' = f ⊙ c + i ⊙ g
-        torch.mul(dc, i, out=d_g)
-        torch.mul(dc, step.c, out=d_f)
-        dc.mul_(f)
-        aten.sigmoid_backward.grad_input(d_o, o, grad_input=d_o)           # o = σ(·)
-        aten.tanh_backward.grad_input(d_g, g, grad_input=d_g)              # g = tanh(·)
-        hidden = i.shape[-1]
-        aten.sigmoid_backward.grad_input(                                  # i, f = σ(·)
-            grads.d_gates[:, : 2 * hidden], step.gates[:, : 2 * hidden], grad_input=grads.d_gates[:, : 2 * hidden]
-        )
-        rec_gain = weights.extra["layernorm_hh_weight"]                    # (·) = LN(W_ih x) + LN(W_hh h)
-        grads.d_rec.copy_(aten.native_layer_norm_backward(
-            grads.d_gates, step.rec, rec_gain.shape, tape["rec_mean"], tape["rec_rstd"], rec_gain, None,
-            [True, False, False],
-        )[0])
-
-    def fused_parameter_grads(
-        self,
-        grads: FusedGrads,
-        rec: Tensor | None,
-        states: Tensor,
-        tape: dict[str, Tensor],
-        weights: LayerWeights,
-    ) -> dict[str, Tensor]:
-        """The gains and shifts of LN(W_hh h) and LN(c'), over all steps at once (those of
-        LN(W_ih x) come from fused_input_backward)."""
-        rows = grads.d_gates.shape[0] * grads.d_gates.shape[1]
-        rec_gain, cell_gain = weights.extra["layernorm_hh_weight"], weights.extra["layernorm_cell_weight"]
-        cell_shift = weights.extra.get("layernorm_cell_bias")
-        _, d_rec_gain, d_rec_shift = aten.native_layer_norm_backward(
-            grads.d_gates.view(rows, -1), rec.view(rows, -1), rec_gain.shape, tape["rec_mean"].view(rows, 1),
-            tape["rec_rstd"].view(rows, 1), rec_gain, weights.bias_hh, [False, True, weights.bias_hh is not None],
-        )
-        _, d_cell_gain, d_cell_shift = aten.native_layer_norm_backward(
-            grads.tape["d_ln_c"].view(rows, -1), states[1:].reshape(rows, -1), cell_gain.shape,
-            tape["cell_mean"].view(rows, 1), tape["cell_rstd"].view(rows, 1), cell_gain, cell_shift,
-            [False, True, cell_shift is not None],
-        )
-        grads = {"layernorm_hh_weight": d_rec_gain, "layernorm_cell_weight": d_cell_gain}
-        if weights.bias_hh is not None:
-            grads["bias_hh"] = d_rec_shift
-            grads["layernorm_cell_bias"] = d_cell_shift
-        return grads
-
-
-def layer_norm(x: Tensor, gain: Tensor, shift: Tensor | None, out: Tensor, mean: Tensor, rstd: Tensor) -> None:
-    """LN(x) over the last dimension into `out`, its statistics into `mean` and `rstd`."""
-    aten.native_layer_norm.out(x, gain.shape, gain, shift, LAYER_NORM_EPS, out0=out, out1=mean, out2=rstd)

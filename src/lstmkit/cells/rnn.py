@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.ops import aten
 
-from lstmkit.cells.base import Cell, FusedGrads, FusedStep, LayerWeights
+from lstmkit.cells.base import Cell, LayerWeights
 
 NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 
@@ -38,19 +37,3 @@ class RNNCell(Cell):
             h' = act(W_ih x + b_ih + W_hh h + b_hh)
         """
         return NONLINEARITIES[self.nonlinearity](x_proj + h_proj), None, ()
-
-    def fused_forward(self, step: FusedStep, weights: LayerWeights) -> None:
-        """h' = act(·), written straight into h_new."""
-        if self.nonlinearity == "tanh":
-            torch.tanh(step.gates, out=step.h_new)
-        else:
-            torch.clamp(step.gates, min=0, out=step.h_new)
-
-    def fused_backward(
-        self, dh: Tensor, dc: None, step: FusedStep, grads: FusedGrads, weights: LayerWeights
-    ) -> None:
-        """d(·) = dh ⊙ act'(·), act' read off the output h'."""
-        if self.nonlinearity == "tanh":
-            aten.tanh_backward.grad_input(dh, step.h_new, grad_input=grads.d_gates)
-        else:
-            aten.threshold_backward.grad_input(dh, step.h_new, 0, grad_input=grads.d_gates)

@@ -1,38 +1,61 @@
-"""Engines: how a cell runs over a sequence, one layer and direction at a time."""
+"""Engines: how a cell runs over a sequence. Each engine owns its kernels; cells hold the math.
+
+`select_engine` turns a layer's `engine=` into the engine that runs a call. "auto" follows the
+rule measured in BENCHMARKS.md: on CPU, torch's oneDNN LSTM for the plain LSTM and the fused
+engine for every other cell (fused measures faster than oneDNN for rnn and gru); on CUDA,
+cuDNN for the cells it runs and the Triton engine for the others (the fused engine when
+triton is not installed).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import torch
 
 from lstmkit.cells import Cell
-from lstmkit.engines.base import LayerRun
-from lstmkit.engines.fused import run_fused
-from lstmkit.engines.native import native_support_reason, run_native
-from lstmkit.engines.reference import run_reference
+from lstmkit.engines.base import Engine, LayerEngine, LayerRun, Stack, StackRun
+from lstmkit.engines.fused import FusedEngine
+from lstmkit.engines.native import NativeEngine, flatten_weights
+from lstmkit.engines.precision import Precision, precision_for
+from lstmkit.engines.reference import ReferenceEngine
 
-LAYER_ENGINES: dict[str, Callable[..., LayerRun]] = {"reference": run_reference, "fused": run_fused}
-ENGINE_CHOICES = ("auto", "native", "fused", "reference")
+ENGINES: dict[str, Engine] = {
+    engine.name: engine for engine in (NativeEngine(), FusedEngine(), ReferenceEngine())
+}
+ENGINE_CHOICES = ("auto", *ENGINES)
+AUTO_NATIVE = {"cpu": ("lstm",), "cuda": ("lstm", "gru", "rnn")}  # where torch's own kernels win
 
 
-def resolve_engine(engine: object, cell: Cell) -> str:
-    """The engine that `engine` names for `cell`; "auto" picks native where it applies, else fused."""
+def check_engine(engine: object, cell: Cell) -> None:
+    """Reject, when a layer is built, an engine name that does not exist or cannot run `cell`."""
     if engine not in ENGINE_CHOICES:
         raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
-    reason = native_support_reason(cell)
     if engine == "auto":
-        return "fused" if reason else "native"
-    if engine == "native" and reason:
-        raise ValueError(f"engine='native' cannot run this layer: {reason}; use engine='fused'")
-    return engine
+        return
+    reason = ENGINES[engine].unavailable() or ENGINES[engine].unsupported(cell, None)
+    if reason:
+        raise ValueError(f"engine={engine!r} cannot run this layer: {reason}; use engine='auto' or 'fused'")
+
+
+def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: bool = False) -> Engine:
+    """The engine that runs a call of a layer built with `engine=` on `device`."""
+    if engine != "auto":
+        chosen = ENGINES[engine]
+        reason = chosen.unsupported(cell, device)
+        if reason:
+            raise ValueError(f"engine={engine!r} cannot run this call: {reason}")
+        if return_gates and not chosen.exposes_gates:
+            raise ValueError(
+                f"the {engine} kernels do not expose gate activations; build the layer with "
+                "engine='auto' or 'fused' to use return_gates=True"
+            )
+        return chosen
+    native = ENGINES["native"]
+    if not return_gates and cell.name in AUTO_NATIVE.get(device.type, ()) and not native.unsupported(cell, device):
+        return native
+    return ENGINES["fused"]
 
 
 __all__ = [
-    "ENGINE_CHOICES",
-    "LAYER_ENGINES",
-    "LayerRun",
-    "native_support_reason",
-    "resolve_engine",
-    "run_fused",
-    "run_native",
-    "run_reference",
+    "ENGINES", "ENGINE_CHOICES", "Engine", "LayerEngine", "LayerRun", "Precision", "Stack", "StackRun",
+    "check_engine", "flatten_weights", "precision_for", "select_engine",
 ]

@@ -1,10 +1,20 @@
-"""What an engine returns for one layer and direction."""
+"""The engine interface: what an engine is given (a `Stack`), and what it returns.
+
+An engine runs a whole recurrent stack (`Engine.run`). Most engines run one layer and
+direction at a time (`LayerEngine.run_layer`); the generic loop over layers and directions,
+inter-layer dropout and the reversal of backward directions live here, once for all of them.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from lstmkit.cells import Cell, LayerWeights
+from lstmkit.engines.precision import Precision, precision_for
 
 
 class LayerRun(NamedTuple):
@@ -23,3 +33,112 @@ class LayerRun(NamedTuple):
     c: Tensor | None
     gates: tuple[Tensor, ...] | None
     cell_states: Tensor | None
+
+
+class StackRun(NamedTuple):
+    """A whole stack run over a sequence (time-major).
+
+    output: (T, B, D * H_out), the last layer's output, directions concatenated.
+    h_n, c_n: (L * D, B, ·), the final states of every layer and direction (c_n None
+        without a cell state).
+    trace: per layer and direction, (gates, cell_states) as in LayerRun; None unless asked.
+    """
+
+    output: Tensor
+    h_n: Tensor
+    c_n: Tensor | None
+    trace: list[tuple[tuple[Tensor, ...], Tensor | None]] | None
+
+
+class Stack(NamedTuple):
+    """What an engine runs: the cell, the weights of every layer and direction (index
+    layer * D + direction) and the layer options that are not the input's."""
+
+    cell: Cell
+    weights: list[LayerWeights]
+    num_layers: int
+    bidirectional: bool
+    dropout: float
+    training: bool
+    bias: bool
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+
+class Engine:
+    """An engine: `run` a stack over time-major data (T, B, I) with `lengths` (B,) or None."""
+
+    name: ClassVar[str]
+    exposes_gates: ClassVar[bool] = True  # whether `run` can return the gate activations
+
+    def unavailable(self) -> str | None:
+        """Why this engine cannot run at all here (a missing package), or None."""
+        return None
+
+    def unsupported(self, cell: Cell, device: torch.device | None) -> str | None:
+        """Why this engine cannot run `cell` (on `device`, when given), or None when it can."""
+        return None
+
+    def run(
+        self, stack: Stack, data: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor | None, return_gates: bool
+    ) -> StackRun:
+        raise NotImplementedError
+
+
+class LayerEngine(Engine):
+    """An engine that runs one layer and direction at a time."""
+
+    def run_layer(
+        self,
+        cell: Cell,
+        weights: LayerWeights,
+        inputs: Tensor,
+        h0: Tensor,
+        c0: Tensor | None,
+        lengths: Tensor | None,
+        return_gates: bool,
+        precision: Precision,
+    ) -> LayerRun:
+        """Run `cell` over `inputs` (T, B, I) from (h0, c0) in `precision`: outputs and final
+        states in `precision.output`, traced activations in `precision.state`."""
+        raise NotImplementedError
+
+    def run(
+        self, stack: Stack, data: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor | None, return_gates: bool
+    ) -> StackRun:
+        """Every layer and direction in turn; dropout between layers in training."""
+        precision = precision_for(stack.cell, stack.weights[0].weight_ih.dtype, data.device)
+        layer_input = data
+        final_h, final_c, trace = [], [], []
+        for layer in range(stack.num_layers):
+            direction_outputs = []
+            for direction in range(stack.num_directions):
+                index = layer * stack.num_directions + direction
+                flip = (lambda sequence: reverse(sequence, lengths)) if direction else (lambda sequence: sequence)
+                run = self.run_layer(
+                    stack.cell, stack.weights[index], flip(layer_input), h0[index],
+                    None if c0 is None else c0[index], lengths, return_gates, precision,
+                )
+                direction_outputs.append(flip(run.output))
+                final_h.append(run.h)
+                final_c.append(run.c)
+                if return_gates:
+                    cells = None if run.cell_states is None else flip(run.cell_states)
+                    trace.append((tuple(flip(gate) for gate in run.gates), cells))
+            layer_input = torch.cat(direction_outputs, -1) if stack.bidirectional else direction_outputs[0]
+            if stack.dropout and stack.training and layer < stack.num_layers - 1:
+                layer_input = F.dropout(layer_input, stack.dropout, training=True)
+        c_n = None if c0 is None else torch.stack(final_c)
+        return StackRun(layer_input, torch.stack(final_h), c_n, trace if return_gates else None)
+
+
+def reverse(sequence: Tensor, lengths: Tensor | None) -> Tensor:
+    """`sequence` (T, B, ...) with each sequence reversed within its own length."""
+    if lengths is None:
+        return sequence.flip(0)
+    steps = torch.arange(sequence.shape[0], device=sequence.device).unsqueeze(1)
+    index = torch.where(steps < lengths, lengths - 1 - steps, steps)
+    index = index.view(*index.shape, *[1] * (sequence.dim() - 2)).expand_as(sequence)
+    return sequence.gather(0, index)

@@ -1,7 +1,9 @@
 """The native engine: PyTorch's own kernels (oneDNN on CPU, cuDNN on GPU) for the plain cells.
 
 It runs the whole stack in one call, as torch.nn.LSTM/GRU/RNN do, so it applies only when a
-layer is exactly one of those: cell lstm without ablations, gru, or rnn.
+layer is exactly one of those: cell lstm without ablations, gru, or rnn. On CUDA the weights
+live in cuDNN's flat buffer (`flatten_weights`), as torch.nn keeps them, so no call compacts
+them again. Autocast is torch's own: the kernels cast as torch.nn's layers do.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from lstmkit.cells import Cell
+from lstmkit.engines.base import Engine, Stack, StackRun
 
 NATIVE_KERNELS = {
     "lstm": torch._VF.lstm,
@@ -18,49 +21,81 @@ NATIVE_KERNELS = {
     "rnn_tanh": torch._VF.rnn_tanh,
     "rnn_relu": torch._VF.rnn_relu,
 }
+CUDNN_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
 
 
-def native_support_reason(cell: Cell) -> str | None:
-    """Why the native kernels cannot run `cell`, or None when they can."""
-    if cell.name == "lstm" and cell.options():
-        return f"cell {cell.describe()} is an ablation; the native kernels run the full LSTM only"
-    if cell.name not in ("lstm", "gru", "rnn"):
-        return f"cell {cell.name!r} has no native kernel (native runs lstm, gru and rnn)"
-    return None
+def kernel_name(cell: Cell) -> str:
+    return cell.name if cell.name != "rnn" else f"rnn_{cell.nonlinearity}"
 
 
-def run_native(
-    cell: Cell,
-    flat_weights: list[Tensor],
-    data: Tensor,
-    lengths: Tensor | None,
-    h0: Tensor,
-    c0: Tensor | None,
-    *,
-    bias: bool,
-    num_layers: int,
-    dropout: float,
-    training: bool,
-    bidirectional: bool,
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The stack over `data` (T, B, I), time-major: (output, h_n, c_n), as torch.nn computes them.
+class NativeEngine(Engine):
+    """torch's fused RNN kernels, over the whole stack at once."""
 
-    `flat_weights`: every layer's and direction's parameters in torch.nn's order.
-    """
-    kernel = NATIVE_KERNELS[cell.name if cell.name != "rnn" else f"rnn_{cell.nonlinearity}"]
-    options = (bias, num_layers, dropout, training, bidirectional)
-    if lengths is None:
-        hx = h0.contiguous() if c0 is None else (h0.contiguous(), c0.contiguous())
-        output, *state = kernel(data, hx, flat_weights, *options, False)
-    else:
-        packed = pack_padded_sequence(data, lengths.cpu(), enforce_sorted=False)
-        order = packed.sorted_indices
-        hx = h0.index_select(1, order) if c0 is None else (h0.index_select(1, order), c0.index_select(1, order))
-        packed_output, *state = kernel(packed.data, packed.batch_sizes, hx, flat_weights, *options)
-        output, _ = pad_packed_sequence(
-            PackedSequence(packed_output, packed.batch_sizes, order, packed.unsorted_indices),
-            total_length=data.shape[0],
-        )
-        state = [part.index_select(1, packed.unsorted_indices) for part in state]
-    h_n, c_n = (state[0], None) if c0 is None else state
-    return output, h_n, c_n
+    name = "native"
+    exposes_gates = False
+
+    def unsupported(self, cell: Cell, device: torch.device | None) -> str | None:
+        if cell.name == "lstm" and cell.options():
+            return f"cell {cell.describe()} is an ablation; the native kernels run the full LSTM only"
+        if cell.name not in ("lstm", "gru", "rnn"):
+            return f"cell {cell.name!r} has no native kernel (native runs lstm, gru and rnn)"
+        return None
+
+    def run(
+        self, stack: Stack, data: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor | None, return_gates: bool
+    ) -> StackRun:
+        """The stack over `data` (T, B, I), as torch.nn computes it."""
+        kernel = NATIVE_KERNELS[kernel_name(stack.cell)]
+        flat_weights = flat_weight_list(stack)
+        options = (stack.bias, stack.num_layers, stack.dropout, stack.training, stack.bidirectional)
+        if lengths is None:
+            hx = h0.contiguous() if c0 is None else (h0.contiguous(), c0.contiguous())
+            output, *state = kernel(data, hx, flat_weights, *options, False)
+        else:
+            packed = pack_padded_sequence(data, lengths.cpu(), enforce_sorted=False)
+            order = packed.sorted_indices
+            hx = h0.index_select(1, order) if c0 is None else (h0.index_select(1, order), c0.index_select(1, order))
+            packed_output, *state = kernel(packed.data, packed.batch_sizes, hx, flat_weights, *options)
+            output, _ = pad_packed_sequence(
+                PackedSequence(packed_output, packed.batch_sizes, order, packed.unsorted_indices),
+                total_length=data.shape[0],
+            )
+            state = [part.index_select(1, packed.unsorted_indices) for part in state]
+        h_n, c_n = (state[0], None) if c0 is None else state
+        return StackRun(output, h_n, c_n, None)
+
+
+def flat_weight_list(stack: Stack) -> list[Tensor]:
+    """Every layer's and direction's parameters in torch.nn's order."""
+    return [
+        tensor
+        for weights in stack.weights
+        for tensor in (weights.weight_ih, weights.weight_hh, weights.bias_ih, weights.bias_hh, weights.weight_hr)
+        if tensor is not None
+    ]
+
+
+def flatten_weights(stack: Stack, input_size: int, hidden_size: int, proj_size: int, batch_first: bool) -> None:
+    """Put the parameters of a native-capable stack on CUDA into one cuDNN buffer, in place
+    (the parameters become views of it), as torch.nn.LSTM.flatten_parameters does. A no-op
+    where cuDNN would not take them: not on CUDA, mixed dtypes, shared storage, another cell."""
+    if NativeEngine().unsupported(stack.cell, None):
+        return
+    weights = flat_weight_list(stack)
+    first = weights[0]
+    if any(
+        not weight.is_cuda or weight.dtype != first.dtype or not torch.backends.cudnn.is_acceptable(weight)
+        for weight in weights
+    ):
+        return
+    if len({weight.data_ptr() for weight in weights}) != len(weights):
+        return
+    from torch.backends.cudnn import rnn as cudnn_rnn
+
+    per_layer = (4 if stack.bias else 2) + (1 if proj_size else 0)
+    with torch.cuda.device_of(first), torch.no_grad():
+        if torch._use_cudnn_rnn_flatten_weight():
+            torch._cudnn_rnn_flatten_weight(
+                weights, per_layer, input_size, cudnn_rnn.get_cudnn_mode(CUDNN_MODES[kernel_name(stack.cell)]),
+                hidden_size, proj_size, stack.num_layers, batch_first, stack.bidirectional,
+            )

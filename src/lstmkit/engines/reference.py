@@ -7,34 +7,64 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
-from lstmkit.engines.base import LayerRun
+from lstmkit.engines.base import LayerEngine, LayerRun
+from lstmkit.engines.precision import Precision, cast_weights
 
 
-def run_reference(
+class ReferenceEngine(LayerEngine):
+    """Calls the cell's `step` once per time step; autograd does the backward."""
+
+    name = "reference"
+
+    def run_layer(
+        self,
+        cell: Cell,
+        weights: LayerWeights,
+        inputs: Tensor,
+        h0: Tensor,
+        c0: Tensor | None,
+        lengths: Tensor | None,
+        return_gates: bool,
+        precision: Precision,
+    ) -> LayerRun:
+        """Run `cell` over `inputs` (T, B, I) from the state (h0, c0), one step at a time.
+
+        `lengths` (B,): each sequence's valid steps; past them the state is held and the output
+        (and traced activations) are zero. None means every step is valid. With mixed
+        precision the products run under autocast in `precision.compute` and everything else in
+        `precision.state`.
+        """
+        weights = cast_weights(weights, precision.state, precision.state)
+        with torch.autocast(inputs.device.type, dtype=precision.compute, enabled=precision.mixed):
+            run = loop(cell, weights, inputs.to(precision.state), h0.to(precision.state),
+                       None if c0 is None else c0.to(precision.state), lengths, return_gates)
+        output, h, c, gates, cells = run
+        cast = precision.output
+        return LayerRun(output.to(cast), h.to(cast), None if c is None else c.to(cast), gates, cells)
+
+
+def loop(
     cell: Cell,
     weights: LayerWeights,
     inputs: Tensor,
     h0: Tensor,
     c0: Tensor | None,
-    lengths: Tensor | None = None,
-    return_gates: bool = False,
+    lengths: Tensor | None,
+    return_gates: bool,
 ) -> LayerRun:
-    """Run `cell` over `inputs` (T, B, I) from the state (h0, c0), one step at a time.
-
-    `lengths` (B,): each sequence's valid steps; past them the state is held and the output
-    (and traced activations) are zero. None means every step is valid.
-    """
+    """The loop over time itself, every tensor in the state dtype."""
+    state_dtype = h0.dtype
     mask = None
     if lengths is not None:
         mask = torch.arange(inputs.shape[0], device=inputs.device).unsqueeze(1) < lengths
     h, c = h0, c0
     outputs, traced_gates, cell_states = [], [], []
     for t in range(inputs.shape[0]):
-        x_proj = cell.project_input(inputs[t], weights)
-        h_proj = cell.project_hidden(h, weights)
+        x_proj = cell.project_input(inputs[t], weights).to(state_dtype)
+        h_proj = cell.project_hidden(h, weights).to(state_dtype)
         h_new, c_new, gates = cell.step(x_proj, h_proj, h, c, weights)
         if weights.weight_hr is not None:
-            h_new = F.linear(h_new, weights.weight_hr)
+            h_new = F.linear(h_new, weights.weight_hr).to(state_dtype)
         if mask is None:
             h, c, output = h_new, c_new, h_new
         else:

@@ -26,8 +26,10 @@ Args:
 {projection}    device, dtype: where and in which type the parameters are created. Default: torch's
 {forget_bias}    engine: how the cells run over time: "native" (torch's own kernels, oneDNN/cuDNN;
         plain lstm, gru and rnn only), "fused" (one autograd.Function per layer with a
-        hand-derived backward; every cell), "reference" (a plain loop under autograd, the
-        oracle) or "auto" (native where it applies, else fused). Default: "auto"
+        hand-derived backward; every cell), "triton" (fused Triton kernels per step, the
+        time loop in CUDA graphs; every cell, on CUDA), "reference" (a plain loop under
+        autograd, the oracle) or "auto" (per cell and device, the engine that measures
+        fastest: see BENCHMARKS.md). Every engine runs under torch.autocast. Default: "auto"
 {trailing_args}
 Inputs: input, hx
     input: (T, B, input_size), (B, T, input_size) with batch_first, (T, input_size)
@@ -39,7 +41,7 @@ Inputs: input, hx
         outputs past a sequence's length are zero and its final state is taken at its
         last valid step, the same numbers as packing it. Default: None
     return_gates (keyword): also return a `GateTrace` of every step's activations (a layer
-        on the native engine runs this call on the fused one). Default: False
+        on the native engine runs this call on a per-layer one). Default: False
 
 Outputs: output, {state_out}[, gates]
     output: (T, B, D * H_out), (B, T, D * H_out) with batch_first, (T, D * H_out)

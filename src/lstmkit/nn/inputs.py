@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from lstmkit.engines.precision import autocast_dtype
+
 
 @dataclass(frozen=True)
 class SequenceBatch:
@@ -29,15 +31,6 @@ class SequenceBatch:
     packed: PackedSequence | None
     batched: bool
     batch_first: bool
-
-    def reverse(self, sequence: Tensor) -> Tensor:
-        """`sequence` (T, B, ...) with each sequence reversed within its own length."""
-        if self.lengths is None:
-            return sequence.flip(0)
-        steps = torch.arange(sequence.shape[0], device=sequence.device).unsqueeze(1)
-        index = torch.where(steps < self.lengths, self.lengths - 1 - steps, steps)
-        index = index.view(*index.shape, *[1] * (sequence.dim() - 2)).expand_as(sequence)
-        return sequence.gather(0, index)
 
     def restore_output(self, output: Tensor) -> Tensor | PackedSequence:
         """(T, B, F) time-major output -> the layout the input came in."""
@@ -107,14 +100,20 @@ def prepare_input(
     return SequenceBatch(data, checked_lengths, None, batched, batch_first)
 
 
+def accepts_dtype(tensor: Tensor, dtype: torch.dtype) -> bool:
+    """Whether `tensor` may meet parameters of `dtype`: the same dtype, or under autocast on
+    its device float32 parameters and a tensor of the autocast dtype (as torch.nn's RNNs)."""
+    return tensor.dtype == dtype or (dtype == torch.float32 and tensor.dtype == autocast_dtype(tensor.device))
+
+
 def check_features(input: Tensor, input_size: int, dtype: torch.dtype) -> None:
-    """The last dimension must be `input_size`, the dtype the layer's."""
+    """The last dimension must be `input_size`, the dtype the layer's (or autocast's)."""
     if input.shape[-1] != input_size:
         raise ValueError(
             f"input.size(-1) must equal input_size={input_size}, got {input.shape[-1]} "
             f"(input shape {tuple(input.shape)})"
         )
-    if input.dtype != dtype:
+    if not accepts_dtype(input, dtype):
         raise TypeError(
             f"input dtype must match the layer's parameters ({dtype}), got {input.dtype}; "
             f"convert the input with input.to({dtype}) or the layer with layer.to({input.dtype})"
@@ -189,7 +188,7 @@ def check_state_tensor(
         layout = "(num_layers * num_directions, features) for unbatched input"
     if tuple(tensor.shape) != shape:
         raise ValueError(f"{label} must have shape {shape} {layout}, got {tuple(tensor.shape)}")
-    if tensor.dtype != dtype:
+    if not accepts_dtype(tensor, dtype):
         raise TypeError(f"{label} dtype must match the layer's parameters ({dtype}), got {tensor.dtype}")
     return tensor if batch.batched else tensor.unsqueeze(1)
 

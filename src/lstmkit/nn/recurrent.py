@@ -8,12 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from lstmkit.cells import Cell, LayerWeights, make_cell
-from lstmkit.engines import LAYER_ENGINES, resolve_engine, run_native
+from lstmkit.engines import Stack, check_engine, flatten_weights, select_engine
 from lstmkit.nn.docs import layer_docstring
 from lstmkit.nn.inputs import SequenceBatch, prepare_input, prepare_state
 from lstmkit.nn.caller import warn_at_caller
@@ -95,7 +94,7 @@ class Recurrent(nn.Module):
             )
         check_projection(self.cell, proj_size, hidden_size)
         check_forget_bias(self.cell, forget_bias, bias)
-        self.engine_name = resolve_engine(engine, self.cell)
+        check_engine(engine, self.cell)
         if dropout > 0 and num_layers == 1:
             warn_at_caller(
                 "dropout adds dropout after all but the last recurrent layer, so non-zero "
@@ -115,6 +114,7 @@ class Recurrent(nn.Module):
         self.engine = engine
         self._register_weights(device, dtype)
         self.reset_parameters()
+        self.flatten_parameters()
 
     @property
     def num_directions(self) -> int:
@@ -182,7 +182,27 @@ class Recurrent(nn.Module):
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
     def flatten_parameters(self) -> None:
-        """Kept for drop-in compatibility with torch.nn.LSTM; lstmkit needs no flat buffer."""
+        """On CUDA, put the parameters of a layer cuDNN runs into one flat buffer, as
+        torch.nn.LSTM does, so that no call has to compact them; elsewhere a no-op."""
+        flatten_weights(self._stack(), self.input_size, self.hidden_size, self.proj_size, self.batch_first)
+
+    def _apply(self, fn, recurse: bool = True):
+        """After .to()/.cuda()/.half(), keep the weights in one buffer where cuDNN runs them."""
+        result = super()._apply(fn, recurse)
+        self.flatten_parameters()
+        return result
+
+    @property
+    def engine_name(self) -> str:
+        """The engine a call runs on, for input on the parameters' device."""
+        return select_engine(self.engine, self.cell, self.weight_ih_l0.device).name
+
+    def _stack(self) -> Stack:
+        """The stack as the engines take it."""
+        return Stack(
+            self.cell, [self.layer_weights(index) for index in range(len(self._all_weights))], self.num_layers,
+            self.bidirectional, self.dropout, self.training, self.bias,
+        )
 
     def layer_weights(self, index: int) -> LayerWeights:
         """The weights of layer-direction `index` (= layer * num_directions + direction)."""
@@ -278,55 +298,8 @@ class Recurrent(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor | None, list | None]:
         """The stack on its engine: time-major output, h_n, c_n, and the per-layer-direction
         (gates, cell_states) when asked."""
-        if self.engine_name != "native":
-            return self._run_layers(batch, h0, c0, return_gates, LAYER_ENGINES[self.engine_name])
-        if return_gates:
-            if self.engine == "native":
-                raise ValueError(
-                    "the native kernels do not expose gate activations; build the layer with "
-                    "engine='auto' or 'fused' to use return_gates=True"
-                )
-            return self._run_layers(batch, h0, c0, return_gates, LAYER_ENGINES["fused"])
-        flat_weights = [weight for group in self.all_weights for weight in group]
-        output, h_n, c_n = run_native(
-            self.cell, flat_weights, batch.data, batch.lengths, h0, c0, bias=self.bias,
-            num_layers=self.num_layers, dropout=self.dropout, training=self.training,
-            bidirectional=self.bidirectional,
-        )
-        return output, h_n, c_n, None
-
-    def _run_layers(
-        self, batch: SequenceBatch, h0: Tensor, c0: Tensor | None, return_gates: bool, engine
-    ) -> tuple[Tensor, Tensor, Tensor | None, list | None]:
-        """Every layer and direction in turn on a per-layer engine."""
-        layer_input = batch.data
-        final_h, final_c, trace = [], [], []
-        for layer in range(self.num_layers):
-            direction_outputs = []
-            for direction in range(self.num_directions):
-                index = layer * self.num_directions + direction
-                reverse = batch.reverse if direction else (lambda sequence: sequence)
-                run = engine(
-                    self.cell,
-                    self.layer_weights(index),
-                    reverse(layer_input),
-                    h0[index],
-                    None if c0 is None else c0[index],
-                    batch.lengths,
-                    return_gates,
-                )
-                direction_outputs.append(reverse(run.output))
-                final_h.append(run.h)
-                final_c.append(run.c)
-                if return_gates:
-                    gates = tuple(reverse(gate) for gate in run.gates)
-                    cells = None if run.cell_states is None else reverse(run.cell_states)
-                    trace.append((gates, cells))
-            layer_input = torch.cat(direction_outputs, -1) if self.bidirectional else direction_outputs[0]
-            if self.dropout and self.training and layer < self.num_layers - 1:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
-        c_n = None if c0 is None else torch.stack(final_c)
-        return layer_input, torch.stack(final_h), c_n, trace if return_gates else None
+        engine = select_engine(self.engine, self.cell, batch.data.device, return_gates)
+        return engine.run(self._stack(), batch.data, batch.lengths, h0, c0, return_gates)
 
     def _restore_trace(self, trace: list, batch: SequenceBatch) -> GateTrace:
         """Stack the per-layer-direction activations and put them in the user's layout."""

@@ -21,20 +21,72 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
-from lstmkit.cells.base import FusedGrads, FusedStep
-from lstmkit.engines.base import LayerRun
+from lstmkit.engines.base import LayerEngine, LayerRun
+from lstmkit.engines.fused.gru import GRUKernel
+from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
+from lstmkit.engines.fused.layernorm import LayerNormKernel
+from lstmkit.engines.fused.lstm import CIFGKernel, LSTMKernel, PeepholeKernel
+from lstmkit.engines.fused.products import Products
+from lstmkit.engines.fused.rnn import RNNKernel
+from lstmkit.engines.precision import Precision, cast_weights
+
+KERNELS: dict[str, type[FusedKernel]] = {
+    "rnn": RNNKernel, "lstm": LSTMKernel, "gru": GRUKernel, "peephole": PeepholeKernel, "cifg": CIFGKernel,
+    "layernorm": LayerNormKernel,
+}
+
+
+class FusedEngine(LayerEngine):
+    """Per layer and direction, one FusedLayer with the cell's FusedKernel."""
+
+    name = "fused"
+
+    def kernels(self) -> dict[str, type[FusedKernel]]:
+        """The point-wise kernel of each cell, by cell name."""
+        return KERNELS
+
+    def unsupported(self, cell: Cell, device: torch.device | None) -> str | None:
+        if cell.name not in KERNELS:
+            return f"cell {cell.name!r} has no {self.name} kernel ({self.name} runs {', '.join(KERNELS)})"
+        return None
+
+    def run_layer(
+        self,
+        cell: Cell,
+        weights: LayerWeights,
+        inputs: Tensor,
+        h0: Tensor,
+        c0: Tensor | None,
+        lengths: Tensor | None,
+        return_gates: bool,
+        precision: Precision,
+    ) -> LayerRun:
+        """Run `cell` over `inputs` (T, B, I); the contract of `LayerEngine.run_layer`."""
+        with torch.autocast(inputs.device.type, enabled=False):
+            run = run_fused(
+                self.kernels()[cell.name](cell), cast_weights(weights, precision.compute, precision.state),
+                inputs.to(precision.compute), h0.to(precision.state),
+                None if c0 is None else c0.to(precision.state), lengths, return_gates, precision,
+            )
+        cast = precision.output
+        return run._replace(
+            output=run.output.to(cast), h=run.h.to(cast), c=None if run.c is None else run.c.to(cast)
+        )
 
 
 def run_fused(
-    cell: Cell,
+    kernel: FusedKernel,
     weights: LayerWeights,
     inputs: Tensor,
     h0: Tensor,
     c0: Tensor | None,
-    lengths: Tensor | None = None,
-    return_gates: bool = False,
+    lengths: Tensor | None,
+    return_gates: bool,
+    precision: Precision,
 ) -> LayerRun:
-    """Run `cell` over `inputs` (T, B, I) with the fused engine; same contract as run_reference."""
+    """The layer with inputs and product weights in the compute dtype, the state, biases and
+    extra parameters in the state dtype; outputs in the state dtype."""
+    cell = kernel.cell
     steps, batch_size = inputs.shape[:2]
     order = batch_sizes = None
     if lengths is not None and bool((lengths < steps).any()):
@@ -44,7 +96,7 @@ def run_fused(
         inputs, h0 = inputs.index_select(1, order), h0.index_select(0, order)
         c0 = None if c0 is None else c0.index_select(0, order)
     output, h_n, c_n, gates, cell_states = FusedLayer.apply(
-        cell, batch_sizes, return_gates, inputs, h0, c0, *flatten(cell, weights)
+        kernel, batch_sizes, return_gates, precision, inputs, h0, c0, *flatten(cell, weights)
     )
     if order is not None:
         restore = torch.argsort(order)
@@ -83,14 +135,16 @@ class FusedLayer(torch.autograd.Function):
     """One layer and direction of a recurrent stack, forward and hand-derived backward."""
 
     @staticmethod
-    def forward(ctx, cell, batch_sizes, return_gates, x, h0, c0, *parameters):
+    def forward(ctx, kernel, batch_sizes, return_gates, precision, x, h0, c0, *parameters):
+        cell = kernel.cell
         weights = unflatten(cell, parameters)
+        products = Products(precision.compute, precision.state)
         steps, batch_size, _ = x.shape
         hidden_size = weights.weight_hh.shape[0] // cell.num_gates
         gate_size = cell.num_gates * hidden_size
-        new = dict(dtype=x.dtype, device=x.device)
+        new = dict(dtype=precision.state, device=x.device)
 
-        pre, input_saved = cell.fused_project_input(x.reshape(steps * batch_size, -1), weights)
+        pre, input_saved = kernel.project_input(x.reshape(steps * batch_size, -1), weights, products)
         gates = pre.view(steps, batch_size, gate_size)
         # With every sequence running every step, each buffer row is written before it is
         # read; with lengths, the rows past a sequence's end must read as zero.
@@ -101,20 +155,19 @@ class FusedLayer(torch.autograd.Function):
         if cs is not None:
             cs[0] = c0
         cell_outputs = allocate(steps, batch_size, hidden_size, **new) if weights.weight_hr is not None else None
-        rec = None if cell.fused_recurrence == "gates" else allocate(steps, batch_size, gate_size, **new)
-        tape = {name: allocate(steps, batch_size, size, **new) for name, size in cell.fused_tape(hidden_size).items()}
+        rec = None if kernel.recurrence == "gates" else allocate(steps, batch_size, gate_size, **new)
+        tape = {name: allocate(steps, batch_size, size, **new) for name, size in kernel.tape(hidden_size).items()}
 
         weight_hh_t = weights.weight_hh.t()
         for step in step_views(batch_sizes, gates, rec, hs, cs, cell_outputs, tape):
-            if cell.fused_recurrence == "gates":
-                step.gates.addmm_(step.h, weight_hh_t)
-            elif cell.fused_recurrence == "biased" and weights.bias_hh is not None:
-                torch.addmm(weights.bias_hh, step.h, weight_hh_t, out=step.rec)
+            if kernel.recurrence == "gates":
+                products.accumulate(step.gates, step.h, weight_hh_t)
             else:
-                torch.mm(step.h, weight_hh_t, out=step.rec)
-            cell.fused_forward(step, weights)
+                bias = weights.bias_hh if kernel.recurrence == "biased" else None
+                products.into(step.rec, step.h, weight_hh_t, bias)
+            kernel.forward(step, weights)
             if weights.weight_hr is not None:
-                torch.mm(step.h_new, weights.weight_hr.t(), out=step.h_projected)
+                products.into(step.h_projected, step.h_new, weights.weight_hr.t())
 
         if batch_sizes is None:
             h_n, c_n = hs[steps].clone(), None if cs is None else cs[steps].clone()
@@ -124,7 +177,7 @@ class FusedLayer(torch.autograd.Function):
             columns = torch.arange(batch_size, device=x.device)
             h_n, c_n = hs[ends, columns], None if cs is None else cs[ends, columns]
 
-        ctx.cell, ctx.batch_sizes, ctx.tape_names = cell, batch_sizes, list(tape)
+        ctx.kernel, ctx.batch_sizes, ctx.products, ctx.tape_names = kernel, batch_sizes, products, list(tape)
         ctx.allocate = allocate
         ctx.input_saved_count = len(input_saved)
         ctx.save_for_backward(
@@ -139,69 +192,71 @@ class FusedLayer(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_output, d_h_n, d_c_n, _d_gates, _d_cells):
-        cell, batch_sizes = ctx.cell, ctx.batch_sizes
-        x, gates, hs, cs, cell_outputs, rec, *rest = ctx.saved_tensors
-        parameter_count = 5 + len(cell.extra_parameters)
-        parameters = tuple(rest[:parameter_count])
-        input_saved = tuple(rest[parameter_count : parameter_count + ctx.input_saved_count])
-        tape = dict(zip(ctx.tape_names, rest[parameter_count + ctx.input_saved_count :], strict=True))
-        weights = unflatten(cell, parameters)
-        steps, batch_size, gate_size = gates.shape
+        with torch.autocast(d_output.device.type, enabled=False):
+            return backward_loop(ctx, d_output, d_h_n, d_c_n)
 
-        new = dict(dtype=gates.dtype, device=gates.device)
-        d_gates = ctx.allocate(gates.shape, **new)
-        d_rec = d_gates if rec is None else ctx.allocate(rec.shape, **new)
-        dh = d_h_n.clone()
-        dc = None if cs is None else d_c_n.clone()
-        d_hs = None if cell_outputs is None else ctx.allocate(hs[1:].shape, **new)
-        hidden_size = gate_size // cell.num_gates
-        grad_tape = {
-            name: ctx.allocate(steps, batch_size, size, **new) for name, size in cell.fused_grad_tape(hidden_size).items()
-        }
-        # dh holds d loss / d h_t for the rows running at step t: d_output[t] plus what flows
-        # back from step t + 1, or d_h_n for a sequence whose last step is t.
-        rows = [batch_size] * steps if batch_sizes is None else batch_sizes
-        dh[: rows[-1]] += d_output[-1, : rows[-1]]
-        steps_views = step_views(batch_sizes, gates, rec, hs, cs, cell_outputs, tape)
-        grads_views = grad_views(batch_sizes, d_gates, d_rec, grad_tape)
-        for t in reversed(range(steps)):
-            step, grads, running = steps_views[t], grads_views[t], rows[t]
-            dh_t = dh[:running]
-            if weights.weight_hr is not None:  # h_t = W_hr m_t
-                d_hs[t, :running] = dh_t
-                dh_t = dh_t @ weights.weight_hr
-            direct = cell.fused_backward(dh_t, None if dc is None else dc[:running], step, grads, weights)
-            if t == 0:
-                torch.mm(grads.d_rec, weights.weight_hh, out=dh[:running])
-            else:
-                torch.addmm(d_output[t - 1, :running], grads.d_rec, weights.weight_hh, out=dh[:running])
-                if rows[t - 1] > running:  # sequences whose last step is t - 1
-                    dh[running : rows[t - 1]] += d_output[t - 1, running : rows[t - 1]]
-            if direct is not None:
-                dh[:running] += direct
 
-        flat = steps * batch_size
-        grads = {
-            "weight_hh": d_rec.view(flat, gate_size).t() @ hs[:-1].reshape(flat, -1),
-            **cell.fused_parameter_grads(FusedGrads(d_gates, d_rec, grad_tape), rec, cs, tape, weights),
-        }
-        workspace = None if d_rec is d_gates else d_rec.view(flat, gate_size)  # d_rec is spent
-        d_projection, input_grads = cell.fused_input_backward(
-            d_gates.view(flat, gate_size), input_saved, weights, workspace
-        )
-        grads.update(input_grads)
-        x_flat = x.reshape(flat, -1)
-        d_x = (d_projection @ weights.weight_ih).view_as(x) if ctx.needs_input_grad[3] else None
-        grads["weight_ih"] = d_projection.t() @ x_flat
-        if weights.weight_hr is not None:
-            grads["weight_hr"] = d_hs.view(flat, -1).t() @ cell_outputs.view(flat, -1)
-        names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"]
-        names += [parameter.name for parameter in cell.extra_parameters]
-        parameter_grads = [
-            None if parameter is None else grads[name] for name, parameter in zip(names, parameters, strict=True)
-        ]
-        return None, None, None, d_x, dh, dc, *parameter_grads
+def backward_loop(ctx, d_output: Tensor, d_h_n: Tensor, d_c_n: Tensor | None) -> tuple:
+    """FusedLayer's backward: per step the kernel's backward and the product for d h_{t-1}, then
+    every parameter's gradient as one large operation over all steps."""
+    kernel, batch_sizes, products = ctx.kernel, ctx.batch_sizes, ctx.products
+    cell = kernel.cell
+    x, gates, hs, cs, cell_outputs, rec, *rest = ctx.saved_tensors
+    parameter_count = 5 + len(cell.extra_parameters)
+    parameters = tuple(rest[:parameter_count])
+    input_saved = tuple(rest[parameter_count : parameter_count + ctx.input_saved_count])
+    tape = dict(zip(ctx.tape_names, rest[parameter_count + ctx.input_saved_count :], strict=True))
+    weights = unflatten(cell, parameters)
+    steps, batch_size, gate_size = gates.shape
 
+    new = dict(dtype=gates.dtype, device=gates.device)
+    d_gates = ctx.allocate(gates.shape, **new)
+    d_rec = d_gates if rec is None else ctx.allocate(rec.shape, **new)
+    dh = d_h_n.clone()
+    dc = None if cs is None else d_c_n.clone()
+    d_hs = None if cell_outputs is None else ctx.allocate(hs[1:].shape, **new)
+    hidden_size = gate_size // cell.num_gates
+    grad_tape = {
+        name: ctx.allocate(steps, batch_size, size, **new) for name, size in kernel.grad_tape(hidden_size).items()
+    }
+    # dh holds d loss / d h_t for the rows running at step t: d_output[t] plus what flows
+    # back from step t + 1, or d_h_n for a sequence whose last step is t.
+    rows = [batch_size] * steps if batch_sizes is None else batch_sizes
+    dh[: rows[-1]] += d_output[-1, : rows[-1]]
+    steps_views = step_views(batch_sizes, gates, rec, hs, cs, cell_outputs, tape)
+    grads_views = grad_views(batch_sizes, d_gates, d_rec, grad_tape)
+    for t in reversed(range(steps)):
+        step, grads, running = steps_views[t], grads_views[t], rows[t]
+        dh_t = dh[:running]
+        if weights.weight_hr is not None:  # h_t = W_hr m_t
+            d_hs[t, :running] = dh_t
+            dh_t = products(dh_t, weights.weight_hr).to(dh.dtype)
+        direct = kernel.backward(dh_t, None if dc is None else dc[:running], step, grads, weights)
+        previous_output = None if t == 0 else d_output[t - 1, :running]
+        products.into(dh[:running], grads.d_rec, weights.weight_hh, previous_output)
+        if t > 0 and rows[t - 1] > running:  # sequences whose last step is t - 1
+            dh[running : rows[t - 1]] += d_output[t - 1, running : rows[t - 1]]
+        if direct is not None:
+            dh[:running] += direct
+
+    flat = steps * batch_size
+    grads = {
+        "weight_hh": products(d_rec.view(flat, gate_size).t(), hs[:-1].reshape(flat, -1)),
+        **kernel.parameter_grads(FusedGrads(d_gates, d_rec, grad_tape), rec, cs, tape, weights),
+    }
+    workspace = None if d_rec is d_gates else d_rec.view(flat, gate_size)  # d_rec is spent
+    d_projection, input_grads = kernel.input_backward(d_gates.view(flat, gate_size), input_saved, weights, workspace)
+    grads.update(input_grads)
+    d_x = products(d_projection, weights.weight_ih).view_as(x) if ctx.needs_input_grad[4] else None
+    grads["weight_ih"] = products(d_projection.t(), x.reshape(flat, -1))
+    if weights.weight_hr is not None:
+        grads["weight_hr"] = products(d_hs.view(flat, -1).t(), cell_outputs.view(flat, -1))
+    names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"]
+    names += [parameter.name for parameter in cell.extra_parameters]
+    parameter_grads = [
+        None if parameter is None else grads[name] for name, parameter in zip(names, parameters, strict=True)
+    ]
+    return None, None, None, None, d_x, dh, dc, *parameter_grads
 
 def step_views(
     batch_sizes: list[int] | None,

@@ -1,0 +1,44 @@
+"""The fused step of the GRU."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.ops import aten
+
+from lstmkit.cells import LayerWeights
+from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
+
+
+class GRUKernel(FusedKernel):
+    """`GRUCell.step` in place; the recurrent projection comes apart from the input's, as
+    r multiplies only its n block."""
+
+    recurrence = "biased"
+
+    def forward(self, step: FusedStep, weights: LayerWeights) -> None:
+        """`step`'s equations in place, with h' = (1 − z) ⊙ n + z ⊙ h = n + z ⊙ (h − n)."""
+        hidden = step.h.shape[-1]
+        reset_update = step.gates[:, : 2 * hidden]
+        reset_update.add_(step.rec[:, : 2 * hidden]).sigmoid_()           # r, z = σ(·)
+        r, z, n = step.gates.chunk(3, -1)
+        n.addcmul_(r, step.rec[:, 2 * hidden :]).tanh_()                   # n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+        torch.addcmul(n, z, step.h - n, out=step.h_new)                    # h' = n + z ⊙ (h − n)
+
+    def backward(
+        self, dh: Tensor, dc: None, step: FusedStep, grads: FusedGrads, weights: LayerWeights
+    ) -> Tensor:
+        """The forward lines in reverse, each differentiated; returns dh through z ⊙ h."""
+        hidden = step.h.shape[-1]
+        r, z, n = step.gates.chunk(3, -1)
+        d_r, d_z, d_n = grads.d_gates.chunk(3, -1)
+        torch.mul(dh, step.h - n, out=d_z)                                 # h' = n + z ⊙ (h − n)
+        torch.mul(dh, 1 - z, out=d_n)
+        direct = dh * z
+        aten.tanh_backward.grad_input(d_n, n, grad_input=d_n)              # n = tanh(x_n + r ⊙ h_n)
+        torch.mul(d_n, r, out=grads.d_rec[:, 2 * hidden :])
+        torch.mul(d_n, step.rec[:, 2 * hidden :], out=d_r)
+        reset_update = grads.d_gates[:, : 2 * hidden]                     # r, z = σ(·)
+        aten.sigmoid_backward.grad_input(reset_update, step.gates[:, : 2 * hidden], grad_input=reset_update)
+        grads.d_rec[:, : 2 * hidden].copy_(reset_update)
+        return direct

@@ -1,0 +1,126 @@
+"""What the fused engine asks of a cell's kernel: one point-wise step in place, and its backward.
+
+The engine's loop (`layer.py`) hands the kernel, at every step, views of its buffers restricted
+to the rows of the sequences still running (`FusedStep`, `FusedGrads`). The kernel computes the
+cell's step in place into them, and backward line for line against the forward, as the
+equations in the cell's `step` docstring say.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, NamedTuple
+
+from torch import Tensor
+
+from lstmkit.cells import Cell, LayerWeights
+from lstmkit.engines.fused.products import Products
+
+
+class FusedStep(NamedTuple):
+    """One time step as the engine hands it to a kernel: views of the engine's buffers,
+    restricted to the rows of the sequences still running at this step.
+
+    gates: (b, G*H) the gate pre-activations on entry (W_ih x + b_ih + b_hh, plus W_hh h when
+        the kernel's `recurrence` is "gates"); the kernel overwrites them with the activations.
+    rec: (b, G*H) the recurrent projection, W_hh h + b_hh ("biased") or W_hh h ("raw");
+        None for "gates".
+    h, c: h_{t-1} (b, H_out) and c_{t-1} (b, H) (None without a cell state).
+    h_new, c_new: where the kernel writes its output (before any projection) and c_t.
+    tape: the per-step buffers the kernel asked for in `tape`, (b, n) each.
+    h_projected: where the engine writes h_t = W_hr h_new with proj_size (h_new itself without).
+    """
+
+    gates: Tensor
+    rec: Tensor | None
+    h: Tensor
+    c: Tensor | None
+    h_new: Tensor
+    c_new: Tensor | None
+    tape: dict[str, Tensor]
+    h_projected: Tensor
+
+
+class FusedGrads(NamedTuple):
+    """Where a kernel's backward writes one step's gradients (same rows as FusedStep).
+
+    d_gates: (b, G*H) d loss / d gate pre-activations, the x side (for W_ih, b_ih and x).
+    d_rec: (b, G*H) d loss / d rec, the h side (for W_hh and h); the same tensor as d_gates
+        when `recurrence` is "gates".
+    tape: the buffers the kernel asked for in `grad_tape`, for gradients it needs again
+        after the loop.
+    """
+
+    d_gates: Tensor
+    d_rec: Tensor
+    tape: dict[str, Tensor]
+
+
+class FusedKernel:
+    """A cell's step for the fused engine: forward in place, backward derived by hand.
+
+    Subclasses implement `forward` and `backward` (and, for parameters beyond the torch.nn
+    set, `parameter_grads`) for the cell they are built with.
+    """
+
+    recurrence: ClassVar[str] = "gates"
+    """How the engine adds the recurrent projection: "gates" (added into the pre-activations,
+    b_hh folded into the input projection), "biased" (handed over as W_hh h + b_hh), "raw"
+    (handed over as W_hh h; the kernel applies b_hh itself)."""
+
+    def __init__(self, cell: Cell) -> None:
+        self.cell = cell
+
+    def tape(self, hidden_size: int) -> dict[str, int]:
+        """Per-step buffers the forward keeps for backward: name -> features."""
+        return {}
+
+    def grad_tape(self, hidden_size: int) -> dict[str, int]:
+        """Per-step buffers the backward fills for `parameter_grads`: name -> features."""
+        return {}
+
+    def project_input(self, x: Tensor, weights: LayerWeights, products: Products) -> tuple[Tensor, tuple]:
+        """The gate pre-activations from the input of all steps, (N, G*H) for x (N, I), and
+        what `input_backward` needs."""
+        bias = weights.bias_ih
+        if bias is not None and self.recurrence == "gates":
+            bias = bias + weights.bias_hh
+        pre = x.new_empty(x.shape[0], weights.weight_ih.shape[0], dtype=products.state)
+        products.into(pre, x, weights.weight_ih.t(), bias)
+        return pre, ()
+
+    def input_backward(
+        self, d_gates: Tensor, saved: tuple, weights: LayerWeights, workspace: Tensor | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """d loss / d (x W_ih^T) from d loss / d pre-activations (N, G*H), and the gradients of
+        any parameters of that stage. `workspace`, when given, is an (N, G*H) buffer the engine
+        no longer needs, for a result that cannot be d_gates itself."""
+        return d_gates, {}
+
+    def forward(self, step: FusedStep, weights: LayerWeights) -> None:
+        """One point-wise step, in place into `step`'s buffers."""
+        raise NotImplementedError
+
+    def backward(
+        self, dh: Tensor, dc: Tensor | None, step: FusedStep, grads: FusedGrads, weights: LayerWeights
+    ) -> Tensor | None:
+        """Backward of `forward`: from dh = d loss / d h_new and dc = d loss / d c_new (updated
+        in place to d loss / d c), write `grads`; return d loss / d h through paths other than
+        the recurrent projection (None when there are none)."""
+        raise NotImplementedError
+
+    def parameter_grads(
+        self,
+        grads: FusedGrads,
+        rec: Tensor | None,
+        states: Tensor | None,
+        tape: dict[str, Tensor],
+        weights: LayerWeights,
+    ) -> dict[str, Tensor]:
+        """Gradients of the biases and extra parameters, over all steps at once.
+
+        grads: every step's (T, B, ·); rec: the recurrent projections (T, B, G*H), None for
+        "gates"; states: c_0..c_T as (T + 1, B, H) or None; tape: (T, B, n).
+        """
+        if weights.bias_ih is None:
+            return {}
+        return {"bias_ih": grads.d_gates.sum((0, 1)), "bias_hh": grads.d_rec.sum((0, 1))}

@@ -1,0 +1,193 @@
+"""The fused steps of the LSTM family: the LSTM with its ablations, peephole, CIFG."""
+
+from __future__ import annotations
+
+from functools import cache, cached_property
+
+import torch
+from torch import Tensor
+from torch.ops import aten
+
+from lstmkit.cells import LayerWeights
+from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
+
+
+class LSTMKernel(FusedKernel):
+    """`LSTMCell.step` in place; a removed gate is skipped, not multiplied by 1."""
+
+    def tape(self, hidden_size: int) -> dict[str, int]:
+        return {"tanh_c": hidden_size} if self.cell.output_activation else {}
+
+    def forward(self, step: FusedStep, weights: LayerWeights) -> None:
+        i, f, g, o = self.gate_views(step.gates)
+        for run in self.sigmoid_runs(step.c.shape[-1]):
+            step.gates[:, run].sigmoid_()                                  # i, f, o = σ(·)
+        if self.cell.input_activation:
+            g.tanh_()                                                      # g = tanh(·)
+        if f is None:                                                      # c' = f ⊙ c + i ⊙ g
+            step.c_new.copy_(step.c)
+        else:
+            torch.mul(f, step.c, out=step.c_new)
+        if i is None:
+            step.c_new.add_(g)
+        else:
+            step.c_new.addcmul_(i, g)
+        cell_out = step.c_new
+        if self.cell.output_activation:                                    # h' = o ⊙ tanh(c')
+            cell_out = torch.tanh(step.c_new, out=step.tape["tanh_c"])
+        if o is None:
+            step.h_new.copy_(cell_out)
+        else:
+            torch.mul(o, cell_out, out=step.h_new)
+
+    def backward(
+        self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights
+    ) -> None:
+        """The forward lines in reverse, each differentiated."""
+        i, f, g, o = self.gate_views(step.gates)
+        d_i, d_f, d_g, d_o = self.gate_views(grads.d_gates)
+        cell_out = step.tape["tanh_c"] if self.cell.output_activation else step.c_new
+        d_cell_out = dh                                                    # h' = o ⊙ tanh(c')
+        if o is not None:
+            torch.mul(dh, cell_out, out=d_o)                               #   do = dh ⊙ tanh(c')
+            d_cell_out = dh * o
+        if self.cell.output_activation:
+            dc.add_(aten.tanh_backward(d_cell_out, cell_out))              #   dc += dh ⊙ o ⊙ tanh'(c')
+        else:
+            dc.add_(d_cell_out)
+        if i is not None:                                                  # c' = f ⊙ c + i ⊙ g
+            torch.mul(dc, g, out=d_i)                                      #   di = dc ⊙ g
+            torch.mul(dc, i, out=d_g)                                      #   dg = dc ⊙ i
+        else:
+            d_g.copy_(dc)
+        if f is not None:
+            torch.mul(dc, step.c, out=d_f)                                 #   df = dc ⊙ c
+        for run in self.sigmoid_runs(step.c.shape[-1]):                    # i, f, o = σ(·)
+            aten.sigmoid_backward.grad_input(grads.d_gates[:, run], step.gates[:, run], grad_input=grads.d_gates[:, run])
+        if self.cell.input_activation:                                     # g = tanh(·)
+            aten.tanh_backward.grad_input(d_g, g, grad_input=d_g)
+        if f is not None:
+            dc.mul_(f)                                                     # dc_prev = dc ⊙ f
+
+    def gate_views(self, stacked: Tensor) -> tuple[Tensor | None, ...]:
+        """The i, f, g, o blocks of a (b, G*H) tensor as views; None for a removed gate."""
+        blocks = stacked.chunk(self.cell.num_gates, -1)
+        return tuple(None if position is None else blocks[position] for position in self.block_positions)
+
+    @cached_property
+    def block_positions(self) -> tuple[int | None, ...]:
+        """Where i, f, g, o sit among the weight blocks (None where removed)."""
+        blocks = self.cell.weight_blocks
+        return tuple(blocks.index(block) if block in blocks else None for block in "ifgo")
+
+    def sigmoid_runs(self, hidden_size: int) -> tuple[slice, ...]:
+        """The column ranges of the sigmoid gates, adjacent blocks merged (i, f | o)."""
+        return sigmoid_runs(self.cell.weight_blocks, hidden_size)
+
+
+class PeepholeKernel(FusedKernel):
+    """`PeepholeLSTMCell.step` in place."""
+
+    def tape(self, hidden_size: int) -> dict[str, int]:
+        return {"tanh_c": hidden_size}
+
+    def forward(self, step: FusedStep, weights: LayerWeights) -> None:
+        p_i, p_f, p_o = (weights.extra[name] for name in ("peephole_i", "peephole_f", "peephole_o"))
+        i, f, g, o = step.gates.chunk(4, -1)
+        i.addcmul_(p_i, step.c)                                            # i = σ(· + p_i ⊙ c)
+        f.addcmul_(p_f, step.c)                                            # f = σ(· + p_f ⊙ c)
+        step.gates[:, : 2 * i.shape[-1]].sigmoid_()
+        g.tanh_()                                                          # g = tanh(·)
+        torch.mul(f, step.c, out=step.c_new)                               # c' = f ⊙ c + i ⊙ g
+        step.c_new.addcmul_(i, g)
+        o.addcmul_(p_o, step.c_new).sigmoid_()                             # o = σ(· + p_o ⊙ c')
+        tanh_c = torch.tanh(step.c_new, out=step.tape["tanh_c"])           # h' = o ⊙ tanh(c')
+        torch.mul(o, tanh_c, out=step.h_new)
+
+    def backward(
+        self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights
+    ) -> None:
+        """The forward lines in reverse, each differentiated."""
+        p_i, p_f, p_o = (weights.extra[name] for name in ("peephole_i", "peephole_f", "peephole_o"))
+        i, f, g, o = step.gates.chunk(4, -1)
+        d_i, d_f, d_g, d_o = grads.d_gates.chunk(4, -1)
+        tanh_c = step.tape["tanh_c"]
+        torch.mul(dh, tanh_c, out=d_o)                                     # h' = o ⊙ tanh(c')
+        dc.add_(aten.tanh_backward(dh * o, tanh_c))
+        aten.sigmoid_backward.grad_input(d_o, o, grad_input=d_o)           # o = σ(· + p_o ⊙ c')
+        dc.addcmul_(d_o, p_o)
+        torch.mul(dc, g, out=d_i)                                          # c' = f ⊙ c + i ⊙ g
+        torch.mul(dc, i, out=d_g)
+        torch.mul(dc, step.c, out=d_f)
+        dc.mul_(f)
+        aten.tanh_backward.grad_input(d_g, g, grad_input=d_g)              # g = tanh(·)
+        hidden = i.shape[-1]
+        aten.sigmoid_backward.grad_input(
+            grads.d_gates[:, : 2 * hidden], step.gates[:, : 2 * hidden], grad_input=grads.d_gates[:, : 2 * hidden]
+        )
+        dc.addcmul_(d_f, p_f)                                              # f = σ(· + p_f ⊙ c)
+        dc.addcmul_(d_i, p_i)                                              # i = σ(· + p_i ⊙ c)
+
+    def parameter_grads(
+        self,
+        grads: FusedGrads,
+        rec: Tensor | None,
+        states: Tensor,
+        tape: dict[str, Tensor],
+        weights: LayerWeights,
+    ) -> dict[str, Tensor]:
+        """dp_i = Σ d(i pre) ⊙ c, dp_f = Σ d(f pre) ⊙ c, dp_o = Σ d(o pre) ⊙ c', over steps and batch."""
+        d_i, d_f, _, d_o = grads.d_gates.chunk(4, -1)
+        return {
+            **super().parameter_grads(grads, rec, states, tape, weights),
+            "peephole_i": (d_i * states[:-1]).sum((0, 1)),
+            "peephole_f": (d_f * states[:-1]).sum((0, 1)),
+            "peephole_o": (d_o * states[1:]).sum((0, 1)),
+        }
+
+
+class CIFGKernel(FusedKernel):
+    """`CIFGLSTMCell.step` in place, with c' = (1 − i) ⊙ c + i ⊙ g = c + i ⊙ (g − c)."""
+
+    def tape(self, hidden_size: int) -> dict[str, int]:
+        return {"tanh_c": hidden_size}
+
+    def forward(self, step: FusedStep, weights: LayerWeights) -> None:
+        i, g, o = step.gates.chunk(3, -1)
+        i.sigmoid_()                                                       # i = σ(·)
+        g.tanh_()                                                          # g = tanh(·)
+        o.sigmoid_()                                                       # o = σ(·)
+        torch.addcmul(step.c, i, g - step.c, out=step.c_new)               # c' = c + i ⊙ (g − c)
+        tanh_c = torch.tanh(step.c_new, out=step.tape["tanh_c"])           # h' = o ⊙ tanh(c')
+        torch.mul(o, tanh_c, out=step.h_new)
+
+    def backward(
+        self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights
+    ) -> None:
+        """The forward lines in reverse, each differentiated."""
+        i, g, o = step.gates.chunk(3, -1)
+        d_i, d_g, d_o = grads.d_gates.chunk(3, -1)
+        tanh_c = step.tape["tanh_c"]
+        torch.mul(dh, tanh_c, out=d_o)                                     # h' = o ⊙ tanh(c')
+        dc.add_(aten.tanh_backward(dh * o, tanh_c))
+        torch.mul(dc, g - step.c, out=d_i)                                 # c' = c + i ⊙ (g − c)
+        torch.mul(dc, i, out=d_g)
+        dc.sub_(d_g)                                                       #   dc_prev = dc ⊙ (1 − i)
+        aten.sigmoid_backward.grad_input(d_o, o, grad_input=d_o)           # o = σ(·)
+        aten.tanh_backward.grad_input(d_g, g, grad_input=d_g)              # g = tanh(·)
+        aten.sigmoid_backward.grad_input(d_i, i, grad_input=d_i)           # i = σ(·)
+
+
+@cache
+def sigmoid_runs(blocks: tuple[str, ...], hidden_size: int) -> tuple[slice, ...]:
+    """Column ranges of the sigmoid blocks (all but g) of `blocks`, adjacent ones merged."""
+    runs: list[slice] = []
+    for index, block in enumerate(blocks):
+        if block == "g":
+            continue
+        start, stop = index * hidden_size, (index + 1) * hidden_size
+        if runs and runs[-1].stop == start:
+            runs[-1] = slice(runs[-1].start, stop)
+        else:
+            runs.append(slice(start, stop))
+    return tuple(runs)

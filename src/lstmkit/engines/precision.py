@@ -1,0 +1,69 @@
+"""In which dtypes a layer runs: matrix products, state and point-wise arithmetic, outputs.
+
+The rule every engine follows, as `torch.nn.LSTM` does under cuDNN and oneDNN:
+- float32 and float64 parameters, no autocast: everything in the parameters' dtype.
+- `torch.autocast` on the input's device, float32 parameters: the products in the autocast
+  dtype; the cell state and the point-wise arithmetic in float32; outputs and final states
+  in the autocast dtype, the dtype torch.nn's layers return (torch.nn.GRU under CPU autocast
+  returns float32, and so does lstmkit's GRU).
+- bfloat16 or float16 parameters: the products in that dtype, state and point-wise
+  arithmetic in float32, outputs in the parameters' dtype.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from lstmkit.cells import Cell, LayerWeights
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+class Precision(NamedTuple):
+    """compute: the dtype of the matrix products; state: of the state and point-wise math;
+    output: of the outputs and final states."""
+
+    compute: torch.dtype
+    state: torch.dtype
+    output: torch.dtype
+
+    @property
+    def mixed(self) -> bool:
+        return self.compute != self.state
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype torch.autocast casts products to on `device`, or None when it is off."""
+    if not torch.is_autocast_enabled(device.type):
+        return None
+    return torch.get_autocast_dtype(device.type)
+
+
+def precision_for(cell: Cell, parameter_dtype: torch.dtype, device: torch.device) -> Precision:
+    """The precision a layer of `cell` with parameters in `parameter_dtype` runs in on `device`."""
+    if parameter_dtype in HALF_DTYPES:
+        return Precision(parameter_dtype, torch.float32, parameter_dtype)
+    autocast = autocast_dtype(device)
+    if autocast is None or parameter_dtype != torch.float32:
+        return Precision(parameter_dtype, parameter_dtype, parameter_dtype)
+    output = torch.float32 if cell.name == "gru" and device.type == "cpu" else autocast
+    return Precision(autocast, torch.float32, output)
+
+
+def cast_weights(weights: LayerWeights, products: torch.dtype, others: torch.dtype) -> LayerWeights:
+    """`weights` with the product weights (W_ih, W_hh, W_hr) in `products` and the biases and
+    extra parameters in `others`; differentiable, and free where a dtype already matches."""
+
+    def cast(tensor, dtype):
+        return None if tensor is None else tensor.to(dtype)
+
+    return LayerWeights(
+        cast(weights.weight_ih, products),
+        cast(weights.weight_hh, products),
+        cast(weights.bias_ih, others),
+        cast(weights.bias_hh, others),
+        cast(weights.weight_hr, products),
+        {name: value.to(others) for name, value in weights.extra.items()},
+    )

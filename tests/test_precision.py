@@ -1,0 +1,115 @@
+"""Mixed precision: torch.autocast and half parameters, in every engine and cell.
+
+The contract (lstmkit.engines.precision): products in the autocast (or parameter) dtype, the
+state and point-wise arithmetic in float32, outputs in the dtype torch.nn returns. Each engine
+is checked against the float32 reference engine, against the reference engine run in the same
+precision, and for the dtypes torch.nn's layers give under the same autocast.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lstmkit
+from helpers import ALL_CELL_PARAMS, TORCH_LAYERS, relative_error, torch_twin
+
+ENGINES = ["fused", "reference"]
+LENGTHS = [7, 5, 2]
+# bfloat16 keeps 8 bits of mantissa: 0.4 % per rounding, compounded over steps and layers.
+# LayerNorm divides by the spread of the rounded projections, which doubles the error.
+BFLOAT16_TOLERANCE = {"layernorm": 0.1}
+
+
+def twins(cell, options, engine, dtype=torch.float32, **layer_options):
+    """A float32 reference layer and a layer of `engine` in `dtype` with the same weights."""
+    torch.manual_seed(0)
+    reference = lstmkit.Recurrent(cell, 8, 16, engine="reference", **options, **layer_options)
+    layer = lstmkit.Recurrent(cell, 8, 16, engine=engine, **options, **layer_options).to(dtype)
+    layer.load_state_dict(reference.state_dict())
+    return reference, layer
+
+
+def first_state(state):
+    return state[0] if isinstance(state, tuple) else state
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_cpu_autocast_bfloat16_matches_float32_within_bfloat16_rounding(cell, options, engine):
+    reference, layer = twins(cell, options, engine, num_layers=2, bidirectional=True)
+    x = torch.randn(7, 3, 8)
+    expected, _ = reference(x, lengths=LENGTHS)
+    with torch.autocast("cpu", torch.bfloat16):
+        output, state = layer(x, lengths=LENGTHS)
+    expected_dtype = torch.float32 if cell == "gru" else torch.bfloat16  # as torch.nn under CPU autocast
+    assert output.dtype == first_state(state).dtype == expected_dtype
+    assert relative_error(output.float(), expected) < BFLOAT16_TOLERANCE.get(cell, 0.05)
+    (output.float() * torch.randn_like(expected)).sum().backward()
+    for name, parameter in layer.named_parameters():
+        assert parameter.grad.dtype == torch.float32, name
+        assert torch.isfinite(parameter.grad).all(), name
+
+
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_fused_under_autocast_equals_the_reference_in_the_same_precision(cell, options):
+    """Same products in bfloat16, same float32 point-wise math: the engines agree far more
+    closely than either agrees with float32."""
+    _, fused = twins(cell, options, "fused")
+    _, reference = twins(cell, options, "reference")
+    x = torch.randn(7, 3, 8)
+    with torch.autocast("cpu", torch.bfloat16):
+        ours, theirs = fused(x)[0], reference(x)[0]
+    ours.float().sum().backward()
+    theirs.float().sum().backward()
+    assert relative_error(ours.float(), theirs.float()) < 2e-2
+    for (name, mine), other in zip(fused.named_parameters(), reference.parameters(), strict=True):
+        assert relative_error(mine.grad, other.grad) < BFLOAT16_TOLERANCE.get(cell, 0.05), name
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn", "gru"])
+def test_autocast_output_dtypes_are_torch_nn_s(cell):
+    layer = lstmkit.Recurrent(cell, 8, 16)
+    twin = torch_twin(layer)
+    x = torch.randn(5, 3, 8)
+    with torch.autocast("cpu", torch.bfloat16):
+        ours, theirs = layer(x), twin(x)
+    assert ours[0].dtype == theirs[0].dtype
+    assert first_state(ours[1]).dtype == first_state(theirs[1]).dtype
+    assert relative_error(ours[0].float(), theirs[0].float()) < 2e-2
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_half_parameters_run_every_cell_with_float32_state(cell, options, dtype, engine):
+    reference, layer = twins(cell, options, engine, dtype)
+    x = torch.randn(6, 2, 8)
+    output, state = layer(x.to(dtype), lengths=[6, 3])
+    assert output.dtype == first_state(state).dtype == dtype
+    expected = reference(x, lengths=[6, 3])[0]
+    assert relative_error(output.float(), expected) < BFLOAT16_TOLERANCE.get(cell, 0.05)
+    output.float().sum().backward()
+    assert all(parameter.grad.dtype == dtype for parameter in layer.parameters())
+
+
+def test_autocast_accepts_input_in_the_autocast_dtype_as_torch_nn_does():
+    layer = lstmkit.PeepholeLSTM(8, 16)
+    x = torch.randn(5, 3, 8)
+    with torch.autocast("cpu", torch.bfloat16):
+        assert torch.equal(layer(x.bfloat16())[0], layer(x.bfloat16().float())[0])
+    with pytest.raises(TypeError, match=r"input dtype must match the layer's parameters \(torch.float32\), "
+                                        r"got torch.bfloat16"):
+        layer(x.bfloat16())
+
+
+def test_float64_ignores_autocast_as_torch_nn_does():
+    layer = lstmkit.LayerNormLSTM(8, 16, dtype=torch.float64)
+    x = torch.randn(5, 3, 8, dtype=torch.float64)
+    with torch.autocast("cpu", torch.bfloat16):
+        inside = layer(x)[0]
+    assert inside.dtype == torch.float64
+    assert torch.equal(inside, layer(x)[0])
+
+
+assert set(TORCH_LAYERS) == {"lstm", "gru", "rnn"}
