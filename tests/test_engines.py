@@ -1,7 +1,10 @@
-"""The fused engine equals the reference engine in float64, for every cell and option.
+"""The fused and Triton engines equal the reference engine in float64, for every cell and option.
 
 Outputs, final states and the gradients of the input, the initial state and every parameter
-agree to a relative error below 1e-10. A hypothesis test draws cells, options and shapes.
+agree to a relative error below 1e-10. A hypothesis test draws cells, options and shapes. On
+a machine without a GPU the Triton kernels run on CPU tensors in Triton's interpreter
+(conftest.py sets TRITON_INTERPRET=1), so the full grid runs for fused and a smaller one,
+covering every cell and option at least once, for Triton.
 """
 
 from __future__ import annotations
@@ -17,17 +20,22 @@ import lstmkit
 from helpers import ALL_CELLS, assert_same_run, cell_id, random_state, state_leaves
 
 
-def fused_and_reference(cell, options, **layer_options):
-    """Two layers with the same weights, one per engine."""
+triton_installed = pytest.mark.skipif(
+    lstmkit.engines.ENGINES["triton"].unavailable() is not None, reason="triton is not installed"
+)
+
+
+def fused_and_reference(cell, options, engine="fused", **layer_options):
+    """Two layers with the same weights, one on `engine`, one on the reference engine."""
     torch.manual_seed(0)
     reference = lstmkit.Recurrent(cell, dtype=torch.float64, engine="reference", **layer_options, **options)
-    fused = lstmkit.Recurrent(cell, dtype=torch.float64, engine="fused", **layer_options, **options)
+    fused = lstmkit.Recurrent(cell, dtype=torch.float64, engine=engine, **layer_options, **options)
     fused.load_state_dict(reference.state_dict())
     return fused, reference
 
 
-def assert_engines_agree(cell, options, steps, batch, lengths, given_state, **layer_options):
-    fused, reference = fused_and_reference(cell, options, **layer_options)
+def assert_engines_agree(cell, options, steps, batch, lengths, given_state, engine="fused", **layer_options):
+    fused, reference = fused_and_reference(cell, options, engine, **layer_options)
     x = torch.randn(steps, batch, layer_options["input_size"], dtype=torch.float64, requires_grad=True)
     hx = random_state(reference, batch) if given_state else None
     ours, theirs = fused(x, hx, lengths=lengths), reference(x, hx, lengths=lengths)
@@ -57,6 +65,33 @@ def test_fused_equals_reference(cell, options, layers, bidirectional, bias, proj
         cell, options, 5, 3, lengths, given_state, input_size=4, hidden_size=5, num_layers=layers,
         bidirectional=bidirectional, bias=bias, proj_size=proj,
     )
+
+
+def triton_grid():
+    """Every cell and option, each with and without biases, through the paths of the loop:
+    two bidirectional layers with a padded batch and a given state, and a projection."""
+    for (cell, options), bias in itertools.product(ALL_CELLS, [True, False]):
+        label = f"{cell_id(cell, options)}-{'bias' if bias else 'nobias'}"
+        yield pytest.param(cell, options, bias, 0, id=f"{label}-L2-bi-lengths-hx")
+        if lstmkit.cells.make_cell(cell, **options).supports_projection:
+            yield pytest.param(cell, options, bias, 2, id=f"{label}-proj2")
+
+
+@triton_installed
+@pytest.mark.parametrize("cell, options, bias, proj", list(triton_grid()))
+def test_triton_equals_reference(cell, options, bias, proj):
+    layers, lengths = (1, None) if proj else (2, [5, 2, 4])
+    assert_engines_agree(
+        cell, options, 5, 3, lengths, given_state=not proj, engine="triton", input_size=4, hidden_size=5,
+        num_layers=layers, bidirectional=not proj, bias=bias, proj_size=proj,
+    )
+
+
+@triton_installed
+@pytest.mark.parametrize("cell, hidden", [("lstm", 1100), ("layernorm", 40), ("gru", 33)])
+def test_triton_equals_reference_past_one_block_of_columns(cell, hidden):
+    """H above the kernels' block (1024 columns) and H not a power of two: masked lanes."""
+    assert_engines_agree(cell, {}, 2, 2, [2, 1], True, engine="triton", input_size=3, hidden_size=hidden)
 
 
 @st.composite

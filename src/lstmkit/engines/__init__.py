@@ -3,8 +3,8 @@
 `select_engine` turns a layer's `engine=` into the engine that runs a call. "auto" follows the
 rule measured in BENCHMARKS.md: on CPU, torch's oneDNN LSTM for the plain LSTM and the fused
 engine for every other cell (fused measures faster than oneDNN for rnn and gru); on CUDA,
-cuDNN for the cells it runs and the Triton engine for the others (the fused engine when
-triton is not installed).
+cuDNN for the cells it runs and the fused engine for the others. The Triton engine is chosen
+by name (`engine="triton"`) until `benchmarks/gpu.py` has measured it on a GPU.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from lstmkit.engines.fused import FusedEngine
 from lstmkit.engines.native import NativeEngine, flatten_weights
 from lstmkit.engines.precision import Precision, precision_for
 from lstmkit.engines.reference import ReferenceEngine
+from lstmkit.engines.triton import TritonEngine
 
 ENGINES: dict[str, Engine] = {
-    engine.name: engine for engine in (NativeEngine(), FusedEngine(), ReferenceEngine())
+    engine.name: engine for engine in (NativeEngine(), FusedEngine(), TritonEngine(), ReferenceEngine())
 }
 ENGINE_CHOICES = ("auto", *ENGINES)
 AUTO_NATIVE = {"cpu": ("lstm",), "cuda": ("lstm", "gru", "rnn")}  # where torch's own kernels win

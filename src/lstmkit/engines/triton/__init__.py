@@ -1,0 +1,44 @@
+"""The Triton engine (CUDA): the fused engine's loop with each step's point-wise work in one
+Triton kernel, forward and backward, so a step is one recurrent product and one kernel.
+
+Triton is optional (the `gpu` extra; CUDA builds of torch bring it). Without a GPU the
+kernels run on CPU tensors under Triton's interpreter (`TRITON_INTERPRET=1`), which is how
+the test suite proves them equal to the reference engine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+from lstmkit.cells import Cell
+from lstmkit.engines.fused import FusedEngine, FusedKernel
+
+
+def interpreting() -> bool:
+    """Whether Triton runs its kernels on the CPU, in its interpreter."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+class TritonEngine(FusedEngine):
+    """FusedEngine's loop with Triton kernels."""
+
+    name = "triton"
+
+    def unavailable(self) -> str | None:
+        if importlib.util.find_spec("triton") is None:
+            return "triton is not installed: pip install 'lstmkit[gpu]'"
+        return None
+
+    def kernels(self) -> dict[str, type[FusedKernel]]:
+        from lstmkit.engines.triton.kernels import TRITON_KERNELS
+
+        return TRITON_KERNELS
+
+    def unsupported(self, cell: Cell, device: torch.device | None) -> str | None:
+        reason = self.unavailable() or super().unsupported(cell, device)
+        if reason is None and device is not None and device.type != "cuda" and not interpreting():
+            reason = f"the Triton kernels run on CUDA tensors (on CPU only under TRITON_INTERPRET=1); got {device}"
+        return reason

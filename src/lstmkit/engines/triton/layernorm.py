@@ -1,0 +1,154 @@
+"""The LayerNorm LSTM's step as one Triton kernel each way: one program per row, since both
+layer norms reduce over a whole row (LN(W_hh h) over 4H features, LN(c') over H)."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from lstmkit.cells import LayerWeights
+from lstmkit.cells.layernorm import LAYER_NORM_EPS
+from lstmkit.engines.fused import FusedGrads, FusedStep, LayerNormKernel
+from lstmkit.engines.triton.launch import tanh
+
+
+@triton.jit
+def layernorm_forward(
+    gates, rec, c, c_new, h_new, tanh_ln_c, rec_mean, rec_rstd, cell_mean, cell_rstd,
+    rec_gain, rec_shift, cell_gain, cell_shift, hidden, eps, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """`gates` holds LN(W_ih x) and becomes i, f, g, o; `rec` holds W_hh h."""
+    row = tl.program_id(0)
+    columns = tl.arange(0, BLOCK)
+    inside = columns < hidden
+    width = 4 * hidden
+    gate_row = gates + row * width + columns
+    rec_row = rec + row * width + columns
+    rec_i = tl.load(rec_row, mask=inside, other=0.0)                      # LN(W_hh h): statistics
+    rec_f = tl.load(rec_row + hidden, mask=inside, other=0.0)
+    rec_g = tl.load(rec_row + 2 * hidden, mask=inside, other=0.0)
+    rec_o = tl.load(rec_row + 3 * hidden, mask=inside, other=0.0)
+    mean = (tl.sum(rec_i, 0) + tl.sum(rec_f, 0) + tl.sum(rec_g, 0) + tl.sum(rec_o, 0)) / width
+    rec_i = tl.where(inside, rec_i - mean, 0.0)
+    rec_f = tl.where(inside, rec_f - mean, 0.0)
+    rec_g = tl.where(inside, rec_g - mean, 0.0)
+    rec_o = tl.where(inside, rec_o - mean, 0.0)
+    variance = (tl.sum(rec_i * rec_i, 0) + tl.sum(rec_f * rec_f, 0) + tl.sum(rec_g * rec_g, 0)
+                + tl.sum(rec_o * rec_o, 0)) / width
+    rstd = 1 / tl.sqrt(variance + eps)
+    tl.store(rec_mean + row, mean)
+    tl.store(rec_rstd + row, rstd)
+    pre_i = rec_i * rstd * tl.load(rec_gain + columns, mask=inside, other=0.0)
+    pre_f = rec_f * rstd * tl.load(rec_gain + hidden + columns, mask=inside, other=0.0)
+    pre_g = rec_g * rstd * tl.load(rec_gain + 2 * hidden + columns, mask=inside, other=0.0)
+    pre_o = rec_o * rstd * tl.load(rec_gain + 3 * hidden + columns, mask=inside, other=0.0)
+    if HAS_BIAS:
+        pre_i += tl.load(rec_shift + columns, mask=inside, other=0.0)
+        pre_f += tl.load(rec_shift + hidden + columns, mask=inside, other=0.0)
+        pre_g += tl.load(rec_shift + 2 * hidden + columns, mask=inside, other=0.0)
+        pre_o += tl.load(rec_shift + 3 * hidden + columns, mask=inside, other=0.0)
+    i = tl.sigmoid(tl.load(gate_row, mask=inside, other=0.0) + pre_i)     # (·) = LN(W_ih x) + LN(W_hh h)
+    f = tl.sigmoid(tl.load(gate_row + hidden, mask=inside, other=0.0) + pre_f)  # i, f, o = σ(·)
+    g = tanh(tl.load(gate_row + 2 * hidden, mask=inside, other=0.0) + pre_g)    # g = tanh(·)
+    o = tl.sigmoid(tl.load(gate_row + 3 * hidden, mask=inside, other=0.0) + pre_o)
+    tl.store(gate_row, i, mask=inside)
+    tl.store(gate_row + hidden, f, mask=inside)
+    tl.store(gate_row + 2 * hidden, g, mask=inside)
+    tl.store(gate_row + 3 * hidden, o, mask=inside)
+    state = row * hidden + columns
+    cell = f * tl.load(c + state, mask=inside, other=0.0) + i * g          # c' = f ⊙ c + i ⊙ g
+    tl.store(c_new + state, cell, mask=inside)
+    cell_average = tl.sum(tl.where(inside, cell, 0.0), 0) / hidden         # h' = o ⊙ tanh(LN(c'))
+    centred = tl.where(inside, cell - cell_average, 0.0)
+    cell_r = 1 / tl.sqrt(tl.sum(centred * centred, 0) / hidden + eps)
+    tl.store(cell_mean + row, cell_average)
+    tl.store(cell_rstd + row, cell_r)
+    normalised = centred * cell_r * tl.load(cell_gain + columns, mask=inside, other=0.0)
+    if HAS_BIAS:
+        normalised += tl.load(cell_shift + columns, mask=inside, other=0.0)
+    squashed = tanh(normalised)
+    tl.store(tanh_ln_c + state, squashed, mask=inside)
+    tl.store(h_new + state, o * squashed, mask=inside)
+
+
+@triton.jit
+def layernorm_backward(
+    dh, dc, gates, rec, c, c_new, tanh_ln_c, rec_mean, rec_rstd, cell_mean, cell_rstd,
+    rec_gain, cell_gain, d_gates, d_rec, d_ln_c, hidden, BLOCK: tl.constexpr,
+):
+    """The forward lines in reverse, each differentiated; dc becomes d loss / d c."""
+    row = tl.program_id(0)
+    columns = tl.arange(0, BLOCK)
+    inside = columns < hidden
+    width = 4 * hidden
+    state = row * hidden + columns
+    gate_row = gates + row * width + columns
+    d_gate_row = d_gates + row * width + columns
+    i = tl.load(gate_row, mask=inside, other=0.0)
+    f = tl.load(gate_row + hidden, mask=inside, other=0.0)
+    g = tl.load(gate_row + 2 * hidden, mask=inside, other=0.0)
+    o = tl.load(gate_row + 3 * hidden, mask=inside, other=0.0)
+    d_h = tl.load(dh + state, mask=inside, other=0.0)
+    squashed = tl.load(tanh_ln_c + state, mask=inside, other=0.0)
+    d_o = d_h * squashed * o * (1 - o)                                     # h' = o ⊙ tanh(LN(c'))
+    d_normalised = d_h * o * (1 - squashed * squashed)
+    tl.store(d_ln_c + state, d_normalised, mask=inside)
+    cell_r = tl.load(cell_rstd + row)                                      # LN(c'), over H
+    cell_hat = tl.where(inside, (tl.load(c_new + state, mask=inside, other=0.0) - tl.load(cell_mean + row)) * cell_r, 0.0)
+    d_hat = tl.where(inside, d_normalised * tl.load(cell_gain + columns, mask=inside, other=0.0), 0.0)
+    d_cell = cell_r * (d_hat - tl.sum(d_hat, 0) / hidden - cell_hat * tl.sum(d_hat * cell_hat, 0) / hidden)
+    d_c = tl.load(dc + state, mask=inside, other=0.0) + d_cell
+    c_prev = tl.load(c + state, mask=inside, other=0.0)
+    d_i = d_c * g * i * (1 - i)                                            # c' = f ⊙ c + i ⊙ g
+    d_f = d_c * c_prev * f * (1 - f)
+    d_g = d_c * i * (1 - g * g)
+    tl.store(dc + state, d_c * f, mask=inside)
+    tl.store(d_gate_row, d_i, mask=inside)
+    tl.store(d_gate_row + hidden, d_f, mask=inside)
+    tl.store(d_gate_row + 2 * hidden, d_g, mask=inside)
+    tl.store(d_gate_row + 3 * hidden, d_o, mask=inside)
+    rec_row = rec + row * width + columns                                  # LN(W_hh h), over 4H
+    mean, rstd = tl.load(rec_mean + row), tl.load(rec_rstd + row)
+    hat_i = tl.where(inside, (tl.load(rec_row, mask=inside, other=0.0) - mean) * rstd, 0.0)
+    hat_f = tl.where(inside, (tl.load(rec_row + hidden, mask=inside, other=0.0) - mean) * rstd, 0.0)
+    hat_g = tl.where(inside, (tl.load(rec_row + 2 * hidden, mask=inside, other=0.0) - mean) * rstd, 0.0)
+    hat_o = tl.where(inside, (tl.load(rec_row + 3 * hidden, mask=inside, other=0.0) - mean) * rstd, 0.0)
+    dy_i = tl.where(inside, d_i * tl.load(rec_gain + columns, mask=inside, other=0.0), 0.0)
+    dy_f = tl.where(inside, d_f * tl.load(rec_gain + hidden + columns, mask=inside, other=0.0), 0.0)
+    dy_g = tl.where(inside, d_g * tl.load(rec_gain + 2 * hidden + columns, mask=inside, other=0.0), 0.0)
+    dy_o = tl.where(inside, d_o * tl.load(rec_gain + 3 * hidden + columns, mask=inside, other=0.0), 0.0)
+    mean_dy = (tl.sum(dy_i, 0) + tl.sum(dy_f, 0) + tl.sum(dy_g, 0) + tl.sum(dy_o, 0)) / width
+    mean_dy_hat = (tl.sum(dy_i * hat_i, 0) + tl.sum(dy_f * hat_f, 0) + tl.sum(dy_g * hat_g, 0)
+                   + tl.sum(dy_o * hat_o, 0)) / width
+    d_rec_row = d_rec + row * width + columns
+    tl.store(d_rec_row, rstd * (dy_i - mean_dy - hat_i * mean_dy_hat), mask=inside)
+    tl.store(d_rec_row + hidden, rstd * (dy_f - mean_dy - hat_f * mean_dy_hat), mask=inside)
+    tl.store(d_rec_row + 2 * hidden, rstd * (dy_g - mean_dy - hat_g * mean_dy_hat), mask=inside)
+    tl.store(d_rec_row + 3 * hidden, rstd * (dy_o - mean_dy - hat_o * mean_dy_hat), mask=inside)
+
+
+class TritonLayerNormKernel(LayerNormKernel):
+    """`LayerNormLSTMCell.step` in one Triton kernel each way."""
+
+    def forward(self, step: FusedStep, weights: LayerWeights) -> None:
+        rows, hidden = step.c.shape
+        tape = step.tape
+        shift = weights.bias_hh if weights.bias_hh is not None else step.c
+        cell_shift = weights.extra.get("layernorm_cell_bias", step.c)
+        layernorm_forward[(rows,)](
+            step.gates, step.rec, step.c, step.c_new, step.h_new, tape["tanh_ln_c"], tape["rec_mean"],
+            tape["rec_rstd"], tape["cell_mean"], tape["cell_rstd"], weights.extra["layernorm_hh_weight"], shift,
+            weights.extra["layernorm_cell_weight"], cell_shift, hidden, LAYER_NORM_EPS,
+            HAS_BIAS=weights.bias_hh is not None, BLOCK=triton.next_power_of_2(hidden),
+        )
+
+    def backward(self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> None:
+        rows, hidden = step.c.shape
+        tape = step.tape
+        layernorm_backward[(rows,)](
+            dh.contiguous(), dc, step.gates, step.rec, step.c, step.c_new, tape["tanh_ln_c"], tape["rec_mean"],
+            tape["rec_rstd"], tape["cell_mean"], tape["cell_rstd"], weights.extra["layernorm_hh_weight"],
+            weights.extra["layernorm_cell_weight"], grads.d_gates, grads.d_rec, grads.tape["d_ln_c"], hidden,
+            BLOCK=triton.next_power_of_2(hidden),
+        )

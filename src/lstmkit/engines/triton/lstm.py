@@ -1,0 +1,183 @@
+"""The LSTM family's step as one Triton kernel each way: the LSTM with its ablations, peephole
+and CIFG, chosen by compile-time flags. Same buffers and tape as the fused CPU kernels."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from lstmkit.cells import LayerWeights
+from lstmkit.engines.fused import CIFGKernel, FusedGrads, FusedStep, LSTMKernel, PeepholeKernel
+from lstmkit.engines.triton.launch import block_size, grid, tanh
+
+ABSENT = -1  # the block position of a removed gate
+
+
+@triton.jit
+def lstm_forward(
+    gates, c, c_new, h_new, tanh_c, peephole_i, peephole_f, peephole_o, hidden,
+    POS_I: tl.constexpr, POS_F: tl.constexpr, POS_G: tl.constexpr, POS_O: tl.constexpr,
+    COUPLED: tl.constexpr, PEEPHOLE: tl.constexpr, INPUT_ACTIVATION: tl.constexpr,
+    OUTPUT_ACTIVATION: tl.constexpr, NUM_GATES: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """One row block: pre-activations in `gates` become activations; c', h' and tanh(c')."""
+    row = tl.program_id(0)
+    columns = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    inside = columns < hidden
+    gate_row = gates + row * NUM_GATES * hidden + columns
+    state = row * hidden + columns
+    c_prev = tl.load(c + state, mask=inside, other=0.0)
+    pre_g = tl.load(gate_row + POS_G * hidden, mask=inside, other=0.0)
+    if INPUT_ACTIVATION:
+        g = tanh(pre_g)                                                    # g = tanh(·)
+    else:
+        g = pre_g
+    tl.store(gate_row + POS_G * hidden, g, mask=inside)
+    written = g
+    kept = c_prev
+    if POS_I != ABSENT:
+        pre_i = tl.load(gate_row + POS_I * hidden, mask=inside, other=0.0)
+        if PEEPHOLE:
+            pre_i += tl.load(peephole_i + columns, mask=inside, other=0.0) * c_prev
+        i = tl.sigmoid(pre_i)                                              # i = σ(· [+ p_i ⊙ c])
+        tl.store(gate_row + POS_I * hidden, i, mask=inside)
+        written = i * g
+        if COUPLED:
+            kept = (1 - i) * c_prev                                        # f = 1 − i
+    if POS_F != ABSENT:
+        pre_f = tl.load(gate_row + POS_F * hidden, mask=inside, other=0.0)
+        if PEEPHOLE:
+            pre_f += tl.load(peephole_f + columns, mask=inside, other=0.0) * c_prev
+        f = tl.sigmoid(pre_f)                                              # f = σ(· [+ p_f ⊙ c])
+        tl.store(gate_row + POS_F * hidden, f, mask=inside)
+        kept = f * c_prev
+    cell = kept + written                                                  # c' = f ⊙ c + i ⊙ g
+    tl.store(c_new + state, cell, mask=inside)
+    if OUTPUT_ACTIVATION:
+        cell_out = tanh(cell)
+        tl.store(tanh_c + state, cell_out, mask=inside)
+    else:
+        cell_out = cell
+    if POS_O != ABSENT:
+        pre_o = tl.load(gate_row + POS_O * hidden, mask=inside, other=0.0)
+        if PEEPHOLE:
+            pre_o += tl.load(peephole_o + columns, mask=inside, other=0.0) * cell
+        o = tl.sigmoid(pre_o)                                              # o = σ(· [+ p_o ⊙ c'])
+        tl.store(gate_row + POS_O * hidden, o, mask=inside)
+        cell_out = o * cell_out                                            # h' = o ⊙ tanh(c')
+    tl.store(h_new + state, cell_out, mask=inside)
+
+
+@triton.jit
+def lstm_backward(
+    dh, dc, gates, c, c_new, tanh_c, d_gates, peephole_i, peephole_f, peephole_o, hidden,
+    POS_I: tl.constexpr, POS_F: tl.constexpr, POS_G: tl.constexpr, POS_O: tl.constexpr,
+    COUPLED: tl.constexpr, PEEPHOLE: tl.constexpr, INPUT_ACTIVATION: tl.constexpr,
+    OUTPUT_ACTIVATION: tl.constexpr, NUM_GATES: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """The forward lines in reverse, each differentiated; dc becomes d loss / d c."""
+    row = tl.program_id(0)
+    columns = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    inside = columns < hidden
+    gate_row = gates + row * NUM_GATES * hidden + columns
+    d_gate_row = d_gates + row * NUM_GATES * hidden + columns
+    state = row * hidden + columns
+    d_h = tl.load(dh + state, mask=inside, other=0.0)
+    d_c = tl.load(dc + state, mask=inside, other=0.0)
+    c_prev = tl.load(c + state, mask=inside, other=0.0)
+    if OUTPUT_ACTIVATION:
+        cell_out = tl.load(tanh_c + state, mask=inside, other=0.0)
+    else:
+        cell_out = tl.load(c_new + state, mask=inside, other=0.0)
+    d_cell_out = d_h                                                       # h' = o ⊙ tanh(c')
+    if POS_O != ABSENT:
+        o = tl.load(gate_row + POS_O * hidden, mask=inside, other=0.0)
+        d_cell_out = d_h * o
+        d_o = d_h * cell_out * o * (1 - o)                                 #   do, through σ
+        tl.store(d_gate_row + POS_O * hidden, d_o, mask=inside)
+    if OUTPUT_ACTIVATION:
+        d_c += d_cell_out * (1 - cell_out * cell_out)
+    else:
+        d_c += d_cell_out
+    if PEEPHOLE:
+        d_c += d_o * tl.load(peephole_o + columns, mask=inside, other=0.0)  # o = σ(· + p_o ⊙ c')
+    g = tl.load(gate_row + POS_G * hidden, mask=inside, other=0.0)
+    d_g = d_c                                                              # c' = f ⊙ c + i ⊙ g
+    d_c_prev = d_c
+    if POS_I != ABSENT:
+        i = tl.load(gate_row + POS_I * hidden, mask=inside, other=0.0)
+        d_g = d_c * i
+        if COUPLED:
+            d_i = d_c * (g - c_prev) * i * (1 - i)                         #   c' = c + i ⊙ (g − c)
+            d_c_prev = d_c * (1 - i)
+        else:
+            d_i = d_c * g * i * (1 - i)
+        tl.store(d_gate_row + POS_I * hidden, d_i, mask=inside)
+    if POS_F != ABSENT:
+        f = tl.load(gate_row + POS_F * hidden, mask=inside, other=0.0)
+        d_f = d_c * c_prev * f * (1 - f)
+        tl.store(d_gate_row + POS_F * hidden, d_f, mask=inside)
+        d_c_prev = d_c * f
+    if INPUT_ACTIVATION:
+        d_g = d_g * (1 - g * g)                                            # g = tanh(·)
+    tl.store(d_gate_row + POS_G * hidden, d_g, mask=inside)
+    if PEEPHOLE:                                                           # i, f = σ(· + p ⊙ c)
+        d_c_prev += d_f * tl.load(peephole_f + columns, mask=inside, other=0.0)
+        d_c_prev += d_i * tl.load(peephole_i + columns, mask=inside, other=0.0)
+    tl.store(dc + state, d_c_prev, mask=inside)
+
+
+class TritonLSTMFamily:
+    """The forward and backward launches shared by the LSTM, peephole and CIFG kernels."""
+
+    coupled = False
+    peephole = False
+
+    def flags(self, hidden_size: int) -> dict:
+        blocks = self.cell.weight_blocks
+        position = {block: blocks.index(block) if block in blocks else ABSENT for block in "ifgo"}
+        return dict(
+            POS_I=position["i"], POS_F=position["f"], POS_G=position["g"], POS_O=position["o"],
+            COUPLED=self.coupled, PEEPHOLE=self.peephole,
+            INPUT_ACTIVATION=getattr(self.cell, "input_activation", True),
+            OUTPUT_ACTIVATION=getattr(self.cell, "output_activation", True),
+            NUM_GATES=self.cell.num_gates, BLOCK=block_size(hidden_size),
+        )
+
+    def peepholes(self, weights: LayerWeights, fallback: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if not self.peephole:
+            return fallback, fallback, fallback
+        return tuple(weights.extra[name] for name in ("peephole_i", "peephole_f", "peephole_o"))
+
+    def forward(self, step: FusedStep, weights: LayerWeights) -> None:
+        rows, hidden = step.c.shape
+        tanh_c = step.tape.get("tanh_c", step.c_new)
+        lstm_forward[grid(rows, hidden)](
+            step.gates, step.c, step.c_new, step.h_new, tanh_c, *self.peepholes(weights, step.c), hidden,
+            **self.flags(hidden),
+        )
+
+    def backward(self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> None:
+        rows, hidden = step.c.shape
+        tanh_c = step.tape.get("tanh_c", step.c_new)
+        lstm_backward[grid(rows, hidden)](
+            dh.contiguous(), dc, step.gates, step.c, step.c_new, tanh_c, grads.d_gates,
+            *self.peepholes(weights, step.c), hidden, **self.flags(hidden),
+        )
+
+
+class TritonLSTMKernel(TritonLSTMFamily, LSTMKernel):
+    """`LSTMCell.step` (with any ablation) in one Triton kernel each way."""
+
+
+class TritonPeepholeKernel(TritonLSTMFamily, PeepholeKernel):
+    """`PeepholeLSTMCell.step` in one Triton kernel each way."""
+
+    peephole = True
+
+
+class TritonCIFGKernel(TritonLSTMFamily, CIFGKernel):
+    """`CIFGLSTMCell.step` in one Triton kernel each way."""
+
+    coupled = True
