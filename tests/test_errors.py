@@ -33,7 +33,7 @@ def raises(error: type[Exception], message: str):
     ({"dropout": "0.1"}, ValueError, "got '0.1'"),
     ({"bias": 1}, TypeError, "bias must be a bool, got 1 (int)"),
     ({"batch_first": "yes"}, TypeError, "batch_first must be a bool, got 'yes' (str)"),
-    ({"engine": "cudnn"}, ValueError, "engine must be one of auto, native, fused, reference, got 'cudnn'"),
+    ({"engine": "cudnn"}, ValueError, "engine must be one of auto, native, fused, triton, reference, got 'cudnn'"),
     ({"engine": "native", "forget_gate": False}, ValueError,
      "engine='native' cannot run this layer: cell lstm(forget_gate=False) is an ablation; the native kernels "
      "run the full LSTM only; use engine='auto' or 'fused'"),
