@@ -22,8 +22,12 @@ from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
-import pandas as pd
 import torch
+
+from lstmkit.extras import extra_imports
+
+with extra_imports("forecast", __name__):
+    import pandas as pd
 
 from lstmkit.checkpoint import load_checkpoint, save_checkpoint
 from lstmkit.models.forecaster import ForecastNetwork, ForecastNetworkConfig, gaussian_loss
