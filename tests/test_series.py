@@ -164,7 +164,6 @@ def test_baselines_are_exact_where_their_assumption_holds():
 
 
 def test_statistical_baselines_follow_a_clean_trend_and_season():
-    pytest.importorskip("statsmodels")
     steps = np.arange(120)
     series = 10 + 0.1 * steps + 2 * np.sin(2 * np.pi * steps / 12)
     for name in ("ets", "arima"):

@@ -9,6 +9,9 @@ predict` do.
     print(Forecaster.load("runs/co2").predict("co2_weekly.csv"))
 """
 
-from lstmkit.pipelines.forecast import Backtest, Forecaster, ForecasterConfig, Forecasts
+from lstmkit.extras import extra_imports
+
+with extra_imports("forecast", __name__):
+    from lstmkit.pipelines.forecast import Backtest, Forecaster, ForecasterConfig, Forecasts
 
 __all__ = ["Backtest", "Forecaster", "ForecasterConfig", "Forecasts"]

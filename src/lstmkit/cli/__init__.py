@@ -9,11 +9,13 @@ import warnings
 from lstmkit.cli.forecast import add_forecast_commands
 from lstmkit.cli.lm import add_lm_commands
 from lstmkit.cli.tasks import add_task_commands
+from lstmkit.extras import MissingExtra, require_extra
 from lstmkit.runtime import tune_cpu_for_training
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstmkit", description="The LSTM family for PyTorch.")
+    parser.set_defaults(extra=None)  # a command that needs a pip extra sets its name
     commands = parser.add_subparsers(dest="command", required=True)
     add_task_commands(commands)
     add_lm_commands(commands)
@@ -32,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     tune_cpu_for_training()  # this process is ours: flush subnormals, keep freed memory
     try:
+        if arguments.extra is not None:
+            require_extra(arguments.extra, f"lstmkit {arguments.command}")
         arguments.run(arguments)
+    except MissingExtra as error:  # one line that names the pip command
+        parser.exit(1, f"{error}\n")
     except (ValueError, TypeError, FileNotFoundError) as error:  # lstmkit's checks name what was expected and received
         parser.exit(2, f"lstmkit: error: {error}\n")
     return 0

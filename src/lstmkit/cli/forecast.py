@@ -106,6 +106,7 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_forecast_commands(commands) -> None:
     forecast = commands.add_parser("forecast", help="time-series forecasting: fit, backtest, predict")
+    forecast.set_defaults(extra="forecast")
     actions = forecast.add_subparsers(dest="forecast", required=True)
     fit = actions.add_parser("fit", help="backtest against baselines, then refit on all data and save")
     add_series_arguments(fit)

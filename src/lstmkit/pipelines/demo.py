@@ -12,8 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lstmkit.pipelines.longlag import CellRun, TrainingOptions, results_table, run_task
-from lstmkit.pipelines.probes import decay_orders, gradient_profiles, write_gradient_profiles
+from lstmkit.extras import extra_imports
+
+with extra_imports("tasks", __name__):
+    from lstmkit.pipelines.longlag import CellRun, TrainingOptions, results_table, run_task
+    from lstmkit.pipelines.probes import decay_orders, gradient_profiles, write_gradient_profiles
 from lstmkit.tasks import AddingTask, Task
 
 DEMO_CELLS = ["rnn", "gru", "lstm"]

@@ -22,13 +22,17 @@ from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
-import pandas as pd
 import torch
+
+from lstmkit.extras import extra_imports
+
+with extra_imports("forecast", __name__):
+    import pandas as pd
 
 from lstmkit.checkpoint import load_checkpoint, save_checkpoint
 from lstmkit.models.forecaster import ForecastNetwork, ForecastNetworkConfig, gaussian_loss
 from lstmkit.progress import Progress
-from lstmkit.series import (METRICS, Scaler, SeriesFrame, Windows, available_baselines, baseline_forecast,
+from lstmkit.series import (BASELINES, METRICS, Scaler, SeriesFrame, Windows, baseline_forecast,
                             calendar_features, future_times, read_series, scores, season_length)
 
 
@@ -308,7 +312,7 @@ class Forecaster:
         origins = list(range(start, len(frame), horizon))
         forecasts = model.forecast_origins(frame, origins, pad=True)
         methods = {"model": forecasts.mean}
-        for name in baselines if baselines is not None else available_baselines():
+        for name in baselines if baselines is not None else BASELINES:
             methods[name] = np.stack([
                 np.stack([baseline_forecast(name, frame.targets[:origin, index], horizon, season)
                           for index in range(len(config.target))], axis=1)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
+from lstmkit.extras import extra_imports
 
-from lstmkit import plots
+with extra_imports("forecast", __name__):
+    import pandas as pd
+
+    from lstmkit import plots
 from lstmkit.files import atomic_path, write_json
 from lstmkit.pipelines.forecast import Backtest, config_dict
 from lstmkit.series import METRICS, SeriesFrame

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import torch
 
-from lstmkit import plots
+from lstmkit.extras import extra_imports
+
+with extra_imports("tasks", __name__):
+    from lstmkit import plots
 from lstmkit.cells import make_cell
 from lstmkit.checkpoint import load_checkpoint, save_checkpoint
 from lstmkit.files import write_csv, write_json

@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lstmkit import plots
+from lstmkit.extras import extra_imports
+
+with extra_imports("tasks", __name__):
+    from lstmkit import plots
 from lstmkit.files import write_csv
 from lstmkit.models import SequenceModel
 from lstmkit.pipelines.longlag import TEST_SEED_OFFSET, build_model

@@ -1,12 +1,15 @@
 """Time series for forecasting: reading and checking a table, calendar features, windows,
 baselines and accuracy metrics."""
 
-from lstmkit.series.baselines import available_baselines, baseline_forecast
-from lstmkit.series.calendar import calendar_features, future_times, season_length
-from lstmkit.series.frame import MissingValuesWarning, SeriesFrame, read_series
-from lstmkit.series.metrics import METRICS, scores
-from lstmkit.series.scaling import Scaler
-from lstmkit.series.windows import WindowBatch, Windows
+from lstmkit.extras import extra_imports
 
-__all__ = ["METRICS", "MissingValuesWarning", "Scaler", "SeriesFrame", "WindowBatch", "Windows", "available_baselines",
+with extra_imports("forecast", __name__):
+    from lstmkit.series.baselines import BASELINES, baseline_forecast
+    from lstmkit.series.calendar import calendar_features, future_times, season_length
+    from lstmkit.series.frame import MissingValuesWarning, SeriesFrame, read_series
+    from lstmkit.series.metrics import METRICS, scores
+    from lstmkit.series.scaling import Scaler
+    from lstmkit.series.windows import WindowBatch, Windows
+
+__all__ = ["BASELINES", "METRICS", "MissingValuesWarning", "Scaler", "SeriesFrame", "WindowBatch", "Windows",
            "baseline_forecast", "calendar_features", "future_times", "read_series", "scores", "season_length"]

@@ -9,25 +9,18 @@
                     AIC, seasonality as Fourier terms of period m (dynamic harmonic
                     regression), statsmodels
 
-h = 1 .. horizon. ets and arima need the optional statsmodels (`pip install lstmkit[stats]`).
+h = 1 .. horizon. ets and arima use statsmodels, which the forecast extra brings.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import warnings
 
 import numpy as np
 
-SIMPLE = ("naive", "seasonal_naive", "drift")
-STATISTICAL = ("ets", "arima")
+BASELINES = ("naive", "seasonal_naive", "drift", "ets", "arima")
 FOURIER_PAIRS = 3  # sine-cosine pairs per season in the ARIMA's regression
-
-
-def available_baselines() -> tuple[str, ...]:
-    """The simple baselines, and ets and arima when statsmodels is installed."""
-    return SIMPLE + (STATISTICAL if importlib.util.find_spec("statsmodels") is not None else ())
 
 
 def baseline_forecast(name: str, history: np.ndarray, horizon: int, season: int) -> np.ndarray:
