@@ -41,10 +41,12 @@ class NativeEngine(Engine):
             return f"cell {cell.name!r} has no native kernel (native runs lstm, gru and rnn)"
         return None
 
+    @torch.compiler.disable
     def run(
         self, stack: Stack, data: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor | None, return_gates: bool
     ) -> StackRun:
-        """The stack over `data` (T, B, I), as torch.nn computes it."""
+        """The stack over `data` (T, B, I), as torch.nn computes it. torch.compile runs it
+        eagerly (a graph break), as it runs torch.nn's RNNs."""
         kernel = NATIVE_KERNELS[kernel_name(stack.cell)]
         flat_weights = flat_weight_list(stack)
         options = (stack.bias, stack.num_layers, stack.dropout, stack.training, stack.bidirectional)

@@ -50,6 +50,7 @@ class FusedEngine(LayerEngine):
             return f"cell {cell.name!r} has no {self.name} kernel ({self.name} runs {', '.join(KERNELS)})"
         return None
 
+    @torch.compiler.disable
     def run_layer(
         self,
         cell: Cell,
@@ -61,7 +62,10 @@ class FusedEngine(LayerEngine):
         return_gates: bool,
         precision: Precision,
     ) -> LayerRun:
-        """Run `cell` over `inputs` (T, B, I); the contract of `LayerEngine.run_layer`."""
+        """Run `cell` over `inputs` (T, B, I); the contract of `LayerEngine.run_layer`.
+
+        torch.compile runs it eagerly (a graph break), as it runs torch.nn's RNNs: the
+        compiler cannot see the buffers the kernels write in place."""
         with torch.autocast(inputs.device.type, enabled=False):
             run = run_fused(
                 self.kernels()[cell.name](cell), cast_weights(weights, precision.compute, precision.state),
