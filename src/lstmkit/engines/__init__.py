@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from lstmkit.caller import warn_at_caller
 from lstmkit.cells import Cell
 from lstmkit.engines.base import Engine, LayerEngine, LayerRun, Stack, StackRun
 from lstmkit.engines.fused import FusedEngine
@@ -24,6 +25,7 @@ ENGINES: dict[str, Engine] = {
 }
 ENGINE_CHOICES = ("auto", *ENGINES)
 AUTO_NATIVE = {"cpu": ("lstm",), "cuda": ("lstm", "gru", "rnn")}  # where torch's own kernels win
+FUNCTORCH_WARNED: set[str] = set()  # engines whose fallback under torch.func was announced
 
 
 def check_engine(engine: object, cell: Cell) -> None:
@@ -39,8 +41,10 @@ def check_engine(engine: object, cell: Cell) -> None:
 
 def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: bool = False) -> Engine:
     """The engine that runs a call of a layer built with `engine=` on `device`."""
+    chosen = auto_engine(cell, device, return_gates) if engine == "auto" else ENGINES[engine]
+    if torch._C._are_functorch_transforms_active():
+        return reference_under_functorch(chosen)
     if engine != "auto":
-        chosen = ENGINES[engine]
         reason = chosen.unsupported(cell, device)
         if reason:
             raise ValueError(f"engine={engine!r} cannot run this call: {reason}")
@@ -49,11 +53,28 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
                 f"the {engine} kernels do not expose gate activations; build the layer with "
                 "engine='auto' or 'fused' to use return_gates=True"
             )
-        return chosen
+    return chosen
+
+
+def auto_engine(cell: Cell, device: torch.device, return_gates: bool) -> Engine:
+    """engine='auto': torch's own kernels where they measured fastest, else fused."""
     native = ENGINES["native"]
     if not return_gates and cell.name in AUTO_NATIVE.get(device.type, ()) and not native.unsupported(cell, device):
         return native
     return ENGINES["fused"]
+
+
+def reference_under_functorch(chosen: Engine) -> Engine:
+    """Under torch.func transforms (grad, vmap, jacrev, ...), which cannot see into the other
+    engines' kernels, the reference engine: the same numbers, as plain differentiable ops.
+    Says so once per engine."""
+    if chosen.name != "reference" and chosen.name not in FUNCTORCH_WARNED:
+        FUNCTORCH_WARNED.add(chosen.name)
+        warn_at_caller(
+            f"torch.func transforms cannot run the {chosen.name} engine's kernels; lstmkit runs these calls on "
+            "the reference engine (the same numbers, slower)"
+        )
+    return ENGINES["reference"]
 
 
 __all__ = [

@@ -5,9 +5,11 @@ Every check here names what was expected and what was received.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
@@ -35,9 +37,10 @@ class SequenceBatch:
     def restore_output(self, output: Tensor) -> Tensor | PackedSequence:
         """(T, B, F) time-major output -> the layout the input came in."""
         if self.packed is not None:
-            sorted_output = output.index_select(1, self.packed.sorted_indices)
-            sorted_lengths = self.lengths.index_select(0, self.packed.sorted_indices).cpu()
-            data = pack_padded_sequence(sorted_output, sorted_lengths).data
+            order = self.packed.sorted_indices  # None when packed with enforce_sorted=True
+            sorted_output = output if order is None else output.index_select(1, order)
+            sorted_lengths = self.lengths if order is None else self.lengths.index_select(0, order)
+            data = pack_padded_sequence(sorted_output, sorted_lengths.cpu()).data
             return PackedSequence(
                 data,
                 self.packed.batch_sizes,
@@ -121,13 +124,18 @@ def check_features(input: Tensor, input_size: int, dtype: torch.dtype) -> None:
 
 
 def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) -> Tensor:
-    """`lengths`: one integer per sequence, each in [1, T]. Returned as an int64 tensor."""
+    """`lengths`: one integer per sequence, each in [1, T], as a tensor (on any device), a numpy
+    array or a sequence of ints. Returned as an int64 tensor."""
+    if isinstance(lengths, np.ndarray):
+        if not np.issubdtype(lengths.dtype, np.integer):
+            raise TypeError(f"lengths must hold integers, got a numpy array of dtype {lengths.dtype}")
+        lengths = torch.from_numpy(lengths)
     if isinstance(lengths, Tensor):
         if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
             raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
         values = lengths.to(torch.int64)
     else:
-        if not all(isinstance(value, int) and not isinstance(value, bool) for value in lengths):
+        if not all(isinstance(value, numbers.Integral) and not isinstance(value, bool) for value in lengths):
             raise TypeError(f"lengths must hold integers, got {list(lengths)!r}")
         values = torch.tensor(list(lengths), dtype=torch.int64)
     if values.dim() != 1 or values.shape[0] != batch_size:

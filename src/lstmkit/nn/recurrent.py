@@ -15,7 +15,7 @@ from lstmkit.cells import Cell, LayerWeights, make_cell
 from lstmkit.engines import Stack, check_engine, flatten_weights, select_engine
 from lstmkit.nn.docs import layer_docstring
 from lstmkit.nn.inputs import SequenceBatch, prepare_input, prepare_state
-from lstmkit.nn.caller import warn_at_caller
+from lstmkit.caller import warn_at_caller
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from lstmkit.engines.fused.lstm import CIFGKernel, LSTMKernel, PeepholeKernel
 from lstmkit.engines.fused.products import Products
 from lstmkit.engines.fused.rnn import RNNKernel
 from lstmkit.engines.precision import Precision, cast_weights
+from lstmkit.engines.reference import ReferenceEngine
 
 KERNELS: dict[str, type[FusedKernel]] = {
     "rnn": RNNKernel, "lstm": LSTMKernel, "gru": GRUKernel, "peephole": PeepholeKernel, "cifg": CIFGKernel,
@@ -148,7 +149,7 @@ class FusedLayer(torch.autograd.Function):
         gate_size = cell.num_gates * hidden_size
         new = dict(dtype=precision.state, device=x.device)
 
-        pre, input_saved = kernel.project_input(x.reshape(steps * batch_size, -1), weights, products)
+        pre, input_saved = kernel.project_input(x.flatten(0, 1), weights, products)
         gates = pre.view(steps, batch_size, gate_size)
         # With every sequence running every step, each buffer row is written before it is
         # read; with lengths, the rows past a sequence's end must read as zero.
@@ -182,10 +183,10 @@ class FusedLayer(torch.autograd.Function):
             h_n, c_n = hs[ends, columns], None if cs is None else cs[ends, columns]
 
         ctx.kernel, ctx.batch_sizes, ctx.products, ctx.tape_names = kernel, batch_sizes, products, list(tape)
-        ctx.allocate = allocate
+        ctx.allocate, ctx.precision = allocate, precision
         ctx.input_saved_count = len(input_saved)
         ctx.save_for_backward(
-            x, gates, hs, cs, cell_outputs, rec, *parameters, *input_saved, *tape.values()
+            x, gates, hs, cs, cell_outputs, rec, *parameters, *input_saved, *tape.values(), h0, c0
         )
         traced_gates = traced_cells = None
         if return_gates:
@@ -196,8 +197,35 @@ class FusedLayer(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_output, d_h_n, d_c_n, _d_gates, _d_cells):
+        if torch.is_grad_enabled():  # backward(create_graph=True): its graph is wanted too
+            return differentiable_backward(ctx, d_output, d_h_n, d_c_n)
         with torch.autocast(d_output.device.type, enabled=False):
             return backward_loop(ctx, d_output, d_h_n, d_c_n)
+
+
+def differentiable_backward(ctx, d_output: Tensor, d_h_n: Tensor, d_c_n: Tensor | None) -> tuple:
+    """FusedLayer's backward as a graph, for double backward (gradient penalties, Hessians):
+    the layer recomputed by the reference engine's loop under autograd, and differentiated with
+    create_graph=True. The same math, so the same gradients; paid only when asked for."""
+    kernel, batch_sizes, precision = ctx.kernel, ctx.batch_sizes, ctx.precision
+    x, *saved = ctx.saved_tensors
+    h0, c0 = saved[-2:]
+    parameters = saved[5 : 5 + 5 + len(kernel.cell.extra_parameters)]
+    lengths = None
+    if batch_sizes is not None:
+        lengths = torch.tensor([sum(1 for rows in batch_sizes if rows > row) for row in range(x.shape[1])],
+                               device=x.device)
+    run = ReferenceEngine().run_layer(
+        kernel.cell, unflatten(kernel.cell, parameters), x, h0, c0, lengths, False,
+        Precision(precision.compute, precision.state, precision.state),
+    )
+    inputs = (x, h0, c0, *parameters)
+    wanted = [tensor for tensor, needed in zip(inputs, ctx.needs_input_grad[4:], strict=True) if needed]
+    outputs = [tensor for tensor in (run.output, run.h, run.c) if tensor is not None]
+    grads = iter(torch.autograd.grad(
+        outputs, wanted, [d_output, d_h_n, d_c_n][: len(outputs)], create_graph=True, allow_unused=True
+    ))
+    return None, None, None, None, *(next(grads) if needed else None for needed in ctx.needs_input_grad[4:])
 
 
 def backward_loop(ctx, d_output: Tensor, d_h_n: Tensor, d_c_n: Tensor | None) -> tuple:
@@ -209,7 +237,8 @@ def backward_loop(ctx, d_output: Tensor, d_h_n: Tensor, d_c_n: Tensor | None) ->
     parameter_count = 5 + len(cell.extra_parameters)
     parameters = tuple(rest[:parameter_count])
     input_saved = tuple(rest[parameter_count : parameter_count + ctx.input_saved_count])
-    tape = dict(zip(ctx.tape_names, rest[parameter_count + ctx.input_saved_count :], strict=True))
+    tape_start = parameter_count + ctx.input_saved_count
+    tape = dict(zip(ctx.tape_names, rest[tape_start : tape_start + len(ctx.tape_names)], strict=True))
     weights = unflatten(cell, parameters)
     steps, batch_size, gate_size = gates.shape
 
@@ -245,16 +274,16 @@ def backward_loop(ctx, d_output: Tensor, d_h_n: Tensor, d_c_n: Tensor | None) ->
 
     flat = steps * batch_size
     grads = {
-        "weight_hh": products(d_rec.view(flat, gate_size).t(), hs[:-1].reshape(flat, -1)),
+        "weight_hh": products(d_rec.view(flat, gate_size).t(), hs[:-1].flatten(0, 1)),
         **kernel.parameter_grads(FusedGrads(d_gates, d_rec, grad_tape), rec, cs, tape, weights),
     }
     workspace = None if d_rec is d_gates else d_rec.view(flat, gate_size)  # d_rec is spent
     d_projection, input_grads = kernel.input_backward(d_gates.view(flat, gate_size), input_saved, weights, workspace)
     grads.update(input_grads)
     d_x = products(d_projection, weights.weight_ih).view_as(x) if ctx.needs_input_grad[4] else None
-    grads["weight_ih"] = products(d_projection.t(), x.reshape(flat, -1))
+    grads["weight_ih"] = products(d_projection.t(), x.flatten(0, 1))
     if weights.weight_hr is not None:
-        grads["weight_hr"] = products(d_hs.view(flat, -1).t(), cell_outputs.view(flat, -1))
+        grads["weight_hr"] = products(d_hs.flatten(0, 1).t(), cell_outputs.flatten(0, 1))
     names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"]
     names += [parameter.name for parameter in cell.extra_parameters]
     parameter_grads = [

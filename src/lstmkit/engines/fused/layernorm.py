@@ -120,11 +120,11 @@ class LayerNormKernel(FusedKernel):
         rec_gain, cell_gain = weights.extra["layernorm_hh_weight"], weights.extra["layernorm_cell_weight"]
         cell_shift = weights.extra.get("layernorm_cell_bias")
         _, d_rec_gain, d_rec_shift = aten.native_layer_norm_backward(
-            grads.d_gates.view(rows, -1), rec.view(rows, -1), rec_gain.shape, tape["rec_mean"].view(rows, 1),
+            grads.d_gates.flatten(0, 1), rec.flatten(0, 1), rec_gain.shape, tape["rec_mean"].view(rows, 1),
             tape["rec_rstd"].view(rows, 1), rec_gain, weights.bias_hh, [False, True, weights.bias_hh is not None],
         )
         _, d_cell_gain, d_cell_shift = aten.native_layer_norm_backward(
-            grads.tape["d_ln_c"].view(rows, -1), states[1:].reshape(rows, -1), cell_gain.shape,
+            grads.tape["d_ln_c"].flatten(0, 1), states[1:].flatten(0, 1), cell_gain.shape,
             tape["cell_mean"].view(rows, 1), tape["cell_rstd"].view(rows, 1), cell_gain, cell_shift,
             [False, True, cell_shift is not None],
         )

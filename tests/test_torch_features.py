@@ -1,0 +1,114 @@
+"""What torch.nn's RNNs support, on every engine: packed batches packed with the default
+enforce_sorted=True, a batch of size 0, double backward, torch.func.grad and vmap, and lengths
+given as numpy arrays. Each result is compared in float64 with torch.nn or the reference engine.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call, grad, vmap
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import lstmkit
+from helpers import ALL_CELL_PARAMS, assert_close, assert_same_run, torch_twin
+
+PLAIN = ["lstm", "gru", "rnn"]
+ENGINES = ["native", "fused", "reference"]
+
+
+def engines_for(cell, options):
+    plain = cell in PLAIN and not (cell == "lstm" and options)
+    return ["auto", "fused", "reference"] + (["native"] if plain else [])
+
+
+def twin_layers(cell, options, engine, **layer_options):
+    torch.manual_seed(0)
+    reference = lstmkit.Recurrent(cell, 3, 4, engine="reference", dtype=torch.float64, **options, **layer_options)
+    layer = lstmkit.Recurrent(cell, 3, 4, engine=engine, dtype=torch.float64, **options, **layer_options)
+    layer.load_state_dict(reference.state_dict())
+    return layer, reference
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("cell", PLAIN)
+def test_sorted_packed_batches_equal_torch_nn(cell, engine):
+    """pack_padded_sequence(x, [6, 4, 2]) leaves sorted_indices None; it used to crash."""
+    layer = lstmkit.Recurrent(cell, 3, 4, num_layers=2, bidirectional=True, engine=engine, dtype=torch.float64)
+    twin = torch_twin(layer)
+    x = torch.randn(6, 3, 3, dtype=torch.float64, requires_grad=True)
+    ours, theirs = layer(pack_padded_sequence(x, [6, 4, 2])), twin(pack_padded_sequence(x, [6, 4, 2]))
+    assert ours[0].sorted_indices is None
+    assert torch.equal(ours[0].batch_sizes, theirs[0].batch_sizes)
+    assert_same_run(ours, theirs, {"input": x, **dict(layer.named_parameters())},
+                    {"input": x, **dict(twin.named_parameters())})
+
+
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_a_batch_of_size_zero_gives_empty_outputs_and_zero_gradients(cell, options):
+    for engine in engines_for(cell, options):
+        layer, _ = twin_layers(cell, options, engine, num_layers=2, bidirectional=True)
+        x = torch.randn(5, 0, 3, dtype=torch.float64, requires_grad=True)
+        output, state = layer(x)
+        h_n = state[0] if isinstance(state, tuple) else state
+        assert output.shape == (5, 0, 8) and h_n.shape == (4, 0, 4), engine
+        output.sum().backward()
+        assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in layer.parameters()), engine
+
+
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_double_backward_equals_the_reference_engine(cell, options):
+    """A gradient penalty: d/dθ ||d loss / d x||², through every engine's backward."""
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    penalties = {}
+    for engine in engines_for(cell, options):
+        layer, _ = twin_layers(cell, options, engine, num_layers=2)
+        inputs = x.clone().requires_grad_()
+        output = layer(inputs, lengths=[5, 3])[0]
+        (d_input,) = torch.autograd.grad(output.pow(2).sum(), inputs, create_graph=True)
+        penalties[engine] = torch.autograd.grad(d_input.pow(2).sum(), list(layer.parameters()))
+    for engine, grads in penalties.items():
+        for ours, theirs in zip(grads, penalties["reference"], strict=True):
+            assert_close(ours, theirs, f"{engine} second-order gradient")
+
+
+@pytest.mark.parametrize("engine", ["auto", "fused"])
+def test_torch_func_grad_and_vmap_run_on_the_reference_engine_and_say_so_once(engine):
+    layer, reference = twin_layers("lstm", {}, engine)
+    x = torch.randn(4, 5, 2, 3, dtype=torch.float64)
+
+    def loss(model, parameters, inputs):
+        return functional_call(model, parameters, (inputs,))[0].pow(2).sum()
+
+    lstmkit.engines.FUNCTORCH_WARNED.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = grad(lambda p: loss(layer, p, x[0]))(dict(layer.named_parameters()))
+        batched = vmap(lambda inputs: layer(inputs)[0])(x)
+    messages = [str(warning.message) for warning in caught if "torch.func" in str(warning.message)]
+    assert len(messages) == 1 and "runs these calls on the reference engine" in messages[0]
+    assert caught[0].filename == __file__
+    theirs = grad(lambda p: loss(reference, p, x[0]))(dict(reference.named_parameters()))
+    for name in theirs:
+        assert_close(ours[name], theirs[name], name)
+    for index in range(len(x)):
+        assert_close(batched[index], reference(x[index])[0], f"vmap item {index}")
+
+
+@pytest.mark.parametrize("lengths", [
+    np.array([5, 2, 4]), np.array([5, 2, 4], dtype=np.int32), [np.int64(5), 2, np.int16(4)],
+    torch.tensor([5, 2, 4], dtype=torch.int32),
+], ids=["numpy-int64", "numpy-int32", "numpy-scalars", "tensor-int32"])
+def test_lengths_in_any_integer_form_give_the_same_numbers(lengths):
+    layer = lstmkit.PeepholeLSTM(3, 4, dtype=torch.float64)
+    x = torch.randn(5, 3, 3, dtype=torch.float64)
+    assert torch.equal(layer(x, lengths=lengths)[0], layer(x, lengths=[5, 2, 4])[0])
+
+
+def test_lengths_of_floats_are_refused_with_their_dtype():
+    layer = lstmkit.LSTM(3, 4)
+    with pytest.raises(TypeError, match="lengths must hold integers, got a numpy array of dtype float64"):
+        layer(torch.randn(5, 3, 3), lengths=np.array([5.0, 2.0, 4.0]))
