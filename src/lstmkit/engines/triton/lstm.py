@@ -36,7 +36,7 @@ def lstm_forward(
     tl.store(gate_row + POS_G * hidden, g, mask=inside)
     written = g
     kept = c_prev
-    if POS_I != ABSENT:
+    if POS_I >= 0:
         pre_i = tl.load(gate_row + POS_I * hidden, mask=inside, other=0.0)
         if PEEPHOLE:
             pre_i += tl.load(peephole_i + columns, mask=inside, other=0.0) * c_prev
@@ -45,7 +45,7 @@ def lstm_forward(
         written = i * g
         if COUPLED:
             kept = (1 - i) * c_prev                                        # f = 1 − i
-    if POS_F != ABSENT:
+    if POS_F >= 0:
         pre_f = tl.load(gate_row + POS_F * hidden, mask=inside, other=0.0)
         if PEEPHOLE:
             pre_f += tl.load(peephole_f + columns, mask=inside, other=0.0) * c_prev
@@ -59,7 +59,7 @@ def lstm_forward(
         tl.store(tanh_c + state, cell_out, mask=inside)
     else:
         cell_out = cell
-    if POS_O != ABSENT:
+    if POS_O >= 0:
         pre_o = tl.load(gate_row + POS_O * hidden, mask=inside, other=0.0)
         if PEEPHOLE:
             pre_o += tl.load(peephole_o + columns, mask=inside, other=0.0) * cell
@@ -91,7 +91,7 @@ def lstm_backward(
     else:
         cell_out = tl.load(c_new + state, mask=inside, other=0.0)
     d_cell_out = d_h                                                       # h' = o ⊙ tanh(c')
-    if POS_O != ABSENT:
+    if POS_O >= 0:
         o = tl.load(gate_row + POS_O * hidden, mask=inside, other=0.0)
         d_cell_out = d_h * o
         d_o = d_h * cell_out * o * (1 - o)                                 #   do, through σ
@@ -105,7 +105,7 @@ def lstm_backward(
     g = tl.load(gate_row + POS_G * hidden, mask=inside, other=0.0)
     d_g = d_c                                                              # c' = f ⊙ c + i ⊙ g
     d_c_prev = d_c
-    if POS_I != ABSENT:
+    if POS_I >= 0:
         i = tl.load(gate_row + POS_I * hidden, mask=inside, other=0.0)
         d_g = d_c * i
         if COUPLED:
@@ -114,7 +114,7 @@ def lstm_backward(
         else:
             d_i = d_c * g * i * (1 - i)
         tl.store(d_gate_row + POS_I * hidden, d_i, mask=inside)
-    if POS_F != ABSENT:
+    if POS_F >= 0:
         f = tl.load(gate_row + POS_F * hidden, mask=inside, other=0.0)
         d_f = d_c * c_prev * f * (1 - f)
         tl.store(d_gate_row + POS_F * hidden, d_f, mask=inside)
