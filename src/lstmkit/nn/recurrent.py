@@ -362,6 +362,8 @@ def check_forget_bias(cell: Cell, forget_bias: object, bias: bool) -> None:
         raise TypeError(
             f"forget_bias must be a number or None, got {forget_bias!r} ({type(forget_bias).__name__})"
         )
+    if not math.isfinite(forget_bias):
+        raise ValueError(f"forget_bias must be a finite number, got {forget_bias}")
     if cell.forget_bias_block is None:
         raise ValueError(
             f"forget_bias needs a cell with a forget gate; cell {cell.describe()} has none "
