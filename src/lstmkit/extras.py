@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 # The modules each extra of pyproject.toml brings (those extras whose libraries lstmkit imports).
 EXTRAS: dict[str, tuple[str, ...]] = {
+    "gpu": ("triton",),
     "tasks": ("matplotlib",),
     "forecast": ("pandas", "matplotlib", "statsmodels"),
 }

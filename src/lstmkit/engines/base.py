@@ -7,6 +7,8 @@ inter-layer dropout and the reversal of backward directions live here, once for 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -15,6 +17,18 @@ from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
 from lstmkit.engines.precision import Precision, precision_for
+
+
+def run_eagerly(function: Callable) -> Callable:
+    """`function`, which torch.compile runs eagerly (a graph break), as it runs torch.nn's RNNs:
+    for engines whose kernels write into buffers the compiler cannot see. torch._dynamo is
+    imported at the first call, not with lstmkit."""
+
+    @functools.wraps(function)
+    def eager(*args, **kwargs):
+        return torch.compiler.disable(function)(*args, **kwargs)
+
+    return eager
 
 
 class LayerRun(NamedTuple):

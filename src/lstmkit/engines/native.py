@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from lstmkit.cells import Cell
-from lstmkit.engines.base import Engine, Stack, StackRun
+from lstmkit.engines.base import Engine, Stack, StackRun, run_eagerly
 
 NATIVE_KERNELS = {
     "lstm": torch._VF.lstm,
@@ -41,7 +41,7 @@ class NativeEngine(Engine):
             return f"cell {cell.name!r} has no native kernel (native runs lstm, gru and rnn)"
         return None
 
-    @torch.compiler.disable
+    @run_eagerly
     def run(
         self, stack: Stack, data: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor | None, return_gates: bool
     ) -> StackRun:

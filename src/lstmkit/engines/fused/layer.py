@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
-from lstmkit.engines.base import LayerEngine, LayerRun
+from lstmkit.engines.base import LayerEngine, LayerRun, run_eagerly
 from lstmkit.engines.fused.gru import GRUKernel
 from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
 from lstmkit.engines.fused.layernorm import LayerNormKernel
@@ -51,7 +51,7 @@ class FusedEngine(LayerEngine):
             return f"cell {cell.name!r} has no {self.name} kernel ({self.name} runs {', '.join(KERNELS)})"
         return None
 
-    @torch.compiler.disable
+    @run_eagerly
     def run_layer(
         self,
         cell: Cell,

@@ -8,12 +8,12 @@ the test suite proves them equal to the reference engine.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import torch
 
 from lstmkit.cells import Cell
+from lstmkit.extras import MissingExtra, require_extra
 from lstmkit.engines.fused import FusedEngine, FusedKernel
 
 
@@ -28,8 +28,10 @@ class TritonEngine(FusedEngine):
     name = "triton"
 
     def unavailable(self) -> str | None:
-        if importlib.util.find_spec("triton") is None:
-            return "triton is not installed: pip install 'lstmkit[gpu]'"
+        try:
+            require_extra("gpu", "engine='triton'")
+        except MissingExtra as missing:
+            return str(missing)
         return None
 
     def kernels(self) -> dict[str, type[FusedKernel]]:
