@@ -38,7 +38,14 @@ def check_engine(engine: object, cell: Cell) -> None:
 
 
 def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: bool = False) -> Engine:
-    """The engine that runs a call of a layer built with `engine=` on `device`."""
+    """The engine that runs a call of a layer built with `engine=` on `device`.
+
+    While torch.export traces a layer (torch.onnx.export is built on it), the call runs on the
+    reference engine: its loop of the cell's step traces to plain operations that ONNX and every
+    runtime take, for every cell. The fused engine's autograd.Function, writing in place into
+    buffers, translates to ONNX only in minutes, the Triton kernels not at all, and torch.onnx
+    mistranslates torch's own LSTM kernel with proj_size. Outside export nothing changes.
+    """
     if engine != "auto":
         chosen = ENGINES[engine]
         reason = chosen.unsupported(cell, device)
@@ -49,11 +56,14 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
                 f"the {engine} kernels do not expose gate activations; build the layer with "
                 "engine='auto' or 'fused' to use return_gates=True"
             )
-        return chosen
-    native = ENGINES["native"]
-    if not return_gates and cell.name in AUTO_NATIVE.get(device.type, ()) and not native.unsupported(cell, device):
-        return native
-    return ENGINES["fused"]
+    else:
+        native = ENGINES["native"]
+        auto_native = cell.name in AUTO_NATIVE.get(device.type, ()) and not native.unsupported(cell, device)
+        chosen = native if auto_native and not return_gates else ENGINES["fused"]
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6; none before
+    if is_exporting is not None and is_exporting():
+        return ENGINES["reference"]
+    return chosen
 
 
 __all__ = [
