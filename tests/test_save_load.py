@@ -99,7 +99,8 @@ def test_a_fresh_process_loads_every_layer_after_importing_lstmkit_alone(tmp_pat
         torch.save(layer, tmp_path / f"{name}.pt")
         torch.save(example(layer), tmp_path / f"{name}-example.pt")
         expected[name] = run(layer, *example(layer))
-    subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(tmp_path)], check=True, capture_output=True)
+    process = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(tmp_path)], capture_output=True, text=True)
+    assert process.returncode == 0, process.stderr
     loaded = torch.load(tmp_path / "loaded.pt")
 
     layer_classes = ["CIFGLSTM", "GRU", "LSTM", "LayerNormLSTM", "PeepholeLSTM", "RNN"]
