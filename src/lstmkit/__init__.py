@@ -2,6 +2,10 @@
 
 from lstmkit import cells
 from lstmkit.nn import CIFGLSTM, GRU, LSTM, RNN, GateTrace, LayerNormLSTM, PeepholeLSTM, Recurrent
+from lstmkit.nn.serialization import allow_layers_in_weights_only_load
+
+# A whole layer saved with torch.save loads with torch.load's default weights_only=True.
+allow_layers_in_weights_only_load()
 
 __version__ = "0.1.0"
 

@@ -40,8 +40,19 @@ def check_engine(engine: object, cell: Cell) -> None:
 
 
 def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: bool = False) -> Engine:
-    """The engine that runs a call of a layer built with `engine=` on `device`."""
+    """The engine that runs a call of a layer built with `engine=` on `device`.
+
+    While torch.export traces a layer (torch.onnx.export is built on it), the call runs on the
+    reference engine: its loop of the cell's step traces to plain operations that ONNX and every
+    runtime take, for every cell. The fused engine's autograd.Function, writing in place into
+    buffers, translates to ONNX only in minutes, the Triton kernels not at all, and torch.onnx
+    mistranslates torch's own LSTM kernel with proj_size. Under torch.func transforms the
+    reference engine runs too (`reference_under_functorch`). Outside both nothing changes.
+    """
     chosen = auto_engine(cell, device, return_gates) if engine == "auto" else ENGINES[engine]
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6; none before
+    if is_exporting is not None and is_exporting():
+        return ENGINES["reference"]
     if torch._C._are_functorch_transforms_active():
         return reference_under_functorch(chosen)
     if engine != "auto":
