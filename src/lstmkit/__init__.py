@@ -2,17 +2,27 @@
 
 from lstmkit import cells
 from lstmkit.nn import CIFGLSTM, GRU, LSTM, RNN, GateTrace, LayerNormLSTM, PeepholeLSTM, Recurrent
+from lstmkit.nn import (
+    CIFGLSTMCell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RecurrentCell, RNNCell,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CIFGLSTM",
+    "CIFGLSTMCell",
     "GRU",
+    "GRUCell",
     "GateTrace",
     "LSTM",
+    "LSTMCell",
     "LayerNormLSTM",
+    "LayerNormLSTMCell",
     "PeepholeLSTM",
+    "PeepholeLSTMCell",
     "RNN",
+    "RNNCell",
     "Recurrent",
+    "RecurrentCell",
     "cells",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from lstmkit.cells import CIFGLSTMStep, GRUStep, LayerNormLSTMStep, LSTMStep, PeepholeLSTMStep, RNNStep
-from lstmkit.nn.docs import layer_docstring, step_equations
+from lstmkit.nn.docs import LSTM_OPTIONS_ARGS, layer_docstring, step_equations
 from lstmkit.nn.recurrent import Recurrent
 
 
@@ -14,12 +14,7 @@ class LSTM(Recurrent):
         summary="Multi-layer LSTM, a drop-in for torch.nn.LSTM, with the ablations of Greff et al.",
         equations=step_equations(LSTMStep()),
         cell=LSTMStep(),
-        trailing_args=(
-            "input_gate, forget_gate, output_gate (keyword): if False, that gate is removed\n"
-            "    (≡ 1) with its weight rows. Default: True\n"
-            "input_activation, output_activation (keyword): if False, g and h' skip their tanh.\n"
-            "    Default: True"
-        ),
+        trailing_args=LSTM_OPTIONS_ARGS,
         example=(
             ">>> lstm = lstmkit.LSTM(10, 20, num_layers=2)\n"
             ">>> lstm.load_state_dict(torch.nn.LSTM(10, 20, num_layers=2).state_dict())\n"
