@@ -57,14 +57,15 @@ def test_same_initial_weights_and_names_as_torch(torch_type, lstmkit_type, optio
         assert torch.equal(cell.state_dict()[name], parameter), name
 
 
+@pytest.mark.parametrize("engine", ["auto", "fused", "reference"])
 @pytest.mark.parametrize("torch_type, lstmkit_type, options", TORCH_CELLS)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("batch", [(B,), (), (0,)], ids=["batched", "unbatched", "batch0"])
 @pytest.mark.parametrize("given_state", [True, False], ids=["state", "zeros"])
-def test_equals_torch_over_steps(torch_type, lstmkit_type, options, bias, batch, given_state):
+def test_equals_torch_over_steps(torch_type, lstmkit_type, options, bias, batch, given_state, engine):
     """Three steps in a loop, the state fed back: outputs and every gradient as torch.nn's."""
     reference = torch_type(INPUT, HIDDEN, bias=bias, dtype=F64, **options)
-    cell = lstmkit_type(INPUT, HIDDEN, bias=bias, dtype=F64, **options)
+    cell = lstmkit_type(INPUT, HIDDEN, bias=bias, dtype=F64, engine=engine, **options)
     cell.load_state_dict(reference.state_dict())
     x, hx = random_inputs(batch, torch_type is nn.LSTMCell)
     hx = hx if given_state else None
@@ -79,17 +80,18 @@ def test_equals_torch_over_steps(torch_type, lstmkit_type, options, bias, batch,
     assert_same_run(loop(cell), loop(reference), leaves(cell, x, hx), leaves(reference, x, hx))
 
 
+@pytest.mark.parametrize("engine", ["auto", "fused"])
 @pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
-def test_one_step_equals_one_step_of_the_layer(cell_name, options, bias, batched):
+def test_one_step_equals_one_step_of_the_layer(cell_name, options, bias, batched, engine):
     """A cell module holding a layer's weights: its step is the layer's (reference engine, T = 1)."""
     torch.manual_seed(0)
     layer = lstmkit.Recurrent(cell_name, INPUT, HIDDEN, bias=bias, dtype=F64, engine="reference", **options)
     with torch.no_grad():  # LayerNorm gains and shifts away from their 1 and 0
         for parameter in layer.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
-    cell = NAMED[cell_name].from_layer(layer)
+    cell = NAMED[cell_name].from_layer(layer, engine=engine)
     x, hx = random_inputs((B,) if batched else (), layer.cell.has_cell_state)
     as_layer_state = (lambda s: s.unsqueeze(0))
     layer_hx = tuple(map(as_layer_state, hx)) if isinstance(hx, tuple) else as_layer_state(hx)
@@ -175,9 +177,9 @@ def test_from_layer_carries_the_cell_options_and_sizes():
 
 @pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
 def test_double_backward(cell_name, options):
-    """gradgradcheck: the gradients are themselves differentiable (create_graph=True)."""
+    """gradgradcheck of the fused step: its gradients are themselves differentiable."""
     torch.manual_seed(0)
-    cell = lstmkit.RecurrentCell(cell_name, 3, 2, dtype=F64, **options)
+    cell = lstmkit.RecurrentCell(cell_name, 3, 2, dtype=F64, engine="fused", **options)
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(2, 3, dtype=F64, generator=generator, requires_grad=True)
     h = torch.randn(2, 2, dtype=F64, generator=generator, requires_grad=True)
@@ -185,7 +187,7 @@ def test_double_backward(cell_name, options):
     parameters = tuple(cell.parameters())
 
     def step(x, h, c, *weights):
-        module = lstmkit.RecurrentCell(cell_name, 3, 2, dtype=F64, **options)
+        module = lstmkit.RecurrentCell(cell_name, 3, 2, dtype=F64, engine="fused", **options)
         for name, weight in zip(dict(cell.named_parameters()), weights, strict=True):
             delattr(module, name)
             setattr(module, name, weight)
@@ -194,10 +196,11 @@ def test_double_backward(cell_name, options):
     assert torch.autograd.gradgradcheck(step, (x, h, c, *parameters), fast_mode=True)
 
 
-def test_double_backward_equals_torch():
+@pytest.mark.parametrize("engine", ["auto", "fused"])
+def test_double_backward_equals_torch(engine):
     """A gradient penalty through nn.LSTMCell and lstmkit.LSTMCell: the same second derivatives."""
     reference = nn.LSTMCell(INPUT, HIDDEN, dtype=F64)
-    cell = lstmkit.LSTMCell(INPUT, HIDDEN, dtype=F64)
+    cell = lstmkit.LSTMCell(INPUT, HIDDEN, dtype=F64, engine=engine)
     cell.load_state_dict(reference.state_dict())
     x, hx = random_inputs((B,), True)
 
@@ -226,10 +229,11 @@ def test_save_and_load_whole_module_with_weights_only(cell_name, options):
         assert torch.equal(actual, expected)
 
 
+@pytest.mark.parametrize("engine", ["auto", "fused"])
 @pytest.mark.parametrize("torch_type, lstmkit_type, options", TORCH_CELLS)
-def test_cpu_autocast_dtypes_as_torch_and_close_to_float32(torch_type, lstmkit_type, options):
+def test_cpu_autocast_dtypes_as_torch_and_close_to_float32(torch_type, lstmkit_type, options, engine):
     reference = torch_type(INPUT, HIDDEN, **options)
-    cell = lstmkit_type(INPUT, HIDDEN, **options)
+    cell = lstmkit_type(INPUT, HIDDEN, engine=engine, **options)
     cell.load_state_dict(reference.state_dict())
     x = torch.randn(B, INPUT)
     full = cell(x)
@@ -245,7 +249,7 @@ def test_cpu_autocast_dtypes_as_torch_and_close_to_float32(torch_type, lstmkit_t
 def test_cpu_autocast_matches_the_reference_engine_in_the_same_precision(cell_name, options):
     torch.manual_seed(0)
     layer = lstmkit.Recurrent(cell_name, INPUT, HIDDEN, engine="reference", **options)
-    cell = lstmkit.RecurrentCell.from_layer(layer)
+    cell = lstmkit.RecurrentCell.from_layer(layer, engine="fused")
     x = torch.randn(B, INPUT)
     with torch.autocast("cpu", torch.bfloat16):
         state = cell(x)
@@ -260,12 +264,12 @@ def test_forget_bias_and_repr():
     assert torch.equal(cell.bias_hh[:HIDDEN], torch.zeros(HIDDEN))
     lstm = lstmkit.LSTMCell(INPUT, HIDDEN, forget_bias=1.0)
     assert torch.equal(lstm.bias_ih[HIDDEN : 2 * HIDDEN], torch.ones(HIDDEN))
-    assert repr(lstm) == "LSTMCell(4, 5, forget_bias=1.0)"
+    assert repr(lstm) == "LSTMCell(4, 5, forget_bias=1.0, engine=native)"
     assert repr(lstmkit.LSTMCell(INPUT, HIDDEN, forget_gate=False, bias=False)) == (
-        "LSTMCell(4, 5, forget_gate=False, bias=False)"
+        "LSTMCell(4, 5, forget_gate=False, bias=False, engine=fused)"
     )
-    assert repr(lstmkit.RecurrentCell("rnn", 4, 5, nonlinearity="relu")) == (
-        "RecurrentCell(cell=rnn(nonlinearity='relu'), 4, 5)"
+    assert repr(lstmkit.RecurrentCell("rnn", 4, 5, nonlinearity="relu", engine="reference")) == (
+        "RecurrentCell(cell=rnn(nonlinearity='relu'), 4, 5, engine=reference)"
     )
 
 
@@ -315,6 +319,12 @@ def test_errors_name_expected_and_received(call, error, message):
 
 
 def test_option_errors():
+    with pytest.raises(ValueError, match="engine must be one of auto, native, fused, reference, got 'triton'"):
+        lstmkit.LSTMCell(INPUT, HIDDEN, engine="triton")
+    with pytest.raises(ValueError, match="engine='native' cannot run this cell: cell 'peephole' has no native kernel"):
+        lstmkit.PeepholeLSTMCell(INPUT, HIDDEN, engine="native")
+    with pytest.raises(ValueError, match="torch's native cell kernels do not expose gate activations"):
+        lstmkit.LSTMCell(INPUT, HIDDEN, engine="native")(torch.randn(B, INPUT), return_gates=True)
     with pytest.raises(ValueError, match="forget_bias needs a cell with a forget gate; cell gru has none"):
         lstmkit.RecurrentCell("gru", INPUT, HIDDEN, forget_bias=1.0)
     with pytest.raises(ValueError, match="nonlinearity must be one of \\['relu', 'tanh'\\], got 'sigmoid'"):

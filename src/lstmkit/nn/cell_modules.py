@@ -2,8 +2,9 @@
 RNNCell, and the same for every cell of the library.
 
 A cell module is called from the user's own loop (attention decoders, autoregressive
-forecasters, agents): `h, c = cell(x_t, (h, c))`. Each call is one fused step
-(`lstmkit.engines.fused.step`); the math is the cell's `...Step` class in `lstmkit.cells`.
+forecasters, agents): `h, c = cell(x_t, (h, c))`. Each call is one step on a step engine
+(`lstmkit.engines.step`: torch's native cell kernels for the plain cells, the fused kernels for
+every cell); the math is the cell's `...Step` class in `lstmkit.cells`.
 `from_layer` and `to_layer` move the weights of one layer and direction of a `Recurrent`
 stack into a cell module and back, so a trained stack can be stepped by hand.
 """
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from lstmkit.cells import CELLS, CIFGLSTMStep, Cell, GRUStep, LayerNormLSTMStep, LayerWeights, LSTMStep
 from lstmkit.cells import PeepholeLSTMStep, RNNStep
-from lstmkit.engines.fused.step import run_step
+from lstmkit.engines.step import check_step_engine, run_cell_step, step_engine_name
 from lstmkit.nn.docs import (
     ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, LSTM_OPTIONS_ARGS, cell_docstring, step_equations,
 )
@@ -49,6 +50,7 @@ class RecurrentCell(nn.Module):
         dtype: torch.dtype | None = None,
         *,
         forget_bias: float | None = None,
+        engine: str = "auto",
         **cell_options: object,
     ) -> None:
         super().__init__()
@@ -59,10 +61,12 @@ class RecurrentCell(nn.Module):
         if not isinstance(bias, bool):
             raise TypeError(f"bias must be a bool, got {bias!r} ({type(bias).__name__})")
         check_forget_bias(self.cell, forget_bias, bias)
+        check_step_engine(engine, self.cell)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
         self.forget_bias = forget_bias
+        self.engine = engine
         self._initialisers: dict[str, str] = {}
         shapes = parameter_shapes(self.cell, input_size, hidden_size, hidden_size, bias, proj_size=0)
         register(self, shapes, "", device, dtype, self._initialisers)
@@ -98,7 +102,7 @@ class RecurrentCell(nn.Module):
             type(self).__name__, input, hx, self.input_size, self.hidden_size, self.cell.has_cell_state,
             self.weight_ih.dtype,
         )
-        h, c, gates = run_step(self.cell, self.weights(), step.x, step.h, step.c, return_gates)
+        h, c, gates = run_cell_step(self.engine, self.cell, self.weights(), step.x, step.h, step.c, return_gates)
         if not step.batched:
             h, c = h.squeeze(0), None if c is None else c.squeeze(0)
         state = (h, c) if self.cell.has_cell_state else h
@@ -108,7 +112,9 @@ class RecurrentCell(nn.Module):
         return state, named if step.batched else {name: gate.squeeze(0) for name, gate in named.items()}
 
     @classmethod
-    def from_layer(cls, recurrent: Recurrent, layer: int = 0, direction: int = 0) -> RecurrentCell:
+    def from_layer(
+        cls, recurrent: Recurrent, layer: int = 0, direction: int = 0, *, engine: str = "auto"
+    ) -> RecurrentCell:
         """A cell module holding a copy of the weights of `layer` and `direction` of a
         `Recurrent` stack (`lstmkit.LSTM`, ...): one call of it is one step of that layer."""
         if cls.cell_name is not None and recurrent.cell.name != cls.cell_name:
@@ -117,7 +123,9 @@ class RecurrentCell(nn.Module):
                 f"{recurrent.cell.describe()}; lstmkit.RecurrentCell.from_layer takes any cell"
             )
         weights = layer_weights(recurrent, layer, direction)
-        options = dict(bias=recurrent.bias, device=weights.weight_ih.device, dtype=weights.weight_ih.dtype)
+        options = dict(
+            bias=recurrent.bias, device=weights.weight_ih.device, dtype=weights.weight_ih.dtype, engine=engine
+        )
         input_size, hidden_size = weights.weight_ih.shape[1], recurrent.hidden_size
         if cls.cell_name is None:
             module = cls(recurrent.cell, input_size, hidden_size, **options)
@@ -170,7 +178,13 @@ class RecurrentCell(nn.Module):
             parts.append("bias=False")
         if self.forget_bias is not None:
             parts.append(f"forget_bias={self.forget_bias}")
+        parts.append(f"engine={self.engine_name}")
         return ", ".join(parts)
+
+    @property
+    def engine_name(self) -> str:
+        """The engine a step runs on (without return_gates)."""
+        return step_engine_name(self.engine, self.cell, return_gates=False)
 
 
 def layer_weights(recurrent: Recurrent, layer: int, direction: int) -> LayerWeights:
@@ -213,6 +227,7 @@ class LSTMCell(RecurrentCell):
         dtype: torch.dtype | None = None,
         *,
         forget_bias: float | None = None,
+        engine: str = "auto",
         input_gate: bool = True,
         forget_gate: bool = True,
         output_gate: bool = True,
@@ -220,7 +235,7 @@ class LSTMCell(RecurrentCell):
         output_activation: bool = True,
     ) -> None:
         super().__init__(
-            self.cell_name, input_size, hidden_size, bias, device, dtype, forget_bias=forget_bias,
+            self.cell_name, input_size, hidden_size, bias, device, dtype, forget_bias=forget_bias, engine=engine,
             input_gate=input_gate, forget_gate=forget_gate, output_gate=output_gate,
             input_activation=input_activation, output_activation=output_activation,
         )
@@ -238,8 +253,11 @@ class LSTMVariantCell(RecurrentCell):
         dtype: torch.dtype | None = None,
         *,
         forget_bias: float | None = None,
+        engine: str = "auto",
     ) -> None:
-        super().__init__(self.cell_name, input_size, hidden_size, bias, device, dtype, forget_bias=forget_bias)
+        super().__init__(
+            self.cell_name, input_size, hidden_size, bias, device, dtype, forget_bias=forget_bias, engine=engine
+        )
 
 
 class PeepholeLSTMCell(LSTMVariantCell):
@@ -288,8 +306,10 @@ class GRUCell(RecurrentCell):
         bias: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        engine: str = "auto",
     ) -> None:
-        super().__init__(self.cell_name, input_size, hidden_size, bias, device, dtype)
+        super().__init__(self.cell_name, input_size, hidden_size, bias, device, dtype, engine=engine)
 
 
 class RNNCell(RecurrentCell):
@@ -313,8 +333,12 @@ class RNNCell(RecurrentCell):
         nonlinearity: str = "tanh",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        engine: str = "auto",
     ) -> None:
-        super().__init__(self.cell_name, input_size, hidden_size, bias, device, dtype, nonlinearity=nonlinearity)
+        super().__init__(
+            self.cell_name, input_size, hidden_size, bias, device, dtype, engine=engine, nonlinearity=nonlinearity
+        )
 
     @property
     def nonlinearity(self) -> str:

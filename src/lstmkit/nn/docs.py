@@ -161,7 +161,12 @@ Args:
     bias: if False, the cell has no bias_ih and bias_hh (nor any other additive shift).
         Default: True
 {middle_args}    device, dtype: where and in which type the parameters are created. Default: torch's
-{forget_bias}{trailing_args}
+{forget_bias}    engine (keyword): how the step runs: "native" (torch's own cell kernels, exactly
+        torch.nn's cells; plain lstm, gru and rnn only), "fused" (the fused engine's
+        point-wise kernels, one autograd.Function per step with a hand-derived backward;
+        every cell), "reference" (the cell's step under autograd) or "auto" (native where it
+        runs and return_gates is off, fused otherwise). Default: "auto"
+{trailing_args}
 Inputs: input, hx
     input: (B, input_size), or (input_size,) unbatched.
     hx: the state, zeros if None: {state_in} of shape (B, hidden_size), or (hidden_size,)

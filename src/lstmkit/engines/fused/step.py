@@ -26,7 +26,7 @@ from lstmkit.cells import Cell, LayerWeights
 from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
 from lstmkit.engines.fused.layer import KERNELS, flatten, unflatten
 from lstmkit.engines.fused.products import Products
-from lstmkit.engines.precision import Precision, autocast_dtype, cast_weights, precision_for
+from lstmkit.engines.precision import HALF_DTYPES, Precision, autocast_dtype, cast_weights, precision_for
 from lstmkit.engines.reference import ReferenceEngine
 
 
@@ -44,13 +44,22 @@ def run_step(
 ) -> StepResult:
     """One step of `cell` from (h, c) on input x (B, I), h (B, H), c (B, H) or None, in the
     precision a cell module runs in (`step_precision`)."""
-    precision = step_precision(cell, weights.weight_ih.dtype, x.device)
-    with torch.autocast(x.device.type, enabled=False):
-        h_new, c_new, gates = FusedCellStep.apply(
-            kernel_for(cell), precision, return_gates, x.to(precision.compute), h.to(precision.state),
-            None if c is None else c.to(precision.state),
-            *flatten(cell, cast_weights(weights, precision.compute, precision.state)),
-        )
+    dtype = weights.weight_ih.dtype
+    autocast = torch.is_autocast_enabled(x.device.type)
+    if not autocast and dtype not in HALF_DTYPES:  # the common case, kept short: it runs every step
+        precision = Precision(dtype, dtype, dtype)
+    else:
+        precision = step_precision(cell, dtype, x.device)
+        weights = cast_weights(weights, precision.compute, precision.state)
+    arguments = (
+        kernel_for(cell), precision, return_gates, x.to(precision.compute), h.to(precision.state),
+        None if c is None else c.to(precision.state), *flatten(cell, weights),
+    )
+    if autocast:
+        with torch.autocast(x.device.type, enabled=False):
+            h_new, c_new, gates = FusedCellStep.apply(*arguments)
+    else:
+        h_new, c_new, gates = FusedCellStep.apply(*arguments)
     traced = None
     if return_gates:
         traced = tuple(gates.chunk(cell.num_gates, -1)) if cell.trace_names else ()
@@ -112,8 +121,10 @@ class FusedCellStep(torch.autograd.Function):
     def backward(ctx, d_h_new, d_c_new, _d_gates):
         if torch.is_grad_enabled():  # create_graph=True: gradients that autograd can differentiate
             return differentiable_backward(ctx, d_h_new, d_c_new)
-        with torch.autocast(d_h_new.device.type, enabled=False):
-            return fused_backward(ctx, d_h_new, d_c_new)
+        if torch.is_autocast_enabled(d_h_new.device.type):
+            with torch.autocast(d_h_new.device.type, enabled=False):
+                return fused_backward(ctx, d_h_new, d_c_new)
+        return fused_backward(ctx, d_h_new, d_c_new)
 
 
 def saved_step(ctx) -> tuple[FusedStep, LayerWeights, tuple[Tensor | None, ...], tuple, Tensor]:
@@ -133,6 +144,8 @@ def fused_backward(ctx, d_h_new: Tensor, d_c_new: Tensor | None) -> tuple:
     """The kernel's backward, then d x, d h and every parameter's gradient, as the fused
     engine's `backward_loop` does for one step."""
     kernel, products = ctx.kernel, Products(ctx.precision.compute, ctx.precision.state)
+    if not products.mixed:
+        products = torch.mm  # the same products, without casts to the dtype they already have
     step, weights, parameters, input_saved, x = saved_step(ctx)
     hidden_size = step.gates.shape[-1] // kernel.cell.num_gates
     d_gates = torch.empty_like(step.gates)
