@@ -77,7 +77,7 @@ def test_projection_is_for_the_lstm_family_only():
 
 def test_cell_options_with_a_cell_object():
     with raises(TypeError, "cell options ['forget_gate'] go with a cell name; got a Cell instance (lstm) as well"):
-        lstmkit.Recurrent(lstmkit.cells.LSTMCell(), 3, 4, forget_gate=False)
+        lstmkit.Recurrent(lstmkit.cells.LSTMStep(), 3, 4, forget_gate=False)
 
 
 # --- forward -------------------------------------------------------------------------------

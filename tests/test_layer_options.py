@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import lstmkit
-from lstmkit.cells import LSTMCell
+from lstmkit.cells import LSTMStep
 
 H = 4
 
@@ -143,7 +143,7 @@ def test_auto_on_cpu_picks_onednn_for_the_plain_lstm_and_fused_for_the_rest(cell
 
 def test_a_cell_object_builds_the_same_layer_as_its_name_and_options():
     torch.manual_seed(1)
-    by_object = lstmkit.Recurrent(LSTMCell(forget_gate=False), 3, H)
+    by_object = lstmkit.Recurrent(LSTMStep(forget_gate=False), 3, H)
     torch.manual_seed(1)
     by_name = lstmkit.Recurrent("lstm", 3, H, forget_gate=False)
     x = torch.randn(4, 2, 3)

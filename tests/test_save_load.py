@@ -104,9 +104,13 @@ def test_a_fresh_process_loads_every_layer_after_importing_lstmkit_alone(tmp_pat
     loaded = torch.load(tmp_path / "loaded.pt")
 
     layer_classes = ["CIFGLSTM", "GRU", "LSTM", "LayerNormLSTM", "PeepholeLSTM", "RNN"]
+    cell_module_classes = [
+        "CIFGLSTMCell", "GRUCell", "LSTMCell", "LayerNormLSTMCell", "PeepholeLSTMCell", "RNNCell", "RecurrentCell",
+    ]
     assert loaded["allowed"] == sorted(
         [f"lstmkit.nn.layers.{name}" for name in layer_classes]
         + ["lstmkit.nn.recurrent.Recurrent"]
+        + [f"lstmkit.nn.cell_modules.{name}" for name in cell_module_classes]
         + [f"{cell.__module__}.{cell.__qualname__}" for cell in CELLS.values()]
     )
     for name in LAYERS:

@@ -2,6 +2,9 @@
 
 from lstmkit import cells
 from lstmkit.nn import CIFGLSTM, GRU, LSTM, RNN, GateTrace, LayerNormLSTM, PeepholeLSTM, Recurrent
+from lstmkit.nn import (
+    CIFGLSTMCell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RecurrentCell, RNNCell,
+)
 from lstmkit.nn.serialization import allow_layers_in_weights_only_load
 
 # A whole layer saved with torch.save loads with torch.load's default weights_only=True.
@@ -11,12 +14,19 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CIFGLSTM",
+    "CIFGLSTMCell",
     "GRU",
+    "GRUCell",
     "GateTrace",
     "LSTM",
+    "LSTMCell",
     "LayerNormLSTM",
+    "LayerNormLSTMCell",
     "PeepholeLSTM",
+    "PeepholeLSTMCell",
     "RNN",
+    "RNNCell",
     "Recurrent",
+    "RecurrentCell",
     "cells",
 ]

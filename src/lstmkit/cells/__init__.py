@@ -1,18 +1,24 @@
-"""Cells: the math of one time step. `make_cell("lstm", forget_gate=False)` builds one by name."""
+"""Cells: the math of one time step. `make_cell("lstm", forget_gate=False)` builds one by name.
+
+The classes here are named `...Step` (`LSTMStep`, `GRUStep`, ...): frozen dataclasses holding a
+cell's options and equations, what `lstmkit.Recurrent(cell=...)` and the engines take. The
+`...Cell` names (`lstmkit.LSTMCell`, ...) are the torch.nn-style modules that run one step
+with parameters, in `lstmkit.nn`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import fields
 
 from lstmkit.cells.base import Cell, ExtraParameter, LayerWeights
-from lstmkit.cells.gru import GRUCell
-from lstmkit.cells.layernorm import LayerNormLSTMCell
-from lstmkit.cells.lstm import CIFGLSTMCell, LSTMCell, PeepholeLSTMCell
-from lstmkit.cells.rnn import RNNCell
+from lstmkit.cells.gru import GRUStep
+from lstmkit.cells.layernorm import LayerNormLSTMStep
+from lstmkit.cells.lstm import CIFGLSTMStep, LSTMStep, PeepholeLSTMStep
+from lstmkit.cells.rnn import RNNStep
 
 CELLS: dict[str, type[Cell]] = {
     cell.name: cell
-    for cell in (RNNCell, LSTMCell, GRUCell, PeepholeLSTMCell, CIFGLSTMCell, LayerNormLSTMCell)
+    for cell in (RNNStep, LSTMStep, GRUStep, PeepholeLSTMStep, CIFGLSTMStep, LayerNormLSTMStep)
 }
 
 
@@ -33,14 +39,14 @@ def make_cell(name: str, **options: object) -> Cell:
 
 __all__ = [
     "CELLS",
-    "CIFGLSTMCell",
+    "CIFGLSTMStep",
     "Cell",
     "ExtraParameter",
-    "GRUCell",
-    "LSTMCell",
-    "LayerNormLSTMCell",
+    "GRUStep",
+    "LSTMStep",
+    "LayerNormLSTMStep",
     "LayerWeights",
-    "PeepholeLSTMCell",
-    "RNNCell",
+    "PeepholeLSTMStep",
+    "RNNStep",
     "make_cell",
 ]

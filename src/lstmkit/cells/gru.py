@@ -11,7 +11,7 @@ from lstmkit.cells.base import Cell, LayerWeights
 
 
 @dataclass(frozen=True)
-class GRUCell(Cell):
+class GRUStep(Cell):
     """GRU (Cho et al. 2014) in torch.nn.GRU's formulation: `b_hn` sits inside the reset term."""
 
     name = "gru"

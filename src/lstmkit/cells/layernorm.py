@@ -14,7 +14,7 @@ LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default
 
 
 @dataclass(frozen=True)
-class LayerNormLSTMCell(Cell):
+class LayerNormLSTMStep(Cell):
     """LSTM with layer normalisation of both projections and of the cell output (Ba et al. 2016).
 
     `LN(z) = γ ⊙ (z − mean(z)) / sqrt(var(z) + 1e-5) + β` over the features of each row. The

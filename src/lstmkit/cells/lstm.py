@@ -12,7 +12,7 @@ from lstmkit.cells.base import Cell, ExtraParameter, LayerWeights, check_bool_op
 
 
 @dataclass(frozen=True)
-class LSTMCell(Cell):
+class LSTMStep(Cell):
     """LSTM (Hochreiter & Schmidhuber 1997; forget gate: Gers et al. 2000), exactly torch.nn.LSTM.
 
     Options (all True by default; False gives the ablations of Greff et al. 2017): `input_gate`
@@ -73,7 +73,7 @@ class LSTMCell(Cell):
         return h_new, c_new, activations
 
 @dataclass(frozen=True)
-class PeepholeLSTMCell(Cell):
+class PeepholeLSTMStep(Cell):
     """LSTM with peephole connections from the cell state to the gates (Gers & Schmidhuber 2000).
 
     Adds per layer and direction the vectors `peephole_i`, `peephole_f`, `peephole_o` (size H).
@@ -114,7 +114,7 @@ class PeepholeLSTMCell(Cell):
         return h_new, c_new, (input_gate, forget_gate, candidate, output_gate)
 
 @dataclass(frozen=True)
-class CIFGLSTMCell(Cell):
+class CIFGLSTMStep(Cell):
     """Coupled input-forget gate LSTM (Greff et al. 2017): the forget gate is 1 - i (G = 3).
 
     `forget_bias=b` initialises the input-gate bias to -b, so that f = σ(b) at zero input.

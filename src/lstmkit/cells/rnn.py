@@ -13,7 +13,7 @@ NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 
 
 @dataclass(frozen=True)
-class RNNCell(Cell):
+class RNNStep(Cell):
     """Elman RNN (Elman 1990): no gates, G = 1. Option `nonlinearity`: "tanh" or "relu"."""
 
     name = "rnn"

@@ -1,8 +1,10 @@
-"""One docstring template for the layer classes, filled from the cells so docs follow the code."""
+"""Docstring templates of the layers and cell modules, filled from the cells so docs follow code."""
 
 from __future__ import annotations
 
 import inspect
+
+import torch
 
 from lstmkit.cells import Cell
 
@@ -64,6 +66,22 @@ Example::
 {example}
 """
 
+ANY_CELL_EQUATIONS = "Each cell's step is given in its class in `lstmkit.cells`."
+ANY_CELL_ARG = (
+    "cell: the cell's name (rnn, lstm, gru, peephole, cifg, layernorm) or a\n"
+    "    `lstmkit.cells.Cell` instance."
+)
+CELL_OPTIONS_ARG = (
+    "**cell_options: options of the named cell, e.g. `nonlinearity` for rnn,\n"
+    "    `forget_gate` for lstm."
+)
+LSTM_OPTIONS_ARGS = (
+    "input_gate, forget_gate, output_gate (keyword): if False, that gate is removed\n"
+    "    (≡ 1) with its weight rows. Default: True\n"
+    "input_activation, output_activation (keyword): if False, g and h' skip their tanh.\n"
+    "    Default: True"
+)
+
 PROJECTION = """    proj_size: if > 0, h = W_hr (o ⊙ tanh(c')) has this size (LSTM family only); must
         be smaller than hidden_size. Default: 0
 """
@@ -85,21 +103,7 @@ def layer_docstring(
     """The docstring of a layer class; `cell` fills in its gates, state and parameters."""
     has_cell_state = cell is None or cell.has_cell_state
     projects = cell is None or cell.supports_projection
-    blocks = (
-        "of each gate (" + ", ".join(f"W_i{block}" for block in cell.weight_blocks) + ")"
-        if cell is not None
-        else "of the cell's G blocks"
-    )
-    extra_attributes = ""
-    if projects:
-        extra_attributes += "    weight_hr_l[k]: (proj_size, hidden_size), with proj_size > 0.\n"
-    for parameter in () if cell is None else cell.extra_parameters:
-        size = "hidden_size" if parameter.size == "hidden" else "G * hidden_size"
-        init = {"uniform": "", "ones": ", initialised to 1", "zeros": ", initialised to 0"}[
-            parameter.init
-        ]
-        condition = ", with bias=True" if parameter.is_bias else ""
-        extra_attributes += f"    {parameter.name}_l[k]: ({size},){init}{condition}.\n"
+    projection = "    weight_hr_l[k]: (proj_size, hidden_size), with proj_size > 0.\n" if projects else ""
     return TEMPLATE.format(
         summary=summary,
         equations=equations,
@@ -113,10 +117,28 @@ def layer_docstring(
         c_n="    c_n: (num_layers * D, B, hidden_size), the final cell states.\n"
         if has_cell_state
         else "",
-        blocks=blocks,
-        extra_attributes=extra_attributes,
+        blocks=block_names(cell),
+        extra_attributes=projection + extra_attributes(cell, "_l[k]"),
         example=indent(example, "    "),
     )
+
+
+def block_names(cell: Cell | None) -> str:
+    """The weight blocks of `cell`, as the Attributes section names them."""
+    if cell is None:
+        return "of the cell's G blocks"
+    return "of each gate (" + ", ".join(f"W_i{block}" for block in cell.weight_blocks) + ")"
+
+
+def extra_attributes(cell: Cell | None, suffix: str) -> str:
+    """The Attributes lines of `cell`'s extra parameters, their names ending in `suffix`."""
+    lines = ""
+    for parameter in () if cell is None else cell.extra_parameters:
+        size = "hidden_size" if parameter.size == "hidden" else "G * hidden_size"
+        init = {"uniform": "", "ones": ", initialised to 1", "zeros": ", initialised to 0"}[parameter.init]
+        condition = ", with bias=True" if parameter.is_bias else ""
+        lines += f"    {parameter.name}{suffix}: ({size},){init}{condition}.\n"
+    return lines
 
 
 def step_equations(cell: Cell) -> str:
@@ -127,3 +149,80 @@ def step_equations(cell: Cell) -> str:
 def indent(text: str, prefix: str = "    ") -> str:
     """Indent each line of `text`, ending with a newline if there is any text."""
     return "".join(prefix + line + "\n" for line in text.splitlines())
+
+
+CELL_TEMPLATE = """{summary}
+
+{equations}
+
+Args:
+{leading_args}    input_size: features of the input x.
+    hidden_size: features of the hidden state h (and of the cell state c).
+    bias: if False, the cell has no bias_ih and bias_hh (nor any other additive shift).
+        Default: True
+{middle_args}    device, dtype: where and in which type the parameters are created. Default: torch's
+{forget_bias}    engine (keyword): how the step runs: "native" (torch's own cell kernels, exactly
+        torch.nn's cells; plain lstm, gru and rnn only), "fused" (the fused engine's
+        point-wise kernels, one autograd.Function per step with a hand-derived backward;
+        every cell), "reference" (the cell's step under autograd) or "auto" (native where it
+        runs and return_gates is off, fused otherwise). Default: "auto"
+{trailing_args}
+Inputs: input, hx
+    input: (B, input_size), or (input_size,) unbatched.
+    hx: the state, zeros if None: {state_in} of shape (B, hidden_size), or (hidden_size,)
+        unbatched. Default: None
+    return_gates (keyword): also return the step's activations by name, each shaped as h.
+        Default: False
+
+Outputs: {state_out}[, gates]
+{outputs}    gates: with return_gates=True, a dict {gate_names}.
+
+Attributes:
+    weight_ih: (G * hidden_size, input_size), the input weights {blocks} stacked.
+    weight_hh: (G * hidden_size, hidden_size), the recurrent weights in the same order.
+    bias_ih, bias_hh: (G * hidden_size,), with bias=True.
+{extra_attributes}    Every parameter is initialised from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)) as in
+    torch.nn, in torch.nn's order, unless said otherwise above.
+
+Example::
+
+{example}
+"""
+
+
+def cell_docstring(
+    summary: str,
+    equations: str,
+    example: str,
+    cell: Cell | None = None,
+    leading_args: str = "",
+    middle_args: str = "",
+    trailing_args: str = "",
+) -> str:
+    """The docstring of a cell module class; `cell` fills in its gates, state and parameters."""
+    has_cell_state = cell is None or cell.has_cell_state
+    if has_cell_state:
+        outputs = "    h', c': (B, hidden_size), or (hidden_size,) unbatched: the next state.\n"
+    else:
+        outputs = "    h': (B, hidden_size), or (hidden_size,) unbatched: the next state.\n"
+    gate_names = "of the cell's activations"
+    if cell is not None and cell.trace_names:
+        names = cell.named_gates(tuple(torch.zeros(()) for _ in cell.trace_names))
+        gate_names = "with keys " + ", ".join(repr(name) for name in names)
+    elif cell is not None:
+        gate_names = "(empty: this cell has no gates)"
+    return CELL_TEMPLATE.format(
+        summary=summary,
+        equations=equations,
+        leading_args=indent(leading_args),
+        middle_args=indent(middle_args),
+        forget_bias=FORGET_BIAS if cell is None or cell.forget_bias_block is not None else "",
+        trailing_args=indent(trailing_args),
+        state_in="a tuple (h, c)" if has_cell_state else "a tensor h",
+        state_out="(h', c')" if has_cell_state else "h'",
+        outputs=outputs,
+        gate_names=gate_names,
+        blocks=block_names(cell),
+        extra_attributes=extra_attributes(cell, ""),
+        example=indent(example, "    "),
+    )

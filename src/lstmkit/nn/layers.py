@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from lstmkit.cells import CIFGLSTMCell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RNNCell
-from lstmkit.nn.docs import layer_docstring, step_equations
+from lstmkit.cells import CIFGLSTMStep, GRUStep, LayerNormLSTMStep, LSTMStep, PeepholeLSTMStep, RNNStep
+from lstmkit.nn.docs import LSTM_OPTIONS_ARGS, layer_docstring, step_equations
 from lstmkit.nn.recurrent import Recurrent
 
 
 class LSTM(Recurrent):
     __doc__ = layer_docstring(
         summary="Multi-layer LSTM, a drop-in for torch.nn.LSTM, with the ablations of Greff et al.",
-        equations=step_equations(LSTMCell()),
-        cell=LSTMCell(),
-        trailing_args=(
-            "input_gate, forget_gate, output_gate (keyword): if False, that gate is removed\n"
-            "    (≡ 1) with its weight rows. Default: True\n"
-            "input_activation, output_activation (keyword): if False, g and h' skip their tanh.\n"
-            "    Default: True"
-        ),
+        equations=step_equations(LSTMStep()),
+        cell=LSTMStep(),
+        trailing_args=LSTM_OPTIONS_ARGS,
         example=(
             ">>> lstm = lstmkit.LSTM(10, 20, num_layers=2)\n"
             ">>> lstm.load_state_dict(torch.nn.LSTM(10, 20, num_layers=2).state_dict())\n"
@@ -86,8 +81,8 @@ class LSTMVariant(Recurrent):
 class PeepholeLSTM(LSTMVariant):
     __doc__ = layer_docstring(
         summary="Multi-layer LSTM with peephole connections (Gers & Schmidhuber 2000).",
-        equations=step_equations(PeepholeLSTMCell()),
-        cell=PeepholeLSTMCell(),
+        equations=step_equations(PeepholeLSTMStep()),
+        cell=PeepholeLSTMStep(),
         example=">>> output, (h_n, c_n) = lstmkit.PeepholeLSTM(10, 20)(torch.randn(5, 3, 10))",
     )
     cell_name = "peephole"
@@ -96,8 +91,8 @@ class PeepholeLSTM(LSTMVariant):
 class CIFGLSTM(LSTMVariant):
     __doc__ = layer_docstring(
         summary="Multi-layer coupled input-forget gate LSTM (Greff et al. 2017): f = 1 - i.",
-        equations=step_equations(CIFGLSTMCell()),
-        cell=CIFGLSTMCell(),
+        equations=step_equations(CIFGLSTMStep()),
+        cell=CIFGLSTMStep(),
         example=">>> output, (h_n, c_n) = lstmkit.CIFGLSTM(10, 20)(torch.randn(5, 3, 10))",
     )
     cell_name = "cifg"
@@ -106,8 +101,8 @@ class CIFGLSTM(LSTMVariant):
 class LayerNormLSTM(LSTMVariant):
     __doc__ = layer_docstring(
         summary="Multi-layer LayerNorm LSTM (Ba et al. 2016); the cell state is carried un-normalised.",
-        equations=step_equations(LayerNormLSTMCell()),
-        cell=LayerNormLSTMCell(),
+        equations=step_equations(LayerNormLSTMStep()),
+        cell=LayerNormLSTMStep(),
         example=">>> output, (h_n, c_n) = lstmkit.LayerNormLSTM(10, 20)(torch.randn(5, 3, 10))",
     )
     cell_name = "layernorm"
@@ -116,8 +111,8 @@ class LayerNormLSTM(LSTMVariant):
 class GRU(Recurrent):
     __doc__ = layer_docstring(
         summary="Multi-layer GRU, a drop-in for torch.nn.GRU.",
-        equations=step_equations(GRUCell()),
-        cell=GRUCell(),
+        equations=step_equations(GRUStep()),
+        cell=GRUStep(),
         example=">>> output, h_n = lstmkit.GRU(10, 20, num_layers=2)(torch.randn(5, 3, 10))",
     )
     cell_name = "gru"
@@ -145,8 +140,8 @@ class GRU(Recurrent):
 class RNN(Recurrent):
     __doc__ = layer_docstring(
         summary="Multi-layer Elman RNN with tanh or ReLU, a drop-in for torch.nn.RNN.",
-        equations=step_equations(RNNCell()),
-        cell=RNNCell(),
+        equations=step_equations(RNNStep()),
+        cell=RNNStep(),
         leading_args=(
             "nonlinearity: 'tanh' or 'relu' (the 4th positional argument, as in torch.nn.RNN).\n"
             "    Default: 'tanh'"

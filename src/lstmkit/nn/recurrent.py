@@ -13,9 +13,10 @@ from torch.nn.utils.rnn import PackedSequence
 
 from lstmkit.cells import Cell, LayerWeights, make_cell
 from lstmkit.engines import Stack, check_engine, flatten_weights, select_engine
-from lstmkit.nn.docs import layer_docstring
+from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
 from lstmkit.nn.inputs import SequenceBatch, prepare_input, prepare_state
 from lstmkit.caller import warn_at_caller
+from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,9 @@ class Recurrent(nn.Module):
     cell_name: str | None = None  # set by the named layers (LSTM, GRU, ...), which fix the cell
     __doc__ = layer_docstring(
         summary="A stack of recurrent layers of any cell, with the API of torch.nn.LSTM.",
-        equations="Each cell's step is given in its class in `lstmkit.cells`.",
-        leading_args=(
-            "cell: the cell's name (rnn, lstm, gru, peephole, cifg, layernorm) or a\n"
-            "    `lstmkit.cells.Cell` instance."
-        ),
-        trailing_args="**cell_options: options of the named cell, e.g. `nonlinearity` for rnn,\n"
-        "    `forget_gate` for lstm.",
+        equations=ANY_CELL_EQUATIONS,
+        leading_args=ANY_CELL_ARG,
+        trailing_args=CELL_OPTIONS_ARG,
         example=(
             ">>> layer = lstmkit.Recurrent('peephole', 10, 20, num_layers=2)\n"
             ">>> output, (h_n, c_n) = layer(torch.randn(5, 3, 10))"
@@ -69,17 +66,7 @@ class Recurrent(nn.Module):
         **cell_options: object,
     ) -> None:
         super().__init__()
-        if isinstance(cell, Cell):
-            if cell_options:
-                raise TypeError(
-                    f"cell options {sorted(cell_options)} go with a cell name; "
-                    f"got a Cell instance ({cell.describe()}) as well"
-                )
-            self.cell = cell
-        elif isinstance(cell, str):
-            self.cell = make_cell(cell, **cell_options)
-        else:
-            raise TypeError(f"cell must be a cell name or a Cell, got {type(cell).__name__}")
+        self.cell = resolve_cell(cell, cell_options)
         check_positive_int("input_size", input_size)
         check_positive_int("hidden_size", hidden_size)
         check_positive_int("num_layers", num_layers)
@@ -127,54 +114,28 @@ class Recurrent(nn.Module):
 
     def _register_weights(self, device: torch.device | str | None, dtype: torch.dtype | None) -> None:
         """Create the parameters under torch.nn's names, in torch.nn's order, then the cell's."""
-        gate_rows = self.cell.num_gates * self.hidden_size
-        sizes = {"hidden": self.hidden_size, "gates": gate_rows}
         self._all_weights: list[list[str]] = []
         self._initialisers: dict[str, str] = {}
         for layer in range(self.num_layers):
             layer_input = self.input_size if layer == 0 else self.output_size * self.num_directions
+            shapes = parameter_shapes(
+                self.cell, layer_input, self.hidden_size, self.output_size, self.bias, self.proj_size
+            )
             for direction in range(self.num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                shapes = {
-                    "weight_ih": ((gate_rows, layer_input), "uniform"),
-                    "weight_hh": ((gate_rows, self.output_size), "uniform"),
-                }
-                if self.bias:
-                    shapes["bias_ih"] = ((gate_rows,), "uniform")
-                    shapes["bias_hh"] = ((gate_rows,), "uniform")
-                if self.proj_size:
-                    shapes["weight_hr"] = ((self.proj_size, self.hidden_size), "uniform")
-                for extra in self.cell.extra_parameters:
-                    if self.bias or not extra.is_bias:
-                        shapes[extra.name] = ((sizes[extra.size],), extra.init)
-                names = []
-                for base, (shape, initialiser) in shapes.items():
-                    name = base + suffix
-                    setattr(self, name, nn.Parameter(torch.empty(shape, device=device, dtype=dtype)))
-                    self._initialisers[name] = initialiser
-                    names.append(name)
-                self._all_weights.append(names)
+                self._all_weights.append(register(self, shapes, suffix, device, dtype, self._initialisers))
 
     def reset_parameters(self) -> None:
         """torch.nn's initialisation, U(-1/sqrt(H), 1/sqrt(H)), in its order (so a seed gives
         torch.nn's weights); LayerNorm gains 1 and shifts 0; then `forget_bias` if set."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        initialisers = {
-            "uniform": lambda tensor: nn.init.uniform_(tensor, -bound, bound),
-            "ones": nn.init.ones_,
-            "zeros": nn.init.zeros_,
-        }
-        for name, parameter in self.named_parameters():
-            initialisers[self._initialisers[name]](parameter)
+        initialise(self, self._initialisers, self.hidden_size)
         if self.forget_bias is not None:
-            block, sign = self.cell.forget_bias_block
-            start = self.cell.weight_blocks.index(block) * self.hidden_size
-            rows = slice(start, start + self.hidden_size)
-            with torch.no_grad():
-                for names in self._all_weights:
-                    suffix = names[0].removeprefix("weight_ih")
-                    getattr(self, "bias_ih" + suffix)[rows] = sign * self.forget_bias
-                    getattr(self, "bias_hh" + suffix)[rows] = 0.0
+            for names in self._all_weights:
+                suffix = names[0].removeprefix("weight_ih")
+                set_forget_bias(
+                    self.cell, self.hidden_size, self.forget_bias,
+                    getattr(self, "bias_ih" + suffix), getattr(self, "bias_hh" + suffix),
+                )
 
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
@@ -328,6 +289,20 @@ class Recurrent(nn.Module):
         ]
         parts.append(f"engine={self.engine_name}")
         return ", ".join(parts)
+
+
+def resolve_cell(cell: str | Cell, cell_options: dict[str, object]) -> Cell:
+    """The cell a module runs: built from a name and its options, or a Cell given as is."""
+    if isinstance(cell, Cell):
+        if cell_options:
+            raise TypeError(
+                f"cell options {sorted(cell_options)} go with a cell name; "
+                f"got a Cell instance ({cell.describe()}) as well"
+            )
+        return cell
+    if isinstance(cell, str):
+        return make_cell(cell, **cell_options)
+    raise TypeError(f"cell must be a cell name or a Cell, got {type(cell).__name__}")
 
 
 def check_positive_int(name: str, value: object) -> None:

@@ -11,7 +11,7 @@ from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
 
 
 class GRUKernel(FusedKernel):
-    """`GRUCell.step` in place; the recurrent projection comes apart from the input's, as
+    """`GRUStep.step` in place; the recurrent projection comes apart from the input's, as
     r multiplies only its n block."""
 
     recurrence = "biased"

@@ -13,7 +13,7 @@ from lstmkit.engines.fused.products import Products
 
 
 class LayerNormKernel(FusedKernel):
-    """`LayerNormLSTMCell.step` in place; the recurrent projection comes raw, as its LN needs
+    """`LayerNormLSTMStep.step` in place; the recurrent projection comes raw, as its LN needs
     W_hh h before the shift b_hh."""
 
     recurrence = "raw"

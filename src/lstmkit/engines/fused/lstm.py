@@ -13,7 +13,7 @@ from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
 
 
 class LSTMKernel(FusedKernel):
-    """`LSTMCell.step` in place; a removed gate is skipped, not multiplied by 1."""
+    """`LSTMStep.step` in place; a removed gate is skipped, not multiplied by 1."""
 
     def tape(self, hidden_size: int) -> dict[str, int]:
         return {"tanh_c": hidden_size} if self.cell.output_activation else {}
@@ -86,7 +86,7 @@ class LSTMKernel(FusedKernel):
 
 
 class PeepholeKernel(FusedKernel):
-    """`PeepholeLSTMCell.step` in place."""
+    """`PeepholeLSTMStep.step` in place."""
 
     def tape(self, hidden_size: int) -> dict[str, int]:
         return {"tanh_c": hidden_size}
@@ -147,7 +147,7 @@ class PeepholeKernel(FusedKernel):
 
 
 class CIFGKernel(FusedKernel):
-    """`CIFGLSTMCell.step` in place, with c' = (1 − i) ⊙ c + i ⊙ g = c + i ⊙ (g − c)."""
+    """`CIFGLSTMStep.step` in place, with c' = (1 − i) ⊙ c + i ⊙ g = c + i ⊙ (g − c)."""
 
     def tape(self, hidden_size: int) -> dict[str, int]:
         return {"tanh_c": hidden_size}

@@ -11,7 +11,7 @@ from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
 
 
 class RNNKernel(FusedKernel):
-    """`RNNCell.step` in place."""
+    """`RNNStep.step` in place."""
 
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         """h' = act(·), written straight into h_new."""

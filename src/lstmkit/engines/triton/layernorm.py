@@ -129,7 +129,7 @@ def layernorm_backward(
 
 
 class TritonLayerNormKernel(LayerNormKernel):
-    """`LayerNormLSTMCell.step` in one Triton kernel each way."""
+    """`LayerNormLSTMStep.step` in one Triton kernel each way."""
 
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         rows, hidden = step.c.shape

@@ -168,16 +168,16 @@ class TritonLSTMFamily:
 
 
 class TritonLSTMKernel(TritonLSTMFamily, LSTMKernel):
-    """`LSTMCell.step` (with any ablation) in one Triton kernel each way."""
+    """`LSTMStep.step` (with any ablation) in one Triton kernel each way."""
 
 
 class TritonPeepholeKernel(TritonLSTMFamily, PeepholeKernel):
-    """`PeepholeLSTMCell.step` in one Triton kernel each way."""
+    """`PeepholeLSTMStep.step` in one Triton kernel each way."""
 
     peephole = True
 
 
 class TritonCIFGKernel(TritonLSTMFamily, CIFGKernel):
-    """`CIFGLSTMCell.step` in one Triton kernel each way."""
+    """`CIFGLSTMStep.step` in one Triton kernel each way."""
 
     coupled = True

@@ -40,7 +40,7 @@ def rnn_backward(dh, h_new, d_gates, hidden, RELU: tl.constexpr, BLOCK: tl.const
 
 
 class TritonRNNKernel(RNNKernel):
-    """`RNNCell.step` in one Triton kernel each way."""
+    """`RNNStep.step` in one Triton kernel each way."""
 
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         rows, hidden = step.h_new.shape
@@ -106,7 +106,7 @@ def gru_backward(dh, gates, rec, h, d_gates, d_rec, direct, hidden, BLOCK: tl.co
 
 
 class TritonGRUKernel(GRUKernel):
-    """`GRUCell.step` in one Triton kernel each way."""
+    """`GRUStep.step` in one Triton kernel each way."""
 
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         rows, hidden = step.h_new.shape

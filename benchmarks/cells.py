@@ -1,0 +1,107 @@
+"""Speed of the cell modules in a decoder-like loop against torch.nn's cells, forward + backward.
+
+    python benchmarks/cells.py                      # B 64, H 512, 100 steps, 15 rounds
+    python benchmarks/cells.py --batch 32 --hidden 256 --repeats 7
+
+Each row runs the loop a decoder runs: per step one call of the cell on that step's input and
+the state it returned, the h of every step summed into the loss, then one backward (input =
+hidden, float32). The configurations are warmed up, then timed interleaved (one run of each
+in turn, --repeats rounds), and the table reports medians: milliseconds per forward+backward,
+steps per second, and the ratio to the torch.nn cell of the same family in the same rounds
+(torch.nn.LSTMCell for the LSTM variants, GRUCell and RNNCell for theirs). Interleaving and
+medians keep the comparison fair on a machine shared with other work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+from dataclasses import dataclass, field
+
+import torch
+from common import timed
+
+import lstmkit
+
+
+@dataclass
+class Config:
+    """One row: a cell module, its name, and the row it is compared with."""
+
+    name: str
+    cell: torch.nn.Module
+    baseline: str
+    times: list[float] = field(default_factory=list)
+
+
+def configs(hidden: int) -> list[Config]:
+    """torch.nn's three cells, their drop-ins and every LSTM variant, input = hidden."""
+    rows = [
+        ("torch.nn.LSTMCell", torch.nn.LSTMCell(hidden, hidden), "torch.nn.LSTMCell"),
+        ("lstmkit.LSTMCell", lstmkit.LSTMCell(hidden, hidden), "torch.nn.LSTMCell"),
+        ("PeepholeLSTMCell", lstmkit.PeepholeLSTMCell(hidden, hidden), "torch.nn.LSTMCell"),
+        ("CIFGLSTMCell", lstmkit.CIFGLSTMCell(hidden, hidden), "torch.nn.LSTMCell"),
+        ("LayerNormLSTMCell", lstmkit.LayerNormLSTMCell(hidden, hidden), "torch.nn.LSTMCell"),
+    ]
+    for option in ("input_gate", "forget_gate", "output_gate", "input_activation", "output_activation"):
+        cell = lstmkit.LSTMCell(hidden, hidden, **{option: False})
+        rows.append((f"LSTMCell({option}=False)", cell, "torch.nn.LSTMCell"))
+    rows += [
+        ("torch.nn.GRUCell", torch.nn.GRUCell(hidden, hidden), "torch.nn.GRUCell"),
+        ("lstmkit.GRUCell", lstmkit.GRUCell(hidden, hidden), "torch.nn.GRUCell"),
+        ("torch.nn.RNNCell", torch.nn.RNNCell(hidden, hidden), "torch.nn.RNNCell"),
+        ("lstmkit.RNNCell", lstmkit.RNNCell(hidden, hidden), "torch.nn.RNNCell"),
+    ]
+    return [Config(*row) for row in rows]
+
+
+def decoder_loop(cell: torch.nn.Module, inputs: torch.Tensor) -> None:
+    """Forward over every step from a zero state, then backward of the summed outputs."""
+    cell.zero_grad(set_to_none=True)
+    state, outputs = None, []
+    for x_t in inputs:
+        state = cell(x_t, state)
+        outputs.append(state[0] if isinstance(state, tuple) else state)
+    torch.stack(outputs).sum().backward()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    inputs = torch.randn(args.steps, args.batch, args.hidden)
+    rows = configs(args.hidden)
+    for config in rows:
+        for _ in range(args.warmup):
+            decoder_loop(config.cell, inputs)
+    for _ in range(args.repeats):
+        for config in rows:
+            config.times.append(timed(lambda: decoder_loop(config.cell, inputs), device))
+
+    medians = {config.name: statistics.median(config.times) for config in rows}
+    print(
+        f"lstmkit {lstmkit.__version__}, torch {torch.__version__}, {platform.machine()}, "
+        f"{torch.get_num_threads()} threads; B {args.batch}, H = I {args.hidden}, {args.steps} steps, "
+        f"median of {args.repeats} interleaved rounds"
+    )
+    print()
+    print("| cell | ms | steps/s | × torch.nn | compared with |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for config in rows:
+        seconds = medians[config.name]
+        print(
+            f"| {config.name} | {seconds * 1e3:.1f} | {args.steps / seconds:,.0f} | "
+            f"{medians[config.baseline] / seconds:.2f} | {config.baseline} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

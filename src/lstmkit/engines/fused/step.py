@@ -1,0 +1,203 @@
+"""One time step on the fused kernels, for the cell modules (`lstmkit.LSTMCell`, ...).
+
+A cell module is called once per step from the user's own loop, so the step is its own
+autograd.Function: forward, the two matrix products (W_ih x and W_hh h) and the cell's
+`FusedKernel.forward` in place into buffers of one step; backward, the kernel's hand-derived
+`FusedKernel.backward`, then the gradients of x, h and every parameter as single products.
+The kernels are the fused engine's, unchanged: a step here is the engine's loop with T = 1.
+
+Double backward (`create_graph=True`): autograd runs a Function's backward with grad mode on
+exactly when it builds a graph of the gradients. The hand-derived backward writes in place
+and so is not differentiable; in that case backward instead recomputes the step with the
+cell's `step` (the reference engine) from the saved inputs and differentiates it with
+autograd, which gives gradients that are themselves differentiable. A plain backward never
+pays for this.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from lstmkit.cells import Cell, LayerWeights
+from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
+from lstmkit.engines.fused.layer import KERNELS, flatten, unflatten
+from lstmkit.engines.fused.products import Products
+from lstmkit.engines.precision import HALF_DTYPES, Precision, autocast_dtype, cast_weights, precision_for
+from lstmkit.engines.reference import ReferenceEngine
+
+
+class StepResult(NamedTuple):
+    """One step: h' and c' (None without a cell state) in the output dtype, and the cell's
+    activations in `cell.trace_names` order, each (B, H) in the state dtype (None unless asked)."""
+
+    h: Tensor
+    c: Tensor | None
+    gates: tuple[Tensor, ...] | None
+
+
+def run_step(
+    cell: Cell, weights: LayerWeights, x: Tensor, h: Tensor, c: Tensor | None, return_gates: bool
+) -> StepResult:
+    """One step of `cell` from (h, c) on input x (B, I), h (B, H), c (B, H) or None, in the
+    precision a cell module runs in (`step_precision`)."""
+    dtype = weights.weight_ih.dtype
+    autocast = torch.is_autocast_enabled(x.device.type)
+    if not autocast and dtype not in HALF_DTYPES:  # the common case, kept short: it runs every step
+        precision = Precision(dtype, dtype, dtype)
+    else:
+        precision = step_precision(cell, dtype, x.device)
+        weights = cast_weights(weights, precision.compute, precision.state)
+    arguments = (
+        kernel_for(cell), precision, return_gates, x.to(precision.compute), h.to(precision.state),
+        None if c is None else c.to(precision.state), *flatten(cell, weights),
+    )
+    if autocast:
+        with torch.autocast(x.device.type, enabled=False):
+            h_new, c_new, gates = FusedCellStep.apply(*arguments)
+    else:
+        h_new, c_new, gates = FusedCellStep.apply(*arguments)
+    traced = None
+    if return_gates:
+        traced = tuple(gates.chunk(cell.num_gates, -1)) if cell.trace_names else ()
+    cast = precision.output
+    return StepResult(h_new.to(cast), None if c_new is None else c_new.to(cast), traced)
+
+
+def step_precision(cell: Cell, parameter_dtype: torch.dtype, device: torch.device) -> Precision:
+    """A layer's precision (`precision_for`), except the outputs under CPU autocast: float32
+    for every cell but the Elman RNN, the dtypes torch.nn.LSTMCell, GRUCell and RNNCell return
+    there (the state a loop feeds back then stays in float32)."""
+    precision = precision_for(cell, parameter_dtype, device)
+    cpu_autocast = device.type == "cpu" and autocast_dtype(device) is not None
+    if cpu_autocast and parameter_dtype == torch.float32 and cell.name != "rnn":
+        return precision._replace(output=torch.float32)
+    return precision
+
+
+@cache
+def kernel_for(cell: Cell) -> FusedKernel:
+    """The fused engine's kernel of `cell`, one per cell (cells are frozen, so hashable)."""
+    return KERNELS[cell.name](cell)
+
+
+class FusedCellStep(torch.autograd.Function):
+    """One step of a cell: the fused kernel forward, its hand-derived backward."""
+
+    @staticmethod
+    def forward(ctx, kernel, precision, return_gates, x, h, c, *parameters):
+        cell = kernel.cell
+        weights = unflatten(cell, parameters)
+        products = Products(precision.compute, precision.state)
+        hidden_size = weights.weight_hh.shape[0] // cell.num_gates
+        new = dict(dtype=precision.state, device=x.device)
+
+        gates, input_saved = kernel.project_input(x, weights, products)
+        rec = None
+        if kernel.recurrence == "gates":
+            products.accumulate(gates, h, weights.weight_hh.t())
+        else:
+            rec = torch.empty_like(gates)
+            bias = weights.bias_hh if kernel.recurrence == "biased" else None
+            products.into(rec, h, weights.weight_hh.t(), bias)
+        h_new = torch.empty(x.shape[0], hidden_size, **new)
+        c_new = None if c is None else torch.empty(x.shape[0], hidden_size, **new)
+        tape = {name: torch.empty(x.shape[0], size, **new) for name, size in kernel.tape(hidden_size).items()}
+        kernel.forward(FusedStep(gates, rec, h, c, h_new, c_new, tape, h_new), weights)
+
+        ctx.kernel, ctx.precision, ctx.tape_names = kernel, precision, list(tape)
+        ctx.input_saved_count = len(input_saved)
+        ctx.save_for_backward(x, h, c, gates, rec, h_new, c_new, *parameters, *input_saved, *tape.values())
+        traced_gates = None
+        if return_gates:
+            traced_gates = gates.clone()
+            ctx.mark_non_differentiable(traced_gates)
+        return h_new, c_new, traced_gates
+
+    @staticmethod
+    def backward(ctx, d_h_new, d_c_new, _d_gates):
+        if torch.is_grad_enabled():  # create_graph=True: gradients that autograd can differentiate
+            return differentiable_backward(ctx, d_h_new, d_c_new)
+        if torch.is_autocast_enabled(d_h_new.device.type):
+            with torch.autocast(d_h_new.device.type, enabled=False):
+                return fused_backward(ctx, d_h_new, d_c_new)
+        return fused_backward(ctx, d_h_new, d_c_new)
+
+
+def saved_step(ctx) -> tuple[FusedStep, LayerWeights, tuple[Tensor | None, ...], tuple, Tensor]:
+    """What forward saved: the step's buffers, the weights, the flat parameters, what the
+    kernel's `input_backward` needs, and x."""
+    kernel = ctx.kernel
+    x, h, c, gates, rec, h_new, c_new, *rest = ctx.saved_tensors
+    parameter_count = 5 + len(kernel.cell.extra_parameters)
+    parameters = tuple(rest[:parameter_count])
+    input_saved = tuple(rest[parameter_count : parameter_count + ctx.input_saved_count])
+    tape = dict(zip(ctx.tape_names, rest[parameter_count + ctx.input_saved_count :], strict=True))
+    step = FusedStep(gates, rec, h, c, h_new, c_new, tape, h_new)
+    return step, unflatten(kernel.cell, parameters), parameters, input_saved, x
+
+
+def fused_backward(ctx, d_h_new: Tensor, d_c_new: Tensor | None) -> tuple:
+    """The kernel's backward, then d x, d h and every parameter's gradient, as the fused
+    engine's `backward_loop` does for one step."""
+    kernel, products = ctx.kernel, Products(ctx.precision.compute, ctx.precision.state)
+    if not products.mixed:
+        products = torch.mm  # the same products, without casts to the dtype they already have
+    step, weights, parameters, input_saved, x = saved_step(ctx)
+    hidden_size = step.gates.shape[-1] // kernel.cell.num_gates
+    d_gates = torch.empty_like(step.gates)
+    d_rec = d_gates if step.rec is None else torch.empty_like(step.rec)
+    grad_tape = {
+        name: d_gates.new_empty(d_gates.shape[0], size) for name, size in kernel.grad_tape(hidden_size).items()
+    }
+    grads = FusedGrads(d_gates, d_rec, grad_tape)
+    dc = None if step.c is None else d_c_new.clone()  # the kernel turns d c' into d c in place
+    direct = kernel.backward(d_h_new, dc, step, grads, weights)
+
+    d_h = None
+    if ctx.needs_input_grad[4]:
+        d_h = products(d_rec, weights.weight_hh).to(step.h.dtype)
+        if direct is not None:
+            d_h += direct
+    one_step = FusedGrads(d_gates.unsqueeze(0), d_rec.unsqueeze(0), {k: v.unsqueeze(0) for k, v in grad_tape.items()})
+    states = None if step.c is None else torch.stack((step.c, step.c_new))
+    named = {
+        "weight_hh": products(d_rec.t(), step.h),
+        **kernel.parameter_grads(
+            one_step, None if step.rec is None else step.rec.unsqueeze(0), states,
+            {k: v.unsqueeze(0) for k, v in step.tape.items()}, weights,
+        ),
+    }
+    workspace = None if d_rec is d_gates else d_rec  # d_rec is spent
+    d_projection, input_grads = kernel.input_backward(d_gates, input_saved, weights, workspace)
+    named.update(input_grads)
+    d_x = products(d_projection, weights.weight_ih) if ctx.needs_input_grad[3] else None
+    named["weight_ih"] = products(d_projection.t(), x)
+    names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"]
+    names += [parameter.name for parameter in kernel.cell.extra_parameters]
+    parameter_grads = [
+        None if parameter is None else named[name] for name, parameter in zip(names, parameters, strict=True)
+    ]
+    return None, None, None, d_x, d_h, dc, *parameter_grads
+
+
+def differentiable_backward(ctx, d_h_new: Tensor, d_c_new: Tensor | None) -> tuple:
+    """The gradients by autograd through the cell's `step` (the reference engine), recomputed
+    from the saved inputs, with a graph of their own: for `create_graph=True`."""
+    kernel, precision = ctx.kernel, ctx.precision
+    step, weights, parameters, _, x = saved_step(ctx)
+    run = ReferenceEngine().run_layer(
+        kernel.cell, weights, x.unsqueeze(0), step.h, step.c, None, False, precision._replace(output=precision.state)
+    )
+    outputs, grad_outputs = [run.h], [d_h_new]
+    if run.c is not None:
+        outputs.append(run.c)
+        grad_outputs.append(d_c_new)
+    candidates = (x, step.h, step.c, *parameters)
+    wanted = [tensor for tensor, needed in zip(candidates, ctx.needs_input_grad[3:], strict=True) if needed]
+    found = iter(torch.autograd.grad(outputs, wanted, grad_outputs, create_graph=True, allow_unused=True))
+    grads = [next(found) if needed else None for needed in ctx.needs_input_grad[3:]]
+    return None, None, None, *grads

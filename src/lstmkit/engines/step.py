@@ -1,0 +1,69 @@
+"""One time step of a cell on an engine, for the cell modules (`lstmkit.LSTMCell`, ...).
+
+The engines of a single step: "native" (torch's own cell kernels, `torch._VF.lstm_cell`,
+`gru_cell`, `rnn_tanh_cell`, `rnn_relu_cell`: exactly torch.nn.LSTMCell, GRUCell and
+RNNCell, for the plain cells), "fused" (the fused engine's point-wise kernels in one
+autograd.Function per step, `lstmkit.engines.fused.step`; every cell) and "reference" (the
+cell's `step` under autograd; every cell). "auto" runs a plain lstm, gru or rnn step on the
+native kernel and every other cell, and every `return_gates=True` step, on the fused one:
+a step of a plain cell is mostly per-call overhead at small sizes, where torch's single C++
+call has the least (BENCHMARKS.md, "Cell modules").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lstmkit.cells import Cell, LayerWeights
+from lstmkit.engines.fused.step import StepResult, run_step, step_precision
+from lstmkit.engines.native import NativeEngine, kernel_name
+from lstmkit.engines.reference import ReferenceEngine
+
+STEP_ENGINES = ("auto", "native", "fused", "reference")
+NATIVE_CELL_KERNELS = {
+    "lstm": torch._VF.lstm_cell,
+    "gru": torch._VF.gru_cell,
+    "rnn_tanh": torch._VF.rnn_tanh_cell,
+    "rnn_relu": torch._VF.rnn_relu_cell,
+}
+
+
+def check_step_engine(engine: object, cell: Cell) -> None:
+    """Reject, when a cell module is built, an engine that does not exist or cannot run `cell`."""
+    if engine not in STEP_ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(STEP_ENGINES)}, got {engine!r}")
+    reason = NativeEngine().unsupported(cell, None) if engine == "native" else None
+    if reason:
+        raise ValueError(f"engine='native' cannot run this cell: {reason}; use engine='auto' or 'fused'")
+
+
+def step_engine_name(engine: str, cell: Cell, return_gates: bool) -> str:
+    """The engine a step of a module built with `engine=` runs on."""
+    if engine == "native" and return_gates:
+        raise ValueError(
+            "torch's native cell kernels do not expose gate activations; build the cell module "
+            "with engine='auto' or 'fused' to use return_gates=True"
+        )
+    if engine != "auto":
+        return engine
+    return "fused" if return_gates or NativeEngine().unsupported(cell, None) else "native"
+
+
+def run_cell_step(
+    engine: str, cell: Cell, weights: LayerWeights, x: Tensor, h: Tensor, c: Tensor | None, return_gates: bool
+) -> StepResult:
+    """One step of `cell` from x (B, I), h (B, H), c (B, H) or None, on `engine` (checked)."""
+    name = step_engine_name(engine, cell, return_gates)
+    if name == "fused":
+        return run_step(cell, weights, x, h, c, return_gates)
+    if name == "native":
+        kernel = NATIVE_CELL_KERNELS[kernel_name(cell)]
+        parameters = (weights.weight_ih, weights.weight_hh, weights.bias_ih, weights.bias_hh)
+        if c is None:
+            return StepResult(kernel(x, h, *parameters), None, None)
+        return StepResult(*kernel(x, (h, c), *parameters), None)
+    precision = step_precision(cell, weights.weight_ih.dtype, x.device)
+    run = ReferenceEngine().run_layer(cell, weights, x.unsqueeze(0), h, c, None, return_gates, precision)
+    gates = None if run.gates is None else tuple(gate[0] for gate in run.gates)
+    return StepResult(run.h, run.c, gates)

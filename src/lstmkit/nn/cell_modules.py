@@ -1,0 +1,349 @@
+"""Cell modules: one time step with parameters, drop-ins for torch.nn.LSTMCell, GRUCell and
+RNNCell, and the same for every cell of the library.
+
+A cell module is called from the user's own loop (attention decoders, autoregressive
+forecasters, agents): `h, c = cell(x_t, (h, c))`. Each call is one step on a step engine
+(`lstmkit.engines.step`: torch's native cell kernels for the plain cells, the fused kernels for
+every cell); the math is the cell's `...Step` class in `lstmkit.cells`.
+`from_layer` and `to_layer` move the weights of one layer and direction of a `Recurrent`
+stack into a cell module and back, so a trained stack can be stepped by hand.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from lstmkit.cells import CELLS, CIFGLSTMStep, Cell, GRUStep, LayerNormLSTMStep, LayerWeights, LSTMStep
+from lstmkit.cells import PeepholeLSTMStep, RNNStep
+from lstmkit.engines.step import check_step_engine, run_cell_step, step_engine_name
+from lstmkit.nn.docs import (
+    ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, LSTM_OPTIONS_ARGS, cell_docstring, step_equations,
+)
+from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias
+from lstmkit.nn.recurrent import Recurrent, check_forget_bias, check_positive_int, resolve_cell
+from lstmkit.nn.step_inputs import prepare_step
+
+class RecurrentCell(nn.Module):
+    cell_name: ClassVar[str | None] = None  # set by the named cell modules, which fix the cell
+    __doc__ = cell_docstring(
+        summary="One time step of any cell, with the API of torch.nn.LSTMCell.",
+        equations=ANY_CELL_EQUATIONS,
+        leading_args=ANY_CELL_ARG,
+        trailing_args=CELL_OPTIONS_ARG,
+        example=(
+            ">>> cell = lstmkit.RecurrentCell('peephole', 10, 20)\n"
+            ">>> h, c = cell(torch.randn(3, 10))\n"
+            ">>> h, c = cell(torch.randn(3, 10), (h, c))"
+        ),
+    )
+
+    def __init__(
+        self,
+        cell: str | Cell,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        forget_bias: float | None = None,
+        engine: str = "auto",
+        **cell_options: object,
+    ) -> None:
+        super().__init__()
+        self.cell = resolve_cell(cell, cell_options)
+        check_positive_int("input_size", input_size)
+        check_positive_int("hidden_size", hidden_size)
+        self.cell.check_hidden_size(hidden_size)
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias must be a bool, got {bias!r} ({type(bias).__name__})")
+        check_forget_bias(self.cell, forget_bias, bias)
+        check_step_engine(engine, self.cell)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        self.forget_bias = forget_bias
+        self.engine = engine
+        self._initialisers: dict[str, str] = {}
+        shapes = parameter_shapes(self.cell, input_size, hidden_size, hidden_size, bias, proj_size=0)
+        register(self, shapes, "", device, dtype, self._initialisers)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torch.nn's initialisation, U(-1/sqrt(H), 1/sqrt(H)), in its order (so a seed gives
+        torch.nn's weights); LayerNorm gains 1 and shifts 0; then `forget_bias` if set."""
+        initialise(self, self._initialisers, self.hidden_size)
+        if self.forget_bias is not None:
+            set_forget_bias(self.cell, self.hidden_size, self.forget_bias, self.bias_ih, self.bias_hh)
+
+    def weights(self) -> LayerWeights:
+        """The parameters as the cell's math and the engines take them."""
+        return LayerWeights(
+            weight_ih=self.weight_ih,
+            weight_hh=self.weight_hh,
+            bias_ih=getattr(self, "bias_ih", None),
+            bias_hh=getattr(self, "bias_hh", None),
+            weight_hr=None,
+            extra={
+                parameter.name: getattr(self, parameter.name)
+                for parameter in self.cell.extra_parameters
+                if hasattr(self, parameter.name)
+            },
+        )
+
+    def forward(
+        self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None, *, return_gates: bool = False
+    ):
+        """One step; see the class docstring for shapes."""
+        step = prepare_step(
+            type(self).__name__, input, hx, self.input_size, self.hidden_size, self.cell.has_cell_state,
+            self.weight_ih.dtype,
+        )
+        h, c, gates = run_cell_step(self.engine, self.cell, self.weights(), step.x, step.h, step.c, return_gates)
+        if not step.batched:
+            h, c = h.squeeze(0), None if c is None else c.squeeze(0)
+        state = (h, c) if self.cell.has_cell_state else h
+        if not return_gates:
+            return state
+        named = self.cell.named_gates(gates)
+        return state, named if step.batched else {name: gate.squeeze(0) for name, gate in named.items()}
+
+    @classmethod
+    def from_layer(
+        cls, recurrent: Recurrent, layer: int = 0, direction: int = 0, *, engine: str = "auto"
+    ) -> RecurrentCell:
+        """A cell module holding a copy of the weights of `layer` and `direction` of a
+        `Recurrent` stack (`lstmkit.LSTM`, ...): one call of it is one step of that layer."""
+        if cls.cell_name is not None and recurrent.cell.name != cls.cell_name:
+            raise TypeError(
+                f"{cls.__name__}.from_layer takes a layer of cell {cls.cell_name!r}, got one of cell "
+                f"{recurrent.cell.describe()}; lstmkit.RecurrentCell.from_layer takes any cell"
+            )
+        weights = layer_weights(recurrent, layer, direction)
+        options = dict(
+            bias=recurrent.bias, device=weights.weight_ih.device, dtype=weights.weight_ih.dtype, engine=engine
+        )
+        input_size, hidden_size = weights.weight_ih.shape[1], recurrent.hidden_size
+        if cls.cell_name is None:
+            module = cls(recurrent.cell, input_size, hidden_size, **options)
+        else:
+            module = cls(input_size, hidden_size, **options, **recurrent.cell.options())
+        module.copy_weights(weights, into_layer=False)
+        return module
+
+    def to_layer(self, recurrent: Recurrent, layer: int = 0, direction: int = 0) -> None:
+        """Copy this module's weights into `layer` and `direction` of `recurrent` (of the same
+        cell and sizes), the inverse of `from_layer`."""
+        weights = layer_weights(recurrent, layer, direction)
+        if recurrent.cell != self.cell:
+            raise ValueError(
+                f"to_layer needs a layer of this module's cell {self.cell.describe()}, got one of "
+                f"cell {recurrent.cell.describe()}"
+            )
+        self.copy_weights(weights, into_layer=True)
+
+    def copy_weights(self, weights: LayerWeights, into_layer: bool) -> None:
+        """Copy between this module's parameters and a layer's `weights`, checking that every
+        name and shape matches."""
+        theirs = {
+            name: value for name, value in zip(LayerWeights._fields[:4], weights[:4]) if value is not None
+        } | weights.extra
+        ours = dict(self.named_parameters())
+        if set(theirs) != set(ours):
+            raise ValueError(
+                f"the layer's parameters ({', '.join(theirs)}) do not match this module's "
+                f"({', '.join(ours)}): build both with the same bias"
+            )
+        for name, parameter in ours.items():
+            if parameter.shape != theirs[name].shape:
+                raise ValueError(
+                    f"the layer's {name} has shape {tuple(theirs[name].shape)}, this module's "
+                    f"{tuple(parameter.shape)}: build both with the same input_size and hidden_size"
+                )
+        with torch.no_grad():
+            for name, parameter in ours.items():
+                source, target = (parameter, theirs[name]) if into_layer else (theirs[name], parameter)
+                target.copy_(source)
+
+    def extra_repr(self) -> str:
+        parts = [str(self.input_size), str(self.hidden_size)]
+        if self.cell_name is None:
+            parts.insert(0, f"cell={self.cell.describe()}")
+        else:
+            parts += [f"{name}={value!r}" for name, value in self.cell.options().items()]
+        if not self.bias:
+            parts.append("bias=False")
+        if self.forget_bias is not None:
+            parts.append(f"forget_bias={self.forget_bias}")
+        parts.append(f"engine={self.engine_name}")
+        return ", ".join(parts)
+
+    @property
+    def engine_name(self) -> str:
+        """The engine a step runs on (without return_gates)."""
+        return step_engine_name(self.engine, self.cell, return_gates=False)
+
+
+def layer_weights(recurrent: Recurrent, layer: int, direction: int) -> LayerWeights:
+    """The weights of one layer and direction of `recurrent`, the indices checked."""
+    if not isinstance(recurrent, Recurrent):
+        raise TypeError(f"expected an lstmkit layer (lstmkit.LSTM, ...), got {type(recurrent).__name__}")
+    for name, value, count in (
+        ("layer", layer, recurrent.num_layers), ("direction", direction, recurrent.num_directions),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < count:
+            raise ValueError(f"{name} must be an int in [0, {count - 1}] for this layer, got {value!r}")
+    if recurrent.proj_size:
+        raise ValueError(
+            f"a cell module has no projection; the layer has proj_size={recurrent.proj_size}, "
+            "so its steps cannot be taken by a cell module"
+        )
+    return recurrent.layer_weights(layer * recurrent.num_directions + direction)
+
+
+class LSTMCell(RecurrentCell):
+    __doc__ = cell_docstring(
+        summary="An LSTM cell, a drop-in for torch.nn.LSTMCell, with the ablations of Greff et al.",
+        equations=step_equations(LSTMStep()),
+        cell=LSTMStep(),
+        trailing_args=LSTM_OPTIONS_ARGS,
+        example=(
+            ">>> cell = lstmkit.LSTMCell(10, 20)\n"
+            ">>> cell.load_state_dict(torch.nn.LSTMCell(10, 20).state_dict())\n"
+            ">>> h, c = cell(torch.randn(3, 10))"
+        ),
+    )
+    cell_name = "lstm"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        forget_bias: float | None = None,
+        engine: str = "auto",
+        input_gate: bool = True,
+        forget_gate: bool = True,
+        output_gate: bool = True,
+        input_activation: bool = True,
+        output_activation: bool = True,
+    ) -> None:
+        super().__init__(
+            self.cell_name, input_size, hidden_size, bias, device, dtype, forget_bias=forget_bias, engine=engine,
+            input_gate=input_gate, forget_gate=forget_gate, output_gate=output_gate,
+            input_activation=input_activation, output_activation=output_activation,
+        )
+
+
+class LSTMVariantCell(RecurrentCell):
+    """The constructor shared by the LSTM variants that have no cell options."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        forget_bias: float | None = None,
+        engine: str = "auto",
+    ) -> None:
+        super().__init__(
+            self.cell_name, input_size, hidden_size, bias, device, dtype, forget_bias=forget_bias, engine=engine
+        )
+
+
+class PeepholeLSTMCell(LSTMVariantCell):
+    __doc__ = cell_docstring(
+        summary="An LSTM cell with peephole connections (Gers & Schmidhuber 2000).",
+        equations=step_equations(PeepholeLSTMStep()),
+        cell=PeepholeLSTMStep(),
+        example=">>> h, c = lstmkit.PeepholeLSTMCell(10, 20)(torch.randn(3, 10))",
+    )
+    cell_name = "peephole"
+
+
+class CIFGLSTMCell(LSTMVariantCell):
+    __doc__ = cell_docstring(
+        summary="A coupled input-forget gate LSTM cell (Greff et al. 2017): f = 1 - i.",
+        equations=step_equations(CIFGLSTMStep()),
+        cell=CIFGLSTMStep(),
+        example=">>> h, c = lstmkit.CIFGLSTMCell(10, 20)(torch.randn(3, 10))",
+    )
+    cell_name = "cifg"
+
+
+class LayerNormLSTMCell(LSTMVariantCell):
+    __doc__ = cell_docstring(
+        summary="A LayerNorm LSTM cell (Ba et al. 2016); the cell state is carried un-normalised.",
+        equations=step_equations(LayerNormLSTMStep()),
+        cell=LayerNormLSTMStep(),
+        example=">>> h, c = lstmkit.LayerNormLSTMCell(10, 20)(torch.randn(3, 10))",
+    )
+    cell_name = "layernorm"
+
+
+class GRUCell(RecurrentCell):
+    __doc__ = cell_docstring(
+        summary="A GRU cell, a drop-in for torch.nn.GRUCell.",
+        equations=step_equations(GRUStep()),
+        cell=GRUStep(),
+        example=">>> h = lstmkit.GRUCell(10, 20)(torch.randn(3, 10))",
+    )
+    cell_name = "gru"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        engine: str = "auto",
+    ) -> None:
+        super().__init__(self.cell_name, input_size, hidden_size, bias, device, dtype, engine=engine)
+
+
+class RNNCell(RecurrentCell):
+    __doc__ = cell_docstring(
+        summary="An Elman RNN cell with tanh or ReLU, a drop-in for torch.nn.RNNCell.",
+        equations=step_equations(RNNStep()),
+        cell=RNNStep(),
+        middle_args=(
+            "nonlinearity: 'tanh' or 'relu' (the 4th positional argument, as in torch.nn.RNNCell).\n"
+            "    Default: 'tanh'"
+        ),
+        example=">>> h = lstmkit.RNNCell(10, 20, nonlinearity='relu')(torch.randn(3, 10))",
+    )
+    cell_name = "rnn"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        engine: str = "auto",
+    ) -> None:
+        super().__init__(
+            self.cell_name, input_size, hidden_size, bias, device, dtype, engine=engine, nonlinearity=nonlinearity
+        )
+
+    @property
+    def nonlinearity(self) -> str:
+        """'tanh' or 'relu', as torch.nn.RNNCell exposes it."""
+        return self.cell.nonlinearity
+
+
+CELL_MODULES = (RecurrentCell, LSTMCell, GRUCell, RNNCell, PeepholeLSTMCell, CIFGLSTMCell, LayerNormLSTMCell)

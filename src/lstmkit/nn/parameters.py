@@ -1,0 +1,75 @@
+"""The parameters of one layer and direction (or of one cell module): names, shapes and
+torch.nn's initialisation, shared by the layers and the cell modules."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from lstmkit.cells import Cell
+
+def parameter_shapes(
+    cell: Cell, input_size: int, hidden_size: int, output_size: int, bias: bool, proj_size: int
+) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name (without the layer suffix) -> (shape, initialiser), in torch.nn's order, the
+    cell's extra parameters last."""
+    gate_rows = cell.num_gates * hidden_size
+    sizes = {"hidden": hidden_size, "gates": gate_rows}
+    shapes = {
+        "weight_ih": ((gate_rows, input_size), "uniform"),
+        "weight_hh": ((gate_rows, output_size), "uniform"),
+    }
+    if bias:
+        shapes["bias_ih"] = ((gate_rows,), "uniform")
+        shapes["bias_hh"] = ((gate_rows,), "uniform")
+    if proj_size:
+        shapes["weight_hr"] = ((proj_size, hidden_size), "uniform")
+    for extra in cell.extra_parameters:
+        if bias or not extra.is_bias:
+            shapes[extra.name] = ((sizes[extra.size],), extra.init)
+    return shapes
+
+
+def register(
+    module: nn.Module,
+    shapes: dict[str, tuple[tuple[int, ...], str]],
+    suffix: str,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+    initialisers: dict[str, str],
+) -> list[str]:
+    """Create the parameters of `shapes` on `module`, named base + `suffix`; record each one's
+    initialiser in `initialisers`; return their names."""
+    names = []
+    for base, (shape, initialiser) in shapes.items():
+        name = base + suffix
+        setattr(module, name, nn.Parameter(torch.empty(shape, device=device, dtype=dtype)))
+        initialisers[name] = initialiser
+        names.append(name)
+    return names
+
+
+def initialise(module: nn.Module, initialisers: dict[str, str], hidden_size: int) -> None:
+    """torch.nn's initialisation, U(-1/sqrt(H), 1/sqrt(H)), in the parameters' order (so a seed
+    gives torch.nn's weights); "ones" and "zeros" for LayerNorm gains and shifts."""
+    bound = 1.0 / math.sqrt(hidden_size)
+    functions = {
+        "uniform": lambda tensor: nn.init.uniform_(tensor, -bound, bound),
+        "ones": nn.init.ones_,
+        "zeros": nn.init.zeros_,
+    }
+    for name, parameter in module.named_parameters():
+        functions[initialisers[name]](parameter)
+
+
+def set_forget_bias(cell: Cell, hidden_size: int, forget_bias: float, bias_ih: Tensor, bias_hh: Tensor) -> None:
+    """The forget gate's bias rows: `bias_ih` to `forget_bias` (its negative on the input gate
+    of cifg, where f = 1 - i), `bias_hh` to 0."""
+    block, sign = cell.forget_bias_block
+    start = cell.weight_blocks.index(block) * hidden_size
+    rows = slice(start, start + hidden_size)
+    with torch.no_grad():
+        bias_ih[rows] = sign * forget_bias
+        bias_hh[rows] = 0.0

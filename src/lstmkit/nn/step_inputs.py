@@ -1,0 +1,84 @@
+"""What a cell module is called with, checked and batched: x of one step and its state.
+
+Every check names the module, what was expected and what was received.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from lstmkit.nn.inputs import accepts_dtype, check_features, describe
+
+
+class StepInput(NamedTuple):
+    """x (B, I), h (B, H), c (B, H) or None without a cell state; batched: False for 1-D input
+    (B = 1 inside)."""
+
+    x: Tensor
+    h: Tensor
+    c: Tensor | None
+    batched: bool
+
+
+def prepare_step(
+    owner: str,
+    input: object,
+    hx: object,
+    input_size: int,
+    hidden_size: int,
+    has_cell_state: bool,
+    dtype: torch.dtype,
+) -> StepInput:
+    """Check a cell module's `input` and `hx` (None for zeros) and batch them."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{owner}: input must be a Tensor, got {describe(input)}")
+    if input.dim() not in (1, 2):
+        raise ValueError(
+            f"{owner}: input must be 2-D (batch, input_size) or 1-D (input_size,) unbatched, "
+            f"got {input.dim()}-D with shape {tuple(input.shape)}"
+        )
+    check_features(input, input_size, dtype)
+    batched = input.dim() == 2
+    x = input if batched else input.unsqueeze(0)
+    if hx is None:
+        h = torch.zeros(x.shape[0], hidden_size, dtype=dtype, device=x.device)
+        return StepInput(x, h, h if has_cell_state else None, batched)
+    expected = (x.shape[0], hidden_size) if batched else (hidden_size,)
+    layout = "(batch, hidden_size)" if batched else "(hidden_size,) for unbatched input"
+    if not has_cell_state:
+        h = check_state(owner, hx, "hx (h)", expected, layout, input, dtype)
+        return StepInput(x, h if batched else h.unsqueeze(0), None, batched)
+    if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+        raise TypeError(f"{owner}: hx must be a tuple (h, c) of two tensors, got {describe(hx)}")
+    h, c = (
+        check_state(owner, tensor, label, expected, layout, input, dtype)
+        for tensor, label in zip(hx, ("hx[0] (h)", "hx[1] (c)"), strict=True)
+    )
+    if not batched:
+        h, c = h.unsqueeze(0), c.unsqueeze(0)
+    return StepInput(x, h, c, batched)
+
+
+def check_state(
+    owner: str,
+    tensor: object,
+    label: str,
+    expected: tuple[int, ...],
+    layout: str,
+    input: Tensor,
+    dtype: torch.dtype,
+) -> Tensor:
+    """One state tensor: the `expected` shape for `input`, the parameters' (or autocast's) dtype."""
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{owner}: {label} must be a Tensor, got {describe(tensor)}")
+    if tuple(tensor.shape) != expected:
+        raise ValueError(
+            f"{owner}: {label} must have shape {expected} {layout} for input of shape "
+            f"{tuple(input.shape)}, got {tuple(tensor.shape)}"
+        )
+    if not accepts_dtype(tensor, dtype):
+        raise TypeError(f"{owner}: {label} dtype must match the parameters ({dtype}), got {tensor.dtype}")
+    return tensor

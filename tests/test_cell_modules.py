@@ -1,0 +1,346 @@
+"""The cell modules: drop-ins for torch.nn's cells, one step of every cell equal to one step of
+its layer, weights to and from a layer, save and load, double backward, autocast, errors."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+import lstmkit
+from helpers import ALL_CELL_PARAMS, ALL_CELLS, assert_close, assert_same_run, cell_id
+
+B, INPUT, HIDDEN = 3, 4, 5
+F64 = torch.float64
+
+TORCH_CELLS = [
+    pytest.param(nn.LSTMCell, lstmkit.LSTMCell, {}, id="lstm"),
+    pytest.param(nn.GRUCell, lstmkit.GRUCell, {}, id="gru"),
+    pytest.param(nn.RNNCell, lstmkit.RNNCell, {"nonlinearity": "tanh"}, id="rnn-tanh"),
+    pytest.param(nn.RNNCell, lstmkit.RNNCell, {"nonlinearity": "relu"}, id="rnn-relu"),
+]
+NAMED = {
+    "lstm": lstmkit.LSTMCell, "gru": lstmkit.GRUCell, "rnn": lstmkit.RNNCell, "peephole": lstmkit.PeepholeLSTMCell,
+    "cifg": lstmkit.CIFGLSTMCell, "layernorm": lstmkit.LayerNormLSTMCell,
+}
+
+
+def random_inputs(batch: tuple[int, ...], has_cell_state: bool, seed: int = 3):
+    """x and a state, float64, requiring grad."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(*batch, INPUT, generator=generator, dtype=F64).requires_grad_()
+    h = torch.randn(*batch, HIDDEN, generator=generator, dtype=F64).requires_grad_()
+    if not has_cell_state:
+        return x, h
+    return x, (h, torch.randn(*batch, HIDDEN, generator=generator, dtype=F64).requires_grad_())
+
+
+def leaves(module: nn.Module, x: torch.Tensor, hx: object) -> dict[str, torch.Tensor]:
+    named = {"x": x, **dict(module.named_parameters())}
+    if isinstance(hx, tuple):
+        named.update(h=hx[0], c=hx[1])
+    elif hx is not None:
+        named["h"] = hx
+    return named
+
+
+@pytest.mark.parametrize("torch_type, lstmkit_type, options", TORCH_CELLS)
+def test_same_initial_weights_and_names_as_torch(torch_type, lstmkit_type, options):
+    torch.manual_seed(0)
+    reference = torch_type(INPUT, HIDDEN, **options)
+    torch.manual_seed(0)
+    cell = lstmkit_type(INPUT, HIDDEN, **options)
+    assert list(cell.state_dict()) == list(reference.state_dict()) == ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+    for name, parameter in reference.state_dict().items():
+        assert torch.equal(cell.state_dict()[name], parameter), name
+
+
+@pytest.mark.parametrize("engine", ["auto", "fused", "reference"])
+@pytest.mark.parametrize("torch_type, lstmkit_type, options", TORCH_CELLS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batch", [(B,), (), (0,)], ids=["batched", "unbatched", "batch0"])
+@pytest.mark.parametrize("given_state", [True, False], ids=["state", "zeros"])
+def test_equals_torch_over_steps(torch_type, lstmkit_type, options, bias, batch, given_state, engine):
+    """Three steps in a loop, the state fed back: outputs and every gradient as torch.nn's."""
+    reference = torch_type(INPUT, HIDDEN, bias=bias, dtype=F64, **options)
+    cell = lstmkit_type(INPUT, HIDDEN, bias=bias, dtype=F64, engine=engine, **options)
+    cell.load_state_dict(reference.state_dict())
+    x, hx = random_inputs(batch, torch_type is nn.LSTMCell)
+    hx = hx if given_state else None
+
+    def loop(module):
+        state, outputs = hx, []
+        for step in range(3):
+            state = module(x * (step + 1), state)
+            outputs.append(state)
+        return outputs
+
+    assert_same_run(loop(cell), loop(reference), leaves(cell, x, hx), leaves(reference, x, hx))
+
+
+@pytest.mark.parametrize("engine", ["auto", "fused"])
+@pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
+def test_one_step_equals_one_step_of_the_layer(cell_name, options, bias, batched, engine):
+    """A cell module holding a layer's weights: its step is the layer's (reference engine, T = 1)."""
+    torch.manual_seed(0)
+    layer = lstmkit.Recurrent(cell_name, INPUT, HIDDEN, bias=bias, dtype=F64, engine="reference", **options)
+    with torch.no_grad():  # LayerNorm gains and shifts away from their 1 and 0
+        for parameter in layer.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    cell = NAMED[cell_name].from_layer(layer, engine=engine)
+    x, hx = random_inputs((B,) if batched else (), layer.cell.has_cell_state)
+    as_layer_state = (lambda s: s.unsqueeze(0))
+    layer_hx = tuple(map(as_layer_state, hx)) if isinstance(hx, tuple) else as_layer_state(hx)
+    output, state = layer(x.unsqueeze(0), layer_hx)
+    layer_leaves = {"x": x, **{name.removesuffix("_l0"): p for name, p in layer.named_parameters()}}
+    layer_leaves.update({"h": hx[0], "c": hx[1]} if isinstance(hx, tuple) else {"h": hx})
+    expected = tuple(s.squeeze(0) for s in state) if isinstance(state, tuple) else state.squeeze(0)
+    assert_same_run(cell(x, hx), expected, leaves(cell, x, hx), layer_leaves)
+
+
+@pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
+def test_gates_are_those_the_layer_traces(cell_name, options):
+    torch.manual_seed(0)
+    layer = lstmkit.Recurrent(cell_name, INPUT, HIDDEN, dtype=F64, engine="reference", **options)
+    cell = lstmkit.RecurrentCell.from_layer(layer)
+    x, hx = random_inputs((B,), layer.cell.has_cell_state)
+    state, gates = cell(x, hx, return_gates=True)
+    layer_hx = tuple(s.unsqueeze(0) for s in hx) if isinstance(hx, tuple) else hx.unsqueeze(0)
+    _, _, trace = layer(x.unsqueeze(0), layer_hx, return_gates=True)
+    assert gates.keys() == trace.gates.keys()
+    for name, gate in gates.items():
+        assert_close(gate, trace.gates[name][0, 0], name)
+        assert not gate.requires_grad
+    if cell_name == "lstm" and not options:  # the gates by hand: c' = f c + i g, h' = o tanh(c')
+        assert_close(state[1], gates["forget"] * hx[1] + gates["input"] * gates["candidate"], "c'")
+        assert_close(state[0], gates["output"] * torch.tanh(state[1]), "h'")
+    _, unbatched = cell(x[0], tuple(s[0] for s in hx) if isinstance(hx, tuple) else hx[0], return_gates=True)
+    for name, gate in unbatched.items():
+        assert_close(gate, gates[name][0], f"unbatched {name}")
+
+
+def test_a_trained_stack_stepped_by_hand():
+    """from_layer of every layer and both directions: the cells reproduce the stack's output."""
+    torch.manual_seed(0)
+    lstm = lstmkit.LSTM(INPUT, HIDDEN, num_layers=2, bidirectional=True, dtype=F64)
+    x = torch.randn(6, B, INPUT, dtype=F64)
+    output, (h_n, c_n) = lstm(x)
+    layer_input = x
+    for layer in range(2):
+        directions = []
+        for direction in range(2):
+            cell = lstmkit.LSTMCell.from_layer(lstm, layer, direction)
+            steps = layer_input if direction == 0 else layer_input.flip(0)
+            state, outputs = None, []
+            for x_t in steps:
+                state = cell(x_t, state)
+                outputs.append(state[0])
+            index = 2 * layer + direction
+            assert_close(state[0], h_n[index], f"h_n[{index}]")
+            assert_close(state[1], c_n[index], f"c_n[{index}]")
+            stacked = torch.stack(outputs)
+            directions.append(stacked if direction == 0 else stacked.flip(0))
+        layer_input = torch.cat(directions, -1)
+    assert_close(layer_input, output, "output")
+
+
+def test_to_layer_writes_the_weights_back():
+    torch.manual_seed(0)
+    layer = lstmkit.PeepholeLSTM(INPUT, HIDDEN, num_layers=2, dtype=F64)
+    cell = lstmkit.PeepholeLSTMCell.from_layer(layer, 1)
+    with torch.no_grad():
+        for parameter in cell.parameters():
+            parameter.mul_(2)
+    before = {name: p.clone() for name, p in layer.named_parameters()}
+    cell.to_layer(layer, 1)
+    for name, parameter in layer.named_parameters():
+        if name.endswith("_l1"):
+            assert torch.equal(parameter, getattr(cell, name.removesuffix("_l1"))), name
+            assert torch.equal(parameter, 2 * before[name]), name
+        else:
+            assert torch.equal(parameter, before[name]), name
+
+
+def test_from_layer_carries_the_cell_options_and_sizes():
+    layer = lstmkit.RNN(INPUT, HIDDEN, num_layers=2, nonlinearity="relu", bias=False, bidirectional=True)
+    cell = lstmkit.RNNCell.from_layer(layer, 1, 1)
+    assert (cell.nonlinearity, cell.input_size, cell.hidden_size, cell.bias) == ("relu", 2 * HIDDEN, HIDDEN, False)
+    assert torch.equal(cell.weight_hh, layer.weight_hh_l1_reverse)
+    ablated = lstmkit.RecurrentCell.from_layer(lstmkit.LSTM(INPUT, HIDDEN, forget_gate=False))
+    assert ablated.cell == lstmkit.cells.LSTMStep(forget_gate=False)
+    assert ablated.weight_ih.shape == (3 * HIDDEN, INPUT)
+
+
+@pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
+def test_double_backward(cell_name, options):
+    """gradgradcheck of the fused step: its gradients are themselves differentiable."""
+    torch.manual_seed(0)
+    cell = lstmkit.RecurrentCell(cell_name, 3, 2, dtype=F64, engine="fused", **options)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, dtype=F64, generator=generator, requires_grad=True)
+    h = torch.randn(2, 2, dtype=F64, generator=generator, requires_grad=True)
+    c = torch.randn(2, 2, dtype=F64, generator=generator, requires_grad=True)
+    parameters = tuple(cell.parameters())
+
+    def step(x, h, c, *weights):
+        module = lstmkit.RecurrentCell(cell_name, 3, 2, dtype=F64, engine="fused", **options)
+        for name, weight in zip(dict(cell.named_parameters()), weights, strict=True):
+            delattr(module, name)
+            setattr(module, name, weight)
+        return module(x, (h, c) if module.cell.has_cell_state else h)
+
+    assert torch.autograd.gradgradcheck(step, (x, h, c, *parameters), fast_mode=True)
+
+
+@pytest.mark.parametrize("engine", ["auto", "fused"])
+def test_double_backward_equals_torch(engine):
+    """A gradient penalty through nn.LSTMCell and lstmkit.LSTMCell: the same second derivatives."""
+    reference = nn.LSTMCell(INPUT, HIDDEN, dtype=F64)
+    cell = lstmkit.LSTMCell(INPUT, HIDDEN, dtype=F64, engine=engine)
+    cell.load_state_dict(reference.state_dict())
+    x, hx = random_inputs((B,), True)
+
+    def penalty(module):
+        h, c = module(x, hx)
+        (d_x,) = torch.autograd.grad((h * c).sum(), x, create_graph=True)
+        return d_x.pow(2).sum()
+
+    for (name, actual), expected in zip(
+        leaves(cell, x, hx).items(), torch.autograd.grad(penalty(reference), list(leaves(reference, x, hx).values()))
+    ):
+        assert_close(torch.autograd.grad(penalty(cell), actual)[0], expected, name)
+
+
+@pytest.mark.parametrize("cell_name, options", [(name, options) for name, options in ALL_CELLS if not options])
+def test_save_and_load_whole_module_with_weights_only(cell_name, options):
+    cell = NAMED[cell_name](INPUT, HIDDEN, dtype=F64)
+    model = {"cell": cell, "any": lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, bias=False)}
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer)  # weights_only=True, torch's default
+    assert type(loaded["cell"]) is type(cell) and loaded["any"].cell == model["any"].cell
+    x = torch.randn(B, INPUT, dtype=F64)
+    for actual, expected in zip(loaded["cell"](x), cell(x)) if cell.cell.has_cell_state else [(loaded["cell"](x), cell(x))]:
+        assert torch.equal(actual, expected)
+
+
+@pytest.mark.parametrize("engine", ["auto", "fused"])
+@pytest.mark.parametrize("torch_type, lstmkit_type, options", TORCH_CELLS)
+def test_cpu_autocast_dtypes_as_torch_and_close_to_float32(torch_type, lstmkit_type, options, engine):
+    reference = torch_type(INPUT, HIDDEN, **options)
+    cell = lstmkit_type(INPUT, HIDDEN, engine=engine, **options)
+    cell.load_state_dict(reference.state_dict())
+    x = torch.randn(B, INPUT)
+    full = cell(x)
+    with torch.autocast("cpu", torch.bfloat16):
+        mixed, expected = cell(x), reference(x)
+    mixed, expected, full = ([t] if isinstance(t, torch.Tensor) else list(t) for t in (mixed, expected, full))
+    assert [t.dtype for t in mixed] == [t.dtype for t in expected]
+    for actual, exact in zip(mixed, full, strict=True):
+        assert (actual.float() - exact).abs().max() < 3e-2
+
+
+@pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
+def test_cpu_autocast_matches_the_reference_engine_in_the_same_precision(cell_name, options):
+    torch.manual_seed(0)
+    layer = lstmkit.Recurrent(cell_name, INPUT, HIDDEN, engine="reference", **options)
+    cell = lstmkit.RecurrentCell.from_layer(layer, engine="fused")
+    x = torch.randn(B, INPUT)
+    with torch.autocast("cpu", torch.bfloat16):
+        state = cell(x)
+        output, _ = layer(x.unsqueeze(0))
+    h = state[0] if isinstance(state, tuple) else state
+    assert (h.float() - output[0].float()).abs().max() < 1e-2
+
+
+def test_forget_bias_and_repr():
+    cell = lstmkit.CIFGLSTMCell(INPUT, HIDDEN, forget_bias=2.0)
+    assert torch.equal(cell.bias_ih[:HIDDEN], torch.full((HIDDEN,), -2.0))  # f = 1 - i starts at σ(2)
+    assert torch.equal(cell.bias_hh[:HIDDEN], torch.zeros(HIDDEN))
+    lstm = lstmkit.LSTMCell(INPUT, HIDDEN, forget_bias=1.0)
+    assert torch.equal(lstm.bias_ih[HIDDEN : 2 * HIDDEN], torch.ones(HIDDEN))
+    assert repr(lstm) == "LSTMCell(4, 5, forget_bias=1.0, engine=native)"
+    assert repr(lstmkit.LSTMCell(INPUT, HIDDEN, forget_gate=False, bias=False)) == (
+        "LSTMCell(4, 5, forget_gate=False, bias=False, engine=fused)"
+    )
+    assert repr(lstmkit.RecurrentCell("rnn", 4, 5, nonlinearity="relu", engine="reference")) == (
+        "RecurrentCell(cell=rnn(nonlinearity='relu'), 4, 5, engine=reference)"
+    )
+
+
+def test_the_step_math_and_the_modules_have_different_names():
+    assert lstmkit.LSTMCell is lstmkit.nn.LSTMCell and issubclass(lstmkit.LSTMCell, nn.Module)
+    assert not hasattr(lstmkit.cells, "LSTMCell")
+    assert lstmkit.cells.CELLS["lstm"] is lstmkit.cells.LSTMStep
+
+
+ERRORS = [
+    (lambda c: c(torch.randn(B, 6)), ValueError,
+     "input.size(-1) must equal input_size=4, got 6 (input shape (3, 6))"),
+    (lambda c: c(torch.randn(2, B, INPUT)), ValueError,
+     "LSTMCell: input must be 2-D (batch, input_size) or 1-D (input_size,) unbatched, got 3-D with shape (2, 3, 4)"),
+    (lambda c: c(torch.randn(B, INPUT), (torch.randn(B, 6), torch.randn(B, HIDDEN))), ValueError,
+     "LSTMCell: hx[0] (h) must have shape (3, 5) (batch, hidden_size) for input of shape (3, 4), got (3, 6)"),
+    (lambda c: c(torch.randn(B, INPUT), (torch.randn(B, HIDDEN), torch.randn(2, HIDDEN))), ValueError,
+     "LSTMCell: hx[1] (c) must have shape (3, 5) (batch, hidden_size) for input of shape (3, 4), got (2, 5)"),
+    (lambda c: c(torch.randn(INPUT), (torch.randn(1, HIDDEN), torch.randn(1, HIDDEN))), ValueError,
+     "LSTMCell: hx[0] (h) must have shape (5,) (hidden_size,) for unbatched input for input of shape (4,), got (1, 5)"),
+    (lambda c: c(torch.randn(B, INPUT), torch.randn(B, HIDDEN)), TypeError,
+     "LSTMCell: hx must be a tuple (h, c) of two tensors, got Tensor of shape (3, 5)"),
+    (lambda c: c(torch.randn(B, INPUT, dtype=F64)), TypeError,
+     "input dtype must match the layer's parameters (torch.float32), got torch.float64; convert the input with "
+     "input.to(torch.float32) or the layer with layer.to(torch.float64)"),
+    (lambda c: lstmkit.LSTMCell.from_layer(lstmkit.GRU(INPUT, HIDDEN)), TypeError,
+     "LSTMCell.from_layer takes a layer of cell 'lstm', got one of cell gru; lstmkit.RecurrentCell.from_layer takes any cell"),
+    (lambda c: lstmkit.LSTMCell.from_layer(lstmkit.LSTM(INPUT, HIDDEN), 1), ValueError,
+     "layer must be an int in [0, 0] for this layer, got 1"),
+    (lambda c: lstmkit.LSTMCell.from_layer(lstmkit.LSTM(INPUT, HIDDEN, proj_size=2)), ValueError,
+     "a cell module has no projection; the layer has proj_size=2, so its steps cannot be taken by a cell module"),
+    (lambda c: c.to_layer(lstmkit.LSTM(INPUT, HIDDEN, forget_gate=False)), ValueError,
+     "to_layer needs a layer of this module's cell lstm, got one of cell lstm(forget_gate=False)"),
+    (lambda c: c.to_layer(lstmkit.LSTM(INPUT, HIDDEN, bias=False)), ValueError,
+     "the layer's parameters (weight_ih, weight_hh) do not match this module's (weight_ih, weight_hh, bias_ih, "
+     "bias_hh): build both with the same bias"),
+    (lambda c: c.to_layer(lstmkit.LSTM(INPUT + 1, HIDDEN)), ValueError,
+     "the layer's weight_ih has shape (20, 5), this module's (20, 4): build both with the same input_size and hidden_size"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", ERRORS, ids=range(len(ERRORS)))
+def test_errors_name_expected_and_received(call, error, message):
+    with pytest.raises(error) as raised:
+        call(lstmkit.LSTMCell(INPUT, HIDDEN))
+    assert str(raised.value) == message
+
+
+def test_option_errors():
+    with pytest.raises(ValueError, match="engine must be one of auto, native, fused, reference, got 'triton'"):
+        lstmkit.LSTMCell(INPUT, HIDDEN, engine="triton")
+    with pytest.raises(ValueError, match="engine='native' cannot run this cell: cell 'peephole' has no native kernel"):
+        lstmkit.PeepholeLSTMCell(INPUT, HIDDEN, engine="native")
+    with pytest.raises(ValueError, match="torch's native cell kernels do not expose gate activations"):
+        lstmkit.LSTMCell(INPUT, HIDDEN, engine="native")(torch.randn(B, INPUT), return_gates=True)
+    with pytest.raises(ValueError, match="forget_bias needs a cell with a forget gate; cell gru has none"):
+        lstmkit.RecurrentCell("gru", INPUT, HIDDEN, forget_bias=1.0)
+    with pytest.raises(ValueError, match="nonlinearity must be one of \\['relu', 'tanh'\\], got 'sigmoid'"):
+        lstmkit.RNNCell(INPUT, HIDDEN, nonlinearity="sigmoid")
+    with pytest.raises(ValueError, match="hidden_size must be greater than zero, got 0"):
+        lstmkit.GRUCell(INPUT, 0)
+    with pytest.raises(TypeError, match="GRUCell: hx \\(h\\) must be a Tensor, got tuple of 2"):
+        lstmkit.GRUCell(INPUT, HIDDEN)(torch.randn(B, INPUT), (torch.randn(B, HIDDEN),) * 2)
+
+
+@pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
+def test_named_modules_take_the_layer_arguments(cell_name, options):
+    """Each named module builds the same cell as RecurrentCell by name, with the same weights."""
+    torch.manual_seed(0)
+    named = NAMED[cell_name](INPUT, HIDDEN, **options)
+    torch.manual_seed(0)
+    generic = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, **options)
+    assert named.cell == generic.cell, cell_id(cell_name, options)
+    assert all(torch.equal(a, b) for a, b in zip(named.parameters(), generic.parameters(), strict=True))
