@@ -19,7 +19,6 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import ClassVar, NamedTuple
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

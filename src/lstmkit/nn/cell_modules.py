@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from lstmkit.cells import CELLS, CIFGLSTMStep, Cell, GRUStep, LayerNormLSTMStep, LayerWeights, LSTMStep
+from lstmkit.cells import CIFGLSTMStep, Cell, GRUStep, LayerNormLSTMStep, LayerWeights, LSTMStep
 from lstmkit.cells import PeepholeLSTMStep, RNNStep
 from lstmkit.engines.step import check_step_engine, run_cell_step, step_engine_name
 from lstmkit.nn.docs import (
