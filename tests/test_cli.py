@@ -51,7 +51,7 @@ def run_cli(arguments: list[str], capsys) -> tuple[int, str, str]:
 
 
 def test_task_command_trains_compares_and_writes(tmp_path, capsys):
-    code, out, _ = run_cli(["task", "adding", "--T", "10", "--cells", "rnn,lstm", "--steps", "30", "--hidden", "8",
+    code, out, _ = run_cli(["task", "adding", "--T", "10", "--cells", "rnn,lstm", "--steps", "30", "--hidden-size", "8",
                             "--test-size", "50", "--eval-every", "10", "--out", str(tmp_path)], capsys)
     assert code == 0
     table = out.splitlines()[2:5]
@@ -64,7 +64,7 @@ def test_task_command_trains_compares_and_writes(tmp_path, capsys):
 
 
 def test_probes_from_a_task_run(tmp_path, capsys):
-    run_cli(["task", "temporal_order", "--T", "10", "--cells", "rnn,lstm", "--steps", "20", "--hidden", "8",
+    run_cli(["task", "temporal_order", "--T", "10", "--cells", "rnn,lstm", "--steps", "20", "--hidden-size", "8",
              "--test-size", "50", "--out", str(tmp_path / "task")], capsys)
     code, out, _ = run_cli(["probe", "gradients", "--from", str(tmp_path / "task"), "--out", str(tmp_path / "probe")], capsys)
     assert code == 0 and "at initialisation: orders of magnitude lost" in out
@@ -106,7 +106,7 @@ def test_probe_from_a_run_rebuilds_its_starting_point_from_the_runs_seed(tmp_pat
     from lstmkit.pipelines.probes import gradient_profile, probe_batch
     from lstmkit.tasks import AddingTask
 
-    run_cli(["task", "adding", "--T", "6", "--cells", "lstm", "--steps", "5", "--hidden", "4", "--seed", "3",
+    run_cli(["task", "adding", "--T", "6", "--cells", "lstm", "--steps", "5", "--hidden-size", "4", "--seed", "3",
              "--test-size", "20", "--out", str(tmp_path / "task")], capsys)
     run_cli(["probe", "gradients", "--from", str(tmp_path / "task"), "--out", str(tmp_path / "probe")], capsys)
     rows = [row.split(",") for row in (tmp_path / "probe" / "gradient_norms.csv").read_text().splitlines()[1:]]

@@ -12,7 +12,7 @@ import pytest
 from lstmkit.forecast import Forecaster
 from lstmkit.series import baseline_forecast, read_series
 
-QUICK = dict(hidden=16, layers=1, epochs=3, batch=64, seed=0)
+QUICK = dict(hidden_size=16, num_layers=1, epochs=3, batch_size=64, seed=0)
 
 
 def sine_table(rows: int = 300, period: int = 20) -> pd.DataFrame:
@@ -24,8 +24,8 @@ def sine_table(rows: int = 300, period: int = 20) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def sine_backtest():
-    forecaster = Forecaster("day", "signal", horizon=5, lookback=30, season=20, hidden=32, layers=1, epochs=60,
-                            patience=60, batch=32, lr=3e-3, dropout=0.0, calendar=False)
+    forecaster = Forecaster("day", "signal", horizon=5, lookback=30, season=20, hidden_size=32, num_layers=1,
+                            epochs=60, patience=60, batch_size=32, lr=3e-3, dropout=0.0, calendar=False)
     return forecaster.backtest(sine_table(), holdout=20, baselines=("naive", "seasonal_naive", "drift"))
 
 
@@ -149,7 +149,7 @@ def test_cli_fit_backtest_and_predict(tmp_path, capsys):
     csv = tmp_path / "series.csv"
     table.to_csv(csv, index=False)
     common = [str(csv), "--time", "day", "--target", "signal", "--horizon", "5", "--lookback", "15", "--holdout", "10",
-              "--hidden", "16", "--layers", "1", "--epochs", "3"]
+              "--hidden-size", "16", "--num-layers", "1", "--epochs", "3"]
     main(["forecast", "fit", *common, "--out", str(tmp_path / "run")])
     captured = capsys.readouterr()
     assert "lstmkit: warning: column 'signal': 2 missing value(s) filled by linear interpolation" in captured.err
@@ -194,8 +194,8 @@ def promotion_table(rows: int = 300, ahead: int = 0) -> pd.DataFrame:
 
 
 def test_known_future_covariates_are_read_at_the_steps_they_belong_to():
-    options = dict(horizon=3, lookback=6, hidden=16, layers=1, epochs=40, patience=40, lr=3e-3, dropout=0.0,
-                   calendar=False, seed=0)
+    options = dict(horizon=3, lookback=6, hidden_size=16, num_layers=1, epochs=40, patience=40, lr=3e-3,
+                   dropout=0.0, calendar=False, seed=0)
     table = promotion_table()
     informed = Forecaster("day", "sales", future_covariates="promo", **options).backtest(
         table, holdout=30, baselines=("naive",))

@@ -15,7 +15,7 @@ import numpy as np
 from lstmkit.extras import extra_imports
 
 with extra_imports("tasks", __name__):
-    from lstmkit.pipelines.longlag import CellRun, TrainingOptions, results_table, run_task
+    from lstmkit.pipelines.longlag import CellRun, TaskTrainingConfig, results_table, run_task
     from lstmkit.pipelines.probes import decay_orders, gradient_profiles, write_gradient_profiles
 from lstmkit.tasks import AddingTask, Task
 
@@ -26,8 +26,8 @@ def run_demo(out: str | Path, T: int = 100, time_budget: float = 90.0, seed: int
     """Train, probe, write the figures to `out`; returns the printed lines (table, conclusion)."""
     out = Path(out)
     task = AddingTask(T)
-    options = TrainingOptions(hidden_size=hidden_size, time_budget=time_budget, seed=seed)
-    runs = run_task(task, DEMO_CELLS, options, out)
+    config = TaskTrainingConfig(hidden_size=hidden_size, time_budget=time_budget, seed=seed)
+    runs = run_task(task, DEMO_CELLS, config, out)
     profiles = gradient_profiles(task, {run.cell: run.model for run in runs}, hidden_size, seed)
     write_gradient_profiles(profiles, task, out)
     return [results_table(task, runs), "", *conclusion(task, runs, profiles["after training"])]
