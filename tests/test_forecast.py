@@ -93,6 +93,23 @@ def test_a_saved_forecaster_predicts_the_same_after_loading(tmp_path):
     assert saved["kind"] == "forecaster" and saved["layout"]["lookback"] == 12 and saved["layout"]["season"] == 7
 
 
+def test_a_forecaster_saved_under_the_old_setting_names_loads(tmp_path):
+    """Before the training core the settings were hidden, layers and batch, with no device."""
+    table = sine_table(120)
+    Forecaster("day", "signal", horizon=4, lookback=12, **QUICK).fit(table).save(tmp_path / "model")
+    path = tmp_path / "model" / "config.json"
+    saved = json.loads(path.read_text())
+    expected = Forecaster.load(tmp_path / "model").predict(table)
+    old_names = {"hidden_size": "hidden", "num_layers": "layers", "batch_size": "batch"}
+    new_fields = ("steps", "warmup", "min_lr_fraction", "eval_every", "device", "precision")
+    saved["forecaster"] = {old_names.get(name, name): value for name, value in saved["forecaster"].items()
+                           if name not in new_fields}
+    path.write_text(json.dumps(saved))
+    loaded = Forecaster.load(tmp_path / "model")
+    assert (loaded.config.hidden_size, loaded.config.num_layers, loaded.config.batch_size) == (16, 1, 64)
+    pd.testing.assert_frame_equal(loaded.predict(table), expected)
+
+
 def test_the_prediction_interval_is_the_gaussian_quantile_of_the_predicted_scale():
     table = sine_table(120)
     narrow = Forecaster("day", "signal", horizon=3, lookback=10, interval=0.5, **QUICK).fit(table).predict(table)

@@ -259,3 +259,22 @@ def test_two_processes_train_as_one_process_on_the_same_global_batch(text_file, 
     resumed = json.loads((tmp_path / "resumed" / "results.json").read_text())
     assert resumed["processes"] == 2 and resumed["steps"] == 40
     assert resumed["best_val_loss"] == pytest.approx(single.best_val_loss, rel=1e-5)
+
+
+def test_a_run_of_an_older_lstmkit_loads_but_does_not_resume(text_file, tmp_path):
+    """Runs written before the training core named their settings hidden, layers, batch and
+    kept another progress record: their models load; --resume says why it cannot continue."""
+    config = LMTrainingConfig(steps=10, num_layers=1, hidden_size=16, seq_len=10, batch_size=4, eval_every=10)
+    lm.train(text_file, tmp_path / "run", config)
+    sample = lm.load(tmp_path / "run").sample("First", length=20, seed=0)
+    for checkpoint in ("best", "last"):
+        path = tmp_path / "run" / checkpoint / "config.json"
+        saved = json.loads(path.read_text())
+        saved["training"] = {{"hidden_size": "hidden", "num_layers": "layers", "batch_size": "batch"}.get(name, name): value
+                             for name, value in saved["training"].items()}
+        saved["progress"] = {"step": 10, "epoch": 0, "window": 10, "tokens": 400, "best_val_loss": 3.0}
+        path.write_text(json.dumps(saved))
+    assert lm.load(tmp_path / "run").sample("First", length=20, seed=0) == sample
+    with pytest.raises(ValueError, match="was written by an older lstmkit: its models load .* but its training "
+                                         "cannot be resumed; start a new run"):
+        lm.train(text_file, tmp_path / "run", config, resume=True)

@@ -47,9 +47,8 @@ def device_name(text: str) -> str:
     """argparse type: auto, cpu, cuda or cuda:N."""
     try:
         check_device_name(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error).removeprefix("device must be ").replace("got", "expected; got")
-                                         ) from None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}") from None
     return text
 
 
