@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from lstmkit.cells import CELLS
-from lstmkit.cli.arguments import add_setting, add_training_arguments, config_from, device_name, positive_float, positive_int
+from lstmkit.cli.arguments import (add_setting, add_training_arguments, config_from, device_name, positive_float,
+                                   positive_int)
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.pipelines.lm import LMTrainingConfig
 

@@ -29,8 +29,8 @@ from lstmkit.training import Job, Processes, Trainer
 
 TEST_SEED_OFFSET = 10_000  # the test set's seed is the training seed plus this
 
-__all__ = ["CellRun", "TaskRunModels", "TaskTrainingConfig", "build_model", "default_folder", "evaluate", "load_model", "load_task_run",
-           "results_table", "run_task", "train_cell"]
+__all__ = ["CellRun", "TaskRunModels", "TaskTrainingConfig", "build_model", "default_folder", "evaluate",
+           "load_model", "load_task_run", "results_table", "run_task", "train_cell"]
 
 
 @dataclass

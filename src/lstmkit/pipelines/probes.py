@@ -126,8 +126,8 @@ def probe_gradients(out: str | Path | None = None, source: str | Path | None = N
     return task, profiles, out
 
 
-def probe_gates(out: str | Path | None = None, checkpoint: str | Path | None = None, task: Task | None = None, cell: str = "lstm",
-                config: TaskTrainingConfig | None = None) -> Path:
+def probe_gates(out: str | Path | None = None, checkpoint: str | Path | None = None, task: Task | None = None,
+                cell: str = "lstm", config: TaskTrainingConfig | None = None) -> Path:
     """`lstmkit probe gates`: the gate heat maps of a saved model (`checkpoint`), or of `cell`
     trained on `task` with `config`, in `out` (default runs/gates-NAME-TN); returns the
     figure's path."""

@@ -55,4 +55,5 @@ class Precision:
         return torch.autocast(self.device.type, self.dtype)
 
     def describe(self) -> str:
-        return {"32": "float32", "bf16": "bfloat16 autocast", "16": "float16 autocast with a gradient scaler"}[self.name]
+        return {"32": "float32", "bf16": "bfloat16 autocast",
+                "16": "float16 autocast with a gradient scaler"}[self.name]
