@@ -10,7 +10,7 @@ from lstmkit.cli.arguments import (add_setting, add_training_arguments, cell_lis
                                    positive_int)
 from lstmkit.nn.docs import step_equations
 from lstmkit.nn.recurrent import Recurrent
-from lstmkit.pipelines.configs import TaskTrainingConfig
+from lstmkit.pipelines.configs import DemoConfig, TaskTrainingConfig
 from lstmkit.tasks import TASKS, make_task
 
 
@@ -72,7 +72,7 @@ def demo_command(arguments: argparse.Namespace) -> None:
     out = Path(arguments.out)
     print(f"lstmkit demo: rnn, gru and lstm on the adding problem, T={arguments.T}, "
           f"up to {arguments.time_budget:g} s each; figures go to {out}/", flush=True)
-    for line in run_demo(out, arguments.T, arguments.time_budget, arguments.seed):
+    for line in run_demo(out, config_from(arguments, DemoConfig)):
         print(line)
     print(f"\nfigures: {out}/learning_curves.png, {out}/gradient_norms.png")
 
@@ -125,7 +125,7 @@ def add_task_commands(commands) -> None:
 
     demo = commands.add_parser("demo", help="rnn vs gru vs lstm on the adding problem, in a few minutes")
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    demo.add_argument("--T", type=positive_int, default=100, help="sequence length (default 100)")
-    demo.add_argument("--time-budget", type=positive_float, default=90.0, help="seconds per cell (default 90)")
-    demo.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    add_setting(demo, DemoConfig, "T", "sequence length", type=positive_int)
+    add_setting(demo, DemoConfig, "time_budget", "seconds of training per cell", type=positive_float)
+    add_setting(demo, DemoConfig, "seed", "seed", type=int)
     demo.set_defaults(run=demo_command, extra="tasks")

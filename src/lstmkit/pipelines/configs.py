@@ -100,3 +100,18 @@ class ForecasterConfig(TrainingConfig):
             raise ValueError(f"interval is the coverage of the prediction interval, in (0, 1); got {self.interval!r}")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """`lstmkit demo`: rnn, gru and lstm on the adding problem."""
+
+    # A lag the plain RNN cannot bridge and the gated cells can, within minutes on 2 CPU cores.
+    T: int = 100
+    # Seconds of training per cell: the gated cells solve T = 100 in one to two minutes.
+    time_budget: float = 90.0
+    seed: int = 0
+    hidden_size: int = 128
+
+    def training(self) -> TaskTrainingConfig:
+        return TaskTrainingConfig(hidden_size=self.hidden_size, time_budget=self.time_budget, seed=self.seed)
