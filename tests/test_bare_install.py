@@ -162,7 +162,6 @@ TINY_TRAINING = ["--T", "5", "--steps", "1", "--hidden-size", "2", "--test-size"
      f"lstmkit forecast {FORECAST_MESSAGE}"),
     (["forecast", "predict", "run", "series.csv"], f"lstmkit forecast {FORECAST_MESSAGE}"),
     (["lm", "train", "input.txt", "--steps", "1"], f"lstmkit lm {LM_MESSAGE}"),
-    (["lm", "sample", "run"], f"lstmkit lm {LM_MESSAGE}"),
 ])
 def test_a_command_without_its_extra_stops_with_one_line(arguments, message, tmp_path):
     command = Path(sys.executable).parent / "lstmkit"

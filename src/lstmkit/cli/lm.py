@@ -74,10 +74,10 @@ def add_lm_commands(commands) -> None:
     sample.add_argument("--top-k", type=positive_int, help="sample among the k likeliest tokens only")
     sample.add_argument("--seed", type=int, help="seed, for a reproducible sample")
     sample.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")
-    sample.set_defaults(run=lm_sample_command, extra="lm")
+    sample.set_defaults(run=lm_sample_command)
 
     evaluate = lm.add_parser("eval", help="loss, perplexity and bits per character of a text under a model")
     evaluate.add_argument("directory", help="a run folder (its best checkpoint) or a checkpoint folder")
     evaluate.add_argument("text", help="a UTF-8 text file")
     evaluate.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")
-    evaluate.set_defaults(run=lm_eval_command, extra="lm")
+    evaluate.set_defaults(run=lm_eval_command)
