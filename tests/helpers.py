@@ -140,3 +140,22 @@ def cell_id(cell: str, options: dict) -> str:
 
 
 ALL_CELL_PARAMS = [pytest.param(cell, options, id=cell_id(cell, options)) for cell, options in ALL_CELLS]
+
+
+class Killed(Exception):
+    """Stands for a training process dying: nothing after it runs, nothing is saved."""
+
+
+def dies_at_step(monkeypatch, step: int) -> None:
+    """Make the training core die (raise Killed) when it checks its budget at `step`; the run's
+    last checkpoint is then the one of the evaluation before it. monkeypatch.undo() revives it."""
+    from lstmkit.training import loop
+
+    real = loop.budget_spent
+
+    def dies(config, progress, step_limit):
+        if progress.step == step:
+            raise Killed
+        return real(config, progress, step_limit)
+
+    monkeypatch.setattr(loop, "budget_spent", dies)

@@ -37,16 +37,20 @@ bare_only = pytest.mark.skipif(
     bool(INSTALLED) and not BARE_INSTALL,
     reason=f"runs in the bare install of `make test`; here {', '.join(INSTALLED)} are installed")
 
-TASKS_MESSAGE = "needs the tasks extra (missing: matplotlib): pip install 'lstmkit[tasks]'"
-FORECAST_MESSAGE = ("needs the forecast extra (missing: pandas, matplotlib, statsmodels): "
+TASKS_MESSAGE = "needs the tasks extra (missing: matplotlib, tqdm): pip install 'lstmkit[tasks]'"
+LM_MESSAGE = "needs the lm extra (missing: tqdm): pip install 'lstmkit[lm]'"
+FORECAST_MESSAGE = ("needs the forecast extra (missing: pandas, matplotlib, statsmodels, tqdm): "
                     "pip install 'lstmkit[forecast]'")
 
 
 def test_importing_lstmkit_and_its_layers_imports_no_extra():
-    """Even where the extras are installed, the layers, the CLI and the lm pipeline leave them unloaded."""
-    code = ("import sys, lstmkit, lstmkit.cli, lstmkit.lm, lstmkit.checkpoint, lstmkit.models, lstmkit.tasks\n"
+    """Even where the extras are installed, the layers, the CLI and the lm pipeline leave them
+    unloaded (beyond what `import torch` loads itself: torch.hub imports tqdm when it is there)."""
+    code = ("import sys, torch\n"
+            "before = set(sys.modules)\n"
+            "import lstmkit, lstmkit.cli, lstmkit.lm, lstmkit.checkpoint, lstmkit.models, lstmkit.tasks\n"
             "lstmkit.cli.build_parser()\n"
-            f"print(sorted(name for name in sys.modules if name.split('.')[0] in {EXTRA_MODULES!r}))")
+            f"print(sorted(name for name in set(sys.modules) - before if name.split('.')[0] in {EXTRA_MODULES!r}))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded == "[]\n"
 
@@ -89,8 +93,8 @@ def test_an_lm_checkpoint_loads_and_scores_as_it_was_trained(tmp_path):
     text, validation = tmp_path / "train.txt", tmp_path / "valid.txt"
     text.write_text("the quick brown fox jumps over the lazy dog.\n" * 40, encoding="utf-8")
     validation.write_text("a lazy dog jumps over the quick brown fox.\n" * 5, encoding="utf-8")
-    config = lm.TrainingConfig(steps=20, layers=1, hidden=16, embedding=8, seq_len=16, batch=1, eval_every=10,
-                               warmup=2)
+    config = lm.TrainingConfig(steps=20, num_layers=1, hidden_size=16, embedding_size=8, seq_len=16, batch_size=1,
+                               eval_every=10, warmup=2)
     run = lm.train(text, tmp_path / "run", config, validation)
     scores = lm.load(tmp_path / "run").evaluate(validation.read_text(encoding="utf-8"))
     assert scores.tokens == len(validation.read_text(encoding="utf-8")) - 1
@@ -143,7 +147,7 @@ def test_importing_a_pipeline_without_its_extra_names_the_pip_command(module, me
     assert str(error.value) == message
 
 
-TINY_TRAINING = ["--T", "5", "--steps", "1", "--hidden", "2", "--test-size", "2"]  # seconds, should one run
+TINY_TRAINING = ["--T", "5", "--steps", "1", "--hidden-size", "2", "--test-size", "2"]  # seconds, should one run
 
 
 @bare_only
@@ -157,6 +161,7 @@ TINY_TRAINING = ["--T", "5", "--steps", "1", "--hidden", "2", "--test-size", "2"
     (["forecast", "backtest", "series.csv", "--time", "t", "--target", "y", "--horizon", "2"],
      f"lstmkit forecast {FORECAST_MESSAGE}"),
     (["forecast", "predict", "run", "series.csv"], f"lstmkit forecast {FORECAST_MESSAGE}"),
+    (["lm", "train", "input.txt", "--steps", "1"], f"lstmkit lm {LM_MESSAGE}"),
 ])
 def test_a_command_without_its_extra_stops_with_one_line(arguments, message, tmp_path):
     command = Path(sys.executable).parent / "lstmkit"

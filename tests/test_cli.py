@@ -33,6 +33,9 @@ def test_cells_prints_the_equations_from_the_code(capsys):
     (["cells", "--hidden-size", "0"], "argument --hidden-size: expected a positive integer, got 0"),
     (["cells", "--hidden-size", "x"], "argument --hidden-size: expected a positive integer, got 'x'"),
     (["cells", "--hidden-size", "1"], "lstmkit: error: cell 'layernorm' needs hidden_size >= 2"),
+    (["lm", "train", "x.txt", "--device", "gpu"], "argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
+    (["lm", "train", "x.txt", "--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
+    (["task", "adding", "--device", "cuda:x"], "argument --device: expected auto, cpu, cuda or cuda:N, got 'cuda:x'"),
 ])
 def test_bad_arguments_exit_with_a_message(arguments, message, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -51,7 +54,7 @@ def run_cli(arguments: list[str], capsys) -> tuple[int, str, str]:
 
 
 def test_task_command_trains_compares_and_writes(tmp_path, capsys):
-    code, out, _ = run_cli(["task", "adding", "--T", "10", "--cells", "rnn,lstm", "--steps", "30", "--hidden", "8",
+    code, out, _ = run_cli(["task", "adding", "--T", "10", "--cells", "rnn,lstm", "--steps", "30", "--hidden-size", "8",
                             "--test-size", "50", "--eval-every", "10", "--out", str(tmp_path)], capsys)
     assert code == 0
     table = out.splitlines()[2:5]
@@ -64,7 +67,7 @@ def test_task_command_trains_compares_and_writes(tmp_path, capsys):
 
 
 def test_probes_from_a_task_run(tmp_path, capsys):
-    run_cli(["task", "temporal_order", "--T", "10", "--cells", "rnn,lstm", "--steps", "20", "--hidden", "8",
+    run_cli(["task", "temporal_order", "--T", "10", "--cells", "rnn,lstm", "--steps", "20", "--hidden-size", "8",
              "--test-size", "50", "--out", str(tmp_path / "task")], capsys)
     code, out, _ = run_cli(["probe", "gradients", "--from", str(tmp_path / "task"), "--out", str(tmp_path / "probe")], capsys)
     assert code == 0 and "at initialisation: orders of magnitude lost" in out
@@ -106,7 +109,7 @@ def test_probe_from_a_run_rebuilds_its_starting_point_from_the_runs_seed(tmp_pat
     from lstmkit.pipelines.probes import gradient_profile, probe_batch
     from lstmkit.tasks import AddingTask
 
-    run_cli(["task", "adding", "--T", "6", "--cells", "lstm", "--steps", "5", "--hidden", "4", "--seed", "3",
+    run_cli(["task", "adding", "--T", "6", "--cells", "lstm", "--steps", "5", "--hidden-size", "4", "--seed", "3",
              "--test-size", "20", "--out", str(tmp_path / "task")], capsys)
     run_cli(["probe", "gradients", "--from", str(tmp_path / "task"), "--out", str(tmp_path / "probe")], capsys)
     rows = [row.split(",") for row in (tmp_path / "probe" / "gradient_norms.csv").read_text().splitlines()[1:]]
@@ -119,3 +122,31 @@ def test_probe_from_a_run_rebuilds_its_starting_point_from_the_runs_seed(tmp_pat
 def test_probe_from_a_folder_without_models(tmp_path, capsys):
     code, _, err = run_cli(["probe", "gradients", "--from", str(tmp_path)], capsys)
     assert code == 2 and "is not a `lstmkit task` output folder: it has no models/ folder" in err
+
+
+@pytest.mark.parametrize("command, config_class", [
+    (["lm", "train", "input.txt"], "lstmkit.pipelines.lm.LMTrainingConfig"),
+    (["task", "adding"], "lstmkit.pipelines.configs.TaskTrainingConfig"),
+    (["forecast", "fit", "data.csv", "--time", "t", "--target", "y", "--horizon", "3", "--out", "run"],
+     "lstmkit.pipelines.configs.ForecasterConfig"),
+])
+def test_the_commands_defaults_are_the_configs_defaults(command, config_class):
+    """Each option the command shares with its config starts at the config's default, and the
+    config the command builds equals the config built with no arguments."""
+    import dataclasses
+    import importlib
+
+    from lstmkit.cli import build_parser
+    from lstmkit.cli.arguments import config_from
+
+    module, _, name = config_class.rpartition(".")
+    config_type = getattr(importlib.import_module(module), name)
+    arguments = build_parser().parse_args(command)
+    shared = [field for field in dataclasses.fields(config_type) if hasattr(arguments, field.name)]
+    assert {"lr", "clip", "seed", "device", "precision", "hidden_size", "batch_size"} <= {f.name for f in shared}
+    for field in shared:
+        if field.name not in ("steps", "epochs", "time_budget", "time", "target", "horizon"):
+            assert getattr(arguments, field.name) == field.default, field.name
+    required = {"time": "t", "target": ("y",), "horizon": 3} if name == "ForecasterConfig" else {}
+    built = config_from(arguments, config_type, **({"calendar": True} if required else {}))
+    assert built == config_type(**required)

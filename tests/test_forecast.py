@@ -12,7 +12,7 @@ import pytest
 from lstmkit.forecast import Forecaster
 from lstmkit.series import baseline_forecast, read_series
 
-QUICK = dict(hidden=16, layers=1, epochs=3, batch=64, seed=0)
+QUICK = dict(hidden_size=16, num_layers=1, epochs=3, batch_size=64, seed=0)
 
 
 def sine_table(rows: int = 300, period: int = 20) -> pd.DataFrame:
@@ -24,8 +24,8 @@ def sine_table(rows: int = 300, period: int = 20) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def sine_backtest():
-    forecaster = Forecaster("day", "signal", horizon=5, lookback=30, season=20, hidden=32, layers=1, epochs=60,
-                            patience=60, batch=32, lr=3e-3, dropout=0.0, calendar=False)
+    forecaster = Forecaster("day", "signal", horizon=5, lookback=30, season=20, hidden_size=32, num_layers=1,
+                            epochs=60, patience=60, batch_size=32, lr=3e-3, dropout=0.0, calendar=False)
     return forecaster.backtest(sine_table(), holdout=20, baselines=("naive", "seasonal_naive", "drift"))
 
 
@@ -93,6 +93,23 @@ def test_a_saved_forecaster_predicts_the_same_after_loading(tmp_path):
     assert saved["kind"] == "forecaster" and saved["layout"]["lookback"] == 12 and saved["layout"]["season"] == 7
 
 
+def test_a_forecaster_saved_under_the_old_setting_names_loads(tmp_path):
+    """Before the training core the settings were hidden, layers and batch, with no device."""
+    table = sine_table(120)
+    Forecaster("day", "signal", horizon=4, lookback=12, **QUICK).fit(table).save(tmp_path / "model")
+    path = tmp_path / "model" / "config.json"
+    saved = json.loads(path.read_text())
+    expected = Forecaster.load(tmp_path / "model").predict(table)
+    old_names = {"hidden_size": "hidden", "num_layers": "layers", "batch_size": "batch"}
+    new_fields = ("steps", "warmup", "min_lr_fraction", "eval_every", "device", "precision")
+    saved["forecaster"] = {old_names.get(name, name): value for name, value in saved["forecaster"].items()
+                           if name not in new_fields}
+    path.write_text(json.dumps(saved))
+    loaded = Forecaster.load(tmp_path / "model")
+    assert (loaded.config.hidden_size, loaded.config.num_layers, loaded.config.batch_size) == (16, 1, 64)
+    pd.testing.assert_frame_equal(loaded.predict(table), expected)
+
+
 def test_the_prediction_interval_is_the_gaussian_quantile_of_the_predicted_scale():
     table = sine_table(120)
     narrow = Forecaster("day", "signal", horizon=3, lookback=10, interval=0.5, **QUICK).fit(table).predict(table)
@@ -149,7 +166,7 @@ def test_cli_fit_backtest_and_predict(tmp_path, capsys):
     csv = tmp_path / "series.csv"
     table.to_csv(csv, index=False)
     common = [str(csv), "--time", "day", "--target", "signal", "--horizon", "5", "--lookback", "15", "--holdout", "10",
-              "--hidden", "16", "--layers", "1", "--epochs", "3"]
+              "--hidden-size", "16", "--num-layers", "1", "--epochs", "3"]
     main(["forecast", "fit", *common, "--out", str(tmp_path / "run")])
     captured = capsys.readouterr()
     assert "lstmkit: warning: column 'signal': 2 missing value(s) filled by linear interpolation" in captured.err
@@ -194,8 +211,8 @@ def promotion_table(rows: int = 300, ahead: int = 0) -> pd.DataFrame:
 
 
 def test_known_future_covariates_are_read_at_the_steps_they_belong_to():
-    options = dict(horizon=3, lookback=6, hidden=16, layers=1, epochs=40, patience=40, lr=3e-3, dropout=0.0,
-                   calendar=False, seed=0)
+    options = dict(horizon=3, lookback=6, hidden_size=16, num_layers=1, epochs=40, patience=40, lr=3e-3,
+                   dropout=0.0, calendar=False, seed=0)
     table = promotion_table()
     informed = Forecaster("day", "sales", future_covariates="promo", **options).backtest(
         table, holdout=30, baselines=("naive",))

@@ -18,13 +18,14 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from helpers import Killed, dies_at_step
 from lstmkit import lm
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.pipelines import lm as pipeline
 from lstmkit.pipelines.lm import LMTrainingConfig, learning_rate
 
 SHAKESPEARE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
-TINY = dict(layers=1, hidden=32, seq_len=20, batch=8, eval_every=10, warmup=5, dropout=0.1)
+TINY = dict(num_layers=1, hidden_size=32, seq_len=20, batch_size=8, eval_every=10, warmup=5, dropout=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def text_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(text_file, tmp_path_factory) -> tuple[Path, lm.LMRun]:
     out = tmp_path_factory.mktemp("run") / "lm"
-    run = lm.train(text_file, out, LMTrainingConfig(steps=150, **{**TINY, "hidden": 64, "eval_every": 50}))
+    run = lm.train(text_file, out, LMTrainingConfig(steps=150, **{**TINY, "hidden_size": 64, "eval_every": 50}))
     return out, run
 
 
@@ -117,24 +118,13 @@ def test_evaluation_scores_every_next_token(trained, text_file):
     assert scores.bits_per_character == pytest.approx(expected / math.log(2) * 3000 / 3000, rel=1e-5)
 
 
-class Killed(Exception):
-    """Stands for the process dying: nothing after it runs, nothing is saved."""
-
-
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(text_file, tmp_path, monkeypatch):
     config = LMTrainingConfig(steps=60, **TINY)
     straight = lm.train(text_file, tmp_path / "straight", config)
-    real_budget_spent = pipeline.budget_spent
-
-    def dies_at_step_35(config, progress):
-        if progress.step == 35:
-            raise Killed
-        return real_budget_spent(config, progress)
-
-    monkeypatch.setattr(pipeline, "budget_spent", dies_at_step_35)
+    dies_at_step(monkeypatch, 35)
     with pytest.raises(Killed):
         lm.train(text_file, tmp_path / "resumed", config)  # its last checkpoint is the one of step 30
-    monkeypatch.setattr(pipeline, "budget_spent", real_budget_spent)
+    monkeypatch.undo()
     assert json.loads((tmp_path / "resumed" / "last" / "config.json").read_text())["progress"]["step"] == 30
     resumed = lm.train(text_file, tmp_path / "resumed", config, resume=True)
     assert [row["val_loss"] for row in resumed.history] == [row["val_loss"] for row in straight.history]
@@ -157,7 +147,7 @@ def cli(*arguments: str) -> list[str]:
 
 def test_resume_after_kill_9_equals_an_uninterrupted_run(text_file, tmp_path):
     """A real kill -9 at a random moment (even mid-checkpoint), then --resume."""
-    options = ["lm", "train", str(text_file), "--layers", "1", "--hidden", "16", "--batch", "4", "--seq-len", "10",
+    options = ["lm", "train", str(text_file), "--num-layers", "1", "--hidden-size", "16", "--batch-size", "4", "--seq-len", "10",
                "--steps", "600", "--eval-every", "20", "--warmup", "5"]
     subprocess.run(cli(*options, "--out", str(tmp_path / "straight")), check=True, capture_output=True)
     process = subprocess.Popen(cli(*options, "--out", str(tmp_path / "killed")), stdout=subprocess.DEVNULL,
@@ -189,7 +179,7 @@ def test_a_run_folder_is_never_overwritten(trained, text_file):
 def test_resume_needs_a_run_and_the_same_settings(trained, text_file, tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no run to resume"):
         lm.train(text_file, tmp_path / "nothing", LMTrainingConfig(steps=5, **TINY), resume=True)
-    changed = LMTrainingConfig(steps=300, **{**TINY, "hidden": 64, "eval_every": 50, "cell": "gru"})
+    changed = LMTrainingConfig(steps=300, **{**TINY, "hidden_size": 64, "eval_every": 50, "cell": "gru"})
     with pytest.raises(ValueError, match=re.escape("was trained with other settings; --resume needs the same ones "
                                                    "(cell: 'lstm' in the run, 'gru' now)")):
         lm.train(text_file, trained[0], changed, resume=True)
@@ -215,7 +205,7 @@ def test_bad_training_texts(tmp_path, content, message):
 
 def test_word_level_model(text_file, tmp_path):
     run = lm.train(text_file, tmp_path / "words", LMTrainingConfig(steps=40, level="word", min_frequency=2,
-                                                                   **{**TINY, "batch": 4}))
+                                                                   **{**TINY, "batch_size": 4}))
     model = lm.load(tmp_path / "words")
     assert model.vocabulary.level == "word" and model.vocabulary.tokens[:2] == ("<unk>", "<eol>")
     sample = model.sample("the king", length=20, seed=0)
@@ -239,16 +229,17 @@ def test_model_options_are_checked():
     with pytest.raises(ValueError, match=re.escape("tie_weights shares the embedding with the decoder, so embedding_size "
                                                    "must equal hidden_size=8, got embedding_size=4")):
         LanguageModelConfig("lstm", 10, hidden_size=8, embedding_size=4, tie_weights=True)
-    with pytest.raises(ValueError, match=re.escape("give exactly one budget of steps, epochs or time_budget; got "
-                                                   "['steps', 'epochs']")):
-        LMTrainingConfig(steps=5, epochs=1.0)
+    with pytest.raises(ValueError, match=re.escape("epochs must be positive, got -1.0")):
+        LMTrainingConfig(epochs=-1.0)
+    assert LMTrainingConfig().epochs == 10.0, "without a budget: ten passes over the text"
+    assert LMTrainingConfig(time_budget=60).epochs is None
     assert isinstance(LanguageModel(LanguageModelConfig("gru", 10, hidden_size=8, num_layers=1)), LanguageModel)
 
 
 def test_cli_train_sample_eval(text_file, tmp_path, capsys):
     from lstmkit.cli import main
 
-    main(["lm", "train", str(text_file), "--layers", "1", "--hidden", "16", "--batch", "8", "--seq-len", "20",
+    main(["lm", "train", str(text_file), "--num-layers", "1", "--hidden-size", "16", "--batch-size", "8", "--seq-len", "20",
           "--steps", "30", "--eval-every", "15", "--out", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert "best validation:" in out and "bits/character" in out

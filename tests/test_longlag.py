@@ -13,7 +13,7 @@ import torch
 from lstmkit.checkpoint import load_checkpoint, previous_path, save_checkpoint
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.pipelines.demo import conclusion
-from lstmkit.pipelines.longlag import CellRun, TrainingOptions, load_model, run_task, train_cell
+from lstmkit.pipelines.longlag import CellRun, TaskTrainingConfig, load_model, run_task, train_cell
 from lstmkit.pipelines.probes import decay_orders, gate_panels, gradient_profile
 from lstmkit.tasks import AddingTask, TemporalOrderTask
 
@@ -67,8 +67,8 @@ def test_hidden_gradients_agree_across_engines(cell):
 
 def test_training_learns_and_is_reproducible():
     task = AddingTask(T=10)
-    options = TrainingOptions(hidden_size=16, steps=300, time_budget=None, batch_size=32, learning_rate=1e-2,
-                              test_size=200, eval_every=100, stop_when_solved=False)
+    options = TaskTrainingConfig(hidden_size=16, steps=300, time_budget=None, batch_size=32, lr=1e-2,
+                                 test_size=200, eval_every=100, stop_when_solved=False)
     first, second = train_cell(task, "lstm", options), train_cell(task, "lstm", options)
     assert first.test_loss < 0.05 < task.baseline()
     assert first.test_loss == second.test_loss
@@ -78,8 +78,8 @@ def test_training_learns_and_is_reproducible():
 
 def test_training_stops_at_the_first_evaluation_that_solves():
     task = TemporalOrderTask(T=10)
-    options = TrainingOptions(hidden_size=16, steps=2000, time_budget=None, learning_rate=1e-2, test_size=200,
-                              eval_every=50)
+    options = TaskTrainingConfig(hidden_size=16, steps=2000, time_budget=None, lr=1e-2, test_size=200,
+                                 eval_every=50)
     run = train_cell(task, "lstm", options)
     assert run.solved and run.steps_to_solve == run.steps == run.curve[-1]["step"]
     assert task.solved(run.test_loss, run.test_score)
@@ -88,7 +88,7 @@ def test_training_stops_at_the_first_evaluation_that_solves():
 
 def test_run_task_writes_results_curves_figure_and_models(tmp_path):
     task = AddingTask(T=8)
-    options = TrainingOptions(hidden_size=8, steps=40, time_budget=None, test_size=64, eval_every=20)
+    options = TaskTrainingConfig(hidden_size=8, steps=40, time_budget=None, test_size=64, eval_every=20)
     runs = run_task(task, ["rnn", "cifg"], options, tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     assert (results["task"], results["T"], results["metric"], results["baseline"]) == ("adding", 8, "mse", 1 / 6)
@@ -109,9 +109,11 @@ def test_run_task_writes_results_curves_figure_and_models(tmp_path):
     assert restored.recurrent.forget_bias == 1.0, "LSTM-family cells start with forget-gate bias 1"
 
 
-def test_options_need_a_budget():
-    with pytest.raises(ValueError, match="training needs a budget: steps or time_budget"):
-        TrainingOptions(steps=None, time_budget=None)
+def test_without_a_budget_a_cell_trains_ten_minutes():
+    assert TaskTrainingConfig().time_budget == 600.0 and TaskTrainingConfig().steps is None
+    assert TaskTrainingConfig(steps=5).time_budget is None, "the default applies only when no budget is given"
+    with pytest.raises(ValueError, match="steps must be positive, got 0"):
+        TaskTrainingConfig(steps=0)
 
 
 def test_checkpoint_replaces_atomically_and_survives_an_interrupted_swap(tmp_path):

@@ -70,16 +70,17 @@ def save_checkpoint(
     return directory
 
 
-def load_checkpoint(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:
     """(config, tensors) of a checkpoint folder (or of its `.previous` copy, when a save was
-    interrupted between its two renames)."""
+    interrupted between its two renames), the tensors on `device` whatever device wrote them
+    (the files hold none: tensors are saved from their CPU copies)."""
     directory = existing(Path(directory))
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     if not config_path.is_file() or not weights_path.is_file():
         raise FileNotFoundError(
             f"{directory} is not an lstmkit checkpoint: expected {CONFIG_FILE} and {WEIGHTS_FILE} in it"
         )
-    return json.loads(config_path.read_text()), load_file(weights_path)
+    return json.loads(config_path.read_text()), load_tensors(weights_path, device)
 
 
 def read_extra_file(directory: str | Path, name: str) -> str:
@@ -87,9 +88,17 @@ def read_extra_file(directory: str | Path, name: str) -> str:
     return (existing(Path(directory)) / name).read_text()
 
 
-def read_extra_tensors(directory: str | Path, name: str) -> dict[str, torch.Tensor]:
-    """A tensor file saved with a checkpoint through `extra_tensors`."""
-    return load_file(existing(Path(directory)) / name)
+def read_extra_tensors(directory: str | Path, name: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A tensor file saved with a checkpoint through `extra_tensors`, its tensors on `device`."""
+    return load_tensors(existing(Path(directory)) / name, device)
+
+
+def load_tensors(path: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
+    """A safetensors file read on the CPU, then moved to `device` (map_location's role)."""
+    tensors = load_file(path)
+    if torch.device(device).type == "cpu":
+        return tensors
+    return {name: tensor.to(device) for name, tensor in tensors.items()}
 
 
 def existing(directory: Path) -> Path:

@@ -16,10 +16,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 # The modules each extra of pyproject.toml brings (those extras whose libraries lstmkit imports).
+# tqdm draws the training core's progress bar on a terminal (in a log it writes plain lines, and
+# where tqdm is missing it writes them on a terminal too, so a layer user's script can train).
 EXTRAS: dict[str, tuple[str, ...]] = {
     "gpu": ("triton",),
-    "tasks": ("matplotlib",),
-    "forecast": ("pandas", "matplotlib", "statsmodels"),
+    "tasks": ("matplotlib", "tqdm"),
+    "lm": ("tqdm",),
+    "forecast": ("pandas", "matplotlib", "statsmodels", "tqdm"),
 }
 
 

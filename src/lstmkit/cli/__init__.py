@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -11,6 +12,7 @@ from lstmkit.cli.lm import add_lm_commands
 from lstmkit.cli.tasks import add_task_commands
 from lstmkit.extras import MissingExtra, require_extra
 from lstmkit.runtime import tune_cpu_for_training
+from lstmkit.training import Processes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = show_warning
     arguments = parser.parse_args(argv)
     tune_cpu_for_training()  # this process is ours: flush subnormals, keep freed memory
+    if not Processes.from_environment().main:  # under torchrun, rank 0 alone speaks
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     try:
         if arguments.extra is not None:
             require_extra(arguments.extra, f"lstmkit {arguments.command}")

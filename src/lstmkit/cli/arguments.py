@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from lstmkit.cells import CELLS
+from lstmkit.training.config import PRECISIONS
+from lstmkit.training.device import check_device_name
 
 
 def positive_int(text: str) -> int:
@@ -38,3 +41,65 @@ def cell_list(text: str) -> list[str]:
             f"expected cell names from {', '.join(CELLS)}, got {text!r}"
         )
     return cells
+
+
+def device_name(text: str) -> str:
+    """argparse type: auto, cpu, cuda or cuda:N."""
+    try:
+        check_device_name(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}") from None
+    return text
+
+
+def field_default(config_class: type, name: str):
+    """The default of the field `name` of a config dataclass: the one place it is written."""
+    for field in dataclasses.fields(config_class):
+        if field.name == name:
+            if field.default is dataclasses.MISSING:
+                raise ValueError(f"{config_class.__name__}.{name} has no default")
+            return field.default
+    raise ValueError(f"{config_class.__name__} has no field {name!r}")
+
+
+def add_setting(parser, config_class: type, name: str, help: str, **options) -> None:
+    """The option --NAME (dashes for underscores) for the config field `name`, its default read
+    from the config class and shown in the help."""
+    default = field_default(config_class, name)
+    shown = f" (default {default})" if default is not None and default is not False else ""
+    if options.get("action") == "store_true":
+        parser.add_argument("--" + name.replace("_", "-"), help=help + shown, **options)
+    else:
+        parser.add_argument("--" + name.replace("_", "-"), default=default, help=help + shown, **options)
+
+
+def add_training_arguments(parser, config_class: type, evaluations: bool = True) -> None:
+    """The training core's options (see lstmkit.training.TrainingConfig), defaults from
+    `config_class`: optimizer, schedule, budget, evaluations (unless the pipeline evaluates
+    at each epoch's end), seed, device, precision."""
+    add_setting(parser, config_class, "lr", "peak AdamW learning rate", type=positive_float)
+    add_setting(parser, config_class, "weight_decay", "AdamW weight decay", type=float)
+    add_setting(parser, config_class, "clip", "gradient-norm clip", type=positive_float)
+    add_setting(parser, config_class, "warmup", "steps of linear warm-up", type=int)
+    default, value = config_class.default_budget
+    helps = {"steps": "training steps", "epochs": "passes over the training data",
+             "time_budget": "seconds of training (evaluations excluded)"}
+    budget = parser.add_mutually_exclusive_group()
+    for name, text in helps.items():
+        shown = f" (without a budget: {value:g})" if name == default else ""
+        budget.add_argument("--" + name.replace("_", "-"), type=positive_int if name == "steps" else positive_float,
+                            help=text + shown)
+    if evaluations:
+        add_setting(parser, config_class, "eval_every", "steps between evaluations", type=positive_int)
+    add_setting(parser, config_class, "seed", "seed of the weights and the data order", type=int)
+    add_setting(parser, config_class, "device", "auto (CUDA when available), cpu, cuda or cuda:N", type=device_name)
+    add_setting(parser, config_class, "precision", "32, or bf16 / 16 under torch.autocast",
+                choices=list(PRECISIONS))
+
+
+def config_from(arguments: argparse.Namespace, config_class: type, **settings):
+    """`config_class` built from the arguments named as its fields (and `settings`), so that
+    what the command does is what the Python API does with the same settings."""
+    names = {field.name for field in dataclasses.fields(config_class)}
+    given = {name: value for name, value in vars(arguments).items() if name in names}
+    return config_class(**{**given, **settings})

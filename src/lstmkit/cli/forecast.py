@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from lstmkit.cells import CELLS
-from lstmkit.cli.arguments import positive_float, positive_int
+from lstmkit.cli.arguments import add_setting, add_training_arguments, config_from, device_name, positive_int
 from lstmkit.engines import ENGINE_CHOICES
+from lstmkit.pipelines.configs import ForecasterConfig
 
 
 def column_list(text: str) -> tuple[str, ...]:
@@ -18,62 +19,42 @@ def column_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def forecaster_from(arguments: argparse.Namespace, **overrides):
+def forecaster_from(arguments: argparse.Namespace):
     from lstmkit.pipelines.forecast import Forecaster
 
-    options = dict(
-        lookback=arguments.lookback, season=arguments.season, covariates=arguments.covariates,
-        future_covariates=arguments.future_covariates,
-        calendar=not arguments.no_calendar, cell=arguments.cell, hidden=arguments.hidden, layers=arguments.layers,
-        dropout=arguments.dropout, epochs=arguments.epochs, time_budget=arguments.time_budget,
-        patience=arguments.patience, batch=arguments.batch, lr=arguments.lr, interval=arguments.interval,
-        seed=arguments.seed, engine=arguments.engine,
-    )
-    return Forecaster(arguments.time, arguments.target, arguments.horizon, **{**options, **overrides})
-
-
-def run_backtest(arguments: argparse.Namespace, out: Path | None):
-    """Backtest, print the table, and write results.json, backtest.csv and backtest.png to `out`."""
-    from lstmkit.pipelines.forecast_report import backtest_report, write_backtest
-
-    forecaster = forecaster_from(arguments)
-    frame = forecaster.read(arguments.csv)
-    result = forecaster.backtest(frame, arguments.holdout)
-    print(backtest_report(result, frame))
-    if out is not None:
-        write_backtest(result, frame, out)
-        print(f"wrote {out}/results.json, {out}/backtest.csv and {out}/backtest.png")
-    return forecaster, frame, result
+    config = config_from(arguments, ForecasterConfig, calendar=not arguments.no_calendar)
+    return Forecaster(**vars(config))
 
 
 def fit_command(arguments: argparse.Namespace) -> None:
+    from lstmkit.pipelines.forecast_report import backtest_report, backtest_then_refit
+
     out = Path(arguments.out)
-    if (out / "model").exists():
-        raise ValueError(f"{out} already holds a fitted forecaster; choose another --out or remove {out / 'model'}")
-    _, frame, result = run_backtest(arguments, out)
-    epochs = result.model.best_epoch
-    print(f"refitting on all {len(frame)} rows for {epochs} epochs (the backtest's best)", flush=True)
-    final = forecaster_from(arguments, epochs=epochs, early_stopping=False, time_budget=None).fit(frame)
-    final.save(out / "model")
-    print(f"wrote {out}/model; forecast the next {arguments.horizon} steps with: "
+    fitted = backtest_then_refit(forecaster_from(arguments), arguments.csv, out, arguments.holdout)
+    print(backtest_report(fitted.backtest, fitted.frame))
+    print(f"wrote {out}/results.json, {out}/backtest.csv and {out}/backtest.png")
+    print(f"refitting on all {len(fitted.frame)} rows for {fitted.backtest.model.best_epoch} epochs "
+          f"(the backtest's best): wrote {out}/model; forecast the next {arguments.horizon} steps with: "
           f"lstmkit forecast predict {out} {arguments.csv}")
 
 
 def backtest_command(arguments: argparse.Namespace) -> None:
-    run_backtest(arguments, Path(arguments.out) if arguments.out else None)
+    from lstmkit.pipelines.forecast_report import backtest_report, run_backtest
+
+    fitted = run_backtest(forecaster_from(arguments), arguments.csv, arguments.holdout, arguments.out)
+    print(backtest_report(fitted.backtest, fitted.frame))
+    if arguments.out is not None:
+        print(f"wrote {arguments.out}/results.json, {arguments.out}/backtest.csv and {arguments.out}/backtest.png")
 
 
 def predict_command(arguments: argparse.Namespace) -> None:
-    from lstmkit.files import atomic_path
-    from lstmkit.pipelines.forecast import load_forecaster
+    from lstmkit.pipelines.forecast import predict_to_csv
 
-    table = load_forecaster(arguments.directory).predict(arguments.csv)
+    table = predict_to_csv(arguments.directory, arguments.csv, arguments.out, arguments.device)
     if arguments.out is None:
         print(table.to_csv(index=False), end="")
-        return
-    with atomic_path(arguments.out) as temporary:
-        table.to_csv(temporary, index=False)
-    print(f"wrote {len(table)} forecast rows to {arguments.out}")
+    else:
+        print(f"wrote {len(table)} forecast rows to {arguments.out}")
 
 
 def add_series_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,20 +69,16 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--future-covariates", type=column_list, default=(),
                         help="known-future covariate columns (given in rows after the last target value too)")
     parser.add_argument("--no-calendar", action="store_true", help="no calendar features from the time column")
-    parser.add_argument("--cell", choices=list(CELLS), default="lstm", help="recurrent cell (default lstm)")
-    parser.add_argument("--hidden", type=positive_int, default=64, help="hidden units (default 64)")
-    parser.add_argument("--layers", type=positive_int, default=2, help="recurrent layers (default 2)")
-    parser.add_argument("--dropout", type=float, default=0.1, help="dropout probability (default 0.1)")
-    budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=positive_int, default=200, help="most epochs (default 200)")
-    budget.add_argument("--time-budget", type=positive_float, help="most seconds of training")
-    parser.add_argument("--patience", type=positive_int, default=50,
-                        help="epochs without a better validation loss before stopping (default 50)")
-    parser.add_argument("--batch", type=positive_int, default=32, help="windows per step (default 32)")
-    parser.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    parser.add_argument("--interval", type=float, default=0.9, help="prediction-interval coverage (default 0.9)")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    parser.add_argument("--engine", choices=ENGINE_CHOICES, default="auto")
+    add_setting(parser, ForecasterConfig, "cell", "recurrent cell", choices=list(CELLS))
+    add_setting(parser, ForecasterConfig, "hidden_size", "hidden units", type=positive_int)
+    add_setting(parser, ForecasterConfig, "num_layers", "recurrent layers", type=positive_int)
+    add_setting(parser, ForecasterConfig, "dropout", "dropout probability", type=float)
+    add_setting(parser, ForecasterConfig, "patience", "epochs without a better validation loss before stopping",
+                type=positive_int)
+    add_setting(parser, ForecasterConfig, "batch_size", "windows per step", type=positive_int)
+    add_setting(parser, ForecasterConfig, "interval", "prediction-interval coverage", type=float)
+    add_setting(parser, ForecasterConfig, "engine", "recurrent engine", choices=ENGINE_CHOICES)
+    add_training_arguments(parser, ForecasterConfig, evaluations=False)
 
 
 def add_forecast_commands(commands) -> None:
@@ -122,4 +99,5 @@ def add_forecast_commands(commands) -> None:
     predict.add_argument("directory", help="a `forecast fit` folder or a forecaster checkpoint")
     predict.add_argument("csv", help="the series, with the columns the forecaster was fitted on")
     predict.add_argument("--out", help="CSV file to write (default: print)")
+    predict.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")
     predict.set_defaults(run=predict_command)

@@ -15,20 +15,20 @@ import numpy as np
 from lstmkit.extras import extra_imports
 
 with extra_imports("tasks", __name__):
-    from lstmkit.pipelines.longlag import CellRun, TrainingOptions, results_table, run_task
+    from lstmkit.pipelines.longlag import CellRun, results_table, run_task
     from lstmkit.pipelines.probes import decay_orders, gradient_profiles, write_gradient_profiles
+from lstmkit.pipelines.configs import DemoConfig
 from lstmkit.tasks import AddingTask, Task
 
 DEMO_CELLS = ["rnn", "gru", "lstm"]
 
 
-def run_demo(out: str | Path, T: int = 100, time_budget: float = 90.0, seed: int = 0, hidden_size: int = 128) -> list[str]:
+def run_demo(out: str | Path, config: DemoConfig = DemoConfig()) -> list[str]:
     """Train, probe, write the figures to `out`; returns the printed lines (table, conclusion)."""
     out = Path(out)
-    task = AddingTask(T)
-    options = TrainingOptions(hidden_size=hidden_size, time_budget=time_budget, seed=seed)
-    runs = run_task(task, DEMO_CELLS, options, out)
-    profiles = gradient_profiles(task, {run.cell: run.model for run in runs}, hidden_size, seed)
+    task = AddingTask(config.T)
+    runs = run_task(task, DEMO_CELLS, config.training(), out)
+    profiles = gradient_profiles(task, {run.cell: run.model for run in runs}, config.hidden_size, config.seed)
     write_gradient_profiles(profiles, task, out)
     return [results_table(task, runs), "", *conclusion(task, runs, profiles["after training"])]
 

@@ -14,15 +14,13 @@ the network over a series.
 
 from __future__ import annotations
 
-import copy
-import math
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from lstmkit.extras import extra_imports
 
@@ -30,79 +28,12 @@ with extra_imports("forecast", __name__):
     import pandas as pd
 
 from lstmkit.checkpoint import load_checkpoint, save_checkpoint
+from lstmkit.files import atomic_path
 from lstmkit.models.forecaster import ForecastNetwork, ForecastNetworkConfig, gaussian_loss
-from lstmkit.progress import Progress
+from lstmkit.pipelines.configs import ForecasterConfig
 from lstmkit.series import (BASELINES, METRICS, Scaler, SeriesFrame, Windows, baseline_forecast,
                             calendar_features, future_times, read_series, scores, season_length)
-
-
-@dataclass(frozen=True)
-class ForecasterConfig:
-    """What to forecast and how the forecaster is built and trained.
-
-    lookback defaults to 2 * max(horizon, season); season (the m of seasonal naive and MASE)
-    to the one of the data's frequency (52 weekly, 12 monthly, 1 yearly). Training runs up
-    to `epochs` (or `time_budget` seconds), keeping the epoch with the lowest loss on the
-    latest `validation_fraction` of the windows and stopping `patience` epochs after it;
-    without early_stopping it trains on every window for exactly `epochs`.
-    """
-
-    time: str
-    target: tuple[str, ...]
-    horizon: int
-    lookback: int | None = None
-    season: int | None = None
-    covariates: tuple[str, ...] = ()
-    future_covariates: tuple[str, ...] = ()
-    calendar: bool = True
-    cell: str = "lstm"
-    hidden: int = 64
-    layers: int = 2
-    dropout: float = 0.1
-    epochs: int = 200
-    time_budget: float | None = None
-    patience: int = 50  # the validation windows of a short series are few and noisy: wait long
-    early_stopping: bool = True
-    validation_fraction: float = 0.1
-    batch: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    clip: float = 1.0
-    interval: float = 0.9
-    seed: int = 0
-    engine: str = "auto"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "target", as_names(self.target, "target"))
-        object.__setattr__(self, "covariates", as_names(self.covariates, "covariates"))
-        object.__setattr__(self, "future_covariates", as_names(self.future_covariates, "future_covariates"))
-        if not self.target:
-            raise ValueError("give at least one target column")
-        for name in ("horizon", "hidden", "layers", "epochs", "patience", "batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("lookback", "season"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-        for name in ("lr", "clip", "time_budget"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive, got {value!r}")
-        if not 0 < self.interval < 1:
-            raise ValueError(f"interval is the coverage of the prediction interval, in (0, 1); got {self.interval!r}")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
-
-
-def as_names(value, what: str) -> tuple[str, ...]:
-    """Column names from a name, a comma-separated string or a sequence of names."""
-    if isinstance(value, str):
-        return tuple(name.strip() for name in value.split(",") if name.strip())
-    if not all(isinstance(name, str) for name in value):
-        raise TypeError(f"{what} must be column names, got {value!r}")
-    return tuple(value)
+from lstmkit.training import Job, Processes, Trainer, current_names, resolve_device
 
 
 @dataclass(frozen=True)
@@ -173,20 +104,21 @@ class Forecaster:
     """
 
     def __init__(self, time: str, target, horizon: int, **options) -> None:
-        self.config = ForecasterConfig(time, target, horizon, **options)
+        self.config = ForecasterConfig(time=time, target=target, horizon=horizon, **options)
         self.network: ForecastNetwork | None = None
         self.layout: SeriesLayout | None = None
         self.best_epoch: int | None = None
         self.curve: list[dict] = []
+        self.runtime: dict = {}  # where it was fitted: device, precision, processes
 
     def save(self, directory: str | Path) -> Path:
         """Write the fitted forecaster as a checkpoint folder (JSON and safetensors)."""
         return save_forecaster(self, directory)
 
     @staticmethod
-    def load(directory: str | Path) -> Forecaster:
-        """A fitted forecaster from a checkpoint folder or a `forecast fit` folder."""
-        return load_forecaster(directory)
+    def load(directory: str | Path, device: str = "cpu") -> Forecaster:
+        """A fitted forecaster from a checkpoint folder or a `forecast fit` folder, on `device`."""
+        return load_forecaster(directory, device)
 
     def read(self, data) -> SeriesFrame:
         return read_series(data, self.config.time, self.config.target, self.config.covariates,
@@ -211,12 +143,18 @@ class Forecaster:
                                  f"stopping with lookback {lookback} and horizon {config.horizon}")
         else:
             training, validation = origins, []
+        trainer = Trainer(config)
         torch.manual_seed(config.seed)
         self.network = ForecastNetwork(ForecastNetworkConfig(
             config.cell, len(config.target), windows.past.shape[1], windows.known.shape[1], config.horizon,
-            config.hidden, config.layers, config.dropout, config.engine,
+            config.hidden_size, config.num_layers, config.dropout, config.engine,
         ))
-        self.best_epoch, self.curve = train_network(self.network, windows, training, validation, config)
+        job = ForecastJob(self.network, windows, training, validation, config, trainer.processes, trainer.device)
+        run = trainer.run(job, keep_best=True)
+        self.curve = [{"epoch": row["epoch"], "train_loss": row["train_loss"],
+                       **({"val_loss": row["val_loss"]} if "val_loss" in row else {})} for row in run.history]
+        self.best_epoch = run.best["epoch"] if run.best is not None else self.curve[-1]["epoch"]
+        self.runtime = run.runtime()
         return self
 
     def season_and_lookback(self, frame: SeriesFrame) -> tuple[int, int]:
@@ -268,11 +206,12 @@ class Forecaster:
             raise ValueError(f"the data's frequency is {frame.frequency}, the forecaster was fitted on {layout.frequency}")
         windows = self.windows(frame, max(origins) + self.config.horizon, pad)
         network.eval()
+        device = next(network.parameters()).device
         with torch.no_grad():
             batch = windows.batch(origins)
-            mean, scale = network(batch.history, batch.future)
-        mean = layout.target_scaler.inverse(mean.double().numpy())
-        scale = scale.double().numpy() * layout.target_scaler.std
+            mean, scale = network(batch.history.to(device), batch.future.to(device))
+        mean = layout.target_scaler.inverse(mean.double().cpu().numpy())
+        scale = scale.double().cpu().numpy() * layout.target_scaler.std
         spread = NormalDist().inv_cdf(0.5 + self.config.interval / 2) * scale
         return Forecasts(mean, mean - spread, mean + spread)
 
@@ -361,49 +300,52 @@ def float_tensor(values: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(values, dtype=torch.float32)
 
 
-def train_network(network: ForecastNetwork, windows: Windows, training: list[int], validation: list[int],
-                  config: ForecasterConfig) -> tuple[int, list[dict]]:
-    """AdamW on the Gaussian loss over shuffled training windows; with validation windows,
-    keeps the weights of the best epoch and stops `patience` epochs after it. Returns (the
-    epoch kept, the loss curve)."""
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(config.seed)
-    validation_batch = windows.batch(validation) if validation else None
-    report = Progress(f"forecast {config.cell} {config.layers}x{config.hidden}", config.epochs, unit="epoch")
-    best_loss, best_epoch, best_state, curve = math.inf, config.epochs, None, []
-    started = time.perf_counter()
-    origins = torch.as_tensor(training)
-    for epoch in range(1, config.epochs + 1):
-        network.train()
-        total = 0.0
-        for chunk in origins[torch.randperm(len(origins), generator=generator)].split(config.batch):
-            batch = windows.batch(chunk)
-            loss = gaussian_loss(*network(batch.history, batch.future), batch.targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), config.clip)
-            optimizer.step()
-            total += loss.item() * len(chunk)
-        point = {"epoch": epoch, "train_loss": total / len(origins)}
-        if validation_batch is not None:
-            network.eval()
-            with torch.no_grad():
-                point["val_loss"] = gaussian_loss(*network(validation_batch.history, validation_batch.future),
-                                                  validation_batch.targets).item()
-            if point["val_loss"] < best_loss:
-                best_loss, best_epoch, best_state = point["val_loss"], epoch, copy.deepcopy(network.state_dict())
-        curve.append(point)
-        report.update(epoch, **{name: value for name, value in point.items() if name != "epoch"})
-        out_of_time = config.time_budget is not None and time.perf_counter() - started >= config.time_budget
-        if out_of_time or (validation_batch is not None and epoch - best_epoch >= config.patience):
-            break
-    if best_state is not None:
-        network.load_state_dict(best_state)
-    else:
-        best_epoch = len(curve)
-    report.close(len(curve), best_epoch=best_epoch)
-    network.eval()
-    return best_epoch, curve
+class ForecastJob(Job):
+    """The Gaussian loss over the training windows, shuffled anew each epoch by a seeded
+    generator, scored each epoch on the validation windows (when there are any). Several
+    processes each take a share of every batch of windows."""
+
+    item = "window"
+    evaluate_every_epoch = True
+
+    def __init__(self, network: ForecastNetwork, windows: Windows, training: list[int], validation: list[int],
+                 config: ForecasterConfig, processes: Processes, device: torch.device) -> None:
+        if len(training) < processes.world_size:
+            raise ValueError(f"{len(training)} training windows cannot be shared by {processes.world_size} processes")
+        self.model, self.windows, self.config, self.processes, self.device = network, windows, config, processes, device
+        self.origins = torch.as_tensor(training)
+        self.validation = windows.batch(validation) if validation else None
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.label = f"forecast {config.cell} {config.num_layers}x{config.hidden_size}"
+        self.chunks: list[Tensor] = []
+
+    def batch_sizes(self) -> list[int]:
+        """The windows of each step of an epoch: batch_size, the rest last (merged with the one
+        before when too few for every process to have one)."""
+        full, rest = divmod(len(self.origins), self.config.batch_size)
+        sizes = [self.config.batch_size] * full + ([rest] if rest else [])
+        if len(sizes) > 1 and sizes[-1] < self.processes.world_size:
+            sizes[-2:] = [sizes[-2] + sizes[-1]]
+        return sizes
+
+    def steps_per_epoch(self) -> int:
+        return len(self.batch_sizes())
+
+    def train_loss(self, model, step: int) -> tuple[Tensor, int]:
+        position = step % self.steps_per_epoch()
+        if position == 0:
+            self.chunks = list(self.origins[torch.randperm(len(self.origins), generator=self.generator)]
+                               .split(self.batch_sizes()))
+        batch = self.windows.batch(self.processes.shard(self.chunks[position]))
+        mean, scale = model(batch.history.to(self.device), batch.future.to(self.device))
+        return gaussian_loss(mean.float(), scale.float(), batch.targets.to(self.device)), len(batch.history)
+
+    def evaluate(self) -> dict[str, float]:
+        if self.validation is None:
+            return {}
+        batch = self.validation
+        mean, scale = self.model(batch.history.to(self.device), batch.future.to(self.device))
+        return {"val_loss": gaussian_loss(mean.float(), scale.float(), batch.targets.to(self.device)).item()}
 
 
 def save_forecaster(forecaster: Forecaster, directory: str | Path) -> Path:
@@ -419,8 +361,10 @@ def save_forecaster(forecaster: Forecaster, directory: str | Path) -> Path:
     return save_checkpoint(directory, config, network.state_dict())
 
 
-def load_forecaster(directory: str | Path) -> Forecaster:
-    """A fitted forecaster from a checkpoint folder, or from a `forecast fit` folder (its model/)."""
+def load_forecaster(directory: str | Path, device: str = "cpu") -> Forecaster:
+    """A fitted forecaster from a checkpoint folder, or from a `forecast fit` folder (its
+    model/), on `device` whatever device trained it. Checkpoints of older versions, whose
+    settings had other names (hidden, layers, batch), load too."""
     directory = Path(directory)
     if (directory / "model").is_dir():
         directory = directory / "model"
@@ -428,7 +372,7 @@ def load_forecaster(directory: str | Path) -> Forecaster:
     if saved.get("kind") != "forecaster":
         raise ValueError(f"{directory} holds a {saved.get('kind')!r} checkpoint, not a forecaster")
     try:
-        forecaster = Forecaster(**saved["forecaster"])
+        forecaster = Forecaster(**current_names(saved["forecaster"]))
         forecaster.network = ForecastNetwork(ForecastNetworkConfig(**saved["network"]))
         forecaster.network.load_state_dict(tensors)
         forecaster.layout = SeriesLayout.from_dict(saved["layout"])
@@ -436,5 +380,15 @@ def load_forecaster(directory: str | Path) -> Forecaster:
     except (KeyError, TypeError, RuntimeError) as error:
         raise ValueError(f"{directory} is a forecaster checkpoint this lstmkit cannot read "
                          f"(written by another version?): {error}") from None
-    forecaster.network.eval()
+    forecaster.network.to(resolve_device(device)).eval()
     return forecaster
+
+
+def predict_to_csv(directory: str | Path, data, out: str | Path | None = None, device: str = "cpu") -> pd.DataFrame:
+    """`lstmkit forecast predict`: the forecast of the saved forecaster in `directory` after the
+    end of `data`, written atomically to the CSV file `out` if given; returns the table."""
+    table = load_forecaster(directory, device).predict(data)
+    if out is not None:
+        with atomic_path(out) as temporary:
+            table.to_csv(temporary, index=False)
+    return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from lstmkit.extras import extra_imports
@@ -11,8 +12,9 @@ with extra_imports("forecast", __name__):
 
     from lstmkit import plots
 from lstmkit.files import atomic_path, write_json
-from lstmkit.pipelines.forecast import Backtest, config_dict
+from lstmkit.pipelines.forecast import Backtest, Forecaster, config_dict
 from lstmkit.series import METRICS, SeriesFrame
+from lstmkit.training import Processes
 
 
 def backtest_report(result: Backtest, frame: SeriesFrame) -> str:
@@ -63,6 +65,7 @@ def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> Non
         "lookback": model.layout.lookback,
         "epochs_trained": len(model.curve),
         "best_epoch": model.best_epoch,
+        **model.runtime,
         "config": config_dict(model.config),
     })
     with atomic_path(out / "backtest.csv") as temporary:
@@ -77,3 +80,39 @@ def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> Non
                         "lower": rows["lower"].to_numpy(), "upper": rows["upper"].to_numpy(),
                         "seasonal_naive": rows["seasonal_naive"].to_numpy() if "seasonal_naive" in rows else None}
     plots.forecast_backtest(panels, f"{model.config.interval:.0%} interval", out / "backtest.png")
+
+
+@dataclass
+class Fitted:
+    """The outcome of `backtest_then_refit`: the backtest, the data, and the forecaster refitted
+    on all of it (None for a backtest alone)."""
+
+    backtest: Backtest
+    frame: SeriesFrame
+    final: Forecaster | None = None
+
+
+def run_backtest(forecaster: Forecaster, data, holdout: int | None = None, out: str | Path | None = None) -> Fitted:
+    """`lstmkit forecast backtest`: backtest `forecaster` on `data`, and write results.json,
+    backtest.csv and backtest.png to `out` (if given; rank 0 alone under torchrun)."""
+    frame = forecaster.read(data)
+    result = forecaster.backtest(frame, holdout)
+    if out is not None and Processes.from_environment().main:
+        write_backtest(result, frame, out)
+    return Fitted(result, frame)
+
+
+def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: int | None = None) -> Fitted:
+    """`lstmkit forecast fit`: backtest (written to `out`), then refit on all rows for the
+    number of epochs the backtest kept, without early stopping, and save it as out/model."""
+    out = Path(out)
+    if (out / "model").exists():
+        raise ValueError(f"{out} already holds a fitted forecaster; choose another --out or remove {out / 'model'}")
+    fitted = run_backtest(forecaster, data, holdout, out)
+    settings = {field.name: getattr(forecaster.config, field.name) for field in fields(forecaster.config)}
+    final = Forecaster(**{**settings, "steps": None, "epochs": fitted.backtest.model.best_epoch, "time_budget": None,
+                          "early_stopping": False}).fit(fitted.frame)
+    if Processes.from_environment().main:
+        final.save(out / "model")
+    fitted.final = final
+    return fitted

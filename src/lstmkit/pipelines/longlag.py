@@ -1,18 +1,19 @@
 """Train cells on a long-time-lag task and compare them: `lstmkit task`.
 
 Every cell sees the same training batches (one generator, one seed), starts from the same
-seed, and is trained with the same optimiser settings (Adam, gradient clipping by global
-norm); LSTM-family cells start with forget-gate bias 1. A cell stops when it solves the task
-or its budget (steps or seconds) runs out. The test set has its own seed.
+seed, and is trained in the training core with the same settings (Adam, gradient clipping by
+global norm); LSTM-family cells start with forget-gate bias 1. A cell stops when it solves the
+task or its budget (steps or seconds) runs out. The test set has its own seed.
 """
 
 from __future__ import annotations
 
-import time
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from lstmkit.extras import extra_imports
 
@@ -22,40 +23,14 @@ from lstmkit.cells import make_cell
 from lstmkit.checkpoint import load_checkpoint, save_checkpoint
 from lstmkit.files import write_csv, write_json
 from lstmkit.models import SequenceModel, SequenceModelConfig
-from lstmkit.progress import Progress
+from lstmkit.pipelines.configs import TaskTrainingConfig
 from lstmkit.tasks import Batch, Task, make_task
+from lstmkit.training import Job, Processes, Trainer
 
 TEST_SEED_OFFSET = 10_000  # the test set's seed is the training seed plus this
 
-
-@dataclass(frozen=True)
-class TrainingOptions:
-    """How every cell is trained. Defaults follow the long-lag literature (batch 50, Adam 1e-3,
-    clip 1)."""
-
-    hidden_size: int = 128
-    steps: int | None = None
-    time_budget: float | None = 600.0
-    batch_size: int = 50
-    learning_rate: float = 1e-3
-    clip: float = 1.0
-    seed: int = 0
-    eval_every: int = 100
-    test_size: int = 1000
-    stop_when_solved: bool = True
-
-    def __post_init__(self) -> None:
-        if self.steps is None and self.time_budget is None:
-            raise ValueError("training needs a budget: steps or time_budget (seconds), got neither")
-        for name in ("hidden_size", "batch_size", "eval_every", "test_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.time_budget is not None and self.time_budget <= 0:
-            raise ValueError(f"time_budget must be positive, got {self.time_budget}")
-        if self.learning_rate <= 0 or self.clip <= 0:
-            raise ValueError(f"learning_rate and clip must be positive, got {self.learning_rate} and {self.clip}")
+__all__ = ["CellRun", "TaskRunModels", "TaskTrainingConfig", "build_model", "default_folder", "evaluate",
+           "load_model", "load_task_run", "results_table", "run_task", "train_cell"]
 
 
 @dataclass
@@ -72,6 +47,7 @@ class CellRun:
     seconds: float
     curve: list[dict] = field(default_factory=list)
     model: SequenceModel | None = None
+    runtime: dict = field(default_factory=dict)
 
 
 def build_model(task: Task, cell: str, hidden_size: int, seed: int) -> SequenceModel:
@@ -88,81 +64,106 @@ def evaluate(model: SequenceModel, task: Task, batch: Batch) -> tuple[float, flo
     """(loss, score) of `model` on `batch`, in eval mode without gradients."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
+    batch = Batch(batch.inputs.to(device), batch.targets.to(device),
+                  None if batch.lengths is None else batch.lengths.to(device))
     with torch.no_grad():
-        predictions = model(batch.inputs, batch.lengths)
+        predictions = model(batch.inputs, batch.lengths).float()
         loss = task.loss(predictions, batch).item()
         score = task.score(predictions, batch) if task.score_name else None
     model.train(was_training)
     return loss, score
 
 
-def train_cell(task: Task, cell: str, options: TrainingOptions, test: Batch | None = None) -> CellRun:
+class TaskJob(Job):
+    """Fresh sequences every step from one seeded generator; several processes each draw the
+    same global batch and train on their share of its sequences."""
+
+    item = "sequence"
+    selection_metric = None
+    evaluate_at_start = True
+
+    def __init__(self, task: Task, cell: str, config: TaskTrainingConfig, test: Batch, processes: Processes,
+                 device: torch.device) -> None:
+        processes.check_divides(config.batch_size, "batch_size")
+        self.task, self.config, self.test, self.processes, self.device = task, config, test, processes, device
+        self.model = build_model(task, cell, config.hidden_size, config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.label = f"{task.describe()} {cell}"
+
+    def train_loss(self, model, step: int) -> tuple[Tensor, int]:
+        batch = self.share(self.task.sample(self.config.batch_size, self.generator))
+        return self.task.loss(model(batch.inputs, batch.lengths).float(), batch), batch.size
+
+    def share(self, batch: Batch) -> Batch:
+        """This process's sequences of `batch`, on the device."""
+        target_dim = 0 if self.task.readout == "last" else 1
+        shard = self.processes.shard
+        return Batch(shard(batch.inputs, 1).to(self.device), shard(batch.targets, target_dim).to(self.device),
+                     None if batch.lengths is None else shard(batch.lengths).to(self.device))
+
+    def evaluate(self) -> dict[str, float]:
+        loss, score = evaluate(self.model, self.task, self.test)
+        return {"test_loss": loss, "test_score": score}
+
+    def finished(self, scores: dict[str, float]) -> bool:
+        return self.config.stop_when_solved and self.task.solved(scores["test_loss"], scores["test_score"])
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        self.generator.set_state(tensors["generator"])
+
+
+def train_cell(task: Task, cell: str, config: TaskTrainingConfig, test: Batch | None = None,
+               trainer: Trainer | None = None) -> CellRun:
     """Train one cell on `task` until it is solved or the budget runs out."""
-    model = build_model(task, cell, options.hidden_size, options.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
-    generator = torch.Generator().manual_seed(options.seed)
-    test = task.test_set(options.test_size, options.seed + TEST_SEED_OFFSET) if test is None else test
-    progress = Progress(f"{task.describe()} {cell}", options.steps)
-    start, step, solved_at = time.perf_counter(), 0, None
-    curve = []
-
-    def record() -> bool:
-        nonlocal solved_at
-        loss, score = evaluate(model, task, test)
-        curve.append({"step": step, "seconds": time.perf_counter() - start, "test_loss": loss, "test_score": score})
-        if solved_at is None and task.solved(loss, score):
-            solved_at = step
-        return solved_at is not None
-
-    solved = record()
-    while not (solved and options.stop_when_solved):
-        if options.steps is not None and step >= options.steps:
-            break
-        if options.time_budget is not None and time.perf_counter() - start >= options.time_budget:
-            break
-        batch = task.sample(options.batch_size, generator)
-        loss = task.loss(model(batch.inputs, batch.lengths), batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), options.clip)
-        optimizer.step()
-        step += 1
-        progress.update(step, loss=loss.item())
-        if step % options.eval_every == 0:
-            solved = record()
-    if curve[-1]["step"] != step:
-        record()
+    trainer = Trainer(config) if trainer is None else trainer
+    test = task.test_set(config.test_size, config.seed + TEST_SEED_OFFSET) if test is None else test
+    job = TaskJob(task, cell, config, test, trainer.processes, trainer.device)
+    run = trainer.run(job)
+    curve = [{"step": row["step"], "seconds": row["seconds"], "test_loss": row["test_loss"],
+              "test_score": row["test_score"]} for row in run.history]
+    solved_at = next((point["step"] for point in curve if task.solved(point["test_loss"], point["test_score"])), None)
     final = curve[-1]
-    progress.close(step, test_loss=final["test_loss"])
     return CellRun(
         cell=cell,
-        parameters=sum(parameter.numel() for parameter in model.parameters()),
+        parameters=sum(parameter.numel() for parameter in job.model.parameters()),
         test_loss=final["test_loss"],
         test_score=final["test_score"],
         solved=solved_at is not None,
         steps_to_solve=solved_at,
-        steps=step,
-        seconds=time.perf_counter() - start,
+        steps=run.steps,
+        seconds=run.seconds,
         curve=curve,
-        model=model,
+        model=job.model.cpu(),
+        runtime=run.runtime(),
     )
 
 
-def run_task(task: Task, cells: list[str], options: TrainingOptions, out: str | Path) -> list[CellRun]:
+def default_folder(prefix: str, task: Task) -> Path:
+    """runs/PREFIX-NAME-TN, where a command's results go unless told otherwise."""
+    steps = getattr(task, "T", None)
+    return Path("runs") / (f"{prefix}-{task.name}" + (f"-T{steps}" if steps is not None else ""))
+
+
+def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str | Path | None = None) -> list[CellRun]:
     """Train every cell, then write results.json, curves.csv, learning_curves.png and each
-    trained model (models/CELL) to `out`; returns the runs."""
-    out = Path(out)
-    test = task.test_set(options.test_size, options.seed + TEST_SEED_OFFSET)
-    runs = []
-    for cell in cells:
-        run = train_cell(task, cell, options, test)
-        save_model(run.model, task, out / "models" / cell)
-        runs.append(run)
-    write_results(task, runs, options, out)
+    trained model (models/CELL) to `out` (default runs/task-NAME-TN; rank 0 alone, under
+    torchrun); returns the runs."""
+    out = default_folder("task", task) if out is None else Path(out)
+    trainer = Trainer(config)
+    test = task.test_set(config.test_size, config.seed + TEST_SEED_OFFSET)
+    runs = [train_cell(task, cell, config, test, trainer) for cell in cells]
+    if trainer.processes.main:
+        for run in runs:
+            save_model(run.model, task, out / "models" / run.cell)
+        write_results(task, runs, config, out)
     return runs
 
 
-def write_results(task: Task, runs: list[CellRun], options: TrainingOptions, out: Path) -> None:
+def write_results(task: Task, runs: list[CellRun], config: TaskTrainingConfig, out: Path) -> None:
     write_json(out / "results.json", {
         "task": task.name,
         "T": getattr(task, "T", None),
@@ -170,7 +171,8 @@ def write_results(task: Task, runs: list[CellRun], options: TrainingOptions, out
         "baseline": task.baseline(),
         "score": task.score_name,
         "solved_when": task.solved_when,
-        "options": asdict(options),
+        **runs[0].runtime,
+        "config": asdict(config),
         "cells": {
             run.cell: {
                 "test": run.test_loss,
@@ -227,3 +229,30 @@ def load_model(directory: str | Path) -> tuple[SequenceModel, Task]:
     model = SequenceModel(SequenceModelConfig(**config["model"]))
     model.load_state_dict(tensors)
     return model, make_task(config["task"]["name"], config["task"]["T"])
+
+
+@dataclass
+class TaskRunModels:
+    """The trained models of a `lstmkit task` run folder, with the task and the settings they
+    were trained with."""
+
+    task: Task
+    models: dict[str, SequenceModel]
+    hidden_size: int
+    seed: int
+
+
+def load_task_run(directory: str | Path, cells: list[str] | None = None) -> TaskRunModels:
+    """The models of a `lstmkit task` output folder (DIR/models/CELL; `cells`, or all of them)
+    and the seed the run started from (from its results.json)."""
+    directory = Path(directory)
+    models_dir = directory / "models"
+    if not models_dir.is_dir():
+        raise FileNotFoundError(f"{directory} is not a `lstmkit task` output folder: it has no models/ folder")
+    cells = cells or sorted(path.name for path in models_dir.iterdir() if path.is_dir())
+    loaded = {cell: load_model(models_dir / cell) for cell in cells}
+    results = json.loads((directory / "results.json").read_text())
+    settings = results.get("config", results.get("options"))  # "options": before lstmkit's training core
+    models = {cell: model for cell, (model, _) in loaded.items()}
+    return TaskRunModels(next(iter(loaded.values()))[1], models, next(iter(models.values())).config.hidden_size,
+                         settings["seed"])

@@ -20,7 +20,8 @@ with extra_imports("tasks", __name__):
     from lstmkit import plots
 from lstmkit.files import write_csv
 from lstmkit.models import SequenceModel
-from lstmkit.pipelines.longlag import TEST_SEED_OFFSET, build_model
+from lstmkit.pipelines.longlag import (TEST_SEED_OFFSET, TaskTrainingConfig, build_model, default_folder, load_model,
+                                      load_task_run, train_cell)
 from lstmkit.tasks import Batch, Task
 
 PROBE_SEQUENCES = 100
@@ -101,3 +102,40 @@ def write_gate_heatmaps(model: SequenceModel, task: Task, seed: int, out: str | 
         raise ValueError(f"cell {model.config.cell!r} has no gates or cell state to draw")
     title = f"{model.config.cell} on {task.describe()}: one test sequence ({length} steps)"
     return plots.gate_heatmaps(panels, title, Path(out) / "gates.png")
+
+
+def probe_gradients(out: str | Path | None = None, source: str | Path | None = None, task: Task | None = None,
+                    cells: list[str] | None = None, config: TaskTrainingConfig | None = None,
+                    ) -> tuple[Task, dict[str, dict[str, np.ndarray]], Path]:
+    """`lstmkit probe gradients`: the gradient profiles of the trained models of a `lstmkit
+    task` run (`source`), or of `cells` (default rnn, gru, lstm) trained on `task` with
+    `config`, against the same cells at initialisation; written to `out` (default
+    runs/gradients-NAME-TN). Returns the task, the profiles and the folder."""
+    if source is not None:
+        run = load_task_run(source, cells)
+        task, trained, hidden_size, seed = run.task, run.models, run.hidden_size, run.seed  # the runs' start
+    else:
+        if task is None:
+            raise ValueError("probe gradients needs --task NAME (to train) or --from DIR (a `lstmkit task` output)")
+        config = TaskTrainingConfig() if config is None else config
+        trained = {cell: train_cell(task, cell, config).model for cell in cells or ["rnn", "gru", "lstm"]}
+        hidden_size, seed = config.hidden_size, config.seed
+    profiles = gradient_profiles(task, trained, hidden_size, seed)
+    out = default_folder("gradients", task) if out is None else Path(out)
+    write_gradient_profiles(profiles, task, out)
+    return task, profiles, out
+
+
+def probe_gates(out: str | Path | None = None, checkpoint: str | Path | None = None, task: Task | None = None,
+                cell: str = "lstm", config: TaskTrainingConfig | None = None) -> Path:
+    """`lstmkit probe gates`: the gate heat maps of a saved model (`checkpoint`), or of `cell`
+    trained on `task` with `config`, in `out` (default runs/gates-NAME-TN); returns the
+    figure's path."""
+    config = TaskTrainingConfig() if config is None else config
+    if checkpoint is not None:
+        model, task = load_model(checkpoint)
+    else:
+        if task is None:
+            raise ValueError("probe gates needs a checkpoint folder (e.g. DIR/models/lstm) or --task NAME to train one")
+        model = train_cell(task, cell, config).model
+    return write_gate_heatmaps(model, task, config.seed, default_folder("gates", task) if out is None else out)

@@ -1,0 +1,117 @@
+"""The configs of the pipelines whose modules need an extra (tasks, forecast), importable
+without it, so that the CLI reads every default from them before it checks the extra."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from lstmkit.training import TrainingConfig
+
+
+@dataclass(frozen=True)
+class TaskTrainingConfig(TrainingConfig):
+    """How every cell is trained on a long-time-lag task (the training fields: see
+    TrainingConfig, whose defaults are the long-lag literature's: Adam (AdamW without weight
+    decay) at a constant 1e-3, gradient clipping at norm 1)."""
+
+    hidden_size: int = 128
+    # Sequences per step, as in the long-lag literature.
+    batch_size: int = 50
+    # Test sequences, drawn from their own seed.
+    test_size: int = 1000
+    # A cell stops at the first evaluation that solves the task.
+    stop_when_solved: bool = True
+
+    # Ten minutes per cell: the adding problem at T = 200 needs about that on 2 CPU cores.
+    default_budget: ClassVar[tuple[str, float]] = ("time_budget", 600.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("hidden_size", "batch_size", "test_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def as_names(value, what: str) -> tuple[str, ...]:
+    """Column names from a name, a comma-separated string or a sequence of names."""
+    if isinstance(value, str):
+        return tuple(name.strip() for name in value.split(",") if name.strip())
+    if not all(isinstance(name, str) for name in value):
+        raise TypeError(f"{what} must be column names, got {value!r}")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class ForecasterConfig(TrainingConfig):
+    """What to forecast and how the forecaster is built and trained (the training fields:
+    see TrainingConfig).
+
+    lookback defaults to 2 * max(horizon, season); season (the m of seasonal naive and MASE)
+    to the one of the data's frequency (52 weekly, 12 monthly, 1 yearly). Training runs up
+    to `epochs` (or `time_budget` seconds), keeping the epoch with the lowest loss on the
+    latest `validation_fraction` of the windows and stopping `patience` epochs after it;
+    without early_stopping it trains on every window for exactly `epochs`.
+    """
+
+    time: str = ""
+    target: tuple[str, ...] = ()
+    horizon: int = 0
+    lookback: int | None = None
+    season: int | None = None
+    covariates: tuple[str, ...] = ()
+    future_covariates: tuple[str, ...] = ()
+    calendar: bool = True
+    cell: str = "lstm"
+    # Series are short (hundreds to thousands of rows): a small network, or it memorises them.
+    hidden_size: int = 64
+    num_layers: int = 2
+    dropout: float = 0.1
+    # The validation windows of a short series are few and noisy: wait long.
+    patience: int | None = 50
+    early_stopping: bool = True
+    validation_fraction: float = 0.1
+    batch_size: int = 32
+    weight_decay: float = 1e-4
+    interval: float = 0.9
+    engine: str = "auto"
+
+    # 200 epochs: with patience 50, early stopping ends most runs before.
+    default_budget: ClassVar[tuple[str, float]] = ("epochs", 200)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "target", as_names(self.target, "target"))
+        object.__setattr__(self, "covariates", as_names(self.covariates, "covariates"))
+        object.__setattr__(self, "future_covariates", as_names(self.future_covariates, "future_covariates"))
+        if not self.time:
+            raise ValueError("give the time column")
+        if not self.target:
+            raise ValueError("give at least one target column")
+        for name in ("horizon", "hidden_size", "num_layers", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("lookback", "season"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if not 0 < self.interval < 1:
+            raise ValueError(f"interval is the coverage of the prediction interval, in (0, 1); got {self.interval!r}")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """`lstmkit demo`: rnn, gru and lstm on the adding problem."""
+
+    # A lag the plain RNN cannot bridge and the gated cells can, within minutes on 2 CPU cores.
+    T: int = 100
+    # Seconds of training per cell: the gated cells solve T = 100 in one to two minutes.
+    time_budget: float = 90.0
+    seed: int = 0
+    hidden_size: int = 128
+
+    def training(self) -> TaskTrainingConfig:
+        return TaskTrainingConfig(hidden_size=self.hidden_size, time_budget=self.time_budget, seed=self.seed)

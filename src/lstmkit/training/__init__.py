@@ -1,0 +1,13 @@
+"""The training core: one loop for every pipeline (device, precision, processes under
+torchrun, AdamW with warm-up and cosine decay, clipping, budgets, evaluations, atomic
+checkpoints with bit-exact resume, progress, metrics.csv and results.json)."""
+
+from lstmkit.training.config import TrainingConfig, current_names
+from lstmkit.training.device import Precision, resolve_device
+from lstmkit.training.distributed import Processes
+from lstmkit.training.job import Job
+from lstmkit.training.loop import Trainer, TrainingRun
+from lstmkit.training.schedule import learning_rate
+
+__all__ = ["Job", "Precision", "Processes", "Trainer", "TrainingConfig", "TrainingRun", "current_names",
+           "learning_rate", "resolve_device"]

@@ -1,0 +1,90 @@
+"""The settings of the training core, shared by every pipeline's config.
+
+A pipeline's config is a dataclass that extends `TrainingConfig` with its data and model
+settings and overrides the defaults that differ for it (each with its reason). The CLI reads
+every default from the config class, so a default is written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from lstmkit.training.device import check_device_name
+
+BUDGETS = ("steps", "epochs", "time_budget")
+PRECISIONS = ("32", "bf16", "16")
+# Names that older checkpoints and results files used for settings that now have one spelling.
+LEGACY_NAMES = {"hidden": "hidden_size", "layers": "num_layers", "batch": "batch_size", "embedding": "embedding_size",
+                "learning_rate": "lr"}
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How a model is trained: AdamW with linear warm-up and cosine decay, gradient clipping,
+    a budget, periodic evaluation, a device, a precision.
+
+    The learning rate at step s (0-based) is
+
+        lr_s = lr · (s + 1) / warmup                                        for s < warmup
+        lr_s = lr · (f + (1 − f) · ½ (1 + cos(π · (s − warmup) / (S − warmup))))   after,
+
+    with f = `min_lr_fraction` and S the total steps of the budget (the peak `lr` until S is
+    known: a time budget estimates it after the first `eval_every` steps). f = 1 holds the
+    rate constant.
+
+    Budgets: each of `steps`, `epochs` and `time_budget` (seconds of training, evaluations
+    excluded) that is set ends training when it is spent, the first one first. With none set,
+    the pipeline's `default_budget` applies.
+    """
+
+    # AdamW's peak learning rate; 1e-3 is Adam's own default (Kingma & Ba 2015).
+    lr: float = 1e-3
+    # Decoupled weight decay (Loshchilov & Hutter 2019); 0 makes AdamW exactly Adam.
+    weight_decay: float = 0.0
+    # Global gradient-norm clip: recurrent gradients can explode (Pascanu et al. 2013).
+    clip: float = 1.0
+    # Steps of linear warm-up; Adam's early moment estimates are noisy.
+    warmup: int = 0
+    # The cosine ends at this fraction of the peak rate; 1.0 keeps the rate constant.
+    min_lr_fraction: float = 1.0
+    steps: int | None = None
+    epochs: float | None = None
+    time_budget: float | None = None
+    # Steps between evaluations (and checkpoints, where the pipeline writes them).
+    eval_every: int = 100
+    # Evaluations without a better validation loss before training stops; None: never.
+    patience: int | None = None
+    # Seed of the weights and of the data order.
+    seed: int = 0
+    # "auto" is CUDA when this machine has it, else the CPU.
+    device: str = "auto"
+    # "32" (float32), "bf16" or "16" (float16, with a gradient scaler) under torch.autocast.
+    precision: str = "32"
+
+    # The budget when none is set: (name, value). Pipelines override it with their reason.
+    default_budget: ClassVar[tuple[str, float]] = ("steps", 1000)
+
+    def __post_init__(self) -> None:
+        if all(getattr(self, name) is None for name in BUDGETS):
+            object.__setattr__(self, *self.default_budget)
+        for name in ("steps", "epochs", "time_budget", "lr", "clip", "eval_every", "patience"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not value > 0):
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        for name in ("steps", "eval_every", "patience", "warmup", "seed"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        if self.warmup < 0 or self.weight_decay < 0:
+            raise ValueError(f"warmup and weight_decay must be non-negative, got {self.warmup} and {self.weight_decay}")
+        if not 0 <= self.min_lr_fraction <= 1:
+            raise ValueError(f"min_lr_fraction must be in [0, 1], got {self.min_lr_fraction!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_device_name(self.device)
+
+
+def current_names(settings: dict) -> dict:
+    """`settings` (a saved config) with the names older versions used replaced by today's."""
+    return {LEGACY_NAMES.get(name, name): value for name, value in settings.items()}

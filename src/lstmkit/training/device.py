@@ -1,0 +1,59 @@
+"""Where and in which precision a model trains: `--device` and `--precision`."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+import torch
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
+
+
+def check_device_name(name: str) -> None:
+    """Refuse a device name that is not auto, cpu, cuda or cuda:N."""
+    if not isinstance(name, str) or not DEVICE_PATTERN.fullmatch(name):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+
+
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """The torch.device of `name`: auto is CUDA when this machine has it, else the CPU. Under
+    torchrun a bare `cuda` (or auto) means this process's GPU, cuda:LOCAL_RANK."""
+    check_device_name(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} needs CUDA, and this torch ({torch.__version__}) sees no CUDA GPU; "
+                         "use --device cpu")
+    index = int(name.partition(":")[2] or (local_rank or 0))
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"numbered from 0")
+    return torch.device("cuda", index)
+
+
+class Precision:
+    """`--precision 32|bf16|16` on a device: the autocast context of the forward passes, and the
+    gradient scaler (float16 only: its narrow exponent range underflows small gradients unless
+    the loss is scaled up first)."""
+
+    def __init__(self, name: str, device: torch.device) -> None:
+        if name not in ("32", *AUTOCAST_DTYPES):
+            raise ValueError(f"precision must be one of 32, bf16, 16, got {name!r}")
+        if name == "16" and device.type != "cuda":
+            raise ValueError(f"precision 16 (float16 autocast) runs on CUDA; on {device.type} use bf16 or 32")
+        self.name, self.device = name, device
+        self.dtype = AUTOCAST_DTYPES.get(name)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=name == "16")
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, self.dtype)
+
+    def describe(self) -> str:
+        return {"32": "float32", "bf16": "bfloat16 autocast",
+                "16": "float16 autocast with a gradient scaler"}[self.name]

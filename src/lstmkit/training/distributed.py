@@ -1,0 +1,98 @@
+"""Several processes under torchrun: torch's own DistributedDataParallel, nothing home-made.
+
+`torchrun --nproc_per_node N -m lstmkit ...` starts N processes and gives each the variables
+RANK, LOCAL_RANK and WORLD_SIZE (and the rendezvous address). Each process joins one process
+group (gloo on CPU, NCCL on CUDA), draws the same global batch and trains on its shard of it;
+DistributedDataParallel averages the gradients during backward, so every process takes the
+same optimizer step. Without those variables there is one process and no group.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place among the processes training one model."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_environment(cls) -> Processes:
+        """The torchrun variables, or one process when they are absent."""
+        if "WORLD_SIZE" not in os.environ:
+            return cls()
+        try:
+            return cls(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"WORLD_SIZE is set but RANK/LOCAL_RANK are missing or not integers ({error}); "
+                             "start several processes with torchrun") from None
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 alone writes checkpoints, metrics, results and plots, and reports progress."""
+        return self.rank == 0
+
+    def start(self, device: torch.device) -> None:
+        """Join the process group (once per process): NCCL between GPUs, gloo on CPU."""
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """The model DistributedDataParallel averages the gradients of (the model itself alone)."""
+        if not self.distributed:
+            return model
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def check_divides(self, size: int, what: str) -> None:
+        if size % self.world_size:
+            raise ValueError(f"{what} is {size}, which {self.world_size} processes cannot share evenly: "
+                             f"give a multiple of {self.world_size}")
+
+    def shard(self, tensor: Tensor, dim: int = 0) -> Tensor:
+        """This process's contiguous share of `tensor` along `dim` (the whole of it alone)."""
+        if not self.distributed:
+            return tensor
+        return tensor.tensor_split(self.world_size, dim)[self.rank]
+
+    def gather(self, tensor: Tensor, dim: int = 0) -> Tensor:
+        """Every process's `tensor`, concatenated along `dim` in rank order (the inverse of
+        `shard` for equal shares); every process must call it."""
+        if not self.distributed:
+            return tensor
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim)
+
+    def total(self, values: list[float], device: torch.device) -> list[float]:
+        """The sum of `values` over the processes."""
+        if not self.distributed:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def from_main(self, value: float, device: torch.device) -> float:
+        """Rank 0's `value`, so that every process takes the same decision (a time budget)."""
+        if not self.distributed:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.broadcast(tensor, 0)
+        return tensor.item()
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()

@@ -1,0 +1,72 @@
+"""What a pipeline hands the training core: its data, its model and its metric."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from torch import Tensor, nn
+
+
+class Job(ABC):
+    """One model to train. The core owns the loop (device, precision, processes, optimizer,
+    schedule, clipping, budget, evaluations, checkpoints, progress); a job says what a step's
+    loss is, how the model scores, and what a checkpoint holds besides the weights.
+
+    Attributes a job sets: `model` (built on the CPU from the config's seed), `label` (shown
+    by the progress report), `item` (what throughput counts: "token", "sequence", ...; the
+    metrics' count column is its plural) and `selection_metric` (the evaluation value whose
+    lowest marks the best model; None when there is none).
+    """
+
+    model: nn.Module
+    label: str = "training"
+    item: str = "item"
+    selection_metric: str | None = "val_loss"
+    evaluate_at_start: bool = False  # also score the model before its first step
+    evaluate_every_epoch: bool = False  # score at the end of each epoch rather than every eval_every steps
+
+    def steps_per_epoch(self) -> int | None:
+        """Steps in one pass over the training data (None: the data has no end)."""
+        return None
+
+    @abstractmethod
+    def train_loss(self, model: nn.Module, step: int) -> tuple[Tensor, int]:
+        """The mean loss over this process's share of the batch of `step` (counted from 0),
+        computed with `model` (the job's model, wrapped for several processes), and the
+        number of items in that share."""
+
+    @abstractmethod
+    def evaluate(self) -> dict[str, float]:
+        """Scores of `self.model` (in eval mode, without gradients), by name."""
+
+    def finished(self, scores: dict[str, float]) -> bool:
+        """Whether training may stop after an evaluation with these scores (a solved task)."""
+        return False
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """Everything the next batches depend on besides the step (a carried hidden state),
+        for --resume. Every process calls it; the tensors are the whole run's."""
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Restore what `state_tensors` saved."""
+
+    def model_tensors(self) -> dict[str, Tensor]:
+        """The weights a checkpoint stores."""
+        return self.model.state_dict()
+
+    def load_model_tensors(self, tensors: dict[str, Tensor]) -> None:
+        self.model.load_state_dict(tensors)
+
+    def checkpoint_config(self) -> dict:
+        """The JSON of a checkpoint, besides the run's progress: its kind, the model's config."""
+        return {}
+
+    def checkpoint_files(self) -> dict[str, str]:
+        """Text files saved with each checkpoint (name -> content): a vocabulary."""
+        return {}
+
+    def check_resumable(self, saved: dict, directory: Path) -> None:
+        """Refuse to resume from the checkpoint `directory` (its config: `saved`) when another
+        model or other data wrote it."""

@@ -1,0 +1,296 @@
+"""The one training loop: every pipeline's model trains here.
+
+    for each step, until a budget is spent (or the job is solved, or patience runs out):
+        lr      <- warm-up, then cosine decay (schedule.learning_rate)
+        loss    <- job.train_loss(model, step)   under torch.autocast, on this process's shard
+        backward (DistributedDataParallel averages the gradients over the processes),
+        clip the global gradient norm, AdamW step (through the gradient scaler for float16)
+        every eval_every steps: job.evaluate() -> a row of metrics.csv; best/ and last/
+
+With a run folder, `best/` (the lowest `selection_metric` so far) and `last/` (with the
+optimizer moments, the job's carried state, the random-number state and the progress) are
+written atomically at every evaluation, by rank 0 alone; a run killed at any moment resumes
+from its last evaluation and, resumed, computes exactly what it would have computed
+uninterrupted (with the same number of processes; with another it continues from the same
+weights, moments and data position).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lstmkit.checkpoint import existing, load_checkpoint, read_extra_tensors, save_checkpoint
+from lstmkit.files import write_csv, write_json
+from lstmkit.training.config import TrainingConfig
+from lstmkit.training.device import Precision, resolve_device
+from lstmkit.training.distributed import Processes
+from lstmkit.training.job import Job
+from lstmkit.training.progress import Progress
+from lstmkit.training.schedule import learning_rate
+
+TRAINING_FILE = "training.safetensors"
+
+
+@dataclass
+class RunState:
+    """Where a run is: its step, items and seconds of training so far, the schedule's length,
+    the best evaluation and every evaluation. Saved in last/ so that --resume continues from it."""
+
+    step: int = 0
+    items: int = 0
+    train_seconds: float = 0.0
+    total_steps: int | None = None
+    best_value: float = math.inf
+    best_step: int | None = None
+    history: list[dict] = field(default_factory=list)
+    scaler: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainingRun:
+    """The outcome of `Trainer.run`: every evaluation, the best one, and the throughput."""
+
+    history: list[dict]
+    best: dict | None
+    steps: int
+    seconds: float
+    items_per_second: float
+    device: str
+    precision: str
+    processes: int
+
+    def runtime(self) -> dict:
+        """Where the run trained, for its results.json."""
+        return {"device": self.device, "precision": self.precision, "processes": self.processes}
+
+
+def budget_spent(config: TrainingConfig, progress: RunState, step_limit: int | None) -> bool:
+    """Whether a budget is spent: the time budget's seconds, or the steps of steps/epochs."""
+    if config.time_budget is not None and progress.train_seconds >= config.time_budget:
+        return True
+    return step_limit is not None and progress.step >= step_limit
+
+
+class Trainer:
+    """Resolves the device, the precision and the processes of `config` (joining torchrun's
+    process group if there is one), then trains jobs with `run`. Rank 0 alone prints, writes
+    and reports progress."""
+
+    def __init__(self, config: TrainingConfig) -> None:
+        self.config = config
+        self.processes = Processes.from_environment()
+        self.device = resolve_device(config.device, self.processes.local_rank)
+        self.processes.start(self.device)
+        self.precision = Precision(config.precision, self.device)
+
+    def describe(self) -> str:
+        count = self.processes.world_size
+        return f"device {self.device}, {self.precision.describe()}, {count} process{'es' if count > 1 else ''}"
+
+    def announce(self, text: str) -> None:
+        if self.processes.main:
+            print(text, file=sys.stderr, flush=True)
+
+    def run(self, job: Job, out: str | Path | None = None, resume: bool = False,
+            keep_best: bool = False) -> TrainingRun:
+        """Train `job.model` under the budget; with `out`, write checkpoints, metrics.csv and
+        results.json there (rank 0), and with `resume` continue the run in it. `keep_best`
+        leaves the model with the weights of its best evaluation (kept in memory)."""
+        config, processes, device = self.config, self.processes, self.device
+        out = None if out is None else Path(out)
+        job.model.to(device)
+        optimizer = torch.optim.AdamW(job.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        if resume:
+            progress = self.restore(job, optimizer, out)
+        else:
+            if out is not None and ((out / "last").exists() or (out / "best").exists()):
+                raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue it, "
+                                 "or choose another folder")
+            progress = RunState()
+        model = processes.wrap(job.model, device)
+        steps_per_epoch = job.steps_per_epoch()
+        step_limits = [config.steps] if config.steps is not None else []
+        if config.epochs is not None:
+            if steps_per_epoch is None:
+                raise ValueError(f"{job.label}: an epoch budget needs data with an end; give steps or time_budget")
+            step_limits.append(math.ceil(config.epochs * steps_per_epoch))
+        step_limit = min(step_limits) if step_limits else None
+        eval_every = steps_per_epoch if job.evaluate_every_epoch else config.eval_every
+        if step_limit is not None:  # (a resumed run may have been given a longer budget)
+            progress.total_steps = step_limit
+
+        self.announce(f"{job.label}: {self.describe()}")
+        report = Progress(job.label, progress.total_steps, first_step=progress.step, item=job.item) \
+            if processes.main else None
+        best_state = copy.deepcopy(job.model.state_dict()) if keep_best else None
+        window = {"loss": 0.0, "items": 0}  # the training loss since the last evaluation
+        started_items, started_seconds = progress.items, progress.train_seconds
+
+        def evaluate() -> bool:
+            """Score, record, checkpoint; whether training should stop."""
+            nonlocal best_state
+            scores = self.evaluate(job)
+            row = {"step": progress.step, "epoch": epochs(progress.step, steps_per_epoch),
+                   f"{job.item}s": progress.items, "seconds": round(progress.train_seconds, 2),
+                   "lr": optimizer.param_groups[0]["lr"],
+                   "train_loss": window["loss"] / window["items"] if window["items"] else None, **scores}
+            progress.history.append(row)
+            window.update(loss=0.0, items=0)
+            metric = job.selection_metric
+            improved = metric in scores and scores[metric] < progress.best_value
+            if improved:
+                progress.best_value, progress.best_step = scores[metric], progress.step
+                if keep_best:
+                    best_state = copy.deepcopy(job.model.state_dict())
+            if out is not None:
+                self.save(job, optimizer, progress, out, improved, list(row)[:6] + list(scores))
+            evaluations_since_best = sum(1 for row in progress.history if row["step"] > (progress.best_step or 0))
+            patience_spent = (config.patience is not None and metric in scores
+                              and evaluations_since_best >= config.patience)
+            return job.finished(scores) or patience_spent
+
+        stop = job.evaluate_at_start and not progress.history and evaluate()
+        job.model.train()
+        while not stop and not budget_spent(config, progress, step_limit):
+            started = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, progress.step, progress.total_steps)
+            with self.precision.autocast():
+                loss, share = job.train_loss(model, progress.step)
+            loss_sum, items = loss.item() * share, share
+            if processes.distributed:  # DDP averages the gradients: weigh each share by its size
+                loss_sum, items = processes.total([loss_sum, float(share)], device)
+                loss = loss * (processes.world_size * share / items)
+            optimizer.zero_grad(set_to_none=True)
+            scaler = self.precision.scaler
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(job.model.parameters(), config.clip)
+            scaler.step(optimizer)
+            scaler.update()
+            elapsed = time.perf_counter() - started
+            progress.train_seconds = processes.from_main(progress.train_seconds + elapsed, device)
+            progress.step, progress.items = progress.step + 1, progress.items + int(items)
+            window["loss"] += loss_sum
+            window["items"] += items
+            rate = (progress.items - started_items) / max(progress.train_seconds - started_seconds, 1e-9)
+            if config.time_budget is not None and progress.step == eval_every:
+                estimate = int(config.time_budget / (progress.train_seconds / progress.step))
+                progress.total_steps = estimate if step_limit is None else min(step_limit, estimate)
+            if report is not None:
+                left = None if config.time_budget is None else config.time_budget - progress.train_seconds
+                report.update(progress.step, rate, progress.total_steps, left, loss=loss_sum / items)
+            if progress.step % eval_every == 0 or budget_spent(config, progress, step_limit):
+                stop = evaluate()
+        if not progress.history or progress.history[-1]["step"] != progress.step:
+            evaluate()
+        if keep_best and best_state is not None and progress.best_step is not None:
+            job.model.load_state_dict(best_state)
+        job.model.eval()
+        best = next((row for row in progress.history if row["step"] == progress.best_step), None)
+        rate = (progress.items - started_items) / max(progress.train_seconds - started_seconds, 1e-9)
+        run = TrainingRun(progress.history, best, progress.step, progress.train_seconds, rate, str(device),
+                          config.precision, processes.world_size)
+        if report is not None:
+            final = {job.selection_metric: progress.best_value} if best is not None else {}
+            report.close(progress.step, rate, **final)
+        if out is not None and processes.main:
+            self.write_results(job, run, progress, out, steps_per_epoch)
+        return run
+
+    def evaluate(self, job: Job) -> dict[str, float]:
+        was_training = job.model.training
+        job.model.eval()
+        with torch.no_grad(), self.precision.autocast():
+            scores = job.evaluate()
+        job.model.train(was_training)
+        return scores
+
+    def save(self, job: Job, optimizer: torch.optim.Optimizer, progress: RunState, out: Path,
+             improved: bool, columns: list[str]) -> None:
+        """best/ (if improved), last/ (with what --resume needs) and metrics.csv (its `columns`).
+        Every process gathers the job's state; rank 0 writes."""
+        progress.scaler = self.precision.scaler.state_dict()
+        training = {**optimizer_tensors(optimizer, job), **rng_tensors(self.device), **job.state_tensors()}
+        if not self.processes.main:
+            return
+        state = {**asdict(progress), "best_value": progress.best_value if math.isfinite(progress.best_value) else None}
+        saved = {**job.checkpoint_config(), "training": asdict(self.config), "progress": state}
+        if improved:
+            save_checkpoint(out / "best", saved, job.model_tensors(), job.checkpoint_files())
+        save_checkpoint(out / "last", saved, job.model_tensors(), job.checkpoint_files(),
+                        extra_tensors={TRAINING_FILE: training})
+        write_csv(out / "metrics.csv", columns, [[row.get(name) for name in columns] for row in progress.history])
+
+    def restore(self, job: Job, optimizer: torch.optim.Optimizer, out: Path | None) -> RunState:
+        """The model, optimizer, random-number state and job state of out/last, on this
+        trainer's device whatever device wrote them; the progress to continue from."""
+        if out is None or (not (out / "last").exists() and not (out / ".last.previous").exists()):
+            raise FileNotFoundError(f"{out} holds no run to resume (no last/ checkpoint); start one without --resume")
+        saved, tensors = load_checkpoint(out / "last", self.device)
+        if "progress" not in saved or "best_value" not in saved["progress"]:
+            raise ValueError(f"{out} was written by an older lstmkit: its models load (for sampling and scoring), "
+                             "but its training cannot be resumed; start a new run")
+        job.check_resumable(saved, existing(out / "last"))
+        job.load_model_tensors(tensors)
+        training = read_extra_tensors(out / "last", TRAINING_FILE, self.device)
+        names = dict(job.model.named_parameters())
+        for key, value in training.items():
+            if key.startswith("optimizer."):
+                name, moment = key.removeprefix("optimizer.").rsplit(".", 1)
+                optimizer.state[names[name]][moment] = value.cpu() if moment == "step" else value
+        torch.set_rng_state(training["rng.torch"].cpu())
+        if self.device.type == "cuda" and "rng.cuda" in training:
+            torch.cuda.set_rng_state(training["rng.cuda"].cpu(), self.device)
+        job.load_state_tensors({key: value for key, value in training.items()
+                                if not key.startswith(("optimizer.", "rng."))})
+        progress = RunState(**{**saved["progress"], "best_value": saved["progress"]["best_value"] or math.inf})
+        if progress.scaler and self.precision.scaler.is_enabled():
+            self.precision.scaler.load_state_dict(progress.scaler)
+        return progress
+
+    def write_results(self, job: Job, run: TrainingRun, progress: RunState, out: Path,
+                      steps_per_epoch: int | None) -> None:
+        best = {f"best_{name}": value for name, value in (run.best or {}).items()
+                if name not in ("step", "epoch", "seconds", "lr", "train_loss", f"{job.item}s")}
+        write_json(out / "results.json", {
+            **best,
+            "best_step": progress.best_step,
+            f"{job.item}s_per_second": run.items_per_second,
+            "steps": run.steps,
+            "epochs": run.steps / steps_per_epoch if steps_per_epoch else None,
+            "seconds": run.seconds,
+            **run.runtime(),
+            "config": asdict(self.config),
+        })
+
+
+def epochs(step: int, steps_per_epoch: int | None) -> int | float | None:
+    """Passes over the data after `step` steps: a whole number at the end of an epoch."""
+    if steps_per_epoch is None:
+        return None
+    whole, rest = divmod(step, steps_per_epoch)
+    return whole if rest == 0 else round(step / steps_per_epoch, 4)
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer, job: Job) -> dict[str, Tensor]:
+    """The optimizer's moments, by parameter name."""
+    names = {id(parameter): name for name, parameter in job.model.named_parameters()}
+    return {f"optimizer.{names[id(parameter)]}.{key}": value
+            for parameter, moments in optimizer.state.items() for key, value in moments.items()}
+
+
+def rng_tensors(device: torch.device) -> dict[str, Tensor]:
+    """The random-number state dropout draws from: the CPU's, and the GPU's on CUDA."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return tensors

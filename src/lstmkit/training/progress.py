@@ -1,0 +1,80 @@
+"""The progress of a training run on stderr: a tqdm bar on a terminal, a plain line now and
+then in a log. Both show the step, the named values, the throughput and the time left."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+def duration(seconds: float) -> str:
+    """1h02m, 3m05s, 42s."""
+    seconds = max(0, round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Progress:
+    """Reports `label`, the step out of `total`, named values, items/s and the ETA. A resumed
+    run passes the step it starts from as `first_step`, so rates count this process's steps
+    only. On a terminal it draws a tqdm bar (the lm, tasks and forecast extras bring tqdm;
+    without it the plain lines are written there too); elsewhere one line every
+    `quiet_interval` seconds, and always a last one at `close`."""
+
+    def __init__(self, label: str, total: int | None = None, first_step: int = 0, unit: str = "step",
+                 item: str = "item", stream: TextIO | None = None, quiet_interval: float = 30.0) -> None:
+        self.label, self.total, self.first_step, self.unit, self.item = label, total, first_step, unit, item
+        self.stream = sys.stderr if stream is None else stream
+        self.quiet_interval = quiet_interval
+        self.start = self.last = time.perf_counter()
+        self.bar = self.make_bar() if self.stream.isatty() else None
+        self.line = ""
+
+    def make_bar(self):
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return None
+        return tqdm(total=self.total, initial=self.first_step, desc=self.label, unit=self.unit, file=self.stream,
+                    dynamic_ncols=True, leave=True)
+
+    def update(self, step: int, items_per_second: float, total: int | None = None,
+               seconds_left: float | None = None, **values: float) -> None:
+        """After each step: `total` when it becomes known; `seconds_left` of a time budget."""
+        if total is not None:
+            self.total = total
+        if self.bar is not None:
+            if total is not None and self.bar.total != total:
+                self.bar.total = total
+            self.bar.set_postfix({**{name: f"{value:.4g}" for name, value in values.items()},
+                                  f"{self.item}s/s": f"{items_per_second:,.0f}"}, refresh=False)
+            self.bar.update(step - self.bar.n)
+            return
+        now = time.perf_counter()
+        if now - self.last >= self.quiet_interval:
+            self.last = now
+            self.write(step, items_per_second, seconds_left, values, now)
+
+    def write(self, step: int, items_per_second: float, seconds_left: float | None, values: dict[str, float],
+              now: float) -> None:
+        rate = (step - self.first_step) / max(now - self.start, 1e-9)
+        if seconds_left is None and self.total and rate > 0:
+            seconds_left = (self.total - step) / rate
+        total = f"/{self.total}" if self.total else ""
+        shown = "".join(f" {name} {value:.4g}" for name, value in values.items())
+        eta = f" ETA {duration(seconds_left)}" if seconds_left is not None else ""
+        self.line = (f"{self.label}: {self.unit} {step}{total}{shown} {items_per_second:,.0f} {self.item}s/s "
+                     f"{rate:.2f} {self.unit}s/s elapsed {duration(now - self.start)}{eta}")
+        self.stream.write(self.line + "\n")
+        self.stream.flush()
+
+    def close(self, step: int, items_per_second: float, **values: float) -> None:
+        """The final report, always written."""
+        if self.bar is not None:
+            self.bar.set_postfix({name: f"{value:.4g}" for name, value in values.items()}, refresh=False)
+            self.bar.update(step - self.bar.n)
+            self.bar.close()
+            return
+        self.write(step, items_per_second, 0.0, values, time.perf_counter())

@@ -1,0 +1,280 @@
+"""The training core: devices, precision, the schedule, progress, the loop's records, and
+several processes under torchrun (gloo on CPU) against one process seeing the same batches."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from helpers import Killed, dies_at_step
+from lstmkit import lm
+from lstmkit.checkpoint import load_checkpoint, save_checkpoint
+from lstmkit.pipelines.lm import LMTrainingConfig
+from lstmkit.training import Job, Precision, Trainer, TrainingConfig, learning_rate, resolve_device
+from lstmkit.training.progress import Progress, duration
+
+SHAKESPEARE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "slice.txt"
+    if SHAKESPEARE.is_file():
+        path.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:12_000], encoding="utf-8")
+    else:
+        path.write_text(("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 240), encoding="utf-8")
+    return path
+
+
+def test_device_names():
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(ValueError, match=re.escape("device 'cuda:1' needs CUDA, and this torch")):
+            resolve_device("cuda:1")
+    with pytest.raises(ValueError, match=re.escape("device must be auto, cpu, cuda or cuda:N, got 'gpu'")):
+        TrainingConfig(device="gpu")
+    with pytest.raises(ValueError, match=re.escape("precision must be one of 32, bf16, 16, got 'fp8'")):
+        TrainingConfig(precision="fp8")
+
+
+def test_precision_autocasts_the_products_and_scales_float16_only():
+    x = torch.randn(3, 4)
+    with Precision("bf16", torch.device("cpu")).autocast():
+        assert (x @ x.T).dtype == torch.bfloat16
+    with Precision("32", torch.device("cpu")).autocast():
+        assert (x @ x.T).dtype == torch.float32
+    assert not Precision("bf16", torch.device("cpu")).scaler.is_enabled()
+    with pytest.raises(ValueError, match=re.escape("precision 16 (float16 autocast) runs on CUDA; on cpu use bf16 or 32")):
+        Precision("16", torch.device("cpu"))
+
+
+def test_the_schedule_is_constant_at_a_min_lr_fraction_of_one():
+    constant = TrainingConfig(steps=10, lr=0.3)
+    assert [learning_rate(constant, step, 10) for step in (0, 5, 10)] == [0.3, 0.3, 0.3]
+    cosine = TrainingConfig(steps=10, lr=1.0, warmup=2, min_lr_fraction=0.0)
+    assert [learning_rate(cosine, step, 10) for step in (0, 1)] == [0.5, 1.0]
+    assert learning_rate(cosine, 6, 10) == pytest.approx(0.5) and learning_rate(cosine, 10, 10) == pytest.approx(0.0)
+
+
+def test_budgets_default_and_combine():
+    assert TrainingConfig().steps == 1000, "no budget: the config's default_budget"
+    assert (TrainingConfig(time_budget=5).steps, TrainingConfig(time_budget=5).time_budget) == (None, 5)
+    with pytest.raises(ValueError, match="eval_every must be an integer, got 2.5"):
+        TrainingConfig(eval_every=2.5)
+
+
+def test_progress_in_a_log_writes_lines_with_throughput_and_eta():
+    stream = io.StringIO()
+    progress = Progress("lm lstm 2x512", total=100, item="token", stream=stream, quiet_interval=0.0)
+    progress.update(10, 9700.0, loss=1.5)
+    progress.update(20, 9800.0, seconds_left=125.0, loss=1.25)
+    progress.close(100, 9900.0, val_loss=1.41)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("lm lstm 2x512: step 10/100 loss 1.5 9,700 tokens/s ") and " ETA " in lines[0]
+    assert lines[1].endswith("ETA 2m05s")
+    assert lines[2].startswith("lm lstm 2x512: step 100/100 val_loss 1.41 9,900 tokens/s") and lines[2].endswith("ETA 0s")
+    assert [duration(seconds) for seconds in (42, 185, 3720)] == ["42s", "3m05s", "1h02m"]
+
+
+class Quadratic(Job):
+    """One weight w, loss (w − target_s)² with the target of step s: hand-checkable Adam steps."""
+
+    def __init__(self, targets: list[float], validation_target: float) -> None:
+        self.model = nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            self.model.weight.fill_(0.0)
+        self.targets, self.validation_target, self.label = targets, validation_target, "quadratic"
+        self.steps_seen: list[int] = []
+
+    def steps_per_epoch(self) -> int:
+        return len(self.targets)
+
+    def train_loss(self, model, step):
+        self.steps_seen.append(step)
+        return (model.weight[0, 0] - self.targets[step % len(self.targets)]) ** 2, 1
+
+    def evaluate(self):
+        return {"val_loss": (self.model.weight[0, 0].item() - self.validation_target) ** 2}
+
+
+def adam_weights(target: float, lr: float, steps: int) -> list[float]:
+    """w after each Adam step on (w − target)² from w = 0, by its equations (Kingma & Ba 2015):
+    m ← β1 m + (1 − β1) g, v ← β2 v + (1 − β2) g², w ← w − lr · m̂ / (√v̂ + ε)."""
+    w, m, v, weights = 0.0, 0.0, 0.0, []
+    for t in range(1, steps + 1):
+        g = 2 * (w - target)
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        w -= lr * (m / (1 - 0.9 ** t)) / (math.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+        weights.append(w)
+    return weights
+
+
+def test_the_loop_takes_adam_steps_evaluates_and_keeps_the_best():
+    """w climbs towards 1 by about lr a step; the validation target 0.1 is passed after one step."""
+    job = Quadratic([1.0, 1.0], validation_target=0.1)
+    run = Trainer(TrainingConfig(epochs=2.0, lr=0.1, eval_every=1, clip=100.0)).run(job, keep_best=True)
+    weights = adam_weights(1.0, 0.1, 4)
+    assert weights[0] == pytest.approx(0.1, rel=1e-6), "Adam's first step is lr · sign(g)"
+    assert job.steps_seen == [0, 1, 2, 3]
+    assert [row["step"] for row in run.history] == [1, 2, 3, 4]
+    assert [row["epoch"] for row in run.history] == [0.5, 1, 1.5, 2]
+    assert [row["val_loss"] for row in run.history] == pytest.approx([(w - 0.1) ** 2 for w in weights], rel=1e-4)
+    assert run.best["step"] == 1 and job.model.weight.item() == pytest.approx(weights[0], rel=1e-6), "the best is kept"
+    assert (run.device, run.precision, run.processes) == ("cpu", "32", 1)
+
+
+def test_patience_stops_after_evaluations_without_improvement():
+    job = Quadratic([1.0], validation_target=-1.0)  # every step moves w away from the validation target
+    run = Trainer(TrainingConfig(steps=50, lr=0.1, eval_every=1, patience=3)).run(job)
+    assert run.steps == 4 and [row["step"] for row in run.history] == [1, 2, 3, 4]
+
+
+def test_bf16_training_on_cpu_records_where_it_ran(text_file, tmp_path):
+    config = LMTrainingConfig(steps=30, num_layers=1, hidden_size=32, seq_len=20, batch_size=8, eval_every=15,
+                              warmup=5, precision="bf16")
+    run = lm.train(text_file, tmp_path / "run", config)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert (results["device"], results["precision"], results["processes"]) == ("cpu", "bf16", 1)
+    assert results["config"]["precision"] == "bf16" and results["best_val_loss"] == run.best_val_loss
+    assert run.history[-1]["val_loss"] < run.history[0]["val_loss"] < math.log(70)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_float16_training_saves_the_gradient_scale_and_resumes_it(text_file, tmp_path, monkeypatch):
+    config = LMTrainingConfig(steps=20, num_layers=1, hidden_size=16, seq_len=10, batch_size=4, eval_every=10,
+                              warmup=2, precision="16", dropout=0.0, device="cuda")
+    straight = lm.train(text_file, tmp_path / "straight", config)
+    saved = json.loads((tmp_path / "straight" / "last" / "config.json").read_text())["progress"]["scaler"]
+    assert saved["scale"] > 0 and set(saved) >= {"scale", "growth_tracker"}
+    dies_at_step(monkeypatch, 15)
+    with pytest.raises(Killed):
+        lm.train(text_file, tmp_path / "resumed", config)
+    monkeypatch.undo()
+    resumed = lm.train(text_file, tmp_path / "resumed", config, resume=True)
+    assert [row["val_loss"] for row in resumed.history] == [row["val_loss"] for row in straight.history]
+
+
+def test_checkpoint_tensors_load_on_the_device_asked_for(tmp_path):
+    """Checkpoints hold no device: safetensors of CPU copies, mapped where they are loaded."""
+    weights = {"w": torch.arange(6.0).view(2, 3), "b": torch.ones(2, dtype=torch.bfloat16)}
+    save_checkpoint(tmp_path / "model", {"kind": "test"}, weights)
+    _, on_meta = load_checkpoint(tmp_path / "model", "meta")
+    assert {name: (t.device.type, t.shape, t.dtype) for name, t in on_meta.items()} == {
+        name: ("meta", t.shape, t.dtype) for name, t in weights.items()}
+    _, on_cpu = load_checkpoint(tmp_path / "model")
+    assert all(torch.equal(on_cpu[name], weights[name]) for name in weights)
+
+
+def test_a_run_recorded_on_cuda_loads_samples_evaluates_and_resumes_on_the_cpu(text_file, tmp_path):
+    """A GPU run's folder differs from a CPU run's only in what its JSON says: rewritten to
+    name cuda:0, it loads, samples, scores and resumes on a CPU-only machine."""
+    config = LMTrainingConfig(steps=20, num_layers=1, hidden_size=16, seq_len=10, batch_size=4, eval_every=10,
+                              warmup=2, dropout=0.0)
+    lm.train(text_file, tmp_path / "run", config)
+    cpu_sample = lm.load(tmp_path / "run").sample("First", length=40, seed=0)
+    for checkpoint in ("best", "last"):
+        path = tmp_path / "run" / checkpoint / "config.json"
+        saved = json.loads(path.read_text())
+        saved["training"]["device"] = "cuda:0"
+        path.write_text(json.dumps(saved))
+    model = lm.load(tmp_path / "run", device="cpu")
+    assert next(model.model.parameters()).device.type == "cpu"
+    assert model.sample("First", length=40, seed=0) == cpu_sample
+    resumed = lm.train(text_file, tmp_path / "run", LMTrainingConfig(**{**vars(config), "steps": 30}), resume=True)
+    assert resumed.steps == 30 and resumed.device == "cpu"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cpu_run_samples_the_same_on_cuda(text_file, tmp_path):
+    config = LMTrainingConfig(steps=20, num_layers=1, hidden_size=16, seq_len=10, batch_size=4, eval_every=10)
+    lm.train(text_file, tmp_path / "run", config)
+    on_cpu = lm.load(tmp_path / "run").sample("First", length=30, top_k=1)
+    assert lm.load(tmp_path / "run", device="cuda").sample("First", length=30, top_k=1) == on_cpu
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def torchrun(processes: int, *arguments: str) -> None:
+    """`torchrun --nproc_per_node N -m lstmkit ...` on this machine alone (gloo, 127.0.0.1)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--nnodes", "1",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "lstmkit", *arguments]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+DDP_SETTINGS = dict(num_layers=1, hidden_size=32, seq_len=20, batch_size=8, eval_every=10, warmup=5, dropout=0.0,
+                    steps=40)
+
+
+def ddp_flags(text: Path, out: Path) -> list[str]:
+    flags = ["lm", "train", str(text), "--out", str(out), "--device", "cpu"]
+    for name, value in DDP_SETTINGS.items():
+        flags += ["--" + name.replace("_", "-"), str(value)]
+    return flags
+
+
+def test_two_processes_train_as_one_process_on_the_same_global_batch(text_file, tmp_path, monkeypatch):
+    """DDP over gloo, each process on 4 of the 8 streams, against one process on all 8; then a
+    run stopped at step 20 in one process, resumed by two."""
+    single = lm.train(text_file, tmp_path / "single", LMTrainingConfig(**DDP_SETTINGS))
+    torchrun(2, *ddp_flags(text_file, tmp_path / "two"))
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    rows = [line.split(",") for line in (tmp_path / "two" / "metrics.csv").read_text().splitlines()]
+    columns = rows[0]
+    history = [dict(zip(columns, row, strict=True)) for row in rows[1:]]
+    assert two["processes"] == 2 and two["steps"] == 40
+    assert [int(row["step"]) for row in history] == [row["step"] for row in single.history]
+    for ours, theirs in zip(history, single.history, strict=True):
+        assert float(ours["train_loss"]) == pytest.approx(theirs["train_loss"], rel=1e-5)
+        assert float(ours["val_loss"]) == pytest.approx(theirs["val_loss"], rel=1e-5)
+        assert int(ours["tokens"]) == theirs["tokens"], "the tokens of both shares are counted"
+    ours, theirs = load_file(tmp_path / "two" / "last" / "model.safetensors"), load_file(
+        tmp_path / "single" / "last" / "model.safetensors")
+    for name in theirs:
+        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-4, atol=1e-5)
+
+    dies_at_step(monkeypatch, 25)
+    with pytest.raises(Killed):
+        lm.train(text_file, tmp_path / "resumed", LMTrainingConfig(**DDP_SETTINGS))
+    monkeypatch.undo()
+    torchrun(2, *ddp_flags(text_file, tmp_path / "resumed"), "--resume")
+    resumed = json.loads((tmp_path / "resumed" / "results.json").read_text())
+    assert resumed["processes"] == 2 and resumed["steps"] == 40
+    assert resumed["best_val_loss"] == pytest.approx(single.best_val_loss, rel=1e-5)
+
+
+def test_a_run_of_an_older_lstmkit_loads_but_does_not_resume(text_file, tmp_path):
+    """Runs written before the training core named their settings hidden, layers, batch and
+    kept another progress record: their models load; --resume says why it cannot continue."""
+    config = LMTrainingConfig(steps=10, num_layers=1, hidden_size=16, seq_len=10, batch_size=4, eval_every=10)
+    lm.train(text_file, tmp_path / "run", config)
+    sample = lm.load(tmp_path / "run").sample("First", length=20, seed=0)
+    for checkpoint in ("best", "last"):
+        path = tmp_path / "run" / checkpoint / "config.json"
+        saved = json.loads(path.read_text())
+        saved["training"] = {{"hidden_size": "hidden", "num_layers": "layers", "batch_size": "batch"}.get(name, name): value
+                             for name, value in saved["training"].items()}
+        saved["progress"] = {"step": 10, "epoch": 0, "window": 10, "tokens": 400, "best_val_loss": 3.0}
+        path.write_text(json.dumps(saved))
+    assert lm.load(tmp_path / "run").sample("First", length=20, seed=0) == sample
+    with pytest.raises(ValueError, match="was written by an older lstmkit: its models load .* but its training "
+                                         "cannot be resumed; start a new run"):
+        lm.train(text_file, tmp_path / "run", config, resume=True)
