@@ -36,24 +36,27 @@ class Config:
 
 
 def configs(hidden: int) -> list[Config]:
-    """torch.nn's three cells, their drop-ins and every LSTM variant, input = hidden."""
-    rows = [
-        ("torch.nn.LSTMCell", torch.nn.LSTMCell(hidden, hidden), "torch.nn.LSTMCell"),
-        ("lstmkit.LSTMCell", lstmkit.LSTMCell(hidden, hidden), "torch.nn.LSTMCell"),
-        ("PeepholeLSTMCell", lstmkit.PeepholeLSTMCell(hidden, hidden), "torch.nn.LSTMCell"),
-        ("CIFGLSTMCell", lstmkit.CIFGLSTMCell(hidden, hidden), "torch.nn.LSTMCell"),
-        ("LayerNormLSTMCell", lstmkit.LayerNormLSTMCell(hidden, hidden), "torch.nn.LSTMCell"),
+    """torch.nn's three cells, their drop-ins on the auto (native) and fused engines, and every
+    LSTM variant (fused), input = hidden."""
+    lstm_rows = [
+        ("torch.nn.LSTMCell", torch.nn.LSTMCell(hidden, hidden)),
+        ("lstmkit.LSTMCell (auto: native)", lstmkit.LSTMCell(hidden, hidden)),
+        ("lstmkit.LSTMCell, engine=fused", lstmkit.LSTMCell(hidden, hidden, engine="fused")),
+        ("PeepholeLSTMCell (fused)", lstmkit.PeepholeLSTMCell(hidden, hidden)),
+        ("CIFGLSTMCell (fused)", lstmkit.CIFGLSTMCell(hidden, hidden)),
+        ("LayerNormLSTMCell (fused)", lstmkit.LayerNormLSTMCell(hidden, hidden)),
     ]
     for option in ("input_gate", "forget_gate", "output_gate", "input_activation", "output_activation"):
-        cell = lstmkit.LSTMCell(hidden, hidden, **{option: False})
-        rows.append((f"LSTMCell({option}=False)", cell, "torch.nn.LSTMCell"))
-    rows += [
-        ("torch.nn.GRUCell", torch.nn.GRUCell(hidden, hidden), "torch.nn.GRUCell"),
-        ("lstmkit.GRUCell", lstmkit.GRUCell(hidden, hidden), "torch.nn.GRUCell"),
-        ("torch.nn.RNNCell", torch.nn.RNNCell(hidden, hidden), "torch.nn.RNNCell"),
-        ("lstmkit.RNNCell", lstmkit.RNNCell(hidden, hidden), "torch.nn.RNNCell"),
-    ]
-    return [Config(*row) for row in rows]
+        lstm_rows.append((f"LSTMCell({option}=False) (fused)", lstmkit.LSTMCell(hidden, hidden, **{option: False})))
+    rows = [Config(name, cell, "torch.nn.LSTMCell") for name, cell in lstm_rows]
+    for torch_type, lstmkit_type in ((torch.nn.GRUCell, lstmkit.GRUCell), (torch.nn.RNNCell, lstmkit.RNNCell)):
+        baseline = f"torch.nn.{torch_type.__name__}"
+        rows += [
+            Config(baseline, torch_type(hidden, hidden), baseline),
+            Config(f"lstmkit.{lstmkit_type.__name__} (auto: native)", lstmkit_type(hidden, hidden), baseline),
+            Config(f"lstmkit.{lstmkit_type.__name__}, engine=fused", lstmkit_type(hidden, hidden, engine="fused"), baseline),
+        ]
+    return rows
 
 
 def decoder_loop(cell: torch.nn.Module, inputs: torch.Tensor) -> None:
