@@ -9,6 +9,7 @@ same optimizer step. Without those variables there is one process and no group.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -50,6 +51,7 @@ class Processes:
         """Join the process group (once per process): NCCL between GPUs, gloo on CPU."""
         if self.distributed and not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            atexit.register(leave)
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         """The model DistributedDataParallel averages the gradients of (the model itself alone)."""
@@ -93,6 +95,9 @@ class Processes:
         dist.broadcast(tensor, 0)
         return tensor.item()
 
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
+
+def leave() -> None:
+    """Leave the process group before the interpreter exits: a gloo group still alive at exit
+    aborts the process ("terminate called without an active exception")."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
