@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 import lstmkit
+from lstmkit.training import Job
 
 TOLERANCE = 1e-10  # relative error allowed between float64 computations of the same math
 SCALE_FLOOR = 1e-6  # below this, a tensor is compared absolutely (to 1e-16): it is rounding noise
@@ -159,3 +160,24 @@ def dies_at_step(monkeypatch, step: int) -> None:
         return real(config, progress, step_limit)
 
     monkeypatch.setattr(loop, "budget_spent", dies)
+
+
+class Quadratic(Job):
+    """One weight w, loss (w − target_s)² with the target of step s: hand-checkable Adam steps."""
+
+    def __init__(self, targets: list[float], validation_target: float) -> None:
+        self.model = nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            self.model.weight.fill_(0.0)
+        self.targets, self.validation_target, self.label = targets, validation_target, "quadratic"
+        self.steps_seen: list[int] = []
+
+    def steps_per_epoch(self) -> int:
+        return len(self.targets)
+
+    def train_loss(self, model, step):
+        self.steps_seen.append(step)
+        return (model.weight[0, 0] - self.targets[step % len(self.targets)]) ** 2, 1
+
+    def evaluate(self):
+        return {"val_loss": (self.model.weight[0, 0].item() - self.validation_target) ** 2}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -162,3 +163,10 @@ def test_state_dict_round_trip_between_variants_of_the_same_cell():
 def test_parameters_take_dtype():
     layer = lstmkit.PeepholeLSTM(3, H, dtype=torch.float64)
     assert {parameter.dtype for parameter in layer.parameters()} == {torch.float64}
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_forget_bias_must_be_finite(value):
+    with pytest.raises(ValueError) as error:
+        lstmkit.LSTM(3, H, forget_bias=value)
+    assert str(error.value) == f"forget_bias must be a finite number, got {value}"

@@ -17,11 +17,11 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from helpers import Killed, dies_at_step
+from helpers import Killed, Quadratic, dies_at_step
 from lstmkit import lm
 from lstmkit.checkpoint import load_checkpoint, save_checkpoint
 from lstmkit.pipelines.lm import LMTrainingConfig
-from lstmkit.training import Job, Precision, Trainer, TrainingConfig, learning_rate, resolve_device
+from lstmkit.training import Precision, Trainer, TrainingConfig, learning_rate, resolve_device
 from lstmkit.training.progress import Progress, duration
 
 SHAKESPEARE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -86,27 +86,6 @@ def test_progress_in_a_log_writes_lines_with_throughput_and_eta():
     assert lines[1].endswith("ETA 2m05s")
     assert lines[2].startswith("lm lstm 2x512: step 100/100 val_loss 1.41 9,900 tokens/s") and lines[2].endswith("ETA 0s")
     assert [duration(seconds) for seconds in (42, 185, 3720)] == ["42s", "3m05s", "1h02m"]
-
-
-class Quadratic(Job):
-    """One weight w, loss (w − target_s)² with the target of step s: hand-checkable Adam steps."""
-
-    def __init__(self, targets: list[float], validation_target: float) -> None:
-        self.model = nn.Linear(1, 1, bias=False)
-        with torch.no_grad():
-            self.model.weight.fill_(0.0)
-        self.targets, self.validation_target, self.label = targets, validation_target, "quadratic"
-        self.steps_seen: list[int] = []
-
-    def steps_per_epoch(self) -> int:
-        return len(self.targets)
-
-    def train_loss(self, model, step):
-        self.steps_seen.append(step)
-        return (model.weight[0, 0] - self.targets[step % len(self.targets)]) ** 2, 1
-
-    def evaluate(self):
-        return {"val_loss": (self.model.weight[0, 0].item() - self.validation_target) ** 2}
 
 
 def adam_weights(target: float, lr: float, steps: int) -> list[float]:

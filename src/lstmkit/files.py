@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import tempfile
@@ -35,6 +36,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.remove(temporary)
 
 
+def fingerprint(data: bytes) -> dict:
+    """The size and SHA-256 of `data`: what a run records of the data it trains on."""
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def write_json(path: str | Path, data: object) -> None:
     with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(data, indent=2) + "\n")
@@ -45,3 +51,27 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[o
         writer = csv.writer(file)
         writer.writerow(header)
         writer.writerows(rows)
+
+
+def check_output_folder(path: str | Path, option: str = "--out") -> Path:
+    """Refuse, before any work is done, an output folder that cannot be written: a path that
+    is a file, a path under a file, or a folder this process may not write in. The folder is
+    not created; a probe file is written in its nearest existing ancestor and removed."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is a file; expected a folder (new, or one this program wrote)")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{option} {path} lies inside {ancestor}, which is a file; expected a folder")
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".lstmkit-probe.", dir=ancestor)
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise ValueError(f"{option} {path}: cannot write in {ancestor} ({reason}); choose a folder you may write to") \
+            from None
+    os.close(descriptor)
+    os.remove(probe)
+    return path
+

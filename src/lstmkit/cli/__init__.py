@@ -12,7 +12,7 @@ from lstmkit.cli.lm import add_lm_commands
 from lstmkit.cli.tasks import add_task_commands
 from lstmkit.extras import MissingExtra, require_extra
 from lstmkit.runtime import tune_cpu_for_training
-from lstmkit.training import Processes
+from lstmkit.training import Processes, TrainingDiverged
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         arguments.run(arguments)
     except MissingExtra as error:  # one line that names the pip command
         parser.exit(1, f"{error}\n")
+    except TrainingDiverged as error:  # the run failed; what it wrote before is kept
+        parser.exit(1, f"lstmkit: error: {error}\n")
     except (ValueError, TypeError, FileNotFoundError) as error:  # lstmkit's checks name what was expected and received
         parser.exit(2, f"lstmkit: error: {error}\n")
     return 0

@@ -81,6 +81,8 @@ def add_training_arguments(parser, config_class: type, evaluations: bool = True)
     add_setting(parser, config_class, "weight_decay", "AdamW weight decay", type=float)
     add_setting(parser, config_class, "clip", "gradient-norm clip", type=positive_float)
     add_setting(parser, config_class, "warmup", "steps of linear warm-up", type=int)
+    add_setting(parser, config_class, "min_lr_fraction",
+                "the cosine decay ends at this fraction of --lr; 1 keeps the rate constant", type=float)
     default, value = config_class.default_budget
     helps = {"steps": "training steps", "epochs": "passes over the training data",
              "time_budget": "seconds of training (evaluations excluded)"}

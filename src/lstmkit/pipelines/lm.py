@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -28,13 +29,12 @@ from torch import Tensor
 from lstmkit.checkpoint import load_checkpoint, read_extra_file
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.text import Corpus, Vocabulary, load_corpus, token_streams
-from lstmkit.training import Job, Processes, Trainer, TrainingConfig, current_names, learning_rate, resolve_device
+from lstmkit.training import Job, Processes, Trainer, TrainingConfig, learning_rate, resolve_device
 
 VOCABULARY_FILE = "vocabulary.json"
 METRIC_COLUMNS = ("step", "epoch", "tokens", "seconds", "lr", "train_loss", "val_loss", "val_ppl", "val_bpc")
-# What a resumed run must keep: the model's shape, and what defines the data positions.
-RESUME_FIXED = ("level", "min_frequency", "validation_fraction", "cell", "num_layers", "hidden_size",
-                "embedding_size", "tie_weights", "seq_len", "batch_size")
+# exp() of a loss above this overflows a float: the perplexity is then inf.
+LARGEST_EXPONENT = math.log(sys.float_info.max)
 
 __all__ = ["LMRun", "LMTrainingConfig", "TextScores", "TrainedLanguageModel", "learning_rate",
            "load_language_model", "train_language_model"]
@@ -102,7 +102,8 @@ class TextScores:
 
     @classmethod
     def from_loss(cls, loss: float, tokens: int, characters_per_token: float) -> TextScores:
-        return cls(loss, math.exp(loss), loss / math.log(2) / characters_per_token, tokens)
+        perplexity = math.exp(loss) if loss <= LARGEST_EXPONENT else math.inf
+        return cls(loss, perplexity, loss / math.log(2) / characters_per_token, tokens)
 
 
 @dataclass
@@ -137,6 +138,7 @@ class LanguageModelJob(Job):
         self.validation_windows = token_streams(corpus.validation, config.batch_size, config.seq_len,
                                                 "the validation text")
         self.characters_per_token = corpus.validation_characters / corpus.validation.numel()
+        self.sources = corpus.sources
         torch.manual_seed(config.seed)
         self.model = LanguageModel(config.model_config(len(corpus.vocabulary)))
         self.label = f"lm {config.cell} {config.num_layers}x{config.hidden_size}"
@@ -178,17 +180,15 @@ class LanguageModelJob(Job):
     def checkpoint_files(self) -> dict[str, str]:
         return {VOCABULARY_FILE: json.dumps(self.vocabulary.to_dict(), ensure_ascii=False)}
 
+    def data_fingerprint(self) -> dict[str, dict]:
+        return self.sources
+
     def check_resumable(self, saved: dict, directory: Path) -> None:
-        """A resumed run must have the architecture, the data layout and the text it started with."""
-        before, out = current_names(saved["training"]), directory.parent
-        changed = [f"{name}: {before.get(name)!r} in the run, {getattr(self.config, name)!r} now"
-                   for name in RESUME_FIXED if before.get(name) != getattr(self.config, name)]
-        if changed:
-            raise ValueError(f"{out} was trained with other settings; --resume needs the same ones "
-                             f"({'; '.join(changed)})")
+        """A resumed run must have the vocabulary it started with (runs saved before data
+        fingerprints were recorded are checked by this alone)."""
         if read_vocabulary(directory) != self.vocabulary:
-            raise ValueError(f"the text's vocabulary differs from the one {out} was trained on: resume with the "
-                             "same text")
+            raise ValueError(f"the text's vocabulary differs from the one {directory.parent} was trained on: "
+                             "resume with the same text")
 
 
 def train_language_model(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from lstmkit.files import fingerprint
 from lstmkit.text.vocabulary import Vocabulary
 
 
@@ -42,7 +43,8 @@ def read_text(path: str | Path) -> str:
 class Corpus:
     """A tokenised training and validation text.
 
-    `*_characters` count the characters of each text, for bits per character.
+    `*_characters` count the characters of each text, for bits per character; `sources`
+    fingerprints the texts read ("text", and "validation" when it is a file of its own).
     """
 
     vocabulary: Vocabulary
@@ -50,6 +52,7 @@ class Corpus:
     validation: Tensor
     train_characters: int
     validation_characters: int
+    sources: dict[str, dict]
 
 
 def split_text(text: str, validation_fraction: float, level: str) -> tuple[str, str]:
@@ -83,10 +86,12 @@ def load_corpus(
     nothing). Word level: words of the training text only; unseen words become <unk>.
     """
     text = read_text(train_path)
+    sources = {"text": fingerprint(text.encode("utf-8"))}
     if validation_path is None:
         train_text, validation_text = split_text(text, validation_fraction, level)
     else:
         train_text, validation_text = text, read_text(validation_path)
+        sources["validation"] = fingerprint(validation_text.encode("utf-8"))
     vocabulary = Vocabulary.build(
         train_text + validation_text if level == "char" else train_text, level, min_frequency
     )
@@ -96,6 +101,7 @@ def load_corpus(
         vocabulary.encode(validation_text, "the validation text"),
         len(train_text),
         len(validation_text),
+        sources,
     )
 
 

@@ -6,8 +6,8 @@ from lstmkit.training.config import TrainingConfig, current_names
 from lstmkit.training.device import Precision, resolve_device
 from lstmkit.training.distributed import Processes
 from lstmkit.training.job import Job
-from lstmkit.training.loop import Trainer, TrainingRun
+from lstmkit.training.loop import Trainer, TrainingDiverged, TrainingRun
 from lstmkit.training.schedule import learning_rate
 
-__all__ = ["Job", "Precision", "Processes", "Trainer", "TrainingConfig", "TrainingRun", "current_names",
+__all__ = ["Job", "Precision", "Processes", "Trainer", "TrainingConfig", "TrainingDiverged", "TrainingRun", "current_names",
            "learning_rate", "resolve_device"]

@@ -7,12 +7,19 @@ every default from the config class, so a default is written once.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 from lstmkit.training.device import check_device_name
 
 BUDGETS = ("steps", "epochs", "time_budget")
+# torch.manual_seed takes a 64-bit unsigned seed.
+SEED_RANGE = (0, 2**64 - 1)
+# Settings a resumed run may change: its budget, when it evaluates, and where and in which
+# precision it runs (a run begun on a GPU continues on a CPU). Any other change would make the
+# resumed run another run than the one it continues, and --resume refuses it.
+RESUMABLE_CHANGES = ("steps", "epochs", "time_budget", "eval_every", "patience", "device", "precision", "engine")
 PRECISIONS = ("32", "bf16", "16")
 # Names that older checkpoints and results files used for settings that now have one spelling.
 LEGACY_NAMES = {"hidden": "hidden_size", "layers": "num_layers", "batch": "batch_size", "embedding": "embedding_size",
@@ -72,10 +79,16 @@ class TrainingConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not value > 0):
                 raise ValueError(f"{name} must be positive, got {value!r}")
+        for name in ("epochs", "time_budget", "lr", "weight_decay"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         for name in ("steps", "eval_every", "patience", "warmup", "seed"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
+        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise ValueError(f"seed must be in [0, 2**64 - 1] (what torch.manual_seed takes), got {self.seed}")
         if self.warmup < 0 or self.weight_decay < 0:
             raise ValueError(f"warmup and weight_decay must be non-negative, got {self.warmup} and {self.weight_decay}")
         if not 0 <= self.min_lr_fraction <= 1:

@@ -67,6 +67,11 @@ class Job(ABC):
         """Text files saved with each checkpoint (name -> content): a vocabulary."""
         return {}
 
+    def data_fingerprint(self) -> dict[str, dict]:
+        """What the model trains on, by name: {"bytes", "sha256"} of each text or table
+        (files.fingerprint), saved with the run so that --resume refuses other data."""
+        return {}
+
     def check_resumable(self, saved: dict, directory: Path) -> None:
         """Refuse to resume from the checkpoint `directory` (its config: `saved`) when another
         model or other data wrote it."""

@@ -18,6 +18,7 @@ weights, moments and data position).
 from __future__ import annotations
 
 import copy
+import json
 import math
 import sys
 import time
@@ -28,8 +29,8 @@ import torch
 from torch import Tensor
 
 from lstmkit.checkpoint import existing, load_checkpoint, read_extra_tensors, save_checkpoint
-from lstmkit.files import write_csv, write_json
-from lstmkit.training.config import TrainingConfig
+from lstmkit.files import check_output_folder, write_csv, write_json
+from lstmkit.training.config import RESUMABLE_CHANGES, TrainingConfig, current_names
 from lstmkit.training.device import Precision, resolve_device
 from lstmkit.training.distributed import Processes
 from lstmkit.training.job import Job
@@ -37,6 +38,10 @@ from lstmkit.training.progress import Progress
 from lstmkit.training.schedule import learning_rate
 
 TRAINING_FILE = "training.safetensors"
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss that is no longer a finite number: training stops, keeping what it wrote."""
 
 
 @dataclass
@@ -105,7 +110,7 @@ class Trainer:
         results.json there (rank 0), and with `resume` continue the run in it. `keep_best`
         leaves the model with the weights of its best evaluation (kept in memory)."""
         config, processes, device = self.config, self.processes, self.device
-        out = None if out is None else Path(out)
+        out = None if out is None else check_output_folder(out)
         job.model.to(device)
         optimizer = torch.optim.AdamW(job.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         if resume:
@@ -115,14 +120,12 @@ class Trainer:
                 raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue it, "
                                  "or choose another folder")
             progress = RunState()
+            if processes.distributed:  # one dropout stream per process, not one repeated on every share
+                torch.manual_seed(process_seed(config.seed, processes.rank, 0))
         model = processes.wrap(job.model, device)
         steps_per_epoch = job.steps_per_epoch()
-        step_limits = [config.steps] if config.steps is not None else []
-        if config.epochs is not None:
-            if steps_per_epoch is None:
-                raise ValueError(f"{job.label}: an epoch budget needs data with an end; give steps or time_budget")
-            step_limits.append(math.ceil(config.epochs * steps_per_epoch))
-        step_limit = min(step_limits) if step_limits else None
+        step_limit = self.step_limit(job, steps_per_epoch)
+        last_loss = None  # (step, mean training loss) of the latest finite one
         eval_every = steps_per_epoch if job.evaluate_every_epoch else config.eval_every
         if step_limit is not None:  # (a resumed run may have been given a longer budget)
             progress.total_steps = step_limit
@@ -145,6 +148,8 @@ class Trainer:
             progress.history.append(row)
             window.update(loss=0.0, items=0)
             metric = job.selection_metric
+            if metric in scores and not math.isfinite(scores[metric]):
+                self.diverged(job, progress, out, f"the {metric} became {scores[metric]}", last_loss, report)
             improved = metric in scores and scores[metric] < progress.best_value
             if improved:
                 progress.best_value, progress.best_step = scores[metric], progress.step
@@ -169,6 +174,9 @@ class Trainer:
             if processes.distributed:  # DDP averages the gradients: weigh each share by its size
                 loss_sum, items = processes.total([loss_sum, float(share)], device)
                 loss = loss * (processes.world_size * share / items)
+            if not math.isfinite(loss_sum):
+                self.diverged(job, progress, out, f"the training loss became {loss_sum / items}", last_loss, report)
+            last_loss = (progress.step, loss_sum / items)
             optimizer.zero_grad(set_to_none=True)
             scaler = self.precision.scaler
             scaler.scale(loss).backward()
@@ -206,6 +214,36 @@ class Trainer:
             self.write_results(job, run, progress, out, steps_per_epoch)
         return run
 
+    def step_limit(self, job: Job, steps_per_epoch: int | None) -> int | None:
+        """The step at which the steps or epochs budget ends (the first of the two), if any."""
+        config = self.config
+        step_limits = [config.steps] if config.steps is not None else []
+        if config.epochs is not None:
+            if steps_per_epoch is None:
+                raise ValueError(f"{job.label}: an epoch budget needs data with an end; give steps or time_budget")
+            step_limits.append(math.ceil(config.epochs * steps_per_epoch))
+        return min(step_limits) if step_limits else None
+
+    def diverged(self, job: Job, progress: RunState, out: Path | None, what: str,
+                 last_loss: tuple[int, float] | None, report: Progress | None) -> None:
+        """Stop a run whose loss is no longer finite, saying where, what is kept, and what to try."""
+        if report is not None:
+            report.close(progress.step, 0.0)
+        config = self.config
+        before = "" if last_loss is None else f" (the last finite training loss: {last_loss[1]:.4g} at step {last_loss[0]})"
+        saved = [row["step"] for row in progress.history if math.isfinite(row.get(job.selection_metric, 0.0))]
+        if out is None:
+            kept = ""
+        elif saved:
+            best = "" if progress.best_step is None else f", {out / 'best'} (step {progress.best_step})"
+            kept = f" Kept: {out / 'last'} (step {saved[-1]}){best} and {out / 'metrics.csv'}."
+        else:
+            kept = f" Nothing had been saved in {out} yet (its first evaluation comes at step {config.eval_every})."
+        raise TrainingDiverged(
+            f"{job.label}: training diverged at step {progress.step}: {what}{before}.{kept} "
+            f"Lower the learning rate (--lr, now {config.lr:g}) or clip gradients harder (--clip, now {config.clip:g})."
+        )
+
     def evaluate(self, job: Job) -> dict[str, float]:
         was_training = job.model.training
         job.model.eval()
@@ -219,11 +257,13 @@ class Trainer:
         """best/ (if improved), last/ (with what --resume needs) and metrics.csv (its `columns`).
         Every process gathers the job's state; rank 0 writes."""
         progress.scaler = self.precision.scaler.state_dict()
-        training = {**optimizer_tensors(optimizer, job), **rng_tensors(self.device), **job.state_tensors()}
+        training = {**optimizer_tensors(optimizer, job), **rng_tensors(self.device, self.processes),
+                    **job.state_tensors()}
         if not self.processes.main:
             return
         state = {**asdict(progress), "best_value": progress.best_value if math.isfinite(progress.best_value) else None}
-        saved = {**job.checkpoint_config(), "training": asdict(self.config), "progress": state}
+        saved = {**job.checkpoint_config(), "training": asdict(self.config), "data": job.data_fingerprint(),
+                 "progress": state}
         if improved:
             save_checkpoint(out / "best", saved, job.model_tensors(), job.checkpoint_files())
         save_checkpoint(out / "last", saved, job.model_tensors(), job.checkpoint_files(),
@@ -239,6 +279,7 @@ class Trainer:
         if "progress" not in saved or "best_value" not in saved["progress"]:
             raise ValueError(f"{out} was written by an older lstmkit: its models load (for sampling and scoring), "
                              "but its training cannot be resumed; start a new run")
+        self.check_resumable(saved, job.data_fingerprint(), out)
         job.check_resumable(saved, existing(out / "last"))
         job.load_model_tensors(tensors)
         training = read_extra_tensors(out / "last", TRAINING_FILE, self.device)
@@ -247,15 +288,42 @@ class Trainer:
             if key.startswith("optimizer."):
                 name, moment = key.removeprefix("optimizer.").rsplit(".", 1)
                 optimizer.state[names[name]][moment] = value.cpu() if moment == "step" else value
-        torch.set_rng_state(training["rng.torch"].cpu())
-        if self.device.type == "cuda" and "rng.cuda" in training:
-            torch.cuda.set_rng_state(training["rng.cuda"].cpu(), self.device)
+        progress = RunState(**{**saved["progress"], "best_value": saved["progress"]["best_value"] or math.inf})
+        self.restore_rng(training, progress.step)
         job.load_state_tensors({key: value for key, value in training.items()
                                 if not key.startswith(("optimizer.", "rng."))})
-        progress = RunState(**{**saved["progress"], "best_value": saved["progress"]["best_value"] or math.inf})
         if progress.scaler and self.precision.scaler.is_enabled():
             self.precision.scaler.load_state_dict(progress.scaler)
         return progress
+
+    def check_resumable(self, saved: dict, data: dict[str, dict], out: Path) -> None:
+        """Refuse to continue a run on other data or with other settings than it began with
+        (the budget, evaluation, device and precision may change: RESUMABLE_CHANGES)."""
+        if "data" in saved and saved["data"] != data:
+            changed = [f"{name}: {describe_data(saved['data'].get(name))} in the run, {describe_data(data.get(name))} now"
+                       for name in sorted(set(saved["data"]) | set(data)) if saved["data"].get(name) != data.get(name)]
+            raise ValueError(f"{out} was trained on other data; --resume needs the same ({'; '.join(changed)})")
+        before, now = current_names(saved["training"]), json.loads(json.dumps(asdict(self.config)))
+        changed = [f"{name}: {before[name]!r} in the run, {value!r} now" for name, value in now.items()
+                   if name not in RESUMABLE_CHANGES and name in before and before[name] != value]
+        if changed:
+            raise ValueError(f"{out} was trained with other settings; --resume needs the same ones "
+                             f"({'; '.join(changed)})")
+
+    def restore_rng(self, training: dict[str, Tensor], step: int) -> None:
+        """Each process's random-number state as saved; with another number of processes than
+        saved, a fresh stream per process (the run continues, no longer bit for bit)."""
+        processes = self.processes
+        for name, set_state in (("rng.torch", torch.set_rng_state),
+                                ("rng.cuda", lambda state: torch.cuda.set_rng_state(state, self.device))):
+            if name not in training or (name == "rng.cuda" and self.device.type != "cuda"):
+                continue
+            states = training[name].cpu()
+            states = states.view(-1, states.shape[-1])  # (processes, state); one row before lstmkit saved each
+            if states.shape[0] == processes.world_size:
+                set_state(states[processes.rank].clone())  # a view of a row: set_rng_state ignores its offset
+            elif name == "rng.torch":
+                torch.manual_seed(process_seed(self.config.seed, processes.rank, step))
 
     def write_results(self, job: Job, run: TrainingRun, progress: RunState, out: Path,
                       steps_per_epoch: int | None) -> None:
@@ -288,9 +356,22 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer, job: Job) -> dict[str, T
             for parameter, moments in optimizer.state.items() for key, value in moments.items()}
 
 
-def rng_tensors(device: torch.device) -> dict[str, Tensor]:
-    """The random-number state dropout draws from: the CPU's, and the GPU's on CUDA."""
+def rng_tensors(device: torch.device, processes: Processes) -> dict[str, Tensor]:
+    """The random-number state dropout draws from, one row per process: the CPU's, and the
+    GPU's on CUDA."""
     tensors = {"rng.torch": torch.get_rng_state()}
     if device.type == "cuda":
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-    return tensors
+    return {name: processes.gather(state.to(device).unsqueeze(0)).cpu() for name, state in tensors.items()}
+
+
+def process_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of process `rank`'s random numbers from `step` on, when no saved state fits:
+    distinct for every process and resumption point."""
+    return (seed * 1_000_003 + rank * 7_919 + step) % 2**64
+
+
+def describe_data(fingerprint: dict | None) -> str:
+    if fingerprint is None:
+        return "none"
+    return f"{fingerprint['bytes']:,} bytes, SHA-256 {fingerprint['sha256'][:12]}…"

@@ -1,0 +1,205 @@
+"""Runs that fail say so: a diverging loss, a resume onto other data or settings, an output
+folder that cannot be written, options out of range. Each stops early or cleanly, with a
+message that names what was expected and what was received, and keeps what was written."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import Quadratic
+from lstmkit import lm
+from lstmkit.checkpoint import load_checkpoint
+from lstmkit.cli import main
+from lstmkit.pipelines.lm import LMTrainingConfig, TextScores
+from lstmkit.training import Trainer, TrainingConfig, TrainingDiverged
+from test_training import ddp_flags, torchrun
+
+TINY = dict(num_layers=1, hidden_size=16, seq_len=16, batch_size=4, eval_every=10, warmup=0, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "small.txt"
+    path.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 20, encoding="utf-8")
+    return path
+
+
+class TurnsNaN(Quadratic):
+    """The quadratic job whose training loss is NaN from `step` on."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__([1.0], validation_target=0.1)
+        self.nan_from = step
+
+    def train_loss(self, model, step):
+        loss, items = super().train_loss(model, step)
+        return (loss * math.nan if step >= self.nan_from else loss), items
+
+
+def test_a_non_finite_training_loss_stops_the_run_and_keeps_its_checkpoints(tmp_path):
+    job = TurnsNaN(step=25)
+    with pytest.raises(TrainingDiverged) as stopped:
+        Trainer(TrainingConfig(steps=100, lr=0.01, eval_every=10)).run(job, tmp_path / "run")
+    run = tmp_path / "run"
+    message = re.fullmatch(
+        r"quadratic: training diverged at step 25: the training loss became nan \(the last finite training loss: "
+        r"(\S+) at step 24\)\. Kept: (\S+) \(step 20\), (\S+) \(step (\d+)\) and (\S+)\. Lower the learning rate "
+        r"\(--lr, now 0\.01\) or clip gradients harder \(--clip, now 1\)\.", str(stopped.value))
+    assert message, str(stopped.value)
+    assert message.group(2, 3, 5) == (str(run / "last"), str(run / "best"), str(run / "metrics.csv"))
+    assert float(message.group(1)) > 0
+    assert load_checkpoint(run / "best")[0]["progress"]["best_step"] == int(message.group(4))
+    assert job.steps_seen == list(range(26)), "no step is taken with a NaN gradient"
+    assert math.isfinite(job.model.weight.item())
+    config, tensors = load_checkpoint(run / "last")
+    assert config["progress"]["step"] == 20 and torch.isfinite(tensors["weight"]).all()
+    assert [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]] == ["10", "20"]
+
+
+def test_a_loss_that_is_nan_before_the_first_evaluation_says_nothing_was_saved(tmp_path):
+    with pytest.raises(TrainingDiverged, match=re.escape(
+            "training diverged at step 0: the training loss became nan. Nothing had been saved in "
+            f"{tmp_path / 'run'} yet (its first evaluation comes at step 10).")):
+        Trainer(TrainingConfig(steps=100, eval_every=10)).run(TurnsNaN(step=0), tmp_path / "run")
+
+
+def test_a_non_finite_validation_loss_stops_the_run_before_it_is_saved(tmp_path):
+    class ValidationOverflows(Quadratic):
+        def evaluate(self):
+            return {"val_loss": math.inf if self.steps_seen[-1] >= 15 else super().evaluate()["val_loss"]}
+
+    with pytest.raises(TrainingDiverged, match=re.escape(
+            "quadratic: training diverged at step 20: the val_loss became inf")):
+        Trainer(TrainingConfig(steps=100, eval_every=10)).run(ValidationOverflows([1.0], 0.1), tmp_path / "run")
+    assert load_checkpoint(tmp_path / "run" / "last")[0]["progress"]["step"] == 10
+
+
+def test_the_diverging_lm_run_of_the_issue_exits_non_zero_and_keeps_what_it_wrote(text_file, tmp_path, capsys):
+    """`lstmkit lm train small.txt --lr 1e4 --clip 1e9 --steps 60` once ended with status 0
+    and "wrote runs/nan/best" for a best/ that did not exist."""
+    out = tmp_path / "nan"
+    with pytest.raises(SystemExit) as exited:
+        main(["lm", "train", str(text_file), "--lr", "1e4", "--clip", "1e9", "--steps", "60", "--out", str(out),
+              "--hidden-size", "32", "--batch-size", "4", "--seq-len", "16", "--eval-every", "10"])
+    assert exited.value.code == 1
+    error = capsys.readouterr().err
+    assert re.search(r"lstmkit: error: lm lstm 2x32: training diverged at step \d+: the (training loss|val_loss) "
+                     r"became (nan|inf)", error), error
+    assert "Lower the learning rate (--lr, now 10000) or clip gradients harder (--clip, now 1e+09)." in error
+    kept = re.search(r"Kept: (\S+) \(step (\d+)\)", error)
+    assert kept, error
+    assert load_checkpoint(kept.group(1))[0]["progress"]["step"] == int(kept.group(2))
+    assert not (out / "results.json").exists()
+
+
+@pytest.mark.parametrize("loss, perplexity", [(2.0, math.exp(2.0)), (709.0, math.exp(709.0)), (710.0, math.inf),
+                                              (1e6, math.inf)])
+def test_a_perplexity_past_the_float_range_is_inf(loss, perplexity):
+    assert TextScores.from_loss(loss, 10, 1.0).perplexity == perplexity
+
+
+def train_briefly(text: Path, out: Path, **settings) -> lm.LMRun:
+    return lm.train(text, out, LMTrainingConfig(**{**TINY, "steps": 10, **settings}))
+
+
+def test_resume_on_other_data_names_the_difference(text_file, tmp_path):
+    """Another text with the same alphabet and size once resumed without a word."""
+    train_briefly(text_file, tmp_path / "run")
+    other = tmp_path / "other.txt"
+    other.write_text(text_file.read_text(encoding="utf-8").replace("hear me", "me hear", 1), encoding="utf-8")
+    size = text_file.stat().st_size
+    before = load_checkpoint(tmp_path / "run" / "last")[0]["data"]["text"]["sha256"][:12]
+    with pytest.raises(ValueError, match=re.escape(
+            f"{tmp_path / 'run'} was trained on other data; --resume needs the same (text: {size:,} bytes, SHA-256 "
+            f"{before}… in the run, {size:,} bytes, SHA-256 ")):
+        lm.train(other, tmp_path / "run", LMTrainingConfig(**{**TINY, "steps": 20}), resume=True)
+
+
+def test_resume_with_a_changed_setting_names_it_and_accepts_a_new_budget(text_file, tmp_path):
+    train_briefly(text_file, tmp_path / "run")
+    with pytest.raises(ValueError, match=re.escape(
+            "was trained with other settings; --resume needs the same ones (lr: 0.002 in the run, 0.01 now; "
+            "clip: 5.0 in the run, 1.0 now)")):
+        lm.train(text_file, tmp_path / "run", LMTrainingConfig(**{**TINY, "steps": 20, "lr": 0.01, "clip": 1.0}),
+                 resume=True)
+    resumed = lm.train(text_file, tmp_path / "run", LMTrainingConfig(**{**TINY, "steps": 20, "eval_every": 5}),
+                       resume=True)
+    assert resumed.steps == 20 and [row["step"] for row in resumed.history] == [10, 15, 20]
+
+
+def test_an_output_folder_that_is_a_file_or_inside_one_is_refused_before_training(text_file, tmp_path):
+    job = Quadratic([1.0], validation_target=0.1)
+    trainer = Trainer(TrainingConfig(steps=5))
+    with pytest.raises(ValueError, match=re.escape(
+            f"--out {text_file} is a file; expected a folder (new, or one this program wrote)")):
+        trainer.run(job, text_file)
+    with pytest.raises(ValueError, match=re.escape(
+            f"--out {text_file / 'run'} lies inside {text_file}, which is a file; expected a folder")):
+        trainer.run(job, text_file / "run")
+    assert job.steps_seen == [], "nothing was trained"
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_training(tmp_path):
+    if os.geteuid() == 0:  # root writes in a read-only folder; /sys refuses even root
+        locked, out = Path("/sys"), Path("/sys/lstmkit-run/out")
+        if os.access(locked, os.W_OK) and not Path("/sys/class").is_dir():
+            pytest.skip("this machine has no /sys")
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        out = locked / "run"
+    job = Quadratic([1.0], validation_target=0.1)
+    with pytest.raises(ValueError, match=re.escape(f"--out {out}: cannot write in {locked} (") + ".*"
+                       + re.escape("); choose a folder you may write to")):
+        Trainer(TrainingConfig(steps=5)).run(job, out)
+    assert job.steps_seen == []
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(seed=-1), "seed must be in [0, 2**64 - 1] (what torch.manual_seed takes), got -1"),
+    (dict(seed=2**64), f"seed must be in [0, 2**64 - 1] (what torch.manual_seed takes), got {2**64}"),
+    (dict(seed=1.5), "seed must be an integer, got 1.5"),
+    (dict(epochs=math.inf), "epochs must be a finite number, got inf"),
+    (dict(time_budget=math.inf), "time_budget must be a finite number, got inf"),
+    (dict(time_budget=0), "time_budget must be positive, got 0"),
+    (dict(lr=math.nan), "lr must be positive, got nan"),
+    (dict(weight_decay=math.inf), "weight_decay must be a finite number, got inf"),
+    (dict(steps=0), "steps must be positive, got 0"),
+])
+def test_training_options_are_checked_when_the_config_is_built(settings, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainingConfig(**settings)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(dropout=1.0), "dropout must be in [0, 1), got 1.0"),
+    (dict(dropout=-0.1), "dropout must be in [0, 1), got -0.1"),
+    (dict(hidden_size=0), "hidden_size must be at least 1, got 0"),
+    (dict(num_layers=-1), "num_layers must be at least 1, got -1"),
+])
+def test_language_model_options_are_checked(text_file, tmp_path, settings, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        lm.train(text_file, tmp_path / "run", LMTrainingConfig(**{**TINY, "steps": 5, **settings}))
+
+
+def test_each_process_draws_its_own_dropout_and_resumes_it(text_file, tmp_path):
+    """Two processes under torchrun draw dropout masks from their own streams (once both drew
+    the same masks for their shares), saved per process so that a resumed run is bit-exact."""
+    flags = ["--dropout", "0.3", "--min-lr-fraction", "1.0"]
+    torchrun(2, *ddp_flags(text_file, tmp_path / "whole"), *flags)
+    torchrun(2, *ddp_flags(text_file, tmp_path / "halves"), *flags, "--steps", "20")
+    torchrun(2, *ddp_flags(text_file, tmp_path / "halves"), *flags, "--resume")
+    states = load_file(tmp_path / "whole" / "last" / "training.safetensors")["rng.torch"]
+    assert states.shape[0] == 2 and not torch.equal(states[0], states[1])
+    whole, halves = (load_file(tmp_path / name / "last" / "model.safetensors") for name in ("whole", "halves"))
+    for name, tensor in whole.items():
+        assert torch.equal(halves[name], tensor), name
+    assert json.loads((tmp_path / "halves" / "results.json").read_text())["steps"] == 40
