@@ -344,3 +344,84 @@ def test_named_modules_take_the_layer_arguments(cell_name, options):
     generic = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, **options)
     assert named.cell == generic.cell, cell_id(cell_name, options)
     assert all(torch.equal(a, b) for a, b in zip(named.parameters(), generic.parameters(), strict=True))
+
+
+def steps_then_update(module: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor) -> torch.Tensor:
+    """A decoder-style loop over the steps of `inputs` (T, B, I), then one optimizer step; the
+    summed outputs, detached."""
+    hx, total = None, 0.0
+    for x in inputs:
+        hx = module(x, hx)
+        total = total + (hx[0] if isinstance(hx, tuple) else hx).pow(2).sum()
+    optimizer.zero_grad()
+    total.backward()
+    optimizer.step()
+    return total.detach()
+
+
+COMPILED_CELLS = [("lstm", {}), ("gru", {}), ("rnn", {"nonlinearity": "relu"}), ("peephole", {}), ("cifg", {}),
+                  ("layernorm", {}), ("lstm", {"forget_gate": False})]
+# aot_eager: every cell on the fused and reference engines, and the plain cells on auto (native);
+# inductor (a C++ compile per graph): a native and a fused cell.
+COMPILED_RUNS = [
+    *[(cell, options, engine, "aot_eager") for cell, options in COMPILED_CELLS for engine in ("fused", "reference")],
+    *[(cell, options, "auto", "aot_eager") for cell, options in COMPILED_CELLS[:3]],
+    ("lstm", {}, "auto", "inductor"), ("layernorm", {}, "auto", "inductor"),
+]
+
+
+@pytest.mark.parametrize("cell_name, options, engine, backend", [
+    pytest.param(*run, id=f"{cell_id(*run[:2])}-{run[2]}-{run[3]}") for run in COMPILED_RUNS])
+def test_compiled_steps_equal_eager_over_optimizer_steps(cell_name, options, engine, backend):
+    """torch.compile of a cell module in a hand-written loop, its parameters updated between
+    calls: the same losses and weights as eager, in float32."""
+    torch.manual_seed(0)
+    eager = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, engine=engine, **options)
+    compiled_module = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, engine=engine, **options)
+    compiled_module.load_state_dict(eager.state_dict())
+    compiled = torch.compile(compiled_module, backend=backend)
+    inputs = torch.randn(4, B, INPUT, generator=torch.Generator().manual_seed(1))
+    optimizers = [torch.optim.Adam(module.parameters(), lr=0.05) for module in (eager, compiled_module)]
+    torch._dynamo.reset()
+    for _ in range(3):
+        expected = steps_then_update(eager, optimizers[0], inputs)
+        actual = steps_then_update(compiled, optimizers[1], inputs)
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+    for name, parameter in eager.named_parameters():
+        torch.testing.assert_close(compiled_module.get_parameter(name), parameter, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
+def test_every_cell_module_exports_to_onnx_and_onnxruntime_agrees(cell_name, options, tmp_path):
+    """torch.onnx.export of one step from a given state, batch size left free: onnxruntime on
+    a batch of 5 gives the eager module's outputs (float32)."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    cell = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, **options).eval()
+
+    def example(batch: int) -> tuple[torch.Tensor, ...]:
+        x, hx = random_inputs((batch,), cell.cell.has_cell_state, seed=batch)
+        return tuple(part.detach().float() for part in (x, *(hx if isinstance(hx, tuple) else (hx,))))
+
+    class Step(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell = cell
+
+        def forward(self, x, *state):
+            return self.cell(x, state if len(state) == 2 else state[0])
+
+    arguments = example(2)
+    batch = torch.export.Dim("batch")
+    shapes = ({0: batch}, tuple({0: batch} for _ in arguments[1:]))
+    torch.onnx.export(Step().eval(), arguments, tmp_path / "step.onnx", dynamic_shapes=shapes, verbose=False)
+    session = onnxruntime.InferenceSession(str(tmp_path / "step.onnx"))
+    arguments = example(5)
+    actual = session.run(None, {node.name: tensor.numpy() for node, tensor in zip(session.get_inputs(), arguments,
+                                                                                  strict=True)})
+    with torch.no_grad():
+        expected = Step()(*arguments)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    assert len(actual) == len(expected)
+    for ours, theirs in zip(actual, expected, strict=True):
+        torch.testing.assert_close(torch.from_numpy(ours), theirs, rtol=1e-5, atol=1e-6)
