@@ -64,8 +64,10 @@ def test_covariates_and_several_targets():
     (weekly([1.0, 2.0, 3.0]).assign(date=["2020-01-04", "2020-01-11", "2020-01-11"]), ["y"],
      "column 'date' has 1 duplicate timestamp(s), e.g. 2020-01-11 00:00:00"),
     (weekly([1.0, 2.0, 3.0]).assign(date=["2020-01-04", "soon", "2020-01-18"]), ["y"],
-     "column 'date' has a timestamp that cannot be parsed in row 2: 'soon'"),
-    (weekly([1.0, "n/a", 3.0]), ["y"], "column 'y' must be numeric; at date 2020-01-11 00:00:00 it holds 'n/a'"),
+     "column 'date' at row 1 (0-based position in the DataFrame) holds 'soon', which cannot be read as a time; "
+     "the forms accepted are dates and times"),
+    (weekly([1.0, "n/a", 3.0]), ["y"], "column 'y' must hold numbers (or empty cells for missing values); "
+     "row 1 (0-based position in the DataFrame) holds 'n/a'"),
     (weekly([None, None, None]), ["y"], "the target column(s) y have no values"),
     (pd.DataFrame({"date": ["2020-01-01", "2020-01-02", "2020-01-05", "2020-01-15"], "y": [1, 2, 3, 4]}), ["y"],
      "cannot infer a regular frequency from column 'date'"),
@@ -140,8 +142,13 @@ def test_metrics_by_hand():
 def test_metrics_refuse_what_they_cannot_score():
     with pytest.raises(ValueError, match=re.escape("same non-empty shape, got (2,) and (3,)")):
         scores(np.zeros(2), np.zeros(3), np.arange(5.0), 1)
-    with pytest.raises(ValueError, match="MASE is undefined: the training values repeat exactly every 2 step"):
-        scores(np.zeros(2), np.zeros(2), np.array([1.0, 2.0, 1.0, 2.0]), 2)
+
+
+
+def test_mase_of_a_history_that_repeats_exactly_is_0_when_exact_else_inf():
+    repeating = np.array([1.0, 2.0, 1.0, 2.0])  # the seasonal naive's in-sample error is 0 at m = 2
+    assert scores(np.ones(2), np.ones(2), repeating, 2)["MASE"] == 0.0
+    assert scores(np.ones(2), np.zeros(2), repeating, 2)["MASE"] == math.inf
 
 
 def test_simple_baselines_by_hand():
@@ -172,8 +179,8 @@ def test_statistical_baselines_follow_a_clean_trend_and_season():
 
 
 def test_scaler_by_hand():
-    scaler = Scaler.fit(np.array([[1.0, 5.0], [3.0, 5.0]]))  # a constant column keeps unit scale
-    assert scaler.mean.tolist() == [2.0, 5.0] and scaler.std.tolist() == [1.0, 1.0]
+    scaler = Scaler.fit(np.array([[1.0, 5.0], [3.0, 5.0]]))  # a constant column: std 0, only shifted
+    assert scaler.mean.tolist() == [2.0, 5.0] and scaler.std.tolist() == [1.0, 0.0]
     assert scaler.transform(np.array([[4.0, 6.0]])).tolist() == [[2.0, 1.0]]
-    assert scaler.inverse(np.array([[2.0, 1.0]])).tolist() == [[4.0, 6.0]]
+    assert scaler.inverse(np.array([[2.0, 1.0]])).tolist() == [[4.0, 5.0]]  # the constant, whatever is inverted
     assert Scaler.from_dict(scaler.to_dict()).mean.tolist() == [2.0, 5.0]

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from lstmkit.cells import CELLS
+from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.training import TrainingConfig
 
 
@@ -100,6 +102,12 @@ class ForecasterConfig(TrainingConfig):
             raise ValueError(f"interval is the coverage of the prediction interval, in (0, 1); got {self.interval!r}")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+        if isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout is a probability in [0, 1), got {self.dropout!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.engine not in ENGINE_CHOICES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {self.engine!r}")
 
 
 @dataclass(frozen=True)

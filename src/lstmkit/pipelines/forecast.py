@@ -7,6 +7,11 @@
               baselines forecast from the same origins; MAE, RMSE, sMAPE, MASE of each
     predict   the `horizon` rows after the table's end, with a prediction interval
 
+No forecast is NaN: where the network's is not finite (a diverged or corrupted model, data
+far outside the scale it was fitted on), the baseline that did best at the end of the
+fitting rows (`SeriesLayout.fallback`) stands in for it, with a warning, and the stand-ins
+are recorded (`Forecasts.fallbacks`, `Backtest.fallbacks`, the prediction's attrs).
+
 The three pieces stay apart, as in darts: `lstmkit.series.Windows` cuts the windows,
 `ForecastNetwork` maps one window to a forecast, and `Forecaster.forecast_origins` rolls
 the network over a series.
@@ -14,7 +19,8 @@ the network over a series.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from statistics import NormalDist
 
@@ -31,7 +37,7 @@ from lstmkit.checkpoint import load_checkpoint, save_checkpoint
 from lstmkit.files import atomic_path
 from lstmkit.models.forecaster import ForecastNetwork, ForecastNetworkConfig, gaussian_loss
 from lstmkit.pipelines.configs import ForecasterConfig
-from lstmkit.series import (BASELINES, METRICS, Scaler, SeriesFrame, Windows, baseline_forecast,
+from lstmkit.series import (BASELINES, METRICS, Scaler, SeriesFrame, Windows, baseline_forecast, best_baseline,
                             calendar_features, future_times, read_series, scores, season_length)
 from lstmkit.training import Job, Processes, Trainer, current_names, resolve_device
 
@@ -40,7 +46,8 @@ from lstmkit.training import Job, Processes, Trainer, current_names, resolve_dev
 class SeriesLayout:
     """What a fitted forecaster learned about its data: the grid, the seasonal period, the
     lookback, the calendar features and the scalings of the targets, the observed-past and
-    the known-future covariates."""
+    the known-future covariates, and, per target, the baseline that stands in for a forecast
+    that is not finite."""
 
     frequency: str
     time_kind: str
@@ -50,27 +57,34 @@ class SeriesLayout:
     target_scaler: Scaler
     covariate_scaler: Scaler
     future_scaler: Scaler
+    fallback: tuple[str, ...]
 
     def to_dict(self) -> dict:
         return {**{field.name: getattr(self, field.name) for field in fields(self)},
-                "calendar_names": list(self.calendar_names), "target_scaler": self.target_scaler.to_dict(),
+                "calendar_names": list(self.calendar_names), "fallback": list(self.fallback),
+                "target_scaler": self.target_scaler.to_dict(),
                 "covariate_scaler": self.covariate_scaler.to_dict(), "future_scaler": self.future_scaler.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> SeriesLayout:
+        """A saved layout; one saved before `fallback` existed falls back on naive."""
+        target_scaler = Scaler.from_dict(data["target_scaler"])
         return cls(data["frequency"], data["time_kind"], data["season"], data["lookback"],
-                   tuple(data["calendar_names"]), Scaler.from_dict(data["target_scaler"]),
-                   Scaler.from_dict(data["covariate_scaler"]), Scaler.from_dict(data["future_scaler"]))
+                   tuple(data["calendar_names"]), target_scaler, Scaler.from_dict(data["covariate_scaler"]),
+                   Scaler.from_dict(data["future_scaler"]),
+                   tuple(data.get("fallback", ["naive"] * len(target_scaler.mean))))
 
 
 @dataclass
 class Forecasts:
     """Forecasts from several origins, in the data's units: mean, lower and upper bound, each
-    (origins, horizon, targets)."""
+    (origins, horizon, targets); fallbacks: where a baseline stood in for the network, one
+    {"origin": row index, "target": name, "baseline": name} each."""
 
     mean: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
+    fallbacks: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -81,7 +95,9 @@ class Backtest:
     mean over targets); per_target: the same table for each target; forecasts: one row per
     held-out time and target with the actual value, the model's forecast and interval, and
     each baseline's forecast; coverage: the share of held-out values inside the model's
-    interval; holdout: the rows held out; model: the forecaster fitted on the rows before them.
+    interval; holdout: the rows held out; model: the forecaster fitted on the rows before them;
+    fallbacks: where a baseline stood in for a model forecast that was not finite, one
+    {"origin": time, "target": name, "baseline": name} each.
     """
 
     scores: pd.DataFrame
@@ -90,6 +106,7 @@ class Backtest:
     coverage: float
     holdout: int
     model: Forecaster
+    fallbacks: list[dict]
 
 
 class Forecaster:
@@ -129,20 +146,25 @@ class Forecaster:
         frame = data if isinstance(data, SeriesFrame) else self.read(data)
         config = self.config
         season, lookback = self.season_and_lookback(frame)
+        needed = self.rows_needed(lookback)
+        if len(frame) < needed:
+            first, last = frame.time_values(frame.time[[0, -1]])
+            raise ValueError(
+                f"the series {', '.join(frame.target_names)} has {len(frame)} rows ({first} .. {last}); fitting with "
+                f"lookback {lookback} and horizon {config.horizon} needs at least {needed} (lookback + horizon = "
+                f"{lookback + config.horizon} for one window, and windows kept for early stopping): give more rows, "
+                "or a shorter lookback or horizon")
         self.layout = SeriesLayout(frame.frequency, frame.time_kind, season, lookback,
                                    self.calendar_of(frame.time[:1], frame.frequency)[1], Scaler.fit(frame.targets),
-                                   Scaler.fit(frame.covariates), Scaler.fit(frame.future_covariates[:len(frame)]))
+                                   Scaler.fit(frame.covariates), Scaler.fit(frame.future_covariates[:len(frame)]),
+                                   tuple(best_baseline(frame.targets[:, index], config.horizon, season)
+                                         for index in range(len(config.target))))
+        constant = [name for name, std in zip(frame.target_names, self.layout.target_scaler.std) if std == 0]
+        if constant:
+            warnings.warn(f"target column(s) {', '.join(constant)} hold one value in all {len(frame)} rows fitted on: "
+                          "forecast as that value, with an interval of zero width", stacklevel=2)
         windows = self.windows(frame, len(frame))
-        origins = list(windows.origins())
-        if config.early_stopping:
-            held = max(1, round(config.validation_fraction * len(origins)))
-            validation = origins[-held:]
-            training = [origin for origin in origins if origin + config.horizon <= validation[0]]
-            if not training:
-                raise ValueError(f"the series has {len(frame)} rows: too few to keep the latest windows for early "
-                                 f"stopping with lookback {lookback} and horizon {config.horizon}")
-        else:
-            training, validation = origins, []
+        training, validation = self.split_origins(list(windows.origins()))
         trainer = Trainer(config)
         torch.manual_seed(config.seed)
         self.network = ForecastNetwork(ForecastNetworkConfig(
@@ -156,6 +178,23 @@ class Forecaster:
         self.best_epoch = run.best["epoch"] if run.best is not None else self.curve[-1]["epoch"]
         self.runtime = run.runtime()
         return self
+
+    def split_origins(self, origins: list[int]) -> tuple[list[int], list[int]]:
+        """The training and the validation origins: with early stopping the latest
+        `validation_fraction` validate, and training ends where their horizons begin."""
+        config = self.config
+        if not config.early_stopping:
+            return origins, []
+        validation = origins[-max(1, round(config.validation_fraction * len(origins))):]
+        return [origin for origin in origins if origin + config.horizon <= validation[0]], validation
+
+    def rows_needed(self, lookback: int) -> int:
+        """The fewest rows `fit` can train on: one window, and the validation windows."""
+        horizon = self.config.horizon
+        rows = lookback + horizon
+        while not self.split_origins(list(range(lookback, rows - horizon + 1)))[0]:
+            rows += 1
+        return rows
 
     def season_and_lookback(self, frame: SeriesFrame) -> tuple[int, int]:
         """The given ones, or m from the frequency and a lookback of 2 * max(horizon, m)."""
@@ -213,7 +252,26 @@ class Forecaster:
         mean = layout.target_scaler.inverse(mean.double().cpu().numpy())
         scale = scale.double().cpu().numpy() * layout.target_scaler.std
         spread = NormalDist().inv_cdf(0.5 + self.config.interval / 2) * scale
-        return Forecasts(mean, mean - spread, mean + spread)
+        return self.finite_forecasts(frame, origins, Forecasts(mean, mean - spread, mean + spread))
+
+    def finite_forecasts(self, frame: SeriesFrame, origins: list[int], forecasts: Forecasts) -> Forecasts:
+        """`forecasts` with each origin's forecast of a target that is not finite replaced by
+        the target's fallback baseline (naive where the history is shorter than a season),
+        its bounds equal to it; warns once per target and baseline."""
+        layout, horizon = self.layout, self.config.horizon
+        finite = np.isfinite(forecasts.mean) & np.isfinite(forecasts.lower) & np.isfinite(forecasts.upper)
+        for k, index in zip(*np.nonzero(~finite.all(axis=1))):
+            origin = origins[k]
+            baseline = layout.fallback[index] if origin >= max(2, layout.season) else "naive"
+            stand_in = baseline_forecast(baseline, frame.targets[:origin, index], horizon, layout.season)
+            forecasts.mean[k, :, index] = forecasts.lower[k, :, index] = forecasts.upper[k, :, index] = stand_in
+            forecasts.fallbacks.append({"origin": origin, "target": frame.target_names[index], "baseline": baseline})
+        for target, baseline in dict.fromkeys((row["target"], row["baseline"]) for row in forecasts.fallbacks):
+            count = sum(row["target"] == target and row["baseline"] == baseline for row in forecasts.fallbacks)
+            warnings.warn(f"the model's forecast of {target!r} is not finite (NaN or inf) from {count} of "
+                          f"{len(origins)} origin(s); the {baseline} baseline's forecast stands in for it, with no "
+                          "prediction interval (its bounds equal the forecast)", stacklevel=3)
+        return forecasts
 
     def predict(self, data) -> pd.DataFrame:
         """The `horizon` rows after the end of `data`: the time, then for each target its point
@@ -230,7 +288,10 @@ class Forecaster:
             table[name] = forecasts.mean[0, :, index]
             table[f"{name}_lower_{percent}"] = forecasts.lower[0, :, index]
             table[f"{name}_upper_{percent}"] = forecasts.upper[0, :, index]
-        return pd.DataFrame(table)
+        prediction = pd.DataFrame(table)
+        prediction.attrs["fallbacks"] = [{"target": row["target"], "baseline": row["baseline"]}
+                                         for row in forecasts.fallbacks]
+        return prediction
 
     def backtest(self, data, holdout: int | None = None, baselines: tuple[str, ...] | None = None) -> Backtest:
         """Fit a copy of this forecaster on all but the last `holdout` rows (default: horizon)
@@ -287,7 +348,8 @@ def backtest_tables(frame: SeriesFrame, start: int, origins: list[int], methods:
          **{method: values[row, index] for method, values in forecast_values.items()}}
         for index, name in enumerate(frame.target_names) for row in range(len(actual))
     ]
-    return Backtest(table, per_target, pd.DataFrame(records), coverage, len(frame) - start, model)
+    fallbacks = [{**row, "origin": frame.time_values(frame.time[[row["origin"]]])[0]} for row in forecasts.fallbacks]
+    return Backtest(table, per_target, pd.DataFrame(records), coverage, len(frame) - start, model, fallbacks)
 
 
 def config_dict(config: ForecasterConfig) -> dict:

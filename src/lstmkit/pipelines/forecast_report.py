@@ -34,6 +34,9 @@ def backtest_report(result: Backtest, frame: SeriesFrame) -> str:
             lines += [f"{name}:", *scores_table(table, config.cell)]
     lines.append(f"the model's {config.interval:.0%} interval holds {result.coverage:.1%} of the held-out values; "
                  f"trained {len(result.model.curve)} epochs, kept epoch {result.model.best_epoch}")
+    if result.fallbacks:
+        lines.append("the model's forecast was not finite, and a baseline stood in for it, at: " + ", ".join(
+            f"{row['target']} from {row['origin']} ({row['baseline']})" for row in result.fallbacks))
     return "\n".join(lines)
 
 
@@ -65,6 +68,7 @@ def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> Non
         "lookback": model.layout.lookback,
         "epochs_trained": len(model.curve),
         "best_epoch": model.best_epoch,
+        "model_fallbacks": result.fallbacks,
         **model.runtime,
         "config": config_dict(model.config),
     })

@@ -9,7 +9,9 @@
                     AIC, seasonality as Fourier terms of period m (dynamic harmonic
                     regression), statsmodels
 
-h = 1 .. horizon. ets and arima use statsmodels, which the forecast extra brings.
+h = 1 .. horizon. ets and arima use statsmodels, which the forecast extra brings. A constant
+history is forecast as that constant by every baseline (it is each one's forecast, and
+statsmodels' fits divide by the series' zero variance).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import warnings
 import numpy as np
 
 BASELINES = ("naive", "seasonal_naive", "drift", "ets", "arima")
+# The baselines that stand in for a model's forecast that is not finite: quick, and never failing.
+SIMPLE_BASELINES = ("naive", "seasonal_naive", "drift")
+BASELINE_TRIALS = 3  # origins, a horizon apart, at the end of a history on which best_baseline scores them
 FOURIER_PAIRS = 3  # sine-cosine pairs per season in the ARIMA's regression
 
 
@@ -30,7 +35,25 @@ def baseline_forecast(name: str, history: np.ndarray, horizon: int, season: int)
         raise ValueError(f"baseline must be one of {', '.join(forecasts)}, got {name!r}")
     if len(history) < max(2, season):
         raise ValueError(f"the {name} baseline needs at least {max(2, season)} values, got {len(history)}")
-    return np.asarray(forecasts[name](np.asarray(history, np.float64), horizon, season), np.float64)
+    history = np.asarray(history, np.float64)
+    if (history == history[0]).all():
+        return np.full(horizon, history[0])
+    return np.asarray(forecasts[name](history, horizon, season), np.float64)
+
+
+def best_baseline(history: np.ndarray, horizon: int, season: int) -> str:
+    """The simple baseline with the lowest MAE forecasting the end of the 1-D `history` from up
+    to BASELINE_TRIALS origins a horizon apart; naive when the history is too short to try."""
+    origins = [origin for origin in range(len(history) - horizon, 0, -horizon)[:BASELINE_TRIALS]
+               if origin >= max(2, season)]
+    if not origins:
+        return "naive"
+
+    def error(name: str) -> float:
+        return sum(np.abs(baseline_forecast(name, history[:origin], horizon, season)
+                          - history[origin:origin + horizon]).mean() for origin in origins)
+
+    return min(SIMPLE_BASELINES, key=error)
 
 
 def naive(history: np.ndarray, horizon: int, season: int) -> np.ndarray:

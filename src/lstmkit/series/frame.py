@@ -1,8 +1,11 @@
 """Reading a table of time series: checked, on a regular time grid, gaps filled.
 
-    CSV or DataFrame -> time column parsed (dates, or integer years) -> sorted, duplicates
-    refused -> frequency inferred, missing rows inserted -> targets and covariates numeric ->
-    gaps filled by linear interpolation, with a warning that says how many
+    CSV or DataFrame -> time column parsed (see TIME_FORMS) -> targets and covariates
+    numeric and finite -> sorted, duplicates refused -> frequency inferred, missing rows
+    inserted -> gaps filled by linear interpolation, with a warning that says how many
+
+Messages name a row as the user sees it: in a CSV file by its line, counting the header as
+line 1 (a spreadsheet's row number too); in a DataFrame by its 0-based position (`.iloc`).
 
 Rows after the last target value hold known-future covariates (a planned promotion, a
 holiday) for the steps to forecast; without such columns they are ignored, with a warning.
@@ -18,7 +21,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-TIME_KINDS = ("datetime", "year")
+# How the time column was written, so that forecasts are written back the same way.
+TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "month")
+TIME_FORMS = ("dates and times (2020-01-31, 2020-01-31 12:00, or what pandas.to_datetime reads), "
+              "ISO periods (1959Q2, 1959-04), integer years (1959) and decimal years on month starts "
+              "(1959.25 for April 1959, the second quarter; 1959.0833 for February)")
+QUARTER = r"(\d{4})-?[Qq]([1-4])"
+MONTH = r"\d{4}-\d{2}"
+# A decimal year's fraction times 12 may be this far from a whole month: 1/12 written with
+# two decimals (0.08) is 0.96 months.
+MONTH_TOLERANCE = 0.05
 
 
 class MissingValuesWarning(UserWarning):
@@ -29,8 +41,8 @@ class MissingValuesWarning(UserWarning):
 class SeriesFrame:
     """Targets and covariates on a regular time grid.
 
-    time: the timestamps of the observed rows, `frequency` apart. time_kind: "year" when the
-    time column held integer years (written back as integers), else "datetime".
+    time: the timestamps of the observed rows, `frequency` apart. time_kind: how the time
+    column was written (one of TIME_KINDS), so that `time_values` writes times back alike.
     targets: (rows, targets) float64; covariates: (rows, covariates) float64, observed-past;
     future_covariates: (rows + ahead, future covariates) float64, known-future, which may run
     `ahead` rows past the last observed row.
@@ -62,10 +74,16 @@ class SeriesFrame:
                            self.future_names)
 
     def time_values(self, times: pd.DatetimeIndex) -> list:
-        """Timestamps as the user wrote them: integer years, or ISO dates (with the time of day
-        when there is one)."""
+        """Timestamps as the user wrote them: integer years, decimal years (rounded to 4
+        places), ISO quarters or months, or ISO dates (with the time of day when there is one)."""
         if self.time_kind == "year":
             return [int(stamp.year) for stamp in times]
+        if self.time_kind == "decimal_year":
+            return [round(stamp.year + (stamp.month - 1) / 12, 4) for stamp in times]
+        if self.time_kind == "quarter":
+            return [f"{stamp.year}Q{stamp.quarter}" for stamp in times]
+        if self.time_kind == "month":
+            return [f"{stamp.year:04d}-{stamp.month:02d}" for stamp in times]
         with_clock = any(stamp != stamp.normalize() for stamp in times)
         return [stamp.isoformat() if with_clock else stamp.date().isoformat() for stamp in times]
 
@@ -86,8 +104,10 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
     if overlap:
         raise ValueError("a column can be the time, a target, an observed-past or a known-future covariate, "
                          f"not two of them: {', '.join(overlap)}")
-    stamps, time_kind = parse_time(table[time], time)
-    values = table[targets + covariates + known].set_axis(stamps)
+    path = None if isinstance(source, pd.DataFrame) else Path(source)
+    stamps, time_kind = parse_time(table[time], time, path)
+    numbers = pd.DataFrame({name: numeric_column(table[name], name, path) for name in targets + covariates + known})
+    values = numbers.set_axis(stamps)
     order = np.argsort(stamps.values, kind="stable")
     values = values.iloc[order]
     duplicated = values.index[values.index.duplicated()]
@@ -99,9 +119,8 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
     if not values.index.isin(grid).all():
         stray = values.index[~values.index.isin(grid)][0]
         raise ValueError(f"column {time!r} is not on a regular {frequency} grid: {stray} falls between its steps")
-    values = values.reindex(grid)
-    numeric = {name: numeric_column(values[name], name, time) for name in targets + covariates + known}
-    observed = observed_rows(values[targets], known)
+    numeric = values.reindex(grid)
+    observed = observed_rows(numeric[targets], known)
     filled = {name: fill_gaps(column if name in known else column.iloc[:observed], name)
               for name, column in numeric.items()}
     return SeriesFrame(
@@ -128,6 +147,8 @@ def stack(columns: dict[str, np.ndarray], names: list[str], rows: int) -> np.nda
 
 
 def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """The table, indexed by how `row_name` names its rows: a DataFrame's 0-based positions,
+    or a CSV file's line numbers (blank lines skipped, but counted)."""
     if isinstance(source, pd.DataFrame):
         return source.reset_index(drop=True)
     if not isinstance(source, (str, Path)):
@@ -136,30 +157,76 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     try:
-        return pd.read_csv(path)
+        table = pd.read_csv(path, skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not a readable CSV file: {error}") from None
+    table.index = table.index + 2  # the header is line 1
+    return table.dropna(how="all")
 
 
-def parse_time(column: pd.Series, name: str) -> tuple[pd.DatetimeIndex, str]:
-    """Dates and times, or integer years (a column of whole numbers from 1 to 9999)."""
+def plain(value):
+    """A cell's value as Python writes it (1959.1, not np.float64(1959.1))."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def row_name(label: int, path: Path | None) -> str:
+    """A row as the user finds it: a line of the CSV file `path`, or a DataFrame position."""
+    if path is None:
+        return f"row {label} (0-based position in the DataFrame)"
+    return f"line {label} of {path} (the header is line 1)"
+
+
+def parse_time(column: pd.Series, name: str, path: Path | None) -> tuple[pd.DatetimeIndex, str]:
+    """The timestamps of a time column written in one of the TIME_FORMS, and its TIME_KINDS kind."""
     if column.isna().any():
-        row = int(np.flatnonzero(column.isna().to_numpy())[0])
-        raise ValueError(f"column {name!r} has a missing timestamp in row {row + 1}")
-    if pd.api.types.is_integer_dtype(column) or (
-        pd.api.types.is_float_dtype(column) and (column == column.round()).all()
-    ):
-        years = column.astype(np.int64)
-        if years.between(1, 9999).all():
-            return pd.DatetimeIndex(pd.to_datetime(years.astype(str).str.zfill(4), format="%Y")), "year"
-        raise ValueError(f"column {name!r} holds numbers that are not years (1..9999), e.g. {years.iloc[0]}")
-    stamps = pd.to_datetime(column, errors="coerce", format="mixed")
+        label = column.index[column.isna().to_numpy()][0]
+        raise ValueError(f"column {name!r} has a missing timestamp at {row_name(label, path)}")
+    numbers = pd.to_numeric(column, errors="coerce")
+    if numbers.notna().all():
+        return years_to_stamps(numbers, column, name, path)
+    text = column.astype(str).str.strip()
+    if text.str.fullmatch(QUARTER).all():
+        parts = text.str.extract(QUARTER).astype(np.int64)
+        return month_starts(parts[0], 3 * parts[1] - 2), "quarter"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "could not infer format": format="mixed" says so
+        stamps = pd.to_datetime(text, errors="coerce", format="mixed")
     if stamps.isna().any():
-        row = int(np.flatnonzero(stamps.isna().to_numpy())[0])
-        raise ValueError(f"column {name!r} has a timestamp that cannot be parsed in row {row + 1}: {column.iloc[row]!r}")
+        unreadable(column, stamps.isna(), name, path, "cannot be read as a time")
     if stamps.dt.tz is not None:
         stamps = stamps.dt.tz_convert(None)
-    return pd.DatetimeIndex(stamps), "datetime"
+    return pd.DatetimeIndex(stamps), "month" if text.str.fullmatch(MONTH).all() else "datetime"
+
+
+def years_to_stamps(numbers: pd.Series, column: pd.Series, name: str, path: Path | None
+                    ) -> tuple[pd.DatetimeIndex, str]:
+    """Integer years (1959) as January 1sts; decimal years on month starts (1959.25) as the
+    first day of their month."""
+    outside = ~numbers.between(1, 9999)
+    if outside.any():
+        unreadable(column, outside, name, path, "is a number outside the years 1..9999")
+    months = numbers * 12  # months since year 0
+    if (numbers == np.floor(numbers)).all():
+        kind = "year"
+    else:
+        kind = "decimal_year"
+        between_months = (months - months.round()).abs() > MONTH_TOLERANCE
+        if between_months.any():
+            unreadable(column, between_months, name, path, "is a decimal year that does not fall on a month start")
+    months = months.round().astype(np.int64)
+    return month_starts(months // 12, months % 12 + 1), kind
+
+
+def month_starts(year: pd.Series, month: pd.Series) -> pd.DatetimeIndex:
+    """The first day of each (year, month)."""
+    return pd.DatetimeIndex(pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": 1})))
+
+
+def unreadable(column: pd.Series, bad: pd.Series, name: str, path: Path | None, problem: str) -> None:
+    """Raise for the first `bad` value of the time column `name`, with the forms it accepts."""
+    label = column.index[bad.to_numpy()][0]
+    raise ValueError(f"column {name!r} at {row_name(label, path)} holds {plain(column[label])!r}, which {problem}; "
+                     f"the forms accepted are {TIME_FORMS}")
 
 
 def infer_frequency(index: pd.DatetimeIndex, name: str) -> str:
@@ -187,13 +254,16 @@ def pandas_frequency(index: pd.DatetimeIndex) -> str | None:
     return frequency if frequency is None or isinstance(frequency, str) else frequency.freqstr
 
 
-def numeric_column(column: pd.Series, name: str, time: str) -> pd.Series:
-    numbers = pd.to_numeric(column, errors="coerce")
-    bad = numbers.isna() & column.notna()
-    if bad.any():
-        stamp = column.index[bad.to_numpy()][0]
-        raise ValueError(f"column {name!r} must be numeric; at {time} {stamp} it holds {column[bad].iloc[0]!r}")
-    return numbers.astype(np.float64)
+def numeric_column(column: pd.Series, name: str, path: Path | None) -> pd.Series:
+    """The column as float64; text and infinite values are refused at their row. Empty
+    cells stay missing (filled later, with a warning)."""
+    numbers = pd.to_numeric(column, errors="coerce").astype(np.float64)
+    for bad, expected in ((numbers.isna() & column.notna(), "numbers"), (np.isinf(numbers), "finite numbers")):
+        if bad.any():
+            label = column.index[bad.to_numpy()][0]
+            raise ValueError(f"column {name!r} must hold {expected} (or empty cells for missing values); "
+                             f"{row_name(label, path)} holds {plain(column[label])!r}")
+    return numbers
 
 
 def fill_gaps(column: pd.Series, name: str) -> np.ndarray:

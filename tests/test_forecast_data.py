@@ -1,0 +1,211 @@
+"""Bad and unusual forecast data (issue 17, items 10 and 11): time columns in every accepted
+form, constant series, non-finite and non-numeric cells, series too short, a model whose
+forecast is not finite, and forecast options refused when the config is built."""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lstmkit.forecast import Forecaster
+from lstmkit.pipelines.forecast_report import backtest_report
+from lstmkit.series import BASELINES, baseline_forecast, best_baseline, read_series
+
+QUICK = dict(hidden_size=8, num_layers=1, epochs=2, batch_size=64, seed=0)
+FORMS = ("the forms accepted are dates and times (2020-01-31, 2020-01-31 12:00, or what pandas.to_datetime reads), "
+         "ISO periods (1959Q2, 1959-04), integer years (1959) and decimal years on month starts (1959.25 for April "
+         "1959, the second quarter; 1959.0833 for February)")
+
+
+def write_csv(tmp_path, text: str):
+    path = tmp_path / "series.csv"
+    path.write_text(text)
+    return path
+
+
+def test_decimal_years_of_quarters_are_quarters_not_nanoseconds(tmp_path):
+    """Today 1959.25 is read as nanoseconds since 1970 and 60 quarters as '45 duplicate timestamps'."""
+    years = 1959 + 0.25 * np.arange(60)
+    path = tmp_path / "macro.csv"
+    pd.DataFrame({"year": years, "gdp": np.arange(60.0)}).to_csv(path, index=False)
+    frame = read_series(path, "year", ["gdp"])
+    assert (frame.frequency, frame.time_kind, len(frame)) == ("QS-JAN", "decimal_year", 60)
+    assert [stamp.date().isoformat() for stamp in frame.time[:3]] == ["1959-01-01", "1959-04-01", "1959-07-01"]
+    assert frame.time_values(frame.time[-2:]) == [1973.5, 1973.75]
+
+
+@pytest.mark.parametrize("decimals", [4, 2])
+def test_decimal_years_of_months_are_months(decimals):
+    years = np.round(1959 + np.arange(14) / 12, decimals)  # 1959.0833 or 1959.08 for February
+    frame = read_series(pd.DataFrame({"t": years, "y": np.arange(14.0)}), "t", ["y"])
+    assert (frame.frequency, frame.time_kind) == ("MS", "decimal_year")
+    assert frame.time[1] == pd.Timestamp("1959-02-01") and frame.time[13] == pd.Timestamp("1960-02-01")
+    assert frame.time_values(frame.time[[1, 12]]) == [1959.0833, 1960.0]
+
+
+@pytest.mark.parametrize("times, frequency, first, kind, written", [
+    ([1959, 1960, 1961, 1962], "YS-JAN", "1959-01-01", "year", [1959, 1960]),
+    (["2020-01-31", "2020-02-29", "2020-03-31", "2020-04-30"], "ME", "2020-01-31", "datetime",
+     ["2020-01-31", "2020-02-29"]),
+    (["Jan 2020", "Feb 2020", "Mar 2020", "Apr 2020"], "MS", "2020-01-01", "datetime", ["2020-01-01", "2020-02-01"]),
+    (["1959Q2", "1959Q3", "1959-Q4", "1960q1"], "QS-JAN", "1959-04-01", "quarter", ["1959Q2", "1959Q3"]),
+    (["1959-04", "1959-05", "1959-06", "1959-07"], "MS", "1959-04-01", "month", ["1959-04", "1959-05"]),
+])
+def test_integer_years_dates_and_iso_periods_are_read_and_written_back_alike(times, frequency, first, kind, written):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pandas' deprecated quarter parsing is not used
+        frame = read_series(pd.DataFrame({"t": times, "y": [1.0, 2.0, 3.0, 4.0]}), "t", ["y"])
+    assert (frame.frequency, frame.time_kind, frame.time[0]) == (frequency, kind, pd.Timestamp(first))
+    assert frame.time_values(frame.time[:2]) == written
+
+
+@pytest.mark.parametrize("time_cells, message", [
+    (["2020-01-01", "soon", "2020-01-03"], "column 't' at line 3 of {path} (the header is line 1) holds 'soon', "
+                                           "which cannot be read as a time; " + FORMS),
+    (["1959.0", "1959.1", "1959.2"], "column 't' at line 3 of {path} (the header is line 1) holds 1959.1, which is a "
+                                     "decimal year that does not fall on a month start; " + FORMS),
+    (["1959", "1960", "20200101"], "column 't' at line 4 of {path} (the header is line 1) holds 20200101, which is "
+                                   "a number outside the years 1..9999; " + FORMS),
+    (["2020-01-01", "", "2020-01-03"], "column 't' has a missing timestamp at line 3 of {path} (the header is line 1)"),
+])
+def test_an_unreadable_time_column_names_its_line_and_the_forms_accepted(tmp_path, time_cells, message):
+    path = write_csv(tmp_path, "t,y\n" + "".join(f"{cell},{k}\n" for k, cell in enumerate(time_cells)))
+    with pytest.raises(ValueError, match=re.escape(message.format(path=path))):
+        read_series(path, "t", ["y"])
+
+
+@pytest.mark.parametrize("cell, expected, shown", [
+    ("inf", "finite numbers", "inf"), ("-inf", "finite numbers", "-inf"), ("twelve", "numbers", "'twelve'"),
+    ("1,5", "numbers", "'1,5'"),
+])
+def test_inf_and_text_in_a_number_column_are_refused_at_their_line(tmp_path, cell, expected, shown):
+    # A blank line is skipped but counted: the bad cell is on line 5 of the file.
+    path = write_csv(tmp_path, f't,y,x\n2020-01-01,1,0\n\n2020-01-02,2,0\n2020-01-03,3,"{cell}"\n2020-01-04,4,0\n')
+    with pytest.raises(ValueError, match=re.escape(
+            f"column 'x' must hold {expected} (or empty cells for missing values); line 5 of {path} "
+            f"(the header is line 1) holds {shown}")):
+        read_series(path, "t", ["y"], ["x"])
+
+
+def test_inf_in_a_dataframe_is_refused_at_its_position():
+    table = pd.DataFrame({"t": ["2020-01-01", "2020-01-02", "2020-01-03"], "y": [1.0, np.inf, 3.0]})
+    with pytest.raises(ValueError, match=re.escape("column 'y' must hold finite numbers (or empty cells for missing "
+                                                   "values); row 1 (0-based position in the DataFrame) holds inf")):
+        read_series(table, "t", ["y"])
+
+
+def test_an_empty_target_column_is_refused():
+    table = pd.DataFrame({"t": ["2020-01-01", "2020-01-02", "2020-01-03"], "y": [None, None, None]})
+    with pytest.raises(ValueError, match=re.escape("the target column(s) y have no values")):
+        read_series(table, "t", ["y"])
+
+
+def daily(values) -> pd.DataFrame:
+    return pd.DataFrame({"day": pd.date_range("2024-01-01", periods=len(values), freq="D").strftime("%Y-%m-%d"),
+                         "y": values})
+
+
+@pytest.mark.parametrize("early_stopping, needed", [(False, 9), (True, 12)])
+def test_too_few_rows_for_lookback_and_horizon_are_refused_with_the_column(early_stopping, needed):
+    forecaster = Forecaster("day", "y", horizon=3, lookback=6, early_stopping=early_stopping, **QUICK)
+    with pytest.raises(ValueError, match=re.escape(
+            f"the series y has 8 rows (2024-01-01 .. 2024-01-08); fitting with lookback 6 and horizon 3 needs at "
+            f"least {needed} (lookback + horizon = 9 for one window, and windows kept for early stopping): give more "
+            "rows, or a shorter lookback or horizon")):
+        forecaster.fit(daily(np.arange(8.0)))
+    forecaster.fit(daily(np.arange(float(needed))))  # exactly enough
+
+
+CONSTANT_WARNING = "target column(s) y hold one value in all {} rows fitted on: forecast as that value"
+
+
+@pytest.mark.parametrize("value", [5.0, 0.1, 371.3, 0.0])
+def test_a_constant_series_forecasts_the_constant(value):
+    table = daily(np.full(40, value))
+    with pytest.warns(UserWarning, match=re.escape(CONSTANT_WARNING.format(40))):
+        forecaster = Forecaster("day", "y", horizon=3, lookback=6, **QUICK).fit(table)
+    assert forecaster.layout.target_scaler.std.tolist() == [0.0]
+    prediction = forecaster.predict(table)
+    for column in ("y", "y_lower_90", "y_upper_90"):
+        assert prediction[column].tolist() == [value] * 3
+
+
+def test_a_constant_series_backtests_against_every_baseline():
+    """Today ARIMA's KPSS test fails with 'cannot convert float NaN to integer' and MASE divides by 0."""
+    with pytest.warns(UserWarning, match=re.escape(CONSTANT_WARNING.format(34))):
+        result = Forecaster("day", "y", horizon=3, lookback=6, **QUICK).backtest(daily(np.full(40, 2.5)), holdout=6)
+    assert result.scores.index.tolist() == ["model", *BASELINES]
+    assert (result.scores.to_numpy() == 0).all()
+    assert result.forecasts["model"].tolist() == [2.5] * 6 and result.coverage == 1.0
+    for name in BASELINES:
+        assert baseline_forecast(name, np.full(30, 2.5), 4, 7).tolist() == [2.5] * 4
+
+
+def test_the_best_baseline_is_the_one_exact_at_the_end_of_the_history():
+    weekly_pattern = np.tile([3.0, -1.0, 4.0, 1.0, 5.0, 9.0, 2.0], 6)
+    assert best_baseline(weekly_pattern, 3, 7) == "seasonal_naive"
+    assert best_baseline(2.0 + 0.5 * np.arange(40), 3, 7) == "drift"
+    assert best_baseline(np.arange(5.0), 3, 7) == "naive"  # too short to try any origin
+
+
+def weekly_pattern_table(rows: int = 70) -> pd.DataFrame:
+    return daily(np.tile([3.0, -1.0, 4.0, 1.0, 5.0, 9.0, 2.0], rows // 7 + 1)[:rows])
+
+
+FALLBACK_WARNING = ("the model's forecast of 'y' is not finite (NaN or inf) from 1 of {} origin(s); the seasonal_naive "
+                    "baseline's forecast stands in for it, with no prediction interval (its bounds equal the forecast)")
+
+
+def test_a_forecast_that_is_not_finite_is_replaced_by_the_best_baseline_in_predict():
+    """Data far outside the fitted scale (1e40 overflows float32) made the network's forecast NaN."""
+    forecaster = Forecaster("day", "y", horizon=3, lookback=7, **QUICK).fit(weekly_pattern_table())
+    assert forecaster.layout.fallback == ("seasonal_naive",)
+    table = weekly_pattern_table()
+    table.loc[69, "y"] = 1e40
+    with pytest.warns(UserWarning, match=re.escape(FALLBACK_WARNING.format(1))):
+        prediction = forecaster.predict(table)
+    expected = baseline_forecast("seasonal_naive", table["y"].to_numpy(), 3, 7).tolist()
+    assert prediction["y"].tolist() == expected == [3.0, -1.0, 4.0]
+    assert prediction["y_lower_90"].tolist() == prediction["y_upper_90"].tolist() == expected
+    assert prediction.attrs["fallbacks"] == [{"target": "y", "baseline": "seasonal_naive"}]
+
+
+def test_a_forecast_that_is_not_finite_is_replaced_by_the_best_baseline_in_a_backtest():
+    table = weekly_pattern_table()
+    table.loc[66, "y"] = 1e40  # in the history of the second origin (67) only: origins 64 and 67
+    with pytest.warns(UserWarning, match=re.escape(FALLBACK_WARNING.format(2))):
+        result = Forecaster("day", "y", horizon=3, lookback=7, **QUICK).backtest(table, holdout=6,
+                                                                                baselines=("naive",))
+    assert result.fallbacks == [{"origin": "2024-03-08", "target": "y", "baseline": "seasonal_naive"}]
+    assert np.isfinite(result.forecasts[["model", "lower", "upper"]].to_numpy()).all()
+    assert result.forecasts["model"].tolist()[3:] == [5.0, 9.0, 2.0]  # seasonal naive: rows 60-62, a week before
+    # MASE is inf: the training rows repeat exactly every 7 days, so its scale is 0.
+    assert np.isfinite(result.scores.loc["model", ["MAE", "RMSE", "sMAPE"]].to_numpy()).all()
+    assert backtest_report(result, read_series(table, "day", ["y"])).splitlines()[-1] == (
+        "the model's forecast was not finite, and a baseline stood in for it, at: y from 2024-03-08 (seasonal_naive)")
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(horizon=-2), "horizon must be a positive integer, got -2"),
+    (dict(season=0), "season must be a positive integer or None, got 0"),
+    (dict(season=-1), "season must be a positive integer or None, got -1"),
+    (dict(lookback=-3), "lookback must be a positive integer or None, got -3"),
+    (dict(hidden_size=0), "hidden_size must be a positive integer, got 0"),
+    (dict(num_layers=0), "num_layers must be a positive integer, got 0"),
+    (dict(batch_size=0), "batch_size must be a positive integer, got 0"),
+    (dict(dropout=1.0), "dropout is a probability in [0, 1), got 1.0"),
+    (dict(dropout=-0.1), "dropout is a probability in [0, 1), got -0.1"),
+    (dict(dropout=math.nan), "dropout is a probability in [0, 1), got nan"),
+    (dict(cell="lsmt"), "cell must be one of rnn, lstm, gru, peephole, cifg, layernorm, got 'lsmt'"),
+    (dict(engine="cuda"), "engine must be one of auto, native, fused, triton, reference, got 'cuda'"),
+    (dict(interval=math.nan), "interval is the coverage of the prediction interval, in (0, 1); got nan"),
+    (dict(validation_fraction=1.0), "validation_fraction must be in (0, 1), got 1.0"),
+])
+def test_forecast_options_are_refused_when_the_config_is_built(options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Forecaster("day", "y", **{"horizon": 3, **options})
