@@ -7,6 +7,7 @@ import os
 import sys
 import warnings
 
+from lstmkit.checkpoint import CheckpointWriteError
 from lstmkit.cli.forecast import add_forecast_commands
 from lstmkit.cli.lm import add_lm_commands
 from lstmkit.cli.tasks import add_task_commands
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         arguments.run(arguments)
     except MissingExtra as error:  # one line that names the pip command
         parser.exit(1, f"{error}\n")
-    except TrainingDiverged as error:  # the run failed; what it wrote before is kept
+    except (TrainingDiverged, CheckpointWriteError) as error:  # the run stopped; what it wrote before is kept
         parser.exit(1, f"lstmkit: error: {error}\n")
     except (ValueError, TypeError, FileNotFoundError) as error:  # lstmkit's checks name what was expected and received
         parser.exit(2, f"lstmkit: error: {error}\n")

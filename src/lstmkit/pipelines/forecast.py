@@ -33,7 +33,13 @@ from lstmkit.extras import extra_imports
 with extra_imports("forecast", __name__):
     import pandas as pd
 
-from lstmkit.checkpoint import load_checkpoint, save_checkpoint
+from lstmkit.checkpoint import (
+    CheckpointError,
+    CheckpointKind,
+    checkpoint_folder,
+    load_model_checkpoint,
+    save_checkpoint,
+)
 from lstmkit.files import atomic_path
 from lstmkit.models.forecaster import ForecastNetwork, ForecastNetworkConfig, gaussian_loss
 from lstmkit.pipelines.configs import ForecasterConfig
@@ -423,25 +429,27 @@ def save_forecaster(forecaster: Forecaster, directory: str | Path) -> Path:
     return save_checkpoint(directory, config, network.state_dict())
 
 
+FORECASTER = CheckpointKind(
+    "forecaster", "a forecaster", "network",
+    ("targets", "past_features", "future_features", "horizon", "hidden_size", "num_layers"),
+    lambda section: ForecastNetwork(ForecastNetworkConfig(**section)),
+)
+
+
 def load_forecaster(directory: str | Path, device: str = "cpu") -> Forecaster:
     """A fitted forecaster from a checkpoint folder, or from a `forecast fit` folder (its
     model/), on `device` whatever device trained it. Checkpoints of older versions, whose
     settings had other names (hidden, layers, batch), load too."""
-    directory = Path(directory)
-    if (directory / "model").is_dir():
-        directory = directory / "model"
-    saved, tensors = load_checkpoint(directory)
-    if saved.get("kind") != "forecaster":
-        raise ValueError(f"{directory} holds a {saved.get('kind')!r} checkpoint, not a forecaster")
+    directory = checkpoint_folder(directory)
+    saved, network = load_model_checkpoint(directory, FORECASTER)
     try:
         forecaster = Forecaster(**current_names(saved["forecaster"]))
-        forecaster.network = ForecastNetwork(ForecastNetworkConfig(**saved["network"]))
-        forecaster.network.load_state_dict(tensors)
         forecaster.layout = SeriesLayout.from_dict(saved["layout"])
         forecaster.best_epoch = saved["best_epoch"]
-    except (KeyError, TypeError, RuntimeError) as error:
-        raise ValueError(f"{directory} is a forecaster checkpoint this lstmkit cannot read "
-                         f"(written by another version?): {error}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{directory} is a forecaster checkpoint this lstmkit cannot read "
+                              f"(written by another version?): {error}") from None
+    forecaster.network = network
     forecaster.network.to(resolve_device(device)).eval()
     return forecaster
 

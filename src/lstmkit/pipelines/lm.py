@@ -26,7 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lstmkit.checkpoint import load_checkpoint, read_extra_file
+from lstmkit.checkpoint import (
+    CheckpointError,
+    CheckpointKind,
+    check_tensor_shapes,
+    checkpoint_folder,
+    load_model_checkpoint,
+    read_extra_json,
+)
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.text import Corpus, Vocabulary, load_corpus, token_streams
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, learning_rate, resolve_device
@@ -241,11 +248,17 @@ def model_tensors(model: LanguageModel) -> dict[str, Tensor]:
 
 
 def load_weights(model: LanguageModel, tensors: dict[str, Tensor], where: object) -> None:
-    """Load a checkpoint's weights (a tied decoder weight is the embedding's)."""
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    allowed_missing = ["decoder.weight"] if model.config.tie_weights else []
-    if missing != allowed_missing or unexpected:
-        raise ValueError(f"{where}: weights do not fit the model (missing {missing}, unexpected {unexpected})")
+    """Load a checkpoint's weights (a tied decoder weight is the embedding's), after checking
+    their names and shapes against the model's."""
+    check_tensor_shapes({name: tuple(tensor.shape) for name, tensor in tensors.items()},
+                        {name: tuple(tensor.shape) for name, tensor in model_tensors(model).items()}, where)
+    model.load_state_dict(tensors, strict=False)
+
+
+LANGUAGE_MODEL = CheckpointKind(
+    "language_model", "a language model", "model", ("vocabulary_size", "hidden_size", "embedding_size", "num_layers"),
+    lambda section: LanguageModel(LanguageModelConfig(**section)), model_tensors,
+)
 
 
 @dataclass
@@ -268,24 +281,27 @@ def load_language_model(directory: str | Path, cell: str | None = None,
                         device: str | torch.device = "cpu") -> TrainedLanguageModel:
     """A trained model from a run folder (its best/ checkpoint) or a checkpoint folder, on
     `device` whatever device trained it; `cell`, if given, must be the model's cell."""
-    directory = Path(directory)
-    if (directory / "best").exists() or (directory / ".best.previous").exists():
-        directory = directory / "best"
-    config, tensors = load_checkpoint(directory)
-    if config.get("kind") != "language_model":
-        raise ValueError(f"{directory} holds a {config.get('kind')!r} checkpoint, not a language model")
-    model_config = LanguageModelConfig(**config["model"])
-    if cell is not None and model_config.cell != cell:
-        raise ValueError(f"{directory} holds a {model_config.cell!r} language model, not a {cell!r} one")
-    model = LanguageModel(model_config)
-    load_weights(model, tensors, directory)
+    directory = checkpoint_folder(directory)
+    config, model = load_model_checkpoint(directory, LANGUAGE_MODEL)
+    if cell is not None and model.config.cell != cell:
+        raise ValueError(f"{directory} holds a {model.config.cell!r} language model, not a {cell!r} one")
+    vocabulary = read_vocabulary(directory)
+    if len(vocabulary) != model.config.vocabulary_size:
+        raise CheckpointError(f"{directory / VOCABULARY_FILE} has {len(vocabulary)} tokens, but the model's "
+                              f"vocabulary_size is {model.config.vocabulary_size}")
     model.to(resolve_device(str(device)))
     model.eval()
-    return TrainedLanguageModel(model, read_vocabulary(directory), config)
+    return TrainedLanguageModel(model, vocabulary, config)
 
 
 def read_vocabulary(directory: Path) -> Vocabulary:
-    return Vocabulary.from_dict(json.loads(read_extra_file(directory, VOCABULARY_FILE)))
+    """The vocabulary saved with a checkpoint."""
+    data = read_extra_json(directory, VOCABULARY_FILE)
+    try:
+        return Vocabulary.from_dict(data)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{directory / VOCABULARY_FILE} is not a vocabulary "
+                              f"(expected an object with 'level' and 'tokens'): {error!r}") from None
 
 
 def evaluate_text(model: LanguageModel, vocabulary: Vocabulary, text: str, window: int = 1000) -> TextScores:

@@ -20,7 +20,7 @@ from lstmkit.extras import extra_imports
 with extra_imports("tasks", __name__):
     from lstmkit import plots
 from lstmkit.cells import make_cell
-from lstmkit.checkpoint import load_checkpoint, save_checkpoint
+from lstmkit.checkpoint import CheckpointKind, load_model_checkpoint, save_checkpoint
 from lstmkit.files import write_csv, write_json
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.pipelines.configs import TaskTrainingConfig
@@ -221,13 +221,15 @@ def save_model(model: SequenceModel, task: Task, directory: Path) -> Path:
     return save_checkpoint(directory, config, model.state_dict())
 
 
+SEQUENCE_MODEL = CheckpointKind(
+    "sequence_model", "a model saved by `lstmkit task`", "model", ("input_size", "hidden_size", "output_size", "num_layers"),
+    lambda section: SequenceModel(SequenceModelConfig(**section)),
+)
+
+
 def load_model(directory: str | Path) -> tuple[SequenceModel, Task]:
     """A model saved by `lstmkit task` (DIR/models/CELL), and the task it was trained on."""
-    config, tensors = load_checkpoint(directory)
-    if config.get("kind") != "sequence_model":
-        raise ValueError(f"{directory} holds a {config.get('kind')!r} checkpoint, not a model saved by `lstmkit task`")
-    model = SequenceModel(SequenceModelConfig(**config["model"]))
-    model.load_state_dict(tensors)
+    config, model = load_model_checkpoint(directory, SEQUENCE_MODEL)
     return model, make_task(config["task"]["name"], config["task"]["T"])
 
 
