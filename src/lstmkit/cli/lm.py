@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 
 from lstmkit.cells import CELLS
-from lstmkit.cli.arguments import (add_setting, add_training_arguments, config_from, device_name, positive_float,
-                                   positive_int)
+from lstmkit.cli.arguments import (
+    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, positive_float,
+    positive_int,
+)
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.pipelines.lm import LMTrainingConfig
 
@@ -61,6 +63,7 @@ def add_lm_commands(commands) -> None:
                 type=positive_int)
     add_setting(train, LMTrainingConfig, "dropout", "dropout probability", type=float)
     add_setting(train, LMTrainingConfig, "engine", "recurrent engine", choices=ENGINE_CHOICES)
+    add_regulariser_arguments(train, LMTrainingConfig)
     add_training_arguments(train, LMTrainingConfig)
     train.add_argument("--out", help="run folder (default runs/lm-TEXTNAME)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

@@ -33,6 +33,9 @@ class NativeEngine(Engine):
 
     name = "native"
     exposes_gates = False
+    # Its one call runs every layer: nothing can act between layers or steps. Weight dropout
+    # acts on the weights before the call.
+    regularisers = frozenset({"weight_dropout"})
 
     def unsupported(self, cell: Cell, device: torch.device | None) -> str | None:
         if cell.name == "lstm" and cell.options():

@@ -25,6 +25,8 @@ class LanguageModelConfig:
     tie_weights: bool = False
     engine: str = "auto"
     cell_options: dict = field(default_factory=dict)
+    # Keywords of lstmkit.Recurrent: recurrent_dropout, zoneout, init, ...
+    regularisers: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.tie_weights and self.embedding_size not in (None, self.hidden_size):
@@ -54,6 +56,7 @@ class LanguageModel(nn.Module):
         self.recurrent = Recurrent(
             config.cell, config.embedding_dim, config.hidden_size, config.num_layers,
             dropout=config.dropout if config.num_layers > 1 else 0.0, engine=config.engine, **config.cell_options,
+            **config.regularisers,
         )
         self.dropout = nn.Dropout(config.dropout)
         self.decoder = nn.Linear(config.hidden_size, config.vocabulary_size)

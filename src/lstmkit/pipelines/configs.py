@@ -6,13 +6,49 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from lstmkit.cells import CELLS
+from lstmkit.cells import CELLS, make_cell
 from lstmkit.engines import ENGINE_CHOICES
+from lstmkit.nn.regularisers import check_init, regularisation
 from lstmkit.training import TrainingConfig
 
 
 @dataclass(frozen=True)
-class TaskTrainingConfig(TrainingConfig):
+class RegulariserSettings:
+    """The layers' regularisers and initialisations (lstmkit.nn.regularisers), for the
+    pipelines' configs. Off by default: the layers are then torch.nn's."""
+
+    # Variational dropout on h_{t-1} in the recurrent product (Gal & Ghahramani 2016).
+    recurrent_dropout: float = 0.0
+    # Variational dropout on each layer's input.
+    input_dropout: float = 0.0
+    # z, or (z_c, z_h): units keep their previous value with this probability (Krueger et al. 2017).
+    zoneout: float | tuple[float, float] = 0.0
+    # DropConnect on weight_hh (Merity et al. 2017).
+    weight_dropout: float = 0.0
+    # "chrono" and/or "orthogonal"; empty: torch.nn's initialisation.
+    init: tuple[str, ...] = ()
+    # The longest dependency chrono initialisation prepares for; None: the training sequences' length.
+    chrono_max: float | None = None
+
+    def check_regularisers(self, cell: str, sequence_length: int) -> None:
+        """Refuse, when the config is built, settings a layer of `cell` would refuse."""
+        built, options = make_cell(cell), self.regularisers(sequence_length)
+        regularisation(built, self.recurrent_dropout, self.input_dropout, self.zoneout, self.weight_dropout)
+        check_init(built, self.init, options.get("chrono_max"), True, None)
+
+    def regularisers(self, sequence_length: int) -> dict:
+        """The keywords of lstmkit.Recurrent for these settings (the defaults left out, so that a
+        checkpoint of a plain model names none)."""
+        options = {"recurrent_dropout": self.recurrent_dropout, "input_dropout": self.input_dropout,
+                   "zoneout": self.zoneout, "weight_dropout": self.weight_dropout, "init": list(self.init)}
+        options = {name: value for name, value in options.items() if value}
+        if "chrono" in self.init:
+            options["chrono_max"] = self.chrono_max if self.chrono_max is not None else sequence_length
+        return options
+
+
+@dataclass(frozen=True)
+class TaskTrainingConfig(TrainingConfig, RegulariserSettings):
     """How every cell is trained on a long-time-lag task (the training fields: see
     TrainingConfig, whose defaults are the long-lag literature's: Adam (AdamW without weight
     decay) at a constant 1e-3, gradient clipping at norm 1)."""

@@ -35,6 +35,7 @@ from lstmkit.checkpoint import (
     read_extra_json,
 )
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
+from lstmkit.pipelines.configs import RegulariserSettings
 from lstmkit.text import Corpus, Vocabulary, load_corpus, token_streams
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, learning_rate, resolve_device
 
@@ -48,7 +49,7 @@ __all__ = ["LMRun", "LMTrainingConfig", "TextScores", "TrainedLanguageModel", "l
 
 
 @dataclass(frozen=True)
-class LMTrainingConfig(TrainingConfig):
+class LMTrainingConfig(TrainingConfig, RegulariserSettings):
     """How a language model is built and trained (the training fields: see TrainingConfig).
     Defaults: a 2 x 512 character-level LSTM, the configuration that scored best on Tiny
     Shakespeare in 30 minutes on 2 CPU cores (README)."""
@@ -90,11 +91,12 @@ class LMTrainingConfig(TrainingConfig):
         for name in ("num_layers", "hidden_size", "seq_len", "batch_size", "min_frequency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        self.check_regularisers(self.cell, self.seq_len)
 
     def model_config(self, vocabulary_size: int) -> LanguageModelConfig:
         return LanguageModelConfig(
             self.cell, vocabulary_size, self.hidden_size, self.num_layers, self.embedding_size, self.dropout,
-            self.tie_weights, self.engine,
+            self.tie_weights, self.engine, regularisers=self.regularisers(self.seq_len),
         )
 
 

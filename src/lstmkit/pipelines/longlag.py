@@ -50,13 +50,17 @@ class CellRun:
     runtime: dict = field(default_factory=dict)
 
 
-def build_model(task: Task, cell: str, hidden_size: int, seed: int) -> SequenceModel:
+def build_model(task: Task, cell: str, hidden_size: int, seed: int, regularisers: dict | None = None
+                ) -> SequenceModel:
     """The model for `cell` on `task`, initialised from `seed` (the same seed gives the same
-    weights, so a probe can rebuild a run's starting point)."""
+    weights, so a probe can rebuild a run's starting point); a forget gate's bias starts at 1
+    unless chrono initialisation sets it. `regularisers`: keywords of lstmkit.Recurrent."""
     torch.manual_seed(seed)
-    forget_bias = 1.0 if make_cell(cell).forget_bias_block is not None else None
+    regularisers = regularisers or {}
+    chrono = "chrono" in regularisers.get("init", ())
+    forget_bias = 1.0 if make_cell(cell).forget_bias_block is not None and not chrono else None
     config = SequenceModelConfig(cell, task.input_size, hidden_size, task.output_size, task.readout,
-                                 forget_bias=forget_bias)
+                                 forget_bias=forget_bias, regularisers=regularisers)
     return SequenceModel(config)
 
 
@@ -87,7 +91,8 @@ class TaskJob(Job):
                  device: torch.device) -> None:
         processes.check_divides(config.batch_size, "batch_size")
         self.task, self.config, self.test, self.processes, self.device = task, config, test, processes, device
-        self.model = build_model(task, cell, config.hidden_size, config.seed)
+        length = task.sample(1, torch.Generator().manual_seed(0)).inputs.shape[0]
+        self.model = build_model(task, cell, config.hidden_size, config.seed, config.regularisers(length))
         self.generator = torch.Generator().manual_seed(config.seed)
         self.label = f"{task.describe()} {cell}"
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
-from lstmkit.engines.base import LayerEngine, LayerRun, run_eagerly
+from lstmkit.engines.base import LayerEngine, LayerNoise, LayerRun, run_eagerly
 from lstmkit.engines.fused.gru import GRUKernel
 from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
 from lstmkit.engines.fused.layernorm import LayerNormKernel
@@ -41,6 +41,8 @@ class FusedEngine(LayerEngine):
     """Per layer and direction, one FusedLayer with the cell's FusedKernel."""
 
     name = "fused"
+    # Recurrent dropout and zoneout act inside the step: not in these kernels yet.
+    regularisers = frozenset({"input_dropout", "weight_dropout"})
 
     def kernels(self) -> dict[str, type[FusedKernel]]:
         """The point-wise kernel of each cell, by cell name."""
@@ -62,8 +64,10 @@ class FusedEngine(LayerEngine):
         lengths: Tensor | None,
         return_gates: bool,
         precision: Precision,
+        noise: LayerNoise | None = None,
     ) -> LayerRun:
-        """Run `cell` over `inputs` (T, B, I); the contract of `LayerEngine.run_layer`.
+        """Run `cell` over `inputs` (T, B, I); the contract of `LayerEngine.run_layer`
+        (without noise: `regularisers`).
 
         torch.compile runs it eagerly (a graph break), as it runs torch.nn's RNNs: the
         compiler cannot see the buffers the kernels write in place."""
