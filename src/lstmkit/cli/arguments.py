@@ -63,15 +63,16 @@ def field_default(config_class: type, name: str):
     raise ValueError(f"{config_class.__name__} has no field {name!r}")
 
 
-def add_setting(parser, config_class: type, name: str, help: str, **options) -> None:
-    """The option --NAME (dashes for underscores) for the config field `name`, its default read
-    from the config class and shown in the help."""
+def add_setting(parser, config_class: type, name: str, help: str, flag: str | None = None, **options) -> None:
+    """The option --NAME (dashes for underscores; or `flag`) for the config field `name`, its
+    default read from the config class and shown in the help."""
     default = field_default(config_class, name)
     shown = f" (default {default})" if default not in (None, False, ()) else ""
+    flag = flag or "--" + name.replace("_", "-")
     if options.get("action") == "store_true":
-        parser.add_argument("--" + name.replace("_", "-"), help=help + shown, **options)
+        parser.add_argument(flag, help=help + shown, **options)
     else:
-        parser.add_argument("--" + name.replace("_", "-"), default=default, help=help + shown, **options)
+        parser.add_argument(flag, default=default, help=help + shown, **options)
 
 
 def probability(text: str) -> float:

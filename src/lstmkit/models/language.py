@@ -65,5 +65,10 @@ class LanguageModel(nn.Module):
 
     def forward(self, tokens: Tensor, state=None) -> tuple[Tensor, object]:
         """tokens (T, B) -> (logits (T, B, vocabulary), final state)."""
-        output, state = self.recurrent(self.dropout(self.embedding(tokens)), state)
+        output, state = self.hidden(tokens, state)
         return self.decoder(self.dropout(output)), state
+
+    def hidden(self, tokens: Tensor, state=None) -> tuple[Tensor, object]:
+        """tokens (T, B) -> (the top layer's h_t (T, B, hidden), final state): what the
+        decoder reads, and what a cache pointer compares."""
+        return self.recurrent(self.dropout(self.embedding(tokens)), state)

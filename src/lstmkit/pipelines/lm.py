@@ -36,6 +36,7 @@ from lstmkit.checkpoint import (
 )
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.pipelines.configs import RegulariserSettings
+from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, score_dynamically, score_with_cache
 from lstmkit.text import Corpus, Vocabulary, load_corpus, token_streams
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, learning_rate, resolve_device
 
@@ -275,8 +276,20 @@ class TrainedLanguageModel:
                seed: int | None = None) -> str:
         return sample_text(self.model, self.vocabulary, prime, length, temperature, top_k, seed)
 
-    def evaluate(self, text: str) -> TextScores:
-        return evaluate_text(self.model, self.vocabulary, text)
+    def evaluate(self, text: str, cache: CachePointer | None = None,
+                 dynamic: DynamicEvaluation | None = None) -> TextScores:
+        """Scores of every token of `text` after the first: the model's own, or under the
+        continuous cache pointer, or with dynamic evaluation (lstmkit.pipelines.lm_evaluation)."""
+        if cache is not None and dynamic is not None:
+            raise ValueError("score with the cache pointer or with dynamic evaluation, one at a time")
+        if cache is None and dynamic is None:
+            return evaluate_text(self.model, self.vocabulary, text)
+        tokens = text_tokens(self.vocabulary, text)
+        if cache is not None:
+            total, count = score_with_cache(self.model, tokens, cache)
+        else:
+            total, count = score_dynamically(self.model, tokens, dynamic)
+        return TextScores.from_loss(total / count, count, len(text) / tokens.numel())
 
 
 def load_language_model(directory: str | Path, cell: str | None = None,
@@ -306,11 +319,17 @@ def read_vocabulary(directory: Path) -> Vocabulary:
                               f"(expected an object with 'level' and 'tokens'): {error!r}") from None
 
 
-def evaluate_text(model: LanguageModel, vocabulary: Vocabulary, text: str, window: int = 1000) -> TextScores:
-    """Score every token of `text` after the first, in one stream (the state carried along)."""
+def text_tokens(vocabulary: Vocabulary, text: str) -> Tensor:
+    """The tokens of a text to score: at least two (an input and a target)."""
     tokens = vocabulary.encode(text, "the text to evaluate")
     if tokens.numel() < 2:
         raise ValueError(f"the text to evaluate has {tokens.numel()} token(s); at least 2 are needed")
+    return tokens
+
+
+def evaluate_text(model: LanguageModel, vocabulary: Vocabulary, text: str, window: int = 1000) -> TextScores:
+    """Score every token of `text` after the first, in one stream (the state carried along)."""
+    tokens = text_tokens(vocabulary, text)
     stream = token_streams(tokens, 1, window, "the text to evaluate")
     return evaluate_windows(model, stream, len(text) / tokens.numel())
 
