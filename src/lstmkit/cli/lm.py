@@ -8,10 +8,10 @@ from pathlib import Path
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
     add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, positive_float,
-    positive_int,
+    positive_int, probability,
 )
 from lstmkit.engines import ENGINE_CHOICES
-from lstmkit.pipelines.lm import LMTrainingConfig
+from lstmkit.pipelines.lm import RECIPES, LMTrainingConfig
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation
 
 
@@ -72,6 +72,16 @@ def add_lm_commands(commands) -> None:
     add_setting(train, LMTrainingConfig, "batch_size", "parallel streams (shared among torchrun's processes)",
                 type=positive_int)
     add_setting(train, LMTrainingConfig, "dropout", "dropout probability", type=float)
+    add_setting(train, LMTrainingConfig, "locked_dropout", "one dropout mask per sequence for every step",
+                action="store_true")
+    add_setting(train, LMTrainingConfig, "embedding_dropout", "whole words dropped from the embedding",
+                type=probability)
+    add_setting(train, LMTrainingConfig, "activation_regularisation", "AR: weight of the outputs' mean square",
+                type=float)
+    add_setting(train, LMTrainingConfig, "temporal_activation_regularisation",
+                "TAR: weight of the mean square of h_t - h_{t-1}", type=float)
+    add_setting(train, LMTrainingConfig, "recipe", "a named set of settings, for those left at their default",
+                choices=list(RECIPES))
     add_setting(train, LMTrainingConfig, "engine", "recurrent engine", choices=ENGINE_CHOICES)
     add_regulariser_arguments(train, LMTrainingConfig)
     add_training_arguments(train, LMTrainingConfig)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lstmkit.nn import Recurrent
@@ -27,6 +29,10 @@ class LanguageModelConfig:
     cell_options: dict = field(default_factory=dict)
     # Keywords of lstmkit.Recurrent: recurrent_dropout, zoneout, init, ...
     regularisers: dict = field(default_factory=dict)
+    # Whole words (rows of the embedding) dropped per batch (Gal & Ghahramani 2016; AWD-LSTM).
+    embedding_dropout: float = 0.0
+    # The dropout around the layers with one mask per sequence, shared by every step (AWD-LSTM).
+    locked_dropout: bool = False
 
     def __post_init__(self) -> None:
         if self.tie_weights and self.embedding_size not in (None, self.hidden_size):
@@ -34,8 +40,10 @@ class LanguageModelConfig:
                 "tie_weights shares the embedding with the decoder, so embedding_size must equal "
                 f"hidden_size={self.hidden_size}, got embedding_size={self.embedding_size}"
             )
-        if isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("dropout", "embedding_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
 
     @property
     def embedding_dim(self) -> int:
@@ -63,12 +71,34 @@ class LanguageModel(nn.Module):
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight
 
-    def forward(self, tokens: Tensor, state=None) -> tuple[Tensor, object]:
-        """tokens (T, B) -> (logits (T, B, vocabulary), final state)."""
+    def forward(self, tokens: Tensor, state=None, return_hidden: bool = False):
+        """tokens (T, B) -> (logits (T, B, vocabulary), final state), and with return_hidden
+        the top layer's h_t (T, B, hidden) before and after its dropout (for AR and TAR)."""
         output, state = self.hidden(tokens, state)
-        return self.decoder(self.dropout(output)), state
+        dropped = self.drop(output)
+        logits = self.decoder(dropped)
+        return (logits, state, output, dropped) if return_hidden else (logits, state)
 
     def hidden(self, tokens: Tensor, state=None) -> tuple[Tensor, object]:
         """tokens (T, B) -> (the top layer's h_t (T, B, hidden), final state): what the
         decoder reads, and what a cache pointer compares."""
-        return self.recurrent(self.dropout(self.embedding(tokens)), state)
+        return self.recurrent(self.drop(self.embed(tokens)), state)
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """The embeddings, whole words dropped in training with embedding_dropout: a word's
+        row is zero for the whole batch, the others scaled by 1/(1 − p)."""
+        p = self.config.embedding_dropout
+        if not (self.training and p):
+            return self.embedding(tokens)
+        weight = self.embedding.weight
+        kept = torch.bernoulli(weight.new_full((weight.shape[0], 1), 1 - p)) / (1 - p)
+        return F.embedding(tokens, weight * kept)
+
+    def drop(self, features: Tensor) -> Tensor:
+        """The dropout around the layers: per element, or with locked_dropout one mask per
+        sequence for every step of features (T, B, ·)."""
+        p = self.config.dropout
+        if not (self.config.locked_dropout and self.training and p):
+            return self.dropout(features)
+        mask = torch.bernoulli(features.new_full(features.shape[1:], 1 - p)) / (1 - p)
+        return features * mask

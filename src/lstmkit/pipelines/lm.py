@@ -15,6 +15,7 @@ uninterrupted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -40,6 +41,15 @@ from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, sco
 from lstmkit.text import Corpus, Vocabulary, load_corpus, token_streams
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, learning_rate, resolve_device
 
+# Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
+RECIPES = {
+    # AWD-LSTM's regularisers (Merity et al. 2018, their WikiText-2 values): locked dropout
+    # around the layers (0.4) and on each layer's input (0.3), embedding dropout 0.1,
+    # DropConnect on the recurrent weights 0.5, AR 2, TAR 1, tied embedding and decoder.
+    "awd": {"locked_dropout": True, "dropout": 0.4, "input_dropout": 0.3, "embedding_dropout": 0.1,
+            "weight_dropout": 0.5, "activation_regularisation": 2.0, "temporal_activation_regularisation": 1.0,
+            "tie_weights": True},
+}
 VOCABULARY_FILE = "vocabulary.json"
 METRIC_COLUMNS = ("step", "epoch", "tokens", "seconds", "lr", "train_loss", "val_loss", "val_ppl", "val_bpc")
 # exp() of a loss above this overflows a float: the perplexity is then inf.
@@ -67,7 +77,17 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
     embedding_size: int | None = None
     # Between the layers and around them: a 1 MB text overfits a 2 x 512 LSTM without it.
     dropout: float = 0.2
+    # The dropout around the layers with one mask per sequence (AWD-LSTM's locked dropout).
+    locked_dropout: bool = False
+    # Whole words dropped from the embedding per batch (AWD-LSTM: 0.1).
+    embedding_dropout: float = 0.0
+    # AR: this times the mean square of the top layer's dropped outputs joins the loss (AWD-LSTM: 2).
+    activation_regularisation: float = 0.0
+    # TAR: this times the mean square of h_t − h_{t−1} of the top layer joins the loss (AWD-LSTM: 1).
+    temporal_activation_regularisation: float = 0.0
     tie_weights: bool = False
+    # A named set of settings (RECIPES) for every setting left at its default; None: none.
+    recipe: str | None = None
     # Steps of truncated backpropagation through time (Karpathy's char-rnn).
     seq_len: int = 100
     # Parallel streams of the text per step.
@@ -88,16 +108,29 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
     default_budget: ClassVar[tuple[str, float]] = ("epochs", 10.0)
 
     def __post_init__(self) -> None:
+        if self.recipe is not None:
+            if self.recipe not in RECIPES:
+                raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+            defaults = {field.name: field.default for field in dataclasses.fields(self)}
+            for name, value in RECIPES[self.recipe].items():
+                if getattr(self, name) == defaults[name]:
+                    object.__setattr__(self, name, value)
         super().__post_init__()
         for name in ("num_layers", "hidden_size", "seq_len", "batch_size", "min_frequency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         self.check_regularisers(self.cell, self.seq_len)
+        self.model_config(vocabulary_size=1)  # the model's own checks (dropouts, tied sizes), now
+        for name in ("activation_regularisation", "temporal_activation_regularisation"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
 
     def model_config(self, vocabulary_size: int) -> LanguageModelConfig:
         return LanguageModelConfig(
             self.cell, vocabulary_size, self.hidden_size, self.num_layers, self.embedding_size, self.dropout,
             self.tie_weights, self.engine, regularisers=self.regularisers(self.seq_len),
+            embedding_dropout=self.embedding_dropout, locked_dropout=self.locked_dropout,
         )
 
 
@@ -162,8 +195,14 @@ class LanguageModelJob(Job):
         if window == 0:  # a new pass over the streams starts from no state
             self.state = None
         inputs, targets = (self.processes.shard(part, 1).to(self.device) for part in self.train_windows.window(window))
-        logits, self.state = model(inputs, detach(self.state))
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()), targets.numel()
+        config = self.config
+        logits, self.state, hidden, dropped = model(inputs, detach(self.state), return_hidden=True)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        if config.activation_regularisation:                      # AR: α · mean(dropped h_t²)
+            loss = loss + config.activation_regularisation * dropped.float().pow(2).mean()
+        if config.temporal_activation_regularisation:             # TAR: β · mean((h_t − h_{t−1})²)
+            loss = loss + config.temporal_activation_regularisation * (hidden[1:] - hidden[:-1]).float().pow(2).mean()
+        return loss, targets.numel()
 
     def evaluate(self) -> dict[str, float]:
         scores = evaluate_windows(self.model, self.validation_windows, self.characters_per_token)
