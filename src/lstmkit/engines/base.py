@@ -21,8 +21,8 @@ from lstmkit.engines.precision import Precision, precision_for
 
 def run_eagerly(function: Callable) -> Callable:
     """`function`, which torch.compile runs eagerly (a graph break), as it runs torch.nn's RNNs:
-    for engines whose kernels write into buffers the compiler cannot see. torch._dynamo is
-    imported at the first call, not with lstmkit."""
+    for an engine whose kernels the compiler cannot trace. torch._dynamo is imported at the
+    first call, not with lstmkit."""
 
     @functools.wraps(function)
     def eager(*args, **kwargs):
