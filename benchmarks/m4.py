@@ -61,15 +61,16 @@ def run(arguments: argparse.Namespace) -> None:
     table = wide_to_long(Path(arguments.data) / file)
     if arguments.series:
         table = table[table["id"].isin(table["id"].unique()[:arguments.series])]
+    chosen = {"normalisation": arguments.normalisation} if arguments.normalisation else {}
     forecaster = Forecaster("t", "y", horizon=horizon, season=season, id="id", lookback=arguments.lookback,
-                            normalisation=arguments.normalisation, time_budget=arguments.time_budget, epochs=None,
-                            hidden_size=arguments.hidden_size, seed=arguments.seed, baselines=tuple(arguments.baselines))
+                            time_budget=arguments.time_budget, epochs=None, hidden_size=arguments.hidden_size,
+                            seed=arguments.seed, baselines=tuple(arguments.baselines), **chosen)
     start = time.perf_counter()
     result = forecaster.backtest(table, holdout=horizon)
     seconds = time.perf_counter() - start
     print(f"M4 {arguments.subset}: {result.series} series, the last {horizon} values of each held out "
           f"(validation split of the training file); m = {season}; {seconds / 60:.1f} min in all "
-          f"(training budget {arguments.time_budget:.0f} s, normalisation {arguments.normalisation})")
+          f"(training budget {arguments.time_budget:.0f} s, normalisation {forecaster.config.normalisation})")
     print(f"{'method':<26}" + "".join(f"{metric:>9}" for metric in M4_METRICS))
     for method, row in result.scores.iterrows():
         print(f"{method:<26}" + "".join(f"{row[metric]:>9.3f}" for metric in M4_METRICS))
@@ -95,7 +96,8 @@ def main() -> None:
         runner.add_argument("--time-budget", type=float, default=300.0, help="training seconds")
         runner.add_argument("--lookback", type=int, help="default 2 x max(horizon, m)")
         runner.add_argument("--hidden-size", type=int, default=64)
-        runner.add_argument("--normalisation", default="log", choices=("standard", "log", "seasonal"))
+        runner.add_argument("--normalisation", choices=("standard", "log", "seasonal"),
+                            help="each series' (default: ForecasterConfig's)")
         runner.add_argument("--baselines", type=lambda text: text.split(","),
                             default=["naive", "seasonal_naive", "naive2", "theta", "ets"],
                             help="comma-separated (arima: ~100 s per hourly series, see ForecasterConfig)")

@@ -123,6 +123,9 @@ class Forecaster:
     >>> result.scores          # model and baselines: MAE, RMSE, sMAPE, MASE
     >>> forecaster.fit("co2_weekly.csv").predict("co2_weekly.csv")   # the next 52 weeks
 
+    With `id` (the series column of a long table) one network serves every series of the
+    table; fit, backtest and predict are then lstmkit.pipelines.forecast_global's.
+
     Arguments are the fields of `ForecasterConfig`.
     """
 

@@ -13,7 +13,8 @@ its baselines.
     predict   the `horizon` steps after each series' end: id, time, forecast, lower, upper
 
 The combination is the mean of the network's forecast and the statistical baselines'
-(theta, ets, arima, those in `baselines`): M4's lesson is that combinations win. The choice
+(theta, ets, arima, those in `baselines`; the network alone when there are none): M4's
+lesson is that combinations win. The choice
 never sees the rows a backtest holds out: they are cut before `fit` runs.
 """
 
