@@ -175,7 +175,7 @@ def lines():
 
 def test_the_forecast_is_chosen_on_validation_windows_and_a_line_is_continued_exactly(lines):
     table, forecaster, result = lines
-    # ETS continues a line exactly, the two-epoch network does not: ETS is chosen.
+    # ETS continues a line exactly; the two-epoch network, alone or averaged with ETS, does not.
     assert result.model.layout.chosen == "ets"
     assert result.unscored == ["new"] and result.series == 2
     scores = result.scores
@@ -215,7 +215,7 @@ def test_cli_fit_and_predict_a_long_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "predict uses the ets forecast" in printed
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert set(results["backtest"]) == {"model", "combination", "naive", "naive2", "ets"}
+    assert set(results["backtest"]) == {"model", "combination", "naive", "naive2", "ets", "model+ets"}
     main(["forecast", "predict", str(tmp_path / "run"), str(path), "--out", str(tmp_path / "next.csv")])
     prediction = pd.read_csv(tmp_path / "next.csv")
     assert prediction.columns.tolist() == ["id", "t", "forecast", "lower", "upper"]

@@ -12,9 +12,10 @@ its baselines.
               them: M4's sMAPE, MASE and OWA (relative to Naive2), the mean over the series
     predict   the `horizon` steps after each series' end: id, time, forecast, lower, upper
 
-The combination is the mean of the network's forecast and the statistical baselines'
-(theta, ets, arima, those in `baselines`; the network alone when there are none): M4's
-lesson is that combinations win. The choice
+Two combinations are candidates (M4's lesson is that combinations win): "combination", the
+mean of the network's forecast and the statistical baselines' (theta, ets, arima, those in
+`baselines`; the network alone when there are none), and "model+<baseline>", the mean of the
+network's and the baseline's that scored best on the validation windows. The choice
 never sees the rows a backtest holds out: they are cut before `fit` runs.
 """
 
@@ -51,7 +52,9 @@ M4_METRICS = ("sMAPE", "MASE", "OWA")
 class PanelLayout:
     """What a global forecaster learned about its data: the grid, m, the lookback, and the
     forecast `predict` uses (`chosen`), with the validation scores it was chosen on (method ->
-    sMAPE, MASE, OWA; empty without early stopping, when the network is used)."""
+    sMAPE, MASE, OWA; empty without early stopping, when the network is used), and the
+    baseline best on them (`partner`), whose mean with the network is the method
+    "model+<partner>"."""
 
     frequency: str
     time_kind: str
@@ -59,13 +62,14 @@ class PanelLayout:
     lookback: int
     chosen: str
     validation: dict
+    partner: str | None = None
 
     def to_dict(self) -> dict:
         return {field.name: getattr(self, field.name) for field in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict) -> PanelLayout:
-        return cls(**{field.name: data[field.name] for field in fields(cls)})
+        return cls(**{field.name: data[field.name] for field in fields(cls) if field.name in data})
 
 
 @dataclass
@@ -143,9 +147,14 @@ def fit(forecaster: Forecaster, data) -> Forecaster:
         keys = [k for k, _ in validation]
         histories = [panel.values[k][:ends[k]] for k in keys]
         actuals = [panel.values[k][ends[k]:] for k in keys]
-        scored = score_methods(forecast(forecaster, histories).methods, actuals, histories, season)
+        methods = forecast(forecaster, histories).methods
+        scored = score_methods(methods, actuals, histories, season)
+        partner = min((name for name in methods if name not in ("model", "combination")),
+                      key=lambda name: scored[name]["OWA"])
+        methods[f"model+{partner}"] = (methods["model"] + methods[partner]) / 2
+        scored = score_methods(methods, actuals, histories, season)
         chosen = min(scored, key=lambda method: scored[method]["OWA"])
-        forecaster.layout = PanelLayout(panel.frequency, panel.time_kind, season, lookback, chosen, scored)
+        forecaster.layout = PanelLayout(panel.frequency, panel.time_kind, season, lookback, chosen, scored, partner)
     return forecaster
 
 
@@ -177,6 +186,8 @@ def forecast(forecaster: Forecaster, histories: list[np.ndarray]) -> PanelForeca
     statistical = [baselines[name] for name in config.baselines if name in STATISTICAL]
     methods = {"model": model, "combination": np.mean([model, *statistical], axis=0),
                **{name: baselines[name] for name in config.baselines}, "naive2": baselines["naive2"]}
+    if layout.partner is not None:
+        methods[f"model+{layout.partner}"] = (model + methods[layout.partner]) / 2
     return PanelForecasts(methods, lower, upper, int(not_finite.sum()))
 
 
