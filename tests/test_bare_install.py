@@ -39,7 +39,7 @@ bare_only = pytest.mark.skipif(
 
 TASKS_MESSAGE = "needs the tasks extra (missing: matplotlib, tqdm): pip install 'lstmkit[tasks]'"
 LM_MESSAGE = "needs the lm extra (missing: tqdm): pip install 'lstmkit[lm]'"
-FORECAST_MESSAGE = ("needs the forecast extra (missing: pandas, matplotlib, statsmodels, tqdm): "
+FORECAST_MESSAGE = ("needs the forecast extra (missing: pandas, matplotlib, statsforecast, tqdm): "
                     "pip install 'lstmkit[forecast]'")
 
 

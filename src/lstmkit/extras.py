@@ -22,7 +22,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "gpu": ("triton",),
     "tasks": ("matplotlib", "tqdm"),
     "lm": ("tqdm",),
-    "forecast": ("pandas", "matplotlib", "statsmodels", "tqdm"),
+    "forecast": ("pandas", "matplotlib", "statsforecast", "tqdm"),
 }
 
 
