@@ -10,6 +10,17 @@ from lstmkit.cells import CELLS, make_cell
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.nn.regularisers import check_init, regularisation
 from lstmkit.training import TrainingConfig
+from lstmkit.training.config import check_positive_integers
+
+
+def check_network(cell: str, dropout: float, engine: str) -> None:
+    """Refuse, when a pipeline's config is built, a cell, dropout or engine its network would refuse."""
+    if isinstance(dropout, bool) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout is a probability in [0, 1), got {dropout!r}")
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
+    if engine not in ENGINE_CHOICES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
 
 
 @dataclass(frozen=True)
@@ -126,10 +137,7 @@ class ForecasterConfig(TrainingConfig):
             raise ValueError("give the time column")
         if not self.target:
             raise ValueError("give at least one target column")
-        for name in ("horizon", "hidden_size", "num_layers", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_integers(self, ("horizon", "hidden_size", "num_layers", "batch_size"))
         for name in ("lookback", "season"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -138,12 +146,7 @@ class ForecasterConfig(TrainingConfig):
             raise ValueError(f"interval is the coverage of the prediction interval, in (0, 1); got {self.interval!r}")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
-        if isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout is a probability in [0, 1), got {self.dropout!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
-        if self.engine not in ENGINE_CHOICES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {self.engine!r}")
+        check_network(self.cell, self.dropout, self.engine)
 
 
 @dataclass(frozen=True)
@@ -159,3 +162,4 @@ class DemoConfig:
 
     def training(self) -> TaskTrainingConfig:
         return TaskTrainingConfig(hidden_size=self.hidden_size, time_budget=self.time_budget, seed=self.seed)
+
