@@ -18,7 +18,9 @@ from lstmkit.audio import AudioError, FrontEnd, ManifestError, fsdd_manifests, r
 from helpers import Killed, dies_at_step, run_cli  # noqa: E402
 from lstmkit.models.acoustic import greedy_decode, prefix_beam_search, stack_frames  # noqa: E402
 from lstmkit.pipelines.configs import SpeechConfig  # noqa: E402
-from lstmkit.pipelines.speech import load_speech_model, load_utterances, train_speech_model  # noqa: E402
+from lstmkit.pipelines.speech import (  # noqa: E402
+    confusion_table, load_speech_model, load_utterances, train_speech_model,
+)
 
 RATE = 8000
 
@@ -237,6 +239,15 @@ def test_connected_digits_join_one_speakers_recordings_with_short_silences(tmp_p
     assert "connected/test/anna_0.wav" in (tmp_path / "out" / "test-connected.csv").read_text()
 
 
+def test_the_confusion_table_counts_each_word_as_each_transcript():
+    table = confusion_table(["one", "two", "one", "two", "one"], ["one", "one", "one", "tw", "one"])
+    assert table.splitlines() == ["      |   one   two other",
+                                  "  one |     3     .     .",
+                                  "  two |     1     .     1"]
+    with pytest.raises(ValueError, match="^a confusion table needs one word per reference"):
+        confusion_table(["one two"], ["one"])
+
+
 # --- the config -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("settings, message", [
@@ -309,6 +320,8 @@ def test_eval_and_transcribe_commands_print_and_write_the_scores(tone_run, capsy
     assert code == 0
     assert out.splitlines()[0] == "WER 0.00%, CER 0.00%, accuracy 100.00% over 8 utterances"
     assert json.loads(scores.read_text()) == {"wer": 0.0, "cer": 0.0, "utterances": 8, "accuracy": 1.0}
+    code, out, _ = run_cli(["speech", "eval", str(folder / "run"), str(folder / "valid.csv"), "--confusion"], capsys)
+    assert out.splitlines()[1:] == ["      |    ab    ba other", "   ab |     4     .     .", "   ba |     .     4     ."]
     files = [str(folder / "valid-ba-0.wav"), str(folder / "valid-ab-3.wav")]
     code, out, _ = run_cli(["speech", "transcribe", str(folder / "run"), *files], capsys)
     assert code == 0 and out.splitlines() == [f"{files[0]}\tba", f"{files[1]}\tab"]

@@ -69,6 +69,10 @@ def eval_command(arguments: argparse.Namespace) -> None:
     scores, references, transcripts = recognizer.evaluate(arguments.manifest, arguments.beam)
     print(f"WER {scores['wer']:.2%}, CER {scores['cer']:.2%}, accuracy {scores['accuracy']:.2%} "
           f"over {scores['utterances']} utterances")
+    if arguments.confusion:
+        from lstmkit.pipelines.speech import confusion_table
+
+        print(confusion_table(references, transcripts))
     if arguments.errors:
         for reference, transcript in zip(references, transcripts):
             if reference != transcript:
@@ -127,6 +131,8 @@ def add_speech_commands(commands) -> None:
             command.add_argument("manifest", help="a CSV with the columns path,text")
             command.add_argument("--json", help="also write the scores (wer, cer, utterances, accuracy) here")
             command.add_argument("--errors", action="store_true", help="list every utterance transcribed wrongly")
+            command.add_argument("--confusion", action="store_true",
+                                 help="print how often each word was transcribed as each (isolated words)")
         command.add_argument("--beam", type=positive_int, default=1, help="1: greedy; more: prefix beam search")
         command.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")
         command.set_defaults(run=transcribe_command if name == "transcribe" else eval_command, extra="speech")

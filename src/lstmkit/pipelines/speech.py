@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,6 +251,24 @@ def score_transcripts(references: Sequence[str], hypotheses: Sequence[str]) -> d
     return {"wer": jiwer.wer(list(references), list(hypotheses)), "cer": jiwer.cer(list(references), list(hypotheses)),
             "utterances": len(references),
             "accuracy": sum(r == h for r, h in zip(references, hypotheses)) / len(references)}
+
+
+def confusion_table(references: Sequence[str], transcripts: Sequence[str]) -> str:
+    """A table of how often each reference word was transcribed as each word (rows: what was
+    said; columns: what was written, "other" for a transcript that is no reference word), in
+    the order the words first appear. For isolated words only."""
+    if any(len(reference.split()) != 1 for reference in references):
+        raise ValueError("a confusion table needs one word per reference; this manifest has utterances of several")
+    words = list(dict.fromkeys(references))
+    counts = Counter((reference, transcript if transcript in words else "other")
+                     for reference, transcript in zip(references, transcripts))
+    columns = words + ["other"]
+    width = max(len(word) for word in columns)
+    lines = [" " * width + " | " + " ".join(f"{word:>{width}}" for word in columns)]
+    for reference in words:
+        cells = [counts[reference, column] for column in columns]
+        lines.append(f"{reference:>{width}} | " + " ".join(f"{count if count else '.':>{width}}" for count in cells))
+    return "\n".join(lines)
 
 
 def train_speech_model(train: str | Path, out: str | Path | None, config: SpeechConfig,
