@@ -328,6 +328,12 @@ def test_eval_and_transcribe_commands_print_and_write_the_scores(tone_run, capsy
     image = folder / "show.png"
     code, out, err = run_cli(["speech", "transcribe", str(folder / "run"), files[1], "--show", str(image)], capsys)
     assert code == 0 and out == f"{files[1]}\tab\n" and image.read_bytes()[:4] == b"\x89PNG"
+    samples, _ = soundfile.read(files[0])
+    faster = folder / "ba-16k.wav"
+    soundfile.write(faster, np.interp(np.arange(2 * len(samples)) / 2, np.arange(len(samples)), samples), 16000)
+    code, out, err = run_cli(["speech", "transcribe", str(folder / "run"), str(faster)], capsys)
+    assert (code, out) == (0, f"{faster}\tba\n")
+    assert err == f"lstmkit: {faster} resampled from 16000 Hz to 8000 Hz, the model's rate\n"
 
 
 def test_a_resumed_run_computes_what_the_uninterrupted_run_computes(tone_run, tmp_path, monkeypatch):

@@ -50,16 +50,14 @@ def transcribe_command(arguments: argparse.Namespace) -> None:
     if arguments.show and len(arguments.files) != 1:
         raise ValueError(f"--show draws one file; got {len(arguments.files)}")
     for path in arguments.files:
-        _, _, rate = recognizer.posteriors(path)
+        _, log_probs, rate = recognizer.posteriors(path)
         if rate is not None:
             print(f"lstmkit: {path} resampled from {rate} Hz to {recognizer.front_end.sample_rate} Hz, the model's "
                   "rate", file=sys.stderr)
-        if arguments.show:
-            text = recognizer.show(path, arguments.show, arguments.beam)
-            print(f"{path}\t{text}")
-            print(f"wrote {arguments.show}", file=sys.stderr)
-        else:
-            print(f"{path}\t{recognizer.transcribe(path, arguments.beam)}")
+        print(f"{path}\t{recognizer.decode(log_probs, arguments.beam)}")
+    if arguments.show:
+        recognizer.show(arguments.files[0], arguments.show, arguments.beam)
+        print(f"wrote {arguments.show}", file=sys.stderr)
 
 
 def eval_command(arguments: argparse.Namespace) -> None:

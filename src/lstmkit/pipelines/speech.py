@@ -155,7 +155,7 @@ class SpeechJob(Job):
     eval_every steps on the validation utterances. Several processes each take a share of a batch."""
 
     item = "utterance"
-    selection_metric = "val_loss"
+    selection_metric = "val_wer"  # best/ is the checkpoint with the fewest word errors (the first of equals)
 
     def __init__(self, train: Utterances, validation: Utterances, alphabet: Alphabet, config: SpeechConfig,
                  sources: dict[str, dict], processes: Processes, device: torch.device) -> None:
@@ -313,8 +313,12 @@ class SpeechRecognizer:
             log_probs, _ = self.model(frames.unsqueeze(1).to(device), torch.tensor([len(frames)], device=device))
         return frames, log_probs[:, 0].cpu(), rate
 
+    def decode(self, log_probs: Tensor, beam: int = 1) -> str:
+        """The transcript of (steps, V) log-probabilities: greedy (beam 1) or prefix beam search."""
+        return self.alphabet.decode(decode(log_probs, beam))
+
     def transcribe(self, path: str | Path, beam: int = 1) -> str:
-        return self.alphabet.decode(decode(self.posteriors(path)[1], beam))
+        return self.decode(self.posteriors(path)[1], beam)
 
     def evaluate(self, manifest: str | Path, beam: int = 1) -> tuple[dict[str, float], list[str], list[str]]:
         """The scores of the model on a manifest, with its references and transcripts."""
@@ -329,7 +333,7 @@ class SpeechRecognizer:
         from lstmkit.plots import draw_speech
 
         frames, log_probs, _ = self.posteriors(path)
-        transcript = self.alphabet.decode(decode(log_probs, beam))
+        transcript = self.decode(log_probs, beam)
         draw_speech(image, frames, log_probs.exp(), ["_", *self.alphabet.characters], self.model.config.stack,
                     self.front_end.frame_rate, f"{Path(path).name}: {transcript!r}")
         return transcript
