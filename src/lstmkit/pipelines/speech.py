@@ -140,7 +140,7 @@ def check_long_enough(utterance: Utterance, frames: int, labels: list[int], fron
 class SpeechRun:
     """The outcome of `train_speech_model`."""
 
-    out: Path
+    out: Path | None
     best: dict | None
     steps: int
     seconds: float
