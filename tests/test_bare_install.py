@@ -41,6 +41,8 @@ TASKS_MESSAGE = "needs the tasks extra (missing: matplotlib, tqdm): pip install 
 LM_MESSAGE = "needs the lm extra (missing: tqdm): pip install 'lstmkit[lm]'"
 FORECAST_MESSAGE = ("needs the forecast extra (missing: pandas, matplotlib, statsforecast, tqdm): "
                     "pip install 'lstmkit[forecast]'")
+SPEECH_MESSAGE = ("needs the speech extra (missing: soundfile, librosa, jiwer, matplotlib, tqdm): "
+                  "pip install 'lstmkit[speech]'")
 
 
 def test_importing_lstmkit_and_its_layers_imports_no_extra():
@@ -140,6 +142,8 @@ def test_the_core_installs_torch_numpy_and_safetensors_only():
     ("lstmkit.pipelines.longlag", f"lstmkit.pipelines.longlag {TASKS_MESSAGE}"),
     ("lstmkit.pipelines.probes", f"lstmkit.pipelines.probes {TASKS_MESSAGE}"),
     ("lstmkit.pipelines.demo", f"lstmkit.pipelines.demo {TASKS_MESSAGE}"),
+    ("lstmkit.speech", f"lstmkit.speech {SPEECH_MESSAGE}"),
+    ("lstmkit.pipelines.speech", f"lstmkit.pipelines.speech {SPEECH_MESSAGE}"),
 ])
 def test_importing_a_pipeline_without_its_extra_names_the_pip_command(module, message):
     with pytest.raises(ImportError) as error:
@@ -162,6 +166,10 @@ TINY_TRAINING = ["--T", "5", "--steps", "1", "--hidden-size", "2", "--test-size"
      f"lstmkit forecast {FORECAST_MESSAGE}"),
     (["forecast", "predict", "run", "series.csv"], f"lstmkit forecast {FORECAST_MESSAGE}"),
     (["lm", "train", "input.txt", "--steps", "1"], f"lstmkit lm {LM_MESSAGE}"),
+    (["speech", "fsdd", "recordings", "--out", "manifests"], f"lstmkit speech {SPEECH_MESSAGE}"),
+    (["speech", "train", "train.csv", "--steps", "1", "--out", "run"], f"lstmkit speech {SPEECH_MESSAGE}"),
+    (["speech", "transcribe", "run", "a.wav"], f"lstmkit speech {SPEECH_MESSAGE}"),
+    (["speech", "eval", "run", "test.csv"], f"lstmkit speech {SPEECH_MESSAGE}"),
 ])
 def test_a_command_without_its_extra_stops_with_one_line(arguments, message, tmp_path):
     command = Path(sys.executable).parent / "lstmkit"

@@ -23,6 +23,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "tasks": ("matplotlib", "tqdm"),
     "lm": ("tqdm",),
     "forecast": ("pandas", "matplotlib", "statsforecast", "tqdm"),
+    "speech": ("soundfile", "librosa", "jiwer", "matplotlib", "tqdm"),
 }
 
 
