@@ -193,6 +193,7 @@ class Trainer:
             report.close(progress.step, rate, **final)
         if out is not None and processes.main:
             self.write_results(job, run, progress, out, steps_per_epoch)
+        self.processes.wait_for_all()
         return run
 
     def begin(self, out: Path | None) -> RunState:
