@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py                                   # the full table (~15 min on 2 cores)
     python benchmarks/speed.py --cells lstm,layernorm --batch 32 --hidden 256 --engines fused
+    python benchmarks/speed.py --cells lstm,gru --engines fused --regularisers off,recurrent_dropout,zoneout,all
 
 For each size (batch B, hidden H = input I, T steps, float32) the script builds torch.nn.LSTM
 and every requested cell x engine, warms each up, then times them interleaved (one run of each
@@ -9,7 +10,9 @@ in turn, --repeats rounds) and reports medians: milliseconds per forward+backwar
 (T*B per second), the ratio to torch.nn.LSTM's tokens/s measured in the same rounds, the
 rate of the run's matrix products (their FLOPs over the whole time) next to the machine's
 sgemm rate, the GEMM floor (those products timed alone, as the fused engine issues them), and
-the peak memory of one run (resident set on CPU, allocator peak on GPU).
+the peak memory of one run (resident set on CPU, allocator peak on GPU). With --regularisers,
+each layer also runs (in training) with recurrent dropout, zoneout or all of them on
+(`REGULARISERS`), and "× off" is its speed relative to the same layer with them off.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ from lstmkit.cells import make_cell
 from lstmkit.engines import ENGINES
 
 
+REGULARISERS = {
+    "off": {},
+    "recurrent_dropout": {"recurrent_dropout": 0.25},
+    "zoneout": {"zoneout": 0.1},
+    "all": {"recurrent_dropout": 0.25, "input_dropout": 0.25, "zoneout": 0.1},
+}  # zoneout z acts on h, and on c too for the cells that have one
+
+
 @dataclass
 class Config:
     """One row of the table: a layer and how to name it."""
@@ -35,6 +46,8 @@ class Config:
     cell: str
     engine: str
     layer: torch.nn.Module
+    regularisers: str = "off"
+    requested: str = ""  # the engine asked for ("auto" may pick another with regularisers on)
     times: list[float] = field(default_factory=list)
 
 
@@ -66,15 +79,21 @@ def resident_kb(field_name: str) -> int:
     raise RuntimeError(f"{field_name} not in /proc/self/status")
 
 
-def build_configs(cells: list[str], engines: list[str], hidden: int, device: torch.device) -> list[Config]:
+def build_configs(
+    cells: list[str], engines: list[str], regularisers: list[str], hidden: int, device: torch.device
+) -> list[Config]:
     configs = []
     for cell in cells:
         for engine in engines:
             if engine != "auto" and ENGINES[engine].unsupported(make_cell(cell), device) is not None:
                 continue
-            layer = lstmkit.Recurrent(cell, hidden, hidden, engine=engine, device=device)
-            label = f"auto ({layer.engine_name})" if engine == "auto" else engine
-            configs.append(Config(cell, label, layer))
+            for name in regularisers:
+                options = dict(REGULARISERS[name])
+                if "zoneout" in options and make_cell(cell).has_cell_state:
+                    options["zoneout"] = (options["zoneout"], options["zoneout"])
+                layer = lstmkit.Recurrent(cell, hidden, hidden, engine=engine, device=device, **options)
+                label = f"auto ({layer.engine_name})" if engine == "auto" else engine
+                configs.append(Config(cell, label, layer, name, engine))
     return configs
 
 
@@ -89,7 +108,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--regularisers", default="off", help=f"comma-separated: {', '.join(REGULARISERS)}")
     arguments = parser.parse_args()
+    regularisers = arguments.regularisers.split(",")
+    unknown = sorted(set(regularisers) - set(REGULARISERS))
+    if unknown:
+        parser.error(f"--regularisers takes {', '.join(REGULARISERS)}; got {', '.join(unknown)}")
     device = torch.device(arguments.device)
     torch.manual_seed(0)
 
@@ -99,14 +123,16 @@ def main() -> None:
           f"{torch.get_num_threads()} threads; sgemm 2048^3: {gflops:.0f} GFLOP/s")
     print(f"T={arguments.steps}, input = hidden, float32, forward+backward, median of {arguments.repeats} "
           f"interleaved runs after {arguments.warmup} warm-up\n")
-    print("| cell | engine | B | H | ms | tokens/s | × nn.LSTM | GEMM GFLOP/s | % of sgemm | GEMM floor ms | peak MB |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| cell | engine | regularisers | B | H | ms | tokens/s | × nn.LSTM | × off | GEMM GFLOP/s | % of sgemm "
+          "| GEMM floor ms | peak MB |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for batch in map(int, arguments.batch.split(",")):
         for hidden in map(int, arguments.hidden.split(",")):
             x = torch.randn(arguments.steps, batch, hidden, device=device, requires_grad=True)
             baseline = Config("torch.nn.LSTM", "cuDNN" if device.type == "cuda" else "oneDNN",
                               torch.nn.LSTM(hidden, hidden, device=device))
-            configs = [baseline, *build_configs(arguments.cells.split(","), arguments.engines.split(","), hidden, device)]
+            configs = [baseline, *build_configs(
+                arguments.cells.split(","), arguments.engines.split(","), regularisers, hidden, device)]
             for config in configs:
                 for _ in range(arguments.warmup):
                     forward_backward(config.layer, x)
@@ -116,16 +142,21 @@ def main() -> None:
             floors: dict[int, float] = {}
             baseline_time = statistics.median(baseline.times)
             tokens = arguments.steps * batch
+            unregularised = {(config.cell, config.requested): statistics.median(config.times)
+                             for config in configs if config.regularisers == "off"}
             for config in configs:
                 seconds = statistics.median(config.times)
+                off = unregularised.get((config.cell, config.requested))
+                relative = "" if off is None else f"{off / seconds:.2f}"
                 flops = matrix_flops(config.layer, arguments.steps, batch)
                 rate = flops / seconds / 1e9
                 gate_rows = config.layer.weight_ih_l0.shape[0]
                 if gate_rows not in floors:
                     floors[gate_rows] = gemm_floor(config.layer, arguments.steps, batch, device)
                 memory = "" if arguments.no_memory else f"{peak_memory_mb(config.layer, x):.0f}"
-                print(f"| {config.cell} | {config.engine} | {batch} | {hidden} | {seconds * 1e3:.1f} | "
-                      f"{tokens / seconds:,.0f} | {baseline_time / seconds:.2f} | {rate:.0f} | "
+                print(f"| {config.cell} | {config.engine} | {config.regularisers} | {batch} | {hidden} | "
+                      f"{seconds * 1e3:.1f} | {tokens / seconds:,.0f} | {baseline_time / seconds:.2f} | {relative} | "
+                      f"{rate:.0f} | "
                       f"{rate / gflops:.0%} | {floors[gate_rows] * 1e3:.1f} | {memory} |", flush=True)
 
 

@@ -169,8 +169,12 @@ def test_the_fused_ops_pass_torch_library_opcheck(cell, options):
     x = torch.randn(4, 3, 3, requires_grad=True)
     h0 = torch.randn(3, layer.output_size, requires_grad=True)
     c0 = torch.randn(3, 4, requires_grad=True) if layer.cell.has_cell_state else None
-    for batch_sizes in (None, [3, 3, 2, 1]):
-        arguments = (key, batch_sizes, True, torch.float32, torch.float32, given, x, h0, c0, parameters)
+    recurrent_mask = torch.bernoulli(torch.full((3, layer.output_size), 0.7)) / 0.7
+    keep_hidden = torch.bernoulli(torch.full((4, 3, layer.output_size), 0.2))
+    keep_cell = torch.bernoulli(torch.full((4, 3, 4), 0.1)) if c0 is not None else None
+    masks = ((None,) * 3, (recurrent_mask, keep_hidden, keep_cell))
+    for batch_sizes, noise in itertools.product((None, [3, 3, 2, 1]), masks):
+        arguments = (key, batch_sizes, True, torch.float32, torch.float32, given, x, h0, c0, parameters, *noise)
         torch.library.opcheck(torch.ops.lstmkit.fused_layer.default, arguments)
 
 

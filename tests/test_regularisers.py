@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import lstmkit
-from helpers import assert_close
+from helpers import ALL_CELLS, assert_close, assert_same_run, cell_id, random_state, state_leaves
 from lstmkit.engines import ENGINES, base
 from lstmkit.engines.base import LayerNoise
 
@@ -23,8 +23,7 @@ F64 = torch.float64
 def engines_running(cell: lstmkit.Recurrent, options: frozenset[str]) -> list[str]:
     """The engines that run `options` for `cell` on the CPU."""
     return [name for name, engine in ENGINES.items()
-            if options <= engine.regularisers and not engine.unavailable() and not engine.unsupported(cell, None)
-            and name != "triton"]
+            if options <= engine.regularisers and not engine.unavailable() and not engine.unsupported(cell, None)]
 
 
 def by_hand(cell: str, layer: lstmkit.Recurrent, x, h, c, input_mask, noise: LayerNoise):
@@ -109,6 +108,51 @@ def test_with_fixed_masks_every_engine_equals_the_equations_by_hand(cell, option
             assert_close(ours, theirs, f"{name}: gradient {index}")
 
 
+def recurrent_regularisers(cell: str) -> list[dict]:
+    """Recurrent dropout with zoneout, and zoneout alone, for `cell` (z_c too when it has c)."""
+    zoneout = 0.25 if cell in ("rnn", "gru") else (0.15, 0.25)
+    return [dict(recurrent_dropout=0.3, zoneout=zoneout), dict(zoneout=zoneout)]
+
+
+def kernel_engine_grid():
+    """Every cell with fused kernels, through the paths of the loop (two bidirectional layers
+    on a padded batch with a given state; a projection), in training and in evaluation."""
+    for cell, options in ALL_CELLS:
+        for regularisers, training in ((regularisers, True) for regularisers in recurrent_regularisers(cell)):
+            label = f"{cell_id(cell, options)}-{'+'.join(regularisers)}"
+            yield pytest.param(cell, options, regularisers, training, 0, id=f"{label}-L2-bi-lengths-hx")
+            if lstmkit.cells.make_cell(cell, **options).supports_projection:
+                yield pytest.param(cell, options, regularisers, training, 2, id=f"{label}-proj2")
+        yield pytest.param(cell, options, recurrent_regularisers(cell)[1], False, 0, id=f"{cell_id(cell, options)}-eval")
+
+
+@pytest.mark.parametrize("engine", ["fused", "triton"])
+@pytest.mark.parametrize("cell, options, regularisers, training, proj", list(kernel_engine_grid()))
+def test_the_kernel_engines_apply_the_masks_as_the_reference_engine(engine, cell, options, regularisers, training,
+                                                                    proj):
+    """The same masks (the same seed: every engine draws them in `LayerEngine.run`, in one
+    order) give the same outputs and gradients in float64."""
+    if ENGINES[engine].unavailable():
+        pytest.skip(ENGINES[engine].unavailable())
+    layer_options = dict(input_size=4, hidden_size=5, dtype=F64, **options, **regularisers)
+    if proj:
+        layer_options.update(proj_size=proj)
+    else:
+        layer_options.update(num_layers=2, bidirectional=True)
+    torch.manual_seed(0)
+    reference = lstmkit.Recurrent(cell, engine="reference", **layer_options).train(training)
+    kernels = lstmkit.Recurrent(cell, engine=engine, **layer_options).train(training)
+    kernels.load_state_dict(reference.state_dict())
+    x = torch.randn(5, 3, 4, dtype=F64, requires_grad=True)
+    hx, lengths = (None, None) if proj else (random_state(reference, 3), torch.tensor([5, 2, 4]))
+    runs = []
+    for layer in (kernels, reference):
+        torch.manual_seed(1)
+        runs.append(layer(x, hx, lengths=lengths))
+    assert_same_run(*runs, {"input": x, **state_leaves(hx), **dict(kernels.named_parameters())},
+                    {"input": x, **state_leaves(hx), **dict(reference.named_parameters())})
+
+
 def test_the_recurrent_mask_is_drawn_once_and_shared_by_every_step(monkeypatch):
     """h_{t-1} reaches the recurrent product as h ⊙ m with one m for the whole sequence; the
     dropped fraction is p and the kept values are scaled by 1/(1-p)."""
@@ -186,11 +230,11 @@ def test_options_off_leave_the_layer_equal_to_torch_nn():
 
 
 @pytest.mark.parametrize("options, training, engine", [
-    (dict(recurrent_dropout=0.2), True, "reference"),
+    (dict(recurrent_dropout=0.2), True, "fused"),
     (dict(recurrent_dropout=0.2), False, "native"),
     (dict(weight_dropout=0.2), True, "native"),
     (dict(input_dropout=0.2), True, "fused"),
-    (dict(zoneout=0.1), False, "reference"),
+    (dict(zoneout=0.1), False, "fused"),
 ])
 def test_auto_picks_an_engine_that_runs_what_acts(options, training, engine):
     layer = lstmkit.LSTM(INPUT, HIDDEN, **options).train(training)
@@ -212,7 +256,8 @@ def test_auto_picks_an_engine_that_runs_what_acts(options, training, engine):
     ("lstm", dict(init="chrono", chrono_max=100, forget_bias=1.0),
      "init='chrono' and forget_bias=1.0 both set the forget gate's bias; give one of them"),
     ("lstm", dict(recurrent_dropout=0.1, engine="native"),
-     "engine='native' cannot run recurrent_dropout; use engine='auto' (engines that run it: reference)"),
+     "engine='native' cannot run recurrent_dropout; use engine='auto' (engines that run it: fused, triton, "
+     "reference)"),
 ])
 def test_bad_options_are_named(cell, options, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -112,14 +112,16 @@ class FusedKernel:
         self,
         grads: FusedGrads,
         rec: Tensor | None,
-        states: Tensor | None,
+        cells: Tensor | None,
+        new_cells: Tensor | None,
         tape: dict[str, Tensor],
         weights: LayerWeights,
     ) -> dict[str, Tensor]:
         """Gradients of the biases and extra parameters, over all steps at once.
 
         grads: every step's (T, B, ·); rec: the recurrent projections (T, B, G*H), None for
-        "gates"; states: c_0..c_T as (T + 1, B, H) or None; tape: (T, B, n).
+        "gates"; cells, new_cells: each step's c and c' (the step's `FusedStep.c`,
+        `FusedStep.c_new`) as (T, B, H), None without a cell state; tape: (T, B, n).
         """
         if weights.bias_ih is None:
             return {}

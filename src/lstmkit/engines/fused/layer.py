@@ -55,8 +55,6 @@ class FusedEngine(LayerEngine):
     """Per layer and direction, one `fused_layer` op with the cell's FusedKernel."""
 
     name = "fused"
-    # Recurrent dropout and zoneout act inside the step: not in these kernels yet.
-    regularisers = frozenset({"input_dropout", "weight_dropout"})
 
     def kernels(self) -> dict[str, type[FusedKernel]]:
         """The point-wise kernel of each cell, by cell name."""
@@ -79,14 +77,13 @@ class FusedEngine(LayerEngine):
         precision: Precision,
         noise: LayerNoise | None = None,
     ) -> LayerRun:
-        """Run `cell` over `inputs` (T, B, I); the contract of `LayerEngine.run_layer`
-        (without noise: `regularisers`)."""
+        """Run `cell` over `inputs` (T, B, I); the contract of `LayerEngine.run_layer`."""
         with torch.autocast(inputs.device.type, enabled=False):
             run = run_fused(
                 kernel_key(self.kernels()[cell.name], cell), cell,
                 cast_weights(weights, precision.compute, precision.state), inputs.to(precision.compute),
                 h0.to(precision.state), None if c0 is None else c0.to(precision.state), lengths, return_gates,
-                precision,
+                precision, noise,
             )
         cast = precision.output
         return run._replace(
@@ -119,10 +116,13 @@ def run_fused(
     lengths: Tensor | None,
     return_gates: bool,
     precision: Precision,
+    noise: LayerNoise | None = None,
 ) -> LayerRun:
-    """The layer with inputs and product weights in the compute dtype, the state, biases and
-    extra parameters in the state dtype; outputs in the state dtype."""
+    """The layer with inputs and product weights in the compute dtype, the state, biases,
+    extra parameters and `noise` in the state dtype; outputs in the state dtype."""
     steps, batch_size = inputs.shape[:2]
+    noise = LayerNoise() if noise is None else LayerNoise(*(
+        None if part is None else part.to(precision.state) for part in noise))
     order = batch_sizes = None
     if lengths is not None and bool((lengths < steps).any()):
         sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
@@ -130,9 +130,11 @@ def run_fused(
         batch_sizes = [sum(1 for length in counts if length > t) for t in range(steps)]
         inputs, h0 = inputs.index_select(1, order), h0.index_select(0, order)
         c0 = None if c0 is None else c0.index_select(0, order)
+        noise = sorted_noise(noise, order)
     given, parameters = given_parameters(cell, weights)
     hs, finals, traced, _ = torch.ops.lstmkit.fused_layer(
-        kernel, batch_sizes, return_gates, precision.compute, precision.state, given, inputs, h0, c0, parameters
+        kernel, batch_sizes, return_gates, precision.compute, precision.state, given, inputs, h0, c0, parameters,
+        *noise,
     )
     output, h_n, c_n = hs[1:], finals[0], finals[1] if cell.has_cell_state else None
     gates, cell_states = (traced[0], traced[1] if cell.has_cell_state else None) if return_gates else (None, None)
@@ -150,6 +152,17 @@ def run_fused(
             gates = gates.masked_fill(~valid, 0)
         trace = tuple(gates.chunk(cell.num_gates, -1)) if cell.trace_names else ()
     return LayerRun(output, h_n, c_n, trace, cell_states)
+
+
+def sorted_noise(noise: LayerNoise, order: Tensor) -> LayerNoise:
+    """`noise` with its rows (the batch) in `order`, as the inputs are sorted; a scalar keep
+    (evaluation) is the same for every row."""
+
+    def rows_sorted(part: Tensor | None, batch_dim: int) -> Tensor | None:
+        return part if part is None or part.dim() == 0 else part.index_select(batch_dim, order)
+
+    return LayerNoise(rows_sorted(noise.recurrent_mask, 0), rows_sorted(noise.keep_hidden, 1),
+                      rows_sorted(noise.keep_cell, 1))
 
 
 def parameter_names(cell: Cell) -> list[str]:
@@ -191,8 +204,10 @@ class LayerTape(NamedTuple):
     """The forward's buffers, which backward reads (the module docstring says what each holds).
 
     gates: (T, B, G*H); hs: (T + 1, B, H_out); cs: (T + 1, B, H) or None; cell_outputs:
-    (T, B, H) with proj_size, else None; rec: (T, B, G*H) or None for "gates"; input_saved:
-    what the kernel's `input_backward` needs; tape: the kernel's per-step buffers, (T, B, n).
+    (T, B, H) with proj_size, else None; rec: (T, B, G*H) or None for "gates"; new_hs, new_cs:
+    with zoneout of h (of c), the cell's own h̃_t (c̃_t) before zoneout, (T, B, ·), else None
+    (the cell's new state is then hs[1:], cs[1:] itself); input_saved: what the kernel's
+    `input_backward` needs; tape: the kernel's per-step buffers, (T, B, n).
     """
 
     gates: Tensor
@@ -200,26 +215,40 @@ class LayerTape(NamedTuple):
     cs: Tensor | None
     cell_outputs: Tensor | None
     rec: Tensor | None
+    new_hs: Tensor | None
+    new_cs: Tensor | None
     input_saved: tuple[Tensor, ...]
     tape: dict[str, Tensor]
 
     def saved(self) -> list[Tensor]:
         """Every buffer but hs, as the op returns them (`from_saved` reads them back)."""
-        present = [tensor for tensor in (self.gates, self.cs, self.cell_outputs, self.rec) if tensor is not None]
-        return [*present, *self.input_saved, *self.tape.values()]
+        optional = (self.gates, self.cs, self.cell_outputs, self.rec, self.new_hs, self.new_cs)
+        return [*(tensor for tensor in optional if tensor is not None), *self.input_saved, *self.tape.values()]
 
     @classmethod
-    def from_saved(cls, kernel: FusedKernel, hs: Tensor, saved: list[Tensor], has_projection: bool) -> LayerTape:
+    def from_saved(
+        cls, kernel: FusedKernel, hs: Tensor, saved: list[Tensor], has_projection: bool, noise: LayerNoise
+    ) -> LayerTape:
         """Inverse of `saved`."""
         rest = iter(saved)
         gates = next(rest)
         cs = next(rest) if kernel.cell.has_cell_state else None
         cell_outputs = next(rest) if has_projection else None
         rec = None if kernel.recurrence == "gates" else next(rest)
+        new_hs = None if noise.keep_hidden is None else next(rest)
+        new_cs = None if noise.keep_cell is None else next(rest)
         rest = list(rest)
         names = list(kernel.tape(gates.shape[-1] // kernel.cell.num_gates))
         split = len(rest) - len(names)
-        return cls(gates, hs, cs, cell_outputs, rec, tuple(rest[:split]), dict(zip(names, rest[split:], strict=True)))
+        return cls(gates, hs, cs, cell_outputs, rec, new_hs, new_cs, tuple(rest[:split]),
+                   dict(zip(names, rest[split:], strict=True)))
+
+    @property
+    def new_cells(self) -> Tensor | None:
+        """c̃_1..c̃_T, the cell's own new states (T, B, H), before any zoneout."""
+        if self.cs is None:
+            return None
+        return self.cs[1:] if self.new_cs is None else self.new_cs
 
 
 @torch.library.custom_op("lstmkit::fused_layer", mutates_args=())
@@ -234,25 +263,32 @@ def fused_layer(
     h0: Tensor,
     c0: Tensor | None,
     parameters: list[Tensor],
+    recurrent_mask: Tensor | None,
+    keep_hidden: Tensor | None,
+    keep_cell: Tensor | None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
     """One layer and direction of `kernel` (a `kernel_key`) over x (T, B, I) from h0, c0 (B, ·),
     with the parameters `given` (`given_parameters`), the products in `compute`, the rest in
-    `state`; with `batch_sizes`, step t runs the first batch_sizes[t] rows. Returns h_0..h_T
-    (T + 1, B, H_out); the final states [h_n, c_n]; the activations [gates (T, B, G*H),
-    c' (T, B, H)] if return_gates, else []; the buffers backward reads (`LayerTape.saved`)."""
+    `state`; with `batch_sizes`, step t runs the first batch_sizes[t] rows; with the masks,
+    recurrent dropout and zoneout (`LayerNoise`). Returns h_0..h_T (T + 1, B, H_out); the
+    final states [h_n, c_n]; the activations [gates (T, B, G*H), c (T, B, H)] if
+    return_gates, else []; the buffers backward reads (`LayerTape.saved`)."""
     kernel_object, products = kernel_from_key(kernel), Products(compute, state)
     weights = weights_from(kernel_object.cell, given, parameters)
-    tape = forward_tape(kernel_object, batch_sizes, products, x, h0, c0, weights)
-    forward_loop(kernel_object, batch_sizes, products, tape, weights)
+    noise = LayerNoise(recurrent_mask, keep_hidden, keep_cell)
+    tape = forward_tape(kernel_object, batch_sizes, products, x, h0, c0, weights, noise)
+    forward_loop(kernel_object, batch_sizes, products, tape, weights, noise)
     return layer_outputs(tape, batch_sizes, return_gates)
 
 
 @fused_layer.register_fake
-def fused_layer_shapes(kernel, batch_sizes, return_gates, compute, state, given, x, h0, c0, parameters):
+def fused_layer_shapes(kernel, batch_sizes, return_gates, compute, state, given, x, h0, c0, parameters,
+                       recurrent_mask, keep_hidden, keep_cell):
     """fused_layer's outputs with their shapes and dtypes: its buffers, the loop not run."""
     kernel_object, products = kernel_from_key(kernel), Products(compute, state)
     weights = weights_from(kernel_object.cell, given, parameters)
-    tape = forward_tape(kernel_object, batch_sizes, products, x, h0, c0, weights)
+    noise = LayerNoise(recurrent_mask, keep_hidden, keep_cell)
+    tape = forward_tape(kernel_object, batch_sizes, products, x, h0, c0, weights, noise)
     return layer_outputs(tape, batch_sizes, return_gates)
 
 
@@ -271,6 +307,7 @@ def forward_tape(
     h0: Tensor,
     c0: Tensor | None,
     weights: LayerWeights,
+    noise: LayerNoise,
 ) -> LayerTape:
     """The forward's buffers, with the input projections of all steps computed and h_0, c_0 in
     place; `forward_loop` writes the rest."""
@@ -289,24 +326,39 @@ def forward_tape(
         cs[0] = c0
     cell_outputs = allocate(steps, batch_size, hidden_size, **new) if weights.weight_hr is not None else None
     rec = None if kernel.recurrence == "gates" else allocate(steps, batch_size, gate_size, **new)
+    new_hs = None if noise.keep_hidden is None else allocate(steps, batch_size, h0.shape[-1], **new)
+    new_cs = None if noise.keep_cell is None else allocate(steps, batch_size, hidden_size, **new)
     tape = {name: allocate(steps, batch_size, size, **new) for name, size in kernel.tape(hidden_size).items()}
-    return LayerTape(pre.view(steps, batch_size, gate_size), hs, cs, cell_outputs, rec, input_saved, tape)
+    return LayerTape(
+        pre.view(steps, batch_size, gate_size), hs, cs, cell_outputs, rec, new_hs, new_cs, input_saved, tape
+    )
 
 
 def forward_loop(
-    kernel: FusedKernel, batch_sizes: list[int] | None, products: Products, tape: LayerTape, weights: LayerWeights
+    kernel: FusedKernel,
+    batch_sizes: list[int] | None,
+    products: Products,
+    tape: LayerTape,
+    weights: LayerWeights,
+    noise: LayerNoise,
 ) -> None:
-    """Per step, the recurrent product and the kernel's point-wise step, into `tape`."""
+    """Per step, the recurrent product and the kernel's point-wise step, into `tape`; with
+    `noise`, h_{t-1} masked in the product and the new state zoned out."""
     weight_hh_t = weights.weight_hh.t()
-    for step in step_views(batch_sizes, tape):
+    for step, zone in zip(step_views(batch_sizes, tape), zone_views(batch_sizes, tape, noise), strict=True):
+        h_seen = step.h if zone.recurrent_mask is None else step.h * zone.recurrent_mask
         if kernel.recurrence == "gates":
-            products.accumulate(step.gates, step.h, weight_hh_t)
+            products.accumulate(step.gates, h_seen, weight_hh_t)
         else:
             bias = weights.bias_hh if kernel.recurrence == "biased" else None
-            products.into(step.rec, step.h, weight_hh_t, bias)
+            products.into(step.rec, h_seen, weight_hh_t, bias)
         kernel.forward(step, weights)
         if weights.weight_hr is not None:
             products.into(step.h_projected, step.h_new, weights.weight_hr.t())
+        if zone.keep_hidden is not None:                   # h_t = h̃ + keep ⊙ (h_{t-1} − h̃)
+            torch.lerp(step.h_projected, step.h, zone.keep_hidden, out=zone.h)
+        if zone.keep_cell is not None:                     # c_t = c̃ + keep ⊙ (c_{t-1} − c̃)
+            torch.lerp(step.c_new, step.c, zone.keep_cell, out=zone.c)
 
 
 def layer_outputs(
@@ -343,15 +395,19 @@ def fused_layer_backward(
     parameters: list[Tensor],
     hs: Tensor,
     saved: list[Tensor],
+    recurrent_mask: Tensor | None,
+    keep_hidden: Tensor | None,
+    keep_cell: Tensor | None,
 ) -> list[Tensor]:
     """fused_layer's backward: from d h_1..h_T (T, B, H_out) and d [h_n, c_n], the gradients
     [d x (when input_grad), d h0, d c0 (with a cell state), d p for each parameter p]."""
     kernel_object, products = kernel_from_key(kernel), Products(compute, state)
     weights = weights_from(kernel_object.cell, given, parameters)
-    tape = LayerTape.from_saved(kernel_object, hs, saved, weights.weight_hr is not None)
+    noise = LayerNoise(recurrent_mask, keep_hidden, keep_cell)
+    tape = LayerTape.from_saved(kernel_object, hs, saved, weights.weight_hr is not None, noise)
     d_c_n = d_finals[1] if tape.cs is not None else None
     d_x, dh, dc, grads = backward_loop(
-        kernel_object, batch_sizes, products, tape, weights, x, d_output, d_finals[0], d_c_n, input_grad
+        kernel_object, batch_sizes, products, tape, weights, noise, x, d_output, d_finals[0], d_c_n, input_grad
     )
     inputs_grads = [grad for grad in (d_x, dh, dc) if grad is not None]
     names = [name for name, present in zip(parameter_names(kernel_object.cell), given, strict=True) if present]
@@ -360,7 +416,8 @@ def fused_layer_backward(
 
 @fused_layer_backward.register_fake
 def fused_layer_backward_shapes(
-    kernel, batch_sizes, compute, state, input_grad, given, d_output, d_finals, x, parameters, hs, saved
+    kernel, batch_sizes, compute, state, input_grad, given, d_output, d_finals, x, parameters, hs, saved,
+    recurrent_mask, keep_hidden, keep_cell,
 ):
     """fused_layer_backward's outputs: each gradient has its tensor's shape and dtype."""
     inputs = [x] if input_grad else []
@@ -370,11 +427,11 @@ def fused_layer_backward_shapes(
 def save_for_backward(ctx, inputs: tuple, output: tuple) -> None:
     """fused_layer's autograd context: the tensors and settings backward needs. The traced
     activations and the saved buffers are outputs no gradient flows into."""
-    kernel, batch_sizes, _, compute, state, given, x, h0, c0, parameters = inputs
+    kernel, batch_sizes, _, compute, state, given, x, h0, c0, parameters, *noise = inputs
     hs, _, traced, saved = output
     ctx.kernel, ctx.batch_sizes, ctx.compute, ctx.state, ctx.given = kernel, batch_sizes, compute, state, given
     ctx.parameter_count = len(parameters)
-    ctx.save_for_backward(x, h0, c0, hs, *parameters, *saved)
+    ctx.save_for_backward(x, h0, c0, hs, *LayerNoise(*noise), *parameters, *saved)
     ctx.mark_non_differentiable(*traced, *saved)
     ctx.set_materialize_grads(False)
 
@@ -383,7 +440,8 @@ def fused_layer_gradients(ctx, d_hs: Tensor | None, d_finals: list[Tensor | None
     """fused_layer's autograd formula: fused_layer_backward, or with create_graph=True, a
     differentiable recomputation (`differentiable_backward`). An output the loss does not use
     has its gradient as zeros."""
-    x, h0, c0, hs, *rest = ctx.saved_tensors
+    x, h0, c0, hs, recurrent_mask, keep_hidden, keep_cell, *rest = ctx.saved_tensors
+    noise = LayerNoise(recurrent_mask, keep_hidden, keep_cell)
     parameters, saved = rest[: ctx.parameter_count], rest[ctx.parameter_count :]
     d_output = torch.zeros_like(hs[1:]) if d_hs is None else d_hs[1:]
     d_finals = [
@@ -392,24 +450,24 @@ def fused_layer_gradients(ctx, d_hs: Tensor | None, d_finals: list[Tensor | None
     ]
     input_grad = ctx.needs_input_grad[X_POSITION]
     if torch.is_grad_enabled():  # backward(create_graph=True): its graph is wanted too
-        d_inputs, d_parameters = differentiable_backward(ctx, x, h0, c0, parameters, d_output, d_finals)
+        d_inputs, d_parameters = differentiable_backward(ctx, x, h0, c0, parameters, noise, d_output, d_finals)
     else:
         with torch.autocast(d_output.device.type, enabled=False):
             grads = iter(torch.ops.lstmkit.fused_layer_backward(
                 ctx.kernel, ctx.batch_sizes, ctx.compute, ctx.state, input_grad, ctx.given, d_output, d_finals, x,
-                parameters, hs, saved,
+                parameters, hs, saved, *noise,
             ))
         d_inputs = [next(grads) if input_grad else None, next(grads), None if c0 is None else next(grads)]
         d_parameters = list(grads)
-    return None, None, None, None, None, None, *d_inputs, d_parameters
+    return None, None, None, None, None, None, *d_inputs, d_parameters, None, None, None
 
 
 fused_layer.register_autograd(fused_layer_gradients, setup_context=save_for_backward)
 
 
 def differentiable_backward(
-    ctx, x: Tensor, h0: Tensor, c0: Tensor | None, parameters: list[Tensor], d_output: Tensor,
-    d_finals: list[Tensor],
+    ctx, x: Tensor, h0: Tensor, c0: Tensor | None, parameters: list[Tensor], noise: LayerNoise,
+    d_output: Tensor, d_finals: list[Tensor],
 ) -> tuple[list[Tensor | None], list[Tensor | None]]:
     """fused_layer's backward as a graph, for double backward (gradient penalties, Hessians):
     the layer recomputed by the reference engine's loop under autograd, and differentiated with
@@ -422,7 +480,7 @@ def differentiable_backward(
                                device=x.device)
     run = ReferenceEngine().run_layer(
         kernel.cell, weights_from(kernel.cell, ctx.given, parameters), x, h0, c0, lengths, False,
-        Precision(ctx.compute, ctx.state, ctx.state),
+        Precision(ctx.compute, ctx.state, ctx.state), noise,
     )
     needed = [*ctx.needs_input_grad[X_POSITION:PARAMETERS_POSITION], *ctx.needs_input_grad[PARAMETERS_POSITION]]
     inputs = (x, h0, c0, *parameters)
@@ -439,6 +497,7 @@ def backward_loop(
     products: Products,
     tape: LayerTape,
     weights: LayerWeights,
+    noise: LayerNoise,
     x: Tensor,
     d_output: Tensor,
     d_h_n: Tensor,
@@ -469,24 +528,47 @@ def backward_loop(
     dh[: rows[-1]] += d_output[-1, : rows[-1]]
     steps_views = step_views(batch_sizes, tape)
     grads_views = grad_views(batch_sizes, d_gates, d_rec, grad_tape)
+    zones = zone_views(batch_sizes, tape, noise)
     for t in reversed(range(steps)):
-        step, grads, running = steps_views[t], grads_views[t], rows[t]
+        step, grads, zone, running = steps_views[t], grads_views[t], zones[t], rows[t]
         dh_t = dh[:running]
-        if weights.weight_hr is not None:  # h_t = W_hr m_t
+        dc_t = None if dc is None else dc[:running]
+        kept_h = kept_c = None
+        if zone.keep_hidden is not None:                   # h_t = h̃ + keep ⊙ (h_{t-1} − h̃)
+            kept_h = dh_t * zone.keep_hidden               #   d h_{t-1} += keep ⊙ dh
+            dh_t = dh_t - kept_h                           #   d h̃ = (1 − keep) ⊙ dh
+        if zone.keep_cell is not None:                     # c_t = c̃ + keep ⊙ (c_{t-1} − c̃)
+            kept_c = dc_t * zone.keep_cell
+            dc_t.sub_(kept_c)
+        if weights.weight_hr is not None:  # h̃_t = W_hr m_t
             d_hs[t, :running] = dh_t
             dh_t = products(dh_t, weights.weight_hr).to(dh.dtype)
-        direct = kernel.backward(dh_t, None if dc is None else dc[:running], step, grads, weights)
+        direct = kernel.backward(dh_t, dc_t, step, grads, weights)
+        if kept_c is not None:
+            dc_t.add_(kept_c)
         previous_output = None if t == 0 else d_output[t - 1, :running]
-        products.into(dh[:running], grads.d_rec, weights.weight_hh, previous_output)
+        if zone.recurrent_mask is None:
+            products.into(dh[:running], grads.d_rec, weights.weight_hh, previous_output)
+        else:                                              # the product saw h_{t-1} ⊙ m
+            products.into(dh[:running], grads.d_rec, weights.weight_hh)
+            dh[:running].mul_(zone.recurrent_mask)
+            if previous_output is not None:
+                dh[:running] += previous_output
         if t > 0 and rows[t - 1] > running:  # sequences whose last step is t - 1
             dh[running : rows[t - 1]] += d_output[t - 1, running : rows[t - 1]]
         if direct is not None:
             dh[:running] += direct
+        if kept_h is not None:
+            dh[:running] += kept_h
 
     flat = steps * batch_size
+    seen = hs[:-1] if noise.recurrent_mask is None else hs[:-1] * noise.recurrent_mask
     grads = {
-        "weight_hh": products(d_rec.view(flat, gate_size).t(), hs[:-1].flatten(0, 1)),
-        **kernel.parameter_grads(FusedGrads(d_gates, d_rec, grad_tape), rec, cs, tape.tape, weights),
+        "weight_hh": products(d_rec.view(flat, gate_size).t(), seen.flatten(0, 1)),
+        **kernel.parameter_grads(
+            FusedGrads(d_gates, d_rec, grad_tape), rec, None if cs is None else cs[:-1], tape.new_cells, tape.tape,
+            weights,
+        ),
     }
     workspace = None if d_rec is d_gates else d_rec.view(flat, gate_size)  # d_rec is spent
     d_projection, input_grads = kernel.input_backward(
@@ -504,15 +586,49 @@ def step_views(batch_sizes: list[int] | None, tape: LayerTape) -> list[FusedStep
     """Every step's views of the forward buffers, each restricted to the running sequences."""
     steps = tape.gates.shape[0]
     states = per_step(batch_sizes, tape.hs[:-1])
-    new_states = per_step(batch_sizes, tape.hs[1:])
+    new_states = per_step(batch_sizes, tape.hs[1:] if tape.new_hs is None else tape.new_hs)
     cells = [None] * steps if tape.cs is None else per_step(batch_sizes, tape.cs[:-1])
-    new_cells = [None] * steps if tape.cs is None else per_step(batch_sizes, tape.cs[1:])
+    new_cells = [None] * steps if tape.cs is None else per_step(batch_sizes, tape.new_cells)
     outputs = new_states if tape.cell_outputs is None else per_step(batch_sizes, tape.cell_outputs)
     recs = [None] * steps if tape.rec is None else per_step(batch_sizes, tape.rec)
     tapes = per_step_dicts(batch_sizes, tape.tape, steps)
     return list(
         map(FusedStep, per_step(batch_sizes, tape.gates), recs, states, cells, outputs, new_cells, tapes, new_states)
     )
+
+
+class StepZone(NamedTuple):
+    """One step's regularisers (`LayerNoise`), restricted to the running rows: the recurrent
+    mask (b, H_out); how much of h_{t-1} and c_{t-1} the step keeps ((b, ·), or a scalar in
+    evaluation); h and c, the views of hs[t + 1] and cs[t + 1] where the zoned-out state goes."""
+
+    recurrent_mask: Tensor | None = None
+    keep_hidden: Tensor | None = None
+    keep_cell: Tensor | None = None
+    h: Tensor | None = None
+    c: Tensor | None = None
+
+
+def zone_views(batch_sizes: list[int] | None, tape: LayerTape, noise: LayerNoise) -> list[StepZone]:
+    """Every step's StepZone (all None without noise)."""
+    steps = tape.gates.shape[0]
+    if all(part is None for part in noise):
+        return [StepZone()] * steps
+    rows = [tape.gates.shape[1]] * steps if batch_sizes is None else batch_sizes
+
+    def per_row(mask: Tensor | None) -> list[Tensor | None]:
+        return [None if mask is None else mask[:running] for running in rows]
+
+    def per_step_keep(keep: Tensor | None) -> list[Tensor | None]:
+        return [keep] * steps if keep is None or keep.dim() == 0 else per_step(batch_sizes, keep)
+
+    def zoned(buffer: Tensor | None, keep: Tensor | None) -> list[Tensor | None]:
+        return [None] * steps if keep is None else per_step(batch_sizes, buffer[1:])
+
+    return list(map(
+        StepZone, per_row(noise.recurrent_mask), per_step_keep(noise.keep_hidden), per_step_keep(noise.keep_cell),
+        zoned(tape.hs, noise.keep_hidden), zoned(tape.cs, noise.keep_cell),
+    ))
 
 
 def grad_views(

@@ -110,7 +110,8 @@ class LayerNormKernel(FusedKernel):
         self,
         grads: FusedGrads,
         rec: Tensor | None,
-        states: Tensor,
+        cells: Tensor,
+        new_cells: Tensor,
         tape: dict[str, Tensor],
         weights: LayerWeights,
     ) -> dict[str, Tensor]:
@@ -124,7 +125,7 @@ class LayerNormKernel(FusedKernel):
             tape["rec_rstd"].view(rows, 1), rec_gain, weights.bias_hh, [False, True, weights.bias_hh is not None],
         )
         _, d_cell_gain, d_cell_shift = aten.native_layer_norm_backward(
-            grads.tape["d_ln_c"].flatten(0, 1), states[1:].flatten(0, 1), cell_gain.shape,
+            grads.tape["d_ln_c"].flatten(0, 1), new_cells.flatten(0, 1), cell_gain.shape,
             tape["cell_mean"].view(rows, 1), tape["cell_rstd"].view(rows, 1), cell_gain, cell_shift,
             [False, True, cell_shift is not None],
         )

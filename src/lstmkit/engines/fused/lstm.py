@@ -132,17 +132,18 @@ class PeepholeKernel(FusedKernel):
         self,
         grads: FusedGrads,
         rec: Tensor | None,
-        states: Tensor,
+        cells: Tensor,
+        new_cells: Tensor,
         tape: dict[str, Tensor],
         weights: LayerWeights,
     ) -> dict[str, Tensor]:
         """dp_i = Σ d(i pre) ⊙ c, dp_f = Σ d(f pre) ⊙ c, dp_o = Σ d(o pre) ⊙ c', over steps and batch."""
         d_i, d_f, _, d_o = grads.d_gates.chunk(4, -1)
         return {
-            **super().parameter_grads(grads, rec, states, tape, weights),
-            "peephole_i": (d_i * states[:-1]).sum((0, 1)),
-            "peephole_f": (d_f * states[:-1]).sum((0, 1)),
-            "peephole_o": (d_o * states[1:]).sum((0, 1)),
+            **super().parameter_grads(grads, rec, cells, new_cells, tape, weights),
+            "peephole_i": (d_i * cells).sum((0, 1)),
+            "peephole_f": (d_f * cells).sum((0, 1)),
+            "peephole_o": (d_o * new_cells).sum((0, 1)),
         }
 
 

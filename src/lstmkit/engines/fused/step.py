@@ -167,11 +167,11 @@ def fused_backward(ctx, d_h_new: Tensor, d_c_new: Tensor | None) -> tuple:
         if direct is not None:
             d_h += direct
     one_step = FusedGrads(d_gates.unsqueeze(0), d_rec.unsqueeze(0), {k: v.unsqueeze(0) for k, v in grad_tape.items()})
-    states = None if step.c is None else torch.stack((step.c, step.c_new))
+    cells, new_cells = (None, None) if step.c is None else (step.c.unsqueeze(0), step.c_new.unsqueeze(0))
     named = {
         "weight_hh": products(d_rec.t(), step.h),
         **kernel.parameter_grads(
-            one_step, None if step.rec is None else step.rec.unsqueeze(0), states,
+            one_step, None if step.rec is None else step.rec.unsqueeze(0), cells, new_cells,
             {k: v.unsqueeze(0) for k, v in step.tape.items()}, weights,
         ),
     }
