@@ -70,6 +70,24 @@ def save_checkpoint(
     return directory
 
 
+def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A model's weights for a checkpoint, a tied weight (the model's `tied_weight`: the name of
+    a parameter that is another's tensor) stored once, as the tensor it shares."""
+    tensors = model.state_dict()
+    tied = getattr(model, "tied_weight", None)
+    if tied is not None:
+        del tensors[tied]
+    return tensors
+
+
+def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: object) -> None:
+    """Load the weights `model_tensors` saved, checking that they fit the model."""
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    tied = getattr(model, "tied_weight", None)
+    if missing != ([] if tied is None else [tied]) or unexpected:
+        raise ValueError(f"{where}: weights do not fit the model (missing {missing}, unexpected {unexpected})")
+
+
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:
     """(config, tensors) of a checkpoint folder (or of its `.previous` copy, when a save was
     interrupted between its two renames), the tensors on `device` whatever device wrote them

@@ -60,6 +60,11 @@ class LanguageModel(nn.Module):
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight
 
+    @property
+    def tied_weight(self) -> str | None:
+        """The parameter that is another's tensor (saved once): the decoder's, when tied."""
+        return "decoder.weight" if self.config.tie_weights else None
+
     def forward(self, tokens: Tensor, state=None) -> tuple[Tensor, object]:
         """tokens (T, B) -> (logits (T, B, vocabulary), final state)."""
         output, state = self.recurrent(self.dropout(self.embedding(tokens)), state)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lstmkit.checkpoint import load_checkpoint, read_extra_file
+from lstmkit.checkpoint import load_checkpoint, load_weights, model_tensors, read_extra_file
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.text import Corpus, Vocabulary, load_corpus, token_streams
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, learning_rate, resolve_device
@@ -230,22 +230,6 @@ def evaluate_windows(model: LanguageModel, windows, characters_per_token: float)
             count += targets.numel()
     model.train(was_training)
     return TextScores.from_loss(total / count, count, characters_per_token)
-
-
-def model_tensors(model: LanguageModel) -> dict[str, Tensor]:
-    """The weights, a tied decoder weight stored once (as the embedding)."""
-    tensors = model.state_dict()
-    if model.config.tie_weights:
-        del tensors["decoder.weight"]
-    return tensors
-
-
-def load_weights(model: LanguageModel, tensors: dict[str, Tensor], where: object) -> None:
-    """Load a checkpoint's weights (a tied decoder weight is the embedding's)."""
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    allowed_missing = ["decoder.weight"] if model.config.tie_weights else []
-    if missing != allowed_missing or unexpected:
-        raise ValueError(f"{where}: weights do not fit the model (missing {missing}, unexpected {unexpected})")
 
 
 @dataclass
