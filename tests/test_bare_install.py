@@ -39,6 +39,8 @@ bare_only = pytest.mark.skipif(
 
 TASKS_MESSAGE = "needs the tasks extra (missing: matplotlib, tqdm): pip install 'lstmkit[tasks]'"
 LM_MESSAGE = "needs the lm extra (missing: tqdm): pip install 'lstmkit[lm]'"
+TRANSLATE_MESSAGE = ("needs the translate extra (missing: sentencepiece, sacrebleu, matplotlib, tqdm): "
+                     "pip install 'lstmkit[translate]'")
 FORECAST_MESSAGE = ("needs the forecast extra (missing: pandas, matplotlib, statsmodels, tqdm): "
                     "pip install 'lstmkit[forecast]'")
 
@@ -140,6 +142,8 @@ def test_the_core_installs_torch_numpy_and_safetensors_only():
     ("lstmkit.pipelines.longlag", f"lstmkit.pipelines.longlag {TASKS_MESSAGE}"),
     ("lstmkit.pipelines.probes", f"lstmkit.pipelines.probes {TASKS_MESSAGE}"),
     ("lstmkit.pipelines.demo", f"lstmkit.pipelines.demo {TASKS_MESSAGE}"),
+    ("lstmkit.translate", f"lstmkit.pipelines.translate {TRANSLATE_MESSAGE}"),
+    ("lstmkit.text.subwords", f"lstmkit.text.subwords {TRANSLATE_MESSAGE}"),
 ])
 def test_importing_a_pipeline_without_its_extra_names_the_pip_command(module, message):
     with pytest.raises(ImportError) as error:
@@ -162,6 +166,9 @@ TINY_TRAINING = ["--T", "5", "--steps", "1", "--hidden-size", "2", "--test-size"
      f"lstmkit forecast {FORECAST_MESSAGE}"),
     (["forecast", "predict", "run", "series.csv"], f"lstmkit forecast {FORECAST_MESSAGE}"),
     (["lm", "train", "input.txt", "--steps", "1"], f"lstmkit lm {LM_MESSAGE}"),
+    (["translate", "train", "--source", "a.de", "--target", "a.en", "--valid-source", "v.de", "--valid-target", "v.en",
+      "--out", "run"], f"lstmkit translate {TRANSLATE_MESSAGE}"),
+    (["translate", "eval", "run", "--source", "t.de", "--reference", "t.en"], f"lstmkit translate {TRANSLATE_MESSAGE}"),
 ])
 def test_a_command_without_its_extra_stops_with_one_line(arguments, message, tmp_path):
     command = Path(sys.executable).parent / "lstmkit"

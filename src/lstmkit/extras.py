@@ -23,6 +23,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "tasks": ("matplotlib", "tqdm"),
     "lm": ("tqdm",),
     "forecast": ("pandas", "matplotlib", "statsmodels", "tqdm"),
+    "translate": ("sentencepiece", "sacrebleu", "matplotlib", "tqdm"),
 }
 
 
