@@ -101,6 +101,19 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     return json.loads(config_path.read_text()), load_tensors(weights_path, device)
 
 
+def load_trained(directory: str | Path, kind: str, what: str) -> tuple[Path, dict, dict[str, torch.Tensor]]:
+    """(the checkpoint folder, its config, its tensors on the CPU) of a run folder (its best/
+    checkpoint) or a checkpoint folder, which must hold a checkpoint of `kind` (`what`: how the
+    message calls it)."""
+    directory = Path(directory)
+    if (directory / "best").exists() or previous_path(directory / "best").exists():
+        directory = directory / "best"
+    config, tensors = load_checkpoint(directory)
+    if config.get("kind") != kind:
+        raise ValueError(f"{directory} holds a {config.get('kind')!r} checkpoint, not {what}")
+    return directory, config, tensors
+
+
 def read_extra_file(directory: str | Path, name: str) -> str:
     """A text file saved with a checkpoint through `extra_files`."""
     return (existing(Path(directory)) / name).read_text()

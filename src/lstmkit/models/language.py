@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from torch import Tensor, nn
 
+from lstmkit.models.embedding import EmbeddingConfig
 from lstmkit.nn import Recurrent
 
 
 @dataclass(frozen=True)
-class LanguageModelConfig:
+class LanguageModelConfig(EmbeddingConfig):
     """Everything needed to rebuild a LanguageModel (saved as JSON with its checkpoint).
 
     `embedding_size` defaults to `hidden_size`; weight tying needs the two equal.
     """
+
+    tie_option: ClassVar[str] = "tie_weights"
+    tie_shares: ClassVar[str] = "the embedding with the decoder"
 
     cell: str
     vocabulary_size: int
@@ -27,20 +32,7 @@ class LanguageModelConfig:
     cell_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.tie_weights and self.embedding_size not in (None, self.hidden_size):
-            raise ValueError(
-                "tie_weights shares the embedding with the decoder, so embedding_size must equal "
-                f"hidden_size={self.hidden_size}, got embedding_size={self.embedding_size}"
-            )
-        if isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-
-    @property
-    def embedding_dim(self) -> int:
-        return self.hidden_size if self.embedding_size is None else self.embedding_size
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        self.check_embedding()
 
 
 class LanguageModel(nn.Module):

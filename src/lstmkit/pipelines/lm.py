@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lstmkit.checkpoint import load_checkpoint, load_weights, model_tensors, read_extra_file
+from lstmkit.checkpoint import load_trained, load_weights, read_extra_file
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.text import Corpus, Vocabulary, load_corpus, token_streams
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, learning_rate, resolve_device
@@ -168,12 +168,6 @@ class LanguageModelJob(Job):
                  for index in range(2) if f"state.{index}" in tensors]
         self.state = None if not parts else (tuple(parts) if len(parts) == 2 else parts[0])
 
-    def model_tensors(self) -> dict[str, Tensor]:
-        return model_tensors(self.model)
-
-    def load_model_tensors(self, tensors: dict[str, Tensor]) -> None:
-        load_weights(self.model, tensors, "the run's last checkpoint")
-
     def checkpoint_config(self) -> dict:
         return {"kind": "language_model", "model": self.model.config.to_dict()}
 
@@ -252,12 +246,7 @@ def load_language_model(directory: str | Path, cell: str | None = None,
                         device: str | torch.device = "cpu") -> TrainedLanguageModel:
     """A trained model from a run folder (its best/ checkpoint) or a checkpoint folder, on
     `device` whatever device trained it; `cell`, if given, must be the model's cell."""
-    directory = Path(directory)
-    if (directory / "best").exists() or (directory / ".best.previous").exists():
-        directory = directory / "best"
-    config, tensors = load_checkpoint(directory)
-    if config.get("kind") != "language_model":
-        raise ValueError(f"{directory} holds a {config.get('kind')!r} checkpoint, not a language model")
+    directory, config, tensors = load_trained(directory, "language_model", "a language model")
     model_config = LanguageModelConfig(**config["model"])
     if cell is not None and model_config.cell != cell:
         raise ValueError(f"{directory} holds a {model_config.cell!r} language model, not a {cell!r} one")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
+from lstmkit.checkpoint import load_weights, model_tensors
+
 
 class Job(ABC):
     """One model to train. The core owns the loop (device, precision, processes, optimizer,
@@ -53,11 +55,11 @@ class Job(ABC):
         """Restore what `state_tensors` saved."""
 
     def model_tensors(self) -> dict[str, Tensor]:
-        """The weights a checkpoint stores."""
-        return self.model.state_dict()
+        """The weights a checkpoint stores (a tied weight once: checkpoint.model_tensors)."""
+        return model_tensors(self.model)
 
     def load_model_tensors(self, tensors: dict[str, Tensor]) -> None:
-        self.model.load_state_dict(tensors)
+        load_weights(self.model, tensors, "the run's last checkpoint")
 
     def checkpoint_config(self) -> dict:
         """The JSON of a checkpoint, besides the run's progress: its kind, the model's config."""
