@@ -4,6 +4,7 @@ BLEU through the commands, and the messages of bad input files."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import random
 from pathlib import Path
@@ -24,6 +25,16 @@ from lstmkit.pipelines.translate import (  # noqa: E402
 from lstmkit.text.parallel import read_parallel  # noqa: E402
 from lstmkit.text.subwords import Subwords  # noqa: E402
 from lstmkit.training import Trainer  # noqa: E402
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Models this small gain nothing from a second thread, and on a loaded machine torch's
+    threads wait on each other: the copy task trained in 6 s on one, in minutes on two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 MULTI30K = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "multi30k"
 LETTERS = "abcdefghijkl"
@@ -272,6 +283,26 @@ def test_run_translates_a_file_and_draws_the_attention(copy_run, tmp_path, capsy
     words = valid.sources[1].split()
     assert len(alignment.target) == len(words) + 1 and alignment.weights.shape == (len(words) + 1, len(words) + 1)
     torch.testing.assert_close(alignment.weights.sum(dim=1), torch.ones(len(words) + 1))
+
+
+def test_bad_decoding_options_stop_with_their_values(copy_run, capsys):
+    out, translator, _, _ = copy_run
+    with pytest.raises(ValueError, match="^beam must be a positive integer, got 0$"):
+        translator.translate(["a b"], beam=0)
+    code, message = 0, ""
+    try:
+        main(["translate", "run", str(out), "-", "--length-penalty", "-1"])
+    except SystemExit as exit_:
+        code, message = exit_.code, capsys.readouterr().err
+    assert (code, message) == (2, "lstmkit: error: length_penalty must be in [0, 5] (0: none, 1: per-token mean), "
+                                  "got -1.0\n")
+
+
+def test_run_reads_standard_input(copy_run, monkeypatch, capsys):
+    out, _, valid, _ = copy_run
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(line + "\n" for line in valid.sources[:3])))
+    assert main(["translate", "run", str(out), "-", "--beam", "1"]) == 0
+    assert capsys.readouterr().out.splitlines() == valid.targets[:3]
 
 
 def test_train_command_writes_a_run_and_resumes_it(tmp_path, capsys):

@@ -11,7 +11,7 @@ from lstmkit.cli.arguments import add_setting, add_training_arguments, config_fr
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.files import write_json
 from lstmkit.models.seq2seq import ATTENTIONS
-from lstmkit.pipelines.configs import TranslationConfig
+from lstmkit.pipelines.configs import DecodingConfig, TranslationConfig
 
 
 def translate_train_command(arguments: argparse.Namespace) -> None:
@@ -35,24 +35,26 @@ def translate_train_command(arguments: argparse.Namespace) -> None:
 
 
 def decoding(arguments: argparse.Namespace) -> dict:
-    return {"beam": arguments.beam, "max_length": arguments.max_length, "length_penalty": arguments.length_penalty}
+    """The decoding settings, checked before any work is done."""
+    return vars(config_from(arguments, DecodingConfig))
 
 
 def translate_run_command(arguments: argparse.Namespace) -> None:
     from lstmkit import plots
     from lstmkit.pipelines.translate import load_translator, read_sentences
 
+    settings = decoding(arguments)
     translator = load_translator(arguments.directory, arguments.device)
     if arguments.file == "-":
         sentences = [line.strip() for line in sys.stdin.read().splitlines()]
     else:
         sentences = read_sentences(arguments.file)
-    for translation in translator.translate(sentences, **decoding(arguments)):
+    for translation in translator.translate(sentences, **settings):
         print(translation, flush=False)
     if arguments.show_attention is not None:
         if arguments.sentence > len(sentences):
             raise ValueError(f"--sentence {arguments.sentence}: there are {len(sentences)} sentences")
-        alignment = translator.align(sentences[arguments.sentence - 1], **decoding(arguments))
+        alignment = translator.align(sentences[arguments.sentence - 1], **settings)
         plots.attention_matrix(alignment.source, alignment.target, alignment.weights.numpy(), arguments.show_attention)
         print(f"wrote the attention of sentence {arguments.sentence} to {arguments.show_attention}", file=sys.stderr)
 
@@ -61,9 +63,10 @@ def translate_eval_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.translate import load_translator
     from lstmkit.text.parallel import read_parallel
 
+    settings = decoding(arguments)
     test = read_parallel(arguments.source, arguments.reference, ("source", "reference"), "reference")
     translator = load_translator(arguments.directory, arguments.device)
-    scores = translator.score(test.sources, test.targets, **decoding(arguments))
+    scores = translator.score(test.sources, test.targets, **settings)
     print(f"BLEU {scores.bleu:.2f}  chrF {scores.chrf:.2f}  ({scores.sentences:,} sentences, beam {scores.beam}, "
           f"{scores.sentences / max(scores.seconds, 1e-9):.1f} sentences/s)")
     print(f"BLEU signature: {scores.signature}")
@@ -75,13 +78,13 @@ def translate_eval_command(arguments: argparse.Namespace) -> None:
 
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", help="a run folder (its best checkpoint) or a checkpoint folder")
-    parser.add_argument("--beam", type=positive_int, default=5, help="beam size; 1 decodes greedily (default 5)")
-    parser.add_argument("--max-length", type=positive_int, default=200,
-                        help="at most this many subwords per translation, and at most twice the longest source "
-                             "of its batch plus 10 (default 200)")
-    parser.add_argument("--length-penalty", type=float, default=1.0,
-                        help="an ended hypothesis scores log-probability / length^this: 0 favours short "
-                             "translations, 1 is the per-token mean (default 1)")
+    add_setting(parser, DecodingConfig, "beam", "beam size; 1 decodes greedily", type=positive_int)
+    add_setting(parser, DecodingConfig, "max_length",
+                "at most this many subwords per translation, and at most twice the longest source of its batch "
+                "plus 10", type=positive_int)
+    add_setting(parser, DecodingConfig, "length_penalty",
+                "an ended hypothesis scores log-probability / length^this: 1 is the per-token mean, 0 the sum",
+                type=float)
     parser.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")
 
 

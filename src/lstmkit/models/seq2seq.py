@@ -16,21 +16,26 @@ score is the only part of his model taken. Decoding: `greedy` and a batched `bea
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from lstmkit.models.embedding import EmbeddingConfig
 from lstmkit.nn import Recurrent, RecurrentCell
 
 ATTENTIONS = ("bahdanau", "luong", "none")
 
 
 @dataclass(frozen=True)
-class Seq2SeqConfig:
+class Seq2SeqConfig(EmbeddingConfig):
     """Everything needed to rebuild a Seq2Seq (saved as JSON with its checkpoint). The defaults
     and their reasons live in TranslationConfig; `embedding_size` None means `hidden_size`."""
+
+    tie_option: ClassVar[str] = "tie_embeddings"
+    tie_shares: ClassVar[str] = "the target embedding with the output layer"
 
     cell: str
     source_vocabulary_size: int
@@ -49,18 +54,7 @@ class Seq2SeqConfig:
     def __post_init__(self) -> None:
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {self.attention!r}")
-        if self.tie_embeddings and self.embedding_size not in (None, self.hidden_size):
-            raise ValueError("tie_embeddings shares the target embedding with the output layer, so embedding_size "
-                             f"must equal hidden_size={self.hidden_size}, got embedding_size={self.embedding_size}")
-        if isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-
-    @property
-    def embedding_dim(self) -> int:
-        return self.hidden_size if self.embedding_size is None else self.embedding_size
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        self.check_embedding()
 
 
 @dataclass

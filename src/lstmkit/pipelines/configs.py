@@ -176,6 +176,29 @@ class TranslationConfig(TrainingConfig):
 
 
 @dataclass(frozen=True)
+class DecodingConfig:
+    """How a translation model decodes (`lstmkit translate run / eval`, Translator)."""
+
+    # Five hypotheses: most of what a wider beam finds, at a fifth of greedy decoding's speed.
+    beam: int = 5
+    # Subwords per translation, and at most twice the longest source of a batch plus 10 (a
+    # model that has not learned to stop would otherwise run on).
+    max_length: int = 200
+    # An ended hypothesis scores log p / length^length_penalty: 1 is the per-token mean, which
+    # keeps beam search from preferring short translations; 0 is the raw log-probability.
+    length_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("beam", "max_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.length_penalty, bool) or not 0 <= self.length_penalty <= 5:
+            raise ValueError(f"length_penalty must be in [0, 5] (0: none, 1: per-token mean), "
+                             f"got {self.length_penalty!r}")
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     """`lstmkit demo`: rnn, gru and lstm on the adding problem."""
 

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lstmkit.checkpoint import existing, load_checkpoint, load_weights, model_tensors, read_extra_file
+from lstmkit.checkpoint import existing, load_trained, load_weights, read_extra_file
 from lstmkit.extras import extra_imports
 from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from lstmkit.pipelines.configs import TranslationConfig
+from lstmkit.pipelines.configs import DecodingConfig, TranslationConfig
 from lstmkit.text.parallel import ParallelText, read_lines, read_parallel
 from lstmkit.training import Job, Processes, Trainer, resolve_device
 
@@ -112,14 +112,6 @@ def decode_ids(model: Seq2Seq, sources: list[list[int]], beam: int, max_length: 
     return outputs
 
 
-def check_decoding(beam: int, max_length: int, length_penalty: float) -> None:
-    for name, value in (("beam", beam), ("max_length", max_length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not 0 <= length_penalty <= 5:
-        raise ValueError(f"length_penalty must be in [0, 5] (0: none, 1: per-token mean), got {length_penalty!r}")
-
-
 def corpus_scores(hypotheses: list[str], references: list[str]) -> tuple[sacrebleu.metrics.BLEU, ...]:
     """(BLEU metric, its score, chrF metric, its score) of detokenised, cased text (sacreBLEU's defaults)."""
     bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
@@ -178,16 +170,11 @@ class TranslationJob(Job):
         loss = validation_loss(self.model, self.valid_sources, self.valid_targets)
         scores = {"val_loss": loss, "val_ppl": math.exp(loss) if loss <= LARGEST_EXPONENT else math.inf}
         if self.config.validation_bleu:
-            decoded = decode_ids(self.model, self.valid_sources, beam=1, max_length=200, length_penalty=1.0)
+            decoded = decode_ids(self.model, self.valid_sources, beam=1, max_length=DecodingConfig.max_length,
+                                 length_penalty=1.0)
             hypotheses = self.vocabularies.target.decode(decoded)
             scores["val_bleu"] = corpus_scores(hypotheses, self.valid_references)[1].score
         return scores
-
-    def model_tensors(self) -> dict[str, Tensor]:
-        return model_tensors(self.model)
-
-    def load_model_tensors(self, tensors: dict[str, Tensor]) -> None:
-        load_weights(self.model, tensors, "the run's last checkpoint")
 
     def checkpoint_config(self) -> dict:
         return {"kind": "translation", "model": self.model.config.to_dict()}
@@ -307,17 +294,20 @@ class Translator:
     vocabularies: Vocabularies
     config: dict
 
-    def translate(self, sentences: list[str], beam: int = 5, max_length: int = 200,
-                  length_penalty: float = 1.0) -> list[str]:
-        """One detokenised translation per sentence (beam 1: greedy decoding)."""
-        check_decoding(beam, max_length, length_penalty)
+    def translate(self, sentences: list[str], beam: int = DecodingConfig.beam,
+                  max_length: int = DecodingConfig.max_length,
+                  length_penalty: float = DecodingConfig.length_penalty) -> list[str]:
+        """One detokenised translation per sentence (beam 1: greedy decoding; the defaults and
+        their reasons: DecodingConfig)."""
+        DecodingConfig(beam, max_length, length_penalty)  # checks them
         sources = encode_sources(self.vocabularies.source, [sentence.strip() for sentence in sentences])
         with torch.no_grad():
             decoded = decode_ids(self.model, sources, beam, max_length, length_penalty)
         return self.vocabularies.target.decode(decoded)
 
-    def score(self, sources: list[str], references: list[str], beam: int = 5, max_length: int = 200,
-              length_penalty: float = 1.0) -> TranslationScores:
+    def score(self, sources: list[str], references: list[str], beam: int = DecodingConfig.beam,
+              max_length: int = DecodingConfig.max_length,
+              length_penalty: float = DecodingConfig.length_penalty) -> TranslationScores:
         if len(sources) != len(references):
             raise ValueError(f"{len(sources):,} sources and {len(references):,} references: each source needs one")
         started = time.perf_counter()
@@ -327,12 +317,13 @@ class Translator:
         return TranslationScores(bleu_score.score, chrf_score.score, len(sources), beam, str(bleu.get_signature()),
                                  str(chrf.get_signature()), seconds, translations)
 
-    def align(self, sentence: str, beam: int = 5, max_length: int = 200, length_penalty: float = 1.0) -> Alignment:
+    def align(self, sentence: str, beam: int = DecodingConfig.beam, max_length: int = DecodingConfig.max_length,
+              length_penalty: float = DecodingConfig.length_penalty) -> Alignment:
         """The attention weights of the model's translation of `sentence` (its subwords and
         the end token on both sides), read by feeding that translation back through the decoder."""
         if self.model.attention is None:
             raise ValueError("this model has no attention (trained with attention 'none'): there is nothing to draw")
-        check_decoding(beam, max_length, length_penalty)
+        DecodingConfig(beam, max_length, length_penalty)  # checks them
         vocabularies, device = self.vocabularies, next(self.model.parameters()).device
         source_ids = encode_sources(vocabularies.source, [sentence.strip()])
         with torch.no_grad():
@@ -346,12 +337,7 @@ class Translator:
 
 def load_translator(directory: str | Path, device: str | torch.device = "cpu") -> Translator:
     """A trained model from a run folder (its best/ checkpoint) or a checkpoint folder, on `device`."""
-    directory = Path(directory)
-    if (directory / "best").exists() or (directory / ".best.previous").exists():
-        directory = directory / "best"
-    config, tensors = load_checkpoint(directory)
-    if config.get("kind") != "translation":
-        raise ValueError(f"{directory} holds a {config.get('kind')!r} checkpoint, not a translation model")
+    directory, config, tensors = load_trained(directory, "translation", "a translation model")
     model = Seq2Seq(Seq2SeqConfig(**config["model"]))
     load_weights(model, tensors, directory)
     model.to(resolve_device(str(device)))
