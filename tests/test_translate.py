@@ -3,6 +3,7 @@ BLEU through the commands, and the messages of bad input files."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import json
@@ -15,6 +16,7 @@ import torch
 pytest.importorskip("sentencepiece")
 pytest.importorskip("sacrebleu")
 
+from lstmkit import translate  # noqa: E402
 from lstmkit.checkpoint import model_tensors  # noqa: E402
 from lstmkit.cli import main  # noqa: E402
 from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig  # noqa: E402
@@ -315,6 +317,9 @@ def test_train_command_writes_a_run_and_resumes_it(tmp_path, capsys):
     assert main([*arguments, "--steps", "2"]) == 0
     assert "wrote" in capsys.readouterr().out
     assert main([*arguments, "--steps", "4", "--resume"]) == 0
+    with pytest.raises(SystemExit):  # --resume refuses other settings
+        main([*arguments, "--steps", "6", "--resume", "--select", "bleu"])
+    assert "select: 'loss' in the run, 'bleu' now" in capsys.readouterr().err
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0] == "step,epoch,tokens,seconds,lr,train_loss,val_loss,val_ppl,val_bleu"
     assert [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3", "4"]  # an epoch is one batch of 64
@@ -325,6 +330,19 @@ def test_train_command_writes_a_run_and_resumes_it(tmp_path, capsys):
     assert translator.model.config.cell == "gru"
     assert translator.translate(valid_pairs := read_parallel(*valid).sources, beam=1) == \
         translator.translate(valid_pairs, beam=1, length_penalty=0.0) == translator.translate(valid_pairs, beam=1)
+
+
+def test_select_bleu_keeps_the_evaluation_with_the_highest_bleu(tmp_path):
+    train, valid = copy_task(tmp_path, 256, 4), copy_task(tmp_path, 20, 5)
+    config = TranslationConfig(**TINY, steps=40, eval_every=8, select="bleu")
+    translate.train(*train, *valid, tmp_path / "run", config)
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    bleus = [float(row["val_bleu"]) for row in rows]
+    best = int(rows[bleus.index(max(bleus))]["step"])
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["best_step"] == best
+    assert json.loads((tmp_path / "run" / "best" / "config.json").read_text())["progress"]["step"] == best
+    with pytest.raises(ValueError, match="select='bleu' needs validation_bleu"):
+        TranslationConfig(select="bleu", validation_bleu=False)
 
 
 @pytest.mark.skipif(not MULTI30K.is_dir(), reason="../shared/data/multi30k is absent")

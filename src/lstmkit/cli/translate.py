@@ -11,7 +11,7 @@ from lstmkit.cli.arguments import add_setting, add_training_arguments, config_fr
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.files import write_json
 from lstmkit.models.seq2seq import ATTENTIONS
-from lstmkit.pipelines.configs import DecodingConfig, TranslationConfig
+from lstmkit.pipelines.configs import SELECTIONS, DecodingConfig, TranslationConfig
 
 
 def translate_train_command(arguments: argparse.Namespace) -> None:
@@ -113,6 +113,8 @@ def add_translate_commands(commands) -> None:
                 type=positive_int)
     train.add_argument("--no-validation-bleu", action="store_true",
                        help="score the validation loss alone at each evaluation (no greedy decoding)")
+    add_setting(train, TranslationConfig, "select", "what marks the best checkpoint: validation loss or BLEU",
+                choices=list(SELECTIONS))
     add_setting(train, TranslationConfig, "engine", "recurrent engine of the encoder", choices=ENGINE_CHOICES)
     add_training_arguments(train, TranslationConfig)
     train.add_argument("--out", required=True, help="run folder")

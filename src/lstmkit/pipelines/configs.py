@@ -111,6 +111,9 @@ class ForecasterConfig(TrainingConfig):
             raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {self.engine!r}")
 
 
+SELECTIONS = ("loss", "bleu")
+
+
 @dataclass(frozen=True)
 class TranslationConfig(TrainingConfig):
     """How a translation model is built and trained (the training fields: see TrainingConfig).
@@ -141,6 +144,9 @@ class TranslationConfig(TrainingConfig):
     max_train_length: int = 100
     # Validation BLEU (greedy decoding) at each evaluation, for the learning curves.
     validation_bleu: bool = True
+    # What marks the best checkpoint: the validation "loss" (each evaluation scores it), or
+    # "bleu", the metric of the task (label smoothing makes the two disagree late in training).
+    select: str = "loss"
     engine: str = "auto"
     # Above Adam's 1e-3: with warm-up and cosine decay 2e-3 is stable and learns faster.
     lr: float = 2e-3
@@ -173,6 +179,10 @@ class TranslationConfig(TrainingConfig):
                              f"must equal hidden_size={self.hidden_size}, got {self.embedding_size}")
         if self.engine not in ENGINE_CHOICES:
             raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {self.engine!r}")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
+        if self.select == "bleu" and not self.validation_bleu:
+            raise ValueError("select='bleu' needs validation_bleu (the BLEU of each evaluation to select on)")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@
     run    checkpoint + sentences -> beam search (or greedy) -> detokenised sentences
     eval   checkpoint + sources + references -> sacreBLEU corpus BLEU and chrF, with signatures
 
-A run folder holds `best/` (the lowest validation loss so far) and `last/` (with what --resume
+A run folder holds `best/` (the lowest validation loss so far, or the highest validation BLEU
+with select="bleu") and `last/` (with what --resume
 needs), each with the two subword models as base64 text, `metrics.csv` (training and
 validation loss, validation perplexity and greedy BLEU at each evaluation), `results.json`
 and `curves.png`.
@@ -146,6 +147,8 @@ class TranslationJob(Job):
         self.model = Seq2Seq(model_config(config, len(vocabularies.source), len(vocabularies.target)))
         self.label = f"translate {config.cell} {config.num_layers}x{config.hidden_size} {config.attention}"
         self.evaluate_every_epoch = config.eval_every is None
+        if config.select == "bleu":
+            self.selection_metric, self.higher_is_better = "val_bleu", True
 
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.sources) / self.config.batch_size) if len(self.sources) else 0

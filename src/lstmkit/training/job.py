@@ -17,14 +17,16 @@ class Job(ABC):
 
     Attributes a job sets: `model` (built on the CPU from the config's seed), `label` (shown
     by the progress report), `item` (what throughput counts: "token", "sequence", ...; the
-    metrics' count column is its plural) and `selection_metric` (the evaluation value whose
-    lowest marks the best model; None when there is none).
+    metrics' count column is its plural), `selection_metric` (the evaluation value whose
+    lowest marks the best model; None when there is none) and `higher_is_better` (its highest
+    marks it instead: a BLEU score).
     """
 
     model: nn.Module
     label: str = "training"
     item: str = "item"
     selection_metric: str | None = "val_loss"
+    higher_is_better: bool = False
     evaluate_at_start: bool = False  # also score the model before its first step
     evaluate_every_epoch: bool = False  # score at the end of each epoch rather than every eval_every steps
 
