@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 import lstmkit
+from lstmkit.cli import main
 from lstmkit.training import Job
 
 TOLERANCE = 1e-10  # relative error allowed between float64 computations of the same math
@@ -181,3 +182,13 @@ class Quadratic(Job):
 
     def evaluate(self):
         return {"val_loss": (self.model.weight[0, 0].item() - self.validation_target) ** 2}
+
+
+def run_cli(arguments: list[str], capsys) -> tuple[int, str, str]:
+    """The `lstmkit` command run in this process: its exit code, stdout and stderr."""
+    try:
+        code = main(arguments)
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

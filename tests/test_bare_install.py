@@ -39,10 +39,12 @@ bare_only = pytest.mark.skipif(
 
 TASKS_MESSAGE = "needs the tasks extra (missing: matplotlib, tqdm): pip install 'lstmkit[tasks]'"
 LM_MESSAGE = "needs the lm extra (missing: tqdm): pip install 'lstmkit[lm]'"
+FORECAST_MESSAGE = ("needs the forecast extra (missing: pandas, matplotlib, statsforecast, tqdm): "
+                    "pip install 'lstmkit[forecast]'")
+SPEECH_MESSAGE = ("needs the speech extra (missing: soundfile, librosa, jiwer, matplotlib, tqdm): "
+                  "pip install 'lstmkit[speech]'")
 TRANSLATE_MESSAGE = ("needs the translate extra (missing: sentencepiece, sacrebleu, matplotlib, tqdm): "
                      "pip install 'lstmkit[translate]'")
-FORECAST_MESSAGE = ("needs the forecast extra (missing: pandas, matplotlib, statsmodels, tqdm): "
-                    "pip install 'lstmkit[forecast]'")
 
 
 def test_importing_lstmkit_and_its_layers_imports_no_extra():
@@ -142,6 +144,8 @@ def test_the_core_installs_torch_numpy_and_safetensors_only():
     ("lstmkit.pipelines.longlag", f"lstmkit.pipelines.longlag {TASKS_MESSAGE}"),
     ("lstmkit.pipelines.probes", f"lstmkit.pipelines.probes {TASKS_MESSAGE}"),
     ("lstmkit.pipelines.demo", f"lstmkit.pipelines.demo {TASKS_MESSAGE}"),
+    ("lstmkit.speech", f"lstmkit.speech {SPEECH_MESSAGE}"),
+    ("lstmkit.pipelines.speech", f"lstmkit.pipelines.speech {SPEECH_MESSAGE}"),
     ("lstmkit.translate", f"lstmkit.pipelines.translate {TRANSLATE_MESSAGE}"),
     ("lstmkit.text.subwords", f"lstmkit.text.subwords {TRANSLATE_MESSAGE}"),
 ])
@@ -166,6 +170,10 @@ TINY_TRAINING = ["--T", "5", "--steps", "1", "--hidden-size", "2", "--test-size"
      f"lstmkit forecast {FORECAST_MESSAGE}"),
     (["forecast", "predict", "run", "series.csv"], f"lstmkit forecast {FORECAST_MESSAGE}"),
     (["lm", "train", "input.txt", "--steps", "1"], f"lstmkit lm {LM_MESSAGE}"),
+    (["speech", "fsdd", "recordings", "--out", "manifests"], f"lstmkit speech {SPEECH_MESSAGE}"),
+    (["speech", "train", "train.csv", "--steps", "1", "--out", "run"], f"lstmkit speech {SPEECH_MESSAGE}"),
+    (["speech", "transcribe", "run", "a.wav"], f"lstmkit speech {SPEECH_MESSAGE}"),
+    (["speech", "eval", "run", "test.csv"], f"lstmkit speech {SPEECH_MESSAGE}"),
     (["translate", "train", "--source", "a.de", "--target", "a.en", "--valid-source", "v.de", "--valid-target", "v.en",
       "--out", "run"], f"lstmkit translate {TRANSLATE_MESSAGE}"),
     (["translate", "eval", "run", "--source", "t.de", "--reference", "t.en"], f"lstmkit translate {TRANSLATE_MESSAGE}"),

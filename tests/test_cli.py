@@ -7,6 +7,7 @@ import json
 import pytest
 
 import lstmkit
+from helpers import run_cli
 from lstmkit.cli import main
 
 
@@ -42,15 +43,6 @@ def test_bad_arguments_exit_with_a_message(arguments, message, capsys):
         main(arguments)
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
-
-
-def run_cli(arguments: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(arguments)
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_task_command_trains_compares_and_writes(tmp_path, capsys):

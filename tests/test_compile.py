@@ -1,61 +1,195 @@
-"""torch.compile gives the eager numbers, through several optimizer steps.
+"""torch.compile gives the eager numbers, through several optimizer steps, on every engine.
 
-The fused, Triton and native engines run eagerly inside a compiled model (a graph break, as
-torch.compile treats torch.nn's RNNs): the compiler never traces into the buffers their
-kernels write in place. The reference engine is ordinary autograd and compiles through.
-Each case trains an eager and a compiled copy of the same layer with SGD for a few steps on
-the same batch and compares outputs and weights at every step.
+The fused and Triton engines run each layer and direction as one custom op
+(`lstmkit::fused_layer`, with `lstmkit::fused_layer_backward` as its autograd formula), which
+the compiler sees whole and never traces into; the native engine is torch's own RNN op; the
+reference engine is ordinary autograd. Each case trains an eager and a compiled copy of the same
+layer with SGD for a few steps on the same batch and compares outputs, final states and
+weights at every step, in float32. The fast suite runs every cell once and every engine a few
+times, with aot_eager and inductor; the whole grid of cells, engines, layer options and both
+backends (about 300 cases, minutes) is in the slow suite (pytest -m slow).
 """
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
 
 import lstmkit
-from helpers import relative_error
+from helpers import ALL_CELLS, cell_id, flatten_outputs, relative_error
 
 STEPS = 3
-CASES = [
-    pytest.param("lstm", "auto", {}, id="lstm-auto(native)"),
-    pytest.param("lstm", "fused", {"num_layers": 2, "bidirectional": True}, id="lstm-fused-L2-bi"),
-    pytest.param("lstm", "fused", {"proj_size": 4}, id="lstm-fused-proj"),
-    pytest.param("lstm", "fused", {"forget_gate": False}, id="lstm-ablation-fused"),
-    pytest.param("gru", "auto", {"bidirectional": True}, id="gru-auto(fused)-bi"),
-    pytest.param("rnn", "native", {"nonlinearity": "relu"}, id="rnn-native"),
-    pytest.param("peephole", "fused", {}, id="peephole-fused"),
-    pytest.param("cifg", "reference", {}, id="cifg-reference"),
-    pytest.param("layernorm", "fused", {"num_layers": 2}, id="layernorm-fused-L2"),
-    pytest.param("layernorm", "triton", {}, id="layernorm-triton"),
+TOLERANCE = 1e-5  # float32: the compiled graph may round the ops around the layer differently
+INDUCTOR_TOLERANCE = 1e-4  # inductor fuses them, and three SGD steps of lr 0.5 carry the difference
+LENGTHS = [5, 2, 4]
+BACKENDS = ["aot_eager", "inductor"]
+LAYER_OPTIONS = {  # name: (layer options, lengths)
+    "plain": ({}, None),
+    "bi-lengths": ({"bidirectional": True}, LENGTHS),
+    "L2": ({"num_layers": 2}, None),
+    "proj-lengths": ({"proj_size": 3}, LENGTHS),
+}
+triton_installed = lstmkit.engines.ENGINES["triton"].unavailable() is None
+
+
+@pytest.fixture(autouse=True)
+def fresh_compiler():
+    """Each test compiles from scratch: past torch.compile's limit of recompilations of one
+    function, later calls would run eagerly without a word."""
+    torch.compiler.reset()
+
+
+def engines_for(cell, options):
+    """The engines that run `cell`: reference and fused always, native for torch.nn's cells,
+    Triton where it is installed (on CPU under TRITON_INTERPRET=1, set by conftest)."""
+    native = lstmkit.engines.ENGINES["native"].unsupported(lstmkit.cells.make_cell(cell, **options), None) is None
+    return ["reference", "fused"] + (["native"] if native else []) + (["triton"] if triton_installed else [])
+
+
+def option_names_for(cell, options):
+    supports_projection = lstmkit.cells.make_cell(cell, **options).supports_projection
+    return [name for name in LAYER_OPTIONS if supports_projection or not name.startswith("proj")]
+
+
+def full_grid():
+    for (cell, options), backend in itertools.product(ALL_CELLS, BACKENDS):
+        for engine, option_name in itertools.product(engines_for(cell, options), option_names_for(cell, options)):
+            label = f"{cell_id(cell, options)}-{engine}-{option_name}-{backend}"
+            yield pytest.param(cell, options, engine, option_name, backend, id=label)
+
+
+def fast_grid():
+    """Every cell on the fused engine with aot_eager, the layer options taken in turn; two
+    cells on native and reference, one on Triton (its kernels interpreted on CPU are slow); and
+    inductor on each engine but Triton, with every layer option on the fused engine."""
+    cases = [
+        (cell, options, "fused", option_names_for(cell, options)[index % len(option_names_for(cell, options))],
+         "aot_eager")
+        for index, (cell, options) in enumerate(ALL_CELLS)
+    ]
+    cases += [
+        ("lstm", {}, "native", "L2", "aot_eager"), ("gru", {}, "native", "bi-lengths", "aot_eager"),
+        ("rnn", {"nonlinearity": "relu"}, "reference", "bi-lengths", "aot_eager"),
+        ("peephole", {}, "reference", "proj-lengths", "aot_eager"),
+        ("lstm", {}, "fused", "bi-lengths", "inductor"), ("layernorm", {}, "fused", "L2", "inductor"),
+        ("lstm", {"forget_gate": False}, "fused", "proj-lengths", "inductor"),
+        ("gru", {}, "fused", "plain", "inductor"),
+        ("lstm", {}, "native", "bi-lengths", "inductor"), ("cifg", {}, "reference", "plain", "inductor"),
+    ]
+    if triton_installed:
+        cases.append(("lstm", {}, "triton", "bi-lengths", "aot_eager"))
+    for cell, options, engine, option_name, backend in cases:
+        yield pytest.param(
+            cell, options, engine, option_name, backend, id=f"{cell_id(cell, options)}-{engine}-{option_name}-{backend}"
+        )
+
+
+def twin_layers(cell, options, engine, layer_options):
+    """A layer and a copy with the same weights."""
+    torch.manual_seed(0)
+    layer = lstmkit.Recurrent(cell, 6, 8, engine=engine, **options, **layer_options)
+    twin = lstmkit.Recurrent(cell, 6, 8, engine=engine, **options, **layer_options)
+    twin.load_state_dict(layer.state_dict())
+    return layer, twin
+
+
+def assert_trains_as_eager(cell, options, engine, option_name, backend):
+    """An eager and a compiled copy of one layer, trained side by side, stay equal."""
+    layer_options, lengths = LAYER_OPTIONS[option_name]
+    tolerance = INDUCTOR_TOLERANCE if backend == "inductor" else TOLERANCE
+    eager, twin = twin_layers(cell, options, engine, layer_options)
+    counter = CompileCounterWithBackend(backend)
+    compiled = torch.compile(twin, backend=counter)
+    optimizers = [torch.optim.SGD(model.parameters(), lr=0.5) for model in (eager, twin)]
+    x = torch.randn(5, 3, 6)
+    for step in range(STEPS):
+        results = []
+        for model, optimizer in zip((eager, compiled), optimizers, strict=True):
+            optimizer.zero_grad()
+            result = flatten_outputs(model(x, lengths=lengths))
+            sum(tensor.pow(2).sum() for tensor in result).backward()
+            optimizer.step()
+            results.append([tensor.detach() for tensor in result])
+        for index, (ours, theirs) in enumerate(zip(results[1], results[0], strict=True)):
+            assert relative_error(ours, theirs) < tolerance, f"step {step}, output {index}"
+        for (name, ours), theirs in zip(twin.named_parameters(), eager.parameters(), strict=True):
+            assert relative_error(ours, theirs) < tolerance, f"step {step}, {name}"
+    assert counter.frame_count > 0, "nothing was compiled"
+
+
+@pytest.mark.parametrize("cell, options, engine, option_name, backend", list(fast_grid()))
+def test_compiled_training_equals_eager(cell, options, engine, option_name, backend):
+    assert_trains_as_eager(cell, options, engine, option_name, backend)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell, options, engine, option_name, backend", list(full_grid()))
+def test_compiled_training_equals_eager_on_every_configuration(cell, options, engine, option_name, backend):
+    assert_trains_as_eager(cell, options, engine, option_name, backend)
+
+
+FULLGRAPH_CASES = [
+    pytest.param("lstm", {}, "aot_eager", id="lstm-aot_eager"),
+    pytest.param("gru", {}, "aot_eager", id="gru-aot_eager"),
+    pytest.param("rnn", {"nonlinearity": "relu"}, "aot_eager", id="rnn-relu-aot_eager"),
+    pytest.param("layernorm", {}, "aot_eager", id="layernorm-aot_eager"),
+    pytest.param("lstm", {"output_activation": False}, "inductor", id="lstm-output_activation=False-inductor"),
 ]
 
 
-def train_together(cell, engine, options, backend):
+@pytest.mark.parametrize("cell, options, backend", FULLGRAPH_CASES)
+def test_a_fused_layer_compiles_to_one_graph(cell, options, backend):
+    """fullgraph=True fails at any graph break: the fused layer is one op to the compiler."""
+    layer, twin = twin_layers(cell, options, "fused", {"num_layers": 2, "bidirectional": True})
+    compiled = torch.compile(twin, fullgraph=True, backend=backend)
+    x = torch.randn(5, 3, 6, requires_grad=True)
+    ours, theirs = flatten_outputs(compiled(x)), flatten_outputs(layer(x))
+    for index, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert relative_error(a, b) < TOLERANCE, f"output {index}"
+    grads = [torch.autograd.grad(sum(t.sum() for t in result), [x, *model.parameters()])
+             for result, model in ((ours, twin), (theirs, layer))]
+    for index, (a, b) in enumerate(zip(*grads, strict=True)):
+        assert relative_error(a, b) < TOLERANCE, f"gradient {index}"
+
+
+@pytest.mark.parametrize("cell, options", [("lstm", {}), ("gru", {}), ("layernorm", {}), ("peephole", {})])
+def test_the_fused_ops_pass_torch_library_opcheck(cell, options):
+    """The ops' schemas, fake implementations and autograd registration agree with what the
+    ops do (torch.library.opcheck), with lengths and a projection where the cell takes one."""
+    from lstmkit.engines.fused.layer import given_parameters, kernel_key
+
     torch.manual_seed(0)
-    eager = lstmkit.Recurrent(cell, 6, 8, engine=engine, **options)
-    twin = lstmkit.Recurrent(cell, 6, 8, engine=engine, **options)
-    twin.load_state_dict(eager.state_dict())
-    compiled = torch.compile(twin, backend=backend)
-    optimizers = [torch.optim.SGD(model.parameters(), lr=0.5) for model in (eager, twin)]
-    x = torch.randn(5, 3, 6)
-    for _ in range(STEPS):
-        outputs = []
-        for model, optimizer in zip((eager, compiled), optimizers, strict=True):
-            optimizer.zero_grad()
-            output = model(x, lengths=[5, 2, 4])[0]
-            output.pow(2).sum().backward()
-            optimizer.step()
-            outputs.append(output.detach())
-        assert relative_error(outputs[1], outputs[0]) < 1e-5
-        for (name, ours), theirs in zip(twin.named_parameters(), eager.parameters(), strict=True):
-            assert relative_error(ours, theirs) < 1e-5, name
+    layer = lstmkit.Recurrent(cell, 3, 4, proj_size=2 if cell != "gru" else 0, engine="fused", **options)
+    weights = layer.layer_weights(0)
+    given, parameters = given_parameters(layer.cell, weights)
+    key = kernel_key(lstmkit.engines.ENGINES["fused"].kernels()[cell], layer.cell)
+    x = torch.randn(4, 3, 3, requires_grad=True)
+    h0 = torch.randn(3, layer.output_size, requires_grad=True)
+    c0 = torch.randn(3, 4, requires_grad=True) if layer.cell.has_cell_state else None
+    for batch_sizes in (None, [3, 3, 2, 1]):
+        arguments = (key, batch_sizes, True, torch.float32, torch.float32, given, x, h0, c0, parameters)
+        torch.library.opcheck(torch.ops.lstmkit.fused_layer.default, arguments)
 
 
-@pytest.mark.parametrize("cell, engine, options", CASES)
-def test_compiled_training_equals_eager_with_aot_eager(cell, engine, options):
-    train_together(cell, engine, options, "aot_eager")
-
-
-@pytest.mark.parametrize("cell, engine, options", [CASES[0], CASES[1], CASES[7]])
-def test_compiled_training_equals_eager_with_inductor(cell, engine, options):
-    train_together(cell, engine, options, "inductor")
+@pytest.mark.parametrize("compile_it", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize(
+    "cell, engines", [("lstm", engines_for("lstm", {})), ("layernorm", ["fused"])], ids=["lstm", "layernorm"]
+)
+def test_an_in_place_update_of_a_weight_changes_the_next_output_on_every_engine(cell, engines, compile_it):
+    """No engine keeps a copy of the weights past an in-place update: after
+    `weight_hh_l0[0].add_(1)` each gives what a new layer with the updated weights gives. (One
+    row, not the whole matrix: LayerNorm takes out a shift common to all rows.)"""
+    for engine in engines:
+        layer, fresh = twin_layers(cell, {}, engine, {"num_layers": 2})
+        run = torch.compile(layer, backend="aot_eager") if compile_it else layer
+        x = torch.randn(5, 3, 6)
+        before = run(x)[0]
+        with torch.no_grad():
+            layer.weight_hh_l0[0].add_(1)
+            fresh.weight_hh_l0[0].add_(1)
+        after = run(x)[0]
+        assert relative_error(after, before) > 100 * TOLERANCE, engine
+        assert relative_error(after, fresh(x)[0]) < TOLERANCE, engine

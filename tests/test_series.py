@@ -156,7 +156,7 @@ def test_simple_baselines_by_hand():
     assert baseline_forecast("naive", history, 3, 2).tolist() == [7.0, 7.0, 7.0]
     assert baseline_forecast("seasonal_naive", history, 5, 2).tolist() == [3.0, 7.0, 3.0, 7.0, 3.0]
     np.testing.assert_allclose(baseline_forecast("drift", history, 2, 2), [7 + 6 / 5, 7 + 12 / 5])
-    with pytest.raises(ValueError, match="baseline must be one of naive, seasonal_naive, drift, ets, arima, got 'mean'"):
+    with pytest.raises(ValueError, match="baseline must be one of naive, seasonal_naive, drift, ets, arima, theta, naive2, got 'mean'"):
         baseline_forecast("mean", history, 2, 2)
     with pytest.raises(ValueError, match="the seasonal_naive baseline needs at least 12 values, got 6"):
         baseline_forecast("seasonal_naive", history, 2, 12)

@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ pytest.importorskip("sentencepiece")
 pytest.importorskip("sacrebleu")
 
 from lstmkit import translate  # noqa: E402
-from lstmkit.checkpoint import model_tensors  # noqa: E402
+from lstmkit.checkpoint import CheckpointError, model_tensors  # noqa: E402
 from lstmkit.cli import main  # noqa: E402
 from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig  # noqa: E402
 from lstmkit.pipelines.configs import TranslationConfig  # noqa: E402
@@ -257,6 +258,21 @@ def test_a_loaded_checkpoint_translates_identically(copy_run):
     assert loaded.vocabularies == trained.vocabularies
 
 
+def test_a_damaged_checkpoint_is_refused_naming_the_file(copy_run, tmp_path):
+    out, *_ = copy_run
+    best = shutil.copytree(out / "best", tmp_path / "best")
+    (best / "source.spm.b64").write_text("not base64!")
+    with pytest.raises(CheckpointError, match=f"{best / 'source.spm.b64'} is not a subword vocabulary"):
+        load_translator(best)
+    (best / "source.spm.b64").unlink()
+    with pytest.raises(CheckpointError, match="has no source.spm.b64: the checkpoint is incomplete"):
+        load_translator(best)
+    config = json.loads((best / "config.json").read_text())
+    (best / "config.json").write_text(json.dumps({**config, "kind": "language_model"}))
+    with pytest.raises(CheckpointError, match="holds a 'language_model' checkpoint, not a translation model"):
+        load_translator(best)
+
+
 def test_eval_of_a_perfect_translation_gives_bleu_100_and_writes_json(copy_run, tmp_path, capsys):
     out, _, valid, _ = copy_run
     scores = tmp_path / "scores.json"
@@ -330,6 +346,21 @@ def test_train_command_writes_a_run_and_resumes_it(tmp_path, capsys):
     assert translator.model.config.cell == "gru"
     assert translator.translate(valid_pairs := read_parallel(*valid).sources, beam=1) == \
         translator.translate(valid_pairs, beam=1, length_penalty=0.0) == translator.translate(valid_pairs, beam=1)
+
+
+def test_the_encoder_takes_the_regulariser_flags(tmp_path):
+    train, valid = copy_task(tmp_path, 32, 6), copy_task(tmp_path, 4, 7)
+    out = tmp_path / "run"
+    assert main(["translate", "train", "--source", str(train[0]), "--target", str(train[1]),
+                 "--valid-source", str(valid[0]), "--valid-target", str(valid[1]), "--out", str(out),
+                 "--source-vocabulary-size", "300", "--target-vocabulary-size", "300", "--hidden-size", "8",
+                 "--recurrent-dropout", "0.1", "--zoneout", "0.1", "--init", "chrono", "--steps", "1",
+                 "--no-validation-bleu"]) == 0
+    regularisers = load_translator(out).model.config.regularisers
+    assert regularisers.pop("chrono_max") >= 3  # the training sources' mean length: letters and the end token
+    assert regularisers == {"recurrent_dropout": 0.1, "zoneout": 0.1, "init": ["chrono"]}
+    with pytest.raises(ValueError, match="weight_dropout"):
+        TranslationConfig(weight_dropout=1.5)
 
 
 def test_select_bleu_keeps_the_evaluation_with_the_highest_bleu(tmp_path):

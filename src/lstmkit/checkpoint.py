@@ -1,10 +1,17 @@
 """Checkpoints: a folder with a JSON config and safetensors weights, written atomically.
 
-A checkpoint loads without running pickle. It is written, and flushed to disk, in a
-temporary folder beside its destination, then renamed into place: the old checkpoint moves
-to `.NAME.previous` first and is deleted after. A crash therefore leaves the new checkpoint,
-or the old one in place, or (between the two renames) the old one under `.NAME.previous`,
-where `load_checkpoint` finds it.
+A checkpoint loads without running pickle. It is written, and flushed to disk, in a staging
+folder beside its destination, then renamed into place. A checkpoint already at the
+destination moves to `.NAME.previous` first and is deleted after; one found only at
+`.NAME.previous` (a save killed between the two renames) is kept until the new one is in
+place. At every moment, then, the new checkpoint or the old one is complete on disk, where
+`load_checkpoint` finds it.
+
+A load checks what it reads and names the file and what is wrong with it (`CheckpointError`):
+a file that is truncated or not JSON, a checkpoint of another kind, tensors missing, extra or
+of another shape than the configuration implies. `load_model_checkpoint` compares the shapes
+in the weights file's header with those of the model built on the meta device before any
+weight is read, so a crafted size costs nothing.
 """
 
 from __future__ import annotations
@@ -13,15 +20,64 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
+from torch import nn
 
 from lstmkit.files import default_mode
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+RUN_CHECKPOINTS = ("best", "model")  # the checkpoint to load in an `lm train` run, a `forecast fit` folder
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded: a file truncated, corrupt or not JSON, a checkpoint
+    of another kind, tensors that do not fit its configuration. The message names the file
+    and what is wrong with it."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (a full disk, no permission); the checkpoint
+    that was there before is intact. `errno` is the failure's."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A model's weights for a checkpoint, a tied weight (the model's `tied_weight`: the name of
+    a parameter that is another's tensor) stored once, as the tensor it shares."""
+    tensors = model.state_dict()
+    tied = getattr(model, "tied_weight", None)
+    if tied is not None:
+        del tensors[tied]
+    return tensors
+
+
+@dataclass(frozen=True)
+class CheckpointKind:
+    """What the checkpoints of one pipeline hold, so that a load can check them.
+
+    name: the config's "kind"; description: what a load of this kind expects, for messages
+    ("a forecaster"); section: the config entry that describes the model; sizes: the entries
+    of that section that are tensor dimensions or layer counts; build: the section -> the
+    model; stored: the model -> the tensors its checkpoint holds (a tied weight once).
+    """
+
+    name: str
+    description: str
+    section: str
+    sizes: tuple[str, ...]
+    build: Callable[[dict], nn.Module]
+    stored: Callable[[nn.Module], dict[str, torch.Tensor]] = model_tensors
 
 
 def save_checkpoint(
@@ -33,7 +89,8 @@ def save_checkpoint(
 ) -> Path:
     """Write `config` (JSON), `tensors` (safetensors), `extra_files` (name -> text) and
     `extra_tensors` (file name -> tensors, safetensors) to `directory`, replacing any
-    checkpoint there."""
+    checkpoint there. An OSError on the way (a full disk) raises CheckpointWriteError, the
+    checkpoint that was there intact."""
     directory = Path(directory)
     tensor_files = {WEIGHTS_FILE: tensors, **(extra_tensors or {})}
     for file_name, group in tensor_files.items():
@@ -42,50 +99,41 @@ def save_checkpoint(
                 raise TypeError(
                     f"checkpoint tensors must be torch.Tensor, got {type(tensor).__name__} for {name!r} in {file_name}"
                 )
+    files = {CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True) + "\n", **(extra_files or {})}
+    existed = directory.exists() or previous_path(directory).exists()
+    try:
+        write_checkpoint(directory, files, tensor_files)
+    except OSError as error:
+        reason = os.strerror(error.errno).lower() if error.errno else str(error)
+        kept = "the previous checkpoint there is intact" if existed else "there was no checkpoint there before"
+        raise CheckpointWriteError(error.errno, f"{reason} while writing checkpoint {directory}; {kept}") from error
+    return directory
+
+
+def write_checkpoint(directory: Path, files: dict[str, str], tensor_files: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Stage the files beside `directory`, flushed, then rename them into place, never
+    deleting the only complete checkpoint on disk."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     previous = previous_path(directory)
     for orphan in directory.parent.glob(f".{directory.name}.new.*"):  # left by a save that was killed
         shutil.rmtree(orphan, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new.", dir=directory.parent))
-    os.chmod(staging, default_mode(directory=True))
     try:
-        write_text(staging / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
-        for file_name, group in tensor_files.items():
-            save_file({name: tensor.detach().contiguous().cpu() for name, tensor in group.items()}, staging / file_name)
-            os.chmod(staging / file_name, default_mode())
-            flush(staging / file_name)
-        for name, text in (extra_files or {}).items():
-            write_text(staging / name, text)
-        if previous.exists():
-            shutil.rmtree(previous)
-        if directory.exists():
+        os.chmod(staging, default_mode(directory=True))
+        for name, text in files.items():
+            write_file(staging / name, text.encode("utf-8"))
+        for name, group in tensor_files.items():  # serialized in memory: safetensors' own writes hide errno
+            write_file(staging / name, save({key: tensor.detach().contiguous().cpu() for key, tensor in group.items()}))
+        if directory.exists():  # the newest complete checkpoint: an older previous copy can go
+            if previous.exists():
+                shutil.rmtree(previous)
             os.replace(directory, previous)
-        os.replace(staging, directory)
+        os.replace(staging, directory)  # where previous is the only copy, it stays until now
         flush(directory.parent)
-        if previous.exists():
-            shutil.rmtree(previous)
     finally:
         if staging.exists():
-            shutil.rmtree(staging)
-    return directory
-
-
-def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A model's weights for a checkpoint, a tied weight (the model's `tied_weight`: the name of
-    a parameter that is another's tensor) stored once, as the tensor it shares."""
-    tensors = model.state_dict()
-    tied = getattr(model, "tied_weight", None)
-    if tied is not None:
-        del tensors[tied]
-    return tensors
-
-
-def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: object) -> None:
-    """Load the weights `model_tensors` saved, checking that they fit the model."""
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    tied = getattr(model, "tied_weight", None)
-    if missing != ([] if tied is None else [tied]) or unexpected:
-        raise ValueError(f"{where}: weights do not fit the model (missing {missing}, unexpected {unexpected})")
+            shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(previous, ignore_errors=True)  # a copy left here is removed by the next save
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:
@@ -93,30 +141,89 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     interrupted between its two renames), the tensors on `device` whatever device wrote them
     (the files hold none: tensors are saved from their CPU copies)."""
     directory = existing(Path(directory))
+    return read_config(directory), load_tensors(directory / WEIGHTS_FILE, device)
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], where: object) -> None:
+    """Load the weights `model_tensors` saved (a tied weight is the tensor it shares), after
+    checking their names and shapes against the model's (CheckpointError naming `where`)."""
+    check_tensor_shapes({name: tuple(tensor.shape) for name, tensor in tensors.items()},
+                        {name: tuple(tensor.shape) for name, tensor in model_tensors(model).items()}, where)
+    model.load_state_dict(tensors, strict=False)
+
+
+def load_model_checkpoint(directory: str | Path, kind: CheckpointKind) -> tuple[dict, nn.Module]:
+    """(config, model on the CPU with its weights) of a checkpoint of `kind`. Its kind, its
+    sizes and the tensor names and shapes in the weights file's header are checked against
+    the model it describes (built on the meta device) before any weight is read or allocated."""
+    directory = existing(Path(directory))
+    config = read_config(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    if config.get("kind") != kind.name:
+        found = f"a {config['kind']!r} checkpoint" if "kind" in config else f"a checkpoint of no kind ({config_path})"
+        raise CheckpointError(f"{directory} holds {found}, not {kind.description}")
+    section = config.get(kind.section)
+    if not isinstance(section, dict):
+        raise CheckpointError(f"{config_path} has no {kind.section!r} object describing {kind.description}")
+    shapes = header_shapes(weights_path)
+    check_sizes(section, kind.sizes, shapes, config_path, weights_path)
+    try:
+        with torch.device("meta"):
+            expected = kind.stored(kind.build(section))
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{config_path} describes {kind.description} this lstmkit cannot build "
+                              f"(written by another version?): {error}") from None
+    check_tensor_shapes(shapes, {name: tuple(tensor.shape) for name, tensor in expected.items()}, weights_path)
+    model = kind.build(section)
+    model.load_state_dict(load_tensors(weights_path, "cpu"), strict=False)  # what `stored` leaves out is tied
+    return config, model
+
+
+def checkpoint_folder(directory: str | Path) -> Path:
+    """The checkpoint a user means by `directory`: the folder itself, or the best/ of an `lm
+    train` run, or the model/ of a `forecast fit` folder."""
+    directory = Path(directory)
+    if (existing(directory) / CONFIG_FILE).exists():
+        return directory
+    for name in RUN_CHECKPOINTS:
+        if existing(directory / name).is_dir():
+            return directory / name
+    return directory
+
+
+def read_config(directory: Path) -> dict:
+    """The JSON object in a checkpoint folder's config.json."""
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     if not config_path.is_file() or not weights_path.is_file():
         raise FileNotFoundError(
             f"{directory} is not an lstmkit checkpoint: expected {CONFIG_FILE} and {WEIGHTS_FILE} in it"
         )
-    return json.loads(config_path.read_text()), load_tensors(weights_path, device)
+    config = read_json(config_path)
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path} holds a JSON {type(config).__name__}, expected an object")
+    return config
 
 
-def load_trained(directory: str | Path, kind: str, what: str) -> tuple[Path, dict, dict[str, torch.Tensor]]:
-    """(the checkpoint folder, its config, its tensors on the CPU) of a run folder (its best/
-    checkpoint) or a checkpoint folder, which must hold a checkpoint of `kind` (`what`: how the
-    message calls it)."""
-    directory = Path(directory)
-    if (directory / "best").exists() or previous_path(directory / "best").exists():
-        directory = directory / "best"
-    config, tensors = load_checkpoint(directory)
-    if config.get("kind") != kind:
-        raise ValueError(f"{directory} holds a {config.get('kind')!r} checkpoint, not {what}")
-    return directory, config, tensors
+def read_extra_json(directory: str | Path, name: str) -> object:
+    """A JSON file saved with a checkpoint through `extra_files`."""
+    return read_json(extra_file(directory, name))
 
 
-def read_extra_file(directory: str | Path, name: str) -> str:
-    """A text file saved with a checkpoint through `extra_files`."""
-    return (existing(Path(directory)) / name).read_text()
+def read_extra_text(directory: str | Path, name: str) -> str:
+    """A UTF-8 text file saved with a checkpoint through `extra_files`."""
+    path = extra_file(directory, name)
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CheckpointError(f"{path} is not text: byte {error.start} is not UTF-8") from None
+
+
+def extra_file(directory: str | Path, name: str) -> Path:
+    """The path of a file saved with a checkpoint through `extra_files`, which must be there."""
+    path = existing(Path(directory)) / name
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent} has no {name}: the checkpoint is incomplete")
+    return path
 
 
 def read_extra_tensors(directory: str | Path, name: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -124,12 +231,66 @@ def read_extra_tensors(directory: str | Path, name: str, device: str | torch.dev
     return load_tensors(existing(Path(directory)) / name, device)
 
 
+def read_json(path: Path) -> object:
+    """The JSON in `path`; CheckpointError naming the file and the position of a syntax error."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise CheckpointError(f"{path} is not JSON: byte {error.start} is not UTF-8") from None
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+
+
 def load_tensors(path: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
     """A safetensors file read on the CPU, then moved to `device` (map_location's role)."""
-    tensors = load_file(path)
+    try:
+        tensors = load_file(path)
+    except SafetensorError as error:
+        raise unreadable(path, error) from None
     if torch.device(device).type == "cpu":
         return tensors
     return {name: tensor.to(device) for name, tensor in tensors.items()}
+
+
+def header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in a safetensors file, from its header alone (which is
+    checked to describe exactly the bytes that follow it)."""
+    try:
+        with safe_open(path, "pt") as file:
+            return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118 (not a dict)
+    except SafetensorError as error:
+        raise unreadable(path, error) from None
+
+
+def unreadable(path: Path, error: SafetensorError) -> CheckpointError:
+    return CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt: {error})")
+
+
+def check_sizes(section: dict, sizes: tuple[str, ...], shapes: Shapes, config_path: Path, weights_path: Path) -> None:
+    """Refuse a size (or layer count) that no tensor in the weights file comes near, before
+    anything the size would make is built: each is at most a dimension or the tensor count."""
+    bound = max([len(shapes), *(max(shape, default=0) for shape in shapes.values())])
+    for name in sizes:
+        value = section.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > bound:
+            largest = max(shapes, key=lambda tensor: max(shapes[tensor], default=0), default=None)
+            holds = "it holds no tensor" if largest is None else f"the largest is {largest}, {shapes[largest]}"
+            raise CheckpointError(f"{config_path} sets {name}={value}, which the tensors in {weights_path} do not "
+                                  f"fit: none has a dimension that large ({holds})")
+
+
+def check_tensor_shapes(found: Shapes, expected: Shapes, where: str | Path) -> None:
+    """Tensors `found` in a checkpoint against those its configuration implies: the same
+    names, the same shapes; else CheckpointError naming each difference."""
+    differences = []
+    if missing := [name for name in expected if name not in found]:
+        differences.append(f"missing tensors {', '.join(missing)}")
+    if extra := [name for name in found if name not in expected]:
+        differences.append(f"unexpected tensors {', '.join(extra)}")
+    differences += [f"{name} is {found[name]} in the file but {shape} by the configuration"
+                    for name, shape in expected.items() if name in found and tuple(found[name]) != tuple(shape)]
+    if differences:
+        raise CheckpointError(f"{where} does not fit its configuration: {'; '.join(differences)}")
 
 
 def existing(directory: Path) -> Path:
@@ -143,10 +304,10 @@ def previous_path(directory: Path) -> Path:
     return directory.parent / f".{directory.name}.previous"
 
 
-def write_text(path: Path, text: str) -> None:
+def write_file(path: Path, data: bytes) -> None:
     """Write and flush to disk (open() gives the umask's permissions)."""
-    with open(path, "w", encoding="utf-8") as file:
-        file.write(text)
+    with open(path, "wb") as file:
+        file.write(data)
         file.flush()
         os.fsync(file.fileno())
 

@@ -22,7 +22,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "gpu": ("triton",),
     "tasks": ("matplotlib", "tqdm"),
     "lm": ("tqdm",),
-    "forecast": ("pandas", "matplotlib", "statsmodels", "tqdm"),
+    "forecast": ("pandas", "matplotlib", "statsforecast", "tqdm"),
+    "speech": ("soundfile", "librosa", "jiwer", "matplotlib", "tqdm"),
     "translate": ("sentencepiece", "sacrebleu", "matplotlib", "tqdm"),
 }
 

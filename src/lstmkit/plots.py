@@ -118,3 +118,31 @@ def attention_matrix(source: Sequence[str], target: Sequence[str], weights: np.n
     axes.set(xlabel="source subwords", ylabel="translation subwords")
     figure.colorbar(image, ax=axes, fraction=0.04, pad=0.02)
     return save(figure, path)
+
+
+def draw_speech(path: str | Path, frames, probabilities, labels: Sequence[str], stack: int, frame_rate: float,
+                title: str) -> Path:
+    """Three panels over time in seconds: the log-mel spectrogram (normalised), the model's
+    probability of each label (blank "_" first) at each step, and the CTC alignment: the
+    likeliest label of each step, a character where it is not the blank."""
+    frames, probabilities = np.asarray(frames), np.asarray(probabilities)
+    seconds = len(frames) / frame_rate
+    step = stack / frame_rate
+    figure = Figure(figsize=(10, 7))
+    spectrum, posterior, alignment = figure.subplots(3, 1, sharex=True, height_ratios=[3, 3, 1])
+    spectrum.imshow(frames.T, aspect="auto", origin="lower", interpolation="nearest", cmap="magma",
+                    extent=(0, seconds, 0, frames.shape[1]))
+    spectrum.set(title=title, ylabel="mel band")
+    posterior.imshow(probabilities.T, aspect="auto", origin="lower", interpolation="nearest", cmap="Greys",
+                     vmin=0, vmax=1, extent=(0, len(probabilities) * step, -0.5, len(labels) - 0.5))
+    posterior.set_yticks(range(len(labels)), [repr(label)[1:-1] if label != " " else "␣" for label in labels],
+                         fontsize=7)
+    posterior.set_ylabel("label probability")
+    best = probabilities.argmax(1)
+    for position, label in enumerate(best):
+        if label != 0:
+            centre = (position + 0.5) * step
+            alignment.axvspan(position * step, (position + 1) * step, color="#1f77b4", alpha=0.25)
+            alignment.text(centre, 0.5, labels[label] if labels[label] != " " else "␣", ha="center", va="center")
+    alignment.set(xlabel="time (s)", yticks=[], ylabel="alignment", xlim=(0, seconds))
+    return save(figure, path)

@@ -7,8 +7,10 @@ import os
 import sys
 import warnings
 
+from lstmkit.checkpoint import CheckpointWriteError
 from lstmkit.cli.forecast import add_forecast_commands
 from lstmkit.cli.lm import add_lm_commands
+from lstmkit.cli.speech import add_speech_commands
 from lstmkit.cli.tasks import add_task_commands
 from lstmkit.cli.translate import add_translate_commands
 from lstmkit.extras import MissingExtra, require_extra
@@ -23,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_task_commands(commands)
     add_lm_commands(commands)
     add_forecast_commands(commands)
+    add_speech_commands(commands)
     add_translate_commands(commands)
     return parser
 
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         arguments.run(arguments)
     except MissingExtra as error:  # one line that names the pip command
         parser.exit(1, f"{error}\n")
-    except TrainingDiverged as error:  # the run failed; what it wrote before is kept
+    except (TrainingDiverged, CheckpointWriteError) as error:  # the run stopped; what it wrote before is kept
         parser.exit(1, f"lstmkit: error: {error}\n")
     except (ValueError, TypeError, FileNotFoundError) as error:  # lstmkit's checks name what was expected and received
         parser.exit(2, f"lstmkit: error: {error}\n")

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 
 from lstmkit.cells import CELLS
+from lstmkit.nn.regularisers import INITS
 from lstmkit.training.config import PRECISIONS
 from lstmkit.training.device import check_device_name
 
@@ -62,15 +63,58 @@ def field_default(config_class: type, name: str):
     raise ValueError(f"{config_class.__name__} has no field {name!r}")
 
 
-def add_setting(parser, config_class: type, name: str, help: str, **options) -> None:
-    """The option --NAME (dashes for underscores) for the config field `name`, its default read
-    from the config class and shown in the help."""
+def add_setting(parser, config_class: type, name: str, help: str, flag: str | None = None, **options) -> None:
+    """The option --NAME (dashes for underscores; or `flag`) for the config field `name`, its
+    default read from the config class and shown in the help."""
     default = field_default(config_class, name)
-    shown = f" (default {default})" if default is not None and default is not False else ""
+    shown = f" (default {default})" if default not in (None, False, ()) else ""
+    flag = flag or "--" + name.replace("_", "-")
     if options.get("action") == "store_true":
-        parser.add_argument("--" + name.replace("_", "-"), help=help + shown, **options)
+        parser.add_argument(flag, help=help + shown, **options)
     else:
-        parser.add_argument("--" + name.replace("_", "-"), default=default, help=help + shown, **options)
+        parser.add_argument(flag, default=default, help=help + shown, **options)
+
+
+def probability(text: str) -> float:
+    """argparse type: a probability in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {value}")
+    return value
+
+
+def zoneout_probabilities(text: str) -> float | tuple[float, float]:
+    """argparse type: z, or z_c,z_h."""
+    parts = text.split(",")
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected z or z_c,z_h (probabilities in [0, 1)), got {text!r}")
+    values = tuple(probability(part) for part in parts)
+    return values[0] if len(values) == 1 else values
+
+
+def init_names(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated initialisations (chrono, orthogonal)."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names or any(name not in INITS for name in names):
+        raise argparse.ArgumentTypeError(f"expected {' and/or '.join(INITS)}, comma-separated, got {text!r}")
+    return names
+
+
+def add_regulariser_arguments(parser, config_class: type) -> None:
+    """The layers' regularisers and initialisations (see RegulariserSettings)."""
+    add_setting(parser, config_class, "recurrent_dropout",
+                "dropout on h_{t-1} in the recurrent product, one mask per sequence", type=probability)
+    add_setting(parser, config_class, "input_dropout", "dropout on each layer's input, one mask per sequence",
+                type=probability)
+    add_setting(parser, config_class, "zoneout", "z or z_c,z_h: units keep their previous value with this "
+                "probability", type=zoneout_probabilities)
+    add_setting(parser, config_class, "weight_dropout", "DropConnect on the recurrent weights", type=probability)
+    add_setting(parser, config_class, "init", "chrono and/or orthogonal, comma-separated", type=init_names)
+    add_setting(parser, config_class, "chrono_max", "the longest dependency chrono prepares for, in steps "
+                "(default: the training sequences' length)", type=positive_float)
 
 
 def add_training_arguments(parser, config_class: type, evaluations: bool = True) -> None:

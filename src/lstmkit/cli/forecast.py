@@ -27,15 +27,19 @@ def forecaster_from(arguments: argparse.Namespace):
 
 
 def fit_command(arguments: argparse.Namespace) -> None:
-    from lstmkit.pipelines.forecast_report import backtest_report, backtest_then_refit
+    from lstmkit.pipelines.forecast_report import backtest_report, backtest_then_refit, chosen_line
 
     out = Path(arguments.out)
     fitted = backtest_then_refit(forecaster_from(arguments), arguments.csv, out, arguments.holdout)
     print(backtest_report(fitted.backtest, fitted.frame))
     print(f"wrote {out}/results.json, {out}/backtest.csv and {out}/backtest.png")
-    print(f"refitting on all {len(fitted.frame)} rows for {fitted.backtest.model.best_epoch} epochs "
-          f"(the backtest's best): wrote {out}/model; forecast the next {arguments.horizon} steps with: "
-          f"lstmkit forecast predict {out} {arguments.csv}")
+    if arguments.id is None:
+        print(f"refitting on all {len(fitted.frame)} rows for {fitted.backtest.model.best_epoch} epochs "
+              f"(the backtest's best): wrote {out}/model; forecast the next {arguments.horizon} steps with: "
+              f"lstmkit forecast predict {out} {arguments.csv}")
+    else:
+        print(f"refitted on all {len(fitted.frame)} series: {chosen_line(fitted.final)}; wrote {out}/model; forecast "
+              f"the next {arguments.horizon} steps of each with: lstmkit forecast predict {out} {arguments.csv}")
 
 
 def backtest_command(arguments: argparse.Namespace) -> None:
@@ -59,7 +63,10 @@ def predict_command(arguments: argparse.Namespace) -> None:
 
 def add_series_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("csv", help="a CSV file with a time column and target columns")
-    parser.add_argument("--time", required=True, help="the time column (dates, or integer years)")
+    parser.add_argument("--time", required=True,
+                        help="the time column (dates, or integer years; integer steps in a long table)")
+    parser.add_argument("--id", help="the series-id column of a long table (one row per series and time): "
+                        "one network for all series")
     parser.add_argument("--target", required=True, type=column_list, help="target column(s), comma-separated")
     parser.add_argument("--horizon", required=True, type=positive_int, help="steps to forecast")
     parser.add_argument("--lookback", type=positive_int, help="steps the model sees (default 2 x max(horizon, season))")
@@ -78,6 +85,12 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
     add_setting(parser, ForecasterConfig, "batch_size", "windows per step", type=positive_int)
     add_setting(parser, ForecasterConfig, "interval", "prediction-interval coverage", type=float)
     add_setting(parser, ForecasterConfig, "engine", "recurrent engine", choices=ENGINE_CHOICES)
+    add_setting(parser, ForecasterConfig, "normalisation",
+                "each series' normalisation (long tables): standard, log or seasonal")
+    add_setting(parser, ForecasterConfig, "baselines", "baselines a long table's forecast is chosen among and "
+                "combined with, comma-separated", type=column_list)
+    add_setting(parser, ForecasterConfig, "epoch_windows", "windows drawn per epoch of a long table",
+                type=positive_int)
     add_training_arguments(parser, ForecasterConfig, evaluations=False)
 
 

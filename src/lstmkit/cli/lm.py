@@ -6,10 +6,13 @@ import argparse
 from pathlib import Path
 
 from lstmkit.cells import CELLS
-from lstmkit.cli.arguments import (add_setting, add_training_arguments, config_from, device_name, positive_float,
-                                   positive_int)
+from lstmkit.cli.arguments import (
+    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, positive_float,
+    positive_int, probability,
+)
 from lstmkit.engines import ENGINE_CHOICES
-from lstmkit.pipelines.lm import LMTrainingConfig
+from lstmkit.pipelines.lm import RECIPES, LMTrainingConfig
+from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation
 
 
 def lm_train_command(arguments: argparse.Namespace) -> None:
@@ -39,9 +42,18 @@ def lm_eval_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.lm import load_language_model
     from lstmkit.text import read_text
 
-    scores = load_language_model(arguments.directory, device=arguments.device).evaluate(read_text(arguments.text))
-    print(f"loss {scores.loss:.4f} nats/token, perplexity {scores.perplexity:.2f}, "
-          f"{scores.bits_per_character:.3f} bits/character over {scores.tokens:,} tokens")
+    model, text = load_language_model(arguments.directory, device=arguments.device), read_text(arguments.text)
+    ways = {"": {}}
+    if arguments.cache:
+        ways["with the cache pointer: "] = {"cache": CachePointer(arguments.cache_window, arguments.cache_theta,
+                                                                   arguments.cache_lambda)}
+    if arguments.dynamic:
+        ways["with dynamic evaluation: "] = {"dynamic": DynamicEvaluation(arguments.dynamic_segment,
+                                                                           arguments.dynamic_lr, arguments.dynamic_decay)}
+    for label, way in ways.items():
+        scores = model.evaluate(text, **way)
+        print(f"{label}loss {scores.loss:.4f} nats/token, perplexity {scores.perplexity:.2f}, "
+              f"{scores.bits_per_character:.3f} bits/character over {scores.tokens:,} tokens")
 
 
 def add_lm_commands(commands) -> None:
@@ -60,7 +72,18 @@ def add_lm_commands(commands) -> None:
     add_setting(train, LMTrainingConfig, "batch_size", "parallel streams (shared among torchrun's processes)",
                 type=positive_int)
     add_setting(train, LMTrainingConfig, "dropout", "dropout probability", type=float)
+    add_setting(train, LMTrainingConfig, "locked_dropout", "one dropout mask per sequence for every step",
+                action="store_true")
+    add_setting(train, LMTrainingConfig, "embedding_dropout", "whole words dropped from the embedding",
+                type=probability)
+    add_setting(train, LMTrainingConfig, "activation_regularisation", "AR: weight of the outputs' mean square",
+                type=float)
+    add_setting(train, LMTrainingConfig, "temporal_activation_regularisation",
+                "TAR: weight of the mean square of h_t - h_{t-1}", type=float)
+    add_setting(train, LMTrainingConfig, "recipe", "a named set of settings, for those left at their default",
+                choices=list(RECIPES))
     add_setting(train, LMTrainingConfig, "engine", "recurrent engine", choices=ENGINE_CHOICES)
+    add_regulariser_arguments(train, LMTrainingConfig)
     add_training_arguments(train, LMTrainingConfig)
     train.add_argument("--out", help="run folder (default runs/lm-TEXTNAME)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -80,4 +103,20 @@ def add_lm_commands(commands) -> None:
     evaluate.add_argument("directory", help="a run folder (its best checkpoint) or a checkpoint folder")
     evaluate.add_argument("text", help="a UTF-8 text file")
     evaluate.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")
+    evaluate.add_argument("--cache", action="store_true",
+                          help="also score with the continuous cache pointer (Grave et al. 2017)")
+    add_setting(evaluate, CachePointer, "window", "the cache's span in tokens", dest="cache_window", type=positive_int,
+                flag="--cache-window")
+    add_setting(evaluate, CachePointer, "theta", "the cache's sharpness θ", dest="cache_theta", type=float,
+                flag="--cache-theta")
+    add_setting(evaluate, CachePointer, "mixture", "the cache's weight λ", dest="cache_lambda", type=float,
+                flag="--cache-lambda")
+    evaluate.add_argument("--dynamic", action="store_true",
+                          help="also score with dynamic evaluation (Krause et al. 2018)")
+    add_setting(evaluate, DynamicEvaluation, "segment", "tokens scored between updates", dest="dynamic_segment",
+                type=positive_int, flag="--dynamic-segment")
+    add_setting(evaluate, DynamicEvaluation, "lr", "the SGD rate of the updates", dest="dynamic_lr",
+                type=positive_float, flag="--dynamic-lr")
+    add_setting(evaluate, DynamicEvaluation, "decay", "the pull back towards the trained weights",
+                dest="dynamic_decay", type=float, flag="--dynamic-decay")
     evaluate.set_defaults(run=lm_eval_command)

@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 
 from lstmkit.cells import CELLS
-from lstmkit.cli.arguments import (add_setting, add_training_arguments, cell_list, config_from, positive_float,
-                                   positive_int)
+from lstmkit.cli.arguments import (
+    add_regulariser_arguments, add_setting, add_training_arguments, cell_list, config_from, positive_float,
+    positive_int,
+)
 from lstmkit.nn.docs import step_equations
 from lstmkit.nn.recurrent import Recurrent
 from lstmkit.pipelines.configs import DemoConfig, TaskTrainingConfig
@@ -81,6 +83,7 @@ def add_task_training_arguments(parser: argparse.ArgumentParser) -> None:
     add_setting(parser, TaskTrainingConfig, "hidden_size", "hidden units", type=positive_int)
     add_setting(parser, TaskTrainingConfig, "batch_size", "sequences per step", type=positive_int)
     add_setting(parser, TaskTrainingConfig, "test_size", "test sequences", type=positive_int)
+    add_regulariser_arguments(parser, TaskTrainingConfig)
     add_training_arguments(parser, TaskTrainingConfig)
 
 

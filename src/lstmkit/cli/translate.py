@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from lstmkit.cells import CELLS
-from lstmkit.cli.arguments import add_setting, add_training_arguments, config_from, device_name, positive_int
+from lstmkit.cli.arguments import (
+    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, positive_int,
+)
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.files import write_json
 from lstmkit.models.seq2seq import ATTENTIONS
@@ -116,6 +118,7 @@ def add_translate_commands(commands) -> None:
     add_setting(train, TranslationConfig, "select", "what marks the best checkpoint: validation loss or BLEU",
                 choices=list(SELECTIONS))
     add_setting(train, TranslationConfig, "engine", "recurrent engine of the encoder", choices=ENGINE_CHOICES)
+    add_regulariser_arguments(train, TranslationConfig)  # the encoder's (the decoder's cells take none)
     add_training_arguments(train, TranslationConfig)
     train.add_argument("--out", required=True, help="run folder")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

@@ -13,7 +13,7 @@ import torch
 
 from lstmkit.caller import warn_at_caller
 from lstmkit.cells import Cell
-from lstmkit.engines.base import Engine, LayerEngine, LayerRun, Stack, StackRun
+from lstmkit.engines.base import Engine, LayerEngine, LayerRun, Regularisation, Stack, StackRun
 from lstmkit.engines.fused import FusedEngine
 from lstmkit.engines.native import NativeEngine, flatten_weights
 from lstmkit.engines.precision import Precision, precision_for
@@ -28,8 +28,9 @@ AUTO_NATIVE = {"cpu": ("lstm",), "cuda": ("lstm", "gru", "rnn")}  # where torch'
 FUNCTORCH_WARNED: set[str] = set()  # engines whose fallback under torch.func was announced
 
 
-def check_engine(engine: object, cell: Cell) -> None:
-    """Reject, when a layer is built, an engine name that does not exist or cannot run `cell`."""
+def check_engine(engine: object, cell: Cell, regularisers: frozenset[str] = frozenset()) -> None:
+    """Reject, when a layer is built, an engine name that does not exist or cannot run `cell`
+    with the `regularisers` it is given."""
     if engine not in ENGINE_CHOICES:
         raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
     if engine == "auto":
@@ -37,9 +38,19 @@ def check_engine(engine: object, cell: Cell) -> None:
     reason = ENGINES[engine].unavailable() or ENGINES[engine].unsupported(cell, None)
     if reason:
         raise ValueError(f"engine={engine!r} cannot run this layer: {reason}; use engine='auto' or 'fused'")
+    check_regularisers(ENGINES[engine], regularisers)
 
 
-def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: bool = False) -> Engine:
+def check_regularisers(engine: Engine, regularisers: frozenset[str]) -> None:
+    missing = regularisers - engine.regularisers
+    if missing:
+        runs = [name for name in ENGINES if regularisers <= ENGINES[name].regularisers]
+        raise ValueError(f"engine={engine.name!r} cannot run {', '.join(sorted(missing))}; use engine='auto' "
+                         f"(engines that run it: {', '.join(runs)})")
+
+
+def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: bool = False,
+                  regularisers: frozenset[str] = frozenset()) -> Engine:
     """The engine that runs a call of a layer built with `engine=` on `device`.
 
     While torch.export traces a layer (torch.onnx.export is built on it), the call runs on the
@@ -48,8 +59,9 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     buffers, translates to ONNX only in minutes, the Triton kernels not at all, and torch.onnx
     mistranslates torch's own LSTM kernel with proj_size. Under torch.func transforms the
     reference engine runs too (`reference_under_functorch`). Outside both nothing changes.
+    `regularisers`: the Regularisation options acting in this call, which the engine must run.
     """
-    chosen = auto_engine(cell, device, return_gates) if engine == "auto" else ENGINES[engine]
+    chosen = auto_engine(cell, device, return_gates, regularisers) if engine == "auto" else ENGINES[engine]
     is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6; none before
     if is_exporting is not None and is_exporting():
         return ENGINES["reference"]
@@ -64,15 +76,20 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
                 f"the {engine} kernels do not expose gate activations; build the layer with "
                 "engine='auto' or 'fused' to use return_gates=True"
             )
+        check_regularisers(chosen, regularisers)
     return chosen
 
 
-def auto_engine(cell: Cell, device: torch.device, return_gates: bool) -> Engine:
-    """engine='auto': torch's own kernels where they measured fastest, else fused."""
+def auto_engine(cell: Cell, device: torch.device, return_gates: bool, regularisers: frozenset[str]) -> Engine:
+    """engine='auto': torch's own kernels where they measured fastest, else fused; the
+    reference engine for regularisers neither runs."""
     native = ENGINES["native"]
-    if not return_gates and cell.name in AUTO_NATIVE.get(device.type, ()) and not native.unsupported(cell, device):
+    if (not return_gates and cell.name in AUTO_NATIVE.get(device.type, ()) and not native.unsupported(cell, device)
+            and regularisers <= native.regularisers):
         return native
-    return ENGINES["fused"]
+    if regularisers <= ENGINES["fused"].regularisers:
+        return ENGINES["fused"]
+    return ENGINES["reference"]
 
 
 def reference_under_functorch(chosen: Engine) -> Engine:
@@ -89,6 +106,7 @@ def reference_under_functorch(chosen: Engine) -> Engine:
 
 
 __all__ = [
-    "ENGINES", "ENGINE_CHOICES", "Engine", "LayerEngine", "LayerRun", "Precision", "Stack", "StackRun",
+    "ENGINES", "ENGINE_CHOICES", "Engine", "LayerEngine", "LayerRun", "Precision", "Regularisation", "Stack",
+    "StackRun",
     "check_engine", "flatten_weights", "precision_for", "select_engine",
 ]

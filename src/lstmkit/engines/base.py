@@ -21,8 +21,8 @@ from lstmkit.engines.precision import Precision, precision_for
 
 def run_eagerly(function: Callable) -> Callable:
     """`function`, which torch.compile runs eagerly (a graph break), as it runs torch.nn's RNNs:
-    for engines whose kernels write into buffers the compiler cannot see. torch._dynamo is
-    imported at the first call, not with lstmkit."""
+    for an engine whose kernels the compiler cannot trace. torch._dynamo is imported at the
+    first call, not with lstmkit."""
 
     @functools.wraps(function)
     def eager(*args, **kwargs):
@@ -64,6 +64,52 @@ class StackRun(NamedTuple):
     trace: list[tuple[tuple[Tensor, ...], Tensor | None]] | None
 
 
+class Regularisation(NamedTuple):
+    """A layer's regularisers, all off (0) by default:
+
+    recurrent_dropout p: h_{t-1} · m before the recurrent product, m ∈ {0, 1/(1-p)} drawn once
+        per sequence, layer and direction and shared by every step (Gal & Ghahramani 2016).
+    input_dropout p: the same on each layer's input x_t.
+    zoneout_cell, zoneout_hidden z: each unit keeps its previous value with probability z at
+        each step in training, c_t = d ⊙ c_{t-1} + (1 − d) ⊙ c̃_t with d ~ Bernoulli(z); in
+        evaluation the expectation, z · c_{t-1} + (1 − z) · c̃_t (Krueger et al. 2017).
+    weight_dropout p: DropConnect on weight_hh, one mask per call (Merity et al. 2017).
+
+    The dropouts act in training only; zoneout acts in both modes.
+    """
+
+    recurrent_dropout: float = 0.0
+    input_dropout: float = 0.0
+    zoneout_cell: float = 0.0
+    zoneout_hidden: float = 0.0
+    weight_dropout: float = 0.0
+
+    def acting(self, training: bool) -> frozenset[str]:
+        """The regularisers that change a call in this mode, by option name."""
+        names = {name for name in ("recurrent_dropout", "input_dropout", "weight_dropout") if training and getattr(self, name)}
+        if self.zoneout_cell or self.zoneout_hidden:
+            names.add("zoneout")
+        return frozenset(names)
+
+
+REGULARISERS = frozenset({"recurrent_dropout", "input_dropout", "zoneout", "weight_dropout"})
+
+
+class LayerNoise(NamedTuple):
+    """What the regularisers do to one layer and direction in one call (see Regularisation).
+
+    recurrent_mask: (B, H_out), 0 or 1/(1-p), multiplying h_{t-1} in the recurrent product;
+        None when off.
+    keep_hidden, keep_cell: how much of the previous h and c each step keeps,
+        h_t = h̃_t + keep ⊙ (h_{t-1} − h̃_t): 0/1 masks (T, B, ·) in training, the scalar z
+        in evaluation; None when off.
+    """
+
+    recurrent_mask: Tensor | None = None
+    keep_hidden: Tensor | None = None
+    keep_cell: Tensor | None = None
+
+
 class Stack(NamedTuple):
     """What an engine runs: the cell, the weights of every layer and direction (index
     layer * D + direction) and the layer options that are not the input's."""
@@ -75,10 +121,38 @@ class Stack(NamedTuple):
     dropout: float
     training: bool
     bias: bool
+    regularisation: Regularisation = Regularisation()
 
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
+
+    def noise(self, inputs: Tensor, hidden_size: int, output_size: int) -> LayerNoise | None:
+        """Draw the masks of one layer and direction for `inputs` (T, B, ·), or None when no
+        regulariser acts on the recurrence."""
+        regularisation = self.regularisation
+        acting = regularisation.acting(self.training)
+        if not acting & {"recurrent_dropout", "zoneout"}:
+            return None
+        steps, batch = inputs.shape[:2]
+        recurrent_mask = None
+        if "recurrent_dropout" in acting:
+            recurrent_mask = dropout_mask((batch, output_size), regularisation.recurrent_dropout, inputs)
+        keep = {}
+        for name, size, z in (("hidden", output_size, regularisation.zoneout_hidden),
+                              ("cell", hidden_size, regularisation.zoneout_cell)):
+            if not z:
+                keep[name] = None
+            elif self.training:
+                keep[name] = torch.bernoulli(inputs.new_full((steps, batch, size), z))
+            else:
+                keep[name] = inputs.new_tensor(z)
+        return LayerNoise(recurrent_mask, keep["hidden"], keep["cell"])
+
+
+def dropout_mask(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
+    """0 with probability p, else 1/(1-p) (inverted dropout: the expectation is 1)."""
+    return torch.bernoulli(like.new_full(shape, 1 - p)) / (1 - p)
 
 
 class Engine:
@@ -86,6 +160,7 @@ class Engine:
 
     name: ClassVar[str]
     exposes_gates: ClassVar[bool] = True  # whether `run` can return the gate activations
+    regularisers: ClassVar[frozenset[str]] = REGULARISERS  # the Regularisation options it runs
 
     def unavailable(self) -> str | None:
         """Why this engine cannot run at all here (a missing package), or None."""
@@ -114,16 +189,21 @@ class LayerEngine(Engine):
         lengths: Tensor | None,
         return_gates: bool,
         precision: Precision,
+        noise: LayerNoise | None = None,
     ) -> LayerRun:
         """Run `cell` over `inputs` (T, B, I) from (h0, c0) in `precision`: outputs and final
-        states in `precision.output`, traced activations in `precision.state`."""
+        states in `precision.output`, traced activations in `precision.state`; with `noise`,
+        the recurrent dropout and zoneout it holds."""
         raise NotImplementedError
 
     def run(
         self, stack: Stack, data: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor | None, return_gates: bool
     ) -> StackRun:
-        """Every layer and direction in turn; dropout between layers in training."""
+        """Every layer and direction in turn; dropout between layers in training, and the
+        stack's regularisers (input dropout here, the recurrent ones in `run_layer`)."""
         precision = precision_for(stack.cell, stack.weights[0].weight_ih.dtype, data.device)
+        input_dropout = stack.regularisation.input_dropout if stack.training else 0.0
+        hidden_size = h0.shape[-1] if c0 is None else c0.shape[-1]
         layer_input = data
         final_h, final_c, trace = [], [], []
         for layer in range(stack.num_layers):
@@ -131,9 +211,13 @@ class LayerEngine(Engine):
             for direction in range(stack.num_directions):
                 index = layer * stack.num_directions + direction
                 flip = (lambda sequence: reverse(sequence, lengths)) if direction else (lambda sequence: sequence)
+                inputs = flip(layer_input)
+                if input_dropout:
+                    inputs = inputs * dropout_mask(inputs.shape[1:], input_dropout, inputs)
+                noise = stack.noise(inputs, hidden_size, h0.shape[-1])
                 run = self.run_layer(
-                    stack.cell, stack.weights[index], flip(layer_input), h0[index],
-                    None if c0 is None else c0[index], lengths, return_gates, precision,
+                    stack.cell, stack.weights[index], inputs, h0[index],
+                    None if c0 is None else c0[index], lengths, return_gates, precision, noise,
                 )
                 direction_outputs.append(flip(run.output))
                 final_h.append(run.h)

@@ -33,6 +33,9 @@ class NativeEngine(Engine):
 
     name = "native"
     exposes_gates = False
+    # Its one call runs every layer: nothing can act between layers or steps. Weight dropout
+    # acts on the weights before the call.
+    regularisers = frozenset({"weight_dropout"})
 
     def unsupported(self, cell: Cell, device: torch.device | None) -> str | None:
         if cell.name == "lstm" and cell.options():
@@ -46,7 +49,8 @@ class NativeEngine(Engine):
         self, stack: Stack, data: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor | None, return_gates: bool
     ) -> StackRun:
         """The stack over `data` (T, B, I), as torch.nn computes it. torch.compile runs it
-        eagerly (a graph break), as it runs torch.nn's RNNs."""
+        eagerly (a graph break), as it runs torch.nn's RNNs: traced, oneDNN's LSTM fails in
+        backward (AOTAutograd: "expected all tensors_saved_with_vc_check to be Tensors")."""
         kernel = NATIVE_KERNELS[kernel_name(stack.cell)]
         flat_weights = flat_weight_list(stack)
         options = (stack.bias, stack.num_layers, stack.dropout, stack.training, stack.bidirectional)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
-from lstmkit.engines.base import LayerEngine, LayerRun
+from lstmkit.engines.base import LayerEngine, LayerNoise, LayerRun
 from lstmkit.engines.precision import Precision, cast_weights
 
 
@@ -26,6 +26,7 @@ class ReferenceEngine(LayerEngine):
         lengths: Tensor | None,
         return_gates: bool,
         precision: Precision,
+        noise: LayerNoise | None = None,
     ) -> LayerRun:
         """Run `cell` over `inputs` (T, B, I) from the state (h0, c0), one step at a time.
 
@@ -37,7 +38,7 @@ class ReferenceEngine(LayerEngine):
         weights = cast_weights(weights, precision.state, precision.state)
         with torch.autocast(inputs.device.type, dtype=precision.compute, enabled=precision.mixed):
             run = loop(cell, weights, inputs.to(precision.state), h0.to(precision.state),
-                       None if c0 is None else c0.to(precision.state), lengths, return_gates)
+                       None if c0 is None else c0.to(precision.state), lengths, return_gates, noise)
         output, h, c, gates, cells = run
         cast = precision.output
         return LayerRun(output.to(cast), h.to(cast), None if c is None else c.to(cast), gates, cells)
@@ -51,9 +52,13 @@ def loop(
     c0: Tensor | None,
     lengths: Tensor | None,
     return_gates: bool,
+    noise: LayerNoise | None = None,
 ) -> LayerRun:
-    """The loop over time itself, every tensor in the state dtype."""
+    """The loop over time itself, every tensor in the state dtype; with `noise`, h_{t-1} is
+    masked in the recurrent product and the new state zoned out (LayerNoise)."""
     state_dtype = h0.dtype
+    noise = LayerNoise() if noise is None else LayerNoise(*(
+        None if part is None else part.to(state_dtype) for part in noise))
     mask = None
     if lengths is not None:
         mask = torch.arange(inputs.shape[0], device=inputs.device).unsqueeze(1) < lengths
@@ -61,10 +66,15 @@ def loop(
     outputs, traced_gates, cell_states = [], [], []
     for t in range(inputs.shape[0]):
         x_proj = cell.project_input(inputs[t], weights).to(state_dtype)
-        h_proj = cell.project_hidden(h, weights).to(state_dtype)
+        h_seen = h if noise.recurrent_mask is None else h * noise.recurrent_mask
+        h_proj = cell.project_hidden(h_seen, weights).to(state_dtype)
         h_new, c_new, gates = cell.step(x_proj, h_proj, h, c, weights)
         if weights.weight_hr is not None:
             h_new = F.linear(h_new, weights.weight_hr).to(state_dtype)
+        if noise.keep_hidden is not None:
+            h_new = zone_out(h_new, h, noise.keep_hidden, t)
+        if noise.keep_cell is not None:
+            c_new = zone_out(c_new, c, noise.keep_cell, t)
         if mask is None:
             h, c, output = h_new, c_new, h_new
         else:
@@ -84,3 +94,9 @@ def loop(
         if c is not None:
             stacked_cells = torch.stack(cell_states)
     return LayerRun(torch.stack(outputs), h, c, stacked_gates, stacked_cells)
+
+
+def zone_out(new: Tensor, previous: Tensor, keep: Tensor, t: int) -> Tensor:
+    """new + keep ⊙ (previous − new): the previous value where a unit is kept (keep: a 0/1
+    mask per step (T, B, ·) in training, the scalar z in evaluation)."""
+    return new + (keep[t] if keep.dim() else keep) * (previous - new)

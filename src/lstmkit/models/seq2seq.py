@@ -16,7 +16,7 @@ score is the only part of his model taken. Decoding: `greedy` and a batched `bea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -50,6 +50,8 @@ class Seq2SeqConfig(EmbeddingConfig):
     bos_id: int
     eos_id: int
     engine: str = "auto"
+    # Keywords of lstmkit.Recurrent for the encoder: recurrent_dropout, zoneout, init, ...
+    regularisers: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTIONS:
@@ -107,7 +109,7 @@ class Seq2Seq(nn.Module):
         self.source_embedding = nn.Embedding(config.source_vocabulary_size, embedding, padding_idx=config.pad_id)
         self.target_embedding = nn.Embedding(config.target_vocabulary_size, embedding, padding_idx=config.pad_id)
         self.encoder = Recurrent(config.cell, embedding, hidden, layers, dropout=config.dropout if layers > 1 else 0.0,
-                                 bidirectional=True, engine=config.engine)
+                                 bidirectional=True, engine=config.engine, **config.regularisers)
         self.bridge = nn.Linear(2 * hidden, hidden)
         self.decoder = nn.ModuleList(
             RecurrentCell(config.cell, embedding + hidden if layer == 0 else hidden, hidden) for layer in range(layers)

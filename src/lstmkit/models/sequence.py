@@ -25,6 +25,8 @@ class SequenceModelConfig:
     forget_bias: float | None = None
     engine: str = "auto"
     cell_options: dict = field(default_factory=dict)
+    # Keywords of lstmkit.Recurrent: recurrent_dropout, zoneout, init, ...
+    regularisers: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +47,7 @@ class SequenceModel(nn.Module):
         self.config = config
         self.recurrent = Recurrent(
             config.cell, config.input_size, config.hidden_size, config.num_layers,
-            forget_bias=config.forget_bias, engine=config.engine, **config.cell_options,
+            forget_bias=config.forget_bias, engine=config.engine, **config.cell_options, **config.regularisers,
         )
         self.head = nn.Linear(config.hidden_size, config.output_size)
 

@@ -26,8 +26,8 @@ Args:
     bidirectional: if True, each layer also runs every sequence backwards and concatenates
         the two outputs. Default: False
 {projection}    device, dtype: where and in which type the parameters are created. Default: torch's
-{forget_bias}    engine: how the cells run over time: "native" (torch's own kernels, oneDNN/cuDNN;
-        plain lstm, gru and rnn only), "fused" (one autograd.Function per layer with a
+{forget_bias}{regularisers}    engine: how the cells run over time: "native" (torch's own kernels, oneDNN/cuDNN;
+        plain lstm, gru and rnn only), "fused" (one torch.library custom op per layer with a
         hand-derived backward; every cell), "triton" (fused Triton kernels per step, the
         time loop in CUDA graphs; every cell, on CUDA), "reference" (a plain loop under
         autograd, the oracle) or "auto" (per cell and device, the engine that measures
@@ -86,6 +86,21 @@ PROJECTION = """    proj_size: if > 0, h = W_hr (o ⊙ tanh(c')) has this size (
         be smaller than hidden_size. Default: 0
 """
 
+REGULARISERS = """    recurrent_dropout (keyword): in training, h_{t-1} enters the recurrent product through a
+        dropout mask drawn once per sequence, layer and direction and shared by every step
+        (Gal & Ghahramani 2016). Default: 0.0
+    input_dropout (keyword): the same on each layer's input. Default: 0.0
+    zoneout (keyword): z, or (z_c, z_h): in training each unit keeps its previous value with
+        probability z at each step; in evaluation the expectation z·old + (1 − z)·new
+        (Krueger et al. 2017). Default: 0.0
+    weight_dropout (keyword): DropConnect on weight_hh, one mask per call, in training
+        (Merity et al. 2017). Default: 0.0
+    init (keyword): "orthogonal" (each gate's block of weight_hh orthogonal), "chrono"
+        (Tallec & Ollivier 2018: b_f ~ log U[1, chrono_max − 1], b_i = −b_f; with
+        chrono_max, the longest dependency expected, in steps), or both in a list.
+        Default: None, torch.nn's initialisation
+"""
+
 FORGET_BIAS = """    forget_bias: if set, the forget gate's bias starts at this value (bias_ih to it,
         bias_hh to 0); 1.0 is the recommendation of Jozefowicz et al. (2015). Default: None,
         torch.nn's initialisation
@@ -110,6 +125,7 @@ def layer_docstring(
         leading_args=indent(leading_args),
         projection=PROJECTION if projects else "",
         forget_bias=FORGET_BIAS if cell is None or cell.forget_bias_block is not None else "",
+        regularisers=REGULARISERS,
         trailing_args=indent(trailing_args),
         state_in="a tuple (h_0, c_0)" if has_cell_state else "a tensor h_0",
         state_out="(h_n, c_n)" if has_cell_state else "h_n",

@@ -7,6 +7,17 @@ import torch
 from lstmkit.cells import CIFGLSTMStep, GRUStep, LayerNormLSTMStep, LSTMStep, PeepholeLSTMStep, RNNStep
 from lstmkit.nn.docs import LSTM_OPTIONS_ARGS, layer_docstring, step_equations
 from lstmkit.nn.recurrent import Recurrent
+from lstmkit.nn.regularisers import REGULARISER_OPTIONS
+
+
+def checked_regularisers(options: dict[str, object]) -> dict[str, object]:
+    """The regulariser and initialisation keywords a named layer passes on to Recurrent
+    (documented there); any other keyword is refused by name."""
+    unknown = sorted(set(options) - set(REGULARISER_OPTIONS))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}; the regulariser "
+                        f"options are {', '.join(REGULARISER_OPTIONS)}")
+    return options
 
 
 class LSTM(Recurrent):
@@ -44,12 +55,14 @@ class LSTM(Recurrent):
         output_gate: bool = True,
         input_activation: bool = True,
         output_activation: bool = True,
+        **regularisers: object,
     ) -> None:
         super().__init__(
             self.cell_name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, proj_size, device, dtype, forget_bias=forget_bias, engine=engine,
             input_gate=input_gate, forget_gate=forget_gate, output_gate=output_gate,
             input_activation=input_activation, output_activation=output_activation,
+            **checked_regularisers(regularisers),
         )
 
 
@@ -71,10 +84,12 @@ class LSTMVariant(Recurrent):
         *,
         forget_bias: float | None = None,
         engine: str = "auto",
+        **regularisers: object,
     ) -> None:
         super().__init__(
             self.cell_name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, proj_size, device, dtype, forget_bias=forget_bias, engine=engine,
+            **checked_regularisers(regularisers),
         )
 
 
@@ -130,10 +145,11 @@ class GRU(Recurrent):
         dtype: torch.dtype | None = None,
         *,
         engine: str = "auto",
+        **regularisers: object,
     ) -> None:
         super().__init__(
             self.cell_name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-            bidirectional, 0, device, dtype, engine=engine,
+            bidirectional, 0, device, dtype, engine=engine, **checked_regularisers(regularisers),
         )
 
 
@@ -164,10 +180,12 @@ class RNN(Recurrent):
         dtype: torch.dtype | None = None,
         *,
         engine: str = "auto",
+        **regularisers: object,
     ) -> None:
         super().__init__(
             self.cell_name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, 0, device, dtype, engine=engine, nonlinearity=nonlinearity,
+            **checked_regularisers(regularisers),
         )
 
     @property

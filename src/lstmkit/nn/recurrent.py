@@ -8,14 +8,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from lstmkit.cells import Cell, LayerWeights, make_cell
-from lstmkit.engines import Stack, check_engine, flatten_weights, select_engine
+from lstmkit.engines import Regularisation, Stack, check_engine, flatten_weights, select_engine
 from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
 from lstmkit.nn.inputs import SequenceBatch, prepare_input, prepare_state
 from lstmkit.caller import warn_at_caller
+from lstmkit.nn import regularisers
 from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias
 
 
@@ -62,6 +64,12 @@ class Recurrent(nn.Module):
         dtype: torch.dtype | None = None,
         *,
         forget_bias: float | None = None,
+        recurrent_dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        zoneout: float | tuple[float, float] = 0.0,
+        weight_dropout: float = 0.0,
+        init: str | Sequence[str] | None = None,
+        chrono_max: float | None = None,
         engine: str = "auto",
         **cell_options: object,
     ) -> None:
@@ -81,7 +89,10 @@ class Recurrent(nn.Module):
             )
         check_projection(self.cell, proj_size, hidden_size)
         check_forget_bias(self.cell, forget_bias, bias)
-        check_engine(engine, self.cell)
+        regularisation = regularisers.regularisation(
+            self.cell, recurrent_dropout, input_dropout, zoneout, weight_dropout)
+        self.init = regularisers.check_init(self.cell, init, chrono_max, bias, forget_bias)
+        check_engine(engine, self.cell, regularisation.acting(training=True))
         if dropout > 0 and num_layers == 1:
             warn_at_caller(
                 "dropout adds dropout after all but the last recurrent layer, so non-zero "
@@ -98,6 +109,11 @@ class Recurrent(nn.Module):
         self.bidirectional = bidirectional
         self.proj_size = proj_size
         self.forget_bias = forget_bias
+        self.recurrent_dropout = regularisation.recurrent_dropout
+        self.input_dropout = regularisation.input_dropout
+        self.zoneout = (regularisation.zoneout_cell, regularisation.zoneout_hidden)
+        self.weight_dropout = regularisation.weight_dropout
+        self.chrono_max = chrono_max
         self.engine = engine
         self._register_weights(device, dtype)
         self.reset_parameters()
@@ -127,15 +143,21 @@ class Recurrent(nn.Module):
 
     def reset_parameters(self) -> None:
         """torch.nn's initialisation, U(-1/sqrt(H), 1/sqrt(H)), in its order (so a seed gives
-        torch.nn's weights); LayerNorm gains 1 and shifts 0; then `forget_bias` if set."""
+        torch.nn's weights); LayerNorm gains 1 and shifts 0; then `forget_bias` if set, and
+        the `init` asked for (orthogonal weight_hh blocks, then chrono biases)."""
         initialise(self, self._initialisers, self.hidden_size)
-        if self.forget_bias is not None:
-            for names in self._all_weights:
-                suffix = names[0].removeprefix("weight_ih")
+        for names in self._all_weights:
+            suffix = names[0].removeprefix("weight_ih")
+            if self.forget_bias is not None:
                 set_forget_bias(
                     self.cell, self.hidden_size, self.forget_bias,
                     getattr(self, "bias_ih" + suffix), getattr(self, "bias_hh" + suffix),
                 )
+            if "orthogonal" in self.init:
+                regularisers.orthogonal_blocks(self.hidden_size, getattr(self, "weight_hh" + suffix))
+            if "chrono" in self.init:
+                regularisers.chrono_biases(self.cell, self.hidden_size, self.chrono_max,
+                                           getattr(self, "bias_ih" + suffix), getattr(self, "bias_hh" + suffix))
 
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
@@ -155,14 +177,19 @@ class Recurrent(nn.Module):
 
     @property
     def engine_name(self) -> str:
-        """The engine a call runs on, for input on the parameters' device."""
-        return select_engine(self.engine, self.cell, self.weight_ih_l0.device).name
+        """The engine a call runs on, for input on the parameters' device (in this mode)."""
+        return select_engine(self.engine, self.cell, self.weight_ih_l0.device,
+                             regularisers=self.regularisation.acting(self.training)).name
+
+    @property
+    def regularisation(self) -> Regularisation:
+        return Regularisation(self.recurrent_dropout, self.input_dropout, *self.zoneout, self.weight_dropout)
 
     def _stack(self) -> Stack:
         """The stack as the engines take it."""
         return Stack(
             self.cell, [self.layer_weights(index) for index in range(len(self._all_weights))], self.num_layers,
-            self.bidirectional, self.dropout, self.training, self.bias,
+            self.bidirectional, self.dropout, self.training, self.bias, self.regularisation,
         )
 
     def layer_weights(self, index: int) -> LayerWeights:
@@ -259,8 +286,14 @@ class Recurrent(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor | None, list | None]:
         """The stack on its engine: time-major output, h_n, c_n, and the per-layer-direction
         (gates, cell_states) when asked."""
-        engine = select_engine(self.engine, self.cell, batch.data.device, return_gates)
-        return engine.run(self._stack(), batch.data, batch.lengths, h0, c0, return_gates)
+        stack = self._stack()
+        engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
+                               stack.regularisation.acting(self.training))
+        if self.training and self.weight_dropout:  # DropConnect: one mask of weight_hh per call
+            stack = stack._replace(weights=[
+                weights._replace(weight_hh=F.dropout(weights.weight_hh, self.weight_dropout, training=True))
+                for weights in stack.weights])
+        return engine.run(stack, batch.data, batch.lengths, h0, c0, return_gates)
 
     def _restore_trace(self, trace: list, batch: SequenceBatch) -> GateTrace:
         """Stack the per-layer-direction activations and put them in the user's layout."""
@@ -281,7 +314,9 @@ class Recurrent(nn.Module):
         else:
             parts += [f"{name}={value!r}" for name, value in self.cell.options().items()]
         defaults = {"proj_size": 0, "num_layers": 1, "bias": True, "batch_first": False,
-                    "dropout": 0.0, "bidirectional": False, "forget_bias": None}
+                    "dropout": 0.0, "bidirectional": False, "forget_bias": None, "recurrent_dropout": 0.0,
+                    "input_dropout": 0.0, "zoneout": (0.0, 0.0), "weight_dropout": 0.0, "init": (),
+                    "chrono_max": None}
         parts += [
             f"{name}={getattr(self, name)}"
             for name, default in defaults.items()

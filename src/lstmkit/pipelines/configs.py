@@ -1,19 +1,68 @@
-"""The configs of the pipelines whose modules need an extra (tasks, forecast, translate), importable
-without it, so that the CLI reads every default from them before it checks the extra."""
+"""The configs of the pipelines whose modules need an extra (tasks, forecast, speech,
+translate), importable without it, so that the CLI reads every default from them before it
+checks the extra."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
-from lstmkit.cells import CELLS
+from lstmkit.audio.features import FrontEnd
+from lstmkit.cells import CELLS, make_cell
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.models.seq2seq import ATTENTIONS
+from lstmkit.nn.regularisers import check_init, regularisation
 from lstmkit.training import TrainingConfig
+from lstmkit.training.config import check_positive_integers
+
+
+def check_network(cell: str, dropout: float, engine: str) -> None:
+    """Refuse, when a pipeline's config is built, a cell, dropout or engine its network would refuse."""
+    if isinstance(dropout, bool) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout is a probability in [0, 1), got {dropout!r}")
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
+    if engine not in ENGINE_CHOICES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
 
 
 @dataclass(frozen=True)
-class TaskTrainingConfig(TrainingConfig):
+class RegulariserSettings:
+    """The layers' regularisers and initialisations (lstmkit.nn.regularisers), for the
+    pipelines' configs. Off by default: the layers are then torch.nn's."""
+
+    # Variational dropout on h_{t-1} in the recurrent product (Gal & Ghahramani 2016).
+    recurrent_dropout: float = 0.0
+    # Variational dropout on each layer's input.
+    input_dropout: float = 0.0
+    # z, or (z_c, z_h): units keep their previous value with this probability (Krueger et al. 2017).
+    zoneout: float | tuple[float, float] = 0.0
+    # DropConnect on weight_hh (Merity et al. 2017).
+    weight_dropout: float = 0.0
+    # "chrono" and/or "orthogonal"; empty: torch.nn's initialisation.
+    init: tuple[str, ...] = ()
+    # The longest dependency chrono initialisation prepares for; None: the training sequences' length.
+    chrono_max: float | None = None
+
+    def check_regularisers(self, cell: str, sequence_length: int) -> None:
+        """Refuse, when the config is built, settings a layer of `cell` would refuse."""
+        built, options = make_cell(cell), self.regularisers(sequence_length)
+        regularisation(built, self.recurrent_dropout, self.input_dropout, self.zoneout, self.weight_dropout)
+        check_init(built, self.init, options.get("chrono_max"), True, None)
+
+    def regularisers(self, sequence_length: int) -> dict:
+        """The keywords of lstmkit.Recurrent for these settings (the defaults left out, so that a
+        checkpoint of a plain model names none)."""
+        options = {"recurrent_dropout": self.recurrent_dropout, "input_dropout": self.input_dropout,
+                   "zoneout": self.zoneout, "weight_dropout": self.weight_dropout, "init": list(self.init)}
+        options = {name: value for name, value in options.items() if value}
+        if "chrono" in self.init:
+            options["chrono_max"] = self.chrono_max if self.chrono_max is not None else sequence_length
+        return options
+
+
+@dataclass(frozen=True)
+class TaskTrainingConfig(TrainingConfig, RegulariserSettings):
     """How every cell is trained on a long-time-lag task (the training fields: see
     TrainingConfig, whose defaults are the long-lag literature's: Adam (AdamW without weight
     decay) at a constant 1e-3, gradient clipping at norm 1)."""
@@ -78,6 +127,21 @@ class ForecasterConfig(TrainingConfig):
     weight_decay: float = 1e-4
     interval: float = 0.9
     engine: str = "auto"
+    # Long tables (many series, one global network): the column of the series ids (None: one
+    # wide table, a network per table).
+    id: str | None = None
+    # Each series' own normalisation (lstmkit.series.scaling.SeriesScaling). Measured on M4's
+    # last-horizon split (README, "Many series": one seed, short runs), the model's OWA with
+    # standard / log / seasonal: hourly (100 series) 0.897 / 0.982 / 0.902, weekly 0.950 /
+    # 0.943 / (= log, m = 1): standard is best or within 0.01 of it on both.
+    normalisation: str = "standard"
+    # The baselines a long table's forecast is chosen among and combined with: M4's benchmarks
+    # and ETS; Naive2 is always computed, for OWA. "arima" is opt-in: statsforecast's AutoARIMA
+    # took ~100 s per M4 hourly series (m = 24) on 2 busy cores, hours for the 414.
+    baselines: tuple[str, ...] = ("naive", "seasonal_naive", "naive2", "theta", "ets")
+    # An epoch of a long table is this many windows drawn afresh (hundreds of series have
+    # hundreds of thousands of windows): early stopping then looks often enough.
+    epoch_windows: int = 4096
 
     # 200 epochs: with patience 50, early stopping ends most runs before.
     default_budget: ClassVar[tuple[str, float]] = ("epochs", 200)
@@ -91,10 +155,7 @@ class ForecasterConfig(TrainingConfig):
             raise ValueError("give the time column")
         if not self.target:
             raise ValueError("give at least one target column")
-        for name in ("horizon", "hidden_size", "num_layers", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_integers(self, ("horizon", "hidden_size", "num_layers", "batch_size"))
         for name in ("lookback", "season"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -103,21 +164,40 @@ class ForecasterConfig(TrainingConfig):
             raise ValueError(f"interval is the coverage of the prediction interval, in (0, 1); got {self.interval!r}")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
-        if isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout is a probability in [0, 1), got {self.dropout!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
-        if self.engine not in ENGINE_CHOICES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {self.engine!r}")
+        check_network(self.cell, self.dropout, self.engine)
+        self.check_long_table()
+
+    def check_long_table(self) -> None:
+        from lstmkit.series.baselines import BASELINES
+        from lstmkit.series.scaling import NORMALISATIONS
+
+        object.__setattr__(self, "baselines", as_names(self.baselines, "baselines"))
+        if self.id is not None and (not isinstance(self.id, str) or not self.id):
+            raise ValueError(f"id is the column of the series ids, got {self.id!r}")
+        if self.id is not None and len(self.target) != 1:
+            raise ValueError(f"a long table (id={self.id!r}) has one target column, got {', '.join(self.target)}")
+        if self.id is not None and (self.covariates or self.future_covariates):
+            raise ValueError("covariates are not read from a long table (id=...) yet")
+        if self.id in (self.time, *self.target):
+            raise ValueError(f"id, time and target must be three columns, got id={self.id!r} twice")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {self.normalisation!r}")
+        unknown = [name for name in self.baselines if name not in BASELINES]
+        if unknown:
+            raise ValueError(f"baselines must be among {', '.join(BASELINES)}, got {', '.join(map(repr, unknown))}")
+        if isinstance(self.epoch_windows, bool) or not isinstance(self.epoch_windows, int) or self.epoch_windows < 1:
+            raise ValueError(f"epoch_windows must be a positive integer, got {self.epoch_windows!r}")
 
 
 SELECTIONS = ("loss", "bleu")
 
 
 @dataclass(frozen=True)
-class TranslationConfig(TrainingConfig):
+class TranslationConfig(TrainingConfig, RegulariserSettings):
     """How a translation model is built and trained (the training fields: see TrainingConfig).
-    Defaults: what fits Multi30k (29,000 short caption pairs) in an hour on 2 CPU cores."""
+    Defaults: what fits Multi30k (29,000 short caption pairs) in an hour on 2 CPU cores. The
+    regularisers (RegulariserSettings) act on the encoder, a lstmkit.Recurrent stack; the
+    decoder's cells, stepped one at a time, take none of them."""
 
     # Subword pieces per language (sentencepiece unigram, learned from the training text):
     # 8,000 covers Multi30k's frequent words whole and spells the rest in pieces.
@@ -161,24 +241,17 @@ class TranslationConfig(TrainingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("source_vocabulary_size", "target_vocabulary_size", "num_layers", "hidden_size", "batch_size",
-                     "max_train_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        check_positive_integers(self, ("source_vocabulary_size", "target_vocabulary_size", "num_layers", "hidden_size",
+                                       "batch_size", "max_train_length"))
+        check_network(self.cell, self.dropout, self.engine)
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {self.attention!r}")
-        if isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout is a probability in [0, 1), got {self.dropout!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.tie_embeddings and self.embedding_size not in (None, self.hidden_size):
             raise ValueError("tie_embeddings shares the target embedding with the output layer, so embedding_size "
                              f"must equal hidden_size={self.hidden_size}, got {self.embedding_size}")
-        if self.engine not in ENGINE_CHOICES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {self.engine!r}")
+        self.check_regularisers(self.cell, self.max_train_length)
         if self.select not in SELECTIONS:
             raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
         if self.select == "bleu" and not self.validation_bleu:
@@ -199,10 +272,7 @@ class DecodingConfig:
     length_penalty: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("beam", "max_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_integers(self, ("beam", "max_length"))
         if isinstance(self.length_penalty, bool) or not 0 <= self.length_penalty <= 5:
             raise ValueError(f"length_penalty must be in [0, 5] (0: none, 1: per-token mean), "
                              f"got {self.length_penalty!r}")
@@ -221,3 +291,53 @@ class DemoConfig:
 
     def training(self) -> TaskTrainingConfig:
         return TaskTrainingConfig(hidden_size=self.hidden_size, time_budget=self.time_budget, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class SpeechConfig(TrainingConfig, RegulariserSettings):
+    """How a CTC speech recogniser hears, is built and is trained (the training fields: see
+    TrainingConfig). Defaults: spoken digits (FSDD, 8 kHz) on 2 CPU cores."""
+
+    # FSDD's rate; files at another rate are resampled to it.
+    sample_rate: int = 8000
+    # 40 mel bands: the usual resolution of CTC front ends below 16 kHz.
+    n_mels: int = 40
+    # 25 ms windows every 10 ms: the standard speech frame.
+    window_ms: float = 25.0
+    hop_ms: float = 10.0
+    # Two 10 ms frames per recurrent step: half the steps, and FSDD's shortest word (0.14 s,
+    # 14 frames) still has the 7 steps CTC needs for "three" (t h r e _ e).
+    stack: int = 2
+    cell: str = "lstm"
+    # 2 x 128 per direction: learns the 10 digits in minutes on 2 CPU cores.
+    num_layers: int = 2
+    hidden_size: int = 128
+    # Between the layers: 2,250 training utterances overfit a 2 x 128 stack without it.
+    dropout: float = 0.2
+    batch_size: int = 32
+    engine: str = "auto"
+    # Above Adam's 1e-3: CTC spends its first steps emitting only blanks; warm-up keeps 3e-3 stable.
+    lr: float = 3e-3
+    warmup: int = 100
+    min_lr_fraction: float = 0.1
+    # CTC's gradients spike while its alignments form; 5 bounds the steps without slowing them.
+    clip: float = 5.0
+    # About 1.5 passes over FSDD's 2,250 training utterances: an evaluation every minute or two on CPU.
+    eval_every: int = 100
+    # Decoding at evaluation: 1 is greedy (best path); more runs prefix beam search.
+    beam: int = 1
+    # Stop at the first evaluation that transcribes every validation utterance exactly.
+    stop_when_perfect: bool = False
+
+    # The 20 minutes of CPU training the isolated-digit target allows.
+    default_budget: ClassVar[tuple[str, float]] = ("time_budget", 1200.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_integers(self, ("stack", "num_layers", "hidden_size", "batch_size", "beam"))
+        check_network(self.cell, self.dropout, self.engine)
+        self.front_end()  # checks the rate, the bands, the window and the hop
+        self.check_regularisers(self.cell, 100)
+
+    def front_end(self) -> FrontEnd:
+        return FrontEnd(self.sample_rate, self.n_mels, self.window_ms, self.hop_ms)

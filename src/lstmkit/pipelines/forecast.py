@@ -33,11 +33,17 @@ from lstmkit.extras import extra_imports
 with extra_imports("forecast", __name__):
     import pandas as pd
 
-from lstmkit.checkpoint import load_checkpoint, save_checkpoint
+from lstmkit.checkpoint import (
+    CheckpointError,
+    CheckpointKind,
+    checkpoint_folder,
+    load_model_checkpoint,
+    save_checkpoint,
+)
 from lstmkit.files import atomic_path
 from lstmkit.models.forecaster import ForecastNetwork, ForecastNetworkConfig, gaussian_loss
 from lstmkit.pipelines.configs import ForecasterConfig
-from lstmkit.series import (BASELINES, METRICS, Scaler, SeriesFrame, Windows, baseline_forecast, best_baseline,
+from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, SeriesFrame, Windows, baseline_forecast, best_baseline,
                             calendar_features, future_times, read_series, scores, season_length)
 from lstmkit.training import Job, Processes, Trainer, current_names, resolve_device
 
@@ -117,6 +123,9 @@ class Forecaster:
     >>> result.scores          # model and baselines: MAE, RMSE, sMAPE, MASE
     >>> forecaster.fit("co2_weekly.csv").predict("co2_weekly.csv")   # the next 52 weeks
 
+    With `id` (the series column of a long table) one network serves every series of the
+    table; fit, backtest and predict are then lstmkit.pipelines.forecast_global's.
+
     Arguments are the fields of `ForecasterConfig`.
     """
 
@@ -137,12 +146,17 @@ class Forecaster:
         """A fitted forecaster from a checkpoint folder or a `forecast fit` folder, on `device`."""
         return load_forecaster(directory, device)
 
-    def read(self, data) -> SeriesFrame:
+    def read(self, data) -> SeriesFrame | Panel:
+        if self.config.id is not None:
+            return forecast_global.read(self, data)
         return read_series(data, self.config.time, self.config.target, self.config.covariates,
                            self.config.future_covariates)
 
     def fit(self, data) -> Forecaster:
-        """Train on every window of `data` (a CSV path, a DataFrame or a SeriesFrame)."""
+        """Train on every window of `data` (a CSV path, a DataFrame or a SeriesFrame; with `id`,
+        a long table or a Panel: see lstmkit.pipelines.forecast_global)."""
+        if self.config.id is not None:
+            return forecast_global.fit(self, data)
         frame = data if isinstance(data, SeriesFrame) else self.read(data)
         config = self.config
         season, lookback = self.season_and_lookback(frame)
@@ -275,7 +289,10 @@ class Forecaster:
 
     def predict(self, data) -> pd.DataFrame:
         """The `horizon` rows after the end of `data`: the time, then for each target its point
-        forecast and the bounds of its prediction interval (`<target>_lower_90` ... for 90%)."""
+        forecast and the bounds of its prediction interval (`<target>_lower_90` ... for 90%).
+        With `id`: a long table of id, time, forecast, lower, upper (forecast_global.predict)."""
+        if self.config.id is not None:
+            return forecast_global.predict(self, data)
         _, layout = self.fitted()
         frame = self.read(data)
         if len(frame) < layout.lookback:
@@ -295,7 +312,10 @@ class Forecaster:
 
     def backtest(self, data, holdout: int | None = None, baselines: tuple[str, ...] | None = None) -> Backtest:
         """Fit a copy of this forecaster on all but the last `holdout` rows (default: horizon)
-        and score it, and each baseline, on them; see the module docstring."""
+        and score it, and each baseline, on them; see the module docstring. With `id`: a
+        PanelBacktest (forecast_global.backtest)."""
+        if self.config.id is not None:
+            return forecast_global.backtest(self, data, holdout)
         frame = data if isinstance(data, SeriesFrame) else self.read(data)
         config, horizon = self.config, self.config.horizon
         holdout = horizon if holdout is None else holdout
@@ -370,12 +390,15 @@ class ForecastJob(Job):
     item = "window"
     evaluate_every_epoch = True
 
-    def __init__(self, network: ForecastNetwork, windows: Windows, training: list[int], validation: list[int],
-                 config: ForecasterConfig, processes: Processes, device: torch.device) -> None:
+    def __init__(self, network: ForecastNetwork, windows: Windows | PanelWindows, training: list, validation: list,
+                 config: ForecasterConfig, processes: Processes, device: torch.device,
+                 epoch_windows: int | None = None) -> None:
         if len(training) < processes.world_size:
             raise ValueError(f"{len(training)} training windows cannot be shared by {processes.world_size} processes")
         self.model, self.windows, self.config, self.processes, self.device = network, windows, config, processes, device
         self.origins = torch.as_tensor(training)
+        # An epoch: every training window, or a fresh random sample of epoch_windows of them.
+        self.epoch_windows = len(training) if epoch_windows is None else min(epoch_windows, len(training))
         self.validation = windows.batch(validation) if validation else None
         self.generator = torch.Generator().manual_seed(config.seed)
         self.label = f"forecast {config.cell} {config.num_layers}x{config.hidden_size}"
@@ -384,7 +407,7 @@ class ForecastJob(Job):
     def batch_sizes(self) -> list[int]:
         """The windows of each step of an epoch: batch_size, the rest last (merged with the one
         before when too few for every process to have one)."""
-        full, rest = divmod(len(self.origins), self.config.batch_size)
+        full, rest = divmod(self.epoch_windows, self.config.batch_size)
         sizes = [self.config.batch_size] * full + ([rest] if rest else [])
         if len(sizes) > 1 and sizes[-1] < self.processes.world_size:
             sizes[-2:] = [sizes[-2] + sizes[-1]]
@@ -396,8 +419,8 @@ class ForecastJob(Job):
     def train_loss(self, model, step: int) -> tuple[Tensor, int]:
         position = step % self.steps_per_epoch()
         if position == 0:
-            self.chunks = list(self.origins[torch.randperm(len(self.origins), generator=self.generator)]
-                               .split(self.batch_sizes()))
+            order = torch.randperm(len(self.origins), generator=self.generator)[:self.epoch_windows]
+            self.chunks = list(self.origins[order].split(self.batch_sizes()))
         batch = self.windows.batch(self.processes.shard(self.chunks[position]))
         mean, scale = model(batch.history.to(self.device), batch.future.to(self.device))
         return gaussian_loss(mean.float(), scale.float(), batch.targets.to(self.device)), len(batch.history)
@@ -423,25 +446,28 @@ def save_forecaster(forecaster: Forecaster, directory: str | Path) -> Path:
     return save_checkpoint(directory, config, network.state_dict())
 
 
+FORECASTER = CheckpointKind(
+    "forecaster", "a forecaster", "network",
+    ("targets", "past_features", "future_features", "horizon", "hidden_size", "num_layers"),
+    lambda section: ForecastNetwork(ForecastNetworkConfig(**section)),
+)
+
+
 def load_forecaster(directory: str | Path, device: str = "cpu") -> Forecaster:
     """A fitted forecaster from a checkpoint folder, or from a `forecast fit` folder (its
     model/), on `device` whatever device trained it. Checkpoints of older versions, whose
     settings had other names (hidden, layers, batch), load too."""
-    directory = Path(directory)
-    if (directory / "model").is_dir():
-        directory = directory / "model"
-    saved, tensors = load_checkpoint(directory)
-    if saved.get("kind") != "forecaster":
-        raise ValueError(f"{directory} holds a {saved.get('kind')!r} checkpoint, not a forecaster")
+    directory = checkpoint_folder(directory)
+    saved, network = load_model_checkpoint(directory, FORECASTER)
     try:
         forecaster = Forecaster(**current_names(saved["forecaster"]))
-        forecaster.network = ForecastNetwork(ForecastNetworkConfig(**saved["network"]))
-        forecaster.network.load_state_dict(tensors)
-        forecaster.layout = SeriesLayout.from_dict(saved["layout"])
+        layout = forecast_global.PanelLayout if forecaster.config.id is not None else SeriesLayout
+        forecaster.layout = layout.from_dict(saved["layout"])
         forecaster.best_epoch = saved["best_epoch"]
-    except (KeyError, TypeError, RuntimeError) as error:
-        raise ValueError(f"{directory} is a forecaster checkpoint this lstmkit cannot read "
-                         f"(written by another version?): {error}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{directory} is a forecaster checkpoint this lstmkit cannot read "
+                              f"(written by another version?): {error}") from None
+    forecaster.network = network
     forecaster.network.to(resolve_device(device)).eval()
     return forecaster
 
@@ -454,3 +480,6 @@ def predict_to_csv(directory: str | Path, data, out: str | Path | None = None, d
         with atomic_path(out) as temporary:
             table.to_csv(temporary, index=False)
     return table
+
+
+from lstmkit.pipelines import forecast_global  # noqa: E402  (it imports ForecastJob from this module)

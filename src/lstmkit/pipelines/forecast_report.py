@@ -13,13 +13,17 @@ with extra_imports("forecast", __name__):
     from lstmkit import plots
 from lstmkit.files import atomic_path, write_json
 from lstmkit.pipelines.forecast import Backtest, Forecaster, config_dict
-from lstmkit.series import METRICS, SeriesFrame
+from lstmkit.pipelines.forecast_global import M4_METRICS, PanelBacktest
+from lstmkit.series import METRICS, Panel, SeriesFrame
 from lstmkit.training import Processes
 
 
-def backtest_report(result: Backtest, frame: SeriesFrame) -> str:
+def backtest_report(result: Backtest | PanelBacktest, frame: SeriesFrame | Panel) -> str:
     """The scores table (the mean over targets, then, for several targets, each one's), the
-    best value of each metric marked with *, and the interval's coverage."""
+    best value of each metric marked with *, and the interval's coverage (a long table's:
+    `panel_report`)."""
+    if isinstance(result, PanelBacktest):
+        return panel_report(result)
     config, layout = result.model.config, result.model.layout
     origins = result.forecasts["origin"].unique()
     lines = [f"backtest of {', '.join(config.target)} ({frame.frequency}, m={layout.season}): "
@@ -40,15 +44,49 @@ def backtest_report(result: Backtest, frame: SeriesFrame) -> str:
     return "\n".join(lines)
 
 
-def scores_table(scores: pd.DataFrame, cell: str) -> list[str]:
-    """One line per method and the header, the best of each column starred."""
+def scores_table(scores: pd.DataFrame, cell: str, metrics: tuple[str, ...] = METRICS, number: str = "10.4g"
+                 ) -> list[str]:
+    """One line per method and the header, the best of each column starred; each number
+    written with the format `number` (its width, and one more for the star)."""
     best = scores.min()
-    lines = [f"{'method':<16}" + "".join(f"{metric:>11}" for metric in METRICS)]
+    width = int(number.split(".")[0]) + 1
+    lines = [f"{'method':<16}" + "".join(f"{metric:>{width}}" for metric in metrics)]
     for method, row in scores.iterrows():
         name = f"{method} ({cell})" if method == "model" else method
         lines.append(f"{name:<16}" + "".join(
-            f"{row[metric]:>10.4g}{'*' if row[metric] == best[metric] else ' '}" for metric in METRICS))
+            f"{row[metric]:>{number}}{'*' if row[metric] == best[metric] else ' '}" for metric in metrics))
     return lines
+
+
+def panel_report(result: PanelBacktest) -> str:
+    """The scores table (best starred), which baselines beat the model, and what predict uses."""
+    config, layout = result.model.config, result.model.layout
+    lines = [f"backtest of {result.series} series ({layout.frequency}, m={layout.season}): the last {result.holdout} "
+             f"value(s) of each held out, horizon {config.horizon}, lookback {layout.lookback}, "
+             f"normalisation {config.normalisation}"]
+    if result.unscored:
+        lines.append(f"{len(result.unscored)} series with fewer than {result.holdout + 2} values are not scored: "
+                     + ", ".join(map(str, result.unscored[:5])) + (" ..." if len(result.unscored) > 5 else ""))
+    lines += scores_table(result.scores, config.cell, M4_METRICS, "9.3f")
+    model = result.scores.loc["model", "OWA"]
+    better = [name for name in result.scores.index if name != "model" and result.scores.loc[name, "OWA"] < model]
+    if better:
+        lines.append(f"the model is beaten on this backtest (OWA {model:.3f}) by: " + ", ".join(
+            f"{name} ({result.scores.loc[name, 'OWA']:.3f})" for name in better))
+    else:
+        lines.append(f"the model beats every baseline on this backtest (OWA {model:.3f})")
+    lines.append(chosen_line(result.model))
+    lines.append(f"trained {len(result.model.curve)} epochs of up to {config.epoch_windows} windows, kept epoch "
+                 f"{result.model.best_epoch}")
+    return "\n".join(lines)
+
+
+def chosen_line(forecaster: Forecaster) -> str:
+    layout = forecaster.layout
+    if not layout.validation:
+        return "predict uses the model's forecast (no validation windows to choose on: early stopping is off)"
+    return (f"predict uses the {layout.chosen} forecast: the lowest OWA ({layout.validation[layout.chosen]['OWA']:.3f}) "
+            "on the validation windows (each series' last horizon before the rows it forecasts)")
 
 
 def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> None:
@@ -102,20 +140,41 @@ def run_backtest(forecaster: Forecaster, data, holdout: int | None = None, out: 
     frame = forecaster.read(data)
     result = forecaster.backtest(frame, holdout)
     if out is not None and Processes.from_environment().main:
-        write_backtest(result, frame, out)
+        (write_panel_backtest if isinstance(result, PanelBacktest) else write_backtest)(result, frame, out)
     return Fitted(result, frame)
+
+
+def write_panel_backtest(result: PanelBacktest, panel: Panel, out: str | Path) -> None:
+    """results.json (every method's M4 scores, the validation choice) and backtest.csv."""
+    model = result.model
+    write_json(Path(out) / "results.json", {
+        "backtest": {method: {metric: float(row[metric]) for metric in M4_METRICS}
+                     for method, row in result.scores.iterrows()},
+        "series": result.series, "unscored": [str(name) for name in result.unscored], "holdout": result.holdout,
+        "frequency": panel.frequency, "season": model.layout.season, "lookback": model.layout.lookback,
+        "predict_uses": model.layout.chosen, "validation": model.layout.validation,
+        "epochs_trained": len(model.curve), "best_epoch": model.best_epoch, **model.runtime,
+        "config": config_dict(model.config),
+    })
+    with atomic_path(Path(out) / "backtest.csv") as temporary:
+        result.forecasts.to_csv(temporary, index=False)
 
 
 def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: int | None = None) -> Fitted:
     """`lstmkit forecast fit`: backtest (written to `out`), then refit on all rows for the
-    number of epochs the backtest kept, without early stopping, and save it as out/model."""
+    number of epochs the backtest kept, without early stopping, and save it as out/model (a
+    long table refits with early stopping and its choice of forecast, as the backtest did)."""
     out = Path(out)
     if (out / "model").exists():
         raise ValueError(f"{out} already holds a fitted forecaster; choose another --out or remove {out / 'model'}")
     fitted = run_backtest(forecaster, data, holdout, out)
     settings = {field.name: getattr(forecaster.config, field.name) for field in fields(forecaster.config)}
-    final = Forecaster(**{**settings, "steps": None, "epochs": fitted.backtest.model.best_epoch, "time_budget": None,
-                          "early_stopping": False}).fit(fitted.frame)
+    if forecaster.config.id is None:
+        settings |= {"steps": None, "epochs": fitted.backtest.model.best_epoch, "time_budget": None,
+                     "early_stopping": False}
+    # A long table refits as it was fitted: early stopping and the choice of forecast need
+    # each series' validation window.
+    final = Forecaster(**settings).fit(fitted.frame)
     if Processes.from_environment().main:
         final.save(out / "model")
     fitted.final = final

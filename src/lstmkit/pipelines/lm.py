@@ -15,6 +15,7 @@ uninterrupted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -26,11 +27,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lstmkit.checkpoint import load_trained, load_weights, read_extra_file
+from lstmkit.checkpoint import (
+    CheckpointError,
+    CheckpointKind,
+    checkpoint_folder,
+    load_model_checkpoint,
+    read_extra_json,
+)
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
+from lstmkit.pipelines.configs import RegulariserSettings
+from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, score_dynamically, score_with_cache
 from lstmkit.text import Corpus, Vocabulary, load_corpus, token_streams
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, learning_rate, resolve_device
 
+# Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
+RECIPES = {
+    # AWD-LSTM's regularisers (Merity et al. 2018, their WikiText-2 values): locked dropout
+    # around the layers (0.4) and on each layer's input (0.3), embedding dropout 0.1,
+    # DropConnect on the recurrent weights 0.5, AR 2, TAR 1, tied embedding and decoder.
+    "awd": {"locked_dropout": True, "dropout": 0.4, "input_dropout": 0.3, "embedding_dropout": 0.1,
+            "weight_dropout": 0.5, "activation_regularisation": 2.0, "temporal_activation_regularisation": 1.0,
+            "tie_weights": True},
+}
 VOCABULARY_FILE = "vocabulary.json"
 METRIC_COLUMNS = ("step", "epoch", "tokens", "seconds", "lr", "train_loss", "val_loss", "val_ppl", "val_bpc")
 # exp() of a loss above this overflows a float: the perplexity is then inf.
@@ -41,7 +59,7 @@ __all__ = ["LMRun", "LMTrainingConfig", "TextScores", "TrainedLanguageModel", "l
 
 
 @dataclass(frozen=True)
-class LMTrainingConfig(TrainingConfig):
+class LMTrainingConfig(TrainingConfig, RegulariserSettings):
     """How a language model is built and trained (the training fields: see TrainingConfig).
     Defaults: a 2 x 512 character-level LSTM, the configuration that scored best on Tiny
     Shakespeare in 30 minutes on 2 CPU cores (README)."""
@@ -58,7 +76,17 @@ class LMTrainingConfig(TrainingConfig):
     embedding_size: int | None = None
     # Between the layers and around them: a 1 MB text overfits a 2 x 512 LSTM without it.
     dropout: float = 0.2
+    # The dropout around the layers with one mask per sequence (AWD-LSTM's locked dropout).
+    locked_dropout: bool = False
+    # Whole words dropped from the embedding per batch (AWD-LSTM: 0.1).
+    embedding_dropout: float = 0.0
+    # AR: this times the mean square of the top layer's dropped outputs joins the loss (AWD-LSTM: 2).
+    activation_regularisation: float = 0.0
+    # TAR: this times the mean square of h_t − h_{t−1} of the top layer joins the loss (AWD-LSTM: 1).
+    temporal_activation_regularisation: float = 0.0
     tie_weights: bool = False
+    # A named set of settings (RECIPES) for every setting left at its default; None: none.
+    recipe: str | None = None
     # Steps of truncated backpropagation through time (Karpathy's char-rnn).
     seq_len: int = 100
     # Parallel streams of the text per step.
@@ -79,15 +107,29 @@ class LMTrainingConfig(TrainingConfig):
     default_budget: ClassVar[tuple[str, float]] = ("epochs", 10.0)
 
     def __post_init__(self) -> None:
+        if self.recipe is not None:
+            if self.recipe not in RECIPES:
+                raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+            defaults = {field.name: field.default for field in dataclasses.fields(self)}
+            for name, value in RECIPES[self.recipe].items():
+                if getattr(self, name) == defaults[name]:
+                    object.__setattr__(self, name, value)
         super().__post_init__()
         for name in ("num_layers", "hidden_size", "seq_len", "batch_size", "min_frequency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        self.check_regularisers(self.cell, self.seq_len)
+        self.model_config(vocabulary_size=1)  # the model's own checks (dropouts, tied sizes), now
+        for name in ("activation_regularisation", "temporal_activation_regularisation"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
 
     def model_config(self, vocabulary_size: int) -> LanguageModelConfig:
         return LanguageModelConfig(
             self.cell, vocabulary_size, self.hidden_size, self.num_layers, self.embedding_size, self.dropout,
-            self.tie_weights, self.engine,
+            self.tie_weights, self.engine, regularisers=self.regularisers(self.seq_len),
+            embedding_dropout=self.embedding_dropout, locked_dropout=self.locked_dropout,
         )
 
 
@@ -152,8 +194,14 @@ class LanguageModelJob(Job):
         if window == 0:  # a new pass over the streams starts from no state
             self.state = None
         inputs, targets = (self.processes.shard(part, 1).to(self.device) for part in self.train_windows.window(window))
-        logits, self.state = model(inputs, detach(self.state))
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()), targets.numel()
+        config = self.config
+        logits, self.state, hidden, dropped = model(inputs, detach(self.state), return_hidden=True)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        if config.activation_regularisation:                      # AR: α · mean(dropped h_t²)
+            loss = loss + config.activation_regularisation * dropped.float().pow(2).mean()
+        if config.temporal_activation_regularisation:             # TAR: β · mean((h_t − h_{t−1})²)
+            loss = loss + config.temporal_activation_regularisation * (hidden[1:] - hidden[:-1]).float().pow(2).mean()
+        return loss, targets.numel()
 
     def evaluate(self) -> dict[str, float]:
         scores = evaluate_windows(self.model, self.validation_windows, self.characters_per_token)
@@ -226,6 +274,12 @@ def evaluate_windows(model: LanguageModel, windows, characters_per_token: float)
     return TextScores.from_loss(total / count, count, characters_per_token)
 
 
+LANGUAGE_MODEL = CheckpointKind(
+    "language_model", "a language model", "model", ("vocabulary_size", "hidden_size", "embedding_size", "num_layers"),
+    lambda section: LanguageModel(LanguageModelConfig(**section)),
+)
+
+
 @dataclass
 class TrainedLanguageModel:
     """A trained model with its vocabulary and checkpoint config, ready to sample and score."""
@@ -238,34 +292,60 @@ class TrainedLanguageModel:
                seed: int | None = None) -> str:
         return sample_text(self.model, self.vocabulary, prime, length, temperature, top_k, seed)
 
-    def evaluate(self, text: str) -> TextScores:
-        return evaluate_text(self.model, self.vocabulary, text)
+    def evaluate(self, text: str, cache: CachePointer | None = None,
+                 dynamic: DynamicEvaluation | None = None) -> TextScores:
+        """Scores of every token of `text` after the first: the model's own, or under the
+        continuous cache pointer, or with dynamic evaluation (lstmkit.pipelines.lm_evaluation)."""
+        if cache is not None and dynamic is not None:
+            raise ValueError("score with the cache pointer or with dynamic evaluation, one at a time")
+        if cache is None and dynamic is None:
+            return evaluate_text(self.model, self.vocabulary, text)
+        tokens = text_tokens(self.vocabulary, text)
+        if cache is not None:
+            total, count = score_with_cache(self.model, tokens, cache)
+        else:
+            total, count = score_dynamically(self.model, tokens, dynamic)
+        return TextScores.from_loss(total / count, count, len(text) / tokens.numel())
 
 
 def load_language_model(directory: str | Path, cell: str | None = None,
                         device: str | torch.device = "cpu") -> TrainedLanguageModel:
     """A trained model from a run folder (its best/ checkpoint) or a checkpoint folder, on
     `device` whatever device trained it; `cell`, if given, must be the model's cell."""
-    directory, config, tensors = load_trained(directory, "language_model", "a language model")
-    model_config = LanguageModelConfig(**config["model"])
-    if cell is not None and model_config.cell != cell:
-        raise ValueError(f"{directory} holds a {model_config.cell!r} language model, not a {cell!r} one")
-    model = LanguageModel(model_config)
-    load_weights(model, tensors, directory)
+    directory = checkpoint_folder(directory)
+    config, model = load_model_checkpoint(directory, LANGUAGE_MODEL)
+    if cell is not None and model.config.cell != cell:
+        raise ValueError(f"{directory} holds a {model.config.cell!r} language model, not a {cell!r} one")
+    vocabulary = read_vocabulary(directory)
+    if len(vocabulary) != model.config.vocabulary_size:
+        raise CheckpointError(f"{directory / VOCABULARY_FILE} has {len(vocabulary)} tokens, but the model's "
+                              f"vocabulary_size is {model.config.vocabulary_size}")
     model.to(resolve_device(str(device)))
     model.eval()
-    return TrainedLanguageModel(model, read_vocabulary(directory), config)
+    return TrainedLanguageModel(model, vocabulary, config)
 
 
 def read_vocabulary(directory: Path) -> Vocabulary:
-    return Vocabulary.from_dict(json.loads(read_extra_file(directory, VOCABULARY_FILE)))
+    """The vocabulary saved with a checkpoint."""
+    data = read_extra_json(directory, VOCABULARY_FILE)
+    try:
+        return Vocabulary.from_dict(data)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{directory / VOCABULARY_FILE} is not a vocabulary "
+                              f"(expected an object with 'level' and 'tokens'): {error!r}") from None
+
+
+def text_tokens(vocabulary: Vocabulary, text: str) -> Tensor:
+    """The tokens of a text to score: at least two (an input and a target)."""
+    tokens = vocabulary.encode(text, "the text to evaluate")
+    if tokens.numel() < 2:
+        raise ValueError(f"the text to evaluate has {tokens.numel()} token(s); at least 2 are needed")
+    return tokens
 
 
 def evaluate_text(model: LanguageModel, vocabulary: Vocabulary, text: str, window: int = 1000) -> TextScores:
     """Score every token of `text` after the first, in one stream (the state carried along)."""
-    tokens = vocabulary.encode(text, "the text to evaluate")
-    if tokens.numel() < 2:
-        raise ValueError(f"the text to evaluate has {tokens.numel()} token(s); at least 2 are needed")
+    tokens = text_tokens(vocabulary, text)
     stream = token_streams(tokens, 1, window, "the text to evaluate")
     return evaluate_windows(model, stream, len(text) / tokens.numel())
 

@@ -20,7 +20,7 @@ from lstmkit.extras import extra_imports
 with extra_imports("tasks", __name__):
     from lstmkit import plots
 from lstmkit.cells import make_cell
-from lstmkit.checkpoint import load_checkpoint, save_checkpoint
+from lstmkit.checkpoint import CheckpointKind, load_model_checkpoint, save_checkpoint
 from lstmkit.files import write_csv, write_json
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.pipelines.configs import TaskTrainingConfig
@@ -50,13 +50,17 @@ class CellRun:
     runtime: dict = field(default_factory=dict)
 
 
-def build_model(task: Task, cell: str, hidden_size: int, seed: int) -> SequenceModel:
+def build_model(task: Task, cell: str, hidden_size: int, seed: int, regularisers: dict | None = None
+                ) -> SequenceModel:
     """The model for `cell` on `task`, initialised from `seed` (the same seed gives the same
-    weights, so a probe can rebuild a run's starting point)."""
+    weights, so a probe can rebuild a run's starting point); a forget gate's bias starts at 1
+    unless chrono initialisation sets it. `regularisers`: keywords of lstmkit.Recurrent."""
     torch.manual_seed(seed)
-    forget_bias = 1.0 if make_cell(cell).forget_bias_block is not None else None
+    regularisers = regularisers or {}
+    chrono = "chrono" in regularisers.get("init", ())
+    forget_bias = 1.0 if make_cell(cell).forget_bias_block is not None and not chrono else None
     config = SequenceModelConfig(cell, task.input_size, hidden_size, task.output_size, task.readout,
-                                 forget_bias=forget_bias)
+                                 forget_bias=forget_bias, regularisers=regularisers)
     return SequenceModel(config)
 
 
@@ -87,7 +91,8 @@ class TaskJob(Job):
                  device: torch.device) -> None:
         processes.check_divides(config.batch_size, "batch_size")
         self.task, self.config, self.test, self.processes, self.device = task, config, test, processes, device
-        self.model = build_model(task, cell, config.hidden_size, config.seed)
+        length = task.sample(1, torch.Generator().manual_seed(0)).inputs.shape[0]
+        self.model = build_model(task, cell, config.hidden_size, config.seed, config.regularisers(length))
         self.generator = torch.Generator().manual_seed(config.seed)
         self.label = f"{task.describe()} {cell}"
 
@@ -221,13 +226,15 @@ def save_model(model: SequenceModel, task: Task, directory: Path) -> Path:
     return save_checkpoint(directory, config, model.state_dict())
 
 
+SEQUENCE_MODEL = CheckpointKind(
+    "sequence_model", "a model saved by `lstmkit task`", "model", ("input_size", "hidden_size", "output_size", "num_layers"),
+    lambda section: SequenceModel(SequenceModelConfig(**section)),
+)
+
+
 def load_model(directory: str | Path) -> tuple[SequenceModel, Task]:
     """A model saved by `lstmkit task` (DIR/models/CELL), and the task it was trained on."""
-    config, tensors = load_checkpoint(directory)
-    if config.get("kind") != "sequence_model":
-        raise ValueError(f"{directory} holds a {config.get('kind')!r} checkpoint, not a model saved by `lstmkit task`")
-    model = SequenceModel(SequenceModelConfig(**config["model"]))
-    model.load_state_dict(tensors)
+    config, model = load_model_checkpoint(directory, SEQUENCE_MODEL)
     return model, make_task(config["task"]["name"], config["task"]["T"])
 
 

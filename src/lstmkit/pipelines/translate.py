@@ -23,7 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lstmkit.checkpoint import existing, load_trained, load_weights, read_extra_file
+from lstmkit.checkpoint import (
+    CheckpointError,
+    CheckpointKind,
+    checkpoint_folder,
+    existing,
+    load_model_checkpoint,
+    read_extra_text,
+)
 from lstmkit.extras import extra_imports
 from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from lstmkit.pipelines.configs import DecodingConfig, TranslationConfig
@@ -139,12 +146,14 @@ class TranslationJob(Job):
         self.sources, self.targets = [sources[index] for index in kept], [targets[index] for index in kept]
         self.left_out = len(train) - len(kept)
         self.lengths = [(len(source), len(target)) for source, target in zip(self.sources, self.targets, strict=True)]
+        mean_source = sum(length for length, _ in self.lengths) / len(self.lengths)
         self.valid_sources, self.valid_targets = vocabularies.encode(valid)
         self.valid_references = valid.targets
         self.fingerprints = {**train.fingerprints, **valid.fingerprints}
         self.epoch_batches: tuple[int, list[list[int]]] = (-1, [])
         torch.manual_seed(config.seed)
-        self.model = Seq2Seq(model_config(config, len(vocabularies.source), len(vocabularies.target)))
+        self.model = Seq2Seq(model_config(config, len(vocabularies.source), len(vocabularies.target),
+                                          max(1, round(mean_source))))
         self.label = f"translate {config.cell} {config.num_layers}x{config.hidden_size} {config.attention}"
         self.evaluate_every_epoch = config.eval_every is None
         if config.select == "bleu":
@@ -194,10 +203,12 @@ class TranslationJob(Job):
             raise ValueError(f"the subword vocabularies differ from those {directory.parent} was trained with")
 
 
-def model_config(config: TranslationConfig, source_size: int, target_size: int) -> Seq2SeqConfig:
+def model_config(config: TranslationConfig, source_size: int, target_size: int, source_length: int) -> Seq2SeqConfig:
+    """The model `config` describes; `source_length` (subwords, the training sources' mean) is
+    what chrono initialisation of the encoder prepares for unless chrono_max says."""
     return Seq2SeqConfig(config.cell, source_size, target_size, config.hidden_size, config.num_layers,
                          config.embedding_size, config.attention, config.dropout, config.tie_embeddings,
-                         PAD_ID, BOS_ID, EOS_ID, config.engine)
+                         PAD_ID, BOS_ID, EOS_ID, config.engine, regularisers=config.regularisers(source_length))
 
 
 def validation_loss(model: Seq2Seq, sources: list[list[int]], targets: list[list[int]], batch_size: int = 128) -> float:
@@ -216,9 +227,25 @@ def validation_loss(model: Seq2Seq, sources: list[list[int]], targets: list[list
     return total / count
 
 
+TRANSLATION_MODEL = CheckpointKind(
+    "translation", "a translation model", "model",
+    ("source_vocabulary_size", "target_vocabulary_size", "hidden_size", "embedding_size", "num_layers"),
+    lambda section: Seq2Seq(Seq2SeqConfig(**section)),
+)
+
+
 def read_vocabularies(directory: Path) -> Vocabularies:
-    return Vocabularies(*(Subwords.from_text(read_extra_file(directory, SUBWORD_FILES[side]))
-                          for side in ("source", "target")))
+    """The two subword vocabularies saved with a checkpoint."""
+    return Vocabularies(*(read_subwords(directory, SUBWORD_FILES[side]) for side in ("source", "target")))
+
+
+def read_subwords(directory: Path, name: str) -> Subwords:
+    text = read_extra_text(directory, name)
+    try:
+        return Subwords.from_text(text)
+    except (ValueError, RuntimeError) as error:  # not base64; not a sentencepiece model
+        raise CheckpointError(f"{existing(directory) / name} is not a subword vocabulary "
+                              f"(a base64 sentencepiece model): {error}") from None
 
 
 @dataclass
@@ -340,12 +367,17 @@ class Translator:
 
 def load_translator(directory: str | Path, device: str | torch.device = "cpu") -> Translator:
     """A trained model from a run folder (its best/ checkpoint) or a checkpoint folder, on `device`."""
-    directory, config, tensors = load_trained(directory, "translation", "a translation model")
-    model = Seq2Seq(Seq2SeqConfig(**config["model"]))
-    load_weights(model, tensors, directory)
+    directory = checkpoint_folder(directory)
+    config, model = load_model_checkpoint(directory, TRANSLATION_MODEL)
+    vocabularies = read_vocabularies(directory)
+    for side in ("source", "target"):
+        size, expected = len(getattr(vocabularies, side)), getattr(model.config, f"{side}_vocabulary_size")
+        if size != expected:
+            raise CheckpointError(f"{existing(directory) / SUBWORD_FILES[side]} has {size} subwords, but the model's "
+                                  f"{side}_vocabulary_size is {expected}")
     model.to(resolve_device(str(device)))
     model.eval()
-    return Translator(model, read_vocabularies(existing(directory)), config)
+    return Translator(model, vocabularies, config)
 
 
 def read_sentences(path: str | Path) -> list[str]:

@@ -3,34 +3,41 @@
     naive           ŷ_{n+h} = y_n
     seasonal_naive  ŷ_{n+h} = y_{n+h-m·k}, k = ⌈h/m⌉ (the last value of the same season)
     drift           ŷ_{n+h} = y_n + h (y_n - y_1) / (n - 1)
-    ets             Holt-Winters exponential smoothing: additive damped trend, additive season
-                    of period m (when m > 1 and two seasons are known), statsmodels
-    arima           ARIMA(p, d, q), d from a KPSS test (with drift when d = 1), p, q ≤ 2 by
-                    AIC, seasonality as Fourier terms of period m (dynamic harmonic
-                    regression), statsmodels
+    naive2          M4's benchmark: naive on the multiplicatively deseasonalised series,
+                    reseasonalised, when the series is seasonal by M4's 90% ACF test at lag m
+                    (see `seasonal_indices`); plain naive otherwise
+    ets             statsforecast's AutoETS (error, trend, season by AICc; season of period m)
+    arima           statsforecast's AutoARIMA (Hyndman-Khandakar stepwise search; seasonal m)
+    theta           statsforecast's Theta (the M4 Theta benchmark: SES with drift, on data
+                    deseasonalised when the same 90% test passes)
 
-h = 1 .. horizon. ets and arima use statsmodels, which the forecast extra brings. A constant
-history is forecast as that constant by every baseline (it is each one's forecast, and
-statsmodels' fits divide by the series' zero variance).
+h = 1 .. horizon. The statistical baselines run in statsforecast, which the forecast extra
+brings, and `panel_baselines` computes them for hundreds of series at once. A constant
+history is forecast as that constant by every baseline (it is each one's forecast).
 """
 
 from __future__ import annotations
 
-import itertools
+import math
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
-BASELINES = ("naive", "seasonal_naive", "drift", "ets", "arima")
+BASELINES = ("naive", "seasonal_naive", "drift", "ets", "arima", "theta", "naive2")
+# The ones statsforecast fits, by its model classes' names.
+STATISTICAL = {"ets": "AutoETS", "arima": "AutoARIMA", "theta": "Theta"}
 # The baselines that stand in for a model's forecast that is not finite: quick, and never failing.
 SIMPLE_BASELINES = ("naive", "seasonal_naive", "drift")
 BASELINE_TRIALS = 3  # origins, a horizon apart, at the end of a history on which best_baseline scores them
-FOURIER_PAIRS = 3  # sine-cosine pairs per season in the ARIMA's regression
+# M4's seasonality test: |acf_m| above this one-sided 90% normal quantile times its standard error.
+M4_CRITICAL = 1.645
 
 
 def baseline_forecast(name: str, history: np.ndarray, horizon: int, season: int) -> np.ndarray:
     """The `horizon` next values of the 1-D `history` by the baseline `name`."""
-    forecasts = {"naive": naive, "seasonal_naive": seasonal_naive, "drift": drift, "ets": ets, "arima": arima}
+    forecasts = {"naive": naive, "seasonal_naive": seasonal_naive, "drift": drift, "ets": ets, "arima": arima,
+                 "theta": theta, "naive2": naive2}
     if name not in forecasts:
         raise ValueError(f"baseline must be one of {', '.join(forecasts)}, got {name!r}")
     if len(history) < max(2, season):
@@ -70,52 +77,113 @@ def drift(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
     return history[-1] + slope * np.arange(1, horizon + 1)
 
 
-def ets(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
-    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+def naive2(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """M4's Naive2: the last deseasonalised value times the seasonal indices of the next steps."""
+    indices = seasonal_indices(history, season)
+    level = history[-1] / indices[(len(history) - 1) % season]
+    return level * indices[(len(history) + np.arange(horizon)) % season]
 
-    seasonal = season > 1 and len(history) >= 2 * season
-    model = ExponentialSmoothing(history, trend="add", damped_trend=True, seasonal="add" if seasonal else None,
-                                 seasonal_periods=season if seasonal else None, initialization_method="estimated")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return model.fit().forecast(horizon)
+
+def seasonal_indices(history: np.ndarray, season: int) -> np.ndarray:
+    """The m multiplicative seasonal indices of `history` (position k: the steps t with t mod m = k,
+    t counted from 0), all 1 unless M4's test finds it seasonal, as M4's R benchmarks compute them:
+
+        seasonal  m > 1, n >= 3m and |r_m| > 1.645 sqrt((1 + 2 Σ_{k<m} r_k²) / n), r_k the lag-k ACF
+        indices   classical multiplicative decomposition (R's decompose): the centred moving average
+                  of order m (2×m for even m) as the trend, the mean ratio y/trend of each season
+                  position, normalised to mean 1
+    """
+    history = np.asarray(history, np.float64)
+    n = len(history)
+    if season <= 1 or n < 3 * season or not seasonal_by_acf(history, season):
+        return np.ones(max(season, 1))
+    weights = np.r_[0.5, np.ones(season - 1), 0.5] / season if season % 2 == 0 else np.ones(season) / season
+    half = len(weights) // 2
+    trend = np.full(n, np.nan)
+    trend[half:n - half] = np.convolve(history, weights, mode="valid")
+    ratios = history / trend
+    figure = np.array([np.nanmean(ratios[position::season]) for position in range(season)])
+    return figure / figure.mean()
+
+
+def seasonal_by_acf(history: np.ndarray, season: int) -> bool:
+    """M4's 90% test (see `seasonal_indices`), with R's acf: r_k = Σ (y_t - ȳ)(y_{t-k} - ȳ) / Σ (y_t - ȳ)²."""
+    centred = history - history.mean()
+    total = float(centred @ centred)
+    if total == 0:
+        return False
+    acf = np.array([centred[lag:] @ centred[:-lag] for lag in range(1, season + 1)]) / total
+    limit = M4_CRITICAL * math.sqrt((1 + 2 * float(acf[:-1] @ acf[:-1])) / len(history))
+    return bool(abs(acf[-1]) > limit)
+
+
+def ets(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    return statistical("ets", history, horizon, season)
 
 
 def arima(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
-    from statsmodels.tsa.arima.model import ARIMA
+    return statistical("arima", history, horizon, season)
 
-    steps = np.arange(len(history) + horizon)
-    regressors = fourier_terms(steps, season) if season > 1 else None
-    past = None if regressors is None else regressors[:len(history)]
-    future = None if regressors is None else regressors[len(history):]
-    differences = differences_needed(history)
-    best = None
+
+def theta(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    return statistical("theta", history, horizon, season)
+
+
+def statistical_model(name: str, season: int):
+    """The statsforecast model of the baseline `name` (one of STATISTICAL)."""
+    from statsforecast import models
+
+    return getattr(models, STATISTICAL[name])(season_length=season)
+
+
+def statistical(name: str, history: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsforecast's ACF divides by a zero variance of a flat stretch
+        return statistical_model(name, season).forecast(y=history, h=horizon)["mean"]
+
+
+def panel_baselines(histories: Sequence[np.ndarray], horizon: int, season: int, names: Sequence[str],
+                    jobs: int = 1) -> dict[str, np.ndarray]:
+    """Each baseline's forecasts of many series at once: name -> (series, horizon). The
+    statistical ones run in one statsforecast call (`jobs` processes); a series too short
+    for a baseline (fewer than max(2, m) values), or on which its fit fails, gets the naive
+    forecast instead (statsforecast's fallback model)."""
+    unknown = [name for name in names if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"baselines must be among {', '.join(BASELINES)}, got {', '.join(map(repr, unknown))}")
+    histories = [np.asarray(series, np.float64) for series in histories]
+    forecasts = {}
+    for name in names:
+        if name in STATISTICAL:
+            continue
+        forecasts[name] = np.stack([
+            baseline_forecast(name, series, horizon, season) if len(series) >= max(2, season) else naive(series, horizon, season)
+            for series in histories])
+    statistical_names = [name for name in names if name in STATISTICAL]
+    if statistical_names:
+        forecasts |= statsforecast_panel(histories, horizon, season, statistical_names, jobs)
+    return {name: forecasts[name] for name in names}
+
+
+def statsforecast_panel(histories: list[np.ndarray], horizon: int, season: int, names: list[str],
+                        jobs: int) -> dict[str, np.ndarray]:
+    import pandas as pd
+    from statsforecast import StatsForecast
+    from statsforecast.models import Naive
+
+    long = [(index, series) for index, series in enumerate(histories) if len(series) >= max(2, season)]
+    forecasts = {name: np.stack([naive(series, horizon, season) for series in histories]) for name in names}
+    if not long:
+        return forecasts
+    table = pd.DataFrame({"unique_id": np.concatenate([np.full(len(series), index) for index, series in long]),
+                          "ds": np.concatenate([np.arange(len(series)) for _, series in long]),
+                          "y": np.concatenate([series for _, series in long])})
+    engine = StatsForecast(models=[statistical_model(name, season) for name in names], freq=1, n_jobs=jobs,
+                           fallback_model=Naive())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for p, q in itertools.product(range(3), range(3)):
-            try:
-                fitted = ARIMA(history, exog=past, order=(p, differences, q),
-                               trend="t" if differences else "c").fit()
-            except (np.linalg.LinAlgError, ValueError):
-                continue
-            if np.isfinite(fitted.aic) and (best is None or fitted.aic < best.aic):
-                best = fitted
-    if best is None:
-        raise ValueError("no ARIMA(p, d, q) with p, q <= 2 could be fitted to the series")
-    return best.forecast(horizon, exog=future)
-
-
-def fourier_terms(steps: np.ndarray, season: int) -> np.ndarray:
-    pairs = min(FOURIER_PAIRS, season // 2)
-    angles = 2 * np.pi * steps[:, None] * np.arange(1, pairs + 1) / season
-    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
-
-
-def differences_needed(history: np.ndarray) -> int:
-    """1 when a KPSS test rejects level-stationarity at 5%, else 0."""
-    from statsmodels.tsa.stattools import kpss
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the p-value is clipped to the table's range; fine for a 5% test
-        p_value = kpss(history, regression="c", nlags="auto")[1]
-    return int(p_value < 0.05)
+        result = engine.forecast(df=table, h=horizon).sort_values(["unique_id", "ds"])
+    rows = np.array([index for index, _ in long])
+    for name in names:
+        forecasts[name][rows] = result[STATISTICAL[name]].to_numpy().reshape(len(long), horizon)
+    return forecasts

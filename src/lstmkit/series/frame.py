@@ -74,18 +74,23 @@ class SeriesFrame:
                            self.future_names)
 
     def time_values(self, times: pd.DatetimeIndex) -> list:
-        """Timestamps as the user wrote them: integer years, decimal years (rounded to 4
-        places), ISO quarters or months, or ISO dates (with the time of day when there is one)."""
-        if self.time_kind == "year":
-            return [int(stamp.year) for stamp in times]
-        if self.time_kind == "decimal_year":
-            return [round(stamp.year + (stamp.month - 1) / 12, 4) for stamp in times]
-        if self.time_kind == "quarter":
-            return [f"{stamp.year}Q{stamp.quarter}" for stamp in times]
-        if self.time_kind == "month":
-            return [f"{stamp.year:04d}-{stamp.month:02d}" for stamp in times]
-        with_clock = any(stamp != stamp.normalize() for stamp in times)
-        return [stamp.isoformat() if with_clock else stamp.date().isoformat() for stamp in times]
+        """Timestamps as the user wrote them (see `written_times`)."""
+        return written_times(times, self.time_kind)
+
+
+def written_times(times: pd.DatetimeIndex, time_kind: str) -> list:
+    """Timestamps as the user wrote them: integer years, decimal years (rounded to 4 places),
+    ISO quarters or months, or ISO dates (with the time of day when there is one)."""
+    if time_kind == "year":
+        return [int(stamp.year) for stamp in times]
+    if time_kind == "decimal_year":
+        return [round(stamp.year + (stamp.month - 1) / 12, 4) for stamp in times]
+    if time_kind == "quarter":
+        return [f"{stamp.year}Q{stamp.quarter}" for stamp in times]
+    if time_kind == "month":
+        return [f"{stamp.year:04d}-{stamp.month:02d}" for stamp in times]
+    with_clock = any(stamp != stamp.normalize() for stamp in times)
+    return [stamp.isoformat() if with_clock else stamp.date().isoformat() for stamp in times]
 
 
 def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[str],
@@ -251,7 +256,21 @@ def pandas_frequency(index: pd.DatetimeIndex) -> str | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning))  # the return type is changing
         frequency = pd.infer_freq(index)
-    return frequency if frequency is None or isinstance(frequency, str) else frequency.freqstr
+    if frequency is not None and not isinstance(frequency, str):
+        frequency = frequency.freqstr
+    return None if frequency is None else same_quarters(frequency)
+
+
+MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+
+def same_quarters(frequency: str) -> str:
+    """Quarter starts named by the first month of their cycle ("QS-OCT" -> "QS-JAN": the same
+    grid), as pandas 3 names them; pandas 2 (which statsforecast needs) names another month."""
+    rule, _, month = frequency.partition("-")
+    if rule.lstrip("0123456789") not in ("QS", "BQS") or month not in MONTHS:
+        return frequency
+    return f"{rule}-{MONTHS[MONTHS.index(month) % 3]}"
 
 
 def numeric_column(column: pd.Series, name: str, path: Path | None) -> pd.Series:

@@ -7,6 +7,11 @@
                                                         the training part, m the seasonal period;
                                                         as for sMAPE, 0/0 counts as 0, and x/0 is inf)
 
+M4 scores a set of series by the mean over series of each one's sMAPE and MASE, and ranks a
+method by its overall weighted average relative to the Naive2 benchmark:
+
+    OWA   = (sMAPE / sMAPE_Naive2 + MASE / MASE_Naive2) / 2      (each the mean over the series)
+
 The MASE scale is 0 when the training values repeat exactly every m steps, a constant
 series among them: a forecast that is exact scores 0 there, any other inf.
 """
@@ -39,3 +44,24 @@ def scores(actual: np.ndarray, forecast: np.ndarray, history: np.ndarray, season
     scale = seasonal_naive_scale(np.asarray(history, np.float64), season)
     return {"MAE": mae, "RMSE": float(np.sqrt(np.mean(error ** 2))), "sMAPE": float(ratio.mean()),
             "MASE": mae / scale if scale > 0 else (0.0 if mae == 0 else math.inf)}
+
+
+def m4_scores(actuals, forecasts, histories, season: int) -> dict[str, float]:
+    """sMAPE and MASE as M4 scores a set of series: each the mean over the series of its
+    value (`scores`) on one forecast; the MASE of a series no longer than m uses m = 1."""
+    rows = [scores(actual, forecast, history, season if len(history) > season else 1)
+            for actual, forecast, history in zip(actuals, forecasts, histories, strict=True)]
+    if not rows:
+        raise ValueError("M4 scores need at least one series")
+    return {metric: float(np.mean([row[metric] for row in rows])) for metric in ("sMAPE", "MASE")}
+
+
+def owa(method: dict[str, float], naive2: dict[str, float]) -> float:
+    """M4's overall weighted average of `method`'s sMAPE and MASE relative to Naive2's. Where
+    Naive2 scores 0 (exact), a term is 1 for a method as exact and inf for any other."""
+    def relative(metric: str) -> float:
+        if naive2[metric] > 0:
+            return method[metric] / naive2[metric]
+        return 1.0 if method[metric] == 0 else math.inf
+
+    return 0.5 * (relative("sMAPE") + relative("MASE"))

@@ -37,3 +37,54 @@ class Scaler:
     @classmethod
     def from_dict(cls, data: dict) -> Scaler:
         return cls(np.asarray(data["mean"], np.float64), np.asarray(data["std"], np.float64))
+
+
+# How a global model normalises each series (see SeriesScaling).
+NORMALISATIONS = ("standard", "log", "seasonal")
+
+
+@dataclass(frozen=True)
+class SeriesScaling:
+    """One series' own normalisation, fitted on its history, for a model shared by many series:
+
+        z_t = (f(y_t / s_{t mod m}) - mean) / std
+
+    f is log for "log" and "seasonal" (so a seasonal swing that grows with the level becomes a
+    constant one), the identity for "standard"; s are the multiplicative seasonal indices M4's
+    Naive2 uses for "seasonal" (ES-RNN's idea: remove level and season per series; all 1 when M4's
+    test finds no season), else 1. A series with a value <= 0 is neither logged nor
+    deseasonalised. Positions t count from the series' first value. std 0 (a constant) maps
+    everything back to the constant, as `Scaler` does.
+    """
+
+    log: bool
+    indices: np.ndarray
+    mean: float
+    std: float
+
+    @classmethod
+    def fit(cls, history: np.ndarray, normalisation: str, season: int) -> SeriesScaling:
+        from lstmkit.series.baselines import seasonal_indices
+
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {normalisation!r}")
+        positive = bool((history > 0).all())
+        log = positive and normalisation != "standard"
+        indices = seasonal_indices(history, season) if positive and normalisation == "seasonal" else np.ones(season)
+        shaped = cls(log, indices, 0.0, 1.0).shape(history, 0)
+        constant = bool((shaped == shaped[0]).all())
+        return cls(log, indices, float(shaped[0] if constant else shaped.mean()), 0.0 if constant else float(shaped.std()))
+
+    def shape(self, values: np.ndarray, first: int) -> np.ndarray:
+        """f(y / s) of the values at positions first, first + 1, ..."""
+        values = values / self.indices[(first + np.arange(len(values))) % len(self.indices)]
+        return np.log(values) if self.log else values
+
+    def transform(self, values: np.ndarray, first: int = 0) -> np.ndarray:
+        return (self.shape(values, first) - self.mean) / (self.std if self.std > 0 else 1.0)
+
+    def inverse(self, values: np.ndarray, first: int) -> np.ndarray:
+        """y of z values at positions first, first + 1, ... along the last axis."""
+        shaped = values * self.std + self.mean
+        season = self.indices[(first + np.arange(values.shape[-1])) % len(self.indices)]
+        return (np.exp(shaped) if self.log else shaped) * season

@@ -63,3 +63,45 @@ class Windows:
         observed = len(origins) == 0 or origins.max() + self.horizon <= len(self.targets)
         return WindowBatch(self.past[past_rows], self.known[future_rows],
                            self.targets[future_rows] if observed else None)
+
+
+class PanelWindows:
+    """Windows over many series of one target, for one global network: a window is a pair
+    (series, origin), and `batch` takes a (B, 2) tensor of them.
+
+    Each series comes scaled on its own. A window that reaches before its series' start is
+    left-padded with the series' first value, so a series shorter than the lookback still
+    gets windows; the history carries a mask channel, 1 where observed and 0 where padded:
+    history (B, lookback, 2) = (value, mask); future (B, horizon, 0); targets (B, horizon, 1).
+    """
+
+    def __init__(self, series: Sequence[Tensor], lookback: int, horizon: int) -> None:
+        if lookback < 1 or horizon < 1:
+            raise ValueError(f"lookback and horizon must be at least 1, got {lookback} and {horizon}")
+        if any(len(values) == 0 for values in series):
+            raise ValueError("every series needs at least one value")
+        self.lookback, self.horizon = lookback, horizon
+        self.lengths = torch.tensor([len(values) for values in series])
+        # Series k occupies rows offsets[k] .. offsets[k] + lookback + length + horizon - 1:
+        # lookback rows of padding, its values, horizon rows for the steps after its end.
+        self.offsets = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.int64),
+                                               self.lengths[:-1] + lookback + horizon]), 0)
+        self.values = torch.cat([torch.cat([values[:1].expand(lookback), values, torch.zeros(horizon)])
+                                 for values in series])
+        self.mask = torch.cat([torch.cat([torch.zeros(lookback), torch.ones(len(values)), torch.zeros(horizon)])
+                               for values in series])
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batch(self, keys: Sequence[Sequence[int]] | Tensor) -> WindowBatch:
+        keys = torch.as_tensor(keys, dtype=torch.int64).reshape(-1, 2)
+        series, origins = keys[:, 0], keys[:, 1]
+        if len(keys) and (origins.min() < 1 or (origins > self.lengths[series]).any()):
+            raise ValueError("window origins must lie in 1 .. the length of their series")
+        past_rows = (self.offsets[series] + origins)[:, None] + torch.arange(self.lookback)
+        future_rows = (self.offsets[series] + self.lookback + origins)[:, None] + torch.arange(self.horizon)
+        history = torch.stack([self.values[past_rows], self.mask[past_rows]], dim=-1)
+        observed = bool((origins + self.horizon <= self.lengths[series]).all())
+        return WindowBatch(history, torch.zeros(len(keys), self.horizon, 0),
+                           self.values[future_rows][..., None] if observed else None)

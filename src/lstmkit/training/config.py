@@ -98,6 +98,15 @@ class TrainingConfig:
         check_device_name(self.device)
 
 
+def check_positive_integers(settings: object, names: tuple[str, ...]) -> None:
+    """Refuse, naming it and its value, any of the attributes `names` of `settings` (a config)
+    that is not an integer of at least 1 (a bool is not one)."""
+    for name in names:
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def current_names(settings: dict) -> dict:
     """`settings` (a saved config) with the names older versions used replaced by today's."""
     return {LEGACY_NAMES.get(name, name): value for name, value in settings.items()}

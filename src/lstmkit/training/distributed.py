@@ -87,6 +87,13 @@ class Processes:
         dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def wait_for_all(self) -> None:
+        """Return when every process has come here: the processes end a run together, so that
+        none leaves the group while another still talks in it (gloo then aborts the process,
+        "terminate called without an active exception")."""
+        if self.distributed:
+            dist.barrier()
+
     def from_main(self, value: float, device: torch.device) -> float:
         """Rank 0's `value`, so that every process takes the same decision (a time budget)."""
         if not self.distributed:

@@ -114,15 +114,7 @@ class Trainer:
         out = None if out is None else check_output_folder(out)
         job.model.to(device)
         optimizer = torch.optim.AdamW(job.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        if resume:
-            progress = self.restore(job, optimizer, out)
-        else:
-            if out is not None and ((out / "last").exists() or (out / "best").exists()):
-                raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue it, "
-                                 "or choose another folder")
-            progress = RunState()
-            if processes.distributed:  # one dropout stream per process, not one repeated on every share
-                torch.manual_seed(process_seed(config.seed, processes.rank, 0))
+        progress = self.restore(job, optimizer, out) if resume else self.begin(out)
         model = processes.wrap(job.model, device)
         steps_per_epoch = job.steps_per_epoch()
         step_limit = self.step_limit(job, steps_per_epoch)
@@ -170,22 +162,11 @@ class Trainer:
             started = time.perf_counter()
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, progress.step, progress.total_steps)
-            with self.precision.autocast():
-                loss, share = job.train_loss(model, progress.step)
-            loss_sum, items = loss.item() * share, share
-            if processes.distributed:  # DDP averages the gradients: weigh each share by its size
-                loss_sum, items = processes.total([loss_sum, float(share)], device)
-                loss = loss * (processes.world_size * share / items)
+            loss, loss_sum, items = self.training_loss(job, model, progress.step)
             if not math.isfinite(loss_sum):
                 self.diverged(job, progress, out, f"the training loss became {loss_sum / items}", last_loss, report)
             last_loss = (progress.step, loss_sum / items)
-            optimizer.zero_grad(set_to_none=True)
-            scaler = self.precision.scaler
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(job.model.parameters(), config.clip)
-            scaler.step(optimizer)
-            scaler.update()
+            self.update(job, optimizer, loss)
             elapsed = time.perf_counter() - started
             progress.train_seconds = processes.from_main(progress.train_seconds + elapsed, device)
             progress.step, progress.items = progress.step + 1, progress.items + int(items)
@@ -214,7 +195,39 @@ class Trainer:
             report.close(progress.step, rate, **final)
         if out is not None and processes.main:
             self.write_results(job, run, progress, out, steps_per_epoch)
+        self.processes.wait_for_all()
         return run
+
+    def begin(self, out: Path | None) -> RunState:
+        """A new run's state, refusing a folder that holds a run already."""
+        if out is not None and ((out / "last").exists() or (out / "best").exists()):
+            raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue it, "
+                             "or choose another folder")
+        if self.processes.distributed:  # one dropout stream per process, not one repeated on every share
+            torch.manual_seed(process_seed(self.config.seed, self.processes.rank, 0))
+        return RunState()
+
+    def training_loss(self, job: Job, model: torch.nn.Module, step: int) -> tuple[Tensor, float, float]:
+        """The loss of step `step` under autocast (weighted, with several processes, so that
+        DDP's average of the gradients is the whole batch's), and the loss summed over the
+        batch's items with their count, over every process."""
+        with self.precision.autocast():
+            loss, share = job.train_loss(model, step)
+        loss_sum, items = loss.item() * share, share
+        if self.processes.distributed:  # DDP averages the gradients: weigh each share by its size
+            loss_sum, items = self.processes.total([loss_sum, float(share)], self.device)
+            loss = loss * (self.processes.world_size * share / items)
+        return loss, loss_sum, items
+
+    def update(self, job: Job, optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
+        """Backward (through the gradient scaler), clip the global gradient norm, AdamW step."""
+        optimizer.zero_grad(set_to_none=True)
+        scaler = self.precision.scaler
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(job.model.parameters(), self.config.clip)
+        scaler.step(optimizer)
+        scaler.update()
 
     def step_limit(self, job: Job, steps_per_epoch: int | None) -> int | None:
         """The step at which the steps or epochs budget ends (the first of the two), if any."""

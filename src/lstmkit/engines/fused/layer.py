@@ -1,27 +1,39 @@
-"""The fused engine: one autograd.Function per layer and direction, backward derived by hand.
+"""The fused engine: one `torch.library` custom op per layer and direction, backward by hand.
 
 Forward: the input projections of all T steps as one matrix product; then per step one
 recurrent matrix product and the cell's point-wise step, written in place into buffers
 allocated once. Sequences of a padded batch are sorted by length, longest first, so that step
 t works on the first `batch_sizes[t]` rows only (as packed sequences do): no masking.
 
-What forward keeps for backward: the input x; the gate activations of every step (written
+What forward keeps for backward (`LayerTape`): the gate activations of every step (written
 over the input projections); h_0..h_T and c_0..c_T; the recurrent projections for cells that
 take them apart ("biased", "raw"); the unprojected outputs with proj_size; and the per-step
-buffers the cell asks for (e.g. tanh(c_t)).
+buffers the cell asks for (e.g. tanh(c_t)); the input x and the parameters are the op's own.
 
 Backward: per step (last to first) the cell's point-wise backward and one matrix product for
 d h_{t-1} (two with proj_size); then the gradients of the input, weights, biases and the
 cell's extra parameters as single large operations over all steps.
+
+Both are custom ops (`lstmkit::fused_layer`, `lstmkit::fused_layer_backward`) with fake
+implementations that give their outputs' shapes without running the loop, and the backward
+is the forward's autograd formula. torch.compile therefore sees one op per layer and
+direction, traces around it, and never into the buffers the loop writes in place. What the
+ops take besides tensors is plain data: the kernel as a key (`kernel_key`), the batch sizes
+per step, the dtypes.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
+from functools import cache
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
-from lstmkit.cells import Cell, LayerWeights
-from lstmkit.engines.base import LayerEngine, LayerRun, run_eagerly
+from lstmkit.cells import Cell, LayerWeights, make_cell
+from lstmkit.engines.base import LayerEngine, LayerNoise, LayerRun
 from lstmkit.engines.fused.gru import GRUKernel
 from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
 from lstmkit.engines.fused.layernorm import LayerNormKernel
@@ -35,12 +47,16 @@ KERNELS: dict[str, type[FusedKernel]] = {
     "rnn": RNNKernel, "lstm": LSTMKernel, "gru": GRUKernel, "peephole": PeepholeKernel, "cifg": CIFGKernel,
     "layernorm": LayerNormKernel,
 }
+TORCH_NN_PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+X_POSITION, PARAMETERS_POSITION = 6, 9  # where fused_layer takes x and the parameters
 
 
 class FusedEngine(LayerEngine):
-    """Per layer and direction, one FusedLayer with the cell's FusedKernel."""
+    """Per layer and direction, one `fused_layer` op with the cell's FusedKernel."""
 
     name = "fused"
+    # Recurrent dropout and zoneout act inside the step: not in these kernels yet.
+    regularisers = frozenset({"input_dropout", "weight_dropout"})
 
     def kernels(self) -> dict[str, type[FusedKernel]]:
         """The point-wise kernel of each cell, by cell name."""
@@ -51,7 +67,6 @@ class FusedEngine(LayerEngine):
             return f"cell {cell.name!r} has no {self.name} kernel ({self.name} runs {', '.join(KERNELS)})"
         return None
 
-    @run_eagerly
     def run_layer(
         self,
         cell: Cell,
@@ -62,16 +77,16 @@ class FusedEngine(LayerEngine):
         lengths: Tensor | None,
         return_gates: bool,
         precision: Precision,
+        noise: LayerNoise | None = None,
     ) -> LayerRun:
-        """Run `cell` over `inputs` (T, B, I); the contract of `LayerEngine.run_layer`.
-
-        torch.compile runs it eagerly (a graph break), as it runs torch.nn's RNNs: the
-        compiler cannot see the buffers the kernels write in place."""
+        """Run `cell` over `inputs` (T, B, I); the contract of `LayerEngine.run_layer`
+        (without noise: `regularisers`)."""
         with torch.autocast(inputs.device.type, enabled=False):
             run = run_fused(
-                self.kernels()[cell.name](cell), cast_weights(weights, precision.compute, precision.state),
-                inputs.to(precision.compute), h0.to(precision.state),
-                None if c0 is None else c0.to(precision.state), lengths, return_gates, precision,
+                kernel_key(self.kernels()[cell.name], cell), cell,
+                cast_weights(weights, precision.compute, precision.state), inputs.to(precision.compute),
+                h0.to(precision.state), None if c0 is None else c0.to(precision.state), lengths, return_gates,
+                precision,
             )
         cast = precision.output
         return run._replace(
@@ -79,8 +94,24 @@ class FusedEngine(LayerEngine):
         )
 
 
+def kernel_key(kernel_type: type[FusedKernel], cell: Cell) -> str:
+    """The kernel `kernel_type(cell)` as the ops take it: a Python literal from which
+    `kernel_from_key` builds it again, in this process or another. Plain string formatting,
+    which torch.compile traces (and guards on the cell's options)."""
+    options = ", ".join(f"{name!r}: {value!r}" for name, value in cell.options().items())
+    return f"({kernel_type.__module__!r}, {kernel_type.__qualname__!r}, {cell.name!r}, {{{options}}})"
+
+
+@cache
+def kernel_from_key(key: str) -> FusedKernel:
+    """The kernel `kernel_key` names (one per key: kernels hold no tensors)."""
+    module, qualname, cell_name, options = ast.literal_eval(key)
+    return getattr(importlib.import_module(module), qualname)(make_cell(cell_name, **options))
+
+
 def run_fused(
-    kernel: FusedKernel,
+    kernel: str,
+    cell: Cell,
     weights: LayerWeights,
     inputs: Tensor,
     h0: Tensor,
@@ -91,7 +122,6 @@ def run_fused(
 ) -> LayerRun:
     """The layer with inputs and product weights in the compute dtype, the state, biases and
     extra parameters in the state dtype; outputs in the state dtype."""
-    cell = kernel.cell
     steps, batch_size = inputs.shape[:2]
     order = batch_sizes = None
     if lengths is not None and bool((lengths < steps).any()):
@@ -100,9 +130,12 @@ def run_fused(
         batch_sizes = [sum(1 for length in counts if length > t) for t in range(steps)]
         inputs, h0 = inputs.index_select(1, order), h0.index_select(0, order)
         c0 = None if c0 is None else c0.index_select(0, order)
-    output, h_n, c_n, gates, cell_states = FusedLayer.apply(
-        kernel, batch_sizes, return_gates, precision, inputs, h0, c0, *flatten(cell, weights)
+    given, parameters = given_parameters(cell, weights)
+    hs, finals, traced, _ = torch.ops.lstmkit.fused_layer(
+        kernel, batch_sizes, return_gates, precision.compute, precision.state, given, inputs, h0, c0, parameters
     )
+    output, h_n, c_n = hs[1:], finals[0], finals[1] if cell.has_cell_state else None
+    gates, cell_states = (traced[0], traced[1] if cell.has_cell_state else None) if return_gates else (None, None)
     if order is not None:
         restore = torch.argsort(order)
         output, h_n = output.index_select(1, restore), h_n.index_select(0, restore)
@@ -110,13 +143,18 @@ def run_fused(
         if return_gates:
             gates = gates.index_select(1, restore)
             cell_states = None if cell_states is None else cell_states.index_select(1, restore)
-    traced = None
+    trace = None
     if return_gates:
         if lengths is not None:
             valid = (torch.arange(steps, device=inputs.device).unsqueeze(1) < lengths).unsqueeze(-1)
             gates = gates.masked_fill(~valid, 0)
-        traced = tuple(gates.chunk(cell.num_gates, -1)) if cell.trace_names else ()
-    return LayerRun(output, h_n, c_n, traced, cell_states)
+        trace = tuple(gates.chunk(cell.num_gates, -1)) if cell.trace_names else ()
+    return LayerRun(output, h_n, c_n, trace, cell_states)
+
+
+def parameter_names(cell: Cell) -> list[str]:
+    """The names of a layer's parameters in `flatten`'s order (without the `_l{k}` suffix)."""
+    return [*TORCH_NN_PARAMETERS, *(parameter.name for parameter in cell.extra_parameters)]
 
 
 def flatten(cell: Cell, weights: LayerWeights) -> list[Tensor | None]:
@@ -136,127 +174,300 @@ def unflatten(cell: Cell, parameters: tuple[Tensor | None, ...]) -> LayerWeights
     return LayerWeights(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, extra)
 
 
-class FusedLayer(torch.autograd.Function):
-    """One layer and direction of a recurrent stack, forward and hand-derived backward."""
+def given_parameters(cell: Cell, weights: LayerWeights) -> tuple[list[bool], list[Tensor]]:
+    """The weights as op arguments, which hold no None: which of `flatten`'s are given, and
+    those given."""
+    flat = flatten(cell, weights)
+    return [tensor is not None for tensor in flat], [tensor for tensor in flat if tensor is not None]
 
-    @staticmethod
-    def forward(ctx, kernel, batch_sizes, return_gates, precision, x, h0, c0, *parameters):
-        cell = kernel.cell
-        weights = unflatten(cell, parameters)
-        products = Products(precision.compute, precision.state)
-        steps, batch_size, _ = x.shape
-        hidden_size = weights.weight_hh.shape[0] // cell.num_gates
-        gate_size = cell.num_gates * hidden_size
-        new = dict(dtype=precision.state, device=x.device)
 
-        pre, input_saved = kernel.project_input(x.flatten(0, 1), weights, products)
-        gates = pre.view(steps, batch_size, gate_size)
-        # With every sequence running every step, each buffer row is written before it is
-        # read; with lengths, the rows past a sequence's end must read as zero.
-        allocate = torch.empty if batch_sizes is None else torch.zeros
-        hs = allocate(steps + 1, batch_size, h0.shape[-1], **new)
-        cs = allocate(steps + 1, batch_size, hidden_size, **new) if c0 is not None else None
-        hs[0] = h0
-        if cs is not None:
-            cs[0] = c0
-        cell_outputs = allocate(steps, batch_size, hidden_size, **new) if weights.weight_hr is not None else None
-        rec = None if kernel.recurrence == "gates" else allocate(steps, batch_size, gate_size, **new)
-        tape = {name: allocate(steps, batch_size, size, **new) for name, size in kernel.tape(hidden_size).items()}
+def weights_from(cell: Cell, given: list[bool], parameters: list[Tensor]) -> LayerWeights:
+    """Inverse of `given_parameters`."""
+    tensors = iter(parameters)
+    return unflatten(cell, tuple(next(tensors) if present else None for present in given))
 
-        weight_hh_t = weights.weight_hh.t()
-        for step in step_views(batch_sizes, gates, rec, hs, cs, cell_outputs, tape):
-            if kernel.recurrence == "gates":
-                products.accumulate(step.gates, step.h, weight_hh_t)
-            else:
-                bias = weights.bias_hh if kernel.recurrence == "biased" else None
-                products.into(step.rec, step.h, weight_hh_t, bias)
-            kernel.forward(step, weights)
-            if weights.weight_hr is not None:
-                products.into(step.h_projected, step.h_new, weights.weight_hr.t())
 
-        if batch_sizes is None:
-            h_n, c_n = hs[steps].clone(), None if cs is None else cs[steps].clone()
+class LayerTape(NamedTuple):
+    """The forward's buffers, which backward reads (the module docstring says what each holds).
+
+    gates: (T, B, G*H); hs: (T + 1, B, H_out); cs: (T + 1, B, H) or None; cell_outputs:
+    (T, B, H) with proj_size, else None; rec: (T, B, G*H) or None for "gates"; input_saved:
+    what the kernel's `input_backward` needs; tape: the kernel's per-step buffers, (T, B, n).
+    """
+
+    gates: Tensor
+    hs: Tensor
+    cs: Tensor | None
+    cell_outputs: Tensor | None
+    rec: Tensor | None
+    input_saved: tuple[Tensor, ...]
+    tape: dict[str, Tensor]
+
+    def saved(self) -> list[Tensor]:
+        """Every buffer but hs, as the op returns them (`from_saved` reads them back)."""
+        present = [tensor for tensor in (self.gates, self.cs, self.cell_outputs, self.rec) if tensor is not None]
+        return [*present, *self.input_saved, *self.tape.values()]
+
+    @classmethod
+    def from_saved(cls, kernel: FusedKernel, hs: Tensor, saved: list[Tensor], has_projection: bool) -> LayerTape:
+        """Inverse of `saved`."""
+        rest = iter(saved)
+        gates = next(rest)
+        cs = next(rest) if kernel.cell.has_cell_state else None
+        cell_outputs = next(rest) if has_projection else None
+        rec = None if kernel.recurrence == "gates" else next(rest)
+        rest = list(rest)
+        names = list(kernel.tape(gates.shape[-1] // kernel.cell.num_gates))
+        split = len(rest) - len(names)
+        return cls(gates, hs, cs, cell_outputs, rec, tuple(rest[:split]), dict(zip(names, rest[split:], strict=True)))
+
+
+@torch.library.custom_op("lstmkit::fused_layer", mutates_args=())
+def fused_layer(
+    kernel: str,
+    batch_sizes: list[int] | None,
+    return_gates: bool,
+    compute: torch.dtype,
+    state: torch.dtype,
+    given: list[bool],
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor | None,
+    parameters: list[Tensor],
+) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
+    """One layer and direction of `kernel` (a `kernel_key`) over x (T, B, I) from h0, c0 (B, ·),
+    with the parameters `given` (`given_parameters`), the products in `compute`, the rest in
+    `state`; with `batch_sizes`, step t runs the first batch_sizes[t] rows. Returns h_0..h_T
+    (T + 1, B, H_out); the final states [h_n, c_n]; the activations [gates (T, B, G*H),
+    c' (T, B, H)] if return_gates, else []; the buffers backward reads (`LayerTape.saved`)."""
+    kernel_object, products = kernel_from_key(kernel), Products(compute, state)
+    weights = weights_from(kernel_object.cell, given, parameters)
+    tape = forward_tape(kernel_object, batch_sizes, products, x, h0, c0, weights)
+    forward_loop(kernel_object, batch_sizes, products, tape, weights)
+    return layer_outputs(tape, batch_sizes, return_gates)
+
+
+@fused_layer.register_fake
+def fused_layer_shapes(kernel, batch_sizes, return_gates, compute, state, given, x, h0, c0, parameters):
+    """fused_layer's outputs with their shapes and dtypes: its buffers, the loop not run."""
+    kernel_object, products = kernel_from_key(kernel), Products(compute, state)
+    weights = weights_from(kernel_object.cell, given, parameters)
+    tape = forward_tape(kernel_object, batch_sizes, products, x, h0, c0, weights)
+    return layer_outputs(tape, batch_sizes, return_gates)
+
+
+def allocator(batch_sizes: list[int] | None):
+    """How the loops allocate their buffers: with every sequence running every step, each row
+    is written before it is read; with batch sizes, the rows past a sequence's end must read
+    as zero."""
+    return torch.empty if batch_sizes is None else torch.zeros
+
+
+def forward_tape(
+    kernel: FusedKernel,
+    batch_sizes: list[int] | None,
+    products: Products,
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor | None,
+    weights: LayerWeights,
+) -> LayerTape:
+    """The forward's buffers, with the input projections of all steps computed and h_0, c_0 in
+    place; `forward_loop` writes the rest."""
+    cell = kernel.cell
+    steps, batch_size, _ = x.shape
+    hidden_size = weights.weight_hh.shape[0] // cell.num_gates
+    gate_size = cell.num_gates * hidden_size
+    new = dict(dtype=products.state, device=x.device)
+    allocate = allocator(batch_sizes)
+
+    pre, input_saved = kernel.project_input(x.flatten(0, 1), weights, products)
+    hs = allocate(steps + 1, batch_size, h0.shape[-1], **new)
+    cs = allocate(steps + 1, batch_size, hidden_size, **new) if c0 is not None else None
+    hs[0] = h0
+    if cs is not None:
+        cs[0] = c0
+    cell_outputs = allocate(steps, batch_size, hidden_size, **new) if weights.weight_hr is not None else None
+    rec = None if kernel.recurrence == "gates" else allocate(steps, batch_size, gate_size, **new)
+    tape = {name: allocate(steps, batch_size, size, **new) for name, size in kernel.tape(hidden_size).items()}
+    return LayerTape(pre.view(steps, batch_size, gate_size), hs, cs, cell_outputs, rec, input_saved, tape)
+
+
+def forward_loop(
+    kernel: FusedKernel, batch_sizes: list[int] | None, products: Products, tape: LayerTape, weights: LayerWeights
+) -> None:
+    """Per step, the recurrent product and the kernel's point-wise step, into `tape`."""
+    weight_hh_t = weights.weight_hh.t()
+    for step in step_views(batch_sizes, tape):
+        if kernel.recurrence == "gates":
+            products.accumulate(step.gates, step.h, weight_hh_t)
         else:
-            last = torch.tensor(batch_sizes, device=x.device)
-            ends = (torch.arange(batch_size, device=x.device).unsqueeze(0) < last.unsqueeze(1)).sum(0)
-            columns = torch.arange(batch_size, device=x.device)
-            h_n, c_n = hs[ends, columns], None if cs is None else cs[ends, columns]
+            bias = weights.bias_hh if kernel.recurrence == "biased" else None
+            products.into(step.rec, step.h, weight_hh_t, bias)
+        kernel.forward(step, weights)
+        if weights.weight_hr is not None:
+            products.into(step.h_projected, step.h_new, weights.weight_hr.t())
 
-        ctx.kernel, ctx.batch_sizes, ctx.products, ctx.tape_names = kernel, batch_sizes, products, list(tape)
-        ctx.allocate, ctx.precision = allocate, precision
-        ctx.input_saved_count = len(input_saved)
-        ctx.save_for_backward(
-            x, gates, hs, cs, cell_outputs, rec, *parameters, *input_saved, *tape.values(), h0, c0
-        )
-        traced_gates = traced_cells = None
-        if return_gates:
-            traced_gates = gates.clone()
-            traced_cells = None if cs is None else cs[1:].clone()
-            ctx.mark_non_differentiable(*(t for t in (traced_gates, traced_cells) if t is not None))
-        return hs[1:], h_n, c_n, traced_gates, traced_cells
 
-    @staticmethod
-    def backward(ctx, d_output, d_h_n, d_c_n, _d_gates, _d_cells):
-        if torch.is_grad_enabled():  # backward(create_graph=True): its graph is wanted too
-            return differentiable_backward(ctx, d_output, d_h_n, d_c_n)
+def layer_outputs(
+    tape: LayerTape, batch_sizes: list[int] | None, return_gates: bool
+) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
+    """fused_layer's outputs from its buffers: each a tensor of its own, none a view of another."""
+    steps, batch_size = tape.gates.shape[:2]
+    states = [tape.hs] if tape.cs is None else [tape.hs, tape.cs]
+    if batch_sizes is None:
+        finals = [buffer[steps].clone() for buffer in states]
+    else:
+        device = tape.hs.device
+        last = torch.tensor(batch_sizes, device=device)
+        ends = (torch.arange(batch_size, device=device).unsqueeze(0) < last.unsqueeze(1)).sum(0)
+        columns = torch.arange(batch_size, device=device)
+        finals = [buffer[ends, columns] for buffer in states]
+    traced = []
+    if return_gates:
+        traced = [tape.gates.clone()] if tape.cs is None else [tape.gates.clone(), tape.cs[1:].clone()]
+    return tape.hs, finals, traced, tape.saved()
+
+
+@torch.library.custom_op("lstmkit::fused_layer_backward", mutates_args=())
+def fused_layer_backward(
+    kernel: str,
+    batch_sizes: list[int] | None,
+    compute: torch.dtype,
+    state: torch.dtype,
+    input_grad: bool,
+    given: list[bool],
+    d_output: Tensor,
+    d_finals: list[Tensor],
+    x: Tensor,
+    parameters: list[Tensor],
+    hs: Tensor,
+    saved: list[Tensor],
+) -> list[Tensor]:
+    """fused_layer's backward: from d h_1..h_T (T, B, H_out) and d [h_n, c_n], the gradients
+    [d x (when input_grad), d h0, d c0 (with a cell state), d p for each parameter p]."""
+    kernel_object, products = kernel_from_key(kernel), Products(compute, state)
+    weights = weights_from(kernel_object.cell, given, parameters)
+    tape = LayerTape.from_saved(kernel_object, hs, saved, weights.weight_hr is not None)
+    d_c_n = d_finals[1] if tape.cs is not None else None
+    d_x, dh, dc, grads = backward_loop(
+        kernel_object, batch_sizes, products, tape, weights, x, d_output, d_finals[0], d_c_n, input_grad
+    )
+    inputs_grads = [grad for grad in (d_x, dh, dc) if grad is not None]
+    names = [name for name, present in zip(parameter_names(kernel_object.cell), given, strict=True) if present]
+    return [*inputs_grads, *(grads[name] for name in names)]
+
+
+@fused_layer_backward.register_fake
+def fused_layer_backward_shapes(
+    kernel, batch_sizes, compute, state, input_grad, given, d_output, d_finals, x, parameters, hs, saved
+):
+    """fused_layer_backward's outputs: each gradient has its tensor's shape and dtype."""
+    inputs = [x] if input_grad else []
+    return [tensor.new_empty(tensor.shape) for tensor in (*inputs, hs[0], *d_finals[1:], *parameters)]
+
+
+def save_for_backward(ctx, inputs: tuple, output: tuple) -> None:
+    """fused_layer's autograd context: the tensors and settings backward needs. The traced
+    activations and the saved buffers are outputs no gradient flows into."""
+    kernel, batch_sizes, _, compute, state, given, x, h0, c0, parameters = inputs
+    hs, _, traced, saved = output
+    ctx.kernel, ctx.batch_sizes, ctx.compute, ctx.state, ctx.given = kernel, batch_sizes, compute, state, given
+    ctx.parameter_count = len(parameters)
+    ctx.save_for_backward(x, h0, c0, hs, *parameters, *saved)
+    ctx.mark_non_differentiable(*traced, *saved)
+    ctx.set_materialize_grads(False)
+
+
+def fused_layer_gradients(ctx, d_hs: Tensor | None, d_finals: list[Tensor | None], _d_traced, _d_saved) -> tuple:
+    """fused_layer's autograd formula: fused_layer_backward, or with create_graph=True, a
+    differentiable recomputation (`differentiable_backward`). An output the loss does not use
+    has its gradient as zeros."""
+    x, h0, c0, hs, *rest = ctx.saved_tensors
+    parameters, saved = rest[: ctx.parameter_count], rest[ctx.parameter_count :]
+    d_output = torch.zeros_like(hs[1:]) if d_hs is None else d_hs[1:]
+    d_finals = [
+        torch.zeros_like(initial) if grad is None else grad  # h_n, c_n have h0's, c0's shapes
+        for initial, grad in zip((h0, c0), d_finals, strict=False)
+    ]
+    input_grad = ctx.needs_input_grad[X_POSITION]
+    if torch.is_grad_enabled():  # backward(create_graph=True): its graph is wanted too
+        d_inputs, d_parameters = differentiable_backward(ctx, x, h0, c0, parameters, d_output, d_finals)
+    else:
         with torch.autocast(d_output.device.type, enabled=False):
-            return backward_loop(ctx, d_output, d_h_n, d_c_n)
+            grads = iter(torch.ops.lstmkit.fused_layer_backward(
+                ctx.kernel, ctx.batch_sizes, ctx.compute, ctx.state, input_grad, ctx.given, d_output, d_finals, x,
+                parameters, hs, saved,
+            ))
+        d_inputs = [next(grads) if input_grad else None, next(grads), None if c0 is None else next(grads)]
+        d_parameters = list(grads)
+    return None, None, None, None, None, None, *d_inputs, d_parameters
 
 
-def differentiable_backward(ctx, d_output: Tensor, d_h_n: Tensor, d_c_n: Tensor | None) -> tuple:
-    """FusedLayer's backward as a graph, for double backward (gradient penalties, Hessians):
+fused_layer.register_autograd(fused_layer_gradients, setup_context=save_for_backward)
+
+
+def differentiable_backward(
+    ctx, x: Tensor, h0: Tensor, c0: Tensor | None, parameters: list[Tensor], d_output: Tensor,
+    d_finals: list[Tensor],
+) -> tuple[list[Tensor | None], list[Tensor | None]]:
+    """fused_layer's backward as a graph, for double backward (gradient penalties, Hessians):
     the layer recomputed by the reference engine's loop under autograd, and differentiated with
-    create_graph=True. The same math, so the same gradients; paid only when asked for."""
-    kernel, batch_sizes, precision = ctx.kernel, ctx.batch_sizes, ctx.precision
-    x, *saved = ctx.saved_tensors
-    h0, c0 = saved[-2:]
-    parameters = saved[5 : 5 + 5 + len(kernel.cell.extra_parameters)]
+    create_graph=True. The same math, so the same gradients; paid only when asked for.
+    Returns the gradients of x, h0, c0 and of each parameter (None where not needed)."""
+    kernel, batch_sizes = kernel_from_key(ctx.kernel), ctx.batch_sizes
     lengths = None
     if batch_sizes is not None:
         lengths = torch.tensor([sum(1 for rows in batch_sizes if rows > row) for row in range(x.shape[1])],
                                device=x.device)
     run = ReferenceEngine().run_layer(
-        kernel.cell, unflatten(kernel.cell, parameters), x, h0, c0, lengths, False,
-        Precision(precision.compute, precision.state, precision.state),
+        kernel.cell, weights_from(kernel.cell, ctx.given, parameters), x, h0, c0, lengths, False,
+        Precision(ctx.compute, ctx.state, ctx.state),
     )
+    needed = [*ctx.needs_input_grad[X_POSITION:PARAMETERS_POSITION], *ctx.needs_input_grad[PARAMETERS_POSITION]]
     inputs = (x, h0, c0, *parameters)
-    wanted = [tensor for tensor, needed in zip(inputs, ctx.needs_input_grad[4:], strict=True) if needed]
+    wanted = [tensor for tensor, needs in zip(inputs, needed, strict=True) if needs]
     outputs = [tensor for tensor in (run.output, run.h, run.c) if tensor is not None]
-    grads = iter(torch.autograd.grad(
-        outputs, wanted, [d_output, d_h_n, d_c_n][: len(outputs)], create_graph=True, allow_unused=True
-    ))
-    return None, None, None, None, *(next(grads) if needed else None for needed in ctx.needs_input_grad[4:])
+    found = iter(torch.autograd.grad(outputs, wanted, [d_output, *d_finals], create_graph=True, allow_unused=True))
+    grads = [next(found) if needs else None for needs in needed]
+    return grads[:3], grads[3:]
 
 
-def backward_loop(ctx, d_output: Tensor, d_h_n: Tensor, d_c_n: Tensor | None) -> tuple:
-    """FusedLayer's backward: per step the kernel's backward and the product for d h_{t-1}, then
-    every parameter's gradient as one large operation over all steps."""
-    kernel, batch_sizes, products = ctx.kernel, ctx.batch_sizes, ctx.products
+def backward_loop(
+    kernel: FusedKernel,
+    batch_sizes: list[int] | None,
+    products: Products,
+    tape: LayerTape,
+    weights: LayerWeights,
+    x: Tensor,
+    d_output: Tensor,
+    d_h_n: Tensor,
+    d_c_n: Tensor | None,
+    input_grad: bool,
+) -> tuple[Tensor | None, Tensor, Tensor | None, dict[str, Tensor]]:
+    """Per step the kernel's backward and the product for d h_{t-1}, then every parameter's
+    gradient as one large operation over all steps. Returns d x (None unless `input_grad`),
+    d h0, d c0 (None without a cell state) and the parameters' gradients by name."""
     cell = kernel.cell
-    x, gates, hs, cs, cell_outputs, rec, *rest = ctx.saved_tensors
-    parameter_count = 5 + len(cell.extra_parameters)
-    parameters = tuple(rest[:parameter_count])
-    input_saved = tuple(rest[parameter_count : parameter_count + ctx.input_saved_count])
-    tape_start = parameter_count + ctx.input_saved_count
-    tape = dict(zip(ctx.tape_names, rest[tape_start : tape_start + len(ctx.tape_names)], strict=True))
-    weights = unflatten(cell, parameters)
+    gates, hs, cs, cell_outputs, rec = tape.gates, tape.hs, tape.cs, tape.cell_outputs, tape.rec
     steps, batch_size, gate_size = gates.shape
+    allocate = allocator(batch_sizes)
 
     new = dict(dtype=gates.dtype, device=gates.device)
-    d_gates = ctx.allocate(gates.shape, **new)
-    d_rec = d_gates if rec is None else ctx.allocate(rec.shape, **new)
+    d_gates = allocate(gates.shape, **new)
+    d_rec = d_gates if rec is None else allocate(rec.shape, **new)
     dh = d_h_n.clone()
     dc = None if cs is None else d_c_n.clone()
-    d_hs = None if cell_outputs is None else ctx.allocate(hs[1:].shape, **new)
+    d_hs = None if cell_outputs is None else allocate(hs[1:].shape, **new)
     hidden_size = gate_size // cell.num_gates
     grad_tape = {
-        name: ctx.allocate(steps, batch_size, size, **new) for name, size in kernel.grad_tape(hidden_size).items()
+        name: allocate(steps, batch_size, size, **new) for name, size in kernel.grad_tape(hidden_size).items()
     }
     # dh holds d loss / d h_t for the rows running at step t: d_output[t] plus what flows
     # back from step t + 1, or d_h_n for a sequence whose last step is t.
     rows = [batch_size] * steps if batch_sizes is None else batch_sizes
     dh[: rows[-1]] += d_output[-1, : rows[-1]]
-    steps_views = step_views(batch_sizes, gates, rec, hs, cs, cell_outputs, tape)
+    steps_views = step_views(batch_sizes, tape)
     grads_views = grad_views(batch_sizes, d_gates, d_rec, grad_tape)
     for t in reversed(range(steps)):
         step, grads, running = steps_views[t], grads_views[t], rows[t]
@@ -275,42 +486,32 @@ def backward_loop(ctx, d_output: Tensor, d_h_n: Tensor, d_c_n: Tensor | None) ->
     flat = steps * batch_size
     grads = {
         "weight_hh": products(d_rec.view(flat, gate_size).t(), hs[:-1].flatten(0, 1)),
-        **kernel.parameter_grads(FusedGrads(d_gates, d_rec, grad_tape), rec, cs, tape, weights),
+        **kernel.parameter_grads(FusedGrads(d_gates, d_rec, grad_tape), rec, cs, tape.tape, weights),
     }
     workspace = None if d_rec is d_gates else d_rec.view(flat, gate_size)  # d_rec is spent
-    d_projection, input_grads = kernel.input_backward(d_gates.view(flat, gate_size), input_saved, weights, workspace)
+    d_projection, input_grads = kernel.input_backward(
+        d_gates.view(flat, gate_size), tape.input_saved, weights, workspace
+    )
     grads.update(input_grads)
-    d_x = products(d_projection, weights.weight_ih).view_as(x) if ctx.needs_input_grad[4] else None
+    d_x = products(d_projection, weights.weight_ih).view_as(x) if input_grad else None
     grads["weight_ih"] = products(d_projection.t(), x.flatten(0, 1))
     if weights.weight_hr is not None:
         grads["weight_hr"] = products(d_hs.flatten(0, 1).t(), cell_outputs.flatten(0, 1))
-    names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"]
-    names += [parameter.name for parameter in cell.extra_parameters]
-    parameter_grads = [
-        None if parameter is None else grads[name] for name, parameter in zip(names, parameters, strict=True)
-    ]
-    return None, None, None, None, d_x, dh, dc, *parameter_grads
+    return d_x, dh, dc, grads
 
-def step_views(
-    batch_sizes: list[int] | None,
-    gates: Tensor,
-    rec: Tensor | None,
-    hs: Tensor,
-    cs: Tensor | None,
-    cell_outputs: Tensor | None,
-    tape: dict[str, Tensor],
-) -> list[FusedStep]:
+
+def step_views(batch_sizes: list[int] | None, tape: LayerTape) -> list[FusedStep]:
     """Every step's views of the forward buffers, each restricted to the running sequences."""
-    steps = gates.shape[0]
-    states = per_step(batch_sizes, hs[:-1])
-    new_states = per_step(batch_sizes, hs[1:])
-    cells = [None] * steps if cs is None else per_step(batch_sizes, cs[:-1])
-    new_cells = [None] * steps if cs is None else per_step(batch_sizes, cs[1:])
-    outputs = new_states if cell_outputs is None else per_step(batch_sizes, cell_outputs)
-    recs = [None] * steps if rec is None else per_step(batch_sizes, rec)
-    tapes = per_step_dicts(batch_sizes, tape, steps)
+    steps = tape.gates.shape[0]
+    states = per_step(batch_sizes, tape.hs[:-1])
+    new_states = per_step(batch_sizes, tape.hs[1:])
+    cells = [None] * steps if tape.cs is None else per_step(batch_sizes, tape.cs[:-1])
+    new_cells = [None] * steps if tape.cs is None else per_step(batch_sizes, tape.cs[1:])
+    outputs = new_states if tape.cell_outputs is None else per_step(batch_sizes, tape.cell_outputs)
+    recs = [None] * steps if tape.rec is None else per_step(batch_sizes, tape.rec)
+    tapes = per_step_dicts(batch_sizes, tape.tape, steps)
     return list(
-        map(FusedStep, per_step(batch_sizes, gates), recs, states, cells, outputs, new_cells, tapes, new_states)
+        map(FusedStep, per_step(batch_sizes, tape.gates), recs, states, cells, outputs, new_cells, tapes, new_states)
     )
 
 

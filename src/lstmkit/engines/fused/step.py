@@ -16,7 +16,6 @@ pays for this.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import NamedTuple
 
 import torch
@@ -78,10 +77,15 @@ def step_precision(cell: Cell, parameter_dtype: torch.dtype, device: torch.devic
     return precision
 
 
-@cache
+KERNEL_OF_CELL: dict[Cell, FusedKernel] = {}
+
+
 def kernel_for(cell: Cell) -> FusedKernel:
-    """The fused engine's kernel of `cell`, one per cell (cells are frozen, so hashable)."""
-    return KERNELS[cell.name](cell)
+    """The fused engine's kernel of `cell`, one per cell (cells are frozen, so hashable); a
+    plain dict, which torch.compile reads as it is (it only warns about functools caches)."""
+    if cell not in KERNEL_OF_CELL:
+        KERNEL_OF_CELL[cell] = KERNELS[cell.name](cell)
+    return KERNEL_OF_CELL[cell]
 
 
 class FusedCellStep(torch.autograd.Function):

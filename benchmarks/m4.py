@@ -1,0 +1,118 @@
+"""M4 hourly or weekly on the last-horizon validation split: our global model, its combination
+with the baselines, and every baseline, next to the published rows (sMAPE / MASE / OWA).
+
+    python benchmarks/m4.py weekly --time-budget 240 --baselines naive,naive2,theta,ets   # ~10 min
+    python benchmarks/m4.py hourly --time-budget 1800           # the 60-minute run (see README)
+    python benchmarks/m4.py convert ../shared/data/m4/Hourly-train.csv hourly_long.csv
+
+The official M4 test values are not in the repository, so each training series' last horizon
+(48 hourly, 13 weekly) is held out and scored; the published rows are on the official test
+set, so they are a reference, not the same exam. `convert` writes the long table (id, t, y:
+t = 1, 2, ... per series) that `lstmkit forecast fit ... --id id --time t --target y` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from lstmkit.forecast import Forecaster
+from lstmkit.pipelines.forecast_global import M4_METRICS
+from lstmkit.pipelines.forecast_report import chosen_line
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "m4"
+# Horizon and the m of MASE and Naive2, as M4 sets them.
+SUBSETS = {"hourly": ("Hourly-train.csv", 48, 24), "weekly": ("Weekly-train.csv", 13, 1)}
+# Published results on the official test set (Makridakis et al. 2020; issue 15): sMAPE, MASE, OWA.
+PUBLISHED = {
+    "hourly": {"Naive2": (18.383, 2.395, 1.000), "seasonal naive": (13.912, 1.193, 0.627),
+               "Theta": (18.138, 2.455, 1.006), "M4 RNN benchmark": (14.698, 3.048, 1.036),
+               "ES-RNN (Smyl)": (9.328, 0.893, 0.440), "FFORMA": (11.506, 0.819, 0.484),
+               "best (Doornik et al.)": (8.913, 0.801, 0.410)},
+    "weekly": {"Naive2": (9.161, 2.777, 1.000), "Theta": (9.093, 2.637, 0.971),
+               "M4 RNN benchmark": (15.220, 5.132, 1.755), "ES-RNN (Smyl)": (7.817, 2.356, 0.851),
+               "FFORMA": (7.625, 2.108, 0.796), "best (Forecast Pro)": (6.582, 2.107, 0.739)},
+}
+
+
+def wide_to_long(path: str | Path) -> pd.DataFrame:
+    """An M4 file (one row per series: "V1" the id, then its values, empty cells after its
+    end) as a long table: id, t (1, 2, ... within each series), y."""
+    wide = pd.read_csv(path)
+    long = wide.melt(id_vars="V1", var_name="column", value_name="y").dropna(subset=["y"])
+    long["t"] = long["column"].str[1:].astype(int) - 1  # V2 holds a series' first value
+    return long.rename(columns={"V1": "id"})[["id", "t", "y"]].sort_values(["id", "t"], kind="stable",
+                                                                           key=series_order).reset_index(drop=True)
+
+
+def series_order(column: pd.Series) -> pd.Series:
+    """H2 before H10: ids by their number."""
+    return column.str[1:].astype(int) if column.name == "id" else column
+
+
+def run(arguments: argparse.Namespace) -> None:
+    file, horizon, season = SUBSETS[arguments.subset]
+    if arguments.threads:
+        torch.set_num_threads(arguments.threads)
+    table = wide_to_long(Path(arguments.data) / file)
+    if arguments.series:
+        table = table[table["id"].isin(table["id"].unique()[:arguments.series])]
+    chosen = {"normalisation": arguments.normalisation} if arguments.normalisation else {}
+    forecaster = Forecaster("t", "y", horizon=horizon, season=season, id="id", lookback=arguments.lookback,
+                            time_budget=arguments.time_budget, epochs=None, hidden_size=arguments.hidden_size,
+                            seed=arguments.seed, baselines=tuple(arguments.baselines), **chosen)
+    start = time.perf_counter()
+    result = forecaster.backtest(table, holdout=horizon)
+    seconds = time.perf_counter() - start
+    print(f"M4 {arguments.subset}: {result.series} series, the last {horizon} values of each held out "
+          f"(validation split of the training file); m = {season}; {seconds / 60:.1f} min in all "
+          f"(training budget {arguments.time_budget:.0f} s, normalisation {forecaster.config.normalisation})")
+    print(f"{'method':<26}" + "".join(f"{metric:>9}" for metric in M4_METRICS))
+    for method, row in result.scores.iterrows():
+        print(f"{method:<26}" + "".join(f"{row[metric]:>9.3f}" for metric in M4_METRICS))
+    print("published, on the official test set:")
+    for method, values in PUBLISHED[arguments.subset].items():
+        print(f"{method:<26}" + "".join(f"{value:>9.3f}" for value in values))
+    print(chosen_line(result.model))
+    print(f"trained {len(result.model.curve)} epochs, kept epoch {result.model.best_epoch}")
+
+
+def convert(arguments: argparse.Namespace) -> None:
+    table = wide_to_long(arguments.wide)
+    table.to_csv(arguments.long, index=False)
+    print(f"wrote {table['id'].nunique()} series, {len(table)} rows, to {arguments.long}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = parser.add_subparsers(dest="action", required=True)
+    for subset in SUBSETS:
+        runner = actions.add_parser(subset, help=f"backtest M4 {subset}")
+        runner.add_argument("--data", default=str(DATA), help="the folder of the M4 files")
+        runner.add_argument("--time-budget", type=float, default=300.0, help="training seconds")
+        runner.add_argument("--lookback", type=int, help="default 2 x max(horizon, m)")
+        runner.add_argument("--hidden-size", type=int, default=64)
+        runner.add_argument("--normalisation", choices=("standard", "log", "seasonal"),
+                            help="each series' (default: ForecasterConfig's)")
+        runner.add_argument("--baselines", type=lambda text: text.split(","),
+                            default=["naive", "seasonal_naive", "naive2", "theta", "ets"],
+                            help="comma-separated (arima: ~100 s per hourly series, see ForecasterConfig)")
+        runner.add_argument("--series", type=int, help="only the first N series (a quick look)")
+        runner.add_argument("--seed", type=int, default=0)
+        runner.add_argument("--threads", type=int,
+                            help="torch's threads (1 is ~15x faster than 2 on a machine others load)")
+        runner.set_defaults(run=run, subset=subset)
+    converter = actions.add_parser("convert", help="an M4 wide file as a long table")
+    converter.add_argument("wide")
+    converter.add_argument("long")
+    converter.set_defaults(run=convert)
+    arguments = parser.parse_args()
+    arguments.run(arguments)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The acoustic front end: audio files -> normalised log-mel frames.
+
+    read     soundfile (WAV, FLAC, OGG, ...); mono only; resampled (soxr, through librosa)
+             when the file's rate differs from the front end's
+    log-mel  librosa's mel filterbank over a Hann-windowed STFT: `n_mels` bands, one frame
+             every `hop_ms` over `window_ms`, centred (a file of n samples gives
+             1 + n // hop frames), log(mel power + 1e-6)
+    normalise each band's mean over the utterance removed (cepstral mean normalisation: the
+             channel's colouring cancels), then the utterance scaled to variance 1 (loudness
+             cancels)
+
+A file that cannot be used (missing, unreadable, empty, stereo, shorter than one window)
+raises AudioError naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lstmkit.training.config import check_positive_integers
+
+# Added to the mel power before the log: silence (digital zeros) stays finite.
+LOG_FLOOR = 1e-6
+
+
+class AudioError(ValueError):
+    """An audio file the front end cannot use; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """How audio becomes frames (saved with a model, so that it hears as it was trained)."""
+
+    sample_rate: int = 8000
+    n_mels: int = 40
+    window_ms: float = 25.0
+    hop_ms: float = 10.0
+
+    def __post_init__(self) -> None:
+        check_positive_integers(self, ("sample_rate", "n_mels"))
+        if not 0 < self.hop_ms <= self.window_ms:
+            raise ValueError(f"hop_ms must be positive and at most window_ms ({self.window_ms!r}), got {self.hop_ms!r}")
+        if self.hop < 1:
+            raise ValueError(f"hop_ms {self.hop_ms!r} is less than one sample at {self.sample_rate} Hz")
+
+    @property
+    def hop(self) -> int:
+        return round(self.sample_rate * self.hop_ms / 1000)
+
+    @property
+    def window(self) -> int:
+        return round(self.sample_rate * self.window_ms / 1000)
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second."""
+        return self.sample_rate / self.hop
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def read(self, path: str | Path) -> tuple[np.ndarray, int | None]:
+        """The samples of a mono file at this front end's rate (float32 in [-1, 1]) and the
+        file's own rate when it had to be resampled (None when it did not)."""
+        import librosa
+        import soundfile
+
+        path = Path(path)
+        if not path.is_file():
+            raise AudioError(f"{path}: no such file")
+        try:
+            samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
+            raise AudioError(f"{path}: not a readable audio file ({error})") from None
+        if samples.shape[1] != 1:
+            raise AudioError(f"{path}: has {samples.shape[1]} channels; expected mono audio "
+                             "(mix it down first, e.g. `sox IN OUT remix -`)")
+        if samples.shape[0] == 0:
+            raise AudioError(f"{path}: holds no samples")
+        samples, resampled_from = samples[:, 0], None
+        if rate != self.sample_rate:
+            samples = librosa.resample(samples, orig_sr=rate, target_sr=self.sample_rate)
+            resampled_from = rate
+        if len(samples) < self.window:
+            raise AudioError(f"{path}: lasts {len(samples) / self.sample_rate * 1000:.1f} ms; "
+                             f"at least one {self.window_ms:g} ms window is needed")
+        return samples, resampled_from
+
+    def log_mel(self, samples: np.ndarray) -> Tensor:
+        """(frames, n_mels) log-mel energies of samples at this front end's rate, unnormalised."""
+        import librosa
+
+        n_fft = 1 << (self.window - 1).bit_length()  # the next power of two
+        mel = librosa.feature.melspectrogram(
+            y=samples, sr=self.sample_rate, n_fft=n_fft, hop_length=self.hop, win_length=self.window,
+            n_mels=self.n_mels, center=True, power=2.0,
+        )
+        return torch.from_numpy(np.log(mel + LOG_FLOOR).T.astype(np.float32))
+
+    def features(self, path: str | Path) -> tuple[Tensor, int | None]:
+        """(frames, n_mels) normalised log-mel frames of a file, and its own rate when it was
+        resampled."""
+        samples, resampled_from = self.read(path)
+        return normalise(self.log_mel(samples)), resampled_from
+
+
+def normalise(frames: Tensor) -> Tensor:
+    """Each band's mean over the frames removed, then the whole utterance scaled to variance 1
+    (one scale for every band: a band that holds only noise stays small rather than being
+    blown up to the size of the bands that hold speech)."""
+    centred = frames - frames.mean(0, keepdim=True)
+    return centred / centred.std(unbiased=False).clamp_min(1e-5)

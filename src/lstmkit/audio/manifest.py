@@ -1,0 +1,170 @@
+"""Manifests: CSV files with the columns `path,text` that list utterances and their transcripts.
+
+A relative path is resolved against the manifest's folder, so a folder of recordings and its
+manifests can move together. `fsdd_manifests` writes the manifests of the Free Spoken Digit
+Dataset from its file names (`{digit}_{speaker}_{index}.wav`).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lstmkit.files import atomic_path
+
+HEADER = ["path", "text"]
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+FSDD_NAME = re.compile(r"(?P<digit>[0-9])_(?P<speaker>[A-Za-z]+)_(?P<index>[0-9]+)\.wav")
+# The dataset's own split: recordings 0-4 of every speaker and digit test, 5-49 train.
+FSDD_TEST_INDICES = range(5)
+# The silence between joined digits, in seconds: drawn uniformly, short as in fluent speech.
+JOIN_SILENCE = (0.05, 0.3)
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the file, the line and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    path: Path
+    text: str
+
+
+def read_manifest(manifest: str | Path) -> list[Utterance]:
+    """The utterances of a manifest, their paths resolved against its folder. Every row is
+    checked (two fields, a path to an existing file, a transcript) before any is used."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"manifest {manifest} does not exist")
+    with open(manifest, newline="", encoding="utf-8") as file:
+        rows = list(csv.reader(file))
+    if not rows or [cell.strip() for cell in rows[0]] != HEADER:
+        found = "an empty file" if not rows else ",".join(rows[0])
+        raise ManifestError(f"{manifest}: expected the header 'path,text' on line 1, got {found!r}")
+    utterances = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:  # a blank line
+            continue
+        if len(row) != 2:
+            raise ManifestError(f"{manifest}, line {line}: expected 2 fields (path,text), got {len(row)}: {row!r}")
+        path, text = row[0].strip(), " ".join(row[1].split())
+        if not path:
+            raise ManifestError(f"{manifest}, line {line}: the path is empty")
+        if not text:
+            raise ManifestError(f"{manifest}, line {line}: the transcript of {path} is empty")
+        resolved = Path(path) if os.path.isabs(path) else manifest.parent / path
+        if not resolved.is_file():
+            raise ManifestError(f"{manifest}, line {line}: {resolved} does not exist")
+        utterances.append(Utterance(resolved, text))
+    if not utterances:
+        raise ManifestError(f"{manifest} lists no utterances")
+    return utterances
+
+
+def write_manifest(manifest: str | Path, utterances: list[Utterance]) -> None:
+    """Write `utterances`, their paths relative to the manifest's folder."""
+    manifest = Path(manifest)
+    with atomic_path(manifest) as temporary, open(temporary, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(HEADER)
+        for utterance in utterances:
+            writer.writerow([os.path.relpath(utterance.path.resolve(), manifest.parent.resolve()), utterance.text])
+
+
+@dataclass(frozen=True)
+class Recording:
+    path: Path
+    digit: int
+    speaker: str
+    index: int
+
+
+def fsdd_recordings(recordings: str | Path) -> list[Recording]:
+    """The recordings of an FSDD folder, by digit, speaker and index, in a fixed order."""
+    recordings = Path(recordings)
+    if not recordings.is_dir():
+        raise FileNotFoundError(f"{recordings} is not a folder of FSDD recordings")
+    found = []
+    for path in sorted(recordings.glob("*.wav")):
+        match = FSDD_NAME.fullmatch(path.name)
+        if match is None:
+            raise ValueError(f"{path} is not named like an FSDD recording ({{digit}}_{{speaker}}_{{index}}.wav)")
+        found.append(Recording(path, int(match["digit"]), match["speaker"], int(match["index"])))
+    if not found:
+        raise ValueError(f"{recordings} holds no .wav files")
+    return sorted(found, key=lambda r: (r.speaker, r.digit, r.index))
+
+
+def fsdd_manifests(recordings: str | Path, out: str | Path, holdout_speaker: str | None = None,
+                   connected: int = 0, seed: int = 0) -> dict[str, int]:
+    """Write `train.csv` and `test.csv` in `out` for the FSDD recordings (transcript: the
+    digit as a word) and return the number of utterances in each manifest written.
+
+    The split is the dataset's own (indices 0-4 test, 5-49 train) or, with `holdout_speaker`,
+    every recording of that speaker tests and every other one trains. With `connected` N
+    (at least 2), each split also gets as many utterances of 2 to N digits as it has
+    recordings, each made by joining recordings of one speaker from that split with silences
+    of 50-300 ms (synthetic joins of real recordings, written to `out/connected/`); they are
+    listed in train.csv / test.csv too, and the test ones alone in test-connected.csv.
+    """
+    found = fsdd_recordings(recordings)
+    speakers = sorted({recording.speaker for recording in found})
+    if holdout_speaker is not None and holdout_speaker not in speakers:
+        raise ValueError(f"holdout_speaker must be one of the speakers in {recordings} "
+                         f"({', '.join(speakers)}), got {holdout_speaker!r}")
+    if connected and (isinstance(connected, bool) or not isinstance(connected, int) or connected < 2):
+        raise ValueError(f"connected is the most digits joined in one utterance, at least 2, got {connected!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tests = [(r.speaker == holdout_speaker) if holdout_speaker else (r.index in FSDD_TEST_INDICES) for r in found]
+    splits = {"train": [r for r, test in zip(found, tests) if not test],
+              "test": [r for r, test in zip(found, tests) if test]}
+    counts = {}
+    generator = random.Random(seed)
+    for split, chosen in splits.items():
+        utterances = [Utterance(r.path, DIGITS[r.digit]) for r in chosen]
+        if connected:
+            joined = join_recordings(chosen, out / "connected" / split, connected, generator)
+            utterances += joined
+            if split == "test":
+                write_manifest(out / "test-connected.csv", joined)
+                counts["test-connected.csv"] = len(joined)
+        write_manifest(out / f"{split}.csv", utterances)
+        counts[f"{split}.csv"] = len(utterances)
+    return counts
+
+
+def join_recordings(recordings: list[Recording], folder: Path, most: int, generator: random.Random) -> list[Utterance]:
+    """As many utterances as `recordings`, each 2 to `most` recordings of one speaker joined by
+    short silences, written as 16-bit WAVs in `folder`."""
+    import soundfile
+
+    by_speaker: dict[str, list[Recording]] = {}
+    for recording in recordings:
+        by_speaker.setdefault(recording.speaker, []).append(recording)
+    folder.mkdir(parents=True, exist_ok=True)
+    utterances = []
+    for speaker, own in sorted(by_speaker.items()):
+        for number in range(len(own)):
+            parts = generator.sample(own, generator.randint(2, min(most, len(own))))
+            audio, rates = [], set()
+            for position, part in enumerate(parts):
+                samples, rate = soundfile.read(part.path, dtype="int16")
+                rates.add(rate)
+                if position:
+                    audio.append(np.zeros(int(rate * generator.uniform(*JOIN_SILENCE)), dtype=np.int16))
+                audio.append(samples)
+            if len(rates) != 1:
+                raise ValueError(f"the recordings of {speaker} have several sample rates ({sorted(rates)}): "
+                                 "they cannot be joined")
+            path = folder / f"{speaker}_{number}.wav"
+            soundfile.write(path, np.concatenate(audio), rates.pop(), subtype="PCM_16")
+            utterances.append(Utterance(path, " ".join(DIGITS[part.digit] for part in parts)))
+    return utterances

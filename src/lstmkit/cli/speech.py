@@ -1,0 +1,136 @@
+"""`lstmkit speech fsdd / train / transcribe / eval`: speech recognition with CTC."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lstmkit.cells import CELLS
+from lstmkit.cli.arguments import (
+    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, positive_int,
+)
+from lstmkit.engines import ENGINE_CHOICES
+from lstmkit.files import write_json
+from lstmkit.pipelines.configs import SpeechConfig
+
+
+def fsdd_command(arguments: argparse.Namespace) -> None:
+    from lstmkit.audio import fsdd_manifests
+
+    counts = fsdd_manifests(arguments.recordings, arguments.out, arguments.holdout_speaker, arguments.connected,
+                            arguments.seed)
+    split = f"speaker {arguments.holdout_speaker} held out" if arguments.holdout_speaker else \
+        "the dataset's split: recordings 0-4 test, 5-49 train"
+    print(f"wrote {', '.join(f'{Path(arguments.out) / name} ({count} utterances)' for name, count in counts.items())}"
+          f"; {split}")
+
+
+def train_command(arguments: argparse.Namespace) -> None:
+    from lstmkit.pipelines.speech import train_speech_model
+
+    config = config_from(arguments, SpeechConfig)
+    out = Path(arguments.out or Path("runs") / f"speech-{Path(arguments.manifest).stem}")
+    verb = "resuming" if arguments.resume else "training"
+    print(f"{verb} a bidirectional {config.num_layers}x{config.hidden_size} {config.cell} CTC model on "
+          f"{arguments.manifest}; checkpoints in {out}/", flush=True)
+    run = train_speech_model(arguments.manifest, out, config, arguments.valid, arguments.resume)
+    best = run.best or {}
+    print(f"best validation (epoch {best.get('epoch')}): WER {best.get('val_wer', float('nan')):.2%}, "
+          f"CER {best.get('val_cer', float('nan')):.2%}, accuracy {best.get('val_accuracy', float('nan')):.2%}")
+    print(f"{run.steps:,} steps in {run.seconds:.0f} s of training, {run.utterances_per_second:,.1f} utterances/s "
+          f"({run.device})")
+    print(f"wrote {out}/best, {out}/last, {out}/metrics.csv and {out}/results.json")
+
+
+def transcribe_command(arguments: argparse.Namespace) -> None:
+    from lstmkit.pipelines.speech import load_speech_model
+
+    recognizer = load_speech_model(arguments.directory, arguments.device)
+    if arguments.show and len(arguments.files) != 1:
+        raise ValueError(f"--show draws one file; got {len(arguments.files)}")
+    for path in arguments.files:
+        _, log_probs, rate = recognizer.posteriors(path)
+        if rate is not None:
+            print(f"lstmkit: {path} resampled from {rate} Hz to {recognizer.front_end.sample_rate} Hz, the model's "
+                  "rate", file=sys.stderr)
+        print(f"{path}\t{recognizer.decode(log_probs, arguments.beam)}")
+    if arguments.show:
+        recognizer.show(arguments.files[0], arguments.show, arguments.beam)
+        print(f"wrote {arguments.show}", file=sys.stderr)
+
+
+def eval_command(arguments: argparse.Namespace) -> None:
+    from lstmkit.pipelines.speech import load_speech_model
+
+    recognizer = load_speech_model(arguments.directory, arguments.device)
+    scores, references, transcripts = recognizer.evaluate(arguments.manifest, arguments.beam)
+    print(f"WER {scores['wer']:.2%}, CER {scores['cer']:.2%}, accuracy {scores['accuracy']:.2%} "
+          f"over {scores['utterances']} utterances")
+    if arguments.confusion:
+        from lstmkit.pipelines.speech import confusion_table
+
+        print(confusion_table(references, transcripts))
+    if arguments.errors:
+        for reference, transcript in zip(references, transcripts):
+            if reference != transcript:
+                print(f"  {reference!r} -> {transcript!r}")
+    if arguments.json:
+        write_json(arguments.json, scores)
+        print(f"wrote {arguments.json}")
+
+
+def add_speech_commands(commands) -> None:
+    speech = commands.add_parser("speech", help="speech recognition: a bidirectional LSTM with CTC") \
+        .add_subparsers(dest="speech", required=True)
+
+    fsdd = speech.add_parser("fsdd", help="write train.csv and test.csv manifests for the Free Spoken Digit Dataset")
+    fsdd.add_argument("recordings", help="the folder of {digit}_{speaker}_{index}.wav files")
+    fsdd.add_argument("--out", required=True, help="where to write the manifests (and any joined utterances)")
+    fsdd.add_argument("--holdout-speaker", help="test on every recording of this speaker, train on the others")
+    fsdd.add_argument("--connected", type=positive_int, default=0,
+                      help="also write utterances of 2 to N digits, joined from one speaker's recordings")
+    fsdd.add_argument("--seed", type=int, default=0, help="seed of the joins (default 0)")
+    fsdd.set_defaults(run=fsdd_command, extra="speech")
+
+    train = speech.add_parser("train", help="train a CTC recogniser on a manifest (path,text)")
+    train.add_argument("manifest", help="a CSV with the columns path,text")
+    train.add_argument("--valid", help="a manifest to score every --eval-every steps (default: the training one)")
+    add_setting(train, SpeechConfig, "cell", "recurrent cell", choices=list(CELLS))
+    add_setting(train, SpeechConfig, "num_layers", "bidirectional recurrent layers", type=positive_int)
+    add_setting(train, SpeechConfig, "hidden_size", "hidden units per layer and direction", type=positive_int)
+    add_setting(train, SpeechConfig, "stack", "frames stacked into one recurrent step", type=positive_int)
+    add_setting(train, SpeechConfig, "dropout", "dropout between the layers", type=float)
+    add_setting(train, SpeechConfig, "batch_size", "utterances per step", type=positive_int)
+    add_setting(train, SpeechConfig, "sample_rate", "the model's sample rate; other files are resampled",
+                type=positive_int)
+    add_setting(train, SpeechConfig, "n_mels", "mel bands", type=positive_int)
+    add_setting(train, SpeechConfig, "window_ms", "analysis window (ms)", type=float)
+    add_setting(train, SpeechConfig, "hop_ms", "frame shift (ms)", type=float)
+    add_setting(train, SpeechConfig, "beam", "decoding at evaluation: 1 greedy, more prefix beam search",
+                type=positive_int)
+    add_setting(train, SpeechConfig, "stop_when_perfect", "stop once every validation utterance is exact",
+                action="store_true")
+    add_setting(train, SpeechConfig, "engine", "recurrent engine", choices=ENGINE_CHOICES)
+    add_regulariser_arguments(train, SpeechConfig)
+    add_training_arguments(train, SpeechConfig)
+    train.add_argument("--out", help="run folder (default runs/speech-MANIFESTNAME)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.set_defaults(run=train_command, extra="speech")
+
+    for name, help_text in (("transcribe", "print the transcript of each audio file"),
+                            ("eval", "WER, CER and exact-match accuracy of a model on a manifest")):
+        command = speech.add_parser(name, help=help_text)
+        command.add_argument("directory", help="a run folder (its best checkpoint) or a checkpoint folder")
+        if name == "transcribe":
+            command.add_argument("files", nargs="+", help="audio files (WAV, FLAC, ...)")
+            command.add_argument("--show", help="draw spectrogram, label probabilities and alignment to this PNG")
+        else:
+            command.add_argument("manifest", help="a CSV with the columns path,text")
+            command.add_argument("--json", help="also write the scores (wer, cer, utterances, accuracy) here")
+            command.add_argument("--errors", action="store_true", help="list every utterance transcribed wrongly")
+            command.add_argument("--confusion", action="store_true",
+                                 help="print how often each word was transcribed as each (isolated words)")
+        command.add_argument("--beam", type=positive_int, default=1, help="1: greedy; more: prefix beam search")
+        command.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")
+        command.set_defaults(run=transcribe_command if name == "transcribe" else eval_command, extra="speech")

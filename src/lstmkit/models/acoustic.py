@@ -1,0 +1,133 @@
+"""A CTC acoustic model: frame stacking, a bidirectional recurrent stack, a linear layer over
+the characters and the CTC blank (Graves et al. 2006, 2013). And the two CTC decoders.
+
+    frames (T, B, F) --stack k--> (ceil(T/k), B, k·F) --Recurrent(bidirectional)--> (T', B, 2H)
+           --Linear--> log-probabilities (T', B, characters + 1), the blank at index 0
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lstmkit.nn import Recurrent
+
+BLANK = 0
+
+
+@dataclass(frozen=True)
+class AcousticModelConfig:
+    """Everything needed to rebuild an AcousticModel (saved as JSON with its checkpoint)."""
+
+    cell: str
+    input_size: int
+    vocabulary_size: int  # the characters and the blank
+    hidden_size: int = 128
+    num_layers: int = 2
+    stack: int = 2
+    dropout: float = 0.0
+    engine: str = "auto"
+    # Keywords of lstmkit.Recurrent: recurrent_dropout, zoneout, init, ...
+    regularisers: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class AcousticModel(nn.Module):
+    """Stacks every `stack` consecutive frames into one (shorter sequences: faster, and the
+    recurrent layers see 20-30 ms at a step), runs a bidirectional recurrent stack over the
+    padded batch with `lengths=`, and returns per-step log-probabilities over the vocabulary
+    (blank first) with the sequences' new lengths."""
+
+    def __init__(self, config: AcousticModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.recurrent = Recurrent(
+            config.cell, config.input_size * config.stack, config.hidden_size, config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0, bidirectional=True, engine=config.engine,
+            **config.regularisers,
+        )
+        self.head = nn.Linear(2 * config.hidden_size, config.vocabulary_size)
+
+    def forward(self, frames: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """frames (T, B, input_size), lengths (B,) -> log-probabilities (T', B, V), lengths (B,)."""
+        stacked, lengths = stack_frames(frames, lengths, self.config.stack)
+        output, _ = self.recurrent(stacked, lengths=lengths)
+        return F.log_softmax(self.head(output).float(), -1), lengths
+
+
+def stack_frames(frames: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Every k consecutive frames concatenated into one, the tail padded with zeros:
+    (T, B, F) -> (ceil(T/k), B, k·F), lengths -> ceil(lengths / k)."""
+    if k == 1:
+        return frames, lengths
+    steps, batch, size = frames.shape
+    padded = F.pad(frames, (0, 0, 0, 0, 0, -steps % k))
+    stacked = padded.view(-1, k, batch, size).permute(0, 2, 1, 3).reshape(-1, batch, k * size)
+    return stacked, torch.div(lengths + k - 1, k, rounding_mode="floor")
+
+
+def stacked_length(frames: int, k: int) -> int:
+    return math.ceil(frames / k)
+
+
+def ctc_frames_needed(labels: list[int]) -> int:
+    """The fewest steps CTC can align `labels` to: one per label, plus a blank between each
+    pair of equal neighbours."""
+    return len(labels) + sum(1 for a, b in zip(labels, labels[1:]) if a == b)
+
+
+def greedy_decode(log_probs: Tensor | np.ndarray, blank: int = BLANK) -> list[int]:
+    """The best path, collapsed: the likeliest label at each step (T, V), repeats merged, then
+    blanks removed."""
+    best = np.asarray(log_probs).argmax(-1)
+    return [int(label) for position, label in enumerate(best)
+            if label != blank and (position == 0 or label != best[position - 1])]
+
+
+def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = BLANK) -> list[int]:
+    """The likeliest labelling found by CTC prefix beam search over (T, V) log-probabilities
+    (Graves 2012, ch. 7; Hannun et al. 2014, without a language model).
+
+    Each prefix keeps two log-probabilities: of the paths so far that end in a blank, and of
+    those that end in its last label. At each step a prefix is extended by a blank (stays,
+    into "ends in blank"), by its last label (stays, from "ends in that label"; or extends, from
+    "ends in blank") or by another label (extends); the `beam` prefixes with the highest total
+    survive. Unlike the best path, it sums the probability of every path of a labelling: with
+    beam 1 it still keeps the likeliest prefix rather than the likeliest label, and so equals
+    greedy decoding only where each step's likeliest label is clearly likeliest."""
+    if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
+        raise ValueError(f"beam must be a positive integer, got {beam!r}")
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (blank, label)
+    for step in log_probs:
+        following: dict[tuple[int, ...], list[float]] = {}
+
+        def add(prefix: tuple[int, ...], ends_blank: float, ends_label: float) -> None:
+            old = following.setdefault(prefix, [-math.inf, -math.inf])
+            old[0], old[1] = np.logaddexp(old[0], ends_blank), np.logaddexp(old[1], ends_label)
+
+        candidates = np.argsort(step)[::-1][: max(beam, 2) + 1]  # the labels worth extending by
+        for prefix, (p_blank, p_label) in beams.items():
+            total = np.logaddexp(p_blank, p_label)
+            add(prefix, total + step[blank], -math.inf)
+            last = prefix[-1] if prefix else None
+            for label in candidates:
+                label = int(label)
+                if label == blank:
+                    continue
+                if label == last:
+                    add(prefix, -math.inf, p_label + step[label])  # a repeat merges
+                    add(prefix + (label,), -math.inf, p_blank + step[label])  # after a blank, a new label
+                else:
+                    add(prefix + (label,), -math.inf, total + step[label])
+        ranked = sorted(following.items(), key=lambda item: -np.logaddexp(*item[1]))
+        beams = {prefix: (scores[0], scores[1]) for prefix, scores in ranked[:beam]}
+    best = max(beams.items(), key=lambda item: np.logaddexp(*item[1]))
+    return list(best[0])

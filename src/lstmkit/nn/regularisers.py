@@ -1,0 +1,98 @@
+"""The regularisers and initialisations of the LSTM literature, as layer options: checked
+when a layer is built, with the value received in the message.
+
+    recurrent_dropout  Gal & Ghahramani 2016: one mask on h_{t-1} per sequence
+    input_dropout      the same on each layer's input
+    zoneout            Krueger et al. 2017: units keep their previous value with probability z
+    weight_dropout     Merity et al. 2017 (AWD-LSTM): DropConnect on weight_hh
+    init="chrono"      Tallec & Ollivier 2018: b_f ~ log U[1, chrono_max − 1], b_i = −b_f
+    init="orthogonal"  each gate's block of weight_hh orthogonal (Saxe et al. 2014)
+
+The engines apply the masks (lstmkit.engines.base.Regularisation); here they are only checked.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from lstmkit.cells import Cell
+from lstmkit.engines import Regularisation
+
+INITS = ("chrono", "orthogonal")
+REGULARISER_OPTIONS = ("recurrent_dropout", "input_dropout", "zoneout", "weight_dropout", "init", "chrono_max")
+
+
+def check_probability(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+    return float(value)
+
+
+def regularisation(cell: Cell, recurrent_dropout: object, input_dropout: object, zoneout: object,
+                   weight_dropout: object) -> Regularisation:
+    """The checked options; zoneout is z (for c and h alike) or (z_c, z_h)."""
+    if isinstance(zoneout, Sequence) and not isinstance(zoneout, str):
+        if len(zoneout) != 2:
+            raise ValueError(f"zoneout must be a probability z or a pair (z_c, z_h), got {zoneout!r}")
+        zoneout_cell, zoneout_hidden = (check_probability("zoneout", z) for z in zoneout)
+    else:
+        zoneout_hidden = check_probability("zoneout", zoneout)
+        zoneout_cell = zoneout_hidden if cell.has_cell_state else 0.0
+    if zoneout_cell and not cell.has_cell_state:
+        raise ValueError(f"zoneout of the cell state needs a cell with one; cell {cell.describe()} has only h "
+                         f"(got zoneout={zoneout!r}; give z alone, or (0, z_h))")
+    return Regularisation(check_probability("recurrent_dropout", recurrent_dropout),
+                          check_probability("input_dropout", input_dropout), zoneout_cell, zoneout_hidden,
+                          check_probability("weight_dropout", weight_dropout))
+
+
+def check_init(cell: Cell, init: object, chrono_max: object, bias: bool, forget_bias: float | None) -> tuple[str, ...]:
+    """The initialisations asked for (none, one of INITS, or a sequence of them), checked."""
+    names = () if init is None else (init,) if isinstance(init, str) else tuple(init)
+    unknown = [name for name in names if name not in INITS]
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(f"init must be None, {' or '.join(repr(name) for name in INITS)}, or a sequence of them, "
+                         f"got {init!r}")
+    if "chrono" in names:
+        if cell.forget_bias_block is None:
+            raise ValueError(f"init='chrono' sets the forget gate's bias; cell {cell.describe()} has no forget gate")
+        if not bias:
+            raise ValueError("init='chrono' sets the gates' biases; the layer has none (bias=False)")
+        if forget_bias is not None:
+            raise ValueError(f"init='chrono' and forget_bias={forget_bias} both set the forget gate's bias; "
+                             "give one of them")
+        if isinstance(chrono_max, bool) or not isinstance(chrono_max, numbers.Real) or not chrono_max > 2:
+            raise ValueError("init='chrono' needs chrono_max, the longest dependency expected in steps, above 2; "
+                             f"got chrono_max={chrono_max!r}")
+    elif chrono_max is not None:
+        raise ValueError(f"chrono_max goes with init='chrono', got chrono_max={chrono_max!r} with init={init!r}")
+    return names
+
+
+def chrono_biases(cell: Cell, hidden_size: int, chrono_max: float, bias_ih: Tensor, bias_hh: Tensor) -> None:
+    """b_f ~ log U[1, chrono_max − 1] and b_i = −b_f in bias_ih (bias_hh's rows 0): the forget
+    gate then holds memories over time scales from 1 to chrono_max steps. A coupled cell
+    (f = 1 − i) has the input gate alone: it gets −b_f."""
+    block, sign = cell.forget_bias_block
+    forget = torch.log(torch.empty(hidden_size, dtype=bias_ih.dtype, device=bias_ih.device)
+                       .uniform_(1, chrono_max - 1))
+    rows = {block: sign * forget}
+    if block == "f" and "i" in cell.weight_blocks:
+        rows["i"] = -forget
+    with torch.no_grad():
+        for name, values in rows.items():
+            start = cell.weight_blocks.index(name) * hidden_size
+            bias_ih[start:start + hidden_size] = values
+            bias_hh[start:start + hidden_size] = 0.0
+
+
+def orthogonal_blocks(hidden_size: int, weight_hh: Tensor) -> None:
+    """Each gate's (hidden_size, ·) block of weight_hh an orthogonal matrix."""
+    with torch.no_grad():
+        for block in weight_hh.split(hidden_size):
+            torch.nn.init.orthogonal_(block)
+

@@ -1,0 +1,249 @@
+"""Many series, one network (`Forecaster(id=...)` on a long table), never silently worse than
+its baselines.
+
+    fit       long table -> each series normalised on its own (SeriesScaling) -> the windows of
+              every series (PanelWindows; a series shorter than the lookback is padded, with a
+              mask) -> one network trained on all of them by the training core, early stopping
+              on each series' last-horizon window (its validation window) -> on those same
+              validation windows the network, every baseline (fitted on the values before
+              them) and the combination are scored by M4's OWA: the lowest is the forecast
+              `predict` uses (`PanelLayout.chosen`)
+    backtest  fit on each series but its last `holdout` values, then score every method on
+              them: M4's sMAPE, MASE and OWA (relative to Naive2), the mean over the series
+    predict   the `horizon` steps after each series' end: id, time, forecast, lower, upper
+
+Two combinations are candidates (M4's lesson is that combinations win): "combination", the
+mean of the network's forecast and the statistical baselines' (theta, ets, arima, those in
+`baselines`; the network alone when there are none), and "model+<baseline>", the mean of the
+network's and the baseline's that scored best on the validation windows. The choice
+never sees the rows a backtest holds out: they are cut before `fit` runs.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, fields
+from statistics import NormalDist
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from lstmkit.extras import extra_imports
+
+with extra_imports("forecast", __name__):
+    import pandas as pd
+
+from lstmkit.models.forecaster import ForecastNetwork, ForecastNetworkConfig
+from lstmkit.pipelines.forecast import ForecastJob, float_tensor
+from lstmkit.series import Panel, PanelWindows, m4_scores, owa, panel_baselines, read_panel, season_length
+from lstmkit.series.baselines import STATISTICAL
+from lstmkit.series.panel import STEP
+from lstmkit.series.scaling import SeriesScaling
+from lstmkit.training import Trainer
+
+if TYPE_CHECKING:
+    from lstmkit.pipelines.forecast import Forecaster
+
+M4_METRICS = ("sMAPE", "MASE", "OWA")
+
+
+@dataclass(frozen=True)
+class PanelLayout:
+    """What a global forecaster learned about its data: the grid, m, the lookback, and the
+    forecast `predict` uses (`chosen`), with the validation scores it was chosen on (method ->
+    sMAPE, MASE, OWA; empty without early stopping, when the network is used), and the
+    baseline best on them (`partner`), whose mean with the network is the method
+    "model+<partner>"."""
+
+    frequency: str
+    time_kind: str
+    season: int
+    lookback: int
+    chosen: str
+    validation: dict
+    partner: str | None = None
+
+    def to_dict(self) -> dict:
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PanelLayout:
+        return cls(**{field.name: data[field.name] for field in fields(cls) if field.name in data})
+
+
+@dataclass
+class PanelForecasts:
+    """Forecasts of many series from their ends, in the data's units, each (series, horizon):
+    every method's (model, combination, baselines), the model's interval, and how many series'
+    network forecasts were not finite (the naive forecast stands in for those)."""
+
+    methods: dict[str, np.ndarray]
+    lower: np.ndarray
+    upper: np.ndarray
+    not_finite: int
+
+
+@dataclass
+class PanelBacktest:
+    """The outcome of a long table's backtest: scores (method -> sMAPE, MASE, OWA, the mean
+    over `series` scored series), forecasts (one row per series and held-out step: id, time,
+    actual, every method's forecast, the model's interval), the fitted model (its layout holds
+    the validation choice), and the series too short to score (no more values than holdout)."""
+
+    scores: pd.DataFrame
+    forecasts: pd.DataFrame
+    holdout: int
+    model: Forecaster
+    series: int
+    unscored: list
+
+
+def season_and_lookback(config, panel: Panel) -> tuple[int, int]:
+    """The given ones, or m from the frequency (1 for integer steps) and 2 * max(horizon, m)."""
+    season = config.season or (1 if panel.frequency == STEP else season_length(panel.frequency))
+    return season, config.lookback or 2 * max(config.horizon, season)
+
+
+def read(forecaster: Forecaster, data) -> Panel:
+    config = forecaster.config
+    return data if isinstance(data, Panel) else read_panel(data, config.id, config.time, config.target[0])
+
+
+def fit(forecaster: Forecaster, data) -> Forecaster:
+    """Train one network on every series' windows, then choose the forecast on the validation
+    windows (see the module docstring)."""
+    panel, config = read(forecaster, data), forecaster.config
+    horizon = config.horizon
+    season, lookback = season_and_lookback(config, panel)
+    # Series k validates from origin n_k - horizon (when two values come before it, the fewest
+    # MASE scales on) and trains
+    # on the windows that end by then; its scaling sees only the values before that origin.
+    validating = [config.early_stopping and len(values) > horizon + 1 for values in panel.values]
+    ends = [len(values) - horizon if valid else len(values) for values, valid in zip(panel.values, validating)]
+    scalings = [SeriesScaling.fit(values[:end], config.normalisation, season) for values, end in zip(panel.values, ends)]
+    windows = PanelWindows([float_tensor(scaling.transform(values)) for scaling, values in zip(scalings, panel.values)],
+                           lookback, horizon)
+    training = [(k, origin) for k, end in enumerate(ends)
+                for origin in range(max(1, min(lookback, end - horizon)), end - horizon + 1)]
+    validation = [(k, end) for k, end in enumerate(ends) if validating[k]]
+    if not training:
+        raise ValueError(f"no series of the {len(panel)} has a training window: one needs horizon + 1 = {horizon + 1} "
+                         f"values{f', and {horizon} more for validation' if config.early_stopping else ''}; "
+                         f"the longest has {max(map(len, panel.values))}")
+    trainer = Trainer(config)
+    torch.manual_seed(config.seed)
+    forecaster.network = ForecastNetwork(ForecastNetworkConfig(
+        config.cell, 1, 2, 0, horizon, config.hidden_size, config.num_layers, config.dropout, config.engine))
+    job = ForecastJob(forecaster.network, windows, training, validation, config, trainer.processes, trainer.device,
+                      epoch_windows=config.epoch_windows)
+    run = trainer.run(job, keep_best=True)
+    forecaster.curve = [{"epoch": row["epoch"], "train_loss": row["train_loss"],
+                         **({"val_loss": row["val_loss"]} if "val_loss" in row else {})} for row in run.history]
+    forecaster.best_epoch = run.best["epoch"] if run.best is not None else forecaster.curve[-1]["epoch"]
+    forecaster.runtime = run.runtime()
+    forecaster.layout = PanelLayout(panel.frequency, panel.time_kind, season, lookback, "model", {})
+    if validation:
+        keys = [k for k, _ in validation]
+        histories = [panel.values[k][:ends[k]] for k in keys]
+        actuals = [panel.values[k][ends[k]:] for k in keys]
+        methods = forecast(forecaster, histories).methods
+        scored = score_methods(methods, actuals, histories, season)
+        partner = min((name for name in methods if name not in ("model", "combination")),
+                      key=lambda name: scored[name]["OWA"])
+        methods[f"model+{partner}"] = (methods["model"] + methods[partner]) / 2
+        scored = score_methods(methods, actuals, histories, season)
+        chosen = min(scored, key=lambda method: scored[method]["OWA"])
+        forecaster.layout = PanelLayout(panel.frequency, panel.time_kind, season, lookback, chosen, scored, partner)
+    return forecaster
+
+
+def forecast(forecaster: Forecaster, histories: list[np.ndarray]) -> PanelForecasts:
+    """Every method's forecast of the `horizon` steps after the end of each history."""
+    network, layout = forecaster.fitted()
+    config = forecaster.config
+    scalings = [SeriesScaling.fit(values, config.normalisation, layout.season) for values in histories]
+    windows = PanelWindows([float_tensor(scaling.transform(values)) for scaling, values in zip(scalings, histories)],
+                           layout.lookback, config.horizon)
+    network.eval()
+    device = next(network.parameters()).device
+    with torch.no_grad():
+        batch = windows.batch([(k, len(values)) for k, values in enumerate(histories)])
+        mean, scale = network(batch.history.to(device), batch.future.to(device))
+    mean, scale = mean[..., 0].double().cpu().numpy(), scale[..., 0].double().cpu().numpy()
+    spread = NormalDist().inv_cdf(0.5 + config.interval / 2) * scale
+    with np.errstate(over="ignore", invalid="ignore"):
+        model, lower, upper = (np.stack([scaling.inverse(values[k], len(histories[k]))
+                                         for k, scaling in enumerate(scalings)])
+                               for values in (mean, mean - spread, mean + spread))
+    names = tuple(dict.fromkeys([*config.baselines, "naive", "naive2"]))
+    baselines = panel_baselines(histories, config.horizon, layout.season, names)
+    not_finite = ~(np.isfinite(model) & np.isfinite(lower) & np.isfinite(upper)).all(axis=1)
+    if not_finite.any():
+        warnings.warn(f"the model's forecast is not finite (NaN or inf) for {int(not_finite.sum())} of {len(histories)} "
+                      "series; the naive forecast stands in for it, with no prediction interval", stacklevel=3)
+        model[not_finite] = lower[not_finite] = upper[not_finite] = baselines["naive"][not_finite]
+    statistical = [baselines[name] for name in config.baselines if name in STATISTICAL]
+    methods = {"model": model, "combination": np.mean([model, *statistical], axis=0),
+               **{name: baselines[name] for name in config.baselines}, "naive2": baselines["naive2"]}
+    if layout.partner is not None:
+        methods[f"model+{layout.partner}"] = (model + methods[layout.partner]) / 2
+    return PanelForecasts(methods, lower, upper, int(not_finite.sum()))
+
+
+def score_methods(methods: dict[str, np.ndarray], actuals: list[np.ndarray], histories: list[np.ndarray],
+                  season: int) -> dict[str, dict[str, float]]:
+    """M4's sMAPE, MASE and OWA of every method, each forecast cut to its actual values."""
+    scored = {name: m4_scores(actuals, [row[:len(actual)] for row, actual in zip(values, actuals)], histories, season)
+              for name, values in methods.items()}
+    return {name: {**values, "OWA": owa(values, scored["naive2"])} for name, values in scored.items()}
+
+
+def backtest(forecaster: Forecaster, data, holdout: int | None = None) -> PanelBacktest:
+    """Fit a copy on each series but its last `holdout` values (default: horizon, at most
+    horizon) and score every method on them; a series with fewer than holdout + 2 values is
+    fitted on what is left of it and not scored (MASE needs two values before the holdout)."""
+    from lstmkit.pipelines.forecast import Forecaster
+
+    panel, config = read(forecaster, data), forecaster.config
+    holdout = config.horizon if holdout is None else holdout
+    if isinstance(holdout, bool) or not isinstance(holdout, int) or not 1 <= holdout <= config.horizon:
+        raise ValueError(f"the holdout of a long table is forecast from one origin: 1 .. horizon = {config.horizon} "
+                         f"values, got {holdout!r}")
+    training = panel.head(holdout)
+    model = Forecaster(**{field.name: getattr(config, field.name) for field in fields(config)})
+    fit(model, training)
+    scored = [k for k, values in enumerate(panel.values) if len(values) > holdout + 1]
+    if not scored:
+        raise ValueError(f"no series has holdout + 2 = {holdout + 2} values or more to backtest on")
+    histories = [training.values[k] for k in scored]
+    actuals = [panel.values[k][-holdout:] for k in scored]
+    forecasts = forecast(model, histories)
+    scores = pd.DataFrame(score_methods(forecasts.methods, actuals, histories, model.layout.season)).T[list(M4_METRICS)]
+    records = {panel.id_name: np.repeat([panel.ids[k] for k in scored], holdout),
+               panel.time_name: [time for k in scored for time in panel.times(k, len(panel.values[k]) - holdout, holdout)],
+               "actual": np.concatenate(actuals),
+               **{name: values[:, :holdout].ravel() for name, values in forecasts.methods.items()},
+               "lower": forecasts.lower[:, :holdout].ravel(), "upper": forecasts.upper[:, :holdout].ravel()}
+    return PanelBacktest(scores, pd.DataFrame(records), holdout, model, len(scored),
+                         [panel.ids[k] for k in range(len(panel)) if k not in set(scored)])
+
+
+def predict(forecaster: Forecaster, data) -> pd.DataFrame:
+    """The `horizon` steps after each series' end, by the chosen method, as a long table: id
+    (the id column's name), time, forecast, lower, upper. The interval is the network's,
+    moved to centre on the chosen forecast (where that is not the network's)."""
+    _, layout = forecaster.fitted()
+    panel = read(forecaster, data)
+    if panel.frequency != layout.frequency:
+        raise ValueError(f"the data's frequency is {panel.frequency}, the forecaster was fitted on {layout.frequency}")
+    forecasts = forecast(forecaster, list(panel.values))
+    chosen, model = forecasts.methods[layout.chosen], forecasts.methods["model"]
+    horizon = forecaster.config.horizon
+    table = pd.DataFrame({
+        panel.id_name: np.repeat(panel.ids, horizon),
+        panel.time_name: [time for k, values in enumerate(panel.values) for time in panel.times(k, len(values), horizon)],
+        "forecast": chosen.ravel(), "lower": (chosen - (model - forecasts.lower)).ravel(),
+        "upper": (chosen + (forecasts.upper - model)).ravel()})
+    table.attrs["forecast"] = layout.chosen
+    return table

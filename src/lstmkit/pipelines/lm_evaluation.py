@@ -1,0 +1,129 @@
+"""Scoring a text beyond the model's own next-token probabilities.
+
+    cache pointer       (Grave et al. 2017) p(w) = (1 − λ) p_model(w) + λ p_cache(w), where
+                        p_cache(w) ∝ Σ_{i < t, t − i ≤ window, x_{i+1} = w} exp(θ h_t · h_i)
+                        over the model's own recent hidden states: a word seen a moment ago
+                        is likely again.
+    dynamic evaluation  (Krause et al. 2018) the text is scored a segment at a time, and after
+                        each segment the model takes a gradient step on it,
+                        θ ← θ − η ∇ℓ(segment) + λ (θ₀ − θ), so it adapts to the text it reads.
+
+Both score every token after the first in one stream, as plain evaluation does, so the three
+numbers compare directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lstmkit.models.language import LanguageModel
+
+
+@dataclass(frozen=True)
+class CachePointer:
+    """The continuous cache's settings. Defaults: the window of Grave et al. (2017) on
+    WikiText-2, θ and λ as Merity et al. (2018) tuned them for AWD-LSTM on WikiText-2."""
+
+    window: int = 2000
+    theta: float = 0.6625
+    mixture: float = 0.1279
+
+    def __post_init__(self) -> None:
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"the cache window must be a positive number of tokens, got {self.window!r}")
+        if not math.isfinite(self.theta) or self.theta < 0:
+            raise ValueError(f"the cache's theta must be a non-negative number, got {self.theta!r}")
+        if not 0 <= self.mixture <= 1:
+            raise ValueError(f"the cache's mixture weight (lambda) must be in [0, 1], got {self.mixture!r}")
+
+
+@dataclass(frozen=True)
+class DynamicEvaluation:
+    """Dynamic evaluation's settings: SGD on each scored segment with a decay towards the
+    trained weights (Krause et al. 2018, "SGD with a global prior"). Defaults: segments of
+    50 tokens, a rate small enough that one step moves a trained model little, no decay."""
+
+    segment: int = 50
+    lr: float = 0.01
+    decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.segment, bool) or not isinstance(self.segment, int) or self.segment < 1:
+            raise ValueError(f"the dynamic evaluation segment must be a positive number of tokens, got {self.segment!r}")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"the dynamic evaluation rate must be a positive number, got {self.lr!r}")
+        if not 0 <= self.decay <= 1:
+            raise ValueError(f"the dynamic evaluation decay must be in [0, 1], got {self.decay!r}")
+
+
+def cache_log_probabilities(hidden: Tensor, log_probs: Tensor, targets: Tensor, cache: CachePointer) -> Tensor:
+    """log p(targets[t]) under the cache mixture, for hidden (N, H), the model's log
+    probabilities (N, V) and targets (N,), position t predicting targets[t] from hidden[t];
+    the cache of position t holds (hidden[i], targets[i]) for t − window ≤ i < t."""
+    steps, vocabulary = log_probs.shape
+    scores = cache.theta * hidden @ hidden.T                                  # θ h_t · h_i
+    positions = torch.arange(steps, device=hidden.device)
+    age = positions.unsqueeze(1) - positions.unsqueeze(0)                     # t − i
+    in_cache = (age >= 1) & (age <= cache.window)
+    weights = torch.softmax(scores.masked_fill(~in_cache, -math.inf), dim=1).nan_to_num(0.0)
+    cache_probs = torch.zeros(steps, vocabulary, dtype=weights.dtype, device=weights.device)
+    cache_probs.scatter_add_(1, targets.expand(steps, steps), weights)        # Σ over i with x_{i+1} = w
+    mixture = torch.where(in_cache.any(1, keepdim=True), cache.mixture, 0.0)  # no cache yet: the model alone
+    probs = (1 - mixture) * log_probs.exp() + mixture * cache_probs
+    return probs.gather(1, targets.unsqueeze(1)).squeeze(1).log()
+
+
+def score_with_cache(model: LanguageModel, tokens: Tensor, cache: CachePointer, window: int = 1000) -> tuple[float, int]:
+    """(summed loss in nats, tokens scored) of `tokens` (N,) in one stream under the cache
+    mixture; the cache spans window boundaries."""
+    device = next(model.parameters()).device
+    model.eval()
+    kept_hidden = torch.empty(0, model.config.hidden_size, device=device)
+    kept_targets = torch.empty(0, dtype=torch.long, device=device)
+    total, state = 0.0, None
+    with torch.no_grad():
+        for start in range(0, tokens.numel() - 1, window):
+            inputs = tokens[start:start + window].to(device)
+            targets = tokens[start + 1:start + window + 1].to(device)
+            inputs = inputs[: targets.numel()]
+            hidden, state = model.hidden(inputs.unsqueeze(1), state)
+            hidden = hidden[:, 0].float()
+            log_probs = F.log_softmax(model.decoder(hidden), dim=-1)
+            history = kept_hidden.shape[0]
+            all_hidden, all_targets = torch.cat([kept_hidden, hidden]), torch.cat([kept_targets, targets])
+            model_log_probs = torch.cat([log_probs.new_zeros(history, log_probs.shape[1]), log_probs])
+            scored = cache_log_probabilities(all_hidden, model_log_probs, all_targets, cache)[history:]
+            total -= scored.sum().item()
+            kept_hidden, kept_targets = all_hidden[-cache.window:], all_targets[-cache.window:]
+    return total, tokens.numel() - 1
+
+
+def score_dynamically(model: LanguageModel, tokens: Tensor, dynamic: DynamicEvaluation) -> tuple[float, int]:
+    """(summed loss in nats, tokens scored) of `tokens` (N,) in one stream, a segment at a
+    time, the model (a copy: the caller's is untouched) updated after scoring each segment."""
+    adapted = copy.deepcopy(model)
+    adapted.eval()  # no dropout: the gradient is that of the loss being reported
+    trained = [parameter.detach().clone() for parameter in adapted.parameters()]
+    device = trained[0].device
+    total, state = 0.0, None
+    for start in range(0, tokens.numel() - 1, dynamic.segment):
+        inputs = tokens[start:start + dynamic.segment].to(device)
+        targets = tokens[start + 1:start + dynamic.segment + 1].to(device)
+        inputs = inputs[: targets.numel()]
+        logits, state = adapted(inputs.unsqueeze(1), state)
+        loss = F.cross_entropy(logits[:, 0].float(), targets, reduction="sum")
+        total += loss.item()
+        adapted.zero_grad(set_to_none=True)
+        (loss / targets.numel()).backward()
+        with torch.no_grad():
+            for parameter, start_value in zip(adapted.parameters(), trained, strict=True):
+                parameter.sub_(dynamic.lr * parameter.grad)                   # θ ← θ − η ∇ℓ
+                parameter.add_(dynamic.decay * (start_value - parameter))     #     + λ (θ₀ − θ)
+        state = tuple(part.detach() for part in state) if isinstance(state, tuple) else state.detach()
+    return total, tokens.numel() - 1

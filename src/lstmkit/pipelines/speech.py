@@ -1,0 +1,355 @@
+"""Speech recognition: a bidirectional recurrent stack trained with CTC on a manifest of
+utterances; transcribe files with it; score it on a manifest.
+
+    train       manifest -> log-mel frames (computed once per run) -> padded batches ->
+                AcousticModel -> CTC loss, in the training core (AdamW, warm-up and cosine
+                decay, clipping, budgets, checkpoints and --resume); every eval_every steps an
+                evaluation: validation CTC loss, WER, CER and exact-match accuracy
+    transcribe  run folder + audio files -> greedy or prefix-beam decoding -> text
+    eval        run folder + manifest -> wer, cer, utterances, accuracy (jiwer)
+
+Every file of a manifest is read, checked (readable, mono, long enough for its transcript)
+and turned into frames before training starts, so a bad file stops the run at once, named.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lstmkit.audio.features import AudioError, FrontEnd
+from lstmkit.audio.manifest import ManifestError, Utterance, read_manifest
+from lstmkit.checkpoint import CheckpointError, CheckpointKind, checkpoint_folder, load_model_checkpoint
+from lstmkit.extras import extra_imports
+from lstmkit.files import fingerprint
+from lstmkit.models.acoustic import (
+    BLANK, AcousticModel, AcousticModelConfig, ctc_frames_needed, greedy_decode, prefix_beam_search, stacked_length,
+)
+from lstmkit.pipelines.configs import SpeechConfig
+from lstmkit.training import Job, Processes, Trainer, resolve_device
+
+with extra_imports("speech", __name__):
+    import jiwer
+
+# Utterances per forward pass when scoring: as many as memory allows without padding waste.
+EVALUATION_BATCH = 64
+
+__all__ = ["Alphabet", "SpeechConfig", "SpeechRecognizer", "SpeechRun", "load_speech_model", "score_transcripts",
+           "train_speech_model"]
+
+
+@dataclass(frozen=True)
+class Alphabet:
+    """The characters a model writes; label 0 is the CTC blank, character i is label i + 1."""
+
+    characters: str
+
+    @classmethod
+    def of(cls, texts: Sequence[str]) -> Alphabet:
+        return cls("".join(sorted(set("".join(texts)))))
+
+    def __len__(self) -> int:
+        return len(self.characters) + 1  # with the blank
+
+    def encode(self, text: str, where: object) -> list[int]:
+        unknown = sorted(set(text) - set(self.characters))
+        if unknown:
+            raise ManifestError(f"{where}: the transcript {text!r} has characters the model does not know "
+                                f"({''.join(unknown)!r}; it knows {self.characters!r})")
+        return [self.characters.index(character) + 1 for character in text]
+
+    def decode(self, labels: Sequence[int]) -> str:
+        return "".join(self.characters[label - 1] for label in labels)
+
+
+@dataclass
+class Utterances:
+    """The frames, labels and transcripts of a manifest's utterances."""
+
+    paths: list[Path]
+    texts: list[str]
+    frames: list[Tensor]  # (frames, n_mels) each
+    labels: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def batch(self, indices: Sequence[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Padded frames (T, B, n_mels), their lengths, the concatenated labels and their lengths."""
+        frames = torch.nn.utils.rnn.pad_sequence([self.frames[i] for i in indices])
+        lengths = torch.tensor([len(self.frames[i]) for i in indices])
+        targets = torch.tensor([label for i in indices for label in self.labels[i]])
+        return frames, lengths, targets, torch.tensor([len(self.labels[i]) for i in indices])
+
+
+# Frames computed in this process, by file (path, size, modification time) and front end:
+# an utterance's frames are computed once per run, however many manifests list it.
+_FRAMES: dict[tuple, Tensor] = {}
+
+
+def utterance_frames(path: Path, front_end: FrontEnd) -> tuple[Tensor, int | None]:
+    """A file's frames (cached) and its own rate when it was resampled."""
+    status = path.stat()
+    key = (str(path.resolve()), status.st_size, status.st_mtime_ns, front_end)
+    if key not in _FRAMES:
+        _FRAMES[key] = front_end.features(path)
+    return _FRAMES[key]
+
+
+def load_utterances(manifest: str | Path, front_end: FrontEnd, alphabet: Alphabet | None, stack: int
+                    ) -> tuple[Utterances, Alphabet]:
+    """Every utterance of a manifest, read, checked and turned into frames; the alphabet of its
+    transcripts when none is given. Files at another rate are resampled, and a warning says so."""
+    utterances = read_manifest(manifest)
+    alphabet = alphabet or Alphabet.of([utterance.text for utterance in utterances])
+    frames, labels, resampled = [], [], []
+    for utterance in utterances:
+        features, rate = utterance_frames(utterance.path, front_end)
+        if rate is not None:
+            resampled.append((utterance.path, rate))
+        label = alphabet.encode(utterance.text, f"{manifest}, {utterance.path}")
+        check_long_enough(utterance, len(features), label, front_end, stack)
+        frames.append(features)
+        labels.append(label)
+    if resampled:
+        path, rate = resampled[0]
+        warnings.warn(f"{len(resampled)} file(s) of {manifest} resampled to {front_end.sample_rate} Hz, the "
+                      f"model's rate (e.g. {path} at {rate} Hz)", stacklevel=2)
+    paths, texts = [u.path for u in utterances], [u.text for u in utterances]
+    return Utterances(paths, texts, frames, labels), alphabet
+
+
+def check_long_enough(utterance: Utterance, frames: int, labels: list[int], front_end: FrontEnd, stack: int) -> None:
+    """CTC needs a step per label (and a blank between repeats): a file too short for its
+    transcript could never be learned, and its loss would be infinite."""
+    steps, needed = stacked_length(frames, stack), ctc_frames_needed(labels)
+    if steps < needed:
+        raise AudioError(f"{utterance.path}: too short for its transcript {utterance.text!r}: its "
+                         f"{frames / front_end.frame_rate:.2f} s give {steps} model steps ({frames} frames / stack "
+                         f"{stack}), and the transcript needs {needed}")
+
+
+@dataclass
+class SpeechRun:
+    """The outcome of `train_speech_model`."""
+
+    out: Path | None
+    best: dict | None
+    steps: int
+    seconds: float
+    utterances_per_second: float
+    history: list[dict]
+    device: str
+
+
+class SpeechJob(Job):
+    """CTC over padded batches of utterances of similar length, drawn anew each epoch (those of
+    epoch e from seed and e alone, so a resumed run draws the same batches); scored every
+    eval_every steps on the validation utterances. Several processes each take a share of a batch."""
+
+    item = "utterance"
+    selection_metric = "val_wer"  # best/ is the checkpoint with the fewest word errors (the first of equals)
+
+    def __init__(self, train: Utterances, validation: Utterances, alphabet: Alphabet, config: SpeechConfig,
+                 sources: dict[str, dict], processes: Processes, device: torch.device) -> None:
+        if len(train) < processes.world_size:
+            raise ValueError(f"{len(train)} training utterances cannot be shared by {processes.world_size} processes")
+        self.train, self.validation, self.alphabet, self.config = train, validation, alphabet, config
+        self.sources, self.processes, self.device = sources, processes, device
+        self.front_end = config.front_end()
+        mean_steps = sum(len(frames) for frames in train.frames) / len(train) / config.stack
+        torch.manual_seed(config.seed)
+        self.model = AcousticModel(AcousticModelConfig(
+            config.cell, config.n_mels, len(alphabet), config.hidden_size, config.num_layers, config.stack,
+            config.dropout, config.engine, regularisers=config.regularisers(max(1, round(mean_steps))),
+        ))
+        self.loss = torch.nn.CTCLoss(blank=BLANK, zero_infinity=False)
+        self.label = f"speech {config.cell} {config.num_layers}x{config.hidden_size} bidirectional"
+        self.batches: tuple[int, list[Tensor]] = (-1, [])  # (epoch, its batches)
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train) / self.config.batch_size)
+
+    def epoch_batches(self, epoch: int) -> list[Tensor]:
+        """The batches of an epoch: utterances of similar length together (little padding),
+        sorted by length jittered by up to a quarter, then cut and shuffled, all drawn from
+        seed and epoch."""
+        generator = torch.Generator().manual_seed(self.config.seed + epoch)
+        lengths = torch.tensor([len(frames) for frames in self.train.frames], dtype=torch.float64)
+        jittered = lengths * (1 + 0.25 * torch.rand(len(lengths), generator=generator, dtype=torch.float64))
+        batches = jittered.argsort().split(self.config.batch_size)
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+
+    def train_loss(self, model, step: int) -> tuple[Tensor, int]:
+        epoch, position = divmod(step, self.steps_per_epoch())
+        if self.batches[0] != epoch:
+            self.batches = (epoch, self.epoch_batches(epoch))
+        chosen = self.processes.shard(self.batches[1][position])
+        frames, lengths, targets, target_lengths = self.train.batch(chosen.tolist())
+        log_probs, steps = model(frames.to(self.device), lengths.to(self.device))
+        return self.loss(log_probs, targets, steps.cpu(), target_lengths), len(chosen)
+
+    def evaluate(self) -> dict[str, float]:
+        losses, hypotheses = decode_utterances(self.model, self.validation, self.config.beam)
+        scores = score_transcripts(self.validation.texts, [self.alphabet.decode(h) for h in hypotheses])
+        return {"val_loss": sum(losses) / len(losses), "val_wer": scores["wer"], "val_cer": scores["cer"],
+                "val_accuracy": scores["accuracy"]}
+
+    def finished(self, scores: dict[str, float]) -> bool:
+        return self.config.stop_when_perfect and scores["val_accuracy"] == 1.0
+
+    def checkpoint_config(self) -> dict:
+        return {"kind": SPEECH_MODEL.name, "model": self.model.config.to_dict(),
+                "front_end": self.front_end.to_dict(), "alphabet": self.alphabet.characters}
+
+    def data_fingerprint(self) -> dict[str, dict]:
+        return self.sources
+
+    def check_resumable(self, saved: dict, directory: Path) -> None:
+        if saved.get("alphabet") != self.alphabet.characters:
+            raise ValueError(f"the transcripts' characters ({self.alphabet.characters!r}) differ from those "
+                             f"{directory.parent} was trained on ({saved.get('alphabet')!r}): resume with the same data")
+
+
+def decode_utterances(model: AcousticModel, utterances: Utterances, beam: int,
+                      loss: bool = True) -> tuple[list[float], list[list[int]]]:
+    """Each utterance's CTC loss (per label) and decoded labels, in batches of similar length."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(utterances)), key=lambda i: len(utterances.frames[i]))
+    losses, hypotheses = [0.0] * len(utterances), [[]] * len(utterances)
+    for start in range(0, len(order), EVALUATION_BATCH):
+        chosen = order[start:start + EVALUATION_BATCH]
+        frames, lengths, targets, target_lengths = utterances.batch(chosen)
+        with torch.no_grad():
+            log_probs, steps = model(frames.to(device), lengths.to(device))
+            if loss:
+                per_utterance = torch.nn.functional.ctc_loss(log_probs, targets, steps.cpu(), target_lengths,
+                                                             blank=BLANK, reduction="none")
+        log_probs = log_probs.cpu()
+        for column, index in enumerate(chosen):
+            if loss:
+                losses[index] = per_utterance[column].item() / max(1, len(utterances.labels[index]))
+            hypotheses[index] = decode(log_probs[: steps[column], column], beam)
+    return losses, hypotheses
+
+
+def decode(log_probs: Tensor, beam: int) -> list[int]:
+    """Greedy (beam 1) or prefix beam search over one utterance's (T, V) log-probabilities."""
+    return greedy_decode(log_probs) if beam == 1 else prefix_beam_search(log_probs, beam)
+
+
+def score_transcripts(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
+    """Word and character error rates (jiwer: edit operations over reference length, every
+    utterance pooled), the number of utterances, and the fraction transcribed exactly."""
+    return {"wer": jiwer.wer(list(references), list(hypotheses)), "cer": jiwer.cer(list(references), list(hypotheses)),
+            "utterances": len(references),
+            "accuracy": sum(r == h for r, h in zip(references, hypotheses)) / len(references)}
+
+
+def confusion_table(references: Sequence[str], transcripts: Sequence[str]) -> str:
+    """A table of how often each reference word was transcribed as each word (rows: what was
+    said; columns: what was written, "other" for a transcript that is no reference word), in
+    the order the words first appear. For isolated words only."""
+    if any(len(reference.split()) != 1 for reference in references):
+        raise ValueError("a confusion table needs one word per reference; this manifest has utterances of several")
+    words = list(dict.fromkeys(references))
+    counts = Counter((reference, transcript if transcript in words else "other")
+                     for reference, transcript in zip(references, transcripts))
+    columns = words + ["other"]
+    width = max(len(word) for word in columns)
+    lines = [" " * width + " | " + " ".join(f"{word:>{width}}" for word in columns)]
+    for reference in words:
+        cells = [counts[reference, column] for column in columns]
+        lines.append(f"{reference:>{width}} | " + " ".join(f"{count if count else '.':>{width}}" for count in cells))
+    return "\n".join(lines)
+
+
+def train_speech_model(train: str | Path, out: str | Path | None, config: SpeechConfig,
+                       validation: str | Path | None = None, resume: bool = False) -> SpeechRun:
+    """Train (or, with resume, continue training) a recogniser on the utterances of the manifest
+    `train`, scored on those of `validation` (without one, on the training utterances: a
+    check of fit, not of generalisation)."""
+    front_end = config.front_end()
+    train_set, alphabet = load_utterances(train, front_end, None, config.stack)
+    validation_set = train_set if validation is None else load_utterances(validation, front_end, alphabet,
+                                                                           config.stack)[0]
+    sources = {"train": fingerprint(Path(train).read_bytes())}
+    if validation is not None:
+        sources["validation"] = fingerprint(Path(validation).read_bytes())
+    trainer = Trainer(config)
+    job = SpeechJob(train_set, validation_set, alphabet, config, sources, trainer.processes, trainer.device)
+    run = trainer.run(job, out, resume, keep_best=out is None)
+    return SpeechRun(Path(out) if out is not None else None, run.best, run.steps, run.seconds, run.items_per_second,
+                     run.history, run.device)
+
+
+SPEECH_MODEL = CheckpointKind(
+    "speech_model", "a speech recogniser", "model", ("input_size", "vocabulary_size", "hidden_size", "num_layers"),
+    lambda section: AcousticModel(AcousticModelConfig(**section)),
+)
+
+
+@dataclass
+class SpeechRecognizer:
+    """A trained acoustic model with its front end and alphabet, ready to transcribe and score."""
+
+    model: AcousticModel
+    front_end: FrontEnd
+    alphabet: Alphabet
+
+    def posteriors(self, path: str | Path) -> tuple[Tensor, Tensor, int | None]:
+        """A file's frames (frames, n_mels), the model's per-step log-probabilities (steps, V)
+        and the file's own rate when it was resampled."""
+        frames, rate = utterance_frames(Path(path), self.front_end)
+        device = next(self.model.parameters()).device
+        with torch.no_grad():
+            log_probs, _ = self.model(frames.unsqueeze(1).to(device), torch.tensor([len(frames)], device=device))
+        return frames, log_probs[:, 0].cpu(), rate
+
+    def decode(self, log_probs: Tensor, beam: int = 1) -> str:
+        """The transcript of (steps, V) log-probabilities: greedy (beam 1) or prefix beam search."""
+        return self.alphabet.decode(decode(log_probs, beam))
+
+    def transcribe(self, path: str | Path, beam: int = 1) -> str:
+        return self.decode(self.posteriors(path)[1], beam)
+
+    def evaluate(self, manifest: str | Path, beam: int = 1) -> tuple[dict[str, float], list[str], list[str]]:
+        """The scores of the model on a manifest, with its references and transcripts."""
+        utterances, _ = load_utterances(manifest, self.front_end, self.alphabet, self.model.config.stack)
+        _, hypotheses = decode_utterances(self.model, utterances, beam, loss=False)
+        transcripts = [self.alphabet.decode(labels) for labels in hypotheses]
+        return score_transcripts(utterances.texts, transcripts), utterances.texts, transcripts
+
+    def show(self, path: str | Path, image: str | Path, beam: int = 1) -> str:
+        """Draw the file's log-mel spectrogram, the per-step label probabilities and the CTC
+        alignment (the likeliest label at each step) into the PNG `image`; the transcript."""
+        from lstmkit.plots import draw_speech
+
+        frames, log_probs, _ = self.posteriors(path)
+        transcript = self.decode(log_probs, beam)
+        draw_speech(image, frames, log_probs.exp(), ["_", *self.alphabet.characters], self.model.config.stack,
+                    self.front_end.frame_rate, f"{Path(path).name}: {transcript!r}")
+        return transcript
+
+
+def load_speech_model(directory: str | Path, device: str | torch.device = "cpu") -> SpeechRecognizer:
+    """A trained recogniser from a run folder (its best/ checkpoint) or a checkpoint folder."""
+    directory = checkpoint_folder(directory)
+    config, model = load_model_checkpoint(directory, SPEECH_MODEL)
+    try:
+        front_end, alphabet = FrontEnd(**config["front_end"]), Alphabet(config["alphabet"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{directory}/config.json lacks a valid front_end or alphabet: {error!r}") from None
+    if len(alphabet) != model.config.vocabulary_size:
+        raise CheckpointError(f"{directory}/config.json: the alphabet has {len(alphabet) - 1} characters, but "
+                              f"the model's vocabulary_size is {model.config.vocabulary_size} (with the blank)")
+    model.to(resolve_device(str(device)))
+    model.eval()
+    return SpeechRecognizer(model, front_end, alphabet)

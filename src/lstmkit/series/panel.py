@@ -1,0 +1,131 @@
+"""Reading a long table of many series: one row per series and time, as statsforecast's
+`unique_id, ds, y` (the names are the caller's).
+
+    CSV or DataFrame -> id, time and target columns -> no missing id, no id-time pair twice ->
+    each series sorted and put on its own regular grid (series may start and end anywhere:
+    ragged) -> gaps filled by linear interpolation, with a warning that counts them
+
+The time column holds integer steps (1, 2, 3 ...: written back as integers, one step apart;
+integer years read this way too, as the same numbers) or any form `read_series` reads
+(dates, ISO periods, decimal years), on one frequency shared by every series. Messages name a
+row as `read_series` does: a CSV line (the header is line 1) or a DataFrame position.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lstmkit.series.frame import (MissingValuesWarning, infer_frequency, numeric_column, parse_time, plain,
+                                  read_table, row_name, written_times)
+
+STEP = "step"  # the frequency and time kind of integer steps
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Series of one target, each on a regular grid of `frequency` from its own start.
+
+    ids: the series' ids, in the order of their first row; values: one 1-D float64 array per
+    series, in time order; starts: each series' first time (an int for integer steps, else a
+    pd.Timestamp); time_kind: "step" or how `read_series` wrote the times (TIME_KINDS).
+    """
+
+    id_name: str
+    time_name: str
+    target_name: str
+    ids: tuple
+    values: tuple[np.ndarray, ...]
+    starts: tuple
+    time_kind: str
+    frequency: str
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def head(self, drop: int) -> Panel:
+        """Each series without its last `drop` values (a backtest's training part); a series
+        of `drop` values or fewer keeps its first one."""
+        return replace(self, values=tuple(series[:max(1, len(series) - drop)] for series in self.values))
+
+    def times(self, index: int, first: int, count: int) -> list:
+        """The times of positions first .. first + count - 1 of series `index`, as written."""
+        start = self.starts[index]
+        if self.time_kind == STEP:
+            return [start + position for position in range(first, first + count)]
+        grid = pd.date_range(start, periods=first + count, freq=self.frequency)[first:]
+        return written_times(grid, self.time_kind)
+
+
+def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: str) -> Panel:
+    """Read and check the long table `source`; see the module docstring."""
+    table = read_table(source)
+    columns = [id, time, target]
+    for name in columns:
+        if name not in table.columns:
+            raise ValueError(f"column {name!r} is not in the data; its columns are {', '.join(map(str, table.columns))}")
+    if len(set(columns)) < 3:
+        raise ValueError(f"the id, time and target columns must be three columns, got {id!r}, {time!r}, {target!r}")
+    path = None if isinstance(source, pd.DataFrame) else Path(source)
+    if table[id].isna().any():
+        label = table.index[table[id].isna().to_numpy()][0]
+        raise ValueError(f"column {id!r} has a missing series id at {row_name(label, path)}")
+    stamps, time_kind = read_times(table[time], time, path)
+    values = numeric_column(table[target], target, path)
+    keys = pd.DataFrame({"id": table[id].to_numpy(), "time": np.asarray(stamps)}, index=table.index)
+    repeated = keys.duplicated(keep=False)
+    if repeated.any():
+        first_key = keys[repeated].iloc[0]
+        labels = keys.index[repeated & (keys["id"] == first_key["id"]) & (keys["time"] == first_key["time"])]
+        raise ValueError(f"series {plain(first_key['id'])!r} has time {plain(table[time][labels[0]])!r} twice, at "
+                         f"{row_name(labels[0], path)} and {row_name(labels[1], path)}; a long table holds one row "
+                         "per id and time")
+    frequency = STEP if time_kind == STEP else infer_frequency(pd.DatetimeIndex(longest(keys)), time)
+    ids, series, starts, missing = [], [], [], 0
+    for series_id, rows in keys.groupby("id", sort=False):
+        order = np.argsort(rows["time"].to_numpy(), kind="stable")
+        times, observed = rows["time"].to_numpy()[order], values[rows.index].to_numpy()[order]
+        grid = on_grid(times, frequency, series_id, time)
+        filled = pd.Series(np.nan, index=grid)
+        filled[times] = observed
+        if filled.isna().all():
+            raise ValueError(f"series {plain(series_id)!r} has no {target} values")
+        missing += int(filled.isna().sum())
+        ids.append(plain(series_id))
+        series.append(filled.interpolate(method="linear", limit_direction="both").to_numpy())
+        starts.append(int(times[0]) if time_kind == STEP else pd.Timestamp(times[0]))
+    if missing:
+        warnings.warn(f"column {target!r}: {missing} missing value(s) filled by linear interpolation within their series",
+                      MissingValuesWarning, stacklevel=2)
+    return Panel(id, time, target, tuple(ids), tuple(series), tuple(starts), time_kind, frequency)
+
+
+def read_times(column: pd.Series, name: str, path: Path | None) -> tuple[np.ndarray, str]:
+    """Integer steps as int64, or what `parse_time` reads, as datetime64."""
+    numbers = pd.to_numeric(column, errors="coerce")
+    if column.notna().all() and numbers.notna().all() and (numbers == np.floor(numbers)).all():
+        return numbers.to_numpy(np.int64), STEP
+    stamps, kind = parse_time(column, name, path)
+    return stamps.to_numpy(), kind
+
+
+def longest(keys: pd.DataFrame) -> np.ndarray:
+    """The sorted times of the series with the most rows (the one a frequency is inferred from)."""
+    counts = keys["id"].value_counts(sort=False)
+    return np.sort(keys["time"][keys["id"] == counts.idxmax()].to_numpy())
+
+
+def on_grid(times: np.ndarray, frequency: str, series_id, name: str) -> pd.Index:
+    """The regular grid from the series' first time to its last; refuses a time off it."""
+    if frequency == STEP:
+        return pd.Index(np.arange(times[0], times[-1] + 1))
+    grid = pd.date_range(times[0], times[-1], freq=frequency)
+    stray = pd.DatetimeIndex(times).difference(grid)
+    if len(stray):
+        raise ValueError(f"series {plain(series_id)!r} is not on the {frequency} grid of column {name!r}: "
+                         f"{stray[0]} falls between its steps")
+    return grid

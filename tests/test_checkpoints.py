@@ -1,0 +1,468 @@
+"""Checkpoints that are broken or crafted, and checkpoint writes that fail or are killed.
+
+A load names the file and what is wrong with it, before it allocates anything a crafted size
+asks for; a save never leaves a moment at which neither the new nor the old checkpoint is
+complete on disk, and a full disk stops it with the old one intact.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import struct
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lstmkit import checkpoint
+from lstmkit.checkpoint import (
+    CheckpointError,
+    CheckpointWriteError,
+    existing,
+    load_checkpoint,
+    load_weights,
+    model_tensors,
+    previous_path,
+    read_extra_tensors,
+    save_checkpoint,
+)
+from lstmkit.models.forecaster import ForecastNetwork, ForecastNetworkConfig
+from lstmkit.models.language import LanguageModel, LanguageModelConfig
+from lstmkit.pipelines.forecast import load_forecaster
+from lstmkit.pipelines.lm import VOCABULARY_FILE, load_language_model
+from lstmkit.text import Vocabulary
+
+TINY_MODEL = LanguageModelConfig(cell="lstm", vocabulary_size=5, hidden_size=4, num_layers=1, dropout=0.0)
+VOCABULARY = Vocabulary("char", tuple("abcde"))
+
+
+def save_language_model(directory: Path, config: dict | None = None, tensors: dict | None = None,
+                        vocabulary: str | None = None) -> Path:
+    """A checkpoint as `lm train` writes it, of TINY_MODEL; `config`, `tensors` and
+    `vocabulary` replace its parts."""
+    torch.manual_seed(0)
+    model_config = {"kind": "language_model", "model": TINY_MODEL.to_dict()}
+    vocabulary = json.dumps(VOCABULARY.to_dict()) if vocabulary is None else vocabulary
+    tensors = model_tensors(LanguageModel(TINY_MODEL)) if tensors is None else tensors
+    return save_checkpoint(directory, model_config if config is None else config, tensors,
+                           {VOCABULARY_FILE: vocabulary})
+
+
+def tiny_model_config(**changes) -> dict:
+    return {"kind": "language_model", "model": {**TINY_MODEL.to_dict(), **changes}}
+
+
+# Loading: broken files.
+
+@pytest.mark.parametrize("end, reason", [
+    (0, "header too small"),
+    (20, "invalid header length"),
+    (-1, "incomplete metadata, file not fully covered"),
+])
+def test_a_truncated_weights_file_is_named(tmp_path, end, reason):
+    directory = save_language_model(tmp_path / "model")
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:end])
+    message = (f"{weights} is not a readable safetensors file (truncated or corrupt: Error while deserializing "
+               f"header: {reason})")
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_language_model(directory)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_checkpoint(directory)
+
+
+def test_a_truncated_training_state_is_named(tmp_path):
+    directory = save_checkpoint(tmp_path / "last", {}, {}, extra_tensors={"training.safetensors": {"x": torch.ones(8)}})
+    training = directory / "training.safetensors"
+    training.write_bytes(training.read_bytes()[:-4])
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{training} is not a readable safetensors file (truncated or corrupt: Error while deserializing header: "
+            "incomplete metadata, file not fully covered)")):
+        read_extra_tensors(directory, "training.safetensors")
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"", "is not JSON: Expecting value at line 1 column 1"),
+    (b'{"kind": "language_model",\n "model": {',
+     "is not JSON: Expecting property name enclosed in double quotes at line 2 column 12"),
+    (b'{"kind": "\xff"}', "is not JSON: byte 10 is not UTF-8"),
+    (b"[1, 2]", "holds a JSON list, expected an object"),
+    (b'"language_model"', "holds a JSON str, expected an object"),
+])
+def test_a_config_that_is_not_a_json_object_is_named(tmp_path, content, problem):
+    directory = save_language_model(tmp_path / "model")
+    (directory / "config.json").write_bytes(content)
+    with pytest.raises(CheckpointError, match=re.escape(f"{directory / 'config.json'} {problem}")):
+        load_language_model(directory)
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "has no vocabulary.json: the checkpoint is incomplete"),
+    ("{", "vocabulary.json is not JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
+    ('{"level": "char"}',
+     "vocabulary.json is not a vocabulary (expected an object with 'level' and 'tokens'): KeyError('tokens')"),
+    ('{"level": "char", "tokens": ["a", "b"]}', "vocabulary.json has 2 tokens, but the model's vocabulary_size is 5"),
+])
+def test_a_broken_vocabulary_is_named(tmp_path, content, problem):
+    directory = save_language_model(tmp_path / "model")
+    if content is None:
+        (directory / VOCABULARY_FILE).unlink()
+    else:
+        (directory / VOCABULARY_FILE).write_text(content)
+    separator = " " if content is None else "/"
+    with pytest.raises(CheckpointError, match=re.escape(f"{directory}{separator}{problem}")):
+        load_language_model(directory)
+
+
+# Loading: tensors that do not fit the configuration.
+
+def test_missing_and_extra_tensors_are_named(tmp_path):
+    tensors = model_tensors(LanguageModel(TINY_MODEL))
+    del tensors["decoder.bias"], tensors["recurrent.weight_hh_l0"]
+    tensors["head.weight"] = torch.zeros(2)
+    directory = save_language_model(tmp_path / "model", tensors=tensors)
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{directory / 'model.safetensors'} does not fit its configuration: missing tensors "
+            "recurrent.weight_hh_l0, decoder.bias; unexpected tensors head.weight")):
+        load_language_model(directory)
+
+
+def test_a_shape_that_disagrees_with_the_configuration_is_named(tmp_path):
+    directory = save_language_model(tmp_path / "model", config=tiny_model_config(hidden_size=3))
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{directory / 'model.safetensors'} does not fit its configuration: embedding.weight is (5, 4) in the "
+            "file but (5, 3) by the configuration; recurrent.weight_ih_l0 is (16, 4) in the file but (12, 3) by the "
+            "configuration; recurrent.weight_hh_l0 is (16, 4) in the file but (12, 3) by the configuration; "
+            "recurrent.bias_ih_l0 is (16,) in the file but (12,) by the configuration; recurrent.bias_hh_l0 is (16,) "
+            "in the file but (12,) by the configuration; decoder.weight is (5, 4) in the file but (5, 3) by the "
+            "configuration")):
+        load_language_model(directory)
+
+
+def test_a_resumed_model_checks_names_and_shapes_too():
+    model = LanguageModel(TINY_MODEL)
+    tensors = model_tensors(model)
+    tensors["decoder.bias"] = torch.zeros(6)
+    with pytest.raises(CheckpointError, match=re.escape(
+            "the run's last checkpoint does not fit its configuration: decoder.bias is (6,) in the file but (5,) by "
+            "the configuration")):
+        load_weights(model, tensors, "the run's last checkpoint")
+
+
+@pytest.mark.parametrize("setting, value, largest", [
+    ("hidden_size", 10**9, "recurrent.bias_hh_l0, (16,)"),
+    ("num_layers", 10**9, "recurrent.bias_hh_l0, (16,)"),
+    ("vocabulary_size", 10**12, "recurrent.bias_hh_l0, (16,)"),
+])
+def test_a_crafted_size_fails_fast_without_allocating(tmp_path, setting, value, largest):
+    """Checked against the header's shapes before the model is built, even on the meta
+    device (10**9 layers would take hours to build there; 10**9 units overflow it)."""
+    directory = save_language_model(tmp_path / "model", config=tiny_model_config(**{setting: value}))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{directory / 'config.json'} sets {setting}={value}, which the tensors in "
+            f"{directory / 'model.safetensors'} do not fit: none has a dimension that large (the largest is "
+            f"{largest})")):
+        load_language_model(directory)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_a_crafted_header_cannot_claim_more_than_the_file_holds(tmp_path):
+    """A header that matches a huge configuration must describe bytes the file does not have."""
+    directory = save_language_model(tmp_path / "model", config=tiny_model_config(hidden_size=10**5))
+    header = json.dumps({"embedding.weight": {"dtype": "F32", "shape": [5, 10**5], "data_offsets": [0, 2 * 10**6]}})
+    weights = directory / "model.safetensors"
+    weights.write_bytes(struct.pack("<Q", len(header)) + header.encode())
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{weights} is not a readable safetensors file (truncated or corrupt: Error while deserializing header: "
+            "incomplete metadata, file not fully covered)")):
+        load_language_model(directory)
+
+
+# Loading: checkpoints of another kind, or of no kind.
+
+def test_a_config_that_cannot_build_the_model_is_named(tmp_path):
+    directory = save_language_model(tmp_path / "model", config=tiny_model_config(colour="blue"))
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{directory / 'config.json'} describes a language model this lstmkit cannot build (written by another "
+            "version?): LanguageModelConfig.__init__() got an unexpected keyword argument 'colour'")):
+        load_language_model(directory)
+    save_language_model(directory, config=tiny_model_config(dropout=2.0))
+    with pytest.raises(CheckpointError, match=re.escape("cannot build (written by another version?): dropout must be "
+                                                        "in [0, 1), got 2.0")):
+        load_language_model(directory)
+
+
+@pytest.mark.parametrize("config, problem", [
+    ({"model": TINY_MODEL.to_dict()},
+     "{directory} holds a checkpoint of no kind ({directory}/config.json), not a language model"),
+    ({"kind": "language_model"}, "{directory}/config.json has no 'model' object describing a language model"),
+    ({"kind": "language_model", "model": [4]},
+     "{directory}/config.json has no 'model' object describing a language model"),
+])
+def test_a_config_without_kind_or_model_is_named(tmp_path, config, problem):
+    directory = save_language_model(tmp_path / "model", config=config)
+    with pytest.raises(CheckpointError, match=re.escape(problem.format(directory=directory))):
+        load_language_model(directory)
+
+
+def test_a_language_model_run_given_to_forecast_predict(tmp_path, capsys):
+    from lstmkit.cli import main
+
+    save_language_model(tmp_path / "run" / "best")
+    (tmp_path / "series.csv").write_text("date,value\n2020-01-01,1\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["forecast", "predict", str(tmp_path / "run"), str(tmp_path / "series.csv")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (f"lstmkit: error: {tmp_path / 'run' / 'best'} holds a 'language_model' "
+                                       "checkpoint, not a forecaster\n")
+
+
+def test_a_forecaster_given_to_lm_sample(tmp_path):
+    save_checkpoint(tmp_path / "fit" / "model", {"kind": "forecaster", "network": {}}, {})
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{tmp_path / 'fit' / 'model'} holds a 'forecaster' checkpoint, not a language model")):
+        load_language_model(tmp_path / "fit")
+    with pytest.raises(CheckpointError, match="holds a 'forecaster' checkpoint, not a language model"):
+        load_language_model(tmp_path / "fit" / "model")
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{tmp_path / 'fit' / 'model' / 'config.json'} describes a forecaster this lstmkit cannot build (written "
+            "by another version?): ForecastNetworkConfig.__init__() missing 5 required positional arguments: 'cell', "
+            "'targets', 'past_features', 'future_features', and 'horizon'")):
+        load_forecaster(tmp_path / "fit")
+
+
+def test_a_forecaster_of_another_version_is_named(tmp_path):
+    network = ForecastNetworkConfig(cell="lstm", targets=1, past_features=1, future_features=0, horizon=2,
+                                    hidden_size=4, num_layers=1)
+    config = {"kind": "forecaster", "network": network.to_dict(), "forecaster": {"time": "day"}}
+    save_checkpoint(tmp_path / "old", config, ForecastNetwork(network).state_dict())
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{tmp_path / 'old'} is a forecaster checkpoint this lstmkit cannot read (written by another version?): "
+            "Forecaster.__init__() missing 2 required positional arguments: 'target' and 'horizon'")):
+        load_forecaster(tmp_path / "old")
+
+
+def test_lm_sample_on_a_truncated_file_is_one_line(tmp_path, capsys):
+    from lstmkit.cli import main
+
+    weights = save_language_model(tmp_path / "run" / "best") / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1])
+    with pytest.raises(SystemExit) as exit_:
+        main(["lm", "sample", str(tmp_path / "run"), "--length", "5"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (f"lstmkit: error: {weights} is not a readable safetensors file (truncated or "
+                                       "corrupt: Error while deserializing header: incomplete metadata, file not "
+                                       "fully covered)\n")
+
+
+def test_an_intact_checkpoint_still_loads(tmp_path):
+    directory = save_language_model(tmp_path / "run" / "best")
+    torch.manual_seed(0)
+    expected = LanguageModel(TINY_MODEL)
+    loaded = load_language_model(tmp_path / "run")
+    assert loaded.vocabulary == VOCABULARY and loaded.config == tiny_model_config()
+    for name, tensor in expected.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], tensor), name
+    os.replace(directory, previous_path(directory))  # as if killed between the two renames of a save
+    assert load_language_model(tmp_path / "run").vocabulary == VOCABULARY
+
+
+# Writing: every step of a save, failing or killed.
+
+class Killed(BaseException):
+    """The process dies at this step: nothing after it runs, not even `finally` clauses' work."""
+
+
+class SaveSteps:
+    """Records the file-system steps of a save (mkdtemp, chmod, write, rmtree, replace, fsync
+    of the folder) under stable labels; can fail one of them (ENOSPC, after doing part of it
+    as a full disk would) or die at it, and checks before each one that the checkpoint loads."""
+
+    def __init__(self, monkeypatch, directory: Path, versions: set[int], fail_at: int | None = None,
+                 kill_at: int | None = None) -> None:
+        self.directory, self.versions, self.fail_at, self.kill_at = directory, versions, fail_at, kill_at
+        self.labels: list[str] = []
+        self.dead = False
+        for owner, name in ((tempfile, "mkdtemp"), (os, "chmod"), (checkpoint, "write_file"), (shutil, "rmtree"),
+                            (os, "replace"), (checkpoint, "flush")):
+            monkeypatch.setattr(owner, name, self.step(name, getattr(owner, name)))
+
+    def label(self, path) -> str:
+        name = Path(path).name
+        return "staging" if name.startswith(f".{self.directory.name}.new.") else name
+
+    def step(self, name: str, real):
+        def run(*arguments, **options):
+            if self.dead:
+                return None
+            label = " -> ".join(self.label(argument) for argument in arguments[:2] if isinstance(argument, str | Path))
+            self.labels.append(f"{name} {label}".strip())
+            index = len(self.labels) - 1
+            if self.versions:
+                assert load_version(self.directory) in self.versions, f"before {self.labels[-1]}"
+                if name == "rmtree":
+                    assert Path(arguments[0]) != existing(self.directory), f"{self.labels[-1]} removes the only copy"
+            if index == self.kill_at:
+                self.dead = True
+                raise Killed
+            if index == self.fail_at:
+                return self.fail(name, real, arguments, options)
+            return real(*arguments, **options)
+        return run
+
+    @staticmethod
+    def fail(name: str, real, arguments, options):
+        """Part of the step, as a full disk leaves it, then ENOSPC (or nothing, where the
+        caller asked rmtree to ignore errors)."""
+        if name == "write_file":
+            real(arguments[0], arguments[1][:len(arguments[1]) // 2])
+        if name == "rmtree":
+            (Path(arguments[0]) / "config.json").unlink(missing_ok=True)
+            if options.get("ignore_errors"):
+                return
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def save_version(directory: Path, version: int) -> None:
+    """A checkpoint whose every file says which save wrote it."""
+    save_checkpoint(directory, {"version": version}, {"w": torch.full((3,), float(version))},
+                    {"notes.txt": f"version {version}"}, {"training.safetensors": {"step": torch.tensor(version)}})
+
+
+def load_version(directory: Path) -> int:
+    """The version of a complete checkpoint: every file must agree."""
+    config, tensors = load_checkpoint(directory)
+    version = config["version"]
+    assert torch.equal(tensors["w"], torch.full((3,), float(version)))
+    assert read_extra_tensors(directory, "training.safetensors")["step"].item() == version
+    assert (existing(directory) / "notes.txt").read_text() == f"version {version}"
+    return version
+
+
+WRITES = ["mkdtemp", "chmod staging", "write_file config.json", "write_file notes.txt", "write_file model.safetensors",
+          "write_file training.safetensors"]
+# What is on disk before the save of version 2 -> the steps of that save.
+SAVES = {
+    "nothing": WRITES + ["replace staging -> checkpoint", "flush runs", "rmtree .checkpoint.previous"],
+    "a checkpoint": WRITES + ["replace checkpoint -> .checkpoint.previous", "replace staging -> checkpoint",
+                              "flush runs", "rmtree .checkpoint.previous"],
+    "only the previous copy (killed between renames)": WRITES + ["replace staging -> checkpoint", "flush runs",
+                                                                 "rmtree .checkpoint.previous"],
+    "a checkpoint and a previous copy (killed while removing it)": WRITES + [
+        "rmtree .checkpoint.previous", "replace checkpoint -> .checkpoint.previous", "replace staging -> checkpoint",
+        "flush runs", "rmtree .checkpoint.previous"],
+}
+STEPS = [(before, index) for before, steps in SAVES.items() for index in range(len(steps))]
+
+
+def prepare(tmp_path: Path, before: str) -> Path:
+    """`tmp_path/runs/checkpoint` in the state `before` (version 1 in place, version 0 the
+    previous copy)."""
+    directory = tmp_path / "runs" / "checkpoint"
+    if before == "nothing":
+        return directory
+    save_version(directory, 1)
+    if before == "only the previous copy (killed between renames)":
+        os.replace(directory, previous_path(directory))
+    if before == "a checkpoint and a previous copy (killed while removing it)":
+        save_version(directory.parent / "older", 0)
+        os.replace(directory.parent / "older", previous_path(directory))
+    return directory
+
+
+def test_a_previous_copy_from_a_killed_save_is_kept_until_the_new_one_is_in_place(tmp_path, monkeypatch):
+    """The bug: a save deleted `.NAME.previous` first, even when it was the only copy, so a
+    second kill before the new one was renamed into place left no checkpoint at all."""
+    directory = prepare(tmp_path, "only the previous copy (killed between renames)")
+    rename = os.replace
+
+    def killed_renaming_into_place(source, target):
+        if Path(target) == directory:
+            raise Killed
+        rename(source, target)
+
+    monkeypatch.setattr(os, "replace", killed_renaming_into_place)
+    with pytest.raises(Killed):
+        save_version(directory, 2)
+    monkeypatch.undo()
+    assert load_version(directory) == 1
+    save_version(directory, 2)
+    assert load_version(directory) == 2 and os.listdir(directory.parent) == ["checkpoint"]
+
+
+@pytest.mark.parametrize("before", SAVES)
+def test_the_steps_of_a_save_are_those_tested(tmp_path, monkeypatch, before):
+    directory = prepare(tmp_path, before)
+    steps = SaveSteps(monkeypatch, directory, set() if before == "nothing" else {1, 2})
+    save_version(directory, 2)
+    monkeypatch.undo()
+    assert steps.labels == SAVES[before]
+    assert load_version(directory) == 2 and os.listdir(directory.parent) == ["checkpoint"]
+
+
+@pytest.mark.parametrize("before, step", STEPS)
+def test_a_save_killed_at_any_step_leaves_a_complete_checkpoint(tmp_path, monkeypatch, before, step):
+    """Before every step the old or the new checkpoint loads, complete; after the kill, the
+    next save cleans up what was left."""
+    directory = prepare(tmp_path, before)
+    SaveSteps(monkeypatch, directory, set() if before == "nothing" else {1, 2}, kill_at=step)
+    with pytest.raises(Killed):
+        save_version(directory, 2)
+    monkeypatch.undo()
+    if before != "nothing":
+        assert load_version(directory) in {1, 2}
+    save_version(directory, 3)
+    assert load_version(directory) == 3 and os.listdir(directory.parent) == ["checkpoint"]
+
+
+@pytest.mark.parametrize("before, step", STEPS)
+def test_a_full_disk_at_any_step_stops_with_the_old_checkpoint_intact(tmp_path, monkeypatch, before, step):
+    directory = prepare(tmp_path, before)
+    steps = SaveSteps(monkeypatch, directory, set(), fail_at=step)
+    if SAVES[before][step] == "rmtree .checkpoint.previous" and step == len(SAVES[before]) - 1:
+        save_version(directory, 2)  # the new checkpoint is in place; the next save removes the old copy
+        monkeypatch.undo()
+        assert load_version(directory) == 2
+    else:
+        kept = "the previous checkpoint there is intact" if before != "nothing" else "there was no checkpoint there before"
+        with pytest.raises(CheckpointWriteError, match=re.escape(
+                f"no space left on device while writing checkpoint {directory}; {kept}")) as error:
+            save_version(directory, 2)
+        monkeypatch.undo()
+        assert error.value.errno == errno.ENOSPC and str(error.value) == error.value.strerror
+        assert not [name for name in os.listdir(directory.parent) if ".new." in name], "the staging folder is removed"
+        if SAVES[before][step] == "flush runs":  # renamed into place, not known to be on disk
+            assert load_version(directory) == 2
+        elif before == "nothing":
+            assert not directory.exists() and not previous_path(directory).exists()
+        else:
+            assert load_version(directory) == 1
+    assert steps.labels[step] == SAVES[before][step]
+    save_version(directory, 3)
+    assert load_version(directory) == 3 and os.listdir(directory.parent) == ["checkpoint"]
+
+
+def test_a_write_error_reaches_the_command_line_as_one_line(tmp_path, monkeypatch, capsys):
+    from lstmkit.cli import main
+
+    text = tmp_path / "input.txt"
+    text.write_text("abcdefgh\n" * 200)
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(checkpoint, "write_file", disk_full)
+    with pytest.raises(SystemExit) as exit_:
+        main(["lm", "train", str(text), "--out", str(tmp_path / "run"), "--steps", "2", "--eval-every", "1",
+              "--hidden-size", "4", "--num-layers", "1", "--seq-len", "4", "--batch-size", "2"])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.endswith(
+        f"lstmkit: error: no space left on device while writing checkpoint {tmp_path / 'run' / 'best'}; there "
+        "was no checkpoint there before\n")

@@ -1,0 +1,235 @@
+"""Many series, one network (issue 15): the long-table reader, M4's metrics and Naive2 by hand,
+the windows of a panel, and the global forecaster's predictions against values."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lstmkit.forecast import Forecaster
+from lstmkit.pipelines.forecast_report import panel_report
+from lstmkit.series import PanelWindows, baseline_forecast, m4_scores, owa, read_panel, seasonal_indices
+from lstmkit.series.baselines import seasonal_by_acf
+from lstmkit.series.scaling import SeriesScaling
+
+QUICK = dict(hidden_size=8, num_layers=1, epochs=2, batch_size=32, seed=0)
+
+
+def write_csv(tmp_path, text: str):
+    path = tmp_path / "long.csv"
+    path.write_text(text)
+    return path
+
+
+def long_table(series: dict[str, np.ndarray]) -> pd.DataFrame:
+    return pd.DataFrame({"id": np.concatenate([[name] * len(values) for name, values in series.items()]),
+                         "t": np.concatenate([np.arange(1, len(values) + 1) for values in series.values()]),
+                         "y": np.concatenate(list(series.values()))})
+
+
+# --- M4's metrics and Naive2, by hand -------------------------------------------------------
+
+def test_m4_smape_mase_and_owa_by_hand():
+    # Series 1: MAE (1 + 2) / 2 = 1.5, scale mean |diff| = 1 -> MASE 1.5;
+    #           sMAPE = (200·1/9 + 200·2/14) / 2 = 25.3968...
+    # Series 2: exact -> 0 and 0. M4 averages over the series.
+    scored = m4_scores([np.array([5.0, 6.0]), np.array([4.0, 6.0])], [np.array([4.0, 8.0]), np.array([4.0, 6.0])],
+                       [np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 3.0, 2.0, 4.0, 3.0, 5.0])], season=1)
+    assert scored["sMAPE"] == pytest.approx((200 / 9 + 200 * 2 / 14) / 4)
+    assert scored["MASE"] == pytest.approx(0.75)
+    # OWA against a Naive2 of sMAPE 20, MASE 1.5: (12.698/20 + 0.75/1.5) / 2.
+    assert owa(scored, {"sMAPE": 20.0, "MASE": 1.5}) == pytest.approx(((200 / 9 + 400 / 14) / 4 / 20 + 0.5) / 2)
+    assert owa({"sMAPE": 0.0, "MASE": 0.0}, {"sMAPE": 0.0, "MASE": 0.0}) == 1.0  # as exact as an exact Naive2
+    assert owa({"sMAPE": 1.0, "MASE": 0.0}, {"sMAPE": 0.0, "MASE": 0.0}) == np.inf
+
+
+def test_mase_scales_by_the_in_sample_seasonal_naive_with_m_24():
+    # Lag-24 differences of a series rising by 1 per step are all 24: MAE 12 scores 0.5.
+    history = np.arange(100.0)
+    scored = m4_scores([np.full(2, 200.0)], [np.full(2, 188.0)], [history], season=24)
+    assert scored["MASE"] == pytest.approx(12 / 24)
+    # A history no longer than m scales by lag-1 differences instead (here 1): MASE 12.
+    assert m4_scores([np.full(2, 200.0)], [np.full(2, 188.0)], [history[:24]], season=24)["MASE"] == pytest.approx(12)
+
+
+def test_naive2_by_hand():
+    """m = 4, five seasons of 5, 10, 15, 10 with the last value 12 instead of 10.
+
+    M4's test: seasonal. The 2x4 moving average is 10 but at t = 17, where it reaches the 12:
+    (0.5·10 + 5 + 10 + 15 + 0.5·12) / 4 = 10.25. The mean ratio y/trend by position (t mod 4):
+    0: 0.5; 1: (1 + 1 + 1 + 10/10.25) / 4; 2: 1.5; 3: 1. The level is 12 / index 3, so the
+    forecast is 12 × index_k / index_3 = (6, 3 (3 + 40/41), 18, 12, ...)."""
+    series = np.array([5.0, 10, 15, 10] * 5)
+    series[-1] = 12.0
+    assert seasonal_by_acf(series, 4)
+    figure = np.array([0.5, (3 + 40 / 41) / 4, 1.5, 1.0])
+    np.testing.assert_allclose(seasonal_indices(series, 4), figure / figure.mean(), rtol=1e-12)
+    np.testing.assert_allclose(baseline_forecast("naive2", series, 6, 4),
+                               [6.0, 3 * (3 + 40 / 41), 18.0, 12.0, 6.0, 3 * (3 + 40 / 41)], rtol=1e-12)
+
+
+def test_naive2_is_naive_without_a_season():
+    rising = np.arange(1.0, 13.0)  # |r_4| is below the 90% limit: not seasonal
+    assert not seasonal_by_acf(rising, 4)
+    assert baseline_forecast("naive2", rising, 3, 4).tolist() == [12.0] * 3
+    short = np.array([5.0, 10, 15, 10, 5, 10, 15, 9])  # fewer than 3m values: not tested, naive
+    assert baseline_forecast("naive2", short, 2, 4).tolist() == [9.0, 9.0]
+    assert baseline_forecast("naive2", series := np.array([3.0, 1.0, 2.0]), 2, 1).tolist() == [series[-1]] * 2
+
+
+# --- the long-table reader ---------------------------------------------------------------------
+
+def test_a_ragged_long_table_reads_each_series_on_its_own_grid():
+    table = pd.DataFrame({"store": ["b", "a", "a", "b", "a", "a"], "week": [4, 3, 1, 3, 2, 5],
+                          "sales": [8.0, 3.0, 1.0, 7.0, 2.0, 5.0]})
+    with pytest.warns(UserWarning, match=re.escape("column 'sales': 1 missing value(s) filled by linear "
+                                                   "interpolation within their series")):
+        panel = read_panel(table, "store", "week", "sales")
+    assert panel.ids == ("b", "a") and panel.starts == (3, 1) and panel.frequency == "step"
+    assert [values.tolist() for values in panel.values] == [[7.0, 8.0], [1.0, 2.0, 3.0, 4.0, 5.0]]
+    assert panel.times(1, 5, 2) == [6, 7]
+
+
+def test_a_long_table_of_dates_writes_its_times_back_as_dates():
+    table = pd.DataFrame({"id": ["x"] * 3 + ["y"] * 4, "day": ["2024-01-01", "2024-01-02", "2024-01-03",
+                                                             "2024-02-01", "2024-02-02", "2024-02-03", "2024-02-04"],
+                          "y": np.arange(7.0)})
+    panel = read_panel(table, "id", "day", "y")
+    assert panel.frequency == "D" and panel.times(0, 3, 2) == ["2024-01-04", "2024-01-05"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("id,t,y\nA,1,1\n,2,2\n", "column 'id' has a missing series id at line 3 of {path} (the header is line 1)"),
+    ("id,t,y\nA,1,1\nA,2,2\nB,1,3\nA,2,4\n",
+     "series 'A' has time 2 twice, at line 3 of {path} (the header is line 1) and line 5 of {path} (the header is "
+     "line 1); a long table holds one row per id and time"),
+    ("id,t,y\nA,1,1\nA,2,x\n", "column 'y' must hold numbers (or empty cells for missing values); line 3 of {path} "
+     "(the header is line 1) holds 'x'"),
+    ("id,t,y\nA,1,1\nB,1,\nB,2,\n", "series 'B' has no y values"),
+    ("id,day,y\nA,2024-01-01,1\nA,2024-01-02,2\nA,2024-01-03,3\nB,2024-01-01 12:00,1\nB,2024-01-02,2\n",
+     "series 'B' is not on the D grid of column 'day': 2024-01-02 00:00:00 falls between its steps"),
+])
+def test_a_bad_long_table_is_refused_at_its_line(tmp_path, text, message):
+    path = write_csv(tmp_path, text)
+    with pytest.raises(ValueError, match=re.escape(message.format(path=path))):
+        read_panel(path, "id", "day" if "day" in text else "t", "y")
+
+
+def test_a_bad_long_table_in_a_dataframe_is_named_by_position():
+    table = pd.DataFrame({"id": ["A", "A", "A"], "t": [1, 2, 1], "y": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match=re.escape(
+            "series 'A' has time 1 twice, at row 0 (0-based position in the DataFrame) and row 2 (0-based position "
+            "in the DataFrame)")):
+        read_panel(table, "id", "t", "y")
+
+
+# --- windows and scaling -------------------------------------------------------------------------
+
+def test_panel_windows_pad_a_short_series_with_a_mask_by_hand():
+    windows = PanelWindows([torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]), torch.tensor([7.0, 8.0])], lookback=3, horizon=2)
+    batch = windows.batch([(0, 3), (1, 1)])
+    assert batch.history[..., 0].tolist() == [[1.0, 2.0, 3.0], [7.0, 7.0, 7.0]]  # padded with the first value
+    assert batch.history[..., 1].tolist() == [[1.0, 1.0, 1.0], [0.0, 0.0, 1.0]]  # the mask
+    assert batch.targets is None  # the second window reaches past its series' end
+    assert windows.batch([(0, 3)]).targets[..., 0].tolist() == [[4.0, 5.0]]
+    assert windows.batch([(1, 2)]).history[..., 0].tolist() == [[7.0, 7.0, 8.0]]  # predict from the end
+    with pytest.raises(ValueError, match="window origins must lie in 1 .. the length of their series"):
+        windows.batch([(1, 3)])
+
+
+@pytest.mark.parametrize("normalisation", ["standard", "log", "seasonal"])
+def test_each_series_scaling_inverts_itself(normalisation):
+    series = (10 + np.arange(48.0)) * np.tile([0.5, 1.0, 1.5, 1.0], 12)
+    scaling = SeriesScaling.fit(series[:40], normalisation, 4)
+    np.testing.assert_allclose(scaling.inverse(scaling.transform(series[40:], 40), 40), series[40:], rtol=1e-12)
+    assert scaling.log == (normalisation != "standard")
+    assert (scaling.indices == 1).all() == (normalisation != "seasonal")
+
+
+# --- the global forecaster -----------------------------------------------------------------------
+
+def test_two_constant_series_each_forecast_their_own_constant():
+    table = long_table({"a": np.full(40, 5.0), "b": np.full(40, 300.0)})
+    forecaster = Forecaster("t", "y", horizon=4, id="id", **QUICK).fit(table)
+    prediction = forecaster.predict(table)
+    assert prediction.columns.tolist() == ["id", "t", "forecast", "lower", "upper"]
+    assert prediction["id"].tolist() == ["a"] * 4 + ["b"] * 4
+    assert prediction["t"].tolist() == [41, 42, 43, 44] * 2
+    for column in ("forecast", "lower", "upper"):
+        np.testing.assert_allclose(prediction[column], [5.0] * 4 + [300.0] * 4, rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def lines():
+    """Two straight lines, one rising and one falling, and a series of 3 values (shorter than
+    the lookback), backtested on their last 4 values."""
+    table = long_table({"up": 10 + 2.0 * np.arange(60), "down": 500 - 3.0 * np.arange(60), "new": np.array([4.0, 5, 6])})
+    forecaster = Forecaster("t", "y", horizon=4, id="id", **QUICK)
+    return table, forecaster, forecaster.backtest(table)
+
+
+def test_the_forecast_is_chosen_on_validation_windows_and_a_line_is_continued_exactly(lines):
+    table, forecaster, result = lines
+    # ETS continues a line exactly; the two-epoch network, alone or averaged with ETS, does not.
+    assert result.model.layout.chosen == "ets"
+    assert result.unscored == ["new"] and result.series == 2
+    scores = result.scores
+    assert scores.loc[result.model.layout.chosen, "OWA"] == pytest.approx(0, abs=1e-6)
+    assert scores.loc["naive2", "OWA"] == 1.0 and scores.loc["model", "OWA"] > 0
+    # Held-out rows: 2 scored series x 4 steps, with the actual values.
+    rows = result.forecasts
+    assert rows["id"].tolist() == ["up"] * 4 + ["down"] * 4 and rows["t"].tolist() == [57, 58, 59, 60] * 2
+    assert rows["actual"].tolist() == [122.0, 124.0, 126.0, 128.0, 332.0, 329.0, 326.0, 323.0]
+    text = panel_report(result)
+    assert "the model is beaten on this backtest" in text
+    assert f"predict uses the {result.model.layout.chosen} forecast" in text
+    forecaster.fit(table)
+    prediction = forecaster.predict(table)
+    assert prediction["t"].tolist() == [61, 62, 63, 64] * 2 + [4, 5, 6, 7]
+    np.testing.assert_allclose(prediction["forecast"][:8], [130, 132, 134, 136, 320, 317, 314, 311], rtol=1e-6)
+    assert np.isfinite(prediction[["forecast", "lower", "upper"]].to_numpy()).all()  # the short series too
+    assert prediction.attrs["forecast"] == forecaster.layout.chosen
+
+
+def test_a_global_forecaster_saved_predicts_the_same_after_loading(lines, tmp_path):
+    table, forecaster, _ = lines
+    forecaster.fit(table).save(tmp_path / "model")
+    loaded = Forecaster.load(tmp_path / "model")
+    pd.testing.assert_frame_equal(loaded.predict(table), forecaster.predict(table))
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["layout"]["chosen"] == forecaster.layout.chosen
+
+
+def test_cli_fit_and_predict_a_long_table(tmp_path, capsys):
+    from lstmkit.cli import main
+
+    path = tmp_path / "long.csv"
+    long_table({"up": 10 + 2.0 * np.arange(40), "down": 500 - 3.0 * np.arange(40)}).to_csv(path, index=False)
+    main(["forecast", "fit", str(path), "--id", "id", "--time", "t", "--target", "y", "--horizon", "3",
+          "--hidden-size", "8", "--num-layers", "1", "--epochs", "2", "--baselines", "naive,naive2,ets",
+          "--out", str(tmp_path / "run")])
+    printed = capsys.readouterr().out
+    assert "predict uses the ets forecast" in printed
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(results["backtest"]) == {"model", "combination", "naive", "naive2", "ets", "model+ets"}
+    main(["forecast", "predict", str(tmp_path / "run"), str(path), "--out", str(tmp_path / "next.csv")])
+    prediction = pd.read_csv(tmp_path / "next.csv")
+    assert prediction.columns.tolist() == ["id", "t", "forecast", "lower", "upper"]
+    np.testing.assert_allclose(prediction["forecast"], [90, 92, 94, 380, 377, 374], rtol=1e-6)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(normalisation="boxcox"), "normalisation must be one of standard, log, seasonal, got 'boxcox'"),
+    (dict(baselines=("naive", "prophet")), "baselines must be among naive, seasonal_naive, drift, ets, arima, theta, "
+                                           "naive2, got 'prophet'"),
+    (dict(epoch_windows=0), "epoch_windows must be a positive integer, got 0"),
+    (dict(target="y,z"), "a long table (id='id') has one target column, got y, z"),
+    (dict(id="t"), "id, time and target must be three columns, got id='t' twice"),
+])
+def test_long_table_options_are_refused_when_the_config_is_built(options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Forecaster(**{"time": "t", "target": "y", "horizon": 3, "id": "id", **options})

@@ -1,0 +1,128 @@
+"""The continuous cache pointer and dynamic evaluation: hand-worked cases, agreement with plain
+evaluation where they must reduce to it, and their option checks."""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lstmkit.models.language import LanguageModel, LanguageModelConfig
+from lstmkit.pipelines.lm import TrainedLanguageModel
+from lstmkit.pipelines.lm_evaluation import (CachePointer, DynamicEvaluation, cache_log_probabilities,
+                                             score_dynamically, score_with_cache)
+from lstmkit.text import Vocabulary
+
+HIDDEN = torch.tensor([[1.0], [2.0], [1.0]])
+MODEL_PROBS = torch.tensor([[0.5, 0.5], [0.8, 0.2], [0.6, 0.4]])
+TARGETS = torch.tensor([0, 1, 1])
+
+
+def test_the_cache_mixture_by_hand():
+    """θ = 1, λ = 0.5. Step 0 has no cache: the model's 0.5. Step 1's cache holds (h_0 = 1,
+    next word 0): p(1) = 0.5 · 0.2 + 0.5 · 0. Step 2's holds h_0 = 1 → 0 and h_1 = 2 → 1,
+    scored e^1 and e^2: p(1) = 0.5 · 0.4 + 0.5 · e²/(e + e²)."""
+    scored = cache_log_probabilities(HIDDEN, MODEL_PROBS.log(), TARGETS, CachePointer(window=2, theta=1.0, mixture=0.5))
+    e = math.e
+    expected = [0.5, 0.5 * 0.2, 0.5 * 0.4 + 0.5 * e**2 / (e + e**2)]
+    assert scored.exp().tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_window_bounds_the_cache():
+    """With window 1, step 2 sees only h_1 (next word 1): p(1) = 0.5 · 0.4 + 0.5."""
+    scored = cache_log_probabilities(HIDDEN, MODEL_PROBS.log(), TARGETS, CachePointer(window=1, theta=1.0, mixture=0.5))
+    assert scored.exp()[2].item() == pytest.approx(0.7, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def trained() -> TrainedLanguageModel:
+    torch.manual_seed(0)
+    text = "to be or not to be that is the question\n" * 4
+    vocabulary = Vocabulary.build(text, "char", 1)
+    model = LanguageModel(LanguageModelConfig("lstm", len(vocabulary), hidden_size=16, num_layers=1, dropout=0.0))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    tokens = vocabulary.encode(text, "text")
+    for _ in range(10):
+        logits, _ = model(tokens[:-1].unsqueeze(1))
+        loss = F.cross_entropy(logits[:, 0], tokens[1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return TrainedLanguageModel(model.eval(), vocabulary, {})
+
+
+TEXT = "to be or not to be that is the question\n"
+
+
+def test_a_cache_of_weight_zero_is_plain_evaluation(trained):
+    plain = trained.evaluate(TEXT)
+    assert trained.evaluate(TEXT, cache=CachePointer(mixture=0.0)).loss == pytest.approx(plain.loss, rel=1e-5)
+
+
+def test_the_cache_spans_the_windows_the_text_is_cut_into(trained):
+    tokens = trained.vocabulary.encode(TEXT * 3, "text")
+    cache = CachePointer(window=50, theta=0.5, mixture=0.3)
+    whole, count = score_with_cache(trained.model, tokens, cache, window=1000)
+    cut, cut_count = score_with_cache(trained.model, tokens, cache, window=7)
+    assert cut_count == count == tokens.numel() - 1
+    assert cut == pytest.approx(whole, rel=1e-5)
+
+
+def test_a_repeated_text_scores_better_with_the_cache(trained):
+    text = "xyzzy plugh " * 10  # words the model never saw, repeated
+    vocabulary = Vocabulary.build(text + TEXT, "char", 1)
+    model = LanguageModel(LanguageModelConfig("lstm", len(vocabulary), hidden_size=16, num_layers=1, dropout=0.0))
+    untrained = TrainedLanguageModel(model.eval(), vocabulary, {})
+    assert untrained.evaluate(text, cache=CachePointer(theta=1.0, mixture=0.5)).loss < untrained.evaluate(text).loss
+
+
+def test_dynamic_evaluation_by_hand(trained):
+    """Segment 1 scored with θ₀; θ₁ = θ₀ − η ∇ℓ₁ (mean loss of segment 1); segment 2 scored with
+    θ₁ from the state segment 1 ended in."""
+    tokens = trained.vocabulary.encode(TEXT, "text")
+    dynamic = DynamicEvaluation(segment=20, lr=0.5, decay=0.0)
+    model = copy.deepcopy(trained.model)
+    logits, state = model(tokens[:20].unsqueeze(1))
+    first = F.cross_entropy(logits[:, 0], tokens[1:21], reduction="sum")
+    gradients = torch.autograd.grad(first / 20, list(model.parameters()))
+    with torch.no_grad():
+        for parameter, gradient in zip(model.parameters(), gradients, strict=True):
+            parameter -= 0.5 * gradient
+        logits, _ = model(tokens[20:-1].unsqueeze(1), tuple(part.detach() for part in state))
+        second = F.cross_entropy(logits[:, 0], tokens[21:], reduction="sum")
+    total, count = score_dynamically(trained.model, tokens, dynamic)
+    assert count == tokens.numel() - 1
+    assert total == pytest.approx(first.item() + second.item(), rel=1e-5)
+
+
+def test_dynamic_evaluation_with_full_decay_is_plain_evaluation_and_leaves_the_model_alone(trained):
+    before = {name: value.clone() for name, value in trained.model.state_dict().items()}
+    plain = trained.evaluate(TEXT)
+    assert trained.evaluate(TEXT, dynamic=DynamicEvaluation(segment=9, lr=0.5, decay=1.0)).loss \
+        == pytest.approx(plain.loss, rel=1e-5)
+    adapted = trained.evaluate(TEXT * 4, dynamic=DynamicEvaluation(segment=20, lr=0.5))
+    assert adapted.loss < trained.evaluate(TEXT * 4).loss, "the model adapts to the text it reads"
+    for name, value in trained.model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: CachePointer(window=0), "the cache window must be a positive number of tokens, got 0"),
+    (lambda: CachePointer(theta=-1.0), "the cache's theta must be a non-negative number, got -1.0"),
+    (lambda: CachePointer(mixture=1.5), "the cache's mixture weight (lambda) must be in [0, 1], got 1.5"),
+    (lambda: DynamicEvaluation(segment=0), "the dynamic evaluation segment must be a positive number of tokens, got 0"),
+    (lambda: DynamicEvaluation(lr=math.nan), "the dynamic evaluation rate must be a positive number, got nan"),
+    (lambda: DynamicEvaluation(decay=2.0), "the dynamic evaluation decay must be in [0, 1], got 2.0"),
+])
+def test_options_are_checked(build, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build()
+
+
+def test_one_way_at_a_time(trained):
+    with pytest.raises(ValueError, match="score with the cache pointer or with dynamic evaluation, one at a time"):
+        trained.evaluate(TEXT, cache=CachePointer(), dynamic=DynamicEvaluation())

@@ -1,0 +1,249 @@
+"""The regularisers and initialisations (recurrent and input dropout, zoneout, weight dropout,
+chrono and orthogonal init): every engine that runs them equals a hand-written loop with the
+same masks in float64; the masks have the right statistics; evaluation is deterministic; the
+engines are chosen and refused as they should be; bad options are named."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+import lstmkit
+from helpers import assert_close
+from lstmkit.engines import ENGINES, base
+from lstmkit.engines.base import LayerNoise
+
+T, B, INPUT, HIDDEN = 6, 3, 4, 5
+F64 = torch.float64
+
+
+def engines_running(cell: lstmkit.Recurrent, options: frozenset[str]) -> list[str]:
+    """The engines that run `options` for `cell` on the CPU."""
+    return [name for name, engine in ENGINES.items()
+            if options <= engine.regularisers and not engine.unavailable() and not engine.unsupported(cell, None)
+            and name != "triton"]
+
+
+def by_hand(cell: str, layer: lstmkit.Recurrent, x, h, c, input_mask, noise: LayerNoise):
+    """One layer of the torch.nn equations, written out, with the masks applied."""
+    w_ih, w_hh, b_ih, b_hh = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
+    outputs = []
+    for t in range(x.shape[0]):
+        x_t = x[t] * input_mask
+        h_seen = h if noise.recurrent_mask is None else h * noise.recurrent_mask
+        from_input, from_hidden = x_t @ w_ih.T + b_ih, h_seen @ w_hh.T + b_hh
+        if cell == "lstm":
+            i, f, g, o = (from_input + from_hidden).chunk(4, -1)
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_new = torch.sigmoid(o) * torch.tanh(c_new)
+            if noise.keep_cell is not None:
+                c_new = c_new + noise.keep_cell[t] * (c - c_new)
+            c = c_new
+        else:
+            (x_r, x_z, x_n), (h_r, h_z, h_n) = from_input.chunk(3, -1), from_hidden.chunk(3, -1)
+            r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+            h_new = (1 - z) * torch.tanh(x_n + r * h_n) + z * h
+        if noise.keep_hidden is not None:
+            h_new = h_new + noise.keep_hidden[t] * (h - h_new)
+        h = h_new
+        outputs.append(h)
+    return torch.stack(outputs), h, c
+
+
+@pytest.fixture
+def fixed_masks(monkeypatch):
+    """Masks drawn here, once, and handed to every engine: input dropout's (B, I) and the
+    recurrent ones (LayerNoise)."""
+    generator = torch.Generator().manual_seed(7)
+    masks = {
+        "input": (torch.rand(B, INPUT, generator=generator, dtype=F64) > 0.3) / 0.7,
+        "recurrent": (torch.rand(B, HIDDEN, generator=generator, dtype=F64) > 0.4) / 0.6,
+        "keep_hidden": (torch.rand(T, B, HIDDEN, generator=generator, dtype=F64) < 0.2).to(F64),
+        "keep_cell": (torch.rand(T, B, HIDDEN, generator=generator, dtype=F64) < 0.1).to(F64),
+    }
+    monkeypatch.setattr(base, "dropout_mask", lambda shape, p, like: masks["input"])
+
+    def noise(stack, inputs, hidden_size, output_size):
+        acting = stack.regularisation.acting(stack.training)
+        return LayerNoise(masks["recurrent"] if "recurrent_dropout" in acting else None,
+                          masks["keep_hidden"] if stack.regularisation.zoneout_hidden else None,
+                          masks["keep_cell"] if stack.regularisation.zoneout_cell else None)
+
+    monkeypatch.setattr(base.Stack, "noise", noise)
+    return masks
+
+
+OPTION_SETS = [
+    ("lstm", dict(recurrent_dropout=0.4)),
+    ("lstm", dict(zoneout=(0.1, 0.2))),
+    ("lstm", dict(input_dropout=0.3)),
+    ("lstm", dict(recurrent_dropout=0.4, input_dropout=0.3, zoneout=(0.1, 0.2))),
+    ("gru", dict(recurrent_dropout=0.4, zoneout=0.2)),
+    ("gru", dict(input_dropout=0.3)),
+]
+
+
+@pytest.mark.parametrize("cell, options", OPTION_SETS, ids=lambda value: str(value))
+def test_with_fixed_masks_every_engine_equals_the_equations_by_hand(cell, options, fixed_masks):
+    layer = lstmkit.Recurrent(cell, INPUT, HIDDEN, dtype=F64, **options)
+    acting = layer.regularisation.acting(training=True)
+    names = engines_running(layer.cell, acting)
+    assert "reference" in names
+    x = torch.randn(T, B, INPUT, dtype=F64, requires_grad=True)
+    h0 = torch.randn(1, B, HIDDEN, dtype=F64, requires_grad=True)
+    c0 = torch.randn(1, B, HIDDEN, dtype=F64, requires_grad=True)
+    noise = base.Stack.noise(layer._stack(), x, HIDDEN, HIDDEN)
+    input_mask = fixed_masks["input"] if "input_dropout" in acting else 1.0
+    expected, h_n, _ = by_hand(cell, layer, x, h0[0], c0[0], input_mask, noise)
+    expected_grads = torch.autograd.grad((expected.sum() + h_n.pow(2).sum()), [x, h0, *layer.parameters()])
+    for name in names:
+        layer.engine = name
+        output, state = layer(x, (h0, c0) if cell == "lstm" else h0)
+        h_last = state[0] if cell == "lstm" else state
+        assert_close(output, expected, f"{name}: output")
+        grads = torch.autograd.grad(output.sum() + h_last.pow(2).sum(), [x, h0, *layer.parameters()])
+        for index, (ours, theirs) in enumerate(zip(grads, expected_grads, strict=True)):
+            assert_close(ours, theirs, f"{name}: gradient {index}")
+
+
+def test_the_recurrent_mask_is_drawn_once_and_shared_by_every_step(monkeypatch):
+    """h_{t-1} reaches the recurrent product as h ⊙ m with one m for the whole sequence; the
+    dropped fraction is p and the kept values are scaled by 1/(1-p)."""
+    seen = []
+    layer = lstmkit.LSTM(INPUT, 64, recurrent_dropout=0.25, engine="reference")
+    original = layer.cell.project_hidden
+    monkeypatch.setattr(type(layer.cell), "project_hidden",
+                        lambda cell, h, weights: seen.append(h.detach().clone()) or original(h, weights))
+    captured = {}
+    real_noise = base.Stack.noise
+    monkeypatch.setattr(base.Stack, "noise", lambda *a: captured.setdefault("noise", real_noise(*a)))
+    torch.manual_seed(0)
+    layer(torch.randn(T, 400, INPUT))
+    mask = captured["noise"].recurrent_mask
+    assert mask.unique().tolist() == pytest.approx([0.0, 1 / 0.75])
+    assert (mask == 0).float().mean().item() == pytest.approx(0.25, abs=0.01)
+    dropped = mask == 0
+    for h_seen in seen[1:]:
+        assert (h_seen[dropped] == 0).all() and (h_seen[~dropped] != 0).all()
+
+
+def test_zoneout_masks_change_every_step_with_rate_z(monkeypatch):
+    captured = {}
+    real_noise = base.Stack.noise
+    monkeypatch.setattr(base.Stack, "noise", lambda *a: captured.setdefault("noise", real_noise(*a)))
+    torch.manual_seed(0)
+    lstmkit.LSTM(INPUT, 64, zoneout=(0.1, 0.3))(torch.randn(50, 200, INPUT))
+    noise = captured["noise"]
+    assert noise.keep_cell.mean().item() == pytest.approx(0.1, abs=0.005)
+    assert noise.keep_hidden.mean().item() == pytest.approx(0.3, abs=0.005)
+    assert not torch.equal(noise.keep_hidden[0], noise.keep_hidden[1])
+
+
+def test_evaluation_is_deterministic_and_zoneout_takes_its_expectation():
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(INPUT, HIDDEN, recurrent_dropout=0.5, input_dropout=0.5, weight_dropout=0.5,
+                         zoneout=(0.2, 0.3), dtype=F64).eval()
+    x = torch.randn(T, B, INPUT, dtype=F64)
+    first, second = layer(x), layer(x)
+    assert torch.equal(first[0], second[0])
+    plain = lstmkit.LSTM(INPUT, HIDDEN, dtype=F64)
+    plain.load_state_dict(layer.state_dict())
+    step, (h1, c1) = plain(x[:1])
+    assert_close(layer(x[:1])[1][1], 0.7 * 0 + 0.8 * c1 + 0.2 * 0, "c after one step: 0.2 · c0 + 0.8 · c̃")
+    assert_close(layer(x[:1])[0], 0.7 * step, "h after one step: 0.3 · h0 + 0.7 · h̃ (h0 = 0)")
+
+
+def test_weight_dropout_drops_weight_hh_once_per_call(monkeypatch):
+    layer = lstmkit.LSTM(INPUT, 64, weight_dropout=0.5, engine="reference")
+    used = []
+    real_run = ENGINES["reference"].run
+    monkeypatch.setattr(ENGINES["reference"], "run", lambda stack, *rest: used.append(stack.weights[0].weight_hh)
+                        or real_run(stack, *rest))
+    layer(torch.randn(T, B, INPUT))
+    layer(torch.randn(T, B, INPUT))
+    weight = layer.weight_hh_l0.detach()
+    for dropped in used:
+        kept = dropped != 0
+        assert torch.allclose(dropped[kept], 2 * weight[kept])
+        assert (~kept).float().mean().item() == pytest.approx(0.5, abs=0.03)
+    assert not torch.equal(used[0] != 0, used[1] != 0), "a fresh mask each call"
+    layer.eval()
+    layer(torch.randn(T, B, INPUT))
+    assert used[2] is layer.weight_hh_l0
+
+
+def test_options_off_leave_the_layer_equal_to_torch_nn():
+    torch.manual_seed(0)
+    ours = lstmkit.LSTM(INPUT, HIDDEN, num_layers=2, dtype=F64)
+    theirs = torch.nn.LSTM(INPUT, HIDDEN, num_layers=2, dtype=F64)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(T, B, INPUT, dtype=F64)
+    assert ours.engine_name == "native"
+    assert_close(ours(x)[0], theirs(x)[0], "output")
+
+
+@pytest.mark.parametrize("options, training, engine", [
+    (dict(recurrent_dropout=0.2), True, "reference"),
+    (dict(recurrent_dropout=0.2), False, "native"),
+    (dict(weight_dropout=0.2), True, "native"),
+    (dict(input_dropout=0.2), True, "fused"),
+    (dict(zoneout=0.1), False, "reference"),
+])
+def test_auto_picks_an_engine_that_runs_what_acts(options, training, engine):
+    layer = lstmkit.LSTM(INPUT, HIDDEN, **options).train(training)
+    assert layer.engine_name == engine
+
+
+@pytest.mark.parametrize("cell, options, message", [
+    ("lstm", dict(recurrent_dropout=1.0), "recurrent_dropout must be a probability in [0, 1), got 1.0"),
+    ("lstm", dict(input_dropout=-0.1), "input_dropout must be a probability in [0, 1), got -0.1"),
+    ("lstm", dict(weight_dropout=math.nan), "weight_dropout must be a probability in [0, 1), got nan"),
+    ("lstm", dict(zoneout=(0.1, 0.2, 0.3)), "zoneout must be a probability z or a pair (z_c, z_h), got (0.1, 0.2, 0.3)"),
+    ("gru", dict(zoneout=(0.1, 0.2)), "zoneout of the cell state needs a cell with one; cell gru has only h "
+                                      "(got zoneout=(0.1, 0.2); give z alone, or (0, z_h))"),
+    ("lstm", dict(init="xavier"), "init must be None, 'chrono' or 'orthogonal', or a sequence of them, got 'xavier'"),
+    ("lstm", dict(init="chrono"), "init='chrono' needs chrono_max, the longest dependency expected in steps, above 2; "
+                                  "got chrono_max=None"),
+    ("lstm", dict(chrono_max=100), "chrono_max goes with init='chrono', got chrono_max=100 with init=None"),
+    ("gru", dict(init="chrono", chrono_max=100), "init='chrono' sets the forget gate's bias; cell gru has no forget gate"),
+    ("lstm", dict(init="chrono", chrono_max=100, forget_bias=1.0),
+     "init='chrono' and forget_bias=1.0 both set the forget gate's bias; give one of them"),
+    ("lstm", dict(recurrent_dropout=0.1, engine="native"),
+     "engine='native' cannot run recurrent_dropout; use engine='auto' (engines that run it: reference)"),
+])
+def test_bad_options_are_named(cell, options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        lstmkit.Recurrent(cell, INPUT, HIDDEN, **options)
+
+
+def test_a_misspelt_option_of_a_named_layer_is_refused():
+    with pytest.raises(TypeError, match=re.escape("unexpected keyword argument(s) 'recurent_dropout'")):
+        lstmkit.GRU(INPUT, HIDDEN, recurent_dropout=0.1)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "layernorm", "cifg"])
+def test_chrono_biases_span_the_time_scales_up_to_chrono_max(cell):
+    torch.manual_seed(0)
+    layer = lstmkit.Recurrent(cell, INPUT, 200, num_layers=2, bidirectional=True, init="chrono", chrono_max=1000)
+    blocks = layer.cell.weight_blocks
+    for suffix in ("_l0", "_l1_reverse"):
+        bias_ih, bias_hh = (getattr(layer, name + suffix).detach().split(200) for name in ("bias_ih", "bias_hh"))
+        if cell == "cifg":  # f = 1 − i: the input gate carries −b_f
+            forget = -bias_ih[blocks.index("i")]
+        else:
+            forget = bias_ih[blocks.index("f")]
+            assert torch.equal(bias_ih[blocks.index("i")], -forget)
+        assert forget.min().item() >= 0 and forget.max().item() <= math.log(999)
+        assert forget.max().item() > math.log(500), "the range up to log(chrono_max - 1) is used"
+        for block in ("i", "f"):
+            if block in blocks:
+                assert torch.equal(bias_hh[blocks.index(block)], torch.zeros(200))
+
+
+def test_orthogonal_init_makes_each_gate_block_of_weight_hh_orthogonal():
+    layer = lstmkit.LSTM(INPUT, HIDDEN, num_layers=2, init="orthogonal", dtype=F64)
+    for block in layer.weight_hh_l1.detach().split(HIDDEN):
+        assert_close(block @ block.T, torch.eye(HIDDEN, dtype=F64), "W Wᵀ = I", tolerance=1e-12)

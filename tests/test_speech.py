@@ -1,0 +1,353 @@
+"""Speech recognition: CTC decoding, the front end, manifests, bad files, and a tiny task learned."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("librosa", reason="the speech extra is not installed: pip install 'lstmkit[speech]'")
+soundfile = pytest.importorskip("soundfile")
+
+from lstmkit.audio import AudioError, FrontEnd, ManifestError, fsdd_manifests, read_manifest  # noqa: E402
+from helpers import Killed, dies_at_step, run_cli  # noqa: E402
+from lstmkit.models.acoustic import greedy_decode, prefix_beam_search, stack_frames  # noqa: E402
+from lstmkit.pipelines.configs import SpeechConfig  # noqa: E402
+from lstmkit.pipelines.speech import (  # noqa: E402
+    confusion_table, load_speech_model, load_utterances, train_speech_model,
+)
+
+RATE = 8000
+
+
+def tone(seconds: float, frequency: float, rate: int = RATE, seed: int = 0) -> np.ndarray:
+    """A sine with a little noise."""
+    time = np.arange(int(seconds * rate)) / rate
+    return 0.5 * np.sin(2 * np.pi * frequency * time) + np.random.default_rng(seed).normal(0, 0.01, len(time))
+
+
+def write_wav(path, seconds: float = 0.3, frequency: float = 440.0, rate: int = RATE, channels: int = 1,
+              seed: int = 0):
+    """A tone, 16-bit PCM."""
+    samples = tone(seconds, frequency, rate, seed)
+    soundfile.write(path, np.repeat(samples[:, None], channels, 1), rate, subtype="PCM_16")
+    return path
+
+
+def write_manifest_text(path, rows: str):
+    path.write_text(rows)
+    return path
+
+
+def one_hot_path(labels: list[int], vocabulary: int = 4, peak: float = 0.9) -> torch.Tensor:
+    """(T, V) log-probabilities whose likeliest label at step t is labels[t]."""
+    probabilities = torch.full((len(labels), vocabulary), (1 - peak) / (vocabulary - 1))
+    probabilities[torch.arange(len(labels)), torch.tensor(labels)] = peak
+    return probabilities.log()
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path, expected", [
+    ([0, 0, 0], []),  # only blanks
+    ([1, 1, 1], [1]),  # a repeat collapses
+    ([1, 0, 1], [1, 1]),  # a blank separates two equal labels
+    ([0, 2, 2, 0, 3, 3, 1, 0], [2, 3, 1]),
+    ([3, 0, 0, 3, 3, 0, 3], [3, 3, 3]),
+])
+def test_greedy_decoding_merges_repeats_then_drops_blanks(path, expected):
+    assert greedy_decode(one_hot_path(path)) == expected
+    assert prefix_beam_search(one_hot_path(path), 4) == expected
+
+
+def confident_matrix(seed: int, steps: int = 20, vocabulary: int = 5) -> torch.Tensor:
+    """Random (T, V) log-probabilities whose likeliest label has probability in [0.6, 1) at
+    each step, the rest spread at random."""
+    generator = torch.Generator().manual_seed(seed)
+    rest = torch.rand(steps, vocabulary, generator=generator)
+    best = torch.randint(0, vocabulary, (steps,), generator=generator)
+    top = 0.6 + 0.4 * torch.rand(steps, generator=generator)
+    rest[torch.arange(steps), best] = 0
+    probabilities = rest / rest.sum(1, keepdim=True) * (1 - top[:, None])
+    probabilities[torch.arange(steps), best] = top
+    return probabilities.log()
+
+
+def test_prefix_beam_search_with_beam_1_is_greedy_on_random_matrices():
+    for seed in range(200):
+        matrix = confident_matrix(seed)
+        assert prefix_beam_search(matrix, 1) == greedy_decode(matrix), seed
+
+
+def labelling_probability(log_probs: torch.Tensor, labels: list[int]) -> float:
+    """P(labels | x): the sum over every CTC path of the labelling (torch's CTC loss)."""
+    if not labels:
+        return math.exp(log_probs[:, 0].sum().item())
+    loss = torch.nn.functional.ctc_loss(log_probs[:, None].double(), torch.tensor([labels]),
+                                        torch.tensor([len(log_probs)]), torch.tensor([len(labels)]), reduction="sum")
+    return math.exp(-loss.item())
+
+
+def test_prefix_beam_search_finds_the_labelling_greedy_misses():
+    # Each step: blank 0.4, "a" 0.35, "b" 0.25. The best path is blank-blank, so greedy says "";
+    # but P("a") = .35·.35 + 2·.4·.35 = 0.4025 > P("") = 0.16.
+    log_probs = torch.tensor([[0.4, 0.35, 0.25]] * 2).log()
+    assert greedy_decode(log_probs) == []
+    assert prefix_beam_search(log_probs, 3) == [1]
+    assert labelling_probability(log_probs, [1]) == pytest.approx(0.4025)
+    assert labelling_probability(log_probs, []) == pytest.approx(0.16)
+
+
+def test_a_wide_beam_finds_the_likeliest_labelling_of_small_random_matrices():
+    for seed in range(30):
+        log_probs = torch.randn(4, 3, generator=torch.Generator().manual_seed(seed)).log_softmax(-1)
+        every = [list(labels) for length in range(5) for labels in itertools.product((1, 2), repeat=length)]
+        best = max(every, key=lambda labels: labelling_probability(log_probs, labels))
+        assert prefix_beam_search(log_probs, 50) == best, seed
+
+
+def test_beam_must_be_a_positive_integer():
+    with pytest.raises(ValueError, match=r"^beam must be a positive integer, got 0$"):
+        prefix_beam_search(torch.zeros(2, 3), 0)
+
+
+def test_frame_stacking_concatenates_neighbours_and_shortens_lengths():
+    frames = torch.arange(5 * 1 * 2, dtype=torch.float32).view(5, 1, 2)
+    stacked, lengths = stack_frames(frames, torch.tensor([5]), 2)
+    assert stacked[:, 0].tolist() == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 0]]
+    assert lengths.tolist() == [3]
+
+
+# --- the front end ----------------------------------------------------------------------------
+
+def test_features_have_one_frame_every_10_ms_and_40_bands(tmp_path):
+    front_end = FrontEnd()
+    frames, resampled = front_end.features(write_wav(tmp_path / "a.wav", seconds=1.0))
+    assert front_end.frame_rate == 100.0
+    assert tuple(frames.shape) == (101, 40)  # centred frames: 1 + 8000 // 80
+    assert resampled is None
+    assert frames.mean(0).abs().max() < 1e-4 and frames.std(unbiased=False).item() == pytest.approx(1, abs=1e-4)
+
+
+def test_a_file_at_another_rate_is_resampled_and_says_so(tmp_path):
+    frames, resampled = FrontEnd().features(write_wav(tmp_path / "a.wav", seconds=0.5, rate=16000))
+    assert resampled == 16000
+    assert tuple(frames.shape) == (51, 40)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda path: path.write_bytes(b"this is not audio"), "{path}: not a readable audio file"),
+    (lambda path: soundfile.write(path, np.zeros((0, 1)), RATE), "{path}: holds no samples"),
+    (lambda path: write_wav(path, channels=2),
+     "{path}: has 2 channels; expected mono audio (mix it down first, e.g. `sox IN OUT remix -`)"),
+    (lambda path: write_wav(path, seconds=0.01), "{path}: lasts 10.0 ms; at least one 25 ms window is needed"),
+    (lambda path: None, "{path}: no such file"),
+])
+def test_bad_audio_files_are_named_with_what_is_wrong(tmp_path, make, message):
+    path = tmp_path / "bad.wav"
+    make(path)
+    with pytest.raises(AudioError) as error:
+        FrontEnd().features(path)
+    assert str(error.value).startswith(message.format(path=path))
+
+
+def test_a_file_too_short_for_its_transcript_stops_training_before_it_starts(tmp_path, capsys):
+    write_wav(tmp_path / "short.wav", seconds=0.05)
+    manifest = write_manifest_text(tmp_path / "train.csv", "path,text\nshort.wav,seventeen\n")
+    code, _, err = run_cli(["speech", "train", str(manifest), "--out", str(tmp_path / "run"), "--steps", "1"], capsys)
+    assert code == 2
+    assert err == (f"lstmkit: error: {tmp_path / 'short.wav'}: too short for its transcript 'seventeen': its 0.06 s "
+                   "give 3 model steps (6 frames / stack 2), and the transcript needs 10\n")
+    assert not (tmp_path / "run").exists()
+
+
+# --- manifests --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rows, message", [
+    ("", "{m}: expected the header 'path,text' on line 1, got 'an empty file'"),
+    ("file,words\na.wav,one\n", "{m}: expected the header 'path,text' on line 1, got 'file,words'"),
+    ("path,text\na.wav,one,two\n", "{m}, line 2: expected 2 fields (path,text), got 3: ['a.wav', 'one', 'two']"),
+    ("path,text\n,one\n", "{m}, line 2: the path is empty"),
+    ("path,text\na.wav,one\na.wav,  \n", "{m}, line 3: the transcript of a.wav is empty"),
+    ("path,text\nmissing.wav,one\n", "{m}, line 2: {d}/missing.wav does not exist"),
+    ("path,text\n\n", "{m} lists no utterances"),
+])
+def test_manifests_with_bad_rows_are_refused_naming_the_line(tmp_path, rows, message):
+    write_wav(tmp_path / "a.wav")
+    manifest = write_manifest_text(tmp_path / "m.csv", rows)
+    with pytest.raises(ManifestError) as error:
+        read_manifest(manifest)
+    assert str(error.value) == message.format(m=manifest, d=tmp_path)
+
+
+def test_manifest_paths_are_relative_to_the_manifest_and_transcripts_are_tidied(tmp_path):
+    (tmp_path / "audio").mkdir()
+    write_wav(tmp_path / "audio" / "a.wav")
+    manifest = write_manifest_text(tmp_path / "m.csv", 'path,text\naudio/a.wav," one   two "\n')
+    (utterance,) = read_manifest(manifest)
+    assert utterance.path == tmp_path / "audio" / "a.wav" and utterance.text == "one two"
+
+
+def test_a_transcript_with_characters_the_model_does_not_know_is_named(tmp_path):
+    write_wav(tmp_path / "a.wav")
+    manifest = write_manifest_text(tmp_path / "m.csv", "path,text\na.wav,one!\n")
+    from lstmkit.pipelines.speech import Alphabet
+
+    with pytest.raises(ManifestError) as error:
+        load_utterances(manifest, FrontEnd(), Alphabet("enot"), 2)
+    assert str(error.value) == (f"{manifest}, {tmp_path / 'a.wav'}: the transcript 'one!' has characters the model "
+                                "does not know ('!'; it knows 'enot')")
+
+
+def fake_fsdd(folder, speakers=("anna", "bob"), digits=(3, 7), indices=range(7)):
+    folder.mkdir()
+    for speaker, digit, index in itertools.product(speakers, digits, indices):
+        write_wav(folder / f"{digit}_{speaker}_{index}.wav", seconds=0.1 + 0.01 * index, frequency=300 + 100 * digit)
+    return folder
+
+
+def test_fsdd_manifests_follow_the_dataset_split_and_hold_out_a_speaker(tmp_path):
+    recordings = fake_fsdd(tmp_path / "recordings")
+    assert fsdd_manifests(recordings, tmp_path / "split") == {"train.csv": 8, "test.csv": 20}
+    test = read_manifest(tmp_path / "split" / "test.csv")
+    assert {int(u.path.stem.split("_")[2]) for u in test} == set(range(5))
+    assert {u.text for u in test} == {"three", "seven"}
+    assert (tmp_path / "split" / "test.csv").read_text().splitlines()[1] == "../recordings/3_anna_0.wav,three"
+    assert fsdd_manifests(recordings, tmp_path / "bob", holdout_speaker="bob") == {"train.csv": 14, "test.csv": 14}
+    assert {u.path.stem.split("_")[1] for u in read_manifest(tmp_path / "bob" / "test.csv")} == {"bob"}
+    with pytest.raises(ValueError, match=r"^holdout_speaker must be one of the speakers in .* \(anna, bob\), "
+                                         r"got 'carol'$"):
+        fsdd_manifests(recordings, tmp_path / "x", holdout_speaker="carol")
+
+
+def test_connected_digits_join_one_speakers_recordings_with_short_silences(tmp_path):
+    recordings = fake_fsdd(tmp_path / "recordings")
+    counts = fsdd_manifests(recordings, tmp_path / "out", connected=3)
+    assert counts == {"train.csv": 16, "test-connected.csv": 20, "test.csv": 40}
+    joined = read_manifest(tmp_path / "out" / "test-connected.csv")
+    for utterance in joined:
+        words = utterance.text.split()
+        assert 2 <= len(words) <= 3 and set(words) <= {"three", "seven"}
+        seconds = soundfile.info(utterance.path).duration
+        parts = 0.1 + 0.01 * 4  # the longest test recording
+        assert 2 * 0.1 + 0.05 * (len(words) - 1) <= seconds <= len(words) * parts + 0.3 * (len(words) - 1)
+    assert "connected/test/anna_0.wav" in (tmp_path / "out" / "test-connected.csv").read_text()
+
+
+def test_the_confusion_table_counts_each_word_as_each_transcript():
+    table = confusion_table(["one", "two", "one", "two", "one"], ["one", "one", "one", "tw", "one"])
+    assert table.splitlines() == ["      |   one   two other",
+                                  "  one |     3     .     .",
+                                  "  two |     1     .     1"]
+    with pytest.raises(ValueError, match="^a confusion table needs one word per reference"):
+        confusion_table(["one two"], ["one"])
+
+
+# --- the config -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("settings, message", [
+    ({"stack": 0}, "stack must be a positive integer, got 0"),
+    ({"hidden_size": 2.5}, "hidden_size must be a positive integer, got 2.5"),
+    ({"cell": "lstn"}, "cell must be one of "),
+    ({"hop_ms": 30.0}, "hop_ms must be positive and at most window_ms (25.0), got 30.0"),
+    ({"dropout": 1.0}, "dropout is a probability in [0, 1), got 1.0"),
+])
+def test_speech_config_checks_its_settings(settings, message):
+    with pytest.raises(ValueError) as error:
+        SpeechConfig(**settings)
+    assert str(error.value).startswith(message)
+
+
+# --- a tiny task, learned ---------------------------------------------------------------------
+
+TONES = {"a": 400.0, "b": 1600.0}
+WORDS = ("ab", "ba")
+
+
+def tone_manifest(folder, name: str, seed: int):
+    """Four utterances of each word, each letter a tone ("a" 400 Hz, "b" 1600 Hz) of 150-250 ms."""
+    folder.mkdir(exist_ok=True)
+    rows, rng = ["path,text"], np.random.default_rng(seed)
+    for word in WORDS:
+        for index in range(4):
+            path = folder / f"{name}-{word}-{index}.wav"
+            soundfile.write(path, np.concatenate([tone(rng.uniform(0.15, 0.25), TONES[letter], seed=seed * 10 + index)
+                                                  for letter in word]), RATE, subtype="PCM_16")
+            rows.append(f"{path.name},{word}")
+    return write_manifest_text(folder / f"{name}.csv", "\n".join(rows) + "\n")
+
+
+TINY = dict(hidden_size=16, num_layers=1, n_mels=16, batch_size=4, lr=1e-2, warmup=0, dropout=0.0, eval_every=20,
+            seed=0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny products: threads only wait on each other (on a busy machine, for long)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tone_run(tmp_path_factory, one_thread):
+    folder = tmp_path_factory.mktemp("tones")
+    train, valid = tone_manifest(folder, "train", 0), tone_manifest(folder, "valid", 1)
+    run = train_speech_model(train, folder / "run", SpeechConfig(**TINY, steps=400, stop_when_perfect=True), valid)
+    return folder, run
+
+
+def test_a_tiny_tone_task_is_learned_to_100_percent(tone_run):
+    folder, run = tone_run
+    assert run.best["val_accuracy"] == 1.0 and run.best["val_wer"] == 0.0 and run.best["val_cer"] == 0.0
+    assert run.steps < 400  # stopped when every validation utterance was exact
+    recognizer = load_speech_model(folder / "run")
+    assert recognizer.alphabet.characters == "ab"
+    assert [recognizer.transcribe(folder / f"valid-{word}-2.wav", beam=4) for word in WORDS] == ["ab", "ba"]
+
+
+def test_eval_and_transcribe_commands_print_and_write_the_scores(tone_run, capsys):
+    folder, _ = tone_run
+    scores = folder / "scores.json"
+    code, out, _ = run_cli(["speech", "eval", str(folder / "run"), str(folder / "valid.csv"), "--json", str(scores),
+                            "--beam", "3"], capsys)
+    assert code == 0
+    assert out.splitlines()[0] == "WER 0.00%, CER 0.00%, accuracy 100.00% over 8 utterances"
+    assert json.loads(scores.read_text()) == {"wer": 0.0, "cer": 0.0, "utterances": 8, "accuracy": 1.0}
+    code, out, _ = run_cli(["speech", "eval", str(folder / "run"), str(folder / "valid.csv"), "--confusion"], capsys)
+    assert out.splitlines()[1:] == ["      |    ab    ba other", "   ab |     4     .     .", "   ba |     .     4     ."]
+    files = [str(folder / "valid-ba-0.wav"), str(folder / "valid-ab-3.wav")]
+    code, out, _ = run_cli(["speech", "transcribe", str(folder / "run"), *files], capsys)
+    assert code == 0 and out.splitlines() == [f"{files[0]}\tba", f"{files[1]}\tab"]
+    image = folder / "show.png"
+    code, out, err = run_cli(["speech", "transcribe", str(folder / "run"), files[1], "--show", str(image)], capsys)
+    assert code == 0 and out == f"{files[1]}\tab\n" and image.read_bytes()[:4] == b"\x89PNG"
+    samples, _ = soundfile.read(files[0])
+    faster = folder / "ba-16k.wav"
+    soundfile.write(faster, np.interp(np.arange(2 * len(samples)) / 2, np.arange(len(samples)), samples), 16000)
+    code, out, err = run_cli(["speech", "transcribe", str(folder / "run"), str(faster)], capsys)
+    assert (code, out) == (0, f"{faster}\tba\n")
+    assert err == f"lstmkit: {faster} resampled from 16000 Hz to 8000 Hz, the model's rate\n"
+
+
+def test_a_resumed_run_computes_what_the_uninterrupted_run_computes(tone_run, tmp_path, monkeypatch):
+    folder, _ = tone_run
+    train, valid = folder / "train.csv", folder / "valid.csv"
+    config = SpeechConfig(**{**TINY, "dropout": 0.3, "num_layers": 2}, steps=30)  # dropout: the random state too
+    whole = train_speech_model(train, tmp_path / "whole", config, valid)
+    dies_at_step(monkeypatch, 25)  # mid-epoch (4 steps each), after the evaluation at step 20
+    with pytest.raises(Killed):
+        train_speech_model(train, tmp_path / "parts", config, valid)
+    monkeypatch.undo()
+    resumed = train_speech_model(train, tmp_path / "parts", config, valid, resume=True)
+    timeless = [[{k: v for k, v in row.items() if k != "seconds"} for row in run.history] for run in (resumed, whole)]
+    assert timeless[0] == timeless[1] and len(timeless[0]) == 2
+    with pytest.raises(ValueError, match="was trained with other settings; --resume needs the same ones "
+                                         r"\(hidden_size: 16 in the run, 8 now\)"):
+        train_speech_model(train, tmp_path / "parts", dataclasses.replace(config, hidden_size=8), valid, resume=True)
