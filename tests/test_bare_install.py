@@ -43,6 +43,8 @@ FORECAST_MESSAGE = ("needs the forecast extra (missing: pandas, matplotlib, stat
                     "pip install 'lstmkit[forecast]'")
 SPEECH_MESSAGE = ("needs the speech extra (missing: soundfile, librosa, jiwer, matplotlib, tqdm): "
                   "pip install 'lstmkit[speech]'")
+TRANSLATE_MESSAGE = ("needs the translate extra (missing: sentencepiece, sacrebleu, matplotlib, tqdm): "
+                     "pip install 'lstmkit[translate]'")
 
 
 def test_importing_lstmkit_and_its_layers_imports_no_extra():
@@ -144,6 +146,8 @@ def test_the_core_installs_torch_numpy_and_safetensors_only():
     ("lstmkit.pipelines.demo", f"lstmkit.pipelines.demo {TASKS_MESSAGE}"),
     ("lstmkit.speech", f"lstmkit.speech {SPEECH_MESSAGE}"),
     ("lstmkit.pipelines.speech", f"lstmkit.pipelines.speech {SPEECH_MESSAGE}"),
+    ("lstmkit.translate", f"lstmkit.pipelines.translate {TRANSLATE_MESSAGE}"),
+    ("lstmkit.text.subwords", f"lstmkit.text.subwords {TRANSLATE_MESSAGE}"),
 ])
 def test_importing_a_pipeline_without_its_extra_names_the_pip_command(module, message):
     with pytest.raises(ImportError) as error:
@@ -170,6 +174,9 @@ TINY_TRAINING = ["--T", "5", "--steps", "1", "--hidden-size", "2", "--test-size"
     (["speech", "train", "train.csv", "--steps", "1", "--out", "run"], f"lstmkit speech {SPEECH_MESSAGE}"),
     (["speech", "transcribe", "run", "a.wav"], f"lstmkit speech {SPEECH_MESSAGE}"),
     (["speech", "eval", "run", "test.csv"], f"lstmkit speech {SPEECH_MESSAGE}"),
+    (["translate", "train", "--source", "a.de", "--target", "a.en", "--valid-source", "v.de", "--valid-target", "v.en",
+      "--out", "run"], f"lstmkit translate {TRANSLATE_MESSAGE}"),
+    (["translate", "eval", "run", "--source", "t.de", "--reference", "t.en"], f"lstmkit translate {TRANSLATE_MESSAGE}"),
 ])
 def test_a_command_without_its_extra_stops_with_one_line(arguments, message, tmp_path):
     command = Path(sys.executable).parent / "lstmkit"

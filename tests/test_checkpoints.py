@@ -26,6 +26,8 @@ from lstmkit.checkpoint import (
     CheckpointWriteError,
     existing,
     load_checkpoint,
+    load_weights,
+    model_tensors,
     previous_path,
     read_extra_tensors,
     save_checkpoint,
@@ -33,7 +35,7 @@ from lstmkit.checkpoint import (
 from lstmkit.models.forecaster import ForecastNetwork, ForecastNetworkConfig
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.pipelines.forecast import load_forecaster
-from lstmkit.pipelines.lm import VOCABULARY_FILE, load_language_model, load_weights, model_tensors
+from lstmkit.pipelines.lm import VOCABULARY_FILE, load_language_model
 from lstmkit.text import Vocabulary
 
 TINY_MODEL = LanguageModelConfig(cell="lstm", vocabulary_size=5, hidden_size=4, num_layers=1, dropout=0.0)

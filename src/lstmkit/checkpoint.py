@@ -52,6 +52,16 @@ class CheckpointWriteError(OSError):
         return self.strerror
 
 
+def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A model's weights for a checkpoint, a tied weight (the model's `tied_weight`: the name of
+    a parameter that is another's tensor) stored once, as the tensor it shares."""
+    tensors = model.state_dict()
+    tied = getattr(model, "tied_weight", None)
+    if tied is not None:
+        del tensors[tied]
+    return tensors
+
+
 @dataclass(frozen=True)
 class CheckpointKind:
     """What the checkpoints of one pipeline hold, so that a load can check them.
@@ -59,7 +69,7 @@ class CheckpointKind:
     name: the config's "kind"; description: what a load of this kind expects, for messages
     ("a forecaster"); section: the config entry that describes the model; sizes: the entries
     of that section that are tensor dimensions or layer counts; build: the section -> the
-    model; stored: the model -> the tensors its checkpoint holds.
+    model; stored: the model -> the tensors its checkpoint holds (a tied weight once).
     """
 
     name: str
@@ -67,7 +77,7 @@ class CheckpointKind:
     section: str
     sizes: tuple[str, ...]
     build: Callable[[dict], nn.Module]
-    stored: Callable[[nn.Module], dict[str, torch.Tensor]] = nn.Module.state_dict
+    stored: Callable[[nn.Module], dict[str, torch.Tensor]] = model_tensors
 
 
 def save_checkpoint(
@@ -134,6 +144,14 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     return read_config(directory), load_tensors(directory / WEIGHTS_FILE, device)
 
 
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], where: object) -> None:
+    """Load the weights `model_tensors` saved (a tied weight is the tensor it shares), after
+    checking their names and shapes against the model's (CheckpointError naming `where`)."""
+    check_tensor_shapes({name: tuple(tensor.shape) for name, tensor in tensors.items()},
+                        {name: tuple(tensor.shape) for name, tensor in model_tensors(model).items()}, where)
+    model.load_state_dict(tensors, strict=False)
+
+
 def load_model_checkpoint(directory: str | Path, kind: CheckpointKind) -> tuple[dict, nn.Module]:
     """(config, model on the CPU with its weights) of a checkpoint of `kind`. Its kind, its
     sizes and the tensor names and shapes in the weights file's header are checked against
@@ -188,10 +206,24 @@ def read_config(directory: Path) -> dict:
 
 def read_extra_json(directory: str | Path, name: str) -> object:
     """A JSON file saved with a checkpoint through `extra_files`."""
+    return read_json(extra_file(directory, name))
+
+
+def read_extra_text(directory: str | Path, name: str) -> str:
+    """A UTF-8 text file saved with a checkpoint through `extra_files`."""
+    path = extra_file(directory, name)
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CheckpointError(f"{path} is not text: byte {error.start} is not UTF-8") from None
+
+
+def extra_file(directory: str | Path, name: str) -> Path:
+    """The path of a file saved with a checkpoint through `extra_files`, which must be there."""
     path = existing(Path(directory)) / name
     if not path.is_file():
         raise CheckpointError(f"{path.parent} has no {name}: the checkpoint is incomplete")
-    return read_json(path)
+    return path
 
 
 def read_extra_tensors(directory: str | Path, name: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

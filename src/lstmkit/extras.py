@@ -24,6 +24,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "lm": ("tqdm",),
     "forecast": ("pandas", "matplotlib", "statsforecast", "tqdm"),
     "speech": ("soundfile", "librosa", "jiwer", "matplotlib", "tqdm"),
+    "translate": ("sentencepiece", "sacrebleu", "matplotlib", "tqdm"),
 }
 
 

@@ -1,4 +1,4 @@
-"""The figures of the long-time-lag pipelines, written as PNG (matplotlib, no pyplot state)."""
+"""The figures of the pipelines, written as PNG (matplotlib, no pyplot state)."""
 
 from __future__ import annotations
 
@@ -84,6 +84,39 @@ def forecast_backtest(panels: Mapping[str, Mapping], interval: str, path: str | 
         axes.set(title=f"{name}: backtest on the held-out rows", ylabel=name)
         axes.grid(alpha=0.3)
         axes.legend(loc="upper left", fontsize=8)
+    return save(figure, path)
+
+
+def translation_curves(history: Sequence[Mapping], title: str, path: str | Path) -> Path:
+    """Training and validation loss against epoch and, beside them, validation BLEU."""
+    figure = Figure(figsize=(10, 4))
+    loss_axes, bleu_axes = figure.subplots(1, 2)
+    epochs = [row["epoch"] for row in history]
+    for name, label, colour in (("train_loss", "training (label-smoothed)", COLOURS["cifg"]),
+                                ("val_loss", "validation", COLOURS["lstm"])):
+        points = [(epoch, row[name]) for epoch, row in zip(epochs, history, strict=True) if row.get(name) is not None]
+        if points:
+            loss_axes.plot(*zip(*points, strict=True), marker="o", label=label, color=colour, linewidth=1.5)
+    loss_axes.set(title=title, xlabel="epoch", ylabel="loss (nats per target token)")
+    loss_axes.legend()
+    bleu = [(epoch, row["val_bleu"]) for epoch, row in zip(epochs, history, strict=True) if "val_bleu" in row]
+    if bleu:
+        bleu_axes.plot(*zip(*bleu, strict=True), marker="o", color=COLOURS["gru"], linewidth=1.5)
+    bleu_axes.set(title="validation BLEU (greedy decoding)", xlabel="epoch", ylabel="BLEU")
+    for axes in (loss_axes, bleu_axes):
+        axes.grid(alpha=0.3)
+    return save(figure, path)
+
+
+def attention_matrix(source: Sequence[str], target: Sequence[str], weights: np.ndarray, path: str | Path) -> Path:
+    """The attention weights of one translation: a row per target subword, a column per source subword."""
+    figure = Figure(figsize=(max(4.0, 0.45 * len(source) + 2), max(3.0, 0.4 * len(target) + 1.5)))
+    axes = figure.subplots()
+    image = axes.imshow(np.asarray(weights), aspect="auto", interpolation="nearest", cmap="Greys", vmin=0, vmax=1)
+    axes.set_xticks(range(len(source)), list(source), rotation=60, ha="right")
+    axes.set_yticks(range(len(target)), list(target))
+    axes.set(xlabel="source subwords", ylabel="translation subwords")
+    figure.colorbar(image, ax=axes, fraction=0.04, pad=0.02)
     return save(figure, path)
 
 

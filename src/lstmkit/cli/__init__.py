@@ -12,6 +12,7 @@ from lstmkit.cli.forecast import add_forecast_commands
 from lstmkit.cli.lm import add_lm_commands
 from lstmkit.cli.speech import add_speech_commands
 from lstmkit.cli.tasks import add_task_commands
+from lstmkit.cli.translate import add_translate_commands
 from lstmkit.extras import MissingExtra, require_extra
 from lstmkit.runtime import tune_cpu_for_training
 from lstmkit.training import Processes, TrainingDiverged
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lm_commands(commands)
     add_forecast_commands(commands)
     add_speech_commands(commands)
+    add_translate_commands(commands)
     return parser
 
 

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lstmkit.models.embedding import EmbeddingConfig
 from lstmkit.nn import Recurrent
 
 
 @dataclass(frozen=True)
-class LanguageModelConfig:
+class LanguageModelConfig(EmbeddingConfig):
     """Everything needed to rebuild a LanguageModel (saved as JSON with its checkpoint).
 
     `embedding_size` defaults to `hidden_size`; weight tying needs the two equal.
     """
+
+    tie_option: ClassVar[str] = "tie_weights"
+    tie_shares: ClassVar[str] = "the embedding with the decoder"
+    dropouts: ClassVar[tuple[str, ...]] = ("dropout", "embedding_dropout")
 
     cell: str
     vocabulary_size: int
@@ -35,22 +41,7 @@ class LanguageModelConfig:
     locked_dropout: bool = False
 
     def __post_init__(self) -> None:
-        if self.tie_weights and self.embedding_size not in (None, self.hidden_size):
-            raise ValueError(
-                "tie_weights shares the embedding with the decoder, so embedding_size must equal "
-                f"hidden_size={self.hidden_size}, got embedding_size={self.embedding_size}"
-            )
-        for name in ("dropout", "embedding_dropout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-
-    @property
-    def embedding_dim(self) -> int:
-        return self.hidden_size if self.embedding_size is None else self.embedding_size
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        self.check_embedding()
 
 
 class LanguageModel(nn.Module):
@@ -70,6 +61,11 @@ class LanguageModel(nn.Module):
         self.decoder = nn.Linear(config.hidden_size, config.vocabulary_size)
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight
+
+    @property
+    def tied_weight(self) -> str | None:
+        """The parameter that is another's tensor (saved once): the decoder's, when tied."""
+        return "decoder.weight" if self.config.tie_weights else None
 
     def forward(self, tokens: Tensor, state=None, return_hidden: bool = False):
         """tokens (T, B) -> (logits (T, B, vocabulary), final state), and with return_hidden

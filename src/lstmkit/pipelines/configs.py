@@ -1,5 +1,6 @@
-"""The configs of the pipelines whose modules need an extra (tasks, forecast, speech), importable
-without it, so that the CLI reads every default from them before it checks the extra."""
+"""The configs of the pipelines whose modules need an extra (tasks, forecast, speech,
+translate), importable without it, so that the CLI reads every default from them before it
+checks the extra."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import ClassVar
 from lstmkit.audio.features import FrontEnd
 from lstmkit.cells import CELLS, make_cell
 from lstmkit.engines import ENGINE_CHOICES
+from lstmkit.models.seq2seq import ATTENTIONS
 from lstmkit.nn.regularisers import check_init, regularisation
 from lstmkit.training import TrainingConfig
 from lstmkit.training.config import check_positive_integers
@@ -185,6 +187,95 @@ class ForecasterConfig(TrainingConfig):
             raise ValueError(f"baselines must be among {', '.join(BASELINES)}, got {', '.join(map(repr, unknown))}")
         if isinstance(self.epoch_windows, bool) or not isinstance(self.epoch_windows, int) or self.epoch_windows < 1:
             raise ValueError(f"epoch_windows must be a positive integer, got {self.epoch_windows!r}")
+
+
+SELECTIONS = ("loss", "bleu")
+
+
+@dataclass(frozen=True)
+class TranslationConfig(TrainingConfig, RegulariserSettings):
+    """How a translation model is built and trained (the training fields: see TrainingConfig).
+    Defaults: what fits Multi30k (29,000 short caption pairs) in an hour on 2 CPU cores. The
+    regularisers (RegulariserSettings) act on the encoder, a lstmkit.Recurrent stack; the
+    decoder's cells, stepped one at a time, take none of them."""
+
+    # Subword pieces per language (sentencepiece unigram, learned from the training text):
+    # 8,000 covers Multi30k's frequent words whole and spells the rest in pieces.
+    source_vocabulary_size: int = 8000
+    target_vocabulary_size: int = 8000
+    cell: str = "lstm"
+    # One layer of 256 per encoder direction and in the decoder: what trains several epochs
+    # within an hour on 2 CPU cores; more layers learn less in the same time there.
+    num_layers: int = 1
+    hidden_size: int = 256
+    # None: as hidden_size (tied embeddings need the two equal).
+    embedding_size: int | None = None
+    # Luong's general score: one product per step, as good as the additive one on short captions.
+    attention: str = "luong"
+    # Embeddings, between layers and before the output: 29,000 pairs overfit without it.
+    dropout: float = 0.3
+    # Szegedy et al. 2016 / Vaswani et al. 2017: 0.1 helps BLEU though it raises perplexity.
+    label_smoothing: float = 0.1
+    # The output layer shares the target embedding (Press & Wolf 2017): fewer weights to learn.
+    tie_embeddings: bool = True
+    # Sentence pairs per step (shared among torchrun's processes).
+    batch_size: int = 64
+    # Longer training pairs (in subwords, either side) are left out: they cost memory, teach little.
+    max_train_length: int = 100
+    # Validation BLEU (greedy decoding) at each evaluation, for the learning curves.
+    validation_bleu: bool = True
+    # What marks the best checkpoint: the validation "loss" (each evaluation scores it), or
+    # "bleu", the metric of the task (label smoothing makes the two disagree late in training).
+    select: str = "loss"
+    engine: str = "auto"
+    # Above Adam's 1e-3: with warm-up and cosine decay 2e-3 is stable and learns faster.
+    lr: float = 2e-3
+    warmup: int = 200
+    # The cosine ends at a tenth of the peak rate.
+    min_lr_fraction: float = 0.1
+    # None: evaluate (and checkpoint) at the end of each epoch.
+    eval_every: int | None = None
+
+    # The issue's budget: an hour of CPU training.
+    default_budget: ClassVar[tuple[str, float]] = ("time_budget", 3600.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_integers(self, ("source_vocabulary_size", "target_vocabulary_size", "num_layers", "hidden_size",
+                                       "batch_size", "max_train_length"))
+        check_network(self.cell, self.dropout, self.engine)
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {self.attention!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.tie_embeddings and self.embedding_size not in (None, self.hidden_size):
+            raise ValueError("tie_embeddings shares the target embedding with the output layer, so embedding_size "
+                             f"must equal hidden_size={self.hidden_size}, got {self.embedding_size}")
+        self.check_regularisers(self.cell, self.max_train_length)
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
+        if self.select == "bleu" and not self.validation_bleu:
+            raise ValueError("select='bleu' needs validation_bleu (the BLEU of each evaluation to select on)")
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """How a translation model decodes (`lstmkit translate run / eval`, Translator)."""
+
+    # Five hypotheses: most of what a wider beam finds, at a fifth of greedy decoding's speed.
+    beam: int = 5
+    # Subwords per translation, and at most twice the longest source of a batch plus 10 (a
+    # model that has not learned to stop would otherwise run on).
+    max_length: int = 200
+    # An ended hypothesis scores log p / length^length_penalty: 1 is the per-token mean, which
+    # keeps beam search from preferring short translations; 0 is the raw log-probability.
+    length_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_positive_integers(self, ("beam", "max_length"))
+        if isinstance(self.length_penalty, bool) or not 0 <= self.length_penalty <= 5:
+            raise ValueError(f"length_penalty must be in [0, 5] (0: none, 1: per-token mean), "
+                             f"got {self.length_penalty!r}")
 
 
 @dataclass(frozen=True)

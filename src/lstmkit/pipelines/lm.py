@@ -30,7 +30,6 @@ from torch import Tensor
 from lstmkit.checkpoint import (
     CheckpointError,
     CheckpointKind,
-    check_tensor_shapes,
     checkpoint_folder,
     load_model_checkpoint,
     read_extra_json,
@@ -217,12 +216,6 @@ class LanguageModelJob(Job):
                  for index in range(2) if f"state.{index}" in tensors]
         self.state = None if not parts else (tuple(parts) if len(parts) == 2 else parts[0])
 
-    def model_tensors(self) -> dict[str, Tensor]:
-        return model_tensors(self.model)
-
-    def load_model_tensors(self, tensors: dict[str, Tensor]) -> None:
-        load_weights(self.model, tensors, "the run's last checkpoint")
-
     def checkpoint_config(self) -> dict:
         return {"kind": "language_model", "model": self.model.config.to_dict()}
 
@@ -281,25 +274,9 @@ def evaluate_windows(model: LanguageModel, windows, characters_per_token: float)
     return TextScores.from_loss(total / count, count, characters_per_token)
 
 
-def model_tensors(model: LanguageModel) -> dict[str, Tensor]:
-    """The weights, a tied decoder weight stored once (as the embedding)."""
-    tensors = model.state_dict()
-    if model.config.tie_weights:
-        del tensors["decoder.weight"]
-    return tensors
-
-
-def load_weights(model: LanguageModel, tensors: dict[str, Tensor], where: object) -> None:
-    """Load a checkpoint's weights (a tied decoder weight is the embedding's), after checking
-    their names and shapes against the model's."""
-    check_tensor_shapes({name: tuple(tensor.shape) for name, tensor in tensors.items()},
-                        {name: tuple(tensor.shape) for name, tensor in model_tensors(model).items()}, where)
-    model.load_state_dict(tensors, strict=False)
-
-
 LANGUAGE_MODEL = CheckpointKind(
     "language_model", "a language model", "model", ("vocabulary_size", "hidden_size", "embedding_size", "num_layers"),
-    lambda section: LanguageModel(LanguageModelConfig(**section)), model_tensors,
+    lambda section: LanguageModel(LanguageModelConfig(**section)),
 )
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
+from lstmkit.checkpoint import load_weights, model_tensors
+
 
 class Job(ABC):
     """One model to train. The core owns the loop (device, precision, processes, optimizer,
@@ -15,14 +17,16 @@ class Job(ABC):
 
     Attributes a job sets: `model` (built on the CPU from the config's seed), `label` (shown
     by the progress report), `item` (what throughput counts: "token", "sequence", ...; the
-    metrics' count column is its plural) and `selection_metric` (the evaluation value whose
-    lowest marks the best model; None when there is none).
+    metrics' count column is its plural), `selection_metric` (the evaluation value whose
+    lowest marks the best model; None when there is none) and `higher_is_better` (its highest
+    marks it instead: a BLEU score).
     """
 
     model: nn.Module
     label: str = "training"
     item: str = "item"
     selection_metric: str | None = "val_loss"
+    higher_is_better: bool = False
     evaluate_at_start: bool = False  # also score the model before its first step
     evaluate_every_epoch: bool = False  # score at the end of each epoch rather than every eval_every steps
 
@@ -53,11 +57,11 @@ class Job(ABC):
         """Restore what `state_tensors` saved."""
 
     def model_tensors(self) -> dict[str, Tensor]:
-        """The weights a checkpoint stores."""
-        return self.model.state_dict()
+        """The weights a checkpoint stores (a tied weight once: checkpoint.model_tensors)."""
+        return model_tensors(self.model)
 
     def load_model_tensors(self, tensors: dict[str, Tensor]) -> None:
-        self.model.load_state_dict(tensors)
+        load_weights(self.model, tensors, "the run's last checkpoint")
 
     def checkpoint_config(self) -> dict:
         """The JSON of a checkpoint, besides the run's progress: its kind, the model's config."""

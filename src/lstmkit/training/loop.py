@@ -7,7 +7,8 @@
         clip the global gradient norm, AdamW step (through the gradient scaler for float16)
         every eval_every steps: job.evaluate() -> a row of metrics.csv; best/ and last/
 
-With a run folder, `best/` (the lowest `selection_metric` so far) and `last/` (with the
+With a run folder, `best/` (the lowest `selection_metric` so far, or the highest for a job
+whose higher_is_better is set) and `last/` (with the
 optimizer moments, the job's carried state, the random-number state and the progress) are
 written atomically at every evaluation, by rank 0 alone; a run killed at any moment resumes
 from its last evaluation and, resumed, computes exactly what it would have computed
@@ -53,7 +54,7 @@ class RunState:
     items: int = 0
     train_seconds: float = 0.0
     total_steps: int | None = None
-    best_value: float = math.inf
+    best_value: float = math.inf  # of the selection metric, negated when higher is better
     best_step: int | None = None
     history: list[dict] = field(default_factory=list)
     scaler: dict = field(default_factory=dict)
@@ -142,9 +143,10 @@ class Trainer:
             metric = job.selection_metric
             if metric in scores and not math.isfinite(scores[metric]):
                 self.diverged(job, progress, out, f"the {metric} became {scores[metric]}", last_loss, report)
-            improved = metric in scores and scores[metric] < progress.best_value
+            sign = -1 if job.higher_is_better else 1
+            improved = metric in scores and sign * scores[metric] < progress.best_value
             if improved:
-                progress.best_value, progress.best_step = scores[metric], progress.step
+                progress.best_value, progress.best_step = sign * scores[metric], progress.step
                 if keep_best:
                     best_state = copy.deepcopy(job.model.state_dict())
             if out is not None:
@@ -189,7 +191,7 @@ class Trainer:
         run = TrainingRun(progress.history, best, progress.step, progress.train_seconds, rate, str(device),
                           config.precision, processes.world_size)
         if report is not None:
-            final = {job.selection_metric: progress.best_value} if best is not None else {}
+            final = {job.selection_metric: best[job.selection_metric]} if best is not None else {}
             report.close(progress.step, rate, **final)
         if out is not None and processes.main:
             self.write_results(job, run, progress, out, steps_per_epoch)
@@ -301,7 +303,8 @@ class Trainer:
             if key.startswith("optimizer."):
                 name, moment = key.removeprefix("optimizer.").rsplit(".", 1)
                 optimizer.state[names[name]][moment] = value.cpu() if moment == "step" else value
-        progress = RunState(**{**saved["progress"], "best_value": saved["progress"]["best_value"] or math.inf})
+        best_value = saved["progress"]["best_value"]
+        progress = RunState(**{**saved["progress"], "best_value": math.inf if best_value is None else best_value})
         self.restore_rng(training, progress.step)
         job.load_state_tensors({key: value for key, value in training.items()
                                 if not key.startswith(("optimizer.", "rng."))})

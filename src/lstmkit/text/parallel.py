@@ -1,0 +1,73 @@
+"""Parallel text: two files, plain or gzip, UTF-8, one sentence per line, line k of each a pair.
+
+Every check names the file and what was found in it, so that a wrong file stops the run before
+any work is done:
+
+    train.de.gz has 29,000 lines and train.en has 28,999: line k of each must be a pair
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from lstmkit.files import fingerprint
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def read_lines(path: str | Path, what: str = "sentences") -> tuple[list[str], dict]:
+    """The lines of a plain or gzip UTF-8 text file (gzip recognised by its first two bytes,
+    whatever the name), each without its line break and surrounding white space, and the
+    file's fingerprint (size and SHA-256 of its bytes as stored). A missing, empty, binary or
+    non-UTF-8 file stops with a message naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (expected a UTF-8 text file of {what}, plain or gzip)")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder (expected a UTF-8 text file of {what}, plain or gzip)")
+    stored = path.read_bytes()
+    data = stored
+    if stored.startswith(GZIP_MAGIC):
+        try:
+            data = gzip.decompress(stored)
+        except (OSError, EOFError, zlib.error) as error:
+            raise ValueError(f"{path} is not a readable gzip file ({error})") from None
+    if not data.strip():
+        raise ValueError(f"{path} is empty: expected one sentence per line")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise ValueError(f"{path} is not text: it contains NUL bytes (the first at offset {nul}); "
+                         "expected a UTF-8 text file, plain or gzip")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} "
+                         "does not decode") from None
+    return [line.strip() for line in text.removesuffix("\n").split("\n")], fingerprint(stored)
+
+
+@dataclass(frozen=True)
+class ParallelText:
+    """Sentence pairs read from two files: `sources[k]` translates to `targets[k]`."""
+
+    sources: list[str]
+    targets: list[str]
+    fingerprints: dict[str, dict]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+def read_parallel(source: str | Path, target: str | Path, names: tuple[str, str] = ("source", "target"),
+                  what: str = "target") -> ParallelText:
+    """The pairs of two files of equal line counts (`names`: the fingerprints' keys; `what`:
+    how the second file is called in the message of unequal counts)."""
+    sources, source_print = read_lines(source)
+    targets, target_print = read_lines(target)
+    if len(sources) != len(targets):
+        raise ValueError(f"{source} has {len(sources):,} lines and its {what} {target} has {len(targets):,}: "
+                         "line k of each must be a pair")
+    return ParallelText(sources, targets, {names[0]: source_print, names[1]: target_print})

@@ -1,0 +1,79 @@
+"""Subword vocabularies learned from the training text with sentencepiece (Kudo & Richardson
+2018), kept as text so that a checkpoint holds them without pickle.
+
+A vocabulary is a sentencepiece unigram model trained on raw, untokenised sentences. Its
+settings make the round trip lossless: no normalisation (`identity`), white space kept as it
+is, and byte fallback, so that a character never seen in training is spelled in UTF-8 bytes
+rather than lost to an unknown token. `decode(encode(s)) == s` for every line `s` (lines are
+stripped of surrounding white space when read).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from lstmkit.extras import extra_imports
+
+with extra_imports("translate", __name__):
+    import sentencepiece
+
+# The ids every vocabulary reserves: padding first, so that zero-filled tensors are padding.
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+RESERVED = ("<pad>", "<unk>", "<s>", "</s>")
+# Byte fallback: a piece for each byte value.
+BYTES = 256
+
+
+class Subwords:
+    """A sentencepiece model: text <-> subword ids, and its serialized proto as base64 text."""
+
+    def __init__(self, model_proto: bytes) -> None:
+        self.model_proto = model_proto
+        self.processor = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
+
+    @classmethod
+    def learn(cls, sentences: list[str], vocabulary_size: int, seed: int = 0) -> Subwords:
+        """A unigram vocabulary of at most `vocabulary_size` pieces (fewer when the text has
+        fewer: the limit is soft) learned from `sentences`."""
+        sentences = [sentence for sentence in sentences if sentence]
+        if not sentences:
+            raise ValueError("the training text holds no sentences to learn a subword vocabulary from")
+        smallest = len(RESERVED) + BYTES + len(set("".join(sentences)) - {" "}) + 1
+        if vocabulary_size < smallest:
+            raise ValueError(f"a vocabulary of this text needs at least {smallest} pieces ({len(RESERVED)} reserved, "
+                             f"{BYTES} bytes for unseen characters, one per character), got {vocabulary_size}")
+        model = io.BytesIO()
+        sentencepiece.set_random_generator_seed(seed)
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocabulary_size,
+            model_type="unigram", character_coverage=1.0, byte_fallback=True,
+            normalization_rule_name="identity", remove_extra_whitespaces=False, hard_vocab_limit=False,
+            pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, num_threads=1,
+            max_sentence_length=1 << 16, minloglevel=2,
+        )
+        return cls(model.getvalue())
+
+    @classmethod
+    def from_text(cls, text: str) -> Subwords:
+        return cls(base64.b64decode(text.encode("ascii"), validate=True))
+
+    def to_text(self) -> str:
+        """The model proto as base64: a text file of the checkpoint."""
+        return base64.b64encode(self.model_proto).decode("ascii")
+
+    def __len__(self) -> int:
+        return self.processor.get_piece_size()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Subwords) and other.model_proto == self.model_proto
+
+    def encode(self, sentences: list[str]) -> list[list[int]]:
+        return self.processor.encode(sentences)
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        return self.processor.decode(ids)
+
+    def pieces(self, ids: list[int]) -> list[str]:
+        """The subwords of `ids`, as drawn on an attention matrix."""
+        return [self.processor.id_to_piece(index) for index in ids]

@@ -1,0 +1,383 @@
+"""Machine translation: decoding, attention, subwords, a task learned exactly, checkpoints,
+BLEU through the commands, and the messages of bad input files."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("sentencepiece")
+pytest.importorskip("sacrebleu")
+
+from lstmkit import translate  # noqa: E402
+from lstmkit.checkpoint import CheckpointError, model_tensors  # noqa: E402
+from lstmkit.cli import main  # noqa: E402
+from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig  # noqa: E402
+from lstmkit.pipelines.configs import TranslationConfig  # noqa: E402
+from lstmkit.pipelines.translate import (  # noqa: E402
+    TranslationJob, Translator, Vocabularies, bucketed_batches, load_translator,
+)
+from lstmkit.text.parallel import read_parallel  # noqa: E402
+from lstmkit.text.subwords import Subwords  # noqa: E402
+from lstmkit.training import Trainer  # noqa: E402
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Models this small gain nothing from a second thread, and on a loaded machine torch's
+    threads wait on each other: the copy task trained in 6 s on one, in minutes on two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+MULTI30K = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "multi30k"
+LETTERS = "abcdefghijkl"
+
+
+def random_model(attention: str, cell: str = "lstm", tie: bool = False, seed: int = 0) -> Seq2Seq:
+    torch.manual_seed(seed)
+    config = Seq2SeqConfig(cell, 20, 15, 16, 2, None, attention, 0.0, tie, 0, 2, 3)
+    return Seq2Seq(config).eval()
+
+
+def padded_source(lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    source = torch.randint(4, 20, (max(lengths), len(lengths)), generator=generator)
+    for column, length in enumerate(lengths):
+        source[length:, column] = 0
+    return source, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("attention, cell", [("luong", "lstm"), ("bahdanau", "gru"), ("none", "lstm"),
+                                             ("luong", "layernorm")])
+def test_beam_search_with_beam_1_is_greedy_decoding(attention, cell):
+    model = random_model(attention, cell)
+    with torch.no_grad():  # a random model ends at once: make the end token less likely
+        model.output.bias[3] -= 1
+    source, lengths = padded_source([7, 3, 5, 1, 6])
+    greedy = model.greedy(source, lengths, 12)
+    assert model.beam_search(source, lengths, beam=1, max_length=12) == greedy
+    assert model.beam_search(source, lengths, beam=1, max_length=12, length_penalty=0.0) == greedy
+    assert all(len(tokens) > 0 for tokens in greedy)
+
+
+def test_beam_search_finds_a_likelier_translation_than_greedy():
+    """The raw log-probability (length_penalty 0) of the beam's choice is at least greedy's."""
+    model = random_model("luong", seed=3)
+    source, lengths = padded_source([6, 4, 5, 2], seed=4)
+
+    def log_probability(tokens: list[int], column: int) -> float:
+        target = torch.tensor([2, *tokens]).unsqueeze(1)
+        with torch.no_grad():
+            logits = model(source[:, column:column + 1], lengths[column:column + 1], target)
+        log_probs = torch.log_softmax(logits[:, 0], dim=1)
+        return float(log_probs.gather(1, torch.tensor([*tokens, 3]).unsqueeze(1)).sum())
+
+    greedy = model.greedy(source, lengths, 10)
+    beam = model.beam_search(source, lengths, beam=5, max_length=10, length_penalty=0.0)
+    for column in range(4):
+        if len(greedy[column]) < 10 and len(beam[column]) < 10:  # both ended: comparable
+            assert log_probability(beam[column], column) >= log_probability(greedy[column], column) - 1e-5
+
+
+@pytest.mark.parametrize("attention", ["luong", "bahdanau"])
+def test_attention_weights_sum_to_1_and_are_zero_on_padding(attention):
+    model = random_model(attention)
+    lengths = [7, 3, 5, 1]
+    source, lengths_tensor = padded_source(lengths)
+    target = torch.randint(4, 15, (4, 4))
+    _, weights = model(source, lengths_tensor, target, return_attention=True)
+    assert weights.shape == (4, 4, 7)
+    torch.testing.assert_close(weights.sum(dim=2), torch.ones(4, 4))
+    for column, length in enumerate(lengths):
+        assert torch.all(weights[:, column, length:] == 0)
+        assert torch.all(weights[:, column, :length] > 0)
+    assert torch.all(weights[:, 3, 0] == 1)  # one source token takes all the attention
+
+
+def test_padding_does_not_change_a_sentence_s_translation():
+    """A sentence decodes the same alone as in a batch with longer ones (packed encoder, masks)."""
+    model = random_model("bahdanau")
+    source, lengths = padded_source([7, 3, 5])
+    together = model.beam_search(source, lengths, beam=3, max_length=9)
+    for column, length in enumerate([7, 3, 5]):
+        alone = model.beam_search(source[:length, column:column + 1], lengths[column:column + 1], 3, 9)
+        assert alone[0] == together[column]
+
+
+def test_tied_embeddings_share_one_tensor_stored_once():
+    model = random_model("luong", tie=True)
+    assert model.output.weight is model.target_embedding.weight
+    assert "output.weight" not in model_tensors(model)
+    with pytest.raises(ValueError, match="embedding_size must equal hidden_size=16, got embedding_size=8"):
+        Seq2SeqConfig("lstm", 20, 15, 16, 1, 8, "luong", 0.0, True, 0, 2, 3)
+
+
+def test_subword_round_trip_is_lossless():
+    lines = ["Ein Mann fährt Fahrrad.", "Zwei  Hunde spielen im Schnee!", "Eine Frau, 3 Kinder; (und) ein Café."] * 20
+    subwords = Subwords.learn(lines, 300)
+    unseen = ["Straße ŧ 😀 — «Ελλάδα»", "tabs\tand  double  spaces", "", "x"]
+    for sentence in lines[:3] + unseen:
+        assert subwords.decode(subwords.encode([sentence])) == [sentence]
+    assert Subwords.from_text(subwords.to_text()) == subwords
+    assert subwords.encode(lines[:1]) == Subwords.from_text(subwords.to_text()).encode(lines[:1])
+    with pytest.raises(ValueError, match=r"needs at least 2\d\d pieces \(4 reserved, 256 bytes"):
+        Subwords.learn(lines, 100)
+
+
+def test_bucketed_batches_cover_every_pair_once_in_batches_of_similar_length():
+    lengths = [(random.Random(index).randint(1, 40), 0) for index in range(1000)]
+    counts = set()
+    for seed in range(3):
+        batches = bucketed_batches(lengths, 16, seed)
+        assert sorted(index for batch in batches for index in batch) == list(range(1000))
+        counts.add(len(batches))
+        spread = sum(max(lengths[i][0] for i in batch) - min(lengths[i][0] for i in batch) for batch in batches)
+        assert spread / len(batches) < 3  # random batches of 16 would spread over ~35
+    assert counts == {63}
+    assert bucketed_batches(lengths, 16, 0) == bucketed_batches(lengths, 16, 0)
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def test_bad_input_files_stop_with_messages_that_name_them(tmp_path):
+    source = write_lines(tmp_path / "a.de", ["eins", "zwei", "drei"])
+    target = write_lines(tmp_path / "a.en", ["one", "two"])
+    with pytest.raises(ValueError) as error:
+        read_parallel(source, target)
+    assert str(error.value) == f"{source} has 3 lines and its target {target} has 2: line k of each must be a pair"
+    empty = tmp_path / "empty.en"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError) as error:
+        read_parallel(source, empty)
+    assert str(error.value) == f"{empty} is empty: expected one sentence per line"
+    blank = tmp_path / "blank.en.gz"
+    blank.write_bytes(gzip.compress(b"\n \n"))
+    with pytest.raises(ValueError, match=f"^{blank} is empty: expected one sentence per line$"):
+        read_parallel(source, blank)
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(b"PK\x03\x04\x00\x00binary")
+    with pytest.raises(ValueError) as error:
+        read_parallel(binary, target)
+    assert str(error.value) == (f"{binary} is not text: it contains NUL bytes (the first at offset 4); "
+                                "expected a UTF-8 text file, plain or gzip")
+    latin = tmp_path / "latin1.en"
+    latin.write_bytes("café\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=f"^{latin} is not UTF-8 text: byte 0xe9 at offset 3 does not decode$"):
+        read_parallel(source, latin)
+    with pytest.raises(FileNotFoundError, match="missing.de does not exist"):
+        read_parallel(tmp_path / "missing.de", target)
+    compressed = tmp_path / "b.en.gz"
+    compressed.write_bytes(gzip.compress("one\ntwo\nthree\n".encode()))
+    assert read_parallel(source, compressed).targets == ["one", "two", "three"]
+
+
+def test_the_train_command_reports_a_mismatch_with_exit_2(tmp_path, capsys):
+    source = write_lines(tmp_path / "a.de", ["eins", "zwei", "drei"])
+    target = write_lines(tmp_path / "a.en", ["one", "two"])
+    with pytest.raises(SystemExit) as exit_:
+        main(["translate", "train", "--source", str(source), "--target", str(target), "--valid-source", str(source),
+              "--valid-target", str(target), "--out", str(tmp_path / "run")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        f"lstmkit: error: {source} has 3 lines and its target {target} has 2: line k of each must be a pair\n")
+    assert not (tmp_path / "run").exists()
+
+
+def copy_task(directory: Path, pairs: int, seed: int) -> tuple[Path, Path]:
+    """Strings of 2..6 distinct letters, each its own translation."""
+    rng = random.Random(seed)
+    sentences = [" ".join(rng.sample(LETTERS, rng.randint(2, 6))) for _ in range(pairs)]
+    return write_lines(directory / f"{seed}.src", sentences), write_lines(directory / f"{seed}.tgt", sentences)
+
+
+TINY = dict(source_vocabulary_size=300, target_vocabulary_size=300, hidden_size=64, dropout=0.0, label_smoothing=0.0,
+            batch_size=32, lr=1e-2, warmup=0, min_lr_fraction=0.1, device="cpu")
+
+
+class UntilSolved(TranslationJob):
+    """Scores the exact matches of greedy and beam-3 translations too, selects on them, and
+    stops once both translate every validation sentence exactly."""
+
+    selection_metric = "val_errors"
+
+    def evaluate(self) -> dict[str, float]:
+        translator = Translator(self.model, self.vocabularies, {})
+        sources, references = self.valid.sources, self.valid.targets * 2
+        translations = translator.translate(sources, beam=1) + translator.translate(sources, beam=3)
+        errors = sum(output != reference for output, reference in zip(translations, references, strict=True))
+        return {**super().evaluate(), "val_errors": errors / len(translations)}
+
+    def finished(self, scores: dict[str, float]) -> bool:
+        return scores["val_errors"] == 0
+
+
+@pytest.fixture(scope="module")
+def copy_run(tmp_path_factory):
+    """A model trained on the training core to copy strings of 2..6 letters until it copies
+    every validation string (seconds), kept in memory with the weights of best/."""
+    directory = tmp_path_factory.mktemp("copy")
+    train, valid = copy_task(directory, 600, 0), copy_task(directory, 60, 1)
+    config = TranslationConfig(**TINY, epochs=60, validation_bleu=False)
+    train_pairs, valid_pairs = read_parallel(*train), read_parallel(*valid)
+    vocabularies = Vocabularies(Subwords.learn(train_pairs.sources, 300), Subwords.learn(train_pairs.targets, 300))
+    trainer = Trainer(config)
+    job = UntilSolved(train_pairs, valid_pairs, vocabularies, config, trainer.processes, trainer.device)
+    job.valid = valid_pairs
+    history = trainer.run(job, directory / "run", keep_best=True).history
+    return directory / "run", Translator(job.model, vocabularies, {}), valid_pairs, history
+
+
+def test_a_tiny_copy_task_is_learned_to_100_percent(copy_run):
+    _, translator, valid, history = copy_run
+    assert translator.translate(valid.sources, beam=1) == valid.targets
+    assert translator.translate(valid.sources, beam=3) == valid.targets
+    assert history[-1]["val_errors"] == 0 and history[-1]["epoch"] < 60
+    assert history[-1]["val_loss"] < history[0]["val_loss"] / 10
+
+
+def test_a_loaded_checkpoint_translates_identically(copy_run):
+    out, trained, valid, _ = copy_run
+    loaded = load_translator(out)
+    sentences = valid.sources + ["a b c d e f g h a b", "h", "zz unseen"]
+    assert loaded.translate(sentences, beam=4) == trained.translate(sentences, beam=4)
+    for name, tensor in trained.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], tensor), name
+    assert loaded.vocabularies == trained.vocabularies
+
+
+def test_a_damaged_checkpoint_is_refused_naming_the_file(copy_run, tmp_path):
+    out, *_ = copy_run
+    best = shutil.copytree(out / "best", tmp_path / "best")
+    (best / "source.spm.b64").write_text("not base64!")
+    with pytest.raises(CheckpointError, match=f"{best / 'source.spm.b64'} is not a subword vocabulary"):
+        load_translator(best)
+    (best / "source.spm.b64").unlink()
+    with pytest.raises(CheckpointError, match="has no source.spm.b64: the checkpoint is incomplete"):
+        load_translator(best)
+    config = json.loads((best / "config.json").read_text())
+    (best / "config.json").write_text(json.dumps({**config, "kind": "language_model"}))
+    with pytest.raises(CheckpointError, match="holds a 'language_model' checkpoint, not a translation model"):
+        load_translator(best)
+
+
+def test_eval_of_a_perfect_translation_gives_bleu_100_and_writes_json(copy_run, tmp_path, capsys):
+    out, _, valid, _ = copy_run
+    scores = tmp_path / "scores.json"
+    source, reference = write_lines(tmp_path / "v.src", valid.sources), write_lines(tmp_path / "v.tgt", valid.targets)
+    assert main(["translate", "eval", str(out), "--source", str(source), "--reference", str(reference),
+                 "--beam", "3", "--json", str(scores)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("BLEU 100.00  chrF 100.00  (60 sentences, beam 3,")
+    written = json.loads(scores.read_text())
+    assert {key: written[key] for key in ("bleu", "chrf", "sentences", "beam")} == \
+        {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0), "sentences": 60, "beam": 3}
+    assert written["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
+    assert f"BLEU signature: {written['signature']}" in printed
+
+
+def test_run_translates_a_file_and_draws_the_attention(copy_run, tmp_path, capsys):
+    out, _, valid, _ = copy_run
+    source = tmp_path / "v.src.gz"
+    source.write_bytes(gzip.compress("".join(line + "\n" for line in valid.sources[:5]).encode()))
+    picture = tmp_path / "attention.png"
+    assert main(["translate", "run", str(out), str(source), "--beam", "2", "--show-attention", str(picture),
+                 "--sentence", "2"]) == 0
+    assert capsys.readouterr().out.splitlines() == valid.targets[:5]
+    assert picture.read_bytes().startswith(b"\x89PNG")
+    alignment = load_translator(out).align(valid.sources[1])
+    words = valid.sources[1].split()
+    assert len(alignment.target) == len(words) + 1 and alignment.weights.shape == (len(words) + 1, len(words) + 1)
+    torch.testing.assert_close(alignment.weights.sum(dim=1), torch.ones(len(words) + 1))
+
+
+def test_bad_decoding_options_stop_with_their_values(copy_run, capsys):
+    out, translator, _, _ = copy_run
+    with pytest.raises(ValueError, match="^beam must be a positive integer, got 0$"):
+        translator.translate(["a b"], beam=0)
+    code, message = 0, ""
+    try:
+        main(["translate", "run", str(out), "-", "--length-penalty", "-1"])
+    except SystemExit as exit_:
+        code, message = exit_.code, capsys.readouterr().err
+    assert (code, message) == (2, "lstmkit: error: length_penalty must be in [0, 5] (0: none, 1: per-token mean), "
+                                  "got -1.0\n")
+
+
+def test_run_reads_standard_input(copy_run, monkeypatch, capsys):
+    out, _, valid, _ = copy_run
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(line + "\n" for line in valid.sources[:3])))
+    assert main(["translate", "run", str(out), "-", "--beam", "1"]) == 0
+    assert capsys.readouterr().out.splitlines() == valid.targets[:3]
+
+
+def test_train_command_writes_a_run_and_resumes_it(tmp_path, capsys):
+    train, valid = copy_task(tmp_path, 64, 2), copy_task(tmp_path, 8, 3)
+    out = tmp_path / "run"
+    arguments = ["translate", "train", "--source", str(train[0]), "--target", str(train[1]),
+                 "--valid-source", str(valid[0]), "--valid-target", str(valid[1]), "--out", str(out),
+                 "--source-vocabulary-size", "300", "--target-vocabulary-size", "300", "--hidden-size", "16",
+                 "--attention", "bahdanau", "--cell", "gru"]
+    assert main([*arguments, "--steps", "2"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert main([*arguments, "--steps", "4", "--resume"]) == 0
+    with pytest.raises(SystemExit):  # --resume refuses other settings
+        main([*arguments, "--steps", "6", "--resume", "--select", "bleu"])
+    assert "select: 'loss' in the run, 'bleu' now" in capsys.readouterr().err
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,epoch,tokens,seconds,lr,train_loss,val_loss,val_ppl,val_bleu"
+    assert [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3", "4"]  # an epoch is one batch of 64
+    assert (out / "curves.png").read_bytes().startswith(b"\x89PNG")
+    results = json.loads((out / "results.json").read_text())
+    assert results["steps"] == 4 and results["config"]["attention"] == "bahdanau"
+    translator = load_translator(out)
+    assert translator.model.config.cell == "gru"
+    assert translator.translate(valid_pairs := read_parallel(*valid).sources, beam=1) == \
+        translator.translate(valid_pairs, beam=1, length_penalty=0.0) == translator.translate(valid_pairs, beam=1)
+
+
+def test_the_encoder_takes_the_regulariser_flags(tmp_path):
+    train, valid = copy_task(tmp_path, 32, 6), copy_task(tmp_path, 4, 7)
+    out = tmp_path / "run"
+    assert main(["translate", "train", "--source", str(train[0]), "--target", str(train[1]),
+                 "--valid-source", str(valid[0]), "--valid-target", str(valid[1]), "--out", str(out),
+                 "--source-vocabulary-size", "300", "--target-vocabulary-size", "300", "--hidden-size", "8",
+                 "--recurrent-dropout", "0.1", "--zoneout", "0.1", "--init", "chrono", "--steps", "1",
+                 "--no-validation-bleu"]) == 0
+    regularisers = load_translator(out).model.config.regularisers
+    assert regularisers.pop("chrono_max") >= 3  # the training sources' mean length: letters and the end token
+    assert regularisers == {"recurrent_dropout": 0.1, "zoneout": 0.1, "init": ["chrono"]}
+    with pytest.raises(ValueError, match="weight_dropout"):
+        TranslationConfig(weight_dropout=1.5)
+
+
+def test_select_bleu_keeps_the_evaluation_with_the_highest_bleu(tmp_path):
+    train, valid = copy_task(tmp_path, 256, 4), copy_task(tmp_path, 20, 5)
+    config = TranslationConfig(**TINY, steps=40, eval_every=8, select="bleu")
+    translate.train(*train, *valid, tmp_path / "run", config)
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    bleus = [float(row["val_bleu"]) for row in rows]
+    best = int(rows[bleus.index(max(bleus))]["step"])
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["best_step"] == best
+    assert json.loads((tmp_path / "run" / "best" / "config.json").read_text())["progress"]["step"] == best
+    with pytest.raises(ValueError, match="select='bleu' needs validation_bleu"):
+        TranslationConfig(select="bleu", validation_bleu=False)
+
+
+@pytest.mark.skipif(not MULTI30K.is_dir(), reason="../shared/data/multi30k is absent")
+def test_multi30k_files_read_as_pairs():
+    pairs = read_parallel(MULTI30K / "val.de.gz", MULTI30K / "val.en.gz")
+    assert len(pairs) == 1014
+    assert pairs.sources[0] == "Eine Gruppe von Männern lädt Baumwolle auf einen Lastwagen"
