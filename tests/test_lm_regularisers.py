@@ -1,18 +1,26 @@
-"""The language model's own regularisers (AWD-LSTM's pieces, each an option): embedding
-dropout, locked dropout, AR and TAR, and the `awd` recipe that sets them together."""
+"""The language model's own regularisers and AWD-LSTM's training pieces, each an option:
+embedding dropout, locked dropout, AR and TAR, variable-length windows with their rate scale,
+NT-ASGD in a language-model run (resumed bit for bit), and the `awd` recipe that sets them."""
 
 from __future__ import annotations
 
+import json
+import math
+import random
 import re
 
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
+from helpers import Killed, dies_at_step
+from lstmkit import lm
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.pipelines.lm import RECIPES, LanguageModelJob, LMTrainingConfig
 from lstmkit.text import load_corpus
-from lstmkit.training import Processes
+from lstmkit.text.corpus import StreamWindows
+from lstmkit.training import Processes, Trainer
 
 VOCABULARY = 7
 
@@ -92,3 +100,70 @@ def test_the_awd_recipe_sets_what_is_left_at_its_default():
 def test_options_are_checked(settings, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         LMTrainingConfig(**settings)
+
+
+def test_variable_length_windows_cover_each_pass_with_awd_lengths():
+    """One pass in windows of L or L/2 plus N(0, 5), at least 5 and at most L + 40, end to end."""
+    windows = StreamWindows(torch.arange(2 * 200_001).view(2, 200_001), seq_len=70)
+    plan = windows.random_lengths(seed=3)
+    starts, lengths = zip(*plan, strict=True)
+    assert starts[0] == 0 and all(a + n == b for a, n, b in zip(starts, lengths, starts[1:], strict=False))
+    assert starts[-1] + lengths[-1] == 200_000, "every input with a target, once"
+    assert min(lengths[:-1]) >= 5 and max(lengths) <= 110
+    short = sum(1 for length in lengths if length < 52) / len(lengths)  # L/2 + 3.4σ
+    assert short == pytest.approx(0.05, abs=0.01)
+    long = [length for length in lengths if length >= 52]
+    assert sum(long) / len(long) == pytest.approx(69.5, abs=0.3), "int(N(70, 5)) averages 69.5"
+    assert windows.random_lengths(seed=3) == plan and windows.random_lengths(seed=4) != plan
+
+
+def test_variable_length_steps_follow_each_pass_and_scale_the_rate(corpus):
+    config = LMTrainingConfig(num_layers=1, hidden_size=8, seq_len=10, batch_size=4, variable_length=True)
+    job = LanguageModelJob(corpus, config, Processes(), torch.device("cpu"))
+    first, second = job.window_plan(0), job.window_plan(1)
+    assert first != second and job.steps_per_epoch() == len(first)
+    steps = len(first) + len(second)
+    assert [job.training_window(step) for step in range(steps)] == first + second
+    assert [job.learning_rate_scale(step) for step in range(3)] == [length / 10 for _, length in first[:3]]
+    start, length = first[1]
+    inputs, targets = job.train_windows.span(start, length)
+    assert inputs.shape[0] == length and torch.equal(targets[:-1], inputs[1:])
+    lost = tuple(torch.full((1, 4, 8), math.nan) for _ in range(2))
+    job.state = lost
+    assert torch.isfinite(job.train_loss(job.model, len(first))[0]), "a pass starts from no state"
+    job.state = lost
+    assert torch.isnan(job.train_loss(job.model, len(first) + 1)[0]), "within a pass the state carries over"
+
+
+def test_the_loop_multiplies_the_schedule_by_the_jobs_rate_scale(corpus):
+    config = LMTrainingConfig(num_layers=1, hidden_size=8, seq_len=10, batch_size=4, variable_length=True,
+                              optimizer="sgd", lr=0.5, warmup=0, min_lr_fraction=1.0, steps=6, eval_every=3)
+    job = LanguageModelJob(corpus, config, Processes(), torch.device("cpu"))
+    run = Trainer(config).run(job)
+    plan = job.window_plan(0)
+    assert [row["lr"] for row in run.history] == pytest.approx([0.5 * plan[step][1] / 10 for step in (2, 5)])
+
+
+def test_the_awd_optimizer_and_windows_resume_bit_for_bit_after_the_switch(tmp_path, monkeypatch):
+    """variable_length with NT-ASGD: the validation text (the training letters shuffled) stops
+    improving early, the run switches to averaging, dies, and resumes to the same numbers."""
+    text, validation = tmp_path / "text.txt", tmp_path / "validation.txt"
+    text.write_text("abcdefg hijklmn " * 60, encoding="utf-8")
+    letters = list("abcdefg hijklmn " * 10)
+    random.Random(0).shuffle(letters)
+    validation.write_text("".join(letters), encoding="utf-8")
+    config = LMTrainingConfig(num_layers=1, hidden_size=16, seq_len=10, batch_size=4, eval_every=4, steps=40,
+                              variable_length=True, optimizer="nt-asgd", asgd_patience=1, lr=2.0, warmup=0,
+                              min_lr_fraction=1.0, dropout=0.0)
+    straight = lm.train(text, tmp_path / "straight", config, validation=validation)
+    switched = json.loads((tmp_path / "straight" / "last" / "config.json").read_text())["progress"]["averaging_from"]
+    assert switched is not None and switched < 30
+    dies_at_step(monkeypatch, 34)
+    with pytest.raises(Killed):
+        lm.train(text, tmp_path / "resumed", config, validation=validation)
+    monkeypatch.undo()
+    resumed = lm.train(text, tmp_path / "resumed", config, validation=validation, resume=True)
+    assert [row["val_loss"] for row in resumed.history] == [row["val_loss"] for row in straight.history]
+    for name in ("model.safetensors", "training.safetensors"):
+        ours, theirs = (load_file(tmp_path / run / "last" / name) for run in ("straight", "resumed"))
+        assert all(torch.equal(ours[key], theirs[key]) for key in ours), name

@@ -8,6 +8,7 @@ import dataclasses
 from lstmkit.cells import CELLS
 from lstmkit.nn.regularisers import INITS
 from lstmkit.training.config import PRECISIONS
+from lstmkit.training.optimizers import OPTIMIZERS
 from lstmkit.training.device import check_device_name
 
 
@@ -121,8 +122,12 @@ def add_training_arguments(parser, config_class: type, evaluations: bool = True)
     """The training core's options (see lstmkit.training.TrainingConfig), defaults from
     `config_class`: optimizer, schedule, budget, evaluations (unless the pipeline evaluates
     at each epoch's end), seed, device, precision."""
-    add_setting(parser, config_class, "lr", "peak AdamW learning rate", type=positive_float)
-    add_setting(parser, config_class, "weight_decay", "AdamW weight decay", type=float)
+    add_setting(parser, config_class, "optimizer", "adamw, sgd, or nt-asgd (SGD, then averaged SGD once the "
+                "validation loss stalls)", choices=list(OPTIMIZERS))
+    add_setting(parser, config_class, "asgd_patience", "nt-asgd averages once the validation loss is worse than "
+                "the best before this many latest evaluations", type=positive_int)
+    add_setting(parser, config_class, "lr", "peak learning rate", type=positive_float)
+    add_setting(parser, config_class, "weight_decay", "weight decay (decoupled for AdamW)", type=float)
     add_setting(parser, config_class, "clip", "gradient-norm clip", type=positive_float)
     add_setting(parser, config_class, "warmup", "steps of linear warm-up", type=int)
     add_setting(parser, config_class, "min_lr_fraction",

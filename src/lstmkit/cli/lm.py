@@ -72,6 +72,8 @@ def add_lm_commands(commands) -> None:
     add_setting(train, LMTrainingConfig, "batch_size", "parallel streams (shared among torchrun's processes)",
                 type=positive_int)
     add_setting(train, LMTrainingConfig, "dropout", "dropout probability", type=float)
+    add_setting(train, LMTrainingConfig, "variable_length", "windows of random length around --seq-len, the "
+                "rate scaled by length / seq-len (AWD-LSTM)", action="store_true")
     add_setting(train, LMTrainingConfig, "locked_dropout", "one dropout mask per sequence for every step",
                 action="store_true")
     add_setting(train, LMTrainingConfig, "embedding_dropout", "whole words dropped from the embedding",

@@ -42,12 +42,14 @@ from lstmkit.training import Job, Processes, Trainer, TrainingConfig, learning_r
 
 # Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
 RECIPES = {
-    # AWD-LSTM's regularisers (Merity et al. 2018, their WikiText-2 values): locked dropout
-    # around the layers (0.4) and on each layer's input (0.3), embedding dropout 0.1,
-    # DropConnect on the recurrent weights 0.5, AR 2, TAR 1, tied embedding and decoder.
+    # AWD-LSTM (Merity et al. 2018, their WikiText-2 values): locked dropout around the
+    # layers (0.4) and on each layer's input (0.3), embedding dropout 0.1, DropConnect on the
+    # recurrent weights 0.5, AR 2, TAR 1, tied embedding and decoder, variable-length windows,
+    # and NT-ASGD at a constant rate of 30 with gradients clipped at 0.25, weight decay 1.2e-6.
     "awd": {"locked_dropout": True, "dropout": 0.4, "input_dropout": 0.3, "embedding_dropout": 0.1,
             "weight_dropout": 0.5, "activation_regularisation": 2.0, "temporal_activation_regularisation": 1.0,
-            "tie_weights": True},
+            "tie_weights": True, "variable_length": True, "optimizer": "nt-asgd", "lr": 30.0, "clip": 0.25,
+            "weight_decay": 1.2e-6, "warmup": 0, "min_lr_fraction": 1.0},
 }
 VOCABULARY_FILE = "vocabulary.json"
 METRIC_COLUMNS = ("step", "epoch", "tokens", "seconds", "lr", "train_loss", "val_loss", "val_ppl", "val_bpc")
@@ -89,6 +91,9 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
     recipe: str | None = None
     # Steps of truncated backpropagation through time (Karpathy's char-rnn).
     seq_len: int = 100
+    # Windows of random length around seq_len, the step's rate scaled by length / seq_len
+    # (AWD-LSTM's variable-length BPTT; StreamWindows.random_lengths).
+    variable_length: bool = False
     # Parallel streams of the text per step.
     batch_size: int = 64
     engine: str = "auto"
@@ -168,8 +173,9 @@ class LMRun:
 class LanguageModelJob(Job):
     """Truncated BPTT over `batch_size` contiguous streams of the text: step s trains on
     window s mod (windows per pass), the hidden state carried from the previous window
-    (detached) and reset at the start of each pass. Several processes each take an equal
-    share of the streams."""
+    (detached) and reset at the start of each pass. With `variable_length`, pass p's windows
+    have random lengths drawn from the seed and p (the same in every process and after a
+    resume). Several processes each take an equal share of the streams."""
 
     item = "token"
 
@@ -185,15 +191,40 @@ class LanguageModelJob(Job):
         self.model = LanguageModel(config.model_config(len(corpus.vocabulary)))
         self.label = f"lm {config.cell} {config.num_layers}x{config.hidden_size}"
         self.state = None
+        self.passes: list[list[tuple[int, int]]] = []  # with variable_length: each pass's windows
 
     def steps_per_epoch(self) -> int:
-        return len(self.train_windows)
+        """The windows of a pass (with variable_length, of the first pass: the others differ by a few)."""
+        return len(self.window_plan(0)) if self.config.variable_length else len(self.train_windows)
+
+    def window_plan(self, pass_index: int) -> list[tuple[int, int]]:
+        """The (start, length) windows of pass `pass_index` with variable_length."""
+        while len(self.passes) <= pass_index:
+            self.passes.append(self.train_windows.random_lengths(self.config.seed * 1_000_003 + len(self.passes)))
+        return self.passes[pass_index]
+
+    def training_window(self, step: int) -> tuple[int, int]:
+        """The (start, length) of step `step`'s window in the streams."""
+        if not self.config.variable_length:
+            index = step % len(self.train_windows)
+            return index * self.config.seq_len, self.config.seq_len
+        pass_index = 0
+        while step >= len(self.window_plan(pass_index)):
+            step -= len(self.window_plan(pass_index))
+            pass_index += 1
+        return self.window_plan(pass_index)[step]
+
+    def learning_rate_scale(self, step: int) -> float:
+        """length / seq_len of the step's window with variable_length (AWD-LSTM: a short
+        window takes a short step), else 1."""
+        return self.training_window(step)[1] / self.config.seq_len if self.config.variable_length else 1.0
 
     def train_loss(self, model, step: int) -> tuple[Tensor, int]:
-        window = step % len(self.train_windows)
-        if window == 0:  # a new pass over the streams starts from no state
+        start, length = self.training_window(step)
+        if start == 0:  # a new pass over the streams starts from no state
             self.state = None
-        inputs, targets = (self.processes.shard(part, 1).to(self.device) for part in self.train_windows.window(window))
+        inputs, targets = (self.processes.shard(part, 1).to(self.device)
+                           for part in self.train_windows.span(start, length))
         config = self.config
         logits, self.state, hidden, dropped = model(inputs, detach(self.state), return_hidden=True)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,9 +135,28 @@ class StreamWindows:
 
     def window(self, index: int) -> tuple[Tensor, Tensor]:
         """(inputs, targets), each (L, batch), time-major."""
-        start = index * self.seq_len
-        stop = min(start + self.seq_len, self.streams.shape[1] - 1)
+        return self.span(index * self.seq_len, self.seq_len)
+
+    def span(self, start: int, length: int) -> tuple[Tensor, Tensor]:
+        """The window of `length` steps from `start` (shorter at the streams' end)."""
+        stop = min(start + length, self.streams.shape[1] - 1)
         return self.streams[:, start:stop].t(), self.streams[:, start + 1 : stop + 1].t()
+
+    def random_lengths(self, seed: int) -> list[tuple[int, int]]:
+        """One pass over the streams in windows of random length, as (start, length): AWD-LSTM's
+        variable-length backpropagation through time (Merity et al. 2018), where each window
+        is L (with probability 0.95) or L/2, plus normal noise of deviation 5, at least 5
+        steps (or L, if shorter) and at most L + 40. The windows' boundaries then move from
+        pass to pass, so every token is learnt from contexts of every length."""
+        generator = random.Random(seed)
+        last, start, windows = self.streams.shape[1] - 1, 0, []
+        while start < last:
+            base = self.seq_len if generator.random() < 0.95 else self.seq_len / 2
+            length = max(min(5, self.seq_len), int(generator.gauss(base, 5)))
+            length = min(length, self.seq_len + 40, last - start)
+            windows.append((start, length))
+            start += length
+        return windows
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return (self.window(index) for index in range(len(self)))

@@ -1,5 +1,5 @@
 """The training core: one loop for every pipeline (device, precision, processes under
-torchrun, AdamW with warm-up and cosine decay, clipping, budgets, evaluations, atomic
+torchrun, AdamW, SGD or NT-ASGD with warm-up and cosine decay, clipping, budgets, evaluations, atomic
 checkpoints with bit-exact resume, progress, metrics.csv and results.json)."""
 
 from lstmkit.training.config import TrainingConfig, current_names

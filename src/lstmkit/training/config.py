@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from lstmkit.training.device import check_device_name
+from lstmkit.training.optimizers import OPTIMIZERS
 
 BUDGETS = ("steps", "epochs", "time_budget")
 # torch.manual_seed takes a 64-bit unsigned seed.
@@ -28,8 +29,8 @@ LEGACY_NAMES = {"hidden": "hidden_size", "layers": "num_layers", "batch": "batch
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """How a model is trained: AdamW with linear warm-up and cosine decay, gradient clipping,
-    a budget, periodic evaluation, a device, a precision.
+    """How a model is trained: an optimizer (AdamW by default) with linear warm-up and cosine
+    decay, gradient clipping, a budget, periodic evaluation, a device, a precision.
 
     The learning rate at step s (0-based) is
 
@@ -45,7 +46,14 @@ class TrainingConfig:
     the pipeline's `default_budget` applies.
     """
 
-    # AdamW's peak learning rate; 1e-3 is Adam's own default (Kingma & Ba 2015).
+    # AdamW adapts each weight's step and needs little tuning; "sgd", and "nt-asgd" (SGD that
+    # turns to averaging the weights once validation stalls, Merity et al. 2018), are the
+    # optimizers AWD-LSTM's recipe was tuned with (training/optimizers.py).
+    optimizer: str = "adamw"
+    # NT-ASGD averages once the validation loss is worse than the best of all evaluations but
+    # this many latest ones (AWD-LSTM's "nonmono": 5).
+    asgd_patience: int = 5
+    # The peak learning rate; 1e-3 is Adam's own default (Kingma & Ba 2015).
     lr: float = 1e-3
     # Decoupled weight decay (Loshchilov & Hutter 2019); 0 makes AdamW exactly Adam.
     weight_decay: float = 0.0
@@ -83,12 +91,16 @@ class TrainingConfig:
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
-        for name in ("steps", "eval_every", "patience", "warmup", "seed"):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        for name in ("steps", "eval_every", "patience", "warmup", "seed", "asgd_patience"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
         if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
             raise ValueError(f"seed must be in [0, 2**64 - 1] (what torch.manual_seed takes), got {self.seed}")
+        if self.asgd_patience < 1:
+            raise ValueError(f"asgd_patience must be at least 1, got {self.asgd_patience}")
         if self.warmup < 0 or self.weight_decay < 0:
             raise ValueError(f"warmup and weight_decay must be non-negative, got {self.warmup} and {self.weight_decay}")
         if not 0 <= self.min_lr_fraction <= 1:

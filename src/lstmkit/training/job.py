@@ -40,6 +40,10 @@ class Job(ABC):
         computed with `model` (the job's model, wrapped for several processes), and the
         number of items in that share."""
 
+    def learning_rate_scale(self, step: int) -> float:
+        """What the schedule's rate is multiplied by at `step` (1: the schedule's own)."""
+        return 1.0
+
     @abstractmethod
     def evaluate(self) -> dict[str, float]:
         """Scores of `self.model` (in eval mode, without gradients), by name."""

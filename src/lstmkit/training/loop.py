@@ -4,8 +4,9 @@
         lr      <- warm-up, then cosine decay (schedule.learning_rate)
         loss    <- job.train_loss(model, step)   under torch.autocast, on this process's shard
         backward (DistributedDataParallel averages the gradients over the processes),
-        clip the global gradient norm, AdamW step (through the gradient scaler for float16)
+        clip the global gradient norm, optimizer step (through the gradient scaler for float16)
         every eval_every steps: job.evaluate() -> a row of metrics.csv; best/ and last/
+        (NT-ASGD: evaluations, best/ and the final model use the averaged weights)
 
 With a run folder, `best/` (the lowest `selection_metric` so far, or the highest for a job
 whose higher_is_better is set) and `last/` (with the
@@ -36,6 +37,9 @@ from lstmkit.training.device import Precision, resolve_device
 from lstmkit.training.distributed import Processes
 from lstmkit.training.job import Job
 from lstmkit.training.progress import Progress
+from lstmkit.training.optimizers import (
+    adopt_average, averaged_weights, averaging, build_optimizer, set_learning_rate, should_average,
+)
 from lstmkit.training.schedule import learning_rate
 
 TRAINING_FILE = "training.safetensors"
@@ -58,6 +62,7 @@ class RunState:
     best_step: int | None = None
     history: list[dict] = field(default_factory=list)
     scaler: dict = field(default_factory=dict)
+    averaging_from: int | None = None  # the step at which NT-ASGD began to average the weights
 
 
 @dataclass
@@ -113,8 +118,10 @@ class Trainer:
         config, processes, device = self.config, self.processes, self.device
         out = None if out is None else check_output_folder(out)
         job.model.to(device)
-        optimizer = torch.optim.AdamW(job.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        progress = self.restore(job, optimizer, out) if resume else self.begin(out)
+        progress, training = self.restore(job, out) if resume else (self.begin(out), {})
+        optimizer = build_optimizer(config.optimizer, job.model.parameters(), config.lr, config.weight_decay,
+                                    averaging=progress.averaging_from is not None)
+        load_optimizer_state(optimizer, job, training)
         model = processes.wrap(job.model, device)
         steps_per_epoch = job.steps_per_epoch()
         step_limit = self.step_limit(job, steps_per_epoch)
@@ -132,8 +139,9 @@ class Trainer:
 
         def evaluate() -> bool:
             """Score, record, checkpoint; whether training should stop."""
-            nonlocal best_state
-            scores = self.evaluate(job)
+            nonlocal best_state, optimizer
+            with averaged_weights(optimizer):
+                scores = self.evaluate(job)
             row = {"step": progress.step, "epoch": epochs(progress.step, steps_per_epoch),
                    f"{job.item}s": progress.items, "seconds": round(progress.train_seconds, 2),
                    "lr": optimizer.param_groups[0]["lr"],
@@ -148,7 +156,16 @@ class Trainer:
             if improved:
                 progress.best_value, progress.best_step = sign * scores[metric], progress.step
                 if keep_best:
-                    best_state = copy.deepcopy(job.model.state_dict())
+                    with averaged_weights(optimizer):
+                        best_state = copy.deepcopy(job.model.state_dict())
+            if (config.optimizer == "nt-asgd" and not averaging(optimizer) and metric in scores
+                    and should_average([sign * row[metric] for row in progress.history if metric in row],
+                                       config.asgd_patience)):
+                optimizer = build_optimizer(config.optimizer, job.model.parameters(), config.lr,
+                                            config.weight_decay, averaging=True)
+                progress.averaging_from = progress.step
+                self.announce(f"{job.label}: step {progress.step}: the {metric} stopped improving; "
+                              "averaging the weights from here on (NT-ASGD)")
             if out is not None:
                 self.save(job, optimizer, progress, out, improved, list(row)[:6] + list(scores))
             evaluations_since_best = sum(1 for row in progress.history if row["step"] > (progress.best_step or 0))
@@ -160,8 +177,8 @@ class Trainer:
         job.model.train()
         while not stop and not budget_spent(config, progress, step_limit):
             started = time.perf_counter()
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, progress.step, progress.total_steps)
+            scheduled = learning_rate(config, progress.step, progress.total_steps)
+            set_learning_rate(optimizer, scheduled * job.learning_rate_scale(progress.step))
             loss, loss_sum, items = self.training_loss(job, model, progress.step)
             if not math.isfinite(loss_sum):
                 self.diverged(job, progress, out, f"the training loss became {loss_sum / items}", last_loss, report)
@@ -183,6 +200,7 @@ class Trainer:
                 stop = evaluate()
         if not progress.history or progress.history[-1]["step"] != progress.step:
             evaluate()
+        adopt_average(optimizer)
         if keep_best and best_state is not None and progress.best_step is not None:
             job.model.load_state_dict(best_state)
         job.model.eval()
@@ -280,14 +298,16 @@ class Trainer:
         saved = {**job.checkpoint_config(), "training": asdict(self.config), "data": job.data_fingerprint(),
                  "progress": state}
         if improved:
-            save_checkpoint(out / "best", saved, job.model_tensors(), job.checkpoint_files())
+            with averaged_weights(optimizer):
+                save_checkpoint(out / "best", saved, job.model_tensors(), job.checkpoint_files())
         save_checkpoint(out / "last", saved, job.model_tensors(), job.checkpoint_files(),
                         extra_tensors={TRAINING_FILE: training})
         write_csv(out / "metrics.csv", columns, [[row.get(name) for name in columns] for row in progress.history])
 
-    def restore(self, job: Job, optimizer: torch.optim.Optimizer, out: Path | None) -> RunState:
-        """The model, optimizer, random-number state and job state of out/last, on this
-        trainer's device whatever device wrote them; the progress to continue from."""
+    def restore(self, job: Job, out: Path | None) -> tuple[RunState, dict[str, Tensor]]:
+        """The model, random-number state and job state of out/last, on this trainer's device
+        whatever device wrote them; the progress to continue from, and the saved training
+        tensors (the optimizer's state among them: `load_optimizer_state`)."""
         if out is None or (not (out / "last").exists() and not (out / ".last.previous").exists()):
             raise FileNotFoundError(f"{out} holds no run to resume (no last/ checkpoint); start one without --resume")
         saved, tensors = load_checkpoint(out / "last", self.device)
@@ -298,11 +318,6 @@ class Trainer:
         job.check_resumable(saved, existing(out / "last"))
         job.load_model_tensors(tensors)
         training = read_extra_tensors(out / "last", TRAINING_FILE, self.device)
-        names = dict(job.model.named_parameters())
-        for key, value in training.items():
-            if key.startswith("optimizer."):
-                name, moment = key.removeprefix("optimizer.").rsplit(".", 1)
-                optimizer.state[names[name]][moment] = value.cpu() if moment == "step" else value
         best_value = saved["progress"]["best_value"]
         progress = RunState(**{**saved["progress"], "best_value": math.inf if best_value is None else best_value})
         self.restore_rng(training, progress.step)
@@ -310,7 +325,7 @@ class Trainer:
                                 if not key.startswith(("optimizer.", "rng."))})
         if progress.scaler and self.precision.scaler.is_enabled():
             self.precision.scaler.load_state_dict(progress.scaler)
-        return progress
+        return progress, training
 
     def check_resumable(self, saved: dict, data: dict[str, dict], out: Path) -> None:
         """Refuse to continue a run on other data or with other settings than it began with
@@ -363,6 +378,17 @@ def epochs(step: int, steps_per_epoch: int | None) -> int | float | None:
         return None
     whole, rest = divmod(step, steps_per_epoch)
     return whole if rest == 0 else round(step / steps_per_epoch, 4)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, job: Job, training: dict[str, Tensor]) -> None:
+    """The optimizer's moments from the saved training tensors (`optimizer_tensors`). AdamW
+    keeps its step count on the CPU, ASGD its counters on the parameters' device."""
+    names = dict(job.model.named_parameters())
+    for key, value in training.items():
+        if key.startswith("optimizer."):
+            name, moment = key.removeprefix("optimizer.").rsplit(".", 1)
+            on_cpu = moment == "step" and not averaging(optimizer)
+            optimizer.state[names[name]][moment] = value.cpu() if on_cpu else value
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer, job: Job) -> dict[str, Tensor]:

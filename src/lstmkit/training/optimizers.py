@@ -1,0 +1,85 @@
+"""The optimizers of the training core: AdamW, SGD, and non-monotonically triggered averaged
+SGD (NT-ASGD, Merity et al. 2018).
+
+NT-ASGD runs plain SGD until the validation loss stops improving: at an evaluation whose
+loss is worse than the best of all but the last `asgd_patience` evaluations before it,
+
+    switch  ⇔  len(L) > n  and  L_now > min(L[: len(L) − n])        (L: earlier losses, n: patience)
+
+it turns to averaged SGD (torch.optim.ASGD with λ = 0, t0 = 0): the steps go on as SGD's,
+and the optimizer keeps the running mean of the weights since the switch, which evaluations,
+the best checkpoint and the final model use (`averaged_weights`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import nn
+
+OPTIMIZERS = ("adamw", "sgd", "nt-asgd")
+
+
+def build_optimizer(name: str, parameters: Iterable[nn.Parameter], lr: float, weight_decay: float,
+                    averaging: bool = False) -> torch.optim.Optimizer:
+    """The optimizer `name`; for "nt-asgd", SGD before the switch and ASGD after (`averaging`)."""
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    if name == "nt-asgd" and averaging:
+        return torch.optim.ASGD(parameters, lr=lr, lambd=0.0, t0=0, weight_decay=weight_decay)
+    return torch.optim.SGD(parameters, lr=lr, weight_decay=weight_decay)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """This step's rate for every group. ASGD takes its step size from a per-weight `eta` it
+    updates after each step from the rate then set (one step late); with λ = 0 that step
+    size is the rate itself, set here at once."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        for parameter in group["params"]:
+            if averaging(optimizer) and "eta" in optimizer.state.get(parameter, {}):
+                optimizer.state[parameter]["eta"].fill_(lr)
+
+
+def averaging(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether `optimizer` keeps an average of the weights (NT-ASGD after its switch)."""
+    return isinstance(optimizer, torch.optim.ASGD)
+
+
+def should_average(losses: list[float], patience: int) -> bool:
+    """NT-ASGD's trigger: the last of `losses` (every evaluation's, in order) is worse than the
+    best of those before the `patience` evaluations that precede it."""
+    *earlier, now = losses
+    return len(earlier) > patience and now > min(earlier[: len(earlier) - patience])
+
+
+def adopt_average(optimizer: torch.optim.Optimizer) -> None:
+    """Give the parameters the optimizer's average for good (the trained model's weights)."""
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                if averaging(optimizer) and "ax" in optimizer.state.get(parameter, {}):
+                    parameter.copy_(optimizer.state[parameter]["ax"])
+
+
+@contextlib.contextmanager
+def averaged_weights(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """The parameters hold the optimizer's average inside the block, their own values after it;
+    a no-op for an optimizer that keeps no average (or before its first averaged step)."""
+    parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]
+                  if "ax" in optimizer.state.get(parameter, {})]
+    if not averaging(optimizer) or not parameters:
+        yield
+        return
+    own = [parameter.detach().clone() for parameter in parameters]
+    with torch.no_grad():
+        for parameter in parameters:
+            parameter.copy_(optimizer.state[parameter]["ax"])
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for parameter, value in zip(parameters, own, strict=True):
+                parameter.copy_(value)
