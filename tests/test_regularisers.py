@@ -292,3 +292,33 @@ def test_orthogonal_init_makes_each_gate_block_of_weight_hh_orthogonal():
     layer = lstmkit.LSTM(INPUT, HIDDEN, num_layers=2, init="orthogonal", dtype=F64)
     for block in layer.weight_hh_l1.detach().split(HIDDEN):
         assert_close(block @ block.T, torch.eye(HIDDEN, dtype=F64), "W Wᵀ = I", tolerance=1e-12)
+
+
+@pytest.mark.parametrize("option", ["recurrent_dropout", "input_dropout", "weight_dropout"])
+def test_step_refuses_a_mask_per_sequence_in_training_and_streams_in_evaluation(option):
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(INPUT, HIDDEN, dtype=F64, **{option: 0.3})
+    x = torch.randn(T, B, INPUT, dtype=F64)
+    with pytest.raises(ValueError, match=re.escape(f"step() in training cannot run {option}: each draws one mask")):
+        layer.step(x[0])
+    layer.eval()
+    state, outputs = None, []
+    for x_t in x:
+        output, state = layer.step(x_t, state)
+        outputs.append(output)
+    assert_close(torch.stack(outputs), layer(x)[0], "streamed in evaluation = the whole sequence")
+
+
+def test_step_in_training_with_zoneout_draws_a_mask_per_step_as_forward_does():
+    """Zoneout's masks are per step anyway: step() in training applies them."""
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(INPUT, HIDDEN, dtype=F64, zoneout=(0.5, 0.5))
+    x_t = torch.randn(B, INPUT, dtype=F64)
+    h0, c0 = torch.randn(1, B, HIDDEN, dtype=F64), torch.randn(1, B, HIDDEN, dtype=F64)
+    torch.manual_seed(1)
+    _, (h1, c1) = layer.step(x_t, (h0, c0))
+    torch.manual_seed(1)
+    _, (h_full, c_full) = layer(x_t.unsqueeze(0), (h0, c0))
+    assert_close(h1, h_full, "h")
+    assert_close(c1, c_full, "c")
+    assert ((h1 == h0) | (c1 == c0)).any(), "some units kept their previous value"

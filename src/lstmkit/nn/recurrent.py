@@ -247,6 +247,13 @@ class Recurrent(nn.Module):
                 "step() streams forward in time; a bidirectional layer needs the whole "
                 "sequence, so call forward() instead"
             )
+        per_sequence = sorted(self.regularisation.acting(self.training) - {"zoneout"})
+        if per_sequence:
+            raise ValueError(
+                f"step() in training cannot run {' and '.join(per_sequence)}: each draws one mask per sequence "
+                "(per forward call), and step() sees one step at a time; call forward() on the whole sequence, "
+                "or eval() to stream"
+            )
         if not isinstance(input, Tensor) or input.dim() not in (1, 2):
             shape = tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__
             raise ValueError(
