@@ -167,3 +167,66 @@ def test_the_awd_optimizer_and_windows_resume_bit_for_bit_after_the_switch(tmp_p
     for name in ("model.safetensors", "training.safetensors"):
         ours, theirs = (load_file(tmp_path / run / "last" / name) for run in ("straight", "resumed"))
         assert all(torch.equal(ours[key], theirs[key]) for key in ours), name
+
+
+def test_an_adaptive_softmax_scores_every_token_and_trains_on_the_targets_clusters():
+    """Its log-probabilities normalise; the training loss is the mean negative log-probability
+    of the targets (the same number the full scores give); boundaries past the vocabulary drop."""
+    torch.manual_seed(0)
+    config = LanguageModelConfig("lstm", 40, hidden_size=16, num_layers=1, dropout=0.0,
+                                 adaptive_softmax_cutoffs=(10, 25, 40, 100))
+    model = LanguageModel(config)
+    assert config.cutoffs == (10, 25) and isinstance(model.decoder, torch.nn.AdaptiveLogSoftmaxWithLoss)
+    tokens, targets = torch.randint(0, 40, (7, 3)), torch.randint(0, 40, (7, 3))
+    scores, _ = model(tokens)
+    torch.testing.assert_close(scores.exp().sum(-1), torch.ones(7, 3))
+    loss, _ = model(tokens, targets=targets)
+    expected = -scores.gather(-1, targets.unsqueeze(-1)).mean()
+    torch.testing.assert_close(loss, expected)
+    assert LanguageModel(LanguageModelConfig("lstm", 8, hidden_size=16, adaptive_softmax_cutoffs=(10,))).decoder \
+        .__class__ is torch.nn.Linear, "a vocabulary below the first boundary keeps the full softmax"
+
+
+def test_a_word_model_with_an_adaptive_softmax_trains_saves_and_loads(tmp_path):
+    text = tmp_path / "words.txt"
+    text.write_text("\n".join(" ".join(f"w{(line * 7 + word) % 37}" for word in range(10)) for line in range(300)),
+                    encoding="utf-8")
+    config = LMTrainingConfig(level="word", num_layers=1, hidden_size=16, seq_len=10, batch_size=4, steps=20,
+                              eval_every=10, adaptive_softmax_cutoffs=(8, 20))
+    run = lm.train(text, tmp_path / "run", config)
+    loaded = lm.load(tmp_path / "run")
+    assert isinstance(loaded.model.decoder, torch.nn.AdaptiveLogSoftmaxWithLoss)
+    validation = text.read_text(encoding="utf-8").splitlines()[270:]
+    assert loaded.evaluate("\n".join(validation) + "\n").loss == pytest.approx(run.best_val_loss, rel=0.05)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(adaptive_softmax_cutoffs=(20, 10)), "adaptive_softmax_cutoffs must be increasing positive integers, "
+                                              "got [20, 10]"),
+    (dict(adaptive_softmax_cutoffs=(0, 10)), "adaptive_softmax_cutoffs must be increasing positive integers, "
+                                             "got [0, 10]"),
+    (dict(adaptive_softmax_cutoffs=(2.5,)), "adaptive_softmax_cutoffs must be integers, got (2.5,)"),
+    (dict(adaptive_softmax_cutoffs=(10,), tie_weights=True), "tie_weights shares the embedding with a linear "
+                                                             "decoder, and adaptive_softmax_cutoffs=[10]"),
+])
+def test_adaptive_softmax_settings_are_checked(settings, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        LMTrainingConfig(**settings)
+
+
+def test_the_cache_pointer_and_dynamic_evaluation_take_an_adaptive_softmax(tmp_path):
+    """With a mixture of 0, and one segment as long as the text, both reduce to plain evaluation."""
+    from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation
+
+    torch.manual_seed(0)
+    text = tmp_path / "words.txt"
+    text.write_text("\n".join(" ".join(f"w{(line * 3 + word) % 23}" for word in range(8)) for line in range(200)),
+                    encoding="utf-8")
+    config = LMTrainingConfig(level="word", num_layers=1, hidden_size=16, seq_len=10, batch_size=4, steps=10,
+                              eval_every=10, adaptive_softmax_cutoffs=(5, 12))
+    lm.train(text, tmp_path / "run", config)
+    model = lm.load(tmp_path / "run")
+    sample = "\n".join(text.read_text(encoding="utf-8").splitlines()[-20:]) + "\n"
+    plain = model.evaluate(sample).loss
+    assert model.evaluate(sample, cache=CachePointer(mixture=0.0)).loss == pytest.approx(plain, rel=1e-5)
+    assert model.evaluate(sample, dynamic=DynamicEvaluation(segment=100_000)).loss == pytest.approx(plain, rel=1e-5)

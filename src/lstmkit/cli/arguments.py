@@ -23,6 +23,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_ints(text: str) -> tuple[int, ...]:
+    """argparse type: positive integers, comma-separated."""
+    try:
+        return tuple(positive_int(part) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected positive integers, comma-separated, got {text!r}") from None
+
+
 def positive_float(text: str) -> float:
     """argparse type: a number greater than zero."""
     try:

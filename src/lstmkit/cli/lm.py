@@ -8,7 +8,7 @@ from pathlib import Path
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
     add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, positive_float,
-    positive_int, probability,
+    positive_int, positive_ints, probability,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.pipelines.lm import RECIPES, LMTrainingConfig
@@ -72,6 +72,8 @@ def add_lm_commands(commands) -> None:
     add_setting(train, LMTrainingConfig, "batch_size", "parallel streams (shared among torchrun's processes)",
                 type=positive_int)
     add_setting(train, LMTrainingConfig, "dropout", "dropout probability", type=float)
+    add_setting(train, LMTrainingConfig, "adaptive_softmax_cutoffs", "an adaptive softmax with these cluster "
+                "boundaries, comma-separated (word level: e.g. 2000,10000)", type=positive_ints)
     add_setting(train, LMTrainingConfig, "variable_length", "windows of random length around --seq-len, the "
                 "rate scaled by length / seq-len (AWD-LSTM)", action="store_true")
     add_setting(train, LMTrainingConfig, "locked_dropout", "one dropout mask per sequence for every step",

@@ -143,8 +143,8 @@ class Stack(NamedTuple):
                               ("cell", hidden_size, regularisation.zoneout_cell)):
             if not z:
                 keep[name] = None
-            elif self.training:  # u < z with u ~ U[0, 1): twice as fast as torch.bernoulli on CPU
-                keep[name] = (torch.rand(steps, batch, size, dtype=inputs.dtype, device=inputs.device) < z).to(inputs.dtype)
+            elif self.training:  # u < z, u ~ U[0, 1), in place: twice as fast as torch.bernoulli on CPU
+                keep[name] = torch.rand(steps, batch, size, dtype=inputs.dtype, device=inputs.device).lt_(z)
             else:
                 keep[name] = inputs.new_tensor(z)
         return LayerNoise(recurrent_mask, keep["hidden"], keep["cell"])

@@ -39,14 +39,36 @@ class LanguageModelConfig(EmbeddingConfig):
     embedding_dropout: float = 0.0
     # The dropout around the layers with one mask per sequence, shared by every step (AWD-LSTM).
     locked_dropout: bool = False
+    # An adaptive softmax (Grave et al. 2017) with these cluster boundaries, most frequent
+    # tokens first: training computes the head and only the clusters the targets fall in.
+    # Boundaries at or above the vocabulary size are dropped; none left: the full softmax.
+    adaptive_softmax_cutoffs: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self.check_embedding()
+        cutoffs = self.adaptive_softmax_cutoffs
+        if isinstance(cutoffs, (str, bytes)) or not all(isinstance(cutoff, int) and not isinstance(cutoff, bool)
+                                                          for cutoff in cutoffs):
+            raise ValueError(f"adaptive_softmax_cutoffs must be integers, got {cutoffs!r}")
+        if list(cutoffs) != sorted(set(cutoffs)) or any(cutoff < 1 for cutoff in cutoffs):
+            raise ValueError(f"adaptive_softmax_cutoffs must be increasing positive integers, got {list(cutoffs)}")
+        object.__setattr__(self, "adaptive_softmax_cutoffs", tuple(cutoffs))  # a list when read from JSON
+        if self.tie_weights and cutoffs:
+            raise ValueError(
+                "tie_weights shares the embedding with a linear decoder, and adaptive_softmax_cutoffs="
+                f"{list(cutoffs)} makes the decoder an adaptive softmax; give one of them"
+            )
+
+    @property
+    def cutoffs(self) -> tuple[int, ...]:
+        """The adaptive softmax's boundaries that fall inside the vocabulary (empty: full softmax)."""
+        return tuple(cutoff for cutoff in self.adaptive_softmax_cutoffs if cutoff < self.vocabulary_size)
 
 
 class LanguageModel(nn.Module):
     """Predicts the next token: embedding -> dropout -> recurrent layers (dropout between
-    them) -> dropout -> linear decoder to one logit per vocabulary entry."""
+    them) -> dropout -> linear decoder to one logit per vocabulary entry, or an adaptive
+    softmax (torch.nn.AdaptiveLogSoftmaxWithLoss) to one log-probability per entry."""
 
     def __init__(self, config: LanguageModelConfig) -> None:
         super().__init__()
@@ -58,7 +80,11 @@ class LanguageModel(nn.Module):
             **config.regularisers,
         )
         self.dropout = nn.Dropout(config.dropout)
-        self.decoder = nn.Linear(config.hidden_size, config.vocabulary_size)
+        if config.cutoffs:
+            self.decoder = nn.AdaptiveLogSoftmaxWithLoss(config.hidden_size, config.vocabulary_size,
+                                                         list(config.cutoffs))
+        else:
+            self.decoder = nn.Linear(config.hidden_size, config.vocabulary_size)
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight
 
@@ -67,13 +93,28 @@ class LanguageModel(nn.Module):
         """The parameter that is another's tensor (saved once): the decoder's, when tied."""
         return "decoder.weight" if self.config.tie_weights else None
 
-    def forward(self, tokens: Tensor, state=None, return_hidden: bool = False):
-        """tokens (T, B) -> (logits (T, B, vocabulary), final state), and with return_hidden
-        the top layer's h_t (T, B, hidden) before and after its dropout (for AR and TAR)."""
+    def forward(self, tokens: Tensor, state=None, return_hidden: bool = False, targets: Tensor | None = None):
+        """tokens (T, B) -> (scores (T, B, vocabulary), final state): logits, or
+        log-probabilities with an adaptive softmax (a softmax of either is the distribution).
+        With `targets` (T, B), the mean cross-entropy over them in place of the scores (the
+        adaptive softmax then computes only the clusters they fall in). With return_hidden
+        also the top layer's h_t (T, B, hidden) before and after its dropout (for AR and TAR)."""
         output, state = self.hidden(tokens, state)
         dropped = self.drop(output)
-        logits = self.decoder(dropped)
-        return (logits, state, output, dropped) if return_hidden else (logits, state)
+        result = self.scores(dropped) if targets is None else self.loss(dropped, targets)
+        return (result, state, output, dropped) if return_hidden else (result, state)
+
+    def scores(self, features: Tensor) -> Tensor:
+        """The decoder's scores of every vocabulary entry for features (T, B, hidden)."""
+        if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
+            return self.decoder.log_prob(features.flatten(0, 1)).view(*features.shape[:2], -1)
+        return self.decoder(features)
+
+    def loss(self, features: Tensor, targets: Tensor) -> Tensor:
+        """The mean cross-entropy of `targets` (T, B) given features (T, B, hidden), in float32."""
+        if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
+            return self.decoder(features.flatten(0, 1), targets.flatten()).loss.float()
+        return F.cross_entropy(self.decoder(features).flatten(0, 1).float(), targets.flatten())
 
     def hidden(self, tokens: Tensor, state=None) -> tuple[Tensor, object]:
         """tokens (T, B) -> (the top layer's h_t (T, B, hidden), final state): what the

@@ -96,6 +96,9 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
     variable_length: bool = False
     # Parallel streams of the text per step.
     batch_size: int = 64
+    # Cluster boundaries of an adaptive softmax (LanguageModelConfig); () keeps the full one,
+    # as a character vocabulary (below the first boundary) does anyway.
+    adaptive_softmax_cutoffs: tuple[int, ...] = ()
     engine: str = "auto"
     # Above Adam's 1e-3: warm-up and cosine decay keep 2e-3 stable and it learns faster.
     lr: float = 2e-3
@@ -135,6 +138,7 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
             self.cell, vocabulary_size, self.hidden_size, self.num_layers, self.embedding_size, self.dropout,
             self.tie_weights, self.engine, regularisers=self.regularisers(self.seq_len),
             embedding_dropout=self.embedding_dropout, locked_dropout=self.locked_dropout,
+            adaptive_softmax_cutoffs=self.adaptive_softmax_cutoffs,
         )
 
 
@@ -226,8 +230,7 @@ class LanguageModelJob(Job):
         inputs, targets = (self.processes.shard(part, 1).to(self.device)
                            for part in self.train_windows.span(start, length))
         config = self.config
-        logits, self.state, hidden, dropped = model(inputs, detach(self.state), return_hidden=True)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        loss, self.state, hidden, dropped = model(inputs, detach(self.state), return_hidden=True, targets=targets)
         if config.activation_regularisation:                      # AR: α · mean(dropped h_t²)
             loss = loss + config.activation_regularisation * dropped.float().pow(2).mean()
         if config.temporal_activation_regularisation:             # TAR: β · mean((h_t − h_{t−1})²)

@@ -94,7 +94,7 @@ def score_with_cache(model: LanguageModel, tokens: Tensor, cache: CachePointer, 
             inputs = inputs[: targets.numel()]
             hidden, state = model.hidden(inputs.unsqueeze(1), state)
             hidden = hidden[:, 0].float()
-            log_probs = F.log_softmax(model.decoder(hidden), dim=-1)
+            log_probs = F.log_softmax(model.scores(hidden.unsqueeze(1))[:, 0], dim=-1)
             history = kept_hidden.shape[0]
             all_hidden, all_targets = torch.cat([kept_hidden, hidden]), torch.cat([kept_targets, targets])
             model_log_probs = torch.cat([log_probs.new_zeros(history, log_probs.shape[1]), log_probs])
