@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from typing import ClassVar
 
@@ -32,4 +33,6 @@ class EmbeddingConfig:
         return self.hidden_size if self.embedding_size is None else self.embedding_size
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as config.json stores them (tuples as lists), so that a loaded
+        configuration compares equal to the one saved."""
+        return json.loads(json.dumps(asdict(self)))
