@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstmkit
 from helpers import ALL_CELL_PARAMS, TORCH_LAYERS, relative_error, torch_twin
@@ -67,16 +68,23 @@ def test_fused_under_autocast_equals_the_reference_in_the_same_precision(cell, o
         assert relative_error(mine.grad, other.grad) < BFLOAT16_TOLERANCE.get(cell, 0.05), name
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("engine", ["auto", *ENGINES])
 @pytest.mark.parametrize("cell", ["lstm", "rnn", "gru"])
-def test_autocast_output_dtypes_are_torch_nn_s(cell):
-    layer = lstmkit.Recurrent(cell, 8, 16)
+def test_autocast_output_dtypes_are_torch_nn_s(cell, engine, packed):
+    """torch.nn.LSTM returns float32 for packed input under CPU autocast and bfloat16 for a
+    padded tensor; lstmkit returns what torch.nn returns, on every engine."""
+    layer = lstmkit.Recurrent(cell, 8, 16, engine=engine)
     twin = torch_twin(layer)
     x = torch.randn(5, 3, 8)
+    if packed:
+        x = pack_padded_sequence(x, [5, 4, 2])
     with torch.autocast("cpu", torch.bfloat16):
         ours, theirs = layer(x), twin(x)
-    assert ours[0].dtype == theirs[0].dtype
+    ours_output, theirs_output = (ours[0].data, theirs[0].data) if packed else (ours[0], theirs[0])
+    assert ours_output.dtype == theirs_output.dtype
     assert first_state(ours[1]).dtype == first_state(theirs[1]).dtype
-    assert relative_error(ours[0].float(), theirs[0].float()) < 2e-2
+    assert relative_error(ours_output.float(), theirs_output.float()) < 2e-2
 
 
 @pytest.mark.parametrize("engine", ENGINES)

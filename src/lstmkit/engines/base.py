@@ -112,7 +112,8 @@ class LayerNoise(NamedTuple):
 
 class Stack(NamedTuple):
     """What an engine runs: the cell, the weights of every layer and direction (index
-    layer * D + direction) and the layer options that are not the input's."""
+    layer * D + direction), the layer options that are not the input's, and whether the
+    input came as a PackedSequence (which decides torch.nn's output dtype under autocast)."""
 
     cell: Cell
     weights: list[LayerWeights]
@@ -122,6 +123,7 @@ class Stack(NamedTuple):
     training: bool
     bias: bool
     regularisation: Regularisation = Regularisation()
+    packed: bool = False
 
     @property
     def num_directions(self) -> int:
@@ -201,7 +203,7 @@ class LayerEngine(Engine):
     ) -> StackRun:
         """Every layer and direction in turn; dropout between layers in training, and the
         stack's regularisers (input dropout here, the recurrent ones in `run_layer`)."""
-        precision = precision_for(stack.cell, stack.weights[0].weight_ih.dtype, data.device)
+        precision = precision_for(stack.cell, stack.weights[0].weight_ih.dtype, data.device, stack.packed)
         input_dropout = stack.regularisation.input_dropout if stack.training else 0.0
         hidden_size = h0.shape[-1] if c0 is None else c0.shape[-1]
         layer_input = data

@@ -4,8 +4,9 @@ The rule every engine follows, as `torch.nn.LSTM` does under cuDNN and oneDNN:
 - float32 and float64 parameters, no autocast: everything in the parameters' dtype.
 - `torch.autocast` on the input's device, float32 parameters: the products in the autocast
   dtype; the cell state and the point-wise arithmetic in float32; outputs and final states
-  in the autocast dtype, the dtype torch.nn's layers return (torch.nn.GRU under CPU autocast
-  returns float32, and so does lstmkit's GRU).
+  in the autocast dtype, the dtype torch.nn's layers return: under CPU autocast torch.nn.GRU
+  returns float32, and so does torch.nn.LSTM given a PackedSequence; lstmkit's GRU and LSTM
+  do the same.
 - bfloat16 or float16 parameters: the products in that dtype, state and point-wise
   arithmetic in float32, outputs in the parameters' dtype.
 """
@@ -41,14 +42,16 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.get_autocast_dtype(device.type)
 
 
-def precision_for(cell: Cell, parameter_dtype: torch.dtype, device: torch.device) -> Precision:
-    """The precision a layer of `cell` with parameters in `parameter_dtype` runs in on `device`."""
+def precision_for(cell: Cell, parameter_dtype: torch.dtype, device: torch.device, packed: bool = False) -> Precision:
+    """The precision a layer of `cell` with parameters in `parameter_dtype` runs in on
+    `device`, for input that came as a PackedSequence or not."""
     if parameter_dtype in HALF_DTYPES:
         return Precision(parameter_dtype, torch.float32, parameter_dtype)
     autocast = autocast_dtype(device)
     if autocast is None or parameter_dtype != torch.float32:
         return Precision(parameter_dtype, parameter_dtype, parameter_dtype)
-    output = torch.float32 if cell.name == "gru" and device.type == "cpu" else autocast
+    float32_output = device.type == "cpu" and (cell.name == "gru" or (cell.name == "lstm" and packed))
+    output = torch.float32 if float32_output else autocast
     return Precision(autocast, torch.float32, output)
 
 
