@@ -55,7 +55,8 @@ def write_split(text_path: str, out: str) -> None:
     parts = split_lines(Path(text_path).read_text(encoding="utf-8"))
     for name, part in zip(FILES, parts):
         (folder / name).write_text(part, encoding="utf-8")
-        print(f"{folder / name}: {part.count(chr(10)):,} lines, {len(part.split()):,} words")
+        lines = part.count("\n")
+        print(f"{folder / name}: {lines:,} lines, {len(part.split()):,} words")
 
 
 def train_and_test(data: str, out: str | None, flags: list[str]) -> None:
