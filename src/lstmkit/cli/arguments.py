@@ -77,6 +77,10 @@ def add_setting(parser, config_class: type, name: str, help: str, flag: str | No
     default read from the config class and shown in the help."""
     default = field_default(config_class, name)
     shown = f" (default {default})" if default not in (None, False, ()) else ""
+    by_level = {level: values[name] for level, values in getattr(config_class, "level_defaults", {}).items()
+                if name in values}
+    if default is None and by_level:
+        shown = " (default " + ", ".join(f"{value} at {level} level" for level, value in by_level.items()) + ")"
     flag = flag or "--" + name.replace("_", "-")
     if options.get("action") == "store_true":
         parser.add_argument(flag, help=help + shown, **options)

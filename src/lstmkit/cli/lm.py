@@ -67,7 +67,10 @@ def add_lm_commands(commands) -> None:
     add_setting(train, LMTrainingConfig, "num_layers", "recurrent layers", type=positive_int)
     add_setting(train, LMTrainingConfig, "hidden_size", "hidden units per layer", type=positive_int)
     add_setting(train, LMTrainingConfig, "embedding_size", "embedding size (default: --hidden-size)", type=positive_int)
-    add_setting(train, LMTrainingConfig, "tie_weights", "share the embedding with the decoder", action="store_true")
+    add_setting(train, LMTrainingConfig, "tie_weights", "share the embedding with the decoder",
+                action=argparse.BooleanOptionalAction)
+    add_setting(train, LMTrainingConfig, "init_range", "embedding and decoder from U(-r, r); 0: torch's "
+                "initialisation", type=float)
     add_setting(train, LMTrainingConfig, "seq_len", "steps of backpropagation", type=positive_int)
     add_setting(train, LMTrainingConfig, "batch_size", "parallel streams (shared among torchrun's processes)",
                 type=positive_int)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -43,6 +44,11 @@ class LanguageModelConfig(EmbeddingConfig):
     # tokens first: training computes the head and only the clusters the targets fall in.
     # Boundaries at or above the vocabulary size are dropped; none left: the full softmax.
     adaptive_softmax_cutoffs: tuple[int, ...] = ()
+    # The embedding and a linear decoder drawn from U(−r, r), the decoder's bias zero, as the
+    # word-level recipes do (Zaremba et al. 2014, pytorch/examples, AWD-LSTM: 0.1): with
+    # torch's N(0, 1) embedding a tied decoder starts with logits of size sqrt(hidden_size).
+    # None keeps torch's initialisation.
+    init_range: float | None = None
 
     def __post_init__(self) -> None:
         self.check_embedding()
@@ -53,6 +59,8 @@ class LanguageModelConfig(EmbeddingConfig):
         if list(cutoffs) != sorted(set(cutoffs)) or any(cutoff < 1 for cutoff in cutoffs):
             raise ValueError(f"adaptive_softmax_cutoffs must be increasing positive integers, got {list(cutoffs)}")
         object.__setattr__(self, "adaptive_softmax_cutoffs", tuple(cutoffs))  # a list when read from JSON
+        if self.init_range is not None and (isinstance(self.init_range, bool) or not 0 < self.init_range < math.inf):
+            raise ValueError(f"init_range must be a positive number or None, got {self.init_range!r}")
         if self.tie_weights and cutoffs:
             raise ValueError(
                 "tie_weights shares the embedding with a linear decoder, and adaptive_softmax_cutoffs="
@@ -85,6 +93,11 @@ class LanguageModel(nn.Module):
                                                          list(config.cutoffs))
         else:
             self.decoder = nn.Linear(config.hidden_size, config.vocabulary_size)
+        if config.init_range is not None:
+            nn.init.uniform_(self.embedding.weight, -config.init_range, config.init_range)
+            if isinstance(self.decoder, nn.Linear):
+                nn.init.uniform_(self.decoder.weight, -config.init_range, config.init_range)
+                nn.init.zeros_(self.decoder.bias)
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight
 

