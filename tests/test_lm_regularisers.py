@@ -79,6 +79,21 @@ def test_ar_and_tar_join_the_loss_as_written(corpus, alpha, beta):
     torch.testing.assert_close(loss, expected)
 
 
+def test_tar_adds_nothing_on_a_one_step_window(corpus, monkeypatch):
+    """A pass of random lengths can end in a window of one step: TAR has no pair there (it
+    made the loss the mean of an empty tensor, nan, and training stopped as diverged)."""
+    config = LMTrainingConfig(num_layers=1, hidden_size=8, seq_len=10, batch_size=4, dropout=0.0,
+                              activation_regularisation=1.5, temporal_activation_regularisation=2.5)
+    job = LanguageModelJob(corpus, config, Processes(), torch.device("cpu"))
+    monkeypatch.setattr(job, "training_window", lambda step: (20, 1))
+    inputs, targets = job.train_windows.span(20, 1)
+    logits, _, hidden, _ = job.model(inputs, None, return_hidden=True)
+    expected = F.cross_entropy(logits.flatten(0, 1), targets.flatten()) + 1.5 * hidden.pow(2).mean()
+    loss, items = job.train_loss(job.model, 5)
+    assert items == targets.numel() == 4
+    torch.testing.assert_close(loss, expected)
+
+
 def test_the_awd_recipe_sets_what_is_left_at_its_default():
     config = LMTrainingConfig(recipe="awd", dropout=0.25)
     assert config.dropout == 0.25, "a setting given beside the recipe wins"

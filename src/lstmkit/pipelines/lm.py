@@ -278,7 +278,9 @@ class LanguageModelJob(Job):
         loss, self.state, hidden, dropped = model(inputs, detach(self.state), return_hidden=True, targets=targets)
         if config.activation_regularisation:                      # AR: α · mean(dropped h_t²)
             loss = loss + config.activation_regularisation * dropped.float().pow(2).mean()
-        if config.temporal_activation_regularisation:             # TAR: β · mean((h_t − h_{t−1})²)
+        # TAR: β · mean((h_t − h_{t−1})²); a one-step window (the last of a pass of random
+        # lengths can be one) has no pair, and adds nothing rather than the mean of nothing.
+        if config.temporal_activation_regularisation and hidden.shape[0] > 1:
             loss = loss + config.temporal_activation_regularisation * (hidden[1:] - hidden[:-1]).float().pow(2).mean()
         return loss, targets.numel()
 
