@@ -12,9 +12,10 @@ import torch
 
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.pipelines.lm import LEVEL_DEFAULTS, RECIPES, SHORT_BUDGETS, LMTrainingConfig
+from lstmkit.text import LEVELS
 
 
-@pytest.mark.parametrize("level", ["char", "word"])
+@pytest.mark.parametrize("level", LEVELS)
 def test_each_level_fills_what_is_not_given(level):
     config = LMTrainingConfig(level=level)
     for name, value in LEVEL_DEFAULTS[level].items():
@@ -81,6 +82,13 @@ def test_init_range_draws_the_embedding_and_decoder_uniformly_and_zeroes_the_bia
 def test_init_range_is_checked(value):
     with pytest.raises(ValueError, match=re.escape(f"init_range must be a positive number or None, got {value!r}")):
         LanguageModelConfig("lstm", 10, hidden_size=8, init_range=value)
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf"), True])
+def test_the_training_configs_init_range_is_checked(value):
+    with pytest.raises(ValueError, match=re.escape("init_range must be a non-negative number (0: torch's "
+                                                   f"initialisation), got {value!r}")):
+        LMTrainingConfig(level="word", init_range=value)
 
 
 def test_the_help_shows_each_levels_default():

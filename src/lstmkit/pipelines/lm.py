@@ -37,7 +37,7 @@ from lstmkit.checkpoint import (
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.pipelines.configs import RegulariserSettings
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, score_dynamically, score_with_cache
-from lstmkit.text import Corpus, Vocabulary, load_corpus, token_streams
+from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, token_streams
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, learning_rate, resolve_device
 
 # Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
@@ -156,8 +156,12 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
             for name, value in RECIPES[self.recipe].items():
                 if getattr(self, name) == defaults[name]:
                     object.__setattr__(self, name, value)
-        if self.level not in LEVEL_DEFAULTS:
-            raise ValueError(f"level must be one of {', '.join(LEVEL_DEFAULTS)}, got {self.level!r}")
+        if self.level not in LEVELS:
+            raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        if self.init_range is not None and (isinstance(self.init_range, bool)
+                                            or not 0 <= self.init_range < math.inf):
+            raise ValueError(f"init_range must be a non-negative number (0: torch's initialisation), "
+                             f"got {self.init_range!r}")
         defaults = LEVEL_DEFAULTS[self.level]
         seconds, size = SHORT_BUDGETS.get(self.level, (0.0, {}))
         if self.num_layers is None and self.hidden_size is None and (self.time_budget or math.inf) < seconds:
