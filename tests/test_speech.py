@@ -339,7 +339,9 @@ def test_eval_and_transcribe_commands_print_and_write_the_scores(tone_run, capsy
 def test_a_resumed_run_computes_what_the_uninterrupted_run_computes(tone_run, tmp_path, monkeypatch):
     folder, _ = tone_run
     train, valid = folder / "train.csv", folder / "valid.csv"
-    config = SpeechConfig(**{**TINY, "dropout": 0.3, "num_layers": 2}, steps=30)  # dropout: the random state too
+    # dropout and SpecAugment: the random state and the masks too
+    config = SpeechConfig(**{**TINY, "dropout": 0.3, "num_layers": 2}, frequency_masks=2, frequency_mask_width=4,
+                          time_masks=1, time_mask_width=5, steps=30)
     whole = train_speech_model(train, tmp_path / "whole", config, valid)
     dies_at_step(monkeypatch, 25)  # mid-epoch (4 steps each), after the evaluation at step 20
     with pytest.raises(Killed):

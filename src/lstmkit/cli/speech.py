@@ -111,6 +111,12 @@ def add_speech_commands(commands) -> None:
                 type=positive_int)
     add_setting(train, SpeechConfig, "stop_when_perfect", "stop once every validation utterance is exact",
                 action="store_true")
+    add_setting(train, SpeechConfig, "frequency_masks", "SpecAugment: masks of mel bands per training utterance",
+                type=int)
+    add_setting(train, SpeechConfig, "frequency_mask_width", "SpecAugment: the most bands one mask covers", type=int)
+    add_setting(train, SpeechConfig, "time_masks", "SpecAugment: masks of frames per training utterance", type=int)
+    add_setting(train, SpeechConfig, "time_mask_width",
+                "SpecAugment: the most frames one mask covers (and at most a fifth of the utterance)", type=int)
     add_setting(train, SpeechConfig, "engine", "recurrent engine", choices=ENGINE_CHOICES)
     add_regulariser_arguments(train, SpeechConfig)
     add_training_arguments(train, SpeechConfig)

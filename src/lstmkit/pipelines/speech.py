@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from lstmkit.audio.augment import SpecAugment
 from lstmkit.audio.features import AudioError, FrontEnd
 from lstmkit.audio.manifest import ManifestError, Utterance, read_manifest
 from lstmkit.checkpoint import CheckpointError, CheckpointKind, checkpoint_folder, load_model_checkpoint
@@ -81,9 +82,16 @@ class Utterances:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def batch(self, indices: Sequence[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Padded frames (T, B, n_mels), their lengths, the concatenated labels and their lengths."""
-        frames = torch.nn.utils.rnn.pad_sequence([self.frames[i] for i in indices])
+    def batch(self, indices: Sequence[int], augment: SpecAugment | None = None,
+              seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Padded frames (T, B, n_mels), their lengths, the concatenated labels and their lengths.
+        With `augment`, utterance i's masks are drawn from (seed, i) alone, so that they do not
+        depend on the batch or on how many processes share it."""
+        chosen = [self.frames[i] for i in indices]
+        if augment is not None and augment.active:
+            chosen = [augment(frames, torch.Generator().manual_seed(hash((seed, i)) % 2**63))
+                      for frames, i in zip(chosen, indices)]
+        frames = torch.nn.utils.rnn.pad_sequence(chosen)
         lengths = torch.tensor([len(self.frames[i]) for i in indices])
         targets = torch.tensor([label for i in indices for label in self.labels[i]])
         return frames, lengths, targets, torch.tensor([len(self.labels[i]) for i in indices])
@@ -163,7 +171,7 @@ class SpeechJob(Job):
             raise ValueError(f"{len(train)} training utterances cannot be shared by {processes.world_size} processes")
         self.train, self.validation, self.alphabet, self.config = train, validation, alphabet, config
         self.sources, self.processes, self.device = sources, processes, device
-        self.front_end = config.front_end()
+        self.front_end, self.augment = config.front_end(), config.spec_augment()
         mean_steps = sum(len(frames) for frames in train.frames) / len(train) / config.stack
         torch.manual_seed(config.seed)
         self.model = AcousticModel(AcousticModelConfig(
@@ -192,7 +200,8 @@ class SpeechJob(Job):
         if self.batches[0] != epoch:
             self.batches = (epoch, self.epoch_batches(epoch))
         chosen = self.processes.shard(self.batches[1][position])
-        frames, lengths, targets, target_lengths = self.train.batch(chosen.tolist())
+        frames, lengths, targets, target_lengths = self.train.batch(chosen.tolist(), self.augment,
+                                                                    seed=hash((self.config.seed, epoch)))
         log_probs, steps = model(frames.to(self.device), lengths.to(self.device))
         return self.loss(log_probs, targets, steps.cpu(), target_lengths), len(chosen)
 
