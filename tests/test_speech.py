@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -15,8 +16,9 @@ pytest.importorskip("librosa", reason="the speech extra is not installed: pip in
 soundfile = pytest.importorskip("soundfile")
 
 from lstmkit.audio import AudioError, FrontEnd, ManifestError, fsdd_manifests, read_manifest  # noqa: E402
+from lstmkit.checkpoint import CheckpointError  # noqa: E402
 from helpers import Killed, dies_at_step, run_cli  # noqa: E402
-from lstmkit.models.acoustic import greedy_decode, prefix_beam_search, stack_frames  # noqa: E402
+from lstmkit.models.acoustic import Lexicon, greedy_decode, prefix_beam_search, stack_frames  # noqa: E402
 from lstmkit.pipelines.configs import SpeechConfig  # noqa: E402
 from lstmkit.pipelines.speech import (  # noqa: E402
     confusion_table, load_speech_model, load_utterances, train_speech_model,
@@ -353,3 +355,72 @@ def test_a_resumed_run_computes_what_the_uninterrupted_run_computes(tone_run, tm
     with pytest.raises(ValueError, match="was trained with other settings; --resume needs the same ones "
                                          r"\(hidden_size: 16 in the run, 8 now\)"):
         train_speech_model(train, tmp_path / "parts", dataclasses.replace(config, hidden_size=8), valid, resume=True)
+
+
+# --- decoding held to a lexicon ---------------------------------------------------------------
+
+def test_a_lexicon_allows_word_starts_and_completes_on_whole_words():
+    lexicon = Lexicon([[1, 2], [2]], separator=3)  # "ab", "b"; 3 is the space
+    assert lexicon.allows([]) and lexicon.allows([1]) and lexicon.allows([1, 2]) and lexicon.allows([2])
+    assert not lexicon.allows([2, 1]) and not lexicon.allows([1, 1])
+    assert lexicon.allows([1, 2, 3]) and lexicon.allows([2, 3, 1]) and lexicon.allows([2, 3, 1, 2])
+    assert not lexicon.allows([1, 3]) and not lexicon.allows([3]) and not lexicon.allows([2, 3, 3])
+    assert lexicon.complete([1, 2]) and lexicon.complete([2, 3, 1, 2])
+    assert not lexicon.complete([]) and not lexicon.complete([1]) and not lexicon.complete([2, 3])
+    single = Lexicon([[1, 2]], separator=None)
+    assert single.allows([1]) and not single.allows([1, 2, 1]) and single.complete([1, 2])
+
+
+@pytest.mark.parametrize("words, separator, message", [
+    ([], None, "a lexicon needs at least one word, and no empty one"),
+    ([[1], []], None, "a lexicon needs at least one word, and no empty one"),
+    ([[1, 3]], 3, r"a lexicon's words cannot hold its separator \(label 3\)"),
+])
+def test_a_lexicon_refuses_empty_words_and_words_with_the_separator(words, separator, message):
+    with pytest.raises(ValueError, match=message):
+        Lexicon(words, separator)
+
+
+def test_the_lexicon_turns_a_likelier_non_word_into_the_likeliest_word():
+    # Blank, "a", "b" at two steps. Unconstrained, "a" wins: P("a") = .6·.7 + .6·.1 + .3·.1 = 0.51.
+    # Only "ab" is a word, and its one path (a, b) has P = .6·.2 = 0.12.
+    log_probs = torch.tensor([[0.3, 0.6, 0.1], [0.7, 0.1, 0.2]]).log()
+    assert labelling_probability(log_probs, [1]) == pytest.approx(0.51)
+    assert labelling_probability(log_probs, [1, 2]) == pytest.approx(0.12)
+    assert prefix_beam_search(log_probs, 4) == [1]
+    assert prefix_beam_search(log_probs, 4, lexicon=Lexicon([[1, 2]], None)) == [1, 2]
+
+
+def test_every_transcript_held_to_a_lexicon_is_made_of_its_words():
+    lexicon = Lexicon([[1, 2], [2], [1, 1, 2]], separator=3)
+    for seed in range(40):
+        matrix = confident_matrix(seed, steps=12, vocabulary=4)
+        labels = prefix_beam_search(matrix, 6, lexicon=lexicon)
+        words, word = [], []
+        for label in labels:
+            if label == 3:
+                words.append(tuple(word))
+                word = []
+            else:
+                word.append(label)
+        assert all(word in lexicon.words for word in [*words, tuple(word)]), (seed, labels)
+    assert any(3 in prefix_beam_search(confident_matrix(seed, 12, 4), 6, lexicon=lexicon) for seed in range(40))
+
+
+def test_the_checkpoint_keeps_the_training_words_for_decoding_with_the_lexicon(tone_run, tmp_path, capsys):
+    folder, _ = tone_run
+    saved = json.loads((folder / "run" / "best" / "config.json").read_text())
+    assert saved["words"] == ["ab", "ba"]
+    code, out, _ = run_cli(["speech", "eval", str(folder / "run"), str(folder / "valid.csv"), "--lexicon"], capsys)
+    assert (code, out.splitlines()[0]) == (0, "WER 0.00%, CER 0.00%, accuracy 100.00% over 8 utterances")
+    recognizer = load_speech_model(folder / "run")
+    assert recognizer.words == ("ab", "ba")
+    assert recognizer.transcribe(folder / "valid-ba-0.wav", beam=3, lexicon=True) == "ba"
+    older = tmp_path / "older"
+    shutil.copytree(folder / "run" / "best", older)
+    (older / "config.json").write_text(json.dumps({key: value for key, value in saved.items() if key != "words"}))
+    code, _, err = run_cli(["speech", "eval", str(older), str(folder / "valid.csv"), "--lexicon"], capsys)
+    assert code != 0 and "saved without the words of its training transcripts, which the lexicon needs" in err
+    (older / "config.json").write_text(json.dumps({**saved, "words": ["ab", ""]}))
+    with pytest.raises(CheckpointError, match=r"words must be a list of non-empty strings, got \['ab', ''\]"):
+        load_speech_model(older)

@@ -54,9 +54,9 @@ def transcribe_command(arguments: argparse.Namespace) -> None:
         if rate is not None:
             print(f"lstmkit: {path} resampled from {rate} Hz to {recognizer.front_end.sample_rate} Hz, the model's "
                   "rate", file=sys.stderr)
-        print(f"{path}\t{recognizer.decode(log_probs, arguments.beam)}")
+        print(f"{path}\t{recognizer.decode(log_probs, arguments.beam, arguments.lexicon)}")
     if arguments.show:
-        recognizer.show(arguments.files[0], arguments.show, arguments.beam)
+        recognizer.show(arguments.files[0], arguments.show, arguments.beam, arguments.lexicon)
         print(f"wrote {arguments.show}", file=sys.stderr)
 
 
@@ -64,7 +64,7 @@ def eval_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.speech import load_speech_model
 
     recognizer = load_speech_model(arguments.directory, arguments.device)
-    scores, references, transcripts = recognizer.evaluate(arguments.manifest, arguments.beam)
+    scores, references, transcripts = recognizer.evaluate(arguments.manifest, arguments.beam, arguments.lexicon)
     print(f"WER {scores['wer']:.2%}, CER {scores['cer']:.2%}, accuracy {scores['accuracy']:.2%} "
           f"over {scores['utterances']} utterances")
     if arguments.confusion:
@@ -138,5 +138,7 @@ def add_speech_commands(commands) -> None:
             command.add_argument("--confusion", action="store_true",
                                  help="print how often each word was transcribed as each (isolated words)")
         command.add_argument("--beam", type=positive_int, default=1, help="1: greedy; more: prefix beam search")
+        command.add_argument("--lexicon", action="store_true",
+                             help="write only words of the training transcripts (prefix beam search of --beam)")
         command.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")
         command.set_defaults(run=transcribe_command if name == "transcribe" else eval_command, extra="speech")

@@ -1,5 +1,6 @@
 """A CTC acoustic model: frame stacking, a bidirectional recurrent stack, a linear layer over
-the characters and the CTC blank (Graves et al. 2006, 2013). And the two CTC decoders.
+the characters and the CTC blank (Graves et al. 2006, 2013). And the two CTC decoders, the
+second optionally held to the words of a lexicon.
 
     frames (T, B, F) --stack k--> (ceil(T/k), B, k·F) --Recurrent(bidirectional)--> (T', B, 2H)
            --Linear--> log-probabilities (T', B, characters + 1), the blank at index 0
@@ -8,6 +9,7 @@ the characters and the CTC blank (Graves et al. 2006, 2013). And the two CTC dec
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -91,7 +93,40 @@ def greedy_decode(log_probs: Tensor | np.ndarray, blank: int = BLANK) -> list[in
             if label != blank and (position == 0 or label != best[position - 1])]
 
 
-def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = BLANK) -> list[int]:
+class Lexicon:
+    """The words a transcript may hold (label sequences) and the label between two words (None:
+    a transcript is one word). A labelling is allowed while it spells complete words, each
+    followed by one separator, then the start of a word; it is complete when it ends on a
+    whole word."""
+
+    def __init__(self, words: Iterable[Sequence[int]], separator: int | None) -> None:
+        self.words = frozenset(tuple(word) for word in words)
+        if not self.words or () in self.words:
+            raise ValueError("a lexicon needs at least one word, and no empty one")
+        if separator is not None and any(separator in word for word in self.words):
+            raise ValueError(f"a lexicon's words cannot hold its separator (label {separator})")
+        self.separator = separator
+        self.prefixes = {word[:length] for word in self.words for length in range(len(word) + 1)}
+
+    def last_word(self, labels: Sequence[int]) -> tuple[int, ...]:
+        """The labels after the last separator (all of them without one)."""
+        for position in range(len(labels) - 1, -1, -1):
+            if labels[position] == self.separator:
+                return tuple(labels[position + 1:])
+        return tuple(labels)
+
+    def allows(self, labels: Sequence[int]) -> bool:
+        """Whether `labels`, whose labels before the last are allowed, is allowed."""
+        if labels and labels[-1] == self.separator:
+            return self.complete(labels[:-1])
+        return self.last_word(labels) in self.prefixes
+
+    def complete(self, labels: Sequence[int]) -> bool:
+        return bool(labels) and self.last_word(labels) in self.words
+
+
+def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = BLANK,
+                       lexicon: Lexicon | None = None) -> list[int]:
     """The likeliest labelling found by CTC prefix beam search over (T, V) log-probabilities
     (Graves 2012, ch. 7; Hannun et al. 2014, without a language model).
 
@@ -101,7 +136,12 @@ def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = B
     "ends in blank") or by another label (extends); the `beam` prefixes with the highest total
     survive. Unlike the best path, it sums the probability of every path of a labelling: with
     beam 1 it still keeps the likeliest prefix rather than the likeliest label, and so equals
-    greedy decoding only where each step's likeliest label is clearly likeliest."""
+    greedy decoding only where each step's likeliest label is clearly likeliest.
+
+    With a `lexicon`, every label is tried at every step, a prefix the lexicon does not allow is
+    never made, the beam also keeps the likeliest complete prefix when none of its `beam` is
+    complete, and the likeliest complete labelling wins. When no prefix of the last step is
+    complete (too few steps to finish a word), the likeliest is returned as it is."""
     if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
         raise ValueError(f"beam must be a positive integer, got {beam!r}")
     log_probs = np.asarray(log_probs, dtype=np.float64)
@@ -110,10 +150,13 @@ def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = B
         following: dict[tuple[int, ...], list[float]] = {}
 
         def add(prefix: tuple[int, ...], ends_blank: float, ends_label: float) -> None:
+            if lexicon is not None and not lexicon.allows(prefix):
+                return
             old = following.setdefault(prefix, [-math.inf, -math.inf])
             old[0], old[1] = np.logaddexp(old[0], ends_blank), np.logaddexp(old[1], ends_label)
 
-        candidates = np.argsort(step)[::-1][: max(beam, 2) + 1]  # the labels worth extending by
+        # the labels worth extending by: every one under a lexicon, which may forbid the likeliest
+        candidates = range(len(step)) if lexicon is not None else np.argsort(step)[::-1][: max(beam, 2) + 1]
         for prefix, (p_blank, p_label) in beams.items():
             total = np.logaddexp(p_blank, p_label)
             add(prefix, total + step[blank], -math.inf)
@@ -128,6 +171,10 @@ def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = B
                 else:
                     add(prefix + (label,), -math.inf, total + step[label])
         ranked = sorted(following.items(), key=lambda item: -np.logaddexp(*item[1]))
-        beams = {prefix: (scores[0], scores[1]) for prefix, scores in ranked[:beam]}
-    best = max(beams.items(), key=lambda item: np.logaddexp(*item[1]))
+        kept = ranked[:beam]
+        if lexicon is not None and not any(lexicon.complete(prefix) for prefix, _ in kept):
+            kept += [item for item in ranked[beam:] if lexicon.complete(item[0])][:1]
+        beams = {prefix: (scores[0], scores[1]) for prefix, scores in kept}
+    complete = {prefix: scores for prefix, scores in beams.items() if lexicon is None or lexicon.complete(prefix)}
+    best = max((complete or beams).items(), key=lambda item: np.logaddexp(*item[1]))
     return list(best[0])

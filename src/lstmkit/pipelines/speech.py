@@ -31,7 +31,8 @@ from lstmkit.checkpoint import CheckpointError, CheckpointKind, checkpoint_folde
 from lstmkit.extras import extra_imports
 from lstmkit.files import fingerprint
 from lstmkit.models.acoustic import (
-    BLANK, AcousticModel, AcousticModelConfig, ctc_frames_needed, greedy_decode, prefix_beam_search, stacked_length,
+    BLANK, AcousticModel, AcousticModelConfig, Lexicon, ctc_frames_needed, greedy_decode, prefix_beam_search,
+    stacked_length,
 )
 from lstmkit.pipelines.configs import SpeechConfig
 from lstmkit.training import Job, Processes, Trainer, resolve_device
@@ -68,6 +69,11 @@ class Alphabet:
 
     def decode(self, labels: Sequence[int]) -> str:
         return "".join(self.characters[label - 1] for label in labels)
+
+    def lexicon(self, words: Sequence[str]) -> Lexicon:
+        """The lexicon of `words`, a space between two words of a transcript."""
+        separator = self.characters.index(" ") + 1 if " " in self.characters else None
+        return Lexicon([self.encode(word, "the lexicon") for word in words], separator)
 
 
 @dataclass
@@ -216,7 +222,8 @@ class SpeechJob(Job):
 
     def checkpoint_config(self) -> dict:
         return {"kind": SPEECH_MODEL.name, "model": self.model.config.to_dict(),
-                "front_end": self.front_end.to_dict(), "alphabet": self.alphabet.characters}
+                "front_end": self.front_end.to_dict(), "alphabet": self.alphabet.characters,
+                "words": sorted({word for text in self.train.texts for word in text.split()})}
 
     def data_fingerprint(self) -> dict[str, dict]:
         return self.sources
@@ -227,8 +234,8 @@ class SpeechJob(Job):
                              f"{directory.parent} was trained on ({saved.get('alphabet')!r}): resume with the same data")
 
 
-def decode_utterances(model: AcousticModel, utterances: Utterances, beam: int,
-                      loss: bool = True) -> tuple[list[float], list[list[int]]]:
+def decode_utterances(model: AcousticModel, utterances: Utterances, beam: int, loss: bool = True,
+                      lexicon: Lexicon | None = None) -> tuple[list[float], list[list[int]]]:
     """Each utterance's CTC loss (per label) and decoded labels, in batches of similar length."""
     device = next(model.parameters()).device
     order = sorted(range(len(utterances)), key=lambda i: len(utterances.frames[i]))
@@ -245,13 +252,16 @@ def decode_utterances(model: AcousticModel, utterances: Utterances, beam: int,
         for column, index in enumerate(chosen):
             if loss:
                 losses[index] = per_utterance[column].item() / max(1, len(utterances.labels[index]))
-            hypotheses[index] = decode(log_probs[: steps[column], column], beam)
+            hypotheses[index] = decode(log_probs[: steps[column], column], beam, lexicon)
     return losses, hypotheses
 
 
-def decode(log_probs: Tensor, beam: int) -> list[int]:
-    """Greedy (beam 1) or prefix beam search over one utterance's (T, V) log-probabilities."""
-    return greedy_decode(log_probs) if beam == 1 else prefix_beam_search(log_probs, beam)
+def decode(log_probs: Tensor, beam: int, lexicon: Lexicon | None = None) -> list[int]:
+    """Greedy (beam 1) or prefix beam search over one utterance's (T, V) log-probabilities;
+    with a lexicon, always the search (of `beam` prefixes), held to the lexicon's words."""
+    if beam == 1 and lexicon is None:
+        return greedy_decode(log_probs)
+    return prefix_beam_search(log_probs, beam, lexicon=lexicon)
 
 
 def score_transcripts(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
@@ -307,11 +317,22 @@ SPEECH_MODEL = CheckpointKind(
 
 @dataclass
 class SpeechRecognizer:
-    """A trained acoustic model with its front end and alphabet, ready to transcribe and score."""
+    """A trained acoustic model with its front end and alphabet, ready to transcribe and score;
+    `words`, those of its training transcripts, make the lexicon that `lexicon=True` holds
+    transcripts to (None: a checkpoint saved before words were)."""
 
     model: AcousticModel
     front_end: FrontEnd
     alphabet: Alphabet
+    words: tuple[str, ...] | None = None
+
+    def lexicon(self, use: bool) -> Lexicon | None:
+        if not use:
+            return None
+        if not self.words:
+            raise CheckpointError("this checkpoint was saved without the words of its training transcripts, "
+                                  "which the lexicon needs: train it again to decode with --lexicon")
+        return self.alphabet.lexicon(self.words)
 
     def posteriors(self, path: str | Path) -> tuple[Tensor, Tensor, int | None]:
         """A file's frames (frames, n_mels), the model's per-step log-probabilities (steps, V)
@@ -322,27 +343,29 @@ class SpeechRecognizer:
             log_probs, _ = self.model(frames.unsqueeze(1).to(device), torch.tensor([len(frames)], device=device))
         return frames, log_probs[:, 0].cpu(), rate
 
-    def decode(self, log_probs: Tensor, beam: int = 1) -> str:
-        """The transcript of (steps, V) log-probabilities: greedy (beam 1) or prefix beam search."""
-        return self.alphabet.decode(decode(log_probs, beam))
+    def decode(self, log_probs: Tensor, beam: int = 1, lexicon: bool = False) -> str:
+        """The transcript of (steps, V) log-probabilities: greedy (beam 1) or prefix beam search,
+        with `lexicon` held to the training transcripts' words."""
+        return self.alphabet.decode(decode(log_probs, beam, self.lexicon(lexicon)))
 
-    def transcribe(self, path: str | Path, beam: int = 1) -> str:
-        return self.decode(self.posteriors(path)[1], beam)
+    def transcribe(self, path: str | Path, beam: int = 1, lexicon: bool = False) -> str:
+        return self.decode(self.posteriors(path)[1], beam, lexicon)
 
-    def evaluate(self, manifest: str | Path, beam: int = 1) -> tuple[dict[str, float], list[str], list[str]]:
+    def evaluate(self, manifest: str | Path, beam: int = 1,
+                 lexicon: bool = False) -> tuple[dict[str, float], list[str], list[str]]:
         """The scores of the model on a manifest, with its references and transcripts."""
         utterances, _ = load_utterances(manifest, self.front_end, self.alphabet, self.model.config.stack)
-        _, hypotheses = decode_utterances(self.model, utterances, beam, loss=False)
+        _, hypotheses = decode_utterances(self.model, utterances, beam, loss=False, lexicon=self.lexicon(lexicon))
         transcripts = [self.alphabet.decode(labels) for labels in hypotheses]
         return score_transcripts(utterances.texts, transcripts), utterances.texts, transcripts
 
-    def show(self, path: str | Path, image: str | Path, beam: int = 1) -> str:
+    def show(self, path: str | Path, image: str | Path, beam: int = 1, lexicon: bool = False) -> str:
         """Draw the file's log-mel spectrogram, the per-step label probabilities and the CTC
         alignment (the likeliest label at each step) into the PNG `image`; the transcript."""
         from lstmkit.plots import draw_speech
 
         frames, log_probs, _ = self.posteriors(path)
-        transcript = self.decode(log_probs, beam)
+        transcript = self.decode(log_probs, beam, lexicon)
         draw_speech(image, frames, log_probs.exp(), ["_", *self.alphabet.characters], self.model.config.stack,
                     self.front_end.frame_rate, f"{Path(path).name}: {transcript!r}")
         return transcript
@@ -361,4 +384,7 @@ def load_speech_model(directory: str | Path, device: str | torch.device = "cpu")
                               f"the model's vocabulary_size is {model.config.vocabulary_size} (with the blank)")
     model.to(resolve_device(str(device)))
     model.eval()
-    return SpeechRecognizer(model, front_end, alphabet)
+    words = config.get("words")
+    if words is not None and not (isinstance(words, list) and all(isinstance(word, str) and word for word in words)):
+        raise CheckpointError(f"{directory}/config.json: words must be a list of non-empty strings, got {words!r}")
+    return SpeechRecognizer(model, front_end, alphabet, tuple(words) if words is not None else None)
