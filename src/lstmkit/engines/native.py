@@ -3,10 +3,14 @@
 It runs the whole stack in one call, as torch.nn.LSTM/GRU/RNN do, so it applies only when a
 layer is exactly one of those: cell lstm without ablations, gru, or rnn. On CUDA the weights
 live in cuDNN's flat buffer (`flatten_weights`), as torch.nn keeps them, so no call compacts
-them again. Autocast is torch's own: the kernels cast as torch.nn's layers do.
+them again. Autocast is torch's own: the kernels cast as torch.nn's layers do, except where
+torch's CPU LSTM fails under bfloat16 autocast (a CPU without AVX-512 BF16): there `auto` runs
+the fused engine, and `native` says why it cannot.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import Tensor
@@ -14,6 +18,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from lstmkit.cells import Cell
 from lstmkit.engines.base import Engine, Stack, StackRun, run_eagerly
+from lstmkit.engines.precision import autocast_dtype
 
 NATIVE_KERNELS = {
     "lstm": torch._VF.lstm,
@@ -22,6 +27,17 @@ NATIVE_KERNELS = {
     "rnn_relu": torch._VF.rnn_relu,
 }
 CUDNN_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
+
+
+def lacks_bfloat16_lstm() -> bool:
+    """Whether CPU autocast is on in bfloat16 on a CPU where torch.nn.LSTM's oneDNN kernel then
+    fails ("could not create a primitive descriptor"): one without AVX-512 BF16."""
+    return autocast_dtype(torch.device("cpu")) == torch.bfloat16 and not cpu_has_bfloat16_kernels()
+
+
+@functools.cache
+def cpu_has_bfloat16_kernels() -> bool:
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def kernel_name(cell: Cell) -> str:
@@ -42,6 +58,9 @@ class NativeEngine(Engine):
             return f"cell {cell.describe()} is an ablation; the native kernels run the full LSTM only"
         if cell.name not in ("lstm", "gru", "rnn"):
             return f"cell {cell.name!r} has no native kernel (native runs lstm, gru and rnn)"
+        if cell.name == "lstm" and device is not None and device.type == "cpu" and lacks_bfloat16_lstm():
+            return ("torch's CPU LSTM kernel (oneDNN) fails under bfloat16 autocast on this CPU, which lacks "
+                    "AVX-512 BF16")
         return None
 
     @run_eagerly
