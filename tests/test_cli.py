@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -21,6 +23,14 @@ def test_cells_lists_every_cell_with_its_parameter_count(capsys):
         assert int(row[-1].replace(",", "")) == sum(p.numel() for p in layer.parameters()), name
         assert int(row[1]) == layer.cell.num_gates
     assert rows["lstm"][-1] == str(4 * 3 * (5 + 3) + 2 * 4 * 3)  # weights (4H, I + H) and two biases
+
+
+def test_a_reader_that_leaves_early_stops_the_command_quietly():
+    # `lstmkit cells | head -1`: the pipe closes before the command writes; no traceback follows.
+    command = subprocess.Popen([sys.executable, "-m", "lstmkit", "cells", "--equations"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    command.stdout.close()  # before the command has imported torch, let alone written
+    assert (command.wait(timeout=120), command.stderr.read()) == (141, b"")
 
 
 def test_cells_prints_the_equations_from_the_code(capsys):

@@ -46,12 +46,16 @@ def main(argv: list[str] | None = None) -> int:
         if arguments.extra is not None:
             require_extra(arguments.extra, f"lstmkit {arguments.command}")
         arguments.run(arguments)
+        sys.stdout.flush()  # here, where a closed pipe is caught below, not at the interpreter's exit
     except MissingExtra as error:  # one line that names the pip command
         parser.exit(1, f"{error}\n")
     except (TrainingDiverged, CheckpointWriteError) as error:  # the run stopped; what it wrote before is kept
         parser.exit(1, f"lstmkit: error: {error}\n")
     except (ValueError, TypeError, FileNotFoundError) as error:  # lstmkit's checks name what was expected and received
         parser.exit(2, f"lstmkit: error: {error}\n")
+    except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail again
+        return 141  # 128 + SIGPIPE, the status a shell gives such a tool
     return 0
 
 
