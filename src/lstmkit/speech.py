@@ -6,8 +6,8 @@
     run = speech.train("data/fsdd/train.csv", "runs/digits", speech.SpeechConfig(time_budget=600),
                        validation="data/fsdd/test.csv")
     recognizer = speech.load("runs/digits")
-    print(recognizer.transcribe("a.wav", beam=8))
-    scores, references, transcripts = recognizer.evaluate("data/fsdd/test.csv")
+    print(recognizer.transcribe("a.wav", beam=8, lexicon=True))
+    scores, references, transcripts = recognizer.evaluate("data/fsdd/test.csv", beam=8, lexicon=True)
 """
 
 from lstmkit.extras import extra_imports

@@ -111,6 +111,8 @@ def add_speech_commands(commands) -> None:
                 type=positive_int)
     add_setting(train, SpeechConfig, "stop_when_perfect", "stop once every validation utterance is exact",
                 action="store_true")
+    add_setting(train, SpeechConfig, "frequency_warp",
+                "VTLP: the training utterances' bands stretched or squeezed by up to this factor", type=float)
     add_setting(train, SpeechConfig, "frequency_masks", "SpecAugment: masks of mel bands per training utterance",
                 type=int)
     add_setting(train, SpeechConfig, "frequency_mask_width", "SpecAugment: the most bands one mask covers", type=int)

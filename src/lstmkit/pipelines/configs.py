@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from lstmkit.audio.augment import SpecAugment
+from lstmkit.audio.augment import Augmentation
 from lstmkit.audio.features import FrontEnd
 from lstmkit.cells import CELLS, make_cell
 from lstmkit.engines import ENGINE_CHOICES
@@ -329,10 +329,12 @@ class SpeechConfig(TrainingConfig, RegulariserSettings):
     beam: int = 1
     # Stop at the first evaluation that transcribes every validation utterance exactly.
     stop_when_perfect: bool = False
-    # SpecAugment on the training utterances (0 masks: off): two masks of up to 8 of the 40 bands
-    # and two of up to 10 frames (0.1 s) each. Without them the stack learns FSDD's training set
-    # by heart in 3 minutes (CTC loss 0.0003) and stays at 97 % on its test split; with them,
-    # 98.8 % after 20 minutes (README, "Results on FSDD").
+    # Augmentation of the training utterances. VTLP: the bands warped by up to this factor
+    # (0: none). SpecAugment (0 masks: none): two masks of up to 8 of the 40 bands and two of up
+    # to 10 frames (0.1 s) each. Without the masks the stack learns FSDD's training set by heart
+    # in 3 minutes (CTC loss 0.0003) and stays at 97 % on its test split; with them, 98.8 %
+    # after 20 minutes (README, "Results on FSDD").
+    frequency_warp: float = 0.0
     frequency_masks: int = 2
     frequency_mask_width: int = 8
     time_masks: int = 2
@@ -346,7 +348,7 @@ class SpeechConfig(TrainingConfig, RegulariserSettings):
         check_positive_integers(self, ("stack", "num_layers", "hidden_size", "batch_size", "beam"))
         check_network(self.cell, self.dropout, self.engine)
         self.front_end()  # checks the rate, the bands, the window and the hop
-        self.spec_augment()  # checks the masks
+        self.augmentation()  # checks the warp and the masks
         if self.frequency_mask_width > self.n_mels:
             raise ValueError(f"frequency_mask_width must be at most n_mels ({self.n_mels}), "
                              f"got {self.frequency_mask_width!r}")
@@ -355,5 +357,6 @@ class SpeechConfig(TrainingConfig, RegulariserSettings):
     def front_end(self) -> FrontEnd:
         return FrontEnd(self.sample_rate, self.n_mels, self.window_ms, self.hop_ms)
 
-    def spec_augment(self) -> SpecAugment:
-        return SpecAugment(self.frequency_masks, self.frequency_mask_width, self.time_masks, self.time_mask_width)
+    def augmentation(self) -> Augmentation:
+        return Augmentation(self.frequency_warp, self.frequency_masks, self.frequency_mask_width, self.time_masks,
+                            self.time_mask_width)

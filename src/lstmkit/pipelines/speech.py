@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lstmkit.audio.augment import SpecAugment
+from lstmkit.audio.augment import Augmentation
 from lstmkit.audio.features import AudioError, FrontEnd
 from lstmkit.audio.manifest import ManifestError, Utterance, read_manifest
 from lstmkit.checkpoint import CheckpointError, CheckpointKind, checkpoint_folder, load_model_checkpoint
@@ -88,7 +88,7 @@ class Utterances:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def batch(self, indices: Sequence[int], augment: SpecAugment | None = None,
+    def batch(self, indices: Sequence[int], augment: Augmentation | None = None,
               seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Padded frames (T, B, n_mels), their lengths, the concatenated labels and their lengths.
         With `augment`, utterance i's masks are drawn from (seed, i) alone, so that they do not
@@ -177,7 +177,7 @@ class SpeechJob(Job):
             raise ValueError(f"{len(train)} training utterances cannot be shared by {processes.world_size} processes")
         self.train, self.validation, self.alphabet, self.config = train, validation, alphabet, config
         self.sources, self.processes, self.device = sources, processes, device
-        self.front_end, self.augment = config.front_end(), config.spec_augment()
+        self.front_end, self.augment = config.front_end(), config.augmentation()
         mean_steps = sum(len(frames) for frames in train.frames) / len(train) / config.stack
         torch.manual_seed(config.seed)
         self.model = AcousticModel(AcousticModelConfig(
