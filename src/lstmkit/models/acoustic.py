@@ -150,8 +150,6 @@ def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = B
         following: dict[tuple[int, ...], list[float]] = {}
 
         def add(prefix: tuple[int, ...], ends_blank: float, ends_label: float) -> None:
-            if lexicon is not None and not lexicon.allows(prefix):
-                return
             old = following.setdefault(prefix, [-math.inf, -math.inf])
             old[0], old[1] = np.logaddexp(old[0], ends_blank), np.logaddexp(old[1], ends_label)
 
@@ -165,11 +163,14 @@ def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = B
                 label = int(label)
                 if label == blank:
                     continue
+                extended = prefix + (label,)  # the beam's prefixes are allowed: only extensions are checked
+                allowed = lexicon is None or lexicon.allows(extended)
                 if label == last:
                     add(prefix, -math.inf, p_label + step[label])  # a repeat merges
-                    add(prefix + (label,), -math.inf, p_blank + step[label])  # after a blank, a new label
-                else:
-                    add(prefix + (label,), -math.inf, total + step[label])
+                    if allowed:
+                        add(extended, -math.inf, p_blank + step[label])  # after a blank, a new label
+                elif allowed:
+                    add(extended, -math.inf, total + step[label])
         ranked = sorted(following.items(), key=lambda item: -np.logaddexp(*item[1]))
         kept = ranked[:beam]
         if lexicon is not None and not any(lexicon.complete(prefix) for prefix, _ in kept):

@@ -14,6 +14,7 @@ and turned into frames before training starts, so a bad file stops the run at on
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections import Counter
@@ -88,14 +89,14 @@ class Utterances:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def batch(self, indices: Sequence[int], augment: Augmentation | None = None,
+    def batch(self, indices: Sequence[int], augmentation: Augmentation | None = None,
               seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Padded frames (T, B, n_mels), their lengths, the concatenated labels and their lengths.
-        With `augment`, utterance i's masks are drawn from (seed, i) alone, so that they do not
+        With `augmentation`, utterance i's masks are drawn from (seed, i) alone, so that they do not
         depend on the batch or on how many processes share it."""
         chosen = [self.frames[i] for i in indices]
-        if augment is not None and augment.active:
-            chosen = [augment(frames, torch.Generator().manual_seed(hash((seed, i)) % 2**63))
+        if augmentation is not None and augmentation.active:
+            chosen = [augmentation(frames, torch.Generator().manual_seed(hash((seed, i)) % 2**63))
                       for frames, i in zip(chosen, indices)]
         frames = torch.nn.utils.rnn.pad_sequence(chosen)
         lengths = torch.tensor([len(self.frames[i]) for i in indices])
@@ -177,7 +178,9 @@ class SpeechJob(Job):
             raise ValueError(f"{len(train)} training utterances cannot be shared by {processes.world_size} processes")
         self.train, self.validation, self.alphabet, self.config = train, validation, alphabet, config
         self.sources, self.processes, self.device = sources, processes, device
-        self.front_end, self.augment = config.front_end(), config.augmentation()
+        self.front_end, self.augmentation = config.front_end(), config.augmentation()
+        # the words of the training transcripts, saved for decoding with a lexicon
+        self.words = sorted({word for text in train.texts for word in text.split()})
         mean_steps = sum(len(frames) for frames in train.frames) / len(train) / config.stack
         torch.manual_seed(config.seed)
         self.model = AcousticModel(AcousticModelConfig(
@@ -206,7 +209,7 @@ class SpeechJob(Job):
         if self.batches[0] != epoch:
             self.batches = (epoch, self.epoch_batches(epoch))
         chosen = self.processes.shard(self.batches[1][position])
-        frames, lengths, targets, target_lengths = self.train.batch(chosen.tolist(), self.augment,
+        frames, lengths, targets, target_lengths = self.train.batch(chosen.tolist(), self.augmentation,
                                                                     seed=hash((self.config.seed, epoch)))
         log_probs, steps = model(frames.to(self.device), lengths.to(self.device))
         return self.loss(log_probs, targets, steps.cpu(), target_lengths), len(chosen)
@@ -223,7 +226,7 @@ class SpeechJob(Job):
     def checkpoint_config(self) -> dict:
         return {"kind": SPEECH_MODEL.name, "model": self.model.config.to_dict(),
                 "front_end": self.front_end.to_dict(), "alphabet": self.alphabet.characters,
-                "words": sorted({word for text in self.train.texts for word in text.split()})}
+                "words": self.words}
 
     def data_fingerprint(self) -> dict[str, dict]:
         return self.sources
@@ -327,8 +330,11 @@ class SpeechRecognizer:
     words: tuple[str, ...] | None = None
 
     def lexicon(self, use: bool) -> Lexicon | None:
-        if not use:
-            return None
+        return self.word_lexicon if use else None
+
+    @functools.cached_property
+    def word_lexicon(self) -> Lexicon:
+        """The lexicon of `words`, built once."""
         if not self.words:
             raise CheckpointError("this checkpoint was saved without the words of its training transcripts, "
                                   "which the lexicon needs: train it again to decode with --lexicon")
