@@ -32,7 +32,7 @@ def test_the_two_levels_differ_where_measurement_chose_differently():
 def test_a_value_given_wins_over_the_levels_default():
     word = LMTrainingConfig(level="word", optimizer="adamw", tie_weights=False, seq_len=100, init_range=0.0)
     assert (word.optimizer, word.tie_weights, word.seq_len, word.init_range) == ("adamw", False, 100, 0.0)
-    assert word.lr == LEVEL_DEFAULTS["word"]["lr"] == 20.0, "only what is given changes"
+    assert word.lr == LEVEL_DEFAULTS["word"]["lr"] == 40.0, "only what is given changes"
     assert word.model_config(50).init_range is None, "0 keeps torch's initialisation"
 
 
