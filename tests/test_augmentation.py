@@ -1,9 +1,11 @@
-"""Augmentation: how far its warp stretches the bands, where its masks fall, how wide they are, and that an utterance's masks depend on
-the seed and the utterance alone."""
+"""Augmentation: how far its warp stretches the bands, where its masks fall, how wide they are,
+which speed of an utterance is drawn, and that an utterance's draws depend on the seed and the
+utterance alone."""
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import pytest
 import torch
@@ -74,7 +76,8 @@ def test_the_same_generator_gives_the_same_masks_and_no_masks_change_nothing():
 
 
 def test_an_utterances_masks_do_not_depend_on_its_batch():
-    utterances = Utterances(paths=[None] * 3, texts=["a"] * 3, frames=[frames(i) for i in range(3)], labels=[[1]] * 3)
+    utterances = Utterances(paths=[None] * 3, texts=["a"] * 3, frames=[frames(i) for i in range(3)], labels=[[1]] * 3,
+                            versions=[()] * 3)
     policy = Augmentation(0.1, 2, 10, 2, 10)
     together, lengths, _, _ = utterances.batch([0, 2, 1], policy, seed=5)
     alone, _, _, _ = utterances.batch([2], policy, seed=5)
@@ -85,6 +88,28 @@ def test_an_utterances_masks_do_not_depend_on_its_batch():
     assert torch.equal(plain[:, 0], frames(2))
 
 
+def test_each_speed_of_an_utterance_is_drawn_alike_and_its_length_follows():
+    # Utterance 0: its original (50 frames) and two perturbed versions (40 and 60 frames);
+    # utterance 1: only its original.
+    versions = (frames(0)[:40] + 1, frames(0).repeat(2, 1)[:60] + 2)
+    utterances = Utterances(paths=[None] * 2, texts=["a"] * 2, frames=[frames(0), frames(1)], labels=[[1]] * 2,
+                            versions=[versions, ()])
+    no_masks, counts = Augmentation(0.0, 0, 0, 0, 0), Counter()
+    for seed in range(600):
+        batch, lengths, _, _ = utterances.batch([0, 1], no_masks, seed=seed)
+        length = int(lengths[0])
+        counts[length] += 1
+        assert torch.equal(batch[:length, 0], {STEPS: frames(0), 40: versions[0], 60: versions[1]}[length])
+        assert int(lengths[1]) == STEPS and torch.equal(batch[:STEPS, 1], frames(1))
+    assert sorted(counts) == [40, STEPS, 60] and all(160 <= count <= 240 for count in counts.values()), counts
+    (alone, alone_lengths, _, _), (paired, paired_lengths, _, _) = (utterances.batch([0], no_masks, seed=3),
+                                                                    utterances.batch([1, 0], no_masks, seed=3))
+    length = int(alone_lengths[0])
+    assert int(paired_lengths[1]) == length and torch.equal(alone[:length, 0], paired[:length, 1]), "not the batch"
+    plain, lengths, _, _ = utterances.batch([0])
+    assert lengths.tolist() == [STEPS] and torch.equal(plain[:, 0], frames(0)), "evaluation hears the original"
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"frequency_masks": -1}, "frequency_masks must be a non-negative integer (0: no masks), got -1"),
     ({"time_mask_width": 2.5}, "time_mask_width must be a non-negative integer (0: no masks), got 2.5"),
@@ -92,6 +117,12 @@ def test_an_utterances_masks_do_not_depend_on_its_batch():
     ({"frequency_mask_width": 41}, "frequency_mask_width must be at most n_mels (40), got 41"),
     ({"frequency_warp": 1.0}, "frequency_warp must be a number in [0, 1) (0: no warp), got 1.0"),
     ({"frequency_warp": -0.1}, "frequency_warp must be a number in [0, 1) (0: no warp), got -0.1"),
+    ({"speed_perturbation": (0.9, 1.0)}, "speed_perturbation must be a tuple of speeds in [0.5, 2.0] other than 1 "
+                                         "(the original is always used), e.g. (0.9, 1.1), got (0.9, 1.0)"),
+    ({"speed_perturbation": (3,)}, "speeds in [0.5, 2.0] other than 1 (the original is always used), e.g. (0.9, 1.1), "
+                                   "got (3,)"),
+    ({"speed_perturbation": [0.9]}, "speed_perturbation must be a tuple of speeds in [0.5, 2.0] other than 1 "
+                                    "(the original is always used), e.g. (0.9, 1.1), got [0.9]"),
 ])
 def test_the_speech_config_checks_its_masks(settings, message):
     with pytest.raises(ValueError, match=re.escape(message)):

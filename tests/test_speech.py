@@ -142,6 +142,38 @@ def test_a_file_at_another_rate_is_resampled_and_says_so(tmp_path):
     assert tuple(frames.shape) == (51, 40)
 
 
+def test_speed_perturbation_plays_a_file_faster_and_higher_or_slower_and_lower(tmp_path):
+    # Half a second of near silence, then half a second of 1000 Hz: at speed 1.25 the file lasts
+    # 0.8 s (6,400 samples: 1 + 6400 // 80 frames) and the tone is at 1250 Hz; at 0.8 it lasts
+    # 1.25 s (10,000 samples) at 800 Hz. The band that rises most from the silence to the tone
+    # is the one whose centre frequency is nearest the tone's.
+    import librosa
+
+    path = tmp_path / "a.wav"
+    soundfile.write(path, np.concatenate([tone(0.5, 1000.0) * 0.001, tone(0.5, 1000.0)]), RATE, subtype="PCM_16")
+    centres = librosa.mel_frequencies(n_mels=42, fmax=RATE / 2)[1:-1]
+    for speed, length in ((1.0, 101), (1.25, 81), (0.8, 126)):
+        frames, _ = FrontEnd().features(path, speed)
+        rise = frames[length * 3 // 4] - frames[length // 4]
+        assert len(frames) == length
+        assert int(rise.argmax()) == int(np.abs(centres - 1000 * speed).argmin()), speed
+
+
+def test_speed_perturbed_versions_too_short_for_their_transcript_are_left_out(tmp_path):
+    # 50 ms give 1 + 400 // 80 = 6 frames, 3 steps at stack 2: enough for "abc". At speed 2 its
+    # 200 samples give 3 frames, 2 steps: too few; at 0.8, 500 samples give 7 frames: kept.
+    write_wav(tmp_path / "a.wav", seconds=0.05)
+    manifest = write_manifest_text(tmp_path / "m.csv", "path,text\na.wav,abc\n")
+    utterances, _ = load_utterances(manifest, FrontEnd(), None, 2, speeds=(0.8, 2.0))
+    assert len(utterances.frames[0]) == 6 and [len(version) for version in utterances.versions[0]] == [7]
+    assert load_utterances(manifest, FrontEnd(), None, 2)[0].versions == [()]
+
+
+def test_a_bad_speed_perturbation_flag_names_what_it_got(tmp_path, capsys):
+    code, _, err = run_cli(["speech", "train", str(tmp_path / "m.csv"), "--speed-perturbation", "0.9,fast"], capsys)
+    assert code == 2 and "expected positive numbers, comma-separated, got '0.9,fast'" in err
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda path: path.write_bytes(b"this is not audio"), "{path}: not a readable audio file"),
     (lambda path: soundfile.write(path, np.zeros((0, 1)), RATE), "{path}: holds no samples"),

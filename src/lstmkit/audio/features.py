@@ -5,6 +5,8 @@
     log-mel  librosa's mel filterbank over a Hann-windowed STFT: `n_mels` bands, one frame
              every `hop_ms` over `window_ms`, centred (a file of n samples gives
              1 + n // hop frames), log(mel power + 1e-6)
+    speed    for speed perturbation, the samples resampled as if played `speed` times as fast
+             (above 1 shorter and higher, below 1 longer and lower; Ko et al. 2015)
     normalise each band's mean over the utterance removed (cepstral mean normalisation: the
              channel's colouring cancels), then the utterance scaled to variance 1 (loudness
              cancels)
@@ -26,6 +28,9 @@ from lstmkit.training.config import check_positive_integers
 
 # Added to the mel power before the log: silence (digital zeros) stays finite.
 LOG_FLOOR = 1e-6
+# The speeds perturbation may play a file at: beyond half or twice, speech stops sounding like
+# the same words said by another voice.
+MIN_SPEED, MAX_SPEED = 0.5, 2.0
 
 
 class AudioError(ValueError):
@@ -102,10 +107,14 @@ class FrontEnd:
         )
         return torch.from_numpy(np.log(mel + LOG_FLOOR).T.astype(np.float32))
 
-    def features(self, path: str | Path) -> tuple[Tensor, int | None]:
-        """(frames, n_mels) normalised log-mel frames of a file, and its own rate when it was
-        resampled."""
+    def features(self, path: str | Path, speed: float = 1.0) -> tuple[Tensor, int | None]:
+        """(frames, n_mels) normalised log-mel frames of a file played `speed` times as fast, and
+        its own rate when it was resampled."""
+        import librosa
+
         samples, resampled_from = self.read(path)
+        if speed != 1:
+            samples = librosa.resample(samples, orig_sr=self.sample_rate * speed, target_sr=self.sample_rate)
         return normalise(self.log_mel(samples)), resampled_from
 
 

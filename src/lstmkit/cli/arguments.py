@@ -31,6 +31,14 @@ def positive_ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected positive integers, comma-separated, got {text!r}") from None
 
 
+def positive_floats(text: str) -> tuple[float, ...]:
+    """argparse type: positive numbers, comma-separated."""
+    try:
+        return tuple(positive_float(part) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected positive numbers, comma-separated, got {text!r}") from None
+
+
 def positive_float(text: str) -> float:
     """argparse type: a number greater than zero."""
     try:

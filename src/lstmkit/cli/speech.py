@@ -8,7 +8,8 @@ from pathlib import Path
 
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
-    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, positive_int,
+    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name,
+    positive_floats, positive_int,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.files import write_json
@@ -113,6 +114,8 @@ def add_speech_commands(commands) -> None:
                 action="store_true")
     add_setting(train, SpeechConfig, "frequency_warp",
                 "VTLP: the training utterances' bands stretched or squeezed by up to this factor", type=float)
+    add_setting(train, SpeechConfig, "speed_perturbation", "the training utterances also heard at these speeds, "
+                "comma-separated (e.g. 0.9,1.1)", type=positive_floats)
     add_setting(train, SpeechConfig, "frequency_masks", "SpecAugment: masks of mel bands per training utterance",
                 type=int)
     add_setting(train, SpeechConfig, "frequency_mask_width", "SpecAugment: the most bands one mask covers", type=int)

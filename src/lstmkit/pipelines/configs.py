@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from lstmkit.audio.augment import Augmentation
-from lstmkit.audio.features import FrontEnd
+from lstmkit.audio.features import MAX_SPEED, MIN_SPEED, FrontEnd
 from lstmkit.cells import CELLS, make_cell
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.models.seq2seq import ATTENTIONS
@@ -335,6 +335,11 @@ class SpeechConfig(TrainingConfig, RegulariserSettings):
     # in 3 minutes (CTC loss 0.0003) and stays at 97 % on its test split; with them, 98.8 %
     # after 20 minutes (README, "Results on FSDD").
     frequency_warp: float = 0.0
+    # Speed perturbation (Ko et al. 2015; Kaldi's 0.9,1.1): each training utterance is also heard
+    # at these speeds (faster and higher, or slower and lower), and each draw takes one of its
+    # versions, the original included, with equal chances. Off (()): it costs a front-end pass per
+    # speed; what it bought on FSDD is in the README.
+    speed_perturbation: tuple[float, ...] = ()
     frequency_masks: int = 2
     frequency_mask_width: int = 8
     time_masks: int = 2
@@ -349,6 +354,11 @@ class SpeechConfig(TrainingConfig, RegulariserSettings):
         check_network(self.cell, self.dropout, self.engine)
         self.front_end()  # checks the rate, the bands, the window and the hop
         self.augmentation()  # checks the warp and the masks
+        speeds = self.speed_perturbation
+        if not isinstance(speeds, tuple) or any(isinstance(speed, bool) or not isinstance(speed, (int, float))
+                                                or not MIN_SPEED <= speed <= MAX_SPEED or speed == 1 for speed in speeds):
+            raise ValueError(f"speed_perturbation must be a tuple of speeds in [{MIN_SPEED}, {MAX_SPEED}] other "
+                             f"than 1 (the original is always used), e.g. (0.9, 1.1), got {speeds!r}")
         if self.frequency_mask_width > self.n_mels:
             raise ValueError(f"frequency_mask_width must be at most n_mels ({self.n_mels}), "
                              f"got {self.frequency_mask_width!r}")

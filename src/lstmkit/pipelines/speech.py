@@ -85,6 +85,8 @@ class Utterances:
     texts: list[str]
     frames: list[Tensor]  # (frames, n_mels) each
     labels: list[list[int]]
+    # each utterance's frames at the perturbed speeds that still fit its transcript (() without)
+    versions: list[tuple[Tensor, ...]]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -92,16 +94,22 @@ class Utterances:
     def batch(self, indices: Sequence[int], augmentation: Augmentation | None = None,
               seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Padded frames (T, B, n_mels), their lengths, the concatenated labels and their lengths.
-        With `augmentation`, utterance i's masks are drawn from (seed, i) alone, so that they do not
-        depend on the batch or on how many processes share it."""
-        chosen = [self.frames[i] for i in indices]
-        if augmentation is not None and augmentation.active:
-            chosen = [augmentation(frames, torch.Generator().manual_seed(hash((seed, i)) % 2**63))
-                      for frames, i in zip(chosen, indices)]
+        With `augmentation`, the utterances as training hears them (`draw`)."""
+        chosen = [self.frames[i] if augmentation is None else self.draw(i, augmentation, seed) for i in indices]
         frames = torch.nn.utils.rnn.pad_sequence(chosen)
-        lengths = torch.tensor([len(self.frames[i]) for i in indices])
+        lengths = torch.tensor([len(frames) for frames in chosen])
         targets = torch.tensor([label for i in indices for label in self.labels[i]])
         return frames, lengths, targets, torch.tensor([len(self.labels[i]) for i in indices])
+
+    def draw(self, i: int, augmentation: Augmentation, seed: int) -> Tensor:
+        """Utterance i as training hears it: one of its versions (the original or a perturbed
+        speed), warped and masked, all drawn from (seed, i) alone, so that the draw does not depend
+        on the batch or on how many processes share it."""
+        generator = torch.Generator().manual_seed(hash((seed, i)) % 2**63)
+        frames = self.frames[i]
+        if self.versions[i]:
+            frames = (frames, *self.versions[i])[int(torch.randint(len(self.versions[i]) + 1, (), generator=generator))]
+        return augmentation(frames, generator) if augmentation.active else frames
 
 
 # Frames computed in this process, by file (path, size, modification time) and front end:
@@ -109,22 +117,23 @@ class Utterances:
 _FRAMES: dict[tuple, Tensor] = {}
 
 
-def utterance_frames(path: Path, front_end: FrontEnd) -> tuple[Tensor, int | None]:
-    """A file's frames (cached) and its own rate when it was resampled."""
+def utterance_frames(path: Path, front_end: FrontEnd, speed: float = 1.0) -> tuple[Tensor, int | None]:
+    """A file's frames at a speed (cached) and its own rate when it was resampled."""
     status = path.stat()
-    key = (str(path.resolve()), status.st_size, status.st_mtime_ns, front_end)
+    key = (str(path.resolve()), status.st_size, status.st_mtime_ns, front_end, speed)
     if key not in _FRAMES:
-        _FRAMES[key] = front_end.features(path)
+        _FRAMES[key] = front_end.features(path, speed)
     return _FRAMES[key]
 
 
-def load_utterances(manifest: str | Path, front_end: FrontEnd, alphabet: Alphabet | None, stack: int
-                    ) -> tuple[Utterances, Alphabet]:
-    """Every utterance of a manifest, read, checked and turned into frames; the alphabet of its
-    transcripts when none is given. Files at another rate are resampled, and a warning says so."""
+def load_utterances(manifest: str | Path, front_end: FrontEnd, alphabet: Alphabet | None, stack: int,
+                    speeds: tuple[float, ...] = ()) -> tuple[Utterances, Alphabet]:
+    """Every utterance of a manifest, read, checked and turned into frames, and into frames at
+    each of `speeds` where those still fit its transcript; the alphabet of its transcripts when
+    none is given. Files at another rate are resampled, and a warning says so."""
     utterances = read_manifest(manifest)
     alphabet = alphabet or Alphabet.of([utterance.text for utterance in utterances])
-    frames, labels, resampled = [], [], []
+    frames, labels, versions, resampled = [], [], [], []
     for utterance in utterances:
         features, rate = utterance_frames(utterance.path, front_end)
         if rate is not None:
@@ -133,12 +142,15 @@ def load_utterances(manifest: str | Path, front_end: FrontEnd, alphabet: Alphabe
         check_long_enough(utterance, len(features), label, front_end, stack)
         frames.append(features)
         labels.append(label)
+        perturbed = (utterance_frames(utterance.path, front_end, speed)[0] for speed in speeds)
+        versions.append(tuple(version for version in perturbed
+                              if stacked_length(len(version), stack) >= ctc_frames_needed(label)))
     if resampled:
         path, rate = resampled[0]
         warnings.warn(f"{len(resampled)} file(s) of {manifest} resampled to {front_end.sample_rate} Hz, the "
                       f"model's rate (e.g. {path} at {rate} Hz)", stacklevel=2)
     paths, texts = [u.path for u in utterances], [u.text for u in utterances]
-    return Utterances(paths, texts, frames, labels), alphabet
+    return Utterances(paths, texts, frames, labels, versions), alphabet
 
 
 def check_long_enough(utterance: Utterance, frames: int, labels: list[int], front_end: FrontEnd, stack: int) -> None:
@@ -299,7 +311,7 @@ def train_speech_model(train: str | Path, out: str | Path | None, config: Speech
     `train`, scored on those of `validation` (without one, on the training utterances: a
     check of fit, not of generalisation)."""
     front_end = config.front_end()
-    train_set, alphabet = load_utterances(train, front_end, None, config.stack)
+    train_set, alphabet = load_utterances(train, front_end, None, config.stack, config.speed_perturbation)
     validation_set = train_set if validation is None else load_utterances(validation, front_end, alphabet,
                                                                            config.stack)[0]
     sources = {"train": fingerprint(Path(train).read_bytes())}
