@@ -35,10 +35,10 @@ $(BARE)/.installed: $(SOURCES)
 demo: $(VENV)/.installed-tasks
 	$(BIN)/lstmkit demo
 
-# The suite in .venv, then the bare-install tests in .venv-bare (no conftest: it needs hypothesis),
-# where none of them may skip for want of a bare install.
+# The suite in .venv, spread over the cores (pytest-xdist), then the bare-install tests in
+# .venv-bare (no conftest: it needs hypothesis), where none of them may skip for want of a bare install.
 test: setup $(BARE)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 	LSTMKIT_BARE_INSTALL=1 $(BARE)/bin/python -m pytest -q --noconftest tests/test_bare_install.py
 
 clean:

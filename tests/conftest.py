@@ -13,6 +13,14 @@ from hypothesis import settings
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Under pytest-xdist (`make test` runs `-n auto`) the workers share the cores: each worker's torch,
+# and the processes its tests start, take only its share of them instead of all of them each.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    threads = max(1, len(os.sched_getaffinity(0)) // WORKERS)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+
 settings.register_profile("dev", max_examples=150, deadline=None)
 settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True)
 settings.register_profile("thorough", max_examples=2000, deadline=None)

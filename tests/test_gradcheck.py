@@ -1,6 +1,8 @@
 """torch.autograd.gradcheck on every cell and option and both per-layer engines, through a
 two-layer bidirectional stack with a given initial state and padded lengths (and a projection
-for the LSTM family). The native engine is torch.nn's own backward."""
+for the LSTM family). The native engine is torch.nn's own backward. Fast mode compares the
+analytical and numerical Jacobians along random directions (u' J v), which a wrong entry of
+either changes, in a tenth of the time of the full Jacobians."""
 
 from __future__ import annotations
 
@@ -33,4 +35,4 @@ def test_gradcheck(cell, options, engine):
         return (output, *final) if isinstance(final, tuple) else (output, final)
 
     inputs = (x, *state, *(parameter.detach().requires_grad_() for parameter in layer.parameters()))
-    assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-7)
+    assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-7, fast_mode=True)
