@@ -85,9 +85,17 @@ def test_demo_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     assert code == 0
     assert "rnn" in out and "gru" in out and "lstm" in out
     assert "Going back through the 10 steps, ||d loss / d h_t|| of the trained rnn" in out
-    assert "up to 0.5 s each" in out
+    assert "up to 5,000 steps (and 0.5 s) each" in out
     for name in ("learning_curves.png", "gradient_norms.png", "results.json", "gradient_norms.csv"):
         assert (tmp_path / name).is_file(), name
+
+
+def test_the_demo_budget_is_steps_so_every_machine_shows_the_same_race(tmp_path, capsys):
+    code, out, _ = run_cli(["demo", "--T", "10", "--steps", "30", "--out", str(tmp_path)], capsys)
+    assert code == 0 and "up to 30 steps (and 300 s) each" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["steps"] == 30 and results["config"]["time_budget"] == 300.0
+    assert {cell: run["steps"] for cell, run in results["cells"].items()} == {"rnn": 30, "gru": 30, "lstm": 30}
 
 
 @pytest.mark.parametrize("arguments, message", [

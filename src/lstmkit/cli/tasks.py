@@ -73,7 +73,7 @@ def demo_command(arguments: argparse.Namespace) -> None:
 
     out = Path(arguments.out)
     print(f"lstmkit demo: rnn, gru and lstm on the adding problem, T={arguments.T}, "
-          f"up to {arguments.time_budget:g} s each; figures go to {out}/", flush=True)
+          f"up to {arguments.steps:,} steps (and {arguments.time_budget:g} s) each; figures go to {out}/", flush=True)
     for line in run_demo(out, config_from(arguments, DemoConfig)):
         print(line)
     print(f"\nfigures: {out}/learning_curves.png, {out}/gradient_norms.png")
@@ -129,6 +129,7 @@ def add_task_commands(commands) -> None:
     demo = commands.add_parser("demo", help="rnn vs gru vs lstm on the adding problem, in a few minutes")
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     add_setting(demo, DemoConfig, "T", "sequence length", type=positive_int)
-    add_setting(demo, DemoConfig, "time_budget", "seconds of training per cell", type=positive_float)
+    add_setting(demo, DemoConfig, "steps", "steps of training per cell", type=positive_int)
+    add_setting(demo, DemoConfig, "time_budget", "seconds of training per cell at most", type=positive_float)
     add_setting(demo, DemoConfig, "seed", "seed", type=int)
     demo.set_defaults(run=demo_command, extra="tasks")
