@@ -124,7 +124,7 @@ def test_each_speed_of_an_utterance_is_drawn_alike_and_its_length_follows():
     ({"speed_perturbation": [0.9]}, "speed_perturbation must be a tuple of speeds in [0.5, 2.0] other than 1 "
                                     "(the original is always used), e.g. (0.9, 1.1), got [0.9]"),
 ])
-def test_the_speech_config_checks_its_masks(settings, message):
+def test_the_speech_config_checks_its_augmentation(settings, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         SpeechConfig(**settings)
 

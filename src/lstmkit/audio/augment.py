@@ -55,14 +55,15 @@ class Augmentation:
     def __call__(self, frames: Tensor, generator: torch.Generator) -> Tensor:
         """A copy of `frames` (frames, n_mels) warped and masked as drawn from `generator`."""
         steps, bands = frames.shape
-        masked = frames.clone()
-        if self.frequency_warp:
+        if self.frequency_warp:  # the interpolation makes the copy
             factor = 1 + self.frequency_warp * (2 * float(torch.rand((), generator=generator)) - 1)
             position = (torch.arange(bands, dtype=torch.float64) * factor).clamp(max=bands - 1)
             below = position.floor().long()
             above = (below + 1).clamp(max=bands - 1)
             share = (position - below).to(frames.dtype)
             masked = frames[:, below] * (1 - share) + frames[:, above] * share
+        else:
+            masked = frames.clone()
 
         def draw(high: int) -> int:
             return int(torch.randint(high + 1, (), generator=generator))
