@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from lstmkit.forecast import Forecaster
+from lstmkit.models.forecaster import (
+    ForecastEnsemble,
+    ForecastNetworkConfig,
+    interval_half_width,
+    negative_log_likelihood,
+)
 from lstmkit.series import baseline_forecast, read_series
 
 QUICK = dict(hidden_size=16, num_layers=1, epochs=3, batch_size=64, seed=0)
@@ -101,7 +109,7 @@ def test_a_forecaster_saved_under_the_old_setting_names_loads(tmp_path):
     saved = json.loads(path.read_text())
     expected = Forecaster.load(tmp_path / "model").predict(table)
     old_names = {"hidden_size": "hidden", "num_layers": "layers", "batch_size": "batch"}
-    new_fields = ("steps", "warmup", "min_lr_fraction", "eval_every", "device", "precision")
+    new_fields = ("steps", "warmup", "min_lr_fraction", "eval_every", "device", "precision", "distribution")
     saved["forecaster"] = {old_names.get(name, name): value for name, value in saved["forecaster"].items()
                            if name not in new_fields}
     path.write_text(json.dumps(saved))
@@ -119,7 +127,68 @@ def test_the_prediction_interval_is_the_gaussian_quantile_of_the_predicted_scale
     np.testing.assert_allclose(ratio, 1.959963984540054 / 0.6744897501960817, rtol=1e-6)
 
 
+@pytest.mark.parametrize("distribution, expected", [
+    # μ 0, scale 2, y 3: log 2 + ½ (3 / 2)² and log 2 + |3| / 2
+    ("normal", math.log(2) + 1.125), ("laplace", math.log(2) + 1.5),
+])
+def test_the_negative_log_likelihood_by_hand(distribution, expected):
+    loss = negative_log_likelihood(distribution, torch.tensor([0.0]), torch.tensor([2.0]), torch.tensor([3.0]))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("distribution, law, constant", [
+    ("normal", torch.distributions.Normal, 0.5 * math.log(2 * math.pi)), ("laplace", torch.distributions.Laplace, math.log(2)),
+])
+def test_each_distribution_is_torchs_likelihood_and_quantiles(distribution, law, constant):
+    generator = torch.Generator().manual_seed(0)
+    mean, target = torch.randn(2, 50, dtype=torch.float64, generator=generator)
+    scale = torch.rand(50, dtype=torch.float64, generator=generator) + 0.1
+    loss = negative_log_likelihood(distribution, mean, scale, target)
+    assert loss.item() == pytest.approx(-law(mean, scale).log_prob(target).mean().item() - constant, rel=1e-12)
+    for coverage in (0.5, 0.9, 0.99):
+        width = interval_half_width(distribution, scale, coverage)
+        held = law(mean, scale).cdf(mean + width) - law(mean, scale).cdf(mean - width)
+        torch.testing.assert_close(held, torch.full_like(held, coverage), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("members", [2, 3])
+def test_an_ensemble_forecasts_the_median_of_its_members_and_trains_on_the_mean_of_their_losses(members):
+    torch.manual_seed(0)
+    config = ForecastNetworkConfig("lstm", 1, 2, 1, 4, hidden_size=8, num_layers=1, ensemble=members)
+    ensemble = ForecastEnsemble(config).double().eval()
+    history, future = torch.randn(5, 6, 2, dtype=torch.float64), torch.randn(5, 4, 1, dtype=torch.float64)
+    outputs = [member(history, future) for member in ensemble.members]
+    mean, scale = ensemble.forecast(history, future)
+    ordered = torch.stack([mean for mean, _ in outputs]).sort(dim=0).values
+    expected = ordered[1] if members == 3 else (ordered[0] + ordered[1]) / 2
+    torch.testing.assert_close(mean, expected, rtol=0, atol=1e-15)
+    torch.testing.assert_close(scale, sum(scale for _, scale in outputs) / members, rtol=1e-15, atol=0)
+    assert not torch.equal(outputs[0][0], outputs[1][0])  # members start from different weights
+    target = torch.randn(5, 4, 1, dtype=torch.float64)
+    loss = negative_log_likelihood("laplace", *ensemble(history, future), target)
+    each = [negative_log_likelihood("laplace", mean, scale, target) for mean, scale in outputs]
+    torch.testing.assert_close(loss, sum(each) / members, rtol=1e-14, atol=0)
+
+
+def test_a_forecaster_ensemble_saves_its_members_and_predicts_the_same_after_loading(tmp_path):
+    table = sine_table(120)
+    forecaster = Forecaster("day", "signal", horizon=3, lookback=10, ensemble=2, **QUICK).fit(table)
+    assert isinstance(forecaster.network, ForecastEnsemble) and len(forecaster.network.members) == 2
+    forecaster.save(tmp_path / "model")
+    loaded = Forecaster.load(tmp_path / "model")
+    assert isinstance(loaded.network, ForecastEnsemble) and loaded.config.ensemble == 2
+    pd.testing.assert_frame_equal(loaded.predict(table), forecaster.predict(table))
+
+
+def test_the_distribution_defaults_to_laplace_for_a_long_table_and_normal_for_one():
+    assert Forecaster("day", "signal", horizon=3).config.distribution == "normal"
+    assert Forecaster("t", "y", horizon=3, id="id").config.distribution == "laplace"
+    assert Forecaster("t", "y", horizon=3, id="id", distribution="normal").config.distribution == "normal"
+
+
 @pytest.mark.parametrize("options, message", [
+    (dict(horizon=3, distribution="student"), "distribution must be one of normal, laplace, got 'student'"),
+    (dict(horizon=3, ensemble=0), "ensemble must be a positive integer, got 0"),
     (dict(horizon=0), "horizon must be a positive integer, got 0"),
     (dict(horizon=3, interval=1.5), "interval is the coverage of the prediction interval, in (0, 1); got 1.5"),
     (dict(horizon=3, lookback=0), "lookback must be a positive integer or None, got 0"),

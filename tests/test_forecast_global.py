@@ -4,6 +4,7 @@ the windows of a panel, and the global forecaster's predictions against values."
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -202,6 +203,15 @@ def test_a_global_forecaster_saved_predicts_the_same_after_loading(lines, tmp_pa
     loaded = Forecaster.load(tmp_path / "model")
     pd.testing.assert_frame_equal(loaded.predict(table), forecaster.predict(table))
     assert json.loads((tmp_path / "model" / "config.json").read_text())["layout"]["chosen"] == forecaster.layout.chosen
+
+
+def test_a_global_forecasters_interval_is_the_laplace_quantile_of_the_predicted_scale():
+    table = long_table({"up": 10 + 2.0 * np.arange(40), "down": 500 - 3.0 * np.arange(40)})
+    narrow, wide = (Forecaster("t", "y", horizon=3, id="id", interval=interval, **QUICK).fit(table).predict(table)
+                    for interval in (0.5, 0.95))
+    np.testing.assert_allclose(wide["forecast"], narrow["forecast"], rtol=1e-12)  # same seed, same model
+    ratio = (wide["upper"] - wide["forecast"]) / (narrow["upper"] - narrow["forecast"])
+    np.testing.assert_allclose(ratio, math.log(20) / math.log(2), rtol=1e-9)  # w = −log(1 − coverage) · b
 
 
 def test_cli_fit_and_predict_a_long_table(tmp_path, capsys):

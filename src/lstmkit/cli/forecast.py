@@ -8,6 +8,7 @@ from pathlib import Path
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import add_setting, add_training_arguments, config_from, device_name, positive_int
 from lstmkit.engines import ENGINE_CHOICES
+from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.pipelines.configs import ForecasterConfig
 
 
@@ -84,6 +85,10 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
                 type=positive_int)
     add_setting(parser, ForecasterConfig, "batch_size", "windows per step", type=positive_int)
     add_setting(parser, ForecasterConfig, "interval", "prediction-interval coverage", type=float)
+    add_setting(parser, ForecasterConfig, "ensemble", "networks trained side by side, forecasting together "
+                "(the median of their forecasts)", type=positive_int)
+    add_setting(parser, ForecasterConfig, "distribution", "the head's distribution, trained by its likelihood "
+                "(default laplace for a long table, normal for one table)", choices=DISTRIBUTIONS)
     add_setting(parser, ForecasterConfig, "engine", "recurrent engine", choices=ENGINE_CHOICES)
     add_setting(parser, ForecasterConfig, "normalisation",
                 "each series' normalisation (long tables): standard, log or seasonal")

@@ -1,8 +1,11 @@
-"""A recurrent encoder over the lookback window and a direct multi-horizon Gaussian head."""
+"""A recurrent encoder over the lookback window and a direct multi-horizon head: a location and
+a scale per step, trained by the likelihood of a normal or a Laplace distribution."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +13,9 @@ from torch import Tensor, nn
 
 from lstmkit.nn import Recurrent
 
-MIN_SCALE = 1e-3  # floor of the predicted standard deviation (in scaled units)
+MIN_SCALE = 1e-3  # floor of the predicted scale (in scaled units)
+# The distributions a forecaster's head can be trained as (negative_log_likelihood).
+DISTRIBUTIONS = ("normal", "laplace")
 
 
 @dataclass(frozen=True)
@@ -19,7 +24,8 @@ class ForecastNetworkConfig:
 
     targets: series forecast jointly; past_features: columns of each history step (targets,
     observed-past covariates, known-future features); future_features: known-future columns
-    of each horizon step (calendar features and known-future covariates).
+    of each horizon step (calendar features and known-future covariates); ensemble: networks
+    trained side by side (a ForecastEnsemble; 1: one ForecastNetwork).
     """
 
     cell: str
@@ -32,9 +38,10 @@ class ForecastNetworkConfig:
     dropout: float = 0.1
     engine: str = "auto"
     cell_options: dict = field(default_factory=dict)
+    ensemble: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("targets", "past_features", "horizon", "hidden_size", "num_layers"):
+        for name in ("targets", "past_features", "horizon", "hidden_size", "num_layers", "ensemble"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
@@ -45,7 +52,7 @@ class ForecastNetworkConfig:
 
 
 class ForecastNetwork(nn.Module):
-    """Forecasts every horizon step at once, as a Gaussian per step and target.
+    """Forecasts every horizon step at once, as a location and a scale per step and target.
 
     The history's targets are taken relative to their last value (the level), so the encoder
     sees shapes rather than levels and the head forecasts changes from the level:
@@ -54,6 +61,9 @@ class ForecastNetwork(nn.Module):
         h      = encoder([y_{o-L..o-1} - level, covariates, known])[last step]
         z      = head([h, known_{o..o+H-1}])
         mean   = level + z_mean,   scale = softplus(z_scale) + MIN_SCALE
+
+    mean is the distribution's centre (the mean of a normal, the median of a Laplace), scale
+    its standard deviation or its b (negative_log_likelihood).
     """
 
     def __init__(self, config: ForecastNetworkConfig) -> None:
@@ -80,7 +90,61 @@ class ForecastNetwork(nn.Module):
         z = z.view(-1, self.config.horizon, targets, 2)
         return level + z[..., 0], F.softplus(z[..., 1]) + MIN_SCALE
 
+    def forecast(self, history: Tensor, future: Tensor) -> tuple[Tensor, Tensor]:
+        """The forecast's centre and scale: forward's (as ForecastEnsemble.forecast gives an ensemble's)."""
+        return self(history, future)
 
-def gaussian_loss(mean: Tensor, scale: Tensor, target: Tensor) -> Tensor:
-    """Mean negative log-likelihood of `target` under N(mean, scale²), constant dropped."""
-    return (torch.log(scale) + 0.5 * ((target - mean) / scale) ** 2).mean()
+
+class ForecastEnsemble(nn.Module):
+    """`config.ensemble` networks of one config from different initial weights, trained side by
+    side on the same windows, each by its own likelihood (the mean over the members' losses is
+    the ensemble's): a deep ensemble (Lakshminarayanan et al. 2017). forward gives every
+    member's centre and scale, (members, B, H, targets) each, for training; `forecast` gives
+    the ensemble's."""
+
+    def __init__(self, config: ForecastNetworkConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.members = nn.ModuleList(ForecastNetwork(config) for _ in range(config.ensemble))
+
+    def forward(self, history: Tensor, future: Tensor) -> tuple[Tensor, Tensor]:
+        means, scales = zip(*(member(history, future) for member in self.members))
+        return torch.stack(means), torch.stack(scales)
+
+    def forecast(self, history: Tensor, future: Tensor) -> tuple[Tensor, Tensor]:
+        """The ensemble's centre and scale, (B, H, targets) each: the median of the members'
+        centres (one member's miss does not move it; the mean of the middle two for an even
+        count) and the mean of their scales."""
+        mean, scale = self(history, future)
+        return mean.quantile(0.5, dim=0), scale.mean(dim=0)
+
+
+def build_forecast_network(config: ForecastNetworkConfig) -> ForecastNetwork | ForecastEnsemble:
+    return ForecastNetwork(config) if config.ensemble == 1 else ForecastEnsemble(config)
+
+
+def negative_log_likelihood(distribution: str, mean: Tensor, scale: Tensor, target: Tensor) -> Tensor:
+    """Mean negative log-likelihood of `target` under the distribution centred on `mean`,
+    constants dropped:
+
+        normal   log σ + ½ ((y − μ) / σ)²      (μ the mean: squared errors)
+        laplace  log b + |y − μ| / b           (μ the median: absolute errors, as sMAPE and MASE)
+    """
+    if distribution == "normal":
+        return (torch.log(scale) + 0.5 * ((target - mean) / scale) ** 2).mean()
+    if distribution == "laplace":
+        return (torch.log(scale) + (target - mean).abs() / scale).mean()
+    raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}")
+
+
+def interval_half_width(distribution: str, scale, coverage: float):
+    """w such that [μ − w, μ + w] holds `coverage` of the distribution:
+
+        normal   w = Φ⁻¹(½ + coverage / 2) · σ
+        laplace  w = −log(1 − coverage) · b       (P(|Y − μ| ≤ w) = 1 − exp(−w / b))
+    """
+    if distribution == "normal":
+        return NormalDist().inv_cdf(0.5 + coverage / 2) * scale
+    if distribution == "laplace":
+        return -math.log(1 - coverage) * scale
+    raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}")

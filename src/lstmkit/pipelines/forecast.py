@@ -1,7 +1,7 @@
 """Time-series forecasting: fit a recurrent forecaster, backtest it against baselines, predict.
 
     fit       table -> checked series -> scaling fitted on it -> lookback/horizon windows ->
-              Gaussian-likelihood training with early stopping on the latest windows
+              likelihood training (normal or Laplace) with early stopping on the latest windows
     backtest  fit on all but the last `holdout` rows, then forecast from origins stepping
               through them, `horizon` apart, so every held-out row is forecast once; the
               baselines forecast from the same origins; MAE, RMSE, sMAPE, MASE of each
@@ -22,7 +22,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 import torch
@@ -41,7 +40,14 @@ from lstmkit.checkpoint import (
     save_checkpoint,
 )
 from lstmkit.files import atomic_path
-from lstmkit.models.forecaster import ForecastNetwork, ForecastNetworkConfig, gaussian_loss
+from lstmkit.models.forecaster import (
+    ForecastEnsemble,
+    ForecastNetwork,
+    ForecastNetworkConfig,
+    build_forecast_network,
+    interval_half_width,
+    negative_log_likelihood,
+)
 from lstmkit.pipelines.configs import ForecasterConfig
 from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, SeriesFrame, Windows, baseline_forecast, best_baseline,
                             calendar_features, future_times, read_series, scores, season_length)
@@ -131,7 +137,7 @@ class Forecaster:
 
     def __init__(self, time: str, target, horizon: int, **options) -> None:
         self.config = ForecasterConfig(time=time, target=target, horizon=horizon, **options)
-        self.network: ForecastNetwork | None = None
+        self.network: ForecastNetwork | ForecastEnsemble | None = None
         self.layout: SeriesLayout | None = None
         self.best_epoch: int | None = None
         self.curve: list[dict] = []
@@ -179,19 +185,29 @@ class Forecaster:
                           "forecast as that value, with an interval of zero width", stacklevel=2)
         windows = self.windows(frame, len(frame))
         training, validation = self.split_origins(list(windows.origins()))
+        self.train_network(windows, training, validation, len(config.target), windows.past.shape[1],
+                           windows.known.shape[1])
+        return self
+
+    def train_network(self, windows: Windows | PanelWindows, training: list, validation: list, targets: int,
+                      past_features: int, future_features: int, epoch_windows: int | None = None) -> None:
+        """Build the network (an ensemble when config.ensemble > 1) and train it on `training`
+        windows by the training core, keeping the epoch best on `validation`; records the
+        curve, the best epoch and where it ran."""
+        config = self.config
         trainer = Trainer(config)
         torch.manual_seed(config.seed)
-        self.network = ForecastNetwork(ForecastNetworkConfig(
-            config.cell, len(config.target), windows.past.shape[1], windows.known.shape[1], config.horizon,
-            config.hidden_size, config.num_layers, config.dropout, config.engine,
+        self.network = build_forecast_network(ForecastNetworkConfig(
+            config.cell, targets, past_features, future_features, config.horizon, config.hidden_size,
+            config.num_layers, config.dropout, config.engine, ensemble=config.ensemble,
         ))
-        job = ForecastJob(self.network, windows, training, validation, config, trainer.processes, trainer.device)
+        job = ForecastJob(self.network, windows, training, validation, config, trainer.processes, trainer.device,
+                          epoch_windows=epoch_windows)
         run = trainer.run(job, keep_best=True)
         self.curve = [{"epoch": row["epoch"], "train_loss": row["train_loss"],
                        **({"val_loss": row["val_loss"]} if "val_loss" in row else {})} for row in run.history]
         self.best_epoch = run.best["epoch"] if run.best is not None else self.curve[-1]["epoch"]
         self.runtime = run.runtime()
-        return self
 
     def split_origins(self, origins: list[int]) -> tuple[list[int], list[int]]:
         """The training and the validation origins: with early stopping the latest
@@ -246,7 +262,7 @@ class Forecaster:
             future = np.concatenate([future, np.repeat(future[-1:], rows - len(future), axis=0)])
         return np.concatenate([calendar, self.layout.future_scaler.transform(future)], axis=1)
 
-    def fitted(self) -> tuple[ForecastNetwork, SeriesLayout]:
+    def fitted(self) -> tuple[ForecastNetwork | ForecastEnsemble, SeriesLayout]:
         if self.network is None or self.layout is None:
             raise RuntimeError("the forecaster is not fitted: call fit(data) or Forecaster.load(directory) first")
         return self.network, self.layout
@@ -262,10 +278,10 @@ class Forecaster:
         device = next(network.parameters()).device
         with torch.no_grad():
             batch = windows.batch(origins)
-            mean, scale = network(batch.history.to(device), batch.future.to(device))
+            mean, scale = network.forecast(batch.history.to(device), batch.future.to(device))
         mean = layout.target_scaler.inverse(mean.double().cpu().numpy())
         scale = scale.double().cpu().numpy() * layout.target_scaler.std
-        spread = NormalDist().inv_cdf(0.5 + self.config.interval / 2) * scale
+        spread = interval_half_width(self.config.distribution, scale, self.config.interval)
         return self.finite_forecasts(frame, origins, Forecasts(mean, mean - spread, mean + spread))
 
     def finite_forecasts(self, frame: SeriesFrame, origins: list[int], forecasts: Forecasts) -> Forecasts:
@@ -383,15 +399,16 @@ def float_tensor(values: np.ndarray) -> torch.Tensor:
 
 
 class ForecastJob(Job):
-    """The Gaussian loss over the training windows, shuffled anew each epoch by a seeded
-    generator, scored each epoch on the validation windows (when there are any). Several
-    processes each take a share of every batch of windows."""
+    """The negative log-likelihood of `config.distribution` (an ensemble's: the mean of its
+    members') over the training windows, shuffled anew each epoch by a seeded generator,
+    scored each epoch on the validation windows (when there are any). Several processes each
+    take a share of every batch of windows."""
 
     item = "window"
     evaluate_every_epoch = True
 
-    def __init__(self, network: ForecastNetwork, windows: Windows | PanelWindows, training: list, validation: list,
-                 config: ForecasterConfig, processes: Processes, device: torch.device,
+    def __init__(self, network: ForecastNetwork | ForecastEnsemble, windows: Windows | PanelWindows, training: list,
+                 validation: list, config: ForecasterConfig, processes: Processes, device: torch.device,
                  epoch_windows: int | None = None) -> None:
         if len(training) < processes.world_size:
             raise ValueError(f"{len(training)} training windows cannot be shared by {processes.world_size} processes")
@@ -401,7 +418,8 @@ class ForecastJob(Job):
         self.epoch_windows = len(training) if epoch_windows is None else min(epoch_windows, len(training))
         self.validation = windows.batch(validation) if validation else None
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.label = f"forecast {config.cell} {config.num_layers}x{config.hidden_size}"
+        self.label = f"forecast {config.cell} {config.num_layers}x{config.hidden_size}" + (
+            f", an ensemble of {config.ensemble}" if config.ensemble > 1 else "")
         self.chunks: list[Tensor] = []
 
     def batch_sizes(self) -> list[int]:
@@ -423,14 +441,17 @@ class ForecastJob(Job):
             self.chunks = list(self.origins[order].split(self.batch_sizes()))
         batch = self.windows.batch(self.processes.shard(self.chunks[position]))
         mean, scale = model(batch.history.to(self.device), batch.future.to(self.device))
-        return gaussian_loss(mean.float(), scale.float(), batch.targets.to(self.device)), len(batch.history)
+        return self.loss(mean, scale, batch.targets), len(batch.history)
 
     def evaluate(self) -> dict[str, float]:
         if self.validation is None:
             return {}
         batch = self.validation
         mean, scale = self.model(batch.history.to(self.device), batch.future.to(self.device))
-        return {"val_loss": gaussian_loss(mean.float(), scale.float(), batch.targets.to(self.device)).item()}
+        return {"val_loss": self.loss(mean, scale, batch.targets).item()}
+
+    def loss(self, mean: Tensor, scale: Tensor, targets: Tensor) -> Tensor:
+        return negative_log_likelihood(self.config.distribution, mean.float(), scale.float(), targets.to(self.device))
 
 
 def save_forecaster(forecaster: Forecaster, directory: str | Path) -> Path:
@@ -449,7 +470,7 @@ def save_forecaster(forecaster: Forecaster, directory: str | Path) -> Path:
 FORECASTER = CheckpointKind(
     "forecaster", "a forecaster", "network",
     ("targets", "past_features", "future_features", "horizon", "hidden_size", "num_layers"),
-    lambda section: ForecastNetwork(ForecastNetworkConfig(**section)),
+    lambda section: build_forecast_network(ForecastNetworkConfig(**section)),
 )
 
 
@@ -460,7 +481,8 @@ def load_forecaster(directory: str | Path, device: str = "cpu") -> Forecaster:
     directory = checkpoint_folder(directory)
     saved, network = load_model_checkpoint(directory, FORECASTER)
     try:
-        forecaster = Forecaster(**current_names(saved["forecaster"]))
+        # Checkpoints from before `distribution` was a setting were trained as normal.
+        forecaster = Forecaster(**{"distribution": "normal", **current_names(saved["forecaster"])})
         layout = forecast_global.PanelLayout if forecaster.config.id is not None else SeriesLayout
         forecaster.layout = layout.from_dict(saved["layout"])
         forecaster.best_epoch = saved["best_epoch"]
@@ -482,4 +504,4 @@ def predict_to_csv(directory: str | Path, data, out: str | Path | None = None, d
     return table
 
 
-from lstmkit.pipelines import forecast_global  # noqa: E402  (it imports ForecastJob from this module)
+from lstmkit.pipelines import forecast_global  # noqa: E402  (it imports float_tensor from this module)

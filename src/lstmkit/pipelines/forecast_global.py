@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, fields
-from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,13 +33,12 @@ from lstmkit.extras import extra_imports
 with extra_imports("forecast", __name__):
     import pandas as pd
 
-from lstmkit.models.forecaster import ForecastNetwork, ForecastNetworkConfig
-from lstmkit.pipelines.forecast import ForecastJob, float_tensor
+from lstmkit.models.forecaster import interval_half_width
+from lstmkit.pipelines.forecast import float_tensor
 from lstmkit.series import Panel, PanelWindows, m4_scores, owa, panel_baselines, read_panel, season_length
 from lstmkit.series.baselines import STATISTICAL
 from lstmkit.series.panel import STEP
 from lstmkit.series.scaling import SeriesScaling
-from lstmkit.training import Trainer
 
 if TYPE_CHECKING:
     from lstmkit.pipelines.forecast import Forecaster
@@ -131,17 +129,8 @@ def fit(forecaster: Forecaster, data) -> Forecaster:
         raise ValueError(f"no series of the {len(panel)} has a training window: one needs horizon + 1 = {horizon + 1} "
                          f"values{f', and {horizon} more for validation' if config.early_stopping else ''}; "
                          f"the longest has {max(map(len, panel.values))}")
-    trainer = Trainer(config)
-    torch.manual_seed(config.seed)
-    forecaster.network = ForecastNetwork(ForecastNetworkConfig(
-        config.cell, 1, 2, 0, horizon, config.hidden_size, config.num_layers, config.dropout, config.engine))
-    job = ForecastJob(forecaster.network, windows, training, validation, config, trainer.processes, trainer.device,
-                      epoch_windows=config.epoch_windows)
-    run = trainer.run(job, keep_best=True)
-    forecaster.curve = [{"epoch": row["epoch"], "train_loss": row["train_loss"],
-                         **({"val_loss": row["val_loss"]} if "val_loss" in row else {})} for row in run.history]
-    forecaster.best_epoch = run.best["epoch"] if run.best is not None else forecaster.curve[-1]["epoch"]
-    forecaster.runtime = run.runtime()
+    # One target; its value and the padding mask at each history step; no known-future features.
+    forecaster.train_network(windows, training, validation, 1, 2, 0, epoch_windows=config.epoch_windows)
     forecaster.layout = PanelLayout(panel.frequency, panel.time_kind, season, lookback, "model", {})
     if validation:
         keys = [k for k, _ in validation]
@@ -169,9 +158,9 @@ def forecast(forecaster: Forecaster, histories: list[np.ndarray]) -> PanelForeca
     device = next(network.parameters()).device
     with torch.no_grad():
         batch = windows.batch([(k, len(values)) for k, values in enumerate(histories)])
-        mean, scale = network(batch.history.to(device), batch.future.to(device))
+        mean, scale = network.forecast(batch.history.to(device), batch.future.to(device))
     mean, scale = mean[..., 0].double().cpu().numpy(), scale[..., 0].double().cpu().numpy()
-    spread = NormalDist().inv_cdf(0.5 + config.interval / 2) * scale
+    spread = interval_half_width(config.distribution, scale, config.interval)
     with np.errstate(over="ignore", invalid="ignore"):
         model, lower, upper = (np.stack([scaling.inverse(values[k], len(histories[k]))
                                          for k, scaling in enumerate(scalings)])
