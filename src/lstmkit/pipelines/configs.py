@@ -130,7 +130,7 @@ class ForecasterConfig(TrainingConfig):
     interval: float = 0.9
     # Networks trained side by side from different initial weights, forecasting together (the
     # median of their centres; models.forecaster.ForecastEnsemble): on M4 weekly three scored
-    # OWA 0.787 and 0.819 (two seeds) where one scored 0.803-0.836 (README). Each costs a
+    # OWA 0.787-0.819 (three seeds) where one scored 0.803-0.836 (README). Each costs a
     # network's time, so a time budget trains each for less: 1, one network, unless asked.
     ensemble: int = 1
     # The head's distribution, trained by its likelihood (models.forecaster.DISTRIBUTIONS).
