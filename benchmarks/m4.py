@@ -64,7 +64,7 @@ def run(arguments: argparse.Namespace) -> None:
     if arguments.series:
         table = table[table["id"].isin(table["id"].unique()[:arguments.series])]
     chosen = {name: getattr(arguments, name) for name in ("normalisation", "distribution", "ensemble")
-              if getattr(arguments, name)}
+              if getattr(arguments, name) is not None}
     forecaster = Forecaster("t", "y", horizon=horizon, season=season, id="id", lookback=arguments.lookback,
                             time_budget=arguments.time_budget, epochs=None, hidden_size=arguments.hidden_size,
                             seed=arguments.seed, baselines=tuple(arguments.baselines), **chosen)

@@ -221,11 +221,14 @@ def test_cli_fit_and_predict_a_long_table(tmp_path, capsys):
     long_table({"up": 10 + 2.0 * np.arange(40), "down": 500 - 3.0 * np.arange(40)}).to_csv(path, index=False)
     main(["forecast", "fit", str(path), "--id", "id", "--time", "t", "--target", "y", "--horizon", "3",
           "--hidden-size", "8", "--num-layers", "1", "--epochs", "2", "--baselines", "naive,naive2,ets",
-          "--out", str(tmp_path / "run")])
+          "--ensemble", "2", "--distribution", "normal", "--out", str(tmp_path / "run")])
     printed = capsys.readouterr().out
     assert "predict uses the ets forecast" in printed
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert set(results["backtest"]) == {"model", "combination", "naive", "naive2", "ets", "model+ets"}
+    saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert (saved["forecaster"]["ensemble"], saved["forecaster"]["distribution"], saved["network"]["ensemble"]) == \
+        (2, "normal", 2)
     main(["forecast", "predict", str(tmp_path / "run"), str(path), "--out", str(tmp_path / "next.csv")])
     prediction = pd.read_csv(tmp_path / "next.csv")
     assert prediction.columns.tolist() == ["id", "t", "forecast", "lower", "upper"]
