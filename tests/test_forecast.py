@@ -14,6 +14,7 @@ import torch
 from lstmkit.forecast import Forecaster
 from lstmkit.models.forecaster import (
     ForecastEnsemble,
+    ForecastNetwork,
     ForecastNetworkConfig,
     interval_half_width,
     negative_log_likelihood,
@@ -168,6 +169,26 @@ def test_an_ensemble_forecasts_the_median_of_its_members_and_trains_on_the_mean_
     loss = negative_log_likelihood("laplace", *ensemble(history, future), target)
     each = [negative_log_likelihood("laplace", mean, scale, target) for mean, scale in outputs]
     torch.testing.assert_close(loss, sum(each) / members, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("season, rows", [(3, [3, 4, 5, 3, 4]), (1, [5, 5, 5, 5, 5])])
+def test_an_untrained_head_forecasts_the_seasonal_naive_of_the_window(season, rows):
+    torch.manual_seed(0)
+    network = ForecastNetwork(ForecastNetworkConfig("lstm", 1, 2, 0, 5, hidden_size=8, num_layers=1,
+                                                    season=season)).double().eval()
+    torch.nn.init.zeros_(network.head[-1].weight)
+    torch.nn.init.zeros_(network.head[-1].bias)
+    history = torch.randn(2, 6, 2, dtype=torch.float64)
+    mean, scale = network(history, torch.zeros(2, 5, 0, dtype=torch.float64))
+    torch.testing.assert_close(mean, history[:, rows, :1], rtol=0, atol=0)
+    torch.testing.assert_close(scale, torch.full_like(scale, math.log(2) + 1e-3), rtol=1e-15, atol=0)
+
+
+def test_a_seasonal_base_longer_than_the_history_is_refused():
+    network = ForecastNetwork(ForecastNetworkConfig("lstm", 1, 2, 0, 5, hidden_size=8, num_layers=1, season=7))
+    with pytest.raises(ValueError, match="the seasonal-naive base needs a lookback of at least season = 7 steps, "
+                                         "got a history of 6"):
+        network(torch.zeros(2, 6, 2), torch.zeros(2, 5, 0))
 
 
 def test_a_forecaster_ensemble_saves_its_members_and_predicts_the_same_after_loading(tmp_path):

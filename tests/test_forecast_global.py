@@ -205,6 +205,17 @@ def test_a_global_forecaster_saved_predicts_the_same_after_loading(lines, tmp_pa
     assert json.loads((tmp_path / "model" / "config.json").read_text())["layout"]["chosen"] == forecaster.layout.chosen
 
 
+@pytest.mark.parametrize("lookback, base", [(None, 4), (8, 4), (3, 1)])
+def test_the_network_corrects_seasonal_naive_when_the_lookback_holds_a_season(lookback, base, tmp_path):
+    table = long_table({"a": 10 + np.tile([1.0, 5, 2, 7], 10), "b": 50 + np.tile([3.0, 0, 4, 1], 10)})
+    forecaster = Forecaster("t", "y", horizon=3, id="id", season=4, lookback=lookback, **QUICK).fit(table)
+    assert forecaster.network.config.season == base
+    forecaster.save(tmp_path / "model")
+    loaded = Forecaster.load(tmp_path / "model")
+    assert loaded.network.config.season == base
+    pd.testing.assert_frame_equal(loaded.predict(table), forecaster.predict(table))
+
+
 def test_a_global_forecasters_interval_is_the_laplace_quantile_of_the_predicted_scale():
     table = long_table({"up": 10 + 2.0 * np.arange(40), "down": 500 - 3.0 * np.arange(40)})
     narrow, wide = (Forecaster("t", "y", horizon=3, id="id", interval=interval, **QUICK).fit(table).predict(table)

@@ -25,7 +25,9 @@ class ForecastNetworkConfig:
     targets: series forecast jointly; past_features: columns of each history step (targets,
     observed-past covariates, known-future features); future_features: known-future columns
     of each horizon step (calendar features and known-future covariates); ensemble: networks
-    trained side by side (a ForecastEnsemble; 1: one ForecastNetwork).
+    trained side by side (a ForecastEnsemble; 1: one ForecastNetwork); season: the m of the
+    seasonal-naive forecast the head corrects (ForecastNetwork; 1: the last value, as
+    checkpoints from before the setting were trained).
     """
 
     cell: str
@@ -39,9 +41,10 @@ class ForecastNetworkConfig:
     engine: str = "auto"
     cell_options: dict = field(default_factory=dict)
     ensemble: int = 1
+    season: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("targets", "past_features", "horizon", "hidden_size", "num_layers", "ensemble"):
+        for name in ("targets", "past_features", "horizon", "hidden_size", "num_layers", "ensemble", "season"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
@@ -55,12 +58,15 @@ class ForecastNetwork(nn.Module):
     """Forecasts every horizon step at once, as a location and a scale per step and target.
 
     The history's targets are taken relative to their last value (the level), so the encoder
-    sees shapes rather than levels and the head forecasts changes from the level:
+    sees shapes rather than levels, and the head forecasts corrections to the seasonal-naive
+    forecast of the window (the last value when season m = 1), so an untrained head already
+    forecasts what seasonal naive does and training only has to improve on it:
 
         level  = y_{o-1}
+        base_h = y_{o-m+(h mod m)}                 h = 0 .. H-1  (m <= L)
         h      = encoder([y_{o-L..o-1} - level, covariates, known])[last step]
         z      = head([h, known_{o..o+H-1}])
-        mean   = level + z_mean,   scale = softplus(z_scale) + MIN_SCALE
+        mean   = base + z_mean,   scale = softplus(z_scale) + MIN_SCALE
 
     mean is the distribution's centre (the mean of a normal, the median of a Laplace), scale
     its standard deviation or its b (negative_log_likelihood).
@@ -82,13 +88,18 @@ class ForecastNetwork(nn.Module):
     def forward(self, history: Tensor, future: Tensor) -> tuple[Tensor, Tensor]:
         """history (B, L, past_features), future (B, H, future_features) -> mean and scale,
         each (B, H, targets)."""
-        targets = self.config.targets
+        targets, season, lookback = self.config.targets, self.config.season, history.shape[1]
+        if season > lookback:
+            raise ValueError(f"the seasonal-naive base needs a lookback of at least season = {season} steps, "
+                             f"got a history of {lookback}")
         level = history[:, -1:, :targets]
+        base = history[:, lookback - season + torch.arange(self.config.horizon, device=history.device) % season,
+                       :targets]
         relative = torch.cat([history[..., :targets] - level, history[..., targets:]], dim=-1)
         output, _ = self.encoder(relative)
         z = self.head(torch.cat([output[:, -1], future.flatten(1)], dim=1))
         z = z.view(-1, self.config.horizon, targets, 2)
-        return level + z[..., 0], F.softplus(z[..., 1]) + MIN_SCALE
+        return base + z[..., 0], F.softplus(z[..., 1]) + MIN_SCALE
 
     def forecast(self, history: Tensor, future: Tensor) -> tuple[Tensor, Tensor]:
         """The forecast's centre and scale: forward's (as ForecastEnsemble.forecast gives an ensemble's)."""

@@ -190,7 +190,8 @@ class Forecaster:
         return self
 
     def train_network(self, windows: Windows | PanelWindows, training: list, validation: list, targets: int,
-                      past_features: int, future_features: int, epoch_windows: int | None = None) -> None:
+                      past_features: int, future_features: int, epoch_windows: int | None = None,
+                      season: int = 1) -> None:
         """Build the network (an ensemble when config.ensemble > 1) and train it on `training`
         windows by the training core, keeping the epoch best on `validation`; records the
         curve, the best epoch and where it ran."""
@@ -199,7 +200,7 @@ class Forecaster:
         torch.manual_seed(config.seed)
         self.network = build_forecast_network(ForecastNetworkConfig(
             config.cell, targets, past_features, future_features, config.horizon, config.hidden_size,
-            config.num_layers, config.dropout, config.engine, ensemble=config.ensemble,
+            config.num_layers, config.dropout, config.engine, ensemble=config.ensemble, season=season,
         ))
         job = ForecastJob(self.network, windows, training, validation, config, trainer.processes, trainer.device,
                           epoch_windows=epoch_windows)

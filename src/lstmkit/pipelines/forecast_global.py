@@ -130,7 +130,8 @@ def fit(forecaster: Forecaster, data) -> Forecaster:
                          f"values{f', and {horizon} more for validation' if config.early_stopping else ''}; "
                          f"the longest has {max(map(len, panel.values))}")
     # One target; its value and the padding mask at each history step; no known-future features.
-    forecaster.train_network(windows, training, validation, 1, 2, 0, epoch_windows=config.epoch_windows)
+    forecaster.train_network(windows, training, validation, 1, 2, 0, epoch_windows=config.epoch_windows,
+                             season=season if season <= lookback else 1)
     forecaster.layout = PanelLayout(panel.frequency, panel.time_kind, season, lookback, "model", {})
     if validation:
         keys = [k for k, _ in validation]
