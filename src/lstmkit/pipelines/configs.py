@@ -144,9 +144,10 @@ class ForecasterConfig(TrainingConfig):
     # wide table, a network per table).
     id: str | None = None
     # Each series' own normalisation (lstmkit.series.scaling.SeriesScaling). Measured on M4's
-    # last-horizon split (README, "Many series": one seed, short runs), the model's OWA with
-    # standard / log / seasonal: hourly (100 series) 0.897 / 0.982 / 0.902, weekly 0.950 /
-    # 0.943 / (= log, m = 1): standard is best or within 0.01 of it on both.
+    # last-horizon split (README, "Many series": one seed, short runs, the network then
+    # correcting the last value), the model's OWA with standard / log / seasonal: hourly (100
+    # series) 0.897 / 0.982 / 0.902, weekly 0.950 / 0.943 / (= log, m = 1): standard is best or
+    # within 0.01 of it on both.
     normalisation: str = "standard"
     # The baselines a long table's forecast is chosen among and combined with: M4's benchmarks
     # and ETS; Naive2 is always computed, for OWA. "arima" is opt-in: statsforecast's AutoARIMA
