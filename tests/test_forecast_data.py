@@ -55,6 +55,10 @@ def test_decimal_years_of_months_are_months(decimals):
     (["Jan 2020", "Feb 2020", "Mar 2020", "Apr 2020"], "MS", "2020-01-01", "datetime", ["2020-01-01", "2020-02-01"]),
     (["1959Q2", "1959Q3", "1959-Q4", "1960q1"], "QS-JAN", "1959-04-01", "quarter", ["1959Q2", "1959Q3"]),
     (["1959-04", "1959-05", "1959-06", "1959-07"], "MS", "1959-04-01", "month", ["1959-04", "1959-05"]),
+    # A DataFrame's own timestamps (datetime64, as pandas and statsforecast give them), not their nanoseconds.
+    (pd.date_range("2020-01-31", periods=4, freq="ME"), "ME", "2020-01-31", "datetime", ["2020-01-31", "2020-02-29"]),
+    (pd.date_range("2020-01-01 01:00", periods=4, freq="h", tz="Europe/Berlin"), "h", "2020-01-01 00:00",
+     "datetime", ["2020-01-01T00:00:00", "2020-01-01T01:00:00"]),
 ])
 def test_integer_years_dates_and_iso_periods_are_read_and_written_back_alike(times, frequency, first, kind, written):
     with warnings.catch_warnings():

@@ -104,6 +104,14 @@ def test_a_long_table_of_dates_writes_its_times_back_as_dates():
     assert panel.frequency == "D" and panel.times(0, 3, 2) == ["2024-01-04", "2024-01-05"]
 
 
+def test_a_long_dataframe_of_timestamps_reads_them_as_dates_not_as_nanoseconds():
+    table = pd.DataFrame({"unique_id": ["x"] * 3 + ["y"] * 2, "y": np.arange(5.0),
+                          "ds": pd.to_datetime(["2024-01-31", "2024-02-29", "2024-03-31", "2024-03-31", "2024-04-30"])})
+    panel = read_panel(table, "unique_id", "ds", "y")
+    assert panel.frequency == "ME" and panel.starts == (pd.Timestamp("2024-01-31"), pd.Timestamp("2024-03-31"))
+    assert panel.times(1, 2, 2) == ["2024-05-31", "2024-06-30"]
+
+
 @pytest.mark.parametrize("text, message", [
     ("id,t,y\nA,1,1\n,2,2\n", "column 'id' has a missing series id at line 3 of {path} (the header is line 1)"),
     ("id,t,y\nA,1,1\nA,2,2\nB,1,3\nA,2,4\n",

@@ -186,6 +186,8 @@ def parse_time(column: pd.Series, name: str, path: Path | None) -> tuple[pd.Date
     if column.isna().any():
         label = column.index[column.isna().to_numpy()][0]
         raise ValueError(f"column {name!r} has a missing timestamp at {row_name(label, path)}")
+    if pd.api.types.is_datetime64_any_dtype(column):  # a DataFrame's timestamps (to_numeric would count nanoseconds)
+        return pd.DatetimeIndex(column.dt.tz_convert(None) if column.dt.tz is not None else column), "datetime"
     numbers = pd.to_numeric(column, errors="coerce")
     if numbers.notna().all():
         return years_to_stamps(numbers, column, name, path)

@@ -105,10 +105,11 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
 
 
 def read_times(column: pd.Series, name: str, path: Path | None) -> tuple[np.ndarray, str]:
-    """Integer steps as int64, or what `parse_time` reads, as datetime64."""
-    numbers = pd.to_numeric(column, errors="coerce")
-    if column.notna().all() and numbers.notna().all() and (numbers == np.floor(numbers)).all():
-        return numbers.to_numpy(np.int64), STEP
+    """Integer steps as int64, or what `parse_time` reads (a DataFrame's timestamps too), as datetime64."""
+    if not pd.api.types.is_datetime64_any_dtype(column):
+        numbers = pd.to_numeric(column, errors="coerce")
+        if column.notna().all() and numbers.notna().all() and (numbers == np.floor(numbers)).all():
+            return numbers.to_numpy(np.int64), STEP
     stamps, kind = parse_time(column, name, path)
     return stamps.to_numpy(), kind
 
