@@ -194,6 +194,20 @@ def test_a_forecast_that_is_not_finite_is_replaced_by_the_best_baseline_in_a_bac
         "the model's forecast was not finite, and a baseline stood in for it, at: y from 2024-03-08 (seasonal_naive)")
 
 
+def test_the_report_says_plainly_which_baselines_beat_the_model_and_what_predict_uses():
+    table = daily(10 + 2.0 * np.arange(60))  # a straight line: drift continues it exactly
+    result = Forecaster("day", "y", horizon=3, lookback=6, **QUICK).backtest(table, holdout=6, baselines=("naive", "drift"))
+    lines = backtest_report(result, read_series(table, "day", ["y"])).splitlines()
+    mase = result.scores["MASE"]
+    assert mase["drift"] == 0 < mase["model"]  # two epochs do not learn the line
+    better = ", ".join(f"{name} ({mase[name]:.3f})" for name in ("naive", "drift") if mase[name] < mase["model"])
+    assert "drift (0.000)" in better
+    assert lines[-3:-1] == [
+        f"the model is beaten on this backtest (MASE {mase['model']:.3f}) by: {better}",
+        "predict uses the model's forecast (only a long table, --id, chooses among the model, the baselines and "
+        "their combinations)"]
+
+
 @pytest.mark.parametrize("options, message", [
     (dict(horizon=-2), "horizon must be a positive integer, got -2"),
     (dict(season=0), "season must be a positive integer or None, got 0"),

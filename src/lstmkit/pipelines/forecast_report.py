@@ -36,6 +36,9 @@ def backtest_report(result: Backtest | PanelBacktest, frame: SeriesFrame | Panel
                   *scores_table(result.scores, config.cell)]
         for name, table in result.per_target.items():
             lines += [f"{name}:", *scores_table(table, config.cell)]
+    lines += [beaten_line(result.scores, "MASE"),
+              "predict uses the model's forecast (only a long table, --id, chooses among the model, the baselines "
+              "and their combinations)"]
     lines.append(f"the model's {config.interval:.0%} interval holds {result.coverage:.1%} of the held-out values; "
                  f"trained {len(result.model.curve)} epochs, kept epoch {result.model.best_epoch}")
     if result.fallbacks:
@@ -68,17 +71,21 @@ def panel_report(result: PanelBacktest) -> str:
         lines.append(f"{len(result.unscored)} series with fewer than {result.holdout + 2} values are not scored: "
                      + ", ".join(map(str, result.unscored[:5])) + (" ..." if len(result.unscored) > 5 else ""))
     lines += scores_table(result.scores, config.cell, M4_METRICS, "9.3f")
-    model = result.scores.loc["model", "OWA"]
-    better = [name for name in result.scores.index if name != "model" and result.scores.loc[name, "OWA"] < model]
-    if better:
-        lines.append(f"the model is beaten on this backtest (OWA {model:.3f}) by: " + ", ".join(
-            f"{name} ({result.scores.loc[name, 'OWA']:.3f})" for name in better))
-    else:
-        lines.append(f"the model beats every baseline on this backtest (OWA {model:.3f})")
+    lines.append(beaten_line(result.scores, "OWA"))
     lines.append(chosen_line(result.model))
     lines.append(f"trained {len(result.model.curve)} epochs of up to {config.epoch_windows} windows, kept epoch "
                  f"{result.model.best_epoch}")
     return "\n".join(lines)
+
+
+def beaten_line(scores: pd.DataFrame, metric: str) -> str:
+    """Which methods score a lower `metric` than the model on the backtest, said plainly."""
+    model = scores.loc["model", metric]
+    better = [name for name in scores.index if name != "model" and scores.loc[name, metric] < model]
+    if not better:
+        return f"the model beats every baseline on this backtest ({metric} {model:.3f})"
+    return f"the model is beaten on this backtest ({metric} {model:.3f}) by: " + ", ".join(
+        f"{name} ({scores.loc[name, metric]:.3f})" for name in better)
 
 
 def chosen_line(forecaster: Forecaster) -> str:
