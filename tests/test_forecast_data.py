@@ -196,7 +196,8 @@ def test_a_forecast_that_is_not_finite_is_replaced_by_the_best_baseline_in_a_bac
 
 def test_the_report_says_plainly_which_baselines_beat_the_model_and_what_predict_uses():
     table = daily(10 + 2.0 * np.arange(60))  # a straight line: drift continues it exactly
-    result = Forecaster("day", "y", horizon=3, lookback=6, **QUICK).backtest(table, holdout=6, baselines=("naive", "drift"))
+    result = Forecaster("day", "y", horizon=3, lookback=6, **QUICK).backtest(table, holdout=6,
+                                                                            baselines=("naive", "drift"))
     lines = backtest_report(result, read_series(table, "day", ["y"])).splitlines()
     mase = result.scores["MASE"]
     assert mase["drift"] == 0 < mase["model"]  # two epochs do not learn the line

@@ -101,12 +101,13 @@ class ForecasterConfig(TrainingConfig):
     """What to forecast and how the forecaster is built and trained (the training fields:
     see TrainingConfig).
 
-    lookback defaults to 2 * max(horizon, season); season (the m of seasonal naive and MASE,
-    and on a long table of the seasonal-naive forecast the network corrects when the lookback
-    holds a season) to the one of the data's frequency (52 weekly, 12 monthly, 1 yearly). Training runs up
-    to `epochs` (or `time_budget` seconds), keeping the epoch with the lowest loss on the
-    latest `validation_fraction` of the windows and stopping `patience` epochs after it;
-    without early_stopping it trains on every window for exactly `epochs`.
+    lookback defaults to 2 * max(horizon, season); season to the one of the data's frequency
+    (52 weekly, 12 monthly, 1 yearly). season is the m of seasonal naive and MASE and, on a long
+    table whose lookback holds a season, of the seasonal-naive forecast the network corrects
+    (ForecastNetwork). Training runs up to `epochs` (or `time_budget` seconds), keeping the
+    epoch with the lowest loss on the latest `validation_fraction` of the windows and stopping
+    `patience` epochs after it; without early_stopping it trains on every window for exactly
+    `epochs`.
     """
 
     time: str = ""
