@@ -14,7 +14,8 @@ import torch
 
 from lstmkit.forecast import Forecaster
 from lstmkit.pipelines.forecast_report import panel_report
-from lstmkit.series import PanelWindows, baseline_forecast, m4_scores, owa, read_panel, seasonal_indices
+from lstmkit.series import (PanelWindows, baseline_forecast, m4_scores, owa, panel_baselines, read_panel,
+                            seasonal_indices)
 from lstmkit.series.baselines import seasonal_by_acf
 from lstmkit.series.scaling import SeriesScaling
 
@@ -81,6 +82,26 @@ def test_naive2_is_naive_without_a_season():
     short = np.array([5.0, 10, 15, 10, 5, 10, 15, 9])  # fewer than 3m values: not tested, naive
     assert baseline_forecast("naive2", short, 2, 4).tolist() == [9.0, 9.0]
     assert baseline_forecast("naive2", series := np.array([3.0, 1.0, 2.0]), 2, 1).tolist() == [series[-1]] * 2
+
+
+def test_naive2_has_no_multiplicative_season_where_a_value_is_not_positive():
+    crossing_zero = np.sin(2 * np.pi * np.arange(40) / 4)
+    assert seasonal_indices(crossing_zero, 4).tolist() == [1.0] * 4
+    assert baseline_forecast("naive2", crossing_zero, 3, 4).tolist() == [crossing_zero[-1]] * 3
+
+
+def test_ets_and_arima_of_a_season_longer_than_24_are_mstl_and_theta_keeps_its_own():
+    from statsforecast.models import MSTL, AutoARIMA, AutoETS, Theta
+
+    steps = np.arange(120)
+    series = 10 + np.sin(2 * np.pi * steps / 30) + 0.01 * steps
+    expected = {"ets": MSTL(30, trend_forecaster=AutoETS(model="ZZN")), "arima": MSTL(30, trend_forecaster=AutoARIMA()),
+                "theta": Theta(season_length=30)}
+    together = panel_baselines([series], 5, 30, list(expected))
+    for name, model in expected.items():
+        np.testing.assert_allclose(baseline_forecast(name, series, 5, 30), model.forecast(y=series, h=5)["mean"],
+                                   rtol=1e-12)
+        np.testing.assert_allclose(together[name][0], baseline_forecast(name, series, 5, 30), rtol=1e-9)
 
 
 # --- the long-table reader ---------------------------------------------------------------------

@@ -8,6 +8,8 @@
                     (see `seasonal_indices`); plain naive otherwise
     ets             statsforecast's AutoETS (error, trend, season by AICc; season of period m)
     arima           statsforecast's AutoARIMA (Hyndman-Khandakar stepwise search; seasonal m)
+                    (for m > LONGEST_SEASON, both are statsforecast's MSTL: the season removed by
+                    STL, the rest forecast by AutoETS without a season or by AutoARIMA)
     theta           statsforecast's Theta (the M4 Theta benchmark: SES with drift, on data
                     deseasonalised when the same 90% test passes)
 
@@ -30,6 +32,9 @@ STATISTICAL = {"ets": "AutoETS", "arima": "AutoARIMA", "theta": "Theta"}
 # The baselines that stand in for a model's forecast that is not finite: quick, and never failing.
 SIMPLE_BASELINES = ("naive", "seasonal_naive", "drift")
 BASELINE_TRIALS = 3  # origins, a horizon apart, at the end of a history on which best_baseline scores them
+# The longest season ETS and ARIMA fit as such: AutoETS drops a longer one (as R's ets does), and
+# a seasonal AutoARIMA of period 52 took over 10 minutes on CO2's 2180 weeks; MSTL takes 1 s.
+LONGEST_SEASON = 24
 # M4's seasonality test: |acf_m| above this one-sided 90% normal quantile times its standard error.
 M4_CRITICAL = 1.645
 
@@ -86,7 +91,8 @@ def naive2(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
 
 def seasonal_indices(history: np.ndarray, season: int) -> np.ndarray:
     """The m multiplicative seasonal indices of `history` (position k: the steps t with t mod m = k,
-    t counted from 0), all 1 unless M4's test finds it seasonal, as M4's R benchmarks compute them:
+    t counted from 0), all 1 unless M4's test finds it seasonal, as M4's R benchmarks compute them
+    (and all 1 for a history with a value <= 0, where a multiplicative season means nothing):
 
         seasonal  m > 1, n >= 3m and |r_m| > 1.645 sqrt((1 + 2 Σ_{k<m} r_k²) / n), r_k the lag-k ACF
         indices   classical multiplicative decomposition (R's decompose): the centred moving average
@@ -95,7 +101,7 @@ def seasonal_indices(history: np.ndarray, season: int) -> np.ndarray:
     """
     history = np.asarray(history, np.float64)
     n = len(history)
-    if season <= 1 or n < 3 * season or not seasonal_by_acf(history, season):
+    if season <= 1 or n < 3 * season or not (history > 0).all() or not seasonal_by_acf(history, season):
         return np.ones(max(season, 1))
     weights = np.r_[0.5, np.ones(season - 1), 0.5] / season if season % 2 == 0 else np.ones(season) / season
     half = len(weights) // 2
@@ -130,9 +136,13 @@ def theta(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
 
 
 def statistical_model(name: str, season: int):
-    """The statsforecast model of the baseline `name` (one of STATISTICAL)."""
+    """The statsforecast model of the baseline `name` (one of STATISTICAL), named as its class
+    (the column statsforecast writes its forecasts to)."""
     from statsforecast import models
 
+    if season > LONGEST_SEASON and name != "theta":
+        remainder = models.AutoETS(model="ZZN") if name == "ets" else models.AutoARIMA()
+        return models.MSTL(season, trend_forecaster=remainder, alias=STATISTICAL[name])
     return getattr(models, STATISTICAL[name])(season_length=season)
 
 
