@@ -260,7 +260,7 @@ def test_cli_fit_backtest_and_predict(tmp_path, capsys):
     main(["forecast", "fit", *common, "--out", str(tmp_path / "run")])
     captured = capsys.readouterr()
     assert "lstmkit: warning: column 'signal': 2 missing value(s) filled by linear interpolation" in captured.err
-    assert re.search(r"^seasonal_naive +\d", captured.out, re.MULTILINE) and "refitting on all 150 rows" in captured.out
+    assert re.search(r"^seasonal_naive +\d", captured.out, re.MULTILINE) and "refitted on all 150 rows" in captured.out
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert set(results["backtest"]) >= {"model", "naive", "seasonal_naive", "drift"}
     assert set(results["backtest"]["model"]) == {"MAE", "RMSE", "sMAPE", "MASE"}

@@ -143,7 +143,7 @@ def test_a_constant_series_backtests_against_every_baseline():
     """Today ARIMA's KPSS test fails with 'cannot convert float NaN to integer' and MASE divides by 0."""
     with pytest.warns(UserWarning, match=re.escape(CONSTANT_WARNING.format(34))):
         result = Forecaster("day", "y", horizon=3, lookback=6, **QUICK).backtest(daily(np.full(40, 2.5)), holdout=6)
-    assert result.scores.index.tolist() == ["model", *BASELINES]
+    assert result.scores.index.tolist() == ["model", *BASELINES, "combination", "chosen"]
     assert (result.scores.to_numpy() == 0).all()
     assert result.forecasts["model"].tolist() == [2.5] * 6 and result.coverage == 1.0
     for name in BASELINES:
@@ -196,17 +196,17 @@ def test_a_forecast_that_is_not_finite_is_replaced_by_the_best_baseline_in_a_bac
 
 def test_the_report_says_plainly_which_baselines_beat_the_model_and_what_predict_uses():
     table = daily(10 + 2.0 * np.arange(60))  # a straight line: drift continues it exactly
-    result = Forecaster("day", "y", horizon=3, lookback=6, **QUICK).backtest(table, holdout=6,
-                                                                            baselines=("naive", "drift"))
+    forecaster = Forecaster("day", "y", horizon=3, lookback=6, baselines=("naive", "drift"), **QUICK)
+    result = forecaster.backtest(table, holdout=6, baselines=("naive", "drift"))
     lines = backtest_report(result, read_series(table, "day", ["y"])).splitlines()
     mase = result.scores["MASE"]
-    assert mase["drift"] == 0 < mase["model"]  # two epochs do not learn the line
-    better = ", ".join(f"{name} ({mase[name]:.3f})" for name in ("naive", "drift") if mase[name] < mase["model"])
-    assert "drift (0.000)" in better
-    assert lines[-3:-1] == [
+    assert mase["drift"] == mase["chosen"] == 0 < mase["model"]  # two epochs do not learn the line
+    better = ", ".join(f"{name} ({mase[name]:.3f})" for name in mase.index if mase[name] < mase["model"])
+    assert "drift (0.000)" in better and "chosen (0.000)" in better
+    assert lines[-4:-2] == [
         f"the model is beaten on this backtest (MASE {mase['model']:.3f}) by: {better}",
-        "predict uses the model's forecast (only a long table, --id, chooses among the model, the baselines and "
-        "their combinations)"]
+        "predict forecasts y by drift (0.000): the lowest MASE on the validation windows among the model, the "
+        "baselines and their combinations (the row 'chosen')"]
 
 
 @pytest.mark.parametrize("options, message", [

@@ -9,7 +9,7 @@ from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import add_setting, add_training_arguments, config_from, device_name, positive_int
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.models.forecaster import DISTRIBUTIONS
-from lstmkit.pipelines.configs import ForecasterConfig
+from lstmkit.pipelines.configs import BASES, ForecasterConfig
 
 
 def column_list(text: str) -> tuple[str, ...]:
@@ -35,8 +35,9 @@ def fit_command(arguments: argparse.Namespace) -> None:
     print(backtest_report(fitted.backtest, fitted.frame))
     print(f"wrote {out}/results.json, {out}/backtest.csv and {out}/backtest.png")
     if arguments.id is None:
-        print(f"refitting on all {len(fitted.frame)} rows for {fitted.backtest.model.best_epoch} epochs "
-              f"(the backtest's best): wrote {out}/model; forecast the next {arguments.horizon} steps with: "
+        print(f"refitted on all {len(fitted.frame)} rows for {fitted.backtest.model.best_epoch} epochs "
+              f"(the backtest's best), keeping its choice of forecast: wrote {out}/model; forecast the next "
+              f"{arguments.horizon} steps with: "
               f"lstmkit forecast predict {out} {arguments.csv}")
     else:
         print(f"refitted on all {len(fitted.frame)} series: {chosen_line(fitted.final)}; wrote {out}/model; forecast "
@@ -92,8 +93,11 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
     add_setting(parser, ForecasterConfig, "engine", "recurrent engine", choices=ENGINE_CHOICES)
     add_setting(parser, ForecasterConfig, "normalisation",
                 "each series' normalisation (long tables): standard, log or seasonal")
-    add_setting(parser, ForecasterConfig, "baselines", "baselines a long table's forecast is chosen among and "
+    add_setting(parser, ForecasterConfig, "baselines", "baselines the forecast predict uses is chosen among and "
                 "combined with, comma-separated", type=column_list)
+    add_setting(parser, ForecasterConfig, "base", "what the network corrects: seasonal (seasonal naive), last (the "
+                "last value) or auto (both trained, the closer on validation kept; default auto for one table, "
+                "seasonal for a long table)", choices=BASES)
     add_setting(parser, ForecasterConfig, "epoch_windows", "windows drawn per epoch of a long table",
                 type=positive_int)
     add_training_arguments(parser, ForecasterConfig, evaluations=False)

@@ -96,15 +96,19 @@ def as_names(value, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+# What a forecaster's network corrects (ForecasterConfig.base).
+BASES = ("seasonal", "last", "auto")
+
+
 @dataclass(frozen=True)
 class ForecasterConfig(TrainingConfig):
     """What to forecast and how the forecaster is built and trained (the training fields:
     see TrainingConfig).
 
     lookback defaults to 2 * max(horizon, season); season to the one of the data's frequency
-    (52 weekly, 12 monthly, 1 yearly). season is the m of seasonal naive and MASE and, on a long
-    table whose lookback holds a season, of the seasonal-naive forecast the network corrects
-    (ForecastNetwork). Training runs up to `epochs` (or `time_budget` seconds), keeping the
+    (52 weekly, 12 monthly, 1 yearly). season is the m of seasonal naive and MASE and, with
+    `base` "seasonal" and a lookback that holds a season, of the seasonal-naive forecast the
+    network corrects (ForecastNetwork). Training runs up to `epochs` (or `time_budget` seconds), keeping the
     epoch with the lowest loss on the latest `validation_fraction` of the windows and stopping
     `patience` epochs after it; without early_stopping it trains on every window for exactly
     `epochs`.
@@ -150,10 +154,21 @@ class ForecasterConfig(TrainingConfig):
     # series) 0.897 / 0.982 / 0.902, weekly 0.950 / 0.943 / (= log, m = 1): standard is best or
     # within 0.01 of it on both.
     normalisation: str = "standard"
-    # The baselines a long table's forecast is chosen among and combined with: M4's benchmarks
-    # and ETS; Naive2 is always computed, for OWA. "arima" is opt-in: statsforecast's AutoARIMA
-    # took ~100 s per M4 hourly series (m = 24) on 2 busy cores, hours for the 414.
+    # The baselines the forecast `predict` uses is chosen among and combined with: M4's
+    # benchmarks and ETS; a long table always computes Naive2 too, for OWA. "arima" is opt-in:
+    # statsforecast's AutoARIMA took ~100 s per M4 hourly series (m = 24) on 2 busy cores,
+    # hours for the 414.
     baselines: tuple[str, ...] = ("naive", "seasonal_naive", "naive2", "theta", "ets")
+    # What the network's head corrects (models.forecaster.ForecastNetwork): "seasonal", the
+    # window's seasonal-naive forecast, or "last", its last value (the same when m = 1 or the
+    # lookback is shorter than m); "auto" trains both, sharing a time budget, and keeps the lower
+    # validation loss (without validation windows: seasonal). Neither wins everywhere (backtest
+    # MASE, seeds 0-3 unless said): AirPassengers seasonal 0.59-0.71 (seeds 0-2), last 1.95 (seed
+    # 0); sunspots with m = 11 seasonal 1.08-1.18, last 0.65-0.86; US macro (m = 4, seasonally
+    # adjusted) seasonal 1.27-1.48, last 1.17 (seed 0). None: "auto" for one table, whose
+    # networks train in seconds to minutes; "seasonal" for a long table, whose hours of training
+    # would double (M4 hourly, 5 min: OWA 0.598, last value 0.730).
+    base: str | None = None
     # An epoch of a long table is this many windows drawn afresh (hundreds of series have
     # hundreds of thousands of windows): early stopping then looks often enough.
     epoch_windows: int = 4096
@@ -184,6 +199,10 @@ class ForecasterConfig(TrainingConfig):
             object.__setattr__(self, "distribution", "normal" if self.id is None else "laplace")
         if self.distribution not in DISTRIBUTIONS:
             raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {self.distribution!r}")
+        if self.base is None:
+            object.__setattr__(self, "base", "auto" if self.id is None else "seasonal")
+        if self.base not in BASES:
+            raise ValueError(f"base must be one of {', '.join(BASES)}, got {self.base!r}")
         self.check_long_table()
 
     def check_long_table(self) -> None:

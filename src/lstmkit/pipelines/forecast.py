@@ -19,8 +19,9 @@ the network over a series.
 
 from __future__ import annotations
 
+import math
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,16 +51,22 @@ from lstmkit.models.forecaster import (
 )
 from lstmkit.pipelines.configs import ForecasterConfig
 from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, SeriesFrame, Windows, baseline_forecast, best_baseline,
-                            calendar_features, future_times, read_series, scores, season_length)
+                            calendar_features, future_times, panel_baselines, read_series, scores, season_length)
+from lstmkit.series.choice import PAIR, choose, combination, method_forecast
 from lstmkit.training import Job, Processes, Trainer, current_names, resolve_device
+
+# The most validation windows a forecast is chosen on: each costs a fit of every statistical baseline.
+CHOICE_ORIGINS = 10
 
 
 @dataclass(frozen=True)
 class SeriesLayout:
     """What a fitted forecaster learned about its data: the grid, the seasonal period, the
     lookback, the calendar features and the scalings of the targets, the observed-past and
-    the known-future covariates, and, per target, the baseline that stands in for a forecast
-    that is not finite."""
+    the known-future covariates; per target, the baseline that stands in for a forecast that
+    is not finite, and the forecast `predict` uses (`chosen`: "model", a baseline or a
+    combination, see lstmkit.series.choice), with the validation scores it was chosen on
+    (target -> method -> MAE, RMSE, sMAPE, MASE; empty when there were no validation windows)."""
 
     frequency: str
     time_kind: str
@@ -70,21 +77,26 @@ class SeriesLayout:
     covariate_scaler: Scaler
     future_scaler: Scaler
     fallback: tuple[str, ...]
+    chosen: tuple[str, ...]
+    validation: dict
 
     def to_dict(self) -> dict:
         return {**{field.name: getattr(self, field.name) for field in fields(self)},
                 "calendar_names": list(self.calendar_names), "fallback": list(self.fallback),
+                "chosen": list(self.chosen),
                 "target_scaler": self.target_scaler.to_dict(),
                 "covariate_scaler": self.covariate_scaler.to_dict(), "future_scaler": self.future_scaler.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> SeriesLayout:
-        """A saved layout; one saved before `fallback` existed falls back on naive."""
+        """A saved layout; one saved before `fallback` existed falls back on naive, one saved
+        before `chosen` existed forecasts by the network, as it did."""
         target_scaler = Scaler.from_dict(data["target_scaler"])
+        targets = len(target_scaler.mean)
         return cls(data["frequency"], data["time_kind"], data["season"], data["lookback"],
                    tuple(data["calendar_names"]), target_scaler, Scaler.from_dict(data["covariate_scaler"]),
-                   Scaler.from_dict(data["future_scaler"]),
-                   tuple(data.get("fallback", ["naive"] * len(target_scaler.mean))))
+                   Scaler.from_dict(data["future_scaler"]), tuple(data.get("fallback", ["naive"] * targets)),
+                   tuple(data.get("chosen", ["model"] * targets)), data.get("validation", {}))
 
 
 @dataclass
@@ -142,6 +154,12 @@ class Forecaster:
         self.best_epoch: int | None = None
         self.curve: list[dict] = []
         self.runtime: dict = {}  # where it was fitted: device, precision, processes
+        self.base_errors: dict[str, float] = {}  # each base trained: its validation error (train_network)
+
+    @property
+    def base(self) -> str:
+        """What the fitted network corrects: "seasonal" (seasonal naive) or "last" (the last value)."""
+        return "seasonal" if self.fitted()[0].config.season > 1 else "last"
 
     def save(self, directory: str | Path) -> Path:
         """Write the fitted forecaster as a checkpoint folder (JSON and safetensors)."""
@@ -178,7 +196,8 @@ class Forecaster:
                                    self.calendar_of(frame.time[:1], frame.frequency)[1], Scaler.fit(frame.targets),
                                    Scaler.fit(frame.covariates), Scaler.fit(frame.future_covariates[:len(frame)]),
                                    tuple(best_baseline(frame.targets[:, index], config.horizon, season)
-                                         for index in range(len(config.target))))
+                                         for index in range(len(config.target))),
+                                   ("model",) * len(config.target), {})
         constant = [name for name, std in zip(frame.target_names, self.layout.target_scaler.std) if std == 0]
         if constant:
             warnings.warn(f"target column(s) {', '.join(constant)} hold one value in all {len(frame)} rows fitted on: "
@@ -186,27 +205,88 @@ class Forecaster:
         windows = self.windows(frame, len(frame))
         training, validation = self.split_origins(list(windows.origins()))
         self.train_network(windows, training, validation, len(config.target), windows.past.shape[1],
-                           windows.known.shape[1])
+                           windows.known.shape[1], season, lookback)
+        if validation:
+            self.layout = replace(self.layout, **self.choose_forecast(frame, validation))
         return self
 
+    def choose_forecast(self, frame: SeriesFrame, validation: list[int]) -> dict:
+        """Per target, the forecast `predict` uses (lstmkit.series.choice's candidates, among
+        `config.baselines`), chosen by MASE on up to CHOICE_ORIGINS of the validation windows,
+        evenly spaced and the latest among them: the layout's `chosen` and `validation`."""
+        horizon, season = self.config.horizon, self.layout.season
+        origins = validation[::-math.ceil(len(validation) / CHOICE_ORIGINS)][::-1]
+        model = self.forecast_origins(frame, origins).mean
+        chosen, scored = [], {}
+        for index, name in enumerate(frame.target_names):
+            history = frame.targets[:origins[0], index]
+            actual = np.concatenate([frame.targets[origin:origin + horizon, index] for origin in origins])
+
+            def score(methods: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+                return {method: scores(actual, values.ravel(), history, season if len(history) > season else 1)
+                        for method, values in methods.items()}
+
+            choice = choose(model[..., index], self.origin_baselines(frame, origins, index, self.config.baselines),
+                            score, "MASE")
+            chosen.append(choice.chosen)
+            scored[name] = choice.scores
+        return {"chosen": tuple(chosen), "validation": scored}
+
+    def origin_baselines(self, frame: SeriesFrame, origins: list[int], index: int, names) -> dict[str, np.ndarray]:
+        """Each baseline's forecasts of target `index` from each origin: name -> (origins, horizon)."""
+        return panel_baselines([frame.targets[:origin, index] for origin in origins], self.config.horizon,
+                               self.layout.season, tuple(names))
+
+    def chosen_forecasts(self, frame: SeriesFrame, origins: list[int], forecasts: Forecasts) -> Forecasts:
+        """`forecasts` (the network's) replaced, for each target, by its chosen forecast, the
+        interval moved to centre on it."""
+        for index, method in enumerate(self.layout.chosen):
+            if method == "model":
+                continue
+            model = forecasts.mean[..., index]
+            names = self.config.baselines if method == "combination" else [method.removeprefix(PAIR)]
+            shift = method_forecast(method, model, self.origin_baselines(frame, origins, index, names)) - model
+            for values in (forecasts.mean, forecasts.lower, forecasts.upper):
+                values[..., index] += shift
+        return forecasts
+
     def train_network(self, windows: Windows | PanelWindows, training: list, validation: list, targets: int,
-                      past_features: int, future_features: int, epoch_windows: int | None = None,
-                      season: int = 1) -> None:
+                      past_features: int, future_features: int, season: int, lookback: int,
+                      epoch_windows: int | None = None) -> None:
         """Build the network (an ensemble when config.ensemble > 1) and train it on `training`
-        windows by the training core, keeping the epoch best on `validation`; records the
-        curve, the best epoch and where it ran."""
+        windows by the training core, keeping the epoch best on `validation`; with `base`
+        "auto", one network per base, each given an equal share of a time budget, keeping the
+        one whose forecast is closer on the validation windows (`ForecastJob.point_error`: the
+        backtests score point forecasts, and a likelihood also weighs the interval's width).
+        Records the network, its curve, best epoch and where it ran, and each base's
+        validation error (`base_errors`)."""
+        seasonal = season if season <= lookback else 1
+        if seasonal == 1:  # the seasonal-naive forecast is the last value
+            bases = {"last": 1}
+        elif self.config.base == "auto":
+            bases = {"seasonal": seasonal, "last": 1} if validation else {"seasonal": seasonal}
+        else:
+            bases = {self.config.base: seasonal if self.config.base == "seasonal" else 1}
         config = self.config
-        trainer = Trainer(config)
-        torch.manual_seed(config.seed)
-        self.network = build_forecast_network(ForecastNetworkConfig(
-            config.cell, targets, past_features, future_features, config.horizon, config.hidden_size,
-            config.num_layers, config.dropout, config.engine, ensemble=config.ensemble, season=season,
-        ))
-        job = ForecastJob(self.network, windows, training, validation, config, trainer.processes, trainer.device,
-                          epoch_windows=epoch_windows)
-        run = trainer.run(job, keep_best=True)
-        self.curve = [{"epoch": row["epoch"], "train_loss": row["train_loss"],
-                       **({"val_loss": row["val_loss"]} if "val_loss" in row else {})} for row in run.history]
+        if config.time_budget is not None:
+            config = replace(config, time_budget=config.time_budget / len(bases))
+        self.base_errors, trained = {}, {}
+        for base, base_season in bases.items():
+            trainer = Trainer(config)
+            torch.manual_seed(config.seed)
+            network = build_forecast_network(ForecastNetworkConfig(
+                config.cell, targets, past_features, future_features, config.horizon, config.hidden_size,
+                config.num_layers, config.dropout, config.engine, ensemble=config.ensemble, season=base_season,
+            ))
+            job = ForecastJob(network, windows, training, validation, config, trainer.processes, trainer.device,
+                              epoch_windows=epoch_windows)
+            run = trainer.run(job, keep_best=True)
+            curve = [{"epoch": row["epoch"], "train_loss": row["train_loss"],
+                      **({"val_loss": row["val_loss"]} if "val_loss" in row else {})} for row in run.history]
+            self.base_errors[base] = job.point_error()
+            trained[base] = network, curve, run
+        kept = min(trained, key=lambda base: (math.isnan(self.base_errors[base]), self.base_errors[base]))
+        self.network, self.curve, run = trained[kept]
         self.best_epoch = run.best["epoch"] if run.best is not None else self.curve[-1]["epoch"]
         self.runtime = run.runtime()
 
@@ -314,7 +394,7 @@ class Forecaster:
         frame = self.read(data)
         if len(frame) < layout.lookback:
             raise ValueError(f"predict needs at least lookback = {layout.lookback} rows, got {len(frame)}")
-        forecasts = self.forecast_origins(frame, [len(frame)])
+        forecasts = self.chosen_forecasts(frame, [len(frame)], self.forecast_origins(frame, [len(frame)]))
         times = future_times(frame.time[-1], frame.frequency, self.config.horizon)
         table = {self.config.time: frame.time_values(times)}
         percent = round(100 * self.config.interval)
@@ -323,6 +403,7 @@ class Forecaster:
             table[f"{name}_lower_{percent}"] = forecasts.lower[0, :, index]
             table[f"{name}_upper_{percent}"] = forecasts.upper[0, :, index]
         prediction = pd.DataFrame(table)
+        prediction.attrs["forecast"] = dict(zip(self.config.target, layout.chosen))
         prediction.attrs["fallbacks"] = [{"target": row["target"], "baseline": row["baseline"]}
                                          for row in forecasts.fallbacks]
         return prediction
@@ -348,12 +429,16 @@ class Forecaster:
         model.fit(frame.head(start))
         origins = list(range(start, len(frame), horizon))
         forecasts = model.forecast_origins(frame, origins, pad=True)
-        methods = {"model": forecasts.mean}
-        for name in baselines if baselines is not None else BASELINES:
-            methods[name] = np.stack([
-                np.stack([baseline_forecast(name, frame.targets[:origin, index], horizon, season)
-                          for index in range(len(config.target))], axis=1)
-                for origin in origins])
+        shown = tuple(baselines if baselines is not None else BASELINES)
+        per_target = [model.origin_baselines(frame, origins, index, dict.fromkeys([*shown, *config.baselines]))
+                      for index in range(len(config.target))]
+        chosen_among = [{name: computed[name] for name in config.baselines} for computed in per_target]
+        methods = {"model": forecasts.mean,
+                   **{name: np.stack([computed[name] for computed in per_target], axis=-1) for name in shown},
+                   "combination": np.stack([combination(forecasts.mean[..., index], among)
+                                            for index, among in enumerate(chosen_among)], axis=-1),
+                   "chosen": np.stack([method_forecast(method, forecasts.mean[..., index], chosen_among[index])
+                                       for index, method in enumerate(model.layout.chosen)], axis=-1)}
         return backtest_tables(frame, start, origins, methods, forecasts, season, model)
 
 
@@ -419,8 +504,10 @@ class ForecastJob(Job):
         self.epoch_windows = len(training) if epoch_windows is None else min(epoch_windows, len(training))
         self.validation = windows.batch(validation) if validation else None
         self.generator = torch.Generator().manual_seed(config.seed)
+        season = network.config.season
         self.label = f"forecast {config.cell} {config.num_layers}x{config.hidden_size}" + (
-            f", an ensemble of {config.ensemble}" if config.ensemble > 1 else "")
+            f", an ensemble of {config.ensemble}" if config.ensemble > 1 else "") + (
+            f", correcting seasonal naive (m={season})" if season > 1 else ", correcting the last value")
         self.chunks: list[Tensor] = []
 
     def batch_sizes(self) -> list[int]:
@@ -450,6 +537,16 @@ class ForecastJob(Job):
         batch = self.validation
         mean, scale = self.model(batch.history.to(self.device), batch.future.to(self.device))
         return {"val_loss": self.loss(mean, scale, batch.targets).item()}
+
+    def point_error(self) -> float:
+        """The mean absolute error of the forecast's centre on the validation windows, in the
+        scaled units the network sees (NaN without validation windows)."""
+        if self.validation is None:
+            return math.nan
+        self.model.eval()
+        with torch.no_grad():
+            mean, _ = self.model.forecast(self.validation.history.to(self.device), self.validation.future.to(self.device))
+        return (mean.float().cpu() - self.validation.targets).abs().mean().item()
 
     def loss(self, mean: Tensor, scale: Tensor, targets: Tensor) -> Tensor:
         return negative_log_likelihood(self.config.distribution, mean.float(), scale.float(), targets.to(self.device))

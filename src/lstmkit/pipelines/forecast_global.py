@@ -12,11 +12,9 @@ its baselines.
               them: M4's sMAPE, MASE and OWA (relative to Naive2), the mean over the series
     predict   the `horizon` steps after each series' end: id, time, forecast, lower, upper
 
-Two combinations are candidates (M4's lesson is that combinations win): "combination", the
-mean of the network's forecast and the statistical baselines' (theta, ets, arima, those in
-`baselines`; the network alone when there are none), and "model+<baseline>", the mean of the
-network's and the baseline's that scored best on the validation windows. The choice
-never sees the rows a backtest holds out: they are cut before `fit` runs.
+The candidates, and the combinations among them, are lstmkit.series.choice's; the baselines
+are `config.baselines` and Naive2. The choice never sees the rows a backtest holds out: they
+are cut before `fit` runs.
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ with extra_imports("forecast", __name__):
 from lstmkit.models.forecaster import interval_half_width
 from lstmkit.pipelines.forecast import float_tensor
 from lstmkit.series import Panel, PanelWindows, m4_scores, owa, panel_baselines, read_panel, season_length
-from lstmkit.series.baselines import STATISTICAL
+from lstmkit.series.choice import PAIR, choose, combination, method_forecast
 from lstmkit.series.panel import STEP
 from lstmkit.series.scaling import SeriesScaling
 
@@ -130,21 +128,19 @@ def fit(forecaster: Forecaster, data) -> Forecaster:
                          f"values{f', and {horizon} more for validation' if config.early_stopping else ''}; "
                          f"the longest has {max(map(len, panel.values))}")
     # One target; its value and the padding mask at each history step; no known-future features.
-    forecaster.train_network(windows, training, validation, 1, 2, 0, epoch_windows=config.epoch_windows,
-                             season=season if season <= lookback else 1)
+    forecaster.train_network(windows, training, validation, 1, 2, 0, season, lookback,
+                             epoch_windows=config.epoch_windows)
     forecaster.layout = PanelLayout(panel.frequency, panel.time_kind, season, lookback, "model", {})
     if validation:
         keys = [k for k, _ in validation]
         histories = [panel.values[k][:ends[k]] for k in keys]
         actuals = [panel.values[k][ends[k]:] for k in keys]
         methods = forecast(forecaster, histories).methods
-        scored = score_methods(methods, actuals, histories, season)
-        partner = min((name for name in methods if name not in ("model", "combination")),
-                      key=lambda name: scored[name]["OWA"])
-        methods[f"model+{partner}"] = (methods["model"] + methods[partner]) / 2
-        scored = score_methods(methods, actuals, histories, season)
-        chosen = min(scored, key=lambda method: scored[method]["OWA"])
-        forecaster.layout = PanelLayout(panel.frequency, panel.time_kind, season, lookback, chosen, scored, partner)
+        baselines = {name: values for name, values in methods.items() if name not in ("model", "combination")}
+        choice = choose(methods["model"], baselines,
+                        lambda candidates: score_methods(candidates, actuals, histories, season), "OWA")
+        forecaster.layout = PanelLayout(panel.frequency, panel.time_kind, season, lookback, choice.chosen,
+                                        choice.scores, choice.partner)
     return forecaster
 
 
@@ -173,11 +169,11 @@ def forecast(forecaster: Forecaster, histories: list[np.ndarray]) -> PanelForeca
         warnings.warn(f"the model's forecast is not finite (NaN or inf) for {int(not_finite.sum())} of {len(histories)} "
                       "series; the naive forecast stands in for it, with no prediction interval", stacklevel=3)
         model[not_finite] = lower[not_finite] = upper[not_finite] = baselines["naive"][not_finite]
-    statistical = [baselines[name] for name in config.baselines if name in STATISTICAL]
-    methods = {"model": model, "combination": np.mean([model, *statistical], axis=0),
-               **{name: baselines[name] for name in config.baselines}, "naive2": baselines["naive2"]}
+    chosen_among = {name: baselines[name] for name in config.baselines}
+    methods = {"model": model, "combination": combination(model, chosen_among), **chosen_among,
+               "naive2": baselines["naive2"]}
     if layout.partner is not None:
-        methods[f"model+{layout.partner}"] = (model + methods[layout.partner]) / 2
+        methods[PAIR + layout.partner] = method_forecast(PAIR + layout.partner, model, methods)
     return PanelForecasts(methods, lower, upper, int(not_finite.sum()))
 
 

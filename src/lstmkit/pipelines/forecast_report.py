@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from lstmkit.extras import extra_imports
@@ -36,11 +36,10 @@ def backtest_report(result: Backtest | PanelBacktest, frame: SeriesFrame | Panel
                   *scores_table(result.scores, config.cell)]
         for name, table in result.per_target.items():
             lines += [f"{name}:", *scores_table(table, config.cell)]
-    lines += [beaten_line(result.scores, "MASE"),
-              "predict uses the model's forecast (only a long table, --id, chooses among the model, the baselines "
-              "and their combinations)"]
+    lines += [beaten_line(result.scores, "MASE"), chosen_line(result.model)]
     lines.append(f"the model's {config.interval:.0%} interval holds {result.coverage:.1%} of the held-out values; "
                  f"trained {len(result.model.curve)} epochs, kept epoch {result.model.best_epoch}")
+    lines.append(base_line(result.model))
     if result.fallbacks:
         lines.append("the model's forecast was not finite, and a baseline stood in for it, at: " + ", ".join(
             f"{row['target']} from {row['origin']} ({row['baseline']})" for row in result.fallbacks))
@@ -75,6 +74,7 @@ def panel_report(result: PanelBacktest) -> str:
     lines.append(chosen_line(result.model))
     lines.append(f"trained {len(result.model.curve)} epochs of up to {config.epoch_windows} windows, kept epoch "
                  f"{result.model.best_epoch}")
+    lines.append(base_line(result.model))
     return "\n".join(lines)
 
 
@@ -88,12 +88,29 @@ def beaten_line(scores: pd.DataFrame, metric: str) -> str:
         f"{name} ({scores.loc[name, metric]:.3f})" for name in better)
 
 
+def base_line(forecaster: Forecaster) -> str:
+    """What the network corrects, and, where both bases were trained, their validation errors."""
+    season = forecaster.network.config.season
+    line = "the network corrects " + (f"the seasonal-naive forecast (m={season})" if season > 1 else "the last value")
+    if len(forecaster.base_errors) > 1:
+        line += ": the closer forecast on the validation windows (mean absolute error, scaled) of " + ", ".join(
+            f"{base} {error:.4g}" for base, error in forecaster.base_errors.items())
+    return line
+
+
 def chosen_line(forecaster: Forecaster) -> str:
+    """Which forecast `predict` uses, and the validation score it was chosen by."""
     layout = forecaster.layout
     if not layout.validation:
         return "predict uses the model's forecast (no validation windows to choose on: early stopping is off)"
-    return (f"predict uses the {layout.chosen} forecast: the lowest OWA ({layout.validation[layout.chosen]['OWA']:.3f}) "
-            "on the validation windows (each series' last horizon before the rows it forecasts)")
+    if forecaster.config.id is not None:
+        return (f"predict uses the {layout.chosen} forecast: the lowest OWA "
+                f"({layout.validation[layout.chosen]['OWA']:.3f}) on the validation windows (each series' last "
+                "horizon before the rows it forecasts)")
+    chosen = ", ".join(f"{target} by {method} ({layout.validation[target][method]['MASE']:.3f})"
+                       for target, method in zip(forecaster.config.target, layout.chosen))
+    return (f"predict forecasts {chosen}: the lowest MASE on the validation windows among the model, the baselines "
+            "and their combinations (the row 'chosen')")
 
 
 def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> None:
@@ -113,7 +130,9 @@ def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> Non
         "lookback": model.layout.lookback,
         "epochs_trained": len(model.curve),
         "best_epoch": model.best_epoch,
+        "base": model.base, "base_errors": model.base_errors,
         "model_fallbacks": result.fallbacks,
+        "predict_uses": dict(zip(model.config.target, model.layout.chosen)), "validation": model.layout.validation,
         **model.runtime,
         "config": config_dict(model.config),
     })
@@ -170,7 +189,8 @@ def write_panel_backtest(result: PanelBacktest, panel: Panel, out: str | Path) -
 def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: int | None = None) -> Fitted:
     """`lstmkit forecast fit`: backtest (written to `out`), then refit on all rows for the
     number of epochs the backtest kept, without early stopping, and save it as out/model (a
-    long table refits with early stopping and its choice of forecast, as the backtest did)."""
+    long table refits with early stopping and its choice of forecast, as the backtest did; one
+    table keeps the backtest's choice, made on validation windows before the held-out rows)."""
     out = Path(out)
     if (out / "model").exists():
         raise ValueError(f"{out} already holds a fitted forecaster; choose another --out or remove {out / 'model'}")
@@ -178,10 +198,13 @@ def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: 
     settings = {field.name: getattr(forecaster.config, field.name) for field in fields(forecaster.config)}
     if forecaster.config.id is None:
         settings |= {"steps": None, "epochs": fitted.backtest.model.best_epoch, "time_budget": None,
-                     "early_stopping": False}
+                     "early_stopping": False, "base": fitted.backtest.model.base}
     # A long table refits as it was fitted: early stopping and the choice of forecast need
     # each series' validation window.
     final = Forecaster(**settings).fit(fitted.frame)
+    if forecaster.config.id is None:
+        layout = fitted.backtest.model.layout
+        final.layout = replace(final.layout, chosen=layout.chosen, validation=layout.validation)
     if Processes.from_environment().main:
         final.save(out / "model")
     fitted.final = final

@@ -1,0 +1,162 @@
+"""What is chosen on validation windows (issue 15, item 2): the forecast `predict` uses, among
+the network, the baselines and their combinations (by hand, and on one table end to end), and
+what the network corrects (`base`)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lstmkit.forecast import Forecaster
+from lstmkit.pipelines.forecast import SeriesLayout
+from lstmkit.pipelines.forecast_report import backtest_then_refit, base_line
+from lstmkit.series import baseline_forecast
+from lstmkit.series.choice import choose, combination, method_forecast
+
+QUICK = dict(hidden_size=8, num_layers=1, epochs=2, batch_size=64, seed=0)
+
+
+def mean_absolute_error(actual: np.ndarray):
+    return lambda methods: {name: {"MAE": float(np.abs(values - actual).mean())} for name, values in methods.items()}
+
+
+def test_the_choice_by_hand():
+    model, actual = np.array([1.0, 1.0]), np.array([2.0, 2.0])
+    baselines = {"naive": np.array([0.0, 0.0]), "theta": np.array([3.5, 3.5]), "ets": np.array([5.0, 5.0])}
+    choice = choose(model, baselines, mean_absolute_error(actual), "MAE")
+    # theta (1.5) is the best baseline alone: its pair with the model, (1 + 3.5) / 2 = 2.25, is off by 0.25;
+    # the combination, the mean of the model, theta and ets (naive is not statistical), 9.5 / 3, by 7 / 6.
+    assert choice.partner == "theta" and choice.chosen == "model+theta"
+    assert {name: scores["MAE"] for name, scores in choice.scores.items()} == pytest.approx(
+        {"model": 1.0, "combination": 7 / 6, "naive": 2.0, "theta": 1.5, "ets": 3.0, "model+theta": 0.25}, abs=1e-15)
+    assert method_forecast("model+theta", model, baselines).tolist() == [2.25, 2.25]
+    assert method_forecast("combination", model, baselines).tolist() == pytest.approx([9.5 / 3] * 2, abs=1e-15)
+    assert method_forecast("naive", model, baselines) is baselines["naive"]
+    assert combination(model, {"naive": baselines["naive"]}).tolist() == [1.0, 1.0]  # no statistical baseline
+
+
+def line_table(rows: int = 60) -> pd.DataFrame:
+    """A straight line, which drift continues exactly and two epochs of training do not learn."""
+    return pd.DataFrame({"day": pd.date_range("2024-01-01", periods=rows, freq="D").strftime("%Y-%m-%d"),
+                         "y": 10 + 2.0 * np.arange(rows)})
+
+
+@pytest.fixture(scope="module")
+def line_forecaster():
+    return Forecaster("day", "y", horizon=3, lookback=6, baselines=("naive", "drift"), **QUICK).fit(line_table())
+
+
+def test_one_table_chooses_the_baseline_exact_on_its_validation_windows(line_forecaster):
+    layout = line_forecaster.layout
+    assert layout.chosen == ("drift",)
+    mase = {method: scores["MASE"] for method, scores in layout.validation["y"].items()}
+    assert set(mase) == {"model", "combination", "naive", "drift", "model+drift"}
+    assert mase["drift"] == 0 < mase["model+drift"] < mase["model"]
+    assert mase["combination"] == mase["model"]  # no statistical baseline to combine with
+
+
+def test_predict_forecasts_by_the_chosen_method_with_the_networks_interval_moved_onto_it(line_forecaster):
+    table = line_table()
+    prediction = line_forecaster.predict(table)
+    network = line_forecaster.forecast_origins(line_forecaster.read(table), [60])
+    drift = baseline_forecast("drift", table["y"].to_numpy(), 3, 7)
+    np.testing.assert_allclose(prediction["y"], drift, rtol=1e-12)
+    mean, lower, upper = network.mean[0, :, 0], network.lower[0, :, 0], network.upper[0, :, 0]
+    np.testing.assert_allclose(prediction["y_upper_90"] - prediction["y"], upper - mean, rtol=1e-9)
+    np.testing.assert_allclose(prediction["y"] - prediction["y_lower_90"], mean - lower, rtol=1e-9)
+    assert prediction.attrs["forecast"] == {"y": "drift"}
+
+
+def test_the_choice_is_saved_and_a_layout_from_before_it_forecasts_by_the_network(line_forecaster, tmp_path):
+    loaded = Forecaster.load(line_forecaster.save(tmp_path / "model"))
+    assert loaded.layout.chosen == ("drift",) and loaded.layout.validation == line_forecaster.layout.validation
+    saved = line_forecaster.layout.to_dict()
+    del saved["chosen"], saved["validation"]
+    older = SeriesLayout.from_dict(saved)
+    assert older.chosen == ("model",) and older.validation == {}
+
+
+def test_the_backtest_scores_the_combination_and_the_chosen_forecast_and_fit_keeps_the_choice(tmp_path):
+    forecaster = Forecaster("day", "y", horizon=3, lookback=6, baselines=("naive", "drift", "theta"), **QUICK)
+    fitted = backtest_then_refit(forecaster, line_table(), tmp_path / "run", holdout=6)
+    forecasts, chosen = fitted.backtest.forecasts, fitted.backtest.model.layout.chosen[0]
+    expected = method_forecast(chosen, forecasts["model"].to_numpy(),
+                               {name: forecasts[name].to_numpy() for name in ("naive", "drift", "theta")})
+    np.testing.assert_allclose(forecasts["chosen"], expected, rtol=1e-12)
+    np.testing.assert_allclose(forecasts["combination"], (forecasts["model"] + forecasts["theta"]) / 2, rtol=1e-12)
+    assert fitted.final.layout.chosen == (chosen,)  # the refit has no validation windows: it keeps this one
+    assert Forecaster.load(tmp_path / "run").layout.chosen == (chosen,)
+
+
+def sine_table(rows: int = 80) -> pd.DataFrame:
+    return pd.DataFrame({"day": pd.date_range("2024-01-01", periods=rows, freq="D").strftime("%Y-%m-%d"),
+                         "y": 5 + np.sin(2 * np.pi * np.arange(rows) / 7)})
+
+
+def test_base_auto_trains_both_networks_keeps_the_closer_on_validation_and_shares_the_time_budget(monkeypatch):
+    from lstmkit.pipelines import forecast
+
+    budgets = []
+
+    class RecordingTrainer(forecast.Trainer):
+        def __init__(self, config):
+            budgets.append(config.time_budget)
+            super().__init__(config)
+
+    monkeypatch.setattr(forecast, "Trainer", RecordingTrainer)
+    options = {**QUICK, "epochs": None, "time_budget": 1.0}
+    model = Forecaster("day", "y", horizon=3, lookback=14, baselines=("naive",), **options).fit(sine_table())
+    assert budgets == [0.5, 0.5] and model.config.base == "auto"
+    assert set(model.base_errors) == {"seasonal", "last"}
+    kept = min(model.base_errors, key=model.base_errors.get)
+    assert model.base == kept and model.network.config.season == (7 if kept == "seasonal" else 1)
+    # The error is the kept network's on the validation windows, by hand in scaled units.
+    frame = model.read(sine_table())
+    validation = model.split_origins(list(model.windows(frame, len(frame)).origins()))[1]
+    forecast = model.forecast_origins(frame, validation).mean[..., 0]
+    actual = np.stack([frame.targets[origin:origin + 3, 0] for origin in validation])
+    assert model.base_errors[kept] == pytest.approx(
+        np.abs(forecast - actual).mean() / model.layout.target_scaler.std[0], rel=1e-5)
+    assert base_line(model) == (
+        "the network corrects " + ("the seasonal-naive forecast (m=7)" if kept == "seasonal" else "the last value")
+        + ": the closer forecast on the validation windows (mean absolute error, scaled) of "
+        + f"seasonal {model.base_errors['seasonal']:.4g}, last {model.base_errors['last']:.4g}")
+
+
+@pytest.mark.parametrize("options, seasons", [
+    (dict(base="seasonal"), {"seasonal": 7}),
+    (dict(base="last"), {"last": 1}),
+    (dict(early_stopping=False), {"seasonal": 7}),  # auto without validation windows
+    (dict(season=1), {"last": 1}),                  # m = 1: seasonal naive is the last value
+    (dict(lookback=5), {"last": 1}),                # a lookback shorter than m holds no season
+])
+def test_one_base_is_trained_where_asked_or_where_the_two_are_the_same(options, seasons):
+    model = Forecaster("day", "y", **{"horizon": 3, "lookback": 14, "baselines": ("naive",), **QUICK, **options}
+                       ).fit(sine_table())
+    assert list(model.base_errors) == list(seasons) and model.network.config.season == next(iter(seasons.values()))
+    assert model.base == next(iter(seasons))
+
+
+def test_the_base_defaults_to_auto_for_one_table_and_seasonal_for_a_long_one_and_is_checked():
+    assert Forecaster("t", "y", horizon=3).config.base == "auto"
+    assert Forecaster("t", "y", horizon=3, id="series").config.base == "seasonal"
+    with pytest.raises(ValueError, match=re.escape("base must be one of seasonal, last, auto, got 'trend'")):
+        Forecaster("t", "y", horizon=3, base="trend")
+
+
+def test_the_refit_keeps_the_base_the_backtest_kept(tmp_path):
+    forecaster = Forecaster("day", "y", horizon=3, lookback=14, baselines=("naive",), **QUICK)
+    fitted = backtest_then_refit(forecaster, sine_table(), tmp_path / "run", holdout=6)
+    assert fitted.final.config.base == fitted.backtest.model.base == Forecaster.load(tmp_path / "run").base
+
+
+def test_the_command_line_sets_the_base_and_reports_what_the_network_corrects(tmp_path, capsys):
+    from lstmkit.cli import main
+
+    sine_table().to_csv(path := tmp_path / "series.csv", index=False)
+    main(["forecast", "backtest", str(path), "--time", "day", "--target", "y", "--horizon", "3", "--lookback", "14",
+          "--base", "last", "--baselines", "naive", "--hidden-size", "8", "--num-layers", "1", "--epochs", "2"])
+    assert "the network corrects the last value\n" in capsys.readouterr().out
