@@ -12,9 +12,9 @@ import pytest
 
 from lstmkit.forecast import Forecaster
 from lstmkit.pipelines.forecast import SeriesLayout
-from lstmkit.pipelines.forecast_report import backtest_then_refit, base_line
+from lstmkit.pipelines.forecast_report import backtest_then_refit, base_line, chosen_reason
 from lstmkit.series import baseline_forecast
-from lstmkit.series.choice import choose, combination, method_forecast
+from lstmkit.series.choice import choose, clearly_better, combination, method_forecast
 
 QUICK = dict(hidden_size=8, num_layers=1, epochs=2, batch_size=64, seed=0)
 
@@ -24,18 +24,41 @@ def mean_absolute_error(actual: np.ndarray):
 
 
 def test_the_choice_by_hand():
+    """Two items (say, two series) of one value each."""
     model, actual = np.array([1.0, 1.0]), np.array([2.0, 2.0])
     baselines = {"naive": np.array([0.0, 0.0]), "theta": np.array([3.5, 3.5]), "ets": np.array([5.0, 5.0])}
-    choice = choose(model, baselines, mean_absolute_error(actual), "MAE")
+    choice = choose(model, baselines, mean_absolute_error(actual), "MAE", lambda values: np.abs(values - actual))
     # theta (1.5) is the best baseline alone: its pair with the model, (1 + 3.5) / 2 = 2.25, is off by 0.25;
     # the combination, the mean of the model, theta and ets (naive is not statistical), 9.5 / 3, by 7 / 6.
-    assert choice.partner == "theta" and choice.chosen == "model+theta"
+    # The pair is better on both items, by 0.75 each: clearly.
+    assert choice.partner == "theta" and choice.chosen == choice.lowest == "model+theta"
     assert {name: scores["MAE"] for name, scores in choice.scores.items()} == pytest.approx(
         {"model": 1.0, "combination": 7 / 6, "naive": 2.0, "theta": 1.5, "ets": 3.0, "model+theta": 0.25}, abs=1e-15)
     assert method_forecast("model+theta", model, baselines).tolist() == [2.25, 2.25]
     assert method_forecast("combination", model, baselines).tolist() == pytest.approx([9.5 / 3] * 2, abs=1e-15)
     assert method_forecast("naive", model, baselines) is baselines["naive"]
     assert combination(model, {"naive": baselines["naive"]}).tolist() == [1.0, 1.0]  # no statistical baseline
+
+
+def test_a_lower_score_that_is_not_clearly_better_keeps_the_network():
+    model, actual = np.array([1.0, 3.0]), np.array([2.0, 2.0])
+    baselines = {"theta": np.array([2.0, 3.9])}
+    choice = choose(model, baselines, mean_absolute_error(actual), "MAE", lambda values: np.abs(values - actual))
+    # theta's errors are 0 and 1.9 (mean 0.95), the network's 1 and 1 (mean 1): lower, but the differences
+    # -1 and 0.9 have a mean of -0.05 and a standard error of 0.95, far from 1.645 of them below 0.
+    assert choice.lowest == "theta" and choice.scores["theta"]["MAE"] == pytest.approx(0.95)
+    assert choice.chosen == "model"
+
+
+@pytest.mark.parametrize("differences, clear", [
+    ([-1.0, -1.0], True),                      # the same gain on every item
+    ([-0.2, -0.1, -0.3], True),                # mean -0.2, standard error 0.058: 3.5 of them below 0
+    ([-0.2, -0.1, 0.1], False),                # mean -0.067, standard error 0.088
+    ([-5.0], False),                           # one item tells nothing of the spread
+    ([-1.0, -1.0, np.inf, np.nan], True),      # items not finite are left out
+])
+def test_clearly_better_is_a_one_sided_95_percent_test_paired_over_the_items(differences, clear):
+    assert clearly_better(np.array(differences)) is clear
 
 
 def line_table(rows: int = 60) -> pd.DataFrame:
@@ -160,3 +183,11 @@ def test_the_command_line_sets_the_base_and_reports_what_the_network_corrects(tm
     main(["forecast", "backtest", str(path), "--time", "day", "--target", "y", "--horizon", "3", "--lookback", "14",
           "--base", "last", "--baselines", "naive", "--hidden-size", "8", "--num-layers", "1", "--epochs", "2"])
     assert "the network corrects the last value\n" in capsys.readouterr().out
+
+
+def test_the_report_says_when_a_lower_score_was_not_clearly_better():
+    scores = {"model": {"OWA": 0.947}, "model+naive": {"OWA": 0.946}}
+    assert chosen_reason(scores, "model", "OWA", "series") == (
+        "model+naive's OWA was lower (0.946 against 0.947), but not clearly (a one-sided 95% test paired over the "
+        "series)")
+    assert chosen_reason(scores, "model+naive", "OWA", "series") == "the lowest OWA (0.946)"

@@ -205,8 +205,8 @@ def test_the_report_says_plainly_which_baselines_beat_the_model_and_what_predict
     assert "drift (0.000)" in better and "chosen (0.000)" in better
     assert lines[-4:-2] == [
         f"the model is beaten on this backtest (MASE {mase['model']:.3f}) by: {better}",
-        "predict forecasts y by drift (0.000): the lowest MASE on the validation windows among the model, the "
-        "baselines and their combinations (the row 'chosen')"]
+        "predict forecasts by what the validation windows chose among the model, the baselines and their "
+        "combinations (the row 'chosen'): y by drift, the lowest MASE (0.000)"]
 
 
 @pytest.mark.parametrize("options, message", [

@@ -104,6 +104,22 @@ def test_ets_and_arima_of_a_season_longer_than_24_are_mstl_and_theta_keeps_its_o
         np.testing.assert_allclose(together[name][0], baseline_forecast(name, series, 5, 30), rtol=1e-9)
 
 
+
+def test_each_series_share_of_owa_averages_to_the_owa():
+    from lstmkit.pipelines.forecast_global import owa_terms, score_methods
+
+    histories = [np.array([5.0, 6, 7, 8, 9, 10]), np.array([3.0, 1, 4, 1, 5, 9, 2, 6])]
+    actuals = [np.array([11.0, 12]), np.array([5.0, 3])]
+    methods = {"model": np.array([[10.5, 12.5], [4.0, 4.0]]), "naive2": np.array([[10.0, 10.0], [6.0, 6.0]])}
+    terms = owa_terms(methods["model"], methods["naive2"], actuals, histories, 1)
+    assert terms.mean() == pytest.approx(score_methods(methods, actuals, histories, 1)["model"]["OWA"], rel=1e-12)
+    # Series 0: sMAPE = mean(200·0.5/21.5, 200·0.5/24.5), MASE = 0.5 / 1; Naive2's means over both series.
+    naive2_smape = np.mean([np.mean([200 / 21, 400 / 22]), np.mean([200 / 11, 600 / 9])])
+    naive2_mase = np.mean([1.5, 2.0 / np.mean(np.abs(np.diff(histories[1])))])
+    expected = 0.5 * (np.mean([100 / 21.5, 100 / 24.5]) / naive2_smape + 0.5 / naive2_mase)
+    assert terms[0] == pytest.approx(expected, rel=1e-12)
+
+
 # --- the long-table reader ---------------------------------------------------------------------
 
 def test_a_ragged_long_table_reads_each_series_on_its_own_grid():

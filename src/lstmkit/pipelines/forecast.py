@@ -222,12 +222,19 @@ class Forecaster:
             history = frame.targets[:origins[0], index]
             actual = np.concatenate([frame.targets[origin:origin + horizon, index] for origin in origins])
 
+            scale_season = season if len(history) > season else 1
+
             def score(methods: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-                return {method: scores(actual, values.ravel(), history, season if len(history) > season else 1)
+                return {method: scores(actual, values.ravel(), history, scale_season)
                         for method, values in methods.items()}
 
+            def window_terms(values: np.ndarray) -> np.ndarray:
+                """Each validation window's MASE (their mean is the MASE of them all)."""
+                return np.array([scores(actual[k * horizon:(k + 1) * horizon], row, history, scale_season)["MASE"]
+                                 for k, row in enumerate(values)])
+
             choice = choose(model[..., index], self.origin_baselines(frame, origins, index, self.config.baselines),
-                            score, "MASE")
+                            score, "MASE", window_terms)
             chosen.append(choice.chosen)
             scored[name] = choice.scores
         return {"chosen": tuple(chosen), "validation": scored}

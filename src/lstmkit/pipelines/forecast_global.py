@@ -35,6 +35,7 @@ from lstmkit.models.forecaster import interval_half_width
 from lstmkit.pipelines.forecast import float_tensor
 from lstmkit.series import Panel, PanelWindows, m4_scores, owa, panel_baselines, read_panel, season_length
 from lstmkit.series.choice import PAIR, choose, combination, method_forecast
+from lstmkit.series.metrics import series_scores
 from lstmkit.series.panel import STEP
 from lstmkit.series.scaling import SeriesScaling
 
@@ -138,7 +139,8 @@ def fit(forecaster: Forecaster, data) -> Forecaster:
         methods = forecast(forecaster, histories).methods
         baselines = {name: values for name, values in methods.items() if name not in ("model", "combination")}
         choice = choose(methods["model"], baselines,
-                        lambda candidates: score_methods(candidates, actuals, histories, season), "OWA")
+                        lambda candidates: score_methods(candidates, actuals, histories, season), "OWA",
+                        lambda values: owa_terms(values, methods["naive2"], actuals, histories, season))
         forecaster.layout = PanelLayout(panel.frequency, panel.time_kind, season, lookback, choice.chosen,
                                         choice.scores, choice.partner)
     return forecaster
@@ -183,6 +185,18 @@ def score_methods(methods: dict[str, np.ndarray], actuals: list[np.ndarray], his
     scored = {name: m4_scores(actuals, [row[:len(actual)] for row, actual in zip(values, actuals)], histories, season)
               for name, values in methods.items()}
     return {name: {**values, "OWA": owa(values, scored["naive2"])} for name, values in scored.items()}
+
+
+def owa_terms(values: np.ndarray, naive2: np.ndarray, actuals: list[np.ndarray], histories: list[np.ndarray],
+              season: int) -> np.ndarray:
+    """Each series' share of a forecast's OWA, (sMAPE_k / sMAPE_Naive2 + MASE_k / MASE_Naive2) / 2
+    with Naive2's means over the series, whose mean over the series is the OWA."""
+    def each(forecast: np.ndarray) -> dict[str, np.ndarray]:
+        return series_scores(actuals, [row[:len(actual)] for row, actual in zip(forecast, actuals)], histories, season)
+
+    rows, reference = each(values), each(naive2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 0.5 * (rows["sMAPE"] / reference["sMAPE"].mean() + rows["MASE"] / reference["MASE"].mean())
 
 
 def backtest(forecaster: Forecaster, data, holdout: int | None = None) -> PanelBacktest:

@@ -99,18 +99,26 @@ def base_line(forecaster: Forecaster) -> str:
 
 
 def chosen_line(forecaster: Forecaster) -> str:
-    """Which forecast `predict` uses, and the validation score it was chosen by."""
+    """Which forecast `predict` uses, and the validation scores it was chosen by."""
     layout = forecaster.layout
     if not layout.validation:
         return "predict uses the model's forecast (no validation windows to choose on: early stopping is off)"
     if forecaster.config.id is not None:
-        return (f"predict uses the {layout.chosen} forecast: the lowest OWA "
-                f"({layout.validation[layout.chosen]['OWA']:.3f}) on the validation windows (each series' last "
-                "horizon before the rows it forecasts)")
-    chosen = ", ".join(f"{target} by {method} ({layout.validation[target][method]['MASE']:.3f})"
-                       for target, method in zip(forecaster.config.target, layout.chosen))
-    return (f"predict forecasts {chosen}: the lowest MASE on the validation windows among the model, the baselines "
-            "and their combinations (the row 'chosen')")
+        return (f"predict uses the {layout.chosen} forecast, chosen on the validation windows (each series' last "
+                "horizon before the rows it forecasts): " + chosen_reason(layout.validation, layout.chosen, "OWA", "series"))
+    return ("predict forecasts by what the validation windows chose among the model, the baselines and their "
+            "combinations (the row 'chosen'): " + "; ".join(
+                f"{target} by {method}, {chosen_reason(layout.validation[target], method, 'MASE', 'windows')}"
+                for target, method in zip(forecaster.config.target, layout.chosen)))
+
+
+def chosen_reason(scores: dict[str, dict[str, float]], chosen: str, metric: str, items: str) -> str:
+    """Why `chosen`: the lowest `metric`, or the model's kept over a lower one not clearly better."""
+    lowest = min(scores, key=lambda method: scores[method][metric])
+    if lowest == chosen:
+        return f"the lowest {metric} ({scores[chosen][metric]:.3f})"
+    return (f"{lowest}'s {metric} was lower ({scores[lowest][metric]:.3f} against {scores[chosen][metric]:.3f}), "
+            f"but not clearly (a one-sided 95% test paired over the {items})")
 
 
 def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> None:

@@ -46,14 +46,21 @@ def scores(actual: np.ndarray, forecast: np.ndarray, history: np.ndarray, season
             "MASE": mae / scale if scale > 0 else (0.0 if mae == 0 else math.inf)}
 
 
-def m4_scores(actuals, forecasts, histories, season: int) -> dict[str, float]:
-    """sMAPE and MASE as M4 scores a set of series: each the mean over the series of its
-    value (`scores`) on one forecast; the MASE of a series no longer than m uses m = 1."""
+def series_scores(actuals, forecasts, histories, season: int) -> dict[str, np.ndarray]:
+    """Each series' sMAPE and MASE (`scores`) of one forecast, as arrays over the series; the
+    MASE of a series no longer than m uses m = 1."""
     rows = [scores(actual, forecast, history, season if len(history) > season else 1)
             for actual, forecast, history in zip(actuals, forecasts, histories, strict=True)]
     if not rows:
         raise ValueError("M4 scores need at least one series")
-    return {metric: float(np.mean([row[metric] for row in rows])) for metric in ("sMAPE", "MASE")}
+    return {metric: np.array([row[metric] for row in rows]) for metric in ("sMAPE", "MASE")}
+
+
+def m4_scores(actuals, forecasts, histories, season: int) -> dict[str, float]:
+    """sMAPE and MASE as M4 scores a set of series: each the mean over the series of its
+    value (`series_scores`)."""
+    return {metric: float(values.mean()) for metric, values in series_scores(actuals, forecasts, histories,
+                                                                              season).items()}
 
 
 def owa(method: dict[str, float], naive2: dict[str, float]) -> float:
