@@ -154,7 +154,7 @@ class Forecaster:
         self.best_epoch: int | None = None
         self.curve: list[dict] = []
         self.runtime: dict = {}  # where it was fitted: device, precision, processes
-        self.base_errors: dict[str, float] = {}  # each base trained: its validation error (train_network)
+        self.base_errors: dict[str, float] = {}  # each base trained and validated: its error (train_network)
 
     @property
     def base(self) -> str:
@@ -277,7 +277,7 @@ class Forecaster:
         config = self.config
         if config.time_budget is not None:
             config = replace(config, time_budget=config.time_budget / len(bases))
-        self.base_errors, trained = {}, {}
+        errors, trained = {}, {}
         for base, base_season in bases.items():
             trainer = Trainer(config)
             torch.manual_seed(config.seed)
@@ -290,9 +290,10 @@ class Forecaster:
             run = trainer.run(job, keep_best=True)
             curve = [{"epoch": row["epoch"], "train_loss": row["train_loss"],
                       **({"val_loss": row["val_loss"]} if "val_loss" in row else {})} for row in run.history]
-            self.base_errors[base] = job.point_error()
+            errors[base] = job.point_error()
             trained[base] = network, curve, run
-        kept = min(trained, key=lambda base: (math.isnan(self.base_errors[base]), self.base_errors[base]))
+        kept = min(trained, key=lambda base: (math.isnan(errors[base]), errors[base]))  # a NaN one loses
+        self.base_errors = {base: error for base, error in errors.items() if not math.isnan(error)}
         self.network, self.curve, run = trained[kept]
         self.best_epoch = run.best["epoch"] if run.best is not None else self.curve[-1]["epoch"]
         self.runtime = run.runtime()
