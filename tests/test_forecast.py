@@ -270,6 +270,9 @@ def test_cli_fit_backtest_and_predict(tmp_path, capsys):
     assert len(backtest) == 10 and backtest["actual"].tolist() == pytest.approx(table["signal"][140:].tolist())
 
     main(["forecast", "predict", str(tmp_path / "run"), str(csv), "--out", str(tmp_path / "next.csv")])
+    chosen = Forecaster.load(tmp_path / "run").layout.chosen[0]
+    assert capsys.readouterr().out == (f"wrote 5 forecast rows to {tmp_path / 'next.csv'}; forecasts signal by {chosen}: "
+                                       "what fit chose on its validation windows (results.json: predict_uses)\n")
     prediction = pd.read_csv(tmp_path / "next.csv")
     assert prediction["day"].tolist() == ["2024-05-30", "2024-05-31", "2024-06-01", "2024-06-02", "2024-06-03"]
     expected = Forecaster.load(tmp_path / "run" / "model").predict(csv)

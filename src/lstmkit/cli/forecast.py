@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from lstmkit.cells import CELLS
@@ -35,7 +36,8 @@ def fit_command(arguments: argparse.Namespace) -> None:
     print(backtest_report(fitted.backtest, fitted.frame))
     print(f"wrote {out}/results.json, {out}/backtest.csv and {out}/backtest.png")
     if arguments.id is None:
-        print(f"refitted on all {len(fitted.frame)} rows for {fitted.backtest.model.best_epoch} epochs "
+        epochs = fitted.backtest.model.best_epoch
+        print(f"refitted on all {len(fitted.frame)} rows for {epochs} epoch{'s' * (epochs != 1)} "
               f"(the backtest's best), keeping its choice of forecast: wrote {out}/model; forecast the next "
               f"{arguments.horizon} steps with: "
               f"lstmkit forecast predict {out} {arguments.csv}")
@@ -57,10 +59,15 @@ def predict_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.forecast import predict_to_csv
 
     table = predict_to_csv(arguments.directory, arguments.csv, arguments.out, arguments.device)
+    used = table.attrs["forecast"]
+    used = (", ".join(f"{target} by {method}" for target, method in used.items()) if isinstance(used, dict)
+            else f"every series by {used}")
+    note = f"forecasts {used}: what fit chose on its validation windows (results.json: predict_uses)"
     if arguments.out is None:
         print(table.to_csv(index=False), end="")
+        print(note, file=sys.stderr)
     else:
-        print(f"wrote {len(table)} forecast rows to {arguments.out}")
+        print(f"wrote {len(table)} forecast rows to {arguments.out}; {note}")
 
 
 def add_series_arguments(parser: argparse.ArgumentParser) -> None:

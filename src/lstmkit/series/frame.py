@@ -117,8 +117,10 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
     values = values.iloc[order]
     duplicated = values.index[values.index.duplicated()]
     if len(duplicated):
-        shown = ", ".join(str(stamp) for stamp in duplicated[:5].unique())
-        raise ValueError(f"column {time!r} has {len(duplicated)} duplicate timestamp(s), e.g. {shown}")
+        labels = table.index[stamps == duplicated[0]]
+        raise ValueError(f"column {time!r} has {len(duplicated)} duplicate timestamp(s): the first, "
+                         f"{plain(table[time][labels[0]])!r}, at {row_name(labels[0], path)} and "
+                         f"{row_name(labels[1], path)}; a table holds one row per time")
     frequency = infer_frequency(values.index, time)
     grid = pd.date_range(values.index[0], values.index[-1], freq=frequency)
     if not values.index.isin(grid).all():
