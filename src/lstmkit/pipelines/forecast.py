@@ -1,7 +1,9 @@
 """Time-series forecasting: fit a recurrent forecaster, backtest it against baselines, predict.
 
     fit       table -> checked series -> scaling fitted on it -> lookback/horizon windows ->
-              likelihood training (normal or Laplace) with early stopping on the latest windows
+              likelihood training (normal or Laplace) with early stopping on the latest windows,
+              a network per `base` -> on those windows, the forecast `predict` uses
+              (lstmkit.pipelines.forecast_choice)
     backtest  fit on all but the last `holdout` rows, then forecast from origins stepping
               through them, `horizon` apart, so every held-out row is forecast once; the
               baselines forecast from the same origins; MAE, RMSE, sMAPE, MASE of each
@@ -51,12 +53,9 @@ from lstmkit.models.forecaster import (
 )
 from lstmkit.pipelines.configs import ForecasterConfig
 from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, SeriesFrame, Windows, baseline_forecast, best_baseline,
-                            calendar_features, future_times, panel_baselines, read_series, scores, season_length)
-from lstmkit.series.choice import PAIR, choose, combination, method_forecast
+                            calendar_features, future_times, read_series, scores, season_length)
+from lstmkit.series.choice import combination, method_forecast
 from lstmkit.training import Job, Processes, Trainer, current_names, resolve_device
-
-# The most validation windows a forecast is chosen on: each costs a fit of every statistical baseline.
-CHOICE_ORIGINS = 10
 
 
 @dataclass(frozen=True)
@@ -207,55 +206,8 @@ class Forecaster:
         self.train_network(windows, training, validation, len(config.target), windows.past.shape[1],
                            windows.known.shape[1], season, lookback)
         if validation:
-            self.layout = replace(self.layout, **self.choose_forecast(frame, validation))
+            self.layout = replace(self.layout, **forecast_choice.choose_forecast(self, frame, validation))
         return self
-
-    def choose_forecast(self, frame: SeriesFrame, validation: list[int]) -> dict:
-        """Per target, the forecast `predict` uses (lstmkit.series.choice's candidates, among
-        `config.baselines`), chosen by MASE on up to CHOICE_ORIGINS of the validation windows,
-        evenly spaced and the latest among them: the layout's `chosen` and `validation`."""
-        horizon, season = self.config.horizon, self.layout.season
-        origins = validation[::-math.ceil(len(validation) / CHOICE_ORIGINS)][::-1]
-        model = self.forecast_origins(frame, origins).mean
-        chosen, scored = [], {}
-        for index, name in enumerate(frame.target_names):
-            history = frame.targets[:origins[0], index]
-            actual = np.concatenate([frame.targets[origin:origin + horizon, index] for origin in origins])
-
-            scale_season = season if len(history) > season else 1
-
-            def score(methods: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-                return {method: scores(actual, values.ravel(), history, scale_season)
-                        for method, values in methods.items()}
-
-            def window_terms(values: np.ndarray) -> np.ndarray:
-                """Each validation window's MASE (their mean is the MASE of them all)."""
-                return np.array([scores(actual[k * horizon:(k + 1) * horizon], row, history, scale_season)["MASE"]
-                                 for k, row in enumerate(values)])
-
-            choice = choose(model[..., index], self.origin_baselines(frame, origins, index, self.config.baselines),
-                            score, "MASE", window_terms)
-            chosen.append(choice.chosen)
-            scored[name] = choice.scores
-        return {"chosen": tuple(chosen), "validation": scored}
-
-    def origin_baselines(self, frame: SeriesFrame, origins: list[int], index: int, names) -> dict[str, np.ndarray]:
-        """Each baseline's forecasts of target `index` from each origin: name -> (origins, horizon)."""
-        return panel_baselines([frame.targets[:origin, index] for origin in origins], self.config.horizon,
-                               self.layout.season, tuple(names))
-
-    def chosen_forecasts(self, frame: SeriesFrame, origins: list[int], forecasts: Forecasts) -> Forecasts:
-        """`forecasts` (the network's) replaced, for each target, by its chosen forecast, the
-        interval moved to centre on it."""
-        for index, method in enumerate(self.layout.chosen):
-            if method == "model":
-                continue
-            model = forecasts.mean[..., index]
-            names = self.config.baselines if method == "combination" else [method.removeprefix(PAIR)]
-            shift = method_forecast(method, model, self.origin_baselines(frame, origins, index, names)) - model
-            for values in (forecasts.mean, forecasts.lower, forecasts.upper):
-                values[..., index] += shift
-        return forecasts
 
     def train_network(self, windows: Windows | PanelWindows, training: list, validation: list, targets: int,
                       past_features: int, future_features: int, season: int, lookback: int,
@@ -402,7 +354,8 @@ class Forecaster:
         frame = self.read(data)
         if len(frame) < layout.lookback:
             raise ValueError(f"predict needs at least lookback = {layout.lookback} rows, got {len(frame)}")
-        forecasts = self.chosen_forecasts(frame, [len(frame)], self.forecast_origins(frame, [len(frame)]))
+        forecasts = forecast_choice.chosen_forecasts(self, frame, [len(frame)],
+                                                     self.forecast_origins(frame, [len(frame)]))
         times = future_times(frame.time[-1], frame.frequency, self.config.horizon)
         table = {self.config.time: frame.time_values(times)}
         percent = round(100 * self.config.interval)
@@ -438,7 +391,8 @@ class Forecaster:
         origins = list(range(start, len(frame), horizon))
         forecasts = model.forecast_origins(frame, origins, pad=True)
         shown = tuple(baselines if baselines is not None else BASELINES)
-        per_target = [model.origin_baselines(frame, origins, index, dict.fromkeys([*shown, *config.baselines]))
+        per_target = [forecast_choice.origin_baselines(model, frame, origins, index,
+                                                       dict.fromkeys([*shown, *config.baselines]))
                       for index in range(len(config.target))]
         chosen_among = [{name: computed[name] for name in config.baselines} for computed in per_target]
         methods = {"model": forecasts.mean,
@@ -610,4 +564,4 @@ def predict_to_csv(directory: str | Path, data, out: str | Path | None = None, d
     return table
 
 
-from lstmkit.pipelines import forecast_global  # noqa: E402  (it imports float_tensor from this module)
+from lstmkit.pipelines import forecast_choice, forecast_global  # noqa: E402  (forecast_global imports float_tensor)

@@ -1,0 +1,69 @@
+"""One table's choice of forecast: on its validation windows, per target, among the network,
+the baselines and their combinations (lstmkit.series.choice), and `predict`'s forecast by it."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lstmkit.series import SeriesFrame, panel_baselines, scores
+from lstmkit.series.choice import PAIR, choose, method_forecast
+
+if TYPE_CHECKING:
+    from lstmkit.pipelines.forecast import Forecaster, Forecasts
+
+# The most validation windows a forecast is chosen on: each costs a fit of every statistical baseline.
+CHOICE_ORIGINS = 10
+
+
+def choose_forecast(forecaster: Forecaster, frame: SeriesFrame, validation: list[int]) -> dict:
+    """Per target, the forecast `predict` uses (lstmkit.series.choice's candidates, among
+    `config.baselines`), chosen by MASE on up to CHOICE_ORIGINS of the validation windows,
+    evenly spaced and the latest among them: the layout's `chosen` and `validation`."""
+    horizon, season = forecaster.config.horizon, forecaster.layout.season
+    origins = validation[::-math.ceil(len(validation) / CHOICE_ORIGINS)][::-1]
+    model = forecaster.forecast_origins(frame, origins).mean
+    chosen, scored = [], {}
+    for index, name in enumerate(frame.target_names):
+        history = frame.targets[:origins[0], index]
+        actual = np.concatenate([frame.targets[origin:origin + horizon, index] for origin in origins])
+        scale_season = season if len(history) > season else 1
+
+        def score(methods: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+            return {method: scores(actual, values.ravel(), history, scale_season)
+                    for method, values in methods.items()}
+
+        def window_terms(values: np.ndarray) -> np.ndarray:
+            """Each validation window's MASE (their mean is the MASE of them all)."""
+            return np.array([scores(actual[k * horizon:(k + 1) * horizon], row, history, scale_season)["MASE"]
+                             for k, row in enumerate(values)])
+
+        baselines = origin_baselines(forecaster, frame, origins, index, forecaster.config.baselines)
+        choice = choose(model[..., index], baselines, score, "MASE", window_terms)
+        chosen.append(choice.chosen)
+        scored[name] = choice.scores
+    return {"chosen": tuple(chosen), "validation": scored}
+
+
+def origin_baselines(forecaster: Forecaster, frame: SeriesFrame, origins: list[int], index: int,
+                     names) -> dict[str, np.ndarray]:
+    """Each baseline's forecasts of target `index` from each origin: name -> (origins, horizon)."""
+    return panel_baselines([frame.targets[:origin, index] for origin in origins], forecaster.config.horizon,
+                           forecaster.layout.season, tuple(names))
+
+
+def chosen_forecasts(forecaster: Forecaster, frame: SeriesFrame, origins: list[int],
+                     forecasts: Forecasts) -> Forecasts:
+    """`forecasts` (the network's) replaced, for each target, by its chosen forecast, the
+    interval moved to centre on it."""
+    for index, method in enumerate(forecaster.layout.chosen):
+        if method == "model":
+            continue
+        model = forecasts.mean[..., index]
+        names = forecaster.config.baselines if method == "combination" else [method.removeprefix(PAIR)]
+        shift = method_forecast(method, model, origin_baselines(forecaster, frame, origins, index, names)) - model
+        for values in (forecasts.mean, forecasts.lower, forecasts.upper):
+            values[..., index] += shift
+    return forecasts
