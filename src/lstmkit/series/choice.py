@@ -16,10 +16,9 @@ never sees test rows: callers score on windows that end before them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import math
 
 import numpy as np
 
