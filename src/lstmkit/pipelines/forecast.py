@@ -114,10 +114,11 @@ class Forecasts:
 class Backtest:
     """The outcome of `Forecaster.backtest`.
 
-    scores: one row per method (model and baselines), columns MAE, RMSE, sMAPE, MASE (the
-    mean over targets); per_target: the same table for each target; forecasts: one row per
-    held-out time and target with the actual value, the model's forecast and interval, and
-    each baseline's forecast; coverage: the share of held-out values inside the model's
+    scores: one row per method (model, baselines, "combination", and "chosen": the forecast
+    `predict` would have made, by the method chosen on validation windows), columns MAE, RMSE,
+    sMAPE, MASE (the mean over targets); per_target: the same table for each target;
+    forecasts: one row per held-out time and target with the actual value, the model's
+    forecast and interval, and each other method's forecast; coverage: the share of held-out values inside the model's
     interval; holdout: the rows held out; model: the forecaster fitted on the rows before them;
     fallbacks: where a baseline stood in for a model forecast that was not finite, one
     {"origin": time, "target": name, "baseline": name} each.

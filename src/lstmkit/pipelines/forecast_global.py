@@ -6,7 +6,8 @@ its baselines.
               mask) -> one network trained on all of them by the training core, early stopping
               on each series' last-horizon window (its validation window) -> on those same
               validation windows the network, every baseline (fitted on the values before
-              them) and the combination are scored by M4's OWA: the lowest is the forecast
+              them) and the combinations are scored by M4's OWA: the lowest, where it is
+              clearly better than the network (lstmkit.series.choice), is the forecast
               `predict` uses (`PanelLayout.chosen`)
     backtest  fit on each series but its last `holdout` values, then score every method on
               them: M4's sMAPE, MASE and OWA (relative to Naive2), the mean over the series
