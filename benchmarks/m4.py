@@ -24,7 +24,7 @@ import torch
 from lstmkit.forecast import Forecaster
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.pipelines.forecast_global import M4_METRICS
-from lstmkit.pipelines.forecast_report import chosen_line
+from lstmkit.pipelines.forecast_report import chosen_line, interval_line
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "m4"
 # Horizon and the m of MASE and Naive2, as M4 sets them.
@@ -82,6 +82,7 @@ def run(arguments: argparse.Namespace) -> None:
     for method, values in PUBLISHED[arguments.subset].items():
         print(f"{method:<26}" + "".join(f"{value:>9.3f}" for value in values))
     print(chosen_line(result.model))
+    print(interval_line(result.model, result.coverage))
     print(f"trained {len(result.model.curve)} epochs, kept epoch {result.model.best_epoch}")
 
 

@@ -203,10 +203,14 @@ def test_the_report_says_plainly_which_baselines_beat_the_model_and_what_predict
     assert mase["drift"] == mase["chosen"] == 0 < mase["model"]  # two epochs do not learn the line
     better = ", ".join(f"{name} ({mase[name]:.3f})" for name in mase.index if mase[name] < mase["model"])
     assert "drift (0.000)" in better and "chosen (0.000)" in better
-    assert lines[-4:-2] == [
+    scale = result.model.layout.interval_scale[0]
+    assert scale < 1e-9  # drift was exact on the validation windows too: its interval shrinks to (almost) nothing
+    assert lines[-5:-2] == [
         f"the model is beaten on this backtest (MASE {mase['model']:.3f}) by: {better}",
         "predict forecasts by what the validation windows chose among the model, the baselines and their "
-        "combinations (the row 'chosen'): y by drift, the lowest MASE (0.000)"]
+        "combinations (the row 'chosen'): y by drift, the lowest MASE (0.000)",
+        f"the 90% interval around the forecast predict uses (the network's, its half-widths scaled by {scale:.3g} to "
+        f"hold that share of the validation values) holds {result.coverage:.1%} of the held-out values"]
 
 
 @pytest.mark.parametrize("options, message", [

@@ -67,16 +67,18 @@ def gate_heatmaps(panels: Mapping[str, np.ndarray], title: str, path: str | Path
 
 
 def forecast_backtest(panels: Mapping[str, Mapping], interval: str, path: str | Path) -> Path:
-    """One panel per target: the actual series, the model's forecast with its interval over
-    the held-out rows, and the seasonal naive forecast dashed."""
+    """One panel per target: the actual series, the forecast predict uses (`method`: the
+    model's, a baseline's or a combination) with its interval over the held-out rows, and the
+    seasonal naive forecast dashed."""
     figure = Figure(figsize=(10, 3.5 * len(panels)))
     axes_list = np.atleast_1d(figure.subplots(len(panels), 1))
     for axes, (name, panel) in zip(axes_list, panels.items(), strict=True):
         times, values = panel["history"]
         axes.plot(times, values, color="black", linewidth=1, label="actual")
         axes.fill_between(panel["time"], panel["lower"], panel["upper"], color=COLOURS["lstm"], alpha=0.2,
-                          label=f"model {interval}")
-        axes.plot(panel["time"], panel["model"], color=COLOURS["lstm"], linewidth=1.5, label="model")
+                          label=interval)
+        axes.plot(panel["time"], panel["forecast"], color=COLOURS["lstm"], linewidth=1.5,
+                  label=f"forecast ({panel['method']})")
         if panel["seasonal_naive"] is not None:
             axes.plot(panel["time"], panel["seasonal_naive"], color=COLOURS["cifg"], linestyle="--", linewidth=1,
                       label="seasonal naive")

@@ -65,7 +65,9 @@ class SeriesLayout:
     the known-future covariates; per target, the baseline that stands in for a forecast that
     is not finite, and the forecast `predict` uses (`chosen`: "model", a baseline or a
     combination, see lstmkit.series.choice), with the validation scores it was chosen on
-    (target -> method -> MAE, RMSE, sMAPE, MASE; empty when there were no validation windows)."""
+    (target -> method -> MAE, RMSE, sMAPE, MASE; empty when there were no validation windows),
+    and the factor its interval's half-widths are multiplied by, calibrated on the same
+    windows (`interval_scale`, lstmkit.series.intervals; 1 without validation windows)."""
 
     frequency: str
     time_kind: str
@@ -78,24 +80,27 @@ class SeriesLayout:
     fallback: tuple[str, ...]
     chosen: tuple[str, ...]
     validation: dict
+    interval_scale: tuple[float, ...]
 
     def to_dict(self) -> dict:
         return {**{field.name: getattr(self, field.name) for field in fields(self)},
                 "calendar_names": list(self.calendar_names), "fallback": list(self.fallback),
-                "chosen": list(self.chosen),
+                "chosen": list(self.chosen), "interval_scale": list(self.interval_scale),
                 "target_scaler": self.target_scaler.to_dict(),
                 "covariate_scaler": self.covariate_scaler.to_dict(), "future_scaler": self.future_scaler.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> SeriesLayout:
         """A saved layout; one saved before `fallback` existed falls back on naive, one saved
-        before `chosen` existed forecasts by the network, as it did."""
+        before `chosen` existed forecasts by the network, and one saved before `interval_scale`
+        existed gives the network's interval unscaled, as they did."""
         target_scaler = Scaler.from_dict(data["target_scaler"])
         targets = len(target_scaler.mean)
         return cls(data["frequency"], data["time_kind"], data["season"], data["lookback"],
                    tuple(data["calendar_names"]), target_scaler, Scaler.from_dict(data["covariate_scaler"]),
                    Scaler.from_dict(data["future_scaler"]), tuple(data.get("fallback", ["naive"] * targets)),
-                   tuple(data.get("chosen", ["model"] * targets)), data.get("validation", {}))
+                   tuple(data.get("chosen", ["model"] * targets)), data.get("validation", {}),
+                   tuple(data.get("interval_scale", [1.0] * targets)))
 
 
 @dataclass
@@ -117,9 +122,10 @@ class Backtest:
     scores: one row per method (model, baselines, "combination", and "chosen": the forecast
     `predict` would have made, by the method chosen on validation windows), columns MAE, RMSE,
     sMAPE, MASE (the mean over targets); per_target: the same table for each target;
-    forecasts: one row per held-out time and target with the actual value, the model's
-    forecast and interval, and each other method's forecast; coverage: the share of held-out values inside the model's
-    interval; holdout: the rows held out; model: the forecaster fitted on the rows before them;
+    forecasts: one row per held-out time and target with the actual value, every method's
+    forecast, and the interval `predict` would have given (the network's, calibrated, around
+    the chosen forecast); coverage: the share of held-out values inside that interval;
+    holdout: the rows held out; model: the forecaster fitted on the rows before them;
     fallbacks: where a baseline stood in for a model forecast that was not finite, one
     {"origin": time, "target": name, "baseline": name} each.
     """
@@ -197,7 +203,7 @@ class Forecaster:
                                    Scaler.fit(frame.covariates), Scaler.fit(frame.future_covariates[:len(frame)]),
                                    tuple(best_baseline(frame.targets[:, index], config.horizon, season)
                                          for index in range(len(config.target))),
-                                   ("model",) * len(config.target), {})
+                                   ("model",) * len(config.target), {}, (1.0,) * len(config.target))
         constant = [name for name, std in zip(frame.target_names, self.layout.target_scaler.std) if std == 0]
         if constant:
             warnings.warn(f"target column(s) {', '.join(constant)} hold one value in all {len(frame)} rows fitted on: "
@@ -311,7 +317,8 @@ class Forecaster:
 
     def forecast_origins(self, frame: SeriesFrame, origins: list[int], pad: bool = False) -> Forecasts:
         """The rollout: the network forecasts `horizon` rows from each origin, seeing only the
-        rows before it (origins may reach the frame's end; see `known_features` for `pad`)."""
+        rows before it (origins may reach the frame's end; see `known_features` for `pad`),
+        with its interval calibrated (`layout.interval_scale`)."""
         network, layout = self.fitted()
         if frame.frequency != layout.frequency:
             raise ValueError(f"the data's frequency is {frame.frequency}, the forecaster was fitted on {layout.frequency}")
@@ -323,7 +330,7 @@ class Forecaster:
             mean, scale = network.forecast(batch.history.to(device), batch.future.to(device))
         mean = layout.target_scaler.inverse(mean.double().cpu().numpy())
         scale = scale.double().cpu().numpy() * layout.target_scaler.std
-        spread = interval_half_width(self.config.distribution, scale, self.config.interval)
+        spread = interval_half_width(self.config.distribution, scale, self.config.interval) * layout.interval_scale
         return self.finite_forecasts(frame, origins, Forecasts(mean, mean - spread, mean + spread))
 
     def finite_forecasts(self, frame: SeriesFrame, origins: list[int], forecasts: Forecasts) -> Forecasts:
@@ -402,12 +409,15 @@ class Forecaster:
                                             for index, among in enumerate(chosen_among)], axis=-1),
                    "chosen": np.stack([method_forecast(method, forecasts.mean[..., index], chosen_among[index])
                                        for index, method in enumerate(model.layout.chosen)], axis=-1)}
-        return backtest_tables(frame, start, origins, methods, forecasts, season, model)
+        shift = methods["chosen"] - forecasts.mean  # the interval as predict gives it: around the chosen forecast
+        interval = Forecasts(methods["chosen"], forecasts.lower + shift, forecasts.upper + shift, forecasts.fallbacks)
+        return backtest_tables(frame, start, origins, methods, interval, season, model)
 
 
 def backtest_tables(frame: SeriesFrame, start: int, origins: list[int], methods: dict[str, np.ndarray],
-                    forecasts: Forecasts, season: int, model: Forecaster) -> Backtest:
-    """Score every method on the held-out rows (each forecast cut at the frame's end)."""
+                    interval: Forecasts, season: int, model: Forecaster) -> Backtest:
+    """Score every method on the held-out rows (each forecast cut at the frame's end), and the
+    coverage of `interval` (its lower and upper bounds, and where a baseline stood in)."""
     steps = [min(model.config.horizon, len(frame) - origin) for origin in origins]
 
     def held(values: np.ndarray) -> np.ndarray:
@@ -422,7 +432,7 @@ def backtest_tables(frame: SeriesFrame, start: int, origins: list[int], methods:
             {method: scores(actual[:, index], held(values)[:, index], history, season)
              for method, values in methods.items()}).T[list(METRICS)]
     table = sum(per_target.values()) / len(per_target)
-    lower, upper = held(forecasts.lower), held(forecasts.upper)
+    lower, upper = held(interval.lower), held(interval.upper)
     coverage = float(np.mean((actual >= lower) & (actual <= upper)))
     origin_rows = np.concatenate([[origins[k]] * steps[k] for k in range(len(origins))])
     times, origin_times = frame.time_values(frame.time[start:]), frame.time_values(frame.time[origin_rows])
@@ -433,7 +443,7 @@ def backtest_tables(frame: SeriesFrame, start: int, origins: list[int], methods:
          **{method: values[row, index] for method, values in forecast_values.items()}}
         for index, name in enumerate(frame.target_names) for row in range(len(actual))
     ]
-    fallbacks = [{**row, "origin": frame.time_values(frame.time[[row["origin"]]])[0]} for row in forecasts.fallbacks]
+    fallbacks = [{**row, "origin": frame.time_values(frame.time[[row["origin"]]])[0]} for row in interval.fallbacks]
     return Backtest(table, per_target, pd.DataFrame(records), coverage, len(frame) - start, model, fallbacks)
 
 

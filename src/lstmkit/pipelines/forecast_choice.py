@@ -1,5 +1,6 @@
 """One table's choice of forecast: on its validation windows, per target, among the network,
-the baselines and their combinations (lstmkit.series.choice), and `predict`'s forecast by it."""
+the baselines and their combinations (lstmkit.series.choice), the interval calibrated around it
+(lstmkit.series.intervals), and `predict`'s forecast by it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from lstmkit.series import SeriesFrame, panel_baselines, scores
 from lstmkit.series.choice import PAIR, choose, method_forecast
+from lstmkit.series.intervals import interval_scale
 
 if TYPE_CHECKING:
     from lstmkit.pipelines.forecast import Forecaster, Forecasts
@@ -21,11 +23,14 @@ CHOICE_ORIGINS = 10
 def choose_forecast(forecaster: Forecaster, frame: SeriesFrame, validation: list[int]) -> dict:
     """Per target, the forecast `predict` uses (lstmkit.series.choice's candidates, among
     `config.baselines`), chosen by MASE on up to CHOICE_ORIGINS of the validation windows,
-    evenly spaced and the latest among them: the layout's `chosen` and `validation`."""
+    evenly spaced and the latest among them, and the factor that calibrates the network's
+    interval around it on the same windows: the layout's `chosen`, `validation` and
+    `interval_scale`."""
     horizon, season = forecaster.config.horizon, forecaster.layout.season
     origins = validation[::-math.ceil(len(validation) / CHOICE_ORIGINS)][::-1]
-    model = forecaster.forecast_origins(frame, origins).mean
-    chosen, scored = [], {}
+    network = forecaster.forecast_origins(frame, origins)
+    model = network.mean
+    chosen, scored, scales = [], {}, []
     for index, name in enumerate(frame.target_names):
         history = frame.targets[:origins[0], index]
         actual = np.concatenate([frame.targets[origin:origin + horizon, index] for origin in origins])
@@ -44,7 +49,10 @@ def choose_forecast(forecaster: Forecaster, frame: SeriesFrame, validation: list
         choice = choose(model[..., index], baselines, score, "MASE", window_terms)
         chosen.append(choice.chosen)
         scored[name] = choice.scores
-    return {"chosen": tuple(chosen), "validation": scored}
+        centre = method_forecast(choice.chosen, model[..., index], baselines)
+        scales.append(interval_scale(actual.reshape(centre.shape), centre, model[..., index] - network.lower[..., index],
+                                     network.upper[..., index] - model[..., index], forecaster.config.interval))
+    return {"chosen": tuple(chosen), "validation": scored, "interval_scale": tuple(scales)}
 
 
 def origin_baselines(forecaster: Forecaster, frame: SeriesFrame, origins: list[int], index: int,
@@ -56,8 +64,8 @@ def origin_baselines(forecaster: Forecaster, frame: SeriesFrame, origins: list[i
 
 def chosen_forecasts(forecaster: Forecaster, frame: SeriesFrame, origins: list[int],
                      forecasts: Forecasts) -> Forecasts:
-    """`forecasts` (the network's) replaced, for each target, by its chosen forecast, the
-    interval moved to centre on it."""
+    """`forecasts` (the network's, its interval calibrated) replaced, for each target, by its
+    chosen forecast, the interval moved to centre on it."""
     for index, method in enumerate(forecaster.layout.chosen):
         if method == "model":
             continue

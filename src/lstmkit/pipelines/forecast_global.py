@@ -36,6 +36,7 @@ from lstmkit.models.forecaster import interval_half_width
 from lstmkit.pipelines.forecast import float_tensor
 from lstmkit.series import Panel, PanelWindows, m4_scores, owa, panel_baselines, read_panel, season_length
 from lstmkit.series.choice import PAIR, choose, combination, method_forecast
+from lstmkit.series.intervals import interval_scale
 from lstmkit.series.metrics import series_scores
 from lstmkit.series.panel import STEP
 from lstmkit.series.scaling import SeriesScaling
@@ -52,7 +53,9 @@ class PanelLayout:
     forecast `predict` uses (`chosen`), with the validation scores it was chosen on (method ->
     sMAPE, MASE, OWA; empty without early stopping, when the network is used), and the
     baseline best on them (`partner`), whose mean with the network is the method
-    "model+<partner>"."""
+    "model+<partner>", and the factor the network's interval half-widths are multiplied by,
+    calibrated on the same windows around the chosen forecast (`interval_scale`,
+    lstmkit.series.intervals; 1 without validation windows)."""
 
     frequency: str
     time_kind: str
@@ -61,6 +64,7 @@ class PanelLayout:
     chosen: str
     validation: dict
     partner: str | None = None
+    interval_scale: float = 1.0
 
     def to_dict(self) -> dict:
         return {field.name: getattr(self, field.name) for field in fields(self)}
@@ -73,21 +77,28 @@ class PanelLayout:
 @dataclass
 class PanelForecasts:
     """Forecasts of many series from their ends, in the data's units, each (series, horizon):
-    every method's (model, combination, baselines), the model's interval, and how many series'
-    network forecasts were not finite (the naive forecast stands in for those)."""
+    every method's (model, combination, baselines), the network's interval (calibrated), and how
+    many series' network forecasts were not finite (the naive forecast stands in for those)."""
 
     methods: dict[str, np.ndarray]
     lower: np.ndarray
     upper: np.ndarray
     not_finite: int
 
+    def interval(self, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """The interval moved to centre on `method`'s forecast: its lower and upper bounds."""
+        centre, model = self.methods[method], self.methods["model"]
+        return centre - (model - self.lower), centre + (self.upper - model)
+
 
 @dataclass
 class PanelBacktest:
     """The outcome of a long table's backtest: scores (method -> sMAPE, MASE, OWA, the mean
     over `series` scored series), forecasts (one row per series and held-out step: id, time,
-    actual, every method's forecast, the model's interval), the fitted model (its layout holds
-    the validation choice), and the series too short to score (no more values than holdout)."""
+    actual, every method's forecast, and the interval `predict` would have given, around the
+    chosen forecast), the share of held-out values inside that interval (`coverage`), the
+    fitted model (its layout holds the validation choice), and the series too short to score
+    (no more values than holdout)."""
 
     scores: pd.DataFrame
     forecasts: pd.DataFrame
@@ -95,6 +106,7 @@ class PanelBacktest:
     model: Forecaster
     series: int
     unscored: list
+    coverage: float
 
 
 def season_and_lookback(config, panel: Panel) -> tuple[int, int]:
@@ -137,13 +149,17 @@ def fit(forecaster: Forecaster, data) -> Forecaster:
         keys = [k for k, _ in validation]
         histories = [panel.values[k][:ends[k]] for k in keys]
         actuals = [panel.values[k][ends[k]:] for k in keys]
-        methods = forecast(forecaster, histories).methods
+        validated = forecast(forecaster, histories)
+        methods = validated.methods
         baselines = {name: values for name, values in methods.items() if name not in ("model", "combination")}
         choice = choose(methods["model"], baselines,
                         lambda candidates: score_methods(candidates, actuals, histories, season), "OWA",
                         lambda values: owa_terms(values, methods["naive2"], actuals, histories, season))
+        model = methods["model"]
+        scale = interval_scale(np.concatenate(actuals), method_forecast(choice.chosen, model, methods).ravel(),
+                               (model - validated.lower).ravel(), (validated.upper - model).ravel(), config.interval)
         forecaster.layout = PanelLayout(panel.frequency, panel.time_kind, season, lookback, choice.chosen,
-                                        choice.scores, choice.partner)
+                                        choice.scores, choice.partner, scale)
     return forecaster
 
 
@@ -165,6 +181,8 @@ def forecast(forecaster: Forecaster, histories: list[np.ndarray]) -> PanelForeca
         model, lower, upper = (np.stack([scaling.inverse(values[k], len(histories[k]))
                                          for k, scaling in enumerate(scalings)])
                                for values in (mean, mean - spread, mean + spread))
+        # Calibrated in the data's units, where interval_scale was measured (a log scaling is not linear).
+        lower, upper = model - layout.interval_scale * (model - lower), model + layout.interval_scale * (upper - model)
     names = tuple(dict.fromkeys([*config.baselines, "naive", "naive2"]))
     baselines = panel_baselines(histories, config.horizon, layout.season, names)
     not_finite = ~(np.isfinite(model) & np.isfinite(lower) & np.isfinite(upper)).all(axis=1)
@@ -220,31 +238,33 @@ def backtest(forecaster: Forecaster, data, holdout: int | None = None) -> PanelB
     histories = [training.values[k] for k in scored]
     actuals = [panel.values[k][-holdout:] for k in scored]
     forecasts = forecast(model, histories)
+    lower, upper = (bound[:, :holdout] for bound in forecasts.interval(model.layout.chosen))
+    actual = np.concatenate(actuals)
+    coverage = float(np.mean((actual >= lower.ravel()) & (actual <= upper.ravel())))
     scores = pd.DataFrame(score_methods(forecasts.methods, actuals, histories, model.layout.season)).T[list(M4_METRICS)]
     records = {panel.id_name: np.repeat([panel.ids[k] for k in scored], holdout),
                panel.time_name: [time for k in scored for time in panel.times(k, len(panel.values[k]) - holdout, holdout)],
-               "actual": np.concatenate(actuals),
+               "actual": actual,
                **{name: values[:, :holdout].ravel() for name, values in forecasts.methods.items()},
-               "lower": forecasts.lower[:, :holdout].ravel(), "upper": forecasts.upper[:, :holdout].ravel()}
+               "lower": lower.ravel(), "upper": upper.ravel()}
     return PanelBacktest(scores, pd.DataFrame(records), holdout, model, len(scored),
-                         [panel.ids[k] for k in range(len(panel)) if k not in set(scored)])
+                         [panel.ids[k] for k in range(len(panel)) if k not in set(scored)], coverage)
 
 
 def predict(forecaster: Forecaster, data) -> pd.DataFrame:
     """The `horizon` steps after each series' end, by the chosen method, as a long table: id
     (the id column's name), time, forecast, lower, upper. The interval is the network's,
-    moved to centre on the chosen forecast (where that is not the network's)."""
+    calibrated, and moved to centre on the chosen forecast (where that is not the network's)."""
     _, layout = forecaster.fitted()
     panel = read(forecaster, data)
     if panel.frequency != layout.frequency:
         raise ValueError(f"the data's frequency is {panel.frequency}, the forecaster was fitted on {layout.frequency}")
     forecasts = forecast(forecaster, list(panel.values))
-    chosen, model = forecasts.methods[layout.chosen], forecasts.methods["model"]
+    lower, upper = forecasts.interval(layout.chosen)
     horizon = forecaster.config.horizon
     table = pd.DataFrame({
         panel.id_name: np.repeat(panel.ids, horizon),
         panel.time_name: [time for k, values in enumerate(panel.values) for time in panel.times(k, len(values), horizon)],
-        "forecast": chosen.ravel(), "lower": (chosen - (model - forecasts.lower)).ravel(),
-        "upper": (chosen + (forecasts.upper - model)).ravel()})
+        "forecast": forecasts.methods[layout.chosen].ravel(), "lower": lower.ravel(), "upper": upper.ravel()})
     table.attrs["forecast"] = layout.chosen
     return table

@@ -37,13 +37,26 @@ def backtest_report(result: Backtest | PanelBacktest, frame: SeriesFrame | Panel
         for name, table in result.per_target.items():
             lines += [f"{name}:", *scores_table(table, config.cell)]
     lines += [beaten_line(result.scores, "MASE"), chosen_line(result.model)]
-    lines.append(f"the model's {config.interval:.0%} interval holds {result.coverage:.1%} of the held-out values; "
-                 f"trained {len(result.model.curve)} epochs, kept epoch {result.model.best_epoch}")
+    lines.append(interval_line(result.model, result.coverage))
+    lines.append(f"trained {len(result.model.curve)} epochs, kept epoch {result.model.best_epoch}")
     lines.append(base_line(result.model))
     if result.fallbacks:
         lines.append("the model's forecast was not finite, and a baseline stood in for it, at: " + ", ".join(
             f"{row['target']} from {row['origin']} ({row['baseline']})" for row in result.fallbacks))
     return "\n".join(lines)
+
+
+def interval_line(forecaster: Forecaster, coverage: float) -> str:
+    """How the interval was calibrated, and how much of the held-out values it holds."""
+    config, scales = forecaster.config, forecaster.layout.interval_scale
+    scales = (scales,) if isinstance(scales, float) else scales
+    if not forecaster.layout.validation:
+        how = "the network's, uncalibrated (no validation windows)"
+    else:
+        how = ("the network's, its half-widths scaled by " + ", ".join(f"{scale:.3g}" for scale in scales)
+               + " to hold that share of the validation values")
+    return (f"the {config.interval:.0%} interval around the forecast predict uses ({how}) holds {coverage:.1%} "
+            "of the held-out values")
 
 
 def scores_table(scores: pd.DataFrame, cell: str, metrics: tuple[str, ...] = METRICS, number: str = "10.4g"
@@ -61,7 +74,8 @@ def scores_table(scores: pd.DataFrame, cell: str, metrics: tuple[str, ...] = MET
 
 
 def panel_report(result: PanelBacktest) -> str:
-    """The scores table (best starred), which baselines beat the model, and what predict uses."""
+    """The scores table (best starred), which baselines beat the model, what predict uses, and
+    its interval's coverage."""
     config, layout = result.model.config, result.model.layout
     lines = [f"backtest of {result.series} series ({layout.frequency}, m={layout.season}): the last {result.holdout} "
              f"value(s) of each held out, horizon {config.horizon}, lookback {layout.lookback}, "
@@ -72,6 +86,7 @@ def panel_report(result: PanelBacktest) -> str:
     lines += scores_table(result.scores, config.cell, M4_METRICS, "9.3f")
     lines.append(beaten_line(result.scores, "OWA"))
     lines.append(chosen_line(result.model))
+    lines.append(interval_line(result.model, result.coverage))
     lines.append(f"trained {len(result.model.curve)} epochs of up to {config.epoch_windows} windows, kept epoch "
                  f"{result.model.best_epoch}")
     lines.append(base_line(result.model))
@@ -130,6 +145,7 @@ def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> Non
         "per_target": {name: {method: {metric: float(row[metric]) for metric in METRICS}
                               for method, row in table.iterrows()} for name, table in result.per_target.items()},
         "interval": model.config.interval,
+        "interval_scale": list(model.layout.interval_scale),
         "interval_coverage": result.coverage,
         "holdout": result.holdout,
         "origins": [str(origin) for origin in result.forecasts["origin"].unique()],
@@ -152,7 +168,8 @@ def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> Non
     for name in model.config.target:
         rows = result.forecasts[result.forecasts["target"] == name]
         panels[name] = {"history": (frame.time[shown:], frame.targets[shown:, frame.target_names.index(name)]),
-                        "time": frame.time[start:], "model": rows["model"].to_numpy(),
+                        "time": frame.time[start:], "forecast": rows["chosen"].to_numpy(),
+                        "method": model.layout.chosen[model.config.target.index(name)],
                         "lower": rows["lower"].to_numpy(), "upper": rows["upper"].to_numpy(),
                         "seasonal_naive": rows["seasonal_naive"].to_numpy() if "seasonal_naive" in rows else None}
     plots.forecast_backtest(panels, f"{model.config.interval:.0%} interval", out / "backtest.png")
@@ -187,7 +204,8 @@ def write_panel_backtest(result: PanelBacktest, panel: Panel, out: str | Path) -
         "series": result.series, "unscored": [str(name) for name in result.unscored], "holdout": result.holdout,
         "frequency": panel.frequency, "season": model.layout.season, "lookback": model.layout.lookback,
         "predict_uses": model.layout.chosen, "validation": model.layout.validation,
-        "epochs_trained": len(model.curve), "best_epoch": model.best_epoch, **model.runtime,
+        "interval": model.config.interval, "interval_scale": model.layout.interval_scale,
+        "interval_coverage": result.coverage, "epochs_trained": len(model.curve), "best_epoch": model.best_epoch, **model.runtime,
         "config": config_dict(model.config),
     })
     with atomic_path(Path(out) / "backtest.csv") as temporary:
@@ -212,7 +230,8 @@ def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: 
     final = Forecaster(**settings).fit(fitted.frame)
     if forecaster.config.id is None:
         layout = fitted.backtest.model.layout
-        final.layout = replace(final.layout, chosen=layout.chosen, validation=layout.validation)
+        final.layout = replace(final.layout, chosen=layout.chosen, validation=layout.validation,
+                               interval_scale=layout.interval_scale)
     if Processes.from_environment().main:
         final.save(out / "model")
     fitted.final = final

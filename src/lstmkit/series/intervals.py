@@ -1,0 +1,40 @@
+"""Prediction intervals calibrated on validation windows (split conformal prediction).
+
+The network's interval around its forecast μ is [μ − w⁻, μ + w⁺], quantiles of the
+distribution it predicts. Fitted by likelihood on a few hundred windows, that distribution can
+be too narrow or too wide. `predict` moves the interval onto the forecast it uses (the centre
+c: the network's, a baseline's or a combination), so the widths are calibrated around c. On
+the validation windows, each actual value y asks the interval to be stretched by
+
+    r = (y − c) / w⁺   where y ≥ c,        r = (c − y) / w⁻   where y < c,
+
+and the factor is the ⌈(n + 1) · coverage⌉-th smallest of the n ratios (the largest where
+there are too few: n < coverage / (1 − coverage)). The calibrated interval
+
+    [c − factor · w⁻,  c + factor · w⁺]
+
+holds at least `coverage` of new values when they behave like the validation ones (Vovk et
+al. 2005; Angelopoulos & Bates 2023, "Conformal prediction: a gentle introduction"). Values
+where the network gave no interval (w = 0, where a baseline stood in for it) are left out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def interval_scale(actual: np.ndarray, centre: np.ndarray, below: np.ndarray, above: np.ndarray,
+                   coverage: float) -> float:
+    """The factor that makes [centre − factor · below, centre + factor · above] hold `coverage`
+    of the `actual` values (arrays of one shape); 1 where no value has an interval."""
+    actual, centre, below, above = (np.asarray(values, dtype=np.float64).ravel()
+                                    for values in (actual, centre, below, above))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(actual >= centre, (actual - centre) / above, (centre - actual) / below)
+    ratios = np.sort(ratios[np.isfinite(ratios) & (below > 0) & (above > 0)])
+    if not len(ratios):
+        return 1.0
+    rank = min(math.ceil((len(ratios) + 1) * coverage), len(ratios))
+    return float(ratios[rank - 1])
