@@ -63,7 +63,7 @@ def run(arguments: argparse.Namespace) -> None:
     table = wide_to_long(Path(arguments.data) / file)
     if arguments.series:
         table = table[table["id"].isin(table["id"].unique()[:arguments.series])]
-    chosen = {name: getattr(arguments, name) for name in ("normalisation", "distribution", "ensemble")
+    chosen = {name: getattr(arguments, name) for name in ("normalisation", "distribution", "ensemble", "extra_seasons")
               if getattr(arguments, name) is not None}
     forecaster = Forecaster("t", "y", horizon=horizon, season=season, id="id", lookback=arguments.lookback,
                             time_budget=arguments.time_budget, epochs=None, hidden_size=arguments.hidden_size,
@@ -74,7 +74,8 @@ def run(arguments: argparse.Namespace) -> None:
     print(f"M4 {arguments.subset}: {result.series} series, the last {horizon} values of each held out "
           f"(validation split of the training file); m = {season}; {seconds / 60:.1f} min in all "
           f"(training budget {arguments.time_budget:.0f} s, normalisation {forecaster.config.normalisation}, "
-          f"distribution {forecaster.config.distribution}, ensemble {forecaster.config.ensemble})")
+          f"distribution {forecaster.config.distribution}, ensemble {forecaster.config.ensemble}, "
+          f"extra seasons {', '.join(map(str, forecaster.config.extra_seasons)) or 'none'})")
     print(f"{'method':<26}" + "".join(f"{metric:>9}" for metric in M4_METRICS))
     for method, row in result.scores.iterrows():
         print(f"{method:<26}" + "".join(f"{row[metric]:>9.3f}" for metric in M4_METRICS))
@@ -99,7 +100,9 @@ def main() -> None:
         runner = actions.add_parser(subset, help=f"backtest M4 {subset}")
         runner.add_argument("--data", default=str(DATA), help="the folder of the M4 files")
         runner.add_argument("--time-budget", type=float, default=300.0, help="training seconds")
-        runner.add_argument("--lookback", type=int, help="default 2 x max(horizon, m)")
+        runner.add_argument("--lookback", type=int, help="the encoder's; default 2 x max(horizon, m)")
+        runner.add_argument("--extra-seasons", type=lambda text: tuple(int(part) for part in text.split(",")),
+                            help="more periods the base may take per window (hourly: 168, a week)")
         runner.add_argument("--hidden-size", type=int, default=64)
         runner.add_argument("--normalisation", choices=("standard", "log", "seasonal"),
                             help="each series' (default: ForecasterConfig's)")

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from lstmkit.cells import CELLS
-from lstmkit.cli.arguments import add_setting, add_training_arguments, config_from, device_name, positive_int
+from lstmkit.cli.arguments import (add_setting, add_training_arguments, config_from, device_name, positive_int,
+                                   positive_ints)
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.pipelines.configs import BASES, ForecasterConfig
@@ -78,8 +79,11 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
                         "one network for all series")
     parser.add_argument("--target", required=True, type=column_list, help="target column(s), comma-separated")
     parser.add_argument("--horizon", required=True, type=positive_int, help="steps to forecast")
-    parser.add_argument("--lookback", type=positive_int, help="steps the model sees (default 2 x max(horizon, season))")
+    parser.add_argument("--lookback", type=positive_int, help="steps the encoder reads (default 2 x max(horizon, season))")
     parser.add_argument("--season", type=positive_int, help="seasonal period m (default: from the frequency)")
+    parser.add_argument("--extra-seasons", type=positive_ints, default=(),
+                        help="more seasonal periods the network's base may take per window, comma-separated "
+                             "(e.g. 168, a week of hours, beside --season 24)")
     parser.add_argument("--holdout", type=positive_int, help="last rows to backtest on (default: horizon)")
     parser.add_argument("--covariates", type=column_list, default=(), help="observed-past covariate columns")
     parser.add_argument("--future-covariates", type=column_list, default=(),

@@ -27,7 +27,9 @@ class ForecastNetworkConfig:
     of each horizon step (calendar features and known-future covariates); ensemble: networks
     trained side by side (a ForecastEnsemble; 1: one ForecastNetwork); season: the m of the
     seasonal-naive forecast the head corrects (ForecastNetwork; 1: the last value, as
-    checkpoints from before the setting were trained).
+    checkpoints from before the setting were trained); extra_seasons: more periods that base
+    may take, per window (ForecastNetwork.base); encoder_steps: the latest steps of the history
+    the encoder reads (None: all of it; the base may need a longer history than the encoder).
     """
 
     cell: str
@@ -42,16 +44,30 @@ class ForecastNetworkConfig:
     cell_options: dict = field(default_factory=dict)
     ensemble: int = 1
     season: int = 1
+    extra_seasons: tuple[int, ...] = ()
+    encoder_steps: int | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "extra_seasons", tuple(self.extra_seasons))  # a list, read back from JSON
         for name in ("targets", "past_features", "horizon", "hidden_size", "num_layers", "ensemble", "season"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.encoder_steps is not None and self.encoder_steps < 1:
+            raise ValueError(f"encoder_steps must be at least 1 or None, got {self.encoder_steps}")
+        if any(period < 2 for period in self.extra_seasons):
+            raise ValueError(f"extra_seasons must be periods of at least 2 steps, got {self.extra_seasons}")
         if isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def describe_base(self) -> str:
+        """What the head corrects, in words: "the seasonal-naive forecast (m=24)"."""
+        if not self.extra_seasons:
+            return f"the seasonal-naive forecast (m={self.season})" if self.season > 1 else "the last value"
+        periods = ", ".join(map(str, dict.fromkeys((self.season, *self.extra_seasons))))
+        return f"the closest seasonal-naive forecast of m={periods}, per window"
 
 
 class ForecastNetwork(nn.Module):
@@ -59,12 +75,12 @@ class ForecastNetwork(nn.Module):
 
     The history's targets are taken relative to their last value (the level), so the encoder
     sees shapes rather than levels, and the head forecasts corrections to the seasonal-naive
-    forecast of the window (the last value when season m = 1), so an untrained head already
-    forecasts what seasonal naive does and training only has to improve on it:
+    forecast of the window (the last value when season m = 1; `base`), so an untrained head
+    already forecasts what seasonal naive does and training only has to improve on it:
 
         level  = y_{o-1}
         base_h = y_{o-m+(h mod m)}                 h = 0 .. H-1  (m <= L)
-        h      = encoder([y_{o-L..o-1} - level, covariates, known])[last step]
+        h      = encoder([y_{o-E..o-1} - level, covariates, known])[last step]   (E = encoder_steps or L)
         z      = head([h, known_{o..o+H-1}])
         mean   = base + z_mean,   scale = softplus(z_scale) + MIN_SCALE
 
@@ -88,18 +104,48 @@ class ForecastNetwork(nn.Module):
     def forward(self, history: Tensor, future: Tensor) -> tuple[Tensor, Tensor]:
         """history (B, L, past_features), future (B, H, future_features) -> mean and scale,
         each (B, H, targets)."""
-        targets, season, lookback = self.config.targets, self.config.season, history.shape[1]
-        if season > lookback:
-            raise ValueError(f"the seasonal-naive base needs a lookback of at least season = {season} steps, "
-                             f"got a history of {lookback}")
+        targets = self.config.targets
         level = history[:, -1:, :targets]
-        base = history[:, lookback - season + torch.arange(self.config.horizon, device=history.device) % season,
-                       :targets]
+        base = self.base(history[..., :targets])
         relative = torch.cat([history[..., :targets] - level, history[..., targets:]], dim=-1)
-        output, _ = self.encoder(relative)
+        output, _ = self.encoder(relative[:, -(self.config.encoder_steps or relative.shape[1]):])
         z = self.head(torch.cat([output[:, -1], future.flatten(1)], dim=1))
         z = z.view(-1, self.config.horizon, targets, 2)
         return base + z[..., 0], F.softplus(z[..., 1]) + MIN_SCALE
+
+    def base(self, targets: Tensor) -> Tensor:
+        """The seasonal-naive forecast the head corrects, (B, H, targets) from the history's
+        targets (B, L, targets). With extra seasons, each window and target takes the period
+        P ∈ {m, extra_seasons} whose seasonal-naive forecast of the window's own last
+        W = max P steps, made from the steps before them, was closest (the first on a tie):
+
+            error_P = Σ_{j<W} |y_{o-W+j} − y_{o-W-P+(j mod P)}|,   base_h = y_{o-P*+(h mod P*)},  P* = argmin error_P
+
+        (on M4 hourly, a day against a week of hours: the held-out OWA of seasonal naive went
+        from 0.629 to 0.526 by this choice alone; README, "Many series").
+        """
+        lookback, horizon = targets.shape[1], self.config.horizon
+        periods = list(dict.fromkeys((self.config.season, *self.config.extra_seasons)))
+        span = max(periods)
+        if len(periods) == 1 and span > lookback:
+            raise ValueError(f"the seasonal-naive base needs a lookback of at least season = {span} steps, "
+                             f"got a history of {lookback}")
+        if len(periods) > 1 and 2 * span > lookback:
+            raise ValueError(f"choosing the base among the periods {', '.join(map(str, periods))} needs a history of "
+                             f"at least 2 x {span} = {2 * span} steps, got {lookback}")
+
+        def seasonal_naive(end: int, period: int, steps: int) -> Tensor:
+            """Period `period`'s seasonal-naive forecast of the `steps` steps from `end` on."""
+            return targets[:, end - period + torch.arange(steps, device=targets.device) % period]
+
+        forecasts = torch.stack([seasonal_naive(lookback, period, horizon) for period in periods])
+        if len(periods) == 1:
+            return forecasts[0]
+        recent = targets[:, lookback - span:]
+        errors = torch.stack([(seasonal_naive(lookback - span, period, span) - recent).abs().sum(dim=1)
+                              for period in periods])  # (periods, B, targets)
+        chosen = errors.argmin(dim=0)
+        return forecasts.gather(0, chosen[None, :, None, :].expand(1, -1, horizon, -1))[0]
 
     def forecast(self, history: Tensor, future: Tensor) -> tuple[Tensor, Tensor]:
         """The forecast's centre and scale: forward's (as ForecastEnsemble.forecast gives an ensemble's)."""

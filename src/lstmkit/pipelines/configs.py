@@ -105,8 +105,8 @@ class ForecasterConfig(TrainingConfig):
     """What to forecast and how the forecaster is built and trained (the training fields:
     see TrainingConfig).
 
-    lookback defaults to 2 * max(horizon, season); season to the one of the data's frequency
-    (52 weekly, 12 monthly, 1 yearly). season is the m of seasonal naive and MASE and, with
+    lookback (the steps the encoder reads) defaults to 2 * max(horizon, season); season to the
+    one of the data's frequency (52 weekly, 12 monthly, 1 yearly). season is the m of seasonal naive and MASE and, with
     `base` "seasonal" and a lookback that holds a season, of the seasonal-naive forecast the
     network corrects (ForecastNetwork). Training runs up to `epochs` (or `time_budget`
     seconds), keeping the epoch with the lowest loss on the latest `validation_fraction` of the
@@ -119,6 +119,12 @@ class ForecasterConfig(TrainingConfig):
     horizon: int = 0
     lookback: int | None = None
     season: int | None = None
+    # More seasonal periods the base may take (models.forecaster.ForecastNetwork.base), e.g. 168
+    # (a week of hours) beside m = 24: per window, whichever period's seasonal naive forecast the
+    # window's own latest steps best. Windows then hold 2 x the longest period of history (the
+    # encoder still reads `lookback` steps). Empty by default: a period a series does not have
+    # only costs history. On M4 hourly, 5-minute runs: OWA 0.495 with 168, 0.590 without.
+    extra_seasons: tuple[int, ...] = ()
     covariates: tuple[str, ...] = ()
     future_covariates: tuple[str, ...] = ()
     calendar: bool = True
@@ -191,6 +197,9 @@ class ForecasterConfig(TrainingConfig):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        object.__setattr__(self, "extra_seasons", tuple(self.extra_seasons))
+        if any(isinstance(period, bool) or not isinstance(period, int) or period < 2 for period in self.extra_seasons):
+            raise ValueError(f"extra_seasons must be periods of at least 2 steps, got {self.extra_seasons!r}")
         if not 0 < self.interval < 1:
             raise ValueError(f"interval is the coverage of the prediction interval, in (0, 1); got {self.interval!r}")
         if not 0 < self.validation_fraction < 1:

@@ -219,7 +219,8 @@ class Forecaster:
     def train_network(self, windows: Windows | PanelWindows, training: list, validation: list, targets: int,
                       past_features: int, future_features: int, season: int, lookback: int,
                       epoch_windows: int | None = None) -> None:
-        """Build the network (an ensemble when config.ensemble > 1) and train it on `training`
+        """Build the network (an ensemble when config.ensemble > 1; `lookback`: the history
+        each window holds, `history_length`) and train it on `training`
         windows by the training core, keeping the epoch best on `validation`; with `base`
         "auto", one network per base, each given an equal share of a time budget, keeping the
         one whose forecast is closer on the validation windows (`ForecastJob.point_error`: the
@@ -227,6 +228,8 @@ class Forecaster:
         Records the network, its curve, best epoch and where it ran, and each base's
         validation error (`base_errors`)."""
         seasonal = season if season <= lookback else 1
+        encoder_steps = encoder_lookback(self.config, season)
+        encoder_steps = encoder_steps if encoder_steps < lookback else None  # None: the whole history
         if seasonal == 1:  # the seasonal-naive forecast is the last value
             bases = {"last": 1}
         elif self.config.base == "auto":
@@ -243,6 +246,7 @@ class Forecaster:
             network = build_forecast_network(ForecastNetworkConfig(
                 config.cell, targets, past_features, future_features, config.horizon, config.hidden_size,
                 config.num_layers, config.dropout, config.engine, ensemble=config.ensemble, season=base_season,
+                extra_seasons=config.extra_seasons, encoder_steps=encoder_steps,
             ))
             job = ForecastJob(network, windows, training, validation, config, trainer.processes, trainer.device,
                               epoch_windows=epoch_windows)
@@ -275,9 +279,9 @@ class Forecaster:
         return rows
 
     def season_and_lookback(self, frame: SeriesFrame) -> tuple[int, int]:
-        """The given ones, or m from the frequency and a lookback of 2 * max(horizon, m)."""
+        """m (the given one, or the frequency's) and the history each window holds (`history_length`)."""
         season = self.config.season or season_length(frame.frequency)
-        return season, self.config.lookback or 2 * max(self.config.horizon, season)
+        return season, history_length(self.config, season)
 
     def calendar_of(self, times: pd.DatetimeIndex, frequency: str) -> tuple[np.ndarray, tuple[str, ...]]:
         if not self.config.calendar:
@@ -447,6 +451,19 @@ def backtest_tables(frame: SeriesFrame, start: int, origins: list[int], methods:
     return Backtest(table, per_target, pd.DataFrame(records), coverage, len(frame) - start, model, fallbacks)
 
 
+def encoder_lookback(config: ForecasterConfig, season: int) -> int:
+    """The steps of history the encoder reads: `lookback`, or 2 * max(horizon, m)."""
+    return config.lookback or 2 * max(config.horizon, season)
+
+
+def history_length(config: ForecasterConfig, season: int) -> int:
+    """The steps of history each window holds: the encoder's, or, with extra seasons, twice the
+    longest period where that is more (the base compares each period's seasonal-naive forecast
+    of the window's own latest steps: ForecastNetwork.base)."""
+    periods = (season, *config.extra_seasons)
+    return max(encoder_lookback(config, season), 2 * max(periods) if config.extra_seasons else 0)
+
+
 def config_dict(config: ForecasterConfig) -> dict:
     """The config as JSON-ready values (column names as lists)."""
     return {**asdict(config), **{name: list(getattr(config, name))
@@ -477,10 +494,9 @@ class ForecastJob(Job):
         self.epoch_windows = len(training) if epoch_windows is None else min(epoch_windows, len(training))
         self.validation = windows.batch(validation) if validation else None
         self.generator = torch.Generator().manual_seed(config.seed)
-        season = network.config.season
         self.label = f"forecast {config.cell} {config.num_layers}x{config.hidden_size}" + (
             f", an ensemble of {config.ensemble}" if config.ensemble > 1 else "") + (
-            f", correcting seasonal naive (m={season})" if season > 1 else ", correcting the last value")
+            f", correcting {network.config.describe_base()}")
         self.chunks: list[Tensor] = []
 
     def batch_sizes(self) -> list[int]:

@@ -33,7 +33,7 @@ with extra_imports("forecast", __name__):
     import pandas as pd
 
 from lstmkit.models.forecaster import interval_half_width
-from lstmkit.pipelines.forecast import float_tensor
+from lstmkit.pipelines.forecast import float_tensor, history_length
 from lstmkit.series import Panel, PanelWindows, m4_scores, owa, panel_baselines, read_panel, season_length
 from lstmkit.series.choice import PAIR, choose, combination, method_forecast
 from lstmkit.series.intervals import interval_scale
@@ -110,9 +110,10 @@ class PanelBacktest:
 
 
 def season_and_lookback(config, panel: Panel) -> tuple[int, int]:
-    """The given ones, or m from the frequency (1 for integer steps) and 2 * max(horizon, m)."""
+    """m (the given one, or the frequency's: 1 for integer steps) and the history each window
+    holds (forecast.history_length)."""
     season = config.season or (1 if panel.frequency == STEP else season_length(panel.frequency))
-    return season, config.lookback or 2 * max(config.horizon, season)
+    return season, history_length(config, season)
 
 
 def read(forecaster: Forecaster, data) -> Panel:

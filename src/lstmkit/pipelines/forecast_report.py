@@ -105,8 +105,7 @@ def beaten_line(scores: pd.DataFrame, metric: str) -> str:
 
 def base_line(forecaster: Forecaster) -> str:
     """What the network corrects, and, where both bases were trained, their validation errors."""
-    season = forecaster.network.config.season
-    line = "the network corrects " + (f"the seasonal-naive forecast (m={season})" if season > 1 else "the last value")
+    line = "the network corrects " + forecaster.network.config.describe_base()
     if len(forecaster.base_errors) > 1:
         line += ": the closer forecast on the validation windows (mean absolute error, scaled) of " + ", ".join(
             f"{base} {error:.4g}" for base, error in forecaster.base_errors.items())

@@ -1,0 +1,109 @@
+"""Extra seasonal periods: the base takes, per window, the period whose seasonal naive
+forecast the window's own latest steps best (ForecastNetwork.base), the encoder reads only its
+lookback of the longer history, and the settings reach the network from the config and CLI."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lstmkit.forecast import Forecaster
+from lstmkit.models.forecaster import ForecastNetwork, ForecastNetworkConfig
+from lstmkit.pipelines.configs import ForecasterConfig
+from lstmkit.pipelines.forecast import history_length
+
+QUICK = dict(hidden_size=8, num_layers=1, epochs=2, batch_size=32, seed=0)
+
+
+def untrained(**options) -> ForecastNetwork:
+    """A network whose head outputs zero: its forecast is its base."""
+    torch.manual_seed(0)
+    network = ForecastNetwork(ForecastNetworkConfig("lstm", 1, 1, 0, 5, hidden_size=8, num_layers=1,
+                                                    **options)).double().eval()
+    torch.nn.init.zeros_(network.head[-1].weight)
+    torch.nn.init.zeros_(network.head[-1].bias)
+    return network
+
+
+def test_each_window_takes_the_period_that_forecast_its_latest_steps_best_by_hand():
+    network = untrained(season=2, extra_seasons=(4,))
+    history = torch.tensor([
+        # Period 4: forecasting steps 4-7 from steps 0-3, period 4 is exact; period 2 (steps
+        # 2, 3 repeated: 2 7 2 7) misses by 1 + 2 = 3. Base: steps 4-7 repeated.
+        [1.0, 5, 2, 7, 1, 5, 2, 7],
+        # Period 2 (3 8 3 8) misses steps 4-7 (3 8 4 9) by 2, period 4 (0 0 3 8) by 13. Base: steps 6, 7 repeated.
+        [0.0, 0, 3, 8, 3, 8, 4, 9],
+    ], dtype=torch.float64)[..., None]
+    mean, _ = network(history, torch.zeros(2, 5, 0, dtype=torch.float64))
+    torch.testing.assert_close(mean[..., 0], torch.tensor([[1.0, 5, 2, 7, 1], [4.0, 9, 4, 9, 4]],
+                                                         dtype=torch.float64), rtol=0, atol=0)
+
+
+def test_a_history_shorter_than_two_of_the_longest_periods_is_refused():
+    with pytest.raises(ValueError, match=r"choosing the base among the periods 2, 4 needs a history of at least "
+                                         r"2 x 4 = 8 steps, got 7"):
+        untrained(season=2, extra_seasons=(4,))(torch.zeros(1, 7, 1), torch.zeros(1, 5, 0))
+    with pytest.raises(ValueError, match=r"extra_seasons must be periods of at least 2 steps, got \(1,\)"):
+        ForecastNetworkConfig("lstm", 1, 1, 0, 5, extra_seasons=(1,))
+
+
+def test_the_encoder_reads_only_its_latest_steps_of_the_history():
+    network = untrained(season=1, encoder_steps=3)
+    torch.nn.init.normal_(network.head[-1].weight)  # the encoder's state now moves the forecast
+    history = torch.randn(1, 6, 1, dtype=torch.float64)
+    future = torch.zeros(1, 5, 0, dtype=torch.float64)
+    mean = network(history, future)[0]
+    earlier = history.clone()
+    earlier[:, :3] += 1.0  # before the encoder's three steps, and not the base's (the last value)
+    torch.testing.assert_close(network(earlier, future)[0], mean, rtol=0, atol=0)
+    read = history.clone()
+    read[:, 3] += 1.0
+    assert not torch.allclose(network(read, future)[0], mean)
+
+
+@pytest.mark.parametrize("lookback, extra, expected", [(None, (), 6), (None, (6,), 12), (20, (6,), 20), (4, (), 4)])
+def test_each_window_holds_the_encoders_lookback_or_two_of_the_longest_period(lookback, extra, expected):
+    config = ForecasterConfig(time="t", target="y", horizon=3, lookback=lookback, extra_seasons=extra)
+    assert history_length(config, 2) == expected  # the encoder's default: 2 x max(horizon 3, m 2)
+
+
+@pytest.mark.parametrize("extra, shown", [((1,), "(1,)"), ((4, True), "(4, True)"), ((2.5,), "(2.5,)")])
+def test_extra_seasons_are_checked_when_the_config_is_built(extra, shown):
+    with pytest.raises(ValueError, match=re.escape(f"extra_seasons must be periods of at least 2 steps, got {shown}")):
+        ForecasterConfig(time="t", target="y", horizon=3, extra_seasons=extra)
+
+
+def weekly_long_table() -> pd.DataFrame:
+    generator = np.random.default_rng(3)
+    day = np.array([1.0, 3, 2])  # m = 3, and every fourth "day" is higher: a period of 12
+    series = {}
+    for name, level in (("a", 10.0), ("b", 40.0)):
+        steps = np.arange(72)
+        series[name] = level + np.tile(day, 24) + 5.0 * ((steps // 3) % 4 == 0) + 0.1 * generator.standard_normal(72)
+    return pd.DataFrame({"id": np.repeat(list(series), 72), "t": np.tile(np.arange(1, 73), 2),
+                         "y": np.concatenate(list(series.values()))})
+
+
+def test_a_long_table_with_an_extra_season_trains_saves_and_predicts_with_it(tmp_path):
+    table = weekly_long_table()
+    forecaster = Forecaster("t", "y", horizon=3, id="id", season=3, extra_seasons=(12,), **QUICK).fit(table)
+    config = forecaster.network.config
+    assert (config.season, config.extra_seasons, config.encoder_steps) == (3, (12,), 6)
+    assert forecaster.layout.lookback == 24  # 2 x 12 steps of history; the encoder reads 2 x max(3, 3)
+    loaded = Forecaster.load(forecaster.save(tmp_path / "model"))
+    assert loaded.network.config == config
+    pd.testing.assert_frame_equal(loaded.predict(table), forecaster.predict(table))
+
+
+def test_the_cli_reads_extra_seasons(tmp_path, capsys):
+    from lstmkit.cli import main
+
+    path = tmp_path / "long.csv"
+    weekly_long_table().to_csv(path, index=False)
+    main(["forecast", "backtest", str(path), "--id", "id", "--time", "t", "--target", "y", "--horizon", "3",
+          "--season", "3", "--extra-seasons", "12", "--epochs", "1", "--hidden-size", "8", "--baselines", "naive"])
+    assert "the network corrects the closest seasonal-naive forecast of m=3, 12, per window" in capsys.readouterr().out
