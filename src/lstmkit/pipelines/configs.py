@@ -123,7 +123,8 @@ class ForecasterConfig(TrainingConfig):
     # (a week of hours) beside m = 24: per window, whichever period's seasonal naive forecast the
     # window's own latest steps best. Windows then hold 2 x the longest period of history (the
     # encoder still reads `lookback` steps). Empty by default: a period a series does not have
-    # only costs history. On M4 hourly, 5-minute runs: OWA 0.495 with 168, 0.590 without.
+    # only costs history. On M4 hourly (README): OWA 0.495 with 168 and 0.590 without in 5
+    # minutes of training, 0.469 against 0.534 in 35.
     extra_seasons: tuple[int, ...] = ()
     covariates: tuple[str, ...] = ()
     future_covariates: tuple[str, ...] = ()
