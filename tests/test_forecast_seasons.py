@@ -107,3 +107,18 @@ def test_the_cli_reads_extra_seasons(tmp_path, capsys):
     main(["forecast", "backtest", str(path), "--id", "id", "--time", "t", "--target", "y", "--horizon", "3",
           "--season", "3", "--extra-seasons", "12", "--epochs", "1", "--hidden-size", "8", "--baselines", "naive"])
     assert "the network corrects the closest seasonal-naive forecast of m=3, 12, per window" in capsys.readouterr().out
+
+
+def test_one_table_with_an_extra_season_holds_its_history_and_takes_the_period_that_repeats():
+    series = weekly_long_table().query("id == 'a'")
+    table = pd.DataFrame({"day": pd.date_range("2024-01-01", periods=72, freq="D").strftime("%Y-%m-%d"),
+                          "y": series["y"].to_numpy()})
+    forecaster = Forecaster("day", "y", horizon=3, season=3, extra_seasons=(12,), base="seasonal", calendar=False,
+                            **QUICK).fit(table)
+    config = forecaster.network.config
+    assert (config.season, config.extra_seasons, config.encoder_steps, forecaster.layout.lookback) == (3, (12,), 6, 24)
+    frame = forecaster.read(table)
+    history = torch.as_tensor(forecaster.layout.target_scaler.transform(frame.targets[-24:]))[None]
+    base = forecaster.network.base(history)  # what the head corrected, in the data's units:
+    np.testing.assert_allclose(forecaster.layout.target_scaler.inverse(base.numpy())[0, :, 0],
+                               series["y"].to_numpy()[[60, 61, 62]], rtol=1e-12)  # a week of 12 days back: m = 12 won

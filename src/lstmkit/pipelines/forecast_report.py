@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+import numpy as np
+
 from lstmkit.extras import extra_imports
 
 with extra_imports("forecast", __name__):
@@ -48,8 +50,7 @@ def backtest_report(result: Backtest | PanelBacktest, frame: SeriesFrame | Panel
 
 def interval_line(forecaster: Forecaster, coverage: float) -> str:
     """How the interval was calibrated, and how much of the held-out values it holds."""
-    config, scales = forecaster.config, forecaster.layout.interval_scale
-    scales = (scales,) if isinstance(scales, float) else scales
+    config, scales = forecaster.config, np.atleast_1d(forecaster.layout.interval_scale)  # a long table's: one
     if not forecaster.layout.validation:
         how = "the network's, uncalibrated (no validation windows)"
     else:
