@@ -40,6 +40,19 @@ def test_the_choice_by_hand():
     assert combination(model, {"naive": baselines["naive"]}).tolist() == [1.0, 1.0]  # no statistical baseline
 
 
+def test_without_a_statistical_baseline_there_is_no_combination_to_choose_or_report(tmp_path):
+    """The mean of the network and no statistical baseline would be the network's own forecast."""
+    model, actual = np.array([1.0, 1.0]), np.array([2.0, 2.0])
+    baselines = {"naive": np.array([0.0, 0.0]), "seasonal_naive": np.array([3.0, 3.0])}
+    choice = choose(model, baselines, mean_absolute_error(actual), "MAE", lambda values: np.abs(values - actual))
+    assert {name: scores["MAE"] for name, scores in choice.scores.items()} == pytest.approx(
+        {"model": 1.0, "naive": 2.0, "seasonal_naive": 1.0, "model+seasonal_naive": 0.0}, abs=1e-15)
+    result = Forecaster("day", "y", horizon=3, lookback=6, baselines=("naive", "drift"), **QUICK).backtest(
+        line_table(), holdout=6, baselines=("naive", "drift"))
+    assert result.scores.index.tolist() == ["model", "naive", "drift", "chosen"]
+    assert "combination" not in result.forecasts.columns
+
+
 def test_a_lower_score_that_is_not_clearly_better_keeps_the_network():
     model, actual = np.array([1.0, 3.0]), np.array([2.0, 2.0])
     baselines = {"theta": np.array([2.0, 3.9])}
@@ -76,9 +89,9 @@ def test_one_table_chooses_the_baseline_exact_on_its_validation_windows(line_for
     layout = line_forecaster.layout
     assert layout.chosen == ("drift",)
     mase = {method: scores["MASE"] for method, scores in layout.validation["y"].items()}
-    assert set(mase) == {"model", "combination", "naive", "drift", "model+drift"}
+    # No statistical baseline to combine with: no combination, which would be the network's own forecast.
+    assert set(mase) == {"model", "naive", "drift", "model+drift"}
     assert mase["drift"] == 0 < mase["model+drift"] < mase["model"]
-    assert mase["combination"] == mase["model"]  # no statistical baseline to combine with
 
 
 def test_predict_forecasts_by_the_chosen_method_with_the_networks_interval_moved_onto_it(line_forecaster):

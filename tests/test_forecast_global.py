@@ -303,3 +303,11 @@ def test_cli_fit_and_predict_a_long_table(tmp_path, capsys):
 def test_long_table_options_are_refused_when_the_config_is_built(options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         Forecaster(**{"time": "t", "target": "y", "horizon": 3, "id": "id", **options})
+
+
+def test_a_long_table_without_a_statistical_baseline_reports_no_combination():
+    """The mean of the network and no statistical baseline would be the network's own forecast."""
+    table = long_table({"up": 10 + 2.0 * np.arange(40), "down": 500 - 3.0 * np.arange(40)})
+    result = Forecaster("t", "y", horizon=4, id="id", baselines=("naive", "drift"), **QUICK).backtest(table)
+    assert result.scores.index.tolist() == ["model", "naive", "drift", "naive2", "model+drift"]
+    assert set(result.model.layout.validation) == {"model", "naive", "drift", "naive2", "model+drift"}

@@ -54,7 +54,7 @@ from lstmkit.models.forecaster import (
 from lstmkit.pipelines.configs import ForecasterConfig
 from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, SeriesFrame, Windows, baseline_forecast, best_baseline,
                             calendar_features, future_times, read_series, scores, season_length)
-from lstmkit.series.choice import combination, method_forecast
+from lstmkit.series.choice import combination, combines, method_forecast
 from lstmkit.training import Job, Processes, Trainer, current_names, resolve_device
 
 
@@ -119,9 +119,10 @@ class Forecasts:
 class Backtest:
     """The outcome of `Forecaster.backtest`.
 
-    scores: one row per method (model, baselines, "combination", and "chosen": the forecast
-    `predict` would have made, by the method chosen on validation windows), columns MAE, RMSE,
-    sMAPE, MASE (the mean over targets); per_target: the same table for each target;
+    scores: one row per method (model, baselines, "combination" where a statistical baseline is
+    among config.baselines, and "chosen": the forecast `predict` would have made, by the method
+    chosen on validation windows), columns MAE, RMSE, sMAPE, MASE (the mean over targets);
+    per_target: the same table for each target;
     forecasts: one row per held-out time and target with the actual value, every method's
     forecast, and the interval `predict` would have given (the network's, calibrated, around
     the chosen forecast); coverage: the share of held-out values inside that interval;
@@ -409,8 +410,9 @@ class Forecaster:
         chosen_among = [{name: computed[name] for name in config.baselines} for computed in per_target]
         methods = {"model": forecasts.mean,
                    **{name: np.stack([computed[name] for computed in per_target], axis=-1) for name in shown},
-                   "combination": np.stack([combination(forecasts.mean[..., index], among)
-                                            for index, among in enumerate(chosen_among)], axis=-1),
+                   **({"combination": np.stack([combination(forecasts.mean[..., index], among)
+                                                for index, among in enumerate(chosen_among)], axis=-1)}
+                      if combines(config.baselines) else {}),
                    "chosen": np.stack([method_forecast(method, forecasts.mean[..., index], chosen_among[index])
                                        for index, method in enumerate(model.layout.chosen)], axis=-1)}
         shift = methods["chosen"] - forecasts.mean  # the interval as predict gives it: around the chosen forecast

@@ -35,7 +35,7 @@ with extra_imports("forecast", __name__):
 from lstmkit.models.forecaster import interval_half_width
 from lstmkit.pipelines.forecast import float_tensor, history_length
 from lstmkit.series import Panel, PanelWindows, m4_scores, owa, panel_baselines, read_panel, season_length
-from lstmkit.series.choice import PAIR, choose, combination, method_forecast
+from lstmkit.series.choice import PAIR, choose, combination, combines, method_forecast
 from lstmkit.series.intervals import interval_scale
 from lstmkit.series.metrics import series_scores
 from lstmkit.series.panel import STEP
@@ -192,8 +192,8 @@ def forecast(forecaster: Forecaster, histories: list[np.ndarray]) -> PanelForeca
                       "series; the naive forecast stands in for it, with no prediction interval", stacklevel=3)
         model[not_finite] = lower[not_finite] = upper[not_finite] = baselines["naive"][not_finite]
     chosen_among = {name: baselines[name] for name in config.baselines}
-    methods = {"model": model, "combination": combination(model, chosen_among), **chosen_among,
-               "naive2": baselines["naive2"]}
+    methods = {"model": model, **({"combination": combination(model, chosen_among)} if combines(chosen_among) else {}),
+               **chosen_among, "naive2": baselines["naive2"]}
     if layout.partner is not None:
         methods[PAIR + layout.partner] = method_forecast(PAIR + layout.partner, model, methods)
     return PanelForecasts(methods, lower, upper, int(not_finite.sum()))

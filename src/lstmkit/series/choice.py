@@ -5,7 +5,8 @@ M4's lesson is that combinations win. The candidates:
     model             the network's forecast
     <baseline>        each baseline's
     combination       the mean of the network's and the statistical baselines' (theta, ets,
-                      arima among those given; the network's alone when there are none)
+                      arima among those given; no candidate when none is given, as the mean
+                      would be the network's own forecast)
     model+<partner>   the mean of the network's and the baseline's that scored best
 
 The one with the lowest score is chosen, but over the network only when it is clearly
@@ -47,6 +48,11 @@ def combination(model: np.ndarray, baselines: dict[str, np.ndarray]) -> np.ndarr
     return np.mean([model, *(values for name, values in baselines.items() if name in STATISTICAL)], axis=0)
 
 
+def combines(names) -> bool:
+    """Whether the baselines `names` hold a statistical one, so that `combination` is a candidate."""
+    return any(name in STATISTICAL for name in names)
+
+
 def method_forecast(method: str, model: np.ndarray, baselines: dict[str, np.ndarray]) -> np.ndarray:
     """The forecast of the candidate `method`, from the network's and the baselines' forecasts."""
     if method == "model":
@@ -74,7 +80,8 @@ def choose(model: np.ndarray, baselines: dict[str, np.ndarray],
     the lowest `metric` where it is clearly better than the network by its per-item `terms`
     (a forecast -> the metric's value per item, whose mean is the metric); `baselines` must not
     be empty."""
-    methods = {"model": model, "combination": combination(model, baselines), **baselines}
+    methods = {"model": model, **({"combination": combination(model, baselines)} if combines(baselines) else {}),
+               **baselines}
     alone = score(methods)
     partner = min(baselines, key=lambda name: alone[name][metric])
     methods[PAIR + partner] = method_forecast(PAIR + partner, model, baselines)
