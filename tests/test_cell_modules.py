@@ -301,6 +301,12 @@ ERRORS = [
      "layer must be an int in [0, 0] for this layer, got 1"),
     (lambda c: lstmkit.LSTMCell.from_layer(lstmkit.LSTM(INPUT, HIDDEN, proj_size=2)), ValueError,
      "a cell module has no projection; the layer has proj_size=2, so its steps cannot be taken by a cell module"),
+    (lambda c: lstmkit.LSTMCell.from_layer(lstmkit.LSTM(INPUT, HIDDEN, zoneout=0.5)), ValueError,
+     "a cell module has no zoneout; the layer has zoneout=(0.5, 0.5), which changes its steps in evaluation too, "
+     "so step it with layer.step() instead"),
+    (lambda c: lstmkit.LSTMCell.from_layer(torch.nn.LSTM(INPUT, HIDDEN)), TypeError,
+     "expected an lstmkit layer (lstmkit.LSTM, ...), got torch.nn.modules.rnn.LSTM; a torch.nn layer's weights "
+     "load into the lstmkit layer of the same arguments (load_state_dict) first"),
     (lambda c: c.to_layer(lstmkit.LSTM(INPUT, HIDDEN, forget_gate=False)), ValueError,
      "to_layer needs a layer of this module's cell lstm, got one of cell lstm(forget_gate=False)"),
     (lambda c: c.to_layer(lstmkit.LSTM(INPUT, HIDDEN, bias=False)), ValueError,

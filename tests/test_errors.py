@@ -70,9 +70,13 @@ def test_layernorm_needs_two_hidden_features():
         lstmkit.LayerNormLSTM(3, 1)
 
 
-def test_projection_is_for_the_lstm_family_only():
+@pytest.mark.parametrize("make", [lambda: lstmkit.Recurrent("gru", 3, 4, proj_size=2),
+                                  lambda: lstmkit.GRU(3, 4, proj_size=2)])
+def test_projection_is_for_the_lstm_family_only(make):
     with raises(ValueError, "proj_size applies to the LSTM family only, not to cell 'gru'; got proj_size=2"):
-        lstmkit.Recurrent("gru", 3, 4, proj_size=2)
+        make()
+    with raises(ValueError, "proj_size applies to the LSTM family only, not to cell 'rnn'; got proj_size=1"):
+        lstmkit.RNN(3, 4, proj_size=1)
 
 
 def test_cell_options_with_a_cell_object():
@@ -150,6 +154,7 @@ def test_state_dtype_mismatch(lstm):
     ([6, 2, 3], ValueError, "lengths must have one entry per sequence, shape (2,), got shape (3,)"),
     (torch.tensor([6.0, 2.0]), TypeError, "lengths must hold integers, got dtype torch.float32"),
     ([6, 2.5], TypeError, "lengths must hold integers, got [6, 2.5]"),
+    (6, TypeError, "lengths must hold one integer per sequence (a tensor, a numpy array or a list), got 6"),
 ])
 def test_bad_lengths(lstm, lengths, error, message):
     with raises(error, message):
@@ -160,6 +165,11 @@ def test_lengths_with_packed_input(lstm):
     packed = pack_padded_sequence(torch.randn(6, 2, 3), [6, 2])
     with raises(ValueError, "lengths= is for padded tensor input; a PackedSequence carries its own lengths"):
         lstm(packed, lengths=[6, 2])
+
+
+def test_a_step_of_the_wrong_size_names_the_shape_given():
+    with raises(ValueError, "input.size(-1) must equal input_size=3, got 7 (input shape (2, 7))"):
+        lstmkit.LSTM(3, 4, num_layers=2).step(torch.randn(2, 7))
 
 
 def test_packed_input_with_wrong_features(lstm):

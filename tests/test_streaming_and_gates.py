@@ -124,6 +124,19 @@ def test_gru_trace_reproduces_the_recurrence(engine):
 
 
 @pytest.mark.parametrize("engine", PER_LAYER_ENGINES)
+def test_the_trace_is_detached_on_every_engine_and_leaves_the_gradients_alone(engine):
+    """A record of the activations, not a part of the graph: the fused kernels' backward does
+    not differentiate through it, so no engine does."""
+    layer = make_layer("lstm", {}, engine)
+    x = torch.randn(T, B, INPUT, dtype=torch.float64, requires_grad=True)
+    output, _, trace = layer(x, return_gates=True)
+    assert not any(gate.requires_grad for gate in trace.gates.values()) and not trace.cell_states.requires_grad
+    (traced,) = torch.autograd.grad(output.pow(2).sum(), x)
+    (plain,) = torch.autograd.grad(layer(x)[0].pow(2).sum(), x)
+    assert torch.equal(traced, plain)
+
+
+@pytest.mark.parametrize("engine", PER_LAYER_ENGINES)
 def test_gates_under_no_grad_in_eval_mode_with_lengths_and_batch_first(engine):
     layer = make_layer("peephole", {}, engine, batch_first=True).eval()
     x = torch.randn(B, T, INPUT, dtype=torch.float64)

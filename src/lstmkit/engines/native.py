@@ -73,7 +73,7 @@ class NativeEngine(Engine):
         kernel = NATIVE_KERNELS[kernel_name(stack.cell)]
         flat_weights = flat_weight_list(stack)
         options = (stack.bias, stack.num_layers, stack.dropout, stack.training, stack.bidirectional)
-        if lengths is None:
+        if lengths is None or data.shape[1] == 0:  # torch cannot pack an empty batch; it has nothing to mask
             hx = h0.contiguous() if c0 is None else (h0.contiguous(), c0.contiguous())
             output, *state = kernel(data, hx, flat_weights, *options, False)
         else:

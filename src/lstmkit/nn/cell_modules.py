@@ -108,7 +108,7 @@ class RecurrentCell(nn.Module):
         state = (h, c) if self.cell.has_cell_state else h
         if not return_gates:
             return state
-        named = self.cell.named_gates(gates)
+        named = {name: gate.detach() for name, gate in self.cell.named_gates(gates).items()}  # as a layer's trace
         return state, named if step.batched else {name: gate.squeeze(0) for name, gate in named.items()}
 
     @classmethod
@@ -116,13 +116,20 @@ class RecurrentCell(nn.Module):
         cls, recurrent: Recurrent, layer: int = 0, direction: int = 0, *, engine: str = "auto"
     ) -> RecurrentCell:
         """A cell module holding a copy of the weights of `layer` and `direction` of a
-        `Recurrent` stack (`lstmkit.LSTM`, ...): one call of it is one step of that layer."""
+        `Recurrent` stack (`lstmkit.LSTM`, ...): one call of it is one step of that layer in
+        evaluation mode (the training-only regularisers, dropouts of the layer, are not carried;
+        a layer with zoneout, which acts in evaluation too, is refused)."""
+        weights = layer_weights(recurrent, layer, direction)
+        if any(recurrent.zoneout):
+            raise ValueError(
+                f"a cell module has no zoneout; the layer has zoneout={recurrent.zoneout}, which changes its steps "
+                "in evaluation too, so step it with layer.step() instead"
+            )
         if cls.cell_name is not None and recurrent.cell.name != cls.cell_name:
             raise TypeError(
                 f"{cls.__name__}.from_layer takes a layer of cell {cls.cell_name!r}, got one of cell "
                 f"{recurrent.cell.describe()}; lstmkit.RecurrentCell.from_layer takes any cell"
             )
-        weights = layer_weights(recurrent, layer, direction)
         options = dict(
             bias=recurrent.bias, device=weights.weight_ih.device, dtype=weights.weight_ih.dtype, engine=engine
         )
@@ -190,7 +197,10 @@ class RecurrentCell(nn.Module):
 def layer_weights(recurrent: Recurrent, layer: int, direction: int) -> LayerWeights:
     """The weights of one layer and direction of `recurrent`, the indices checked."""
     if not isinstance(recurrent, Recurrent):
-        raise TypeError(f"expected an lstmkit layer (lstmkit.LSTM, ...), got {type(recurrent).__name__}")
+        raise TypeError(
+            f"expected an lstmkit layer (lstmkit.LSTM, ...), got {type(recurrent).__module__}.{type(recurrent).__name__}; "
+            "a torch.nn layer's weights load into the lstmkit layer of the same arguments (load_state_dict) first"
+        )
     for name, value, count in (
         ("layer", layer, recurrent.num_layers), ("direction", direction, recurrent.num_directions),
     ):

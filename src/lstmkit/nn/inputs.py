@@ -126,6 +126,10 @@ def check_features(input: Tensor, input_size: int, dtype: torch.dtype) -> None:
 def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) -> Tensor:
     """`lengths`: one integer per sequence, each in [1, T], as a tensor (on any device), a numpy
     array or a sequence of ints. Returned as an int64 tensor."""
+    if not isinstance(lengths, (Tensor, np.ndarray, Sequence)):
+        raise TypeError(
+            f"lengths must hold one integer per sequence (a tensor, a numpy array or a list), got {lengths!r}"
+        )
     if isinstance(lengths, np.ndarray):
         if not np.issubdtype(lengths.dtype, np.integer):
             raise TypeError(f"lengths must hold integers, got a numpy array of dtype {lengths.dtype}")

@@ -10,10 +10,13 @@ from lstmkit.nn.recurrent import Recurrent
 from lstmkit.nn.regularisers import REGULARISER_OPTIONS
 
 
-def checked_regularisers(options: dict[str, object]) -> dict[str, object]:
-    """The regulariser and initialisation keywords a named layer passes on to Recurrent
-    (documented there); any other keyword is refused by name."""
+def checked_regularisers(cell_name: str, options: dict[str, object]) -> dict[str, object]:
+    """The regulariser and initialisation keywords a named layer of `cell_name` passes on to
+    Recurrent (documented there); any other keyword is refused by name."""
     unknown = sorted(set(options) - set(REGULARISER_OPTIONS))
+    if "proj_size" in unknown:  # as Recurrent refuses it, where a GRU or RNN has no such argument
+        raise ValueError(f"proj_size applies to the LSTM family only, not to cell {cell_name!r}; "
+                         f"got proj_size={options['proj_size']!r}")
     if unknown:
         raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}; the regulariser "
                         f"options are {', '.join(REGULARISER_OPTIONS)}")
@@ -62,7 +65,7 @@ class LSTM(Recurrent):
             bidirectional, proj_size, device, dtype, forget_bias=forget_bias, engine=engine,
             input_gate=input_gate, forget_gate=forget_gate, output_gate=output_gate,
             input_activation=input_activation, output_activation=output_activation,
-            **checked_regularisers(regularisers),
+            **checked_regularisers(self.cell_name, regularisers),
         )
 
 
@@ -89,7 +92,7 @@ class LSTMVariant(Recurrent):
         super().__init__(
             self.cell_name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, proj_size, device, dtype, forget_bias=forget_bias, engine=engine,
-            **checked_regularisers(regularisers),
+            **checked_regularisers(self.cell_name, regularisers),
         )
 
 
@@ -149,7 +152,7 @@ class GRU(Recurrent):
     ) -> None:
         super().__init__(
             self.cell_name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-            bidirectional, 0, device, dtype, engine=engine, **checked_regularisers(regularisers),
+            bidirectional, 0, device, dtype, engine=engine, **checked_regularisers(self.cell_name, regularisers),
         )
 
 
@@ -185,7 +188,7 @@ class RNN(Recurrent):
         super().__init__(
             self.cell_name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, 0, device, dtype, engine=engine, nonlinearity=nonlinearity,
-            **checked_regularisers(regularisers),
+            **checked_regularisers(self.cell_name, regularisers),
         )
 
     @property

@@ -15,7 +15,7 @@ from torch.nn.utils.rnn import PackedSequence
 from lstmkit.cells import Cell, LayerWeights, make_cell
 from lstmkit.engines import Regularisation, Stack, check_engine, flatten_weights, select_engine
 from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
-from lstmkit.nn.inputs import SequenceBatch, prepare_input, prepare_state
+from lstmkit.nn.inputs import SequenceBatch, check_features, prepare_input, prepare_state
 from lstmkit.caller import warn_at_caller
 from lstmkit.nn import regularisers
 from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias
@@ -30,6 +30,9 @@ class GateTrace:
         batch_first, or (…, T, H) for unbatched input; packed input gives the padded
         time-major layout. Zero at steps past a sequence's length. Index l * D + d as in h_n.
     cell_states: c' per step in the same layout, or None for cells without a cell state.
+
+    Both are detached, on every engine: a record of the activations, not a part of the graph
+    (the fused kernels' backward does not differentiate through them).
     """
 
     gates: dict[str, Tensor]
@@ -260,6 +263,7 @@ class Recurrent(nn.Module):
                 "step() takes one time step: input of shape (B, input_size) or (input_size,), "
                 f"got {shape}"
             )
+        check_features(input, self.input_size, self.weight_ih_l0.dtype)  # its message names the shape given
         sequence = input.unsqueeze(0)
         batch = prepare_input(sequence, None, self.input_size, False, self.weight_ih_l0.dtype)
         h0, c0 = self._initial_state(hx, batch)
@@ -306,12 +310,12 @@ class Recurrent(nn.Module):
         """Stack the per-layer-direction activations and put them in the user's layout."""
         per_name = [self.cell.named_gates(gates) for gates, _ in trace]
         gates = {
-            name: batch.restore_per_step(torch.stack([named[name] for named in per_name]), time_dim=1)
+            name: batch.restore_per_step(torch.stack([named[name] for named in per_name]), time_dim=1).detach()
             for name in per_name[0]
         }
         cell_states = None
         if trace[0][1] is not None:
-            cell_states = batch.restore_per_step(torch.stack([cells for _, cells in trace]), time_dim=1)
+            cell_states = batch.restore_per_step(torch.stack([cells for _, cells in trace]), time_dim=1).detach()
         return GateTrace(gates, cell_states)
 
     def extra_repr(self) -> str:
