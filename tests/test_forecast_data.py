@@ -17,7 +17,8 @@ from lstmkit.pipelines.forecast_report import backtest_report
 from lstmkit.series import BASELINES, baseline_forecast, best_baseline, read_series
 
 QUICK = dict(hidden_size=8, num_layers=1, epochs=2, batch_size=64, seed=0)
-FORMS = ("the forms accepted are dates and times (2020-01-31, 2020-01-31 12:00, or what pandas.to_datetime reads), "
+FORMS = ("the forms accepted are dates and times (2020-01-31, 2020-01-31 12:00, 31/01/2020 or 01/31/2020, or what "
+         "pandas.to_datetime reads; with a UTC offset they are written back in UTC), "
          "ISO periods (1959Q2, 1959-04), integer years (1959) and decimal years on month starts (1959.25 for April "
          "1959, the second quarter; 1959.0833 for February)")
 
@@ -74,7 +75,10 @@ def test_integer_years_dates_and_iso_periods_are_read_and_written_back_alike(tim
     (["1959.0", "1959.1", "1959.2"], "column 't' at line 3 of {path} (the header is line 1) holds 1959.1, which is a "
                                      "decimal year that does not fall on a month start; " + FORMS),
     (["1959", "1960", "20200101"], "column 't' at line 4 of {path} (the header is line 1) holds 20200101, which is "
-                                   "a number outside the years 1..9999; " + FORMS),
+                                   "a number outside the years 1678..2261 (the dates pandas holds; integer steps 1, 2, 3 ... are "
+                                   "times in a long table of series ids only); " + FORMS),
+    (["1", "2", "3"], "column 't' at line 2 of {path} (the header is line 1) holds 1, which is a number outside the "
+                      "years 1678..2261"),
     (["2020-01-01", "", "2020-01-03"], "column 't' has a missing timestamp at line 3 of {path} (the header is line 1)"),
 ])
 def test_an_unreadable_time_column_names_its_line_and_the_forms_accepted(tmp_path, time_cells, message):

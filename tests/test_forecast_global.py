@@ -133,6 +133,15 @@ def test_a_ragged_long_table_reads_each_series_on_its_own_grid():
     assert panel.times(1, 5, 2) == [6, 7]
 
 
+def test_a_series_runs_from_its_first_value_to_its_last_with_nothing_invented_at_its_ends():
+    table = pd.DataFrame({"id": ["A"] * 5 + ["B"] * 2, "t": [1, 2, 3, 4, 5, 1, 2],
+                          "y": [None, 1.0, 2.0, None, None, 5.0, 6.0]})
+    with pytest.warns(UserWarning, match=re.escape("column 'y': 3 row(s) before a series' first value or after its "
+                                                   "last are ignored")):
+        panel = read_panel(table, "id", "t", "y")
+    assert [values.tolist() for values in panel.values] == [[1.0, 2.0], [5.0, 6.0]] and panel.starts == (2, 1)
+
+
 def test_a_long_table_of_dates_writes_its_times_back_as_dates():
     table = pd.DataFrame({"id": ["x"] * 3 + ["y"] * 4, "day": ["2024-01-01", "2024-01-02", "2024-01-03",
                                                              "2024-02-01", "2024-02-02", "2024-02-03", "2024-02-04"],
@@ -157,6 +166,10 @@ def test_a_long_dataframe_of_timestamps_reads_them_as_dates_not_as_nanoseconds()
     ("id,t,y\nA,1,1\nA,2,x\n", "column 'y' must hold numbers (or empty cells for missing values); line 3 of {path} "
      "(the header is line 1) holds 'x'"),
     ("id,t,y\nA,1,1\nB,1,\nB,2,\n", "series 'B' has no y values"),
+    ("id,t,y\n", "the table has no rows, only the columns id, t, y"),
+    ("id,day,y\n" + "".join(f"A,2024-01-{day:02d},1\n" for day in range(1, 11)) + "B,2024-01-01,1\nB,2024-01-08,2\n"
+     "B,2024-01-15,3\n", "series 'B' has 3 times on the 15 steps of a D grid from 2024-01-01 00:00:00 to 2024-01-15 "
+     "00:00:00: filling the other 12 would invent most of the series; give times of one frequency"),
     ("id,day,y\nA,2024-01-01,1\nA,2024-01-02,2\nA,2024-01-03,3\nB,2024-01-01 12:00,1\nB,2024-01-02,2\n",
      "series 'B' is not on the D grid of column 'day': 2024-01-02 00:00:00 falls between its steps"),
 ])
@@ -284,6 +297,8 @@ def test_cli_fit_and_predict_a_long_table(tmp_path, capsys):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert set(results["backtest"]) == {"model", "combination", "naive", "naive2", "ets", "model+ets"}
     saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    # The refit chooses again: results.json names its choice, what predict uses, beside the backtest's.
+    assert results["predict_uses"] == saved["layout"]["chosen"] and results["backtest_chose"] == "ets"
     assert (saved["forecaster"]["ensemble"], saved["forecaster"]["distribution"], saved["network"]["ensemble"]) == \
         (2, "normal", 2)
     main(["forecast", "predict", str(tmp_path / "run"), str(path), "--out", str(tmp_path / "next.csv")])

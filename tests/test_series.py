@@ -48,8 +48,47 @@ def test_rows_after_the_last_target_value_carry_known_future_covariates():
     assert frame.covariates[:, 0].tolist() == [9, 8, 7]  # observed-past: only up to the last target value
     assert frame.future_covariates[:, 0].tolist() == [0, 1, 1, 1, 0]
     assert frame.head(2).future_covariates.shape == (5, 1)
-    with pytest.warns(MissingValuesWarning, match=re.escape("2 row(s) after the last target value are ignored")):
+    with pytest.warns(MissingValuesWarning, match=re.escape("2 row(s) after the last one with every target's value are ignored")):
         assert len(read_series(table, "date", ["y"])) == 3
+
+
+def test_day_first_dates_are_read_in_the_order_that_puts_them_on_a_grid():
+    months = pd.date_range("2010-01-01", periods=24, freq="MS")
+    for written in (months.strftime("%d/%m/%Y"), months.strftime("%m/%d/%Y")):  # 01/02/2010: 1 February or 2 January
+        frame = read_series(pd.DataFrame({"date": written, "y": np.arange(24.0)}), "date", ["y"])
+        assert frame.frequency == "MS" and frame.time.equals(months)
+    weeks = pd.date_range("1994-05-07", periods=10, freq="W-SAT")  # 14/05/1994 reads day-first only
+    frame = read_series(pd.DataFrame({"date": weeks.strftime("%d/%m/%Y"), "y": np.arange(10.0)}), "date", ["y"])
+    assert frame.time.equals(weeks)
+    ambiguous = pd.DataFrame({"date": ["01/02/2010", "02/01/2010", "03/04/2010"], "y": [1.0, 2, 3]})
+    with pytest.raises(ValueError, match=re.escape("column 'date' holds dates such as '01/02/2010' that read "
+                                                   "day-first and month-first alike; write them as yyyy-mm-dd")):
+        read_series(ambiguous, "date", ["y"])
+
+
+def test_times_with_utc_offsets_are_read_and_written_back_in_utc():
+    local = pd.date_range("2021-03-27 22:00", periods=6, freq="h", tz="Europe/Berlin")  # summer time from 02:00
+    table = pd.DataFrame({"time": [stamp.isoformat() for stamp in local], "y": np.arange(6.0)})
+    frame = read_series(table, "time", ["y"])
+    assert frame.frequency == "h" and frame.time_kind == "utc"
+    assert frame.time.equals(local.tz_convert("UTC").tz_localize(None))
+    assert frame.time_values(frame.time[-1:]) == ["2021-03-28T02:00:00+00:00"]  # 04:00+02:00
+
+
+def test_times_that_leave_most_of_their_grid_empty_are_refused():
+    table = pd.DataFrame({"date": ["2020-01-01", "2020-01-02", "2020-01-03", "2020-02-01", "2020-03-01"],
+                          "y": np.arange(5.0)})
+    with pytest.raises(ValueError, match=re.escape(
+            "column 'date' has 5 times on the 61 steps of a D grid from 2020-01-01 00:00:00 to 2020-03-01 00:00:00: "
+            "filling the other 56 would invent most of the series; give times of one frequency (dates as yyyy-mm-dd)")):
+        read_series(table, "date", ["y"])
+
+
+def test_a_forecast_starts_after_the_last_row_with_every_target_not_from_an_invented_value():
+    table = weekly([1.0, 2.0, 3.0, 4.0]).assign(z=[10.0, 20.0, None, None])
+    with pytest.warns(MissingValuesWarning, match=re.escape("2 row(s) after the last one with every target's value")):
+        frame = read_series(table, "date", ["y", "z"])
+    assert frame.targets.tolist() == [[1, 10], [2, 20]]
 
 
 def test_covariates_and_several_targets():

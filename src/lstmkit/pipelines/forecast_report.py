@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -234,5 +235,9 @@ def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: 
                                interval_scale=layout.interval_scale)
     if Processes.from_environment().main:
         final.save(out / "model")
+        if forecaster.config.id is not None:  # the refit chose again: results.json names what predict uses
+            results = json.loads((out / "results.json").read_text())
+            write_json(out / "results.json", {**results, "backtest_chose": results["predict_uses"],
+                                              "predict_uses": final.layout.chosen})
     fitted.final = final
     return fitted

@@ -22,12 +22,20 @@ import numpy as np
 import pandas as pd
 
 # How the time column was written, so that forecasts are written back the same way.
-TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "month")
-TIME_FORMS = ("dates and times (2020-01-31, 2020-01-31 12:00, or what pandas.to_datetime reads), "
+TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "month", "utc")
+TIME_FORMS = ("dates and times (2020-01-31, 2020-01-31 12:00, 31/01/2020 or 01/31/2020, or what "
+              "pandas.to_datetime reads; with a UTC offset they are written back in UTC), "
               "ISO periods (1959Q2, 1959-04), integer years (1959) and decimal years on month starts "
               "(1959.25 for April 1959, the second quarter; 1959.0833 for February)")
 QUARTER = r"(\d{4})-?[Qq]([1-4])"
 MONTH = r"\d{4}-\d{2}"
+# A date of two numbers and a year, 01/02/2010: day-first or month-first, whichever order reads
+# every row as a date and puts the rows on a regular grid (numeric_dates).
+NUMERIC_DATE = r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4})"
+# A time with a UTC offset (2021-03-28 03:00:00+02:00) or Z.
+UTC_OFFSET = r".*\d(Z|[+-]\d{2}:?\d{2})"
+# The whole years pandas' timestamps hold (nanoseconds from 1970 fill 64 bits in 1677 and 2262).
+YEARS = (pd.Timestamp.min.year + 1, pd.Timestamp.max.year - 1)
 # A decimal year's fraction times 12 may be this far from a whole month: 1/12 written with
 # two decimals (0.08) is 0.96 months.
 MONTH_TOLERANCE = 0.05
@@ -89,6 +97,8 @@ def written_times(times: pd.DatetimeIndex, time_kind: str) -> list:
         return [f"{stamp.year}Q{stamp.quarter}" for stamp in times]
     if time_kind == "month":
         return [f"{stamp.year:04d}-{stamp.month:02d}" for stamp in times]
+    if time_kind == "utc":
+        return [stamp.isoformat() + "+00:00" for stamp in times]
     with_clock = any(stamp != stamp.normalize() for stamp in times)
     return [stamp.isoformat() if with_clock else stamp.date().isoformat() for stamp in times]
 
@@ -125,7 +135,10 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
     grid = pd.date_range(values.index[0], values.index[-1], freq=frequency)
     if not values.index.isin(grid).all():
         stray = values.index[~values.index.isin(grid)][0]
-        raise ValueError(f"column {time!r} is not on a regular {frequency} grid: {stray} falls between its steps")
+        label = table.index[stamps == stray][0]
+        raise ValueError(f"column {time!r} is not on a regular {frequency} grid: {stray}, at {row_name(label, path)}, "
+                         "falls between its steps")
+    check_coverage(len(values), grid, frequency, f"column {time!r}")
     numeric = values.reindex(grid)
     observed = observed_rows(numeric[targets], known)
     filled = {name: fill_gaps(column if name in known else column.iloc[:observed], name)
@@ -136,15 +149,27 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
     )
 
 
+def check_coverage(times: int, grid: pd.DatetimeIndex, frequency: str, what: str) -> None:
+    """Refuse `times` timestamps that leave most of their regular `grid` empty: filling it
+    would invent most of the series (times of several frequencies, or misread dates, do it)."""
+    if len(grid) > 2 * times:
+        raise ValueError(f"{what} has {times} times on the {len(grid)} steps of a {frequency} grid from {grid[0]} "
+                         f"to {grid[-1]}: filling the other {len(grid) - times} would invent most of the series; "
+                         "give times of one frequency (dates as yyyy-mm-dd)")
+
+
 def observed_rows(targets: pd.DataFrame, known: list[str]) -> int:
-    """The rows up to the last one with a target value; warns about later rows that serve
-    no known-future covariate."""
-    has_value = targets.notna().any(axis=1).to_numpy()
-    if not has_value.any():
-        raise ValueError(f"the target column(s) {', '.join(targets.columns)} have no values")
-    observed = int(np.flatnonzero(has_value)[-1]) + 1
+    """The rows up to the last one with a value of every target (a forecast starts after it,
+    from no invented value); warns about later rows that serve no known-future covariate."""
+    empty = [name for name, column in targets.items() if column.isna().all()]
+    if empty:
+        raise ValueError(f"the target column(s) {', '.join(empty)} have no values")
+    has_values = targets.notna().all(axis=1).to_numpy()
+    if not has_values.any():
+        raise ValueError(f"no row has a value of every target column ({', '.join(targets.columns)})")
+    observed = int(np.flatnonzero(has_values)[-1]) + 1
     if observed < len(targets) and not known:
-        warnings.warn(f"{len(targets) - observed} row(s) after the last target value are ignored "
+        warnings.warn(f"{len(targets) - observed} row(s) after the last one with every target's value are ignored "
                       "(such rows serve known-future covariates only)", MissingValuesWarning, stacklevel=3)
     return observed
 
@@ -197,23 +222,61 @@ def parse_time(column: pd.Series, name: str, path: Path | None) -> tuple[pd.Date
     if text.str.fullmatch(QUARTER).all():
         parts = text.str.extract(QUARTER).astype(np.int64)
         return month_starts(parts[0], 3 * parts[1] - 2), "quarter"
+    if text.str.fullmatch(NUMERIC_DATE).all():
+        return numeric_dates(text.str.extract(NUMERIC_DATE).astype(np.int64), column, name, path), "datetime"
+    # Offsets that change (daylight saving) leave pandas no one zone: read every time as UTC.
+    offsets = bool(text.str.fullmatch(UTC_OFFSET).any())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "could not infer format": format="mixed" says so
-        stamps = pd.to_datetime(text, errors="coerce", format="mixed")
+        stamps = pd.to_datetime(text, errors="coerce", format="mixed", utc=offsets)
     if stamps.isna().any():
         unreadable(column, stamps.isna(), name, path, "cannot be read as a time")
-    if stamps.dt.tz is not None:
-        stamps = stamps.dt.tz_convert(None)
+    if offsets:
+        return pd.DatetimeIndex(stamps.dt.tz_convert(None)), "utc"
     return pd.DatetimeIndex(stamps), "month" if text.str.fullmatch(MONTH).all() else "datetime"
+
+
+def numeric_dates(parts: pd.DataFrame, column: pd.Series, name: str, path: Path | None) -> pd.DatetimeIndex:
+    """Dates written as two numbers and a year (`parts`: one column each), read day-first or
+    month-first: the order that reads every row as a date, or, where both do, the one that
+    leaves fewer steps of its regular grid empty (01/02/2010, 01/03/2010 ... are months read
+    day-first, not the first days of January read month-first). A tie is refused."""
+    readings = {}
+    for order, (month, day) in {"month-first": (0, 1), "day-first": (1, 0)}.items():
+        stamps = pd.to_datetime(pd.DataFrame({"year": parts[2], "month": parts[month], "day": parts[day]}),
+                                errors="coerce")
+        if stamps.notna().all():
+            readings[order] = pd.DatetimeIndex(stamps)
+    if not readings:
+        unreadable(column, stamps.isna(), name, path, "is not a date read day-first or month-first")
+    if len(readings) == 1 or readings["month-first"].equals(readings["day-first"]):
+        return next(iter(readings.values()))
+    empty = {order: empty_steps(stamps) for order, stamps in readings.items()}
+    if empty["month-first"] == empty["day-first"]:
+        raise ValueError(f"column {name!r} holds dates such as {plain(column.iloc[0])!r} that read day-first and "
+                         "month-first alike; write them as yyyy-mm-dd")
+    return readings[min(empty, key=empty.get)]
+
+
+def empty_steps(stamps: pd.DatetimeIndex) -> float:
+    """How many steps of the regular grid the timestamps lie on hold none of them (inf: no grid)."""
+    index = stamps.sort_values().unique()
+    try:
+        frequency = infer_frequency(index, "")
+    except ValueError:
+        return np.inf
+    grid = pd.date_range(index[0], index[-1], freq=frequency)
+    return np.inf if not index.isin(grid).all() else float(len(grid) - len(index))
 
 
 def years_to_stamps(numbers: pd.Series, column: pd.Series, name: str, path: Path | None
                     ) -> tuple[pd.DatetimeIndex, str]:
     """Integer years (1959) as January 1sts; decimal years on month starts (1959.25) as the
     first day of their month."""
-    outside = ~numbers.between(1, 9999)
+    outside = ~numbers.between(*YEARS)
     if outside.any():
-        unreadable(column, outside, name, path, "is a number outside the years 1..9999")
+        unreadable(column, outside, name, path, f"is a number outside the years {YEARS[0]}..{YEARS[1]} (the dates pandas "
+                   "holds; integer steps 1, 2, 3 ... are times in a long table of series ids only)")
     months = numbers * 12  # months since year 0
     if (numbers == np.floor(numbers)).all():
         kind = "year"

@@ -3,7 +3,9 @@
 
     CSV or DataFrame -> id, time and target columns -> no missing id, no id-time pair twice ->
     each series sorted and put on its own regular grid (series may start and end anywhere:
-    ragged) -> gaps filled by linear interpolation, with a warning that counts them
+    ragged; from its first value to its last, rows without one before or after ignored, with a
+    warning; most of its grid must hold times) -> gaps filled by linear interpolation, with a
+    warning that counts them
 
 The time column holds integer steps (1, 2, 3 ...: written back as integers, one step apart;
 integer years read this way too, as the same numbers) or any form `read_series` reads
@@ -20,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lstmkit.series.frame import (MissingValuesWarning, infer_frequency, numeric_column, parse_time, plain,
-                                  read_table, row_name, written_times)
+from lstmkit.series.frame import (MissingValuesWarning, check_coverage, infer_frequency, numeric_column, parse_time,
+                                  plain, read_table, row_name, written_times)
 
 STEP = "step"  # the frequency and time kind of integer steps
 
@@ -71,6 +73,8 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
     if len(set(columns)) < 3:
         raise ValueError(f"the id, time and target columns must be three columns, got {id!r}, {time!r}, {target!r}")
     path = None if isinstance(source, pd.DataFrame) else Path(source)
+    if table.empty:
+        raise ValueError(f"the table has no rows, only the columns {', '.join(map(str, table.columns))}")
     if table[id].isna().any():
         label = table.index[table[id].isna().to_numpy()][0]
         raise ValueError(f"column {id!r} has a missing series id at {row_name(label, path)}")
@@ -85,15 +89,21 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
                          f"{row_name(labels[0], path)} and {row_name(labels[1], path)}; a long table holds one row "
                          "per id and time")
     frequency = STEP if time_kind == STEP else infer_frequency(pd.DatetimeIndex(longest(keys)), time)
-    ids, series, starts, missing = [], [], [], 0
+    ids, series, starts, missing, outside = [], [], [], 0, 0
     for series_id, rows in keys.groupby("id", sort=False):
         order = np.argsort(rows["time"].to_numpy(), kind="stable")
         times, observed = rows["time"].to_numpy()[order], values[rows.index].to_numpy()[order]
+        known = np.flatnonzero(~np.isnan(observed))
+        if not len(known):
+            raise ValueError(f"series {plain(series_id)!r} has no {target} values")
+        # A series runs from its first value to its last: nothing is invented at its ends.
+        outside += len(times) - (known[-1] + 1 - known[0])
+        times, observed = times[known[0]:known[-1] + 1], observed[known[0]:known[-1] + 1]
         grid = on_grid(times, frequency, series_id, time)
+        if frequency != STEP:
+            check_coverage(len(times), grid, frequency, f"series {plain(series_id)!r}")
         filled = pd.Series(np.nan, index=grid)
         filled[times] = observed
-        if filled.isna().all():
-            raise ValueError(f"series {plain(series_id)!r} has no {target} values")
         missing += int(filled.isna().sum())
         ids.append(plain(series_id))
         series.append(filled.interpolate(method="linear", limit_direction="both").to_numpy())
@@ -101,6 +111,9 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
     if missing:
         warnings.warn(f"column {target!r}: {missing} missing value(s) filled by linear interpolation within their series",
                       MissingValuesWarning, stacklevel=2)
+    if outside:
+        warnings.warn(f"column {target!r}: {outside} row(s) before a series' first value or after its last are "
+                      "ignored", MissingValuesWarning, stacklevel=2)
     return Panel(id, time, target, tuple(ids), tuple(series), tuple(starts), time_kind, frequency)
 
 
