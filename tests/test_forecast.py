@@ -226,9 +226,13 @@ def test_bad_options_are_refused_when_the_forecaster_is_built(options, message):
 def test_data_too_short_or_not_fitted_is_refused():
     table = sine_table(60)
     forecaster = Forecaster("day", "signal", horizon=10, lookback=20, **QUICK)
-    with pytest.raises(ValueError, match=re.escape("the series has 60 rows; a backtest with holdout 30 needs at least "
-                                                   "lookback + horizon + season + holdout = 20 + 10 + 7 + 30 = 67")):
+    # fit needs 40 rows (rows_needed: a window and the early-stopping ones), more than 20 + 10 + 7.
+    with pytest.raises(ValueError, match=re.escape(
+            "the series has 60 rows; a backtest with holdout 30 needs at least 70: 40 to fit on (lookback + horizon + "
+            "season = 20 + 10 + 7 = 37, and windows kept for early stopping) and the 30 held out; give more rows, or "
+            "a shorter lookback or horizon")):
         forecaster.backtest(table, holdout=30)
+    assert forecaster.backtest(sine_table(70), holdout=30).holdout == 30  # the count given is enough
     with pytest.raises(RuntimeError, match="the forecaster is not fitted"):
         forecaster.predict(table)
     forecaster.fit(table)

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import re
+import warnings
 import socket
 import subprocess
 import sys
@@ -58,6 +59,20 @@ def test_precision_autocasts_the_products_and_scales_float16_only():
     assert not Precision("bf16", torch.device("cpu")).scaler.is_enabled()
     with pytest.raises(ValueError, match=re.escape("precision 16 (float16 autocast) runs on CUDA; on cpu use bf16 or 32")):
         Precision("16", torch.device("cpu"))
+
+
+def test_bfloat16_on_a_cpu_without_its_kernels_warns_that_it_is_emulated(monkeypatch):
+    from lstmkit.training import device
+
+    monkeypatch.setattr(device, "cpu_has_bfloat16_kernels", lambda: False)
+    with pytest.warns(RuntimeWarning, match=re.escape("bfloat16 products are emulated, about 200 x slower than "
+                                                      "float32; --precision 32 trains faster here")):
+        Precision("bf16", torch.device("cpu"))
+    monkeypatch.setattr(device, "cpu_has_bfloat16_kernels", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Precision("bf16", torch.device("cpu"))
+        Precision("32", torch.device("cpu"))
 
 
 def test_the_schedule_is_constant_at_a_min_lr_fraction_of_one():

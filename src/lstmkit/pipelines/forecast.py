@@ -395,10 +395,12 @@ class Forecaster:
             raise ValueError(f"holdout must be a positive integer, got {holdout!r}")
         start = len(frame) - holdout
         season, lookback = self.season_and_lookback(frame)
-        if start < lookback + horizon + season:
+        fitted = max(lookback + horizon + season, self.rows_needed(lookback))  # fit's own check, on `start` rows
+        if start < fitted:
             raise ValueError(f"the series has {len(frame)} rows; a backtest with holdout {holdout} needs at least "
-                             f"lookback + horizon + season + holdout = {lookback} + {horizon} + {season} + {holdout} "
-                             f"= {lookback + horizon + season + holdout}")
+                             f"{fitted + holdout}: {fitted} to fit on (lookback + horizon + season = {lookback} + "
+                             f"{horizon} + {season} = {lookback + horizon + season}, and windows kept for early "
+                             f"stopping) and the {holdout} held out; give more rows, or a shorter lookback or horizon")
         model = Forecaster(**{field.name: getattr(config, field.name) for field in fields(config)})
         model.fit(frame.head(start))
         origins = list(range(start, len(frame), horizon))

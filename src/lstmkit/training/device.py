@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 
 import torch
+
+from lstmkit.engines.native import cpu_has_bfloat16_kernels
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
@@ -45,6 +48,12 @@ class Precision:
             raise ValueError(f"precision must be one of 32, bf16, 16, got {name!r}")
         if name == "16" and device.type != "cuda":
             raise ValueError(f"precision 16 (float16 autocast) runs on CUDA; on {device.type} use bf16 or 32")
+        if name == "bf16" and device.type == "cpu" and not cpu_has_bfloat16_kernels():
+            # Measured on a 2-core AVX2 EPYC: a (64 x 512) @ (512 x 2048) product in 243 ms
+            # against 1.2 ms in float32, and a 2 x 512 character LSTM at 88 tokens/s against 4,607.
+            warnings.warn("this CPU has no bfloat16 matrix kernels (oneDNN finds no AVX-512 BF16 or AMX), so "
+                          "bfloat16 products are emulated, about 200 x slower than float32; --precision 32 trains "
+                          "faster here", RuntimeWarning, stacklevel=2)
         self.name, self.device = name, device
         self.dtype = AUTOCAST_DTYPES.get(name)
         self.scaler = torch.amp.GradScaler(device.type, enabled=name == "16")
