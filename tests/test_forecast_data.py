@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from lstmkit.forecast import Forecaster
-from lstmkit.pipelines.forecast_report import backtest_report
+from lstmkit.pipelines.forecast_report import backtest_report, beaten_line
 from lstmkit.series import BASELINES, baseline_forecast, best_baseline, read_series
 
 QUICK = dict(hidden_size=8, num_layers=1, epochs=2, batch_size=64, seed=0)
@@ -196,6 +196,22 @@ def test_a_forecast_that_is_not_finite_is_replaced_by_the_best_baseline_in_a_bac
     assert np.isfinite(result.scores.loc["model", ["MAE", "RMSE", "sMAPE"]].to_numpy()).all()
     assert backtest_report(result, read_series(table, "day", ["y"])).splitlines()[-1] == (
         "the model's forecast was not finite, and a baseline stood in for it, at: y from 2024-03-08 (seasonal_naive)")
+
+
+def test_the_report_line_on_the_baselines_by_hand():
+    scores = pd.DataFrame({"MASE": [0.5, 0.7, 0.4]}, index=["model", "naive", "ets"])
+    assert beaten_line(scores, "MASE") == "the model is beaten on this backtest (MASE 0.500) by: ets (0.400)"
+    assert beaten_line(scores.drop(index="ets"), "MASE") == "the model beats every baseline on this backtest (MASE 0.500)"
+    tied = pd.DataFrame({"MASE": [0.0, 0.0]}, index=["model", "naive"])  # a constant series: every method exact
+    assert beaten_line(tied, "MASE") == "the model and every baseline score alike on this backtest (MASE 0.000)"
+
+
+def test_predict_on_a_backtest_folder_says_that_fit_saves_the_model(tmp_path):
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            "is not an lstmkit checkpoint: expected config.json and model.safetensors in it (it holds a backtest's "
+            "results.json: `forecast backtest` saves no model, `forecast fit` does)")):
+        Forecaster.load(tmp_path)
 
 
 def test_the_report_says_plainly_which_baselines_beat_the_model_and_what_predict_uses():

@@ -195,8 +195,10 @@ def read_config(directory: Path) -> dict:
     """The JSON object in a checkpoint folder's config.json."""
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     if not config_path.is_file() or not weights_path.is_file():
+        backtest = " (it holds a backtest's results.json: `forecast backtest` saves no model, `forecast fit` does)" \
+            if (directory / "results.json").is_file() else ""
         raise FileNotFoundError(
-            f"{directory} is not an lstmkit checkpoint: expected {CONFIG_FILE} and {WEIGHTS_FILE} in it"
+            f"{directory} is not an lstmkit checkpoint: expected {CONFIG_FILE} and {WEIGHTS_FILE} in it{backtest}"
         )
     config = read_json(config_path)
     if not isinstance(config, dict):

@@ -84,7 +84,8 @@ def add_setting(parser, config_class: type, name: str, help: str, flag: str | No
     """The option --NAME (dashes for underscores; or `flag`) for the config field `name`, its
     default read from the config class and shown in the help."""
     default = field_default(config_class, name)
-    shown = f" (default {default})" if default not in (None, False, ()) else ""
+    written = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else default  # as the flag takes it
+    shown = f" (default {written})" if default not in (None, False, ()) else ""
     by_level = {level: values[name] for level, values in getattr(config_class, "level_defaults", {}).items()
                 if name in values}
     if default is None and by_level:

@@ -99,6 +99,8 @@ def beaten_line(scores: pd.DataFrame, metric: str) -> str:
     """Which methods score a lower `metric` than the model on the backtest, said plainly."""
     model = scores.loc["model", metric]
     better = [name for name in scores.index if name != "model" and scores.loc[name, metric] < model]
+    if not better and (scores[metric] == model).all():
+        return f"the model and every baseline score alike on this backtest ({metric} {model:.3f})"
     if not better:
         return f"the model beats every baseline on this backtest ({metric} {model:.3f})"
     return f"the model is beaten on this backtest ({metric} {model:.3f}) by: " + ", ".join(
