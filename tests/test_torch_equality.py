@@ -97,3 +97,8 @@ def test_lstm_with_projection_has_torch_parameter_names_and_shapes():
 
 def test_rnn_takes_nonlinearity_as_fourth_positional_argument_like_torch():
     assert lstmkit.RNN(3, 4, 2, "relu").nonlinearity == torch.nn.RNN(3, 4, 2, "relu").nonlinearity == "relu"
+
+
+@pytest.mark.parametrize("layer, options", [("LSTM", {}), ("GRU", {}), ("RNN", {}), ("RNN", {"nonlinearity": "relu"})])
+def test_the_mode_torch_nn_exposes(layer, options):
+    assert getattr(lstmkit, layer)(3, 4, **options).mode == getattr(torch.nn, layer)(3, 4, **options).mode

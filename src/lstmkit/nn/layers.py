@@ -37,6 +37,7 @@ class LSTM(Recurrent):
     )
 
     cell_name = "lstm"
+    mode = "LSTM"  # torch.nn's RNNBase.mode, which code written for torch.nn may read
 
     def __init__(
         self,
@@ -134,6 +135,7 @@ class GRU(Recurrent):
         example=">>> output, h_n = lstmkit.GRU(10, 20, num_layers=2)(torch.randn(5, 3, 10))",
     )
     cell_name = "gru"
+    mode = "GRU"
 
     def __init__(
         self,
@@ -195,3 +197,8 @@ class RNN(Recurrent):
     def nonlinearity(self) -> str:
         """'tanh' or 'relu', as torch.nn.RNN exposes it."""
         return self.cell.nonlinearity
+
+    @property
+    def mode(self) -> str:
+        """'RNN_TANH' or 'RNN_RELU', as torch.nn.RNN's."""
+        return f"RNN_{self.nonlinearity.upper()}"
