@@ -18,7 +18,7 @@ from lstmkit.series import BASELINES, baseline_forecast, best_baseline, read_ser
 
 QUICK = dict(hidden_size=8, num_layers=1, epochs=2, batch_size=64, seed=0)
 FORMS = ("the forms accepted are dates and times (2020-01-31, 2020-01-31 12:00, 31/01/2020 or 01/31/2020, or what "
-         "pandas.to_datetime reads; with a UTC offset they are written back in UTC), "
+         "pandas.to_datetime reads; with a UTC offset or a time zone they are written back in UTC), "
          "ISO periods (1959Q2, 1959-04), integer years (1959) and decimal years on month starts (1959.25 for April "
          "1959, the second quarter; 1959.0833 for February)")
 
@@ -59,7 +59,7 @@ def test_decimal_years_of_months_are_months(decimals):
     # A DataFrame's own timestamps (datetime64, as pandas and statsforecast give them), not their nanoseconds.
     (pd.date_range("2020-01-31", periods=4, freq="ME"), "ME", "2020-01-31", "datetime", ["2020-01-31", "2020-02-29"]),
     (pd.date_range("2020-01-01 01:00", periods=4, freq="h", tz="Europe/Berlin"), "h", "2020-01-01 00:00",
-     "datetime", ["2020-01-01T00:00:00", "2020-01-01T01:00:00"]),
+     "utc", ["2020-01-01T00:00:00+00:00", "2020-01-01T01:00:00+00:00"]),
 ])
 def test_integer_years_dates_and_iso_periods_are_read_and_written_back_alike(times, frequency, first, kind, written):
     with warnings.catch_warnings():

@@ -326,3 +326,11 @@ def test_a_long_table_without_a_statistical_baseline_reports_no_combination():
     result = Forecaster("t", "y", horizon=4, id="id", baselines=("naive", "drift"), **QUICK).backtest(table)
     assert result.scores.index.tolist() == ["model", "naive", "drift", "naive2", "model+drift"]
     assert set(result.model.layout.validation) == {"model", "naive", "drift", "naive2", "model+drift"}
+
+
+def test_integer_steps_that_leave_most_of_their_grid_empty_are_refused():
+    table = pd.DataFrame({"id": ["a"] * 3, "t": [1, 10, 20], "y": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match=re.escape(
+            "series 'a' has 3 times on the 20 steps of a step grid from 1 to 20: filling the other 17 would invent "
+            "most of the series")):
+        read_panel(table, "id", "t", "y")

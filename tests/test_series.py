@@ -60,6 +60,16 @@ def test_day_first_dates_are_read_in_the_order_that_puts_them_on_a_grid():
     weeks = pd.date_range("1994-05-07", periods=10, freq="W-SAT")  # 14/05/1994 reads day-first only
     frame = read_series(pd.DataFrame({"date": weeks.strftime("%d/%m/%Y"), "y": np.arange(10.0)}), "date", ["y"])
     assert frame.time.equals(weeks)
+    unreadable = [
+        (["13/13/2010", "01/02/2010", "01/03/2010"], "at row 0 (0-based position in the DataFrame) holds '13/13/2010', "
+                                                     "which is not a date read day-first or month-first"),
+        (["01/02/2010", "13/01/2010", "01/13/2010"], "at row 1 (0-based position in the DataFrame) holds '13/01/2010', "
+                                                     "which reads day-first only, where other rows read month-first "
+                                                     "only; write the dates as yyyy-mm-dd"),
+    ]
+    for written, message in unreadable:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            read_series(pd.DataFrame({"date": written, "y": [1.0, 2, 3]}), "date", ["y"])
     ambiguous = pd.DataFrame({"date": ["01/02/2010", "02/01/2010", "03/04/2010"], "y": [1.0, 2, 3]})
     with pytest.raises(ValueError, match=re.escape("column 'date' holds dates such as '01/02/2010' that read "
                                                    "day-first and month-first alike; write them as yyyy-mm-dd")):

@@ -24,7 +24,7 @@ import pandas as pd
 # How the time column was written, so that forecasts are written back the same way.
 TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "month", "utc")
 TIME_FORMS = ("dates and times (2020-01-31, 2020-01-31 12:00, 31/01/2020 or 01/31/2020, or what "
-              "pandas.to_datetime reads; with a UTC offset they are written back in UTC), "
+              "pandas.to_datetime reads; with a UTC offset or a time zone they are written back in UTC), "
               "ISO periods (1959Q2, 1959-04), integer years (1959) and decimal years on month starts "
               "(1959.25 for April 1959, the second quarter; 1959.0833 for February)")
 QUARTER = r"(\d{4})-?[Qq]([1-4])"
@@ -214,7 +214,9 @@ def parse_time(column: pd.Series, name: str, path: Path | None) -> tuple[pd.Date
         label = column.index[column.isna().to_numpy()][0]
         raise ValueError(f"column {name!r} has a missing timestamp at {row_name(label, path)}")
     if pd.api.types.is_datetime64_any_dtype(column):  # a DataFrame's timestamps (to_numeric would count nanoseconds)
-        return pd.DatetimeIndex(column.dt.tz_convert(None) if column.dt.tz is not None else column), "datetime"
+        if column.dt.tz is not None:  # an instant in a zone: in UTC, written back as UTC, as offsets in text are
+            return pd.DatetimeIndex(column.dt.tz_convert(None)), "utc"
+        return pd.DatetimeIndex(column), "datetime"
     numbers = pd.to_numeric(column, errors="coerce")
     if numbers.notna().all():
         return years_to_stamps(numbers, column, name, path)
@@ -241,14 +243,16 @@ def numeric_dates(parts: pd.DataFrame, column: pd.Series, name: str, path: Path 
     month-first: the order that reads every row as a date, or, where both do, the one that
     leaves fewer steps of its regular grid empty (01/02/2010, 01/03/2010 ... are months read
     day-first, not the first days of January read month-first). A tie is refused."""
-    readings = {}
-    for order, (month, day) in {"month-first": (0, 1), "day-first": (1, 0)}.items():
-        stamps = pd.to_datetime(pd.DataFrame({"year": parts[2], "month": parts[month], "day": parts[day]}),
-                                errors="coerce")
-        if stamps.notna().all():
-            readings[order] = pd.DatetimeIndex(stamps)
+    attempts = {order: pd.to_datetime(pd.DataFrame({"year": parts[2], "month": parts[month], "day": parts[day]}),
+                                      errors="coerce")
+                for order, (month, day) in {"month-first": (0, 1), "day-first": (1, 0)}.items()}
+    readings = {order: pd.DatetimeIndex(stamps) for order, stamps in attempts.items() if stamps.notna().all()}
     if not readings:
-        unreadable(column, stamps.isna(), name, path, "is not a date read day-first or month-first")
+        neither = attempts["month-first"].isna() & attempts["day-first"].isna()
+        if neither.any():
+            unreadable(column, neither, name, path, "is not a date read day-first or month-first")
+        unreadable(column, attempts["month-first"].isna(), name, path,
+                   "reads day-first only, where other rows read month-first only; write the dates as yyyy-mm-dd")
     if len(readings) == 1 or readings["month-first"].equals(readings["day-first"]):
         return next(iter(readings.values()))
     empty = {order: empty_steps(stamps) for order, stamps in readings.items()}
