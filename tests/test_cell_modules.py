@@ -292,7 +292,7 @@ ERRORS = [
      "LSTMCell: hx[0] (h) must have shape (5,) (hidden_size,) for unbatched input for input of shape (4,), got (1, 5)"),
     (lambda c: c(torch.randn(B, INPUT), torch.randn(B, HIDDEN)), TypeError,
      "LSTMCell: hx must be a tuple (h, c) of two tensors, got Tensor of shape (3, 5)"),
-    (lambda c: c(torch.randn(B, INPUT, dtype=F64)), TypeError,
+    (lambda c: c(torch.randn(B, INPUT, dtype=F64)), ValueError,
      "input dtype must match the layer's parameters (torch.float32), got torch.float64; convert the input with "
      "input.to(torch.float32) or the layer with layer.to(torch.float64)"),
     (lambda c: lstmkit.LSTMCell.from_layer(lstmkit.GRU(INPUT, HIDDEN)), TypeError,

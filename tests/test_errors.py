@@ -113,7 +113,7 @@ def test_empty_sequence(lstm):
 
 
 def test_input_dtype_mismatch(lstm):
-    with raises(TypeError, "input dtype must match the layer's parameters (torch.float32), got torch.float64"):
+    with raises(ValueError, "input dtype must match the layer's parameters (torch.float32), got torch.float64"):
         lstm(torch.randn(6, 2, 3, dtype=torch.float64))
 
 
@@ -144,7 +144,7 @@ def test_state_with_projection_has_proj_size_features():
 
 
 def test_state_dtype_mismatch(lstm):
-    with raises(TypeError, "hx[1] (c_0) dtype must match the layer's parameters (torch.float32), got torch.float64"):
+    with raises(ValueError, "hx[1] (c_0) dtype must match the layer's parameters (torch.float32), got torch.float64"):
         lstm(torch.randn(6, 2, 3), (torch.zeros(2, 2, 4), torch.zeros(2, 2, 4, dtype=torch.float64)))
 
 

@@ -119,7 +119,7 @@ def test_autocast_accepts_input_in_the_autocast_dtype_as_torch_nn_does():
     x = torch.randn(5, 3, 8)
     with torch.autocast("cpu", torch.bfloat16):
         assert torch.equal(layer(x.bfloat16())[0], layer(x.bfloat16().float())[0])
-    with pytest.raises(TypeError, match=r"input dtype must match the layer's parameters \(torch.float32\), "
+    with pytest.raises(ValueError, match=r"input dtype must match the layer's parameters \(torch.float32\), "
                                         r"got torch.bfloat16"):
         layer(x.bfloat16())
 

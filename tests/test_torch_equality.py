@@ -102,3 +102,26 @@ def test_rnn_takes_nonlinearity_as_fourth_positional_argument_like_torch():
 @pytest.mark.parametrize("layer, options", [("LSTM", {}), ("GRU", {}), ("RNN", {}), ("RNN", {"nonlinearity": "relu"})])
 def test_the_mode_torch_nn_exposes(layer, options):
     assert getattr(lstmkit, layer)(3, 4, **options).mode == getattr(torch.nn, layer)(3, 4, **options).mode
+
+
+@pytest.mark.parametrize("layer, options", [("LSTM", {"proj_size": 2}), ("GRU", {}), ("RNN", {"bias": False})])
+def test_flat_weights_as_torch_nn_lists_them(layer, options):
+    options = dict(num_layers=2, bidirectional=True, **options)
+    ours, theirs = getattr(lstmkit, layer)(5, 4, **options), getattr(torch.nn, layer)(5, 4, **options)
+    assert ours._flat_weights_names == theirs._flat_weights_names
+    assert all(ours_weight is getattr(ours, name)
+               for ours_weight, name in zip(ours._flat_weights, ours._flat_weights_names, strict=True))
+
+
+@pytest.mark.parametrize("engine", ["auto", "native", "fused", "reference"])
+@pytest.mark.parametrize("layer", ["LSTM", "GRU", "RNN"])
+def test_runs_on_the_meta_device_like_torch_nn(layer, engine):
+    """Shape inference and deferred initialisation build and run a model on the meta device."""
+    options = dict(num_layers=2, bidirectional=True, batch_first=True, device="meta")
+    x = torch.empty(3, 7, 5, device="meta")
+    (output, state), (their_output, their_state) = (
+        getattr(lstmkit, layer)(5, 4, engine=engine, **options)(x), getattr(torch.nn, layer)(5, 4, **options)(x))
+    assert (output.device.type, output.shape, output.dtype) == ("meta", their_output.shape, their_output.dtype)
+    states, their_states = (state if isinstance(state, tuple) else (state,)), (
+        their_state if isinstance(their_state, tuple) else (their_state,))
+    assert [s.shape for s in states] == [s.shape for s in their_states]

@@ -13,6 +13,7 @@ The rule every engine follows, as `torch.nn.LSTM` does under cuDNN and oneDNN:
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import NamedTuple
 
 import torch
@@ -35,9 +36,23 @@ class Precision(NamedTuple):
         return self.compute != self.state
 
 
+def autocast_on(device_type: str) -> bool:
+    """Whether torch.autocast is on for `device_type`; never on devices it does not know
+    (the meta device, where torch.nn's layers run to infer shapes)."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
+def autocast(device_type: str, dtype: torch.dtype | None = None, enabled: bool = True) -> AbstractContextManager:
+    """torch.autocast(device_type, dtype, enabled), or no context on devices autocast does not
+    know (meta), where nothing is cast."""
+    if not torch.amp.is_autocast_available(device_type):
+        return nullcontext()
+    return torch.autocast(device_type, dtype, enabled)
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The dtype torch.autocast casts products to on `device`, or None when it is off."""
-    if not torch.is_autocast_enabled(device.type):
+    if not autocast_on(device.type):
         return None
     return torch.get_autocast_dtype(device.type)
 

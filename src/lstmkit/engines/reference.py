@@ -8,7 +8,7 @@ from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
 from lstmkit.engines.base import LayerEngine, LayerNoise, LayerRun
-from lstmkit.engines.precision import Precision, cast_weights
+from lstmkit.engines.precision import Precision, autocast, cast_weights
 
 
 class ReferenceEngine(LayerEngine):
@@ -36,7 +36,7 @@ class ReferenceEngine(LayerEngine):
         `precision.state`.
         """
         weights = cast_weights(weights, precision.state, precision.state)
-        with torch.autocast(inputs.device.type, dtype=precision.compute, enabled=precision.mixed):
+        with autocast(inputs.device.type, precision.compute, precision.mixed):
             run = loop(cell, weights, inputs.to(precision.state), h0.to(precision.state),
                        None if c0 is None else c0.to(precision.state), lengths, return_gates, noise)
         output, h, c, gates, cells = run

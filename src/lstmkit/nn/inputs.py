@@ -117,7 +117,7 @@ def check_features(input: Tensor, input_size: int, dtype: torch.dtype) -> None:
             f"(input shape {tuple(input.shape)})"
         )
     if not accepts_dtype(input, dtype):
-        raise TypeError(
+        raise ValueError(
             f"input dtype must match the layer's parameters ({dtype}), got {input.dtype}; "
             f"convert the input with input.to({dtype}) or the layer with layer.to({input.dtype})"
         )
@@ -201,7 +201,7 @@ def check_state_tensor(
     if tuple(tensor.shape) != shape:
         raise ValueError(f"{label} must have shape {shape} {layout}, got {tuple(tensor.shape)}")
     if not accepts_dtype(tensor, dtype):
-        raise TypeError(f"{label} dtype must match the layer's parameters ({dtype}), got {tensor.dtype}")
+        raise ValueError(f"{label} dtype must match the layer's parameters ({dtype}), got {tensor.dtype}")
     return tensor if batch.batched else tensor.unsqueeze(1)
 
 

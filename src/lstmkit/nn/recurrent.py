@@ -167,6 +167,17 @@ class Recurrent(nn.Module):
         """The parameters of each layer and direction, in torch.nn's order (cell extras last)."""
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        """Every parameter's name, layer after layer, as torch.nn's RNNs list them (code written
+        for torch.nn reads this and `_flat_weights`)."""
+        return [name for names in self._all_weights for name in names]
+
+    @property
+    def _flat_weights(self) -> list[nn.Parameter]:
+        """The parameters named by `_flat_weights_names`, in that order."""
+        return [getattr(self, name) for name in self._flat_weights_names]
+
     def flatten_parameters(self) -> None:
         """On CUDA, put the parameters of a layer cuDNN runs into one flat buffer, as
         torch.nn.LSTM does, so that no call has to compact them; elsewhere a no-op."""

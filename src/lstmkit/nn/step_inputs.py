@@ -80,5 +80,5 @@ def check_state(
             f"{tuple(input.shape)}, got {tuple(tensor.shape)}"
         )
     if not accepts_dtype(tensor, dtype):
-        raise TypeError(f"{owner}: {label} dtype must match the parameters ({dtype}), got {tensor.dtype}")
+        raise ValueError(f"{owner}: {label} dtype must match the parameters ({dtype}), got {tensor.dtype}")
     return tensor

@@ -40,7 +40,7 @@ from lstmkit.engines.fused.layernorm import LayerNormKernel
 from lstmkit.engines.fused.lstm import CIFGKernel, LSTMKernel, PeepholeKernel
 from lstmkit.engines.fused.products import Products
 from lstmkit.engines.fused.rnn import RNNKernel
-from lstmkit.engines.precision import Precision, cast_weights
+from lstmkit.engines.precision import Precision, autocast, cast_weights
 from lstmkit.engines.reference import ReferenceEngine
 
 KERNELS: dict[str, type[FusedKernel]] = {
@@ -78,7 +78,7 @@ class FusedEngine(LayerEngine):
         noise: LayerNoise | None = None,
     ) -> LayerRun:
         """Run `cell` over `inputs` (T, B, I); the contract of `LayerEngine.run_layer`."""
-        with torch.autocast(inputs.device.type, enabled=False):
+        with autocast(inputs.device.type, enabled=False):
             run = run_fused(
                 kernel_key(self.kernels()[cell.name], cell), cell,
                 cast_weights(weights, precision.compute, precision.state), inputs.to(precision.compute),
@@ -452,7 +452,7 @@ def fused_layer_gradients(ctx, d_hs: Tensor | None, d_finals: list[Tensor | None
     if torch.is_grad_enabled():  # backward(create_graph=True): its graph is wanted too
         d_inputs, d_parameters = differentiable_backward(ctx, x, h0, c0, parameters, noise, d_output, d_finals)
     else:
-        with torch.autocast(d_output.device.type, enabled=False):
+        with autocast(d_output.device.type, enabled=False):
             grads = iter(torch.ops.lstmkit.fused_layer_backward(
                 ctx.kernel, ctx.batch_sizes, ctx.compute, ctx.state, input_grad, ctx.given, d_output, d_finals, x,
                 parameters, hs, saved, *noise,

@@ -25,7 +25,9 @@ from lstmkit.cells import Cell, LayerWeights
 from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
 from lstmkit.engines.fused.layer import KERNELS, flatten, unflatten
 from lstmkit.engines.fused.products import Products
-from lstmkit.engines.precision import HALF_DTYPES, Precision, autocast_dtype, cast_weights, precision_for
+from lstmkit.engines.precision import (
+    HALF_DTYPES, Precision, autocast, autocast_dtype, autocast_on, cast_weights, precision_for,
+)
 from lstmkit.engines.reference import ReferenceEngine
 
 
@@ -44,8 +46,8 @@ def run_step(
     """One step of `cell` from (h, c) on input x (B, I), h (B, H), c (B, H) or None, in the
     precision a cell module runs in (`step_precision`)."""
     dtype = weights.weight_ih.dtype
-    autocast = torch.is_autocast_enabled(x.device.type)
-    if not autocast and dtype not in HALF_DTYPES:  # the common case, kept short: it runs every step
+    autocasting = autocast_on(x.device.type)
+    if not autocasting and dtype not in HALF_DTYPES:  # the common case, kept short: it runs every step
         precision = Precision(dtype, dtype, dtype)
     else:
         precision = step_precision(cell, dtype, x.device)
@@ -54,8 +56,8 @@ def run_step(
         kernel_for(cell), precision, return_gates, x.to(precision.compute), h.to(precision.state),
         None if c is None else c.to(precision.state), *flatten(cell, weights),
     )
-    if autocast:
-        with torch.autocast(x.device.type, enabled=False):
+    if autocasting:
+        with autocast(x.device.type, enabled=False):
             h_new, c_new, gates = FusedCellStep.apply(*arguments)
     else:
         h_new, c_new, gates = FusedCellStep.apply(*arguments)
@@ -125,8 +127,8 @@ class FusedCellStep(torch.autograd.Function):
     def backward(ctx, d_h_new, d_c_new, _d_gates):
         if torch.is_grad_enabled():  # create_graph=True: gradients that autograd can differentiate
             return differentiable_backward(ctx, d_h_new, d_c_new)
-        if torch.is_autocast_enabled(d_h_new.device.type):
-            with torch.autocast(d_h_new.device.type, enabled=False):
+        if autocast_on(d_h_new.device.type):
+            with autocast(d_h_new.device.type, enabled=False):
                 return fused_backward(ctx, d_h_new, d_c_new)
         return fused_backward(ctx, d_h_new, d_c_new)
 
