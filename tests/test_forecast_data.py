@@ -17,7 +17,7 @@ from lstmkit.pipelines.forecast_report import backtest_report, beaten_line
 from lstmkit.series import BASELINES, baseline_forecast, best_baseline, read_series
 
 QUICK = dict(hidden_size=8, num_layers=1, epochs=2, batch_size=64, seed=0)
-FORMS = ("the forms accepted are dates and times (2020-01-31, 2020-01-31 12:00, 31/01/2020 or 01/31/2020, or what "
+FORMS = ("the forms accepted are dates and times (2020-01-31, 2020-01-31 12:00, 31/01/2020 or 01/31/2020 13:00, or what "
          "pandas.to_datetime reads; with a UTC offset or a time zone they are written back in UTC), "
          "ISO periods (1959Q2, 1959-04), integer years (1959) and decimal years on month starts (1959.25 for April "
          "1959, the second quarter; 1959.0833 for February)")
@@ -53,7 +53,14 @@ def test_decimal_years_of_months_are_months(decimals):
     ([1959, 1960, 1961, 1962], "YS-JAN", "1959-01-01", "year", [1959, 1960]),
     (["2020-01-31", "2020-02-29", "2020-03-31", "2020-04-30"], "ME", "2020-01-31", "datetime",
      ["2020-01-31", "2020-02-29"]),
-    (["Jan 2020", "Feb 2020", "Mar 2020", "Apr 2020"], "MS", "2020-01-01", "datetime", ["2020-01-01", "2020-02-01"]),
+    # Times written otherwise are written back in their own form.
+    (["Jan 2020", "Feb 2020", "Mar 2020", "Apr 2020"], "MS", "2020-01-01", "%b %Y", ["Jan 2020", "Feb 2020"]),
+    (["2021-04-05 15:00", "2021-04-05 16:00", "2021-04-05 17:00", "2021-04-05 18:00"], "h", "2021-04-05 15:00",
+     "%Y-%m-%d %H:%M", ["2021-04-05 15:00", "2021-04-05 16:00"]),
+    (["28/02/2021", "01/03/2021", "02/03/2021", "03/03/2021"], "D", "2021-02-28", "%d/%m/%Y",
+     ["28/02/2021", "01/03/2021"]),
+    (["April 29, 2021", "April 30, 2021", "May 1, 2021", "May 2, 2021"], "D", "2021-04-29", "%B %-d, %Y",
+     ["April 29, 2021", "April 30, 2021"]),
     (["1959Q2", "1959Q3", "1959-Q4", "1960q1"], "QS-JAN", "1959-04-01", "quarter", ["1959Q2", "1959Q3"]),
     (["1959-04", "1959-05", "1959-06", "1959-07"], "MS", "1959-04-01", "month", ["1959-04", "1959-05"]),
     # A DataFrame's own timestamps (datetime64, as pandas and statsforecast give them), not their nanoseconds.

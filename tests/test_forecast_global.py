@@ -150,6 +150,15 @@ def test_a_long_table_of_dates_writes_its_times_back_as_dates():
     assert panel.frequency == "D" and panel.times(0, 3, 2) == ["2024-01-04", "2024-01-05"]
 
 
+def test_a_long_table_writes_its_times_back_in_the_form_they_were_written():
+    table = pd.DataFrame({"id": ["x"] * 3 + ["y"] * 3, "hour": ["31.12.2023 22:00", "31.12.2023 23:00", "01.01.2024 00:00",
+                                                                "05.01.2024 09:00", "05.01.2024 10:00", "05.01.2024 11:00"],
+                          "y": np.arange(6.0)})
+    panel = read_panel(table, "id", "hour", "y")
+    assert (panel.frequency, panel.time_kind) == ("h", "%d.%m.%Y %H:%M")
+    assert panel.times(0, 3, 2) == ["01.01.2024 01:00", "01.01.2024 02:00"]
+
+
 def test_a_long_dataframe_of_timestamps_reads_them_as_dates_not_as_nanoseconds():
     table = pd.DataFrame({"unique_id": ["x"] * 3 + ["y"] * 2, "y": np.arange(5.0),
                           "ds": pd.to_datetime(["2024-01-31", "2024-02-29", "2024-03-31", "2024-03-31", "2024-04-30"])})

@@ -57,6 +57,11 @@ def test_day_first_dates_are_read_in_the_order_that_puts_them_on_a_grid():
     for written in (months.strftime("%d/%m/%Y"), months.strftime("%m/%d/%Y")):  # 01/02/2010: 1 February or 2 January
         frame = read_series(pd.DataFrame({"date": written, "y": np.arange(24.0)}), "date", ["y"])
         assert frame.frequency == "MS" and frame.time.equals(months)
+    hours = pd.date_range("2024-02-01 22:00", periods=30, freq="h")  # not row by row: 02.02 would be 2 February
+    for form in ("%d.%m.%Y %H:%M", "%m/%d/%Y %H:%M:%S"):
+        frame = read_series(pd.DataFrame({"date": hours.strftime(form), "y": np.arange(30.0)}), "date", ["y"])
+        assert (frame.frequency, frame.time_kind) == ("h", form) and frame.time.equals(hours)
+        assert frame.time_values(pd.DatetimeIndex(["2024-02-03 05:00"])) == [pd.Timestamp("2024-02-03 05:00").strftime(form)]
     weeks = pd.date_range("1994-05-07", periods=10, freq="W-SAT")  # 14/05/1994 reads day-first only
     frame = read_series(pd.DataFrame({"date": weeks.strftime("%d/%m/%Y"), "y": np.arange(10.0)}), "date", ["y"])
     assert frame.time.equals(weeks)

@@ -20,18 +20,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 
-# How the time column was written, so that forecasts are written back the same way.
+# How the time column was written, so that forecasts are written back the same way; besides
+# these, a strftime format (it holds "%") that writes every row back as it was written.
 TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "month", "utc")
-TIME_FORMS = ("dates and times (2020-01-31, 2020-01-31 12:00, 31/01/2020 or 01/31/2020, or what "
+# Formats tried for times written as text, after pandas' guesses from the first row (month
+# names with a year are beyond its guess).
+TEXT_FORMS = ("%b %Y", "%B %Y", "%b-%y", "%b %y")
+TIME_FORMS = ("dates and times (2020-01-31, 2020-01-31 12:00, 31/01/2020 or 01/31/2020 13:00, or what "
               "pandas.to_datetime reads; with a UTC offset or a time zone they are written back in UTC), "
               "ISO periods (1959Q2, 1959-04), integer years (1959) and decimal years on month starts "
               "(1959.25 for April 1959, the second quarter; 1959.0833 for February)")
 QUARTER = r"(\d{4})-?[Qq]([1-4])"
 MONTH = r"\d{4}-\d{2}"
-# A date of two numbers and a year, 01/02/2010: day-first or month-first, whichever order reads
-# every row as a date and puts the rows on a regular grid (numeric_dates).
-NUMERIC_DATE = r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4})"
+# A date of two numbers and a year, 01/02/2010, perhaps with a time of day (01/02/2010 13:00):
+# day-first or month-first, whichever order reads every row as a date and puts the rows on a
+# regular grid (numeric_dates), never row by row.
+NUMERIC_DATE = r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?"
 # A time with a UTC offset (2021-03-28 03:00:00+02:00) or Z.
 UTC_OFFSET = r".*\d(Z|[+-]\d{2}:?\d{2})"
 # The whole years pandas' timestamps hold (nanoseconds from 1970 fill 64 bits in 1677 and 2262).
@@ -88,7 +94,10 @@ class SeriesFrame:
 
 def written_times(times: pd.DatetimeIndex, time_kind: str) -> list:
     """Timestamps as the user wrote them: integer years, decimal years (rounded to 4 places),
-    ISO quarters or months, or ISO dates (with the time of day when there is one)."""
+    ISO quarters or months, in the strftime format `time_kind` where it is one (`text_form`),
+    or ISO dates (with the time of day when there is one)."""
+    if "%" in time_kind:
+        return list(times.strftime(time_kind))
     if time_kind == "year":
         return [int(stamp.year) for stamp in times]
     if time_kind == "decimal_year":
@@ -225,7 +234,8 @@ def parse_time(column: pd.Series, name: str, path: Path | None) -> tuple[pd.Date
         parts = text.str.extract(QUARTER).astype(np.int64)
         return month_starts(parts[0], 3 * parts[1] - 2), "quarter"
     if text.str.fullmatch(NUMERIC_DATE).all():
-        return numeric_dates(text.str.extract(NUMERIC_DATE).astype(np.int64), column, name, path), "datetime"
+        stamps = numeric_dates(text.str.extract(NUMERIC_DATE).astype(float).fillna(0).astype(np.int64), column, name, path)
+        return stamps, text_form(text, stamps)
     # Offsets that change (daylight saving) leave pandas no one zone: read every time as UTC.
     offsets = bool(text.str.fullmatch(UTC_OFFSET).any())
     with warnings.catch_warnings():
@@ -235,15 +245,41 @@ def parse_time(column: pd.Series, name: str, path: Path | None) -> tuple[pd.Date
         unreadable(column, stamps.isna(), name, path, "cannot be read as a time")
     if offsets:
         return pd.DatetimeIndex(stamps.dt.tz_convert(None)), "utc"
-    return pd.DatetimeIndex(stamps), "month" if text.str.fullmatch(MONTH).all() else "datetime"
+    if text.str.fullmatch(MONTH).all():
+        return pd.DatetimeIndex(stamps), "month"
+    return pd.DatetimeIndex(stamps), text_form(text, pd.DatetimeIndex(stamps))
+
+
+def text_form(text: pd.Series, stamps: pd.DatetimeIndex) -> str:
+    """The strftime format that writes each of `stamps` back exactly as `text` holds it
+    ("Dec 2001", "05.04.2021 15:00"), so that forecasts read like the data; "datetime" (ISO)
+    where none does."""
+    written = text.to_numpy()
+    if (np.asarray(written_times(stamps, "datetime")) == written).all():
+        return "datetime"
+    first = text.iloc[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Parsing dates in %Y-%m-%d format when dayfirst=True ..."
+        guesses = [form for form in (guess_datetime_format(first), guess_datetime_format(first, dayfirst=True),
+                                     *TEXT_FORMS) if form is not None]
+    unpadded = [form.replace("%d", "%-d").replace("%m", "%-m").replace("%H", "%-H") for form in guesses]  # 5.4.2021
+    for form in dict.fromkeys(guesses + unpadded):
+        try:
+            if (stamps.strftime(form) == written).all():
+                return form
+        except ValueError:  # "%-d" is glibc's and macOS's, not Windows'
+            continue
+    return "datetime"
 
 
 def numeric_dates(parts: pd.DataFrame, column: pd.Series, name: str, path: Path | None) -> pd.DatetimeIndex:
-    """Dates written as two numbers and a year (`parts`: one column each), read day-first or
+    """Dates written as two numbers and a year, perhaps with a time of day (`parts`: one column
+    each, then hour, minute and second, 0 where not written), read day-first or
     month-first: the order that reads every row as a date, or, where both do, the one that
     leaves fewer steps of its regular grid empty (01/02/2010, 01/03/2010 ... are months read
     day-first, not the first days of January read month-first). A tie is refused."""
-    attempts = {order: pd.to_datetime(pd.DataFrame({"year": parts[2], "month": parts[month], "day": parts[day]}),
+    attempts = {order: pd.to_datetime(pd.DataFrame({"year": parts[2], "month": parts[month], "day": parts[day],
+                                                    "hour": parts[3], "minute": parts[4], "second": parts[5]}),
                                       errors="coerce")
                 for order, (month, day) in {"month-first": (0, 1), "day-first": (1, 0)}.items()}
     readings = {order: pd.DatetimeIndex(stamps) for order, stamps in attempts.items() if stamps.notna().all()}
