@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -102,6 +103,22 @@ def test_a_saved_forecaster_predicts_the_same_after_loading(tmp_path):
     assert (prediction["signal_lower_90"] < prediction["signal"]).all()
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["kind"] == "forecaster" and saved["layout"]["lookback"] == 12 and saved["layout"]["season"] == 7
+
+
+def test_predict_warns_when_the_data_lie_far_from_what_the_model_was_fitted_on():
+    table = sine_table(120)
+    forecaster = Forecaster("day", "signal", horizon=4, lookback=12, **QUICK).fit(table)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        forecaster.predict(table)
+    scaler = forecaster.layout.target_scaler
+    moved = table.assign(signal=table["signal"] + 100)
+    distance = np.abs((moved["signal"].to_numpy()[-12:] - scaler.mean[0]) / scaler.std[0]).max()
+    with pytest.warns(UserWarning, match=re.escape(
+            f"the last 12 values of 'signal' lie up to {distance:.0f} standard deviations from the mean of the data "
+            f"the model was fitted on ({scaler.mean[0]:.4g}, standard deviation {scaler.std[0]:.4g}): its forecast "
+            "extrapolates; refit on data like these")):
+        forecaster.predict(moved)
 
 
 def test_a_forecaster_saved_under_the_old_setting_names_loads(tmp_path):

@@ -5,6 +5,7 @@ what the network corrects (`base`)."""
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import pytest
 
 from lstmkit.forecast import Forecaster
 from lstmkit.pipelines.forecast import SeriesLayout
-from lstmkit.pipelines.forecast_report import backtest_then_refit, base_line, chosen_reason
+from lstmkit.pipelines.forecast_report import backtest_then_refit, base_line, chosen_reason, kept_epoch
 from lstmkit.series import baseline_forecast
 from lstmkit.series.choice import choose, clearly_better, combination, method_forecast
 
@@ -206,3 +207,8 @@ def test_the_report_says_when_a_lower_score_was_not_clearly_better():
         "model+naive's OWA was lower (0.946 against 0.947), but not clearly (a one-sided 95% test paired over the "
         "series)")
     assert chosen_reason(scores, "model+naive", "OWA", "series") == "the lowest OWA (0.946)"
+
+
+def test_the_report_names_the_kept_epoch_and_says_when_the_budget_cut_it():
+    assert [kept_epoch(SimpleNamespace(best_epoch=epoch)) for epoch in (24, 24.0, 73.4219)] == [
+        "24", "24", "73.42 (the last, cut short by the time budget)"]

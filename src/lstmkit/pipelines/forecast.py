@@ -57,6 +57,10 @@ from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, Ser
 from lstmkit.series.choice import combination, combines, method_forecast
 from lstmkit.training import Job, Processes, Trainer, current_names, resolve_device
 
+# How far the values predict starts from may lie from the fitted data's mean, in its standard
+# deviations, before predict warns: a trending series ends 2 or 3 away; 10 is other data.
+FAR_FROM_FITTED = 10.0
+
 
 @dataclass(frozen=True)
 class SeriesLayout:
@@ -367,6 +371,7 @@ class Forecaster:
         frame = self.read(data)
         if len(frame) < layout.lookback:
             raise ValueError(f"predict needs at least lookback = {layout.lookback} rows, got {len(frame)}")
+        warn_far_from_fitted(frame, layout)
         forecasts = forecast_choice.chosen_forecasts(self, frame, [len(frame)],
                                                      self.forecast_origins(frame, [len(frame)]))
         times = future_times(frame.time[-1], frame.frequency, self.config.horizon)
@@ -556,6 +561,18 @@ def save_forecaster(forecaster: Forecaster, directory: str | Path) -> Path:
         "best_epoch": forecaster.best_epoch,
     }
     return save_checkpoint(directory, config, network.state_dict())
+
+
+def warn_far_from_fitted(frame: SeriesFrame, layout: SeriesLayout) -> None:
+    """Warn where the window predict reads lies FAR_FROM_FITTED or more standard deviations
+    from the mean of the data the network was fitted on: its forecast there extrapolates."""
+    scaler = layout.target_scaler
+    distances = np.abs(scaler.transform(frame.targets[-layout.lookback:])).max(axis=0)
+    for name, distance, mean, std in zip(frame.target_names, distances, scaler.mean, scaler.std):
+        if std > 0 and distance >= FAR_FROM_FITTED:
+            warnings.warn(f"the last {layout.lookback} values of {name!r} lie up to {distance:.0f} standard deviations "
+                          f"from the mean of the data the model was fitted on ({mean:.4g}, standard deviation "
+                          f"{std:.4g}): its forecast extrapolates; refit on data like these", stacklevel=3)
 
 
 FORECASTER = CheckpointKind(

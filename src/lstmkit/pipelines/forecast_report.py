@@ -41,7 +41,7 @@ def backtest_report(result: Backtest | PanelBacktest, frame: SeriesFrame | Panel
             lines += [f"{name}:", *scores_table(table, config.cell)]
     lines += [beaten_line(result.scores, "MASE"), chosen_line(result.model)]
     lines.append(interval_line(result.model, result.coverage))
-    lines.append(f"trained {len(result.model.curve)} epochs, kept epoch {result.model.best_epoch}")
+    lines.append(f"trained {len(result.model.curve)} epochs, kept epoch {kept_epoch(result.model)}")
     lines.append(base_line(result.model))
     if result.fallbacks:
         lines.append("the model's forecast was not finite, and a baseline stood in for it, at: " + ", ".join(
@@ -90,7 +90,7 @@ def panel_report(result: PanelBacktest) -> str:
     lines.append(chosen_line(result.model))
     lines.append(interval_line(result.model, result.coverage))
     lines.append(f"trained {len(result.model.curve)} epochs of up to {config.epoch_windows} windows, kept epoch "
-                 f"{result.model.best_epoch}")
+                 f"{kept_epoch(result.model)}")
     lines.append(base_line(result.model))
     return "\n".join(lines)
 
@@ -105,6 +105,14 @@ def beaten_line(scores: pd.DataFrame, metric: str) -> str:
         return f"the model beats every baseline on this backtest ({metric} {model:.3f})"
     return f"the model is beaten on this backtest ({metric} {model:.3f}) by: " + ", ".join(
         f"{name} ({scores.loc[name, metric]:.3f})" for name in better)
+
+
+def kept_epoch(forecaster: Forecaster) -> str:
+    """The epoch whose network was kept; the last is a fraction where the time budget ended it."""
+    epoch = forecaster.best_epoch
+    if float(epoch).is_integer():
+        return str(int(epoch))
+    return f"{epoch:.2f} (the last, cut short by the time budget)"
 
 
 def base_line(forecaster: Forecaster) -> str:
