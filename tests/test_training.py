@@ -22,7 +22,7 @@ from helpers import Killed, Quadratic, dies_at_step
 from lstmkit import lm
 from lstmkit.checkpoint import load_checkpoint, save_checkpoint
 from lstmkit.pipelines.lm import LMTrainingConfig
-from lstmkit.training import Precision, Trainer, TrainingConfig, learning_rate, resolve_device
+from lstmkit.training import Precision, Trainer, TrainingConfig, learning_rate, loop, resolve_device
 from lstmkit.training.progress import Progress, duration
 
 SHAKESPEARE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -127,6 +127,34 @@ def test_the_loop_takes_adam_steps_evaluates_and_keeps_the_best():
     assert [row["val_loss"] for row in run.history] == pytest.approx([(w - 0.1) ** 2 for w in weights], rel=1e-4)
     assert run.best["step"] == 1 and job.model.weight.item() == pytest.approx(weights[0], rel=1e-6), "the best is kept"
     assert (run.device, run.precision, run.processes) == ("cpu", "32", 1)
+
+
+class Clock:
+    """The loop's clock, made to move a second at each reading (two a step): every step takes one."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_a_run_resumed_with_a_longer_time_budget_stretches_its_schedule(tmp_path, monkeypatch):
+    """The schedule spans the steps the budget holds at the first interval's speed: resumed with
+    40 s where 20 s ran, steps 21-40 take the rates of a 40 s run, not the floor of a spent one."""
+    settings = dict(lr=0.1, eval_every=5, warmup=2, min_lr_fraction=0.1)
+    monkeypatch.setattr(loop, "time", Clock())
+    straight = Trainer(TrainingConfig(time_budget=40, **settings)).run(Quadratic([1.0], 0.0), tmp_path / "straight")
+    monkeypatch.setattr(loop, "time", Clock())
+    Trainer(TrainingConfig(time_budget=20, **settings)).run(Quadratic([1.0], 0.0), tmp_path / "resumed")
+    resumed = Trainer(TrainingConfig(time_budget=40, **settings)).run(Quadratic([1.0], 0.0), tmp_path / "resumed",
+                                                                      resume=True)
+    assert [row["step"] for row in resumed.history] == [5 * k for k in range(1, 9)]
+    assert [row["lr"] for row in resumed.history[4:]] == [row["lr"] for row in straight.history[4:]]
+    assert [row["lr"] for row in straight.history[4:]] == pytest.approx(
+        [learning_rate(TrainingConfig(**settings), step - 1, 40) for step in (25, 30, 35, 40)])
+    assert resumed.history[4]["lr"] > 0.04, "the 20 s run's schedule had reached its floor, 0.01"
 
 
 def test_patience_stops_after_evaluations_without_improvement():

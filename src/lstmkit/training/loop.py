@@ -58,6 +58,7 @@ class RunState:
     items: int = 0
     train_seconds: float = 0.0
     total_steps: int | None = None
+    seconds_per_step: float | None = None  # measured over the first evaluation interval, under a time budget
     best_value: float = math.inf  # of the selection metric, negated when higher is better
     best_step: int | None = None
     history: list[dict] = field(default_factory=list)
@@ -81,6 +82,17 @@ class TrainingRun:
     def runtime(self) -> dict:
         """Where the run trained, for its results.json."""
         return {"device": self.device, "precision": self.precision, "processes": self.processes}
+
+
+def schedule_length(config: TrainingConfig, progress: RunState, step_limit: int | None) -> int | None:
+    """The steps the learning-rate schedule spans: the step limit, or, under a time budget, the
+    steps the budget holds at the speed of the first evaluation interval, whichever is fewer
+    (so that a run resumed with a longer or shorter budget stretches or shrinks its schedule);
+    before that speed is measured, the step limit (or, in a run saved without it, its own)."""
+    if config.time_budget is None or progress.seconds_per_step is None:
+        return step_limit if step_limit is not None else progress.total_steps
+    estimate = int(config.time_budget / progress.seconds_per_step)
+    return estimate if step_limit is None else min(step_limit, estimate)
 
 
 def budget_spent(config: TrainingConfig, progress: RunState, step_limit: int | None) -> bool:
@@ -127,8 +139,7 @@ class Trainer:
         step_limit = self.step_limit(job, steps_per_epoch)
         last_loss = None  # (step, mean training loss) of the latest finite one
         eval_every = steps_per_epoch if job.evaluate_every_epoch else config.eval_every
-        if step_limit is not None:  # (a resumed run may have been given a longer budget)
-            progress.total_steps = step_limit
+        progress.total_steps = schedule_length(config, progress, step_limit)  # a resumed run may have a new budget
 
         self.announce(f"{job.label}: {self.describe()}")
         report = Progress(job.label, progress.total_steps, first_step=progress.step, item=job.item) \
@@ -190,9 +201,9 @@ class Trainer:
             window["loss"] += loss_sum
             window["items"] += items
             rate = (progress.items - started_items) / max(progress.train_seconds - started_seconds, 1e-9)
-            if config.time_budget is not None and progress.step == eval_every:
-                estimate = int(config.time_budget / (progress.train_seconds / progress.step))
-                progress.total_steps = estimate if step_limit is None else min(step_limit, estimate)
+            if config.time_budget is not None and progress.seconds_per_step is None and progress.step == eval_every:
+                progress.seconds_per_step = progress.train_seconds / progress.step
+                progress.total_steps = schedule_length(config, progress, step_limit)
             if report is not None:
                 left = None if config.time_budget is None else config.time_budget - progress.train_seconds
                 report.update(progress.step, rate, progress.total_steps, left, loss=loss_sum / items)
