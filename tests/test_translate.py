@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import re
 import json
 import random
 import shutil
@@ -23,7 +24,7 @@ from lstmkit.cli import main  # noqa: E402
 from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig  # noqa: E402
 from lstmkit.pipelines.configs import TranslationConfig  # noqa: E402
 from lstmkit.pipelines.translate import (  # noqa: E402
-    TranslationJob, Translator, Vocabularies, bucketed_batches, load_translator,
+    TranslationJob, Translator, Vocabularies, bucketed_batches, decode_ids, load_translator,
 )
 from lstmkit.text.parallel import read_parallel  # noqa: E402
 from lstmkit.text.subwords import Subwords  # noqa: E402
@@ -172,7 +173,7 @@ def test_bad_input_files_stop_with_messages_that_name_them(tmp_path):
     with pytest.raises(ValueError) as error:
         read_parallel(binary, target)
     assert str(error.value) == (f"{binary} is not text: it contains NUL bytes (the first at offset 4); "
-                                "expected a UTF-8 text file, plain or gzip")
+                                "expected UTF-8 text, plain or gzip")
     latin = tmp_path / "latin1.en"
     latin.write_bytes("café\n".encode("latin-1"))
     with pytest.raises(ValueError, match=f"^{latin} is not UTF-8 text: byte 0xe9 at offset 3 does not decode$"):
@@ -316,11 +317,30 @@ def test_bad_decoding_options_stop_with_their_values(copy_run, capsys):
                                   "got -1.0\n")
 
 
-def test_run_reads_standard_input(copy_run, monkeypatch, capsys):
+def test_run_reads_standard_input_one_sentence_per_line_feed(copy_run, monkeypatch, capsys):
+    """Only a line feed ends a line (a form feed is white space), and an empty line gets an
+    empty translation, as a file's lines do."""
     out, _, valid, _ = copy_run
-    monkeypatch.setattr("sys.stdin", io.StringIO("".join(line + "\n" for line in valid.sources[:3])))
+    text = f"{valid.sources[0]}\n\n{valid.sources[1]}\x0c\n{valid.sources[2]}\n"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
     assert main(["translate", "run", str(out), "-", "--beam", "1"]) == 0
-    assert capsys.readouterr().out.splitlines() == valid.targets[:3]
+    assert capsys.readouterr().out.split("\n") == [valid.targets[0], "", *valid.targets[1:3], ""]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"Ein \xff Hund\n")))
+    with pytest.raises(SystemExit) as stopped:
+        main(["translate", "run", str(out), "-"])
+    assert stopped.value.code == 2 and capsys.readouterr().err == (
+        "lstmkit: error: stdin is not UTF-8 text: byte 0xff at offset 4 does not decode\n")
+
+
+def test_the_translate_api_takes_a_list_and_gives_a_list(copy_run):
+    _, translator, valid, _ = copy_run
+    assert translator.translate([]) == []
+    assert translator.translate(["", valid.sources[0], "  "], beam=1) == ["", valid.targets[0], ""]
+    with pytest.raises(TypeError, match=re.escape("sentences must be a list of strings, got one string ('a b'); "
+                                                  "pass [sentence]")):
+        translator.translate("a b")
+    with pytest.raises(ValueError, match="^no sentences to score: give at least one source and its reference$"):
+        translator.score([], [])
 
 
 def test_train_command_writes_a_run_and_resumes_it(tmp_path, capsys):
@@ -381,3 +401,16 @@ def test_multi30k_files_read_as_pairs():
     pairs = read_parallel(MULTI30K / "val.de.gz", MULTI30K / "val.en.gz")
     assert len(pairs) == 1014
     assert pairs.sources[0] == "Eine Gruppe von Männern lädt Baumwolle auf einen Lastwagen"
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_a_translation_stops_at_its_own_length_limit_whatever_else_is_in_its_batch(beam):
+    """Twice its source's length plus 10, capped by max_length: a random model never ends, so the
+    limits bind, and the short sentence's translation is cut where it is cut alone."""
+    model = random_model("luong", seed=5)
+    with torch.no_grad():
+        model.output.bias[3] -= 10  # the end token: never chosen
+    sources = [[4, 5, 6, 3], [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 3]]
+    together = decode_ids(model, sources, beam, max_length=30, length_penalty=1.0)
+    alone = [decode_ids(model, [ids], beam, max_length=30, length_penalty=1.0)[0] for ids in sources]
+    assert together == alone and [len(ids) for ids in together] == [2 * 4 + 10, 30]

@@ -44,11 +44,12 @@ def decoding(arguments: argparse.Namespace) -> dict:
 def translate_run_command(arguments: argparse.Namespace) -> None:
     from lstmkit import plots
     from lstmkit.pipelines.translate import load_translator, read_sentences
+    from lstmkit.text.parallel import text_lines
 
     settings = decoding(arguments)
     translator = load_translator(arguments.directory, arguments.device)
     if arguments.file == "-":
-        sentences = [line.strip() for line in sys.stdin.read().splitlines()]
+        sentences = text_lines(sys.stdin.buffer.read(), "stdin")
     else:
         sentences = read_sentences(arguments.file)
     for translation in translator.translate(sentences, **settings):

@@ -185,28 +185,32 @@ class Seq2Seq(nn.Module):
         return memory, state, feed, token
 
     @torch.no_grad()
-    def greedy(self, source: Tensor, lengths: Tensor, max_length: int) -> list[list[int]]:
-        """The likeliest token at each step, until end of sentence or `max_length` tokens."""
+    def greedy(self, source: Tensor, lengths: Tensor, max_length: int | Tensor) -> list[list[int]]:
+        """The likeliest token at each step, until end of sentence or `max_length` tokens (one
+        for the batch, or one per sentence (B,))."""
         memory, state, feed, token = self.start(source, lengths)
+        limits = torch.as_tensor(max_length, device=source.device).expand(source.shape[1])
         finished = torch.zeros_like(token, dtype=torch.bool)
         tokens = []
-        for _ in range(max_length):
+        for step in range(int(limits.max())):
             logits, state, feed, _ = self.step(token, state, feed, memory)
             token = logits.argmax(dim=1)
             tokens.append(token)
-            finished |= token == self.config.eos_id
+            finished |= (token == self.config.eos_id) | (limits <= step + 1)
             if finished.all():
                 break
-        return [cut_at(row, self.config.eos_id) for row in torch.stack(tokens, dim=1).tolist()]
+        rows = torch.stack(tokens, dim=1).tolist()
+        return [cut_at(row[:limit], self.config.eos_id) for row, limit in zip(rows, limits.tolist(), strict=True)]
 
     @torch.no_grad()
-    def beam_search(self, source: Tensor, lengths: Tensor, beam: int, max_length: int,
+    def beam_search(self, source: Tensor, lengths: Tensor, beam: int, max_length: int | Tensor,
                     length_penalty: float = 1.0) -> list[list[int]]:
         """Beam search over the batch at once (B · beam decoder rows). A hypothesis that ends
         is scored by its log-probability divided by its length (end token included) to the
         power `length_penalty` (0: raw log-probability; 1: per-token mean). A sentence is
         done when `beam` hypotheses ranked in the top `beam` have ended (fairseq's rule) or
-        at `max_length`; beam 1 is greedy decoding."""
+        at `max_length` (one for the batch, or one per sentence (B,)), where it may prefer a
+        live hypothesis; beam 1 is greedy decoding."""
         eos, batch = self.config.eos_id, source.shape[1]
         memory, state, feed, token = self.start(source, lengths)
         rows = torch.arange(batch, device=source.device).repeat_interleave(beam)
@@ -218,7 +222,8 @@ class Seq2Seq(nn.Module):
         best: list[list[int]] = [[] for _ in range(batch)]
         ended = torch.zeros(batch, dtype=torch.long, device=source.device)
         rank = torch.arange(2 * beam, device=source.device)
-        for step in range(max_length):
+        limits = torch.as_tensor(max_length, device=source.device).expand(batch)
+        for step in range(int(limits.max())):
             logits, state, feed, _ = self.step(token, state, feed, memory)
             log_probs = torch.log_softmax(logits.float(), dim=1).view(batch, beam, -1)
             vocabulary = log_probs.shape[2]
@@ -238,14 +243,16 @@ class Seq2Seq(nn.Module):
             origin, candidate, scores = origin.gather(1, live), candidate.gather(1, live), top.gather(1, live)
             history = torch.cat([history.gather(1, origin.unsqueeze(2).expand(-1, -1, step)),
                                  candidate.unsqueeze(2)], dim=2)
+            # a sentence at its limit with fewer than `beam` ended hypotheses may prefer a live one
+            limited = (limits <= step + 1) & (ended < beam)
+            live_score, live_best = (scores / (step + 1) ** length_penalty).max(dim=1)
+            for row in torch.nonzero(limited & (live_score > best_score)).flatten().tolist():
+                best[row] = history[row, live_best[row]].tolist()
+            ended = torch.where(limited, beam, ended)
             if (ended >= beam).all():
                 break
             flat = (torch.arange(batch, device=source.device).unsqueeze(1) * beam + origin).flatten()
             state, feed, token = reorder(state, flat), feed[flat], candidate.flatten()
-        # a sentence with fewer than `beam` ended hypotheses may still prefer a live one
-        live_score, live_best = (scores / history.shape[2] ** length_penalty).max(dim=1)
-        for row in torch.nonzero((ended < beam) & (live_score > best_score)).flatten().tolist():
-            best[row] = history[row, live_best[row]].tolist()
         return best
 
 

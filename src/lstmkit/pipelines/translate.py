@@ -103,18 +103,18 @@ def decode_ids(model: Seq2Seq, sources: list[list[int]], beam: int, max_length: 
                batch_size: int = DECODE_BATCH) -> list[list[int]]:
     """Target ids for each source (ids ending with the end token), decoded in batches of
     similar lengths; beam 1 decodes greedily. A translation stops at `max_length` subwords,
-    or at twice its batch's longest source plus 10 if that is fewer."""
+    or at twice its source's length plus 10 if that is fewer, whatever else is in its batch."""
     device = next(model.parameters()).device
     order = sorted(range(len(sources)), key=lambda index: len(sources[index]), reverse=True)
     outputs: list[list[int]] = [[] for _ in sources]
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         source, lengths = source_batch([sources[index] for index in chunk], device)
-        limit = min(max_length, 2 * int(lengths.max()) + 10)
+        limits = (2 * lengths + 10).clamp(max=max_length)
         if beam == 1:
-            decoded = model.greedy(source, lengths, limit)
+            decoded = model.greedy(source, lengths, limits)
         else:
-            decoded = model.beam_search(source, lengths, beam, limit, length_penalty)
+            decoded = model.beam_search(source, lengths, beam, limits, length_penalty)
         for index, ids in zip(chunk, decoded, strict=True):
             outputs[index] = ids
     return outputs
@@ -327,19 +327,30 @@ class Translator:
     def translate(self, sentences: list[str], beam: int = DecodingConfig.beam,
                   max_length: int = DecodingConfig.max_length,
                   length_penalty: float = DecodingConfig.length_penalty) -> list[str]:
-        """One detokenised translation per sentence (beam 1: greedy decoding; the defaults and
-        their reasons: DecodingConfig)."""
+        """One detokenised translation per sentence, an empty one for an empty sentence (beam
+        1: greedy decoding; the defaults and their reasons: DecodingConfig)."""
         DecodingConfig(beam, max_length, length_penalty)  # checks them
-        sources = encode_sources(self.vocabularies.source, [sentence.strip() for sentence in sentences])
-        with torch.no_grad():
-            decoded = decode_ids(self.model, sources, beam, max_length, length_penalty)
-        return self.vocabularies.target.decode(decoded)
+        if isinstance(sentences, str):
+            raise TypeError(f"sentences must be a list of strings, got one string ({sentences[:40]!r}); "
+                            "pass [sentence]")
+        sentences = [sentence.strip() for sentence in sentences]
+        given = [index for index, sentence in enumerate(sentences) if sentence]
+        translations = [""] * len(sentences)
+        if given:
+            sources = encode_sources(self.vocabularies.source, [sentences[index] for index in given])
+            with torch.no_grad():
+                decoded = decode_ids(self.model, sources, beam, max_length, length_penalty)
+            for index, translation in zip(given, self.vocabularies.target.decode(decoded), strict=True):
+                translations[index] = translation
+        return translations
 
     def score(self, sources: list[str], references: list[str], beam: int = DecodingConfig.beam,
               max_length: int = DecodingConfig.max_length,
               length_penalty: float = DecodingConfig.length_penalty) -> TranslationScores:
         if len(sources) != len(references):
             raise ValueError(f"{len(sources):,} sources and {len(references):,} references: each source needs one")
+        if not sources:
+            raise ValueError("no sentences to score: give at least one source and its reference")
         started = time.perf_counter()
         translations = self.translate(sources, beam, max_length, length_penalty)
         seconds = time.perf_counter() - started

@@ -35,18 +35,25 @@ def read_lines(path: str | Path, what: str = "sentences") -> tuple[list[str], di
             data = gzip.decompress(stored)
         except (OSError, EOFError, zlib.error) as error:
             raise ValueError(f"{path} is not a readable gzip file ({error})") from None
+    return text_lines(data, str(path)), fingerprint(stored)
+
+
+def text_lines(data: bytes, name: str) -> list[str]:
+    """The lines of UTF-8 `data` (a file's or stdin's, called `name` in messages), split at
+    line feeds only, each without surrounding white space: an empty, binary or non-UTF-8 text
+    stops with a message."""
     if not data.strip():
-        raise ValueError(f"{path} is empty: expected one sentence per line")
+        raise ValueError(f"{name} is empty: expected one sentence per line")
     nul = data.find(b"\x00")
     if nul >= 0:
-        raise ValueError(f"{path} is not text: it contains NUL bytes (the first at offset {nul}); "
-                         "expected a UTF-8 text file, plain or gzip")
+        raise ValueError(f"{name} is not text: it contains NUL bytes (the first at offset {nul}); "
+                         "expected UTF-8 text, plain or gzip")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} "
+        raise ValueError(f"{name} is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} "
                          "does not decode") from None
-    return [line.strip() for line in text.removesuffix("\n").split("\n")], fingerprint(stored)
+    return [line.strip() for line in text.removesuffix("\n").split("\n")]
 
 
 @dataclass(frozen=True)

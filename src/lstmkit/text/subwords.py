@@ -72,7 +72,8 @@ class Subwords:
         return self.processor.encode(sentences)
 
     def decode(self, ids: list[list[int]]) -> list[str]:
-        return self.processor.decode(ids)
+        """One text per id list (sentencepiece returns a string, not a list, for none)."""
+        return self.processor.decode(ids) if ids else []
 
     def pieces(self, ids: list[int]) -> list[str]:
         """The subwords of `ids`, as drawn on an attention matrix."""
