@@ -18,6 +18,7 @@ from helpers import Quadratic
 from lstmkit import lm
 from lstmkit.checkpoint import load_checkpoint
 from lstmkit.cli import main
+from lstmkit.files import write_json
 from lstmkit.pipelines.lm import LMTrainingConfig, TextScores
 from lstmkit.training import Trainer, TrainingConfig, TrainingDiverged
 from test_training import ddp_flags, torchrun
@@ -203,3 +204,34 @@ def test_each_process_draws_its_own_dropout_and_resumes_it(text_file, tmp_path):
     for name, tensor in whole.items():
         assert torch.equal(halves[name], tensor), name
     assert json.loads((tmp_path / "halves" / "results.json").read_text())["steps"] == 40
+
+
+@pytest.mark.parametrize("command, option, problem", [
+    (["translate", "eval", "RUN", "--source", "a", "--reference", "b", "--json"], "--json", "folder"),
+    (["speech", "eval", "RUN", "m.csv", "--json"], "--json", "under a file"),
+    (["translate", "run", "RUN", "s.de", "--show-attention"], "--show-attention", "under a file"),
+    (["speech", "transcribe", "RUN", "a.wav", "--show"], "--show", "folder"),
+    (["forecast", "predict", "RUN", "y.csv", "--out"], "--out", "folder"),
+    (["speech", "fsdd", "recordings", "--out"], "--out", "file"),
+    (["lm", "train", "text.txt", "--out"], "--out", "file"),
+])
+def test_an_output_path_that_cannot_be_written_is_refused_when_the_command_is_read(command, option, problem, tmp_path,
+                                                                                  capsys):
+    """Before any data is read or model loaded (RUN does not exist): argparse names the option."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    path, message = {"folder": (tmp_path, f"{tmp_path} is a folder; expected a file name"),
+                     "under a file": (a_file / "x.png", f"{a_file / 'x.png'} lies inside {a_file}, which is a file; "
+                                                        "expected a folder"),
+                     "file": (a_file, f"{a_file} is a file; expected a folder (new, or one this program wrote)")}[problem]
+    with pytest.raises(SystemExit) as stopped:
+        main([*command, str(path)])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: argument {option}: {message}")
+
+
+def test_a_file_that_cannot_be_written_is_named_as_asked_not_by_its_temporary_name(tmp_path):
+    (tmp_path / "results.json").mkdir()
+    with pytest.raises(IsADirectoryError, match=re.escape(f"cannot write {tmp_path / 'results.json'} (Is a directory)")):
+        write_json(tmp_path / "results.json", {"a": 1})
+    assert [path.name for path in tmp_path.iterdir()] == ["results.json"], "no temporary file is left"

@@ -24,16 +24,27 @@ def default_mode(directory: bool = False) -> int:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path to write to; on success it replaces `path`, on failure it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    except OSError as error:
+        raise cannot_write(path, error) from None
     os.close(descriptor)
     try:
         yield Path(temporary)
         os.chmod(temporary, default_mode())
-        os.replace(temporary, path)
+        try:
+            os.replace(temporary, path)
+        except OSError as error:
+            raise cannot_write(path, error) from None
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def cannot_write(path: Path, error: OSError) -> OSError:
+    """`error` of writing `path` (or its temporary file), naming `path`, the file the user asked for."""
+    return type(error)(f"cannot write {path} ({error.strerror or error})")
 
 
 def fingerprint(data: bytes) -> dict:
@@ -59,19 +70,40 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     not created; a probe file is written in its nearest existing ancestor and removed."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{option} {path} is a file; expected a folder (new, or one this program wrote)")
-    ancestor = path
+        raise ValueError(f"{named(option, path)} is a file; expected a folder (new, or one this program wrote)")
+    check_writable(path, path, option)
+    return path
+
+
+def check_output_file(path: str | Path, option: str) -> Path:
+    """Refuse, before any work is done, an output file that cannot be written: a folder, a
+    path under a file, or a file in a folder this process may not write in."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{named(option, path)} is a folder; expected a file name")
+    check_writable(path.parent, path, option)
+    return path
+
+
+def check_writable(folder: Path, path: Path, option: str) -> None:
+    """That `folder` (where `path` goes) can be made and written in: a probe file is written in
+    its nearest existing ancestor and removed."""
+    ancestor = folder
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise ValueError(f"{option} {path} lies inside {ancestor}, which is a file; expected a folder")
+        raise ValueError(f"{named(option, path)} lies inside {ancestor}, which is a file; expected a folder")
     try:
         descriptor, probe = tempfile.mkstemp(prefix=".lstmkit-probe.", dir=ancestor)
     except OSError as error:
         reason = os.strerror(error.errno) if error.errno else str(error)
-        raise ValueError(f"{option} {path}: cannot write in {ancestor} ({reason}); choose a folder you may write to") \
-            from None
+        raise ValueError(f"{named(option, path)}: cannot write in {ancestor} ({reason}); choose a folder you may "
+                         "write to") from None
     os.close(descriptor)
     os.remove(probe)
-    return path
+
+
+def named(option: str, path: Path) -> str:
+    """How a message names an output: with its option where one is given (argparse names it otherwise)."""
+    return f"{option} {path}" if option else str(path)
 

@@ -51,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(1, f"{error}\n")
     except (TrainingDiverged, CheckpointWriteError) as error:  # the run stopped; what it wrote before is kept
         parser.exit(1, f"lstmkit: error: {error}\n")
-    except (ValueError, TypeError, FileNotFoundError) as error:  # lstmkit's checks name what was expected and received
-        parser.exit(2, f"lstmkit: error: {error}\n")
     except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail again
         return 141  # 128 + SIGPIPE, the status a shell gives such a tool
+    except (ValueError, TypeError, OSError) as error:  # checks name what was expected and received; files, the path
+        parser.exit(2, f"lstmkit: error: {error}\n")
     return 0
 
 

@@ -6,10 +6,29 @@ import argparse
 import dataclasses
 
 from lstmkit.cells import CELLS
+from lstmkit.files import check_output_file, check_output_folder
 from lstmkit.nn.regularisers import INITS
 from lstmkit.training.config import PRECISIONS
 from lstmkit.training.optimizers import OPTIMIZERS
 from lstmkit.training.device import check_device_name
+
+
+def output_file(text: str) -> str:
+    """A file to write, refused at once where it cannot be (files.check_output_file)."""
+    try:
+        check_output_file(text, "")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def output_folder(text: str) -> str:
+    """A folder to write in, refused at once where it cannot be (files.check_output_folder)."""
+    try:
+        check_output_folder(text, "")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def positive_int(text: str) -> int:

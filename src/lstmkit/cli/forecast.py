@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from lstmkit.cells import CELLS
-from lstmkit.cli.arguments import (add_setting, add_training_arguments, config_from, device_name, positive_int,
-                                   positive_ints)
+from lstmkit.cli.arguments import (add_setting, add_training_arguments, config_from, device_name, output_file,
+                                   output_folder, positive_int, positive_ints)
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.pipelines.configs import BASES, ForecasterConfig
@@ -120,17 +120,17 @@ def add_forecast_commands(commands) -> None:
     actions = forecast.add_subparsers(dest="forecast", required=True)
     fit = actions.add_parser("fit", help="backtest against baselines, then refit on all data and save")
     add_series_arguments(fit)
-    fit.add_argument("--out", required=True, help="output folder: results, plot and model/")
+    fit.add_argument("--out", required=True, type=output_folder, help="output folder: results, plot and model/")
     fit.set_defaults(run=fit_command)
 
     backtest = actions.add_parser("backtest", help="backtest against baselines only")
     add_series_arguments(backtest)
-    backtest.add_argument("--out", help="folder for results.json, backtest.csv and backtest.png")
+    backtest.add_argument("--out", type=output_folder, help="folder for results.json, backtest.csv and backtest.png")
     backtest.set_defaults(run=backtest_command)
 
     predict = actions.add_parser("predict", help="forecast the horizon after a CSV's end")
     predict.add_argument("directory", help="a `forecast fit` folder or a forecaster checkpoint")
     predict.add_argument("csv", help="the series, with the columns the forecaster was fitted on")
-    predict.add_argument("--out", help="CSV file to write (default: print)")
+    predict.add_argument("--out", type=output_file, help="CSV file to write (default: print)")
     predict.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")
     predict.set_defaults(run=predict_command)

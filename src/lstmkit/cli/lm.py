@@ -7,8 +7,8 @@ from pathlib import Path
 
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
-    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, positive_float,
-    positive_int, positive_ints, probability,
+    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, output_folder,
+    positive_float, positive_int, positive_ints, probability,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.pipelines.lm import RECIPES, LMTrainingConfig
@@ -92,7 +92,7 @@ def add_lm_commands(commands) -> None:
     add_setting(train, LMTrainingConfig, "engine", "recurrent engine", choices=ENGINE_CHOICES)
     add_regulariser_arguments(train, LMTrainingConfig)
     add_training_arguments(train, LMTrainingConfig)
-    train.add_argument("--out", help="run folder (default runs/lm-TEXTNAME)")
+    train.add_argument("--out", type=output_folder, help="run folder (default runs/lm-TEXTNAME)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.set_defaults(run=lm_train_command, extra="lm")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
-    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name,
-    positive_floats, positive_int,
+    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, output_file,
+    output_folder, positive_floats, positive_int,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.files import write_json
@@ -87,7 +87,7 @@ def add_speech_commands(commands) -> None:
 
     fsdd = speech.add_parser("fsdd", help="write train.csv and test.csv manifests for the Free Spoken Digit Dataset")
     fsdd.add_argument("recordings", help="the folder of {digit}_{speaker}_{index}.wav files")
-    fsdd.add_argument("--out", required=True, help="where to write the manifests (and any joined utterances)")
+    fsdd.add_argument("--out", required=True, type=output_folder, help="where to write the manifests (and any joined utterances)")
     fsdd.add_argument("--holdout-speaker", help="test on every recording of this speaker, train on the others")
     fsdd.add_argument("--connected", type=positive_int, default=0,
                       help="also write utterances of 2 to N digits, joined from one speaker's recordings")
@@ -125,7 +125,7 @@ def add_speech_commands(commands) -> None:
     add_setting(train, SpeechConfig, "engine", "recurrent engine", choices=ENGINE_CHOICES)
     add_regulariser_arguments(train, SpeechConfig)
     add_training_arguments(train, SpeechConfig)
-    train.add_argument("--out", help="run folder (default runs/speech-MANIFESTNAME)")
+    train.add_argument("--out", type=output_folder, help="run folder (default runs/speech-MANIFESTNAME)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.set_defaults(run=train_command, extra="speech")
 
@@ -135,10 +135,10 @@ def add_speech_commands(commands) -> None:
         command.add_argument("directory", help="a run folder (its best checkpoint) or a checkpoint folder")
         if name == "transcribe":
             command.add_argument("files", nargs="+", help="audio files (WAV, FLAC, ...)")
-            command.add_argument("--show", help="draw spectrogram, label probabilities and alignment to this PNG")
+            command.add_argument("--show", type=output_file, help="draw spectrogram, label probabilities and alignment to this PNG")
         else:
             command.add_argument("manifest", help="a CSV with the columns path,text")
-            command.add_argument("--json", help="also write the scores (wer, cer, utterances, accuracy) here")
+            command.add_argument("--json", type=output_file, help="also write the scores (wer, cer, utterances, accuracy) here")
             command.add_argument("--errors", action="store_true", help="list every utterance transcribed wrongly")
             command.add_argument("--confusion", action="store_true",
                                  help="print how often each word was transcribed as each (isolated words)")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
-    add_regulariser_arguments, add_setting, add_training_arguments, cell_list, config_from, positive_float,
-    positive_int,
+    add_regulariser_arguments, add_setting, add_training_arguments, cell_list, config_from, output_folder,
+    positive_float, positive_int,
 )
 from lstmkit.nn.docs import step_equations
 from lstmkit.nn.recurrent import Recurrent
@@ -103,7 +103,7 @@ def add_task_commands(commands) -> None:
     task.add_argument("name", choices=list(TASKS), help="the task")
     task.add_argument("--T", type=positive_int, help="sequence length / time lag (the task's default if omitted)")
     task.add_argument("--cells", type=cell_list, default=["rnn", "gru", "lstm"], help="comma-separated (default rnn,gru,lstm)")
-    task.add_argument("--out", help="output folder (default runs/task-NAME-TN)")
+    task.add_argument("--out", type=output_folder, help="output folder (default runs/task-NAME-TN)")
     add_task_training_arguments(task)
     task.set_defaults(run=task_command, extra="tasks")
 
@@ -114,7 +114,7 @@ def add_task_commands(commands) -> None:
     add_task_arguments(gradients, required=False)
     gradients.add_argument("--cells", type=cell_list, help="comma-separated (default: rnn,gru,lstm, or all in --from)")
     gradients.add_argument("--from", dest="source", help="a `lstmkit task` output folder whose trained models to probe")
-    gradients.add_argument("--out", help="output folder (default runs/gradients-NAME-TN)")
+    gradients.add_argument("--out", type=output_folder, help="output folder (default runs/gradients-NAME-TN)")
     add_task_training_arguments(gradients)
     gradients.set_defaults(run=probe_gradients_command)
 
@@ -122,12 +122,12 @@ def add_task_commands(commands) -> None:
     gates.add_argument("checkpoint", nargs="?", help="a trained model folder, e.g. runs/task-adding-T200/models/lstm")
     add_task_arguments(gates, required=False)
     gates.add_argument("--cell", choices=list(CELLS), default="lstm", help="cell to train with --task (default lstm)")
-    gates.add_argument("--out", help="output folder (default runs/gates-NAME-TN)")
+    gates.add_argument("--out", type=output_folder, help="output folder (default runs/gates-NAME-TN)")
     add_task_training_arguments(gates)
     gates.set_defaults(run=probe_gates_command)
 
     demo = commands.add_parser("demo", help="rnn vs gru vs lstm on the adding problem, in a few minutes")
-    demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    demo.add_argument("--out", default="runs/demo", type=output_folder, help="output folder (default runs/demo)")
     add_setting(demo, DemoConfig, "T", "sequence length", type=positive_int)
     add_setting(demo, DemoConfig, "steps", "steps of training per cell", type=positive_int)
     add_setting(demo, DemoConfig, "time_budget", "seconds of training per cell at most", type=positive_float)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
-    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, positive_int,
+    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, output_file,
+    output_folder, positive_int,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.files import write_json
@@ -121,14 +122,14 @@ def add_translate_commands(commands) -> None:
     add_setting(train, TranslationConfig, "engine", "recurrent engine of the encoder", choices=ENGINE_CHOICES)
     add_regulariser_arguments(train, TranslationConfig)  # the encoder's (the decoder's cells take none)
     add_training_arguments(train, TranslationConfig)
-    train.add_argument("--out", required=True, help="run folder")
+    train.add_argument("--out", required=True, type=output_folder, help="run folder")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.set_defaults(run=translate_train_command, extra="translate")
 
     run = translate.add_parser("run", help="translate sentences, one per line, to stdout")
     add_decoding_arguments(run)
     run.add_argument("file", nargs="?", default="-", help="sentences to translate (plain or gzip); - or none: stdin")
-    run.add_argument("--show-attention", metavar="PNG", help="draw the attention matrix of one sentence")
+    run.add_argument("--show-attention", metavar="PNG", type=output_file, help="draw the attention matrix of one sentence")
     run.add_argument("--sentence", type=positive_int, default=1,
                      help="with --show-attention: which sentence, counted from 1 (default 1)")
     run.set_defaults(run=translate_run_command, extra="translate")
@@ -137,5 +138,5 @@ def add_translate_commands(commands) -> None:
     add_decoding_arguments(evaluate)
     evaluate.add_argument("--source", required=True, help="test sentences (plain or gzip)")
     evaluate.add_argument("--reference", required=True, help="their reference translations, line for line")
-    evaluate.add_argument("--json", help="also write the scores (bleu, chrf, sentences, beam, signature) here")
+    evaluate.add_argument("--json", type=output_file, help="also write the scores (bleu, chrf, sentences, beam, signature) here")
     evaluate.set_defaults(run=translate_eval_command, extra="translate")
