@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 
 from lstmkit.cells import CELLS
 from lstmkit.files import check_output_file, check_output_folder
@@ -13,22 +14,23 @@ from lstmkit.training.optimizers import OPTIMIZERS
 from lstmkit.training.device import check_device_name
 
 
-def output_file(text: str) -> str:
-    """A file to write, refused at once where it cannot be (files.check_output_file)."""
-    try:
-        check_output_file(text, "")
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
+def checked_path(check: Callable[[str, str], object]) -> Callable[[str], str]:
+    """An argparse type that runs `check(path, "")` and reports its ValueError as argparse's,
+    which names the option."""
+
+    def checked(text: str) -> str:
+        try:
+            check(text, "")
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return text
+
+    return checked
 
 
-def output_folder(text: str) -> str:
-    """A folder to write in, refused at once where it cannot be (files.check_output_folder)."""
-    try:
-        check_output_folder(text, "")
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
+# A file, and a folder, to write: refused at once where they cannot be written.
+output_file = checked_path(check_output_file)
+output_folder = checked_path(check_output_folder)
 
 
 def positive_int(text: str) -> int:
