@@ -230,6 +230,20 @@ def test_an_output_path_that_cannot_be_written_is_refused_when_the_command_is_re
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: argument {option}: {message}")
 
 
+def test_a_figure_is_written_in_the_format_its_suffix_names_and_an_unknown_one_is_refused(tmp_path, capsys):
+    from matplotlib.figure import Figure
+
+    from lstmkit.plots import save
+
+    for name, magic in (("a.png", b"\x89PNG"), ("a.pdf", b"%PDF"), ("a.svg", b"<?xml")):
+        save(Figure(), tmp_path / name)
+        assert (tmp_path / name).read_bytes().startswith(magic), name
+    with pytest.raises(SystemExit):
+        main(["translate", "run", "RUN", "s.de", "--show-attention", str(tmp_path / "a.jpg")])
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: argument --show-attention: {tmp_path / 'a.jpg'}: expected a file ending in .png, .pdf, .svg")
+
+
 def test_a_file_that_cannot_be_written_is_named_as_asked_not_by_its_temporary_name(tmp_path):
     (tmp_path / "results.json").mkdir()
     with pytest.raises(IsADirectoryError, match=re.escape(f"cannot write {tmp_path / 'results.json'} (Is a directory)")):

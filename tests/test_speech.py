@@ -181,6 +181,9 @@ def test_a_bad_speed_perturbation_flag_names_what_it_got(tmp_path, capsys):
      "{path}: has 2 channels; expected mono audio (mix it down first, e.g. `sox IN OUT remix -`)"),
     (lambda path: write_wav(path, seconds=0.01), "{path}: lasts 10.0 ms; at least one 25 ms window is needed"),
     (lambda path: None, "{path}: no such file"),
+    (lambda path: path.mkdir(), "{path}: is a folder; expected an audio file"),
+    (lambda path: soundfile.write(path, np.tile([0.1, np.nan, np.inf, 0.2], 1000)[:, None], RATE, subtype="FLOAT"),
+     "{path}: 2000 of its 4000 samples are not finite (NaN or inf)"),
 ])
 def test_bad_audio_files_are_named_with_what_is_wrong(tmp_path, make, message):
     path = tmp_path / "bad.wav"
@@ -195,8 +198,8 @@ def test_a_file_too_short_for_its_transcript_stops_training_before_it_starts(tmp
     manifest = write_manifest_text(tmp_path / "train.csv", "path,text\nshort.wav,seventeen\n")
     code, _, err = run_cli(["speech", "train", str(manifest), "--out", str(tmp_path / "run"), "--steps", "1"], capsys)
     assert code == 2
-    assert err == (f"lstmkit: error: {tmp_path / 'short.wav'}: too short for its transcript 'seventeen': its 0.06 s "
-                   "give 3 model steps (6 frames / stack 2), and the transcript needs 10\n")
+    assert err == (f"lstmkit: error: {tmp_path / 'short.wav'}: too short for its transcript 'seventeen': its 6 frames "
+                   "(one per 10 ms) give 3 model steps (frames / stack 2), and the transcript needs 10\n")
     assert not (tmp_path / "run").exists()
 
 
@@ -210,10 +213,15 @@ def test_a_file_too_short_for_its_transcript_stops_training_before_it_starts(tmp
     ("path,text\na.wav,one\na.wav,  \n", "{m}, line 3: the transcript of a.wav is empty"),
     ("path,text\nmissing.wav,one\n", "{m}, line 2: {d}/missing.wav does not exist"),
     ("path,text\n\n", "{m} lists no utterances"),
+    ("path,text\nsub,one\n", "{m}, line 2: {d}/sub is a folder; expected an audio file"),
+    ("path,text\na.wav,caf\xe9\n".encode("latin-1"), "{m}: not UTF-8 text (byte 0xe9 at offset 19); expected a CSV "
+                                                     "file with the header 'path,text'"),
 ])
 def test_manifests_with_bad_rows_are_refused_naming_the_line(tmp_path, rows, message):
     write_wav(tmp_path / "a.wav")
-    manifest = write_manifest_text(tmp_path / "m.csv", rows)
+    (tmp_path / "sub").mkdir()
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(rows if isinstance(rows, bytes) else rows.encode())
     with pytest.raises(ManifestError) as error:
         read_manifest(manifest)
     assert str(error.value) == message.format(m=manifest, d=tmp_path)
@@ -368,6 +376,18 @@ def test_eval_and_transcribe_commands_print_and_write_the_scores(tone_run, capsy
     code, out, err = run_cli(["speech", "transcribe", str(folder / "run"), str(faster)], capsys)
     assert (code, out) == (0, f"{faster}\tba\n")
     assert err == f"lstmkit: {faster} resampled from 16000 Hz to 8000 Hz, the model's rate\n"
+
+
+def test_eval_scores_a_transcript_the_model_cannot_write_as_an_error_not_a_stop(tone_run, tmp_path):
+    """Training needs labels in the model's alphabet; scoring only compares text. The manifest
+    here also starts with a spreadsheet's byte-order mark."""
+    folder, _ = tone_run
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"\ufeffpath,text\n{folder / 'valid-ab-0.wav'},ab!\n{folder / 'valid-ba-0.wav'},ba\n",
+                        encoding="utf-8")
+    scores, references, transcripts = load_speech_model(folder / "run").evaluate(manifest, beam=3)
+    assert (references, transcripts) == (["ab!", "ba"], ["ab", "ba"])
+    assert scores == {"wer": 0.5, "cer": 0.2, "utterances": 2, "accuracy": 0.5}
 
 
 def test_a_resumed_run_computes_what_the_uninterrupted_run_computes(tone_run, tmp_path, monkeypatch):

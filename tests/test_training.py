@@ -300,3 +300,14 @@ def test_a_run_of_an_older_lstmkit_loads_but_does_not_resume(text_file, tmp_path
     with pytest.raises(ValueError, match="was written by an older lstmkit: its models load .* but its training "
                                          "cannot be resumed; start a new run"):
         lm.train(text_file, tmp_path / "run", config, resume=True)
+
+
+@pytest.mark.parametrize("config, settings, message", [
+    (TrainingConfig, {"lr": "0.01"}, "lr must be a number, got '0.01' (str)"),
+    (TrainingConfig, {"steps": "5"}, "steps must be an integer or None, got '5' (str)"),
+    (TrainingConfig, {"clip": [1.0]}, "clip must be a number, got [1.0] (list)"),
+    (LMTrainingConfig, {"time_budget": "60"}, "time_budget must be a number or None, got '60' (str)"),
+])
+def test_a_setting_that_is_not_a_number_is_named_before_its_range_is_checked(config, settings, message):
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        config(**settings)

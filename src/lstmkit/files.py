@@ -12,6 +12,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
+# The formats a figure the user names is written in, by its suffix (plots.save).
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
 def default_mode(directory: bool = False) -> int:
     """The permissions a plain open() or mkdir() would give under the current umask
     (mkstemp and mkdtemp make private ones)."""
@@ -75,12 +79,15 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     return path
 
 
-def check_output_file(path: str | Path, option: str) -> Path:
+def check_output_file(path: str | Path, option: str, suffixes: tuple[str, ...] = ()) -> Path:
     """Refuse, before any work is done, an output file that cannot be written: a folder, a
-    path under a file, or a file in a folder this process may not write in."""
+    path under a file, a file in a folder this process may not write in, or one whose suffix
+    is not among `suffixes` (where they are given)."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{named(option, path)} is a folder; expected a file name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ValueError(f"{named(option, path)}: expected a file ending in {', '.join(suffixes)}")
     check_writable(path.parent, path, option)
     return path
 

@@ -1,4 +1,5 @@
-"""The figures of the pipelines, written as PNG (matplotlib, no pyplot state)."""
+"""The figures of the pipelines, written as PNG, PDF or SVG by their file's suffix (matplotlib,
+no pyplot state)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from lstmkit.files import atomic_path
+from lstmkit.files import FIGURE_SUFFIXES, atomic_path
 
 COLOURS = {"rnn": "#d62728", "gru": "#2ca02c", "lstm": "#1f77b4", "peephole": "#9467bd",
            "cifg": "#ff7f0e", "layernorm": "#8c564b"}
 
 
 def save(figure: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    written = path.suffix.lower() if path.suffix.lower() in FIGURE_SUFFIXES else ".png"
     with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=100, bbox_inches="tight", format="png")
-    return Path(path)
+        figure.savefig(temporary, dpi=100, bbox_inches="tight", format=written.removeprefix("."))
+    return path
 
 
 def learning_curves(curves: Mapping[str, Sequence[tuple[int, float]]], baseline: float, title: str,

@@ -76,6 +76,8 @@ class FrontEnd:
         import soundfile
 
         path = Path(path)
+        if path.is_dir():
+            raise AudioError(f"{path}: is a folder; expected an audio file")
         if not path.is_file():
             raise AudioError(f"{path}: no such file")
         try:
@@ -87,6 +89,9 @@ class FrontEnd:
                              "(mix it down first, e.g. `sox IN OUT remix -`)")
         if samples.shape[0] == 0:
             raise AudioError(f"{path}: holds no samples")
+        not_finite = int((~np.isfinite(samples)).sum())
+        if not_finite:
+            raise AudioError(f"{path}: {not_finite} of its {samples.shape[0]} samples are not finite (NaN or inf)")
         samples, resampled_from = samples[:, 0], None
         if rate != self.sample_rate:
             samples = librosa.resample(samples, orig_sr=rate, target_sr=self.sample_rate)

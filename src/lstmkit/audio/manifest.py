@@ -43,8 +43,12 @@ def read_manifest(manifest: str | Path) -> list[Utterance]:
     manifest = Path(manifest)
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest {manifest} does not exist")
-    with open(manifest, newline="", encoding="utf-8") as file:
-        rows = list(csv.reader(file))
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as file:  # -sig: a spreadsheet's byte-order mark
+            rows = list(csv.reader(file))
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{manifest}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+                            f"{error.start}); expected a CSV file with the header 'path,text'") from None
     if not rows or [cell.strip() for cell in rows[0]] != HEADER:
         found = "an empty file" if not rows else ",".join(rows[0])
         raise ManifestError(f"{manifest}: expected the header 'path,text' on line 1, got {found!r}")
@@ -61,7 +65,8 @@ def read_manifest(manifest: str | Path) -> list[Utterance]:
             raise ManifestError(f"{manifest}, line {line}: the transcript of {path} is empty")
         resolved = Path(path) if os.path.isabs(path) else manifest.parent / path
         if not resolved.is_file():
-            raise ManifestError(f"{manifest}, line {line}: {resolved} does not exist")
+            problem = "is a folder; expected an audio file" if resolved.is_dir() else "does not exist"
+            raise ManifestError(f"{manifest}, line {line}: {resolved} {problem}")
         utterances.append(Utterance(resolved, text))
     if not utterances:
         raise ManifestError(f"{manifest} lists no utterances")

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Callable
 
 from lstmkit.cells import CELLS
-from lstmkit.files import check_output_file, check_output_folder
+from lstmkit.files import FIGURE_SUFFIXES, check_output_file, check_output_folder
 from lstmkit.nn.regularisers import INITS
 from lstmkit.training.config import PRECISIONS
 from lstmkit.training.optimizers import OPTIMIZERS
@@ -28,8 +28,9 @@ def checked_path(check: Callable[[str, str], object]) -> Callable[[str], str]:
     return checked
 
 
-# A file, and a folder, to write: refused at once where they cannot be written.
+# A file, a figure and a folder to write: refused at once where they cannot be written.
 output_file = checked_path(check_output_file)
+output_figure = checked_path(lambda path, option: check_output_file(path, option, FIGURE_SUFFIXES))
 output_folder = checked_path(check_output_folder)
 
 

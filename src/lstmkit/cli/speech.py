@@ -8,8 +8,8 @@ from pathlib import Path
 
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
-    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, output_file,
-    output_folder, positive_floats, positive_int,
+    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, output_figure,
+    output_file, output_folder, positive_floats, positive_int,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.files import write_json
@@ -135,10 +135,12 @@ def add_speech_commands(commands) -> None:
         command.add_argument("directory", help="a run folder (its best checkpoint) or a checkpoint folder")
         if name == "transcribe":
             command.add_argument("files", nargs="+", help="audio files (WAV, FLAC, ...)")
-            command.add_argument("--show", type=output_file, help="draw spectrogram, label probabilities and alignment to this PNG")
+            command.add_argument("--show", type=output_figure,
+                                 help="draw spectrogram, label probabilities and alignment to this PNG (or .pdf, .svg)")
         else:
             command.add_argument("manifest", help="a CSV with the columns path,text")
-            command.add_argument("--json", type=output_file, help="also write the scores (wer, cer, utterances, accuracy) here")
+            command.add_argument("--json", type=output_file,
+                                 help="also write the scores (wer, cer, utterances, accuracy) here")
             command.add_argument("--errors", action="store_true", help="list every utterance transcribed wrongly")
             command.add_argument("--confusion", action="store_true",
                                  help="print how often each word was transcribed as each (isolated words)")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
-    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, output_file,
-    output_folder, positive_int,
+    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, output_figure,
+    output_file, output_folder, positive_int,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.files import write_json
@@ -129,7 +129,8 @@ def add_translate_commands(commands) -> None:
     run = translate.add_parser("run", help="translate sentences, one per line, to stdout")
     add_decoding_arguments(run)
     run.add_argument("file", nargs="?", default="-", help="sentences to translate (plain or gzip); - or none: stdin")
-    run.add_argument("--show-attention", metavar="PNG", type=output_file, help="draw the attention matrix of one sentence")
+    run.add_argument("--show-attention", metavar="PNG", type=output_figure,
+                     help="draw the attention matrix of one sentence (.png, .pdf or .svg)")
     run.add_argument("--sentence", type=positive_int, default=1,
                      help="with --show-attention: which sentence, counted from 1 (default 1)")
     run.set_defaults(run=translate_run_command, extra="translate")
@@ -138,5 +139,6 @@ def add_translate_commands(commands) -> None:
     add_decoding_arguments(evaluate)
     evaluate.add_argument("--source", required=True, help="test sentences (plain or gzip)")
     evaluate.add_argument("--reference", required=True, help="their reference translations, line for line")
-    evaluate.add_argument("--json", type=output_file, help="also write the scores (bleu, chrf, sentences, beam, signature) here")
+    evaluate.add_argument("--json", type=output_file,
+                          help="also write the scores (bleu, chrf, sentences, beam, signature) here")
     evaluate.set_defaults(run=translate_eval_command, extra="translate")

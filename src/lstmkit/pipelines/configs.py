@@ -15,7 +15,7 @@ from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.models.seq2seq import ATTENTIONS
 from lstmkit.nn.regularisers import check_init, regularisation
 from lstmkit.training import TrainingConfig
-from lstmkit.training.config import check_positive_integers
+from lstmkit.training.config import check_number_fields, check_positive_integers
 
 
 def check_network(cell: str, dropout: float, engine: str) -> None:
@@ -313,14 +313,15 @@ class DecodingConfig:
 
     # Five hypotheses: most of what a wider beam finds, at a fifth of greedy decoding's speed.
     beam: int = 5
-    # Subwords per translation, and at most twice the longest source of a batch plus 10 (a
-    # model that has not learned to stop would otherwise run on).
+    # Subwords per translation, and at most twice its source's length plus 10 (a model that has
+    # not learned to stop would otherwise run on).
     max_length: int = 200
     # An ended hypothesis scores log p / length^length_penalty: 1 is the per-token mean, which
     # keeps beam search from preferring short translations; 0 is the raw log-probability.
     length_penalty: float = 1.0
 
     def __post_init__(self) -> None:
+        check_number_fields(self)
         check_positive_integers(self, ("beam", "max_length"))
         if isinstance(self.length_penalty, bool) or not 0 <= self.length_penalty <= 5:
             raise ValueError(f"length_penalty must be in [0, 5] (0: none, 1: per-token mean), "
@@ -341,6 +342,9 @@ class DemoConfig:
     time_budget: float = 300.0
     seed: int = 0
     hidden_size: int = 128
+
+    def __post_init__(self) -> None:
+        check_number_fields(self)
 
     def training(self) -> TaskTrainingConfig:
         return TaskTrainingConfig(hidden_size=self.hidden_size, steps=self.steps, time_budget=self.time_budget,

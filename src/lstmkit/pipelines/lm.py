@@ -39,6 +39,7 @@ from lstmkit.pipelines.configs import RegulariserSettings
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, score_dynamically, score_with_cache
 from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, token_streams
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, learning_rate, resolve_device
+from lstmkit.training.config import check_number_fields
 
 # Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
 RECIPES = {
@@ -150,6 +151,7 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
     default_budget: ClassVar[tuple[str, float]] = ("epochs", 10.0)
 
     def __post_init__(self) -> None:
+        check_number_fields(self)  # before the defaults below compare them
         if self.recipe is not None:
             if self.recipe not in RECIPES:
                 raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")

@@ -127,10 +127,12 @@ def utterance_frames(path: Path, front_end: FrontEnd, speed: float = 1.0) -> tup
 
 
 def load_utterances(manifest: str | Path, front_end: FrontEnd, alphabet: Alphabet | None, stack: int,
-                    speeds: tuple[float, ...] = ()) -> tuple[Utterances, Alphabet]:
+                    speeds: tuple[float, ...] = (), labelled: bool = True) -> tuple[Utterances, Alphabet]:
     """Every utterance of a manifest, read, checked and turned into frames, and into frames at
     each of `speeds` where those still fit its transcript; the alphabet of its transcripts when
-    none is given. Files at another rate are resampled, and a warning says so."""
+    none is given. Files at another rate are resampled, and a warning says so. Unless
+    `labelled` is False (transcripts only scored, not learned: no labels, and so no check that
+    the alphabet spells a transcript and the file is long enough for it)."""
     utterances = read_manifest(manifest)
     alphabet = alphabet or Alphabet.of([utterance.text for utterance in utterances])
     frames, labels, versions, resampled = [], [], [], []
@@ -138,8 +140,10 @@ def load_utterances(manifest: str | Path, front_end: FrontEnd, alphabet: Alphabe
         features, rate = utterance_frames(utterance.path, front_end)
         if rate is not None:
             resampled.append((utterance.path, rate))
-        label = alphabet.encode(utterance.text, f"{manifest}, {utterance.path}")
-        check_long_enough(utterance, len(features), label, front_end, stack)
+        label = []
+        if labelled:
+            label = alphabet.encode(utterance.text, f"{manifest}, {utterance.path}")
+            check_long_enough(utterance, len(features), label, front_end, stack)
         frames.append(features)
         labels.append(label)
         perturbed = (utterance_frames(utterance.path, front_end, speed)[0] for speed in speeds)
@@ -158,8 +162,8 @@ def check_long_enough(utterance: Utterance, frames: int, labels: list[int], fron
     transcript could never be learned, and its loss would be infinite."""
     steps, needed = stacked_length(frames, stack), ctc_frames_needed(labels)
     if steps < needed:
-        raise AudioError(f"{utterance.path}: too short for its transcript {utterance.text!r}: its "
-                         f"{frames / front_end.frame_rate:.2f} s give {steps} model steps ({frames} frames / stack "
+        raise AudioError(f"{utterance.path}: too short for its transcript {utterance.text!r}: its {frames} frames "
+                         f"(one per {1000 / front_end.frame_rate:g} ms) give {steps} model steps (frames / stack "
                          f"{stack}), and the transcript needs {needed}")
 
 
@@ -372,7 +376,8 @@ class SpeechRecognizer:
     def evaluate(self, manifest: str | Path, beam: int = 1,
                  lexicon: bool = False) -> tuple[dict[str, float], list[str], list[str]]:
         """The scores of the model on a manifest, with its references and transcripts."""
-        utterances, _ = load_utterances(manifest, self.front_end, self.alphabet, self.model.config.stack)
+        utterances, _ = load_utterances(manifest, self.front_end, self.alphabet, self.model.config.stack,
+                                        labelled=False)  # a transcript the model cannot spell counts as an error
         _, hypotheses = decode_utterances(self.model, utterances, beam, loss=False, lexicon=self.lexicon(lexicon))
         transcripts = [self.alphabet.decode(labels) for labels in hypotheses]
         return score_transcripts(utterances.texts, transcripts), utterances.texts, transcripts

@@ -8,7 +8,8 @@ every default from the config class, so a default is written once.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import numbers
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from lstmkit.training.device import check_device_name
@@ -22,6 +23,11 @@ SEED_RANGE = (0, 2**64 - 1)
 # resumed run another run than the one it continues, and --resume refuses it.
 RESUMABLE_CHANGES = ("steps", "epochs", "time_budget", "eval_every", "patience", "device", "precision", "engine")
 PRECISIONS = ("32", "bf16", "16")
+# The annotations (as written) whose values are checked to be numbers before their ranges are,
+# so that a string such as "0.1" is named, not compared deep inside (each field's own check then
+# names a bool, a fraction where an integer belongs, or a value out of range).
+NUMBER_FIELDS = {"int": "an integer", "int | None": "an integer or None", "float": "a number",
+                 "float | None": "a number or None"}
 # Names that older checkpoints and results files used for settings that now have one spelling.
 LEGACY_NAMES = {"hidden": "hidden_size", "layers": "num_layers", "batch": "batch_size", "embedding": "embedding_size",
                 "learning_rate": "lr"}
@@ -81,6 +87,7 @@ class TrainingConfig:
     default_budget: ClassVar[tuple[str, float]] = ("steps", 1000)
 
     def __post_init__(self) -> None:
+        check_number_fields(self)
         if all(getattr(self, name) is None for name in BUDGETS):
             object.__setattr__(self, *self.default_budget)
         for name in ("steps", "epochs", "time_budget", "lr", "clip", "eval_every", "patience"):
@@ -122,3 +129,14 @@ def check_positive_integers(settings: object, names: tuple[str, ...]) -> None:
 def current_names(settings: dict) -> dict:
     """`settings` (a saved config) with the names older versions used replaced by today's."""
     return {LEGACY_NAMES.get(name, name): value for name, value in settings.items()}
+
+
+def check_number_fields(config) -> None:
+    """Every field of the dataclass `config` annotated int or float (or None) holds a number
+    (or None): not a string."""
+    for field in fields(config):
+        if field.type not in NUMBER_FIELDS:
+            continue
+        value = getattr(config, field.name)
+        if not (isinstance(value, numbers.Real) or (value is None and "None" in field.type)):
+            raise TypeError(f"{field.name} must be {NUMBER_FIELDS[field.type]}, got {value!r} ({type(value).__name__})")
