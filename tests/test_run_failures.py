@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from safetensors.torch import load_file
 
 from helpers import Quadratic
 from lstmkit import lm
-from lstmkit.checkpoint import load_checkpoint
+from lstmkit.checkpoint import CheckpointError, checkpoint_folder, load_checkpoint, read_config
 from lstmkit.cli import main
 from lstmkit.files import write_json
 from lstmkit.pipelines.lm import LMTrainingConfig, TextScores
@@ -249,3 +250,44 @@ def test_a_file_that_cannot_be_written_is_named_as_asked_not_by_its_temporary_na
     with pytest.raises(IsADirectoryError, match=re.escape(f"cannot write {tmp_path / 'results.json'} (Is a directory)")):
         write_json(tmp_path / "results.json", {"a": 1})
     assert [path.name for path in tmp_path.iterdir()] == ["results.json"], "no temporary file is left"
+
+
+def test_a_folder_with_a_model_but_no_run_to_resume_says_so_whichever_way_it_is_asked(tmp_path):
+    Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    for checkpoint in (tmp_path / "run" / "last").iterdir():
+        checkpoint.unlink()
+    (tmp_path / "run" / "last").rmdir()
+    with pytest.raises(ValueError, match=re.escape(
+            f"{tmp_path / 'run'} holds a trained model (best/) but no last/ checkpoint to resume from; choose "
+            "another folder, or remove this one to start over")):
+        Trainer(TrainingConfig(steps=2)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'run'} holds no run to resume (no last/ "
+                                                          "checkpoint)")):
+        Trainer(TrainingConfig(steps=2)).run(Quadratic([1.0], 0.0), tmp_path / "run", resume=True)
+
+
+class Kinded(Quadratic):
+    """A job whose checkpoints say which pipeline wrote them."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__([1.0], 0.0)
+        self.kind = kind
+
+    def checkpoint_config(self) -> dict:
+        return {"kind": self.kind}
+
+
+def test_resuming_another_pipelines_run_names_both_kinds(tmp_path):
+    Trainer(TrainingConfig(steps=2, eval_every=1)).run(Kinded("speech_model"), tmp_path / "run")
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{tmp_path / 'run' / 'last'} holds a 'speech_model' checkpoint, not a 'translation_model' run to resume")):
+        Trainer(TrainingConfig(steps=4)).run(Kinded("translation_model"), tmp_path / "run", resume=True)
+
+
+def test_a_run_folder_without_best_points_to_its_last_checkpoint(tmp_path):
+    Trainer(TrainingConfig(steps=2, eval_every=1)).run(Kinded("speech_model"), tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "best")
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"{tmp_path / 'run'} is not an lstmkit checkpoint: expected config.json and model.safetensors in it (it "
+            f"holds a run's last/ but no best/: give {tmp_path / 'run' / 'last'} for its latest checkpoint)")):
+        read_config(checkpoint_folder(tmp_path / "run"))

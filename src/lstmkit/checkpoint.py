@@ -159,9 +159,7 @@ def load_model_checkpoint(directory: str | Path, kind: CheckpointKind) -> tuple[
     directory = existing(Path(directory))
     config = read_config(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    if config.get("kind") != kind.name:
-        found = f"a {config['kind']!r} checkpoint" if "kind" in config else f"a checkpoint of no kind ({config_path})"
-        raise CheckpointError(f"{directory} holds {found}, not {kind.description}")
+    check_kind(directory, config, kind.name, kind.description)
     section = config.get(kind.section)
     if not isinstance(section, dict):
         raise CheckpointError(f"{config_path} has no {kind.section!r} object describing {kind.description}")
@@ -177,6 +175,15 @@ def load_model_checkpoint(directory: str | Path, kind: CheckpointKind) -> tuple[
     model = kind.build(section)
     model.load_state_dict(load_tensors(weights_path, "cpu"), strict=False)  # what `stored` leaves out is tied
     return config, model
+
+
+def check_kind(directory: Path, config: dict, kind: str, description: str) -> None:
+    """Refuse the checkpoint in `directory` (its config.json read as `config`) unless it is of
+    `kind`; `description` says what was expected ("a translation model")."""
+    if config.get("kind") != kind:
+        found = f"a {config['kind']!r} checkpoint" if "kind" in config else \
+            f"a checkpoint of no kind ({directory / CONFIG_FILE})"
+        raise CheckpointError(f"{directory} holds {found}, not {description}")
 
 
 def checkpoint_folder(directory: str | Path) -> Path:
@@ -195,10 +202,13 @@ def read_config(directory: Path) -> dict:
     """The JSON object in a checkpoint folder's config.json."""
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     if not config_path.is_file() or not weights_path.is_file():
-        backtest = " (it holds a backtest's results.json: `forecast backtest` saves no model, `forecast fit` does)" \
-            if (directory / "results.json").is_file() else ""
+        hint = ""
+        if existing(directory / "last").is_dir():
+            hint = f" (it holds a run's last/ but no best/: give {directory / 'last'} for its latest checkpoint)"
+        elif (directory / "results.json").is_file():
+            hint = " (it holds a backtest's results.json: `forecast backtest` saves no model, `forecast fit` does)"
         raise FileNotFoundError(
-            f"{directory} is not an lstmkit checkpoint: expected {CONFIG_FILE} and {WEIGHTS_FILE} in it{backtest}"
+            f"{directory} is not an lstmkit checkpoint: expected {CONFIG_FILE} and {WEIGHTS_FILE} in it{hint}"
         )
     config = read_json(config_path)
     if not isinstance(config, dict):

@@ -28,8 +28,6 @@ def translate_train_command(arguments: argparse.Namespace) -> None:
           f"attention) on {arguments.source} -> {arguments.target}; checkpoints in {out}/", flush=True)
     run = train_translation(arguments.source, arguments.target, arguments.valid_source, arguments.valid_target, out,
                             config, arguments.resume)
-    if run.left_out:
-        print(f"left out {run.left_out:,} training pairs with an empty side or over {config.max_train_length} subwords")
     bleu = "" if run.best_val_bleu is None else f", validation BLEU {run.best_val_bleu:.2f} (greedy)"
     print(f"best validation: {run.best_val_loss:.4f} nats/token{bleu}")
     print(f"{run.steps:,} steps in {run.seconds:.0f} s of training, {run.tokens_per_second:,.0f} target tokens/s "
@@ -53,11 +51,11 @@ def translate_run_command(arguments: argparse.Namespace) -> None:
         sentences = text_lines(sys.stdin.buffer.read(), "stdin")
     else:
         sentences = read_sentences(arguments.file)
+    if arguments.show_attention is not None and arguments.sentence > len(sentences):
+        raise ValueError(f"--sentence {arguments.sentence}: there are {len(sentences)} sentences")
     for translation in translator.translate(sentences, **settings):
         print(translation, flush=False)
     if arguments.show_attention is not None:
-        if arguments.sentence > len(sentences):
-            raise ValueError(f"--sentence {arguments.sentence}: there are {len(sentences)} sentences")
         alignment = translator.align(sentences[arguments.sentence - 1], **settings)
         plots.attention_matrix(alignment.source, alignment.target, alignment.weights.numpy(), arguments.show_attention)
         print(f"wrote the attention of sentence {arguments.sentence} to {arguments.show_attention}", file=sys.stderr)
@@ -84,8 +82,8 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", help="a run folder (its best checkpoint) or a checkpoint folder")
     add_setting(parser, DecodingConfig, "beam", "beam size; 1 decodes greedily", type=positive_int)
     add_setting(parser, DecodingConfig, "max_length",
-                "at most this many subwords per translation, and at most twice the longest source of its batch "
-                "plus 10", type=positive_int)
+                "at most this many subwords per translation, and at most twice its source's length plus 10",
+                type=positive_int)
     add_setting(parser, DecodingConfig, "length_penalty",
                 "an ended hypothesis scores log-probability / length^this: 1 is the per-token mean, 0 the sum",
                 type=float)

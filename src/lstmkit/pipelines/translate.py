@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +27,11 @@ from torch import Tensor
 from lstmkit.checkpoint import (
     CheckpointError,
     CheckpointKind,
+    check_kind,
     checkpoint_folder,
     existing,
     load_model_checkpoint,
+    read_config,
     read_extra_text,
 )
 from lstmkit.extras import extra_imports
@@ -145,6 +148,9 @@ class TranslationJob(Job):
                              "subwords (max_train_length)")
         self.sources, self.targets = [sources[index] for index in kept], [targets[index] for index in kept]
         self.left_out = len(train) - len(kept)
+        if self.left_out:  # said now, not after the hour of training it shapes
+            warnings.warn(f"left out {self.left_out:,} of {len(train):,} training pairs with an empty side or over "
+                          f"{config.max_train_length} subwords (max_train_length)", stacklevel=2)
         self.lengths = [(len(source), len(target)) for source, target in zip(self.sources, self.targets, strict=True)]
         mean_source = sum(length for length, _ in self.lengths) / len(self.lengths)
         self.valid_sources, self.valid_targets = vocabularies.encode(valid)
@@ -272,7 +278,9 @@ def train_translation(source: str | Path, target: str | Path, valid_source: str 
     train = read_parallel(source, target)
     valid = read_parallel(valid_source, valid_target, ("valid_source", "valid_target"), "reference")
     if resume and existing(out / "last").exists():
-        vocabularies = read_vocabularies(existing(out / "last"))
+        last = existing(out / "last")
+        check_kind(last, read_config(last), TRANSLATION_MODEL.name, f"a {TRANSLATION_MODEL.name!r} run to resume")
+        vocabularies = read_vocabularies(last)
     else:
         vocabularies = Vocabularies(Subwords.learn(train.sources, config.source_vocabulary_size, config.seed),
                                     Subwords.learn(train.targets, config.target_vocabulary_size, config.seed))

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lstmkit.checkpoint import existing, load_checkpoint, read_extra_tensors, save_checkpoint
+from lstmkit.checkpoint import check_kind, existing, load_checkpoint, read_extra_tensors, save_checkpoint
 from lstmkit.files import check_output_folder, write_csv, write_json
 from lstmkit.training.config import RESUMABLE_CHANGES, TrainingConfig, current_names
 from lstmkit.training.device import Precision, resolve_device
@@ -229,9 +229,12 @@ class Trainer:
 
     def begin(self, out: Path | None) -> RunState:
         """A new run's state, refusing a folder that holds a run already."""
-        if out is not None and ((out / "last").exists() or (out / "best").exists()):
+        if out is not None and ((out / "last").exists() or (out / ".last.previous").exists()):
             raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue it, "
                              "or choose another folder")
+        if out is not None and (out / "best").exists():
+            raise ValueError(f"{out} holds a trained model (best/) but no last/ checkpoint to resume from; choose "
+                             "another folder, or remove this one to start over")
         if self.processes.distributed:  # one dropout stream per process, not one repeated on every share
             torch.manual_seed(process_seed(self.config.seed, self.processes.rank, 0))
         return RunState()
@@ -322,6 +325,9 @@ class Trainer:
         if out is None or (not (out / "last").exists() and not (out / ".last.previous").exists()):
             raise FileNotFoundError(f"{out} holds no run to resume (no last/ checkpoint); start one without --resume")
         saved, tensors = load_checkpoint(out / "last", self.device)
+        kind = job.checkpoint_config().get("kind")
+        if kind is not None:
+            check_kind(existing(out / "last"), saved, kind, f"a {kind!r} run to resume")
         if "progress" not in saved or "best_value" not in saved["progress"]:
             raise ValueError(f"{out} was written by an older lstmkit: its models load (for sampling and scoring), "
                              "but its training cannot be resumed; start a new run")
