@@ -133,6 +133,10 @@ def test_subword_round_trip_is_lossless():
     assert subwords.encode(lines[:1]) == Subwords.from_text(subwords.to_text()).encode(lines[:1])
     with pytest.raises(ValueError, match=r"needs at least 2\d\d pieces \(4 reserved, 256 bytes"):
         Subwords.learn(lines, 100)
+    with pytest.warns(UserWarning) as warned:
+        asked_too_many = Subwords.learn(lines, 5000, what="source text")
+    assert [str(warning.message) for warning in warned] == [
+        f"the source text gave {len(asked_too_many):,} subword pieces, fewer than the 5,000 asked for: it holds no more"]
 
 
 def test_bucketed_batches_cover_every_pair_once_in_batches_of_similar_length():

@@ -282,8 +282,9 @@ def train_translation(source: str | Path, target: str | Path, valid_source: str 
         check_kind(last, read_config(last), TRANSLATION_MODEL.name, f"a {TRANSLATION_MODEL.name!r} run to resume")
         vocabularies = read_vocabularies(last)
     else:
-        vocabularies = Vocabularies(Subwords.learn(train.sources, config.source_vocabulary_size, config.seed),
-                                    Subwords.learn(train.targets, config.target_vocabulary_size, config.seed))
+        vocabularies = Vocabularies(
+            Subwords.learn(train.sources, config.source_vocabulary_size, config.seed, "source text"),
+            Subwords.learn(train.targets, config.target_vocabulary_size, config.seed, "target text"))
     trainer = Trainer(config)
     job = TranslationJob(train, valid, vocabularies, config, trainer.processes, trainer.device)
     run = trainer.run(job, out, resume)

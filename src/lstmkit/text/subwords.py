@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 
 from lstmkit.extras import extra_imports
 
@@ -33,9 +34,9 @@ class Subwords:
         self.processor = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
 
     @classmethod
-    def learn(cls, sentences: list[str], vocabulary_size: int, seed: int = 0) -> Subwords:
-        """A unigram vocabulary of at most `vocabulary_size` pieces (fewer when the text has
-        fewer: the limit is soft) learned from `sentences`."""
+    def learn(cls, sentences: list[str], vocabulary_size: int, seed: int = 0, what: str = "text") -> Subwords:
+        """A unigram vocabulary of at most `vocabulary_size` pieces learned from `sentences`;
+        fewer when the text holds fewer (the limit is soft), with a warning naming `what`."""
         sentences = [sentence for sentence in sentences if sentence]
         if not sentences:
             raise ValueError("the training text holds no sentences to learn a subword vocabulary from")
@@ -52,7 +53,11 @@ class Subwords:
             pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, num_threads=1,
             max_sentence_length=1 << 16, minloglevel=2,
         )
-        return cls(model.getvalue())
+        learned = cls(model.getvalue())
+        if len(learned) < vocabulary_size:
+            warnings.warn(f"the {what} gave {len(learned):,} subword pieces, fewer than the {vocabulary_size:,} asked "
+                          "for: it holds no more", stacklevel=2)
+        return learned
 
     @classmethod
     def from_text(cls, text: str) -> Subwords:
