@@ -216,6 +216,11 @@ def test_the_report_line_on_the_baselines_by_hand():
 def test_predict_on_a_backtest_folder_says_that_fit_saves_the_model(tmp_path):
     (tmp_path / "results.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=re.escape(
+            "is not an lstmkit checkpoint: expected config.json and model.safetensors in it")) as other_folder:
+        Forecaster.load(tmp_path)
+    assert str(other_folder.value).endswith("in it"), "a task's or demo's results.json is not a backtest's"
+    (tmp_path / "backtest.csv").write_text("")
+    with pytest.raises(FileNotFoundError, match=re.escape(
             "is not an lstmkit checkpoint: expected config.json and model.safetensors in it (it holds a backtest's "
             "results.json: `forecast backtest` saves no model, `forecast fit` does)")):
         Forecaster.load(tmp_path)

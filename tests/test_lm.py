@@ -98,10 +98,23 @@ def test_sampling_options_are_checked(trained):
     model = lm.load(trained[0])
     with pytest.raises(ValueError, match=re.escape("the prime text has characters the model's vocabulary lacks: 'Ж' (U+0416)")):
         model.sample("Ж", length=5)
-    with pytest.raises(ValueError, match="temperature must be positive, got 0"):
-        model.sample(length=5, temperature=0)
+    for temperature in (0, -1.0, math.inf):
+        with pytest.raises(ValueError, match=f"^temperature must be a positive finite number, got {temperature!r}$"):
+            model.sample(length=5, temperature=temperature)
     with pytest.raises(ValueError, match=re.escape(f"top_k must be in [1, {len(model.vocabulary)}]")):
         model.sample(length=5, top_k=1000)
+    for settings, message in (({"length": 2.5}, "length must be an integer, got 2.5 (float)"),
+                              ({"seed": 1.5}, "seed must be an integer, got 1.5 (float)")):
+        with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+            model.sample(**settings)
+    with pytest.raises(ValueError, match=re.escape("seed must be in [0, 2**64 - 1], got -1")):
+        model.sample(length=5, seed=-1)
+
+
+def test_a_temperature_so_low_it_overflows_samples_greedily(trained):
+    model = lm.load(trained[0])
+    greedy = model.sample("ROMEO:", length=30, top_k=1, seed=1)
+    assert model.sample("ROMEO:", length=30, temperature=1e-40, seed=2) == greedy
 
 
 def test_evaluation_scores_every_next_token(trained, text_file):

@@ -13,8 +13,9 @@ import torch
 from lstmkit.checkpoint import load_checkpoint, previous_path, save_checkpoint
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.pipelines.demo import conclusion
-from lstmkit.pipelines.longlag import CellRun, TaskTrainingConfig, load_model, run_task, train_cell
-from lstmkit.pipelines.probes import decay_orders, gate_panels, gradient_profile
+from lstmkit.pipelines.longlag import (CellRun, TaskTrainingConfig, build_model, load_model, load_task_run, run_task,
+                                      train_cell)
+from lstmkit.pipelines.probes import decay_orders, gate_panels, gradient_profile, starting_point
 from lstmkit.tasks import AddingTask, TemporalOrderTask
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -107,6 +108,11 @@ def test_run_task_writes_results_curves_figure_and_models(tmp_path):
         assert torch.equal(restored(batch.inputs), runs[1].model(batch.inputs))
     assert restored_task == task
     assert restored.recurrent.forget_bias == 1.0, "LSTM-family cells start with forget-gate bias 1"
+    rerun = TaskTrainingConfig(hidden_size=8, steps=2, time_budget=None, test_size=64, eval_every=2)
+    run_task(AddingTask(T=5), ["rnn"], rerun, tmp_path)  # the same folder again, one cell on another T
+    assert sorted(path.name for path in (tmp_path / "models").iterdir()) == ["rnn"], "no earlier run's cifg"
+    loaded = load_task_run(tmp_path)
+    assert (loaded.task, list(loaded.models)) == (AddingTask(T=5), ["rnn"])
 
 
 def test_without_a_budget_a_cell_trains_ten_minutes():
@@ -196,3 +202,18 @@ def test_conclusion_when_nothing_solves_makes_no_claim_about_gates():
     assert learning == ("No cell solved adding T=100 within its budget: the best, lstm, reached test mse 0.1200, "
                         "where ignoring the input scores 0.1667.")
     assert gradients.endswith("of the trained rnn falls by 10^3.0 and the lstm's falls by 10^3.0.")
+
+
+@pytest.mark.parametrize("cell, init", [("lstm", ("chrono",)), ("rnn", ("orthogonal",))])
+def test_the_gradient_probe_rebuilds_a_runs_own_starting_point(cell, init):
+    """Chrono or orthogonal initialisation included: the 'at initialisation' curve is the run's."""
+    task, config = AddingTask(T=20), TaskTrainingConfig(hidden_size=8, init=init, seed=3)
+    start = build_model(task, cell, 8, 3, config.regularisers(task.T))
+    trained = build_model(task, cell, 8, 3, config.regularisers(task.T))
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            parameter.add_(1.0)
+    rebuilt = starting_point(trained, 3)
+    assert all(torch.equal(rebuilt.state_dict()[name], value) for name, value in start.state_dict().items())
+    plain = build_model(task, cell, 8, 3)
+    assert not all(torch.equal(plain.state_dict()[name], value) for name, value in start.state_dict().items())

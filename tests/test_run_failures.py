@@ -291,3 +291,20 @@ def test_a_run_folder_without_best_points_to_its_last_checkpoint(tmp_path):
             f"{tmp_path / 'run'} is not an lstmkit checkpoint: expected config.json and model.safetensors in it (it "
             f"holds a run's last/ but no best/: give {tmp_path / 'run' / 'last'} for its latest checkpoint)")):
         read_config(checkpoint_folder(tmp_path / "run"))
+
+
+def test_resuming_with_a_budget_already_spent_leaves_the_run_as_it_was(tmp_path):
+    Trainer(TrainingConfig(steps=4, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    results = (tmp_path / "run" / "results.json").read_bytes()
+    with pytest.raises(ValueError, match=re.escape(
+            f"{tmp_path / 'run'} is at step 4 (") + r"\d+" + re.escape(" s of training): the budget given is spent; "
+                                                                     "give a larger --steps, --epochs or --time-budget to continue")):
+        Trainer(TrainingConfig(steps=3, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path / "run", resume=True)
+    assert (tmp_path / "run" / "results.json").read_bytes() == results
+
+
+def test_a_cell_listed_twice_is_refused_when_the_command_is_read(capsys):
+    with pytest.raises(SystemExit):
+        main(["task", "adding", "--cells", "lstm,gru,lstm"])
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "error: argument --cells: each cell once: 'lstm,gru,lstm' names lstm more than once")

@@ -205,7 +205,7 @@ def read_config(directory: Path) -> dict:
         hint = ""
         if existing(directory / "last").is_dir():
             hint = f" (it holds a run's last/ but no best/: give {directory / 'last'} for its latest checkpoint)"
-        elif (directory / "results.json").is_file():
+        elif (directory / "results.json").is_file() and (directory / "backtest.csv").is_file():
             hint = " (it holds a backtest's results.json: `forecast backtest` saves no model, `forecast fit` does)"
         raise FileNotFoundError(
             f"{directory} is not an lstmkit checkpoint: expected {CONFIG_FILE} and {WEIGHTS_FILE} in it{hint}"

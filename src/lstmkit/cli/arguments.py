@@ -80,6 +80,9 @@ def cell_list(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(
             f"expected cell names from {', '.join(CELLS)}, got {text!r}"
         )
+    twice = sorted({name for name in cells if cells.count(name) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"each cell once: {text!r} names {', '.join(twice)} more than once")
     return cells
 
 

@@ -28,7 +28,7 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig()) -> list[str]:
     out = Path(out)
     task = AddingTask(config.T)
     runs = run_task(task, DEMO_CELLS, config.training(), out)
-    profiles = gradient_profiles(task, {run.cell: run.model for run in runs}, config.hidden_size, config.seed)
+    profiles = gradient_profiles(task, {run.cell: run.model for run in runs}, config.seed)
     write_gradient_profiles(profiles, task, out)
     return [results_table(task, runs), "", *conclusion(task, runs, profiles["after training"])]
 

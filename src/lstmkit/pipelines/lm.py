@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ from lstmkit.pipelines.configs import RegulariserSettings
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, score_dynamically, score_with_cache
 from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, token_streams
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, learning_rate, resolve_device
-from lstmkit.training.config import check_number_fields
+from lstmkit.training.config import SEED_RANGE, check_number_fields
 
 # Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
 RECIPES = {
@@ -443,12 +444,17 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
     """`prime` followed by `length` sampled tokens. Each token is drawn from the model's
     distribution sharpened by `temperature` (< 1 sharper) and cut to the `top_k` likeliest.
     Without a prime, sampling starts after a line break."""
+    for name, value in (("length", length), ("top_k", top_k), ("seed", seed)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     if length < 0:
         raise ValueError(f"length must be non-negative, got {length}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 < temperature < math.inf:
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
     if top_k is not None and not 1 <= top_k <= len(vocabulary):
         raise ValueError(f"top_k must be in [1, {len(vocabulary)}] (the vocabulary size), got {top_k}")
+    if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ValueError(f"seed must be in [{SEED_RANGE[0]}, 2**64 - 1], got {seed}")
     generator = torch.Generator()
     generator.manual_seed(seed if seed is not None else torch.seed())
     if prime:
@@ -467,6 +473,8 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
         last = logits[-1, 0].float().cpu()  # drawn on the CPU: the same sample on any device
         for _ in range(length):
             scaled = last / temperature
+            if not torch.isfinite(scaled).all():  # a temperature so low it overflows: the same order, from 0 down
+                scaled = (last - last.max()) / temperature
             if top_k is not None:
                 cutoff = torch.topk(scaled, top_k).values[-1]
                 scaled = scaled.masked_fill(scaled < cutoff, -math.inf)

@@ -9,6 +9,7 @@ task or its budget (steps or seconds) runs out. The test set has its own seed.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -164,6 +165,10 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
     if trainer.processes.main:
         for run in runs:
             save_model(run.model, task, out / "models" / run.cell)
+        trained = {run.cell for run in runs}
+        for earlier in (out / "models").iterdir():  # an earlier run's cells in the same folder: not this run's
+            if earlier.is_dir() and earlier.name not in trained:
+                shutil.rmtree(earlier)
         write_results(task, runs, config, out)
     return runs
 
@@ -245,7 +250,6 @@ class TaskRunModels:
 
     task: Task
     models: dict[str, SequenceModel]
-    hidden_size: int
     seed: int
 
 
@@ -256,10 +260,9 @@ def load_task_run(directory: str | Path, cells: list[str] | None = None) -> Task
     models_dir = directory / "models"
     if not models_dir.is_dir():
         raise FileNotFoundError(f"{directory} is not a `lstmkit task` output folder: it has no models/ folder")
-    cells = cells or sorted(path.name for path in models_dir.iterdir() if path.is_dir())
-    loaded = {cell: load_model(models_dir / cell) for cell in cells}
     results = json.loads((directory / "results.json").read_text())
+    cells = cells or list(results["cells"])  # the run's own, whatever else the folder holds
+    loaded = {cell: load_model(models_dir / cell) for cell in cells}
     settings = results.get("config", results.get("options"))  # "options": before lstmkit's training core
     models = {cell: model for cell, (model, _) in loaded.items()}
-    return TaskRunModels(next(iter(loaded.values()))[1], models, next(iter(models.values())).config.hidden_size,
-                         settings["seed"])
+    return TaskRunModels(next(iter(loaded.values()))[1], models, settings["seed"])

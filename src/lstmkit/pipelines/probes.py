@@ -20,8 +20,8 @@ with extra_imports("tasks", __name__):
     from lstmkit import plots
 from lstmkit.files import write_csv
 from lstmkit.models import SequenceModel
-from lstmkit.pipelines.longlag import (TEST_SEED_OFFSET, TaskTrainingConfig, build_model, default_folder, load_model,
-                                      load_task_run, train_cell)
+from lstmkit.pipelines.longlag import (TEST_SEED_OFFSET, TaskTrainingConfig, default_folder, load_model, load_task_run,
+                                      train_cell)
 from lstmkit.tasks import Batch, Task
 
 PROBE_SEQUENCES = 100
@@ -46,18 +46,22 @@ def probe_batch(task: Task, seed: int) -> Batch:
     return task.sample(PROBE_SEQUENCES, torch.Generator().manual_seed(seed + TEST_SEED_OFFSET))
 
 
-def gradient_profiles(
-    task: Task, trained: dict[str, SequenceModel], hidden_size: int, seed: int
-) -> dict[str, dict[str, np.ndarray]]:
+def gradient_profiles(task: Task, trained: dict[str, SequenceModel], seed: int) -> dict[str, dict[str, np.ndarray]]:
     """{"at initialisation": {cell: norms}, "after training": {cell: norms}}: each cell's
-    starting point is rebuilt from `seed`, as training built it."""
+    starting point is rebuilt from its own config (its initialisation and forget bias among
+    them) and `seed`, as training built it."""
     batch = probe_batch(task, seed)
     return {
-        "at initialisation": {
-            cell: gradient_profile(build_model(task, cell, hidden_size, seed), task, batch) for cell in trained
-        },
+        "at initialisation": {cell: gradient_profile(starting_point(model, seed), task, batch)
+                              for cell, model in trained.items()},
         "after training": {cell: gradient_profile(model, task, batch) for cell, model in trained.items()},
     }
+
+
+def starting_point(model: SequenceModel, seed: int) -> SequenceModel:
+    """The model `model` was trained from: its config built from `seed` (as build_model builds it)."""
+    torch.manual_seed(seed)
+    return SequenceModel(model.config)
 
 
 def write_gradient_profiles(profiles: dict[str, dict[str, np.ndarray]], task: Task, out: str | Path) -> None:
@@ -113,14 +117,14 @@ def probe_gradients(out: str | Path | None = None, source: str | Path | None = N
     runs/gradients-NAME-TN). Returns the task, the profiles and the folder."""
     if source is not None:
         run = load_task_run(source, cells)
-        task, trained, hidden_size, seed = run.task, run.models, run.hidden_size, run.seed  # the runs' start
+        task, trained, seed = run.task, run.models, run.seed  # the runs' start
     else:
         if task is None:
             raise ValueError("probe gradients needs --task NAME (to train) or --from DIR (a `lstmkit task` output)")
         config = TaskTrainingConfig() if config is None else config
         trained = {cell: train_cell(task, cell, config).model for cell in cells or ["rnn", "gru", "lstm"]}
-        hidden_size, seed = config.hidden_size, config.seed
-    profiles = gradient_profiles(task, trained, hidden_size, seed)
+        seed = config.seed
+    profiles = gradient_profiles(task, trained, seed)
     out = default_folder("gradients", task) if out is None else Path(out)
     write_gradient_profiles(profiles, task, out)
     return task, profiles, out

@@ -139,6 +139,9 @@ class Trainer:
         step_limit = self.step_limit(job, steps_per_epoch)
         last_loss = None  # (step, mean training loss) of the latest finite one
         eval_every = steps_per_epoch if job.evaluate_every_epoch else config.eval_every
+        if resume and budget_spent(config, progress, step_limit):  # nothing to do; its results stay as written
+            raise ValueError(f"{out} is at step {progress.step} ({progress.train_seconds:.0f} s of training): the "
+                             "budget given is spent; give a larger --steps, --epochs or --time-budget to continue")
         progress.total_steps = schedule_length(config, progress, step_limit)  # a resumed run may have a new budget
 
         self.announce(f"{job.label}: {self.describe()}")
