@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -217,3 +218,22 @@ def test_the_gradient_probe_rebuilds_a_runs_own_starting_point(cell, init):
     assert all(torch.equal(rebuilt.state_dict()[name], value) for name, value in start.state_dict().items())
     plain = build_model(task, cell, 8, 3)
     assert not all(torch.equal(plain.state_dict()[name], value) for name, value in start.state_dict().items())
+
+
+def test_gates_of_a_cell_without_any_are_refused_before_training(monkeypatch, tmp_path):
+    from lstmkit.pipelines import probes
+
+    monkeypatch.setattr(probes, "train_cell", lambda *arguments: pytest.fail("trained before refusing"))
+    with pytest.raises(ValueError, match="^cell 'rnn' has no gates or cell state to draw$"):
+        probes.probe_gates(tmp_path, task=AddingTask(T=5), cell="rnn")
+
+
+def test_a_trained_run_and_a_task_to_train_are_not_both_taken(tmp_path):
+    from lstmkit.pipelines import probes
+
+    with pytest.raises(ValueError, match=re.escape(f"--from {tmp_path} probes the task its run was trained on; --task "
+                                                   "trains a new run: give one or the other")):
+        probes.probe_gradients(source=tmp_path, task=AddingTask(T=5))
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} is probed on the task it was trained on; --task trains "
+                                                   "a new model: give one or the other")):
+        probes.probe_gates(checkpoint=tmp_path, task=AddingTask(T=5))

@@ -56,6 +56,12 @@ def test_bad_files(tmp_path, content, message):
         read_text(path)
 
 
+def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path):
+    path = tmp_path / "input.txt"
+    path.write_bytes("\ufeffhello hello".encode())
+    assert read_text(path) == "hello hello"
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist \\(expected a UTF-8 text file\\)"):
         read_text(tmp_path / "nothing.txt")
@@ -95,5 +101,5 @@ def test_stream_windows_by_hand():
 
 def test_too_little_text_for_the_batch():
     with pytest.raises(ValueError, match=re.escape("the training text has 5 tokens; 4 streams need at least 8 "
-                                                   "(an input and a target each): lower --batch or give more text")):
+                                                   "(an input and a target each): lower --batch-size or give more text")):
         token_streams(torch.arange(5), 4, 10, "the training text")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lstmkit.cells import make_cell
 from lstmkit.extras import extra_imports
 
 with extra_imports("tasks", __name__):
@@ -116,6 +117,9 @@ def probe_gradients(out: str | Path | None = None, source: str | Path | None = N
     `config`, against the same cells at initialisation; written to `out` (default
     runs/gradients-NAME-TN). Returns the task, the profiles and the folder."""
     if source is not None:
+        if task is not None:
+            raise ValueError(f"--from {source} probes the task its run was trained on; --task trains a new run: "
+                             "give one or the other")
         run = load_task_run(source, cells)
         task, trained, seed = run.task, run.models, run.seed  # the runs' start
     else:
@@ -137,9 +141,14 @@ def probe_gates(out: str | Path | None = None, checkpoint: str | Path | None = N
     figure's path."""
     config = TaskTrainingConfig() if config is None else config
     if checkpoint is not None:
+        if task is not None:
+            raise ValueError(f"{checkpoint} is probed on the task it was trained on; --task trains a new model: "
+                             "give one or the other")
         model, task = load_model(checkpoint)
     else:
         if task is None:
             raise ValueError("probe gates needs a checkpoint folder (e.g. DIR/models/lstm) or --task NAME to train one")
+        if not make_cell(cell).trace_names and not make_cell(cell).has_cell_state:  # before training, not after
+            raise ValueError(f"cell {cell!r} has no gates or cell state to draw")
         model = train_cell(task, cell, config).model
     return write_gate_heatmaps(model, task, config.seed, default_folder("gates", task) if out is None else out)

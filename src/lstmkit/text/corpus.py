@@ -30,7 +30,7 @@ def read_text(path: str | Path) -> str:
             f"{path} is not text: it contains NUL bytes (the first at offset {nul}); expected a UTF-8 text file"
         )
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # -sig: an editor's byte-order mark is not a character of the text
     except UnicodeDecodeError as error:
         raise ValueError(
             f"{path} is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} does not decode"
@@ -168,6 +168,6 @@ def token_streams(tokens: Tensor, batch_size: int, seq_len: int, what: str) -> S
     if tokens.numel() < needed:
         raise ValueError(
             f"{what} has {tokens.numel()} tokens; {batch_size} streams need at least {needed} "
-            "(an input and a target each): lower --batch or give more text"
+            "(an input and a target each): lower --batch-size or give more text"
         )
     return StreamWindows(to_streams(tokens, batch_size), seq_len)
