@@ -311,3 +311,14 @@ def test_a_run_of_an_older_lstmkit_loads_but_does_not_resume(text_file, tmp_path
 def test_a_setting_that_is_not_a_number_is_named_before_its_range_is_checked(config, settings, message):
     with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
         config(**settings)
+
+
+def test_a_time_budget_spent_before_the_first_evaluation_still_decays_the_rate(tmp_path, monkeypatch):
+    """20 one-second steps in a 20 s budget, evaluated only at the end: from step 10 on the
+    schedule spans the steps the budget holds at the speed so far, so the run ends at the floor."""
+    monkeypatch.setattr(loop, "time", Clock())
+    settings = dict(lr=0.1, eval_every=1000, warmup=2, min_lr_fraction=0.1, time_budget=20)
+    run = Trainer(TrainingConfig(**settings)).run(Quadratic([1.0], 0.0))
+    assert [row["step"] for row in run.history] == [20]
+    assert run.history[-1]["lr"] == pytest.approx(learning_rate(TrainingConfig(**settings), 19, 20))
+    assert run.history[-1]["lr"] < 0.011

@@ -44,6 +44,10 @@ from lstmkit.training.schedule import learning_rate
 
 TRAINING_FILE = "training.safetensors"
 
+# Steps after which a time-budgeted run takes a provisional schedule length from its speed so
+# far, until the first evaluation fixes it (a budget may end before that evaluation).
+PROVISIONAL_STEPS = 10
+
 
 class TrainingDiverged(RuntimeError):
     """A loss that is no longer a finite number: training stops, keeping what it wrote."""
@@ -91,7 +95,12 @@ def schedule_length(config: TrainingConfig, progress: RunState, step_limit: int 
     before that speed is measured, the step limit (or, in a run saved without it, its own)."""
     if config.time_budget is None or progress.seconds_per_step is None:
         return step_limit if step_limit is not None else progress.total_steps
-    estimate = int(config.time_budget / progress.seconds_per_step)
+    return steps_within(config.time_budget, progress.seconds_per_step, step_limit)
+
+
+def steps_within(time_budget: float, seconds_per_step: float, step_limit: int | None) -> int:
+    """The steps a time budget holds at a speed, or the step limit where that is fewer."""
+    estimate = int(time_budget / seconds_per_step)
     return estimate if step_limit is None else min(step_limit, estimate)
 
 
@@ -204,9 +213,13 @@ class Trainer:
             window["loss"] += loss_sum
             window["items"] += items
             rate = (progress.items - started_items) / max(progress.train_seconds - started_seconds, 1e-9)
-            if config.time_budget is not None and progress.seconds_per_step is None and progress.step == eval_every:
-                progress.seconds_per_step = progress.train_seconds / progress.step
-                progress.total_steps = schedule_length(config, progress, step_limit)
+            if config.time_budget is not None and progress.seconds_per_step is None:
+                speed = progress.train_seconds / progress.step
+                if progress.step == eval_every:  # the schedule's length from here on, saved for --resume
+                    progress.seconds_per_step = speed
+                    progress.total_steps = schedule_length(config, progress, step_limit)
+                elif progress.step >= PROVISIONAL_STEPS:  # so that a budget spent before eval_every still decays
+                    progress.total_steps = steps_within(config.time_budget, speed, step_limit)
             if report is not None:
                 left = None if config.time_budget is None else config.time_budget - progress.train_seconds
                 report.update(progress.step, rate, progress.total_steps, left, loss=loss_sum / items)
