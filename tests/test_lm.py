@@ -229,6 +229,9 @@ def test_word_level_model(text_file, tmp_path):
     assert scores.tokens == tokens - 1
     assert scores.bits_per_character == pytest.approx(scores.loss / math.log(2) * tokens / len(text))
     assert run.best_val_bpc > 0
+    with pytest.warns(UserWarning, match=re.escape("2 of the text's 3 tokens (66.7%) are not in the model's vocabulary "
+                                                   "and are scored as <unk>: the loss is not the loss of those words")):
+        model.evaluate("the zyxwv qqqqq")
 
 
 def test_tied_weights_round_trip(text_file, tmp_path):

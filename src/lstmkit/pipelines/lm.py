@@ -20,6 +20,7 @@ import json
 import math
 import numbers
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -39,6 +40,7 @@ from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.pipelines.configs import RegulariserSettings
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, score_dynamically, score_with_cache
 from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, token_streams
+from lstmkit.text.vocabulary import UNKNOWN
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, learning_rate, resolve_device
 from lstmkit.training.config import SEED_RANGE, check_number_fields
 
@@ -429,6 +431,11 @@ def text_tokens(vocabulary: Vocabulary, text: str) -> Tensor:
     tokens = vocabulary.encode(text, "the text to evaluate")
     if tokens.numel() < 2:
         raise ValueError(f"the text to evaluate has {tokens.numel()} token(s); at least 2 are needed")
+    unknown = int((tokens == vocabulary.index[UNKNOWN]).sum()) if UNKNOWN in vocabulary.index else 0
+    if unknown:
+        warnings.warn(f"{unknown:,} of the text's {tokens.numel():,} tokens ({unknown / tokens.numel():.1%}) are not in "
+                      f"the model's vocabulary and are scored as {UNKNOWN}: the loss is not the loss of those words",
+                      stacklevel=3)
     return tokens
 
 
