@@ -308,3 +308,9 @@ def test_a_cell_listed_twice_is_refused_when_the_command_is_read(capsys):
         main(["task", "adding", "--cells", "lstm,gru,lstm"])
     assert capsys.readouterr().err.splitlines()[-1].endswith(
         "error: argument --cells: each cell once: 'lstm,gru,lstm' names lstm more than once")
+
+
+def test_cache_and_dynamic_settings_without_their_switch_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["lm", "eval", "RUN", "text.txt", "--cache-window", "50", "--cache-theta", "0.5"])
+    assert capsys.readouterr().err == "lstmkit: error: --cache-window, --cache-theta set how --cache scores; add --cache\n"

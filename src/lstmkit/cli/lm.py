@@ -7,8 +7,8 @@ from pathlib import Path
 
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
-    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, output_folder,
-    positive_float, positive_int, positive_ints, probability,
+    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, field_default,
+    output_folder, positive_float, positive_int, positive_ints, probability,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.pipelines.lm import RECIPES, LMTrainingConfig
@@ -42,6 +42,14 @@ def lm_eval_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.lm import load_language_model
     from lstmkit.text import read_text
 
+    for switch, config_class, settings in (
+            ("cache", CachePointer, {"window": "cache_window", "theta": "cache_theta", "mixture": "cache_lambda"}),
+            ("dynamic", DynamicEvaluation, {"segment": "dynamic_segment", "lr": "dynamic_lr", "decay": "dynamic_decay"})):
+        given = [f"--{dest.replace('_', '-')}" for field, dest in settings.items()
+                 if getattr(arguments, dest) != field_default(config_class, field)]
+        if given and not getattr(arguments, switch):
+            raise ValueError(f"{', '.join(given)} set{'s' if len(given) == 1 else ''} how --{switch} scores; "
+                             f"add --{switch}")
     model, text = load_language_model(arguments.directory, device=arguments.device), read_text(arguments.text)
     ways = {"": {}}
     if arguments.cache:
