@@ -20,6 +20,7 @@ from lstmkit import lm
 from lstmkit.checkpoint import CheckpointError, checkpoint_folder, load_checkpoint, read_config
 from lstmkit.cli import main
 from lstmkit.files import write_json
+from lstmkit.pipelines.configs import TaskTrainingConfig
 from lstmkit.pipelines.lm import LMTrainingConfig, TextScores
 from lstmkit.training import Trainer, TrainingConfig, TrainingDiverged
 from test_training import ddp_flags, torchrun
@@ -314,3 +315,12 @@ def test_cache_and_dynamic_settings_without_their_switch_are_refused(capsys):
     with pytest.raises(SystemExit):
         main(["lm", "eval", "RUN", "text.txt", "--cache-window", "50", "--cache-theta", "0.5"])
     assert capsys.readouterr().err == "lstmkit: error: --cache-window, --cache-theta set how --cache scores; add --cache\n"
+
+
+def test_a_task_takes_no_epoch_budget_its_data_never_end(capsys):
+    with pytest.raises(ValueError, match=re.escape("epochs is not a budget here: give one of steps, time_budget (got "
+                                                   "epochs=2)")):
+        TaskTrainingConfig(epochs=2)
+    with pytest.raises(SystemExit):
+        main(["task", "adding", "--epochs", "2"])
+    assert "unrecognized arguments: --epochs 2" in capsys.readouterr().err

@@ -181,6 +181,7 @@ def add_training_arguments(parser, config_class: type, evaluations: bool = True)
     default, value = config_class.default_budget
     helps = {"steps": "training steps", "epochs": "passes over the training data",
              "time_budget": "seconds of training (evaluations excluded)"}
+    helps = {name: text for name, text in helps.items() if name in config_class.budgets}
     budget = parser.add_mutually_exclusive_group()
     for name, text in helps.items():
         shown = f" (without a budget: {value:g})" if name == default else ""

@@ -79,6 +79,8 @@ class TaskTrainingConfig(TrainingConfig, RegulariserSettings):
 
     # Ten minutes per cell: the adding problem at T = 200 needs about that on 2 CPU cores.
     default_budget: ClassVar[tuple[str, float]] = ("time_budget", 600.0)
+    # A task draws new sequences at every step: its data have no epochs.
+    budgets: ClassVar[tuple[str, ...]] = ("steps", "time_budget")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -85,9 +85,16 @@ class TrainingConfig:
 
     # The budget when none is set: (name, value). Pipelines override it with their reason.
     default_budget: ClassVar[tuple[str, float]] = ("steps", 1000)
+    # The budgets a pipeline takes: one whose data never end (a task draws new sequences at
+    # every step) has no epochs.
+    budgets: ClassVar[tuple[str, ...]] = BUDGETS
 
     def __post_init__(self) -> None:
         check_number_fields(self)
+        for name in set(BUDGETS) - set(self.budgets):
+            if getattr(self, name) is not None:
+                raise ValueError(f"{name} is not a budget here: give one of {', '.join(self.budgets)} (got "
+                                 f"{name}={getattr(self, name)!r})")
         if all(getattr(self, name) is None for name in BUDGETS):
             object.__setattr__(self, *self.default_budget)
         for name in ("steps", "epochs", "time_budget", "lr", "clip", "eval_every", "patience"):
