@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = show_warning
     arguments = parser.parse_args(argv)
     tune_cpu_for_training()  # this process is ours: flush subnormals, keep freed memory
-    if not Processes.from_environment().main:  # under torchrun, rank 0 alone speaks
+    if not Processes.from_environment().main:  # under torchrun, rank 0 alone speaks (and warns)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+        warnings.simplefilter("ignore")
     try:
         if arguments.extra is not None:
             require_extra(arguments.extra, f"lstmkit {arguments.command}")
