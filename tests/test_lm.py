@@ -232,6 +232,9 @@ def test_word_level_model(text_file, tmp_path):
     with pytest.warns(UserWarning, match=re.escape("2 of the text's 3 tokens (66.7%) are not in the model's vocabulary "
                                                    "and are scored as <unk>: the loss is not the loss of those words")):
         model.evaluate("the zyxwv qqqqq")
+    with pytest.warns(UserWarning, match=re.escape("1 of the prime's 2 tokens (50.0%) are not in the model's "
+                                                   "vocabulary and are read as <unk>")):
+        model.sample("the zyxwv", length=3, seed=0)
 
 
 def test_tied_weights_round_trip(text_file, tmp_path):

@@ -431,12 +431,16 @@ def text_tokens(vocabulary: Vocabulary, text: str) -> Tensor:
     tokens = vocabulary.encode(text, "the text to evaluate")
     if tokens.numel() < 2:
         raise ValueError(f"the text to evaluate has {tokens.numel()} token(s); at least 2 are needed")
+    warn_unknown(vocabulary, tokens, "the text", "are scored as <unk>: the loss is not the loss of those words")
+    return tokens
+
+
+def warn_unknown(vocabulary: Vocabulary, tokens: Tensor, what: str, consequence: str) -> None:
+    """Warn where a word vocabulary read some of `what`'s words as <unk>, saying the `consequence`."""
     unknown = int((tokens == vocabulary.index[UNKNOWN]).sum()) if UNKNOWN in vocabulary.index else 0
     if unknown:
-        warnings.warn(f"{unknown:,} of the text's {tokens.numel():,} tokens ({unknown / tokens.numel():.1%}) are not in "
-                      f"the model's vocabulary and are scored as {UNKNOWN}: the loss is not the loss of those words",
-                      stacklevel=3)
-    return tokens
+        warnings.warn(f"{unknown:,} of {what}'s {tokens.numel():,} tokens ({unknown / tokens.numel():.1%}) are not in "
+                      f"the model's vocabulary and {consequence}", stacklevel=4)
 
 
 def evaluate_text(model: LanguageModel, vocabulary: Vocabulary, text: str, window: int = 1000) -> TextScores:
@@ -466,6 +470,7 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
     generator.manual_seed(seed if seed is not None else torch.seed())
     if prime:
         tokens = vocabulary.encode(prime, "the prime text")
+        warn_unknown(vocabulary, tokens, "the prime", "are read as <unk>")
     elif vocabulary.level == "word" or "\n" in vocabulary.index:
         tokens = vocabulary.encode("\n")
     else:  # a text without line breaks: start from its first token
