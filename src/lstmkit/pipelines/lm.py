@@ -485,12 +485,13 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
         last = logits[-1, 0].float().cpu()  # drawn on the CPU: the same sample on any device
         for _ in range(length):
             scaled = last / temperature
-            if not torch.isfinite(scaled).all():  # a temperature so low it overflows: the same order, from 0 down
-                scaled = (last - last.max()) / temperature
-            if top_k is not None:
-                cutoff = torch.topk(scaled, top_k).values[-1]
-                scaled = scaled.masked_fill(scaled < cutoff, -math.inf)
-            token = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)
+            if torch.isfinite(scaled).all():
+                if top_k is not None:
+                    cutoff = torch.topk(scaled, top_k).values[-1]
+                    scaled = scaled.masked_fill(scaled < cutoff, -math.inf)
+                token = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)
+            else:  # so low a temperature that the scores overflow (or, subnormals flushed, divide by 0)
+                token = last.argmax().view(1)
             sampled.append(int(token))
             logits, state = model(token.view(1, 1).to(device), state)
             last = logits[-1, 0].float().cpu()
