@@ -15,8 +15,8 @@ from lstmkit.checkpoint import load_checkpoint, previous_path, save_checkpoint
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.pipelines.demo import conclusion
 from lstmkit.pipelines.longlag import (CellRun, TaskTrainingConfig, build_model, load_model, load_task_run, run_task,
-                                      train_cell)
-from lstmkit.pipelines.probes import decay_orders, gate_panels, gradient_profile, starting_point
+                                      seeded_model, train_cell)
+from lstmkit.pipelines.probes import decay_orders, gate_panels, gradient_profile
 from lstmkit.tasks import AddingTask, TemporalOrderTask
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -214,7 +214,7 @@ def test_the_gradient_probe_rebuilds_a_runs_own_starting_point(cell, init):
     with torch.no_grad():
         for parameter in trained.parameters():
             parameter.add_(1.0)
-    rebuilt = starting_point(trained, 3)
+    rebuilt = seeded_model(trained.config, 3)
     assert all(torch.equal(rebuilt.state_dict()[name], value) for name, value in start.state_dict().items())
     plain = build_model(task, cell, 8, 3)
     assert not all(torch.equal(plain.state_dict()[name], value) for name, value in start.state_dict().items())

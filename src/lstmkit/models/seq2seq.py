@@ -245,10 +245,11 @@ class Seq2Seq(nn.Module):
                                  candidate.unsqueeze(2)], dim=2)
             # a sentence at its limit with fewer than `beam` ended hypotheses may prefer a live one
             limited = (limits <= step + 1) & (ended < beam)
-            live_score, live_best = (scores / (step + 1) ** length_penalty).max(dim=1)
-            for row in torch.nonzero(limited & (live_score > best_score)).flatten().tolist():
-                best[row] = history[row, live_best[row]].tolist()
-            ended = torch.where(limited, beam, ended)
+            if limited.any():
+                live_score, live_best = (scores / (step + 1) ** length_penalty).max(dim=1)
+                for row in torch.nonzero(limited & (live_score > best_score)).flatten().tolist():
+                    best[row] = history[row, live_best[row]].tolist()
+                ended = torch.where(limited, beam, ended)
             if (ended >= beam).all():
                 break
             flat = (torch.arange(batch, device=source.device).unsqueeze(1) * beam + origin).flatten()

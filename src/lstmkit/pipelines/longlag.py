@@ -56,12 +56,18 @@ def build_model(task: Task, cell: str, hidden_size: int, seed: int, regularisers
     """The model for `cell` on `task`, initialised from `seed` (the same seed gives the same
     weights, so a probe can rebuild a run's starting point); a forget gate's bias starts at 1
     unless chrono initialisation sets it. `regularisers`: keywords of lstmkit.Recurrent."""
-    torch.manual_seed(seed)
     regularisers = regularisers or {}
     chrono = "chrono" in regularisers.get("init", ())
     forget_bias = 1.0 if make_cell(cell).forget_bias_block is not None and not chrono else None
     config = SequenceModelConfig(cell, task.input_size, hidden_size, task.output_size, task.readout,
                                  forget_bias=forget_bias, regularisers=regularisers)
+    return seeded_model(config, seed)
+
+
+def seeded_model(config: SequenceModelConfig, seed: int) -> SequenceModel:
+    """The model of `config` with the weights `seed` draws: a run's starting point, which a
+    probe rebuilds from a trained model's config."""
+    torch.manual_seed(seed)
     return SequenceModel(config)
 
 

@@ -22,7 +22,7 @@ with extra_imports("tasks", __name__):
 from lstmkit.files import write_csv
 from lstmkit.models import SequenceModel
 from lstmkit.pipelines.longlag import (TEST_SEED_OFFSET, TaskTrainingConfig, default_folder, load_model, load_task_run,
-                                      train_cell)
+                                      seeded_model, train_cell)
 from lstmkit.tasks import Batch, Task
 
 PROBE_SEQUENCES = 100
@@ -53,16 +53,10 @@ def gradient_profiles(task: Task, trained: dict[str, SequenceModel], seed: int) 
     them) and `seed`, as training built it."""
     batch = probe_batch(task, seed)
     return {
-        "at initialisation": {cell: gradient_profile(starting_point(model, seed), task, batch)
+        "at initialisation": {cell: gradient_profile(seeded_model(model.config, seed), task, batch)
                               for cell, model in trained.items()},
         "after training": {cell: gradient_profile(model, task, batch) for cell, model in trained.items()},
     }
-
-
-def starting_point(model: SequenceModel, seed: int) -> SequenceModel:
-    """The model `model` was trained from: its config built from `seed` (as build_model builds it)."""
-    torch.manual_seed(seed)
-    return SequenceModel(model.config)
 
 
 def write_gradient_profiles(profiles: dict[str, dict[str, np.ndarray]], task: Task, out: str | Path) -> None:

@@ -245,7 +245,7 @@ class Trainer:
 
     def begin(self, out: Path | None) -> RunState:
         """A new run's state, refusing a folder that holds a run already."""
-        if out is not None and ((out / "last").exists() or (out / ".last.previous").exists()):
+        if out is not None and existing(out / "last").exists():
             raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue it, "
                              "or choose another folder")
         if out is not None and (out / "best").exists():
@@ -338,7 +338,7 @@ class Trainer:
         """The model, random-number state and job state of out/last, on this trainer's device
         whatever device wrote them; the progress to continue from, and the saved training
         tensors (the optimizer's state among them: `load_optimizer_state`)."""
-        if out is None or (not (out / "last").exists() and not (out / ".last.previous").exists()):
+        if out is None or not existing(out / "last").exists():
             raise FileNotFoundError(f"{out} holds no run to resume (no last/ checkpoint); start one without --resume")
         saved, tensors = load_checkpoint(out / "last", self.device)
         kind = job.checkpoint_config().get("kind")
