@@ -24,7 +24,7 @@ import torch
 from lstmkit.forecast import Forecaster
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.pipelines.forecast_global import M4_METRICS
-from lstmkit.pipelines.forecast_report import chosen_line, interval_line
+from lstmkit.pipelines.forecast_report import chosen_line, epochs_line, interval_line
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "m4"
 # Horizon and the m of MASE and Naive2, as M4 sets them.
@@ -73,7 +73,7 @@ def run(arguments: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     print(f"M4 {arguments.subset}: {result.series} series, the last {horizon} values of each held out "
           f"(validation split of the training file); m = {season}; {seconds / 60:.1f} min in all "
-          f"(training budget {arguments.time_budget:.0f} s, normalisation {forecaster.config.normalisation}, "
+          f"(training budget {arguments.time_budget:.0f} s, normalisation {'+'.join(forecaster.config.normalisation)}, "
           f"distribution {forecaster.config.distribution}, ensemble {forecaster.config.ensemble}, "
           f"extra seasons {', '.join(map(str, forecaster.config.extra_seasons)) or 'none'})")
     print(f"{'method':<26}" + "".join(f"{metric:>9}" for metric in M4_METRICS))
@@ -84,7 +84,7 @@ def run(arguments: argparse.Namespace) -> None:
         print(f"{method:<26}" + "".join(f"{value:>9.3f}" for value in values))
     print(chosen_line(result.model))
     print(interval_line(result.model, result.coverage))
-    print(f"trained {len(result.model.curve)} epochs, kept epoch {result.model.best_epoch}")
+    print(epochs_line(result.model))
 
 
 def convert(arguments: argparse.Namespace) -> None:
@@ -104,8 +104,9 @@ def main() -> None:
         runner.add_argument("--extra-seasons", type=lambda text: tuple(int(part) for part in text.split(",")),
                             help="more periods the base may take per window (hourly: 168, a week)")
         runner.add_argument("--hidden-size", type=int, default=64)
-        runner.add_argument("--normalisation", choices=("standard", "log", "seasonal"),
-                            help="each series' (default: ForecasterConfig's)")
+        runner.add_argument("--normalisation",
+                            help="each series' (default: ForecasterConfig's); several, comma-separated (standard,log), "
+                                 "train a network per normalisation and average them")
         runner.add_argument("--ensemble", type=int, help="networks trained side by side (default 1)")
         runner.add_argument("--distribution", choices=DISTRIBUTIONS, help="the head's (default: ForecasterConfig's)")
         runner.add_argument("--baselines", type=lambda text: text.split(","),

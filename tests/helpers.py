@@ -192,3 +192,18 @@ def run_cli(arguments: list[str], capsys) -> tuple[int, str, str]:
         code = exit_.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def record_forecast_budgets(monkeypatch) -> list:
+    """The time budget of every Trainer the forecasting pipeline builds, in order."""
+    from lstmkit.pipelines import forecast
+
+    budgets = []
+
+    class RecordingTrainer(forecast.Trainer):
+        def __init__(self, config):
+            budgets.append(config.time_budget)
+            super().__init__(config)
+
+    monkeypatch.setattr(forecast, "Trainer", RecordingTrainer)
+    return budgets

@@ -5,12 +5,12 @@ what the network corrects (`base`)."""
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import record_forecast_budgets
 from lstmkit.forecast import Forecaster
 from lstmkit.pipelines.forecast import SeriesLayout
 from lstmkit.pipelines.forecast_report import backtest_then_refit, base_line, chosen_reason, kept_epoch
@@ -134,16 +134,7 @@ def sine_table(rows: int = 80) -> pd.DataFrame:
 
 
 def test_base_auto_trains_both_networks_keeps_the_closer_on_validation_and_shares_the_time_budget(monkeypatch):
-    from lstmkit.pipelines import forecast
-
-    budgets = []
-
-    class RecordingTrainer(forecast.Trainer):
-        def __init__(self, config):
-            budgets.append(config.time_budget)
-            super().__init__(config)
-
-    monkeypatch.setattr(forecast, "Trainer", RecordingTrainer)
+    budgets = record_forecast_budgets(monkeypatch)
     options = {**QUICK, "epochs": None, "time_budget": 1.0}
     model = Forecaster("day", "y", horizon=3, lookback=14, baselines=("naive",), **options).fit(sine_table())
     assert budgets == [0.5, 0.5] and model.config.base == "auto"
@@ -210,5 +201,5 @@ def test_the_report_says_when_a_lower_score_was_not_clearly_better():
 
 
 def test_the_report_names_the_kept_epoch_and_says_when_the_budget_cut_it():
-    assert [kept_epoch(SimpleNamespace(best_epoch=epoch)) for epoch in (24, 24.0, 73.4219)] == [
+    assert [kept_epoch(epoch) for epoch in (24, 24.0, 73.4219)] == [
         "24", "24", "73.42 (the last, cut short by the time budget)"]

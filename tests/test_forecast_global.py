@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import record_forecast_budgets
 from lstmkit.forecast import Forecaster
-from lstmkit.pipelines.forecast_report import panel_report
+from lstmkit.pipelines import forecast_global
+from lstmkit.pipelines.forecast_report import epochs_line, panel_report
 from lstmkit.series import (PanelWindows, baseline_forecast, m4_scores, owa, panel_baselines, read_panel,
                             seasonal_indices)
 from lstmkit.series.baselines import seasonal_by_acf
@@ -272,6 +274,39 @@ def test_a_global_forecaster_saved_predicts_the_same_after_loading(lines, tmp_pa
     assert json.loads((tmp_path / "model" / "config.json").read_text())["layout"]["chosen"] == forecaster.layout.chosen
 
 
+def test_two_normalisations_train_one_network_each_and_average_their_forecasts(tmp_path):
+    # Growing seasonal series: standard and log scalings see them differently.
+    steps = np.arange(48)
+    table = long_table({name: level * (1 + 0.02 * steps) * (1 + 0.3 * np.sin(2 * np.pi * steps / 4))
+                        for name, level in (("a", 10.0), ("b", 200.0), ("c", 50.0))})
+    options = dict(horizon=4, id="id", season=4, baselines=("naive",), **QUICK)
+    singles = [Forecaster("t", "y", normalisation=name, **options).fit(table) for name in ("standard", "log")]
+    both = Forecaster("t", "y", normalisation="standard,log", **options).fit(table)
+    assert both.config.normalisation == ("standard", "log")
+    # Each member is the network its normalisation alone trains (same seed, same windows).
+    for member, single in zip(both.network.members, singles):
+        for (name, value), expected in zip(member.state_dict().items(), single.network.state_dict().values()):
+            torch.testing.assert_close(value, expected, rtol=0, atol=0, msg=name)
+    histories = [values for values in both.read(table).values]
+    averaged = forecast_global.forecast(both, histories).methods["model"]
+    alone = [forecast_global.forecast(single, histories).methods["model"] for single in singles]
+    assert not np.allclose(alone[0], alone[1])
+    np.testing.assert_allclose(averaged, (alone[0] + alone[1]) / 2, rtol=1e-12)
+    assert both.best_epoch == [single.best_epoch for single in singles]
+    assert epochs_line(both) == (f"one network per normalisation, epochs of up to 4096 windows: standard trained 2, "
+                                 f"kept epoch {singles[0].best_epoch}; log trained 2, kept epoch {singles[1].best_epoch}")
+    both.save(tmp_path / "model")
+    pd.testing.assert_frame_equal(Forecaster.load(tmp_path / "model").predict(table), both.predict(table))
+
+
+def test_normalisations_share_the_time_budget(monkeypatch):
+    budgets = record_forecast_budgets(monkeypatch)
+    table = long_table({"a": 10 + np.sin(np.arange(30.0)), "b": 5 + np.cos(np.arange(30.0))})
+    Forecaster("t", "y", horizon=3, id="id", baselines=("naive",), normalisation="standard,log,seasonal",
+               **{**QUICK, "epochs": None, "time_budget": 0.6}).fit(table)
+    assert budgets == pytest.approx([0.2, 0.2, 0.2])
+
+
 @pytest.mark.parametrize("lookback, base", [(None, 4), (8, 4), (3, 1)])
 def test_the_network_corrects_seasonal_naive_when_the_lookback_holds_a_season(lookback, base, tmp_path):
     table = long_table({"a": 10 + np.tile([1.0, 5, 2, 7], 10), "b": 50 + np.tile([3.0, 0, 4, 1], 10)})
@@ -317,7 +352,15 @@ def test_cli_fit_and_predict_a_long_table(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(normalisation="boxcox"), "normalisation must be one of standard, log, seasonal, got 'boxcox'"),
+    (dict(normalisation="boxcox"), "normalisation must be one or more different names among standard, log, seasonal, "
+                                   "got boxcox"),
+    (dict(normalisation="log,log"), "normalisation must be one or more different names among standard, log, "
+                                    "seasonal, got log,log"),
+    (dict(normalisation=""), "normalisation must be one or more different names among standard, log, seasonal, "
+                             "got none"),
+    (dict(normalisation="standard,log", base="auto"), "normalisation standard,log trains a network per "
+                                                      "normalisation, and base 'auto' two per normalisation"),
+    (dict(id=None, normalisation="log"), "normalisation applies to long tables (id=...), got log without id"),
     (dict(baselines=("naive", "prophet")), "baselines must be among naive, seasonal_naive, drift, ets, arima, theta, "
                                            "naive2, got 'prophet'"),
     (dict(epoch_windows=0), "epoch_windows must be a positive integer, got 0"),

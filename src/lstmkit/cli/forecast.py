@@ -103,7 +103,8 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
                 "(default laplace for a long table, normal for one table)", choices=DISTRIBUTIONS)
     add_setting(parser, ForecasterConfig, "engine", "recurrent engine", choices=ENGINE_CHOICES)
     add_setting(parser, ForecasterConfig, "normalisation",
-                "each series' normalisation (long tables): standard, log or seasonal")
+                "each series' normalisation (long tables): standard, log or seasonal; several, comma-separated "
+                "(standard,log), train a network per normalisation, sharing the time budget, and average them")
     add_setting(parser, ForecasterConfig, "baselines", "baselines the forecast predict uses is chosen among and "
                 "combined with, comma-separated", type=column_list)
     add_setting(parser, ForecasterConfig, "base", "what the network corrects: seasonal (seasonal naive), last (the "

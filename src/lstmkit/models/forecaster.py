@@ -4,7 +4,7 @@ a scale per step, trained by the likelihood of a normal or a Laplace distributio
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from statistics import NormalDist
 
 import torch
@@ -29,7 +29,9 @@ class ForecastNetworkConfig:
     seasonal-naive forecast the head corrects (ForecastNetwork; 1: the last value, as
     checkpoints from before the setting were trained); extra_seasons: more periods that base
     may take, per window (ForecastNetwork.base); encoder_steps: the latest steps of the history
-    the encoder reads (None: all of it; the base may need a longer history than the encoder).
+    the encoder reads (None: all of it; the base may need a longer history than the encoder);
+    scalings: networks of this config each trained on the series under another normalisation
+    (a ScalingEnsemble; 1: no such ensemble).
     """
 
     cell: str
@@ -46,10 +48,12 @@ class ForecastNetworkConfig:
     season: int = 1
     extra_seasons: tuple[int, ...] = ()
     encoder_steps: int | None = None
+    scalings: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_seasons", tuple(self.extra_seasons))  # a list, read back from JSON
-        for name in ("targets", "past_features", "horizon", "hidden_size", "num_layers", "ensemble", "season"):
+        for name in ("targets", "past_features", "horizon", "hidden_size", "num_layers", "ensemble", "season",
+                     "scalings"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.encoder_steps is not None and self.encoder_steps < 1:
@@ -176,7 +180,30 @@ class ForecastEnsemble(nn.Module):
         return mean.quantile(0.5, dim=0), scale.mean(dim=0)
 
 
-def build_forecast_network(config: ForecastNetworkConfig) -> ForecastNetwork | ForecastEnsemble:
+class ScalingEnsemble(nn.Module):
+    """`config.scalings` networks (each a ForecastNetwork or a ForecastEnsemble), each trained
+    on its own view of the same series: the series under another normalisation. Their inputs
+    differ, so the pipeline runs each on its view and averages their forecasts in the data's
+    units (lstmkit.pipelines.forecast_global); each member's config is `config` with scalings 1."""
+
+    def __init__(self, config: ForecastNetworkConfig, members: list[nn.Module] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        if members is not None and len(members) != config.scalings:
+            raise ValueError(f"a ScalingEnsemble of {config.scalings} scalings takes {config.scalings} members, "
+                             f"got {len(members)}")
+        self.members = nn.ModuleList(members if members is not None else
+                                     (build_forecast_network(replace(config, scalings=1))
+                                      for _ in range(config.scalings)))
+
+    def forward(self, history: Tensor, future: Tensor) -> tuple[Tensor, Tensor]:
+        raise TypeError("a ScalingEnsemble's members read differently scaled inputs: run each member on its own "
+                        "(lstmkit.pipelines.forecast_global.forecast)")
+
+
+def build_forecast_network(config: ForecastNetworkConfig) -> ForecastNetwork | ForecastEnsemble | ScalingEnsemble:
+    if config.scalings > 1:
+        return ScalingEnsemble(config)
     return ForecastNetwork(config) if config.ensemble == 1 else ForecastEnsemble(config)
 
 

@@ -223,10 +223,11 @@ class Forecaster:
 
     def train_network(self, windows: Windows | PanelWindows, training: list, validation: list, targets: int,
                       past_features: int, future_features: int, season: int, lookback: int,
-                      epoch_windows: int | None = None) -> None:
+                      epoch_windows: int | None = None, budget_share: float = 1.0) -> None:
         """Build the network (an ensemble when config.ensemble > 1; `lookback`: the history
         each window holds, `history_length`) and train it on `training`
-        windows by the training core, keeping the epoch best on `validation`; with `base`
+        windows by the training core, in `budget_share` of a time budget, keeping the epoch
+        best on `validation`; with `base`
         "auto", one network per base, each given an equal share of a time budget, keeping the
         one whose forecast is closer on the validation windows (`ForecastJob.point_error`: the
         backtests score point forecasts, and a likelihood also weighs the interval's width).
@@ -243,7 +244,7 @@ class Forecaster:
             bases = {self.config.base: seasonal if self.config.base == "seasonal" else 1}
         config = self.config
         if config.time_budget is not None:
-            config = replace(config, time_budget=config.time_budget / len(bases))
+            config = replace(config, time_budget=config.time_budget * budget_share / len(bases))
         errors, trained = {}, {}
         for base, base_season in bases.items():
             trainer = Trainer(config)

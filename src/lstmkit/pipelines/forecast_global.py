@@ -21,7 +21,7 @@ are cut before `fit` runs.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,7 +32,7 @@ from lstmkit.extras import extra_imports
 with extra_imports("forecast", __name__):
     import pandas as pd
 
-from lstmkit.models.forecaster import interval_half_width
+from lstmkit.models.forecaster import ScalingEnsemble, interval_half_width
 from lstmkit.pipelines.forecast import float_tensor, history_length
 from lstmkit.series import Panel, PanelWindows, m4_scores, owa, panel_baselines, read_panel, season_length
 from lstmkit.series.choice import PAIR, choose, combination, combines, method_forecast
@@ -132,9 +132,6 @@ def fit(forecaster: Forecaster, data) -> Forecaster:
     # on the windows that end by then; its scaling sees only the values before that origin.
     validating = [config.early_stopping and len(values) > horizon + 1 for values in panel.values]
     ends = [len(values) - horizon if valid else len(values) for values, valid in zip(panel.values, validating)]
-    scalings = [SeriesScaling.fit(values[:end], config.normalisation, season) for values, end in zip(panel.values, ends)]
-    windows = PanelWindows([float_tensor(scaling.transform(values)) for scaling, values in zip(scalings, panel.values)],
-                           lookback, horizon)
     training = [(k, origin) for k, end in enumerate(ends)
                 for origin in range(max(1, min(lookback, end - horizon)), end - horizon + 1)]
     validation = [(k, end) for k, end in enumerate(ends) if validating[k]]
@@ -142,9 +139,19 @@ def fit(forecaster: Forecaster, data) -> Forecaster:
         raise ValueError(f"no series of the {len(panel)} has a training window: one needs horizon + 1 = {horizon + 1} "
                          f"values{f', and {horizon} more for validation' if config.early_stopping else ''}; "
                          f"the longest has {max(map(len, panel.values))}")
-    # One target; its value and the padding mask at each history step; no known-future features.
-    forecaster.train_network(windows, training, validation, 1, 2, 0, season, lookback,
-                             epoch_windows=config.epoch_windows)
+    trained = []
+    for normalisation in config.normalisation:
+        _, windows = scaled_windows(panel.values, ends, normalisation, season, lookback, horizon)
+        # One target; its value and the padding mask at each history step; no known-future features.
+        forecaster.train_network(windows, training, validation, 1, 2, 0, season, lookback,
+                                 epoch_windows=config.epoch_windows, budget_share=1 / len(config.normalisation))
+        trained.append((forecaster.network, forecaster.curve, forecaster.best_epoch))
+    if len(trained) > 1:
+        networks, curves, best_epochs = zip(*trained)
+        forecaster.network = ScalingEnsemble(replace(networks[0].config, scalings=len(networks)), list(networks))
+        forecaster.curve = [{"normalisation": name, **row} for name, curve in zip(config.normalisation, curves)
+                            for row in curve]
+        forecaster.best_epoch = list(best_epochs)
     forecaster.layout = PanelLayout(panel.frequency, panel.time_kind, season, lookback, "model", {})
     if validation:
         keys = [k for k, _ in validation]
@@ -168,20 +175,12 @@ def forecast(forecaster: Forecaster, histories: list[np.ndarray]) -> PanelForeca
     """Every method's forecast of the `horizon` steps after the end of each history."""
     network, layout = forecaster.fitted()
     config = forecaster.config
-    scalings = [SeriesScaling.fit(values, config.normalisation, layout.season) for values in histories]
-    windows = PanelWindows([float_tensor(scaling.transform(values)) for scaling, values in zip(scalings, histories)],
-                           layout.lookback, config.horizon)
-    network.eval()
-    device = next(network.parameters()).device
-    with torch.no_grad():
-        batch = windows.batch([(k, len(values)) for k, values in enumerate(histories)])
-        mean, scale = network.forecast(batch.history.to(device), batch.future.to(device))
-    mean, scale = mean[..., 0].double().cpu().numpy(), scale[..., 0].double().cpu().numpy()
-    spread = interval_half_width(config.distribution, scale, config.interval)
+    members = network.members if isinstance(network, ScalingEnsemble) else [network]
+    views = [network_forecast(member, normalisation, histories, layout, config)
+             for member, normalisation in zip(members, config.normalisation)]
     with np.errstate(over="ignore", invalid="ignore"):
-        model, lower, upper = (np.stack([scaling.inverse(values[k], len(histories[k]))
-                                         for k, scaling in enumerate(scalings)])
-                               for values in (mean, mean - spread, mean + spread))
+        # A ScalingEnsemble's forecast and bounds: the means of its members' (a single network's own).
+        model, lower, upper = (np.mean(parts, axis=0) for parts in zip(*views))
         # Calibrated in the data's units, where interval_scale was measured (a log scaling is not linear).
         lower, upper = model - layout.interval_scale * (model - lower), model + layout.interval_scale * (upper - model)
     names = tuple(dict.fromkeys([*config.baselines, "naive", "naive2"]))
@@ -197,6 +196,34 @@ def forecast(forecaster: Forecaster, histories: list[np.ndarray]) -> PanelForeca
     if layout.partner is not None:
         methods[PAIR + layout.partner] = method_forecast(PAIR + layout.partner, model, methods)
     return PanelForecasts(methods, lower, upper, int(not_finite.sum()))
+
+
+def scaled_windows(series: list[np.ndarray], ends: list[int], normalisation: str, season: int, lookback: int,
+                   horizon: int) -> tuple[list[SeriesScaling], PanelWindows]:
+    """Each series normalised by `normalisation`, fitted on its values before `ends` (the
+    scalings), and the windows of all of them."""
+    scalings = [SeriesScaling.fit(values[:end], normalisation, season) for values, end in zip(series, ends)]
+    return scalings, PanelWindows([float_tensor(scaling.transform(values)) for scaling, values in zip(scalings, series)],
+                                  lookback, horizon)
+
+
+def network_forecast(network, normalisation: str, histories: list[np.ndarray], layout: PanelLayout,
+                     config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One network's forecast of the `horizon` steps after each history, read under
+    `normalisation`, and its interval's bounds (not calibrated), in the data's units, each
+    (series, horizon)."""
+    scalings, windows = scaled_windows(histories, list(map(len, histories)), normalisation, layout.season,
+                                       layout.lookback, config.horizon)
+    network.eval()
+    device = next(network.parameters()).device
+    with torch.no_grad():
+        batch = windows.batch([(k, len(values)) for k, values in enumerate(histories)])
+        mean, scale = network.forecast(batch.history.to(device), batch.future.to(device))
+    mean, scale = mean[..., 0].double().cpu().numpy(), scale[..., 0].double().cpu().numpy()
+    spread = interval_half_width(config.distribution, scale, config.interval)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return tuple(np.stack([scaling.inverse(values[k], len(histories[k])) for k, scaling in enumerate(scalings)])
+                     for values in (mean, mean - spread, mean + spread))
 
 
 def score_methods(methods: dict[str, np.ndarray], actuals: list[np.ndarray], histories: list[np.ndarray],

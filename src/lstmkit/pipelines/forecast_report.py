@@ -41,7 +41,7 @@ def backtest_report(result: Backtest | PanelBacktest, frame: SeriesFrame | Panel
             lines += [f"{name}:", *scores_table(table, config.cell)]
     lines += [beaten_line(result.scores, "MASE"), chosen_line(result.model)]
     lines.append(interval_line(result.model, result.coverage))
-    lines.append(f"trained {len(result.model.curve)} epochs, kept epoch {kept_epoch(result.model)}")
+    lines.append(f"trained {len(result.model.curve)} epochs, kept epoch {kept_epoch(result.model.best_epoch)}")
     lines.append(base_line(result.model))
     if result.fallbacks:
         lines.append("the model's forecast was not finite, and a baseline stood in for it, at: " + ", ".join(
@@ -81,7 +81,7 @@ def panel_report(result: PanelBacktest) -> str:
     config, layout = result.model.config, result.model.layout
     lines = [f"backtest of {result.series} series ({layout.frequency}, m={layout.season}): the last {result.holdout} "
              f"value(s) of each held out, horizon {config.horizon}, lookback {layout.lookback}, "
-             f"normalisation {config.normalisation}"]
+             f"normalisation {'+'.join(config.normalisation)}"]
     if result.unscored:
         lines.append(f"{len(result.unscored)} series with fewer than {result.holdout + 2} values are not scored: "
                      + ", ".join(map(str, result.unscored[:5])) + (" ..." if len(result.unscored) > 5 else ""))
@@ -89,8 +89,7 @@ def panel_report(result: PanelBacktest) -> str:
     lines.append(beaten_line(result.scores, "OWA"))
     lines.append(chosen_line(result.model))
     lines.append(interval_line(result.model, result.coverage))
-    lines.append(f"trained {len(result.model.curve)} epochs of up to {config.epoch_windows} windows, kept epoch "
-                 f"{kept_epoch(result.model)}")
+    lines.append(epochs_line(result.model))
     lines.append(base_line(result.model))
     return "\n".join(lines)
 
@@ -107,9 +106,25 @@ def beaten_line(scores: pd.DataFrame, metric: str) -> str:
         f"{name} ({scores.loc[name, metric]:.3f})" for name in better)
 
 
-def kept_epoch(forecaster: Forecaster) -> str:
+def epochs_trained(forecaster: Forecaster) -> int | list[int]:
+    """The epochs the network trained: one count per normalisation for a ScalingEnsemble."""
+    if not isinstance(forecaster.best_epoch, list):
+        return len(forecaster.curve)
+    return [sum(row["normalisation"] == name for row in forecaster.curve) for name in forecaster.config.normalisation]
+
+
+def epochs_line(forecaster: Forecaster) -> str:
+    """How long a long table's network trained, and the epoch kept; each one's of a ScalingEnsemble."""
+    windows = f"of up to {forecaster.config.epoch_windows} windows"
+    if not isinstance(forecaster.best_epoch, list):
+        return f"trained {epochs_trained(forecaster)} epochs {windows}, kept epoch {kept_epoch(forecaster.best_epoch)}"
+    return f"one network per normalisation, epochs {windows}: " + "; ".join(
+        f"{name} trained {epochs}, kept epoch {kept_epoch(best)}"
+        for name, epochs, best in zip(forecaster.config.normalisation, epochs_trained(forecaster), forecaster.best_epoch))
+
+
+def kept_epoch(epoch: float) -> str:
     """The epoch whose network was kept; the last is a fraction where the time budget ended it."""
-    epoch = forecaster.best_epoch
     if float(epoch).is_integer():
         return str(int(epoch))
     return f"{epoch:.2f} (the last, cut short by the time budget)"
@@ -216,7 +231,8 @@ def write_panel_backtest(result: PanelBacktest, panel: Panel, out: str | Path) -
         "frequency": panel.frequency, "season": model.layout.season, "lookback": model.layout.lookback,
         "predict_uses": model.layout.chosen, "validation": model.layout.validation,
         "interval": model.config.interval, "interval_scale": model.layout.interval_scale,
-        "interval_coverage": result.coverage, "epochs_trained": len(model.curve), "best_epoch": model.best_epoch, **model.runtime,
+        "interval_coverage": result.coverage, "epochs_trained": epochs_trained(model), "best_epoch": model.best_epoch,
+        **model.runtime,
         "config": config_dict(model.config),
     })
     with atomic_path(Path(out) / "backtest.csv") as temporary:
