@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from torch import nn
 
 from helpers import Killed, Quadratic, dies_at_step
 from lstmkit import lm
@@ -155,6 +154,20 @@ def test_a_run_resumed_with_a_longer_time_budget_stretches_its_schedule(tmp_path
     assert [row["lr"] for row in straight.history[4:]] == pytest.approx(
         [learning_rate(TrainingConfig(**settings), step - 1, 40) for step in (25, 30, 35, 40)])
     assert resumed.history[4]["lr"] > 0.04, "the 20 s run's schedule had reached its floor, 0.01"
+
+
+def test_a_budget_that_ends_before_the_warmup_does_is_warned_of(monkeypatch):
+    with pytest.warns(UserWarning, match=re.escape("the budget holds 6 steps, fewer than the 10 of warm-up: the "
+                                                   "learning rate stops at 60% of its peak 0.1; give a larger budget "
+                                                   "or a shorter --warmup")):
+        Trainer(TrainingConfig(steps=6, lr=0.1, warmup=10)).run(Quadratic([1.0], 0.0))
+    monkeypatch.setattr(loop, "time", Clock())
+    with pytest.warns(UserWarning, match=re.escape("the budget holds about 8 steps, fewer than the 20 of warm-up: "
+                                                   "the learning rate stops at 40% of its peak")):
+        Trainer(TrainingConfig(time_budget=8, lr=0.1, warmup=20, eval_every=5)).run(Quadratic([1.0], 0.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(TrainingConfig(steps=10, lr=0.1, warmup=10)).run(Quadratic([1.0], 0.0))
 
 
 def test_patience_stops_after_evaluations_without_improvement():

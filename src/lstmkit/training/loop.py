@@ -24,6 +24,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,14 @@ def steps_within(time_budget: float, seconds_per_step: float, step_limit: int | 
     return estimate if step_limit is None else min(step_limit, estimate)
 
 
+def warn_short_warmup(config: TrainingConfig, total_steps: int | None) -> None:
+    """Warn where the budget ends before the warm-up does: the rate never reaches its peak."""
+    if total_steps is not None and total_steps < config.warmup:
+        warnings.warn(f"the budget holds {'about ' * (config.time_budget is not None)}{total_steps} steps, fewer than "
+                      f"the {config.warmup} of warm-up: the learning rate stops at {(total_steps / config.warmup):.0%} "
+                      f"of its peak {config.lr:g}; give a larger budget or a shorter --warmup", stacklevel=3)
+
+
 def budget_spent(config: TrainingConfig, progress: RunState, step_limit: int | None) -> bool:
     """Whether a budget is spent: the time budget's seconds, or the steps of steps/epochs."""
     if config.time_budget is not None and progress.train_seconds >= config.time_budget:
@@ -152,6 +161,8 @@ class Trainer:
             raise ValueError(f"{out} is at step {progress.step} ({progress.train_seconds:.0f} s of training): the "
                              "budget given is spent; give a larger --steps, --epochs or --time-budget to continue")
         progress.total_steps = schedule_length(config, progress, step_limit)  # a resumed run may have a new budget
+        if config.time_budget is None and not resume:
+            warn_short_warmup(config, progress.total_steps)
 
         self.announce(f"{job.label}: {self.describe()}")
         report = Progress(job.label, progress.total_steps, first_step=progress.step, item=job.item) \
@@ -220,6 +231,8 @@ class Trainer:
                     progress.total_steps = schedule_length(config, progress, step_limit)
                 elif progress.step >= PROVISIONAL_STEPS:  # so that a budget spent before eval_every still decays
                     progress.total_steps = steps_within(config.time_budget, speed, step_limit)
+                if progress.step == min(eval_every, PROVISIONAL_STEPS):
+                    warn_short_warmup(config, progress.total_steps)
             if report is not None:
                 left = None if config.time_budget is None else config.time_budget - progress.train_seconds
                 report.update(progress.step, rate, progress.total_steps, left, loss=loss_sum / items)
