@@ -74,6 +74,8 @@ def test_split_keeps_the_last_tenth_and_words_whole():
     assert split_text(text, 0.1, "char") == (text[:90], text[90:])
     train, validation = split_text("one two\nthree four\nfive six\n", 0.5, "word")
     assert (train, validation) == ("one two\nthree four\n", "five six\n")
+    # A text of one line splits at the white space after the cut.
+    assert split_text("one two three four five six", 0.5, "word") == ("one two three ", "four five six")
     with pytest.raises(ValueError, match=re.escape("validation_fraction must be in (0, 1), got 1.5")):
         split_text(text, 1.5, "char")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,15 +57,19 @@ class Corpus:
     sources: dict[str, dict]
 
 
+LINE_BREAK, WHITE_SPACE = re.compile("\n"), re.compile(r"\s")
+
+
 def split_text(text: str, validation_fraction: float, level: str) -> tuple[str, str]:
     """The first (1 - fraction) of the characters for training, the rest for validation (the
-    split moved to the next line break at word level, so that no word is cut)."""
+    split moved, at word level, to the next line break, or in a text of one line to the next
+    white space, so that no word is cut)."""
     if not 0 < validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
     split = int(len(text) * (1 - validation_fraction))
     if level == "word":
-        line_break = text.find("\n", split)
-        split = len(text) if line_break < 0 else line_break + 1
+        boundary = LINE_BREAK.search(text, split) or WHITE_SPACE.search(text, split)
+        split = len(text) if boundary is None else boundary.end()
     train, validation = text[:split], text[split:]
     if not train.strip() or not validation.strip():
         raise ValueError(
