@@ -33,6 +33,37 @@ def test_a_reader_that_leaves_early_stops_the_command_quietly():
     assert (command.wait(timeout=120), command.stderr.read()) == (141, b"")
 
 
+@pytest.mark.parametrize("failure, said", [
+    ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+     "allocate 8000000000000 bytes. Error code 12 (Cannot allocate memory)", " (tried to allocate 8,000.0 GB)"),
+    ("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79.19 GiB",
+     " (tried to allocate 20.00 GiB)"),
+])
+def test_running_out_of_memory_is_one_line_that_says_what_to_shrink(failure, said, monkeypatch, capsys):
+    from lstmkit.cli import tasks
+
+    def allocate(arguments):
+        raise RuntimeError(failure)
+
+    monkeypatch.setattr(tasks, "task_command", allocate)
+    with pytest.raises(SystemExit) as stopped:
+        main(["task", "adding", "--T", "2000000000", "--steps", "1"])
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err == (f"lstmkit: error: out of memory{said}: give a smaller batch, sequence length "
+                                       "(--T, --seq-len) or model\n")
+
+
+def test_another_runtime_error_is_not_taken_for_memory(monkeypatch):
+    from lstmkit.cli import tasks
+
+    def fail(arguments):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(tasks, "task_command", fail)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["task", "adding", "--steps", "1"])
+
+
 def test_cells_prints_the_equations_from_the_code(capsys):
     main(["cells", "--equations"])
     output = capsys.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import warnings
 
@@ -57,7 +58,26 @@ def main(argv: list[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, the status a shell gives such a tool
     except (ValueError, TypeError, OSError) as error:  # checks name what was expected and received; files, the path
         parser.exit(2, f"lstmkit: error: {error}\n")
+    except RuntimeError as error:
+        shortage = out_of_memory(error)
+        if shortage is None:
+            raise
+        parser.exit(1, f"lstmkit: error: out of memory{shortage}: give a smaller batch, sequence length (--T, "
+                       "--seq-len) or model\n")
     return 0
+
+
+def out_of_memory(error: RuntimeError) -> str | None:
+    """Where `error` is an allocator's (CPU or CUDA) failure, what it tried to allocate
+    (" (tried to allocate 8000 GB)", or "" where it does not say); None for any other error."""
+    text = str(error)
+    if "can't allocate memory" not in text and "out of memory" not in text.lower():
+        return None
+    in_bytes = re.search(r"tried to allocate (\d+) bytes", text)  # the CPU allocator's
+    if in_bytes:
+        return f" (tried to allocate {int(in_bytes.group(1)) / 1e9:,.1f} GB)"
+    in_units = re.search(r"tried to allocate ([\d.]+ [KMGT]iB)", text, re.IGNORECASE)  # CUDA's
+    return f" (tried to allocate {in_units.group(1)})" if in_units else ""
 
 
 if __name__ == "__main__":
