@@ -162,7 +162,8 @@ class Forecaster:
         self.config = ForecasterConfig(time=time, target=target, horizon=horizon, **options)
         self.network: ForecastNetwork | ForecastEnsemble | None = None
         self.layout: SeriesLayout | None = None
-        self.best_epoch: int | None = None
+        # A ScalingEnsemble's: each member's best epoch, and its curve's rows named by normalisation.
+        self.best_epoch: float | list[float] | None = None
         self.curve: list[dict] = []
         self.runtime: dict = {}  # where it was fitted: device, precision, processes
         self.base_errors: dict[str, float] = {}  # each base trained and validated: its error (train_network)

@@ -4,7 +4,9 @@ its baselines.
     fit       long table -> each series normalised on its own (SeriesScaling) -> the windows of
               every series (PanelWindows; a series shorter than the lookback is padded, with a
               mask) -> one network trained on all of them by the training core, early stopping
-              on each series' last-horizon window (its validation window) -> on those same
+              on each series' last-horizon window (its validation window); with several
+              normalisations, one network per normalisation, in a share of the time budget
+              each, whose forecasts are averaged (a ScalingEnsemble) -> on those same
               validation windows the network, every baseline (fitted on the values before
               them) and the combinations are scored by M4's OWA: the lowest, where it is
               clearly better than the network (lstmkit.series.choice), is the forecast
