@@ -2,6 +2,7 @@
 
     python benchmarks/cells.py                      # B 64, H 512, 100 steps, 15 rounds
     python benchmarks/cells.py --batch 32 --hidden 256 --repeats 7
+    python benchmarks/cells.py --device cuda --engines fused,triton   # on a GPU
 
 Each row runs the loop a decoder runs: per step one call of the cell on that step's input and
 the state it returned, the h of every step summed into the loss, then one backward (input =
@@ -35,27 +36,31 @@ class Config:
     times: list[float] = field(default_factory=list)
 
 
-def configs(hidden: int) -> list[Config]:
-    """torch.nn's three cells, their drop-ins on the auto (native) and fused engines, and every
-    LSTM variant (fused), input = hidden."""
+def configs(hidden: int, engines: list[str], device: torch.device) -> list[Config]:
+    """torch.nn's three cells, their drop-ins on the auto engine and on each of `engines`, and
+    every LSTM variant on each of `engines`, input = hidden."""
+    variants = [("PeepholeLSTMCell", lstmkit.PeepholeLSTMCell, {}), ("CIFGLSTMCell", lstmkit.CIFGLSTMCell, {}),
+                ("LayerNormLSTMCell", lstmkit.LayerNormLSTMCell, {})]
+    for option in ("input_gate", "forget_gate", "output_gate", "input_activation", "output_activation"):
+        variants.append((f"LSTMCell({option}=False)", lstmkit.LSTMCell, {option: False}))
     lstm_rows = [
         ("torch.nn.LSTMCell", torch.nn.LSTMCell(hidden, hidden)),
         ("lstmkit.LSTMCell (auto: native)", lstmkit.LSTMCell(hidden, hidden)),
-        ("lstmkit.LSTMCell, engine=fused", lstmkit.LSTMCell(hidden, hidden, engine="fused")),
-        ("PeepholeLSTMCell (fused)", lstmkit.PeepholeLSTMCell(hidden, hidden)),
-        ("CIFGLSTMCell (fused)", lstmkit.CIFGLSTMCell(hidden, hidden)),
-        ("LayerNormLSTMCell (fused)", lstmkit.LayerNormLSTMCell(hidden, hidden)),
+        *((f"lstmkit.LSTMCell, engine={engine}", lstmkit.LSTMCell(hidden, hidden, engine=engine)) for engine in engines),
+        *((f"{name} ({engine})", module_type(hidden, hidden, engine=engine, **options))
+          for engine in engines for name, module_type, options in variants),
     ]
-    for option in ("input_gate", "forget_gate", "output_gate", "input_activation", "output_activation"):
-        lstm_rows.append((f"LSTMCell({option}=False) (fused)", lstmkit.LSTMCell(hidden, hidden, **{option: False})))
     rows = [Config(name, cell, "torch.nn.LSTMCell") for name, cell in lstm_rows]
     for torch_type, lstmkit_type in ((torch.nn.GRUCell, lstmkit.GRUCell), (torch.nn.RNNCell, lstmkit.RNNCell)):
         baseline = f"torch.nn.{torch_type.__name__}"
         rows += [
             Config(baseline, torch_type(hidden, hidden), baseline),
             Config(f"lstmkit.{lstmkit_type.__name__} (auto: native)", lstmkit_type(hidden, hidden), baseline),
-            Config(f"lstmkit.{lstmkit_type.__name__}, engine=fused", lstmkit_type(hidden, hidden, engine="fused"), baseline),
+            *(Config(f"lstmkit.{lstmkit_type.__name__}, engine={engine}", lstmkit_type(hidden, hidden, engine=engine),
+                     baseline) for engine in engines),
         ]
+    for row in rows:
+        row.cell.to(device)
     return rows
 
 
@@ -76,12 +81,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--engines", default="fused",
+                        help="the engines of the lstmkit rows besides auto, comma-separated (fused, triton, reference)")
     args = parser.parse_args()
 
-    device = torch.device("cpu")
+    device = torch.device(args.device)
     torch.manual_seed(0)
-    inputs = torch.randn(args.steps, args.batch, args.hidden)
-    rows = configs(args.hidden)
+    inputs = torch.randn(args.steps, args.batch, args.hidden, device=device)
+    rows = configs(args.hidden, args.engines.split(","), device)
     for config in rows:
         for _ in range(args.warmup):
             decoder_loop(config.cell, inputs)
@@ -92,7 +100,7 @@ def main() -> None:
     medians = {config.name: statistics.median(config.times) for config in rows}
     print(
         f"lstmkit {lstmkit.__version__}, torch {torch.__version__}, {platform.machine()}, "
-        f"{torch.get_num_threads()} threads; B {args.batch}, H = I {args.hidden}, {args.steps} steps, "
+        f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}; B {args.batch}, H = I {args.hidden}, {args.steps} steps, "
         f"median of {args.repeats} interleaved rounds"
     )
     print()

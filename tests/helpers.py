@@ -143,6 +143,12 @@ def cell_id(cell: str, options: dict) -> str:
 
 ALL_CELL_PARAMS = [pytest.param(cell, options, id=cell_id(cell, options)) for cell, options in ALL_CELLS]
 
+# The Triton engine's tests run where triton is installed (the dev extra brings it): on CPU
+# tensors in Triton's interpreter (conftest.py sets TRITON_INTERPRET=1).
+triton_installed = pytest.mark.skipif(
+    lstmkit.engines.ENGINES["triton"].unavailable() is not None, reason="triton is not installed"
+)
+
 
 class Killed(Exception):
     """Stands for a training process dying: nothing after it runs, nothing is saved."""

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import lstmkit
-from helpers import ALL_CELL_PARAMS, ALL_CELLS, assert_close, assert_same_run, cell_id
+from helpers import ALL_CELL_PARAMS, ALL_CELLS, assert_close, assert_same_run, cell_id, triton_installed
 
 B, INPUT, HIDDEN = 3, 4, 5
 F64 = torch.float64
@@ -21,6 +21,7 @@ TORCH_CELLS = [
     pytest.param(nn.RNNCell, lstmkit.RNNCell, {"nonlinearity": "tanh"}, id="rnn-tanh"),
     pytest.param(nn.RNNCell, lstmkit.RNNCell, {"nonlinearity": "relu"}, id="rnn-relu"),
 ]
+TRITON = pytest.param("triton", marks=triton_installed)
 NAMED = {
     "lstm": lstmkit.LSTMCell, "gru": lstmkit.GRUCell, "rnn": lstmkit.RNNCell, "peephole": lstmkit.PeepholeLSTMCell,
     "cifg": lstmkit.CIFGLSTMCell, "layernorm": lstmkit.LayerNormLSTMCell,
@@ -57,7 +58,7 @@ def test_same_initial_weights_and_names_as_torch(torch_type, lstmkit_type, optio
         assert torch.equal(cell.state_dict()[name], parameter), name
 
 
-@pytest.mark.parametrize("engine", ["auto", "fused", "reference"])
+@pytest.mark.parametrize("engine", ["auto", "fused", TRITON, "reference"])
 @pytest.mark.parametrize("torch_type, lstmkit_type, options", TORCH_CELLS)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("batch", [(B,), (), (0,)], ids=["batched", "unbatched", "batch0"])
@@ -80,7 +81,7 @@ def test_equals_torch_over_steps(torch_type, lstmkit_type, options, bias, batch,
     assert_same_run(loop(cell), loop(reference), leaves(cell, x, hx), leaves(reference, x, hx))
 
 
-@pytest.mark.parametrize("engine", ["auto", "fused"])
+@pytest.mark.parametrize("engine", ["auto", "fused", TRITON])
 @pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
@@ -102,11 +103,12 @@ def test_one_step_equals_one_step_of_the_layer(cell_name, options, bias, batched
     assert_same_run(cell(x, hx), expected, leaves(cell, x, hx), layer_leaves)
 
 
+@pytest.mark.parametrize("engine", ["auto", TRITON])
 @pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
-def test_gates_are_those_the_layer_traces(cell_name, options):
+def test_gates_are_those_the_layer_traces(cell_name, options, engine):
     torch.manual_seed(0)
     layer = lstmkit.Recurrent(cell_name, INPUT, HIDDEN, dtype=F64, engine="reference", **options)
-    cell = lstmkit.RecurrentCell.from_layer(layer)
+    cell = lstmkit.RecurrentCell.from_layer(layer, engine=engine)
     x, hx = random_inputs((B,), layer.cell.has_cell_state)
     state, gates = cell(x, hx, return_gates=True)
     layer_hx = tuple(s.unsqueeze(0) for s in hx) if isinstance(hx, tuple) else hx.unsqueeze(0)
@@ -325,8 +327,8 @@ def test_errors_name_expected_and_received(call, error, message):
 
 
 def test_option_errors():
-    with pytest.raises(ValueError, match="engine must be one of auto, native, fused, reference, got 'triton'"):
-        lstmkit.LSTMCell(INPUT, HIDDEN, engine="triton")
+    with pytest.raises(ValueError, match="engine must be one of auto, native, fused, triton, reference, got 'cudnn'"):
+        lstmkit.LSTMCell(INPUT, HIDDEN, engine="cudnn")
     with pytest.raises(ValueError, match="engine='native' cannot run this cell: cell 'peephole' has no native kernel"):
         lstmkit.PeepholeLSTMCell(INPUT, HIDDEN, engine="native")
     with pytest.raises(ValueError, match="torch's native cell kernels do not expose gate activations"):
@@ -339,6 +341,22 @@ def test_option_errors():
         lstmkit.GRUCell(INPUT, 0)
     with pytest.raises(TypeError, match="GRUCell: hx \\(h\\) must be a Tensor, got tuple of 2"):
         lstmkit.GRUCell(INPUT, HIDDEN)(torch.randn(B, INPUT), (torch.randn(B, HIDDEN),) * 2)
+
+
+def test_triton_step_errors(monkeypatch):
+    """Without triton the module is refused when built; on CPU tensors outside Triton's
+    interpreter, the step is refused with the device it got."""
+    monkeypatch.setattr(lstmkit.engines.triton.TritonEngine, "unavailable", lambda self: "triton is not installed")
+    with pytest.raises(ValueError, match="^engine='triton' cannot run this cell: triton is not installed; "
+                                         "use engine='auto' or 'fused'$"):
+        lstmkit.LSTMCell(INPUT, HIDDEN, engine="triton")
+    monkeypatch.undo()
+    if lstmkit.engines.ENGINES["triton"].unavailable() is None:
+        cell = lstmkit.LSTMCell(INPUT, HIDDEN, engine="triton")
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        with pytest.raises(ValueError, match=r"^engine='triton' cannot run this step: the Triton kernels run on CUDA "
+                                             r"tensors \(on CPU only under TRITON_INTERPRET=1\); got cpu$"):
+            cell(torch.randn(B, INPUT))
 
 
 @pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)

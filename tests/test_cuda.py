@@ -1,6 +1,6 @@
-"""The same proofs on a GPU: every engine equals the reference engine on CUDA tensors, autocast
-runs every cell, and the native engine's weights stay in cuDNN's flat buffer. Skipped
-without a GPU (`pytest -m cuda` runs only these)."""
+"""The same proofs on a GPU: every engine equals the reference engine on CUDA tensors, for the
+layers and the cell modules' steps, autocast runs every cell, and the native engine's weights
+stay in cuDNN's flat buffer. Skipped without a GPU (`pytest -m cuda` runs only these)."""
 
 from __future__ import annotations
 
@@ -66,3 +66,28 @@ def test_native_weights_stay_in_one_cudnn_buffer(cell):
     twin = getattr(torch.nn, cell.upper())(8, 16, num_layers=2, bidirectional=True).to(CUDA)
     twin.load_state_dict(layer.state_dict())
     assert relative_error(output, twin(x)[0]) < 1e-5
+
+
+
+@pytest.mark.parametrize("engine", ["auto", "fused", "triton"])
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_cell_module_step_equals_reference_on_cuda_in_float64(cell, options, engine):
+    torch.manual_seed(0)
+    reference = lstmkit.RecurrentCell(cell, 8, 16, engine="reference", dtype=torch.float64, device=CUDA, **options)
+    module = lstmkit.RecurrentCell(cell, 8, 16, engine=engine, dtype=torch.float64, device=CUDA, **options)
+    module.load_state_dict(reference.state_dict())
+    x = torch.randn(4, 8, dtype=torch.float64, device=CUDA, requires_grad=True)
+
+    def two_steps(step):
+        """The state after two steps, the second from the first's state, as a tuple of tensors."""
+        state = step(x, step(x))
+        return state if isinstance(state, tuple) else (state,)
+
+    ours, theirs = two_steps(module), two_steps(reference)
+    for mine, other in zip(ours, theirs, strict=True):
+        assert relative_error(mine, other) < 1e-10
+    weights = [torch.randn_like(part) for part in theirs]
+    ours_grads = torch.autograd.grad(ours, [x, *module.parameters()], weights)
+    theirs_grads = torch.autograd.grad(theirs, [x, *reference.parameters()], weights)
+    for mine, other in zip(ours_grads, theirs_grads, strict=True):
+        assert relative_error(mine, other) < 1e-10

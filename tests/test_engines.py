@@ -17,12 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lstmkit
-from helpers import ALL_CELLS, assert_same_run, cell_id, random_state, state_leaves
-
-
-triton_installed = pytest.mark.skipif(
-    lstmkit.engines.ENGINES["triton"].unavailable() is not None, reason="triton is not installed"
-)
+from helpers import ALL_CELLS, assert_same_run, cell_id, random_state, state_leaves, triton_installed
 
 
 def fused_and_reference(cell, options, engine="fused", **layer_options):

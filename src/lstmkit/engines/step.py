@@ -3,11 +3,14 @@
 The engines of a single step: "native" (torch's own cell kernels, `torch._VF.lstm_cell`,
 `gru_cell`, `rnn_tanh_cell`, `rnn_relu_cell`: exactly torch.nn.LSTMCell, GRUCell and
 RNNCell, for the plain cells), "fused" (the fused engine's point-wise kernels in one
-autograd.Function per step, `lstmkit.engines.fused.step`; every cell) and "reference" (the
-cell's `step` under autograd; every cell). "auto" runs a plain lstm, gru or rnn step on the
-native kernel and every other cell, and every `return_gates=True` step, on the fused one:
-a step of a plain cell is mostly per-call overhead at small sizes, where torch's single C++
-call has the least (BENCHMARKS.md, "Cell modules").
+autograd.Function per step, `lstmkit.engines.fused.step`; every cell), "triton" (the same
+Function with the Triton engine's kernels: one kernel launch each way per step; every cell,
+on CUDA tensors, or on CPU under TRITON_INTERPRET=1) and "reference" (the cell's `step` under
+autograd; every cell). "auto" runs a plain lstm, gru or rnn step on the native kernel and
+every other cell, and every `return_gates=True` step, on the fused one: a step of a plain
+cell is mostly per-call overhead at small sizes, where torch's single C++ call has the least
+(BENCHMARKS.md, "Cell modules"). As for the layers, "triton" is chosen by name until
+`benchmarks/gpu.py` has measured it on a GPU.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from lstmkit.cells import Cell, LayerWeights
 from lstmkit.engines.fused.step import StepResult, run_step, step_precision
 from lstmkit.engines.native import NativeEngine, kernel_name
 from lstmkit.engines.reference import ReferenceEngine
+from lstmkit.engines.triton import TritonEngine
 
-STEP_ENGINES = ("auto", "native", "fused", "reference")
+STEP_ENGINES = ("auto", "native", "fused", "triton", "reference")
 NATIVE_CELL_KERNELS = {
     "lstm": torch._VF.lstm_cell,
     "gru": torch._VF.gru_cell,
@@ -33,9 +37,12 @@ def check_step_engine(engine: object, cell: Cell) -> None:
     """Reject, when a cell module is built, an engine that does not exist or cannot run `cell`."""
     if engine not in STEP_ENGINES:
         raise ValueError(f"engine must be one of {', '.join(STEP_ENGINES)}, got {engine!r}")
-    reason = NativeEngine().unsupported(cell, None) if engine == "native" else None
+    reason = None
+    if engine in ("native", "triton"):
+        kernels = NativeEngine() if engine == "native" else TritonEngine()
+        reason = kernels.unavailable() or kernels.unsupported(cell, None)
     if reason:
-        raise ValueError(f"engine='native' cannot run this cell: {reason}; use engine='auto' or 'fused'")
+        raise ValueError(f"engine={engine!r} cannot run this cell: {reason}; use engine='auto' or 'fused'")
 
 
 def step_engine_name(engine: str, cell: Cell, return_gates: bool) -> str:
@@ -57,6 +64,13 @@ def run_cell_step(
     name = step_engine_name(engine, cell, return_gates)
     if name == "fused":
         return run_step(cell, weights, x, h, c, return_gates)
+    if name == "triton":
+        reason = TritonEngine().unsupported(cell, x.device)
+        if reason:
+            raise ValueError(f"engine='triton' cannot run this step: {reason}")
+        from lstmkit.engines.triton.kernels import TRITON_KERNELS  # needs triton, which the check above found
+
+        return run_step(cell, weights, x, h, c, return_gates, TRITON_KERNELS)
     if name == "native":
         kernel = NATIVE_CELL_KERNELS[kernel_name(cell)]
         parameters = (weights.weight_ih, weights.weight_hh, weights.bias_ih, weights.bias_hh)

@@ -180,8 +180,9 @@ Args:
 {forget_bias}    engine (keyword): how the step runs: "native" (torch's own cell kernels, exactly
         torch.nn's cells; plain lstm, gru and rnn only), "fused" (the fused engine's
         point-wise kernels, one autograd.Function per step with a hand-derived backward;
-        every cell), "reference" (the cell's step under autograd) or "auto" (native where it
-        runs and return_gates is off, fused otherwise). Default: "auto"
+        every cell), "triton" (the same step with the Triton engine's kernels, on CUDA; every
+        cell), "reference" (the cell's step under autograd) or "auto" (native where it runs
+        and return_gates is off, fused otherwise). Default: "auto"
 {trailing_args}
 Inputs: input, hx
     input: (B, input_size), or (input_size,) unbatched.

@@ -41,10 +41,12 @@ class StepResult(NamedTuple):
 
 
 def run_step(
-    cell: Cell, weights: LayerWeights, x: Tensor, h: Tensor, c: Tensor | None, return_gates: bool
+    cell: Cell, weights: LayerWeights, x: Tensor, h: Tensor, c: Tensor | None, return_gates: bool,
+    kernels: dict[str, type[FusedKernel]] = KERNELS,
 ) -> StepResult:
     """One step of `cell` from (h, c) on input x (B, I), h (B, H), c (B, H) or None, in the
-    precision a cell module runs in (`step_precision`)."""
+    precision a cell module runs in (`step_precision`), on the point-wise kernel of `kernels`
+    (the fused engine's; the Triton engine's run the same step as one kernel each way)."""
     dtype = weights.weight_ih.dtype
     autocasting = autocast_on(x.device.type)
     if not autocasting and dtype not in HALF_DTYPES:  # the common case, kept short: it runs every step
@@ -53,7 +55,7 @@ def run_step(
         precision = step_precision(cell, dtype, x.device)
         weights = cast_weights(weights, precision.compute, precision.state)
     arguments = (
-        kernel_for(cell), precision, return_gates, x.to(precision.compute), h.to(precision.state),
+        kernel_for(cell, kernels), precision, return_gates, x.to(precision.compute), h.to(precision.state),
         None if c is None else c.to(precision.state), *flatten(cell, weights),
     )
     if autocasting:
@@ -79,15 +81,17 @@ def step_precision(cell: Cell, parameter_dtype: torch.dtype, device: torch.devic
     return precision
 
 
-KERNEL_OF_CELL: dict[Cell, FusedKernel] = {}
+KERNEL_OF_CELL: dict[tuple[type[FusedKernel], Cell], FusedKernel] = {}
 
 
-def kernel_for(cell: Cell) -> FusedKernel:
-    """The fused engine's kernel of `cell`, one per cell (cells are frozen, so hashable); a
-    plain dict, which torch.compile reads as it is (it only warns about functools caches)."""
-    if cell not in KERNEL_OF_CELL:
-        KERNEL_OF_CELL[cell] = KERNELS[cell.name](cell)
-    return KERNEL_OF_CELL[cell]
+def kernel_for(cell: Cell, kernels: dict[str, type[FusedKernel]]) -> FusedKernel:
+    """The kernel of `cell` among `kernels`, one per kernel type and cell (cells are frozen,
+    so hashable); a plain dict, which torch.compile reads as it is (it only warns about
+    functools caches)."""
+    key = (kernels[cell.name], cell)
+    if key not in KERNEL_OF_CELL:
+        KERNEL_OF_CELL[key] = kernels[cell.name](cell)
+    return KERNEL_OF_CELL[key]
 
 
 class FusedCellStep(torch.autograd.Function):
