@@ -28,8 +28,8 @@ Args:
 {projection}    device, dtype: where and in which type the parameters are created. Default: torch's
 {forget_bias}{regularisers}    engine: how the cells run over time: "native" (torch's own kernels, oneDNN/cuDNN;
         plain lstm, gru and rnn only), "fused" (one torch.library custom op per layer with a
-        hand-derived backward; every cell), "triton" (fused Triton kernels per step, the
-        time loop in CUDA graphs; every cell, on CUDA), "reference" (a plain loop under
+        hand-derived backward; every cell), "triton" (each step's point-wise work in one
+        Triton kernel, forward and backward; every cell, on CUDA), "reference" (a plain loop under
         autograd, the oracle) or "auto" (per cell and device, the engine that measures
         fastest: see BENCHMARKS.md). Every engine runs under torch.autocast. Default: "auto"
 {trailing_args}
