@@ -291,7 +291,7 @@ ERRORS = [
     (lambda c: c(torch.randn(B, INPUT), (torch.randn(B, HIDDEN), torch.randn(2, HIDDEN))), ValueError,
      "LSTMCell: hx[1] (c) must have shape (3, 5) (batch, hidden_size) for input of shape (3, 4), got (2, 5)"),
     (lambda c: c(torch.randn(INPUT), (torch.randn(1, HIDDEN), torch.randn(1, HIDDEN))), ValueError,
-     "LSTMCell: hx[0] (h) must have shape (5,) (hidden_size,) for unbatched input for input of shape (4,), got (1, 5)"),
+     "LSTMCell: hx[0] (h) must have shape (5,) (hidden_size,) for unbatched input of shape (4,), got (1, 5)"),
     (lambda c: c(torch.randn(B, INPUT), torch.randn(B, HIDDEN)), TypeError,
      "LSTMCell: hx must be a tuple (h, c) of two tensors, got Tensor of shape (3, 5)"),
     (lambda c: c(torch.randn(B, INPUT, dtype=F64)), ValueError,

@@ -47,7 +47,7 @@ def prepare_step(
         h = torch.zeros(x.shape[0], hidden_size, dtype=dtype, device=x.device)
         return StepInput(x, h, h if has_cell_state else None, batched)
     expected = (x.shape[0], hidden_size) if batched else (hidden_size,)
-    layout = "(batch, hidden_size)" if batched else "(hidden_size,) for unbatched input"
+    layout = "(batch, hidden_size) for input" if batched else "(hidden_size,) for unbatched input"
     if not has_cell_state:
         h = check_state(owner, hx, "hx (h)", expected, layout, input, dtype)
         return StepInput(x, h if batched else h.unsqueeze(0), None, batched)
@@ -76,7 +76,7 @@ def check_state(
         raise TypeError(f"{owner}: {label} must be a Tensor, got {describe(tensor)}")
     if tuple(tensor.shape) != expected:
         raise ValueError(
-            f"{owner}: {label} must have shape {expected} {layout} for input of shape "
+            f"{owner}: {label} must have shape {expected} {layout} of shape "
             f"{tuple(input.shape)}, got {tuple(tensor.shape)}"
         )
     if not accepts_dtype(tensor, dtype):
