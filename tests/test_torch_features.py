@@ -1,10 +1,11 @@
 """What torch.nn's RNNs support, on every engine: packed batches packed with the default
-enforce_sorted=True, a batch of size 0, double backward, torch.func.grad and vmap, and lengths
-given as numpy arrays. Each result is compared in float64 with torch.nn or the reference engine.
+enforce_sorted=True, a batch of size 0, double backward, torch.func.grad and vmap, lengths
+given as numpy arrays, and torch.jit.trace (torch.jit.script is refused in one line). Each result is compared in float64 with torch.nn or the reference engine.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -14,7 +15,7 @@ from torch.func import functional_call, grad, vmap
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstmkit
-from helpers import ALL_CELL_PARAMS, assert_close, assert_same_run, torch_twin
+from helpers import ALL_CELL_PARAMS, assert_close, assert_same_run, flatten_outputs, torch_twin
 
 PLAIN = ["lstm", "gru", "rnn"]
 ENGINES = ["native", "fused", "reference"]
@@ -114,3 +115,34 @@ def test_lengths_of_floats_are_refused_with_their_dtype():
     layer = lstmkit.LSTM(3, 4)
     with pytest.raises(TypeError, match="lengths must hold integers, got a numpy array of dtype float64"):
         layer(torch.randn(5, 3, 3), lengths=np.array([5.0, 2.0, 4.0]))
+
+
+
+
+def test_torchscript_is_refused_in_one_line():
+    """torch.jit.script cannot compile the engines' Python kernels: a layer, a cell module and a
+    model holding a layer are refused by name, with what works instead."""
+    for module, name in [(lstmkit.LSTM(3, 4), "LSTM"), (lstmkit.GRUCell(3, 4), "GRUCell"),
+                         (torch.nn.Sequential(torch.nn.Linear(3, 3), lstmkit.PeepholeLSTM(3, 4)), "PeepholeLSTM")]:
+        message = (f"TorchScript (torch.jit.script) cannot compile lstmkit's {name}: its engines run Python kernels. "
+                   "Use torch.compile, torch.export (or torch.onnx.export) or torch.jit.trace instead")
+        with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+            torch.jit.script(module)
+
+
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_traced_saved_and_loaded_layers_and_cell_modules_give_the_eager_numbers(cell, options, tmp_path):
+    """torch.jit.trace records every engine's call (fused and Triton as the reference math), and
+    the saved trace runs without lstmkit's Python at another batch size, as in eager mode."""
+    torch.manual_seed(0)
+    layer = lstmkit.Recurrent(cell, 3, 4, num_layers=2, bidirectional=True, dtype=torch.float64, **options)
+    module = lstmkit.RecurrentCell(cell, 3, 4, dtype=torch.float64, **options)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    for name, traced_module, example, other in [("layer", layer, x, x[:, :1]), ("cell module", module, x[0], x[1, :1])]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's warnings about the shape checks it freezes
+            torch.jit.save(torch.jit.trace(traced_module, example), tmp_path / "traced.pt")
+        loaded = torch.jit.load(tmp_path / "traced.pt")
+        received, expected = flatten_outputs(loaded(other)), flatten_outputs(traced_module(other))
+        for part, (mine, theirs) in enumerate(zip(received, expected, strict=True)):
+            assert_close(mine, theirs, f"{name} output {part}")

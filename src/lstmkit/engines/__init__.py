@@ -57,13 +57,18 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     reference engine: its loop of the cell's step traces to plain operations that ONNX and every
     runtime take, for every cell. The fused engine's autograd.Function, writing in place into
     buffers, translates to ONNX only in minutes, the Triton kernels not at all, and torch.onnx
-    mistranslates torch's own LSTM kernel with proj_size. Under torch.func transforms the
-    reference engine runs too (`reference_under_functorch`). Outside both nothing changes.
+    mistranslates torch's own LSTM kernel with proj_size. While torch.jit.trace records a
+    call, the fused and Triton engines give way to the reference engine too: the tracer cannot
+    record their ops' arguments (lists of bools), while torch's own kernels it records as they
+    are. Under torch.func transforms the reference engine runs too (`reference_under_functorch`).
+    Outside these nothing changes.
     `regularisers`: the Regularisation options acting in this call, which the engine must run.
     """
     chosen = auto_engine(cell, device, return_gates, regularisers) if engine == "auto" else ENGINES[engine]
     is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6; none before
     if is_exporting is not None and is_exporting():
+        return ENGINES["reference"]
+    if torch.jit.is_tracing() and chosen.name not in ("native", "reference"):
         return ENGINES["reference"]
     if torch._C._are_functorch_transforms_active():
         return reference_under_functorch(chosen)

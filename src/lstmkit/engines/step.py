@@ -62,6 +62,8 @@ def run_cell_step(
 ) -> StepResult:
     """One step of `cell` from x (B, I), h (B, H), c (B, H) or None, on `engine` (checked)."""
     name = step_engine_name(engine, cell, return_gates)
+    if torch.jit.is_tracing() and name in ("fused", "triton"):  # the tracer cannot save a Python Function
+        name = "reference"
     if name == "fused":
         return run_step(cell, weights, x, h, c, return_gates)
     if name == "triton":

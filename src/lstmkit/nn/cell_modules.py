@@ -25,8 +25,9 @@ from lstmkit.nn.docs import (
 from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias
 from lstmkit.nn.recurrent import Recurrent, check_forget_bias, check_positive_int, resolve_cell
 from lstmkit.nn.step_inputs import prepare_step
+from lstmkit.nn.scripting import NotScriptable
 
-class RecurrentCell(nn.Module):
+class RecurrentCell(NotScriptable, nn.Module):
     cell_name: ClassVar[str | None] = None  # set by the named cell modules, which fix the cell
     __doc__ = cell_docstring(
         summary="One time step of any cell, with the API of torch.nn.LSTMCell.",

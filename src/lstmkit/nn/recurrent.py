@@ -19,6 +19,7 @@ from lstmkit.nn.inputs import SequenceBatch, check_features, prepare_input, prep
 from lstmkit.caller import warn_at_caller
 from lstmkit.nn import regularisers
 from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias
+from lstmkit.nn.scripting import NotScriptable
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class GateTrace:
     cell_states: Tensor | None
 
 
-class Recurrent(nn.Module):
+class Recurrent(NotScriptable, nn.Module):
     cell_name: str | None = None  # set by the named layers (LSTM, GRU, ...), which fix the cell
     __doc__ = layer_docstring(
         summary="A stack of recurrent layers of any cell, with the API of torch.nn.LSTM.",
