@@ -64,6 +64,20 @@ def test_another_runtime_error_is_not_taken_for_memory(monkeypatch):
         main(["task", "adding", "--steps", "1"])
 
 
+def test_ctrl_c_is_one_line_and_the_status_of_an_interrupt(monkeypatch, capsys):
+    from lstmkit.cli import tasks
+
+    def interrupted(arguments):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tasks, "task_command", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        main(["task", "adding", "--steps", "1"])
+    assert stopped.value.code == 130  # 128 + SIGINT, what a shell reports for a tool stopped by Ctrl-C
+    assert capsys.readouterr().err == ("lstmkit: interrupted; the checkpoints written before are kept (a command with "
+                                       "--resume continues from them)\n")
+
+
 def test_cells_prints_the_equations_from_the_code(capsys):
     main(["cells", "--equations"])
     output = capsys.readouterr().out
@@ -137,7 +151,7 @@ def test_the_demo_budget_is_steps_so_every_machine_shows_the_same_race(tmp_path,
     (["task", "adding", "--lr", "0"], "argument --lr: expected a positive number, got 0.0"),
     (["probe", "gates"], "lstmkit: error: probe gates needs a checkpoint folder (e.g. DIR/models/lstm) or --task NAME"),
     (["probe", "gradients"], "lstmkit: error: probe gradients needs --task NAME (to train) or --from DIR"),
-    (["probe", "gates", "/nonexistent/model"], "lstmkit: error: /nonexistent/model is not an lstmkit checkpoint"),
+    (["probe", "gates", "/nonexistent/model"], "lstmkit: error: /nonexistent/model does not exist"),
 ])
 def test_bad_task_and_probe_arguments(arguments, message, capsys):
     code, _, err = run_cli(arguments, capsys)

@@ -280,7 +280,7 @@ def test_cli_train_sample_eval(text_file, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["lm", "sample", "/nonexistent"], "lstmkit: error: /nonexistent is not an lstmkit checkpoint"),
+    (["lm", "sample", "/nonexistent"], "lstmkit: error: /nonexistent does not exist"),
     (["lm", "train", "/nonexistent.txt", "--steps", "1"], "lstmkit: error: /nonexistent.txt does not exist"),
     (["lm", "train", "x.txt", "--steps", "1", "--epochs", "1"], "argument --epochs: not allowed with argument --steps"),
 ])

@@ -201,6 +201,8 @@ def checkpoint_folder(directory: str | Path) -> Path:
 def read_config(directory: Path) -> dict:
     """The JSON object in a checkpoint folder's config.json."""
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    if not directory.exists():
+        raise FileNotFoundError(f"{directory} does not exist")
     if not config_path.is_file() or not weights_path.is_file():
         hint = ""
         if existing(directory / "last").is_dir():

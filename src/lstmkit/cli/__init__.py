@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(1, f"{error}\n")
     except (TrainingDiverged, CheckpointWriteError) as error:  # the run stopped; what it wrote before is kept
         parser.exit(1, f"lstmkit: error: {error}\n")
+    except KeyboardInterrupt:  # Ctrl-C: one line, not the traceback of wherever the run was
+        parser.exit(130, "lstmkit: interrupted; the checkpoints written before are kept (a command with --resume "
+                         "continues from them)\n")
     except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail again
         return 141  # 128 + SIGPIPE, the status a shell gives such a tool
