@@ -181,6 +181,8 @@ def test_a_long_dataframe_of_timestamps_reads_them_as_dates_not_as_nanoseconds()
     ("id,day,y\n" + "".join(f"A,2024-01-{day:02d},1\n" for day in range(1, 11)) + "B,2024-01-01,1\nB,2024-01-08,2\n"
      "B,2024-01-15,3\n", "series 'B' has 3 times on the 15 steps of a D grid from 2024-01-01 00:00:00 to 2024-01-15 "
      "00:00:00: filling the other 12 would invent most of the series; give times of one frequency"),
+    ("id,t,y\nA,1,1\nA,2,2\nA,3,3\nB,1,1\nB,2,\nB,3,\nB,4,\nB,5,5\n", "series 'B' has 2 values on the 5 steps of a "
+     "step grid from 1 to 5: filling the other 3 would invent most of the series"),
     ("id,day,y\nA,2024-01-01,1\nA,2024-01-02,2\nA,2024-01-03,3\nB,2024-01-01 12:00,1\nB,2024-01-02,2\n",
      "series 'B' is not on the D grid of column 'day': 2024-01-02 00:00:00 falls between its steps"),
 ])

@@ -34,6 +34,28 @@ def test_gaps_and_missing_rows_are_interpolated_with_a_warning_that_counts_them(
     assert frame.targets[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
 
 
+def test_rows_before_the_first_target_value_are_left_out_with_a_warning_not_filled():
+    table = weekly([None, None, 3.0, 4.0, None, 6.0])  # a series that starts late: nothing is invented before it
+    table["promotion"] = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    with pytest.warns(MissingValuesWarning) as warned:
+        frame = read_series(table, "date", ["y"], ["promotion"])
+    assert [str(warning.message) for warning in warned] == [
+        "2 row(s) before the first one with every target's value are ignored",
+        "column 'y': 1 missing value(s) filled by linear interpolation",
+    ]
+    assert frame.targets[:, 0].tolist() == [3.0, 4.0, 5.0, 6.0]
+    assert frame.covariates[:, 0].tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert frame.time_values(frame.time[:1]) == ["2020-01-18"]
+
+
+def test_a_target_with_most_values_empty_is_refused_as_missing_rows_are():
+    values = [1.0, 2.0] + [None] * 5 + [8.0, 9.0]  # 4 values on 9 steps, empty cells where rows could be missing
+    with pytest.raises(ValueError, match=re.escape(
+            "column 'y' has 4 values on the 9 steps of a W-SAT grid from 2020-01-04 00:00:00 to 2020-02-29 00:00:00: "
+            "filling the other 5 would invent most of the series")):
+        read_series(weekly(values), "date", ["y"])
+
+
 def test_integer_years_are_a_yearly_series_written_back_as_years():
     frame = read_series(pd.DataFrame({"year": [1700, 1701, 1702, 1703], "spots": [5, 11, 16, 23]}), "year", ["spots"])
     assert season_length(frame.frequency) == 1 and frame.time_kind == "year"

@@ -149,7 +149,11 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
                          "falls between its steps")
     check_coverage(len(values), grid, frequency, f"column {time!r}")
     numeric = values.reindex(grid)
-    observed = observed_rows(numeric[targets], known)
+    first, observed = observed_rows(numeric[targets], known)
+    numeric, grid, observed = numeric.iloc[first:], grid[first:], observed - first
+    for name in targets:
+        check_coverage(int(numeric[name].iloc[:observed].notna().sum()), grid[:observed], frequency,
+                       f"column {name!r}", "values")
     filled = {name: fill_gaps(column if name in known else column.iloc[:observed], name)
               for name, column in numeric.items()}
     return SeriesFrame(
@@ -158,29 +162,35 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
     )
 
 
-def check_coverage(times: int, grid: pd.DatetimeIndex, frequency: str, what: str) -> None:
-    """Refuse `times` timestamps that leave most of their regular `grid` empty: filling it
-    would invent most of the series (times of several frequencies, or misread dates, do it)."""
-    if len(grid) > 2 * times:
-        raise ValueError(f"{what} has {times} times on the {len(grid)} steps of a {frequency} grid from {grid[0]} "
-                         f"to {grid[-1]}: filling the other {len(grid) - times} would invent most of the series; "
-                         "give times of one frequency (dates as yyyy-mm-dd)")
+def check_coverage(count: int, grid: pd.DatetimeIndex, frequency: str, what: str, kind: str = "times") -> None:
+    """Refuse `count` timestamps (or values) that leave most of their regular `grid` empty:
+    filling it would invent most of the series. Missing rows and empty cells count alike;
+    times of several frequencies, or misread dates, are the usual cause of the first."""
+    if len(grid) > 2 * count:
+        hint = "; give times of one frequency (dates as yyyy-mm-dd)" if kind == "times" else ""
+        raise ValueError(f"{what} has {count} {kind} on the {len(grid)} steps of a {frequency} grid from {grid[0]} "
+                         f"to {grid[-1]}: filling the other {len(grid) - count} would invent most of the series{hint}")
 
 
-def observed_rows(targets: pd.DataFrame, known: list[str]) -> int:
-    """The rows up to the last one with a value of every target (a forecast starts after it,
-    from no invented value); warns about later rows that serve no known-future covariate."""
+def observed_rows(targets: pd.DataFrame, known: list[str]) -> tuple[int, int]:
+    """(first, end): the rows from the first to the last one with a value of every target, as
+    a long table's series runs (nothing is invented before its first value, and a forecast
+    starts after its last); warns about the rows left out before, and after where they serve
+    no known-future covariate."""
     empty = [name for name, column in targets.items() if column.isna().all()]
     if empty:
         raise ValueError(f"the target column(s) {', '.join(empty)} have no values")
-    has_values = targets.notna().all(axis=1).to_numpy()
-    if not has_values.any():
+    has_values = np.flatnonzero(targets.notna().all(axis=1).to_numpy())
+    if not len(has_values):
         raise ValueError(f"no row has a value of every target column ({', '.join(targets.columns)})")
-    observed = int(np.flatnonzero(has_values)[-1]) + 1
+    first, observed = int(has_values[0]), int(has_values[-1]) + 1
+    if first:
+        warnings.warn(f"{first} row(s) before the first one with every target's value are ignored",
+                      MissingValuesWarning, stacklevel=3)
     if observed < len(targets) and not known:
         warnings.warn(f"{len(targets) - observed} row(s) after the last one with every target's value are ignored "
                       "(such rows serve known-future covariates only)", MissingValuesWarning, stacklevel=3)
-    return observed
+    return first, observed
 
 
 def stack(columns: dict[str, np.ndarray], names: list[str], rows: int) -> np.ndarray:
@@ -393,7 +403,9 @@ def numeric_column(column: pd.Series, name: str, path: Path | None) -> pd.Series
 
 
 def fill_gaps(column: pd.Series, name: str) -> np.ndarray:
-    """Linear interpolation inside the series, the nearest value at its ends; warns with the count."""
+    """Linear interpolation inside the series, the nearest value at its ends (only a covariate's
+    can be empty there: the rows run from a value of every target to another); warns with the
+    count."""
     missing = int(column.isna().sum())
     if missing == len(column):
         raise ValueError(f"column {name!r} has no values")

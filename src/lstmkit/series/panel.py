@@ -101,6 +101,7 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
         times, observed = times[known[0]:known[-1] + 1], observed[known[0]:known[-1] + 1]
         grid = on_grid(times, frequency, series_id, time)
         check_coverage(len(times), grid, frequency, f"series {plain(series_id)!r}")
+        check_coverage(int((~np.isnan(observed)).sum()), grid, frequency, f"series {plain(series_id)!r}", "values")
         filled = pd.Series(np.nan, index=grid)
         filled[times] = observed
         missing += int(filled.isna().sum())
