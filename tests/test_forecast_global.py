@@ -185,11 +185,20 @@ def test_a_long_dataframe_of_timestamps_reads_them_as_dates_not_as_nanoseconds()
      "step grid from 1 to 5: filling the other 3 would invent most of the series"),
     ("id,day,y\nA,2024-01-01,1\nA,2024-01-02,2\nA,2024-01-03,3\nB,2024-01-01 12:00,1\nB,2024-01-02,2\n",
      "series 'B' is not on the D grid of column 'day': 2024-01-02 00:00:00 falls between its steps"),
+    ("id,t,y\nA,1,1\nA,2,2\nA,3,3\nA,3.5,4\nB,1,1\n", "column 't' holds integer steps (1, 2, 3 ...), but line 5 of "
+     "{path} (the header is line 1) holds 3.5, which is not an integer step"),
+    ("id,t,y\nNA,1,1\nNA,2,2\n,3,3\n", "column 'id' has a missing series id at line 4 of {path} (the header is line 1)"),
 ])
 def test_a_bad_long_table_is_refused_at_its_line(tmp_path, text, message):
     path = write_csv(tmp_path, text)
     with pytest.raises(ValueError, match=re.escape(message.format(path=path))):
         read_panel(path, "id", "day" if "day" in text else "t", "y")
+
+
+def test_ids_that_pandas_would_read_as_missing_are_ids(tmp_path):
+    path = write_csv(tmp_path, "id,t,y\nNA,1,1\nNA,2,2\nnull,1,3\nnull,2,4\n")  # Namibia; a literal id
+    panel = read_panel(path, "id", "t", "y")
+    assert panel.ids == ("NA", "null") and [series.tolist() for series in panel.values] == [[1.0, 2.0], [3.0, 4.0]]
 
 
 def test_a_bad_long_table_in_a_dataframe_is_named_by_position():

@@ -75,6 +75,9 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
     path = None if isinstance(source, pd.DataFrame) else Path(source)
     if table.empty:
         raise ValueError(f"the table has no rows, only the columns {', '.join(map(str, table.columns))}")
+    if path is not None and table[id].isna().any():  # pandas reads NA, N/A, null ... as missing: an id may be one
+        raw = pd.read_csv(path, usecols=[id], dtype=str, keep_default_na=False, skip_blank_lines=False)[id]
+        table[id] = raw.set_axis(raw.index + 2).reindex(table.index).replace("", np.nan)
     if table[id].isna().any():
         label = table.index[table[id].isna().to_numpy()][0]
         raise ValueError(f"column {id!r} has a missing series id at {row_name(label, path)}")
@@ -121,8 +124,13 @@ def read_times(column: pd.Series, name: str, path: Path | None) -> tuple[np.ndar
     """Integer steps as int64, or what `parse_time` reads (a DataFrame's timestamps too), as datetime64."""
     if not pd.api.types.is_datetime64_any_dtype(column):
         numbers = pd.to_numeric(column, errors="coerce")
-        if column.notna().all() and numbers.notna().all() and (numbers == np.floor(numbers)).all():
+        whole = numbers == np.floor(numbers)
+        if column.notna().all() and numbers.notna().all() and whole.all():
             return numbers.to_numpy(np.int64), STEP
+        if numbers.notna().all() and whole.mean() > 0.5:  # steps with a stray fraction (decimal years are mostly fractions)
+            label = column.index[~whole.to_numpy()][0]
+            raise ValueError(f"column {name!r} holds integer steps (1, 2, 3 ...), but {row_name(label, path)} holds "
+                             f"{plain(column[label])!r}, which is not an integer step")
     stamps, kind = parse_time(column, name, path)
     return stamps.to_numpy(), kind
 
