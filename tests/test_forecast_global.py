@@ -3,6 +3,7 @@ the windows of a panel, and the global forecaster's predictions against values."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -275,6 +276,36 @@ def test_the_forecast_is_chosen_on_validation_windows_and_a_line_is_continued_ex
     np.testing.assert_allclose(prediction["forecast"][:8], [130, 132, 134, 136, 320, 317, 314, 311], rtol=1e-6)
     assert np.isfinite(prediction[["forecast", "lower", "upper"]].to_numpy()).all()  # the short series too
     assert prediction.attrs["forecast"] == forecaster.layout.chosen
+
+
+def test_predict_computes_only_the_baselines_its_forecast_needs(lines, monkeypatch):
+    """Each forecast `predict` can use equals that method's row among every method's forecasts,
+    made from its own baselines alone (and naive, the stand-in for a forecast that is not finite)."""
+    from lstmkit.pipelines import forecast_global
+
+    table, forecaster, _ = lines
+    forecaster.fit(table)
+    histories = list(forecast_global.read(forecaster, table).values)
+    every = forecast_global.forecast(forecaster, histories).methods
+    computed, all_baselines = [], forecast_global.panel_baselines
+
+    def recorded(histories, horizon, season, names):
+        computed.append(names)
+        return all_baselines(histories, horizon, season, names)
+
+    monkeypatch.setattr(forecast_global, "panel_baselines", recorded)
+    fitted_layout = forecaster.layout
+    for method, needed, expected in [
+            ("model", ("naive",), every["model"]),
+            ("ets", ("ets", "naive"), every["ets"]),
+            ("combination", tuple(dict.fromkeys([*forecaster.config.baselines, "naive"])), every["combination"]),
+            ("model+theta", ("theta", "naive"), (every["model"] + every["theta"]) / 2)]:
+        computed.clear()
+        forecaster.layout = dataclasses.replace(fitted_layout, chosen=method)
+        prediction = forecaster.predict(table)
+        assert computed == [needed], method
+        np.testing.assert_allclose(prediction["forecast"].to_numpy(), expected.ravel(), rtol=1e-12, err_msg=method)
+    forecaster.layout = fitted_layout
 
 
 def test_a_global_forecaster_saved_predicts_the_same_after_loading(lines, tmp_path):

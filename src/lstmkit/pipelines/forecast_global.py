@@ -173,8 +173,10 @@ def fit(forecaster: Forecaster, data) -> Forecaster:
     return forecaster
 
 
-def forecast(forecaster: Forecaster, histories: list[np.ndarray]) -> PanelForecasts:
-    """Every method's forecast of the `horizon` steps after the end of each history."""
+def forecast(forecaster: Forecaster, histories: list[np.ndarray], method: str | None = None) -> PanelForecasts:
+    """Every method's forecast of the `horizon` steps after the end of each history; given
+    `method`, the network's and that method's alone, with only the baselines it needs (`predict`:
+    AutoETS on hundreds of series takes minutes that a forecast not using it should not)."""
     network, layout = forecaster.fitted()
     config = forecaster.config
     members = network.members if isinstance(network, ScalingEnsemble) else [network]
@@ -185,19 +187,33 @@ def forecast(forecaster: Forecaster, histories: list[np.ndarray]) -> PanelForeca
         model, lower, upper = (np.mean(parts, axis=0) for parts in zip(*views))
         # Calibrated in the data's units, where interval_scale was measured (a log scaling is not linear).
         lower, upper = model - layout.interval_scale * (model - lower), model + layout.interval_scale * (upper - model)
-    names = tuple(dict.fromkeys([*config.baselines, "naive", "naive2"]))
+    names = tuple(dict.fromkeys([*baselines_of(method, config.baselines), "naive"]))  # naive: the stand-in below
     baselines = panel_baselines(histories, config.horizon, layout.season, names)
     not_finite = ~(np.isfinite(model) & np.isfinite(lower) & np.isfinite(upper)).all(axis=1)
     if not_finite.any():
         warnings.warn(f"the model's forecast is not finite (NaN or inf) for {int(not_finite.sum())} of {len(histories)} "
                       "series; the naive forecast stands in for it, with no prediction interval", stacklevel=3)
         model[not_finite] = lower[not_finite] = upper[not_finite] = baselines["naive"][not_finite]
+    if method is not None:
+        methods = {"model": model, method: method_forecast(method, model, baselines)}
+        return PanelForecasts(methods, lower, upper, int(not_finite.sum()))
     chosen_among = {name: baselines[name] for name in config.baselines}
     methods = {"model": model, **({"combination": combination(model, chosen_among)} if combines(chosen_among) else {}),
                **chosen_among, "naive2": baselines["naive2"]}
     if layout.partner is not None:
         methods[PAIR + layout.partner] = method_forecast(PAIR + layout.partner, model, methods)
     return PanelForecasts(methods, lower, upper, int(not_finite.sum()))
+
+
+def baselines_of(method: str | None, configured: tuple[str, ...]) -> tuple[str, ...]:
+    """The baselines the forecast of `method` is made from (None: every method's, Naive2 too)."""
+    if method is None:
+        return (*configured, "naive2")
+    if method == "model":
+        return ()
+    if method == "combination":
+        return configured
+    return (method.removeprefix(PAIR),)
 
 
 def scaled_windows(series: list[np.ndarray], ends: list[int], normalisation: str, season: int, lookback: int,
@@ -289,7 +305,7 @@ def predict(forecaster: Forecaster, data) -> pd.DataFrame:
     panel = read(forecaster, data)
     if panel.frequency != layout.frequency:
         raise ValueError(f"the data's frequency is {panel.frequency}, the forecaster was fitted on {layout.frequency}")
-    forecasts = forecast(forecaster, list(panel.values))
+    forecasts = forecast(forecaster, list(panel.values), layout.chosen)
     lower, upper = forecasts.interval(layout.chosen)
     horizon = forecaster.config.horizon
     table = pd.DataFrame({
