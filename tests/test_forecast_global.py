@@ -278,6 +278,17 @@ def test_the_forecast_is_chosen_on_validation_windows_and_a_line_is_continued_ex
     assert prediction.attrs["forecast"] == forecaster.layout.chosen
 
 
+def test_series_too_short_to_backtest_or_to_train_on_are_counted_as_the_user_gave_them():
+    forecaster = Forecaster("t", "y", horizon=4, id="id", **QUICK)
+    with pytest.raises(ValueError, match=re.escape(
+            "no series has holdout + 2 = 6 values or more to backtest on; the longest has 5")):
+        forecaster.backtest(long_table({"a": np.arange(5.0), "b": np.arange(3.0)}))
+    with pytest.raises(ValueError, match=re.escape(
+            "no series of the 1 has a training window: one needs horizon + 1 = 5 values, and 4 more for validation; "
+            "the longest has 4 once its last 4 are held out for the backtest (--holdout)")):
+        forecaster.backtest(long_table({"a": np.arange(8.0)}))
+
+
 def test_predict_computes_only_the_baselines_its_forecast_needs(lines, monkeypatch):
     """Each forecast `predict` can use equals that method's row among every method's forecasts,
     made from its own baselines alone (and naive, the stand-in for a forecast that is not finite)."""

@@ -123,9 +123,10 @@ def read(forecaster: Forecaster, data) -> Panel:
     return data if isinstance(data, Panel) else read_panel(data, config.id, config.time, config.target[0])
 
 
-def fit(forecaster: Forecaster, data) -> Forecaster:
+def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
     """Train one network on every series' windows, then choose the forecast on the validation
-    windows (see the module docstring)."""
+    windows (see the module docstring); `held_out`: the values a backtest took from the end of
+    each series before this fit (for the message of series too short)."""
     panel, config = read(forecaster, data), forecaster.config
     horizon = config.horizon
     season, lookback = season_and_lookback(config, panel)
@@ -140,7 +141,8 @@ def fit(forecaster: Forecaster, data) -> Forecaster:
     if not training:
         raise ValueError(f"no series of the {len(panel)} has a training window: one needs horizon + 1 = {horizon + 1} "
                          f"values{f', and {horizon} more for validation' if config.early_stopping else ''}; "
-                         f"the longest has {max(map(len, panel.values))}")
+                         f"the longest has {max(map(len, panel.values))}"
+                         f"{f' once its last {held_out} are held out for the backtest (--holdout)' if held_out else ''}")
     trained = []
     for normalisation in config.normalisation:
         _, windows = scaled_windows(panel.values, ends, normalisation, season, lookback, horizon)
@@ -275,12 +277,13 @@ def backtest(forecaster: Forecaster, data, holdout: int | None = None) -> PanelB
     if isinstance(holdout, bool) or not isinstance(holdout, int) or not 1 <= holdout <= config.horizon:
         raise ValueError(f"the holdout of a long table is forecast from one origin: 1 .. horizon = {config.horizon} "
                          f"values, got {holdout!r}")
-    training = panel.head(holdout)
-    model = Forecaster(**{field.name: getattr(config, field.name) for field in fields(config)})
-    fit(model, training)
     scored = [k for k, values in enumerate(panel.values) if len(values) > holdout + 1]
     if not scored:
-        raise ValueError(f"no series has holdout + 2 = {holdout + 2} values or more to backtest on")
+        raise ValueError(f"no series has holdout + 2 = {holdout + 2} values or more to backtest on; the longest has "
+                         f"{max(map(len, panel.values))}")
+    training = panel.head(holdout)
+    model = Forecaster(**{field.name: getattr(config, field.name) for field in fields(config)})
+    fit(model, training, holdout)
     histories = [training.values[k] for k in scored]
     actuals = [panel.values[k][-holdout:] for k in scored]
     forecasts = forecast(model, histories)
