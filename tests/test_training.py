@@ -102,6 +102,14 @@ def test_progress_in_a_log_writes_lines_with_throughput_and_eta():
     assert [duration(seconds) for seconds in (42, 185, 3720)] == ["42s", "3m05s", "1h02m"]
 
 
+def test_progress_past_a_time_budgets_estimated_total_shows_no_total():
+    stream = io.StringIO()
+    progress = Progress("forecast", total=150, stream=stream, quiet_interval=0.0)
+    progress.update(307, 900.0, seconds_left=2.0, loss=0.5)  # the budget's estimate of 150 steps was passed
+    assert stream.getvalue().startswith("forecast: step 307 loss 0.5 900 items/s ")
+    assert stream.getvalue().rstrip().endswith("ETA 2s")
+
+
 def adam_weights(target: float, lr: float, steps: int) -> list[float]:
     """w after each Adam step on (w − target)² from w = 0, by its equations (Kingma & Ba 2015):
     m ← β1 m + (1 − β1) g, v ← β2 v + (1 − β2) g², w ← w − lr · m̂ / (√v̂ + ε)."""

@@ -60,9 +60,10 @@ class Progress:
     def write(self, step: int, items_per_second: float, seconds_left: float | None, values: dict[str, float],
               now: float) -> None:
         rate = (step - self.first_step) / max(now - self.start, 1e-9)
-        if seconds_left is None and self.total and rate > 0:
+        within = bool(self.total) and step <= self.total  # a time budget's total is an estimate a run can pass
+        if seconds_left is None and within and rate > 0:
             seconds_left = (self.total - step) / rate
-        total = f"/{self.total}" if self.total else ""
+        total = f"/{self.total}" if within else ""
         shown = "".join(f" {name} {value:.4g}" for name, value in values.items())
         eta = f" ETA {duration(seconds_left)}" if seconds_left is not None else ""
         self.line = (f"{self.label}: {self.unit} {step}{total}{shown} {items_per_second:,.0f} {self.item}s/s "
