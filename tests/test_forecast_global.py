@@ -439,3 +439,14 @@ def test_integer_steps_that_leave_most_of_their_grid_empty_are_refused():
             "series 'a' has 3 times on the 20 steps of a step grid from 1 to 20: filling the other 17 would invent "
             "most of the series")):
         read_panel(table, "id", "t", "y")
+
+
+def test_the_scores_table_widens_for_a_long_method_name():
+    from lstmkit.pipelines.forecast_report import scores_table
+
+    scores = pd.DataFrame({"sMAPE": [1.0, 2.0], "OWA": [0.3, 0.2]}, index=["model", "model+seasonal_naive"])
+    assert scores_table(scores, "lstm", ("sMAPE", "OWA"), "6.3f") == [
+        "method                 sMAPE    OWA",
+        "model (lstm)          1.000* 0.300 ",
+        "model+seasonal_naive  2.000  0.200*",
+    ]

@@ -67,10 +67,11 @@ def scores_table(scores: pd.DataFrame, cell: str, metrics: tuple[str, ...] = MET
     written with the format `number` (its width, and one more for the star)."""
     best = scores.min()
     width = int(number.split(".")[0]) + 1
-    lines = [f"{'method':<16}" + "".join(f"{metric:>{width}}" for metric in metrics)]
-    for method, row in scores.iterrows():
-        name = f"{method} ({cell})" if method == "model" else method
-        lines.append(f"{name:<16}" + "".join(
+    names = [f"{method} ({cell})" if method == "model" else method for method in scores.index]
+    column = max(16, *(len(name) + 1 for name in names))  # "model+seasonal_naive" is longer than most
+    lines = [f"{'method':<{column}}" + "".join(f"{metric:>{width}}" for metric in metrics)]
+    for name, (_, row) in zip(names, scores.iterrows(), strict=True):
+        lines.append(f"{name:<{column}}" + "".join(
             f"{row[metric]:>{number}}{'*' if row[metric] == best[metric] else ' '}" for metric in metrics))
     return lines
 
