@@ -443,6 +443,19 @@ def test_the_lexicon_turns_a_likelier_non_word_into_the_likeliest_word():
     assert prefix_beam_search(log_probs, 4, lexicon=Lexicon([[1, 2]], None)) == [1, 2]
 
 
+def test_a_lexicon_word_is_found_where_the_beam_held_only_word_starts():
+    # After the first step blank dominates: the beam keeps "" and "a" and never spells a word, yet
+    # both words fit in the 5 steps; the likelier under CTC wins, "cb" (0.0069 against 0.0019).
+    log_probs = torch.tensor([[0.5, 0.4, 0.05, 0.05]] + [[0.9, 0.04, 0.03, 0.03]] * 4).log()
+    lexicon = Lexicon([[1, 2, 3], [3, 2]], None)
+    assert labelling_probability(log_probs, [3, 2]) == pytest.approx(0.006861, rel=1e-3)
+    assert labelling_probability(log_probs, [1, 2, 3]) == pytest.approx(0.001916, rel=1e-3)
+    for beam in (1, 2, 4):
+        assert prefix_beam_search(log_probs, beam, lexicon=lexicon) == [3, 2]
+    # One step holds no word: the likeliest prefix, as it is.
+    assert prefix_beam_search(log_probs[:1], 1, lexicon=lexicon) == prefix_beam_search(log_probs[:1], 1) == []
+
+
 def test_every_transcript_held_to_a_lexicon_is_made_of_its_words():
     lexicon = Lexicon([[1, 2], [2], [1, 1, 2]], separator=3)
     for seed in range(40):

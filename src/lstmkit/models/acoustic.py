@@ -124,6 +124,12 @@ class Lexicon:
     def complete(self, labels: Sequence[int]) -> bool:
         return bool(labels) and self.last_word(labels) in self.words
 
+    def completions(self, labels: Sequence[int]) -> list[tuple[int, ...]]:
+        """`labels` (allowed) with its last word finished by every word that begins with it."""
+        partial = self.last_word(labels)
+        before = tuple(labels[:len(labels) - len(partial)])
+        return [before + word for word in sorted(self.words) if word[:len(partial)] == partial]
+
 
 def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = BLANK,
                        lexicon: Lexicon | None = None) -> list[int]:
@@ -141,7 +147,10 @@ def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = B
     With a `lexicon`, every label is tried at every step, a prefix the lexicon does not allow is
     never made, the beam also keeps the likeliest complete prefix when none of its `beam` is
     complete, and the likeliest complete labelling wins. When no prefix of the last step is
-    complete (too few steps to finish a word), the likeliest is returned as it is."""
+    complete (the beam held only word starts the steps did not finish), each is finished by
+    every word that begins its last one, and the finished labelling with the highest CTC
+    likelihood wins (`labelling_log_likelihood`); only where none fits in the steps is the
+    likeliest prefix returned as it is."""
     if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
         raise ValueError(f"beam must be a positive integer, got {beam!r}")
     log_probs = np.asarray(log_probs, dtype=np.float64)
@@ -177,5 +186,20 @@ def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = B
             kept += [item for item in ranked[beam:] if lexicon.complete(item[0])][:1]
         beams = {prefix: (scores[0], scores[1]) for prefix, scores in kept}
     complete = {prefix: scores for prefix, scores in beams.items() if lexicon is None or lexicon.complete(prefix)}
+    if lexicon is not None and not complete:
+        finished = {labels for prefix in beams for labels in lexicon.completions(prefix)}
+        scored = {labels: labelling_log_likelihood(log_probs, labels, blank) for labels in finished}
+        fitting = {labels: score for labels, score in scored.items() if math.isfinite(score)}
+        if fitting:
+            return list(max(fitting, key=fitting.get))
     best = max((complete or beams).items(), key=lambda item: np.logaddexp(*item[1]))
     return list(best[0])
+
+
+def labelling_log_likelihood(log_probs: np.ndarray, labels: Sequence[int], blank: int = BLANK) -> float:
+    """log P(labels | x) under CTC, the sum over every path of the labelling, from (T, V)
+    log-probabilities (torch's CTC loss, which is its negative); -inf where the labelling
+    needs more steps than there are."""
+    loss = F.ctc_loss(torch.from_numpy(log_probs)[:, None], torch.tensor([list(labels)]), torch.tensor([len(log_probs)]),
+                      torch.tensor([len(labels)]), blank=blank, reduction="sum")
+    return -float(loss)
