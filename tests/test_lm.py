@@ -258,6 +258,15 @@ def test_model_options_are_checked():
         LanguageModelConfig("lstm", 10, hidden_size=8, embedding_size=4, tie_weights=True)
     with pytest.raises(ValueError, match=re.escape("epochs must be positive, got -1.0")):
         LMTrainingConfig(epochs=-1.0)
+    with pytest.raises(ValueError, match=re.escape(
+            "min_frequency (--min-frequency) applies at word level (--level word) only; got 3 at char level")):
+        LMTrainingConfig(min_frequency=3)
+    assert LMTrainingConfig(level="word", min_frequency=3).min_frequency == 3
+    with pytest.raises(ValueError, match=re.escape(
+            "tie_weights (at word level the default) shares the embedding with the decoder, so embedding_size "
+            "(--embedding-size) must equal hidden_size=256, got 8; or untie them (--no-tie-weights)")):
+        LMTrainingConfig(level="word", embedding_size=8)
+    assert LMTrainingConfig(level="word", embedding_size=8, tie_weights=False).embedding_size == 8
     assert LMTrainingConfig().epochs == 10.0, "without a budget: ten passes over the text"
     assert LMTrainingConfig(time_budget=60).epochs is None
     assert isinstance(LanguageModel(LanguageModelConfig("gru", 10, hidden_size=8, num_layers=1)), LanguageModel)

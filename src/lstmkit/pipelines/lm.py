@@ -181,6 +181,14 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
         for name in ("num_layers", "hidden_size", "seq_len", "batch_size", "min_frequency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.level == "char" and self.min_frequency != 1:  # a character vocabulary keeps every character
+            raise ValueError(f"min_frequency (--min-frequency) applies at word level (--level word) only; got "
+                             f"{self.min_frequency} at char level")
+        if self.tie_weights and self.embedding_size not in (None, self.hidden_size):
+            default = f" (at {self.level} level the default)" if LEVEL_DEFAULTS[self.level]["tie_weights"] else ""
+            raise ValueError(f"tie_weights{default} shares the embedding with the decoder, so "
+                             f"embedding_size (--embedding-size) must equal hidden_size={self.hidden_size}, got "
+                             f"{self.embedding_size}; or untie them (--no-tie-weights)")
         self.check_regularisers(self.cell, self.seq_len)
         self.model_config(vocabulary_size=1)  # the model's own checks (dropouts, tied sizes), now
         for name in ("activation_regularisation", "temporal_activation_regularisation"):
