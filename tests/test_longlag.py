@@ -144,6 +144,12 @@ def test_loading_something_that_is_not_a_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "other", {"kind": "char_lm"}, {"w": torch.zeros(1)})
     with pytest.raises(ValueError, match="holds a 'char_lm' checkpoint, not a model saved by `lstmkit task`"):
         load_model(tmp_path / "other")
+    # A run folder of `lm train` (best/ and last/): read as its best/, whose kind is named.
+    for name in ("best", "last"):
+        save_checkpoint(tmp_path / "lm" / name, {"kind": "language_model"}, {"w": torch.zeros(1)})
+    with pytest.raises(ValueError, match=re.escape(
+            f"{tmp_path / 'lm' / 'best'} holds a 'language_model' checkpoint, not a model saved by `lstmkit task`")):
+        load_model(tmp_path / "lm")
 
 
 def test_gradient_profile_averages_each_sequences_own_gradient():

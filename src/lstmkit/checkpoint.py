@@ -205,7 +205,7 @@ def read_config(directory: Path) -> dict:
         raise FileNotFoundError(f"{directory} does not exist")
     if not config_path.is_file() or not weights_path.is_file():
         hint = ""
-        if existing(directory / "last").is_dir():
+        if existing(directory / "last").is_dir() and not existing(directory / "best").is_dir():
             hint = f" (it holds a run's last/ but no best/: give {directory / 'last'} for its latest checkpoint)"
         elif (directory / "results.json").is_file() and (directory / "backtest.csv").is_file():
             hint = " (it holds a backtest's results.json: `forecast backtest` saves no model, `forecast fit` does)"

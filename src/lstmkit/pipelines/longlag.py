@@ -21,7 +21,7 @@ from lstmkit.extras import extra_imports
 with extra_imports("tasks", __name__):
     from lstmkit import plots
 from lstmkit.cells import make_cell
-from lstmkit.checkpoint import CheckpointKind, load_model_checkpoint, save_checkpoint
+from lstmkit.checkpoint import CheckpointKind, checkpoint_folder, load_model_checkpoint, save_checkpoint
 from lstmkit.files import write_csv, write_json
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.pipelines.configs import TaskTrainingConfig
@@ -244,8 +244,9 @@ SEQUENCE_MODEL = CheckpointKind(
 
 
 def load_model(directory: str | Path) -> tuple[SequenceModel, Task]:
-    """A model saved by `lstmkit task` (DIR/models/CELL), and the task it was trained on."""
-    config, model = load_model_checkpoint(directory, SEQUENCE_MODEL)
+    """A model saved by `lstmkit task` (DIR/models/CELL), and the task it was trained on (a
+    run folder of another command is read as the checkpoint it holds, whose kind is refused)."""
+    config, model = load_model_checkpoint(checkpoint_folder(directory), SEQUENCE_MODEL)
     return model, make_task(config["task"]["name"], config["task"]["T"])
 
 
