@@ -201,6 +201,16 @@ def test_conclusion_when_the_gated_cells_solve_and_the_rnn_does_not():
                          "open that the plain RNN's recurrence closes.")
 
 
+def test_conclusion_claims_no_open_path_where_the_gated_gradients_also_vanish():
+    task = AddingTask(T=100)
+    runs = [run("rnn", False, 0.166, 300), run("gru", False, 0.160, 300), run("lstm", False, 0.150, 300)]
+    profiles = {"rnn": np.array([1e-30, 1.0]), "gru": np.array([10 ** -15.9, 1.0]), "lstm": np.array([10 ** -8.3, 1.0])}
+    _, gradients = conclusion(task, runs, profiles)
+    assert gradients == ("Going back through the 2 steps, ||d loss / d h_t|| of the trained rnn falls by 10^30.0, the "
+                         "gru's falls by 10^15.9 and the lstm's falls by 10^8.3; it falls less through the gates than "
+                         "through the plain RNN's recurrence.")
+
+
 def test_conclusion_when_nothing_solves_makes_no_claim_about_gates():
     task = AddingTask(T=100)
     runs = [run("rnn", False, 0.166, 500), run("lstm", False, 0.120, 500)]
