@@ -334,6 +334,19 @@ def test_run_reads_standard_input_one_sentence_per_line_feed(copy_run, monkeypat
         main(["translate", "run", str(out), "-"])
     assert stopped.value.code == 2 and capsys.readouterr().err == (
         "lstmkit: error: stdin is not UTF-8 text: byte 0xff at offset 4 does not decode\n")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\n\n")))  # blank lines: blank translations
+    assert main(["translate", "run", str(out), "-"]) == 0
+    assert capsys.readouterr().out == "\n\n"
+    for data, message in [(b"", "stdin is empty: expected one sentence per line"),
+                          (b"Ein Hund.\n\n", "--sentence 2 is an empty line: it has no attention to draw")]:
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+        with pytest.raises(SystemExit) as stopped:
+            main(["translate", "run", str(out), "-", "--show-attention", str(out / "a.png"), "--sentence", "2"])
+        assert stopped.value.code == 2 and capsys.readouterr().err == f"lstmkit: error: {message}\n"
+    with pytest.raises(SystemExit) as stopped:
+        main(["translate", "run", str(out), "-", "--sentence", "2"])
+    assert capsys.readouterr().err == ("lstmkit: error: --sentence chooses the sentence whose attention "
+                                       "--show-attention draws; give --show-attention\n")
 
 
 def test_the_translate_api_takes_a_list_and_gives_a_list(copy_run):

@@ -46,19 +46,24 @@ def translate_run_command(arguments: argparse.Namespace) -> None:
     from lstmkit.text.parallel import text_lines
 
     settings = decoding(arguments)
+    if arguments.sentence is not None and arguments.show_attention is None:
+        raise ValueError("--sentence chooses the sentence whose attention --show-attention draws; give --show-attention")
     translator = load_translator(arguments.directory, arguments.device)
     if arguments.file == "-":
-        sentences = text_lines(sys.stdin.buffer.read(), "stdin")
+        sentences = text_lines(sys.stdin.buffer.read(), "stdin", blank_lines=True)
     else:
         sentences = read_sentences(arguments.file)
-    if arguments.show_attention is not None and arguments.sentence > len(sentences):
-        raise ValueError(f"--sentence {arguments.sentence}: there are {len(sentences)} sentences")
+    shown = 1 if arguments.sentence is None else arguments.sentence
+    if arguments.show_attention is not None and shown > len(sentences):
+        raise ValueError(f"--sentence {shown}: there are {len(sentences)} sentences")
+    if arguments.show_attention is not None and not sentences[shown - 1]:
+        raise ValueError(f"--sentence {shown} is an empty line: it has no attention to draw")
     for translation in translator.translate(sentences, **settings):
         print(translation, flush=False)
     if arguments.show_attention is not None:
-        alignment = translator.align(sentences[arguments.sentence - 1], **settings)
+        alignment = translator.align(sentences[shown - 1], **settings)
         plots.attention_matrix(alignment.source, alignment.target, alignment.weights.numpy(), arguments.show_attention)
-        print(f"wrote the attention of sentence {arguments.sentence} to {arguments.show_attention}", file=sys.stderr)
+        print(f"wrote the attention of sentence {shown} to {arguments.show_attention}", file=sys.stderr)
 
 
 def translate_eval_command(arguments: argparse.Namespace) -> None:
@@ -129,7 +134,7 @@ def add_translate_commands(commands) -> None:
     run.add_argument("file", nargs="?", default="-", help="sentences to translate (plain or gzip); - or none: stdin")
     run.add_argument("--show-attention", metavar="PNG", type=output_figure,
                      help="draw the attention matrix of one sentence (.png, .pdf or .svg)")
-    run.add_argument("--sentence", type=positive_int, default=1,
+    run.add_argument("--sentence", type=positive_int,
                      help="with --show-attention: which sentence, counted from 1 (default 1)")
     run.set_defaults(run=translate_run_command, extra="translate")
 

@@ -401,5 +401,6 @@ def load_translator(directory: str | Path, device: str | torch.device = "cpu") -
 
 
 def read_sentences(path: str | Path) -> list[str]:
-    """The lines of a plain or gzip UTF-8 file, checked as the training files are."""
-    return read_lines(path)[0]
+    """The lines of a plain or gzip UTF-8 file to translate, checked as the training files are,
+    except that blank lines (each translated as an empty line) may be all it holds."""
+    return read_lines(path, blank_lines=True)[0]

@@ -18,11 +18,11 @@ from lstmkit.files import fingerprint
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def read_lines(path: str | Path, what: str = "sentences") -> tuple[list[str], dict]:
+def read_lines(path: str | Path, what: str = "sentences", blank_lines: bool = False) -> tuple[list[str], dict]:
     """The lines of a plain or gzip UTF-8 text file (gzip recognised by its first two bytes,
     whatever the name), each without its line break and surrounding white space, and the
     file's fingerprint (size and SHA-256 of its bytes as stored). A missing, empty, binary or
-    non-UTF-8 file stops with a message naming it."""
+    non-UTF-8 file stops with a message naming it (`blank_lines`: see `text_lines`)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (expected a UTF-8 text file of {what}, plain or gzip)")
@@ -35,14 +35,15 @@ def read_lines(path: str | Path, what: str = "sentences") -> tuple[list[str], di
             data = gzip.decompress(stored)
         except (OSError, EOFError, zlib.error) as error:
             raise ValueError(f"{path} is not a readable gzip file ({error})") from None
-    return text_lines(data, str(path)), fingerprint(stored)
+    return text_lines(data, str(path), blank_lines), fingerprint(stored)
 
 
-def text_lines(data: bytes, name: str) -> list[str]:
+def text_lines(data: bytes, name: str, blank_lines: bool = False) -> list[str]:
     """The lines of UTF-8 `data` (a file's or stdin's, called `name` in messages), split at
     line feeds only, each without surrounding white space: an empty, binary or non-UTF-8 text
-    stops with a message."""
-    if not data.strip():
+    stops with a message. With `blank_lines` (sentences to translate, each line's translation
+    on its own line), only a text of no bytes is empty: one of blank lines is those lines."""
+    if not (data if blank_lines else data.strip()):
         raise ValueError(f"{name} is empty: expected one sentence per line")
     nul = data.find(b"\x00")
     if nul >= 0:
