@@ -213,7 +213,7 @@ def test_a_checkpoint_of_one_cell_cannot_be_loaded_as_another(trained):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"", "is empty: a language model needs text to learn from"),
+    (b"", "is empty: a language model needs text to learn from or to score"),
     (b"\x89PNG\r\n\x1a\n\x00\x00", "is not text: it contains NUL bytes"),
     (b"short text\n", "the training text has 9 tokens; 8 streams need at least 16"),
 ])

@@ -376,6 +376,8 @@ def test_eval_and_transcribe_commands_print_and_write_the_scores(tone_run, capsy
     code, out, err = run_cli(["speech", "transcribe", str(folder / "run"), str(faster)], capsys)
     assert (code, out) == (0, f"{faster}\tba\n")
     assert err == f"lstmkit: {faster} resampled from 16000 Hz to 8000 Hz, the model's rate\n"
+    code, _, err = run_cli(["speech", "transcribe", str(folder / "run"), str(folder / "none.wav")], capsys)
+    assert (code, err) == (2, f"lstmkit: error: {folder / 'none.wav'}: no such file\n")
 
 
 def test_eval_scores_a_transcript_the_model_cannot_write_as_an_error_not_a_stop(tone_run, tmp_path):

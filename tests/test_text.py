@@ -44,7 +44,7 @@ def test_vocabulary_serialises():
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"", "is empty: a language model needs text to learn from"),
+    (b"", "is empty: a language model needs text to learn from or to score"),
     (b"   \n\t\n", "holds only whitespace"),
     (b"text\x00\x01binary", "is not text: it contains NUL bytes (the first at offset 4); expected a UTF-8 text file"),
     (b"caf\xe9 latin-1", "is not UTF-8 text: byte 0xe9 at offset 3 does not decode"),

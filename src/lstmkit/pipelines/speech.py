@@ -119,6 +119,8 @@ _FRAMES: dict[tuple, Tensor] = {}
 
 def utterance_frames(path: Path, front_end: FrontEnd, speed: float = 1.0) -> tuple[Tensor, int | None]:
     """A file's frames at a speed (cached) and its own rate when it was resampled."""
+    if not path.is_file():  # the front end's reading says what the path is instead (no such file, a folder)
+        return front_end.features(path, speed)
     status = path.stat()
     key = (str(path.resolve()), status.st_size, status.st_mtime_ns, front_end, speed)
     if key not in _FRAMES:

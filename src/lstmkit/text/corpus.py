@@ -24,7 +24,7 @@ def read_text(path: str | Path) -> str:
         raise ValueError(f"{path} is a folder (expected a UTF-8 text file)")
     data = path.read_bytes()  # a pipe too, such as <(tail -c 100000 input.txt)
     if not data:
-        raise ValueError(f"{path} is empty: a language model needs text to learn from")
+        raise ValueError(f"{path} is empty: a language model needs text to learn from or to score")
     nul = data.find(b"\x00")
     if nul >= 0:
         raise ValueError(
@@ -37,7 +37,7 @@ def read_text(path: str | Path) -> str:
             f"{path} is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} does not decode"
         ) from None
     if not text.strip():
-        raise ValueError(f"{path} holds only whitespace: a language model needs text to learn from")
+        raise ValueError(f"{path} holds only whitespace: a language model needs text to learn from or to score")
     return text
 
 
