@@ -90,7 +90,8 @@ def add_speech_commands(commands) -> None:
     fsdd.add_argument("--out", required=True, type=output_folder, help="where to write the manifests (and any joined utterances)")
     fsdd.add_argument("--holdout-speaker", help="test on every recording of this speaker, train on the others")
     fsdd.add_argument("--connected", type=positive_int, default=0,
-                      help="also write utterances of 2 to N digits, joined from one speaker's recordings")
+                      help="also write utterances of 2 to N digits (N at least 2), joined from one speaker's "
+                           "recordings")
     fsdd.add_argument("--seed", type=int, default=0, help="seed of the joins (default 0)")
     fsdd.set_defaults(run=fsdd_command, extra="speech")
 
