@@ -46,7 +46,8 @@ def configs(hidden: int, engines: list[str], device: torch.device) -> list[Confi
     lstm_rows = [
         ("torch.nn.LSTMCell", torch.nn.LSTMCell(hidden, hidden)),
         ("lstmkit.LSTMCell (auto: native)", lstmkit.LSTMCell(hidden, hidden)),
-        *((f"lstmkit.LSTMCell, engine={engine}", lstmkit.LSTMCell(hidden, hidden, engine=engine)) for engine in engines),
+        *((f"lstmkit.LSTMCell, engine={engine}", lstmkit.LSTMCell(hidden, hidden, engine=engine))
+          for engine in engines),
         *((f"{name} ({engine})", module_type(hidden, hidden, engine=engine, **options))
           for engine in engines for name, module_type, options in variants),
     ]
@@ -98,9 +99,10 @@ def main() -> None:
             config.times.append(timed(lambda: decoder_loop(config.cell, inputs), device))
 
     medians = {config.name: statistics.median(config.times) for config in rows}
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(
         f"lstmkit {lstmkit.__version__}, torch {torch.__version__}, {platform.machine()}, "
-        f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}; B {args.batch}, H = I {args.hidden}, {args.steps} steps, "
+        f"{where}; B {args.batch}, H = I {args.hidden}, {args.steps} steps, "
         f"median of {args.repeats} interleaved rounds"
     )
     print()

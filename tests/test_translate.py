@@ -444,4 +444,4 @@ def test_pairs_left_out_of_training_are_said_when_the_job_is_built_not_after_tra
                    for source, target in zip(*vocabularies.encode(train), strict=True))
     assert 0 < job.left_out == too_long < 40
     assert [str(warning.message) for warning in warned] == [
-        f"left out {too_long} of 40 training pairs with an empty side or over 6 subwords (max_train_length)"]
+        f"left out {too_long} of 40 training pairs with an empty side or over 6 subwords (max_train_length, --max-train-length)"]

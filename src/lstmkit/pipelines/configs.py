@@ -318,7 +318,8 @@ class TranslationConfig(TrainingConfig, RegulariserSettings):
         if self.select not in SELECTIONS:
             raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
         if self.select == "bleu" and not self.validation_bleu:
-            raise ValueError("select='bleu' needs validation_bleu (the BLEU of each evaluation to select on)")
+            raise ValueError("select='bleu' (--select bleu) needs validation_bleu, the BLEU of each evaluation to "
+                             "select on, which --no-validation-bleu turns off")
 
 
 @dataclass(frozen=True)

@@ -145,12 +145,12 @@ class TranslationJob(Job):
                 if len(source) > 1 and target and max(len(source), len(target) + 1) <= config.max_train_length]
         if not kept:
             raise ValueError(f"no training pair has both sides non-empty and at most {config.max_train_length} "
-                             "subwords (max_train_length)")
+                             "subwords (max_train_length, --max-train-length)")
         self.sources, self.targets = [sources[index] for index in kept], [targets[index] for index in kept]
         self.left_out = len(train) - len(kept)
         if self.left_out:  # said now, not after the hour of training it shapes
             warnings.warn(f"left out {self.left_out:,} of {len(train):,} training pairs with an empty side or over "
-                          f"{config.max_train_length} subwords (max_train_length)", stacklevel=2)
+                          f"{config.max_train_length} subwords (max_train_length, --max-train-length)", stacklevel=2)
         self.lengths = [(len(source), len(target)) for source, target in zip(self.sources, self.targets, strict=True)]
         mean_source = sum(length for length, _ in self.lengths) / len(self.lengths)
         self.valid_sources, self.valid_targets = vocabularies.encode(valid)
