@@ -409,7 +409,8 @@ def test_select_bleu_keeps_the_evaluation_with_the_highest_bleu(tmp_path):
     best = int(rows[bleus.index(max(bleus))]["step"])
     assert json.loads((tmp_path / "run" / "results.json").read_text())["best_step"] == best
     assert json.loads((tmp_path / "run" / "best" / "config.json").read_text())["progress"]["step"] == best
-    with pytest.raises(ValueError, match="select='bleu' needs validation_bleu"):
+    with pytest.raises(ValueError, match=re.escape("select='bleu' (--select bleu) needs validation_bleu, the BLEU of "
+                                                   "each evaluation to select on, which --no-validation-bleu turns off")):
         TranslationConfig(select="bleu", validation_bleu=False)
 
 
