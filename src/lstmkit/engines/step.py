@@ -22,7 +22,7 @@ from lstmkit.cells import Cell, LayerWeights
 from lstmkit.engines.fused.step import StepResult, run_step, step_precision
 from lstmkit.engines.native import NativeEngine, kernel_name
 from lstmkit.engines.reference import ReferenceEngine
-from lstmkit.engines.triton import TritonEngine
+from lstmkit.engines.triton import TritonEngine, off_device
 
 STEP_ENGINES = ("auto", "native", "fused", "triton", "reference")
 NATIVE_CELL_KERNELS = {
@@ -39,8 +39,8 @@ def check_step_engine(engine: object, cell: Cell) -> None:
         raise ValueError(f"engine must be one of {', '.join(STEP_ENGINES)}, got {engine!r}")
     reason = None
     if engine in ("native", "triton"):
-        kernels = NativeEngine() if engine == "native" else TritonEngine()
-        reason = kernels.unavailable() or kernels.unsupported(cell, None)
+        named = NativeEngine() if engine == "native" else TritonEngine()
+        reason = named.unavailable() or named.unsupported(cell, None)
     if reason:
         raise ValueError(f"engine={engine!r} cannot run this cell: {reason}; use engine='auto' or 'fused'")
 
@@ -67,7 +67,7 @@ def run_cell_step(
     if name == "fused":
         return run_step(cell, weights, x, h, c, return_gates)
     if name == "triton":
-        reason = TritonEngine().unsupported(cell, x.device)
+        reason = off_device(x.device)
         if reason:
             raise ValueError(f"engine='triton' cannot run this step: {reason}")
         from lstmkit.engines.triton.kernels import TRITON_KERNELS  # needs triton, which the check above found

@@ -41,6 +41,14 @@ class TritonEngine(FusedEngine):
 
     def unsupported(self, cell: Cell, device: torch.device | None) -> str | None:
         reason = self.unavailable() or super().unsupported(cell, device)
-        if reason is None and device is not None and device.type != "cuda" and not interpreting():
-            reason = f"the Triton kernels run on CUDA tensors (on CPU only under TRITON_INTERPRET=1); got {device}"
+        if reason is None and device is not None:
+            reason = off_device(device)
         return reason
+
+
+def off_device(device: torch.device) -> str | None:
+    """Why the kernels cannot run on tensors of `device`, or None (a check cheap enough for
+    every step of a cell module, whose triton and cell were checked when it was built)."""
+    if device.type != "cuda" and not interpreting():
+        return f"the Triton kernels run on CUDA tensors (on CPU only under TRITON_INTERPRET=1); got {device}"
+    return None
