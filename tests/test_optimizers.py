@@ -81,6 +81,8 @@ def test_nt_asgd_resumed_after_the_switch_equals_the_uninterrupted_run(tmp_path,
     (dict(optimizer="adam"), "optimizer must be one of adamw, sgd, nt-asgd, got 'adam'"),
     (dict(asgd_patience=0), "asgd_patience must be at least 1, got 0"),
     (dict(asgd_patience=2.5), "asgd_patience must be an integer, got 2.5"),
+    (dict(asgd_patience=3), "asgd_patience (--asgd-patience) acts with optimizer='nt-asgd' (--optimizer nt-asgd) only; "
+                            "got 3 with optimizer='adamw'"),
 ])
 def test_bad_optimizer_settings_are_named(settings, message):
     with pytest.raises(ValueError, match=re.escape(message)):

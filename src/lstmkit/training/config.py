@@ -115,6 +115,9 @@ class TrainingConfig:
             raise ValueError(f"seed must be in [0, 2**64 - 1] (what torch.manual_seed takes), got {self.seed}")
         if self.asgd_patience < 1:
             raise ValueError(f"asgd_patience must be at least 1, got {self.asgd_patience}")
+        if self.optimizer != "nt-asgd" and self.asgd_patience != TrainingConfig.asgd_patience:
+            raise ValueError(f"asgd_patience (--asgd-patience) acts with optimizer='nt-asgd' (--optimizer nt-asgd) only; "
+                             f"got {self.asgd_patience} with optimizer={self.optimizer!r}")
         if self.warmup < 0 or self.weight_decay < 0:
             raise ValueError(f"warmup and weight_decay must be non-negative, got {self.warmup} and {self.weight_decay}")
         if not 0 <= self.min_lr_fraction <= 1:
