@@ -343,20 +343,20 @@ def test_option_errors():
         lstmkit.GRUCell(INPUT, HIDDEN)(torch.randn(B, INPUT), (torch.randn(B, HIDDEN),) * 2)
 
 
-def test_triton_step_errors(monkeypatch):
-    """Without triton the module is refused when built; on CPU tensors outside Triton's
-    interpreter, the step is refused with the device it got."""
+def test_a_triton_cell_module_without_triton_is_refused_when_built(monkeypatch):
     monkeypatch.setattr(lstmkit.engines.triton.TritonEngine, "unavailable", lambda self: "triton is not installed")
     with pytest.raises(ValueError, match="^engine='triton' cannot run this cell: triton is not installed; "
                                          "use engine='auto' or 'fused'$"):
         lstmkit.LSTMCell(INPUT, HIDDEN, engine="triton")
-    monkeypatch.undo()
-    if lstmkit.engines.ENGINES["triton"].unavailable() is None:
-        cell = lstmkit.LSTMCell(INPUT, HIDDEN, engine="triton")
-        monkeypatch.setenv("TRITON_INTERPRET", "0")
-        with pytest.raises(ValueError, match=r"^engine='triton' cannot run this step: the Triton kernels run on CUDA "
-                                             r"tensors \(on CPU only under TRITON_INTERPRET=1\); got cpu$"):
-            cell(torch.randn(B, INPUT))
+
+
+@triton_installed
+def test_a_triton_step_on_cpu_tensors_outside_the_interpreter_is_refused_with_the_device(monkeypatch):
+    cell = lstmkit.LSTMCell(INPUT, HIDDEN, engine="triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match=r"^engine='triton' cannot run this step: the Triton kernels run on CUDA "
+                                         r"tensors \(on CPU only under TRITON_INTERPRET=1\); got cpu$"):
+        cell(torch.randn(B, INPUT))
 
 
 @pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)

@@ -305,18 +305,17 @@ def test_predict_computes_only_the_baselines_its_forecast_needs(lines, monkeypat
         return all_baselines(histories, horizon, season, names)
 
     monkeypatch.setattr(forecast_global, "panel_baselines", recorded)
-    fitted_layout = forecaster.layout
+    fitted_layout = forecaster.layout  # the module's fixture: each method is set for this test only
     for method, needed, expected in [
             ("model", ("naive",), every["model"]),
             ("ets", ("ets", "naive"), every["ets"]),
             ("combination", tuple(dict.fromkeys([*forecaster.config.baselines, "naive"])), every["combination"]),
             ("model+theta", ("theta", "naive"), (every["model"] + every["theta"]) / 2)]:
         computed.clear()
-        forecaster.layout = dataclasses.replace(fitted_layout, chosen=method)
+        monkeypatch.setattr(forecaster, "layout", dataclasses.replace(fitted_layout, chosen=method))
         prediction = forecaster.predict(table)
         assert computed == [needed], method
         np.testing.assert_allclose(prediction["forecast"].to_numpy(), expected.ravel(), rtol=1e-12, err_msg=method)
-    forecaster.layout = fitted_layout
 
 
 def test_a_global_forecaster_saved_predicts_the_same_after_loading(lines, tmp_path):
