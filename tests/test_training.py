@@ -21,7 +21,7 @@ from helpers import Killed, Quadratic, dies_at_step
 from lstmkit import lm
 from lstmkit.checkpoint import load_checkpoint, save_checkpoint
 from lstmkit.pipelines.lm import LMTrainingConfig
-from lstmkit.training import Precision, Trainer, TrainingConfig, learning_rate, loop, resolve_device
+from lstmkit.training import Precision, Trainer, TrainingConfig, decay_progress, learning_rate, loop, resolve_device
 from lstmkit.training.progress import Progress, duration
 
 SHAKESPEARE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -76,10 +76,23 @@ def test_bfloat16_on_a_cpu_without_its_kernels_warns_that_it_is_emulated(monkeyp
 
 def test_the_schedule_is_constant_at_a_min_lr_fraction_of_one():
     constant = TrainingConfig(steps=10, lr=0.3)
-    assert [learning_rate(constant, step, 10) for step in (0, 5, 10)] == [0.3, 0.3, 0.3]
+    assert [learning_rate(constant, step, decay_progress(constant, step, 10)) for step in (0, 5, 10)] == [0.3] * 3
     cosine = TrainingConfig(steps=10, lr=1.0, warmup=2, min_lr_fraction=0.0)
-    assert [learning_rate(cosine, step, 10) for step in (0, 1)] == [0.5, 1.0]
-    assert learning_rate(cosine, 6, 10) == pytest.approx(0.5) and learning_rate(cosine, 10, 10) == pytest.approx(0.0)
+    assert [learning_rate(cosine, step, decay_progress(cosine, step, 10)) for step in (0, 1)] == [0.5, 1.0]
+    assert learning_rate(cosine, 6, decay_progress(cosine, 6, 10)) == pytest.approx(0.5)
+    assert learning_rate(cosine, 10, decay_progress(cosine, 10, 10)) == pytest.approx(0.0)
+
+
+def test_a_time_budget_decays_by_its_seconds_and_both_budgets_by_the_further_spent():
+    timed = TrainingConfig(time_budget=102, warmup=2, lr=1.0, min_lr_fraction=0.0)
+    assert decay_progress(timed, 40, train_seconds=27, decay_from_seconds=2) == pytest.approx(0.25)
+    assert decay_progress(timed, 40, train_seconds=27, decay_from_seconds=None) is None, "still warming up"
+    assert learning_rate(timed, 40, decay_progress(timed, 40, train_seconds=52, decay_from_seconds=2)) \
+        == pytest.approx(0.5)
+    both = TrainingConfig(time_budget=102, steps=42, warmup=2)
+    assert decay_progress(both, 12, 42, train_seconds=77, decay_from_seconds=2) == pytest.approx(0.75)
+    assert decay_progress(both, 32, 42, train_seconds=27, decay_from_seconds=2) == pytest.approx(0.75)
+    assert decay_progress(both, 50, 42, train_seconds=200, decay_from_seconds=2) == 1.0
 
 
 def test_budgets_default_and_combine():
@@ -137,19 +150,40 @@ def test_the_loop_takes_adam_steps_evaluates_and_keeps_the_best():
 
 
 class Clock:
-    """The loop's clock, made to move a second at each reading (two a step): every step takes one."""
+    """The loop's clock, read before and after each step: every step takes one second, or, for
+    the first ones, the seconds `first_steps` lists."""
 
-    def __init__(self) -> None:
-        self.now = 0.0
+    def __init__(self, first_steps: tuple[float, ...] = ()) -> None:
+        self.now, self.readings, self.first_steps = 0.0, 0, first_steps
 
     def perf_counter(self) -> float:
-        self.now += 1.0
+        self.readings += 1
+        if self.readings % 2 == 0:  # the end of step readings / 2 - 1
+            step = self.readings // 2 - 1
+            self.now += self.first_steps[step] if step < len(self.first_steps) else 1.0
         return self.now
 
 
+def test_a_time_budget_whose_first_steps_are_slow_decays_to_the_floor_as_it_ends(monkeypatch):
+    """Six 3-second steps, then 1-second ones, in 40 s: 28 steps. The rate follows the clock,
+    so it is halfway down when half the seconds after the warm-up are spent (step 11, 23 s in) and
+    at the floor only at the end; a schedule of the steps the first interval's speed promised
+    (13) spent the second half of the run at the floor."""
+    monkeypatch.setattr(loop, "time", Clock(first_steps=(3.0,) * 6))
+    settings = dict(lr=0.1, eval_every=1, warmup=2, min_lr_fraction=0.0, time_budget=40)
+    run = Trainer(TrainingConfig(**settings)).run(Quadratic([1.0], 0.0))
+    seconds_before = [0, 3, 6, 9, 12, 15, *range(18, 40)]
+    assert [row["step"] for row in run.history] == list(range(1, 29))
+    assert [row["lr"] for row in run.history] == pytest.approx([
+        learning_rate(TrainingConfig(**settings), step, decay_progress(TrainingConfig(**settings), step,
+                                                                       train_seconds=seconds, decay_from_seconds=6))
+        for step, seconds in enumerate(seconds_before)])
+    assert run.history[11]["lr"] == pytest.approx(0.05) and run.history[-1]["lr"] < 0.001
+
+
 def test_a_run_resumed_with_a_longer_time_budget_stretches_its_schedule(tmp_path, monkeypatch):
-    """The schedule spans the steps the budget holds at the first interval's speed: resumed with
-    40 s where 20 s ran, steps 21-40 take the rates of a 40 s run, not the floor of a spent one."""
+    """The schedule spans the budget's seconds: resumed with 40 s where 20 s ran, steps 21-40
+    take the rates of a 40 s run, not the floor of a spent one."""
     settings = dict(lr=0.1, eval_every=5, warmup=2, min_lr_fraction=0.1)
     monkeypatch.setattr(loop, "time", Clock())
     straight = Trainer(TrainingConfig(time_budget=40, **settings)).run(Quadratic([1.0], 0.0), tmp_path / "straight")
@@ -160,8 +194,28 @@ def test_a_run_resumed_with_a_longer_time_budget_stretches_its_schedule(tmp_path
     assert [row["step"] for row in resumed.history] == [5 * k for k in range(1, 9)]
     assert [row["lr"] for row in resumed.history[4:]] == [row["lr"] for row in straight.history[4:]]
     assert [row["lr"] for row in straight.history[4:]] == pytest.approx(
-        [learning_rate(TrainingConfig(**settings), step - 1, 40) for step in (25, 30, 35, 40)])
+        [learning_rate(TrainingConfig(**settings), step - 1, decay_progress(TrainingConfig(**settings), step - 1, 40))
+         for step in (25, 30, 35, 40)])
     assert resumed.history[4]["lr"] > 0.04, "the 20 s run's schedule had reached its floor, 0.01"
+
+
+def test_a_run_saved_before_the_schedule_followed_the_clock_resumes_on_it(tmp_path, monkeypatch):
+    """last/ of an older lstmkit held the schedule's estimated length, not the second at which the
+    warm-up ended: resumed, that second is taken as the warm-up's share of the seconds so far
+    (its steps took equal times), which here is exact."""
+    settings = dict(lr=0.1, eval_every=5, warmup=2, min_lr_fraction=0.1)
+    monkeypatch.setattr(loop, "time", Clock())
+    straight = Trainer(TrainingConfig(time_budget=40, **settings)).run(Quadratic([1.0], 0.0), tmp_path / "straight")
+    monkeypatch.setattr(loop, "time", Clock())
+    Trainer(TrainingConfig(time_budget=20, **settings)).run(Quadratic([1.0], 0.0), tmp_path / "old")
+    config_file = tmp_path / "old" / "last" / "config.json"
+    saved = json.loads(config_file.read_text())
+    del saved["progress"]["decay_from_seconds"]
+    saved["progress"] |= {"total_steps": 20, "seconds_per_step": 1.0}
+    config_file.write_text(json.dumps(saved))
+    resumed = Trainer(TrainingConfig(time_budget=40, **settings)).run(Quadratic([1.0], 0.0), tmp_path / "old",
+                                                                      resume=True)
+    assert [row["lr"] for row in resumed.history[4:]] == [row["lr"] for row in straight.history[4:]]
 
 
 def test_a_budget_that_ends_before_the_warmup_does_is_warned_of(monkeypatch):
@@ -170,8 +224,8 @@ def test_a_budget_that_ends_before_the_warmup_does_is_warned_of(monkeypatch):
                                                    "or a shorter --warmup")):
         Trainer(TrainingConfig(steps=6, lr=0.1, warmup=10)).run(Quadratic([1.0], 0.0))
     monkeypatch.setattr(loop, "time", Clock())
-    with pytest.warns(UserWarning, match=re.escape("the budget holds about 8 steps, fewer than the 20 of warm-up: "
-                                                   "the learning rate stops at 40% of its peak")):
+    with pytest.warns(UserWarning, match=re.escape("the budget held 8 steps, fewer than the 20 of warm-up: "
+                                                   "the learning rate stopped at 40% of its peak")):
         Trainer(TrainingConfig(time_budget=8, lr=0.1, warmup=20, eval_every=5)).run(Quadratic([1.0], 0.0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -335,11 +389,12 @@ def test_a_setting_that_is_not_a_number_is_named_before_its_range_is_checked(con
 
 
 def test_a_time_budget_spent_before_the_first_evaluation_still_decays_the_rate(tmp_path, monkeypatch):
-    """20 one-second steps in a 20 s budget, evaluated only at the end: from step 10 on the
-    schedule spans the steps the budget holds at the speed so far, so the run ends at the floor."""
+    """20 one-second steps in a 20 s budget, evaluated only at the end: the schedule follows the
+    clock, so the run ends at the floor."""
     monkeypatch.setattr(loop, "time", Clock())
     settings = dict(lr=0.1, eval_every=1000, warmup=2, min_lr_fraction=0.1, time_budget=20)
     run = Trainer(TrainingConfig(**settings)).run(Quadratic([1.0], 0.0))
     assert [row["step"] for row in run.history] == [20]
-    assert run.history[-1]["lr"] == pytest.approx(learning_rate(TrainingConfig(**settings), 19, 20))
+    assert run.history[-1]["lr"] == pytest.approx(
+        learning_rate(TrainingConfig(**settings), 19, decay_progress(TrainingConfig(**settings), 19, 20)))
     assert run.history[-1]["lr"] < 0.011

@@ -41,7 +41,7 @@ from lstmkit.pipelines.configs import RegulariserSettings
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, score_dynamically, score_with_cache
 from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, token_streams
 from lstmkit.text.vocabulary import UNKNOWN
-from lstmkit.training import Job, Processes, Trainer, TrainingConfig, learning_rate, resolve_device
+from lstmkit.training import Job, Processes, Trainer, TrainingConfig, resolve_device
 from lstmkit.training.config import SEED_RANGE, check_number_fields
 
 # Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
@@ -89,8 +89,8 @@ METRIC_COLUMNS = ("step", "epoch", "tokens", "seconds", "lr", "train_loss", "val
 # exp() of a loss above this overflows a float: the perplexity is then inf.
 LARGEST_EXPONENT = math.log(sys.float_info.max)
 
-__all__ = ["LMRun", "LMTrainingConfig", "TextScores", "TrainedLanguageModel", "learning_rate",
-           "load_language_model", "train_language_model"]
+__all__ = ["LMRun", "LMTrainingConfig", "TextScores", "TrainedLanguageModel", "load_language_model",
+           "train_language_model"]
 
 
 @dataclass(frozen=True)

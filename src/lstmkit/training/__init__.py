@@ -7,7 +7,7 @@ from lstmkit.training.device import Precision, resolve_device
 from lstmkit.training.distributed import Processes
 from lstmkit.training.job import Job
 from lstmkit.training.loop import Trainer, TrainingDiverged, TrainingRun
-from lstmkit.training.schedule import learning_rate
+from lstmkit.training.schedule import decay_progress, learning_rate
 
 __all__ = ["Job", "Precision", "Processes", "Trainer", "TrainingConfig", "TrainingDiverged", "TrainingRun", "current_names",
-           "learning_rate", "resolve_device"]
+           "decay_progress", "learning_rate", "resolve_device"]

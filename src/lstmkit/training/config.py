@@ -40,12 +40,14 @@ class TrainingConfig:
 
     The learning rate at step s (0-based) is
 
-        lr_s = lr · (s + 1) / warmup                                        for s < warmup
-        lr_s = lr · (f + (1 − f) · ½ (1 + cos(π · (s − warmup) / (S − warmup))))   after,
+        lr_s = lr · (s + 1) / warmup                              for s < warmup
+        lr_s = lr · (f + (1 − f) · ½ (1 + cos(π · p_s)))           after,
 
-    with f = `min_lr_fraction` and S the total steps of the budget (the peak `lr` until S is
-    known: a time budget estimates it after the first `eval_every` steps). f = 1 holds the
-    rate constant.
+    with f = `min_lr_fraction` and p_s the share of the budget spent since the warm-up: of its
+    steps, (s − warmup) / (S − warmup) with S the step limit, or, under a time budget, of its
+    seconds, (t_s − t_w) / (T − t_w) with t_s the training seconds before step s, t_w those at
+    the warm-up's end and T the budget (the larger of the two where both are set; the peak
+    `lr` where neither is). f = 1 holds the rate constant.
 
     Budgets: each of `steps`, `epochs` and `time_budget` (seconds of training, evaluations
     excluded) that is set ends training when it is spent, the first one first. With none set,

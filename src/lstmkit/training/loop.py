@@ -1,7 +1,7 @@
 """The one training loop: every pipeline's model trains here.
 
     for each step, until a budget is spent (or the job is solved, or patience runs out):
-        lr      <- warm-up, then cosine decay (schedule.learning_rate)
+        lr      <- warm-up, then cosine decay over the budget (schedule.learning_rate)
         loss    <- job.train_loss(model, step)   under torch.autocast, on this process's shard
         backward (DistributedDataParallel averages the gradients over the processes),
         clip the global gradient norm, optimizer step (through the gradient scaler for float16)
@@ -41,13 +41,13 @@ from lstmkit.training.progress import Progress
 from lstmkit.training.optimizers import (
     adopt_average, averaged_weights, averaging, build_optimizer, set_learning_rate, should_average,
 )
-from lstmkit.training.schedule import learning_rate
+from lstmkit.training.schedule import decay_progress, learning_rate
 
 TRAINING_FILE = "training.safetensors"
 
-# Steps after which a time-budgeted run takes a provisional schedule length from its speed so
-# far, until the first evaluation fixes it (a budget may end before that evaluation).
-PROVISIONAL_STEPS = 10
+# Steps after which the progress line estimates, from the speed so far, the steps a time
+# budget holds (the first steps are the slowest: too few make a poor estimate).
+ESTIMATE_AFTER_STEPS = 10
 
 
 class TrainingDiverged(RuntimeError):
@@ -56,14 +56,14 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class RunState:
-    """Where a run is: its step, items and seconds of training so far, the schedule's length,
-    the best evaluation and every evaluation. Saved in last/ so that --resume continues from it."""
+    """Where a run is: its step, items and seconds of training so far, where the learning
+    rate's decay began, the best evaluation and every evaluation. Saved in last/ so that
+    --resume continues from it."""
 
     step: int = 0
     items: int = 0
     train_seconds: float = 0.0
-    total_steps: int | None = None
-    seconds_per_step: float | None = None  # measured over the first evaluation interval, under a time budget
+    decay_from_seconds: float | None = None  # the training seconds at which the warm-up ended
     best_value: float = math.inf  # of the selection metric, negated when higher is better
     best_step: int | None = None
     history: list[dict] = field(default_factory=list)
@@ -89,28 +89,28 @@ class TrainingRun:
         return {"device": self.device, "precision": self.precision, "processes": self.processes}
 
 
-def schedule_length(config: TrainingConfig, progress: RunState, step_limit: int | None) -> int | None:
-    """The steps the learning-rate schedule spans: the step limit, or, under a time budget, the
-    steps the budget holds at the speed of the first evaluation interval, whichever is fewer
-    (so that a run resumed with a longer or shorter budget stretches or shrinks its schedule);
-    before that speed is measured, the step limit (or, in a run saved without it, its own)."""
-    if config.time_budget is None or progress.seconds_per_step is None:
-        return step_limit if step_limit is not None else progress.total_steps
-    return steps_within(config.time_budget, progress.seconds_per_step, step_limit)
-
-
-def steps_within(time_budget: float, seconds_per_step: float, step_limit: int | None) -> int:
-    """The steps a time budget holds at a speed, or the step limit where that is fewer."""
-    estimate = int(time_budget / seconds_per_step)
+def estimated_steps(config: TrainingConfig, progress: RunState, step_limit: int | None, started_step: int,
+                    started_seconds: float) -> int | None:
+    """The steps the run will have taken when its budget is spent, for the progress line: the
+    step limit, or, under a time budget, what the rest of it holds at this session's speed
+    (after ESTIMATE_AFTER_STEPS steps), whichever is fewer."""
+    steps = progress.step - started_step
+    if config.time_budget is None or steps < ESTIMATE_AFTER_STEPS:
+        return step_limit
+    seconds_per_step = (progress.train_seconds - started_seconds) / steps
+    estimate = progress.step + int(max(0.0, config.time_budget - progress.train_seconds) / max(seconds_per_step, 1e-9))
     return estimate if step_limit is None else min(step_limit, estimate)
 
 
-def warn_short_warmup(config: TrainingConfig, total_steps: int | None) -> None:
-    """Warn where the budget ends before the warm-up does: the rate never reaches its peak."""
-    if total_steps is not None and total_steps < config.warmup:
-        warnings.warn(f"the budget holds {'about ' * (config.time_budget is not None)}{total_steps} steps, fewer than "
-                      f"the {config.warmup} of warm-up: the learning rate stops at {(total_steps / config.warmup):.0%} "
-                      f"of its peak {config.lr:g}; give a larger budget or a shorter --warmup", stacklevel=3)
+def warn_short_warmup(config: TrainingConfig, steps: int, spent: bool) -> None:
+    """Warn where the budget ends before the warm-up does: the rate never reaches its peak
+    (`steps`: the budget's, known before the run, or those a `spent` time budget held)."""
+    if steps < config.warmup:
+        holds = "held" if spent else "holds"
+        stops = "stopped" if spent else "stops"
+        warnings.warn(f"the budget {holds} {steps} steps, fewer than the {config.warmup} of warm-up: the learning "
+                      f"rate {stops} at {(steps / config.warmup):.0%} of its peak {config.lr:g}; give a larger "
+                      "budget or a shorter --warmup", stacklevel=3)
 
 
 def budget_spent(config: TrainingConfig, progress: RunState, step_limit: int | None) -> bool:
@@ -160,16 +160,15 @@ class Trainer:
         if resume and budget_spent(config, progress, step_limit):  # nothing to do; its results stay as written
             raise ValueError(f"{out} is at step {progress.step} ({progress.train_seconds:.0f} s of training): the "
                              "budget given is spent; give a larger --steps, --epochs or --time-budget to continue")
-        progress.total_steps = schedule_length(config, progress, step_limit)  # a resumed run may have a new budget
-        if config.time_budget is None and not resume:
-            warn_short_warmup(config, progress.total_steps)
+        warmup_cut_by_steps = step_limit is not None and step_limit < config.warmup
+        if warmup_cut_by_steps and not resume:
+            warn_short_warmup(config, step_limit, spent=False)
 
         self.announce(f"{job.label}: {self.describe()}")
-        report = Progress(job.label, progress.total_steps, first_step=progress.step, item=job.item) \
-            if processes.main else None
+        report = Progress(job.label, step_limit, first_step=progress.step, item=job.item) if processes.main else None
         best_state = copy.deepcopy(job.model.state_dict()) if keep_best else None
         window = {"loss": 0.0, "items": 0}  # the training loss since the last evaluation
-        started_items, started_seconds = progress.items, progress.train_seconds
+        started_step, started_items, started_seconds = progress.step, progress.items, progress.train_seconds
 
         def evaluate() -> bool:
             """Score, record, checkpoint; whether training should stop."""
@@ -211,7 +210,10 @@ class Trainer:
         job.model.train()
         while not stop and not budget_spent(config, progress, step_limit):
             started = time.perf_counter()
-            scheduled = learning_rate(config, progress.step, progress.total_steps)
+            if progress.decay_from_seconds is None and progress.step >= config.warmup:
+                progress.decay_from_seconds = progress.train_seconds
+            scheduled = learning_rate(config, progress.step, decay_progress(
+                config, progress.step, step_limit, progress.train_seconds, progress.decay_from_seconds))
             set_learning_rate(optimizer, scheduled * job.learning_rate_scale(progress.step))
             loss, loss_sum, items = self.training_loss(job, model, progress.step)
             if not math.isfinite(loss_sum):
@@ -224,22 +226,16 @@ class Trainer:
             window["loss"] += loss_sum
             window["items"] += items
             rate = (progress.items - started_items) / max(progress.train_seconds - started_seconds, 1e-9)
-            if config.time_budget is not None and progress.seconds_per_step is None:
-                speed = progress.train_seconds / progress.step
-                if progress.step == eval_every:  # the schedule's length from here on, saved for --resume
-                    progress.seconds_per_step = speed
-                    progress.total_steps = schedule_length(config, progress, step_limit)
-                elif progress.step >= PROVISIONAL_STEPS:  # so that a budget spent before eval_every still decays
-                    progress.total_steps = steps_within(config.time_budget, speed, step_limit)
-                if progress.step == min(eval_every, PROVISIONAL_STEPS):
-                    warn_short_warmup(config, progress.total_steps)
             if report is not None:
                 left = None if config.time_budget is None else config.time_budget - progress.train_seconds
-                report.update(progress.step, rate, progress.total_steps, left, loss=loss_sum / items)
+                total = estimated_steps(config, progress, step_limit, started_step, started_seconds)
+                report.update(progress.step, rate, total, left, loss=loss_sum / items)
             if progress.step % eval_every == 0 or budget_spent(config, progress, step_limit):
                 stop = evaluate()
         if not progress.history or progress.history[-1]["step"] != progress.step:
             evaluate()
+        if not warmup_cut_by_steps and budget_spent(config, progress, None):  # the time budget's steps, now known
+            warn_short_warmup(config, progress.step, spent=True)
         adopt_average(optimizer)
         if keep_best and best_state is not None and progress.best_step is not None:
             job.model.load_state_dict(best_state)
@@ -365,7 +361,12 @@ class Trainer:
         job.load_model_tensors(tensors)
         training = read_extra_tensors(out / "last", TRAINING_FILE, self.device)
         best_value = saved["progress"]["best_value"]
-        progress = RunState(**{**saved["progress"], "best_value": math.inf if best_value is None else best_value})
+        fields = set(RunState.__dataclass_fields__)  # older runs saved an estimated schedule length, now unused
+        progress = RunState(**{**{name: value for name, value in saved["progress"].items() if name in fields},
+                               "best_value": math.inf if best_value is None else best_value})
+        if "decay_from_seconds" not in saved["progress"] and progress.step >= self.config.warmup:
+            # an older run, past its warm-up: its steps took equal times, near enough
+            progress.decay_from_seconds = progress.train_seconds * self.config.warmup / max(1, progress.step)
         self.restore_rng(training, progress.step)
         job.load_state_tensors({key: value for key, value in training.items()
                                 if not key.startswith(("optimizer.", "rng."))})

@@ -7,14 +7,29 @@ import math
 from lstmkit.training.config import TrainingConfig
 
 
-def learning_rate(config: TrainingConfig, step: int, total_steps: int | None) -> float:
+def learning_rate(config: TrainingConfig, step: int, decay: float | None) -> float:
     """The rate of `step` (counted from 0): linear warm-up over `warmup` steps, then cosine
-    decay to `min_lr_fraction` of the peak at `total_steps` (held at the peak until the total
-    is known)."""
+    decay to `min_lr_fraction` of the peak, `decay` (0 to 1, `decay_progress`) of the way
+    down (the peak while no budget bounds the run: None)."""
     if step < config.warmup:
         return config.lr * (step + 1) / config.warmup
-    if total_steps is None:
+    if decay is None:
         return config.lr
-    progress = min(1.0, (step - config.warmup) / max(1, total_steps - config.warmup))
     fraction = config.min_lr_fraction
-    return config.lr * (fraction + (1 - fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return config.lr * (fraction + (1 - fraction) * 0.5 * (1 + math.cos(math.pi * decay)))
+
+
+def decay_progress(config: TrainingConfig, step: int, step_limit: int | None = None, train_seconds: float = 0.0,
+                   decay_from_seconds: float | None = None) -> float | None:
+    """How far down the cosine `step` is: the larger of its share of the steps between the
+    warm-up and `step_limit`, and, under a time budget, of the training seconds between the
+    warm-up's end (`decay_from_seconds`) and the budget's. A time budget decays by the clock,
+    not by a count of steps estimated from the first ones' speed, so a run whose first steps
+    are slow still reaches the floor as its budget ends, not before; None where no budget
+    bounds the run."""
+    shares = []
+    if step_limit is not None:
+        shares.append((step - config.warmup) / max(1, step_limit - config.warmup))
+    if config.time_budget is not None and decay_from_seconds is not None:
+        shares.append((train_seconds - decay_from_seconds) / max(1e-9, config.time_budget - decay_from_seconds))
+    return min(1.0, max(0.0, *shares)) if shares else None
