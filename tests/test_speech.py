@@ -411,6 +411,24 @@ def test_a_resumed_run_computes_what_the_uninterrupted_run_computes(tone_run, tm
         train_speech_model(train, tmp_path / "parts", dataclasses.replace(config, hidden_size=8), valid, resume=True)
 
 
+def test_no_process_is_handed_an_empty_share_of_an_epochs_last_batch(tone_run):
+    from lstmkit.pipelines.speech import SpeechJob
+    from lstmkit.training import Processes
+
+    folder, _ = tone_run
+    front_end = SpeechConfig(**TINY).front_end()
+    utterances, alphabet = load_utterances(folder / "train.csv", front_end, None, 1)
+    config = SpeechConfig(**{**TINY, "batch_size": 7})
+    sizes = {}
+    for processes in (Processes(), Processes(1, 2)):
+        job = SpeechJob(utterances, utterances, alphabet, config, {}, processes, torch.device("cpu"))
+        batches = job.epoch_batches(0)
+        assert sorted(index for batch in batches for index in batch.tolist()) == list(range(8))
+        assert len(batches) == job.steps_per_epoch()
+        sizes[processes.world_size] = sorted(len(batch) for batch in batches)
+    assert sizes == {1: [1, 7], 2: [8]}, "8 utterances in 7s: the one left over joins the batch before under 2"
+
+
 # --- decoding held to a lexicon ---------------------------------------------------------------
 
 def test_a_lexicon_allows_word_starts_and_completes_on_whole_words():

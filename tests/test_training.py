@@ -21,7 +21,7 @@ from helpers import Killed, Quadratic, dies_at_step
 from lstmkit import lm
 from lstmkit.checkpoint import load_checkpoint, save_checkpoint
 from lstmkit.pipelines.lm import LMTrainingConfig
-from lstmkit.training import Precision, Trainer, TrainingConfig, decay_progress, learning_rate, loop, resolve_device
+from lstmkit.training import Precision, Processes, Trainer, TrainingConfig, decay_progress, learning_rate, loop, resolve_device
 from lstmkit.training.progress import Progress, duration
 
 SHAKESPEARE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -93,6 +93,13 @@ def test_a_time_budget_decays_by_its_seconds_and_both_budgets_by_the_further_spe
     assert decay_progress(both, 12, 42, train_seconds=77, decay_from_seconds=2) == pytest.approx(0.75)
     assert decay_progress(both, 32, 42, train_seconds=27, decay_from_seconds=2) == pytest.approx(0.75)
     assert decay_progress(both, 50, 42, train_seconds=200, decay_from_seconds=2) == 1.0
+
+
+def test_an_epochs_last_batch_too_small_to_share_joins_the_one_before():
+    assert Processes().batch_sizes(33, 16) == [16, 16, 1]
+    assert Processes(0, 2).batch_sizes(33, 16) == [16, 17]
+    assert Processes(1, 4).batch_sizes(35, 16) == [16, 19] and Processes(1, 4).batch_sizes(36, 16) == [16, 16, 4]
+    assert Processes(0, 2).batch_sizes(1, 16) == [1], "one batch has none before it (jobs refuse fewer items than processes)"
 
 
 def test_budgets_default_and_combine():

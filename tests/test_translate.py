@@ -28,7 +28,7 @@ from lstmkit.pipelines.translate import (  # noqa: E402
 )
 from lstmkit.text.parallel import read_parallel  # noqa: E402
 from lstmkit.text.subwords import Subwords  # noqa: E402
-from lstmkit.training import Trainer  # noqa: E402
+from lstmkit.training import Processes, Trainer  # noqa: E402
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
@@ -150,6 +150,9 @@ def test_bucketed_batches_cover_every_pair_once_in_batches_of_similar_length():
         assert spread / len(batches) < 3  # random batches of 16 would spread over ~35
     assert counts == {63}
     assert bucketed_batches(lengths, 16, 0) == bucketed_batches(lengths, 16, 0)
+    shared = bucketed_batches(lengths[:993], 16, 0, processes=2)  # 62 of 16 and 1 left over
+    assert sorted(index for batch in shared for index in batch) == list(range(993))
+    assert sorted(map(len, shared)) == [16] * 61 + [17] and len(Processes(0, 2).batch_sizes(993, 16)) == 62
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

@@ -511,13 +511,8 @@ class ForecastJob(Job):
         self.chunks: list[Tensor] = []
 
     def batch_sizes(self) -> list[int]:
-        """The windows of each step of an epoch: batch_size, the rest last (merged with the one
-        before when too few for every process to have one)."""
-        full, rest = divmod(self.epoch_windows, self.config.batch_size)
-        sizes = [self.config.batch_size] * full + ([rest] if rest else [])
-        if len(sizes) > 1 and sizes[-1] < self.processes.world_size:
-            sizes[-2:] = [sizes[-2] + sizes[-1]]
-        return sizes
+        """The windows of each step of an epoch (Processes.batch_sizes)."""
+        return self.processes.batch_sizes(self.epoch_windows, self.config.batch_size)
 
     def steps_per_epoch(self) -> int:
         return len(self.batch_sizes())

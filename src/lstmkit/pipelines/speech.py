@@ -15,7 +15,6 @@ and turned into frames before training starts, so a bad file stops the run at on
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -210,7 +209,7 @@ class SpeechJob(Job):
         self.batches: tuple[int, list[Tensor]] = (-1, [])  # (epoch, its batches)
 
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.train) / self.config.batch_size)
+        return len(self.processes.batch_sizes(len(self.train), self.config.batch_size))
 
     def epoch_batches(self, epoch: int) -> list[Tensor]:
         """The batches of an epoch: utterances of similar length together (little padding),
@@ -219,7 +218,7 @@ class SpeechJob(Job):
         generator = torch.Generator().manual_seed(self.config.seed + epoch)
         lengths = torch.tensor([len(frames) for frames in self.train.frames], dtype=torch.float64)
         jittered = lengths * (1 + 0.25 * torch.rand(len(lengths), generator=generator, dtype=torch.float64))
-        batches = jittered.argsort().split(self.config.batch_size)
+        batches = jittered.argsort().split(self.processes.batch_sizes(len(lengths), self.config.batch_size))
         return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
 
     def train_loss(self, model, step: int) -> tuple[Tensor, int]:

@@ -89,16 +89,20 @@ def target_batch(sequences: list[list[int]], device: torch.device) -> tuple[Tens
     return padded([[BOS_ID, *ids] for ids in sequences], device), padded([[*ids, EOS_ID] for ids in sequences], device)
 
 
-def bucketed_batches(lengths: list[tuple[int, int]], batch_size: int, seed: int) -> list[list[int]]:
+def bucketed_batches(lengths: list[tuple[int, int]], batch_size: int, seed: int, processes: int = 1) -> list[list[int]]:
     """One epoch's batches: the pairs shuffled, cut into pools of 50 batches, each pool sorted
     by length (so a batch's sentences are of similar length and little of it is padding), cut
-    into batches, and the batches shuffled. The count is the same for every seed."""
+    into batches, and the batches shuffled; the last batch cut joins the one before where it is
+    too small for each of `processes` to have a share (as Processes.batch_sizes counts). The
+    count is the same for every seed."""
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(lengths), generator=generator).tolist()
     pool, batches = 50 * batch_size, []
     for start in range(0, len(order), pool):
         chunk = sorted(order[start:start + pool], key=lambda index: lengths[index], reverse=True)
         batches += [chunk[begin:begin + batch_size] for begin in range(0, len(chunk), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < processes:
+        batches[-2:] = [batches[-2] + batches[-1]]
     return [batches[index] for index in torch.randperm(len(batches), generator=generator).tolist()]
 
 
@@ -166,13 +170,13 @@ class TranslationJob(Job):
             self.selection_metric, self.higher_is_better = "val_bleu", True
 
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.sources) / self.config.batch_size) if len(self.sources) else 0
+        return len(self.processes.batch_sizes(len(self.sources), self.config.batch_size))
 
     def batch(self, step: int) -> list[int]:
         epoch, index = divmod(step, self.steps_per_epoch())
         if self.epoch_batches[0] != epoch:
             self.epoch_batches = (epoch, bucketed_batches(self.lengths, self.config.batch_size,
-                                                          self.config.seed + epoch))
+                                                          self.config.seed + epoch, self.processes.world_size))
         return self.epoch_batches[1][index]
 
     def train_loss(self, model, step: int) -> tuple[Tensor, int]:

@@ -64,6 +64,16 @@ class Processes:
             raise ValueError(f"{what} is {size}, which {self.world_size} processes cannot share evenly: "
                              f"give a multiple of {self.world_size}")
 
+    def batch_sizes(self, items: int, batch_size: int) -> list[int]:
+        """An epoch of `items` cut into batches of `batch_size`, the rest last, and joined to
+        the batch before where it is too small for every process to have a share of it (one
+        process: never), so that no process is handed an empty one."""
+        full, rest = divmod(items, batch_size)
+        sizes = [batch_size] * full + ([rest] if rest else [])
+        if len(sizes) > 1 and sizes[-1] < self.world_size:
+            sizes[-2:] = [sizes[-2] + sizes[-1]]
+        return sizes
+
     def shard(self, tensor: Tensor, dim: int = 0) -> Tensor:
         """This process's contiguous share of `tensor` along `dim` (the whole of it alone)."""
         if not self.distributed:
