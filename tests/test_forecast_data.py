@@ -213,7 +213,7 @@ def test_the_report_line_on_the_baselines_by_hand():
     assert beaten_line(tied, "MASE") == "the model and every baseline score alike on this backtest (MASE 0.000)"
 
 
-def test_predict_on_a_backtest_folder_says_that_fit_saves_the_model(tmp_path):
+def test_predict_on_a_backtest_or_unfinished_fit_folder_says_what_saves_the_model(tmp_path):
     (tmp_path / "results.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=re.escape(
             "is not an lstmkit checkpoint: expected config.json and model.safetensors in it")) as other_folder:
@@ -222,7 +222,13 @@ def test_predict_on_a_backtest_folder_says_that_fit_saves_the_model(tmp_path):
     (tmp_path / "backtest.csv").write_text("")
     with pytest.raises(FileNotFoundError, match=re.escape(
             "is not an lstmkit checkpoint: expected config.json and model.safetensors in it (it holds a backtest's "
-            "results.json: `forecast backtest` saves no model, `forecast fit` does)")):
+            "results.json: `forecast backtest` saves no model, `forecast fit` does; a fit stopped before it saved "
+            "model/ continues with --resume)")):
+        Forecaster.load(tmp_path)
+    (tmp_path / "training" / "refit").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            "(it holds a `forecast fit` that stopped before it saved model/: continue it with the same command and "
+            "--resume)")):
         Forecaster.load(tmp_path)
 
 

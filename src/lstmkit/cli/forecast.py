@@ -33,7 +33,7 @@ def fit_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.forecast_report import backtest_report, backtest_then_refit, chosen_line
 
     out = Path(arguments.out)
-    fitted = backtest_then_refit(forecaster_from(arguments), arguments.csv, out, arguments.holdout)
+    fitted = backtest_then_refit(forecaster_from(arguments), arguments.csv, out, arguments.holdout, arguments.resume)
     print(backtest_report(fitted.backtest, fitted.frame))
     print(f"wrote {out}/results.json, {out}/backtest.csv and {out}/backtest.png")
     if arguments.id is None:
@@ -50,7 +50,8 @@ def fit_command(arguments: argparse.Namespace) -> None:
 def backtest_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.forecast_report import backtest_report, run_backtest
 
-    fitted = run_backtest(forecaster_from(arguments), arguments.csv, arguments.holdout, arguments.out)
+    fitted = run_backtest(forecaster_from(arguments), arguments.csv, arguments.holdout, arguments.out,
+                          arguments.resume)
     print(backtest_report(fitted.backtest, fitted.frame))
     if arguments.out is not None:
         print(f"wrote {arguments.out}/results.json, {arguments.out}/backtest.csv and {arguments.out}/backtest.png")
@@ -122,11 +123,14 @@ def add_forecast_commands(commands) -> None:
     fit = actions.add_parser("fit", help="backtest against baselines, then refit on all data and save")
     add_series_arguments(fit)
     fit.add_argument("--out", required=True, type=output_folder, help="output folder: results, plot and model/")
+    fit.add_argument("--resume", action="store_true", help="continue the interrupted fit in --out (with the same "
+                     "data and settings; the budget may change), keeping the networks that had finished")
     fit.set_defaults(run=fit_command)
 
     backtest = actions.add_parser("backtest", help="backtest against baselines only")
     add_series_arguments(backtest)
     backtest.add_argument("--out", type=output_folder, help="folder for results.json, backtest.csv and backtest.png")
+    backtest.add_argument("--resume", action="store_true", help="continue the interrupted backtest in --out")
     backtest.set_defaults(run=backtest_command)
 
     predict = actions.add_parser("predict", help="forecast the horizon after a CSV's end")

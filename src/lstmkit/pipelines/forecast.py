@@ -39,10 +39,11 @@ from lstmkit.checkpoint import (
     CheckpointError,
     CheckpointKind,
     checkpoint_folder,
+    existing,
     load_model_checkpoint,
     save_checkpoint,
 )
-from lstmkit.files import atomic_path
+from lstmkit.files import atomic_path, fingerprint
 from lstmkit.models.forecaster import (
     ForecastEnsemble,
     ForecastNetwork,
@@ -167,6 +168,9 @@ class Forecaster:
         self.curve: list[dict] = []
         self.runtime: dict = {}  # where it was fitted: device, precision, processes
         self.base_errors: dict[str, float] = {}  # each base trained and validated: its error (train_network)
+        # Where each network's training run is written (checkpoints, metrics.csv) and, when it
+        # is there, continued or reused (`forecast fit --resume`); None: in memory only.
+        self.run_folder: Path | None = None
 
     @property
     def base(self) -> str:
@@ -224,7 +228,7 @@ class Forecaster:
 
     def train_network(self, windows: Windows | PanelWindows, training: list, validation: list, targets: int,
                       past_features: int, future_features: int, season: int, lookback: int,
-                      epoch_windows: int | None = None, budget_share: float = 1.0) -> None:
+                      epoch_windows: int | None = None, budget_share: float = 1.0, name: str = "") -> None:
         """Build the network (an ensemble when config.ensemble > 1; `lookback`: the history
         each window holds, `history_length`) and train it on `training`
         windows by the training core, in `budget_share` of a time budget, keeping the epoch
@@ -233,7 +237,8 @@ class Forecaster:
         one whose forecast is closer on the validation windows (`ForecastJob.point_error`: the
         backtests score point forecasts, and a likelihood also weighs the interval's width).
         Records the network, its curve, best epoch and where it ran, and each base's
-        validation error (`base_errors`)."""
+        validation error (`base_errors`). With a `run_folder`, each base's run is written to
+        run_folder/name/base, and one found there is continued, or kept if it had finished."""
         seasonal = season if season <= lookback else 1
         encoder_steps = encoder_lookback(self.config, season)
         encoder_steps = encoder_steps if encoder_steps < lookback else None  # None: the whole history
@@ -257,7 +262,11 @@ class Forecaster:
             ))
             job = ForecastJob(network, windows, training, validation, config, trainer.processes, trainer.device,
                               epoch_windows=epoch_windows)
-            run = trainer.run(job, keep_best=True)
+            folder = None if self.run_folder is None else self.run_folder / name / base
+            run = None if folder is None else trainer.finished_run(job, folder)
+            if run is None:
+                resume = folder is not None and existing(folder / "last").exists()
+                run = trainer.run(job, folder, resume=resume, keep_best=True)
             curve = [{"epoch": row["epoch"], "train_loss": row["train_loss"],
                       **({"val_loss": row["val_loss"]} if "val_loss" in row else {})} for row in run.history]
             errors[base] = job.point_error()
@@ -409,6 +418,7 @@ class Forecaster:
                              f"{horizon} + {season} = {lookback + horizon + season}, and windows kept for early "
                              f"stopping) and the {holdout} held out; give more rows, or a shorter lookback or horizon")
         model = Forecaster(**{field.name: getattr(config, field.name) for field in fields(config)})
+        model.run_folder = None if self.run_folder is None else self.run_folder / "backtest"
         model.fit(frame.head(start))
         origins = list(range(start, len(frame), horizon))
         forecasts = model.forecast_origins(frame, origins, pad=True)
@@ -504,6 +514,7 @@ class ForecastJob(Job):
         # An epoch: every training window, or a fresh random sample of epoch_windows of them.
         self.epoch_windows = len(training) if epoch_windows is None else min(epoch_windows, len(training))
         self.validation = windows.batch(validation) if validation else None
+        self.validation_origins = torch.as_tensor(validation, dtype=torch.int64)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.label = f"forecast {config.cell} {config.num_layers}x{config.hidden_size}" + (
             f", an ensemble of {config.ensemble}" if config.ensemble > 1 else "") + (
@@ -545,6 +556,21 @@ class ForecastJob(Job):
 
     def loss(self, mean: Tensor, scale: Tensor, targets: Tensor) -> Tensor:
         return negative_log_likelihood(self.config.distribution, mean.float(), scale.float(), targets.to(self.device))
+
+    def checkpoint_config(self) -> dict:
+        return {"kind": "forecast-training"}
+
+    def data_fingerprint(self) -> dict[str, dict]:
+        """The scaled series and the windows that train and validate: a resumed fit refuses others."""
+        tensors = (*self.windows.tensors(), self.origins, self.validation_origins)
+        return {"windows": fingerprint(b"".join(tensor.contiguous().numpy().tobytes() for tensor in tensors))}
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The shuffling generator's state (checkpoints fall at epoch ends, where it draws next)."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        self.generator.set_state(tensors["generator"].cpu())
 
 
 def save_forecaster(forecaster: Forecaster, directory: str | Path) -> Path:

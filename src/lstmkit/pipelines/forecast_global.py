@@ -148,7 +148,8 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
         _, windows = scaled_windows(panel.values, ends, normalisation, season, lookback, horizon)
         # One target; its value and the padding mask at each history step; no known-future features.
         forecaster.train_network(windows, training, validation, 1, 2, 0, season, lookback,
-                                 epoch_windows=config.epoch_windows, budget_share=1 / len(config.normalisation))
+                                 epoch_windows=config.epoch_windows, budget_share=1 / len(config.normalisation),
+                                 name=normalisation)
         trained.append((forecaster.network, forecaster.curve, forecaster.best_epoch))
     if len(trained) > 1:
         networks, curves, best_epochs = zip(*trained)
@@ -283,6 +284,7 @@ def backtest(forecaster: Forecaster, data, holdout: int | None = None) -> PanelB
                          f"{max(map(len, panel.values))}")
     training = panel.head(holdout)
     model = Forecaster(**{field.name: getattr(config, field.name) for field in fields(config)})
+    model.run_folder = None if forecaster.run_folder is None else forecaster.run_folder / "backtest"
     fit(model, training, holdout)
     histories = [training.values[k] for k in scored]
     actuals = [panel.values[k][-holdout:] for k in scored]

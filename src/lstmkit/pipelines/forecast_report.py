@@ -212,9 +212,15 @@ class Fitted:
     final: Forecaster | None = None
 
 
-def run_backtest(forecaster: Forecaster, data, holdout: int | None = None, out: str | Path | None = None) -> Fitted:
+def run_backtest(forecaster: Forecaster, data, holdout: int | None = None, out: str | Path | None = None,
+                 resume: bool = False) -> Fitted:
     """`lstmkit forecast backtest`: backtest `forecaster` on `data`, and write results.json,
-    backtest.csv and backtest.png to `out` (if given; rank 0 alone under torchrun)."""
+    backtest.csv and backtest.png to `out` (if given; rank 0 alone under torchrun), with each
+    network's training run in out/training (`resume`: continue those found there)."""
+    if out is not None:
+        forecaster.run_folder = training_folder(Path(out), resume)
+    elif resume:
+        raise ValueError("resume needs the folder of the run to continue (--out)")
     frame = forecaster.read(data)
     result = forecaster.backtest(frame, holdout)
     if out is not None and Processes.from_environment().main:
@@ -240,22 +246,39 @@ def write_panel_backtest(result: PanelBacktest, panel: Panel, out: str | Path) -
         result.forecasts.to_csv(temporary, index=False)
 
 
-def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: int | None = None) -> Fitted:
+def training_folder(out: Path, resume: bool) -> Path:
+    """out/training, where fit and backtest write each network's training run: refused when it
+    exists without `resume` (its runs would be overwritten), or is missing with it."""
+    folder = out / "training"
+    if folder.exists() and not resume:
+        raise ValueError(f"{out} holds training runs already ({folder}): pass --resume to continue them (finished "
+                         "networks are kept), or choose another --out")
+    if resume and not folder.is_dir():
+        raise FileNotFoundError(f"{out} holds no fit to resume (no {folder}); start one without --resume")
+    return folder
+
+
+def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: int | None = None,
+                        resume: bool = False) -> Fitted:
     """`lstmkit forecast fit`: backtest (written to `out`), then refit on all rows for the
     number of epochs the backtest kept, without early stopping, and save it as out/model (a
     long table refits with early stopping and its choice of forecast, as the backtest did; one
-    table keeps the backtest's choice, made on validation windows before the held-out rows)."""
+    table keeps the backtest's choice, made on validation windows before the held-out rows).
+    Every network's training run is checkpointed in out/training/{backtest,refit}; `resume`
+    continues an interrupted fit from them, keeping the networks that had finished."""
     out = Path(out)
     if (out / "model").exists():
         raise ValueError(f"{out} already holds a fitted forecaster; choose another --out or remove {out / 'model'}")
-    fitted = run_backtest(forecaster, data, holdout, out)
+    fitted = run_backtest(forecaster, data, holdout, out, resume)
     settings = {field.name: getattr(forecaster.config, field.name) for field in fields(forecaster.config)}
     if forecaster.config.id is None:
         settings |= {"steps": None, "epochs": fitted.backtest.model.best_epoch, "time_budget": None,
                      "early_stopping": False, "base": fitted.backtest.model.base}
     # A long table refits as it was fitted: early stopping and the choice of forecast need
     # each series' validation window.
-    final = Forecaster(**settings).fit(fitted.frame)
+    final = Forecaster(**settings)
+    final.run_folder = forecaster.run_folder / "refit"
+    final.fit(fitted.frame)
     if forecaster.config.id is None:
         layout = fitted.backtest.model.layout
         final.layout = replace(final.layout, chosen=layout.chosen, validation=layout.validation,

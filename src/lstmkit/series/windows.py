@@ -46,6 +46,10 @@ class Windows:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def tensors(self) -> tuple[Tensor, ...]:
+        """Everything the windows are cut from (the targets are among the past's columns)."""
+        return self.past, self.known
+
     def origins(self) -> range:
         """Every origin whose window lies wholly in the observed rows."""
         return range(self.lookback, len(self.targets) - self.horizon + 1)
@@ -93,6 +97,10 @@ class PanelWindows:
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        """Everything the windows are cut from."""
+        return self.values, self.mask, self.lengths
 
     def batch(self, keys: Sequence[Sequence[int]] | Tensor) -> WindowBatch:
         keys = torch.as_tensor(keys, dtype=torch.int64).reshape(-1, 2)

@@ -252,6 +252,28 @@ class Trainer:
         self.processes.wait_for_all()
         return run
 
+    def finished_run(self, job: Job, out: str | Path) -> TrainingRun | None:
+        """The run in `out` if it has ended (its results.json written, or its budget spent),
+        leaving `job.model` with its best weights as `run(..., keep_best=True)` does; None where
+        `out` holds no run, or one to continue. For a pipeline that trains several models in
+        turn: resumed, it keeps those that finished and continues the one that did not. Like
+        --resume, it refuses a run of other data or settings."""
+        out = Path(out)
+        if not existing(out / "last").exists():
+            return None
+        job.model.to(self.device)
+        progress, _ = self.restore(job, out)
+        if not (out / "results.json").is_file() and not budget_spent(self.config, progress,
+                                                                     self.step_limit(job, job.steps_per_epoch())):
+            return None
+        if progress.best_step is not None and existing(out / "best").exists():
+            job.load_model_tensors(load_checkpoint(out / "best", self.device)[1])
+        job.model.eval()
+        best = next((row for row in progress.history if row["step"] == progress.best_step), None)
+        return TrainingRun(progress.history, best, progress.step, progress.train_seconds,
+                           progress.items / max(progress.train_seconds, 1e-9), str(self.device),
+                           self.config.precision, self.processes.world_size)
+
     def begin(self, out: Path | None) -> RunState:
         """A new run's state, refusing a folder that holds a run already."""
         if out is not None and existing(out / "last").exists():

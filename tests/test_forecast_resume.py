@@ -1,0 +1,126 @@
+"""`forecast fit --resume` and `backtest --resume`: every network's training run is
+checkpointed in out/training; an interrupted fit continues from them, bit for bit, keeps the
+networks that had finished, and refuses other data."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from helpers import Killed
+from lstmkit.forecast import Forecaster
+from lstmkit.pipelines.forecast_report import backtest_then_refit
+from lstmkit.training import loop
+
+PANEL = dict(id="id", horizon=4, season=4, baselines=("naive",), normalisation="standard,log", hidden_size=8,
+             num_layers=1, epochs=3, batch_size=16, seed=0)
+
+
+def panel_table(tmp_path, bump: float = 0.0):
+    steps = np.arange(48)
+    rows = [(name, step + 1, level * (1 + 0.02 * step) * (1 + 0.3 * np.sin(np.pi * step / 2)))
+            for name, level in (("a", 10.0), ("b", 200.0), ("c", 50.0)) for step in steps]
+    path = tmp_path / f"long{bump:g}.csv"
+    path.write_text("id,t,y\n" + "".join(f"{name},{step},{value + bump * (step == 1)}\n" for name, step, value in rows))
+    return path
+
+
+def dies_in_network(monkeypatch, network: int, step: int) -> None:
+    """Make the training core die (raise Killed) at `step` of the `network`-th run it trains
+    (counted from 1), after the evaluations before it were checkpointed."""
+    real, runs = loop.budget_spent, []
+
+    def dies(config, progress, step_limit):
+        if progress.step == 0 and not any(run is progress for run in runs):
+            runs.append(progress)
+        if len(runs) == network and progress is runs[-1] and progress.step == step:
+            raise Killed
+        return real(config, progress, step_limit)
+
+    monkeypatch.setattr(loop, "budget_spent", dies)
+
+
+def test_a_fit_killed_in_its_second_network_resumes_to_the_uninterrupted_model(tmp_path, monkeypatch):
+    data = panel_table(tmp_path)
+    whole = backtest_then_refit(Forecaster("t", "y", **PANEL), data, tmp_path / "whole")
+    dies_in_network(monkeypatch, network=2, step=10)  # the backtest's log network, after 1 of its 3 epochs
+    with pytest.raises(Killed):
+        backtest_then_refit(Forecaster("t", "y", **PANEL), data, tmp_path / "resumed")
+    monkeypatch.undo()
+    training = tmp_path / "resumed" / "training" / "backtest"
+    finished = (training / "standard" / "seasonal" / "results.json").stat().st_mtime_ns
+    assert not (training / "log" / "seasonal" / "results.json").exists()
+    saved = json.loads((training / "log" / "seasonal" / "last" / "config.json").read_text())["progress"]
+    assert [row["epoch"] for row in saved["history"]] == [1], "the last checkpoint: the first epoch's end"
+    resumed = backtest_then_refit(Forecaster("t", "y", **PANEL), data, tmp_path / "resumed", resume=True)
+    assert (training / "standard" / "seasonal" / "results.json").stat().st_mtime_ns == finished, \
+        "the finished network was kept, not trained again"
+    assert (tmp_path / "resumed" / "model" / "model.safetensors").read_bytes() == \
+        (tmp_path / "whole" / "model" / "model.safetensors").read_bytes()
+    assert resumed.backtest.scores.equals(whole.backtest.scores)
+    assert resumed.final.best_epoch == whole.final.best_epoch and resumed.final.layout == whole.final.layout
+
+
+def test_one_table_killed_in_its_refit_resumes_to_the_uninterrupted_model(tmp_path, monkeypatch):
+    months = np.arange(72)
+    path = tmp_path / "series.csv"
+    path.write_text("t,y\n" + "".join(f"{1950 + month // 12}-{month % 12 + 1:02d}-01,{5 + np.sin(month / 2) + 0.05 * month}\n"
+                                      for month in months))
+    options = dict(horizon=6, hidden_size=8, num_layers=1, epochs=4, batch_size=8, seed=0, baselines=("naive",))
+    backtest_then_refit(Forecaster("t", "y", **options), path, tmp_path / "whole")
+    dies_in_network(monkeypatch, network=3, step=3)  # base auto: two backtest networks, then the refit
+    with pytest.raises(Killed):
+        backtest_then_refit(Forecaster("t", "y", **options), path, tmp_path / "resumed")
+    monkeypatch.undo()
+    assert sorted(folder.name for folder in (tmp_path / "resumed" / "training" / "backtest").iterdir()) == \
+        ["last", "seasonal"]
+    backtest_then_refit(Forecaster("t", "y", **options), path, tmp_path / "resumed", resume=True)
+    assert (tmp_path / "resumed" / "model" / "model.safetensors").read_bytes() == \
+        (tmp_path / "whole" / "model" / "model.safetensors").read_bytes()
+
+
+def test_resume_refuses_other_data_and_a_folder_without_a_fit_and_a_new_fit_refuses_one_with_runs(tmp_path,
+                                                                                               monkeypatch):
+    data = panel_table(tmp_path)
+    dies_in_network(monkeypatch, network=1, step=10)
+    with pytest.raises(Killed):
+        backtest_then_refit(Forecaster("t", "y", **PANEL), data, tmp_path / "run")
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'run'} holds training runs already "
+                                                   f"({tmp_path / 'run' / 'training'}): pass --resume to continue "
+                                                   "them (finished networks are kept), or choose another --out")):
+        backtest_then_refit(Forecaster("t", "y", **PANEL), data, tmp_path / "run")
+    with pytest.raises(ValueError, match=r"backtest/standard/seasonal was trained on other data; --resume needs the same "
+                                         r"\(windows: 2,808 bytes, SHA-256 \w+… in the run, 2,808 bytes, SHA-256 \w+… now\)"):
+        backtest_then_refit(Forecaster("t", "y", **PANEL), panel_table(tmp_path, bump=1.0), tmp_path / "run",
+                            resume=True)
+    with pytest.raises(ValueError, match=re.escape("was trained with other settings; --resume needs the same ones "
+                                                   "(hidden_size: 8 in the run, 16 now)")):
+        backtest_then_refit(Forecaster("t", "y", **{**PANEL, "hidden_size": 16}), data, tmp_path / "run",
+                            resume=True)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'new'} holds no fit to resume (no "
+                                                          f"{tmp_path / 'new' / 'training'}); start one without "
+                                                          "--resume")):
+        backtest_then_refit(Forecaster("t", "y", **PANEL), data, tmp_path / "new", resume=True)
+    backtest_then_refit(Forecaster("t", "y", **PANEL), data, tmp_path / "run", resume=True)
+    with pytest.raises(ValueError, match="already holds a fitted forecaster"):
+        backtest_then_refit(Forecaster("t", "y", **PANEL), data, tmp_path / "run", resume=True)
+
+
+def test_the_commands_take_resume(tmp_path, capsys):
+    from lstmkit.cli import main
+
+    data = panel_table(tmp_path)
+    common = [str(data), "--id", "id", "--time", "t", "--target", "y", "--horizon", "4", "--season", "4",
+              "--hidden-size", "8", "--num-layers", "1", "--epochs", "1", "--baselines", "naive"]
+    main(["forecast", "backtest", *common, "--out", str(tmp_path / "b")])
+    first = json.loads((tmp_path / "b" / "results.json").read_text())["backtest"]
+    main(["forecast", "backtest", *common, "--out", str(tmp_path / "b"), "--resume"])  # every network kept
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["backtest"] == first
+    with pytest.raises(SystemExit) as stopped:
+        main(["forecast", "backtest", *common, "--resume"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.endswith("lstmkit: error: resume needs the folder of the run to continue (--out)\n")
