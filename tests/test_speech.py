@@ -411,6 +411,19 @@ def test_a_resumed_run_computes_what_the_uninterrupted_run_computes(tone_run, tm
         train_speech_model(train, tmp_path / "parts", dataclasses.replace(config, hidden_size=8), valid, resume=True)
 
 
+def test_a_resume_over_the_same_manifest_of_other_recordings_is_refused(tone_run, tmp_path):
+    folder, _ = tone_run
+    copy = tmp_path / "tones"
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("run"))
+    config = SpeechConfig(**TINY, steps=4)
+    train_speech_model(copy / "train.csv", tmp_path / "run", config, copy / "valid.csv")
+    soundfile.write(copy / "train-ab-0.wav", np.concatenate([tone(0.2, 1600.0), tone(0.2, 400.0)]), RATE,
+                    subtype="PCM_16")  # the manifest's bytes unchanged
+    with pytest.raises(ValueError, match=r"was trained on other data; --resume needs the same \(train audio: "):
+        train_speech_model(copy / "train.csv", tmp_path / "run", dataclasses.replace(config, steps=8),
+                           copy / "valid.csv", resume=True)
+
+
 def test_no_process_is_handed_an_empty_share_of_an_epochs_last_batch(tone_run):
     from lstmkit.pipelines.speech import SpeechJob
     from lstmkit.training import Processes

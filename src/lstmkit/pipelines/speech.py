@@ -15,6 +15,7 @@ and turned into frames before training starts, so a bad file stops the run at on
 from __future__ import annotations
 
 import functools
+import hashlib
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -310,6 +311,17 @@ def confusion_table(references: Sequence[str], transcripts: Sequence[str]) -> st
     return "\n".join(lines)
 
 
+def audio_fingerprint(utterances: Utterances) -> dict:
+    """The size and SHA-256 of the audio files of `utterances`, in the manifest's order, read
+    one at a time (files.fingerprint of them all, without holding them all)."""
+    digest, size = hashlib.sha256(), 0
+    for path in utterances.paths:
+        data = path.read_bytes()
+        digest.update(data)
+        size += len(data)
+    return {"bytes": size, "sha256": digest.hexdigest()}
+
+
 def train_speech_model(train: str | Path, out: str | Path | None, config: SpeechConfig,
                        validation: str | Path | None = None, resume: bool = False) -> SpeechRun:
     """Train (or, with resume, continue training) a recogniser on the utterances of the manifest
@@ -319,9 +331,11 @@ def train_speech_model(train: str | Path, out: str | Path | None, config: Speech
     train_set, alphabet = load_utterances(train, front_end, None, config.stack, config.speed_perturbation)
     validation_set = train_set if validation is None else load_utterances(validation, front_end, alphabet,
                                                                            config.stack)[0]
-    sources = {"train": fingerprint(Path(train).read_bytes())}
+    # each manifest and the audio it lists: a resumed run refuses the same manifest over other recordings
+    sources = {"train": fingerprint(Path(train).read_bytes()), "train audio": audio_fingerprint(train_set)}
     if validation is not None:
-        sources["validation"] = fingerprint(Path(validation).read_bytes())
+        sources |= {"validation": fingerprint(Path(validation).read_bytes()),
+                    "validation audio": audio_fingerprint(validation_set)}
     trainer = Trainer(config)
     job = SpeechJob(train_set, validation_set, alphabet, config, sources, trainer.processes, trainer.device)
     run = trainer.run(job, out, resume, keep_best=out is None)
