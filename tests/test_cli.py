@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -76,6 +77,26 @@ def test_ctrl_c_is_one_line_and_the_status_of_an_interrupt(monkeypatch, capsys):
     assert stopped.value.code == 130  # 128 + SIGINT, what a shell reports for a tool stopped by Ctrl-C
     assert capsys.readouterr().err == ("lstmkit: interrupted; the checkpoints written before are kept (a command with "
                                        "--resume continues from them)\n")
+
+
+@pytest.mark.parametrize("error, status", [(KeyboardInterrupt(), 130), (ValueError("batch_size is 7"), 2)])
+def test_under_torchrun_another_rank_than_0_exits_with_the_status_and_says_nothing(error, status, monkeypatch,
+                                                                                    capsys):
+    """Every process meets the same interrupt or bad option: rank 0 says it, once."""
+    from lstmkit.cli import tasks
+
+    def fails(arguments):
+        raise error
+
+    monkeypatch.setattr(tasks, "task_command", fails)
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # main points rank 1's at os.devnull; restored after
+    for rank, said in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        with warnings.catch_warnings(), pytest.raises(SystemExit) as stopped:
+            main(["task", "adding", "--steps", "1"])
+        assert stopped.value.code == status
+        assert bool(capsys.readouterr().err) == said
 
 
 def test_cells_prints_the_equations_from_the_code(capsys):

@@ -41,32 +41,39 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = show_warning
     arguments = parser.parse_args(argv)
     tune_cpu_for_training()  # this process is ours: flush subnormals, keep freed memory
-    if not Processes.from_environment().main:  # under torchrun, rank 0 alone speaks (and warns)
+    main_process = Processes.from_environment().main
+    if not main_process:  # under torchrun, rank 0 alone speaks (and warns)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
         warnings.simplefilter("ignore")
+
+    def stop(status: int, message: str) -> None:
+        """Exit with `status`, saying `message` on rank 0 only: every process meets the same bad
+        option or interrupt, and torchrun names each rank's status."""
+        parser.exit(status, message if main_process else None)
+
     try:
         if arguments.extra is not None:
             require_extra(arguments.extra, f"lstmkit {arguments.command}")
         arguments.run(arguments)
         sys.stdout.flush()  # here, where a closed pipe is caught below, not at the interpreter's exit
     except MissingExtra as error:  # one line that names the pip command
-        parser.exit(1, f"{error}\n")
+        stop(1, f"{error}\n")
     except (TrainingDiverged, CheckpointWriteError) as error:  # the run stopped; what it wrote before is kept
-        parser.exit(1, f"lstmkit: error: {error}\n")
+        stop(1, f"lstmkit: error: {error}\n")
     except KeyboardInterrupt:  # Ctrl-C: one line, not the traceback of wherever the run was
-        parser.exit(130, "lstmkit: interrupted; the checkpoints written before are kept (a command with --resume "
-                         "continues from them)\n")
+        stop(130, "lstmkit: interrupted; the checkpoints written before are kept (a command with --resume "
+                  "continues from them)\n")
     except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail again
         return 141  # 128 + SIGPIPE, the status a shell gives such a tool
     except (ValueError, TypeError, OSError) as error:  # checks name what was expected and received; files, the path
-        parser.exit(2, f"lstmkit: error: {error}\n")
+        stop(2, f"lstmkit: error: {error}\n")
     except RuntimeError as error:
         shortage = out_of_memory(error)
         if shortage is None:
             raise
-        parser.exit(1, f"lstmkit: error: out of memory{shortage}: give a smaller batch, sequence length (--T, "
-                       "--seq-len) or model\n")
+        stop(1, f"lstmkit: error: out of memory{shortage}: give a smaller batch, sequence length (--T, "
+                "--seq-len) or model\n")
     return 0
 
 
