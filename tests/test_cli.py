@@ -173,6 +173,15 @@ def test_the_demo_budget_is_steps_so_every_machine_shows_the_same_race(tmp_path,
     (["probe", "gates"], "lstmkit: error: probe gates needs a checkpoint folder (e.g. DIR/models/lstm) or --task NAME"),
     (["probe", "gradients"], "lstmkit: error: probe gradients needs --task NAME (to train) or --from DIR"),
     (["probe", "gates", "/nonexistent/model"], "lstmkit: error: /nonexistent/model does not exist"),
+    (["probe", "gradients", "--from", "runs/t", "--T", "50"], "lstmkit: error: --T 50 is the sequence length of the "
+     "task --task trains; a trained model is probed on its own task: leave --T out, or give --task"),
+    (["probe", "gradients", "--from", "runs/t", "--hidden-size", "64", "--lr", "0.1"], "lstmkit: error: --from runs/t "
+     "is probed as it was trained; --lr 0.1, --hidden-size 64 would shape a new run, which only --task trains: leave "
+     "them out, or give --task"),
+    (["probe", "gates", "runs/t/models/lstm", "--hidden-size", "64"], "lstmkit: error: runs/t/models/lstm is probed as "
+     "it was trained; --hidden-size 64 would shape a new run"),
+    (["probe", "gates", "runs/t/models/lstm", "--cell", "gru"], "lstmkit: error: runs/t/models/lstm is probed with "
+     "the cell it was trained with; --cell gru is the cell --task trains: give one or the other"),
 ])
 def test_bad_task_and_probe_arguments(arguments, message, capsys):
     code, _, err = run_cli(arguments, capsys)

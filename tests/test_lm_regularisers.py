@@ -111,6 +111,8 @@ def test_the_awd_recipe_sets_what_is_left_at_its_default():
     (dict(temporal_activation_regularisation=float("nan")),
      "temporal_activation_regularisation must be a non-negative number, got nan"),
     (dict(embedding_dropout=1.0), "embedding_dropout must be in [0, 1), got 1.0"),
+    (dict(chrono_max=10.0), "chrono_max (--chrono-max) goes with init 'chrono' (--init chrono); got chrono_max=10.0 "
+                            "with init none"),
 ])
 def test_options_are_checked(settings, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -123,6 +123,12 @@ def test_without_a_budget_a_cell_trains_ten_minutes():
         TaskTrainingConfig(steps=0)
 
 
+def test_chrono_max_without_chrono_initialisation_is_refused():
+    with pytest.raises(ValueError, match=re.escape("chrono_max (--chrono-max) goes with init 'chrono' (--init "
+                                                   "chrono); got chrono_max=10 with init orthogonal")):
+        TaskTrainingConfig(init=("orthogonal",), chrono_max=10)
+
+
 def test_checkpoint_replaces_atomically_and_survives_an_interrupted_swap(tmp_path):
     target = tmp_path / "checkpoint"
     save_checkpoint(target, {"version": 1}, {"w": torch.zeros(2)})

@@ -32,8 +32,11 @@ def cells_command(arguments: argparse.Namespace) -> None:
 
 
 def task_of(arguments: argparse.Namespace):
-    """The task named by the arguments (`name` or --task), or None."""
+    """The task named by the arguments (`name` or --task), or None (refusing --T without one)."""
     name = getattr(arguments, "name", None) or getattr(arguments, "task", None)
+    if name is None and arguments.T is not None:
+        raise ValueError(f"--T {arguments.T} is the sequence length of the task --task trains; a trained model is "
+                         "probed on its own task: leave --T out, or give --task")
     return None if name is None else make_task(name, arguments.T)
 
 
@@ -121,7 +124,7 @@ def add_task_commands(commands) -> None:
     gates = probes.add_parser("gates", help="heat maps of gates and cell state over one test sequence")
     gates.add_argument("checkpoint", nargs="?", help="a trained model folder, e.g. runs/task-adding-T200/models/lstm")
     add_task_arguments(gates, required=False)
-    gates.add_argument("--cell", choices=list(CELLS), default="lstm", help="cell to train with --task (default lstm)")
+    gates.add_argument("--cell", choices=list(CELLS), help="cell to train with --task (default lstm)")
     gates.add_argument("--out", type=output_folder, help="output folder (default runs/gates-NAME-TN)")
     add_task_training_arguments(gates)
     gates.set_defaults(run=probe_gates_command)

@@ -48,9 +48,16 @@ class RegulariserSettings:
 
     def check_regularisers(self, cell: str, sequence_length: int) -> None:
         """Refuse, when the config is built, settings a layer of `cell` would refuse."""
+        self.check_chrono_max()
         built, options = make_cell(cell), self.regularisers(sequence_length)
         regularisation(built, self.recurrent_dropout, self.input_dropout, self.zoneout, self.weight_dropout)
         check_init(built, self.init, options.get("chrono_max"), True, None)
+
+    def check_chrono_max(self) -> None:
+        """chrono_max shapes chrono initialisation alone: refuse it without (any cell would)."""
+        if self.chrono_max is not None and "chrono" not in self.init:
+            raise ValueError(f"chrono_max (--chrono-max) goes with init 'chrono' (--init chrono); got chrono_max="
+                             f"{self.chrono_max!r} with init {','.join(self.init) or 'none'}")
 
     def regularisers(self, sequence_length: int) -> dict:
         """The keywords of lstmkit.Recurrent for these settings (the defaults left out, so that a
@@ -87,6 +94,7 @@ class TaskTrainingConfig(TrainingConfig, RegulariserSettings):
         for name in ("hidden_size", "batch_size", "test_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        self.check_chrono_max()  # the cells, and so the rest, are checked as each is built
 
 
 def as_names(value, what: str) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ gates` draws a trained model's gate activations and cell state over one test seq
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,7 @@ def probe_gradients(out: str | Path | None = None, source: str | Path | None = N
         if task is not None:
             raise ValueError(f"--from {source} probes the task its run was trained on; --task trains a new run: "
                              "give one or the other")
+        refuse_training_settings(config, f"--from {source}")
         run = load_task_run(source, cells)
         task, trained, seed = run.task, run.models, run.seed  # the runs' start
     else:
@@ -128,20 +130,38 @@ def probe_gradients(out: str | Path | None = None, source: str | Path | None = N
     return task, profiles, out
 
 
+def refuse_training_settings(config: TaskTrainingConfig | None, probed: str, used: tuple[str, ...] = ()) -> None:
+    """A trained model is probed as it was trained: refuse settings (other than the defaults,
+    and the `used` ones) that would only shape a new run, naming them as flags."""
+    if config is None:
+        return
+    default = TaskTrainingConfig()
+    changed = [f"--{field.name.replace('_', '-')} {getattr(config, field.name)}" for field in fields(config)
+               if field.name not in used and getattr(config, field.name) != getattr(default, field.name)]
+    if changed:
+        raise ValueError(f"{probed} is probed as it was trained; {', '.join(changed)} would shape a new run, which "
+                         "only --task trains: leave them out, or give --task")
+
+
 def probe_gates(out: str | Path | None = None, checkpoint: str | Path | None = None, task: Task | None = None,
-                cell: str = "lstm", config: TaskTrainingConfig | None = None) -> Path:
+                cell: str | None = None, config: TaskTrainingConfig | None = None) -> Path:
     """`lstmkit probe gates`: the gate heat maps of a saved model (`checkpoint`), or of `cell`
-    trained on `task` with `config`, in `out` (default runs/gates-NAME-TN); returns the
-    figure's path."""
-    config = TaskTrainingConfig() if config is None else config
+    (default lstm) trained on `task` with `config`, in `out` (default runs/gates-NAME-TN);
+    returns the figure's path."""
     if checkpoint is not None:
         if task is not None:
             raise ValueError(f"{checkpoint} is probed on the task it was trained on; --task trains a new model: "
                              "give one or the other")
+        if cell is not None:
+            raise ValueError(f"{checkpoint} is probed with the cell it was trained with; --cell {cell} is the cell "
+                             "--task trains: give one or the other")
+        config = TaskTrainingConfig() if config is None else config
+        refuse_training_settings(config, str(checkpoint), used=("seed",))  # the seed draws the sequence drawn
         model, task = load_model(checkpoint)
     else:
         if task is None:
             raise ValueError("probe gates needs a checkpoint folder (e.g. DIR/models/lstm) or --task NAME to train one")
+        cell, config = cell or "lstm", TaskTrainingConfig() if config is None else config
         if not make_cell(cell).trace_names and not make_cell(cell).has_cell_state:  # before training, not after
             raise ValueError(f"cell {cell!r} has no gates or cell state to draw")
         model = train_cell(task, cell, config).model
