@@ -115,6 +115,32 @@ def test_empty_sequence(lstm):
 def test_input_dtype_mismatch(lstm):
     with raises(ValueError, "input dtype must match the layer's parameters (torch.float32), got torch.float64"):
         lstm(torch.randn(6, 2, 3, dtype=torch.float64))
+    with raises(ValueError, "input dtype must be a floating-point type, the layer's (torch.float32), got torch.int64; "
+                            "convert the input with input.to(torch.float32)"):
+        lstm(torch.ones(6, 2, 3, dtype=torch.long))
+    with raises(ValueError, "got torch.int64; convert the input with input.to(torch.float32)"):
+        lstmkit.LSTMCell(3, 4)(torch.ones(2, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("module", [lstmkit.LSTM(3, 4), lstmkit.LSTMCell(3, 4)])
+def test_return_gates_must_be_a_bool_in_every_engine(module):
+    with raises(TypeError, "return_gates must be a bool, got 'no' (str)"):
+        module(torch.randn(2, 3), return_gates="no")
+
+
+@pytest.mark.parametrize("layer, options, message", [
+    (lstmkit.GRU, {"forget_bias": 1.0}, "forget_bias sets the forget gate's bias in the LSTM family; cell 'gru' has no "
+                                        "forget gate (got forget_bias=1.0)"),
+    (lstmkit.RNN, {"forget_bias": 1.0}, "cell 'rnn' has no forget gate (got forget_bias=1.0)"),
+    (lstmkit.GRU, {"forget_gate": False}, "forget_gate: lstmkit.LSTM's switches for Greff et al.'s ablations; cell "
+                                          "'gru' has none (got forget_gate=False)"),
+    (lstmkit.PeepholeLSTM, {"input_gate": False, "output_activation": False},
+     "input_gate, output_activation: lstmkit.LSTM's switches for Greff et al.'s ablations; cell 'peephole' has none "
+     "(got input_gate=False, output_activation=False)"),
+])
+def test_an_lstm_gate_option_on_a_layer_without_those_gates_says_so(layer, options, message):
+    with raises(TypeError, message):
+        layer(3, 4, **options)
 
 
 def test_state_of_the_wrong_type(lstm):

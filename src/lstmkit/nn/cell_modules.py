@@ -24,6 +24,7 @@ from lstmkit.nn.docs import (
 )
 from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias
 from lstmkit.nn.recurrent import Recurrent, check_forget_bias, check_positive_int, resolve_cell
+from lstmkit.nn.inputs import check_return_gates
 from lstmkit.nn.step_inputs import prepare_step
 from lstmkit.nn.scripting import NotScriptable
 
@@ -99,6 +100,7 @@ class RecurrentCell(NotScriptable, nn.Module):
         self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None, *, return_gates: bool = False
     ):
         """One step; see the class docstring for shapes."""
+        check_return_gates(return_gates)
         step = prepare_step(
             type(self).__name__, input, hx, self.input_size, self.hidden_size, self.cell.has_cell_state,
             self.weight_ih.dtype,

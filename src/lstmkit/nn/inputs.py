@@ -109,6 +109,12 @@ def accepts_dtype(tensor: Tensor, dtype: torch.dtype) -> bool:
     return tensor.dtype == dtype or (dtype == torch.float32 and tensor.dtype == autocast_dtype(tensor.device))
 
 
+def check_return_gates(return_gates: object) -> None:
+    """A flag every engine reads alike: a bool, not something truthy."""
+    if not isinstance(return_gates, bool):
+        raise TypeError(f"return_gates must be a bool, got {return_gates!r} ({type(return_gates).__name__})")
+
+
 def check_features(input: Tensor, input_size: int, dtype: torch.dtype) -> None:
     """The last dimension must be `input_size`, the dtype the layer's (or autocast's)."""
     if input.shape[-1] != input_size:
@@ -116,6 +122,9 @@ def check_features(input: Tensor, input_size: int, dtype: torch.dtype) -> None:
             f"input.size(-1) must equal input_size={input_size}, got {input.shape[-1]} "
             f"(input shape {tuple(input.shape)})"
         )
+    if not input.is_floating_point():
+        raise ValueError(f"input dtype must be a floating-point type, the layer's ({dtype}), got {input.dtype}; "
+                         f"convert the input with input.to({dtype})")
     if not accepts_dtype(input, dtype):
         raise ValueError(
             f"input dtype must match the layer's parameters ({dtype}), got {input.dtype}; "

@@ -10,6 +10,10 @@ from lstmkit.nn.recurrent import Recurrent
 from lstmkit.nn.regularisers import REGULARISER_OPTIONS
 
 
+# lstmkit.LSTM's switches for the ablations of Greff et al. (2017).
+LSTM_GATE_SWITCHES = ("input_gate", "forget_gate", "output_gate", "input_activation", "output_activation")
+
+
 def checked_regularisers(cell_name: str, options: dict[str, object]) -> dict[str, object]:
     """The regulariser and initialisation keywords a named layer of `cell_name` passes on to
     Recurrent (documented there); any other keyword is refused by name."""
@@ -17,6 +21,13 @@ def checked_regularisers(cell_name: str, options: dict[str, object]) -> dict[str
     if "proj_size" in unknown:  # as Recurrent refuses it, where a GRU or RNN has no such argument
         raise ValueError(f"proj_size applies to the LSTM family only, not to cell {cell_name!r}; "
                          f"got proj_size={options['proj_size']!r}")
+    if "forget_bias" in unknown:  # a named layer without it has no forget gate
+        raise TypeError(f"forget_bias sets the forget gate's bias in the LSTM family; cell {cell_name!r} has no "
+                        f"forget gate (got forget_bias={options['forget_bias']!r})")
+    switches = [name for name in unknown if name in LSTM_GATE_SWITCHES]
+    if switches:
+        raise TypeError(f"{', '.join(switches)}: lstmkit.LSTM's switches for Greff et al.'s ablations; cell "
+                        f"{cell_name!r} has none (got {', '.join(f'{name}={options[name]!r}' for name in switches)})")
     if unknown:
         raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}; the regulariser "
                         f"options are {', '.join(REGULARISER_OPTIONS)}")

@@ -30,7 +30,7 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ValueError(f"device {name!r} needs CUDA, and this torch ({torch.__version__}) sees no CUDA GPU; "
-                         "use --device cpu")
+                         "use device 'cpu' (--device cpu)")
     index = int(name.partition(":")[2] or (local_rank or 0))
     if index >= torch.cuda.device_count():
         raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
