@@ -322,7 +322,7 @@ class Trainer:
                  last_loss: tuple[int, float] | None, report: Progress | None) -> None:
         """Stop a run whose loss is no longer finite, saying where, what is kept, and what to try."""
         if report is not None:
-            report.close(progress.step, 0.0)
+            report.close(progress.step, progress.items / max(progress.train_seconds, 1e-9))
         config = self.config
         before = "" if last_loss is None else f" (the last finite training loss: {last_loss[1]:.4g} at step {last_loss[0]})"
         saved = [row["step"] for row in progress.history if math.isfinite(row.get(job.selection_metric, 0.0))]
