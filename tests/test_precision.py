@@ -13,7 +13,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstmkit
-from lstmkit.engines.native import lacks_bfloat16_lstm
+from lstmkit.engines.native import lacks_half_lstm
 from helpers import ALL_CELL_PARAMS, TORCH_LAYERS, relative_error, torch_twin
 
 ENGINES = ["fused", "reference"]
@@ -84,7 +84,7 @@ def test_autocast_output_dtypes_are_torch_nn_s(cell, engine, lengths, enforce_so
     if packed:
         x = pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted)
     with torch.autocast("cpu", torch.bfloat16):
-        if cell == "lstm" and lacks_bfloat16_lstm():  # torch.nn.LSTM's kernel fails here: no answer to match
+        if cell == "lstm" and lacks_half_lstm():  # torch.nn.LSTM's kernel fails here: no answer to match
             if engine == "native":
                 with pytest.raises(ValueError, match="engine='native' cannot run this call: torch's CPU LSTM kernel "
                                                      r"\(oneDNN\) fails under bfloat16 autocast on this CPU"):
@@ -98,6 +98,28 @@ def test_autocast_output_dtypes_are_torch_nn_s(cell, engine, lengths, enforce_so
     assert ours_output.dtype == theirs_output.dtype
     assert first_state(ours[1]).dtype == first_state(theirs[1]).dtype
     assert relative_error(ours_output.float(), theirs_output.float()) < 2e-2
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn", "gru"])
+def test_float16_cpu_autocast_gives_torch_nn_s_numbers_or_runs_the_lstm_that_torch_nn_cannot(cell):
+    """On a CPU without AVX-512 FP16, torch.nn.LSTM fails under float16 autocast; auto then runs
+    the fused engine, whose numbers are the reference engine's under the same autocast."""
+    layer = lstmkit.Recurrent(cell, 8, 16)
+    x = torch.randn(5, 3, 8)
+    with torch.autocast("cpu", torch.float16):
+        if cell == "lstm" and lacks_half_lstm():
+            assert lacks_half_lstm() == "AVX-512 FP16"
+            with pytest.raises(ValueError, match="engine='native' cannot run this call: torch's CPU LSTM kernel "
+                                                 r"\(oneDNN\) fails under float16 autocast on this CPU, which lacks "
+                                                 "AVX-512 FP16"):
+                lstmkit.Recurrent(cell, 8, 16, engine="native")(x)
+            reference = lstmkit.Recurrent(cell, 8, 16, engine="reference")
+            reference.load_state_dict(layer.state_dict())
+            ours, theirs = layer(x), reference(x)
+        else:
+            ours, theirs = layer(x), torch_twin(layer)(x)
+    assert ours[0].dtype == theirs[0].dtype
+    assert relative_error(ours[0].float(), theirs[0].float()) < 2e-2
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -4,8 +4,8 @@ It runs the whole stack in one call, as torch.nn.LSTM/GRU/RNN do, so it applies 
 layer is exactly one of those: cell lstm without ablations, gru, or rnn. On CUDA the weights
 live in cuDNN's flat buffer (`flatten_weights`), as torch.nn keeps them, so no call compacts
 them again. Autocast is torch's own: the kernels cast as torch.nn's layers do, except where
-torch's CPU LSTM fails under bfloat16 autocast (a CPU without AVX-512 BF16): there `auto` runs
-the fused engine, and `native` says why it cannot.
+torch's CPU LSTM fails under bfloat16 or float16 autocast (a CPU without AVX-512 BF16, or FP16):
+there `auto` runs the fused engine, and `native` says why it cannot.
 """
 
 from __future__ import annotations
@@ -29,15 +29,26 @@ NATIVE_KERNELS = {
 CUDNN_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
 
 
-def lacks_bfloat16_lstm() -> bool:
-    """Whether CPU autocast is on in bfloat16 on a CPU where torch.nn.LSTM's oneDNN kernel then
-    fails ("could not create a primitive descriptor"): one without AVX-512 BF16."""
-    return autocast_dtype(torch.device("cpu")) == torch.bfloat16 and not cpu_has_bfloat16_kernels()
+def lacks_half_lstm() -> str | None:
+    """The CPU feature torch.nn.LSTM's oneDNN kernel lacks under the CPU autocast that is on
+    ("could not create a primitive descriptor"): "AVX-512 BF16" in bfloat16, "AVX-512 FP16" in
+    float16; None where it runs."""
+    dtype = autocast_dtype(torch.device("cpu"))
+    if dtype == torch.bfloat16 and not cpu_has_bfloat16_kernels():
+        return "AVX-512 BF16"
+    if dtype == torch.float16 and not cpu_has_float16_kernels():
+        return "AVX-512 FP16"
+    return None
 
 
 @functools.cache
 def cpu_has_bfloat16_kernels() -> bool:
     return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+@functools.cache
+def cpu_has_float16_kernels() -> bool:
+    return torch.ops.mkldnn._is_mkldnn_fp16_supported()
 
 
 def kernel_name(cell: Cell) -> str:
@@ -58,9 +69,10 @@ class NativeEngine(Engine):
             return f"cell {cell.describe()} is an ablation; the native kernels run the full LSTM only"
         if cell.name not in ("lstm", "gru", "rnn"):
             return f"cell {cell.name!r} has no native kernel (native runs lstm, gru and rnn)"
-        if cell.name == "lstm" and device is not None and device.type == "cpu" and lacks_bfloat16_lstm():
-            return ("torch's CPU LSTM kernel (oneDNN) fails under bfloat16 autocast on this CPU, which lacks "
-                    "AVX-512 BF16")
+        lacking = cell.name == "lstm" and device is not None and device.type == "cpu" and lacks_half_lstm()
+        if lacking:
+            dtype = str(autocast_dtype(device)).removeprefix("torch.")
+            return f"torch's CPU LSTM kernel (oneDNN) fails under {dtype} autocast on this CPU, which lacks {lacking}"
         return None
 
     @run_eagerly
