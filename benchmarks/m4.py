@@ -63,7 +63,8 @@ def run(arguments: argparse.Namespace) -> None:
     table = wide_to_long(Path(arguments.data) / file)
     if arguments.series:
         table = table[table["id"].isin(table["id"].unique()[:arguments.series])]
-    chosen = {name: getattr(arguments, name) for name in ("normalisation", "distribution", "ensemble", "extra_seasons")
+    chosen = {name: getattr(arguments, name) for name in ("normalisation", "distribution", "ensemble", "extra_seasons",
+                                                          "min_lr_fraction")
               if getattr(arguments, name) is not None}
     forecaster = Forecaster("t", "y", horizon=horizon, season=season, id="id", lookback=arguments.lookback,
                             time_budget=arguments.time_budget, epochs=None, hidden_size=arguments.hidden_size,
@@ -75,7 +76,8 @@ def run(arguments: argparse.Namespace) -> None:
           f"(validation split of the training file); m = {season}; {seconds / 60:.1f} min in all "
           f"(training budget {arguments.time_budget:.0f} s, normalisation {'+'.join(forecaster.config.normalisation)}, "
           f"distribution {forecaster.config.distribution}, ensemble {forecaster.config.ensemble}, "
-          f"extra seasons {', '.join(map(str, forecaster.config.extra_seasons)) or 'none'})")
+          f"extra seasons {', '.join(map(str, forecaster.config.extra_seasons)) or 'none'}, learning-rate floor "
+          f"{forecaster.config.min_lr_fraction:g} of the peak)")
     print(f"{'method':<26}" + "".join(f"{metric:>9}" for metric in M4_METRICS))
     for method, row in result.scores.iterrows():
         print(f"{method:<26}" + "".join(f"{row[metric]:>9.3f}" for metric in M4_METRICS))
@@ -108,6 +110,8 @@ def main() -> None:
                             help="each series' (default: ForecasterConfig's); several, comma-separated (standard,log), "
                                  "train a network per normalisation and average them")
         runner.add_argument("--ensemble", type=int, help="networks trained side by side (default 1)")
+        runner.add_argument("--min-lr-fraction", type=float, help="where the cosine decay of the learning rate ends, "
+                            "a fraction of the peak (default 1: constant)")
         runner.add_argument("--distribution", choices=DISTRIBUTIONS, help="the head's (default: ForecasterConfig's)")
         runner.add_argument("--baselines", type=lambda text: text.split(","),
                             default=["naive", "seasonal_naive", "naive2", "theta", "ets"],

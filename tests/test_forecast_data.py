@@ -225,10 +225,10 @@ def test_predict_on_a_backtest_or_unfinished_fit_folder_says_what_saves_the_mode
             "results.json: `forecast backtest` saves no model, `forecast fit` does; a fit stopped before it saved "
             "model/ continues with --resume)")):
         Forecaster.load(tmp_path)
-    (tmp_path / "training" / "refit").mkdir(parents=True)
+    (tmp_path / "training" / "backtest").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=re.escape(
-            "(it holds a `forecast fit` that stopped before it saved model/: continue it with the same command and "
-            "--resume)")):
+            "(it holds training runs but no model/: a `forecast fit` that stopped continues with the same command "
+            "and --resume; `forecast backtest` saves no model)")):
         Forecaster.load(tmp_path)
 
 

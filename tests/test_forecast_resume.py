@@ -45,7 +45,9 @@ def dies_in_network(monkeypatch, network: int, step: int) -> None:
 
 def test_a_fit_killed_in_its_second_network_resumes_to_the_uninterrupted_model(tmp_path, monkeypatch):
     data = panel_table(tmp_path)
-    whole = backtest_then_refit(Forecaster("t", "y", **PANEL), data, tmp_path / "whole")
+    forecaster = Forecaster("t", "y", **PANEL)
+    whole = backtest_then_refit(forecaster, data, tmp_path / "whole")
+    assert forecaster.run_folder is None, "the caller's forecaster goes on fitting in memory"
     dies_in_network(monkeypatch, network=2, step=10)  # the backtest's log network, after 1 of its 3 epochs
     with pytest.raises(Killed):
         backtest_then_refit(Forecaster("t", "y", **PANEL), data, tmp_path / "resumed")
@@ -67,8 +69,8 @@ def test_a_fit_killed_in_its_second_network_resumes_to_the_uninterrupted_model(t
 def test_one_table_killed_in_its_refit_resumes_to_the_uninterrupted_model(tmp_path, monkeypatch):
     months = np.arange(72)
     path = tmp_path / "series.csv"
-    path.write_text("t,y\n" + "".join(f"{1950 + month // 12}-{month % 12 + 1:02d}-01,{5 + np.sin(month / 2) + 0.05 * month}\n"
-                                      for month in months))
+    path.write_text("t,y\n" + "".join(f"{1950 + month // 12}-{month % 12 + 1:02d}-01,"
+                                      f"{5 + np.sin(month / 2) + 0.05 * month}\n" for month in months))
     options = dict(horizon=6, hidden_size=8, num_layers=1, epochs=4, batch_size=8, seed=0, baselines=("naive",))
     backtest_then_refit(Forecaster("t", "y", **options), path, tmp_path / "whole")
     dies_in_network(monkeypatch, network=3, step=3)  # base auto: two backtest networks, then the refit
@@ -93,15 +95,16 @@ def test_resume_refuses_other_data_and_a_folder_without_a_fit_and_a_new_fit_refu
                                                    f"({tmp_path / 'run' / 'training'}): pass --resume to continue "
                                                    "them (finished networks are kept), or choose another --out")):
         backtest_then_refit(Forecaster("t", "y", **PANEL), data, tmp_path / "run")
-    with pytest.raises(ValueError, match=r"backtest/standard/seasonal was trained on other data; --resume needs the same "
-                                         r"\(windows: 2,808 bytes, SHA-256 \w+… in the run, 2,808 bytes, SHA-256 \w+… now\)"):
+    with pytest.raises(ValueError, match=r"backtest/standard/seasonal was trained on other data; --resume needs the "
+                                         r"same \(windows: 2,808 bytes, SHA-256 \w+… in the run, 2,808 bytes, "
+                                         r"SHA-256 \w+… now\)"):
         backtest_then_refit(Forecaster("t", "y", **PANEL), panel_table(tmp_path, bump=1.0), tmp_path / "run",
                             resume=True)
     with pytest.raises(ValueError, match=re.escape("was trained with other settings; --resume needs the same ones "
                                                    "(hidden_size: 8 in the run, 16 now)")):
         backtest_then_refit(Forecaster("t", "y", **{**PANEL, "hidden_size": 16}), data, tmp_path / "run",
                             resume=True)
-    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'new'} holds no fit to resume (no "
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'new'} holds no fit or backtest to resume (no "
                                                           f"{tmp_path / 'new' / 'training'}); start one without "
                                                           "--resume")):
         backtest_then_refit(Forecaster("t", "y", **PANEL), data, tmp_path / "new", resume=True)

@@ -21,7 +21,8 @@ from helpers import Killed, Quadratic, dies_at_step
 from lstmkit import lm
 from lstmkit.checkpoint import load_checkpoint, save_checkpoint
 from lstmkit.pipelines.lm import LMTrainingConfig
-from lstmkit.training import Precision, Processes, Trainer, TrainingConfig, decay_progress, learning_rate, loop, resolve_device
+from lstmkit.training import (Precision, Processes, Trainer, TrainingConfig, decay_progress, learning_rate, loop,
+                              resolve_device)
 from lstmkit.training.progress import Progress, duration
 
 SHAKESPEARE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -155,6 +156,35 @@ def test_the_loop_takes_adam_steps_evaluates_and_keeps_the_best():
     assert [row["val_loss"] for row in run.history] == pytest.approx([(w - 0.1) ** 2 for w in weights], rel=1e-4)
     assert run.best["step"] == 1 and job.model.weight.item() == pytest.approx(weights[0], rel=1e-6), "the best is kept"
     assert (run.device, run.precision, run.processes) == ("cpu", "32", 1)
+
+
+def test_a_resumed_run_that_keeps_the_best_keeps_one_found_before_the_interruption(tmp_path, monkeypatch):
+    """The validation target 0.1 is passed after the first step: killed at step 3 and resumed to
+    step 4, the run keeps the weights of step 1, as the uninterrupted run does."""
+    config = TrainingConfig(steps=4, lr=0.1, eval_every=1, clip=100.0)
+    whole = Quadratic([1.0, 1.0], validation_target=0.1)
+    Trainer(config).run(whole, tmp_path / "whole", keep_best=True)
+    dies_at_step(monkeypatch, 3)
+    with pytest.raises(Killed):
+        Trainer(config).run(Quadratic([1.0, 1.0], validation_target=0.1), tmp_path / "parts", keep_best=True)
+    monkeypatch.undo()
+    resumed = Quadratic([1.0, 1.0], validation_target=0.1)
+    run = Trainer(config).run(resumed, tmp_path / "parts", resume=True, keep_best=True)
+    assert run.best["step"] == 1 and [row["step"] for row in run.history] == [1, 2, 3, 4]
+    assert resumed.model.weight.item() == whole.model.weight.item() == pytest.approx(adam_weights(1.0, 0.1, 4)[0],
+                                                                                      rel=1e-6)
+
+
+def test_a_resume_whose_epochs_would_not_line_up_is_refused(tmp_path, monkeypatch):
+    """Under another number of processes an epoch can take another number of steps (its last
+    batch joins the one before): the epochs of the run and of its resume would not line up."""
+    Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0, 1.0, 1.0], 0.0), tmp_path / "run")
+    monkeypatch.setattr(Quadratic, "steps_per_epoch", lambda job: 2)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'run'} was trained by 1 process, whose epochs take 3 "
+                                                   "steps; 1 process takes 2, so its epochs would not line up: resume "
+                                                   "it with 1 process")):
+        Trainer(TrainingConfig(steps=4, eval_every=1)).run(Quadratic([1.0, 1.0, 1.0], 0.0), tmp_path / "run",
+                                                          resume=True)
 
 
 class Clock:

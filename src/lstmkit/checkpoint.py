@@ -207,9 +207,9 @@ def read_config(directory: Path) -> dict:
         hint = ""
         if existing(directory / "last").is_dir() and not existing(directory / "best").is_dir():
             hint = f" (it holds a run's last/ but no best/: give {directory / 'last'} for its latest checkpoint)"
-        elif (directory / "training" / "refit").is_dir():
-            hint = (" (it holds a `forecast fit` that stopped before it saved model/: continue it with the same "
-                    "command and --resume)")
+        elif (directory / "training").is_dir():
+            hint = (" (it holds training runs but no model/: a `forecast fit` that stopped continues with the "
+                    "same command and --resume; `forecast backtest` saves no model)")
         elif (directory / "results.json").is_file() and (directory / "backtest.csv").is_file():
             hint = (" (it holds a backtest's results.json: `forecast backtest` saves no model, `forecast fit` does; "
                     "a fit stopped before it saved model/ continues with --resume)")

@@ -513,6 +513,8 @@ class ForecastJob(Job):
         self.origins = torch.as_tensor(training)
         # An epoch: every training window, or a fresh random sample of epoch_windows of them.
         self.epoch_windows = len(training) if epoch_windows is None else min(epoch_windows, len(training))
+        if self.epoch_windows < processes.world_size:
+            raise ValueError(f"epoch_windows={self.epoch_windows} cannot be shared by {processes.world_size} processes")
         self.validation = windows.batch(validation) if validation else None
         self.validation_origins = torch.as_tensor(validation, dtype=torch.int64)
         self.generator = torch.Generator().manual_seed(config.seed)

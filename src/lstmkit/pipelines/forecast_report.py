@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -217,7 +218,8 @@ def run_backtest(forecaster: Forecaster, data, holdout: int | None = None, out: 
     """`lstmkit forecast backtest`: backtest `forecaster` on `data`, and write results.json,
     backtest.csv and backtest.png to `out` (if given; rank 0 alone under torchrun), with each
     network's training run in out/training (`resume`: continue those found there)."""
-    if out is not None:
+    if out is not None:  # on a copy: the caller's forecaster keeps fitting in memory
+        forecaster = copy.copy(forecaster)
         forecaster.run_folder = training_folder(Path(out), resume)
     elif resume:
         raise ValueError("resume needs the folder of the run to continue (--out)")
@@ -254,7 +256,7 @@ def training_folder(out: Path, resume: bool) -> Path:
         raise ValueError(f"{out} holds training runs already ({folder}): pass --resume to continue them (finished "
                          "networks are kept), or choose another --out")
     if resume and not folder.is_dir():
-        raise FileNotFoundError(f"{out} holds no fit to resume (no {folder}); start one without --resume")
+        raise FileNotFoundError(f"{out} holds no fit or backtest to resume (no {folder}); start one without --resume")
     return folder
 
 
@@ -277,7 +279,7 @@ def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: 
     # A long table refits as it was fitted: early stopping and the choice of forecast need
     # each series' validation window.
     final = Forecaster(**settings)
-    final.run_folder = forecaster.run_folder / "refit"
+    final.run_folder = out / "training" / "refit"
     final.fit(fitted.frame)
     if forecaster.config.id is None:
         layout = fitted.backtest.model.layout

@@ -67,7 +67,8 @@ class Processes:
     def batch_sizes(self, items: int, batch_size: int) -> list[int]:
         """An epoch of `items` cut into batches of `batch_size`, the rest last, and joined to
         the batch before where it is too small for every process to have a share of it (one
-        process: never), so that no process is handed an empty one."""
+        process: never), so that no process is handed an empty one (jobs refuse fewer items
+        than processes)."""
         full, rest = divmod(items, batch_size)
         sizes = [batch_size] * full + ([rest] if rest else [])
         if len(sizes) > 1 and sizes[-1] < self.world_size:

@@ -167,6 +167,8 @@ class Trainer:
         self.announce(f"{job.label}: {self.describe()}")
         report = Progress(job.label, step_limit, first_step=progress.step, item=job.item) if processes.main else None
         best_state = copy.deepcopy(job.model.state_dict()) if keep_best else None
+        if keep_best and resume and progress.best_step is not None and existing(out / "best").exists():
+            best_state = self.saved_best_state(job, out)  # the best may precede the interruption
         window = {"loss": 0.0, "items": 0}  # the training loss since the last evaluation
         started_step, started_items, started_seconds = progress.step, progress.items, progress.train_seconds
 
@@ -252,12 +254,22 @@ class Trainer:
         self.processes.wait_for_all()
         return run
 
+    def saved_best_state(self, job: Job, out: Path) -> dict[str, Tensor]:
+        """The state_dict of out/best, leaving job.model's weights as they are."""
+        current = copy.deepcopy(job.model.state_dict())
+        job.load_model_tensors(load_checkpoint(out / "best", self.device)[1])
+        best = copy.deepcopy(job.model.state_dict())
+        job.model.load_state_dict(current)
+        return best
+
     def finished_run(self, job: Job, out: str | Path) -> TrainingRun | None:
         """The run in `out` if it has ended (its results.json written, or its budget spent),
         leaving `job.model` with its best weights as `run(..., keep_best=True)` does; None where
         `out` holds no run, or one to continue. For a pipeline that trains several models in
         turn: resumed, it keeps those that finished and continues the one that did not. Like
-        --resume, it refuses a run of other data or settings."""
+        --resume, it refuses a run of other data or settings, and it sets the random state the
+        run saved (a caller that builds another model next seeds it first). The run's runtime
+        is this trainer's (device, precision, processes), its speed the whole run's."""
         out = Path(out)
         if not existing(out / "last").exists():
             return None
@@ -357,7 +369,8 @@ class Trainer:
             return
         state = {**asdict(progress), "best_value": progress.best_value if math.isfinite(progress.best_value) else None}
         saved = {**job.checkpoint_config(), "training": asdict(self.config), "data": job.data_fingerprint(),
-                 "progress": state}
+                 "progress": state, "epoch_layout": {"processes": self.processes.world_size,
+                                                     "steps_per_epoch": job.steps_per_epoch()}}
         if improved:
             with averaged_weights(optimizer):
                 save_checkpoint(out / "best", saved, job.model_tensors(), job.checkpoint_files())
@@ -379,6 +392,7 @@ class Trainer:
             raise ValueError(f"{out} was written by an older lstmkit: its models load (for sampling and scoring), "
                              "but its training cannot be resumed; start a new run")
         self.check_resumable(saved, job.data_fingerprint(), out)
+        self.check_epochs(saved, job, out)
         job.check_resumable(saved, existing(out / "last"))
         job.load_model_tensors(tensors)
         training = read_extra_tensors(out / "last", TRAINING_FILE, self.device)
@@ -409,6 +423,20 @@ class Trainer:
         if changed:
             raise ValueError(f"{out} was trained with other settings; --resume needs the same ones "
                              f"({'; '.join(changed)})")
+
+    def check_epochs(self, saved: dict, job: Job, out: Path) -> None:
+        """Refuse a resume whose epochs would not line up with the run's: an epoch's last batch
+        too small to share joins the one before (Processes.batch_sizes), so with another number
+        of processes an epoch can hold another number of steps, and the step a run stopped at
+        would fall elsewhere in its epoch."""
+        epochs, now = saved.get("epoch_layout"), job.steps_per_epoch()
+        if epochs is None or epochs["steps_per_epoch"] == now:  # an older run did not record them
+            return
+        before, count = epochs["processes"], self.processes.world_size
+        take = "es take" if count > 1 else " takes"
+        raise ValueError(f"{out} was trained by {before} process{'es' * (before > 1)}, whose epochs take "
+                         f"{epochs['steps_per_epoch']} steps; {count} process{take} {now}, so its epochs would not "
+                         f"line up: resume it with {before} process{'es' * (before > 1)}")
 
     def restore_rng(self, training: dict[str, Tensor], step: int) -> None:
         """Each process's random-number state as saved; with another number of processes than
@@ -483,6 +511,6 @@ def process_seed(seed: int, rank: int, step: int) -> int:
 
 
 def describe_data(fingerprint: dict | None) -> str:
-    if fingerprint is None:
-        return "none"
+    if fingerprint is None:  # no such data, or a run of an older lstmkit that did not record it
+        return "none recorded"
     return f"{fingerprint['bytes']:,} bytes, SHA-256 {fingerprint['sha256'][:12]}…"
