@@ -411,6 +411,14 @@ def test_a_resumed_run_computes_what_the_uninterrupted_run_computes(tone_run, tm
         train_speech_model(train, tmp_path / "parts", dataclasses.replace(config, hidden_size=8), valid, resume=True)
 
 
+def test_the_train_command_says_where_the_run_trained(tone_run, tmp_path, capsys):
+    folder, _ = tone_run
+    code, out, _ = run_cli(["speech", "train", str(folder / "train.csv"), "--valid", str(folder / "valid.csv"),
+                            "--out", str(tmp_path / "run"), "--steps", "2", "--eval-every", "2", "--hidden-size", "16",
+                            "--num-layers", "1", "--n-mels", "16", "--batch-size", "4"], capsys)
+    assert code == 0 and "utterances/s (cpu, precision 32, 1 process)\nwrote" in out, out
+
+
 def test_a_resume_over_the_same_manifest_of_other_recordings_is_refused(tone_run, tmp_path):
     folder, _ = tone_run
     copy = tmp_path / "tones"

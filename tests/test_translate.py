@@ -371,7 +371,8 @@ def test_train_command_writes_a_run_and_resumes_it(tmp_path, capsys):
                  "--source-vocabulary-size", "300", "--target-vocabulary-size", "300", "--hidden-size", "16",
                  "--attention", "bahdanau", "--cell", "gru"]
     assert main([*arguments, "--steps", "2"]) == 0
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "target tokens/s (cpu, precision 32, 1 process)\nwrote" in printed, printed
     assert main([*arguments, "--steps", "4", "--resume"]) == 0
     with pytest.raises(SystemExit):  # --resume refuses other settings
         main([*arguments, "--steps", "6", "--resume", "--select", "bleu"])

@@ -11,6 +11,7 @@ from lstmkit.cli.arguments import (
     output_folder, positive_float, positive_int, positive_ints, probability,
 )
 from lstmkit.engines import ENGINE_CHOICES
+from lstmkit.training import describe_runtime
 from lstmkit.pipelines.lm import RECIPES, LMTrainingConfig
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation
 
@@ -27,7 +28,7 @@ def lm_train_command(arguments: argparse.Namespace) -> None:
     print(f"best validation: {run.best_val_loss:.4f} nats/token, perplexity {run.best_val_perplexity:.2f}, "
           f"{run.best_val_bpc:.3f} bits/character")
     print(f"{run.steps:,} steps in {run.seconds:.0f} s of training, {run.tokens_per_second:,.0f} tokens/s "
-          f"({run.device}, precision {run.precision}, {run.processes} process{'es' if run.processes > 1 else ''})")
+          f"({describe_runtime(run.device, run.precision, run.processes)})")
     print(f"wrote {out}/best, {out}/last, {out}/metrics.csv and {out}/results.json")
 
 

@@ -12,6 +12,7 @@ from lstmkit.cli.arguments import (
     output_file, output_folder, positive_floats, positive_int,
 )
 from lstmkit.engines import ENGINE_CHOICES
+from lstmkit.training import describe_runtime
 from lstmkit.files import write_json
 from lstmkit.pipelines.configs import SpeechConfig
 
@@ -40,7 +41,7 @@ def train_command(arguments: argparse.Namespace) -> None:
     print(f"best validation (epoch {best.get('epoch')}): WER {best.get('val_wer', float('nan')):.2%}, "
           f"CER {best.get('val_cer', float('nan')):.2%}, accuracy {best.get('val_accuracy', float('nan')):.2%}")
     print(f"{run.steps:,} steps in {run.seconds:.0f} s of training, {run.utterances_per_second:,.1f} utterances/s "
-          f"({run.device})")
+          f"({describe_runtime(run.device, run.precision, run.processes)})")
     print(f"wrote {out}/best, {out}/last, {out}/metrics.csv and {out}/results.json")
 
 

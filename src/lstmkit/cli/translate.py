@@ -12,6 +12,7 @@ from lstmkit.cli.arguments import (
     output_file, output_folder, positive_int,
 )
 from lstmkit.engines import ENGINE_CHOICES
+from lstmkit.training import describe_runtime
 from lstmkit.files import write_json
 from lstmkit.models.seq2seq import ATTENTIONS
 from lstmkit.pipelines.configs import SELECTIONS, DecodingConfig, TranslationConfig
@@ -31,7 +32,7 @@ def translate_train_command(arguments: argparse.Namespace) -> None:
     bleu = "" if run.best_val_bleu is None else f", validation BLEU {run.best_val_bleu:.2f} (greedy)"
     print(f"best validation: {run.best_val_loss:.4f} nats/token{bleu}")
     print(f"{run.steps:,} steps in {run.seconds:.0f} s of training, {run.tokens_per_second:,.0f} target tokens/s "
-          f"({run.device})")
+          f"({describe_runtime(run.device, run.precision, run.processes)})")
     print(f"wrote {out}/best, {out}/last, {out}/metrics.csv, {out}/results.json and {out}/curves.png")
 
 

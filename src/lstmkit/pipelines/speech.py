@@ -180,6 +180,8 @@ class SpeechRun:
     utterances_per_second: float
     history: list[dict]
     device: str
+    precision: str
+    processes: int
 
 
 class SpeechJob(Job):
@@ -340,7 +342,7 @@ def train_speech_model(train: str | Path, out: str | Path | None, config: Speech
     job = SpeechJob(train_set, validation_set, alphabet, config, sources, trainer.processes, trainer.device)
     run = trainer.run(job, out, resume, keep_best=out is None)
     return SpeechRun(Path(out) if out is not None else None, run.best, run.steps, run.seconds, run.items_per_second,
-                     run.history, run.device)
+                     run.history, run.device, run.precision, run.processes)
 
 
 SPEECH_MODEL = CheckpointKind(

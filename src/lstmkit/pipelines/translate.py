@@ -271,6 +271,8 @@ class TranslationRun:
     left_out: int
     history: list[dict]
     device: str
+    precision: str
+    processes: int
 
 
 def train_translation(source: str | Path, target: str | Path, valid_source: str | Path, valid_target: str | Path,
@@ -297,7 +299,7 @@ def train_translation(source: str | Path, target: str | Path, valid_source: str 
                                  out / "curves.png")
     best = run.best or {}
     return TranslationRun(out, best.get("val_loss", math.nan), best.get("val_bleu"), run.steps, run.seconds,
-                          run.items_per_second, job.left_out, run.history, run.device)
+                          run.items_per_second, job.left_out, run.history, run.device, run.precision, run.processes)
 
 
 @dataclass

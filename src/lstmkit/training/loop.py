@@ -89,6 +89,11 @@ class TrainingRun:
         return {"device": self.device, "precision": self.precision, "processes": self.processes}
 
 
+def describe_runtime(device: str, precision: str, processes: int) -> str:
+    """Where a run trained, for the commands' last lines: "cpu, precision 32, 2 processes"."""
+    return f"{device}, precision {precision}, {processes} process{'es' if processes > 1 else ''}"
+
+
 def estimated_steps(config: TrainingConfig, progress: RunState, step_limit: int | None, started_step: int,
                     started_seconds: float) -> int | None:
     """The steps the run will have taken when its budget is spent, for the progress line: the
