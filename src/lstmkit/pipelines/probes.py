@@ -148,6 +148,7 @@ def probe_gates(out: str | Path | None = None, checkpoint: str | Path | None = N
     """`lstmkit probe gates`: the gate heat maps of a saved model (`checkpoint`), or of `cell`
     (default lstm) trained on `task` with `config`, in `out` (default runs/gates-NAME-TN);
     returns the figure's path."""
+    config = TaskTrainingConfig() if config is None else config
     if checkpoint is not None:
         if task is not None:
             raise ValueError(f"{checkpoint} is probed on the task it was trained on; --task trains a new model: "
@@ -155,13 +156,12 @@ def probe_gates(out: str | Path | None = None, checkpoint: str | Path | None = N
         if cell is not None:
             raise ValueError(f"{checkpoint} is probed with the cell it was trained with; --cell {cell} is the cell "
                              "--task trains: give one or the other")
-        config = TaskTrainingConfig() if config is None else config
         refuse_training_settings(config, str(checkpoint), used=("seed",))  # the seed draws the sequence drawn
         model, task = load_model(checkpoint)
     else:
         if task is None:
             raise ValueError("probe gates needs a checkpoint folder (e.g. DIR/models/lstm) or --task NAME to train one")
-        cell, config = cell or "lstm", TaskTrainingConfig() if config is None else config
+        cell = cell or "lstm"
         if not make_cell(cell).trace_names and not make_cell(cell).has_cell_state:  # before training, not after
             raise ValueError(f"cell {cell!r} has no gates or cell state to draw")
         model = train_cell(task, cell, config).model

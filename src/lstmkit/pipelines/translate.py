@@ -92,17 +92,15 @@ def target_batch(sequences: list[list[int]], device: torch.device) -> tuple[Tens
 def bucketed_batches(lengths: list[tuple[int, int]], batch_size: int, seed: int, processes: int = 1) -> list[list[int]]:
     """One epoch's batches: the pairs shuffled, cut into pools of 50 batches, each pool sorted
     by length (so a batch's sentences are of similar length and little of it is padding), cut
-    into batches, and the batches shuffled; the last batch cut joins the one before where it is
-    too small for each of `processes` to have a share (as Processes.batch_sizes counts). The
-    count is the same for every seed."""
+    into batches of the sizes Processes.batch_sizes gives `processes`, and the batches
+    shuffled. The count is the same for every seed."""
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(lengths), generator=generator).tolist()
-    pool, batches = 50 * batch_size, []
-    for start in range(0, len(order), pool):
-        chunk = sorted(order[start:start + pool], key=lambda index: lengths[index], reverse=True)
-        batches += [chunk[begin:begin + batch_size] for begin in range(0, len(chunk), batch_size)]
-    if len(batches) > 1 and len(batches[-1]) < processes:
-        batches[-2:] = [batches[-2] + batches[-1]]
+    pool = 50 * batch_size  # a multiple of the batch: only the last batch can be short
+    by_length = [index for start in range(0, len(order), pool)
+                 for index in sorted(order[start:start + pool], key=lambda index: lengths[index], reverse=True)]
+    pooled = torch.tensor(by_length, dtype=torch.int64)
+    batches = [batch.tolist() for batch in pooled.split(Processes(0, processes).batch_sizes(len(order), batch_size))]
     return [batches[index] for index in torch.randperm(len(batches), generator=generator).tolist()]
 
 

@@ -259,10 +259,14 @@ class Trainer:
         self.processes.wait_for_all()
         return run
 
+    def load_best(self, job: Job, out: Path) -> None:
+        """The weights of out/best into job.model."""
+        job.load_model_tensors(load_checkpoint(out / "best", self.device)[1])
+
     def saved_best_state(self, job: Job, out: Path) -> dict[str, Tensor]:
         """The state_dict of out/best, leaving job.model's weights as they are."""
         current = copy.deepcopy(job.model.state_dict())
-        job.load_model_tensors(load_checkpoint(out / "best", self.device)[1])
+        self.load_best(job, out)
         best = copy.deepcopy(job.model.state_dict())
         job.model.load_state_dict(current)
         return best
@@ -284,7 +288,7 @@ class Trainer:
                                                                      self.step_limit(job, job.steps_per_epoch())):
             return None
         if progress.best_step is not None and existing(out / "best").exists():
-            job.load_model_tensors(load_checkpoint(out / "best", self.device)[1])
+            self.load_best(job, out)
         job.model.eval()
         best = next((row for row in progress.history if row["step"] == progress.best_step), None)
         return TrainingRun(progress.history, best, progress.step, progress.train_seconds,
