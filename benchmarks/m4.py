@@ -3,7 +3,8 @@ with the baselines, and every baseline, next to the published rows (sMAPE / MASE
 
     python benchmarks/m4.py weekly --time-budget 240 --baselines naive,naive2,theta,ets   # ~10 min
     python benchmarks/m4.py weekly --ensemble 3 --normalisation log --time-budget 2400    # README, ~21 min
-    python benchmarks/m4.py hourly --time-budget 2100 --threads 2 --extra-seasons 168   # README, ~40 min
+    python benchmarks/m4.py hourly --time-budget 2820 --threads 2 --extra-seasons 168 --normalisation standard,log \
+        --lookback 48 --min-lr-fraction 0.1                                          # README, ~47 min
     python benchmarks/m4.py convert ../shared/data/m4/Hourly-train.csv hourly_long.csv
 
 The official M4 test values are not in the repository, so each training series' last horizon
@@ -64,7 +65,7 @@ def run(arguments: argparse.Namespace) -> None:
     if arguments.series:
         table = table[table["id"].isin(table["id"].unique()[:arguments.series])]
     chosen = {name: getattr(arguments, name) for name in ("normalisation", "distribution", "ensemble", "extra_seasons",
-                                                          "min_lr_fraction")
+                                                          "min_lr_fraction", "batch_size", "lr")
               if getattr(arguments, name) is not None}
     forecaster = Forecaster("t", "y", horizon=horizon, season=season, id="id", lookback=arguments.lookback,
                             time_budget=arguments.time_budget, epochs=None, hidden_size=arguments.hidden_size,
@@ -112,6 +113,8 @@ def main() -> None:
         runner.add_argument("--ensemble", type=int, help="networks trained side by side (default 1)")
         runner.add_argument("--min-lr-fraction", type=float, help="where the cosine decay of the learning rate ends, "
                             "a fraction of the peak (default 1: constant)")
+        runner.add_argument("--batch-size", type=int, help="windows per step (default: ForecasterConfig's)")
+        runner.add_argument("--lr", type=float, help="the peak learning rate (default: ForecasterConfig's)")
         runner.add_argument("--distribution", choices=DISTRIBUTIONS, help="the head's (default: ForecasterConfig's)")
         runner.add_argument("--baselines", type=lambda text: text.split(","),
                             default=["naive", "seasonal_naive", "naive2", "theta", "ets"],

@@ -108,6 +108,28 @@ def test_ets_and_arima_of_a_season_longer_than_24_are_mstl_and_theta_keeps_its_o
 
 
 
+def test_the_baselines_of_many_series_fitted_in_two_processes_after_torch_trained_equal_one_process():
+    # Torch's thread pool is running when a fit reaches its baselines: the processes must not hang on it.
+    torch.nn.functional.linear(torch.randn(64, 64), torch.randn(64, 64)).sum().item()
+    steps = np.arange(96)
+    histories = [10 + k + np.sin(2 * np.pi * steps / 24) * (1 + k / 3) + 0.02 * k * steps for k in range(4)]
+    alone, shared = (panel_baselines(histories, 6, 24, ["ets", "theta"], jobs) for jobs in (1, 2))
+    for name in ("ets", "theta"):
+        np.testing.assert_array_equal(shared[name], alone[name])
+
+
+def test_the_baselines_take_the_cpus_this_process_may_use_shared_by_torchrun_processes(monkeypatch):
+    from lstmkit.series import baselines
+
+    monkeypatch.setattr(baselines.os, "sched_getaffinity", lambda _: {0, 1, 2, 3, 4, 5}, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert baselines.baseline_jobs() == 6
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert baselines.baseline_jobs() == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert baselines.baseline_jobs() == 1
+
+
 def test_each_series_share_of_owa_averages_to_the_owa():
     from lstmkit.pipelines.forecast_global import owa_terms, score_methods
 
