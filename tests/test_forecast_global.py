@@ -124,6 +124,8 @@ def test_the_baselines_take_the_cpus_this_process_may_use_shared_by_torchrun_pro
     monkeypatch.setattr(baselines.os, "sched_getaffinity", lambda _: {0, 1, 2, 3, 4, 5}, raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert baselines.baseline_jobs() == 6
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert baselines.baseline_jobs() == 3
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert baselines.baseline_jobs() == 1
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
