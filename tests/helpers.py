@@ -200,16 +200,22 @@ def run_cli(arguments: list[str], capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def record_forecast_budgets(monkeypatch) -> list:
-    """The time budget of every Trainer the forecasting pipeline builds, in order."""
+def record_forecast_budgets(monkeypatch) -> tuple[list, list]:
+    """The time budget of every Trainer the forecasting pipeline builds, and the seconds each
+    one's run trained, in order."""
     from lstmkit.pipelines import forecast
 
-    budgets = []
+    budgets, seconds = [], []
 
     class RecordingTrainer(forecast.Trainer):
         def __init__(self, config):
             budgets.append(config.time_budget)
             super().__init__(config)
 
+        def run(self, *arguments, **options):
+            run = super().run(*arguments, **options)
+            seconds.append(run.seconds)
+            return run
+
     monkeypatch.setattr(forecast, "Trainer", RecordingTrainer)
-    return budgets
+    return budgets, seconds

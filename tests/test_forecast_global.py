@@ -16,6 +16,7 @@ import torch
 from helpers import record_forecast_budgets
 from lstmkit.forecast import Forecaster
 from lstmkit.pipelines import forecast_global
+from lstmkit.pipelines.forecast import budget_left
 from lstmkit.pipelines.forecast_report import epochs_line, panel_report
 from lstmkit.series import (PanelWindows, baseline_forecast, m4_scores, owa, panel_baselines, read_panel,
                             seasonal_indices)
@@ -375,12 +376,25 @@ def test_two_normalisations_train_one_network_each_and_average_their_forecasts(t
     pd.testing.assert_frame_equal(Forecaster.load(tmp_path / "model").predict(table), both.predict(table))
 
 
-def test_normalisations_share_the_time_budget(monkeypatch):
-    budgets = record_forecast_budgets(monkeypatch)
+@pytest.mark.parametrize("epochs", [None, 2])
+def test_normalisations_share_the_time_budget_left(epochs, monkeypatch):
+    budgets, seconds = record_forecast_budgets(monkeypatch)
     table = long_table({"a": 10 + np.sin(np.arange(30.0)), "b": 5 + np.cos(np.arange(30.0))})
+    budget = 0.6 if epochs is None else 600.0  # 2 epochs end each network long before 200 s
     Forecaster("t", "y", horizon=3, id="id", baselines=("naive",), normalisation="standard,log,seasonal",
-               **{**QUICK, "epochs": None, "time_budget": 0.6}).fit(table)
-    assert budgets == pytest.approx([0.2, 0.2, 0.2])
+               **{**QUICK, "epochs": epochs, "time_budget": budget}).fit(table)
+    # Each trains in an equal share of what those before it left: a third, then half the rest, then the rest
+    # (never 0: a step may overrun a share, by much on a busy machine).
+    assert budgets == [budget / 3, max(budget - seconds[0], 1e-6) / 2, max(budget - (seconds[0] + seconds[1]), 1e-6)]
+    if epochs is not None:  # stopped early, the first two leave most of their shares to the last
+        assert budgets[2] > 2 * budget / 3
+
+
+def test_the_budget_left_is_shared_and_never_zero():
+    assert budget_left(None, 5.0, 2) is None  # no time budget: the epochs' or steps' alone
+    assert budget_left(10.0, 4.0, 2) == 3.0
+    # Overspent (resumed with a smaller budget than the first network trained in): one step, not a refusal.
+    assert budget_left(10.0, 12.0, 1) == 1e-6
 
 
 @pytest.mark.parametrize("lookback, base", [(None, 4), (8, 4), (3, 1)])

@@ -172,10 +172,11 @@ class ForecasterConfig(TrainingConfig):
     # last-horizon split (README, "Many series": one seed, short runs, the network then
     # correcting the last value), the model's OWA with standard / log / seasonal: hourly (100
     # series) 0.897 / 0.982 / 0.902, weekly 0.950 / 0.943 / (= log, m = 1): standard is best or
-    # within 0.01 of it on both. Several names train one network per normalisation, each on an
-    # equal share of a time budget, and average their forecasts (a ScalingEnsemble): on M4
-    # hourly the two networks of standard and log, each 0.469 alone, averaged to 0.462
-    # (README); it costs a network per name, so one unless asked.
+    # within 0.01 of it on both. Several names train one network per normalisation, in the
+    # order given, each on an equal share of the time budget left, and average their
+    # forecasts (a ScalingEnsemble): on M4 hourly the two networks of standard and log, each
+    # 0.469 alone, averaged to 0.462 (README); it costs a network per name, so one unless
+    # asked.
     normalisation: tuple[str, ...] = ("standard",)
     # The baselines the forecast `predict` uses is chosen among and combined with: M4's
     # benchmarks and ETS; a long table always computes Naive2 too, for OWA. "arima" is opt-in:

@@ -228,17 +228,19 @@ class Forecaster:
 
     def train_network(self, windows: Windows | PanelWindows, training: list, validation: list, targets: int,
                       past_features: int, future_features: int, season: int, lookback: int,
-                      epoch_windows: int | None = None, budget_share: float = 1.0, name: str = "") -> None:
+                      epoch_windows: int | None = None, time_budget: float | None = None, name: str = "") -> float:
         """Build the network (an ensemble when config.ensemble > 1; `lookback`: the history
         each window holds, `history_length`) and train it on `training`
-        windows by the training core, in `budget_share` of a time budget, keeping the epoch
-        best on `validation`; with `base`
-        "auto", one network per base, each given an equal share of a time budget, keeping the
+        windows by the training core, in `time_budget` seconds (config.time_budget when not
+        given), keeping the epoch best on `validation`; with `base`
+        "auto", one network per base, each given an equal share of the seconds left (a network
+        that stops early leaves the rest of its share to the next), keeping the
         one whose forecast is closer on the validation windows (`ForecastJob.point_error`: the
         backtests score point forecasts, and a likelihood also weighs the interval's width).
         Records the network, its curve, best epoch and where it ran, and each base's
         validation error (`base_errors`). With a `run_folder`, each base's run is written to
-        run_folder/name/base, and one found there is continued, or kept if it had finished."""
+        run_folder/name/base, and one found there is continued, or kept if it had finished.
+        Returns the seconds trained (`budget_left` shares the rest of a budget among networks)."""
         seasonal = season if season <= lookback else 1
         encoder_steps = encoder_lookback(self.config, season)
         encoder_steps = encoder_steps if encoder_steps < lookback else None  # None: the whole history
@@ -248,11 +250,10 @@ class Forecaster:
             bases = {"seasonal": seasonal, "last": 1} if validation else {"seasonal": seasonal}
         else:
             bases = {self.config.base: seasonal if self.config.base == "seasonal" else 1}
-        config = self.config
-        if config.time_budget is not None:
-            config = replace(config, time_budget=config.time_budget * budget_share / len(bases))
-        errors, trained = {}, {}
-        for base, base_season in bases.items():
+        time_budget = self.config.time_budget if time_budget is None else time_budget
+        errors, trained, seconds = {}, {}, 0.0
+        for index, (base, base_season) in enumerate(bases.items()):
+            config = replace(self.config, time_budget=budget_left(time_budget, seconds, len(bases) - index))
             trainer = Trainer(config)
             torch.manual_seed(config.seed)
             network = build_forecast_network(ForecastNetworkConfig(
@@ -271,11 +272,13 @@ class Forecaster:
                       **({"val_loss": row["val_loss"]} if "val_loss" in row else {})} for row in run.history]
             errors[base] = job.point_error()
             trained[base] = network, curve, run
+            seconds += run.seconds
         kept = min(trained, key=lambda base: (math.isnan(errors[base]), errors[base]))  # a NaN one loses
         self.base_errors = {base: error for base, error in errors.items() if not math.isnan(error)}
         self.network, self.curve, run = trained[kept]
         self.best_epoch = run.best["epoch"] if run.best is not None else self.curve[-1]["epoch"]
         self.runtime = run.runtime()
+        return seconds
 
     def split_origins(self, origins: list[int]) -> tuple[list[int], list[int]]:
         """The training and the validation origins: with early stopping the latest
@@ -470,6 +473,14 @@ def backtest_tables(frame: SeriesFrame, start: int, origins: list[int], methods:
     ]
     fallbacks = [{**row, "origin": frame.time_values(frame.time[[row["origin"]]])[0]} for row in interval.fallbacks]
     return Backtest(table, per_target, pd.DataFrame(records), coverage, len(frame) - start, model, fallbacks)
+
+
+def budget_left(time_budget: float | None, spent: float, networks: int) -> float | None:
+    """The seconds of `time_budget` the next of `networks` networks still to train may take: an
+    equal share of what the ones before left (`spent`: the seconds they trained), so that one
+    stopped early gives its unused time to those after it. Never 0, which the training core
+    refuses: a budget overspent by resuming with a smaller one still trains one step."""
+    return None if time_budget is None else max(time_budget - spent, 1e-6) / networks
 
 
 def encoder_lookback(config: ForecasterConfig, season: int) -> int:

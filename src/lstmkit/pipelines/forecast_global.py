@@ -5,12 +5,13 @@ its baselines.
               every series (PanelWindows; a series shorter than the lookback is padded, with a
               mask) -> one network trained on all of them by the training core, early stopping
               on each series' last-horizon window (its validation window); with several
-              normalisations, one network per normalisation, in a share of the time budget
-              each, whose forecasts are averaged (a ScalingEnsemble) -> on those same
-              validation windows the network, every baseline (fitted on the values before
-              them) and the combinations are scored by M4's OWA: the lowest, where it is
-              clearly better than the network (lstmkit.series.choice), is the forecast
-              `predict` uses (`PanelLayout.chosen`)
+              normalisations, one network per normalisation, trained in the order given, each
+              in an equal share of the time budget left (one stopped early leaves the rest of
+              its share to those after it), whose forecasts are averaged (a
+              ScalingEnsemble) -> on those same validation windows the network, every
+              baseline (fitted on the values before them) and the combinations are scored
+              by M4's OWA: the lowest, where it is clearly better than the network
+              (lstmkit.series.choice), is the forecast `predict` uses (`PanelLayout.chosen`)
     backtest  fit on each series but its last `holdout` values, then score every method on
               them: M4's sMAPE, MASE and OWA (relative to Naive2), the mean over the series
     predict   the `horizon` steps after each series' end: id, time, forecast, lower, upper
@@ -35,7 +36,7 @@ with extra_imports("forecast", __name__):
     import pandas as pd
 
 from lstmkit.models.forecaster import ScalingEnsemble, interval_half_width
-from lstmkit.pipelines.forecast import float_tensor, history_length
+from lstmkit.pipelines.forecast import budget_left, float_tensor, history_length
 from lstmkit.series import Panel, PanelWindows, m4_scores, owa, panel_baselines, read_panel, season_length
 from lstmkit.series.choice import PAIR, choose, combination, combines, method_forecast
 from lstmkit.series.intervals import interval_scale
@@ -143,13 +144,13 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
                          f"values{f', and {horizon} more for validation' if config.early_stopping else ''}; "
                          f"the longest has {max(map(len, panel.values))}"
                          f"{f' once its last {held_out} are held out for the backtest (--holdout)' if held_out else ''}")
-    trained = []
-    for normalisation in config.normalisation:
+    trained, seconds = [], 0.0
+    for index, normalisation in enumerate(config.normalisation):
         _, windows = scaled_windows(panel.values, ends, normalisation, season, lookback, horizon)
         # One target; its value and the padding mask at each history step; no known-future features.
-        forecaster.train_network(windows, training, validation, 1, 2, 0, season, lookback,
-                                 epoch_windows=config.epoch_windows, budget_share=1 / len(config.normalisation),
-                                 name=normalisation)
+        seconds += forecaster.train_network(
+            windows, training, validation, 1, 2, 0, season, lookback, epoch_windows=config.epoch_windows,
+            time_budget=budget_left(config.time_budget, seconds, len(config.normalisation) - index), name=normalisation)
         trained.append((forecaster.network, forecaster.curve, forecaster.best_epoch))
     if len(trained) > 1:
         networks, curves, best_epochs = zip(*trained)
