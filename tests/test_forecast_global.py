@@ -393,7 +393,7 @@ def test_normalisations_share_the_time_budget_left(epochs, monkeypatch):
 def test_the_budget_left_is_shared_and_never_zero():
     assert budget_left(None, 5.0, 2) is None  # no time budget: the epochs' or steps' alone
     assert budget_left(10.0, 4.0, 2) == 3.0
-    # Overspent (resumed with a smaller budget than the first network trained in): one step, not a refusal.
+    # Overrun (a slow step, or a resume with a smaller budget): one step, not a refusal.
     assert budget_left(10.0, 12.0, 1) == 1e-6
 
 

@@ -270,10 +270,14 @@ def test_a_folder_with_a_model_but_no_run_to_resume_says_so_whichever_way_it_is_
 def test_a_folder_with_files_of_a_run_names_but_no_run_is_not_overwritten(tmp_path):
     (tmp_path / "metrics.csv").write_text("the user's own\n")
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds metrics.csv but no run (no last/ checkpoint); "
-                                                   "a run there would overwrite them: choose another folder")):
+                                                   "a run there would overwrite it: choose another folder")):
+        Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path)
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds metrics.csv and results.json but no run (no "
+                                                   "last/ checkpoint); a run there would overwrite them: choose")):
         Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path)
     assert (tmp_path / "metrics.csv").read_text() == "the user's own\n"
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics.csv"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics.csv", "results.json"]
 
 
 class Kinded(Quadratic):

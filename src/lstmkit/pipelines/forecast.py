@@ -479,7 +479,8 @@ def budget_left(time_budget: float | None, spent: float, networks: int) -> float
     """The seconds of `time_budget` the next of `networks` networks still to train may take: an
     equal share of what the ones before left (`spent`: the seconds they trained), so that one
     stopped early gives its unused time to those after it. Never 0, which the training core
-    refuses: a budget overspent by resuming with a smaller one still trains one step."""
+    refuses: where the ones before overran the whole budget (a slow last step on a busy machine,
+    or a resume with a smaller budget), the next still trains one step."""
     return None if time_budget is None else max(time_budget - spent, 1e-6) / networks
 
 

@@ -303,10 +303,10 @@ class Trainer:
         if out is not None and (out / "best").exists():
             raise ValueError(f"{out} holds a trained model (best/) but no last/ checkpoint to resume from; choose "
                              "another folder, or remove this one to start over")
-        written = [name for name in ("metrics.csv", "results.json") if out is not None and (out / name).exists()]
+        written = [] if out is None else [name for name in ("metrics.csv", "results.json") if (out / name).exists()]
         if written:  # a run writes last/ before its first metrics.csv: these are someone else's
             raise ValueError(f"{out} holds {' and '.join(written)} but no run (no last/ checkpoint); a run there would "
-                             "overwrite them: choose another folder")
+                             f"overwrite {'them' if len(written) > 1 else 'it'}: choose another folder")
         if self.processes.distributed:  # one dropout stream per process, not one repeated on every share
             torch.manual_seed(process_seed(self.config.seed, self.processes.rank, 0))
         return RunState()
