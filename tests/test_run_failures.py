@@ -280,6 +280,30 @@ def test_a_folder_with_files_of_a_run_names_but_no_run_is_not_overwritten(tmp_pa
     assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics.csv", "results.json"]
 
 
+def test_a_task_or_forecast_run_keeps_files_of_those_names_that_no_run_of_it_wrote(tmp_path):
+    """`lstmkit task` replaces an earlier task run's files (its results.json says so), and
+    refuses anyone else's; `forecast backtest`/`fit` refuse them where no training/ says a fit
+    of its own is there (before any work: the data path is not even read)."""
+    from lstmkit.forecast import Forecaster
+    from lstmkit.pipelines.forecast_report import run_backtest
+    from lstmkit.pipelines.longlag import run_task
+    from lstmkit.tasks import AddingTask
+
+    config = TaskTrainingConfig(hidden_size=4, steps=1, time_budget=None, test_size=8, eval_every=1)
+    (tmp_path / "results.json").write_text('{"mine": 1}')
+    (tmp_path / "models").mkdir()
+    with pytest.raises(ValueError, match=re.escape(
+            f"{tmp_path} holds results.json and models but no run of lstmkit task (no results.json of one); a run "
+            "there would overwrite them: choose another folder")):
+        run_task(AddingTask(T=5), ["rnn"], config, tmp_path)
+    with pytest.raises(ValueError, match=re.escape(
+            f"{tmp_path} holds results.json but no fit or backtest (no training/ folder); a run there would "
+            "overwrite it: choose another folder")):
+        run_backtest(Forecaster("t", "y", horizon=4), tmp_path / "not read.csv", out=tmp_path)
+    assert (tmp_path / "results.json").read_text() == '{"mine": 1}'
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["models", "results.json"]
+
+
 class Kinded(Quadratic):
     """A job whose checkpoints say which pipeline wrote them."""
 

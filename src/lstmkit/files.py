@@ -79,6 +79,17 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     return path
 
 
+def check_nothing_overwritten(out: Path, names: tuple[str, ...], missing: str) -> None:
+    """Refuse `out` where it holds any of `names` (what a command writes there) although it
+    holds no earlier run of that command (`missing` says what would have shown one): they are
+    someone else's files, which the run would overwrite."""
+    held = [name for name in names if (out / name).exists()]
+    if held:
+        listed = ", ".join(held[:-1]) + " and " + held[-1] if len(held) > 1 else held[0]
+        raise ValueError(f"{out} holds {listed} but {missing}; a run there would overwrite "
+                         f"{'them' if len(held) > 1 else 'it'}: choose another folder")
+
+
 def check_output_file(path: str | Path, option: str, suffixes: tuple[str, ...] = ()) -> Path:
     """Refuse, before any work is done, an output file that cannot be written: a folder, a
     path under a file, a file in a folder this process may not write in, or one whose suffix

@@ -15,7 +15,7 @@ with extra_imports("forecast", __name__):
     import pandas as pd
 
     from lstmkit import plots
-from lstmkit.files import atomic_path, write_json
+from lstmkit.files import atomic_path, check_nothing_overwritten, write_json
 from lstmkit.pipelines.forecast import Backtest, Forecaster, config_dict
 from lstmkit.pipelines.forecast_global import M4_METRICS, PanelBacktest
 from lstmkit.series import METRICS, Panel, SeriesFrame
@@ -221,6 +221,9 @@ def run_backtest(forecaster: Forecaster, data, holdout: int | None = None, out: 
     if out is not None:  # on a copy: the caller's forecaster keeps fitting in memory
         forecaster = copy.copy(forecaster)
         forecaster.run_folder = training_folder(Path(out), resume)
+        if not resume:  # without training/ (refused above with it), these files are someone else's
+            check_nothing_overwritten(Path(out), ("results.json", "backtest.csv", "backtest.png"),
+                                      "no fit or backtest (no training/ folder)")
     elif resume:
         raise ValueError("resume needs the folder of the run to continue (--out)")
     frame = forecaster.read(data)

@@ -22,7 +22,7 @@ with extra_imports("tasks", __name__):
     from lstmkit import plots
 from lstmkit.cells import make_cell
 from lstmkit.checkpoint import CheckpointKind, checkpoint_folder, load_model_checkpoint, save_checkpoint
-from lstmkit.files import write_csv, write_json
+from lstmkit.files import check_nothing_overwritten, write_csv, write_json
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.pipelines.configs import TaskTrainingConfig
 from lstmkit.tasks import Batch, Task, make_task
@@ -165,6 +165,9 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
     trained model (models/CELL) to `out` (default runs/task-NAME-TN; rank 0 alone, under
     torchrun); returns the runs."""
     out = default_folder("task", task) if out is None else Path(out)
+    if not holds_task_run(out):  # an earlier run's files are replaced; anyone else's are kept
+        check_nothing_overwritten(out, ("results.json", "curves.csv", "learning_curves.png", "models"),
+                                  "no run of lstmkit task (no results.json of one)")
     trainer = Trainer(config)
     test = task.test_set(config.test_size, config.seed + TEST_SEED_OFFSET)
     runs = [train_cell(task, cell, config, test, trainer) for cell in cells]
@@ -177,6 +180,15 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
                 shutil.rmtree(earlier)
         write_results(task, runs, config, out)
     return runs
+
+
+def holds_task_run(out: Path) -> bool:
+    """Whether `out` holds the results.json of a `lstmkit task` run."""
+    try:
+        results = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(results, dict) and {"task", "cells"} <= set(results)
 
 
 def write_results(task: Task, runs: list[CellRun], config: TaskTrainingConfig, out: Path) -> None:

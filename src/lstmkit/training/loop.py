@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.checkpoint import check_kind, existing, load_checkpoint, read_extra_tensors, save_checkpoint
-from lstmkit.files import check_output_folder, write_csv, write_json
+from lstmkit.files import check_nothing_overwritten, check_output_folder, write_csv, write_json
 from lstmkit.training.config import RESUMABLE_CHANGES, TrainingConfig, current_names
 from lstmkit.training.device import Precision, resolve_device
 from lstmkit.training.distributed import Processes
@@ -303,10 +303,8 @@ class Trainer:
         if out is not None and (out / "best").exists():
             raise ValueError(f"{out} holds a trained model (best/) but no last/ checkpoint to resume from; choose "
                              "another folder, or remove this one to start over")
-        written = [] if out is None else [name for name in ("metrics.csv", "results.json") if (out / name).exists()]
-        if written:  # a run writes last/ before its first metrics.csv: these are someone else's
-            raise ValueError(f"{out} holds {' and '.join(written)} but no run (no last/ checkpoint); a run there would "
-                             f"overwrite {'them' if len(written) > 1 else 'it'}: choose another folder")
+        if out is not None:  # a run writes last/ before its first metrics.csv: these are someone else's
+            check_nothing_overwritten(out, ("metrics.csv", "results.json"), "no run (no last/ checkpoint)")
         if self.processes.distributed:  # one dropout stream per process, not one repeated on every share
             torch.manual_seed(process_seed(self.config.seed, self.processes.rank, 0))
         return RunState()
