@@ -26,6 +26,7 @@ from lstmkit.forecast import Forecaster
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.pipelines.forecast_global import M4_METRICS
 from lstmkit.pipelines.forecast_report import chosen_line, epochs_line, interval_line
+from lstmkit.training.config import PLATEAU_ACTIONS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "m4"
 # Horizon and the m of MASE and Naive2, as M4 sets them.
@@ -65,7 +66,7 @@ def run(arguments: argparse.Namespace) -> None:
     if arguments.series:
         table = table[table["id"].isin(table["id"].unique()[:arguments.series])]
     chosen = {name: getattr(arguments, name) for name in ("normalisation", "distribution", "ensemble", "extra_seasons",
-                                                          "min_lr_fraction", "batch_size", "lr")
+                                                          "min_lr_fraction", "batch_size", "lr", "on_plateau")
               if getattr(arguments, name) is not None}
     forecaster = Forecaster("t", "y", horizon=horizon, season=season, id="id", lookback=arguments.lookback,
                             time_budget=arguments.time_budget, epochs=None, hidden_size=arguments.hidden_size,
@@ -113,6 +114,8 @@ def main() -> None:
         runner.add_argument("--ensemble", type=int, help="networks trained side by side (default 1)")
         runner.add_argument("--min-lr-fraction", type=float, help="where the cosine decay of the learning rate ends, "
                             "a fraction of the peak (default 1: constant)")
+        runner.add_argument("--on-plateau", choices=PLATEAU_ACTIONS, help="when validation stalls: stop, or "
+                            "anneal the rate to its floor first (default: ForecasterConfig's)")
         runner.add_argument("--batch-size", type=int, help="windows per step (default: ForecasterConfig's)")
         runner.add_argument("--lr", type=float, help="the peak learning rate (default: ForecasterConfig's)")
         runner.add_argument("--distribution", choices=DISTRIBUTIONS, help="the head's (default: ForecasterConfig's)")

@@ -121,6 +121,16 @@ def test_bad_arguments_exit_with_a_message(arguments, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_anneal_on_a_plateau_needs_a_floor_below_the_peak_and_says_so_before_any_work(tmp_path, capsys):
+    code, _, err = run_cli(["forecast", "fit", str(tmp_path / "x.csv"), "--time", "t", "--target", "y", "--horizon",
+                            "3", "--on-plateau", "anneal", "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and err.strip() == (
+        "lstmkit: error: on_plateau='anneal' (--on-plateau anneal) decays the rate to min_lr_fraction once patience "
+        "evaluations pass without improving: it needs a patience and a min_lr_fraction below 1, got patience=50, "
+        "min_lr_fraction=1.0")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_task_command_trains_compares_and_writes(tmp_path, capsys):
     code, out, _ = run_cli(["task", "adding", "--T", "10", "--cells", "rnn,lstm", "--steps", "30", "--hidden-size", "8",
                             "--test-size", "50", "--eval-every", "10", "--out", str(tmp_path)], capsys)

@@ -24,6 +24,7 @@ from lstmkit.pipelines.lm import LMTrainingConfig
 from lstmkit.training import (Precision, Processes, Trainer, TrainingConfig, decay_progress, learning_rate, loop,
                               resolve_device)
 from lstmkit.training.progress import Progress, duration
+from lstmkit.training.schedule import annealed_progress
 
 SHAKESPEARE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
 
@@ -274,6 +275,48 @@ def test_patience_stops_after_evaluations_without_improvement():
     job = Quadratic([1.0], validation_target=-1.0)  # every step moves w away from the validation target
     run = Trainer(TrainingConfig(steps=50, lr=0.1, eval_every=1, patience=3)).run(job)
     assert run.steps == 4 and [row["step"] for row in run.history] == [1, 2, 3, 4]
+
+
+def test_anneal_on_a_plateau_decays_the_rate_to_its_floor_over_the_patience_then_stops():
+    """Validation worsens at every step: patience 3 runs out at step 4, 4/50 of the way down a
+    50-step cosine. Steps 4, 5, 6 then take the rest of the way, p = 0.08 + 0.92 k / 3 for
+    k = 1, 2, 3 (the last at the floor, 0.01), and the run stops at step 7."""
+    config = TrainingConfig(steps=50, lr=0.1, eval_every=1, patience=3, on_plateau="anneal", min_lr_fraction=0.1)
+    run = Trainer(config).run(Quadratic([1.0], validation_target=-1.0))
+    assert run.steps == 7 and [row["step"] for row in run.history] == list(range(1, 8))
+    expected = [learning_rate(config, step, decay_progress(config, step, 50)) for step in range(4)]
+    expected += [learning_rate(config, step, 0.08 + 0.92 * k / 3) for k, step in enumerate((4, 5, 6), start=1)]
+    assert [row["lr"] for row in run.history] == pytest.approx(expected)
+    assert run.history[-1]["lr"] == pytest.approx(0.01)
+    assert annealed_progress(0.9, 5, 4, 0.08, 3) == 0.9, "a budget further down than the anneal keeps its decay"
+    assert annealed_progress(None, 4, 4, 0.0, 2) == 0.5, "a run without a budget's decay anneals from the peak"
+
+
+def test_an_annealing_run_resumed_from_its_checkpoint_anneals_as_it_would_have(tmp_path, monkeypatch):
+    """Killed at step 6, mid-anneal: resumed, the anneal continues from step 4 (saved in last/),
+    not from a plateau found again later."""
+    config = TrainingConfig(steps=50, lr=0.1, eval_every=1, patience=3, on_plateau="anneal", min_lr_fraction=0.1)
+    straight = Trainer(config).run(Quadratic([1.0], validation_target=-1.0), tmp_path / "straight")
+    dies_at_step(monkeypatch, 6)
+    with pytest.raises(Killed):
+        Trainer(config).run(Quadratic([1.0], validation_target=-1.0), tmp_path / "resumed")
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "resumed" / "last" / "config.json").read_text())["progress"]["annealing_from"] == 4
+    resumed = Trainer(config).run(Quadratic([1.0], validation_target=-1.0), tmp_path / "resumed", resume=True)
+    def trained(run):
+        return [(row["step"], row["lr"], row["train_loss"], row["val_loss"]) for row in run.history]
+
+    assert trained(resumed) == trained(straight) and resumed.steps == 7
+
+
+def test_on_plateau_is_checked_with_what_anneal_needs():
+    with pytest.raises(ValueError, match=re.escape("on_plateau must be one of stop, anneal, got 'decay'")):
+        TrainingConfig(patience=3, on_plateau="decay")
+    needs = "it needs a patience and a min_lr_fraction below 1, got "
+    with pytest.raises(ValueError, match=re.escape(needs + "patience=None, min_lr_fraction=0.1")):
+        TrainingConfig(on_plateau="anneal", min_lr_fraction=0.1)
+    with pytest.raises(ValueError, match=re.escape(needs + "patience=3, min_lr_fraction=1.0")):
+        TrainingConfig(on_plateau="anneal", patience=3)
 
 
 def test_bf16_training_on_cpu_records_where_it_ran(text_file, tmp_path):

@@ -12,6 +12,7 @@ from lstmkit.cli.arguments import (add_setting, add_training_arguments, config_f
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.pipelines.configs import BASES, ForecasterConfig
+from lstmkit.training.config import PLATEAU_ACTIONS
 
 
 def column_list(text: str) -> tuple[str, ...]:
@@ -96,6 +97,8 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
     add_setting(parser, ForecasterConfig, "dropout", "dropout probability", type=float)
     add_setting(parser, ForecasterConfig, "patience", "epochs without a better validation loss before stopping",
                 type=positive_int)
+    add_setting(parser, ForecasterConfig, "on_plateau", "then: stop, or anneal (decay the learning rate to "
+                "--min-lr-fraction over as many epochs again, then stop)", choices=list(PLATEAU_ACTIONS))
     add_setting(parser, ForecasterConfig, "batch_size", "windows per step", type=positive_int)
     add_setting(parser, ForecasterConfig, "interval", "prediction-interval coverage", type=float)
     add_setting(parser, ForecasterConfig, "ensemble", "networks trained side by side, forecasting together "

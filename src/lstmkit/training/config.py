@@ -23,6 +23,8 @@ SEED_RANGE = (0, 2**64 - 1)
 # resumed run another run than the one it continues, and --resume refuses it.
 RESUMABLE_CHANGES = ("steps", "epochs", "time_budget", "eval_every", "patience", "device", "precision", "engine")
 PRECISIONS = ("32", "bf16", "16")
+# What a run does once `patience` evaluations pass without a better validation loss.
+PLATEAU_ACTIONS = ("stop", "anneal")
 # The annotations (as written) whose values are checked to be numbers before their ranges are,
 # so that a string such as "0.1" is named, not compared deep inside (each field's own check then
 # names a bool, a fraction where an integer belongs, or a value out of range).
@@ -48,6 +50,10 @@ class TrainingConfig:
     seconds, (t_s − t_w) / (T − t_w) with t_s the training seconds before step s, t_w those at
     the warm-up's end and T the budget (the larger of the two where both are set; the peak
     `lr` where neither is). f = 1 holds the rate constant.
+
+    With `on_plateau` "anneal", once `patience` evaluations (n steps) pass without a better
+    validation loss at step s_a, p_s = max(p_s, p_a + (1 − p_a) · (s − s_a + 1) / n): the rate
+    decays the rest of the way to its floor over the n steps from s_a, and training stops there.
 
     Budgets: each of `steps`, `epochs` and `time_budget` (seconds of training, evaluations
     excluded) that is set ends training when it is spent, the first one first. With none set,
@@ -78,6 +84,11 @@ class TrainingConfig:
     eval_every: int = 100
     # Evaluations without a better validation loss before training stops; None: never.
     patience: int | None = None
+    # At that plateau: "stop", or "anneal": decay the rate the rest of the way to its floor over
+    # `patience` more evaluations, then stop. A cosine stretched over a long time budget is
+    # still high when validation stalls; stopping there keeps weights never trained at a low
+    # rate, and gives up the budget left.
+    on_plateau: str = "stop"
     # Seed of the weights and of the data order.
     seed: int = 0
     # "auto" is CUDA when this machine has it, else the CPU.
@@ -120,6 +131,13 @@ class TrainingConfig:
         if self.optimizer != "nt-asgd" and self.asgd_patience != TrainingConfig.asgd_patience:
             raise ValueError(f"asgd_patience (--asgd-patience) acts with optimizer='nt-asgd' (--optimizer nt-asgd) only; "
                              f"got {self.asgd_patience} with optimizer={self.optimizer!r}")
+        if self.on_plateau not in PLATEAU_ACTIONS:
+            raise ValueError(f"on_plateau must be one of {', '.join(PLATEAU_ACTIONS)}, got {self.on_plateau!r}")
+        if self.on_plateau == "anneal" and (self.patience is None or self.min_lr_fraction == 1):
+            raise ValueError("on_plateau='anneal' (--on-plateau anneal) decays the rate to min_lr_fraction once "
+                             "patience evaluations pass without improving: it needs a patience and a "
+                             f"min_lr_fraction below 1, got patience={self.patience!r}, "
+                             f"min_lr_fraction={self.min_lr_fraction!r}")
         if self.warmup < 0 or self.weight_decay < 0:
             raise ValueError(f"warmup and weight_decay must be non-negative, got {self.warmup} and {self.weight_decay}")
         if not 0 <= self.min_lr_fraction <= 1:

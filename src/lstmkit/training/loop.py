@@ -1,7 +1,8 @@
 """The one training loop: every pipeline's model trains here.
 
     for each step, until a budget is spent (or the job is solved, or patience runs out):
-        lr      <- warm-up, then cosine decay over the budget (schedule.learning_rate)
+        lr      <- warm-up, then cosine decay over the budget (schedule.learning_rate), or,
+                   once patience ran out with on_plateau "anneal", over `patience` evaluations
         loss    <- job.train_loss(model, step)   under torch.autocast, on this process's shard
         backward (DistributedDataParallel averages the gradients over the processes),
         clip the global gradient norm, optimizer step (through the gradient scaler for float16)
@@ -41,7 +42,7 @@ from lstmkit.training.progress import Progress
 from lstmkit.training.optimizers import (
     adopt_average, averaged_weights, averaging, build_optimizer, set_learning_rate, should_average,
 )
-from lstmkit.training.schedule import decay_progress, learning_rate
+from lstmkit.training.schedule import annealed_progress, decay_progress, learning_rate
 
 TRAINING_FILE = "training.safetensors"
 
@@ -69,6 +70,8 @@ class RunState:
     history: list[dict] = field(default_factory=list)
     scaler: dict = field(default_factory=dict)
     averaging_from: int | None = None  # the step at which NT-ASGD began to average the weights
+    annealing_from: int | None = None  # the step at which a plateau began the anneal (on_plateau "anneal")
+    annealing_decay: float = 0.0  # how far down the cosine the rate was then
 
 
 @dataclass
@@ -162,6 +165,16 @@ class Trainer:
         step_limit = self.step_limit(job, steps_per_epoch)
         last_loss = None  # (step, mean training loss) of the latest finite one
         eval_every = steps_per_epoch if job.evaluate_every_epoch else config.eval_every
+        anneal_steps = (config.patience or 0) * eval_every
+
+        def decay(step: int) -> float | None:
+            """How far down the cosine the rate of `step` is (schedule.decay_progress)."""
+            budget_decay = decay_progress(config, step, step_limit, progress.train_seconds, progress.decay_from_seconds)
+            if progress.annealing_from is None:
+                return budget_decay
+            return annealed_progress(budget_decay, step, progress.annealing_from, progress.annealing_decay,
+                                     anneal_steps)
+
         if resume and budget_spent(config, progress, step_limit):  # nothing to do; its results stay as written
             raise ValueError(f"{out} is at step {progress.step} ({progress.train_seconds:.0f} s of training): the "
                              "budget given is spent; give a larger --steps, --epochs or --time-budget to continue")
@@ -206,12 +219,19 @@ class Trainer:
                 progress.averaging_from = progress.step
                 self.announce(f"{job.label}: step {progress.step}: the {metric} stopped improving; "
                               "averaging the weights from here on (NT-ASGD)")
-            if out is not None:
-                self.save(job, optimizer, progress, out, improved, list(row)[:6] + list(scores))
             evaluations_since_best = sum(1 for row in progress.history if row["step"] > (progress.best_step or 0))
             patience_spent = (config.patience is not None and metric in scores
                               and evaluations_since_best >= config.patience)
-            return job.finished(scores) or patience_spent
+            if patience_spent and config.on_plateau == "anneal":
+                if progress.annealing_from is None:  # saved below, so that a resumed run anneals from here too
+                    progress.annealing_from, progress.annealing_decay = progress.step, decay(progress.step) or 0.0
+                    self.announce(f"{job.label}: step {progress.step}: the {metric} stopped improving; decaying the "
+                                  f"learning rate to its floor over {anneal_steps} steps, then stopping")
+                patience_spent = False  # the anneal's end stops the run
+            annealed = progress.annealing_from is not None and progress.step >= progress.annealing_from + anneal_steps
+            if out is not None:
+                self.save(job, optimizer, progress, out, improved, list(row)[:6] + list(scores))
+            return job.finished(scores) or patience_spent or annealed
 
         stop = job.evaluate_at_start and not progress.history and evaluate()
         job.model.train()
@@ -219,8 +239,7 @@ class Trainer:
             started = time.perf_counter()
             if progress.decay_from_seconds is None and progress.step >= config.warmup:
                 progress.decay_from_seconds = progress.train_seconds
-            scheduled = learning_rate(config, progress.step, decay_progress(
-                config, progress.step, step_limit, progress.train_seconds, progress.decay_from_seconds))
+            scheduled = learning_rate(config, progress.step, decay(progress.step))
             set_learning_rate(optimizer, scheduled * job.learning_rate_scale(progress.step))
             loss, loss_sum, items = self.training_loss(job, model, progress.step)
             if not math.isfinite(loss_sum):

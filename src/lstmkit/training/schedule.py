@@ -33,3 +33,13 @@ def decay_progress(config: TrainingConfig, step: int, step_limit: int | None = N
     if config.time_budget is not None and decay_from_seconds is not None:
         shares.append((train_seconds - decay_from_seconds) / max(1e-9, config.time_budget - decay_from_seconds))
     return min(1.0, max(0.0, *shares)) if shares else None
+
+
+def annealed_progress(decay: float | None, step: int, annealing_from: int, annealing_decay: float,
+                      anneal_steps: int) -> float:
+    """How far down the cosine `step` is once a plateau began an anneal (on_plateau "anneal")
+    at step s_a, `annealing_decay` p_a of the way down: the rest of the way in the n =
+    `anneal_steps` steps s_a ... s_a + n − 1, p = p_a + (1 − p_a) · (step − s_a + 1) / n, the
+    last at the floor; or the budget's own `decay` where that is further down."""
+    annealed = annealing_decay + (1 - annealing_decay) * (step - annealing_from + 1) / anneal_steps
+    return min(1.0, max(annealed, decay or 0.0))
