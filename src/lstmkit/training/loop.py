@@ -168,7 +168,8 @@ class Trainer:
         anneal_steps = (config.patience or 0) * eval_every
 
         def decay(step: int) -> float | None:
-            """How far down the cosine the rate of `step` is (schedule.decay_progress)."""
+            """How far down the cosine the rate of `step` is: the budget's decay
+            (schedule.decay_progress), or, once a plateau began one, the anneal's."""
             budget_decay = decay_progress(config, step, step_limit, progress.train_seconds, progress.decay_from_seconds)
             if progress.annealing_from is None:
                 return budget_decay
