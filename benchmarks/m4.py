@@ -66,7 +66,7 @@ def run(arguments: argparse.Namespace) -> None:
     if arguments.series:
         table = table[table["id"].isin(table["id"].unique()[:arguments.series])]
     chosen = {name: getattr(arguments, name) for name in ("normalisation", "distribution", "ensemble", "extra_seasons",
-                                                          "min_lr_fraction", "batch_size", "lr", "on_plateau")
+                                                          "min_lr_fraction", "batch_size", "lr", "on_plateau", "ema_decay")
               if getattr(arguments, name) is not None}
     forecaster = Forecaster("t", "y", horizon=horizon, season=season, id="id", lookback=arguments.lookback,
                             time_budget=arguments.time_budget, epochs=None, hidden_size=arguments.hidden_size,
@@ -79,7 +79,8 @@ def run(arguments: argparse.Namespace) -> None:
           f"(training budget {arguments.time_budget:.0f} s, normalisation {'+'.join(forecaster.config.normalisation)}, "
           f"distribution {forecaster.config.distribution}, ensemble {forecaster.config.ensemble}, "
           f"extra seasons {', '.join(map(str, forecaster.config.extra_seasons)) or 'none'}, learning-rate floor "
-          f"{forecaster.config.min_lr_fraction:g} of the peak)")
+          f"{forecaster.config.min_lr_fraction:g} of the peak"
+          + (f", weights' moving average {forecaster.config.ema_decay:g}" if forecaster.config.ema_decay else "") + ")")
     print(f"{'method':<26}" + "".join(f"{metric:>9}" for metric in M4_METRICS))
     for method, row in result.scores.iterrows():
         print(f"{method:<26}" + "".join(f"{row[metric]:>9.3f}" for metric in M4_METRICS))
@@ -116,6 +117,8 @@ def main() -> None:
                             "a fraction of the peak (default 1: constant)")
         runner.add_argument("--on-plateau", choices=PLATEAU_ACTIONS, help="when validation stalls: stop, or "
                             "anneal the rate to its floor first (default: ForecasterConfig's)")
+        runner.add_argument("--ema-decay", type=float, help="average the weights (0.999: about the last 1,000 steps) "
+                            "and forecast with the average (default: none)")
         runner.add_argument("--batch-size", type=int, help="windows per step (default: ForecasterConfig's)")
         runner.add_argument("--lr", type=float, help="the peak learning rate (default: ForecasterConfig's)")
         runner.add_argument("--distribution", choices=DISTRIBUTIONS, help="the head's (default: ForecasterConfig's)")

@@ -131,6 +131,14 @@ def test_anneal_on_a_plateau_needs_a_floor_below_the_peak_and_says_so_before_any
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_moving_average_of_the_weights_is_checked_before_any_work(tmp_path, capsys):
+    code, _, err = run_cli(["lm", "train", str(tmp_path / "x.txt"), "--ema-decay", "1.5", "--out", str(tmp_path / "run")],
+                           capsys)
+    assert code == 2 and err.strip() == ("lstmkit: error: ema_decay must be in (0, 1) (0.999 averages about the last "
+                                         "1,000 steps), got 1.5")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_task_command_trains_compares_and_writes(tmp_path, capsys):
     code, out, _ = run_cli(["task", "adding", "--T", "10", "--cells", "rnn,lstm", "--steps", "30", "--hidden-size", "8",
                             "--test-size", "50", "--eval-every", "10", "--out", str(tmp_path)], capsys)

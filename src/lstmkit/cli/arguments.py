@@ -172,6 +172,8 @@ def add_training_arguments(parser, config_class: type, evaluations: bool = True)
                 "validation loss stalls)", choices=list(OPTIMIZERS))
     add_setting(parser, config_class, "asgd_patience", "nt-asgd averages once the validation loss is worse than "
                 "the best before this many latest evaluations", type=positive_int)
+    add_setting(parser, config_class, "ema_decay", "keep a moving average of the weights (0.999: about the last "
+                "1,000 steps), which evaluations, best/ and the final model use", type=float)
     add_setting(parser, config_class, "lr", "peak learning rate", type=positive_float)
     add_setting(parser, config_class, "weight_decay", "weight decay (decoupled for AdamW)", type=float)
     add_setting(parser, config_class, "clip", "gradient-norm clip", type=positive_float)

@@ -67,6 +67,11 @@ class TrainingConfig:
     # NT-ASGD averages once the validation loss is worse than the best of all evaluations but
     # this many latest ones (AWD-LSTM's "nonmono": 5).
     asgd_patience: int = 5
+    # With a value in (0, 1): AdamW or SGD keep an exponential moving average of the weights,
+    # each step weighing the last ~1 / (1 − ema_decay) steps (optimizers.update_moving_average),
+    # and evaluations, best/ and the final model use it, as NT-ASGD's average. None: no average,
+    # the weights as the last step left them.
+    ema_decay: float | None = None
     # The peak learning rate; 1e-3 is Adam's own default (Kingma & Ba 2015).
     lr: float = 1e-3
     # Decoupled weight decay (Loshchilov & Hutter 2019); 0 makes AdamW exactly Adam.
@@ -131,6 +136,12 @@ class TrainingConfig:
         if self.optimizer != "nt-asgd" and self.asgd_patience != TrainingConfig.asgd_patience:
             raise ValueError(f"asgd_patience (--asgd-patience) acts with optimizer='nt-asgd' (--optimizer nt-asgd) only; "
                              f"got {self.asgd_patience} with optimizer={self.optimizer!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1) (0.999 averages about the last 1,000 steps), "
+                             f"got {self.ema_decay!r}")
+        if self.ema_decay is not None and self.optimizer == "nt-asgd":
+            raise ValueError(f"ema_decay (--ema-decay) averages AdamW's or SGD's weights; nt-asgd averages its own: "
+                             f"give one of them, got ema_decay={self.ema_decay!r} with optimizer='nt-asgd'")
         if self.on_plateau not in PLATEAU_ACTIONS:
             raise ValueError(f"on_plateau must be one of {', '.join(PLATEAU_ACTIONS)}, got {self.on_plateau!r}")
         if self.on_plateau == "anneal" and (self.patience is None or self.min_lr_fraction == 1):

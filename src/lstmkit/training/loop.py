@@ -7,7 +7,8 @@
         backward (DistributedDataParallel averages the gradients over the processes),
         clip the global gradient norm, optimizer step (through the gradient scaler for float16)
         every eval_every steps: job.evaluate() -> a row of metrics.csv; best/ and last/
-        (NT-ASGD: evaluations, best/ and the final model use the averaged weights)
+        (NT-ASGD, or with ema_decay the weights' moving average: evaluations, best/ and the
+        final model use the averaged weights)
 
 With a run folder, `best/` (the lowest `selection_metric` so far, or the highest for a job
 whose higher_is_better is set) and `last/` (with the
@@ -41,6 +42,7 @@ from lstmkit.training.job import Job
 from lstmkit.training.progress import Progress
 from lstmkit.training.optimizers import (
     adopt_average, averaged_weights, averaging, build_optimizer, set_learning_rate, should_average,
+    update_moving_average,
 )
 from lstmkit.training.schedule import annealed_progress, decay_progress, learning_rate
 
@@ -246,7 +248,7 @@ class Trainer:
             if not math.isfinite(loss_sum):
                 self.diverged(job, progress, out, f"the training loss became {loss_sum / items}", last_loss, report)
             last_loss = (progress.step, loss_sum / items)
-            self.update(job, optimizer, loss)
+            self.update(job, optimizer, loss, progress.step)
             elapsed = time.perf_counter() - started
             progress.train_seconds = processes.from_main(progress.train_seconds + elapsed, device)
             progress.step, progress.items = progress.step + 1, progress.items + int(items)
@@ -341,8 +343,9 @@ class Trainer:
             loss = loss * (self.processes.world_size * share / items)
         return loss, loss_sum, items
 
-    def update(self, job: Job, optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
-        """Backward (through the gradient scaler), clip the global gradient norm, AdamW step."""
+    def update(self, job: Job, optimizer: torch.optim.Optimizer, loss: Tensor, step: int) -> None:
+        """Backward (through the gradient scaler), clip the global gradient norm, AdamW step;
+        with ema_decay, the weights' moving average after it."""
         optimizer.zero_grad(set_to_none=True)
         scaler = self.precision.scaler
         scaler.scale(loss).backward()
@@ -350,6 +353,8 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(job.model.parameters(), self.config.clip)
         scaler.step(optimizer)
         scaler.update()
+        if self.config.ema_decay is not None:
+            update_moving_average(optimizer, self.config.ema_decay, step)
 
     def step_limit(self, job: Job, steps_per_epoch: int | None) -> int | None:
         """The step at which the steps or epochs budget ends (the first of the two), if any."""

@@ -9,6 +9,10 @@ loss is worse than the best of all but the last `asgd_patience` evaluations befo
 it turns to averaged SGD (torch.optim.ASGD with λ = 0, t0 = 0): the steps go on as SGD's,
 and the optimizer keeps the running mean of the weights since the switch, which evaluations,
 the best checkpoint and the final model use (`averaged_weights`).
+
+With `ema_decay` set, AdamW and SGD keep an exponential moving average of the weights
+instead (Polyak averaging; ES-RNN averages its last epochs' forecasts to the same end), used
+in the same places (`update_moving_average`).
 """
 
 from __future__ import annotations
@@ -43,6 +47,33 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
                 optimizer.state[parameter]["eta"].fill_(lr)
 
 
+def update_moving_average(optimizer: torch.optim.Optimizer, ema_decay: float, step: int) -> None:
+    """After step `step` (0-based), each weight's moving average ā (kept as the moment "ema"):
+
+        ā = w                                       after the first step that trains w
+        ā ← β_s · ā + (1 − β_s) · w,   β_s = min(ema_decay, (1 + s) / (10 + s))      after step s
+
+    β's warm-up (timm's ModelEmaV3) averages about the last tenth of a short run's steps, so
+    its first, untrained weights do not linger in the average; ema_decay caps the window of a
+    long one at about 1 / (1 − ema_decay) steps."""
+    beta = min(ema_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                state = optimizer.state[parameter]
+                if parameter.grad is None and "ema" not in state:  # not trained yet: AdamW sets up its state first
+                    continue
+                if "ema" not in state:
+                    state["ema"] = parameter.detach().clone()
+                else:
+                    state["ema"].lerp_(parameter, 1 - beta)
+
+
+def average_of(optimizer: torch.optim.Optimizer, parameter: nn.Parameter) -> torch.Tensor | None:
+    """The average the optimizer keeps of `parameter`: ASGD's, or the moving average; None before any."""
+    return optimizer.state.get(parameter, {}).get("ax" if averaging(optimizer) else "ema")
+
+
 def averaging(optimizer: torch.optim.Optimizer) -> bool:
     """Whether `optimizer` keeps an average of the weights (NT-ASGD after its switch)."""
     return isinstance(optimizer, torch.optim.ASGD)
@@ -60,23 +91,24 @@ def adopt_average(optimizer: torch.optim.Optimizer) -> None:
     with torch.no_grad():
         for group in optimizer.param_groups:
             for parameter in group["params"]:
-                if averaging(optimizer) and "ax" in optimizer.state.get(parameter, {}):
-                    parameter.copy_(optimizer.state[parameter]["ax"])
+                if (average := average_of(optimizer, parameter)) is not None:
+                    parameter.copy_(average)
 
 
 @contextlib.contextmanager
 def averaged_weights(optimizer: torch.optim.Optimizer) -> Iterator[None]:
-    """The parameters hold the optimizer's average inside the block, their own values after it;
-    a no-op for an optimizer that keeps no average (or before its first averaged step)."""
+    """The parameters hold the optimizer's average (ASGD's or the moving one) inside the block,
+    their own values after it; a no-op for an optimizer that keeps none (or before its first
+    averaged step)."""
     parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]
-                  if "ax" in optimizer.state.get(parameter, {})]
-    if not averaging(optimizer) or not parameters:
+                  if average_of(optimizer, parameter) is not None]
+    if not parameters:
         yield
         return
     own = [parameter.detach().clone() for parameter in parameters]
     with torch.no_grad():
         for parameter in parameters:
-            parameter.copy_(optimizer.state[parameter]["ax"])
+            parameter.copy_(average_of(optimizer, parameter))
     try:
         yield
     finally:
