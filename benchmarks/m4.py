@@ -66,7 +66,8 @@ def run(arguments: argparse.Namespace) -> None:
     if arguments.series:
         table = table[table["id"].isin(table["id"].unique()[:arguments.series])]
     chosen = {name: getattr(arguments, name) for name in ("normalisation", "distribution", "ensemble", "extra_seasons",
-                                                          "min_lr_fraction", "batch_size", "lr", "on_plateau", "ema_decay")
+                                                          "min_lr_fraction", "batch_size", "lr", "on_plateau", "ema_decay",
+                                                          "dropout")
               if getattr(arguments, name) is not None}
     forecaster = Forecaster("t", "y", horizon=horizon, season=season, id="id", lookback=arguments.lookback,
                             time_budget=arguments.time_budget, epochs=None, hidden_size=arguments.hidden_size,
@@ -119,6 +120,8 @@ def main() -> None:
                             "anneal the rate to its floor first (default: ForecasterConfig's)")
         runner.add_argument("--ema-decay", type=float, help="average the weights (0.999: about the last 1,000 steps) "
                             "and forecast with the average (default: none)")
+        runner.add_argument("--dropout", type=float, help="between the layers and before the head "
+                            "(default: ForecasterConfig's)")
         runner.add_argument("--batch-size", type=int, help="windows per step (default: ForecasterConfig's)")
         runner.add_argument("--lr", type=float, help="the peak learning rate (default: ForecasterConfig's)")
         runner.add_argument("--distribution", choices=DISTRIBUTIONS, help="the head's (default: ForecasterConfig's)")
