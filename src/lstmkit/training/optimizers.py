@@ -61,12 +61,10 @@ def update_moving_average(optimizer: torch.optim.Optimizer, ema_decay: float, st
         for group in optimizer.param_groups:
             for parameter in group["params"]:
                 state = optimizer.state[parameter]
-                if parameter.grad is None and "ema" not in state:  # not trained yet: AdamW sets up its state first
-                    continue
-                if "ema" not in state:
-                    state["ema"] = parameter.detach().clone()
-                else:
+                if "ema" in state:
                     state["ema"].lerp_(parameter, 1 - beta)
+                elif parameter.grad is not None:  # not before it trains: AdamW sets up its state first
+                    state["ema"] = parameter.detach().clone()
 
 
 def average_of(optimizer: torch.optim.Optimizer, parameter: nn.Parameter) -> torch.Tensor | None:
