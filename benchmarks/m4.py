@@ -6,11 +6,18 @@ with the baselines, and every baseline, next to the published rows (sMAPE / MASE
     python benchmarks/m4.py hourly --time-budget 2820 --threads 2 --extra-seasons 168 --normalisation standard,log \
         --lookback 48 --min-lr-fraction 0.1                                          # README, ~47 min
     python benchmarks/m4.py convert ../shared/data/m4/Hourly-train.csv hourly_long.csv
+    python benchmarks/m4.py hourly --normalisation standard --threads 1 ... --forecasts-out standard.csv &
+    python benchmarks/m4.py hourly --normalisation log --threads 1 ... --forecasts-out log.csv
+    python benchmarks/m4.py combine hourly standard.csv log.csv      # README: each network and their mean
 
 The official M4 test values are not in the repository, so each training series' last horizon
 (48 hourly, 13 weekly) is held out and scored; the published rows are on the official test
 set, so they are a reference, not the same exam. `convert` writes the long table (id, t, y:
 t = 1, 2, ... per series) that `lstmkit forecast fit ... --id id --time t --target y` reads.
+`--forecasts-out` keeps a run's held-out forecasts (one row per series and hour: id, t,
+actual, every method's forecast, the interval); `combine` scores the mean of several runs'
+networks, as `--normalisation standard,log` averages its networks, so that networks trained
+in separate processes (one per core) can be compared with it.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from lstmkit.forecast import Forecaster
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.pipelines.forecast_global import M4_METRICS
 from lstmkit.pipelines.forecast_report import chosen_line, epochs_line, interval_line
+from lstmkit.series import m4_scores, owa
 from lstmkit.training.config import PLATEAU_ACTIONS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "m4"
@@ -67,11 +75,12 @@ def run(arguments: argparse.Namespace) -> None:
         table = table[table["id"].isin(table["id"].unique()[:arguments.series])]
     chosen = {name: getattr(arguments, name) for name in ("normalisation", "distribution", "ensemble", "extra_seasons",
                                                           "min_lr_fraction", "batch_size", "lr", "on_plateau", "ema_decay",
-                                                          "dropout")
+                                                          "dropout", "patience")
               if getattr(arguments, name) is not None}
     forecaster = Forecaster("t", "y", horizon=horizon, season=season, id="id", lookback=arguments.lookback,
                             time_budget=arguments.time_budget, epochs=None, hidden_size=arguments.hidden_size,
-                            seed=arguments.seed, baselines=tuple(arguments.baselines), **chosen)
+                            seed=arguments.seed, baselines=tuple(arguments.baselines),
+                            early_stopping=arguments.early_stopping, **chosen)
     start = time.perf_counter()
     result = forecaster.backtest(table, holdout=horizon)
     seconds = time.perf_counter() - start
@@ -91,6 +100,37 @@ def run(arguments: argparse.Namespace) -> None:
     print(chosen_line(result.model))
     print(interval_line(result.model, result.coverage))
     print(epochs_line(result.model))
+    if arguments.forecasts_out:
+        result.forecasts.to_csv(arguments.forecasts_out, index=False)
+        print(f"wrote the held-out forecasts to {arguments.forecasts_out}")
+
+
+def combine(arguments: argparse.Namespace) -> None:
+    """Each forecasts file's network, and the mean of them all, scored on the held-out values
+    the files share (they must come from runs on the same series and holdout)."""
+    file, _, season = SUBSETS[arguments.subset]
+    runs = [pd.read_csv(path) for path in arguments.forecasts]
+    for path, run in zip(arguments.forecasts[1:], runs[1:]):
+        if not run[["id", "t", "actual"]].equals(runs[0][["id", "t", "actual"]]):
+            raise ValueError(f"{path} holds other series, times or actual values than {arguments.forecasts[0]}; "
+                             "combine the forecasts of runs on the same data and holdout")
+    table = wide_to_long(Path(arguments.data) / file)
+    series = {key: group["y"].to_numpy() for key, group in table.groupby("id", sort=False)}
+    rows = runs[0].groupby("id", sort=False)
+    histories = [series[key][:-len(group)] for key, group in rows]
+    actuals = [group["actual"].to_numpy() for _, group in rows]
+
+    def scores(column: pd.Series) -> dict[str, float]:
+        return m4_scores(actuals, [part.to_numpy() for _, part in column.groupby(runs[0]["id"], sort=False)],
+                         histories, season)
+
+    naive2 = scores(runs[0]["naive2"])
+    networks = {**{f"model of {path}": run["model"] for path, run in zip(arguments.forecasts, runs)},
+                "their mean": sum(run["model"] for run in runs) / len(runs)}
+    print(f"{'method':<40}" + "".join(f"{metric:>9}" for metric in M4_METRICS))
+    for name, column in networks.items():
+        values = scores(column)
+        print(f"{name:<40}{values['sMAPE']:>9.3f}{values['MASE']:>9.3f}{owa(values, naive2):>9.3f}")
 
 
 def convert(arguments: argparse.Namespace) -> None:
@@ -120,6 +160,12 @@ def main() -> None:
                             "anneal the rate to its floor first (default: ForecasterConfig's)")
         runner.add_argument("--ema-decay", type=float, help="average the weights (0.999: about the last 1,000 steps) "
                             "and forecast with the average (default: none)")
+        runner.add_argument("--patience", type=lambda text: None if text == "none" else int(text),
+                            help="epochs without a better validation loss before a network stops; none: train "
+                                 "its whole share, keeping its best epoch (default: ForecasterConfig's)")
+        runner.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
+                            help="train on every window, the validation windows' too, and keep the last epoch")
+        runner.add_argument("--forecasts-out", help="write the held-out forecasts to this CSV (for combine)")
         runner.add_argument("--dropout", type=float, help="between the layers and before the head "
                             "(default: ForecasterConfig's)")
         runner.add_argument("--batch-size", type=int, help="windows per step (default: ForecasterConfig's)")
@@ -133,6 +179,11 @@ def main() -> None:
         runner.add_argument("--threads", type=int,
                             help="torch's threads (1 is ~15x faster than 2 on a machine others load)")
         runner.set_defaults(run=run, subset=subset)
+    combiner = actions.add_parser("combine", help="score the mean of several runs' networks (--forecasts-out files)")
+    combiner.add_argument("subset", choices=SUBSETS)
+    combiner.add_argument("forecasts", nargs="+", help="files written by --forecasts-out")
+    combiner.add_argument("--data", default=str(DATA), help="the folder of the M4 files")
+    combiner.set_defaults(run=combine)
     converter = actions.add_parser("convert", help="an M4 wide file as a long table")
     converter.add_argument("wide")
     converter.add_argument("long")
