@@ -26,14 +26,14 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from lstmkit.forecast import Forecaster
 from lstmkit.models.forecaster import DISTRIBUTIONS
-from lstmkit.pipelines.forecast_global import M4_METRICS
+from lstmkit.pipelines.forecast_global import M4_METRICS, score_methods
 from lstmkit.pipelines.forecast_report import chosen_line, epochs_line, interval_line
-from lstmkit.series import m4_scores, owa
 from lstmkit.training.config import PLATEAU_ACTIONS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "m4"
@@ -91,9 +91,7 @@ def run(arguments: argparse.Namespace) -> None:
           f"extra seasons {', '.join(map(str, forecaster.config.extra_seasons)) or 'none'}, learning-rate floor "
           f"{forecaster.config.min_lr_fraction:g} of the peak"
           + (f", weights' moving average {forecaster.config.ema_decay:g}" if forecaster.config.ema_decay else "") + ")")
-    print(f"{'method':<26}" + "".join(f"{metric:>9}" for metric in M4_METRICS))
-    for method, row in result.scores.iterrows():
-        print(f"{method:<26}" + "".join(f"{row[metric]:>9.3f}" for metric in M4_METRICS))
+    print_scores(result.scores)
     print("published, on the official test set:")
     for method, values in PUBLISHED[arguments.subset].items():
         print(f"{method:<26}" + "".join(f"{value:>9.3f}" for value in values))
@@ -105,32 +103,41 @@ def run(arguments: argparse.Namespace) -> None:
         print(f"wrote the held-out forecasts to {arguments.forecasts_out}")
 
 
-def combine(arguments: argparse.Namespace) -> None:
-    """Each forecasts file's network, and the mean of them all, scored on the held-out values
-    the files share (they must come from runs on the same series and holdout)."""
-    file, _, season = SUBSETS[arguments.subset]
-    runs = [pd.read_csv(path) for path in arguments.forecasts]
-    for path, run in zip(arguments.forecasts[1:], runs[1:]):
-        if not run[["id", "t", "actual"]].equals(runs[0][["id", "t", "actual"]]):
-            raise ValueError(f"{path} holds other series, times or actual values than {arguments.forecasts[0]}; "
+def combined_scores(runs: dict[str, pd.DataFrame], table: pd.DataFrame, season: int) -> pd.DataFrame:
+    """Each run's network (its forecasts' "model" column, the run named "model of <name>"), the
+    mean of them all ("their mean") and Naive2, scored as the backtest scores them (sMAPE, MASE,
+    OWA) on the held-out values the runs share; `table`: the long series (id, t, y) whose last
+    values the runs held out."""
+    (first_name, first), *others = runs.items()
+    for name, run in others:
+        if not run[["id", "t", "actual"]].equals(first[["id", "t", "actual"]]):
+            raise ValueError(f"{name} holds other series, times or actual values than {first_name}; "
                              "combine the forecasts of runs on the same data and holdout")
-    table = wide_to_long(Path(arguments.data) / file)
     series = {key: group["y"].to_numpy() for key, group in table.groupby("id", sort=False)}
-    rows = runs[0].groupby("id", sort=False)
-    histories = [series[key][:-len(group)] for key, group in rows]
-    actuals = [group["actual"].to_numpy() for _, group in rows]
+    held_out = first.groupby("id", sort=False)
+    histories = [series[key][:-len(group)] for key, group in held_out]
 
-    def scores(column: pd.Series) -> dict[str, float]:
-        return m4_scores(actuals, [part.to_numpy() for _, part in column.groupby(runs[0]["id"], sort=False)],
-                         histories, season)
+    def by_series(column: pd.Series) -> list[np.ndarray]:
+        return [part.to_numpy() for _, part in column.groupby(first["id"], sort=False)]
 
-    naive2 = scores(runs[0]["naive2"])
-    networks = {**{f"model of {path}": run["model"] for path, run in zip(arguments.forecasts, runs)},
-                "their mean": sum(run["model"] for run in runs) / len(runs)}
-    print(f"{'method':<40}" + "".join(f"{metric:>9}" for metric in M4_METRICS))
-    for name, column in networks.items():
-        values = scores(column)
-        print(f"{name:<40}{values['sMAPE']:>9.3f}{values['MASE']:>9.3f}{owa(values, naive2):>9.3f}")
+    methods = {**{f"model of {name}": by_series(run["model"]) for name, run in runs.items()},
+               "their mean": by_series(sum(run["model"] for run in runs.values()) / len(runs)),
+               "naive2": by_series(first["naive2"])}
+    return pd.DataFrame(score_methods(methods, by_series(first["actual"]), histories, season)).T[list(M4_METRICS)]
+
+
+def combine(arguments: argparse.Namespace) -> None:
+    file, _, season = SUBSETS[arguments.subset]
+    runs = {path: pd.read_csv(path) for path in arguments.forecasts}
+    print_scores(combined_scores(runs, wide_to_long(Path(arguments.data) / file), season))
+
+
+def print_scores(scores: pd.DataFrame) -> None:
+    """A table of methods' sMAPE, MASE and OWA, one row per method."""
+    width = max(26, *(len(method) + 2 for method in scores.index))
+    print(f"{'method':<{width}}" + "".join(f"{metric:>9}" for metric in M4_METRICS))
+    for method, row in scores.iterrows():
+        print(f"{method:<{width}}" + "".join(f"{row[metric]:>9.3f}" for metric in M4_METRICS))
 
 
 def convert(arguments: argparse.Namespace) -> None:

@@ -1,0 +1,45 @@
+"""benchmarks/m4.py's combine: several runs' networks and their mean, scored as the backtest scores them."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "m4.py"
+spec = importlib.util.spec_from_file_location("m4_benchmark", SCRIPT)
+m4 = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(m4)
+
+# Two series of six values, the last two of each held out (m = 1).
+TABLE = pd.DataFrame({"id": ["W1"] * 6 + ["W2"] * 6, "t": list(range(1, 7)) * 2,
+                      "y": [10.0, 12, 11, 13, 12, 14, 5, 5, 6, 6, 7, 7]})
+
+
+def run(model: list[float], actual: tuple[float, ...] = (12.0, 14, 7, 7)) -> pd.DataFrame:
+    return pd.DataFrame({"id": ["W1", "W1", "W2", "W2"], "t": [5, 6, 5, 6], "actual": list(actual), "model": model,
+                         "naive2": [13.0, 13, 6, 6]})
+
+
+def test_each_run_and_their_mean_are_scored_by_m4s_definitions():
+    scores = m4.combined_scores({"a": run([12.0, 12, 7, 6]), "b": run([12.0, 16, 7, 8])}, TABLE, season=1)
+    # The histories' mean absolute one-step changes (MASE's scales): W1 (2 + 1 + 2) / 3, W2 (0 + 1 + 0) / 3.
+    scale = {"W1": 5 / 3, "W2": 1 / 3}
+    naive2_smape = ((200 / 25 + 200 / 27) / 2 + 200 / 13) / 2
+    naive2_mase = (1 / scale["W1"] + 1 / scale["W2"]) / 2
+    a_smape, b_smape = (200 * 2 / 26 / 2 + 200 / 13 / 2) / 2, (200 * 2 / 30 / 2 + 200 / 15 / 2) / 2
+    mase = (1 / scale["W1"] + 0.5 / scale["W2"]) / 2  # both runs miss W1 by 2 once and W2 by 1 once
+    expected = pd.DataFrame({"sMAPE": [a_smape, b_smape, 0.0, naive2_smape], "MASE": [mase, mase, 0.0, naive2_mase],
+                             "OWA": [(a_smape / naive2_smape + mase / naive2_mase) / 2,
+                                     (b_smape / naive2_smape + mase / naive2_mase) / 2, 0.0, 1.0]},
+                            index=["model of a", "model of b", "their mean", "naive2"])  # the mean is exact
+    pd.testing.assert_frame_equal(scores.astype(float), expected, rtol=1e-12)
+
+
+def test_runs_on_other_held_out_values_are_refused():
+    with pytest.raises(ValueError, match="b holds other series, times or actual values than a; combine the forecasts "
+                                         "of runs on the same data and holdout"):
+        m4.combined_scores({"a": run([12.0, 12, 7, 6]), "b": run([12.0, 16, 7, 8], actual=(12.0, 14, 7, 8))},
+                           TABLE, season=1)
