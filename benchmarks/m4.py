@@ -9,6 +9,7 @@ with the baselines, and every baseline, next to the published rows (sMAPE / MASE
     python benchmarks/m4.py hourly --normalisation standard --threads 1 ... --forecasts-out standard.csv &
     python benchmarks/m4.py hourly --normalisation log --threads 1 ... --forecasts-out log.csv
     python benchmarks/m4.py combine hourly standard.csv log.csv      # README: each network and their mean
+    python benchmarks/m4.py hourly --epochs 550 ...    # 550 epochs of 4096 windows, on a fast machine or a slow one
 
 The official M4 test values are not in the repository, so each training series' last horizon
 (48 hourly, 13 weekly) is held out and scored; the published rows are on the official test
@@ -73,20 +74,14 @@ def run(arguments: argparse.Namespace) -> None:
     table = wide_to_long(Path(arguments.data) / file)
     if arguments.series:
         table = table[table["id"].isin(table["id"].unique()[:arguments.series])]
-    chosen = {name: getattr(arguments, name) for name in ("normalisation", "distribution", "ensemble", "extra_seasons",
-                                                          "min_lr_fraction", "batch_size", "lr", "on_plateau", "ema_decay",
-                                                          "dropout", "patience")
-              if getattr(arguments, name) is not None}
-    forecaster = Forecaster("t", "y", horizon=horizon, season=season, id="id", lookback=arguments.lookback,
-                            time_budget=arguments.time_budget, epochs=None, hidden_size=arguments.hidden_size,
-                            seed=arguments.seed, baselines=tuple(arguments.baselines),
-                            early_stopping=arguments.early_stopping, **chosen)
+    forecaster = forecaster_from(arguments)
     start = time.perf_counter()
     result = forecaster.backtest(table, holdout=horizon)
     seconds = time.perf_counter() - start
     print(f"M4 {arguments.subset}: {result.series} series, the last {horizon} values of each held out "
           f"(validation split of the training file); m = {season}; {seconds / 60:.1f} min in all "
-          f"(training budget {arguments.time_budget:.0f} s, normalisation {'+'.join(forecaster.config.normalisation)}, "
+          f"(training budget {f'{arguments.epochs:g} epochs' if arguments.epochs else f'{arguments.time_budget:.0f} s'}, "
+          f"normalisation {'+'.join(forecaster.config.normalisation)}, "
           f"distribution {forecaster.config.distribution}, ensemble {forecaster.config.ensemble}, "
           f"extra seasons {', '.join(map(str, forecaster.config.extra_seasons)) or 'none'}, learning-rate floor "
           f"{forecaster.config.min_lr_fraction:g} of the peak"
@@ -101,6 +96,20 @@ def run(arguments: argparse.Namespace) -> None:
     if arguments.forecasts_out:
         result.forecasts.to_csv(arguments.forecasts_out, index=False)
         print(f"wrote the held-out forecasts to {arguments.forecasts_out}")
+
+
+def forecaster_from(arguments: argparse.Namespace) -> Forecaster:
+    """The global forecaster the command line asks for: M4's horizon and m, the time budget or,
+    given --epochs, that many epochs whatever the time, and every setting given."""
+    _, horizon, season = SUBSETS[arguments.subset]
+    chosen = {name: getattr(arguments, name) for name in ("normalisation", "distribution", "ensemble", "extra_seasons",
+                                                          "min_lr_fraction", "batch_size", "lr", "on_plateau", "ema_decay",
+                                                          "dropout", "weight_decay", "patience")
+              if getattr(arguments, name) is not None}
+    return Forecaster("t", "y", horizon=horizon, season=season, id="id", lookback=arguments.lookback,
+                      time_budget=None if arguments.epochs else arguments.time_budget, epochs=arguments.epochs,
+                      hidden_size=arguments.hidden_size, seed=arguments.seed, baselines=tuple(arguments.baselines),
+                      early_stopping=arguments.early_stopping, **chosen)
 
 
 def combined_scores(runs: dict[str, pd.DataFrame], table: pd.DataFrame, season: int) -> pd.DataFrame:
@@ -146,13 +155,15 @@ def convert(arguments: argparse.Namespace) -> None:
     print(f"wrote {table['id'].nunique()} series, {len(table)} rows, to {arguments.long}")
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = parser.add_subparsers(dest="action", required=True)
     for subset in SUBSETS:
         runner = actions.add_parser(subset, help=f"backtest M4 {subset}")
         runner.add_argument("--data", default=str(DATA), help="the folder of the M4 files")
         runner.add_argument("--time-budget", type=float, default=300.0, help="training seconds")
+        runner.add_argument("--epochs", type=float, help="train this many epochs of 4096 windows instead, whatever the "
+                            "time: the same training on a fast or a slow machine")
         runner.add_argument("--lookback", type=int, help="the encoder's; default 2 x max(horizon, m)")
         runner.add_argument("--extra-seasons", type=lambda text: tuple(int(part) for part in text.split(",")),
                             help="more periods the base may take per window (hourly: 168, a week)")
@@ -175,6 +186,8 @@ def main() -> None:
         runner.add_argument("--forecasts-out", help="write the held-out forecasts to this CSV (for combine)")
         runner.add_argument("--dropout", type=float, help="between the layers and before the head "
                             "(default: ForecasterConfig's)")
+        runner.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay "
+                            "(default: ForecasterConfig's)")
         runner.add_argument("--batch-size", type=int, help="windows per step (default: ForecasterConfig's)")
         runner.add_argument("--lr", type=float, help="the peak learning rate (default: ForecasterConfig's)")
         runner.add_argument("--distribution", choices=DISTRIBUTIONS, help="the head's (default: ForecasterConfig's)")
@@ -195,7 +208,11 @@ def main() -> None:
     converter.add_argument("wide")
     converter.add_argument("long")
     converter.set_defaults(run=convert)
-    arguments = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    arguments = parser().parse_args()
     arguments.run(arguments)
 
 

@@ -1,4 +1,5 @@
-"""benchmarks/m4.py's combine: several runs' networks and their mean, scored as the backtest scores them."""
+"""benchmarks/m4.py: the forecaster its command line builds, and combine: several runs' networks and
+their mean, scored as the backtest scores them."""
 
 from __future__ import annotations
 
@@ -43,3 +44,12 @@ def test_runs_on_other_held_out_values_are_refused():
                                          "of runs on the same data and holdout"):
         m4.combined_scores({"a": run([12.0, 12, 7, 6]), "b": run([12.0, 16, 7, 8], actual=(12.0, 14, 7, 8))},
                            TABLE, season=1)
+
+
+def test_the_command_line_trains_for_a_time_budget_or_for_epochs_whatever_the_time():
+    timed = m4.forecaster_from(m4.parser().parse_args(["hourly", "--time-budget", "1410"])).config
+    assert (timed.time_budget, timed.epochs, timed.horizon, timed.season) == (1410.0, None, 48, 24)
+    counted = m4.forecaster_from(m4.parser().parse_args(
+        ["hourly", "--time-budget", "1410", "--epochs", "300", "--weight-decay", "0.05", "--no-early-stopping"])).config
+    assert (counted.time_budget, counted.epochs, counted.weight_decay, counted.early_stopping) == (None, 300, 0.05, False)
+    assert m4.forecaster_from(m4.parser().parse_args(["weekly"])).config.weight_decay == 1e-4  # ForecasterConfig's
