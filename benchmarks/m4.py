@@ -80,7 +80,7 @@ def run(arguments: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     print(f"M4 {arguments.subset}: {result.series} series, the last {horizon} values of each held out "
           f"(validation split of the training file); m = {season}; {seconds / 60:.1f} min in all "
-          f"(training budget {f'{arguments.epochs:g} epochs' if arguments.epochs else f'{arguments.time_budget:.0f} s'}, "
+          f"(training budget {budget(forecaster.config)}, "
           f"normalisation {'+'.join(forecaster.config.normalisation)}, "
           f"distribution {forecaster.config.distribution}, ensemble {forecaster.config.ensemble}, "
           f"extra seasons {', '.join(map(str, forecaster.config.extra_seasons)) or 'none'}, learning-rate floor "
@@ -107,9 +107,14 @@ def forecaster_from(arguments: argparse.Namespace) -> Forecaster:
                                                           "dropout", "weight_decay", "patience")
               if getattr(arguments, name) is not None}
     return Forecaster("t", "y", horizon=horizon, season=season, id="id", lookback=arguments.lookback,
-                      time_budget=None if arguments.epochs else arguments.time_budget, epochs=arguments.epochs,
+                      time_budget=arguments.time_budget if arguments.epochs is None else None, epochs=arguments.epochs,
                       hidden_size=arguments.hidden_size, seed=arguments.seed, baselines=tuple(arguments.baselines),
                       early_stopping=arguments.early_stopping, **chosen)
+
+
+def budget(config) -> str:
+    """The training budget a config holds, in words: "550 epochs" or "1410 s"."""
+    return f"{config.epochs:g} epochs" if config.epochs is not None else f"{config.time_budget:.0f} s"
 
 
 def combined_scores(runs: dict[str, pd.DataFrame], table: pd.DataFrame, season: int) -> pd.DataFrame:
@@ -162,8 +167,9 @@ def parser() -> argparse.ArgumentParser:
         runner = actions.add_parser(subset, help=f"backtest M4 {subset}")
         runner.add_argument("--data", default=str(DATA), help="the folder of the M4 files")
         runner.add_argument("--time-budget", type=float, default=300.0, help="training seconds")
-        runner.add_argument("--epochs", type=float, help="train this many epochs of 4096 windows instead, whatever the "
-                            "time: the same training on a fast or a slow machine")
+        runner.add_argument("--epochs", type=float, help="train this many epochs (each of ForecasterConfig's "
+                            "epoch_windows windows) instead, whatever the time: the same training on a fast or a slow "
+                            "machine")
         runner.add_argument("--lookback", type=int, help="the encoder's; default 2 x max(horizon, m)")
         runner.add_argument("--extra-seasons", type=lambda text: tuple(int(part) for part in text.split(",")),
                             help="more periods the base may take per window (hourly: 168, a week)")

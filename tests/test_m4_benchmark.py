@@ -53,3 +53,6 @@ def test_the_command_line_trains_for_a_time_budget_or_for_epochs_whatever_the_ti
         ["hourly", "--time-budget", "1410", "--epochs", "300", "--weight-decay", "0.05", "--no-early-stopping"])).config
     assert (counted.time_budget, counted.epochs, counted.weight_decay, counted.early_stopping) == (None, 300, 0.05, False)
     assert m4.forecaster_from(m4.parser().parse_args(["weekly"])).config.weight_decay == 1e-4  # ForecasterConfig's
+    assert (m4.budget(timed), m4.budget(counted)) == ("1410 s", "300 epochs")
+    with pytest.raises(ValueError, match="epochs"):  # 0 is refused, not read as "no --epochs"
+        m4.forecaster_from(m4.parser().parse_args(["hourly", "--epochs", "0"]))
