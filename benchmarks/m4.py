@@ -10,6 +10,7 @@ with the baselines, and every baseline, next to the published rows (sMAPE / MASE
     python benchmarks/m4.py hourly --normalisation log --threads 1 ... --forecasts-out log.csv
     python benchmarks/m4.py combine hourly standard.csv log.csv      # README: each network and their mean
     python benchmarks/m4.py hourly --epochs 550 ...    # 550 epochs of 4096 windows, on a fast machine or a slow one
+    python benchmarks/m4.py bases hourly --extra-seasons 168 --cycles 1,2,3 --origins 6   # the base alone, ~1 min
 
 The official M4 test values are not in the repository, so each training series' last horizon
 (48 hourly, 13 weekly) is held out and scored; the published rows are on the official test
@@ -18,7 +19,9 @@ t = 1, 2, ... per series) that `lstmkit forecast fit ... --id id --time t --targ
 `--forecasts-out` keeps a run's held-out forecasts (one row per series and hour: id, t,
 actual, every method's forecast, the interval); `combine` scores the mean of several runs'
 networks, as `--normalisation standard,log` averages its networks, so that networks trained
-in separate processes (one per core) can be compared with it.
+in separate processes (one per core) can be compared with it. `bases` scores what the network
+corrects, alone (no training): at the last horizon and at each horizon before it, so that a
+change of the base is judged on more than one exam.
 """
 
 from __future__ import annotations
@@ -32,8 +35,12 @@ import pandas as pd
 import torch
 
 from lstmkit.forecast import Forecaster
-from lstmkit.models.forecaster import DISTRIBUTIONS
+from lstmkit.models.forecaster import DISTRIBUTIONS, ForecastNetwork, ForecastNetworkConfig
+from lstmkit.pipelines.configs import ForecasterConfig
+from lstmkit.pipelines.forecast import history_length
 from lstmkit.pipelines.forecast_global import M4_METRICS, score_methods
+from lstmkit.series.baselines import panel_baselines
+from lstmkit.series.windows import PanelWindows
 from lstmkit.pipelines.forecast_report import chosen_line, epochs_line, interval_line
 from lstmkit.training.config import PLATEAU_ACTIONS
 
@@ -83,8 +90,10 @@ def run(arguments: argparse.Namespace) -> None:
           f"(training budget {budget(forecaster.config)}, "
           f"normalisation {'+'.join(forecaster.config.normalisation)}, "
           f"distribution {forecaster.config.distribution}, ensemble {forecaster.config.ensemble}, "
-          f"extra seasons {', '.join(map(str, forecaster.config.extra_seasons)) or 'none'}, learning-rate floor "
-          f"{forecaster.config.min_lr_fraction:g} of the peak"
+          f"extra seasons {', '.join(map(str, forecaster.config.extra_seasons)) or 'none'}"
+          + (f" (base: the median of {forecaster.config.base_cycles} cycles)"
+             if forecaster.config.base_cycles > 1 else "")
+          + f", learning-rate floor {forecaster.config.min_lr_fraction:g} of the peak"
           + (f", weights' moving average {forecaster.config.ema_decay:g}" if forecaster.config.ema_decay else "") + ")")
     print_scores(result.scores)
     print("published, on the official test set:")
@@ -103,8 +112,9 @@ def forecaster_from(arguments: argparse.Namespace) -> Forecaster:
     given --epochs, that many epochs whatever the time, and every setting given."""
     _, horizon, season = SUBSETS[arguments.subset]
     chosen = {name: getattr(arguments, name) for name in ("normalisation", "distribution", "ensemble", "extra_seasons",
-                                                          "min_lr_fraction", "batch_size", "lr", "on_plateau", "ema_decay",
-                                                          "dropout", "weight_decay", "patience")
+                                                          "base_cycles", "min_lr_fraction", "batch_size", "lr",
+                                                          "on_plateau", "ema_decay", "dropout", "weight_decay",
+                                                          "patience")
               if getattr(arguments, name) is not None}
     return Forecaster("t", "y", horizon=horizon, season=season, id="id", lookback=arguments.lookback,
                       time_budget=arguments.time_budget if arguments.epochs is None else None, epochs=arguments.epochs,
@@ -146,6 +156,44 @@ def combine(arguments: argparse.Namespace) -> None:
     print_scores(combined_scores(runs, wide_to_long(Path(arguments.data) / file), season))
 
 
+def base_scores(table: pd.DataFrame, horizon: int, season: int, extra_seasons: tuple[int, ...],
+                cycles: list[int], origins: int) -> pd.DataFrame:
+    """The OWA of the network's base alone (ForecastNetwork.base: what an untrained network
+    forecasts) for each number of base cycles (columns), at `origins` origins (rows): each
+    series' last horizon held out, then the horizon before it, and so on. A series with fewer
+    than two values before an origin is not scored there (MASE needs two); a shorter history
+    than the base reads is padded with its first value, as for training (PanelWindows)."""
+    series = [group["y"].to_numpy() for _, group in table.groupby("id", sort=False)]
+    rows = {}
+    for back in range(1, origins + 1):
+        kept = [values for values in series if len(values) >= back * horizon + 2]
+        histories = [values[:len(values) - back * horizon] for values in kept]
+        actuals = [values[len(history):len(history) + horizon] for values, history in zip(kept, histories)]
+        methods = panel_baselines(histories, horizon, season, ["naive2"])
+        for count in cycles:
+            config = ForecasterConfig(time="t", target="y", horizon=horizon, lookback=season,
+                                      extra_seasons=extra_seasons, base_cycles=count)
+            windows = PanelWindows([torch.as_tensor(history, dtype=torch.float64) for history in histories],
+                                   history_length(config, season), horizon)
+            history = windows.batch([(k, len(values)) for k, values in enumerate(histories)]).history[..., :1]
+            network = ForecastNetwork(ForecastNetworkConfig("lstm", 1, 1, 0, horizon, season=season,
+                                                            extra_seasons=extra_seasons, base_cycles=count))
+            methods[f"{count} cycle{'s' if count > 1 else ''}"] = network.base(history)[..., 0].numpy()
+        scores = score_methods(methods, actuals, histories, season)
+        rows[f"steps {-back * horizon} .. {-(back - 1) * horizon - 1}"] = {
+            name: values["OWA"] for name, values in scores.items() if name != "naive2"}
+    return pd.DataFrame(rows).T
+
+
+def bases(arguments: argparse.Namespace) -> None:
+    file, horizon, season = SUBSETS[arguments.subset]
+    scores = base_scores(wide_to_long(Path(arguments.data) / file), horizon, season, arguments.extra_seasons,
+                         arguments.cycles, arguments.origins)
+    print(f"OWA of the base alone (no network), M4 {arguments.subset}, m = {season}, extra seasons "
+          f"{', '.join(map(str, arguments.extra_seasons)) or 'none'}; rows: the steps held out from each series' end")
+    print(scores.to_string(float_format="{:.3f}".format))
+
+
 def print_scores(scores: pd.DataFrame) -> None:
     """A table of methods' sMAPE, MASE and OWA, one row per method."""
     width = max(26, *(len(method) + 2 for method in scores.index))
@@ -160,6 +208,11 @@ def convert(arguments: argparse.Namespace) -> None:
     print(f"wrote {table['id'].nunique()} series, {len(table)} rows, to {arguments.long}")
 
 
+def integers(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated integers."""
+    return tuple(int(part) for part in text.split(","))
+
+
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = parser.add_subparsers(dest="action", required=True)
@@ -171,8 +224,10 @@ def parser() -> argparse.ArgumentParser:
                             "epoch_windows windows) instead, whatever the time: the same training on a fast or a slow "
                             "machine")
         runner.add_argument("--lookback", type=int, help="the encoder's; default 2 x max(horizon, m)")
-        runner.add_argument("--extra-seasons", type=lambda text: tuple(int(part) for part in text.split(",")),
+        runner.add_argument("--extra-seasons", type=integers,
                             help="more periods the base may take per window (hourly: 168, a week)")
+        runner.add_argument("--base-cycles", type=int, help="the base of the longest period is the median of its "
+                            "last this many cycles (default: ForecasterConfig's)")
         runner.add_argument("--hidden-size", type=int, default=64)
         runner.add_argument("--normalisation",
                             help="each series' (default: ForecasterConfig's); several, comma-separated (standard,log), "
@@ -210,6 +265,13 @@ def parser() -> argparse.ArgumentParser:
     combiner.add_argument("forecasts", nargs="+", help="files written by --forecasts-out")
     combiner.add_argument("--data", default=str(DATA), help="the folder of the M4 files")
     combiner.set_defaults(run=combine)
+    scorer = actions.add_parser("bases", help="score the network's base alone, at several origins")
+    scorer.add_argument("subset", choices=SUBSETS)
+    scorer.add_argument("--extra-seasons", type=integers, default=(), help="as for a run (hourly: 168)")
+    scorer.add_argument("--cycles", type=integers, default=(1, 2, 3), help="the base cycles to compare (1,2,3)")
+    scorer.add_argument("--origins", type=int, default=6, help="horizons back from each series' end (6)")
+    scorer.add_argument("--data", default=str(DATA), help="the folder of the M4 files")
+    scorer.set_defaults(run=bases)
     converter = actions.add_parser("convert", help="an M4 wide file as a long table")
     converter.add_argument("wide")
     converter.add_argument("long")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -56,3 +57,29 @@ def test_the_command_line_trains_for_a_time_budget_or_for_epochs_whatever_the_ti
     assert (m4.budget(timed), m4.budget(counted)) == ("1410 s", "300 epochs")
     with pytest.raises(ValueError, match="epochs"):  # 0 is refused, not read as "no --epochs"
         m4.forecaster_from(m4.parser().parse_args(["hourly", "--epochs", "0"]))
+
+
+def test_the_command_line_sets_the_cycles_of_the_base():
+    arguments = m4.parser().parse_args(["hourly", "--extra-seasons", "168", "--base-cycles", "2"])
+    config = m4.forecaster_from(arguments).config
+    assert (config.extra_seasons, config.base_cycles) == ((168,), 2)
+    default = m4.forecaster_from(m4.parser().parse_args(["hourly", "--extra-seasons", "168"])).config
+    assert default.base_cycles == 2  # ForecasterConfig's, with extra seasons
+    assert m4.forecaster_from(m4.parser().parse_args(["hourly"])).config.base_cycles == 1
+
+
+def test_the_base_alone_is_scored_at_each_origin_by_hand():
+    # m = 2; before the last two values, the last cycle (0 0) is a "holiday": one cycle copies
+    # it, the median of three (0 0, 1 5, 2 5) does not. One horizon further back, both are 1 5.
+    table = pd.DataFrame({"id": ["a"] * 10, "t": range(1, 11), "y": [1.0, 5, 2, 5, 1, 5, 0, 0, 1, 5]})
+    scores = m4.base_scores(table, 2, 2, (), [1, 3], 2)
+    assert list(scores.index) == ["steps -2 .. -1", "steps -4 .. -3"]
+    values = table["y"].to_numpy()
+    for row, cut, bases in (("steps -2 .. -1", 8, {"1 cycle": [0.0, 0], "3 cycles": [1.0, 5]}),
+                            ("steps -4 .. -3", 6, {"1 cycle": [1.0, 5], "3 cycles": [1.0, 5]})):
+        history, actual = values[:cut], values[cut:cut + 2]
+        methods = {**m4.panel_baselines([history], 2, 2, ["naive2"]),
+                   **{name: np.array([forecast]) for name, forecast in bases.items()}}
+        expected = m4.score_methods(methods, [actual], [history], 2)
+        assert scores.loc[row].to_dict() == pytest.approx({name: expected[name]["OWA"] for name in bases}, abs=1e-12)
+    assert scores.loc["steps -2 .. -1", "3 cycles"] == 0.0

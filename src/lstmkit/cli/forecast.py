@@ -86,6 +86,9 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extra-seasons", type=positive_ints, default=(),
                         help="more seasonal periods the network's base may take per window, comma-separated "
                              "(e.g. 168, a week of hours, beside --season 24)")
+    add_setting(parser, ForecasterConfig, "base_cycles", "the base of the longest period is the median of its last "
+                "this many cycles (default 2 with --extra-seasons: with 168, the last two weeks; else 1)",
+                type=positive_int)
     parser.add_argument("--holdout", type=positive_int, help="last rows to backtest on (default: horizon)")
     parser.add_argument("--covariates", type=column_list, default=(), help="observed-past covariate columns")
     parser.add_argument("--future-covariates", type=column_list, default=(),

@@ -57,6 +57,7 @@ from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, Ser
                             calendar_features, future_times, read_series, scores, season_length)
 from lstmkit.series.choice import combination, combines, method_forecast
 from lstmkit.training import Job, Processes, Trainer, current_names, resolve_device
+from lstmkit.training.config import ADDED_SETTINGS
 
 # How far the values predict starts from may lie from the fitted data's mean, in its standard
 # deviations, before predict warns: a trending series ends 2 or 3 away; 10 is other data.
@@ -259,7 +260,7 @@ class Forecaster:
             network = build_forecast_network(ForecastNetworkConfig(
                 config.cell, targets, past_features, future_features, config.horizon, config.hidden_size,
                 config.num_layers, config.dropout, config.engine, ensemble=config.ensemble, season=base_season,
-                extra_seasons=config.extra_seasons, encoder_steps=encoder_steps,
+                extra_seasons=config.extra_seasons, encoder_steps=encoder_steps, base_cycles=config.base_cycles,
             ))
             job = ForecastJob(network, windows, training, validation, config, trainer.processes, trainer.device,
                               epoch_windows=epoch_windows)
@@ -490,11 +491,13 @@ def encoder_lookback(config: ForecasterConfig, season: int) -> int:
 
 
 def history_length(config: ForecasterConfig, season: int) -> int:
-    """The steps of history each window holds: the encoder's, or, with extra seasons, twice the
-    longest period where that is more (the base compares each period's seasonal-naive forecast
-    of the window's own latest steps: ForecastNetwork.base)."""
-    periods = (season, *config.extra_seasons)
-    return max(encoder_lookback(config, season), 2 * max(periods) if config.extra_seasons else 0)
+    """The steps of history each window holds: the encoder's, or, where that is more, twice the
+    longest period with extra seasons (the base compares each period's seasonal-naive forecast
+    of the window's own latest steps) and base_cycles times it (the base's median of cycles;
+    ForecastNetwork.base)."""
+    cycles = max(2 if config.extra_seasons else 1, config.base_cycles)
+    longest = max((season, *config.extra_seasons))
+    return max(encoder_lookback(config, season), cycles * longest if cycles > 1 and longest > 1 else 0)
 
 
 def config_dict(config: ForecasterConfig) -> dict:
@@ -627,7 +630,7 @@ def load_forecaster(directory: str | Path, device: str = "cpu") -> Forecaster:
     saved, network = load_model_checkpoint(directory, FORECASTER)
     try:
         # Checkpoints from before `distribution` was a setting were trained as normal.
-        forecaster = Forecaster(**{"distribution": "normal", **current_names(saved["forecaster"])})
+        forecaster = Forecaster(**{"distribution": "normal", **ADDED_SETTINGS, **current_names(saved["forecaster"])})
         layout = forecast_global.PanelLayout if forecaster.config.id is not None else SeriesLayout
         forecaster.layout = layout.from_dict(saved["layout"])
         forecaster.best_epoch = saved["best_epoch"]

@@ -33,6 +33,9 @@ NUMBER_FIELDS = {"int": "an integer", "int | None": "an integer or None", "float
 # Names that older checkpoints and results files used for settings that now have one spelling.
 LEGACY_NAMES = {"hidden": "hidden_size", "layers": "num_layers", "batch": "batch_size", "embedding": "embedding_size",
                 "learning_rate": "lr"}
+# Settings added since runs were first saved whose default now differs from what runs saved
+# before them did: the value those runs had, so that --resume of one compares it.
+ADDED_SETTINGS = {"base_cycles": 1}
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from lstmkit.checkpoint import check_kind, existing, load_checkpoint, read_extra_tensors, save_checkpoint
 from lstmkit.files import check_nothing_overwritten, check_output_folder, write_csv, write_json
-from lstmkit.training.config import RESUMABLE_CHANGES, TrainingConfig, current_names
+from lstmkit.training.config import ADDED_SETTINGS, RESUMABLE_CHANGES, TrainingConfig, current_names
 from lstmkit.training.device import Precision, resolve_device
 from lstmkit.training.distributed import Processes
 from lstmkit.training.job import Job
@@ -453,7 +453,8 @@ class Trainer:
             changed = [f"{name}: {describe_data(saved['data'].get(name))} in the run, {describe_data(data.get(name))} now"
                        for name in sorted(set(saved["data"]) | set(data)) if saved["data"].get(name) != data.get(name)]
             raise ValueError(f"{out} was trained on other data; --resume needs the same ({'; '.join(changed)})")
-        before, now = current_names(saved["training"]), json.loads(json.dumps(asdict(self.config)))
+        before = {**ADDED_SETTINGS, **current_names(saved["training"])}
+        now = json.loads(json.dumps(asdict(self.config)))
         changed = [f"{name}: {before[name]!r} in the run, {value!r} now" for name, value in now.items()
                    if name not in RESUMABLE_CHANGES and name in before and before[name] != value]
         if changed:
