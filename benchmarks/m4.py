@@ -164,20 +164,22 @@ def base_scores(table: pd.DataFrame, horizon: int, season: int, extra_seasons: t
     than two values before an origin is not scored there (MASE needs two); a shorter history
     than the base reads is padded with its first value, as for training (PanelWindows)."""
     series = [group["y"].to_numpy() for _, group in table.groupby("id", sort=False)]
+    # Per count: the history the base reads (forecast.history_length) and a network to read it.
+    readers = {count: (history_length(ForecasterConfig(time="t", target="y", horizon=horizon, lookback=season,
+                                                       extra_seasons=extra_seasons, base_cycles=count), season),
+                       ForecastNetwork(ForecastNetworkConfig("lstm", 1, 1, 0, horizon, season=season,
+                                                             extra_seasons=extra_seasons, base_cycles=count)))
+               for count in cycles}
     rows = {}
     for back in range(1, origins + 1):
         kept = [values for values in series if len(values) >= back * horizon + 2]
         histories = [values[:len(values) - back * horizon] for values in kept]
         actuals = [values[len(history):len(history) + horizon] for values, history in zip(kept, histories)]
         methods = panel_baselines(histories, horizon, season, ["naive2"])
-        for count in cycles:
-            config = ForecasterConfig(time="t", target="y", horizon=horizon, lookback=season,
-                                      extra_seasons=extra_seasons, base_cycles=count)
+        for count, (length, network) in readers.items():
             windows = PanelWindows([torch.as_tensor(history, dtype=torch.float64) for history in histories],
-                                   history_length(config, season), horizon)
+                                   length, horizon)
             history = windows.batch([(k, len(values)) for k, values in enumerate(histories)]).history[..., :1]
-            network = ForecastNetwork(ForecastNetworkConfig("lstm", 1, 1, 0, horizon, season=season,
-                                                            extra_seasons=extra_seasons, base_cycles=count))
             methods[f"{count} cycle{'s' if count > 1 else ''}"] = network.base(history)[..., 0].numpy()
         scores = score_methods(methods, actuals, histories, season)
         rows[f"steps {-back * horizon} .. {-(back - 1) * horizon - 1}"] = {

@@ -160,10 +160,14 @@ class ForecastNetwork(nn.Module):
             """Period `period`'s seasonal-naive forecast of the `steps` steps from `end` on."""
             return targets[:, end - period + torch.arange(steps, device=targets.device) % period]
 
-        forecasts = torch.stack([seasonal_naive(lookback, period, horizon) if period < span or cycles == 1 else
-                                 torch.stack([seasonal_naive(lookback - (cycle - 1) * span, span, horizon)
-                                              for cycle in range(1, cycles + 1)]).quantile(0.5, dim=0)
-                                 for period in periods])
+        def forecast(period: int) -> Tensor:
+            """Period `period`'s forecast of the horizon: its seasonal naive, or, for the longest,
+            the median of the seasonal naives of its last `cycles` cycles."""
+            count = cycles if period == span else 1
+            naives = torch.stack([seasonal_naive(lookback - cycle * period, period, horizon) for cycle in range(count)])
+            return naives[0] if count == 1 else naives.quantile(0.5, dim=0)
+
+        forecasts = torch.stack([forecast(period) for period in periods])
         if len(periods) == 1:
             return forecasts[0]
         recent = targets[:, lookback - span:]

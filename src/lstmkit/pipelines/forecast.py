@@ -629,8 +629,11 @@ def load_forecaster(directory: str | Path, device: str = "cpu") -> Forecaster:
     directory = checkpoint_folder(directory)
     saved, network = load_model_checkpoint(directory, FORECASTER)
     try:
-        # Checkpoints from before `distribution` was a setting were trained as normal.
-        forecaster = Forecaster(**{"distribution": "normal", **ADDED_SETTINGS, **current_names(saved["forecaster"])})
+        # Checkpoints from before `distribution` was a setting were trained as normal; those
+        # from before another added setting, as ADDED_SETTINGS says.
+        added = {name: value for name, value in ADDED_SETTINGS.items()
+                 if name in {field.name for field in fields(ForecasterConfig)}}
+        forecaster = Forecaster(**{"distribution": "normal", **added, **current_names(saved["forecaster"])})
         layout = forecast_global.PanelLayout if forecaster.config.id is not None else SeriesLayout
         forecaster.layout = layout.from_dict(saved["layout"])
         forecaster.best_epoch = saved["best_epoch"]

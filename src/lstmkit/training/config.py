@@ -34,7 +34,8 @@ NUMBER_FIELDS = {"int": "an integer", "int | None": "an integer or None", "float
 LEGACY_NAMES = {"hidden": "hidden_size", "layers": "num_layers", "batch": "batch_size", "embedding": "embedding_size",
                 "learning_rate": "lr"}
 # Settings added since runs were first saved whose default now differs from what runs saved
-# before them did: the value those runs had, so that --resume of one compares it.
+# before them did: the value those runs had, so that --resume of one compares it (and a loader
+# gives it to the config that has the setting).
 ADDED_SETTINGS = {"base_cycles": 1}
 
 
