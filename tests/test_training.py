@@ -336,7 +336,7 @@ def test_float16_training_saves_the_gradient_scale_and_resumes_it(text_file, tmp
                               warmup=2, precision="16", dropout=0.0, device="cuda")
     straight = lm.train(text_file, tmp_path / "straight", config)
     saved = json.loads((tmp_path / "straight" / "last" / "config.json").read_text())["progress"]["scaler"]
-    assert saved["scale"] > 0 and set(saved) >= {"scale", "growth_tracker"}
+    assert saved["scale"] > 0 and set(saved) >= {"scale", "_growth_tracker"}
     dies_at_step(monkeypatch, 15)
     with pytest.raises(Killed):
         lm.train(text_file, tmp_path / "resumed", config)

@@ -12,11 +12,17 @@ from lstmkit.cells.layernorm import LAYER_NORM_EPS
 from lstmkit.engines.fused import FusedGrads, FusedStep, LayerNormKernel
 from lstmkit.engines.triton.launch import tanh
 
+# LayerNorm's ε as 1 / EPS_RECIPROCAL, divided in the rows' dtype: a float argument or literal
+# would be a float32 value, off from float64's 1e-5 by 2.5e-13, which 1 / √(σ² + ε) shows in
+# the tenth digit when σ² is small.
+EPS_RECIPROCAL = tl.constexpr(round(1 / LAYER_NORM_EPS))
+assert 1 / EPS_RECIPROCAL.value == LAYER_NORM_EPS
+
 
 @triton.jit
 def layernorm_forward(
     gates, rec, c, c_new, h_new, tanh_ln_c, rec_mean, rec_rstd, cell_mean, cell_rstd,
-    rec_gain, rec_shift, cell_gain, cell_shift, hidden, eps, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
+    rec_gain, rec_shift, cell_gain, cell_shift, hidden, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """`gates` holds LN(W_ih x) and becomes i, f, g, o; `rec` holds W_hh h."""
     row = tl.program_id(0)
@@ -36,6 +42,7 @@ def layernorm_forward(
     rec_o = tl.where(inside, rec_o - mean, 0.0)
     variance = (tl.sum(rec_i * rec_i, 0) + tl.sum(rec_f * rec_f, 0) + tl.sum(rec_g * rec_g, 0)
                 + tl.sum(rec_o * rec_o, 0)) / width
+    eps = (variance * 0 + 1) / EPS_RECIPROCAL                             # in the rows' dtype
     rstd = 1 / tl.sqrt(variance + eps)
     tl.store(rec_mean + row, mean)
     tl.store(rec_rstd + row, rstd)
@@ -139,7 +146,7 @@ class TritonLayerNormKernel(LayerNormKernel):
         layernorm_forward[(rows,)](
             step.gates, step.rec, step.c, step.c_new, step.h_new, tape["tanh_ln_c"], tape["rec_mean"],
             tape["rec_rstd"], tape["cell_mean"], tape["cell_rstd"], weights.extra["layernorm_hh_weight"], shift,
-            weights.extra["layernorm_cell_weight"], cell_shift, hidden, LAYER_NORM_EPS,
+            weights.extra["layernorm_cell_weight"], cell_shift, hidden,
             HAS_BIAS=weights.bias_hh is not None, BLOCK=triton.next_power_of_2(hidden),
         )
 
