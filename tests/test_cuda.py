@@ -11,6 +11,7 @@ import torch
 
 import lstmkit
 from helpers import ALL_CELL_PARAMS, relative_error
+from lstmkit.engines.fused import graphs
 
 pytestmark = [
     pytest.mark.cuda,
@@ -42,6 +43,63 @@ def test_engine_equals_reference_on_cuda_in_float64(cell, options, engine):
         assert relative_error(mine, other) < 1e-10
 
 
+@pytest.fixture
+def fresh_graphs(monkeypatch):
+    """No key seen and no graph captured yet; the captured graphs by key."""
+    monkeypatch.setattr(graphs, "CACHE", graphs.GraphCache(graphs.DEFAULT_LIMIT))
+    return graphs.CACHE.captured
+
+
+@pytest.mark.parametrize("engine", ["fused", "triton"])
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_cuda_graph_replays_equal_the_reference_call_after_call(cell, options, engine, fresh_graphs):
+    """A key's first call runs step by step, its second captures the loop in a CUDA graph, the
+    later ones replay it: on new input and new weights every call equals the reference engine,
+    the gates of return_gates=True too."""
+    layer, reference = layer_pair(cell, options, engine, num_layers=2, bidirectional=True)
+    for call in range(4):
+        with torch.no_grad():
+            for parameter, twin in zip(layer.parameters(), reference.parameters(), strict=True):
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+                twin.copy_(parameter)
+        x = torch.randn(9, 4, 8, dtype=torch.float64, device=CUDA, requires_grad=True)
+        ours, theirs = layer(x, return_gates=True), reference(x, return_gates=True)
+        assert relative_error(ours[0], theirs[0]) < 1e-10
+        for name, gate in theirs[2].gates.items():
+            assert relative_error(ours[2].gates[name], gate) < 1e-10
+        if theirs[2].cell_states is not None:
+            assert relative_error(ours[2].cell_states, theirs[2].cell_states) < 1e-10
+        weights = torch.randn_like(ours[0])
+        ours_grads = torch.autograd.grad((ours[0] * weights).sum(), [x, *layer.parameters()])
+        theirs_grads = torch.autograd.grad((theirs[0] * weights).sum(), [x, *reference.parameters()])
+        for mine, other in zip(ours_grads, theirs_grads, strict=True):
+            assert relative_error(mine, other) < 1e-10, call
+    assert len(fresh_graphs) > 0
+
+
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_cuda_graph_replays_under_autocast_equal_step_by_step_runs(cell, options, fresh_graphs, monkeypatch):
+    """Under bfloat16 autocast, replayed calls give the numbers of the same calls run step by step."""
+    layer, _ = layer_pair(cell, options, "triton", torch.float32)
+    inputs = [torch.randn(9, 4, 8, device=CUDA) for _ in range(3)]
+
+    def outputs_and_grads():
+        results = []
+        for x in inputs:
+            with torch.autocast("cuda", torch.bfloat16):
+                output = layer(x)[0]
+            grads = torch.autograd.grad(output.float().sum(), list(layer.parameters()))
+            results.append([output.float(), *grads])
+        return results
+
+    replayed = outputs_and_grads()
+    assert len(fresh_graphs) > 0
+    monkeypatch.setattr(graphs, "CACHE", graphs.GraphCache(0))
+    for call, (ours, eager) in enumerate(zip(replayed, outputs_and_grads(), strict=True)):
+        for mine, other in zip(ours, eager, strict=True):
+            assert relative_error(mine, other) < 1e-2, call
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("engine", ["auto", "fused", "triton"])
 @pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
@@ -50,10 +108,38 @@ def test_cuda_autocast_runs_every_cell_close_to_float32(cell, options, engine, d
     x = torch.randn(9, 4, 8, device=CUDA)
     with torch.autocast("cuda", dtype):
         output = layer(x)[0]
-    assert output.dtype == dtype
+    assert output.dtype == torch_nn_output_dtype(layer, options, x, dtype)
     assert relative_error(output.float(), reference(x)[0]) < 0.1
     output.float().sum().backward()
     assert all(torch.isfinite(parameter.grad).all() for parameter in layer.parameters())
+
+
+def torch_nn_output_dtype(layer, options, x, dtype):
+    """The dtype a layer's output has under CUDA autocast to `dtype`: torch.nn's own module's on
+    the native engine (torch casts cuDNN RNNs to float16 under every CUDA autocast), the autocast
+    dtype on the others."""
+    if layer.engine_name != "native":
+        return dtype
+    twin = getattr(torch.nn, layer.cell.name.upper())(8, 16, device=CUDA, **options)
+    with torch.autocast("cuda", dtype):
+        return twin(x)[0].dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("engine", ["auto", "fused", "triton"])
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_cuda_half_parameters_run_every_cell_close_to_float32(cell, options, engine, dtype):
+    """Parameters in bfloat16 or float16 on CUDA: outputs, states and gradients in that dtype,
+    close to the float32 layer's, with padded batches."""
+    layer, reference = layer_pair(cell, options, engine, torch.float32)
+    layer.to(dtype)
+    x = torch.randn(9, 4, 8, device=CUDA)
+    output, _ = layer(x.to(dtype), lengths=[9, 3, 7, 1])
+    assert output.dtype == dtype
+    assert relative_error(output.float(), reference(x, lengths=[9, 3, 7, 1])[0]) < 0.1
+    output.float().sum().backward()
+    assert all(parameter.grad.dtype == dtype and torch.isfinite(parameter.grad).all()
+               for parameter in layer.parameters())
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

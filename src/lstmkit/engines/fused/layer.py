@@ -34,6 +34,7 @@ from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights, make_cell
 from lstmkit.engines.base import LayerEngine, LayerNoise, LayerRun
+from lstmkit.engines.fused.graphs import run_captured
 from lstmkit.engines.fused.gru import GRUKernel
 from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
 from lstmkit.engines.fused.layernorm import LayerNormKernel
@@ -272,7 +273,16 @@ def fused_layer(
     `state`; with `batch_sizes`, step t runs the first batch_sizes[t] rows; with the masks,
     recurrent dropout and zoneout (`LayerNoise`). Returns h_0..h_T (T + 1, B, H_out); the
     final states [h_n, c_n]; the activations [gates (T, B, G*H), c (T, B, H)] if
-    return_gates, else []; the buffers backward reads (`LayerTape.saved`)."""
+    return_gates, else []; the buffers backward reads (`LayerTape.saved`). On CUDA, replayed
+    from a captured graph where one exists (`graphs.run_captured`)."""
+    arguments = (kernel, batch_sizes, return_gates, compute, state, given, x, h0, c0, parameters,
+                 recurrent_mask, keep_hidden, keep_cell)
+    return run_captured(layer_forward, arguments, x, batch_sizes)
+
+
+def layer_forward(kernel, batch_sizes, return_gates, compute, state, given, x, h0, c0, parameters,
+                  recurrent_mask, keep_hidden, keep_cell):
+    """fused_layer, run step by step."""
     kernel_object, products = kernel_from_key(kernel), Products(compute, state)
     weights = weights_from(kernel_object.cell, given, parameters)
     noise = LayerNoise(recurrent_mask, keep_hidden, keep_cell)
@@ -400,7 +410,16 @@ def fused_layer_backward(
     keep_cell: Tensor | None,
 ) -> list[Tensor]:
     """fused_layer's backward: from d h_1..h_T (T, B, H_out) and d [h_n, c_n], the gradients
-    [d x (when input_grad), d h0, d c0 (with a cell state), d p for each parameter p]."""
+    [d x (when input_grad), d h0, d c0 (with a cell state), d p for each parameter p]. On CUDA,
+    replayed from a captured graph where one exists (`graphs.run_captured`)."""
+    arguments = (kernel, batch_sizes, compute, state, input_grad, given, d_output, d_finals, x, parameters, hs,
+                 saved, recurrent_mask, keep_hidden, keep_cell)
+    return run_captured(layer_backward, arguments, x, batch_sizes)
+
+
+def layer_backward(kernel, batch_sizes, compute, state, input_grad, given, d_output, d_finals, x, parameters, hs,
+                   saved, recurrent_mask, keep_hidden, keep_cell):
+    """fused_layer_backward, run step by step."""
     kernel_object, products = kernel_from_key(kernel), Products(compute, state)
     weights = weights_from(kernel_object.cell, given, parameters)
     noise = LayerNoise(recurrent_mask, keep_hidden, keep_cell)

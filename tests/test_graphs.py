@@ -1,0 +1,76 @@
+"""The bookkeeping of the fused ops' CUDA graphs (`lstmkit.engines.fused.graphs`), which needs
+no GPU: when a key runs eagerly, captures or replays, the limit, a failed capture, the setting.
+The graphs themselves are proved equal to the reference engine in tests/test_cuda.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lstmkit
+from lstmkit.engines.fused import graphs
+
+
+class Captures:
+    """A stand-in for CapturedCall's construction: counts calls, returns a numbered token."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.count, self.error = 0, error
+
+    def __call__(self) -> str:
+        self.count += 1
+        if self.error is not None:
+            raise self.error
+        return f"graph {self.count}"
+
+
+def test_a_key_runs_eagerly_first_captures_second_and_replays_after():
+    cache, capture = graphs.GraphCache(limit=4), Captures()
+    assert [cache.get(("a",), capture) for _ in range(4)] == [None, "graph 1", "graph 1", "graph 1"]
+    assert capture.count == 1
+
+
+def test_keys_past_the_limit_run_eagerly_instead_of_evicting():
+    """Evicting would recapture on every call of a loop over more keys than the limit."""
+    cache, capture = graphs.GraphCache(limit=1), Captures()
+    for _ in range(3):
+        cache.get(("a",), capture), cache.get(("b",), capture)
+    assert cache.get(("a",), capture) == "graph 1" and cache.get(("b",), capture) is None
+    assert capture.count == 1
+
+
+def test_a_failed_capture_warns_once_and_runs_eagerly_from_then_on():
+    cache = graphs.GraphCache(limit=4)
+    capture = Captures(RuntimeError("operation not permitted when stream is capturing"))
+    cache.get(("a",), capture)
+    with pytest.warns(UserWarning, match=r"lstmkit could not capture this layer in a CUDA graph and runs it step by "
+                                         r"step, which is slower \(operation not permitted when stream is capturing\); "
+                                         r"LSTMKIT_CUDA_GRAPHS=0 turns capturing off"):
+        assert cache.get(("a",), capture) is None
+    assert cache.get(("a",), capture) is None and capture.count == 1
+
+
+@pytest.mark.parametrize("value, limit", [(None, 16), ("0", 0), ("40", 40)])
+def test_the_environment_sets_the_limit(monkeypatch, value, limit):
+    if value is None:
+        monkeypatch.delenv("LSTMKIT_CUDA_GRAPHS", raising=False)
+    else:
+        monkeypatch.setenv("LSTMKIT_CUDA_GRAPHS", value)
+    assert graphs.limit_from_environment() == limit
+
+
+def test_a_setting_that_is_not_a_count_is_refused(monkeypatch):
+    monkeypatch.setenv("LSTMKIT_CUDA_GRAPHS", "yes")
+    with pytest.raises(ValueError, match=r"LSTMKIT_CUDA_GRAPHS must be a whole number of graphs to keep \(0 turns "
+                                         r"capturing off\), got 'yes'"):
+        graphs.limit_from_environment()
+
+
+def test_cpu_calls_run_eagerly_and_record_no_key(monkeypatch):
+    monkeypatch.setattr(graphs, "CACHE", graphs.GraphCache(graphs.DEFAULT_LIMIT))
+    layer = lstmkit.PeepholeLSTM(3, 4, engine="fused")
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    first = layer(x)[0]
+    first.sum().backward()
+    assert torch.equal(layer(x)[0], first)
+    assert graphs.CACHE.seen == set() and graphs.CACHE.captured == {}
