@@ -9,7 +9,10 @@ import pytest
 import torch
 
 import lstmkit
-from lstmkit.cells import LSTMStep
+from helpers import triton_installed
+from lstmkit.cells import LSTMStep, make_cell
+from lstmkit.engines import select_engine
+from lstmkit.engines.step import step_engine_name
 
 H = 4
 
@@ -140,6 +143,22 @@ def test_repr_shows_options_and_the_engine_in_use():
 def test_auto_on_cpu_picks_onednn_for_the_plain_lstm_and_fused_for_the_rest(cell, options, engine):
     """The rule of BENCHMARKS.md: fused measures faster than oneDNN for rnn and gru on CPU."""
     assert lstmkit.Recurrent(cell, 3, 4, **options).engine_name == engine
+
+
+@triton_installed
+@pytest.mark.parametrize("cell, options, engine", [
+    ("lstm", {}, "native"), ("gru", {}, "native"), ("rnn", {"nonlinearity": "relu"}, "native"),
+    ("lstm", {"input_activation": False}, "triton"), ("peephole", {}, "triton"), ("cifg", {}, "triton"),
+    ("layernorm", {}, "triton"),
+])
+def test_auto_on_cuda_picks_cudnn_for_the_cells_it_runs_and_triton_for_the_rest(cell, options, engine):
+    """The rule of BENCHMARKS.md's GPU table (the choice alone: no GPU needed to make it); the
+    gates of a plain cell come from Triton too, as cuDNN does not expose them."""
+    cuda = torch.device("cuda")
+    assert select_engine("auto", make_cell(cell, **options), cuda).name == engine
+    assert select_engine("auto", make_cell(cell, **options), cuda, return_gates=True).name == "triton"
+    assert step_engine_name("auto", make_cell(cell, **options), False, cuda) == engine
+    assert step_engine_name("auto", make_cell(cell, **options), True, cuda) == "triton"
 
 
 def test_a_cell_object_builds_the_same_layer_as_its_name_and_options():

@@ -3,8 +3,9 @@
 `select_engine` turns a layer's `engine=` into the engine that runs a call. "auto" follows the
 rule measured in BENCHMARKS.md: on CPU, torch's oneDNN LSTM for the plain LSTM and the fused
 engine for every other cell (fused measures faster than oneDNN for rnn and gru); on CUDA,
-cuDNN for the cells it runs and the fused engine for the others. The Triton engine is chosen
-by name (`engine="triton"`) until `benchmarks/gpu.py` has measured it on a GPU.
+cuDNN for the cells it runs (the numbers of torch.nn's own modules) and the Triton engine for
+the others where triton is installed (measured faster than fused on every row of
+`benchmarks/gpu.py`), else the fused engine.
 """
 
 from __future__ import annotations
@@ -86,12 +87,15 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
 
 
 def auto_engine(cell: Cell, device: torch.device, return_gates: bool, regularisers: frozenset[str]) -> Engine:
-    """engine='auto': torch's own kernels where they measured fastest, else fused; the
-    reference engine for regularisers neither runs."""
+    """engine='auto': torch's own kernels where they measured fastest, else Triton on CUDA,
+    else fused; the reference engine for regularisers none of them runs."""
     native = ENGINES["native"]
     if (not return_gates and cell.name in AUTO_NATIVE.get(device.type, ()) and not native.unsupported(cell, device)
             and regularisers <= native.regularisers):
         return native
+    triton = ENGINES["triton"]
+    if device.type == "cuda" and not triton.unsupported(cell, device) and regularisers <= triton.regularisers:
+        return triton
     if regularisers <= ENGINES["fused"].regularisers:
         return ENGINES["fused"]
     return ENGINES["reference"]

@@ -7,10 +7,10 @@ autograd.Function per step, `lstmkit.engines.fused.step`; every cell), "triton" 
 Function with the Triton engine's kernels: one kernel launch each way per step; every cell,
 on CUDA tensors, or on CPU under TRITON_INTERPRET=1) and "reference" (the cell's `step` under
 autograd; every cell). "auto" runs a plain lstm, gru or rnn step on the native kernel and
-every other cell, and every `return_gates=True` step, on the fused one: a step of a plain
-cell is mostly per-call overhead at small sizes, where torch's single C++ call has the least
-(BENCHMARKS.md, "Cell modules"). As for the layers, "triton" is chosen by name until
-`benchmarks/gpu.py` has measured it on a GPU.
+every other cell, and every `return_gates=True` step, on the Triton one on CUDA where triton
+is installed (measured faster than fused there, BENCHMARKS.md) and on the fused one otherwise:
+a step of a plain cell is mostly per-call overhead at small sizes, where torch's single C++
+call has the least (BENCHMARKS.md, "Cell modules").
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def check_step_engine(engine: object, cell: Cell) -> None:
         raise ValueError(f"engine={engine!r} cannot run this cell: {reason}; use engine='auto' or 'fused'")
 
 
-def step_engine_name(engine: str, cell: Cell, return_gates: bool) -> str:
-    """The engine a step of a module built with `engine=` runs on."""
+def step_engine_name(engine: str, cell: Cell, return_gates: bool, device: torch.device) -> str:
+    """The engine a step of a module built with `engine=` runs on, for input on `device`."""
     if engine == "native" and return_gates:
         raise ValueError(
             "torch's native cell kernels do not expose gate activations; build the cell module "
@@ -54,14 +54,16 @@ def step_engine_name(engine: str, cell: Cell, return_gates: bool) -> str:
         )
     if engine != "auto":
         return engine
-    return "fused" if return_gates or NativeEngine().unsupported(cell, None) else "native"
+    if not return_gates and not NativeEngine().unsupported(cell, None):
+        return "native"
+    return "triton" if device.type == "cuda" and not TritonEngine().unsupported(cell, device) else "fused"
 
 
 def run_cell_step(
     engine: str, cell: Cell, weights: LayerWeights, x: Tensor, h: Tensor, c: Tensor | None, return_gates: bool
 ) -> StepResult:
     """One step of `cell` from x (B, I), h (B, H), c (B, H) or None, on `engine` (checked)."""
-    name = step_engine_name(engine, cell, return_gates)
+    name = step_engine_name(engine, cell, return_gates, x.device)
     if torch.jit.is_tracing() and name in ("fused", "triton"):  # the tracer cannot save a Python Function
         name = "reference"
     if name == "fused":

@@ -194,7 +194,7 @@ class RecurrentCell(NotScriptable, nn.Module):
     @property
     def engine_name(self) -> str:
         """The engine a step runs on (without return_gates)."""
-        return step_engine_name(self.engine, self.cell, return_gates=False)
+        return step_engine_name(self.engine, self.cell, False, self.weight_ih.device)
 
 
 def layer_weights(recurrent: Recurrent, layer: int, direction: int) -> LayerWeights:
