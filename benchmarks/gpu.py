@@ -6,8 +6,11 @@
 For each size (B, H, T; input = hidden) and precision (float32 with torch's defaults, and
 bfloat16 autocast), the script builds torch.nn.LSTM and every cell x engine, warms each up,
 then times them interleaved with CUDA events and reports medians: milliseconds per
-forward+backward, the ratio to cuDNN in the same rounds (above 1, lstmkit is faster), and the
-peak memory of one run above what was allocated before it, with its ratio to cuDNN's.
+forward+backward, the ratio to cuDNN in the same rounds (above 1, lstmkit is faster), the
+peak memory of one run above what was allocated before it, with its ratio to cuDNN's, and the
+memory a layer holds between runs (its gradients, and the static buffers of the CUDA graphs
+its engine captured in warm-up). `--tf32` lets matrix products use TF32, as cuDNN's RNNs do
+by default (torch.backends.cudnn.allow_tf32); torch's default for matmul is full float32.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from common import forward_backward
 import lstmkit
 from lstmkit.cells import make_cell
 from lstmkit.engines import ENGINES
+from lstmkit.engines.fused import graphs
 
 SIZES = "64,256,100;64,512,100;256,1024,100;16,768,1024"
 
@@ -67,7 +71,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default="gpu.md", help="where the table is written too")
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 in matrix products (matmul)")
     arguments = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = arguments.tf32
     torch.manual_seed(0)
     precisions = {
         "float32": contextlib.nullcontext,
@@ -77,8 +83,8 @@ def main() -> None:
         f"lstmkit {lstmkit.__version__}, torch {torch.__version__}, {torch.cuda.get_device_name()}, "
         f"cuDNN {torch.backends.cudnn.version()}, TF32 matmul {torch.backends.cuda.matmul.allow_tf32}",
         "",
-        "| precision | B | H | T | cell | engine | ms | × cuDNN | peak MB | memory × cuDNN |",
-        "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |",
+        "| precision | B | H | T | cell | engine | ms | × cuDNN | peak MB | memory × cuDNN | held MB |",
+        "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     print("\n".join(lines), flush=True)
     for size in arguments.sizes.split(";"):
@@ -86,12 +92,20 @@ def main() -> None:
         rows = layers(arguments.cells.split(","), arguments.engines.split(","), hidden)
         x = torch.randn(steps, batch, hidden, device="cuda", requires_grad=True)
         for name, precision in precisions.items():
+            # Each size and precision starts with no CUDA graph and keeps every row's (the fused
+            # and Triton engines capture a layer's loops in warm-up): each row runs as it would alone.
+            graphs.CACHE = graphs.GraphCache(limit=4 * len(rows))
             def run(layer, precision=precision):
                 with precision():
                     forward_backward(layer, x)
+            held = []
             for _, _, layer in rows:
+                torch.cuda.synchronize()
+                before = torch.cuda.memory_allocated()
                 for _ in range(arguments.warmup):
                     run(layer)
+                torch.cuda.synchronize()
+                held.append((torch.cuda.memory_allocated() - before) / 2**20)
             times = {index: [] for index in range(len(rows))}
             for _ in range(arguments.repeats):
                 for index, (_, _, layer) in enumerate(rows):
@@ -102,7 +116,7 @@ def main() -> None:
                 ms = statistics.median(times[index])
                 memory = peak_mb(layer, x, precision)
                 line = (f"| {name} | {batch} | {hidden} | {steps} | {cell} | {engine} | {ms:.2f} | "
-                        f"{baseline_ms / ms:.2f} | {memory:.0f} | {memory / baseline_mb:.2f} |")
+                        f"{baseline_ms / ms:.2f} | {memory:.0f} | {memory / baseline_mb:.2f} | {held[index]:.0f} |")
                 lines.append(line)
                 print(line, flush=True)
     Path(arguments.out).write_text("\n".join(lines) + "\n")
