@@ -177,3 +177,48 @@ def test_cell_module_step_equals_reference_on_cuda_in_float64(cell, options, eng
     theirs_grads = torch.autograd.grad(theirs, [x, *reference.parameters()], weights)
     for mine, other in zip(ours_grads, theirs_grads, strict=True):
         assert relative_error(mine, other) < 1e-10
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_cuda_triton_under_autocast_agrees_with_fused(cell, options, dtype):
+    """The LSTM family's and the RNN's Triton kernels add the recurrent product and write h_t and
+    the gate gradients in the autocast dtype themselves; the fused engine casts and adds with
+    torch: the same float32 sums, rounded to nearest even on both sides."""
+    fused, _ = layer_pair(cell, options, "fused", torch.float32, num_layers=2)
+    triton, _ = layer_pair(cell, options, "triton", torch.float32, num_layers=2)
+    x = torch.randn(9, 4, 8, device=CUDA, requires_grad=True)
+    runs = []
+    for layer in (fused, triton):
+        with torch.autocast("cuda", dtype):
+            output = layer(x)[0]
+        runs.append([output, *torch.autograd.grad(output.float().sum(), [x, *layer.parameters()])])
+    for ours, theirs in zip(runs[1], runs[0], strict=True):
+        assert relative_error(ours.float(), theirs.float()) < 1e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("engine", ["auto", "fused", "triton"])
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_cuda_autocast_steps_every_cell_module_close_to_float32(cell, options, engine, dtype):
+    """A cell module's step under CUDA autocast: the dtype torch.nn's cell returns on the native
+    engine, the autocast dtype on the others; close to the float32 step; finite float32
+    gradients."""
+    torch.manual_seed(0)
+    module = lstmkit.RecurrentCell(cell, 8, 16, engine=engine, device=CUDA, **options)
+    x = torch.randn(4, 8, device=CUDA)
+    with torch.autocast("cuda", dtype):
+        state = module(x)
+    h = state[0] if isinstance(state, tuple) else state
+    twin_dtype = dtype
+    if module.engine_name == "native":
+        twin = getattr(torch.nn, f"{cell.upper()}Cell")(8, 16, device=CUDA, **options)
+        with torch.autocast("cuda", dtype):
+            twin_state = twin(x)
+        twin_dtype = (twin_state[0] if isinstance(twin_state, tuple) else twin_state).dtype
+    assert h.dtype == twin_dtype
+    expected = module(x)
+    assert relative_error(h.float(), expected[0] if isinstance(expected, tuple) else expected) < 0.1
+    h.float().sum().backward()
+    assert all(parameter.grad.dtype == torch.float32 and torch.isfinite(parameter.grad).all()
+               for parameter in module.parameters())

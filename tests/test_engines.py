@@ -89,6 +89,29 @@ def test_triton_equals_reference_past_one_block_of_columns(cell, hidden):
     assert_engines_agree(cell, {}, 2, 2, [2, 1], True, engine="triton", input_size=3, hidden_size=hidden)
 
 
+@triton_installed
+@pytest.mark.parametrize("cell, options", [pytest.param(cell, options, id=cell_id(cell, options))
+                                           for cell, options in ALL_CELLS])
+def test_triton_under_autocast_agrees_with_fused(cell, options):
+    """Under bfloat16 autocast the LSTM family's and the RNN's Triton kernels add the recurrent
+    product themselves and write h_t and the gate gradients in bfloat16 too (the fused engine
+    casts and adds with torch). Both sum the same terms in float32; Triton's interpreter rounds
+    to bfloat16 by truncation where torch (and Triton on a GPU) rounds to nearest even, so on CPU
+    the two agree to bfloat16's precision, not bit for bit (tests/test_cuda.py checks the GPU)."""
+    torch.manual_seed(0)
+    fused = lstmkit.Recurrent(cell, 4, 6, num_layers=2, engine="fused", **options)
+    triton = lstmkit.Recurrent(cell, 4, 6, num_layers=2, engine="triton", **options)
+    triton.load_state_dict(fused.state_dict())
+    x = torch.randn(7, 3, 4, requires_grad=True)
+    runs = []
+    for layer in (fused, triton):
+        with torch.autocast("cpu", torch.bfloat16):
+            output = layer(x, lengths=[7, 4, 7])[0]
+        runs.append([output, *torch.autograd.grad(output.float().sum(), [x, *layer.parameters()])])
+    for ours, theirs in zip(runs[1], runs[0], strict=True):
+        assert ((ours.float() - theirs.float()).norm() / theirs.float().norm()) < 2e-2
+
+
 @st.composite
 def configurations(draw):
     cell, options = draw(st.sampled_from(ALL_CELLS))

@@ -28,6 +28,9 @@ class FusedStep(NamedTuple):
     h_new, c_new: where the kernel writes its output (before any projection) and c_t.
     tape: the per-step buffers the kernel asked for in `tape`, (b, n) each.
     h_projected: where the engine writes h_t = W_hr h_new with proj_size (h_new itself without).
+    product, h_low: for a kernel that `adds_product`, under mixed precision: W_hh h_{t-1} in
+        the compute dtype (b, G*H), not yet in `gates`, which the kernel adds; and where it
+        writes h_t in the compute dtype too, for the next step's product. None otherwise.
     """
 
     gates: Tensor
@@ -38,6 +41,8 @@ class FusedStep(NamedTuple):
     c_new: Tensor | None
     tape: dict[str, Tensor]
     h_projected: Tensor
+    product: Tensor | None = None
+    h_low: Tensor | None = None
 
 
 class FusedGrads(NamedTuple):
@@ -48,11 +53,14 @@ class FusedGrads(NamedTuple):
         when `recurrence` is "gates".
     tape: the buffers the kernel asked for in `grad_tape`, for gradients it needs again
         after the loop.
+    d_low: for a kernel that `adds_product`, under mixed precision: where it writes d_rec in
+        the compute dtype too, for the product that gives d h_{t-1}. None otherwise.
     """
 
     d_gates: Tensor
     d_rec: Tensor
     tape: dict[str, Tensor]
+    d_low: Tensor | None = None
 
 
 class FusedKernel:
@@ -66,6 +74,12 @@ class FusedKernel:
     """How the engine adds the recurrent projection: "gates" (added into the pre-activations,
     b_hh folded into the input projection), "biased" (handed over as W_hh h + b_hh), "raw"
     (handed over as W_hh h; the kernel applies b_hh itself)."""
+
+    adds_product: ClassVar[bool] = False
+    """Whether, with "gates" recurrence under mixed precision, the kernel takes the recurrent
+    product in the compute dtype and adds it itself, writing h_t and d_rec in the compute dtype
+    as well (`FusedStep.product`, `h_low`, `FusedGrads.d_low`): the casts and the addition
+    are then no launches of their own. The same numbers: the float32 sum of the same terms."""
 
     def __init__(self, cell: Cell) -> None:
         self.cell = cell

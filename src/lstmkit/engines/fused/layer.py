@@ -355,11 +355,16 @@ def forward_loop(
     """Per step, the recurrent product and the kernel's point-wise step, into `tape`; with
     `noise`, h_{t-1} masked in the product and the new state zoned out."""
     weight_hh_t = weights.weight_hh.t()
+    h_low = low_state(kernel, products, tape, weights, noise)
     for step, zone in zip(step_views(batch_sizes, tape), zone_views(batch_sizes, tape, noise), strict=True):
-        h_seen = step.h if zone.recurrent_mask is None else step.h * zone.recurrent_mask
-        if kernel.recurrence == "gates":
+        if h_low is not None:                              # the kernel adds W_hh h_{t-1} itself
+            running = step.h.shape[0]
+            step = step._replace(product=h_low[:running] @ weight_hh_t, h_low=h_low[:running])
+        elif kernel.recurrence == "gates":
+            h_seen = step.h if zone.recurrent_mask is None else step.h * zone.recurrent_mask
             products.accumulate(step.gates, h_seen, weight_hh_t)
         else:
+            h_seen = step.h if zone.recurrent_mask is None else step.h * zone.recurrent_mask
             bias = weights.bias_hh if kernel.recurrence == "biased" else None
             products.into(step.rec, h_seen, weight_hh_t, bias)
         kernel.forward(step, weights)
@@ -369,6 +374,19 @@ def forward_loop(
             torch.lerp(step.h_projected, step.h, zone.keep_hidden, out=zone.h)
         if zone.keep_cell is not None:                     # c_t = c̃ + keep ⊙ (c_{t-1} − c̃)
             torch.lerp(step.c_new, step.c, zone.keep_cell, out=zone.c)
+
+
+def low_state(
+    kernel: FusedKernel, products: Products, tape: LayerTape, weights: LayerWeights, noise: LayerNoise
+) -> Tensor | None:
+    """h_0 in the compute dtype, for a kernel that adds the recurrent product itself (and then
+    writes each h_t so); None where the loop casts and adds: without mixed precision, with
+    another recurrence, or where h_t is changed after the kernel (proj_size, zoneout) or
+    masked before the product (recurrent dropout)."""
+    if not (products.mixed and kernel.adds_product and kernel.recurrence == "gates" and weights.weight_hr is None
+            and noise.recurrent_mask is None and noise.keep_hidden is None):
+        return None
+    return tape.hs[0].to(products.compute)
 
 
 def layer_outputs(
@@ -545,6 +563,8 @@ def backward_loop(
     # back from step t + 1, or d_h_n for a sequence whose last step is t.
     rows = [batch_size] * steps if batch_sizes is None else batch_sizes
     dh[: rows[-1]] += d_output[-1, : rows[-1]]
+    adds_product = products.mixed and kernel.adds_product and kernel.recurrence == "gates"
+    d_low = torch.empty(batch_size, gate_size, dtype=products.compute, device=gates.device) if adds_product else None
     steps_views = step_views(batch_sizes, tape)
     grads_views = grad_views(batch_sizes, d_gates, d_rec, grad_tape)
     zones = zone_views(batch_sizes, tape, noise)
@@ -562,14 +582,17 @@ def backward_loop(
         if weights.weight_hr is not None:  # h̃_t = W_hr m_t
             d_hs[t, :running] = dh_t
             dh_t = products(dh_t, weights.weight_hr).to(dh.dtype)
+        if d_low is not None:
+            grads = grads._replace(d_low=d_low[:running])
         direct = kernel.backward(dh_t, dc_t, step, grads, weights)
         if kept_c is not None:
             dc_t.add_(kept_c)
         previous_output = None if t == 0 else d_output[t - 1, :running]
+        d_rec_step = grads.d_rec if d_low is None else grads.d_low  # in the compute dtype already, or cast
         if zone.recurrent_mask is None:
-            products.into(dh[:running], grads.d_rec, weights.weight_hh, previous_output)
+            products.into(dh[:running], d_rec_step, weights.weight_hh, previous_output)
         else:                                              # the product saw h_{t-1} ⊙ m
-            products.into(dh[:running], grads.d_rec, weights.weight_hh)
+            products.into(dh[:running], d_rec_step, weights.weight_hh)
             dh[:running].mul_(zone.recurrent_mask)
             if previous_output is not None:
                 dh[:running] += previous_output

@@ -26,6 +26,25 @@ def tanh(x):
     return tl.where(tl.abs(x) < SERIES_LIMIT, series, tl.where(x < 0, -ratio, ratio))
 
 
+@triton.jit
+def pre_activation(gate_row, product_row, offset, inside, ADD_PRODUCT: tl.constexpr):
+    """A gate's pre-activation from the state-dtype buffer, plus, with ADD_PRODUCT, the
+    recurrent product in the compute dtype: the float32 sum the engine's addition would make."""
+    pre = tl.load(gate_row + offset, mask=inside, other=0.0)
+    if ADD_PRODUCT:
+        pre += tl.load(product_row + offset, mask=inside, other=0.0)
+    return pre
+
+
+@triton.jit
+def store_gradient(d_gate_row, d_low_row, offset, value, inside, ADD_PRODUCT: tl.constexpr):
+    """A gate's gradient into the state-dtype buffer and, with ADD_PRODUCT, in the compute
+    dtype for the product that gives d h_{t-1}."""
+    tl.store(d_gate_row + offset, value, mask=inside)
+    if ADD_PRODUCT:
+        tl.store(d_low_row + offset, value.to(d_low_row.dtype.element_ty), mask=inside)
+
+
 def block_size(hidden_size: int) -> int:
     return min(MAX_BLOCK, triton.next_power_of_2(hidden_size))
 

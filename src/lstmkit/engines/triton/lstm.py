@@ -9,26 +9,29 @@ from torch import Tensor
 
 from lstmkit.cells import LayerWeights
 from lstmkit.engines.fused import CIFGKernel, FusedGrads, FusedStep, LSTMKernel, PeepholeKernel
-from lstmkit.engines.triton.launch import block_size, grid, tanh
+from lstmkit.engines.triton.launch import block_size, grid, pre_activation, store_gradient, tanh
 
 ABSENT = -1  # the block position of a removed gate
 
 
 @triton.jit
 def lstm_forward(
-    gates, c, c_new, h_new, tanh_c, peephole_i, peephole_f, peephole_o, hidden,
+    gates, product, c, c_new, h_new, h_low, tanh_c, peephole_i, peephole_f, peephole_o, hidden,
     POS_I: tl.constexpr, POS_F: tl.constexpr, POS_G: tl.constexpr, POS_O: tl.constexpr,
     COUPLED: tl.constexpr, PEEPHOLE: tl.constexpr, INPUT_ACTIVATION: tl.constexpr,
-    OUTPUT_ACTIVATION: tl.constexpr, NUM_GATES: tl.constexpr, BLOCK: tl.constexpr,
+    OUTPUT_ACTIVATION: tl.constexpr, NUM_GATES: tl.constexpr, ADD_PRODUCT: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """One row block: pre-activations in `gates` become activations; c', h' and tanh(c')."""
+    """One row block: pre-activations in `gates` (plus `product`, W_hh h in the compute dtype,
+    with ADD_PRODUCT) become activations; c', h' (also into `h_low` in the compute dtype, with
+    ADD_PRODUCT) and tanh(c')."""
     row = tl.program_id(0)
     columns = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = columns < hidden
     gate_row = gates + row * NUM_GATES * hidden + columns
+    product_row = product + row * NUM_GATES * hidden + columns
     state = row * hidden + columns
     c_prev = tl.load(c + state, mask=inside, other=0.0)
-    pre_g = tl.load(gate_row + POS_G * hidden, mask=inside, other=0.0)
+    pre_g = pre_activation(gate_row, product_row, POS_G * hidden, inside, ADD_PRODUCT)
     if INPUT_ACTIVATION:
         g = tanh(pre_g)                                                    # g = tanh(·)
     else:
@@ -37,7 +40,7 @@ def lstm_forward(
     written = g
     kept = c_prev
     if POS_I >= 0:
-        pre_i = tl.load(gate_row + POS_I * hidden, mask=inside, other=0.0)
+        pre_i = pre_activation(gate_row, product_row, POS_I * hidden, inside, ADD_PRODUCT)
         if PEEPHOLE:
             pre_i += tl.load(peephole_i + columns, mask=inside, other=0.0) * c_prev
         i = tl.sigmoid(pre_i)                                              # i = σ(· [+ p_i ⊙ c])
@@ -46,7 +49,7 @@ def lstm_forward(
         if COUPLED:
             kept = (1 - i) * c_prev                                        # f = 1 − i
     if POS_F >= 0:
-        pre_f = tl.load(gate_row + POS_F * hidden, mask=inside, other=0.0)
+        pre_f = pre_activation(gate_row, product_row, POS_F * hidden, inside, ADD_PRODUCT)
         if PEEPHOLE:
             pre_f += tl.load(peephole_f + columns, mask=inside, other=0.0) * c_prev
         f = tl.sigmoid(pre_f)                                              # f = σ(· [+ p_f ⊙ c])
@@ -60,28 +63,32 @@ def lstm_forward(
     else:
         cell_out = cell
     if POS_O >= 0:
-        pre_o = tl.load(gate_row + POS_O * hidden, mask=inside, other=0.0)
+        pre_o = pre_activation(gate_row, product_row, POS_O * hidden, inside, ADD_PRODUCT)
         if PEEPHOLE:
             pre_o += tl.load(peephole_o + columns, mask=inside, other=0.0) * cell
         o = tl.sigmoid(pre_o)                                              # o = σ(· [+ p_o ⊙ c'])
         tl.store(gate_row + POS_O * hidden, o, mask=inside)
         cell_out = o * cell_out                                            # h' = o ⊙ tanh(c')
     tl.store(h_new + state, cell_out, mask=inside)
+    if ADD_PRODUCT:
+        tl.store(h_low + state, cell_out.to(h_low.dtype.element_ty), mask=inside)
 
 
 @triton.jit
 def lstm_backward(
-    dh, dc, gates, c, c_new, tanh_c, d_gates, peephole_i, peephole_f, peephole_o, hidden,
+    dh, dc, gates, c, c_new, tanh_c, d_gates, d_low, peephole_i, peephole_f, peephole_o, hidden,
     POS_I: tl.constexpr, POS_F: tl.constexpr, POS_G: tl.constexpr, POS_O: tl.constexpr,
     COUPLED: tl.constexpr, PEEPHOLE: tl.constexpr, INPUT_ACTIVATION: tl.constexpr,
-    OUTPUT_ACTIVATION: tl.constexpr, NUM_GATES: tl.constexpr, BLOCK: tl.constexpr,
+    OUTPUT_ACTIVATION: tl.constexpr, NUM_GATES: tl.constexpr, ADD_PRODUCT: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """The forward lines in reverse, each differentiated; dc becomes d loss / d c."""
+    """The forward lines in reverse, each differentiated; dc becomes d loss / d c. With
+    ADD_PRODUCT the gate gradients go into `d_low` in the compute dtype as well."""
     row = tl.program_id(0)
     columns = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = columns < hidden
     gate_row = gates + row * NUM_GATES * hidden + columns
     d_gate_row = d_gates + row * NUM_GATES * hidden + columns
+    d_low_row = d_low + row * NUM_GATES * hidden + columns
     state = row * hidden + columns
     d_h = tl.load(dh + state, mask=inside, other=0.0)
     d_c = tl.load(dc + state, mask=inside, other=0.0)
@@ -95,7 +102,7 @@ def lstm_backward(
         o = tl.load(gate_row + POS_O * hidden, mask=inside, other=0.0)
         d_cell_out = d_h * o
         d_o = d_h * cell_out * o * (1 - o)                                 #   do, through σ
-        tl.store(d_gate_row + POS_O * hidden, d_o, mask=inside)
+        store_gradient(d_gate_row, d_low_row, POS_O * hidden, d_o, inside, ADD_PRODUCT)
     if OUTPUT_ACTIVATION:
         d_c += d_cell_out * (1 - cell_out * cell_out)
     else:
@@ -113,15 +120,15 @@ def lstm_backward(
             d_c_prev = d_c * (1 - i)
         else:
             d_i = d_c * g * i * (1 - i)
-        tl.store(d_gate_row + POS_I * hidden, d_i, mask=inside)
+        store_gradient(d_gate_row, d_low_row, POS_I * hidden, d_i, inside, ADD_PRODUCT)
     if POS_F >= 0:
         f = tl.load(gate_row + POS_F * hidden, mask=inside, other=0.0)
         d_f = d_c * c_prev * f * (1 - f)
-        tl.store(d_gate_row + POS_F * hidden, d_f, mask=inside)
+        store_gradient(d_gate_row, d_low_row, POS_F * hidden, d_f, inside, ADD_PRODUCT)
         d_c_prev = d_c * f
     if INPUT_ACTIVATION:
         d_g = d_g * (1 - g * g)                                            # g = tanh(·)
-    tl.store(d_gate_row + POS_G * hidden, d_g, mask=inside)
+    store_gradient(d_gate_row, d_low_row, POS_G * hidden, d_g, inside, ADD_PRODUCT)
     if PEEPHOLE:                                                           # i, f = σ(· + p ⊙ c)
         d_c_prev += d_f * tl.load(peephole_f + columns, mask=inside, other=0.0)
         d_c_prev += d_i * tl.load(peephole_i + columns, mask=inside, other=0.0)
@@ -131,6 +138,7 @@ def lstm_backward(
 class TritonLSTMFamily:
     """The forward and backward launches shared by the LSTM, peephole and CIFG kernels."""
 
+    adds_product = True
     coupled = False
     peephole = False
 
@@ -153,17 +161,21 @@ class TritonLSTMFamily:
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         rows, hidden = step.c.shape
         tanh_c = step.tape.get("tanh_c", step.c_new)
+        adds = step.product is not None
         lstm_forward[grid(rows, hidden)](
-            step.gates, step.c, step.c_new, step.h_new, tanh_c, *self.peepholes(weights, step.c), hidden,
-            **self.flags(hidden),
+            step.gates, step.product if adds else step.gates, step.c, step.c_new, step.h_new,
+            step.h_low if adds else step.h_new, tanh_c, *self.peepholes(weights, step.c), hidden,
+            ADD_PRODUCT=adds, **self.flags(hidden),
         )
 
     def backward(self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> None:
         rows, hidden = step.c.shape
         tanh_c = step.tape.get("tanh_c", step.c_new)
+        adds = grads.d_low is not None
         lstm_backward[grid(rows, hidden)](
             dh.contiguous(), dc, step.gates, step.c, step.c_new, tanh_c, grads.d_gates,
-            *self.peepholes(weights, step.c), hidden, **self.flags(hidden),
+            grads.d_low if adds else grads.d_gates, *self.peepholes(weights, step.c), hidden,
+            ADD_PRODUCT=adds, **self.flags(hidden),
         )
 
 

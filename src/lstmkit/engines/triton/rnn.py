@@ -9,24 +9,30 @@ from torch import Tensor
 
 from lstmkit.cells import LayerWeights
 from lstmkit.engines.fused import FusedGrads, FusedStep, GRUKernel, RNNKernel
-from lstmkit.engines.triton.launch import block_size, grid, tanh
+from lstmkit.engines.triton.launch import block_size, grid, pre_activation, store_gradient, tanh
 
 
 @triton.jit
-def rnn_forward(gates, h_new, hidden, RELU: tl.constexpr, BLOCK: tl.constexpr):
+def rnn_forward(gates, product, h_new, h_low, hidden, RELU: tl.constexpr, ADD_PRODUCT: tl.constexpr,
+                BLOCK: tl.constexpr):
+    """h' from the pre-activation in `gates` (plus `product` with ADD_PRODUCT, and h' into
+    `h_low` in the compute dtype too)."""
     row = tl.program_id(0)
     columns = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = columns < hidden
-    pre = tl.load(gates + row * hidden + columns, mask=inside, other=0.0)
+    pre = pre_activation(gates + row * hidden + columns, product + row * hidden + columns, 0, inside, ADD_PRODUCT)
     if RELU:
         out = tl.maximum(pre, 0.0)                                         # h' = relu(·)
     else:
         out = tanh(pre)                                                    # h' = tanh(·)
     tl.store(h_new + row * hidden + columns, out, mask=inside)
+    if ADD_PRODUCT:
+        tl.store(h_low + row * hidden + columns, out.to(h_low.dtype.element_ty), mask=inside)
 
 
 @triton.jit
-def rnn_backward(dh, h_new, d_gates, hidden, RELU: tl.constexpr, BLOCK: tl.constexpr):
+def rnn_backward(dh, h_new, d_gates, d_low, hidden, RELU: tl.constexpr, ADD_PRODUCT: tl.constexpr,
+                 BLOCK: tl.constexpr):
     row = tl.program_id(0)
     columns = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = columns < hidden
@@ -36,23 +42,28 @@ def rnn_backward(dh, h_new, d_gates, hidden, RELU: tl.constexpr, BLOCK: tl.const
         d_pre = tl.where(out > 0, d_h, 0.0)                                # d(·) = dh ⊙ relu'(·)
     else:
         d_pre = d_h * (1 - out * out)                                      # d(·) = dh ⊙ (1 − h'²)
-    tl.store(d_gates + row * hidden + columns, d_pre, mask=inside)
+    store_gradient(d_gates + row * hidden + columns, d_low + row * hidden + columns, 0, d_pre, inside, ADD_PRODUCT)
 
 
 class TritonRNNKernel(RNNKernel):
     """`RNNStep.step` in one Triton kernel each way."""
 
+    adds_product = True
+
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         rows, hidden = step.h_new.shape
+        adds = step.product is not None
         rnn_forward[grid(rows, hidden)](
-            step.gates, step.h_new, hidden, RELU=self.cell.nonlinearity == "relu", BLOCK=block_size(hidden)
+            step.gates, step.product if adds else step.gates, step.h_new, step.h_low if adds else step.h_new, hidden,
+            RELU=self.cell.nonlinearity == "relu", ADD_PRODUCT=adds, BLOCK=block_size(hidden),
         )
 
     def backward(self, dh: Tensor, dc: None, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> None:
         rows, hidden = step.h_new.shape
+        adds = grads.d_low is not None
         rnn_backward[grid(rows, hidden)](
-            dh.contiguous(), step.h_new, grads.d_gates, hidden, RELU=self.cell.nonlinearity == "relu",
-            BLOCK=block_size(hidden),
+            dh.contiguous(), step.h_new, grads.d_gates, grads.d_low if adds else grads.d_gates, hidden,
+            RELU=self.cell.nonlinearity == "relu", ADD_PRODUCT=adds, BLOCK=block_size(hidden),
         )
 
 
