@@ -12,9 +12,9 @@ pay no capture. Calls with batch sizes (packed or `lengths=` input that is not f
 eagerly; so do calls made while the caller captures a graph of its own.
 
 A captured key holds its static inputs and outputs and the graph's memory pool for the life of
-the process: measured, about 2.6 times the activations a layer saves for backward. The first `limit` keys are kept, later ones
-run eagerly: evicting would recapture, at a capture's cost, on every call of a loop over more
-keys than the limit. `LSTMKIT_CUDA_GRAPHS=N` in the environment sets the limit (default 16:
+the process: measured, about 2.6 times the activations a layer saves for backward. The first
+`limit` keys are kept, later ones run eagerly: evicting would recapture, at a capture's cost,
+on every call of a loop over more keys than the limit. `LSTMKIT_CUDA_GRAPHS=N` in the environment sets the limit (default 16:
 a model's layers and directions, each forward and backward); 0 turns capturing off.
 """
 

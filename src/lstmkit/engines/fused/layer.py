@@ -357,14 +357,13 @@ def forward_loop(
     weight_hh_t = weights.weight_hh.t()
     h_low = low_state(kernel, products, tape, weights, noise)
     for step, zone in zip(step_views(batch_sizes, tape), zone_views(batch_sizes, tape, noise), strict=True):
+        h_seen = step.h if zone.recurrent_mask is None else step.h * zone.recurrent_mask
         if h_low is not None:                              # the kernel adds W_hh h_{t-1} itself
             running = step.h.shape[0]
             step = step._replace(product=h_low[:running] @ weight_hh_t, h_low=h_low[:running])
         elif kernel.recurrence == "gates":
-            h_seen = step.h if zone.recurrent_mask is None else step.h * zone.recurrent_mask
             products.accumulate(step.gates, h_seen, weight_hh_t)
         else:
-            h_seen = step.h if zone.recurrent_mask is None else step.h * zone.recurrent_mask
             bias = weights.bias_hh if kernel.recurrence == "biased" else None
             products.into(step.rec, h_seen, weight_hh_t, bias)
         kernel.forward(step, weights)
@@ -383,10 +382,16 @@ def low_state(
     writes each h_t so); None where the loop casts and adds: without mixed precision, with
     another recurrence, or where h_t is changed after the kernel (proj_size, zoneout) or
     masked before the product (recurrent dropout)."""
-    if not (products.mixed and kernel.adds_product and kernel.recurrence == "gates" and weights.weight_hr is None
+    if not (adds_product(kernel, products) and weights.weight_hr is None
             and noise.recurrent_mask is None and noise.keep_hidden is None):
         return None
     return tape.hs[0].to(products.compute)
+
+
+def adds_product(kernel: FusedKernel, products: Products) -> bool:
+    """Whether the kernel adds the recurrent product in the compute dtype itself (mixed
+    precision only, `FusedKernel.adds_product`)."""
+    return products.mixed and kernel.adds_product and kernel.recurrence == "gates"
 
 
 def layer_outputs(
@@ -563,8 +568,9 @@ def backward_loop(
     # back from step t + 1, or d_h_n for a sequence whose last step is t.
     rows = [batch_size] * steps if batch_sizes is None else batch_sizes
     dh[: rows[-1]] += d_output[-1, : rows[-1]]
-    adds_product = products.mixed and kernel.adds_product and kernel.recurrence == "gates"
-    d_low = torch.empty(batch_size, gate_size, dtype=products.compute, device=gates.device) if adds_product else None
+    d_low = None
+    if adds_product(kernel, products):  # d_rec in the compute dtype too, written by the kernel
+        d_low = torch.empty(batch_size, gate_size, dtype=products.compute, device=gates.device)
     steps_views = step_views(batch_sizes, tape)
     grads_views = grad_views(batch_sizes, d_gates, d_rec, grad_tape)
     zones = zone_views(batch_sizes, tape, noise)
