@@ -4,8 +4,9 @@ It runs the whole stack in one call, as torch.nn.LSTM/GRU/RNN do, so it applies 
 layer is exactly one of those: cell lstm without ablations, gru, or rnn. On CUDA the weights
 live in cuDNN's flat buffer (`flatten_weights`), as torch.nn keeps them, so no call compacts
 them again. Autocast is torch's own: the kernels cast as torch.nn's layers do, except where
-torch's CPU LSTM fails under bfloat16 or float16 autocast (a CPU without AVX-512 BF16, or FP16):
-there `auto` runs the fused engine, and `native` says why it cannot.
+torch's CPU LSTM fails under bfloat16 or float16 autocast (a CPU without AVX-512 BF16 or FP16,
+or one where oneDNN has no LSTM primitive in that dtype): there `auto` runs the fused engine,
+and `native` says why it cannot.
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ CUDNN_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu":
 
 
 def lacks_half_lstm() -> str | None:
-    """The CPU feature torch.nn.LSTM's oneDNN kernel lacks under the CPU autocast that is on
-    ("could not create a primitive descriptor"): "AVX-512 BF16" in bfloat16, "AVX-512 FP16" in
-    float16; None where it runs."""
+    """Why torch.nn.LSTM's oneDNN kernel fails under the CPU autocast that is on ("could not
+    create a primitive descriptor"), as the end of a sentence about this CPU; None where it runs."""
     dtype = autocast_dtype(torch.device("cpu"))
     if dtype == torch.bfloat16 and not cpu_has_bfloat16_kernels():
-        return "AVX-512 BF16"
+        return "which lacks AVX-512 BF16"
     if dtype == torch.float16 and not cpu_has_float16_kernels():
-        return "AVX-512 FP16"
+        return "which lacks AVX-512 FP16"
+    if dtype in (torch.bfloat16, torch.float16) and not onednn_runs_lstm(dtype):
+        return f"where oneDNN reports {str(dtype).removeprefix('torch.')} support but has no such LSTM primitive"
     return None
 
 
@@ -49,6 +51,21 @@ def cpu_has_bfloat16_kernels() -> bool:
 @functools.cache
 def cpu_has_float16_kernels() -> bool:
     return torch.ops.mkldnn._is_mkldnn_fp16_supported()
+
+
+@functools.cache
+def onednn_runs_lstm(dtype: torch.dtype) -> bool:
+    """Whether torch's CPU LSTM runs under `dtype` autocast, tried once on a one-step LSTM of
+    size 1. oneDNN's report of the dtype's support is not enough: on an Intel Xeon with AVX-512
+    FP16 and AMX-BF16 (no AMX-FP16) it reports float16 support, and its LSTM still fails."""
+    zeros = torch.zeros(1, 1, 1)
+    with torch.autocast("cpu", dtype):
+        try:
+            torch._VF.lstm(zeros, (zeros, zeros), [torch.zeros(4, 1), torch.zeros(4, 1)], False, 1, 0.0, False, False,
+                           False)
+        except RuntimeError:
+            return False
+    return True
 
 
 def kernel_name(cell: Cell) -> str:
@@ -72,7 +89,7 @@ class NativeEngine(Engine):
         lacking = cell.name == "lstm" and device is not None and device.type == "cpu" and lacks_half_lstm()
         if lacking:
             dtype = str(autocast_dtype(device)).removeprefix("torch.")
-            return f"torch's CPU LSTM kernel (oneDNN) fails under {dtype} autocast on this CPU, which lacks {lacking}"
+            return f"torch's CPU LSTM kernel (oneDNN) fails under {dtype} autocast on this CPU, {lacking}"
         return None
 
     @run_eagerly
