@@ -7,6 +7,8 @@ import time
 
 import torch
 
+from lstmkit.engines.fused.products import Products
+
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -52,7 +54,8 @@ def matrix_flops(layer: torch.nn.Module, steps: int, batch: int) -> float:
 def gemm_floor(layer: torch.nn.Module, steps: int, batch: int, device: torch.device, repeats: int = 3) -> float:
     """Seconds the matrix products of one forward+backward take alone, as the fused engine
     issues them: the input projection of all steps, one recurrent product per step forward
-    and one per step backward, then the input and both weight gradients over all steps."""
+    and one per step backward (packed for MKL where the engine packs them,
+    `Products.repeated`), then the input and both weight gradients over all steps."""
     gate_rows, input_size, recurrent_size = matrix_shapes(layer)
     x = torch.randn(steps * batch, input_size, device=device)
     h_all = torch.randn(steps * batch, recurrent_size, device=device)
@@ -62,13 +65,16 @@ def gemm_floor(layer: torch.nn.Module, steps: int, batch: int, device: torch.dev
     d_gates = torch.randn(batch, gate_rows, device=device)
     d_all = torch.randn(steps * batch, gate_rows, device=device)
     gates, dh = torch.empty(batch, gate_rows, device=device), torch.empty(batch, recurrent_size, device=device)
+    float32 = Products(torch.float32, torch.float32)
 
     def products() -> None:
         x @ weight_ih.t()
+        forward = float32.repeated(weight_hh.t(), batch, steps)
         for _ in range(steps):
-            torch.mm(h, weight_hh.t(), out=gates)
+            forward.into(gates, h)
+        backward = float32.repeated(weight_hh, batch, steps)
         for _ in range(steps):
-            torch.mm(d_gates, weight_hh, out=dh)
+            backward.into(dh, d_gates)
         d_all @ weight_ih
         d_all.t() @ x
         d_all.t() @ h_all

@@ -356,16 +356,18 @@ def forward_loop(
     `noise`, h_{t-1} masked in the product and the new state zoned out."""
     weight_hh_t = weights.weight_hh.t()
     h_low = low_state(kernel, products, tape, weights, noise)
+    steps, batch_size = tape.gates.shape[:2]
+    recurrent = products.repeated(weight_hh_t, batch_size, steps)
     for step, zone in zip(step_views(batch_sizes, tape), zone_views(batch_sizes, tape, noise), strict=True):
         h_seen = step.h if zone.recurrent_mask is None else step.h * zone.recurrent_mask
         if h_low is not None:                              # the kernel adds W_hh h_{t-1} itself
             running = step.h.shape[0]
             step = step._replace(product=h_low[:running] @ weight_hh_t, h_low=h_low[:running])
         elif kernel.recurrence == "gates":
-            products.accumulate(step.gates, h_seen, weight_hh_t)
+            recurrent.accumulate(step.gates, h_seen)
         else:
             bias = weights.bias_hh if kernel.recurrence == "biased" else None
-            products.into(step.rec, h_seen, weight_hh_t, bias)
+            recurrent.into(step.rec, h_seen, bias)
         kernel.forward(step, weights)
         if weights.weight_hr is not None:
             products.into(step.h_projected, step.h_new, weights.weight_hr.t())
@@ -571,6 +573,7 @@ def backward_loop(
     d_low = None
     if adds_product(kernel, products):  # d_rec in the compute dtype too, written by the kernel
         d_low = torch.empty(batch_size, gate_size, dtype=products.compute, device=gates.device)
+    recurrent = products.repeated(weights.weight_hh, batch_size, steps)
     steps_views = step_views(batch_sizes, tape)
     grads_views = grad_views(batch_sizes, d_gates, d_rec, grad_tape)
     zones = zone_views(batch_sizes, tape, noise)
@@ -596,9 +599,9 @@ def backward_loop(
         previous_output = None if t == 0 else d_output[t - 1, :running]
         d_rec_step = grads.d_rec if d_low is None else grads.d_low  # in the compute dtype already, or cast
         if zone.recurrent_mask is None:
-            products.into(dh[:running], d_rec_step, weights.weight_hh, previous_output)
+            recurrent.into(dh[:running], d_rec_step, previous_output)
         else:                                              # the product saw h_{t-1} ⊙ m
-            products.into(dh[:running], d_rec_step, weights.weight_hh)
+            recurrent.into(dh[:running], d_rec_step)
             dh[:running].mul_(zone.recurrent_mask)
             if previous_output is not None:
                 dh[:running] += previous_output
