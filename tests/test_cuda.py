@@ -182,9 +182,9 @@ def test_cell_module_step_equals_reference_on_cuda_in_float64(cell, options, eng
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
 def test_cuda_triton_under_autocast_agrees_with_fused(cell, options, dtype):
-    """The LSTM family's and the RNN's Triton kernels add the recurrent product and write h_t and
-    the gate gradients in the autocast dtype themselves; the fused engine casts and adds with
-    torch: the same float32 sums, rounded to nearest even on both sides."""
+    """The Triton kernels add the recurrent product and write h_t and the gate gradients in the
+    autocast dtype themselves; the fused engine casts and adds with torch: the same float32
+    sums, rounded to nearest even on both sides."""
     fused, _ = layer_pair(cell, options, "fused", torch.float32, num_layers=2)
     triton, _ = layer_pair(cell, options, "triton", torch.float32, num_layers=2)
     x = torch.randn(9, 4, 8, device=CUDA, requires_grad=True)

@@ -29,8 +29,9 @@ class FusedStep(NamedTuple):
     tape: the per-step buffers the kernel asked for in `tape`, (b, n) each.
     h_projected: where the engine writes h_t = W_hr h_new with proj_size (h_new itself without).
     product, h_low: for a kernel that `adds_product`, under mixed precision: W_hh h_{t-1} in
-        the compute dtype (b, G*H), not yet in `gates`, which the kernel adds; and where it
-        writes h_t in the compute dtype too, for the next step's product. None otherwise.
+        the compute dtype (b, G*H), not yet in `gates` (or `rec`), which the kernel adds; and
+        where it writes h_t in the compute dtype too, for the next step's product. None
+        otherwise.
     """
 
     gates: Tensor
@@ -76,10 +77,11 @@ class FusedKernel:
     (handed over as W_hh h; the kernel applies b_hh itself)."""
 
     adds_product: ClassVar[bool] = False
-    """Whether, with "gates" recurrence under mixed precision, the kernel takes the recurrent
-    product in the compute dtype and adds it itself, writing h_t and d_rec in the compute dtype
-    as well (`FusedStep.product`, `h_low`, `FusedGrads.d_low`): the casts and the addition
-    are then no launches of their own. The same numbers: the float32 sum of the same terms."""
+    """Whether, under mixed precision, the kernel takes the recurrent product in the compute
+    dtype and adds it itself (into the pre-activations with "gates" recurrence; with "biased",
+    plus b_hh into `rec`), writing h_t and d_rec in the compute dtype as well
+    (`FusedStep.product`, `h_low`, `FusedGrads.d_low`): the casts and the addition are then no
+    launches of their own. The same numbers: the float32 sum of the same terms."""
 
     def __init__(self, cell: Cell) -> None:
         self.cell = cell

@@ -381,9 +381,9 @@ def low_state(
     kernel: FusedKernel, products: Products, tape: LayerTape, weights: LayerWeights, noise: LayerNoise
 ) -> Tensor | None:
     """h_0 in the compute dtype, for a kernel that adds the recurrent product itself (and then
-    writes each h_t so); None where the loop casts and adds: without mixed precision, with
-    another recurrence, or where h_t is changed after the kernel (proj_size, zoneout) or
-    masked before the product (recurrent dropout)."""
+    writes each h_t so); None where the loop casts and adds: without mixed precision, for a
+    kernel that does not add it, or where h_t is changed after the kernel (proj_size, zoneout)
+    or masked before the product (recurrent dropout)."""
     if not (adds_product(kernel, products) and weights.weight_hr is None
             and noise.recurrent_mask is None and noise.keep_hidden is None):
         return None
@@ -393,7 +393,7 @@ def low_state(
 def adds_product(kernel: FusedKernel, products: Products) -> bool:
     """Whether the kernel adds the recurrent product in the compute dtype itself (mixed
     precision only, `FusedKernel.adds_product`)."""
-    return products.mixed and kernel.adds_product and kernel.recurrence == "gates"
+    return products.mixed and kernel.adds_product
 
 
 def layer_outputs(

@@ -10,7 +10,7 @@ from torch import Tensor
 from lstmkit.cells import LayerWeights
 from lstmkit.cells.layernorm import LAYER_NORM_EPS
 from lstmkit.engines.fused import FusedGrads, FusedStep, LayerNormKernel
-from lstmkit.engines.triton.launch import tanh
+from lstmkit.engines.triton.launch import recurrent_projection, store_gradient, tanh
 
 # LayerNorm's ε as 1 / EPS_RECIPROCAL, divided in the rows' dtype: a float argument or literal
 # would be a float32 value, off from float64's 1e-5 by 2.5e-13, which 1 / √(σ² + ε) shows in
@@ -21,20 +21,24 @@ assert 1 / EPS_RECIPROCAL.value == LAYER_NORM_EPS
 
 @triton.jit
 def layernorm_forward(
-    gates, rec, c, c_new, h_new, tanh_ln_c, rec_mean, rec_rstd, cell_mean, cell_rstd,
-    rec_gain, rec_shift, cell_gain, cell_shift, hidden, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
+    gates, rec, product, c, c_new, h_new, h_low, tanh_ln_c, rec_mean, rec_rstd, cell_mean, cell_rstd,
+    rec_gain, rec_shift, cell_gain, cell_shift, hidden, HAS_BIAS: tl.constexpr, ADD_PRODUCT: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
-    """`gates` holds LN(W_ih x) and becomes i, f, g, o; `rec` holds W_hh h."""
+    """`gates` holds LN(W_ih x) and becomes i, f, g, o; `rec` holds W_hh h, or, with
+    ADD_PRODUCT, receives it from `product` in the compute dtype (and h' goes into `h_low` in
+    that dtype too)."""
     row = tl.program_id(0)
     columns = tl.arange(0, BLOCK)
     inside = columns < hidden
     width = 4 * hidden
     gate_row = gates + row * width + columns
     rec_row = rec + row * width + columns
-    rec_i = tl.load(rec_row, mask=inside, other=0.0)                      # LN(W_hh h): statistics
-    rec_f = tl.load(rec_row + hidden, mask=inside, other=0.0)
-    rec_g = tl.load(rec_row + 2 * hidden, mask=inside, other=0.0)
-    rec_o = tl.load(rec_row + 3 * hidden, mask=inside, other=0.0)
+    product_row = product + row * width + columns                          # LN(W_hh h): statistics
+    rec_i = recurrent_projection(rec_row, product_row, rec_row, 0, inside, ADD_PRODUCT, False)
+    rec_f = recurrent_projection(rec_row, product_row, rec_row, hidden, inside, ADD_PRODUCT, False)
+    rec_g = recurrent_projection(rec_row, product_row, rec_row, 2 * hidden, inside, ADD_PRODUCT, False)
+    rec_o = recurrent_projection(rec_row, product_row, rec_row, 3 * hidden, inside, ADD_PRODUCT, False)
     mean = (tl.sum(rec_i, 0) + tl.sum(rec_f, 0) + tl.sum(rec_g, 0) + tl.sum(rec_o, 0)) / width
     rec_i = tl.where(inside, rec_i - mean, 0.0)
     rec_f = tl.where(inside, rec_f - mean, 0.0)
@@ -76,15 +80,19 @@ def layernorm_forward(
         normalised += tl.load(cell_shift + columns, mask=inside, other=0.0)
     squashed = tanh(normalised)
     tl.store(tanh_ln_c + state, squashed, mask=inside)
-    tl.store(h_new + state, o * squashed, mask=inside)
+    out = o * squashed
+    tl.store(h_new + state, out, mask=inside)
+    if ADD_PRODUCT:
+        tl.store(h_low + state, out.to(h_low.dtype.element_ty), mask=inside)
 
 
 @triton.jit
 def layernorm_backward(
     dh, dc, gates, rec, c, c_new, tanh_ln_c, rec_mean, rec_rstd, cell_mean, cell_rstd,
-    rec_gain, cell_gain, d_gates, d_rec, d_ln_c, hidden, BLOCK: tl.constexpr,
+    rec_gain, cell_gain, d_gates, d_rec, d_low, d_ln_c, hidden, ADD_PRODUCT: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """The forward lines in reverse, each differentiated; dc becomes d loss / d c."""
+    """The forward lines in reverse, each differentiated; dc becomes d loss / d c. With
+    ADD_PRODUCT, d rec goes into `d_low` in the compute dtype too."""
     row = tl.program_id(0)
     columns = tl.arange(0, BLOCK)
     inside = columns < hidden
@@ -129,33 +137,44 @@ def layernorm_backward(
     mean_dy_hat = (tl.sum(dy_i * hat_i, 0) + tl.sum(dy_f * hat_f, 0) + tl.sum(dy_g * hat_g, 0)
                    + tl.sum(dy_o * hat_o, 0)) / width
     d_rec_row = d_rec + row * width + columns
-    tl.store(d_rec_row, rstd * (dy_i - mean_dy - hat_i * mean_dy_hat), mask=inside)
-    tl.store(d_rec_row + hidden, rstd * (dy_f - mean_dy - hat_f * mean_dy_hat), mask=inside)
-    tl.store(d_rec_row + 2 * hidden, rstd * (dy_g - mean_dy - hat_g * mean_dy_hat), mask=inside)
-    tl.store(d_rec_row + 3 * hidden, rstd * (dy_o - mean_dy - hat_o * mean_dy_hat), mask=inside)
+    d_low_row = d_low + row * width + columns
+    store_gradient(d_rec_row, d_low_row, 0, rstd * (dy_i - mean_dy - hat_i * mean_dy_hat), inside, ADD_PRODUCT)
+    store_gradient(d_rec_row, d_low_row, hidden, rstd * (dy_f - mean_dy - hat_f * mean_dy_hat), inside, ADD_PRODUCT)
+    store_gradient(
+        d_rec_row, d_low_row, 2 * hidden, rstd * (dy_g - mean_dy - hat_g * mean_dy_hat), inside, ADD_PRODUCT
+    )
+    store_gradient(
+        d_rec_row, d_low_row, 3 * hidden, rstd * (dy_o - mean_dy - hat_o * mean_dy_hat), inside, ADD_PRODUCT
+    )
 
 
 class TritonLayerNormKernel(LayerNormKernel):
     """`LayerNormLSTMStep.step` in one Triton kernel each way."""
 
+    adds_product = True
+
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         rows, hidden = step.c.shape
         tape = step.tape
+        adds = step.product is not None
         shift = weights.bias_hh if weights.bias_hh is not None else step.c
         cell_shift = weights.extra.get("layernorm_cell_bias", step.c)
         layernorm_forward[(rows,)](
-            step.gates, step.rec, step.c, step.c_new, step.h_new, tape["tanh_ln_c"], tape["rec_mean"],
-            tape["rec_rstd"], tape["cell_mean"], tape["cell_rstd"], weights.extra["layernorm_hh_weight"], shift,
+            step.gates, step.rec, step.product if adds else step.rec, step.c, step.c_new, step.h_new,
+            step.h_low if adds else step.h_new, tape["tanh_ln_c"], tape["rec_mean"], tape["rec_rstd"],
+            tape["cell_mean"], tape["cell_rstd"], weights.extra["layernorm_hh_weight"], shift,
             weights.extra["layernorm_cell_weight"], cell_shift, hidden,
-            HAS_BIAS=weights.bias_hh is not None, BLOCK=triton.next_power_of_2(hidden),
+            HAS_BIAS=weights.bias_hh is not None, ADD_PRODUCT=adds, BLOCK=triton.next_power_of_2(hidden),
         )
 
     def backward(self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> None:
         rows, hidden = step.c.shape
         tape = step.tape
+        adds = grads.d_low is not None
         layernorm_backward[(rows,)](
             dh.contiguous(), dc, step.gates, step.rec, step.c, step.c_new, tape["tanh_ln_c"], tape["rec_mean"],
             tape["rec_rstd"], tape["cell_mean"], tape["cell_rstd"], weights.extra["layernorm_hh_weight"],
-            weights.extra["layernorm_cell_weight"], grads.d_gates, grads.d_rec, grads.tape["d_ln_c"], hidden,
-            BLOCK=triton.next_power_of_2(hidden),
+            weights.extra["layernorm_cell_weight"], grads.d_gates, grads.d_rec,
+            grads.d_low if adds else grads.d_rec, grads.tape["d_ln_c"], hidden,
+            ADD_PRODUCT=adds, BLOCK=triton.next_power_of_2(hidden),
         )

@@ -9,7 +9,9 @@ from torch import Tensor
 
 from lstmkit.cells import LayerWeights
 from lstmkit.engines.fused import FusedGrads, FusedStep, GRUKernel, RNNKernel
-from lstmkit.engines.triton.launch import block_size, grid, pre_activation, store_gradient, tanh
+from lstmkit.engines.triton.launch import (
+    block_size, grid, pre_activation, recurrent_projection, store_gradient, tanh,
+)
 
 
 @triton.jit
@@ -68,29 +70,39 @@ class TritonRNNKernel(RNNKernel):
 
 
 @triton.jit
-def gru_forward(gates, rec, h, h_new, hidden, BLOCK: tl.constexpr):
-    """`gates` holds W_ih x + b_ih, `rec` W_hh h + b_hh; `gates` becomes r, z, n."""
+def gru_forward(gates, rec, product, bias_hh, h, h_new, h_low, hidden, ADD_PRODUCT: tl.constexpr,
+                HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+    """`gates` holds W_ih x + b_ih, `rec` W_hh h + b_hh; `gates` becomes r, z, n. With
+    ADD_PRODUCT, `product` holds W_hh h in the compute dtype: rec = product + b_hh is formed
+    here and kept in `rec`, and h' goes into `h_low` in the compute dtype too."""
     row = tl.program_id(0)
     columns = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = columns < hidden
     gate_row = gates + row * 3 * hidden + columns
     rec_row = rec + row * 3 * hidden + columns
-    r = tl.sigmoid(tl.load(gate_row, mask=inside, other=0.0) + tl.load(rec_row, mask=inside, other=0.0))
-    z = tl.sigmoid(                                                        # r, z = σ(·)
-        tl.load(gate_row + hidden, mask=inside, other=0.0) + tl.load(rec_row + hidden, mask=inside, other=0.0)
-    )
-    rec_n = tl.load(rec_row + 2 * hidden, mask=inside, other=0.0)
+    product_row = product + row * 3 * hidden + columns
+    bias_row = bias_hh + columns                                           # rec = W_hh h + b_hh
+    rec_r = recurrent_projection(rec_row, product_row, bias_row, 0, inside, ADD_PRODUCT, HAS_BIAS)
+    rec_z = recurrent_projection(rec_row, product_row, bias_row, hidden, inside, ADD_PRODUCT, HAS_BIAS)
+    rec_n = recurrent_projection(rec_row, product_row, bias_row, 2 * hidden, inside, ADD_PRODUCT, HAS_BIAS)
+    r = tl.sigmoid(tl.load(gate_row, mask=inside, other=0.0) + rec_r)     # r, z = σ(·)
+    z = tl.sigmoid(tl.load(gate_row + hidden, mask=inside, other=0.0) + rec_z)
     n = tanh(tl.load(gate_row + 2 * hidden, mask=inside, other=0.0) + r * rec_n)  # n = tanh(x_n + r ⊙ h_n)
     h_prev = tl.load(h + row * hidden + columns, mask=inside, other=0.0)
-    tl.store(h_new + row * hidden + columns, n + z * (h_prev - n), mask=inside)  # h' = n + z ⊙ (h − n)
+    out = n + z * (h_prev - n)                                             # h' = n + z ⊙ (h − n)
+    tl.store(h_new + row * hidden + columns, out, mask=inside)
+    if ADD_PRODUCT:
+        tl.store(h_low + row * hidden + columns, out.to(h_low.dtype.element_ty), mask=inside)
     tl.store(gate_row, r, mask=inside)
     tl.store(gate_row + hidden, z, mask=inside)
     tl.store(gate_row + 2 * hidden, n, mask=inside)
 
 
 @triton.jit
-def gru_backward(dh, gates, rec, h, d_gates, d_rec, direct, hidden, BLOCK: tl.constexpr):
-    """The forward lines in reverse; `direct` gets d loss / d h through z ⊙ h."""
+def gru_backward(dh, gates, rec, h, d_gates, d_rec, d_low, direct, hidden, ADD_PRODUCT: tl.constexpr,
+                 BLOCK: tl.constexpr):
+    """The forward lines in reverse; `direct` gets d loss / d h through z ⊙ h. With
+    ADD_PRODUCT, d rec goes into `d_low` in the compute dtype too."""
     row = tl.program_id(0)
     columns = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = columns < hidden
@@ -98,6 +110,7 @@ def gru_backward(dh, gates, rec, h, d_gates, d_rec, direct, hidden, BLOCK: tl.co
     gate_row = gates + row * 3 * hidden + columns
     d_gate_row = d_gates + row * 3 * hidden + columns
     d_rec_row = d_rec + row * 3 * hidden + columns
+    d_low_row = d_low + row * 3 * hidden + columns
     d_h = tl.load(dh + state, mask=inside, other=0.0)
     r = tl.load(gate_row, mask=inside, other=0.0)
     z = tl.load(gate_row + hidden, mask=inside, other=0.0)
@@ -110,24 +123,33 @@ def gru_backward(dh, gates, rec, h, d_gates, d_rec, direct, hidden, BLOCK: tl.co
     tl.store(d_gate_row, d_r, mask=inside)
     tl.store(d_gate_row + hidden, d_z, mask=inside)
     tl.store(d_gate_row + 2 * hidden, d_n, mask=inside)
-    tl.store(d_rec_row, d_r, mask=inside)
-    tl.store(d_rec_row + hidden, d_z, mask=inside)
-    tl.store(d_rec_row + 2 * hidden, d_n * r, mask=inside)
+    store_gradient(d_rec_row, d_low_row, 0, d_r, inside, ADD_PRODUCT)
+    store_gradient(d_rec_row, d_low_row, hidden, d_z, inside, ADD_PRODUCT)
+    store_gradient(d_rec_row, d_low_row, 2 * hidden, d_n * r, inside, ADD_PRODUCT)
     tl.store(direct + state, d_h * z, mask=inside)
 
 
 class TritonGRUKernel(GRUKernel):
     """`GRUStep.step` in one Triton kernel each way."""
 
+    adds_product = True
+
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         rows, hidden = step.h_new.shape
-        gru_forward[grid(rows, hidden)](step.gates, step.rec, step.h, step.h_new, hidden, BLOCK=block_size(hidden))
+        adds = step.product is not None
+        bias_hh = weights.bias_hh
+        gru_forward[grid(rows, hidden)](
+            step.gates, step.rec, step.product if adds else step.rec, step.rec if bias_hh is None else bias_hh,
+            step.h, step.h_new, step.h_low if adds else step.h_new, hidden,
+            ADD_PRODUCT=adds, HAS_BIAS=bias_hh is not None, BLOCK=block_size(hidden),
+        )
 
     def backward(self, dh: Tensor, dc: None, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> Tensor:
         rows, hidden = step.h_new.shape
         direct = torch.empty_like(step.h_new)
+        adds = grads.d_low is not None
         gru_backward[grid(rows, hidden)](
-            dh.contiguous(), step.gates, step.rec, step.h, grads.d_gates, grads.d_rec, direct, hidden,
-            BLOCK=block_size(hidden),
+            dh.contiguous(), step.gates, step.rec, step.h, grads.d_gates, grads.d_rec,
+            grads.d_low if adds else grads.d_rec, direct, hidden, ADD_PRODUCT=adds, BLOCK=block_size(hidden),
         )
         return direct
