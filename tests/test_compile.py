@@ -197,3 +197,21 @@ def test_an_in_place_update_of_a_weight_changes_the_next_output_on_every_engine(
         after = run(x)[0]
         assert relative_error(after, before) > 100 * TOLERANCE, engine
         assert relative_error(after, fresh(x)[0]) < TOLERANCE, engine
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_an_lstm_compiled_first_under_cpu_autocast_runs_where_eager_runs(dtype):
+    """Under CPU autocast, `auto` picks the engine for a compiled LSTM as it does in eager
+    mode: where oneDNN's LSTM fails in this dtype, the fused engine. Whether it fails is tried
+    on real tensors (on the fake ones the compiler traces with it cannot fail), even when the
+    compiled call is the first to ask; the numbers are the eager ones."""
+    from lstmkit.engines.native import onednn_runs_lstm
+
+    onednn_runs_lstm.cache_clear()
+    layer = lstmkit.LSTM(8, 16)
+    x = torch.randn(5, 3, 8)
+    with torch.autocast("cpu", dtype):
+        compiled = torch.compile(layer, backend="aot_eager")(x)[0]
+        eager = layer(x)[0]
+    assert compiled.dtype == eager.dtype == dtype
+    assert relative_error(compiled.float(), eager.float()) < TOLERANCE

@@ -54,10 +54,12 @@ def cpu_has_float16_kernels() -> bool:
 
 
 @functools.cache
+@torch.compiler.disable
 def onednn_runs_lstm(dtype: torch.dtype) -> bool:
     """Whether torch's CPU LSTM runs under `dtype` autocast, tried once on a one-step LSTM of
     size 1. oneDNN's report of the dtype's support is not enough: on an Intel Xeon with AVX-512
-    FP16 and AMX-BF16 (no AMX-FP16) it reports float16 support, and its LSTM still fails."""
+    FP16 and AMX-BF16 (no AMX-FP16) it reports float16 support, and its LSTM still fails.
+    torch.compile runs it eagerly, not traced: on fake tensors the LSTM cannot fail."""
     zeros = torch.zeros(1, 1, 1)
     with torch.autocast("cpu", dtype):
         try:
