@@ -298,7 +298,7 @@ ERRORS = [
      "input dtype must match the layer's parameters (torch.float32), got torch.float64; convert the input with "
      "input.to(torch.float32) or the layer with layer.to(torch.float64)"),
     (lambda c: lstmkit.LSTMCell.from_layer(lstmkit.GRU(INPUT, HIDDEN)), TypeError,
-     "LSTMCell.from_layer takes a layer of cell 'lstm', got one of cell gru; lstmkit.RecurrentCell.from_layer takes any cell"),
+     "LSTMCell.from_layer takes a layer of cell lstm, got one of cell gru; lstmkit.RecurrentCell.from_layer takes any cell"),
     (lambda c: lstmkit.LSTMCell.from_layer(lstmkit.LSTM(INPUT, HIDDEN), 1), ValueError,
      "layer must be an int in [0, 0] for this layer, got 1"),
     (lambda c: lstmkit.LSTMCell.from_layer(lstmkit.LSTM(INPUT, HIDDEN, proj_size=2)), ValueError,

@@ -95,8 +95,11 @@ def test_the_help_shows_each_levels_default():
     result = subprocess.run([sys.executable, "-m", "lstmkit", "lm", "train", "--help"], capture_output=True,
                             text=True, check=True, env={**os.environ, "COLUMNS": "200"})
     word, char = LEVEL_DEFAULTS["word"], LEVEL_DEFAULTS["char"]
-    assert (f"hidden units per layer (default {char['hidden_size']} at char level, {word['hidden_size']} at word "
-            "level)") in result.stdout
+    seconds, short = SHORT_BUDGETS["char"]
+    assert (f"hidden units per layer (default {char['hidden_size']} at char level ({short['hidden_size']} with a "
+            f"--time-budget below {seconds:g} s), {word['hidden_size']} at word level)") in result.stdout
+    assert (f"recurrent layers (default {char['num_layers']} at char level ({short['num_layers']} with a "
+            f"--time-budget below {seconds:g} s), {word['num_layers']} at word level)") in result.stdout
     assert "--tie-weights, --no-tie-weights" in result.stdout
 
 

@@ -63,12 +63,12 @@ class LayerNormLSTMStep(Cell):
         """One LayerNorm LSTM step; `(·)` is that gate's block of `LN(W_ih x) + LN(W_hh h) + b`,
         with b = b_ih + b_hh (the shifts of the two LNs).
 
-            i  = σ(·)
-            f  = σ(·)
-            g  = tanh(·)
-            o  = σ(·)
-            c' = f ⊙ c + i ⊙ g                 (carried un-normalised)
-            h' = o ⊙ tanh(LN(c'))
+        i  = σ(·)
+        f  = σ(·)
+        g  = tanh(·)
+        o  = σ(·)
+        c' = f ⊙ c + i ⊙ g                 (carried un-normalised)
+        h' = o ⊙ tanh(LN(c'))
         """
         pre_i, pre_f, pre_g, pre_o = (x_proj + h_proj).chunk(4, -1)
         input_gate = torch.sigmoid(pre_i)

@@ -114,7 +114,14 @@ def add_setting(parser, config_class: type, name: str, help: str, flag: str | No
     by_level = {level: values[name] for level, values in getattr(config_class, "level_defaults", {}).items()
                 if name in values}
     if default is None and by_level:
-        shown = " (default " + ", ".join(f"{value} at {level} level" for level, value in by_level.items()) + ")"
+        short_budgets = getattr(config_class, "short_budget_defaults", {})
+
+        def at_level(level: str, value: object) -> str:
+            seconds, sizes = short_budgets.get(level, (0.0, {}))
+            shorter = f" ({sizes[name]} with a --time-budget below {seconds:g} s)" if name in sizes else ""
+            return f"{value} at {level} level{shorter}"
+
+        shown = " (default " + ", ".join(at_level(level, value) for level, value in by_level.items()) + ")"
     flag = flag or "--" + name.replace("_", "-")
     if options.get("action") == "store_true":
         parser.add_argument(flag, help=help + shown, **options)

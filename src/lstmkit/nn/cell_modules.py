@@ -130,7 +130,7 @@ class RecurrentCell(NotScriptable, nn.Module):
             )
         if cls.cell_name is not None and recurrent.cell.name != cls.cell_name:
             raise TypeError(
-                f"{cls.__name__}.from_layer takes a layer of cell {cls.cell_name!r}, got one of cell "
+                f"{cls.__name__}.from_layer takes a layer of cell {cls.cell_name}, got one of cell "
                 f"{recurrent.cell.describe()}; lstmkit.RecurrentCell.from_layer takes any cell"
             )
         options = dict(

@@ -150,6 +150,7 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
     eval_every: int = 200
 
     level_defaults: ClassVar[dict[str, dict]] = LEVEL_DEFAULTS
+    short_budget_defaults: ClassVar[dict[str, tuple[float, dict]]] = SHORT_BUDGETS
     # Ten passes over a text: enough for Tiny Shakespeare to start overfitting.
     default_budget: ClassVar[tuple[str, float]] = ("epochs", 10.0)
 
