@@ -226,7 +226,7 @@ def test_bad_training_texts(tmp_path, content, message):
 def test_a_window_longer_than_the_training_streams_is_warned_of(tmp_path):
     path = tmp_path / "input.txt"
     path.write_text("abcdefghij" * 40, encoding="utf-8")
-    with pytest.warns(UserWarning, match=re.escape("--seq-len 500 is longer than each of the 4 training streams (89 "
+    with pytest.warns(UserWarning, match=re.escape("seq_len (--seq-len) 500 is longer than each of the 4 training streams (89 "
                                                    "tokens to predict): every window is a whole stream")):
         lm.train(path, tmp_path / "run", LMTrainingConfig(steps=1, **{**TINY, "seq_len": 500, "batch_size": 4}))
 

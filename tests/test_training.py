@@ -260,7 +260,7 @@ def test_a_run_saved_before_the_schedule_followed_the_clock_resumes_on_it(tmp_pa
 def test_a_budget_that_ends_before_the_warmup_does_is_warned_of(monkeypatch):
     with pytest.warns(UserWarning, match=re.escape("the budget holds 6 steps, fewer than the 10 of warm-up: the "
                                                    "learning rate stops at 60% of its peak 0.1; give a larger budget "
-                                                   "or a shorter --warmup")):
+                                                   "or a shorter warmup (--warmup)")):
         Trainer(TrainingConfig(steps=6, lr=0.1, warmup=10)).run(Quadratic([1.0], 0.0))
     monkeypatch.setattr(loop, "time", Clock())
     with pytest.warns(UserWarning, match=re.escape("the budget held 8 steps, fewer than the 20 of warm-up: "

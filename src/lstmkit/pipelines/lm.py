@@ -253,9 +253,9 @@ class LanguageModelJob(Job):
         self.train_windows = token_streams(corpus.train, config.batch_size, config.seq_len, "the training text")
         steps = self.train_windows.streams.shape[1] - 1  # the tokens each stream predicts
         if config.seq_len > steps:
-            warnings.warn(f"--seq-len {config.seq_len} is longer than each of the {config.batch_size} training streams "
-                          f"({steps:,} tokens to predict): every window is a whole stream; give a shorter --seq-len "
-                          "or a smaller --batch-size", stacklevel=2)
+            warnings.warn(f"seq_len (--seq-len) {config.seq_len} is longer than each of the {config.batch_size} "
+                          f"training streams ({steps:,} tokens to predict): every window is a whole stream; give a "
+                          "shorter seq_len or a smaller batch_size (--batch-size)", stacklevel=2)
         self.validation_windows = token_streams(corpus.validation, config.batch_size, config.seq_len,
                                                 "the validation text")
         self.characters_per_token = corpus.validation_characters / corpus.validation.numel()

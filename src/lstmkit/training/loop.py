@@ -120,7 +120,7 @@ def warn_short_warmup(config: TrainingConfig, steps: int, spent: bool) -> None:
         stops = "stopped" if spent else "stops"
         warnings.warn(f"the budget {holds} {steps} steps, fewer than the {config.warmup} of warm-up: the learning "
                       f"rate {stops} at {(steps / config.warmup):.0%} of its peak {config.lr:g}; give a larger "
-                      "budget or a shorter --warmup", stacklevel=3)
+                      "budget or a shorter warmup (--warmup)", stacklevel=3)
 
 
 def budget_spent(config: TrainingConfig, progress: RunState, step_limit: int | None) -> bool:
