@@ -53,7 +53,7 @@ class Products:
         """a @ b in the compute dtype (for weight gradients and the input's, after the loop)."""
         return a.to(self.compute) @ b.to(self.compute)
 
-    def repeated(self, b: Tensor, rows: int, steps: int) -> RepeatedProduct:
+    def repeated(self, b: Tensor, rows: int, steps: int) -> RepeatedProduct | PackedProduct:
         """`a @ b` for `steps` matrices a of at most `rows` rows: packed for MKL where that
         pays (CPU, float32 without mixed precision, at least `PACKED_MIN_STEPS` steps)."""
         packable = (
@@ -78,11 +78,11 @@ class RepeatedProduct:
         self.products.accumulate(out, a, self.b)
 
 
-class PackedProduct(RepeatedProduct):
-    """`a @ b` with b packed once for MKL's packed sgemm (`cblas_sgemm_pack`, then
-    `cblas_sgemm_compute` per product, through torch's `mkl::_mkl_linear`). The op returns a
-    new tensor, so the result is then added or copied into `out`: one pass over B × 4H, small
-    beside the product it speeds up."""
+class PackedProduct:
+    """`RepeatedProduct`'s `into` and `accumulate`, with b packed once for MKL's packed sgemm
+    (`cblas_sgemm_pack`, then `cblas_sgemm_compute` per product, through torch's
+    `mkl::_mkl_linear`). The op returns a new tensor, so the result is then added or copied
+    into `out`: one pass over B × 4H, small beside the product it speeds up."""
 
     def __init__(self, b: Tensor, rows: int) -> None:
         self.weight = b.t().contiguous()                   # nn.Linear's layout: (out, in)
@@ -90,13 +90,16 @@ class PackedProduct(RepeatedProduct):
         self.packed = torch.ops.mkl._mkl_reorder_linear_weight(self.weight, rows)
 
     def product(self, a: Tensor) -> Tensor:
+        """a @ b, a new tensor."""
         return torch.ops.mkl._mkl_linear(a, self.packed, self.weight, None, self.rows)
 
     def into(self, out: Tensor, a: Tensor, bias: Tensor | None = None) -> None:
+        """out = a @ b (+ bias)."""
         if bias is None:
             out.copy_(self.product(a))
         else:
             torch.add(bias, self.product(a), out=out)
 
     def accumulate(self, out: Tensor, a: Tensor) -> None:
+        """out += a @ b."""
         out.add_(self.product(a))
