@@ -110,11 +110,12 @@ def test_cells_prints_the_equations_from_the_code(capsys):
     (["cells", "--hidden-size", "0"], "argument --hidden-size: expected a positive integer, got 0"),
     (["cells", "--hidden-size", "x"], "argument --hidden-size: expected a positive integer, got 'x'"),
     (["cells", "--hidden-size", "1"], "lstmkit: error: cell 'layernorm' needs hidden_size >= 2"),
-    (["lm", "train", "x.txt", "--device", "gpu"], "argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
-    (["lm", "train", "x.txt", "--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
+    (["lm", "train", __file__, "--device", "gpu"], "argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
+    (["lm", "train", __file__, "--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
     (["task", "adding", "--device", "cuda:x"], "argument --device: expected auto, cpu, cuda or cuda:N, got 'cuda:x'"),
 ])
 def test_bad_arguments_exit_with_a_message(arguments, message, capsys):
+    """(This file stands in for a text file: inputs are checked before the other options.)"""
     with pytest.raises(SystemExit) as exit_:
         main(arguments)
     assert exit_.value.code == 2
@@ -122,21 +123,23 @@ def test_bad_arguments_exit_with_a_message(arguments, message, capsys):
 
 
 def test_anneal_on_a_plateau_needs_a_floor_below_the_peak_and_says_so_before_any_work(tmp_path, capsys):
+    (tmp_path / "x.csv").write_text("t,y\n1,2\n")
     code, _, err = run_cli(["forecast", "fit", str(tmp_path / "x.csv"), "--time", "t", "--target", "y", "--horizon",
                             "3", "--on-plateau", "anneal", "--out", str(tmp_path / "run")], capsys)
     assert code == 2 and err.strip() == (
         "lstmkit: error: on_plateau='anneal' (--on-plateau anneal) decays the rate to min_lr_fraction once patience "
         "evaluations pass without improving: it needs a patience and a min_lr_fraction below 1, got patience=50, "
         "min_lr_fraction=1.0")
-    assert list(tmp_path.iterdir()) == []
+    assert [path.name for path in tmp_path.iterdir()] == ["x.csv"]
 
 
 def test_a_moving_average_of_the_weights_is_checked_before_any_work(tmp_path, capsys):
+    (tmp_path / "x.txt").write_text("some text")
     code, _, err = run_cli(["lm", "train", str(tmp_path / "x.txt"), "--ema-decay", "1.5", "--out", str(tmp_path / "run")],
                            capsys)
     assert code == 2 and err.strip() == ("lstmkit: error: ema_decay must be in (0, 1) (0.999 averages about the last "
                                          "1,000 steps), got 1.5")
-    assert list(tmp_path.iterdir()) == []
+    assert [path.name for path in tmp_path.iterdir()] == ["x.txt"]
 
 
 def test_task_command_trains_compares_and_writes(tmp_path, capsys):
@@ -228,9 +231,9 @@ def test_probe_from_a_folder_without_models(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command, config_class", [
-    (["lm", "train", "input.txt"], "lstmkit.pipelines.lm.LMTrainingConfig"),
+    (["lm", "train", __file__], "lstmkit.pipelines.lm.LMTrainingConfig"),  # any existing file: none is read
     (["task", "adding"], "lstmkit.pipelines.configs.TaskTrainingConfig"),
-    (["forecast", "fit", "data.csv", "--time", "t", "--target", "y", "--horizon", "3", "--out", "run"],
+    (["forecast", "fit", __file__, "--time", "t", "--target", "y", "--horizon", "3", "--out", "run"],
      "lstmkit.pipelines.configs.ForecasterConfig"),
 ])
 def test_the_commands_defaults_are_the_configs_defaults(command, config_class):

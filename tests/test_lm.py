@@ -297,8 +297,9 @@ def test_cli_train_sample_eval(text_file, tmp_path, capsys):
 
 @pytest.mark.parametrize("arguments, message", [
     (["lm", "sample", "/nonexistent"], "lstmkit: error: /nonexistent does not exist"),
-    (["lm", "train", "/nonexistent.txt", "--steps", "1"], "lstmkit: error: /nonexistent.txt does not exist"),
-    (["lm", "train", "x.txt", "--steps", "1", "--epochs", "1"], "argument --epochs: not allowed with argument --steps"),
+    (["lm", "train", "/nonexistent.txt", "--steps", "1"],
+     "lstmkit lm train: error: argument text: /nonexistent.txt does not exist (expected a UTF-8 text file)"),
+    (["lm", "train", __file__, "--steps", "1", "--epochs", "1"], "argument --epochs: not allowed with argument --steps"),
 ])
 def test_cli_errors(arguments, message, capsys):
     from lstmkit.cli import main

@@ -218,8 +218,13 @@ def test_each_process_draws_its_own_dropout_and_resumes_it(text_file, tmp_path):
     (["lm", "train", "text.txt", "--out"], "--out", "file"),
 ])
 def test_an_output_path_that_cannot_be_written_is_refused_when_the_command_is_read(command, option, problem, tmp_path,
-                                                                                  capsys):
-    """Before any data is read or model loaded (RUN does not exist): argparse names the option."""
+                                                                                  capsys, monkeypatch):
+    """Before any data is read or model loaded (RUN does not exist): argparse names the option.
+    The inputs exist, as files or a folder, since they are checked first."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b", "m.csv", "s.de", "a.wav", "y.csv", "text.txt"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "recordings").mkdir()
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     path, message = {"folder": (tmp_path, f"{tmp_path} is a folder; expected a file name"),
@@ -348,9 +353,35 @@ def test_a_cell_listed_twice_is_refused_when_the_command_is_read(capsys):
         "error: argument --cells: each cell once: 'lstm,gru,lstm' names lstm more than once")
 
 
-def test_cache_and_dynamic_settings_without_their_switch_are_refused(capsys):
+@pytest.mark.parametrize("command, option, expected", [
+    (["lm", "train", "{missing}"], "text", "a UTF-8 text file"),
+    (["lm", "train", "{file}", "--valid", "{missing}"], "--valid", "a UTF-8 text file"),
+    (["translate", "train", "--source", "{file}", "--target", "{missing}", "--valid-source", "{file}",
+      "--valid-target", "{file}", "--out", "run"], "--target",
+     "a UTF-8 text file of sentences, one per line, plain or gzip"),
+    (["speech", "train", "{missing}"], "manifest", "a CSV manifest with the columns path,text"),
+    (["forecast", "fit", "{missing}", "--time", "t"], "csv", "a CSV file"),
+])
+def test_a_missing_input_stops_a_training_command_before_it_announces_any_work(command, option, expected, tmp_path,
+                                                                                capsys):
+    given = tmp_path / "given.txt"
+    given.write_text("x")
+    missing = tmp_path / "missing"
+    with pytest.raises(SystemExit) as stopped:
+        main([part.format(file=given, missing=missing) for part in command])
+    captured = capsys.readouterr()
+    assert stopped.value.code == 2 and captured.out == ""
+    assert captured.err.splitlines()[-1].endswith(f"error: argument {option}: {missing} does not exist (expected "
+                                                  f"{expected})")
     with pytest.raises(SystemExit):
-        main(["lm", "eval", "RUN", "text.txt", "--cache-window", "50", "--cache-theta", "0.5"])
+        main([part.format(file=given, missing=tmp_path) for part in command])
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: argument {option}: {tmp_path} is a folder "
+                                                             f"(expected {expected})")
+
+
+def test_cache_and_dynamic_settings_without_their_switch_are_refused(capsys):
+    with pytest.raises(SystemExit):  # (this file stands in for the text: it is read only after the check)
+        main(["lm", "eval", "RUN", __file__, "--cache-window", "50", "--cache-theta", "0.5"])
     assert capsys.readouterr().err == "lstmkit: error: --cache-window, --cache-theta set how --cache scores; add --cache\n"
 
 

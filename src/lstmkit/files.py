@@ -68,6 +68,17 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[o
         writer.writerows(rows)
 
 
+def check_input_file(path: str | Path, expected: str) -> Path:
+    """Refuse a file to read that does not exist or is a folder, naming what was `expected`
+    there (a pipe such as <(tail input.txt) is accepted)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (expected {expected})")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder (expected {expected})")
+    return path
+
+
 def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     """Refuse, before any work is done, an output folder that cannot be written: a path that
     is a file, a path under a file, or a folder this process may not write in. The folder is

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Callable
 
 from lstmkit.cells import CELLS
-from lstmkit.files import FIGURE_SUFFIXES, check_output_file, check_output_folder
+from lstmkit.files import FIGURE_SUFFIXES, check_input_file, check_output_file, check_output_folder
 from lstmkit.nn.regularisers import INITS
 from lstmkit.training.config import PRECISIONS
 from lstmkit.training.optimizers import OPTIMIZERS
@@ -15,13 +15,13 @@ from lstmkit.training.device import check_device_name
 
 
 def checked_path(check: Callable[[str, str], object]) -> Callable[[str], str]:
-    """An argparse type that runs `check(path, "")` and reports its ValueError as argparse's,
-    which names the option."""
+    """An argparse type that runs `check(path, "")` and reports its ValueError (or
+    FileNotFoundError) as argparse's, which names the option."""
 
     def checked(text: str) -> str:
         try:
             check(text, "")
-        except ValueError as error:
+        except (ValueError, FileNotFoundError) as error:
             raise argparse.ArgumentTypeError(str(error)) from None
         return text
 
@@ -32,6 +32,19 @@ def checked_path(check: Callable[[str, str], object]) -> Callable[[str], str]:
 output_file = checked_path(check_output_file)
 output_figure = checked_path(lambda path, option: check_output_file(path, option, FIGURE_SUFFIXES))
 output_folder = checked_path(check_output_folder)
+
+
+def input_file(expected: str) -> Callable[[str], str]:
+    """An argparse type for a file to read, refused at once where it does not exist or is a
+    folder, so that a command stops before it announces any work."""
+    return checked_path(lambda path, _: check_input_file(path, expected))
+
+
+text_file = input_file("a UTF-8 text file")
+manifest_file = input_file("a CSV manifest with the columns path,text")
+csv_file = input_file("a CSV file")
+sentence_file = input_file("a UTF-8 text file of sentences, one per line, plain or gzip")
+audio_file = input_file("an audio file")
 
 
 def positive_int(text: str) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
     add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, field_default,
-    output_folder, positive_float, positive_int, positive_ints, probability,
+    output_folder, positive_float, positive_int, positive_ints, probability, text_file,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.training import describe_runtime
@@ -68,8 +68,8 @@ def lm_eval_command(arguments: argparse.Namespace) -> None:
 def add_lm_commands(commands) -> None:
     lm = commands.add_parser("lm", help="language models: train, sample, eval").add_subparsers(dest="lm", required=True)
     train = lm.add_parser("train", help="train a character- or word-level language model on a text file")
-    train.add_argument("text", help="a UTF-8 text file; its last 10%% validates unless --valid is given")
-    train.add_argument("--valid", help="a separate validation text file")
+    train.add_argument("text", type=text_file, help="a UTF-8 text file; its last 10%% validates unless --valid is given")
+    train.add_argument("--valid", type=text_file, help="a separate validation text file")
     add_setting(train, LMTrainingConfig, "level", "tokens", choices=["char", "word"])
     add_setting(train, LMTrainingConfig, "min_frequency", "word level: rarer words become <unk>", type=positive_int)
     add_setting(train, LMTrainingConfig, "cell", "recurrent cell", choices=list(CELLS))
@@ -117,7 +117,7 @@ def add_lm_commands(commands) -> None:
 
     evaluate = lm.add_parser("eval", help="loss, perplexity and bits per character of a text under a model")
     evaluate.add_argument("directory", help="a run folder (its best checkpoint) or a checkpoint folder")
-    evaluate.add_argument("text", help="a UTF-8 text file")
+    evaluate.add_argument("text", type=text_file, help="a UTF-8 text file")
     evaluate.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")
     evaluate.add_argument("--cache", action="store_true",
                           help="also score with the continuous cache pointer (Grave et al. 2017)")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
-    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, output_figure,
-    output_file, output_folder, positive_floats, positive_int,
+    add_regulariser_arguments, add_setting, add_training_arguments, audio_file, config_from, device_name,
+    manifest_file, output_figure, output_file, output_folder, positive_floats, positive_int,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.training import describe_runtime
@@ -97,8 +97,8 @@ def add_speech_commands(commands) -> None:
     fsdd.set_defaults(run=fsdd_command, extra="speech")
 
     train = speech.add_parser("train", help="train a CTC recogniser on a manifest (path,text)")
-    train.add_argument("manifest", help="a CSV with the columns path,text")
-    train.add_argument("--valid", help="a manifest to score every --eval-every steps (default: the training one)")
+    train.add_argument("manifest", type=manifest_file, help="a CSV with the columns path,text")
+    train.add_argument("--valid", type=manifest_file, help="a manifest to score every --eval-every steps (default: the training one)")
     add_setting(train, SpeechConfig, "cell", "recurrent cell", choices=list(CELLS))
     add_setting(train, SpeechConfig, "num_layers", "bidirectional recurrent layers", type=positive_int)
     add_setting(train, SpeechConfig, "hidden_size", "hidden units per layer and direction", type=positive_int)
@@ -136,11 +136,11 @@ def add_speech_commands(commands) -> None:
         command = speech.add_parser(name, help=help_text)
         command.add_argument("directory", help="a run folder (its best checkpoint) or a checkpoint folder")
         if name == "transcribe":
-            command.add_argument("files", nargs="+", help="audio files (WAV, FLAC, ...)")
+            command.add_argument("files", nargs="+", type=audio_file, help="audio files (WAV, FLAC, ...)")
             command.add_argument("--show", type=output_figure,
                                  help="draw spectrogram, label probabilities and alignment to this PNG (or .pdf, .svg)")
         else:
-            command.add_argument("manifest", help="a CSV with the columns path,text")
+            command.add_argument("manifest", type=manifest_file, help="a CSV with the columns path,text")
             command.add_argument("--json", type=output_file,
                                  help="also write the scores (wer, cer, utterances, accuracy) here")
             command.add_argument("--errors", action="store_true", help="list every utterance transcribed wrongly")

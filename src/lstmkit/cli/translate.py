@@ -9,7 +9,7 @@ from pathlib import Path
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
     add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, output_figure,
-    output_file, output_folder, positive_int,
+    output_file, output_folder, positive_int, sentence_file,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.training import describe_runtime
@@ -102,7 +102,7 @@ def add_translate_commands(commands) -> None:
     train = translate.add_parser("train", help="train an encoder-decoder with attention on parallel text")
     for name, text in (("source", "training sentences"), ("target", "their translations, line for line"),
                        ("valid-source", "validation sentences"), ("valid-target", "their translations")):
-        train.add_argument(f"--{name}", required=True, help=f"{text}: UTF-8, one per line, plain or gzip")
+        train.add_argument(f"--{name}", required=True, type=sentence_file, help=f"{text}: UTF-8, one per line, plain or gzip")
     add_setting(train, TranslationConfig, "cell", "recurrent cell of the encoder and the decoder", choices=list(CELLS))
     add_setting(train, TranslationConfig, "num_layers", "recurrent layers", type=positive_int)
     add_setting(train, TranslationConfig, "hidden_size", "hidden units per layer and direction", type=positive_int)
@@ -141,8 +141,8 @@ def add_translate_commands(commands) -> None:
 
     evaluate = translate.add_parser("eval", help="sacreBLEU corpus BLEU and chrF of the translations of a test set")
     add_decoding_arguments(evaluate)
-    evaluate.add_argument("--source", required=True, help="test sentences (plain or gzip)")
-    evaluate.add_argument("--reference", required=True, help="their reference translations, line for line")
+    evaluate.add_argument("--source", required=True, type=sentence_file, help="test sentences (plain or gzip)")
+    evaluate.add_argument("--reference", required=True, type=sentence_file, help="their reference translations, line for line")
     evaluate.add_argument("--json", type=output_file,
                           help="also write the scores (bleu, chrf, sentences, beam, signature) here")
     evaluate.set_defaults(run=translate_eval_command, extra="translate")

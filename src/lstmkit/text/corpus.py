@@ -11,17 +11,13 @@ from pathlib import Path
 
 from torch import Tensor
 
-from lstmkit.files import fingerprint
+from lstmkit.files import check_input_file, fingerprint
 from lstmkit.text.vocabulary import Vocabulary
 
 
 def read_text(path: str | Path) -> str:
     """The contents of a UTF-8 text file, or an error that says what is wrong with it."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist (expected a UTF-8 text file)")
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder (expected a UTF-8 text file)")
+    path = check_input_file(path, "a UTF-8 text file")
     data = path.read_bytes()  # a pipe too, such as <(tail -c 100000 input.txt)
     if not data:
         raise ValueError(f"{path} is empty: a language model needs text to learn from or to score")

@@ -13,7 +13,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from lstmkit.files import fingerprint
+from lstmkit.files import check_input_file, fingerprint
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -23,11 +23,7 @@ def read_lines(path: str | Path, what: str = "sentences", blank_lines: bool = Fa
     whatever the name), each without its line break and surrounding white space, and the
     file's fingerprint (size and SHA-256 of its bytes as stored). A missing, empty, binary or
     non-UTF-8 file stops with a message naming it (`blank_lines`: see `text_lines`)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist (expected a UTF-8 text file of {what}, plain or gzip)")
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder (expected a UTF-8 text file of {what}, plain or gzip)")
+    path = check_input_file(path, f"a UTF-8 text file of {what}, plain or gzip")
     stored = path.read_bytes()
     data = stored
     if stored.startswith(GZIP_MAGIC):
