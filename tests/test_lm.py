@@ -227,8 +227,9 @@ def test_a_window_longer_than_the_training_streams_is_warned_of(tmp_path):
     path = tmp_path / "input.txt"
     path.write_text("abcdefghij" * 40, encoding="utf-8")
     with pytest.warns(UserWarning, match=re.escape("seq_len (--seq-len) 500 is longer than each of the 4 training streams (89 "
-                                                   "tokens to predict): every window is a whole stream")):
+                                                   "tokens to predict): every window is a whole stream")) as caught:
         lm.train(path, tmp_path / "run", LMTrainingConfig(steps=1, **{**TINY, "seq_len": 500, "batch_size": 4}))
+    assert [warning.filename for warning in caught if "seq_len" in str(warning.message)] == [__file__]  # the user's line
 
 
 def test_word_level_model(text_file, tmp_path):

@@ -43,6 +43,7 @@ def test_rows_before_the_first_target_value_are_left_out_with_a_warning_not_fill
         "2 row(s) before the first one with every target's value are ignored",
         "column 'y': 1 missing value(s) filled by linear interpolation",
     ]
+    assert {warning.filename for warning in warned} == {__file__}  # the user's line, not lstmkit's
     assert frame.targets[:, 0].tolist() == [3.0, 4.0, 5.0, 6.0]
     assert frame.covariates[:, 0].tolist() == [1.0, 0.0, 1.0, 0.0]
     assert frame.time_values(frame.time[:1]) == ["2020-01-18"]

@@ -22,7 +22,6 @@ the network over a series.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lstmkit.caller import warn_at_caller
 from lstmkit.extras import extra_imports
 
 with extra_imports("forecast", __name__):
@@ -217,8 +217,8 @@ class Forecaster:
                                    ("model",) * len(config.target), {}, (1.0,) * len(config.target))
         constant = [name for name, std in zip(frame.target_names, self.layout.target_scaler.std) if std == 0]
         if constant:
-            warnings.warn(f"target column(s) {', '.join(constant)} hold one value in all {len(frame)} rows fitted on: "
-                          "forecast as that value, with an interval of zero width", stacklevel=2)
+            warn_at_caller(f"target column(s) {', '.join(constant)} hold one value in all {len(frame)} rows fitted on: "
+                           "forecast as that value, with an interval of zero width")
         windows = self.windows(frame, len(frame))
         training, validation = self.split_origins(list(windows.origins()))
         self.train_network(windows, training, validation, len(config.target), windows.past.shape[1],
@@ -371,9 +371,9 @@ class Forecaster:
             forecasts.fallbacks.append({"origin": origin, "target": frame.target_names[index], "baseline": baseline})
         for target, baseline in dict.fromkeys((row["target"], row["baseline"]) for row in forecasts.fallbacks):
             count = sum(row["target"] == target and row["baseline"] == baseline for row in forecasts.fallbacks)
-            warnings.warn(f"the model's forecast of {target!r} is not finite (NaN or inf) from {count} of "
-                          f"{len(origins)} origin(s); the {baseline} baseline's forecast stands in for it, with no "
-                          "prediction interval (its bounds equal the forecast)", stacklevel=3)
+            warn_at_caller(f"the model's forecast of {target!r} is not finite (NaN or inf) from {count} of "
+                           f"{len(origins)} origin(s); the {baseline} baseline's forecast stands in for it, with no "
+                           "prediction interval (its bounds equal the forecast)")
         return forecasts
 
     def predict(self, data) -> pd.DataFrame:
@@ -610,9 +610,9 @@ def warn_far_from_fitted(frame: SeriesFrame, layout: SeriesLayout) -> None:
     distances = np.abs(scaler.transform(frame.targets[-layout.lookback:])).max(axis=0)
     for name, distance, mean, std in zip(frame.target_names, distances, scaler.mean, scaler.std):
         if std > 0 and distance >= FAR_FROM_FITTED:
-            warnings.warn(f"the last {layout.lookback} values of {name!r} lie up to {distance:.0f} standard deviations "
-                          f"from the mean of the data the model was fitted on ({mean:.4g}, standard deviation "
-                          f"{std:.4g}): its forecast extrapolates; refit on data like these", stacklevel=3)
+            warn_at_caller(f"the last {layout.lookback} values of {name!r} lie up to {distance:.0f} standard "
+                           f"deviations from the mean of the data the model was fitted on ({mean:.4g}, standard "
+                           f"deviation {std:.4g}): its forecast extrapolates; refit on data like these")
 
 
 FORECASTER = CheckpointKind(

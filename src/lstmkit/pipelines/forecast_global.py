@@ -23,13 +23,13 @@ are cut before `fit` runs.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from lstmkit.caller import warn_at_caller
 from lstmkit.extras import extra_imports
 
 with extra_imports("forecast", __name__):
@@ -195,8 +195,8 @@ def forecast(forecaster: Forecaster, histories: list[np.ndarray], method: str | 
     baselines = panel_baselines(histories, config.horizon, layout.season, names)
     not_finite = ~(np.isfinite(model) & np.isfinite(lower) & np.isfinite(upper)).all(axis=1)
     if not_finite.any():
-        warnings.warn(f"the model's forecast is not finite (NaN or inf) for {int(not_finite.sum())} of {len(histories)} "
-                      "series; the naive forecast stands in for it, with no prediction interval", stacklevel=3)
+        warn_at_caller(f"the model's forecast is not finite (NaN or inf) for {int(not_finite.sum())} of "
+                       f"{len(histories)} series; the naive forecast stands in for it, with no prediction interval")
         model[not_finite] = lower[not_finite] = upper[not_finite] = baselines["naive"][not_finite]
     if method is not None:
         methods = {"model": model, method: method_forecast(method, model, baselines)}

@@ -20,7 +20,6 @@ import json
 import math
 import numbers
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import (
     CheckpointError,
     CheckpointKind,
@@ -253,9 +253,9 @@ class LanguageModelJob(Job):
         self.train_windows = token_streams(corpus.train, config.batch_size, config.seq_len, "the training text")
         steps = self.train_windows.streams.shape[1] - 1  # the tokens each stream predicts
         if config.seq_len > steps:
-            warnings.warn(f"seq_len (--seq-len) {config.seq_len} is longer than each of the {config.batch_size} "
-                          f"training streams ({steps:,} tokens to predict): every window is a whole stream; give a "
-                          "shorter seq_len or a smaller batch_size (--batch-size)", stacklevel=2)
+            warn_at_caller(f"seq_len (--seq-len) {config.seq_len} is longer than each of the {config.batch_size} "
+                           f"training streams ({steps:,} tokens to predict): every window is a whole stream; give a "
+                           "shorter seq_len or a smaller batch_size (--batch-size)")
         self.validation_windows = token_streams(corpus.validation, config.batch_size, config.seq_len,
                                                 "the validation text")
         self.characters_per_token = corpus.validation_characters / corpus.validation.numel()
@@ -453,8 +453,8 @@ def warn_unknown(vocabulary: Vocabulary, tokens: Tensor, what: str, consequence:
     """Warn where a word vocabulary read some of `what`'s words as <unk>, saying the `consequence`."""
     unknown = int((tokens == vocabulary.index[UNKNOWN]).sum()) if UNKNOWN in vocabulary.index else 0
     if unknown:
-        warnings.warn(f"{unknown:,} of {what}'s {tokens.numel():,} tokens ({unknown / tokens.numel():.1%}) are not in "
-                      f"the model's vocabulary and {consequence}", stacklevel=4)
+        warn_at_caller(f"{unknown:,} of {what}'s {tokens.numel():,} tokens ({unknown / tokens.numel():.1%}) are not in "
+                       f"the model's vocabulary and {consequence}")
 
 
 def evaluate_text(model: LanguageModel, vocabulary: Vocabulary, text: str, window: int = 1000) -> TextScores:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from torch import Tensor
 from lstmkit.audio.augment import Augmentation
 from lstmkit.audio.features import AudioError, FrontEnd
 from lstmkit.audio.manifest import ManifestError, Utterance, read_manifest
+from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import CheckpointError, CheckpointKind, checkpoint_folder, load_model_checkpoint
 from lstmkit.extras import extra_imports
 from lstmkit.files import fingerprint
@@ -153,8 +153,8 @@ def load_utterances(manifest: str | Path, front_end: FrontEnd, alphabet: Alphabe
                               if stacked_length(len(version), stack) >= ctc_frames_needed(label)))
     if resampled:
         path, rate = resampled[0]
-        warnings.warn(f"{len(resampled)} file(s) of {manifest} resampled to {front_end.sample_rate} Hz, the "
-                      f"model's rate (e.g. {path} at {rate} Hz)", stacklevel=2)
+        warn_at_caller(f"{len(resampled)} file(s) of {manifest} resampled to {front_end.sample_rate} Hz, the "
+                       f"model's rate (e.g. {path} at {rate} Hz)")
     paths, texts = [u.path for u in utterances], [u.text for u in utterances]
     return Utterances(paths, texts, frames, labels, versions), alphabet
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import (
     CheckpointError,
     CheckpointKind,
@@ -151,8 +151,8 @@ class TranslationJob(Job):
         self.sources, self.targets = [sources[index] for index in kept], [targets[index] for index in kept]
         self.left_out = len(train) - len(kept)
         if self.left_out:  # said now, not after the hour of training it shapes
-            warnings.warn(f"left out {self.left_out:,} of {len(train):,} training pairs with an empty side or over "
-                          f"{config.max_train_length} subwords (max_train_length, --max-train-length)", stacklevel=2)
+            warn_at_caller(f"left out {self.left_out:,} of {len(train):,} training pairs with an empty side or over "
+                           f"{config.max_train_length} subwords (max_train_length, --max-train-length)")
         self.lengths = [(len(source), len(target)) for source, target in zip(self.sources, self.targets, strict=True)]
         mean_source = sum(length for length, _ in self.lengths) / len(self.lengths)
         self.valid_sources, self.valid_targets = vocabularies.encode(valid)

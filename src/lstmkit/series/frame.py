@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.api import guess_datetime_format
 
+from lstmkit.caller import warn_at_caller
+
 # How the time column was written, so that forecasts are written back the same way; besides
 # these, a strftime format (it holds "%") that writes every row back as it was written.
 TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "month", "utc")
@@ -185,11 +187,11 @@ def observed_rows(targets: pd.DataFrame, known: list[str]) -> tuple[int, int]:
         raise ValueError(f"no row has a value of every target column ({', '.join(targets.columns)})")
     first, observed = int(has_values[0]), int(has_values[-1]) + 1
     if first:
-        warnings.warn(f"{first} row(s) before the first one with every target's value are ignored",
-                      MissingValuesWarning, stacklevel=3)
+        warn_at_caller(f"{first} row(s) before the first one with every target's value are ignored",
+                       MissingValuesWarning)
     if observed < len(targets) and not known:
-        warnings.warn(f"{len(targets) - observed} row(s) after the last one with every target's value are ignored "
-                      "(such rows serve known-future covariates only)", MissingValuesWarning, stacklevel=3)
+        warn_at_caller(f"{len(targets) - observed} row(s) after the last one with every target's value are ignored "
+                       "(such rows serve known-future covariates only)", MissingValuesWarning)
     return first, observed
 
 
@@ -410,6 +412,6 @@ def fill_gaps(column: pd.Series, name: str) -> np.ndarray:
     if missing == len(column):
         raise ValueError(f"column {name!r} has no values")
     if missing:
-        warnings.warn(f"column {name!r}: {missing} missing value(s) filled by linear interpolation",
-                      MissingValuesWarning, stacklevel=4)
+        warn_at_caller(f"column {name!r}: {missing} missing value(s) filled by linear interpolation",
+                       MissingValuesWarning)
     return column.interpolate(method="linear", limit_direction="both").to_numpy()

@@ -15,13 +15,13 @@ row as `read_series` does: a CSV line (the header is line 1) or a DataFrame posi
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from lstmkit.caller import warn_at_caller
 from lstmkit.series.frame import (MissingValuesWarning, check_coverage, infer_frequency, numeric_column, parse_time,
                                   plain, read_table, row_name, written_times)
 
@@ -112,11 +112,11 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
         series.append(filled.interpolate(method="linear", limit_direction="both").to_numpy())
         starts.append(int(times[0]) if time_kind == STEP else pd.Timestamp(times[0]))
     if missing:
-        warnings.warn(f"column {target!r}: {missing} missing value(s) filled by linear interpolation within their series",
-                      MissingValuesWarning, stacklevel=2)
+        warn_at_caller(f"column {target!r}: {missing} missing value(s) filled by linear interpolation within their "
+                       "series", MissingValuesWarning)
     if outside:
-        warnings.warn(f"column {target!r}: {outside} row(s) before a series' first value or after its last are "
-                      "ignored", MissingValuesWarning, stacklevel=2)
+        warn_at_caller(f"column {target!r}: {outside} row(s) before a series' first value or after its last are "
+                       "ignored", MissingValuesWarning)
     return Panel(id, time, target, tuple(ids), tuple(series), tuple(starts), time_kind, frequency)
 
 

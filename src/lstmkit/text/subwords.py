@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import base64
 import io
-import warnings
 
+from lstmkit.caller import warn_at_caller
 from lstmkit.extras import extra_imports
 
 with extra_imports("translate", __name__):
@@ -55,8 +55,8 @@ class Subwords:
         )
         learned = cls(model.getvalue())
         if len(learned) < vocabulary_size:
-            warnings.warn(f"the {what} gave {len(learned):,} subword pieces, fewer than the {vocabulary_size:,} asked "
-                          "for: it holds no more", stacklevel=2)
+            warn_at_caller(f"the {what} gave {len(learned):,} subword pieces, fewer than the {vocabulary_size:,} asked "
+                           "for: it holds no more")
         return learned
 
     @classmethod

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import re
-import warnings
 
 import torch
 
+from lstmkit.caller import warn_at_caller
 from lstmkit.engines.native import cpu_has_bfloat16_kernels
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -51,9 +51,9 @@ class Precision:
         if name == "bf16" and device.type == "cpu" and not cpu_has_bfloat16_kernels():
             # Measured on a 2-core AVX2 EPYC: a (64 x 512) @ (512 x 2048) product in 243 ms
             # against 1.2 ms in float32, and a 2 x 512 character LSTM at 88 tokens/s against 4,607.
-            warnings.warn("this CPU has no bfloat16 matrix kernels (oneDNN finds no AVX-512 BF16 or AMX), so "
-                          "bfloat16 products are emulated, about 200 x slower than float32; --precision 32 trains "
-                          "faster here", RuntimeWarning, stacklevel=2)
+            warn_at_caller("this CPU has no bfloat16 matrix kernels (oneDNN finds no AVX-512 BF16 or AMX), so "
+                           "bfloat16 products are emulated, about 200 x slower than float32; --precision 32 trains "
+                           "faster here", RuntimeWarning)
         self.name, self.device = name, device
         self.dtype = AUTOCAST_DTYPES.get(name)
         self.scaler = torch.amp.GradScaler(device.type, enabled=name == "16")

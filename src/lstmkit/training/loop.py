@@ -26,13 +26,13 @@ import json
 import math
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import check_kind, existing, load_checkpoint, read_extra_tensors, save_checkpoint
 from lstmkit.files import check_nothing_overwritten, check_output_folder, write_csv, write_json
 from lstmkit.training.config import ADDED_SETTINGS, RESUMABLE_CHANGES, TrainingConfig, current_names
@@ -118,9 +118,9 @@ def warn_short_warmup(config: TrainingConfig, steps: int, spent: bool) -> None:
     if steps < config.warmup:
         holds = "held" if spent else "holds"
         stops = "stopped" if spent else "stops"
-        warnings.warn(f"the budget {holds} {steps} steps, fewer than the {config.warmup} of warm-up: the learning "
-                      f"rate {stops} at {(steps / config.warmup):.0%} of its peak {config.lr:g}; give a larger "
-                      "budget or a shorter warmup (--warmup)", stacklevel=3)
+        warn_at_caller(f"the budget {holds} {steps} steps, fewer than the {config.warmup} of warm-up: the learning "
+                       f"rate {stops} at {(steps / config.warmup):.0%} of its peak {config.lr:g}; give a larger "
+                       "budget or a shorter warmup (--warmup)")
 
 
 def budget_spent(config: TrainingConfig, progress: RunState, step_limit: int | None) -> bool:
