@@ -260,6 +260,37 @@ def test_cpu_autocast_matches_the_reference_engine_in_the_same_precision(cell_na
     assert (h.float() - output[0].float()).abs().max() < 1e-2
 
 
+@pytest.mark.parametrize("cell_name", ["lstm", "peephole"])
+def test_parametrised_and_pruned_weights_are_the_ones_a_step_uses(cell_name):
+    """A step reads its parameters from the module's parameter table where they are there, and
+    as attributes where torch.nn.utils moved them out (parametrize, prune)."""
+    from torch.nn.utils import parametrize, prune
+
+    class Doubled(nn.Module):
+        def forward(self, weight):
+            return 2 * weight
+
+    cell = NAMED[cell_name](INPUT, HIDDEN, dtype=F64)
+    plain = NAMED[cell_name](INPUT, HIDDEN, dtype=F64)
+    x, state = random_inputs((B,), True)
+    with torch.no_grad():
+        plain.load_state_dict(cell.state_dict())
+        plain.weight_hh.mul_(2)
+        if cell_name == "peephole":
+            plain.peephole_i.mul_(2)
+    parametrize.register_parametrization(cell, "weight_hh", Doubled())
+    if cell_name == "peephole":
+        parametrize.register_parametrization(cell, "peephole_i", Doubled())
+    for got, expected in zip(cell(x, state), plain(x, state), strict=True):
+        assert_close(got, expected)
+    prune.l1_unstructured(cell, "weight_ih", amount=0.5)
+    with torch.no_grad():
+        plain.weight_ih.mul_(cell.weight_ih_mask)
+    assert "weight_ih" not in cell._parameters and int(cell.weight_ih_mask.sum()) == cell.weight_ih.numel() // 2
+    for got, expected in zip(cell(x, state), plain(x, state), strict=True):
+        assert_close(got, expected)
+
+
 def test_forget_bias_and_repr():
     cell = lstmkit.CIFGLSTMCell(INPUT, HIDDEN, forget_bias=2.0)
     assert torch.equal(cell.bias_ih[:HIDDEN], torch.full((HIDDEN,), -2.0))  # f = 1 - i starts at σ(2)

@@ -45,6 +45,11 @@ def check_step_engine(engine: object, cell: Cell) -> None:
         raise ValueError(f"engine={engine!r} cannot run this cell: {reason}; use engine='auto' or 'fused'")
 
 
+AUTO_STEP_ENGINE: dict[tuple[Cell, bool, torch.device], str] = {}
+"""What `engine="auto"` runs, by cell, return_gates and device; a plain dict, which
+torch.compile reads as it is (as `fused.step.kernel_for`'s)."""
+
+
 def step_engine_name(engine: str, cell: Cell, return_gates: bool, device: torch.device) -> str:
     """The engine a step of a module built with `engine=` runs on, for input on `device`."""
     if engine == "native" and return_gates:
@@ -54,9 +59,16 @@ def step_engine_name(engine: str, cell: Cell, return_gates: bool, device: torch.
         )
     if engine != "auto":
         return engine
-    if not return_gates and not NativeEngine().unsupported(cell, None):
-        return "native"
-    return "triton" if device.type == "cuda" and not TritonEngine().unsupported(cell, device) else "fused"
+    key = (cell, return_gates, device)
+    name = AUTO_STEP_ENGINE.get(key)
+    if name is None:  # decided once: a step is called in a loop, where every microsecond shows
+        if not return_gates and not NativeEngine().unsupported(cell, None):
+            name = "native"
+        else:
+            cuda = device.type == "cuda" and not TritonEngine().unsupported(cell, device)
+            name = "triton" if cuda else "fused"
+        AUTO_STEP_ENGINE[key] = name
+    return name
 
 
 def run_cell_step(

@@ -47,16 +47,13 @@ def prepare_step(
         h = torch.zeros(x.shape[0], hidden_size, dtype=dtype, device=x.device)
         return StepInput(x, h, h if has_cell_state else None, batched)
     expected = (x.shape[0], hidden_size) if batched else (hidden_size,)
-    layout = "(batch, hidden_size) for input" if batched else "(hidden_size,) for unbatched input"
     if not has_cell_state:
-        h = check_state(owner, hx, "hx (h)", expected, layout, input, dtype)
+        h = check_state(owner, hx, "hx (h)", expected, input, dtype)
         return StepInput(x, h if batched else h.unsqueeze(0), None, batched)
     if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
         raise TypeError(f"{owner}: hx must be a tuple (h, c) of two tensors, got {describe(hx)}")
-    h, c = (
-        check_state(owner, tensor, label, expected, layout, input, dtype)
-        for tensor, label in zip(hx, ("hx[0] (h)", "hx[1] (c)"), strict=True)
-    )
+    h = check_state(owner, hx[0], "hx[0] (h)", expected, input, dtype)
+    c = check_state(owner, hx[1], "hx[1] (c)", expected, input, dtype)
     if not batched:
         h, c = h.unsqueeze(0), c.unsqueeze(0)
     return StepInput(x, h, c, batched)
@@ -67,14 +64,14 @@ def check_state(
     tensor: object,
     label: str,
     expected: tuple[int, ...],
-    layout: str,
     input: Tensor,
     dtype: torch.dtype,
 ) -> Tensor:
     """One state tensor: the `expected` shape for `input`, the parameters' (or autocast's) dtype."""
     if not isinstance(tensor, Tensor):
         raise TypeError(f"{owner}: {label} must be a Tensor, got {describe(tensor)}")
-    if tuple(tensor.shape) != expected:
+    if tensor.shape != expected:  # torch.Size is a tuple
+        layout = "(batch, hidden_size) for input" if input.dim() == 2 else "(hidden_size,) for unbatched input"
         raise ValueError(
             f"{owner}: {label} must have shape {expected} {layout} of shape "
             f"{tuple(input.shape)}, got {tuple(tensor.shape)}"
