@@ -49,25 +49,24 @@ def run_step(
     (the fused engine's; the Triton engine's run the same step as one kernel each way)."""
     dtype = weights.weight_ih.dtype
     autocasting = autocast_on(x.device.type)
+    kernel = kernel_for(cell, kernels)
     if not autocasting and dtype not in HALF_DTYPES:  # the common case, kept short: it runs every step
-        precision = Precision(dtype, dtype, dtype)
+        # x, h and c have the parameters' dtype (the module checked), and so has every result
+        h_new, c_new, gates = FusedCellStep.apply(
+            kernel, Precision(dtype, dtype, dtype), return_gates, x, h, c, *flatten(cell, weights))
     else:
         precision = step_precision(cell, dtype, x.device)
         weights = cast_weights(weights, precision.compute, precision.state)
-    arguments = (
-        kernel_for(cell, kernels), precision, return_gates, x.to(precision.compute), h.to(precision.state),
-        None if c is None else c.to(precision.state), *flatten(cell, weights),
-    )
-    if autocasting:
         with autocast(x.device.type, enabled=False):
-            h_new, c_new, gates = FusedCellStep.apply(*arguments)
-    else:
-        h_new, c_new, gates = FusedCellStep.apply(*arguments)
+            h_new, c_new, gates = FusedCellStep.apply(
+                kernel, precision, return_gates, x.to(precision.compute), h.to(precision.state),
+                None if c is None else c.to(precision.state), *flatten(cell, weights),
+            )
+        h_new, c_new = h_new.to(precision.output), None if c_new is None else c_new.to(precision.output)
     traced = None
     if return_gates:
         traced = tuple(gates.chunk(cell.num_gates, -1)) if cell.trace_names else ()
-    cast = precision.output
-    return StepResult(h_new.to(cast), None if c_new is None else c_new.to(cast), traced)
+    return StepResult(h_new, c_new, traced)
 
 
 def step_precision(cell: Cell, parameter_dtype: torch.dtype, device: torch.device) -> Precision:
