@@ -168,6 +168,22 @@ def test_gradient_profile_averages_each_sequences_own_gradient():
     assert np.allclose(profile, gradients.norm(dim=-1).mean(1).detach().numpy())
 
 
+def test_a_gradient_too_small_to_square_in_float32_is_measured_not_zero(monkeypatch):
+    """1e-20 per unit: its squares underflow float32 (and flush to zero as the commands set
+    it), its norm does not."""
+    net = model("lstm")
+    task = AddingTask(T=6)
+    batch = task.sample(4, torch.Generator().manual_seed(0))
+    tiny = torch.full((6, 4, 16), 1e-20)  # (T, B, H)
+    monkeypatch.setattr(net, "hidden_gradients", lambda *arguments: tiny)
+    flushing = torch.set_flush_denormal(True)
+    try:
+        assert tiny.norm(dim=-1).max().item() == 0 or not flushing  # what a float32 norm gave
+        assert gradient_profile(net, task, batch) == pytest.approx(np.full(6, 4e-20), rel=1e-6)
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def test_decay_orders():
     assert decay_orders(np.array([1e-3, 1e-2, 1.0])) == pytest.approx(3.0)
     assert decay_orders(np.array([2.0, 1.0])) == pytest.approx(math.log10(0.5))

@@ -33,12 +33,14 @@ GATE_PANELS = {"forget": "forget gate", "input": "input gate", "output": "output
 
 def gradient_profile(model: SequenceModel, task: Task, batch: Batch) -> np.ndarray:
     """Mean over the batch of ||d loss / d h_t|| for every step t (each sequence's own loss;
-    a sequence contributes only to the steps within its length)."""
+    a sequence contributes only to the steps within its length). The norms are taken in
+    float64: squared in float32, a gradient of 1e-20 per unit would read 0 (its squares
+    underflow, and flush to zero where denormals are off, as the commands set)."""
     model.eval()
     gradients = model.hidden_gradients(
         batch.inputs, lambda predictions: task.loss(predictions, batch) * batch.size, batch.lengths
     )
-    norms = gradients.norm(dim=-1)
+    norms = gradients.double().norm(dim=-1)
     mask = batch.step_mask()
     return ((norms * mask).sum(1) / mask.sum(1).clamp(min=1)).detach().numpy()
 
