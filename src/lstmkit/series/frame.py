@@ -210,11 +210,32 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     try:
-        table = pd.read_csv(path, skip_blank_lines=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # rows longer than the header: data lost
+            # index_col=False: a row with one field more than the header (a spreadsheet's
+            # trailing commas) must not turn the first column into the index
+            table = pd.read_csv(path, skip_blank_lines=False, index_col=False)
+    except pd.errors.ParserWarning:
+        raise ValueError(f"{path}: {longer_rows(path)}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not a readable CSV file: {error}") from None
     table.index = table.index + 2  # the header is line 1
     return table.dropna(how="all")
+
+
+def longer_rows(path: Path) -> str:
+    """Why rows hold more fields than the header, for a message: where the header says the
+    file is separated by semicolons or tabs, that."""
+    with open(path, encoding="utf-8-sig", errors="replace") as file:
+        header = file.readline().rstrip("\r\n")
+    fields = header.count(",") + 1
+    expected = "comma-separated values with '.' as the decimal point"
+    for separator, name in ((";", "semicolons"), ("\t", "tabs")):
+        if separator in header and "," not in header:
+            return (f"its header {header!r} is separated by {name}; lstmkit reads {expected}: save the table as "
+                    "CSV with those")
+    return (f"rows hold more fields than its header {header!r} ({fields}); lstmkit reads {expected}, one field per "
+            "column")
 
 
 def plain(value):
