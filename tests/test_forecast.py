@@ -255,6 +255,11 @@ def test_data_too_short_or_not_fitted_is_refused():
     forecaster.fit(table)
     with pytest.raises(ValueError, match="predict needs at least lookback = 20 rows, got 15"):
         forecaster.predict(table.head(15))
+    # lookback rows are enough (predict once asked for lookback + horizon): the forecast is the
+    # one made from the whole table, which sees only its last 20 rows
+    last = forecaster.predict(table.tail(20).reset_index(drop=True))
+    whole = forecaster.predict(table)
+    assert forecaster.layout.chosen == ("model",) and last.equals(whole)
     weekly = table.assign(day=pd.date_range("2024-01-06", periods=60, freq="W-SAT").strftime("%Y-%m-%d"))
     with pytest.raises(ValueError, match="the data's frequency is W-SAT, the forecaster was fitted on D"):
         forecaster.predict(weekly)

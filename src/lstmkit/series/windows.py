@@ -36,9 +36,8 @@ class Windows:
     def __init__(self, targets: Tensor, covariates: Tensor, known: Tensor, lookback: int, horizon: int) -> None:
         if lookback < 1 or horizon < 1:
             raise ValueError(f"lookback and horizon must be at least 1, got {lookback} and {horizon}")
-        if len(targets) < lookback + horizon:
-            raise ValueError(f"the series has {len(targets)} rows; a window needs lookback + horizon = "
-                             f"{lookback} + {horizon} = {lookback + horizon}")
+        if len(targets) < lookback:  # a forecast from the end; training windows need horizon rows more
+            raise ValueError(f"the series has {len(targets)} rows; a window needs lookback = {lookback}")
         self.targets, self.lookback, self.horizon = targets, lookback, horizon
         self.past = torch.cat([targets, covariates, known[:len(targets)]], dim=1)
         self.known = known
