@@ -164,7 +164,7 @@ def test_probes_from_a_task_run(tmp_path, capsys):
     assert rows[0] == "moment,cell,t,norm"
     assert len(rows) == 1 + 2 * 2 * 11, "two moments x two cells x the 11 steps of the longest test sequence"
     code, out, _ = run_cli(["probe", "gates", str(tmp_path / "task" / "models" / "lstm"), "--out", str(tmp_path / "probe")], capsys)
-    assert code == 0 and (tmp_path / "probe" / "gates.png").read_bytes()[:4] == b"\x89PNG"
+    assert code == 0 and (tmp_path / "probe" / "gates_lstm.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_demo_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):

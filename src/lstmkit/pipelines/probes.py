@@ -98,12 +98,13 @@ def gate_panels(model: SequenceModel, task: Task, seed: int) -> tuple[dict[str, 
 
 
 def write_gate_heatmaps(model: SequenceModel, task: Task, seed: int, out: str | Path) -> Path:
-    """gates.png: the heat maps of `gate_panels`."""
+    """gates_<cell>.png: the heat maps of `gate_panels` (named by the cell, so that probes of
+    several cells into one folder keep each figure)."""
     panels, length = gate_panels(model, task, seed)
     if not panels:
         raise ValueError(f"cell {model.config.cell!r} has no gates or cell state to draw")
     title = f"{model.config.cell} on {task.describe()}: one test sequence ({length} steps)"
-    return plots.gate_heatmaps(panels, title, Path(out) / "gates.png")
+    return plots.gate_heatmaps(panels, title, Path(out) / f"gates_{model.config.cell}.png")
 
 
 def probe_gradients(out: str | Path | None = None, source: str | Path | None = None, task: Task | None = None,
