@@ -66,7 +66,8 @@ def test_another_runtime_error_is_not_taken_for_memory(monkeypatch):
 
 
 def test_ctrl_c_is_one_line_and_the_status_of_an_interrupt(monkeypatch, capsys):
-    from lstmkit.cli import tasks
+    """A command that resumes says how; one that does not (task) promises nothing."""
+    from lstmkit.cli import lm, tasks
 
     def interrupted(arguments):
         raise KeyboardInterrupt
@@ -75,8 +76,13 @@ def test_ctrl_c_is_one_line_and_the_status_of_an_interrupt(monkeypatch, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["task", "adding", "--steps", "1"])
     assert stopped.value.code == 130  # 128 + SIGINT, what a shell reports for a tool stopped by Ctrl-C
-    assert capsys.readouterr().err == ("lstmkit: interrupted; the checkpoints written before are kept (a command with "
-                                       "--resume continues from them)\n")
+    assert capsys.readouterr().err == "lstmkit: interrupted\n"
+    monkeypatch.setattr(lm, "lm_train_command", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        main(["lm", "train", __file__, "--steps", "1"])
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == ("lstmkit: interrupted; the checkpoints written before are kept (the same "
+                                       "command with --resume continues from them)\n")
 
 
 @pytest.mark.parametrize("error, status", [(KeyboardInterrupt(), 130), (ValueError("batch_size is 7"), 2)])

@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingDiverged, CheckpointWriteError) as error:  # the run stopped; what it wrote before is kept
         stop(1, f"lstmkit: error: {error}\n")
     except KeyboardInterrupt:  # Ctrl-C: one line, not the traceback of wherever the run was
-        stop(130, "lstmkit: interrupted; the checkpoints written before are kept (a command with --resume "
-                  "continues from them)\n")
+        resumable = "; the checkpoints written before are kept (the same command with --resume continues from them)"
+        stop(130, f"lstmkit: interrupted{resumable if hasattr(arguments, 'resume') else ''}\n")
     except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail again
         return 141  # 128 + SIGPIPE, the status a shell gives such a tool
