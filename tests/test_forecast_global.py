@@ -210,7 +210,8 @@ def test_a_long_dataframe_of_timestamps_reads_them_as_dates_not_as_nanoseconds()
     ("id,t,y\nA,1,1\nA,2,2\nA,3,3\nB,1,1\nB,2,\nB,3,\nB,4,\nB,5,5\n", "series 'B' has 2 values on the 5 steps of a "
      "step grid from 1 to 5: filling the other 3 would invent most of the series"),
     ("id,day,y\nA,2024-01-01,1\nA,2024-01-02,2\nA,2024-01-03,3\nB,2024-01-01 12:00,1\nB,2024-01-02,2\n",
-     "series 'B' is not on the D grid of column 'day': 2024-01-02 00:00:00 falls between its steps"),
+     "series 'B' is not on the D grid of column 'day': '2024-01-02', at line 6 of {path} (the header is line 1), "
+     "falls between its steps"),
     ("id,t,y\nA,1,1\nA,2,2\nA,3,3\nA,3.5,4\nB,1,1\n", "column 't' holds integer steps (1, 2, 3 ...), but line 5 of "
      "{path} (the header is line 1) holds 3.5, which is not an integer step"),
     ("id,t,y\nNA,1,1\nNA,2,2\n,3,3\n", "column 'id' has a missing series id at line 4 of {path} (the header is line 1)"),

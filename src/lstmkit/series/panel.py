@@ -96,13 +96,19 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
     for series_id, rows in keys.groupby("id", sort=False):
         order = np.argsort(rows["time"].to_numpy(), kind="stable")
         times, observed = rows["time"].to_numpy()[order], values[rows.index].to_numpy()[order]
+        labels = rows.index.to_numpy()[order]
         known = np.flatnonzero(~np.isnan(observed))
         if not len(known):
             raise ValueError(f"series {plain(series_id)!r} has no {target} values")
         # A series runs from its first value to its last: nothing is invented at its ends.
         outside += len(times) - (known[-1] + 1 - known[0])
-        times, observed = times[known[0]:known[-1] + 1], observed[known[0]:known[-1] + 1]
-        grid = on_grid(times, frequency, series_id, time)
+        kept = slice(known[0], known[-1] + 1)
+        times, observed, labels = times[kept], observed[kept], labels[kept]
+        grid = on_grid(times, frequency)
+        if len(grid) and not np.isin(times, grid).all():
+            label = labels[~np.isin(times, grid)][0]
+            raise ValueError(f"series {plain(series_id)!r} is not on the {frequency} grid of column {time!r}: "
+                             f"{plain(table[time][label])!r}, at {row_name(label, path)}, falls between its steps")
         check_coverage(len(times), grid, frequency, f"series {plain(series_id)!r}")
         check_coverage(int((~np.isnan(observed)).sum()), grid, frequency, f"series {plain(series_id)!r}", "values")
         filled = pd.Series(np.nan, index=grid)
@@ -141,13 +147,8 @@ def longest(keys: pd.DataFrame) -> np.ndarray:
     return np.sort(keys["time"][keys["id"] == counts.idxmax()].to_numpy())
 
 
-def on_grid(times: np.ndarray, frequency: str, series_id, name: str) -> pd.Index:
-    """The regular grid from the series' first time to its last; refuses a time off it."""
+def on_grid(times: np.ndarray, frequency: str) -> pd.Index:
+    """The regular grid from the series' first time to its last."""
     if frequency == STEP:
         return pd.Index(np.arange(times[0], times[-1] + 1))
-    grid = pd.date_range(times[0], times[-1], freq=frequency)
-    stray = pd.DatetimeIndex(times).difference(grid)
-    if len(stray):
-        raise ValueError(f"series {plain(series_id)!r} is not on the {frequency} grid of column {name!r}: "
-                         f"{stray[0]} falls between its steps")
-    return grid
+    return pd.date_range(times[0], times[-1], freq=frequency)
