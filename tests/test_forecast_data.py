@@ -62,6 +62,7 @@ def test_decimal_years_of_months_are_months(decimals):
     (["April 29, 2021", "April 30, 2021", "May 1, 2021", "May 2, 2021"], "D", "2021-04-29", "%B %-d, %Y",
      ["April 29, 2021", "April 30, 2021"]),
     (["1959Q2", "1959Q3", "1959-Q4", "1960q1"], "QS-JAN", "1959-04-01", "quarter", ["1959Q2", "1959Q3"]),
+    (["1959-Q2", "1959-Q3", "1959-Q4", "1960-Q1"], "QS-JAN", "1959-04-01", "dashed_quarter", ["1959-Q2", "1959-Q3"]),
     (["1959-04", "1959-05", "1959-06", "1959-07"], "MS", "1959-04-01", "month", ["1959-04", "1959-05"]),
     # A DataFrame's own timestamps (datetime64, as pandas and statsforecast give them), not their nanoseconds.
     (pd.date_range("2020-01-31", periods=4, freq="ME"), "ME", "2020-01-31", "datetime", ["2020-01-31", "2020-02-29"]),

@@ -26,7 +26,7 @@ from lstmkit.caller import warn_at_caller
 
 # How the time column was written, so that forecasts are written back the same way; besides
 # these, a strftime format (it holds "%") that writes every row back as it was written.
-TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "month", "utc")
+TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "dashed_quarter", "month", "utc")
 # Formats tried for times written as text, after pandas' guesses from the first row (month
 # names with a year are beyond its guess).
 TEXT_FORMS = ("%b %Y", "%B %Y", "%b-%y", "%b %y")
@@ -104,8 +104,9 @@ def written_times(times: pd.DatetimeIndex, time_kind: str) -> list:
         return [int(stamp.year) for stamp in times]
     if time_kind == "decimal_year":
         return [round(stamp.year + (stamp.month - 1) / 12, 4) for stamp in times]
-    if time_kind == "quarter":
-        return [f"{stamp.year}Q{stamp.quarter}" for stamp in times]
+    if time_kind in ("quarter", "dashed_quarter"):  # 1959Q1, 1959-Q1
+        dash = "-" if time_kind == "dashed_quarter" else ""
+        return [f"{stamp.year}{dash}Q{stamp.quarter}" for stamp in times]
     if time_kind == "month":
         return [f"{stamp.year:04d}-{stamp.month:02d}" for stamp in times]
     if time_kind == "utc":
@@ -265,7 +266,8 @@ def parse_time(column: pd.Series, name: str, path: Path | None) -> tuple[pd.Date
     text = column.astype(str).str.strip()
     if text.str.fullmatch(QUARTER).all():
         parts = text.str.extract(QUARTER).astype(np.int64)
-        return month_starts(parts[0], 3 * parts[1] - 2), "quarter"
+        dashed = text.str.contains("-").all()
+        return month_starts(parts[0], 3 * parts[1] - 2), "dashed_quarter" if dashed else "quarter"
     if text.str.fullmatch(NUMERIC_DATE).all():
         stamps = numeric_dates(text.str.extract(NUMERIC_DATE).astype(float).fillna(0).astype(np.int64), column, name, path)
         return stamps, text_form(text, stamps)
