@@ -118,6 +118,10 @@ def test_cells_prints_the_equations_from_the_code(capsys):
     (["cells", "--hidden-size", "1"], "lstmkit: error: cell 'layernorm' needs hidden_size >= 2"),
     (["lm", "train", __file__, "--device", "gpu"], "argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
     (["lm", "train", __file__, "--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
+    ([], "lstmkit: error: the following arguments are required: {cells,task,probe,demo,lm,forecast,speech,translate}"),
+    (["probe"], "lstmkit probe: error: the following arguments are required: {gradients,gates}"),
+    (["forecast", "fit", __file__, "--time", "t", "--target", "y", "--baselines", ","],
+     "argument --baselines: expected comma-separated baseline names, got ','"),
     (["task", "adding", "--device", "cuda:x"], "argument --device: expected auto, cpu, cuda or cuda:N, got 'cuda:x'"),
 ])
 def test_bad_arguments_exit_with_a_message(arguments, message, capsys):
@@ -234,6 +238,8 @@ def test_probe_from_a_run_rebuilds_its_starting_point_from_the_runs_seed(tmp_pat
 def test_probe_from_a_folder_without_models(tmp_path, capsys):
     code, _, err = run_cli(["probe", "gradients", "--from", str(tmp_path)], capsys)
     assert code == 2 and "is not a `lstmkit task` output folder: it has no models/ folder" in err
+    code, _, err = run_cli(["probe", "gradients", "--from", str(tmp_path / "none")], capsys)
+    assert code == 2 and err == f"lstmkit: error: {tmp_path / 'none'} does not exist (expected a `lstmkit task` output folder)\n"
 
 
 @pytest.mark.parametrize("command, config_class", [

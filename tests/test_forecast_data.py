@@ -276,6 +276,7 @@ def test_forecast_options_are_refused_when_the_config_is_built(options, message)
 def test_a_duplicate_timestamp_in_a_csv_is_refused_at_its_lines_as_written(tmp_path):
     path = write_csv(tmp_path, "day,y\n2023-01-05,1\n2023-01-06,2\n2023-01-06,3\n2023-01-07,4\n")
     with pytest.raises(ValueError, match=re.escape(
-            f"column 'day' has 1 duplicate timestamp(s): the first, '2023-01-06', at line 3 of {path} (the header is "
-            f"line 1) and line 4 of {path} (the header is line 1); a table holds one row per time")):
+            f"column 'day' has 1 duplicate timestamp(s): the first, '2023-01-06', at lines 3 and 4 of {path} (the "
+            "header is line 1); a table holds one row per time (a long table of several series names its series "
+            "column with --id, id= in Python)")):
         read_series(path, "day", ["y"])

@@ -198,8 +198,8 @@ def test_a_long_dataframe_of_timestamps_reads_them_as_dates_not_as_nanoseconds()
 @pytest.mark.parametrize("text, message", [
     ("id,t,y\nA,1,1\n,2,2\n", "column 'id' has a missing series id at line 3 of {path} (the header is line 1)"),
     ("id,t,y\nA,1,1\nA,2,2\nB,1,3\nA,2,4\n",
-     "series 'A' has time 2 twice, at line 3 of {path} (the header is line 1) and line 5 of {path} (the header is "
-     "line 1); a long table holds one row per id and time"),
+     "series 'A' has time 2 twice, at lines 3 and 5 of {path} (the header is line 1); a long table holds one row "
+     "per id and time"),
     ("id,t,y\nA,1,1\nA,2,x\n", "column 'y' must hold numbers (or empty cells for missing values); line 3 of {path} "
      "(the header is line 1) holds 'x'"),
     ("id,t,y\nA,1,1\nB,1,\nB,2,\n", "series 'B' has no y values"),
@@ -231,8 +231,7 @@ def test_ids_that_pandas_would_read_as_missing_are_ids(tmp_path):
 def test_a_bad_long_table_in_a_dataframe_is_named_by_position():
     table = pd.DataFrame({"id": ["A", "A", "A"], "t": [1, 2, 1], "y": [1.0, 2.0, 3.0]})
     with pytest.raises(ValueError, match=re.escape(
-            "series 'A' has time 1 twice, at row 0 (0-based position in the DataFrame) and row 2 (0-based position "
-            "in the DataFrame)")):
+            "series 'A' has time 1 twice, at rows 0 and 2 (0-based positions in the DataFrame)")):
         read_panel(table, "id", "t", "y")
 
 

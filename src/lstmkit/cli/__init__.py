@@ -28,7 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_forecast_commands(commands)
     add_speech_commands(commands)
     add_translate_commands(commands)
+    name_the_choices(parser)
     return parser
+
+
+def name_the_choices(parser: argparse.ArgumentParser) -> None:
+    """Every level of subcommands shown as its choices, {train,sample,eval}, where argparse
+    would name its dest ("the following arguments are required: lm")."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            action.metavar = "{" + ",".join(action.choices) + "}"
+            for subparser in action.choices.values():
+                name_the_choices(subparser)
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -15,12 +15,19 @@ from lstmkit.pipelines.configs import BASES, ForecasterConfig
 from lstmkit.training.config import PLATEAU_ACTIONS
 
 
-def column_list(text: str) -> tuple[str, ...]:
-    """argparse type: comma-separated column names."""
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected comma-separated column names, got {text!r}")
+def name_list(what: str):
+    """argparse type: comma-separated names of `what` ("column names", "baseline names")."""
+
+    def names(text: str) -> tuple[str, ...]:
+        given = tuple(name.strip() for name in text.split(",") if name.strip())
+        if not given:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+        return given
+
     return names
+
+
+column_list = name_list("column names")
 
 
 def forecaster_from(arguments: argparse.Namespace):
@@ -113,7 +120,7 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
                 "each series' normalisation (long tables): standard, log or seasonal; several, comma-separated "
                 "(standard,log), train a network per normalisation, sharing the time budget, and average them")
     add_setting(parser, ForecasterConfig, "baselines", "baselines the forecast predict uses is chosen among and "
-                "combined with, comma-separated", type=column_list)
+                "combined with, comma-separated", type=name_list("baseline names"))
     add_setting(parser, ForecasterConfig, "base", "what the network corrects: seasonal (seasonal naive), last (the "
                 "last value) or auto (both trained, the closer on validation kept; default auto for one table, "
                 "seasonal for a long table)", choices=BASES)

@@ -277,6 +277,8 @@ def load_task_run(directory: str | Path, cells: list[str] | None = None) -> Task
     and the seed the run started from (from its results.json)."""
     directory = Path(directory)
     models_dir = directory / "models"
+    if not directory.exists():
+        raise FileNotFoundError(f"{directory} does not exist (expected a `lstmkit task` output folder)")
     if not models_dir.is_dir():
         raise FileNotFoundError(f"{directory} is not a `lstmkit task` output folder: it has no models/ folder")
     results = json.loads((directory / "results.json").read_text())

@@ -141,8 +141,9 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
     if len(duplicated):
         labels = table.index[stamps == duplicated[0]]
         raise ValueError(f"column {time!r} has {len(duplicated)} duplicate timestamp(s): the first, "
-                         f"{plain(table[time][labels[0]])!r}, at {row_name(labels[0], path)} and "
-                         f"{row_name(labels[1], path)}; a table holds one row per time")
+                         f"{plain(table[time][labels[0]])!r}, at {two_rows_named(labels[0], labels[1], path)}; a "
+                         "table holds one row per time (a long table of several series names its series column "
+                         "with --id, id= in Python)")
     frequency = infer_frequency(values.index, time)
     grid = pd.date_range(values.index[0], values.index[-1], freq=frequency)
     if not values.index.isin(grid).all():
@@ -249,6 +250,13 @@ def row_name(label: int, path: Path | None) -> str:
     if path is None:
         return f"row {label} (0-based position in the DataFrame)"
     return f"line {label} of {path} (the header is line 1)"
+
+
+def two_rows_named(first: int, second: int, path: Path | None) -> str:
+    """Two rows as `row_name` names one, the file said once."""
+    if path is None:
+        return f"rows {first} and {second} (0-based positions in the DataFrame)"
+    return f"lines {first} and {second} of {path} (the header is line 1)"
 
 
 def parse_time(column: pd.Series, name: str, path: Path | None) -> tuple[pd.DatetimeIndex, str]:

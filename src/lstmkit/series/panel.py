@@ -23,7 +23,7 @@ import pandas as pd
 
 from lstmkit.caller import warn_at_caller
 from lstmkit.series.frame import (MissingValuesWarning, check_coverage, infer_frequency, numeric_column, parse_time,
-                                  plain, read_table, row_name, written_times)
+                                  plain, read_table, row_name, two_rows_named, written_times)
 
 STEP = "step"  # the frequency and time kind of integer steps
 
@@ -89,8 +89,7 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
         first_key = keys[repeated].iloc[0]
         labels = keys.index[repeated & (keys["id"] == first_key["id"]) & (keys["time"] == first_key["time"])]
         raise ValueError(f"series {plain(first_key['id'])!r} has time {plain(table[time][labels[0]])!r} twice, at "
-                         f"{row_name(labels[0], path)} and {row_name(labels[1], path)}; a long table holds one row "
-                         "per id and time")
+                         f"{two_rows_named(labels[0], labels[1], path)}; a long table holds one row per id and time")
     frequency = STEP if time_kind == STEP else infer_frequency(pd.DatetimeIndex(longest(keys)), time)
     ids, series, starts, missing, outside = [], [], [], 0, 0
     for series_id, rows in keys.groupby("id", sort=False):
