@@ -41,13 +41,15 @@ def task_of(arguments: argparse.Namespace):
 
 
 def task_command(arguments: argparse.Namespace) -> None:
-    from lstmkit.pipelines.longlag import default_folder, results_table, run_task
+    from lstmkit.pipelines.longlag import check_cells, default_folder, results_table, run_task
 
     task = task_of(arguments)
     out = arguments.out or default_folder("task", task)
+    config = config_from(arguments, TaskTrainingConfig)
+    check_cells(task, arguments.cells, config)  # before the run is announced (run_task checks again, for Python callers)
     print(f"{task.summary}\n{task.describe()}: solved when {task.solved_when}; "
           f"baseline {task.loss_name} {task.baseline():.4f}", flush=True)
-    runs = run_task(task, arguments.cells, config_from(arguments, TaskTrainingConfig), out)
+    runs = run_task(task, arguments.cells, config, out)
     print(results_table(task, runs))
     print(f"\nwrote {out}/results.json, curves.csv, learning_curves.png and models/")
 

@@ -98,7 +98,7 @@ class TaskJob(Job):
                  device: torch.device) -> None:
         processes.check_divides(config.batch_size, "batch_size")
         self.task, self.config, self.test, self.processes, self.device = task, config, test, processes, device
-        length = task.sample(1, torch.Generator().manual_seed(0)).inputs.shape[0]
+        length = sequence_length(task)
         self.model = build_model(task, cell, config.hidden_size, config.seed, config.regularisers(length))
         self.generator = torch.Generator().manual_seed(config.seed)
         self.label = f"{task.describe()} {cell}"
@@ -164,6 +164,7 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
     """Train every cell, then write results.json, curves.csv, learning_curves.png and each
     trained model (models/CELL) to `out` (default runs/task-NAME-TN; rank 0 alone, under
     torchrun); returns the runs."""
+    check_cells(task, cells, config)
     out = default_folder("task", task) if out is None else Path(out)
     if not holds_task_run(out):  # an earlier run's files are replaced; anyone else's are kept
         check_nothing_overwritten(out, ("results.json", "curves.csv", "learning_curves.png", "models"),
@@ -180,6 +181,22 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
                 shutil.rmtree(earlier)
         write_results(task, runs, config, out)
     return runs
+
+
+def sequence_length(task: Task) -> int:
+    """The length of the task's sequences (that chrono initialisation prepares for by default)."""
+    return task.sample(1, torch.Generator().manual_seed(0)).inputs.shape[0]
+
+
+def check_cells(task: Task, cells: list[str], config: TaskTrainingConfig) -> None:
+    """Refuse, before any cell trains, a setting one of `cells` cannot take (init chrono on a
+    cell without a forget gate, zoneout of c on one without a cell state), naming the cell to
+    leave out."""
+    for cell in cells:
+        try:
+            config.check_regularisers(cell, sequence_length(task))
+        except ValueError as error:
+            raise ValueError(f"{error}: leave {cell} out of the cells ({', '.join(cells)}; --cells)") from None
 
 
 def holds_task_run(out: Path) -> bool:
