@@ -343,6 +343,23 @@ def test_known_future_covariates_are_read_at_the_steps_they_belong_to():
     assert blind.scores.loc["model", "MAE"] > 0.5  # a fair coin's promotions: about 1 on average
 
 
+@pytest.mark.parametrize("ahead, suggestion", [
+    (0, ", once {csv} holds the 3 rows ahead with their promo (targets left empty)\n"),
+    (3, "\n"),
+])
+def test_fit_suggests_the_predict_command_that_works(ahead, suggestion, tmp_path, capsys):
+    from lstmkit.cli import main
+
+    csv = tmp_path / "sales.csv"
+    promotion_table(120, ahead).to_csv(csv, index=False)
+    main(["forecast", "fit", str(csv), "--time", "day", "--target", "sales", "--future-covariates", "promo",
+          "--horizon", "3", "--lookback", "6", "--holdout", "6", "--hidden-size", "8", "--num-layers", "1",
+          "--epochs", "2", "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert out.endswith(f"forecast the next 3 steps with: lstmkit forecast predict {tmp_path / 'run'} {csv}"
+                        + suggestion.format(csv=csv))
+
+
 def test_predict_needs_the_known_future_covariates_of_the_horizon():
     forecaster = Forecaster("day", "sales", horizon=3, lookback=6, future_covariates="promo", **{
         **QUICK, "epochs": 2}).fit(promotion_table())

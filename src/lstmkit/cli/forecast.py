@@ -46,10 +46,14 @@ def fit_command(arguments: argparse.Namespace) -> None:
     print(f"wrote {out}/results.json, {out}/backtest.csv and {out}/backtest.png")
     if arguments.id is None:
         epochs = fitted.backtest.model.best_epoch
-        print(f"refitted on all {len(fitted.frame)} rows for {epochs} epoch{'s' * (epochs != 1)} "
+        frame, horizon = fitted.frame, arguments.horizon
+        ahead = ""
+        if frame.future_names and frame.ahead < horizon:  # predict needs the horizon's known-future covariates
+            ahead = (f", once {arguments.csv} holds the {horizon} rows ahead with their "
+                     f"{', '.join(frame.future_names)} (targets left empty)")
+        print(f"refitted on all {len(frame)} rows for {epochs} epoch{'s' * (epochs != 1)} "
               f"(the backtest's best), keeping its choice of forecast: wrote {out}/model; forecast the next "
-              f"{arguments.horizon} steps with: "
-              f"lstmkit forecast predict {out} {arguments.csv}")
+              f"{horizon} steps with: lstmkit forecast predict {out} {arguments.csv}{ahead}")
     else:
         print(f"refitted on all {len(fitted.frame)} series: {chosen_line(fitted.final)}; wrote {out}/model; forecast "
               f"the next {arguments.horizon} steps of each with: lstmkit forecast predict {out} {arguments.csv}")
