@@ -32,6 +32,7 @@ class FusedStep(NamedTuple):
         the compute dtype (b, G*H), not yet in `gates` (or `rec`), which the kernel adds; and
         where it writes h_t in the compute dtype too, for the next step's product. None
         otherwise.
+    blocks: the column blocks of `gates` the kernel names in `FusedKernel.blocks`, as views.
     """
 
     gates: Tensor
@@ -44,6 +45,7 @@ class FusedStep(NamedTuple):
     h_projected: Tensor
     product: Tensor | None = None
     h_low: Tensor | None = None
+    blocks: dict[str, Tensor] | None = None
 
 
 class FusedGrads(NamedTuple):
@@ -56,12 +58,14 @@ class FusedGrads(NamedTuple):
         after the loop.
     d_low: for a kernel that `adds_product`, under mixed precision: where it writes d_rec in
         the compute dtype too, for the product that gives d h_{t-1}. None otherwise.
+    blocks: the column blocks of `d_gates` the kernel names in `FusedKernel.blocks`, as views.
     """
 
     d_gates: Tensor
     d_rec: Tensor
     tape: dict[str, Tensor]
     d_low: Tensor | None = None
+    blocks: dict[str, Tensor] | None = None
 
 
 class FusedKernel:
@@ -93,6 +97,18 @@ class FusedKernel:
     def grad_tape(self, hidden_size: int) -> dict[str, int]:
         """Per-step buffers the backward fills for `parameter_grads`: name -> features."""
         return {}
+
+    def blocks(self, hidden_size: int) -> dict[str, slice]:
+        """The column ranges of the (·, G*H) gate buffers the kernel works on as views (its gate
+        blocks, runs of adjacent blocks), by name. The engine cuts them from the buffers of all
+        steps at once, before its loop (`FusedStep.blocks`, `FusedGrads.blocks`): a view made
+        per step is a microsecond of Python, and a step has a dozen."""
+        return {}
+
+    def cut_blocks(self, buffer: Tensor) -> dict[str, Tensor]:
+        """`blocks` of a (..., G*H) buffer, as views."""
+        hidden_size = buffer.shape[-1] // self.cell.num_gates
+        return {name: buffer[..., columns] for name, columns in self.blocks(hidden_size).items()}
 
     def project_input(self, x: Tensor, weights: LayerWeights, products: Products) -> tuple[Tensor, tuple]:
         """The gate pre-activations from the input of all steps, (N, G*H) for x (N, I), and

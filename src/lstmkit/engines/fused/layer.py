@@ -358,7 +358,7 @@ def forward_loop(
     h_low = low_state(kernel, products, tape, weights, noise)
     steps, batch_size = tape.gates.shape[:2]
     recurrent = products.repeated(weight_hh_t, batch_size, steps)
-    for step, zone in zip(step_views(batch_sizes, tape), zone_views(batch_sizes, tape, noise), strict=True):
+    for step, zone in zip(step_views(kernel, batch_sizes, tape), zone_views(batch_sizes, tape, noise), strict=True):
         h_seen = step.h if zone.recurrent_mask is None else step.h * zone.recurrent_mask
         if h_low is not None:                              # the kernel adds W_hh h_{t-1} itself
             running = step.h.shape[0]
@@ -574,8 +574,8 @@ def backward_loop(
     if adds_product(kernel, products):  # d_rec in the compute dtype too, written by the kernel
         d_low = torch.empty(batch_size, gate_size, dtype=products.compute, device=gates.device)
     recurrent = products.repeated(weights.weight_hh, batch_size, steps)
-    steps_views = step_views(batch_sizes, tape)
-    grads_views = grad_views(batch_sizes, d_gates, d_rec, grad_tape)
+    steps_views = step_views(kernel, batch_sizes, tape)
+    grads_views = grad_views(kernel, batch_sizes, d_gates, d_rec, grad_tape)
     zones = zone_views(batch_sizes, tape, noise)
     for t in reversed(range(steps)):
         step, grads, zone, running = steps_views[t], grads_views[t], zones[t], rows[t]
@@ -633,7 +633,7 @@ def backward_loop(
     return d_x, dh, dc, grads
 
 
-def step_views(batch_sizes: list[int] | None, tape: LayerTape) -> list[FusedStep]:
+def step_views(kernel: FusedKernel, batch_sizes: list[int] | None, tape: LayerTape) -> list[FusedStep]:
     """Every step's views of the forward buffers, each restricted to the running sequences."""
     steps = tape.gates.shape[0]
     states = per_step(batch_sizes, tape.hs[:-1])
@@ -643,9 +643,12 @@ def step_views(batch_sizes: list[int] | None, tape: LayerTape) -> list[FusedStep
     outputs = new_states if tape.cell_outputs is None else per_step(batch_sizes, tape.cell_outputs)
     recs = [None] * steps if tape.rec is None else per_step(batch_sizes, tape.rec)
     tapes = per_step_dicts(batch_sizes, tape.tape, steps)
-    return list(
-        map(FusedStep, per_step(batch_sizes, tape.gates), recs, states, cells, outputs, new_cells, tapes, new_states)
-    )
+    blocks = per_step_dicts(batch_sizes, kernel.cut_blocks(tape.gates), steps)
+    return [
+        FusedStep(*views, blocks=step_blocks) for *views, step_blocks in zip(
+            per_step(batch_sizes, tape.gates), recs, states, cells, outputs, new_cells, tapes, new_states, blocks,
+            strict=True)
+    ]
 
 
 class StepZone(NamedTuple):
@@ -683,14 +686,15 @@ def zone_views(batch_sizes: list[int] | None, tape: LayerTape, noise: LayerNoise
 
 
 def grad_views(
-    batch_sizes: list[int] | None, d_gates: Tensor, d_rec: Tensor, grad_tape: dict[str, Tensor]
+    kernel: FusedKernel, batch_sizes: list[int] | None, d_gates: Tensor, d_rec: Tensor, grad_tape: dict[str, Tensor]
 ) -> list[FusedGrads]:
     """Every step's views of the backward buffers, each restricted to the running sequences."""
     steps = d_gates.shape[0]
-    return list(
-        map(FusedGrads, per_step(batch_sizes, d_gates), per_step(batch_sizes, d_rec),
-            per_step_dicts(batch_sizes, grad_tape, steps))
-    )
+    return [
+        FusedGrads(d_step, d_rec_step, tape, blocks=blocks) for d_step, d_rec_step, tape, blocks in zip(
+            per_step(batch_sizes, d_gates), per_step(batch_sizes, d_rec), per_step_dicts(batch_sizes, grad_tape, steps),
+            per_step_dicts(batch_sizes, kernel.cut_blocks(d_gates), steps), strict=True)
+    ]
 
 
 def per_step(batch_sizes: list[int] | None, buffer: Tensor) -> list[Tensor]:

@@ -9,6 +9,7 @@ from torch.ops import aten
 from lstmkit.cells import LayerWeights
 from lstmkit.cells.layernorm import LAYER_NORM_EPS
 from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
+from lstmkit.engines.fused.lstm import four_blocks
 from lstmkit.engines.fused.products import Products
 
 
@@ -27,6 +28,9 @@ class LayerNormKernel(FusedKernel):
 
     def grad_tape(self, hidden_size: int) -> dict[str, int]:
         return {"d_ln_c": hidden_size}                 # d loss / d LN(c'), for LN(c')'s gain
+
+    def blocks(self, hidden_size: int) -> dict[str, slice]:
+        return four_blocks(hidden_size)
 
     def project_input(self, x: Tensor, weights: LayerWeights, products: Products) -> tuple[Tensor, tuple]:
         """LN(W_ih x) for all steps, keeping W_ih x and its statistics."""
@@ -62,8 +66,8 @@ class LayerNormKernel(FusedKernel):
         normalised_rec = torch.empty_like(step.gates)
         layer_norm(step.rec, gain, weights.bias_hh, normalised_rec, tape["rec_mean"], tape["rec_rstd"])
         step.gates.add_(normalised_rec)                                    # (·) = LN(W_ih x) + LN(W_hh h)
-        i, f, g, o = step.gates.chunk(4, -1)
-        step.gates[:, : 2 * i.shape[-1]].sigmoid_()                        # i, f = σ(·)
+        i, f, g, o = (step.blocks[block] for block in "ifgo")
+        step.blocks["if"].sigmoid_()                                       # i, f = σ(·)
         g.tanh_()                                                          # g = tanh(·)
         o.sigmoid_()                                                       # o = σ(·)
         torch.mul(f, step.c, out=step.c_new)                               # c' = f ⊙ c + i ⊙ g
@@ -80,8 +84,8 @@ class LayerNormKernel(FusedKernel):
     ) -> None:
         """The forward lines in reverse, each differentiated."""
         tape = step.tape
-        i, f, g, o = step.gates.chunk(4, -1)
-        d_i, d_f, d_g, d_o = grads.d_gates.chunk(4, -1)
+        i, f, g, o = (step.blocks[block] for block in "ifgo")
+        d_i, d_f, d_g, d_o = (grads.blocks[block] for block in "ifgo")
         torch.mul(dh, tape["tanh_ln_c"], out=d_o)                          # h' = o ⊙ tanh(LN(c'))
         d_ln_c = grads.tape["d_ln_c"]
         aten.tanh_backward.grad_input(dh * o, tape["tanh_ln_c"], grad_input=d_ln_c)
@@ -96,10 +100,8 @@ class LayerNormKernel(FusedKernel):
         dc.mul_(f)
         aten.sigmoid_backward.grad_input(d_o, o, grad_input=d_o)           # o = σ(·)
         aten.tanh_backward.grad_input(d_g, g, grad_input=d_g)              # g = tanh(·)
-        hidden = i.shape[-1]
-        aten.sigmoid_backward.grad_input(                                  # i, f = σ(·)
-            grads.d_gates[:, : 2 * hidden], step.gates[:, : 2 * hidden], grad_input=grads.d_gates[:, : 2 * hidden]
-        )
+        d_input_forget = grads.blocks["if"]                                # i, f = σ(·)
+        aten.sigmoid_backward.grad_input(d_input_forget, step.blocks["if"], grad_input=d_input_forget)
         rec_gain = weights.extra["layernorm_hh_weight"]                    # (·) = LN(W_ih x) + LN(W_hh h)
         grads.d_rec.copy_(aten.native_layer_norm_backward(
             grads.d_gates, step.rec, rec_gain.shape, tape["rec_mean"], tape["rec_rstd"], rec_gain, None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache, cached_property
 
 import torch
@@ -18,10 +19,22 @@ class LSTMKernel(FusedKernel):
     def tape(self, hidden_size: int) -> dict[str, int]:
         return {"tanh_c": hidden_size} if self.cell.output_activation else {}
 
+    def blocks(self, hidden_size: int) -> dict[str, slice]:
+        """The cell's gate blocks (i, f, g, o, those it has), and the sigmoid runs: its
+        sigmoid blocks with adjacent ones merged (i, f | o), so each run is one call."""
+        runs = sigmoid_runs(self.cell.weight_blocks, hidden_size)
+        return {**gate_blocks(self.cell.weight_blocks, hidden_size), **dict(zip(self.sigmoid_runs, runs, strict=True))}
+
+    @cached_property
+    def sigmoid_runs(self) -> tuple[str, ...]:
+        """The names of the sigmoid runs among `blocks`."""
+        return tuple(f"sigmoid {index}" for index in range(len(sigmoid_runs(self.cell.weight_blocks, 1))))
+
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
-        i, f, g, o = self.gate_views(step.gates)
-        for run in self.sigmoid_runs(step.c.shape[-1]):
-            step.gates[:, run].sigmoid_()                                  # i, f, o = σ(·)
+        blocks = step.blocks
+        i, f, g, o = (blocks.get(block) for block in "ifgo")
+        for run in self.sigmoid_runs:
+            blocks[run].sigmoid_()                                         # i, f, o = σ(·)
         if self.cell.input_activation:
             g.tanh_()                                                      # g = tanh(·)
         if f is None:                                                      # c' = f ⊙ c + i ⊙ g
@@ -44,8 +57,8 @@ class LSTMKernel(FusedKernel):
         self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights
     ) -> None:
         """The forward lines in reverse, each differentiated."""
-        i, f, g, o = self.gate_views(step.gates)
-        d_i, d_f, d_g, d_o = self.gate_views(grads.d_gates)
+        i, f, g, o = (step.blocks.get(block) for block in "ifgo")
+        d_i, d_f, d_g, d_o = (grads.blocks.get(block) for block in "ifgo")
         cell_out = step.tape["tanh_c"] if self.cell.output_activation else step.c_new
         d_cell_out = dh                                                    # h' = o ⊙ tanh(c')
         if o is not None:
@@ -62,27 +75,13 @@ class LSTMKernel(FusedKernel):
             d_g.copy_(dc)
         if f is not None:
             torch.mul(dc, step.c, out=d_f)                                 #   df = dc ⊙ c
-        for run in self.sigmoid_runs(step.c.shape[-1]):                    # i, f, o = σ(·)
-            aten.sigmoid_backward.grad_input(grads.d_gates[:, run], step.gates[:, run], grad_input=grads.d_gates[:, run])
+        for run in self.sigmoid_runs:                                      # i, f, o = σ(·)
+            d_run = grads.blocks[run]
+            aten.sigmoid_backward.grad_input(d_run, step.blocks[run], grad_input=d_run)
         if self.cell.input_activation:                                     # g = tanh(·)
             aten.tanh_backward.grad_input(d_g, g, grad_input=d_g)
         if f is not None:
             dc.mul_(f)                                                     # dc_prev = dc ⊙ f
-
-    def gate_views(self, stacked: Tensor) -> tuple[Tensor | None, ...]:
-        """The i, f, g, o blocks of a (b, G*H) tensor as views; None for a removed gate."""
-        blocks = stacked.chunk(self.cell.num_gates, -1)
-        return tuple(None if position is None else blocks[position] for position in self.block_positions)
-
-    @cached_property
-    def block_positions(self) -> tuple[int | None, ...]:
-        """Where i, f, g, o sit among the weight blocks (None where removed)."""
-        blocks = self.cell.weight_blocks
-        return tuple(blocks.index(block) if block in blocks else None for block in "ifgo")
-
-    def sigmoid_runs(self, hidden_size: int) -> tuple[slice, ...]:
-        """The column ranges of the sigmoid gates, adjacent blocks merged (i, f | o)."""
-        return sigmoid_runs(self.cell.weight_blocks, hidden_size)
 
 
 class PeepholeKernel(FusedKernel):
@@ -91,12 +90,15 @@ class PeepholeKernel(FusedKernel):
     def tape(self, hidden_size: int) -> dict[str, int]:
         return {"tanh_c": hidden_size}
 
+    def blocks(self, hidden_size: int) -> dict[str, slice]:
+        return four_blocks(hidden_size)
+
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         p_i, p_f, p_o = (weights.extra[name] for name in ("peephole_i", "peephole_f", "peephole_o"))
-        i, f, g, o = step.gates.chunk(4, -1)
+        i, f, g, o = (step.blocks[block] for block in "ifgo")
         i.addcmul_(p_i, step.c)                                            # i = σ(· + p_i ⊙ c)
         f.addcmul_(p_f, step.c)                                            # f = σ(· + p_f ⊙ c)
-        step.gates[:, : 2 * i.shape[-1]].sigmoid_()
+        step.blocks["if"].sigmoid_()
         g.tanh_()                                                          # g = tanh(·)
         torch.mul(f, step.c, out=step.c_new)                               # c' = f ⊙ c + i ⊙ g
         step.c_new.addcmul_(i, g)
@@ -109,8 +111,8 @@ class PeepholeKernel(FusedKernel):
     ) -> None:
         """The forward lines in reverse, each differentiated."""
         p_i, p_f, p_o = (weights.extra[name] for name in ("peephole_i", "peephole_f", "peephole_o"))
-        i, f, g, o = step.gates.chunk(4, -1)
-        d_i, d_f, d_g, d_o = grads.d_gates.chunk(4, -1)
+        i, f, g, o = (step.blocks[block] for block in "ifgo")
+        d_i, d_f, d_g, d_o = (grads.blocks[block] for block in "ifgo")
         tanh_c = step.tape["tanh_c"]
         torch.mul(dh, tanh_c, out=d_o)                                     # h' = o ⊙ tanh(c')
         dc.add_(aten.tanh_backward(dh * o, tanh_c))
@@ -121,10 +123,8 @@ class PeepholeKernel(FusedKernel):
         torch.mul(dc, step.c, out=d_f)
         dc.mul_(f)
         aten.tanh_backward.grad_input(d_g, g, grad_input=d_g)              # g = tanh(·)
-        hidden = i.shape[-1]
-        aten.sigmoid_backward.grad_input(
-            grads.d_gates[:, : 2 * hidden], step.gates[:, : 2 * hidden], grad_input=grads.d_gates[:, : 2 * hidden]
-        )
+        d_input_forget = grads.blocks["if"]
+        aten.sigmoid_backward.grad_input(d_input_forget, step.blocks["if"], grad_input=d_input_forget)
         dc.addcmul_(d_f, p_f)                                              # f = σ(· + p_f ⊙ c)
         dc.addcmul_(d_i, p_i)                                              # i = σ(· + p_i ⊙ c)
 
@@ -153,8 +153,11 @@ class CIFGKernel(FusedKernel):
     def tape(self, hidden_size: int) -> dict[str, int]:
         return {"tanh_c": hidden_size}
 
+    def blocks(self, hidden_size: int) -> dict[str, slice]:
+        return gate_blocks("igo", hidden_size)
+
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
-        i, g, o = step.gates.chunk(3, -1)
+        i, g, o = (step.blocks[block] for block in "igo")
         i.sigmoid_()                                                       # i = σ(·)
         g.tanh_()                                                          # g = tanh(·)
         o.sigmoid_()                                                       # o = σ(·)
@@ -166,8 +169,8 @@ class CIFGKernel(FusedKernel):
         self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights
     ) -> None:
         """The forward lines in reverse, each differentiated."""
-        i, g, o = step.gates.chunk(3, -1)
-        d_i, d_g, d_o = grads.d_gates.chunk(3, -1)
+        i, g, o = (step.blocks[block] for block in "igo")
+        d_i, d_g, d_o = (grads.blocks[block] for block in "igo")
         tanh_c = step.tape["tanh_c"]
         torch.mul(dh, tanh_c, out=d_o)                                     # h' = o ⊙ tanh(c')
         dc.add_(aten.tanh_backward(dh * o, tanh_c))
@@ -177,6 +180,17 @@ class CIFGKernel(FusedKernel):
         aten.sigmoid_backward.grad_input(d_o, o, grad_input=d_o)           # o = σ(·)
         aten.tanh_backward.grad_input(d_g, g, grad_input=d_g)              # g = tanh(·)
         aten.sigmoid_backward.grad_input(d_i, i, grad_input=d_i)           # i = σ(·)
+
+
+def gate_blocks(names: Sequence[str], hidden_size: int) -> dict[str, slice]:
+    """The column range of each block of a gate buffer whose blocks are `names`, in order."""
+    return {name: slice(index * hidden_size, (index + 1) * hidden_size) for index, name in enumerate(names)}
+
+
+def four_blocks(hidden_size: int) -> dict[str, slice]:
+    """The i, f, g, o blocks of a full LSTM gate buffer, and i and f together ("if", one
+    sigmoid call)."""
+    return {**gate_blocks("ifgo", hidden_size), "if": slice(0, 2 * hidden_size)}
 
 
 @cache

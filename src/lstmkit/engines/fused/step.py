@@ -115,7 +115,8 @@ class FusedCellStep(torch.autograd.Function):
         h_new = torch.empty(x.shape[0], hidden_size, **new)
         c_new = None if c is None else torch.empty(x.shape[0], hidden_size, **new)
         tape = {name: torch.empty(x.shape[0], size, **new) for name, size in kernel.tape(hidden_size).items()}
-        kernel.forward(FusedStep(gates, rec, h, c, h_new, c_new, tape, h_new), weights)
+        step = FusedStep(gates, rec, h, c, h_new, c_new, tape, h_new, blocks=kernel.cut_blocks(gates))
+        kernel.forward(step, weights)
 
         ctx.kernel, ctx.precision, ctx.tape_names = kernel, precision, list(tape)
         ctx.input_saved_count = len(input_saved)
@@ -145,7 +146,7 @@ def saved_step(ctx) -> tuple[FusedStep, LayerWeights, tuple[Tensor | None, ...],
     parameters = tuple(rest[:parameter_count])
     input_saved = tuple(rest[parameter_count : parameter_count + ctx.input_saved_count])
     tape = dict(zip(ctx.tape_names, rest[parameter_count + ctx.input_saved_count :], strict=True))
-    step = FusedStep(gates, rec, h, c, h_new, c_new, tape, h_new)
+    step = FusedStep(gates, rec, h, c, h_new, c_new, tape, h_new, blocks=kernel.cut_blocks(gates))
     return step, unflatten(kernel.cell, parameters), parameters, input_saved, x
 
 
@@ -162,7 +163,7 @@ def fused_backward(ctx, d_h_new: Tensor, d_c_new: Tensor | None) -> tuple:
     grad_tape = {
         name: d_gates.new_empty(d_gates.shape[0], size) for name, size in kernel.grad_tape(hidden_size).items()
     }
-    grads = FusedGrads(d_gates, d_rec, grad_tape)
+    grads = FusedGrads(d_gates, d_rec, grad_tape, blocks=kernel.cut_blocks(d_gates))
     dc = None if step.c is None else d_c_new.clone()  # the kernel turns d c' into d c in place
     direct = kernel.backward(d_h_new, dc, step, grads, weights)
 

@@ -69,3 +69,11 @@ def block_size(hidden_size: int) -> int:
 def grid(rows: int, hidden_size: int) -> tuple[int, int]:
     """One program per row and block of columns."""
     return rows, triton.cdiv(hidden_size, block_size(hidden_size))
+
+
+class IndexesItsGates:
+    """A Triton kernel reads the gate buffers by offset itself, so the engine cuts no views of
+    their blocks for it (`FusedKernel.blocks`). First among a kernel's bases."""
+
+    def blocks(self, hidden_size: int) -> dict[str, slice]:
+        return {}

@@ -10,7 +10,7 @@ from torch import Tensor
 from lstmkit.cells import LayerWeights
 from lstmkit.cells.layernorm import LAYER_NORM_EPS
 from lstmkit.engines.fused import FusedGrads, FusedStep, LayerNormKernel
-from lstmkit.engines.triton.launch import recurrent_projection, store_gradient, tanh
+from lstmkit.engines.triton.launch import IndexesItsGates, recurrent_projection, store_gradient, tanh
 
 # LayerNorm's ε as 1 / EPS_RECIPROCAL, divided in the rows' dtype: a float argument or literal
 # would be a float32 value, off from float64's 1e-5 by 2.5e-13, which 1 / √(σ² + ε) shows in
@@ -148,7 +148,7 @@ def layernorm_backward(
     )
 
 
-class TritonLayerNormKernel(LayerNormKernel):
+class TritonLayerNormKernel(IndexesItsGates, LayerNormKernel):
     """`LayerNormLSTMStep.step` in one Triton kernel each way."""
 
     adds_product = True

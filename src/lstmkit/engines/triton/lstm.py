@@ -9,7 +9,7 @@ from torch import Tensor
 
 from lstmkit.cells import LayerWeights
 from lstmkit.engines.fused import CIFGKernel, FusedGrads, FusedStep, LSTMKernel, PeepholeKernel
-from lstmkit.engines.triton.launch import block_size, grid, pre_activation, store_gradient, tanh
+from lstmkit.engines.triton.launch import IndexesItsGates, block_size, grid, pre_activation, store_gradient, tanh
 
 ABSENT = -1  # the block position of a removed gate
 
@@ -135,7 +135,7 @@ def lstm_backward(
     tl.store(dc + state, d_c_prev, mask=inside)
 
 
-class TritonLSTMFamily:
+class TritonLSTMFamily(IndexesItsGates):
     """The forward and backward launches shared by the LSTM, peephole and CIFG kernels."""
 
     adds_product = True

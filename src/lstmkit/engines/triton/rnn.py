@@ -10,7 +10,7 @@ from torch import Tensor
 from lstmkit.cells import LayerWeights
 from lstmkit.engines.fused import FusedGrads, FusedStep, GRUKernel, RNNKernel
 from lstmkit.engines.triton.launch import (
-    block_size, grid, pre_activation, recurrent_projection, store_gradient, tanh,
+    IndexesItsGates, block_size, grid, pre_activation, recurrent_projection, store_gradient, tanh,
 )
 
 
@@ -129,7 +129,7 @@ def gru_backward(dh, gates, rec, h, d_gates, d_rec, d_low, direct, hidden, ADD_P
     tl.store(direct + state, d_h * z, mask=inside)
 
 
-class TritonGRUKernel(GRUKernel):
+class TritonGRUKernel(IndexesItsGates, GRUKernel):
     """`GRUStep.step` in one Triton kernel each way."""
 
     adds_product = True
