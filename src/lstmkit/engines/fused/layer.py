@@ -577,10 +577,16 @@ def backward_loop(
     steps_views = step_views(kernel, batch_sizes, tape)
     grads_views = grad_views(kernel, batch_sizes, d_gates, d_rec, grad_tape)
     zones = zone_views(batch_sizes, tape, noise)
+    # the running rows of dh and dc, and d_output[t - 1] at step t's rows, cut once, not per step
+    dh_views = [dh] * steps if batch_sizes is None else [dh[:running] for running in rows]
+    dc_views = [dc] * steps if dc is None or batch_sizes is None else [dc[:running] for running in rows]
+    earlier_outputs = d_output[:-1].unbind(0) if batch_sizes is None else [
+        d_output[t - 1, : rows[t]] for t in range(1, steps)]
+    previous_outputs = [None, *earlier_outputs]
     for t in reversed(range(steps)):
         step, grads, zone, running = steps_views[t], grads_views[t], zones[t], rows[t]
-        dh_t = dh[:running]
-        dc_t = None if dc is None else dc[:running]
+        dh_rows, dc_t, previous_output = dh_views[t], dc_views[t], previous_outputs[t]
+        dh_t = dh_rows
         kept_h = kept_c = None
         if zone.keep_hidden is not None:                   # h_t = h̃ + keep ⊙ (h_{t-1} − h̃)
             kept_h = dh_t * zone.keep_hidden               #   d h_{t-1} += keep ⊙ dh
@@ -596,21 +602,20 @@ def backward_loop(
         direct = kernel.backward(dh_t, dc_t, step, grads, weights)
         if kept_c is not None:
             dc_t.add_(kept_c)
-        previous_output = None if t == 0 else d_output[t - 1, :running]
         d_rec_step = grads.d_rec if d_low is None else grads.d_low  # in the compute dtype already, or cast
         if zone.recurrent_mask is None:
-            recurrent.into(dh[:running], d_rec_step, previous_output)
+            recurrent.into(dh_rows, d_rec_step, previous_output)
         else:                                              # the product saw h_{t-1} ⊙ m
-            recurrent.into(dh[:running], d_rec_step)
-            dh[:running].mul_(zone.recurrent_mask)
+            recurrent.into(dh_rows, d_rec_step)
+            dh_rows.mul_(zone.recurrent_mask)
             if previous_output is not None:
-                dh[:running] += previous_output
+                dh_rows.add_(previous_output)
         if t > 0 and rows[t - 1] > running:  # sequences whose last step is t - 1
             dh[running : rows[t - 1]] += d_output[t - 1, running : rows[t - 1]]
         if direct is not None:
-            dh[:running] += direct
+            dh_rows.add_(direct)
         if kept_h is not None:
-            dh[:running] += kept_h
+            dh_rows.add_(kept_h)
 
     flat = steps * batch_size
     seen = hs[:-1] if noise.recurrent_mask is None else hs[:-1] * noise.recurrent_mask
