@@ -156,6 +156,8 @@ def test_importing_a_pipeline_without_its_extra_names_the_pip_command(module, me
 
 
 TINY_TRAINING = ["--T", "5", "--steps", "1", "--hidden-size", "2", "--test-size", "2"]  # seconds, should one run
+# The input files the commands below name: a command checks that they exist before it looks for its extra.
+INPUTS = ("series.csv", "input.txt", "train.csv", "a.wav", "test.csv", "a.de", "a.en", "v.de", "v.en", "t.de", "t.en")
 
 
 @bare_only
@@ -179,7 +181,10 @@ TINY_TRAINING = ["--T", "5", "--steps", "1", "--hidden-size", "2", "--test-size"
     (["translate", "eval", "run", "--source", "t.de", "--reference", "t.en"], f"lstmkit translate {TRANSLATE_MESSAGE}"),
 ])
 def test_a_command_without_its_extra_stops_with_one_line(arguments, message, tmp_path):
+    for name in INPUTS:
+        (tmp_path / name).write_text("x")
+    (tmp_path / "recordings").mkdir()
     command = Path(sys.executable).parent / "lstmkit"
     result = subprocess.run([command, *arguments], capture_output=True, text=True, cwd=tmp_path)
     assert (result.returncode, result.stdout, result.stderr) == (1, "", message + "\n")
-    assert list(tmp_path.iterdir()) == [], "nothing written"
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([*INPUTS, "recordings"]), "nothing written"

@@ -215,6 +215,7 @@ def test_a_checkpoint_of_one_cell_cannot_be_loaded_as_another(trained):
     (b"", "is empty: a language model needs text to learn from or to score"),
     (b"\x89PNG\r\n\x1a\n\x00\x00", "is not text: it contains NUL bytes"),
     (b"short text\n", "the training text has 9 tokens; 8 streams need at least 16"),
+    (b"ab", "the training text has 1 token; 8 streams need at least 16"),
 ])
 def test_bad_training_texts(tmp_path, content, message):
     path = tmp_path / "input.txt"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import gzip
 import re
 
 import pytest
@@ -9,6 +11,7 @@ import torch
 
 from lstmkit.text import END_OF_LINE, UNKNOWN, Vocabulary, load_corpus, read_text, split_text, token_streams, tokenize
 from lstmkit.text.corpus import StreamWindows, to_streams
+from lstmkit.text.parallel import read_lines
 
 
 def test_tokenize_by_hand():
@@ -105,3 +108,17 @@ def test_too_little_text_for_the_batch():
     with pytest.raises(ValueError, match=re.escape("the training text has 5 tokens; 4 streams need at least 8 "
                                                    "(an input and a target each): lower --batch-size or give more text")):
         token_streams(torch.arange(5), 4, 10, "the training text")
+
+
+def test_gzip_and_a_byte_order_mark_are_read_as_the_text_they_hold(tmp_path):
+    """Both pipelines read a gzip file by its first bytes, and drop an editor's byte-order mark
+    (translate once kept it as the first character of the first sentence)."""
+    text = "ein Hund\nzwei Katzen\n"
+    (tmp_path / "bom.de").write_bytes(codecs.BOM_UTF8 + text.encode())
+    (tmp_path / "plain.gz").write_bytes(gzip.compress(text.encode()))
+    assert read_lines(tmp_path / "bom.de")[0] == read_lines(tmp_path / "plain.gz")[0] == ["ein Hund", "zwei Katzen"]
+    (tmp_path / "text.txt.gz").write_bytes(gzip.compress(codecs.BOM_UTF8 + text.encode()))
+    assert read_text(tmp_path / "text.txt.gz") == text
+    (tmp_path / "broken.gz").write_bytes(gzip.compress(text.encode())[:12])
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'broken.gz'} is not a readable gzip file")):
+        read_text(tmp_path / "broken.gz")

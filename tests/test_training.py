@@ -238,6 +238,19 @@ def test_a_run_resumed_with_a_longer_time_budget_stretches_its_schedule(tmp_path
     assert resumed.history[4]["lr"] > 0.04, "the 20 s run's schedule had reached its floor, 0.01"
 
 
+def test_a_resumed_runs_throughput_is_the_whole_runs_as_its_steps_and_seconds_are(tmp_path, monkeypatch):
+    """Steps 1-4 take 4 s each, steps 5-8 (resumed) 1 s each: 8 steps' items in 20 s, not the
+    resumed part's 4 in 4 s (a resumed run once printed the latter beside the former)."""
+    config = TrainingConfig(steps=8, lr=0.1, eval_every=4)
+    monkeypatch.setattr(loop, "time", Clock((4.0, 4.0, 4.0, 4.0)))
+    Trainer(TrainingConfig(steps=4, lr=0.1, eval_every=4)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    monkeypatch.setattr(loop, "time", Clock())
+    run = Trainer(config).run(Quadratic([1.0], 0.0), tmp_path / "run", resume=True)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert (run.steps, run.seconds) == (8, 20.0)  # one item a step
+    assert run.items_per_second == results["items_per_second"] == pytest.approx(8 / 20.0)
+
+
 def test_a_run_saved_before_the_schedule_followed_the_clock_resumes_on_it(tmp_path, monkeypatch):
     """last/ of an older lstmkit held the schedule's estimated length, not the second at which the
     warm-up ended: resumed, that second is taken as the warm-up's share of the seconds so far

@@ -3,6 +3,7 @@ BLEU through the commands, and the messages of bad input files."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -333,7 +334,12 @@ def test_run_reads_standard_input_one_sentence_per_line_feed(copy_run, monkeypat
     text = f"{valid.sources[0]}\n\n{valid.sources[1]}\x0c\n{valid.sources[2]}\n"
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
     assert main(["translate", "run", str(out), "-", "--beam", "1"]) == 0
-    assert capsys.readouterr().out.split("\n") == [valid.targets[0], "", *valid.targets[1:3], ""]
+    translated = capsys.readouterr().out
+    assert translated.split("\n") == [valid.targets[0], "", *valid.targets[1:3], ""]
+    for stored in (gzip.compress(text.encode()), codecs.BOM_UTF8 + text.encode()):  # as a file may be stored
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stored)))
+        assert main(["translate", "run", str(out), "-", "--beam", "1"]) == 0
+        assert capsys.readouterr().out == translated
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"Ein \xff Hund\n")))
     with pytest.raises(SystemExit) as stopped:
         main(["translate", "run", str(out), "-"])

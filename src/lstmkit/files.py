@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
 import hashlib
 import json
 import os
 import tempfile
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -66,6 +68,20 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[o
         writer = csv.writer(file)
         writer.writerow(header)
         writer.writerows(rows)
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def gunzipped(data: bytes, name: str | Path) -> bytes:
+    """`data` (a file's or stdin's, called `name` in messages), decompressed where it is gzip,
+    which its first two bytes say whatever the file is called."""
+    if not data.startswith(GZIP_MAGIC):
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ValueError(f"{name} is not a readable gzip file ({error})") from None
 
 
 def check_input_file(path: str | Path, expected: str) -> Path:

@@ -44,6 +44,7 @@ def decoding(arguments: argparse.Namespace) -> dict:
 def translate_run_command(arguments: argparse.Namespace) -> None:
     from lstmkit import plots
     from lstmkit.pipelines.translate import load_translator, read_sentences
+    from lstmkit.files import gunzipped
     from lstmkit.text.parallel import text_lines
 
     settings = decoding(arguments)
@@ -51,7 +52,7 @@ def translate_run_command(arguments: argparse.Namespace) -> None:
         raise ValueError("--sentence chooses the sentence whose attention --show-attention draws; give --show-attention")
     translator = load_translator(arguments.directory, arguments.device)
     if arguments.file == "-":
-        sentences = text_lines(sys.stdin.buffer.read(), "stdin", blank_lines=True)
+        sentences = text_lines(gunzipped(sys.stdin.buffer.read(), "stdin"), "stdin", blank_lines=True)
     else:
         sentences = read_sentences(arguments.file)
     shown = 1 if arguments.sentence is None else arguments.sentence

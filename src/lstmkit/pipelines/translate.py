@@ -280,7 +280,7 @@ def train_translation(source: str | Path, target: str | Path, valid_source: str 
     subword vocabularies are learned from the training text (on resume: read from last/)."""
     out = Path(out)
     train = read_parallel(source, target)
-    valid = read_parallel(valid_source, valid_target, ("valid_source", "valid_target"), "reference")
+    valid = read_parallel(valid_source, valid_target, ("valid_source", "valid_target"), "translation")
     if resume and existing(out / "last").exists():
         last = existing(out / "last")
         check_kind(last, read_config(last), TRANSLATION_MODEL.name, f"a {TRANSLATION_MODEL.name!r} run to resume")

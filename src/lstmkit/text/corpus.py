@@ -11,14 +11,15 @@ from pathlib import Path
 
 from torch import Tensor
 
-from lstmkit.files import check_input_file, fingerprint
+from lstmkit.files import check_input_file, fingerprint, gunzipped
 from lstmkit.text.vocabulary import Vocabulary
 
 
 def read_text(path: str | Path) -> str:
-    """The contents of a UTF-8 text file, or an error that says what is wrong with it."""
+    """The contents of a UTF-8 text file, plain or gzip, or an error that says what is wrong
+    with it."""
     path = check_input_file(path, "a UTF-8 text file")
-    data = path.read_bytes()  # a pipe too, such as <(tail -c 100000 input.txt)
+    data = gunzipped(path.read_bytes(), path)  # a pipe too, such as <(tail -c 100000 input.txt)
     if not data:
         raise ValueError(f"{path} is empty: a language model needs text to learn from or to score")
     nul = data.find(b"\x00")
@@ -168,7 +169,8 @@ def token_streams(tokens: Tensor, batch_size: int, seq_len: int, what: str) -> S
     needed = 2 * batch_size
     if tokens.numel() < needed:
         raise ValueError(
-            f"{what} has {tokens.numel()} tokens; {batch_size} streams need at least {needed} "
+            f"{what} has {tokens.numel()} token{'s' * (tokens.numel() != 1)}; {batch_size} stream"
+            f"{'s' * (batch_size != 1)} need{'s' * (batch_size == 1)} at least {needed} "
             "(an input and a target each): lower --batch-size or give more text"
         )
     return StreamWindows(to_streams(tokens, batch_size), seq_len)

@@ -8,15 +8,10 @@ any work is done:
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from lstmkit.files import check_input_file, fingerprint
-
-GZIP_MAGIC = b"\x1f\x8b"
-
+from lstmkit.files import check_input_file, fingerprint, gunzipped
 
 def read_lines(path: str | Path, what: str = "sentences", blank_lines: bool = False) -> tuple[list[str], dict]:
     """The lines of a plain or gzip UTF-8 text file (gzip recognised by its first two bytes,
@@ -25,17 +20,12 @@ def read_lines(path: str | Path, what: str = "sentences", blank_lines: bool = Fa
     non-UTF-8 file stops with a message naming it (`blank_lines`: see `text_lines`)."""
     path = check_input_file(path, f"a UTF-8 text file of {what}, plain or gzip")
     stored = path.read_bytes()
-    data = stored
-    if stored.startswith(GZIP_MAGIC):
-        try:
-            data = gzip.decompress(stored)
-        except (OSError, EOFError, zlib.error) as error:
-            raise ValueError(f"{path} is not a readable gzip file ({error})") from None
-    return text_lines(data, str(path), blank_lines), fingerprint(stored)
+    return text_lines(gunzipped(stored, path), str(path), blank_lines), fingerprint(stored)
 
 
 def text_lines(data: bytes, name: str, blank_lines: bool = False) -> list[str]:
-    """The lines of UTF-8 `data` (a file's or stdin's, called `name` in messages), split at
+    """The lines of UTF-8 `data` (a file's or stdin's, called `name` in messages, gzip already
+    decompressed: `gunzipped`), split at
     line feeds only, each without surrounding white space: an empty, binary or non-UTF-8 text
     stops with a message. With `blank_lines` (sentences to translate, each line's translation
     on its own line), only a text of no bytes is empty: one of blank lines is those lines."""
@@ -46,7 +36,7 @@ def text_lines(data: bytes, name: str, blank_lines: bool = False) -> list[str]:
         raise ValueError(f"{name} is not text: it contains NUL bytes (the first at offset {nul}); "
                          "expected UTF-8 text, plain or gzip")
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # -sig: an editor's byte-order mark is not part of the first sentence
     except UnicodeDecodeError as error:
         raise ValueError(f"{name} is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} "
                          "does not decode") from None

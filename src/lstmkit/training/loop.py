@@ -270,7 +270,7 @@ class Trainer:
             job.model.load_state_dict(best_state)
         job.model.eval()
         best = next((row for row in progress.history if row["step"] == progress.best_step), None)
-        rate = (progress.items - started_items) / max(progress.train_seconds - started_seconds, 1e-9)
+        rate = progress.items / max(progress.train_seconds, 1e-9)  # the whole run's, as its steps and seconds are
         run = TrainingRun(progress.history, best, progress.step, progress.train_seconds, rate, str(device),
                           config.precision, processes.world_size)
         if report is not None:
