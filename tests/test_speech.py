@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import math
+import re
 import shutil
 
 import numpy as np
@@ -377,6 +378,12 @@ def test_eval_and_transcribe_commands_print_and_write_the_scores(tone_run, capsy
     code, out, err = run_cli(["speech", "transcribe", str(folder / "run"), str(faster)], capsys)
     assert (code, out) == (0, f"{faster}\tba\n")
     assert err == f"lstmkit: {faster} resampled from 16000 Hz to 8000 Hz, the model's rate\n"
+    recognizer = load_speech_model(folder / "run")
+    with pytest.warns(UserWarning, match=re.escape(f"{faster} resampled from 16000 Hz to 8000 Hz, the model's rate")):
+        assert recognizer.transcribe(faster) == "ba"  # from Python too
+    with pytest.raises(TypeError, match=re.escape("expected the path of one audio file, got list; for several, call "
+                                                  "once per file: [recognizer.transcribe(path) for path in paths]")):
+        recognizer.transcribe(files)
     code, _, err = run_cli(["speech", "transcribe", str(folder / "run"), str(folder / "none.wav")], capsys)
     assert code == 2 and err.endswith(
         f"error: argument files: {folder / 'none.wav'} does not exist (expected an audio file)\n")

@@ -119,6 +119,8 @@ def test_gzip_and_a_byte_order_mark_are_read_as_the_text_they_hold(tmp_path):
     assert read_lines(tmp_path / "bom.de")[0] == read_lines(tmp_path / "plain.gz")[0] == ["ein Hund", "zwei Katzen"]
     (tmp_path / "text.txt.gz").write_bytes(gzip.compress(codecs.BOM_UTF8 + text.encode()))
     assert read_text(tmp_path / "text.txt.gz") == text
+    (tmp_path / "windows.txt").write_bytes(text.replace("\n", "\r\n").encode())  # no '\r' token at character level
+    assert read_text(tmp_path / "windows.txt") == text
     (tmp_path / "broken.gz").write_bytes(gzip.compress(text.encode())[:12])
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'broken.gz'} is not a readable gzip file")):
         read_text(tmp_path / "broken.gz")

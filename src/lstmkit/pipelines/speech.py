@@ -376,6 +376,9 @@ class SpeechRecognizer:
     def posteriors(self, path: str | Path) -> tuple[Tensor, Tensor, int | None]:
         """A file's frames (frames, n_mels), the model's per-step log-probabilities (steps, V)
         and the file's own rate when it was resampled."""
+        if not isinstance(path, (str, Path)):
+            raise TypeError(f"expected the path of one audio file, got {type(path).__name__}; for several, call "
+                            "once per file: [recognizer.transcribe(path) for path in paths]")
         frames, rate = utterance_frames(Path(path), self.front_end)
         device = next(self.model.parameters()).device
         with torch.no_grad():
@@ -388,7 +391,12 @@ class SpeechRecognizer:
         return self.alphabet.decode(decode(log_probs, beam, self.lexicon(lexicon)))
 
     def transcribe(self, path: str | Path, beam: int = 1, lexicon: bool = False) -> str:
-        return self.decode(self.posteriors(path)[1], beam, lexicon)
+        """The transcript of one audio file (resampled to the model's rate, with a warning, where
+        its own differs)."""
+        _, log_probs, rate = self.posteriors(path)
+        if rate is not None:
+            warn_at_caller(f"{path} resampled from {rate} Hz to {self.front_end.sample_rate} Hz, the model's rate")
+        return self.decode(log_probs, beam, lexicon)
 
     def evaluate(self, manifest: str | Path, beam: int = 1,
                  lexicon: bool = False) -> tuple[dict[str, float], list[str], list[str]]:

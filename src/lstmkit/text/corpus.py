@@ -16,8 +16,8 @@ from lstmkit.text.vocabulary import Vocabulary
 
 
 def read_text(path: str | Path) -> str:
-    """The contents of a UTF-8 text file, plain or gzip, or an error that says what is wrong
-    with it."""
+    """The contents of a UTF-8 text file, plain or gzip, with Windows line ends (CR LF) read
+    as line feeds, or an error that says what is wrong with it."""
     path = check_input_file(path, "a UTF-8 text file")
     data = gunzipped(path.read_bytes(), path)  # a pipe too, such as <(tail -c 100000 input.txt)
     if not data:
@@ -35,7 +35,7 @@ def read_text(path: str | Path) -> str:
         ) from None
     if not text.strip():
         raise ValueError(f"{path} holds only whitespace: a language model needs text to learn from or to score")
-    return text
+    return text.replace("\r\n", "\n")  # Windows line ends are line ends, as Python's text files read them
 
 
 @dataclass(frozen=True)
