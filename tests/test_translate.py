@@ -312,6 +312,8 @@ def test_run_translates_a_file_and_draws_the_attention(copy_run, tmp_path, capsy
     words = valid.sources[1].split()
     assert len(alignment.target) == len(words) + 1 and alignment.weights.shape == (len(words) + 1, len(words) + 1)
     torch.testing.assert_close(alignment.weights.sum(dim=1), torch.ones(len(words) + 1))
+    with pytest.raises(ValueError, match="^the sentence is empty: an empty sentence has no attention to draw$"):
+        load_translator(out).align("  ")
 
 
 def test_bad_decoding_options_stop_with_their_values(copy_run, capsys):

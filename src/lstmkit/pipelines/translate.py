@@ -377,6 +377,8 @@ class Translator:
         the end token on both sides), read by feeding that translation back through the decoder."""
         if self.model.attention is None:
             raise ValueError("this model has no attention (trained with attention 'none'): there is nothing to draw")
+        if not sentence.strip():  # translate() gives it an empty translation; there is no attention to read
+            raise ValueError("the sentence is empty: an empty sentence has no attention to draw")
         DecodingConfig(beam, max_length, length_penalty)  # checks them
         vocabularies, device = self.vocabularies, next(self.model.parameters()).device
         source_ids = encode_sources(vocabularies.source, [sentence.strip()])
