@@ -245,6 +245,14 @@ def test_a_task_a_cell_cannot_run_stops_before_the_run_is_announced(flags, messa
     assert (code, out, err) == (2, "", f"lstmkit: error: {message}\n")
 
 
+def test_probe_gradients_says_what_the_orders_mean_on_a_task_with_a_loss_at_every_step(tmp_path, capsys):
+    code, out, _ = run_cli(["probe", "gradients", "--task", "reber", "--cells", "lstm", "--steps", "2",
+                            "--hidden-size", "4", "--test-size", "10", "--out", str(tmp_path / "probe")], capsys)
+    assert code == 0 and out.splitlines()[2] == (
+        "(reber has a loss at every step, so ||d loss / d h_t|| at t=0 holds that step's own loss: the orders lost "
+        "say little of how far a gradient travels; see gradient_norms.png)")
+
+
 def test_probe_from_a_folder_without_models(tmp_path, capsys):
     code, _, err = run_cli(["probe", "gradients", "--from", str(tmp_path)], capsys)
     assert code == 2 and "is not a `lstmkit task` output folder: it has no models/ folder" in err

@@ -57,11 +57,14 @@ def task_command(arguments: argparse.Namespace) -> None:
 def probe_gradients_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.probes import decay_orders, probe_gradients
 
-    _, profiles, out = probe_gradients(arguments.out, arguments.source, task_of(arguments), arguments.cells,
-                                       config_from(arguments, TaskTrainingConfig))
+    task, profiles, out = probe_gradients(arguments.out, arguments.source, task_of(arguments), arguments.cells,
+                                          config_from(arguments, TaskTrainingConfig))
     for moment, cells in profiles.items():
         falls = ", ".join(f"{cell} {decay_orders(norms):+.1f}" for cell, norms in cells.items())
         print(f"{moment}: orders of magnitude lost from t={len(next(iter(cells.values()))) - 1} back to t=0: {falls}")
+    if task.readout == "every":
+        print(f"({task.describe()} has a loss at every step, so ||d loss / d h_t|| at t=0 holds that step's own "
+              "loss: the orders lost say little of how far a gradient travels; see gradient_norms.png)")
     print(f"wrote {out}/gradient_norms.csv and gradient_norms.png")
 
 
