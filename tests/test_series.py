@@ -165,18 +165,17 @@ def test_a_spreadsheets_trailing_commas_are_read_and_rows_longer_than_the_header
     trailing.write_text("date,y\n2020-01-01,1.5,\n2020-02-01,2.5,\n2020-03-01,3.5,\n")
     frame = read_series(trailing, "date", ["y"])
     assert frame.targets[:, 0].tolist() == [1.5, 2.5, 3.5] and frame.frequency == "MS"
-    semicolons = tmp_path / "semicolons.csv"
-    semicolons.write_text("date;y\n01.01.2020;1,5\n01.02.2020;2,5\n")
-    with pytest.raises(ValueError, match=re.escape(
-            f"{semicolons}: its header 'date;y' is separated by semicolons; lstmkit reads comma-separated values "
-            "with '.' as the decimal point: save the table as CSV with those")):
-        read_series(semicolons, "date", ["y"])
-    longer = tmp_path / "longer.csv"
-    longer.write_text("date,y\n2020-01-01,1,2,3\n2020-02-01,2,3,4\n")
-    with pytest.raises(ValueError, match=re.escape(
-            f"{longer}: rows hold more fields than its header 'date,y' (2); lstmkit reads comma-separated values "
-            "with '.' as the decimal point, one field per column")):
-        read_series(longer, "date", ["y"])
+    expected = "lstmkit reads comma-separated values with '.' as the decimal point"
+    for text, why in [
+        ("date;y\n01.01.2020;1,5\n01.02.2020;2,5\n",
+         f"its header 'date;y' is separated by semicolons; {expected}: save the table as CSV with those"),
+        ("date,y\n2020-01-01,1,2,3\n2020-02-01,2,3,4\n",
+         f"rows hold more fields than its header 'date,y' (2); {expected}, one field per column"),
+    ]:
+        path = tmp_path / "refused.csv"
+        path.write_text(text)
+        with pytest.raises(ValueError, match=f"^{re.escape(f'{path}: {why}')}$"):
+            read_series(path, "date", ["y"])
 
 
 def test_a_missing_csv_and_a_non_table_are_refused(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from lstmkit.cells import CELLS
@@ -15,7 +16,7 @@ from lstmkit.pipelines.configs import BASES, ForecasterConfig
 from lstmkit.training.config import PLATEAU_ACTIONS
 
 
-def name_list(what: str):
+def name_list(what: str) -> Callable[[str], tuple[str, ...]]:
     """argparse type: comma-separated names of `what` ("column names", "baseline names")."""
 
     def names(text: str) -> tuple[str, ...]:

@@ -192,9 +192,10 @@ def check_cells(task: Task, cells: list[str], config: TaskTrainingConfig) -> Non
     """Refuse, before any cell trains, a setting one of `cells` cannot take (init chrono on a
     cell without a forget gate, zoneout of c on one without a cell state), naming the cell to
     leave out."""
+    length = sequence_length(task)
     for cell in cells:
         try:
-            config.check_regularisers(cell, sequence_length(task))
+            config.check_regularisers(cell, length)
         except ValueError as error:
             raise ValueError(f"{error}: leave {cell} out of the cells ({', '.join(cells)}; --cells)") from None
 

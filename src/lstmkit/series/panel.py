@@ -104,8 +104,9 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
         kept = slice(known[0], known[-1] + 1)
         times, observed, labels = times[kept], observed[kept], labels[kept]
         grid = on_grid(times, frequency)
-        if len(grid) and not np.isin(times, grid).all():
-            label = labels[~np.isin(times, grid)][0]
+        off_grid = ~np.isin(times, grid)
+        if off_grid.any():
+            label = labels[off_grid][0]
             raise ValueError(f"series {plain(series_id)!r} is not on the {frequency} grid of column {time!r}: "
                              f"{plain(table[time][label])!r}, at {row_name(label, path)}, falls between its steps")
         check_coverage(len(times), grid, frequency, f"series {plain(series_id)!r}")

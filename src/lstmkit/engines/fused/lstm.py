@@ -23,17 +23,18 @@ class LSTMKernel(FusedKernel):
         """The cell's gate blocks (i, f, g, o, those it has), and the sigmoid runs: its
         sigmoid blocks with adjacent ones merged (i, f | o), so each run is one call."""
         runs = sigmoid_runs(self.cell.weight_blocks, hidden_size)
-        return {**gate_blocks(self.cell.weight_blocks, hidden_size), **dict(zip(self.sigmoid_runs, runs, strict=True))}
+        named_runs = dict(zip(self.sigmoid_run_names, runs, strict=True))
+        return {**gate_blocks(self.cell.weight_blocks, hidden_size), **named_runs}
 
     @cached_property
-    def sigmoid_runs(self) -> tuple[str, ...]:
+    def sigmoid_run_names(self) -> tuple[str, ...]:
         """The names of the sigmoid runs among `blocks`."""
         return tuple(f"sigmoid {index}" for index in range(len(sigmoid_runs(self.cell.weight_blocks, 1))))
 
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         blocks = step.blocks
         i, f, g, o = (blocks.get(block) for block in "ifgo")
-        for run in self.sigmoid_runs:
+        for run in self.sigmoid_run_names:
             blocks[run].sigmoid_()                                         # i, f, o = σ(·)
         if self.cell.input_activation:
             g.tanh_()                                                      # g = tanh(·)
@@ -75,7 +76,7 @@ class LSTMKernel(FusedKernel):
             d_g.copy_(dc)
         if f is not None:
             torch.mul(dc, step.c, out=d_f)                                 #   df = dc ⊙ c
-        for run in self.sigmoid_runs:                                      # i, f, o = σ(·)
+        for run in self.sigmoid_run_names:                                      # i, f, o = σ(·)
             d_run = grads.blocks[run]
             aten.sigmoid_backward.grad_input(d_run, step.blocks[run], grad_input=d_run)
         if self.cell.input_activation:                                     # g = tanh(·)
