@@ -5,6 +5,7 @@ HYPOTHESIS_PROFILE=thorough draws 2000 examples per property instead of 150.
 
 import os
 
+import pytest
 import torch
 from hypothesis import settings
 
@@ -25,3 +26,17 @@ settings.register_profile("dev", max_examples=150, deadline=None)
 settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True)
 settings.register_profile("thorough", max_examples=2000, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") == "true" else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture
+def small_column_blocks(monkeypatch):
+    """The Triton kernels' rows split into blocks of 4 columns (`launch.split_rows` halves a
+    row's block down to MIN_BLOCK while the grid is small): several programs per row, the last
+    partly masked, at the small sizes of the tests."""
+    from lstmkit.engines.triton import launch
+
+    monkeypatch.setattr(launch, "MIN_BLOCK", 4)
+    launch.split_rows.cache_clear()
+    yield
+    monkeypatch.undo()
+    launch.split_rows.cache_clear()

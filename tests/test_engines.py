@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lstmkit
-from helpers import ALL_CELLS, assert_same_run, cell_id, random_state, state_leaves, triton_installed
+from helpers import ALL_CELL_PARAMS, ALL_CELLS, assert_same_run, cell_id, random_state, state_leaves, triton_installed
 
 
 def fused_and_reference(cell, options, engine="fused", **layer_options):
@@ -80,6 +80,13 @@ def test_triton_equals_reference(cell, options, bias, proj):
         cell, options, 5, 3, lengths, given_state=not proj, engine="triton", input_size=4, hidden_size=5,
         num_layers=layers, bidirectional=not proj, bias=bias, proj_size=proj,
     )
+
+
+@triton_installed
+@pytest.mark.parametrize("cell, options", [param for param in ALL_CELL_PARAMS if param.values[0] != "layernorm"])
+def test_triton_equals_reference_with_rows_split_across_programs(cell, options, small_column_blocks):
+    """H = 13 in blocks of 4 columns: four programs per row, the last with one live column."""
+    assert_engines_agree(cell, options, 4, 3, [4, 2, 3], True, engine="triton", input_size=3, hidden_size=13)
 
 
 @triton_installed

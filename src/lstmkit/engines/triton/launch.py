@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
 import triton
 import triton.language as tl
 
-MAX_BLOCK = 1024  # columns one program handles; a row of H > 1024 spans several programs
+# How the kernels are laid out on the GPU (`split_rows`, `whole_rows`), chosen on an H200 by
+# `benchmarks/triton_layout.py` (BENCHMARKS.md, "GPU"): splitting rows gains 3–10 % at B 16,
+# H 768 and is neutral elsewhere; whole rows want at least four warps (two cost 4–5 % at H 256)
+# and gain up to 6 % with eight at H 768–1024.
+MAX_BLOCK = 1024  # columns one program handles at most; a row of H > 1024 spans several programs
+MIN_BLOCK = 64
+MIN_PROGRAMS = 256
+COLUMNS_PER_WARP = 128
+WHOLE_ROW_COLUMNS_PER_WARP = 128
+MIN_WARPS = 1
+MIN_WHOLE_ROW_WARPS = 4
+MAX_WARPS = 8
 
 
 SERIES_LIMIT = tl.constexpr(0.125)  # below it tanh takes its odd series, above it the ratio of exponentials
@@ -62,13 +76,34 @@ def store_gradient(d_gate_row, d_low_row, offset, value, inside, ADD_PRODUCT: tl
         tl.store(d_low_row + offset, value.to(d_low_row.dtype.element_ty), mask=inside)
 
 
-def block_size(hidden_size: int) -> int:
-    return min(MAX_BLOCK, triton.next_power_of_2(hidden_size))
+class Layout(NamedTuple):
+    """Where a step's kernel runs: its grid, and the launch options (`BLOCK`, the columns one
+    program handles, and `num_warps`)."""
+
+    grid: tuple[int, ...]
+    options: dict[str, int]
 
 
-def grid(rows: int, hidden_size: int) -> tuple[int, int]:
-    """One program per row and block of columns."""
-    return rows, triton.cdiv(hidden_size, block_size(hidden_size))
+@functools.lru_cache(maxsize=256)
+def split_rows(rows: int, hidden_size: int) -> Layout:
+    """One program per row and block of columns. A row's block starts as the whole row (up to
+    MAX_BLOCK columns) and halves, down to MIN_BLOCK, until the grid has MIN_PROGRAMS programs:
+    a small batch otherwise leaves most of a GPU's multiprocessors idle (16 rows of 768 columns
+    are 16 programs on a card of 132). Each warp takes COLUMNS_PER_WARP columns."""
+    block = min(MAX_BLOCK, triton.next_power_of_2(hidden_size))
+    while block > MIN_BLOCK and rows * triton.cdiv(hidden_size, block) < MIN_PROGRAMS:
+        block //= 2
+    warps = max(MIN_WARPS, min(MAX_WARPS, block // COLUMNS_PER_WARP))
+    return Layout((rows, triton.cdiv(hidden_size, block)), {"BLOCK": block, "num_warps": warps})
+
+
+@functools.lru_cache(maxsize=256)
+def whole_rows(rows: int, hidden_size: int) -> Layout:
+    """One program per row, for a kernel that reduces over a whole row (a layer norm), with
+    one warp per WHOLE_ROW_COLUMNS_PER_WARP columns."""
+    block = triton.next_power_of_2(hidden_size)
+    warps = max(MIN_WHOLE_ROW_WARPS, min(MAX_WARPS, block // WHOLE_ROW_COLUMNS_PER_WARP))
+    return Layout((rows,), {"BLOCK": block, "num_warps": warps})
 
 
 class IndexesItsGates:

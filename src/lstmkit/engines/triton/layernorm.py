@@ -10,7 +10,7 @@ from torch import Tensor
 from lstmkit.cells import LayerWeights
 from lstmkit.cells.layernorm import LAYER_NORM_EPS
 from lstmkit.engines.fused import FusedGrads, FusedStep, LayerNormKernel
-from lstmkit.engines.triton.launch import IndexesItsGates, recurrent_projection, store_gradient, tanh
+from lstmkit.engines.triton.launch import IndexesItsGates, recurrent_projection, store_gradient, tanh, whole_rows
 
 # LayerNorm's ε as 1 / EPS_RECIPROCAL, divided in the rows' dtype: a float argument or literal
 # would be a float32 value, off from float64's 1e-5 by 2.5e-13, which 1 / √(σ² + ε) shows in
@@ -159,22 +159,24 @@ class TritonLayerNormKernel(IndexesItsGates, LayerNormKernel):
         adds = step.product is not None
         shift = weights.bias_hh if weights.bias_hh is not None else step.c
         cell_shift = weights.extra.get("layernorm_cell_bias", step.c)
-        layernorm_forward[(rows,)](
+        layout = whole_rows(rows, hidden)
+        layernorm_forward[layout.grid](
             step.gates, step.rec, step.product if adds else step.rec, step.c, step.c_new, step.h_new,
             step.h_low if adds else step.h_new, tape["tanh_ln_c"], tape["rec_mean"], tape["rec_rstd"],
             tape["cell_mean"], tape["cell_rstd"], weights.extra["layernorm_hh_weight"], shift,
             weights.extra["layernorm_cell_weight"], cell_shift, hidden,
-            HAS_BIAS=weights.bias_hh is not None, ADD_PRODUCT=adds, BLOCK=triton.next_power_of_2(hidden),
+            HAS_BIAS=weights.bias_hh is not None, ADD_PRODUCT=adds, **layout.options,
         )
 
     def backward(self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> None:
         rows, hidden = step.c.shape
         tape = step.tape
         adds = grads.d_low is not None
-        layernorm_backward[(rows,)](
+        layout = whole_rows(rows, hidden)
+        layernorm_backward[layout.grid](
             dh.contiguous(), dc, step.gates, step.rec, step.c, step.c_new, tape["tanh_ln_c"], tape["rec_mean"],
             tape["rec_rstd"], tape["cell_mean"], tape["cell_rstd"], weights.extra["layernorm_hh_weight"],
             weights.extra["layernorm_cell_weight"], grads.d_gates, grads.d_rec,
             grads.d_low if adds else grads.d_rec, grads.tape["d_ln_c"], hidden,
-            ADD_PRODUCT=adds, BLOCK=triton.next_power_of_2(hidden),
+            ADD_PRODUCT=adds, **layout.options,
         )

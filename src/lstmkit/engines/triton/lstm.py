@@ -9,7 +9,7 @@ from torch import Tensor
 
 from lstmkit.cells import LayerWeights
 from lstmkit.engines.fused import CIFGKernel, FusedGrads, FusedStep, LSTMKernel, PeepholeKernel
-from lstmkit.engines.triton.launch import IndexesItsGates, block_size, grid, pre_activation, store_gradient, tanh
+from lstmkit.engines.triton.launch import IndexesItsGates, pre_activation, split_rows, store_gradient, tanh
 
 ABSENT = -1  # the block position of a removed gate
 
@@ -142,7 +142,7 @@ class TritonLSTMFamily(IndexesItsGates):
     coupled = False
     peephole = False
 
-    def flags(self, hidden_size: int) -> dict:
+    def flags(self) -> dict:
         blocks = self.cell.weight_blocks
         position = {block: blocks.index(block) if block in blocks else ABSENT for block in "ifgo"}
         return dict(
@@ -150,7 +150,7 @@ class TritonLSTMFamily(IndexesItsGates):
             COUPLED=self.coupled, PEEPHOLE=self.peephole,
             INPUT_ACTIVATION=getattr(self.cell, "input_activation", True),
             OUTPUT_ACTIVATION=getattr(self.cell, "output_activation", True),
-            NUM_GATES=self.cell.num_gates, BLOCK=block_size(hidden_size),
+            NUM_GATES=self.cell.num_gates,
         )
 
     def peepholes(self, weights: LayerWeights, fallback: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -162,20 +162,22 @@ class TritonLSTMFamily(IndexesItsGates):
         rows, hidden = step.c.shape
         tanh_c = step.tape.get("tanh_c", step.c_new)
         adds = step.product is not None
-        lstm_forward[grid(rows, hidden)](
+        layout = split_rows(rows, hidden)
+        lstm_forward[layout.grid](
             step.gates, step.product if adds else step.gates, step.c, step.c_new, step.h_new,
             step.h_low if adds else step.h_new, tanh_c, *self.peepholes(weights, step.c), hidden,
-            ADD_PRODUCT=adds, **self.flags(hidden),
+            ADD_PRODUCT=adds, **self.flags(), **layout.options,
         )
 
     def backward(self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> None:
         rows, hidden = step.c.shape
         tanh_c = step.tape.get("tanh_c", step.c_new)
         adds = grads.d_low is not None
-        lstm_backward[grid(rows, hidden)](
+        layout = split_rows(rows, hidden)
+        lstm_backward[layout.grid](
             dh.contiguous(), dc, step.gates, step.c, step.c_new, tanh_c, grads.d_gates,
             grads.d_low if adds else grads.d_gates, *self.peepholes(weights, step.c), hidden,
-            ADD_PRODUCT=adds, **self.flags(hidden),
+            ADD_PRODUCT=adds, **self.flags(), **layout.options,
         )
 
 

@@ -10,7 +10,7 @@ from torch import Tensor
 from lstmkit.cells import LayerWeights
 from lstmkit.engines.fused import FusedGrads, FusedStep, GRUKernel, RNNKernel
 from lstmkit.engines.triton.launch import (
-    IndexesItsGates, block_size, grid, pre_activation, recurrent_projection, store_gradient, tanh,
+    IndexesItsGates, pre_activation, recurrent_projection, split_rows, store_gradient, tanh,
 )
 
 
@@ -55,17 +55,19 @@ class TritonRNNKernel(RNNKernel):
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         rows, hidden = step.h_new.shape
         adds = step.product is not None
-        rnn_forward[grid(rows, hidden)](
+        layout = split_rows(rows, hidden)
+        rnn_forward[layout.grid](
             step.gates, step.product if adds else step.gates, step.h_new, step.h_low if adds else step.h_new, hidden,
-            RELU=self.cell.nonlinearity == "relu", ADD_PRODUCT=adds, BLOCK=block_size(hidden),
+            RELU=self.cell.nonlinearity == "relu", ADD_PRODUCT=adds, **layout.options,
         )
 
     def backward(self, dh: Tensor, dc: None, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> None:
         rows, hidden = step.h_new.shape
         adds = grads.d_low is not None
-        rnn_backward[grid(rows, hidden)](
+        layout = split_rows(rows, hidden)
+        rnn_backward[layout.grid](
             dh.contiguous(), step.h_new, grads.d_gates, grads.d_low if adds else grads.d_gates, hidden,
-            RELU=self.cell.nonlinearity == "relu", ADD_PRODUCT=adds, BLOCK=block_size(hidden),
+            RELU=self.cell.nonlinearity == "relu", ADD_PRODUCT=adds, **layout.options,
         )
 
 
@@ -138,18 +140,20 @@ class TritonGRUKernel(IndexesItsGates, GRUKernel):
         rows, hidden = step.h_new.shape
         adds = step.product is not None
         bias_hh = weights.bias_hh
-        gru_forward[grid(rows, hidden)](
+        layout = split_rows(rows, hidden)
+        gru_forward[layout.grid](
             step.gates, step.rec, step.product if adds else step.rec, step.rec if bias_hh is None else bias_hh,
             step.h, step.h_new, step.h_low if adds else step.h_new, hidden,
-            ADD_PRODUCT=adds, HAS_BIAS=bias_hh is not None, BLOCK=block_size(hidden),
+            ADD_PRODUCT=adds, HAS_BIAS=bias_hh is not None, **layout.options,
         )
 
     def backward(self, dh: Tensor, dc: None, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> Tensor:
         rows, hidden = step.h_new.shape
         direct = torch.empty_like(step.h_new)
         adds = grads.d_low is not None
-        gru_backward[grid(rows, hidden)](
+        layout = split_rows(rows, hidden)
+        gru_backward[layout.grid](
             dh.contiguous(), step.gates, step.rec, step.h, grads.d_gates, grads.d_rec,
-            grads.d_low if adds else grads.d_rec, direct, hidden, ADD_PRODUCT=adds, BLOCK=block_size(hidden),
+            grads.d_low if adds else grads.d_rec, direct, hidden, ADD_PRODUCT=adds, **layout.options,
         )
         return direct
