@@ -12,6 +12,7 @@ import torch
 import lstmkit
 from helpers import ALL_CELL_PARAMS, relative_error
 from lstmkit.engines.fused import graphs
+from lstmkit.engines.fused.products import Products
 
 pytestmark = [
     pytest.mark.cuda,
@@ -41,6 +42,35 @@ def test_engine_equals_reference_on_cuda_in_float64(cell, options, engine):
     theirs_grads = torch.autograd.grad((theirs * weights).sum(), [x, *reference.parameters()])
     for mine, other in zip(ours_grads, theirs_grads, strict=True):
         assert relative_error(mine, other) < 1e-10
+
+
+@pytest.mark.parametrize("cell, options", [param for param in ALL_CELL_PARAMS if param.values[0] != "layernorm"])
+def test_triton_rows_split_across_programs_equal_reference_on_cuda(cell, options, small_column_blocks):
+    """H = 16 in blocks of 4 columns on the GPU: four programs per row."""
+    layer, reference = layer_pair(cell, options, "triton")
+    x = torch.randn(5, 3, 8, dtype=torch.float64, device=CUDA, requires_grad=True)
+    ours, theirs = layer(x)[0], reference(x)[0]
+    assert relative_error(ours, theirs) < 1e-10
+    ours_grads = torch.autograd.grad(ours.sum(), [x, *layer.parameters()])
+    theirs_grads = torch.autograd.grad(theirs.sum(), [x, *reference.parameters()])
+    for mine, other in zip(ours_grads, theirs_grads, strict=True):
+        assert relative_error(mine, other) < 1e-10
+
+
+def test_mixed_precision_products_reach_the_float32_buffer_unrounded():
+    """Under mixed precision on CUDA the half-precision product goes into the float32 buffer
+    from cuBLAS itself (`out_dtype=`): the sums equal float64's to float32 rounding, where a
+    product rounded to bfloat16 first would be off by ~1e-3."""
+    products = Products(torch.bfloat16, torch.float32)
+    a, b = torch.randn(64, 256, device=CUDA).bfloat16(), torch.randn(256, 512, device=CUDA).bfloat16()
+    bias, out = torch.randn(64, 512, device=CUDA), torch.empty(64, 512, device=CUDA)
+    product = a.double() @ b.double()
+    products.into(out, a, b, bias)
+    assert relative_error(out, bias.double() + product) < 1e-6
+    products.accumulate(out, a, b)
+    assert relative_error(out, bias.double() + 2 * product) < 1e-6
+    products.into(out, a, b)
+    assert relative_error(out, product) < 1e-6
 
 
 @pytest.fixture

@@ -28,10 +28,10 @@ class FusedStep(NamedTuple):
     h_new, c_new: where the kernel writes its output (before any projection) and c_t.
     tape: the per-step buffers the kernel asked for in `tape`, (b, n) each.
     h_projected: where the engine writes h_t = W_hr h_new with proj_size (h_new itself without).
-    product, h_low: for a kernel that `adds_product`, under mixed precision: W_hh h_{t-1} in
-        the compute dtype (b, G*H), not yet in `gates` (or `rec`), which the kernel adds; and
-        where it writes h_t in the compute dtype too, for the next step's product. None
-        otherwise.
+    product, h_low: for a kernel that `adds_product`, under mixed precision: W_hh h_{t-1}
+        (b, G*H) from operands in the compute dtype (`Products.product`), not yet in `gates`
+        (or `rec`), which the kernel adds; and where it writes h_t in the compute dtype, for
+        the next step's product. None otherwise.
     blocks: the column blocks of `gates` the kernel names in `FusedKernel.blocks`, as views.
     """
 
@@ -81,8 +81,8 @@ class FusedKernel:
     (handed over as W_hh h; the kernel applies b_hh itself)."""
 
     adds_product: ClassVar[bool] = False
-    """Whether, under mixed precision, the kernel takes the recurrent product in the compute
-    dtype and adds it itself (into the pre-activations with "gates" recurrence; with "biased",
+    """Whether, under mixed precision, the kernel takes the recurrent product of operands in
+    the compute dtype and adds it itself (into the pre-activations with "gates" recurrence; with "biased",
     plus b_hh into `rec`), writing h_t and d_rec in the compute dtype as well
     (`FusedStep.product`, `h_low`, `FusedGrads.d_low`): the casts and the addition are then no
     launches of their own. The same numbers: the float32 sum of the same terms."""

@@ -362,7 +362,7 @@ def forward_loop(
         h_seen = step.h if zone.recurrent_mask is None else step.h * zone.recurrent_mask
         if h_low is not None:                              # the kernel adds W_hh h_{t-1} itself
             running = step.h.shape[0]
-            step = step._replace(product=h_low[:running] @ weight_hh_t, h_low=h_low[:running])
+            step = step._replace(product=products.product(h_low[:running], weight_hh_t), h_low=h_low[:running])
         elif kernel.recurrence == "gates":
             recurrent.accumulate(step.gates, h_seen)
         else:

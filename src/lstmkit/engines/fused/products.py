@@ -2,7 +2,9 @@
 
 Without mixed precision both dtypes are the same and each product writes straight into its
 buffer (`out=`, `addmm_`); with it, the operands are cast to the compute dtype and the result
-is added or copied into the float32 buffer.
+is added or copied into the float32 buffer: on CUDA by the product itself (cuBLAS multiplies
+half-precision matrices into a float32 result and adds the buffer, `out_dtype=`), elsewhere
+by a separate addition.
 
 The recurrent product multiplies one weight by a new state at every step. On CPU in float32
 that weight is packed once per loop for MKL's packed sgemm (`Products.repeated`), which then
@@ -22,6 +24,11 @@ MKL_PACKING = torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl
 # at T 4, 0.95–0.97 × at T 10, 0.98–1.02 × at T 20, 1.02–1.08 × at T 32, 1.01–1.10 × at T 100.
 PACKED_MIN_STEPS = 32
 
+# torch's products of half-precision matrices into a float32 result (`mm`/`addmm` with
+# `out_dtype=`, CUDA only): one cuBLAS call instead of a product, then an addition kernel, per
+# step; the product reaches the float32 buffer unrounded. Measured on an H200 (BENCHMARKS.md, "GPU").
+FLOAT32_RESULTS = "dtype_out" in torch.ops.aten.addmm.overloads()
+
 
 class Products:
     """`a @ b` for the fused loop; `b` (a weight) is already in the compute dtype."""
@@ -29,9 +36,19 @@ class Products:
     def __init__(self, compute: torch.dtype, state: torch.dtype) -> None:
         self.compute, self.state, self.mixed = compute, state, compute != state
 
+    def float32_result(self, device: torch.device) -> bool:
+        """Whether cuBLAS forms the products of the compute dtype in float32, the state dtype:
+        under mixed precision with a float32 state, on CUDA."""
+        return self.mixed and FLOAT32_RESULTS and device.type == "cuda" and self.state == torch.float32
+
     def into(self, out: Tensor, a: Tensor, b: Tensor, bias: Tensor | None = None) -> None:
         """out = a @ b (+ bias)."""
-        if self.mixed:
+        if self.float32_result(out.device) and (bias is None or bias.dtype == torch.float32):
+            if bias is None:
+                torch.mm(a.to(self.compute), b, out_dtype=torch.float32, out=out)
+            else:
+                torch.addmm(bias, a.to(self.compute), b, out_dtype=torch.float32, out=out)
+        elif self.mixed:
             product = a.to(self.compute) @ b
             if bias is None:
                 out.copy_(product)
@@ -44,10 +61,20 @@ class Products:
 
     def accumulate(self, out: Tensor, a: Tensor, b: Tensor) -> None:
         """out += a @ b."""
-        if self.mixed:
+        if self.float32_result(out.device):
+            torch.addmm(out, a.to(self.compute), b, out_dtype=torch.float32, out=out)
+        elif self.mixed:
             out.add_(a.to(self.compute) @ b)
         else:
             out.addmm_(a, b)
+
+    def product(self, a: Tensor, b: Tensor) -> Tensor:
+        """a @ b (operands in the compute dtype) for a kernel to add into a float32 buffer
+        itself: in float32 on CUDA, as `into` and `accumulate` add it there, so that both give
+        the same sums; in the compute dtype elsewhere."""
+        if self.float32_result(a.device):
+            return torch.mm(a, b, out_dtype=torch.float32)
+        return a @ b
 
     def __call__(self, a: Tensor, b: Tensor) -> Tensor:
         """a @ b in the compute dtype (for weight gradients and the input's, after the loop)."""
