@@ -27,7 +27,8 @@ from lstmkit.pipelines.configs import TranslationConfig  # noqa: E402
 from lstmkit.pipelines.translate import (  # noqa: E402
     TranslationJob, Translator, Vocabularies, bucketed_batches, decode_ids, load_translator,
 )
-from lstmkit.text.parallel import read_parallel  # noqa: E402
+from lstmkit.files import fingerprint  # noqa: E402
+from lstmkit.text.parallel import read_lines, read_parallel  # noqa: E402
 from lstmkit.text.subwords import Subwords  # noqa: E402
 from lstmkit.training import Processes, Trainer  # noqa: E402
 
@@ -191,6 +192,16 @@ def test_bad_input_files_stop_with_messages_that_name_them(tmp_path):
     compressed = tmp_path / "b.en.gz"
     compressed.write_bytes(gzip.compress("one\ntwo\nthree\n".encode()))
     assert read_parallel(source, compressed).targets == ["one", "two", "three"]
+
+
+def test_a_file_and_its_gzip_are_the_same_data_to_resume(tmp_path):
+    """The fingerprint --resume compares is of the text a file holds, not of its bytes on disk."""
+    text = "eins\nzwei\n".encode()
+    (tmp_path / "a.de").write_bytes(text)
+    (tmp_path / "a.de.gz").write_bytes(gzip.compress(text))
+    (tmp_path / "b.de").write_bytes(text + b"drei\n")
+    plain, packed, other = (read_lines(tmp_path / name)[1] for name in ("a.de", "a.de.gz", "b.de"))
+    assert plain == packed == fingerprint(text) and other != plain
 
 
 def test_the_train_command_reports_a_mismatch_with_exit_2(tmp_path, capsys):

@@ -16,11 +16,12 @@ from lstmkit.files import check_input_file, fingerprint, gunzipped
 def read_lines(path: str | Path, what: str = "sentences", blank_lines: bool = False) -> tuple[list[str], dict]:
     """The lines of a plain or gzip UTF-8 text file (gzip recognised by its first two bytes,
     whatever the name), each without its line break and surrounding white space, and the
-    file's fingerprint (size and SHA-256 of its bytes as stored). A missing, empty, binary or
-    non-UTF-8 file stops with a message naming it (`blank_lines`: see `text_lines`)."""
+    file's fingerprint (size and SHA-256 of the bytes it holds, decompressed: the same text
+    gzipped or not is the same data to --resume). A missing, empty, binary or non-UTF-8 file
+    stops with a message naming it (`blank_lines`: see `text_lines`)."""
     path = check_input_file(path, f"a UTF-8 text file of {what}, plain or gzip")
-    stored = path.read_bytes()
-    return text_lines(gunzipped(stored, path), str(path), blank_lines), fingerprint(stored)
+    data = gunzipped(path.read_bytes(), path)
+    return text_lines(data, str(path), blank_lines), fingerprint(data)
 
 
 def text_lines(data: bytes, name: str, blank_lines: bool = False) -> list[str]:
