@@ -381,6 +381,12 @@ def test_eval_and_transcribe_commands_print_and_write_the_scores(tone_run, capsy
     recognizer = load_speech_model(folder / "run")
     with pytest.warns(UserWarning, match=re.escape(f"{faster} resampled from 16000 Hz to 8000 Hz, the model's rate")):
         assert recognizer.transcribe(faster) == "ba"  # from Python too
+    silent = folder / "silent.wav"
+    soundfile.write(silent, np.zeros(len(samples)), soundfile.info(files[0]).samplerate, subtype="PCM_16")
+    code, out, err = run_cli(["speech", "transcribe", str(folder / "run"), str(silent)], capsys)
+    assert code == 0 and out.startswith(f"{silent}\t")
+    assert err == (f"lstmkit: warning: {silent} is silent (its spectrogram is the same in every frame): the transcript is "
+                   "what the model makes of silence\n")
     with pytest.raises(TypeError, match=re.escape("expected the path of one audio file, got list; for several, call "
                                                   "once per file: [recognizer.transcribe(path) for path in paths]")):
         recognizer.transcribe(files)

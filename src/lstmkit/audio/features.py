@@ -28,6 +28,7 @@ from lstmkit.training.config import check_positive_integers
 
 # Added to the mel power before the log: silence (digital zeros) stays finite.
 LOG_FLOOR = 1e-6
+SILENT_SCALE = 1e-5  # below this spread of log-mel energies an utterance is silent
 # The speeds perturbation may play a file at: beyond half or twice, speech stops sounding like
 # the same words said by another voice.
 MIN_SPEED, MAX_SPEED = 0.5, 2.0
@@ -126,6 +127,10 @@ class FrontEnd:
 def normalise(frames: Tensor) -> Tensor:
     """Each band's mean over the frames removed, then the whole utterance scaled to variance 1
     (one scale for every band: a band that holds only noise stays small rather than being
-    blown up to the size of the bands that hold speech)."""
+    blown up to the size of the bands that hold speech). An utterance whose energies do not
+    change (digital silence) becomes zeros."""
     centred = frames - frames.mean(0, keepdim=True)
-    return centred / centred.std(unbiased=False).clamp_min(1e-5)
+    scale = centred.std(unbiased=False)
+    if scale < SILENT_SCALE:  # the same energies in every frame (silence): what is left is rounding
+        return torch.zeros_like(frames)
+    return centred / scale

@@ -375,11 +375,14 @@ class SpeechRecognizer:
 
     def posteriors(self, path: str | Path) -> tuple[Tensor, Tensor, int | None]:
         """A file's frames (frames, n_mels), the model's per-step log-probabilities (steps, V)
-        and the file's own rate when it was resampled."""
+        and the file's own rate when it was resampled; a warning for a silent file."""
         if not isinstance(path, (str, Path)):
             raise TypeError(f"expected the path of one audio file, got {type(path).__name__}; for several, call "
                             "once per file: [recognizer.transcribe(path) for path in paths]")
         frames, rate = utterance_frames(Path(path), self.front_end)
+        if not frames.any():  # normalised log-mel energies that never change: every sample the same
+            warn_at_caller(f"{path} is silent (its spectrogram is the same in every frame): the transcript is "
+                           "what the model makes of silence")
         device = next(self.model.parameters()).device
         with torch.no_grad():
             log_probs, _ = self.model(frames.unsqueeze(1).to(device), torch.tensor([len(frames)], device=device))
