@@ -89,6 +89,7 @@ class FusedKernel:
 
     def __init__(self, cell: Cell) -> None:
         self.cell = cell
+        self.block_columns: dict[int, dict[str, slice]] = {}  # `blocks` by hidden size, made once
 
     def tape(self, hidden_size: int) -> dict[str, int]:
         """Per-step buffers the forward keeps for backward: name -> features."""
@@ -108,7 +109,10 @@ class FusedKernel:
     def cut_blocks(self, buffer: Tensor) -> dict[str, Tensor]:
         """`blocks` of a (..., G*H) buffer, as views."""
         hidden_size = buffer.shape[-1] // self.cell.num_gates
-        return {name: buffer[..., columns] for name, columns in self.blocks(hidden_size).items()}
+        columns = self.block_columns.get(hidden_size)
+        if columns is None:  # a cell module's step cuts blocks three times per step: 13 µs each to make
+            columns = self.block_columns[hidden_size] = self.blocks(hidden_size)
+        return {name: buffer[..., span] for name, span in columns.items()}
 
     def project_input(self, x: Tensor, weights: LayerWeights, products: Products) -> tuple[Tensor, tuple]:
         """The gate pre-activations from the input of all steps, (N, G*H) for x (N, I), and
