@@ -21,7 +21,7 @@ import statistics
 from dataclasses import dataclass, field
 
 import torch
-from common import timed
+from common import host_microseconds_per_op, timed
 
 import lstmkit
 
@@ -102,7 +102,8 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(
         f"lstmkit {lstmkit.__version__}, torch {torch.__version__}, {platform.machine()}, "
-        f"{where}; B {args.batch}, H = I {args.hidden}, {args.steps} steps, "
+        f"{where}, host {host_microseconds_per_op(device):.1f} µs per operator; B {args.batch}, "
+        f"H = I {args.hidden}, {args.steps} steps, "
         f"median of {args.repeats} interleaved rounds"
     )
     print()

@@ -38,6 +38,19 @@ def median_time(function, device: torch.device, repeats: int, warmup: int = 1) -
     return statistics.median(timed(function, device) for _ in range(repeats))
 
 
+def host_microseconds_per_op(device: torch.device, ops: int = 2000, repeats: int = 5) -> float:
+    """Microseconds the host spends issuing one tiny operator on `device` (on CUDA, one kernel
+    launch): what decides the speed of code that launches a kernel per step, such as cuDNN's
+    RNNs at small sizes, and so the machine's part in a ratio against them."""
+    x = torch.zeros(1, device=device)
+
+    def issue() -> None:
+        for _ in range(ops):
+            x.add_(1)
+
+    return median_time(issue, device, repeats) / ops * 1e6
+
+
 def matrix_shapes(layer: torch.nn.Module) -> tuple[int, int, int]:
     """(gate rows G*H, input size, recurrent input size) of a layer's first weights."""
     gate_rows, input_size = layer.weight_ih_l0.shape

@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from common import forward_backward
+from common import forward_backward, host_microseconds_per_op
 
 import lstmkit
 from lstmkit.cells import make_cell
@@ -81,7 +81,8 @@ def main() -> None:
     }
     lines = [
         f"lstmkit {lstmkit.__version__}, torch {torch.__version__}, {torch.cuda.get_device_name()}, "
-        f"cuDNN {torch.backends.cudnn.version()}, TF32 matmul {torch.backends.cuda.matmul.allow_tf32}",
+        f"cuDNN {torch.backends.cudnn.version()}, TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, "
+        f"host {host_microseconds_per_op(torch.device('cuda')):.1f} µs per kernel launch",
         "",
         "| precision | B | H | T | cell | engine | ms | × cuDNN | peak MB | memory × cuDNN | held MB |",
         "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
