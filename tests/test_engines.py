@@ -155,6 +155,34 @@ def test_triton_kernels_are_handed_the_product_under_autocast(cell, options, for
     assert handed == [("forward", forward_dtype)] * 3 + [("backward", torch.bfloat16)] * 3
 
 
+@pytest.mark.parametrize("engine, options, refilled", [
+    *(("triton", {"cell": cell}, True) for cell in ("lstm", "peephole", "cifg", "rnn", "gru", "layernorm")),
+    ("triton", {"cell": "lstm", "zoneout": 0.5}, False),  # zoneout changes dh between kernel and product
+    ("triton", {"cell": "lstm", "proj_size": 2}, False),
+    ("fused", {"cell": "lstm"}, False),
+])
+def test_the_product_for_dh_adds_in_place_where_the_kernel_refills_dh(engine, options, refilled, monkeypatch):
+    """A Triton kernel writes d_output[t - 1] into dh once it has read it
+    (`FusedKernel.refills_dh`), and the product for d h_{t-1} then adds into dh in place: no
+    separate addend, which a CUDA product would first copy into its output."""
+    if engine == "triton" and lstmkit.engines.ENGINES["triton"].unavailable():
+        pytest.skip("triton is not installed")
+    from lstmkit.engines.fused.products import RepeatedProduct
+
+    calls = []
+    into, accumulate = RepeatedProduct.into, RepeatedProduct.accumulate
+    monkeypatch.setattr(RepeatedProduct, "into", lambda self, out, a, bias=None: (
+        calls.append("into" if bias is None else "into with an addend"), into(self, out, a, bias)))
+    monkeypatch.setattr(RepeatedProduct, "accumulate", lambda self, out, a: (
+        calls.append("accumulate"), accumulate(self, out, a)))
+    cell = options.pop("cell")
+    layer = lstmkit.Recurrent(cell, 4, 6, engine=engine, dtype=torch.float64, **options)
+    output = layer(torch.randn(3, 2, 4, dtype=torch.float64))[0]
+    calls.clear()  # the forward's products
+    output.sum().backward()
+    assert calls == (["accumulate"] * 3 if refilled else ["into with an addend"] * 2 + ["into"])
+
+
 @st.composite
 def configurations(draw):
     cell, options = draw(st.sampled_from(ALL_CELLS))

@@ -59,6 +59,9 @@ class FusedGrads(NamedTuple):
     d_low: for a kernel that `adds_product`, under mixed precision: where it writes d_rec in
         the compute dtype too, for the product that gives d h_{t-1}. None otherwise.
     blocks: the column blocks of `d_gates` the kernel names in `FusedKernel.blocks`, as views.
+    refill: for a kernel that `refills_dh`, where the loop lets it: what d h_{t-1} starts
+        from at this step's rows (d loss / d h_{t-1} from the output), which the kernel writes
+        into dh once it has read it. None otherwise.
     """
 
     d_gates: Tensor
@@ -66,6 +69,7 @@ class FusedGrads(NamedTuple):
     tape: dict[str, Tensor]
     d_low: Tensor | None = None
     blocks: dict[str, Tensor] | None = None
+    refill: Tensor | None = None
 
 
 class FusedKernel:
@@ -86,6 +90,12 @@ class FusedKernel:
     plus b_hh into `rec`), writing h_t and d_rec in the compute dtype as well
     (`FusedStep.product`, `h_low`, `FusedGrads.d_low`): the casts and the addition are then no
     launches of their own. The same numbers: the float32 sum of the same terms."""
+
+    refills_dh: ClassVar[bool] = False
+    """Whether the kernel's backward, given `FusedGrads.refill`, writes it into dh once it has
+    read dh (plus what flows to h_{t-1} directly, which it then does not return), so that the
+    engine adds the product for d h_{t-1} into dh in place: on CUDA a product with a separate
+    addend first copies the addend into its output, a copy per step."""
 
     def __init__(self, cell: Cell) -> None:
         self.cell = cell

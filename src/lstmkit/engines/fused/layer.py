@@ -559,8 +559,9 @@ def backward_loop(
     new = dict(dtype=gates.dtype, device=gates.device)
     d_gates = allocate(gates.shape, **new)
     d_rec = d_gates if rec is None else allocate(rec.shape, **new)
-    dh = d_h_n.clone()
-    dc = None if cs is None else d_c_n.clone()
+    # running buffers the kernels index row by row (and a refilling kernel writes): contiguous
+    dh = d_h_n.clone(memory_format=torch.contiguous_format)
+    dc = None if cs is None else d_c_n.clone(memory_format=torch.contiguous_format)
     d_hs = None if cell_outputs is None else allocate(hs[1:].shape, **new)
     hidden_size = gate_size // cell.num_gates
     grad_tape = {
@@ -574,6 +575,11 @@ def backward_loop(
     if adds_product(kernel, products):  # d_rec in the compute dtype too, written by the kernel
         d_low = torch.empty(batch_size, gate_size, dtype=products.compute, device=gates.device)
     recurrent = products.repeated(weights.weight_hh, batch_size, steps)
+    # A kernel that refills dh with d_output[t - 1] once it has read it lets the product for
+    # d h_{t-1} add into dh in place, where nothing changes dh between the two.
+    refills = (kernel.refills_dh and noise.keep_hidden is None and noise.recurrent_mask is None
+               and weights.weight_hr is None)
+    no_output = dh.new_zeros(dh.shape) if refills else None  # what step 0 refills: h_0 is no output
     steps_views = step_views(kernel, batch_sizes, tape)
     grads_views = grad_views(kernel, batch_sizes, d_gates, d_rec, grad_tape)
     zones = zone_views(batch_sizes, tape, noise)
@@ -599,11 +605,15 @@ def backward_loop(
             dh_t = products(dh_t, weights.weight_hr).to(dh.dtype)
         if d_low is not None:
             grads = grads._replace(d_low=d_low[:running])
+        if refills:
+            grads = grads._replace(refill=no_output[:running] if previous_output is None else previous_output)
         direct = kernel.backward(dh_t, dc_t, step, grads, weights)
         if kept_c is not None:
             dc_t.add_(kept_c)
         d_rec_step = grads.d_rec if d_low is None else grads.d_low  # in the compute dtype already, or cast
-        if zone.recurrent_mask is None:
+        if refills:                                        # dh holds d_output[t - 1] (and the direct term)
+            recurrent.accumulate(dh_rows, d_rec_step)
+        elif zone.recurrent_mask is None:
             recurrent.into(dh_rows, d_rec_step, previous_output)
         else:                                              # the product saw h_{t-1} ⊙ m
             recurrent.into(dh_rows, d_rec_step)

@@ -7,6 +7,9 @@ from typing import NamedTuple
 
 import triton
 import triton.language as tl
+from torch import Tensor
+
+from lstmkit.engines.fused import FusedGrads
 
 # How the kernels are laid out on the GPU (`split_rows`, `whole_rows`), chosen on an H200 by
 # `benchmarks/triton_layout.py` (BENCHMARKS.md, "GPU"): splitting rows gains 3–10 % at B 16,
@@ -104,6 +107,32 @@ def whole_rows(rows: int, hidden_size: int) -> Layout:
     block = triton.next_power_of_2(hidden_size)
     warps = max(MIN_WHOLE_ROW_WARPS, min(MAX_WARPS, block // WHOLE_ROW_COLUMNS_PER_WARP))
     return Layout((rows,), {"BLOCK": block, "num_warps": warps})
+
+
+@triton.jit
+def read_dh(dh, refill, state, inside, REFILL: tl.constexpr):
+    """A block of dh; with REFILL, dh then starts over from `refill` (d loss / d h_{t-1} from
+    the output), into which the engine adds the product for d h_{t-1} (`FusedKernel.refills_dh`)."""
+    d_h = tl.load(dh + state, mask=inside, other=0.0)
+    if REFILL:
+        tl.store(dh + state, tl.load(refill + state, mask=inside, other=0.0), mask=inside)
+    return d_h
+
+
+class Refilling:
+    """The Triton kernels' side of `FusedKernel.refills_dh`: the arguments a backward launch
+    takes for it. First among a kernel's bases, beside `IndexesItsGates`."""
+
+    refills_dh = True
+
+    @staticmethod
+    def refill_arguments(dh: Tensor, grads: FusedGrads) -> tuple[Tensor, Tensor, dict[str, bool]]:
+        """dh as the kernel reads it (itself when refilled: the engine's running rows, which
+        are contiguous, and which the kernel writes), the refill (dh where there is none)
+        and the REFILL flag."""
+        if grads.refill is None:
+            return dh.contiguous(), dh, {"REFILL": False}
+        return dh, grads.refill, {"REFILL": True}
 
 
 class IndexesItsGates:

@@ -10,7 +10,9 @@ from torch import Tensor
 from lstmkit.cells import LayerWeights
 from lstmkit.cells.layernorm import LAYER_NORM_EPS
 from lstmkit.engines.fused import FusedGrads, FusedStep, LayerNormKernel
-from lstmkit.engines.triton.launch import IndexesItsGates, recurrent_projection, store_gradient, tanh, whole_rows
+from lstmkit.engines.triton.launch import (
+    IndexesItsGates, Refilling, read_dh, recurrent_projection, store_gradient, tanh, whole_rows,
+)
 
 # LayerNorm's ε as 1 / EPS_RECIPROCAL, divided in the rows' dtype: a float argument or literal
 # would be a float32 value, off from float64's 1e-5 by 2.5e-13, which 1 / √(σ² + ε) shows in
@@ -88,11 +90,13 @@ def layernorm_forward(
 
 @triton.jit
 def layernorm_backward(
-    dh, dc, gates, rec, c, c_new, tanh_ln_c, rec_mean, rec_rstd, cell_mean, cell_rstd,
-    rec_gain, cell_gain, d_gates, d_rec, d_low, d_ln_c, hidden, ADD_PRODUCT: tl.constexpr, BLOCK: tl.constexpr,
+    dh, refill, dc, gates, rec, c, c_new, tanh_ln_c, rec_mean, rec_rstd, cell_mean, cell_rstd,
+    rec_gain, cell_gain, d_gates, d_rec, d_low, d_ln_c, hidden, ADD_PRODUCT: tl.constexpr, REFILL: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     """The forward lines in reverse, each differentiated; dc becomes d loss / d c. With
-    ADD_PRODUCT, d rec goes into `d_low` in the compute dtype too."""
+    ADD_PRODUCT, d rec goes into `d_low` in the compute dtype too; with REFILL, dh starts over
+    from `refill` once read (`read_dh`)."""
     row = tl.program_id(0)
     columns = tl.arange(0, BLOCK)
     inside = columns < hidden
@@ -104,7 +108,7 @@ def layernorm_backward(
     f = tl.load(gate_row + hidden, mask=inside, other=0.0)
     g = tl.load(gate_row + 2 * hidden, mask=inside, other=0.0)
     o = tl.load(gate_row + 3 * hidden, mask=inside, other=0.0)
-    d_h = tl.load(dh + state, mask=inside, other=0.0)
+    d_h = read_dh(dh, refill, state, inside, REFILL)
     squashed = tl.load(tanh_ln_c + state, mask=inside, other=0.0)
     d_o = d_h * squashed * o * (1 - o)                                     # h' = o ⊙ tanh(LN(c'))
     d_normalised = d_h * o * (1 - squashed * squashed)
@@ -148,7 +152,7 @@ def layernorm_backward(
     )
 
 
-class TritonLayerNormKernel(IndexesItsGates, LayerNormKernel):
+class TritonLayerNormKernel(Refilling, IndexesItsGates, LayerNormKernel):
     """`LayerNormLSTMStep.step` in one Triton kernel each way."""
 
     adds_product = True
@@ -172,11 +176,12 @@ class TritonLayerNormKernel(IndexesItsGates, LayerNormKernel):
         rows, hidden = step.c.shape
         tape = step.tape
         adds = grads.d_low is not None
+        dh, refill, refilling = self.refill_arguments(dh, grads)
         layout = whole_rows(rows, hidden)
         layernorm_backward[layout.grid](
-            dh.contiguous(), dc, step.gates, step.rec, step.c, step.c_new, tape["tanh_ln_c"], tape["rec_mean"],
+            dh, refill, dc, step.gates, step.rec, step.c, step.c_new, tape["tanh_ln_c"], tape["rec_mean"],
             tape["rec_rstd"], tape["cell_mean"], tape["cell_rstd"], weights.extra["layernorm_hh_weight"],
             weights.extra["layernorm_cell_weight"], grads.d_gates, grads.d_rec,
             grads.d_low if adds else grads.d_rec, grads.tape["d_ln_c"], hidden,
-            ADD_PRODUCT=adds, **layout.options,
+            ADD_PRODUCT=adds, **refilling, **layout.options,
         )

@@ -9,7 +9,9 @@ from torch import Tensor
 
 from lstmkit.cells import LayerWeights
 from lstmkit.engines.fused import CIFGKernel, FusedGrads, FusedStep, LSTMKernel, PeepholeKernel
-from lstmkit.engines.triton.launch import IndexesItsGates, pre_activation, split_rows, store_gradient, tanh
+from lstmkit.engines.triton.launch import (
+    IndexesItsGates, Refilling, pre_activation, read_dh, split_rows, store_gradient, tanh,
+)
 
 ABSENT = -1  # the block position of a removed gate
 
@@ -76,13 +78,15 @@ def lstm_forward(
 
 @triton.jit
 def lstm_backward(
-    dh, dc, gates, c, c_new, tanh_c, d_gates, d_low, peephole_i, peephole_f, peephole_o, hidden,
+    dh, refill, dc, gates, c, c_new, tanh_c, d_gates, d_low, peephole_i, peephole_f, peephole_o, hidden,
     POS_I: tl.constexpr, POS_F: tl.constexpr, POS_G: tl.constexpr, POS_O: tl.constexpr,
     COUPLED: tl.constexpr, PEEPHOLE: tl.constexpr, INPUT_ACTIVATION: tl.constexpr,
-    OUTPUT_ACTIVATION: tl.constexpr, NUM_GATES: tl.constexpr, ADD_PRODUCT: tl.constexpr, BLOCK: tl.constexpr,
+    OUTPUT_ACTIVATION: tl.constexpr, NUM_GATES: tl.constexpr, ADD_PRODUCT: tl.constexpr, REFILL: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     """The forward lines in reverse, each differentiated; dc becomes d loss / d c. With
-    ADD_PRODUCT the gate gradients go into `d_low` in the compute dtype as well."""
+    ADD_PRODUCT the gate gradients go into `d_low` in the compute dtype as well; with REFILL,
+    dh starts over from `refill` once read (`read_dh`)."""
     row = tl.program_id(0)
     columns = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = columns < hidden
@@ -90,7 +94,7 @@ def lstm_backward(
     d_gate_row = d_gates + row * NUM_GATES * hidden + columns
     d_low_row = d_low + row * NUM_GATES * hidden + columns
     state = row * hidden + columns
-    d_h = tl.load(dh + state, mask=inside, other=0.0)
+    d_h = read_dh(dh, refill, state, inside, REFILL)
     d_c = tl.load(dc + state, mask=inside, other=0.0)
     c_prev = tl.load(c + state, mask=inside, other=0.0)
     if OUTPUT_ACTIVATION:
@@ -135,7 +139,7 @@ def lstm_backward(
     tl.store(dc + state, d_c_prev, mask=inside)
 
 
-class TritonLSTMFamily(IndexesItsGates):
+class TritonLSTMFamily(Refilling, IndexesItsGates):
     """The forward and backward launches shared by the LSTM, peephole and CIFG kernels."""
 
     adds_product = True
@@ -173,11 +177,12 @@ class TritonLSTMFamily(IndexesItsGates):
         rows, hidden = step.c.shape
         tanh_c = step.tape.get("tanh_c", step.c_new)
         adds = grads.d_low is not None
+        dh, refill, refilling = self.refill_arguments(dh, grads)
         layout = split_rows(rows, hidden)
         lstm_backward[layout.grid](
-            dh.contiguous(), dc, step.gates, step.c, step.c_new, tanh_c, grads.d_gates,
+            dh, refill, dc, step.gates, step.c, step.c_new, tanh_c, grads.d_gates,
             grads.d_low if adds else grads.d_gates, *self.peepholes(weights, step.c), hidden,
-            ADD_PRODUCT=adds, **self.flags(), **layout.options,
+            ADD_PRODUCT=adds, **refilling, **self.flags(), **layout.options,
         )
 
 

@@ -10,7 +10,7 @@ from torch import Tensor
 from lstmkit.cells import LayerWeights
 from lstmkit.engines.fused import FusedGrads, FusedStep, GRUKernel, RNNKernel
 from lstmkit.engines.triton.launch import (
-    IndexesItsGates, pre_activation, recurrent_projection, split_rows, store_gradient, tanh,
+    IndexesItsGates, Refilling, pre_activation, read_dh, recurrent_projection, split_rows, store_gradient, tanh,
 )
 
 
@@ -33,12 +33,12 @@ def rnn_forward(gates, product, h_new, h_low, hidden, RELU: tl.constexpr, ADD_PR
 
 
 @triton.jit
-def rnn_backward(dh, h_new, d_gates, d_low, hidden, RELU: tl.constexpr, ADD_PRODUCT: tl.constexpr,
-                 BLOCK: tl.constexpr):
+def rnn_backward(dh, refill, h_new, d_gates, d_low, hidden, RELU: tl.constexpr, ADD_PRODUCT: tl.constexpr,
+                 REFILL: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0)
     columns = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = columns < hidden
-    d_h = tl.load(dh + row * hidden + columns, mask=inside, other=0.0)
+    d_h = read_dh(dh, refill, row * hidden + columns, inside, REFILL)
     out = tl.load(h_new + row * hidden + columns, mask=inside, other=0.0)
     if RELU:
         d_pre = tl.where(out > 0, d_h, 0.0)                                # d(·) = dh ⊙ relu'(·)
@@ -47,7 +47,7 @@ def rnn_backward(dh, h_new, d_gates, d_low, hidden, RELU: tl.constexpr, ADD_PROD
     store_gradient(d_gates + row * hidden + columns, d_low + row * hidden + columns, 0, d_pre, inside, ADD_PRODUCT)
 
 
-class TritonRNNKernel(RNNKernel):
+class TritonRNNKernel(Refilling, RNNKernel):
     """`RNNStep.step` in one Triton kernel each way."""
 
     adds_product = True
@@ -64,10 +64,11 @@ class TritonRNNKernel(RNNKernel):
     def backward(self, dh: Tensor, dc: None, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> None:
         rows, hidden = step.h_new.shape
         adds = grads.d_low is not None
+        dh, refill, refilling = self.refill_arguments(dh, grads)
         layout = split_rows(rows, hidden)
         rnn_backward[layout.grid](
-            dh.contiguous(), step.h_new, grads.d_gates, grads.d_low if adds else grads.d_gates, hidden,
-            RELU=self.cell.nonlinearity == "relu", ADD_PRODUCT=adds, **layout.options,
+            dh, refill, step.h_new, grads.d_gates, grads.d_low if adds else grads.d_gates, hidden,
+            RELU=self.cell.nonlinearity == "relu", ADD_PRODUCT=adds, **refilling, **layout.options,
         )
 
 
@@ -101,10 +102,11 @@ def gru_forward(gates, rec, product, bias_hh, h, h_new, h_low, hidden, ADD_PRODU
 
 
 @triton.jit
-def gru_backward(dh, gates, rec, h, d_gates, d_rec, d_low, direct, hidden, ADD_PRODUCT: tl.constexpr,
-                 BLOCK: tl.constexpr):
-    """The forward lines in reverse; `direct` gets d loss / d h through z ⊙ h. With
-    ADD_PRODUCT, d rec goes into `d_low` in the compute dtype too."""
+def gru_backward(dh, refill, gates, rec, h, d_gates, d_rec, d_low, direct, hidden, ADD_PRODUCT: tl.constexpr,
+                 REFILL: tl.constexpr, BLOCK: tl.constexpr):
+    """The forward lines in reverse; d loss / d h through z ⊙ h goes into `direct`, or with
+    REFILL into dh, after `refill`. With ADD_PRODUCT, d rec goes into `d_low` in the compute
+    dtype too."""
     row = tl.program_id(0)
     columns = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = columns < hidden
@@ -128,10 +130,13 @@ def gru_backward(dh, gates, rec, h, d_gates, d_rec, d_low, direct, hidden, ADD_P
     store_gradient(d_rec_row, d_low_row, 0, d_r, inside, ADD_PRODUCT)
     store_gradient(d_rec_row, d_low_row, hidden, d_z, inside, ADD_PRODUCT)
     store_gradient(d_rec_row, d_low_row, 2 * hidden, d_n * r, inside, ADD_PRODUCT)
-    tl.store(direct + state, d_h * z, mask=inside)
+    if REFILL:                                                             # h' = n + z ⊙ (h − n)
+        tl.store(dh + state, tl.load(refill + state, mask=inside, other=0.0) + d_h * z, mask=inside)
+    else:
+        tl.store(direct + state, d_h * z, mask=inside)
 
 
-class TritonGRUKernel(IndexesItsGates, GRUKernel):
+class TritonGRUKernel(Refilling, IndexesItsGates, GRUKernel):
     """`GRUStep.step` in one Triton kernel each way."""
 
     adds_product = True
@@ -147,13 +152,16 @@ class TritonGRUKernel(IndexesItsGates, GRUKernel):
             ADD_PRODUCT=adds, HAS_BIAS=bias_hh is not None, **layout.options,
         )
 
-    def backward(self, dh: Tensor, dc: None, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> Tensor:
+    def backward(
+        self, dh: Tensor, dc: None, step: FusedStep, grads: FusedGrads, weights: LayerWeights
+    ) -> Tensor | None:
         rows, hidden = step.h_new.shape
-        direct = torch.empty_like(step.h_new)
         adds = grads.d_low is not None
+        dh, refill, refilling = self.refill_arguments(dh, grads)
+        direct = dh if refilling["REFILL"] else torch.empty_like(step.h_new)  # refilled: into dh, no direct term
         layout = split_rows(rows, hidden)
         gru_backward[layout.grid](
-            dh.contiguous(), step.gates, step.rec, step.h, grads.d_gates, grads.d_rec,
-            grads.d_low if adds else grads.d_rec, direct, hidden, ADD_PRODUCT=adds, **layout.options,
+            dh, refill, step.gates, step.rec, step.h, grads.d_gates, grads.d_rec,
+            grads.d_low if adds else grads.d_rec, direct, hidden, ADD_PRODUCT=adds, **refilling, **layout.options,
         )
-        return direct
+        return None if refilling["REFILL"] else direct
