@@ -90,6 +90,15 @@ def test_triton_equals_reference_with_rows_split_across_programs(cell, options, 
 
 
 @triton_installed
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "layernorm"])
+def test_triton_equals_reference_batch_first(cell):
+    """batch_first: the output's gradient arrives transposed, which the kernels that refill dh
+    read row by row."""
+    assert_engines_agree(cell, {}, 3, 4, None, False, engine="triton", input_size=3, hidden_size=5,
+                         batch_first=True)  # x (3, 4, 3): 3 sequences of 4 steps
+
+
+@triton_installed
 @pytest.mark.parametrize("cell, hidden", [("lstm", 1100), ("layernorm", 40), ("gru", 33)])
 def test_triton_equals_reference_past_one_block_of_columns(cell, hidden):
     """H above the kernels' block (1024 columns) and H not a power of two: masked lanes."""
