@@ -579,9 +579,9 @@ def backward_loop(
     # d h_{t-1} add into dh in place, where nothing changes dh between the two.
     refills = (kernel.refills_dh and noise.keep_hidden is None and noise.recurrent_mask is None
                and weights.weight_hr is None)
-    no_output = dh.new_zeros(dh.shape) if refills else None  # what step 0 refills: h_0 is no output
-    if refills:  # the kernels read d_output[t - 1] row by row
-        d_output = d_output.contiguous()
+    no_output = None
+    if refills:  # step 0 refills zeros (h_0 is no output); the kernels read d_output row by row
+        no_output, d_output = dh.new_zeros(dh.shape), d_output.contiguous()
     steps_views = step_views(kernel, batch_sizes, tape)
     grads_views = grad_views(kernel, batch_sizes, d_gates, d_rec, grad_tape)
     zones = zone_views(batch_sizes, tape, noise)
