@@ -192,6 +192,20 @@ def test_the_product_for_dh_adds_in_place_where_the_kernel_refills_dh(engine, op
     assert calls == (["accumulate"] * 3 if refilled else ["into with an addend"] * 2 + ["into"])
 
 
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "gru"])
+def test_the_two_bias_gradients_are_tensors_of_their_own(cell):
+    """Where both biases add into the same pre-activations their gradients are one sum, handed
+    out as two tensors: an optimizer changing one .grad in place leaves the other alone."""
+    layer = lstmkit.Recurrent(cell, 3, 4, engine="fused", dtype=torch.float64)
+    layer(torch.randn(5, 2, 3, dtype=torch.float64))[0].sum().backward()
+    d_ih, d_hh = layer.bias_ih_l0.grad, layer.bias_hh_l0.grad
+    if cell != "gru":  # the GRU's b_hh sits inside r ⊙ (W_hh h + b_hh): another gradient
+        assert torch.equal(d_ih, d_hh)
+    before = d_hh.clone()
+    d_ih.add_(1.0)
+    assert torch.equal(d_hh, before)
+
+
 @st.composite
 def configurations(draw):
     cell, options = draw(st.sampled_from(ALL_CELLS))

@@ -171,4 +171,7 @@ class FusedKernel:
         """
         if weights.bias_ih is None:
             return {}
-        return {"bias_ih": grads.d_gates.sum((0, 1)), "bias_hh": grads.d_rec.sum((0, 1))}
+        d_bias_ih = grads.d_gates.sum((0, 1))
+        if self.recurrence == "gates":  # both biases add into the pre-activations: one sum, two tensors
+            return {"bias_ih": d_bias_ih, "bias_hh": d_bias_ih.clone()}
+        return {"bias_ih": d_bias_ih, "bias_hh": grads.d_rec.sum((0, 1))}
