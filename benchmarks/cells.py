@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--engines", default="fused",
                         help="the engines of the lstmkit rows besides auto, comma-separated (fused, triton, reference)")
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device} needs a CUDA GPU, and torch sees none here")
 
     device = torch.device(args.device)
     torch.manual_seed(0)

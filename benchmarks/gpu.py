@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--out", default="gpu.md", help="where the table is written too")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 in matrix products (matmul)")
     arguments = parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.error("needs a CUDA GPU, and torch sees none here (torch.cuda.is_available() is False)")
     torch.backends.cuda.matmul.allow_tf32 = arguments.tf32
     torch.manual_seed(0)
     precisions = {

@@ -97,6 +97,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default="triton_layout.md", help="where the table is written too")
     arguments = parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.error("needs a CUDA GPU, and torch sees none here (torch.cuda.is_available() is False)")
     cells, sizes, precisions = arguments.cells.split(","), arguments.sizes.split(";"), arguments.precisions.split(",")
     with multiprocessing.get_context("spawn").Pool(len(sizes)) as pool:
         pool.map(compile_size, [(size, cells, precisions) for size in sizes])

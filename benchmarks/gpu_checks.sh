@@ -1,0 +1,34 @@
+#!/bin/bash
+# Every check that needs a GPU, in one command (a few minutes on an H200), from a checkout
+# on a machine whose Python has torch with CUDA and triton:
+#
+#     bash benchmarks/gpu_checks.sh [OUT]      # logs and tables into OUT (default gpu-checks/)
+#
+# 1. the `cuda` tests (tests/test_cuda.py and the cuda-marked training tests), in parallel;
+# 2. benchmarks/gpu.py: every cell and engine against cuDNN, float32 and bf16 autocast;
+# 3. benchmarks/cells.py on CUDA: the cell modules in a decoder loop against torch.nn's cells.
+# PYTHON names the interpreter (default python3); the package is used from src/.
+set -u
+OUT=$(realpath -m "${1:-gpu-checks}")
+PYTHON=${PYTHON:-python3}
+mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+status=0
+
+step() {  # name, limit in seconds, log file, command...
+    local name=$1 limit=$2 log=$3
+    shift 3
+    local start=$SECONDS
+    timeout "$limit" "$@" > "$OUT/$log" 2>&1
+    local code=$?
+    echo "$name: exit $code in $((SECONDS - start)) s ($OUT/$log)"
+    tail -n 3 "$OUT/$log"
+    [ "$code" -eq 0 ] || status=1
+}
+
+step "cuda tests" 300 cuda_tests.log "$PYTHON" -m pytest -q -m cuda -n 8 -p no:cacheprovider --tb=short -rf \
+    tests/test_cuda.py tests/test_training.py
+step "gpu.py" 300 gpu.log "$PYTHON" benchmarks/gpu.py --repeats 7 --out "$OUT/gpu.md"
+step "cells.py" 120 cells.log "$PYTHON" benchmarks/cells.py --device cuda --engines fused,triton --repeats 7
+exit $status
