@@ -7,8 +7,7 @@ from torch import Tensor
 from torch.ops import aten
 
 from lstmkit.cells import LayerWeights
-from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
-from lstmkit.engines.fused.lstm import gate_blocks
+from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep, gate_blocks
 
 
 class GRUKernel(FusedKernel):

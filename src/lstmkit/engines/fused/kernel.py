@@ -8,6 +8,7 @@ equations in the cell's `step` docstring say.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar, NamedTuple
 
 from torch import Tensor
@@ -86,8 +87,8 @@ class FusedKernel:
 
     adds_product: ClassVar[bool] = False
     """Whether, under mixed precision, the kernel takes the recurrent product of operands in
-    the compute dtype and adds it itself (into the pre-activations with "gates" recurrence; with "biased",
-    plus b_hh into `rec`), writing h_t and d_rec in the compute dtype as well
+    the compute dtype and adds it itself (into the pre-activations with "gates" recurrence;
+    with "biased", plus b_hh into `rec`), writing h_t and d_rec in the compute dtype as well
     (`FusedStep.product`, `h_low`, `FusedGrads.d_low`): the casts and the addition are then no
     launches of their own. The same numbers: the float32 sum of the same terms."""
 
@@ -120,7 +121,7 @@ class FusedKernel:
         """`blocks` of a (..., G*H) buffer, as views."""
         hidden_size = buffer.shape[-1] // self.cell.num_gates
         columns = self.block_columns.get(hidden_size)
-        if columns is None:  # a cell module's step cuts blocks three times per step: 13 µs each to make
+        if columns is None:  # a cell module's step cuts blocks three times a step: the table is made once
             columns = self.block_columns[hidden_size] = self.blocks(hidden_size)
         return {name: buffer[..., span] for name, span in columns.items()}
 
@@ -175,3 +176,14 @@ class FusedKernel:
         if self.recurrence == "gates":  # both biases add into the pre-activations: one sum, two tensors
             return {"bias_ih": d_bias_ih, "bias_hh": d_bias_ih.clone()}
         return {"bias_ih": d_bias_ih, "bias_hh": grads.d_rec.sum((0, 1))}
+
+
+def gate_blocks(names: Sequence[str], hidden_size: int) -> dict[str, slice]:
+    """The column range of each block of a gate buffer whose blocks are `names`, in order."""
+    return {name: slice(index * hidden_size, (index + 1) * hidden_size) for index, name in enumerate(names)}
+
+
+def four_blocks(hidden_size: int) -> dict[str, slice]:
+    """The i, f, g, o blocks of a full LSTM gate buffer, and i and f together ("if", one
+    sigmoid call)."""
+    return {**gate_blocks("ifgo", hidden_size), "if": slice(0, 2 * hidden_size)}

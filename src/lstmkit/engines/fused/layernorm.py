@@ -8,8 +8,7 @@ from torch.ops import aten
 
 from lstmkit.cells import LayerWeights
 from lstmkit.cells.layernorm import LAYER_NORM_EPS
-from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
-from lstmkit.engines.fused.lstm import four_blocks
+from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep, four_blocks
 from lstmkit.engines.fused.products import Products
 
 

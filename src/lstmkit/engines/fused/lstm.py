@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import cache, cached_property
 
 import torch
@@ -10,7 +9,7 @@ from torch import Tensor
 from torch.ops import aten
 
 from lstmkit.cells import LayerWeights
-from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
+from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep, four_blocks, gate_blocks
 
 
 class LSTMKernel(FusedKernel):
@@ -76,7 +75,7 @@ class LSTMKernel(FusedKernel):
             d_g.copy_(dc)
         if f is not None:
             torch.mul(dc, step.c, out=d_f)                                 #   df = dc ⊙ c
-        for run in self.sigmoid_run_names:                                      # i, f, o = σ(·)
+        for run in self.sigmoid_run_names:                                 # i, f, o = σ(·)
             d_run = grads.blocks[run]
             aten.sigmoid_backward.grad_input(d_run, step.blocks[run], grad_input=d_run)
         if self.cell.input_activation:                                     # g = tanh(·)
@@ -181,17 +180,6 @@ class CIFGKernel(FusedKernel):
         aten.sigmoid_backward.grad_input(d_o, o, grad_input=d_o)           # o = σ(·)
         aten.tanh_backward.grad_input(d_g, g, grad_input=d_g)              # g = tanh(·)
         aten.sigmoid_backward.grad_input(d_i, i, grad_input=d_i)           # i = σ(·)
-
-
-def gate_blocks(names: Sequence[str], hidden_size: int) -> dict[str, slice]:
-    """The column range of each block of a gate buffer whose blocks are `names`, in order."""
-    return {name: slice(index * hidden_size, (index + 1) * hidden_size) for index, name in enumerate(names)}
-
-
-def four_blocks(hidden_size: int) -> dict[str, slice]:
-    """The i, f, g, o blocks of a full LSTM gate buffer, and i and f together ("if", one
-    sigmoid call)."""
-    return {**gate_blocks("ifgo", hidden_size), "if": slice(0, 2 * hidden_size)}
 
 
 @cache
