@@ -209,6 +209,33 @@ def test_cell_module_step_equals_reference_on_cuda_in_float64(cell, options, eng
         assert relative_error(mine, other) < 1e-10
 
 
+def test_triton_launches_a_misaligned_state_on_its_own_compiled_kernel():
+    """`launch` calls a compiled kernel again without Triton's binding, keyed by what Triton
+    specialises on: a cell state 8 bytes off a 16-byte boundary gets a kernel of its own, and
+    both steps equal the reference engine, forward and backward."""
+    from lstmkit.engines.triton import launch
+    from lstmkit.engines.triton.lstm import lstm_forward
+
+    torch.manual_seed(0)
+    reference = lstmkit.PeepholeLSTMCell(8, 16, engine="reference", dtype=torch.float64, device=CUDA)
+    module = lstmkit.PeepholeLSTMCell(8, 16, engine="triton", dtype=torch.float64, device=CUDA)
+    module.load_state_dict(reference.state_dict())
+    x, h = torch.randn(4, 8, dtype=torch.float64, device=CUDA), torch.randn(4, 16, dtype=torch.float64, device=CUDA)
+    storage = torch.randn(4 * 16 + 1, dtype=torch.float64, device=CUDA)
+    for c in (storage[:-1].view(4, 16), storage[1:].view(4, 16)):
+        c = c.detach().requires_grad_()
+        for _ in range(2):  # the first launch of a specialisation goes through Triton, the second not
+            ours, theirs = module(x, (h, c)), reference(x, (h, c))
+            for mine, other in zip(ours, theirs, strict=True):
+                assert relative_error(mine, other) < 1e-10
+            mine = torch.autograd.grad(sum(part.sum() for part in ours), [c, *module.parameters()])
+            other = torch.autograd.grad(sum(part.sum() for part in theirs), [c, *reference.parameters()])
+            for ours_grad, theirs_grad in zip(mine, other, strict=True):
+                assert relative_error(ours_grad, theirs_grad) < 1e-10
+    alignments = {key[6][1] for key in launch.COMPILED if key[0] == id(lstm_forward) and key[6][0] == torch.float64}
+    assert alignments == {True, False}
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
 def test_cuda_triton_under_autocast_agrees_with_fused(cell, options, dtype):

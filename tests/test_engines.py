@@ -90,6 +90,68 @@ def test_triton_equals_reference_with_rows_split_across_programs(cell, options, 
 
 
 @triton_installed
+def test_triton_launch_keys_tensors_by_dtype_and_alignment():
+    """What `launch` keys a compiled kernel by, beyond Triton's own specialisation: a tensor's
+    dtype and whether its data sits on a 16-byte boundary, any other argument's value."""
+    from lstmkit.engines.triton.launch import specialisation
+
+    storage = torch.zeros(9, dtype=torch.float64)
+    assert specialisation(storage[:8]) == (torch.float64, True)
+    assert specialisation(storage[1:]) == (torch.float64, False)  # 8 bytes off
+    assert specialisation(storage[2:]) == (torch.float64, True)
+    assert [specialisation(value) for value in (16, 17, 1, None, 0.5)] == [16, 17, 1, None, 0.5]
+
+
+@triton_installed
+def test_triton_launch_goes_through_triton_once_per_specialisation(monkeypatch):
+    """On a GPU `launch` hands the first launch of each specialisation to Triton and calls the
+    compiled kernel it returned for the later ones, with every argument in the kernel's order,
+    constexprs and BLOCK included, as Triton's own launch does. Proven here with stand-ins for
+    the kernel and the driver (on CPU, Triton's interpreter runs every launch itself)."""
+    import triton
+    from lstmkit.engines.triton import launch
+
+    class Compiled:
+        function, packed_metadata = "function", "metadata"
+
+        def __init__(self):
+            self.runs = []
+
+        def launch_metadata(self, grid, stream, *arguments):
+            return grid, stream
+
+        def run(self, *arguments):
+            self.runs.append(arguments)
+
+    class Kernel(triton.JITFunction):
+        def __init__(self):
+            self.arg_names, self.compiled, self.through_triton = ["x", "n", "FLAG", "BLOCK"], Compiled(), []
+
+        def __getitem__(self, grid):
+            return lambda *args, **options: self.through_triton.append((grid, args, options)) or self.compiled
+
+    class Driver:
+        class active:
+            get_current_device = staticmethod(lambda: 0)
+            get_current_stream = staticmethod(lambda device: 7)
+
+    monkeypatch.setattr(launch, "driver", Driver)
+    monkeypatch.setattr(launch, "COMPILED", {})
+    kernel, layout = Kernel(), launch.Layout((4, 2), 8, 1)
+    storage = torch.zeros(9, dtype=torch.float64)
+    for x, flag in [(storage[:8], True), (storage[:8], True), (storage[1:], True), (storage[:8], False)]:
+        launch.launch(kernel, layout, x, 16, FLAG=flag)
+    assert [(args[0].data_ptr() - storage.data_ptr(), options) for _, args, options in kernel.through_triton] == [
+        (0, {"FLAG": True, "BLOCK": 8, "num_warps": 1}), (8, {"FLAG": True, "BLOCK": 8, "num_warps": 1}),
+        (0, {"FLAG": False, "BLOCK": 8, "num_warps": 1}),
+    ]
+    [run] = kernel.compiled.runs
+    assert run[:7] == (4, 2, 1, 7, "function", "metadata", ((4, 2), 7))
+    x, *rest = run[9:]
+    assert x.data_ptr() == storage.data_ptr() and rest == [16, True, 8]
+
+
+@triton_installed
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "layernorm"])
 def test_triton_equals_reference_batch_first(cell):
     """batch_first: the output's gradient arrives transposed, which the kernels that refill dh

@@ -8,6 +8,12 @@ from typing import NamedTuple
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.runtime import driver
+
+try:
+    from triton import knobs  # Triton >= 3.3, whose compiled kernels take every argument, constexprs too
+except ImportError:
+    knobs = None
 
 from lstmkit.engines.fused import FusedGrads
 
@@ -80,11 +86,12 @@ def store_gradient(d_gate_row, d_low_row, offset, value, inside, ADD_PRODUCT: tl
 
 
 class Layout(NamedTuple):
-    """Where a step's kernel runs: its grid, and the launch options (`BLOCK`, the columns one
-    program handles, and `num_warps`)."""
+    """Where a step's kernel runs: its grid, the columns one program handles (the kernels'
+    `BLOCK`) and the warps of a program."""
 
     grid: tuple[int, ...]
-    options: dict[str, int]
+    block: int
+    num_warps: int
 
 
 @functools.lru_cache(maxsize=256)
@@ -97,7 +104,7 @@ def split_rows(rows: int, hidden_size: int) -> Layout:
     while block > MIN_BLOCK and rows * triton.cdiv(hidden_size, block) < MIN_PROGRAMS:
         block //= 2
     warps = max(MIN_WARPS, min(MAX_WARPS, block // COLUMNS_PER_WARP))
-    return Layout((rows, triton.cdiv(hidden_size, block)), {"BLOCK": block, "num_warps": warps})
+    return Layout((rows, triton.cdiv(hidden_size, block)), block, warps)
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,7 +113,56 @@ def whole_rows(rows: int, hidden_size: int) -> Layout:
     one warp per WHOLE_ROW_COLUMNS_PER_WARP columns."""
     block = triton.next_power_of_2(hidden_size)
     warps = max(MIN_WHOLE_ROW_WARPS, min(MAX_WARPS, block // WHOLE_ROW_COLUMNS_PER_WARP))
-    return Layout((rows,), {"BLOCK": block, "num_warps": warps})
+    return Layout((rows,), block, warps)
+
+
+COMPILED: dict[tuple, tuple] = {}
+"""The compiled kernels `launch` has seen, by kernel (its id: the kernels are module globals,
+and a JITFunction's own hash recomputes its cache key under a lock), device, layout,
+constexprs and the specialisation of the arguments: (compiled kernel, every argument name in
+order)."""
+
+
+def launch(kernel: triton.JITFunction, layout: Layout, *args: object, **constexprs: object) -> None:
+    """`kernel[layout.grid](*args, **constexprs, BLOCK=…, num_warps=…)`, with Triton's per-call work
+    done once per specialisation. A cell module calls two kernels per step from the user's own
+    loop, uncaptured, where Triton's binding of the arguments (its signature, specialisation and
+    cache key, at every call) cost ~42 µs a launch against ~18 µs for the compiled kernel alone
+    (H200, BENCHMARKS.md, "Cell modules"). The first launch of a specialisation goes through
+    Triton, which compiles or finds the kernel; later ones call the compiled kernel as Triton's
+    own launch does. The specialisation is what Triton specialises on, and more: each tensor's
+    dtype and 16-byte alignment, every other argument's value. Under the interpreter, and with a
+    Triton older than 3.3, every launch goes through Triton."""
+    if knobs is None or not isinstance(kernel, triton.JITFunction):  # old Triton, or the interpreter's kernel
+        kernel[layout.grid](*args, **constexprs, BLOCK=layout.block, num_warps=layout.num_warps)
+        return
+    device = driver.active.get_current_device()
+    key = (id(kernel), device, layout, tuple(constexprs.items()), *map(specialisation, args))
+    found = COMPILED.get(key)
+    if found is None:
+        compiled = kernel[layout.grid](*args, **constexprs, BLOCK=layout.block, num_warps=layout.num_warps)
+        if hasattr(compiled, "result"):  # compiled asynchronously
+            compiled = compiled.result()
+        COMPILED[key] = (compiled, kernel.arg_names[len(args):])
+        return
+    compiled, names = found
+    constexprs["BLOCK"] = layout.block
+    arguments = (*args, *(constexprs[name] for name in names))
+    grid = (*layout.grid, 1, 1)
+    stream = driver.active.get_current_stream(device)
+    compiled.run(
+        grid[0], grid[1], grid[2], stream, compiled.function, compiled.packed_metadata,
+        compiled.launch_metadata(layout.grid, stream, *arguments), knobs.runtime.launch_enter_hook,
+        knobs.runtime.launch_exit_hook, *arguments,
+    )
+
+
+def specialisation(argument: object) -> object:
+    """What of an argument a compiled kernel depends on: a tensor's dtype and whether its data
+    is 16-byte aligned, any other argument's value."""
+    if isinstance(argument, Tensor):
+        return argument.dtype, argument.data_ptr() % 16 == 0
+    return argument
 
 
 @triton.jit

@@ -11,7 +11,7 @@ from lstmkit.cells import LayerWeights
 from lstmkit.cells.layernorm import LAYER_NORM_EPS
 from lstmkit.engines.fused import FusedGrads, FusedStep, LayerNormKernel
 from lstmkit.engines.triton.launch import (
-    IndexesItsGates, Refilling, read_dh, recurrent_projection, store_gradient, tanh, whole_rows,
+    IndexesItsGates, Refilling, launch, read_dh, recurrent_projection, store_gradient, tanh, whole_rows,
 )
 
 # LayerNorm's ε as 1 / EPS_RECIPROCAL, divided in the rows' dtype: a float argument or literal
@@ -164,12 +164,13 @@ class TritonLayerNormKernel(Refilling, IndexesItsGates, LayerNormKernel):
         shift = weights.bias_hh if weights.bias_hh is not None else step.c
         cell_shift = weights.extra.get("layernorm_cell_bias", step.c)
         layout = whole_rows(rows, hidden)
-        layernorm_forward[layout.grid](
+        launch(
+            layernorm_forward, layout,
             step.gates, step.rec, step.product if adds else step.rec, step.c, step.c_new, step.h_new,
             step.h_low if adds else step.h_new, tape["tanh_ln_c"], tape["rec_mean"], tape["rec_rstd"],
             tape["cell_mean"], tape["cell_rstd"], weights.extra["layernorm_hh_weight"], shift,
             weights.extra["layernorm_cell_weight"], cell_shift, hidden,
-            HAS_BIAS=weights.bias_hh is not None, ADD_PRODUCT=adds, **layout.options,
+            HAS_BIAS=weights.bias_hh is not None, ADD_PRODUCT=adds,
         )
 
     def backward(self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> None:
@@ -178,10 +179,11 @@ class TritonLayerNormKernel(Refilling, IndexesItsGates, LayerNormKernel):
         adds = grads.d_low is not None
         dh, refill, refilling = self.refill_arguments(dh, grads)
         layout = whole_rows(rows, hidden)
-        layernorm_backward[layout.grid](
+        launch(
+            layernorm_backward, layout,
             dh, refill, dc, step.gates, step.rec, step.c, step.c_new, tape["tanh_ln_c"], tape["rec_mean"],
             tape["rec_rstd"], tape["cell_mean"], tape["cell_rstd"], weights.extra["layernorm_hh_weight"],
             weights.extra["layernorm_cell_weight"], grads.d_gates, grads.d_rec,
             grads.d_low if adds else grads.d_rec, grads.tape["d_ln_c"], hidden,
-            ADD_PRODUCT=adds, **refilling, **layout.options,
+            ADD_PRODUCT=adds, **refilling,
         )

@@ -3,6 +3,8 @@ and CIFG, chosen by compile-time flags. Same buffers and tape as the fused CPU k
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import triton
 import triton.language as tl
 from torch import Tensor
@@ -10,7 +12,7 @@ from torch import Tensor
 from lstmkit.cells import LayerWeights
 from lstmkit.engines.fused import CIFGKernel, FusedGrads, FusedStep, LSTMKernel, PeepholeKernel
 from lstmkit.engines.triton.launch import (
-    IndexesItsGates, Refilling, pre_activation, read_dh, split_rows, store_gradient, tanh,
+    IndexesItsGates, Refilling, launch, pre_activation, read_dh, split_rows, store_gradient, tanh,
 )
 
 ABSENT = -1  # the block position of a removed gate
@@ -146,7 +148,9 @@ class TritonLSTMFamily(Refilling, IndexesItsGates):
     coupled = False
     peephole = False
 
+    @cached_property
     def flags(self) -> dict:
+        """The kernel's compile-time flags for this cell (made once: a launch is per step)."""
         blocks = self.cell.weight_blocks
         position = {block: blocks.index(block) if block in blocks else ABSENT for block in "ifgo"}
         return dict(
@@ -167,10 +171,11 @@ class TritonLSTMFamily(Refilling, IndexesItsGates):
         tanh_c = step.tape.get("tanh_c", step.c_new)
         adds = step.product is not None
         layout = split_rows(rows, hidden)
-        lstm_forward[layout.grid](
+        launch(
+            lstm_forward, layout,
             step.gates, step.product if adds else step.gates, step.c, step.c_new, step.h_new,
             step.h_low if adds else step.h_new, tanh_c, *self.peepholes(weights, step.c), hidden,
-            ADD_PRODUCT=adds, **self.flags(), **layout.options,
+            ADD_PRODUCT=adds, **self.flags,
         )
 
     def backward(self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> None:
@@ -179,10 +184,11 @@ class TritonLSTMFamily(Refilling, IndexesItsGates):
         adds = grads.d_low is not None
         dh, refill, refilling = self.refill_arguments(dh, grads)
         layout = split_rows(rows, hidden)
-        lstm_backward[layout.grid](
+        launch(
+            lstm_backward, layout,
             dh, refill, dc, step.gates, step.c, step.c_new, tanh_c, grads.d_gates,
             grads.d_low if adds else grads.d_gates, *self.peepholes(weights, step.c), hidden,
-            ADD_PRODUCT=adds, **refilling, **self.flags(), **layout.options,
+            ADD_PRODUCT=adds, **refilling, **self.flags,
         )
 
 

@@ -10,7 +10,8 @@ from torch import Tensor
 from lstmkit.cells import LayerWeights
 from lstmkit.engines.fused import FusedGrads, FusedStep, GRUKernel, RNNKernel
 from lstmkit.engines.triton.launch import (
-    IndexesItsGates, Refilling, pre_activation, read_dh, recurrent_projection, split_rows, store_gradient, tanh,
+    IndexesItsGates, Refilling, launch, pre_activation, read_dh, recurrent_projection, split_rows, store_gradient,
+    tanh,
 )
 
 
@@ -56,9 +57,10 @@ class TritonRNNKernel(Refilling, RNNKernel):
         rows, hidden = step.h_new.shape
         adds = step.product is not None
         layout = split_rows(rows, hidden)
-        rnn_forward[layout.grid](
+        launch(
+            rnn_forward, layout,
             step.gates, step.product if adds else step.gates, step.h_new, step.h_low if adds else step.h_new, hidden,
-            RELU=self.cell.nonlinearity == "relu", ADD_PRODUCT=adds, **layout.options,
+            RELU=self.cell.nonlinearity == "relu", ADD_PRODUCT=adds,
         )
 
     def backward(self, dh: Tensor, dc: None, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> None:
@@ -66,9 +68,10 @@ class TritonRNNKernel(Refilling, RNNKernel):
         adds = grads.d_low is not None
         dh, refill, refilling = self.refill_arguments(dh, grads)
         layout = split_rows(rows, hidden)
-        rnn_backward[layout.grid](
+        launch(
+            rnn_backward, layout,
             dh, refill, step.h_new, grads.d_gates, grads.d_low if adds else grads.d_gates, hidden,
-            RELU=self.cell.nonlinearity == "relu", ADD_PRODUCT=adds, **refilling, **layout.options,
+            RELU=self.cell.nonlinearity == "relu", ADD_PRODUCT=adds, **refilling,
         )
 
 
@@ -146,10 +149,11 @@ class TritonGRUKernel(Refilling, IndexesItsGates, GRUKernel):
         adds = step.product is not None
         bias_hh = weights.bias_hh
         layout = split_rows(rows, hidden)
-        gru_forward[layout.grid](
+        launch(
+            gru_forward, layout,
             step.gates, step.rec, step.product if adds else step.rec, step.rec if bias_hh is None else bias_hh,
             step.h, step.h_new, step.h_low if adds else step.h_new, hidden,
-            ADD_PRODUCT=adds, HAS_BIAS=bias_hh is not None, **layout.options,
+            ADD_PRODUCT=adds, HAS_BIAS=bias_hh is not None,
         )
 
     def backward(
@@ -160,8 +164,9 @@ class TritonGRUKernel(Refilling, IndexesItsGates, GRUKernel):
         dh, refill, refilling = self.refill_arguments(dh, grads)
         direct = dh if refilling["REFILL"] else torch.empty_like(step.h_new)  # refilled: into dh, no direct term
         layout = split_rows(rows, hidden)
-        gru_backward[layout.grid](
+        launch(
+            gru_backward, layout,
             dh, refill, step.gates, step.rec, step.h, grads.d_gates, grads.d_rec,
-            grads.d_low if adds else grads.d_rec, direct, hidden, ADD_PRODUCT=adds, **refilling, **layout.options,
+            grads.d_low if adds else grads.d_rec, direct, hidden, ADD_PRODUCT=adds, **refilling,
         )
         return None if refilling["REFILL"] else direct
