@@ -42,7 +42,7 @@ def microseconds(function, calls: int) -> float:
     return best
 
 
-def through_triton(function, calls: int) -> float:
+def timed_through_triton(function, calls: int) -> float:
     """`microseconds` with every Triton launch going through Triton's own launch, as before
     `lstmkit.engines.triton.launch.launch` called the compiled kernels directly."""
     from lstmkit.engines.triton import launch
@@ -89,7 +89,8 @@ def parts(module: torch.nn.Module, baseline: torch.nn.LSTMCell, batch: int, call
             ("in it: the recurrent product added into the gates", microseconds(
                 lambda: products.accumulate(gates, h, weights.weight_hh.t()), calls)),
             ("in it: the Triton kernel", microseconds(lambda: kernel.forward(step, weights), calls)),
-            ("the same kernel through Triton's own launch", through_triton(lambda: kernel.forward(step, weights), calls)),
+            ("the same kernel through Triton's own launch", timed_through_triton(
+                lambda: kernel.forward(step, weights), calls)),
             ("one torch.mm", microseconds(lambda: torch.mm(h, weights.weight_hh.t()), calls)),
             ("one torch.empty_like", microseconds(lambda: torch.empty_like(h), calls)),
         ]

@@ -9,6 +9,7 @@ covering every cell and option at least once, for Triton.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import pytest
@@ -106,8 +107,9 @@ def test_triton_launch_keys_tensors_by_dtype_and_alignment():
 def test_triton_launch_goes_through_triton_once_per_specialisation(monkeypatch):
     """On a GPU `launch` hands the first launch of each specialisation to Triton and calls the
     compiled kernel it returned for the later ones, with every argument in the kernel's order,
-    constexprs and BLOCK included, as Triton's own launch does. Proven here with stand-ins for
-    the kernel and the driver (on CPU, Triton's interpreter runs every launch itself)."""
+    constexprs and BLOCK included, as Triton's own launch does, on the GPU of the tensors
+    whichever is current. Proven here with stand-ins for the kernel, the driver and
+    torch.cuda.device (on CPU, Triton's interpreter runs every launch itself)."""
     import triton
     from lstmkit.engines.triton import launch
 
@@ -132,15 +134,27 @@ def test_triton_launch_goes_through_triton_once_per_specialisation(monkeypatch):
 
     class Driver:
         class active:
-            get_current_device = staticmethod(lambda: 0)
+            current = 0  # another GPU than the tensors' (CPU tensors here: device index None)
+            get_current_device = staticmethod(lambda: Driver.active.current)
             get_current_stream = staticmethod(lambda device: 7)
 
+    @contextlib.contextmanager
+    def on_device(index):
+        """torch.cuda.device: the tensors' GPU is the current one inside."""
+        switches.append(index)
+        Driver.active.current, before = index, Driver.active.current
+        yield
+        Driver.active.current = before
+
+    switches = []
     monkeypatch.setattr(launch, "driver", Driver)
+    monkeypatch.setattr(launch.torch.cuda, "device", on_device)
     monkeypatch.setattr(launch, "COMPILED", {})
     kernel, layout = Kernel(), launch.Layout((4, 2), 8, 1)
     storage = torch.zeros(9, dtype=torch.float64)
     for x, flag in [(storage[:8], True), (storage[:8], True), (storage[1:], True), (storage[:8], False)]:
         launch.launch(kernel, layout, x, 16, FLAG=flag)
+    assert switches == [None] * 4  # each launch on the tensors' device
     assert [(args[0].data_ptr() - storage.data_ptr(), options) for _, args, options in kernel.through_triton] == [
         (0, {"FLAG": True, "BLOCK": 8, "num_warps": 1}), (8, {"FLAG": True, "BLOCK": 8, "num_warps": 1}),
         (0, {"FLAG": False, "BLOCK": 8, "num_warps": 1}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
+import torch
 import triton
 import triton.language as tl
 from torch import Tensor
@@ -131,16 +132,24 @@ def launch(kernel: triton.JITFunction, layout: Layout, *args: object, **constexp
     (H200, BENCHMARKS.md, "Cell modules"). The first launch of a specialisation goes through
     Triton, which compiles or finds the kernel; later ones call the compiled kernel as Triton's
     own launch does. The specialisation is what Triton specialises on, and more: each tensor's
-    dtype and 16-byte alignment, every other argument's value. Under the interpreter, and with a
-    Triton older than 3.3, every launch goes through Triton."""
-    if knobs is None or not isinstance(kernel, triton.JITFunction):  # old Triton, or the interpreter's kernel
-        kernel[layout.grid](*args, **constexprs, BLOCK=layout.block, num_warps=layout.num_warps)
+    dtype and 16-byte alignment, every other argument's value. The kernel runs on the GPU of its
+    first argument, a tensor, whichever is the current one (Triton launches on the current GPU).
+    Under the interpreter, and with a Triton older than 3.3, every launch goes through Triton."""
+    if not isinstance(kernel, triton.JITFunction):  # the interpreter's kernel, on CPU tensors
+        through_triton(kernel, layout, args, constexprs)
         return
-    device = driver.active.get_current_device()
+    device = args[0].device.index
+    if device != driver.active.get_current_device():  # as torch's operators, run where the tensors are
+        with torch.cuda.device(device):
+            launch(kernel, layout, *args, **constexprs)
+        return
+    if knobs is None:
+        through_triton(kernel, layout, args, constexprs)
+        return
     key = (id(kernel), device, layout, tuple(constexprs.items()), *map(specialisation, args))
     found = COMPILED.get(key)
     if found is None:
-        compiled = kernel[layout.grid](*args, **constexprs, BLOCK=layout.block, num_warps=layout.num_warps)
+        compiled = through_triton(kernel, layout, args, constexprs)
         if hasattr(compiled, "result"):  # compiled asynchronously
             compiled = compiled.result()
         COMPILED[key] = (compiled, kernel.arg_names[len(args):])
@@ -155,6 +164,11 @@ def launch(kernel: triton.JITFunction, layout: Layout, *args: object, **constexp
         compiled.launch_metadata(layout.grid, stream, *arguments), knobs.runtime.launch_enter_hook,
         knobs.runtime.launch_exit_hook, *arguments,
     )
+
+
+def through_triton(kernel: triton.JITFunction, layout: Layout, args: tuple, constexprs: dict) -> object:
+    """Triton's own launch; it returns the compiled kernel (None under the interpreter)."""
+    return kernel[layout.grid](*args, **constexprs, BLOCK=layout.block, num_warps=layout.num_warps)
 
 
 def specialisation(argument: object) -> object:
