@@ -154,13 +154,16 @@ def test_triton_launch_goes_through_triton_once_per_specialisation(monkeypatch):
     storage = torch.zeros(9, dtype=torch.float64)
     for x, flag in [(storage[:8], True), (storage[:8], True), (storage[1:], True), (storage[:8], False)]:
         launch.launch(kernel, layout, x, 16, FLAG=flag)
-    assert switches == [None] * 4  # each launch on the tensors' device
     assert [(args[0].data_ptr() - storage.data_ptr(), options) for _, args, options in kernel.through_triton] == [
         (0, {"FLAG": True, "BLOCK": 8, "num_warps": 1}), (8, {"FLAG": True, "BLOCK": 8, "num_warps": 1}),
         (0, {"FLAG": False, "BLOCK": 8, "num_warps": 1}),
     ]
-    [run] = kernel.compiled.runs
+    launch.launch(kernel, launch.Layout((2, 4), 8, 1), storage[:8], 16, FLAG=True)  # another grid, same kernel
+    assert len(kernel.through_triton) == 3
+    assert switches == [None] * 5  # each launch on the tensors' device
+    run, other_grid = kernel.compiled.runs
     assert run[:7] == (4, 2, 1, 7, "function", "metadata", ((4, 2), 7))
+    assert other_grid[:3] == (2, 4, 1)
     x, *rest = run[9:]
     assert x.data_ptr() == storage.data_ptr() and rest == [16, True, 8]
 

@@ -119,9 +119,9 @@ def whole_rows(rows: int, hidden_size: int) -> Layout:
 
 COMPILED: dict[tuple, tuple] = {}
 """The compiled kernels `launch` has seen, by kernel (its id: the kernels are module globals,
-and a JITFunction's own hash recomputes its cache key under a lock), device, layout,
-constexprs and the specialisation of the arguments: (compiled kernel, every argument name in
-order)."""
+and a JITFunction's own hash recomputes its cache key under a lock), device, block and warps
+(not the grid, which a launch gives), constexprs and the specialisation of the arguments:
+(compiled kernel, every argument name in order)."""
 
 
 def launch(kernel: triton.JITFunction, layout: Layout, *args: object, **constexprs: object) -> None:
@@ -146,7 +146,7 @@ def launch(kernel: triton.JITFunction, layout: Layout, *args: object, **constexp
     if knobs is None:
         through_triton(kernel, layout, args, constexprs)
         return
-    key = (id(kernel), device, layout, tuple(constexprs.items()), *map(specialisation, args))
+    key = (id(kernel), device, layout.block, layout.num_warps, tuple(constexprs.items()), *map(specialisation, args))
     found = COMPILED.get(key)
     if found is None:
         compiled = through_triton(kernel, layout, args, constexprs)
