@@ -47,12 +47,12 @@ def timed_through_triton(function, calls: int) -> float:
     `lstmkit.engines.triton.launch.launch` called the compiled kernels directly."""
     from lstmkit.engines.triton import launch
 
-    direct = launch.knobs
-    launch.knobs = None  # what `launch` finds with a Triton older than 3.3
+    direct = launch.DIRECT_LAUNCHES
+    launch.DIRECT_LAUNCHES = False
     try:
         return microseconds(function, calls)
     finally:
-        launch.knobs = direct
+        launch.DIRECT_LAUNCHES = direct
 
 
 def parts(module: torch.nn.Module, baseline: torch.nn.LSTMCell, batch: int, calls: int) -> list[tuple[str, float]]:

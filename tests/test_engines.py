@@ -93,14 +93,17 @@ def test_triton_equals_reference_with_rows_split_across_programs(cell, options, 
 @triton_installed
 def test_triton_launch_keys_tensors_by_dtype_and_alignment():
     """What `launch` keys a compiled kernel by, beyond Triton's own specialisation: a tensor's
-    dtype and whether its data sits on a 16-byte boundary, any other argument's value."""
+    dtype and whether its data sits on a 16-byte boundary, any other argument's type and value."""
     from lstmkit.engines.triton.launch import specialisation
 
     storage = torch.zeros(9, dtype=torch.float64)
     assert specialisation(storage[:8]) == (torch.float64, True)
     assert specialisation(storage[1:]) == (torch.float64, False)  # 8 bytes off
     assert specialisation(storage[2:]) == (torch.float64, True)
-    assert [specialisation(value) for value in (16, 17, 1, None, 0.5)] == [16, 17, 1, None, 0.5]
+    assert [specialisation(value) for value in (16, 1, True, 1.0, None)] == [
+        (int, 16), (int, 1), (bool, True), (float, 1.0), (type(None), None),
+    ]
+    assert len({specialisation(value) for value in (1, True, 1.0)}) == 3  # equal, but not one argument to Triton
 
 
 @triton_installed
@@ -160,7 +163,10 @@ def test_triton_launch_goes_through_triton_once_per_specialisation(monkeypatch):
     ]
     launch.launch(kernel, launch.Layout((2, 4), 8, 1), storage[:8], 16, FLAG=True)  # another grid, same kernel
     assert len(kernel.through_triton) == 3
-    assert switches == [None] * 5  # each launch on the tensors' device
+    monkeypatch.setattr(launch, "triton_settings", lambda: ("debug on",))  # Triton compiles anew for it
+    launch.launch(kernel, layout, storage[:8], 16, FLAG=True)
+    assert len(kernel.through_triton) == 4
+    assert switches == [None] * 6  # each launch on the tensors' device
     run, other_grid = kernel.compiled.runs
     assert run[:7] == (4, 2, 1, 7, "function", "metadata", ((4, 2), 7))
     assert other_grid[:3] == (2, 4, 1)

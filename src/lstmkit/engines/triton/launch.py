@@ -15,6 +15,10 @@ try:
     from triton import knobs  # Triton >= 3.3, whose compiled kernels take every argument, constexprs too
 except ImportError:
     knobs = None
+# Whether `launch` calls compiled kernels itself: with Triton >= 3.3 on NVIDIA GPUs. On AMD's,
+# Triton also specialises a tensor on whether its storage fits in 2 GB (buffer operations),
+# which `specialisation` does not read, so every launch there goes through Triton.
+DIRECT_LAUNCHES = knobs is not None and torch.version.hip is None
 
 from lstmkit.engines.fused import FusedGrads
 
@@ -134,7 +138,9 @@ def launch(kernel: triton.JITFunction, layout: Layout, *args: object, **constexp
     own launch does. The specialisation is what Triton specialises on, and more: each tensor's
     dtype and 16-byte alignment, every other argument's value. The kernel runs on the GPU of its
     first argument, a tensor, whichever is the current one (Triton launches on the current GPU).
-    Under the interpreter, and with a Triton older than 3.3, every launch goes through Triton."""
+    Under the interpreter, with a Triton older than 3.3 and on AMD GPUs (`DIRECT_LAUNCHES`),
+    every launch goes through Triton. What a direct launch skips of Triton's: its pre-run hooks
+    and its check that the globals a kernel read have not changed (this engine's never do)."""
     if not isinstance(kernel, triton.JITFunction):  # the interpreter's kernel, on CPU tensors
         through_triton(kernel, layout, args, constexprs)
         return
@@ -143,16 +149,20 @@ def launch(kernel: triton.JITFunction, layout: Layout, *args: object, **constexp
         with torch.cuda.device(device):
             launch(kernel, layout, *args, **constexprs)
         return
-    if knobs is None:
+    if not DIRECT_LAUNCHES:
         through_triton(kernel, layout, args, constexprs)
         return
-    key = (id(kernel), device, layout.block, layout.num_warps, tuple(constexprs.items()), *map(specialisation, args))
+    key = (
+        id(kernel), device, layout.block, layout.num_warps, tuple(constexprs.items()), triton_settings(),
+        *map(specialisation, args),
+    )
     found = COMPILED.get(key)
     if found is None:
         compiled = through_triton(kernel, layout, args, constexprs)
         if hasattr(compiled, "result"):  # compiled asynchronously
             compiled = compiled.result()
-        COMPILED[key] = (compiled, kernel.arg_names[len(args):])
+        if compiled is not None:  # None when a cache hook of Triton's declined to compile
+            COMPILED[key] = (compiled, kernel.arg_names[len(args):])
         return
     compiled, names = found
     constexprs["BLOCK"] = layout.block
@@ -173,10 +183,20 @@ def through_triton(kernel: triton.JITFunction, layout: Layout, args: tuple, cons
 
 def specialisation(argument: object) -> object:
     """What of an argument a compiled kernel depends on: a tensor's dtype and whether its data
-    is 16-byte aligned, any other argument's value."""
+    is 16-byte aligned, any other argument's type and value (1, True and 1.0 are three)."""
     if isinstance(argument, Tensor):
         return argument.dtype, argument.data_ptr() % 16 == 0
-    return argument
+    return type(argument), argument
+
+
+def triton_settings() -> tuple:
+    """The settings Triton reads into a kernel's options at every launch (its debug mode and
+    instrumentation), so that changing one compiles anew, as with Triton's own launch."""
+    compilation = knobs.compilation
+    return (
+        knobs.runtime.debug, getattr(compilation, "instrumentation_mode", None),
+        getattr(compilation, "fpsan_homomorphic_casts", None),
+    )
 
 
 @triton.jit
