@@ -1,4 +1,5 @@
-"""What every Triton kernel of the engine shares: the launch grid and the activations."""
+"""What every Triton kernel of the engine shares: its layout on the GPU, its launch (`launch`,
+which calls compiled kernels directly), the activations and the reading of dh."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import triton.language as tl
 from torch import Tensor
 from triton.runtime import driver
 
+from lstmkit.engines.fused import FusedGrads
+
 try:
     from triton import knobs  # Triton >= 3.3, whose compiled kernels take every argument, constexprs too
 except ImportError:
@@ -19,8 +22,6 @@ except ImportError:
 # Triton also specialises a tensor on whether its storage fits in 2 GB (buffer operations),
 # which `specialisation` does not read, so every launch there goes through Triton.
 DIRECT_LAUNCHES = knobs is not None and torch.version.hip is None
-
-from lstmkit.engines.fused import FusedGrads
 
 # How the kernels are laid out on the GPU (`split_rows`, `whole_rows`), chosen on an H200 by
 # `benchmarks/triton_layout.py` (BENCHMARKS.md, "GPU"): splitting rows gains 3–10 % at B 16,
