@@ -76,18 +76,23 @@ def parts(module: torch.nn.Module, baseline: torch.nn.LSTMCell, batch: int, call
         (f"{type(module).__name__}, forward and backward", microseconds(lambda: both_ways(module), calls)),
     ]
     with torch.no_grad():
-        gates, _ = kernel.project_input(x, weights, products)
+        input_weights = weights._replace(bias_hh=None)  # b_hh comes with the recurrent product
+        gates, _ = kernel.project_input(x, input_weights, products)
+        product = torch.empty_like(gates)
         outputs = [torch.empty_like(h) for _ in range(3)]
-        step = FusedStep(gates, None, h, c, outputs[0], outputs[1], {"tanh_c": outputs[2]}, outputs[0], blocks={})
+        step = FusedStep(
+            gates, None, h, c, outputs[0], outputs[1], {"tanh_c": outputs[2]}, outputs[0], product, outputs[0],
+            blocks={},
+        )
         rows += [
             ("torch.nn.LSTMCell, forward", microseconds(lambda: baseline(x, (h, c)), calls)),
             (f"{type(module).__name__}, forward", microseconds(lambda: module(x, (h, c)), calls)),
             ("its autograd.Function, forward", microseconds(
                 lambda: FusedCellStep.apply(kernel, precision, False, x, h, c, *parameters), calls)),
-            ("in it: the input projection with both biases", microseconds(
-                lambda: kernel.project_input(x, weights, products), calls)),
-            ("in it: the recurrent product added into the gates", microseconds(
-                lambda: products.accumulate(gates, h, weights.weight_hh.t()), calls)),
+            ("in it: the input projection, with b_ih", microseconds(
+                lambda: kernel.project_input(x, input_weights, products), calls)),
+            ("in it: the recurrent product, with b_hh", microseconds(
+                lambda: products.into(product, h, weights.weight_hh.t(), weights.bias_hh), calls)),
             ("in it: the Triton kernel", microseconds(lambda: kernel.forward(step, weights), calls)),
             ("the same kernel through Triton's own launch", timed_through_triton(
                 lambda: kernel.forward(step, weights), calls)),

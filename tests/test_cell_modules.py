@@ -217,6 +217,63 @@ def test_double_backward_equals_torch(engine):
         assert_close(torch.autograd.grad(penalty(cell), actual)[0], expected, name)
 
 
+@pytest.mark.parametrize("engine", ["fused", TRITON])
+@pytest.mark.parametrize("cell_name", ["lstm", "peephole", "cifg", "rnn"])
+def test_both_bias_gradients_are_torchs_and_apart(cell_name, engine):
+    """Where both biases add into the pre-activations alike, the fused step and layer give
+    them one sum as their gradient (as torch's LSTM cell does); autograd must still keep two
+    tensors: zeroing one, or accumulating a second backward, leaves the other as expected."""
+    torch.manual_seed(0)
+    reference = lstmkit.Recurrent(cell_name, INPUT, HIDDEN, dtype=F64, engine="reference")
+    layer = lstmkit.Recurrent(cell_name, INPUT, HIDDEN, dtype=F64, engine="fused")
+    layer.load_state_dict(reference.state_dict())
+    cell = NAMED[cell_name].from_layer(reference, engine=engine)
+    xs = torch.randn(3, B, INPUT, dtype=F64)
+    expected = torch.autograd.grad(reference(xs)[0].pow(2).sum(), reference.bias_ih_l0)[0]
+
+    def stepped() -> torch.Tensor:
+        state, loss = None, 0
+        for x in xs:
+            state = cell(x, state)
+            loss = loss + (state[0] if isinstance(state, tuple) else state).pow(2).sum()
+        return loss
+
+    runs = [
+        (stepped, cell.bias_ih, cell.bias_hh),
+        (lambda: layer(xs)[0].pow(2).sum(), layer.bias_ih_l0, layer.bias_hh_l0),
+    ]
+    for loss, bias_ih, bias_hh in runs:
+        loss().backward()
+        assert bias_ih.grad.data_ptr() != bias_hh.grad.data_ptr()
+        bias_ih.grad.zero_()
+        assert_close(bias_hh.grad, expected, "bias_hh.grad after bias_ih.grad.zero_()")
+        loss().backward()
+        assert_close(bias_ih.grad, expected, "bias_ih.grad after a second backward")
+        assert_close(bias_hh.grad, 2 * expected, "bias_hh.grad after a second backward")
+
+
+@pytest.mark.parametrize("engine", ["fused", TRITON])
+@pytest.mark.parametrize("cell_name", ["lstm", "peephole", "cifg", "layernorm"])
+def test_a_step_whose_only_gradient_is_a_strided_one_of_c(cell_name, engine):
+    """d c' as autograd hands it from a loss on c' alone, read transposed and broadcast (not
+    contiguous; d h' is zeros): the gradients of the reference engine's step."""
+    torch.manual_seed(0)
+    cell = NAMED[cell_name](INPUT, HIDDEN, dtype=F64, engine=engine)
+    reference = NAMED[cell_name](INPUT, HIDDEN, dtype=F64, engine="reference")
+    reference.load_state_dict(cell.state_dict())
+    x, hx = random_inputs((B,), True)
+    scale = torch.arange(1.0, B + 1, dtype=F64)
+
+    def gradients(module):
+        _, c = module(x, hx)
+        loss = c.sum() + (c.t() * scale).sum()
+        wanted = list(leaves(module, x, hx).values())
+        return torch.autograd.grad(loss, wanted, allow_unused=True, materialize_grads=True)
+
+    for name, actual, expected in zip(leaves(cell, x, hx), gradients(cell), gradients(reference), strict=True):
+        assert_close(actual, expected, f"gradient of {name}")
+
+
 @pytest.mark.parametrize("cell_name, options", [(name, options) for name, options in ALL_CELLS if not options])
 def test_save_and_load_whole_module_with_weights_only(cell_name, options):
     cell = NAMED[cell_name](INPUT, HIDDEN, dtype=F64)
@@ -247,17 +304,24 @@ def test_cpu_autocast_dtypes_as_torch_and_close_to_float32(torch_type, lstmkit_t
         assert (actual.float() - exact).abs().max() < 3e-2
 
 
+@pytest.mark.parametrize("engine", ["fused", TRITON])
 @pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
-def test_cpu_autocast_matches_the_reference_engine_in_the_same_precision(cell_name, options):
+def test_cpu_autocast_matches_the_reference_engine_in_the_same_precision(cell_name, options, engine):
+    """Under CPU bfloat16 autocast, a step's h and every parameter's gradient are the reference
+    layer's to bfloat16 rounding."""
     torch.manual_seed(0)
     layer = lstmkit.Recurrent(cell_name, INPUT, HIDDEN, engine="reference", **options)
-    cell = lstmkit.RecurrentCell.from_layer(layer, engine="fused")
+    cell = lstmkit.RecurrentCell.from_layer(layer, engine=engine)
     x = torch.randn(B, INPUT)
     with torch.autocast("cpu", torch.bfloat16):
         state = cell(x)
         output, _ = layer(x.unsqueeze(0))
     h = state[0] if isinstance(state, tuple) else state
     assert (h.float() - output[0].float()).abs().max() < 1e-2
+    actual = torch.autograd.grad(h.float().pow(2).sum(), list(cell.parameters()))
+    expected = torch.autograd.grad(output[0].float().pow(2).sum(), list(layer.parameters()))
+    for (name, _), a, e in zip(cell.named_parameters(), actual, expected, strict=True):
+        assert (a - e).abs().max() < 2e-2 * (1 + e.abs().max()), name
 
 
 @pytest.mark.parametrize("cell_name", ["lstm", "peephole"])

@@ -63,6 +63,8 @@ class FusedGrads(NamedTuple):
     refill: for a kernel that `refills_dh`, where the loop lets it: what d h_{t-1} starts
         from at this step's rows (d loss / d h_{t-1} from the output), which the kernel writes
         into dh once it has read it. None otherwise.
+    d_c: for a kernel that `writes_dc_apart`, where it writes d loss / d c, leaving dc as it
+        came; None: into dc, in place.
     """
 
     d_gates: Tensor
@@ -71,6 +73,7 @@ class FusedGrads(NamedTuple):
     d_low: Tensor | None = None
     blocks: dict[str, Tensor] | None = None
     refill: Tensor | None = None
+    d_c: Tensor | None = None
 
 
 class FusedKernel:
@@ -97,6 +100,11 @@ class FusedKernel:
     read dh (plus what flows to h_{t-1} directly, which it then does not return), so that the
     engine adds the product for d h_{t-1} into dh in place: on CUDA a product with a separate
     addend first copies the addend into its output, a copy per step."""
+
+    writes_dc_apart: ClassVar[bool] = False
+    """Whether the kernel's backward, given `FusedGrads.d_c`, writes d loss / d c there and only
+    reads dc: a cell module's step then does not first copy the d c' that autograd hands it
+    (which another node may hold)."""
 
     def __init__(self, cell: Cell) -> None:
         self.cell = cell
@@ -127,9 +135,10 @@ class FusedKernel:
 
     def project_input(self, x: Tensor, weights: LayerWeights, products: Products) -> tuple[Tensor, tuple]:
         """The gate pre-activations from the input of all steps, (N, G*H) for x (N, I), and
-        what `input_backward` needs."""
+        what `input_backward` needs. With "gates" recurrence the bias is b_ih + b_hh, or b_ih
+        alone for `weights` without b_hh (a caller that adds b_hh with W_hh h)."""
         bias = weights.bias_ih
-        if bias is not None and self.recurrence == "gates":
+        if bias is not None and self.recurrence == "gates" and weights.bias_hh is not None:
             bias = bias + weights.bias_hh
         pre = x.new_empty(x.shape[0], weights.weight_ih.shape[0], dtype=products.state)
         products.into(pre, x, weights.weight_ih.t(), bias)
@@ -164,7 +173,9 @@ class FusedKernel:
         tape: dict[str, Tensor],
         weights: LayerWeights,
     ) -> dict[str, Tensor]:
-        """Gradients of the biases and extra parameters, over all steps at once.
+        """Gradients of the biases and extra parameters, over all steps at once; where both
+        biases add into the pre-activations alike ("gates" recurrence), one tensor is both
+        biases' gradient (as torch's own LSTM cell returns it), which autograd keeps apart.
 
         grads: every step's (T, B, ·); rec: the recurrent projections (T, B, G*H), None for
         "gates"; cells, new_cells: each step's c and c' (the step's `FusedStep.c`,
@@ -173,8 +184,8 @@ class FusedKernel:
         if weights.bias_ih is None:
             return {}
         d_bias_ih = grads.d_gates.sum((0, 1))
-        if self.recurrence == "gates":  # both biases add into the pre-activations: one sum, two tensors
-            return {"bias_ih": d_bias_ih, "bias_hh": d_bias_ih.clone()}
+        if self.recurrence == "gates":  # both biases add into the pre-activations: one sum, one tensor for both
+            return {"bias_ih": d_bias_ih, "bias_hh": d_bias_ih}
         return {"bias_ih": d_bias_ih, "bias_hh": grads.d_rec.sum((0, 1))}
 
 

@@ -455,7 +455,18 @@ def layer_backward(kernel, batch_sizes, compute, state, input_grad, given, d_out
     )
     inputs_grads = [grad for grad in (d_x, dh, dc) if grad is not None]
     names = [name for name, present in zip(parameter_names(kernel_object.cell), given, strict=True) if present]
-    return [*inputs_grads, *(grads[name] for name in names)]
+    return [*inputs_grads, *distinct([grads[name] for name in names])]
+
+
+def distinct(tensors: list[Tensor]) -> list[Tensor]:
+    """`tensors`, each one met before cloned: a custom op's outputs may not alias one another,
+    and `FusedKernel.parameter_grads` gives both biases one sum where both add alike."""
+    seen: set[int] = set()
+    result = []
+    for tensor in tensors:
+        result.append(tensor.clone() if id(tensor) in seen else tensor)
+        seen.add(id(tensor))
+    return result
 
 
 @fused_layer_backward.register_fake

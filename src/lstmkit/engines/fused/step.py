@@ -104,18 +104,27 @@ class FusedCellStep(torch.autograd.Function):
         hidden_size = weights.weight_hh.shape[0] // cell.num_gates
         new = dict(dtype=precision.state, device=x.device)
 
-        gates, input_saved = kernel.project_input(x, weights, products)
-        rec = None
-        if kernel.recurrence == "gates":
+        rec = product = None
+        if kernel.recurrence == "gates" and kernel.adds_product:
+            # the kernel adds W_hh h + b_hh itself: no launch of its own for b_ih + b_hh
+            gates, input_saved = kernel.project_input(x, weights._replace(bias_hh=None), products)
+            product = torch.empty_like(gates)
+            products.into(product, h, weights.weight_hh.t(), weights.bias_hh)
+        elif kernel.recurrence == "gates":
+            gates, input_saved = kernel.project_input(x, weights, products)
             products.accumulate(gates, h, weights.weight_hh.t())
         else:
+            gates, input_saved = kernel.project_input(x, weights, products)
             rec = torch.empty_like(gates)
             bias = weights.bias_hh if kernel.recurrence == "biased" else None
             products.into(rec, h, weights.weight_hh.t(), bias)
         h_new = torch.empty(x.shape[0], hidden_size, **new)
         c_new = None if c is None else torch.empty(x.shape[0], hidden_size, **new)
         tape = {name: torch.empty(x.shape[0], size, **new) for name, size in kernel.tape(hidden_size).items()}
-        step = FusedStep(gates, rec, h, c, h_new, c_new, tape, h_new, blocks=kernel.cut_blocks(gates))
+        step = FusedStep(
+            gates, rec, h, c, h_new, c_new, tape, h_new, product, None if product is None else h_new,
+            blocks=kernel.cut_blocks(gates),
+        )
         kernel.forward(step, weights)
 
         ctx.kernel, ctx.precision, ctx.tape_names = kernel, precision, list(tape)
@@ -164,8 +173,14 @@ def fused_backward(ctx, d_h_new: Tensor, d_c_new: Tensor | None) -> tuple:
         name: d_gates.new_empty(d_gates.shape[0], size) for name, size in kernel.grad_tape(hidden_size).items()
     }
     grads = FusedGrads(d_gates, d_rec, grad_tape, blocks=kernel.cut_blocks(d_gates))
-    dc = None if step.c is None else d_c_new.clone()  # the kernel turns d c' into d c in place
-    direct = kernel.backward(d_h_new, dc, step, grads, weights)
+    if step.c is None:
+        dc = read_dc = None
+    elif kernel.writes_dc_apart:  # the kernel reads d c' and writes d c into a buffer of its own
+        dc, read_dc = torch.empty_like(step.c), d_c_new
+        grads = grads._replace(d_c=dc)
+    else:  # the kernel turns d c' into d c in place, in a copy: another node may hold d c'
+        dc = read_dc = d_c_new.clone()
+    direct = kernel.backward(d_h_new, read_dc, step, grads, weights)
 
     d_h = None
     if ctx.needs_input_grad[4]:

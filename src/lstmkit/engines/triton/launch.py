@@ -211,10 +211,20 @@ def read_dh(dh, refill, state, inside, REFILL: tl.constexpr):
 
 
 class Refilling:
-    """The Triton kernels' side of `FusedKernel.refills_dh`: the arguments a backward launch
-    takes for it. First among a kernel's bases, beside `IndexesItsGates`."""
+    """The Triton kernels' side of `FusedKernel.refills_dh` and `FusedKernel.writes_dc_apart`:
+    the arguments a backward launch takes for them. First among a kernel's bases, beside
+    `IndexesItsGates`."""
 
     refills_dh = True
+    writes_dc_apart = True
+
+    @staticmethod
+    def dc_arguments(dc: Tensor | None, grads: FusedGrads) -> tuple[Tensor | None, Tensor | None]:
+        """dc as the kernel reads it (contiguous) and where it writes d loss / d c: dc itself,
+        or `grads.d_c` where given."""
+        if grads.d_c is None:
+            return dc, dc
+        return dc.contiguous(), grads.d_c
 
     @staticmethod
     def refill_arguments(dh: Tensor, grads: FusedGrads) -> tuple[Tensor, Tensor, dict[str, bool]]:

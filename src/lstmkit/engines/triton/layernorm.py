@@ -90,13 +90,13 @@ def layernorm_forward(
 
 @triton.jit
 def layernorm_backward(
-    dh, refill, dc, gates, rec, c, c_new, tanh_ln_c, rec_mean, rec_rstd, cell_mean, cell_rstd,
+    dh, refill, dc, dc_out, gates, rec, c, c_new, tanh_ln_c, rec_mean, rec_rstd, cell_mean, cell_rstd,
     rec_gain, cell_gain, d_gates, d_rec, d_low, d_ln_c, hidden, ADD_PRODUCT: tl.constexpr, REFILL: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    """The forward lines in reverse, each differentiated; dc becomes d loss / d c. With
-    ADD_PRODUCT, d rec goes into `d_low` in the compute dtype too; with REFILL, dh starts over
-    from `refill` once read (`read_dh`)."""
+    """The forward lines in reverse, each differentiated; d loss / d c goes into `dc_out`
+    (dc itself in the layer's loop). With ADD_PRODUCT, d rec goes into `d_low` in the compute
+    dtype too; with REFILL, dh starts over from `refill` once read (`read_dh`)."""
     row = tl.program_id(0)
     columns = tl.arange(0, BLOCK)
     inside = columns < hidden
@@ -122,7 +122,7 @@ def layernorm_backward(
     d_i = d_c * g * i * (1 - i)                                            # c' = f ⊙ c + i ⊙ g
     d_f = d_c * c_prev * f * (1 - f)
     d_g = d_c * i * (1 - g * g)
-    tl.store(dc + state, d_c * f, mask=inside)
+    tl.store(dc_out + state, d_c * f, mask=inside)
     tl.store(d_gate_row, d_i, mask=inside)
     tl.store(d_gate_row + hidden, d_f, mask=inside)
     tl.store(d_gate_row + 2 * hidden, d_g, mask=inside)
@@ -178,10 +178,11 @@ class TritonLayerNormKernel(Refilling, IndexesItsGates, LayerNormKernel):
         tape = step.tape
         adds = grads.d_low is not None
         dh, refill, refilling = self.refill_arguments(dh, grads)
+        dc, dc_out = self.dc_arguments(dc, grads)
         layout = whole_rows(rows, hidden)
         launch(
             layernorm_backward, layout,
-            dh, refill, dc, step.gates, step.rec, step.c, step.c_new, tape["tanh_ln_c"], tape["rec_mean"],
+            dh, refill, dc, dc_out, step.gates, step.rec, step.c, step.c_new, tape["tanh_ln_c"], tape["rec_mean"],
             tape["rec_rstd"], tape["cell_mean"], tape["cell_rstd"], weights.extra["layernorm_hh_weight"],
             weights.extra["layernorm_cell_weight"], grads.d_gates, grads.d_rec,
             grads.d_low if adds else grads.d_rec, grads.tape["d_ln_c"], hidden,

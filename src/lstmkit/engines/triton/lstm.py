@@ -80,15 +80,15 @@ def lstm_forward(
 
 @triton.jit
 def lstm_backward(
-    dh, refill, dc, gates, c, c_new, tanh_c, d_gates, d_low, peephole_i, peephole_f, peephole_o, hidden,
+    dh, refill, dc, dc_out, gates, c, c_new, tanh_c, d_gates, d_low, peephole_i, peephole_f, peephole_o, hidden,
     POS_I: tl.constexpr, POS_F: tl.constexpr, POS_G: tl.constexpr, POS_O: tl.constexpr,
     COUPLED: tl.constexpr, PEEPHOLE: tl.constexpr, INPUT_ACTIVATION: tl.constexpr,
     OUTPUT_ACTIVATION: tl.constexpr, NUM_GATES: tl.constexpr, ADD_PRODUCT: tl.constexpr, REFILL: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    """The forward lines in reverse, each differentiated; dc becomes d loss / d c. With
-    ADD_PRODUCT the gate gradients go into `d_low` in the compute dtype as well; with REFILL,
-    dh starts over from `refill` once read (`read_dh`)."""
+    """The forward lines in reverse, each differentiated; d loss / d c goes into `dc_out`
+    (dc itself in the layer's loop). With ADD_PRODUCT the gate gradients go into `d_low` in
+    the compute dtype as well; with REFILL, dh starts over from `refill` once read (`read_dh`)."""
     row = tl.program_id(0)
     columns = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = columns < hidden
@@ -138,7 +138,7 @@ def lstm_backward(
     if PEEPHOLE:                                                           # i, f = σ(· + p ⊙ c)
         d_c_prev += d_f * tl.load(peephole_f + columns, mask=inside, other=0.0)
         d_c_prev += d_i * tl.load(peephole_i + columns, mask=inside, other=0.0)
-    tl.store(dc + state, d_c_prev, mask=inside)
+    tl.store(dc_out + state, d_c_prev, mask=inside)
 
 
 class TritonLSTMFamily(Refilling, IndexesItsGates):
@@ -183,10 +183,11 @@ class TritonLSTMFamily(Refilling, IndexesItsGates):
         tanh_c = step.tape.get("tanh_c", step.c_new)
         adds = grads.d_low is not None
         dh, refill, refilling = self.refill_arguments(dh, grads)
+        dc, dc_out = self.dc_arguments(dc, grads)
         layout = split_rows(rows, hidden)
         launch(
             lstm_backward, layout,
-            dh, refill, dc, step.gates, step.c, step.c_new, tanh_c, grads.d_gates,
+            dh, refill, dc, dc_out, step.gates, step.c, step.c_new, tanh_c, grads.d_gates,
             grads.d_low if adds else grads.d_gates, *self.peepholes(weights, step.c), hidden,
             ADD_PRODUCT=adds, **refilling, **self.flags,
         )
