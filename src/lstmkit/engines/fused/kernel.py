@@ -160,8 +160,9 @@ class FusedKernel:
         self, dh: Tensor, dc: Tensor | None, step: FusedStep, grads: FusedGrads, weights: LayerWeights
     ) -> Tensor | None:
         """Backward of `forward`: from dh = d loss / d h_new and dc = d loss / d c_new (updated
-        in place to d loss / d c), write `grads`; return d loss / d h through paths other than
-        the recurrent projection (None when there are none)."""
+        in place to d loss / d c, or written into `grads.d_c`), write `grads`; return d loss /
+        d h through paths other than the recurrent projection, as a new tensor the caller may
+        add into (None when there are none)."""
         raise NotImplementedError
 
     def parameter_grads(

@@ -183,7 +183,9 @@ def fused_backward(ctx, d_h_new: Tensor, d_c_new: Tensor | None) -> tuple:
     direct = kernel.backward(d_h_new, read_dc, step, grads, weights)
 
     d_h = None
-    if ctx.needs_input_grad[4]:
+    if ctx.needs_input_grad[4] and direct is not None and products is torch.mm:
+        d_h = direct.addmm_(d_rec, weights.weight_hh)  # into the kernel's own buffer: one launch, not two
+    elif ctx.needs_input_grad[4]:
         d_h = products(d_rec, weights.weight_hh).to(step.h.dtype)
         if direct is not None:
             d_h += direct
