@@ -7,7 +7,8 @@
 # 1. the `cuda` tests (tests/test_cuda.py and the cuda-marked training tests), in parallel;
 # 2. benchmarks/gpu.py: every cell and engine against cuDNN, float32 and bf16 autocast;
 # 3. benchmarks/cells.py on CUDA: the cell modules in a decoder loop against torch.nn's cells;
-# 4. benchmarks/step_parts.py: the host time of the pieces of one cell-module step.
+# 4. benchmarks/step_parts.py: the host time of the pieces of one cell-module step;
+# 5. benchmarks/step_launches.py on CUDA: kernel launches per cell-module step, torch.nn's beside.
 # PYTHON names the interpreter (default python3); the package is used from src/.
 set -u
 OUT=$(realpath -m "${1:-gpu-checks}")
@@ -33,4 +34,5 @@ step "cuda tests" 300 cuda_tests.log "$PYTHON" -m pytest -q -m cuda -n 8 -p no:c
 step "gpu.py" 300 gpu.log "$PYTHON" benchmarks/gpu.py --repeats 7 --out "$OUT/gpu.md"
 step "cells.py" 120 cells.log "$PYTHON" benchmarks/cells.py --device cuda --engines fused,triton --repeats 7
 step "step_parts.py" 120 step_parts.log "$PYTHON" benchmarks/step_parts.py
+step "step_launches.py" 120 step_launches.log "$PYTHON" benchmarks/step_launches.py --device cuda
 exit $status
