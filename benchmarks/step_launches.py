@@ -34,17 +34,21 @@ NO_LAUNCH = {  # operations that only make or describe tensors
 
 class Launches(TorchDispatchMode):
     """Counts, by name, the dispatched operations that launch a GPU kernel, and each Triton
-    kernel launch as "triton" (not what Triton's interpreter runs inside it)."""
+    kernel launch as "triton" (not what Triton's interpreter runs inside it); `dispatched`
+    counts every operation, those that launch nothing too (each costs host time as well)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.counts: collections.Counter[str] = collections.Counter()
+        self.dispatched = 0
         self.in_triton = False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
-        if name not in NO_LAUNCH and not self.in_triton:
-            self.counts[name] += 1
+        if not self.in_triton:
+            self.dispatched += 1
+            if name not in NO_LAUNCH:
+                self.counts[name] += 1
         return func(*args, **(kwargs or {}))
 
     def count_triton_launches(self) -> None:
@@ -63,8 +67,9 @@ class Launches(TorchDispatchMode):
             setattr(importlib.import_module(f"lstmkit.engines.triton.{module}"), "launch", counted)
 
 
-def per_step(module: torch.nn.Module, device: torch.device, steps: int) -> collections.Counter:
-    """Launches per step of `steps` calls of `module` and one backward, by operation."""
+def per_step(module: torch.nn.Module, device: torch.device, steps: int) -> tuple[float, collections.Counter]:
+    """Operations dispatched, and launches by operation, per step of `steps` calls of `module`
+    and one backward."""
     xs = torch.randn(steps, 4, module.input_size, device=device)
     with Launches() as recorded:
         recorded.count_triton_launches()
@@ -74,7 +79,8 @@ def per_step(module: torch.nn.Module, device: torch.device, steps: int) -> colle
             h = state[0] if isinstance(state, tuple) else state
             loss = loss + h.sum()
         loss.backward()
-    return collections.Counter({name: count / steps for name, count in recorded.counts.items()})
+    launches = collections.Counter({name: count / steps for name, count in recorded.counts.items()})
+    return recorded.dispatched / steps, launches
 
 
 def main() -> None:
@@ -98,12 +104,13 @@ def main() -> None:
         modules.insert(0, ("torch.nn.LSTMCell", torch.nn.LSTMCell(8, 8, device=device)))
     print(f"lstmkit {lstmkit.__version__}, torch {torch.__version__}, {args.device}; "
           f"launches per step over {args.steps} steps and one backward\n")
-    print("| cell | engine | launches per step | by operation |\n| --- | --- | ---: | --- |")
+    print("| cell | engine | operations per step | launches per step | launches by operation |")
+    print("| --- | --- | ---: | ---: | --- |")
     for name, module in modules:
-        counts = per_step(module, device, args.steps)
+        dispatched, counts = per_step(module, device, args.steps)
         engine = getattr(module, "engine", "torch")
         spelled = ", ".join(f"{op} {count:g}" for op, count in counts.most_common())
-        print(f"| {name} | {engine} | {sum(counts.values()):.2f} | {spelled} |")
+        print(f"| {name} | {engine} | {dispatched:.2f} | {sum(counts.values()):.2f} | {spelled} |")
 
 
 if __name__ == "__main__":

@@ -178,16 +178,26 @@ class FusedKernel:
         biases add into the pre-activations alike ("gates" recurrence), one tensor is both
         biases' gradient (as torch's own LSTM cell returns it), which autograd keeps apart.
 
-        grads: every step's (T, B, ·); rec: the recurrent projections (T, B, G*H), None for
-        "gates"; cells, new_cells: each step's c and c' (the step's `FusedStep.c`,
-        `FusedStep.c_new`) as (T, B, H), None without a cell state; tape: (T, B, n).
+        grads: every step's (T, B, ·), or one step's (B, ·) (a cell module's); rec: the
+        recurrent projections (T, B, G*H), None for "gates"; cells, new_cells: each step's c
+        and c' (the step's `FusedStep.c`, `FusedStep.c_new`) as (T, B, H), None without a cell
+        state; tape: (T, B, n). Each the same without T for one step.
         """
         if weights.bias_ih is None:
             return {}
-        d_bias_ih = grads.d_gates.sum((0, 1))
+        d_bias_ih = over_rows(grads.d_gates)
         if self.recurrence == "gates":  # both biases add into the pre-activations: one sum, one tensor for both
             return {"bias_ih": d_bias_ih, "bias_hh": d_bias_ih}
-        return {"bias_ih": d_bias_ih, "bias_hh": grads.d_rec.sum((0, 1))}
+        return {"bias_ih": d_bias_ih, "bias_hh": over_rows(grads.d_rec)}
+
+
+def over_rows(tensor: Tensor) -> Tensor:
+    """The sum over every dimension but the last: over the steps and the batch of (T, B, n),
+    over the batch of one step's (B, n)."""
+    return tensor.sum(ROWS_OF_DIMENSIONS[tensor.dim()])
+
+
+ROWS_OF_DIMENSIONS = {2: (0,), 3: (0, 1)}  # the dimensions `over_rows` sums, made once
 
 
 def gate_blocks(names: Sequence[str], hidden_size: int) -> dict[str, slice]:

@@ -118,17 +118,16 @@ class LayerNormKernel(FusedKernel):
     ) -> dict[str, Tensor]:
         """The gains and shifts of LN(W_hh h) and LN(c'), over all steps at once (those of
         LN(W_ih x) come from input_backward)."""
-        rows = grads.d_gates.shape[0] * grads.d_gates.shape[1]
         rec_gain, cell_gain = weights.extra["layernorm_hh_weight"], weights.extra["layernorm_cell_weight"]
         cell_shift = weights.extra.get("layernorm_cell_bias")
+        rows = {name: tape[name].flatten(0, -2) for name in ("rec_mean", "rec_rstd", "cell_mean", "cell_rstd")}
         _, d_rec_gain, d_rec_shift = aten.native_layer_norm_backward(
-            grads.d_gates.flatten(0, 1), rec.flatten(0, 1), rec_gain.shape, tape["rec_mean"].view(rows, 1),
-            tape["rec_rstd"].view(rows, 1), rec_gain, weights.bias_hh, [False, True, weights.bias_hh is not None],
+            grads.d_gates.flatten(0, -2), rec.flatten(0, -2), rec_gain.shape, rows["rec_mean"], rows["rec_rstd"],
+            rec_gain, weights.bias_hh, [False, True, weights.bias_hh is not None],
         )
         _, d_cell_gain, d_cell_shift = aten.native_layer_norm_backward(
-            grads.tape["d_ln_c"].flatten(0, 1), new_cells.flatten(0, 1), cell_gain.shape,
-            tape["cell_mean"].view(rows, 1), tape["cell_rstd"].view(rows, 1), cell_gain, cell_shift,
-            [False, True, cell_shift is not None],
+            grads.tape["d_ln_c"].flatten(0, -2), new_cells.flatten(0, -2), cell_gain.shape, rows["cell_mean"],
+            rows["cell_rstd"], cell_gain, cell_shift, [False, True, cell_shift is not None],
         )
         grads = {"layernorm_hh_weight": d_rec_gain, "layernorm_cell_weight": d_cell_gain}
         if weights.bias_hh is not None:

@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.ops import aten
 
 from lstmkit.cells import LayerWeights
-from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep, four_blocks, gate_blocks
+from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep, four_blocks, gate_blocks, over_rows
 
 
 class LSTMKernel(FusedKernel):
@@ -141,9 +141,9 @@ class PeepholeKernel(FusedKernel):
         d_i, d_f, _, d_o = grads.d_gates.chunk(4, -1)
         return {
             **super().parameter_grads(grads, rec, cells, new_cells, tape, weights),
-            "peephole_i": (d_i * cells).sum((0, 1)),
-            "peephole_f": (d_f * cells).sum((0, 1)),
-            "peephole_o": (d_o * new_cells).sum((0, 1)),
+            "peephole_i": over_rows(d_i * cells),
+            "peephole_f": over_rows(d_f * cells),
+            "peephole_o": over_rows(d_o * new_cells),
         }
 
 

@@ -189,14 +189,9 @@ def fused_backward(ctx, d_h_new: Tensor, d_c_new: Tensor | None) -> tuple:
         d_h = products(d_rec, weights.weight_hh).to(step.h.dtype)
         if direct is not None:
             d_h += direct
-    one_step = FusedGrads(d_gates.unsqueeze(0), d_rec.unsqueeze(0), {k: v.unsqueeze(0) for k, v in grad_tape.items()})
-    cells, new_cells = (None, None) if step.c is None else (step.c.unsqueeze(0), step.c_new.unsqueeze(0))
     named = {
         "weight_hh": products(d_rec.t(), step.h),
-        **kernel.parameter_grads(
-            one_step, None if step.rec is None else step.rec.unsqueeze(0), cells, new_cells,
-            {k: v.unsqueeze(0) for k, v in step.tape.items()}, weights,
-        ),
+        **kernel.parameter_grads(grads, step.rec, step.c, step.c_new, step.tape, weights),
     }
     workspace = None if d_rec is d_gates else d_rec  # d_rec is spent
     d_projection, input_grads = kernel.input_backward(d_gates, input_saved, weights, workspace)
