@@ -79,9 +79,9 @@ def parts(module: torch.nn.Module, baseline: torch.nn.LSTMCell, batch: int, call
         input_weights = weights._replace(bias_hh=None)  # b_hh comes with the recurrent product
         gates, _ = kernel.project_input(x, input_weights, products)
         product = torch.empty_like(gates)
-        outputs = [torch.empty_like(h) for _ in range(3)]
+        outputs = [torch.empty_like(h) for _ in range(2)]
         step = FusedStep(
-            gates, None, h, c, outputs[0], outputs[1], {"tanh_c": outputs[2]}, outputs[0], product, outputs[0],
+            gates, None, h, c, outputs[0], outputs[1], {}, outputs[0], product, outputs[0],
             blocks={},
         )
         rows += [

@@ -174,6 +174,38 @@ def test_triton_launch_goes_through_triton_once_per_specialisation(monkeypatch):
     assert x.data_ptr() == storage.data_ptr() and rest == [16, True, 8]
 
 
+def saved_bytes(layer: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward of `layer(x)`."""
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        layer(x)
+    return sum(storages.values())
+
+
+@triton_installed
+@pytest.mark.parametrize("cell, options", [
+    ("lstm", {}), ("peephole", {}), ("cifg", {}), ("layernorm", {}), ("lstm", {"output_activation": False}),
+], ids=["lstm", "peephole", "cifg", "layernorm", "lstm-no-output-activation"])
+def test_triton_kernels_keep_no_tanh_of_the_cell_state(cell, options):
+    """The Triton kernels compute tanh(c') (tanh(LN(c')) for the LayerNorm LSTM) again in
+    backward: a layer keeps T × B × H values fewer than the fused engine, which reads it back
+    (none fewer without the output activation, where neither keeps it)."""
+    steps, batch, hidden = 6, 3, 5
+    x = torch.randn(steps, batch, 4, dtype=torch.float64, requires_grad=True)
+    layers = {
+        engine: lstmkit.Recurrent(cell, 4, hidden, dtype=torch.float64, engine=engine, **options)
+        for engine in ("fused", "triton")
+    }
+    kept = steps * batch * hidden * 8 if options.get("output_activation", True) else 0
+    assert saved_bytes(layers["fused"], x) - saved_bytes(layers["triton"], x) == kept
+
+
 @triton_installed
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "layernorm"])
 def test_triton_equals_reference_batch_first(cell):

@@ -23,13 +23,14 @@ assert 1 / EPS_RECIPROCAL.value == LAYER_NORM_EPS
 
 @triton.jit
 def layernorm_forward(
-    gates, rec, product, c, c_new, h_new, h_low, tanh_ln_c, rec_mean, rec_rstd, cell_mean, cell_rstd,
+    gates, rec, product, c, c_new, h_new, h_low, rec_mean, rec_rstd, cell_mean, cell_rstd,
     rec_gain, rec_shift, cell_gain, cell_shift, hidden, HAS_BIAS: tl.constexpr, ADD_PRODUCT: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     """`gates` holds LN(W_ih x) and becomes i, f, g, o; `rec` holds W_hh h, or, with
     ADD_PRODUCT, receives it from `product` in the compute dtype (and h' goes into `h_low` in
-    that dtype too)."""
+    that dtype too). tanh(LN(c')) is not kept: backward computes it again from c' and its
+    statistics."""
     row = tl.program_id(0)
     columns = tl.arange(0, BLOCK)
     inside = columns < hidden
@@ -81,7 +82,6 @@ def layernorm_forward(
     if HAS_BIAS:
         normalised += tl.load(cell_shift + columns, mask=inside, other=0.0)
     squashed = tanh(normalised)
-    tl.store(tanh_ln_c + state, squashed, mask=inside)
     out = o * squashed
     tl.store(h_new + state, out, mask=inside)
     if ADD_PRODUCT:
@@ -90,9 +90,9 @@ def layernorm_forward(
 
 @triton.jit
 def layernorm_backward(
-    dh, refill, dc, dc_out, gates, rec, c, c_new, tanh_ln_c, rec_mean, rec_rstd, cell_mean, cell_rstd,
-    rec_gain, cell_gain, d_gates, d_rec, d_low, d_ln_c, hidden, ADD_PRODUCT: tl.constexpr, REFILL: tl.constexpr,
-    BLOCK: tl.constexpr,
+    dh, refill, dc, dc_out, gates, rec, c, c_new, rec_mean, rec_rstd, cell_mean, cell_rstd,
+    rec_gain, cell_gain, cell_shift, d_gates, d_rec, d_low, d_ln_c, hidden, HAS_BIAS: tl.constexpr,
+    ADD_PRODUCT: tl.constexpr, REFILL: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """The forward lines in reverse, each differentiated; d loss / d c goes into `dc_out`
     (dc itself in the layer's loop). With ADD_PRODUCT, d rec goes into `d_low` in the compute
@@ -109,12 +109,16 @@ def layernorm_backward(
     g = tl.load(gate_row + 2 * hidden, mask=inside, other=0.0)
     o = tl.load(gate_row + 3 * hidden, mask=inside, other=0.0)
     d_h = read_dh(dh, refill, state, inside, REFILL)
-    squashed = tl.load(tanh_ln_c + state, mask=inside, other=0.0)
+    cell_r = tl.load(cell_rstd + row)
+    centred = tl.load(c_new + state, mask=inside, other=0.0) - tl.load(cell_mean + row)  # LN(c'), over H
+    cell_hat = tl.where(inside, centred * cell_r, 0.0)
+    normalised = cell_hat * tl.load(cell_gain + columns, mask=inside, other=0.0)
+    if HAS_BIAS:
+        normalised += tl.load(cell_shift + columns, mask=inside, other=0.0)
+    squashed = tanh(normalised)                                            # tanh(LN(c')) again, not kept
     d_o = d_h * squashed * o * (1 - o)                                     # h' = o ⊙ tanh(LN(c'))
     d_normalised = d_h * o * (1 - squashed * squashed)
     tl.store(d_ln_c + state, d_normalised, mask=inside)
-    cell_r = tl.load(cell_rstd + row)                                      # LN(c'), over H
-    cell_hat = tl.where(inside, (tl.load(c_new + state, mask=inside, other=0.0) - tl.load(cell_mean + row)) * cell_r, 0.0)
     d_hat = tl.where(inside, d_normalised * tl.load(cell_gain + columns, mask=inside, other=0.0), 0.0)
     d_cell = cell_r * (d_hat - tl.sum(d_hat, 0) / hidden - cell_hat * tl.sum(d_hat * cell_hat, 0) / hidden)
     d_c = tl.load(dc + state, mask=inside, other=0.0) + d_cell
@@ -157,6 +161,10 @@ class TritonLayerNormKernel(Refilling, IndexesItsGates, LayerNormKernel):
 
     adds_product = True
 
+    def tape(self, hidden_size: int) -> dict[str, int]:
+        """LayerNormKernel's, but tanh(LN(c')), which the backward kernel computes again."""
+        return {name: size for name, size in super().tape(hidden_size).items() if name != "tanh_ln_c"}
+
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         rows, hidden = step.c.shape
         tape = step.tape
@@ -167,7 +175,7 @@ class TritonLayerNormKernel(Refilling, IndexesItsGates, LayerNormKernel):
         launch(
             layernorm_forward, layout,
             step.gates, step.rec, step.product if adds else step.rec, step.c, step.c_new, step.h_new,
-            step.h_low if adds else step.h_new, tape["tanh_ln_c"], tape["rec_mean"], tape["rec_rstd"],
+            step.h_low if adds else step.h_new, tape["rec_mean"], tape["rec_rstd"],
             tape["cell_mean"], tape["cell_rstd"], weights.extra["layernorm_hh_weight"], shift,
             weights.extra["layernorm_cell_weight"], cell_shift, hidden,
             HAS_BIAS=weights.bias_hh is not None, ADD_PRODUCT=adds,
@@ -179,12 +187,13 @@ class TritonLayerNormKernel(Refilling, IndexesItsGates, LayerNormKernel):
         adds = grads.d_low is not None
         dh, refill, refilling = self.refill_arguments(dh, grads)
         dc, dc_out = self.dc_arguments(dc, grads)
+        cell_shift = weights.extra.get("layernorm_cell_bias", step.c)
         layout = whole_rows(rows, hidden)
         launch(
             layernorm_backward, layout,
-            dh, refill, dc, dc_out, step.gates, step.rec, step.c, step.c_new, tape["tanh_ln_c"], tape["rec_mean"],
+            dh, refill, dc, dc_out, step.gates, step.rec, step.c, step.c_new, tape["rec_mean"],
             tape["rec_rstd"], tape["cell_mean"], tape["cell_rstd"], weights.extra["layernorm_hh_weight"],
-            weights.extra["layernorm_cell_weight"], grads.d_gates, grads.d_rec,
+            weights.extra["layernorm_cell_weight"], cell_shift, grads.d_gates, grads.d_rec,
             grads.d_low if adds else grads.d_rec, grads.tape["d_ln_c"], hidden,
-            ADD_PRODUCT=adds, **refilling,
+            HAS_BIAS=weights.bias_hh is not None, ADD_PRODUCT=adds, **refilling,
         )

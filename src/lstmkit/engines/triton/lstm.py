@@ -20,14 +20,14 @@ ABSENT = -1  # the block position of a removed gate
 
 @triton.jit
 def lstm_forward(
-    gates, product, c, c_new, h_new, h_low, tanh_c, peephole_i, peephole_f, peephole_o, hidden,
+    gates, product, c, c_new, h_new, h_low, peephole_i, peephole_f, peephole_o, hidden,
     POS_I: tl.constexpr, POS_F: tl.constexpr, POS_G: tl.constexpr, POS_O: tl.constexpr,
     COUPLED: tl.constexpr, PEEPHOLE: tl.constexpr, INPUT_ACTIVATION: tl.constexpr,
     OUTPUT_ACTIVATION: tl.constexpr, NUM_GATES: tl.constexpr, ADD_PRODUCT: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """One row block: pre-activations in `gates` (plus `product`, W_hh h in the compute dtype,
-    with ADD_PRODUCT) become activations; c', h' (also into `h_low` in the compute dtype, with
-    ADD_PRODUCT) and tanh(c')."""
+    with ADD_PRODUCT) become activations; c' and h' (also into `h_low` in the compute dtype,
+    with ADD_PRODUCT). tanh(c') is not kept: backward computes it again from c'."""
     row = tl.program_id(0)
     columns = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = columns < hidden
@@ -63,7 +63,6 @@ def lstm_forward(
     tl.store(c_new + state, cell, mask=inside)
     if OUTPUT_ACTIVATION:
         cell_out = tanh(cell)
-        tl.store(tanh_c + state, cell_out, mask=inside)
     else:
         cell_out = cell
     if POS_O >= 0:
@@ -80,7 +79,7 @@ def lstm_forward(
 
 @triton.jit
 def lstm_backward(
-    dh, refill, dc, dc_out, gates, c, c_new, tanh_c, d_gates, d_low, peephole_i, peephole_f, peephole_o, hidden,
+    dh, refill, dc, dc_out, gates, c, c_new, d_gates, d_low, peephole_i, peephole_f, peephole_o, hidden,
     POS_I: tl.constexpr, POS_F: tl.constexpr, POS_G: tl.constexpr, POS_O: tl.constexpr,
     COUPLED: tl.constexpr, PEEPHOLE: tl.constexpr, INPUT_ACTIVATION: tl.constexpr,
     OUTPUT_ACTIVATION: tl.constexpr, NUM_GATES: tl.constexpr, ADD_PRODUCT: tl.constexpr, REFILL: tl.constexpr,
@@ -99,10 +98,9 @@ def lstm_backward(
     d_h = read_dh(dh, refill, state, inside, REFILL)
     d_c = tl.load(dc + state, mask=inside, other=0.0)
     c_prev = tl.load(c + state, mask=inside, other=0.0)
+    cell_out = tl.load(c_new + state, mask=inside, other=0.0)
     if OUTPUT_ACTIVATION:
-        cell_out = tl.load(tanh_c + state, mask=inside, other=0.0)
-    else:
-        cell_out = tl.load(c_new + state, mask=inside, other=0.0)
+        cell_out = tanh(cell_out)                                          # tanh(c') again, not kept
     d_cell_out = d_h                                                       # h' = o ⊙ tanh(c')
     if POS_O >= 0:
         o = tl.load(gate_row + POS_O * hidden, mask=inside, other=0.0)
@@ -166,28 +164,31 @@ class TritonLSTMFamily(Refilling, IndexesItsGates):
             return fallback, fallback, fallback
         return tuple(weights.extra[name] for name in ("peephole_i", "peephole_f", "peephole_o"))
 
+    def tape(self, hidden_size: int) -> dict[str, int]:
+        """Nothing beyond c': the backward kernel computes tanh(c') again, which costs it less
+        than reading it back would, and spares a (T, B, H) buffer."""
+        return {}
+
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         rows, hidden = step.c.shape
-        tanh_c = step.tape.get("tanh_c", step.c_new)
         adds = step.product is not None
         layout = split_rows(rows, hidden)
         launch(
             lstm_forward, layout,
             step.gates, step.product if adds else step.gates, step.c, step.c_new, step.h_new,
-            step.h_low if adds else step.h_new, tanh_c, *self.peepholes(weights, step.c), hidden,
+            step.h_low if adds else step.h_new, *self.peepholes(weights, step.c), hidden,
             ADD_PRODUCT=adds, **self.flags,
         )
 
     def backward(self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> None:
         rows, hidden = step.c.shape
-        tanh_c = step.tape.get("tanh_c", step.c_new)
         adds = grads.d_low is not None
         dh, refill, refilling = self.refill_arguments(dh, grads)
         dc, dc_out = self.dc_arguments(dc, grads)
         layout = split_rows(rows, hidden)
         launch(
             lstm_backward, layout,
-            dh, refill, dc, dc_out, step.gates, step.c, step.c_new, tanh_c, grads.d_gates,
+            dh, refill, dc, dc_out, step.gates, step.c, step.c_new, grads.d_gates,
             grads.d_low if adds else grads.d_gates, *self.peepholes(weights, step.c), hidden,
             ADD_PRODUCT=adds, **refilling, **self.flags,
         )
