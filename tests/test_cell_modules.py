@@ -253,6 +253,24 @@ def test_both_bias_gradients_are_torchs_and_apart(cell_name, engine):
 
 
 @pytest.mark.parametrize("engine", ["fused", TRITON])
+@pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
+def test_strided_states_give_the_reference_step(cell_name, options, engine):
+    """A transposed h and a c expanded over the batch (a learned initial state): the
+    reference engine's outputs and gradients (the Triton kernels read states row by row)."""
+    torch.manual_seed(0)
+    cell = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, dtype=F64, engine=engine, **options)
+    reference = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, dtype=F64, engine="reference", **options)
+    reference.load_state_dict(cell.state_dict())
+    x = torch.randn(B, INPUT, dtype=F64, requires_grad=True)
+    h = torch.randn(HIDDEN, B, dtype=F64, requires_grad=True)
+    c = torch.randn(HIDDEN, dtype=F64, requires_grad=True)
+    hx = (h.t(), c.expand(B, HIDDEN)) if cell.cell.has_cell_state else h.t()
+    named = {"x": x, "h": h, "c": c}
+    assert_same_run(cell(x, hx), reference(x, hx), named | dict(cell.named_parameters()),
+                    named | dict(reference.named_parameters()))
+
+
+@pytest.mark.parametrize("engine", ["fused", TRITON])
 @pytest.mark.parametrize("cell_name", ["lstm", "peephole", "cifg", "layernorm"])
 def test_a_step_whose_only_gradient_is_a_strided_one_of_c(cell_name, engine):
     """d c' as autograd hands it from a loss on c' alone, read transposed and broadcast (not

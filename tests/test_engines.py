@@ -174,6 +174,50 @@ def test_triton_launch_goes_through_triton_once_per_specialisation(monkeypatch):
     assert x.data_ptr() == storage.data_ptr() and rest == [16, True, 8]
 
 
+def with_strided_vectors(module: torch.nn.Module, names: list[str]) -> torch.nn.Module:
+    """`module` with each parameter of `names` replaced by a view of every other value of a
+    longer tensor, with the same values."""
+    for name in names:
+        parameter = getattr(module, name)
+        longer = torch.zeros(2 * parameter.numel(), dtype=parameter.dtype)
+        longer[::2] = parameter.detach()
+        del module._parameters[name]
+        setattr(module, name, torch.nn.Parameter(longer[::2]))
+    return module
+
+
+@triton_installed
+@pytest.mark.parametrize("module_type", ["layer", "cell module"])
+@pytest.mark.parametrize("cell, names", [
+    ("peephole", ["peephole_i", "peephole_f", "peephole_o"]),
+    ("layernorm", ["layernorm_hh_weight", "bias_hh", "layernorm_cell_weight", "layernorm_cell_bias"]),
+    ("gru", ["bias_hh"]),
+])
+def test_triton_reads_strided_parameters_as_they_are(cell, names, module_type):
+    """Vectors the Triton kernels read by index (peepholes, LayerNorm gains and shifts, the
+    GRU's b_hh), each a strided view: the reference engine's outputs and gradients in float64,
+    and its outputs under CPU bfloat16 autocast (where the GRU kernel reads b_hh itself)."""
+    suffix = "_l0" if module_type == "layer" else ""
+    build = lstmkit.Recurrent if module_type == "layer" else lstmkit.RecurrentCell
+    batch = (5, 2) if module_type == "layer" else (2,)
+    for dtype in (torch.float64, torch.float32):
+        torch.manual_seed(0)
+        modules = {engine: build(cell, 3, 4, dtype=dtype, engine=engine) for engine in ("reference", "triton")}
+        modules["triton"].load_state_dict(modules["reference"].state_dict())
+        modules = {engine: with_strided_vectors(module, [name + suffix for name in names])
+                   for engine, module in modules.items()}
+        x = torch.randn(*batch, 3, dtype=dtype, requires_grad=True)
+        if dtype == torch.float64:
+            assert_same_run(modules["triton"](x), modules["reference"](x),
+                            {"x": x, **dict(modules["triton"].named_parameters())},
+                            {"x": x, **dict(modules["reference"].named_parameters())})
+            continue
+        with torch.autocast("cpu", torch.bfloat16):
+            ours, theirs = (modules[engine](x) for engine in ("triton", "reference"))
+        ours, theirs = (output[0] if isinstance(output, tuple) else output for output in (ours, theirs))
+        assert (ours.float() - theirs.float()).abs().max() < 2e-2
+
+
 def saved_bytes(layer: torch.nn.Module, x: torch.Tensor) -> int:
     """Bytes of the distinct storages autograd keeps for the backward of `layer(x)`."""
     storages = {}

@@ -50,6 +50,7 @@ def run_step(
     dtype = weights.weight_ih.dtype
     autocasting = autocast_on(x.device.type)
     kernel = kernel_for(cell, kernels)
+    h, c = h.contiguous(), None if c is None else c.contiguous()  # the Triton kernels read them row by row
     if not autocasting and dtype not in HALF_DTYPES:  # the common case, kept short: it runs every step
         # x, h and c have the parameters' dtype (the module checked), and so has every result
         h_new, c_new, gates = FusedCellStep.apply(

@@ -178,7 +178,16 @@ def launch(kernel: triton.JITFunction, layout: Layout, *args: object, **constexp
 
 
 def through_triton(kernel: triton.JITFunction, layout: Layout, args: tuple, constexprs: dict) -> object:
-    """Triton's own launch; it returns the compiled kernel (None under the interpreter)."""
+    """Triton's own launch; it returns the compiled kernel (None under the interpreter). The
+    kernels index every tensor as contiguous rows, so one that is not (a view its caller did
+    not make contiguous) is refused here, at every launch under the interpreter, where the
+    tests run, and at the first of each specialisation on a GPU."""
+    for position, argument in enumerate(args):
+        if isinstance(argument, Tensor) and not argument.is_contiguous():
+            raise RuntimeError(
+                f"lstmkit: argument {position} of the Triton kernel {kernel.__name__} is not contiguous (shape "
+                f"{tuple(argument.shape)}, strides {argument.stride()}); please report this as a bug"
+            )
     return kernel[layout.grid](*args, **constexprs, BLOCK=layout.block, num_warps=layout.num_warps)
 
 

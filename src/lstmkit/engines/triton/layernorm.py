@@ -165,19 +165,28 @@ class TritonLayerNormKernel(Refilling, IndexesItsGates, LayerNormKernel):
         """LayerNormKernel's, but tanh(LN(c')), which the backward kernel computes again."""
         return {name: size for name, size in super().tape(hidden_size).items() if name != "tanh_ln_c"}
 
+    @staticmethod
+    def norms(weights: LayerWeights, fallback: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The gains and shifts of LN(W_hh h) and LN(c') as the kernels read them (contiguous),
+        `fallback` for the shifts without biases."""
+        extra = weights.extra
+        return tuple(
+            fallback if tensor is None else tensor.contiguous() for tensor in (
+                extra["layernorm_hh_weight"], weights.bias_hh, extra["layernorm_cell_weight"],
+                extra.get("layernorm_cell_bias"),
+            )
+        )
+
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         rows, hidden = step.c.shape
         tape = step.tape
         adds = step.product is not None
-        shift = weights.bias_hh if weights.bias_hh is not None else step.c
-        cell_shift = weights.extra.get("layernorm_cell_bias", step.c)
         layout = whole_rows(rows, hidden)
         launch(
             layernorm_forward, layout,
             step.gates, step.rec, step.product if adds else step.rec, step.c, step.c_new, step.h_new,
             step.h_low if adds else step.h_new, tape["rec_mean"], tape["rec_rstd"],
-            tape["cell_mean"], tape["cell_rstd"], weights.extra["layernorm_hh_weight"], shift,
-            weights.extra["layernorm_cell_weight"], cell_shift, hidden,
+            tape["cell_mean"], tape["cell_rstd"], *self.norms(weights, step.c), hidden,
             HAS_BIAS=weights.bias_hh is not None, ADD_PRODUCT=adds,
         )
 
@@ -187,13 +196,13 @@ class TritonLayerNormKernel(Refilling, IndexesItsGates, LayerNormKernel):
         adds = grads.d_low is not None
         dh, refill, refilling = self.refill_arguments(dh, grads)
         dc, dc_out = self.dc_arguments(dc, grads)
-        cell_shift = weights.extra.get("layernorm_cell_bias", step.c)
+        rec_gain, _, cell_gain, cell_shift = self.norms(weights, step.c)
         layout = whole_rows(rows, hidden)
         launch(
             layernorm_backward, layout,
             dh, refill, dc, dc_out, step.gates, step.rec, step.c, step.c_new, tape["rec_mean"],
-            tape["rec_rstd"], tape["cell_mean"], tape["cell_rstd"], weights.extra["layernorm_hh_weight"],
-            weights.extra["layernorm_cell_weight"], cell_shift, grads.d_gates, grads.d_rec,
+            tape["rec_rstd"], tape["cell_mean"], tape["cell_rstd"], rec_gain, cell_gain, cell_shift,
+            grads.d_gates, grads.d_rec,
             grads.d_low if adds else grads.d_rec, grads.tape["d_ln_c"], hidden,
             HAS_BIAS=weights.bias_hh is not None, ADD_PRODUCT=adds, **refilling,
         )

@@ -160,9 +160,10 @@ class TritonLSTMFamily(Refilling, IndexesItsGates):
         )
 
     def peepholes(self, weights: LayerWeights, fallback: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The peephole weights as the kernels read them (contiguous), or `fallback` thrice."""
         if not self.peephole:
             return fallback, fallback, fallback
-        return tuple(weights.extra[name] for name in ("peephole_i", "peephole_f", "peephole_o"))
+        return tuple(weights.extra[name].contiguous() for name in ("peephole_i", "peephole_f", "peephole_o"))
 
     def tape(self, hidden_size: int) -> dict[str, int]:
         """Nothing beyond c': the backward kernel computes tanh(c') again, which costs it less

@@ -147,7 +147,7 @@ class TritonGRUKernel(Refilling, IndexesItsGates, GRUKernel):
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         rows, hidden = step.h_new.shape
         adds = step.product is not None
-        bias_hh = weights.bias_hh
+        bias_hh = None if weights.bias_hh is None else weights.bias_hh.contiguous()  # read by index
         layout = split_rows(rows, hidden)
         launch(
             gru_forward, layout,
