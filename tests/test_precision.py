@@ -73,15 +73,19 @@ def test_fused_under_autocast_equals_the_reference_in_the_same_precision(cell, o
 
 @pytest.mark.parametrize("lengths, enforce_sorted", [(None, None), ([5, 4, 2], True), ([4, 5, 2], False)],
                          ids=["padded", "packed-sorted", "packed-unsorted"])
+@pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("engine", ["auto", *ENGINES])
 @pytest.mark.parametrize("cell", ["lstm", "rnn", "gru"])
-def test_autocast_output_dtypes_are_torch_nn_s(cell, engine, lengths, enforce_sorted):
-    """torch.nn.LSTM returns float32 for packed input under CPU autocast and bfloat16 for a
-    padded tensor; lstmkit returns what torch.nn returns on the native (auto), fused and
-    reference engines (the Triton engine takes its precision from the same rule)."""
+def test_autocast_output_dtypes_are_torch_nn_s(cell, engine, lengths, enforce_sorted, input_dtype):
+    """Under CPU autocast torch.nn.LSTM returns bfloat16 for a padded tensor, and for packed
+    input (and torch.nn.GRU always) the autocast dtype promoted with the initial state's,
+    whose zeros come in the input's dtype: float32 for float32 input, bfloat16 for bfloat16
+    input (a Linear's output under autocast). lstmkit returns what torch.nn returns on the
+    native (auto), fused and reference engines (the Triton engine takes its precision from the
+    same rule)."""
     layer = lstmkit.Recurrent(cell, 8, 16, engine=engine)
     twin = torch_twin(layer)
-    x = torch.randn(5, 3, 8)
+    x = torch.randn(5, 3, 8, dtype=input_dtype)
     packed = lengths is not None
     if packed:
         x = pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted)
@@ -93,7 +97,7 @@ def test_autocast_output_dtypes_are_torch_nn_s(cell, engine, lengths, enforce_so
                     layer(x)
                 return
             output = layer(x)[0]
-            assert (output.data if packed else output).dtype == (torch.float32 if packed else torch.bfloat16)
+            assert (output.data if packed else output).dtype == (input_dtype if packed else torch.bfloat16)
             return
         ours, theirs = layer(x), twin(x)
     ours_output, theirs_output = (ours[0].data, theirs[0].data) if packed else (ours[0], theirs[0])

@@ -203,7 +203,9 @@ class LayerEngine(Engine):
     ) -> StackRun:
         """Every layer and direction in turn; dropout between layers in training, and the
         stack's regularisers (input dropout here, the recurrent ones in `run_layer`)."""
-        precision = precision_for(stack.cell, stack.weights[0].weight_ih.dtype, data.device, stack.packed)
+        precision = precision_for(
+            stack.cell, stack.weights[0].weight_ih.dtype, data.device, stack.packed, (h0 if c0 is None else c0).dtype
+        )
         input_dropout = stack.regularisation.input_dropout if stack.training else 0.0
         hidden_size = h0.shape[-1] if c0 is None else c0.shape[-1]
         layer_input = data

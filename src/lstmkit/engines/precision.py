@@ -57,16 +57,25 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.get_autocast_dtype(device.type)
 
 
-def precision_for(cell: Cell, parameter_dtype: torch.dtype, device: torch.device, packed: bool = False) -> Precision:
+def precision_for(
+    cell: Cell, parameter_dtype: torch.dtype, device: torch.device, packed: bool = False,
+    state_dtype: torch.dtype = torch.float32,
+) -> Precision:
     """The precision a layer of `cell` with parameters in `parameter_dtype` runs in on
-    `device`, for input that came as a PackedSequence or not."""
+    `device`, for input that came as a PackedSequence or not, from an initial state (c0 where
+    the cell has one, else h0; zeros come in the input's dtype) in `state_dtype`.
+
+    The outputs under autocast are torch.nn's: on CPU the GRU, and the LSTM on packed input,
+    are composed of torch's cell steps, whose results promote the autocast dtype with the
+    state's (float32 from a float32 state, bfloat16 from a bfloat16 one); elsewhere the
+    autocast dtype."""
     if parameter_dtype in HALF_DTYPES:
         return Precision(parameter_dtype, torch.float32, parameter_dtype)
     autocast = autocast_dtype(device)
     if autocast is None or parameter_dtype != torch.float32:
         return Precision(parameter_dtype, parameter_dtype, parameter_dtype)
-    float32_output = device.type == "cpu" and (cell.name == "gru" or (cell.name == "lstm" and packed))
-    output = torch.float32 if float32_output else autocast
+    composed = device.type == "cpu" and (cell.name == "gru" or (cell.name == "lstm" and packed))
+    output = torch.promote_types(autocast, state_dtype) if composed else autocast
     return Precision(autocast, torch.float32, output)
 
 

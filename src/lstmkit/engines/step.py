@@ -93,7 +93,7 @@ def run_cell_step(
         if c is None:
             return StepResult(kernel(x, h, *parameters), None, None)
         return StepResult(*kernel(x, (h, c), *parameters), None)
-    precision = step_precision(cell, weights.weight_ih.dtype, x.device)
+    precision = step_precision(cell, weights.weight_ih.dtype, x.device, (h if c is None else c).dtype)
     run = ReferenceEngine().run_layer(cell, weights, x.unsqueeze(0), h, c, None, return_gates, precision)
     gates = None if run.gates is None else tuple(gate[0] for gate in run.gates)
     return StepResult(run.h, run.c, gates)

@@ -43,8 +43,8 @@ def prepare_step(
     check_features(input, input_size, dtype)
     batched = input.dim() == 2
     x = input if batched else input.unsqueeze(0)
-    if hx is None:
-        h = torch.zeros(x.shape[0], hidden_size, dtype=dtype, device=x.device)
+    if hx is None:  # in the input's dtype, as torch.nn's cells make them (bfloat16 input under autocast)
+        h = torch.zeros(x.shape[0], hidden_size, dtype=x.dtype, device=x.device)
         return StepInput(x, h, h if has_cell_state else None, batched)
     expected = (x.shape[0], hidden_size) if batched else (hidden_size,)
     if not has_cell_state:

@@ -56,7 +56,7 @@ def run_step(
         h_new, c_new, gates = FusedCellStep.apply(
             kernel, Precision(dtype, dtype, dtype), return_gates, x, h, c, *flatten(cell, weights))
     else:
-        precision = step_precision(cell, dtype, x.device)
+        precision = step_precision(cell, dtype, x.device, (h if c is None else c).dtype)
         weights = cast_weights(weights, precision.compute, precision.state)
         with autocast(x.device.type, enabled=False):
             h_new, c_new, gates = FusedCellStep.apply(
@@ -70,14 +70,17 @@ def run_step(
     return StepResult(h_new, c_new, traced)
 
 
-def step_precision(cell: Cell, parameter_dtype: torch.dtype, device: torch.device) -> Precision:
-    """A layer's precision (`precision_for`), except the outputs under CPU autocast: float32
-    for every cell but the Elman RNN, the dtypes torch.nn.LSTMCell, GRUCell and RNNCell return
-    there (the state a loop feeds back then stays in float32)."""
+def step_precision(
+    cell: Cell, parameter_dtype: torch.dtype, device: torch.device, state_dtype: torch.dtype
+) -> Precision:
+    """A layer's precision (`precision_for`), except the outputs under CPU autocast: for every
+    cell but the Elman RNN, the autocast dtype promoted with the state's (c where the cell has
+    one, else h; `state_dtype`), as torch.nn.LSTMCell and GRUCell return there (float32 from a
+    float32 state, so that the state a loop feeds back stays in float32)."""
     precision = precision_for(cell, parameter_dtype, device)
-    cpu_autocast = device.type == "cpu" and autocast_dtype(device) is not None
-    if cpu_autocast and parameter_dtype == torch.float32 and cell.name != "rnn":
-        return precision._replace(output=torch.float32)
+    autocasting = autocast_dtype(device)
+    if device.type == "cpu" and autocasting is not None and parameter_dtype == torch.float32 and cell.name != "rnn":
+        return precision._replace(output=torch.promote_types(autocasting, state_dtype))
     return precision
 
 
