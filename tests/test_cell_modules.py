@@ -253,6 +253,28 @@ def test_both_bias_gradients_are_torchs_and_apart(cell_name, engine):
 
 
 @pytest.mark.parametrize("engine", ["fused", TRITON])
+@pytest.mark.parametrize("cell_name", ["lstm", "peephole", "cifg", "layernorm", "gru"])
+def test_the_returned_h_may_be_changed_in_place_before_backward(cell_name, engine):
+    """`h[done] = 0` between steps, as reinforcement-learning loops reset finished episodes:
+    backward gives the reference engine's gradients (the step keeps h' only where its
+    backward reads it: the Elman RNN's, as torch.nn.RNNCell's tanh does)."""
+    torch.manual_seed(0)
+    cell = NAMED[cell_name](INPUT, HIDDEN, dtype=F64, engine=engine)
+    reference = NAMED[cell_name](INPUT, HIDDEN, dtype=F64, engine="reference")
+    reference.load_state_dict(cell.state_dict())
+    x = torch.randn(B, INPUT, dtype=F64, requires_grad=True)
+
+    def two_steps(module):
+        state = module(x)
+        h = state[0] if isinstance(state, tuple) else state
+        h[1] = 0
+        return module(x, state)
+
+    assert_same_run(two_steps(cell), two_steps(reference), {"x": x, **dict(cell.named_parameters())},
+                    {"x": x, **dict(reference.named_parameters())})
+
+
+@pytest.mark.parametrize("engine", ["fused", TRITON])
 @pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
 def test_strided_states_give_the_reference_step(cell_name, options, engine):
     """A transposed h and a c expanded over the batch (a learned initial state): the

@@ -101,6 +101,11 @@ class FusedKernel:
     engine adds the product for d h_{t-1} into dh in place: on CUDA a product with a separate
     addend first copies the addend into its output, a copy per step."""
 
+    reads_h_new: ClassVar[bool] = False
+    """Whether the kernel's backward reads h' (`FusedStep.h_new`): a cell module's step keeps it
+    for backward only then, so that the h' it returns may be changed in place before backward
+    (`h[done] = 0` in a reinforcement-learning loop), as torch.nn.LSTMCell's may."""
+
     writes_dc_apart: ClassVar[bool] = False
     """Whether the kernel's backward, given `FusedGrads.d_c`, writes d loss / d c there and only
     reads dc: a cell module's step then does not first copy the d c' that autograd hands it

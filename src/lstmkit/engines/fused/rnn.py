@@ -13,6 +13,8 @@ from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
 class RNNKernel(FusedKernel):
     """`RNNStep.step` in place."""
 
+    reads_h_new = True  # the derivative of tanh (ReLU) is read off h'
+
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         """h' = act(·), written straight into h_new."""
         if self.cell.nonlinearity == "tanh":

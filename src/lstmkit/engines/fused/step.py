@@ -133,7 +133,8 @@ class FusedCellStep(torch.autograd.Function):
 
         ctx.kernel, ctx.precision, ctx.tape_names = kernel, precision, list(tape)
         ctx.input_saved_count = len(input_saved)
-        ctx.save_for_backward(x, h, c, gates, rec, h_new, c_new, *parameters, *input_saved, *tape.values())
+        kept_h_new = h_new if kernel.reads_h_new else None
+        ctx.save_for_backward(x, h, c, gates, rec, kept_h_new, c_new, *parameters, *input_saved, *tape.values())
         traced_gates = None
         if return_gates:
             traced_gates = gates.clone()

@@ -159,10 +159,10 @@ class TritonGRUKernel(Refilling, IndexesItsGates, GRUKernel):
     def backward(
         self, dh: Tensor, dc: None, step: FusedStep, grads: FusedGrads, weights: LayerWeights
     ) -> Tensor | None:
-        rows, hidden = step.h_new.shape
+        rows, hidden = step.h.shape
         adds = grads.d_low is not None
         dh, refill, refilling = self.refill_arguments(dh, grads)
-        direct = dh if refilling["REFILL"] else torch.empty_like(step.h_new)  # refilled: into dh, no direct term
+        direct = dh if refilling["REFILL"] else torch.empty_like(step.h)  # refilled: into dh, no direct term
         layout = split_rows(rows, hidden)
         launch(
             gru_backward, layout,
