@@ -167,6 +167,27 @@ def test_to_layer_writes_the_weights_back():
             assert torch.equal(parameter, before[name]), name
 
 
+def test_to_layer_sets_a_parametrised_weight_through_its_parametrisation():
+    """A layer's weight under weight_norm is computed: to_layer sets it through the
+    parametrisation's right_inverse; one without right_inverse is refused, by name."""
+    layer = lstmkit.LSTM(INPUT, HIDDEN, num_layers=2, bidirectional=True, dtype=F64)
+    torch.nn.utils.parametrizations.weight_norm(layer, "weight_hh_l1_reverse")
+    cell = lstmkit.LSTMCell.from_layer(layer, 1, 1)
+    with torch.no_grad():
+        cell.weight_hh.copy_(torch.randn_like(cell.weight_hh))
+    cell.to_layer(layer, 1, 1)
+    assert_close(layer.weight_hh_l1_reverse, cell.weight_hh, "the parametrised weight")
+
+    class Squared(nn.Module):
+        def forward(self, weight):
+            return weight * weight
+
+    torch.nn.utils.parametrize.register_parametrization(layer, "weight_ih_l0", Squared())
+    with pytest.raises(ValueError, match=r"to_layer cannot write the layer's weight_ih_l0: it is parametrised "
+                                         r"\(Squared\), and a parametrisation without right_inverse"):
+        lstmkit.LSTMCell.from_layer(layer).to_layer(layer)
+
+
 def test_from_layer_carries_the_cell_options_and_sizes():
     layer = lstmkit.RNN(INPUT, HIDDEN, num_layers=2, nonlinearity="relu", bias=False, bidirectional=True)
     cell = lstmkit.RNNCell.from_layer(layer, 1, 1)

@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from lstmkit.cells import CIFGLSTMStep, Cell, GRUStep, LayerNormLSTMStep, LayerWeights, LSTMStep
 from lstmkit.cells import PeepholeLSTMStep, RNNStep
@@ -162,10 +163,16 @@ class RecurrentCell(NotScriptable, nn.Module):
                 f"cell {recurrent.cell.describe()}"
             )
         self.copy_weights(weights, into_layer=True)
+        suffix = recurrent._all_weights[layer * recurrent.num_directions + direction][0].removeprefix("weight_ih")
+        with torch.no_grad():  # a parametrised weight of the layer is computed: set it through its parametrisation
+            for name, parameter in self.named_parameters():
+                if parametrize.is_parametrized(recurrent, name + suffix):
+                    set_parametrised(recurrent, name + suffix, parameter.detach().clone())
 
     def copy_weights(self, weights: LayerWeights, into_layer: bool) -> None:
         """Copy between this module's parameters and a layer's `weights`, checking that every
-        name and shape matches."""
+        name and shape matches (into a parametrised weight of a layer the copy is lost, and
+        `to_layer` sets it again)."""
         theirs = {
             name: value for name, value in zip(LayerWeights._fields[:4], weights[:4]) if value is not None
         } | weights.extra
@@ -203,6 +210,21 @@ class RecurrentCell(NotScriptable, nn.Module):
     def engine_name(self) -> str:
         """The engine a step runs on (without return_gates)."""
         return step_engine_name(self.engine, self.cell, False, self.weight_ih.device)
+
+
+def set_parametrised(recurrent: Recurrent, name: str, value: Tensor) -> None:
+    """`recurrent.<name> = value` for a parametrised weight, which torch sets through its
+    parametrisations' `right_inverse`; one without says so."""
+    try:
+        setattr(recurrent, name, value)
+    except RuntimeError as missing:
+        if "right_inverse" not in str(missing):  # torch's "parametrization ... does not implement right_inverse"
+            raise
+        parametrisations = ", ".join(type(each).__name__ for each in recurrent.parametrizations[name])
+        raise ValueError(
+            f"to_layer cannot write the layer's {name}: it is parametrised ({parametrisations}), and a "
+            f"parametrisation without right_inverse cannot be set from a value ({missing})"
+        ) from None
 
 
 def layer_weights(recurrent: Recurrent, layer: int, direction: int) -> LayerWeights:
