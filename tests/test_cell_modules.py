@@ -297,6 +297,28 @@ def test_the_returned_h_may_be_changed_in_place_before_backward(cell_name, engin
 
 @pytest.mark.parametrize("engine", ["fused", TRITON])
 @pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
+def test_a_loop_whose_loss_sums_every_h_gives_the_reference_gradients(cell_name, options, engine):
+    """`loss = loss + h.sum()` over a loop: the last step's d h' comes broadcast from a scalar
+    (strides 0), the earlier ones summed with the next step's."""
+    torch.manual_seed(0)
+    cell = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, dtype=F64, engine=engine, **options)
+    reference = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, dtype=F64, engine="reference", **options)
+    reference.load_state_dict(cell.state_dict())
+    xs = torch.randn(3, B, INPUT, dtype=F64, requires_grad=True)
+
+    def loop(module):
+        state, loss = None, 0
+        for x in xs:
+            state = module(x, state)
+            loss = loss + (state[0] if isinstance(state, tuple) else state).sum()
+        return loss
+
+    assert_same_run(loop(cell), loop(reference), {"x": xs, **dict(cell.named_parameters())},
+                    {"x": xs, **dict(reference.named_parameters())})
+
+
+@pytest.mark.parametrize("engine", ["fused", TRITON])
+@pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
 def test_strided_states_give_the_reference_step(cell_name, options, engine):
     """A transposed h and a c expanded over the batch (a learned initial state): the
     reference engine's outputs and gradients (the Triton kernels read states row by row)."""

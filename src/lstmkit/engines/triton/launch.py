@@ -241,7 +241,8 @@ class Refilling:
         are contiguous, and which the kernel writes), the refill (dh where there is none)
         and the REFILL flag."""
         if grads.refill is None:
-            return dh.contiguous(), dh, {"REFILL": False}
+            dh = dh.contiguous()
+            return dh, dh, {"REFILL": False}
         return dh, grads.refill, {"REFILL": True}
 
 
