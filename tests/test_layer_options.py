@@ -135,6 +135,13 @@ def test_repr_shows_options_and_the_engine_in_use():
     )
 
 
+@triton_installed
+def test_repr_of_a_triton_layer_built_on_the_cpu(monkeypatch):
+    """print(model) before model.cuda(): the engine asked for, which runs on CUDA only."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert repr(lstmkit.GRU(3, 4, engine="triton")) == "GRU(3, 4, engine=triton)"
+
+
 @pytest.mark.parametrize("cell, options, engine", [
     ("lstm", {}, "native"), ("gru", {}, "fused"), ("rnn", {"nonlinearity": "relu"}, "fused"),
     ("lstm", {"input_activation": False}, "fused"), ("peephole", {}, "fused"), ("cifg", {}, "fused"),

@@ -346,7 +346,8 @@ class Recurrent(NotScriptable, nn.Module):
             for name, default in defaults.items()
             if getattr(self, name) != default
         ]
-        parts.append(f"engine={self.engine_name}")
+        # the engine asked for, or what auto picks: an explicit engine may run only on another device
+        parts.append(f"engine={self.engine if self.engine != 'auto' else self.engine_name}")
         return ", ".join(parts)
 
 
