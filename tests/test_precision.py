@@ -106,6 +106,21 @@ def test_autocast_output_dtypes_are_torch_nn_s(cell, engine, lengths, enforce_so
     assert relative_error(ours_output.float(), theirs_output.float()) < 2e-2
 
 
+@pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("cell", ["lstm", "rnn", "gru"])
+def test_lengths_give_the_output_dtype_of_packed_input_on_every_engine(cell, input_dtype):
+    """lengths= runs as torch runs a PackedSequence (torch's kernels take it packed), so under
+    CPU autocast every engine, and return_gates=True (which leaves torch's kernels), returns
+    the dtype torch.nn returns for the packed input."""
+    x = torch.randn(5, 3, 8, dtype=input_dtype)
+    layers = [lstmkit.Recurrent(cell, 8, 16, engine=engine) for engine in ("auto", *ENGINES)]
+    with torch.autocast("cpu", torch.bfloat16):
+        expected = torch_twin(layers[0])(pack_padded_sequence(x, [5, 3, 2]))[0].data.dtype
+        dtypes = {layer(x, lengths=[5, 3, 2])[0].dtype for layer in layers}
+        dtypes.add(layers[0](x, lengths=[5, 3, 2], return_gates=True)[0].dtype)
+    assert dtypes == {expected}
+
+
 @pytest.mark.parametrize("cell", ["lstm", "rnn", "gru"])
 def test_float16_cpu_autocast_gives_torch_nn_s_numbers_or_runs_the_lstm_that_torch_nn_cannot(cell):
     """Where torch.nn.LSTM fails under float16 autocast (a CPU without AVX-512 FP16, or one where

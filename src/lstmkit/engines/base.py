@@ -112,8 +112,7 @@ class LayerNoise(NamedTuple):
 
 class Stack(NamedTuple):
     """What an engine runs: the cell, the weights of every layer and direction (index
-    layer * D + direction), the layer options that are not the input's, and whether the
-    input came as a PackedSequence (which decides torch.nn's output dtype under autocast)."""
+    layer * D + direction), and the layer options that are not the input's."""
 
     cell: Cell
     weights: list[LayerWeights]
@@ -123,7 +122,6 @@ class Stack(NamedTuple):
     training: bool
     bias: bool
     regularisation: Regularisation = Regularisation()
-    packed: bool = False
 
     @property
     def num_directions(self) -> int:
@@ -203,8 +201,9 @@ class LayerEngine(Engine):
     ) -> StackRun:
         """Every layer and direction in turn; dropout between layers in training, and the
         stack's regularisers (input dropout here, the recurrent ones in `run_layer`)."""
+        packed = lengths is not None and data.shape[1] > 0  # as torch's kernels run it (`NativeEngine.run`)
         precision = precision_for(
-            stack.cell, stack.weights[0].weight_ih.dtype, data.device, stack.packed, (h0 if c0 is None else c0).dtype
+            stack.cell, stack.weights[0].weight_ih.dtype, data.device, packed, (h0 if c0 is None else c0).dtype
         )
         input_dropout = stack.regularisation.input_dropout if stack.training else 0.0
         hidden_size = h0.shape[-1] if c0 is None else c0.shape[-1]

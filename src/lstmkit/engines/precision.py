@@ -62,8 +62,9 @@ def precision_for(
     state_dtype: torch.dtype = torch.float32,
 ) -> Precision:
     """The precision a layer of `cell` with parameters in `parameter_dtype` runs in on
-    `device`, for input that came as a PackedSequence or not, from an initial state (c0 where
-    the cell has one, else h0; zeros come in the input's dtype) in `state_dtype`.
+    `device`, for input that is `packed` (a PackedSequence, or lengths=, which torch's kernels
+    run as one) or not, from an initial state (c0 where the cell has one, else h0; zeros come
+    in the input's dtype) in `state_dtype`.
 
     The outputs under autocast are torch.nn's: on CPU the GRU, and the LSTM on packed input,
     are composed of torch's cell steps, whose results promote the autocast dtype with the

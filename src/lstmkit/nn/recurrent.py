@@ -200,11 +200,11 @@ class Recurrent(NotScriptable, nn.Module):
     def regularisation(self) -> Regularisation:
         return Regularisation(self.recurrent_dropout, self.input_dropout, *self.zoneout, self.weight_dropout)
 
-    def _stack(self, packed: bool = False) -> Stack:
-        """The stack as the engines take it, for input that came packed or not."""
+    def _stack(self) -> Stack:
+        """The stack as the engines take it."""
         return Stack(
             self.cell, [self.layer_weights(index) for index in range(len(self._all_weights))], self.num_layers,
-            self.bidirectional, self.dropout, self.training, self.bias, self.regularisation, packed,
+            self.bidirectional, self.dropout, self.training, self.bias, self.regularisation,
         )
 
     def layer_weights(self, index: int) -> LayerWeights:
@@ -310,7 +310,7 @@ class Recurrent(NotScriptable, nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor | None, list | None]:
         """The stack on its engine: time-major output, h_n, c_n, and the per-layer-direction
         (gates, cell_states) when asked."""
-        stack = self._stack(packed=batch.packed is not None)
+        stack = self._stack()
         engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
                                stack.regularisation.acting(self.training))
         if self.training and self.weight_dropout:  # DropConnect: one mask of weight_hh per call
