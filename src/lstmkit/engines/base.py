@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
-from lstmkit.engines.precision import Precision, precision_for
+from lstmkit.engines.precision import Precision, autocast, precision_for
 
 
 def run_eagerly(function: Callable) -> Callable:
@@ -228,11 +228,19 @@ class LayerEngine(Engine):
                 if return_gates:
                     cells = None if run.cell_states is None else flip(run.cell_states)
                     trace.append((tuple(flip(gate) for gate in run.gates), cells))
-            layer_input = torch.cat(direction_outputs, -1) if stack.bidirectional else direction_outputs[0]
+            layer_input = join(direction_outputs, torch.cat, -1) if stack.bidirectional else direction_outputs[0]
             if stack.dropout and stack.training and layer < stack.num_layers - 1:
                 layer_input = F.dropout(layer_input, stack.dropout, training=True)
-        c_n = None if c0 is None else torch.stack(final_c)
-        return StackRun(layer_input, torch.stack(final_h), c_n, trace if return_gates else None)
+        c_n = None if c0 is None else join(final_c, torch.stack, 0)
+        return StackRun(layer_input, join(final_h, torch.stack, 0), c_n, trace if return_gates else None)
+
+
+def join(parts: list[Tensor], how, dim: int) -> Tensor:
+    """torch.cat or torch.stack of a layer's results, already in their output dtype, with
+    autocast off: under CPU autocast in one half dtype, torch cannot join tensors of the other
+    (half-precision parameters: "Unexpected floating ScalarType in at::autocast::prioritize")."""
+    with autocast(parts[0].device.type, enabled=False):
+        return how(parts, dim)
 
 
 def reverse(sequence: Tensor, lengths: Tensor | None) -> Tensor:

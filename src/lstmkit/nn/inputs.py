@@ -104,9 +104,10 @@ def prepare_input(
 
 
 def accepts_dtype(tensor: Tensor, dtype: torch.dtype) -> bool:
-    """Whether `tensor` may meet parameters of `dtype`: the same dtype, or under autocast on
-    its device float32 parameters and a tensor of the autocast dtype (as torch.nn's RNNs)."""
-    return tensor.dtype == dtype or (dtype == torch.float32 and tensor.dtype == autocast_dtype(tensor.device))
+    """Whether `tensor` may meet parameters of `dtype`: the same dtype, or, under autocast on
+    its device, any floating-point dtype (torch.nn's RNNs skip their dtype check under
+    autocast; the engines cast the input and state to the precision they run in)."""
+    return tensor.dtype == dtype or (tensor.is_floating_point() and autocast_dtype(tensor.device) is not None)
 
 
 def check_return_gates(return_gates: object) -> None:
