@@ -174,6 +174,20 @@ def test_state_dtype_mismatch(lstm):
         lstm(torch.randn(6, 2, 3), (torch.zeros(2, 2, 4), torch.zeros(2, 2, 4, dtype=torch.float64)))
 
 
+@pytest.mark.parametrize("module", [lstmkit.LSTM(3, 4), lstmkit.PeepholeLSTMCell(3, 4)], ids=["layer", "cell"])
+def test_input_and_state_on_another_device_are_named(module):
+    """The meta device stands in for a GPU: the input must be on the parameters' device, the
+    state on the input's, as torch.nn requires (the fused engine would copy a state over)."""
+    layer = isinstance(module, lstmkit.Recurrent)
+    shape, state_shape = ((6, 2, 3), (1, 2, 4)) if layer else ((2, 3), (2, 4))
+    h_name = "hx[0] (h_0)" if layer else "PeepholeLSTMCell: hx[0] (h)"
+    with raises(ValueError, "input must be on the parameters' device (cpu), got a tensor on meta; move it with "
+                            "input.to('cpu') or the module with module.to('meta')"):
+        module(torch.randn(*shape, device="meta"))
+    with raises(ValueError, f"{h_name} must be on the input's device (cpu), got a tensor on meta"):
+        module(torch.randn(*shape), (torch.zeros(*state_shape, device="meta"), torch.zeros(*state_shape)))
+
+
 @pytest.mark.parametrize("lengths, error, message", [
     ([6, 7], ValueError, "lengths must be in [1, 6] (the input has 6 time steps), got lengths[1] = 7"),
     ([0, 3], ValueError, "lengths must be in [1, 6] (the input has 6 time steps), got lengths[0] = 0"),

@@ -112,7 +112,7 @@ class RecurrentCell(NotScriptable, nn.Module):
         weights = self.weights()
         step = prepare_step(
             type(self).__name__, input, hx, self.input_size, self.hidden_size, self.cell.has_cell_state,
-            weights.weight_ih.dtype,
+            weights.weight_ih.dtype, weights.weight_ih.device,
         )
         h, c, gates = run_cell_step(self.engine, self.cell, weights, step.x, step.h, step.c, return_gates)
         if not step.batched:

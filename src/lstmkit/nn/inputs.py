@@ -68,14 +68,16 @@ def prepare_input(
     input_size: int,
     batch_first: bool,
     dtype: torch.dtype,
+    device: torch.device,
 ) -> SequenceBatch:
-    """Check `input` (and `lengths`) and put it in the engines' layout."""
+    """Check `input` (and `lengths`) against parameters of `dtype` on `device`, and put it in
+    the engines' layout."""
     if isinstance(input, PackedSequence):
         if lengths is not None:
             raise ValueError(
                 "lengths= is for padded tensor input; a PackedSequence carries its own lengths"
             )
-        check_features(input.data, input_size, dtype)
+        check_features(input.data, input_size, dtype, device)
         data, packed_lengths = pad_packed_sequence(input)
         return SequenceBatch(data, packed_lengths.to(data.device), input, True, batch_first)
     if not isinstance(input, Tensor):
@@ -87,7 +89,7 @@ def prepare_input(
             "input must be 3-D (batched: (T, B, I), or (B, T, I) with batch_first) or 2-D "
             f"(unbatched: (T, I)), got {input.dim()}-D with shape {tuple(input.shape)}"
         )
-    check_features(input, input_size, dtype)
+    check_features(input, input_size, dtype, device)
     batched = input.dim() == 3
     if not batched:
         data = input.unsqueeze(1)
@@ -116,8 +118,14 @@ def check_return_gates(return_gates: object) -> None:
         raise TypeError(f"return_gates must be a bool, got {return_gates!r} ({type(return_gates).__name__})")
 
 
-def check_features(input: Tensor, input_size: int, dtype: torch.dtype) -> None:
-    """The last dimension must be `input_size`, the dtype the layer's (or autocast's)."""
+def check_features(input: Tensor, input_size: int, dtype: torch.dtype, device: torch.device) -> None:
+    """The last dimension must be `input_size`, the dtype the layer's (or autocast's), the
+    device the parameters'."""
+    if input.device != device:
+        raise ValueError(
+            f"input must be on the parameters' device ({device}), got a tensor on {input.device}; move it "
+            f"with input.to({str(device)!r}) or the module with module.to({str(input.device)!r})"
+        )
     if input.shape[-1] != input_size:
         raise ValueError(
             f"input.size(-1) must equal input_size={input_size}, got {input.shape[-1]} "
@@ -210,6 +218,8 @@ def check_state_tensor(
         layout = "(num_layers * num_directions, features) for unbatched input"
     if tuple(tensor.shape) != shape:
         raise ValueError(f"{label} must have shape {shape} {layout}, got {tuple(tensor.shape)}")
+    if tensor.device != batch.data.device:
+        raise ValueError(f"{label} must be on the input's device ({batch.data.device}), got a tensor on {tensor.device}")
     if not accepts_dtype(tensor, dtype):
         raise ValueError(f"{label} dtype must match the layer's parameters ({dtype}), got {tensor.dtype}")
     return tensor if batch.batched else tensor.unsqueeze(1)

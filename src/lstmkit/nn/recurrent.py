@@ -234,7 +234,9 @@ class Recurrent(NotScriptable, nn.Module):
     ):
         """Run the stack over a sequence; see the class docstring for shapes."""
         check_return_gates(return_gates)
-        batch = prepare_input(input, lengths, self.input_size, self.batch_first, self.weight_ih_l0.dtype)
+        batch = prepare_input(
+            input, lengths, self.input_size, self.batch_first, self.weight_ih_l0.dtype, self.weight_ih_l0.device
+        )
         h0, c0 = self._initial_state(hx, batch)
         output, h_n, c_n, trace = self._run(batch, h0, c0, return_gates)
         state = batch.restore_state(h_n)
@@ -276,9 +278,9 @@ class Recurrent(NotScriptable, nn.Module):
                 "step() takes one time step: input of shape (B, input_size) or (input_size,), "
                 f"got {shape}"
             )
-        check_features(input, self.input_size, self.weight_ih_l0.dtype)  # its message names the shape given
+        check_features(input, self.input_size, self.weight_ih_l0.dtype, self.weight_ih_l0.device)  # names the shape
         sequence = input.unsqueeze(0)
-        batch = prepare_input(sequence, None, self.input_size, False, self.weight_ih_l0.dtype)
+        batch = prepare_input(sequence, None, self.input_size, False, self.weight_ih_l0.dtype, self.weight_ih_l0.device)
         h0, c0 = self._initial_state(hx, batch)
         output, h_n, c_n, _ = self._run(batch, h0, c0, return_gates=False)
         state = batch.restore_state(h_n)

@@ -31,8 +31,10 @@ def prepare_step(
     hidden_size: int,
     has_cell_state: bool,
     dtype: torch.dtype,
+    device: torch.device,
 ) -> StepInput:
-    """Check a cell module's `input` and `hx` (None for zeros) and batch them."""
+    """Check a cell module's `input` and `hx` (None for zeros) against parameters of `dtype`
+    on `device`, and batch them."""
     if not isinstance(input, Tensor):
         raise TypeError(f"{owner}: input must be a Tensor, got {describe(input)}")
     if input.dim() not in (1, 2):
@@ -40,7 +42,7 @@ def prepare_step(
             f"{owner}: input must be 2-D (batch, input_size) or 1-D (input_size,) unbatched, "
             f"got {input.dim()}-D with shape {tuple(input.shape)}"
         )
-    check_features(input, input_size, dtype)
+    check_features(input, input_size, dtype, device)
     batched = input.dim() == 2
     x = input if batched else input.unsqueeze(0)
     if hx is None:  # in the input's dtype, as torch.nn's cells make them (bfloat16 input under autocast)
@@ -78,4 +80,6 @@ def check_state(
         )
     if not accepts_dtype(tensor, dtype):
         raise ValueError(f"{owner}: {label} dtype must match the parameters ({dtype}), got {tensor.dtype}")
+    if tensor.device != input.device:
+        raise ValueError(f"{owner}: {label} must be on the input's device ({input.device}), got a tensor on {tensor.device}")
     return tensor
