@@ -219,7 +219,9 @@ def check_state_tensor(
     if tuple(tensor.shape) != shape:
         raise ValueError(f"{label} must have shape {shape} {layout}, got {tuple(tensor.shape)}")
     if tensor.device != batch.data.device:
-        raise ValueError(f"{label} must be on the input's device ({batch.data.device}), got a tensor on {tensor.device}")
+        raise ValueError(
+            f"{label} must be on the input's device ({batch.data.device}), got a tensor on {tensor.device}"
+        )
     if not accepts_dtype(tensor, dtype):
         raise ValueError(f"{label} dtype must match the layer's parameters ({dtype}), got {tensor.dtype}")
     return tensor if batch.batched else tensor.unsqueeze(1)

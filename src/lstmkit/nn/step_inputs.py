@@ -81,5 +81,7 @@ def check_state(
     if not accepts_dtype(tensor, dtype):
         raise ValueError(f"{owner}: {label} dtype must match the parameters ({dtype}), got {tensor.dtype}")
     if tensor.device != input.device:
-        raise ValueError(f"{owner}: {label} must be on the input's device ({input.device}), got a tensor on {tensor.device}")
+        raise ValueError(
+            f"{owner}: {label} must be on the input's device ({input.device}), got a tensor on {tensor.device}"
+        )
     return tensor
