@@ -115,6 +115,23 @@ def test_flat_weights_as_torch_nn_lists_them(layer, options):
 
 @pytest.mark.parametrize("engine", ["auto", "native", "fused", "reference"])
 @pytest.mark.parametrize("layer", ["LSTM", "GRU", "RNN"])
+def test_packed_input_and_lengths_run_on_the_meta_device(layer, engine):
+    """A PackedSequence of meta data (its batch sizes on the CPU; sorted, as torch's
+    pad_packed_sequence cannot unsort meta data) gives torch.nn's packed shapes, and lengths=
+    its padded ones: every engine leaves such a call to the reference engine, which needs no
+    lengths' values."""
+    options = dict(num_layers=2, bidirectional=True, device="meta")
+    x = torch.empty(5, 3, 4, device="meta")
+    packed = pack_padded_sequence(x, torch.tensor([5, 4, 2]))
+    ours, theirs = getattr(lstmkit, layer)(4, 6, engine=engine, **options), getattr(torch.nn, layer)(4, 6, **options)
+    output, their_output = ours(packed)[0], theirs(packed)[0]
+    assert (output.data.device.type, output.data.shape) == ("meta", their_output.data.shape)
+    assert torch.equal(output.batch_sizes, their_output.batch_sizes)
+    assert ours(x, lengths=[5, 2, 4])[0].shape == theirs(x)[0].shape
+
+
+@pytest.mark.parametrize("engine", ["auto", "native", "fused", "reference"])
+@pytest.mark.parametrize("layer", ["LSTM", "GRU", "RNN"])
 def test_runs_on_the_meta_device_like_torch_nn(layer, engine):
     """Shape inference and deferred initialisation build and run a model on the meta device."""
     options = dict(num_layers=2, bidirectional=True, batch_first=True, device="meta")

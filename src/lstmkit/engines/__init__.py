@@ -61,13 +61,15 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     mistranslates torch's own LSTM kernel with proj_size. While torch.jit.trace records a
     call, the fused and Triton engines give way to the reference engine too: the tracer cannot
     record their ops' arguments (lists of bools), while torch's own kernels it records as they
-    are. Under torch.func transforms the reference engine runs too (`reference_under_functorch`).
+    are. Under torch.func transforms the reference engine runs too (`reference_under_functorch`),
+    and on the meta device, where a call gives only shapes (the others need the lengths'
+    values to run a padded batch).
     Outside these nothing changes.
     `regularisers`: the Regularisation options acting in this call, which the engine must run.
     """
     chosen = auto_engine(cell, device, return_gates, regularisers) if engine == "auto" else ENGINES[engine]
     is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6; none before
-    if is_exporting is not None and is_exporting():
+    if (is_exporting is not None and is_exporting()) or device.type == "meta":  # shapes only, no numbers
         return ENGINES["reference"]
     if torch.jit.is_tracing() and chosen.name not in ("native", "reference"):
         return ENGINES["reference"]

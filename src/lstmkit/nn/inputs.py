@@ -39,8 +39,11 @@ class SequenceBatch:
         if self.packed is not None:
             order = self.packed.sorted_indices  # None when packed with enforce_sorted=True
             sorted_output = output if order is None else output.index_select(1, order)
-            sorted_lengths = self.lengths if order is None else self.lengths.index_select(0, order)
-            data = pack_padded_sequence(sorted_output, sorted_lengths.cpu()).data
+            # the sorted lengths from the batch sizes, which stay on the CPU: no copy back from the
+            # device (a synchronisation on a GPU; on the meta device there is nothing to copy)
+            batch_sizes = self.packed.batch_sizes
+            sorted_lengths = (batch_sizes.unsqueeze(0) > torch.arange(output.shape[1]).unsqueeze(1)).sum(1)
+            data = pack_padded_sequence(sorted_output, sorted_lengths).data
             return PackedSequence(
                 data,
                 self.packed.batch_sizes,
