@@ -129,8 +129,8 @@ def test_torch_func_grad_and_vmap_run_cell_modules_on_the_reference_engine_and_s
 
 @pytest.mark.parametrize("lengths", [
     np.array([5, 2, 4]), np.array([5, 2, 4], dtype=np.int32), [np.int64(5), 2, np.int16(4)],
-    torch.tensor([5, 2, 4], dtype=torch.int32),
-], ids=["numpy-int64", "numpy-int32", "numpy-scalars", "tensor-int32"])
+    torch.tensor([5, 2, 4], dtype=torch.int32), list(torch.tensor([5, 2, 4])),
+], ids=["numpy-int64", "numpy-int32", "numpy-scalars", "tensor-int32", "list-of-0-d-tensors"])
 def test_lengths_in_any_integer_form_give_the_same_numbers(lengths):
     layer = lstmkit.PeepholeLSTM(3, 4, dtype=torch.float64)
     x = torch.randn(5, 3, 3, dtype=torch.float64)

@@ -146,7 +146,7 @@ def check_features(input: Tensor, input_size: int, dtype: torch.dtype, device: t
 
 def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) -> Tensor:
     """`lengths`: one integer per sequence, each in [1, T], as a tensor (on any device), a numpy
-    array or a sequence of ints. Returned as an int64 tensor."""
+    array or a sequence of ints (or of 0-d integer tensors). Returned as an int64 tensor."""
     if not isinstance(lengths, (Tensor, np.ndarray, Sequence)):
         raise TypeError(
             f"lengths must hold one integer per sequence (a tensor, a numpy array or a list), got {lengths!r}"
@@ -160,9 +160,9 @@ def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) 
             raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
         values = lengths.to(torch.int64)
     else:
-        if not all(isinstance(value, numbers.Integral) and not isinstance(value, bool) for value in lengths):
+        if not all(is_integer(value) for value in lengths):
             raise TypeError(f"lengths must hold integers, got {list(lengths)!r}")
-        values = torch.tensor(list(lengths), dtype=torch.int64)
+        values = torch.tensor([int(value) for value in lengths], dtype=torch.int64)
     if values.dim() != 1 or values.shape[0] != batch_size:
         raise ValueError(
             f"lengths must have one entry per sequence, shape ({batch_size},), "
@@ -176,6 +176,15 @@ def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) 
             f"got lengths[{position}] = {int(values[position])}"
         )
     return values
+
+
+def is_integer(value: object) -> bool:
+    """An int (not a bool), a numpy integer, or a 0-d integer tensor (`list(lengths_tensor)`,
+    which pack_padded_sequence takes too)."""
+    if isinstance(value, Tensor):
+        return value.dim() == 0 and not (value.dtype.is_floating_point or value.dtype.is_complex
+                                         or value.dtype == torch.bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def prepare_state(
