@@ -336,6 +336,26 @@ def test_strided_states_give_the_reference_step(cell_name, options, engine):
 
 
 @pytest.mark.parametrize("engine", ["fused", TRITON])
+def test_peephole_gradients_of_a_step_are_three_tensors_apart(engine):
+    """A step's three peephole gradients come from one product and one sum, as views of one
+    result: zeroing one, or accumulating a second backward, leaves the others as the reference
+    engine's."""
+    torch.manual_seed(0)
+    cell = lstmkit.PeepholeLSTMCell(INPUT, HIDDEN, dtype=F64, engine=engine)
+    reference = lstmkit.PeepholeLSTMCell(INPUT, HIDDEN, dtype=F64, engine="reference")
+    reference.load_state_dict(cell.state_dict())
+    x, hx = random_inputs((B,), True)
+    names = ["peephole_i", "peephole_f", "peephole_o"]
+    expected = torch.autograd.grad(sum(part.pow(2).sum() for part in reference(x, hx)),
+                                   [getattr(reference, name) for name in names])
+    sum(part.pow(2).sum() for part in cell(x, hx)).backward()
+    cell.peephole_i.grad.zero_()
+    sum(part.pow(2).sum() for part in cell(x, hx)).backward()
+    for name, twice in zip(names, expected, strict=True):
+        assert_close(getattr(cell, name).grad, twice if name == "peephole_i" else 2 * twice, f"{name}.grad")
+
+
+@pytest.mark.parametrize("engine", ["fused", TRITON])
 @pytest.mark.parametrize("cell_name", ["lstm", "peephole", "cifg", "layernorm"])
 def test_a_step_whose_only_gradient_is_a_strided_one_of_c(cell_name, engine):
     """d c' as autograd hands it from a loss on c' alone, read transposed and broadcast (not

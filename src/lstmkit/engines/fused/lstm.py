@@ -137,10 +137,19 @@ class PeepholeKernel(FusedKernel):
         tape: dict[str, Tensor],
         weights: LayerWeights,
     ) -> dict[str, Tensor]:
-        """dp_i = Σ d(i pre) ⊙ c, dp_f = Σ d(f pre) ⊙ c, dp_o = Σ d(o pre) ⊙ c', over steps and batch."""
+        """dp_i = Σ d(i pre) ⊙ c, dp_f = Σ d(f pre) ⊙ c, dp_o = Σ d(o pre) ⊙ c', over steps and batch.
+
+        One step's (a cell module's, where every launch costs host time at every step): one
+        product and one sum for the three. A layer's steps: three of each, with no (T, B, 4, H)
+        temporary, and three tensors of their own (a custom op's outputs may not alias)."""
+        bias_grads = super().parameter_grads(grads, rec, cells, new_cells, tape, weights)
+        if grads.d_gates.dim() == 2:
+            states = torch.stack((cells, cells, cells, new_cells), 1)      # (B, 4, H); the g slot is not read
+            per_gate = (grads.d_gates.unflatten(-1, (4, -1)) * states).sum(0)
+            return {**bias_grads, "peephole_i": per_gate[0], "peephole_f": per_gate[1], "peephole_o": per_gate[3]}
         d_i, d_f, _, d_o = grads.d_gates.chunk(4, -1)
         return {
-            **super().parameter_grads(grads, rec, cells, new_cells, tape, weights),
+            **bias_grads,
             "peephole_i": over_rows(d_i * cells),
             "peephole_f": over_rows(d_f * cells),
             "peephole_o": over_rows(d_o * new_cells),
