@@ -78,10 +78,22 @@ def test_double_backward_equals_the_reference_engine(cell, options):
             assert_close(ours, theirs, f"{engine} second-order gradient")
 
 
-@pytest.mark.parametrize("engine", ["auto", "fused"])
-def test_torch_func_grad_and_vmap_run_on_the_reference_engine_and_say_so_once(engine):
-    layer, reference = twin_layers("lstm", {}, engine)
-    x = torch.randn(4, 5, 2, 3, dtype=torch.float64)
+@pytest.mark.parametrize("module_type, engine", [
+    ("layer", "auto"), ("layer", "fused"), ("cell module", "fused"),
+    pytest.param("cell module", "triton", marks=triton_installed),
+])
+def test_torch_func_grad_and_vmap_run_on_the_reference_engine_and_say_so_once(module_type, engine):
+    """A layer's call and a cell module's step under torch.func.grad and vmap: the reference
+    engine's numbers, and one warning, attributed to the caller."""
+    if module_type == "layer":
+        module, reference = twin_layers("lstm", {}, engine)
+        x = torch.randn(4, 5, 2, 3, dtype=torch.float64)
+    else:
+        torch.manual_seed(0)
+        module = lstmkit.PeepholeLSTMCell(3, 4, dtype=torch.float64, engine=engine)
+        reference = lstmkit.PeepholeLSTMCell(3, 4, dtype=torch.float64, engine="reference")
+        reference.load_state_dict(module.state_dict())
+        x = torch.randn(5, 2, 3, dtype=torch.float64)
 
     def loss(model, parameters, inputs):
         return functional_call(model, parameters, (inputs,))[0].pow(2).sum()
@@ -89,36 +101,10 @@ def test_torch_func_grad_and_vmap_run_on_the_reference_engine_and_say_so_once(en
     lstmkit.engines.FUNCTORCH_WARNED.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ours = grad(lambda p: loss(layer, p, x[0]))(dict(layer.named_parameters()))
-        batched = vmap(lambda inputs: layer(inputs)[0])(x)
+        ours = grad(lambda p: loss(module, p, x[0]))(dict(module.named_parameters()))
+        batched = vmap(lambda inputs: module(inputs)[0])(x)
     messages = [str(warning.message) for warning in caught if "torch.func" in str(warning.message)]
     assert len(messages) == 1 and "runs these calls on the reference engine" in messages[0]
-    assert caught[0].filename == __file__
-    theirs = grad(lambda p: loss(reference, p, x[0]))(dict(reference.named_parameters()))
-    for name in theirs:
-        assert_close(ours[name], theirs[name], name)
-    for index in range(len(x)):
-        assert_close(batched[index], reference(x[index])[0], f"vmap item {index}")
-
-
-@pytest.mark.parametrize("engine", ["fused", pytest.param("triton", marks=triton_installed)])
-def test_torch_func_grad_and_vmap_run_cell_modules_on_the_reference_engine_and_say_so_once(engine):
-    torch.manual_seed(0)
-    cell = lstmkit.PeepholeLSTMCell(3, 4, dtype=torch.float64, engine=engine)
-    reference = lstmkit.PeepholeLSTMCell(3, 4, dtype=torch.float64, engine="reference")
-    reference.load_state_dict(cell.state_dict())
-    x = torch.randn(5, 2, 3, dtype=torch.float64)
-
-    def loss(model, parameters, inputs):
-        return functional_call(model, parameters, (inputs,))[0].pow(2).sum()
-
-    lstmkit.engines.FUNCTORCH_WARNED.clear()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ours = grad(lambda p: loss(cell, p, x[0]))(dict(cell.named_parameters()))
-        batched = vmap(lambda inputs: cell(inputs)[0])(x)
-    messages = [str(warning.message) for warning in caught if "torch.func" in str(warning.message)]
-    assert len(messages) == 1 and f"cannot run the {engine} engine's kernels" in messages[0]
     assert caught[0].filename == __file__
     theirs = grad(lambda p: loss(reference, p, x[0]))(dict(reference.named_parameters()))
     for name in theirs:

@@ -199,10 +199,7 @@ class FusedKernel:
 def over_rows(tensor: Tensor) -> Tensor:
     """The sum over every dimension but the last: over the steps and the batch of (T, B, n),
     over the batch of one step's (B, n)."""
-    return tensor.sum(ROWS_OF_DIMENSIONS[tensor.dim()])
-
-
-ROWS_OF_DIMENSIONS = {2: (0,), 3: (0, 1)}  # the dimensions `over_rows` sums, made once
+    return tensor.sum(tuple(range(tensor.dim() - 1)))
 
 
 def gate_blocks(names: Sequence[str], hidden_size: int) -> dict[str, slice]:

@@ -109,16 +109,16 @@ class FusedCellStep(torch.autograd.Function):
         new = dict(dtype=precision.state, device=x.device)
 
         rec = product = None
-        if kernel.recurrence == "gates" and kernel.adds_product:
-            # the kernel adds W_hh h + b_hh itself: no launch of its own for b_ih + b_hh
-            gates, input_saved = kernel.project_input(x, weights._replace(bias_hh=None), products)
+        # a kernel that adds W_hh h itself takes b_hh with it: no launch of its own for b_ih + b_hh
+        adds_product = kernel.recurrence == "gates" and kernel.adds_product
+        input_weights = weights._replace(bias_hh=None) if adds_product else weights
+        gates, input_saved = kernel.project_input(x, input_weights, products)
+        if adds_product:
             product = torch.empty_like(gates)
             products.into(product, h, weights.weight_hh.t(), weights.bias_hh)
         elif kernel.recurrence == "gates":
-            gates, input_saved = kernel.project_input(x, weights, products)
             products.accumulate(gates, h, weights.weight_hh.t())
         else:
-            gates, input_saved = kernel.project_input(x, weights, products)
             rec = torch.empty_like(gates)
             bias = weights.bias_hh if kernel.recurrence == "biased" else None
             products.into(rec, h, weights.weight_hh.t(), bias)
