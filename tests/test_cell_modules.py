@@ -394,14 +394,16 @@ def test_save_and_load_whole_module_with_weights_only(cell_name, options):
 @pytest.mark.parametrize("input_dtype, state_dtype", [
     (torch.float32, None), (torch.bfloat16, None), (torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16),
 ], ids=["float32-zeros", "bfloat16-zeros", "bfloat16-float32-state", "float32-bfloat16-state"])
+@pytest.mark.parametrize("parameters", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("engine", ["auto", "fused", TRITON, "reference"])
 @pytest.mark.parametrize("torch_type, lstmkit_type, options", TORCH_CELLS)
 def test_cpu_autocast_dtypes_as_torch_and_close_to_float32(
-    torch_type, lstmkit_type, options, engine, input_dtype, state_dtype
+    torch_type, lstmkit_type, options, engine, parameters, input_dtype, state_dtype
 ):
     """Under CPU autocast torch.nn's LSTM and GRU cells return the autocast dtype promoted with
     the state's (zeros come in the input's dtype: bfloat16 input, a Linear's output under
-    autocast, gives bfloat16), the RNN cell the autocast dtype: so does every engine."""
+    autocast, gives bfloat16), the RNN cell the autocast dtype: so does every engine. Half
+    parameters of either kind go as float32 ones: autocast casts them alike."""
     reference = torch_type(INPUT, HIDDEN, **options)
     cell = lstmkit_type(INPUT, HIDDEN, engine=engine, **options)
     cell.load_state_dict(reference.state_dict())
@@ -411,6 +413,7 @@ def test_cpu_autocast_dtypes_as_torch_and_close_to_float32(
         h = torch.randn(B, HIDDEN)
         hx = (h, torch.randn(B, HIDDEN)) if torch_type is nn.LSTMCell else h
     full = cell(x, hx)
+    reference.to(parameters), cell.to(parameters)
     if state_dtype is not None:
         hx = tuple(part.to(state_dtype) for part in hx) if isinstance(hx, tuple) else hx.to(state_dtype)
     with torch.autocast("cpu", torch.bfloat16):

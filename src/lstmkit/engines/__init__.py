@@ -51,7 +51,7 @@ def check_regularisers(engine: Engine, regularisers: frozenset[str]) -> None:
 
 
 def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: bool = False,
-                  regularisers: frozenset[str] = frozenset()) -> Engine:
+                  regularisers: frozenset[str] = frozenset(), packed: bool = False) -> Engine:
     """The engine that runs a call of a layer built with `engine=` on `device`.
 
     While torch.export traces a layer (torch.onnx.export is built on it), the call runs on the
@@ -65,9 +65,10 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     and on the meta device, where a call gives only shapes (the others need the lengths'
     values to run a padded batch).
     Outside these nothing changes.
-    `regularisers`: the Regularisation options acting in this call, which the engine must run.
+    `regularisers`: the Regularisation options acting in this call, which the engine must run;
+    `packed`: whether the call's input is packed (or comes with lengths=).
     """
-    chosen = auto_engine(cell, device, return_gates, regularisers) if engine == "auto" else ENGINES[engine]
+    chosen = auto_engine(cell, device, return_gates, regularisers, packed) if engine == "auto" else ENGINES[engine]
     is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6; none before
     if (is_exporting is not None and is_exporting()) or device.type == "meta":  # shapes only, no numbers
         return ENGINES["reference"]
@@ -76,7 +77,7 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     if torch._C._are_functorch_transforms_active():
         return reference_under_functorch(chosen)
     if engine != "auto":
-        reason = chosen.unsupported(cell, device)
+        reason = chosen.unsupported(cell, device, packed)
         if reason:
             raise ValueError(f"engine={engine!r} cannot run this call: {reason}")
         if return_gates and not chosen.exposes_gates:
@@ -88,11 +89,13 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     return chosen
 
 
-def auto_engine(cell: Cell, device: torch.device, return_gates: bool, regularisers: frozenset[str]) -> Engine:
+def auto_engine(
+    cell: Cell, device: torch.device, return_gates: bool, regularisers: frozenset[str], packed: bool
+) -> Engine:
     """engine='auto': torch's own kernels where they measured fastest, else Triton on CUDA,
     else fused; the reference engine for regularisers none of them runs."""
     native = ENGINES["native"]
-    if (not return_gates and cell.name in AUTO_NATIVE.get(device.type, ()) and not native.unsupported(cell, device)
+    if (not return_gates and cell.name in AUTO_NATIVE.get(device.type, ()) and not native.unsupported(cell, device, packed)
             and regularisers <= native.regularisers):
         return native
     triton = ENGINES["triton"]

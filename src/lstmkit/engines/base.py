@@ -166,8 +166,9 @@ class Engine:
         """Why this engine cannot run at all here (a missing package), or None."""
         return None
 
-    def unsupported(self, cell: Cell, device: torch.device | None) -> str | None:
-        """Why this engine cannot run `cell` (on `device`, when given), or None when it can."""
+    def unsupported(self, cell: Cell, device: torch.device | None, packed: bool = False) -> str | None:
+        """Why this engine cannot run `cell` (on `device`, on packed input or lengths= when
+        `packed`, when given), or None when it can."""
         return None
 
     def run(

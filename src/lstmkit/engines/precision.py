@@ -7,8 +7,11 @@ The rule every engine follows, as `torch.nn.LSTM` does under cuDNN and oneDNN:
   in the autocast dtype, the dtype torch.nn's layers return: under CPU autocast torch.nn.GRU
   returns float32, and so does torch.nn.LSTM given a PackedSequence; lstmkit's GRU and LSTM
   do the same.
-- bfloat16 or float16 parameters: the products in that dtype, state and point-wise
-  arithmetic in float32, outputs in the parameters' dtype.
+- bfloat16 or float16 parameters, no autocast: the products in that dtype, state and
+  point-wise arithmetic in float32, outputs in the parameters' dtype. Under autocast they go
+  as float32 parameters do: torch.autocast casts every floating tensor but float64 to its
+  dtype, half-precision parameters of either kind included.
+- float64 parameters under autocast: everything in float64 (torch.nn's layers fail there).
 """
 
 from __future__ import annotations
@@ -70,11 +73,10 @@ def precision_for(
     are composed of torch's cell steps, whose results promote the autocast dtype with the
     state's (float32 from a float32 state, bfloat16 from a bfloat16 one); elsewhere the
     autocast dtype."""
-    if parameter_dtype in HALF_DTYPES:
-        return Precision(parameter_dtype, torch.float32, parameter_dtype)
     autocast = autocast_dtype(device)
-    if autocast is None or parameter_dtype != torch.float32:
-        return Precision(parameter_dtype, parameter_dtype, parameter_dtype)
+    if autocast is None or parameter_dtype == torch.float64:
+        state = torch.float32 if parameter_dtype in HALF_DTYPES else parameter_dtype
+        return Precision(parameter_dtype, state, parameter_dtype)
     composed = device.type == "cpu" and (cell.name == "gru" or (cell.name == "lstm" and packed))
     output = torch.promote_types(autocast, state_dtype) if composed else autocast
     return Precision(autocast, torch.float32, output)

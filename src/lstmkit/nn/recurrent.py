@@ -314,7 +314,8 @@ class Recurrent(NotScriptable, nn.Module):
         (gates, cell_states) when asked."""
         stack = self._stack()
         engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
-                               stack.regularisation.acting(self.training))
+                               stack.regularisation.acting(self.training),
+                               packed=batch.lengths is not None and batch.data.shape[1] > 0)
         if self.training and self.weight_dropout:  # DropConnect: one mask of weight_hh per call
             stack = stack._replace(weights=[
                 weights._replace(weight_hh=F.dropout(weights.weight_hh, self.weight_dropout, training=True))

@@ -61,7 +61,7 @@ class FusedEngine(LayerEngine):
         """The point-wise kernel of each cell, by cell name."""
         return KERNELS
 
-    def unsupported(self, cell: Cell, device: torch.device | None) -> str | None:
+    def unsupported(self, cell: Cell, device: torch.device | None, packed: bool = False) -> str | None:
         if cell.name not in KERNELS:
             return f"cell {cell.name!r} has no {self.name} kernel ({self.name} runs {', '.join(KERNELS)})"
         return None

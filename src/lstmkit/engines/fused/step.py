@@ -79,7 +79,7 @@ def step_precision(
     float32 state, so that the state a loop feeds back stays in float32)."""
     precision = precision_for(cell, parameter_dtype, device)
     autocasting = autocast_dtype(device)
-    if device.type == "cpu" and autocasting is not None and parameter_dtype == torch.float32 and cell.name != "rnn":
+    if device.type == "cpu" and autocasting is not None and parameter_dtype != torch.float64 and cell.name != "rnn":
         return precision._replace(output=torch.promote_types(autocasting, state_dtype))
     return precision
 
