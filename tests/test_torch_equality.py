@@ -113,16 +113,18 @@ def test_flat_weights_as_torch_nn_lists_them(layer, options):
                for ours_weight, name in zip(ours._flat_weights, ours._flat_weights_names, strict=True))
 
 
+@pytest.mark.parametrize("enforce_sorted", [True, False], ids=["sorted", "unsorted"])
 @pytest.mark.parametrize("engine", ["auto", "native", "fused", "reference"])
 @pytest.mark.parametrize("layer", ["LSTM", "GRU", "RNN"])
-def test_packed_input_and_lengths_run_on_the_meta_device(layer, engine):
-    """A PackedSequence of meta data (its batch sizes on the CPU; sorted, as torch's
-    pad_packed_sequence cannot unsort meta data) gives torch.nn's packed shapes, and lengths=
+def test_packed_input_and_lengths_run_on_the_meta_device(layer, engine, enforce_sorted):
+    """A PackedSequence of meta data (its batch sizes on the CPU; sorted or not, its sorting
+    indices on the meta device, without values) gives torch.nn's packed shapes, and lengths=
     its padded ones: every engine leaves such a call to the reference engine, which needs no
     lengths' values."""
     options = dict(num_layers=2, bidirectional=True, device="meta")
     x = torch.empty(5, 3, 4, device="meta")
-    packed = pack_padded_sequence(x, torch.tensor([5, 4, 2]))
+    lengths = [5, 4, 2] if enforce_sorted else [4, 5, 2]
+    packed = pack_padded_sequence(torch.zeros(5, 3, 4), torch.tensor(lengths), enforce_sorted=enforce_sorted).to("meta")
     ours, theirs = getattr(lstmkit, layer)(4, 6, engine=engine, **options), getattr(torch.nn, layer)(4, 6, **options)
     output, their_output = ours(packed)[0], theirs(packed)[0]
     assert (output.data.device.type, output.data.shape) == ("meta", their_output.data.shape)

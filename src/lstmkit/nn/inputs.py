@@ -81,7 +81,9 @@ def prepare_input(
                 "lengths= is for padded tensor input; a PackedSequence carries its own lengths"
             )
         check_features(input.data, input_size, dtype, device)
-        data, packed_lengths = pad_packed_sequence(input)
+        # on the meta device (shapes only) the sorting indices have no values to unsort by
+        in_order = PackedSequence(input.data, input.batch_sizes) if input.data.device.type == "meta" else input
+        data, packed_lengths = pad_packed_sequence(in_order)
         return SequenceBatch(data, packed_lengths.to(data.device), input, True, batch_first)
     if not isinstance(input, Tensor):
         raise TypeError(
