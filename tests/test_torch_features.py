@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from torch.autograd import forward_ad
 from torch.func import functional_call, grad, vmap
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -19,6 +20,7 @@ from helpers import ALL_CELL_PARAMS, assert_close, assert_same_run, flatten_outp
 
 PLAIN = ["lstm", "gru", "rnn"]
 ENGINES = ["native", "fused", "reference"]
+TRITON = pytest.param("triton", marks=triton_installed)
 
 
 def engines_for(cell, options):
@@ -111,6 +113,41 @@ def test_torch_func_grad_and_vmap_run_on_the_reference_engine_and_say_so_once(mo
         assert_close(ours[name], theirs[name], name)
     for index in range(len(x)):
         assert_close(batched[index], reference(x[index])[0], f"vmap item {index}")
+
+
+@pytest.mark.parametrize("engine", ["fused", TRITON])
+@pytest.mark.parametrize("module_type", ["gru", "lstm-lengths", "peephole", "peephole-cell"])
+def test_forward_mode_ad_runs_on_the_reference_engine_and_says_so_once(module_type, engine):
+    """Dual tensors (torch.autograd.forward_ad) through a layer or a cell module on the kernel
+    engines: the tangents of the reference engine (torch.nn.GRU's and LSTM's for the plain
+    cells), and one warning per engine, attributed to the caller."""
+    torch.manual_seed(0)
+    if module_type == "peephole-cell":
+        module = lstmkit.PeepholeLSTMCell(3, 4, dtype=torch.float64, engine=engine)
+        twin = lstmkit.PeepholeLSTMCell(3, 4, dtype=torch.float64, engine="reference")
+        twin.load_state_dict(module.state_dict())
+        x, tangent, options = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64), {}
+    else:
+        cell = module_type.removesuffix("-lengths")
+        module, twin = twin_layers(cell, {}, engine)
+        if cell != "peephole":
+            twin = torch_twin(module)
+        x, tangent = torch.randn(5, 2, 3, dtype=torch.float64), torch.randn(5, 2, 3, dtype=torch.float64)
+        options = {"lengths": [5, 3]} if module_type == "lstm-lengths" else {}
+    lstmkit.engines.FUNCTORCH_WARNED.clear()
+    with warnings.catch_warnings(record=True) as caught, forward_ad.dual_level():
+        warnings.simplefilter("always")
+        ours = forward_ad.unpack_dual(module(forward_ad.make_dual(x, tangent), **options)[0])
+        theirs = forward_ad.unpack_dual(twin(forward_ad.make_dual(x, tangent))[0])
+    ours_warnings = [warning for warning in caught if "forward-mode AD" in str(warning.message)]
+    assert len(ours_warnings) == 1 and "runs these calls on the reference engine" in str(ours_warnings[0].message)
+    assert ours_warnings[0].filename == __file__
+    for part in ("primal", "tangent"):
+        ours_part, their_part = getattr(ours, part), getattr(theirs, part)
+        if options:  # torch.nn cannot pack dual tensors: its padded run, up to where each sequence ends
+            assert torch.equal(ours_part[3:, 1], torch.zeros(2, 4, dtype=torch.float64))
+            ours_part, their_part = (torch.cat((t[:, 0], t[:3, 1])) for t in (ours_part, their_part))
+        assert_close(ours_part, their_part, part)
 
 
 @pytest.mark.parametrize("lengths", [

@@ -11,6 +11,7 @@ the others where triton is installed (measured faster than fused on every row of
 from __future__ import annotations
 
 import torch
+from torch.autograd import forward_ad
 
 from lstmkit.caller import warn_at_caller
 from lstmkit.cells import Cell
@@ -26,7 +27,7 @@ ENGINES: dict[str, Engine] = {
 }
 ENGINE_CHOICES = ("auto", *ENGINES)
 AUTO_NATIVE = {"cpu": ("lstm",), "cuda": ("lstm", "gru", "rnn")}  # where torch's own kernels win
-FUNCTORCH_WARNED: set[str] = set()  # engines whose fallback under torch.func was announced
+FUNCTORCH_WARNED: set[tuple[str, str]] = set()  # (transform, engine) fallbacks announced
 
 
 def check_engine(engine: object, cell: Cell, regularisers: frozenset[str] = frozenset()) -> None:
@@ -62,6 +63,8 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     call, the fused and Triton engines give way to the reference engine too: the tracer cannot
     record their ops' arguments (lists of bools), while torch's own kernels it records as they
     are. Under torch.func transforms the reference engine runs too (`reference_under_functorch`),
+    and for the fused and Triton engines under forward-mode AD (torch.autograd.forward_ad,
+    whose dual tensors their autograd.Functions cannot differentiate; torch's own kernels can),
     and on the meta device, where a call gives only shapes (the others need the lengths'
     values to run a padded batch).
     Outside these nothing changes.
@@ -76,6 +79,8 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
         return ENGINES["reference"]
     if torch._C._are_functorch_transforms_active():
         return reference_under_functorch(chosen)
+    if chosen.name in KERNEL_ENGINES and in_dual_level():
+        return reference_under_functorch(chosen, "forward-mode AD")
     if engine != "auto":
         reason = chosen.unsupported(cell, device, packed)
         if reason:
@@ -106,17 +111,27 @@ def auto_engine(
     return ENGINES["reference"]
 
 
-def reference_under_functorch(chosen: Engine) -> Engine:
-    """Under torch.func transforms (grad, vmap, jacrev, ...), which cannot see into the other
-    engines' kernels, the reference engine: the same numbers, as plain differentiable ops.
-    Says so once per engine."""
-    if chosen.name != "reference" and chosen.name not in FUNCTORCH_WARNED:
-        FUNCTORCH_WARNED.add(chosen.name)
+def reference_under_functorch(chosen: Engine, transform: str = "torch.func transforms") -> Engine:
+    """Under torch.func transforms (grad, vmap, jacrev, ...), or forward-mode AD for the
+    engines of `KERNEL_ENGINES`, which cannot see into the engine's kernels, the reference
+    engine: the same numbers, as plain differentiable ops. Says so once per transform and engine."""
+    if chosen.name != "reference" and (transform, chosen.name) not in FUNCTORCH_WARNED:
+        FUNCTORCH_WARNED.add((transform, chosen.name))
         warn_at_caller(
-            f"torch.func transforms cannot run the {chosen.name} engine's kernels; lstmkit runs these calls on "
+            f"{transform} cannot run the {chosen.name} engine's kernels; lstmkit runs these calls on "
             "the reference engine (the same numbers, slower)"
         )
     return ENGINES["reference"]
+
+
+KERNEL_ENGINES = ("fused", "triton")
+"""The engines whose kernels are lstmkit's own autograd.Functions, with no forward-mode formula."""
+
+
+def in_dual_level() -> bool:
+    """Whether forward-mode AD is on (inside torch.autograd.forward_ad.dual_level), where dual
+    tensors may come in."""
+    return forward_ad._current_level >= 0
 
 
 __all__ = [
