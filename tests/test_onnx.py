@@ -8,6 +8,8 @@ loop over time is unrolled); batch size is left free.
 
 from __future__ import annotations
 
+import warnings
+
 import onnxruntime
 import pytest
 import torch
@@ -110,3 +112,25 @@ def test_export_runs_the_reference_engine_and_eager_calls_do_not(build, eager, m
     torch.export.export(layer, (inputs,))
     layer(inputs)
     assert chosen == [eager, "reference", eager]
+
+
+@pytest.mark.parametrize("build", [
+    lambda: lstmkit.LSTM(3, 4, num_layers=2), lambda: lstmkit.PeepholeLSTM(3, 4), lambda: lstmkit.GRUCell(3, 4),
+    lambda: lstmkit.LayerNormLSTMCell(3, 4),
+], ids=["lstm", "peephole", "gru-cell", "layernorm-cell"])
+def test_the_legacy_exporter_takes_a_layer_or_cell_module_itself(build, tmp_path):
+    """torch.onnx.export(..., dynamo=False) traces `forward` with every argument, its defaults
+    too (lengths=None, return_gates as a 0-d tensor): a layer or cell module exports as the
+    model itself, as torch.nn's do, and onnxruntime gives its outputs."""
+    torch.manual_seed(0)
+    module = build().eval()
+    inputs = torch.randn(3, 2, 3) if isinstance(module, lstmkit.Recurrent) else torch.randn(2, 3)
+    with warnings.catch_warnings():  # the tracer's own, about reading return_gates as a constant
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(module, (inputs,), tmp_path / "module.onnx", dynamo=False)
+    session = onnxruntime.InferenceSession(str(tmp_path / "module.onnx"))
+    actual = session.run(None, {session.get_inputs()[0].name: inputs.numpy()})
+    with torch.no_grad():
+        expected = flatten_outputs(module(inputs))
+    for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        assert_close(torch.from_numpy(a), e, f"output {index}", tolerance=TOLERANCE)

@@ -25,7 +25,7 @@ from lstmkit.nn.docs import (
 )
 from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias
 from lstmkit.nn.recurrent import Recurrent, check_forget_bias, check_positive_int, resolve_cell
-from lstmkit.nn.inputs import check_return_gates
+from lstmkit.nn.inputs import checked_return_gates
 from lstmkit.nn.step_inputs import prepare_step
 from lstmkit.nn.scripting import NotScriptable
 
@@ -105,10 +105,10 @@ class RecurrentCell(NotScriptable, nn.Module):
         return getattr(self, name) if found is None else found
 
     def forward(
-        self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None, *, return_gates: bool = False
+        self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None, return_gates: bool = False
     ):
         """One step; see the class docstring for shapes."""
-        check_return_gates(return_gates)
+        return_gates = checked_return_gates(return_gates)
         weights = self.weights()
         step = prepare_step(
             type(self).__name__, input, hx, self.input_size, self.hidden_size, self.cell.has_cell_state,

@@ -117,10 +117,16 @@ def accepts_dtype(tensor: Tensor, dtype: torch.dtype) -> bool:
     return tensor.dtype == dtype or (tensor.is_floating_point() and autocast_dtype(tensor.device) is not None)
 
 
-def check_return_gates(return_gates: object) -> None:
-    """A flag every engine reads alike: a bool, not something truthy."""
+def checked_return_gates(return_gates: object) -> bool:
+    """A flag every engine reads alike: a bool, not something truthy. While torch.jit.trace
+    records a call (torch.onnx.export(..., dynamo=False) passes every argument of `forward`,
+    its defaults too, and the tracer turns a bool into a 0-d tensor), a 0-d bool tensor too."""
+    if torch.jit.is_tracing() and isinstance(return_gates, Tensor) and return_gates.dtype == torch.bool \
+            and return_gates.dim() == 0:
+        return bool(return_gates)
     if not isinstance(return_gates, bool):
         raise TypeError(f"return_gates must be a bool, got {return_gates!r} ({type(return_gates).__name__})")
+    return return_gates
 
 
 def check_features(input: Tensor, input_size: int, dtype: torch.dtype, device: torch.device) -> None:

@@ -15,7 +15,7 @@ from torch.nn.utils.rnn import PackedSequence
 from lstmkit.cells import Cell, LayerWeights, make_cell
 from lstmkit.engines import Regularisation, Stack, check_engine, flatten_weights, select_engine
 from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
-from lstmkit.nn.inputs import SequenceBatch, check_features, check_return_gates, prepare_input, prepare_state
+from lstmkit.nn.inputs import SequenceBatch, check_features, checked_return_gates, prepare_input, prepare_state
 from lstmkit.caller import warn_at_caller
 from lstmkit.nn import regularisers
 from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias
@@ -228,12 +228,11 @@ class Recurrent(NotScriptable, nn.Module):
         self,
         input: Tensor | PackedSequence,
         hx: Tensor | tuple[Tensor, Tensor] | None = None,
-        *,
         lengths: Tensor | Sequence[int] | None = None,
         return_gates: bool = False,
     ):
         """Run the stack over a sequence; see the class docstring for shapes."""
-        check_return_gates(return_gates)
+        return_gates = checked_return_gates(return_gates)
         batch = prepare_input(
             input, lengths, self.input_size, self.batch_first, self.weight_ih_l0.dtype, self.weight_ih_l0.device
         )
