@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -33,6 +34,8 @@ def raises(error: type[Exception], message: str):
     ({"dropout": "0.1"}, ValueError, "got '0.1'"),
     ({"bias": 1}, TypeError, "bias must be a bool, got 1 (int)"),
     ({"batch_first": "yes"}, TypeError, "batch_first must be a bool, got 'yes' (str)"),
+    ({"bidirectional": 2}, TypeError, "bidirectional must be a bool (or 0 or 1), got 2 (int)"),
+    ({"bidirectional": "yes"}, TypeError, "bidirectional must be a bool (or 0 or 1), got 'yes' (str)"),
     ({"engine": "cudnn"}, ValueError, "engine must be one of auto, native, fused, triton, reference, got 'cudnn'"),
     ({"engine": "native", "forget_gate": False}, ValueError,
      "engine='native' cannot run this layer: cell lstm(forget_gate=False) is an ablation; the native kernels "
@@ -42,6 +45,22 @@ def test_bad_layer_options(options, error, message):
     arguments = {"input_size": 3, "hidden_size": 4, **options}
     with raises(error, message):
         lstmkit.LSTM(**arguments)
+
+
+@pytest.mark.parametrize("value", [1, np.bool_(True), 0, np.bool_(False)], ids=["1", "numpy-true", "0", "numpy-false"])
+def test_switches_torch_nn_takes_as_they_come_take_0_1_and_numpy_bools(value):
+    """torch.nn takes any value for a layer's `bidirectional` and a cell's `bias` (it reads them
+    as true or false); lstmkit takes the integers 0 and 1 and numpy bools, as bools."""
+    layer = lstmkit.GRU(3, 4, bidirectional=value)
+    assert layer.bidirectional is bool(value)
+    assert [name for name, _ in layer.named_parameters()] == [
+        name for name, _ in torch.nn.GRU(3, 4, bidirectional=bool(value)).named_parameters()]
+    cell = lstmkit.LSTMCell(3, 4, bias=value)
+    assert cell.bias is bool(value)
+    assert [name for name, _ in cell.named_parameters()] == [
+        name for name, _ in torch.nn.LSTMCell(3, 4, bias=bool(value)).named_parameters()]
+    with raises(TypeError, "bias must be a bool (or 0 or 1), got 2 (int)"):
+        lstmkit.GRUCell(3, 4, bias=2)
 
 
 def test_unknown_cell_name():

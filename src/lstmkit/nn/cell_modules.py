@@ -24,7 +24,7 @@ from lstmkit.nn.docs import (
     ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, LSTM_OPTIONS_ARGS, cell_docstring, step_equations,
 )
 from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias
-from lstmkit.nn.recurrent import Recurrent, check_forget_bias, check_positive_int, resolve_cell
+from lstmkit.nn.recurrent import Recurrent, check_forget_bias, check_positive_int, checked_flag, resolve_cell
 from lstmkit.nn.inputs import checked_return_gates
 from lstmkit.nn.step_inputs import prepare_step
 from lstmkit.nn.scripting import NotScriptable
@@ -61,8 +61,7 @@ class RecurrentCell(NotScriptable, nn.Module):
         check_positive_int("input_size", input_size)
         check_positive_int("hidden_size", hidden_size)
         self.cell.check_hidden_size(hidden_size)
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be a bool, got {bias!r} ({type(bias).__name__})")
+        bias = checked_flag("bias", bias)
         check_forget_bias(self.cell, forget_bias, bias)
         check_step_engine(engine, self.cell)
         self.input_size = input_size

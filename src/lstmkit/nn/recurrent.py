@@ -7,6 +7,7 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -83,9 +84,10 @@ class Recurrent(NotScriptable, nn.Module):
         check_positive_int("hidden_size", hidden_size)
         check_positive_int("num_layers", num_layers)
         self.cell.check_hidden_size(hidden_size)
-        for name, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+        for name, value in (("bias", bias), ("batch_first", batch_first)):  # bools only, as torch.nn's
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
+        bidirectional = checked_flag("bidirectional", bidirectional)
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
             raise ValueError(
                 "dropout must be a number in [0, 1], the probability of zeroing an element, "
@@ -365,6 +367,15 @@ def resolve_cell(cell: str | Cell, cell_options: dict[str, object]) -> Cell:
     if isinstance(cell, str):
         return make_cell(cell, **cell_options)
     raise TypeError(f"cell must be a cell name or a Cell, got {type(cell).__name__}")
+
+
+def checked_flag(name: str, value: object) -> bool:
+    """A switch torch.nn takes as it comes (`bidirectional`, a cell's `bias`): a bool, a numpy
+    bool, or the integer 0 or 1 (from a config file or the command line), as a bool; refused
+    otherwise, where torch.nn would read any value as true or false."""
+    if isinstance(value, bool | np.bool_) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool (or 0 or 1), got {value!r} ({type(value).__name__})")
 
 
 def check_positive_int(name: str, value: object) -> None:
