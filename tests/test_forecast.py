@@ -105,6 +105,19 @@ def test_a_saved_forecaster_predicts_the_same_after_loading(tmp_path):
     assert saved["kind"] == "forecaster" and saved["layout"]["lookback"] == 12 and saved["layout"]["season"] == 7
 
 
+@pytest.mark.parametrize("zone", [None, "America/New_York"], ids=["naive", "in-a-zone"])
+def test_a_dataframe_of_timestamps_gets_its_forecasts_as_timestamps(zone):
+    """"Written back in the same form": a DataFrame whose time column holds pandas timestamps
+    (in a time zone or not) gets timestamps back, which join onto it; text stays text."""
+    table = sine_table(60)
+    table["day"] = pd.to_datetime(table["day"]).dt.tz_localize(zone)
+    prediction = Forecaster("day", "signal", horizon=3, lookback=12, **QUICK).fit(table).predict(table)
+    expected = pd.date_range("2024-03-01", periods=3, freq="D", tz=zone)
+    assert prediction["day"].tolist() == list(expected) and prediction["day"].dtype == expected.dtype
+    joined = pd.concat([table, prediction.rename(columns={"signal": "forecast"})])
+    assert joined["day"].dtype == expected.dtype
+
+
 def test_predict_warns_when_the_data_lie_far_from_what_the_model_was_fitted_on():
     table = sine_table(120)
     forecaster = Forecaster("day", "signal", horizon=4, lookback=12, **QUICK).fit(table)

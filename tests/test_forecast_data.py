@@ -64,10 +64,13 @@ def test_decimal_years_of_months_are_months(decimals):
     (["1959Q2", "1959Q3", "1959-Q4", "1960q1"], "QS-JAN", "1959-04-01", "quarter", ["1959Q2", "1959Q3"]),
     (["1959-Q2", "1959-Q3", "1959-Q4", "1960-Q1"], "QS-JAN", "1959-04-01", "dashed_quarter", ["1959-Q2", "1959-Q3"]),
     (["1959-04", "1959-05", "1959-06", "1959-07"], "MS", "1959-04-01", "month", ["1959-04", "1959-05"]),
-    # A DataFrame's own timestamps (datetime64, as pandas and statsforecast give them), not their nanoseconds.
-    (pd.date_range("2020-01-31", periods=4, freq="ME"), "ME", "2020-01-31", "datetime", ["2020-01-31", "2020-02-29"]),
-    (pd.date_range("2020-01-01 01:00", periods=4, freq="h", tz="Europe/Berlin"), "h", "2020-01-01 00:00",
-     "utc", ["2020-01-01T00:00:00+00:00", "2020-01-01T01:00:00+00:00"]),
+    # A DataFrame's own timestamps (datetime64, as pandas and statsforecast give them), not their
+    # nanoseconds, written back as timestamps (in their zone: on a grid in UTC, across a DST change).
+    (pd.date_range("2020-01-31", periods=4, freq="ME"), "ME", "2020-01-31", "timestamp",
+     [pd.Timestamp("2020-01-31"), pd.Timestamp("2020-02-29")]),
+    (pd.date_range("2021-03-28 01:00", periods=4, freq="h", tz="Europe/Berlin"), "h", "2021-03-28 00:00",
+     "timestamp@Europe/Berlin", [pd.Timestamp("2021-03-28 01:00", tz="Europe/Berlin"),
+                                 pd.Timestamp("2021-03-28 03:00", tz="Europe/Berlin")]),
 ])
 def test_integer_years_dates_and_iso_periods_are_read_and_written_back_alike(times, frequency, first, kind, written):
     with warnings.catch_warnings():

@@ -192,7 +192,7 @@ def test_a_long_dataframe_of_timestamps_reads_them_as_dates_not_as_nanoseconds()
                           "ds": pd.to_datetime(["2024-01-31", "2024-02-29", "2024-03-31", "2024-03-31", "2024-04-30"])})
     panel = read_panel(table, "unique_id", "ds", "y")
     assert panel.frequency == "ME" and panel.starts == (pd.Timestamp("2024-01-31"), pd.Timestamp("2024-03-31"))
-    assert panel.times(1, 2, 2) == ["2024-05-31", "2024-06-30"]
+    assert panel.times(1, 2, 2) == [pd.Timestamp("2024-05-31"), pd.Timestamp("2024-06-30")]
 
 
 @pytest.mark.parametrize("text, message", [

@@ -25,8 +25,9 @@ from pandas.tseries.api import guess_datetime_format
 from lstmkit.caller import warn_at_caller
 
 # How the time column was written, so that forecasts are written back the same way; besides
-# these, a strftime format (it holds "%") that writes every row back as it was written.
-TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "dashed_quarter", "month", "utc")
+# these, a strftime format (it holds "%") that writes every row back as it was written, and
+# "timestamp@<zone>" for a DataFrame's timestamps in a time zone ("timestamp": without one).
+TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "dashed_quarter", "month", "utc", "timestamp")
 # Formats tried for times written as text, after pandas' guesses from the first row (month
 # names with a year are beyond its guess).
 TEXT_FORMS = ("%b %Y", "%B %Y", "%b-%y", "%b %y")
@@ -97,7 +98,11 @@ class SeriesFrame:
 def written_times(times: pd.DatetimeIndex, time_kind: str) -> list:
     """Timestamps as the user wrote them: integer years, decimal years (rounded to 4 places),
     ISO quarters or months, in the strftime format `time_kind` where it is one (`text_form`),
-    or ISO dates (with the time of day when there is one)."""
+    pandas timestamps (in their time zone, for a DataFrame's), or ISO dates (with the time of
+    day when there is one)."""
+    if time_kind.startswith("timestamp"):
+        _, _, zone = time_kind.partition("@")
+        return list(times.tz_localize("UTC").tz_convert(zone) if zone else times)
     if "%" in time_kind:
         return list(times.strftime(time_kind))
     if time_kind == "year":
@@ -265,9 +270,9 @@ def parse_time(column: pd.Series, name: str, path: Path | None) -> tuple[pd.Date
         label = column.index[column.isna().to_numpy()][0]
         raise ValueError(f"column {name!r} has a missing timestamp at {row_name(label, path)}")
     if pd.api.types.is_datetime64_any_dtype(column):  # a DataFrame's timestamps (to_numeric would count nanoseconds)
-        if column.dt.tz is not None:  # an instant in a zone: in UTC, written back as UTC, as offsets in text are
-            return pd.DatetimeIndex(column.dt.tz_convert(None)), "utc"
-        return pd.DatetimeIndex(column), "datetime"
+        if column.dt.tz is not None:  # an instant in a zone: on a grid in UTC, written back in the zone
+            return pd.DatetimeIndex(column.dt.tz_convert(None)), f"timestamp@{column.dt.tz}"
+        return pd.DatetimeIndex(column), "timestamp"
     numbers = pd.to_numeric(column, errors="coerce")
     if numbers.notna().all():
         return years_to_stamps(numbers, column, name, path)
