@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lstmkit
-from helpers import ALL_CELL_PARAMS, ALL_CELLS, assert_same_run, cell_id, random_state, state_leaves, triton_installed
+from helpers import ALL_CELL_PARAMS, ALL_CELLS, assert_close, assert_same_run, cell_id, random_state, state_leaves, triton_installed
 
 
 def fused_and_reference(cell, options, engine="fused", **layer_options):
@@ -248,6 +248,29 @@ def test_triton_kernels_keep_no_tanh_of_the_cell_state(cell, options):
     }
     kept = steps * batch * hidden * 8 if options.get("output_activation", True) else 0
     assert saved_bytes(layers["fused"], x) - saved_bytes(layers["triton"], x) == kept
+
+
+@triton_installed
+@pytest.mark.parametrize("lengths", [None, [6, 4, 1]], ids=["full", "lengths"])
+def test_triton_gru_under_autocast_keeps_only_the_n_block_of_its_recurrent_projection(lengths):
+    """Under mixed precision the Triton GRU kernel forms W_hh h + b_hh from the product itself
+    and keeps its n block alone (backward reads no other): T × B × 2H float32 values fewer than
+    the fused engine, which keeps all three blocks, with the same numbers."""
+    steps, batch, hidden = 6, 3, 5
+    x = torch.randn(steps, batch, 4, requires_grad=True)
+    torch.manual_seed(0)
+    fused = lstmkit.GRU(4, hidden, engine="fused")
+    triton = lstmkit.GRU(4, hidden, engine="triton")
+    triton.load_state_dict(fused.state_dict())
+    options = {} if lengths is None else {"lengths": lengths}
+    with torch.autocast("cpu", torch.float16):
+        assert saved_bytes(fused, x) - saved_bytes(triton, x) == steps * batch * 2 * hidden * 4
+        runs = [layer(x, **options) for layer in (fused, triton)]
+    grads = [torch.autograd.grad(output.float().square().sum(), [x, *layer.parameters()])
+             for (output, _), layer in zip(runs, (fused, triton), strict=True)]
+    assert_close(runs[1][0].float(), runs[0][0].float(), "output", tolerance=1e-3)
+    for name, ours, theirs in zip(["x", *dict(fused.named_parameters())], grads[1], grads[0], strict=True):
+        assert_close(ours, theirs, name, tolerance=1e-2)
 
 
 @triton_installed

@@ -24,7 +24,7 @@ class FusedStep(NamedTuple):
     gates: (b, G*H) the gate pre-activations on entry (W_ih x + b_ih + b_hh, plus W_hh h when
         the kernel's `recurrence` is "gates"); the kernel overwrites them with the activations.
     rec: (b, G*H) the recurrent projection, W_hh h + b_hh ("biased") or W_hh h ("raw");
-        None for "gates".
+        None for "gates"; (b, `rec_size`) where the kernel forms it from `product`.
     h, c: h_{t-1} (b, H_out) and c_{t-1} (b, H) (None without a cell state).
     h_new, c_new: where the kernel writes its output (before any projection) and c_t.
     tape: the per-step buffers the kernel asked for in `tape`, (b, n) each.
@@ -118,6 +118,13 @@ class FusedKernel:
     def tape(self, hidden_size: int) -> dict[str, int]:
         """Per-step buffers the forward keeps for backward: name -> features."""
         return {}
+
+    def rec_size(self, hidden_size: int, forms_rec: bool) -> int:
+        """Features of each step's `rec` (FusedStep.rec, for "biased" and "raw" recurrence) that
+        the engine keeps for backward: all G·H; where the kernel forms rec itself from the
+        product (`forms_rec`: it `adds_product`, under mixed precision), it may keep fewer,
+        those its backward reads."""
+        return self.cell.num_gates * hidden_size
 
     def grad_tape(self, hidden_size: int) -> dict[str, int]:
         """Per-step buffers the backward fills for `parameter_grads`: name -> features."""

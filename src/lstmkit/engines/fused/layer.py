@@ -205,8 +205,8 @@ class LayerTape(NamedTuple):
     """The forward's buffers, which backward reads (the module docstring says what each holds).
 
     gates: (T, B, G*H); hs: (T + 1, B, H_out); cs: (T + 1, B, H) or None; cell_outputs:
-    (T, B, H) with proj_size, else None; rec: (T, B, G*H) or None for "gates"; new_hs, new_cs:
-    with zoneout of h (of c), the cell's own h̃_t (c̃_t) before zoneout, (T, B, ·), else None
+    (T, B, H) with proj_size, else None; rec: (T, B, G*H) (or the kernel's `rec_size`
+    features), or None for "gates"; new_hs, new_cs: with zoneout of h (of c), the cell's own h̃_t (c̃_t) before zoneout, (T, B, ·), else None
     (the cell's new state is then hs[1:], cs[1:] itself); input_saved: what the kernel's
     `input_backward` needs; tape: the kernel's per-step buffers, (T, B, n).
     """
@@ -335,7 +335,8 @@ def forward_tape(
     if cs is not None:
         cs[0] = c0
     cell_outputs = allocate(steps, batch_size, hidden_size, **new) if weights.weight_hr is not None else None
-    rec = None if kernel.recurrence == "gates" else allocate(steps, batch_size, gate_size, **new)
+    rec_size = kernel.rec_size(hidden_size, forms_rec=forms_own_product(kernel, products, weights, noise))
+    rec = None if kernel.recurrence == "gates" else allocate(steps, batch_size, rec_size, **new)
     new_hs = None if noise.keep_hidden is None else allocate(steps, batch_size, h0.shape[-1], **new)
     new_cs = None if noise.keep_cell is None else allocate(steps, batch_size, hidden_size, **new)
     tape = {name: allocate(steps, batch_size, size, **new) for name, size in kernel.tape(hidden_size).items()}
@@ -384,10 +385,15 @@ def low_state(
     writes each h_t so); None where the loop casts and adds: without mixed precision, for a
     kernel that does not add it, or where h_t is changed after the kernel (proj_size, zoneout)
     or masked before the product (recurrent dropout)."""
-    if not (adds_product(kernel, products) and weights.weight_hr is None
-            and noise.recurrent_mask is None and noise.keep_hidden is None):
+    if not forms_own_product(kernel, products, weights, noise):
         return None
     return tape.hs[0].to(products.compute)
+
+
+def forms_own_product(kernel: FusedKernel, products: Products, weights: LayerWeights, noise: LayerNoise) -> bool:
+    """Whether the loop hands the kernel the recurrent product to add itself (`low_state`)."""
+    return (adds_product(kernel, products) and weights.weight_hr is None
+            and noise.recurrent_mask is None and noise.keep_hidden is None)
 
 
 def adds_product(kernel: FusedKernel, products: Products) -> bool:
@@ -569,7 +575,7 @@ def backward_loop(
 
     new = dict(dtype=gates.dtype, device=gates.device)
     d_gates = allocate(gates.shape, **new)
-    d_rec = d_gates if rec is None else allocate(rec.shape, **new)
+    d_rec = d_gates if rec is None else allocate(gates.shape, **new)  # rec may keep fewer features
     # running buffers the kernels index row by row (and a refilling kernel writes): contiguous
     dh = d_h_n.clone(memory_format=torch.contiguous_format)
     dc = None if cs is None else d_c_n.clone(memory_format=torch.contiguous_format)

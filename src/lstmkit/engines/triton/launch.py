@@ -67,16 +67,17 @@ def pre_activation(gate_row, product_row, offset, inside, ADD_PRODUCT: tl.conste
 
 @triton.jit
 def recurrent_projection(rec_row, product_row, bias_row, offset, inside, ADD_PRODUCT: tl.constexpr,
-                         HAS_BIAS: tl.constexpr):
+                         HAS_BIAS: tl.constexpr, KEEP: tl.constexpr):
     """One block of the recurrent projection handed over apart from the gates (W_hh h, plus
     b_hh with HAS_BIAS): read from `rec`, or, with ADD_PRODUCT, formed here from the product
-    in the compute dtype (the float32 sum the engine's addition would make) and kept in `rec`
-    for backward."""
+    in the compute dtype (the float32 sum the engine's addition would make) and, with KEEP,
+    kept in `rec` for backward."""
     if ADD_PRODUCT:
         value = tl.load(product_row + offset, mask=inside, other=0.0).to(rec_row.dtype.element_ty)
         if HAS_BIAS:
             value = tl.load(bias_row + offset, mask=inside, other=0.0) + value
-        tl.store(rec_row + offset, value, mask=inside)
+        if KEEP:
+            tl.store(rec_row + offset, value, mask=inside)
     else:
         value = tl.load(rec_row + offset, mask=inside, other=0.0)
     return value

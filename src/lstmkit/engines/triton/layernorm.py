@@ -38,10 +38,10 @@ def layernorm_forward(
     gate_row = gates + row * width + columns
     rec_row = rec + row * width + columns
     product_row = product + row * width + columns                          # LN(W_hh h): statistics
-    rec_i = recurrent_projection(rec_row, product_row, rec_row, 0, inside, ADD_PRODUCT, False)
-    rec_f = recurrent_projection(rec_row, product_row, rec_row, hidden, inside, ADD_PRODUCT, False)
-    rec_g = recurrent_projection(rec_row, product_row, rec_row, 2 * hidden, inside, ADD_PRODUCT, False)
-    rec_o = recurrent_projection(rec_row, product_row, rec_row, 3 * hidden, inside, ADD_PRODUCT, False)
+    rec_i = recurrent_projection(rec_row, product_row, rec_row, 0, inside, ADD_PRODUCT, False, True)
+    rec_f = recurrent_projection(rec_row, product_row, rec_row, hidden, inside, ADD_PRODUCT, False, True)
+    rec_g = recurrent_projection(rec_row, product_row, rec_row, 2 * hidden, inside, ADD_PRODUCT, False, True)
+    rec_o = recurrent_projection(rec_row, product_row, rec_row, 3 * hidden, inside, ADD_PRODUCT, False, True)
     mean = (tl.sum(rec_i, 0) + tl.sum(rec_f, 0) + tl.sum(rec_g, 0) + tl.sum(rec_o, 0)) / width
     rec_i = tl.where(inside, rec_i - mean, 0.0)
     rec_f = tl.where(inside, rec_f - mean, 0.0)

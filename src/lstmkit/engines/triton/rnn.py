@@ -77,10 +77,11 @@ class TritonRNNKernel(Refilling, RNNKernel):
 
 @triton.jit
 def gru_forward(gates, rec, product, bias_hh, h, h_new, h_low, hidden, ADD_PRODUCT: tl.constexpr,
-                HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+                HAS_BIAS: tl.constexpr, N_ONLY: tl.constexpr, BLOCK: tl.constexpr):
     """`gates` holds W_ih x + b_ih, `rec` W_hh h + b_hh; `gates` becomes r, z, n. With
     ADD_PRODUCT, `product` holds W_hh h in the compute dtype: rec = product + b_hh is formed
-    here and kept in `rec`, and h' goes into `h_low` in the compute dtype too."""
+    here and kept in `rec` (with N_ONLY, a (·, H) `rec`: its n block alone, which backward
+    reads), and h' goes into `h_low` in the compute dtype too."""
     row = tl.program_id(0)
     columns = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = columns < hidden
@@ -88,9 +89,12 @@ def gru_forward(gates, rec, product, bias_hh, h, h_new, h_low, hidden, ADD_PRODU
     rec_row = rec + row * 3 * hidden + columns
     product_row = product + row * 3 * hidden + columns
     bias_row = bias_hh + columns                                           # rec = W_hh h + b_hh
-    rec_r = recurrent_projection(rec_row, product_row, bias_row, 0, inside, ADD_PRODUCT, HAS_BIAS)
-    rec_z = recurrent_projection(rec_row, product_row, bias_row, hidden, inside, ADD_PRODUCT, HAS_BIAS)
-    rec_n = recurrent_projection(rec_row, product_row, bias_row, 2 * hidden, inside, ADD_PRODUCT, HAS_BIAS)
+    rec_r = recurrent_projection(rec_row, product_row, bias_row, 0, inside, ADD_PRODUCT, HAS_BIAS, not N_ONLY)
+    rec_z = recurrent_projection(rec_row, product_row, bias_row, hidden, inside, ADD_PRODUCT, HAS_BIAS, not N_ONLY)
+    rec_n = recurrent_projection(rec_row, product_row, bias_row, 2 * hidden, inside, ADD_PRODUCT, HAS_BIAS,
+                                 not N_ONLY)
+    if N_ONLY:
+        tl.store(rec + row * hidden + columns, rec_n, mask=inside)
     r = tl.sigmoid(tl.load(gate_row, mask=inside, other=0.0) + rec_r)     # r, z = σ(·)
     z = tl.sigmoid(tl.load(gate_row + hidden, mask=inside, other=0.0) + rec_z)
     n = tanh(tl.load(gate_row + 2 * hidden, mask=inside, other=0.0) + r * rec_n)  # n = tanh(x_n + r ⊙ h_n)
@@ -106,10 +110,10 @@ def gru_forward(gates, rec, product, bias_hh, h, h_new, h_low, hidden, ADD_PRODU
 
 @triton.jit
 def gru_backward(dh, refill, gates, rec, h, d_gates, d_rec, d_low, direct, hidden, ADD_PRODUCT: tl.constexpr,
-                 REFILL: tl.constexpr, BLOCK: tl.constexpr):
+                 REFILL: tl.constexpr, N_ONLY: tl.constexpr, BLOCK: tl.constexpr):
     """The forward lines in reverse; d loss / d h through z ⊙ h goes into `direct`, or with
     REFILL into dh, after `refill`. With ADD_PRODUCT, d rec goes into `d_low` in the compute
-    dtype too."""
+    dtype too. With N_ONLY, `rec` is (·, H), the n block alone."""
     row = tl.program_id(0)
     columns = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = columns < hidden
@@ -125,7 +129,10 @@ def gru_backward(dh, refill, gates, rec, h, d_gates, d_rec, d_low, direct, hidde
     h_prev = tl.load(h + state, mask=inside, other=0.0)
     d_z = d_h * (h_prev - n) * z * (1 - z)                                 # h' = n + z ⊙ (h − n)
     d_n = d_h * (1 - z) * (1 - n * n)                                      # n = tanh(x_n + r ⊙ h_n)
-    rec_n = tl.load(rec + row * 3 * hidden + 2 * hidden + columns, mask=inside, other=0.0)
+    if N_ONLY:
+        rec_n = tl.load(rec + state, mask=inside, other=0.0)
+    else:
+        rec_n = tl.load(rec + row * 3 * hidden + 2 * hidden + columns, mask=inside, other=0.0)
     d_r = d_n * rec_n * r * (1 - r)                                        # r = σ(·)
     tl.store(d_gate_row, d_r, mask=inside)
     tl.store(d_gate_row + hidden, d_z, mask=inside)
@@ -144,6 +151,12 @@ class TritonGRUKernel(Refilling, IndexesItsGates, GRUKernel):
 
     adds_product = True
 
+    def rec_size(self, hidden_size: int, forms_rec: bool) -> int:
+        """Where the kernel forms rec from the product, it keeps its n block alone (W_hn h + b_hn,
+        which backward reads; r's and z's only enter the forward): T × B × 2H values fewer under
+        mixed precision."""
+        return hidden_size if forms_rec else 3 * hidden_size
+
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:
         rows, hidden = step.h_new.shape
         adds = step.product is not None
@@ -153,7 +166,7 @@ class TritonGRUKernel(Refilling, IndexesItsGates, GRUKernel):
             gru_forward, layout,
             step.gates, step.rec, step.product if adds else step.rec, step.rec if bias_hh is None else bias_hh,
             step.h, step.h_new, step.h_low if adds else step.h_new, hidden,
-            ADD_PRODUCT=adds, HAS_BIAS=bias_hh is not None,
+            ADD_PRODUCT=adds, HAS_BIAS=bias_hh is not None, N_ONLY=step.rec.shape[-1] == hidden,
         )
 
     def backward(
@@ -167,6 +180,7 @@ class TritonGRUKernel(Refilling, IndexesItsGates, GRUKernel):
         launch(
             gru_backward, layout,
             dh, refill, step.gates, step.rec, step.h, grads.d_gates, grads.d_rec,
-            grads.d_low if adds else grads.d_rec, direct, hidden, ADD_PRODUCT=adds, **refilling,
+            grads.d_low if adds else grads.d_rec, direct, hidden, ADD_PRODUCT=adds,
+            N_ONLY=step.rec.shape[-1] == hidden, **refilling,
         )
         return None if refilling["REFILL"] else direct
