@@ -206,9 +206,10 @@ class LayerTape(NamedTuple):
 
     gates: (T, B, G*H); hs: (T + 1, B, H_out); cs: (T + 1, B, H) or None; cell_outputs:
     (T, B, H) with proj_size, else None; rec: (T, B, G*H) (or the kernel's `rec_size`
-    features), or None for "gates"; new_hs, new_cs: with zoneout of h (of c), the cell's own h̃_t (c̃_t) before zoneout, (T, B, ·), else None
-    (the cell's new state is then hs[1:], cs[1:] itself); input_saved: what the kernel's
-    `input_backward` needs; tape: the kernel's per-step buffers, (T, B, n).
+    features), or None for "gates"; new_hs, new_cs: with zoneout of h (of c), the cell's own
+    h̃_t (c̃_t) before zoneout, (T, B, ·), else None (the cell's new state is then hs[1:],
+    cs[1:] itself); input_saved: what the kernel's `input_backward` needs; tape: the kernel's
+    per-step buffers, (T, B, n).
     """
 
     gates: Tensor
