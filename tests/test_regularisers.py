@@ -249,8 +249,9 @@ def test_auto_picks_an_engine_that_runs_what_acts(options, training, engine):
     ("gru", dict(zoneout=(0.1, 0.2)), "zoneout of the cell state needs a cell with one; cell gru has only h "
                                       "(got zoneout=(0.1, 0.2); give z alone, or (0, z_h))"),
     ("lstm", dict(init="xavier"), "init must be None, 'chrono' or 'orthogonal', or a sequence of them, got 'xavier'"),
-    ("lstm", dict(init="chrono"), "init='chrono' needs chrono_max, the longest dependency expected in steps, above 2; "
-                                  "got chrono_max=None"),
+    ("lstm", dict(init="chrono"), "init='chrono' needs chrono_max, the longest dependency expected in steps, a "
+                                  "finite number above 2; got chrono_max=None"),
+    ("lstm", dict(init="chrono", chrono_max=math.inf), "a finite number above 2; got chrono_max=inf"),
     ("lstm", dict(chrono_max=100), "chrono_max goes with init='chrono', got chrono_max=100 with init=None"),
     ("gru", dict(init="chrono", chrono_max=100), "init='chrono' sets the forget gate's bias; cell gru has no forget gate"),
     ("lstm", dict(init="chrono", chrono_max=100, forget_bias=1.0),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstmkit
 from helpers import ALL_CELL_PARAMS, assert_close, random_state
@@ -150,6 +151,24 @@ def test_gates_under_no_grad_in_eval_mode_with_lengths_and_batch_first(engine):
         assert torch.all(trace.cell_states[0, b, length:] == 0)
         assert torch.all(trace.gates["input"][0, b, length:] == 0)
         assert torch.all(trace.gates["input"][0, b, :length] > 0)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["lengths", "packed"])
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_every_gate_of_every_cell_is_zero_past_each_sequence_s_length(cell, options, packed):
+    """Every named gate, those a cell names from another too (CIFG's forget = 1 − input), and the
+    cell states: zero past each sequence's length, in both directions."""
+    layer = make_layer(cell, options, "fused", bidirectional=True)
+    x = torch.randn(T, B, INPUT, dtype=torch.float64)
+    lengths = [6, 2, 4]
+    if packed:
+        trace = layer(pack_padded_sequence(x, lengths, enforce_sorted=False), return_gates=True)[2]
+    else:
+        trace = layer(x, lengths=lengths, return_gates=True)[2]
+    for name, gate in {**trace.gates, **({} if trace.cell_states is None else {"c": trace.cell_states})}.items():
+        for b, length in enumerate(lengths):
+            assert torch.all(gate[:, length:, b] == 0), f"{name} of sequence {b} past its length {length}"
+            assert torch.any(gate[:, :length, b] != 0), f"{name} of sequence {b} within its length {length}"
 
 
 @pytest.mark.parametrize("engine", PER_LAYER_ENGINES)

@@ -324,12 +324,20 @@ class Recurrent(NotScriptable, nn.Module):
         return engine.run(stack, batch.data, batch.lengths, h0, c0, return_gates)
 
     def _restore_trace(self, trace: list, batch: SequenceBatch) -> GateTrace:
-        """Stack the per-layer-direction activations and put them in the user's layout."""
+        """Stack the per-layer-direction activations and put them in the user's layout, zero
+        past each sequence's length (the engines' are; a gate named from another, CIFG's
+        forget = 1 − input, is zeroed here)."""
         per_name = [self.cell.named_gates(gates) for gates, _ in trace]
-        gates = {
-            name: batch.restore_per_step(torch.stack([named[name] for named in per_name]), time_dim=1).detach()
-            for name in per_name[0]
-        }
+        running = None
+        if batch.lengths is not None:  # (T, B, 1): whether sequence b runs at step t
+            steps = torch.arange(batch.data.shape[0], device=batch.lengths.device)
+            running = (steps.unsqueeze(1) < batch.lengths.unsqueeze(0)).unsqueeze(-1)
+        gates = {}
+        for name in per_name[0]:
+            stacked = torch.stack([named[name] for named in per_name])
+            if running is not None:
+                stacked = stacked * running
+            gates[name] = batch.restore_per_step(stacked, time_dim=1).detach()
         cell_states = None
         if trace[0][1] is not None:
             cell_states = batch.restore_per_step(torch.stack([cells for _, cells in trace]), time_dim=1).detach()

@@ -13,6 +13,7 @@ The engines apply the masks (lstmkit.engines.base.Regularisation); here they are
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -65,8 +66,10 @@ def check_init(cell: Cell, init: object, chrono_max: object, bias: bool, forget_
         if forget_bias is not None:
             raise ValueError(f"init='chrono' and forget_bias={forget_bias} both set the forget gate's bias; "
                              "give one of them")
-        if isinstance(chrono_max, bool) or not isinstance(chrono_max, numbers.Real) or not chrono_max > 2:
-            raise ValueError("init='chrono' needs chrono_max, the longest dependency expected in steps, above 2; "
+        if (isinstance(chrono_max, bool) or not isinstance(chrono_max, numbers.Real) or not chrono_max > 2
+                or not math.isfinite(chrono_max)):
+            raise ValueError("init='chrono' needs chrono_max, the longest dependency expected in steps, a finite "
+                             "number above 2; "
                              f"got chrono_max={chrono_max!r}")
     elif chrono_max is not None:
         raise ValueError(f"chrono_max goes with init='chrono', got chrono_max={chrono_max!r} with init={init!r}")
