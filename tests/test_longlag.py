@@ -14,8 +14,8 @@ import torch
 from lstmkit.checkpoint import load_checkpoint, previous_path, save_checkpoint
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.pipelines.demo import conclusion
-from lstmkit.pipelines.longlag import (CellRun, TaskTrainingConfig, build_model, load_model, load_task_run, run_task,
-                                      seeded_model, train_cell)
+from lstmkit.pipelines.longlag import (TEST_SEED_OFFSET, CellRun, TaskTrainingConfig, build_model, load_model,
+                                      load_task_run, run_task, seed_of_test_set, seeded_model, train_cell)
 from lstmkit.pipelines.probes import decay_orders, gate_panels, gradient_profile
 from lstmkit.tasks import AddingTask, TemporalOrderTask
 
@@ -121,6 +121,25 @@ def test_without_a_budget_a_cell_trains_ten_minutes():
     assert TaskTrainingConfig(steps=5).time_budget is None, "the default applies only when no budget is given"
     with pytest.raises(ValueError, match="steps must be positive, got 0"):
         TaskTrainingConfig(steps=0)
+
+
+def test_settings_that_act_on_a_validation_loss_are_refused_for_a_task():
+    """A task has no validation loss: NT-ASGD, which starts averaging when it stops improving,
+    would be plain SGD, and patience would never act; both are refused, not ignored."""
+    with pytest.raises(ValueError, match=re.escape("optimizer='nt-asgd' (--optimizer nt-asgd) starts averaging once "
+                                                   "the validation loss stops improving, and a task has no")):
+        TaskTrainingConfig(optimizer="nt-asgd")
+    with pytest.raises(ValueError, match=re.escape("patience acts once the validation loss stops improving, and a "
+                                                   "task has none (it stops when solved, or at its budget); got "
+                                                   "patience=3")):
+        TaskTrainingConfig(patience=3)
+
+
+def test_the_largest_seed_draws_its_test_set_from_a_seed_in_range():
+    """The test set's seed is the training seed plus an offset, wrapped into [0, 2**64)."""
+    assert seed_of_test_set(0) == TEST_SEED_OFFSET
+    assert seed_of_test_set(2**64 - 1) == TEST_SEED_OFFSET - 1
+    torch.Generator().manual_seed(seed_of_test_set(2**64 - 1))
 
 
 def test_chrono_max_without_chrono_initialisation_is_refused():

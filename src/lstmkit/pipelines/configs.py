@@ -94,6 +94,15 @@ class TaskTrainingConfig(TrainingConfig, RegulariserSettings):
         for name in ("hidden_size", "batch_size", "test_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        # both act once a validation loss stops improving; a task has none (fresh sequences every
+        # step, and a test set that says when the task is solved)
+        if self.optimizer == "nt-asgd":
+            raise ValueError("optimizer='nt-asgd' (--optimizer nt-asgd) starts averaging once the validation loss "
+                             "stops improving, and a task has no validation loss: use 'adamw' or 'sgd', with "
+                             "ema_decay (--ema-decay) to average the weights")
+        if self.patience is not None:
+            raise ValueError(f"patience acts once the validation loss stops improving, and a task has none (it "
+                             f"stops when solved, or at its budget); got patience={self.patience!r}")
         self.check_chrono_max()  # the cells, and so the rest, are checked as each is built
 
 

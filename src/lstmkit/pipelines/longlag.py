@@ -28,7 +28,7 @@ from lstmkit.pipelines.configs import TaskTrainingConfig
 from lstmkit.tasks import Batch, Task, make_task
 from lstmkit.training import Job, Processes, Trainer
 
-TEST_SEED_OFFSET = 10_000  # the test set's seed is the training seed plus this
+TEST_SEED_OFFSET = 10_000  # the test set's seed is the training seed plus this (`seed_of_test_set`)
 
 __all__ = ["CellRun", "TaskRunModels", "TaskTrainingConfig", "build_model", "default_folder", "evaluate",
            "load_model", "load_task_run", "results_table", "run_task", "train_cell"]
@@ -128,11 +128,17 @@ class TaskJob(Job):
         self.generator.set_state(tensors["generator"])
 
 
+def seed_of_test_set(seed: int) -> int:
+    """The seed of a task's test sequences: the training seed plus TEST_SEED_OFFSET, wrapped into
+    torch's seeds, [0, 2**64)."""
+    return (seed + TEST_SEED_OFFSET) % 2**64
+
+
 def train_cell(task: Task, cell: str, config: TaskTrainingConfig, test: Batch | None = None,
                trainer: Trainer | None = None) -> CellRun:
     """Train one cell on `task` until it is solved or the budget runs out."""
     trainer = Trainer(config) if trainer is None else trainer
-    test = task.test_set(config.test_size, config.seed + TEST_SEED_OFFSET) if test is None else test
+    test = task.test_set(config.test_size, seed_of_test_set(config.seed)) if test is None else test
     job = TaskJob(task, cell, config, test, trainer.processes, trainer.device)
     run = trainer.run(job)
     curve = [{"step": row["step"], "seconds": row["seconds"], "test_loss": row["test_loss"],
@@ -170,7 +176,7 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
         check_nothing_overwritten(out, ("results.json", "curves.csv", "learning_curves.png", "models"),
                                   "no run of lstmkit task (no results.json of one)")
     trainer = Trainer(config)
-    test = task.test_set(config.test_size, config.seed + TEST_SEED_OFFSET)
+    test = task.test_set(config.test_size, seed_of_test_set(config.seed))
     runs = [train_cell(task, cell, config, test, trainer) for cell in cells]
     if trainer.processes.main:
         for run in runs:

@@ -22,8 +22,8 @@ with extra_imports("tasks", __name__):
     from lstmkit import plots
 from lstmkit.files import write_csv
 from lstmkit.models import SequenceModel
-from lstmkit.pipelines.longlag import (TEST_SEED_OFFSET, TaskTrainingConfig, default_folder, load_model, load_task_run,
-                                      seeded_model, train_cell)
+from lstmkit.pipelines.longlag import (TaskTrainingConfig, default_folder, load_model, load_task_run,
+                                      seed_of_test_set, seeded_model, train_cell)
 from lstmkit.tasks import Batch, Task
 
 PROBE_SEQUENCES = 100
@@ -47,7 +47,7 @@ def gradient_profile(model: SequenceModel, task: Task, batch: Batch) -> np.ndarr
 
 def probe_batch(task: Task, seed: int) -> Batch:
     """The sequences the gradient probe runs on: test sequences, from the test seed."""
-    return task.sample(PROBE_SEQUENCES, torch.Generator().manual_seed(seed + TEST_SEED_OFFSET))
+    return task.sample(PROBE_SEQUENCES, torch.Generator().manual_seed(seed_of_test_set(seed)))
 
 
 def gradient_profiles(task: Task, trained: dict[str, SequenceModel], seed: int) -> dict[str, dict[str, np.ndarray]]:
