@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lstmkit.checkpoint import load_checkpoint, previous_path, save_checkpoint
+from lstmkit.training.config import offset_seed
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.pipelines.demo import conclusion
 from lstmkit.pipelines.longlag import (TEST_SEED_OFFSET, CellRun, TaskTrainingConfig, build_model, load_model,
@@ -136,7 +137,9 @@ def test_settings_that_act_on_a_validation_loss_are_refused_for_a_task():
 
 
 def test_the_largest_seed_draws_its_test_set_from_a_seed_in_range():
-    """The test set's seed is the training seed plus an offset, wrapped into [0, 2**64)."""
+    """The test set's seed is the training seed plus an offset, wrapped into [0, 2**64), as are
+    the speech and translation pipelines' epoch seeds (seed + epoch)."""
+    assert offset_seed(2**64 - 1, 1) == 0 and offset_seed(5, 2) == 7
     assert seed_of_test_set(0) == TEST_SEED_OFFSET
     assert seed_of_test_set(2**64 - 1) == TEST_SEED_OFFSET - 1
     torch.Generator().manual_seed(seed_of_test_set(2**64 - 1))

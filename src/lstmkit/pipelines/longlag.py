@@ -26,6 +26,7 @@ from lstmkit.files import check_nothing_overwritten, write_csv, write_json
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.pipelines.configs import TaskTrainingConfig
 from lstmkit.tasks import Batch, Task, make_task
+from lstmkit.training.config import offset_seed
 from lstmkit.training import Job, Processes, Trainer
 
 TEST_SEED_OFFSET = 10_000  # the test set's seed is the training seed plus this (`seed_of_test_set`)
@@ -131,7 +132,7 @@ class TaskJob(Job):
 def seed_of_test_set(seed: int) -> int:
     """The seed of a task's test sequences: the training seed plus TEST_SEED_OFFSET, wrapped into
     torch's seeds, [0, 2**64)."""
-    return (seed + TEST_SEED_OFFSET) % 2**64
+    return offset_seed(seed, TEST_SEED_OFFSET)
 
 
 def train_cell(task: Task, cell: str, config: TaskTrainingConfig, test: Batch | None = None,

@@ -36,6 +36,7 @@ from lstmkit.models.acoustic import (
     stacked_length,
 )
 from lstmkit.pipelines.configs import SpeechConfig
+from lstmkit.training.config import offset_seed
 from lstmkit.training import Job, Processes, Trainer, resolve_device
 
 with extra_imports("speech", __name__):
@@ -218,7 +219,7 @@ class SpeechJob(Job):
         """The batches of an epoch: utterances of similar length together (little padding),
         sorted by length jittered by up to a quarter, then cut and shuffled, all drawn from
         seed and epoch."""
-        generator = torch.Generator().manual_seed(self.config.seed + epoch)
+        generator = torch.Generator().manual_seed(offset_seed(self.config.seed, epoch))
         lengths = torch.tensor([len(frames) for frames in self.train.frames], dtype=torch.float64)
         jittered = lengths * (1 + 0.25 * torch.rand(len(lengths), generator=generator, dtype=torch.float64))
         batches = jittered.argsort().split(self.processes.batch_sizes(len(lengths), self.config.batch_size))

@@ -38,6 +38,7 @@ from lstmkit.extras import extra_imports
 from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from lstmkit.pipelines.configs import DecodingConfig, TranslationConfig
 from lstmkit.text.parallel import ParallelText, read_lines, read_parallel
+from lstmkit.training.config import offset_seed
 from lstmkit.training import Job, Processes, Trainer, resolve_device
 
 with extra_imports("translate", __name__):
@@ -174,7 +175,8 @@ class TranslationJob(Job):
         epoch, index = divmod(step, self.steps_per_epoch())
         if self.epoch_batches[0] != epoch:
             self.epoch_batches = (epoch, bucketed_batches(self.lengths, self.config.batch_size,
-                                                          self.config.seed + epoch, self.processes.world_size))
+                                                          offset_seed(self.config.seed, epoch),
+                                                          self.processes.world_size))
         return self.epoch_batches[1][index]
 
     def train_loss(self, model, step: int) -> tuple[Tensor, int]:

@@ -18,6 +18,7 @@ from lstmkit.training.optimizers import OPTIMIZERS
 BUDGETS = ("steps", "epochs", "time_budget")
 # torch.manual_seed takes a 64-bit unsigned seed.
 SEED_RANGE = (0, 2**64 - 1)
+
 # Settings a resumed run may change: its budget, when it evaluates, and where and in which
 # precision it runs (a run begun on a GPU continues on a CPU). Any other change would make the
 # resumed run another run than the one it continues, and --resume refuses it.
@@ -185,3 +186,8 @@ def check_number_fields(config) -> None:
         value = getattr(config, field.name)
         if not (isinstance(value, numbers.Real) or (value is None and "None" in field.type)):
             raise TypeError(f"{field.name} must be {NUMBER_FIELDS[field.type]}, got {value!r} ({type(value).__name__})")
+
+
+def offset_seed(seed: int, offset: int) -> int:
+    """`seed` + `offset` (an epoch's seed, a test set's), wrapped into torch's seeds, SEED_RANGE."""
+    return (seed + offset) % (SEED_RANGE[1] + 1)
