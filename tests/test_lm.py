@@ -153,6 +153,17 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(text_file, tmp
     assert columns[0] == columns[1] == ",".join(pipeline.METRIC_COLUMNS)
 
 
+def test_a_bfloat16_run_resumes_in_float32_with_its_carried_state_in_float32(text_file, tmp_path):
+    """Under bfloat16 autocast the LSTM hands back bfloat16 states, which the run carries from
+    window to window and saves; resumed in float32 (--precision may change on resume), they are
+    cast to the parameters' dtype."""
+    lm.train(text_file, tmp_path / "run", LMTrainingConfig(steps=20, precision="bf16", **TINY))
+    saved = load_file(tmp_path / "run" / "last" / "training.safetensors")
+    assert {saved[key].dtype for key in saved if key.startswith("state.")} == {torch.bfloat16}
+    resumed = lm.train(text_file, tmp_path / "run", LMTrainingConfig(steps=40, **TINY), resume=True)
+    assert resumed.history[-1]["step"] == 40 and math.isfinite(resumed.history[-1]["val_loss"])
+
+
 def assert_same_weights(first: Path, second: Path) -> None:
     for name in ("model.safetensors", "training.safetensors"):
         ours, theirs = load_file(first / name), load_file(second / name)

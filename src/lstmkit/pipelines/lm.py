@@ -317,7 +317,10 @@ class LanguageModelJob(Job):
         return {f"state.{index}": self.processes.gather(part.detach(), 1) for index, part in enumerate(parts)}
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
-        parts = [self.processes.shard(tensors[f"state.{index}"], 1).to(self.device)
+        """The carried state, in the parameters' dtype: a run under bfloat16 autocast carries
+        bfloat16 states, which a float32 run resumed from it could not take."""
+        dtype = next(self.model.parameters()).dtype
+        parts = [self.processes.shard(tensors[f"state.{index}"], 1).to(self.device, dtype)
                  for index in range(2) if f"state.{index}" in tensors]
         self.state = None if not parts else (tuple(parts) if len(parts) == 2 else parts[0])
 
