@@ -17,10 +17,12 @@ from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation
 
 
 def lm_train_command(arguments: argparse.Namespace) -> None:
-    from lstmkit.pipelines.lm import train_language_model
+    from lstmkit.pipelines.lm import sized_like, train_language_model
 
-    config = config_from(arguments, LMTrainingConfig)
     out = Path(arguments.out or Path("runs") / f"lm-{Path(arguments.text).stem}")
+    config = config_from(arguments, LMTrainingConfig)
+    if arguments.resume:  # the run's size, to say what is resumed
+        config = sized_like(config, out)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} {config.level}-level model on "
           f"{arguments.text}; checkpoints in {out}/", flush=True)

@@ -33,6 +33,7 @@ from lstmkit.checkpoint import (
     CheckpointError,
     CheckpointKind,
     checkpoint_folder,
+    existing,
     load_model_checkpoint,
     read_extra_json,
 )
@@ -42,7 +43,7 @@ from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, sco
 from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, token_streams
 from lstmkit.text.vocabulary import UNKNOWN
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, resolve_device
-from lstmkit.training.config import SEED_RANGE, check_number_fields
+from lstmkit.training.config import SEED_RANGE, check_number_fields, current_names
 
 # Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
 RECIPES = {
@@ -171,7 +172,9 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
                              f"got {self.init_range!r}")
         defaults = LEVEL_DEFAULTS[self.level]
         seconds, size = SHORT_BUDGETS.get(self.level, (0.0, {}))
-        if self.num_layers is None and self.hidden_size is None and (self.time_budget or math.inf) < seconds:
+        # no size given: the level's, or the short budget's (`sized_like`, on resume, the run's)
+        object.__setattr__(self, "size_given", self.num_layers is not None or self.hidden_size is not None)
+        if not self.size_given and (self.time_budget or math.inf) < seconds:
             defaults = {**defaults, **size}
         if self.adaptive_softmax_cutoffs:  # an adaptive softmax has no one decoder matrix to tie
             defaults = {**defaults, "tie_weights": False}
@@ -341,6 +344,17 @@ class LanguageModelJob(Job):
                              "resume with the same text")
 
 
+def sized_like(config: LMTrainingConfig, out: Path) -> LMTrainingConfig:
+    """`config` to resume the run in `out` with: given no size, the run's size, whichever budget
+    chose it (a run begun under a short budget, resumed with a longer one, keeps its model)."""
+    saved = existing(out / "last") / "config.json"
+    if config.size_given or not saved.exists():
+        return config
+    training = current_names(json.loads(saved.read_text()).get("training", {}))
+    return dataclasses.replace(config, num_layers=training.get("num_layers", config.num_layers),
+                               hidden_size=training.get("hidden_size", config.hidden_size))
+
+
 def train_language_model(
     text: str | Path,
     out: str | Path,
@@ -351,6 +365,8 @@ def train_language_model(
     """Train (or, with resume, continue training) a language model on a text file; under
     torchrun, in every process, each on its share of the streams."""
     out = Path(out)
+    if resume:
+        config = sized_like(config, out)
     corpus = load_corpus(text, validation, config.level, config.min_frequency, config.validation_fraction)
     trainer = Trainer(config)
     job = LanguageModelJob(corpus, config, trainer.processes, trainer.device)
