@@ -14,6 +14,7 @@ import torch
 from lstmkit.checkpoint import load_checkpoint, previous_path, save_checkpoint
 from lstmkit.training.config import offset_seed
 from lstmkit.models import SequenceModel, SequenceModelConfig
+from lstmkit.pipelines import longlag
 from lstmkit.pipelines.demo import conclusion
 from lstmkit.pipelines.longlag import (TEST_SEED_OFFSET, CellRun, TaskTrainingConfig, build_model, load_model,
                                       load_task_run, run_task, seed_of_test_set, seeded_model, train_cell)
@@ -115,6 +116,29 @@ def test_run_task_writes_results_curves_figure_and_models(tmp_path):
     assert sorted(path.name for path in (tmp_path / "models").iterdir()) == ["rnn"], "no earlier run's cifg"
     loaded = load_task_run(tmp_path)
     assert (loaded.task, list(loaded.models)) == (AddingTask(T=5), ["rnn"])
+
+
+def test_a_task_interrupted_in_one_cell_keeps_the_cells_before_it(tmp_path, monkeypatch):
+    """Each cell's results and model are written as it finishes: Ctrl-C in the third cell
+    leaves the first two, as a finished run of those two would (an earlier run's cells gone)."""
+    task = AddingTask(T=5)
+    options = TaskTrainingConfig(hidden_size=8, steps=4, time_budget=None, test_size=16, eval_every=2)
+    run_task(task, ["gru"], options, tmp_path)  # an earlier run in the same folder
+    trained = longlag.train_cell
+
+    def interrupted_in_lstm(task, cell, *arguments):
+        if cell == "lstm":
+            raise KeyboardInterrupt
+        return trained(task, cell, *arguments)
+
+    monkeypatch.setattr(longlag, "train_cell", interrupted_in_lstm)
+    with pytest.raises(KeyboardInterrupt):
+        run_task(task, ["rnn", "cifg", "lstm"], options, tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["cells"]) == ["rnn", "cifg"]
+    assert sorted(path.name for path in (tmp_path / "models").iterdir()) == ["cifg", "rnn"]
+    assert {row.split(",")[0] for row in (tmp_path / "curves.csv").read_text().splitlines()[1:]} == {"rnn", "cifg"}
+    assert list(load_task_run(tmp_path).models) == ["rnn", "cifg"]
 
 
 def test_without_a_budget_a_cell_trains_ten_minutes():

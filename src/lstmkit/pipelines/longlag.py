@@ -168,9 +168,10 @@ def default_folder(prefix: str, task: Task) -> Path:
 
 
 def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str | Path | None = None) -> list[CellRun]:
-    """Train every cell, then write results.json, curves.csv, learning_curves.png and each
-    trained model (models/CELL) to `out` (default runs/task-NAME-TN; rank 0 alone, under
-    torchrun); returns the runs."""
+    """Train every cell, writing as each finishes results.json, curves.csv and
+    learning_curves.png of the cells finished so far, and its trained model (models/CELL), to
+    `out` (default runs/task-NAME-TN; rank 0 alone, under torchrun): a run interrupted in one
+    cell keeps those before it. Returns the runs."""
     check_cells(task, cells, config)
     out = default_folder("task", task) if out is None else Path(out)
     if not holds_task_run(out):  # an earlier run's files are replaced; anyone else's are kept
@@ -178,15 +179,16 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
                                   "no run of lstmkit task (no results.json of one)")
     trainer = Trainer(config)
     test = task.test_set(config.test_size, seed_of_test_set(config.seed))
-    runs = [train_cell(task, cell, config, test, trainer) for cell in cells]
-    if trainer.processes.main:
-        for run in runs:
-            save_model(run.model, task, out / "models" / run.cell)
-        trained = {run.cell for run in runs}
-        for earlier in (out / "models").iterdir():  # an earlier run's cells in the same folder: not this run's
-            if earlier.is_dir() and earlier.name not in trained:
-                shutil.rmtree(earlier)
-        write_results(task, runs, config, out)
+    runs: list[CellRun] = []
+    for cell in cells:
+        runs.append(train_cell(task, cell, config, test, trainer))
+        if trainer.processes.main:
+            save_model(runs[-1].model, task, out / "models" / cell)
+            finished = {run.cell for run in runs}
+            for earlier in (out / "models").iterdir():  # an earlier run's cells in the same folder: not this run's
+                if earlier.is_dir() and earlier.name not in finished:
+                    shutil.rmtree(earlier)
+            write_results(task, runs, config, out)
     return runs
 
 
