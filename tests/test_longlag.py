@@ -139,6 +139,9 @@ def test_a_task_interrupted_in_one_cell_keeps_the_cells_before_it(tmp_path, monk
     assert sorted(path.name for path in (tmp_path / "models").iterdir()) == ["cifg", "rnn"]
     assert {row.split(",")[0] for row in (tmp_path / "curves.csv").read_text().splitlines()[1:]} == {"rnn", "cifg"}
     assert list(load_task_run(tmp_path).models) == ["rnn", "cifg"]
+    with pytest.raises(ValueError, match=f"{re.escape(str(tmp_path))} holds no lstm, gru model: its run trained "
+                                         "rnn, cifg"):
+        load_task_run(tmp_path, ["rnn", "lstm", "gru"])
 
 
 def test_without_a_budget_a_cell_trains_ten_minutes():

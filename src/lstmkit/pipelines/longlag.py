@@ -309,7 +309,11 @@ def load_task_run(directory: str | Path, cells: list[str] | None = None) -> Task
     if not models_dir.is_dir():
         raise FileNotFoundError(f"{directory} is not a `lstmkit task` output folder: it has no models/ folder")
     results = json.loads((directory / "results.json").read_text())
-    cells = cells or list(results["cells"])  # the run's own, whatever else the folder holds
+    trained = list(results["cells"])
+    missing = [cell for cell in cells or () if cell not in trained]
+    if missing:
+        raise ValueError(f"{directory} holds no {', '.join(missing)} model: its run trained {', '.join(trained)}")
+    cells = cells or trained  # the run's own, whatever else the folder holds
     loaded = {cell: load_model(models_dir / cell) for cell in cells}
     settings = results.get("config", results.get("options"))  # "options": before lstmkit's training core
     models = {cell: model for cell, (model, _) in loaded.items()}
