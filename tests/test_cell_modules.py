@@ -219,6 +219,34 @@ def test_double_backward(cell_name, options):
     assert torch.autograd.gradgradcheck(step, (x, h, c, *parameters), fast_mode=True)
 
 
+@pytest.mark.parametrize("engine", ["fused", TRITON])
+@pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
+def test_double_backward_through_steps_that_share_their_weights(cell_name, options, engine):
+    """create_graph=True over a loop of steps: each step's input state carries the earlier steps'
+    history through the same weights, which the recomputed backward must not follow a second
+    time. The weights' gradients and a penalty's second derivatives are the reference engine's."""
+    torch.manual_seed(0)
+    reference = lstmkit.RecurrentCell(cell_name, 3, 4, dtype=F64, engine="reference", **options)
+    cell = lstmkit.RecurrentCell(cell_name, 3, 4, dtype=F64, engine=engine, **options)
+    cell.load_state_dict(reference.state_dict())
+    x = torch.randn(3, 2, 3, dtype=F64, requires_grad=True)
+    weighting = torch.randn(2, 4, dtype=F64)
+
+    def gradients(module):
+        state = None
+        for x_t in x:
+            state = module(x_t, state)
+        h = state[0] if isinstance(state, tuple) else state
+        parameters = list(module.parameters())
+        first = torch.autograd.grad((h * weighting).sum(), [*parameters, x], create_graph=True)
+        second = torch.autograd.grad(sum(grad.pow(2).sum() for grad in first), parameters)
+        return first, second
+
+    for order, ours, theirs in zip(("first", "second"), gradients(cell), gradients(reference), strict=True):
+        for index, (actual, expected) in enumerate(zip(ours, theirs, strict=True)):
+            assert_close(actual, expected, f"{order}-order gradient {index}")
+
+
 @pytest.mark.parametrize("engine", ["auto", "fused"])
 def test_double_backward_equals_torch(engine):
     """A gradient penalty through nn.LSTMCell and lstmkit.LSTMCell: the same second derivatives."""

@@ -80,6 +80,28 @@ def test_double_backward_equals_the_reference_engine(cell, options):
             assert_close(ours, theirs, f"{engine} second-order gradient")
 
 
+@pytest.mark.parametrize("engine", ["fused", TRITON])
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+def test_double_backward_of_a_layer_fed_its_own_output(cell, options, engine):
+    """create_graph=True through a layer applied twice, the second time to its own output and
+    state: the second call's inputs carry the first's history through the same weights, which
+    its recomputed backward must not follow a second time. The weights' gradients and their
+    second derivatives are the reference engine's."""
+    x = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
+    weighting = torch.randn(3, 2, 4, dtype=torch.float64)
+    results = {}
+    for name in (engine, "reference"):
+        layer, _ = twin_layers(cell, options, name)  # the same weights for each engine
+        first_output, state = layer(x)
+        output, _ = layer(first_output[..., :3], state)
+        parameters = list(layer.parameters())
+        first = torch.autograd.grad((output * weighting).sum(), [*parameters, x], create_graph=True)
+        results[name] = first, torch.autograd.grad(sum(grad.pow(2).sum() for grad in first), parameters)
+    for order, ours, theirs in zip(("first", "second"), results[engine], results["reference"], strict=True):
+        for index, (actual, expected) in enumerate(zip(ours, theirs, strict=True)):
+            assert_close(actual, expected, f"{order}-order gradient {index}")
+
+
 @pytest.mark.parametrize("module_type, engine", [
     ("layer", "auto"), ("layer", "fused"), ("cell module", "fused"),
     pytest.param("cell module", "triton", marks=triton_installed),

@@ -536,6 +536,7 @@ def differentiable_backward(
     create_graph=True. The same math, so the same gradients; paid only when asked for.
     Returns the gradients of x, h0, c0 and of each parameter (None where not needed)."""
     kernel, batch_sizes = kernel_from_key(ctx.kernel), ctx.batch_sizes
+    x, h0, c0, *parameters = local_inputs(x, h0, c0, *parameters)
     lengths = None
     if batch_sizes is not None:
         lengths = torch.tensor([sum(1 for rows in batch_sizes if rows > row) for row in range(x.shape[1])],
@@ -551,6 +552,15 @@ def differentiable_backward(
     found = iter(torch.autograd.grad(outputs, wanted, [d_output, *d_finals], create_graph=True, allow_unused=True))
     grads = [next(found) if needs else None for needs in needed]
     return grads[:3], grads[3:]
+
+
+def local_inputs(*tensors: Tensor | None) -> list[Tensor | None]:
+    """Views of an op's inputs (None stays None) to recompute it from and differentiate with
+    respect to: the inputs themselves carry their history (h0, or x, from earlier steps or
+    calls of the same weights), along which torch.autograd.grad would reach the weights a second
+    time and add what the outer backward adds again. A view is differentiable, so the gradients'
+    own graph still reaches the inputs (for the second derivative)."""
+    return [None if tensor is None else tensor.view_as(tensor) for tensor in tensors]
 
 
 def backward_loop(

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
 from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
-from lstmkit.engines.fused.layer import KERNELS, flatten, unflatten
+from lstmkit.engines.fused.layer import KERNELS, flatten, local_inputs, unflatten
 from lstmkit.engines.fused.products import Products
 from lstmkit.engines.precision import (
     HALF_DTYPES, Precision, autocast, autocast_dtype, autocast_on, cast_weights, precision_for,
@@ -215,15 +215,17 @@ def differentiable_backward(ctx, d_h_new: Tensor, d_c_new: Tensor | None) -> tup
     """The gradients by autograd through the cell's `step` (the reference engine), recomputed
     from the saved inputs, with a graph of their own: for `create_graph=True`."""
     kernel, precision = ctx.kernel, ctx.precision
-    step, weights, parameters, _, x = saved_step(ctx)
+    step, _, parameters, _, x = saved_step(ctx)
+    x, h, c, *parameters = local_inputs(x, step.h, step.c, *parameters)
     run = ReferenceEngine().run_layer(
-        kernel.cell, weights, x.unsqueeze(0), step.h, step.c, None, False, precision._replace(output=precision.state)
+        kernel.cell, unflatten(kernel.cell, tuple(parameters)), x.unsqueeze(0), h, c, None, False,
+        precision._replace(output=precision.state),
     )
     outputs, grad_outputs = [run.h], [d_h_new]
     if run.c is not None:
         outputs.append(run.c)
         grad_outputs.append(d_c_new)
-    candidates = (x, step.h, step.c, *parameters)
+    candidates = (x, h, c, *parameters)
     wanted = [tensor for tensor, needed in zip(candidates, ctx.needs_input_grad[3:], strict=True) if needed]
     found = iter(torch.autograd.grad(outputs, wanted, grad_outputs, create_graph=True, allow_unused=True))
     grads = [next(found) if needed else None for needed in ctx.needs_input_grad[3:]]
