@@ -167,7 +167,7 @@ def test_a_bfloat16_run_resumes_in_float32_with_its_carried_state_in_float32(tex
 def test_a_run_resumed_with_a_longer_budget_keeps_the_size_the_short_one_chose(text_file, tmp_path):
     """Given no size, a character model's size follows the budget (1 x 256 under 600 s); resumed
     with a budget past it, the run keeps its model rather than being refused as another one.
-    A size given on resume is checked against the run's as ever."""
+    Another size given on resume is checked against the run's as ever."""
     options = dict(seq_len=20, batch_size=8, eval_every=10, warmup=5)
     short = LMTrainingConfig(time_budget=1.0, **options)
     assert (short.num_layers, short.hidden_size) == (1, 256)
@@ -176,10 +176,10 @@ def test_a_run_resumed_with_a_longer_budget_keeps_the_size_the_short_one_chose(t
     assert (longer.num_layers, longer.hidden_size) == (2, 512)
     resumed = pipeline.sized_like(longer, tmp_path / "run")
     assert (resumed.num_layers, resumed.hidden_size, resumed.time_budget) == (1, 256, 700.0)
-    given = LMTrainingConfig(time_budget=700.0, num_layers=2, **options)
+    given = LMTrainingConfig(time_budget=700.0, num_layers=3, **options)
     assert pipeline.sized_like(given, tmp_path / "run") is given
     with pytest.raises(ValueError, match=r"trained with other settings; --resume needs the same ones \(num_layers: 1 "
-                                         r"in the run, 2 now; hidden_size: 256 in the run, 512 now\)"):
+                                         r"in the run, 3 now; hidden_size: 256 in the run, 512 now\)"):
         lm.train(text_file, tmp_path / "run", given, resume=True)
 
 

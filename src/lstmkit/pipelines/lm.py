@@ -171,11 +171,8 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
             raise ValueError(f"init_range must be a non-negative number (0: torch's initialisation), "
                              f"got {self.init_range!r}")
         defaults = LEVEL_DEFAULTS[self.level]
-        seconds, size = SHORT_BUDGETS.get(self.level, (0.0, {}))
-        # no size given: the level's, or the short budget's (`sized_like`, on resume, the run's)
-        object.__setattr__(self, "size_given", self.num_layers is not None or self.hidden_size is not None)
-        if not self.size_given and (self.time_budget or math.inf) < seconds:
-            defaults = {**defaults, **size}
+        if self.num_layers is None and self.hidden_size is None:  # on resume, the run's (`sized_like`)
+            defaults = {**defaults, **budget_size(self.level, self.time_budget)}
         if self.adaptive_softmax_cutoffs:  # an adaptive softmax has no one decoder matrix to tie
             defaults = {**defaults, "tie_weights": False}
         for name, value in defaults.items():
@@ -344,15 +341,27 @@ class LanguageModelJob(Job):
                              "resume with the same text")
 
 
+def budget_size(level: str, time_budget: float | None) -> dict[str, int]:
+    """The model size of `level` for a run given no size and `time_budget` seconds."""
+    seconds, size = SHORT_BUDGETS.get(level, (0.0, {}))
+    default = {name: LEVEL_DEFAULTS[level][name] for name in ("num_layers", "hidden_size")}
+    return size if (time_budget or math.inf) < seconds else default
+
+
 def sized_like(config: LMTrainingConfig, out: Path) -> LMTrainingConfig:
-    """`config` to resume the run in `out` with: given no size, the run's size, whichever budget
-    chose it (a run begun under a short budget, resumed with a longer one, keeps its model)."""
+    """`config` to resume the run in `out` with: where both the run and `config` have the size
+    their budgets chose (no size given), the run's (a run begun under a short budget, resumed
+    with a longer one, keeps its model); a size given otherwise is checked against the run's."""
     saved = existing(out / "last") / "config.json"
-    if config.size_given or not saved.exists():
+    if not saved.exists():
         return config
     training = current_names(json.loads(saved.read_text()).get("training", {}))
-    return dataclasses.replace(config, num_layers=training.get("num_layers", config.num_layers),
-                               hidden_size=training.get("hidden_size", config.hidden_size))
+    size = {name: training.get(name) for name in ("num_layers", "hidden_size")}
+    chosen = {"num_layers": config.num_layers, "hidden_size": config.hidden_size}
+    budgets_chose = (chosen == budget_size(config.level, config.time_budget)
+                     and training.get("level") == config.level
+                     and size == budget_size(config.level, training.get("time_budget")))
+    return dataclasses.replace(config, **size) if budgets_chose and size != chosen else config
 
 
 def train_language_model(
