@@ -81,6 +81,39 @@ def test_double_backward_equals_the_reference_engine(cell, options):
 
 
 @pytest.mark.parametrize("engine", ["fused", TRITON])
+@pytest.mark.parametrize("module_type", ["gru", "layernorm", "peephole-cell", "gru-cell"])
+def test_batched_gradients_equal_the_reference_engine(module_type, engine):
+    """A vmap over the backward (autograd.grad(is_grads_batched=True), jacobian(vectorize=True)),
+    which the kernels have no batching rule for: the backward is then composed of plain
+    operations (the reference loop), with the reference engine's Jacobian."""
+    torch.manual_seed(0)
+    cell = module_type.removesuffix("-cell")
+    if module_type.endswith("-cell"):
+        module = lstmkit.RecurrentCell(cell, 3, 4, dtype=torch.float64, engine=engine)
+        twin = lstmkit.RecurrentCell(cell, 3, 4, dtype=torch.float64, engine="reference")
+        twin.load_state_dict(module.state_dict())
+
+        def last_state(model, x):
+            state = None
+            for x_t in x:
+                state = model(x_t, state)
+            return state[0] if isinstance(state, tuple) else state
+    else:
+        module, twin = twin_layers(cell, {}, engine)
+
+        def last_state(model, x):
+            return model(x)[0][-1]
+    x = torch.randn(3, 2, 3, dtype=torch.float64)
+    expected = torch.autograd.functional.jacobian(lambda inputs: last_state(twin, inputs), x)
+    actual = torch.autograd.functional.jacobian(lambda inputs: last_state(module, inputs), x, vectorize=True)
+    assert_close(actual, expected, "jacobian")
+    inputs = x.clone().requires_grad_()
+    (rows,) = torch.autograd.grad(last_state(module, inputs), inputs, torch.eye(8, dtype=torch.float64).view(8, 2, 4),
+                                  is_grads_batched=True)
+    assert_close(rows, expected.reshape(8, 3, 2, 3), "is_grads_batched")
+
+
+@pytest.mark.parametrize("engine", ["fused", TRITON])
 @pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
 def test_double_backward_of_a_layer_fed_its_own_output(cell, options, engine):
     """create_graph=True through a layer applied twice, the second time to its own output and

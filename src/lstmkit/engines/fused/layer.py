@@ -511,7 +511,7 @@ def fused_layer_gradients(ctx, d_hs: Tensor | None, d_finals: list[Tensor | None
         for initial, grad in zip((h0, c0), d_finals, strict=False)
     ]
     input_grad = ctx.needs_input_grad[X_POSITION]
-    if torch.is_grad_enabled():  # backward(create_graph=True): its graph is wanted too
+    if composed_backward(d_output, *d_finals):
         d_inputs, d_parameters = differentiable_backward(ctx, x, h0, c0, parameters, noise, d_output, d_finals)
     else:
         with autocast(d_output.device.type, enabled=False):
@@ -536,22 +536,36 @@ def differentiable_backward(
     create_graph=True. The same math, so the same gradients; paid only when asked for.
     Returns the gradients of x, h0, c0 and of each parameter (None where not needed)."""
     kernel, batch_sizes = kernel_from_key(ctx.kernel), ctx.batch_sizes
-    x, h0, c0, *parameters = local_inputs(x, h0, c0, *parameters)
     lengths = None
     if batch_sizes is not None:
         lengths = torch.tensor([sum(1 for rows in batch_sizes if rows > row) for row in range(x.shape[1])],
                                device=x.device)
-    run = ReferenceEngine().run_layer(
-        kernel.cell, weights_from(kernel.cell, ctx.given, parameters), x, h0, c0, lengths, False,
-        Precision(ctx.compute, ctx.state, ctx.state), noise,
-    )
-    needed = [*ctx.needs_input_grad[X_POSITION:PARAMETERS_POSITION], *ctx.needs_input_grad[PARAMETERS_POSITION]]
-    inputs = (x, h0, c0, *parameters)
-    wanted = [tensor for tensor, needs in zip(inputs, needed, strict=True) if needs]
-    outputs = [tensor for tensor in (run.output, run.h, run.c) if tensor is not None]
-    found = iter(torch.autograd.grad(outputs, wanted, [d_output, *d_finals], create_graph=True, allow_unused=True))
+    create_graph = torch.is_grad_enabled()  # off for batched gradients without create_graph
+    with torch.enable_grad():
+        x, h0, c0, *parameters = local_inputs(x, h0, c0, *parameters)
+        run = ReferenceEngine().run_layer(
+            kernel.cell, weights_from(kernel.cell, ctx.given, parameters), x, h0, c0, lengths, False,
+            Precision(ctx.compute, ctx.state, ctx.state), noise,
+        )
+        needed = [*ctx.needs_input_grad[X_POSITION:PARAMETERS_POSITION], *ctx.needs_input_grad[PARAMETERS_POSITION]]
+        inputs = (x, h0, c0, *parameters)
+        wanted = [tensor for tensor, needs in zip(inputs, needed, strict=True) if needs]
+        outputs = [tensor for tensor in (run.output, run.h, run.c) if tensor is not None]
+        found = iter(torch.autograd.grad(outputs, wanted, [d_output, *d_finals], create_graph=create_graph,
+                                         allow_unused=True))
     grads = [next(found) if needs else None for needs in needed]
     return grads[:3], grads[3:]
+
+
+def composed_backward(*grads: Tensor | None) -> bool:
+    """Whether a backward must be composed of plain differentiable operations (the reference
+    loop, `differentiable_backward`) rather than the kernels: under backward(create_graph=True),
+    whose graph is wanted too, or for batched gradients (autograd.grad(is_grads_batched=True),
+    jacobian(vectorize=True): a vmap over the backward), which the in-place kernels and the op
+    have no batching rule for."""
+    batched = getattr(torch._C._functorch, "is_legacy_batchedtensor", lambda tensor: False)
+    return (torch.is_grad_enabled() or torch._C._are_functorch_transforms_active()
+            or any(grad is not None and batched(grad) for grad in grads))
 
 
 def local_inputs(*tensors: Tensor | None) -> list[Tensor | None]:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
 from lstmkit.engines.fused.kernel import FusedGrads, FusedKernel, FusedStep
-from lstmkit.engines.fused.layer import KERNELS, flatten, local_inputs, unflatten
+from lstmkit.engines.fused.layer import KERNELS, composed_backward, flatten, local_inputs, unflatten
 from lstmkit.engines.fused.products import Products
 from lstmkit.engines.precision import (
     HALF_DTYPES, Precision, autocast, autocast_dtype, autocast_on, cast_weights, precision_for,
@@ -143,7 +143,7 @@ class FusedCellStep(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_h_new, d_c_new, _d_gates):
-        if torch.is_grad_enabled():  # create_graph=True: gradients that autograd can differentiate
+        if composed_backward(d_h_new, d_c_new):
             return differentiable_backward(ctx, d_h_new, d_c_new)
         if autocast_on(d_h_new.device.type):
             with autocast(d_h_new.device.type, enabled=False):
@@ -213,20 +213,23 @@ def fused_backward(ctx, d_h_new: Tensor, d_c_new: Tensor | None) -> tuple:
 
 def differentiable_backward(ctx, d_h_new: Tensor, d_c_new: Tensor | None) -> tuple:
     """The gradients by autograd through the cell's `step` (the reference engine), recomputed
-    from the saved inputs, with a graph of their own: for `create_graph=True`."""
+    from the saved inputs (`composed_backward`), with a graph of their own for
+    `create_graph=True`."""
     kernel, precision = ctx.kernel, ctx.precision
     step, _, parameters, _, x = saved_step(ctx)
-    x, h, c, *parameters = local_inputs(x, step.h, step.c, *parameters)
-    run = ReferenceEngine().run_layer(
-        kernel.cell, unflatten(kernel.cell, tuple(parameters)), x.unsqueeze(0), h, c, None, False,
-        precision._replace(output=precision.state),
-    )
-    outputs, grad_outputs = [run.h], [d_h_new]
-    if run.c is not None:
-        outputs.append(run.c)
-        grad_outputs.append(d_c_new)
-    candidates = (x, h, c, *parameters)
-    wanted = [tensor for tensor, needed in zip(candidates, ctx.needs_input_grad[3:], strict=True) if needed]
-    found = iter(torch.autograd.grad(outputs, wanted, grad_outputs, create_graph=True, allow_unused=True))
+    create_graph = torch.is_grad_enabled()  # off for batched gradients without create_graph
+    with torch.enable_grad():
+        x, h, c, *parameters = local_inputs(x, step.h, step.c, *parameters)
+        run = ReferenceEngine().run_layer(
+            kernel.cell, unflatten(kernel.cell, tuple(parameters)), x.unsqueeze(0), h, c, None, False,
+            precision._replace(output=precision.state),
+        )
+        outputs, grad_outputs = [run.h], [d_h_new]
+        if run.c is not None:
+            outputs.append(run.c)
+            grad_outputs.append(d_c_new)
+        candidates = (x, h, c, *parameters)
+        wanted = [tensor for tensor, needed in zip(candidates, ctx.needs_input_grad[3:], strict=True) if needed]
+        found = iter(torch.autograd.grad(outputs, wanted, grad_outputs, create_graph=create_graph, allow_unused=True))
     grads = [next(found) if needed else None for needed in ctx.needs_input_grad[3:]]
     return None, None, None, *grads
