@@ -131,6 +131,29 @@ def test_compiled_training_equals_eager_on_every_configuration(cell, options, en
     assert_trains_as_eager(cell, options, engine, option_name, backend)
 
 
+@pytest.mark.parametrize("engine", ["fused", "reference"])
+@pytest.mark.parametrize("regulariser", [{"recurrent_dropout": 0.3}, {"input_dropout": 0.3}, {"zoneout": 0.3},
+                                         {"weight_dropout": 0.3}], ids=lambda options: next(iter(options)))
+def test_compiled_regularisers_draw_the_eager_masks(regulariser, engine):
+    """Under Inductor's fallback_random, which draws random numbers as eager does, a compiled
+    layer in training draws every regulariser's masks as the eager one: the same outputs and
+    gradients from the same seed (the masks are uniform draws, as torch.bernoulli is not)."""
+    from torch._inductor import config as inductor
+
+    results = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        layer = lstmkit.GRU(3, 4, num_layers=2, engine=engine, dtype=torch.float64, **regulariser).train()
+        model = torch.compile(layer, backend="inductor") if compiled else layer
+        torch.manual_seed(21)
+        with inductor.patch(fallback_random=True):
+            output = model(torch.randn(5, 4, 3, dtype=torch.float64))[0]
+            output.pow(2).mean().backward()
+        results.append([output.detach(), *(parameter.grad for parameter in layer.parameters())])
+    for index, (ours, theirs) in enumerate(zip(results[1], results[0], strict=True)):
+        assert relative_error(ours, theirs) < TOLERANCE, f"output {index}"
+
+
 FULLGRAPH_CASES = [
     pytest.param("lstm", {}, "aot_eager", id="lstm-aot_eager"),
     pytest.param("gru", {}, "aot_eager", id="gru-aot_eager"),

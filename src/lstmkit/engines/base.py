@@ -151,8 +151,10 @@ class Stack(NamedTuple):
 
 
 def dropout_mask(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
-    """0 with probability p, else 1/(1-p) (inverted dropout: the expectation is 1)."""
-    return torch.bernoulli(like.new_full(shape, 1 - p)) / (1 - p)
+    """0 with probability p, else 1/(1-p) (inverted dropout: the expectation is 1). Drawn as
+    uniform numbers below 1 − p, as zoneout's are: torch.compile draws those as eager does
+    (with Inductor's fallback_random), and torch.bernoulli otherwise."""
+    return torch.rand(shape, dtype=like.dtype, device=like.device).lt_(1 - p).div_(1 - p)
 
 
 class Engine:
