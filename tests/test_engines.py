@@ -18,7 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lstmkit
-from helpers import ALL_CELL_PARAMS, ALL_CELLS, assert_close, assert_same_run, cell_id, random_state, state_leaves, triton_installed
+from helpers import (
+    ALL_CELL_PARAMS, ALL_CELLS, assert_close, assert_same_run, cell_id, random_state, state_leaves, triton_installed,
+)
 
 
 def fused_and_reference(cell, options, engine="fused", **layer_options):

@@ -83,9 +83,10 @@ def test_double_backward_equals_the_reference_engine(cell, options):
 @pytest.mark.parametrize("engine", ["fused", TRITON])
 @pytest.mark.parametrize("module_type", ["gru", "layernorm", "peephole-cell", "gru-cell"])
 def test_batched_gradients_equal_the_reference_engine(module_type, engine):
-    """A vmap over the backward (autograd.grad(is_grads_batched=True), jacobian(vectorize=True)),
-    which the kernels have no batching rule for: the backward is then composed of plain
-    operations (the reference loop), with the reference engine's Jacobian."""
+    """A vmap over the backward (autograd.grad(is_grads_batched=True), jacobian(vectorize=True),
+    torch.func.vmap of autograd.grad), which the kernels have no batching rule for: the backward
+    is then composed of plain operations (the reference loop), with the reference engine's
+    Jacobian."""
     torch.manual_seed(0)
     cell = module_type.removesuffix("-cell")
     if module_type.endswith("-cell"):
@@ -108,9 +109,11 @@ def test_batched_gradients_equal_the_reference_engine(module_type, engine):
     actual = torch.autograd.functional.jacobian(lambda inputs: last_state(module, inputs), x, vectorize=True)
     assert_close(actual, expected, "jacobian")
     inputs = x.clone().requires_grad_()
-    (rows,) = torch.autograd.grad(last_state(module, inputs), inputs, torch.eye(8, dtype=torch.float64).view(8, 2, 4),
-                                  is_grads_batched=True)
+    state, directions = last_state(module, inputs), torch.eye(8, dtype=torch.float64).view(8, 2, 4)
+    (rows,) = torch.autograd.grad(state, inputs, directions, is_grads_batched=True, retain_graph=True)
     assert_close(rows, expected.reshape(8, 3, 2, 3), "is_grads_batched")
+    rows = vmap(lambda direction: torch.autograd.grad(state, inputs, direction, retain_graph=True)[0])(directions)
+    assert_close(rows, expected.reshape(8, 3, 2, 3), "torch.func.vmap of autograd.grad")
 
 
 @pytest.mark.parametrize("engine", ["fused", TRITON])
@@ -155,7 +158,7 @@ def test_torch_func_grad_and_vmap_run_on_the_reference_engine_and_say_so_once(mo
     def loss(model, parameters, inputs):
         return functional_call(model, parameters, (inputs,))[0].pow(2).sum()
 
-    lstmkit.engines.FUNCTORCH_WARNED.clear()
+    lstmkit.engines.TRANSFORM_WARNED.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ours = grad(lambda p: loss(module, p, x[0]))(dict(module.named_parameters()))
@@ -189,7 +192,7 @@ def test_forward_mode_ad_runs_on_the_reference_engine_and_says_so_once(module_ty
             twin = torch_twin(module)
         x, tangent = torch.randn(5, 2, 3, dtype=torch.float64), torch.randn(5, 2, 3, dtype=torch.float64)
         options = {"lengths": [5, 3]} if module_type == "lstm-lengths" else {}
-    lstmkit.engines.FUNCTORCH_WARNED.clear()
+    lstmkit.engines.TRANSFORM_WARNED.clear()
     with warnings.catch_warnings(record=True) as caught, forward_ad.dual_level():
         warnings.simplefilter("always")
         ours = forward_ad.unpack_dual(module(forward_ad.make_dual(x, tangent), **options)[0])

@@ -27,7 +27,7 @@ ENGINES: dict[str, Engine] = {
 }
 ENGINE_CHOICES = ("auto", *ENGINES)
 AUTO_NATIVE = {"cpu": ("lstm",), "cuda": ("lstm", "gru", "rnn")}  # where torch's own kernels win
-FUNCTORCH_WARNED: set[tuple[str, str]] = set()  # (transform, engine) fallbacks announced
+TRANSFORM_WARNED: set[tuple[str, str]] = set()  # (transform, engine) fallbacks announced
 
 
 def check_engine(engine: object, cell: Cell, regularisers: frozenset[str] = frozenset()) -> None:
@@ -62,7 +62,7 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     mistranslates torch's own LSTM kernel with proj_size. While torch.jit.trace records a
     call, the fused and Triton engines give way to the reference engine too: the tracer cannot
     record their ops' arguments (lists of bools), while torch's own kernels it records as they
-    are. Under torch.func transforms the reference engine runs too (`reference_under_functorch`),
+    are. Under torch.func transforms the reference engine runs too (`reference_under_transform`),
     and for the fused and Triton engines under forward-mode AD (torch.autograd.forward_ad,
     whose dual tensors their autograd.Functions cannot differentiate; torch's own kernels can),
     and on the meta device, where a call gives only shapes (the others need the lengths'
@@ -78,9 +78,9 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     if torch.jit.is_tracing() and chosen.name not in ("native", "reference"):
         return ENGINES["reference"]
     if torch._C._are_functorch_transforms_active():
-        return reference_under_functorch(chosen)
+        return reference_under_transform(chosen)
     if chosen.name in KERNEL_ENGINES and in_dual_level():
-        return reference_under_functorch(chosen, "forward-mode AD")
+        return reference_under_transform(chosen, "forward-mode AD")
     if engine != "auto":
         reason = chosen.unsupported(cell, device, packed)
         if reason:
@@ -100,8 +100,8 @@ def auto_engine(
     """engine='auto': torch's own kernels where they measured fastest, else Triton on CUDA,
     else fused; the reference engine for regularisers none of them runs."""
     native = ENGINES["native"]
-    if (not return_gates and cell.name in AUTO_NATIVE.get(device.type, ()) and not native.unsupported(cell, device, packed)
-            and regularisers <= native.regularisers):
+    if (not return_gates and cell.name in AUTO_NATIVE.get(device.type, ())
+            and not native.unsupported(cell, device, packed) and regularisers <= native.regularisers):
         return native
     triton = ENGINES["triton"]
     if device.type == "cuda" and not triton.unsupported(cell, device) and regularisers <= triton.regularisers:
@@ -111,12 +111,12 @@ def auto_engine(
     return ENGINES["reference"]
 
 
-def reference_under_functorch(chosen: Engine, transform: str = "torch.func transforms") -> Engine:
+def reference_under_transform(chosen: Engine, transform: str = "torch.func transforms") -> Engine:
     """Under torch.func transforms (grad, vmap, jacrev, ...), or forward-mode AD for the
     engines of `KERNEL_ENGINES`, which cannot see into the engine's kernels, the reference
     engine: the same numbers, as plain differentiable ops. Says so once per transform and engine."""
-    if chosen.name != "reference" and (transform, chosen.name) not in FUNCTORCH_WARNED:
-        FUNCTORCH_WARNED.add((transform, chosen.name))
+    if chosen.name != "reference" and (transform, chosen.name) not in TRANSFORM_WARNED:
+        TRANSFORM_WARNED.add((transform, chosen.name))
         warn_at_caller(
             f"{transform} cannot run the {chosen.name} engine's kernels; lstmkit runs these calls on "
             "the reference engine (the same numbers, slower)"

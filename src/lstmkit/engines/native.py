@@ -96,8 +96,8 @@ class NativeEngine(Engine):
             return f"cell {cell.describe()} is an ablation; the native kernels run the full LSTM only"
         if cell.name not in ("lstm", "gru", "rnn"):
             return f"cell {cell.name!r} has no native kernel (native runs lstm, gru and rnn)"
-        # packed input runs torch's cell steps, not oneDNN's LSTM
-        lacking = cell.name == "lstm" and not packed and device is not None and device.type == "cpu" and lacks_half_lstm()
+        on_onednn = cell.name == "lstm" and not packed  # packed input runs torch's cell steps instead
+        lacking = on_onednn and device is not None and device.type == "cpu" and lacks_half_lstm()
         if lacking:
             dtype = str(autocast_dtype(device)).removeprefix("torch.")
             return f"torch's CPU LSTM kernel (oneDNN) fails under {dtype} autocast on this CPU, {lacking}"

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
-from lstmkit.engines import ENGINES, KERNEL_ENGINES, in_dual_level, reference_under_functorch
+from lstmkit.engines import ENGINES, KERNEL_ENGINES, in_dual_level, reference_under_transform
 from lstmkit.engines.fused.step import StepResult, run_step, step_precision
 from lstmkit.engines.native import NativeEngine, kernel_name
 from lstmkit.engines.reference import ReferenceEngine
@@ -80,9 +80,9 @@ def run_cell_step(
     if torch.jit.is_tracing() and name in ("fused", "triton"):  # the tracer cannot save a Python Function
         name = "reference"
     if name in KERNEL_ENGINES and torch._C._are_functorch_transforms_active():  # as a layer's call
-        name = reference_under_functorch(ENGINES[name]).name
+        name = reference_under_transform(ENGINES[name]).name
     if name in KERNEL_ENGINES and in_dual_level():
-        name = reference_under_functorch(ENGINES[name], "forward-mode AD").name
+        name = reference_under_transform(ENGINES[name], "forward-mode AD").name
     if name == "fused":
         return run_step(cell, weights, x, h, c, return_gates)
     if name == "triton":
