@@ -411,6 +411,36 @@ def torchrun(processes: int, *arguments: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+LEAVING = """
+import os, sys, torch
+from lstmkit.training.distributed import Processes, leave
+processes = Processes.from_environment()
+processes.start(torch.device("cpu"))
+model = processes.wrap(torch.nn.Linear(3, 1), torch.device("cpu"))
+model(torch.ones(2, 3)).sum().backward()
+gradient = model.module.weight.grad.tolist()
+del model
+processes.wait_for_all()
+leave()
+threads = [open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")]
+sys.stdout.write(f"{processes.rank} {gradient} {[name for name in threads if 'gloo' in name]}\\n")
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the threads from /proc (Linux)")
+def test_leaving_the_process_group_ends_its_threads_before_the_interpreter_exits(tmp_path):
+    """DistributedDataParallel imports torch._dynamo; imported after the group was made, it kept
+    the group alive past destroy_process_group, and gloo's threads then met the interpreter's exit,
+    which now and then aborted a finished run ("terminate called without an active exception")."""
+    script = tmp_path / "leave.py"
+    script.write_text(LEAVING)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(result.stdout.splitlines()) == ["0 [[2.0, 2.0, 2.0]] []", "1 [[2.0, 2.0, 2.0]] []"]
+
+
 DDP_SETTINGS = dict(num_layers=1, hidden_size=32, seq_len=20, batch_size=8, eval_every=10, warmup=5, dropout=0.0,
                     steps=40)
 

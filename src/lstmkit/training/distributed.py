@@ -48,8 +48,15 @@ class Processes:
         return self.rank == 0
 
     def start(self, device: torch.device) -> None:
-        """Join the process group (once per process): NCCL between GPUs, gloo on CPU."""
+        """Join the process group (once per process): NCCL between GPUs, gloo on CPU.
+
+        torch._dynamo (which DistributedDataParallel imports) is imported first: imported
+        after the group exists, it keeps a reference to it that `destroy_process_group` cannot
+        drop, so gloo's threads outlive `leave` and meet the interpreter's exit, where they
+        now and then abort the process after a finished run."""
         if self.distributed and not dist.is_initialized():
+            import torch._dynamo  # noqa: F401 (before the group: see above)
+
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
             atexit.register(leave)
 
