@@ -98,6 +98,23 @@ def test_projection_is_for_the_lstm_family_only(make):
         lstmkit.RNN(3, 4, proj_size=1)
 
 
+@pytest.mark.parametrize("name, arguments", [
+    ("GRU", (3, 4, 2, True, True, 0.0, True, 0, "cpu", torch.float64)),
+    ("RNN", (3, 4, 2, "relu", True, True, 0.0, True, 0, "cpu", torch.float64)),
+])
+def test_gru_and_rnn_take_torch_nn_positional_arguments(name, arguments):
+    """torch.nn's GRU and RNN hand their positional arguments to RNNBase, whose slot after
+    bidirectional is proj_size (0), then device and dtype: the same call means the same here,
+    and a nonzero proj_size in that slot is refused, where torch.nn builds a layer that fails."""
+    ours, theirs = getattr(lstmkit, name)(*arguments), getattr(torch.nn, name)(*arguments)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    assert (ours.num_layers, ours.batch_first, ours.bidirectional, ours.proj_size) == (2, True, True, 0)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-12, atol=1e-12)
+    with raises(ValueError, f"proj_size applies to the LSTM family only, not to cell '{name.lower()}'; got proj_size=2"):
+        getattr(lstmkit, name)(*arguments[:-3], 2)
+
+
 def test_cell_options_with_a_cell_object():
     with raises(TypeError, "cell options ['forget_gate'] go with a cell name; got a Cell instance (lstm) as well"):
         lstmkit.Recurrent(lstmkit.cells.LSTMStep(), 3, 4, forget_gate=False)

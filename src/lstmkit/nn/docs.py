@@ -86,6 +86,10 @@ PROJECTION = """    proj_size: if > 0, h = W_hr (o ⊙ tanh(c')) has this size (
         be smaller than hidden_size. Default: 0
 """
 
+NO_PROJECTION = """    proj_size: 0 only: the slot torch.nn's GRU and RNN keep for it among their positional
+        arguments, so that those mean the same here; any other value is refused. Default: 0
+"""
+
 REGULARISERS = """    recurrent_dropout (keyword): in training, h_{t-1} enters the recurrent product through a
         dropout mask drawn once per sequence, layer and direction and shared by every step
         (Gal & Ghahramani 2016). Default: 0.0
@@ -123,7 +127,7 @@ def layer_docstring(
         summary=summary,
         equations=equations,
         leading_args=indent(leading_args),
-        projection=PROJECTION if projects else "",
+        projection=PROJECTION if projects else NO_PROJECTION,
         forget_bias=FORGET_BIAS if cell is None or cell.forget_bias_block is not None else "",
         regularisers=REGULARISERS,
         trailing_args=indent(trailing_args),

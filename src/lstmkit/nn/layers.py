@@ -18,9 +18,6 @@ def checked_regularisers(cell_name: str, options: dict[str, object]) -> dict[str
     """The regulariser and initialisation keywords a named layer of `cell_name` passes on to
     Recurrent (documented there); any other keyword is refused by name."""
     unknown = sorted(set(options) - set(REGULARISER_OPTIONS))
-    if "proj_size" in unknown:  # as Recurrent refuses it, where a GRU or RNN has no such argument
-        raise ValueError(f"proj_size applies to the LSTM family only, not to cell {cell_name!r}; "
-                         f"got proj_size={options['proj_size']!r}")
     if "forget_bias" in unknown:  # a named layer without it has no forget gate
         raise TypeError(f"forget_bias sets the forget gate's bias in the LSTM family; cell {cell_name!r} has no "
                         f"forget gate (got forget_bias={options['forget_bias']!r})")
@@ -157,6 +154,7 @@ class GRU(Recurrent):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int = 0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         *,
@@ -165,7 +163,8 @@ class GRU(Recurrent):
     ) -> None:
         super().__init__(
             self.cell_name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-            bidirectional, 0, device, dtype, engine=engine, **checked_regularisers(self.cell_name, regularisers),
+            bidirectional, proj_size, device, dtype, engine=engine,
+            **checked_regularisers(self.cell_name, regularisers),
         )
 
 
@@ -192,6 +191,7 @@ class RNN(Recurrent):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int = 0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         *,
@@ -200,7 +200,7 @@ class RNN(Recurrent):
     ) -> None:
         super().__init__(
             self.cell_name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-            bidirectional, 0, device, dtype, engine=engine, nonlinearity=nonlinearity,
+            bidirectional, proj_size, device, dtype, engine=engine, nonlinearity=nonlinearity,
             **checked_regularisers(self.cell_name, regularisers),
         )
 
