@@ -134,6 +134,21 @@ def test_predict_warns_when_the_data_lie_far_from_what_the_model_was_fitted_on()
         forecaster.predict(moved)
 
 
+def test_predict_warns_when_the_model_was_fitted_on_a_constant_and_the_data_are_not():
+    """A constant target scales by std 0, which maps every output back to the constant: the
+    forecast ignores the data, whatever they hold (the distance test above never fired)."""
+    table = sine_table(120)
+    with pytest.warns(UserWarning, match="hold one value in all 120 rows fitted on"):
+        forecaster = Forecaster("day", "signal", horizon=4, lookback=12, **QUICK).fit(table.assign(signal=0.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (forecaster.predict(table.assign(signal=0.0))["signal"] == 0.0).all()
+    with pytest.warns(UserWarning, match=re.escape(
+            "the model was fitted on a constant 'signal' (0), so it forecasts 0 whatever it reads, and the last 12 "
+            "values differ from it; refit on data like these")):
+        assert (forecaster.predict(table)["signal"] == 0.0).all()
+
+
 def test_a_forecaster_saved_under_the_old_setting_names_loads(tmp_path):
     """Before the training core the settings were hidden, layers and batch, with no device."""
     table = sine_table(120)

@@ -222,6 +222,15 @@ def test_a_bad_long_table_is_refused_at_its_line(tmp_path, text, message):
         read_panel(path, "id", "day" if "day" in text else "t", "y")
 
 
+def test_ids_are_read_as_written_so_that_leading_zeros_name_other_series(tmp_path):
+    """pandas reads an id column of digits as numbers: 007 and 7 became one series, spliced
+    over time, and 0042 came back as 42; statsforecast's unique_id is the text as written."""
+    path = write_csv(tmp_path, "id,t,y\n007,1,1\n007,2,2\n7,3,3\n7,4,4\n0042,1,5\n0042,2,6\n")
+    panel = read_panel(path, "id", "t", "y")
+    assert panel.ids == ("007", "7", "0042")
+    assert [series.tolist() for series in panel.values] == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+
+
 def test_ids_that_pandas_would_read_as_missing_are_ids(tmp_path):
     path = write_csv(tmp_path, "id,t,y\nNA,1,1\nNA,2,2\nnull,1,3\nnull,2,4\n")  # Namibia; a literal id
     panel = read_panel(path, "id", "t", "y")

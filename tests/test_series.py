@@ -113,6 +113,50 @@ def test_times_with_utc_offsets_are_read_and_written_back_in_utc():
     assert frame.time_values(frame.time[-1:]) == ["2021-03-28T02:00:00+00:00"]  # 04:00+02:00
 
 
+def test_business_days_missing_a_holiday_stay_business_days():
+    """pandas infers nothing once a day is missing; runs of three rows then vote, and Mon, Tue,
+    Wed fit a daily grid as well as a business-day one: D won, and every weekend was invented
+    (interpolated, then forecast). The grid that holds every row with fewest empty steps is B."""
+    days = pd.bdate_range("2024-01-01", periods=40)
+    table = pd.DataFrame({"date": days.strftime("%Y-%m-%d"), "y": np.arange(40.0)}).drop(index=10)  # 2024-01-15
+    with pytest.warns(MissingValuesWarning, match=re.escape("column 'y': 1 missing value(s) filled by linear")):
+        frame = read_series(table, "date", ["y"])
+    assert frame.frequency == "B" and len(frame) == 40 and frame.targets[:, 0].tolist() == list(np.arange(40.0))
+    assert frame.time_values(future_times(frame.time[-1], frame.frequency, 3)) == ["2024-02-26", "2024-02-27",
+                                                                                   "2024-02-28"]
+
+
+def test_daily_times_across_a_change_of_daylight_saving_time_say_so(tmp_path):
+    """Local midnights written with their offset lie 24 hours apart in UTC but one: the message
+    quotes the row as written, not its UTC stamp, and names the cause."""
+    days = pd.date_range("2021-03-20", periods=14, freq="D", tz="Europe/Berlin")
+    path = tmp_path / "daily.csv"
+    pd.DataFrame({"ts": [day.isoformat() for day in days], "y": np.arange(14.0)}).to_csv(path, index=False)
+    with pytest.raises(ValueError, match=re.escape(
+            f"column 'ts' is not on a regular D grid: '2021-03-29T00:00:00+02:00', at line 11 of {path} (the header "
+            "is line 1), falls between its steps; times with a UTC offset or a time zone are put on a grid in UTC, "
+            "where a step of a day or more moves by an hour when daylight saving time starts or ends: give local "
+            "times without an offset")):
+        read_series(path, "ts", ["y"])
+
+
+def test_months_stamped_mid_month_are_told_where_monthly_times_fall():
+    table = pd.DataFrame({"date": [f"{2020 + month // 12}-{month % 12 + 1:02d}-15" for month in range(13)],
+                          "y": np.arange(13.0)})
+    with pytest.raises(ValueError, match=re.escape(
+            "falls between its steps; monthly times must fall on the first day of their month (2020-01-01) or the "
+            "last (2020-01-31), or be written as months (2020-01)")):
+        read_series(table, "date", ["y"])
+
+
+def test_dates_with_two_digit_years_are_refused_not_read_row_by_row():
+    table = pd.DataFrame({"date": [f"01/{month:02d}/20" for month in range(1, 13)], "y": np.arange(12.0)})
+    with pytest.raises(ValueError, match=re.escape(
+            "column 'date' holds dates with two-digit years, such as '01/01/20', which read as day, month or year "
+            "alike; write the year in four digits (31/01/2020) or the dates as yyyy-mm-dd")):
+        read_series(table, "date", ["y"])
+
+
 def test_times_that_leave_most_of_their_grid_empty_are_refused():
     table = pd.DataFrame({"date": ["2020-01-01", "2020-01-02", "2020-01-03", "2020-02-01", "2020-03-01"],
                           "y": np.arange(5.0)})

@@ -609,7 +609,11 @@ def warn_far_from_fitted(frame: SeriesFrame, layout: SeriesLayout) -> None:
     scaler = layout.target_scaler
     distances = np.abs(scaler.transform(frame.targets[-layout.lookback:])).max(axis=0)
     for name, distance, mean, std in zip(frame.target_names, distances, scaler.mean, scaler.std):
-        if std > 0 and distance >= FAR_FROM_FITTED:
+        if std == 0 and distance > 0:  # infinitely many standard deviations: the scale maps any output to mean
+            warn_at_caller(f"the model was fitted on a constant {name!r} ({mean:.4g}), so it forecasts {mean:.4g} "
+                           f"whatever it reads, and the last {layout.lookback} values differ from it; refit on "
+                           "data like these")
+        elif std > 0 and distance >= FAR_FROM_FITTED:
             warn_at_caller(f"the last {layout.lookback} values of {name!r} lie up to {distance:.0f} standard "
                            f"deviations from the mean of the data the model was fitted on ({mean:.4g}, standard "
                            f"deviation {std:.4g}): its forecast extrapolates; refit on data like these")

@@ -41,6 +41,8 @@ MONTH = r"\d{4}-\d{2}"
 # day-first or month-first, whichever order reads every row as a date and puts the rows on a
 # regular grid (numeric_dates), never row by row.
 NUMERIC_DATE = r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?"
+# The same with a two-digit year (01/02/20), which pandas reads row by row, each its own way.
+TWO_DIGIT_YEAR_DATE = r"\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2}(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?"
 # A time with a UTC offset (2021-03-28 03:00:00+02:00) or Z.
 UTC_OFFSET = r".*\d(Z|[+-]\d{2}:?\d{2})"
 # The whole years pandas' timestamps hold (nanoseconds from 1970 fill 64 bits in 1677 and 2262).
@@ -154,8 +156,8 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
     if not values.index.isin(grid).all():
         stray = values.index[~values.index.isin(grid)][0]
         label = table.index[stamps == stray][0]
-        raise ValueError(f"column {time!r} is not on a regular {frequency} grid: {stray}, at {row_name(label, path)}, "
-                         "falls between its steps")
+        raise ValueError(f"column {time!r} is not on a regular {frequency} grid: {plain(table[time][label])!r}, at "
+                         f"{row_name(label, path)}, falls between its steps{off_grid_hint(values.index, time_kind)}")
     check_coverage(len(values), grid, frequency, f"column {time!r}")
     numeric = values.reindex(grid)
     first, observed = observed_rows(numeric[targets], known)
@@ -169,6 +171,19 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
         grid[:observed], time_kind, frequency, stack(filled, targets, observed), stack(filled, covariates, observed),
         stack(filled, known, len(grid) if known else observed), tuple(targets), tuple(covariates), tuple(known),
     )
+
+
+def off_grid_hint(index: pd.DatetimeIndex, time_kind: str) -> str:
+    """What puts times that look regular off every grid: a zone's daylight saving time (the
+    grid is in UTC), or months stamped on another day than their first or last."""
+    if time_kind == "utc" or time_kind.startswith("timestamp@"):
+        return ("; times with a UTC offset or a time zone are put on a grid in UTC, where a step of a day or more "
+                "moves by an hour when daylight saving time starts or ends: give local times without an offset")
+    days = pd.Series(index[1:] - index[:-1]).dt.days
+    if len(days) and days.between(28, 31).all():
+        return ("; monthly times must fall on the first day of their month (2020-01-01) or the last (2020-01-31), "
+                "or be written as months (2020-01)")
+    return ""
 
 
 def check_coverage(count: int, grid: pd.DatetimeIndex, frequency: str, what: str, kind: str = "times") -> None:
@@ -284,6 +299,10 @@ def parse_time(column: pd.Series, name: str, path: Path | None) -> tuple[pd.Date
     if text.str.fullmatch(NUMERIC_DATE).all():
         stamps = numeric_dates(text.str.extract(NUMERIC_DATE).astype(float).fillna(0).astype(np.int64), column, name, path)
         return stamps, text_form(text, stamps)
+    if text.str.fullmatch(TWO_DIGIT_YEAR_DATE).all():  # pandas would read each row on its own
+        raise ValueError(f"column {name!r} holds dates with two-digit years, such as {plain(column.iloc[0])!r}, which "
+                         "read as day, month or year alike; write the year in four digits (31/01/2020) or the "
+                         "dates as yyyy-mm-dd")
     # Offsets that change (daylight saving) leave pandas no one zone: read every time as UTC.
     offsets = bool(text.str.fullmatch(UTC_OFFSET).any())
     with warnings.catch_warnings():
@@ -353,8 +372,7 @@ def empty_steps(stamps: pd.DatetimeIndex) -> float:
         frequency = infer_frequency(index, "")
     except ValueError:
         return np.inf
-    grid = pd.date_range(index[0], index[-1], freq=frequency)
-    return np.inf if not index.isin(grid).all() else float(len(grid) - len(index))
+    return steps_left_empty(index, frequency)
 
 
 def years_to_stamps(numbers: pd.Series, column: pd.Series, name: str, path: Path | None
@@ -391,7 +409,9 @@ def unreadable(column: pd.Series, bad: pd.Series, name: str, path: Path | None, 
 
 def infer_frequency(index: pd.DatetimeIndex, name: str) -> str:
     """The frequency of the timestamps: pandas' inference on all of them, or, where rows are
-    missing, the most common one among runs of three consecutive timestamps."""
+    missing, one found in runs of three consecutive timestamps: the one whose grid holds every
+    timestamp with the fewest empty steps (Mon, Tue, Wed fit a daily grid too, which would
+    invent every weekend of business days missing a holiday), then the most common."""
     if len(index) < 3:
         raise ValueError(f"column {name!r} has {len(index)} timestamp(s); at least 3 are needed to infer a frequency")
     frequency = pandas_frequency(index)
@@ -403,7 +423,15 @@ def infer_frequency(index: pd.DatetimeIndex, name: str) -> str:
         steps = pd.Series(index[1:] - index[:-1]).value_counts().index[:3]
         raise ValueError(f"cannot infer a regular frequency from column {name!r}: the steps between timestamps "
                          f"vary ({', '.join(str(step) for step in steps)}, ...)")
-    return pd.Series(candidates).value_counts().index[0]
+    votes = pd.Series(candidates).value_counts()
+    return min(votes.index, key=lambda candidate: (steps_left_empty(index, candidate), -votes[candidate]))
+
+
+def steps_left_empty(index: pd.DatetimeIndex, frequency: str) -> float:
+    """How many steps of the `frequency` grid from the first timestamp to the last hold none
+    of them (inf where some timestamp falls off that grid)."""
+    grid = pd.date_range(index[0], index[-1], freq=frequency)
+    return float(len(grid) - len(index)) if index.isin(grid).all() else np.inf
 
 
 def pandas_frequency(index: pd.DatetimeIndex) -> str | None:

@@ -75,7 +75,7 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
     path = None if isinstance(source, pd.DataFrame) else Path(source)
     if table.empty:
         raise ValueError(f"the table has no rows, only the columns {', '.join(map(str, table.columns))}")
-    if path is not None and table[id].isna().any():  # pandas reads NA, N/A, null ... as missing: an id may be one
+    if path is not None:  # ids as written: pandas reads 007 as the number 7 (another series's id), NA as missing
         raw = pd.read_csv(path, usecols=[id], dtype=str, keep_default_na=False, skip_blank_lines=False)[id]
         table[id] = raw.set_axis(raw.index + 2).reindex(table.index).replace("", np.nan)
     if table[id].isna().any():
