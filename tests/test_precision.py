@@ -107,6 +107,31 @@ def test_autocast_output_dtypes_are_torch_nn_s(cell, engine, lengths, enforce_so
     assert relative_error(ours_output.float(), theirs_output.float()) < 2e-2
 
 
+@pytest.mark.parametrize("lengths", [None, [5, 4, 2]], ids=["padded", "packed"])
+@pytest.mark.parametrize("autocasting, input_dtype", [(torch.bfloat16, torch.float32), (torch.bfloat16, torch.bfloat16),
+                                                      (torch.float16, torch.float32), (torch.float16, torch.float16)])
+@pytest.mark.parametrize("engine", ["auto", "native", *ENGINES])
+def test_a_projected_lstm_under_cpu_autocast_gives_torch_nn_s_dtypes(engine, autocasting, input_dtype, lengths):
+    """torch's CPU LSTM with a projection runs as cell steps (oneDNN has none): c promotes the
+    autocast dtype with c0's, and h comes out of W_hr's product in the autocast dtype, packed
+    or not. The engines gave c_n in the autocast dtype (padded) or everything in float32
+    (packed), and native refused float16 autocast for oneDNN's sake."""
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(8, 16, num_layers=2, proj_size=4, engine=engine)
+    twin = torch_twin(layer)
+    x = torch.randn(5, 3, 8, dtype=input_dtype)
+    if lengths is not None:
+        x = pack_padded_sequence(x, lengths)
+    with torch.autocast("cpu", autocasting):
+        (output, (h_n, c_n)), (expected, (expected_h, expected_c)) = layer(x), twin(x)
+    if lengths is not None:
+        output, expected = output.data, expected.data
+    assert (output.dtype, h_n.dtype, c_n.dtype) == (expected.dtype, expected_h.dtype, expected_c.dtype)
+    assert (expected.dtype, expected_c.dtype) == (autocasting, torch.promote_types(autocasting, input_dtype))
+    assert relative_error(c_n.float(), expected_c.float()) < 2e-2  # torch's gates in the autocast dtype, ours in float32
+    assert relative_error(output.float(), expected.float()) < 4e-2
+
+
 @pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("cell", ["lstm", "rnn", "gru"])
 def test_lengths_give_the_output_dtype_of_packed_input_on_every_engine(cell, input_dtype):

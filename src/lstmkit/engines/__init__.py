@@ -52,7 +52,7 @@ def check_regularisers(engine: Engine, regularisers: frozenset[str]) -> None:
 
 
 def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: bool = False,
-                  regularisers: frozenset[str] = frozenset(), packed: bool = False) -> Engine:
+                  regularisers: frozenset[str] = frozenset(), cell_steps: bool = False) -> Engine:
     """The engine that runs a call of a layer built with `engine=` on `device`.
 
     While torch.export traces a layer (torch.onnx.export is built on it), the call runs on the
@@ -69,9 +69,9 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     values to run a padded batch).
     Outside these nothing changes.
     `regularisers`: the Regularisation options acting in this call, which the engine must run;
-    `packed`: whether the call's input is packed (or comes with lengths=).
+    `cell_steps`: whether torch's CPU kernels run the call as cell steps (`Engine.unsupported`).
     """
-    chosen = auto_engine(cell, device, return_gates, regularisers, packed) if engine == "auto" else ENGINES[engine]
+    chosen = auto_engine(cell, device, return_gates, regularisers, cell_steps) if engine == "auto" else ENGINES[engine]
     is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6; none before
     if (is_exporting is not None and is_exporting()) or device.type == "meta":  # shapes only, no numbers
         return ENGINES["reference"]
@@ -82,7 +82,7 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     if chosen.name in KERNEL_ENGINES and in_dual_level():
         return reference_under_transform(chosen, "forward-mode AD")
     if engine != "auto":
-        reason = chosen.unsupported(cell, device, packed)
+        reason = chosen.unsupported(cell, device, cell_steps)
         if reason:
             raise ValueError(f"engine={engine!r} cannot run this call: {reason}")
         if return_gates and not chosen.exposes_gates:
@@ -95,13 +95,13 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
 
 
 def auto_engine(
-    cell: Cell, device: torch.device, return_gates: bool, regularisers: frozenset[str], packed: bool
+    cell: Cell, device: torch.device, return_gates: bool, regularisers: frozenset[str], cell_steps: bool
 ) -> Engine:
     """engine='auto': torch's own kernels where they measured fastest, else Triton on CUDA,
     else fused; the reference engine for regularisers none of them runs."""
     native = ENGINES["native"]
     if (not return_gates and cell.name in AUTO_NATIVE.get(device.type, ())
-            and not native.unsupported(cell, device, packed) and regularisers <= native.regularisers):
+            and not native.unsupported(cell, device, cell_steps) and regularisers <= native.regularisers):
         return native
     triton = ENGINES["triton"]
     if device.type == "cuda" and not triton.unsupported(cell, device) and regularisers <= triton.regularisers:

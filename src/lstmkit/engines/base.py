@@ -168,9 +168,10 @@ class Engine:
         """Why this engine cannot run at all here (a missing package), or None."""
         return None
 
-    def unsupported(self, cell: Cell, device: torch.device | None, packed: bool = False) -> str | None:
-        """Why this engine cannot run `cell` (on `device`, on packed input or lengths= when
-        `packed`, when given), or None when it can."""
+    def unsupported(self, cell: Cell, device: torch.device | None, cell_steps: bool = False) -> str | None:
+        """Why this engine cannot run `cell` (on `device`, when given), or None when it can;
+        `cell_steps`: the call is one torch's CPU kernels run as cell steps, not as oneDNN's
+        LSTM (packed input, lengths=, or a projection)."""
         return None
 
     def run(
@@ -206,7 +207,8 @@ class LayerEngine(Engine):
         stack's regularisers (input dropout here, the recurrent ones in `run_layer`)."""
         packed = lengths is not None and data.shape[1] > 0  # as torch's kernels run it (`NativeEngine.run`)
         precision = precision_for(
-            stack.cell, stack.weights[0].weight_ih.dtype, data.device, packed, (h0 if c0 is None else c0).dtype
+            stack.cell, stack.weights[0].weight_ih.dtype, data.device, packed, (h0 if c0 is None else c0).dtype,
+            projected=stack.weights[0].weight_hr is not None,
         )
         input_dropout = stack.regularisation.input_dropout if stack.training else 0.0
         hidden_size = h0.shape[-1] if c0 is None else c0.shape[-1]

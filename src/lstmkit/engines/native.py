@@ -6,8 +6,8 @@ live in cuDNN's flat buffer (`flatten_weights`), as torch.nn keeps them, so no c
 them again. Autocast is torch's own: the kernels cast as torch.nn's layers do, except where
 torch's CPU LSTM fails under bfloat16 or float16 autocast (a CPU without AVX-512 BF16 or FP16,
 or one where oneDNN has no LSTM primitive in that dtype): there `auto` runs the fused engine,
-and `native` says why it cannot, except on packed input (or lengths=), which torch runs as
-its cell steps.
+and `native` says why it cannot, except on packed input (or lengths=) or with a projection,
+which torch runs as its cell steps.
 """
 
 from __future__ import annotations
@@ -91,12 +91,12 @@ class NativeEngine(Engine):
     # acts on the weights before the call.
     regularisers = frozenset({"weight_dropout"})
 
-    def unsupported(self, cell: Cell, device: torch.device | None, packed: bool = False) -> str | None:
+    def unsupported(self, cell: Cell, device: torch.device | None, cell_steps: bool = False) -> str | None:
         if cell.name == "lstm" and cell.options():
             return f"cell {cell.describe()} is an ablation; the native kernels run the full LSTM only"
         if cell.name not in ("lstm", "gru", "rnn"):
             return f"cell {cell.name!r} has no native kernel (native runs lstm, gru and rnn)"
-        on_onednn = cell.name == "lstm" and not packed  # packed input runs torch's cell steps instead
+        on_onednn = cell.name == "lstm" and not cell_steps
         lacking = on_onednn and device is not None and device.type == "cpu" and lacks_half_lstm()
         if lacking:
             dtype = str(autocast_dtype(device)).removeprefix("torch.")

@@ -5,8 +5,9 @@ The rule every engine follows, as `torch.nn.LSTM` does under cuDNN and oneDNN:
 - `torch.autocast` on the input's device, float32 parameters: the products in the autocast
   dtype; the cell state and the point-wise arithmetic in float32; outputs and final states
   in the autocast dtype, the dtype torch.nn's layers return: under CPU autocast torch.nn.GRU
-  returns float32, and so does torch.nn.LSTM given a PackedSequence; lstmkit's GRU and LSTM
-  do the same.
+  returns float32, and so does torch.nn.LSTM given a PackedSequence; with a projection its h
+  comes out of W_hr in the autocast dtype and c_n in float32; lstmkit's GRU and LSTM do the
+  same.
 - bfloat16 or float16 parameters, no autocast: the products in that dtype, state and
   point-wise arithmetic in float32, outputs in the parameters' dtype. Under autocast they go
   as float32 parameters do: torch.autocast casts every floating tensor but float64 to its
@@ -28,11 +29,12 @@ HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 class Precision(NamedTuple):
     """compute: the dtype of the matrix products; state: of the state and point-wise math;
-    output: of the outputs and final states."""
+    output: of the outputs and the final h; final_cell: of the final cell state c."""
 
     compute: torch.dtype
     state: torch.dtype
     output: torch.dtype
+    final_cell: torch.dtype
 
     @property
     def mixed(self) -> bool:
@@ -62,24 +64,25 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 def precision_for(
     cell: Cell, parameter_dtype: torch.dtype, device: torch.device, packed: bool = False,
-    state_dtype: torch.dtype = torch.float32,
+    state_dtype: torch.dtype = torch.float32, projected: bool = False,
 ) -> Precision:
     """The precision a layer of `cell` with parameters in `parameter_dtype` runs in on
     `device`, for input that is `packed` (a PackedSequence, or lengths=, which torch's kernels
     run as one) or not, from an initial state (c0 where the cell has one, else h0; zeros come
-    in the input's dtype) in `state_dtype`.
+    in the input's dtype) in `state_dtype`, with a projection W_hr where `projected`.
 
-    The outputs under autocast are torch.nn's: on CPU the GRU, and the LSTM on packed input,
-    are composed of torch's cell steps, whose results promote the autocast dtype with the
-    state's (float32 from a float32 state, bfloat16 from a bfloat16 one); elsewhere the
+    The outputs under autocast are torch.nn's: on CPU the GRU, and the LSTM on packed input or
+    with a projection, are composed of torch's cell steps, whose results promote the autocast
+    dtype with the state's (float32 from a float32 state, bfloat16 from a bfloat16 one), but
+    for a projected h, which W_hr's product gives in the autocast dtype; elsewhere the
     autocast dtype."""
     autocast = autocast_dtype(device)
     if autocast is None or parameter_dtype == torch.float64:
         state = torch.float32 if parameter_dtype in HALF_DTYPES else parameter_dtype
-        return Precision(parameter_dtype, state, parameter_dtype)
-    composed = device.type == "cpu" and (cell.name == "gru" or (cell.name == "lstm" and packed))
-    output = torch.promote_types(autocast, state_dtype) if composed else autocast
-    return Precision(autocast, torch.float32, output)
+        return Precision(parameter_dtype, state, parameter_dtype, parameter_dtype)
+    composed = device.type == "cpu" and (cell.name == "gru" or (cell.name == "lstm" and (packed or projected)))
+    promoted = torch.promote_types(autocast, state_dtype) if composed else autocast
+    return Precision(autocast, torch.float32, autocast if projected else promoted, promoted)
 
 
 def cast_weights(weights: LayerWeights, products: torch.dtype, others: torch.dtype) -> LayerWeights:

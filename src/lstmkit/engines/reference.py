@@ -40,8 +40,8 @@ class ReferenceEngine(LayerEngine):
             run = loop(cell, weights, inputs.to(precision.state), h0.to(precision.state),
                        None if c0 is None else c0.to(precision.state), lengths, return_gates, noise)
         output, h, c, gates, cells = run
-        cast = precision.output
-        return LayerRun(output.to(cast), h.to(cast), None if c is None else c.to(cast), gates, cells)
+        return LayerRun(output.to(precision.output), h.to(precision.output),
+                        None if c is None else c.to(precision.final_cell), gates, cells)
 
 
 def loop(

@@ -314,9 +314,9 @@ class Recurrent(NotScriptable, nn.Module):
         """The stack on its engine: time-major output, h_n, c_n, and the per-layer-direction
         (gates, cell_states) when asked."""
         stack = self._stack()
+        packed = batch.lengths is not None and batch.data.shape[1] > 0  # torch runs it as cell steps, as a projection
         engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
-                               stack.regularisation.acting(self.training),
-                               packed=batch.lengths is not None and batch.data.shape[1] > 0)
+                               stack.regularisation.acting(self.training), cell_steps=packed or self.proj_size > 0)
         if self.training and self.weight_dropout:  # DropConnect: one mask of weight_hh per call
             stack = stack._replace(weights=[
                 weights._replace(weight_hh=F.dropout(weights.weight_hh, self.weight_dropout, training=True))

@@ -61,7 +61,7 @@ class FusedEngine(LayerEngine):
         """The point-wise kernel of each cell, by cell name."""
         return KERNELS
 
-    def unsupported(self, cell: Cell, device: torch.device | None, packed: bool = False) -> str | None:
+    def unsupported(self, cell: Cell, device: torch.device | None, cell_steps: bool = False) -> str | None:
         if cell.name not in KERNELS:
             return f"cell {cell.name!r} has no {self.name} kernel ({self.name} runs {', '.join(KERNELS)})"
         return None
@@ -86,10 +86,8 @@ class FusedEngine(LayerEngine):
                 h0.to(precision.state), None if c0 is None else c0.to(precision.state), lengths, return_gates,
                 precision, noise,
             )
-        cast = precision.output
-        return run._replace(
-            output=run.output.to(cast), h=run.h.to(cast), c=None if run.c is None else run.c.to(cast)
-        )
+        return run._replace(output=run.output.to(precision.output), h=run.h.to(precision.output),
+                            c=None if run.c is None else run.c.to(precision.final_cell))
 
 
 def kernel_key(kernel_type: type[FusedKernel], cell: Cell) -> str:
@@ -545,7 +543,7 @@ def differentiable_backward(
         x, h0, c0, *parameters = local_inputs(x, h0, c0, *parameters)
         run = ReferenceEngine().run_layer(
             kernel.cell, weights_from(kernel.cell, ctx.given, parameters), x, h0, c0, lengths, False,
-            Precision(ctx.compute, ctx.state, ctx.state), noise,
+            Precision(ctx.compute, ctx.state, ctx.state, ctx.state), noise,
         )
         needed = [*ctx.needs_input_grad[X_POSITION:PARAMETERS_POSITION], *ctx.needs_input_grad[PARAMETERS_POSITION]]
         inputs = (x, h0, c0, *parameters)

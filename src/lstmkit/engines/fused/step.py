@@ -54,7 +54,7 @@ def run_step(
     if not autocasting and dtype not in HALF_DTYPES:  # the common case, kept short: it runs every step
         # x, h and c have the parameters' dtype (the module checked), and so has every result
         h_new, c_new, gates = FusedCellStep.apply(
-            kernel, Precision(dtype, dtype, dtype), return_gates, x, h, c, *flatten(cell, weights))
+            kernel, Precision(dtype, dtype, dtype, dtype), return_gates, x, h, c, *flatten(cell, weights))
     else:
         precision = step_precision(cell, dtype, x.device, (h if c is None else c).dtype)
         weights = cast_weights(weights, precision.compute, precision.state)
@@ -63,7 +63,7 @@ def run_step(
                 kernel, precision, return_gates, x.to(precision.compute), h.to(precision.state),
                 None if c is None else c.to(precision.state), *flatten(cell, weights),
             )
-        h_new, c_new = h_new.to(precision.output), None if c_new is None else c_new.to(precision.output)
+        h_new, c_new = h_new.to(precision.output), None if c_new is None else c_new.to(precision.final_cell)
     traced = None
     if return_gates:
         traced = tuple(gates.chunk(cell.num_gates, -1)) if cell.trace_names else ()
@@ -80,7 +80,8 @@ def step_precision(
     precision = precision_for(cell, parameter_dtype, device)
     autocasting = autocast_dtype(device)
     if device.type == "cpu" and autocasting is not None and parameter_dtype != torch.float64 and cell.name != "rnn":
-        return precision._replace(output=torch.promote_types(autocasting, state_dtype))
+        promoted = torch.promote_types(autocasting, state_dtype)
+        return precision._replace(output=promoted, final_cell=promoted)
     return precision
 
 
@@ -222,7 +223,7 @@ def differentiable_backward(ctx, d_h_new: Tensor, d_c_new: Tensor | None) -> tup
         x, h, c, *parameters = local_inputs(x, step.h, step.c, *parameters)
         run = ReferenceEngine().run_layer(
             kernel.cell, unflatten(kernel.cell, tuple(parameters)), x.unsqueeze(0), h, c, None, False,
-            precision._replace(output=precision.state),
+            precision._replace(output=precision.state, final_cell=precision.state),
         )
         outputs, grad_outputs = [run.h], [d_h_new]
         if run.c is not None:

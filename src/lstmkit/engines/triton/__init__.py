@@ -39,8 +39,8 @@ class TritonEngine(FusedEngine):
 
         return TRITON_KERNELS
 
-    def unsupported(self, cell: Cell, device: torch.device | None, packed: bool = False) -> str | None:
-        reason = self.unavailable() or super().unsupported(cell, device, packed)
+    def unsupported(self, cell: Cell, device: torch.device | None, cell_steps: bool = False) -> str | None:
+        reason = self.unavailable() or super().unsupported(cell, device, cell_steps)
         if reason is None and device is not None:
             reason = off_device(device)
         return reason
