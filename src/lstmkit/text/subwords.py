@@ -5,13 +5,16 @@ A vocabulary is a sentencepiece unigram model trained on raw, untokenised senten
 settings make the round trip lossless: no normalisation (`identity`), white space kept as it
 is, and byte fallback, so that a character never seen in training is spelled in UTF-8 bytes
 rather than lost to an unknown token. `decode(encode(s)) == s` for every line `s` (lines are
-stripped of surrounding white space when read).
+stripped of surrounding white space when read) without a carriage return: sentencepiece's own
+mark for a space, U+2581, is escaped (ESCAPE), and a decoded text is one line, its line breaks
+(which only byte pieces spell) turned into spaces, so that output has a line per input line.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import re
 
 from lstmkit.caller import warn_at_caller
 from lstmkit.extras import extra_imports
@@ -24,6 +27,11 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 RESERVED = ("<pad>", "<unk>", "<s>", "</s>")
 # Byte fallback: a piece for each byte value.
 BYTES = 256
+# sentencepiece reads U+2581 as its mark for a space: the text's own is written ESCAPE + 1 (and
+# ESCAPE itself as ESCAPE twice), characters of Unicode's private use area, spelled in bytes.
+SPACE_MARK, ESCAPE, ESCAPED_MARK = "\u2581", "\ue000", "\ue001"
+ESCAPED = re.compile(f"{ESCAPE}[{ESCAPE}{ESCAPED_MARK}]")
+LINE_BREAK = re.compile("[\r\n]")
 
 
 class Subwords:
@@ -37,7 +45,7 @@ class Subwords:
     def learn(cls, sentences: list[str], vocabulary_size: int, seed: int = 0, what: str = "text") -> Subwords:
         """A unigram vocabulary of at most `vocabulary_size` pieces learned from `sentences`;
         fewer when the text holds fewer (the limit is soft), with a warning naming `what`."""
-        sentences = [sentence for sentence in sentences if sentence]
+        sentences = [escape(sentence) for sentence in sentences if sentence]
         if not sentences:
             raise ValueError("the training text holds no sentences to learn a subword vocabulary from")
         smallest = len(RESERVED) + BYTES + len(set("".join(sentences)) - {" "}) + 1
@@ -74,12 +82,22 @@ class Subwords:
         return isinstance(other, Subwords) and other.model_proto == self.model_proto
 
     def encode(self, sentences: list[str]) -> list[list[int]]:
-        return self.processor.encode(sentences)
+        return self.processor.encode([escape(sentence) for sentence in sentences])
 
     def decode(self, ids: list[list[int]]) -> list[str]:
-        """One text per id list (sentencepiece returns a string, not a list, for none)."""
-        return self.processor.decode(ids) if ids else []
+        """One line of text per id list (sentencepiece returns a string, not a list, for none)."""
+        return [LINE_BREAK.sub(" ", unescape(text)) for text in self.processor.decode(ids)] if ids else []
 
     def pieces(self, ids: list[int]) -> list[str]:
         """The subwords of `ids`, as drawn on an attention matrix."""
         return [self.processor.id_to_piece(index) for index in ids]
+
+
+def escape(text: str) -> str:
+    """`text` with U+2581 and ESCAPE escaped, which sentencepiece keeps as they are."""
+    return text.replace(ESCAPE, ESCAPE + ESCAPE).replace(SPACE_MARK, ESCAPE + ESCAPED_MARK)
+
+
+def unescape(text: str) -> str:
+    """The inverse of `escape` (an ESCAPE a model wrote alone stays)."""
+    return ESCAPED.sub(lambda match: ESCAPE if match.group() == ESCAPE + ESCAPE else SPACE_MARK, text)
