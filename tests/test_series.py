@@ -140,6 +140,23 @@ def test_daily_times_across_a_change_of_daylight_saving_time_say_so(tmp_path):
         read_series(path, "ts", ["y"])
 
 
+@pytest.mark.parametrize("frequency, zone, last, following", [
+    ("D", "Europe/Berlin", "2021-04-29", ["2021-04-30", "2021-05-01"]),
+    ("MS", "US/Eastern", "2021-12-01", ["2022-01-01", "2022-02-01"]),
+])
+def test_a_dataframe_of_zoned_days_or_months_runs_on_the_wall_clock(frequency, zone, last, following):
+    """Local midnights in a zone are a day apart on the wall clock but 23 or 25 hours apart in
+    UTC at each change of daylight saving time: they were refused as off their grid, where
+    statsforecast and darts take them. Forecasts come back at local midnights, in the zone."""
+    times = pd.date_range("2020-01-01" if frequency == "MS" else "2021-03-01", periods=24 if frequency == "MS" else 60,
+                          freq=frequency, tz=zone)
+    frame = read_series(pd.DataFrame({"ts": times, "y": np.arange(len(times), dtype=float)}), "ts", ["y"])
+    assert (frame.frequency, frame.time_kind, len(frame)) == (frequency, f"local@{zone}", len(times))
+    assert frame.time_values(frame.time[-1:]) == [pd.Timestamp(last, tz=zone)]
+    upcoming = future_times(frame.time[-1], frame.frequency, 2)
+    assert frame.time_values(upcoming) == [pd.Timestamp(day, tz=zone) for day in following]
+
+
 def test_months_stamped_mid_month_are_told_where_monthly_times_fall():
     table = pd.DataFrame({"date": [f"{2020 + month // 12}-{month % 12 + 1:02d}-15" for month in range(13)],
                           "y": np.arange(13.0)})

@@ -25,8 +25,9 @@ from pandas.tseries.api import guess_datetime_format
 from lstmkit.caller import warn_at_caller
 
 # How the time column was written, so that forecasts are written back the same way; besides
-# these, a strftime format (it holds "%") that writes every row back as it was written, and
-# "timestamp@<zone>" for a DataFrame's timestamps in a time zone ("timestamp": without one).
+# these, a strftime format (it holds "%") that writes every row back as it was written,
+# "timestamp@<zone>" for a DataFrame's timestamps in a time zone ("timestamp": without one), and
+# "local@<zone>" for those all at one time of day (daily or longer steps), on a wall-clock grid.
 TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "dashed_quarter", "month", "utc", "timestamp")
 # Formats tried for times written as text, after pandas' guesses from the first row (month
 # names with a year are beyond its guess).
@@ -102,6 +103,9 @@ def written_times(times: pd.DatetimeIndex, time_kind: str) -> list:
     ISO quarters or months, in the strftime format `time_kind` where it is one (`text_form`),
     pandas timestamps (in their time zone, for a DataFrame's), or ISO dates (with the time of
     day when there is one)."""
+    if time_kind.startswith("local@"):  # a wall-clock time a change of DST skips moves on (none does at midnight)
+        zone = time_kind.removeprefix("local@")
+        return list(times.tz_localize(zone, ambiguous=np.ones(len(times), bool), nonexistent="shift_forward"))
     if time_kind.startswith("timestamp"):
         _, _, zone = time_kind.partition("@")
         return list(times.tz_localize("UTC").tz_convert(zone) if zone else times)
@@ -285,7 +289,10 @@ def parse_time(column: pd.Series, name: str, path: Path | None) -> tuple[pd.Date
         label = column.index[column.isna().to_numpy()][0]
         raise ValueError(f"column {name!r} has a missing timestamp at {row_name(label, path)}")
     if pd.api.types.is_datetime64_any_dtype(column):  # a DataFrame's timestamps (to_numeric would count nanoseconds)
-        if column.dt.tz is not None:  # an instant in a zone: on a grid in UTC, written back in the zone
+        if column.dt.tz is not None:  # an instant in a zone: on a grid in UTC, written back in the zone,
+            wall_clock = column.dt.tz_localize(None)  # but days, weeks ... on the wall clock, which DST leaves
+            if (wall_clock - wall_clock.dt.normalize()).nunique() == 1:
+                return pd.DatetimeIndex(wall_clock), f"local@{column.dt.tz}"
             return pd.DatetimeIndex(column.dt.tz_convert(None)), f"timestamp@{column.dt.tz}"
         return pd.DatetimeIndex(column), "timestamp"
     numbers = pd.to_numeric(column, errors="coerce")
