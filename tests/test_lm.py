@@ -93,8 +93,21 @@ def test_a_sample_with_a_seed_is_reproducible(trained):
     assert greedy == model.sample("ROMEO:", length=30, top_k=1, seed=2), "top_k=1 is greedy whatever the seed"
 
 
+def test_a_sample_without_a_seed_draws_one_from_torch_s_generator(trained):
+    """torch.manual_seed repeats an unseeded sample, and the caller's stream moves on as after
+    any random operation (the sample called torch.seed(), which reseeded it from the clock)."""
+    model = lm.load(trained[0])
+    torch.manual_seed(0)
+    first, after_first = model.sample("ROMEO:", length=30), torch.rand(1)
+    torch.manual_seed(0)
+    again, after_again = model.sample("ROMEO:", length=30), torch.rand(1)
+    assert (first, after_first) == (again, after_again)
+
+
 def test_sampling_options_are_checked(trained):
     model = lm.load(trained[0])
+    with pytest.raises(TypeError, match=re.escape("the text to evaluate must be a str, got bytes: decode it first")):
+        model.evaluate(b"First")
     with pytest.raises(ValueError, match=re.escape("the prime text has characters the model's vocabulary lacks: 'Ж' (U+0416)")):
         model.sample("Ж", length=5)
     for temperature in (0, -1.0, math.inf):

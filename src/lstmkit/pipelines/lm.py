@@ -179,8 +179,8 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         super().__post_init__()
-        for name in ("num_layers", "hidden_size", "seq_len", "batch_size", "min_frequency"):
-            if getattr(self, name) < 1:
+        for name in ("num_layers", "hidden_size", "seq_len", "batch_size", "min_frequency", "embedding_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.level == "char" and self.min_frequency != 1:  # a character vocabulary keeps every character
             raise ValueError(f"min_frequency (--min-frequency) applies at word level (--level word) only; got "
@@ -509,7 +509,9 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
     if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
         raise ValueError(f"seed must be in [{SEED_RANGE[0]}, 2**64 - 1], got {seed}")
     generator = torch.Generator()
-    generator.manual_seed(seed if seed is not None else torch.seed())
+    # without a seed, one drawn from torch's global generator: torch.manual_seed repeats the
+    # sample, and the caller's stream moves on as after any random operation (torch.seed() reseeded it)
+    generator.manual_seed(seed if seed is not None else int(torch.randint(2**63 - 1, ()).item()))
     if prime:
         tokens = vocabulary.encode(prime, "the prime text")
         warn_unknown(vocabulary, tokens, "the prime", "are read as <unk>")

@@ -60,6 +60,9 @@ class Vocabulary:
     def encode(self, text: str, what: str = "text") -> torch.Tensor:
         """Token indices of `text`, int64. Unknown words become UNKNOWN; an unknown character
         is an error naming it (a character model has no way to represent it)."""
+        if not isinstance(text, str):
+            hint = ": decode it first (data.decode('utf-8'))" if isinstance(text, (bytes, bytearray)) else ""
+            raise TypeError(f"{what} must be a str, got {type(text).__name__}{hint}")
         tokens = tokenize(text, self.level)
         if self.level == "word":
             unknown = self.index[UNKNOWN]
