@@ -8,6 +8,7 @@ import sys
 import warnings
 
 import pytest
+import torch
 
 import lstmkit
 from helpers import run_cli
@@ -52,6 +53,15 @@ def test_running_out_of_memory_is_one_line_that_says_what_to_shrink(failure, sai
     assert stopped.value.code == 1
     assert capsys.readouterr().err == (f"lstmkit: error: out of memory{said}: give a smaller batch, sequence length "
                                        "(--T, --seq-len) or model\n")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the device must be missing")
+def test_task_refuses_a_missing_device_before_announcing_the_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["task", "adding", "--T", "10", "--steps", "1", "--device", "cuda", "--out", str(tmp_path / "run")])
+    assert stopped.value.code == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err.startswith("lstmkit: error: device 'cuda' needs CUDA")
 
 
 def test_another_runtime_error_is_not_taken_for_memory(monkeypatch):
