@@ -64,6 +64,14 @@ def test_task_refuses_a_missing_device_before_announcing_the_run(tmp_path, capsy
     assert printed.out == "" and printed.err.startswith("lstmkit: error: device 'cuda' needs CUDA")
 
 
+def test_demo_refuses_a_bad_setting_before_announcing_the_race(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["demo", "--T", "1", "--steps", "2", "--out", str(tmp_path / "demo")])
+    assert stopped.value.code == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err == "lstmkit: error: task 'adding': T must be at least 2, got 1\n"
+
+
 def test_another_runtime_error_is_not_taken_for_memory(monkeypatch):
     from lstmkit.cli import tasks
 

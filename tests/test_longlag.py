@@ -178,6 +178,20 @@ def test_chrono_max_without_chrono_initialisation_is_refused():
         TaskTrainingConfig(init=("orthogonal",), chrono_max=10)
 
 
+@pytest.mark.parametrize("settings, got", [
+    ({}, "got 2, the training sequences' length 2 where --chrono-max is not given"),
+    ({"chrono_max": 1.5}, "got 1.5"),
+])
+def test_a_chrono_max_no_cell_takes_is_not_blamed_on_a_cell(settings, got):
+    """It told the user to leave the first cell out, which every other cell would have refused
+    too; it now says what to change."""
+    config = TaskTrainingConfig(init=("chrono",), **settings)
+    message = ("init 'chrono' needs chrono_max (--chrono-max), the longest dependency expected in steps, a finite "
+               f"number above 2; {got}")
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        longlag.check_cells(AddingTask(T=2 if not settings else 10), ["lstm", "cifg"], config)
+
+
 def test_checkpoint_replaces_atomically_and_survives_an_interrupted_swap(tmp_path):
     target = tmp_path / "checkpoint"
     save_checkpoint(target, {"version": 1}, {"w": torch.zeros(2)})

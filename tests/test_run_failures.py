@@ -185,8 +185,8 @@ def test_training_options_are_checked_when_the_config_is_built(settings, message
 @pytest.mark.parametrize("settings, message", [
     (dict(dropout=1.0), "dropout must be in [0, 1), got 1.0"),
     (dict(dropout=-0.1), "dropout must be in [0, 1), got -0.1"),
-    (dict(hidden_size=0), "hidden_size must be at least 1, got 0"),
-    (dict(num_layers=-1), "num_layers must be at least 1, got -1"),
+    (dict(hidden_size=0), "hidden_size must be a positive integer, got 0"),
+    (dict(num_layers=-1), "num_layers must be a positive integer, got -1"),
 ])
 def test_language_model_options_are_checked(text_file, tmp_path, settings, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -81,10 +81,10 @@ def probe_gates_command(arguments: argparse.Namespace) -> None:
 def demo_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.demo import run_demo
 
-    out = Path(arguments.out)
-    print(f"lstmkit demo: rnn, gru and lstm on the adding problem, T={arguments.T}, "
-          f"up to {arguments.steps:,} steps (and {arguments.time_budget:g} s) each; figures go to {out}/", flush=True)
-    for line in run_demo(out, config_from(arguments, DemoConfig)):
+    out, config = Path(arguments.out), config_from(arguments, DemoConfig)  # checked before it is announced
+    print(f"lstmkit demo: rnn, gru and lstm on the adding problem, T={config.T}, "
+          f"up to {config.steps:,} steps (and {config.time_budget:g} s) each; figures go to {out}/", flush=True)
+    for line in run_demo(out, config):
         print(line)
     print(f"\nfigures: {out}/learning_curves.png, {out}/gradient_norms.png")
 

@@ -4,6 +4,8 @@ checks the extra."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -14,6 +16,7 @@ from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.models.seq2seq import ATTENTIONS
 from lstmkit.nn.regularisers import check_init, regularisation
+from lstmkit.tasks import AddingTask
 from lstmkit.training import TrainingConfig
 from lstmkit.training.config import check_number_fields, check_positive_integers
 
@@ -48,16 +51,24 @@ class RegulariserSettings:
 
     def check_regularisers(self, cell: str, sequence_length: int) -> None:
         """Refuse, when the config is built, settings a layer of `cell` would refuse."""
-        self.check_chrono_max()
+        self.check_chrono_max(sequence_length)
         built, options = make_cell(cell), self.regularisers(sequence_length)
         regularisation(built, self.recurrent_dropout, self.input_dropout, self.zoneout, self.weight_dropout)
         check_init(built, self.init, options.get("chrono_max"), True, None)
 
-    def check_chrono_max(self) -> None:
-        """chrono_max shapes chrono initialisation alone: refuse it without (any cell would)."""
+    def check_chrono_max(self, sequence_length: int | None = None) -> None:
+        """chrono_max shapes chrono initialisation alone: refuse it without, and, given the
+        training sequences' length (its default), one at most 2, which no cell takes."""
         if self.chrono_max is not None and "chrono" not in self.init:
             raise ValueError(f"chrono_max (--chrono-max) goes with init 'chrono' (--init chrono); got chrono_max="
                              f"{self.chrono_max!r} with init {','.join(self.init) or 'none'}")
+        if "chrono" in self.init and sequence_length is not None:
+            chrono_max = self.regularisers(sequence_length)["chrono_max"]
+            if isinstance(chrono_max, bool) or not (isinstance(chrono_max, numbers.Real) and 2 < chrono_max < math.inf):
+                given = ("" if self.chrono_max is not None else
+                         f", the training sequences' length {sequence_length} where --chrono-max is not given")
+                raise ValueError(f"init 'chrono' needs chrono_max (--chrono-max), the longest dependency expected in "
+                                 f"steps, a finite number above 2; got {chrono_max!r}{given}")
 
     def regularisers(self, sequence_length: int) -> dict:
         """The keywords of lstmkit.Recurrent for these settings (the defaults left out, so that a
@@ -392,6 +403,8 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         check_number_fields(self)
+        AddingTask(self.T)  # the task's own checks, and the training's, before the demo is announced
+        self.training()
 
     def training(self) -> TaskTrainingConfig:
         return TaskTrainingConfig(hidden_size=self.hidden_size, steps=self.steps, time_budget=self.time_budget,

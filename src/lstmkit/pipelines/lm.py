@@ -43,7 +43,7 @@ from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, sco
 from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, token_streams
 from lstmkit.text.vocabulary import UNKNOWN
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, resolve_device
-from lstmkit.training.config import SEED_RANGE, check_number_fields, current_names
+from lstmkit.training.config import SEED_RANGE, check_number_fields, check_positive_integers, current_names
 
 # Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
 RECIPES = {
@@ -179,9 +179,10 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         super().__post_init__()
-        for name in ("num_layers", "hidden_size", "seq_len", "batch_size", "min_frequency", "embedding_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        # integers: 16.0 reached torch, or a slice, and failed there, far from the setting that held it
+        check_positive_integers(self, ("num_layers", "hidden_size", "seq_len", "batch_size", "min_frequency"))
+        if self.embedding_size is not None:
+            check_positive_integers(self, ("embedding_size",))
         if self.level == "char" and self.min_frequency != 1:  # a character vocabulary keeps every character
             raise ValueError(f"min_frequency (--min-frequency) applies at word level (--level word) only; got "
                              f"{self.min_frequency} at char level")

@@ -202,6 +202,7 @@ def check_cells(task: Task, cells: list[str], config: TaskTrainingConfig) -> Non
     cell without a forget gate, zoneout of c on one without a cell state), naming the cell to
     leave out."""
     length = sequence_length(task)
+    config.check_chrono_max(length)  # whatever the cell
     for cell in cells:
         try:
             config.check_regularisers(cell, length)
