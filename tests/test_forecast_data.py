@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from lstmkit.forecast import Forecaster
 from lstmkit.pipelines.forecast_report import backtest_report, beaten_line
@@ -283,3 +284,15 @@ def test_a_duplicate_timestamp_in_a_csv_is_refused_at_its_lines_as_written(tmp_p
             "header is line 1); a table holds one row per time (a long table of several series names its series "
             "column with --id, id= in Python)")):
         read_series(path, "day", ["y"])
+
+
+def test_a_batch_that_processes_cannot_share_evenly_is_refused_by_name():
+    """Under torchrun a batch of 1 left one process an empty share: a nan 'divergence' at step 0."""
+    from lstmkit.pipelines.configs import ForecasterConfig
+    from lstmkit.pipelines.forecast import ForecastJob
+    from lstmkit.training import Processes
+
+    config = ForecasterConfig(time="t", target="y", horizon=3, batch_size=1)
+    with pytest.raises(ValueError, match=re.escape("batch_size (windows) is 1, which 2 processes cannot share evenly: "
+                                                   "give a multiple of 2")):
+        ForecastJob(None, None, list(range(10)), [], config, Processes(1, 2), torch.device("cpu"))

@@ -338,3 +338,27 @@ def test_a_trained_run_and_a_task_to_train_are_not_both_taken(tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path} is probed on the task it was trained on; --task trains "
                                                    "a new model: give one or the other")):
         probes.probe_gates(checkpoint=tmp_path, task=AddingTask(T=5))
+
+
+def test_shares_of_reber_strings_weigh_by_their_steps_as_the_whole_batch_does():
+    """Reber's loss is a mean over the valid steps, and strings differ in length: weighed by
+    its sequences (as the trainer weighs a share), two processes' gradient was not the whole
+    batch's (1 % off). Each share's loss, weighed as the trainer weighs it, sums to the loss of
+    one process on the whole batch, and so do the gradients (DDP averages them)."""
+    from lstmkit.tasks import EmbeddedReberTask
+    from lstmkit.training import Processes
+
+    task, config = EmbeddedReberTask(), TaskTrainingConfig(hidden_size=4, batch_size=8, seed=3)
+    test = task.sample(2, torch.Generator().manual_seed(0))
+    jobs = [longlag.TaskJob(task, "lstm", config, test, processes, torch.device("cpu"))
+            for processes in (Processes(), Processes(0, 2), Processes(1, 2))]
+    whole, _ = jobs[0].train_loss(jobs[0].model, 0)  # float32: the two sides differed by 1 %
+    shares = [job.train_loss(job.model, 0) for job in jobs[1:]]
+    assert {share for _, share in shares} == {4}
+    weighed = sum(loss * share / 8 for loss, share in shares)
+    assert weighed.item() == pytest.approx(whole.item(), rel=1e-6)
+    expected = torch.autograd.grad(whole, list(jobs[0].model.parameters()))
+    parts = [torch.autograd.grad(loss * share / 8, list(job.model.parameters()))
+             for (loss, share), job in zip(shares, jobs[1:], strict=True)]
+    for index, gradient in enumerate(expected):
+        torch.testing.assert_close(parts[0][index] + parts[1][index], gradient, rtol=1e-5, atol=1e-7)

@@ -454,15 +454,19 @@ def test_no_process_is_handed_an_empty_share_of_an_epochs_last_batch(tone_run):
     folder, _ = tone_run
     front_end = SpeechConfig(**TINY).front_end()
     utterances, alphabet = load_utterances(folder / "train.csv", front_end, None, 1)
-    config = SpeechConfig(**{**TINY, "batch_size": 7})
+    config = SpeechConfig(**{**TINY, "batch_size": 6})
     sizes = {}
-    for processes in (Processes(), Processes(1, 2)):
+    for processes in (Processes(), Processes(1, 3)):
         job = SpeechJob(utterances, utterances, alphabet, config, {}, processes, torch.device("cpu"))
         batches = job.epoch_batches(0)
         assert sorted(index for batch in batches for index in batch.tolist()) == list(range(8))
         assert len(batches) == job.steps_per_epoch()
         sizes[processes.world_size] = sorted(len(batch) for batch in batches)
-    assert sizes == {1: [1, 7], 2: [8]}, "8 utterances in 7s: the one left over joins the batch before under 2"
+    assert sizes == {1: [2, 6], 3: [8]}, "8 utterances in 6s: the two left over join the batch before under 3"
+    with pytest.raises(ValueError, match=re.escape("batch_size (utterances) is 1, which 2 processes cannot share "
+                                                   "evenly: give a multiple of 2")):
+        SpeechJob(utterances, utterances, alphabet, SpeechConfig(**{**TINY, "batch_size": 1}), {}, Processes(1, 2),
+                  torch.device("cpu"))
 
 
 # --- decoding held to a lexicon ---------------------------------------------------------------

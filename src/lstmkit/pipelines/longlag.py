@@ -105,8 +105,12 @@ class TaskJob(Job):
         self.label = f"{task.describe()} {cell}"
 
     def train_loss(self, model, step: int) -> tuple[Tensor, int]:
-        batch = self.share(self.task.sample(self.config.batch_size, self.generator))
-        return self.task.loss(model(batch.inputs, batch.lengths).float(), batch), batch.size
+        whole = self.task.sample(self.config.batch_size, self.generator)
+        batch = self.share(whole)
+        loss = self.task.loss(model(batch.inputs, batch.lengths).float(), batch)
+        if batch.lengths is not None:  # a mean over valid steps, which the trainer weighs by sequences: reweighed
+            loss = loss * (int(batch.lengths.sum()) / int(whole.lengths.sum())) * (whole.size / batch.size)
+        return loss, batch.size
 
     def share(self, batch: Batch) -> Batch:
         """This process's sequences of `batch`, on the device."""

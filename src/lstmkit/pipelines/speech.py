@@ -195,6 +195,7 @@ class SpeechJob(Job):
 
     def __init__(self, train: Utterances, validation: Utterances, alphabet: Alphabet, config: SpeechConfig,
                  sources: dict[str, dict], processes: Processes, device: torch.device) -> None:
+        processes.check_divides(config.batch_size, "batch_size (utterances)")  # a batch of 1: an empty share
         if len(train) < processes.world_size:
             raise ValueError(f"{len(train)} training utterances cannot be shared by {processes.world_size} processes")
         self.train, self.validation, self.alphabet, self.config = train, validation, alphabet, config
