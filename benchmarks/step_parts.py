@@ -64,7 +64,7 @@ def parts(module: torch.nn.Module, baseline: torch.nn.LSTMCell, batch: int, call
     weights = module.weights()
     kernel = kernel_for(module.cell, TRITON_KERNELS)
     parameters = flatten(module.cell, weights)
-    precision = Precision(torch.float32, torch.float32, torch.float32)
+    precision = Precision(torch.float32, torch.float32, torch.float32, torch.float32)
     products = Products(torch.float32, torch.float32)
 
     def both_ways(cell) -> None:
