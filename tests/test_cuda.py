@@ -4,6 +4,7 @@ stay in cuDNN's flat buffer. Skipped without a GPU (`pytest -m cuda` runs only t
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -279,3 +280,20 @@ def test_cuda_autocast_steps_every_cell_module_close_to_float32(cell, options, e
     h.float().sum().backward()
     assert all(parameter.grad.dtype == torch.float32 and torch.isfinite(parameter.grad).all()
                for parameter in module.parameters())
+
+
+def test_reber_trains_a_step_on_cuda():
+    """Its loss masks the valid steps of strings of different lengths: the mask is made on the
+    batch's device (made on the CPU, it failed against lengths on the GPU)."""
+    from lstmkit.pipelines.longlag import TaskJob, TaskTrainingConfig
+    from lstmkit.tasks import EmbeddedReberTask
+    from lstmkit.training import Processes
+
+    task = EmbeddedReberTask()
+    job = TaskJob(task, "lstm", TaskTrainingConfig(hidden_size=8, batch_size=4), task.sample(4, torch.Generator()),
+                  Processes(), CUDA)
+    job.model.to(CUDA)
+    loss, share = job.train_loss(job.model, 0)
+    loss.backward()
+    assert share == 4 and loss.device.type == "cuda" and math.isfinite(loss.item())
+    assert math.isfinite(job.evaluate()["test_loss"])

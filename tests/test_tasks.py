@@ -218,3 +218,17 @@ def test_reber_baseline_is_the_best_constant_output():
 def test_bad_task_parameters(name, T, error, message):
     with pytest.raises(error, match=re.escape(message)):
         make_task(name, T)
+
+
+@pytest.mark.parametrize("lengths", [None, [3, 1]], ids=["full", "lengths"])
+def test_the_step_mask_is_made_on_the_batch_s_device(lengths):
+    """Made on the CPU, it could not meet a batch's lengths on a GPU (task reber on CUDA); the
+    meta device stands in for one here, and the mask's values are checked on the CPU."""
+    from lstmkit.tasks.base import Batch
+
+    inputs, targets = torch.zeros(3, 2, 1), torch.zeros(3, 2, 1)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    on_meta = Batch(inputs.to("meta"), targets.to("meta"), None if lengths is None else lengths.to("meta"))
+    assert on_meta.step_mask().device.type == "meta"
+    expected = [[True, True]] * 3 if lengths is None else [[True, True], [True, False], [True, False]]
+    assert Batch(inputs, targets, lengths).step_mask().tolist() == expected

@@ -28,11 +28,12 @@ class Batch:
         return self.inputs.shape[1]
 
     def step_mask(self) -> Tensor:
-        """(T, B) bool, True at the valid steps."""
+        """(T, B) bool, True at the valid steps; on the batch's device (a CPU mask cannot meet
+        lengths on a GPU)."""
         steps = self.inputs.shape[0]
         if self.lengths is None:
-            return torch.ones(steps, self.size, dtype=torch.bool)
-        return torch.arange(steps).unsqueeze(1) < self.lengths.unsqueeze(0)
+            return torch.ones(steps, self.size, dtype=torch.bool, device=self.inputs.device)
+        return torch.arange(steps, device=self.lengths.device).unsqueeze(1) < self.lengths.unsqueeze(0)
 
 
 class Task:
