@@ -179,15 +179,14 @@ def test_chrono_max_without_chrono_initialisation_is_refused():
 
 
 @pytest.mark.parametrize("settings, got", [
-    ({}, "got 2, the training sequences' length 2 where --chrono-max is not given"),
-    ({"chrono_max": 1.5}, "got 1.5"),
+    ({}, "got chrono_max=2 (--chrono-max), the training sequences' length, as --chrono-max is not given"),
+    ({"chrono_max": 1.5}, "got chrono_max=1.5 (--chrono-max)"),
 ])
 def test_a_chrono_max_no_cell_takes_is_not_blamed_on_a_cell(settings, got):
     """It told the user to leave the first cell out, which every other cell would have refused
     too; it now says what to change."""
     config = TaskTrainingConfig(init=("chrono",), **settings)
-    message = ("init 'chrono' needs chrono_max (--chrono-max), the longest dependency expected in steps, a finite "
-               f"number above 2; {got}")
+    message = f"init='chrono' needs chrono_max, the longest dependency expected in steps, a finite number above 2; {got}"
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         longlag.check_cells(AddingTask(T=2 if not settings else 10), ["lstm", "cifg"], config)
 

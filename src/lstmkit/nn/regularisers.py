@@ -66,14 +66,18 @@ def check_init(cell: Cell, init: object, chrono_max: object, bias: bool, forget_
         if forget_bias is not None:
             raise ValueError(f"init='chrono' and forget_bias={forget_bias} both set the forget gate's bias; "
                              "give one of them")
-        if (isinstance(chrono_max, bool) or not isinstance(chrono_max, numbers.Real) or not chrono_max > 2
-                or not math.isfinite(chrono_max)):
-            raise ValueError("init='chrono' needs chrono_max, the longest dependency expected in steps, a finite "
-                             "number above 2; "
-                             f"got chrono_max={chrono_max!r}")
+        check_chrono_max_value(chrono_max)
     elif chrono_max is not None:
         raise ValueError(f"chrono_max goes with init='chrono', got chrono_max={chrono_max!r} with init={init!r}")
     return names
+
+
+def check_chrono_max_value(chrono_max: object) -> None:
+    """Refuse a chrono_max that gives no range of forget biases: one at most 2, or not finite."""
+    if (isinstance(chrono_max, bool) or not isinstance(chrono_max, numbers.Real) or not chrono_max > 2
+            or not math.isfinite(chrono_max)):
+        raise ValueError("init='chrono' needs chrono_max, the longest dependency expected in steps, a finite "
+                         f"number above 2; got chrono_max={chrono_max!r}")
 
 
 def chrono_biases(cell: Cell, hidden_size: int, chrono_max: float, bias_ih: Tensor, bias_hh: Tensor) -> None:

@@ -4,8 +4,6 @@ checks the extra."""
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -15,7 +13,7 @@ from lstmkit.cells import CELLS, make_cell
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.models.seq2seq import ATTENTIONS
-from lstmkit.nn.regularisers import check_init, regularisation
+from lstmkit.nn.regularisers import check_chrono_max_value, check_init, regularisation
 from lstmkit.tasks import AddingTask
 from lstmkit.training import TrainingConfig
 from lstmkit.training.config import check_number_fields, check_positive_integers
@@ -63,12 +61,12 @@ class RegulariserSettings:
             raise ValueError(f"chrono_max (--chrono-max) goes with init 'chrono' (--init chrono); got chrono_max="
                              f"{self.chrono_max!r} with init {','.join(self.init) or 'none'}")
         if "chrono" in self.init and sequence_length is not None:
-            chrono_max = self.regularisers(sequence_length)["chrono_max"]
-            if isinstance(chrono_max, bool) or not (isinstance(chrono_max, numbers.Real) and 2 < chrono_max < math.inf):
+            try:
+                check_chrono_max_value(self.regularisers(sequence_length)["chrono_max"])
+            except ValueError as error:
                 given = ("" if self.chrono_max is not None else
-                         f", the training sequences' length {sequence_length} where --chrono-max is not given")
-                raise ValueError(f"init 'chrono' needs chrono_max (--chrono-max), the longest dependency expected in "
-                                 f"steps, a finite number above 2; got {chrono_max!r}{given}")
+                         ", the training sequences' length, as --chrono-max is not given")
+                raise ValueError(f"{error} (--chrono-max){given}") from None
 
     def regularisers(self, sequence_length: int) -> dict:
         """The keywords of lstmkit.Recurrent for these settings (the defaults left out, so that a
