@@ -186,7 +186,8 @@ def test_a_chrono_max_no_cell_takes_is_not_blamed_on_a_cell(settings, got):
     """It told the user to leave the first cell out, which every other cell would have refused
     too; it now says what to change."""
     config = TaskTrainingConfig(init=("chrono",), **settings)
-    message = f"init='chrono' needs chrono_max, the longest dependency expected in steps, a finite number above 2; {got}"
+    message = ("init='chrono' needs chrono_max, the longest dependency expected in steps, a finite number above 2; "
+               + got)
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         longlag.check_cells(AddingTask(T=2 if not settings else 10), ["lstm", "cifg"], config)
 
