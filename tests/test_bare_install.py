@@ -146,7 +146,8 @@ def test_the_core_installs_torch_numpy_and_safetensors_only():
     ("lstmkit.pipelines.demo", f"lstmkit.pipelines.demo {TASKS_MESSAGE}"),
     ("lstmkit.speech", f"lstmkit.speech {SPEECH_MESSAGE}"),
     ("lstmkit.pipelines.speech", f"lstmkit.pipelines.speech {SPEECH_MESSAGE}"),
-    ("lstmkit.translate", f"lstmkit.pipelines.translate {TRANSLATE_MESSAGE}"),
+    ("lstmkit.translate", f"lstmkit.translate {TRANSLATE_MESSAGE}"),
+    ("lstmkit.pipelines.translate", f"lstmkit.pipelines.translate {TRANSLATE_MESSAGE}"),
     ("lstmkit.text.subwords", f"lstmkit.text.subwords {TRANSLATE_MESSAGE}"),
 ])
 def test_importing_a_pipeline_without_its_extra_names_the_pip_command(module, message):

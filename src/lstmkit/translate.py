@@ -9,9 +9,12 @@
     scores = model.score(sources, references)          # scores.bleu, scores.chrf, scores.signature
 """
 
-from lstmkit.pipelines.translate import TranslationConfig as TrainingConfig
-from lstmkit.pipelines.translate import TranslationRun, TranslationScores, Translator
-from lstmkit.pipelines.translate import load_translator as load
-from lstmkit.pipelines.translate import train_translation as train
+from lstmkit.extras import extra_imports
+
+with extra_imports("translate", __name__):
+    from lstmkit.pipelines.translate import TranslationConfig as TrainingConfig
+    from lstmkit.pipelines.translate import TranslationRun, TranslationScores, Translator
+    from lstmkit.pipelines.translate import load_translator as load
+    from lstmkit.pipelines.translate import train_translation as train
 
 __all__ = ["TrainingConfig", "TranslationRun", "TranslationScores", "Translator", "load", "train"]
