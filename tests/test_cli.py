@@ -56,12 +56,27 @@ def test_running_out_of_memory_is_one_line_that_says_what_to_shrink(failure, sai
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the device must be missing")
-def test_task_refuses_a_missing_device_before_announcing_the_run(tmp_path, capsys):
+@pytest.mark.parametrize("command", [
+    ["task", "adding", "--T", "10"],
+    ["lm", "train", "{file}"],
+    ["speech", "train", "{file}"],
+    ["translate", "train", "--source", "{file}", "--target", "{file}", "--valid-source", "{file}",
+     "--valid-target", "{file}"],
+])
+@pytest.mark.parametrize("flags, message", [
+    (["--device", "cuda"], "device 'cuda' needs CUDA, and this torch"),
+    (["--precision", "16"], "precision 16 (float16 autocast) runs on CUDA; on cpu use bf16 or 32"),
+])
+def test_a_training_command_refuses_a_device_or_precision_before_announcing_the_run(command, flags, message,
+                                                                                    tmp_path, capsys):
+    given = tmp_path / "given.txt"
+    given.write_text("x")
     with pytest.raises(SystemExit) as stopped:
-        main(["task", "adding", "--T", "10", "--steps", "1", "--device", "cuda", "--out", str(tmp_path / "run")])
+        main([part.format(file=given) for part in command] + ["--steps", "1", "--out", str(tmp_path / "run"), *flags])
     assert stopped.value.code == 2
     printed = capsys.readouterr()
-    assert printed.out == "" and printed.err.startswith("lstmkit: error: device 'cuda' needs CUDA")
+    assert printed.out == "" and printed.err.startswith(f"lstmkit: error: {message}")
+    assert not (tmp_path / "run").exists()
 
 
 def test_demo_refuses_a_bad_setting_before_announcing_the_race(tmp_path, capsys):

@@ -12,6 +12,7 @@ from lstmkit.cli.arguments import (
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.training import describe_runtime
+from lstmkit.training.device import check_runtime
 from lstmkit.pipelines.lm import RECIPES, LMTrainingConfig
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation
 
@@ -23,6 +24,7 @@ def lm_train_command(arguments: argparse.Namespace) -> None:
     config = config_from(arguments, LMTrainingConfig)
     if arguments.resume:  # the run's size, to say what is resumed
         config = sized_like(config, out)
+    check_runtime(config.device, config.precision)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} {config.level}-level model on "
           f"{arguments.text}; checkpoints in {out}/", flush=True)

@@ -13,6 +13,7 @@ from lstmkit.cli.arguments import (
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.training import describe_runtime
+from lstmkit.training.device import check_runtime
 from lstmkit.files import write_json
 from lstmkit.pipelines.configs import SpeechConfig
 
@@ -33,6 +34,7 @@ def train_command(arguments: argparse.Namespace) -> None:
 
     config = config_from(arguments, SpeechConfig)
     out = Path(arguments.out or Path("runs") / f"speech-{Path(arguments.manifest).stem}")
+    check_runtime(config.device, config.precision)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a bidirectional {config.num_layers}x{config.hidden_size} {config.cell} CTC model on "
           f"{arguments.manifest}; checkpoints in {out}/", flush=True)

@@ -14,7 +14,7 @@ from lstmkit.nn.docs import step_equations
 from lstmkit.nn.recurrent import Recurrent
 from lstmkit.pipelines.configs import DemoConfig, TaskTrainingConfig
 from lstmkit.tasks import TASKS, make_task
-from lstmkit.training.device import resolve_device
+from lstmkit.training.device import check_runtime
 
 
 def cells_command(arguments: argparse.Namespace) -> None:
@@ -48,7 +48,7 @@ def task_command(arguments: argparse.Namespace) -> None:
     out = arguments.out or default_folder("task", task)
     config = config_from(arguments, TaskTrainingConfig)
     check_cells(task, arguments.cells, config)  # before the run is announced (run_task checks again, for Python callers)
-    resolve_device(config.device)  # so is the device
+    check_runtime(config.device, config.precision)  # so are the device and the precision
     print(f"{task.summary}\n{task.describe()}: solved when {task.solved_when}; "
           f"baseline {task.loss_name} {task.baseline():.4f}", flush=True)
     runs = run_task(task, arguments.cells, config, out)

@@ -13,6 +13,7 @@ from lstmkit.cli.arguments import (
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.training import describe_runtime
+from lstmkit.training.device import check_runtime
 from lstmkit.files import write_json
 from lstmkit.models.seq2seq import ATTENTIONS
 from lstmkit.pipelines.configs import SELECTIONS, DecodingConfig, TranslationConfig
@@ -24,6 +25,7 @@ def translate_train_command(arguments: argparse.Namespace) -> None:
     config = config_from(arguments, TranslationConfig, tie_embeddings=not arguments.untied_embeddings,
                          validation_bleu=not arguments.no_validation_bleu)
     out = Path(arguments.out)
+    check_runtime(config.device, config.precision)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} encoder-decoder ({config.attention} "
           f"attention) on {arguments.source} -> {arguments.target}; checkpoints in {out}/", flush=True)

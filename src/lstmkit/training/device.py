@@ -38,16 +38,27 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     return torch.device("cuda", index)
 
 
+def check_precision(name: str, device: torch.device) -> None:
+    """Refuse a precision that is not 32, bf16 or 16, or that `device` cannot run."""
+    if name not in ("32", *AUTOCAST_DTYPES):
+        raise ValueError(f"precision must be one of 32, bf16, 16, got {name!r}")
+    if name == "16" and device.type != "cuda":
+        raise ValueError(f"precision 16 (float16 autocast) runs on CUDA; on {device.type} use bf16 or 32")
+
+
+def check_runtime(device: str, precision: str) -> None:
+    """Refuse, before a command announces its run, a device this machine lacks or a precision
+    that device cannot run (the trainer checks both again, for Python callers)."""
+    check_precision(precision, resolve_device(device))
+
+
 class Precision:
     """`--precision 32|bf16|16` on a device: the autocast context of the forward passes, and the
     gradient scaler (float16 only: its narrow exponent range underflows small gradients unless
     the loss is scaled up first)."""
 
     def __init__(self, name: str, device: torch.device) -> None:
-        if name not in ("32", *AUTOCAST_DTYPES):
-            raise ValueError(f"precision must be one of 32, bf16, 16, got {name!r}")
-        if name == "16" and device.type != "cuda":
-            raise ValueError(f"precision 16 (float16 autocast) runs on CUDA; on {device.type} use bf16 or 32")
+        check_precision(name, device)
         if name == "bf16" and device.type == "cpu" and not cpu_has_bfloat16_kernels():
             # Measured on a 2-core AVX2 EPYC: a (64 x 512) @ (512 x 2048) product in 243 ms
             # against 1.2 ms in float32, and a 2 x 512 character LSTM at 88 tokens/s against 4,607.
