@@ -514,7 +514,7 @@ def test_forget_bias_and_repr():
         "LSTMCell(4, 5, forget_gate=False, bias=False, engine=fused)"
     )
     assert repr(lstmkit.RecurrentCell("rnn", 4, 5, nonlinearity="relu", engine="reference")) == (
-        "RecurrentCell(cell=rnn(nonlinearity='relu'), 4, 5, engine=reference)"
+        "RecurrentCell('rnn', 4, 5, nonlinearity='relu', engine=reference)"
     )
 
 

@@ -131,7 +131,7 @@ def test_repr_shows_options_and_the_engine_in_use():
     )
     assert repr(lstmkit.LSTM(10, 20, num_layers=2)) == "LSTM(10, 20, num_layers=2, engine=native)"
     assert repr(lstmkit.Recurrent("rnn", 3, 4, nonlinearity="relu", bidirectional=True, engine="reference")) == (
-        "Recurrent(cell=rnn(nonlinearity='relu'), 3, 4, bidirectional=True, engine=reference)"
+        "Recurrent('rnn', 3, 4, nonlinearity='relu', bidirectional=True, engine=reference)"
     )
 
 

@@ -24,7 +24,9 @@ from lstmkit.nn.docs import (
     ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, LSTM_OPTIONS_ARGS, cell_docstring, step_equations,
 )
 from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias
-from lstmkit.nn.recurrent import Recurrent, check_forget_bias, check_positive_int, checked_flag, resolve_cell
+from lstmkit.nn.recurrent import (
+    Recurrent, check_forget_bias, check_positive_int, checked_flag, leading_repr, resolve_cell,
+)
 from lstmkit.nn.inputs import checked_return_gates
 from lstmkit.nn.step_inputs import prepare_step
 from lstmkit.nn.scripting import NotScriptable
@@ -193,11 +195,7 @@ class RecurrentCell(NotScriptable, nn.Module):
                 target.copy_(source)
 
     def extra_repr(self) -> str:
-        parts = [str(self.input_size), str(self.hidden_size)]
-        if self.cell_name is None:
-            parts.insert(0, f"cell={self.cell.describe()}")
-        else:
-            parts += [f"{name}={value!r}" for name, value in self.cell.options().items()]
+        parts = leading_repr(self.cell_name, self.cell, self.input_size, self.hidden_size)
         if not self.bias:
             parts.append("bias=False")
         if self.forget_bias is not None:

@@ -344,11 +344,7 @@ class Recurrent(NotScriptable, nn.Module):
         return GateTrace(gates, cell_states)
 
     def extra_repr(self) -> str:
-        parts = [str(self.input_size), str(self.hidden_size)]
-        if self.cell_name is None:
-            parts.insert(0, f"cell={self.cell.describe()}")
-        else:
-            parts += [f"{name}={value!r}" for name, value in self.cell.options().items()]
+        parts = leading_repr(self.cell_name, self.cell, self.input_size, self.hidden_size)
         defaults = {"proj_size": 0, "num_layers": 1, "bias": True, "batch_first": False,
                     "dropout": 0.0, "bidirectional": False, "forget_bias": None, "recurrent_dropout": 0.0,
                     "input_dropout": 0.0, "zoneout": (0.0, 0.0), "weight_dropout": 0.0, "init": (),
@@ -361,6 +357,15 @@ class Recurrent(NotScriptable, nn.Module):
         # the engine asked for, or what auto picks: an explicit engine may run only on another device
         parts.append(f"engine={self.engine if self.engine != 'auto' else self.engine_name}")
         return ", ".join(parts)
+
+
+def leading_repr(cell_name: str | None, cell: Cell, input_size: int, hidden_size: int) -> list[str]:
+    """The start of a module's repr, as its constructor takes the arguments: the cell's name
+    (where the class does not fix it), the sizes, the cell's non-default options."""
+    parts = [str(input_size), str(hidden_size)]
+    if cell_name is None:
+        parts.insert(0, repr(cell.name))
+    return parts + [f"{name}={value!r}" for name, value in cell.options().items()]
 
 
 def resolve_cell(cell: str | Cell, cell_options: dict[str, object]) -> Cell:
