@@ -68,7 +68,10 @@ def test_a_lower_score_that_is_not_clearly_better_keeps_the_network():
     ([-1.0, -1.0], True),                      # the same gain on every item
     ([-0.2, -0.1, -0.3], True),                # mean -0.2, standard error 0.058: 3.5 of them below 0
     ([-0.2, -0.1, 0.1], False),                # mean -0.067, standard error 0.088
-    ([-5.0], False),                           # one item tells nothing of the spread
+    ([-5.0], True),                            # one item: no spread to test against, the lower wins
+    ([0.5], False),
+    ([-5.0, np.nan], True),                    # one finite item
+    ([np.nan], False),                         # none: the network stays
     ([-1.0, -1.0, np.inf, np.nan], True),      # items not finite are left out
 ])
 def test_clearly_better_is_a_one_sided_95_percent_test_paired_over_the_items(differences, clear):

@@ -11,7 +11,8 @@ M4's lesson is that combinations win. The candidates:
 
 The one with the lowest score is chosen, but over the network only when it is clearly
 better: the mean of its per-item differences from the network's (items: the series, or the
-validation windows of one series) lies below zero by CLEARLY standard errors. The choice
+validation windows of one series) lies below zero by CLEARLY standard errors. With fewer than
+two items there is no spread to test against, and the lowest is chosen as it is. The choice
 never sees test rows: callers score on windows that end before them.
 """
 
@@ -66,10 +67,11 @@ def method_forecast(method: str, model: np.ndarray, baselines: dict[str, np.ndar
 
 def clearly_better(differences: np.ndarray) -> bool:
     """Whether per-item differences (a method's metric minus the network's) lie below zero by
-    CLEARLY standard errors of their mean; items where either is not finite are left out."""
+    CLEARLY standard errors of their mean; items where either is not finite are left out. With
+    fewer than two items, untestable: whether their mean is below zero."""
     differences = differences[np.isfinite(differences)]
     if len(differences) < 2:
-        return False
+        return bool(differences.sum() < 0)
     return bool(differences.mean() + CLEARLY * differences.std(ddof=1) / math.sqrt(len(differences)) < 0)
 
 
