@@ -476,7 +476,21 @@ def test_a_long_table_without_a_statistical_baseline_reports_no_combination():
     table = long_table({"up": 10 + 2.0 * np.arange(40), "down": 500 - 3.0 * np.arange(40)})
     result = Forecaster("t", "y", horizon=4, id="id", baselines=("naive", "drift"), **QUICK).backtest(table)
     assert result.scores.index.tolist() == ["model", "naive", "drift", "naive2", "model+drift"]
-    assert set(result.model.layout.validation) == {"model", "naive", "drift", "naive2", "model+drift"}
+    assert set(result.model.layout.validation) == {"model", "naive", "drift", "model+drift"}
+
+
+def test_naive2_is_owas_reference_not_a_candidate_unless_given():
+    """Seasonal series, where Naive2 (seasonally adjusted) beats the network by far; with
+    --baselines naive,drift the choice stays among those, their pairs and the network."""
+    steps, pattern = np.arange(48), np.array([1.0, 1.6, 0.7, 1.2])
+    noise = np.random.default_rng(0).normal(0, 1, (2, 48))
+    table = long_table({"a": 100 * pattern[steps % 4] + 3 * noise[0], "b": 50 * pattern[(steps + 1) % 4] + 2 * noise[1]})
+    options = dict(horizon=4, id="id", season=4, **QUICK)
+    given = Forecaster("t", "y", baselines=("naive", "drift"), **options).backtest(table).model.layout
+    assert set(given.validation) == {"model", "naive", "drift", "model+naive"} and given.chosen == "model"
+    with_naive2 = Forecaster("t", "y", baselines=("naive", "naive2"), **options).backtest(table).model.layout
+    assert with_naive2.validation["naive2"]["OWA"] == pytest.approx(1.0)
+    assert with_naive2.chosen == "model+naive2"
 
 
 def test_integer_steps_that_leave_most_of_their_grid_empty_are_refused():

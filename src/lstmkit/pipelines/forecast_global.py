@@ -165,9 +165,13 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
         actuals = [panel.values[k][ends[k]:] for k in keys]
         validated = forecast(forecaster, histories)
         methods = validated.methods
-        baselines = {name: values for name, values in methods.items() if name not in ("model", "combination")}
-        choice = choose(methods["model"], baselines,
-                        lambda candidates: score_methods(candidates, actuals, histories, season), "OWA",
+        baselines = {name: methods[name] for name in config.baselines}  # Naive2 is OWA's reference, not a candidate
+
+        def score(candidates: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+            scored = score_methods({**candidates, "naive2": methods["naive2"]}, actuals, histories, season)
+            return {name: scored[name] for name in candidates}
+
+        choice = choose(methods["model"], baselines, score, "OWA",
                         lambda values: owa_terms(values, methods["naive2"], actuals, histories, season))
         model = methods["model"]
         scale = interval_scale(np.concatenate(actuals), method_forecast(choice.chosen, model, methods).ravel(),
