@@ -21,6 +21,7 @@ from lstmkit.models.forecaster import (
     negative_log_likelihood,
 )
 from lstmkit.series import baseline_forecast, read_series
+from lstmkit.series.frame import MissingValuesWarning
 
 QUICK = dict(hidden_size=16, num_layers=1, epochs=3, batch_size=64, seed=0)
 
@@ -268,6 +269,21 @@ def test_bad_options_are_refused_when_the_forecaster_is_built(options, message):
         Forecaster("day", "signal", **options)
 
 
+def test_a_backtest_scores_only_the_held_out_values_the_table_gives():
+    """Values missing from the held-out rows are interpolated for the table's grid, but not
+    scored, counted in the interval's coverage, or written as actual values."""
+    table = sine_table(80)
+    table.loc[[72, 73, 77], "signal"] = np.nan
+    with pytest.warns(MissingValuesWarning, match="3 missing value"):
+        result = Forecaster("day", "signal", horizon=10, lookback=14, baselines=("naive",), **QUICK).backtest(table)
+    given = table["signal"][70:].notna().to_numpy()
+    assert result.forecasts["actual"].isna().tolist() == (~given).tolist()
+    actual, naive = table["signal"][70:][given], table["signal"][69]
+    assert result.scores.loc["naive", "MAE"] == pytest.approx(np.abs(actual - naive).mean())
+    inside = (result.forecasts["lower"] <= result.forecasts["actual"]) & (result.forecasts["actual"] <= result.forecasts["upper"])
+    assert result.coverage == pytest.approx(inside[given].mean())
+
+
 def test_data_too_short_or_not_fitted_is_refused():
     table = sine_table(60)
     forecaster = Forecaster("day", "signal", horizon=10, lookback=20, **QUICK)
@@ -275,7 +291,7 @@ def test_data_too_short_or_not_fitted_is_refused():
     with pytest.raises(ValueError, match=re.escape(
             "the series has 60 rows; a backtest with holdout 30 needs at least 70: 40 to fit on (lookback + horizon + "
             "season = 20 + 10 + 7 = 37, and windows kept for early stopping) and the 30 held out; give more rows, or "
-            "a shorter lookback or horizon")):
+            "a shorter lookback, horizon or season (--season)")):
         forecaster.backtest(table, holdout=30)
     assert forecaster.backtest(sine_table(70), holdout=30).holdout == 30  # the count given is enough
     with pytest.raises(RuntimeError, match="the forecaster is not fitted"):

@@ -21,6 +21,7 @@ from lstmkit.pipelines.forecast_report import epochs_line, panel_report
 from lstmkit.series import (PanelWindows, baseline_forecast, m4_scores, owa, panel_baselines, read_panel,
                             seasonal_indices)
 from lstmkit.series.baselines import seasonal_by_acf
+from lstmkit.series.frame import MissingValuesWarning
 from lstmkit.series.scaling import SeriesScaling
 
 QUICK = dict(hidden_size=8, num_layers=1, epochs=2, batch_size=32, seed=0)
@@ -477,6 +478,21 @@ def test_a_long_table_without_a_statistical_baseline_reports_no_combination():
     result = Forecaster("t", "y", horizon=4, id="id", baselines=("naive", "drift"), **QUICK).backtest(table)
     assert result.scores.index.tolist() == ["model", "naive", "drift", "naive2", "model+drift"]
     assert set(result.model.layout.validation) == {"model", "naive", "drift", "model+drift"}
+
+
+def test_a_long_table_backtest_scores_only_the_held_out_values_it_gives():
+    """A value missing among a series' last `holdout` is interpolated for its grid, but not
+    scored, counted in the coverage, or written as an actual."""
+    up, down = 10 + 2.0 * np.arange(40), 500 - 3.0 * np.arange(40)
+    table = long_table({"up": up, "down": down}).drop(index=[37, 74])  # up's 38th value (held out), down's 35th
+    with pytest.warns(MissingValuesWarning, match="2 missing value"):
+        result = Forecaster("t", "y", horizon=4, id="id", baselines=("naive", "drift"), **QUICK).backtest(table)
+    actual = result.forecasts.set_index(["id", "t"])["actual"]
+    assert actual.isna().tolist() == [False, True, False, False] + [False] * 4
+    # naive repeats each history's last value (t 36); the lines interpolate exactly
+    expected = m4_scores([up[[36, 38, 39]], down[36:]], [np.full(3, up[35]), np.full(4, down[35])],
+                         [up[:36], down[:36]], 1)
+    assert result.scores.loc["naive", ["sMAPE", "MASE"]].tolist() == pytest.approx([expected["sMAPE"], expected["MASE"]])
 
 
 def test_naive2_is_owas_reference_not_a_candidate_unless_given():

@@ -420,7 +420,8 @@ class Forecaster:
             raise ValueError(f"the series has {len(frame)} rows; a backtest with holdout {holdout} needs at least "
                              f"{fitted + holdout}: {fitted} to fit on (lookback + horizon + season = {lookback} + "
                              f"{horizon} + {season} = {lookback + horizon + season}, and windows kept for early "
-                             f"stopping) and the {holdout} held out; give more rows, or a shorter lookback or horizon")
+                             f"stopping) and the {holdout} held out; give more rows, or a shorter lookback, horizon "
+                             "or season (--season)")
         model = Forecaster(**{field.name: getattr(config, field.name) for field in fields(config)})
         model.run_folder = None if self.run_folder is None else self.run_folder / "backtest"
         model.fit(frame.head(start))
@@ -446,23 +447,25 @@ class Forecaster:
 def backtest_tables(frame: SeriesFrame, start: int, origins: list[int], methods: dict[str, np.ndarray],
                     interval: Forecasts, season: int, model: Forecaster) -> Backtest:
     """Score every method on the held-out rows (each forecast cut at the frame's end), and the
-    coverage of `interval` (its lower and upper bounds, and where a baseline stood in)."""
+    coverage of `interval` (its lower and upper bounds, and where a baseline stood in); a value
+    that was missing, and interpolated, is neither scored nor written as an actual."""
     steps = [min(model.config.horizon, len(frame) - origin) for origin in origins]
 
     def held(values: np.ndarray) -> np.ndarray:
         """(origins, horizon, targets) -> (held-out rows, targets): each forecast cut at the end."""
         return np.concatenate([values[k, :steps[k]] for k in range(len(origins))])
 
-    actual = frame.targets[start:]
+    actual, given = frame.targets[start:].copy(), ~frame.filled[start:]  # the last row has every target's value
     per_target = {}
     for index, name in enumerate(frame.target_names):
         history = frame.targets[:start, index]
         per_target[name] = pd.DataFrame(
-            {method: scores(actual[:, index], held(values)[:, index], history, season)
+            {method: scores(actual[given[:, index], index], held(values)[given[:, index], index], history, season)
              for method, values in methods.items()}).T[list(METRICS)]
     table = sum(per_target.values()) / len(per_target)
     lower, upper = held(interval.lower), held(interval.upper)
-    coverage = float(np.mean((actual >= lower) & (actual <= upper)))
+    coverage = float(np.mean(((actual >= lower) & (actual <= upper))[given]))
+    actual[~given] = np.nan
     origin_rows = np.concatenate([[origins[k]] * steps[k] for k in range(len(origins))])
     times, origin_times = frame.time_values(frame.time[start:]), frame.time_values(frame.time[origin_rows])
     forecast_values = {method: held(values) for method, values in methods.items()}

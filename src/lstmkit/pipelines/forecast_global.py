@@ -252,9 +252,10 @@ def network_forecast(network, normalisation: str, histories: list[np.ndarray], l
                      for values in (mean, mean - spread, mean + spread))
 
 
-def score_methods(methods: dict[str, np.ndarray], actuals: list[np.ndarray], histories: list[np.ndarray],
-                  season: int) -> dict[str, dict[str, float]]:
-    """M4's sMAPE, MASE and OWA of every method, each forecast cut to its actual values."""
+def score_methods(methods: dict[str, np.ndarray | list[np.ndarray]], actuals: list[np.ndarray],
+                  histories: list[np.ndarray], season: int) -> dict[str, dict[str, float]]:
+    """M4's sMAPE, MASE and OWA of every method (its forecast of each series), each forecast cut
+    to its actual values."""
     scored = {name: m4_scores(actuals, [row[:len(actual)] for row, actual in zip(values, actuals)], histories, season)
               for name, values in methods.items()}
     return {name: {**values, "OWA": owa(values, scored["naive2"])} for name, values in scored.items()}
@@ -292,12 +293,18 @@ def backtest(forecaster: Forecaster, data, holdout: int | None = None) -> PanelB
     model.run_folder = None if forecaster.run_folder is None else forecaster.run_folder / "backtest"
     fit(model, training, holdout)
     histories = [training.values[k] for k in scored]
-    actuals = [panel.values[k][-holdout:] for k in scored]
+    # A value that was missing, and interpolated, is neither scored nor written as an actual (a
+    # series' last value is its own, so each has one to score).
+    given = [~panel.filled[k][-holdout:] for k in scored]
+    actuals = [panel.values[k][-holdout:][kept] for k, kept in zip(scored, given)]
     forecasts = forecast(model, histories)
     lower, upper = (bound[:, :holdout] for bound in forecasts.interval(model.layout.chosen))
-    actual = np.concatenate(actuals)
-    coverage = float(np.mean((actual >= lower.ravel()) & (actual <= upper.ravel())))
-    scores = pd.DataFrame(score_methods(forecasts.methods, actuals, histories, model.layout.season)).T[list(M4_METRICS)]
+    given_rows = np.concatenate(given)
+    actual = np.where(given_rows, np.concatenate([panel.values[k][-holdout:] for k in scored]), np.nan)
+    inside = (actual >= lower.ravel()) & (actual <= upper.ravel())
+    coverage = float(np.mean(inside[given_rows]))
+    held = {name: [row[:holdout][kept] for row, kept in zip(values, given)] for name, values in forecasts.methods.items()}
+    scores = pd.DataFrame(score_methods(held, actuals, histories, model.layout.season)).T[list(M4_METRICS)]
     records = {panel.id_name: np.repeat([panel.ids[k] for k in scored], holdout),
                panel.time_name: [time for k in scored for time in panel.times(k, len(panel.values[k]) - holdout, holdout)],
                "actual": actual,

@@ -65,7 +65,8 @@ class SeriesFrame:
     column was written (one of TIME_KINDS), so that `time_values` writes times back alike.
     targets: (rows, targets) float64; covariates: (rows, covariates) float64, observed-past;
     future_covariates: (rows + ahead, future covariates) float64, known-future, which may run
-    `ahead` rows past the last observed row.
+    `ahead` rows past the last observed row. filled: (rows, targets) bool, where a target's
+    value was missing and interpolated (`fill_gaps`), which a backtest does not score.
     """
 
     time: pd.DatetimeIndex
@@ -77,6 +78,7 @@ class SeriesFrame:
     target_names: tuple[str, ...]
     covariate_names: tuple[str, ...]
     future_names: tuple[str, ...]
+    filled: np.ndarray
 
     def __len__(self) -> int:
         return len(self.time)
@@ -91,7 +93,7 @@ class SeriesFrame:
         covariates go on for as long as the whole table has them."""
         return SeriesFrame(self.time[:rows], self.time_kind, self.frequency, self.targets[:rows],
                            self.covariates[:rows], self.future_covariates, self.target_names, self.covariate_names,
-                           self.future_names)
+                           self.future_names, self.filled[:rows])
 
     def time_values(self, times: pd.DatetimeIndex) -> list:
         """Timestamps as the user wrote them (see `written_times`)."""
@@ -169,11 +171,13 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
     for name in targets:
         check_coverage(int(numeric[name].iloc[:observed].notna().sum()), grid[:observed], frequency,
                        f"column {name!r}", "values")
+    missing = numeric[targets].iloc[:observed].isna().to_numpy()
     filled = {name: fill_gaps(column if name in known else column.iloc[:observed], name)
               for name, column in numeric.items()}
     return SeriesFrame(
         grid[:observed], time_kind, frequency, stack(filled, targets, observed), stack(filled, covariates, observed),
         stack(filled, known, len(grid) if known else observed), tuple(targets), tuple(covariates), tuple(known),
+        missing,
     )
 
 

@@ -34,7 +34,9 @@ class Panel:
 
     ids: the series' ids, in the order of their first row; values: one 1-D float64 array per
     series, in time order; starts: each series' first time (an int for integer steps, else a
-    pd.Timestamp); time_kind: "step" or how `read_series` wrote the times (TIME_KINDS).
+    pd.Timestamp); time_kind: "step" or how `read_series` wrote the times (TIME_KINDS);
+    filled: one bool array per series, where a value was missing and interpolated (which a
+    backtest does not score).
     """
 
     id_name: str
@@ -45,6 +47,7 @@ class Panel:
     starts: tuple
     time_kind: str
     frequency: str
+    filled: tuple[np.ndarray, ...]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -52,7 +55,9 @@ class Panel:
     def head(self, drop: int) -> Panel:
         """Each series without its last `drop` values (a backtest's training part); a series
         of `drop` values or fewer keeps its first one."""
-        return replace(self, values=tuple(series[:max(1, len(series) - drop)] for series in self.values))
+        kept = [max(1, len(series) - drop) for series in self.values]
+        return replace(self, values=tuple(series[:rows] for series, rows in zip(self.values, kept)),
+                       filled=tuple(filled[:rows] for filled, rows in zip(self.filled, kept)))
 
     def times(self, index: int, first: int, count: int) -> list:
         """The times of positions first .. first + count - 1 of series `index`, as written."""
@@ -91,7 +96,7 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
         raise ValueError(f"series {plain(first_key['id'])!r} has time {plain(table[time][labels[0]])!r} twice, at "
                          f"{two_rows_named(labels[0], labels[1], path)}; a long table holds one row per id and time")
     frequency = STEP if time_kind == STEP else infer_frequency(pd.DatetimeIndex(longest(keys)), time)
-    ids, series, starts, missing, outside = [], [], [], 0, 0
+    ids, series, starts, gaps, missing, outside = [], [], [], [], 0, 0
     for series_id, rows in keys.groupby("id", sort=False):
         order = np.argsort(rows["time"].to_numpy(), kind="stable")
         times, observed = rows["time"].to_numpy()[order], values[rows.index].to_numpy()[order]
@@ -114,6 +119,7 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
         filled = pd.Series(np.nan, index=grid)
         filled[times] = observed
         missing += int(filled.isna().sum())
+        gaps.append(filled.isna().to_numpy())
         ids.append(plain(series_id))
         series.append(filled.interpolate(method="linear", limit_direction="both").to_numpy())
         starts.append(int(times[0]) if time_kind == STEP else pd.Timestamp(times[0]))
@@ -123,7 +129,7 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
     if outside:
         warn_at_caller(f"column {target!r}: {outside} row(s) before a series' first value or after its last are "
                        "ignored", MissingValuesWarning)
-    return Panel(id, time, target, tuple(ids), tuple(series), tuple(starts), time_kind, frequency)
+    return Panel(id, time, target, tuple(ids), tuple(series), tuple(starts), time_kind, frequency, tuple(gaps))
 
 
 def read_times(column: pd.Series, name: str, path: Path | None) -> tuple[np.ndarray, str]:
