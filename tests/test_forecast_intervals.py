@@ -4,6 +4,7 @@ factor by hand, its coverage, and its use in fit, backtest, predict and save/loa
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -28,7 +29,6 @@ ABOVE = np.full(5, 2.0)
 @pytest.mark.parametrize("coverage, factor", [
     (0.5, 1.0),   # the ⌈6 · 0.5⌉ = 3rd smallest ratio
     (0.6, 1.5),   # the ⌈6 · 0.6⌉ = 4th
-    (0.2, 0.0),   # the ⌈6 · 0.2⌉ = 2nd
     (0.9, 2.5),   # ⌈6 · 0.9⌉ = 6 > 5 values: the largest
 ])
 def test_the_factor_is_the_conformal_rank_of_the_ratios_by_hand(coverage, factor):
@@ -42,6 +42,16 @@ def test_values_without_an_interval_are_left_out_and_none_leave_the_interval_as_
     assert interval_scale(ACTUAL, CENTRE, np.zeros(5), np.zeros(5), 0.9) == 1.0
     assert interval_scale(np.append(ACTUAL, np.nan), np.append(CENTRE, 10.0), np.append(BELOW, 1.0),
                           np.append(ABOVE, 1.0), 0.5) == 1.0
+
+
+def test_values_forecast_exactly_keep_the_networks_interval_rather_than_a_point():
+    """An intermittent series' validation zeros, forecast as zeros: 4 of 5 ratios are 0."""
+    actual, centre = np.array([0.0, 0.0, 0.0, 0.0, 3.0]), np.zeros(5)
+    with pytest.warns(RuntimeWarning, match=re.escape(
+            "80% of the validation values were forecast exactly, so calibrating the interval on them would shrink it "
+            "to a point; the network's own 50% interval is kept, uncalibrated")):
+        assert interval_scale(actual, centre, np.ones(5), np.ones(5), 0.5) == 1.0  # the ⌈6 · 0.5⌉ = 3rd ratio is 0
+    assert interval_scale(actual, centre, np.ones(5), np.ones(5), 0.9) == 3.0  # the 5th is not
 
 
 def test_a_too_narrow_interval_is_widened_to_hold_the_coverage():

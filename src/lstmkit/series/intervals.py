@@ -16,6 +16,12 @@ there are too few: n < coverage / (1 − coverage)). The calibrated interval
 holds at least `coverage` of new values when they behave like the validation ones (Vovk et
 al. 2005; Angelopoulos & Bates 2023, "Conformal prediction: a gentle introduction"). Values
 where the network gave no interval (w = 0, where a baseline stood in for it) are left out.
+
+A factor of 0, where at least `coverage` of the validation values were met exactly (to nine
+significant digits; an
+intermittent series whose validation windows hold only zeros, forecast as zeros), would make
+the interval a point that the next non-zero value falls outside of: the network's own interval
+is kept instead (factor 1), with a warning.
 """
 
 from __future__ import annotations
@@ -24,17 +30,26 @@ import math
 
 import numpy as np
 
+from lstmkit.caller import warn_at_caller
+
 
 def interval_scale(actual: np.ndarray, centre: np.ndarray, below: np.ndarray, above: np.ndarray,
                    coverage: float) -> float:
     """The factor that makes [centre − factor · below, centre + factor · above] hold `coverage`
-    of the `actual` values (arrays of one shape); 1 where no value has an interval."""
+    of the `actual` values (arrays of one shape); 1 where no value has an interval, or where the
+    factor would be 0 (see the module docstring)."""
     actual, centre, below, above = (np.asarray(values, dtype=np.float64).ravel()
                                     for values in (actual, centre, below, above))
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.where(actual >= centre, (actual - centre) / above, (centre - actual) / below)
+    ratios[np.isclose(actual, centre, rtol=1e-9, atol=0)] = 0  # met but for rounding: exactly
     ratios = np.sort(ratios[np.isfinite(ratios) & (below > 0) & (above > 0)])
     if not len(ratios):
         return 1.0
     rank = min(math.ceil((len(ratios) + 1) * coverage), len(ratios))
+    if ratios[rank - 1] == 0:
+        warn_at_caller(f"{np.mean(ratios == 0):.0%} of the validation values were forecast exactly, so calibrating "
+                       f"the interval on them would shrink it to a point; the network's own {coverage:.0%} interval "
+                       "is kept, uncalibrated", RuntimeWarning)
+        return 1.0
     return float(ratios[rank - 1])
