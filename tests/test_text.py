@@ -79,6 +79,9 @@ def test_split_keeps_the_last_tenth_and_words_whole():
     assert (train, validation) == ("one two\nthree four\n", "five six\n")
     # A text of one line splits at the white space after the cut.
     assert split_text("one two three four five six", 0.5, "word") == ("one two three ", "four five six")
+    # So does a cut in the last line, whose line break ends the text.
+    assert split_text("one two\nthree four five six seven eight\n", 0.3, "word") == (
+        "one two\nthree four five six seven ", "eight\n")
     with pytest.raises(ValueError, match=re.escape("validation_fraction must be in (0, 1), got 1.5")):
         split_text(text, 1.5, "char")
 

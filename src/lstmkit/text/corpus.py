@@ -59,14 +59,15 @@ LINE_BREAK, WHITE_SPACE = re.compile("\n"), re.compile(r"\s")
 
 def split_text(text: str, validation_fraction: float, level: str) -> tuple[str, str]:
     """The first (1 - fraction) of the characters for training, the rest for validation (the
-    split moved, at word level, to the next line break, or in a text of one line to the next
-    white space, so that no word is cut)."""
+    split moved, at word level, to the next line break, or where no text follows that one (the
+    cut falls in the last line) to the next white space, so that no word is cut)."""
     if not 0 < validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
     split = int(len(text) * (1 - validation_fraction))
     if level == "word":
-        boundary = LINE_BREAK.search(text, split) or WHITE_SPACE.search(text, split)
-        split = len(text) if boundary is None else boundary.end()
+        boundaries = (LINE_BREAK.search(text, split), WHITE_SPACE.search(text, split))
+        split = next((boundary.end() for boundary in boundaries
+                      if boundary is not None and text[boundary.end():].strip()), len(text))
     train, validation = text[:split], text[split:]
     if not train.strip() or not validation.strip():
         raise ValueError(
