@@ -516,6 +516,17 @@ def test_a_lexicon_word_is_found_where_the_beam_held_only_word_starts():
     assert prefix_beam_search(log_probs[:1], 1, lexicon=lexicon) == prefix_beam_search(log_probs[:1], 1) == []
 
 
+def test_a_short_word_completed_early_does_not_beat_a_likelier_one_the_beam_left_unfinished():
+    # Words "a" and "bca". With beam 1 the beam ends on a start of "bca", with the complete "a"
+    # kept beside it; finished, "bca" is five times likelier under CTC (0.0314 against 0.0062).
+    log_probs = torch.tensor([[0.2, 0.02, 0.6, 0.18], [0.02, 0.11, 0.67, 0.2], [0.02, 0.48, 0.48, 0.02],
+                              [0.1, 0.35, 0.45, 0.1]]).log()
+    assert labelling_probability(log_probs, [2, 3, 1]) == pytest.approx(0.031436, rel=1e-4)
+    assert labelling_probability(log_probs, [1]) == pytest.approx(0.006168, rel=1e-3)
+    for beam in (1, 2, 3):
+        assert prefix_beam_search(log_probs, beam, lexicon=Lexicon([[1], [2, 3, 1]], None)) == [2, 3, 1]
+
+
 def test_every_transcript_held_to_a_lexicon_is_made_of_its_words():
     lexicon = Lexicon([[1, 2], [2], [1, 1, 2]], separator=3)
     for seed in range(40):

@@ -124,11 +124,10 @@ class Lexicon:
     def complete(self, labels: Sequence[int]) -> bool:
         return bool(labels) and self.last_word(labels) in self.words
 
-    def completions(self, labels: Sequence[int]) -> list[tuple[int, ...]]:
-        """`labels` (allowed) with its last word finished by every word that begins with it."""
-        partial = self.last_word(labels)
-        before = tuple(labels[:len(labels) - len(partial)])
-        return [before + word for word in sorted(self.words) if word[:len(partial)] == partial]
+    def finishings(self, labels: Sequence[int]) -> list[tuple[int, ...]]:
+        """`labels` (allowed) with its last word, finished or not, replaced by each word."""
+        before = tuple(labels[:len(labels) - len(self.last_word(labels))])
+        return [before + word for word in sorted(self.words)]
 
 
 def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = BLANK,
@@ -145,12 +144,12 @@ def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = B
     greedy decoding only where each step's likeliest label is clearly likeliest.
 
     With a `lexicon`, every label is tried at every step, a prefix the lexicon does not allow is
-    never made, the beam also keeps the likeliest complete prefix when none of its `beam` is
-    complete, and the likeliest complete labelling wins. When no prefix of the last step is
-    complete (the beam held only word starts the steps did not finish), each is finished by
-    every word that begins its last one, and the finished labelling with the highest CTC
-    likelihood wins (`labelling_log_likelihood`); only where none fits in the steps is the
-    likeliest prefix returned as it is."""
+    never made, and the beam also keeps the likeliest complete prefix when none of its `beam` is
+    complete. After the last step the last word of each prefix of the beam, finished or not, is
+    replaced by every word of the lexicon, and the labelling with the highest CTC likelihood
+    wins (`labelling_log_likelihoods`, exact): a short word completed early ("six") does not
+    beat a likelier one the beam held unfinished ("seve"), or had let go of. Only where none
+    fits in the steps is the likeliest prefix returned as it is."""
     if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
         raise ValueError(f"beam must be a positive integer, got {beam!r}")
     log_probs = np.asarray(log_probs, dtype=np.float64)
@@ -185,21 +184,23 @@ def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = B
         if lexicon is not None and not any(lexicon.complete(prefix) for prefix, _ in kept):
             kept += [item for item in ranked[beam:] if lexicon.complete(item[0])][:1]
         beams = {prefix: (scores[0], scores[1]) for prefix, scores in kept}
-    complete = {prefix: scores for prefix, scores in beams.items() if lexicon is None or lexicon.complete(prefix)}
-    if lexicon is not None and not complete:
-        finished = {labels for prefix in beams for labels in lexicon.completions(prefix)}
-        scored = {labels: labelling_log_likelihood(log_probs, labels, blank) for labels in finished}
-        fitting = {labels: score for labels, score in scored.items() if math.isfinite(score)}
-        if fitting:
-            return list(max(fitting, key=fitting.get))
-    best = max((complete or beams).items(), key=lambda item: np.logaddexp(*item[1]))
+    if lexicon is not None:
+        finished = sorted({labels for prefix in beams for labels in lexicon.finishings(prefix)})
+        scores = labelling_log_likelihoods(log_probs, finished, blank)
+        if np.isfinite(scores).any():
+            return list(finished[int(np.argmax(scores))])
+    best = max(beams.items(), key=lambda item: np.logaddexp(*item[1]))
     return list(best[0])
 
 
-def labelling_log_likelihood(log_probs: np.ndarray, labels: Sequence[int], blank: int = BLANK) -> float:
-    """log P(labels | x) under CTC, the sum over every path of the labelling, from (T, V)
-    log-probabilities (torch's CTC loss, which is its negative); -inf where the labelling
-    needs more steps than there are."""
-    loss = F.ctc_loss(torch.from_numpy(log_probs)[:, None], torch.tensor([list(labels)]), torch.tensor([len(log_probs)]),
-                      torch.tensor([len(labels)]), blank=blank, reduction="sum")
-    return -float(loss)
+def labelling_log_likelihoods(log_probs: np.ndarray, labellings: Sequence[Sequence[int]],
+                              blank: int = BLANK) -> np.ndarray:
+    """log P(labels | x) under CTC for each of `labellings` (non-empty), the sum over every
+    path of the labelling, from (T, V) log-probabilities, in one call of torch's CTC loss
+    (which is its negative); -inf where a labelling needs more steps than there are."""
+    steps = len(log_probs)
+    losses = F.ctc_loss(torch.from_numpy(log_probs)[:, None].expand(-1, len(labellings), -1),
+                        torch.tensor([label for labels in labellings for label in labels]),
+                        torch.full((len(labellings),), steps), torch.tensor([len(labels) for labels in labellings]),
+                        blank=blank, reduction="none")
+    return -losses.numpy()
