@@ -356,6 +356,18 @@ def test_a_tiny_tone_task_is_learned_to_100_percent(tone_run):
     assert [recognizer.transcribe(folder / f"valid-{word}-2.wav", beam=4) for word in WORDS] == ["ab", "ba"]
 
 
+def test_eval_checks_the_references_for_a_confusion_table_before_decoding(tone_run, tmp_path, capsys):
+    folder, _ = tone_run
+    rows = (folder / "valid.csv").read_text().splitlines()
+    joined = write_manifest_text(folder / "joined.csv", f"{rows[0]}\n{rows[1].split(',')[0]},ab ba\n")
+    code, out, err = run_cli(["speech", "eval", str(folder / "run"), str(joined), "--confusion", "--json",
+                              str(tmp_path / "s.json")], capsys)
+    assert (code, out) == (2, "")  # stopped before decoding: no scores printed or written
+    assert err.endswith("a confusion table needs one word per reference; this manifest has utterances of several "
+                        "(e.g. 'ab ba')\n")
+    assert not (tmp_path / "s.json").exists()
+
+
 def test_eval_and_transcribe_commands_print_and_write_the_scores(tone_run, capsys):
     folder, _ = tone_run
     scores = folder / "scores.json"
@@ -402,7 +414,10 @@ def test_eval_scores_a_transcript_the_model_cannot_write_as_an_error_not_a_stop(
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"\ufeffpath,text\n{folder / 'valid-ab-0.wav'},ab!\n{folder / 'valid-ba-0.wav'},ba\n",
                         encoding="utf-8")
-    scores, references, transcripts = load_speech_model(folder / "run").evaluate(manifest, beam=3)
+    with pytest.warns(UserWarning, match=re.escape(
+            f"1 transcript(s) of {manifest} hold characters the model never writes ('!', e.g. 'ab!'), so they count "
+            "as errors; it writes 'ab'")):
+        scores, references, transcripts = load_speech_model(folder / "run").evaluate(manifest, beam=3)
     assert (references, transcripts) == (["ab!", "ba"], ["ab", "ba"])
     assert scores == {"wer": 0.5, "cer": 0.2, "utterances": 2, "accuracy": 0.5}
 

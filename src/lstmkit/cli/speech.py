@@ -65,8 +65,11 @@ def transcribe_command(arguments: argparse.Namespace) -> None:
 
 
 def eval_command(arguments: argparse.Namespace) -> None:
-    from lstmkit.pipelines.speech import load_speech_model
+    from lstmkit.audio import read_manifest
+    from lstmkit.pipelines.speech import check_isolated_words, load_speech_model
 
+    if arguments.confusion:  # before the decoding, which takes a while
+        check_isolated_words([utterance.text for utterance in read_manifest(arguments.manifest)])
     recognizer = load_speech_model(arguments.directory, arguments.device)
     scores, references, transcripts = recognizer.evaluate(arguments.manifest, arguments.beam, arguments.lexicon)
     print(f"WER {scores['wer']:.2%}, CER {scores['cer']:.2%}, accuracy {scores['accuracy']:.2%} "

@@ -156,6 +156,12 @@ def load_utterances(manifest: str | Path, front_end: FrontEnd, alphabet: Alphabe
         path, rate = resampled[0]
         warn_at_caller(f"{len(resampled)} file(s) of {manifest} resampled to {front_end.sample_rate} Hz, the "
                        f"model's rate (e.g. {path} at {rate} Hz)")
+    unwritable = [utterance.text for utterance in utterances if set(utterance.text) - set(alphabet.characters)]
+    if unwritable:  # only where not `labelled`: encode refuses them otherwise
+        unknown = sorted(set("".join(unwritable)) - set(alphabet.characters))
+        warn_at_caller(f"{len(unwritable)} transcript(s) of {manifest} hold characters the model never writes "
+                       f"({''.join(unknown)!r}, e.g. {unwritable[0]!r}), so they count as errors; it writes "
+                       f"{alphabet.characters!r}")
     paths, texts = [u.path for u in utterances], [u.text for u in utterances]
     return Utterances(paths, texts, frames, labels, versions), alphabet
 
@@ -297,12 +303,19 @@ def score_transcripts(references: Sequence[str], hypotheses: Sequence[str]) -> d
             "accuracy": sum(r == h for r, h in zip(references, hypotheses)) / len(references)}
 
 
+def check_isolated_words(references: Sequence[str]) -> None:
+    """Refuse references of more than one word, which a confusion table cannot count."""
+    several = next((reference for reference in references if len(reference.split()) != 1), None)
+    if several is not None:
+        raise ValueError(f"a confusion table needs one word per reference; this manifest has utterances of several "
+                         f"(e.g. {several!r})")
+
+
 def confusion_table(references: Sequence[str], transcripts: Sequence[str]) -> str:
     """A table of how often each reference word was transcribed as each word (rows: what was
     said; columns: what was written, "other" for a transcript that is no reference word), in
     the order the words first appear. For isolated words only."""
-    if any(len(reference.split()) != 1 for reference in references):
-        raise ValueError("a confusion table needs one word per reference; this manifest has utterances of several")
+    check_isolated_words(references)
     words = list(dict.fromkeys(references))
     counts = Counter((reference, transcript if transcript in words else "other")
                      for reference, transcript in zip(references, transcripts))
