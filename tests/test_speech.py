@@ -300,6 +300,11 @@ def test_the_confusion_table_counts_each_word_as_each_transcript():
     ({"cell": "lstn"}, "cell must be one of "),
     ({"hop_ms": 30.0}, "hop_ms must be positive and at most window_ms (25.0), got 30.0"),
     ({"dropout": 1.0}, "dropout is a probability in [0, 1), got 1.0"),
+    ({"n_mels": 200}, "n_mels 200 at 8000 Hz with a 25 ms window (a 256-point FFT, 129 frequency bins) leaves 25 mel "
+                      "band(s) without a bin: give at most 149 bands (--n-mels), a longer window (--window-ms) or a "
+                      "higher rate (--sample-rate)"),
+    ({"sample_rate": 100}, "n_mels 40 at 100 Hz with a 25 ms window (a 2-point FFT, 2 frequency bins) leaves 40 mel "
+                           "band(s) without a bin: give a longer window (--window-ms) or a higher rate (--sample-rate)"),
 ])
 def test_speech_config_checks_its_settings(settings, message):
     with pytest.raises(ValueError) as error:

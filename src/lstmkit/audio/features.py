@@ -17,6 +17,8 @@ raises AudioError naming it.
 
 from __future__ import annotations
 
+import importlib.util
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +34,29 @@ SILENT_SCALE = 1e-5  # below this spread of log-mel energies an utterance is sil
 # The speeds perturbation may play a file at: beyond half or twice, speech stops sounding like
 # the same words said by another voice.
 MIN_SPEED, MAX_SPEED = 0.5, 2.0
+
+
+def empty_mel_bands(sample_rate: int, n_fft: int, n_mels: int) -> int:
+    """How many of librosa's `n_mels` mel filters over an `n_fft`-point FFT hold no frequency
+    bin (the low bands, narrower than a bin, once there are too many); 0 without librosa, which
+    every use of the front end needs."""
+    if importlib.util.find_spec("librosa") is None:
+        return 0
+    import librosa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # librosa's own "Empty filters detected"
+        filters = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+    return int((filters.max(axis=1) == 0).sum())
+
+
+def most_mel_bands(sample_rate: int, n_fft: int, n_mels: int) -> int:
+    """The most bands below `n_mels` with none empty (0 where even one is), by bisection."""
+    low, high = 0, n_mels  # empty_mel_bands(.., low) == 0 (or low == 0), empty_mel_bands(.., high) > 0
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if not empty_mel_bands(sample_rate, n_fft, middle) else (low, middle)
+    return low
 
 
 class AudioError(ValueError):
@@ -53,6 +78,14 @@ class FrontEnd:
             raise ValueError(f"hop_ms must be positive and at most window_ms ({self.window_ms!r}), got {self.hop_ms!r}")
         if self.hop < 1:
             raise ValueError(f"hop_ms {self.hop_ms!r} is less than one sample at {self.sample_rate} Hz")
+        empty = empty_mel_bands(self.sample_rate, self.n_fft, self.n_mels)
+        if empty:
+            fitting = most_mel_bands(self.sample_rate, self.n_fft, self.n_mels)
+            fewer = f"at most {fitting} bands (--n-mels), " if fitting else ""
+            raise ValueError(
+                f"n_mels {self.n_mels} at {self.sample_rate} Hz with a {self.window_ms:g} ms window (a {self.n_fft}-point "
+                f"FFT, {self.n_fft // 2 + 1} frequency bins) leaves {empty} mel band(s) without a bin: give {fewer}a "
+                "longer window (--window-ms) or a higher rate (--sample-rate)")
 
     @property
     def hop(self) -> int:
@@ -61,6 +94,11 @@ class FrontEnd:
     @property
     def window(self) -> int:
         return round(self.sample_rate * self.window_ms / 1000)
+
+    @property
+    def n_fft(self) -> int:
+        """The STFT's length: the window's, up to the next power of two."""
+        return 1 << (max(self.window, 1) - 1).bit_length()
 
     @property
     def frame_rate(self) -> float:
@@ -106,9 +144,8 @@ class FrontEnd:
         """(frames, n_mels) log-mel energies of samples at this front end's rate, unnormalised."""
         import librosa
 
-        n_fft = 1 << (self.window - 1).bit_length()  # the next power of two
         mel = librosa.feature.melspectrogram(
-            y=samples, sr=self.sample_rate, n_fft=n_fft, hop_length=self.hop, win_length=self.window,
+            y=samples, sr=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop, win_length=self.window,
             n_mels=self.n_mels, center=True, power=2.0,
         )
         return torch.from_numpy(np.log(mel + LOG_FLOOR).T.astype(np.float32))
