@@ -114,8 +114,9 @@ def test_ctrl_c_is_one_line_and_the_status_of_an_interrupt(monkeypatch, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["lm", "train", __file__, "--steps", "1"])
     assert stopped.value.code == 130
-    assert capsys.readouterr().err == ("lstmkit: interrupted; the checkpoints written before are kept (the same "
-                                       "command with --resume continues from them)\n")
+    assert capsys.readouterr().err == ("lstmkit: interrupted; a checkpoint written before is kept, and the same "
+                                       "command with --resume continues from it (before the first one, run the "
+                                       "command again without --resume)\n")
 
 
 @pytest.mark.parametrize("error, status", [(KeyboardInterrupt(), 130), (ValueError("batch_size is 7"), 2)])

@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingDiverged, CheckpointWriteError) as error:  # the run stopped; what it wrote before is kept
         stop(1, f"lstmkit: error: {error}\n")
     except KeyboardInterrupt:  # Ctrl-C: one line, not the traceback of wherever the run was
-        resumable = "; the checkpoints written before are kept (the same command with --resume continues from them)"
+        resumable = ("; a checkpoint written before is kept, and the same command with --resume continues from it "
+                     "(before the first one, run the command again without --resume)")
         stop(130, f"lstmkit: interrupted{resumable if hasattr(arguments, 'resume') else ''}\n")
     except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail again
