@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import warnings
 import signal
 import subprocess
 import sys
@@ -147,6 +148,8 @@ def test_evaluation_scores_every_next_token(trained, text_file):
     expected = F.cross_entropy(logits[:, 0], tokens[1:]).item()
     assert scores.tokens == 2999
     assert scores.loss == pytest.approx(expected, rel=1e-5)
+    whole = model.evaluate(text_file)  # a Path is the file it names
+    assert whole == model.evaluate(text_file.read_text(encoding="utf-8"))
     assert scores.perplexity == pytest.approx(math.exp(expected), rel=1e-5)
     assert scores.bits_per_character == pytest.approx(expected / math.log(2) * 3000 / 3000, rel=1e-5)
 
@@ -295,6 +298,9 @@ def test_word_level_model(text_file, tmp_path):
     with pytest.warns(UserWarning, match=re.escape("1 of the prime's 2 tokens (50.0%) are not in the model's "
                                                    "vocabulary and are read as <unk>")):
         model.sample("the zyxwv", length=3, seed=0)
+    with warnings.catch_warnings():  # a text's own <unk> (Penn Treebank's, WikiText's) is no unknown word
+        warnings.simplefilter("error")
+        assert model.evaluate("the <unk> the <unk>").tokens == 3  # all but the first scored
 
 
 def test_tied_weights_round_trip(text_file, tmp_path):

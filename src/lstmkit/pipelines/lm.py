@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import numbers
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,8 @@ from lstmkit.checkpoint import (
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.pipelines.configs import RegulariserSettings
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, score_dynamically, score_with_cache
-from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, token_streams
-from lstmkit.text.vocabulary import UNKNOWN
+from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, read_text, token_streams
+from lstmkit.text.vocabulary import UNKNOWN, tokenize
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, resolve_device
 from lstmkit.training.config import SEED_RANGE, check_number_fields, check_positive_integers, current_names
 
@@ -426,10 +427,13 @@ class TrainedLanguageModel:
                seed: int | None = None) -> str:
         return sample_text(self.model, self.vocabulary, prime, length, temperature, top_k, seed)
 
-    def evaluate(self, text: str, cache: CachePointer | None = None,
+    def evaluate(self, text: str | os.PathLike, cache: CachePointer | None = None,
                  dynamic: DynamicEvaluation | None = None) -> TextScores:
-        """Scores of every token of `text` after the first: the model's own, or under the
-        continuous cache pointer, or with dynamic evaluation (lstmkit.pipelines.lm_evaluation)."""
+        """Scores of every token of `text` (a str is the text itself; a pathlib.Path, the text
+        file it names) after the first: the model's own, or under the continuous cache pointer,
+        or with dynamic evaluation (lstmkit.pipelines.lm_evaluation)."""
+        if isinstance(text, os.PathLike):
+            text = read_text(text)
         if cache is not None and dynamic is not None:
             raise ValueError("score with the cache pointer or with dynamic evaluation, one at a time")
         if cache is None and dynamic is None:
@@ -474,13 +478,18 @@ def text_tokens(vocabulary: Vocabulary, text: str) -> Tensor:
     tokens = vocabulary.encode(text, "the text to evaluate")
     if tokens.numel() < 2:
         raise ValueError(f"the text to evaluate has {tokens.numel()} token(s); at least 2 are needed")
-    warn_unknown(vocabulary, tokens, "the text", "are scored as <unk>: the loss is not the loss of those words")
+    warn_unknown(vocabulary, text, tokens, "the text", "are scored as <unk>: the loss is not the loss of those words")
     return tokens
 
 
-def warn_unknown(vocabulary: Vocabulary, tokens: Tensor, what: str, consequence: str) -> None:
-    """Warn where a word vocabulary read some of `what`'s words as <unk>, saying the `consequence`."""
-    unknown = int((tokens == vocabulary.index[UNKNOWN]).sum()) if UNKNOWN in vocabulary.index else 0
+def warn_unknown(vocabulary: Vocabulary, text: str, tokens: Tensor, what: str, consequence: str) -> None:
+    """Warn where a word vocabulary read some of `what`'s words as <unk>, saying the `consequence`;
+    a text's own <unk> (Penn Treebank and WikiText write it for the words they left out) is no
+    such word."""
+    if UNKNOWN not in vocabulary.index:
+        return
+    written = sum(word == UNKNOWN for word in tokenize(text, vocabulary.level))
+    unknown = int((tokens == vocabulary.index[UNKNOWN]).sum()) - written
     if unknown:
         warn_at_caller(f"{unknown:,} of {what}'s {tokens.numel():,} tokens ({unknown / tokens.numel():.1%}) are not in "
                        f"the model's vocabulary and {consequence}")
@@ -515,7 +524,7 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
     generator.manual_seed(seed if seed is not None else int(torch.randint(2**63 - 1, ()).item()))
     if prime:
         tokens = vocabulary.encode(prime, "the prime text")
-        warn_unknown(vocabulary, tokens, "the prime", "are read as <unk>")
+        warn_unknown(vocabulary, prime, tokens, "the prime", "are read as <unk>")
     elif vocabulary.level == "word" or "\n" in vocabulary.index:
         tokens = vocabulary.encode("\n")
     else:  # a text without line breaks: start from its first token
