@@ -91,6 +91,10 @@ def test_integer_years_dates_and_iso_periods_are_read_and_written_back_alike(tim
                                    "times in a long table of series ids only); " + FORMS),
     (["1", "2", "3"], "column 't' at line 2 of {path} (the header is line 1) holds 1, which is a number outside the "
                       "years 1678..2261"),
+    (["20200130", "20200131", "20200201"], "column 't' at line 2 of {path} (the header is line 1) holds 20200130, which "
+                                           "is a number outside the years 1678..2261 (the dates pandas holds; integer "
+                                           "steps 1, 2, 3 ... are times in a long table of series ids only); the numbers "
+                                           "read as dates written yyyymmdd: write them as 2020-01-31; " + FORMS),
     (["2020-01-01", "", "2020-01-03"], "column 't' has a missing timestamp at line 3 of {path} (the header is line 1)"),
 ])
 def test_an_unreadable_time_column_names_its_line_and_the_forms_accepted(tmp_path, time_cells, message):

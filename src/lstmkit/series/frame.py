@@ -392,8 +392,11 @@ def years_to_stamps(numbers: pd.Series, column: pd.Series, name: str, path: Path
     first day of their month."""
     outside = ~numbers.between(*YEARS)
     if outside.any():
+        compact = ((numbers == np.floor(numbers)).all() and pd.to_datetime(
+            numbers.astype(np.int64).astype(str), format="%Y%m%d", errors="coerce").notna().all())
+        hint = "; the numbers read as dates written yyyymmdd: write them as 2020-01-31" if compact else ""
         unreadable(column, outside, name, path, f"is a number outside the years {YEARS[0]}..{YEARS[1]} (the dates pandas "
-                   "holds; integer steps 1, 2, 3 ... are times in a long table of series ids only)")
+                   f"holds; integer steps 1, 2, 3 ... are times in a long table of series ids only){hint}")
     months = numbers * 12  # months since year 0
     if (numbers == np.floor(numbers)).all():
         kind = "year"
