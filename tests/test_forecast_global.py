@@ -17,7 +17,7 @@ from helpers import record_forecast_budgets
 from lstmkit.forecast import Forecaster
 from lstmkit.pipelines import forecast_global
 from lstmkit.pipelines.forecast import budget_left
-from lstmkit.pipelines.forecast_report import epochs_line, panel_report
+from lstmkit.pipelines.forecast_report import epochs_line, lookback_text, panel_report
 from lstmkit.series import (PanelWindows, baseline_forecast, m4_scores, owa, panel_baselines, read_panel,
                             seasonal_indices)
 from lstmkit.series.baselines import seasonal_by_acf
@@ -493,6 +493,14 @@ def test_a_long_table_backtest_scores_only_the_held_out_values_it_gives():
     expected = m4_scores([up[[36, 38, 39]], down[36:]], [np.full(3, up[35]), np.full(4, down[35])],
                          [up[:36], down[:36]], 1)
     assert result.scores.loc["naive", ["sMAPE", "MASE"]].tolist() == pytest.approx([expected["sMAPE"], expected["MASE"]])
+
+
+def test_the_report_gives_the_lookback_asked_for_and_the_windows_the_base_needs():
+    weekly = Forecaster("t", "y", horizon=48, id="id", season=24, extra_seasons=(168,), lookback=48).config
+    layout = forecast_global.PanelLayout("h", "timestamp", 24, forecast_global.history_length(weekly, 24), "model", {})
+    assert lookback_text(weekly, layout) == "lookback 48 (windows hold 336 steps for the seasonal base)"
+    plain = Forecaster("t", "y", horizon=48, id="id", season=24).config
+    assert lookback_text(plain, dataclasses.replace(layout, lookback=96)) == "lookback 96"  # 2 x max(48, 24)
 
 
 def test_naive2_is_owas_reference_not_a_candidate_unless_given():

@@ -16,7 +16,7 @@ with extra_imports("forecast", __name__):
 
     from lstmkit import plots
 from lstmkit.files import atomic_path, check_nothing_overwritten, write_json
-from lstmkit.pipelines.forecast import Backtest, Forecaster, config_dict
+from lstmkit.pipelines.forecast import Backtest, Forecaster, config_dict, encoder_lookback
 from lstmkit.pipelines.forecast_global import M4_METRICS, PanelBacktest
 from lstmkit.series import METRICS, Panel, SeriesFrame
 from lstmkit.training import Processes
@@ -32,7 +32,7 @@ def backtest_report(result: Backtest | PanelBacktest, frame: SeriesFrame | Panel
     origins = result.forecasts["origin"].unique()
     lines = [f"backtest of {', '.join(config.target)} ({frame.frequency}, m={layout.season}): "
              f"{len(frame) - result.holdout} training rows, {result.holdout} held out, forecast from {len(origins)} origin(s) "
-             f"({', '.join(map(str, origins))}), horizon {config.horizon}, lookback {layout.lookback}"]
+             f"({', '.join(map(str, origins))}), horizon {config.horizon}, {lookback_text(config, layout)}"]
     if len(config.target) == 1:
         lines += scores_table(result.scores, config.cell)
     else:
@@ -77,12 +77,21 @@ def scores_table(scores: pd.DataFrame, cell: str, metrics: tuple[str, ...] = MET
     return lines
 
 
+def lookback_text(config, layout) -> str:
+    """The lookback the encoder reads, and the windows' history where the base needs more
+    (forecast.history_length)."""
+    encoder = encoder_lookback(config, layout.season)
+    if encoder == layout.lookback:
+        return f"lookback {encoder}"
+    return f"lookback {encoder} (windows hold {layout.lookback} steps for the seasonal base)"
+
+
 def panel_report(result: PanelBacktest) -> str:
     """The scores table (best starred), which baselines beat the model, what predict uses, and
     its interval's coverage."""
     config, layout = result.model.config, result.model.layout
     lines = [f"backtest of {result.series} series ({layout.frequency}, m={layout.season}): the last {result.holdout} "
-             f"value(s) of each held out, horizon {config.horizon}, lookback {layout.lookback}, "
+             f"value(s) of each held out, horizon {config.horizon}, {lookback_text(config, layout)}, "
              f"normalisation {'+'.join(config.normalisation)}"]
     if result.unscored:
         lines.append(f"{len(result.unscored)} series with fewer than {result.holdout + 2} values are not scored: "
