@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lstmkit.forecast import Forecaster
-from lstmkit.pipelines.forecast_report import backtest_report, beaten_line
+from lstmkit.pipelines.forecast_report import backtest_report, beaten_line, shown_time
 from lstmkit.series import BASELINES, baseline_forecast, best_baseline, read_series
 
 QUICK = dict(hidden_size=8, num_layers=1, epochs=2, batch_size=64, seed=0)
@@ -259,6 +259,12 @@ def test_the_report_says_plainly_which_baselines_beat_the_model_and_what_predict
         "combinations (the row 'chosen'): y by drift, the lowest MASE (0.000)",
         f"the 90% interval around the forecast predict uses (the network's, its half-widths scaled by {scale:.3g} to "
         f"hold that share of the validation values) holds {result.coverage:.1%} of the held-out values"]
+
+
+def test_the_report_shows_a_dataframes_midnight_timestamps_as_dates():
+    assert shown_time(pd.Timestamp("1960-01-31")) == "1960-01-31"
+    assert shown_time(pd.Timestamp("1960-01-31 13:00")) == "1960-01-31 13:00:00"
+    assert shown_time("1959Q2") == "1959Q2" and shown_time(1989) == "1989"
 
 
 @pytest.mark.parametrize("options, message", [

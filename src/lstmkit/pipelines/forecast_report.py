@@ -32,7 +32,7 @@ def backtest_report(result: Backtest | PanelBacktest, frame: SeriesFrame | Panel
     origins = result.forecasts["origin"].unique()
     lines = [f"backtest of {', '.join(config.target)} ({frame.frequency}, m={layout.season}): "
              f"{len(frame) - result.holdout} training rows, {result.holdout} held out, forecast from {len(origins)} origin(s) "
-             f"({', '.join(map(str, origins))}), horizon {config.horizon}, {lookback_text(config, layout)}"]
+             f"({', '.join(map(shown_time, origins))}), horizon {config.horizon}, {lookback_text(config, layout)}"]
     if len(config.target) == 1:
         lines += scores_table(result.scores, config.cell)
     else:
@@ -75,6 +75,14 @@ def scores_table(scores: pd.DataFrame, cell: str, metrics: tuple[str, ...] = MET
         lines.append(f"{name:<{column}}" + "".join(
             f"{row[metric]:>{number}}{'*' if row[metric] == best[metric] else ' '}" for metric in metrics))
     return lines
+
+
+def shown_time(time) -> str:
+    """A time as the report shows it: a DataFrame's timestamp at midnight as its date
+    (2000-01-08), anything else as written."""
+    if isinstance(time, pd.Timestamp) and time == time.normalize():
+        return time.date().isoformat()
+    return str(time)
 
 
 def lookback_text(config, layout) -> str:
@@ -185,7 +193,7 @@ def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> Non
         "interval_scale": list(model.layout.interval_scale),
         "interval_coverage": result.coverage,
         "holdout": result.holdout,
-        "origins": [str(origin) for origin in result.forecasts["origin"].unique()],
+        "origins": [shown_time(origin) for origin in result.forecasts["origin"].unique()],
         "frequency": frame.frequency,
         "season": model.layout.season,
         "lookback": model.layout.lookback,
