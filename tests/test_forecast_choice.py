@@ -5,6 +5,7 @@ what the network corrects (`base`)."""
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ import pytest
 from helpers import record_forecast_budgets
 from lstmkit.forecast import Forecaster
 from lstmkit.pipelines.forecast import SeriesLayout
-from lstmkit.pipelines.forecast_report import backtest_then_refit, base_line, chosen_reason, kept_epoch
+from lstmkit.pipelines.forecast_report import backtest_then_refit, base_line, chosen_reason, epochs_line, kept_epoch
 from lstmkit.series import baseline_forecast
 from lstmkit.series.choice import choose, clearly_better, combination, method_forecast
 
@@ -207,3 +208,7 @@ def test_the_report_says_when_a_lower_score_was_not_clearly_better():
 def test_the_report_names_the_kept_epoch_and_says_when_the_budget_cut_it():
     assert [kept_epoch(epoch) for epoch in (24, 24.0, 73.4219)] == [
         "24", "24", "73.42 (the last, cut short by the time budget)"]
+    cut = SimpleNamespace(best_epoch=3.12, curve=[{"epoch": 1}, {"epoch": 2}, {"epoch": 3}, {"epoch": 3.12}],
+                          config=SimpleNamespace(epoch_windows=4096))
+    assert epochs_line(cut) == ("trained 3.12 epochs of up to 4096 windows, kept epoch 3.12 (the last, cut short by "
+                                "the time budget)")

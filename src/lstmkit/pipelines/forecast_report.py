@@ -42,7 +42,8 @@ def backtest_report(result: Backtest | PanelBacktest, frame: SeriesFrame | Panel
             lines += [f"{name}:", *scores_table(table, config.cell)]
     lines += [beaten_line(result.scores, "MASE"), chosen_line(result.model)]
     lines.append(interval_line(result.model, result.coverage))
-    lines.append(f"trained {len(result.model.curve)} epochs, kept epoch {kept_epoch(result.model.best_epoch)}")
+    lines.append(f"trained {epoch_count(epochs_trained(result.model))} epochs, kept epoch "
+                 f"{kept_epoch(result.model.best_epoch)}")
     lines.append(base_line(result.model))
     if result.fallbacks:
         lines.append("the model's forecast was not finite, and a baseline stood in for it, at: " + ", ".join(
@@ -125,28 +126,35 @@ def beaten_line(scores: pd.DataFrame, metric: str) -> str:
         f"{name} ({scores.loc[name, metric]:.3f})" for name in better)
 
 
-def epochs_trained(forecaster: Forecaster) -> int | list[int]:
-    """The epochs the network trained: one count per normalisation for a ScalingEnsemble."""
+def epochs_trained(forecaster: Forecaster) -> float | list[float]:
+    """The epochs the network trained (a fraction where the time budget cut the last): one
+    count per normalisation for a ScalingEnsemble."""
     if not isinstance(forecaster.best_epoch, list):
-        return len(forecaster.curve)
-    return [sum(row["normalisation"] == name for row in forecaster.curve) for name in forecaster.config.normalisation]
+        return forecaster.curve[-1]["epoch"]
+    return [[row for row in forecaster.curve if row["normalisation"] == name][-1]["epoch"]
+            for name in forecaster.config.normalisation]
+
+
+def epoch_count(epoch: float) -> str:
+    return str(int(epoch)) if float(epoch).is_integer() else f"{epoch:.2f}"
 
 
 def epochs_line(forecaster: Forecaster) -> str:
     """How long a long table's network trained, and the epoch kept; each one's of a ScalingEnsemble."""
     windows = f"of up to {forecaster.config.epoch_windows} windows"
     if not isinstance(forecaster.best_epoch, list):
-        return f"trained {epochs_trained(forecaster)} epochs {windows}, kept epoch {kept_epoch(forecaster.best_epoch)}"
+        return (f"trained {epoch_count(epochs_trained(forecaster))} epochs {windows}, kept epoch "
+                f"{kept_epoch(forecaster.best_epoch)}")
     return f"one network per normalisation, epochs {windows}: " + "; ".join(
-        f"{name} trained {epochs}, kept epoch {kept_epoch(best)}"
+        f"{name} trained {epoch_count(epochs)}, kept epoch {kept_epoch(best)}"
         for name, epochs, best in zip(forecaster.config.normalisation, epochs_trained(forecaster), forecaster.best_epoch))
 
 
 def kept_epoch(epoch: float) -> str:
     """The epoch whose network was kept; the last is a fraction where the time budget ended it."""
     if float(epoch).is_integer():
-        return str(int(epoch))
-    return f"{epoch:.2f} (the last, cut short by the time budget)"
+        return epoch_count(epoch)
+    return f"{epoch_count(epoch)} (the last, cut short by the time budget)"
 
 
 def base_line(forecaster: Forecaster) -> str:
@@ -197,7 +205,7 @@ def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> Non
         "frequency": frame.frequency,
         "season": model.layout.season,
         "lookback": model.layout.lookback,
-        "epochs_trained": len(model.curve),
+        "epochs_trained": epochs_trained(model),
         "best_epoch": model.best_epoch,
         "base": model.base, "base_errors": model.base_errors,
         "model_fallbacks": result.fallbacks,
