@@ -412,3 +412,7 @@ def test_predict_needs_the_known_future_covariates_of_the_horizon():
     with pytest.raises(ValueError, match=re.escape("forecasting 3 row(s) past the last target value needs the "
                                                    "known-future covariates (promo) there; the table has them for 1 row(s)")):
         forecaster.predict(promotion_table(ahead=1))
+    with pytest.warns(UserWarning, match=re.escape(
+            "the table has known-future covariates (promo) for 5 rows past its last target value; the forecast covers "
+            "the horizon, 3, and the rest are ignored")):
+        assert forecaster.predict(promotion_table(ahead=5)).equals(prediction)

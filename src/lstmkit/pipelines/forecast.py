@@ -387,6 +387,10 @@ class Forecaster:
         if len(frame) < layout.lookback:
             raise ValueError(f"predict needs at least lookback = {layout.lookback} rows, got {len(frame)}")
         warn_far_from_fitted(frame, layout)
+        if frame.ahead > self.config.horizon:
+            warn_at_caller(f"the table has known-future covariates ({', '.join(frame.future_names)}) for {frame.ahead} "
+                           f"rows past its last target value; the forecast covers the horizon, {self.config.horizon}, "
+                           "and the rest are ignored")
         forecasts = forecast_choice.chosen_forecasts(self, frame, [len(frame)],
                                                      self.forecast_origins(frame, [len(frame)]))
         times = future_times(frame.time[-1], frame.frequency, self.config.horizon)
