@@ -206,9 +206,12 @@ def test_the_report_says_when_a_lower_score_was_not_clearly_better():
 
 
 def test_the_report_names_the_kept_epoch_and_says_when_the_budget_cut_it():
-    assert [kept_epoch(epoch) for epoch in (24, 24.0, 73.4219)] == [
+    budget = SimpleNamespace(time_budget=60.0, epochs=None, epoch_windows=4096)
+    assert [kept_epoch(epoch, budget) for epoch in (24, 24.0, 73.4219)] == [
         "24", "24", "73.42 (the last, cut short by the time budget)"]
+    assert kept_epoch(0.02, SimpleNamespace(time_budget=None, epochs=0.02)) == (
+        "0.02 (the last, part of an epoch as --epochs asks)")
     cut = SimpleNamespace(best_epoch=3.12, curve=[{"epoch": 1}, {"epoch": 2}, {"epoch": 3}, {"epoch": 3.12}],
-                          config=SimpleNamespace(epoch_windows=4096))
+                          config=budget)
     assert epochs_line(cut) == ("trained 3.12 epochs of up to 4096 windows, kept epoch 3.12 (the last, cut short by "
                                 "the time budget)")

@@ -43,7 +43,7 @@ def backtest_report(result: Backtest | PanelBacktest, frame: SeriesFrame | Panel
     lines += [beaten_line(result.scores, "MASE"), chosen_line(result.model)]
     lines.append(interval_line(result.model, result.coverage))
     lines.append(f"trained {epoch_count(epochs_trained(result.model))} epochs, kept epoch "
-                 f"{kept_epoch(result.model.best_epoch)}")
+                 f"{kept_epoch(result.model.best_epoch, result.model.config)}")
     lines.append(base_line(result.model))
     if result.fallbacks:
         lines.append("the model's forecast was not finite, and a baseline stood in for it, at: " + ", ".join(
@@ -144,17 +144,20 @@ def epochs_line(forecaster: Forecaster) -> str:
     windows = f"of up to {forecaster.config.epoch_windows} windows"
     if not isinstance(forecaster.best_epoch, list):
         return (f"trained {epoch_count(epochs_trained(forecaster))} epochs {windows}, kept epoch "
-                f"{kept_epoch(forecaster.best_epoch)}")
+                f"{kept_epoch(forecaster.best_epoch, forecaster.config)}")
     return f"one network per normalisation, epochs {windows}: " + "; ".join(
-        f"{name} trained {epoch_count(epochs)}, kept epoch {kept_epoch(best)}"
+        f"{name} trained {epoch_count(epochs)}, kept epoch {kept_epoch(best, forecaster.config)}"
         for name, epochs, best in zip(forecaster.config.normalisation, epochs_trained(forecaster), forecaster.best_epoch))
 
 
-def kept_epoch(epoch: float) -> str:
-    """The epoch whose network was kept; the last is a fraction where the time budget ended it."""
+def kept_epoch(epoch: float, config) -> str:
+    """The epoch whose network was kept; the last is a fraction where the time budget ended it,
+    or where `epochs` asked for one."""
     if float(epoch).is_integer():
         return epoch_count(epoch)
-    return f"{epoch_count(epoch)} (the last, cut short by the time budget)"
+    if config.time_budget is not None and (config.epochs is None or epoch < config.epochs):
+        return f"{epoch_count(epoch)} (the last, cut short by the time budget)"
+    return f"{epoch_count(epoch)} (the last, part of an epoch as --epochs asks)"
 
 
 def base_line(forecaster: Forecaster) -> str:
