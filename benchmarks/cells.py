@@ -21,9 +21,12 @@ import statistics
 from dataclasses import dataclass, field
 
 import torch
-from common import host_microseconds_per_op, timed
+from common import engine_names, host_microseconds_per_op, timed, torch_device
 
 import lstmkit
+from lstmkit.cells import make_cell
+from lstmkit.cli.arguments import positive_int
+from lstmkit.engines import ENGINES
 
 
 @dataclass
@@ -77,22 +80,23 @@ def decoder_loop(cell: torch.nn.Module, inputs: torch.Tensor) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--hidden", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--engines", default="fused",
+    parser.add_argument("--batch", type=positive_int, default=64)
+    parser.add_argument("--hidden", type=positive_int, default=512)
+    parser.add_argument("--steps", type=positive_int, default=100)
+    parser.add_argument("--repeats", type=positive_int, default=15)
+    parser.add_argument("--warmup", type=positive_int, default=2)
+    parser.add_argument("--device", type=torch_device, default="cpu", help="cpu or cuda")
+    parser.add_argument("--engines", type=engine_names, default="fused",
                         help="the engines of the lstmkit rows besides auto, comma-separated (fused, triton, reference)")
     args = parser.parse_args()
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device} needs a CUDA GPU, and torch sees none here")
-
-    device = torch.device(args.device)
+    device = args.device
+    for engine in args.engines:
+        reason = None if engine == "auto" else ENGINES[engine].unsupported(make_cell("lstm"), device)
+        if reason is not None:
+            parser.error(f"argument --engines: {engine} cannot run here: {reason}")
     torch.manual_seed(0)
     inputs = torch.randn(args.steps, args.batch, args.hidden, device=device)
-    rows = configs(args.hidden, args.engines.split(","), device)
+    rows = configs(args.hidden, args.engines, device)
     for config in rows:
         for _ in range(args.warmup):
             decoder_loop(config.cell, inputs)

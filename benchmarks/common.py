@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
 import torch
 
+from lstmkit.cells import CELLS
+from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.engines.fused.products import Products
+
+def names_from(choices, what: str):
+    """argparse type: comma-separated names, each one of `choices`."""
+    def parse(text: str) -> list[str]:
+        names = text.split(",")
+        unknown = [name for name in names if name not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"{what} must be among {', '.join(choices)}, got {', '.join(map(repr, unknown))}")
+        return names
+    return parse
+
+
+cell_names = names_from(CELLS, "cells")
+engine_names = names_from(ENGINE_CHOICES, "engines")
+
+
+def torch_device(text: str) -> torch.device:
+    """argparse type: cpu, or cuda where this torch sees a GPU."""
+    if text not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected cpu or cuda, got {text!r}")
+    if text == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"cuda needs a CUDA GPU, and this torch ({torch.__version__}) sees none")
+    return torch.device(text)
 
 
 def synchronize(device: torch.device) -> None:

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lstmkit.cli.arguments import positive_int
 from lstmkit.forecast import Forecaster
 from lstmkit.models.forecaster import DISTRIBUTIONS, ForecastNetwork, ForecastNetworkConfig
 from lstmkit.pipelines.configs import ForecasterConfig
@@ -257,9 +258,9 @@ def parser() -> argparse.ArgumentParser:
         runner.add_argument("--baselines", type=lambda text: text.split(","),
                             default=["naive", "seasonal_naive", "naive2", "theta", "ets"],
                             help="comma-separated (arima: ~100 s per hourly series, see ForecasterConfig)")
-        runner.add_argument("--series", type=int, help="only the first N series (a quick look)")
+        runner.add_argument("--series", type=positive_int, help="only the first N series (a quick look)")
         runner.add_argument("--seed", type=int, default=0)
-        runner.add_argument("--threads", type=int,
+        runner.add_argument("--threads", type=positive_int,
                             help="torch's threads (1 is ~15x faster than 2 on a machine others load)")
         runner.set_defaults(run=run, subset=subset)
     combiner = actions.add_parser("combine", help="score the mean of several runs' networks (--forecasts-out files)")
@@ -271,7 +272,7 @@ def parser() -> argparse.ArgumentParser:
     scorer.add_argument("subset", choices=SUBSETS)
     scorer.add_argument("--extra-seasons", type=integers, default=(), help="as for a run (hourly: 168)")
     scorer.add_argument("--cycles", type=integers, default=(1, 2, 3), help="the base cycles to compare (1,2,3)")
-    scorer.add_argument("--origins", type=int, default=6, help="horizons back from each series' end (6)")
+    scorer.add_argument("--origins", type=positive_int, default=6, help="horizons back from each series' end (6)")
     scorer.add_argument("--data", default=str(DATA), help="the folder of the M4 files")
     scorer.set_defaults(run=bases)
     converter = actions.add_parser("convert", help="an M4 wide file as a long table")

@@ -18,9 +18,10 @@ import platform
 import statistics
 
 import torch
-from common import forward_backward, timed
+from common import cell_names, forward_backward, timed
 
 import lstmkit
+from lstmkit.cli.arguments import positive_int, positive_ints
 from lstmkit.engines.fused import products
 
 
@@ -47,12 +48,12 @@ def compare(cell: str, batch: int, hidden: int, steps: int, repeats: int, calls:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cells", default="lstm,peephole,layernorm")
-    parser.add_argument("--batch", default="32,64")
-    parser.add_argument("--hidden", default="256,512")
-    parser.add_argument("--steps", default="100")
-    parser.add_argument("--repeats", type=int, default=6)
-    parser.add_argument("--calls", type=int, default=3)
+    parser.add_argument("--cells", type=cell_names, default="lstm,peephole,layernorm")
+    parser.add_argument("--batch", type=positive_ints, default="32,64")
+    parser.add_argument("--hidden", type=positive_ints, default="256,512")
+    parser.add_argument("--steps", type=positive_ints, default="100")
+    parser.add_argument("--repeats", type=positive_int, default=6)
+    parser.add_argument("--calls", type=positive_int, default=3)
     args = parser.parse_args()
     if not products.MKL_PACKING:
         raise SystemExit("this torch has no MKL packed sgemm (torch.ops.mkl._mkl_linear): nothing to compare")
@@ -61,9 +62,7 @@ def main() -> None:
     print()
     print("| cell | B | H | T | packed ms | unpacked ms | packed speed-up |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    sizes = itertools.product(
-        args.cells.split(","), *(map(int, getattr(args, name).split(",")) for name in ("batch", "hidden", "steps"))
-    )
+    sizes = itertools.product(args.cells, args.batch, args.hidden, args.steps)
     for cell, batch, hidden, steps in sizes:
         packed, unpacked = compare(cell, batch, hidden, steps, args.repeats, args.calls)
         print(f"| {cell} | {batch} | {hidden} | {steps} | {packed:.1f} | {unpacked:.1f} | {unpacked / packed:.2f} |",

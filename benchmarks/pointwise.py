@@ -20,8 +20,10 @@ import time
 import warnings
 
 import torch
+from common import cell_names
 
 from lstmkit.cells import LayerWeights, make_cell
+from lstmkit.cli.arguments import positive_int
 from lstmkit.engines.fused.kernel import FusedStep
 from lstmkit.engines.fused.layer import KERNELS
 
@@ -36,13 +38,25 @@ def kernel_steps(cell_name: str, batch: int, hidden: int) -> tuple[object, list[
     recs = [None] * STEPS if kernel.recurrence == "gates" else torch.randn_like(gates).unbind(0)
     hs, cs = torch.randn(STEPS + 1, batch, hidden), torch.randn(STEPS + 1, batch, hidden)
     tape = {name: torch.empty(STEPS, batch, size) for name, size in kernel.tape(hidden).items()}
+    blocks = kernel.cut_blocks(gates)  # the named gate blocks, as the engine cuts them
     steps = [FusedStep(gates[t], recs[t], hs[t], cs[t], hs[t + 1], cs[t + 1], {k: v[t] for k, v in tape.items()},
-                       hs[t + 1]) for t in range(STEPS)]
+                       hs[t + 1], blocks={name: block[t] for name, block in blocks.items()}) for t in range(STEPS)]
     extra = {parameter.name: torch.randn(hidden if parameter.size == "hidden" else cell.num_gates * hidden)
              for parameter in cell.extra_parameters}
     bias_hh = torch.randn(cell.num_gates * hidden)
     weights = LayerWeights(torch.empty(0), torch.empty(0), None, bias_hh, None, extra)
     return kernel, steps, weights
+
+
+def sizes(text: str) -> list[tuple[int, int]]:
+    """argparse type: B x H pairs of positive integers, comma-separated (1x8,32x256)."""
+    try:
+        pairs = [tuple(positive_int(part) for part in size.split("x")) for size in text.split(",")]
+    except argparse.ArgumentTypeError:
+        pairs = []
+    if not pairs or any(len(pair) != 2 for pair in pairs):
+        raise argparse.ArgumentTypeError(f"expected B x H pairs of positive integers, e.g. 1x8,32x256, got {text!r}")
+    return pairs
 
 
 def per_step_us(forward, steps: list[FusedStep], weights: LayerWeights) -> float:
@@ -54,9 +68,9 @@ def per_step_us(forward, steps: list[FusedStep], weights: LayerWeights) -> float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", default="lstm,peephole,layernorm")
-    parser.add_argument("--sizes", default="1x8,32x256,64x512", help="B x H pairs")
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--cells", type=cell_names, default="lstm,peephole,layernorm")
+    parser.add_argument("--sizes", type=sizes, default="1x8,32x256,64x512", help="B x H pairs, comma-separated")
+    parser.add_argument("--repeats", type=positive_int, default=9)
     arguments = parser.parse_args()
     torch.manual_seed(0)
     warnings.filterwarnings("ignore", "Dynamo detected a call to a `functools")  # the kernels' caches: pure, safe
@@ -65,9 +79,8 @@ def main() -> None:
           f"µs per step, median of {arguments.repeats}\n")
     print("| cell | B | H | eager | compiled | compiled / eager |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for cell_name in arguments.cells.split(","):
-        for size in arguments.sizes.split(","):
-            batch, hidden = (int(part) for part in size.split("x"))
+    for cell_name in arguments.cells:
+        for batch, hidden in arguments.sizes:
             kernel, steps, weights = kernel_steps(cell_name, batch, hidden)
             compiled = torch.compile(kernel.forward, fullgraph=True, dynamic=False)
             times = {"eager": [], "compiled": []}

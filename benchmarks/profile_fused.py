@@ -19,9 +19,10 @@ import argparse
 import resource
 
 import torch
-from common import forward_backward, gemm_floor, median_time
+from common import cell_names, forward_backward, gemm_floor, median_time
 
 import lstmkit
+from lstmkit.cli.arguments import positive_int
 
 
 def layer_time(cell: str, steps: int, batch: int, hidden: int, repeats: int) -> tuple[float, torch.nn.Module]:
@@ -42,11 +43,11 @@ def page_faults(layer: torch.nn.Module, steps: int, batch: int, hidden: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", default="rnn,gru,lstm,peephole,cifg,layernorm")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--cells", type=cell_names, default="rnn,gru,lstm,peephole,cifg,layernorm")
+    parser.add_argument("--batch", type=positive_int, default=32)
+    parser.add_argument("--hidden", type=positive_int, default=256)
+    parser.add_argument("--steps", type=positive_int, default=100)
+    parser.add_argument("--repeats", type=positive_int, default=7)
     arguments = parser.parse_args()
     torch.manual_seed(0)
     device = torch.device("cpu")
@@ -54,7 +55,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads; ms per forward+backward\n")
     print("| cell | total | GEMM | point-wise | overhead | GEMM share | page faults | system ms |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for cell in arguments.cells.split(","):
+    for cell in arguments.cells:
         total, layer = layer_time(cell, arguments.steps, arguments.batch, arguments.hidden, arguments.repeats)
         products = gemm_floor(layer, arguments.steps, arguments.batch, device)
         overhead, _ = layer_time(cell, arguments.steps, 1, 8, arguments.repeats)
@@ -62,6 +63,9 @@ def main() -> None:
         faults, system = page_faults(layer, arguments.steps, arguments.batch, arguments.hidden)
         print(f"| {cell} | {total * 1e3:.1f} | {products * 1e3:.1f} | {pointwise * 1e3:.1f} | "
               f"{overhead * 1e3:.1f} | {products / total:.0%} | {faults:,} | {system * 1e3:.0f} |", flush=True)
+        if pointwise < 0:  # the three parts are timed apart: other work on the machine moved one of them
+            print(f"\n{cell}: the parts sum to more than the total (point-wise < 0): the machine was busy while "
+                  "they were timed; run again when it is idle", flush=True)
 
 
 if __name__ == "__main__":

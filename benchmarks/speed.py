@@ -24,10 +24,13 @@ import statistics
 from dataclasses import dataclass, field
 
 import torch
-from common import forward_backward, gemm_floor, matrix_flops, sgemm_gflops, timed
+from common import (
+    cell_names, engine_names, forward_backward, gemm_floor, matrix_flops, sgemm_gflops, timed, torch_device,
+)
 
 import lstmkit
 from lstmkit.cells import make_cell
+from lstmkit.cli.arguments import positive_int, positive_ints
 from lstmkit.engines import ENGINES
 
 
@@ -81,11 +84,14 @@ def resident_kb(field_name: str) -> int:
 
 def build_configs(
     cells: list[str], engines: list[str], regularisers: list[str], hidden: int, device: torch.device
-) -> list[Config]:
-    configs = []
+) -> tuple[list[Config], dict[str, str]]:
+    """The layers to time, and for each cell x engine that cannot run here, why (by "cell on engine")."""
+    configs, skipped = [], {}
     for cell in cells:
         for engine in engines:
-            if engine != "auto" and ENGINES[engine].unsupported(make_cell(cell), device) is not None:
+            reason = None if engine == "auto" else ENGINES[engine].unsupported(make_cell(cell), device)
+            if reason is not None:
+                skipped[f"{cell} on {engine}"] = reason
                 continue
             for name in regularisers:
                 options = dict(REGULARISERS[name])
@@ -94,19 +100,20 @@ def build_configs(
                 layer = lstmkit.Recurrent(cell, hidden, hidden, engine=engine, device=device, **options)
                 label = f"auto ({layer.engine_name})" if engine == "auto" else engine
                 configs.append(Config(cell, label, layer, name, engine))
-    return configs
+    return configs, skipped
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", default="rnn,gru,lstm,peephole,cifg,layernorm")
-    parser.add_argument("--engines", default="auto,fused", help="comma-separated: auto, native, fused, triton, reference")
-    parser.add_argument("--batch", default="32,128")
-    parser.add_argument("--hidden", default="128,256,512,1024")
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--cells", type=cell_names, default="rnn,gru,lstm,peephole,cifg,layernorm")
+    parser.add_argument("--engines", type=engine_names, default="auto,fused",
+                        help="comma-separated: auto, native, fused, triton, reference")
+    parser.add_argument("--batch", type=positive_ints, default="32,128")
+    parser.add_argument("--hidden", type=positive_ints, default="128,256,512,1024")
+    parser.add_argument("--steps", type=positive_int, default=100)
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--warmup", type=positive_int, default=2)
+    parser.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--regularisers", default="off", help=f"comma-separated: {', '.join(REGULARISERS)}")
     arguments = parser.parse_args()
@@ -114,7 +121,7 @@ def main() -> None:
     unknown = sorted(set(regularisers) - set(REGULARISERS))
     if unknown:
         parser.error(f"--regularisers takes {', '.join(REGULARISERS)}; got {', '.join(unknown)}")
-    device = torch.device(arguments.device)
+    device = arguments.device
     torch.manual_seed(0)
 
     gflops = sgemm_gflops(device)
@@ -123,16 +130,18 @@ def main() -> None:
           f"{torch.get_num_threads()} threads; sgemm 2048^3: {gflops:.0f} GFLOP/s")
     print(f"T={arguments.steps}, input = hidden, float32, forward+backward, median of {arguments.repeats} "
           f"interleaved runs after {arguments.warmup} warm-up\n")
-    print("| cell | engine | regularisers | B | H | ms | tokens/s | × nn.LSTM | × off | GEMM GFLOP/s | % of sgemm "
-          "| GEMM floor ms | peak MB |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for batch in map(int, arguments.batch.split(",")):
-        for hidden in map(int, arguments.hidden.split(",")):
+    compared = regularisers != ["off"]  # the regularisers' columns, only where they are compared
+    print("| cell | engine | " + ("regularisers | " if compared else "") + "B | H | ms | tokens/s | × nn.LSTM | "
+          + ("× off | " if compared else "") + "GEMM GFLOP/s | % of sgemm | GEMM floor ms | peak MB |")
+    print("| " + " | ".join(["---"] * (2 + compared) + ["---:"] * (9 + compared)) + " |")
+    not_run: dict[str, str] = {}
+    for batch in arguments.batch:
+        for hidden in arguments.hidden:
             x = torch.randn(arguments.steps, batch, hidden, device=device, requires_grad=True)
             baseline = Config("torch.nn.LSTM", "cuDNN" if device.type == "cuda" else "oneDNN",
                               torch.nn.LSTM(hidden, hidden, device=device))
-            configs = [baseline, *build_configs(
-                arguments.cells.split(","), arguments.engines.split(","), regularisers, hidden, device)]
+            layers, skipped = build_configs(arguments.cells, arguments.engines, regularisers, hidden, device)
+            configs, not_run = [baseline, *layers], {**not_run, **skipped}
             for config in configs:
                 for _ in range(arguments.warmup):
                     forward_backward(config.layer, x)
@@ -154,10 +163,12 @@ def main() -> None:
                 if gate_rows not in floors:
                     floors[gate_rows] = gemm_floor(config.layer, arguments.steps, batch, device)
                 memory = "" if arguments.no_memory else f"{peak_memory_mb(config.layer, x):.0f}"
-                print(f"| {config.cell} | {config.engine} | {config.regularisers} | {batch} | {hidden} | "
-                      f"{seconds * 1e3:.1f} | {tokens / seconds:,.0f} | {baseline_time / seconds:.2f} | {relative} | "
-                      f"{rate:.0f} | "
-                      f"{rate / gflops:.0%} | {floors[gate_rows] * 1e3:.1f} | {memory} |", flush=True)
+                print(f"| {config.cell} | {config.engine} | " + (f"{config.regularisers} | " if compared else "")
+                      + f"{batch} | {hidden} | {seconds * 1e3:.1f} | {tokens / seconds:,.0f} | "
+                      f"{baseline_time / seconds:.2f} | " + (f"{relative} | " if compared else "")
+                      + f"{rate:.0f} | {rate / gflops:.0%} | {floors[gate_rows] * 1e3:.1f} | {memory} |", flush=True)
+    for pair, reason in not_run.items():
+        print(f"\nnot run: {pair}: {reason}")
 
 
 if __name__ == "__main__":

@@ -21,9 +21,11 @@ import importlib
 import os
 
 import torch
+from common import torch_device
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import lstmkit
+from lstmkit.cli.arguments import positive_int
 
 NO_LAUNCH = {  # operations that only make or describe tensors
     "t", "detach", "empty", "empty_like", "new_empty", "new_empty_strided", "empty_strided", "unsqueeze", "squeeze",
@@ -85,10 +87,10 @@ def per_step(module: torch.nn.Module, device: torch.device, steps: int) -> tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--device", type=torch_device, default="cpu", help="cpu or cuda")
+    parser.add_argument("--steps", type=positive_int, default=20)
     args = parser.parse_args()
-    device = torch.device(args.device)
+    device = args.device
     if device.type == "cpu":  # read when the Triton kernels are first imported, below
         os.environ["TRITON_INTERPRET"] = "1"
     modules = [
