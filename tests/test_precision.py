@@ -189,7 +189,8 @@ def test_float16_cpu_autocast_gives_torch_nn_s_numbers_or_runs_the_lstm_that_tor
     with torch.autocast("cpu", torch.float16):
         if cell == "lstm" and lacks_half_lstm():
             assert lacks_half_lstm() in (
-                "which lacks AVX-512 FP16", "where oneDNN reports float16 support but has no such LSTM primitive"
+                "which lacks AVX-512 FP16", "where oneDNN reports float16 support but has no such LSTM primitive "
+                "for training"
             )
             with pytest.raises(ValueError, match="engine='native' cannot run this call: torch's CPU LSTM kernel "
                                                  r"\(oneDNN\) fails under float16 autocast on this CPU, "
@@ -202,6 +203,27 @@ def test_float16_cpu_autocast_gives_torch_nn_s_numbers_or_runs_the_lstm_that_tor
             ours, theirs = layer(x), torch_twin(layer)(x)
     assert ours[0].dtype == theirs[0].dtype
     assert relative_error(ours[0].float(), theirs[0].float()) < 2e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_auto_under_cpu_autocast_trains_after_a_call_without_gradients(dtype):
+    """Whether oneDNN's LSTM runs in a dtype is asked per grad mode: its inference primitive
+    may run where its training one fails (float16 on an Intel Xeon with AVX-512 FP16), so a
+    validation pass first must not make auto pick oneDNN for the training pass after it."""
+    from lstmkit.engines.native import onednn_runs_lstm
+
+    onednn_runs_lstm.cache_clear()
+    layer = lstmkit.LSTM(8, 16)
+    reference = lstmkit.LSTM(8, 16, engine="reference")
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(5, 3, 8)
+    with torch.autocast("cpu", dtype):
+        with torch.no_grad():
+            layer(x)
+        ours, theirs = layer(x)[0], reference(x)[0]
+    ours.float().sum().backward()
+    assert relative_error(ours.float(), theirs.float()) < 2e-2
+    assert all(parameter.grad is not None for parameter in layer.parameters())
 
 
 def test_native_runs_a_packed_lstm_under_float16_cpu_autocast_as_torch_nn_does():

@@ -39,8 +39,10 @@ def lacks_half_lstm() -> str | None:
         return "which lacks AVX-512 BF16"
     if dtype == torch.float16 and not cpu_has_float16_kernels():
         return "which lacks AVX-512 FP16"
-    if dtype in (torch.bfloat16, torch.float16) and not runs_lstm(dtype):
-        return f"where oneDNN reports {str(dtype).removeprefix('torch.')} support but has no such LSTM primitive"
+    if dtype in (torch.bfloat16, torch.float16) and not runs_lstm(dtype, torch.is_grad_enabled()):
+        mode = "training" if torch.is_grad_enabled() else "inference"
+        return (f"where oneDNN reports {str(dtype).removeprefix('torch.')} support but has no such LSTM primitive "
+                f"for {mode}")
     return None
 
 
@@ -54,22 +56,24 @@ def cpu_has_float16_kernels() -> bool:
     return torch.ops.mkldnn._is_mkldnn_fp16_supported()
 
 
-def runs_lstm(dtype: torch.dtype) -> bool:
+def runs_lstm(dtype: torch.dtype, training: bool) -> bool:
     """`onednn_runs_lstm`, run eagerly under torch.compile too, not traced: on the fake tensors
     the compiler traces with, the LSTM cannot fail. (Disabled here, at the call, so that
     importing lstmkit does not import the compiler, which imports triton.)"""
     if torch.compiler.is_compiling():
-        return torch.compiler.disable(onednn_runs_lstm)(dtype)
-    return onednn_runs_lstm(dtype)
+        return torch.compiler.disable(onednn_runs_lstm)(dtype, training)
+    return onednn_runs_lstm(dtype, training)
 
 
 @functools.cache
-def onednn_runs_lstm(dtype: torch.dtype) -> bool:
-    """Whether torch's CPU LSTM runs under `dtype` autocast, tried once on a one-step LSTM of
+def onednn_runs_lstm(dtype: torch.dtype, training: bool) -> bool:
+    """Whether torch's CPU LSTM runs under `dtype` autocast, with gradients on (`training`:
+    oneDNN's training primitive) or off (its inference one), tried once on a one-step LSTM of
     size 1. oneDNN's report of the dtype's support is not enough: on an Intel Xeon with AVX-512
-    FP16 and AMX-BF16 (no AMX-FP16) it reports float16 support, and its LSTM still fails."""
+    FP16 and AMX-BF16 (no AMX-FP16) it reports float16 support; its float16 inference LSTM
+    runs there, and its training one fails."""
     zeros = torch.zeros(1, 1, 1)
-    with torch.autocast("cpu", dtype):
+    with torch.autocast("cpu", dtype), torch.set_grad_enabled(training):
         try:
             torch._VF.lstm(zeros, (zeros, zeros), [torch.zeros(4, 1), torch.zeros(4, 1)], False, 1, 0.0, False, False,
                            False)
