@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from helpers import Killed, dies_at_step
+from helpers import Killed, dies_at_step, triton_installed
 from lstmkit import lm
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.pipelines import lm as pipeline
@@ -301,6 +301,27 @@ def test_word_level_model(text_file, tmp_path):
     with warnings.catch_warnings():  # a text's own <unk> (Penn Treebank's, WikiText's) is no unknown word
         warnings.simplefilter("error")
         assert model.evaluate("the <unk> the <unk>").tokens == 3  # all but the first scored
+
+
+@triton_installed
+def test_a_model_trained_on_the_triton_engine_loads_where_triton_cannot_run(text_file, tmp_path, monkeypatch):
+    """On a GPU, auto picks the Triton engine for most cells and the checkpoint records it; on
+    a CPU (no TRITON_INTERPRET) the loaded model runs on auto instead, with the same numbers."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    config = LMTrainingConfig(steps=1, engine="triton", cell="peephole", **{
+        **TINY, "hidden_size": 8, "dropout": 0.0, "seq_len": 8, "batch_size": 2, "eval_every": 1})
+    text = text_file.read_text(encoding="utf-8")[:400]
+    (tmp_path / "train.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "valid.txt").write_text(text[:40], encoding="utf-8")
+    lm.train(tmp_path / "train.txt", tmp_path / "run", config, tmp_path / "valid.txt")
+    text = text[:40]
+    on_triton = lm.load(tmp_path / "run")
+    assert on_triton.model.recurrent.engine == "triton"
+    expected = on_triton.evaluate(text).loss
+    monkeypatch.delenv("TRITON_INTERPRET")
+    model = lm.load(tmp_path / "run")
+    assert model.model.recurrent.engine == "auto"
+    assert model.evaluate(text).loss == pytest.approx(expected, rel=1e-5)
 
 
 def test_tied_weights_round_trip(text_file, tmp_path):

@@ -57,6 +57,7 @@ from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, Ser
                             calendar_features, future_times, read_series, scores, season_length)
 from lstmkit.series.choice import combination, combines, method_forecast
 from lstmkit.training import Job, Processes, Trainer, current_names, resolve_device
+from lstmkit.training.device import runnable_engines
 from lstmkit.training.config import ADDED_SETTINGS
 
 # How far the values predict starts from may lie from the fitted data's mean, in its standard
@@ -653,7 +654,9 @@ def load_forecaster(directory: str | Path, device: str = "cpu") -> Forecaster:
         raise CheckpointError(f"{directory} is a forecaster checkpoint this lstmkit cannot read "
                               f"(written by another version?): {error}") from None
     forecaster.network = network
-    forecaster.network.to(resolve_device(device)).eval()
+    device = resolve_device(device)
+    forecaster.network.to(device).eval()
+    runnable_engines(forecaster.network, device)  # a network trained with engine="triton" on a GPU runs on a CPU
     return forecaster
 
 

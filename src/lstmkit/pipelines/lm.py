@@ -44,6 +44,7 @@ from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, sco
 from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, read_text, token_streams
 from lstmkit.text.vocabulary import UNKNOWN, tokenize
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, resolve_device
+from lstmkit.training.device import runnable_engines
 from lstmkit.training.config import SEED_RANGE, check_number_fields, check_positive_integers, current_names
 
 # Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
@@ -458,7 +459,9 @@ def load_language_model(directory: str | Path, cell: str | None = None,
     if len(vocabulary) != model.config.vocabulary_size:
         raise CheckpointError(f"{directory / VOCABULARY_FILE} has {len(vocabulary)} tokens, but the model's "
                               f"vocabulary_size is {model.config.vocabulary_size}")
-    model.to(resolve_device(str(device)))
+    device = resolve_device(str(device))
+    model.to(device)
+    runnable_engines(model, device)  # a model trained with engine="triton" on a GPU runs on a CPU too
     model.eval()
     return TrainedLanguageModel(model, vocabulary, config)
 

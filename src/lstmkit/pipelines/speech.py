@@ -38,6 +38,7 @@ from lstmkit.models.acoustic import (
 from lstmkit.pipelines.configs import SpeechConfig
 from lstmkit.training.config import offset_seed
 from lstmkit.training import Job, Processes, Trainer, resolve_device
+from lstmkit.training.device import runnable_engines
 
 with extra_imports("speech", __name__):
     import jiwer
@@ -448,7 +449,9 @@ def load_speech_model(directory: str | Path, device: str | torch.device = "cpu")
     if len(alphabet) != model.config.vocabulary_size:
         raise CheckpointError(f"{directory}/config.json: the alphabet has {len(alphabet) - 1} characters, but "
                               f"the model's vocabulary_size is {model.config.vocabulary_size} (with the blank)")
-    model.to(resolve_device(str(device)))
+    device = resolve_device(str(device))
+    model.to(device)
+    runnable_engines(model, device)  # a model trained with engine="triton" on a GPU runs on a CPU too
     model.eval()
     words = config.get("words")
     if words is not None and not (isinstance(words, list) and all(isinstance(word, str) and word for word in words)):

@@ -40,6 +40,7 @@ from lstmkit.pipelines.configs import DecodingConfig, TranslationConfig
 from lstmkit.text.parallel import ParallelText, read_lines, read_parallel
 from lstmkit.training.config import offset_seed
 from lstmkit.training import Job, Processes, Trainer, resolve_device
+from lstmkit.training.device import runnable_engines
 
 with extra_imports("translate", __name__):
     import sacrebleu
@@ -403,7 +404,9 @@ def load_translator(directory: str | Path, device: str | torch.device = "cpu") -
         if size != expected:
             raise CheckpointError(f"{existing(directory) / SUBWORD_FILES[side]} has {size} subwords, but the model's "
                                   f"{side}_vocabulary_size is {expected}")
-    model.to(resolve_device(str(device)))
+    device = resolve_device(str(device))
+    model.to(device)
+    runnable_engines(model, device)  # a model trained with engine="triton" on a GPU runs on a CPU too
     model.eval()
     return Translator(model, vocabularies, config)
 

@@ -6,9 +6,12 @@ import contextlib
 import re
 
 import torch
+from torch import nn
 
 from lstmkit.caller import warn_at_caller
+from lstmkit.engines import ENGINES
 from lstmkit.engines.native import cpu_has_bfloat16_kernels
+from lstmkit.nn import Recurrent, RecurrentCell
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
@@ -36,6 +39,17 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
         raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                          f"numbered from 0")
     return torch.device("cuda", index)
+
+
+def runnable_engines(model: nn.Module, device: torch.device) -> None:
+    """Set to "auto" the engine of each layer and cell module of `model` that cannot run on
+    `device`: a model trained on a GPU with engine="triton" (auto's own choice there for most
+    cells), loaded on a CPU. The engines compute the same numbers."""
+    for module in model.modules():
+        if isinstance(module, (Recurrent, RecurrentCell)) and module.engine != "auto":
+            engine = ENGINES[module.engine]
+            if engine.unavailable() or engine.unsupported(module.cell, device):
+                module.engine = "auto"
 
 
 def check_precision(name: str, device: torch.device) -> None:
