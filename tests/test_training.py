@@ -50,6 +50,9 @@ def test_device_names():
         TrainingConfig(device="gpu")
     with pytest.raises(ValueError, match=re.escape("precision must be one of 32, bf16, 16, got 'fp8'")):
         TrainingConfig(precision="fp8")
+    assert (TrainingConfig(precision=32).precision, TrainingConfig(precision=16).precision) == ("32", "16")
+    with pytest.raises(ValueError, match=re.escape("precision must be one of 32, bf16, 16, got 64")):
+        TrainingConfig(precision=64)
 
 
 def test_precision_autocasts_the_products_and_scales_float16_only():

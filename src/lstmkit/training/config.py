@@ -158,6 +158,8 @@ class TrainingConfig:
             raise ValueError(f"warmup and weight_decay must be non-negative, got {self.warmup} and {self.weight_decay}")
         if not 0 <= self.min_lr_fraction <= 1:
             raise ValueError(f"min_lr_fraction must be in [0, 1], got {self.min_lr_fraction!r}")
+        if type(self.precision) is int and str(self.precision) in PRECISIONS:  # precision=32, as Lightning takes it
+            object.__setattr__(self, "precision", str(self.precision))
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         check_device_name(self.device)
