@@ -79,6 +79,24 @@ def test_a_training_command_refuses_a_device_or_precision_before_announcing_the_
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("command", [
+    ["lm", "train", "{file}"],
+    ["speech", "train", "{file}"],
+    ["translate", "train", "--source", "{file}", "--target", "{file}", "--valid-source", "{file}",
+     "--valid-target", "{file}"],
+])
+def test_a_training_command_refuses_an_engine_the_cell_lacks_before_announcing_the_run(command, tmp_path, capsys):
+    given = tmp_path / "given.txt"
+    given.write_text("x")
+    with pytest.raises(SystemExit) as stopped:
+        main([part.format(file=given) for part in command] + ["--steps", "1", "--out", str(tmp_path / "run"),
+                                                              "--engine", "native", "--cell", "layernorm"])
+    printed = capsys.readouterr()
+    assert (stopped.value.code, printed.out) == (2, "")
+    assert printed.err == ("lstmkit: error: engine 'native' cannot run cell 'layernorm' on cpu: cell 'layernorm' has no "
+                           "native kernel (native runs lstm, gru and rnn); use --engine auto or fused\n")
+
+
 def test_demo_refuses_a_bad_setting_before_announcing_the_race(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["demo", "--T", "1", "--steps", "2", "--out", str(tmp_path / "demo")])

@@ -337,6 +337,9 @@ def test_model_options_are_checked():
         LanguageModelConfig("lstm", 10, hidden_size=8, embedding_size=4, tie_weights=True)
     with pytest.raises(ValueError, match=re.escape("epochs must be positive, got -1.0")):
         LMTrainingConfig(epochs=-1.0)
+    with pytest.raises(ValueError, match=re.escape("engine must be one of auto, native, fused, triton, reference, "
+                                                   "got 'cudnn'")):
+        LMTrainingConfig(engine="cudnn")
     with pytest.raises(ValueError, match=re.escape(
             "min_frequency (--min-frequency) applies at word level (--level word) only; got 3 at char level")):
         LMTrainingConfig(min_frequency=3)

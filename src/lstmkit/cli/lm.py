@@ -24,7 +24,7 @@ def lm_train_command(arguments: argparse.Namespace) -> None:
     config = config_from(arguments, LMTrainingConfig)
     if arguments.resume:  # the run's size, to say what is resumed
         config = sized_like(config, out)
-    check_runtime(config.device, config.precision)
+    check_runtime(config.device, config.precision, config.engine, config.cell)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} {config.level}-level model on "
           f"{arguments.text}; checkpoints in {out}/", flush=True)

@@ -34,7 +34,7 @@ def train_command(arguments: argparse.Namespace) -> None:
 
     config = config_from(arguments, SpeechConfig)
     out = Path(arguments.out or Path("runs") / f"speech-{Path(arguments.manifest).stem}")
-    check_runtime(config.device, config.precision)
+    check_runtime(config.device, config.precision, config.engine, config.cell)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a bidirectional {config.num_layers}x{config.hidden_size} {config.cell} CTC model on "
           f"{arguments.manifest}; checkpoints in {out}/", flush=True)

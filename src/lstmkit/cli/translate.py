@@ -25,7 +25,7 @@ def translate_train_command(arguments: argparse.Namespace) -> None:
     config = config_from(arguments, TranslationConfig, tie_embeddings=not arguments.untied_embeddings,
                          validation_bleu=not arguments.no_validation_bleu)
     out = Path(arguments.out)
-    check_runtime(config.device, config.precision)
+    check_runtime(config.device, config.precision, config.engine, config.cell)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} encoder-decoder ({config.attention} "
           f"attention) on {arguments.source} -> {arguments.target}; checkpoints in {out}/", flush=True)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lstmkit.caller import warn_at_caller
+from lstmkit.cells import make_cell
 from lstmkit.engines import ENGINES
 from lstmkit.engines.native import cpu_has_bfloat16_kernels
 from lstmkit.nn import Recurrent, RecurrentCell
@@ -60,10 +61,18 @@ def check_precision(name: str, device: torch.device) -> None:
         raise ValueError(f"precision 16 (float16 autocast) runs on CUDA; on {device.type} use bf16 or 32")
 
 
-def check_runtime(device: str, precision: str) -> None:
-    """Refuse, before a command announces its run, a device this machine lacks or a precision
-    that device cannot run (the trainer checks both again, for Python callers)."""
-    check_precision(precision, resolve_device(device))
+def check_runtime(device: str, precision: str, engine: str = "auto", cell: str | None = None) -> None:
+    """Refuse, before a command announces its run, a device this machine lacks, a precision
+    that device cannot run, or an engine that cannot run the cell there (the trainer and the
+    layers check them again, for Python callers)."""
+    resolved = resolve_device(device)
+    check_precision(precision, resolved)
+    if engine != "auto" and cell is not None:
+        named = ENGINES[engine]
+        reason = named.unavailable() or named.unsupported(make_cell(cell), resolved)
+        if reason:
+            raise ValueError(f"engine {engine!r} cannot run cell {cell!r} on {resolved.type}: {reason}; "
+                             "use --engine auto or fused")
 
 
 class Precision:
