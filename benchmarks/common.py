@@ -8,23 +8,17 @@ import time
 
 import torch
 
-from lstmkit.cells import CELLS
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.engines.fused.products import Products
 
-def names_from(choices, what: str):
-    """argparse type: comma-separated names, each one of `choices`."""
-    def parse(text: str) -> list[str]:
-        names = text.split(",")
-        unknown = [name for name in names if name not in choices]
-        if unknown:
-            raise argparse.ArgumentTypeError(f"{what} must be among {', '.join(choices)}, got {', '.join(map(repr, unknown))}")
-        return names
-    return parse
-
-
-cell_names = names_from(CELLS, "cells")
-engine_names = names_from(ENGINE_CHOICES, "engines")
+def engine_names(text: str) -> list[str]:
+    """argparse type: comma-separated engine names, each one lstmkit has."""
+    names = text.split(",")
+    unknown = [name for name in names if name not in ENGINE_CHOICES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"engines must be among {', '.join(ENGINE_CHOICES)}, got {', '.join(map(repr, unknown))}")
+    return names
 
 
 def torch_device(text: str) -> torch.device:

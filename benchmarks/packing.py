@@ -18,10 +18,10 @@ import platform
 import statistics
 
 import torch
-from common import cell_names, forward_backward, timed
+from common import forward_backward, timed
 
 import lstmkit
-from lstmkit.cli.arguments import positive_int, positive_ints
+from lstmkit.cli.arguments import cell_list, positive_int, positive_ints
 from lstmkit.engines.fused import products
 
 
@@ -48,7 +48,7 @@ def compare(cell: str, batch: int, hidden: int, steps: int, repeats: int, calls:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cells", type=cell_names, default="lstm,peephole,layernorm")
+    parser.add_argument("--cells", type=cell_list, default="lstm,peephole,layernorm")
     parser.add_argument("--batch", type=positive_ints, default="32,64")
     parser.add_argument("--hidden", type=positive_ints, default="256,512")
     parser.add_argument("--steps", type=positive_ints, default="100")

@@ -20,10 +20,9 @@ import time
 import warnings
 
 import torch
-from common import cell_names
 
 from lstmkit.cells import LayerWeights, make_cell
-from lstmkit.cli.arguments import positive_int
+from lstmkit.cli.arguments import cell_list, positive_int
 from lstmkit.engines.fused.kernel import FusedStep
 from lstmkit.engines.fused.layer import KERNELS
 
@@ -68,7 +67,7 @@ def per_step_us(forward, steps: list[FusedStep], weights: LayerWeights) -> float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", type=cell_names, default="lstm,peephole,layernorm")
+    parser.add_argument("--cells", type=cell_list, default="lstm,peephole,layernorm")
     parser.add_argument("--sizes", type=sizes, default="1x8,32x256,64x512", help="B x H pairs, comma-separated")
     parser.add_argument("--repeats", type=positive_int, default=9)
     arguments = parser.parse_args()

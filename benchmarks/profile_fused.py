@@ -19,10 +19,10 @@ import argparse
 import resource
 
 import torch
-from common import cell_names, forward_backward, gemm_floor, median_time
+from common import forward_backward, gemm_floor, median_time
 
 import lstmkit
-from lstmkit.cli.arguments import positive_int
+from lstmkit.cli.arguments import cell_list, positive_int
 
 
 def layer_time(cell: str, steps: int, batch: int, hidden: int, repeats: int) -> tuple[float, torch.nn.Module]:
@@ -43,7 +43,7 @@ def page_faults(layer: torch.nn.Module, steps: int, batch: int, hidden: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", type=cell_names, default="rnn,gru,lstm,peephole,cifg,layernorm")
+    parser.add_argument("--cells", type=cell_list, default="rnn,gru,lstm,peephole,cifg,layernorm")
     parser.add_argument("--batch", type=positive_int, default=32)
     parser.add_argument("--hidden", type=positive_int, default=256)
     parser.add_argument("--steps", type=positive_int, default=100)

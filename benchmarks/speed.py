@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 
 import torch
 from common import (
-    cell_names, engine_names, forward_backward, gemm_floor, matrix_flops, sgemm_gflops, timed, torch_device,
+    engine_names, forward_backward, gemm_floor, matrix_flops, sgemm_gflops, timed, torch_device,
 )
 
 import lstmkit
 from lstmkit.cells import make_cell
-from lstmkit.cli.arguments import positive_int, positive_ints
+from lstmkit.cli.arguments import cell_list, positive_int, positive_ints
 from lstmkit.engines import ENGINES
 
 
@@ -105,7 +105,7 @@ def build_configs(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", type=cell_names, default="rnn,gru,lstm,peephole,cifg,layernorm")
+    parser.add_argument("--cells", type=cell_list, default="rnn,gru,lstm,peephole,cifg,layernorm")
     parser.add_argument("--engines", type=engine_names, default="auto,fused",
                         help="comma-separated: auto, native, fused, triton, reference")
     parser.add_argument("--batch", type=positive_ints, default="32,128")

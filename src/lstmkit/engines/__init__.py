@@ -30,11 +30,16 @@ AUTO_NATIVE = {"cpu": ("lstm",), "cuda": ("lstm", "gru", "rnn")}  # where torch'
 TRANSFORM_WARNED: set[tuple[str, str]] = set()  # (transform, engine) fallbacks announced
 
 
+def check_engine_name(engine: object) -> None:
+    """Reject an engine name that does not exist (a layer's, or a pipeline config's)."""
+    if engine not in ENGINE_CHOICES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
+
+
 def check_engine(engine: object, cell: Cell, regularisers: frozenset[str] = frozenset()) -> None:
     """Reject, when a layer is built, an engine name that does not exist or cannot run `cell`
     with the `regularisers` it is given."""
-    if engine not in ENGINE_CHOICES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
+    check_engine_name(engine)
     if engine == "auto":
         return
     reason = ENGINES[engine].unavailable() or ENGINES[engine].unsupported(cell, None)

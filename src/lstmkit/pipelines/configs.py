@@ -10,7 +10,7 @@ from typing import ClassVar
 from lstmkit.audio.augment import Augmentation
 from lstmkit.audio.features import MAX_SPEED, MIN_SPEED, FrontEnd
 from lstmkit.cells import CELLS, make_cell
-from lstmkit.engines import ENGINE_CHOICES
+from lstmkit.engines import check_engine_name
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.models.seq2seq import ATTENTIONS
 from lstmkit.nn.regularisers import check_chrono_max_value, check_init, regularisation
@@ -25,8 +25,7 @@ def check_network(cell: str, dropout: float, engine: str) -> None:
         raise ValueError(f"dropout is a probability in [0, 1), got {dropout!r}")
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
-    if engine not in ENGINE_CHOICES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
+    check_engine_name(engine)
 
 
 @dataclass(frozen=True)

@@ -295,12 +295,13 @@ def backtest(forecaster: Forecaster, data, holdout: int | None = None) -> PanelB
     histories = [training.values[k] for k in scored]
     # A value that was missing, and interpolated, is neither scored nor written as an actual (a
     # series' last value is its own, so each has one to score).
+    held_out = [panel.values[k][-holdout:] for k in scored]
     given = [~panel.filled[k][-holdout:] for k in scored]
-    actuals = [panel.values[k][-holdout:][kept] for k, kept in zip(scored, given)]
+    actuals = [values[kept] for values, kept in zip(held_out, given)]
     forecasts = forecast(model, histories)
     lower, upper = (bound[:, :holdout] for bound in forecasts.interval(model.layout.chosen))
     given_rows = np.concatenate(given)
-    actual = np.where(given_rows, np.concatenate([panel.values[k][-holdout:] for k in scored]), np.nan)
+    actual = np.where(given_rows, np.concatenate(held_out), np.nan)
     inside = (actual >= lower.ravel()) & (actual <= upper.ravel())
     coverage = float(np.mean(inside[given_rows]))
     held = {name: [row[:holdout][kept] for row, kept in zip(values, given)] for name, values in forecasts.methods.items()}

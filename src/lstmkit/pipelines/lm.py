@@ -38,7 +38,7 @@ from lstmkit.checkpoint import (
     load_model_checkpoint,
     read_extra_json,
 )
-from lstmkit.engines import ENGINE_CHOICES
+from lstmkit.engines import check_engine_name
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.pipelines.configs import RegulariserSettings
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, score_dynamically, score_with_cache
@@ -169,8 +169,7 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
                     object.__setattr__(self, name, value)
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {self.level!r}")
-        if self.engine not in ENGINE_CHOICES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {self.engine!r}")
+        check_engine_name(self.engine)
         if self.init_range is not None and (isinstance(self.init_range, bool)
                                             or not 0 <= self.init_range < math.inf):
             raise ValueError(f"init_range must be a non-negative number (0: torch's initialisation), "

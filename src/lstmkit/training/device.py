@@ -48,8 +48,7 @@ def runnable_engines(model: nn.Module, device: torch.device) -> None:
     cells), loaded on a CPU. The engines compute the same numbers."""
     for module in model.modules():
         if isinstance(module, (Recurrent, RecurrentCell)) and module.engine != "auto":
-            engine = ENGINES[module.engine]
-            if engine.unavailable() or engine.unsupported(module.cell, device):
+            if ENGINES[module.engine].unsupported(module.cell, device):  # a missing package too (triton)
                 module.engine = "auto"
 
 
@@ -68,8 +67,7 @@ def check_runtime(device: str, precision: str, engine: str = "auto", cell: str |
     resolved = resolve_device(device)
     check_precision(precision, resolved)
     if engine != "auto" and cell is not None:
-        named = ENGINES[engine]
-        reason = named.unavailable() or named.unsupported(make_cell(cell), resolved)
+        reason = ENGINES[engine].unsupported(make_cell(cell), resolved)  # a missing package too (triton)
         if reason:
             raise ValueError(f"engine {engine!r} cannot run cell {cell!r} on {resolved.type}: {reason}; "
                              "use --engine auto or fused")
