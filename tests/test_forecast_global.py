@@ -361,6 +361,17 @@ def test_a_global_forecaster_saved_predicts_the_same_after_loading(lines, tmp_pa
     assert json.loads((tmp_path / "model" / "config.json").read_text())["layout"]["chosen"] == forecaster.layout.chosen
 
 
+def test_a_global_forecaster_saved_with_calendar_off_by_an_older_version_loads(lines, tmp_path):
+    """Versions before the option was refused with id saved calendar=False, which did nothing there."""
+    table, forecaster, _ = lines
+    forecaster.fit(table).save(tmp_path / "model")
+    config_file = tmp_path / "model" / "config.json"
+    saved = json.loads(config_file.read_text())
+    saved["forecaster"]["calendar"] = False
+    config_file.write_text(json.dumps(saved))
+    pd.testing.assert_frame_equal(Forecaster.load(tmp_path / "model").predict(table), forecaster.predict(table))
+
+
 def test_two_normalisations_train_one_network_each_and_average_their_forecasts(tmp_path):
     # Growing seasonal series: standard and log scalings see them differently.
     steps = np.arange(48)
@@ -466,6 +477,7 @@ def test_cli_fit_and_predict_a_long_table(tmp_path, capsys):
     (dict(epoch_windows=0), "epoch_windows must be a positive integer, got 0"),
     (dict(target="y,z"), "a long table (id='id') has one target column, got y, z"),
     (dict(id="t"), "id, time and target must be three columns, got id='t' twice"),
+    (dict(calendar=False), "a long table (id='id') has no calendar features to turn off"),
 ])
 def test_long_table_options_are_refused_when_the_config_is_built(options, message):
     with pytest.raises(ValueError, match=re.escape(message)):

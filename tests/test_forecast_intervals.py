@@ -17,7 +17,7 @@ from lstmkit.pipelines.forecast_choice import CHOICE_ORIGINS, origin_baselines
 from lstmkit.series.choice import method_forecast
 from lstmkit.series.intervals import interval_scale
 
-QUICK = dict(hidden_size=8, num_layers=1, epochs=3, batch_size=32, seed=0, calendar=False)
+QUICK = dict(hidden_size=8, num_layers=1, epochs=3, batch_size=32, seed=0)
 
 # Centre 10; ratios (y − c)/w⁺ above it, (c − y)/w⁻ below: 0, 1, 1.5, 0, 2.5 -> sorted 0, 0, 1, 1.5, 2.5.
 ACTUAL = np.array([10.0, 12, 7, 10, 15])
@@ -74,7 +74,7 @@ def noisy_table(rows: int = 200) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def noisy_forecaster():
     return Forecaster("day", "y", horizon=4, lookback=14, season=7, baselines=("naive", "seasonal_naive"),
-                      **QUICK).fit(noisy_table())
+                      calendar=False, **QUICK).fit(noisy_table())
 
 
 def test_fit_calibrates_the_networks_interval_around_the_chosen_forecast_on_the_validation_windows(noisy_forecaster):
@@ -111,8 +111,8 @@ def test_predict_and_a_saved_forecaster_give_the_calibrated_interval(noisy_forec
 
 
 def test_the_backtest_scores_the_interval_predict_would_have_given():
-    result = Forecaster("day", "y", horizon=4, lookback=14, season=7, baselines=("naive",), **QUICK).backtest(
-        noisy_table(), holdout=8)
+    result = Forecaster("day", "y", horizon=4, lookback=14, season=7, baselines=("naive",), calendar=False,
+                        **QUICK).backtest(noisy_table(), holdout=8)
     model, forecasts = result.model, result.forecasts
     network = model.forecast_origins(model.read(noisy_table()), [192, 196])
     shift = forecasts["chosen"].to_numpy() - network.mean.ravel()

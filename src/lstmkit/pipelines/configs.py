@@ -272,6 +272,9 @@ class ForecasterConfig(TrainingConfig):
             raise ValueError(f"a long table (id={self.id!r}) has one target column, got {', '.join(self.target)}")
         if self.id is not None and (self.covariates or self.future_covariates):
             raise ValueError("covariates are not read from a long table (id=...) yet")
+        if self.id is not None and not self.calendar:
+            raise ValueError(f"a long table (id={self.id!r}) has no calendar features to turn off: its network reads "
+                             "only the series' values, so calendar=False does nothing there")
         if self.id in (self.time, *self.target):
             raise ValueError(f"id, time and target must be three columns, got id={self.id!r} twice")
         object.__setattr__(self, "normalisation", as_names(self.normalisation, "normalisation"))

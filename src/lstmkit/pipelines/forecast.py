@@ -646,7 +646,10 @@ def load_forecaster(directory: str | Path, device: str = "cpu") -> Forecaster:
         # from before another added setting, as ADDED_SETTINGS says.
         added = {name: value for name, value in ADDED_SETTINGS.items()
                  if name in {field.name for field in fields(ForecasterConfig)}}
-        forecaster = Forecaster(**{"distribution": "normal", **added, **current_names(saved["forecaster"])})
+        settings = {"distribution": "normal", **added, **current_names(saved["forecaster"])}
+        if settings.get("id") is not None:  # older versions took calendar=False there, where it did nothing
+            settings["calendar"] = True
+        forecaster = Forecaster(**settings)
         layout = forecast_global.PanelLayout if forecaster.config.id is not None else SeriesLayout
         forecaster.layout = layout.from_dict(saved["layout"])
         forecaster.best_epoch = saved["best_epoch"]
