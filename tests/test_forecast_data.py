@@ -36,18 +36,20 @@ def test_decimal_years_of_quarters_are_quarters_not_nanoseconds(tmp_path):
     path = tmp_path / "macro.csv"
     pd.DataFrame({"year": years, "gdp": np.arange(60.0)}).to_csv(path, index=False)
     frame = read_series(path, "year", ["gdp"])
-    assert (frame.frequency, frame.time_kind, len(frame)) == ("QS-JAN", "decimal_year", 60)
+    assert (frame.frequency, frame.time_kind, len(frame)) == ("QS-JAN", "decimal_year@2", 60)
     assert [stamp.date().isoformat() for stamp in frame.time[:3]] == ["1959-01-01", "1959-04-01", "1959-07-01"]
     assert frame.time_values(frame.time[-2:]) == [1973.5, 1973.75]
 
 
-@pytest.mark.parametrize("decimals", [4, 2])
-def test_decimal_years_of_months_are_months(decimals):
-    years = np.round(1959 + np.arange(14) / 12, decimals)  # 1959.0833 or 1959.08 for February
+@pytest.mark.parametrize("decimals, kind, february", [(4, "decimal_year@4", 1959.0833), (2, "decimal_year@2", 1959.08),
+                                                      (None, "decimal_year", 1959 + 1 / 12)])
+def test_decimal_years_of_months_are_months_and_written_back_with_their_decimals(decimals, kind, february):
+    years = 1959 + np.arange(14) / 12
+    years = years if decimals is None else np.round(years, decimals)  # 1959.0833 or 1959.08 for February
     frame = read_series(pd.DataFrame({"t": years, "y": np.arange(14.0)}), "t", ["y"])
-    assert (frame.frequency, frame.time_kind) == ("MS", "decimal_year")
+    assert (frame.frequency, frame.time_kind) == ("MS", kind)
     assert frame.time[1] == pd.Timestamp("1959-02-01") and frame.time[13] == pd.Timestamp("1960-02-01")
-    assert frame.time_values(frame.time[[1, 12]]) == [1959.0833, 1960.0]
+    assert frame.time_values(frame.time[[1, 12, 13]]) == [february, 1960.0, february + 1]
 
 
 @pytest.mark.parametrize("times, frequency, first, kind, written", [

@@ -101,7 +101,7 @@ class SeriesFrame:
 
 
 def written_times(times: pd.DatetimeIndex, time_kind: str) -> list:
-    """Timestamps as the user wrote them: integer years, decimal years (rounded to 4 places),
+    """Timestamps as the user wrote them: integer years, decimal years (to the decimals given),
     ISO quarters or months, in the strftime format `time_kind` where it is one (`text_form`),
     pandas timestamps (in their time zone, for a DataFrame's), or ISO dates (with the time of
     day when there is one)."""
@@ -115,8 +115,10 @@ def written_times(times: pd.DatetimeIndex, time_kind: str) -> list:
         return list(times.strftime(time_kind))
     if time_kind == "year":
         return [int(stamp.year) for stamp in times]
-    if time_kind == "decimal_year":
-        return [round(stamp.year + (stamp.month - 1) / 12, 4) for stamp in times]
+    if time_kind.startswith("decimal_year"):  # decimal_year@2: with the 2 decimals the column was written with
+        _, _, places = time_kind.partition("@")
+        years = [stamp.year + (stamp.month - 1) / 12 for stamp in times]
+        return [round(year, int(places)) for year in years] if places else years
     if time_kind in ("quarter", "dashed_quarter"):  # 1959Q1, 1959-Q1
         dash = "-" if time_kind == "dashed_quarter" else ""
         return [f"{stamp.year}{dash}Q{stamp.quarter}" for stamp in times]
@@ -401,12 +403,22 @@ def years_to_stamps(numbers: pd.Series, column: pd.Series, name: str, path: Path
     if (numbers == np.floor(numbers)).all():
         kind = "year"
     else:
-        kind = "decimal_year"
+        kind = decimal_year_kind(numbers)
         between_months = (months - months.round()).abs() > MONTH_TOLERANCE
         if between_months.any():
             unreadable(column, between_months, name, path, "is a decimal year that does not fall on a month start")
     months = months.round().astype(np.int64)
     return month_starts(months // 12, months % 12 + 1), kind
+
+
+def decimal_year_kind(numbers: pd.Series) -> str:
+    """"decimal_year@N", N the fewest decimals (up to 6) that write every number as given
+    (1959.08: 2; 1959.0833: 4), so that times are written back alike; "decimal_year" (full
+    precision) for numbers no such rounding gives, as 1959 + 1/12 computed in a DataFrame."""
+    for places in range(1, 7):
+        if np.allclose(numbers.round(places), numbers, rtol=0, atol=1e-9):
+            return f"decimal_year@{places}"
+    return "decimal_year"
 
 
 def month_starts(year: pd.Series, month: pd.Series) -> pd.DatetimeIndex:
