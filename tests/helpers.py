@@ -219,3 +219,17 @@ def record_forecast_budgets(monkeypatch) -> tuple[list, list]:
 
     monkeypatch.setattr(forecast, "Trainer", RecordingTrainer)
     return budgets, seconds
+
+
+def interrupt_task_in(monkeypatch, stopped: str) -> None:
+    """Make `lstmkit task` meet Ctrl-C (KeyboardInterrupt) as it starts training cell `stopped`."""
+    from lstmkit.pipelines import longlag
+
+    trained = longlag.train_cell
+
+    def interrupted(task, cell, *arguments):
+        if cell == stopped:
+            raise KeyboardInterrupt
+        return trained(task, cell, *arguments)
+
+    monkeypatch.setattr(longlag, "train_cell", interrupted)

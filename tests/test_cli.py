@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import lstmkit
-from helpers import run_cli
+from helpers import interrupt_task_in, run_cli
 from lstmkit.cli import main
 
 
@@ -215,6 +215,19 @@ def test_task_command_trains_compares_and_writes(tmp_path, capsys):
     assert set(results["cells"]) == {"rnn", "lstm"}
     assert {"task", "T", "metric", "baseline", "cells"} <= set(results)
     assert (tmp_path / "models" / "lstm" / "model.safetensors").is_file()
+
+
+def test_a_task_interrupted_prints_the_table_of_the_cells_finished(tmp_path, capsys, monkeypatch):
+    interrupt_task_in(monkeypatch, "lstm")
+    code, out, err = run_cli(["task", "adding", "--T", "10", "--cells", "rnn,lstm", "--steps", "4", "--hidden-size",
+                              "8", "--test-size", "50", "--eval-every", "2", "--out", str(tmp_path)], capsys)
+    assert code == 130 and err.endswith("\nlstmkit: interrupted\n")
+    table = out.splitlines()[2:4]
+    assert table[0].split()[:2] == ["cell", "params"] and table[1].split()[0] == "rnn"
+    results = json.loads((tmp_path / "results.json").read_text())["cells"]["rnn"]
+    assert table[1].split()[2] == f"{results['test']:.4f}"
+    assert out.splitlines()[-1] == (f"the cells finished before the interrupt: wrote {tmp_path}/results.json, "
+                                    "curves.csv, learning_curves.png and models/ of them")
 
 
 def test_probes_from_a_task_run(tmp_path, capsys):

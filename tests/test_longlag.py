@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import interrupt_task_in
 from lstmkit.checkpoint import load_checkpoint, previous_path, save_checkpoint
 from lstmkit.training.config import offset_seed
 from lstmkit.models import SequenceModel, SequenceModelConfig
@@ -124,14 +125,7 @@ def test_a_task_interrupted_in_one_cell_keeps_the_cells_before_it(tmp_path, monk
     task = AddingTask(T=5)
     options = TaskTrainingConfig(hidden_size=8, steps=4, time_budget=None, test_size=16, eval_every=2)
     run_task(task, ["gru"], options, tmp_path)  # an earlier run in the same folder
-    trained = longlag.train_cell
-
-    def interrupted_in_lstm(task, cell, *arguments):
-        if cell == "lstm":
-            raise KeyboardInterrupt
-        return trained(task, cell, *arguments)
-
-    monkeypatch.setattr(longlag, "train_cell", interrupted_in_lstm)
+    interrupt_task_in(monkeypatch, "lstm")
     with pytest.raises(KeyboardInterrupt):
         run_task(task, ["rnn", "cifg", "lstm"], options, tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())

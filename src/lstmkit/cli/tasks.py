@@ -42,7 +42,7 @@ def task_of(arguments: argparse.Namespace):
 
 
 def task_command(arguments: argparse.Namespace) -> None:
-    from lstmkit.pipelines.longlag import check_cells, default_folder, results_table, run_task
+    from lstmkit.pipelines.longlag import TaskInterrupted, check_cells, default_folder, results_table, run_task
 
     task = task_of(arguments)
     out = arguments.out or default_folder("task", task)
@@ -51,7 +51,13 @@ def task_command(arguments: argparse.Namespace) -> None:
     check_runtime(config.device, config.precision)  # so are the device and the precision
     print(f"{task.summary}\n{task.describe()}: solved when {task.solved_when}; "
           f"baseline {task.loss_name} {task.baseline():.4f}", flush=True)
-    runs = run_task(task, arguments.cells, config, out)
+    try:
+        runs = run_task(task, arguments.cells, config, out)
+    except TaskInterrupted as interrupted:  # the cells that finished, as their run alone would show them
+        if interrupted.runs:
+            print(f"{results_table(task, interrupted.runs)}\n\nthe cells finished before the interrupt: wrote "
+                  f"{out}/results.json, curves.csv, learning_curves.png and models/ of them")
+        raise
     print(results_table(task, runs))
     print(f"\nwrote {out}/results.json, curves.csv, learning_curves.png and models/")
 

@@ -171,11 +171,19 @@ def default_folder(prefix: str, task: Task) -> Path:
     return Path("runs") / (f"{prefix}-{task.name}" + (f"-T{steps}" if steps is not None else ""))
 
 
+class TaskInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `run_task`, with the runs of the cells that finished before it (`runs`)."""
+
+    def __init__(self, runs: list[CellRun]) -> None:
+        super().__init__(f"interrupted after {len(runs)} finished cell{'s' * (len(runs) != 1)}")
+        self.runs = runs
+
+
 def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str | Path | None = None) -> list[CellRun]:
     """Train every cell, writing as each finishes results.json, curves.csv and
     learning_curves.png of the cells finished so far, and its trained model (models/CELL), to
     `out` (default runs/task-NAME-TN; rank 0 alone, under torchrun): a run interrupted in one
-    cell keeps those before it. Returns the runs."""
+    cell keeps those before it, and raises TaskInterrupted with their runs. Returns the runs."""
     check_cells(task, cells, config)
     out = default_folder("task", task) if out is None else Path(out)
     if not holds_task_run(out):  # an earlier run's files are replaced; anyone else's are kept
@@ -185,7 +193,10 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
     test = task.test_set(config.test_size, seed_of_test_set(config.seed))
     runs: list[CellRun] = []
     for cell in cells:
-        runs.append(train_cell(task, cell, config, test, trainer))
+        try:
+            runs.append(train_cell(task, cell, config, test, trainer))
+        except KeyboardInterrupt:
+            raise TaskInterrupted(runs) from None
         if trainer.processes.main:
             save_model(runs[-1].model, task, out / "models" / cell)
             finished = {run.cell for run in runs}
