@@ -4,6 +4,7 @@ what the network corrects (`base`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from types import SimpleNamespace
 
@@ -13,9 +14,10 @@ import pytest
 
 from helpers import record_forecast_budgets
 from lstmkit.forecast import Forecaster
+from lstmkit.pipelines import forecast_choice
 from lstmkit.pipelines.forecast import SeriesLayout
 from lstmkit.pipelines.forecast_report import backtest_then_refit, base_line, chosen_reason, epochs_line, kept_epoch
-from lstmkit.series import baseline_forecast
+from lstmkit.series import MissingValuesWarning, baseline_forecast
 from lstmkit.series.choice import choose, clearly_better, combination, method_forecast
 
 QUICK = dict(hidden_size=8, num_layers=1, epochs=2, batch_size=64, seed=0)
@@ -97,6 +99,32 @@ def test_one_table_chooses_the_baseline_exact_on_its_validation_windows(line_for
     # No statistical baseline to combine with: no combination, which would be the network's own forecast.
     assert set(mase) == {"model", "naive", "drift", "model+drift"}
     assert mase["drift"] == 0 < mase["model+drift"] < mase["model"]
+
+
+def test_one_table_chooses_and_calibrates_without_the_interpolated_values():
+    """A value missing from a validation window is interpolated for the windows' histories, but
+    not scored or calibrated on, as in the backtest: whatever it was filled with, the choice,
+    its scores and the interval's factor are the same."""
+    steps = np.arange(60)
+    table = pd.DataFrame({"day": pd.date_range("2024-01-01", periods=60, freq="D").strftime("%Y-%m-%d"),
+                          "y": 10 + 2.0 * steps + 5.0 * (steps % 2)})  # a zigzag, which interpolation misses
+    table.loc[58, "y"] = np.nan
+    forecaster = Forecaster("day", "y", horizon=3, lookback=6, baselines=("naive", "drift"), **QUICK)
+    with pytest.warns(MissingValuesWarning, match="1 missing value"):
+        forecaster.fit(table)
+        frame = forecaster.read(table)
+    assert frame.filled[:, 0].nonzero()[0].tolist() == [58]
+    forecaster.layout = dataclasses.replace(forecaster.layout, interval_scale=(1.0,))  # as fit calibrates it
+    chosen = forecast_choice.choose_forecast(forecaster, frame, [53, 57])
+    refilled = dataclasses.replace(frame, targets=frame.targets.copy())
+    refilled.targets[58] = 1e6
+    assert forecast_choice.choose_forecast(forecaster, refilled, [53, 57]) == chosen
+    assert chosen["chosen"] == ("drift",) and chosen["interval_scale"][0] != 1
+    # naive by hand: each window's values given (the second window's 58 left out) against the last before it
+    y, season = frame.targets[:, 0], forecaster.layout.season
+    errors = np.abs(np.r_[y[53:56] - y[52], y[[57, 59]] - y[56]])
+    scale = np.abs(y[season:53] - y[:53 - season]).mean()
+    assert chosen["validation"]["y"]["naive"]["MASE"] == pytest.approx(errors.mean() / scale, rel=1e-12)
 
 
 def test_predict_forecasts_by_the_chosen_method_with_the_networks_interval_moved_onto_it(line_forecaster):

@@ -507,6 +507,20 @@ def test_a_long_table_backtest_scores_only_the_held_out_values_it_gives():
     assert result.scores.loc["naive", ["sMAPE", "MASE"]].tolist() == pytest.approx([expected["sMAPE"], expected["MASE"]])
 
 
+def test_a_long_table_chooses_without_the_interpolated_values():
+    """As in the backtest, a value missing from a validation window is not scored in the choice."""
+    steps = np.arange(40)
+    up, down = 10 + 2.0 * steps + 5.0 * (steps % 2), 500 - 3.0 * steps + 7.0 * (steps % 3)  # interpolation misses
+    table = long_table({"up": up, "down": down}).drop(index=[37])  # up's 38th value, in its validation window
+    with pytest.warns(MissingValuesWarning, match="1 missing value"):
+        forecaster = Forecaster("t", "y", horizon=4, id="id", baselines=("naive", "drift"), **QUICK).fit(table)
+    # naive by hand: the last value before each validation window, against the values given
+    expected = m4_scores([up[[36, 38, 39]], down[36:]], [np.full(3, up[35]), np.full(4, down[35])],
+                         [up[:36], down[:36]], 1)
+    naive = forecaster.layout.validation["naive"]
+    assert [naive["sMAPE"], naive["MASE"]] == pytest.approx([expected["sMAPE"], expected["MASE"]], rel=1e-12)
+
+
 def test_the_report_gives_the_lookback_asked_for_and_the_windows_the_base_needs():
     weekly = Forecaster("t", "y", horizon=48, id="id", season=24, extra_seasons=(168,), lookback=48).config
     layout = forecast_global.PanelLayout("h", "timestamp", 24, forecast_global.history_length(weekly, 24), "model", {})

@@ -25,7 +25,8 @@ def choose_forecast(forecaster: Forecaster, frame: SeriesFrame, validation: list
     `config.baselines`), chosen by MASE on up to CHOICE_ORIGINS of the validation windows,
     evenly spaced and the latest among them, and the factor that calibrates the network's
     interval around it on the same windows: the layout's `chosen`, `validation` and
-    `interval_scale`."""
+    `interval_scale`. A value that was missing, and interpolated, is neither scored nor
+    calibrated on, as in the backtest."""
     horizon, season = forecaster.config.horizon, forecaster.layout.season
     origins = validation[::-math.ceil(len(validation) / CHOICE_ORIGINS)][::-1]
     network = forecaster.forecast_origins(frame, origins)
@@ -33,24 +34,27 @@ def choose_forecast(forecaster: Forecaster, frame: SeriesFrame, validation: list
     chosen, scored, scales = [], {}, []
     for index, name in enumerate(frame.target_names):
         history = frame.targets[:origins[0], index]
-        actual = np.concatenate([frame.targets[origin:origin + horizon, index] for origin in origins])
+        actual = np.stack([frame.targets[origin:origin + horizon, index] for origin in origins])  # (origins, horizon)
+        given = ~np.stack([frame.filled[origin:origin + horizon, index] for origin in origins])
+        windows = given.any(axis=1)  # a window whose every value was interpolated has none to score
         scale_season = season if len(history) > season else 1
 
         def score(methods: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-            return {method: scores(actual, values.ravel(), history, scale_season)
+            return {method: scores(actual[given], values[given], history, scale_season)
                     for method, values in methods.items()}
 
         def window_terms(values: np.ndarray) -> np.ndarray:
-            """Each validation window's MASE (their mean is the MASE of them all)."""
-            return np.array([scores(actual[k * horizon:(k + 1) * horizon], row, history, scale_season)["MASE"]
-                             for k, row in enumerate(values)])
+            """Each validation window's MASE (without interpolated values, their mean is the MASE of them all)."""
+            return np.array([scores(actual[k][given[k]], values[k][given[k]], history, scale_season)["MASE"]
+                             for k in np.flatnonzero(windows)])
 
         baselines = origin_baselines(forecaster, frame, origins, index, forecaster.config.baselines)
         choice = choose(model[..., index], baselines, score, "MASE", window_terms)
         chosen.append(choice.chosen)
         scored[name] = choice.scores
         centre = method_forecast(choice.chosen, model[..., index], baselines)
-        scales.append(interval_scale(actual.reshape(centre.shape), centre, model[..., index] - network.lower[..., index],
+        scales.append(interval_scale(np.where(given, actual, np.nan), centre,
+                                     model[..., index] - network.lower[..., index],
                                      network.upper[..., index] - model[..., index], forecaster.config.interval))
     return {"chosen": tuple(chosen), "validation": scored, "interval_scale": tuple(scales)}
 

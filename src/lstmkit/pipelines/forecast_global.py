@@ -162,20 +162,28 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
     if validation:
         keys = [k for k, _ in validation]
         histories = [panel.values[k][:ends[k]] for k in keys]
-        actuals = [panel.values[k][ends[k]:] for k in keys]
+        # As in the backtest, a value that was missing, and interpolated, is neither scored nor
+        # calibrated on (each series' last value is its own).
+        given = np.stack([~panel.filled[k][ends[k]:] for k in keys])  # (series, horizon)
+        actuals = [panel.values[k][ends[k]:][kept] for k, kept in zip(keys, given)]
         validated = forecast(forecaster, histories)
         methods = validated.methods
         baselines = {name: methods[name] for name in config.baselines}  # Naive2 is OWA's reference, not a candidate
 
+        def given_values(forecasts: np.ndarray) -> list[np.ndarray]:
+            return [row[kept] for row, kept in zip(forecasts, given)]
+
         def score(candidates: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-            scored = score_methods({**candidates, "naive2": methods["naive2"]}, actuals, histories, season)
+            scored = score_methods({name: given_values(values) for name, values in
+                                    {**candidates, "naive2": methods["naive2"]}.items()}, actuals, histories, season)
             return {name: scored[name] for name in candidates}
 
-        choice = choose(methods["model"], baselines, score, "OWA",
-                        lambda values: owa_terms(values, methods["naive2"], actuals, histories, season))
+        choice = choose(methods["model"], baselines, score, "OWA", lambda values: owa_terms(
+            given_values(values), given_values(methods["naive2"]), actuals, histories, season))
         model = methods["model"]
-        scale = interval_scale(np.concatenate(actuals), method_forecast(choice.chosen, model, methods).ravel(),
-                               (model - validated.lower).ravel(), (validated.upper - model).ravel(), config.interval)
+        actual = np.where(given, np.stack([panel.values[k][ends[k]:] for k in keys]), np.nan)
+        scale = interval_scale(actual, method_forecast(choice.chosen, model, methods),
+                               model - validated.lower, validated.upper - model, config.interval)
         forecaster.layout = PanelLayout(panel.frequency, panel.time_kind, season, lookback, choice.chosen,
                                         choice.scores, choice.partner, scale)
     return forecaster
@@ -261,8 +269,8 @@ def score_methods(methods: dict[str, np.ndarray | list[np.ndarray]], actuals: li
     return {name: {**values, "OWA": owa(values, scored["naive2"])} for name, values in scored.items()}
 
 
-def owa_terms(values: np.ndarray, naive2: np.ndarray, actuals: list[np.ndarray], histories: list[np.ndarray],
-              season: int) -> np.ndarray:
+def owa_terms(values: np.ndarray | list[np.ndarray], naive2: np.ndarray | list[np.ndarray],
+              actuals: list[np.ndarray], histories: list[np.ndarray], season: int) -> np.ndarray:
     """Each series' share of a forecast's OWA, (sMAPE_k / sMAPE_Naive2 + MASE_k / MASE_Naive2) / 2
     with Naive2's means over the series, whose mean over the series is the OWA."""
     def each(forecast: np.ndarray) -> dict[str, np.ndarray]:
