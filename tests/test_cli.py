@@ -84,6 +84,8 @@ def test_a_training_command_refuses_a_device_or_precision_before_announcing_the_
     ["speech", "train", "{file}"],
     ["translate", "train", "--source", "{file}", "--target", "{file}", "--valid-source", "{file}",
      "--valid-target", "{file}"],
+    ["forecast", "fit", "{file}", "--time", "t", "--target", "y", "--horizon", "2"],
+    ["forecast", "backtest", "{file}", "--time", "t", "--target", "y", "--horizon", "2"],
 ])
 def test_a_training_command_refuses_an_engine_the_cell_lacks_before_announcing_the_run(command, tmp_path, capsys):
     given = tmp_path / "given.txt"
@@ -94,7 +96,8 @@ def test_a_training_command_refuses_an_engine_the_cell_lacks_before_announcing_t
     printed = capsys.readouterr()
     assert (stopped.value.code, printed.out) == (2, "")
     assert printed.err == ("lstmkit: error: engine 'native' cannot run cell 'layernorm' on cpu: cell 'layernorm' has no "
-                           "native kernel (native runs lstm, gru and rnn); use --engine auto or fused\n")
+                           "native kernel (native runs lstm, gru and rnn); use engine 'auto' or 'fused' (--engine auto "
+                           "or fused)\n")
 
 
 def test_demo_refuses_a_bad_setting_before_announcing_the_race(tmp_path, capsys):
@@ -351,3 +354,12 @@ def test_the_commands_defaults_are_the_configs_defaults(command, config_class):
     required = {"time": "t", "target": ("y",), "horizon": 3} if name == "ForecasterConfig" else {}
     built = config_from(arguments, config_type, **({"calendar": True} if required else {}))
     assert built == config_type(**required)
+
+
+def test_lm_help_says_when_a_short_budget_picks_the_smaller_model(capsys, monkeypatch):
+    """The smaller model is the default only where no size is given (lm.budget_size)."""
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option
+    code, out, _ = run_cli(["lm", "train", "--help"], capsys)
+    assert code == 0
+    assert ("recurrent layers (default 2 at char level (1 with a --time-budget below 600 s, where neither "
+            "--num-layers nor --hidden-size is given), 2 at word level)") in out

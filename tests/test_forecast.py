@@ -269,6 +269,12 @@ def test_bad_options_are_refused_when_the_forecaster_is_built(options, message):
         Forecaster("day", "signal", **options)
 
 
+@pytest.mark.parametrize("target", [3, ["signal", 3]])
+def test_a_target_that_is_not_column_names_is_named(target):
+    with pytest.raises(TypeError, match=f"^target must be column names, got {re.escape(repr(target))}$"):
+        Forecaster("day", target, horizon=3)
+
+
 def test_a_backtest_scores_only_the_held_out_values_the_table_gives():
     """Values missing from the held-out rows are interpolated for the table's grid, but not
     scored, counted in the interval's coverage, or written as actual values."""

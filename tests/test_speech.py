@@ -299,6 +299,7 @@ def test_the_confusion_table_counts_each_word_as_each_transcript():
     ({"hidden_size": 2.5}, "hidden_size must be a positive integer, got 2.5"),
     ({"cell": "lstn"}, "cell must be one of "),
     ({"hop_ms": 30.0}, "hop_ms must be positive and at most window_ms (25.0), got 30.0"),
+    ({"window_ms": -5}, "window_ms must be a positive number of milliseconds, got -5"),
     ({"dropout": 1.0}, "dropout is a probability in [0, 1), got 1.0"),
     ({"n_mels": 200}, "n_mels 200 at 8000 Hz with a 25 ms window (a 256-point FFT, 129 frequency bins) leaves 25 mel "
                       "band(s) without a bin: give at most 149 bands (--n-mels), a longer window (--window-ms) or a "

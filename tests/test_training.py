@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from helpers import Killed, Quadratic, dies_at_step
 from lstmkit import lm
 from lstmkit.checkpoint import load_checkpoint, save_checkpoint
+from lstmkit.pipelines.configs import ForecasterConfig, SpeechConfig, TaskTrainingConfig
 from lstmkit.pipelines.lm import LMTrainingConfig
 from lstmkit.training import (Precision, Processes, Trainer, TrainingConfig, decay_progress, learning_rate, loop,
                               resolve_device)
@@ -504,13 +505,30 @@ def test_a_run_of_an_older_lstmkit_loads_but_does_not_resume(text_file, tmp_path
         lm.train(text_file, tmp_path / "run", config, resume=True)
 
 
+def test_the_trainer_refuses_an_engine_the_device_lacks_before_announcing_the_run(text_file, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """From Python, too: the layer's own check came only at the first forward pass, without a fix."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # Triton then runs on CUDA tensors alone
+    config = LMTrainingConfig(steps=1, engine="triton", hidden_size=8, num_layers=1, device="cpu")
+    with pytest.raises(ValueError, match="^engine 'triton' cannot run cell 'lstm' on cpu: .*; use engine 'auto' or "
+                                         r"'fused' \(--engine auto or fused\)$"):
+        lm.train(text_file, tmp_path / "run", config)
+    assert capsys.readouterr().err == "" and not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("config, settings, message", [
     (TrainingConfig, {"lr": "0.01"}, "lr must be a number, got '0.01' (str)"),
     (TrainingConfig, {"steps": "5"}, "steps must be an integer or None, got '5' (str)"),
     (TrainingConfig, {"clip": [1.0]}, "clip must be a number, got [1.0] (list)"),
     (LMTrainingConfig, {"time_budget": "60"}, "time_budget must be a number or None, got '60' (str)"),
+    # A switch given as a string would read as true, "no" included.
+    (LMTrainingConfig, {"variable_length": "yes"}, "variable_length must be True or False, got 'yes' (str)"),
+    (ForecasterConfig, {"time": "t", "target": "y", "horizon": 3, "calendar": "no"},
+     "calendar must be True or False, got 'no' (str)"),
+    (SpeechConfig, {"stop_when_perfect": "no"}, "stop_when_perfect must be True or False, got 'no' (str)"),
+    (TaskTrainingConfig, {"stop_when_solved": 1}, "stop_when_solved must be True or False, got 1 (int)"),
 ])
-def test_a_setting_that_is_not_a_number_is_named_before_its_range_is_checked(config, settings, message):
+def test_a_setting_that_is_not_a_number_or_a_switch_is_named_before_its_range_is_checked(config, settings, message):
     with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
         config(**settings)
 
@@ -520,9 +538,12 @@ def test_a_setting_that_is_not_a_number_is_named_before_its_range_is_checked(con
     ({"batch_size": 2.0}, "batch_size must be a positive integer, got 2.0"),
     ({"seq_len": True}, "seq_len must be a positive integer, got True"),
     ({"embedding_size": 0, "tie_weights": False}, "embedding_size must be a positive integer, got 0"),
+    ({"validation_fraction": 1.5}, "validation_fraction must be in (0, 1), got 1.5"),
+    ({"validation_fraction": math.nan}, "validation_fraction must be in (0, 1), got nan"),
 ])
-def test_the_language_model_s_sizes_are_positive_integers(settings, message):
-    """16.0 reached torch (or a slice) and failed there, naming no setting."""
+def test_the_language_model_s_sizes_and_fractions_are_checked_when_built(settings, message):
+    """16.0 reached torch (or a slice) and failed there, naming no setting; a fraction out of
+    range was refused only once training read the text."""
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         LMTrainingConfig(**settings)
 

@@ -443,6 +443,13 @@ def test_the_encoder_takes_the_regulariser_flags(tmp_path):
         TranslationConfig(weight_dropout=1.5)
 
 
+@pytest.mark.parametrize("size", [-3, 0, 2.5])
+def test_an_untied_embedding_size_is_checked_when_the_config_is_built(size):
+    """It reached torch, after the subwords were learned: 'negative dimension -3'."""
+    with pytest.raises(ValueError, match=re.escape(f"embedding_size must be a positive integer, got {size}")):
+        TranslationConfig(embedding_size=size, tie_embeddings=False)
+
+
 def test_select_bleu_keeps_the_evaluation_with_the_highest_bleu(tmp_path):
     train, valid = copy_task(tmp_path, 256, 4), copy_task(tmp_path, 20, 5)
     config = TranslationConfig(**TINY, steps=40, eval_every=8, select="bleu")

@@ -18,6 +18,7 @@ raises AudioError naming it.
 from __future__ import annotations
 
 import importlib.util
+import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -74,6 +75,8 @@ class FrontEnd:
 
     def __post_init__(self) -> None:
         check_positive_integers(self, ("sample_rate", "n_mels"))
+        if not 0 < self.window_ms < math.inf:
+            raise ValueError(f"window_ms must be a positive number of milliseconds, got {self.window_ms!r}")
         if not 0 < self.hop_ms <= self.window_ms:
             raise ValueError(f"hop_ms must be positive and at most window_ms ({self.window_ms!r}), got {self.hop_ms!r}")
         if self.hop < 1:

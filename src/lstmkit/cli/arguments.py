@@ -131,7 +131,9 @@ def add_setting(parser, config_class: type, name: str, help: str, flag: str | No
 
         def at_level(level: str, value: object) -> str:
             seconds, sizes = short_budgets.get(level, (0.0, {}))
-            shorter = f" ({sizes[name]} with a --time-budget below {seconds:g} s)" if name in sizes else ""
+            shorter = (f" ({sizes[name]} with a --time-budget below {seconds:g} s, where neither "
+                       f"{' nor '.join('--' + size.replace('_', '-') for size in sizes)} is given)"
+                       if name in sizes else "")
             return f"{value} at {level} level{shorter}"
 
         shown = " (default " + ", ".join(at_level(level, value) for level, value in by_level.items()) + ")"

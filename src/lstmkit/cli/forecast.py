@@ -14,6 +14,7 @@ from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.pipelines.configs import BASES, ForecasterConfig
 from lstmkit.training.config import PLATEAU_ACTIONS
+from lstmkit.training.device import check_runtime
 
 
 def name_list(what: str) -> Callable[[str], tuple[str, ...]]:
@@ -35,6 +36,7 @@ def forecaster_from(arguments: argparse.Namespace):
     from lstmkit.pipelines.forecast import Forecaster
 
     config = config_from(arguments, ForecasterConfig, calendar=not arguments.no_calendar)
+    check_runtime(config.device, config.precision, config.engine, config.cell)  # before the run is announced
     return Forecaster(**vars(config))
 
 

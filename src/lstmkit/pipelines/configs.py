@@ -4,6 +4,7 @@ checks the extra."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -16,7 +17,7 @@ from lstmkit.models.seq2seq import ATTENTIONS
 from lstmkit.nn.regularisers import check_chrono_max_value, check_init, regularisation
 from lstmkit.tasks import AddingTask
 from lstmkit.training import TrainingConfig
-from lstmkit.training.config import check_number_fields, check_positive_integers
+from lstmkit.training.config import check_field_types, check_positive_integers
 
 
 def check_network(cell: str, dropout: float, engine: str) -> None:
@@ -118,9 +119,10 @@ def as_names(value, what: str) -> tuple[str, ...]:
     """Column names from a name, a comma-separated string or a sequence of names."""
     if isinstance(value, str):
         return tuple(name.strip() for name in value.split(",") if name.strip())
-    if not all(isinstance(name, str) for name in value):
+    names = tuple(value) if isinstance(value, Iterable) else (value,)
+    if not all(isinstance(name, str) for name in names):
         raise TypeError(f"{what} must be column names, got {value!r}")
-    return tuple(value)
+    return names
 
 
 # What a forecaster's network corrects (ForecasterConfig.base).
@@ -349,6 +351,8 @@ class TranslationConfig(TrainingConfig, RegulariserSettings):
         super().__post_init__()
         check_positive_integers(self, ("source_vocabulary_size", "target_vocabulary_size", "num_layers", "hidden_size",
                                        "batch_size", "max_train_length"))
+        if self.embedding_size is not None:
+            check_positive_integers(self, ("embedding_size",))
         check_network(self.cell, self.dropout, self.engine)
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {self.attention!r}")
@@ -379,7 +383,7 @@ class DecodingConfig:
     length_penalty: float = 1.0
 
     def __post_init__(self) -> None:
-        check_number_fields(self)
+        check_field_types(self)
         check_positive_integers(self, ("beam", "max_length"))
         if isinstance(self.length_penalty, bool) or not 0 <= self.length_penalty <= 5:
             raise ValueError(f"length_penalty must be in [0, 5] (0: none, 1: per-token mean), "
@@ -402,7 +406,7 @@ class DemoConfig:
     hidden_size: int = 128
 
     def __post_init__(self) -> None:
-        check_number_fields(self)
+        check_field_types(self)
         AddingTask(self.T)  # the task's own checks, and the training's, before the demo is announced
         self.training()
 

@@ -46,7 +46,7 @@ from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, read_text, tok
 from lstmkit.text.vocabulary import UNKNOWN, tokenize
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, resolve_device
 from lstmkit.training.device import runnable_engines
-from lstmkit.training.config import SEED_RANGE, check_number_fields, check_positive_integers, current_names
+from lstmkit.training.config import SEED_RANGE, check_field_types, check_positive_integers, current_names
 
 # Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
 RECIPES = {
@@ -159,7 +159,7 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
     default_budget: ClassVar[tuple[str, float]] = ("epochs", 10.0)
 
     def __post_init__(self) -> None:
-        check_number_fields(self)  # before the defaults below compare them
+        check_field_types(self)  # before the defaults below compare them
         if self.recipe is not None:
             if self.recipe not in RECIPES:
                 raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
@@ -187,6 +187,8 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
         check_positive_integers(self, ("num_layers", "hidden_size", "seq_len", "batch_size", "min_frequency"))
         if self.embedding_size is not None:
             check_positive_integers(self, ("embedding_size",))
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
         if self.level == "char" and self.min_frequency != 1:  # a character vocabulary keeps every character
             raise ValueError(f"min_frequency (--min-frequency) applies at word level (--level word) only; got "
                              f"{self.min_frequency} at char level")

@@ -12,6 +12,8 @@ import numbers
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
+import numpy as np
+
 from lstmkit.training.device import check_device_name
 from lstmkit.training.optimizers import OPTIMIZERS
 
@@ -28,9 +30,10 @@ PRECISIONS = ("32", "bf16", "16")
 PLATEAU_ACTIONS = ("stop", "anneal")
 # The annotations (as written) whose values are checked to be numbers before their ranges are,
 # so that a string such as "0.1" is named, not compared deep inside (each field's own check then
-# names a bool, a fraction where an integer belongs, or a value out of range).
-NUMBER_FIELDS = {"int": "an integer", "int | None": "an integer or None", "float": "a number",
-                 "float | None": "a number or None"}
+# names a bool, a fraction where an integer belongs, or a value out of range); and switches,
+# checked to be True or False, since a string such as "no" would read as true.
+FIELD_TYPES = {"int": "an integer", "int | None": "an integer or None", "float": "a number",
+               "float | None": "a number or None", "bool": "True or False"}
 # Names that older checkpoints and results files used for settings that now have one spelling.
 LEGACY_NAMES = {"hidden": "hidden_size", "layers": "num_layers", "batch": "batch_size", "embedding": "embedding_size",
                 "learning_rate": "lr"}
@@ -113,7 +116,7 @@ class TrainingConfig:
     budgets: ClassVar[tuple[str, ...]] = BUDGETS
 
     def __post_init__(self) -> None:
-        check_number_fields(self)
+        check_field_types(self)
         for name in set(BUDGETS) - set(self.budgets):
             if getattr(self, name) is not None:
                 raise ValueError(f"{name} is not a budget here: give one of {', '.join(self.budgets)} (got "
@@ -179,15 +182,19 @@ def current_names(settings: dict) -> dict:
     return {LEGACY_NAMES.get(name, name): value for name, value in settings.items()}
 
 
-def check_number_fields(config) -> None:
+def check_field_types(config) -> None:
     """Every field of the dataclass `config` annotated int or float (or None) holds a number
-    (or None): not a string."""
+    (or None), not a string; every one annotated bool holds True or False."""
     for field in fields(config):
-        if field.type not in NUMBER_FIELDS:
+        if field.type not in FIELD_TYPES:
             continue
         value = getattr(config, field.name)
-        if not (isinstance(value, numbers.Real) or (value is None and "None" in field.type)):
-            raise TypeError(f"{field.name} must be {NUMBER_FIELDS[field.type]}, got {value!r} ({type(value).__name__})")
+        if field.type == "bool":
+            right = isinstance(value, (bool, np.bool_))
+        else:
+            right = isinstance(value, numbers.Real) or (value is None and "None" in field.type)
+        if not right:
+            raise TypeError(f"{field.name} must be {FIELD_TYPES[field.type]}, got {value!r} ({type(value).__name__})")
 
 
 def offset_seed(seed: int, offset: int) -> int:

@@ -62,15 +62,28 @@ def check_precision(name: str, device: torch.device) -> None:
 
 def check_runtime(device: str, precision: str, engine: str = "auto", cell: str | None = None) -> None:
     """Refuse, before a command announces its run, a device this machine lacks, a precision
-    that device cannot run, or an engine that cannot run the cell there (the trainer and the
-    layers check them again, for Python callers)."""
+    that device cannot run, or an engine that cannot run the cell there (the trainer checks
+    them again, for Python callers: `check_engines`)."""
     resolved = resolve_device(device)
     check_precision(precision, resolved)
-    if engine != "auto" and cell is not None:
-        reason = ENGINES[engine].unsupported(make_cell(cell), resolved)  # a missing package too (triton)
-        if reason:
-            raise ValueError(f"engine {engine!r} cannot run cell {cell!r} on {resolved.type}: {reason}; "
-                             "use --engine auto or fused")
+    if cell is not None:
+        check_engine(engine, make_cell(cell), resolved)
+
+
+def check_engines(model: nn.Module, device: torch.device) -> None:
+    """Refuse, before training starts, a layer or cell module of `model` whose engine cannot run
+    its cell on `device`."""
+    for module in model.modules():
+        if isinstance(module, (Recurrent, RecurrentCell)):
+            check_engine(module.engine, module.cell, device)
+
+
+def check_engine(engine: str, cell, device: torch.device) -> None:
+    """Refuse `engine` where it cannot run `cell` on `device` ("auto" always can)."""
+    reason = engine != "auto" and ENGINES[engine].unsupported(cell, device)  # a missing package too (triton)
+    if reason:
+        raise ValueError(f"engine {engine!r} cannot run cell {cell.name!r} on {device.type}: {reason}; use engine "
+                         "'auto' or 'fused' (--engine auto or fused)")
 
 
 class Precision:

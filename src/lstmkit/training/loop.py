@@ -36,7 +36,7 @@ from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import check_kind, existing, load_checkpoint, read_extra_tensors, save_checkpoint
 from lstmkit.files import check_nothing_overwritten, check_output_folder, write_csv, write_json
 from lstmkit.training.config import ADDED_SETTINGS, RESUMABLE_CHANGES, TrainingConfig, current_names
-from lstmkit.training.device import Precision, resolve_device
+from lstmkit.training.device import Precision, check_engines, resolve_device
 from lstmkit.training.distributed import Processes
 from lstmkit.training.job import Job
 from lstmkit.training.progress import Progress
@@ -156,6 +156,7 @@ class Trainer:
         results.json there (rank 0), and with `resume` continue the run in it. `keep_best`
         leaves the model with the weights of its best evaluation (kept in memory)."""
         config, processes, device = self.config, self.processes, self.device
+        check_engines(job.model, device)
         out = None if out is None else check_output_folder(out)
         job.model.to(device)
         progress, training = self.restore(job, out) if resume else (self.begin(out), {})
