@@ -77,13 +77,17 @@ def test_a_truncated_weights_file_is_named(tmp_path, end, reason):
         load_checkpoint(directory)
 
 
-def test_a_truncated_training_state_is_named(tmp_path):
+def test_a_truncated_or_missing_training_state_is_named(tmp_path):
     directory = save_checkpoint(tmp_path / "last", {}, {}, extra_tensors={"training.safetensors": {"x": torch.ones(8)}})
     training = directory / "training.safetensors"
     training.write_bytes(training.read_bytes()[:-4])
     with pytest.raises(CheckpointError, match=re.escape(
             f"{training} is not a readable safetensors file (truncated or corrupt: Error while deserializing header: "
             "incomplete metadata, file not fully covered)")):
+        read_extra_tensors(directory, "training.safetensors")
+    training.unlink()
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{directory} has no training.safetensors: the checkpoint is incomplete")):
         read_extra_tensors(directory, "training.safetensors")
 
 

@@ -104,6 +104,10 @@ def test_resume_refuses_other_data_and_a_folder_without_a_fit_and_a_new_fit_refu
                                                    "(hidden_size: 8 in the run, 16 now)")):
         backtest_then_refit(Forecaster("t", "y", **{**PANEL, "hidden_size": 16}), data, tmp_path / "run",
                             resume=True)
+    # The horizon makes the windows: the setting, not the data, is named.
+    with pytest.raises(ValueError, match=re.escape("was trained with other settings; --resume needs the same ones "
+                                                   "(horizon: 4 in the run, 3 now)")):
+        backtest_then_refit(Forecaster("t", "y", **{**PANEL, "horizon": 3}), data, tmp_path / "run", resume=True)
     with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'new'} holds no fit or backtest to resume (no "
                                                           f"{tmp_path / 'new' / 'training'}); start one without "
                                                           "--resume")):

@@ -124,6 +124,11 @@ def test_resume_on_other_data_names_the_difference(text_file, tmp_path):
             f"{tmp_path / 'run'} was trained on other data; --resume needs the same (text: {size:,} bytes, SHA-256 "
             f"{before}… in the run, {size:,} bytes, SHA-256 ")):
         lm.train(other, tmp_path / "run", LMTrainingConfig(**{**TINY, "steps": 20}), resume=True)
+    with pytest.raises(ValueError, match=re.escape(
+            "--resume needs the same (validation: none given (or not recorded by an older lstmkit) in the run, "
+            f"{size:,} bytes, SHA-256 ")):  # the run validated on the text's own last part
+        lm.train(text_file, tmp_path / "run", LMTrainingConfig(**{**TINY, "steps": 20}), validation=text_file,
+                 resume=True)
 
 
 def test_resume_with_a_changed_setting_names_it_and_accepts_a_new_budget(text_file, tmp_path):
@@ -268,8 +273,16 @@ def test_a_folder_with_a_model_but_no_run_to_resume_says_so_whichever_way_it_is_
             "another folder, or remove this one to start over")):
         Trainer(TrainingConfig(steps=2)).run(Quadratic([1.0], 0.0), tmp_path / "run")
     with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'run'} holds no run to resume (no last/ "
-                                                          "checkpoint)")):
+                                                          "checkpoint); start one without --resume")):
         Trainer(TrainingConfig(steps=2)).run(Quadratic([1.0], 0.0), tmp_path / "run", resume=True)
+
+
+def test_resuming_a_checkpoint_inside_a_run_points_to_the_run(tmp_path):
+    Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    run = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{run / 'last'} holds no run to resume (no last/ "
+                                                          f"checkpoint); give the run's folder, {run}")):
+        Trainer(TrainingConfig(steps=4)).run(Quadratic([1.0], 0.0), tmp_path / "run" / "last", resume=True)
 
 
 def test_a_folder_with_files_of_a_run_names_but_no_run_is_not_overwritten(tmp_path):
@@ -344,6 +357,46 @@ def test_resuming_with_a_budget_already_spent_leaves_the_run_as_it_was(tmp_path)
                                                                      "give a larger --steps, --epochs or --time-budget to continue")):
         Trainer(TrainingConfig(steps=3, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path / "run", resume=True)
     assert (tmp_path / "run" / "results.json").read_bytes() == results
+
+
+def test_resuming_a_run_that_stopped_early_leaves_it_as_it_was_unless_the_patience_grows(tmp_path):
+    """A run stopped by its patience (or a solved task, or an anneal's end) has ended: resumed,
+    it would train on past where it stopped. With a larger patience it goes on, to where an
+    uninterrupted run with that patience stops."""
+    def job():
+        return Quadratic([1.0], 0.0)  # the weight moves from 0 towards 1, away from the validation target
+
+    run = Trainer(TrainingConfig(steps=100, eval_every=1, patience=2)).run(job(), tmp_path / "run")
+    assert (run.steps, run.best["step"]) == (3, 1)
+    results = (tmp_path / "run" / "results.json").read_bytes()
+    with pytest.raises(ValueError, match=re.escape(
+            f"{tmp_path / 'run'} ended at step 3: the val_loss had not improved for patience = 2 evaluations; a "
+            "larger --patience continues it")):
+        Trainer(TrainingConfig(steps=100, eval_every=1, patience=2)).run(job(), tmp_path / "run", resume=True)
+    assert (tmp_path / "run" / "results.json").read_bytes() == results
+    # Killed after its last checkpoint, before results.json: it had ended all the same.
+    (tmp_path / "run" / "results.json").unlink()
+    ended = Trainer(TrainingConfig(steps=100, eval_every=1, patience=2)).finished_run(job(), tmp_path / "run")
+    assert ended is not None and ended.steps == 3
+    longer = job()
+    resumed = Trainer(TrainingConfig(steps=100, eval_every=1, patience=4)).run(longer, tmp_path / "run", resume=True)
+    uninterrupted = job()
+    assert Trainer(TrainingConfig(steps=100, eval_every=1, patience=4)).run(uninterrupted).steps == resumed.steps == 5
+    assert longer.model.weight.item() == uninterrupted.model.weight.item()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda text: text[:100], "is not JSON: Unterminated string"),
+    (lambda text: "[]", "holds a JSON list, expected an object"),
+])
+def test_resuming_a_language_model_from_a_damaged_config_names_the_file(text_file, tmp_path, damage, message):
+    """lm's resume read last/config.json for the model's size unchecked: a bare JSON error, or
+    an AttributeError's traceback."""
+    lm.train(text_file, tmp_path / "run", LMTrainingConfig(steps=2, **{**TINY, "eval_every": 2}))
+    config_file = tmp_path / "run" / "last" / "config.json"
+    config_file.write_text(damage(config_file.read_text()))
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(config_file))} {message}"):
+        lm.train(text_file, tmp_path / "run", LMTrainingConfig(steps=4, **{**TINY, "eval_every": 2}), resume=True)
 
 
 def test_a_cell_listed_twice_is_refused_when_the_command_is_read(capsys):

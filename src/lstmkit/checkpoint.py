@@ -246,7 +246,7 @@ def extra_file(directory: str | Path, name: str) -> Path:
 
 def read_extra_tensors(directory: str | Path, name: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """A tensor file saved with a checkpoint through `extra_tensors`, its tensors on `device`."""
-    return load_tensors(existing(Path(directory)) / name, device)
+    return load_tensors(extra_file(directory, name), device)
 
 
 def read_json(path: Path) -> object:

@@ -36,6 +36,7 @@ from lstmkit.checkpoint import (
     checkpoint_folder,
     existing,
     load_model_checkpoint,
+    read_config,
     read_extra_json,
 )
 from lstmkit.engines import check_engine_name
@@ -359,10 +360,13 @@ def sized_like(config: LMTrainingConfig, out: Path) -> LMTrainingConfig:
     """`config` to resume the run in `out` with: where both the run and `config` have the size
     their budgets chose (no size given), the run's (a run begun under a short budget, resumed
     with a longer one, keeps its model); a size given otherwise is checked against the run's."""
-    saved = existing(out / "last") / "config.json"
-    if not saved.exists():
+    last = existing(out / "last")
+    if not (last / "config.json").exists():
         return config
-    training = current_names(json.loads(saved.read_text()).get("training", {}))
+    training = read_config(last).get("training")  # checked: a damaged config.json is named
+    if not isinstance(training, dict):  # the resume's own checks say what is wrong with it
+        return config
+    training = current_names(training)
     size = {name: training.get(name) for name in ("num_layers", "hidden_size")}
     chosen = {"num_layers": config.num_layers, "hidden_size": config.hidden_size}
     budgets_chose = (chosen == budget_size(config.level, config.time_budget)

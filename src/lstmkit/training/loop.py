@@ -123,6 +123,28 @@ def warn_short_warmup(config: TrainingConfig, steps: int, spent: bool) -> None:
                        "budget or a shorter warmup (--warmup)")
 
 
+def patience_spent(config: TrainingConfig, progress: RunState, scored: bool) -> bool:
+    """Whether `patience` evaluations have passed without a better score (`scored`: the latest
+    evaluation gave the metric that selects)."""
+    since_best = sum(1 for row in progress.history if row["step"] > (progress.best_step or 0))
+    return config.patience is not None and scored and since_best >= config.patience
+
+
+def stop_reason(job: Job, config: TrainingConfig, progress: RunState, scores: dict, anneal_steps: int) -> str | None:
+    """Why the run ends at the evaluation that gave `scores`, before its budget; None where it
+    goes on. A resumed run asks it of its last evaluation, with the settings given now."""
+    metric = job.selection_metric
+    if job.finished(scores):
+        return "its last evaluation met the goal that ends it (stop_when_solved, stop_when_perfect)"
+    if config.on_plateau == "stop" and patience_spent(config, progress, metric in scores):
+        return (f"the {metric} had not improved for patience = {config.patience} evaluations; a larger --patience "
+                "continues it")
+    if progress.annealing_from is not None and progress.step >= progress.annealing_from + anneal_steps:
+        return (f"its learning rate had annealed to its floor over {anneal_steps} steps after the {metric} stopped "
+                "improving; a larger --patience continues it")
+    return None
+
+
 def budget_spent(config: TrainingConfig, progress: RunState, step_limit: int | None) -> bool:
     """Whether a budget is spent: the time budget's seconds, or the steps of steps/epochs."""
     if config.time_budget is not None and progress.train_seconds >= config.time_budget:
@@ -182,6 +204,9 @@ class Trainer:
         if resume and budget_spent(config, progress, step_limit):  # nothing to do; its results stay as written
             raise ValueError(f"{out} is at step {progress.step} ({progress.train_seconds:.0f} s of training): the "
                              "budget given is spent; give a larger --steps, --epochs or --time-budget to continue")
+        ended = resume and progress.history and stop_reason(job, config, progress, progress.history[-1], anneal_steps)
+        if ended:  # it stopped before its budget, and would stop there again
+            raise ValueError(f"{out} ended at step {progress.step}: {ended}")
         warmup_cut_by_steps = step_limit is not None and step_limit < config.warmup
         if warmup_cut_by_steps and not resume:
             warn_short_warmup(config, step_limit, spent=False)
@@ -223,19 +248,14 @@ class Trainer:
                 progress.averaging_from = progress.step
                 self.announce(f"{job.label}: step {progress.step}: the {metric} stopped improving; "
                               "averaging the weights from here on (NT-ASGD)")
-            evaluations_since_best = sum(1 for row in progress.history if row["step"] > (progress.best_step or 0))
-            patience_spent = (config.patience is not None and metric in scores
-                              and evaluations_since_best >= config.patience)
-            if patience_spent and config.on_plateau == "anneal":
-                if progress.annealing_from is None:  # saved below, so that a resumed run anneals from here too
-                    progress.annealing_from, progress.annealing_decay = progress.step, decay(progress.step) or 0.0
-                    self.announce(f"{job.label}: step {progress.step}: the {metric} stopped improving; decaying the "
-                                  f"learning rate to its floor over {anneal_steps} steps, then stopping")
-                patience_spent = False  # the anneal's end stops the run
-            annealed = progress.annealing_from is not None and progress.step >= progress.annealing_from + anneal_steps
+            if (patience_spent(config, progress, metric in scores) and config.on_plateau == "anneal"
+                    and progress.annealing_from is None):  # saved below, so that a resumed run anneals from here too
+                progress.annealing_from, progress.annealing_decay = progress.step, decay(progress.step) or 0.0
+                self.announce(f"{job.label}: step {progress.step}: the {metric} stopped improving; decaying the "
+                              f"learning rate to its floor over {anneal_steps} steps, then stopping")
             if out is not None:
                 self.save(job, optimizer, progress, out, improved, list(row)[:6] + list(scores))
-            return job.finished(scores) or patience_spent or annealed
+            return stop_reason(job, config, progress, row, anneal_steps) is not None
 
         stop = job.evaluate_at_start and not progress.history and evaluate()
         job.model.train()
@@ -307,8 +327,12 @@ class Trainer:
             return None
         job.model.to(self.device)
         progress, _ = self.restore(job, out)
-        if not (out / "results.json").is_file() and not budget_spent(self.config, progress,
-                                                                     self.step_limit(job, job.steps_per_epoch())):
+        steps_per_epoch = job.steps_per_epoch()
+        eval_every = steps_per_epoch if job.evaluate_every_epoch else self.config.eval_every
+        ended = (budget_spent(self.config, progress, self.step_limit(job, steps_per_epoch))
+                 or (progress.history and stop_reason(job, self.config, progress, progress.history[-1],
+                                                      (self.config.patience or 0) * eval_every)))
+        if not (out / "results.json").is_file() and not ended:  # killed after its last checkpoint: it had ended
             return None
         if progress.best_step is not None and existing(out / "best").exists():
             self.load_best(job, out)
@@ -420,7 +444,9 @@ class Trainer:
         whatever device wrote them; the progress to continue from, and the saved training
         tensors (the optimizer's state among them: `load_optimizer_state`)."""
         if out is None or not existing(out / "last").exists():
-            raise FileNotFoundError(f"{out} holds no run to resume (no last/ checkpoint); start one without --resume")
+            inside = out is not None and out.name in ("last", "best") and existing(out.parent / "last").exists()
+            hint = f"; give the run's folder, {out.parent}" if inside else "; start one without --resume"
+            raise FileNotFoundError(f"{out} holds no run to resume (no last/ checkpoint){hint}")
         saved, tensors = load_checkpoint(out / "last", self.device)
         kind = job.checkpoint_config().get("kind")
         if kind is not None:
@@ -449,11 +475,8 @@ class Trainer:
 
     def check_resumable(self, saved: dict, data: dict[str, dict], out: Path) -> None:
         """Refuse to continue a run on other data or with other settings than it began with
-        (the budget, evaluation, device and precision may change: RESUMABLE_CHANGES)."""
-        if "data" in saved and saved["data"] != data:
-            changed = [f"{name}: {describe_data(saved['data'].get(name))} in the run, {describe_data(data.get(name))} now"
-                       for name in sorted(set(saved["data"]) | set(data)) if saved["data"].get(name) != data.get(name)]
-            raise ValueError(f"{out} was trained on other data; --resume needs the same ({'; '.join(changed)})")
+        (the budget, evaluation, device and precision may change: RESUMABLE_CHANGES). Settings
+        first: a pipeline's data may be made with them (a forecaster's windows, of its horizon)."""
         before = {**ADDED_SETTINGS, **current_names(saved["training"])}
         now = json.loads(json.dumps(asdict(self.config)))
         changed = [f"{name}: {before[name]!r} in the run, {value!r} now" for name, value in now.items()
@@ -461,6 +484,10 @@ class Trainer:
         if changed:
             raise ValueError(f"{out} was trained with other settings; --resume needs the same ones "
                              f"({'; '.join(changed)})")
+        if "data" in saved and saved["data"] != data:
+            changed = [f"{name}: {describe_data(saved['data'].get(name))} in the run, {describe_data(data.get(name))} now"
+                       for name in sorted(set(saved["data"]) | set(data)) if saved["data"].get(name) != data.get(name)]
+            raise ValueError(f"{out} was trained on other data; --resume needs the same ({'; '.join(changed)})")
 
     def check_epochs(self, saved: dict, job: Job, out: Path) -> None:
         """Refuse a resume whose epochs would not line up with the run's: an epoch's last batch
@@ -549,6 +576,6 @@ def process_seed(seed: int, rank: int, step: int) -> int:
 
 
 def describe_data(fingerprint: dict | None) -> str:
-    if fingerprint is None:  # no such data, or a run of an older lstmkit that did not record it
-        return "none recorded"
+    if fingerprint is None:  # no such data (a validation split from the training text), or an older run's
+        return "none given (or not recorded by an older lstmkit)"
     return f"{fingerprint['bytes']:,} bytes, SHA-256 {fingerprint['sha256'][:12]}…"
