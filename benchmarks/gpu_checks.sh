@@ -13,13 +13,13 @@
 set -u
 OUT=$(realpath -m "${1:-gpu-checks}")
 PYTHON=${PYTHON:-python3}
-mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if ! "$PYTHON" -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
     echo "gpu_checks.sh: $PYTHON has no torch that sees a CUDA GPU (set PYTHON=...); every check here needs one" >&2
     exit 1
 fi
+mkdir -p "$OUT"
 status=0
 
 step() {  # name, limit in seconds, log file, command...

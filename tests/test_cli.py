@@ -100,6 +100,20 @@ def test_a_training_command_refuses_an_engine_the_cell_lacks_before_announcing_t
                            "or fused)\n")
 
 
+@pytest.mark.parametrize("manifest_option", ["manifest", "--valid"])
+def test_speech_train_refuses_a_manifest_row_without_its_audio_before_announcing_the_run(manifest_option, tmp_path,
+                                                                                       capsys):
+    (tmp_path / "one.wav").write_bytes(b"RIFF")
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_text("path,text\none.wav,one\n")
+    bad.write_text("path,text\none.wav,one\nmissing.wav,two\n")
+    manifests = [str(bad), "--valid", str(good)] if manifest_option == "manifest" else [str(good), "--valid", str(bad)]
+    code, out, err = run_cli(["speech", "train", *manifests, "--steps", "1", "--out", str(tmp_path / "run")], capsys)
+    assert (code, out) == (2, "")
+    assert err == f"lstmkit: error: {bad}, line 3: {tmp_path / 'missing.wav'} does not exist\n"
+    assert not (tmp_path / "run").exists()
+
+
 def test_demo_refuses_a_bad_setting_before_announcing_the_race(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["demo", "--T", "1", "--steps", "2", "--out", str(tmp_path / "demo")])

@@ -8,6 +8,7 @@ make the same calls on small data.
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,10 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), 
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_python_block_runs(index):
+def test_readme_python_block_runs(index, tmp_path, monkeypatch):
+    """Run in a folder of its own, its temporary files too (tempfile.mkdtemp), so none are left."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), {})
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lstmkit.audio.manifest import read_manifest
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
     add_regulariser_arguments, add_setting, add_training_arguments, audio_file, config_from, device_name,
@@ -35,6 +36,9 @@ def train_command(arguments: argparse.Namespace) -> None:
     config = config_from(arguments, SpeechConfig)
     out = Path(arguments.out or Path("runs") / f"speech-{Path(arguments.manifest).stem}")
     check_runtime(config.device, config.precision, config.engine, config.cell)
+    for manifest in (arguments.manifest, arguments.valid):  # every row, and its audio file, before the announcement
+        if manifest is not None:
+            read_manifest(manifest)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a bidirectional {config.num_layers}x{config.hidden_size} {config.cell} CTC model on "
           f"{arguments.manifest}; checkpoints in {out}/", flush=True)
