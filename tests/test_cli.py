@@ -369,11 +369,3 @@ def test_the_commands_defaults_are_the_configs_defaults(command, config_class):
     built = config_from(arguments, config_type, **({"calendar": True} if required else {}))
     assert built == config_type(**required)
 
-
-def test_lm_help_says_when_a_short_budget_picks_the_smaller_model(capsys, monkeypatch):
-    """The smaller model is the default only where no size is given (lm.budget_size)."""
-    monkeypatch.setenv("COLUMNS", "1000")  # one line per option
-    code, out, _ = run_cli(["lm", "train", "--help"], capsys)
-    assert code == 0
-    assert ("recurrent layers (default 2 at char level (1 with a --time-budget below 600 s, where neither "
-            "--num-layers nor --hidden-size is given), 2 at word level)") in out

@@ -96,10 +96,11 @@ def test_the_help_shows_each_levels_default():
                             text=True, check=True, env={**os.environ, "COLUMNS": "200"})
     word, char = LEVEL_DEFAULTS["word"], LEVEL_DEFAULTS["char"]
     seconds, short = SHORT_BUDGETS["char"]
+    unsized = "where neither --num-layers nor --hidden-size is given"  # a size given is kept (lm.budget_size)
     assert (f"hidden units per layer (default {char['hidden_size']} at char level ({short['hidden_size']} with a "
-            f"--time-budget below {seconds:g} s), {word['hidden_size']} at word level)") in result.stdout
+            f"--time-budget below {seconds:g} s, {unsized}), {word['hidden_size']} at word level)") in result.stdout
     assert (f"recurrent layers (default {char['num_layers']} at char level ({short['num_layers']} with a "
-            f"--time-budget below {seconds:g} s), {word['num_layers']} at word level)") in result.stdout
+            f"--time-budget below {seconds:g} s, {unsized}), {word['num_layers']} at word level)") in result.stdout
     assert "--tie-weights, --no-tie-weights" in result.stdout
 
 

@@ -189,7 +189,7 @@ class Trainer:
         steps_per_epoch = job.steps_per_epoch()
         step_limit = self.step_limit(job, steps_per_epoch)
         last_loss = None  # (step, mean training loss) of the latest finite one
-        eval_every = steps_per_epoch if job.evaluate_every_epoch else config.eval_every
+        eval_every = self.evaluation_interval(job, steps_per_epoch)
         anneal_steps = (config.patience or 0) * eval_every
 
         def decay(step: int) -> float | None:
@@ -302,6 +302,10 @@ class Trainer:
         self.processes.wait_for_all()
         return run
 
+    def evaluation_interval(self, job: Job, steps_per_epoch: int) -> int:
+        """Steps between evaluations: an epoch's for a job evaluated each epoch, else eval_every."""
+        return steps_per_epoch if job.evaluate_every_epoch else self.config.eval_every
+
     def load_best(self, job: Job, out: Path) -> None:
         """The weights of out/best into job.model."""
         job.load_model_tensors(load_checkpoint(out / "best", self.device)[1])
@@ -328,10 +332,9 @@ class Trainer:
         job.model.to(self.device)
         progress, _ = self.restore(job, out)
         steps_per_epoch = job.steps_per_epoch()
-        eval_every = steps_per_epoch if job.evaluate_every_epoch else self.config.eval_every
+        anneal_steps = (self.config.patience or 0) * self.evaluation_interval(job, steps_per_epoch)
         ended = (budget_spent(self.config, progress, self.step_limit(job, steps_per_epoch))
-                 or (progress.history and stop_reason(job, self.config, progress, progress.history[-1],
-                                                      (self.config.patience or 0) * eval_every)))
+                 or (progress.history and stop_reason(job, self.config, progress, progress.history[-1], anneal_steps)))
         if not (out / "results.json").is_file() and not ended:  # killed after its last checkpoint: it had ended
             return None
         if progress.best_step is not None and existing(out / "best").exists():
