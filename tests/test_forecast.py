@@ -422,3 +422,11 @@ def test_predict_needs_the_known_future_covariates_of_the_horizon():
             "the table has known-future covariates (promo) for 5 rows past its last target value; the forecast covers "
             "the horizon, 3, and the rest are ignored")):
         assert forecaster.predict(promotion_table(ahead=5)).equals(prediction)
+    # Rows ahead whose covariate is empty are not filled from the last one given: they are left out.
+    empty = promotion_table(ahead=3)
+    empty.loc[empty.index[-2:], "promo"] = np.nan
+    with pytest.warns(MissingValuesWarning, match=re.escape(
+            "2 row(s) after the last target value lack a value of a known-future covariate (promo), after the last "
+            "row with all of them, and are ignored")):
+        with pytest.raises(ValueError, match=re.escape("the table has them for 1 row(s)")):
+            forecaster.predict(empty)

@@ -52,6 +52,10 @@ def test_values_forecast_exactly_keep_the_networks_interval_rather_than_a_point(
             "to a point; the network's own 50% interval is kept, uncalibrated")):
         assert interval_scale(actual, centre, np.ones(5), np.ones(5), 0.5) == 1.0  # the ⌈6 · 0.5⌉ = 3rd ratio is 0
     assert interval_scale(actual, centre, np.ones(5), np.ones(5), 0.9) == 3.0  # the 5th is not
+    # On a large level, "exactly" is within a billionth of the values' range, not of the level:
+    # a forecast 9 off values of 1e12 that vary by 35 was taken for exact.
+    actual = 1e12 + np.array([0.0, 7.0, 14.0, 21.0, 35.0])
+    assert interval_scale(actual, actual - 9.0, np.ones(5), np.ones(5), 0.5) == 9.0
 
 
 def test_a_too_narrow_interval_is_widened_to_hold_the_coverage():

@@ -198,7 +198,7 @@ def test_covariates_and_several_targets():
 
 
 @pytest.mark.parametrize("table, targets, message", [
-    (weekly([1.0, 2.0, 3.0]), ["co2"], "column 'co2' is not in the data; its columns are date, y"),
+    (weekly([1.0, 2.0, 3.0]), ["co2"], "column 'co2' is not in the data; its columns are 'date', 'y'"),
     (weekly([1.0, 2.0, 3.0]).assign(date=["2020-01-04", "2020-01-11", "2020-01-11"]), ["y"],
      "column 'date' has 1 duplicate timestamp(s): the first, '2020-01-11', at rows 1 and 2 (0-based positions in "
      "the DataFrame); a table holds one row per time"),
@@ -230,6 +230,10 @@ def test_a_spreadsheets_trailing_commas_are_read_and_rows_longer_than_the_header
     for text, why in [
         ("date;y\n01.01.2020;1,5\n01.02.2020;2,5\n",
          f"its header 'date;y' is separated by semicolons; {expected}: save the table as CSV with those"),
+        ("date;y\n2020-01-01;1.5\n2020-02-01;2.5\n",  # '.' decimals: one column, named "date;y"
+         f"its header 'date;y' is separated by semicolons; {expected}: save the table as CSV with those"),
+        ("date\ty\n2020-01-01\t1.5\n2020-02-01\t2.5\n",
+         f"its header 'date\\ty' is separated by tabs; {expected}: save the table as CSV with those"),
         ("date,y\n2020-01-01,1,2,3\n2020-02-01,2,3,4\n",
          f"rows hold more fields than its header 'date,y' (2); {expected}, one field per column"),
     ]:

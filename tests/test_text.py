@@ -34,6 +34,18 @@ def test_word_vocabulary_with_minimum_frequency():
     assert vocabulary.decode([3, 2, 1, 1, 3]) == "the cat\n\nthe"
 
 
+def test_a_minimum_frequency_that_keeps_no_word_or_few_is_named():
+    """It trained a model of <unk> and <eol> alone, without a word said."""
+    text = "the cat\nthe dog\nthe cat"  # the 3, cat 2, dog 1: 6 words
+    with pytest.raises(ValueError, match=re.escape(
+            "min_frequency 4 keeps no word of the training text: its most frequent word appears 3 time(s); give a "
+            "min_frequency of at most 3")):
+        Vocabulary.build(text, "word", min_frequency=4)
+    with pytest.warns(RuntimeWarning, match=re.escape("min_frequency 3 reads 57.1% of the training text's words as "
+                                                      "<unk>")):
+        Vocabulary.build(text + "\nfox", "word", min_frequency=3)  # cat, dog and fox: 4 of 7 words
+
+
 def test_unknown_characters_are_named():
     vocabulary = Vocabulary.build("abc", "char")
     with pytest.raises(ValueError, match=re.escape("the prime text has characters the model's vocabulary lacks: "

@@ -28,6 +28,8 @@ from lstmkit.caller import warn_at_caller
 # these, a strftime format (it holds "%") that writes every row back as it was written,
 # "timestamp@<zone>" for a DataFrame's timestamps in a time zone ("timestamp": without one), and
 # "local@<zone>" for those all at one time of day (daily or longer steps), on a wall-clock grid.
+# What lstmkit reads, for messages about a file written otherwise.
+CSV_FORM = "comma-separated values with '.' as the decimal point"
 TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "dashed_quarter", "month", "utc", "timestamp")
 # Formats tried for times written as text, after pandas' guesses from the first row (month
 # names with a year are beyond its guess).
@@ -141,7 +143,7 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
     columns = [time, *targets, *covariates, *known]
     for name in columns:
         if name not in table.columns:
-            raise ValueError(f"column {name!r} is not in the data; its columns are {', '.join(map(str, table.columns))}")
+            raise missing_column(name, source, table.columns)
     overlap = sorted({name for name in columns if columns.count(name) > 1})
     if overlap:
         raise ValueError("a column can be the time, a target, an observed-past or a known-future covariate, "
@@ -169,7 +171,8 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
     check_coverage(len(values), grid, frequency, f"column {time!r}")
     numeric = values.reindex(grid)
     first, observed = observed_rows(numeric[targets], known)
-    numeric, grid, observed = numeric.iloc[first:], grid[first:], observed - first
+    end = observed + known_rows_ahead(numeric[known].iloc[observed:]) if known else len(grid)
+    numeric, grid, observed = numeric.iloc[first:end], grid[first:end], observed - first
     for name in targets:
         check_coverage(int(numeric[name].iloc[:observed].notna().sum()), grid[:observed], frequency,
                        f"column {name!r}", "values")
@@ -227,6 +230,19 @@ def observed_rows(targets: pd.DataFrame, known: list[str]) -> tuple[int, int]:
     return first, observed
 
 
+def known_rows_ahead(ahead: pd.DataFrame) -> int:
+    """The rows after the last target value that carry known-future covariates: up to the last
+    with a value of each (gaps between such rows are interpolated); warns about those after it,
+    left out, so that a forecast never reads a covariate invented past the last one given."""
+    given = np.flatnonzero(ahead.notna().all(axis=1).to_numpy())
+    rows = int(given[-1]) + 1 if len(given) else 0
+    if rows < len(ahead):
+        warn_at_caller(f"{len(ahead) - rows} row(s) after the last target value lack a value of a known-future "
+                       f"covariate ({', '.join(ahead.columns)}), after the last row with all of them, and are "
+                       "ignored: the forecast past them needs them given", MissingValuesWarning)
+    return rows
+
+
 def stack(columns: dict[str, np.ndarray], names: list[str], rows: int) -> np.ndarray:
     return np.stack([columns[name] for name in names], axis=1) if names else np.zeros((rows, 0))
 
@@ -261,13 +277,28 @@ def longer_rows(path: Path) -> str:
     with open(path, encoding="utf-8-sig", errors="replace") as file:
         header = file.readline().rstrip("\r\n")
     fields = header.count(",") + 1
-    expected = "comma-separated values with '.' as the decimal point"
+    return other_separator(header) or (f"rows hold more fields than its header {header!r} ({fields}); lstmkit reads "
+                                       f"{CSV_FORM}, one field per column")
+
+
+def other_separator(header: str) -> str | None:
+    """Where a header is separated by semicolons or tabs (no comma), what to do, for a message."""
     for separator, name in ((";", "semicolons"), ("\t", "tabs")):
         if separator in header and "," not in header:
-            return (f"its header {header!r} is separated by {name}; lstmkit reads {expected}: save the table as "
+            return (f"its header {header!r} is separated by {name}; lstmkit reads {CSV_FORM}: save the table as "
                     "CSV with those")
-    return (f"rows hold more fields than its header {header!r} ({fields}); lstmkit reads {expected}, one field per "
-            "column")
+    return None
+
+
+def missing_column(name: str, source: str | Path | pd.DataFrame, columns) -> ValueError:
+    """The error for a column `name` the table read from `source` lacks: the columns it has,
+    quoted (so that a name's spaces show), or where it read one column whose name holds
+    semicolons or tabs, that."""
+    names = [str(column) for column in columns]
+    separated = other_separator(names[0]) if len(names) == 1 else None
+    if separated:
+        return ValueError(separated if isinstance(source, pd.DataFrame) else f"{source}: {separated}")
+    return ValueError(f"column {name!r} is not in the data; its columns are {', '.join(map(repr, names))}")
 
 
 def plain(value):

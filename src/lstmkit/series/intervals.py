@@ -17,8 +17,8 @@ holds at least `coverage` of new values when they behave like the validation one
 al. 2005; Angelopoulos & Bates 2023, "Conformal prediction: a gentle introduction"). Values
 where the network gave no interval (w = 0, where a baseline stood in for it) are left out.
 
-A factor of 0, where at least `coverage` of the validation values were met exactly (to nine
-significant digits; an
+A factor of 0, where at least `coverage` of the validation values were met exactly (within a
+billionth of the validation values' range, or float64 rounding of the value; an
 intermittent series whose validation windows hold only zeros, forecast as zeros), would make
 the interval a point that the next non-zero value falls outside of: the network's own interval
 is kept instead (factor 1), with a warning.
@@ -42,7 +42,9 @@ def interval_scale(actual: np.ndarray, centre: np.ndarray, below: np.ndarray, ab
                                     for values in (actual, centre, below, above))
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.where(actual >= centre, (actual - centre) / above, (centre - actual) / below)
-    ratios[np.isclose(actual, centre, rtol=1e-9, atol=0)] = 0  # met but for rounding: exactly
+    finite = actual[np.isfinite(actual)]
+    spread = float(np.ptp(finite)) if len(finite) else 0.0
+    ratios[np.abs(actual - centre) <= 1e-9 * spread + 1e-12 * np.abs(actual)] = 0  # met but for rounding: exactly
     ratios = np.sort(ratios[np.isfinite(ratios) & (below > 0) & (above > 0)])
     if not len(ratios):
         return 1.0

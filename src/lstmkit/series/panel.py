@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.series.frame import (MissingValuesWarning, check_coverage, infer_frequency, numeric_column, parse_time,
-                                  plain, read_table, row_name, two_rows_named, written_times)
+from lstmkit.series.frame import (MissingValuesWarning, check_coverage, infer_frequency, missing_column, numeric_column,
+                                  parse_time, plain, read_table, row_name, two_rows_named, written_times)
 
 STEP = "step"  # the frequency and time kind of integer steps
 
@@ -74,7 +74,7 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
     columns = [id, time, target]
     for name in columns:
         if name not in table.columns:
-            raise ValueError(f"column {name!r} is not in the data; its columns are {', '.join(map(str, table.columns))}")
+            raise missing_column(name, source, table.columns)
     if len(set(columns)) < 3:
         raise ValueError(f"the id, time and target columns must be three columns, got {id!r}, {time!r}, {target!r}")
     path = None if isinstance(source, pd.DataFrame) else Path(source)

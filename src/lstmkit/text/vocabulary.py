@@ -7,9 +7,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lstmkit.caller import warn_at_caller
+
 LEVELS = ("char", "word")
 UNKNOWN = "<unk>"
 END_OF_LINE = "<eol>"
+# More of the training text's words than this share left out by min_frequency (read as <unk>)
+# earns a warning: the model then mostly learns to predict <unk>.
+MOST_UNKNOWN = 0.5
 
 
 def tokenize(text: str, level: str) -> list[str]:
@@ -51,6 +56,7 @@ class Vocabulary:
         counts = Counter(tokenize(text, level))
         kept = sorted(token for token, count in counts.items() if count >= min_frequency)
         if level == "word":
+            check_words_kept(counts, min_frequency)
             kept = [UNKNOWN, END_OF_LINE] + [token for token in kept if token not in (UNKNOWN, END_OF_LINE)]
         return cls(level, tuple(kept))
 
@@ -96,3 +102,20 @@ class Vocabulary:
     @classmethod
     def from_dict(cls, data: dict) -> Vocabulary:
         return cls(data["level"], tuple(data["tokens"]))
+
+
+
+def check_words_kept(counts: Counter, min_frequency: int) -> None:
+    """Refuse a min_frequency that keeps no word of the text; warn when it sends most of the
+    text's words to <unk>."""
+    words = {token: count for token, count in counts.items() if token not in (UNKNOWN, END_OF_LINE)}
+    if not words:
+        return
+    most = max(words.values())
+    if most < min_frequency:
+        raise ValueError(f"min_frequency {min_frequency} keeps no word of the training text: its most frequent word "
+                         f"appears {most:,} time(s); give a min_frequency of at most {most}")
+    left_out = sum(count for count in words.values() if count < min_frequency) / sum(words.values())
+    if left_out > MOST_UNKNOWN:
+        warn_at_caller(f"min_frequency {min_frequency} reads {left_out:.1%} of the training text's words as <unk> "
+                       "(the model then mostly learns to predict <unk>); give a lower min_frequency", RuntimeWarning)
