@@ -192,6 +192,8 @@ def test_cells_prints_the_equations_from_the_code(capsys):
     (["forecast", "fit", __file__, "--time", "t", "--target", "y", "--baselines", ","],
      "argument --baselines: expected comma-separated baseline names, got ','"),
     (["task", "adding", "--device", "cuda:x"], "argument --device: expected auto, cpu, cuda or cuda:N, got 'cuda:x'"),
+    (["lm", "train", ""], "argument text: expected a path, got ''"),  # Path("") is "."
+    (["lm", "train", __file__, "--out", ""], "argument --out: expected a path, got ''"),  # the default, silently
 ])
 def test_bad_arguments_exit_with_a_message(arguments, message, capsys):
     """(This file stands in for a text file: inputs are checked before the other options.)"""

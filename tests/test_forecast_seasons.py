@@ -75,6 +75,10 @@ def test_each_window_holds_the_encoders_lookback_or_two_of_the_longest_period(lo
 def test_extra_seasons_are_checked_when_the_config_is_built(extra, shown):
     with pytest.raises(ValueError, match=re.escape(f"extra_seasons must be periods of at least 2 steps, got {shown}")):
         ForecasterConfig(time="t", target="y", horizon=3, extra_seasons=extra)
+    for season, extra in ((11, (11, 22)), (None, (168, 168))):
+        with pytest.raises(ValueError, match=re.escape(f"extra_seasons are periods besides season (m = {season}), "
+                                                       f"each once; got {extra!r}")):
+            ForecasterConfig(time="t", target="y", horizon=3, season=season, extra_seasons=extra)
 
 
 def weekly_long_table() -> pd.DataFrame:

@@ -205,6 +205,10 @@ def test_covariates_and_several_targets():
     (weekly([1.0, 2.0, 3.0]).assign(date=["2020-01-04", "soon", "2020-01-18"]), ["y"],
      "column 'date' at row 1 (0-based position in the DataFrame) holds 'soon', which cannot be read as a time; "
      "the forms accepted are dates and times"),
+    # ISO and day-first rows: pandas read 01/05/2020 as 5 January, 28/05/2020 as 28 May.
+    (weekly([1.0, 2.0, 3.0]).assign(date=["2020-05-16", "23/05/2020", "30/05/2020"]), ["y"],
+     "column 'date' mixes date forms: '2020-05-16' at row 0 (0-based position in the DataFrame), '23/05/2020' at row 1 "
+     "(0-based position in the DataFrame); write every date in one form (yyyy-mm-dd)"),
     (weekly([1.0, "n/a", 3.0]), ["y"], "column 'y' must hold numbers (or empty cells for missing values); "
      "row 1 (0-based position in the DataFrame) holds 'n/a'"),
     (weekly([None, None, None]), ["y"], "the target column(s) y have no values"),
@@ -241,6 +245,15 @@ def test_a_spreadsheets_trailing_commas_are_read_and_rows_longer_than_the_header
         path.write_text(text)
         with pytest.raises(ValueError, match=f"^{re.escape(f'{path}: {why}')}$"):
             read_series(path, "date", ["y"])
+
+
+@pytest.mark.parametrize("encoding, byte", [("utf-16", "0xff"), ("latin-1", "0xe9")])
+def test_a_csv_file_not_in_utf8_is_named_with_the_byte(tmp_path, encoding, byte):
+    path = tmp_path / "series.csv"
+    path.write_bytes("year,activité\n1700,5\n1701,11\n1702,16\n".encode(encoding))
+    message = f"{path} is not UTF-8 text: byte {byte} does not decode; save the table as a UTF-8 CSV file"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        read_series(path, "year", ["activité"])
 
 
 def test_a_missing_csv_and_a_non_table_are_refused(tmp_path):

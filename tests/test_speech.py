@@ -267,6 +267,12 @@ def test_fsdd_manifests_follow_the_dataset_split_and_hold_out_a_speaker(tmp_path
     with pytest.raises(ValueError, match=r"^holdout_speaker must be one of the speakers in .* \(anna, bob\), "
                                          r"got 'carol'$"):
         fsdd_manifests(recordings, tmp_path / "x", holdout_speaker="carol")
+    for recording in recordings.glob("*_bob_*.wav"):  # anna alone: holding her out leaves nothing to train on
+        recording.unlink()
+    with pytest.raises(ValueError, match=r"^holding out 'anna', the only speaker in .*, leaves no recording to train "
+                                         r"on; leave --holdout-speaker out for the dataset's own split$"):
+        fsdd_manifests(recordings, tmp_path / "anna", holdout_speaker="anna")
+    assert not (tmp_path / "anna").exists()
 
 
 def test_connected_digits_join_one_speakers_recordings_with_short_silences(tmp_path):

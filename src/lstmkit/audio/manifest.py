@@ -124,6 +124,9 @@ def fsdd_manifests(recordings: str | Path, out: str | Path, holdout_speaker: str
     if holdout_speaker is not None and holdout_speaker not in speakers:
         raise ValueError(f"holdout_speaker must be one of the speakers in {recordings} "
                          f"({', '.join(speakers)}), got {holdout_speaker!r}")
+    if holdout_speaker is not None and len(speakers) == 1:
+        raise ValueError(f"holding out {holdout_speaker!r}, the only speaker in {recordings}, leaves no recording to "
+                         "train on; leave --holdout-speaker out for the dataset's own split")
     if connected and (isinstance(connected, bool) or not isinstance(connected, int) or connected < 2):
         raise ValueError(f"connected is the most digits joined in one utterance, at least 2, got {connected!r}")
     out = Path(out)

@@ -19,6 +19,8 @@ def checked_path(check: Callable[[str, str], object]) -> Callable[[str], str]:
     FileNotFoundError) as argparse's, which names the option."""
 
     def checked(text: str) -> str:
+        if not text.strip():  # Path("") is the current folder: a missing value, not a choice of "."
+            raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
         try:
             check(text, "")
         except (ValueError, FileNotFoundError) as error:

@@ -248,6 +248,9 @@ class ForecasterConfig(TrainingConfig):
         object.__setattr__(self, "extra_seasons", tuple(self.extra_seasons))
         if any(isinstance(period, bool) or not isinstance(period, int) or period < 2 for period in self.extra_seasons):
             raise ValueError(f"extra_seasons must be periods of at least 2 steps, got {self.extra_seasons!r}")
+        if len(set(self.extra_seasons)) < len(self.extra_seasons) or self.season in self.extra_seasons:
+            raise ValueError(f"extra_seasons are periods besides season (m = {self.season}), each once; got "
+                             f"{self.extra_seasons!r}")
         if not 0 < self.interval < 1:
             raise ValueError(f"interval is the coverage of the prediction interval, in (0, 1); got {self.interval!r}")
         if not 0 < self.validation_fraction < 1:

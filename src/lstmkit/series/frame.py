@@ -265,7 +265,10 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
             table = pd.read_csv(path, skip_blank_lines=False, index_col=False)
     except pd.errors.ParserWarning:
         raise ValueError(f"{path}: {longer_rows(path)}") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError as error:  # pandas' position may count from a chunk of the file: the byte alone
+        raise ValueError(f"{path} is not UTF-8 text: byte 0x{error.object[error.start]:02x} does not decode; save the "
+                         "table as a UTF-8 CSV file") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ValueError(f"{path} is not a readable CSV file: {error}") from None
     table.index = table.index + 2  # the header is line 1
     return table.dropna(how="all")
@@ -340,9 +343,15 @@ def parse_time(column: pd.Series, name: str, path: Path | None) -> tuple[pd.Date
         parts = text.str.extract(QUARTER).astype(np.int64)
         dashed = text.str.contains("-").all()
         return month_starts(parts[0], 3 * parts[1] - 2), "dashed_quarter" if dashed else "quarter"
-    if text.str.fullmatch(NUMERIC_DATE).all():
+    numeric_date = text.str.fullmatch(NUMERIC_DATE).to_numpy()
+    if numeric_date.all():
         stamps = numeric_dates(text.str.extract(NUMERIC_DATE).astype(float).fillna(0).astype(np.int64), column, name, path)
         return stamps, text_form(text, stamps)
+    if numeric_date.any():  # pandas would guess each such row's day and month order on its own
+        other, numbered = column.index[~numeric_date][0], column.index[numeric_date][0]
+        raise ValueError(f"column {name!r} mixes date forms: {plain(column[other])!r} at {row_name(other, path)}, "
+                         f"{plain(column[numbered])!r} at {row_name(numbered, path)}; write every date in one form "
+                         "(yyyy-mm-dd)")
     if text.str.fullmatch(TWO_DIGIT_YEAR_DATE).all():  # pandas would read each row on its own
         raise ValueError(f"column {name!r} holds dates with two-digit years, such as {plain(column.iloc[0])!r}, which "
                          "read as day, month or year alike; write the year in four digits (31/01/2020) or the "
