@@ -24,12 +24,13 @@ from pandas.tseries.api import guess_datetime_format
 
 from lstmkit.caller import warn_at_caller
 
+# What lstmkit reads, for messages about a file written otherwise.
+CSV_FORM = "comma-separated values with '.' as the decimal point"
 # How the time column was written, so that forecasts are written back the same way; besides
 # these, a strftime format (it holds "%") that writes every row back as it was written,
 # "timestamp@<zone>" for a DataFrame's timestamps in a time zone ("timestamp": without one), and
-# "local@<zone>" for those all at one time of day (daily or longer steps), on a wall-clock grid.
-# What lstmkit reads, for messages about a file written otherwise.
-CSV_FORM = "comma-separated values with '.' as the decimal point"
+# "local@<zone>" for those all at one time of day (daily or longer steps), on a wall-clock grid;
+# "decimal_year@<places>" for decimal years written with that many decimals.
 TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "dashed_quarter", "month", "utc", "timestamp")
 # Formats tried for times written as text, after pandas' guesses from the first row (month
 # names with a year are beyond its guess).
