@@ -20,6 +20,7 @@ from lstmkit.models.forecaster import (
     interval_half_width,
     negative_log_likelihood,
 )
+from lstmkit.pipelines.configs import baseline_names
 from lstmkit.series import baseline_forecast, read_series
 from lstmkit.series.frame import MissingValuesWarning
 
@@ -267,6 +268,16 @@ def test_the_distribution_defaults_to_laplace_for_a_long_table_and_normal_for_on
 def test_bad_options_are_refused_when_the_forecaster_is_built(options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         Forecaster("day", "signal", **options)
+
+
+def test_the_backtests_baselines_are_checked_before_it_trains(monkeypatch):
+    """An unknown name was refused after both networks trained; "naive" was read letter by letter."""
+    forecaster = Forecaster("day", "signal", horizon=3, **QUICK)
+    monkeypatch.setattr(Forecaster, "fit", lambda *arguments: pytest.fail("trained before the check"))
+    with pytest.raises(ValueError, match=re.escape("baselines must be among naive, seasonal_naive, drift, ets, arima, "
+                                                   "theta, naive2, got 'xx'")):
+        forecaster.backtest(sine_table(), baselines=("naive", "xx"))
+    assert baseline_names("naive") == ("naive",)  # one name, not its letters
 
 
 @pytest.mark.parametrize("target", [3, ["signal", 3]])

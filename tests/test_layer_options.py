@@ -11,7 +11,7 @@ import torch
 import lstmkit
 from helpers import triton_installed
 from lstmkit.cells import LSTMStep, make_cell
-from lstmkit.engines import select_engine
+from lstmkit.engines import CPU_FUSED_MIN_STEPS, select_engine
 from lstmkit.engines.step import step_engine_name
 
 H = 4
@@ -148,8 +148,33 @@ def test_repr_of_a_triton_layer_built_on_the_cpu(monkeypatch):
     ("layernorm", {}, "fused"),
 ])
 def test_auto_on_cpu_picks_onednn_for_the_plain_lstm_and_fused_for_the_rest(cell, options, engine):
-    """The rule of BENCHMARKS.md: fused measures faster than oneDNN for rnn and gru on CPU."""
+    """The rule of BENCHMARKS.md: fused measures faster than oneDNN for rnn and gru on CPU over
+    long sequences with gradients (the engine `engine_name` names)."""
     assert lstmkit.Recurrent(cell, 3, 4, **options).engine_name == engine
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_auto_on_cpu_runs_onednn_for_rnn_and_gru_on_short_calls_and_calls_without_gradients(cell, monkeypatch):
+    """One GRU step (a decoder's) ran 3-6 x slower fused than on oneDNN (BENCHMARKS.md)."""
+    from lstmkit.nn import recurrent
+
+    chosen = []
+
+    def recording(*arguments, **options):
+        engine = select_engine(*arguments, **options)
+        chosen.append(engine.name)
+        return engine
+
+    monkeypatch.setattr(recurrent, "select_engine", recording)
+    layer = lstmkit.Recurrent(cell, 3, 4)
+    layer(torch.randn(CPU_FUSED_MIN_STEPS - 1, 2, 3))                     # short, with gradients
+    layer(torch.randn(CPU_FUSED_MIN_STEPS, 2, 3))                         # long, with gradients
+    with torch.no_grad():
+        layer(torch.randn(CPU_FUSED_MIN_STEPS, 2, 3))                     # long, without
+    layer.requires_grad_(False)
+    layer(torch.randn(CPU_FUSED_MIN_STEPS, 2, 3))                         # nothing to differentiate
+    assert chosen == ["native", "fused", "native", "native"]
+    assert layer.engine_name == "fused"  # the repr's: a long call with gradients
 
 
 @triton_installed

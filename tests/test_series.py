@@ -337,6 +337,12 @@ def test_simple_baselines_by_hand():
         baseline_forecast("mean", history, 2, 2)
     with pytest.raises(ValueError, match="the seasonal_naive baseline needs at least 12 values, got 6"):
         baseline_forecast("seasonal_naive", history, 2, 12)
+    # A season of 0 gave [0, 0, 0] and -2 gave [2, 9, 2]: numbers, silently wrong.
+    for season in (0, -2, 2.5):
+        with pytest.raises(ValueError, match=re.escape(f"season must be a positive integer, got {season!r}")):
+            baseline_forecast("seasonal_naive", history, 3, season)
+    with pytest.raises(ValueError, match=re.escape("history must be one series (1-D), got shape (3, 2)")):
+        baseline_forecast("naive", history.reshape(3, 2), 3, 1)
 
 
 def test_baselines_are_exact_where_their_assumption_holds():

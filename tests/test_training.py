@@ -505,6 +505,21 @@ def test_a_run_of_an_older_lstmkit_loads_but_does_not_resume(text_file, tmp_path
         lm.train(text_file, tmp_path / "run", config, resume=True)
 
 
+@pytest.mark.parametrize("call, message", [
+    (lambda text, out: lm.train(text, out, None), "config must be a lstmkit.lm.TrainingConfig, got NoneType"),
+    (lambda text, out: lm.train(text, out, TrainingConfig(steps=2)),
+     "config must be a lstmkit.lm.TrainingConfig, got TrainingConfig"),
+    (lambda text, out: Trainer({"steps": 2}), "config must be a lstmkit.training.TrainingConfig (or a pipeline's "
+                                              "config), got dict"),
+    (lambda text, out: Trainer(TrainingConfig(steps=2)).run(torch.nn.Linear(1, 1)),
+     "job must be a lstmkit.training.Job (its model, batches and evaluation), got Linear"),
+])
+def test_a_config_or_job_of_another_type_is_named(text_file, tmp_path, call, message):
+    """Each was an AttributeError from wherever the object was first read."""
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        call(text_file, tmp_path / "run")
+
+
 def test_the_trainer_refuses_an_engine_the_device_lacks_before_announcing_the_run(text_file, tmp_path, capsys,
                                                                                   monkeypatch):
     """From Python, too: the layer's own check came only at the first forward pass, without a fix."""
@@ -523,6 +538,7 @@ def test_the_trainer_refuses_an_engine_the_device_lacks_before_announcing_the_ru
     (LMTrainingConfig, {"time_budget": "60"}, "time_budget must be a number or None, got '60' (str)"),
     # A switch given as a string would read as true, "no" included.
     (LMTrainingConfig, {"variable_length": "yes"}, "variable_length must be True or False, got 'yes' (str)"),
+    (LMTrainingConfig, {"tie_weights": "yes"}, "tie_weights must be True, False or None, got 'yes' (str)"),
     (ForecasterConfig, {"time": "t", "target": "y", "horizon": 3, "calendar": "no"},
      "calendar must be True or False, got 'no' (str)"),
     (SpeechConfig, {"stop_when_perfect": "no"}, "stop_when_perfect must be True or False, got 'no' (str)"),

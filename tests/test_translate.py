@@ -400,6 +400,17 @@ def test_the_translate_api_takes_a_list_and_gives_a_list(copy_run):
         translator.translate("a b")
     with pytest.raises(ValueError, match="^no sentences to score: give at least one source and its reference$"):
         translator.score([], [])
+    # One string was scored as its characters ("3 sources and 1 references"); None failed inside.
+    with pytest.raises(TypeError, match=re.escape("sources must be a list of strings, got one string ('ein'); "
+                                                  "pass [sentence]")):
+        translator.score("ein", ["a"])
+    with pytest.raises(TypeError, match=re.escape("sentences must be a list of strings, got NoneType")):
+        translator.translate(None)
+    with pytest.raises(TypeError, match=re.escape("sentences must be a list of strings, got list holding other "
+                                                  "objects")):
+        translator.translate([1, 2])
+    with pytest.raises(TypeError, match=re.escape("sentence must be a string, got list")):
+        translator.align(["x"])
 
 
 def test_train_command_writes_a_run_and_resumes_it(tmp_path, capsys):

@@ -1,8 +1,10 @@
 """Engines: how a cell runs over a sequence. Each engine owns its kernels; cells hold the math.
 
 `select_engine` turns a layer's `engine=` into the engine that runs a call. "auto" follows the
-rule measured in BENCHMARKS.md: on CPU, torch's oneDNN LSTM for the plain LSTM and the fused
-engine for every other cell (fused measures faster than oneDNN for rnn and gru); on CUDA,
+rule measured in BENCHMARKS.md: on CPU, torch's oneDNN LSTM for the plain LSTM, oneDNN's rnn and
+gru too for calls without gradients or of fewer than CPU_FUSED_MIN_STEPS steps, and the fused
+engine for every other call (fused measures faster than oneDNN for rnn and gru on long
+sequences with gradients, slower on short ones and without them); on CUDA,
 cuDNN for the cells it runs (the numbers of torch.nn's own modules) and the Triton engine for
 the others where triton is installed (measured faster than fused on every row of
 `benchmarks/gpu.py`), else the fused engine.
@@ -27,6 +29,11 @@ ENGINES: dict[str, Engine] = {
 }
 ENGINE_CHOICES = ("auto", *ENGINES)
 AUTO_NATIVE = {"cpu": ("lstm",), "cuda": ("lstm", "gru", "rnn")}  # where torch's own kernels win
+# Where they win on calls without gradients or shorter than CPU_FUSED_MIN_STEPS steps: on CPU,
+# one GRU step (B 1, H 64) took 200 µs fused and 59 µs native without gradients, 910 and 239
+# with; fused overtook native, with gradients, from 32 to 64 steps (BENCHMARKS.md).
+AUTO_NATIVE_SHORT = {"cpu": ("gru", "rnn")}
+CPU_FUSED_MIN_STEPS = 64
 TRANSFORM_WARNED: set[tuple[str, str]] = set()  # (transform, engine) fallbacks announced
 
 
@@ -57,7 +64,8 @@ def check_regularisers(engine: Engine, regularisers: frozenset[str]) -> None:
 
 
 def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: bool = False,
-                  regularisers: frozenset[str] = frozenset(), cell_steps: bool = False) -> Engine:
+                  regularisers: frozenset[str] = frozenset(), cell_steps: bool = False,
+                  long_backward: bool = True) -> Engine:
     """The engine that runs a call of a layer built with `engine=` on `device`.
 
     While torch.export traces a layer (torch.onnx.export is built on it), the call runs on the
@@ -74,9 +82,11 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     values to run a padded batch).
     Outside these nothing changes.
     `regularisers`: the Regularisation options acting in this call, which the engine must run;
-    `cell_steps`: whether torch's CPU kernels run the call as cell steps (`Engine.unsupported`).
+    `cell_steps`: whether torch's CPU kernels run the call as cell steps (`Engine.unsupported`);
+    `long_backward`: whether the call needs gradients over CPU_FUSED_MIN_STEPS steps or more.
     """
-    chosen = auto_engine(cell, device, return_gates, regularisers, cell_steps) if engine == "auto" else ENGINES[engine]
+    chosen = (auto_engine(cell, device, return_gates, regularisers, cell_steps, long_backward) if engine == "auto"
+              else ENGINES[engine])
     is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6; none before
     if (is_exporting is not None and is_exporting()) or device.type == "meta":  # shapes only, no numbers
         return ENGINES["reference"]
@@ -100,12 +110,15 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
 
 
 def auto_engine(
-    cell: Cell, device: torch.device, return_gates: bool, regularisers: frozenset[str], cell_steps: bool
+    cell: Cell, device: torch.device, return_gates: bool, regularisers: frozenset[str], cell_steps: bool,
+    long_backward: bool = True,
 ) -> Engine:
-    """engine='auto': torch's own kernels where they measured fastest, else Triton on CUDA,
-    else fused; the reference engine for regularisers none of them runs."""
+    """engine='auto': torch's own kernels where they measured fastest (for rnn and gru on CPU,
+    unless the call is a `long_backward` one), else Triton on CUDA, else fused; the reference
+    engine for regularisers none of them runs."""
     native = ENGINES["native"]
-    if (not return_gates and cell.name in AUTO_NATIVE.get(device.type, ())
+    native_cells = AUTO_NATIVE.get(device.type, ()) + (() if long_backward else AUTO_NATIVE_SHORT.get(device.type, ()))
+    if (not return_gates and cell.name in native_cells
             and not native.unsupported(cell, device, cell_steps) and regularisers <= native.regularisers):
         return native
     triton = ENGINES["triton"]

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from lstmkit.cells import Cell, LayerWeights, make_cell
-from lstmkit.engines import Regularisation, Stack, check_engine, flatten_weights, select_engine
+from lstmkit.engines import CPU_FUSED_MIN_STEPS, Regularisation, Stack, check_engine, flatten_weights, select_engine
 from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
 from lstmkit.nn.inputs import SequenceBatch, check_features, checked_return_gates, prepare_input, prepare_state
 from lstmkit.caller import warn_at_caller
@@ -194,7 +194,9 @@ class Recurrent(NotScriptable, nn.Module):
 
     @property
     def engine_name(self) -> str:
-        """The engine a call runs on, for input on the parameters' device (in this mode)."""
+        """The engine a call runs on, for input on the parameters' device (in this mode), when
+        it needs gradients over a long sequence (auto's choice for rnn and gru on CPU differs on
+        shorter calls and calls without gradients: `select_engine`)."""
         return select_engine(self.engine, self.cell, self.weight_ih_l0.device,
                              regularisers=self.regularisation.acting(self.training)).name
 
@@ -315,8 +317,11 @@ class Recurrent(NotScriptable, nn.Module):
         (gates, cell_states) when asked."""
         stack = self._stack()
         packed = batch.lengths is not None and batch.data.shape[1] > 0  # torch runs it as cell steps, as a projection
+        needs_grad = batch.data.requires_grad or any(weights.weight_hh.requires_grad for weights in stack.weights)
+        long_backward = batch.data.shape[0] >= CPU_FUSED_MIN_STEPS and torch.is_grad_enabled() and needs_grad
         engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
-                               stack.regularisation.acting(self.training), cell_steps=packed or self.proj_size > 0)
+                               stack.regularisation.acting(self.training), cell_steps=packed or self.proj_size > 0,
+                               long_backward=long_backward)
         if self.training and self.weight_dropout:  # DropConnect: one mask of weight_hh per call
             stack = stack._replace(weights=[
                 weights._replace(weight_hh=F.dropout(weights.weight_hh, self.weight_dropout, training=True))

@@ -125,6 +125,18 @@ def as_names(value, what: str) -> tuple[str, ...]:
     return names
 
 
+def baseline_names(value) -> tuple[str, ...]:
+    """Baseline names (lstmkit.series.BASELINES) from a name, a comma-separated string or a
+    sequence of names, each checked."""
+    from lstmkit.series.baselines import BASELINES
+
+    names = as_names(value, "baselines")
+    unknown = [name for name in names if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"baselines must be among {', '.join(BASELINES)}, got {', '.join(map(repr, unknown))}")
+    return names
+
+
 # What a forecaster's network corrects (ForecasterConfig.base).
 BASES = ("seasonal", "last", "auto")
 
@@ -267,10 +279,9 @@ class ForecasterConfig(TrainingConfig):
         self.check_long_table()
 
     def check_long_table(self) -> None:
-        from lstmkit.series.baselines import BASELINES
         from lstmkit.series.scaling import NORMALISATIONS
 
-        object.__setattr__(self, "baselines", as_names(self.baselines, "baselines"))
+        object.__setattr__(self, "baselines", baseline_names(self.baselines))
         if self.id is not None and (not isinstance(self.id, str) or not self.id):
             raise ValueError(f"id is the column of the series ids, got {self.id!r}")
         if self.id is not None and len(self.target) != 1:
@@ -293,9 +304,7 @@ class ForecasterConfig(TrainingConfig):
         if len(self.normalisation) > 1 and self.base == "auto":
             raise ValueError(f"normalisation {','.join(self.normalisation)} trains a network per normalisation, and "
                              "base 'auto' two per normalisation: choose base 'seasonal' or 'last'")
-        unknown = [name for name in self.baselines if name not in BASELINES]
-        if unknown:
-            raise ValueError(f"baselines must be among {', '.join(BASELINES)}, got {', '.join(map(repr, unknown))}")
+        baseline_names(self.baselines)
         if isinstance(self.epoch_windows, bool) or not isinstance(self.epoch_windows, int) or self.epoch_windows < 1:
             raise ValueError(f"epoch_windows must be a positive integer, got {self.epoch_windows!r}")
 

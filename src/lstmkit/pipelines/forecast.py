@@ -52,7 +52,7 @@ from lstmkit.models.forecaster import (
     interval_half_width,
     negative_log_likelihood,
 )
-from lstmkit.pipelines.configs import ForecasterConfig
+from lstmkit.pipelines.configs import ForecasterConfig, baseline_names
 from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, SeriesFrame, Windows, baseline_forecast, best_baseline,
                             calendar_features, future_times, read_series, scores, season_length)
 from lstmkit.series.choice import combination, combines, method_forecast
@@ -413,6 +413,7 @@ class Forecaster:
         PanelBacktest (forecast_global.backtest)."""
         if self.config.id is not None:
             return forecast_global.backtest(self, data, holdout)
+        shown = BASELINES if baselines is None else baseline_names(baselines)  # checked before any training
         frame = data if isinstance(data, SeriesFrame) else self.read(data)
         config, horizon = self.config, self.config.horizon
         holdout = horizon if holdout is None else holdout
@@ -432,7 +433,6 @@ class Forecaster:
         model.fit(frame.head(start))
         origins = list(range(start, len(frame), horizon))
         forecasts = model.forecast_origins(frame, origins, pad=True)
-        shown = tuple(baselines if baselines is not None else BASELINES)
         per_target = [forecast_choice.origin_baselines(model, frame, origins, index,
                                                        dict.fromkeys([*shown, *config.baselines]))
                       for index in range(len(config.target))]

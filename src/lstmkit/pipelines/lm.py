@@ -47,7 +47,7 @@ from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, read_text, tok
 from lstmkit.text.vocabulary import UNKNOWN, tokenize
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, resolve_device
 from lstmkit.training.device import runnable_engines
-from lstmkit.training.config import SEED_RANGE, check_field_types, check_positive_integers, current_names
+from lstmkit.training.config import SEED_RANGE, check_config, check_field_types, check_positive_integers, current_names
 
 # Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
 RECIPES = {
@@ -384,6 +384,7 @@ def train_language_model(
 ) -> LMRun:
     """Train (or, with resume, continue training) a language model on a text file; under
     torchrun, in every process, each on its share of the streams."""
+    check_config(config, LMTrainingConfig, "lstmkit.lm.TrainingConfig")
     out = Path(out)
     if resume:
         config = sized_like(config, out)

@@ -36,7 +36,7 @@ from lstmkit.models.acoustic import (
     stacked_length,
 )
 from lstmkit.pipelines.configs import SpeechConfig
-from lstmkit.training.config import offset_seed
+from lstmkit.training.config import check_config, offset_seed
 from lstmkit.training import Job, Processes, Trainer, resolve_device
 from lstmkit.training.device import runnable_engines
 
@@ -345,6 +345,7 @@ def train_speech_model(train: str | Path, out: str | Path | None, config: Speech
     """Train (or, with resume, continue training) a recogniser on the utterances of the manifest
     `train`, scored on those of `validation` (without one, on the training utterances: a
     check of fit, not of generalisation)."""
+    check_config(config, SpeechConfig, "lstmkit.speech.SpeechConfig")
     front_end = config.front_end()
     train_set, alphabet = load_utterances(train, front_end, None, config.stack, config.speed_perturbation)
     validation_set = train_set if validation is None else load_utterances(validation, front_end, alphabet,

@@ -38,7 +38,7 @@ from lstmkit.extras import extra_imports
 from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from lstmkit.pipelines.configs import DecodingConfig, TranslationConfig
 from lstmkit.text.parallel import ParallelText, read_lines, read_parallel
-from lstmkit.training.config import offset_seed
+from lstmkit.training.config import check_config, offset_seed
 from lstmkit.training import Job, Processes, Trainer, resolve_device
 from lstmkit.training.device import runnable_engines
 
@@ -281,6 +281,7 @@ def train_translation(source: str | Path, target: str | Path, valid_source: str 
     """Train (or, with resume, continue) a translation model from `source` to `target` sentences
     (plain or gzip, line k of each a pair), selecting on the validation pair of files. The
     subword vocabularies are learned from the training text (on resume: read from last/)."""
+    check_config(config, TranslationConfig, "lstmkit.translate.TrainingConfig")
     out = Path(out)
     train = read_parallel(source, target)
     valid = read_parallel(valid_source, valid_target, ("valid_source", "valid_target"), "translation")
@@ -346,10 +347,7 @@ class Translator:
         """One detokenised translation per sentence, an empty one for an empty sentence (beam
         1: greedy decoding; the defaults and their reasons: DecodingConfig)."""
         DecodingConfig(beam, max_length, length_penalty)  # checks them
-        if isinstance(sentences, str):
-            raise TypeError(f"sentences must be a list of strings, got one string ({sentences[:40]!r}); "
-                            "pass [sentence]")
-        sentences = [sentence.strip() for sentence in sentences]
+        sentences = [sentence.strip() for sentence in sentence_list(sentences, "sentences")]
         given = [index for index, sentence in enumerate(sentences) if sentence]
         translations = [""] * len(sentences)
         if given:
@@ -363,6 +361,9 @@ class Translator:
     def score(self, sources: list[str], references: list[str], beam: int = DecodingConfig.beam,
               max_length: int = DecodingConfig.max_length,
               length_penalty: float = DecodingConfig.length_penalty) -> TranslationScores:
+        """Translate `sources` and score the translations against `references` (one per source)
+        with sacrebleu's corpus BLEU and chrF."""
+        sources, references = sentence_list(sources, "sources"), sentence_list(references, "references")
         if len(sources) != len(references):
             raise ValueError(f"{len(sources):,} sources and {len(references):,} references: each source needs one")
         if not sources:
@@ -378,6 +379,8 @@ class Translator:
               length_penalty: float = DecodingConfig.length_penalty) -> Alignment:
         """The attention weights of the model's translation of `sentence` (its subwords and
         the end token on both sides), read by feeding that translation back through the decoder."""
+        if not isinstance(sentence, str):
+            raise TypeError(f"sentence must be a string, got {type(sentence).__name__}")
         if self.model.attention is None:
             raise ValueError("this model has no attention (trained with attention 'none'): there is nothing to draw")
         if not sentence.strip():  # translate() gives it an empty translation; there is no attention to read
@@ -392,6 +395,17 @@ class Translator:
             _, weights = self.model(source, lengths, target_in, return_attention=True)
         return Alignment(vocabularies.source.pieces(source_ids[0]),
                          vocabularies.target.pieces(target_ids[0]) + ["</s>"], weights[:, 0].float().cpu())
+
+
+def sentence_list(sentences, name: str) -> list[str]:
+    """`sentences` as a list, refusing one string (it would be read character by character) and
+    anything but a list or tuple of strings."""
+    if isinstance(sentences, str):
+        raise TypeError(f"{name} must be a list of strings, got one string ({sentences[:40]!r}); pass [sentence]")
+    if not isinstance(sentences, (list, tuple)) or not all(isinstance(sentence, str) for sentence in sentences):
+        raise TypeError(f"{name} must be a list of strings, got {type(sentences).__name__}"
+                        f"{'' if not isinstance(sentences, (list, tuple)) else ' holding other objects'}")
+    return list(sentences)
 
 
 def load_translator(directory: str | Path, device: str | torch.device = "cpu") -> Translator:

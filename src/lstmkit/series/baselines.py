@@ -21,6 +21,7 @@ history is forecast as that constant by every baseline (it is each one's forecas
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import warnings
 from collections.abc import Sequence
@@ -46,9 +47,14 @@ def baseline_forecast(name: str, history: np.ndarray, horizon: int, season: int)
                  "theta": theta, "naive2": naive2}
     if name not in forecasts:
         raise ValueError(f"baseline must be one of {', '.join(forecasts)}, got {name!r}")
+    for setting, value in (("horizon", horizon), ("season", season)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{setting} must be a positive integer, got {value!r}")
+    history = np.asarray(history, np.float64)
+    if history.ndim != 1:
+        raise ValueError(f"history must be one series (1-D), got shape {history.shape}")
     if len(history) < max(2, season):
         raise ValueError(f"the {name} baseline needs at least {max(2, season)} values, got {len(history)}")
-    history = np.asarray(history, np.float64)
     if (history == history[0]).all():
         return np.full(horizon, history[0])
     return np.asarray(forecasts[name](history, horizon, season), np.float64)

@@ -33,7 +33,7 @@ PLATEAU_ACTIONS = ("stop", "anneal")
 # names a bool, a fraction where an integer belongs, or a value out of range); and switches,
 # checked to be True or False, since a string such as "no" would read as true.
 FIELD_TYPES = {"int": "an integer", "int | None": "an integer or None", "float": "a number",
-               "float | None": "a number or None", "bool": "True or False"}
+               "float | None": "a number or None", "bool": "True or False", "bool | None": "True, False or None"}
 # Names that older checkpoints and results files used for settings that now have one spelling.
 LEGACY_NAMES = {"hidden": "hidden_size", "layers": "num_layers", "batch": "batch_size", "embedding": "embedding_size",
                 "learning_rate": "lr"}
@@ -189,12 +189,19 @@ def check_field_types(config) -> None:
         if field.type not in FIELD_TYPES:
             continue
         value = getattr(config, field.name)
-        if field.type == "bool":
-            right = isinstance(value, (bool, np.bool_))
+        if field.type.startswith("bool"):
+            right = isinstance(value, (bool, np.bool_)) or (value is None and "None" in field.type)
         else:
             right = isinstance(value, numbers.Real) or (value is None and "None" in field.type)
         if not right:
             raise TypeError(f"{field.name} must be {FIELD_TYPES[field.type]}, got {value!r} ({type(value).__name__})")
+
+
+def check_config(config, expected: type, name: str) -> None:
+    """Refuse, before it is read, a config that is not an `expected` (None, a dict, another
+    pipeline's), naming the class to build (`name`, as the user imports it)."""
+    if not isinstance(config, expected):
+        raise TypeError(f"config must be a {name}, got {type(config).__name__}")
 
 
 def offset_seed(seed: int, offset: int) -> int:

@@ -35,7 +35,7 @@ from torch import Tensor
 from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import check_kind, existing, load_checkpoint, read_extra_tensors, save_checkpoint
 from lstmkit.files import check_nothing_overwritten, check_output_folder, write_csv, write_json
-from lstmkit.training.config import ADDED_SETTINGS, RESUMABLE_CHANGES, TrainingConfig, current_names
+from lstmkit.training.config import ADDED_SETTINGS, RESUMABLE_CHANGES, TrainingConfig, check_config, current_names
 from lstmkit.training.device import Precision, check_engines, resolve_device
 from lstmkit.training.distributed import Processes
 from lstmkit.training.job import Job
@@ -158,6 +158,7 @@ class Trainer:
     and reports progress."""
 
     def __init__(self, config: TrainingConfig) -> None:
+        check_config(config, TrainingConfig, "lstmkit.training.TrainingConfig (or a pipeline's config)")
         self.config = config
         self.processes = Processes.from_environment()
         self.device = resolve_device(config.device, self.processes.local_rank)
@@ -177,6 +178,9 @@ class Trainer:
         """Train `job.model` under the budget; with `out`, write checkpoints, metrics.csv and
         results.json there (rank 0), and with `resume` continue the run in it. `keep_best`
         leaves the model with the weights of its best evaluation (kept in memory)."""
+        if not isinstance(job, Job):
+            raise TypeError(f"job must be a lstmkit.training.Job (its model, batches and evaluation), got "
+                            f"{type(job).__name__}")
         config, processes, device = self.config, self.processes, self.device
         check_engines(job.model, device)
         out = None if out is None else check_output_folder(out)
