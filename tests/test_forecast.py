@@ -251,6 +251,16 @@ def test_a_forecaster_ensemble_saves_its_members_and_predicts_the_same_after_loa
     pd.testing.assert_frame_equal(loaded.predict(table), forecaster.predict(table))
 
 
+def test_a_forecaster_reads_as_the_call_that_builds_it():
+    """It was <lstmkit.pipelines.forecast.Forecaster object at 0x...>."""
+    assert repr(Forecaster("day", "signal", horizon=3)) == "Forecaster(time='day', target='signal', horizon=3)"
+    assert repr(Forecaster("t", "y,z", horizon=3, hidden_size=8)) == ("Forecaster(time='t', target=('y', 'z'), "
+                                                                      "horizon=3, hidden_size=8)")
+    # A long table's own defaults (laplace, seasonal) are not settings given.
+    assert repr(Forecaster("t", "y", horizon=3, id="id", distribution="normal")) == (
+        "Forecaster(time='t', target='y', horizon=3, distribution='normal', id='id')")
+
+
 def test_the_distribution_defaults_to_laplace_for_a_long_table_and_normal_for_one():
     assert Forecaster("day", "signal", horizon=3).config.distribution == "normal"
     assert Forecaster("t", "y", horizon=3, id="id").config.distribution == "laplace"

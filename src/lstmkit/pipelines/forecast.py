@@ -174,6 +174,18 @@ class Forecaster:
         # is there, continued or reused (`forecast fit --resume`); None: in memory only.
         self.run_folder: Path | None = None
 
+    def __repr__(self) -> str:
+        """As the call that builds it: the columns, the horizon, and the id and settings given
+        otherwise than by default (the defaults of its kind of table)."""
+        config = self.config
+        plain = ForecasterConfig(time=config.time, target=config.target, horizon=config.horizon, id=config.id)
+        given = [f"{field.name}={getattr(config, field.name)!r}" for field in fields(config)
+                 if field.name not in ("time", "target", "horizon")
+                 and (getattr(config, field.name) != getattr(plain, field.name) or field.name == "id" and config.id)]
+        target = config.target[0] if len(config.target) == 1 else config.target
+        return ", ".join([f"Forecaster(time={config.time!r}", f"target={target!r}", f"horizon={config.horizon}",
+                          *given]) + ")"
+
     @property
     def base(self) -> str:
         """What the fitted network corrects: "seasonal" (seasonal naive) or "last" (the last value)."""
@@ -189,6 +201,8 @@ class Forecaster:
         return load_forecaster(directory, device)
 
     def read(self, data) -> SeriesFrame | Panel:
+        """`data` (a CSV path or a DataFrame) read and checked as this forecaster's columns say:
+        a SeriesFrame, or with `id` a Panel of series."""
         if self.config.id is not None:
             return forecast_global.read(self, data)
         return read_series(data, self.config.time, self.config.target, self.config.covariates,
@@ -407,7 +421,8 @@ class Forecaster:
                                          for row in forecasts.fallbacks]
         return prediction
 
-    def backtest(self, data, holdout: int | None = None, baselines: tuple[str, ...] | None = None) -> Backtest:
+    def backtest(self, data, holdout: int | None = None,
+                 baselines: tuple[str, ...] | None = None) -> Backtest | forecast_global.PanelBacktest:
         """Fit a copy of this forecaster on all but the last `holdout` rows (default: horizon)
         and score it, and each baseline, on them; see the module docstring. With `id`: a
         PanelBacktest (forecast_global.backtest)."""

@@ -101,8 +101,15 @@ __all__ = ["LMRun", "LMTrainingConfig", "TextScores", "TrainedLanguageModel", "l
 @dataclass(frozen=True)
 class LMTrainingConfig(TrainingConfig, RegulariserSettings):
     """How a language model is built and trained (the training fields: see TrainingConfig).
-    Defaults: a 2 x 512 character-level LSTM, the configuration that scored best on Tiny
-    Shakespeare in 30 minutes on 2 CPU cores (README)."""
+
+    Fields left None take the level's defaults (LEVEL_DEFAULTS, README "Language-model
+    defaults"): at char level a 2 x 512 LSTM trained by AdamW (1 x 256 under a time_budget of
+    less than 600 s, where neither num_layers nor hidden_size is given, SHORT_BUDGETS); at word
+    level a 2 x 256 LSTM with tied weights trained by SGD. A `recipe` sets its settings where
+    the field holds its default, so in Python a value equal to the default is taken as not
+    given (on the command line a flag given always wins). As for every config, the defaults are
+    resolved when it is built: dataclasses.replace keeps them, so build a new config to change
+    the level or the budget."""
 
     level: str = "char"
     # Word level: rarer words become <unk>; 1 keeps every word.
@@ -231,7 +238,7 @@ class TextScores:
 
 @dataclass
 class LMRun:
-    """The outcome of `train_language_model`."""
+    """The outcome of `lstmkit.lm.train`."""
 
     out: Path
     best_val_loss: float
@@ -435,6 +442,8 @@ class TrainedLanguageModel:
 
     def sample(self, prime: str = "", length: int = 500, temperature: float = 1.0, top_k: int | None = None,
                seed: int | None = None) -> str:
+        """`prime` followed by `length` sampled tokens (`sample_text`): `temperature` below 1
+        sharpens the distribution, `top_k` keeps the k likeliest, `seed` makes it repeatable."""
         return sample_text(self.model, self.vocabulary, prime, length, temperature, top_k, seed)
 
     def evaluate(self, text: str | os.PathLike, cache: CachePointer | None = None,

@@ -179,7 +179,7 @@ def check_long_enough(utterance: Utterance, frames: int, labels: list[int], fron
 
 @dataclass
 class SpeechRun:
-    """The outcome of `train_speech_model`."""
+    """The outcome of `lstmkit.speech.train`."""
 
     out: Path | None
     best: dict | None

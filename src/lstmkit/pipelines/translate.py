@@ -261,7 +261,7 @@ def read_subwords(directory: Path, name: str) -> Subwords:
 
 @dataclass
 class TranslationRun:
-    """The outcome of `train_translation`."""
+    """The outcome of `lstmkit.translate.train`."""
 
     out: Path
     best_val_loss: float

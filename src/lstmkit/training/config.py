@@ -66,6 +66,11 @@ class TrainingConfig:
     Budgets: each of `steps`, `epochs` and `time_budget` (seconds of training, evaluations
     excluded) that is set ends training when it is spent, the first one first. With none set,
     the pipeline's `default_budget` applies.
+
+    Defaults that depend on other fields (the budget, a pipeline's level or table) are resolved
+    when a config is built and stored in its fields: dataclasses.replace keeps them, so
+    `replace(TrainingConfig(), time_budget=600)` still stops at the default 1,000 steps; build a
+    new config from the settings instead.
     """
 
     # AdamW adapts each weight's step and needs little tuning; "sgd", and "nt-asgd" (SGD that
