@@ -21,12 +21,14 @@ from lstmkit.engines.precision import Precision, autocast, precision_for
 
 def run_eagerly(function: Callable) -> Callable:
     """`function`, which torch.compile runs eagerly (a graph break), as it runs torch.nn's RNNs:
-    for an engine whose kernels the compiler cannot trace. torch._dynamo is imported at the
-    first call, not with lstmkit."""
+    for an engine whose kernels the compiler cannot trace. Outside the compiler, `function`
+    itself: a disabled wrapper built at every call cost ~10 µs, a fifth of a GRU decoder step."""
 
     @functools.wraps(function)
     def eager(*args, **kwargs):
-        return torch.compiler.disable(function)(*args, **kwargs)
+        if torch.compiler.is_compiling():
+            return torch.compiler.disable(function)(*args, **kwargs)
+        return function(*args, **kwargs)
 
     return eager
 
