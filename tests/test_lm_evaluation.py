@@ -126,3 +126,9 @@ def test_options_are_checked(build, message):
 def test_one_way_at_a_time(trained):
     with pytest.raises(ValueError, match="score with the cache pointer or with dynamic evaluation, one at a time"):
         trained.evaluate(TEXT, cache=CachePointer(), dynamic=DynamicEvaluation())
+    # A switch in place of the settings failed inside: "'bool' object has no attribute 'theta'".
+    with pytest.raises(TypeError, match=re.escape("cache must be a CachePointer (lstmkit.pipelines.lm_evaluation) "
+                                                  "or None, got True; e.g. cache=CachePointer()")):
+        trained.evaluate(TEXT, cache=True)
+    with pytest.raises(TypeError, match=re.escape("dynamic must be a DynamicEvaluation")):
+        trained.evaluate(TEXT, dynamic="yes")

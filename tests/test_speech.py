@@ -22,7 +22,7 @@ from helpers import Killed, dies_at_step, run_cli  # noqa: E402
 from lstmkit.models.acoustic import Lexicon, greedy_decode, prefix_beam_search, stack_frames  # noqa: E402
 from lstmkit.pipelines.configs import SpeechConfig  # noqa: E402
 from lstmkit.pipelines.speech import (  # noqa: E402
-    confusion_table, load_speech_model, load_utterances, train_speech_model,
+    confusion_table, load_speech_model, load_utterances, score_transcripts, train_speech_model,
 )
 
 RATE = 8000
@@ -141,6 +141,17 @@ def test_a_file_at_another_rate_is_resampled_and_says_so(tmp_path):
     frames, resampled = FrontEnd().features(write_wav(tmp_path / "a.wav", seconds=0.5, rate=16000))
     assert resampled == 16000
     assert tuple(frames.shape) == (51, 40)
+
+
+def test_transcripts_are_scored_by_hand_and_strings_are_refused():
+    # "one two" heard as "one too": 1 of the 3 reference words wrong, 1 of its 10 characters (w for o)
+    assert score_transcripts(["one two", "six"], ["one too", "six"]) == {
+        "wer": 1 / 3, "cer": 1 / 10, "utterances": 2, "accuracy": 0.5}
+    with pytest.raises(TypeError, match=re.escape("references must be a list of strings, got one string ('ab')")):
+        score_transcripts("ab", "ab")  # it scored two one-letter utterances
+    with pytest.raises(ValueError, match=re.escape("expected one hypothesis per reference, at least one of each; "
+                                                   "got 1 reference(s) and 2 hypothesis(es)")):
+        score_transcripts(["a b"], ["a", "b"])
 
 
 def test_speed_perturbation_plays_a_file_faster_and_higher_or_slower_and_lower(tmp_path):

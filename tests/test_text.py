@@ -46,6 +46,14 @@ def test_a_minimum_frequency_that_keeps_no_word_or_few_is_named():
         Vocabulary.build(text + "\nfox", "word", min_frequency=3)  # cat, dog and fox: 4 of 7 words
 
 
+def test_tokenize_checks_its_text_and_level():
+    """"byte" split nothing and returned the text whole; None failed inside."""
+    with pytest.raises(ValueError, match=re.escape("level must be one of char, word, got 'byte'")):
+        tokenize("abc", "byte")
+    with pytest.raises(TypeError, match=re.escape("text must be a str, got NoneType")):
+        tokenize(None, "char")
+
+
 def test_unknown_characters_are_named():
     vocabulary = Vocabulary.build("abc", "char")
     with pytest.raises(ValueError, match=re.escape("the prime text has characters the model's vocabulary lacks: "

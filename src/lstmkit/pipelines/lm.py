@@ -453,6 +453,10 @@ class TrainedLanguageModel:
         or with dynamic evaluation (lstmkit.pipelines.lm_evaluation)."""
         if isinstance(text, os.PathLike):
             text = read_text(text)
+        for name, value, kind in (("cache", cache, CachePointer), ("dynamic", dynamic, DynamicEvaluation)):
+            if value is not None and not isinstance(value, kind):
+                raise TypeError(f"{name} must be a {kind.__name__} (lstmkit.pipelines.lm_evaluation) or None, got "
+                                f"{value!r}; e.g. {name}={kind.__name__}()")
         if cache is not None and dynamic is not None:
             raise ValueError("score with the cache pointer or with dynamic evaluation, one at a time")
         if cache is None and dynamic is None:

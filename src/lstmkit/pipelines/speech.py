@@ -36,6 +36,7 @@ from lstmkit.models.acoustic import (
     stacked_length,
 )
 from lstmkit.pipelines.configs import SpeechConfig
+from lstmkit.text.parallel import sentence_list
 from lstmkit.training.config import check_config, offset_seed
 from lstmkit.training import Job, Processes, Trainer, resolve_device
 from lstmkit.training.device import runnable_engines
@@ -299,6 +300,10 @@ def decode(log_probs: Tensor, beam: int, lexicon: Lexicon | None = None) -> list
 def score_transcripts(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
     """Word and character error rates (jiwer: edit operations over reference length, every
     utterance pooled), the number of utterances, and the fraction transcribed exactly."""
+    references, hypotheses = sentence_list(references, "references"), sentence_list(hypotheses, "hypotheses")
+    if len(references) != len(hypotheses) or not references:
+        raise ValueError(f"expected one hypothesis per reference, at least one of each; got {len(references)} "
+                         f"reference(s) and {len(hypotheses)} hypothesis(es)")
     return {"wer": jiwer.wer(list(references), list(hypotheses)), "cer": jiwer.cer(list(references), list(hypotheses)),
             "utterances": len(references),
             "accuracy": sum(r == h for r, h in zip(references, hypotheses)) / len(references)}

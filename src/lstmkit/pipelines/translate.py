@@ -37,7 +37,7 @@ from lstmkit.checkpoint import (
 from lstmkit.extras import extra_imports
 from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from lstmkit.pipelines.configs import DecodingConfig, TranslationConfig
-from lstmkit.text.parallel import ParallelText, read_lines, read_parallel
+from lstmkit.text.parallel import ParallelText, read_lines, read_parallel, sentence_list
 from lstmkit.training.config import check_config, offset_seed
 from lstmkit.training import Job, Processes, Trainer, resolve_device
 from lstmkit.training.device import runnable_engines
@@ -395,17 +395,6 @@ class Translator:
             _, weights = self.model(source, lengths, target_in, return_attention=True)
         return Alignment(vocabularies.source.pieces(source_ids[0]),
                          vocabularies.target.pieces(target_ids[0]) + ["</s>"], weights[:, 0].float().cpu())
-
-
-def sentence_list(sentences, name: str) -> list[str]:
-    """`sentences` as a list, refusing one string (it would be read character by character) and
-    anything but a list or tuple of strings."""
-    if isinstance(sentences, str):
-        raise TypeError(f"{name} must be a list of strings, got one string ({sentences[:40]!r}); pass [sentence]")
-    if not isinstance(sentences, (list, tuple)) or not all(isinstance(sentence, str) for sentence in sentences):
-        raise TypeError(f"{name} must be a list of strings, got {type(sentences).__name__}"
-                        f"{'' if not isinstance(sentences, (list, tuple)) else ' holding other objects'}")
-    return list(sentences)
 
 
 def load_translator(directory: str | Path, device: str | torch.device = "cpu") -> Translator:

@@ -66,3 +66,14 @@ def read_parallel(source: str | Path, target: str | Path, names: tuple[str, str]
         raise ValueError(f"{source} has {len(sources):,} lines and its {what} {target} has {len(targets):,}: "
                          "line k of each must be a pair")
     return ParallelText(sources, targets, {names[0]: source_print, names[1]: target_print})
+
+
+def sentence_list(sentences, name: str) -> list[str]:
+    """`sentences` as a list, refusing one string (it would be read character by character) and
+    anything but a list or tuple of strings."""
+    if isinstance(sentences, str):
+        raise TypeError(f"{name} must be a list of strings, got one string ({sentences[:40]!r}); pass [sentence]")
+    if not isinstance(sentences, (list, tuple)) or not all(isinstance(sentence, str) for sentence in sentences):
+        raise TypeError(f"{name} must be a list of strings, got {type(sentences).__name__}"
+                        f"{'' if not isinstance(sentences, (list, tuple)) else ' holding other objects'}")
+    return list(sentences)

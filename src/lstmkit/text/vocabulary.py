@@ -19,6 +19,10 @@ MOST_UNKNOWN = 0.5
 
 def tokenize(text: str, level: str) -> list[str]:
     """Characters, or words split on whitespace with END_OF_LINE for every line break."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
     if level == "char":
         return list(text)
     *lines, last = text.split("\n")
