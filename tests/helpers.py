@@ -233,3 +233,19 @@ def interrupt_task_in(monkeypatch, stopped: str) -> None:
         return trained(task, cell, *arguments)
 
     monkeypatch.setattr(longlag, "train_cell", interrupted)
+
+
+def record_engines(monkeypatch) -> list[str]:
+    """The names of the engines the layers' calls run on, in order, from now on."""
+    from lstmkit.engines import select_engine
+    from lstmkit.nn import recurrent
+
+    chosen: list[str] = []
+
+    def recording(*arguments, **options):
+        engine = select_engine(*arguments, **options)
+        chosen.append(engine.name)
+        return engine
+
+    monkeypatch.setattr(recurrent, "select_engine", recording)
+    return chosen

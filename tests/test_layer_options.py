@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lstmkit
-from helpers import triton_installed
+from helpers import record_engines, triton_installed
 from lstmkit.cells import LSTMStep, make_cell
 from lstmkit.engines import CPU_FUSED_MIN_STEPS, select_engine
 from lstmkit.engines.step import step_engine_name
@@ -156,16 +156,7 @@ def test_auto_on_cpu_picks_onednn_for_the_plain_lstm_and_fused_for_the_rest(cell
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
 def test_auto_on_cpu_runs_onednn_for_rnn_and_gru_on_short_calls_and_calls_without_gradients(cell, monkeypatch):
     """One GRU step (a decoder's) ran 3-6 x slower fused than on oneDNN (BENCHMARKS.md)."""
-    from lstmkit.nn import recurrent
-
-    chosen = []
-
-    def recording(*arguments, **options):
-        engine = select_engine(*arguments, **options)
-        chosen.append(engine.name)
-        return engine
-
-    monkeypatch.setattr(recurrent, "select_engine", recording)
+    chosen = record_engines(monkeypatch)
     layer = lstmkit.Recurrent(cell, 3, 4)
     layer(torch.randn(CPU_FUSED_MIN_STEPS - 1, 2, 3))                     # short, with gradients
     layer(torch.randn(CPU_FUSED_MIN_STEPS, 2, 3))                         # long, with gradients

@@ -16,9 +16,7 @@ import torch
 from torch import Tensor, nn
 
 import lstmkit
-from helpers import ALL_CELLS, assert_close, flatten_outputs, random_state
-from lstmkit.engines import select_engine
-from lstmkit.nn import recurrent
+from helpers import ALL_CELLS, assert_close, flatten_outputs, random_state, record_engines
 
 TOLERANCE = 1e-5  # float32: two orders of summation of the same products
 
@@ -98,14 +96,7 @@ def test_two_bidirectional_layers_export_for_any_batch_size(tmp_path):
 def test_export_runs_the_reference_engine_and_eager_calls_do_not(build, eager, monkeypatch):
     """Under torch.export a layer runs on the reference engine, whatever it was built with;
     before and after, its eager calls run where they always did."""
-    chosen = []
-
-    def recording_select_engine(*arguments, **options):
-        engine = select_engine(*arguments, **options)
-        chosen.append(engine.name)
-        return engine
-
-    monkeypatch.setattr(recurrent, "select_engine", recording_select_engine)
+    chosen = record_engines(monkeypatch)
     layer = build()
     inputs = torch.randn(3, 2, 3)
     layer(inputs)

@@ -317,8 +317,9 @@ class Recurrent(NotScriptable, nn.Module):
         (gates, cell_states) when asked."""
         stack = self._stack()
         packed = batch.lengths is not None and batch.data.shape[1] > 0  # torch runs it as cell steps, as a projection
-        needs_grad = batch.data.requires_grad or any(weights.weight_hh.requires_grad for weights in stack.weights)
-        long_backward = batch.data.shape[0] >= CPU_FUSED_MIN_STEPS and torch.is_grad_enabled() and needs_grad
+        long_backward = (batch.data.shape[0] >= CPU_FUSED_MIN_STEPS and torch.is_grad_enabled()  # short: no more asked
+                         and (batch.data.requires_grad or any(weights.weight_hh.requires_grad
+                                                              for weights in stack.weights)))
         engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
                                stack.regularisation.acting(self.training), cell_steps=packed or self.proj_size > 0,
                                long_backward=long_backward)

@@ -178,13 +178,14 @@ class Forecaster:
         """As the call that builds it: the columns, the horizon, and the id and settings given
         otherwise than by default (the defaults of its kind of table)."""
         config = self.config
-        plain = ForecasterConfig(time=config.time, target=config.target, horizon=config.horizon, id=config.id)
+        defaults = ForecasterConfig(time=config.time, target=config.target, horizon=config.horizon, id=config.id)
         given = [f"{field.name}={getattr(config, field.name)!r}" for field in fields(config)
-                 if field.name not in ("time", "target", "horizon")
-                 and (getattr(config, field.name) != getattr(plain, field.name) or field.name == "id" and config.id)]
+                 if field.name not in ("time", "target", "horizon", "id")
+                 and getattr(config, field.name) != getattr(defaults, field.name)]
         target = config.target[0] if len(config.target) == 1 else config.target
-        return ", ".join([f"Forecaster(time={config.time!r}", f"target={target!r}", f"horizon={config.horizon}",
-                          *given]) + ")"
+        table = [f"id={config.id!r}"] if config.id is not None else []
+        parts = [f"time={config.time!r}", f"target={target!r}", f"horizon={config.horizon}", *given, *table]
+        return f"Forecaster({', '.join(parts)})"
 
     @property
     def base(self) -> str:

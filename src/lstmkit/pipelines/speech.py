@@ -304,7 +304,7 @@ def score_transcripts(references: Sequence[str], hypotheses: Sequence[str]) -> d
     if len(references) != len(hypotheses) or not references:
         raise ValueError(f"expected one hypothesis per reference, at least one of each; got {len(references)} "
                          f"reference(s) and {len(hypotheses)} hypothesis(es)")
-    return {"wer": jiwer.wer(list(references), list(hypotheses)), "cer": jiwer.cer(list(references), list(hypotheses)),
+    return {"wer": jiwer.wer(references, hypotheses), "cer": jiwer.cer(references, hypotheses),
             "utterances": len(references),
             "accuracy": sum(r == h for r, h in zip(references, hypotheses)) / len(references)}
 

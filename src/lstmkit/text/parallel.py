@@ -73,7 +73,8 @@ def sentence_list(sentences, name: str) -> list[str]:
     anything but a list or tuple of strings."""
     if isinstance(sentences, str):
         raise TypeError(f"{name} must be a list of strings, got one string ({sentences[:40]!r}); pass [sentence]")
-    if not isinstance(sentences, (list, tuple)) or not all(isinstance(sentence, str) for sentence in sentences):
-        raise TypeError(f"{name} must be a list of strings, got {type(sentences).__name__}"
-                        f"{'' if not isinstance(sentences, (list, tuple)) else ' holding other objects'}")
+    if not isinstance(sentences, (list, tuple)):
+        raise TypeError(f"{name} must be a list of strings, got {type(sentences).__name__}")
+    if not all(isinstance(sentence, str) for sentence in sentences):
+        raise TypeError(f"{name} must be a list of strings, got {type(sentences).__name__} holding other objects")
     return list(sentences)

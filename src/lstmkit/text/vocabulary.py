@@ -108,7 +108,6 @@ class Vocabulary:
         return cls(data["level"], tuple(data["tokens"]))
 
 
-
 def check_words_kept(counts: Counter, min_frequency: int) -> None:
     """Refuse a min_frequency that keeps no word of the text; warn when it sends most of the
     text's words to <unk>."""

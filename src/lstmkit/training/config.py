@@ -194,11 +194,8 @@ def check_field_types(config) -> None:
         if field.type not in FIELD_TYPES:
             continue
         value = getattr(config, field.name)
-        if field.type.startswith("bool"):
-            right = isinstance(value, (bool, np.bool_)) or (value is None and "None" in field.type)
-        else:
-            right = isinstance(value, numbers.Real) or (value is None and "None" in field.type)
-        if not right:
+        kinds = (bool, np.bool_) if field.type.startswith("bool") else numbers.Real
+        if not (isinstance(value, kinds) or (value is None and "None" in field.type)):
             raise TypeError(f"{field.name} must be {FIELD_TYPES[field.type]}, got {value!r} ({type(value).__name__})")
 
 

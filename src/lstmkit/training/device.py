@@ -46,10 +46,9 @@ def runnable_engines(model: nn.Module, device: torch.device) -> None:
     """Set to "auto" the engine of each layer and cell module of `model` that cannot run on
     `device`: a model trained on a GPU with engine="triton" (auto's own choice there for most
     cells), loaded on a CPU. The engines compute the same numbers."""
-    for module in model.modules():
-        if isinstance(module, (Recurrent, RecurrentCell)) and module.engine != "auto":
-            if ENGINES[module.engine].unsupported(module.cell, device):  # a missing package too (triton)
-                module.engine = "auto"
+    for module in recurrent_modules(model):
+        if module.engine != "auto" and ENGINES[module.engine].unsupported(module.cell, device):  # triton missing too
+            module.engine = "auto"
 
 
 def check_precision(name: str, device: torch.device) -> None:
@@ -67,18 +66,22 @@ def check_runtime(device: str, precision: str, engine: str = "auto", cell: str |
     resolved = resolve_device(device)
     check_precision(precision, resolved)
     if cell is not None:
-        check_engine(engine, make_cell(cell), resolved)
+        check_engine_runs(engine, make_cell(cell), resolved)
 
 
 def check_engines(model: nn.Module, device: torch.device) -> None:
     """Refuse, before training starts, a layer or cell module of `model` whose engine cannot run
     its cell on `device`."""
-    for module in model.modules():
-        if isinstance(module, (Recurrent, RecurrentCell)):
-            check_engine(module.engine, module.cell, device)
+    for module in recurrent_modules(model):
+        check_engine_runs(module.engine, module.cell, device)
 
 
-def check_engine(engine: str, cell, device: torch.device) -> None:
+def recurrent_modules(model: nn.Module):
+    """The layers and cell modules of `model`, the modules that have an engine."""
+    return (module for module in model.modules() if isinstance(module, (Recurrent, RecurrentCell)))
+
+
+def check_engine_runs(engine: str, cell, device: torch.device) -> None:
     """Refuse `engine` where it cannot run `cell` on `device` ("auto" always can)."""
     reason = engine != "auto" and ENGINES[engine].unsupported(cell, device)  # a missing package too (triton)
     if reason:
