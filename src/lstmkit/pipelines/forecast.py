@@ -689,4 +689,4 @@ def predict_to_csv(directory: str | Path, data, out: str | Path | None = None, d
     return table
 
 
-from lstmkit.pipelines import forecast_choice, forecast_global  # noqa: E402  (forecast_global imports float_tensor)
+from lstmkit.pipelines import forecast_choice, forecast_global  # noqa: E402  (both import Forecaster from here)

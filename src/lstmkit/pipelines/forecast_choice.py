@@ -5,16 +5,13 @@ the baselines and their combinations (lstmkit.series.choice), the interval calib
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lstmkit.pipelines.forecast import Forecaster, Forecasts
 from lstmkit.series import SeriesFrame, panel_baselines, scores
 from lstmkit.series.choice import PAIR, choose, method_forecast
 from lstmkit.series.intervals import interval_scale
-
-if TYPE_CHECKING:
-    from lstmkit.pipelines.forecast import Forecaster, Forecasts
 
 # The most validation windows a forecast is chosen on: each costs a fit of every statistical baseline.
 CHOICE_ORIGINS = 10

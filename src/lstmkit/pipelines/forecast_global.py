@@ -24,7 +24,6 @@ are cut before `fit` runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,7 +35,7 @@ with extra_imports("forecast", __name__):
     import pandas as pd
 
 from lstmkit.models.forecaster import ScalingEnsemble, interval_half_width
-from lstmkit.pipelines.forecast import budget_left, float_tensor, history_length
+from lstmkit.pipelines.forecast import Forecaster, budget_left, float_tensor, history_length
 from lstmkit.series import Panel, PanelWindows, m4_scores, owa, panel_baselines, read_panel, season_length
 from lstmkit.series.choice import PAIR, choose, combination, combines, method_forecast
 from lstmkit.series.intervals import interval_scale
@@ -44,8 +43,6 @@ from lstmkit.series.metrics import series_scores
 from lstmkit.series.panel import STEP
 from lstmkit.series.scaling import SeriesScaling
 
-if TYPE_CHECKING:
-    from lstmkit.pipelines.forecast import Forecaster
 
 M4_METRICS = ("sMAPE", "MASE", "OWA")
 
