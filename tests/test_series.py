@@ -367,3 +367,34 @@ def test_scaler_by_hand():
     assert scaler.transform(np.array([[4.0, 6.0]])).tolist() == [[2.0, 1.0]]
     assert scaler.inverse(np.array([[2.0, 1.0]])).tolist() == [[4.0, 5.0]]  # the constant, whatever is inverted
     assert Scaler.from_dict(scaler.to_dict()).mean.tolist() == [2.0, 5.0]
+
+
+@pytest.mark.parametrize("magnitude", [1e-300, 1e-200, 1e-160, 1.0, 3.0, 1e160, 1e200, 1e300])
+def test_spreads_at_every_magnitude(magnitude):
+    """std and RMSE of values whose squares overflow or underflow float64 equal those of the
+    same values near 1, scaled: before, 1e200-sized values had std inf, 1e-200-sized ones 0
+    (read as constant)."""
+    from lstmkit.series.metrics import root_mean_square
+    from lstmkit.series.scaling import SeriesScaling, standard_deviation
+
+    values = np.array([1.0, 2.0, 4.0, 7.0])
+    assert standard_deviation(values * magnitude) == pytest.approx(np.std(values) * magnitude, rel=1e-15)
+    assert root_mean_square(values * magnitude) == pytest.approx(math.sqrt(17.5) * magnitude, rel=1e-15)
+    assert Scaler.fit((values * magnitude)[:, None]).std[0] == pytest.approx(np.std(values) * magnitude, rel=1e-15)
+    assert SeriesScaling.fit(values * magnitude, "standard", 1).std == pytest.approx(np.std(values) * magnitude,
+                                                                                    rel=1e-15)
+    assert scores(values * magnitude, values * magnitude * 1.5, values * magnitude, 1)["RMSE"] == pytest.approx(
+        0.5 * math.sqrt(17.5) * magnitude, rel=1e-15)
+
+
+def test_spreads_equal_numpy_where_squares_fit():
+    """Dividing by a power of two is exact: within float64's range for squares, the results are
+    numpy's to the last bit."""
+    from lstmkit.series.metrics import root_mean_square
+    from lstmkit.series.scaling import standard_deviation
+
+    values = np.random.default_rng(0).normal(3.0, 2.0, (50, 3)) * np.array([1e-9, 1.0, 1e9])
+    assert standard_deviation(values, axis=0).tolist() == values.std(axis=0).tolist()
+    assert standard_deviation(np.zeros(4)) == 0.0 and root_mean_square(np.zeros(4)) == 0.0
+    for column in values.T:
+        assert root_mean_square(column) == float(np.sqrt(np.mean(column ** 2)))

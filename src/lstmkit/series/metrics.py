@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from lstmkit.series.scaling import magnitude_scale
+
 METRICS = ("MAE", "RMSE", "sMAPE", "MASE")
 
 
@@ -42,8 +44,15 @@ def scores(actual: np.ndarray, forecast: np.ndarray, history: np.ndarray, season
     ratio = np.divide(200 * error, denominator, out=np.zeros_like(error), where=denominator > 0)
     mae = float(error.mean())
     scale = seasonal_naive_scale(np.asarray(history, np.float64), season)
-    return {"MAE": mae, "RMSE": float(np.sqrt(np.mean(error ** 2))), "sMAPE": float(ratio.mean()),
+    return {"MAE": mae, "RMSE": root_mean_square(error), "sMAPE": float(ratio.mean()),
             "MASE": mae / scale if scale > 0 else (0.0 if mae == 0 else math.inf)}
+
+
+def root_mean_square(values: np.ndarray) -> float:
+    """sqrt(mean(values²)), on the values divided by their `magnitude_scale` and multiplied
+    back, so that squares neither overflow nor underflow."""
+    scale = magnitude_scale(values).item()
+    return float(np.sqrt(np.mean((values / scale) ** 2)) * scale)
 
 
 def series_scores(actuals, forecasts, histories, season: int) -> dict[str, np.ndarray]:

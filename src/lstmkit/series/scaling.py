@@ -23,7 +23,8 @@ class Scaler:
     def fit(cls, values: np.ndarray) -> Scaler:
         """The statistics of `values` (rows, columns), at least one row."""
         constant = (values == values[:1]).all(axis=0)
-        return cls(np.where(constant, values[0], values.mean(axis=0)), np.where(constant, 0.0, values.std(axis=0)))
+        return cls(np.where(constant, values[0], values.mean(axis=0)),
+                   np.where(constant, 0.0, standard_deviation(values, axis=0)))
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         return (values - self.mean) / np.where(self.std > 0, self.std, 1.0)
@@ -37,6 +38,22 @@ class Scaler:
     @classmethod
     def from_dict(cls, data: dict) -> Scaler:
         return cls(np.asarray(data["mean"], np.float64), np.asarray(data["std"], np.float64))
+
+
+def magnitude_scale(values: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """The power of two at or just above the largest |value| (along `axis`, kept as a length-1
+    dimension; 1 where every value is 0): dividing by it is exact and brings the values to
+    magnitudes below 1, whose squares neither overflow (values beyond ~1e154) nor underflow
+    (below ~1e-154)."""
+    _, exponent = np.frexp(np.max(np.abs(values), axis=axis, keepdims=True))
+    return np.ldexp(1.0, exponent)
+
+
+def standard_deviation(values: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """numpy's std, computed on the values divided by their `magnitude_scale` and multiplied
+    back: at any magnitude a float64 holds, not only where the squares do."""
+    scale = magnitude_scale(values, axis)
+    return (values / scale).std(axis=axis) * np.squeeze(scale, axis)
 
 
 # How a global model normalises each series (see SeriesScaling).
@@ -73,7 +90,8 @@ class SeriesScaling:
         indices = seasonal_indices(history, season) if positive and normalisation == "seasonal" else np.ones(season)
         shaped = cls(log, indices, 0.0, 1.0).shape(history, 0)
         constant = bool((shaped == shaped[0]).all())
-        return cls(log, indices, float(shaped[0] if constant else shaped.mean()), 0.0 if constant else float(shaped.std()))
+        return cls(log, indices, float(shaped[0] if constant else shaped.mean()),
+                   0.0 if constant else float(standard_deviation(shaped)))
 
     def shape(self, values: np.ndarray, first: int) -> np.ndarray:
         """f(y / s) of the values at positions first, first + 1, ..."""
