@@ -194,6 +194,8 @@ def test_cells_prints_the_equations_from_the_code(capsys):
     (["task", "adding", "--device", "cuda:x"], "argument --device: expected auto, cpu, cuda or cuda:N, got 'cuda:x'"),
     (["lm", "train", ""], "argument text: expected a path, got ''"),  # Path("") is "."
     (["lm", "train", __file__, "--out", ""], "argument --out: expected a path, got ''"),  # the default, silently
+    (["forecast", "predict", ".", __file__, "--out", "forecast.parquet"],  # it wrote CSV text into it
+     "argument --out: forecast.parquet: expected a file ending in .csv"),
 ])
 def test_bad_arguments_exit_with_a_message(arguments, message, capsys):
     """(This file stands in for a text file: inputs are checked before the other options.)"""

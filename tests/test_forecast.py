@@ -6,6 +6,7 @@ import json
 import math
 import re
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -103,6 +104,10 @@ def test_a_saved_forecaster_predicts_the_same_after_loading(tmp_path):
     assert prediction.columns.tolist() == ["day", "signal", "signal_lower_90", "signal_upper_90"]
     assert prediction["day"].tolist() == ["2024-04-30", "2024-05-01", "2024-05-02", "2024-05-03"]
     assert (prediction["signal_lower_90"] < prediction["signal"]).all()
+    loaded.config = replace(loaded.config, interval=0.995)  # its columns once said 100
+    wider = loaded.predict(table)
+    assert wider.columns.tolist() == ["day", "signal", "signal_lower_99.5", "signal_upper_99.5"]
+    assert (wider["signal_lower_99.5"] < prediction["signal_lower_90"]).all()
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["kind"] == "forecaster" and saved["layout"]["lookback"] == 12 and saved["layout"]["season"] == 7
 

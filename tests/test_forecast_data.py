@@ -224,6 +224,14 @@ def test_the_report_line_on_the_baselines_by_hand():
     assert beaten_line(tied, "MASE") == "the model and every baseline score alike on this backtest (MASE 0.000)"
 
 
+def test_predict_writes_csv_files_only(tmp_path):
+    """A `.parquet` name once got CSV text; the refusal comes before the model is read."""
+    from lstmkit.pipelines.forecast import predict_to_csv
+
+    with pytest.raises(ValueError, match=re.escape("out forecast.parquet: expected a file ending in .csv")):
+        predict_to_csv(tmp_path / "no model here", "data.csv", "forecast.parquet")
+
+
 def test_predict_on_a_backtest_or_unfinished_fit_folder_says_what_saves_the_model(tmp_path):
     (tmp_path / "results.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=re.escape(

@@ -15,7 +15,7 @@ from lstmkit.forecast import Forecaster
 from lstmkit.pipelines import forecast_global
 from lstmkit.pipelines.forecast_choice import CHOICE_ORIGINS, origin_baselines
 from lstmkit.series.choice import method_forecast
-from lstmkit.series.intervals import interval_scale
+from lstmkit.series.intervals import interval_scale, percent
 
 QUICK = dict(hidden_size=8, num_layers=1, epochs=3, batch_size=32, seed=0)
 
@@ -161,3 +161,7 @@ def test_a_long_table_calibrates_one_factor_over_every_series_validation_window(
     saved = forecaster.layout.to_dict()
     del saved["interval_scale"]  # a layout saved before the calibration
     assert type(forecaster.layout).from_dict(saved).interval_scale == 1.0
+
+
+def test_a_coverage_is_named_in_percent_without_rounding():
+    assert [percent(coverage) for coverage in (0.9, 0.5, 0.975, 0.995, 0.999)] == ["90", "50", "97.5", "99.5", "99.9"]

@@ -33,6 +33,7 @@ def checked_path(check: Callable[[str, str], object]) -> Callable[[str], str]:
 # A file, a figure and a folder to write: refused at once where they cannot be written.
 output_file = checked_path(check_output_file)
 output_figure = checked_path(lambda path, option: check_output_file(path, option, FIGURE_SUFFIXES))
+output_csv = checked_path(lambda path, option: check_output_file(path, option, (".csv",)))
 output_folder = checked_path(check_output_folder)
 
 

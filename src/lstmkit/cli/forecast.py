@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (add_setting, add_training_arguments, config_from, csv_file, device_name,
-                                   output_file, output_folder, positive_int, positive_ints)
+                                   output_csv, output_folder, positive_int, positive_ints)
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.pipelines.configs import BASES, ForecasterConfig
@@ -156,6 +156,6 @@ def add_forecast_commands(commands) -> None:
     predict = actions.add_parser("predict", help="forecast the horizon after a CSV's end")
     predict.add_argument("directory", help="a `forecast fit` folder or a forecaster checkpoint")
     predict.add_argument("csv", type=csv_file, help="the series, with the columns the forecaster was fitted on")
-    predict.add_argument("--out", type=output_file, help="CSV file to write (default: print)")
+    predict.add_argument("--out", type=output_csv, help="CSV file to write (default: print)")
     predict.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")
     predict.set_defaults(run=predict_command)

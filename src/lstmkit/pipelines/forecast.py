@@ -43,7 +43,7 @@ from lstmkit.checkpoint import (
     load_model_checkpoint,
     save_checkpoint,
 )
-from lstmkit.files import atomic_path, fingerprint
+from lstmkit.files import atomic_path, check_output_file, fingerprint
 from lstmkit.models.forecaster import (
     ForecastEnsemble,
     ForecastNetwork,
@@ -56,6 +56,7 @@ from lstmkit.pipelines.configs import ForecasterConfig, baseline_names
 from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, SeriesFrame, Windows, baseline_forecast, best_baseline,
                             calendar_features, future_times, read_series, scores, season_length)
 from lstmkit.series.choice import combination, combines, method_forecast
+from lstmkit.series.intervals import percent
 from lstmkit.training import Job, Processes, Trainer, current_names, resolve_device
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.config import ADDED_SETTINGS
@@ -411,11 +412,11 @@ class Forecaster:
                                                      self.forecast_origins(frame, [len(frame)]))
         times = future_times(frame.time[-1], frame.frequency, self.config.horizon)
         table = {self.config.time: frame.time_values(times)}
-        percent = round(100 * self.config.interval)
+        level = percent(self.config.interval)
         for index, name in enumerate(self.config.target):
             table[name] = forecasts.mean[0, :, index]
-            table[f"{name}_lower_{percent}"] = forecasts.lower[0, :, index]
-            table[f"{name}_upper_{percent}"] = forecasts.upper[0, :, index]
+            table[f"{name}_lower_{level}"] = forecasts.lower[0, :, index]
+            table[f"{name}_upper_{level}"] = forecasts.upper[0, :, index]
         prediction = pd.DataFrame(table)
         prediction.attrs["forecast"] = dict(zip(self.config.target, layout.chosen))
         prediction.attrs["fallbacks"] = [{"target": row["target"], "baseline": row["baseline"]}
@@ -682,6 +683,8 @@ def load_forecaster(directory: str | Path, device: str = "cpu") -> Forecaster:
 def predict_to_csv(directory: str | Path, data, out: str | Path | None = None, device: str = "cpu") -> pd.DataFrame:
     """`lstmkit forecast predict`: the forecast of the saved forecaster in `directory` after the
     end of `data`, written atomically to the CSV file `out` if given; returns the table."""
+    if out is not None:
+        check_output_file(out, "out", (".csv",))
     table = load_forecaster(directory, device).predict(data)
     if out is not None:
         with atomic_path(out) as temporary:

@@ -19,6 +19,7 @@ from lstmkit.files import atomic_path, check_nothing_overwritten, write_json
 from lstmkit.pipelines.forecast import Backtest, Forecaster, config_dict, encoder_lookback
 from lstmkit.pipelines.forecast_global import M4_METRICS, PanelBacktest
 from lstmkit.series import METRICS, Panel, SeriesFrame
+from lstmkit.series.intervals import percent
 from lstmkit.training import Processes
 
 
@@ -59,7 +60,7 @@ def interval_line(forecaster: Forecaster, coverage: float) -> str:
     else:
         how = ("the network's, its half-widths scaled by " + ", ".join(f"{scale:.3g}" for scale in scales)
                + " to hold that share of the validation values")
-    return (f"the {config.interval:.0%} interval around the forecast predict uses ({how}) holds {coverage:.1%} "
+    return (f"the {percent(config.interval)}% interval around the forecast predict uses ({how}) holds {coverage:.1%} "
             "of the held-out values")
 
 
@@ -228,7 +229,7 @@ def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> Non
                         "method": model.layout.chosen[model.config.target.index(name)],
                         "lower": rows["lower"].to_numpy(), "upper": rows["upper"].to_numpy(),
                         "seasonal_naive": rows["seasonal_naive"].to_numpy() if "seasonal_naive" in rows else None}
-    plots.forecast_backtest(panels, f"{model.config.interval:.0%} interval", out / "backtest.png")
+    plots.forecast_backtest(panels, f"{percent(model.config.interval)}% interval", out / "backtest.png")
 
 
 @dataclass

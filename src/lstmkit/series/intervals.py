@@ -51,7 +51,13 @@ def interval_scale(actual: np.ndarray, centre: np.ndarray, below: np.ndarray, ab
     rank = min(math.ceil((len(ratios) + 1) * coverage), len(ratios))
     if ratios[rank - 1] == 0:
         warn_at_caller(f"{np.mean(ratios == 0):.0%} of the validation values were forecast exactly, so calibrating "
-                       f"the interval on them would shrink it to a point; the network's own {coverage:.0%} interval "
+                       f"the interval on them would shrink it to a point; the network's own {percent(coverage)}% interval "
                        "is kept, uncalibrated", RuntimeWarning)
         return 1.0
     return float(ratios[rank - 1])
+
+
+def percent(coverage: float) -> str:
+    """An interval's coverage in percent, as labels and column names give it: 90 for 0.9, 99.5
+    for 0.995 (not rounded to a whole percent, which would say 100)."""
+    return f"{100 * coverage:g}"
