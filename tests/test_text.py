@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import re
+import warnings
 
 import pytest
 import torch
@@ -113,6 +114,21 @@ def test_corpus_from_a_file_and_a_validation_file(tmp_path):
     assert corpus.vocabulary.tokens == ("\n", "!", "a", "b"), "the alphabet of both texts"
     assert corpus.validation.tolist() == [3, 2, 1, 0]
     assert (corpus.train_characters, corpus.validation_characters) == (10, 4)
+
+
+def test_validation_words_the_training_text_lacks_are_counted_at_load(tmp_path):
+    """Word level: the validation perplexity scores them as <unk>; training once said nothing of
+    them (`lm eval` on the same text warned)."""
+    (tmp_path / "train.txt").write_text("the cat sat\nthe cat\n", encoding="utf-8")
+    (tmp_path / "valid.txt").write_text("the dog ran\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match=re.escape(
+            "2 of the validation text's 4 tokens (50.0%) are not in the model's vocabulary and are scored as <unk>: "
+            "the validation loss and perplexity are not those of these words")):
+        corpus = load_corpus(tmp_path / "train.txt", tmp_path / "valid.txt", "word")
+    assert corpus.validation.tolist().count(corpus.vocabulary.index[UNKNOWN]) == 2
+    with warnings.catch_warnings():  # characters: the alphabet of both texts, nothing unknown
+        warnings.simplefilter("error")
+        load_corpus(tmp_path / "train.txt", tmp_path / "valid.txt", "char")
 
 
 def test_stream_windows_by_hand():

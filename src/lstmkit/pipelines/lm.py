@@ -44,7 +44,7 @@ from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.pipelines.configs import RegulariserSettings
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, score_dynamically, score_with_cache
 from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, read_text, token_streams
-from lstmkit.text.vocabulary import UNKNOWN, tokenize
+from lstmkit.text.vocabulary import warn_unknown
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, resolve_device
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.config import SEED_RANGE, check_config, check_field_types, check_positive_integers, current_names
@@ -505,19 +505,6 @@ def text_tokens(vocabulary: Vocabulary, text: str) -> Tensor:
         raise ValueError(f"the text to evaluate has {tokens.numel()} token(s); at least 2 are needed")
     warn_unknown(vocabulary, text, tokens, "the text", "are scored as <unk>: the loss is not the loss of those words")
     return tokens
-
-
-def warn_unknown(vocabulary: Vocabulary, text: str, tokens: Tensor, what: str, consequence: str) -> None:
-    """Warn where a word vocabulary read some of `what`'s words as <unk>, saying the `consequence`;
-    a text's own <unk> (Penn Treebank and WikiText write it for the words they left out) is no
-    such word."""
-    if UNKNOWN not in vocabulary.index:
-        return
-    written = sum(word == UNKNOWN for word in tokenize(text, vocabulary.level))
-    unknown = int((tokens == vocabulary.index[UNKNOWN]).sum()) - written
-    if unknown:
-        warn_at_caller(f"{unknown:,} of {what}'s {tokens.numel():,} tokens ({unknown / tokens.numel():.1%}) are not in "
-                       f"the model's vocabulary and {consequence}")
 
 
 def evaluate_text(model: LanguageModel, vocabulary: Vocabulary, text: str, window: int = 1000) -> TextScores:

@@ -12,7 +12,7 @@ from pathlib import Path
 from torch import Tensor
 
 from lstmkit.files import check_input_file, fingerprint, gunzipped
-from lstmkit.text.vocabulary import Vocabulary
+from lstmkit.text.vocabulary import Vocabulary, warn_unknown
 
 
 def read_text(path: str | Path) -> str:
@@ -99,10 +99,13 @@ def load_corpus(
     vocabulary = Vocabulary.build(
         train_text + validation_text if level == "char" else train_text, level, min_frequency
     )
+    validation_tokens = vocabulary.encode(validation_text, "the validation text")
+    warn_unknown(vocabulary, validation_text, validation_tokens, "the validation text",
+                 "are scored as <unk>: the validation loss and perplexity are not those of these words")
     return Corpus(
         vocabulary,
         vocabulary.encode(train_text, "the training text"),
-        vocabulary.encode(validation_text, "the validation text"),
+        validation_tokens,
         len(train_text),
         len(validation_text),
         sources,

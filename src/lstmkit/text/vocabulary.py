@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
+from torch import Tensor
 
 from lstmkit.caller import warn_at_caller
 
@@ -122,3 +123,16 @@ def check_words_kept(counts: Counter, min_frequency: int) -> None:
     if left_out > MOST_UNKNOWN:
         warn_at_caller(f"min_frequency {min_frequency} reads {left_out:.1%} of the training text's words as <unk> "
                        "(the model then mostly learns to predict <unk>); give a lower min_frequency", RuntimeWarning)
+
+
+def warn_unknown(vocabulary: Vocabulary, text: str, tokens: Tensor, what: str, consequence: str) -> None:
+    """Warn where a word vocabulary read some of `what`'s words as <unk>, saying the `consequence`;
+    a text's own <unk> (Penn Treebank and WikiText write it for the words they left out) is no
+    such word."""
+    if UNKNOWN not in vocabulary.index:
+        return
+    written = sum(word == UNKNOWN for word in tokenize(text, vocabulary.level))
+    unknown = int((tokens == vocabulary.index[UNKNOWN]).sum()) - written
+    if unknown:
+        warn_at_caller(f"{unknown:,} of {what}'s {tokens.numel():,} tokens ({unknown / tokens.numel():.1%}) are not in "
+                       f"the model's vocabulary and {consequence}")
