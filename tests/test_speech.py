@@ -370,6 +370,18 @@ def tone_run(tmp_path_factory, one_thread):
     return folder, run
 
 
+def test_training_without_a_validation_manifest_scores_the_training_utterances_and_says_so(tmp_path, one_thread,
+                                                                                           capsys):
+    train = tone_manifest(tmp_path, "train", 0)
+    with pytest.warns(UserWarning, match=re.escape(
+            f"no validation manifest: the validation scores and the best checkpoint are those of the training "
+            f"utterances ({train}), which measure fit, not recognition of new speech; give one (--valid)")):
+        train_speech_model(train, None, SpeechConfig(**{**TINY, "eval_every": 2}, steps=2))
+    code, out, _ = run_cli(["speech", "train", str(train), "--steps", "1", "--hidden-size", "8", "--out",
+                            str(tmp_path / "run")], capsys)
+    assert code == 0 and "best on the training utterances (epoch" in out
+
+
 def test_a_tiny_tone_task_is_learned_to_100_percent(tone_run):
     folder, run = tone_run
     assert run.best["val_accuracy"] == 1.0 and run.best["val_wer"] == 0.0 and run.best["val_cer"] == 0.0

@@ -44,7 +44,8 @@ def train_command(arguments: argparse.Namespace) -> None:
           f"{arguments.manifest}; checkpoints in {out}/", flush=True)
     run = train_speech_model(arguments.manifest, out, config, arguments.valid, arguments.resume)
     best = run.best or {}
-    print(f"best validation (epoch {best.get('epoch')}): WER {best.get('val_wer', float('nan')):.2%}, "
+    scored_on = "validation" if arguments.valid is not None else "on the training utterances"
+    print(f"best {scored_on} (epoch {best.get('epoch')}): WER {best.get('val_wer', float('nan')):.2%}, "
           f"CER {best.get('val_cer', float('nan')):.2%}, accuracy {best.get('val_accuracy', float('nan')):.2%}")
     print(f"{run.steps:,} steps in {run.seconds:.0f} s of training, {run.utterances_per_second:,.1f} utterances/s "
           f"({describe_runtime(run.device, run.precision, run.processes)})")

@@ -355,6 +355,10 @@ def train_speech_model(train: str | Path, out: str | Path | None, config: Speech
     train_set, alphabet = load_utterances(train, front_end, None, config.stack, config.speed_perturbation)
     validation_set = train_set if validation is None else load_utterances(validation, front_end, alphabet,
                                                                            config.stack)[0]
+    if validation is None:
+        warn_at_caller(f"no validation manifest: the validation scores and the best checkpoint are those of the "
+                       f"training utterances ({train}), which measure fit, not recognition of new speech; give one "
+                       "(--valid) to score on held-out speakers or recordings")
     # each manifest and the audio it lists: a resumed run refuses the same manifest over other recordings
     sources = {"train": fingerprint(Path(train).read_bytes()), "train audio": audio_fingerprint(train_set)}
     if validation is not None:
