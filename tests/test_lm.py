@@ -111,17 +111,29 @@ def test_sampling_options_are_checked(trained):
         model.evaluate(b"First")
     with pytest.raises(ValueError, match=re.escape("the prime text has characters the model's vocabulary lacks: 'Ж' (U+0416)")):
         model.sample("Ж", length=5)
-    for temperature in (0, -1.0, math.inf):
-        with pytest.raises(ValueError, match=f"^temperature must be a positive finite number, got {temperature!r}$"):
+    for temperature in (-1.0, math.inf):
+        with pytest.raises(ValueError, match=re.escape(
+                f"temperature must be a finite number >= 0 (0: greedy), got {temperature!r}")):
             model.sample(length=5, temperature=temperature)
-    with pytest.raises(ValueError, match=re.escape(f"top_k must be in [1, {len(model.vocabulary)}]")):
-        model.sample(length=5, top_k=1000)
+    with pytest.raises(ValueError, match="^top_k must be at least 1, got 0$"):
+        model.sample(length=5, top_k=0)
     for settings, message in (({"length": 2.5}, "length must be an integer, got 2.5 (float)"),
                               ({"seed": 1.5}, "seed must be an integer, got 1.5 (float)")):
         with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
             model.sample(**settings)
     with pytest.raises(ValueError, match=re.escape("seed must be in [0, 2**64 - 1], got -1")):
         model.sample(length=5, seed=-1)
+
+
+def test_temperature_0_is_greedy_and_a_top_k_past_the_vocabulary_keeps_every_token(trained):
+    """As char-rnn's argmax sampling and nanoGPT's clipped top_k (both once refused)."""
+    model = lm.load(trained[0])
+    greedy = model.sample("ROMEO:", length=30, top_k=1, seed=1)
+    assert model.sample("ROMEO:", length=30, temperature=0, seed=2) == greedy
+    assert model.sample("ROMEO:", length=30, temperature=0.0, top_k=5, seed=3) == greedy
+    everything = model.sample("ROMEO:", length=30, seed=4)
+    assert model.sample("ROMEO:", length=30, top_k=len(model.vocabulary) + 1000, seed=4) == everything
+    assert model.sample("ROMEO:", length=30, top_k=len(model.vocabulary), seed=4) == everything
 
 
 @pytest.mark.parametrize("flush", [False, True])

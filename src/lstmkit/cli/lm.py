@@ -8,7 +8,7 @@ from pathlib import Path
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
     add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, field_default,
-    output_folder, positive_float, positive_int, positive_ints, probability, text_file,
+    non_negative_float, output_folder, positive_float, positive_int, positive_ints, probability, text_file,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.training import describe_runtime
@@ -113,8 +113,10 @@ def add_lm_commands(commands) -> None:
     sample.add_argument("directory", help="a run folder (its best checkpoint) or a checkpoint folder")
     sample.add_argument("--prime", default="", help="text to start from")
     sample.add_argument("--length", type=int, default=500, help="tokens to sample (default 500)")
-    sample.add_argument("--temperature", type=positive_float, default=1.0, help="below 1: more likely tokens")
-    sample.add_argument("--top-k", type=positive_int, help="sample among the k likeliest tokens only")
+    sample.add_argument("--temperature", type=non_negative_float, default=1.0,
+                        help="below 1: likelier tokens; 0: always the likeliest (default 1)")
+    sample.add_argument("--top-k", type=positive_int,
+                        help="sample among the k likeliest tokens only (default: all; k above the vocabulary: all)")
     sample.add_argument("--seed", type=int, help="seed, for a reproducible sample")
     sample.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")
     sample.set_defaults(run=lm_sample_command)

@@ -517,17 +517,18 @@ def evaluate_text(model: LanguageModel, vocabulary: Vocabulary, text: str, windo
 def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", length: int = 500,
                 temperature: float = 1.0, top_k: int | None = None, seed: int | None = None) -> str:
     """`prime` followed by `length` sampled tokens. Each token is drawn from the model's
-    distribution sharpened by `temperature` (< 1 sharper) and cut to the `top_k` likeliest.
-    Without a prime, sampling starts after a line break."""
+    distribution sharpened by `temperature` (< 1 sharper; 0: the likeliest token, greedy
+    decoding) and cut to the `top_k` likeliest (all of them for a `top_k` at least the
+    vocabulary's size, as nanoGPT clips it). Without a prime, sampling starts after a line break."""
     for name, value in (("length", length), ("top_k", top_k), ("seed", seed)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
             raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     if length < 0:
         raise ValueError(f"length must be non-negative, got {length}")
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 < temperature < math.inf:
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    if top_k is not None and not 1 <= top_k <= len(vocabulary):
-        raise ValueError(f"top_k must be in [1, {len(vocabulary)}] (the vocabulary size), got {top_k}")
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 <= temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature!r}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
     if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
         raise ValueError(f"seed must be in [{SEED_RANGE[0]}, 2**64 - 1], got {seed}")
     generator = torch.Generator()
@@ -550,13 +551,13 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
         logits, state = model(tokens.unsqueeze(1).to(device))
         last = logits[-1, 0].float().cpu()  # drawn on the CPU: the same sample on any device
         for _ in range(length):
-            scaled = last / temperature
-            if torch.isfinite(scaled).all():
-                if top_k is not None:
+            scaled = last / temperature if temperature > 0 else None
+            if scaled is not None and torch.isfinite(scaled).all():
+                if top_k is not None and top_k < len(vocabulary):
                     cutoff = torch.topk(scaled, top_k).values[-1]
                     scaled = scaled.masked_fill(scaled < cutoff, -math.inf)
                 token = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)
-            else:  # so low a temperature that the scores overflow (or, subnormals flushed, divide by 0)
+            else:  # temperature 0, or so low that the scores overflow (or, subnormals flushed, divide by 0)
                 token = last.argmax().view(1)
             sampled.append(int(token))
             logits, state = model(token.view(1, 1).to(device), state)
