@@ -57,6 +57,22 @@ def test_without_a_statistical_baseline_there_is_no_combination_to_choose_or_rep
     assert "combination" not in result.forecasts.columns
 
 
+def test_baselines_none_leaves_the_network_as_predict_s_forecast(capsys):
+    """A darts user's model.predict: the network's forecast, whatever a baseline would score
+    (baselines=() once failed deep inside the choice: min() of an empty sequence)."""
+    model, actual = np.array([1.0, 1.0]), np.array([2.0, 2.0])
+    choice = choose(model, {}, mean_absolute_error(actual), "MAE", lambda values: np.abs(values - actual))
+    assert (choice.chosen, choice.partner, choice.lowest, choice.scores) == ("model", None, "model", {"model": {"MAE": 1.0}})
+    forecaster = Forecaster("day", "y", horizon=3, lookback=6, baselines="none", **QUICK)
+    assert forecaster.config.baselines == ()
+    forecaster.fit(line_table())
+    assert forecaster.layout.chosen == ("model",) and set(forecaster.layout.validation["y"]) == {"model"}
+    prediction = forecaster.predict(line_table())
+    frame = forecaster.read(line_table())
+    network = forecaster.forecast_origins(frame, [len(frame)])
+    assert prediction["y"].tolist() == pytest.approx(network.mean[0, :, 0].tolist(), rel=1e-12)
+
+
 def test_a_lower_score_that_is_not_clearly_better_keeps_the_network():
     model, actual = np.array([1.0, 3.0]), np.array([2.0, 2.0])
     baselines = {"theta": np.array([2.0, 3.9])}

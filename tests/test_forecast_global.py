@@ -313,6 +313,14 @@ def test_the_forecast_is_chosen_on_validation_windows_and_a_line_is_continued_ex
     assert prediction.attrs["forecast"] == forecaster.layout.chosen
 
 
+def test_baselines_none_keeps_the_network_where_ets_continues_the_lines_exactly(lines):
+    table = lines[0]
+    result = Forecaster("t", "y", horizon=4, id="id", baselines="none", **QUICK).backtest(table)
+    assert result.model.layout.chosen == "model" and result.model.layout.partner is None
+    assert result.scores.index.tolist() == ["model", "naive2"]  # Naive2, for OWA, is scored all the same
+    assert "predict uses the model's forecast (--baselines none: nothing else to choose)" in panel_report(result)
+
+
 def test_series_too_short_to_backtest_or_to_train_on_are_counted_as_the_user_gave_them():
     forecaster = Forecaster("t", "y", horizon=4, id="id", **QUICK)
     with pytest.raises(ValueError, match=re.escape(

@@ -127,7 +127,8 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
                 "each series' normalisation (long tables): standard, log or seasonal; several, comma-separated "
                 "(standard,log), train a network per normalisation, sharing the time budget, and average them")
     add_setting(parser, ForecasterConfig, "baselines", "baselines the forecast predict uses is chosen among and "
-                "combined with, comma-separated", type=name_list("baseline names"))
+                "combined with, comma-separated; none: predict forecasts by the network (the backtest still scores "
+                "the baselines)", type=name_list("baseline names"))
     add_setting(parser, ForecasterConfig, "base", "what the network corrects: seasonal (seasonal naive), last (the "
                 "last value) or auto (both trained, the closer on validation kept; default auto for one table, "
                 "seasonal for a long table)", choices=BASES)

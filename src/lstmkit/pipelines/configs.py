@@ -127,10 +127,12 @@ def as_names(value, what: str) -> tuple[str, ...]:
 
 def baseline_names(value) -> tuple[str, ...]:
     """Baseline names (lstmkit.series.BASELINES) from a name, a comma-separated string or a
-    sequence of names, each checked."""
+    sequence of names, each checked; "none" is none (predict then forecasts by the network)."""
     from lstmkit.series.baselines import BASELINES
 
     names = as_names(value, "baselines")
+    if names == ("none",):
+        return ()
     unknown = [name for name in names if name not in BASELINES]
     if unknown:
         raise ValueError(f"baselines must be among {', '.join(BASELINES)}, got {', '.join(map(repr, unknown))}")

@@ -175,6 +175,8 @@ def chosen_line(forecaster: Forecaster) -> str:
     layout = forecaster.layout
     if not layout.validation:
         return "predict uses the model's forecast (no validation windows to choose on: early stopping is off)"
+    if not forecaster.config.baselines:
+        return "predict uses the model's forecast (--baselines none: nothing else to choose)"
     if forecaster.config.id is not None:
         return (f"predict uses the {layout.chosen} forecast, chosen on the validation windows (each series' last "
                 "horizon before the rows it forecasts): " + chosen_reason(layout.validation, layout.chosen, "OWA", "series"))

@@ -35,12 +35,12 @@ CLEARLY = 1.645
 
 @dataclass(frozen=True)
 class Choice:
-    """The method chosen, the baseline best on its own (`partner`), every candidate's scores,
-    and the lowest scoring (`lowest`: not `chosen` where it was not clearly better than the
-    network)."""
+    """The method chosen, the baseline best on its own (`partner`; None without baselines),
+    every candidate's scores, and the lowest scoring (`lowest`: not `chosen` where it was not
+    clearly better than the network)."""
 
     chosen: str
-    partner: str
+    partner: str | None
     scores: dict[str, dict[str, float]]
     lowest: str
 
@@ -80,11 +80,13 @@ def choose(model: np.ndarray, baselines: dict[str, np.ndarray],
            terms: Callable[[np.ndarray], np.ndarray]) -> Choice:
     """Score every candidate (`score` maps method -> forecast to method -> metrics) and choose
     the lowest `metric` where it is clearly better than the network by its per-item `terms`
-    (a forecast -> the metric's value per item, whose mean is the metric); `baselines` must not
-    be empty."""
+    (a forecast -> the metric's value per item, whose mean is the metric). Without baselines the
+    network is the only candidate."""
     methods = {"model": model, **({"combination": combination(model, baselines)} if combines(baselines) else {}),
                **baselines}
     alone = score(methods)
+    if not baselines:
+        return Choice("model", None, alone, "model")
     partner = min(baselines, key=lambda name: alone[name][metric])
     methods[PAIR + partner] = method_forecast(PAIR + partner, model, baselines)
     scored = score(methods)
