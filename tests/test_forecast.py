@@ -60,8 +60,8 @@ def test_the_backtest_forecasts_every_held_out_row_once_from_origins_a_horizon_a
         rows = forecasts.iloc[origin - 280:origin - 275]
         np.testing.assert_array_equal(rows["drift"], baseline_forecast("drift", series[:origin], 5, 20))
     tolerance = 1e-12  # seasonal naive, exact here, may be chosen: its calibrated interval has no width
-    assert ((forecasts["lower"] <= forecasts["chosen"] + tolerance)
-            & (forecasts["chosen"] <= forecasts["upper"] + tolerance)).all()
+    assert ((forecasts["chosen_lower"] <= forecasts["chosen"] + tolerance)
+            & (forecasts["chosen"] <= forecasts["chosen_upper"] + tolerance)).all()
     curve = sine_backtest.model.curve
     assert sine_backtest.model.best_epoch == min(curve, key=lambda point: point["val_loss"])["epoch"]
 
@@ -73,7 +73,7 @@ def test_backtest_scores_match_the_forecasts_they_come_from(sine_backtest):
     assert scores.loc["naive", "RMSE"] == pytest.approx(np.sqrt((error ** 2).mean()))
     history = sine_table()["signal"].to_numpy()[:280]
     assert scores.loc["naive", "MASE"] == pytest.approx(error.mean() / np.abs(history[20:] - history[:-20]).mean())
-    inside = (forecasts["actual"] >= forecasts["lower"]) & (forecasts["actual"] <= forecasts["upper"])
+    inside = (forecasts["actual"] >= forecasts["chosen_lower"]) & (forecasts["actual"] <= forecasts["chosen_upper"])
     assert sine_backtest.coverage == pytest.approx(inside.mean())
 
 
@@ -312,7 +312,7 @@ def test_a_backtest_scores_only_the_held_out_values_the_table_gives():
     assert result.forecasts["actual"].isna().tolist() == (~given).tolist()
     actual, naive = table["signal"][70:][given], table["signal"][69]
     assert result.scores.loc["naive", "MAE"] == pytest.approx(np.abs(actual - naive).mean())
-    inside = (result.forecasts["lower"] <= result.forecasts["actual"]) & (result.forecasts["actual"] <= result.forecasts["upper"])
+    inside = (result.forecasts["chosen_lower"] <= result.forecasts["actual"]) & (result.forecasts["actual"] <= result.forecasts["chosen_upper"])
     assert result.coverage == pytest.approx(inside[given].mean())
 
 

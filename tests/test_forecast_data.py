@@ -208,7 +208,7 @@ def test_a_forecast_that_is_not_finite_is_replaced_by_the_best_baseline_in_a_bac
         result = Forecaster("day", "y", horizon=3, lookback=7, **QUICK).backtest(table, holdout=6,
                                                                                 baselines=("naive",))
     assert result.fallbacks == [{"origin": "2024-03-08", "target": "y", "baseline": "seasonal_naive"}]
-    assert np.isfinite(result.forecasts[["model", "lower", "upper"]].to_numpy()).all()
+    assert np.isfinite(result.forecasts[["model", "chosen_lower", "chosen_upper"]].to_numpy()).all()
     assert result.forecasts["model"].tolist()[3:] == [5.0, 9.0, 2.0]  # seasonal naive: rows 60-62, a week before
     # MASE is inf: the training rows repeat exactly every 7 days, so its scale is 0.
     assert np.isfinite(result.scores.loc["model", ["MAE", "RMSE", "sMAPE"]].to_numpy()).all()

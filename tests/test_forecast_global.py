@@ -274,10 +274,10 @@ def test_two_constant_series_each_forecast_their_own_constant():
     table = long_table({"a": np.full(40, 5.0), "b": np.full(40, 300.0)})
     forecaster = Forecaster("t", "y", horizon=4, id="id", **QUICK).fit(table)
     prediction = forecaster.predict(table)
-    assert prediction.columns.tolist() == ["id", "t", "forecast", "lower", "upper"]
+    assert prediction.columns.tolist() == ["id", "t", "y", "y_lower_90", "y_upper_90"]  # one table's names
     assert prediction["id"].tolist() == ["a"] * 4 + ["b"] * 4
     assert prediction["t"].tolist() == [41, 42, 43, 44] * 2
-    for column in ("forecast", "lower", "upper"):
+    for column in ("y", "y_lower_90", "y_upper_90"):
         np.testing.assert_allclose(prediction[column], [5.0] * 4 + [300.0] * 4, rtol=1e-12)
 
 
@@ -308,8 +308,8 @@ def test_the_forecast_is_chosen_on_validation_windows_and_a_line_is_continued_ex
     forecaster.fit(table)
     prediction = forecaster.predict(table)
     assert prediction["t"].tolist() == [61, 62, 63, 64] * 2 + [4, 5, 6, 7]
-    np.testing.assert_allclose(prediction["forecast"][:8], [130, 132, 134, 136, 320, 317, 314, 311], rtol=1e-6)
-    assert np.isfinite(prediction[["forecast", "lower", "upper"]].to_numpy()).all()  # the short series too
+    np.testing.assert_allclose(prediction["y"][:8], [130, 132, 134, 136, 320, 317, 314, 311], rtol=1e-6)
+    assert np.isfinite(prediction[["y", "y_lower_90", "y_upper_90"]].to_numpy()).all()  # the short series too
     assert prediction.attrs["forecast"] == forecaster.layout.chosen
 
 
@@ -358,7 +358,7 @@ def test_predict_computes_only_the_baselines_its_forecast_needs(lines, monkeypat
         monkeypatch.setattr(forecaster, "layout", dataclasses.replace(fitted_layout, chosen=method))
         prediction = forecaster.predict(table)
         assert computed == [needed], method
-        np.testing.assert_allclose(prediction["forecast"].to_numpy(), expected.ravel(), rtol=1e-12, err_msg=method)
+        np.testing.assert_allclose(prediction["y"].to_numpy(), expected.ravel(), rtol=1e-12, err_msg=method)
 
 
 def test_a_global_forecaster_saved_predicts_the_same_after_loading(lines, tmp_path):
@@ -442,8 +442,8 @@ def test_a_global_forecasters_interval_is_the_laplace_quantile_of_the_predicted_
     # Without validation windows there is no calibration (lstmkit.series.intervals): the network's own interval.
     narrow, wide = (Forecaster("t", "y", horizon=3, id="id", interval=interval, early_stopping=False, **QUICK)
                     .fit(table).predict(table) for interval in (0.5, 0.95))
-    np.testing.assert_allclose(wide["forecast"], narrow["forecast"], rtol=1e-12)  # same seed, same model
-    ratio = (wide["upper"] - wide["forecast"]) / (narrow["upper"] - narrow["forecast"])
+    np.testing.assert_allclose(wide["y"], narrow["y"], rtol=1e-12)  # same seed, same model
+    ratio = (wide["y_upper_95"] - wide["y"]) / (narrow["y_upper_50"] - narrow["y"])
     np.testing.assert_allclose(ratio, math.log(20) / math.log(2), rtol=1e-9)  # w = −log(1 − coverage) · b
 
 
@@ -466,8 +466,11 @@ def test_cli_fit_and_predict_a_long_table(tmp_path, capsys):
         (2, "normal", 2)
     main(["forecast", "predict", str(tmp_path / "run"), str(path), "--out", str(tmp_path / "next.csv")])
     prediction = pd.read_csv(tmp_path / "next.csv")
-    assert prediction.columns.tolist() == ["id", "t", "forecast", "lower", "upper"]
-    np.testing.assert_allclose(prediction["forecast"], [90, 92, 94, 380, 377, 374], rtol=1e-6)
+    assert prediction.columns.tolist() == ["id", "t", "y", "y_lower_90", "y_upper_90"]
+    np.testing.assert_allclose(prediction["y"], [90, 92, 94, 380, 377, 374], rtol=1e-6)
+    backtest = pd.read_csv(tmp_path / "run" / "backtest.csv")  # the interval is the chosen forecast's, named so
+    assert backtest.columns.tolist()[-3:] == ["chosen", "chosen_lower", "chosen_upper"]
+    np.testing.assert_allclose(backtest["chosen"], backtest["ets"], rtol=1e-12)
 
 
 @pytest.mark.parametrize("options, message", [

@@ -120,9 +120,9 @@ def test_the_backtest_scores_the_interval_predict_would_have_given():
     model, forecasts = result.model, result.forecasts
     network = model.forecast_origins(model.read(noisy_table()), [192, 196])
     shift = forecasts["chosen"].to_numpy() - network.mean.ravel()
-    np.testing.assert_allclose(forecasts["lower"], network.lower.ravel() + shift, rtol=1e-12)
-    np.testing.assert_allclose(forecasts["upper"], network.upper.ravel() + shift, rtol=1e-12)
-    inside = (forecasts["actual"] >= forecasts["lower"]) & (forecasts["actual"] <= forecasts["upper"])
+    np.testing.assert_allclose(forecasts["chosen_lower"], network.lower.ravel() + shift, rtol=1e-12)
+    np.testing.assert_allclose(forecasts["chosen_upper"], network.upper.ravel() + shift, rtol=1e-12)
+    inside = (forecasts["actual"] >= forecasts["chosen_lower"]) & (forecasts["actual"] <= forecasts["chosen_upper"])
     assert result.coverage == inside.mean()
 
 
@@ -154,7 +154,7 @@ def test_a_long_table_calibrates_one_factor_over_every_series_validation_window(
     assert scale == expected and expected not in (0.0, 1.0)
     prediction = forecaster.predict(table)
     widths = (raw.upper - raw.methods["model"]).ravel()
-    np.testing.assert_allclose(prediction["upper"] - prediction["forecast"], expected * widths, rtol=1e-9)
+    np.testing.assert_allclose(prediction["y_upper_90"] - prediction["y"], expected * widths, rtol=1e-9)
     loaded = Forecaster.load(forecaster.save(tmp_path / "model"))
     assert loaded.layout.interval_scale == scale
     pd.testing.assert_frame_equal(loaded.predict(table), prediction)

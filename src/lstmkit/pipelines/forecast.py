@@ -396,7 +396,7 @@ class Forecaster:
     def predict(self, data) -> pd.DataFrame:
         """The `horizon` rows after the end of `data`: the time, then for each target its point
         forecast and the bounds of its prediction interval (`<target>_lower_90` ... for 90%).
-        With `id`: a long table of id, time, forecast, lower, upper (forecast_global.predict)."""
+        With `id`: a long table of id, time and the same three columns (forecast_global.predict)."""
         if self.config.id is not None:
             return forecast_global.predict(self, data)
         _, layout = self.fitted()
@@ -412,11 +412,9 @@ class Forecaster:
                                                      self.forecast_origins(frame, [len(frame)]))
         times = future_times(frame.time[-1], frame.frequency, self.config.horizon)
         table = {self.config.time: frame.time_values(times)}
-        level = percent(self.config.interval)
         for index, name in enumerate(self.config.target):
-            table[name] = forecasts.mean[0, :, index]
-            table[f"{name}_lower_{level}"] = forecasts.lower[0, :, index]
-            table[f"{name}_upper_{level}"] = forecasts.upper[0, :, index]
+            table |= forecast_columns(self.config, name, forecasts.mean[0, :, index], forecasts.lower[0, :, index],
+                                      forecasts.upper[0, :, index])
         prediction = pd.DataFrame(table)
         prediction.attrs["forecast"] = dict(zip(self.config.target, layout.chosen))
         prediction.attrs["fallbacks"] = [{"target": row["target"], "baseline": row["baseline"]}
@@ -493,12 +491,20 @@ def backtest_tables(frame: SeriesFrame, start: int, origins: list[int], methods:
     forecast_values = {method: held(values) for method, values in methods.items()}
     records = [
         {"time": times[row], "origin": origin_times[row], "target": name, "actual": actual[row, index],
-         "lower": lower[row, index], "upper": upper[row, index],
-         **{method: values[row, index] for method, values in forecast_values.items()}}
+         **{method: values[row, index] for method, values in forecast_values.items()},
+         "chosen_lower": lower[row, index], "chosen_upper": upper[row, index]}
         for index, name in enumerate(frame.target_names) for row in range(len(actual))
     ]
     fallbacks = [{**row, "origin": frame.time_values(frame.time[[row["origin"]]])[0]} for row in interval.fallbacks]
     return Backtest(table, per_target, pd.DataFrame(records), coverage, len(frame) - start, model, fallbacks)
+
+
+def forecast_columns(config: ForecasterConfig, target: str, forecast: np.ndarray, lower: np.ndarray,
+                     upper: np.ndarray) -> dict[str, np.ndarray]:
+    """`predict`'s columns of one target: the forecast named after the target, and its
+    interval's bounds with the level in percent (y, y_lower_90, y_upper_90)."""
+    level = percent(config.interval)
+    return {target: forecast, f"{target}_lower_{level}": lower, f"{target}_upper_{level}": upper}
 
 
 def budget_left(time_budget: float | None, spent: float, networks: int) -> float | None:

@@ -14,7 +14,7 @@ its baselines.
               (lstmkit.series.choice), is the forecast `predict` uses (`PanelLayout.chosen`)
     backtest  fit on each series but its last `holdout` values, then score every method on
               them: M4's sMAPE, MASE and OWA (relative to Naive2), the mean over the series
-    predict   the `horizon` steps after each series' end: id, time, forecast, lower, upper
+    predict   the `horizon` steps after each series' end: id, time, y, y_lower_90, y_upper_90
 
 The candidates, and the combinations among them, are lstmkit.series.choice's; the baselines
 are `config.baselines` and Naive2. The choice never sees the rows a backtest holds out: they
@@ -35,7 +35,7 @@ with extra_imports("forecast", __name__):
     import pandas as pd
 
 from lstmkit.models.forecaster import ScalingEnsemble, interval_half_width
-from lstmkit.pipelines.forecast import Forecaster, budget_left, float_tensor, history_length
+from lstmkit.pipelines.forecast import Forecaster, budget_left, float_tensor, forecast_columns, history_length
 from lstmkit.series import Panel, PanelWindows, m4_scores, owa, panel_baselines, read_panel, season_length
 from lstmkit.series.choice import PAIR, choose, combination, combines, method_forecast
 from lstmkit.series.intervals import interval_scale
@@ -315,14 +315,16 @@ def backtest(forecaster: Forecaster, data, holdout: int | None = None) -> PanelB
                panel.time_name: [time for k in scored for time in panel.times(k, len(panel.values[k]) - holdout, holdout)],
                "actual": actual,
                **{name: values[:, :holdout].ravel() for name, values in forecasts.methods.items()},
-               "lower": lower.ravel(), "upper": upper.ravel()}
+               "chosen": forecasts.methods[model.layout.chosen][:, :holdout].ravel(),
+               "chosen_lower": lower.ravel(), "chosen_upper": upper.ravel()}
     return PanelBacktest(scores, pd.DataFrame(records), holdout, model, len(scored),
                          [panel.ids[k] for k in range(len(panel)) if k not in set(scored)], coverage)
 
 
 def predict(forecaster: Forecaster, data) -> pd.DataFrame:
     """The `horizon` steps after each series' end, by the chosen method, as a long table: id
-    (the id column's name), time, forecast, lower, upper. The interval is the network's,
+    and time (by their columns' names), then, as one table's `predict` names them, the target
+    and its interval's bounds (`y`, `y_lower_90`, `y_upper_90`). The interval is the network's,
     calibrated, and moved to centre on the chosen forecast (where that is not the network's)."""
     _, layout = forecaster.fitted()
     panel = read(forecaster, data)
@@ -334,6 +336,7 @@ def predict(forecaster: Forecaster, data) -> pd.DataFrame:
     table = pd.DataFrame({
         panel.id_name: np.repeat(panel.ids, horizon),
         panel.time_name: [time for k, values in enumerate(panel.values) for time in panel.times(k, len(values), horizon)],
-        "forecast": forecasts.methods[layout.chosen].ravel(), "lower": lower.ravel(), "upper": upper.ravel()})
+        **forecast_columns(forecaster.config, forecaster.config.target[0], forecasts.methods[layout.chosen].ravel(),
+                           lower.ravel(), upper.ravel())})
     table.attrs["forecast"] = layout.chosen
     return table

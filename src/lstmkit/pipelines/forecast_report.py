@@ -229,7 +229,7 @@ def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> Non
         panels[name] = {"history": (frame.time[shown:], frame.targets[shown:, frame.target_names.index(name)]),
                         "time": frame.time[start:], "forecast": rows["chosen"].to_numpy(),
                         "method": model.layout.chosen[model.config.target.index(name)],
-                        "lower": rows["lower"].to_numpy(), "upper": rows["upper"].to_numpy(),
+                        "lower": rows["chosen_lower"].to_numpy(), "upper": rows["chosen_upper"].to_numpy(),
                         "seasonal_naive": rows["seasonal_naive"].to_numpy() if "seasonal_naive" in rows else None}
     plots.forecast_backtest(panels, f"{percent(model.config.interval)}% interval", out / "backtest.png")
 
