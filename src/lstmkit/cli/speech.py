@@ -83,12 +83,13 @@ def eval_command(arguments: argparse.Namespace) -> None:
         from lstmkit.pipelines.speech import confusion_table
 
         print(confusion_table(references, transcripts))
-    if arguments.errors:
-        for reference, transcript in zip(references, transcripts):
+    if arguments.errors:  # each wrong transcript by its file, in the manifest's order
+        paths = [utterance.path for utterance in read_manifest(arguments.manifest)]
+        for path, reference, transcript in zip(paths, references, transcripts, strict=True):
             if reference != transcript:
-                print(f"  {reference!r} -> {transcript!r}")
+                print(f"  {path}: {reference!r} -> {transcript!r}")
     if arguments.json:
-        write_json(arguments.json, scores)
+        write_json(arguments.json, {**scores, "beam": arguments.beam, "lexicon": arguments.lexicon})
         print(f"wrote {arguments.json}")
 
 
@@ -152,8 +153,9 @@ def add_speech_commands(commands) -> None:
         else:
             command.add_argument("manifest", type=manifest_file, help="a CSV with the columns path,text")
             command.add_argument("--json", type=output_file,
-                                 help="also write the scores (wer, cer, utterances, accuracy) here")
-            command.add_argument("--errors", action="store_true", help="list every utterance transcribed wrongly")
+                                 help="also write the scores (wer, cer and accuracy as fractions, utterances, beam, "
+                                      "lexicon) here")
+            command.add_argument("--errors", action="store_true", help="list every utterance transcribed wrongly, by its file")
             command.add_argument("--confusion", action="store_true",
                                  help="print how often each word was transcribed as each (isolated words)")
         command.add_argument("--beam", type=positive_int, default=1, help="1: greedy; more: prefix beam search")
