@@ -20,8 +20,8 @@ from lstmkit.series import BASELINES, baseline_forecast, best_baseline, read_ser
 QUICK = dict(hidden_size=8, num_layers=1, epochs=2, batch_size=64, seed=0)
 FORMS = ("the forms accepted are dates and times (2020-01-31, 2020-01-31 12:00, 31/01/2020 or 01/31/2020 13:00, or what "
          "pandas.to_datetime reads; with a UTC offset or a time zone they are written back in UTC), "
-         "ISO periods (1959Q2, 1959-04), integer years (1959) and decimal years on month starts (1959.25 for April "
-         "1959, the second quarter; 1959.0833 for February)")
+         "ISO periods (1959Q2, 1959-04), integer years (1959), decimal years on month starts (1959.25 for April "
+         "1959, the second quarter; 1959.0833 for February) and integer steps (1, 2, 3 ...)")
 
 
 def write_csv(tmp_path, text: str):
@@ -83,19 +83,38 @@ def test_integer_years_dates_and_iso_periods_are_read_and_written_back_alike(tim
     assert frame.time_values(frame.time[:2]) == written
 
 
+def test_one_series_on_integer_steps_is_read_forecast_and_written_back_in_steps(tmp_path):
+    """Once refused ("a number outside the years"): a single series indexed 1, 2, 3 ..., as
+    darts' and statsforecast's integer indexes, needs no id column."""
+    frame = read_series(pd.DataFrame({"t": [-5, 0, 5, 10, 20], "y": [1.0, 2.0, 3.0, 4.0, 5.0]}), "t", ["y"])
+    assert (frame.time_kind, frame.shown_frequency, len(frame)) == ("step", "5 steps", 6)  # 15 filled in
+    assert frame.time_values(frame.time) == [-5, 0, 5, 10, 15, 20] and frame.filled[:, 0].tolist() == [False] * 4 + [
+        True, False]
+    steps = np.arange(1, 61)
+    table = pd.DataFrame({"t": steps, "y": 10 + np.sin(2 * np.pi * steps / 6)})
+    forecaster = Forecaster("t", "y", horizon=3, lookback=12, **QUICK).fit(table)
+    assert forecaster.layout.season == 1 and forecaster.layout.calendar_names == ()  # no calendar in steps
+    prediction = forecaster.predict(table)
+    assert prediction["t"].tolist() == [61, 62, 63]
+    loaded = Forecaster.load(forecaster.save(tmp_path / "model"))
+    pd.testing.assert_frame_equal(loaded.predict(table), prediction)
+    result = Forecaster("t", "y", horizon=3, lookback=12, **QUICK).backtest(table, holdout=3, baselines=("naive",))
+    assert result.forecasts["time"].tolist() == [58, 59, 60]
+    assert backtest_report(result, read_series(table, "t", ["y"])).startswith("backtest of y (step, m=1): 57 training rows")
+
+
 @pytest.mark.parametrize("time_cells, message", [
     (["2020-01-01", "soon", "2020-01-03"], "column 't' at line 3 of {path} (the header is line 1) holds 'soon', "
                                            "which cannot be read as a time; " + FORMS),
     (["1959.0", "1959.1", "1959.2"], "column 't' at line 3 of {path} (the header is line 1) holds 1959.1, which is a "
                                      "decimal year that does not fall on a month start; " + FORMS),
     (["1959", "1960", "20200101"], "column 't' at line 4 of {path} (the header is line 1) holds 20200101, which is "
-                                   "a number outside the years 1678..2261 (the dates pandas holds; integer steps 1, 2, 3 ... are "
-                                   "times in a long table of series ids only); " + FORMS),
-    (["1", "2", "3"], "column 't' at line 2 of {path} (the header is line 1) holds 1, which is a number outside the "
-                      "years 1678..2261"),
+                                   "a number outside the years 1678..2261 (the dates pandas holds); a time in numbers is an "
+                                   "integer step (1, 2, 3 ...), an integer year or a decimal year; " + FORMS),
+    (["1.5", "2.5", "3.5"], "column 't' at line 2 of {path} (the header is line 1) holds 1.5, which is a number outside "
+                            "the years 1678..2261 (the dates pandas holds); a time in numbers is an integer step"),
     (["20200130", "20200131", "20200201"], "column 't' at line 2 of {path} (the header is line 1) holds 20200130, which "
-                                           "is a number outside the years 1678..2261 (the dates pandas holds; integer "
-                                           "steps 1, 2, 3 ... are times in a long table of series ids only); the numbers "
+                                           "is a number outside the years 1678..2261 (the dates pandas holds); the numbers "
                                            "read as dates written yyyymmdd: write them as 2020-01-31; " + FORMS),
     (["2020-01-01", "", "2020-01-03"], "column 't' has a missing timestamp at line 3 of {path} (the header is line 1)"),
 ])

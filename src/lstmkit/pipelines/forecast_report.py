@@ -31,7 +31,7 @@ def backtest_report(result: Backtest | PanelBacktest, frame: SeriesFrame | Panel
         return panel_report(result)
     config, layout = result.model.config, result.model.layout
     origins = result.forecasts["origin"].unique()
-    lines = [f"backtest of {', '.join(config.target)} ({frame.frequency}, m={layout.season}): "
+    lines = [f"backtest of {', '.join(config.target)} ({frame.shown_frequency}, m={layout.season}): "
              f"{len(frame) - result.holdout} training rows, {result.holdout} held out, forecast from {len(origins)} origin(s) "
              f"({', '.join(map(shown_time, origins))}), horizon {config.horizon}, {lookback_text(config, layout)}"]
     if len(config.target) == 1:
@@ -208,7 +208,7 @@ def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> Non
         "interval_coverage": result.coverage,
         "holdout": result.holdout,
         "origins": [shown_time(origin) for origin in result.forecasts["origin"].unique()],
-        "frequency": frame.frequency,
+        "frequency": frame.shown_frequency,
         "season": model.layout.season,
         "lookback": model.layout.lookback,
         "epochs_trained": epochs_trained(model),
@@ -226,8 +226,9 @@ def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> Non
     panels = {}
     for name in model.config.target:
         rows = result.forecasts[result.forecasts["target"] == name]
-        panels[name] = {"history": (frame.time[shown:], frame.targets[shown:, frame.target_names.index(name)]),
-                        "time": frame.time[start:], "forecast": rows["chosen"].to_numpy(),
+        panels[name] = {"history": (frame.axis_times(frame.time[shown:]),
+                                    frame.targets[shown:, frame.target_names.index(name)]),
+                        "time": frame.axis_times(frame.time[start:]), "forecast": rows["chosen"].to_numpy(),
                         "method": model.layout.chosen[model.config.target.index(name)],
                         "lower": rows["chosen_lower"].to_numpy(), "upper": rows["chosen_upper"].to_numpy(),
                         "seasonal_naive": rows["seasonal_naive"].to_numpy() if "seasonal_naive" in rows else None}

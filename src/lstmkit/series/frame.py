@@ -31,14 +31,18 @@ CSV_FORM = "comma-separated values with '.' as the decimal point"
 # "timestamp@<zone>" for a DataFrame's timestamps in a time zone ("timestamp": without one), and
 # "local@<zone>" for those all at one time of day (daily or longer steps), on a wall-clock grid;
 # "decimal_year@<places>" for decimal years written with that many decimals.
-TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "dashed_quarter", "month", "utc", "timestamp")
+TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "dashed_quarter", "month", "utc", "timestamp", "step")
+# Integer steps (1, 2, 3 ... any integers but whole years pandas holds) are held as the
+# timestamps that many nanoseconds after 1970: a grid of one nanosecond, which no calendar reads.
+STEP = "step"
 # Formats tried for times written as text, after pandas' guesses from the first row (month
 # names with a year are beyond its guess).
 TEXT_FORMS = ("%b %Y", "%B %Y", "%b-%y", "%b %y")
 TIME_FORMS = ("dates and times (2020-01-31, 2020-01-31 12:00, 31/01/2020 or 01/31/2020 13:00, or what "
               "pandas.to_datetime reads; with a UTC offset or a time zone they are written back in UTC), "
-              "ISO periods (1959Q2, 1959-04), integer years (1959) and decimal years on month starts "
-              "(1959.25 for April 1959, the second quarter; 1959.0833 for February)")
+              "ISO periods (1959Q2, 1959-04), integer years (1959), decimal years on month starts "
+              "(1959.25 for April 1959, the second quarter; 1959.0833 for February) and integer steps "
+              "(1, 2, 3 ...)")
 QUARTER = r"(\d{4})-?[Qq]([1-4])"
 MONTH = r"\d{4}-\d{2}"
 # A date of two numbers and a year, 01/02/2010, perhaps with a time of day (01/02/2010 13:00):
@@ -102,6 +106,19 @@ class SeriesFrame:
         """Timestamps as the user wrote them (see `written_times`)."""
         return written_times(times, self.time_kind)
 
+    def axis_times(self, times: pd.DatetimeIndex) -> pd.DatetimeIndex | list:
+        """Timestamps as a plot's axis takes them: integer steps as the integers, others as they are."""
+        return self.time_values(times) if self.time_kind == STEP else times
+
+    @property
+    def shown_frequency(self) -> str:
+        """The frequency as reports give it: pandas' alias ("W-SUN", "MS"), "step" for integer
+        steps ("5 steps" for every fifth)."""
+        if self.time_kind != STEP:
+            return self.frequency
+        steps = pd.tseries.frequencies.to_offset(self.frequency).n
+        return "step" if steps == 1 else f"{steps} steps"
+
 
 def written_times(times: pd.DatetimeIndex, time_kind: str) -> list:
     """Timestamps as the user wrote them: integer years, decimal years (to the decimals given),
@@ -122,6 +139,8 @@ def written_times(times: pd.DatetimeIndex, time_kind: str) -> list:
         _, _, places = time_kind.partition("@")
         years = [stamp.year + (stamp.month - 1) / 12 for stamp in times]
         return [round(year, int(places)) for year in years] if places else years
+    if time_kind == STEP:
+        return [int(stamp.value) for stamp in times]
     if time_kind in ("quarter", "dashed_quarter"):  # 1959Q1, 1959-Q1
         dash = "-" if time_kind == "dashed_quarter" else ""
         return [f"{stamp.year}{dash}Q{stamp.quarter}" for stamp in times]
@@ -338,6 +357,8 @@ def parse_time(column: pd.Series, name: str, path: Path | None) -> tuple[pd.Date
         return pd.DatetimeIndex(column), "timestamp"
     numbers = pd.to_numeric(column, errors="coerce")
     if numbers.notna().all():
+        if is_step_column(numbers):
+            return pd.DatetimeIndex(pd.to_datetime(numbers.astype(np.int64), unit="ns")), STEP
         return years_to_stamps(numbers, column, name, path)
     text = column.astype(str).str.strip()
     if text.str.fullmatch(QUARTER).all():
@@ -429,17 +450,32 @@ def empty_steps(stamps: pd.DatetimeIndex) -> float:
     return steps_left_empty(index, frequency)
 
 
+def is_step_column(numbers: pd.Series) -> bool:
+    """Whether numbers are integer steps: integers, at most half of them whole years pandas holds
+    (more are years, and the others mistakes, refused at their line), not all dates written
+    yyyymmdd (refused with a hint), within int64's nanoseconds."""
+    whole = bool((numbers == np.floor(numbers)).all())
+    if not whole or numbers.between(*YEARS).mean() > 0.5 or compact_dates(numbers):
+        return False
+    return bool((numbers.abs() < 2 ** 62).all())
+
+
+def compact_dates(numbers: pd.Series) -> bool:
+    """Whether integers all read as dates written yyyymmdd (20200131)."""
+    return bool(pd.to_datetime(numbers.astype(np.int64).astype(str), format="%Y%m%d", errors="coerce").notna().all())
+
+
 def years_to_stamps(numbers: pd.Series, column: pd.Series, name: str, path: Path | None
                     ) -> tuple[pd.DatetimeIndex, str]:
     """Integer years (1959) as January 1sts; decimal years on month starts (1959.25) as the
     first day of their month."""
     outside = ~numbers.between(*YEARS)
     if outside.any():
-        compact = ((numbers == np.floor(numbers)).all() and pd.to_datetime(
-            numbers.astype(np.int64).astype(str), format="%Y%m%d", errors="coerce").notna().all())
-        hint = "; the numbers read as dates written yyyymmdd: write them as 2020-01-31" if compact else ""
+        compact = bool((numbers == np.floor(numbers)).all()) and compact_dates(numbers)
+        hint = ("the numbers read as dates written yyyymmdd: write them as 2020-01-31" if compact else
+                "a time in numbers is an integer step (1, 2, 3 ...), an integer year or a decimal year")
         unreadable(column, outside, name, path, f"is a number outside the years {YEARS[0]}..{YEARS[1]} (the dates pandas "
-                   f"holds; integer steps 1, 2, 3 ... are times in a long table of series ids only){hint}")
+                   f"holds); {hint}")
     months = numbers * 12  # months since year 0
     if (numbers == np.floor(numbers)).all():
         kind = "year"
