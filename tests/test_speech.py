@@ -413,8 +413,13 @@ def test_eval_and_transcribe_commands_print_and_write_the_scores(tone_run, capsy
     assert json.loads(scores.read_text()) == {"wer": 0.0, "cer": 0.0, "utterances": 8, "accuracy": 1.0, "beam": 3,
                                               "lexicon": False}
     mislabelled = write_manifest_text(folder / "mislabelled.csv", "path,text\nvalid-ab-3.wav,ab\nvalid-ba-0.wav,ab\n")
-    code, out, _ = run_cli(["speech", "eval", str(folder / "run"), str(mislabelled), "--errors"], capsys)
-    assert out.splitlines()[1:] == [f"  {folder / 'valid-ba-0.wav'}: 'ab' -> 'ba'"]  # the file, not only the words
+    transcripts = folder / "transcripts.csv"
+    code, out, _ = run_cli(["speech", "eval", str(folder / "run"), str(mislabelled), "--errors", "--out",
+                            str(transcripts)], capsys)
+    assert out.splitlines()[1:] == [f"  {folder / 'valid-ba-0.wav'}: 'ab' -> 'ba'",  # the file, not only the words
+                                    f"wrote {transcripts}"]
+    assert transcripts.read_text().splitlines() == [
+        "path,reference,transcript", f"{folder / 'valid-ab-3.wav'},ab,ab", f"{folder / 'valid-ba-0.wav'},ab,ba"]
     code, out, _ = run_cli(["speech", "eval", str(folder / "run"), str(folder / "valid.csv"), "--confusion"], capsys)
     assert out.splitlines()[1:] == ["      |    ab    ba other", "   ab |     4     .     .", "   ba |     .     4     ."]
     files = [str(folder / "valid-ba-0.wav"), str(folder / "valid-ab-3.wav")]

@@ -318,8 +318,9 @@ def test_eval_of_a_perfect_translation_gives_bleu_100_and_writes_json(copy_run, 
     scores = tmp_path / "scores.json"
     source, reference = write_lines(tmp_path / "v.src", valid.sources), write_lines(tmp_path / "v.tgt", valid.targets)
     assert main(["translate", "eval", str(out), "--source", str(source), "--reference", str(reference),
-                 "--beam", "3", "--json", str(scores)]) == 0
+                 "--beam", "3", "--json", str(scores), "--out", str(tmp_path / "hypotheses.txt")]) == 0
     printed = capsys.readouterr().out
+    assert (tmp_path / "hypotheses.txt").read_text(encoding="utf-8").splitlines() == valid.targets  # the copy task
     assert printed.startswith("BLEU 100.00  chrF 100.00  (60 sentences, beam 3,")
     written = json.loads(scores.read_text())
     assert {key: written[key] for key in ("bleu", "chrf", "sentences", "beam")} == \

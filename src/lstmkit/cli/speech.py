@@ -10,12 +10,12 @@ from lstmkit.audio.manifest import read_manifest
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
     add_regulariser_arguments, add_setting, add_training_arguments, audio_file, config_from, device_name,
-    manifest_file, output_figure, output_file, output_folder, positive_floats, positive_int,
+    manifest_file, output_csv, output_figure, output_file, output_folder, positive_floats, positive_int,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.training import describe_runtime
 from lstmkit.training.device import check_runtime
-from lstmkit.files import write_json
+from lstmkit.files import write_csv, write_json
 from lstmkit.pipelines.configs import SpeechConfig
 
 
@@ -83,14 +83,18 @@ def eval_command(arguments: argparse.Namespace) -> None:
         from lstmkit.pipelines.speech import confusion_table
 
         print(confusion_table(references, transcripts))
-    if arguments.errors:  # each wrong transcript by its file, in the manifest's order
-        paths = [utterance.path for utterance in read_manifest(arguments.manifest)]
-        for path, reference, transcript in zip(paths, references, transcripts, strict=True):
+    rows = list(zip((utterance.path for utterance in read_manifest(arguments.manifest)), references, transcripts,
+                    strict=True))  # by file, in the manifest's order
+    if arguments.errors:
+        for path, reference, transcript in rows:
             if reference != transcript:
                 print(f"  {path}: {reference!r} -> {transcript!r}")
     if arguments.json:
         write_json(arguments.json, {**scores, "beam": arguments.beam, "lexicon": arguments.lexicon})
         print(f"wrote {arguments.json}")
+    if arguments.out:  # each utterance's transcript beside its reference (ESPnet's hyp and ref)
+        write_csv(arguments.out, ("path", "reference", "transcript"), rows)
+        print(f"wrote {arguments.out}")
 
 
 def add_speech_commands(commands) -> None:
@@ -156,6 +160,8 @@ def add_speech_commands(commands) -> None:
                                  help="also write the scores (wer, cer and accuracy as fractions, utterances, beam, "
                                       "lexicon) here")
             command.add_argument("--errors", action="store_true", help="list every utterance transcribed wrongly, by its file")
+            command.add_argument("--out", type=output_csv,
+                                 help="also write every utterance's transcript here: a CSV of path,reference,transcript")
             command.add_argument("--confusion", action="store_true",
                                  help="print how often each word was transcribed as each (isolated words)")
         command.add_argument("--beam", type=positive_int, default=1, help="1: greedy; more: prefix beam search")

@@ -14,7 +14,7 @@ from lstmkit.cli.arguments import (
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.training import describe_runtime
 from lstmkit.training.device import check_runtime
-from lstmkit.files import write_json
+from lstmkit.files import atomic_path, write_json
 from lstmkit.models.seq2seq import ATTENTIONS
 from lstmkit.pipelines.configs import SELECTIONS, DecodingConfig, TranslationConfig
 
@@ -85,6 +85,10 @@ def translate_eval_command(arguments: argparse.Namespace) -> None:
     if arguments.json is not None:
         write_json(arguments.json, scores.to_dict())
         print(f"wrote {arguments.json}")
+    if arguments.out is not None:  # the hypotheses scored, for sacrebleu or a look by eye
+        with atomic_path(arguments.out) as temporary:
+            temporary.write_text("".join(f"{translation}\n" for translation in scores.translations), encoding="utf-8")
+        print(f"wrote {arguments.out}")
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,4 +152,6 @@ def add_translate_commands(commands) -> None:
     evaluate.add_argument("--reference", required=True, type=sentence_file, help="their reference translations, line for line")
     evaluate.add_argument("--json", type=output_file,
                           help="also write the scores (bleu, chrf, sentences, beam, signature) here")
+    evaluate.add_argument("--out", type=output_file,
+                          help="also write the translations scored here, one per line, as the source's lines")
     evaluate.set_defaults(run=translate_eval_command, extra="translate")
