@@ -382,6 +382,28 @@ def test_training_without_a_validation_manifest_scores_the_training_utterances_a
     assert code == 0 and "best on the training utterances (epoch" in out
 
 
+def test_posteriors_hand_out_a_copy_and_the_frame_cache_keeps_to_its_budget(tone_run, monkeypatch):
+    """Editing the frames posteriors() returned once changed every later transcript of that
+    file; the cache once grew with every file a process read."""
+    from lstmkit.pipelines import speech as speech_pipeline
+
+    folder, _ = tone_run
+    recognizer = load_speech_model(folder / "run")
+    path = folder / "valid-ab-3.wav"
+    frames, before, _ = recognizer.posteriors(path)
+    frames.mul_(0).add_(1.0)
+    again, after, _ = recognizer.posteriors(path)
+    assert torch.equal(before, after) and not torch.equal(frames, again)
+    files = sorted(folder.glob("valid-*.wav"))[:5]
+    size = {file: recognizer.posteriors(file)[0].nbytes for file in files}
+    cache = speech_pipeline.FrameCache(limit=size[files[3]] + size[files[4]] + size[files[2]])
+    monkeypatch.setattr(speech_pipeline, "FRAMES", cache)
+    for file in [*files, files[2]]:  # files[2] used again: the most recent, and kept
+        recognizer.posteriors(file)
+    assert [key[0] for key in cache.entries] == [str(files[k].resolve()) for k in (3, 4, 2)]
+    assert cache.bytes == cache.limit
+
+
 def test_a_tiny_tone_task_is_learned_to_100_percent(tone_run):
     folder, run = tone_run
     assert run.best["val_accuracy"] == 1.0 and run.best["val_wer"] == 0.0 and run.best["val_cer"] == 0.0

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,20 +115,41 @@ class Utterances:
         return augmentation(frames, generator) if augmentation.active else frames
 
 
-# Frames computed in this process, by file (path, size, modification time) and front end:
-# an utterance's frames are computed once per run, however many manifests list it.
-_FRAMES: dict[tuple, Tensor] = {}
+# The most bytes of frames kept between uses (the least recently used go first): FSDD's 3,000
+# recordings at three speeds take ~150 MB, so a run's manifests and its evaluations afterwards
+# compute each file once; a long-lived process transcribing ever new files holds no more.
+FRAME_CACHE_BYTES = 512 * 2**20
+
+
+class FrameCache:
+    """Frames computed in this process, by file (path, size, modification time), front end and
+    speed, the least recently used dropped beyond FRAME_CACHE_BYTES. Frames are shared, not
+    copied: the loaders only read them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.bytes, self.entries = limit, 0, OrderedDict()
+
+    def get(self, key: tuple, compute: Callable[[], tuple[Tensor, int | None]]) -> tuple[Tensor, int | None]:
+        entry = self.entries.pop(key, None)
+        if entry is None:
+            entry = compute()
+            self.bytes += entry[0].nbytes
+        self.entries[key] = entry
+        while self.bytes > self.limit and len(self.entries) > 1:
+            self.bytes -= self.entries.popitem(last=False)[1][0].nbytes
+        return entry
+
+
+FRAMES = FrameCache(FRAME_CACHE_BYTES)
 
 
 def utterance_frames(path: Path, front_end: FrontEnd, speed: float = 1.0) -> tuple[Tensor, int | None]:
-    """A file's frames at a speed (cached) and its own rate when it was resampled."""
+    """A file's frames at a speed (cached, shared) and its own rate when it was resampled."""
     if not path.is_file():  # the front end's reading says what the path is instead (no such file, a folder)
         return front_end.features(path, speed)
     status = path.stat()
     key = (str(path.resolve()), status.st_size, status.st_mtime_ns, front_end, speed)
-    if key not in _FRAMES:
-        _FRAMES[key] = front_end.features(path, speed)
-    return _FRAMES[key]
+    return FRAMES.get(key, lambda: front_end.features(path, speed))
 
 
 def load_utterances(manifest: str | Path, front_end: FrontEnd, alphabet: Alphabet | None, stack: int,
@@ -406,6 +427,7 @@ class SpeechRecognizer:
             raise TypeError(f"expected the path of one audio file, got {type(path).__name__}; for several, call "
                             "once per file: [recognizer.transcribe(path) for path in paths]")
         frames, rate = utterance_frames(Path(path), self.front_end)
+        frames = frames.clone()  # the caller's own: the cache's stay as computed
         if not frames.any():  # normalised log-mel energies that never change: every sample the same
             warn_at_caller(f"{path} is silent (its spectrogram is the same in every frame): the transcript is "
                            "what the model makes of silence")
