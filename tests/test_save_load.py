@@ -10,6 +10,7 @@ import pickle
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -70,6 +71,24 @@ def test_a_saved_layer_loads_with_the_default_weights_only(name, tmp_path):
         assert torch.equal(loaded.state_dict()[key], value), key
     for index, (a, e) in enumerate(zip(run(loaded, inputs, state), expected, strict=True)):
         assert torch.equal(a, e), f"output tensor {index}"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: lstmkit.LSTM(8, 16, forget_bias=np.float64(1.5)),   # from np.linspace: it once saved, then failed to load
+    lambda: lstmkit.LSTM(8, 16, forget_bias=np.float32(1.5)),   # once "can't assign a numpy.float32 to a torch.FloatTensor"
+    lambda: lstmkit.LSTMCell(8, 16, forget_bias=np.float32(1.5)),
+    lambda: lstmkit.LSTM(8, 16, init="chrono", chrono_max=np.int64(20)),
+], ids=["float64 forget_bias", "float32 forget_bias", "cell module", "int64 chrono_max"])
+def test_numpy_numbers_as_options_are_held_as_python_numbers_and_load(make, tmp_path):
+    torch.manual_seed(0)
+    layer = make()
+    torch.save(layer, tmp_path / "layer.pt")
+    loaded = torch.load(tmp_path / "layer.pt")
+    assert repr(loaded) == repr(layer)
+    assert type(layer.forget_bias) in (float, type(None)) and type(getattr(layer, "chrono_max", None)) in (int, type(None))
+    if layer.forget_bias is not None:
+        forget = layer.bias_ih_l0 if hasattr(layer, "bias_ih_l0") else layer.bias_ih
+        assert forget[16:32].tolist() == [1.5] * 16  # the gate's block of bias_ih, as a Python 1.5 sets it
 
 
 FRESH_PROCESS = """

@@ -64,7 +64,7 @@ class RecurrentCell(NotScriptable, nn.Module):
         check_positive_int("hidden_size", hidden_size)
         self.cell.check_hidden_size(hidden_size)
         bias = checked_flag("bias", bias)
-        check_forget_bias(self.cell, forget_bias, bias)
+        forget_bias = check_forget_bias(self.cell, forget_bias, bias)
         check_step_engine(engine, self.cell)
         self.input_size = input_size
         self.hidden_size = hidden_size

@@ -94,7 +94,7 @@ class Recurrent(NotScriptable, nn.Module):
                 f"got {dropout!r}"
             )
         check_projection(self.cell, proj_size, hidden_size)
-        check_forget_bias(self.cell, forget_bias, bias)
+        forget_bias = check_forget_bias(self.cell, forget_bias, bias)
         regularisation = regularisers.regularisation(
             self.cell, recurrent_dropout, input_dropout, zoneout, weight_dropout)
         self.init = regularisers.check_init(self.cell, init, chrono_max, bias, forget_bias)
@@ -119,7 +119,7 @@ class Recurrent(NotScriptable, nn.Module):
         self.input_dropout = regularisation.input_dropout
         self.zoneout = (regularisation.zoneout_cell, regularisation.zoneout_hidden)
         self.weight_dropout = regularisation.weight_dropout
-        self.chrono_max = chrono_max
+        self.chrono_max = None if chrono_max is None else regularisers.plain_number(chrono_max)
         self.engine = engine
         self._register_weights(device, dtype)
         self.reset_parameters()
@@ -421,10 +421,12 @@ def check_projection(cell: Cell, proj_size: object, hidden_size: int) -> None:
         )
 
 
-def check_forget_bias(cell: Cell, forget_bias: object, bias: bool) -> None:
-    """forget_bias: None, or a number for a cell with a forget gate and a layer with biases."""
+def check_forget_bias(cell: Cell, forget_bias: object, bias: bool) -> float | None:
+    """forget_bias: None, or a number for a cell with a forget gate and a layer with biases;
+    returned as a Python float (a numpy scalar kept as given would not load under
+    torch.load's weights_only=True)."""
     if forget_bias is None:
-        return
+        return None
     if isinstance(forget_bias, bool) or not isinstance(forget_bias, numbers.Real):
         raise TypeError(
             f"forget_bias must be a number or None, got {forget_bias!r} ({type(forget_bias).__name__})"
@@ -438,3 +440,4 @@ def check_forget_bias(cell: Cell, forget_bias: object, bias: bool) -> None:
         )
     if not bias:
         raise ValueError("forget_bias sets the gate's bias, so it needs bias=True; got bias=False")
+    return float(forget_bias)

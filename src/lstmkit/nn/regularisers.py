@@ -72,6 +72,12 @@ def check_init(cell: Cell, init: object, chrono_max: object, bias: bool, forget_
     return names
 
 
+def plain_number(value: numbers.Real) -> int | float:
+    """A number as a Python int or float (a numpy scalar, kept as given, would not load under
+    torch.load's weights_only=True)."""
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
 def check_chrono_max_value(chrono_max: object) -> None:
     """Refuse a chrono_max that gives no range of forget biases: one at most 2, or not finite."""
     if (isinstance(chrono_max, bool) or not isinstance(chrono_max, numbers.Real) or not chrono_max > 2
