@@ -98,6 +98,15 @@ def test_one_series_on_integer_steps_is_read_forecast_and_written_back_in_steps(
     assert prediction["t"].tolist() == [61, 62, 63]
     loaded = Forecaster.load(forecaster.save(tmp_path / "model"))
     pd.testing.assert_frame_equal(loaded.predict(table), prediction)
+    late = pd.DataFrame({"t": steps + 1940, "y": table["y"]})  # every step reads as a year: the fit says steps
+    assert loaded.predict(late)["t"].tolist() == [2001, 2002, 2003]
+    with pytest.raises(ValueError, match=re.escape("the steps between timestamps vary (5, 2, 3, ...)")):
+        read_series(pd.DataFrame({"t": [0, 5, 7, 10], "y": [1.0, 2.0, 3.0, 4.0]}), "t", ["y"])
+    with pytest.warns(UserWarning, match=re.escape(
+            "column 't' looks like Unix time in seconds (1577836800 is 2020-01-01 00:00:00); it is read as integer "
+            "steps")):
+        unix = read_series(pd.DataFrame({"t": 1577836800 + 3600 * np.arange(5), "y": np.arange(5.0)}), "t", ["y"])
+    assert unix.shown_frequency == "3600 steps"
     result = Forecaster("t", "y", horizon=3, lookback=12, **QUICK).backtest(table, holdout=3, baselines=("naive",))
     assert result.forecasts["time"].tolist() == [58, 59, 60]
     assert backtest_report(result, read_series(table, "t", ["y"])).startswith("backtest of y (step, m=1): 57 training rows")
@@ -109,8 +118,9 @@ def test_one_series_on_integer_steps_is_read_forecast_and_written_back_in_steps(
     (["1959.0", "1959.1", "1959.2"], "column 't' at line 3 of {path} (the header is line 1) holds 1959.1, which is a "
                                      "decimal year that does not fall on a month start; " + FORMS),
     (["1959", "1960", "20200101"], "column 't' at line 4 of {path} (the header is line 1) holds 20200101, which is "
-                                   "a number outside the years 1678..2261 (the dates pandas holds); a time in numbers is an "
-                                   "integer step (1, 2, 3 ...), an integer year or a decimal year; " + FORMS),
+                                   "a number outside the years 1678..2261 (the dates pandas holds); more than half of the "
+                                   "column's numbers read as years, so all are read as years (integer steps are a column "
+                                   "of integers at most half of which are such years); " + FORMS),
     (["1.5", "2.5", "3.5"], "column 't' at line 2 of {path} (the header is line 1) holds 1.5, which is a number outside "
                             "the years 1678..2261 (the dates pandas holds); a time in numbers is an integer step"),
     (["20200130", "20200131", "20200201"], "column 't' at line 2 of {path} (the header is line 1) holds 20200130, which "

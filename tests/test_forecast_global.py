@@ -321,6 +321,19 @@ def test_baselines_none_keeps_the_network_where_ets_continues_the_lines_exactly(
     assert "predict uses the model's forecast (--baselines none: nothing else to choose)" in panel_report(result)
 
 
+def test_predict_after_baselines_none_says_the_network_forecasts(tmp_path, capsys):
+    from lstmkit.cli import main
+
+    path = tmp_path / "long.csv"
+    long_table({"up": 10 + 2.0 * np.arange(40), "down": 500 - 3.0 * np.arange(40)}).to_csv(path, index=False)
+    main(["forecast", "fit", str(path), "--id", "id", "--time", "t", "--target", "y", "--horizon", "3",
+          "--hidden-size", "8", "--num-layers", "1", "--epochs", "2", "--baselines", "none", "--out", str(tmp_path / "r")])
+    capsys.readouterr()
+    main(["forecast", "predict", str(tmp_path / "r"), str(path), "--out", str(tmp_path / "next.csv")])
+    assert capsys.readouterr().out == (f"wrote 6 forecast rows to {tmp_path / 'next.csv'}; forecasts by the network: "
+                                       "it was fitted with --baselines none\n")
+
+
 def test_series_too_short_to_backtest_or_to_train_on_are_counted_as_the_user_gave_them():
     forecaster = Forecaster("t", "y", horizon=4, id="id", **QUICK)
     with pytest.raises(ValueError, match=re.escape(
@@ -457,6 +470,8 @@ def test_cli_fit_and_predict_a_long_table(tmp_path, capsys):
           "--ensemble", "2", "--distribution", "normal", "--out", str(tmp_path / "run")])
     printed = capsys.readouterr().out
     assert "predict uses the ets forecast" in printed
+    assert f"wrote {tmp_path / 'run'}/results.json and {tmp_path / 'run'}/backtest.csv\n" in printed  # no picture
+    assert not (tmp_path / "run" / "backtest.png").exists()
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert set(results["backtest"]) == {"model", "combination", "naive", "naive2", "ets", "model+ets"}
     saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
@@ -484,7 +499,7 @@ def test_cli_fit_and_predict_a_long_table(tmp_path, capsys):
                                                       "normalisation, and base 'auto' two per normalisation"),
     (dict(id=None, normalisation="log"), "normalisation applies to long tables (id=...), got log without id"),
     (dict(baselines=("naive", "prophet")), "baselines must be among naive, seasonal_naive, drift, ets, arima, theta, "
-                                           "naive2, got 'prophet'"),
+                                           "naive2 (or none, alone: predict then forecasts by the network), got 'prophet'"),
     (dict(epoch_windows=0), "epoch_windows must be a positive integer, got 0"),
     (dict(target="y,z"), "a long table (id='id') has one target column, got y, z"),
     (dict(id="t"), "id, time and target must be three columns, got id='t' twice"),

@@ -164,4 +164,5 @@ def test_a_long_table_calibrates_one_factor_over_every_series_validation_window(
 
 
 def test_a_coverage_is_named_in_percent_without_rounding():
-    assert [percent(coverage) for coverage in (0.9, 0.5, 0.975, 0.995, 0.999)] == ["90", "50", "97.5", "99.5", "99.9"]
+    assert [percent(coverage) for coverage in (0.9, 0.5, 0.975, 0.995, 0.999, 0.57, 0.9999999)] == [
+        "90", "50", "97.5", "99.5", "99.9", "57", "99.99999"]

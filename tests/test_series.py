@@ -52,7 +52,7 @@ def test_rows_before_the_first_target_value_are_left_out_with_a_warning_not_fill
 def test_a_target_with_most_values_empty_is_refused_as_missing_rows_are():
     values = [1.0, 2.0] + [None] * 5 + [8.0, 9.0]  # 4 values on 9 steps, empty cells where rows could be missing
     with pytest.raises(ValueError, match=re.escape(
-            "column 'y' has 4 values on the 9 steps of a W-SAT grid from 2020-01-04 00:00:00 to 2020-02-29 00:00:00: "
+            "column 'y' has 4 values on the 9 steps of a W-SAT grid from 2020-01-04 to 2020-02-29: "
             "filling the other 5 would invent most of the series")):
         read_series(weekly(values), "date", ["y"])
 
@@ -178,7 +178,7 @@ def test_times_that_leave_most_of_their_grid_empty_are_refused():
     table = pd.DataFrame({"date": ["2020-01-01", "2020-01-02", "2020-01-03", "2020-02-01", "2020-03-01"],
                           "y": np.arange(5.0)})
     with pytest.raises(ValueError, match=re.escape(
-            "column 'date' has 5 times on the 61 steps of a D grid from 2020-01-01 00:00:00 to 2020-03-01 00:00:00: "
+            "column 'date' has 5 times on the 61 steps of a D grid from 2020-01-01 to 2020-03-01: "
             "filling the other 56 would invent most of the series; give times of one frequency (dates as yyyy-mm-dd)")):
         read_series(table, "date", ["y"])
 
@@ -385,6 +385,15 @@ def test_spreads_at_every_magnitude(magnitude):
                                                                                     rel=1e-15)
     assert scores(values * magnitude, values * magnitude * 1.5, values * magnitude, 1)["RMSE"] == pytest.approx(
         0.5 * math.sqrt(17.5) * magnitude, rel=1e-15)
+
+
+def test_spreads_near_the_largest_float64():
+    """The scale stops at 2**1023 (2**1024 is inf): values up to float64's largest still get a
+    finite std (it gave nan)."""
+    from lstmkit.series.scaling import standard_deviation
+
+    values = np.array([1e308, -1e308, 5e307])
+    assert standard_deviation(values) == pytest.approx(np.std(values / 1e300) * 1e300, rel=1e-15)
 
 
 def test_spreads_equal_numpy_where_squares_fit():

@@ -46,7 +46,7 @@ def fit_command(arguments: argparse.Namespace) -> None:
     out = Path(arguments.out)
     fitted = backtest_then_refit(forecaster_from(arguments), arguments.csv, out, arguments.holdout, arguments.resume)
     print(backtest_report(fitted.backtest, fitted.frame))
-    print(f"wrote {out}/results.json, {out}/backtest.csv and {out}/backtest.png")
+    print(wrote_line(out, arguments.id))
     if arguments.id is None:
         epochs = fitted.backtest.model.best_epoch
         frame, horizon = fitted.frame, arguments.horizon
@@ -69,7 +69,14 @@ def backtest_command(arguments: argparse.Namespace) -> None:
                           arguments.resume)
     print(backtest_report(fitted.backtest, fitted.frame))
     if arguments.out is not None:
-        print(f"wrote {arguments.out}/results.json, {arguments.out}/backtest.csv and {arguments.out}/backtest.png")
+        print(wrote_line(arguments.out, arguments.id))
+
+
+def wrote_line(out: str | Path, id_column: str | None) -> str:
+    """What a backtest wrote: a long table's has no picture (one panel per series would be thousands)."""
+    if id_column is not None:
+        return f"wrote {out}/results.json and {out}/backtest.csv"
+    return f"wrote {out}/results.json, {out}/backtest.csv and {out}/backtest.png"
 
 
 def predict_command(arguments: argparse.Namespace) -> None:
@@ -80,6 +87,8 @@ def predict_command(arguments: argparse.Namespace) -> None:
     used = (", ".join(f"{target} by {method}" for target, method in used.items()) if isinstance(used, dict)
             else f"every series by {used}")
     note = f"forecasts {used}: what fit chose on its validation windows (results.json: predict_uses)"
+    if not table.attrs["baselines"]:
+        note = "forecasts by the network: it was fitted with --baselines none"
     if arguments.out is None:
         print(table.to_csv(index=False), end="")
         print(note, file=sys.stderr)
@@ -90,7 +99,7 @@ def predict_command(arguments: argparse.Namespace) -> None:
 def add_series_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("csv", type=csv_file, help="a CSV file with a time column and target columns")
     parser.add_argument("--time", required=True,
-                        help="the time column (dates, or integer years; integer steps in a long table)")
+                        help="the time column (dates, integer years, decimal years or integer steps 1, 2, 3 ...)")
     parser.add_argument("--id", help="the series-id column of a long table (one row per series and time): "
                         "one network for all series")
     parser.add_argument("--target", required=True, type=column_list, help="target column(s), comma-separated")
@@ -127,8 +136,8 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
                 "each series' normalisation (long tables): standard, log or seasonal; several, comma-separated "
                 "(standard,log), train a network per normalisation, sharing the time budget, and average them")
     add_setting(parser, ForecasterConfig, "baselines", "baselines the forecast predict uses is chosen among and "
-                "combined with, comma-separated; none: predict forecasts by the network (the backtest still scores "
-                "the baselines)", type=name_list("baseline names"))
+                "combined with, comma-separated; none: predict forecasts by the network (one table's backtest still "
+                "scores every baseline, a long table's Naive2)", type=name_list("baseline names"))
     add_setting(parser, ForecasterConfig, "base", "what the network corrects: seasonal (seasonal naive), last (the "
                 "last value) or auto (both trained, the closer on validation kept; default auto for one table, "
                 "seasonal for a long table)", choices=BASES)

@@ -135,7 +135,8 @@ def baseline_names(value) -> tuple[str, ...]:
         return ()
     unknown = [name for name in names if name not in BASELINES]
     if unknown:
-        raise ValueError(f"baselines must be among {', '.join(BASELINES)}, got {', '.join(map(repr, unknown))}")
+        raise ValueError(f"baselines must be among {', '.join(BASELINES)} (or none, alone: predict then forecasts "
+                         f"by the network), got {', '.join(map(repr, unknown))}")
     return names
 
 

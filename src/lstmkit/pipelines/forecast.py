@@ -56,6 +56,7 @@ from lstmkit.pipelines.configs import ForecasterConfig, baseline_names
 from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, SeriesFrame, Windows, baseline_forecast, best_baseline,
                             calendar_features, future_times, read_series, scores, season_length)
 from lstmkit.series.choice import combination, combines, method_forecast
+from lstmkit.series.frame import STEP, frequency_name
 from lstmkit.series.intervals import percent
 from lstmkit.training import Job, Processes, Trainer, current_names, resolve_device
 from lstmkit.training.device import runnable_engines
@@ -208,7 +209,7 @@ class Forecaster:
         if self.config.id is not None:
             return forecast_global.read(self, data)
         return read_series(data, self.config.time, self.config.target, self.config.covariates,
-                           self.config.future_covariates)
+                           self.config.future_covariates, steps=self.layout is not None and self.layout.time_kind == STEP)
 
     def fit(self, data) -> Forecaster:
         """Train on every window of `data` (a CSV path, a DataFrame or a SeriesFrame; with `id`,
@@ -362,7 +363,8 @@ class Forecaster:
         with its interval calibrated (`layout.interval_scale`)."""
         network, layout = self.fitted()
         if frame.frequency != layout.frequency:
-            raise ValueError(f"the data's frequency is {frame.frequency}, the forecaster was fitted on {layout.frequency}")
+            raise ValueError(f"the data's frequency is {frame.shown_frequency}, the forecaster was fitted on "
+                             f"{frequency_name(layout.frequency, layout.time_kind)}")
         windows = self.windows(frame, max(origins) + self.config.horizon, pad)
         network.eval()
         device = next(network.parameters()).device
@@ -417,6 +419,7 @@ class Forecaster:
                                       forecasts.upper[0, :, index])
         prediction = pd.DataFrame(table)
         prediction.attrs["forecast"] = dict(zip(self.config.target, layout.chosen))
+        prediction.attrs["baselines"] = list(self.config.baselines)  # what that was chosen among
         prediction.attrs["fallbacks"] = [{"target": row["target"], "baseline": row["baseline"]}
                                          for row in forecasts.fallbacks]
         return prediction

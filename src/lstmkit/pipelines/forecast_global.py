@@ -339,4 +339,5 @@ def predict(forecaster: Forecaster, data) -> pd.DataFrame:
         **forecast_columns(forecaster.config, forecaster.config.target[0], forecasts.methods[layout.chosen].ravel(),
                            lower.ravel(), upper.ravel())})
     table.attrs["forecast"] = layout.chosen
+    table.attrs["baselines"] = list(forecaster.config.baselines)  # what that was chosen among
     return table

@@ -112,12 +112,17 @@ class SeriesFrame:
 
     @property
     def shown_frequency(self) -> str:
-        """The frequency as reports give it: pandas' alias ("W-SUN", "MS"), "step" for integer
-        steps ("5 steps" for every fifth)."""
-        if self.time_kind != STEP:
-            return self.frequency
-        steps = pd.tseries.frequencies.to_offset(self.frequency).n
-        return "step" if steps == 1 else f"{steps} steps"
+        """The frequency as reports give it (`frequency_name`)."""
+        return frequency_name(self.frequency, self.time_kind)
+
+
+def frequency_name(frequency: str, time_kind: str) -> str:
+    """A frequency as reports give it: pandas' alias ("W-SUN", "MS"), "step" for integer steps
+    ("5 steps" for every fifth)."""
+    if time_kind != STEP:
+        return frequency
+    steps = pd.tseries.frequencies.to_offset(frequency).n
+    return "step" if steps == 1 else f"{steps} steps"
 
 
 def written_times(times: pd.DatetimeIndex, time_kind: str) -> list:
@@ -153,9 +158,12 @@ def written_times(times: pd.DatetimeIndex, time_kind: str) -> list:
 
 
 def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[str],
-                covariates: Sequence[str] = (), future_covariates: Sequence[str] = ()) -> SeriesFrame:
+                covariates: Sequence[str] = (), future_covariates: Sequence[str] = (),
+                steps: bool = False) -> SeriesFrame:
     """Read and check `source` (a CSV path or a DataFrame); see the module docstring.
-    `covariates` are observed-past columns, `future_covariates` known-future ones."""
+    `covariates` are observed-past columns, `future_covariates` known-future ones. `steps`:
+    integers are steps whatever they hold (the rows of a series fitted on steps may all look
+    like years: 1701..2000)."""
     table = read_table(source)
     targets, covariates, known = list(targets), list(covariates), list(future_covariates)
     if not targets:
@@ -169,7 +177,7 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
         raise ValueError("a column can be the time, a target, an observed-past or a known-future covariate, "
                          f"not two of them: {', '.join(overlap)}")
     path = None if isinstance(source, pd.DataFrame) else Path(source)
-    stamps, time_kind = parse_time(table[time], time, path)
+    stamps, time_kind = parse_time(table[time], time, path, steps)
     numbers = pd.DataFrame({name: numeric_column(table[name], name, path) for name in targets + covariates + known})
     values = numbers.set_axis(stamps)
     order = np.argsort(stamps.values, kind="stable")
@@ -181,21 +189,23 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
                          f"{plain(table[time][labels[0]])!r}, at {two_rows_named(labels[0], labels[1], path)}; a "
                          "table holds one row per time (a long table of several series names its series column "
                          "with --id, id= in Python)")
-    frequency = infer_frequency(values.index, time)
+    frequency = infer_frequency(values.index, time, time_kind)
     grid = pd.date_range(values.index[0], values.index[-1], freq=frequency)
     if not values.index.isin(grid).all():
         stray = values.index[~values.index.isin(grid)][0]
         label = table.index[stamps == stray][0]
         raise ValueError(f"column {time!r} is not on a regular {frequency} grid: {plain(table[time][label])!r}, at "
                          f"{row_name(label, path)}, falls between its steps{off_grid_hint(values.index, time_kind)}")
-    check_coverage(len(values), grid, frequency, f"column {time!r}")
+    check_coverage(len(values), grid, frequency_name(frequency, time_kind), f"column {time!r}",
+                   ends=written_times(grid[[0, -1]], time_kind))
     numeric = values.reindex(grid)
     first, observed = observed_rows(numeric[targets], known)
     end = observed + known_rows_ahead(numeric[known].iloc[observed:]) if known else len(grid)
     numeric, grid, observed = numeric.iloc[first:end], grid[first:end], observed - first
     for name in targets:
-        check_coverage(int(numeric[name].iloc[:observed].notna().sum()), grid[:observed], frequency,
-                       f"column {name!r}", "values")
+        check_coverage(int(numeric[name].iloc[:observed].notna().sum()), grid[:observed],
+                       frequency_name(frequency, time_kind), f"column {name!r}", "values",
+                       ends=written_times(grid[:observed][[0, -1]], time_kind))
     missing = numeric[targets].iloc[:observed].isna().to_numpy()
     filled = {name: fill_gaps(column if name in known else column.iloc[:observed], name)
               for name, column in numeric.items()}
@@ -219,14 +229,18 @@ def off_grid_hint(index: pd.DatetimeIndex, time_kind: str) -> str:
     return ""
 
 
-def check_coverage(count: int, grid: pd.DatetimeIndex, frequency: str, what: str, kind: str = "times") -> None:
+def check_coverage(count: int, grid: pd.DatetimeIndex, frequency: str, what: str, kind: str = "times",
+                   ends: Sequence | None = None) -> None:
     """Refuse `count` timestamps (or values) that leave most of their regular `grid` empty:
     filling it would invent most of the series. Missing rows and empty cells count alike;
-    times of several frequencies, or misread dates, are the usual cause of the first."""
+    times of several frequencies, or misread dates, are the usual cause of the first. `ends`:
+    the grid's first and last times as the column writes them (the timestamps themselves
+    without)."""
     if len(grid) > 2 * count:
+        first, last = (grid[0], grid[-1]) if ends is None else ends
         hint = "; give times of one frequency (dates as yyyy-mm-dd)" if kind == "times" else ""
-        raise ValueError(f"{what} has {count} {kind} on the {len(grid)} steps of a {frequency} grid from {grid[0]} "
-                         f"to {grid[-1]}: filling the other {len(grid) - count} would invent most of the series{hint}")
+        raise ValueError(f"{what} has {count} {kind} on the {len(grid)} steps of a {frequency} grid from {first} "
+                         f"to {last}: filling the other {len(grid) - count} would invent most of the series{hint}")
 
 
 def observed_rows(targets: pd.DataFrame, known: list[str]) -> tuple[int, int]:
@@ -343,8 +357,10 @@ def two_rows_named(first: int, second: int, path: Path | None) -> str:
     return f"lines {first} and {second} of {path} (the header is line 1)"
 
 
-def parse_time(column: pd.Series, name: str, path: Path | None) -> tuple[pd.DatetimeIndex, str]:
-    """The timestamps of a time column written in one of the TIME_FORMS, and its TIME_KINDS kind."""
+def parse_time(column: pd.Series, name: str, path: Path | None, steps: bool = False
+               ) -> tuple[pd.DatetimeIndex, str]:
+    """The timestamps of a time column written in one of the TIME_FORMS, and its TIME_KINDS kind;
+    with `steps`, integers as steps (`read_series`)."""
     if column.isna().any():
         label = column.index[column.isna().to_numpy()][0]
         raise ValueError(f"column {name!r} has a missing timestamp at {row_name(label, path)}")
@@ -357,7 +373,12 @@ def parse_time(column: pd.Series, name: str, path: Path | None) -> tuple[pd.Date
         return pd.DatetimeIndex(column), "timestamp"
     numbers = pd.to_numeric(column, errors="coerce")
     if numbers.notna().all():
-        if is_step_column(numbers):
+        if is_step_column(numbers, steps):
+            if not steps and unix_seconds(numbers):
+                warn_at_caller(f"column {name!r} looks like Unix time in seconds ({plain(column.iloc[0])!r} is "
+                               f"{pd.Timestamp(int(numbers.iloc[0]), unit='s')}); it is read as integer steps, with no "
+                               "calendar and m = 1 unless a season is given: convert it to dates "
+                               "(pandas.to_datetime(column, unit='s')) for those")
             return pd.DatetimeIndex(pd.to_datetime(numbers.astype(np.int64), unit="ns")), STEP
         return years_to_stamps(numbers, column, name, path)
     text = column.astype(str).str.strip()
@@ -450,14 +471,20 @@ def empty_steps(stamps: pd.DatetimeIndex) -> float:
     return steps_left_empty(index, frequency)
 
 
-def is_step_column(numbers: pd.Series) -> bool:
-    """Whether numbers are integer steps: integers, at most half of them whole years pandas holds
-    (more are years, and the others mistakes, refused at their line), not all dates written
-    yyyymmdd (refused with a hint), within int64's nanoseconds."""
+def is_step_column(numbers: pd.Series, steps: bool = False) -> bool:
+    """Whether numbers are integer steps: integers, within int64's nanoseconds, and (unless
+    `steps` says so) at most half of them whole years pandas holds (more are years, and the
+    others mistakes, refused at their line), not all dates written yyyymmdd (refused with a hint)."""
     whole = bool((numbers == np.floor(numbers)).all())
-    if not whole or numbers.between(*YEARS).mean() > 0.5 or compact_dates(numbers):
+    if not whole or (not steps and (numbers.between(*YEARS).mean() > 0.5 or compact_dates(numbers))):
         return False
     return bool((numbers.abs() < 2 ** 62).all())
+
+
+def unix_seconds(numbers: pd.Series) -> bool:
+    """Whether integer steps look like Unix time in seconds: every one between 1980 and 2100,
+    a whole number of minutes apart."""
+    return bool(numbers.between(315_532_800, 4_102_444_800).all() and (numbers.diff().dropna() % 60 == 0).all())
 
 
 def compact_dates(numbers: pd.Series) -> bool:
@@ -473,7 +500,9 @@ def years_to_stamps(numbers: pd.Series, column: pd.Series, name: str, path: Path
     if outside.any():
         compact = bool((numbers == np.floor(numbers)).all()) and compact_dates(numbers)
         hint = ("the numbers read as dates written yyyymmdd: write them as 2020-01-31" if compact else
-                "a time in numbers is an integer step (1, 2, 3 ...), an integer year or a decimal year")
+                "more than half of the column's numbers read as years, so all are read as years (integer steps "
+                "are a column of integers at most half of which are such years)" if (numbers == np.floor(numbers)).all()
+                else "a time in numbers is an integer step (1, 2, 3 ...), an integer year or a decimal year")
         unreadable(column, outside, name, path, f"is a number outside the years {YEARS[0]}..{YEARS[1]} (the dates pandas "
                    f"holds); {hint}")
     months = numbers * 12  # months since year 0
@@ -510,7 +539,7 @@ def unreadable(column: pd.Series, bad: pd.Series, name: str, path: Path | None, 
                      f"the forms accepted are {TIME_FORMS}")
 
 
-def infer_frequency(index: pd.DatetimeIndex, name: str) -> str:
+def infer_frequency(index: pd.DatetimeIndex, name: str, time_kind: str = "") -> str:
     """The frequency of the timestamps: pandas' inference on all of them, or, where rows are
     missing, one found in runs of three consecutive timestamps: the one whose grid holds every
     timestamp with the fewest empty steps (Mon, Tue, Wed fit a daily grid too, which would
@@ -524,8 +553,9 @@ def infer_frequency(index: pd.DatetimeIndex, name: str) -> str:
     candidates = [candidate for candidate in candidates if candidate is not None]
     if not candidates:
         steps = pd.Series(index[1:] - index[:-1]).value_counts().index[:3]
+        shown = [step.value if time_kind == STEP else step for step in steps]  # integer steps: their differences
         raise ValueError(f"cannot infer a regular frequency from column {name!r}: the steps between timestamps "
-                         f"vary ({', '.join(str(step) for step in steps)}, ...)")
+                         f"vary ({', '.join(str(step) for step in shown)}, ...)")
     votes = pd.Series(candidates).value_counts()
     return min(votes.index, key=lambda candidate: (steps_left_empty(index, candidate), -votes[candidate]))
 

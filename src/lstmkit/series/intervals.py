@@ -59,5 +59,6 @@ def interval_scale(actual: np.ndarray, centre: np.ndarray, below: np.ndarray, ab
 
 def percent(coverage: float) -> str:
     """An interval's coverage in percent, as labels and column names give it: 90 for 0.9, 99.5
-    for 0.995 (not rounded to a whole percent, which would say 100)."""
-    return f"{100 * coverage:g}"
+    for 0.995, 99.99999 for 0.9999999 (to 15 digits, which drops only the binary residue of
+    100 × 0.57: never rounded to 100)."""
+    return f"{100 * coverage:.15g}"

@@ -42,11 +42,13 @@ class Scaler:
 
 def magnitude_scale(values: np.ndarray, axis: int | None = None) -> np.ndarray:
     """The power of two at or just above the largest |value| (along `axis`, kept as a length-1
-    dimension; 1 where every value is 0): dividing by it is exact and brings the values to
-    magnitudes below 1, whose squares neither overflow (values beyond ~1e154) nor underflow
-    (below ~1e-154)."""
+    dimension; 1 where every value is 0, or there is none), at most 2**1023, the largest a
+    float64 holds: dividing by it is exact and brings the values to magnitudes of at most 2,
+    whose squares neither overflow (values beyond ~1e154) nor underflow (below ~1e-154)."""
+    if np.size(values) == 0:
+        return np.ones_like(np.sum(values, axis=axis, keepdims=True), dtype=np.float64)
     _, exponent = np.frexp(np.max(np.abs(values), axis=axis, keepdims=True))
-    return np.ldexp(1.0, exponent)
+    return np.ldexp(1.0, np.minimum(exponent, 1023))
 
 
 def standard_deviation(values: np.ndarray, axis: int | None = None) -> np.ndarray:
