@@ -134,7 +134,7 @@ class Backtest:
     per_target: the same table for each target;
     forecasts: one row per held-out time and target with the actual value, every method's
     forecast, and the interval `predict` would have given (the network's, calibrated, around
-    the chosen forecast); coverage: the share of held-out values inside that interval;
+    the chosen forecast: chosen_lower, chosen_upper); coverage: the share of held-out values inside that interval;
     holdout: the rows held out; model: the forecaster fitted on the rows before them;
     fallbacks: where a baseline stood in for a model forecast that was not finite, one
     {"origin": time, "target": name, "baseline": name} each.

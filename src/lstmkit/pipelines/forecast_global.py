@@ -95,8 +95,8 @@ class PanelForecasts:
 class PanelBacktest:
     """The outcome of a long table's backtest: scores (method -> sMAPE, MASE, OWA, the mean
     over `series` scored series), forecasts (one row per series and held-out step: id, time,
-    actual, every method's forecast, and the interval `predict` would have given, around the
-    chosen forecast), the share of held-out values inside that interval (`coverage`), the
+    actual, every method's forecast, the chosen one, and the interval `predict` would have given
+    around it: chosen, chosen_lower, chosen_upper), the share of held-out values inside that interval (`coverage`), the
     fitted model (its layout holds the validation choice), and the series too short to score
     (no more values than holdout)."""
 
