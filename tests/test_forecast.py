@@ -104,6 +104,11 @@ def test_a_saved_forecaster_predicts_the_same_after_loading(tmp_path):
     assert prediction.columns.tolist() == ["day", "signal", "signal_lower_90", "signal_upper_90"]
     assert prediction["day"].tolist() == ["2024-04-30", "2024-05-01", "2024-05-02", "2024-05-03"]
     assert (prediction["signal_lower_90"] < prediction["signal"]).all()
+    pd.testing.assert_frame_equal(loaded.predict(table, horizon=2), prediction.head(2))  # darts' predict(n)
+    with pytest.raises(ValueError, match=re.escape(
+            "horizon must be an integer from 1 to the fitted horizon, 4 (a longer one needs a fit with that horizon), "
+            "got 5")):
+        loaded.predict(table, horizon=5)
     loaded.config = replace(loaded.config, interval=0.995)  # its columns once said 100
     wider = loaded.predict(table)
     assert wider.columns.tolist() == ["day", "signal", "signal_lower_99.5", "signal_upper_99.5"]

@@ -483,6 +483,8 @@ def test_cli_fit_and_predict_a_long_table(tmp_path, capsys):
     prediction = pd.read_csv(tmp_path / "next.csv")
     assert prediction.columns.tolist() == ["id", "t", "y", "y_lower_90", "y_upper_90"]
     np.testing.assert_allclose(prediction["y"], [90, 92, 94, 380, 377, 374], rtol=1e-6)
+    main(["forecast", "predict", str(tmp_path / "run"), str(path), "--horizon", "2", "--out", str(tmp_path / "two.csv")])
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "two.csv"), prediction.iloc[[0, 1, 3, 4]].reset_index(drop=True))
     backtest = pd.read_csv(tmp_path / "run" / "backtest.csv")  # the interval is the chosen forecast's, named so
     assert backtest.columns.tolist()[-3:] == ["chosen", "chosen_lower", "chosen_upper"]
     np.testing.assert_allclose(backtest["chosen"], backtest["ets"], rtol=1e-12)

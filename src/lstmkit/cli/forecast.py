@@ -82,7 +82,7 @@ def wrote_line(out: str | Path, id_column: str | None) -> str:
 def predict_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.forecast import predict_to_csv
 
-    table = predict_to_csv(arguments.directory, arguments.csv, arguments.out, arguments.device)
+    table = predict_to_csv(arguments.directory, arguments.csv, arguments.out, arguments.device, arguments.horizon)
     used = table.attrs["forecast"]
     used = (", ".join(f"{target} by {method}" for target, method in used.items()) if isinstance(used, dict)
             else f"every series by {used}")
@@ -167,5 +167,7 @@ def add_forecast_commands(commands) -> None:
     predict.add_argument("directory", help="a `forecast fit` folder or a forecaster checkpoint")
     predict.add_argument("csv", type=csv_file, help="the series, with the columns the forecaster was fitted on")
     predict.add_argument("--out", type=output_csv, help="CSV file to write (default: print)")
+    predict.add_argument("--horizon", type=positive_int,
+                         help="forecast only the first steps of the fitted horizon (default: all of it)")
     predict.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")
     predict.set_defaults(run=predict_command)

@@ -395,12 +395,24 @@ class Forecaster:
                            "prediction interval (its bounds equal the forecast)")
         return forecasts
 
-    def predict(self, data) -> pd.DataFrame:
-        """The `horizon` rows after the end of `data`: the time, then for each target its point
-        forecast and the bounds of its prediction interval (`<target>_lower_90` ... for 90%).
-        With `id`: a long table of id, time and the same three columns (forecast_global.predict)."""
-        if self.config.id is not None:
-            return forecast_global.predict(self, data)
+    def predict(self, data, horizon: int | None = None) -> pd.DataFrame:
+        """The `horizon` rows after the end of `data` (the fitted horizon, or its first
+        `horizon` steps, as darts' predict(n) within a model's output length): the time, then
+        for each target its point forecast and the bounds of its prediction interval
+        (`<target>_lower_90` ... for 90%). With `id`: a long table of id, time and the same
+        three columns, `horizon` rows per series (forecast_global.predict)."""
+        if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int)
+                                    or not 1 <= horizon <= self.config.horizon):
+            raise ValueError(f"horizon must be an integer from 1 to the fitted horizon, {self.config.horizon} (a "
+                             f"longer one needs a fit with that horizon), got {horizon!r}")
+        table = forecast_global.predict(self, data) if self.config.id is not None else self.predict_table(data)
+        if horizon is None or horizon == self.config.horizon:
+            return table
+        series = table[self.config.id] if self.config.id is not None else pd.Series(0, index=table.index)
+        return table[series.groupby(series, sort=False).cumcount() < horizon].reset_index(drop=True)
+
+    def predict_table(self, data) -> pd.DataFrame:
+        """One table's `predict` over the fitted horizon."""
         _, layout = self.fitted()
         frame = self.read(data)
         if len(frame) < layout.lookback:
@@ -689,12 +701,14 @@ def load_forecaster(directory: str | Path, device: str = "cpu") -> Forecaster:
     return forecaster
 
 
-def predict_to_csv(directory: str | Path, data, out: str | Path | None = None, device: str = "cpu") -> pd.DataFrame:
+def predict_to_csv(directory: str | Path, data, out: str | Path | None = None, device: str = "cpu",
+                   horizon: int | None = None) -> pd.DataFrame:
     """`lstmkit forecast predict`: the forecast of the saved forecaster in `directory` after the
-    end of `data`, written atomically to the CSV file `out` if given; returns the table."""
+    end of `data` (its first `horizon` steps where given), written atomically to the CSV file
+    `out` if given; returns the table."""
     if out is not None:
         check_output_file(out, "out", (".csv",))
-    table = load_forecaster(directory, device).predict(data)
+    table = load_forecaster(directory, device).predict(data, horizon)
     if out is not None:
         with atomic_path(out) as temporary:
             table.to_csv(temporary, index=False)
