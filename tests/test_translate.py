@@ -329,6 +329,29 @@ def test_eval_of_a_perfect_translation_gives_bleu_100_and_writes_json(copy_run, 
     assert f"BLEU signature: {written['signature']}" in printed
 
 
+def test_eval_scores_with_sacrebleus_tokenizer_and_case_options(copy_run, tmp_path, capsys):
+    """--tokenize and --lowercase are sacrebleu's own options, named in the signature; shouting
+    references score 0 cased and 100 lowercased against the copy task's exact translations."""
+    import sacrebleu
+
+    out, _, valid, _ = copy_run
+    source = write_lines(tmp_path / "v.src", valid.sources[:20])
+    shouted = [line.upper() for line in valid.targets[:20]]
+    reference = write_lines(tmp_path / "v.tgt", shouted)
+    scores = tmp_path / "scores.json"
+    assert main(["translate", "eval", str(out), "--source", str(source), "--reference", str(reference), "--beam", "1",
+                 "--tokenize", "intl", "--lowercase", "--json", str(scores)]) == 0
+    written = json.loads(scores.read_text())
+    expected = sacrebleu.metrics.BLEU(tokenize="intl", lowercase=True)
+    assert written["bleu"] == pytest.approx(expected.corpus_score(valid.targets[:20], [shouted]).score) == pytest.approx(100)
+    assert "|case:lc|" in written["signature"] and "|tok:intl|" in written["signature"]
+    cased = load_translator(out).score(valid.sources[:20], shouted, beam=1)
+    assert cased.bleu < 100 and "|case:mixed|" in cased.signature
+    with pytest.raises(ValueError, match=re.escape("tokenize must be one of 13a, intl, zh, char, none, got 'ja-mecab'")):
+        load_translator(out).score(valid.sources[:20], shouted, tokenize="ja-mecab")
+    capsys.readouterr()
+
+
 def test_run_translates_a_file_and_draws_the_attention(copy_run, tmp_path, capsys):
     out, _, valid, _ = copy_run
     source = tmp_path / "v.src.gz"

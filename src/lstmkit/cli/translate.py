@@ -16,7 +16,7 @@ from lstmkit.training import describe_runtime
 from lstmkit.training.device import check_runtime
 from lstmkit.files import atomic_path, write_json
 from lstmkit.models.seq2seq import ATTENTIONS
-from lstmkit.pipelines.configs import SELECTIONS, DecodingConfig, TranslationConfig
+from lstmkit.pipelines.configs import BLEU_TOKENIZERS, SELECTIONS, DecodingConfig, TranslationConfig
 
 
 def translate_train_command(arguments: argparse.Namespace) -> None:
@@ -77,7 +77,8 @@ def translate_eval_command(arguments: argparse.Namespace) -> None:
     settings = decoding(arguments)
     test = read_parallel(arguments.source, arguments.reference, ("source", "reference"), "reference")
     translator = load_translator(arguments.directory, arguments.device)
-    scores = translator.score(test.sources, test.targets, **settings)
+    scores = translator.score(test.sources, test.targets, **settings, tokenize=arguments.tokenize,
+                              lowercase=arguments.lowercase)
     print(f"BLEU {scores.bleu:.2f}  chrF {scores.chrf:.2f}  ({scores.sentences:,} sentences, beam {scores.beam}, "
           f"{scores.sentences / max(scores.seconds, 1e-9):.1f} sentences/s)")
     print(f"BLEU signature: {scores.signature}")
@@ -152,6 +153,10 @@ def add_translate_commands(commands) -> None:
     evaluate.add_argument("--reference", required=True, type=sentence_file, help="their reference translations, line for line")
     evaluate.add_argument("--json", type=output_file,
                           help="also write the scores (bleu, chrf, sentences, beam, signature) here")
+    evaluate.add_argument("--tokenize", choices=BLEU_TOKENIZERS, default="13a",
+                          help="sacreBLEU's tokeniser for BLEU (default 13a, sacreBLEU's own; zh for Chinese, char, "
+                               "intl, none)")
+    evaluate.add_argument("--lowercase", action="store_true", help="score BLEU and chrF case-insensitively")
     evaluate.add_argument("--out", type=output_file,
                           help="also write the translations scored here, one per line, as the source's lines")
     evaluate.set_defaults(run=translate_eval_command, extra="translate")

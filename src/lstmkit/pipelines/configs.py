@@ -384,6 +384,11 @@ class TranslationConfig(TrainingConfig, RegulariserSettings):
                              "select on, which --no-validation-bleu turns off")
 
 
+# sacreBLEU's tokenisers that need nothing beyond sacrebleu itself (ja-mecab, ko-mecab and the
+# spm ones need another package or a download); 13a, its default, is how WMT scores English.
+BLEU_TOKENIZERS = ("13a", "intl", "zh", "char", "none")
+
+
 @dataclass(frozen=True)
 class DecodingConfig:
     """How a translation model decodes (`lstmkit translate run / eval`, Translator)."""

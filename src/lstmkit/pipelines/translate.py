@@ -36,7 +36,7 @@ from lstmkit.checkpoint import (
 )
 from lstmkit.extras import extra_imports
 from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from lstmkit.pipelines.configs import DecodingConfig, TranslationConfig
+from lstmkit.pipelines.configs import BLEU_TOKENIZERS, DecodingConfig, TranslationConfig
 from lstmkit.text.parallel import ParallelText, read_lines, read_parallel, sentence_list
 from lstmkit.training.config import check_config, offset_seed
 from lstmkit.training import Job, Processes, Trainer, resolve_device
@@ -127,9 +127,18 @@ def decode_ids(model: Seq2Seq, sources: list[list[int]], beam: int, max_length: 
     return outputs
 
 
-def corpus_scores(hypotheses: list[str], references: list[str]) -> tuple[sacrebleu.metrics.BLEU, ...]:
-    """(BLEU metric, its score, chrF metric, its score) of detokenised, cased text (sacreBLEU's defaults)."""
-    bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
+def check_tokenize(tokenize: object) -> None:
+    if tokenize not in BLEU_TOKENIZERS:
+        raise ValueError(f"tokenize must be one of {', '.join(BLEU_TOKENIZERS)}, got {tokenize!r}")
+
+
+def corpus_scores(hypotheses: list[str], references: list[str], tokenize: str = "13a",
+                  lowercase: bool = False) -> tuple[sacrebleu.metrics.BLEU, ...]:
+    """(BLEU metric, its score, chrF metric, its score) of detokenised text: sacreBLEU's defaults,
+    cased and 13a-tokenised, or its `tokenize` and `lowercase` options (the signatures say which)."""
+    check_tokenize(tokenize)
+    bleu = sacrebleu.metrics.BLEU(tokenize=tokenize, lowercase=lowercase)
+    chrf = sacrebleu.metrics.CHRF(lowercase=lowercase)
     return bleu, bleu.corpus_score(hypotheses, [references]), chrf, chrf.corpus_score(hypotheses, [references])
 
 
@@ -360,18 +369,20 @@ class Translator:
 
     def score(self, sources: list[str], references: list[str], beam: int = DecodingConfig.beam,
               max_length: int = DecodingConfig.max_length,
-              length_penalty: float = DecodingConfig.length_penalty) -> TranslationScores:
+              length_penalty: float = DecodingConfig.length_penalty, tokenize: str = "13a",
+              lowercase: bool = False) -> TranslationScores:
         """Translate `sources` and score the translations against `references` (one per source)
-        with sacrebleu's corpus BLEU and chrF."""
+        with sacrebleu's corpus BLEU (its `tokenize`r) and chrF, `lowercase` or cased."""
         sources, references = sentence_list(sources, "sources"), sentence_list(references, "references")
         if len(sources) != len(references):
             raise ValueError(f"{len(sources):,} sources and {len(references):,} references: each source needs one")
         if not sources:
             raise ValueError("no sentences to score: give at least one source and its reference")
+        check_tokenize(tokenize)  # before the decoding, which takes a while
         started = time.perf_counter()
         translations = self.translate(sources, beam, max_length, length_penalty)
         seconds = time.perf_counter() - started
-        bleu, bleu_score, chrf, chrf_score = corpus_scores(translations, references)
+        bleu, bleu_score, chrf, chrf_score = corpus_scores(translations, references, tokenize, bool(lowercase))
         return TranslationScores(bleu_score.score, chrf_score.score, len(sources), beam, str(bleu.get_signature()),
                                  str(chrf.get_signature()), seconds, translations)
 
