@@ -447,12 +447,14 @@ def test_predict_needs_the_known_future_covariates_of_the_horizon():
         **QUICK, "epochs": 2}).fit(promotion_table())
     prediction = forecaster.predict(promotion_table(ahead=3))
     assert prediction["day"].tolist() == ["2024-10-27", "2024-10-28", "2024-10-29"]
-    with pytest.raises(ValueError, match=re.escape("forecasting 3 row(s) past the last target value needs the "
-                                                   "known-future covariates (promo) there; the table has them for 1 row(s)")):
-        forecaster.predict(promotion_table(ahead=1))
+    with pytest.raises(ValueError, match=re.escape(
+            "forecasting 3 row(s) past the last target value needs the known-future covariates (promo) there (the "
+            "network reads them over the whole fitted horizon, whatever predict's horizon); the table has them for 1 "
+            "row(s)")):
+        forecaster.predict(promotion_table(ahead=1), horizon=1)
     with pytest.warns(UserWarning, match=re.escape(
-            "the table has known-future covariates (promo) for 5 rows past its last target value; the forecast covers "
-            "the horizon, 3, and the rest are ignored")):
+            "the table has known-future covariates (promo) for 5 rows past its last target value; the forecast reads "
+            "the fitted horizon's, 3, and the rest are ignored")):
         assert forecaster.predict(promotion_table(ahead=5)).equals(prediction)
     # Rows ahead whose covariate is empty are not filled from the last one given: they are left out.
     empty = promotion_table(ahead=3)

@@ -349,6 +349,8 @@ def test_eval_scores_with_sacrebleus_tokenizer_and_case_options(copy_run, tmp_pa
     assert cased.bleu < 100 and "|case:mixed|" in cased.signature
     with pytest.raises(ValueError, match=re.escape("tokenize must be one of 13a, intl, zh, char, none, got 'ja-mecab'")):
         load_translator(out).score(valid.sources[:20], shouted, tokenize="ja-mecab")
+    with pytest.raises(TypeError, match=re.escape("lowercase must be True or False, got 'no' (str)")):
+        load_translator(out).score(valid.sources[:20], shouted, lowercase="no")
     capsys.readouterr()
 
 

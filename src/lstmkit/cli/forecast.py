@@ -168,6 +168,7 @@ def add_forecast_commands(commands) -> None:
     predict.add_argument("csv", type=csv_file, help="the series, with the columns the forecaster was fitted on")
     predict.add_argument("--out", type=output_csv, help="CSV file to write (default: print)")
     predict.add_argument("--horizon", type=positive_int,
-                         help="forecast only the first steps of the fitted horizon (default: all of it)")
+                         help="forecast only the first steps of the fitted horizon (default: all of it; known-future "
+                              "covariates are still read over all of it)")
     predict.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")
     predict.set_defaults(run=predict_command)

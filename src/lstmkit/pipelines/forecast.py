@@ -348,7 +348,8 @@ class Forecaster:
             if not pad:
                 raise ValueError(
                     f"forecasting {beyond} row(s) past the last target value needs the known-future covariates "
-                    f"({', '.join(frame.future_names)}) there; the table has them for {frame.ahead} row(s)")
+                    f"({', '.join(frame.future_names)}) there (the network reads them over the whole fitted horizon, "
+                    f"whatever predict's horizon); the table has them for {frame.ahead} row(s)")
             future = np.concatenate([future, np.repeat(future[-1:], rows - len(future), axis=0)])
         return np.concatenate([calendar, self.layout.future_scaler.transform(future)], axis=1)
 
@@ -420,7 +421,7 @@ class Forecaster:
         warn_far_from_fitted(frame, layout)
         if frame.ahead > self.config.horizon:
             warn_at_caller(f"the table has known-future covariates ({', '.join(frame.future_names)}) for {frame.ahead} "
-                           f"rows past its last target value; the forecast covers the horizon, {self.config.horizon}, "
+                           f"rows past its last target value; the forecast reads the fitted horizon's, {self.config.horizon}, "
                            "and the rest are ignored")
         forecasts = forecast_choice.chosen_forecasts(self, frame, [len(frame)],
                                                      self.forecast_origins(frame, [len(frame)]))

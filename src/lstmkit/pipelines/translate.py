@@ -127,16 +127,19 @@ def decode_ids(model: Seq2Seq, sources: list[list[int]], beam: int, max_length: 
     return outputs
 
 
-def check_tokenize(tokenize: object) -> None:
-    if tokenize not in BLEU_TOKENIZERS:
+def check_scoring(tokenize: object, lowercase: object) -> None:
+    """sacreBLEU's options, checked: a tokeniser it has without extra packages, a bool."""
+    if not isinstance(tokenize, str) or tokenize not in BLEU_TOKENIZERS:
         raise ValueError(f"tokenize must be one of {', '.join(BLEU_TOKENIZERS)}, got {tokenize!r}")
+    if not isinstance(lowercase, bool):  # "no" would read as true
+        raise TypeError(f"lowercase must be True or False, got {lowercase!r} ({type(lowercase).__name__})")
 
 
 def corpus_scores(hypotheses: list[str], references: list[str], tokenize: str = "13a",
                   lowercase: bool = False) -> tuple[sacrebleu.metrics.BLEU, ...]:
     """(BLEU metric, its score, chrF metric, its score) of detokenised text: sacreBLEU's defaults,
     cased and 13a-tokenised, or its `tokenize` and `lowercase` options (the signatures say which)."""
-    check_tokenize(tokenize)
+    check_scoring(tokenize, lowercase)
     bleu = sacrebleu.metrics.BLEU(tokenize=tokenize, lowercase=lowercase)
     chrf = sacrebleu.metrics.CHRF(lowercase=lowercase)
     return bleu, bleu.corpus_score(hypotheses, [references]), chrf, chrf.corpus_score(hypotheses, [references])
@@ -378,11 +381,11 @@ class Translator:
             raise ValueError(f"{len(sources):,} sources and {len(references):,} references: each source needs one")
         if not sources:
             raise ValueError("no sentences to score: give at least one source and its reference")
-        check_tokenize(tokenize)  # before the decoding, which takes a while
+        check_scoring(tokenize, lowercase)  # before the decoding, which takes a while
         started = time.perf_counter()
         translations = self.translate(sources, beam, max_length, length_penalty)
         seconds = time.perf_counter() - started
-        bleu, bleu_score, chrf, chrf_score = corpus_scores(translations, references, tokenize, bool(lowercase))
+        bleu, bleu_score, chrf, chrf_score = corpus_scores(translations, references, tokenize, lowercase)
         return TranslationScores(bleu_score.score, chrf_score.score, len(sources), beam, str(bleu.get_signature()),
                                  str(chrf.get_signature()), seconds, translations)
 
