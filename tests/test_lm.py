@@ -125,6 +125,27 @@ def test_sampling_options_are_checked(trained):
         model.sample(length=5, seed=-1)
 
 
+def test_nucleus_keeps_the_likeliest_tokens_that_first_reach_top_p():
+    """Probabilities 0.5, 0.3, 0.15, 0.05: top_p 0.8 keeps the first two (0.5 + 0.3 reaches it),
+    0.81 the first three, 0.5 the first alone; the likeliest is always kept."""
+    from lstmkit.pipelines.lm import nucleus
+
+    scores = torch.tensor([0.3, 0.5, 0.05, 0.15]).log()
+    for top_p, kept in ((0.8, [0, 1]), (0.81, [0, 1, 3]), (0.5, [1]), (0.01, [1]), (1.0, [0, 1, 2, 3])):
+        assert torch.isfinite(nucleus(scores, top_p)).nonzero().flatten().tolist() == kept, top_p
+
+
+def test_top_p_sampling_and_its_checks(trained):
+    model = lm.load(trained[0])
+    greedy = model.sample("ROMEO:", length=30, top_k=1, seed=1)
+    assert model.sample("ROMEO:", length=30, top_p=1e-9, seed=2) == greedy  # the likeliest alone
+    assert model.sample("ROMEO:", length=30, top_p=1.0, seed=4) == model.sample("ROMEO:", length=30, seed=4)
+    for top_p in (0, 1.5, True, math.nan):
+        with pytest.raises(ValueError, match=re.escape(f"top_p must be a number in (0, 1], the probability mass "
+                                                       f"kept, got {top_p!r}")):
+            model.sample(length=5, top_p=top_p)
+
+
 def test_temperature_0_is_greedy_and_a_top_k_past_the_vocabulary_keeps_every_token(trained):
     """As char-rnn's argmax sampling and nanoGPT's clipped top_k (both once refused)."""
     model = lm.load(trained[0])

@@ -40,7 +40,8 @@ def lm_sample_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.lm import load_language_model
 
     model = load_language_model(arguments.directory, device=arguments.device)
-    print(model.sample(arguments.prime, arguments.length, arguments.temperature, arguments.top_k, arguments.seed))
+    print(model.sample(arguments.prime, arguments.length, arguments.temperature, arguments.top_k, arguments.seed,
+                       arguments.top_p))
 
 
 def lm_eval_command(arguments: argparse.Namespace) -> None:
@@ -117,6 +118,9 @@ def add_lm_commands(commands) -> None:
                         help="below 1: likelier tokens; 0: always the likeliest (default 1)")
     sample.add_argument("--top-k", type=positive_int,
                         help="sample among the k likeliest tokens only (default: all; k above the vocabulary: all)")
+    sample.add_argument("--top-p", type=float,
+                        help="sample among the likeliest tokens holding this probability mass only (nucleus "
+                             "sampling; default: all)")
     sample.add_argument("--seed", type=int, help="seed, for a reproducible sample")
     sample.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")
     sample.set_defaults(run=lm_sample_command)

@@ -441,10 +441,11 @@ class TrainedLanguageModel:
     config: dict
 
     def sample(self, prime: str = "", length: int = 500, temperature: float = 1.0, top_k: int | None = None,
-               seed: int | None = None) -> str:
+               seed: int | None = None, top_p: float | None = None) -> str:
         """`prime` followed by `length` sampled tokens (`sample_text`): `temperature` below 1
-        sharpens the distribution, `top_k` keeps the k likeliest, `seed` makes it repeatable."""
-        return sample_text(self.model, self.vocabulary, prime, length, temperature, top_k, seed)
+        sharpens the distribution, `top_k` keeps the k likeliest, `top_p` the likeliest holding
+        that probability mass, `seed` makes it repeatable."""
+        return sample_text(self.model, self.vocabulary, prime, length, temperature, top_k, seed, top_p)
 
     def evaluate(self, text: str | os.PathLike, cache: CachePointer | None = None,
                  dynamic: DynamicEvaluation | None = None) -> TextScores:
@@ -514,12 +515,24 @@ def evaluate_text(model: LanguageModel, vocabulary: Vocabulary, text: str, windo
     return evaluate_windows(model, stream, len(text) / tokens.numel())
 
 
+def nucleus(scores: Tensor, top_p: float) -> Tensor:
+    """`scores` with all but the likeliest tokens whose probabilities first reach `top_p` in sum
+    set to -inf (the likeliest is always kept)."""
+    probabilities, order = torch.softmax(scores, -1).sort(descending=True)
+    before = probabilities.cumsum(-1) - probabilities  # the mass of the likelier tokens
+    kept = torch.zeros_like(scores, dtype=torch.bool)
+    kept[order[before < top_p]] = True
+    return scores.masked_fill(~kept, -math.inf)
+
+
 def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", length: int = 500,
-                temperature: float = 1.0, top_k: int | None = None, seed: int | None = None) -> str:
+                temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
+                top_p: float | None = None) -> str:
     """`prime` followed by `length` sampled tokens. Each token is drawn from the model's
     distribution sharpened by `temperature` (< 1 sharper; 0: the likeliest token, greedy
     decoding) and cut to the `top_k` likeliest (all of them for a `top_k` at least the
-    vocabulary's size, as nanoGPT clips it). Without a prime, sampling starts after a line break."""
+    vocabulary's size, as nanoGPT clips it), then to the likeliest whose probabilities first
+    reach `top_p` in sum (nucleus sampling, Holtzman et al. 2020, as Hugging Face's top_p). Without a prime, sampling starts after a line break."""
     for name, value in (("length", length), ("top_k", top_k), ("seed", seed)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
             raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
@@ -529,6 +542,8 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
         raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature!r}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be a number in (0, 1], the probability mass kept, got {top_p!r}")
     if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
         raise ValueError(f"seed must be in [{SEED_RANGE[0]}, 2**64 - 1], got {seed}")
     generator = torch.Generator()
@@ -556,6 +571,8 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
                 if top_k is not None and top_k < len(vocabulary):
                     cutoff = torch.topk(scaled, top_k).values[-1]
                     scaled = scaled.masked_fill(scaled < cutoff, -math.inf)
+                if top_p is not None and top_p < 1:
+                    scaled = nucleus(scaled, top_p)
                 token = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)
             else:  # temperature 0, or so low that the scores overflow (or, subnormals flushed, divide by 0)
                 token = last.argmax().view(1)
