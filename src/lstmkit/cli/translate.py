@@ -153,7 +153,7 @@ def add_translate_commands(commands) -> None:
     evaluate.add_argument("--reference", required=True, type=sentence_file, help="their reference translations, line for line")
     evaluate.add_argument("--json", type=output_file,
                           help="also write the scores (bleu, chrf, sentences, beam, signature) here")
-    evaluate.add_argument("--tokenize", choices=BLEU_TOKENIZERS, default="13a",
+    evaluate.add_argument("--tokenize", choices=BLEU_TOKENIZERS, default=BLEU_TOKENIZERS[0],
                           help="sacreBLEU's tokeniser for BLEU (default 13a, sacreBLEU's own; zh for Chinese, char, "
                                "intl, none)")
     evaluate.add_argument("--lowercase", action="store_true", help="score BLEU and chrF case-insensitively")

@@ -385,7 +385,7 @@ class TranslationConfig(TrainingConfig, RegulariserSettings):
 
 
 # sacreBLEU's tokenisers that need nothing beyond sacrebleu itself (ja-mecab, ko-mecab and the
-# spm ones need another package or a download); 13a, its default, is how WMT scores English.
+# spm ones need another package or a download); the first, 13a, is its default, how WMT scores English.
 BLEU_TOKENIZERS = ("13a", "intl", "zh", "char", "none")
 
 

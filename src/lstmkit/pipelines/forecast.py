@@ -134,7 +134,8 @@ class Backtest:
     per_target: the same table for each target;
     forecasts: one row per held-out time and target with the actual value, every method's
     forecast, and the interval `predict` would have given (the network's, calibrated, around
-    the chosen forecast: chosen_lower, chosen_upper); coverage: the share of held-out values inside that interval;
+    the chosen forecast: chosen_lower, chosen_upper); coverage: the share of held-out values
+    inside that interval;
     holdout: the rows held out; model: the forecaster fitted on the rows before them;
     fallbacks: where a baseline stood in for a model forecast that was not finite, one
     {"origin": time, "target": name, "baseline": name} each.
@@ -208,8 +209,9 @@ class Forecaster:
         a SeriesFrame, or with `id` a Panel of series."""
         if self.config.id is not None:
             return forecast_global.read(self, data)
+        fitted_on_steps = self.layout is not None and self.layout.time_kind == STEP
         return read_series(data, self.config.time, self.config.target, self.config.covariates,
-                           self.config.future_covariates, steps=self.layout is not None and self.layout.time_kind == STEP)
+                           self.config.future_covariates, steps=fitted_on_steps)
 
     def fit(self, data) -> Forecaster:
         """Train on every window of `data` (a CSV path, a DataFrame or a SeriesFrame; with `id`,
@@ -421,8 +423,8 @@ class Forecaster:
         warn_far_from_fitted(frame, layout)
         if frame.ahead > self.config.horizon:
             warn_at_caller(f"the table has known-future covariates ({', '.join(frame.future_names)}) for {frame.ahead} "
-                           f"rows past its last target value; the forecast reads the fitted horizon's, {self.config.horizon}, "
-                           "and the rest are ignored")
+                           f"rows past its last target value; the forecast reads the fitted horizon's, "
+                           f"{self.config.horizon}, and the rest are ignored")
         forecasts = forecast_choice.chosen_forecasts(self, frame, [len(frame)],
                                                      self.forecast_origins(frame, [len(frame)]))
         times = future_times(frame.time[-1], frame.frequency, self.config.horizon)

@@ -40,7 +40,7 @@ from lstmkit.series import Panel, PanelWindows, m4_scores, owa, panel_baselines,
 from lstmkit.series.choice import PAIR, choose, combination, combines, method_forecast
 from lstmkit.series.intervals import interval_scale
 from lstmkit.series.metrics import series_scores
-from lstmkit.series.panel import STEP
+from lstmkit.series.frame import STEP
 from lstmkit.series.scaling import SeriesScaling
 
 
@@ -96,9 +96,9 @@ class PanelBacktest:
     """The outcome of a long table's backtest: scores (method -> sMAPE, MASE, OWA, the mean
     over `series` scored series), forecasts (one row per series and held-out step: id, time,
     actual, every method's forecast, the chosen one, and the interval `predict` would have given
-    around it: chosen, chosen_lower, chosen_upper), the share of held-out values inside that interval (`coverage`), the
-    fitted model (its layout holds the validation choice), and the series too short to score
-    (no more values than holdout)."""
+    around it: chosen, chosen_lower, chosen_upper), the share of held-out values inside that
+    interval (`coverage`), the fitted model (its layout holds the validation choice), and the
+    series too short to score (no more values than holdout)."""
 
     scores: pd.DataFrame
     forecasts: pd.DataFrame

@@ -532,7 +532,8 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
     distribution sharpened by `temperature` (< 1 sharper; 0: the likeliest token, greedy
     decoding) and cut to the `top_k` likeliest (all of them for a `top_k` at least the
     vocabulary's size, as nanoGPT clips it), then to the likeliest whose probabilities first
-    reach `top_p` in sum (nucleus sampling, Holtzman et al. 2020, as Hugging Face's top_p). Without a prime, sampling starts after a line break."""
+    reach `top_p` in sum (nucleus sampling, Holtzman et al. 2020, as Hugging Face's top_p).
+    Without a prime, sampling starts after a line break."""
     for name, value in (("length", length), ("top_k", top_k), ("seed", seed)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
             raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")

@@ -135,11 +135,11 @@ def check_scoring(tokenize: object, lowercase: object) -> None:
         raise TypeError(f"lowercase must be True or False, got {lowercase!r} ({type(lowercase).__name__})")
 
 
-def corpus_scores(hypotheses: list[str], references: list[str], tokenize: str = "13a",
+def corpus_scores(hypotheses: list[str], references: list[str], tokenize: str = BLEU_TOKENIZERS[0],
                   lowercase: bool = False) -> tuple[sacrebleu.metrics.BLEU, ...]:
     """(BLEU metric, its score, chrF metric, its score) of detokenised text: sacreBLEU's defaults,
-    cased and 13a-tokenised, or its `tokenize` and `lowercase` options (the signatures say which)."""
-    check_scoring(tokenize, lowercase)
+    cased and 13a-tokenised, or its `tokenize` and `lowercase` options (the signatures say which;
+    `check_scoring` checks them)."""
     bleu = sacrebleu.metrics.BLEU(tokenize=tokenize, lowercase=lowercase)
     chrf = sacrebleu.metrics.CHRF(lowercase=lowercase)
     return bleu, bleu.corpus_score(hypotheses, [references]), chrf, chrf.corpus_score(hypotheses, [references])
@@ -372,7 +372,7 @@ class Translator:
 
     def score(self, sources: list[str], references: list[str], beam: int = DecodingConfig.beam,
               max_length: int = DecodingConfig.max_length,
-              length_penalty: float = DecodingConfig.length_penalty, tokenize: str = "13a",
+              length_penalty: float = DecodingConfig.length_penalty, tokenize: str = BLEU_TOKENIZERS[0],
               lowercase: bool = False) -> TranslationScores:
         """Translate `sources` and score the translations against `references` (one per source)
         with sacrebleu's corpus BLEU (its `tokenize`r) and chrF, `lowercase` or cased."""

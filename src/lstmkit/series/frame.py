@@ -32,8 +32,9 @@ CSV_FORM = "comma-separated values with '.' as the decimal point"
 # "local@<zone>" for those all at one time of day (daily or longer steps), on a wall-clock grid;
 # "decimal_year@<places>" for decimal years written with that many decimals.
 TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "dashed_quarter", "month", "utc", "timestamp", "step")
-# Integer steps (1, 2, 3 ... any integers but whole years pandas holds) are held as the
-# timestamps that many nanoseconds after 1970: a grid of one nanosecond, which no calendar reads.
+# Integer steps (1, 2, 3 ... any integers but whole years pandas holds): a one-table series holds
+# them as the timestamps that many nanoseconds after 1970, a grid of one nanosecond, which no
+# calendar reads; a long table (lstmkit.series.panel) as integers, STEP its frequency too.
 STEP = "step"
 # Formats tried for times written as text, after pandas' guesses from the first row (month
 # names with a year are beyond its guess).
@@ -196,16 +197,14 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
         label = table.index[stamps == stray][0]
         raise ValueError(f"column {time!r} is not on a regular {frequency} grid: {plain(table[time][label])!r}, at "
                          f"{row_name(label, path)}, falls between its steps{off_grid_hint(values.index, time_kind)}")
-    check_coverage(len(values), grid, frequency_name(frequency, time_kind), f"column {time!r}",
-                   ends=written_times(grid[[0, -1]], time_kind))
+    check_coverage(len(values), grid, frequency, f"column {time!r}", time_kind=time_kind)
     numeric = values.reindex(grid)
     first, observed = observed_rows(numeric[targets], known)
     end = observed + known_rows_ahead(numeric[known].iloc[observed:]) if known else len(grid)
     numeric, grid, observed = numeric.iloc[first:end], grid[first:end], observed - first
     for name in targets:
-        check_coverage(int(numeric[name].iloc[:observed].notna().sum()), grid[:observed],
-                       frequency_name(frequency, time_kind), f"column {name!r}", "values",
-                       ends=written_times(grid[:observed][[0, -1]], time_kind))
+        check_coverage(int(numeric[name].iloc[:observed].notna().sum()), grid[:observed], frequency,
+                       f"column {name!r}", "values", time_kind)
     missing = numeric[targets].iloc[:observed].isna().to_numpy()
     filled = {name: fill_gaps(column if name in known else column.iloc[:observed], name)
               for name, column in numeric.items()}
@@ -229,15 +228,16 @@ def off_grid_hint(index: pd.DatetimeIndex, time_kind: str) -> str:
     return ""
 
 
-def check_coverage(count: int, grid: pd.DatetimeIndex, frequency: str, what: str, kind: str = "times",
-                   ends: Sequence | None = None) -> None:
+def check_coverage(count: int, grid: pd.Index, frequency: str, what: str, kind: str = "times",
+                   time_kind: str | None = None) -> None:
     """Refuse `count` timestamps (or values) that leave most of their regular `grid` empty:
     filling it would invent most of the series. Missing rows and empty cells count alike;
-    times of several frequencies, or misread dates, are the usual cause of the first. `ends`:
-    the grid's first and last times as the column writes them (the timestamps themselves
-    without)."""
+    times of several frequencies, or misread dates, are the usual cause of the first. With the
+    column's `time_kind` (a one-table series' timestamps), the grid and its ends are named as
+    the column writes them; without, as they are (a long table's)."""
     if len(grid) > 2 * count:
-        first, last = (grid[0], grid[-1]) if ends is None else ends
+        first, last = (grid[0], grid[-1]) if time_kind is None else written_times(grid[[0, -1]], time_kind)
+        frequency = frequency if time_kind is None else frequency_name(frequency, time_kind)
         hint = "; give times of one frequency (dates as yyyy-mm-dd)" if kind == "times" else ""
         raise ValueError(f"{what} has {count} {kind} on the {len(grid)} steps of a {frequency} grid from {first} "
                          f"to {last}: filling the other {len(grid) - count} would invent most of the series{hint}")

@@ -51,8 +51,8 @@ def interval_scale(actual: np.ndarray, centre: np.ndarray, below: np.ndarray, ab
     rank = min(math.ceil((len(ratios) + 1) * coverage), len(ratios))
     if ratios[rank - 1] == 0:
         warn_at_caller(f"{np.mean(ratios == 0):.0%} of the validation values were forecast exactly, so calibrating "
-                       f"the interval on them would shrink it to a point; the network's own {percent(coverage)}% interval "
-                       "is kept, uncalibrated", RuntimeWarning)
+                       f"the interval on them would shrink it to a point; the network's own {percent(coverage)}% "
+                       "interval is kept, uncalibrated", RuntimeWarning)
         return 1.0
     return float(ratios[rank - 1])
 

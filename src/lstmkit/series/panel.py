@@ -22,10 +22,9 @@ import numpy as np
 import pandas as pd
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.series.frame import (MissingValuesWarning, check_coverage, infer_frequency, missing_column, numeric_column,
-                                  parse_time, plain, read_table, row_name, two_rows_named, written_times)
-
-STEP = "step"  # the frequency and time kind of integer steps
+from lstmkit.series.frame import (STEP, MissingValuesWarning, check_coverage, infer_frequency, missing_column,
+                                  numeric_column, parse_time, plain, read_table, row_name, two_rows_named,
+                                  written_times)
 
 
 @dataclass(frozen=True)
