@@ -157,11 +157,10 @@ class FusedKernel:
         return pre, ()
 
     def input_backward(
-        self, d_gates: Tensor, saved: tuple, weights: LayerWeights, workspace: Tensor | None
+        self, d_gates: Tensor, saved: tuple, weights: LayerWeights
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """d loss / d (x W_ih^T) from d loss / d pre-activations (N, G*H), and the gradients of
-        any parameters of that stage. `workspace`, when given, is an (N, G*H) buffer the engine
-        no longer needs, for a result that cannot be d_gates itself."""
+        any parameters of that stage."""
         return d_gates, {}
 
     def forward(self, step: FusedStep, weights: LayerWeights) -> None:

@@ -678,10 +678,7 @@ def backward_loop(
             weights,
         ),
     }
-    workspace = None if d_rec is d_gates else d_rec.view(flat, gate_size)  # d_rec is spent
-    d_projection, input_grads = kernel.input_backward(
-        d_gates.view(flat, gate_size), tape.input_saved, weights, workspace
-    )
+    d_projection, input_grads = kernel.input_backward(d_gates.view(flat, gate_size), tape.input_saved, weights)
     grads.update(input_grads)
     d_x = products(d_projection, weights.weight_ih).view_as(x) if input_grad else None
     grads["weight_ih"] = products(d_projection.t(), x.flatten(0, 1))

@@ -199,8 +199,7 @@ def fused_backward(ctx, d_h_new: Tensor, d_c_new: Tensor | None) -> tuple:
         "weight_hh": products(d_rec.t(), step.h),
         **kernel.parameter_grads(grads, step.rec, step.c, step.c_new, step.tape, weights),
     }
-    workspace = None if d_rec is d_gates else d_rec  # d_rec is spent
-    d_projection, input_grads = kernel.input_backward(d_gates, input_saved, weights, workspace)
+    d_projection, input_grads = kernel.input_backward(d_gates, input_saved, weights)
     named.update(input_grads)
     d_x = products(d_projection, weights.weight_ih) if ctx.needs_input_grad[3] else None
     named["weight_ih"] = products(d_projection.t(), x)
