@@ -58,6 +58,17 @@ def test_same_initial_weights_and_names_as_torch(torch_type, lstmkit_type, optio
         assert torch.equal(cell.state_dict()[name], parameter), name
 
 
+@pytest.mark.parametrize("torch_type, lstmkit_type, options", TORCH_CELLS)
+def test_without_bias_the_biases_are_none_as_in_torch(torch_type, lstmkit_type, options):
+    """`if cell.bias_ih is not None: ...` works as on torch.nn's cells (it used to raise
+    AttributeError); the biases stay out of the parameters and the state dict."""
+    reference = torch_type(INPUT, HIDDEN, bias=False, **options)
+    cell = lstmkit_type(INPUT, HIDDEN, bias=False, **options)
+    for module in (reference, cell):
+        assert module.bias_ih is None and module.bias_hh is None
+    assert list(cell.state_dict()) == list(reference.state_dict()) == ["weight_ih", "weight_hh"]
+
+
 @pytest.mark.parametrize("engine", ["auto", "fused", TRITON, "reference"])
 @pytest.mark.parametrize("torch_type, lstmkit_type, options", TORCH_CELLS)
 @pytest.mark.parametrize("bias", [True, False])

@@ -84,6 +84,28 @@ def test_dropout_one_zeroes_the_input_of_every_layer_but_the_first_and_not_the_o
     assert torch.all(output != 0), "no dropout after the last layer"
 
 
+@pytest.mark.parametrize("torch_type, lstmkit_type", [
+    (torch.nn.GRU, lstmkit.GRU), (torch.nn.RNN, lstmkit.RNN), (torch.nn.LSTM, lstmkit.LSTM),
+])
+def test_packed_input_with_dropout_draws_torch_nn_masks_over_long_sequences(torch_type, lstmkit_type):
+    """`auto` runs rnn and gru fused from CPU_FUSED_MIN_STEPS steps with gradients, but fused
+    draws inter-layer dropout over the padded values: on packed input in training `auto`
+    stays native, whose masks (and the random stream after them) are torch.nn's."""
+    torch.manual_seed(0)
+    reference = torch_type(3, H, num_layers=2, dropout=0.5, dtype=torch.float64)
+    layer = lstmkit_type(3, H, num_layers=2, dropout=0.5, dtype=torch.float64)
+    layer.load_state_dict(reference.state_dict())
+    steps = CPU_FUSED_MIN_STEPS + 6
+    x = torch.randn(steps, 2, 3, dtype=torch.float64, requires_grad=True)
+    runs = []
+    for module in (reference, layer):
+        torch.manual_seed(5)
+        output = module(torch.nn.utils.rnn.pack_padded_sequence(x, [steps, steps - 20]))[0].data
+        runs.append((output, torch.rand(3)))
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert torch.equal(runs[0][1], runs[1][1])
+
+
 def test_dropout_warns_at_the_callers_line_for_a_single_layer():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.autograd import forward_ad
 from torch.func import functional_call, grad, vmap
+from torch.nn.utils import parametrizations, parametrize, prune
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstmkit
@@ -253,3 +254,73 @@ def test_traced_saved_and_loaded_layers_and_cell_modules_give_the_eager_numbers(
         received, expected = flatten_outputs(loaded(other)), flatten_outputs(traced_module(other))
         for part, (mine, theirs) in enumerate(zip(received, expected, strict=True)):
             assert_close(mine, theirs, f"{name} output {part}")
+
+
+def pruned(module: torch.nn.Module, name: str) -> None:
+    prune.l1_unstructured(module, name, 0.5)
+
+
+def weight_normed(module: torch.nn.Module, name: str) -> None:
+    parametrizations.weight_norm(module, name)
+
+
+@pytest.mark.parametrize("wrap", [pruned, weight_normed])
+@pytest.mark.parametrize("torch_type, lstmkit_type, weight", [
+    (torch.nn.LSTM, lstmkit.LSTM, "weight_hh_l0"), (torch.nn.GRU, lstmkit.GRU, "bias_ih_l0"),
+    (torch.nn.LSTMCell, lstmkit.LSTMCell, "weight_hh"), (torch.nn.RNNCell, lstmkit.RNNCell, "weight_ih"),
+])
+def test_reset_parameters_of_a_pruned_or_parametrised_weight_gives_torch_nn_numbers(
+    wrap, torch_type, lstmkit_type, weight
+):
+    """torch.nn re-initialises every parameter it holds, the unpruned `_orig` and the
+    parametrisation's originals included; so does lstmkit, in the same order (it used to stop
+    at KeyError 'weight_hh_l0_orig')."""
+    layers = [kind(3, 4) for kind in (torch_type, lstmkit_type)]
+    for layer in layers:
+        wrap(layer, weight)
+        torch.manual_seed(7)
+        layer.reset_parameters()
+    names = [[name for name, _ in layer.named_parameters()] for layer in layers]
+    assert names[0] == names[1]
+    for expected, got in zip(layers[0].parameters(), layers[1].parameters(), strict=True):
+        assert torch.equal(expected, got)
+
+
+class Doubled(torch.nn.Module):
+    """A parametrisation with a right_inverse, so a value can be assigned through it."""
+
+    def forward(self, value: torch.Tensor) -> torch.Tensor:
+        return 2 * value
+
+    def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
+        return value / 2
+
+
+def test_forget_bias_and_chrono_reach_pruned_and_parametrised_biases():
+    """forget_bias and init='chrono' are values of the effective bias: written into the unpruned
+    bias (the mask then applies) or assigned through the parametrisation's right_inverse."""
+    hidden = 4
+    forget_rows = slice(hidden, 2 * hidden)
+    layer = lstmkit.LSTM(3, hidden, forget_bias=2.5)
+    pruned(layer, "bias_ih_l0")
+    parametrize.register_parametrization(layer, "bias_hh_l0", Doubled())
+    layer.reset_parameters()
+    layer(torch.randn(2, 1, 3))  # pruning recomputes the masked bias before each call
+    mask = layer.bias_ih_l0_mask[forget_rows]
+    assert torch.equal(layer.bias_ih_l0[forget_rows], 2.5 * mask)
+    assert torch.equal(layer.bias_hh_l0[forget_rows], torch.zeros(hidden))
+    chrono = lstmkit.LSTM(3, hidden, init="chrono", chrono_max=50)
+    parametrize.register_parametrization(chrono, "bias_ih_l0", Doubled())
+    torch.manual_seed(0)
+    chrono.reset_parameters()
+    forget = chrono.bias_ih_l0[forget_rows]
+    assert torch.equal(chrono.bias_ih_l0[:hidden], -forget)
+    assert bool(((forget >= 0) & (forget <= np.log(49))).all())
+
+
+def test_forget_bias_through_a_parametrisation_without_right_inverse_is_refused_by_name():
+    layer = lstmkit.LSTM(3, 4, forget_bias=1.0)
+    parametrize.register_parametrization(layer, "bias_ih_l0", torch.nn.Identity())
+    with pytest.raises(ValueError, match=r"reset_parameters sets bias_ih_l0 \(forget_bias, init\) through its "
+                                         r"parametrisation, which cannot take a value: .*right_inverse"):
+        layer.reset_parameters()

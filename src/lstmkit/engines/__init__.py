@@ -2,8 +2,9 @@
 
 `select_engine` turns a layer's `engine=` into the engine that runs a call. "auto" follows the
 rule measured in BENCHMARKS.md: on CPU, torch's oneDNN LSTM for the plain LSTM, oneDNN's rnn and
-gru too for calls without gradients or of fewer than CPU_FUSED_MIN_STEPS steps, and the fused
-engine for every other call (fused measures faster than oneDNN for rnn and gru on long
+gru too for calls without gradients, of fewer than CPU_FUSED_MIN_STEPS steps, or on packed input
+with inter-layer dropout in training (whose masks only torch's kernels draw as torch.nn does), and
+the fused engine for every other call (fused measures faster than oneDNN for rnn and gru on long
 sequences with gradients, slower on short ones and without them); on CUDA,
 cuDNN for the cells it runs (the numbers of torch.nn's own modules) and the Triton engine for
 the others where triton is installed (measured faster than fused on every row of

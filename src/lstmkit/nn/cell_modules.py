@@ -23,7 +23,7 @@ from lstmkit.engines.step import check_step_engine, run_cell_step, step_engine_n
 from lstmkit.nn.docs import (
     ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, LSTM_OPTIONS_ARGS, cell_docstring, step_equations,
 )
-from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias
+from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias, writable
 from lstmkit.nn.recurrent import (
     Recurrent, check_forget_bias, check_positive_int, checked_flag, leading_repr, resolve_cell,
 )
@@ -74,6 +74,9 @@ class RecurrentCell(NotScriptable, nn.Module):
         self._initialisers: dict[str, str] = {}
         shapes = parameter_shapes(self.cell, input_size, hidden_size, hidden_size, bias, proj_size=0)
         register(self, shapes, "", device, dtype, self._initialisers)
+        if not bias:  # as torch.nn's cells: `cell.bias_ih is None`
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -81,7 +84,8 @@ class RecurrentCell(NotScriptable, nn.Module):
         torch.nn's weights); LayerNorm gains 1 and shifts 0; then `forget_bias` if set."""
         initialise(self, self._initialisers, self.hidden_size)
         if self.forget_bias is not None:
-            set_forget_bias(self.cell, self.hidden_size, self.forget_bias, self.bias_ih, self.bias_hh)
+            with writable(self, "bias_ih") as bias_ih, writable(self, "bias_hh") as bias_hh:
+                set_forget_bias(self.cell, self.hidden_size, self.forget_bias, bias_ih, bias_hh)
 
     def weights(self) -> LayerWeights:
         """The parameters as the cell's math and the engines take them."""

@@ -4,11 +4,16 @@ torch.nn's initialisation, shared by the layers and the cell modules."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
 from lstmkit.cells import Cell
+
+PRUNED_SUFFIX = "_orig"  # torch.nn.utils.prune keeps the unpruned weight `name` as `name_orig`
+
 
 def parameter_shapes(
     cell: Cell, input_size: int, hidden_size: int, output_size: int, bias: bool, proj_size: int
@@ -61,7 +66,40 @@ def initialise(module: nn.Module, initialisers: dict[str, str], hidden_size: int
         "zeros": nn.init.zeros_,
     }
     for name, parameter in module.named_parameters():
-        functions[initialisers[name]](parameter)
+        functions[initialisers[base_name(name, initialisers)]](parameter)
+
+
+def base_name(name: str, initialisers: dict[str, str]) -> str:
+    """The parameter that a name of `named_parameters()` holds: itself, or the one that pruning
+    (`weight_hh_orig`) or a parametrisation (`parametrizations.weight_hh.original0`) keeps; each
+    is initialised as the parameter it holds, as torch.nn's `reset_parameters` does."""
+    if name.startswith("parametrizations."):
+        return name.split(".")[1]
+    unpruned = name.removesuffix(PRUNED_SUFFIX)
+    return unpruned if unpruned in initialisers else name
+
+
+@contextmanager
+def writable(module: nn.Module, name: str) -> Iterator[Tensor]:
+    """A tensor whose in-place changes become parameter `name`'s value (for `forget_bias` and
+    `init`): the parameter itself; for a pruned one, the unpruned weight it is masked from; for
+    a parametrised one, a copy assigned back through the parametrisation's `right_inverse`."""
+    if name in module._parameters:
+        yield module._parameters[name]
+        return
+    if name + PRUNED_SUFFIX in module._parameters:
+        yield module._parameters[name + PRUNED_SUFFIX]
+        return
+    value = getattr(module, name).detach().clone()
+    yield value
+    with torch.no_grad():
+        try:
+            setattr(module, name, value)
+        except (NotImplementedError, RuntimeError) as error:  # torch raises the latter
+            raise ValueError(
+                f"reset_parameters sets {name} (forget_bias, init) through its parametrisation, which cannot "
+                f"take a value: {error}"
+            ) from error
 
 
 def set_forget_bias(cell: Cell, hidden_size: int, forget_bias: float, bias_ih: Tensor, bias_hh: Tensor) -> None:

@@ -19,7 +19,7 @@ from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, 
 from lstmkit.nn.inputs import SequenceBatch, check_features, checked_return_gates, prepare_input, prepare_state
 from lstmkit.caller import warn_at_caller
 from lstmkit.nn import regularisers
-from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias
+from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias, writable
 from lstmkit.nn.scripting import NotScriptable
 
 
@@ -155,15 +155,14 @@ class Recurrent(NotScriptable, nn.Module):
         for names in self._all_weights:
             suffix = names[0].removeprefix("weight_ih")
             if self.forget_bias is not None:
-                set_forget_bias(
-                    self.cell, self.hidden_size, self.forget_bias,
-                    getattr(self, "bias_ih" + suffix), getattr(self, "bias_hh" + suffix),
-                )
+                with writable(self, "bias_ih" + suffix) as bias_ih, writable(self, "bias_hh" + suffix) as bias_hh:
+                    set_forget_bias(self.cell, self.hidden_size, self.forget_bias, bias_ih, bias_hh)
             if "orthogonal" in self.init:
-                regularisers.orthogonal_blocks(self.hidden_size, getattr(self, "weight_hh" + suffix))
+                with writable(self, "weight_hh" + suffix) as weight_hh:
+                    regularisers.orthogonal_blocks(self.hidden_size, weight_hh)
             if "chrono" in self.init:
-                regularisers.chrono_biases(self.cell, self.hidden_size, self.chrono_max,
-                                           getattr(self, "bias_ih" + suffix), getattr(self, "bias_hh" + suffix))
+                with writable(self, "bias_ih" + suffix) as bias_ih, writable(self, "bias_hh" + suffix) as bias_hh:
+                    regularisers.chrono_biases(self.cell, self.hidden_size, self.chrono_max, bias_ih, bias_hh)
 
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
@@ -317,7 +316,11 @@ class Recurrent(NotScriptable, nn.Module):
         (gates, cell_states) when asked."""
         stack = self._stack()
         packed = batch.lengths is not None and batch.data.shape[1] > 0  # torch runs it as cell steps, as a projection
+        # torch.nn draws packed input's inter-layer dropout over the packed values: only the native
+        # engine draws its masks, so `auto` keeps rnn and gru there as for a short call
+        packed_dropout = packed and self.training and self.dropout > 0 and self.num_layers > 1
         long_backward = (batch.data.shape[0] >= CPU_FUSED_MIN_STEPS and torch.is_grad_enabled()  # short: no more asked
+                         and not packed_dropout
                          and (batch.data.requires_grad or any(weights.weight_hh.requires_grad
                                                               for weights in stack.weights)))
         engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
