@@ -132,6 +132,29 @@ def test_wrong_feature_size(lstm):
         lstm(torch.randn(6, 2, 5))
 
 
+BAD_CALLS = [
+    ("LSTM", lambda m: m(torch.randn(6, 2, 5))),
+    ("LSTM", lambda m: m(torch.randn(6, 2, 3), (torch.zeros(1, 3, 4), torch.zeros(1, 3, 4)))),
+    ("LSTM", lambda m: m(torch.randn(6, 3), (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))),
+    ("GRU", lambda m: m(pack_padded_sequence(torch.randn(6, 2, 3), [6, 4]), torch.zeros(1, 3, 4))),
+    ("LSTMCell", lambda m: m(torch.randn(2, 5))),
+    ("LSTMCell", lambda m: m(torch.randn(2, 3), (torch.zeros(2, 6), torch.zeros(2, 4)))),
+    ("GRUCell", lambda m: m(torch.randn(2, 3), torch.zeros(3, 4))),
+]
+
+
+@pytest.mark.parametrize("module_name, call", BAD_CALLS)
+def test_a_wrong_size_is_a_runtime_error_as_in_torch_nn_and_a_value_error(module_name, call):
+    """torch.nn raises RuntimeError for a wrong input size or state shape; lstmkit's message
+    names expected and received, and `except RuntimeError` written for torch.nn still catches it."""
+    with pytest.raises(RuntimeError):
+        call(getattr(torch.nn, module_name)(3, 4))
+    with pytest.raises(RuntimeError) as caught:
+        call(getattr(lstmkit, module_name)(3, 4))
+    assert isinstance(caught.value, lstmkit.ShapeError) and isinstance(caught.value, ValueError)
+    assert "got" in str(caught.value)
+
+
 def test_wrong_number_of_dimensions(lstm):
     with raises(ValueError, "input must be 3-D (batched: (T, B, I), or (B, T, I) with batch_first) or 2-D "
                             "(unbatched: (T, I)), got 4-D with shape (6, 2, 1, 3)"):

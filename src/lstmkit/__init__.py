@@ -5,6 +5,7 @@ from lstmkit.nn import CIFGLSTM, GRU, LSTM, RNN, GateTrace, LayerNormLSTM, Peeph
 from lstmkit.nn import (
     CIFGLSTMCell, GRUCell, LayerNormLSTMCell, LSTMCell, PeepholeLSTMCell, RecurrentCell, RNNCell,
 )
+from lstmkit.nn.inputs import ShapeError
 from lstmkit.nn.serialization import allow_layers_in_weights_only_load
 
 # A whole layer saved with torch.save loads with torch.load's default weights_only=True.
@@ -28,5 +29,6 @@ __all__ = [
     "RNNCell",
     "Recurrent",
     "RecurrentCell",
+    "ShapeError",
     "cells",
 ]

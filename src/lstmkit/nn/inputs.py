@@ -17,6 +17,12 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from lstmkit.engines.precision import autocast_dtype
 
 
+class ShapeError(ValueError, RuntimeError):
+    """A tensor of the wrong size or on the wrong device. torch.nn's modules raise RuntimeError
+    for these and lstmkit's checks have raised ValueError: it is both, so `except` of either
+    catches it."""
+
+
 @dataclass(frozen=True)
 class SequenceBatch:
     """Input as the engines take it, and how to give outputs back in the user's layout.
@@ -103,7 +109,7 @@ def prepare_input(
     else:
         data = input
     if data.shape[0] == 0:
-        raise ValueError(f"input must have at least one time step, got shape {tuple(input.shape)}")
+        raise ShapeError(f"input must have at least one time step, got shape {tuple(input.shape)}")
     checked_lengths = None if lengths is None else check_lengths(lengths, *data.shape[:2])
     if checked_lengths is not None:
         checked_lengths = checked_lengths.to(data.device)
@@ -133,12 +139,12 @@ def check_features(input: Tensor, input_size: int, dtype: torch.dtype, device: t
     """The last dimension must be `input_size`, the dtype the layer's (or autocast's), the
     device the parameters'."""
     if input.device != device:
-        raise ValueError(
+        raise ShapeError(
             f"input must be on the parameters' device ({device}), got a tensor on {input.device}; move it "
             f"with input.to({str(device)!r}) or the module with module.to({str(input.device)!r})"
         )
     if input.shape[-1] != input_size:
-        raise ValueError(
+        raise ShapeError(
             f"input.size(-1) must equal input_size={input_size}, got {input.shape[-1]} "
             f"(input shape {tuple(input.shape)})"
         )
@@ -172,14 +178,14 @@ def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) 
             raise TypeError(f"lengths must hold integers, got {list(lengths)!r}")
         values = torch.tensor([int(value) for value in lengths], dtype=torch.int64)
     if values.dim() != 1 or values.shape[0] != batch_size:
-        raise ValueError(
+        raise ShapeError(
             f"lengths must have one entry per sequence, shape ({batch_size},), "
             f"got shape {tuple(values.shape)}"
         )
     out_of_range = (values < 1) | (values > steps)
     if out_of_range.any():
         position = int(out_of_range.nonzero()[0, 0])
-        raise ValueError(
+        raise ShapeError(
             f"lengths must be in [1, {steps}] (the input has {steps} time steps), "
             f"got lengths[{position}] = {int(values[position])}"
         )
@@ -237,9 +243,9 @@ def check_state_tensor(
         shape = (layers_directions, features)
         layout = "(num_layers * num_directions, features) for unbatched input"
     if tuple(tensor.shape) != shape:
-        raise ValueError(f"{label} must have shape {shape} {layout}, got {tuple(tensor.shape)}")
+        raise ShapeError(f"{label} must have shape {shape} {layout}, got {tuple(tensor.shape)}")
     if tensor.device != batch.data.device:
-        raise ValueError(
+        raise ShapeError(
             f"{label} must be on the input's device ({batch.data.device}), got a tensor on {tensor.device}"
         )
     if not accepts_dtype(tensor, dtype):

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from lstmkit.nn.inputs import accepts_dtype, check_features, describe
+from lstmkit.nn.inputs import ShapeError, accepts_dtype, check_features, describe
 
 
 class StepInput(NamedTuple):
@@ -74,14 +74,14 @@ def check_state(
         raise TypeError(f"{owner}: {label} must be a Tensor, got {describe(tensor)}")
     if tensor.shape != expected:  # torch.Size is a tuple
         layout = "(batch, hidden_size) for input" if input.dim() == 2 else "(hidden_size,) for unbatched input"
-        raise ValueError(
+        raise ShapeError(
             f"{owner}: {label} must have shape {expected} {layout} of shape "
             f"{tuple(input.shape)}, got {tuple(tensor.shape)}"
         )
     if not accepts_dtype(tensor, dtype):
         raise ValueError(f"{owner}: {label} dtype must match the parameters ({dtype}), got {tensor.dtype}")
     if tensor.device != input.device:
-        raise ValueError(
+        raise ShapeError(
             f"{owner}: {label} must be on the input's device ({input.device}), got a tensor on {tensor.device}"
         )
     return tensor
