@@ -324,3 +324,28 @@ def test_forget_bias_through_a_parametrisation_without_right_inverse_is_refused_
     with pytest.raises(ValueError, match=r"reset_parameters sets bias_ih_l0 \(forget_bias, init\) through its "
                                          r"parametrisation, which cannot take a value: .*right_inverse"):
         layer.reset_parameters()
+
+
+class Counted(torch.nn.Module):
+    """An identity parametrisation that counts its evaluations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, value: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return value
+
+
+@pytest.mark.parametrize("name", ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "weight_hh_l1"])
+def test_a_parametrised_weight_is_computed_once_per_call(name):
+    """Reading the input's expected dtype and device does not compute weight_ih_l0 (it was
+    computed three more times per call, each advancing a parametrisation such as spectral_norm)."""
+    layer = lstmkit.LSTM(3, 4, num_layers=2)
+    counted = Counted()
+    parametrize.register_parametrization(layer, name, counted)
+    counted.calls = 0  # registering evaluates it once
+    layer(torch.randn(5, 2, 3))
+    layer.step(torch.randn(2, 3))
+    assert counted.calls == 2

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from lstmkit.cells import Cell
 
@@ -77,6 +78,19 @@ def base_name(name: str, initialisers: dict[str, str]) -> str:
         return name.split(".")[1]
     unpruned = name.removesuffix(PRUNED_SUFFIX)
     return unpruned if unpruned in initialisers else name
+
+
+def stored_tensor(module: nn.Module, name: str) -> Tensor:
+    """A tensor that parameter `name` is made from, for its dtype and device without computing
+    it: the parameter itself, the unpruned weight, or a parametrisation's first original (a
+    parametrised weight is computed at every read, and a parametrisation such as spectral_norm
+    advances its state at each one)."""
+    for tensor in (module._parameters.get(name), module._parameters.get(name + PRUNED_SUFFIX)):
+        if tensor is not None:
+            return tensor
+    if parametrize.is_parametrized(module, name):
+        return next(module.parametrizations[name].parameters())
+    return getattr(module, name)
 
 
 @contextmanager

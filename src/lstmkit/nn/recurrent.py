@@ -19,7 +19,7 @@ from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, 
 from lstmkit.nn.inputs import SequenceBatch, check_features, checked_return_gates, prepare_input, prepare_state
 from lstmkit.caller import warn_at_caller
 from lstmkit.nn import regularisers
-from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias, writable
+from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias, stored_tensor, writable
 from lstmkit.nn.scripting import NotScriptable
 
 
@@ -236,10 +236,9 @@ class Recurrent(NotScriptable, nn.Module):
     ):
         """Run the stack over a sequence; see the class docstring for shapes."""
         return_gates = checked_return_gates(return_gates)
-        batch = prepare_input(
-            input, lengths, self.input_size, self.batch_first, self.weight_ih_l0.dtype, self.weight_ih_l0.device
-        )
-        h0, c0 = self._initial_state(hx, batch)
+        first = stored_tensor(self, "weight_ih_l0")  # its dtype and device, not computed
+        batch = prepare_input(input, lengths, self.input_size, self.batch_first, first.dtype, first.device)
+        h0, c0 = self._initial_state(hx, batch, first.dtype)
         output, h_n, c_n, trace = self._run(batch, h0, c0, return_gates)
         state = batch.restore_state(h_n)
         if c_n is not None:
@@ -280,18 +279,20 @@ class Recurrent(NotScriptable, nn.Module):
                 "step() takes one time step: input of shape (B, input_size) or (input_size,), "
                 f"got {shape}"
             )
-        check_features(input, self.input_size, self.weight_ih_l0.dtype, self.weight_ih_l0.device)  # names the shape
+        first = stored_tensor(self, "weight_ih_l0")  # its dtype and device, not computed
+        check_features(input, self.input_size, first.dtype, first.device)  # names the shape
         sequence = input.unsqueeze(0)
-        batch = prepare_input(sequence, None, self.input_size, False, self.weight_ih_l0.dtype, self.weight_ih_l0.device)
-        h0, c0 = self._initial_state(hx, batch)
+        batch = prepare_input(sequence, None, self.input_size, False, first.dtype, first.device)
+        h0, c0 = self._initial_state(hx, batch, first.dtype)
         output, h_n, c_n, _ = self._run(batch, h0, c0, return_gates=False)
         state = batch.restore_state(h_n)
         if c_n is not None:
             state = (state, batch.restore_state(c_n))
         return batch.restore_output(output).squeeze(0), state
 
-    def _initial_state(self, hx: object, batch: SequenceBatch) -> tuple[Tensor, Tensor | None]:
-        """(h0, c0) as (L*D, B, ·): the checked `hx`, or the cell's initial state."""
+    def _initial_state(self, hx: object, batch: SequenceBatch, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+        """(h0, c0) as (L*D, B, ·): the checked `hx` (in the parameters' `dtype`), or the cell's
+        initial state."""
         layers_directions = self.num_layers * self.num_directions
         h0, c0 = prepare_state(
             hx,
@@ -299,7 +300,7 @@ class Recurrent(NotScriptable, nn.Module):
             self.cell.has_cell_state,
             (layers_directions, self.output_size),
             (layers_directions, self.hidden_size),
-            self.weight_ih_l0.dtype,
+            dtype,
         )
         if h0 is None:
             h_init, c_init = self.cell.initial_state(
