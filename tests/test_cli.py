@@ -297,6 +297,15 @@ def test_the_demo_budget_is_steps_so_every_machine_shows_the_same_race(tmp_path,
      "them out, or give --task"),
     (["probe", "gates", "runs/t/models/lstm", "--hidden-size", "64"], "lstmkit: error: runs/t/models/lstm is probed as "
      "it was trained; --hidden-size 64 would shape a new run"),
+    (["probe", "gates", "runs/t/models/lstm", "--steps", "10"], "lstmkit: error: runs/t/models/lstm is probed as "
+     "it was trained; --steps 10 would shape a new run, which only --task trains"),
+    (["probe", "gradients", "--from", "runs/t", "--time-budget", "60"], "lstmkit: error: --from runs/t is probed as "
+     "it was trained; --time-budget 60.0 would shape a new run"),
+    (["task", "adding", "--init", "chrono,chrono"], "argument --init: expected chrono and/or orthogonal, "
+     "comma-separated, each once, got 'chrono,chrono'"),
+    (["task", "adding", "--optimizer", "nt-asgd"], "argument --optimizer: invalid choice: 'nt-asgd' (choose from "
+     "'adamw', 'sgd')"),
+    (["probe", "gradients", "--task", "adding", "--asgd-patience", "3"], "unrecognized arguments: --asgd-patience 3"),
     (["probe", "gates", "runs/t/models/lstm", "--cell", "gru"], "lstmkit: error: runs/t/models/lstm is probed with "
      "the cell it was trained with; --cell gru is the cell --task trains: give one or the other"),
 ])

@@ -196,6 +196,15 @@ def test_return_gates_must_be_a_bool_in_every_engine(module):
     (lstmkit.PeepholeLSTM, {"input_gate": False, "output_activation": False},
      "input_gate, output_activation: lstmkit.LSTM's switches for Greff et al.'s ablations; cell 'peephole' has none "
      "(got input_gate=False, output_activation=False)"),
+    (lstmkit.GRUCell, {"forget_bias": 1.0}, "forget_bias sets the forget gate's bias in the LSTM family; cell 'gru' "
+                                            "has no forget gate (got forget_bias=1.0)"),
+    (lstmkit.RNNCell, {"forget_bias": 1.0}, "cell 'rnn' has no forget gate (got forget_bias=1.0)"),
+    (lstmkit.CIFGLSTMCell, {"forget_gate": False}, "forget_gate: lstmkit.LSTMCell's switches for Greff et al.'s "
+                                                   "ablations; cell 'cifg' has none (got forget_gate=False)"),
+    (lstmkit.PeepholeLSTMCell, {"output_gate": False}, "output_gate: lstmkit.LSTMCell's switches"),
+    (lstmkit.LSTMCell, {"zoneout": 0.1}, "unexpected keyword argument(s) 'zoneout'; a cell module takes no "
+                                         "regulariser options; the layers take them"),
+    (lstmkit.LayerNormLSTMCell, {"dropout": 0.1}, "unexpected keyword argument(s) 'dropout'"),
 ])
 def test_an_lstm_gate_option_on_a_layer_without_those_gates_says_so(layer, options, message):
     with raises(TypeError, message):

@@ -20,7 +20,7 @@ from lstmkit.pipelines.demo import conclusion
 from lstmkit.pipelines.longlag import (TEST_SEED_OFFSET, CellRun, TaskTrainingConfig, build_model, load_model,
                                       load_task_run, run_task, seed_of_test_set, seeded_model, train_cell)
 from lstmkit.pipelines.probes import decay_orders, gate_panels, gradient_profile
-from lstmkit.tasks import AddingTask, TemporalOrderTask
+from lstmkit.tasks import Adding1997Task, AddingTask, TemporalOrderTask
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -245,6 +245,23 @@ def test_decay_orders():
     assert decay_orders(np.array([1e-3, 1e-2, 1.0])) == pytest.approx(3.0)
     assert decay_orders(np.array([2.0, 1.0])) == pytest.approx(math.log10(0.5))
     assert decay_orders(np.array([0.0, 1.0])) == math.inf
+    assert math.isnan(decay_orders(np.array([1.0, 0.0])))
+
+
+@pytest.mark.parametrize("task_type", [Adding1997Task, TemporalOrderTask])
+def test_gradient_profile_ends_at_the_longest_sequence_of_the_batch(task_type):
+    """These tasks pad to T + T/10 steps; a probe batch whose longest sequence stops short of
+    that used to end its profile with zeros, and decay_orders failed on log10(0) ("math domain
+    error") or measured from a step no sequence reaches."""
+    task = task_type(T=20)
+    net = build_model(task, "lstm", 4, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    batch = next(batch for batch in (task.sample(2, generator) for _ in range(100))
+                 if int(batch.lengths.max()) < batch.inputs.shape[0])
+    profile = gradient_profile(net, task, batch)
+    assert profile.shape == (int(batch.lengths.max()),)
+    assert bool((profile > 0).all())
+    assert math.isfinite(decay_orders(profile))
 
 
 @pytest.mark.parametrize("cell, panels", [
@@ -356,3 +373,10 @@ def test_shares_of_reber_strings_weigh_by_their_steps_as_the_whole_batch_does():
              for (loss, share), job in zip(shares, jobs[1:], strict=True)]
     for index, gradient in enumerate(expected):
         torch.testing.assert_close(parts[0][index] + parts[1][index], gradient, rtol=1e-5, atol=1e-7)
+
+
+def test_an_initialisation_named_twice_is_refused_for_every_cell_alike():
+    """Not as a setting one cell cannot take ("leave lstm out of the cells")."""
+    with pytest.raises(ValueError, match=re.escape("init names each initialisation once, got ('chrono', 'chrono')")
+                       + "$"):
+        longlag.check_cells(AddingTask(T=10), ["lstm"], TaskTrainingConfig(init=("chrono", "chrono")))

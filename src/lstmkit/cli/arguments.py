@@ -11,7 +11,6 @@ from lstmkit.cells import CELLS
 from lstmkit.files import FIGURE_SUFFIXES, check_input_file, check_output_file, check_output_folder
 from lstmkit.nn.regularisers import INITS
 from lstmkit.training.config import PRECISIONS
-from lstmkit.training.optimizers import OPTIMIZERS
 from lstmkit.training.device import check_device_name
 
 
@@ -182,8 +181,8 @@ def zoneout_probabilities(text: str) -> float | tuple[float, float]:
 def init_names(text: str) -> tuple[str, ...]:
     """argparse type: comma-separated initialisations (chrono, orthogonal)."""
     names = tuple(name.strip() for name in text.split(",") if name.strip())
-    if not names or any(name not in INITS for name in names):
-        raise argparse.ArgumentTypeError(f"expected {' and/or '.join(INITS)}, comma-separated, got {text!r}")
+    if not names or any(name not in INITS for name in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected {' and/or '.join(INITS)}, comma-separated, each once, got {text!r}")
     return names
 
 
@@ -205,10 +204,14 @@ def add_training_arguments(parser, config_class: type, evaluations: bool = True)
     """The training core's options (see lstmkit.training.TrainingConfig), defaults from
     `config_class`: optimizer, schedule, budget, evaluations (unless the pipeline evaluates
     at each epoch's end), seed, device, precision."""
-    add_setting(parser, config_class, "optimizer", "adamw, sgd, or nt-asgd (SGD, then averaged SGD once the "
-                "validation loss stalls)", choices=list(OPTIMIZERS))
-    add_setting(parser, config_class, "asgd_patience", "nt-asgd averages once the validation loss is worse than "
-                "the best before this many latest evaluations", type=positive_int)
+    if "nt-asgd" in config_class.optimizers:
+        add_setting(parser, config_class, "optimizer", "adamw, sgd, or nt-asgd (SGD, then averaged SGD once the "
+                    "validation loss stalls)", choices=list(config_class.optimizers))
+        add_setting(parser, config_class, "asgd_patience", "nt-asgd averages once the validation loss is worse than "
+                    "the best before this many latest evaluations", type=positive_int)
+    else:
+        add_setting(parser, config_class, "optimizer", " or ".join(config_class.optimizers),
+                    choices=list(config_class.optimizers))
     add_setting(parser, config_class, "ema_decay", "keep a moving average of the weights (0.999: about the last "
                 "1,000 steps), which evaluations, best/ and the final model use", type=float)
     add_setting(parser, config_class, "lr", "peak learning rate", type=positive_float)

@@ -28,6 +28,7 @@ from lstmkit.nn.recurrent import (
     Recurrent, check_forget_bias, check_positive_int, checked_flag, leading_repr, resolve_cell,
 )
 from lstmkit.nn.inputs import checked_return_gates
+from lstmkit.nn.layers import checked_options
 from lstmkit.nn.step_inputs import prepare_step
 from lstmkit.nn.scripting import NotScriptable
 
@@ -277,7 +278,9 @@ class LSTMCell(RecurrentCell):
         output_gate: bool = True,
         input_activation: bool = True,
         output_activation: bool = True,
+        **options: object,
     ) -> None:
+        checked_options(self.cell_name, options, (), "lstmkit.LSTMCell")
         super().__init__(
             self.cell_name, input_size, hidden_size, bias, device, dtype, forget_bias=forget_bias, engine=engine,
             input_gate=input_gate, forget_gate=forget_gate, output_gate=output_gate,
@@ -298,7 +301,9 @@ class LSTMVariantCell(RecurrentCell):
         *,
         forget_bias: float | None = None,
         engine: str = "auto",
+        **options: object,
     ) -> None:
+        checked_options(self.cell_name, options, (), "lstmkit.LSTMCell")
         super().__init__(
             self.cell_name, input_size, hidden_size, bias, device, dtype, forget_bias=forget_bias, engine=engine
         )
@@ -352,7 +357,9 @@ class GRUCell(RecurrentCell):
         dtype: torch.dtype | None = None,
         *,
         engine: str = "auto",
+        **options: object,
     ) -> None:
+        checked_options(self.cell_name, options, (), "lstmkit.LSTMCell")
         super().__init__(self.cell_name, input_size, hidden_size, bias, device, dtype, engine=engine)
 
 
@@ -379,7 +386,9 @@ class RNNCell(RecurrentCell):
         dtype: torch.dtype | None = None,
         *,
         engine: str = "auto",
+        **options: object,
     ) -> None:
+        checked_options(self.cell_name, options, (), "lstmkit.LSTMCell")
         super().__init__(
             self.cell_name, input_size, hidden_size, bias, device, dtype, engine=engine, nonlinearity=nonlinearity
         )

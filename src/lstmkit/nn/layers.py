@@ -17,17 +17,27 @@ LSTM_GATE_SWITCHES = ("input_gate", "forget_gate", "output_gate", "input_activat
 def checked_regularisers(cell_name: str, options: dict[str, object]) -> dict[str, object]:
     """The regulariser and initialisation keywords a named layer of `cell_name` passes on to
     Recurrent (documented there); any other keyword is refused by name."""
-    unknown = sorted(set(options) - set(REGULARISER_OPTIONS))
-    if "forget_bias" in unknown:  # a named layer without it has no forget gate
+    return checked_options(cell_name, options, REGULARISER_OPTIONS, "lstmkit.LSTM")
+
+
+def checked_options(
+    cell_name: str, options: dict[str, object], accepted: tuple[str, ...], lstm_module: str
+) -> dict[str, object]:
+    """`options`, given to a named module of `cell_name` whose keywords beyond its signature
+    are `accepted`; any other is refused by name, the LSTM's own ones (that `lstm_module`
+    takes) with what they are for."""
+    unknown = sorted(set(options) - set(accepted))
+    if "forget_bias" in unknown:  # a named module without it has no forget gate
         raise TypeError(f"forget_bias sets the forget gate's bias in the LSTM family; cell {cell_name!r} has no "
                         f"forget gate (got forget_bias={options['forget_bias']!r})")
     switches = [name for name in unknown if name in LSTM_GATE_SWITCHES]
     if switches:
-        raise TypeError(f"{', '.join(switches)}: lstmkit.LSTM's switches for Greff et al.'s ablations; cell "
+        raise TypeError(f"{', '.join(switches)}: {lstm_module}'s switches for Greff et al.'s ablations; cell "
                         f"{cell_name!r} has none (got {', '.join(f'{name}={options[name]!r}' for name in switches)})")
     if unknown:
-        raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}; the regulariser "
-                        f"options are {', '.join(REGULARISER_OPTIONS)}")
+        takes = (f"the regulariser options are {', '.join(accepted)}" if accepted else
+                 "a cell module takes no regulariser options; the layers take them")
+        raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}; {takes}")
     return options
 
 

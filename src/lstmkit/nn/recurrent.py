@@ -251,7 +251,8 @@ class Recurrent(NotScriptable, nn.Module):
     def step(
         self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
-        """Advance one time step, for streaming: the same numbers as `forward` over the sequence.
+        """Advance one time step, for streaming: the numbers of `forward` over the sequence, to float
+        rounding (one step's products have other shapes, which the BLAS may round differently).
 
         Args:
             input: x_t, (B, input_size), or (input_size,) unbatched.

@@ -53,11 +53,7 @@ def regularisation(cell: Cell, recurrent_dropout: object, input_dropout: object,
 
 def check_init(cell: Cell, init: object, chrono_max: object, bias: bool, forget_bias: float | None) -> tuple[str, ...]:
     """The initialisations asked for (none, one of INITS, or a sequence of them), checked."""
-    names = () if init is None else (init,) if isinstance(init, str) else tuple(init)
-    unknown = [name for name in names if name not in INITS]
-    if unknown or len(set(names)) != len(names):
-        raise ValueError(f"init must be None, {' or '.join(repr(name) for name in INITS)}, or a sequence of them, "
-                         f"got {init!r}")
+    names = init_names(init)
     if "chrono" in names:
         if cell.forget_bias_block is None:
             raise ValueError(f"init='chrono' sets the forget gate's bias; cell {cell.describe()} has no forget gate")
@@ -69,6 +65,17 @@ def check_init(cell: Cell, init: object, chrono_max: object, bias: bool, forget_
         check_chrono_max_value(chrono_max)
     elif chrono_max is not None:
         raise ValueError(f"chrono_max goes with init='chrono', got chrono_max={chrono_max!r} with init={init!r}")
+    return names
+
+
+def init_names(init: object) -> tuple[str, ...]:
+    """`init` as a tuple of names of INITS, each once; what any cell takes."""
+    names = () if init is None else (init,) if isinstance(init, str) else tuple(init)
+    if any(name not in INITS for name in names):
+        raise ValueError(f"init must be None, {' or '.join(repr(name) for name in INITS)}, or a sequence of them, "
+                         f"got {init!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"init names each initialisation once, got {init!r}")
     return names
 
 

@@ -97,6 +97,8 @@ class TaskTrainingConfig(TrainingConfig, RegulariserSettings):
     default_budget: ClassVar[tuple[str, float]] = ("time_budget", 600.0)
     # A task draws new sequences at every step: its data have no epochs.
     budgets: ClassVar[tuple[str, ...]] = ("steps", "time_budget")
+    # nt-asgd averages once the validation loss stops improving; a task has none.
+    optimizers: ClassVar[tuple[str, ...]] = ("adamw", "sgd")
 
     def __post_init__(self) -> None:
         super().__post_init__()

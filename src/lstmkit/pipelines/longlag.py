@@ -24,6 +24,7 @@ from lstmkit.cells import make_cell
 from lstmkit.checkpoint import CheckpointKind, checkpoint_folder, load_model_checkpoint, save_checkpoint
 from lstmkit.files import check_nothing_overwritten, write_csv, write_json
 from lstmkit.models import SequenceModel, SequenceModelConfig
+from lstmkit.nn.regularisers import init_names
 from lstmkit.pipelines.configs import TaskTrainingConfig
 from lstmkit.tasks import Batch, Task, make_task
 from lstmkit.training.config import offset_seed
@@ -217,7 +218,8 @@ def check_cells(task: Task, cells: list[str], config: TaskTrainingConfig) -> Non
     cell without a forget gate, zoneout of c on one without a cell state), naming the cell to
     leave out."""
     length = sequence_length(task)
-    config.check_chrono_max(length)  # whatever the cell
+    init_names(config.init)  # whatever the cell
+    config.check_chrono_max(length)
     for cell in cells:
         try:
             config.check_regularisers(cell, length)

@@ -25,6 +25,7 @@ from lstmkit.models import SequenceModel
 from lstmkit.pipelines.longlag import (TaskTrainingConfig, default_folder, load_model, load_task_run,
                                       seed_of_test_set, seeded_model, train_cell)
 from lstmkit.tasks import Batch, Task
+from lstmkit.training.config import BUDGETS
 
 PROBE_SEQUENCES = 100
 GATE_PANELS = {"forget": "forget gate", "input": "input gate", "output": "output gate",
@@ -32,17 +33,21 @@ GATE_PANELS = {"forget": "forget gate", "input": "input gate", "output": "output
 
 
 def gradient_profile(model: SequenceModel, task: Task, batch: Batch) -> np.ndarray:
-    """Mean over the batch of ||d loss / d h_t|| for every step t (each sequence's own loss;
-    a sequence contributes only to the steps within its length). The norms are taken in
-    float64: squared in float32, a gradient of 1e-20 per unit would read 0 (its squares
-    underflow, and flush to zero where denormals are off, as the commands set)."""
+    """Mean over the batch of ||d loss / d h_t|| for every step t that some sequence reaches
+    (each sequence's own loss; a sequence contributes only to the steps within its length):
+    padding past the longest sequence of the batch, where the tasks of varying length pad to
+    T + T/10, holds no gradient to measure. The norms are taken in float64: squared in float32,
+    a gradient of 1e-20 per unit would read 0 (its squares underflow, and flush to zero where
+    denormals are off, as the commands set)."""
     model.eval()
     gradients = model.hidden_gradients(
         batch.inputs, lambda predictions: task.loss(predictions, batch) * batch.size, batch.lengths
     )
     norms = gradients.double().norm(dim=-1)
     mask = batch.step_mask()
-    return ((norms * mask).sum(1) / mask.sum(1).clamp(min=1)).detach().numpy()
+    running = mask.sum(1)
+    reached = int(running.nonzero().max()) + 1
+    return ((norms * mask).sum(1) / running.clamp(min=1))[:reached].detach().numpy()
 
 
 def probe_batch(task: Task, seed: int) -> Batch:
@@ -76,8 +81,11 @@ def write_gradient_profiles(profiles: dict[str, dict[str, np.ndarray]], task: Ta
 
 def decay_orders(norms: np.ndarray) -> float:
     """Orders of magnitude the gradient loses from the last step back to the first:
-    log10(||d loss / d h_(T-1)|| / ||d loss / d h_0||)."""
+    log10(||d loss / d h_(T-1)|| / ||d loss / d h_0||); inf where none is left at the first
+    step, nan where there is none at the last to measure from."""
     last, first = float(norms[-1]), float(norms[0])
+    if last <= 0:
+        return math.nan
     if first <= 0:
         return math.inf
     return math.log10(last / first)
@@ -139,8 +147,12 @@ def refuse_training_settings(config: TaskTrainingConfig | None, probed: str, use
     if config is None:
         return
     default = TaskTrainingConfig()
-    changed = [f"--{field.name.replace('_', '-')} {getattr(config, field.name)}" for field in fields(config)
-               if field.name not in used and getattr(config, field.name) != getattr(default, field.name)]
+    changed = [field.name for field in fields(config)
+               if field.name not in (*used, *BUDGETS) and getattr(config, field.name) != getattr(default, field.name)]
+    budget = next(name for name in BUDGETS if getattr(config, name) is not None)  # one is set, the default else
+    if (budget, getattr(config, budget)) != config.default_budget:  # `--steps 10` alone leaves time_budget unset
+        changed.append(budget)
+    changed = [f"--{name.replace('_', '-')} {getattr(config, name)}" for name in changed]
     if changed:
         raise ValueError(f"{probed} is probed as it was trained; {', '.join(changed)} would shape a new run, which "
                          "only --task trains: leave them out, or give --task")

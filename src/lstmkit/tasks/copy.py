@@ -26,7 +26,7 @@ class CopyTask(Task):
 
     T: int = 100
     name = "copy"
-    summary = "copy task (Arjovsky et al. 2016): reproduce 10 symbols after T blanks"
+    summary = "copy task (Arjovsky et al. 2016): reproduce 10 symbols after T − 1 blanks and a delimiter"
     input_size = 10
     output_size = 9
     readout = "every"

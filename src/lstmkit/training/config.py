@@ -119,6 +119,8 @@ class TrainingConfig:
     # The budgets a pipeline takes: one whose data never end (a task draws new sequences at
     # every step) has no epochs.
     budgets: ClassVar[tuple[str, ...]] = BUDGETS
+    # The optimizers a pipeline takes: nt-asgd needs a validation loss to watch.
+    optimizers: ClassVar[tuple[str, ...]] = OPTIMIZERS
 
     def __post_init__(self) -> None:
         check_field_types(self)
