@@ -349,3 +349,41 @@ def test_a_parametrised_weight_is_computed_once_per_call(name):
     layer(torch.randn(5, 2, 3))
     layer.step(torch.randn(2, 3))
     assert counted.calls == 2
+
+
+RNN_BASE_CASES = [
+    (torch.nn.LSTM, lstmkit.LSTM, {}), (torch.nn.LSTM, lstmkit.LSTM, {"proj_size": 2}),
+    (torch.nn.GRU, lstmkit.GRU, {"batch_first": True, "num_layers": 2, "bidirectional": True}),
+    (torch.nn.RNN, lstmkit.RNN, {"nonlinearity": "relu"}),
+]
+
+
+@pytest.mark.parametrize("torch_type, lstmkit_type, options", RNN_BASE_CASES)
+def test_rnn_base_helpers_give_torch_nn_results(torch_type, lstmkit_type, options):
+    """check_forward_args, get_expected_hidden_size, permute_hidden, ...: code that calls
+    torch.nn.RNNBase's helpers on its RNN gets the same answers, and the same errors."""
+    reference, layer = torch_type(3, 4, **options), lstmkit_type(3, 4, **options)
+    x = torch.randn(2, 5, 3) if layer.batch_first else torch.randn(5, 2, 3)  # 2 sequences of 5 steps
+    packed = pack_padded_sequence(x, [3, 5], batch_first=layer.batch_first, enforce_sorted=False)
+    for data, batch_sizes in ((x, None), (packed.data, packed.batch_sizes)):
+        expected = reference.get_expected_hidden_size(data, batch_sizes)
+        assert layer.get_expected_hidden_size(data, batch_sizes) == expected
+    h = torch.randn(layer.num_layers * layer.num_directions, 2, layer.output_size)
+    state = (h, torch.randn(layer.num_layers * layer.num_directions, 2, 4)) if torch_type is torch.nn.LSTM else h
+    layer.check_forward_args(x, state, None)
+    reference.check_forward_args(x, state, None)
+    permuted = [module.permute_hidden(state, packed.unsorted_indices) for module in (reference, layer)]
+    for expected, got in zip(*(flatten_outputs(each) for each in permuted), strict=True):
+        assert torch.equal(expected, got)
+    wrong = torch.zeros(1, 9, layer.output_size)
+    wrong_state = (wrong, state[1]) if torch_type is torch.nn.LSTM else wrong
+    messages = []
+    for module in (reference, layer):
+        with pytest.raises(RuntimeError) as caught:
+            module.check_forward_args(x, wrong_state, None)
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+    with pytest.raises(RuntimeError, match=re.escape("input must have 3 dimensions, got 2 (shape (7, 3))")):
+        layer.check_input(torch.randn(7, 3), None)
+    if torch_type is torch.nn.LSTM:
+        assert layer.get_expected_cell_size(x, None) == reference.get_expected_cell_size(x, None)

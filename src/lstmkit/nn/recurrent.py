@@ -20,6 +20,7 @@ from lstmkit.nn.inputs import SequenceBatch, check_features, checked_return_gate
 from lstmkit.caller import warn_at_caller
 from lstmkit.nn import regularisers
 from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias, stored_tensor, writable
+from lstmkit.nn.rnn_base import RNNBaseHelpers
 from lstmkit.nn.scripting import NotScriptable
 
 
@@ -41,7 +42,7 @@ class GateTrace:
     cell_states: Tensor | None
 
 
-class Recurrent(NotScriptable, nn.Module):
+class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
     cell_name: str | None = None  # set by the named layers (LSTM, GRU, ...), which fix the cell
     __doc__ = layer_docstring(
         summary="A stack of recurrent layers of any cell, with the API of torch.nn.LSTM.",
