@@ -23,7 +23,7 @@ from lstmkit.engines.step import check_step_engine, run_cell_step, step_engine_n
 from lstmkit.nn.docs import (
     ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, LSTM_OPTIONS_ARGS, cell_docstring, step_equations,
 )
-from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias, writable
+from lstmkit.nn.parameters import initialise, parameter_shapes, read_parameter, register, set_forget_bias, writable
 from lstmkit.nn.recurrent import (
     Recurrent, check_forget_bias, check_positive_int, checked_flag, leading_repr, resolve_cell,
 )
@@ -91,24 +91,17 @@ class RecurrentCell(NotScriptable, nn.Module):
     def weights(self) -> LayerWeights:
         """The parameters as the cell's math and the engines take them."""
         return LayerWeights(
-            weight_ih=self.parameter("weight_ih"),
-            weight_hh=self.parameter("weight_hh"),
-            bias_ih=self.parameter("bias_ih") if self.bias else None,
-            bias_hh=self.parameter("bias_hh") if self.bias else None,
+            weight_ih=read_parameter(self, "weight_ih"),
+            weight_hh=read_parameter(self, "weight_hh"),
+            bias_ih=read_parameter(self, "bias_ih") if self.bias else None,
+            bias_hh=read_parameter(self, "bias_hh") if self.bias else None,
             weight_hr=None,
             extra={
-                parameter.name: self.parameter(parameter.name)
+                parameter.name: read_parameter(self, parameter.name)
                 for parameter in self.cell.extra_parameters
                 if self.bias or not parameter.is_bias
             },
         )
-
-    def parameter(self, name: str) -> Tensor:
-        """`getattr(self, name)`, read straight from the module's parameters where it is one
-        (nn.Module's attribute fallback costs ~0.5 µs a name, on every step); a parametrised,
-        pruned or weight-normed weight is no longer there and is read as an attribute."""
-        found = self._parameters.get(name)
-        return getattr(self, name) if found is None else found
 
     def forward(
         self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None, return_gates: bool = False

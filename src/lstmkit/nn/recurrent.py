@@ -19,7 +19,9 @@ from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, 
 from lstmkit.nn.inputs import SequenceBatch, check_features, checked_return_gates, prepare_input, prepare_state
 from lstmkit.caller import warn_at_caller
 from lstmkit.nn import regularisers
-from lstmkit.nn.parameters import initialise, parameter_shapes, register, set_forget_bias, stored_tensor, writable
+from lstmkit.nn.parameters import (
+    initialise, parameter_shapes, read_parameter, register, set_forget_bias, stored_tensor, writable,
+)
 from lstmkit.nn.rnn_base import RNNBaseHelpers
 from lstmkit.nn.scripting import NotScriptable
 
@@ -213,19 +215,16 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
 
     def layer_weights(self, index: int) -> LayerWeights:
         """The weights of layer-direction `index` (= layer * num_directions + direction)."""
-        suffix = self._all_weights[index][0].removeprefix("weight_ih")
-        extra = {
-            parameter.name: getattr(self, parameter.name + suffix)
-            for parameter in self.cell.extra_parameters
-            if hasattr(self, parameter.name + suffix)
-        }
+        names = self._all_weights[index]
+        suffix = names[0].removeprefix("weight_ih")
+        named = {name.removesuffix(suffix): read_parameter(self, name) for name in names}
         return LayerWeights(
-            weight_ih=getattr(self, "weight_ih" + suffix),
-            weight_hh=getattr(self, "weight_hh" + suffix),
-            bias_ih=getattr(self, "bias_ih" + suffix, None),
-            bias_hh=getattr(self, "bias_hh" + suffix, None),
-            weight_hr=getattr(self, "weight_hr" + suffix, None),
-            extra=extra,
+            weight_ih=named.pop("weight_ih"),
+            weight_hh=named.pop("weight_hh"),
+            bias_ih=named.pop("bias_ih", None),
+            bias_hh=named.pop("bias_hh", None),
+            weight_hr=named.pop("weight_hr", None),
+            extra=named,
         )
 
     def forward(
