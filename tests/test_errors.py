@@ -211,6 +211,11 @@ def test_an_lstm_gate_option_on_a_layer_without_those_gates_says_so(layer, optio
         layer(3, 4, **options)
 
 
+def test_a_misspelt_option_of_a_cell_module_is_named_alone():
+    with pytest.raises(TypeError, match=re.escape("unexpected keyword argument(s) 'dtyp'") + "$"):
+        lstmkit.GRUCell(3, 4, dtyp=torch.float64)
+
+
 def test_state_of_the_wrong_type(lstm):
     with raises(TypeError, "hx must be a tuple (h_0, c_0) of two tensors for this cell, got Tensor of shape (2, 2, 4)"):
         lstm(torch.randn(6, 2, 3), torch.zeros(2, 2, 4))

@@ -322,8 +322,59 @@ def test_forget_bias_through_a_parametrisation_without_right_inverse_is_refused_
     layer = lstmkit.LSTM(3, 4, forget_bias=1.0)
     parametrize.register_parametrization(layer, "bias_ih_l0", torch.nn.Identity())
     with pytest.raises(ValueError, match=r"reset_parameters sets bias_ih_l0 \(forget_bias, init\) through its "
-                                         r"parametrisation, which cannot take a value: .*right_inverse"):
+                                         r"parametrisation \(Identity\), which cannot take a value: .*right_inverse"):
         layer.reset_parameters()
+
+
+@pytest.mark.parametrize("make, wrap, name", [
+    (lambda: lstmkit.LSTM(3, 4, forget_bias=1.0), parametrizations.spectral_norm, "bias_ih_l0"),
+    (lambda: lstmkit.LSTM(3, 4, init="orthogonal"), parametrizations.spectral_norm, "weight_hh_l0"),
+    (lambda: lstmkit.LSTM(3, 4, forget_bias=1.0), parametrizations.weight_norm, "bias_hh_l0"),
+    (lambda: lstmkit.CIFGLSTMCell(3, 4, forget_bias=1.0), parametrizations.spectral_norm, "bias_ih"),
+])
+def test_forget_bias_or_init_a_parametrisation_would_change_is_refused(make, wrap, name):
+    """spectral_norm rescales what is written (forget rows of 0.46 for 1.0); weight_norm of a
+    bias cannot hold the zeros written into bias_hh (NaN): refused, not silently other values."""
+    module = make()
+    wrap(module, name)
+    with pytest.raises(ValueError, match=rf"reset_parameters sets {name} \(forget_bias, init\) through its "
+                                         r"parametrisation \(_\w+\), which gives back other values \(largest "
+                                         r"difference .*\): those options cannot hold under it"):
+        module.reset_parameters()
+
+
+def test_forget_bias_under_the_hook_based_weight_norm_is_refused_and_plain_reset_works():
+    """torch.nn.utils.weight_norm (deprecated) recomputes the bias from its _g and _v at every
+    call: a value written into it would be lost. Without forget_bias, reset re-initialises _g
+    and _v as torch.nn does (it stopped at KeyError 'weight_hh_l0_g')."""
+    layers = [kind(3, 4) for kind in (torch.nn.LSTM, lstmkit.LSTM)]
+    for layer in layers:
+        torch.nn.utils.weight_norm(layer, "weight_hh_l0")
+        torch.manual_seed(2)
+        layer.reset_parameters()
+    for expected, got in zip(layers[0].parameters(), layers[1].parameters(), strict=True):
+        assert torch.equal(expected, got)
+    layer = lstmkit.LSTM(3, 4, forget_bias=1.0)
+    torch.nn.utils.weight_norm(layer, "bias_ih_l0")
+    with pytest.raises(ValueError, match=r"reset_parameters sets bias_ih_l0 \(forget_bias, init\), which a hook "
+                                         r"recomputes from other parameters at every call"):
+        layer.reset_parameters()
+
+
+def test_a_pruned_layer_steps_and_gives_cell_modules_its_current_weights():
+    """Pruning recomputes weight = weight_orig * mask in a hook before each call: step() runs
+    the module's hooks, and from_layer reads orig * mask, so neither uses the weight of before
+    reset_parameters (or of before an optimizer step)."""
+    layer = lstmkit.LSTM(3, 4)
+    prune.l1_unstructured(layer, "weight_hh_l0", 0.5)
+    torch.manual_seed(1)
+    layer.reset_parameters()
+    x, h0 = torch.randn(2, 3), (torch.randn(1, 2, 4), torch.randn(1, 2, 4))
+    cell = lstmkit.LSTMCell.from_layer(layer)
+    stepped, (h, c) = layer.step(x, h0)
+    full, _ = layer(x.unsqueeze(0), h0)
+    assert torch.equal(stepped, full[0])
+    assert torch.equal(cell.weight_hh, layer.weight_hh_l0_orig * layer.weight_hh_l0_mask)
 
 
 class Counted(torch.nn.Module):
@@ -348,7 +399,28 @@ def test_a_parametrised_weight_is_computed_once_per_call(name):
     counted.calls = 0  # registering evaluates it once
     layer(torch.randn(5, 2, 3))
     layer.step(torch.randn(2, 3))
+    repr(layer)  # names the engine, for the parameters' device, without computing a weight
     assert counted.calls == 2
+
+
+class ToDouble(torch.nn.Module):
+    def forward(self, value: torch.Tensor) -> torch.Tensor:
+        return value.double()
+
+
+def test_a_parametrisation_that_changes_the_dtype_sets_the_dtype_the_input_needs():
+    """The input is checked against the weights the call computes (float64 here), as torch.nn
+    checks it, not against the float32 tensors they are made from."""
+    reference, layer = torch.nn.LSTM(3, 4), lstmkit.LSTM(3, 4)
+    layer.load_state_dict(reference.state_dict())
+    for module in (reference, layer):
+        for name in [name for name, _ in module.named_parameters()]:
+            parametrize.register_parametrization(module, name, ToDouble(), unsafe=True)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    assert_close(layer(x)[0], reference(x)[0], "output")
+    with pytest.raises(ValueError, match=re.escape("input dtype must match the layer's parameters (torch.float64), "
+                                                   "got torch.float32")):
+        layer(x.float())
 
 
 RNN_BASE_CASES = [

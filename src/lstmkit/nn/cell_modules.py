@@ -204,7 +204,7 @@ class RecurrentCell(NotScriptable, nn.Module):
     @property
     def engine_name(self) -> str:
         """The engine a step runs on (without return_gates)."""
-        return step_engine_name(self.engine, self.cell, False, self.weight_ih.device)
+        return step_engine_name(self.engine, self.cell, False, next(self.parameters()).device)  # not computed
 
 
 def set_parametrised(recurrent: Recurrent, name: str, value: Tensor) -> None:

@@ -143,11 +143,7 @@ def check_features(input: Tensor, input_size: int, dtype: torch.dtype, device: t
             f"input must be on the parameters' device ({device}), got a tensor on {input.device}; move it "
             f"with input.to({str(device)!r}) or the module with module.to({str(input.device)!r})"
         )
-    if input.shape[-1] != input_size:
-        raise ShapeError(
-            f"input.size(-1) must equal input_size={input_size}, got {input.shape[-1]} "
-            f"(input shape {tuple(input.shape)})"
-        )
+    check_input_size(input, input_size)
     if not input.is_floating_point():
         raise ValueError(f"input dtype must be a floating-point type, the layer's ({dtype}), got {input.dtype}; "
                          f"convert the input with input.to({dtype})")
@@ -155,6 +151,15 @@ def check_features(input: Tensor, input_size: int, dtype: torch.dtype, device: t
         raise ValueError(
             f"input dtype must match the layer's parameters ({dtype}), got {input.dtype}; "
             f"convert the input with input.to({dtype}) or the layer with layer.to({input.dtype})"
+        )
+
+
+def check_input_size(input: Tensor, input_size: int) -> None:
+    """The last dimension must be `input_size`."""
+    if input.shape[-1] != input_size:
+        raise ShapeError(
+            f"input.size(-1) must equal input_size={input_size}, got {input.shape[-1]} "
+            f"(input shape {tuple(input.shape)})"
         )
 
 

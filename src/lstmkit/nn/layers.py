@@ -35,9 +35,12 @@ def checked_options(
         raise TypeError(f"{', '.join(switches)}: {lstm_module}'s switches for Greff et al.'s ablations; cell "
                         f"{cell_name!r} has none (got {', '.join(f'{name}={options[name]!r}' for name in switches)})")
     if unknown:
-        takes = (f"the regulariser options are {', '.join(accepted)}" if accepted else
-                 "a cell module takes no regulariser options; the layers take them")
-        raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}; {takes}")
+        takes = ""
+        if accepted:
+            takes = f"; the regulariser options are {', '.join(accepted)}"
+        elif set(unknown) & set(REGULARISER_OPTIONS):
+            takes = "; a cell module takes no regulariser options; the layers take them"
+        raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}{takes}")
     return options
 
 

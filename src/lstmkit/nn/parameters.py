@@ -72,32 +72,30 @@ def initialise(module: nn.Module, initialisers: dict[str, str], hidden_size: int
 
 def base_name(name: str, initialisers: dict[str, str]) -> str:
     """The parameter that a name of `named_parameters()` holds: itself, or the one that pruning
-    (`weight_hh_orig`) or a parametrisation (`parametrizations.weight_hh.original0`) keeps; each
-    is initialised as the parameter it holds, as torch.nn's `reset_parameters` does."""
+    (`weight_hh_orig`), a parametrisation (`parametrizations.weight_hh.original0`) or the
+    hook-based `torch.nn.utils.weight_norm` (`weight_hh_g`, `weight_hh_v`) keeps; each is
+    initialised as the parameter it holds, as torch.nn's `reset_parameters` does."""
     if name.startswith("parametrizations."):
         return name.split(".")[1]
-    unpruned = name.removesuffix(PRUNED_SUFFIX)
-    return unpruned if unpruned in initialisers else name
+    for suffix in (PRUNED_SUFFIX, "_g", "_v"):
+        held = name.removesuffix(suffix)
+        if held != name and held in initialisers:
+            return held
+    return name
 
 
 def read_parameter(module: nn.Module, name: str) -> Tensor:
     """`getattr(module, name)`, read straight from the module's parameters where it is one
-    (nn.Module's attribute fallback costs ~0.5–1.5 µs a name, on every call); a parametrised,
-    pruned or weight-normed weight is no longer there and is read as an attribute."""
+    (nn.Module's attribute fallback costs ~0.5–1.5 µs a name, on every call). A pruned weight
+    is its unpruned one times its mask, as pruning's hook computes it before each call (the
+    attribute is stale until then: after `reset_parameters`, say, for `from_layer`); a
+    parametrised or weight-normed one is read as an attribute."""
     found = module._parameters.get(name)
-    return getattr(module, name) if found is None else found
-
-
-def stored_tensor(module: nn.Module, name: str) -> Tensor:
-    """A tensor that parameter `name` is made from, for its dtype and device without computing
-    it: the parameter itself, the unpruned weight, or a parametrisation's first original (a
-    parametrised weight is computed at every read, and a parametrisation such as spectral_norm
-    advances its state at each one)."""
-    for tensor in (module._parameters.get(name), module._parameters.get(name + PRUNED_SUFFIX)):
-        if tensor is not None:
-            return tensor
-    if parametrize.is_parametrized(module, name):
-        return next(module.parametrizations[name].parameters())
+    if found is not None:
+        return found
+    unpruned, mask = module._parameters.get(name + PRUNED_SUFFIX), module._buffers.get(name + "_mask")
+    if unpruned is not None and mask is not None:
+        return unpruned * mask
     return getattr(module, name)
 
 
@@ -105,13 +103,23 @@ def stored_tensor(module: nn.Module, name: str) -> Tensor:
 def writable(module: nn.Module, name: str) -> Iterator[Tensor]:
     """A tensor whose in-place changes become parameter `name`'s value (for `forget_bias` and
     `init`): the parameter itself; for a pruned one, the unpruned weight it is masked from; for
-    a parametrised one, a copy assigned back through the parametrisation's `right_inverse`."""
+    a parametrised one, a copy assigned back through the parametrisation's `right_inverse`, and
+    refused where reading it back does not give that copy (spectral_norm rescales it; weight_norm
+    of a bias cannot hold its zeros). The hook-based `torch.nn.utils.weight_norm` and
+    `spectral_norm` recompute the weight from others at every call and take no value."""
     if name in module._parameters:
         yield module._parameters[name]
         return
-    if name + PRUNED_SUFFIX in module._parameters:
+    if name + PRUNED_SUFFIX in module._parameters and name + "_mask" in module._buffers:
         yield module._parameters[name + PRUNED_SUFFIX]
         return
+    if not parametrize.is_parametrized(module, name):
+        raise ValueError(
+            f"reset_parameters sets {name} (forget_bias, init), which a hook recomputes from other parameters at "
+            "every call (the deprecated torch.nn.utils.weight_norm or spectral_norm): use "
+            "torch.nn.utils.parametrizations' weight_norm or spectral_norm instead"
+        )
+    kinds = ", ".join(type(parametrisation).__name__ for parametrisation in module.parametrizations[name])
     value = getattr(module, name).detach().clone()
     yield value
     with torch.no_grad():
@@ -119,9 +127,16 @@ def writable(module: nn.Module, name: str) -> Iterator[Tensor]:
             setattr(module, name, value)
         except (NotImplementedError, RuntimeError) as error:  # torch raises the latter
             raise ValueError(
-                f"reset_parameters sets {name} (forget_bias, init) through its parametrisation, which cannot "
-                f"take a value: {error}"
+                f"reset_parameters sets {name} (forget_bias, init) through its parametrisation ({kinds}), which "
+                f"cannot take a value: {error}"
             ) from error
+        back = getattr(module, name)
+    if not torch.allclose(back, value, rtol=1e-4, atol=1e-6):
+        difference = (back - value).abs().max().item()
+        raise ValueError(
+            f"reset_parameters sets {name} (forget_bias, init) through its parametrisation ({kinds}), which gives "
+            f"back other values (largest difference {difference:.3g}): those options cannot hold under it"
+        )
 
 
 def set_forget_bias(cell: Cell, hidden_size: int, forget_bias: float, bias_ih: Tensor, bias_hh: Tensor) -> None:

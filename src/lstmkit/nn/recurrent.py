@@ -16,11 +16,11 @@ from torch.nn.utils.rnn import PackedSequence
 from lstmkit.cells import Cell, LayerWeights, make_cell
 from lstmkit.engines import CPU_FUSED_MIN_STEPS, Regularisation, Stack, check_engine, flatten_weights, select_engine
 from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
-from lstmkit.nn.inputs import SequenceBatch, check_features, checked_return_gates, prepare_input, prepare_state
+from lstmkit.nn.inputs import SequenceBatch, check_input_size, checked_return_gates, prepare_input, prepare_state
 from lstmkit.caller import warn_at_caller
 from lstmkit.nn import regularisers
 from lstmkit.nn.parameters import (
-    initialise, parameter_shapes, read_parameter, register, set_forget_bias, stored_tensor, writable,
+    initialise, parameter_shapes, read_parameter, register, set_forget_bias, writable,
 )
 from lstmkit.nn.rnn_base import RNNBaseHelpers
 from lstmkit.nn.scripting import NotScriptable
@@ -199,8 +199,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         """The engine a call runs on, for input on the parameters' device (in this mode), when
         it needs gradients over a long sequence (auto's choice for rnn and gru on CPU differs on
         shorter calls and calls without gradients: `select_engine`)."""
-        return select_engine(self.engine, self.cell, self.weight_ih_l0.device,
-                             regularisers=self.regularisation.acting(self.training)).name
+        device = next(self.parameters()).device  # not a parametrised weight, computed at each read
+        return select_engine(self.engine, self.cell, device, regularisers=self.regularisation.acting(self.training)).name
 
     @property
     def regularisation(self) -> Regularisation:
@@ -236,10 +236,11 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
     ):
         """Run the stack over a sequence; see the class docstring for shapes."""
         return_gates = checked_return_gates(return_gates)
-        first = stored_tensor(self, "weight_ih_l0")  # its dtype and device, not computed
+        stack = self._stack()  # each weight read once per call: a parametrised one is computed at each read
+        first = stack.weights[0].weight_ih
         batch = prepare_input(input, lengths, self.input_size, self.batch_first, first.dtype, first.device)
         h0, c0 = self._initial_state(hx, batch, first.dtype)
-        output, h_n, c_n, trace = self._run(batch, h0, c0, return_gates)
+        output, h_n, c_n, trace = self._run(stack, batch, h0, c0, return_gates)
         state = batch.restore_state(h_n)
         if c_n is not None:
             state = (state, batch.restore_state(c_n))
@@ -280,16 +281,10 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                 "step() takes one time step: input of shape (B, input_size) or (input_size,), "
                 f"got {shape}"
             )
-        first = stored_tensor(self, "weight_ih_l0")  # its dtype and device, not computed
-        check_features(input, self.input_size, first.dtype, first.device)  # names the shape
-        sequence = input.unsqueeze(0)
-        batch = prepare_input(sequence, None, self.input_size, False, first.dtype, first.device)
-        h0, c0 = self._initial_state(hx, batch, first.dtype)
-        output, h_n, c_n, _ = self._run(batch, h0, c0, return_gates=False)
-        state = batch.restore_state(h_n)
-        if c_n is not None:
-            state = (state, batch.restore_state(c_n))
-        return batch.restore_output(output).squeeze(0), state
+        check_input_size(input, self.input_size)  # names the step's shape, not the sequence's
+        time_dim = 1 if self.batch_first and input.dim() == 2 else 0
+        output, state = self(input.unsqueeze(time_dim), hx)  # the module's hooks run, pruning's among them
+        return output.squeeze(time_dim), state
 
     def _initial_state(self, hx: object, batch: SequenceBatch, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
         """(h0, c0) as (L*D, B, ·): the checked `hx` (in the parameters' `dtype`), or the cell's
@@ -312,11 +307,10 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         return h0, c0
 
     def _run(
-        self, batch: SequenceBatch, h0: Tensor, c0: Tensor | None, return_gates: bool
+        self, stack: Stack, batch: SequenceBatch, h0: Tensor, c0: Tensor | None, return_gates: bool
     ) -> tuple[Tensor, Tensor, Tensor | None, list | None]:
         """The stack on its engine: time-major output, h_n, c_n, and the per-layer-direction
         (gates, cell_states) when asked."""
-        stack = self._stack()
         packed = batch.lengths is not None and batch.data.shape[1] > 0  # torch runs it as cell steps, as a projection
         # torch.nn draws packed input's inter-layer dropout over the packed values: only the native
         # engine draws its masks, so `auto` keeps rnn and gru there as for a short call

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.nn.inputs import ShapeError, check_features
-from lstmkit.nn.parameters import stored_tensor
+from lstmkit.nn.parameters import read_parameter
 
 
 class RNNBaseHelpers:
@@ -22,7 +22,7 @@ class RNNBaseHelpers:
             raise ShapeError(
                 f"input must have {expected_dim} dimensions, got {input.dim()} (shape {tuple(input.shape)})"
             )
-        first = stored_tensor(self, "weight_ih_l0")
+        first = read_parameter(self, "weight_ih_l0")
         check_features(input, self.input_size, first.dtype, first.device)
 
     def get_expected_hidden_size(self, input: Tensor, batch_sizes: Tensor | None) -> tuple[int, int, int]:
