@@ -200,7 +200,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         it needs gradients over a long sequence (auto's choice for rnn and gru on CPU differs on
         shorter calls and calls without gradients: `select_engine`)."""
         device = next(self.parameters()).device  # not a parametrised weight, computed at each read
-        return select_engine(self.engine, self.cell, device, regularisers=self.regularisation.acting(self.training)).name
+        regularisers = self.regularisation.acting(self.training)
+        return select_engine(self.engine, self.cell, device, regularisers=regularisers).name
 
     @property
     def regularisation(self) -> Regularisation:
