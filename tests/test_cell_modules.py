@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 import lstmkit
-from helpers import ALL_CELL_PARAMS, ALL_CELLS, assert_close, assert_same_run, cell_id, triton_installed
+from helpers import (
+    ALL_CELL_PARAMS, ALL_CELLS, assert_close, assert_same_run, cell_id, flatten_outputs, triton_installed,
+)
 
 B, INPUT, HIDDEN = 3, 4, 5
 F64 = torch.float64
@@ -703,3 +705,16 @@ def test_every_cell_module_exports_to_onnx_and_onnxruntime_agrees(cell_name, opt
     assert len(actual) == len(expected)
     for ours, theirs in zip(actual, expected, strict=True):
         torch.testing.assert_close(torch.from_numpy(ours), theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
+def test_an_exported_cell_module_runs_with_gradients_and_gives_the_eager_numbers(cell_name, options):
+    """torch.export traces one step on the reference engine, as it traces a layer: the fused
+    step's in-place products exported, then failed when run with parameters that need
+    gradients ("functions with out=... arguments don't support automatic differentiation")."""
+    torch.manual_seed(0)
+    cell = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, **options)
+    x = torch.randn(B, INPUT)
+    exported = torch.export.export(cell, (x,)).module()
+    for ours, theirs in zip(flatten_outputs(exported(x)), flatten_outputs(cell(x)), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)

@@ -64,6 +64,12 @@ def check_regularisers(engine: Engine, regularisers: frozenset[str]) -> None:
                          f"(engines that run it: {', '.join(runs)})")
 
 
+def exporting() -> bool:
+    """Whether torch.export (and torch.onnx.export, built on it) is tracing the call."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6; none before
+    return is_exporting is not None and is_exporting()
+
+
 def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: bool = False,
                   regularisers: frozenset[str] = frozenset(), cell_steps: bool = False,
                   long_backward: bool = True) -> Engine:
@@ -88,8 +94,7 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     """
     chosen = (auto_engine(cell, device, return_gates, regularisers, cell_steps, long_backward) if engine == "auto"
               else ENGINES[engine])
-    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6; none before
-    if (is_exporting is not None and is_exporting()) or device.type == "meta":  # shapes only, no numbers
+    if exporting() or device.type == "meta":  # shapes only, no numbers
         return ENGINES["reference"]
     if torch.jit.is_tracing() and chosen.name not in ("native", "reference"):
         return ENGINES["reference"]

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
-from lstmkit.engines import ENGINES, KERNEL_ENGINES, in_dual_level, reference_under_transform
+from lstmkit.engines import ENGINES, KERNEL_ENGINES, exporting, in_dual_level, reference_under_transform
 from lstmkit.engines.fused.step import StepResult, run_step, step_precision
 from lstmkit.engines.native import NativeEngine, kernel_name
 from lstmkit.engines.reference import ReferenceEngine
@@ -77,7 +77,7 @@ def run_cell_step(
 ) -> StepResult:
     """One step of `cell` from x (B, I), h (B, H), c (B, H) or None, on `engine` (checked)."""
     name = step_engine_name(engine, cell, return_gates, x.device)
-    if torch.jit.is_tracing() and name in ("fused", "triton"):  # the tracer cannot save a Python Function
+    if (torch.jit.is_tracing() or exporting()) and name in KERNEL_ENGINES:  # as a layer's call (select_engine)
         name = "reference"
     if name in KERNEL_ENGINES and torch._C._are_functorch_transforms_active():  # as a layer's call
         name = reference_under_transform(ENGINES[name]).name
