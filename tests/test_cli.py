@@ -174,6 +174,39 @@ def test_under_torchrun_another_rank_than_0_exits_with_the_status_and_says_nothi
         assert bool(capsys.readouterr().err) == said
 
 
+@pytest.mark.parametrize("arguments", [["lm", "train", "/nonexistent.txt"], ["task", "adding", "--stepz", "5"]])
+def test_under_torchrun_a_bad_command_line_is_reported_by_rank_0_alone(arguments, monkeypatch, capsys):
+    """argparse's errors too (they were printed once per process, usage and all)."""
+    monkeypatch.setattr(sys, "stdout", sys.stdout)
+    for rank, said in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        with warnings.catch_warnings(), pytest.raises(SystemExit) as stopped:
+            main(arguments)
+        assert stopped.value.code == 2
+        assert bool(capsys.readouterr().err) == said
+
+
+def test_under_torchrun_the_others_follow_rank_0_out_silently_when_it_stops(monkeypatch, capsys):
+    """Rank 0 alone writes files; when that fails (a full disk) it says so and stops, and the
+    other ranks' next collective fails: they exit with status 1 and no traceback of gloo's."""
+    from lstmkit.cli import tasks
+
+    def peer_left(arguments):
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:6889")
+
+    monkeypatch.setattr(tasks, "task_command", peer_left)
+    monkeypatch.setattr(sys, "stdout", sys.stdout)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with warnings.catch_warnings(), pytest.raises(SystemExit) as stopped:
+        main(["task", "adding", "--steps", "1"])
+    assert stopped.value.code == 1 and capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(RuntimeError, match="Connection closed by peer"):
+        main(["task", "adding", "--steps", "1"])
+
+
 def test_cells_prints_the_equations_from_the_code(capsys):
     main(["cells", "--equations"])
     output = capsys.readouterr().out

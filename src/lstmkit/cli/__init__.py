@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
 import warnings
+
+import torch
 
 from lstmkit.checkpoint import CheckpointWriteError
 from lstmkit.cli.forecast import add_forecast_commands
@@ -50,12 +53,13 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     warnings.showwarning = show_warning
-    arguments = parser.parse_args(argv)
-    tune_cpu_for_training()  # this process is ours: flush subnormals, keep freed memory
     main_process = Processes.from_environment().main
-    if not main_process:  # under torchrun, rank 0 alone speaks (and warns)
+    if not main_process:  # under torchrun, rank 0 alone speaks (and warns), from the command line on
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
         warnings.simplefilter("ignore")
+    with contextlib.nullcontext() if main_process else contextlib.redirect_stderr(sys.stdout):
+        arguments = parser.parse_args(argv)
+    tune_cpu_for_training()  # this process is ours: flush subnormals, keep freed memory
 
     def stop(status: int, message: str) -> None:
         """Exit with `status`, saying `message` on rank 0 only: every process meets the same bad
@@ -81,12 +85,23 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError) as error:  # checks name what was expected and received; files, the path
         stop(2, f"lstmkit: error: {error}\n")
     except RuntimeError as error:
+        if not main_process and peer_stopped(error):  # rank 0 stopped and said why; the others follow, silently
+            stop(1, "")
         shortage = out_of_memory(error)
         if shortage is None:
             raise
         stop(1, f"lstmkit: error: out of memory{shortage}: give a smaller batch, sequence length (--T, "
                 "--seq-len) or model\n")
     return 0
+
+
+def peer_stopped(error: RuntimeError) -> bool:
+    """Whether `error` is the process group's, raised because another process left it: under
+    torchrun rank 0 alone writes checkpoints and files, and when that fails (a full disk) it
+    stops, and the others' next collective fails with "Connection closed by peer" (gloo) or
+    is aborted (NCCL, a DistBackendError)."""
+    return isinstance(error, torch.distributed.DistError) or any(
+        text in str(error) for text in ("Connection closed by peer", "Connection reset by peer"))
 
 
 def out_of_memory(error: RuntimeError) -> str | None:

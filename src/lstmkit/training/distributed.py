@@ -61,10 +61,16 @@ class Processes:
             atexit.register(leave)
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
-        """The model DistributedDataParallel averages the gradients of (the model itself alone)."""
+        """The model DistributedDataParallel averages the gradients of (the model itself alone).
+        An adaptive softmax computes only the clusters its shard's targets fall in, so a step
+        may leave a parameter without a gradient in one process and not in another; DDP then
+        looks for the unused ones at every step (without, the processes' reductions stop
+        matching and the run hangs)."""
         if not self.distributed:
             return model
-        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        partial = any(isinstance(module, nn.AdaptiveLogSoftmaxWithLoss) for module in model.modules())
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                       find_unused_parameters=partial)
 
     def check_divides(self, size: int, what: str) -> None:
         if size % self.world_size:
