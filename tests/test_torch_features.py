@@ -339,7 +339,7 @@ def test_forget_bias_or_init_a_parametrisation_would_change_is_refused(make, wra
     wrap(module, name)
     with pytest.raises(ValueError, match=rf"reset_parameters sets {name} \(forget_bias, init\) through its "
                                          r"parametrisation \(_\w+\), which gives back other values \(largest "
-                                         r"difference .*\): those options cannot hold under it"):
+                                         r"difference .*\): it cannot hold them"):
         module.reset_parameters()
 
 
@@ -459,3 +459,72 @@ def test_rnn_base_helpers_give_torch_nn_results(torch_type, lstmkit_type, option
         layer.check_input(torch.randn(7, 3), None)
     if torch_type is torch.nn.LSTM:
         assert layer.get_expected_cell_size(x, None) == reference.get_expected_cell_size(x, None)
+
+
+def test_a_refused_reset_leaves_every_weight_as_it_was():
+    """The refusal comes after the uniform initialisation: it is undone (weight_norm of bias_hh
+    had left NaN in the layer, and every weight re-drawn)."""
+    layer = lstmkit.LSTM(3, 4, forget_bias=1.0)
+    parametrizations.weight_norm(layer, "bias_hh_l0", dim=0)
+    before = {name: value.clone() for name, value in layer.state_dict().items()}
+    with pytest.raises(ValueError, match="it cannot hold them"):
+        layer.reset_parameters()
+    for name, value in layer.state_dict().items():
+        assert torch.equal(value, before[name]) or (value.isnan() == before[name].isnan()).all(), name
+
+
+class DoubledMask(prune.BasePruningMethod):
+    """A pruning method whose mask is applied with a factor of 2."""
+
+    PRUNING_TYPE = "unstructured"
+
+    def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+        mask = default_mask.clone()
+        mask.view(-1)[::2] = 0
+        return mask
+
+    def apply_mask(self, module: torch.nn.Module) -> torch.Tensor:
+        return super().apply_mask(module) * 2
+
+
+def test_a_custom_pruning_method_and_a_pruned_then_parametrised_weight_read_as_their_hooks_compute_them():
+    layer = lstmkit.LSTM(3, 4)
+    DoubledMask.apply(layer, "weight_hh_l0")
+    x, h0 = torch.randn(2, 3), (torch.randn(1, 2, 4), torch.randn(1, 2, 4))
+    reference = torch.nn.LSTM(3, 4)
+    full, _ = layer(x.unsqueeze(0), h0)  # the hook sets weight_hh_l0 = orig * mask * 2
+    reference.load_state_dict({name: getattr(layer, name) for name in layer._flat_weights_names})
+    assert torch.equal(layer.step(x, h0)[0], reference(x.unsqueeze(0), h0)[0][0])
+    assert torch.equal(full, reference(x.unsqueeze(0), h0)[0])
+    both = lstmkit.LSTM(3, 4)
+    prune.l1_unstructured(both, "weight_hh_l0", 0.5)
+    weight_normed(both, "weight_hh_l0_orig")
+    both.reset_parameters()  # KeyError 'weight_hh_l0_orig' before
+
+
+class Encoder(lstmkit.LSTM):
+    """A subclass whose forward takes other arguments and returns the output alone."""
+
+    def forward(self, x):
+        return super().forward(x)[0] * 2
+
+
+def test_step_of_a_subclass_is_the_layers_step_whatever_its_forward():
+    encoder = Encoder(3, 4).eval()
+    plain = lstmkit.LSTM(3, 4).eval()
+    plain.load_state_dict(encoder.state_dict())
+    x = torch.randn(2, 3)
+    ours, theirs = encoder.step(x), plain.step(x)
+    assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1][1], theirs[1][1])
+
+
+def test_to_layer_writes_into_a_pruned_weight_of_the_layer():
+    """Through the unpruned weight (it copied into a temporary orig * mask, and was lost)."""
+    layer = lstmkit.LSTM(3, 4)
+    prune.l1_unstructured(layer, "weight_hh_l0", 0.5)
+    cell = lstmkit.LSTMCell.from_layer(layer)
+    with torch.no_grad():
+        cell.weight_hh.fill_(0.5)
+    cell.to_layer(layer)
+    assert torch.equal(layer.weight_hh_l0_orig, torch.full((16, 4), 0.5))
+    assert torch.equal(lstmkit.LSTMCell.from_layer(layer).weight_hh, 0.5 * layer.weight_hh_l0_mask)

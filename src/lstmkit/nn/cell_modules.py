@@ -15,7 +15,6 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 from lstmkit.cells import CIFGLSTMStep, Cell, GRUStep, LayerNormLSTMStep, LayerWeights, LSTMStep
 from lstmkit.cells import PeepholeLSTMStep, RNNStep
@@ -23,7 +22,8 @@ from lstmkit.engines.step import check_step_engine, run_cell_step, step_engine_n
 from lstmkit.nn.docs import (
     ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, LSTM_OPTIONS_ARGS, cell_docstring, step_equations,
 )
-from lstmkit.nn.parameters import initialise, parameter_shapes, read_parameter, register, set_forget_bias, writable
+from lstmkit.nn.parameters import RESET, initialise, parameter_shapes, register, set_forget_bias
+from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, writable
 from lstmkit.nn.recurrent import (
     Recurrent, check_forget_bias, check_positive_int, checked_flag, leading_repr, resolve_cell,
 )
@@ -83,10 +83,11 @@ class RecurrentCell(NotScriptable, nn.Module):
     def reset_parameters(self) -> None:
         """torch.nn's initialisation, U(-1/sqrt(H), 1/sqrt(H)), in its order (so a seed gives
         torch.nn's weights); LayerNorm gains 1 and shifts 0; then `forget_bias` if set."""
-        initialise(self, self._initialisers, self.hidden_size)
-        if self.forget_bias is not None:
-            with writable(self, "bias_ih") as bias_ih, writable(self, "bias_hh") as bias_hh:
-                set_forget_bias(self.cell, self.hidden_size, self.forget_bias, bias_ih, bias_hh)
+        with unchanged_if_refused(self, list(self._initialisers)):
+            initialise(self, self._initialisers, self.hidden_size)
+            if self.forget_bias is not None:
+                with writable(self, "bias_ih", RESET) as bias_ih, writable(self, "bias_hh", RESET) as bias_hh:
+                    set_forget_bias(self.cell, self.hidden_size, self.forget_bias, bias_ih, bias_hh)
 
     def weights(self) -> LayerWeights:
         """The parameters as the cell's math and the engines take them."""
@@ -149,7 +150,10 @@ class RecurrentCell(NotScriptable, nn.Module):
             module = cls(recurrent.cell, input_size, hidden_size, **options)
         else:
             module = cls(input_size, hidden_size, **options, **recurrent.cell.options())
-        module.copy_weights(weights, into_layer=False)
+        module.check_weights(weights)
+        with torch.no_grad():
+            for name, parameter in module.named_parameters():
+                parameter.copy_(getattr(weights, name) if name in LayerWeights._fields else weights.extra[name])
         return module
 
     def to_layer(self, recurrent: Recurrent, layer: int = 0, direction: int = 0) -> None:
@@ -161,17 +165,15 @@ class RecurrentCell(NotScriptable, nn.Module):
                 f"to_layer needs a layer of this module's cell {self.cell.describe()}, got one of "
                 f"cell {recurrent.cell.describe()}"
             )
-        self.copy_weights(weights, into_layer=True)
+        self.check_weights(weights)
         suffix = recurrent._all_weights[layer * recurrent.num_directions + direction][0].removeprefix("weight_ih")
-        with torch.no_grad():  # a parametrised weight of the layer is computed: set it through its parametrisation
+        with torch.no_grad():  # a pruned or parametrised weight of the layer is set through what computes it
             for name, parameter in self.named_parameters():
-                if parametrize.is_parametrized(recurrent, name + suffix):
-                    set_parametrised(recurrent, name + suffix, parameter.detach().clone())
+                with writable(recurrent, name + suffix, "to_layer sets the layer's {name}") as target:
+                    target.copy_(parameter)
 
-    def copy_weights(self, weights: LayerWeights, into_layer: bool) -> None:
-        """Copy between this module's parameters and a layer's `weights`, checking that every
-        name and shape matches (into a parametrised weight of a layer the copy is lost, and
-        `to_layer` sets it again)."""
+    def check_weights(self, weights: LayerWeights) -> None:
+        """Check that a layer's `weights` have this module's names and shapes."""
         theirs = {
             name: value for name, value in zip(LayerWeights._fields[:4], weights[:4]) if value is not None
         } | weights.extra
@@ -187,10 +189,6 @@ class RecurrentCell(NotScriptable, nn.Module):
                     f"the layer's {name} has shape {tuple(theirs[name].shape)}, this module's "
                     f"{tuple(parameter.shape)}: build both with the same input_size and hidden_size"
                 )
-        with torch.no_grad():
-            for name, parameter in ours.items():
-                source, target = (parameter, theirs[name]) if into_layer else (theirs[name], parameter)
-                target.copy_(source)
 
     def extra_repr(self) -> str:
         parts = leading_repr(self.cell_name, self.cell, self.input_size, self.hidden_size)
@@ -205,21 +203,6 @@ class RecurrentCell(NotScriptable, nn.Module):
     def engine_name(self) -> str:
         """The engine a step runs on (without return_gates)."""
         return step_engine_name(self.engine, self.cell, False, next(self.parameters()).device)  # not computed
-
-
-def set_parametrised(recurrent: Recurrent, name: str, value: Tensor) -> None:
-    """`recurrent.<name> = value` for a parametrised weight, which torch sets through its
-    parametrisations' `right_inverse`; one without says so."""
-    try:
-        setattr(recurrent, name, value)
-    except RuntimeError as missing:
-        if "right_inverse" not in str(missing):  # torch's "parametrization ... does not implement right_inverse"
-            raise
-        parametrisations = ", ".join(type(each).__name__ for each in recurrent.parametrizations[name])
-        raise ValueError(
-            f"to_layer cannot write the layer's {name}: it is parametrised ({parametrisations}), and a "
-            f"parametrisation without right_inverse cannot be set from a value ({missing})"
-        ) from None
 
 
 def layer_weights(recurrent: Recurrent, layer: int, direction: int) -> LayerWeights:

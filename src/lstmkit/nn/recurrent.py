@@ -19,9 +19,8 @@ from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, 
 from lstmkit.nn.inputs import SequenceBatch, check_input_size, checked_return_gates, prepare_input, prepare_state
 from lstmkit.caller import warn_at_caller
 from lstmkit.nn import regularisers
-from lstmkit.nn.parameters import (
-    initialise, parameter_shapes, read_parameter, register, set_forget_bias, writable,
-)
+from lstmkit.nn.parameters import RESET, initialise, parameter_shapes, register, set_forget_bias
+from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, writable
 from lstmkit.nn.rnn_base import RNNBaseHelpers
 from lstmkit.nn.scripting import NotScriptable
 
@@ -154,18 +153,20 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         """torch.nn's initialisation, U(-1/sqrt(H), 1/sqrt(H)), in its order (so a seed gives
         torch.nn's weights); LayerNorm gains 1 and shifts 0; then `forget_bias` if set, and
         the `init` asked for (orthogonal weight_hh blocks, then chrono biases)."""
-        initialise(self, self._initialisers, self.hidden_size)
-        for names in self._all_weights:
-            suffix = names[0].removeprefix("weight_ih")
-            if self.forget_bias is not None:
-                with writable(self, "bias_ih" + suffix) as bias_ih, writable(self, "bias_hh" + suffix) as bias_hh:
-                    set_forget_bias(self.cell, self.hidden_size, self.forget_bias, bias_ih, bias_hh)
-            if "orthogonal" in self.init:
-                with writable(self, "weight_hh" + suffix) as weight_hh:
-                    regularisers.orthogonal_blocks(self.hidden_size, weight_hh)
-            if "chrono" in self.init:
-                with writable(self, "bias_ih" + suffix) as bias_ih, writable(self, "bias_hh" + suffix) as bias_hh:
-                    regularisers.chrono_biases(self.cell, self.hidden_size, self.chrono_max, bias_ih, bias_hh)
+        with unchanged_if_refused(self, list(self._initialisers)):
+            initialise(self, self._initialisers, self.hidden_size)
+            for names in self._all_weights:
+                suffix = names[0].removeprefix("weight_ih")
+                biases = ("bias_ih" + suffix, "bias_hh" + suffix)
+                if self.forget_bias is not None:
+                    with writable(self, biases[0], RESET) as bias_ih, writable(self, biases[1], RESET) as bias_hh:
+                        set_forget_bias(self.cell, self.hidden_size, self.forget_bias, bias_ih, bias_hh)
+                if "orthogonal" in self.init:
+                    with writable(self, "weight_hh" + suffix, RESET) as weight_hh:
+                        regularisers.orthogonal_blocks(self.hidden_size, weight_hh)
+                if "chrono" in self.init:
+                    with writable(self, biases[0], RESET) as bias_ih, writable(self, biases[1], RESET) as bias_hh:
+                        regularisers.chrono_biases(self.cell, self.hidden_size, self.chrono_max, bias_ih, bias_hh)
 
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
@@ -236,10 +237,14 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         return_gates: bool = False,
     ):
         """Run the stack over a sequence; see the class docstring for shapes."""
-        return_gates = checked_return_gates(return_gates)
+        return self._over_sequence(input, hx, lengths, checked_return_gates(return_gates), self.batch_first)
+
+    def _over_sequence(self, input, hx, lengths, return_gates: bool, batch_first: bool):
+        """`forward`'s work, for `forward` and `step` (which a subclass's `forward` may not
+        take the arguments of): `input` in the layout `batch_first` says."""
         stack = self._stack()  # each weight read once per call: a parametrised one is computed at each read
         first = stack.weights[0].weight_ih
-        batch = prepare_input(input, lengths, self.input_size, self.batch_first, first.dtype, first.device)
+        batch = prepare_input(input, lengths, self.input_size, batch_first, first.dtype, first.device)
         h0, c0 = self._initial_state(hx, batch, first.dtype)
         output, h_n, c_n, trace = self._run(stack, batch, h0, c0, return_gates)
         state = batch.restore_state(h_n)
@@ -283,9 +288,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                 f"got {shape}"
             )
         check_input_size(input, self.input_size)  # names the step's shape, not the sequence's
-        time_dim = 1 if self.batch_first and input.dim() == 2 else 0
-        output, state = self(input.unsqueeze(time_dim), hx)  # the module's hooks run, pruning's among them
-        return output.squeeze(time_dim), state
+        output, state = self._over_sequence(input.unsqueeze(0), hx, None, False, batch_first=False)
+        return output.squeeze(0), state
 
     def _initial_state(self, hx: object, batch: SequenceBatch, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
         """(h0, c0) as (L*D, B, ·): the checked `hx` (in the parameters' `dtype`), or the cell's

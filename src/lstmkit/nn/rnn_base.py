@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.nn.inputs import ShapeError, check_features
-from lstmkit.nn.parameters import read_parameter
+from lstmkit.nn.reparametrised import read_parameter
 
 
 class RNNBaseHelpers:
