@@ -92,6 +92,8 @@ def main() -> None:
     device = args.device
     for engine in args.engines:
         reason = None if engine == "auto" else ENGINES[engine].unsupported(make_cell("lstm"), device)
+        if engine == "native":
+            reason = "the variants have no native kernel, and the auto rows run the plain cells on it already"
         if reason is not None:
             parser.error(f"argument --engines: {engine} cannot run here: {reason}")
     torch.manual_seed(0)

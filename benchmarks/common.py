@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from lstmkit.engines import ENGINE_CHOICES
+from lstmkit.engines import CPU_FUSED_MIN_STEPS, ENGINE_CHOICES, select_engine
 from lstmkit.engines.fused.products import Products
 
 def engine_names(text: str) -> list[str]:
@@ -19,6 +19,14 @@ def engine_names(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(
             f"engines must be among {', '.join(ENGINE_CHOICES)}, got {', '.join(map(repr, unknown))}")
     return names
+
+
+def call_engine(layer: torch.nn.Module, steps: int) -> str:
+    """The engine a call of `layer` over `steps` steps with gradients runs on (`auto`'s choice
+    for rnn and gru on CPU depends on the length: `layer.engine_name` names a long call's)."""
+    device = next(layer.parameters()).device
+    return select_engine(layer.engine, layer.cell, device, regularisers=layer.regularisation.acting(layer.training),
+                         cell_steps=layer.proj_size > 0, long_backward=steps >= CPU_FUSED_MIN_STEPS).name
 
 
 def torch_device(text: str) -> torch.device:

@@ -50,9 +50,9 @@ def split_lines(text: str, fractions: tuple[float, float, float] = FRACTIONS) ->
 
 
 def write_split(text_path: str, out: str) -> None:
+    parts = split_lines(Path(text_path).read_text(encoding="utf-8"))
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    parts = split_lines(Path(text_path).read_text(encoding="utf-8"))
     for name, part in zip(FILES, parts):
         (folder / name).write_text(part, encoding="utf-8")
         lines = part.count("\n")
@@ -86,6 +86,8 @@ def main() -> None:
     if arguments.command == "split":
         if flags:
             parser.error(f"split takes no lm train flags, got {' '.join(flags)}")
+        if not Path(arguments.text).is_file():
+            parser.error(f"argument text: {arguments.text} is not a file")
         write_split(arguments.text, arguments.out)
     else:
         train_and_test(arguments.data, arguments.out, flags)

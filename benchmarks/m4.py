@@ -283,8 +283,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main() -> None:
-    arguments = parser().parse_args()
-    arguments.run(arguments)
+    commands = parser()
+    arguments = commands.parse_args()
+    try:
+        arguments.run(arguments)
+    except (ValueError, FileNotFoundError) as error:  # the library's checks name what was expected and got
+        commands.exit(2, f"m4.py: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ rule behind `auto`'s CPU_FUSED_MIN_STEPS).
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
@@ -30,6 +31,7 @@ def median_seconds(layer: torch.nn.Module, x: torch.Tensor, gradients: bool, cal
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " ")).parse_args()  # --help; no flags
     torch.manual_seed(0)
     print("cell  B  H  T  fused/native without gradients  with gradients")
     for cell in ("gru", "rnn"):

@@ -1,6 +1,6 @@
 """Speed of every cell and engine against torch.nn.LSTM, forward + backward.
 
-    python benchmarks/speed.py                                   # the full table (~15 min on 2 cores)
+    python benchmarks/speed.py                                   # the full table (~25 min on 2 cores)
     python benchmarks/speed.py --cells lstm,layernorm --batch 32 --hidden 256 --engines fused
     python benchmarks/speed.py --cells lstm,gru --engines fused --regularisers off,recurrent_dropout,zoneout,all
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 from common import (
-    engine_names, forward_backward, gemm_floor, matrix_flops, sgemm_gflops, timed, torch_device,
+    call_engine, engine_names, forward_backward, gemm_floor, matrix_flops, sgemm_gflops, timed, torch_device,
 )
 
 import lstmkit
@@ -83,9 +83,11 @@ def resident_kb(field_name: str) -> int:
 
 
 def build_configs(
-    cells: list[str], engines: list[str], regularisers: list[str], hidden: int, device: torch.device
+    cells: list[str], engines: list[str], regularisers: list[str], hidden: int, device: torch.device, steps: int
 ) -> tuple[list[Config], dict[str, str]]:
-    """The layers to time, and for each cell x engine that cannot run here, why (by "cell on engine")."""
+    """The layers to time, and for each cell x engine (x regulariser) that cannot run here, why
+    (by "cell on engine"); an `auto` row is labelled with the engine a call of `steps` steps
+    with gradients runs on."""
     configs, skipped = [], {}
     for cell in cells:
         for engine in engines:
@@ -97,8 +99,12 @@ def build_configs(
                 options = dict(REGULARISERS[name])
                 if "zoneout" in options and make_cell(cell).has_cell_state:
                     options["zoneout"] = (options["zoneout"], options["zoneout"])
-                layer = lstmkit.Recurrent(cell, hidden, hidden, engine=engine, device=device, **options)
-                label = f"auto ({layer.engine_name})" if engine == "auto" else engine
+                try:
+                    layer = lstmkit.Recurrent(cell, hidden, hidden, engine=engine, device=device, **options)
+                except ValueError as refusal:  # an engine that cannot run the regulariser
+                    skipped[f"{cell} on {engine} with {name}"] = str(refusal)
+                    continue
+                label = f"auto ({call_engine(layer, steps)})" if engine == "auto" else engine
                 configs.append(Config(cell, label, layer, name, engine))
     return configs, skipped
 
@@ -140,7 +146,8 @@ def main() -> None:
             x = torch.randn(arguments.steps, batch, hidden, device=device, requires_grad=True)
             baseline = Config("torch.nn.LSTM", "cuDNN" if device.type == "cuda" else "oneDNN",
                               torch.nn.LSTM(hidden, hidden, device=device))
-            layers, skipped = build_configs(arguments.cells, arguments.engines, regularisers, hidden, device)
+            layers, skipped = build_configs(arguments.cells, arguments.engines, regularisers, hidden, device,
+                                            arguments.steps)
             configs, not_run = [baseline, *layers], {**not_run, **skipped}
             for config in configs:
                 for _ in range(arguments.warmup):

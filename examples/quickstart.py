@@ -41,7 +41,7 @@ padded_lengths = [50, 50, 40, 30, 20, 10, 5, 1]
 with torch.no_grad():
     output, (h_n, c_n), trace = lstm(x, lengths=padded_lengths, return_gates=True)
 forget = trace.gates["forget"][0, :, 0]  # layer 0, every step, sequence 0: (T, H)
-print(f"\nforget gate of sequence 0, mean over units, steps 0-4: "
+print("\nforget gate of sequence 0, mean over units, steps 0-4: "
       + " ".join(f"{value:.3f}" for value in forget.mean(-1)[:5].tolist()))
 print(f"sequence 7 has 1 valid step: output at step 1 is zero: {bool(output[1, 7].eq(0).all())}")
 

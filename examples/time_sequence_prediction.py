@@ -63,11 +63,15 @@ class Sequence(nn.Module):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--cell", choices=sorted(CELLS), default="lstmkit")
     parser.add_argument("--steps", type=int, default=3, help="L-BFGS steps (the original takes 15)")
-    parser.add_argument("--length", type=int, default=1000, help="steps per wave (the original's 1000)")
+    parser.add_argument("--length", type=int, default=1000, help="steps per wave, 2 or more (the original's 1000)")
     args = parser.parse_args()
+    if args.steps < 1:
+        parser.error(f"argument --steps: expected 1 or more, got {args.steps}")
+    if args.length < 2:
+        parser.error(f"argument --length: a wave needs 2 steps or more (input and target), got {args.length}")
 
     np.random.seed(0)
     torch.manual_seed(0)
