@@ -528,3 +528,69 @@ def test_to_layer_writes_into_a_pruned_weight_of_the_layer():
     cell.to_layer(layer)
     assert torch.equal(layer.weight_hh_l0_orig, torch.full((16, 4), 0.5))
     assert torch.equal(lstmkit.LSTMCell.from_layer(layer).weight_hh, 0.5 * layer.weight_hh_l0_mask)
+
+
+def test_step_after_an_optimizer_step_under_the_hook_based_spectral_norm_equals_the_call():
+    """step() runs no hooks: the weight is computed as spectral_norm's hook computes it, from
+    the current estimate (it reused the last call's weight, stale and with its graph freed)."""
+    layer = lstmkit.LSTM(3, 4)
+    torch.nn.utils.spectral_norm(layer, "weight_hh_l0")
+    x, h0 = torch.randn(5, 2, 3), (torch.randn(1, 2, 4), torch.randn(1, 2, 4))
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
+    layer(x, h0)[0].sum().backward()
+    optimizer.step()
+    layer.eval()  # no power iteration in the call either
+    stepped = layer.step(x[0], h0)[0]
+    stepped.sum().backward()
+    torch.testing.assert_close(stepped, layer(x[:1], h0)[0][0], rtol=1e-6, atol=1e-7)
+
+
+def test_a_refused_to_layer_leaves_the_layer_as_it_was():
+    layer = lstmkit.LSTM(3, 4)
+    parametrizations.weight_norm(layer, "bias_hh_l0", dim=0)
+    cell = lstmkit.LSTMCell.from_layer(layer)
+    with torch.no_grad():
+        cell.weight_ih.fill_(0.25)
+        cell.bias_hh[0] = 0.0  # weight_norm of each element cannot hold a zero
+    before = {name: value.clone() for name, value in layer.state_dict().items()}
+    with pytest.raises(ValueError, match="to_layer sets the layer's bias_hh_l0 through its parametrisation"):
+        cell.to_layer(layer)
+    for name, value in layer.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_to_layer_through_pruning_refuses_what_the_pruned_weight_cannot_hold_and_writes_through_both():
+    """A custom apply_mask (x 2) would change the weight read back: refused. A pruned weight whose
+    unpruned one is parametrised is written through both (it was refused as a hook's)."""
+    layer = lstmkit.LSTM(3, 4)
+    DoubledMask.apply(layer, "weight_hh_l0")
+    with pytest.raises(ValueError, match="to_layer sets the layer's weight_hh_l0 through its pruning"):
+        lstmkit.LSTMCell.from_layer(layer).to_layer(layer)
+    both = lstmkit.LSTM(3, 4, init="orthogonal")
+    prune.l1_unstructured(both, "weight_hh_l0", 0.5)
+    weight_normed(both, "weight_hh_l0_orig")
+    cell = lstmkit.LSTMCell.from_layer(both)
+    with torch.no_grad():
+        cell.weight_hh.mul_(2)
+    cell.to_layer(both)
+    torch.testing.assert_close(lstmkit.LSTMCell.from_layer(both).weight_hh, cell.weight_hh)
+    both.reset_parameters()
+
+
+class WithHead(lstmkit.LSTM):
+    def __init__(self) -> None:
+        super().__init__(3, 4)
+        self.head = torch.nn.Linear(4, 2)
+
+
+def test_reset_parameters_of_a_subclass_with_its_own_submodule_draws_as_torch_nn():
+    """torch.nn's reset_parameters draws every parameter it holds from U(-1/sqrt(H), 1/sqrt(H)),
+    a subclass's own too (KeyError 'head.weight' before)."""
+    reference = torch.nn.LSTM(3, 4)
+    reference.head = torch.nn.Linear(4, 2)
+    layer = WithHead()
+    for module in (reference, layer):
+        torch.manual_seed(5)
+        module.reset_parameters()
+    for expected, got in zip(reference.parameters(), layer.parameters(), strict=True):
+        assert torch.equal(expected, got)

@@ -167,9 +167,10 @@ class RecurrentCell(NotScriptable, nn.Module):
             )
         self.check_weights(weights)
         suffix = recurrent._all_weights[layer * recurrent.num_directions + direction][0].removeprefix("weight_ih")
-        with torch.no_grad():  # a pruned or parametrised weight of the layer is set through what computes it
-            for name, parameter in self.named_parameters():
-                with writable(recurrent, name + suffix, "to_layer sets the layer's {name}") as target:
+        names = [name + suffix for name, _ in self.named_parameters()]
+        with torch.no_grad(), unchanged_if_refused(recurrent, names):  # a refused write leaves the layer as it was
+            for (name, parameter), theirs in zip(self.named_parameters(), names, strict=True):
+                with writable(recurrent, theirs, "to_layer sets the layer's {name}") as target:
                     target.copy_(parameter)
 
     def check_weights(self, weights: LayerWeights) -> None:

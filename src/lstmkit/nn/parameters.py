@@ -62,8 +62,8 @@ def initialise(module: nn.Module, initialisers: dict[str, str], hidden_size: int
         "ones": nn.init.ones_,
         "zeros": nn.init.zeros_,
     }
-    for name, parameter in module.named_parameters():
-        functions[initialisers[base_name(name, initialisers)]](parameter)
+    for name, parameter in module.named_parameters():  # a subclass's own submodules too, as torch.nn's
+        functions[initialisers.get(base_name(name, initialisers), "uniform")](parameter)
 
 
 def set_forget_bias(cell: Cell, hidden_size: int, forget_bias: float, bias_ih: Tensor, bias_hh: Tensor) -> None:

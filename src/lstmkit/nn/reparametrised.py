@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize, prune
+from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
 PRUNED_SUFFIX = "_orig"  # torch.nn.utils.prune keeps the unpruned weight `name` as `name_orig`
@@ -32,10 +33,13 @@ def base_name(name: str, initialisers: dict[str, str]) -> str:
 
 def read_parameter(module: nn.Module, name: str) -> Tensor:
     """`getattr(module, name)`, read straight from the module's parameters where it is one
-    (nn.Module's attribute fallback costs ~0.5–1.5 µs a name, on every call). A pruned or
-    hook-based weight-normed weight is computed as its hook computes it before each call of the
-    module (the attribute is stale until then: after `reset_parameters` or an optimizer step,
-    for `step()` and `from_layer`); a parametrised one is read as an attribute, computed."""
+    (nn.Module's attribute fallback costs ~0.5–1.5 µs a name, on every call). A weight that a
+    hook computes before each call of the module (pruning, the hook-based weight_norm and
+    spectral_norm) is computed here as the hook computes it, from what it holds now: the
+    attribute is stale until the next call (after `reset_parameters` or an optimizer step, for
+    `step()`, which runs no hooks, and `from_layer`). spectral_norm's power iteration is the
+    hook's alone: here its current estimate divides. A parametrised weight is read as an
+    attribute, computed."""
     found = module._parameters.get(name)
     if found is not None:
         return found
@@ -44,6 +48,8 @@ def read_parameter(module: nn.Module, name: str) -> Tensor:
             return hook.apply_mask(module)
         if isinstance(hook, WeightNorm) and hook.name == name:
             return hook.compute_weight(module)
+        if isinstance(hook, SpectralNorm) and hook.name == name:
+            return hook.compute_weight(module, do_power_iteration=False)
     return getattr(module, name)
 
 
@@ -58,10 +64,15 @@ def writable(module: nn.Module, name: str, purpose: str) -> Iterator[Tensor]:
     if name in module._parameters:
         yield module._parameters[name]
         return
-    if name + PRUNED_SUFFIX in module._parameters and name + "_mask" in module._buffers:
-        yield module._parameters[name + PRUNED_SUFFIX]
-        return
     setting = purpose.format(name=name)
+    mask = module._buffers.get(name + "_mask")
+    if mask is not None:  # pruned: into the unpruned weight (itself a parameter, or parametrised)
+        with writable(module, name + PRUNED_SUFFIX, purpose) as unpruned:
+            yield unpruned
+        if not holds(read_parameter(module, name), unpruned * (mask != 0)):
+            raise ValueError(f"{setting} through its pruning, whose mask is not 0 or 1 or is applied otherwise "
+                             "(a custom pruning method): the pruned weight cannot hold the values")
+        return
     if not parametrize.is_parametrized(module, name):
         raise ValueError(
             f"{setting}, which a hook recomputes from other parameters at every call (the deprecated "
@@ -79,13 +90,18 @@ def writable(module: nn.Module, name: str, purpose: str) -> Iterator[Tensor]:
                 f"{setting} through its parametrisation ({kinds}), which cannot take a value: {error}"
             ) from error
         back = getattr(module, name)
-    tolerance = max(1e-4, 4 * torch.finfo(value.dtype).eps) if value.is_floating_point() else 0.0
-    if not torch.allclose(back, value, rtol=tolerance, atol=tolerance / 100):
+    if not holds(back, value):
         difference = (back - value).abs().max().item()
         raise ValueError(
             f"{setting} through its parametrisation ({kinds}), which gives back other values (largest difference "
             f"{difference:.3g}): it cannot hold them"
         )
+
+
+def holds(back: Tensor, value: Tensor) -> bool:
+    """Whether a weight read `back` is the `value` written, to its dtype's rounding."""
+    tolerance = max(1e-4, 4 * torch.finfo(value.dtype).eps) if value.is_floating_point() else 0.0
+    return bool(torch.allclose(back, value, rtol=tolerance, atol=tolerance / 100))
 
 
 @contextmanager
