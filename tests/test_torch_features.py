@@ -594,3 +594,21 @@ def test_reset_parameters_of_a_subclass_with_its_own_submodule_draws_as_torch_nn
         module.reset_parameters()
     for expected, got in zip(reference.parameters(), layer.parameters(), strict=True):
         assert torch.equal(expected, got)
+
+
+def test_a_pruned_cell_module_writes_its_pruned_weights_into_a_layer():
+    """to_layer copies the cell module's weights as computed (it was refused: "do not match
+    this module's (..., weight_hh_orig)")."""
+    layer = lstmkit.LSTM(3, 4)
+    cell = lstmkit.LSTMCell.from_layer(layer)
+    prune.l1_unstructured(cell, "weight_hh", 0.5)
+    cell.to_layer(layer)
+    assert torch.equal(layer.weight_hh_l0, cell.weight_hh_orig * cell.weight_hh_mask)
+
+
+def test_reset_parameters_of_a_parametrised_layer_on_the_meta_device():
+    """The read-back check has no values to compare on the meta device (.item() failed)."""
+    layer = lstmkit.LSTM(3, 4, forget_bias=1.0, device="meta")
+    parametrizations.weight_norm(layer, "bias_ih_l0")
+    layer.reset_parameters()
+    assert layer.bias_ih_l0.device.type == "meta"

@@ -150,10 +150,11 @@ class RecurrentCell(NotScriptable, nn.Module):
             module = cls(recurrent.cell, input_size, hidden_size, **options)
         else:
             module = cls(input_size, hidden_size, **options, **recurrent.cell.options())
-        module.check_weights(weights)
+        ours = dict(module.named_parameters())  # a module just built: plain parameters
+        module.check_weights(weights, ours)
         with torch.no_grad():
-            for name, parameter in module.named_parameters():
-                parameter.copy_(getattr(weights, name) if name in LayerWeights._fields else weights.extra[name])
+            for name, value in named_weights(weights).items():
+                ours[name].copy_(value)
         return module
 
     def to_layer(self, recurrent: Recurrent, layer: int = 0, direction: int = 0) -> None:
@@ -165,20 +166,17 @@ class RecurrentCell(NotScriptable, nn.Module):
                 f"to_layer needs a layer of this module's cell {self.cell.describe()}, got one of "
                 f"cell {recurrent.cell.describe()}"
             )
-        self.check_weights(weights)
+        ours = named_weights(self.weights())  # as computed, where this module's are pruned or parametrised
+        self.check_weights(weights, ours)
         suffix = recurrent._all_weights[layer * recurrent.num_directions + direction][0].removeprefix("weight_ih")
-        names = [name + suffix for name, _ in self.named_parameters()]
-        with torch.no_grad(), unchanged_if_refused(recurrent, names):  # a refused write leaves the layer as it was
-            for (name, parameter), theirs in zip(self.named_parameters(), names, strict=True):
-                with writable(recurrent, theirs, "to_layer sets the layer's {name}") as target:
-                    target.copy_(parameter)
+        with torch.no_grad(), unchanged_if_refused(recurrent, [name + suffix for name in ours]):
+            for name, value in ours.items():  # a refused write leaves the layer as it was
+                with writable(recurrent, name + suffix, "to_layer sets the layer's {name}") as target:
+                    target.copy_(value)
 
-    def check_weights(self, weights: LayerWeights) -> None:
-        """Check that a layer's `weights` have this module's names and shapes."""
-        theirs = {
-            name: value for name, value in zip(LayerWeights._fields[:4], weights[:4]) if value is not None
-        } | weights.extra
-        ours = dict(self.named_parameters())
+    def check_weights(self, weights: LayerWeights, ours: dict[str, Tensor]) -> None:
+        """Check that a layer's `weights` have the names and shapes of this module's (`ours`)."""
+        theirs = named_weights(weights)
         if set(theirs) != set(ours):
             raise ValueError(
                 f"the layer's parameters ({', '.join(theirs)}) do not match this module's "
@@ -204,6 +202,12 @@ class RecurrentCell(NotScriptable, nn.Module):
     def engine_name(self) -> str:
         """The engine a step runs on (without return_gates)."""
         return step_engine_name(self.engine, self.cell, False, next(self.parameters()).device)  # not computed
+
+
+def named_weights(weights: LayerWeights) -> dict[str, Tensor]:
+    """A cell's weights by parameter name (weight_ih, ..., its extras), those it has."""
+    plain = zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), weights[:4], strict=True)
+    return {name: value for name, value in plain if value is not None} | weights.extra
 
 
 def layer_weights(recurrent: Recurrent, layer: int, direction: int) -> LayerWeights:
