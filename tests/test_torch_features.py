@@ -612,3 +612,30 @@ def test_reset_parameters_of_a_parametrised_layer_on_the_meta_device():
     parametrizations.weight_norm(layer, "bias_ih_l0")
     layer.reset_parameters()
     assert layer.bias_ih_l0.device.type == "meta"
+
+
+@pytest.mark.parametrize("make, name", [(lambda: lstmkit.LSTMCell(3, 4), "weight_hh"),
+                                        (lambda: lstmkit.LSTM(3, 4), "weight_hh_l0")])
+def test_the_hook_based_spectral_norm_trains_over_several_calls_before_backward_as_torch_nn(make, name):
+    """A cell module in a time loop, a layer called twice: each call's power iteration writes
+    into u and v, so the weight is divided by copies of them (the backward failed, "modified by
+    an inplace operation"). The same numbers and gradients as torch.nn's."""
+    module = make()
+    reference = (torch.nn.LSTMCell if isinstance(module, lstmkit.LSTMCell) else torch.nn.LSTM)(3, 4)
+    reference.load_state_dict(module.state_dict())
+    x = torch.randn(5, 2, 3)
+    losses = []
+    for model in (module, reference):
+        torch.manual_seed(3)
+        torch.nn.utils.spectral_norm(model, name)
+        if isinstance(model, (lstmkit.LSTMCell, torch.nn.LSTMCell)):
+            h = c = torch.zeros(2, 4)
+            for step in x:
+                h, c = model(step, (h, c))
+            loss = h.sum()
+        else:
+            loss = model(x)[0].sum() + model(x)[0].sum()
+        loss.backward()
+        losses.append((loss, getattr(model, name + "_orig").grad))
+    torch.testing.assert_close(losses[0][0], losses[1][0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(losses[0][1], losses[1][1], rtol=1e-5, atol=1e-6)

@@ -160,17 +160,18 @@ class RecurrentCell(NotScriptable, nn.Module):
     def to_layer(self, recurrent: Recurrent, layer: int = 0, direction: int = 0) -> None:
         """Copy this module's weights into `layer` and `direction` of `recurrent` (of the same
         cell and sizes), the inverse of `from_layer`."""
-        weights = layer_weights(recurrent, layer, direction)
+        index = layer_index(recurrent, layer, direction)
         if recurrent.cell != self.cell:
             raise ValueError(
                 f"to_layer needs a layer of this module's cell {self.cell.describe()}, got one of "
                 f"cell {recurrent.cell.describe()}"
             )
         ours = named_weights(self.weights())  # as computed, where this module's are pruned or parametrised
-        self.check_weights(weights, ours)
-        suffix = recurrent._all_weights[layer * recurrent.num_directions + direction][0].removeprefix("weight_ih")
+        suffix = recurrent._all_weights[index][0].removeprefix("weight_ih")
+        # a refused write leaves the layer as it was, reading its weights (spectral_norm iterates) included
         with torch.no_grad(), unchanged_if_refused(recurrent, [name + suffix for name in ours]):
-            for name, value in ours.items():  # a refused write leaves the layer as it was
+            self.check_weights(recurrent.layer_weights(index), ours)
+            for name, value in ours.items():
                 with writable(recurrent, name + suffix, "to_layer sets the layer's {name}") as target:
                     target.copy_(value)
 
@@ -212,6 +213,11 @@ def named_weights(weights: LayerWeights) -> dict[str, Tensor]:
 
 def layer_weights(recurrent: Recurrent, layer: int, direction: int) -> LayerWeights:
     """The weights of one layer and direction of `recurrent`, the indices checked."""
+    return recurrent.layer_weights(layer_index(recurrent, layer, direction))
+
+
+def layer_index(recurrent: Recurrent, layer: int, direction: int) -> int:
+    """The index of `layer` and `direction` among `recurrent`'s layer-directions, checked."""
     if not isinstance(recurrent, Recurrent):
         raise TypeError(
             f"expected an lstmkit layer (lstmkit.LSTM, ...), got {type(recurrent).__module__}.{type(recurrent).__name__}; "
@@ -227,7 +233,7 @@ def layer_weights(recurrent: Recurrent, layer: int, direction: int) -> LayerWeig
             f"a cell module has no projection; the layer has proj_size={recurrent.proj_size}, "
             "so its steps cannot be taken by a cell module"
         )
-    return recurrent.layer_weights(layer * recurrent.num_directions + direction)
+    return layer * recurrent.num_directions + direction
 
 
 class LSTMCell(RecurrentCell):

@@ -49,8 +49,17 @@ def read_parameter(module: nn.Module, name: str) -> Tensor:
         if isinstance(hook, WeightNorm) and hook.name == name:
             return hook.compute_weight(module)
         if isinstance(hook, SpectralNorm) and hook.name == name:
-            return hook.compute_weight(module, do_power_iteration=False)
+            return spectral_normalised(module, hook)
     return getattr(module, name)
+
+
+def spectral_normalised(module: nn.Module, hook: SpectralNorm) -> Tensor:
+    """W / σ with σ = u·(W v) from the hook's latest u and v, as its `compute_weight` gives it
+    without iterating, but from copies of u and v: the next call's power iteration writes into
+    them, which would fail a backward through this weight."""
+    weight = getattr(module, hook.name + "_orig")
+    u, v = (getattr(module, hook.name + suffix).clone() for suffix in ("_u", "_v"))
+    return weight / torch.dot(u, torch.mv(hook.reshape_weight_to_matrix(weight), v))
 
 
 @contextmanager
