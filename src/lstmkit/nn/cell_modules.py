@@ -213,7 +213,8 @@ def named_weights(weights: LayerWeights) -> dict[str, Tensor]:
 
 def layer_weights(recurrent: Recurrent, layer: int, direction: int) -> LayerWeights:
     """The weights of one layer and direction of `recurrent`, the indices checked."""
-    return recurrent.layer_weights(layer_index(recurrent, layer, direction))
+    index = layer_index(recurrent, layer, direction)  # first: it checks that `recurrent` is a layer of ours
+    return recurrent.layer_weights(index)
 
 
 def layer_index(recurrent: Recurrent, layer: int, direction: int) -> int:
