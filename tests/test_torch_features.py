@@ -470,7 +470,7 @@ def test_a_refused_reset_leaves_every_weight_as_it_was():
     with pytest.raises(ValueError, match="it cannot hold them"):
         layer.reset_parameters()
     for name, value in layer.state_dict().items():
-        assert torch.equal(value, before[name]) or (value.isnan() == before[name].isnan()).all(), name
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0, equal_nan=True, msg=name)
 
 
 class DoubledMask(prune.BasePruningMethod):
@@ -496,10 +496,14 @@ def test_a_custom_pruning_method_and_a_pruned_then_parametrised_weight_read_as_t
     reference.load_state_dict({name: getattr(layer, name) for name in layer._flat_weights_names})
     assert torch.equal(layer.step(x, h0)[0], reference(x.unsqueeze(0), h0)[0][0])
     assert torch.equal(full, reference(x.unsqueeze(0), h0)[0])
-    both = lstmkit.LSTM(3, 4)
-    prune.l1_unstructured(both, "weight_hh_l0", 0.5)
-    weight_normed(both, "weight_hh_l0_orig")
-    both.reset_parameters()  # KeyError 'weight_hh_l0_orig' before
+    both, reference = lstmkit.LSTM(3, 4), torch.nn.LSTM(3, 4)
+    for module in (both, reference):  # KeyError 'weight_hh_l0_orig' before
+        prune.l1_unstructured(module, "weight_hh_l0", 0.5)
+        weight_normed(module, "weight_hh_l0_orig")
+        torch.manual_seed(4)
+        module.reset_parameters()
+    for expected, got in zip(reference.parameters(), both.parameters(), strict=True):
+        assert torch.equal(expected, got)
 
 
 class Encoder(lstmkit.LSTM):
@@ -574,7 +578,9 @@ def test_to_layer_through_pruning_refuses_what_the_pruned_weight_cannot_hold_and
         cell.weight_hh.mul_(2)
     cell.to_layer(both)
     torch.testing.assert_close(lstmkit.LSTMCell.from_layer(both).weight_hh, cell.weight_hh)
-    both.reset_parameters()
+    both.reset_parameters()  # orthogonal blocks written through the weight_norm of the unpruned weight
+    for block in both.weight_hh_l0_orig.detach().split(4):
+        torch.testing.assert_close(block @ block.T, torch.eye(4), rtol=0, atol=1e-5)
 
 
 class WithHead(lstmkit.LSTM):

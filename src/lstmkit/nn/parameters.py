@@ -4,6 +4,7 @@ torch.nn's initialisation, shared by the layers and the cell modules."""
 from __future__ import annotations
 
 import math
+
 import torch
 from torch import Tensor, nn
 
@@ -11,6 +12,7 @@ from lstmkit.cells import Cell
 from lstmkit.nn.reparametrised import base_name
 
 RESET = "reset_parameters sets {name} (forget_bias, init)"  # who sets a weight, for `writable`'s messages
+
 
 def parameter_shapes(
     cell: Cell, input_size: int, hidden_size: int, output_size: int, bias: bool, proj_size: int

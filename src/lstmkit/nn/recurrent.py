@@ -239,7 +239,10 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         """Run the stack over a sequence; see the class docstring for shapes."""
         return self._over_sequence(input, hx, lengths, checked_return_gates(return_gates), self.batch_first)
 
-    def _over_sequence(self, input, hx, lengths, return_gates: bool, batch_first: bool):
+    def _over_sequence(
+        self, input: Tensor | PackedSequence, hx: Tensor | tuple[Tensor, Tensor] | None,
+        lengths: Tensor | Sequence[int] | None, return_gates: bool, batch_first: bool,
+    ):
         """`forward`'s work, for `forward` and `step` (which a subclass's `forward` may not
         take the arguments of): `input` in the layout `batch_first` says."""
         stack = self._stack()  # each weight read once per call: a parametrised one is computed at each read
