@@ -100,6 +100,28 @@ def test_a_training_command_refuses_an_engine_the_cell_lacks_before_announcing_t
                            "or fused)\n")
 
 
+@pytest.mark.parametrize("command", [
+    ["lm", "train", "{file}"],
+    ["speech", "train", "{file}"],
+    ["translate", "train", "--source", "{file}", "--target", "{file}", "--valid-source", "{file}",
+     "--valid-target", "{file}"],
+])
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_training_command_refuses_a_folder_it_cannot_use_before_announcing_the_run(command, resume, tmp_path,
+                                                                                     capsys):
+    """translate learned its vocabularies first (seconds to minutes), then refused the folder."""
+    given, run = tmp_path / "given.txt", tmp_path / "run"
+    given.write_text("x")
+    if not resume:
+        (run / "last").mkdir(parents=True)
+    code, out, err = run_cli([part.format(file=given) for part in command] + ["--steps", "1", "--out", str(run)]
+                             + ["--resume"] * resume, capsys)
+    assert (code, out) == (2, "")
+    assert err == (f"lstmkit: error: {run} holds no run to resume (no last/ checkpoint); start one without --resume\n"
+                   if resume else f"lstmkit: error: {run} already holds a run; pass resume=True (--resume) to "
+                   "continue it, or choose another folder\n")
+
+
 @pytest.mark.parametrize("manifest_option", ["manifest", "--valid"])
 def test_speech_train_refuses_a_manifest_row_without_its_audio_before_announcing_the_run(manifest_option, tmp_path,
                                                                                        capsys):
@@ -229,6 +251,13 @@ def test_cells_prints_the_equations_from_the_code(capsys):
     (["lm", "train", __file__, "--out", ""], "argument --out: expected a path, got ''"),  # the default, silently
     (["forecast", "predict", ".", __file__, "--out", "forecast.parquet"],  # it wrote CSV text into it
      "argument --out: forecast.parquet: expected a file ending in .csv"),
+    # an unknown option is the command's: argparse reported it with the top-level usage
+    (["translate", "train", "--source", __file__, "--target", __file__, "--valid-source", __file__, "--valid-target",
+      __file__, "--out", "runs/t", "--frobnicate"], "usage: lstmkit translate train [-h]"),
+    (["translate", "train", "--source", __file__, "--target", __file__, "--valid-source", __file__, "--valid-target",
+      __file__, "--out", "runs/t", "--frobnicate", "3"],
+     "\nlstmkit translate train: error: unrecognized arguments: --frobnicate 3\n"),
+    (["cells", "--x"], "lstmkit cells: error: unrecognized arguments: --x"),
 ])
 def test_bad_arguments_exit_with_a_message(arguments, message, capsys):
     """(This file stands in for a text file: inputs are checked before the other options.)"""
@@ -338,7 +367,8 @@ def test_the_demo_budget_is_steps_so_every_machine_shows_the_same_race(tmp_path,
      "comma-separated, each once, got 'chrono,chrono'"),
     (["task", "adding", "--optimizer", "nt-asgd"], "argument --optimizer: invalid choice: 'nt-asgd' (choose from "
      "'adamw', 'sgd')"),
-    (["probe", "gradients", "--task", "adding", "--asgd-patience", "3"], "unrecognized arguments: --asgd-patience 3"),
+    (["probe", "gradients", "--task", "adding", "--asgd-patience", "3"],
+     "lstmkit probe gradients: error: unrecognized arguments: --asgd-patience 3"),
     (["probe", "gates", "runs/t/models/lstm", "--cell", "gru"], "lstmkit: error: runs/t/models/lstm is probed with "
      "the cell it was trained with; --cell gru is the cell --task trains: give one or the other"),
 ])

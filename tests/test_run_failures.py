@@ -263,6 +263,15 @@ def test_a_file_that_cannot_be_written_is_named_as_asked_not_by_its_temporary_na
     assert [path.name for path in tmp_path.iterdir()] == ["results.json"], "no temporary file is left"
 
 
+def test_json_files_are_strict_json_with_null_where_a_number_is_not_finite(tmp_path):
+    """A perplexity past the float range was written as Infinity, which JavaScript's parser refuses."""
+    write_json(tmp_path / "results.json", {"best_val_ppl": math.inf, "rows": [{"loss": -math.inf}, (math.nan, 2.5)],
+                                           "steps": 3, "name": "inf"})
+    text = (tmp_path / "results.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text) == {"best_val_ppl": None, "rows": [{"loss": None}, [None, 2.5]], "steps": 3, "name": "inf"}
+
+
 def test_a_folder_with_a_model_but_no_run_to_resume_says_so_whichever_way_it_is_asked(tmp_path):
     Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "run")
     for checkpoint in (tmp_path / "run" / "last").iterdir():

@@ -379,7 +379,16 @@ def test_training_without_a_validation_manifest_scores_the_training_utterances_a
         train_speech_model(train, None, SpeechConfig(**{**TINY, "eval_every": 2}, steps=2))
     code, out, _ = run_cli(["speech", "train", str(train), "--steps", "1", "--hidden-size", "8", "--out",
                             str(tmp_path / "run")], capsys)
-    assert code == 0 and "best on the training utterances (epoch" in out
+    assert code == 0 and "best on the training utterances (step 1): WER" in out
+
+
+def test_a_batch_larger_than_the_training_utterances_says_so(tmp_path, one_thread):
+    train = tone_manifest(tmp_path, "train", 0)
+    with pytest.warns(UserWarning, match=re.escape(
+            "batch_size 16 is more than the 8 training utterances: every step takes all 8, one step an epoch "
+            "(--batch-size)")):
+        run = train_speech_model(train, None, SpeechConfig(**{**TINY, "batch_size": 16}, epochs=2), train)
+    assert run.steps == 2
 
 
 def test_posteriors_hand_out_a_copy_and_the_frame_cache_keeps_to_its_budget(tone_run, monkeypatch):
@@ -505,6 +514,25 @@ def test_a_resumed_run_computes_what_the_uninterrupted_run_computes(tone_run, tm
     with pytest.raises(ValueError, match="was trained with other settings; --resume needs the same ones "
                                          r"\(hidden_size: 16 in the run, 8 now\)"):
         train_speech_model(train, tmp_path / "parts", dataclasses.replace(config, hidden_size=8), valid, resume=True)
+
+
+def test_a_run_stopped_when_perfect_says_so_and_resumes_without_the_goal(tone_run, tmp_path, capsys):
+    """It stopped in silence, and --resume refused it with the flag and without it alike."""
+    folder, run = tone_run
+    shutil.copytree(folder / "run", tmp_path / "run")
+    config = SpeechConfig(**TINY, steps=400, stop_when_perfect=True)
+    goal = (f"ended at step {run.steps}: its last evaluation transcribed every validation utterance exactly, which "
+            "ends a run under --stop-when-perfect; resume without it to continue")
+    with pytest.raises(ValueError, match=re.escape(goal)):
+        train_speech_model(folder / "train.csv", tmp_path / "run", config, folder / "valid.csv", resume=True)
+    resumed = train_speech_model(folder / "train.csv", tmp_path / "run",
+                                 dataclasses.replace(config, stop_when_perfect=False, steps=run.steps + 20),
+                                 folder / "valid.csv", resume=True)
+    assert resumed.steps == run.steps + 20 and resumed.history[:len(run.history)] == run.history
+    capsys.readouterr()
+    train_speech_model(folder / "train.csv", tmp_path / "again", config, folder / "valid.csv")
+    assert (f"step {run.steps}: stopping before the budget is spent: its last evaluation transcribed every "
+            "validation utterance exactly") in capsys.readouterr().err
 
 
 def test_the_train_command_says_where_the_run_trained(tone_run, tmp_path, capsys):

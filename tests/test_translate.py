@@ -152,11 +152,16 @@ def test_sentencepiece_s_space_mark_in_the_text_survives_the_round_trip():
 
 def test_a_decoded_translation_is_one_line():
     """Byte pieces can spell a line break, which no training line holds: printed, it split one
-    translation over several lines, and every later one was out of line with its source."""
+    translation over several lines, and every later one was out of line with its source. They
+    spelled other control characters into the output too (an undertrained model wrote \x0f)."""
     subwords = Subwords.learn(["Ein Mann fährt Fahrrad.", "Zwei Hunde."] * 20, 300)
     pieces = [subwords.processor.piece_to_id(piece) for piece in ("<0x0A>", "<0x0D>")]
     ids = subwords.encode(["Hunde"])[0]
     assert subwords.decode([ids + pieces + ids]) == ["Hunde" + "  " + " Hunde"]  # "▁Hunde" not first: its space
+    controls = [subwords.processor.piece_to_id(f"<0x{byte:02X}>") for byte in (0x0F, 0x1B, 0x09, 0x7F)]
+    c1 = [subwords.processor.piece_to_id(f"<0x{byte:02X}>") for byte in "\x85".encode()]  # NEL, in UTF-8
+    # \x0f \x1b \t \x7f, then NEL
+    assert subwords.decode([ids + controls + c1 + ids]) == ["Hunde" + "  \t " + " " + " Hunde"]
 
 
 def test_bucketed_batches_cover_every_pair_once_in_batches_of_similar_length():
@@ -245,6 +250,19 @@ TINY = dict(source_vocabulary_size=300, target_vocabulary_size=300, hidden_size=
             batch_size=32, lr=1e-2, warmup=0, min_lr_fraction=0.1, device="cpu")
 
 
+def test_a_batch_larger_than_the_training_pairs_says_so(tmp_path):
+    """It trained on all 20 pairs a step, with batch_size 32 recorded, and said nothing."""
+    pairs = read_parallel(*copy_task(tmp_path, 20, 0))
+    with pytest.warns(UserWarning):  # the vocabulary of 20 strings holds fewer than 300 pieces
+        vocabularies = Vocabularies(Subwords.learn(pairs.sources, 300), Subwords.learn(pairs.targets, 300))
+    config = TranslationConfig(**TINY, steps=1)
+    with pytest.warns(UserWarning, match=re.escape(
+            "batch_size 32 is more than the 20 training pairs: every step takes all 20, one step an epoch "
+            "(--batch-size)")):
+        job = TranslationJob(pairs, pairs, vocabularies, config, Processes(), torch.device("cpu"))
+    assert job.steps_per_epoch() == 1
+
+
 class UntilSolved(TranslationJob):
     """Scores the exact matches of greedy and beam-3 translations too, selects on them, and
     stops once both translate every validation sentence exactly."""
@@ -258,8 +276,8 @@ class UntilSolved(TranslationJob):
         errors = sum(output != reference for output, reference in zip(translations, references, strict=True))
         return {**super().evaluate(), "val_errors": errors / len(translations)}
 
-    def finished(self, scores: dict[str, float]) -> bool:
-        return scores["val_errors"] == 0
+    def goal_reached(self, scores: dict[str, float]) -> str | None:
+        return "translated every validation sentence exactly" if scores["val_errors"] == 0 else None
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import csv
 import gzip
 import hashlib
 import json
+import math
 import os
 import tempfile
 import zlib
@@ -59,8 +60,22 @@ def fingerprint(data: bytes) -> dict:
 
 
 def write_json(path: str | Path, data: object) -> None:
+    """`data` as strict JSON: a float that is not finite (a perplexity past the float range) is
+    written as null, as pandas writes it; NaN and Infinity are not JSON, and parsers such as
+    JavaScript's refuse them."""
     with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(data, indent=2) + "\n")
+        temporary.write_text(json.dumps(finite_or_null(data), indent=2, allow_nan=False) + "\n")
+
+
+def finite_or_null(data: object) -> object:
+    """`data` with each float that is not finite, at any depth of its dicts and lists, made None."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite_or_null(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite_or_null(value) for value in data]
+    return data
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

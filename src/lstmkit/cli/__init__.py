@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Iterator
 
 from lstmkit.checkpoint import CheckpointWriteError
 from lstmkit.cli.forecast import add_forecast_commands
@@ -29,18 +30,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_forecast_commands(commands)
     add_speech_commands(commands)
     add_translate_commands(commands)
-    name_the_choices(parser)
+    for command in subcommands(parser):
+        # its choices, not its dest: "the following arguments are required: {train,sample,eval}", not "lm"
+        command.metavar = "{" + ",".join(command.choices) + "}"
+        for subparser in command.choices.values():
+            subparser.set_defaults(command_parser=subparser)  # the innermost's wins: it reports unknown arguments
     return parser
 
 
-def name_the_choices(parser: argparse.ArgumentParser) -> None:
-    """Every level of subcommands shown as its choices, {train,sample,eval}, where argparse
-    would name its dest ("the following arguments are required: lm")."""
+def subcommands(parser: argparse.ArgumentParser) -> Iterator[argparse._SubParsersAction]:
+    """The subcommand actions of `parser`, at every level."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            action.metavar = "{" + ",".join(action.choices) + "}"
+            yield action
             for subparser in action.choices.values():
-                name_the_choices(subparser)
+                yield from subcommands(subparser)
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """`parser.parse_args`, with an unknown argument reported by the command it was given to
+    (`lstmkit lm train: error: unrecognized arguments: --frobnicate`, with that command's usage)."""
+    arguments, unknown = parser.parse_known_args(argv)
+    if unknown:
+        arguments.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return arguments
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -56,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
         warnings.simplefilter("ignore")
     with contextlib.nullcontext() if main_process else contextlib.redirect_stderr(sys.stdout):
-        arguments = parser.parse_args(argv)
+        arguments = parse_arguments(parser, argv)
     tune_cpu_for_training()  # this process is ours: flush subnormals, keep freed memory
 
     def stop(status: int, message: str) -> None:

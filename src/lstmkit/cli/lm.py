@@ -11,7 +11,7 @@ from lstmkit.cli.arguments import (
     non_negative_float, output_folder, positive_float, positive_int, positive_ints, probability, text_file,
 )
 from lstmkit.engines import ENGINE_CHOICES
-from lstmkit.training import describe_runtime
+from lstmkit.training import check_run_folder, describe_runtime
 from lstmkit.training.device import check_runtime
 from lstmkit.pipelines.lm import RECIPES, LMTrainingConfig
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation
@@ -25,6 +25,7 @@ def lm_train_command(arguments: argparse.Namespace) -> None:
     if arguments.resume:  # the run's size, to say what is resumed
         config = sized_like(config, out)
     check_runtime(config.device, config.precision, config.engine, config.cell)
+    check_run_folder(out, arguments.resume)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} {config.level}-level model on "
           f"{arguments.text}; checkpoints in {out}/", flush=True)

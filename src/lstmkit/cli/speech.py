@@ -13,7 +13,7 @@ from lstmkit.cli.arguments import (
     manifest_file, output_csv, output_figure, output_file, output_folder, positive_floats, positive_int,
 )
 from lstmkit.engines import ENGINE_CHOICES
-from lstmkit.training import describe_runtime
+from lstmkit.training import check_run_folder, describe_runtime
 from lstmkit.training.device import check_runtime
 from lstmkit.files import write_csv, write_json
 from lstmkit.pipelines.configs import SpeechConfig
@@ -36,6 +36,7 @@ def train_command(arguments: argparse.Namespace) -> None:
     config = config_from(arguments, SpeechConfig)
     out = Path(arguments.out or Path("runs") / f"speech-{Path(arguments.manifest).stem}")
     check_runtime(config.device, config.precision, config.engine, config.cell)
+    check_run_folder(out, arguments.resume)
     for manifest in (arguments.manifest, arguments.valid):  # every row, and its audio file, before the announcement
         if manifest is not None:
             read_manifest(manifest)
@@ -45,7 +46,7 @@ def train_command(arguments: argparse.Namespace) -> None:
     run = train_speech_model(arguments.manifest, out, config, arguments.valid, arguments.resume)
     best = run.best or {}
     scored_on = "validation" if arguments.valid is not None else "on the training utterances"
-    print(f"best {scored_on} (epoch {best.get('epoch')}): WER {best.get('val_wer', float('nan')):.2%}, "
+    print(f"best {scored_on} (step {best.get('step')}): WER {best.get('val_wer', float('nan')):.2%}, "
           f"CER {best.get('val_cer', float('nan')):.2%}, accuracy {best.get('val_accuracy', float('nan')):.2%}")
     print(f"{run.steps:,} steps in {run.seconds:.0f} s of training, {run.utterances_per_second:,.1f} utterances/s "
           f"({describe_runtime(run.device, run.precision, run.processes)})")

@@ -12,7 +12,7 @@ from lstmkit.cli.arguments import (
     output_file, output_folder, positive_int, sentence_file,
 )
 from lstmkit.engines import ENGINE_CHOICES
-from lstmkit.training import describe_runtime
+from lstmkit.training import check_run_folder, describe_runtime
 from lstmkit.training.device import check_runtime
 from lstmkit.files import atomic_path, write_json
 from lstmkit.models.seq2seq import ATTENTIONS
@@ -26,6 +26,7 @@ def translate_train_command(arguments: argparse.Namespace) -> None:
                          validation_bleu=not arguments.no_validation_bleu)
     out = Path(arguments.out)
     check_runtime(config.device, config.precision, config.engine, config.cell)
+    check_run_folder(out, arguments.resume)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} encoder-decoder ({config.attention} "
           f"attention) on {arguments.source} -> {arguments.target}; checkpoints in {out}/", flush=True)

@@ -472,6 +472,8 @@ class SpeechConfig(TrainingConfig, RegulariserSettings):
     beam: int = 1
     # Stop at the first evaluation that transcribes every validation utterance exactly.
     stop_when_perfect: bool = False
+    # A run stopped by it continues without it.
+    resumable_changes: ClassVar[tuple[str, ...]] = (*TrainingConfig.resumable_changes, "stop_when_perfect")
     # Speed perturbation (Ko et al. 2015; Kaldi's 0.9,1.1): each training utterance is also heard
     # at these speeds (faster and higher, or slower and lower), and each draw takes one of its
     # versions, the original included, with equal chances. Off (()): it costs a front-end pass per

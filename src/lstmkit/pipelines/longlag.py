@@ -124,8 +124,10 @@ class TaskJob(Job):
         loss, score = evaluate(self.model, self.task, self.test)
         return {"test_loss": loss, "test_score": score}
 
-    def finished(self, scores: dict[str, float]) -> bool:
-        return self.config.stop_when_solved and self.task.solved(scores["test_loss"], scores["test_score"])
+    def goal_reached(self, scores: dict[str, float]) -> str | None:
+        if self.config.stop_when_solved and self.task.solved(scores["test_loss"], scores["test_score"]):
+            return f"solved the task ({self.task.solved_when}), which ends a run (stop_when_solved)"
+        return None
 
     def state_tensors(self) -> dict[str, Tensor]:
         return {"generator": self.generator.get_state()}

@@ -40,6 +40,7 @@ from lstmkit.text.parallel import sentence_list
 from lstmkit.training.config import check_config, offset_seed
 from lstmkit.training import Job, Processes, Trainer, resolve_device
 from lstmkit.training.device import runnable_engines
+from lstmkit.training.job import warn_if_one_batch_holds_all
 
 with extra_imports("speech", __name__):
     import jiwer
@@ -227,6 +228,7 @@ class SpeechJob(Job):
         processes.check_divides(config.batch_size, "batch_size (utterances)")  # a batch of 1: an empty share
         if len(train) < processes.world_size:
             raise ValueError(f"{len(train)} training utterances cannot be shared by {processes.world_size} processes")
+        warn_if_one_batch_holds_all(config.batch_size, len(train), "utterances")
         self.train, self.validation, self.alphabet, self.config = train, validation, alphabet, config
         self.sources, self.processes, self.device = sources, processes, device
         self.front_end, self.augmentation = config.front_end(), config.augmentation()
@@ -271,8 +273,11 @@ class SpeechJob(Job):
         return {"val_loss": sum(losses) / len(losses), "val_wer": scores["wer"], "val_cer": scores["cer"],
                 "val_accuracy": scores["accuracy"]}
 
-    def finished(self, scores: dict[str, float]) -> bool:
-        return self.config.stop_when_perfect and scores["val_accuracy"] == 1.0
+    def goal_reached(self, scores: dict[str, float]) -> str | None:
+        if self.config.stop_when_perfect and scores["val_accuracy"] == 1.0:
+            return ("transcribed every validation utterance exactly, which ends a run under --stop-when-perfect; "
+                    "resume without it to continue")
+        return None
 
     def checkpoint_config(self) -> dict:
         return {"kind": SPEECH_MODEL.name, "model": self.model.config.to_dict(),

@@ -39,8 +39,9 @@ from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from lstmkit.pipelines.configs import BLEU_TOKENIZERS, DecodingConfig, TranslationConfig
 from lstmkit.text.parallel import ParallelText, read_lines, read_parallel, sentence_list
 from lstmkit.training.config import check_config, offset_seed
-from lstmkit.training import Job, Processes, Trainer, resolve_device
+from lstmkit.training import Job, Processes, Trainer, check_run_folder, resolve_device
 from lstmkit.training.device import runnable_engines
+from lstmkit.training.job import warn_if_one_batch_holds_all
 
 with extra_imports("translate", __name__):
     import sacrebleu
@@ -167,6 +168,7 @@ class TranslationJob(Job):
         if self.left_out:  # said now, not after the hour of training it shapes
             warn_at_caller(f"left out {self.left_out:,} of {len(train):,} training pairs with an empty side or over "
                            f"{config.max_train_length} subwords (max_train_length, --max-train-length)")
+        warn_if_one_batch_holds_all(config.batch_size, len(kept), "pairs")
         self.lengths = [(len(source), len(target)) for source, target in zip(self.sources, self.targets, strict=True)]
         mean_source = sum(length for length, _ in self.lengths) / len(self.lengths)
         self.valid_sources, self.valid_targets = vocabularies.encode(valid)
@@ -295,6 +297,7 @@ def train_translation(source: str | Path, target: str | Path, valid_source: str 
     subword vocabularies are learned from the training text (on resume: read from last/)."""
     check_config(config, TranslationConfig, "lstmkit.translate.TrainingConfig")
     out = Path(out)
+    check_run_folder(out, resume)  # before the vocabularies are learned
     train = read_parallel(source, target)
     valid = read_parallel(valid_source, valid_target, ("valid_source", "valid_target"), "translation")
     if resume and existing(out / "last").exists():

@@ -5,9 +5,10 @@ A vocabulary is a sentencepiece unigram model trained on raw, untokenised senten
 settings make the round trip lossless: no normalisation (`identity`), white space kept as it
 is, and byte fallback, so that a character never seen in training is spelled in UTF-8 bytes
 rather than lost to an unknown token. `decode(encode(s)) == s` for every line `s` (lines are
-stripped of surrounding white space when read) without a carriage return: sentencepiece's own
-mark for a space, U+2581, is escaped (ESCAPE), and a decoded text is one line, its line breaks
-(which only byte pieces spell) turned into spaces, so that output has a line per input line.
+stripped of surrounding white space when read) without a control character other than tab:
+sentencepiece's own mark for a space, U+2581, is escaped (ESCAPE), and a decoded text is one
+line of text, its line breaks and other control characters (which byte pieces spell; a terminal
+would act on them) turned into spaces, so that output has a line per input line.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ BYTES = 256
 # ESCAPE itself as ESCAPE twice), characters of Unicode's private use area, spelled in bytes.
 SPACE_MARK, ESCAPE, ESCAPED_MARK = "\u2581", "\ue000", "\ue001"
 ESCAPED = re.compile(f"{ESCAPE}[{ESCAPE}{ESCAPED_MARK}]")
-LINE_BREAK = re.compile("[\r\n]")
+# The C0 and C1 control characters but tab: line breaks, and the bytes a terminal acts on.
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 class Subwords:
@@ -86,7 +88,7 @@ class Subwords:
 
     def decode(self, ids: list[list[int]]) -> list[str]:
         """One line of text per id list (sentencepiece returns a string, not a list, for none)."""
-        return [LINE_BREAK.sub(" ", unescape(text)) for text in self.processor.decode(ids)] if ids else []
+        return [CONTROL.sub(" ", unescape(text)) for text in self.processor.decode(ids)] if ids else []
 
     def pieces(self, ids: list[int]) -> list[str]:
         """The subwords of `ids`, as drawn on an attention matrix."""

@@ -21,9 +21,10 @@ BUDGETS = ("steps", "epochs", "time_budget")
 # torch.manual_seed takes a 64-bit unsigned seed.
 SEED_RANGE = (0, 2**64 - 1)
 
-# Settings a resumed run may change: its budget, when it evaluates, and where and in which
-# precision it runs (a run begun on a GPU continues on a CPU). Any other change would make the
-# resumed run another run than the one it continues, and --resume refuses it.
+# Settings a resumed run may change: its budget, when it evaluates and stops, and where and in
+# which precision it runs (a run begun on a GPU continues on a CPU). Any other change would make
+# the resumed run another run than the one it continues, and --resume refuses it. A pipeline's
+# config adds its own stopping goal (`TrainingConfig.resumable_changes`).
 RESUMABLE_CHANGES = ("steps", "epochs", "time_budget", "eval_every", "patience", "device", "precision", "engine")
 PRECISIONS = ("32", "bf16", "16")
 # What a run does once `patience` evaluations pass without a better validation loss.
@@ -121,6 +122,8 @@ class TrainingConfig:
     budgets: ClassVar[tuple[str, ...]] = BUDGETS
     # The optimizers a pipeline takes: nt-asgd needs a validation loss to watch.
     optimizers: ClassVar[tuple[str, ...]] = OPTIMIZERS
+    # The settings a resumed run may change.
+    resumable_changes: ClassVar[tuple[str, ...]] = RESUMABLE_CHANGES
 
     def __post_init__(self) -> None:
         check_field_types(self)

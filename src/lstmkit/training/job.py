@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
+from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import load_weights, model_tensors
 
 
@@ -48,9 +49,11 @@ class Job(ABC):
     def evaluate(self) -> dict[str, float]:
         """Scores of `self.model` (in eval mode, without gradients), by name."""
 
-    def finished(self, scores: dict[str, float]) -> bool:
-        """Whether training may stop after an evaluation with these scores (a solved task)."""
-        return False
+    def goal_reached(self, scores: dict[str, float]) -> str | None:
+        """Why training stops after an evaluation with these scores, before its budget (a solved
+        task), in words that follow "its last evaluation" and name the setting that asks for it;
+        None where it goes on."""
+        return None
 
     def state_tensors(self) -> dict[str, Tensor]:
         """Everything the next batches depend on besides the step (a carried hidden state),
@@ -83,3 +86,11 @@ class Job(ABC):
     def check_resumable(self, saved: dict, directory: Path) -> None:
         """Refuse to resume from the checkpoint `directory` (its config: `saved`) when another
         model or other data wrote it."""
+
+
+def warn_if_one_batch_holds_all(batch_size: int, items: int, what: str) -> None:
+    """Warn where `batch_size` is more than the `items` training `what` there are: every step
+    then takes all of them, a smaller batch than asked, and an epoch is one step."""
+    if batch_size > items:
+        warn_at_caller(f"batch_size {batch_size} is more than the {items:,} training {what}: every step takes all "
+                       f"{items:,}, one step an epoch (--batch-size)")

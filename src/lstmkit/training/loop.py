@@ -35,7 +35,7 @@ from torch import Tensor
 from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import check_kind, existing, load_checkpoint, read_extra_tensors, save_checkpoint
 from lstmkit.files import check_nothing_overwritten, check_output_folder, write_csv, write_json
-from lstmkit.training.config import ADDED_SETTINGS, RESUMABLE_CHANGES, TrainingConfig, check_config, current_names
+from lstmkit.training.config import ADDED_SETTINGS, TrainingConfig, check_config, current_names
 from lstmkit.training.device import Precision, check_engines, resolve_device
 from lstmkit.training.distributed import Processes
 from lstmkit.training.job import Job
@@ -134,8 +134,9 @@ def stop_reason(job: Job, config: TrainingConfig, progress: RunState, scores: di
     """Why the run ends at the evaluation that gave `scores`, before its budget; None where it
     goes on. A resumed run asks it of its last evaluation, with the settings given now."""
     metric = job.selection_metric
-    if job.finished(scores):
-        return "its last evaluation met the goal that ends it (stop_when_solved, stop_when_perfect)"
+    goal = job.goal_reached(scores)
+    if goal is not None:
+        return f"its last evaluation {goal}"
     if config.on_plateau == "stop" and patience_spent(config, progress, metric in scores):
         return (f"the {metric} had not improved for patience = {config.patience} evaluations; a larger --patience "
                 "continues it")
@@ -143,6 +144,29 @@ def stop_reason(job: Job, config: TrainingConfig, progress: RunState, scores: di
         return (f"its learning rate had annealed to its floor over {anneal_steps} steps after the {metric} stopped "
                 "improving; a larger --patience continues it")
     return None
+
+
+def check_run_folder(out: Path | None, resume: bool) -> None:
+    """Refuse `out` where a run cannot start there (it holds a run, or files a run would
+    overwrite) or, with `resume`, cannot continue there (it holds no run). The trainer checks
+    at its start; a pipeline checks before its own work (learning a vocabulary), and a command
+    before it announces the run."""
+    if resume:
+        if out is None or not existing(out / "last").exists():
+            inside = out is not None and out.name in ("last", "best") and existing(out.parent / "last").exists()
+            hint = f"; give the run's folder, {out.parent}" if inside else "; start one without --resume"
+            raise FileNotFoundError(f"{out} holds no run to resume (no last/ checkpoint){hint}")
+        return
+    if out is None:
+        return
+    if existing(out / "last").exists():
+        raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue it, or choose another "
+                         "folder")
+    if (out / "best").exists():
+        raise ValueError(f"{out} holds a trained model (best/) but no last/ checkpoint to resume from; choose "
+                         "another folder, or remove this one to start over")
+    # a run writes last/ before its first metrics.csv: these are someone else's
+    check_nothing_overwritten(out, ("metrics.csv", "results.json"), "no run (no last/ checkpoint)")
 
 
 def budget_spent(config: TrainingConfig, progress: RunState, step_limit: int | None) -> bool:
@@ -259,7 +283,10 @@ class Trainer:
                               f"learning rate to its floor over {anneal_steps} steps, then stopping")
             if out is not None:
                 self.save(job, optimizer, progress, out, improved, list(row)[:6] + list(scores))
-            return stop_reason(job, config, progress, row, anneal_steps) is not None
+            reason = stop_reason(job, config, progress, row, anneal_steps)
+            if reason is not None and not budget_spent(config, progress, step_limit):
+                self.announce(f"{job.label}: step {progress.step}: stopping before the budget is spent: {reason}")
+            return reason is not None
 
         stop = job.evaluate_at_start and not progress.history and evaluate()
         job.model.train()
@@ -351,14 +378,8 @@ class Trainer:
 
     def begin(self, out: Path | None) -> RunState:
         """A new run's state, refusing a folder that holds a run already."""
-        if out is not None and existing(out / "last").exists():
-            raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue it, "
-                             "or choose another folder")
-        if out is not None and (out / "best").exists():
-            raise ValueError(f"{out} holds a trained model (best/) but no last/ checkpoint to resume from; choose "
-                             "another folder, or remove this one to start over")
-        if out is not None:  # a run writes last/ before its first metrics.csv: these are someone else's
-            check_nothing_overwritten(out, ("metrics.csv", "results.json"), "no run (no last/ checkpoint)")
+        if out is not None:
+            check_run_folder(out, resume=False)
         if self.processes.distributed:  # one dropout stream per process, not one repeated on every share
             torch.manual_seed(process_seed(self.config.seed, self.processes.rank, 0))
         return RunState()
@@ -450,10 +471,7 @@ class Trainer:
         """The model, random-number state and job state of out/last, on this trainer's device
         whatever device wrote them; the progress to continue from, and the saved training
         tensors (the optimizer's state among them: `load_optimizer_state`)."""
-        if out is None or not existing(out / "last").exists():
-            inside = out is not None and out.name in ("last", "best") and existing(out.parent / "last").exists()
-            hint = f"; give the run's folder, {out.parent}" if inside else "; start one without --resume"
-            raise FileNotFoundError(f"{out} holds no run to resume (no last/ checkpoint){hint}")
+        check_run_folder(out, resume=True)
         saved, tensors = load_checkpoint(out / "last", self.device)
         kind = job.checkpoint_config().get("kind")
         if kind is not None:
@@ -482,12 +500,12 @@ class Trainer:
 
     def check_resumable(self, saved: dict, data: dict[str, dict], out: Path) -> None:
         """Refuse to continue a run on other data or with other settings than it began with
-        (the budget, evaluation, device and precision may change: RESUMABLE_CHANGES). Settings
+        (the budget, evaluation, device and precision may change: `resumable_changes`). Settings
         first: a pipeline's data may be made with them (a forecaster's windows, of its horizon)."""
         before = {**ADDED_SETTINGS, **current_names(saved["training"])}
         now = json.loads(json.dumps(asdict(self.config)))
         changed = [f"{name}: {before[name]!r} in the run, {value!r} now" for name, value in now.items()
-                   if name not in RESUMABLE_CHANGES and name in before and before[name] != value]
+                   if name not in self.config.resumable_changes and name in before and before[name] != value]
         if changed:
             raise ValueError(f"{out} was trained with other settings; --resume needs the same ones "
                              f"({'; '.join(changed)})")
