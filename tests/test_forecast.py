@@ -142,7 +142,7 @@ def test_predict_warns_when_the_data_lie_far_from_what_the_model_was_fitted_on()
     with pytest.warns(UserWarning, match=re.escape(
             f"the last 12 values of 'signal' lie up to {distance:.0f} standard deviations from the mean of the data "
             f"the model was fitted on ({scaler.mean[0]:.4g}, standard deviation {scaler.std[0]:.4g}): its forecast "
-            "extrapolates; refit on data like these")):
+            "extrapolates, and its interval's width is that of the fitted data's scale; refit on data like these")):
         forecaster.predict(moved)
 
 
@@ -309,15 +309,21 @@ def test_a_target_that_is_not_column_names_is_named(target):
 
 def test_a_backtest_scores_only_the_held_out_values_the_table_gives():
     """Values missing from the held-out rows are interpolated for the table's grid, but not
-    scored, counted in the interval's coverage, or written as actual values."""
+    scored, counted in the interval's coverage, or written as actual values; nor, in the
+    training rows, taken into MASE's scale (three interpolated days cut MASE by a quarter)."""
     table = sine_table(80)
-    table.loc[[72, 73, 77], "signal"] = np.nan
-    with pytest.warns(MissingValuesWarning, match="3 missing value"):
+    table.loc[[20, 21, 40, 72, 73, 77], "signal"] = np.nan
+    with pytest.warns(MissingValuesWarning, match="6 missing value"):
         result = Forecaster("day", "signal", horizon=10, lookback=14, baselines=("naive",), **QUICK).backtest(table)
     given = table["signal"][70:].notna().to_numpy()
     assert result.forecasts["actual"].isna().tolist() == (~given).tolist()
     actual, naive = table["signal"][70:][given], table["signal"][69]
-    assert result.scores.loc["naive", "MAE"] == pytest.approx(np.abs(actual - naive).mean())
+    mae = np.abs(actual - naive).mean()
+    history = table["signal"][:70].to_numpy()
+    scale = np.nanmean(np.abs(history[7:] - history[:-7]))  # the pairs of given values a week apart
+    assert np.isnan(history[7:] - history[:-7]).sum() == 6
+    assert result.scores.loc["naive", "MAE"] == pytest.approx(mae)
+    assert result.scores.loc["naive", "MASE"] == pytest.approx(mae / scale, rel=1e-12)
     inside = (result.forecasts["chosen_lower"] <= result.forecasts["actual"]) & (result.forecasts["actual"] <= result.forecasts["chosen_upper"])
     assert result.coverage == pytest.approx(inside[given].mean())
 

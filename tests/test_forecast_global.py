@@ -18,8 +18,8 @@ from lstmkit.forecast import Forecaster
 from lstmkit.pipelines import forecast_global
 from lstmkit.pipelines.forecast import budget_left
 from lstmkit.pipelines.forecast_report import epochs_line, lookback_text, panel_report
-from lstmkit.series import (PanelWindows, baseline_forecast, m4_scores, owa, panel_baselines, read_panel,
-                            seasonal_indices)
+from lstmkit.series import (PanelWindows, baseline_forecast, m4_scores, observed, owa, panel_baselines, read_panel,
+                            scores, seasonal_indices)
 from lstmkit.series.baselines import seasonal_by_acf
 from lstmkit.series.frame import MissingValuesWarning
 from lstmkit.series.scaling import SeriesScaling
@@ -62,6 +62,14 @@ def test_mase_scales_by_the_in_sample_seasonal_naive_with_m_24():
     assert scored["MASE"] == pytest.approx(12 / 24)
     # A history no longer than m scales by lag-1 differences instead (here 1): MASE 12.
     assert m4_scores([np.full(2, 200.0)], [np.full(2, 188.0)], [history[:24]], season=24)["MASE"] == pytest.approx(12)
+
+
+def test_mase_scales_on_the_pairs_of_given_values_alone():
+    # m = 1 over 1, 2, (missing), 4, 8: the pairs 1 -> 2 and 4 -> 8 alone, scale (1 + 4) / 2.
+    history = observed(np.array([1.0, 2.0, 3.0, 4.0, 8.0]), np.array([False, False, True, False, False]))
+    assert scores(np.array([10.0]), np.array([5.0]), history, season=1)["MASE"] == 5 / 2.5
+    with pytest.raises(ValueError, match=re.escape("MASE needs two given training values m = 2 steps apart, got none")):
+        scores(np.array([10.0]), np.array([5.0]), np.array([1.0, np.nan, np.nan, 4.0]), season=2)
 
 
 def test_naive2_by_hand():
@@ -372,6 +380,22 @@ def test_predict_computes_only_the_baselines_its_forecast_needs(lines, monkeypat
         prediction = forecaster.predict(table)
         assert computed == [needed], method
         np.testing.assert_allclose(prediction["y"].to_numpy(), expected.ravel(), rtol=1e-12, err_msg=method)
+
+
+def test_a_series_of_one_value_is_forecast_with_an_interval_of_zero_width_and_said_so(lines):
+    """A long table's constant series got a 90% interval of zero width in silence (one table's
+    fit warns of it)."""
+    table, forecaster, _ = lines
+    forecaster.fit(table)
+    given = pd.concat([table, long_table({"flat": np.full(8, 3.0), "one": np.array([7.0])})])
+    with pytest.warns(UserWarning, match=re.escape(
+            "2 series hold one value in all the rows given (a single row, or a constant): each is forecast as that "
+            "value, with an interval of zero width: flat, one")):
+        prediction = forecaster.predict(given)
+    for name, value in (("flat", 3.0), ("one", 7.0)):
+        rows = prediction[prediction["id"] == name]
+        assert len(rows) == 4 and (rows["y_lower_90"] == rows["y"]).all() and (rows["y_upper_90"] == rows["y"]).all()
+        np.testing.assert_allclose(rows["y"], value, rtol=1e-12)
 
 
 def test_a_global_forecaster_saved_predicts_the_same_after_loading(lines, tmp_path):

@@ -21,6 +21,7 @@ the network over a series.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -43,7 +44,7 @@ from lstmkit.checkpoint import (
     load_model_checkpoint,
     save_checkpoint,
 )
-from lstmkit.files import atomic_path, check_output_file, fingerprint
+from lstmkit.files import atomic_path, check_output_file, fingerprint, write_json
 from lstmkit.models.forecaster import (
     ForecastEnsemble,
     ForecastNetwork,
@@ -54,7 +55,7 @@ from lstmkit.models.forecaster import (
 )
 from lstmkit.pipelines.configs import ForecasterConfig, baseline_names
 from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, SeriesFrame, Windows, baseline_forecast, best_baseline,
-                            calendar_features, future_times, read_series, scores, season_length)
+                            calendar_features, future_times, observed, read_series, scores, season_length)
 from lstmkit.series.choice import combination, combines, method_forecast
 from lstmkit.series.frame import STEP, frequency_name
 from lstmkit.series.intervals import percent
@@ -462,7 +463,7 @@ class Forecaster:
                              f"stopping) and the {holdout} held out; give more rows, or a shorter lookback, horizon "
                              "or season (--season)")
         model = Forecaster(**{field.name: getattr(config, field.name) for field in fields(config)})
-        model.run_folder = None if self.run_folder is None else self.run_folder / "backtest"
+        model.run_folder = backtest_folder(self.run_folder, holdout, horizon)
         model.fit(frame.head(start))
         origins = list(range(start, len(frame), horizon))
         forecasts = model.forecast_origins(frame, origins, pad=True)
@@ -496,7 +497,7 @@ def backtest_tables(frame: SeriesFrame, start: int, origins: list[int], methods:
     actual, given = frame.targets[start:].copy(), ~frame.filled[start:]  # the last row has every target's value
     per_target = {}
     for index, name in enumerate(frame.target_names):
-        history = frame.targets[:start, index]
+        history = observed(frame.targets[:start, index], frame.filled[:start, index])
         per_target[name] = pd.DataFrame(
             {method: scores(actual[given[:, index], index], held(values)[given[:, index], index], history, season)
              for method, values in methods.items()}).T[list(METRICS)]
@@ -666,7 +667,8 @@ def warn_far_from_fitted(frame: SeriesFrame, layout: SeriesLayout) -> None:
         elif std > 0 and distance >= FAR_FROM_FITTED:
             warn_at_caller(f"the last {layout.lookback} values of {name!r} lie up to {distance:.0f} standard "
                            f"deviations from the mean of the data the model was fitted on ({mean:.4g}, standard "
-                           f"deviation {std:.4g}): its forecast extrapolates; refit on data like these")
+                           f"deviation {std:.4g}): its forecast extrapolates, and its interval's width is that "
+                           "of the fitted data's scale; refit on data like these")
 
 
 FORECASTER = CheckpointKind(
@@ -717,5 +719,24 @@ def predict_to_csv(directory: str | Path, data, out: str | Path | None = None, d
             table.to_csv(temporary, index=False)
     return table
 
+
+def backtest_folder(run_folder: Path | None, holdout: int, horizon: int) -> Path | None:
+    """Where a backtest's networks write their runs (None without a `run_folder`): its
+    backtest/ folder, beside which the rows it holds out are recorded (holdout.json, rank 0).
+    A resumed backtest that holds out other rows is refused by that setting's name: its windows
+    differ, which the runs' data checks would name instead (another horizon, whose default
+    holdout it is, the runs' settings check names)."""
+    if run_folder is None:
+        return None
+    record = run_folder / "holdout.json"
+    if record.is_file():  # a resume: without it, a run_folder that exists is refused
+        before = json.loads(record.read_text())
+        if before.get("horizon") == horizon and before.get("holdout") != holdout:
+            raise ValueError(f"{run_folder.parent} was backtested with other settings; --resume needs the same ones "
+                             f"(holdout: {before.get('holdout')} in the run, {holdout} now)")
+    elif Processes.from_environment().main:
+        run_folder.mkdir(parents=True, exist_ok=True)
+        write_json(record, {"holdout": holdout, "horizon": horizon})
+    return run_folder / "backtest"
 
 from lstmkit.pipelines import forecast_choice, forecast_global  # noqa: E402  (both import Forecaster from here)

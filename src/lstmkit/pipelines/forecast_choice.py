@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from lstmkit.pipelines.forecast import Forecaster, Forecasts
-from lstmkit.series import SeriesFrame, panel_baselines, scores
+from lstmkit.series import SeriesFrame, observed, panel_baselines, scores
 from lstmkit.series.choice import PAIR, choose, method_forecast
 from lstmkit.series.intervals import interval_scale
 
@@ -30,7 +30,7 @@ def choose_forecast(forecaster: Forecaster, frame: SeriesFrame, validation: list
     model = network.mean
     chosen, scored, scales = [], {}, []
     for index, name in enumerate(frame.target_names):
-        history = frame.targets[:origins[0], index]
+        history = observed(frame.targets[:origins[0], index], frame.filled[:origins[0], index])
         actual = np.stack([frame.targets[origin:origin + horizon, index] for origin in origins])  # (origins, horizon)
         given = ~np.stack([frame.filled[origin:origin + horizon, index] for origin in origins])
         windows = given.any(axis=1)  # a window whose every value was interpolated has none to score

@@ -35,8 +35,9 @@ with extra_imports("forecast", __name__):
     import pandas as pd
 
 from lstmkit.models.forecaster import ScalingEnsemble, interval_half_width
-from lstmkit.pipelines.forecast import Forecaster, budget_left, float_tensor, forecast_columns, history_length
-from lstmkit.series import Panel, PanelWindows, m4_scores, owa, panel_baselines, read_panel, season_length
+from lstmkit.pipelines.forecast import (Forecaster, backtest_folder, budget_left, float_tensor, forecast_columns,
+                                        history_length)
+from lstmkit.series import Panel, PanelWindows, m4_scores, observed, owa, panel_baselines, read_panel, season_length
 from lstmkit.series.choice import PAIR, choose, combination, combines, method_forecast
 from lstmkit.series.intervals import interval_scale
 from lstmkit.series.metrics import series_scores
@@ -160,8 +161,9 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
         keys = [k for k, _ in validation]
         histories = [panel.values[k][:ends[k]] for k in keys]
         # As in the backtest, a value that was missing, and interpolated, is neither scored nor
-        # calibrated on (each series' last value is its own).
+        # calibrated on (each series' last value is its own), nor in the histories MASE scales on.
         given = np.stack([~panel.filled[k][ends[k]:] for k in keys])  # (series, horizon)
+        scale_histories = [observed(panel.values[k][:ends[k]], panel.filled[k][:ends[k]]) for k in keys]
         actuals = [panel.values[k][ends[k]:][kept] for k, kept in zip(keys, given)]
         validated = forecast(forecaster, histories)
         methods = validated.methods
@@ -172,11 +174,12 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
 
         def score(candidates: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
             scored = score_methods({name: given_values(values) for name, values in
-                                    {**candidates, "naive2": methods["naive2"]}.items()}, actuals, histories, season)
+                                    {**candidates, "naive2": methods["naive2"]}.items()}, actuals, scale_histories,
+                                  season)
             return {name: scored[name] for name in candidates}
 
         choice = choose(methods["model"], baselines, score, "OWA", lambda values: owa_terms(
-            given_values(values), given_values(methods["naive2"]), actuals, histories, season))
+            given_values(values), given_values(methods["naive2"]), actuals, scale_histories, season))
         model = methods["model"]
         actual = np.where(given, np.stack([panel.values[k][ends[k]:] for k in keys]), np.nan)
         scale = interval_scale(actual, method_forecast(choice.chosen, model, methods),
@@ -295,7 +298,7 @@ def backtest(forecaster: Forecaster, data, holdout: int | None = None) -> PanelB
                          f"{max(map(len, panel.values))}")
     training = panel.head(holdout)
     model = Forecaster(**{field.name: getattr(config, field.name) for field in fields(config)})
-    model.run_folder = None if forecaster.run_folder is None else forecaster.run_folder / "backtest"
+    model.run_folder = backtest_folder(forecaster.run_folder, holdout, config.horizon)
     fit(model, training, holdout)
     histories = [training.values[k] for k in scored]
     # A value that was missing, and interpolated, is neither scored nor written as an actual (a
@@ -310,7 +313,8 @@ def backtest(forecaster: Forecaster, data, holdout: int | None = None) -> PanelB
     inside = (actual >= lower.ravel()) & (actual <= upper.ravel())
     coverage = float(np.mean(inside[given_rows]))
     held = {name: [row[:holdout][kept] for row, kept in zip(values, given)] for name, values in forecasts.methods.items()}
-    scores = pd.DataFrame(score_methods(held, actuals, histories, model.layout.season)).T[list(M4_METRICS)]
+    scale_histories = [observed(training.values[k], training.filled[k]) for k in scored]
+    scores = pd.DataFrame(score_methods(held, actuals, scale_histories, model.layout.season)).T[list(M4_METRICS)]
     records = {panel.id_name: np.repeat([panel.ids[k] for k in scored], holdout),
                panel.time_name: [time for k in scored for time in panel.times(k, len(panel.values[k]) - holdout, holdout)],
                "actual": actual,
@@ -330,6 +334,11 @@ def predict(forecaster: Forecaster, data) -> pd.DataFrame:
     panel = read(forecaster, data)
     if panel.frequency != layout.frequency:
         raise ValueError(f"the data's frequency is {panel.frequency}, the forecaster was fitted on {layout.frequency}")
+    constant = [panel.ids[k] for k, values in enumerate(panel.values) if (values == values[0]).all()]
+    if constant:  # one table's fit says so of its series; a long table's are said at predict, each by its id
+        warn_at_caller(f"{len(constant)} series hold one value in all the rows given (a single row, or a constant): "
+                       "each is forecast as that value, with an interval of zero width: "
+                       + ", ".join(map(str, constant[:5])) + (" ..." if len(constant) > 5 else ""))
     forecasts = forecast(forecaster, list(panel.values), layout.chosen)
     lower, upper = forecasts.interval(layout.chosen)
     horizon = forecaster.config.horizon

@@ -4,8 +4,9 @@
     RMSE  = sqrt(mean (y - ŷ)²)
     sMAPE = mean 200 |y - ŷ| / (|y| + |ŷ|)            (percent; a 0/0 term counts as 0)
     MASE  = MAE / mean_t |y_t - y_{t-m}|               (the in-sample seasonal naive's MAE, t over
-                                                        the training part, m the seasonal period;
-                                                        as for sMAPE, 0/0 counts as 0, and x/0 is inf)
+                                                        the training part where both values are
+                                                        given, m the seasonal period; as for sMAPE,
+                                                        0/0 counts as 0, and x/0 is inf)
 
 M4 scores a set of series by the mean over series of each one's sMAPE and MASE, and ranks a
 method by its overall weighted average relative to the Naive2 benchmark:
@@ -28,10 +29,22 @@ METRICS = ("MAE", "RMSE", "sMAPE", "MASE")
 
 
 def seasonal_naive_scale(history: np.ndarray, season: int) -> float:
-    """The in-sample one-step MAE of the seasonal naive forecast y_t = y_{t-m} on `history`."""
+    """The in-sample one-step MAE of the seasonal naive forecast y_t = y_{t-m} on `history`,
+    over the pairs of values it gives: a NaN (a value that was missing, `observed`) leaves out
+    the two pairs it is in."""
     if len(history) <= season:
         raise ValueError(f"MASE needs more than m = {season} training values, got {len(history)}")
-    return float(np.mean(np.abs(history[season:] - history[:-season])))
+    differences = np.abs(history[season:] - history[:-season])
+    differences = differences[~np.isnan(differences)]
+    if differences.size == 0:
+        raise ValueError(f"MASE needs two given training values m = {season} steps apart, got none")
+    return float(differences.mean())
+
+
+def observed(values: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    """`values` with NaN where `filled` marks a value that was missing (and interpolated): a
+    history as MASE scales on it, the table's own values alone."""
+    return np.where(filled, np.nan, values)
 
 
 def scores(actual: np.ndarray, forecast: np.ndarray, history: np.ndarray, season: int) -> dict[str, float]:
