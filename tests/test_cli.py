@@ -258,6 +258,8 @@ def test_cells_prints_the_equations_from_the_code(capsys):
       __file__, "--out", "runs/t", "--frobnicate", "3"],
      "\nlstmkit translate train: error: unrecognized arguments: --frobnicate 3\n"),
     (["cells", "--x"], "lstmkit cells: error: unrecognized arguments: --x"),
+    (["lm", "--frob", "train", __file__], "lstmkit lm: error: unrecognized arguments: --frob"),  # given to lm
+    (["--frob", "lm", "train", __file__], "\nlstmkit: error: unrecognized arguments: --frob"),
 ])
 def test_bad_arguments_exit_with_a_message(arguments, message, capsys):
     """(This file stands in for a text file: inputs are checked before the other options.)"""

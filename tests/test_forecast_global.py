@@ -65,11 +65,12 @@ def test_mase_scales_by_the_in_sample_seasonal_naive_with_m_24():
 
 
 def test_mase_scales_on_the_pairs_of_given_values_alone():
-    # m = 1 over 1, 2, (missing), 4, 8: the pairs 1 -> 2 and 4 -> 8 alone, scale (1 + 4) / 2.
+    # m = 1 over 1, 2, (3, filled), 4, 8: the pairs 1 -> 2 and 4 -> 8 alone, scale (1 + 4) / 2.
     history = observed(np.array([1.0, 2.0, 3.0, 4.0, 8.0]), np.array([False, False, True, False, False]))
     assert scores(np.array([10.0]), np.array([5.0]), history, season=1)["MASE"] == 5 / 2.5
-    with pytest.raises(ValueError, match=re.escape("MASE needs two given training values m = 2 steps apart, got none")):
-        scores(np.array([10.0]), np.array([5.0]), np.array([1.0, np.nan, np.nan, 4.0]), season=2)
+    # m = 2 over 1, (2), (4), 7: no two given values 2 apart; every pair, |4 - 1| and |7 - 2|, scale 4.
+    history = observed(np.array([1.0, 2.0, 4.0, 7.0]), np.array([False, True, True, False]))
+    assert scores(np.array([10.0]), np.array([6.0]), history, season=2)["MASE"] == 4 / 4
 
 
 def test_naive2_by_hand():

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import Killed
 from lstmkit.forecast import Forecaster
-from lstmkit.pipelines.forecast_report import backtest_then_refit
+from lstmkit.pipelines.forecast_report import backtest_then_refit, run_backtest
 from lstmkit.training import loop
 
 PANEL = dict(id="id", horizon=4, season=4, baselines=("naive",), normalisation="standard,log", hidden_size=8,
@@ -135,3 +135,30 @@ def test_the_commands_take_resume(tmp_path, capsys):
         main(["forecast", "backtest", *common, "--resume"])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.endswith("lstmkit: error: resume needs the folder of the run to continue (--out)\n")
+
+
+def test_a_backtest_killed_before_its_first_checkpoint_starts_again_and_an_older_run_is_not_misrecorded(
+        tmp_path, monkeypatch):
+    """The holdout's record, written as a backtest begins, was taken for a run (a plain retry
+    refused); an older run without it, resumed with the wrong holdout, recorded that one."""
+    months = np.arange(72)
+    path = tmp_path / "series.csv"
+    path.write_text("t,y\n" + "".join(f"{1950 + month // 12}-{month % 12 + 1:02d}-01,"
+                                      f"{5 + np.sin(month / 2) + 0.05 * month}\n" for month in months))
+    options = dict(horizon=6, hidden_size=8, num_layers=1, epochs=2, batch_size=8, seed=0, baselines=("naive",),
+                   base="seasonal")
+    dies_in_network(monkeypatch, network=1, step=1)  # before the first epoch's end, its first checkpoint
+    with pytest.raises(Killed):
+        run_backtest(Forecaster("t", "y", **options), path, 6, tmp_path / "run")
+    monkeypatch.undo()
+    assert [item.name for item in (tmp_path / "run" / "training").iterdir()] == ["holdout.json"]
+    result = run_backtest(Forecaster("t", "y", **options), path, 12, tmp_path / "run")  # again, without --resume
+    assert result.backtest.holdout == 12
+    record = tmp_path / "run" / "training" / "holdout.json"
+    assert json.loads(record.read_text()) == {"holdout": 12, "horizon": 6}
+    record.unlink()  # as a backtest begun before the record left it
+    with pytest.raises(ValueError, match="backtest/seasonal was trained on other data; --resume needs the same"):
+        run_backtest(Forecaster("t", "y", **options), path, 6, tmp_path / "run", resume=True)
+    assert not record.exists()
+    resumed = run_backtest(Forecaster("t", "y", **options), path, 12, tmp_path / "run", resume=True)
+    assert resumed.backtest.scores.equals(result.backtest.scores)

@@ -81,12 +81,14 @@ def test_training_learns_and_is_reproducible():
     assert first.steps == 300 and first.curve[0]["test_loss"] > first.test_loss
 
 
-def test_training_stops_at_the_first_evaluation_that_solves():
+def test_training_stops_at_the_first_evaluation_that_solves_and_says_so(capsys):
     task = TemporalOrderTask(T=10)
     options = TaskTrainingConfig(hidden_size=16, steps=2000, time_budget=None, lr=1e-2, test_size=200,
                                  eval_every=50)
     run = train_cell(task, "lstm", options)
     assert run.solved and run.steps_to_solve == run.steps == run.curve[-1]["step"]
+    assert (f"step {run.steps}: stopping before the budget is spent: its last evaluation solved the task "
+            f"({task.solved_when})\n") in capsys.readouterr().err
     assert task.solved(run.test_loss, run.test_score)
     assert not any(task.solved(point["test_loss"], point["test_score"]) for point in run.curve[:-1])
 

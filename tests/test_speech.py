@@ -522,7 +522,7 @@ def test_a_run_stopped_when_perfect_says_so_and_resumes_without_the_goal(tone_ru
     shutil.copytree(folder / "run", tmp_path / "run")
     config = SpeechConfig(**TINY, steps=400, stop_when_perfect=True)
     goal = (f"ended at step {run.steps}: its last evaluation transcribed every validation utterance exactly, which "
-            "ends a run under --stop-when-perfect; resume without it to continue")
+            "ends a run under --stop-when-perfect; resume without --stop-when-perfect to continue")
     with pytest.raises(ValueError, match=re.escape(goal)):
         train_speech_model(folder / "train.csv", tmp_path / "run", config, folder / "valid.csv", resume=True)
     resumed = train_speech_model(folder / "train.csv", tmp_path / "run",
@@ -532,7 +532,7 @@ def test_a_run_stopped_when_perfect_says_so_and_resumes_without_the_goal(tone_ru
     capsys.readouterr()
     train_speech_model(folder / "train.csv", tmp_path / "again", config, folder / "valid.csv")
     assert (f"step {run.steps}: stopping before the budget is spent: its last evaluation transcribed every "
-            "validation utterance exactly") in capsys.readouterr().err
+            "validation utterance exactly, which ends a run under --stop-when-perfect\n") in capsys.readouterr().err
 
 
 def test_the_train_command_says_where_the_run_trained(tone_run, tmp_path, capsys):

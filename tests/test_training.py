@@ -535,6 +535,11 @@ def test_a_run_of_an_older_lstmkit_loads_but_does_not_resume(text_file, tmp_path
                                               "config), got dict"),
     (lambda text, out: Trainer(TrainingConfig(steps=2)).run(torch.nn.Linear(1, 1)),
      "job must be a lstmkit.training.Job (its model, batches and evaluation), got Linear"),
+    # a job written for the method's earlier name: it trained to its budget, its goal ignored
+    (lambda text, out: Trainer(TrainingConfig(steps=2)).run(type("Solved", (Quadratic,), {
+        "finished": lambda self, scores: True})([1.0], 1.0)),
+     'Solved.finished(scores) is no longer called: the training core asks goal_reached(scores), which returns why '
+     'training stops there (words that follow "its last evaluation") or None; rename it and return a reason'),
 ])
 def test_a_config_or_job_of_another_type_is_named(text_file, tmp_path, call, message):
     """Each was an AttributeError from wherever the object was first read."""

@@ -33,8 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
     for command in subcommands(parser):
         # its choices, not its dest: "the following arguments are required: {train,sample,eval}", not "lm"
         command.metavar = "{" + ",".join(command.choices) + "}"
-        for subparser in command.choices.values():
-            subparser.set_defaults(command_parser=subparser)  # the innermost's wins: it reports unknown arguments
     return parser
 
 
@@ -49,10 +47,18 @@ def subcommands(parser: argparse.ArgumentParser) -> Iterator[argparse._SubParser
 
 def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """`parser.parse_args`, with an unknown argument reported by the command it was given to
-    (`lstmkit lm train: error: unrecognized arguments: --frobnicate`, with that command's usage)."""
+    (`lstmkit lm train: error: unrecognized arguments: --frobnicate`, with that command's usage),
+    where argparse reports it with the top level's."""
+    argv = sys.argv[1:] if argv is None else argv
     arguments, unknown = parser.parse_known_args(argv)
     if unknown:
-        arguments.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        given_to = parser
+        first = argv.index(unknown[0]) if unknown[0] in argv else len(argv)
+        for word in argv[:first]:  # the subcommands named before it, each one level down
+            command = next(subcommands(given_to), None)
+            if command is not None and word in command.choices:
+                given_to = command.choices[word]
+        given_to.error(f"unrecognized arguments: {' '.join(unknown)}")
     return arguments
 
 

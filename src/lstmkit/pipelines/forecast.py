@@ -66,6 +66,8 @@ from lstmkit.training.config import ADDED_SETTINGS
 # How far the values predict starts from may lie from the fitted data's mean, in its standard
 # deviations, before predict warns: a trending series ends 2 or 3 away; 10 is other data.
 FAR_FROM_FITTED = 10.0
+# Beside a fit's training runs (out/training): the rows its backtest holds out.
+HOLDOUT_FILE = "holdout.json"
 
 
 @dataclass(frozen=True)
@@ -722,21 +724,22 @@ def predict_to_csv(directory: str | Path, data, out: str | Path | None = None, d
 
 def backtest_folder(run_folder: Path | None, holdout: int, horizon: int) -> Path | None:
     """Where a backtest's networks write their runs (None without a `run_folder`): its
-    backtest/ folder, beside which the rows it holds out are recorded (holdout.json, rank 0).
-    A resumed backtest that holds out other rows is refused by that setting's name: its windows
-    differ, which the runs' data checks would name instead (another horizon, whose default
-    holdout it is, the runs' settings check names)."""
+    backtest/ folder, beside which the rows it holds out are recorded (holdout.json, rank 0)
+    when it begins. A resumed backtest that holds out other rows is refused by that setting's
+    name: its windows differ, which the runs' data checks would name instead (another horizon,
+    whose default holdout it is, the runs' settings check names; a backtest begun before the
+    record, the data checks)."""
     if run_folder is None:
         return None
-    record = run_folder / "holdout.json"
-    if record.is_file():  # a resume: without it, a run_folder that exists is refused
-        before = json.loads(record.read_text())
+    record, runs = run_folder / HOLDOUT_FILE, run_folder / "backtest"
+    if runs.exists():
+        before = json.loads(record.read_text()) if record.is_file() else {}
         if before.get("horizon") == horizon and before.get("holdout") != holdout:
             raise ValueError(f"{run_folder.parent} was backtested with other settings; --resume needs the same ones "
                              f"(holdout: {before.get('holdout')} in the run, {holdout} now)")
-    elif Processes.from_environment().main:
+    elif Processes.from_environment().main:  # none of its networks has written a checkpoint yet
         run_folder.mkdir(parents=True, exist_ok=True)
         write_json(record, {"holdout": holdout, "horizon": horizon})
-    return run_folder / "backtest"
+    return runs
 
 from lstmkit.pipelines import forecast_choice, forecast_global  # noqa: E402  (both import Forecaster from here)

@@ -336,8 +336,9 @@ def predict(forecaster: Forecaster, data) -> pd.DataFrame:
         raise ValueError(f"the data's frequency is {panel.frequency}, the forecaster was fitted on {layout.frequency}")
     constant = [panel.ids[k] for k, values in enumerate(panel.values) if (values == values[0]).all()]
     if constant:  # one table's fit says so of its series; a long table's are said at predict, each by its id
-        warn_at_caller(f"{len(constant)} series hold one value in all the rows given (a single row, or a constant): "
-                       "each is forecast as that value, with an interval of zero width: "
+        holds = "holds" if len(constant) == 1 else "hold"
+        warn_at_caller(f"{len(constant)} series {holds} one value in all the rows given (a single row, or a "
+                       "constant): each is forecast as that value, with an interval of zero width: "
                        + ", ".join(map(str, constant[:5])) + (" ..." if len(constant) > 5 else ""))
     forecasts = forecast(forecaster, list(panel.values), layout.chosen)
     lower, upper = forecasts.interval(layout.chosen)

@@ -16,7 +16,7 @@ with extra_imports("forecast", __name__):
 
     from lstmkit import plots
 from lstmkit.files import atomic_path, check_nothing_overwritten, write_json
-from lstmkit.pipelines.forecast import Backtest, Forecaster, config_dict, encoder_lookback
+from lstmkit.pipelines.forecast import HOLDOUT_FILE, Backtest, Forecaster, config_dict, encoder_lookback
 from lstmkit.pipelines.forecast_global import M4_METRICS, PanelBacktest
 from lstmkit.series import METRICS, Panel, SeriesFrame
 from lstmkit.series.intervals import percent
@@ -285,9 +285,10 @@ def write_panel_backtest(result: PanelBacktest, panel: Panel, out: str | Path) -
 
 def training_folder(out: Path, resume: bool) -> Path:
     """out/training, where fit and backtest write each network's training run: refused when it
-    exists without `resume` (its runs would be overwritten), or is missing with it."""
+    holds runs without `resume` (they would be overwritten; the holdout's record alone, of a
+    backtest stopped before its first checkpoint, is none), or is missing with it."""
     folder = out / "training"
-    if folder.exists() and not resume:
+    if not resume and folder.exists() and {path.name for path in folder.iterdir()} - {HOLDOUT_FILE}:
         raise ValueError(f"{out} holds training runs already ({folder}): pass --resume to continue them (finished "
                          "networks are kept), or choose another --out")
     if resume and not folder.is_dir():

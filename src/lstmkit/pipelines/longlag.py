@@ -126,7 +126,7 @@ class TaskJob(Job):
 
     def goal_reached(self, scores: dict[str, float]) -> str | None:
         if self.config.stop_when_solved and self.task.solved(scores["test_loss"], scores["test_score"]):
-            return f"solved the task ({self.task.solved_when}), which ends a run (stop_when_solved)"
+            return f"solved the task ({self.task.solved_when})"
         return None
 
     def state_tensors(self) -> dict[str, Tensor]:

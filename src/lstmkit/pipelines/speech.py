@@ -222,6 +222,7 @@ class SpeechJob(Job):
 
     item = "utterance"
     selection_metric = "val_wer"  # best/ is the checkpoint with the fewest word errors (the first of equals)
+    goal_remedy = "resume without --stop-when-perfect to continue"
 
     def __init__(self, train: Utterances, validation: Utterances, alphabet: Alphabet, config: SpeechConfig,
                  sources: dict[str, dict], processes: Processes, device: torch.device) -> None:
@@ -275,8 +276,7 @@ class SpeechJob(Job):
 
     def goal_reached(self, scores: dict[str, float]) -> str | None:
         if self.config.stop_when_perfect and scores["val_accuracy"] == 1.0:
-            return ("transcribed every validation utterance exactly, which ends a run under --stop-when-perfect; "
-                    "resume without it to continue")
+            return "transcribed every validation utterance exactly, which ends a run under --stop-when-perfect"
         return None
 
     def checkpoint_config(self) -> dict:

@@ -5,8 +5,9 @@
     sMAPE = mean 200 |y - ŷ| / (|y| + |ŷ|)            (percent; a 0/0 term counts as 0)
     MASE  = MAE / mean_t |y_t - y_{t-m}|               (the in-sample seasonal naive's MAE, t over
                                                         the training part where both values are
-                                                        given, m the seasonal period; as for sMAPE,
-                                                        0/0 counts as 0, and x/0 is inf)
+                                                        given (where no two are, every t), m the
+                                                        seasonal period; as for sMAPE, 0/0 counts
+                                                        as 0, and x/0 is inf)
 
 M4 scores a set of series by the mean over series of each one's sMAPE and MASE, and ranks a
 method by its overall weighted average relative to the Naive2 benchmark:
@@ -30,21 +31,21 @@ METRICS = ("MAE", "RMSE", "sMAPE", "MASE")
 
 def seasonal_naive_scale(history: np.ndarray, season: int) -> float:
     """The in-sample one-step MAE of the seasonal naive forecast y_t = y_{t-m} on `history`,
-    over the pairs of values it gives: a NaN (a value that was missing, `observed`) leaves out
-    the two pairs it is in."""
+    over the pairs of values it gives: a masked value (one that was missing and was
+    interpolated, `observed`) leaves out the two pairs it is in, unless that leaves none."""
     if len(history) <= season:
         raise ValueError(f"MASE needs more than m = {season} training values, got {len(history)}")
-    differences = np.abs(history[season:] - history[:-season])
-    differences = differences[~np.isnan(differences)]
-    if differences.size == 0:
-        raise ValueError(f"MASE needs two given training values m = {season} steps apart, got none")
+    differences = np.ma.abs(history[season:] - history[:-season])
+    if np.ma.count(differences) == 0:  # no two given values m apart: the filled ones too
+        values = np.ma.getdata(history)
+        differences = np.abs(values[season:] - values[:-season])
     return float(differences.mean())
 
 
-def observed(values: np.ndarray, filled: np.ndarray) -> np.ndarray:
-    """`values` with NaN where `filled` marks a value that was missing (and interpolated): a
-    history as MASE scales on it, the table's own values alone."""
-    return np.where(filled, np.nan, values)
+def observed(values: np.ndarray, filled: np.ndarray) -> np.ma.MaskedArray:
+    """`values` masked where `filled` marks a value that was missing (and interpolated): a
+    history as MASE scales on it, the table's own values."""
+    return np.ma.masked_array(np.asarray(values, np.float64), mask=filled)
 
 
 def scores(actual: np.ndarray, forecast: np.ndarray, history: np.ndarray, season: int) -> dict[str, float]:
@@ -56,7 +57,7 @@ def scores(actual: np.ndarray, forecast: np.ndarray, history: np.ndarray, season
     denominator = np.abs(actual) + np.abs(forecast)
     ratio = np.divide(200 * error, denominator, out=np.zeros_like(error), where=denominator > 0)
     mae = float(error.mean())
-    scale = seasonal_naive_scale(np.asarray(history, np.float64), season)
+    scale = seasonal_naive_scale(history if np.ma.isMaskedArray(history) else np.asarray(history, np.float64), season)
     return {"MAE": mae, "RMSE": root_mean_square(error), "sMAPE": float(ratio.mean()),
             "MASE": mae / scale if scale > 0 else (0.0 if mae == 0 else math.inf)}
 

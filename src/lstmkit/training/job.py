@@ -49,10 +49,13 @@ class Job(ABC):
     def evaluate(self) -> dict[str, float]:
         """Scores of `self.model` (in eval mode, without gradients), by name."""
 
+    # What lets a run stopped by `goal_reached` go on when resumed (None: nothing does).
+    goal_remedy: str | None = None
+
     def goal_reached(self, scores: dict[str, float]) -> str | None:
         """Why training stops after an evaluation with these scores, before its budget (a solved
-        task), in words that follow "its last evaluation" and name the setting that asks for it;
-        None where it goes on."""
+        task), in words that follow "its last evaluation" (naming the option that asks for it,
+        where one does); None where it goes on."""
         return None
 
     def state_tensors(self) -> dict[str, Tensor]:

@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -130,19 +131,27 @@ def patience_spent(config: TrainingConfig, progress: RunState, scored: bool) -> 
     return config.patience is not None and scored and since_best >= config.patience
 
 
-def stop_reason(job: Job, config: TrainingConfig, progress: RunState, scores: dict, anneal_steps: int) -> str | None:
+class StopReason(NamedTuple):
+    """Why a run ends before its budget, and what lets a resumed run go on (None: nothing)."""
+
+    why: str
+    remedy: str | None
+
+
+def stop_reason(job: Job, config: TrainingConfig, progress: RunState, scores: dict,
+                anneal_steps: int) -> StopReason | None:
     """Why the run ends at the evaluation that gave `scores`, before its budget; None where it
     goes on. A resumed run asks it of its last evaluation, with the settings given now."""
     metric = job.selection_metric
     goal = job.goal_reached(scores)
     if goal is not None:
-        return f"its last evaluation {goal}"
+        return StopReason(f"its last evaluation {goal}", job.goal_remedy)
     if config.on_plateau == "stop" and patience_spent(config, progress, metric in scores):
-        return (f"the {metric} had not improved for patience = {config.patience} evaluations; a larger --patience "
-                "continues it")
+        return StopReason(f"the {metric} had not improved for patience = {config.patience} evaluations",
+                          "a larger --patience continues it")
     if progress.annealing_from is not None and progress.step >= progress.annealing_from + anneal_steps:
-        return (f"its learning rate had annealed to its floor over {anneal_steps} steps after the {metric} stopped "
-                "improving; a larger --patience continues it")
+        return StopReason(f"its learning rate had annealed to its floor over {anneal_steps} steps after the {metric} "
+                          "stopped improving", "a larger --patience continues it")
     return None
 
 
@@ -205,6 +214,10 @@ class Trainer:
         if not isinstance(job, Job):
             raise TypeError(f"job must be a lstmkit.training.Job (its model, batches and evaluation), got "
                             f"{type(job).__name__}")
+        if callable(getattr(job, "finished", None)):  # the name before goal_reached: it would be ignored, silently
+            raise TypeError(f"{type(job).__name__}.finished(scores) is no longer called: the training core asks "
+                            "goal_reached(scores), which returns why training stops there (words that follow \"its "
+                            "last evaluation\") or None; rename it and return a reason")
         config, processes, device = self.config, self.processes, self.device
         check_engines(job.model, device)
         out = None if out is None else check_output_folder(out)
@@ -234,7 +247,8 @@ class Trainer:
                              "budget given is spent; give a larger --steps, --epochs or --time-budget to continue")
         ended = resume and progress.history and stop_reason(job, config, progress, progress.history[-1], anneal_steps)
         if ended:  # it stopped before its budget, and would stop there again
-            raise ValueError(f"{out} ended at step {progress.step}: {ended}")
+            remedy = "" if ended.remedy is None else f"; {ended.remedy}"
+            raise ValueError(f"{out} ended at step {progress.step}: {ended.why}{remedy}")
         warmup_cut_by_steps = step_limit is not None and step_limit < config.warmup
         if warmup_cut_by_steps and not resume:
             warn_short_warmup(config, step_limit, spent=False)
@@ -285,7 +299,7 @@ class Trainer:
                 self.save(job, optimizer, progress, out, improved, list(row)[:6] + list(scores))
             reason = stop_reason(job, config, progress, row, anneal_steps)
             if reason is not None and not budget_spent(config, progress, step_limit):
-                self.announce(f"{job.label}: step {progress.step}: stopping before the budget is spent: {reason}")
+                self.announce(f"{job.label}: step {progress.step}: stopping before the budget is spent: {reason.why}")
             return reason is not None
 
         stop = job.evaluate_at_start and not progress.history and evaluate()
