@@ -260,6 +260,7 @@ def test_cells_prints_the_equations_from_the_code(capsys):
     (["cells", "--x"], "lstmkit cells: error: unrecognized arguments: --x"),
     (["lm", "--frob", "train", __file__], "lstmkit lm: error: unrecognized arguments: --frob"),  # given to lm
     (["--frob", "lm", "train", __file__], "\nlstmkit: error: unrecognized arguments: --frob"),
+    (["lm", "train", __file__, "train"], "lstmkit lm train: error: unrecognized arguments: train"),  # not the name
 ])
 def test_bad_arguments_exit_with_a_message(arguments, message, capsys):
     """(This file stands in for a text file: inputs are checked before the other options.)"""

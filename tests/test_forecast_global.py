@@ -71,6 +71,11 @@ def test_mase_scales_on_the_pairs_of_given_values_alone():
     # m = 2 over 1, (2), (4), 7: no two given values 2 apart; every pair, |4 - 1| and |7 - 2|, scale 4.
     history = observed(np.array([1.0, 2.0, 4.0, 7.0]), np.array([False, True, True, False]))
     assert scores(np.array([10.0]), np.array([6.0]), history, season=2)["MASE"] == 4 / 4
+    # a plain history with a NaN (it scaled to NaN, and MASE read inf): its pairs left out, as a filled value's
+    with_nan = np.array([1.0, np.nan, 3.0, 4.0, 8.0])
+    assert scores(np.array([10.0]), np.array([5.0]), with_nan, season=1)["MASE"] == 5 / 2.5
+    with pytest.raises(ValueError, match=re.escape("MASE needs two finite training values m = 1 steps apart, got")):
+        scores(np.array([10.0]), np.array([5.0]), with_nan[:3], season=1)
 
 
 def test_naive2_by_hand():

@@ -152,6 +152,10 @@ def test_a_backtest_killed_before_its_first_checkpoint_starts_again_and_an_older
         run_backtest(Forecaster("t", "y", **options), path, 6, tmp_path / "run")
     monkeypatch.undo()
     assert [item.name for item in (tmp_path / "run" / "training").iterdir()] == ["holdout.json"]
+    (tmp_path / "file").mkdir()
+    (tmp_path / "file" / "training").write_text("")  # a file where the runs go: refused by name, not by errno
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'file'} holds training runs already")):
+        run_backtest(Forecaster("t", "y", **options), path, 6, tmp_path / "file")
     result = run_backtest(Forecaster("t", "y", **options), path, 12, tmp_path / "run")  # again, without --resume
     assert result.backtest.holdout == 12
     record = tmp_path / "run" / "training" / "holdout.json"

@@ -540,6 +540,10 @@ def test_a_run_of_an_older_lstmkit_loads_but_does_not_resume(text_file, tmp_path
         "finished": lambda self, scores: True})([1.0], 1.0)),
      'Solved.finished(scores) is no longer called: the training core asks goal_reached(scores), which returns why '
      'training stops there (words that follow "its last evaluation") or None; rename it and return a reason'),
+    # renamed but still a bool: False read as a reason, and the run stopped at its first evaluation
+    (lambda text, out: Trainer(TrainingConfig(steps=2, eval_every=1)).run(type("Solved", (Quadratic,), {
+        "goal_reached": lambda self, scores: False})([1.0], 1.0)),
+     "Solved.goal_reached(scores) must return why training stops there (a str) or None, got False"),
 ])
 def test_a_config_or_job_of_another_type_is_named(text_file, tmp_path, call, message):
     """Each was an AttributeError from wherever the object was first read."""

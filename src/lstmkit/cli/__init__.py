@@ -52,13 +52,16 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> 
     argv = sys.argv[1:] if argv is None else argv
     arguments, unknown = parser.parse_known_args(argv)
     if unknown:
-        given_to = parser
-        first = argv.index(unknown[0]) if unknown[0] in argv else len(argv)
-        for word in argv[:first]:  # the subcommands named before it, each one level down
-            command = next(subcommands(given_to), None)
+        levels, named_at = [parser], []  # the parsers of the subcommands named, and where each is named
+        for position, word in enumerate(argv):
+            command = next(subcommands(levels[-1]), None)
             if command is not None and word in command.choices:
-                given_to = command.choices[word]
-        given_to.error(f"unrecognized arguments: {' '.join(unknown)}")
+                levels.append(command.choices[word])
+                named_at.append(position)
+        first = next((position for position, word in enumerate(argv) if word == unknown[0]
+                      and position not in named_at), len(argv))
+        levels[sum(1 for position in named_at if position < first)].error(
+            f"unrecognized arguments: {' '.join(unknown)}")
     return arguments
 
 

@@ -253,7 +253,7 @@ def run_backtest(forecaster: Forecaster, data, holdout: int | None = None, out: 
     if out is not None:  # on a copy: the caller's forecaster keeps fitting in memory
         forecaster = copy.copy(forecaster)
         forecaster.run_folder = training_folder(Path(out), resume)
-        if not resume:  # without training/ (refused above with it), these files are someone else's
+        if not resume:  # without runs in training/ (refused above with them), these files are someone else's
             check_nothing_overwritten(Path(out), ("results.json", "backtest.csv", "backtest.png"),
                                       "no fit or backtest (no training/ folder)")
     elif resume:
@@ -288,7 +288,8 @@ def training_folder(out: Path, resume: bool) -> Path:
     holds runs without `resume` (they would be overwritten; the holdout's record alone, of a
     backtest stopped before its first checkpoint, is none), or is missing with it."""
     folder = out / "training"
-    if not resume and folder.exists() and {path.name for path in folder.iterdir()} - {HOLDOUT_FILE}:
+    holds_runs = folder.exists() and (not folder.is_dir() or {path.name for path in folder.iterdir()} - {HOLDOUT_FILE})
+    if holds_runs and not resume:
         raise ValueError(f"{out} holds training runs already ({folder}): pass --resume to continue them (finished "
                          "networks are kept), or choose another --out")
     if resume and not folder.is_dir():

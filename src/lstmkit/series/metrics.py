@@ -32,13 +32,18 @@ METRICS = ("MAE", "RMSE", "sMAPE", "MASE")
 def seasonal_naive_scale(history: np.ndarray, season: int) -> float:
     """The in-sample one-step MAE of the seasonal naive forecast y_t = y_{t-m} on `history`,
     over the pairs of values it gives: a masked value (one that was missing and was
-    interpolated, `observed`) leaves out the two pairs it is in, unless that leaves none."""
+    interpolated, `observed`) or one that is not finite leaves out the two pairs it is in; where
+    that leaves none, the masked ones count too."""
     if len(history) <= season:
         raise ValueError(f"MASE needs more than m = {season} training values, got {len(history)}")
+    history = np.ma.masked_invalid(np.ma.asarray(history, dtype=np.float64))
     differences = np.ma.abs(history[season:] - history[:-season])
     if np.ma.count(differences) == 0:  # no two given values m apart: the filled ones too
         values = np.ma.getdata(history)
         differences = np.abs(values[season:] - values[:-season])
+        differences = differences[np.isfinite(differences)]
+        if differences.size == 0:
+            raise ValueError(f"MASE needs two finite training values m = {season} steps apart, got none")
     return float(differences.mean())
 
 
@@ -57,7 +62,7 @@ def scores(actual: np.ndarray, forecast: np.ndarray, history: np.ndarray, season
     denominator = np.abs(actual) + np.abs(forecast)
     ratio = np.divide(200 * error, denominator, out=np.zeros_like(error), where=denominator > 0)
     mae = float(error.mean())
-    scale = seasonal_naive_scale(history if np.ma.isMaskedArray(history) else np.asarray(history, np.float64), season)
+    scale = seasonal_naive_scale(history, season)
     return {"MAE": mae, "RMSE": root_mean_square(error), "sMAPE": float(ratio.mean()),
             "MASE": mae / scale if scale > 0 else (0.0 if mae == 0 else math.inf)}
 

@@ -54,8 +54,8 @@ class Job(ABC):
 
     def goal_reached(self, scores: dict[str, float]) -> str | None:
         """Why training stops after an evaluation with these scores, before its budget (a solved
-        task), in words that follow "its last evaluation" (naming the option that asks for it,
-        where one does); None where it goes on."""
+        task), in words that follow "its last evaluation" (naming the command-line option that
+        asks for it, where one does); None where it goes on."""
         return None
 
     def state_tensors(self) -> dict[str, Tensor]:

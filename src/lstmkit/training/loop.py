@@ -144,6 +144,9 @@ def stop_reason(job: Job, config: TrainingConfig, progress: RunState, scores: di
     goes on. A resumed run asks it of its last evaluation, with the settings given now."""
     metric = job.selection_metric
     goal = job.goal_reached(scores)
+    if goal is not None and not isinstance(goal, str):  # False would read as a reason
+        raise TypeError(f"{type(job).__name__}.goal_reached(scores) must return why training stops there (a str) or "
+                        f"None, got {goal!r}")
     if goal is not None:
         return StopReason(f"its last evaluation {goal}", job.goal_remedy)
     if config.on_plateau == "stop" and patience_spent(config, progress, metric in scores):
