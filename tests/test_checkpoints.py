@@ -470,3 +470,27 @@ def test_a_write_error_reaches_the_command_line_as_one_line(tmp_path, monkeypatc
     assert capsys.readouterr().err.endswith(
         f"lstmkit: error: no space left on device while writing checkpoint {tmp_path / 'run' / 'best'}; there "
         "was no checkpoint there before\n")
+
+
+def test_a_checkpoint_is_not_written_over_what_is_not_one(tmp_path):
+    """Forecaster.save("myproject") deleted the folder's own files; save("report.csv") turned the
+    file into a folder, leaving it hidden as .report.csv.previous; save(".") failed with EBUSY."""
+    project, report = tmp_path / "myproject", tmp_path / "report.csv"
+    project.mkdir()
+    (project / "notes.md").write_text("important")
+    report.write_text("data")
+    with pytest.raises(FileExistsError, match=re.escape(
+            f"{project} holds files that are not a checkpoint's (notes.md), which writing a checkpoint there would "
+            "delete: choose another folder, or an empty one")):
+        save_checkpoint(project, {"kind": "forecaster"}, {"w": torch.ones(2)})
+    with pytest.raises(FileExistsError, match=re.escape(f"{report} is a file; a checkpoint is a folder")):
+        save_checkpoint(report, {"kind": "forecaster"}, {"w": torch.ones(2)})
+    (tmp_path / "run" / "best").mkdir(parents=True)  # a training run's folder: no config.json of its own
+    with pytest.raises(FileExistsError, match=r"run holds files that are not a checkpoint's \(best\)"):
+        save_checkpoint(tmp_path / "run", {"kind": "forecaster"}, {"w": torch.ones(2)})
+    assert (project / "notes.md").read_text() == "important" and report.read_text() == "data"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["myproject", "report.csv", "run"]
+    # a checkpoint is replaced, with files of other names it held (a last/ with its training state)
+    save_checkpoint(tmp_path / "model", {"v": 1}, {"w": torch.ones(2)}, extra_tensors={"training.safetensors": {}})
+    save_checkpoint(tmp_path / "model", {"v": 2}, {"w": torch.zeros(2)})
+    assert load_checkpoint(tmp_path / "model")[0] == {"v": 2}

@@ -301,6 +301,13 @@ def test_the_backtests_baselines_are_checked_before_it_trains(monkeypatch):
     assert baseline_names("naive") == ("naive",)  # one name, not its letters
 
 
+@pytest.mark.parametrize("time", [None, "", 3])
+def test_a_time_that_is_not_a_column_name_is_named(time):
+    """It said "give the time column", naming nothing received."""
+    with pytest.raises(ValueError, match=f"^time must name the time column, got {re.escape(repr(time))}$"):
+        Forecaster(time, "signal", horizon=3)
+
+
 @pytest.mark.parametrize("target", [3, ["signal", 3]])
 def test_a_target_that_is_not_column_names_is_named(target):
     with pytest.raises(TypeError, match=f"^target must be column names, got {re.escape(repr(target))}$"):

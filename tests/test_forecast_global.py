@@ -409,6 +409,8 @@ def test_a_global_forecaster_saved_predicts_the_same_after_loading(lines, tmp_pa
     forecaster.fit(table).save(tmp_path / "model")
     loaded = Forecaster.load(tmp_path / "model")
     pd.testing.assert_frame_equal(loaded.predict(table), forecaster.predict(table))
+    on_cpu = Forecaster.load(tmp_path / "model", device=torch.device("cpu"))  # as the other loaders take it
+    pd.testing.assert_frame_equal(on_cpu.predict(table), forecaster.predict(table))
     assert json.loads((tmp_path / "model" / "config.json").read_text())["layout"]["chosen"] == forecaster.layout.chosen
 
 

@@ -454,3 +454,16 @@ def test_a_task_takes_no_epoch_budget_its_data_never_end(capsys):
     with pytest.raises(SystemExit):
         main(["task", "adding", "--epochs", "2"])
     assert "unrecognized arguments: --epochs 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("call, expected", [
+    (lambda: lm.train(None, "runs/x", lm.TrainingConfig(steps=1)), "a UTF-8 text file"),
+    (lambda: lm.train(__file__, None, lm.TrainingConfig(steps=1)), "the run's folder"),
+    (lambda: lm.load(None), "a checkpoint folder or a run's folder"),
+    (lambda: lm.train(__file__.encode(), "runs/x", lm.TrainingConfig(steps=1)), "a UTF-8 text file"),
+])
+def test_a_path_that_is_not_one_is_named(call, expected):
+    """pathlib's "expected str, bytes or os.PathLike object, not NoneType" named neither the
+    argument nor what it should hold."""
+    with pytest.raises(TypeError, match=re.escape(f"expected {expected}, as a path (a str or pathlib.Path); got")):
+        call()

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -544,6 +545,24 @@ def test_a_run_of_an_older_lstmkit_loads_but_does_not_resume(text_file, tmp_path
     (lambda text, out: Trainer(TrainingConfig(steps=2, eval_every=1)).run(type("Solved", (Quadratic,), {
         "goal_reached": lambda self, scores: False})([1.0], 1.0)),
      "Solved.goal_reached(scores) must return why training stops there (a str) or None, got False"),
+    # a job that breaks its contract: errors from deep inside the loop, once
+    (lambda text, out: Trainer(TrainingConfig(steps=2)).run(type("Bare", (Quadratic,), {
+        "train_loss": lambda self, model, step: (model.weight[0, 0] - 1.0) ** 2})([1.0], 1.0)),
+     "Bare.train_loss(model, step) must return (loss, items): the loss, a tensor of one value, averaged over that "
+     "many items (> 0; DDP weighs each process's share by it); got Tensor"),
+    (lambda text, out: Trainer(TrainingConfig(steps=2)).run(type("NoItems", (Quadratic,), {
+        "train_loss": lambda self, model, step: ((model.weight[0, 0] - 1.0) ** 2, 0)})([1.0], 1.0)),
+     "NoItems.train_loss(model, step) must return (loss, items): the loss, a tensor of one value, averaged over that "
+     "many items (> 0; DDP weighs each process's share by it); got (Tensor, int) with 0 items"),
+    (lambda text, out: Trainer(TrainingConfig(steps=2)).run(type("Scalar", (Quadratic,), {
+        "evaluate": lambda self: 0.5})([1.0], 1.0)),
+     "Scalar.evaluate() must return a dict of metric names to numbers (e.g. {'val_loss': 1.23}); got float"),
+    (lambda text, out: Trainer(TrainingConfig(steps=2)).run(type("Listed", (Quadratic,), {
+        "evaluate": lambda self: {"val_loss": [0.5]}})([1.0], 1.0)),
+     "Listed.evaluate() must return a dict of metric names to numbers (e.g. {'val_loss': 1.23}); got val_loss: list"),
+    (lambda text, out: Trainer(TrainingConfig(steps=2)).run(type("Modelless", (Quadratic,), {
+        "__init__": lambda self: setattr(self, "model", None)})()),
+     "Modelless.model must be a torch.nn.Module (the model to train), got NoneType"),
 ])
 def test_a_config_or_job_of_another_type_is_named(text_file, tmp_path, call, message):
     """Each was an AttributeError from wherever the object was first read."""
@@ -605,3 +624,27 @@ def test_a_time_budget_spent_before_the_first_evaluation_still_decays_the_rate(t
     assert run.history[-1]["lr"] == pytest.approx(
         learning_rate(TrainingConfig(**settings), 19, decay_progress(TrainingConfig(**settings), 19, 20)))
     assert run.history[-1]["lr"] < 0.011
+
+
+def test_a_configs_settings_are_settled_into_their_forms():
+    """init="orthogonal" was read letter by letter at training time; a list left the frozen
+    config unhashable; extra_seasons=168 raised "'int' object is not iterable"."""
+    config = LMTrainingConfig(init="orthogonal", adaptive_softmax_cutoffs=[20, 40], zoneout=[0.1, 0.2])
+    assert (config.init, config.adaptive_softmax_cutoffs, config.zoneout) == (("orthogonal",), (20, 40), (0.1, 0.2))
+    assert config.regularisers(35)["init"] == ["orthogonal"] and hash(config) == hash(LMTrainingConfig(
+        init=("orthogonal",), adaptive_softmax_cutoffs=(20, 40), zoneout=(0.1, 0.2)))
+    assert TaskTrainingConfig(init="chrono").init == ("chrono",)
+    assert ForecasterConfig(time="t", target="y", horizon=4, season=24, extra_seasons=168).extra_seasons == (168,)
+    with pytest.raises(ValueError, match=re.escape("init must be None, 'chrono' or 'orthogonal', or a sequence of "
+                                                   "them, got 'orth'")):
+        SpeechConfig(init="orth")
+
+
+def test_scores_given_as_tensors_or_numpy_numbers_are_written_as_numbers(tmp_path):
+    """A 0-dim tensor in evaluate()'s dict failed at "Object of type Tensor is not JSON
+    serializable" with an out folder, and stayed a tensor in the history without."""
+    job = type("TensorScores", (Quadratic,), {"evaluate": lambda self: {
+        "val_loss": (self.model.weight[0, 0] - 1.0) ** 2, "val_other": np.float32(0.25)}})([1.0, 1.0], 1.0)
+    run = Trainer(TrainingConfig(steps=2, eval_every=1, lr=0.1)).run(job, tmp_path / "run")
+    assert all(type(row["val_loss"]) is float and type(row["val_other"]) is float for row in run.history)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["best_val_loss"] == run.best["val_loss"]

@@ -29,10 +29,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
-from lstmkit.files import default_mode
+from lstmkit.files import as_path, default_mode
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# What a checkpoint folder holds besides its config and weights: more JSON (a vocabulary), more
+# safetensors (the training state), base64 text (a sentencepiece model).
+CHECKPOINT_SUFFIXES = (".json", ".safetensors", ".b64")
 RUN_CHECKPOINTS = ("best", "model")  # the checkpoint to load in an `lm train` run, a `forecast fit` folder
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -91,7 +94,7 @@ def save_checkpoint(
     `extra_tensors` (file name -> tensors, safetensors) to `directory`, replacing any
     checkpoint there. An OSError on the way (a full disk) raises CheckpointWriteError, the
     checkpoint that was there intact."""
-    directory = Path(directory)
+    directory = as_path(directory, "the folder to write a checkpoint in")
     tensor_files = {WEIGHTS_FILE: tensors, **(extra_tensors or {})}
     for file_name, group in tensor_files.items():
         for name, tensor in group.items():
@@ -100,6 +103,7 @@ def save_checkpoint(
                     f"checkpoint tensors must be torch.Tensor, got {type(tensor).__name__} for {name!r} in {file_name}"
                 )
     files = {CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True) + "\n", **(extra_files or {})}
+    check_replaceable(directory, set(files) | set(tensor_files))
     existed = directory.exists() or previous_path(directory).exists()
     try:
         write_checkpoint(directory, files, tensor_files)
@@ -108,6 +112,22 @@ def save_checkpoint(
         kept = "the previous checkpoint there is intact" if existed else "there was no checkpoint there before"
         raise CheckpointWriteError(error.errno, f"{reason} while writing checkpoint {directory}; {kept}") from error
     return directory
+
+
+def check_replaceable(directory: Path, names: set[str]) -> None:
+    """Refuse to write a checkpoint over what is not one: a file, or a folder holding anything
+    but a checkpoint's files (`names`, or JSON, safetensors and base64 text files of a
+    checkpoint with other ones), which the write would replace, deleting it."""
+    if directory.is_file():
+        raise FileExistsError(f"{directory} is a file; a checkpoint is a folder: choose another path")
+    if not directory.is_dir():
+        return
+    foreign = sorted(path.name for path in directory.iterdir()
+                     if not path.is_file() or (path.name not in names and path.suffix not in CHECKPOINT_SUFFIXES))
+    if foreign or (any(directory.iterdir()) and not (directory / CONFIG_FILE).is_file()):
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "") if foreign else f"no {CONFIG_FILE}"
+        raise FileExistsError(f"{directory} holds files that are not a checkpoint's ({shown}), which writing a "
+                              "checkpoint there would delete: choose another folder, or an empty one")
 
 
 def write_checkpoint(directory: Path, files: dict[str, str], tensor_files: dict[str, dict[str, torch.Tensor]]) -> None:
@@ -189,7 +209,7 @@ def check_kind(directory: Path, config: dict, kind: str, description: str) -> No
 def checkpoint_folder(directory: str | Path) -> Path:
     """The checkpoint a user means by `directory`: the folder itself, or the best/ of an `lm
     train` run, or the model/ of a `forecast fit` folder."""
-    directory = Path(directory)
+    directory = as_path(directory, "a checkpoint folder or a run's folder")
     if (existing(directory) / CONFIG_FILE).exists():
         return directory
     for name in RUN_CHECKPOINTS:

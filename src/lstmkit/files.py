@@ -99,10 +99,18 @@ def gunzipped(data: bytes, name: str | Path) -> bytes:
         raise ValueError(f"{name} is not a readable gzip file ({error})") from None
 
 
+def as_path(value: object, expected: str) -> Path:
+    """`value`, a str or os.PathLike, as a Path; anything else (None, bytes, a DataFrame) refused,
+    naming what was `expected` (pathlib's own error names neither)."""
+    if isinstance(value, str | os.PathLike):
+        return Path(value)
+    raise TypeError(f"expected {expected}, as a path (a str or pathlib.Path); got {type(value).__name__}")
+
+
 def check_input_file(path: str | Path, expected: str) -> Path:
     """Refuse a file to read that does not exist or is a folder, naming what was `expected`
     there (a pipe such as <(tail input.txt) is accepted)."""
-    path = Path(path)
+    path = as_path(path, expected)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (expected {expected})")
     if path.is_dir():
@@ -114,7 +122,7 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     """Refuse, before any work is done, an output folder that cannot be written: a path that
     is a file, a path under a file, or a folder this process may not write in. The folder is
     not created; a probe file is written in its nearest existing ancestor and removed."""
-    path = Path(path)
+    path = as_path(path, "the folder to write results in")
     if path.exists() and not path.is_dir():
         raise ValueError(f"{named(option, path)} is a file; expected a folder (new, or one this program wrote)")
     check_writable(path, path, option)

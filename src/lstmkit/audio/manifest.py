@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lstmkit.files import atomic_path
+from lstmkit.files import as_path, atomic_path
 
 HEADER = ["path", "text"]
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -40,7 +40,7 @@ class Utterance:
 def read_manifest(manifest: str | Path) -> list[Utterance]:
     """The utterances of a manifest, their paths resolved against its folder. Every row is
     checked (two fields, a path to an existing file, a transcript) before any is used."""
-    manifest = Path(manifest)
+    manifest = as_path(manifest, "a manifest, a CSV file of path,text rows")
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest {manifest} does not exist")
     try:
@@ -93,7 +93,7 @@ class Recording:
 
 def fsdd_recordings(recordings: str | Path) -> list[Recording]:
     """The recordings of an FSDD folder, by digit, speaker and index, in a fixed order."""
-    recordings = Path(recordings)
+    recordings = as_path(recordings, "the folder of FSDD's recordings")
     if not recordings.is_dir():
         raise FileNotFoundError(f"{recordings} is not a folder of FSDD recordings")
     found = []
@@ -129,7 +129,7 @@ def fsdd_manifests(recordings: str | Path, out: str | Path, holdout_speaker: str
                          "train on; leave --holdout-speaker out for the dataset's own split")
     if connected and (isinstance(connected, bool) or not isinstance(connected, int) or connected < 2):
         raise ValueError(f"connected is the most digits joined in one utterance, at least 2, got {connected!r}")
-    out = Path(out)
+    out = as_path(out, "the folder to write the manifests in")
     out.mkdir(parents=True, exist_ok=True)
     tests = [(r.speaker == holdout_speaker) if holdout_speaker else (r.index in FSDD_TEST_INDICES) for r in found]
     splits = {"train": [r for r, test in zip(found, tests) if not test],

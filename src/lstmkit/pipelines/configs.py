@@ -14,7 +14,7 @@ from lstmkit.cells import CELLS, make_cell
 from lstmkit.engines import check_engine_name
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.models.seq2seq import ATTENTIONS
-from lstmkit.nn.regularisers import check_chrono_max_value, check_init, regularisation
+from lstmkit.nn.regularisers import check_chrono_max_value, check_init, init_names, regularisation
 from lstmkit.tasks import AddingTask
 from lstmkit.training import TrainingConfig
 from lstmkit.training.config import check_field_types, check_positive_integers
@@ -56,7 +56,9 @@ class RegulariserSettings:
 
     def check_chrono_max(self, sequence_length: int | None = None) -> None:
         """chrono_max shapes chrono initialisation alone: refuse it without, and, given the
-        training sequences' length (its default), one at most 2, which no cell takes."""
+        training sequences' length (its default), one at most 2, which no cell takes. Every
+        config's first check of these settings: it first settles their forms (`settle_forms`)."""
+        self.settle_forms()
         if self.chrono_max is not None and "chrono" not in self.init:
             raise ValueError(f"chrono_max (--chrono-max) goes with init 'chrono' (--init chrono); got chrono_max="
                              f"{self.chrono_max!r} with init {','.join(self.init) or 'none'}")
@@ -67,6 +69,13 @@ class RegulariserSettings:
                 given = ("" if self.chrono_max is not None else
                          ", the training sequences' length, as --chrono-max is not given")
                 raise ValueError(f"{error} (--chrono-max){given}") from None
+
+    def settle_forms(self) -> None:
+        """`init` as a tuple of names ("orthogonal" alone was read letter by letter) and a
+        zoneout pair as a tuple (a list left the frozen config unhashable)."""
+        object.__setattr__(self, "init", init_names(self.init))
+        if isinstance(self.zoneout, list):
+            object.__setattr__(self, "zoneout", tuple(self.zoneout))
 
     def regularisers(self, sequence_length: int) -> dict:
         """The keywords of lstmkit.Recurrent for these settings (the defaults left out, so that a
@@ -251,8 +260,8 @@ class ForecasterConfig(TrainingConfig):
         object.__setattr__(self, "target", as_names(self.target, "target"))
         object.__setattr__(self, "covariates", as_names(self.covariates, "covariates"))
         object.__setattr__(self, "future_covariates", as_names(self.future_covariates, "future_covariates"))
-        if not self.time:
-            raise ValueError("give the time column")
+        if not isinstance(self.time, str) or not self.time:
+            raise ValueError(f"time must name the time column, got {self.time!r}")
         if not self.target:
             raise ValueError("give at least one target column")
         if self.base_cycles is None:
@@ -262,7 +271,8 @@ class ForecasterConfig(TrainingConfig):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-        object.__setattr__(self, "extra_seasons", tuple(self.extra_seasons))
+        extra = self.extra_seasons
+        object.__setattr__(self, "extra_seasons", (extra,) if isinstance(extra, int) else tuple(extra))
         if any(isinstance(period, bool) or not isinstance(period, int) or period < 2 for period in self.extra_seasons):
             raise ValueError(f"extra_seasons must be periods of at least 2 steps, got {self.extra_seasons!r}")
         if len(set(self.extra_seasons)) < len(self.extra_seasons) or self.season in self.extra_seasons:

@@ -203,7 +203,7 @@ class Forecaster:
         return save_forecaster(self, directory)
 
     @staticmethod
-    def load(directory: str | Path, device: str = "cpu") -> Forecaster:
+    def load(directory: str | Path, device: str | torch.device = "cpu") -> Forecaster:
         """A fitted forecaster from a checkpoint folder or a `forecast fit` folder, on `device`."""
         return load_forecaster(directory, device)
 
@@ -445,8 +445,10 @@ class Forecaster:
     def backtest(self, data, holdout: int | None = None,
                  baselines: tuple[str, ...] | None = None) -> Backtest | forecast_global.PanelBacktest:
         """Fit a copy of this forecaster on all but the last `holdout` rows (default: horizon)
-        and score it, and each baseline, on them; see the module docstring. With `id`: a
-        PanelBacktest (forecast_global.backtest)."""
+        and score it, and each baseline, on them; see the module docstring. `baselines`: those
+        scored beside the model (default: every baseline; "none": none), rows of the table only:
+        what `predict` would forecast by (the row `chosen`) is chosen among the forecaster's own
+        `baselines` setting. With `id`: a PanelBacktest (forecast_global.backtest)."""
         if self.config.id is not None:
             return forecast_global.backtest(self, data, holdout)
         shown = BASELINES if baselines is None else baseline_names(baselines)  # checked before any training
@@ -680,7 +682,7 @@ FORECASTER = CheckpointKind(
 )
 
 
-def load_forecaster(directory: str | Path, device: str = "cpu") -> Forecaster:
+def load_forecaster(directory: str | Path, device: str | torch.device = "cpu") -> Forecaster:
     """A fitted forecaster from a checkpoint folder, or from a `forecast fit` folder (its
     model/), on `device` whatever device trained it. Checkpoints of older versions, whose
     settings had other names (hidden, layers, batch), load too."""
@@ -702,7 +704,7 @@ def load_forecaster(directory: str | Path, device: str = "cpu") -> Forecaster:
         raise CheckpointError(f"{directory} is a forecaster checkpoint this lstmkit cannot read "
                               f"(written by another version?): {error}") from None
     forecaster.network = network
-    device = resolve_device(device)
+    device = resolve_device(str(device))  # a torch.device too, as the other pipelines' loaders take
     forecaster.network.to(device).eval()
     runnable_engines(forecaster.network, device)  # a network trained with engine="triton" on a GPU runs on a CPU
     return forecaster

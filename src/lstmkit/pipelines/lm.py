@@ -40,6 +40,7 @@ from lstmkit.checkpoint import (
     read_extra_json,
 )
 from lstmkit.engines import check_engine_name
+from lstmkit.files import as_path
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.pipelines.configs import RegulariserSettings
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, score_dynamically, score_with_cache
@@ -185,6 +186,8 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
         defaults = LEVEL_DEFAULTS[self.level]
         if self.num_layers is None and self.hidden_size is None:  # on resume, the run's (`sized_like`)
             defaults = {**defaults, **budget_size(self.level, self.time_budget)}
+        if isinstance(self.adaptive_softmax_cutoffs, list):  # a list left the frozen config unhashable
+            object.__setattr__(self, "adaptive_softmax_cutoffs", tuple(self.adaptive_softmax_cutoffs))
         if self.adaptive_softmax_cutoffs:  # an adaptive softmax has no one decoder matrix to tie
             defaults = {**defaults, "tie_weights": False}
         for name, value in defaults.items():
@@ -392,7 +395,7 @@ def train_language_model(
     """Train (or, with resume, continue training) a language model on a text file; under
     torchrun, in every process, each on its share of the streams."""
     check_config(config, LMTrainingConfig, "lstmkit.lm.TrainingConfig")
-    out = Path(out)
+    out = as_path(out, "the run's folder")
     if resume:
         config = sized_like(config, out)
     corpus = load_corpus(text, validation, config.level, config.min_frequency, config.validation_fraction)
@@ -454,6 +457,9 @@ class TrainedLanguageModel:
         or with dynamic evaluation (lstmkit.pipelines.lm_evaluation)."""
         if isinstance(text, os.PathLike):
             text = read_text(text)
+        elif isinstance(text, str) and "\n" not in text and len(text) < 4096 and Path(text).is_file():
+            warn_at_caller(f"scoring the {len(text)} characters {text!r} as text; they name a file: pass "
+                           f"Path({text!r}) to score the file")
         for name, value, kind in (("cache", cache, CachePointer), ("dynamic", dynamic, DynamicEvaluation)):
             if value is not None and not isinstance(value, kind):
                 raise TypeError(f"{name} must be a {kind.__name__} (lstmkit.pipelines.lm_evaluation) or None, got "

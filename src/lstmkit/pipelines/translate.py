@@ -35,6 +35,7 @@ from lstmkit.checkpoint import (
     read_extra_text,
 )
 from lstmkit.extras import extra_imports
+from lstmkit.files import as_path
 from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from lstmkit.pipelines.configs import BLEU_TOKENIZERS, DecodingConfig, TranslationConfig
 from lstmkit.text.parallel import ParallelText, read_lines, read_parallel, sentence_list
@@ -296,7 +297,7 @@ def train_translation(source: str | Path, target: str | Path, valid_source: str 
     (plain or gzip, line k of each a pair), selecting on the validation pair of files. The
     subword vocabularies are learned from the training text (on resume: read from last/)."""
     check_config(config, TranslationConfig, "lstmkit.translate.TrainingConfig")
-    out = Path(out)
+    out = as_path(out, "the run's folder")
     check_run_folder(out, resume)  # before the vocabularies are learned
     train = read_parallel(source, target)
     valid = read_parallel(valid_source, valid_target, ("valid_source", "valid_target"), "translation")

@@ -39,7 +39,7 @@ from lstmkit.files import check_nothing_overwritten, check_output_folder, write_
 from lstmkit.training.config import ADDED_SETTINGS, TrainingConfig, check_config, current_names
 from lstmkit.training.device import Precision, check_engines, resolve_device
 from lstmkit.training.distributed import Processes
-from lstmkit.training.job import Job
+from lstmkit.training.job import Job, checked_loss, checked_scores
 from lstmkit.training.progress import Progress
 from lstmkit.training.optimizers import (
     adopt_average, averaged_weights, averaging, build_optimizer, set_learning_rate, should_average,
@@ -217,6 +217,9 @@ class Trainer:
         if not isinstance(job, Job):
             raise TypeError(f"job must be a lstmkit.training.Job (its model, batches and evaluation), got "
                             f"{type(job).__name__}")
+        if not isinstance(getattr(job, "model", None), torch.nn.Module):
+            raise TypeError(f"{type(job).__name__}.model must be a torch.nn.Module (the model to train), got "
+                            f"{type(getattr(job, 'model', None)).__name__}")
         if callable(getattr(job, "finished", None)):  # the name before goal_reached: it would be ignored, silently
             raise TypeError(f"{type(job).__name__}.finished(scores) is no longer called: the training core asks "
                             "goal_reached(scores), which returns why training stops there (words that follow \"its "
@@ -406,7 +409,7 @@ class Trainer:
         DDP's average of the gradients is the whole batch's), and the loss summed over the
         batch's items with their count, over every process."""
         with self.precision.autocast():
-            loss, share = job.train_loss(model, step)
+            loss, share = checked_loss(job, job.train_loss(model, step))
         loss_sum, items = loss.item() * share, share
         if self.processes.distributed:  # DDP averages the gradients: weigh each share by its size
             loss_sum, items = self.processes.total([loss_sum, float(share)], self.device)
@@ -460,7 +463,7 @@ class Trainer:
         was_training = job.model.training
         job.model.eval()
         with torch.no_grad(), self.precision.autocast():
-            scores = job.evaluate()
+            scores = checked_scores(job, job.evaluate())
         job.model.train(was_training)
         return scores
 
