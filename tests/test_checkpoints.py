@@ -481,7 +481,7 @@ def test_a_checkpoint_is_not_written_over_what_is_not_one(tmp_path):
     report.write_text("data")
     with pytest.raises(FileExistsError, match=re.escape(
             f"{project} holds files that are not a checkpoint's (notes.md), which writing a checkpoint there would "
-            "delete: choose another folder, or an empty one")):
+            "delete: move them out, or choose another folder")):
         save_checkpoint(project, {"kind": "forecaster"}, {"w": torch.ones(2)})
     with pytest.raises(FileExistsError, match=re.escape(f"{report} is a file; a checkpoint is a folder")):
         save_checkpoint(report, {"kind": "forecaster"}, {"w": torch.ones(2)})
@@ -490,7 +490,17 @@ def test_a_checkpoint_is_not_written_over_what_is_not_one(tmp_path):
         save_checkpoint(tmp_path / "run", {"kind": "forecaster"}, {"w": torch.ones(2)})
     assert (project / "notes.md").read_text() == "important" and report.read_text() == "data"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["myproject", "report.csv", "run"]
-    # a checkpoint is replaced, with files of other names it held (a last/ with its training state)
+    # a checkpoint of the same files is replaced; of other files (a model beside its config: another
+    # program's), or of another kind (a language model's best/), refused
     save_checkpoint(tmp_path / "model", {"v": 1}, {"w": torch.ones(2)}, extra_tensors={"training.safetensors": {}})
-    save_checkpoint(tmp_path / "model", {"v": 2}, {"w": torch.zeros(2)})
+    save_checkpoint(tmp_path / "model", {"v": 2}, {"w": torch.zeros(2)}, extra_tensors={"training.safetensors": {}})
     assert load_checkpoint(tmp_path / "model")[0] == {"v": 2}
+    with pytest.raises(FileExistsError, match=r"model holds files that are not a checkpoint's \(training\.safetensors"):
+        save_checkpoint(tmp_path / "model", {"v": 3}, {"w": torch.zeros(2)})
+    (tmp_path / "model" / "users.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=r"not a checkpoint's \(users.json\)"):
+        save_checkpoint(tmp_path / "model", {"v": 3}, {"w": torch.zeros(2)}, extra_tensors={"training.safetensors": {}})
+    save_checkpoint(tmp_path / "lm", {"kind": "language_model"}, {"w": torch.ones(2)})
+    with pytest.raises(FileExistsError, match=re.escape(f"{tmp_path / 'lm'} holds a 'language_model' checkpoint, "
+                                                        "which writing a 'forecaster' one there would replace")):
+        save_checkpoint(tmp_path / "lm", {"kind": "forecaster"}, {"w": torch.ones(2)})

@@ -171,7 +171,7 @@ def test_a_temperature_so_low_it_overflows_samples_greedily(trained, flush):
     assert flushed or not flush, "this CPU flushes subnormals"
 
 
-def test_evaluation_scores_every_next_token(trained, text_file, tmp_path, monkeypatch):
+def test_evaluation_scores_every_next_token(trained, text_file):
     model = lm.load(trained[0])
     text = text_file.read_text(encoding="utf-8")[:3000]
     scores = model.evaluate(text)
@@ -183,15 +183,6 @@ def test_evaluation_scores_every_next_token(trained, text_file, tmp_path, monkey
     assert scores.loss == pytest.approx(expected, rel=1e-5)
     whole = model.evaluate(text_file)  # a Path is the file it names
     assert whole == model.evaluate(text_file.read_text(encoding="utf-8"))
-    monkeypatch.chdir(tmp_path)  # a str is text, though it names a file: scored as written, and said so
-    (tmp_path / "First").write_text("First Citizen:")
-    with pytest.warns(UserWarning, match=re.escape("scoring the 5 characters 'First' as text; they name a file: pass "
-                                                   "Path('First') to score the file")) as warned:
-        assert model.evaluate("First").tokens == 4
-    assert len(warned) == 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        model.evaluate("First ")  # names no file
     assert scores.perplexity == pytest.approx(math.exp(expected), rel=1e-5)
     assert scores.bits_per_character == pytest.approx(expected / math.log(2) * 3000 / 3000, rel=1e-5)
 

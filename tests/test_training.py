@@ -648,3 +648,33 @@ def test_scores_given_as_tensors_or_numpy_numbers_are_written_as_numbers(tmp_pat
     run = Trainer(TrainingConfig(steps=2, eval_every=1, lr=0.1)).run(job, tmp_path / "run")
     assert all(type(row["val_loss"]) is float and type(row["val_other"]) is float for row in run.history)
     assert json.loads((tmp_path / "run" / "results.json").read_text())["best_val_loss"] == run.best["val_loss"]
+
+
+def test_a_stray_file_in_a_runs_checkpoint_is_refused_before_training_not_after(tmp_path):
+    """A .DS_Store in best/ stopped a resumed run at its first better evaluation, after the
+    training since the last checkpoint, and before last/ was written."""
+    Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    (tmp_path / "run" / "best" / ".DS_Store").write_text("")
+    job = Quadratic([1.0], 0.0)
+    with pytest.raises(FileExistsError, match=re.escape(
+            f"{tmp_path / 'run' / 'best'} holds files that are not a checkpoint's (.DS_Store), which writing a "
+            "checkpoint there would delete: move them out, or choose another folder")):
+        Trainer(TrainingConfig(steps=6, eval_every=1)).run(job, tmp_path / "run", resume=True)
+    assert job.steps_seen == []
+
+
+def test_a_jobs_counts_and_scores_of_any_number_type_are_taken(tmp_path):
+    """(loss, np.int64(3)) and [loss, 3] trained before the contract was checked; np.float64
+    scores stayed NumPy numbers; a None selection metric failed at a comparison."""
+    class Loose(Quadratic):
+        def train_loss(self, model, step):
+            self.steps_seen.append(step)
+            return [(model.weight[0, 0] - 1.0) ** 2, np.int64(3)]
+
+        def evaluate(self):  # the first evaluation lacks the metric that selects
+            return {"val_loss": None if len(self.steps_seen) == 1 else np.float64(0.5)}
+
+    job = Loose([1.0], 1.0)
+    run = Trainer(TrainingConfig(steps=2, eval_every=1, lr=0.1, patience=1)).run(job)
+    assert [row["val_loss"] for row in run.history] == [None, 0.5] and type(run.history[1]["val_loss"]) is float
+    assert run.best["step"] == 2

@@ -33,9 +33,6 @@ from lstmkit.files import as_path, default_mode
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-# What a checkpoint folder holds besides its config and weights: more JSON (a vocabulary), more
-# safetensors (the training state), base64 text (a sentencepiece model).
-CHECKPOINT_SUFFIXES = (".json", ".safetensors", ".b64")
 RUN_CHECKPOINTS = ("best", "model")  # the checkpoint to load in an `lm train` run, a `forecast fit` folder
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -103,7 +100,7 @@ def save_checkpoint(
                     f"checkpoint tensors must be torch.Tensor, got {type(tensor).__name__} for {name!r} in {file_name}"
                 )
     files = {CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True) + "\n", **(extra_files or {})}
-    check_replaceable(directory, set(files) | set(tensor_files))
+    check_replaceable(directory, set(files) | set(tensor_files), config.get("kind"))
     existed = directory.exists() or previous_path(directory).exists()
     try:
         write_checkpoint(directory, files, tensor_files)
@@ -114,20 +111,27 @@ def save_checkpoint(
     return directory
 
 
-def check_replaceable(directory: Path, names: set[str]) -> None:
-    """Refuse to write a checkpoint over what is not one: a file, or a folder holding anything
-    but a checkpoint's files (`names`, or JSON, safetensors and base64 text files of a
-    checkpoint with other ones), which the write would replace, deleting it."""
+def check_replaceable(directory: str | Path, names: set[str], kind: str | None = None) -> None:
+    """Refuse to write a checkpoint of `kind` with the files `names` where the write would
+    delete what is not such a checkpoint: a file; a folder holding other files (the user's own,
+    or another program's); a checkpoint of another kind (a language model's best/)."""
+    directory = Path(directory)
     if directory.is_file():
         raise FileExistsError(f"{directory} is a file; a checkpoint is a folder: choose another path")
-    if not directory.is_dir():
+    if not directory.is_dir() or not any(directory.iterdir()):
         return
-    foreign = sorted(path.name for path in directory.iterdir()
-                     if not path.is_file() or (path.name not in names and path.suffix not in CHECKPOINT_SUFFIXES))
-    if foreign or (any(directory.iterdir()) and not (directory / CONFIG_FILE).is_file()):
+    foreign = sorted(path.name for path in directory.iterdir() if not path.is_file() or path.name not in names)
+    if foreign or not (directory / CONFIG_FILE).is_file():
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "") if foreign else f"no {CONFIG_FILE}"
         raise FileExistsError(f"{directory} holds files that are not a checkpoint's ({shown}), which writing a "
-                              "checkpoint there would delete: choose another folder, or an empty one")
+                              "checkpoint there would delete: move them out, or choose another folder")
+    try:
+        held = json.loads((directory / CONFIG_FILE).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        held = None
+    if held is not None and kind is not None and held != kind:
+        raise FileExistsError(f"{directory} holds a {held!r} checkpoint, which writing a {kind!r} one there would "
+                              "replace: choose another folder")
 
 
 def write_checkpoint(directory: Path, files: dict[str, str], tensor_files: dict[str, dict[str, torch.Tensor]]) -> None:

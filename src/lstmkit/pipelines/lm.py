@@ -457,9 +457,6 @@ class TrainedLanguageModel:
         or with dynamic evaluation (lstmkit.pipelines.lm_evaluation)."""
         if isinstance(text, os.PathLike):
             text = read_text(text)
-        elif isinstance(text, str) and "\n" not in text and len(text) < 4096 and Path(text).is_file():
-            warn_at_caller(f"scoring the {len(text)} characters {text!r} as text; they name a file: pass "
-                           f"Path({text!r}) to score the file")
         for name, value, kind in (("cache", cache, CachePointer), ("dynamic", dynamic, DynamicEvaluation)):
             if value is not None and not isinstance(value, kind):
                 raise TypeError(f"{name} must be a {kind.__name__} (lstmkit.pipelines.lm_evaluation) or None, got "

@@ -21,7 +21,8 @@ from lstmkit.extras import extra_imports
 with extra_imports("tasks", __name__):
     from lstmkit import plots
 from lstmkit.cells import make_cell
-from lstmkit.checkpoint import CheckpointKind, checkpoint_folder, load_model_checkpoint, save_checkpoint
+from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointKind, check_replaceable, checkpoint_folder,
+                                load_model_checkpoint, save_checkpoint)
 from lstmkit.files import check_nothing_overwritten, write_csv, write_json
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.nn.regularisers import init_names
@@ -192,6 +193,8 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
     if not holds_task_run(out):  # an earlier run's files are replaced; anyone else's are kept
         check_nothing_overwritten(out, ("results.json", "curves.csv", "learning_curves.png", "models"),
                                   "no run of lstmkit task (no results.json of one)")
+    for cell in cells:  # before any training: a folder save_model would refuse after a cell's
+        check_replaceable(out / "models" / cell, {CONFIG_FILE, WEIGHTS_FILE}, SEQUENCE_MODEL.name)
     trainer = Trainer(config)
     test = task.test_set(config.test_size, seed_of_test_set(config.seed))
     runs: list[CellRun] = []

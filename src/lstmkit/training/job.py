@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -101,37 +102,42 @@ def warn_if_one_batch_holds_all(batch_size: int, items: int, what: str) -> None:
                        f"{items:,}, one step an epoch (--batch-size)")
 
 
+
+def plain_number(value: object) -> int | float | None:
+    """`value` as a Python int or float where it is a number (a NumPy number, a tensor of one
+    value); None where it is not one (a bool counts as none)."""
+    if isinstance(value, Tensor) and value.numel() == 1 and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return None
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
 def checked_loss(job: Job, result: object) -> tuple[Tensor, int | float]:
     """What `job.train_loss` returned, refused by name where it is not (loss, items): a bare
     loss failed at "iteration over a 0-d tensor", a count of 0 at a division deep in the loop."""
-    if (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], Tensor) and result[0].numel() == 1
-            and isinstance(result[1], int | float) and not isinstance(result[1], bool) and result[1] > 0):
-        return result
-    got = (f"({', '.join(type(part).__name__ for part in result)})" if isinstance(result, tuple)
-           else type(result).__name__)
-    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], int | float):
-        got += f" with {result[1]!r} items"
+    pair = isinstance(result, tuple | list) and len(result) == 2
+    items = plain_number(result[1]) if pair else None
+    if pair and isinstance(result[0], Tensor) and result[0].numel() == 1 and items is not None and items > 0:
+        return result[0], items
+    got = f"({', '.join(type(part).__name__ for part in result)})" if pair else type(result).__name__
+    if items is not None:
+        got += f" with {items!r} items"
     raise TypeError(f"{type(job).__name__}.train_loss(model, step) must return (loss, items): the loss, a tensor of "
                     f"one value, averaged over that many items (> 0; DDP weighs each process's share by it); got {got}")
 
 
-def checked_scores(job: Job, scores: object) -> dict[str, float]:
-    """What `job.evaluate` returned, as a dict of floats (a tensor or NumPy number made one, for
-    metrics.csv and results.json; None, a metric this evaluation has not, kept), refused by name
-    where it is not a dict of numbers."""
-    def number(value: object) -> float | None | bool:
-        if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
-            return value
-        if isinstance(value, Tensor) and value.numel() == 1 and not value.dtype == torch.bool:
-            return value.item()
-        if isinstance(value, np.integer | np.floating):
-            return value.item()
-        return False  # not a number: refused below
-
-    values = {name: number(value) for name, value in scores.items()} if isinstance(scores, dict) else None
-    if values is None or any(value is False for value in values.values()):
-        bad = (type(scores).__name__ if values is None else
-               ", ".join(f"{name}: {type(scores[name]).__name__}" for name, value in values.items() if value is False))
-        raise TypeError(f"{type(job).__name__}.evaluate() must return a dict of metric names to numbers (e.g. "
-                        f"{{'val_loss': 1.23}}); got {bad}")
-    return values
+def checked_scores(job: Job, scores: object) -> dict[str, int | float | None]:
+    """What `job.evaluate` returned, its numbers as Python ints and floats (a tensor or NumPy
+    number made one, for metrics.csv and results.json; None, a metric this evaluation has not,
+    kept), refused by name where it is not a dict of numbers."""
+    if not isinstance(scores, dict):
+        bad = type(scores).__name__
+    else:
+        values = {name: None if value is None else plain_number(value) for name, value in scores.items()}
+        bad = ", ".join(f"{name}: {type(scores[name]).__name__}" for name, value in values.items()
+                        if value is None and scores[name] is not None)
+        if not bad:
+            return values
+    raise TypeError(f"{type(job).__name__}.evaluate() must return a dict of metric names to numbers (e.g. "
+                    f"{{'val_loss': 1.23}}); got {bad}")

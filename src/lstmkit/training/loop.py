@@ -34,7 +34,8 @@ import torch
 from torch import Tensor
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.checkpoint import check_kind, existing, load_checkpoint, read_extra_tensors, save_checkpoint
+from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, check_kind, check_replaceable, existing, load_checkpoint,
+                                read_extra_tensors, save_checkpoint)
 from lstmkit.files import check_nothing_overwritten, check_output_folder, write_csv, write_json
 from lstmkit.training.config import ADDED_SETTINGS, TrainingConfig, check_config, current_names
 from lstmkit.training.device import Precision, check_engines, resolve_device
@@ -149,7 +150,7 @@ def stop_reason(job: Job, config: TrainingConfig, progress: RunState, scores: di
                         f"None, got {goal!r}")
     if goal is not None:
         return StopReason(f"its last evaluation {goal}", job.goal_remedy)
-    if config.on_plateau == "stop" and patience_spent(config, progress, metric in scores):
+    if config.on_plateau == "stop" and patience_spent(config, progress, scores.get(metric) is not None):
         return StopReason(f"the {metric} had not improved for patience = {config.patience} evaluations",
                           "a larger --patience continues it")
     if progress.annealing_from is not None and progress.step >= progress.annealing_from + anneal_steps:
@@ -229,6 +230,10 @@ class Trainer:
         out = None if out is None else check_output_folder(out)
         job.model.to(device)
         progress, training = self.restore(job, out) if resume else (self.begin(out), {})
+        if out is not None:  # before any training: a folder `save` would refuse, at its first evaluation
+            names, kind = {CONFIG_FILE, WEIGHTS_FILE, *job.checkpoint_files()}, job.checkpoint_config().get("kind")
+            check_replaceable(out / "best", names, kind)
+            check_replaceable(out / "last", names | {TRAINING_FILE}, kind)
         optimizer = build_optimizer(config.optimizer, job.model.parameters(), config.lr, config.weight_decay,
                                     averaging=progress.averaging_from is not None)
         load_optimizer_state(optimizer, job, training)
@@ -279,24 +284,24 @@ class Trainer:
             progress.history.append(row)
             window.update(loss=0.0, items=0)
             metric = job.selection_metric
-            if metric in scores and not math.isfinite(scores[metric]):
+            if scores.get(metric) is not None and not math.isfinite(scores[metric]):
                 self.diverged(job, progress, out, f"the {metric} became {scores[metric]}", last_loss, report)
             sign = -1 if job.higher_is_better else 1
-            improved = metric in scores and sign * scores[metric] < progress.best_value
+            improved = scores.get(metric) is not None and sign * scores[metric] < progress.best_value
             if improved:
                 progress.best_value, progress.best_step = sign * scores[metric], progress.step
                 if keep_best:
                     with averaged_weights(optimizer):
                         best_state = copy.deepcopy(job.model.state_dict())
-            if (config.optimizer == "nt-asgd" and not averaging(optimizer) and metric in scores
-                    and should_average([sign * row[metric] for row in progress.history if metric in row],
+            if (config.optimizer == "nt-asgd" and not averaging(optimizer) and scores.get(metric) is not None
+                    and should_average([sign * row[metric] for row in progress.history if row.get(metric) is not None],
                                        config.asgd_patience)):
                 optimizer = build_optimizer(config.optimizer, job.model.parameters(), config.lr,
                                             config.weight_decay, averaging=True)
                 progress.averaging_from = progress.step
                 self.announce(f"{job.label}: step {progress.step}: the {metric} stopped improving; "
                               "averaging the weights from here on (NT-ASGD)")
-            if (patience_spent(config, progress, metric in scores) and config.on_plateau == "anneal"
+            if (patience_spent(config, progress, scores.get(metric) is not None) and config.on_plateau == "anneal"
                     and progress.annealing_from is None):  # saved below, so that a resumed run anneals from here too
                 progress.annealing_from, progress.annealing_decay = progress.step, decay(progress.step) or 0.0
                 self.announce(f"{job.label}: step {progress.step}: the {metric} stopped improving; decaying the "
