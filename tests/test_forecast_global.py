@@ -620,3 +620,27 @@ def test_the_scores_table_widens_for_a_long_method_name():
         "model (lstm)          1.000* 0.300 ",
         "model+seasonal_naive  2.000  0.200*",
     ]
+
+
+def test_a_long_tables_frequency_is_the_grid_that_holds_every_series():
+    """The longest series' alone decided it: one weekday-only series made a daily table business
+    days and refused the other series' weekends, at fit and at predict."""
+    business, days = pd.bdate_range("2021-01-04", periods=30), pd.date_range("2021-02-01", periods=20)
+    table = pd.DataFrame({"id": ["shop"] * 30 + ["store"] * 20, "t": np.r_[business, days].astype("datetime64[ns]"),
+                          "y": np.arange(50.0)})
+    with pytest.warns(MissingValuesWarning, match="column 'y': 10 missing value"):  # shop's 5 weekends
+        assert read_panel(table, "id", "t", "y").frequency == "D"
+    shop = table[table["id"] == "shop"]
+    assert read_panel(shop, "id", "t", "y").frequency == "B"
+    with pytest.warns(MissingValuesWarning):  # at predict, the fitted grid
+        assert read_panel(shop, "id", "t", "y", frequency="D").frequency == "D"
+
+
+def test_a_season_longer_than_every_series_is_said():
+    """--season 200 on series of 150 values was taken in silence: the seasonal baselines became naive."""
+    table = long_table({"a": 10 + np.sin(np.arange(40.0)), "b": 5 + np.cos(np.arange(30.0))})
+    with pytest.warns(UserWarning, match=re.escape(
+            "a period of 50 steps (--season) is longer than every series (the longest has 40 values): no series "
+            "holds one cycle, so neither the network nor the baselines learn anything seasonal from it, and MASE "
+            "scales by m = 1")):
+        Forecaster("t", "y", horizon=4, id="id", season=50, lookback=8, **QUICK).fit(table)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import dataclasses
 import re
 
 import numpy as np
@@ -115,10 +116,17 @@ def test_run_task_writes_results_curves_figure_and_models(tmp_path):
     assert restored_task == task
     assert restored.recurrent.forget_bias == 1.0, "LSTM-family cells start with forget-gate bias 1"
     rerun = TaskTrainingConfig(hidden_size=8, steps=2, time_budget=None, test_size=64, eval_every=2)
+    (tmp_path / "models" / "analysis").mkdir()  # the user's own, which a rerun deleted with the earlier cells
+    (tmp_path / "models" / "analysis" / "notes.md").write_text("mine")
     run_task(AddingTask(T=5), ["rnn"], rerun, tmp_path)  # the same folder again, one cell on another T
-    assert sorted(path.name for path in (tmp_path / "models").iterdir()) == ["rnn"], "no earlier run's cifg"
+    assert sorted(path.name for path in (tmp_path / "models").iterdir()) == ["analysis", "rnn"], \
+        "no earlier run's cifg; the user's folder kept"
     loaded = load_task_run(tmp_path)
     assert (loaded.task, list(loaded.models)) == (AddingTask(T=5), ["rnn"])
+    (tmp_path / "models" / "rnn" / ".DS_Store").write_text("")  # refused before training, not after the cell
+    with pytest.raises(FileExistsError, match=re.escape(f"{tmp_path / 'models' / 'rnn'} holds files that are not a "
+                                                        "checkpoint's (.DS_Store)")):
+        run_task(AddingTask(T=5), ["rnn"], dataclasses.replace(rerun, steps=10**9), tmp_path)
 
 
 def test_a_task_interrupted_in_one_cell_keeps_the_cells_before_it(tmp_path, monkeypatch):

@@ -23,8 +23,8 @@ from lstmkit import lm
 from lstmkit.checkpoint import load_checkpoint, save_checkpoint
 from lstmkit.pipelines.configs import ForecasterConfig, SpeechConfig, TaskTrainingConfig
 from lstmkit.pipelines.lm import LMTrainingConfig
-from lstmkit.training import (Precision, Processes, Trainer, TrainingConfig, decay_progress, learning_rate, loop,
-                              resolve_device)
+from lstmkit.training import (Precision, Processes, Trainer, TrainingConfig, TrainingDiverged, decay_progress,
+                              learning_rate, loop, resolve_device)
 from lstmkit.training.progress import Progress, duration
 from lstmkit.training.schedule import annealed_progress
 
@@ -678,3 +678,19 @@ def test_a_jobs_counts_and_scores_of_any_number_type_are_taken(tmp_path):
     run = Trainer(TrainingConfig(steps=2, eval_every=1, lr=0.1, patience=1)).run(job)
     assert [row["val_loss"] for row in run.history] == [None, 0.5] and type(run.history[1]["val_loss"]) is float
     assert run.best["step"] == 2
+
+
+def test_a_run_diverging_after_unscored_evaluations_says_so(tmp_path):
+    """A None selection metric in the rows made the divergence message fail: "must be real number, not NoneType"."""
+    class Unscored(Quadratic):
+        def train_loss(self, model, step):
+            loss, items = super().train_loss(model, step)
+            return (loss * math.nan if step >= 2 else loss), items
+
+        def evaluate(self):
+            return {"val_loss": None}
+
+    with pytest.raises(TrainingDiverged, match=re.escape(
+            f"training diverged at step 2: the training loss became nan (the last finite training loss: 4 at step "
+            f"1). Kept: {tmp_path / 'run' / 'last'} (step 2)")):
+        Trainer(TrainingConfig(steps=5, eval_every=1, lr=1e-12)).run(Unscored([2.0], 1.0), tmp_path / "run")

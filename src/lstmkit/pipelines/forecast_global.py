@@ -117,9 +117,10 @@ def season_and_lookback(config, panel: Panel) -> tuple[int, int]:
     return season, history_length(config, season)
 
 
-def read(forecaster: Forecaster, data) -> Panel:
+def read(forecaster: Forecaster, data, frequency: str | None = None) -> Panel:
+    """`data` as a Panel, on the grid of `frequency` (a fitted forecaster's) or the one inferred."""
     config = forecaster.config
-    return data if isinstance(data, Panel) else read_panel(data, config.id, config.time, config.target[0])
+    return data if isinstance(data, Panel) else read_panel(data, config.id, config.time, config.target[0], frequency)
 
 
 def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
@@ -129,6 +130,12 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
     panel, config = read(forecaster, data), forecaster.config
     horizon = config.horizon
     season, lookback = season_and_lookback(config, panel)
+    longest = max(map(len, panel.values))
+    for name, period in (("--season", season), ("--extra-seasons", max(config.extra_seasons, default=0))):
+        if period > longest:  # silently, the seasonal baselines fell back to naive and MASE to m = 1
+            warn_at_caller(f"a period of {period} steps ({name}) is longer than every series (the longest has "
+                           f"{longest} values): no series holds one cycle, so neither the network nor the "
+                           "baselines learn anything seasonal from it, and MASE scales by m = 1")
     # Series k validates from origin n_k - horizon (when two values come before it, the fewest
     # MASE scales on) and trains
     # on the windows that end by then; its scaling sees only the values before that origin.
@@ -331,7 +338,7 @@ def predict(forecaster: Forecaster, data) -> pd.DataFrame:
     and its interval's bounds (`y`, `y_lower_90`, `y_upper_90`). The interval is the network's,
     calibrated, and moved to centre on the chosen forecast (where that is not the network's)."""
     _, layout = forecaster.fitted()
-    panel = read(forecaster, data)
+    panel = read(forecaster, data, None if layout.time_kind == STEP else layout.frequency)
     if panel.frequency != layout.frequency:
         raise ValueError(f"the data's frequency is {panel.frequency}, the forecaster was fitted on {layout.frequency}")
     constant = [panel.ids[k] for k, values in enumerate(panel.values) if (values == values[0]).all()]

@@ -207,7 +207,7 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
             save_model(runs[-1].model, task, out / "models" / cell)
             finished = {run.cell for run in runs}
             for earlier in (out / "models").iterdir():  # an earlier run's cells in the same folder: not this run's
-                if earlier.is_dir() and earlier.name not in finished:
+                if earlier.name not in finished and holds_sequence_model(earlier):
                     shutil.rmtree(earlier)
             write_results(task, runs, config, out)
     return runs
@@ -291,6 +291,15 @@ def results_table(task: Task, runs: list[CellRun]) -> str:
         rows.append(row)
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
+
+
+def holds_sequence_model(directory: Path) -> bool:
+    """Whether `directory` is a model `save_model` wrote (an earlier run's cell), not a folder of
+    the user's own."""
+    try:
+        return json.loads((directory / CONFIG_FILE).read_text()).get("kind") == SEQUENCE_MODEL.name
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def save_model(model: SequenceModel, task: Task, directory: Path) -> Path:

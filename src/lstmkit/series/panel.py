@@ -15,6 +15,7 @@ row as `read_series` does: a CSV line (the header is line 1) or a DataFrame posi
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,8 +24,8 @@ import pandas as pd
 
 from lstmkit.caller import warn_at_caller
 from lstmkit.series.frame import (STEP, MissingValuesWarning, check_coverage, infer_frequency, missing_column,
-                                  numeric_column, parse_time, plain, read_table, row_name, two_rows_named,
-                                  written_times)
+                                  numeric_column, parse_time, plain, read_table, row_name, steps_left_empty,
+                                  two_rows_named, written_times)
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,10 @@ class Panel:
         return written_times(grid, self.time_kind)
 
 
-def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: str) -> Panel:
-    """Read and check the long table `source`; see the module docstring."""
+def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: str,
+               frequency: str | None = None) -> Panel:
+    """Read and check the long table `source`; see the module docstring. `frequency`: the grid
+    the series are on (a fitted forecaster's, at predict); None: inferred (`shared_frequency`)."""
     table = read_table(source)
     columns = [id, time, target]
     for name in columns:
@@ -94,7 +97,10 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
         labels = keys.index[repeated & (keys["id"] == first_key["id"]) & (keys["time"] == first_key["time"])]
         raise ValueError(f"series {plain(first_key['id'])!r} has time {plain(table[time][labels[0]])!r} twice, at "
                          f"{two_rows_named(labels[0], labels[1], path)}; a long table holds one row per id and time")
-    frequency = STEP if time_kind == STEP else infer_frequency(pd.DatetimeIndex(longest(keys)), time)
+    if time_kind == STEP:
+        frequency = STEP
+    elif frequency is None:
+        frequency = shared_frequency(keys, time)
     ids, series, starts, gaps, missing, outside = [], [], [], [], 0, 0
     for series_id, rows in keys.groupby("id", sort=False):
         order = np.argsort(rows["time"].to_numpy(), kind="stable")
@@ -146,10 +152,25 @@ def read_times(column: pd.Series, name: str, path: Path | None) -> tuple[np.ndar
     return stamps.to_numpy(), kind
 
 
-def longest(keys: pd.DataFrame) -> np.ndarray:
-    """The sorted times of the series with the most rows (the one a frequency is inferred from)."""
-    counts = keys["id"].value_counts(sort=False)
-    return np.sort(keys["time"][keys["id"] == counts.idxmax()].to_numpy())
+def shared_frequency(keys: pd.DataFrame, name: str) -> str:
+    """The frequency of the series' times (`keys`: id, time): of those the series' own times
+    give (each of 3 rows or more, the longest first), the one whose grid holds every series' rows
+    with the fewest empty steps; where none holds them all, the longest series' (whose grid
+    then names a row off it). The longest series' alone made a daily table with one weekday-only
+    series business days, refusing the others' weekends."""
+    series = sorted((np.sort(times.to_numpy()) for _, times in keys.groupby("id", sort=False)["time"]),
+                    key=len, reverse=True)
+    candidates = []
+    for times in series:
+        with contextlib.suppress(ValueError):  # too few rows, or steps that vary: it proposes none
+            candidate = infer_frequency(pd.DatetimeIndex(times), name)
+            if candidate not in candidates:
+                candidates.append(candidate)
+    if not candidates:  # none proposes one: the longest series' own refusal says why
+        return infer_frequency(pd.DatetimeIndex(series[0]), name)
+    empty = {candidate: sum(steps_left_empty(pd.DatetimeIndex(times), candidate) for times in series)
+             for candidate in candidates}
+    return min(candidates, key=lambda candidate: empty[candidate])
 
 
 def on_grid(times: np.ndarray, frequency: str) -> pd.Index:

@@ -102,7 +102,6 @@ def warn_if_one_batch_holds_all(batch_size: int, items: int, what: str) -> None:
                        f"{items:,}, one step an epoch (--batch-size)")
 
 
-
 def plain_number(value: object) -> int | float | None:
     """`value` as a Python int or float where it is a number (a NumPy number, a tensor of one
     value); None where it is not one (a bool counts as none)."""
@@ -116,11 +115,11 @@ def plain_number(value: object) -> int | float | None:
 def checked_loss(job: Job, result: object) -> tuple[Tensor, int | float]:
     """What `job.train_loss` returned, refused by name where it is not (loss, items): a bare
     loss failed at "iteration over a 0-d tensor", a count of 0 at a division deep in the loop."""
-    pair = isinstance(result, tuple | list) and len(result) == 2
-    items = plain_number(result[1]) if pair else None
-    if pair and isinstance(result[0], Tensor) and result[0].numel() == 1 and items is not None and items > 0:
+    sequence = isinstance(result, tuple | list)
+    items = plain_number(result[1]) if sequence and len(result) == 2 else None
+    if items is not None and isinstance(result[0], Tensor) and result[0].numel() == 1 and items > 0:
         return result[0], items
-    got = f"({', '.join(type(part).__name__ for part in result)})" if pair else type(result).__name__
+    got = f"({', '.join(type(part).__name__ for part in result)})" if sequence else type(result).__name__
     if items is not None:
         got += f" with {items!r} items"
     raise TypeError(f"{type(job).__name__}.train_loss(model, step) must return (loss, items): the loss, a tensor of "

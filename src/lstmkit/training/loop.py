@@ -230,7 +230,7 @@ class Trainer:
         out = None if out is None else check_output_folder(out)
         job.model.to(device)
         progress, training = self.restore(job, out) if resume else (self.begin(out), {})
-        if out is not None:  # before any training: a folder `save` would refuse, at its first evaluation
+        if out is not None and ((out / "best").is_dir() or (out / "last").is_dir()):  # before training, not at `save`
             names, kind = {CONFIG_FILE, WEIGHTS_FILE, *job.checkpoint_files()}, job.checkpoint_config().get("kind")
             check_replaceable(out / "best", names, kind)
             check_replaceable(out / "last", names | {TRAINING_FILE}, kind)
@@ -451,7 +451,8 @@ class Trainer:
             report.close(progress.step, progress.items / max(progress.train_seconds, 1e-9))
         config = self.config
         before = "" if last_loss is None else f" (the last finite training loss: {last_loss[1]:.4g} at step {last_loss[0]})"
-        saved = [row["step"] for row in progress.history if math.isfinite(row.get(job.selection_metric, 0.0))]
+        saved = [row["step"] for row in progress.history
+                 if row.get(job.selection_metric) is None or math.isfinite(row[job.selection_metric])]
         if out is None:
             kept = ""
         elif saved:
