@@ -125,13 +125,19 @@ def check_replaceable(directory: str | Path, names: set[str], kind: str | None =
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "") if foreign else f"no {CONFIG_FILE}"
         raise FileExistsError(f"{directory} holds files that are not a checkpoint's ({shown}), which writing a "
                               "checkpoint there would delete: move them out, or choose another folder")
-    try:
-        held = json.loads((directory / CONFIG_FILE).read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
-        held = None
+    held = held_kind(directory)
     if held is not None and kind is not None and held != kind:
         raise FileExistsError(f"{directory} holds a {held!r} checkpoint, which writing a {kind!r} one there would "
                               "replace: choose another folder")
+
+
+def held_kind(directory: Path) -> str | None:
+    """The kind the checkpoint in `directory` names in its config (None: no readable config, or
+    one without a kind)."""
+    try:
+        return json.loads((directory / CONFIG_FILE).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def write_checkpoint(directory: Path, files: dict[str, str], tensor_files: dict[str, dict[str, torch.Tensor]]) -> None:

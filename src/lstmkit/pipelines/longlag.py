@@ -22,7 +22,7 @@ with extra_imports("tasks", __name__):
     from lstmkit import plots
 from lstmkit.cells import make_cell
 from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointKind, check_replaceable, checkpoint_folder,
-                                load_model_checkpoint, save_checkpoint)
+                                held_kind, load_model_checkpoint, save_checkpoint)
 from lstmkit.files import check_nothing_overwritten, write_csv, write_json
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.nn.regularisers import init_names
@@ -207,7 +207,7 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
             save_model(runs[-1].model, task, out / "models" / cell)
             finished = {run.cell for run in runs}
             for earlier in (out / "models").iterdir():  # an earlier run's cells in the same folder: not this run's
-                if earlier.name not in finished and holds_sequence_model(earlier):
+                if earlier.name not in finished and held_kind(earlier) == SEQUENCE_MODEL.name:  # not the user's
                     shutil.rmtree(earlier)
             write_results(task, runs, config, out)
     return runs
@@ -291,15 +291,6 @@ def results_table(task: Task, runs: list[CellRun]) -> str:
         rows.append(row)
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
-
-
-def holds_sequence_model(directory: Path) -> bool:
-    """Whether `directory` is a model `save_model` wrote (an earlier run's cell), not a folder of
-    the user's own."""
-    try:
-        return json.loads((directory / CONFIG_FILE).read_text()).get("kind") == SEQUENCE_MODEL.name
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def save_model(model: SequenceModel, task: Task, directory: Path) -> Path:

@@ -133,7 +133,7 @@ def checked_scores(job: Job, scores: object) -> dict[str, int | float | None]:
     if not isinstance(scores, dict):
         bad = type(scores).__name__
     else:
-        values = {name: None if value is None else plain_number(value) for name, value in scores.items()}
+        values = {name: plain_number(value) for name, value in scores.items()}
         bad = ", ".join(f"{name}: {type(scores[name]).__name__}" for name, value in values.items()
                         if value is None and scores[name] is not None)
         if not bad:

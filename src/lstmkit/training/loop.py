@@ -403,8 +403,7 @@ class Trainer:
 
     def begin(self, out: Path | None) -> RunState:
         """A new run's state, refusing a folder that holds a run already."""
-        if out is not None:
-            check_run_folder(out, resume=False)
+        check_run_folder(out, resume=False)
         if self.processes.distributed:  # one dropout stream per process, not one repeated on every share
             torch.manual_seed(process_seed(self.config.seed, self.processes.rank, 0))
         return RunState()
