@@ -113,7 +113,6 @@ def test_each_speed_of_an_utterance_is_drawn_alike_and_its_length_follows():
 @pytest.mark.parametrize("settings, message", [
     ({"frequency_masks": -1}, "frequency_masks must be a non-negative integer (0: no masks), got -1"),
     ({"time_mask_width": 2.5}, "time_mask_width must be a non-negative integer (0: no masks), got 2.5"),
-    ({"time_masks": True}, "time_masks must be a non-negative integer (0: no masks), got True"),
     ({"frequency_mask_width": 41}, "frequency_mask_width must be at most n_mels (40), got 41"),
     ({"frequency_warp": 1.0}, "frequency_warp must be a number in [0, 1) (0: no warp), got 1.0"),
     ({"frequency_warp": -0.1}, "frequency_warp must be a number in [0, 1) (0: no warp), got -0.1"),

@@ -122,6 +122,27 @@ def test_a_training_command_refuses_a_folder_it_cannot_use_before_announcing_the
                    "continue it, or choose another folder\n")
 
 
+@pytest.mark.parametrize("command, kind", [
+    (["lm", "train", "{file}"], "language_model"),
+    (["speech", "train", "{file}"], "speech_model"),
+    (["translate", "train", "--source", "{file}", "--target", "{file}", "--valid-source", "{file}",
+      "--valid-target", "{file}"], "translation"),
+])
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_training_command_refuses_another_pipelines_run_before_announcing(command, kind, resume, tmp_path, capsys):
+    """translate's run in an lm folder was told to pass --resume, then refused when it did."""
+    given, run = tmp_path / "given.txt", tmp_path / "run"
+    given.write_text("x")
+    held = "translation" if kind != "translation" else "language_model"
+    (run / "last").mkdir(parents=True)
+    (run / "last" / "config.json").write_text(json.dumps({"kind": held}))
+    code, out, err = run_cli([part.format(file=given) for part in command] + ["--steps", "1", "--out", str(run)]
+                             + ["--resume"] * resume, capsys)
+    assert (code, out) == (2, "")
+    wanted = f"not a {kind!r} run to resume" if resume else f"where a {kind!r} run cannot start"
+    assert err == f"lstmkit: error: {run} holds a {held!r} run, {wanted}; choose another folder\n"
+
+
 @pytest.mark.parametrize("manifest_option", ["manifest", "--valid"])
 def test_speech_train_refuses_a_manifest_row_without_its_audio_before_announcing_the_run(manifest_option, tmp_path,
                                                                                        capsys):

@@ -275,6 +275,15 @@ def test_a_run_folder_is_never_overwritten(trained, text_file):
         lm.train(text_file, trained[0], LMTrainingConfig(steps=5, **TINY))
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_of_another_pipeline_is_refused_by_name(text_file, tmp_path, resume):
+    (tmp_path / "last").mkdir()
+    (tmp_path / "last" / "config.json").write_text(json.dumps({"kind": "translation"}))
+    wanted = "not a 'language_model' run to resume" if resume else "where a 'language_model' run cannot start"
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds a 'translation' run, {wanted}; choose another")):
+        lm.train(text_file, tmp_path, LMTrainingConfig(steps=5, **TINY), resume=resume)
+
+
 def test_resume_needs_a_run_and_the_same_settings(trained, text_file, tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no run to resume"):
         lm.train(text_file, tmp_path / "nothing", LMTrainingConfig(steps=5, **TINY), resume=True)

@@ -344,8 +344,9 @@ class Kinded(Quadratic):
 
 def test_resuming_another_pipelines_run_names_both_kinds(tmp_path):
     Trainer(TrainingConfig(steps=2, eval_every=1)).run(Kinded("speech_model"), tmp_path / "run")
-    with pytest.raises(CheckpointError, match=re.escape(
-            f"{tmp_path / 'run' / 'last'} holds a 'speech_model' checkpoint, not a 'translation_model' run to resume")):
+    with pytest.raises(ValueError, match=re.escape(
+            f"{tmp_path / 'run'} holds a 'speech_model' run, not a 'translation_model' run to resume; choose another "
+            "folder")):
         Trainer(TrainingConfig(steps=4)).run(Kinded("translation_model"), tmp_path / "run", resume=True)
 
 

@@ -11,6 +11,7 @@ import warnings
 import socket
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -293,6 +294,19 @@ def test_patience_stops_after_evaluations_without_improvement():
     job = Quadratic([1.0], validation_target=-1.0)  # every step moves w away from the validation target
     run = Trainer(TrainingConfig(steps=50, lr=0.1, eval_every=1, patience=3)).run(job)
     assert run.steps == 4 and [row["step"] for row in run.history] == [1, 2, 3, 4]
+
+
+def test_patience_counts_only_the_evaluations_that_scored():
+    """Validation worsens at every step, scored at odd steps only: the best is step 1, and
+    patience 3 runs out at the third scored evaluation after it (step 7), not at step 5, as
+    when the unscored evaluations between them counted."""
+    class HalfScored(Quadratic):
+        def evaluate(self):
+            return super().evaluate() if len(self.steps_seen) % 2 else {"val_loss": None}
+
+    run = Trainer(TrainingConfig(steps=50, lr=0.1, eval_every=1, patience=3)).run(HalfScored([1.0], -1.0))
+    assert run.steps == 7 and run.best["step"] == 1
+    assert [row["val_loss"] is None for row in run.history] == [False, True] * 3 + [False]
 
 
 def test_anneal_on_a_plateau_decays_the_rate_to_its_floor_over_the_patience_then_stops():
@@ -593,16 +607,30 @@ def test_the_trainer_refuses_an_engine_the_device_lacks_before_announcing_the_ru
      "calendar must be True or False, got 'no' (str)"),
     (SpeechConfig, {"stop_when_perfect": "no"}, "stop_when_perfect must be True or False, got 'no' (str)"),
     (TaskTrainingConfig, {"stop_when_solved": 1}, "stop_when_solved must be True or False, got 1 (int)"),
+    # A bool is an int to Python: steps=True trained one step, epochs=True one epoch.
+    (TrainingConfig, {"steps": True}, "steps must be an integer or None, got True (bool)"),
+    (TrainingConfig, {"epochs": True}, "epochs must be a number or None, got True (bool)"),
+    (TrainingConfig, {"lr": np.True_}, "lr must be a number, got np.True_ (bool)"),
+    (LMTrainingConfig, {"seq_len": True}, "seq_len must be an integer or None, got True (bool)"),
+    (SpeechConfig, {"time_masks": True}, "time_masks must be an integer, got True (bool)"),
 ])
 def test_a_setting_that_is_not_a_number_or_a_switch_is_named_before_its_range_is_checked(config, settings, message):
     with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
         config(**settings)
 
 
+def test_numpy_numbers_in_a_config_are_settled_into_python_ones():
+    """np.int64 steps was refused as "must be an integer"; np.float32 lr failed when the config
+    was written as JSON."""
+    config = LMTrainingConfig(steps=np.int64(5), lr=np.float32(0.5), variable_length=np.bool_(False), seed=np.uint8(3))
+    settled = (config.steps, config.lr, config.variable_length, config.seed)
+    assert settled == (5, 0.5, False, 3) and [type(value) for value in settled] == [int, float, bool, int]
+    assert json.loads(json.dumps(asdict(config)))["lr"] == 0.5
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"hidden_size": 16.0}, "hidden_size must be a positive integer, got 16.0"),
     ({"batch_size": 2.0}, "batch_size must be a positive integer, got 2.0"),
-    ({"seq_len": True}, "seq_len must be a positive integer, got True"),
     ({"embedding_size": 0, "tie_weights": False}, "embedding_size must be a positive integer, got 0"),
     ({"validation_fraction": 1.5}, "validation_fraction must be in (0, 1), got 1.5"),
     ({"validation_fraction": math.nan}, "validation_fraction must be in (0, 1), got nan"),

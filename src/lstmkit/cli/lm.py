@@ -18,14 +18,14 @@ from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation
 
 
 def lm_train_command(arguments: argparse.Namespace) -> None:
-    from lstmkit.pipelines.lm import sized_like, train_language_model
+    from lstmkit.pipelines.lm import LANGUAGE_MODEL, sized_like, train_language_model
 
     out = Path(arguments.out or Path("runs") / f"lm-{Path(arguments.text).stem}")
     config = config_from(arguments, LMTrainingConfig)
+    check_run_folder(out, arguments.resume, LANGUAGE_MODEL.name)
     if arguments.resume:  # the run's size, to say what is resumed
         config = sized_like(config, out)
     check_runtime(config.device, config.precision, config.engine, config.cell)
-    check_run_folder(out, arguments.resume)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} {config.level}-level model on "
           f"{arguments.text}; checkpoints in {out}/", flush=True)

@@ -31,12 +31,12 @@ def fsdd_command(arguments: argparse.Namespace) -> None:
 
 
 def train_command(arguments: argparse.Namespace) -> None:
-    from lstmkit.pipelines.speech import train_speech_model
+    from lstmkit.pipelines.speech import SPEECH_MODEL, train_speech_model
 
     config = config_from(arguments, SpeechConfig)
     out = Path(arguments.out or Path("runs") / f"speech-{Path(arguments.manifest).stem}")
     check_runtime(config.device, config.precision, config.engine, config.cell)
-    check_run_folder(out, arguments.resume)
+    check_run_folder(out, arguments.resume, SPEECH_MODEL.name)
     for manifest in (arguments.manifest, arguments.valid):  # every row, and its audio file, before the announcement
         if manifest is not None:
             read_manifest(manifest)

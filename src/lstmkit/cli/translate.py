@@ -20,13 +20,13 @@ from lstmkit.pipelines.configs import BLEU_TOKENIZERS, SELECTIONS, DecodingConfi
 
 
 def translate_train_command(arguments: argparse.Namespace) -> None:
-    from lstmkit.pipelines.translate import train_translation
+    from lstmkit.pipelines.translate import TRANSLATION_MODEL, train_translation
 
     config = config_from(arguments, TranslationConfig, tie_embeddings=not arguments.untied_embeddings,
                          validation_bleu=not arguments.no_validation_bleu)
     out = Path(arguments.out)
     check_runtime(config.device, config.precision, config.engine, config.cell)
-    check_run_folder(out, arguments.resume)
+    check_run_folder(out, arguments.resume, TRANSLATION_MODEL.name)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} encoder-decoder ({config.attention} "
           f"attention) on {arguments.source} -> {arguments.target}; checkpoints in {out}/", flush=True)

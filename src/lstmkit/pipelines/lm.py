@@ -46,7 +46,7 @@ from lstmkit.pipelines.configs import RegulariserSettings
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, score_dynamically, score_with_cache
 from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, read_text, token_streams
 from lstmkit.text.vocabulary import warn_unknown
-from lstmkit.training import Job, Processes, Trainer, TrainingConfig, resolve_device
+from lstmkit.training import Job, Processes, Trainer, TrainingConfig, check_run_folder, resolve_device
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.config import SEED_RANGE, check_config, check_field_types, check_positive_integers, current_names
 
@@ -343,7 +343,7 @@ class LanguageModelJob(Job):
         self.state = None if not parts else (tuple(parts) if len(parts) == 2 else parts[0])
 
     def checkpoint_config(self) -> dict:
-        return {"kind": "language_model", "model": self.model.config.to_dict()}
+        return {"kind": LANGUAGE_MODEL.name, "model": self.model.config.to_dict()}
 
     def checkpoint_files(self) -> dict[str, str]:
         return {VOCABULARY_FILE: json.dumps(self.vocabulary.to_dict(), ensure_ascii=False)}
@@ -396,6 +396,7 @@ def train_language_model(
     torchrun, in every process, each on its share of the streams."""
     check_config(config, LMTrainingConfig, "lstmkit.lm.TrainingConfig")
     out = as_path(out, "the run's folder")
+    check_run_folder(out, resume, LANGUAGE_MODEL.name)  # before the corpus is read
     if resume:
         config = sized_like(config, out)
     corpus = load_corpus(text, validation, config.level, config.min_frequency, config.validation_fraction)

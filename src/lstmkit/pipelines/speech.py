@@ -30,7 +30,7 @@ from lstmkit.audio.manifest import ManifestError, Utterance, read_manifest
 from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import CheckpointError, CheckpointKind, checkpoint_folder, load_model_checkpoint
 from lstmkit.extras import extra_imports
-from lstmkit.files import fingerprint
+from lstmkit.files import as_path, fingerprint
 from lstmkit.models.acoustic import (
     BLANK, AcousticModel, AcousticModelConfig, Lexicon, ctc_frames_needed, greedy_decode, prefix_beam_search,
     stacked_length,
@@ -38,7 +38,7 @@ from lstmkit.models.acoustic import (
 from lstmkit.pipelines.configs import SpeechConfig
 from lstmkit.text.parallel import sentence_list
 from lstmkit.training.config import check_config, offset_seed
-from lstmkit.training import Job, Processes, Trainer, resolve_device
+from lstmkit.training import Job, Processes, Trainer, check_run_folder, resolve_device
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.job import warn_if_one_batch_holds_all
 
@@ -377,6 +377,8 @@ def train_speech_model(train: str | Path, out: str | Path | None, config: Speech
     `train`, scored on those of `validation` (without one, on the training utterances: a
     check of fit, not of generalisation)."""
     check_config(config, SpeechConfig, "lstmkit.speech.SpeechConfig")
+    out = None if out is None else as_path(out, "the run's folder")
+    check_run_folder(out, resume, SPEECH_MODEL.name)  # before the audio is read
     front_end = config.front_end()
     train_set, alphabet = load_utterances(train, front_end, None, config.stack, config.speed_perturbation)
     validation_set = train_set if validation is None else load_utterances(validation, front_end, alphabet,
@@ -393,7 +395,7 @@ def train_speech_model(train: str | Path, out: str | Path | None, config: Speech
     trainer = Trainer(config)
     job = SpeechJob(train_set, validation_set, alphabet, config, sources, trainer.processes, trainer.device)
     run = trainer.run(job, out, resume, keep_best=out is None)
-    return SpeechRun(Path(out) if out is not None else None, run.best, run.steps, run.seconds, run.items_per_second,
+    return SpeechRun(out, run.best, run.steps, run.seconds, run.items_per_second,
                      run.history, run.device, run.precision, run.processes)
 
 

@@ -215,7 +215,7 @@ class TranslationJob(Job):
         return scores
 
     def checkpoint_config(self) -> dict:
-        return {"kind": "translation", "model": self.model.config.to_dict()}
+        return {"kind": TRANSLATION_MODEL.name, "model": self.model.config.to_dict()}
 
     def checkpoint_files(self) -> dict[str, str]:
         return {SUBWORD_FILES["source"]: self.vocabularies.source.to_text(),
@@ -298,7 +298,7 @@ def train_translation(source: str | Path, target: str | Path, valid_source: str 
     subword vocabularies are learned from the training text (on resume: read from last/)."""
     check_config(config, TranslationConfig, "lstmkit.translate.TrainingConfig")
     out = as_path(out, "the run's folder")
-    check_run_folder(out, resume)  # before the vocabularies are learned
+    check_run_folder(out, resume, TRANSLATION_MODEL.name)  # before the vocabularies are learned
     train = read_parallel(source, target)
     valid = read_parallel(valid_source, valid_target, ("valid_source", "valid_target"), "translation")
     if resume and existing(out / "last").exists():

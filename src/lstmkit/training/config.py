@@ -31,7 +31,7 @@ PRECISIONS = ("32", "bf16", "16")
 PLATEAU_ACTIONS = ("stop", "anneal")
 # The annotations (as written) whose values are checked to be numbers before their ranges are,
 # so that a string such as "0.1" is named, not compared deep inside (each field's own check then
-# names a bool, a fraction where an integer belongs, or a value out of range); and switches,
+# names a fraction where an integer belongs, or a value out of range); and switches,
 # checked to be True or False, since a string such as "no" would read as true.
 FIELD_TYPES = {"int": "an integer", "int | None": "an integer or None", "float": "a number",
                "float | None": "a number or None", "bool": "True or False", "bool | None": "True, False or None"}
@@ -133,9 +133,13 @@ class TrainingConfig:
                                  f"{name}={getattr(self, name)!r})")
         if all(getattr(self, name) is None for name in BUDGETS):
             object.__setattr__(self, *self.default_budget)
+        for name in ("steps", "eval_every", "patience", "warmup", "seed", "asgd_patience"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
         for name in ("steps", "epochs", "time_budget", "lr", "clip", "eval_every", "patience"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not value > 0):
+            if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
         for name in ("epochs", "time_budget", "lr", "weight_decay"):
             value = getattr(self, name)
@@ -143,10 +147,6 @@ class TrainingConfig:
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        for name in ("steps", "eval_every", "patience", "warmup", "seed", "asgd_patience"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
         if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
             raise ValueError(f"seed must be in [0, 2**64 - 1] (what torch.manual_seed takes), got {self.seed}")
         if self.asgd_patience < 1:
@@ -194,14 +194,20 @@ def current_names(settings: dict) -> dict:
 
 def check_field_types(config) -> None:
     """Every field of the dataclass `config` annotated int or float (or None) holds a number
-    (or None), not a string; every one annotated bool holds True or False."""
+    (or None), not a string or a bool; every one annotated bool holds True or False. A NumPy
+    number is settled into Python's (an integer into int): the config is written as JSON."""
     for field in fields(config):
         if field.type not in FIELD_TYPES:
             continue
         value = getattr(config, field.name)
-        kinds = (bool, np.bool_) if field.type.startswith("bool") else numbers.Real
-        if not (isinstance(value, kinds) or (value is None and "None" in field.type)):
+        switch = field.type.startswith("bool")
+        kinds = (bool, np.bool_) if switch else numbers.Real
+        number = isinstance(value, kinds) and (switch or not isinstance(value, (bool, np.bool_)))
+        if not (number or (value is None and "None" in field.type)):
             raise TypeError(f"{field.name} must be {FIELD_TYPES[field.type]}, got {value!r} ({type(value).__name__})")
+        if isinstance(value, np.generic):
+            settled = bool(value) if switch else int(value) if isinstance(value, numbers.Integral) else float(value)
+            object.__setattr__(config, field.name, settled)
 
 
 def check_config(config, expected: type, name: str) -> None:

@@ -34,8 +34,8 @@ import torch
 from torch import Tensor
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, check_kind, check_replaceable, existing, load_checkpoint,
-                                read_extra_tensors, save_checkpoint)
+from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, check_kind, check_replaceable, existing, held_kind,
+                                load_checkpoint, read_extra_tensors, save_checkpoint)
 from lstmkit.files import check_nothing_overwritten, check_output_folder, write_csv, write_json
 from lstmkit.training.config import ADDED_SETTINGS, TrainingConfig, check_config, current_names
 from lstmkit.training.device import Precision, check_engines, resolve_device
@@ -125,11 +125,13 @@ def warn_short_warmup(config: TrainingConfig, steps: int, spent: bool) -> None:
                        "budget or a shorter warmup (--warmup)")
 
 
-def patience_spent(config: TrainingConfig, progress: RunState, scored: bool) -> bool:
-    """Whether `patience` evaluations have passed without a better score (`scored`: the latest
-    evaluation gave the metric that selects)."""
-    since_best = sum(1 for row in progress.history if row["step"] > (progress.best_step or 0))
-    return config.patience is not None and scored and since_best >= config.patience
+def patience_spent(config: TrainingConfig, progress: RunState, metric: str) -> bool:
+    """Whether `patience` evaluations have passed without a better `metric`, the latest among
+    them; an evaluation that did not give the metric (one not scored) is not counted."""
+    scored = [row for row in progress.history if row.get(metric) is not None]
+    since_best = sum(1 for row in scored if row["step"] > (progress.best_step or 0))
+    latest_scored = bool(scored) and scored[-1] is progress.history[-1]
+    return config.patience is not None and latest_scored and since_best >= config.patience
 
 
 class StopReason(NamedTuple):
@@ -150,7 +152,7 @@ def stop_reason(job: Job, config: TrainingConfig, progress: RunState, scores: di
                         f"None, got {goal!r}")
     if goal is not None:
         return StopReason(f"its last evaluation {goal}", job.goal_remedy)
-    if config.on_plateau == "stop" and patience_spent(config, progress, scores.get(metric) is not None):
+    if config.on_plateau == "stop" and patience_spent(config, progress, metric):
         return StopReason(f"the {metric} had not improved for patience = {config.patience} evaluations",
                           "a larger --patience continues it")
     if progress.annealing_from is not None and progress.step >= progress.annealing_from + anneal_steps:
@@ -159,11 +161,16 @@ def stop_reason(job: Job, config: TrainingConfig, progress: RunState, scores: di
     return None
 
 
-def check_run_folder(out: Path | None, resume: bool) -> None:
+def check_run_folder(out: Path | None, resume: bool, kind: str | None = None) -> None:
     """Refuse `out` where a run cannot start there (it holds a run, or files a run would
-    overwrite) or, with `resume`, cannot continue there (it holds no run). The trainer checks
-    at its start; a pipeline checks before its own work (learning a vocabulary), and a command
-    before it announces the run."""
+    overwrite) or, with `resume`, cannot continue there (it holds no run, or, given the `kind`
+    of checkpoint the run writes, a run of another pipeline). The trainer checks at its start; a
+    pipeline checks before its own work (learning a vocabulary), and a command before it
+    announces the run."""
+    held = None if out is None or kind is None else held_kind(existing(out / "last"))
+    if held is not None and held != kind:
+        wanted = f"not a {kind!r} run to resume" if resume else f"where a {kind!r} run cannot start"
+        raise ValueError(f"{out} holds a {held!r} run, {wanted}; choose another folder")
     if resume:
         if out is None or not existing(out / "last").exists():
             inside = out is not None and out.name in ("last", "best") and existing(out.parent / "last").exists()
@@ -229,7 +236,7 @@ class Trainer:
         check_engines(job.model, device)
         out = None if out is None else check_output_folder(out)
         job.model.to(device)
-        progress, training = self.restore(job, out) if resume else (self.begin(out), {})
+        progress, training = self.restore(job, out) if resume else (self.begin(job, out), {})
         if out is not None and ((out / "best").is_dir() or (out / "last").is_dir()):  # before training, not at `save`
             names, kind = {CONFIG_FILE, WEIGHTS_FILE, *job.checkpoint_files()}, job.checkpoint_config().get("kind")
             check_replaceable(out / "best", names, kind)
@@ -301,7 +308,7 @@ class Trainer:
                 progress.averaging_from = progress.step
                 self.announce(f"{job.label}: step {progress.step}: the {metric} stopped improving; "
                               "averaging the weights from here on (NT-ASGD)")
-            if (patience_spent(config, progress, scores.get(metric) is not None) and config.on_plateau == "anneal"
+            if (patience_spent(config, progress, metric) and config.on_plateau == "anneal"
                     and progress.annealing_from is None):  # saved below, so that a resumed run anneals from here too
                 progress.annealing_from, progress.annealing_decay = progress.step, decay(progress.step) or 0.0
                 self.announce(f"{job.label}: step {progress.step}: the {metric} stopped improving; decaying the "
@@ -401,9 +408,9 @@ class Trainer:
                            progress.items / max(progress.train_seconds, 1e-9), str(self.device),
                            self.config.precision, self.processes.world_size)
 
-    def begin(self, out: Path | None) -> RunState:
+    def begin(self, job: Job, out: Path | None) -> RunState:
         """A new run's state, refusing a folder that holds a run already."""
-        check_run_folder(out, resume=False)
+        check_run_folder(out, resume=False, kind=job.checkpoint_config().get("kind"))
         if self.processes.distributed:  # one dropout stream per process, not one repeated on every share
             torch.manual_seed(process_seed(self.config.seed, self.processes.rank, 0))
         return RunState()
@@ -496,7 +503,7 @@ class Trainer:
         """The model, random-number state and job state of out/last, on this trainer's device
         whatever device wrote them; the progress to continue from, and the saved training
         tensors (the optimizer's state among them: `load_optimizer_state`)."""
-        check_run_folder(out, resume=True)
+        check_run_folder(out, resume=True, kind=job.checkpoint_config().get("kind"))
         saved, tensors = load_checkpoint(out / "last", self.device)
         kind = job.checkpoint_config().get("kind")
         if kind is not None:
