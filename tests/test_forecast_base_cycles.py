@@ -61,10 +61,15 @@ def test_a_history_shorter_than_the_cycles_is_refused():
         ForecastNetworkConfig("lstm", 1, 1, 0, 5, base_cycles=0)
 
 
-@pytest.mark.parametrize("value", [0, 2.0, True, -1])
+@pytest.mark.parametrize("value", [0, 2.0, -1])
 def test_base_cycles_is_checked_when_the_config_is_built(value):
     with pytest.raises(ValueError, match=re.escape(f"base_cycles must be a positive integer, got {value!r}")):
         ForecasterConfig(time="t", target="y", horizon=3, base_cycles=value)
+
+
+def test_a_bool_base_cycles_is_refused_as_not_a_number():
+    with pytest.raises(TypeError, match=re.escape("base_cycles must be an integer or None, got True (bool)")):
+        ForecasterConfig(time="t", target="y", horizon=3, base_cycles=True)
 
 
 @pytest.mark.parametrize("season, extra, cycles, expected", [(2, (), 1, 6), (2, (), 3, 6), (2, (), 4, 8),

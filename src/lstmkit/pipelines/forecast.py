@@ -226,12 +226,13 @@ class Forecaster:
         season, lookback = self.season_and_lookback(frame)
         needed = self.rows_needed(lookback)
         if len(frame) < needed:
+            shorter = base_history(config, season)[1] if lookback > encoder_lookback(config, season) else ""
             first, last = frame.time_values(frame.time[[0, -1]])
             raise ValueError(
                 f"the series {', '.join(frame.target_names)} has {len(frame)} rows ({first} .. {last}); fitting with "
                 f"lookback {lookback} and horizon {config.horizon} needs at least {needed} (lookback + horizon = "
-                f"{lookback + config.horizon} for one window, and windows kept for early stopping): give more rows, "
-                "or a shorter lookback or horizon")
+                f"{lookback + config.horizon} for one window, and windows kept for early stopping){shorter}: give "
+                "more rows, or a shorter lookback or horizon")
         self.layout = SeriesLayout(frame.frequency, frame.time_kind, season, lookback,
                                    self.calendar_of(frame.time[:1], frame.frequency)[1], Scaler.fit(frame.targets),
                                    Scaler.fit(frame.covariates), Scaler.fit(frame.future_covariates[:len(frame)]),
@@ -461,11 +462,12 @@ class Forecaster:
         season, lookback = self.season_and_lookback(frame)
         fitted = max(lookback + horizon + season, self.rows_needed(lookback))  # fit's own check, on `start` rows
         if start < fitted:
+            shorter = base_history(config, season)[1] if lookback > encoder_lookback(config, season) else ""
             raise ValueError(f"the series has {len(frame)} rows; a backtest with holdout {holdout} needs at least "
                              f"{fitted + holdout}: {fitted} to fit on (lookback + horizon + season = {lookback} + "
                              f"{horizon} + {season} = {lookback + horizon + season}, and windows kept for early "
-                             f"stopping) and the {holdout} held out; give more rows, or a shorter lookback, horizon "
-                             "or season (--season)")
+                             f"stopping) and the {holdout} held out{shorter}; give more rows, or a shorter lookback, "
+                             "horizon or season (--season)")
         model = Forecaster(**{field.name: getattr(config, field.name) for field in fields(config)})
         model.run_folder = backtest_folder(self.run_folder, holdout, horizon)
         model.fit(frame.head(start))
@@ -549,9 +551,22 @@ def history_length(config: ForecasterConfig, season: int) -> int:
     longest period with extra seasons (the base compares each period's seasonal-naive forecast
     of the window's own latest steps) and base_cycles times it (the base's median of cycles;
     ForecastNetwork.base)."""
-    cycles = max(2 if config.extra_seasons else 1, config.base_cycles)
-    longest = max((season, *config.extra_seasons))
-    return max(encoder_lookback(config, season), cycles * longest if cycles > 1 and longest > 1 else 0)
+    return max(encoder_lookback(config, season), base_history(config, season)[0])
+
+
+def base_history(config: ForecasterConfig, season: int) -> tuple[int, str]:
+    """The history the base needs (0: none beyond the encoder's), and, for a message on a series
+    too short, the options that set it."""
+    least_cycles = 2 if config.extra_seasons else 1
+    cycles, longest = max(least_cycles, config.base_cycles), max((season, *config.extra_seasons))
+    if cycles == 1 or longest == 1:
+        return 0, ""
+    seasons = ", ".join(map(str, config.extra_seasons))
+    options = ([f"fewer base_cycles (--base-cycles, now {config.base_cycles})"]
+               if config.base_cycles > least_cycles else []) + \
+        ([f"shorter extra_seasons (--extra-seasons, now {seasons})"] if config.extra_seasons else [])
+    return cycles * longest, (f" (the history is {cycles} cycles of the longest period, {longest}, which the seasonal "
+                              f"base compares; {' or '.join(options)} shorten{'s' * (len(options) == 1)} it)")
 
 
 def config_dict(config: ForecasterConfig) -> dict:
