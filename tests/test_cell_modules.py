@@ -654,12 +654,14 @@ COMPILED_RUNS = [
     pytest.param(*run, id=f"{cell_id(*run[:2])}-{run[2]}-{run[3]}") for run in COMPILED_RUNS])
 def test_compiled_steps_equal_eager_over_optimizer_steps(cell_name, options, engine, backend):
     """torch.compile of a cell module in a hand-written loop, its parameters updated between
-    calls: the same losses and weights as eager, in float32."""
+    calls: the same losses and weights as eager, in float32; each step one graph
+    (`fullgraph=True`: the fused step broke at its autograd.Function, and now runs as the
+    layer's custom op)."""
     torch.manual_seed(0)
     eager = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, engine=engine, **options)
     compiled_module = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, engine=engine, **options)
     compiled_module.load_state_dict(eager.state_dict())
-    compiled = torch.compile(compiled_module, backend=backend)
+    compiled = torch.compile(compiled_module, backend=backend, fullgraph=True)
     inputs = torch.randn(4, B, INPUT, generator=torch.Generator().manual_seed(1))
     optimizers = [torch.optim.Adam(module.parameters(), lr=0.05) for module in (eager, compiled_module)]
     torch._dynamo.reset()
@@ -669,6 +671,29 @@ def test_compiled_steps_equal_eager_over_optimizer_steps(cell_name, options, eng
         torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
     for name, parameter in eager.named_parameters():
         torch.testing.assert_close(compiled_module.get_parameter(name), parameter, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
+def test_a_fused_step_with_its_gates_compiles_as_one_graph_to_the_eager_numbers(cell_name, options):
+    """fullgraph=True stopped at the fused step's autograd.Function ("Attempted to call function
+    marked as skipped"); float64, the step, its gates and every gradient."""
+    torch.manual_seed(0)
+    cell = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, dtype=F64, engine="fused", **options)
+    x, hx = random_inputs((B,), cell.cell.has_cell_state)
+    named = leaves(cell, x, hx)
+    torch._dynamo.reset()
+    (state, gates), (expected_state, expected_gates) = (
+        step(x, hx, return_gates=True) for step in (torch.compile(cell, backend="aot_eager", fullgraph=True), cell))
+    assert gates.keys() == expected_gates.keys()
+    for name, gate in gates.items():
+        assert_close(gate, expected_gates[name], name)
+    state, expected_state = (part if isinstance(part, tuple) else (part,) for part in (state, expected_state))
+    grads = [torch.autograd.grad(sum(part.sum() for part in run), list(named.values()))
+             for run in (state, expected_state)]
+    for name, actual, expected in zip(named, *grads):
+        assert_close(actual, expected, f"gradient of {name}")
+    for actual, expected in zip(state, expected_state, strict=True):
+        assert_close(actual, expected, "state")
 
 
 @pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import lstmkit
 
@@ -69,11 +69,43 @@ def test_unknown_cell_name():
 
 
 def test_unknown_cell_option():
-    with raises(TypeError, "cell 'lstm' got unknown option(s) peepholes; it accepts input_gate, forget_gate, "
+    with raises(TypeError, "cell 'lstm' got unknown option(s) 'peepholes'; it accepts input_gate, forget_gate, "
                            "output_gate, input_activation, output_activation"):
         lstmkit.Recurrent("lstm", 3, 4, peepholes=True)
-    with raises(TypeError, "cell 'gru' got unknown option(s) nonlinearity; it accepts no options"):
+    with raises(TypeError, "cell 'gru' got unknown option(s) 'nonlinearity'; it accepts no options"):
         lstmkit.Recurrent("gru", 3, 4, nonlinearity="relu")
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: lstmkit.Recurrent("lstm", 3, 4, forget_gat=False),
+     "cell 'lstm' got unknown option(s) 'forget_gat' (did you mean 'forget_gate'?); it accepts input_gate, "
+     "forget_gate, output_gate, input_activation, output_activation"),
+    (lambda: lstmkit.Recurrent("gru", 3, 4, num_layer=2),
+     "cell 'gru' got unknown option(s) 'num_layer' (did you mean 'num_layers'?); it accepts no options"),
+    (lambda: lstmkit.RecurrentCell("peephole", 3, 4, forget_bais=1.0),
+     "cell 'peephole' got unknown option(s) 'forget_bais' (did you mean 'forget_bias'?); it accepts no options"),
+    (lambda: lstmkit.RecurrentCell("peephole", 3, 4, zoneout=0.1),
+     "unexpected keyword argument(s) 'zoneout'; a cell module takes no regulariser options; the layers take them"),
+    (lambda: lstmkit.LSTM(3, 4, forget_gat=False),
+     "unexpected keyword argument(s) 'forget_gat' (did you mean 'forget_gate'?); lstmkit.LSTM's options beyond "
+     "torch.nn's are forget_bias, engine, input_gate, forget_gate, output_gate, input_activation, output_activation, "
+     "and the regulariser options recurrent_dropout, input_dropout, zoneout, weight_dropout, init, chrono_max"),
+    (lambda: lstmkit.GRU(3, 4, bidirectinal=True),
+     "unexpected keyword argument(s) 'bidirectinal' (did you mean 'bidirectional'?); lstmkit.GRU's options beyond "
+     "torch.nn's are engine, and the regulariser options recurrent_dropout, input_dropout, zoneout, weight_dropout, "
+     "init, chrono_max"),
+    (lambda: lstmkit.GRUCell(3, 4, dtyp=torch.float64),
+     "unexpected keyword argument(s) 'dtyp' (did you mean 'dtype'?); lstmkit.GRUCell's options beyond torch.nn's "
+     "are engine"),
+    (lambda: lstmkit.CIFGLSTMCell(3, 4, colour=1),
+     "unexpected keyword argument(s) 'colour'; lstmkit.CIFGLSTMCell's options beyond torch.nn's are forget_bias, "
+     "engine"),
+])
+def test_a_misspelt_keyword_is_named_with_the_one_likely_meant_and_what_the_module_takes(build, message):
+    """LSTM(forget_gat=False) was told only of the regulariser options, Recurrent(num_layer=2) of
+    the cell's, RecurrentCell(zoneout=...) that the cell "accepts no options"."""
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        build()
 
 
 def test_bad_cell_option_values():
@@ -211,11 +243,6 @@ def test_an_lstm_gate_option_on_a_layer_without_those_gates_says_so(layer, optio
         layer(3, 4, **options)
 
 
-def test_a_misspelt_option_of_a_cell_module_is_named_alone():
-    with pytest.raises(TypeError, match=re.escape("unexpected keyword argument(s) 'dtyp'") + "$"):
-        lstmkit.GRUCell(3, 4, dtyp=torch.float64)
-
-
 def test_state_of_the_wrong_type(lstm):
     with raises(TypeError, "hx must be a tuple (h_0, c_0) of two tensors for this cell, got Tensor of shape (2, 2, 4)"):
         lstm(torch.randn(6, 2, 3), torch.zeros(2, 2, 4))
@@ -268,10 +295,32 @@ def test_input_and_state_on_another_device_are_named(module):
     (torch.tensor([6.0, 2.0]), TypeError, "lengths must hold integers, got dtype torch.float32"),
     ([6, 2.5], TypeError, "lengths must hold integers, got [6, 2.5]"),
     (6, TypeError, "lengths must hold one integer per sequence (a tensor, a numpy array or a list), got 6"),
+    # torch's own "Tensor.item() cannot be called on meta tensors" came from deep inside
+    (torch.tensor([6, 2], device="meta"), ValueError, "lengths on the meta device hold no values, and a batch's "
+                                                      "steps depend on them; give them as a list or a CPU tensor"),
 ])
 def test_bad_lengths(lstm, lengths, error, message):
     with raises(error, message):
         lstm(torch.randn(6, 2, 3), lengths=lengths)
+
+
+@pytest.mark.parametrize("batch_sizes, data_rows, message", [
+    ([2, 2, 2, 1], 8, "got [2, 2, 2, 1] (sum 7)"),     # torch.nn dropped the 8th row, silently
+    ([2, 3, 2, 1], 8, "got [2, 3, 2, 1] (sum 8)"),     # torch.nn: "The size of tensor a (2) must match ..."
+    ([2, 2, 2, 2, 2], 8, "got [2, 2, 2, 2, 2] (sum 10)"),  # torch.nn: "shape '[5, 2, 3]' is invalid ..."
+    ([2, 2, 2, 2, 0], 8, "got [2, 2, 2, 2, 0] (sum 8)"),
+])
+def test_a_hand_built_packed_sequence_with_bad_batch_sizes_is_refused(lstm, batch_sizes, data_rows, message):
+    with raises(ValueError, "a PackedSequence's batch_sizes must be positive, non-increasing and sum to its data's "
+                            f"rows ({data_rows}), {message}"):
+        lstm(PackedSequence(torch.randn(data_rows, 3), torch.tensor(batch_sizes)))
+
+
+def test_a_packed_sequence_whose_indices_are_no_permutation_is_refused(lstm):
+    packed = pack_padded_sequence(torch.randn(5, 3, 3), [5, 2, 4], enforce_sorted=False)
+    with raises(ValueError, "a PackedSequence's sorted_indices must be a permutation of its 3 sequences, got "
+                            "[0, 0, 1]"):
+        lstm(PackedSequence(packed.data, packed.batch_sizes, torch.tensor([0, 0, 1]), packed.unsorted_indices))
 
 
 def test_lengths_with_packed_input(lstm):

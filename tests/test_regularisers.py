@@ -266,7 +266,9 @@ def test_bad_options_are_named(cell, options, message):
 
 
 def test_a_misspelt_option_of_a_named_layer_is_refused():
-    with pytest.raises(TypeError, match=re.escape("unexpected keyword argument(s) 'recurent_dropout'")):
+    with pytest.raises(TypeError, match=re.escape("unexpected keyword argument(s) 'recurent_dropout' (did you mean "
+                                                  "'recurrent_dropout'?); lstmkit.GRU's options beyond torch.nn's are "
+                                                  "engine, and the regulariser options recurrent_dropout,")):
         lstmkit.GRU(INPUT, HIDDEN, recurent_dropout=0.1)
 
 

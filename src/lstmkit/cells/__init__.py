@@ -8,6 +8,7 @@ with parameters, in `lstmkit.nn`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields
 
 from lstmkit.cells.base import Cell, ExtraParameter, LayerWeights
@@ -15,6 +16,7 @@ from lstmkit.cells.gru import GRUStep
 from lstmkit.cells.layernorm import LayerNormLSTMStep
 from lstmkit.cells.lstm import CIFGLSTMStep, LSTMStep, PeepholeLSTMStep
 from lstmkit.cells.rnn import RNNStep
+from lstmkit.keywords import unknown_names
 
 CELLS: dict[str, type[Cell]] = {
     cell.name: cell
@@ -24,17 +26,21 @@ CELLS: dict[str, type[Cell]] = {
 
 def make_cell(name: str, **options: object) -> Cell:
     """The cell registered as `name`, with its options checked by name and value."""
+    check_cell_options(name, options)
+    return CELLS[name](**options)
+
+
+def check_cell_options(name: str, options: dict[str, object], also_known: Sequence[str] = ()) -> None:
+    """Refuse an unknown cell `name`, or an option the cell does not take, with the option
+    likely meant among the cell's and `also_known` (the keywords of the module it was given to)."""
     if name not in CELLS:
         raise ValueError(f"unknown cell {name!r}; expected one of {', '.join(sorted(CELLS))}")
-    cell_type = CELLS[name]
-    known = [field.name for field in fields(cell_type)]
+    known = [field.name for field in fields(CELLS[name])]
     unknown = sorted(set(options) - set(known))
     if unknown:
         accepted = ", ".join(known) if known else "no options"
-        raise TypeError(
-            f"cell {name!r} got unknown option(s) {', '.join(unknown)}; it accepts {accepted}"
-        )
-    return cell_type(**options)
+        named = unknown_names(unknown, [*known, *also_known])
+        raise TypeError(f"cell {name!r} got unknown option(s) {named}; it accepts {accepted}")
 
 
 __all__ = [
@@ -48,5 +54,6 @@ __all__ = [
     "LayerWeights",
     "PeepholeLSTMStep",
     "RNNStep",
+    "check_cell_options",
     "make_cell",
 ]

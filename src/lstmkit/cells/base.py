@@ -16,7 +16,6 @@ step fast (in place, in one kernel, backward by hand) is the engine's business: 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from functools import cached_property
 from typing import ClassVar, NamedTuple
 
 import torch.nn.functional as F
@@ -73,7 +72,7 @@ class Cell:
     trace_names: ClassVar[tuple[str, ...]] = ()
     extra_parameters: ClassVar[tuple[ExtraParameter, ...]] = ()
 
-    @cached_property
+    @property
     def num_gates(self) -> int:
         """G: how many blocks of H rows the input and recurrent weights stack."""
         return len(self.weight_blocks)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -29,17 +28,14 @@ class LSTMStep(Cell):
     output_activation: bool = True
 
     def __post_init__(self) -> None:
+        """The blocks and gate names the switches keep, set once (not cached_property, whose
+        first read under torch.compile on Python 3.11 takes a lock Dynamo cannot trace)."""
         check_bool_options(self)
-
-    @cached_property
-    def weight_blocks(self) -> tuple[str, ...]:
         present = {"i": self.input_gate, "f": self.forget_gate, "g": True, "o": self.output_gate}
-        return tuple(block for block, kept in present.items() if kept)
-
-    @cached_property
-    def trace_names(self) -> tuple[str, ...]:
+        blocks = tuple(block for block, kept in present.items() if kept)
         names = {"i": "input", "f": "forget", "g": "candidate", "o": "output"}
-        return tuple(names[block] for block in self.weight_blocks)
+        object.__setattr__(self, "weight_blocks", blocks)
+        object.__setattr__(self, "trace_names", tuple(names[block] for block in blocks))
 
     @property
     def forget_bias_block(self) -> tuple[str, float] | None:

@@ -83,6 +83,8 @@ def run_cell_step(
         name = reference_under_transform(ENGINES[name]).name
     if name in KERNEL_ENGINES and in_dual_level():
         name = reference_under_transform(ENGINES[name], "forward-mode AD").name
+    if name in KERNEL_ENGINES and torch.compiler.is_compiling():  # the layer's custom op, which the compiler
+        return layer_step(ENGINES[name], cell, weights, x, h, c, return_gates)  # traces around in one piece
     if name == "fused":
         return run_step(cell, weights, x, h, c, return_gates)
     if name == "triton":
@@ -100,5 +102,16 @@ def run_cell_step(
         return StepResult(*kernel(x, (h, c), *parameters), None)
     precision = step_precision(cell, weights.weight_ih.dtype, x.device, (h if c is None else c).dtype)
     run = ReferenceEngine().run_layer(cell, weights, x.unsqueeze(0), h, c, None, return_gates, precision)
+    gates = None if run.gates is None else tuple(gate[0] for gate in run.gates)
+    return StepResult(run.h, run.c, gates)
+
+
+def layer_step(engine, cell: Cell, weights: LayerWeights, x: Tensor, h: Tensor, c: Tensor | None,
+               return_gates: bool) -> StepResult:
+    """One step as a layer's call of one step on `engine`: under torch.compile, whose graph
+    holds the layer's custom op whole (`fullgraph=True` included), where it would break at the
+    step's autograd.Function."""
+    precision = step_precision(cell, weights.weight_ih.dtype, x.device, (h if c is None else c).dtype)
+    run = engine.run_layer(cell, weights, x.unsqueeze(0), h, c, None, return_gates, precision)
     gates = None if run.gates is None else tuple(gate[0] for gate in run.gates)
     return StepResult(run.h, run.c, gates)

@@ -60,7 +60,7 @@ class RecurrentCell(NotScriptable, nn.Module):
         **cell_options: object,
     ) -> None:
         super().__init__()
-        self.cell = resolve_cell(cell, cell_options)
+        self.cell = resolve_cell(cell, cell_options, type(self))
         check_positive_int("input_size", input_size)
         check_positive_int("hidden_size", hidden_size)
         self.cell.check_hidden_size(hidden_size)
@@ -268,7 +268,7 @@ class LSTMCell(RecurrentCell):
         output_activation: bool = True,
         **options: object,
     ) -> None:
-        checked_options(self.cell_name, options, (), "lstmkit.LSTMCell")
+        checked_options(type(self), options, (), "lstmkit.LSTMCell")
         super().__init__(
             self.cell_name, input_size, hidden_size, bias, device, dtype, forget_bias=forget_bias, engine=engine,
             input_gate=input_gate, forget_gate=forget_gate, output_gate=output_gate,
@@ -291,7 +291,7 @@ class LSTMVariantCell(RecurrentCell):
         engine: str = "auto",
         **options: object,
     ) -> None:
-        checked_options(self.cell_name, options, (), "lstmkit.LSTMCell")
+        checked_options(type(self), options, (), "lstmkit.LSTMCell")
         super().__init__(
             self.cell_name, input_size, hidden_size, bias, device, dtype, forget_bias=forget_bias, engine=engine
         )
@@ -347,7 +347,7 @@ class GRUCell(RecurrentCell):
         engine: str = "auto",
         **options: object,
     ) -> None:
-        checked_options(self.cell_name, options, (), "lstmkit.LSTMCell")
+        checked_options(type(self), options, (), "lstmkit.LSTMCell")
         super().__init__(self.cell_name, input_size, hidden_size, bias, device, dtype, engine=engine)
 
 
@@ -376,7 +376,7 @@ class RNNCell(RecurrentCell):
         engine: str = "auto",
         **options: object,
     ) -> None:
-        checked_options(self.cell_name, options, (), "lstmkit.LSTMCell")
+        checked_options(type(self), options, (), "lstmkit.LSTMCell")
         super().__init__(
             self.cell_name, input_size, hidden_size, bias, device, dtype, engine=engine, nonlinearity=nonlinearity
         )

@@ -87,6 +87,7 @@ def prepare_input(
                 "lengths= is for padded tensor input; a PackedSequence carries its own lengths"
             )
         check_features(input.data, input_size, dtype, device)
+        check_batch_sizes(input)
         # on the meta device (shapes only) the sorting indices have no values to unsort by
         in_order = PackedSequence(input.data, input.batch_sizes) if input.data.device.type == "meta" else input
         data, packed_lengths = pad_packed_sequence(in_order)
@@ -163,6 +164,25 @@ def check_input_size(input: Tensor, input_size: int) -> None:
         )
 
 
+def check_batch_sizes(packed: PackedSequence) -> None:
+    """A PackedSequence built by hand: its batch_sizes must be positive, non-increasing, and sum
+    to its data's rows (pack_padded_sequence's always are); else steps would read rows of other
+    steps, or drop some. Its sorting indices, where given, must be a permutation of the batch."""
+    sizes = packed.batch_sizes.tolist()
+    rows = packed.data.shape[0]
+    if not sizes or sizes[-1] < 1 or any(later > earlier for earlier, later in zip(sizes, sizes[1:])) \
+            or sum(sizes) != rows:
+        shown = sizes if len(sizes) <= 12 else [*sizes[:12], "..."]
+        raise ValueError(f"a PackedSequence's batch_sizes must be positive, non-increasing and sum to its data's rows "
+                         f"({rows}), got {shown} (sum {sum(sizes)})")
+    for name in ("sorted_indices", "unsorted_indices"):
+        indices = getattr(packed, name)
+        if indices is not None and (indices.shape != (sizes[0],) or not indices.is_meta and not torch.equal(
+                indices.sort().values.cpu(), torch.arange(sizes[0]))):
+            raise ValueError(f"a PackedSequence's {name} must be a permutation of its {sizes[0]} sequences, got "
+                             f"{indices.tolist() if not indices.is_meta else tuple(indices.shape)}")
+
+
 def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) -> Tensor:
     """`lengths`: one integer per sequence, each in [1, T], as a tensor (on any device), a numpy
     array or a sequence of ints (or of 0-d integer tensors). Returned as an int64 tensor."""
@@ -177,6 +197,9 @@ def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) 
     if isinstance(lengths, Tensor):
         if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
             raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
+        if lengths.is_meta:  # a meta layer's call may take them, but only as values
+            raise ValueError("lengths on the meta device hold no values, and a batch's steps depend on them; give "
+                             "them as a list or a CPU tensor")
         values = lengths.to(torch.int64)
     else:
         if not all(is_integer(value) for value in lengths):

@@ -5,27 +5,29 @@ from __future__ import annotations
 import torch
 
 from lstmkit.cells import CIFGLSTMStep, GRUStep, LayerNormLSTMStep, LSTMStep, PeepholeLSTMStep, RNNStep
+from lstmkit.keywords import constructor_keywords, keyword_options, unknown_names
 from lstmkit.nn.docs import LSTM_OPTIONS_ARGS, layer_docstring, step_equations
 from lstmkit.nn.recurrent import Recurrent
-from lstmkit.nn.regularisers import REGULARISER_OPTIONS
+from lstmkit.nn.regularisers import NO_CELL_MODULE_REGULARISERS, REGULARISER_OPTIONS
 
 
 # lstmkit.LSTM's switches for the ablations of Greff et al. (2017).
 LSTM_GATE_SWITCHES = ("input_gate", "forget_gate", "output_gate", "input_activation", "output_activation")
 
 
-def checked_regularisers(cell_name: str, options: dict[str, object]) -> dict[str, object]:
-    """The regulariser and initialisation keywords a named layer of `cell_name` passes on to
+def checked_regularisers(module: type, options: dict[str, object]) -> dict[str, object]:
+    """The regulariser and initialisation keywords a named layer `module` passes on to
     Recurrent (documented there); any other keyword is refused by name."""
-    return checked_options(cell_name, options, REGULARISER_OPTIONS, "lstmkit.LSTM")
+    return checked_options(module, options, REGULARISER_OPTIONS, "lstmkit.LSTM")
 
 
 def checked_options(
-    cell_name: str, options: dict[str, object], accepted: tuple[str, ...], lstm_module: str
+    module: type, options: dict[str, object], accepted: tuple[str, ...], lstm_module: str
 ) -> dict[str, object]:
-    """`options`, given to a named module of `cell_name` whose keywords beyond its signature
-    are `accepted`; any other is refused by name, the LSTM's own ones (that `lstm_module`
-    takes) with what they are for."""
+    """`options`, given to the named module `module` (of the cell `module.cell_name`) whose
+    keywords beyond its signature are `accepted`; any other is refused by name, with the one
+    likely meant, the LSTM's own ones (that `lstm_module` takes) with what they are for."""
+    cell_name = module.cell_name
     unknown = sorted(set(options) - set(accepted))
     if "forget_bias" in unknown:  # a named module without it has no forget gate
         raise TypeError(f"forget_bias sets the forget gate's bias in the LSTM family; cell {cell_name!r} has no "
@@ -35,12 +37,13 @@ def checked_options(
         raise TypeError(f"{', '.join(switches)}: {lstm_module}'s switches for Greff et al.'s ablations; cell "
                         f"{cell_name!r} has none (got {', '.join(f'{name}={options[name]!r}' for name in switches)})")
     if unknown:
-        takes = ""
-        if accepted:
-            takes = f"; the regulariser options are {', '.join(accepted)}"
-        elif set(unknown) & set(REGULARISER_OPTIONS):
-            takes = "; a cell module takes no regulariser options; the layers take them"
-        raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}{takes}")
+        if not accepted and set(unknown) & set(REGULARISER_OPTIONS):
+            takes = NO_CELL_MODULE_REGULARISERS
+        else:
+            takes = f"lstmkit.{module.__name__}'s options beyond torch.nn's are {', '.join(keyword_options(module))}"
+            takes += f", and the regulariser options {', '.join(accepted)}" if accepted else ""
+        named = unknown_names(unknown, constructor_keywords(module) + list(accepted))
+        raise TypeError(f"unexpected keyword argument(s) {named}; {takes}")
     return options
 
 
@@ -87,7 +90,7 @@ class LSTM(Recurrent):
             bidirectional, proj_size, device, dtype, forget_bias=forget_bias, engine=engine,
             input_gate=input_gate, forget_gate=forget_gate, output_gate=output_gate,
             input_activation=input_activation, output_activation=output_activation,
-            **checked_regularisers(self.cell_name, regularisers),
+            **checked_regularisers(type(self), regularisers),
         )
 
 
@@ -114,7 +117,7 @@ class LSTMVariant(Recurrent):
         super().__init__(
             self.cell_name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, proj_size, device, dtype, forget_bias=forget_bias, engine=engine,
-            **checked_regularisers(self.cell_name, regularisers),
+            **checked_regularisers(type(self), regularisers),
         )
 
 
@@ -177,7 +180,7 @@ class GRU(Recurrent):
         super().__init__(
             self.cell_name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, proj_size, device, dtype, engine=engine,
-            **checked_regularisers(self.cell_name, regularisers),
+            **checked_regularisers(type(self), regularisers),
         )
 
 
@@ -214,7 +217,7 @@ class RNN(Recurrent):
         super().__init__(
             self.cell_name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, proj_size, device, dtype, engine=engine, nonlinearity=nonlinearity,
-            **checked_regularisers(self.cell_name, regularisers),
+            **checked_regularisers(type(self), regularisers),
         )
 
     @property

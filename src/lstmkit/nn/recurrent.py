@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from lstmkit.cells import Cell, LayerWeights, make_cell
+from lstmkit.cells import CELLS, Cell, LayerWeights, check_cell_options
 from lstmkit.engines import CPU_FUSED_MIN_STEPS, Regularisation, Stack, check_engine, flatten_weights, select_engine
 from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
 from lstmkit.nn.inputs import SequenceBatch, check_input_size, checked_return_gates, prepare_input, prepare_state
 from lstmkit.caller import warn_at_caller
+from lstmkit.keywords import constructor_keywords
 from lstmkit.nn import regularisers
 from lstmkit.nn.parameters import RESET, initialise, parameter_shapes, register, set_forget_bias
 from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, writable
@@ -81,7 +82,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         **cell_options: object,
     ) -> None:
         super().__init__()
-        self.cell = resolve_cell(cell, cell_options)
+        self.cell = resolve_cell(cell, cell_options, type(self))
         check_positive_int("input_size", input_size)
         check_positive_int("hidden_size", hidden_size)
         check_positive_int("num_layers", num_layers)
@@ -381,8 +382,9 @@ def leading_repr(cell_name: str | None, cell: Cell, input_size: int, hidden_size
     return parts + [f"{name}={value!r}" for name, value in cell.options().items()]
 
 
-def resolve_cell(cell: str | Cell, cell_options: dict[str, object]) -> Cell:
-    """The cell a module runs: built from a name and its options, or a Cell given as is."""
+def resolve_cell(cell: str | Cell, cell_options: dict[str, object], module: type) -> Cell:
+    """The cell the module `module` runs: built from a name and its options, or a Cell given as
+    is. An option neither the cell nor the module takes is named with the one likely meant."""
     if isinstance(cell, Cell):
         if cell_options:
             raise TypeError(
@@ -391,7 +393,12 @@ def resolve_cell(cell: str | Cell, cell_options: dict[str, object]) -> Cell:
             )
         return cell
     if isinstance(cell, str):
-        return make_cell(cell, **cell_options)
+        given = sorted(set(cell_options) & set(regularisers.REGULARISER_OPTIONS))  # Recurrent takes its own
+        if given:
+            raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, given))}; "
+                            f"{regularisers.NO_CELL_MODULE_REGULARISERS}")
+        check_cell_options(cell, cell_options, constructor_keywords(module))
+        return CELLS[cell](**cell_options)
     raise TypeError(f"cell must be a cell name or a Cell, got {type(cell).__name__}")
 
 

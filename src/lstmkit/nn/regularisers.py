@@ -25,6 +25,8 @@ from lstmkit.engines import Regularisation
 
 INITS = ("chrono", "orthogonal")
 REGULARISER_OPTIONS = ("recurrent_dropout", "input_dropout", "zoneout", "weight_dropout", "init", "chrono_max")
+# Said where one of them is given to a cell module, which steps once and holds no sequence.
+NO_CELL_MODULE_REGULARISERS = "a cell module takes no regulariser options; the layers take them"
 
 
 def check_probability(name: str, value: object) -> float:
