@@ -259,6 +259,15 @@ def test_a_bad_long_table_in_a_dataframe_is_named_by_position():
         read_panel(table, "id", "t", "y")
 
 
+def test_ids_written_alike_are_refused():
+    """The number 7 and the string "7" were two series, whose forecasts were one id in the CSV."""
+    table = pd.DataFrame({"id": [7, 7, "7", "7"], "t": [1, 2, 1, 2], "y": [1.0, 2.0, 3.0, 4.0]})
+    with pytest.raises(ValueError, match=re.escape(
+            "column 'id' holds the ids 7 and '7', two series written alike (a number and a string?); give every id "
+            "as one type")):
+        read_panel(table, "id", "t", "y")
+
+
 # --- windows and scaling -------------------------------------------------------------------------
 
 def test_panel_windows_pad_a_short_series_with_a_mask_by_hand():

@@ -91,6 +91,7 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
     stamps, time_kind = read_times(table[time], time, path)
     values = numeric_column(table[target], target, path)
     keys = pd.DataFrame({"id": table[id].to_numpy(), "time": np.asarray(stamps)}, index=table.index)
+    check_ids_read_apart(keys["id"], id)
     repeated = keys.duplicated(keep=False)
     if repeated.any():
         first_key = keys[repeated].iloc[0]
@@ -135,6 +136,18 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
         warn_at_caller(f"column {target!r}: {outside} row(s) before a series' first value or after its last are "
                        "ignored", MissingValuesWarning)
     return Panel(id, time, target, tuple(ids), tuple(series), tuple(starts), time_kind, frequency, tuple(gaps))
+
+
+def check_ids_read_apart(ids: pd.Series, name: str) -> None:
+    """Refuse two ids of a DataFrame's column that are written alike (the number 7 and the
+    string "7"): they are two series here, but one in every file and table written from them."""
+    written: dict[str, object] = {}
+    for value in pd.unique(ids):
+        text = str(plain(value))
+        if text in written:
+            raise ValueError(f"column {name!r} holds the ids {plain(written[text])!r} and {plain(value)!r}, two series "
+                             "written alike (a number and a string?); give every id as one type")
+        written[text] = value
 
 
 def read_times(column: pd.Series, name: str, path: Path | None) -> tuple[np.ndarray, str]:
