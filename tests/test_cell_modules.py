@@ -607,12 +607,15 @@ def test_a_triton_cell_module_without_triton_is_refused_when_built(monkeypatch):
 
 
 @triton_installed
-def test_a_triton_step_on_cpu_tensors_outside_the_interpreter_is_refused_with_the_device(monkeypatch):
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_triton_step_on_cpu_tensors_outside_the_interpreter_is_refused_with_the_device(monkeypatch, compiled):
+    """Compiled, the step took the layer's op first and failed in Triton: "0 active drivers"."""
     cell = lstmkit.LSTMCell(INPUT, HIDDEN, engine="triton")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
+    torch._dynamo.reset()
     with pytest.raises(ValueError, match=r"^engine='triton' cannot run this step: the Triton kernels run on CUDA "
                                          r"tensors \(on CPU only under TRITON_INTERPRET=1\); got cpu$"):
-        cell(torch.randn(B, INPUT))
+        (torch.compile(cell, backend="eager") if compiled else cell)(torch.randn(B, INPUT))
 
 
 @pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)

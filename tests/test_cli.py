@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -282,6 +283,11 @@ def test_cells_prints_the_equations_from_the_code(capsys):
     (["lm", "--frob", "train", __file__], "lstmkit lm: error: unrecognized arguments: --frob"),  # given to lm
     (["--frob", "lm", "train", __file__], "\nlstmkit: error: unrecognized arguments: --frob"),
     (["lm", "train", __file__, "train"], "lstmkit lm train: error: unrecognized arguments: train"),  # not the name
+    # refused by the config with Python's names ("warmup and weight_decay must be non-negative, got -1 and 0.01")
+    (["lm", "train", __file__, "--warmup", "-1"], "argument --warmup: expected an integer >= 0, got -1"),
+    (["task", "adding", "--weight-decay", "-0.5"], "argument --weight-decay: expected a finite number >= 0, got -0.5"),
+    (["lm", "sample", ".", "--top-p", "0"], "argument --top-p: expected a number in (0, 1], got 0.0"),
+    (["lm", "sample", ".", "--length", "-5"], "argument --length: expected an integer >= 0, got -5"),
 ])
 def test_bad_arguments_exit_with_a_message(arguments, message, capsys):
     """(This file stands in for a text file: inputs are checked before the other options.)"""
@@ -469,3 +475,36 @@ def test_the_commands_defaults_are_the_configs_defaults(command, config_class):
     built = config_from(arguments, config_type, **({"calendar": True} if required else {}))
     assert built == config_type(**required)
 
+
+
+def test_the_help_shows_a_default_of_zero():
+    """`0 in (None, False, ())` holds: --seed, --warmup, --weight-decay and the dropouts showed no default."""
+    result = subprocess.run([sys.executable, "-m", "lstmkit", "task", "--help"], capture_output=True, text=True,
+                            check=True, env={**os.environ, "COLUMNS": "200"})
+    options = result.stdout.split("\n  -")  # each option's help, wrapped or not
+    for flag in ("-seed SEED", "-warmup WARMUP", "-weight-decay WEIGHT_DECAY"):
+        described = next(text for text in options if text.startswith(flag))
+        assert "(default 0)" in described or "(default 0.0)" in described, described
+
+
+@pytest.mark.parametrize("command", [["task", "adding", "--T", "5"], ["demo", "--T", "5"]])
+def test_task_and_demo_refuse_a_users_folder_before_announcing_the_run(command, tmp_path, capsys):
+    """They printed the task's summary (the demo its plan) first, then refused."""
+    (tmp_path / "curves.csv").write_text("mine")
+    code, out, err = run_cli([*command, "--steps", "1", "--out", str(tmp_path)], capsys)
+    assert (code, out) == (2, "")
+    assert err == (f"lstmkit: error: {tmp_path} holds curves.csv but no run of lstmkit task or demo (no results.json "
+                   "of one); a run there would overwrite it: choose another folder\n")
+
+
+def test_the_version_is_printed(capsys):
+    code, out, _ = run_cli(["--version"], capsys)
+    assert (code, out) == (0, f"lstmkit {lstmkit.__version__}\n")
+
+
+def test_a_gzip_texts_default_run_folder_is_named_without_its_suffixes():
+    """english.txt.gz trained into runs/lm-english.txt, english.txt into runs/lm-english."""
+    from lstmkit.cli.lm import text_name
+
+    assert [text_name(path) for path in ("data/english.txt.gz", "english.txt", "notes.GZ", "corpus")] == [
+        "english", "english", "notes", "corpus"]

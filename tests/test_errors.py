@@ -108,6 +108,18 @@ def test_a_misspelt_keyword_is_named_with_the_one_likely_meant_and_what_the_modu
         build()
 
 
+def test_a_misspelt_keyword_of_a_users_subclass_is_named_as_the_lstmkit_class_takes_it():
+    """The subclass's own signature (*args, **kwargs) gave "lstmkit.MyLSTM's options beyond torch.nn's are ,"."""
+    class MyLSTM(lstmkit.LSTM):
+        def __init__(self, *arguments, **options):
+            super().__init__(*arguments, **options)
+
+    with pytest.raises(TypeError, match=re.escape(
+            "unexpected keyword argument(s) 'forget_gat' (did you mean 'forget_gate'?); lstmkit.LSTM's options beyond "
+            "torch.nn's are forget_bias, engine, input_gate,")):
+        MyLSTM(3, 4, forget_gat=False)
+
+
 def test_bad_cell_option_values():
     with raises(ValueError, "cell 'rnn' option nonlinearity must be one of ['relu', 'tanh'], got 'sigmoid'"):
         lstmkit.RNN(3, 4, nonlinearity="sigmoid")
@@ -321,6 +333,9 @@ def test_a_packed_sequence_whose_indices_are_no_permutation_is_refused(lstm):
     with raises(ValueError, "a PackedSequence's sorted_indices must be a permutation of its 3 sequences, got "
                             "[0, 0, 1]"):
         lstm(PackedSequence(packed.data, packed.batch_sizes, torch.tensor([0, 0, 1]), packed.unsorted_indices))
+    with raises(ValueError, "a PackedSequence's unsorted_indices must undo its sorted_indices (unsorted_indices["
+                            "sorted_indices] = 0, 1, ...); the outputs would come back in another order"):
+        lstm(PackedSequence(packed.data, packed.batch_sizes, torch.tensor([2, 0, 1]), torch.tensor([0, 1, 2])))
 
 
 def test_lengths_with_packed_input(lstm):

@@ -335,22 +335,31 @@ def test_a_backtest_scores_only_the_held_out_values_the_table_gives():
     assert result.coverage == pytest.approx(inside[given].mean())
 
 
-@pytest.mark.parametrize("options, cause", [
-    ({"extra_seasons": (50,)}, "2 cycles of the longest period, 50, which the seasonal base compares; shorter "
-                               "extra_seasons (--extra-seasons, now 50) shortens it"),
-    ({"base_cycles": 9}, "9 cycles of the longest period, 7, which the seasonal base compares; fewer base_cycles "
-                         "(--base-cycles, now 9) shortens it"),
-    ({"base_cycles": 3, "extra_seasons": (30,)}, "3 cycles of the longest period, 30, which the seasonal base "
-                                                 "compares; fewer base_cycles (--base-cycles, now 3) or shorter "
-                                                 "extra_seasons (--extra-seasons, now 30) shorten it"),
+BASE_HISTORY = "which the seasonal base compares"
+
+
+@pytest.mark.parametrize("options, cause, remedy", [
+    ({"extra_seasons": (50,)}, f"2 cycles of the longest period, 50, {BASE_HISTORY}",
+     "no extra_seasons (--extra-seasons; they take 2 cycles), shorter extra_seasons (--extra-seasons, now 50) or a "
+     "shorter horizon"),
+    ({"base_cycles": 9}, f"9 cycles of the longest period, 7, {BASE_HISTORY}",
+     "fewer base_cycles (--base-cycles, now 9), a shorter season (--season, now 7) or a shorter horizon"),
+    ({"base_cycles": 3, "extra_seasons": (30,)}, f"3 cycles of the longest period, 30, {BASE_HISTORY}",
+     "fewer base_cycles (--base-cycles, now 3), shorter extra_seasons (--extra-seasons, now 30) or a shorter horizon"),
+    # the season is the longest period: shorter extra seasons would not shorten the history
+    ({"season": 30, "extra_seasons": (3,)}, f"2 cycles of the longest period, 30, {BASE_HISTORY}",
+     "no extra_seasons (--extra-seasons; they take 2 cycles), a shorter season (--season, now 30) or a shorter "
+     "horizon"),
 ])
-def test_a_series_too_short_for_the_bases_history_names_the_options_that_set_it(options, cause):
+def test_a_series_too_short_for_the_bases_history_names_the_options_that_set_it(options, cause, remedy):
     """The history was 1,000 rows for --extra-seasons 500, and the message asked for a shorter
     lookback or season, neither of which shortened it."""
     forecaster = Forecaster("day", "signal", horizon=10, lookback=20, **QUICK, **options)
-    with pytest.raises(ValueError, match=re.escape(f"the 10 held out (the history is {cause}); give more rows")):
+    with pytest.raises(ValueError, match=re.escape(f"the 10 held out (the history is {cause}); give more rows, or "
+                                                   f"{remedy}")):
         forecaster.backtest(sine_table(60))
-    with pytest.raises(ValueError, match=re.escape(f"windows kept for early stopping) (the history is {cause}): give")):
+    with pytest.raises(ValueError, match=re.escape(f"early stopping) (the history is {cause}): give more rows, or "
+                                                   f"{remedy}")):
         forecaster.fit(sine_table(60))
 
 

@@ -390,6 +390,9 @@ def test_model_options_are_checked():
             "tie_weights (at word level the default) shares the embedding with the decoder, so embedding_size "
             "(--embedding-size) must equal hidden_size=256, got 8; or untie them (--no-tie-weights)")):
         LMTrainingConfig(level="word", embedding_size=8)
+    with pytest.raises(ValueError, match=re.escape(  # given, it is not called the default
+            "tie_weights shares the embedding with the decoder, so embedding_size (--embedding-size) must equal")):
+        LMTrainingConfig(level="word", embedding_size=8, tie_weights=True)
     assert LMTrainingConfig(level="word", embedding_size=8, tie_weights=False).embedding_size == 8
     assert LMTrainingConfig().epochs == 10.0, "without a budget: ten passes over the text"
     assert LMTrainingConfig(time_budget=60).epochs is None

@@ -390,3 +390,96 @@ def test_an_initialisation_named_twice_is_refused_for_every_cell_alike():
     with pytest.raises(ValueError, match=re.escape("init names each initialisation once, got ('chrono', 'chrono')")
                        + "$"):
         longlag.check_cells(AddingTask(T=10), ["lstm"], TaskTrainingConfig(init=("chrono", "chrono")))
+
+
+QUICK_PROBE = TaskTrainingConfig(hidden_size=6, steps=2, test_size=8, eval_every=2)
+
+
+@pytest.mark.parametrize("probe, written", [
+    ("gradients", "gradient_norms.csv"), ("gradients", "gradient_norms.png"), ("gates", "gates_lstm.png"),
+    ("demo", "gradient_norms.csv"),
+])
+def test_a_probe_or_the_demo_replaces_its_own_files_and_refuses_a_users(probe, written, tmp_path, monkeypatch):
+    """They overwrote a user's gradient_norms.csv or gates_lstm.png without a word."""
+    from lstmkit.pipelines import demo, probes
+
+    def run() -> None:
+        if probe == "gradients":
+            probes.probe_gradients(tmp_path, task=AddingTask(T=5), cells=["lstm"], config=QUICK_PROBE)
+        elif probe == "gates":
+            probes.probe_gates(tmp_path, task=AddingTask(T=5), cell="lstm", config=QUICK_PROBE)
+        else:
+            demo.run_demo(tmp_path, demo.DemoConfig(T=5, steps=2, hidden_size=6))
+
+    run()
+    owned = (tmp_path / written).read_bytes()
+    run()  # an earlier run's file is replaced
+    assert (tmp_path / written).read_bytes() != b"mine" and (tmp_path / written).stat().st_size == len(owned)
+    (tmp_path / written).write_bytes(b"mine")
+    monkeypatch.setattr(longlag, "train_cell", lambda *arguments: pytest.fail("trained before refusing"))
+    monkeypatch.setattr(probes, "train_cell", lambda *arguments: pytest.fail("trained before refusing"))
+    command = {"gradients": "probe gradients", "gates": "probe gates", "demo": "the demo"}[probe]
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds {written}, which lstmkit did not write; "
+                                                   f"{command} there would overwrite it: choose another folder")):
+        run()
+    assert (tmp_path / written).read_bytes() == b"mine"
+
+
+def test_a_matplotlib_figure_of_the_users_own_is_not_taken_for_lstmkits(tmp_path):
+    from matplotlib.figure import Figure
+
+    from lstmkit import plots
+    from lstmkit.files import written_by_lstmkit
+
+    for name, save in (("ours.png", plots.save), ("theirs.png", lambda figure, path: figure.savefig(path))):
+        figure = Figure()
+        figure.subplots().plot([1, 2])
+        save(figure, tmp_path / name)
+    assert written_by_lstmkit(tmp_path / "ours.png") and not written_by_lstmkit(tmp_path / "theirs.png")
+    (tmp_path / "data.csv").write_text("moment,cell,t,norm\nat initialisation,lstm,0,1.0\n")
+    assert written_by_lstmkit(tmp_path / "data.csv", ("moment", "cell", "t", "norm"))
+    assert not written_by_lstmkit(tmp_path / "data.csv", ("cell", "t"))
+
+
+def test_the_gradient_probe_checks_its_cells_before_any_trains(tmp_path, monkeypatch):
+    """lstm trained (up to 10 minutes), then chrono on rnn was refused."""
+    from lstmkit.pipelines import probes
+
+    monkeypatch.setattr(probes, "train_cell", lambda *arguments: pytest.fail("trained before refusing"))
+    with pytest.raises(ValueError, match=re.escape("init='chrono' sets the forget gate's bias; cell rnn has no forget "
+                                                   "gate: leave rnn out of the cells (lstm, rnn; --cells)")):
+        probes.probe_gradients(tmp_path, task=AddingTask(T=10), cells=["lstm", "rnn"],
+                               config=TaskTrainingConfig(init="chrono", chrono_max=10))
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"mine": 1}', 'expected an object with its trained "cells" and its "config" (with the seed), got {"mine": 1}'),
+    ("[1, 2]", 'expected an object with its trained "cells" and its "config" (with the seed), got [1, 2]'),
+    ('{"cells": {}, "config": {"seed": 0}}', 'expected an object with its trained "cells" and its "config" (with the '
+                                             'seed), got {"cells": {}, "config": {"seed": 0}}'),
+    ('{"cells": {"lstm": {}}}', 'expected an object with its trained "cells" and its "config" (with the seed), got '
+                                '{"cells": {"lstm": {}}}'),
+    ("y", "it is not JSON (Expecting value: line 1 column 1 (char 0))"),
+])
+def test_a_task_run_whose_results_are_not_a_runs_is_named(content, message, tmp_path):
+    """KeyError 'cells', StopIteration, "'NoneType' object is not subscriptable" came from deep inside."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "results.json").write_text(content)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'results.json'} is not the results of a `lstmkit "
+                                                   f"task` run: {message}")):
+        load_task_run(tmp_path)
+
+
+@pytest.mark.parametrize("cells, error, message", [
+    ("lstm", TypeError, "cells must be a list of cell names (e.g. ['rnn', 'lstm']), got str 'lstm'"),
+    ([], ValueError, "cells must name cells from rnn, lstm, gru, peephole, cifg, layernorm, got []"),
+    (["lstm", "lsmt"], ValueError, "cells must name cells from rnn, lstm, gru, peephole, cifg, layernorm, got "
+                                   "['lstm', 'lsmt']"),
+    (["lstm", "rnn", "lstm"], ValueError, "cells must name each cell once, got ['lstm', 'rnn', 'lstm'] (lstm more "
+                                          "than once)"),
+])
+def test_run_task_checks_its_list_of_cells(cells, error, message, tmp_path):
+    """A string was read letter by letter ("unknown cell 'l'"); an empty list trained nothing, silently."""
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        run_task(AddingTask(T=5), cells, QUICK_PROBE, tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -286,6 +286,16 @@ def test_a_folder_with_a_model_but_no_run_to_resume_says_so_whichever_way_it_is_
         Trainer(TrainingConfig(steps=2)).run(Quadratic([1.0], 0.0), tmp_path / "run", resume=True)
 
 
+def test_a_best_folder_of_the_users_is_not_called_a_trained_model(tmp_path):
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds a best/ folder that is no lstmkit checkpoint; a "
+                                                   "run there would write its best model into it: choose another "
+                                                   "folder")):
+        Trainer(TrainingConfig(steps=2)).run(Quadratic([1.0], 0.0), tmp_path)
+    assert (tmp_path / "best" / "notes.txt").read_text() == "mine"
+
+
 def test_resuming_a_checkpoint_inside_a_run_points_to_the_run(tmp_path):
     Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "run")
     run = tmp_path / "run"
@@ -320,8 +330,8 @@ def test_a_task_or_forecast_run_keeps_files_of_those_names_that_no_run_of_it_wro
     (tmp_path / "results.json").write_text('{"mine": 1}')
     (tmp_path / "models").mkdir()
     with pytest.raises(ValueError, match=re.escape(
-            f"{tmp_path} holds results.json and models but no run of lstmkit task (no results.json of one); a run "
-            "there would overwrite them: choose another folder")):
+            f"{tmp_path} holds results.json and models but no run of lstmkit task or demo (no results.json of one); "
+            "a run there would overwrite them: choose another folder")):
         run_task(AddingTask(T=5), ["rnn"], config, tmp_path)
     with pytest.raises(ValueError, match=re.escape(
             f"{tmp_path} holds results.json but no fit or backtest (no training/ folder); a run there would "

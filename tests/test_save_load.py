@@ -180,3 +180,19 @@ def test_an_unknown_class_is_still_refused(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match=r"Unsupported global: GLOBAL test_save_load\.WordModel"):
         torch.load(tmp_path / "model.pt")
 
+
+
+def test_an_lstm_cell_pickled_without_its_blocks_read_keeps_its_gates(tmp_path):
+    """A model saved before the LSTM's blocks were plain properties held them in its cell's
+    __dict__ only once read (cached_property): loaded where they came from __post_init__, such
+    a pickle had no gates ({} for return_gates=True)."""
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(3, 4, forget_gate=False)
+    for name in ("weight_blocks", "trace_names", "num_gates"):  # as pickled before anything read them
+        layer.cell.__dict__.pop(name, None)
+    torch.save(layer, tmp_path / "layer.pt")
+    loaded = torch.load(tmp_path / "layer.pt")
+    assert loaded.cell.weight_blocks == ("i", "g", "o")
+    x = torch.randn(2, 1, 3)
+    assert list(loaded(x, return_gates=True)[-1].gates) == ["input", "candidate", "output"]
+    torch.testing.assert_close(loaded(x)[0], layer(x)[0], rtol=0, atol=0)

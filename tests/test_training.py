@@ -125,7 +125,10 @@ def test_progress_in_a_log_writes_lines_with_throughput_and_eta():
     progress.update(20, 9800.0, seconds_left=125.0, loss=1.25)
     progress.close(100, 9900.0, val_loss=1.41)
     lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("lm lstm 2x512: step 10/100 loss 1.5 9,700 tokens/s ") and " ETA " in lines[0]
+    assert lines[0].startswith("lm lstm 2x512: step 10/100 loss 1.5 9,700 tokens/s in training, ")
+    assert " ETA " in lines[0]
+    # two clocks, each named: a run that evaluates often showed 69,111 tokens/s beside 5.93 steps/s of 6,400 tokens
+    assert re.search(r" [0-9.]+ steps/s with evaluations, elapsed ", lines[0]), lines[0]
     assert lines[1].endswith("ETA 2m05s")
     assert lines[2].startswith("lm lstm 2x512: step 100/100 val_loss 1.41 9,900 tokens/s") and lines[2].endswith("ETA 0s")
     assert [duration(seconds) for seconds in (42, 185, 3720)] == ["42s", "3m05s", "1h02m"]
@@ -607,10 +610,13 @@ def test_the_trainer_refuses_an_engine_the_device_lacks_before_announcing_the_ru
      "calendar must be True or False, got 'no' (str)"),
     (SpeechConfig, {"stop_when_perfect": "no"}, "stop_when_perfect must be True or False, got 'no' (str)"),
     (TaskTrainingConfig, {"stop_when_solved": 1}, "stop_when_solved must be True or False, got 1 (int)"),
-    # A bool is an int to Python: steps=True trained one step, epochs=True one epoch.
+    # A bool is a number to Python: weight_decay=True and min_lr_fraction=True trained as 1.0 (steps=True was
+    # refused, as "must be positive").
+    (TrainingConfig, {"weight_decay": True}, "weight_decay must be a number, got True (bool)"),
+    (TrainingConfig, {"min_lr_fraction": True}, "min_lr_fraction must be a number, got True (bool)"),
     (TrainingConfig, {"steps": True}, "steps must be an integer or None, got True (bool)"),
     (TrainingConfig, {"epochs": True}, "epochs must be a number or None, got True (bool)"),
-    (TrainingConfig, {"lr": np.True_}, "lr must be a number, got np.True_ (bool)"),
+    (TrainingConfig, {"lr": np.True_}, "lr must be a number, got True (bool)"),
     (LMTrainingConfig, {"seq_len": True}, "seq_len must be an integer or None, got True (bool)"),
     (SpeechConfig, {"time_masks": True}, "time_masks must be an integer, got True (bool)"),
 ])
@@ -620,12 +626,15 @@ def test_a_setting_that_is_not_a_number_or_a_switch_is_named_before_its_range_is
 
 
 def test_numpy_numbers_in_a_config_are_settled_into_python_ones():
-    """np.int64 steps was refused as "must be an integer"; np.float32 lr failed when the config
-    was written as JSON."""
-    config = LMTrainingConfig(steps=np.int64(5), lr=np.float32(0.5), variable_length=np.bool_(False), seed=np.uint8(3))
-    settled = (config.steps, config.lr, config.variable_length, config.seed)
-    assert settled == (5, 0.5, False, 3) and [type(value) for value in settled] == [int, float, bool, int]
+    """np.int64 steps was refused as "must be an integer"; np.float32 lr or zoneout failed when
+    the config was written as JSON; np.int64 extra seasons were refused as not periods."""
+    config = LMTrainingConfig(steps=np.int64(5), lr=np.float32(0.5), variable_length=np.bool_(False), seed=np.uint8(3),
+                              zoneout=np.float32(0.25))
+    settled = (config.steps, config.lr, config.variable_length, config.seed, config.zoneout)
+    assert settled == (5, 0.5, False, 3, 0.25) and [type(value) for value in settled] == [int, float, bool, int, float]
     assert json.loads(json.dumps(asdict(config)))["lr"] == 0.5
+    seasons = ForecasterConfig(time="t", target="y", horizon=np.int64(3), extra_seasons=(np.int64(7),)).extra_seasons
+    assert seasons == (7,) and type(seasons[0]) is int
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -722,3 +731,12 @@ def test_a_run_diverging_after_unscored_evaluations_says_so(tmp_path):
             f"training diverged at step 2: the training loss became nan (the last finite training loss: 4 at step "
             f"1). Kept: {tmp_path / 'run' / 'last'} (step 2)")):
         Trainer(TrainingConfig(steps=5, eval_every=1, lr=1e-12)).run(Unscored([2.0], 1.0), tmp_path / "run")
+
+
+def test_a_rate_whose_update_leaves_float32_is_said_to_diverge(tmp_path):
+    """Adam's first step at lr 1e38 is lr / 0.1, past float32: torch's "value cannot be converted
+    to type float without overflow" came as a bare traceback."""
+    with pytest.raises(TrainingDiverged, match=re.escape(
+            "quadratic: training diverged at step 0: the optimizer's update overflowed (value cannot be converted to "
+            "type float without overflow) (the last finite training loss: 1 at step 0). Nothing had been saved in ")):
+        Trainer(TrainingConfig(steps=5, eval_every=1, lr=1e38)).run(Quadratic([1.0], 1.0), tmp_path / "run")

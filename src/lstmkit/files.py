@@ -13,6 +13,7 @@ import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 
 # The formats a figure the user names is written in, by its suffix (plots.save).
@@ -135,9 +136,56 @@ def check_nothing_overwritten(out: Path, names: tuple[str, ...], missing: str) -
     someone else's files, which the run would overwrite."""
     held = [name for name in names if (out / name).exists()]
     if held:
-        listed = ", ".join(held[:-1]) + " and " + held[-1] if len(held) > 1 else held[0]
-        raise ValueError(f"{out} holds {listed} but {missing}; a run there would overwrite "
+        raise ValueError(f"{out} holds {and_list(held)} but {missing}; a run there would overwrite "
                          f"{'them' if len(held) > 1 else 'it'}: choose another folder")
+
+
+# The "Software" text field of lstmkit's PNG figures: a later run knows a figure at its path for
+# its own, and replaces it; any other file there is the user's.
+FIGURE_SOFTWARE = "lstmkit"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def written_by_lstmkit(path: Path, csv_header: Sequence[str] = ()) -> bool:
+    """Whether the file at `path` is one lstmkit wrote: a PNG figure it marked, or a CSV file
+    whose first row is `csv_header`."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as file:
+        if path.suffix.lower() == ".png":
+            return png_text(file).get("Software") == FIGURE_SOFTWARE
+        if path.suffix.lower() == ".csv":
+            return file.readline().decode("utf-8", "replace").rstrip("\r\n") == ",".join(csv_header)
+    return False
+
+
+def png_text(file: BinaryIO) -> dict[str, str]:
+    """The tEXt fields of the PNG `file` ahead of its image data (where matplotlib writes
+    them); empty for a file that is no PNG."""
+    if file.read(8) != PNG_SIGNATURE:
+        return {}
+    fields = {}
+    while len(head := file.read(8)) == 8 and head[4:] not in (b"IDAT", b"IEND"):
+        data = file.read(int.from_bytes(head[:4], "big") + 4)[:-4]  # the chunk's data, then its CRC
+        if head[4:] == b"tEXt":
+            keyword, _, text = data.partition(b"\0")
+            fields[keyword.decode("latin-1")] = text.decode("latin-1")
+    return fields
+
+
+def check_own_files(out: Path, names: Sequence[str], command: str, csv_header: Sequence[str] = ()) -> None:
+    """Refuse `out` where it holds one of `names` (what `command` writes there) that lstmkit did
+    not write (`written_by_lstmkit`): a user's file, which the command would overwrite. A file
+    an earlier run wrote is replaced."""
+    held = [name for name in names if (out / name).exists() and not written_by_lstmkit(out / name, csv_header)]
+    if held:
+        raise ValueError(f"{out} holds {and_list(held)}, which lstmkit did not write; {command} there would "
+                         f"overwrite {'them' if len(held) > 1 else 'it'}: choose another folder")
+
+
+def and_list(names: Sequence[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
 
 
 def check_output_file(path: str | Path, option: str, suffixes: tuple[str, ...] = ()) -> Path:

@@ -19,15 +19,17 @@ def unknown_names(unknown: Iterable[str], known: Iterable[str]) -> str:
     return ", ".join(named(name) for name in unknown)
 
 
-def keyword_options(module: type) -> list[str]:
-    """The keyword-only parameters of `module`'s constructor, in order (its options beyond
-    torch.nn's positional ones)."""
-    parameters = inspect.signature(module.__init__).parameters.values()
-    return [parameter.name for parameter in parameters if parameter.kind is inspect.Parameter.KEYWORD_ONLY]
+def constructor_keywords(module: type, keyword_only: bool = False) -> list[str]:
+    """The parameters of the constructor of `module` (of the lstmkit class it derives from, for
+    a user's subclass) that can be given by name, in order; with `keyword_only`, those that
+    can only be (its options beyond torch.nn's positional ones)."""
+    parameters = list(inspect.signature(lstmkit_class(module).__init__).parameters.values())[1:]  # after self
+    kinds = ((inspect.Parameter.KEYWORD_ONLY,) if keyword_only else
+             (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
+    return [parameter.name for parameter in parameters if parameter.kind in kinds]
 
 
-def constructor_keywords(module: type) -> list[str]:
-    """Every parameter of `module`'s constructor that can be given by name."""
-    parameters = list(inspect.signature(module.__init__).parameters.values())[1:]  # after self
-    return [parameter.name for parameter in parameters
-            if parameter.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)]
+def lstmkit_class(module: type) -> type:
+    """`module`, or the first lstmkit class among its bases (a user's subclass may take any
+    arguments, and pass them on)."""
+    return next(base for base in module.__mro__ if base.__module__.startswith("lstmkit."))

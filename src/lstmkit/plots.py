@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from lstmkit.files import FIGURE_SUFFIXES, atomic_path
+from lstmkit.files import FIGURE_SOFTWARE, FIGURE_SUFFIXES, atomic_path
 
 COLOURS = {"rnn": "#d62728", "gru": "#2ca02c", "lstm": "#1f77b4", "peephole": "#9467bd",
            "cifg": "#ff7f0e", "layernorm": "#8c564b"}
@@ -19,7 +19,8 @@ def save(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     written = path.suffix.lower() if path.suffix.lower() in FIGURE_SUFFIXES else ".png"
     with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=100, bbox_inches="tight", format=written.removeprefix("."))
+        figure.savefig(temporary, dpi=100, bbox_inches="tight", format=written.removeprefix("."),
+                       metadata={"Software": FIGURE_SOFTWARE} if written == ".png" else None)
     return path
 
 

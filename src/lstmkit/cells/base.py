@@ -56,7 +56,8 @@ class ExtraParameter:
 class Cell:
     """Base of the cell definitions; subclasses are frozen dataclasses whose fields are options.
 
-    Class attributes every cell sets:
+    Class attributes every cell sets (weight_blocks and trace_names may be properties of its
+    options instead, as the LSTM's gate switches make them):
         name: the registry name (`Recurrent(cell=name)`).
         weight_blocks: the row blocks of `weight_ih`/`weight_hh`, in order (G = their count).
         has_cell_state: whether the state carries `c` besides `h` (the LSTM family).

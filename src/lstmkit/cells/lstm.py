@@ -10,6 +10,15 @@ from torch import Tensor
 from lstmkit.cells.base import Cell, ExtraParameter, LayerWeights, check_bool_options
 
 
+# The LSTM's blocks kept by its gate switches (input_gate, forget_gate, output_gate), in order.
+KEPT_BLOCKS = {
+    (input_gate, forget_gate, output_gate): tuple(
+        block for block, kept in zip("ifgo", (input_gate, forget_gate, True, output_gate)) if kept)
+    for input_gate in (False, True) for forget_gate in (False, True) for output_gate in (False, True)
+}
+GATE_NAMES = {"i": "input", "f": "forget", "g": "candidate", "o": "output"}
+
+
 @dataclass(frozen=True)
 class LSTMStep(Cell):
     """LSTM (Hochreiter & Schmidhuber 1997; forget gate: Gers et al. 2000), exactly torch.nn.LSTM.
@@ -28,14 +37,19 @@ class LSTMStep(Cell):
     output_activation: bool = True
 
     def __post_init__(self) -> None:
-        """The blocks and gate names the switches keep, set once (not cached_property, whose
-        first read under torch.compile on Python 3.11 takes a lock Dynamo cannot trace)."""
         check_bool_options(self)
-        present = {"i": self.input_gate, "f": self.forget_gate, "g": True, "o": self.output_gate}
-        blocks = tuple(block for block, kept in present.items() if kept)
-        names = {"i": "input", "f": "forget", "g": "candidate", "o": "output"}
-        object.__setattr__(self, "weight_blocks", blocks)
-        object.__setattr__(self, "trace_names", tuple(names[block] for block in blocks))
+
+    @property
+    def weight_blocks(self) -> tuple[str, ...]:
+        """The blocks the gate switches keep. A plain property read from a table: a
+        cached_property's first read under torch.compile takes a lock (Python 3.11) Dynamo
+        cannot trace, and a value set on the instance would be missing from models pickled
+        before it was."""
+        return KEPT_BLOCKS[self.input_gate, self.forget_gate, self.output_gate]
+
+    @property
+    def trace_names(self) -> tuple[str, ...]:
+        return tuple(GATE_NAMES[block] for block in self.weight_blocks)
 
     @property
     def forget_bias_block(self) -> tuple[str, float] | None:

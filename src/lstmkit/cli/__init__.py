@@ -10,6 +10,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 
+from lstmkit import __version__
 from lstmkit.checkpoint import CheckpointWriteError
 from lstmkit.cli.forecast import add_forecast_commands
 from lstmkit.cli.lm import add_lm_commands
@@ -23,6 +24,7 @@ from lstmkit.training import Processes, TrainingDiverged
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstmkit", description="The LSTM family for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"lstmkit {__version__}")
     parser.set_defaults(extra=None)  # a command that needs a pip extra sets its name
     commands = parser.add_subparsers(dest="command", required=True)
     add_task_commands(commands)

@@ -61,6 +61,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer, zero or greater."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def positive_ints(text: str) -> tuple[int, ...]:
     """argparse type: positive integers, comma-separated."""
     try:
@@ -137,7 +148,8 @@ def add_setting(parser, config_class: type, name: str, help: str, flag: str | No
     default read from the config class and shown in the help."""
     default = field_default(config_class, name)
     written = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else default  # as the flag takes it
-    shown = f" (default {written})" if default not in (None, False, ()) else ""
+    unshown = default is None or default is False or default == ()  # not `in (None, False, ())`, which holds 0
+    shown = "" if unshown else f" (default {written})"
     by_level = {level: values[name] for level, values in getattr(config_class, "level_defaults", {}).items()
                 if name in values}
     if default is None and by_level:
@@ -166,6 +178,17 @@ def probability(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}") from None
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {value}")
+    return value
+
+
+def probability_mass(text: str) -> float:
+    """argparse type: a share of probability in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}")
     return value
 
 
@@ -215,9 +238,9 @@ def add_training_arguments(parser, config_class: type, evaluations: bool = True)
     add_setting(parser, config_class, "ema_decay", "keep a moving average of the weights (0.999: about the last "
                 "1,000 steps), which evaluations, best/ and the final model use", type=float)
     add_setting(parser, config_class, "lr", "peak learning rate", type=positive_float)
-    add_setting(parser, config_class, "weight_decay", "weight decay (decoupled for AdamW)", type=float)
+    add_setting(parser, config_class, "weight_decay", "weight decay (decoupled for AdamW)", type=non_negative_float)
     add_setting(parser, config_class, "clip", "gradient-norm clip", type=positive_float)
-    add_setting(parser, config_class, "warmup", "steps of linear warm-up", type=int)
+    add_setting(parser, config_class, "warmup", "steps of linear warm-up", type=non_negative_int)
     add_setting(parser, config_class, "min_lr_fraction",
                 "the cosine decay ends at this fraction of --lr; 1 keeps the rate constant", type=float)
     default, value = config_class.default_budget

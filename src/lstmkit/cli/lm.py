@@ -8,7 +8,8 @@ from pathlib import Path
 from lstmkit.cells import CELLS
 from lstmkit.cli.arguments import (
     add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, field_default,
-    non_negative_float, output_folder, positive_float, positive_int, positive_ints, probability, text_file,
+    non_negative_float, non_negative_int, output_folder, positive_float, positive_int, positive_ints, probability,
+    probability_mass, text_file,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.training import check_run_folder, describe_runtime
@@ -17,10 +18,16 @@ from lstmkit.pipelines.lm import RECIPES, LMTrainingConfig
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation
 
 
+def text_name(path: str) -> str:
+    """A text file's name without its suffix, and without .gz first (english.txt.gz: english)."""
+    name = Path(path)
+    return Path(name.stem).stem if name.suffix.lower() == ".gz" else name.stem
+
+
 def lm_train_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.lm import LANGUAGE_MODEL, sized_like, train_language_model
 
-    out = Path(arguments.out or Path("runs") / f"lm-{Path(arguments.text).stem}")
+    out = Path(arguments.out or Path("runs") / f"lm-{text_name(arguments.text)}")
     config = config_from(arguments, LMTrainingConfig)
     check_run_folder(out, arguments.resume, LANGUAGE_MODEL.name)
     if arguments.resume:  # the run's size, to say what is resumed
@@ -114,12 +121,12 @@ def add_lm_commands(commands) -> None:
     sample = lm.add_parser("sample", help="print text sampled from a trained model")
     sample.add_argument("directory", help="a run folder (its best checkpoint) or a checkpoint folder")
     sample.add_argument("--prime", default="", help="text to start from")
-    sample.add_argument("--length", type=int, default=500, help="tokens to sample (default 500)")
+    sample.add_argument("--length", type=non_negative_int, default=500, help="tokens to sample (default 500)")
     sample.add_argument("--temperature", type=non_negative_float, default=1.0,
                         help="below 1: likelier tokens; 0: always the likeliest (default 1)")
     sample.add_argument("--top-k", type=positive_int,
                         help="sample among the k likeliest tokens only (default: all; k above the vocabulary: all)")
-    sample.add_argument("--top-p", type=float,
+    sample.add_argument("--top-p", type=probability_mass,
                         help="sample among the likeliest tokens holding this probability mass only (nucleus "
                              "sampling; default: all)")
     sample.add_argument("--seed", type=int, help="seed, for a reproducible sample")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 from lstmkit.cells import CELLS
@@ -15,6 +16,27 @@ from lstmkit.nn.recurrent import Recurrent
 from lstmkit.pipelines.configs import DemoConfig, TaskTrainingConfig
 from lstmkit.tasks import TASKS, make_task
 from lstmkit.training.device import check_runtime
+
+
+TASK_DESCRIPTION = textwrap.fill(
+    "Train each cell of --cells on the same batches of a long-time-lag task, each until it solves the task or its "
+    "budget runs out, and compare them: a table of each cell's test loss, score and steps, against the baseline "
+    "(the loss of the best prediction that ignores the input). Writes results.json, curves.csv, "
+    "learning_curves.png and models/CELL to --out.", 88,
+) + "\n\ntasks:\n" + "\n".join(
+    f"  {name:<15}{task.summary}" for name, task in TASKS.items())
+GRADIENTS_DESCRIPTION = (
+    "Measure ||d loss / d h_t||, how strongly the loss reaches back to step t, for every step of test sequences, "
+    "in each cell at initialisation and after training, and print how many orders of magnitude it loses from the "
+    "last step back to the first (log10 of their ratio): a plain RNN loses many, a gated cell few. Writes "
+    "gradient_norms.csv and gradient_norms.png to --out."
+)
+DEMO_DESCRIPTION = (
+    "Train rnn, gru and lstm on the adding problem (sum two marked values of a long sequence), then measure how "
+    "far the loss's gradient reaches back in time in each (as `lstmkit probe gradients`). Prints a table of test "
+    "losses and two sentences drawn from the numbers; writes learning_curves.png, gradient_norms.png, "
+    "gradient_norms.csv, results.json, curves.csv and models/ to --out."
+)
 
 
 def cells_command(arguments: argparse.Namespace) -> None:
@@ -42,13 +64,15 @@ def task_of(arguments: argparse.Namespace):
 
 
 def task_command(arguments: argparse.Namespace) -> None:
-    from lstmkit.pipelines.longlag import TaskInterrupted, check_cells, default_folder, results_table, run_task
+    from lstmkit.pipelines.longlag import (TaskInterrupted, check_cells, check_task_folder, default_folder,
+                                          results_table, run_task)
 
     task = task_of(arguments)
-    out = arguments.out or default_folder("task", task)
+    out = Path(arguments.out or default_folder("task", task))
     config = config_from(arguments, TaskTrainingConfig)
     check_cells(task, arguments.cells, config)  # before the run is announced (run_task checks again, for Python callers)
-    check_runtime(config.device, config.precision)  # so are the device and the precision
+    check_task_folder(out, arguments.cells)  # so is the folder
+    check_runtime(config.device, config.precision)  # and the device and the precision
     print(f"{task.summary}\n{task.describe()}: solved when {task.solved_when}; "
           f"baseline {task.loss_name} {task.baseline():.4f}", flush=True)
     try:
@@ -85,9 +109,13 @@ def probe_gates_command(arguments: argparse.Namespace) -> None:
 
 
 def demo_command(arguments: argparse.Namespace) -> None:
-    from lstmkit.pipelines.demo import run_demo
+    from lstmkit.pipelines.demo import DEMO_CELLS, run_demo
+    from lstmkit.pipelines.longlag import check_task_folder
+    from lstmkit.pipelines.probes import check_gradient_files
 
     out, config = Path(arguments.out), config_from(arguments, DemoConfig)  # checked before it is announced
+    check_task_folder(out, DEMO_CELLS)  # so is the folder
+    check_gradient_files(out, "the demo")
     print(f"lstmkit demo: rnn, gru and lstm on the adding problem, T={config.T}, "
           f"up to {config.steps:,} steps (and {config.time_budget:g} s) each; figures go to {out}/", flush=True)
     for line in run_demo(out, config):
@@ -115,10 +143,12 @@ def add_task_commands(commands) -> None:
     cells.add_argument("--equations", action="store_true", help="also print each cell's equations")
     cells.set_defaults(run=cells_command)
 
-    task = commands.add_parser("task", help="train cells on a long-time-lag task and compare them")
+    task = commands.add_parser("task", help="train cells on a long-time-lag task and compare them",
+                               description=TASK_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     task.add_argument("name", choices=list(TASKS), help="the task")
     task.add_argument("--T", type=positive_int, help="sequence length / time lag (the task's default if omitted)")
-    task.add_argument("--cells", type=cell_list, default=["rnn", "gru", "lstm"], help="comma-separated (default rnn,gru,lstm)")
+    task.add_argument("--cells", type=cell_list, default=["rnn", "gru", "lstm"],
+                      help=f"comma-separated, from {','.join(CELLS)} (default rnn,gru,lstm)")
     task.add_argument("--out", type=output_folder, help="output folder (default runs/task-NAME-TN)")
     add_task_training_arguments(task)
     task.set_defaults(run=task_command, extra="tasks")
@@ -126,9 +156,11 @@ def add_task_commands(commands) -> None:
     probe = commands.add_parser("probe", help="look inside trained cells")
     probe.set_defaults(extra="tasks")
     probes = probe.add_subparsers(dest="probe", required=True)
-    gradients = probes.add_parser("gradients", help="||d loss / d h_t|| through time, at initialisation and trained")
+    gradients = probes.add_parser("gradients", help="||d loss / d h_t|| through time, at initialisation and trained",
+                                  description=GRADIENTS_DESCRIPTION)
     add_task_arguments(gradients, required=False)
-    gradients.add_argument("--cells", type=cell_list, help="comma-separated (default: rnn,gru,lstm, or all in --from)")
+    gradients.add_argument("--cells", type=cell_list,
+                           help=f"comma-separated, from {','.join(CELLS)} (default: rnn,gru,lstm, or all in --from)")
     gradients.add_argument("--from", dest="source", help="a `lstmkit task` output folder whose trained models to probe")
     gradients.add_argument("--out", type=output_folder, help="output folder (default runs/gradients-NAME-TN)")
     add_task_training_arguments(gradients)
@@ -142,7 +174,8 @@ def add_task_commands(commands) -> None:
     add_task_training_arguments(gates)
     gates.set_defaults(run=probe_gates_command)
 
-    demo = commands.add_parser("demo", help="rnn vs gru vs lstm on the adding problem, in a few minutes")
+    demo = commands.add_parser("demo", help="rnn vs gru vs lstm on the adding problem, in a few minutes",
+                               description=DEMO_DESCRIPTION)
     demo.add_argument("--out", default="runs/demo", type=output_folder, help="output folder (default runs/demo)")
     add_setting(demo, DemoConfig, "T", "sequence length", type=positive_int)
     add_setting(demo, DemoConfig, "steps", "steps of training per cell", type=positive_int)

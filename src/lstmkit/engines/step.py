@@ -20,6 +20,7 @@ from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
 from lstmkit.engines import ENGINES, KERNEL_ENGINES, exporting, in_dual_level, reference_under_transform
+from lstmkit.engines.base import LayerEngine
 from lstmkit.engines.fused.step import StepResult, run_step, step_precision
 from lstmkit.engines.native import NativeEngine, kernel_name
 from lstmkit.engines.reference import ReferenceEngine
@@ -83,14 +84,15 @@ def run_cell_step(
         name = reference_under_transform(ENGINES[name]).name
     if name in KERNEL_ENGINES and in_dual_level():
         name = reference_under_transform(ENGINES[name], "forward-mode AD").name
+    if name == "triton":
+        reason = off_device(x.device)
+        if reason:
+            raise ValueError(f"engine='triton' cannot run this step: {reason}")
     if name in KERNEL_ENGINES and torch.compiler.is_compiling():  # the layer's custom op, which the compiler
         return layer_step(ENGINES[name], cell, weights, x, h, c, return_gates)  # traces around in one piece
     if name == "fused":
         return run_step(cell, weights, x, h, c, return_gates)
     if name == "triton":
-        reason = off_device(x.device)
-        if reason:
-            raise ValueError(f"engine='triton' cannot run this step: {reason}")
         from lstmkit.engines.triton.kernels import TRITON_KERNELS  # needs triton, which the check above found
 
         return run_step(cell, weights, x, h, c, return_gates, TRITON_KERNELS)
@@ -100,17 +102,14 @@ def run_cell_step(
         if c is None:
             return StepResult(kernel(x, h, *parameters), None, None)
         return StepResult(*kernel(x, (h, c), *parameters), None)
-    precision = step_precision(cell, weights.weight_ih.dtype, x.device, (h if c is None else c).dtype)
-    run = ReferenceEngine().run_layer(cell, weights, x.unsqueeze(0), h, c, None, return_gates, precision)
-    gates = None if run.gates is None else tuple(gate[0] for gate in run.gates)
-    return StepResult(run.h, run.c, gates)
+    return layer_step(ReferenceEngine(), cell, weights, x, h, c, return_gates)
 
 
-def layer_step(engine, cell: Cell, weights: LayerWeights, x: Tensor, h: Tensor, c: Tensor | None,
+def layer_step(engine: LayerEngine, cell: Cell, weights: LayerWeights, x: Tensor, h: Tensor, c: Tensor | None,
                return_gates: bool) -> StepResult:
-    """One step as a layer's call of one step on `engine`: under torch.compile, whose graph
-    holds the layer's custom op whole (`fullgraph=True` included), where it would break at the
-    step's autograd.Function."""
+    """One step as a layer's call of one step on `engine`: the reference engine's, and the
+    kernel engines' under torch.compile, whose graph holds the layer's custom op whole
+    (`fullgraph=True` included), where it would break at the step's autograd.Function."""
     precision = step_precision(cell, weights.weight_ih.dtype, x.device, (h if c is None else c).dtype)
     run = engine.run_layer(cell, weights, x.unsqueeze(0), h, c, None, return_gates, precision)
     gates = None if run.gates is None else tuple(gate[0] for gate in run.gates)

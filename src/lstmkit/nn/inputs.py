@@ -175,12 +175,18 @@ def check_batch_sizes(packed: PackedSequence) -> None:
         shown = sizes if len(sizes) <= 12 else [*sizes[:12], "..."]
         raise ValueError(f"a PackedSequence's batch_sizes must be positive, non-increasing and sum to its data's rows "
                          f"({rows}), got {shown} (sum {sum(sizes)})")
+    batch = sizes[0]
     for name in ("sorted_indices", "unsorted_indices"):
         indices = getattr(packed, name)
-        if indices is not None and (indices.shape != (sizes[0],) or not indices.is_meta and not torch.equal(
-                indices.sort().values.cpu(), torch.arange(sizes[0]))):
-            raise ValueError(f"a PackedSequence's {name} must be a permutation of its {sizes[0]} sequences, got "
-                             f"{indices.tolist() if not indices.is_meta else tuple(indices.shape)}")
+        if indices is not None and (indices.shape != (batch,) or not indices.is_meta and not torch.equal(
+                indices.sort().values.cpu(), torch.arange(batch))):
+            shown = tuple(indices.shape) if indices.is_meta or indices.numel() > 12 else indices.tolist()
+            raise ValueError(f"a PackedSequence's {name} must be a permutation of its {batch} sequences, got {shown}")
+    order, back = packed.sorted_indices, packed.unsorted_indices
+    if order is not None and back is not None and not order.is_meta and not torch.equal(
+            back[order].cpu(), torch.arange(batch)):
+        raise ValueError("a PackedSequence's unsorted_indices must undo its sorted_indices (unsorted_indices["
+                         "sorted_indices] = 0, 1, ...); the outputs would come back in another order")
 
 
 def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) -> Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from lstmkit.cells import CIFGLSTMStep, GRUStep, LayerNormLSTMStep, LSTMStep, PeepholeLSTMStep, RNNStep
-from lstmkit.keywords import constructor_keywords, keyword_options, unknown_names
+from lstmkit.keywords import constructor_keywords, lstmkit_class, unknown_names
 from lstmkit.nn.docs import LSTM_OPTIONS_ARGS, layer_docstring, step_equations
 from lstmkit.nn.recurrent import Recurrent
 from lstmkit.nn.regularisers import NO_CELL_MODULE_REGULARISERS, REGULARISER_OPTIONS
@@ -40,7 +40,8 @@ def checked_options(
         if not accepted and set(unknown) & set(REGULARISER_OPTIONS):
             takes = NO_CELL_MODULE_REGULARISERS
         else:
-            takes = f"lstmkit.{module.__name__}'s options beyond torch.nn's are {', '.join(keyword_options(module))}"
+            options = ", ".join(constructor_keywords(module, keyword_only=True))
+            takes = f"lstmkit.{lstmkit_class(module).__name__}'s options beyond torch.nn's are {options}"
             takes += f", and the regulariser options {', '.join(accepted)}" if accepted else ""
         named = unknown_names(unknown, constructor_keywords(module) + list(accepted))
         raise TypeError(f"unexpected keyword argument(s) {named}; {takes}")

@@ -16,7 +16,7 @@ from lstmkit.extras import extra_imports
 
 with extra_imports("tasks", __name__):
     from lstmkit.pipelines.longlag import CellRun, results_table, run_task
-    from lstmkit.pipelines.probes import decay_orders, gradient_profiles, write_gradient_profiles
+    from lstmkit.pipelines.probes import check_gradient_files, decay_orders, gradient_profiles, write_gradient_profiles
 from lstmkit.pipelines.configs import DemoConfig
 from lstmkit.tasks import AddingTask, Task
 
@@ -27,6 +27,7 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig()) -> list[str]:
     """Train, probe, write the figures to `out`; returns the printed lines (table, conclusion)."""
     out = Path(out)
     task = AddingTask(config.T)
+    check_gradient_files(out, "the demo")  # run_task checks its own files
     runs = run_task(task, DEMO_CELLS, config.training(), out)
     profiles = gradient_profiles(task, {run.cell: run.model for run in runs}, config.seed)
     write_gradient_profiles(profiles, task, out)

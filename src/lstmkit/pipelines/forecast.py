@@ -226,13 +226,13 @@ class Forecaster:
         season, lookback = self.season_and_lookback(frame)
         needed = self.rows_needed(lookback)
         if len(frame) < needed:
-            shorter = base_history(config, season)[1] if lookback > encoder_lookback(config, season) else ""
+            why, remedy = history_remedies(config, season, lookback, "a shorter lookback or horizon")
             first, last = frame.time_values(frame.time[[0, -1]])
             raise ValueError(
                 f"the series {', '.join(frame.target_names)} has {len(frame)} rows ({first} .. {last}); fitting with "
                 f"lookback {lookback} and horizon {config.horizon} needs at least {needed} (lookback + horizon = "
-                f"{lookback + config.horizon} for one window, and windows kept for early stopping){shorter}: give "
-                "more rows, or a shorter lookback or horizon")
+                f"{lookback + config.horizon} for one window, and windows kept for early stopping){why}: give "
+                f"more rows, or {remedy}")
         self.layout = SeriesLayout(frame.frequency, frame.time_kind, season, lookback,
                                    self.calendar_of(frame.time[:1], frame.frequency)[1], Scaler.fit(frame.targets),
                                    Scaler.fit(frame.covariates), Scaler.fit(frame.future_covariates[:len(frame)]),
@@ -462,12 +462,11 @@ class Forecaster:
         season, lookback = self.season_and_lookback(frame)
         fitted = max(lookback + horizon + season, self.rows_needed(lookback))  # fit's own check, on `start` rows
         if start < fitted:
-            shorter = base_history(config, season)[1] if lookback > encoder_lookback(config, season) else ""
+            why, remedy = history_remedies(config, season, lookback, "a shorter lookback, horizon or season (--season)")
             raise ValueError(f"the series has {len(frame)} rows; a backtest with holdout {holdout} needs at least "
                              f"{fitted + holdout}: {fitted} to fit on (lookback + horizon + season = {lookback} + "
                              f"{horizon} + {season} = {lookback + horizon + season}, and windows kept for early "
-                             f"stopping) and the {holdout} held out{shorter}; give more rows, or a shorter lookback, "
-                             "horizon or season (--season)")
+                             f"stopping) and the {holdout} held out{why}; give more rows, or {remedy}")
         model = Forecaster(**{field.name: getattr(config, field.name) for field in fields(config)})
         model.run_folder = backtest_folder(self.run_folder, holdout, horizon)
         model.fit(frame.head(start))
@@ -551,22 +550,34 @@ def history_length(config: ForecasterConfig, season: int) -> int:
     longest period with extra seasons (the base compares each period's seasonal-naive forecast
     of the window's own latest steps) and base_cycles times it (the base's median of cycles;
     ForecastNetwork.base)."""
-    return max(encoder_lookback(config, season), base_history(config, season)[0])
+    cycles, longest = base_cycles_and_period(config, season)
+    return max(encoder_lookback(config, season), cycles * longest if cycles > 1 and longest > 1 else 0)
 
 
-def base_history(config: ForecasterConfig, season: int) -> tuple[int, str]:
-    """The history the base needs (0: none beyond the encoder's), and, for a message on a series
-    too short, the options that set it."""
-    least_cycles = 2 if config.extra_seasons else 1
-    cycles, longest = max(least_cycles, config.base_cycles), max((season, *config.extra_seasons))
-    if cycles == 1 or longest == 1:
-        return 0, ""
-    seasons = ", ".join(map(str, config.extra_seasons))
-    options = ([f"fewer base_cycles (--base-cycles, now {config.base_cycles})"]
-               if config.base_cycles > least_cycles else []) + \
-        ([f"shorter extra_seasons (--extra-seasons, now {seasons})"] if config.extra_seasons else [])
-    return cycles * longest, (f" (the history is {cycles} cycles of the longest period, {longest}, which the seasonal "
-                              f"base compares; {' or '.join(options)} shorten{'s' * (len(options) == 1)} it)")
+def base_cycles_and_period(config: ForecasterConfig, season: int) -> tuple[int, int]:
+    """The cycles of its longest period the seasonal base compares, and that period."""
+    return max(2 if config.extra_seasons else 1, config.base_cycles), max((season, *config.extra_seasons))
+
+
+def history_remedies(config: ForecasterConfig, season: int, lookback: int, encoder_remedy: str) -> tuple[str, str]:
+    """For a series too short for windows of `lookback` steps: why they are that long (a
+    parenthetical; empty where the encoder's lookback sets them), and what shortens them
+    (`encoder_remedy` there)."""
+    if lookback <= encoder_lookback(config, season):
+        return "", encoder_remedy
+    cycles, longest = base_cycles_and_period(config, season)
+    remedies = []
+    if config.base_cycles > (2 if config.extra_seasons else 1):
+        remedies.append(f"fewer base_cycles (--base-cycles, now {config.base_cycles})")
+    elif config.extra_seasons:
+        remedies.append("no extra_seasons (--extra-seasons; they take 2 cycles)")
+    if longest > season:
+        remedies.append(f"shorter extra_seasons (--extra-seasons, now {', '.join(map(str, config.extra_seasons))})")
+    else:
+        remedies.append(f"a shorter season (--season, now {season})")
+    remedies.append("a shorter horizon")
+    return (f" (the history is {cycles} cycles of the longest period, {longest}, which the seasonal base compares)",
+            ", ".join(remedies[:-1]) + " or " + remedies[-1])
 
 
 def config_dict(config: ForecasterConfig) -> dict:

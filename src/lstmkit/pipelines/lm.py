@@ -179,11 +179,11 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {self.level!r}")
         check_engine_name(self.engine)
-        if self.init_range is not None and (isinstance(self.init_range, bool)
-                                            or not 0 <= self.init_range < math.inf):
+        if self.init_range is not None and not 0 <= self.init_range < math.inf:
             raise ValueError(f"init_range must be a non-negative number (0: torch's initialisation), "
                              f"got {self.init_range!r}")
         defaults = LEVEL_DEFAULTS[self.level]
+        tie_weights_given = self.tie_weights is not None
         if self.num_layers is None and self.hidden_size is None:  # on resume, the run's (`sized_like`)
             defaults = {**defaults, **budget_size(self.level, self.time_budget)}
         if isinstance(self.adaptive_softmax_cutoffs, list):  # a list left the frozen config unhashable
@@ -204,7 +204,7 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
             raise ValueError(f"min_frequency (--min-frequency) applies at word level (--level word) only; got "
                              f"{self.min_frequency} at char level")
         if self.tie_weights and self.embedding_size not in (None, self.hidden_size):
-            default = f" (at {self.level} level the default)" if LEVEL_DEFAULTS[self.level]["tie_weights"] else ""
+            default = "" if tie_weights_given else f" (at {self.level} level the default)"
             raise ValueError(f"tie_weights{default} shares the embedding with the decoder, so "
                              f"embedding_size (--embedding-size) must equal hidden_size={self.hidden_size}, got "
                              f"{self.embedding_size}; or untie them (--no-tie-weights)")

@@ -20,7 +20,7 @@ from lstmkit.extras import extra_imports
 
 with extra_imports("tasks", __name__):
     from lstmkit import plots
-from lstmkit.cells import make_cell
+from lstmkit.cells import CELLS, make_cell
 from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointKind, check_replaceable, checkpoint_folder,
                                 held_kind, load_model_checkpoint, save_checkpoint)
 from lstmkit.files import check_nothing_overwritten, write_csv, write_json
@@ -183,6 +183,17 @@ class TaskInterrupted(KeyboardInterrupt):
         self.runs = runs
 
 
+def check_task_folder(out: Path, cells: list[str]) -> None:
+    """Refuse, before any training, a folder whose files a run of `cells` would overwrite: an
+    earlier run's are replaced; anyone else's are kept (a folder in models/ save_model would
+    refuse after a cell's training included)."""
+    if not holds_task_run(out):
+        check_nothing_overwritten(out, ("results.json", "curves.csv", "learning_curves.png", "models"),
+                                  "no run of lstmkit task or demo (no results.json of one)")
+    for cell in cells:
+        check_replaceable(out / "models" / cell, {CONFIG_FILE, WEIGHTS_FILE}, SEQUENCE_MODEL.name)
+
+
 def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str | Path | None = None) -> list[CellRun]:
     """Train every cell, writing as each finishes results.json, curves.csv and
     learning_curves.png of the cells finished so far, and its trained model (models/CELL), to
@@ -190,11 +201,7 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
     cell keeps those before it, and raises TaskInterrupted with their runs. Returns the runs."""
     check_cells(task, cells, config)
     out = default_folder("task", task) if out is None else Path(out)
-    if not holds_task_run(out):  # an earlier run's files are replaced; anyone else's are kept
-        check_nothing_overwritten(out, ("results.json", "curves.csv", "learning_curves.png", "models"),
-                                  "no run of lstmkit task (no results.json of one)")
-    for cell in cells:  # before any training: a folder save_model would refuse after a cell's
-        check_replaceable(out / "models" / cell, {CONFIG_FILE, WEIGHTS_FILE}, SEQUENCE_MODEL.name)
+    check_task_folder(out, cells)
     trainer = Trainer(config)
     test = task.test_set(config.test_size, seed_of_test_set(config.seed))
     runs: list[CellRun] = []
@@ -221,7 +228,16 @@ def sequence_length(task: Task) -> int:
 def check_cells(task: Task, cells: list[str], config: TaskTrainingConfig) -> None:
     """Refuse, before any cell trains, a setting one of `cells` cannot take (init chrono on a
     cell without a forget gate, zoneout of c on one without a cell state), naming the cell to
-    leave out."""
+    leave out; `cells` itself must be a list of distinct cell names."""
+    if not isinstance(cells, (list, tuple)) or not all(isinstance(cell, str) for cell in cells):
+        raise TypeError(f"cells must be a list of cell names (e.g. ['rnn', 'lstm']), got {type(cells).__name__} "
+                        f"{cells!r}")
+    unknown = [cell for cell in cells if cell not in CELLS]
+    if not cells or unknown:
+        raise ValueError(f"cells must name cells from {', '.join(CELLS)}, got {list(cells)!r}")
+    twice = sorted({cell for cell in cells if cells.count(cell) > 1})
+    if twice:
+        raise ValueError(f"cells must name each cell once, got {list(cells)!r} ({', '.join(twice)} more than once)")
     length = sequence_length(task)
     init_names(config.init)  # whatever the cell
     config.check_chrono_max(length)
@@ -331,13 +347,36 @@ def load_task_run(directory: str | Path, cells: list[str] | None = None) -> Task
         raise FileNotFoundError(f"{directory} does not exist (expected a `lstmkit task` output folder)")
     if not models_dir.is_dir():
         raise FileNotFoundError(f"{directory} is not a `lstmkit task` output folder: it has no models/ folder")
-    results = json.loads((directory / "results.json").read_text())
+    results = task_results(directory)
     trained = list(results["cells"])
     missing = [cell for cell in cells or () if cell not in trained]
     if missing:
         raise ValueError(f"{directory} holds no {', '.join(missing)} model: its run trained {', '.join(trained)}")
     cells = cells or trained  # the run's own, whatever else the folder holds
     loaded = {cell: load_model(models_dir / cell) for cell in cells}
-    settings = results.get("config", results.get("options"))  # "options": before lstmkit's training core
     models = {cell: model for cell, (model, _) in loaded.items()}
-    return TaskRunModels(next(iter(loaded.values()))[1], models, settings["seed"])
+    return TaskRunModels(next(iter(loaded.values()))[1], models, run_settings(results)["seed"])
+
+
+def run_settings(results: object) -> object:
+    """The settings a task run's results hold ("options": before lstmkit's training core)."""
+    return results.get("config", results.get("options")) if isinstance(results, dict) else None
+
+
+def task_results(directory: Path) -> dict:
+    """The results.json of the `lstmkit task` run in `directory`, refused by name where it is
+    not one: its trained cells (a non-empty object) and its settings (with the seed)."""
+    path = directory / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} is not a `lstmkit task` output folder: it has no results.json")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{path} is not the results of a `lstmkit task` run: it is not JSON ({error})") from None
+    settings = run_settings(results)
+    if not (isinstance(results, dict) and isinstance(results.get("cells"), dict) and results["cells"]
+            and isinstance(settings, dict) and isinstance(settings.get("seed"), int)):
+        shown = json.dumps(results)
+        raise ValueError(f"{path} is not the results of a `lstmkit task` run: expected an object with its trained "
+                         f"\"cells\" and its \"config\" (with the seed), got {shown[:80]}{'...' * (len(shown) > 80)}")
+    return results

@@ -20,14 +20,16 @@ from lstmkit.extras import extra_imports
 
 with extra_imports("tasks", __name__):
     from lstmkit import plots
-from lstmkit.files import write_csv
+from lstmkit.files import check_own_files, write_csv
 from lstmkit.models import SequenceModel
-from lstmkit.pipelines.longlag import (TaskTrainingConfig, default_folder, load_model, load_task_run,
-                                      seed_of_test_set, seeded_model, train_cell)
+from lstmkit.pipelines.longlag import (TaskTrainingConfig, check_cells, default_folder, load_model,
+                                      load_task_run, seed_of_test_set, seeded_model, train_cell)
 from lstmkit.tasks import Batch, Task
 from lstmkit.training.config import BUDGETS
 
 PROBE_SEQUENCES = 100
+GRADIENT_FILES = ("gradient_norms.csv", "gradient_norms.png")
+GRADIENT_COLUMNS = ("moment", "cell", "t", "norm")
 GATE_PANELS = {"forget": "forget gate", "input": "input gate", "output": "output gate",
                "reset": "reset gate", "update": "update gate"}
 
@@ -72,11 +74,16 @@ def write_gradient_profiles(profiles: dict[str, dict[str, np.ndarray]], task: Ta
     out = Path(out)
     write_csv(
         out / "gradient_norms.csv",
-        ["moment", "cell", "t", "norm"],
+        GRADIENT_COLUMNS,
         [[moment, cell, t, float(norm)] for moment, cells in profiles.items()
          for cell, norms in cells.items() for t, norm in enumerate(norms)],
     )
     plots.gradient_norms(profiles, task.describe(), out / "gradient_norms.png")
+
+
+def check_gradient_files(out: Path, command: str) -> None:
+    """Refuse, before any work, an `out` that holds gradient_norms.csv or .png lstmkit did not write."""
+    check_own_files(out, GRADIENT_FILES, command, GRADIENT_COLUMNS)
 
 
 def decay_orders(norms: np.ndarray) -> float:
@@ -129,14 +136,19 @@ def probe_gradients(out: str | Path | None = None, source: str | Path | None = N
         refuse_training_settings(config, f"--from {source}")
         run = load_task_run(source, cells)
         task, trained, seed = run.task, run.models, run.seed  # the runs' start
+        out = default_folder("gradients", task) if out is None else Path(out)
+        check_gradient_files(out, "probe gradients")
     else:
         if task is None:
             raise ValueError("probe gradients needs --task NAME (to train) or --from DIR (a `lstmkit task` output)")
         config = TaskTrainingConfig() if config is None else config
-        trained = {cell: train_cell(task, cell, config).model for cell in cells or ["rnn", "gru", "lstm"]}
+        cells = cells or ["rnn", "gru", "lstm"]
+        check_cells(task, cells, config)  # before any cell trains, as `lstmkit task`
+        out = default_folder("gradients", task) if out is None else Path(out)
+        check_gradient_files(out, "probe gradients")
+        trained = {cell: train_cell(task, cell, config).model for cell in cells}
         seed = config.seed
     profiles = gradient_profiles(task, trained, seed)
-    out = default_folder("gradients", task) if out is None else Path(out)
     write_gradient_profiles(profiles, task, out)
     return task, profiles, out
 
@@ -173,11 +185,15 @@ def probe_gates(out: str | Path | None = None, checkpoint: str | Path | None = N
                              "--task trains: give one or the other")
         refuse_training_settings(config, str(checkpoint), used=("seed",))  # the seed draws the sequence drawn
         model, task = load_model(checkpoint)
+        out = default_folder("gates", task) if out is None else Path(out)
+        check_own_files(out, [f"gates_{model.config.cell}.png"], "probe gates")
     else:
         if task is None:
             raise ValueError("probe gates needs a checkpoint folder (e.g. DIR/models/lstm) or --task NAME to train one")
         cell = cell or "lstm"
         if not make_cell(cell).trace_names and not make_cell(cell).has_cell_state:  # before training, not after
             raise ValueError(f"cell {cell!r} has no gates or cell state to draw")
+        out = default_folder("gates", task) if out is None else Path(out)
+        check_own_files(out, [f"gates_{cell}.png"], "probe gates")
         model = train_cell(task, cell, config).model
-    return write_gate_heatmaps(model, task, config.seed, default_folder("gates", task) if out is None else out)
+    return write_gate_heatmaps(model, task, config.seed, out)

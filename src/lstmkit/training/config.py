@@ -167,8 +167,9 @@ class TrainingConfig:
                              "patience evaluations pass without improving: it needs a patience and a "
                              f"min_lr_fraction below 1, got patience={self.patience!r}, "
                              f"min_lr_fraction={self.min_lr_fraction!r}")
-        if self.warmup < 0 or self.weight_decay < 0:
-            raise ValueError(f"warmup and weight_decay must be non-negative, got {self.warmup} and {self.weight_decay}")
+        for name in ("warmup", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
         if not 0 <= self.min_lr_fraction <= 1:
             raise ValueError(f"min_lr_fraction must be in [0, 1], got {self.min_lr_fraction!r}")
         if type(self.precision) is int and str(self.precision) in PRECISIONS:  # precision=32, as Lightning takes it
@@ -194,20 +195,29 @@ def current_names(settings: dict) -> dict:
 
 def check_field_types(config) -> None:
     """Every field of the dataclass `config` annotated int or float (or None) holds a number
-    (or None), not a string or a bool; every one annotated bool holds True or False. A NumPy
-    number is settled into Python's (an integer into int): the config is written as JSON."""
+    (or None), not a string or a bool; every one annotated bool holds True or False. NumPy
+    numbers in any field, alone or in a tuple or list, are settled into Python's first (the
+    config is written as JSON)."""
     for field in fields(config):
+        value = getattr(config, field.name)
+        if settled(value) is not value:
+            object.__setattr__(config, field.name, value := settled(value))
         if field.type not in FIELD_TYPES:
             continue
-        value = getattr(config, field.name)
         switch = field.type.startswith("bool")
-        kinds = (bool, np.bool_) if switch else numbers.Real
-        number = isinstance(value, kinds) and (switch or not isinstance(value, (bool, np.bool_)))
+        number = isinstance(value, bool) if switch else isinstance(value, numbers.Real) and not isinstance(value, bool)
         if not (number or (value is None and "None" in field.type)):
             raise TypeError(f"{field.name} must be {FIELD_TYPES[field.type]}, got {value!r} ({type(value).__name__})")
-        if isinstance(value, np.generic):
-            settled = bool(value) if switch else int(value) if isinstance(value, numbers.Integral) else float(value)
-            object.__setattr__(config, field.name, settled)
+
+
+def settled(value: object) -> object:
+    """`value` with NumPy numbers as Python's (np.int64(7) -> 7, np.bool_ -> bool), in a tuple
+    or list too; `value` itself where it holds none."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, list)) and any(isinstance(item, np.generic) for item in value):
+        return type(value)(settled(item) for item in value)
+    return value
 
 
 def check_config(config, expected: type, name: str) -> None:

@@ -126,11 +126,11 @@ def warn_short_warmup(config: TrainingConfig, steps: int, spent: bool) -> None:
 
 
 def patience_spent(config: TrainingConfig, progress: RunState, metric: str) -> bool:
-    """Whether `patience` evaluations have passed without a better `metric`, the latest among
-    them; an evaluation that did not give the metric (one not scored) is not counted."""
-    scored = [row for row in progress.history if row.get(metric) is not None]
-    since_best = sum(1 for row in scored if row["step"] > (progress.best_step or 0))
-    latest_scored = bool(scored) and scored[-1] is progress.history[-1]
+    """Whether the latest evaluation is the `patience`-th since the best that gave no better
+    `metric`; an evaluation that did not give the metric (one not scored) is not counted."""
+    since_best = sum(1 for row in progress.history
+                     if row["step"] > (progress.best_step or 0) and row.get(metric) is not None)
+    latest_scored = bool(progress.history) and progress.history[-1].get(metric) is not None
     return config.patience is not None and latest_scored and since_best >= config.patience
 
 
@@ -183,6 +183,9 @@ def check_run_folder(out: Path | None, resume: bool, kind: str | None = None) ->
         raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue it, or choose another "
                          "folder")
     if (out / "best").exists():
+        if not all((out / "best" / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE)):
+            raise ValueError(f"{out} holds a best/ folder that is no lstmkit checkpoint; a run there would write its "
+                             "best model into it: choose another folder")
         raise ValueError(f"{out} holds a trained model (best/) but no last/ checkpoint to resume from; choose "
                          "another folder, or remove this one to start over")
     # a run writes last/ before its first metrics.csv: these are someone else's
@@ -332,7 +335,12 @@ class Trainer:
             if not math.isfinite(loss_sum):
                 self.diverged(job, progress, out, f"the training loss became {loss_sum / items}", last_loss, report)
             last_loss = (progress.step, loss_sum / items)
-            self.update(job, optimizer, loss, progress.step)
+            try:
+                self.update(job, optimizer, loss, progress.step)
+            except RuntimeError as error:  # a rate so large the optimizer's step leaves float32 (Adam's lr / 0.1)
+                if "overflow" not in str(error):
+                    raise
+                self.diverged(job, progress, out, f"the optimizer's update overflowed ({error})", last_loss, report)
             elapsed = time.perf_counter() - started
             progress.train_seconds = processes.from_main(progress.train_seconds + elapsed, device)
             progress.step, progress.items = progress.step + 1, progress.items + int(items)
@@ -410,7 +418,8 @@ class Trainer:
 
     def begin(self, job: Job, out: Path | None) -> RunState:
         """A new run's state, refusing a folder that holds a run already."""
-        check_run_folder(out, resume=False, kind=job.checkpoint_config().get("kind"))
+        if out is not None:
+            check_run_folder(out, resume=False, kind=job.checkpoint_config().get("kind"))
         if self.processes.distributed:  # one dropout stream per process, not one repeated on every share
             torch.manual_seed(process_seed(self.config.seed, self.processes.rank, 0))
         return RunState()
@@ -503,10 +512,10 @@ class Trainer:
         """The model, random-number state and job state of out/last, on this trainer's device
         whatever device wrote them; the progress to continue from, and the saved training
         tensors (the optimizer's state among them: `load_optimizer_state`)."""
-        check_run_folder(out, resume=True, kind=job.checkpoint_config().get("kind"))
-        saved, tensors = load_checkpoint(out / "last", self.device)
         kind = job.checkpoint_config().get("kind")
-        if kind is not None:
+        check_run_folder(out, resume=True, kind=kind)
+        saved, tensors = load_checkpoint(out / "last", self.device)
+        if kind is not None:  # a last/ of no kind, which check_run_folder lets pass
             check_kind(existing(out / "last"), saved, kind, f"a {kind!r} run to resume")
         if "progress" not in saved or "best_value" not in saved["progress"]:
             raise ValueError(f"{out} was written by an older lstmkit: its models load (for sampling and scoring), "

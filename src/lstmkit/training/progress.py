@@ -17,7 +17,9 @@ def duration(seconds: float) -> str:
 
 
 class Progress:
-    """Reports `label`, the step out of `total`, named values, items/s and the ETA. A resumed
+    """Reports `label`, the step out of `total`, named values, items/s (`items_per_second`, by
+    the caller's clock of training alone), steps/s by the wall clock (evaluations included, as
+    in the ETA drawn from it) and the ETA. A resumed
     run passes the step it starts from as `first_step`, so rates count this process's steps
     only. On a terminal it draws a tqdm bar (the lm, tasks and forecast extras bring tqdm;
     without it the plain lines are written there too); elsewhere one line every
@@ -66,8 +68,8 @@ class Progress:
         total = f"/{self.total}" if within else ""
         shown = "".join(f" {name} {value:.4g}" for name, value in values.items())
         eta = f" ETA {duration(seconds_left)}" if seconds_left is not None else ""
-        self.line = (f"{self.label}: {self.unit} {step}{total}{shown} {items_per_second:,.0f} {self.item}s/s "
-                     f"{rate:.2f} {self.unit}s/s elapsed {duration(now - self.start)}{eta}")
+        self.line = (f"{self.label}: {self.unit} {step}{total}{shown} {items_per_second:,.0f} {self.item}s/s in "
+                     f"training, {rate:.2f} {self.unit}s/s with evaluations, elapsed {duration(now - self.start)}{eta}")
         self.stream.write(self.line + "\n")
         self.stream.flush()
 
