@@ -119,6 +119,14 @@ def test_a_misspelt_keyword_of_a_users_subclass_is_named_as_the_lstmkit_class_ta
             "torch.nn's are forget_bias, engine, input_gate,")):
         MyLSTM(3, 4, forget_gat=False)
 
+    class Scaled(lstmkit.LSTM):
+        def __init__(self, input_size, hidden_size, *, depth_scale=1.0, **options):
+            super().__init__(input_size, hidden_size, **options)
+
+    with pytest.raises(TypeError, match=re.escape("unexpected keyword argument(s) 'depth_scal' (did you mean "
+                                                  "'depth_scale'?); lstmkit.LSTM's options")):
+        Scaled(3, 4, depth_scal=2.0)
+
 
 def test_bad_cell_option_values():
     with raises(ValueError, "cell 'rnn' option nonlinearity must be one of ['relu', 'tanh'], got 'sigmoid'"):

@@ -340,16 +340,16 @@ BASE_HISTORY = "which the seasonal base compares"
 
 @pytest.mark.parametrize("options, cause, remedy", [
     ({"extra_seasons": (50,)}, f"2 cycles of the longest period, 50, {BASE_HISTORY}",
-     "no extra_seasons (--extra-seasons; they take 2 cycles), shorter extra_seasons (--extra-seasons, now 50) or a "
-     "shorter horizon"),
+     "no extra_seasons with base_cycles 1 (drop --extra-seasons, give --base-cycles 1), shorter extra_seasons "
+     "(--extra-seasons, now 50) or a shorter horizon"),
     ({"base_cycles": 9}, f"9 cycles of the longest period, 7, {BASE_HISTORY}",
      "fewer base_cycles (--base-cycles, now 9), a shorter season (--season, now 7) or a shorter horizon"),
     ({"base_cycles": 3, "extra_seasons": (30,)}, f"3 cycles of the longest period, 30, {BASE_HISTORY}",
      "fewer base_cycles (--base-cycles, now 3), shorter extra_seasons (--extra-seasons, now 30) or a shorter horizon"),
     # the season is the longest period: shorter extra seasons would not shorten the history
     ({"season": 30, "extra_seasons": (3,)}, f"2 cycles of the longest period, 30, {BASE_HISTORY}",
-     "no extra_seasons (--extra-seasons; they take 2 cycles), a shorter season (--season, now 30) or a shorter "
-     "horizon"),
+     "no extra_seasons with base_cycles 1 (drop --extra-seasons, give --base-cycles 1), a shorter season "
+     "(--season, now 30) or a shorter horizon"),
 ])
 def test_a_series_too_short_for_the_bases_history_names_the_options_that_set_it(options, cause, remedy):
     """The history was 1,000 rows for --extra-seasons 500, and the message asked for a shorter

@@ -7,12 +7,16 @@ import math
 import os
 import dataclasses
 import re
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from helpers import interrupt_task_in
+from lstmkit import plots
+from lstmkit.files import written_by_lstmkit
 from lstmkit.checkpoint import load_checkpoint, previous_path, save_checkpoint
 from lstmkit.training.config import offset_seed
 from lstmkit.models import SequenceModel, SequenceModelConfig
@@ -20,7 +24,7 @@ from lstmkit.pipelines import longlag
 from lstmkit.pipelines.demo import conclusion
 from lstmkit.pipelines.longlag import (TEST_SEED_OFFSET, CellRun, TaskTrainingConfig, build_model, load_model,
                                       load_task_run, run_task, seed_of_test_set, seeded_model, train_cell)
-from lstmkit.pipelines.probes import decay_orders, gate_panels, gradient_profile
+from lstmkit.pipelines.probes import GRADIENT_COLUMNS, decay_orders, gate_panels, gradient_profile
 from lstmkit.tasks import Adding1997Task, AddingTask, TemporalOrderTask
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -412,25 +416,46 @@ def test_a_probe_or_the_demo_replaces_its_own_files_and_refuses_a_users(probe, w
             demo.run_demo(tmp_path, demo.DemoConfig(T=5, steps=2, hidden_size=6))
 
     run()
-    owned = (tmp_path / written).read_bytes()
-    run()  # an earlier run's file is replaced
-    assert (tmp_path / written).read_bytes() != b"mine" and (tmp_path / written).stat().st_size == len(owned)
+    if written.endswith(".csv"):  # a file lstmkit wrote, of other content: the next run replaces it
+        (tmp_path / written).write_text(",".join(GRADIENT_COLUMNS) + "\nearlier,run,0,1.0\n")
+    else:
+        figure = Figure()
+        figure.subplots().plot([3, 1])
+        plots.save(figure, tmp_path / written)
+    earlier = (tmp_path / written).read_bytes()
+    run()
+    assert (tmp_path / written).read_bytes() != earlier
     (tmp_path / written).write_bytes(b"mine")
     monkeypatch.setattr(longlag, "train_cell", lambda *arguments: pytest.fail("trained before refusing"))
     monkeypatch.setattr(probes, "train_cell", lambda *arguments: pytest.fail("trained before refusing"))
     command = {"gradients": "probe gradients", "gates": "probe gates", "demo": "the demo"}[probe]
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds {written}, which lstmkit did not write; "
-                                                   f"{command} there would overwrite it: choose another folder")):
+    if probe == "demo":  # in a run's folder the gradient files are the run's: a demo's results.json is not the user's
+        (tmp_path / "results.json").unlink()
+        shutil.rmtree(tmp_path / "models")
+        (tmp_path / "curves.csv").unlink()
+        (tmp_path / "learning_curves.png").unlink()
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds {written}, which lstmkit cannot tell for its "
+                                                   "own (a figure an earlier lstmkit wrote carries no mark); "
+                                                   f"{command} there would overwrite it: remove it, or choose another "
+                                                   "folder")):
         run()
     assert (tmp_path / written).read_bytes() == b"mine"
 
 
+def test_an_earlier_lstmkits_unmarked_gradient_figure_beside_its_csv_is_replaced(tmp_path):
+    """Figures of an lstmkit before the mark carry matplotlib's own: beside lstmkit's CSV the
+    figure is taken as that CSV's, so a probe run again into its folder is not refused."""
+    from lstmkit.pipelines import probes
+
+    probes.probe_gradients(tmp_path, task=AddingTask(T=5), cells=["lstm"], config=QUICK_PROBE)
+    figure = Figure()
+    figure.subplots().plot([3, 1])
+    figure.savefig(tmp_path / "gradient_norms.png")  # unmarked, as an earlier lstmkit saved it
+    probes.probe_gradients(tmp_path, task=AddingTask(T=5), cells=["lstm"], config=QUICK_PROBE)
+    assert written_by_lstmkit(tmp_path / "gradient_norms.png")
+
+
 def test_a_matplotlib_figure_of_the_users_own_is_not_taken_for_lstmkits(tmp_path):
-    from matplotlib.figure import Figure
-
-    from lstmkit import plots
-    from lstmkit.files import written_by_lstmkit
-
     for name, save in (("ours.png", plots.save), ("theirs.png", lambda figure, path: figure.savefig(path))):
         figure = Figure()
         figure.subplots().plot([1, 2])
@@ -439,6 +464,9 @@ def test_a_matplotlib_figure_of_the_users_own_is_not_taken_for_lstmkits(tmp_path
     (tmp_path / "data.csv").write_text("moment,cell,t,norm\nat initialisation,lstm,0,1.0\n")
     assert written_by_lstmkit(tmp_path / "data.csv", ("moment", "cell", "t", "norm"))
     assert not written_by_lstmkit(tmp_path / "data.csv", ("cell", "t"))
+    assert not written_by_lstmkit(tmp_path / "data.csv"), "a CSV is lstmkit's only by a header it writes"
+    (tmp_path / "folder.png").mkdir()
+    assert not written_by_lstmkit(tmp_path / "folder.png")
 
 
 def test_the_gradient_probe_checks_its_cells_before_any_trains(tmp_path, monkeypatch):

@@ -290,7 +290,7 @@ def test_a_best_folder_of_the_users_is_not_called_a_trained_model(tmp_path):
     (tmp_path / "best").mkdir()
     (tmp_path / "best" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds a best/ folder that is no lstmkit checkpoint; a "
-                                                   "run there would write its best model into it: choose another "
+                                                   "run there would write its best model there: choose another "
                                                    "folder")):
         Trainer(TrainingConfig(steps=2)).run(Quadratic([1.0], 0.0), tmp_path)
     assert (tmp_path / "best" / "notes.txt").read_text() == "mine"

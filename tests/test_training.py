@@ -611,7 +611,7 @@ def test_the_trainer_refuses_an_engine_the_device_lacks_before_announcing_the_ru
     (SpeechConfig, {"stop_when_perfect": "no"}, "stop_when_perfect must be True or False, got 'no' (str)"),
     (TaskTrainingConfig, {"stop_when_solved": 1}, "stop_when_solved must be True or False, got 1 (int)"),
     # A bool is a number to Python: weight_decay=True and min_lr_fraction=True trained as 1.0 (steps=True was
-    # refused, as "must be positive").
+    # refused too, as "must be positive, got True").
     (TrainingConfig, {"weight_decay": True}, "weight_decay must be a number, got True (bool)"),
     (TrainingConfig, {"min_lr_fraction": True}, "min_lr_fraction must be a number, got True (bool)"),
     (TrainingConfig, {"steps": True}, "steps must be an integer or None, got True (bool)"),
@@ -738,5 +738,7 @@ def test_a_rate_whose_update_leaves_float32_is_said_to_diverge(tmp_path):
     to type float without overflow" came as a bare traceback."""
     with pytest.raises(TrainingDiverged, match=re.escape(
             "quadratic: training diverged at step 0: the optimizer's update overflowed (value cannot be converted to "
-            "type float without overflow) (the last finite training loss: 1 at step 0). Nothing had been saved in ")):
+            "type float without overflow) (the last finite training loss: 1 at step 0). Nothing had been saved in "
+            f"{tmp_path / 'run'} yet (its first evaluation comes at step 1). Lower the learning rate (--lr, now "
+            "1e+38): the optimizer scales its step by it, past the float range.")):
         Trainer(TrainingConfig(steps=5, eval_every=1, lr=1e38)).run(Quadratic([1.0], 1.0), tmp_path / "run")

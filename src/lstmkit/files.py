@@ -151,12 +151,20 @@ def written_by_lstmkit(path: Path, csv_header: Sequence[str] = ()) -> bool:
     whose first row is `csv_header`."""
     if not path.is_file():
         return False
+    if path.suffix.lower() == ".png":
+        return figure_software(path) == FIGURE_SOFTWARE
     with open(path, "rb") as file:
-        if path.suffix.lower() == ".png":
-            return png_text(file).get("Software") == FIGURE_SOFTWARE
-        if path.suffix.lower() == ".csv":
-            return file.readline().decode("utf-8", "replace").rstrip("\r\n") == ",".join(csv_header)
+        if path.suffix.lower() == ".csv" and csv_header:
+            header = ",".join(csv_header)
+            return file.readline(len(header) + 3).decode("utf-8", "replace").rstrip("\r\n") == header
     return False
+
+
+def figure_software(path: Path) -> str | None:
+    """The "Software" field of the PNG file at `path` (matplotlib writes its name and version
+    there, lstmkit FIGURE_SOFTWARE); None for a file that is no PNG or has none."""
+    with open(path, "rb") as file:
+        return png_text(file).get("Software")
 
 
 def png_text(file: BinaryIO) -> dict[str, str]:
@@ -166,10 +174,12 @@ def png_text(file: BinaryIO) -> dict[str, str]:
         return {}
     fields = {}
     while len(head := file.read(8)) == 8 and head[4:] not in (b"IDAT", b"IEND"):
-        data = file.read(int.from_bytes(head[:4], "big") + 4)[:-4]  # the chunk's data, then its CRC
-        if head[4:] == b"tEXt":
-            keyword, _, text = data.partition(b"\0")
-            fields[keyword.decode("latin-1")] = text.decode("latin-1")
+        length = int.from_bytes(head[:4], "big")
+        if head[4:] != b"tEXt":
+            file.seek(length + 4, os.SEEK_CUR)  # past the chunk's data and its CRC
+            continue
+        keyword, _, text = file.read(length + 4)[:-4].partition(b"\0")
+        fields[keyword.decode("latin-1")] = text.decode("latin-1")
     return fields
 
 
@@ -179,8 +189,10 @@ def check_own_files(out: Path, names: Sequence[str], command: str, csv_header: S
     an earlier run wrote is replaced."""
     held = [name for name in names if (out / name).exists() and not written_by_lstmkit(out / name, csv_header)]
     if held:
-        raise ValueError(f"{out} holds {and_list(held)}, which lstmkit did not write; {command} there would "
-                         f"overwrite {'them' if len(held) > 1 else 'it'}: choose another folder")
+        them = "them" if len(held) > 1 else "it"
+        raise ValueError(f"{out} holds {and_list(held)}, which lstmkit cannot tell for its own (a figure an "
+                         f"earlier lstmkit wrote carries no mark); {command} there would overwrite {them}: remove "
+                         f"{them}, or choose another folder")
 
 
 def and_list(names: Sequence[str]) -> str:

@@ -20,13 +20,19 @@ def unknown_names(unknown: Iterable[str], known: Iterable[str]) -> str:
 
 
 def constructor_keywords(module: type, keyword_only: bool = False) -> list[str]:
-    """The parameters of the constructor of `module` (of the lstmkit class it derives from, for
-    a user's subclass) that can be given by name, in order; with `keyword_only`, those that
-    can only be (its options beyond torch.nn's positional ones)."""
-    parameters = list(inspect.signature(lstmkit_class(module).__init__).parameters.values())[1:]  # after self
+    """The parameters of `module`'s constructor that can be given by name, in order, with those
+    of every class between it and the lstmkit class it derives from (a user's subclass may name
+    its own and pass the rest on); with `keyword_only`, the lstmkit class's that can only be
+    (its options beyond torch.nn's positional ones)."""
+    named = lstmkit_class(module)
     kinds = ((inspect.Parameter.KEYWORD_ONLY,) if keyword_only else
              (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
-    return [parameter.name for parameter in parameters if parameter.kind in kinds]
+    classes = (named,) if keyword_only else module.__mro__[:module.__mro__.index(named) + 1]
+    names = []
+    for cls in classes:
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]  # after self
+        names += [parameter.name for parameter in parameters if parameter.kind in kinds and parameter.name not in names]
+    return names
 
 
 def lstmkit_class(module: type) -> type:

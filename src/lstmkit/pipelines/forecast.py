@@ -569,8 +569,8 @@ def history_remedies(config: ForecasterConfig, season: int, lookback: int, encod
     remedies = []
     if config.base_cycles > (2 if config.extra_seasons else 1):
         remedies.append(f"fewer base_cycles (--base-cycles, now {config.base_cycles})")
-    elif config.extra_seasons:
-        remedies.append("no extra_seasons (--extra-seasons; they take 2 cycles)")
+    elif config.extra_seasons:  # 2 cycles, their least (the default, or given: a resolved config cannot tell)
+        remedies.append("no extra_seasons with base_cycles 1 (drop --extra-seasons, give --base-cycles 1)")
     if longest > season:
         remedies.append(f"shorter extra_seasons (--extra-seasons, now {', '.join(map(str, config.extra_seasons))})")
     else:

@@ -249,12 +249,12 @@ def check_cells(task: Task, cells: list[str], config: TaskTrainingConfig) -> Non
 
 
 def holds_task_run(out: Path) -> bool:
-    """Whether `out` holds the results.json of a `lstmkit task` run."""
+    """Whether `out` holds the results.json of a `lstmkit task` run (`task_results`)."""
     try:
-        results = json.loads((out / "results.json").read_text())
+        task_results(out)
     except (OSError, ValueError):
         return False
-    return isinstance(results, dict) and {"task", "cells"} <= set(results)
+    return True
 
 
 def write_results(task: Task, runs: list[CellRun], config: TaskTrainingConfig, out: Path) -> None:

@@ -20,10 +20,10 @@ from lstmkit.extras import extra_imports
 
 with extra_imports("tasks", __name__):
     from lstmkit import plots
-from lstmkit.files import check_own_files, write_csv
+from lstmkit.files import check_own_files, figure_software, write_csv, written_by_lstmkit
 from lstmkit.models import SequenceModel
-from lstmkit.pipelines.longlag import (TaskTrainingConfig, check_cells, default_folder, load_model,
-                                      load_task_run, seed_of_test_set, seeded_model, train_cell)
+from lstmkit.pipelines.longlag import (TaskTrainingConfig, check_cells, default_folder, holds_task_run,
+                                      load_model, load_task_run, seed_of_test_set, seeded_model, train_cell)
 from lstmkit.tasks import Batch, Task
 from lstmkit.training.config import BUDGETS
 
@@ -82,8 +82,16 @@ def write_gradient_profiles(profiles: dict[str, dict[str, np.ndarray]], task: Ta
 
 
 def check_gradient_files(out: Path, command: str) -> None:
-    """Refuse, before any work, an `out` that holds gradient_norms.csv or .png lstmkit did not write."""
-    check_own_files(out, GRADIENT_FILES, command, GRADIENT_COLUMNS)
+    """Refuse, before any work, an `out` whose gradient_norms.csv or .png lstmkit did not write.
+    In a task's or the demo's folder they are its run's (replaced with its other files, as
+    learning_curves.png), and beside lstmkit's CSV a matplotlib figure is that CSV's own (an
+    earlier lstmkit's figures carry matplotlib's mark, not lstmkit's)."""
+    if holds_task_run(out):
+        return
+    table, figure = (out / name for name in GRADIENT_FILES)
+    earlier_pair = (written_by_lstmkit(table, GRADIENT_COLUMNS) and figure.is_file()
+                    and (figure_software(figure) or "").startswith("Matplotlib"))
+    check_own_files(out, GRADIENT_FILES[:1] if earlier_pair else GRADIENT_FILES, command, GRADIENT_COLUMNS)
 
 
 def decay_orders(norms: np.ndarray) -> float:

@@ -199,9 +199,9 @@ def check_field_types(config) -> None:
     numbers in any field, alone or in a tuple or list, are settled into Python's first (the
     config is written as JSON)."""
     for field in fields(config):
-        value = getattr(config, field.name)
-        if settled(value) is not value:
-            object.__setattr__(config, field.name, value := settled(value))
+        value, given = settled(getattr(config, field.name)), getattr(config, field.name)
+        if value is not given:
+            object.__setattr__(config, field.name, value)
         if field.type not in FIELD_TYPES:
             continue
         switch = field.type.startswith("bool")

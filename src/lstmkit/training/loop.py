@@ -184,8 +184,9 @@ def check_run_folder(out: Path | None, resume: bool, kind: str | None = None) ->
                          "folder")
     if (out / "best").exists():
         if not all((out / "best" / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE)):
-            raise ValueError(f"{out} holds a best/ folder that is no lstmkit checkpoint; a run there would write its "
-                             "best model into it: choose another folder")
+            held = "a best/ folder" if (out / "best").is_dir() else "a file named best"
+            raise ValueError(f"{out} holds {held} that is no lstmkit checkpoint; a run there would write its best "
+                             "model there: choose another folder")
         raise ValueError(f"{out} holds a trained model (best/) but no last/ checkpoint to resume from; choose "
                          "another folder, or remove this one to start over")
     # a run writes last/ before its first metrics.csv: these are someone else's
@@ -338,9 +339,11 @@ class Trainer:
             try:
                 self.update(job, optimizer, loss, progress.step)
             except RuntimeError as error:  # a rate so large the optimizer's step leaves float32 (Adam's lr / 0.1)
-                if "overflow" not in str(error):
+                if "cannot be converted to type" not in str(error):
                     raise
-                self.diverged(job, progress, out, f"the optimizer's update overflowed ({error})", last_loss, report)
+                self.diverged(job, progress, out, f"the optimizer's update overflowed ({error})", last_loss, report,
+                              f"Lower the learning rate (--lr, now {config.lr:g}): the optimizer scales its step by "
+                              "it, past the float range.")
             elapsed = time.perf_counter() - started
             progress.train_seconds = processes.from_main(progress.train_seconds + elapsed, device)
             progress.step, progress.items = progress.step + 1, progress.items + int(items)
@@ -460,8 +463,9 @@ class Trainer:
         return min(step_limits) if step_limits else None
 
     def diverged(self, job: Job, progress: RunState, out: Path | None, what: str,
-                 last_loss: tuple[int, float] | None, report: Progress | None) -> None:
-        """Stop a run whose loss is no longer finite, saying where, what is kept, and what to try."""
+                 last_loss: tuple[int, float] | None, report: Progress | None, remedy: str | None = None) -> None:
+        """Stop a run whose loss is no longer finite, saying where, what is kept, and what to try
+        (`remedy`; by default a lower rate or a harder clip)."""
         if report is not None:
             report.close(progress.step, progress.items / max(progress.train_seconds, 1e-9))
         config = self.config
@@ -475,10 +479,10 @@ class Trainer:
             kept = f" Kept: {out / 'last'} (step {saved[-1]}){best} and {out / 'metrics.csv'}."
         else:
             kept = f" Nothing had been saved in {out} yet (its first evaluation comes at step {config.eval_every})."
-        raise TrainingDiverged(
-            f"{job.label}: training diverged at step {progress.step}: {what}{before}.{kept} "
-            f"Lower the learning rate (--lr, now {config.lr:g}) or clip gradients harder (--clip, now {config.clip:g})."
-        )
+        remedy = remedy or (f"Lower the learning rate (--lr, now {config.lr:g}) or clip gradients harder (--clip, now "
+                            f"{config.clip:g}).")
+        raise TrainingDiverged(f"{job.label}: training diverged at step {progress.step}: {what}{before}.{kept} "
+                               f"{remedy}")
 
     def evaluate(self, job: Job) -> dict[str, float]:
         was_training = job.model.training
