@@ -7,7 +7,6 @@ import math
 import os
 import dataclasses
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -429,29 +428,33 @@ def test_a_probe_or_the_demo_replaces_its_own_files_and_refuses_a_users(probe, w
     monkeypatch.setattr(longlag, "train_cell", lambda *arguments: pytest.fail("trained before refusing"))
     monkeypatch.setattr(probes, "train_cell", lambda *arguments: pytest.fail("trained before refusing"))
     command = {"gradients": "probe gradients", "gates": "probe gates", "demo": "the demo"}[probe]
-    if probe == "demo":  # in a run's folder the gradient files are the run's: a demo's results.json is not the user's
-        (tmp_path / "results.json").unlink()
-        shutil.rmtree(tmp_path / "models")
-        (tmp_path / "curves.csv").unlink()
-        (tmp_path / "learning_curves.png").unlink()
+    unmarked = " (a figure an earlier lstmkit wrote carries no mark)" if written.endswith(".png") else ""
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds {written}, which lstmkit cannot tell for its "
-                                                   "own (a figure an earlier lstmkit wrote carries no mark); "
-                                                   f"{command} there would overwrite it: remove it, or choose another "
-                                                   "folder")):
-        run()
+                                                   f"own{unmarked}; {command} there would overwrite it: remove it, or "
+                                                   "choose another folder")):
+        run()  # the demo's own folder included: its results.json does not make a CSV of the user's its own
     assert (tmp_path / written).read_bytes() == b"mine"
 
 
-def test_an_earlier_lstmkits_unmarked_gradient_figure_beside_its_csv_is_replaced(tmp_path):
-    """Figures of an lstmkit before the mark carry matplotlib's own: beside lstmkit's CSV the
-    figure is taken as that CSV's, so a probe run again into its folder is not refused."""
-    from lstmkit.pipelines import probes
+@pytest.mark.parametrize("folder", ["probe", "demo"])
+def test_an_earlier_lstmkits_unmarked_gradient_figure_in_its_own_folder_is_replaced(folder, tmp_path):
+    """Figures of an lstmkit before the mark carry matplotlib's own: beside lstmkit's CSV, or in
+    the demo's folder, the figure is taken for lstmkit's, so a rerun there is not refused."""
+    from lstmkit.pipelines import demo, probes
 
-    probes.probe_gradients(tmp_path, task=AddingTask(T=5), cells=["lstm"], config=QUICK_PROBE)
+    def run() -> None:
+        if folder == "probe":
+            probes.probe_gradients(tmp_path, task=AddingTask(T=5), cells=["lstm"], config=QUICK_PROBE)
+        else:
+            demo.run_demo(tmp_path, demo.DemoConfig(T=5, steps=2, hidden_size=6))
+
+    run()
+    if folder == "demo":
+        (tmp_path / "gradient_norms.csv").unlink()  # the run's results.json alone vouches for the figure
     figure = Figure()
     figure.subplots().plot([3, 1])
     figure.savefig(tmp_path / "gradient_norms.png")  # unmarked, as an earlier lstmkit saved it
-    probes.probe_gradients(tmp_path, task=AddingTask(T=5), cells=["lstm"], config=QUICK_PROBE)
+    run()
     assert written_by_lstmkit(tmp_path / "gradient_norms.png")
 
 

@@ -282,7 +282,8 @@ def test_a_folder_with_a_model_but_no_run_to_resume_says_so_whichever_way_it_is_
             "another folder, or remove this one to start over")):
         Trainer(TrainingConfig(steps=2)).run(Quadratic([1.0], 0.0), tmp_path / "run")
     with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'run'} holds no run to resume (no last/ "
-                                                          "checkpoint); start one without --resume")):
+                                                          "checkpoint); it holds a trained model (best/) but no last/ "
+                                                          "checkpoint: choose another folder")):
         Trainer(TrainingConfig(steps=2)).run(Quadratic([1.0], 0.0), tmp_path / "run", resume=True)
 
 
@@ -294,6 +295,15 @@ def test_a_best_folder_of_the_users_is_not_called_a_trained_model(tmp_path):
                                                    "folder")):
         Trainer(TrainingConfig(steps=2)).run(Quadratic([1.0], 0.0), tmp_path)
     assert (tmp_path / "best" / "notes.txt").read_text() == "mine"
+
+
+def test_resuming_in_a_folder_of_another_commands_results_says_to_choose_another(tmp_path):
+    """A task's folder was told "start one without --resume", which it then refused too."""
+    (tmp_path / "results.json").write_text('{"task": "adding"}')
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"{tmp_path} holds no run to resume (no last/ checkpoint); it holds another command's results: choose "
+            "another folder")):
+        Trainer(TrainingConfig(steps=2)).run(Quadratic([1.0], 0.0), tmp_path, resume=True)
 
 
 def test_resuming_a_checkpoint_inside_a_run_points_to_the_run(tmp_path):

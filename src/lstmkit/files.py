@@ -190,9 +190,10 @@ def check_own_files(out: Path, names: Sequence[str], command: str, csv_header: S
     held = [name for name in names if (out / name).exists() and not written_by_lstmkit(out / name, csv_header)]
     if held:
         them = "them" if len(held) > 1 else "it"
-        raise ValueError(f"{out} holds {and_list(held)}, which lstmkit cannot tell for its own (a figure an "
-                         f"earlier lstmkit wrote carries no mark); {command} there would overwrite {them}: remove "
-                         f"{them}, or choose another folder")
+        unmarked = " (a figure an earlier lstmkit wrote carries no mark)" if any(
+            Path(name).suffix.lower() == ".png" for name in held) else ""
+        raise ValueError(f"{out} holds {and_list(held)}, which lstmkit cannot tell for its own{unmarked}; {command} "
+                         f"there would overwrite {them}: remove {them}, or choose another folder")
 
 
 def and_list(names: Sequence[str]) -> str:

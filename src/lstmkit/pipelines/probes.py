@@ -83,15 +83,12 @@ def write_gradient_profiles(profiles: dict[str, dict[str, np.ndarray]], task: Ta
 
 def check_gradient_files(out: Path, command: str) -> None:
     """Refuse, before any work, an `out` whose gradient_norms.csv or .png lstmkit did not write.
-    In a task's or the demo's folder they are its run's (replaced with its other files, as
-    learning_curves.png), and beside lstmkit's CSV a matplotlib figure is that CSV's own (an
-    earlier lstmkit's figures carry matplotlib's mark, not lstmkit's)."""
-    if holds_task_run(out):
-        return
+    An earlier lstmkit's figure carries matplotlib's mark, not lstmkit's: it is taken for
+    lstmkit's beside lstmkit's CSV, or in a task's or the demo's folder (whose run wrote it)."""
     table, figure = (out / name for name in GRADIENT_FILES)
-    earlier_pair = (written_by_lstmkit(table, GRADIENT_COLUMNS) and figure.is_file()
-                    and (figure_software(figure) or "").startswith("Matplotlib"))
-    check_own_files(out, GRADIENT_FILES[:1] if earlier_pair else GRADIENT_FILES, command, GRADIENT_COLUMNS)
+    earlier_figure = (figure.is_file() and (figure_software(figure) or "").startswith("Matplotlib")
+                      and (written_by_lstmkit(table, GRADIENT_COLUMNS) or holds_task_run(out)))
+    check_own_files(out, GRADIENT_FILES[:1] if earlier_figure else GRADIENT_FILES, command, GRADIENT_COLUMNS)
 
 
 def decay_orders(norms: np.ndarray) -> float:

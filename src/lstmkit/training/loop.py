@@ -174,7 +174,12 @@ def check_run_folder(out: Path | None, resume: bool, kind: str | None = None) ->
     if resume:
         if out is None or not existing(out / "last").exists():
             inside = out is not None and out.name in ("last", "best") and existing(out.parent / "last").exists()
-            hint = f"; give the run's folder, {out.parent}" if inside else "; start one without --resume"
+            held = [] if out is None else [name for name in ("best", "results.json") if (out / name).exists()]
+            hint = (f"; give the run's folder, {out.parent}" if inside else
+                    "; it holds a trained model (best/) but no last/ checkpoint: choose another folder"
+                    if "best" in held else
+                    "; it holds another command's results: choose another folder" if held else  # a task's
+                    "; start one without --resume")
             raise FileNotFoundError(f"{out} holds no run to resume (no last/ checkpoint){hint}")
         return
     if out is None:
