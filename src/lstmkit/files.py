@@ -153,11 +153,11 @@ def written_by_lstmkit(path: Path, csv_header: Sequence[str] = ()) -> bool:
         return False
     if path.suffix.lower() == ".png":
         return figure_software(path) == FIGURE_SOFTWARE
+    if path.suffix.lower() != ".csv" or not csv_header:
+        return False
+    header = ",".join(csv_header)
     with open(path, "rb") as file:
-        if path.suffix.lower() == ".csv" and csv_header:
-            header = ",".join(csv_header)
-            return file.readline(len(header) + 3).decode("utf-8", "replace").rstrip("\r\n") == header
-    return False
+        return file.readline(len(header) + 3).decode("utf-8", "replace").rstrip("\r\n") == header
 
 
 def figure_software(path: Path) -> str | None:

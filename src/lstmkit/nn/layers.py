@@ -40,8 +40,8 @@ def checked_options(
         if not accepted and set(unknown) & set(REGULARISER_OPTIONS):
             takes = NO_CELL_MODULE_REGULARISERS
         else:
-            options = ", ".join(constructor_keywords(module, keyword_only=True))
-            takes = f"lstmkit.{lstmkit_class(module).__name__}'s options beyond torch.nn's are {options}"
+            own = ", ".join(constructor_keywords(module, keyword_only=True))
+            takes = f"lstmkit.{lstmkit_class(module).__name__}'s options beyond torch.nn's are {own}"
             takes += f", and the regulariser options {', '.join(accepted)}" if accepted else ""
         named = unknown_names(unknown, constructor_keywords(module) + list(accepted))
         raise TypeError(f"unexpected keyword argument(s) {named}; {takes}")

@@ -141,18 +141,17 @@ def probe_gradients(out: str | Path | None = None, source: str | Path | None = N
         refuse_training_settings(config, f"--from {source}")
         run = load_task_run(source, cells)
         task, trained, seed = run.task, run.models, run.seed  # the runs' start
-        out = default_folder("gradients", task) if out is None else Path(out)
-        check_gradient_files(out, "probe gradients")
     else:
         if task is None:
             raise ValueError("probe gradients needs --task NAME (to train) or --from DIR (a `lstmkit task` output)")
         config = TaskTrainingConfig() if config is None else config
         cells = cells or ["rnn", "gru", "lstm"]
         check_cells(task, cells, config)  # before any cell trains, as `lstmkit task`
-        out = default_folder("gradients", task) if out is None else Path(out)
-        check_gradient_files(out, "probe gradients")
+        trained, seed = None, config.seed
+    out = default_folder("gradients", task) if out is None else Path(out)
+    check_gradient_files(out, "probe gradients")  # before any training
+    if trained is None:
         trained = {cell: train_cell(task, cell, config).model for cell in cells}
-        seed = config.seed
     profiles = gradient_profiles(task, trained, seed)
     write_gradient_profiles(profiles, task, out)
     return task, profiles, out
@@ -190,15 +189,16 @@ def probe_gates(out: str | Path | None = None, checkpoint: str | Path | None = N
                              "--task trains: give one or the other")
         refuse_training_settings(config, str(checkpoint), used=("seed",))  # the seed draws the sequence drawn
         model, task = load_model(checkpoint)
-        out = default_folder("gates", task) if out is None else Path(out)
-        check_own_files(out, [f"gates_{model.config.cell}.png"], "probe gates")
+        cell = model.config.cell
     else:
         if task is None:
             raise ValueError("probe gates needs a checkpoint folder (e.g. DIR/models/lstm) or --task NAME to train one")
         cell = cell or "lstm"
         if not make_cell(cell).trace_names and not make_cell(cell).has_cell_state:  # before training, not after
             raise ValueError(f"cell {cell!r} has no gates or cell state to draw")
-        out = default_folder("gates", task) if out is None else Path(out)
-        check_own_files(out, [f"gates_{cell}.png"], "probe gates")
+        model = None
+    out = default_folder("gates", task) if out is None else Path(out)
+    check_own_files(out, [f"gates_{cell}.png"], "probe gates")  # before any training
+    if model is None:
         model = train_cell(task, cell, config).model
     return write_gate_heatmaps(model, task, config.seed, out)

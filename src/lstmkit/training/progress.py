@@ -18,8 +18,9 @@ def duration(seconds: float) -> str:
 
 class Progress:
     """Reports `label`, the step out of `total`, named values, items/s (`items_per_second`, by
-    the caller's clock of training alone), steps/s by the wall clock (evaluations included, as
-    in the ETA drawn from it) and the ETA. A resumed
+    the caller's clock of training alone), steps/s by the wall clock (evaluations included) and
+    the ETA: drawn from that rate, or the `seconds_left` the caller gives (a time budget's
+    seconds of training). A resumed
     run passes the step it starts from as `first_step`, so rates count this process's steps
     only. On a terminal it draws a tqdm bar (the lm, tasks and forecast extras bring tqdm;
     without it the plain lines are written there too); elsewhere one line every
