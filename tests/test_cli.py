@@ -20,12 +20,15 @@ def test_cells_lists_every_cell_with_its_parameter_count(capsys):
     assert main(["cells", "--input-size", "5", "--hidden-size", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert set(rows) == set(lstmkit.cells.CELLS)
+    assert list(rows) == [*lstmkit.cells.CELLS, "nig", "nfg", "nog", "niaf", "noaf"]
     for name, row in rows.items():
         layer = lstmkit.Recurrent(name, 5, 3)
-        assert int(row[-1].replace(",", "")) == sum(p.numel() for p in layer.parameters()), name
+        count = row[-3] if name in lstmkit.cells.ABLATIONS else row[-1]  # then: "lstm, forget_gate=False"
+        assert int(count.replace(",", "")) == sum(p.numel() for p in layer.parameters()), name
         assert int(row[1]) == layer.cell.num_gates
     assert rows["lstm"][-1] == str(4 * 3 * (5 + 3) + 2 * 4 * 3)  # weights (4H, I + H) and two biases
+    assert rows["nfg"] == ["nfg", "3", "i,g,o", "(h,", "c)", str(3 * 3 * (5 + 3) + 2 * 3 * 3), "lstm,",
+                           "forget_gate=False"]
 
 
 def test_a_reader_that_leaves_early_stops_the_command_quietly():
@@ -376,7 +379,8 @@ def test_the_demo_budget_is_steps_so_every_machine_shows_the_same_race(tmp_path,
 @pytest.mark.parametrize("arguments, message", [
     (["task", "reber", "--T", "5", "--steps", "1"], "lstmkit: error: task 'reber' has no length parameter, so T cannot be set"),
     (["task", "adding", "--T", "1", "--steps", "1"], "lstmkit: error: task 'adding': T must be at least 2, got 1"),
-    (["task", "adding", "--cells", "rnn,lstn"], "argument --cells: expected cell names from rnn, lstm, gru, peephole, cifg, layernorm, got 'rnn,lstn'"),
+    (["task", "adding", "--cells", "rnn,lstn"], "argument --cells: expected cell names from rnn, lstm, gru, peephole, "
+                                               "cifg, layernorm, nig, nfg, nog, niaf, noaf, got 'rnn,lstn'"),
     (["task", "adding", "--steps", "5", "--time-budget", "5"], "argument --time-budget: not allowed with argument --steps"),
     (["task", "adding", "--lr", "0"], "argument --lr: expected a positive number, got 0.0"),
     (["probe", "gates"], "lstmkit: error: probe gates needs a checkpoint folder (e.g. DIR/models/lstm) or --task NAME"),
@@ -443,7 +447,7 @@ def test_probe_gradients_says_what_the_orders_mean_on_a_task_with_a_loss_at_ever
 
 def test_probe_from_a_folder_without_models(tmp_path, capsys):
     code, _, err = run_cli(["probe", "gradients", "--from", str(tmp_path)], capsys)
-    assert code == 2 and "is not a `lstmkit task` output folder: it has no models/ folder" in err
+    assert code == 2 and "is not a `lstmkit task` output folder: it has no results.json" in err
     code, _, err = run_cli(["probe", "gradients", "--from", str(tmp_path / "none")], capsys)
     assert code == 2 and err == f"lstmkit: error: {tmp_path / 'none'} does not exist (expected a `lstmkit task` output folder)\n"
 

@@ -64,8 +64,17 @@ def test_switches_torch_nn_takes_as_they_come_take_0_1_and_numpy_bools(value):
 
 
 def test_unknown_cell_name():
-    with raises(ValueError, "unknown cell 'lsmt'; expected one of cifg, gru, layernorm, lstm, peephole, rnn"):
+    with raises(ValueError, "unknown cell 'lsmt'; expected one of rnn, lstm, gru, peephole, cifg, layernorm, nig, "
+                            "nfg, nog, niaf, noaf"):
         lstmkit.Recurrent("lsmt", 3, 4)
+
+
+def test_an_ablation_named_with_its_own_switch_is_refused():
+    with raises(TypeError, "cell 'nfg' is lstm with forget_gate=False already; give forget_gate to cell 'lstm' "
+                           "instead"):
+        lstmkit.Recurrent("nfg", 3, 4, forget_gate=True)
+    with raises(TypeError, "cell 'nig' got unknown option(s) 'input_gat' (did you mean 'output_gate'?)"):
+        lstmkit.Recurrent("nig", 3, 4, input_gat=False)
 
 
 def test_unknown_cell_option():

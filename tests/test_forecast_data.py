@@ -317,7 +317,8 @@ def test_the_report_shows_a_dataframes_midnight_timestamps_as_dates():
     (dict(dropout=1.0), "dropout is a probability in [0, 1), got 1.0"),
     (dict(dropout=-0.1), "dropout is a probability in [0, 1), got -0.1"),
     (dict(dropout=math.nan), "dropout is a probability in [0, 1), got nan"),
-    (dict(cell="lsmt"), "cell must be one of rnn, lstm, gru, peephole, cifg, layernorm, got 'lsmt'"),
+    (dict(cell="lsmt"), "cell must be one of rnn, lstm, gru, peephole, cifg, layernorm, nig, nfg, nog, niaf, noaf, "
+                        "got 'lsmt'"),
     (dict(engine="cuda"), "engine must be one of auto, native, fused, triton, reference, got 'cuda'"),
     (dict(interval=math.nan), "interval is the coverage of the prediction interval, in (0, 1); got nan"),
     (dict(validation_fraction=1.0), "validation_fraction must be in (0, 1), got 1.0"),

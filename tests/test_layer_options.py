@@ -63,6 +63,24 @@ def test_forget_bias_without_biases_is_an_error():
         lstmkit.LSTM(3, H, bias=False, forget_bias=1.0)
 
 
+@pytest.mark.parametrize("name, switch", [("nig", "input_gate"), ("nfg", "forget_gate"), ("nog", "output_gate"),
+                                          ("niaf", "input_activation"), ("noaf", "output_activation")])
+def test_an_ablation_by_name_is_the_lstm_with_that_switch_off(name, switch):
+    """Greff et al.'s names, for commands that take cell names: the same cell, weights and numbers."""
+    assert make_cell(name) == LSTMStep(**{switch: False})
+    torch.manual_seed(0)
+    named = lstmkit.Recurrent(name, 3, H, num_layers=2).double()
+    torch.manual_seed(0)
+    switched = lstmkit.Recurrent("lstm", 3, H, num_layers=2, **{switch: False}).double()
+    assert {key: value.shape for key, value in named.state_dict().items()} == {
+        key: value.shape for key, value in switched.state_dict().items()}
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    assert torch.equal(named(x)[0], switched(x)[0])
+    assert repr(named) == repr(switched)
+    cell = lstmkit.RecurrentCell(name, 3, H)
+    assert cell.cell == LSTMStep(**{switch: False})
+
+
 def test_dropout_is_off_in_eval_mode():
     torch.manual_seed(0)
     layer = lstmkit.LSTM(3, H, num_layers=3, dropout=0.5).eval()

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from helpers import interrupt_task_in
 from lstmkit import plots
 from lstmkit.files import written_by_lstmkit
+from lstmkit.cells import make_cell
 from lstmkit.checkpoint import load_checkpoint, previous_path, save_checkpoint
 from lstmkit.training.config import offset_seed
 from lstmkit.models import SequenceModel, SequenceModelConfig
@@ -149,6 +150,87 @@ def test_a_task_interrupted_in_one_cell_keeps_the_cells_before_it(tmp_path, monk
     with pytest.raises(ValueError, match=f"{re.escape(str(tmp_path))} holds no lstm, gru model: its run trained "
                                          "rnn, cifg"):
         load_task_run(tmp_path, ["rnn", "lstm", "gru"])
+
+
+def diverge_in(monkeypatch, cell: str, step: int) -> None:
+    """Make the training loss of `cell` NaN at `step` of a task run."""
+    loss_of = longlag.TaskJob.train_loss
+
+    def train_loss(job, model, at):
+        loss, items = loss_of(job, model, at)
+        return (loss * math.nan if job.label.endswith(f" {cell}") and at == step else loss), items
+
+    monkeypatch.setattr(longlag.TaskJob, "train_loss", train_loss)
+
+
+def test_a_cell_that_diverges_is_reported_and_the_comparison_goes_on(tmp_path, monkeypatch, capsys):
+    """One diverging cell once stopped `lstmkit task` with an error, the other cells untrained."""
+    task = AddingTask(T=5)
+    options = TaskTrainingConfig(hidden_size=8, steps=6, time_budget=None, test_size=16, eval_every=2)
+    run_task(task, ["rnn"], options, tmp_path)  # an earlier run's rnn model, which this run's cannot replace
+    diverge_in(monkeypatch, "rnn", 3)
+    runs = run_task(task, ["rnn", "lstm"], options, tmp_path)
+    diverged, trained = runs
+    assert (diverged.diverged_at, diverged.steps, diverged.model, diverged.solved) == (3, 3, None, False)
+    assert math.isnan(diverged.test_loss) and [point["step"] for point in diverged.curve] == [0, 2]
+    assert diverged.diverged.startswith("adding T=5 rnn: training diverged at step 3: the training loss became nan")
+    assert (trained.diverged_at, trained.steps) == (None, 6) and trained.model is not None
+    err = capsys.readouterr().err
+    assert f"{diverged.diverged}\nrnn is reported as diverged, without a model; the other cells train on\n" in err
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {cell: (row["test"], row["diverged_at"], row["steps"]) for cell, row in results["cells"].items()} == {
+        "rnn": (None, 3, 3), "lstm": (trained.test_loss, None, 6)}
+    assert [row.split(",")[:2] for row in (tmp_path / "curves.csv").read_text().splitlines()[1:]] == [
+        ["rnn", "0"], ["rnn", "2"], ["lstm", "0"], ["lstm", "2"], ["lstm", "4"], ["lstm", "6"]]
+    assert [path.name for path in (tmp_path / "models").iterdir()] == ["lstm"], "the earlier run's rnn is not this's"
+    assert list(load_task_run(tmp_path).models) == ["lstm"]
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds no rnn model: its run trained lstm (rnn "
+                                                   "diverged at step 3)")):
+        load_task_run(tmp_path, ["rnn"])
+    table = longlag.results_table(task, runs).splitlines()
+    assert table[1].split() == ["rnn", "105", "nan", "0.1667", "diverged", "-", "3", "0"]
+    with pytest.raises(longlag.TrainingDiverged, match="^adding T=5 rnn: training diverged at step 3"):
+        train_cell(task, "rnn", options).trained_model()  # the probes' training: no model, the reason
+
+
+def test_a_task_whose_every_cell_diverges_exits_non_zero_with_its_results(tmp_path, capsys):
+    from lstmkit.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["task", "adding", "--T", "5", "--cells", "rnn,gru", "--hidden-size", "4", "--steps", "4", "--lr",
+              "1e38", "--clip", "1e30", "--test-size", "8", "--out", str(tmp_path)])
+    assert exited.value.code == 1
+    out, err = capsys.readouterr()
+    assert out.endswith(f"wrote {tmp_path}/results.json, curves.csv, learning_curves.png\n"), "and no models/"
+    assert err.endswith(f"lstmkit: error: every cell diverged (above); {tmp_path} holds their results, without "
+                        "models\n")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [row["diverged_at"] for row in results["cells"].values()] == [0, 0]
+    assert not (tmp_path / "models").exists()
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds no rnn, gru model: its run kept no model (rnn "
+                                                   "diverged at step 0; gru diverged at step 0)")):
+        load_task_run(tmp_path)
+
+
+def test_a_task_compares_the_lstms_gate_ablations_by_name(tmp_path):
+    """`--cells lstm,nfg,noaf`: each saved under its name, and loaded as the LSTM with that switch off."""
+    task = AddingTask(T=5)
+    options = TaskTrainingConfig(hidden_size=4, steps=2, time_budget=None, test_size=8, eval_every=2)
+    runs = run_task(task, ["lstm", "nfg", "noaf"], options, tmp_path)
+    assert [run.parameters for run in runs] == [4 * 4 * (2 + 4) + 2 * 4 * 4 + 5, 3 * 4 * (2 + 4) + 2 * 3 * 4 + 5,
+                                                4 * 4 * (2 + 4) + 2 * 4 * 4 + 5]
+    for run in runs[1:]:
+        restored, _ = load_model(tmp_path / "models" / run.cell)
+        assert restored.config.cell == run.cell
+        assert restored.recurrent.cell == make_cell(run.cell)
+        batch = task.sample(3, torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            assert torch.equal(restored(batch.inputs), run.model(batch.inputs))
+    assert load_model(tmp_path / "models" / "nfg")[0].recurrent.forget_bias is None, "no forget gate to bias"
+    assert load_model(tmp_path / "models" / "noaf")[0].recurrent.forget_bias == 1.0
+    with pytest.raises(ValueError, match=re.escape("cell lstm(forget_gate=False) has no forget gate: leave nfg out "
+                                                   "of the cells (lstm, nfg; --cells)")):
+        run_task(task, ["lstm", "nfg"], dataclasses.replace(options, init=("chrono",)), tmp_path)
 
 
 def test_without_a_budget_a_cell_trains_ten_minutes():
@@ -330,6 +412,20 @@ def test_conclusion_when_nothing_solves_makes_no_claim_about_gates():
     assert gradients.endswith("of the trained rnn falls by 10^3.0 and the lstm's falls by 10^3.0.")
 
 
+def test_conclusion_names_a_cell_that_diverged_and_probes_the_others():
+    task = AddingTask(T=100)
+    lost = dataclasses.replace(run("rnn", False, math.nan, 40), diverged_at=40)
+    runs = [lost, run("gru", True, 0.0055, 1200), run("lstm", True, 0.0073, 3100)]
+    profiles = {"gru": np.array([0.6, 0.7, 1.0]), "lstm": np.array([0.2, 0.5, 1.0])}
+    learning, gradients = conclusion(task, runs, profiles)
+    assert learning == ("gru and lstm solved adding T=100 (0.0055 after 1,200 steps, 0.0073 after 3,100 steps). "
+                        "rnn diverged at step 40: no trained model to probe.")
+    assert gradients.startswith("Going back through the 3 steps, ||d loss / d h_t|| of the trained gru falls by 10^0.2")
+    both = [lost, dataclasses.replace(lost, cell="gru", diverged_at=7)]
+    assert conclusion(task, both, {}) == ["rnn diverged at step 40 and gru diverged at step 7: no trained model to "
+                                          "probe."]
+
+
 @pytest.mark.parametrize("cell, init", [("lstm", ("chrono",)), ("rnn", ("orthogonal",))])
 def test_the_gradient_probe_rebuilds_a_runs_own_starting_point(cell, init):
     """Chrono or orthogonal initialisation included: the 'at initialisation' curve is the run's."""
@@ -503,9 +599,10 @@ def test_a_task_run_whose_results_are_not_a_runs_is_named(content, message, tmp_
 
 @pytest.mark.parametrize("cells, error, message", [
     ("lstm", TypeError, "cells must be a list of cell names (e.g. ['rnn', 'lstm']), got str 'lstm'"),
-    ([], ValueError, "cells must name cells from rnn, lstm, gru, peephole, cifg, layernorm, got []"),
-    (["lstm", "lsmt"], ValueError, "cells must name cells from rnn, lstm, gru, peephole, cifg, layernorm, got "
-                                   "['lstm', 'lsmt']"),
+    ([], ValueError, "cells must name cells from rnn, lstm, gru, peephole, cifg, layernorm, nig, nfg, nog, niaf, noaf, "
+                     "got []"),
+    (["lstm", "lsmt"], ValueError, "cells must name cells from rnn, lstm, gru, peephole, cifg, layernorm, nig, nfg, "
+                                   "nog, niaf, noaf, got ['lstm', 'lsmt']"),
     (["lstm", "rnn", "lstm"], ValueError, "cells must name each cell once, got ['lstm', 'rnn', 'lstm'] (lstm more "
                                           "than once)"),
 ])

@@ -23,19 +23,45 @@ CELLS: dict[str, type[Cell]] = {
     for cell in (RNNStep, LSTMStep, GRUStep, PeepholeLSTMStep, CIFGLSTMStep, LayerNormLSTMStep)
 }
 
+# The gate ablations of Greff et al. (2017), by their names there, lower-cased: the LSTM with one
+# switch off, so that a command that takes cell names (`lstmkit task --cells lstm,nfg`) compares
+# them. Greff et al. ablate an LSTM with peepholes, lstmkit's has none: each is their NP variant
+# with that ablation as well.
+ABLATIONS: dict[str, dict[str, bool]] = {
+    "nig": {"input_gate": False},
+    "nfg": {"forget_gate": False},
+    "nog": {"output_gate": False},
+    "niaf": {"input_activation": False},
+    "noaf": {"output_activation": False},
+}
+CELL_NAMES: tuple[str, ...] = (*CELLS, *ABLATIONS)  # every name a cell can be built from
+
+
+def named_cell(name: str) -> tuple[str, dict[str, bool]]:
+    """The registered cell a name stands for, and the options it fixes (an ablation's: the LSTM
+    with one switch off; none for a registered cell)."""
+    return ("lstm", dict(ABLATIONS[name])) if name in ABLATIONS else (name, {})
+
 
 def make_cell(name: str, **options: object) -> Cell:
-    """The cell registered as `name`, with its options checked by name and value."""
+    """The cell registered as `name` (or the ablation of that name), with its options checked
+    by name and value."""
     check_cell_options(name, options)
-    return CELLS[name](**options)
+    registered, fixed = named_cell(name)
+    return CELLS[registered](**fixed, **options)
 
 
 def check_cell_options(name: str, options: dict[str, object], also_known: Sequence[str] = ()) -> None:
     """Refuse an unknown cell `name`, or an option the cell does not take, with the option
     likely meant among the cell's and `also_known` (the keywords of the module it was given to)."""
-    if name not in CELLS:
-        raise ValueError(f"unknown cell {name!r}; expected one of {', '.join(sorted(CELLS))}")
-    known = [field.name for field in fields(CELLS[name])]
+    if name not in CELL_NAMES:
+        raise ValueError(f"unknown cell {name!r}; expected one of {', '.join(CELL_NAMES)}")
+    registered, fixed = named_cell(name)
+    if set(options) & set(fixed):
+        ablation = ", ".join(f"{option}={value}" for option, value in fixed.items())
+        raise TypeError(f"cell {name!r} is lstm with {ablation} already; give {', '.join(sorted(options))} to "
+                        "cell 'lstm' instead")
+    known = [field.name for field in fields(CELLS[registered]) if field.name not in fixed]
     unknown = sorted(set(options) - set(known))
     if unknown:
         accepted = ", ".join(known) if known else "no options"
@@ -44,7 +70,9 @@ def check_cell_options(name: str, options: dict[str, object], also_known: Sequen
 
 
 __all__ = [
+    "ABLATIONS",
     "CELLS",
+    "CELL_NAMES",
     "CIFGLSTMStep",
     "Cell",
     "ExtraParameter",
@@ -56,4 +84,5 @@ __all__ = [
     "RNNStep",
     "check_cell_options",
     "make_cell",
+    "named_cell",
 ]

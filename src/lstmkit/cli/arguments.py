@@ -7,7 +7,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 
-from lstmkit.cells import CELLS
+from lstmkit.cells import CELL_NAMES
 from lstmkit.files import FIGURE_SUFFIXES, check_input_file, check_output_file, check_output_folder
 from lstmkit.nn.regularisers import INITS
 from lstmkit.training.config import PRECISIONS
@@ -113,11 +113,9 @@ def non_negative_float(text: str) -> float:
 def cell_list(text: str) -> list[str]:
     """argparse type: comma-separated cell names, each one lstmkit knows."""
     cells = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in cells if name not in CELLS]
+    unknown = [name for name in cells if name not in CELL_NAMES]
     if unknown or not cells:
-        raise argparse.ArgumentTypeError(
-            f"expected cell names from {', '.join(CELLS)}, got {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"expected cell names from {', '.join(CELL_NAMES)}, got {text!r}")
     twice = sorted({name for name in cells if cells.count(name) > 1})
     if twice:
         raise argparse.ArgumentTypeError(f"each cell once: {text!r} names {', '.join(twice)} more than once")

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from lstmkit.cells import CELLS
+from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (add_setting, add_training_arguments, config_from, csv_file, device_name,
                                    output_csv, output_folder, positive_int, positive_ints)
 from lstmkit.engines import ENGINE_CHOICES
@@ -117,7 +117,7 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--future-covariates", type=column_list, default=(),
                         help="known-future covariate columns (given in rows after the last target value too)")
     parser.add_argument("--no-calendar", action="store_true", help="no calendar features from the time column")
-    add_setting(parser, ForecasterConfig, "cell", "recurrent cell", choices=list(CELLS))
+    add_setting(parser, ForecasterConfig, "cell", "recurrent cell", choices=list(CELL_NAMES))
     add_setting(parser, ForecasterConfig, "hidden_size", "hidden units", type=positive_int)
     add_setting(parser, ForecasterConfig, "num_layers", "recurrent layers", type=positive_int)
     add_setting(parser, ForecasterConfig, "dropout", "dropout probability", type=float)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lstmkit.cells import CELLS
+from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (
     add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, field_default,
     non_negative_float, non_negative_int, output_folder, positive_float, positive_int, positive_ints, probability,
@@ -85,7 +85,7 @@ def add_lm_commands(commands) -> None:
     train.add_argument("--valid", type=text_file, help="a separate validation text file")
     add_setting(train, LMTrainingConfig, "level", "tokens", choices=["char", "word"])
     add_setting(train, LMTrainingConfig, "min_frequency", "word level: rarer words become <unk>", type=positive_int)
-    add_setting(train, LMTrainingConfig, "cell", "recurrent cell", choices=list(CELLS))
+    add_setting(train, LMTrainingConfig, "cell", "recurrent cell", choices=list(CELL_NAMES))
     add_setting(train, LMTrainingConfig, "num_layers", "recurrent layers", type=positive_int)
     add_setting(train, LMTrainingConfig, "hidden_size", "hidden units per layer", type=positive_int)
     add_setting(train, LMTrainingConfig, "embedding_size", "embedding size (default: --hidden-size)", type=positive_int)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from lstmkit.audio.manifest import read_manifest
-from lstmkit.cells import CELLS
+from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (
     add_regulariser_arguments, add_setting, add_training_arguments, audio_file, config_from, device_name,
     manifest_file, output_csv, output_figure, output_file, output_folder, positive_floats, positive_int,
@@ -115,7 +115,7 @@ def add_speech_commands(commands) -> None:
     train = speech.add_parser("train", help="train a CTC recogniser on a manifest (path,text)")
     train.add_argument("manifest", type=manifest_file, help="a CSV with the columns path,text")
     train.add_argument("--valid", type=manifest_file, help="a manifest to score every --eval-every steps (default: the training one)")
-    add_setting(train, SpeechConfig, "cell", "recurrent cell", choices=list(CELLS))
+    add_setting(train, SpeechConfig, "cell", "recurrent cell", choices=list(CELL_NAMES))
     add_setting(train, SpeechConfig, "num_layers", "bidirectional recurrent layers", type=positive_int)
     add_setting(train, SpeechConfig, "hidden_size", "hidden units per layer and direction", type=positive_int)
     add_setting(train, SpeechConfig, "stack", "frames stacked into one recurrent step", type=positive_int)

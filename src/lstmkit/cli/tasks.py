@@ -6,7 +6,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from lstmkit.cells import CELLS
+from lstmkit.cells import ABLATIONS, CELL_NAMES, CELLS, make_cell
 from lstmkit.cli.arguments import (
     add_regulariser_arguments, add_setting, add_training_arguments, cell_list, config_from, output_folder,
     positive_float, positive_int,
@@ -15,6 +15,7 @@ from lstmkit.nn.docs import step_equations
 from lstmkit.nn.recurrent import Recurrent
 from lstmkit.pipelines.configs import DemoConfig, TaskTrainingConfig
 from lstmkit.tasks import TASKS, make_task
+from lstmkit.training import TrainingDiverged
 from lstmkit.training.device import check_runtime
 
 
@@ -43,14 +44,16 @@ def cells_command(arguments: argparse.Namespace) -> None:
     """Print every cell: gates, state, parameter count at the given sizes, and its equations."""
     print(f"{'cell':<10} {'G':>2}  {'blocks':<8} {'state':<6} {'parameters':>10}   "
           f"(input {arguments.input_size}, hidden {arguments.hidden_size})")
-    for name, cell_type in CELLS.items():
-        cell = cell_type()
+    for name in CELL_NAMES:
+        cell = make_cell(name)
         layer = Recurrent(name, arguments.input_size, arguments.hidden_size)
         count = sum(parameter.numel() for parameter in layer.parameters())
         state = "(h, c)" if cell.has_cell_state else "h"
-        print(f"{name:<10} {cell.num_gates:>2}  {','.join(cell.weight_blocks):<8} {state:<6} {count:>10,}")
+        ablation = "   lstm, " + ", ".join(f"{option}={value}" for option, value in ABLATIONS[name].items()) \
+            if name in ABLATIONS else ""
+        print(f"{name:<10} {cell.num_gates:>2}  {','.join(cell.weight_blocks):<8} {state:<6} {count:>10,}{ablation}")
     if arguments.equations:
-        for name, cell_type in CELLS.items():
+        for name, cell_type in CELLS.items():  # an ablation's are the LSTM's, whose docstring names each switch
             print(f"\n{name}:\n  " + step_equations(cell_type()).replace("\n", "\n  "))
 
 
@@ -80,10 +83,18 @@ def task_command(arguments: argparse.Namespace) -> None:
     except TaskInterrupted as interrupted:  # the cells that finished, as their run alone would show them
         if interrupted.runs:
             print(f"{results_table(task, interrupted.runs)}\n\nthe cells finished before the interrupt: wrote "
-                  f"{out}/results.json, curves.csv, learning_curves.png and models/ of them")
+                  f"{out}/results.json, curves.csv, learning_curves.png{written_models(interrupted.runs)} of them")
         raise
     print(results_table(task, runs))
-    print(f"\nwrote {out}/results.json, curves.csv, learning_curves.png and models/")
+    print(f"\nwrote {out}/results.json, curves.csv, learning_curves.png{written_models(runs)}")
+    if all(run.diverged_at is not None for run in runs):
+        raise TrainingDiverged(f"every cell diverged (above); {out} holds their results, without models")
+
+
+def written_models(runs) -> str:
+    """The models/ folder for the "wrote" line, where a run of `runs` kept its model (one that
+    diverged keeps none)."""
+    return " and models/" if any(run.model is not None for run in runs) else ""
 
 
 def probe_gradients_command(arguments: argparse.Namespace) -> None:
@@ -148,7 +159,8 @@ def add_task_commands(commands) -> None:
     task.add_argument("name", choices=list(TASKS), help="the task")
     task.add_argument("--T", type=positive_int, help="sequence length / time lag (the task's default if omitted)")
     task.add_argument("--cells", type=cell_list, default=["rnn", "gru", "lstm"],
-                      help=f"comma-separated, from {','.join(CELLS)} (default rnn,gru,lstm)")
+                      help=f"comma-separated, from {','.join(CELL_NAMES)} (default rnn,gru,lstm; nig, nfg, nog, "
+                      "niaf and noaf are the LSTM's gate ablations, `lstmkit cells`)")
     task.add_argument("--out", type=output_folder, help="output folder (default runs/task-NAME-TN)")
     add_task_training_arguments(task)
     task.set_defaults(run=task_command, extra="tasks")
@@ -160,7 +172,8 @@ def add_task_commands(commands) -> None:
                                   description=GRADIENTS_DESCRIPTION)
     add_task_arguments(gradients, required=False)
     gradients.add_argument("--cells", type=cell_list,
-                           help=f"comma-separated, from {','.join(CELLS)} (default: rnn,gru,lstm, or all in --from)")
+                           help=f"comma-separated, from {','.join(CELL_NAMES)} (default: rnn,gru,lstm, or all in "
+                           "--from)")
     gradients.add_argument("--from", dest="source", help="a `lstmkit task` output folder whose trained models to probe")
     gradients.add_argument("--out", type=output_folder, help="output folder (default runs/gradients-NAME-TN)")
     add_task_training_arguments(gradients)
@@ -169,7 +182,7 @@ def add_task_commands(commands) -> None:
     gates = probes.add_parser("gates", help="heat maps of gates and cell state over one test sequence")
     gates.add_argument("checkpoint", nargs="?", help="a trained model folder, e.g. runs/task-adding-T200/models/lstm")
     add_task_arguments(gates, required=False)
-    gates.add_argument("--cell", choices=list(CELLS), help="cell to train with --task (default lstm)")
+    gates.add_argument("--cell", choices=list(CELL_NAMES), help="cell to train with --task (default lstm)")
     gates.add_argument("--out", type=output_folder, help="output folder (default runs/gates-NAME-TN)")
     add_task_training_arguments(gates)
     gates.set_defaults(run=probe_gates_command)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lstmkit.cells import CELLS
+from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (
     add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, output_figure,
     output_file, output_folder, positive_int, sentence_file,
@@ -112,7 +112,8 @@ def add_translate_commands(commands) -> None:
     for name, text in (("source", "training sentences"), ("target", "their translations, line for line"),
                        ("valid-source", "validation sentences"), ("valid-target", "their translations")):
         train.add_argument(f"--{name}", required=True, type=sentence_file, help=f"{text}: UTF-8, one per line, plain or gzip")
-    add_setting(train, TranslationConfig, "cell", "recurrent cell of the encoder and the decoder", choices=list(CELLS))
+    add_setting(train, TranslationConfig, "cell", "recurrent cell of the encoder and the decoder",
+                choices=list(CELL_NAMES))
     add_setting(train, TranslationConfig, "num_layers", "recurrent layers", type=positive_int)
     add_setting(train, TranslationConfig, "hidden_size", "hidden units per layer and direction", type=positive_int)
     add_setting(train, TranslationConfig, "embedding_size", "embedding size (default: --hidden-size)",

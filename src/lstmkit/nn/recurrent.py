@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from lstmkit.cells import CELLS, Cell, LayerWeights, check_cell_options
+from lstmkit.cells import Cell, LayerWeights, check_cell_options, make_cell
 from lstmkit.engines import CPU_FUSED_MIN_STEPS, Regularisation, Stack, check_engine, flatten_weights, select_engine
 from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
 from lstmkit.nn.inputs import SequenceBatch, check_input_size, checked_return_gates, prepare_input, prepare_state
@@ -397,8 +397,8 @@ def resolve_cell(cell: str | Cell, cell_options: dict[str, object], module: type
         if given:
             raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, given))}; "
                             f"{regularisers.NO_CELL_MODULE_REGULARISERS}")
-        check_cell_options(cell, cell_options, constructor_keywords(module))
-        return CELLS[cell](**cell_options)
+        check_cell_options(cell, cell_options, constructor_keywords(module))  # naming the module's keywords too
+        return make_cell(cell, **cell_options)
     raise TypeError(f"cell must be a cell name or a Cell, got {type(cell).__name__}")
 
 

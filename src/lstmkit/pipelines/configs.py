@@ -10,7 +10,7 @@ from typing import ClassVar
 
 from lstmkit.audio.augment import Augmentation
 from lstmkit.audio.features import MAX_SPEED, MIN_SPEED, FrontEnd
-from lstmkit.cells import CELLS, make_cell
+from lstmkit.cells import CELL_NAMES, make_cell
 from lstmkit.engines import check_engine_name
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.models.seq2seq import ATTENTIONS
@@ -24,8 +24,8 @@ def check_network(cell: str, dropout: float, engine: str) -> None:
     """Refuse, when a pipeline's config is built, a cell, dropout or engine its network would refuse."""
     if isinstance(dropout, bool) or not 0 <= dropout < 1:
         raise ValueError(f"dropout is a probability in [0, 1), got {dropout!r}")
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
+    if cell not in CELL_NAMES:
+        raise ValueError(f"cell must be one of {', '.join(CELL_NAMES)}, got {cell!r}")
     check_engine_name(engine)
 
 

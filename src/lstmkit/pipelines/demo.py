@@ -29,9 +29,11 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig()) -> list[str]:
     task = AddingTask(config.T)
     check_gradient_files(out, "the demo")  # run_task checks its own files
     runs = run_task(task, DEMO_CELLS, config.training(), out)
-    profiles = gradient_profiles(task, {run.cell: run.model for run in runs}, config.seed)
-    write_gradient_profiles(profiles, task, out)
-    return [results_table(task, runs), "", *conclusion(task, runs, profiles["after training"])]
+    trained = {run.cell: run.model for run in runs if run.model is not None}  # not those that diverged
+    profiles = gradient_profiles(task, trained, config.seed) if trained else {}
+    if profiles:
+        write_gradient_profiles(profiles, task, out)
+    return [results_table(task, runs), "", *conclusion(task, runs, profiles.get("after training", {}))]
 
 
 # A gradient that loses fewer orders of magnitude than this over the sequence still carries the
@@ -42,8 +44,9 @@ OPEN_ORDERS = 3.0
 def conclusion(task: Task, runs: list[CellRun], trained_profiles: dict[str, np.ndarray]) -> list[str]:
     """Two sentences drawn from the numbers: who solved the task, and how far the trained
     cells' gradients reach back in time."""
-    solved = [run for run in runs if run.solved]
-    unsolved = [run for run in runs if not run.solved]
+    finished = [run for run in runs if run.diverged_at is None]
+    solved = [run for run in finished if run.solved]
+    unsolved = [run for run in finished if not run.solved]
     loss = f"test {task.loss_name}"
 
     def loss_after(run: CellRun) -> str:
@@ -53,12 +56,22 @@ def conclusion(task: Task, runs: list[CellRun], trained_profiles: dict[str, np.n
         learning = (f"{names(solved)} solved {task.describe()} ({', '.join(loss_after(run) for run in solved)}); "
                     f"{names(unsolved)} did not ({loss} {', '.join(loss_after(run) for run in unsolved)}, "
                     f"where ignoring the input scores {task.baseline():.4f}).")
+    elif solved and len(solved) < len(runs):  # the others diverged
+        learning = f"{names(solved)} solved {task.describe()} ({', '.join(loss_after(run) for run in solved)})."
     elif solved:
         learning = f"Every cell solved {task.describe()} ({', '.join(f'{run.cell} {loss_after(run)}' for run in solved)})."
-    else:
-        best = min(runs, key=lambda run: run.test_loss)
+    elif unsolved:
+        best = min(unsolved, key=lambda run: run.test_loss)
         learning = (f"No cell solved {task.describe()} within its budget: the best, {best.cell}, reached {loss} "
                     f"{best.test_loss:.4f}, where ignoring the input scores {task.baseline():.4f}.")
+    else:
+        learning = ""
+    diverged = [run for run in runs if run.diverged_at is not None]
+    if diverged:
+        where = join([f"{run.cell} diverged at step {run.diverged_at:,}" for run in diverged])
+        learning = " ".join(filter(None, [learning, f"{where}: no trained model to probe."]))
+    if not trained_profiles:
+        return [learning]
     orders = {cell: decay_orders(norms) for cell, norms in trained_profiles.items()}
     steps = len(next(iter(trained_profiles.values())))
     changes = []

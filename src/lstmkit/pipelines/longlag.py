@@ -9,6 +9,7 @@ task or its budget (steps or seconds) runs out. The test set has its own seed.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from lstmkit.extras import extra_imports
 
 with extra_imports("tasks", __name__):
     from lstmkit import plots
-from lstmkit.cells import CELLS, make_cell
+from lstmkit.cells import CELL_NAMES, make_cell
 from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointKind, check_replaceable, checkpoint_folder,
                                 held_kind, load_model_checkpoint, save_checkpoint)
 from lstmkit.files import check_nothing_overwritten, write_csv, write_json
@@ -29,7 +30,7 @@ from lstmkit.nn.regularisers import init_names
 from lstmkit.pipelines.configs import TaskTrainingConfig
 from lstmkit.tasks import Batch, Task, make_task
 from lstmkit.training.config import offset_seed
-from lstmkit.training import Job, Processes, Trainer
+from lstmkit.training import Job, Processes, Trainer, TrainingDiverged
 
 TEST_SEED_OFFSET = 10_000  # the test set's seed is the training seed plus this (`seed_of_test_set`)
 
@@ -52,6 +53,16 @@ class CellRun:
     curve: list[dict] = field(default_factory=list)
     model: SequenceModel | None = None
     runtime: dict = field(default_factory=dict)
+    diverged_at: int | None = None
+    """The step at which its loss stopped being finite, if it did (its `test_loss` is then NaN
+    and it has no `model`); `diverged` says where and what was tried."""
+    diverged: str = ""
+
+    def trained_model(self) -> SequenceModel:
+        """The trained model, or, for a run that diverged, TrainingDiverged with its message."""
+        if self.model is None:
+            raise TrainingDiverged(self.diverged)
+        return self.model
 
 
 def build_model(task: Task, cell: str, hidden_size: int, seed: int, regularisers: dict | None = None
@@ -145,28 +156,47 @@ def seed_of_test_set(seed: int) -> int:
 
 def train_cell(task: Task, cell: str, config: TaskTrainingConfig, test: Batch | None = None,
                trainer: Trainer | None = None) -> CellRun:
-    """Train one cell on `task` until it is solved or the budget runs out."""
+    """Train one cell on `task` until it is solved or the budget runs out. A run whose loss
+    stops being finite is returned too, as diverged (`CellRun.diverged_at`), without a model:
+    in a comparison, a cell that diverges is one of the results."""
     trainer = Trainer(config) if trainer is None else trainer
     test = task.test_set(config.test_size, seed_of_test_set(config.seed)) if test is None else test
     job = TaskJob(task, cell, config, test, trainer.processes, trainer.device)
-    run = trainer.run(job)
-    curve = [{"step": row["step"], "seconds": row["seconds"], "test_loss": row["test_loss"],
-              "test_score": row["test_score"]} for row in run.history]
-    solved_at = next((point["step"] for point in curve if task.solved(point["test_loss"], point["test_score"])), None)
+    parameters = sum(parameter.numel() for parameter in job.model.parameters())
+    try:
+        run = trainer.run(job)
+    except TrainingDiverged as diverged:
+        curve = task_curve(diverged.history)
+        return CellRun(cell=cell, parameters=parameters, test_loss=math.nan, test_score=None,
+                       solved=solved_step(task, curve) is not None, steps_to_solve=solved_step(task, curve),
+                       steps=diverged.step, seconds=diverged.seconds, curve=curve, runtime=trainer.runtime(),
+                       diverged_at=diverged.step, diverged=str(diverged))
+    curve = task_curve(run.history)
     final = curve[-1]
     return CellRun(
         cell=cell,
-        parameters=sum(parameter.numel() for parameter in job.model.parameters()),
+        parameters=parameters,
         test_loss=final["test_loss"],
         test_score=final["test_score"],
-        solved=solved_at is not None,
-        steps_to_solve=solved_at,
+        solved=solved_step(task, curve) is not None,
+        steps_to_solve=solved_step(task, curve),
         steps=run.steps,
         seconds=run.seconds,
         curve=curve,
         model=job.model.cpu(),
         runtime=run.runtime(),
     )
+
+
+def task_curve(history: list[dict]) -> list[dict]:
+    """A task run's learning curve: the step, seconds and test scores of each evaluation."""
+    return [{"step": row["step"], "seconds": row["seconds"], "test_loss": row["test_loss"],
+             "test_score": row["test_score"]} for row in history]
+
+
+def solved_step(task: Task, curve: list[dict]) -> int | None:
+    """The step of the first evaluation of `curve` that solved `task`, if any."""
+    return next((point["step"] for point in curve if task.solved(point["test_loss"], point["test_score"])), None)
 
 
 def default_folder(prefix: str, task: Task) -> Path:
@@ -210,14 +240,23 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
             runs.append(train_cell(task, cell, config, test, trainer))
         except KeyboardInterrupt:
             raise TaskInterrupted(runs) from None
+        if runs[-1].diverged_at is not None:
+            trainer.announce(f"{runs[-1].diverged}\n{cell} is reported as diverged, without a model"
+                             + ("; the other cells train on" if cell != cells[-1] else ""))
         if trainer.processes.main:
-            save_model(runs[-1].model, task, out / "models" / cell)
-            finished = {run.cell for run in runs}
-            for earlier in (out / "models").iterdir():  # an earlier run's cells in the same folder: not this run's
+            if runs[-1].model is not None:
+                save_model(runs[-1].model, task, out / "models" / cell)
+            finished = {run.cell for run in runs if run.model is not None}
+            for earlier in existing_entries(out / "models"):  # an earlier run's cells there: not this run's
                 if earlier.name not in finished and held_kind(earlier) == SEQUENCE_MODEL.name:  # not the user's
                     shutil.rmtree(earlier)
             write_results(task, runs, config, out)
     return runs
+
+
+def existing_entries(folder: Path) -> list[Path]:
+    """The entries of `folder`, none where it does not exist (every cell so far diverged)."""
+    return list(folder.iterdir()) if folder.is_dir() else []
 
 
 def sequence_length(task: Task) -> int:
@@ -232,9 +271,9 @@ def check_cells(task: Task, cells: list[str], config: TaskTrainingConfig) -> Non
     if not isinstance(cells, (list, tuple)) or not all(isinstance(cell, str) for cell in cells):
         raise TypeError(f"cells must be a list of cell names (e.g. ['rnn', 'lstm']), got {type(cells).__name__} "
                         f"{cells!r}")
-    unknown = [cell for cell in cells if cell not in CELLS]
+    unknown = [cell for cell in cells if cell not in CELL_NAMES]
     if not cells or unknown:
-        raise ValueError(f"cells must name cells from {', '.join(CELLS)}, got {list(cells)!r}")
+        raise ValueError(f"cells must name cells from {', '.join(CELL_NAMES)}, got {list(cells)!r}")
     twice = sorted({cell for cell in cells if cells.count(cell) > 1})
     if twice:
         raise ValueError(f"cells must name each cell once, got {list(cells)!r} ({', '.join(twice)} more than once)")
@@ -272,6 +311,7 @@ def write_results(task: Task, runs: list[CellRun], config: TaskTrainingConfig, o
                 "test": run.test_loss,
                 "score": run.test_score,
                 "solved": run.solved,
+                "diverged_at": run.diverged_at,
                 "steps_to_solve": run.steps_to_solve,
                 "steps": run.steps,
                 "seconds": round(run.seconds, 1),
@@ -302,7 +342,7 @@ def results_table(task: Task, runs: list[CellRun]) -> str:
     for run in runs:
         row = [run.cell, f"{run.parameters:,}", f"{run.test_loss:.4f}"]
         row += [f"{run.test_score:.3f}"] if score else []
-        row += [f"{task.baseline():.4f}", "yes" if run.solved else "no",
+        row += [f"{task.baseline():.4f}", "diverged" if run.diverged_at is not None else "yes" if run.solved else "no",
                 "-" if run.steps_to_solve is None else f"{run.steps_to_solve:,}", f"{run.steps:,}", f"{run.seconds:.0f}"]
         rows.append(row)
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
@@ -345,13 +385,18 @@ def load_task_run(directory: str | Path, cells: list[str] | None = None) -> Task
     models_dir = directory / "models"
     if not directory.exists():
         raise FileNotFoundError(f"{directory} does not exist (expected a `lstmkit task` output folder)")
+    results = task_results(directory)
+    diverged = {cell: row.get("diverged_at") for cell, row in results["cells"].items()
+                if isinstance(row, dict) and row.get("diverged_at") is not None}
+    trained = [cell for cell in results["cells"] if cell not in diverged]
+    missing = [cell for cell in cells or () if cell not in trained]
+    if missing or not trained:
+        kept = f"its run trained {', '.join(trained)}" if trained else "its run kept no model"
+        lost = "; ".join(f"{cell} diverged at step {step}" for cell, step in diverged.items())
+        raise ValueError(f"{directory} holds no {', '.join(missing or diverged)} model: {kept}"
+                         + (f" ({lost})" if lost else ""))
     if not models_dir.is_dir():
         raise FileNotFoundError(f"{directory} is not a `lstmkit task` output folder: it has no models/ folder")
-    results = task_results(directory)
-    trained = list(results["cells"])
-    missing = [cell for cell in cells or () if cell not in trained]
-    if missing:
-        raise ValueError(f"{directory} holds no {', '.join(missing)} model: its run trained {', '.join(trained)}")
     cells = cells or trained  # the run's own, whatever else the folder holds
     loaded = {cell: load_model(models_dir / cell) for cell in cells}
     models = {cell: model for cell, (model, _) in loaded.items()}

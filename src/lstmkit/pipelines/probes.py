@@ -151,7 +151,7 @@ def probe_gradients(out: str | Path | None = None, source: str | Path | None = N
     out = default_folder("gradients", task) if out is None else Path(out)
     check_gradient_files(out, "probe gradients")  # before any training
     if trained is None:
-        trained = {cell: train_cell(task, cell, config).model for cell in cells}
+        trained = {cell: train_cell(task, cell, config).trained_model() for cell in cells}
     profiles = gradient_profiles(task, trained, seed)
     write_gradient_profiles(profiles, task, out)
     return task, profiles, out
@@ -200,5 +200,5 @@ def probe_gates(out: str | Path | None = None, checkpoint: str | Path | None = N
     out = default_folder("gates", task) if out is None else Path(out)
     check_own_files(out, [f"gates_{cell}.png"], "probe gates")  # before any training
     if model is None:
-        model = train_cell(task, cell, config).model
+        model = train_cell(task, cell, config).trained_model()
     return write_gate_heatmaps(model, task, config.seed, out)

@@ -56,7 +56,15 @@ ESTIMATE_AFTER_STEPS = 10
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss that is no longer a finite number: training stops, keeping what it wrote."""
+    """A loss that is no longer a finite number: training stops, keeping what it wrote.
+
+    step: the step at which it diverged; history: its evaluations before (as
+    `TrainingRun.history`); seconds: its seconds of training, so that a caller comparing runs
+    (`lstmkit task`) can report this one and go on."""
+
+    def __init__(self, message: str, step: int = 0, history: list[dict] | None = None, seconds: float = 0.0) -> None:
+        super().__init__(message)
+        self.step, self.history, self.seconds = step, list(history or ()), seconds
 
 
 @dataclass
@@ -222,6 +230,10 @@ class Trainer:
         count = self.processes.world_size
         return f"device {self.device}, {self.precision.describe()}, {count} process{'es' if count > 1 else ''}"
 
+    def runtime(self) -> dict:
+        """Where this trainer trains, for a results.json (`TrainingRun.runtime`)."""
+        return {"device": str(self.device), "precision": self.config.precision, "processes": self.processes.world_size}
+
     def announce(self, text: str) -> None:
         if self.processes.main:
             print(text, file=sys.stderr, flush=True)
@@ -371,8 +383,7 @@ class Trainer:
         job.model.eval()
         best = next((row for row in progress.history if row["step"] == progress.best_step), None)
         rate = progress.items / max(progress.train_seconds, 1e-9)  # the whole run's, as its steps and seconds are
-        run = TrainingRun(progress.history, best, progress.step, progress.train_seconds, rate, str(device),
-                          config.precision, processes.world_size)
+        run = TrainingRun(progress.history, best, progress.step, progress.train_seconds, rate, **self.runtime())
         if report is not None:
             final = {job.selection_metric: best[job.selection_metric]} if best is not None else {}
             report.close(progress.step, rate, **final)
@@ -421,8 +432,7 @@ class Trainer:
         job.model.eval()
         best = next((row for row in progress.history if row["step"] == progress.best_step), None)
         return TrainingRun(progress.history, best, progress.step, progress.train_seconds,
-                           progress.items / max(progress.train_seconds, 1e-9), str(self.device),
-                           self.config.precision, self.processes.world_size)
+                           progress.items / max(progress.train_seconds, 1e-9), **self.runtime())
 
     def begin(self, job: Job, out: Path | None) -> RunState:
         """A new run's state, refusing a folder that holds a run already."""
@@ -487,7 +497,7 @@ class Trainer:
         remedy = remedy or (f"Lower the learning rate (--lr, now {config.lr:g}) or clip gradients harder (--clip, now "
                             f"{config.clip:g}).")
         raise TrainingDiverged(f"{job.label}: training diverged at step {progress.step}: {what}{before}.{kept} "
-                               f"{remedy}")
+                               f"{remedy}", progress.step, progress.history, progress.train_seconds)
 
     def evaluate(self, job: Job) -> dict[str, float]:
         was_training = job.model.training
