@@ -188,7 +188,7 @@ def test_a_cell_that_diverges_is_reported_and_the_comparison_goes_on(tmp_path, m
                                                    "diverged at step 3)")):
         load_task_run(tmp_path, ["rnn"])
     table = longlag.results_table(task, runs).splitlines()
-    assert table[1].split() == ["rnn", "105", "nan", "0.1667", "diverged", "-", "3", "0"]
+    assert table[1].split() == ["rnn", "105", "nan", "0.1667", "diverged", "-", "3", f"{diverged.seconds:.1f}"]
     with pytest.raises(longlag.TrainingDiverged, match="^adding T=5 rnn: training diverged at step 3"):
         train_cell(task, "rnn", options).trained_model()  # the probes' training: no model, the reason
 

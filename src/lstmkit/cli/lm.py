@@ -16,6 +16,7 @@ from lstmkit.training import check_run_folder, describe_runtime
 from lstmkit.training.device import check_runtime
 from lstmkit.pipelines.lm import RECIPES, LMTrainingConfig
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation
+from lstmkit.training.progress import seconds_text
 
 
 def text_name(path: str) -> str:
@@ -39,7 +40,8 @@ def lm_train_command(arguments: argparse.Namespace) -> None:
     run = train_language_model(arguments.text, out, config, arguments.valid, arguments.resume)
     print(f"best validation: {run.best_val_loss:.4f} nats/token, perplexity {run.best_val_perplexity:.2f}, "
           f"{run.best_val_bpc:.3f} bits/character")
-    print(f"{run.steps:,} steps in {run.seconds:.0f} s of training, {run.tokens_per_second:,.0f} tokens/s "
+    print(f"{run.steps:,} steps in {seconds_text(run.seconds)} s of training, "
+          f"{run.tokens_per_second:,.0f} tokens/s "
           f"({describe_runtime(run.device, run.precision, run.processes)})")
     print(f"wrote {out}/best, {out}/last, {out}/metrics.csv and {out}/results.json")
 

@@ -17,6 +17,7 @@ from lstmkit.training import check_run_folder, describe_runtime
 from lstmkit.training.device import check_runtime
 from lstmkit.files import write_csv, write_json
 from lstmkit.pipelines.configs import SpeechConfig
+from lstmkit.training.progress import seconds_text
 
 
 def fsdd_command(arguments: argparse.Namespace) -> None:
@@ -48,7 +49,8 @@ def train_command(arguments: argparse.Namespace) -> None:
     scored_on = "validation" if arguments.valid is not None else "on the training utterances"
     print(f"best {scored_on} (step {best.get('step')}): WER {best.get('val_wer', float('nan')):.2%}, "
           f"CER {best.get('val_cer', float('nan')):.2%}, accuracy {best.get('val_accuracy', float('nan')):.2%}")
-    print(f"{run.steps:,} steps in {run.seconds:.0f} s of training, {run.utterances_per_second:,.1f} utterances/s "
+    print(f"{run.steps:,} steps in {seconds_text(run.seconds)} s of training, "
+          f"{run.utterances_per_second:,.1f} utterances/s "
           f"({describe_runtime(run.device, run.precision, run.processes)})")
     print(f"wrote {out}/best, {out}/last, {out}/metrics.csv and {out}/results.json")
 

@@ -17,6 +17,7 @@ from lstmkit.training.device import check_runtime
 from lstmkit.files import atomic_path, write_json
 from lstmkit.models.seq2seq import ATTENTIONS
 from lstmkit.pipelines.configs import BLEU_TOKENIZERS, SELECTIONS, DecodingConfig, TranslationConfig
+from lstmkit.training.progress import seconds_text
 
 
 def translate_train_command(arguments: argparse.Namespace) -> None:
@@ -34,7 +35,8 @@ def translate_train_command(arguments: argparse.Namespace) -> None:
                             config, arguments.resume)
     bleu = "" if run.best_val_bleu is None else f", validation BLEU {run.best_val_bleu:.2f} (greedy)"
     print(f"best validation: {run.best_val_loss:.4f} nats/token{bleu}")
-    print(f"{run.steps:,} steps in {run.seconds:.0f} s of training, {run.tokens_per_second:,.0f} target tokens/s "
+    print(f"{run.steps:,} steps in {seconds_text(run.seconds)} s of training, "
+          f"{run.tokens_per_second:,.0f} target tokens/s "
           f"({describe_runtime(run.device, run.precision, run.processes)})")
     print(f"wrote {out}/best, {out}/last, {out}/metrics.csv, {out}/results.json and {out}/curves.png")
 

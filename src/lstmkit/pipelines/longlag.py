@@ -30,6 +30,7 @@ from lstmkit.nn.regularisers import init_names
 from lstmkit.pipelines.configs import TaskTrainingConfig
 from lstmkit.tasks import Batch, Task, make_task
 from lstmkit.training.config import offset_seed
+from lstmkit.training.progress import seconds_text
 from lstmkit.training import Job, Processes, Trainer, TrainingDiverged
 
 TEST_SEED_OFFSET = 10_000  # the test set's seed is the training seed plus this (`seed_of_test_set`)
@@ -343,7 +344,8 @@ def results_table(task: Task, runs: list[CellRun]) -> str:
         row = [run.cell, f"{run.parameters:,}", f"{run.test_loss:.4f}"]
         row += [f"{run.test_score:.3f}"] if score else []
         row += [f"{task.baseline():.4f}", "diverged" if run.diverged_at is not None else "yes" if run.solved else "no",
-                "-" if run.steps_to_solve is None else f"{run.steps_to_solve:,}", f"{run.steps:,}", f"{run.seconds:.0f}"]
+                "-" if run.steps_to_solve is None else f"{run.steps_to_solve:,}", f"{run.steps:,}",
+                seconds_text(run.seconds)]
         rows.append(row)
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)

@@ -16,6 +16,11 @@ def duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def seconds_text(seconds: float) -> str:
+    """Seconds for a run's last lines: "0.4" below 10 (a short run is not "0 s"), "42" above."""
+    return f"{seconds:.1f}" if round(seconds, 1) < 10 else f"{seconds:.0f}"
+
+
 class Progress:
     """Reports `label`, the step out of `total`, named values, items/s (`items_per_second`, by
     the caller's clock of training alone), steps/s by the wall clock (evaluations included) and
