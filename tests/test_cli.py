@@ -512,3 +512,25 @@ def test_a_gzip_texts_default_run_folder_is_named_without_its_suffixes():
 
     assert [text_name(path) for path in ("data/english.txt.gz", "english.txt", "notes.GZ", "corpus")] == [
         "english", "english", "notes", "corpus"]
+
+
+@pytest.mark.parametrize("command, written", [
+    (["translate", "eval", "runs/none", "--source", "{a}", "--reference", "{b}", "--out", "{b}"],
+     "--out {b} is the reference file"),
+    (["translate", "eval", "runs/none", "--source", "{a}", "--reference", "{b}", "--json", "{a}"],
+     "--json {a} is the source file"),
+    (["translate", "eval", "runs/none", "--source", "{a}", "--reference", "{b}", "--json", "{c}", "--out", "{c}"],
+     "--out {c} is the file --json writes"),
+    (["speech", "eval", "runs/none", "{m}", "--out", "{m}"], "--out {m} is the manifest"),
+    (["forecast", "predict", "runs/none", "{m}", "--out", "{m}"], "--out {m} is the CSV file it forecasts from"),
+])
+def test_an_output_file_that_is_an_input_is_refused_before_it_is_read(command, written, tmp_path, capsys):
+    """`translate eval … --reference ref.en --out ref.en` replaced the references with the
+    translations, and `speech eval … --out` the manifest with its transcripts."""
+    paths = {"a": tmp_path / "a.de", "b": tmp_path / "b.en", "c": tmp_path / "c.txt", "m": tmp_path / "m.csv"}
+    for path in paths.values():
+        path.write_text("mine\n")
+    code, _, err = run_cli([part.format(**paths) for part in command], capsys)
+    assert code == 2
+    assert err == f"lstmkit: error: {written.format(**paths)}: writing it would replace that; choose another file\n"
+    assert all(path.read_text() == "mine\n" for path in paths.values())

@@ -344,6 +344,6 @@ def test_a_batch_that_processes_cannot_share_evenly_is_refused_by_name():
     from lstmkit.training import Processes
 
     config = ForecasterConfig(time="t", target="y", horizon=3, batch_size=1)
-    with pytest.raises(ValueError, match=re.escape("batch_size (windows) is 1, which 2 processes cannot share evenly: "
-                                                   "give a multiple of 2")):
+    with pytest.raises(ValueError, match=re.escape("batch_size (--batch-size, windows) is 1, which 2 processes cannot "
+                                                   "share evenly: give a multiple of 2")):
         ForecastJob(None, None, list(range(10)), [], config, Processes(1, 2), torch.device("cpu"))

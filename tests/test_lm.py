@@ -270,6 +270,34 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(text_file, tmp_path):
     assert_same_weights(tmp_path / "straight" / "last", tmp_path / "killed" / "last")
 
 
+def test_sigterm_stops_a_run_as_ctrl_c_does_keeping_its_checkpoint(text_file, tmp_path):
+    """A scheduler's SIGTERM killed the run without a word, mid-checkpoint a temporary folder
+    left behind; it now stops as Ctrl-C does, status 143 (128 + SIGTERM), and --resume goes on."""
+    out = tmp_path / "run"
+    options = ["lm", "train", str(text_file), "--num-layers", "1", "--hidden-size", "16", "--batch-size", "4",
+               "--seq-len", "10", "--steps", "400", "--eval-every", "5", "--out", str(out)]
+    process = subprocess.Popen(cli(*options), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if json.loads((out / "last" / "config.json").read_text())["progress"]["step"] >= 50:
+                break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.01)
+    assert process.poll() is None, "the run finished before it could be stopped; make it longer"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143
+    assert err.splitlines()[-1] == ("lstmkit: interrupted (SIGTERM); a checkpoint written before is kept, and the "
+                                    "same command with --resume continues from it (before the first one, run the "
+                                    "command again without --resume)")
+    assert sorted(path.name for path in out.iterdir()) == ["best", "last", "metrics.csv"], "no temporary folder"
+    stopped_at = json.loads((out / "last" / "config.json").read_text())["progress"]["step"]
+    subprocess.run(cli(*options, "--resume"), check=True, capture_output=True)
+    assert json.loads((out / "results.json").read_text())["steps"] == 400 > stopped_at
+
+
 def test_a_run_folder_is_never_overwritten(trained, text_file):
     with pytest.raises(ValueError, match="already holds a run; pass resume=True \\(--resume\\) to continue it"):
         lm.train(text_file, trained[0], LMTrainingConfig(steps=5, **TINY))

@@ -488,3 +488,20 @@ def test_a_path_that_is_not_one_is_named(call, expected):
     argument nor what it should hold."""
     with pytest.raises(TypeError, match=re.escape(f"expected {expected}, as a path (a str or pathlib.Path); got")):
         call()
+
+
+def test_a_translation_run_keeps_a_curves_png_of_the_users_and_replaces_its_own(tmp_path):
+    """`translate train --out DIR` replaced a curves.png of the user's with its learning curves."""
+    from matplotlib.figure import Figure
+
+    from lstmkit.pipelines.translate import TranslationConfig, train_translation
+
+    (tmp_path / "curves.png").write_text("mine")
+    with pytest.raises(ValueError, match=re.escape(
+            f"{tmp_path} holds curves.png, which lstmkit cannot tell for its own (a figure an earlier lstmkit wrote "
+            "carries no mark); a run there would overwrite it: remove it, or choose another folder")):
+        train_translation("none.de", "none.en", "none.de", "none.en", tmp_path, TranslationConfig(steps=1))
+    assert (tmp_path / "curves.png").read_text() == "mine"
+    Figure().savefig(tmp_path / "curves.png", metadata={"Software": "lstmkit"})  # lstmkit's: replaced
+    with pytest.raises(FileNotFoundError, match="none.de"):  # past the folder's checks, to the data
+        train_translation("none.de", "none.en", "none.de", "none.en", tmp_path, TranslationConfig(steps=1))

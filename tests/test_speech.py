@@ -275,7 +275,8 @@ def test_fsdd_manifests_follow_the_dataset_split_and_hold_out_a_speaker(tmp_path
     assert (tmp_path / "split" / "test.csv").read_text().splitlines()[1] == "../recordings/3_anna_0.wav,three"
     assert fsdd_manifests(recordings, tmp_path / "bob", holdout_speaker="bob") == {"train.csv": 14, "test.csv": 14}
     assert {u.path.stem.split("_")[1] for u in read_manifest(tmp_path / "bob" / "test.csv")} == {"bob"}
-    with pytest.raises(ValueError, match=r"^holdout_speaker must be one of the speakers in .* \(anna, bob\), "
+    with pytest.raises(ValueError, match=r"^holdout_speaker \(--holdout-speaker\) must be one of the speakers in .* "
+                                         r"\(anna, bob\), "
                                          r"got 'carol'$"):
         fsdd_manifests(recordings, tmp_path / "x", holdout_speaker="carol")
     for recording in recordings.glob("*_bob_*.wav"):  # anna alone: holding her out leaves nothing to train on
@@ -300,11 +301,37 @@ def test_connected_digits_join_one_speakers_recordings_with_short_silences(tmp_p
     assert "connected/test/anna_0.wav" in (tmp_path / "out" / "test-connected.csv").read_text()
 
 
+def test_a_split_replaces_an_earlier_splits_files_and_refuses_a_users(tmp_path):
+    """`speech fsdd --out DIR` overwrote a train.csv of the user's, and a split without
+    --connected left an earlier split's test-connected.csv and connected/ in place."""
+    recordings = fake_fsdd(tmp_path / "recordings")
+    fsdd_manifests(recordings, tmp_path / "out", connected=3)
+    assert fsdd_manifests(recordings, tmp_path / "out", holdout_speaker="bob") == {"train.csv": 14, "test.csv": 14}
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["fsdd.json", "test.csv", "train.csv"]
+    split = json.loads((tmp_path / "out" / "fsdd.json").read_text())
+    assert (split["holdout_speaker"], split["connected"], split["utterances"]) == ("bob", 0, {"train.csv": 14,
+                                                                                             "test.csv": 14})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "test.csv").write_text("path,text\nmy.wav,my words\n")
+    with pytest.raises(ValueError, match=re.escape(
+            f"{mine} holds test.csv but no split of `lstmkit speech fsdd` (no fsdd.json of one); a run there would "
+            "overwrite it: choose another folder")):
+        fsdd_manifests(recordings, mine)
+    assert sorted(path.name for path in mine.iterdir()) == ["test.csv"]
+    assert (mine / "test.csv").read_text() == "path,text\nmy.wav,my words\n"
+
+
 def test_the_confusion_table_counts_each_word_as_each_transcript():
     table = confusion_table(["one", "two", "one", "two", "one"], ["one", "one", "one", "tw", "one"])
-    assert table.splitlines() == ["      |   one   two other",
-                                  "  one |     3     .     .",
-                                  "  two |     1     .     1"]
+    assert table.splitlines() == ["    | one two (other)",
+                                  "one |   3   .       .",
+                                  "two |   1   .       1"]
+    # a reference word "other" once shared the catch-all column: each miss counted twice
+    table = confusion_table(["zero", "other", "zero"], ["three", "other", "other"])
+    assert table.splitlines() == ["      |  zero other (other)",
+                                  " zero |     .     1       1",
+                                  "other |     .     1       ."]
     with pytest.raises(ValueError, match="^a confusion table needs one word per reference"):
         confusion_table(["one two"], ["one"])
 
@@ -452,7 +479,7 @@ def test_eval_and_transcribe_commands_print_and_write_the_scores(tone_run, capsy
     assert transcripts.read_text().splitlines() == [
         "path,reference,transcript", f"{folder / 'valid-ab-3.wav'},ab,ab", f"{folder / 'valid-ba-0.wav'},ab,ba"]
     code, out, _ = run_cli(["speech", "eval", str(folder / "run"), str(folder / "valid.csv"), "--confusion"], capsys)
-    assert out.splitlines()[1:] == ["      |    ab    ba other", "   ab |     4     .     .", "   ba |     .     4     ."]
+    assert out.splitlines()[1:] == ["   | ab ba (other)", "ab |  4  .       .", "ba |  .  4       ."]
     files = [str(folder / "valid-ba-0.wav"), str(folder / "valid-ab-3.wav")]
     code, out, _ = run_cli(["speech", "transcribe", str(folder / "run"), *files], capsys)
     assert code == 0 and out.splitlines() == [f"{files[0]}\tba", f"{files[1]}\tab"]
@@ -572,8 +599,8 @@ def test_no_process_is_handed_an_empty_share_of_an_epochs_last_batch(tone_run):
         assert len(batches) == job.steps_per_epoch()
         sizes[processes.world_size] = sorted(len(batch) for batch in batches)
     assert sizes == {1: [2, 6], 3: [8]}, "8 utterances in 6s: the two left over join the batch before under 3"
-    with pytest.raises(ValueError, match=re.escape("batch_size (utterances) is 1, which 2 processes cannot share "
-                                                   "evenly: give a multiple of 2")):
+    with pytest.raises(ValueError, match=re.escape("batch_size (--batch-size, utterances) is 1, which 2 processes "
+                                                   "cannot share evenly: give a multiple of 2")):
         SpeechJob(utterances, utterances, alphabet, SpeechConfig(**{**TINY, "batch_size": 1}), {}, Processes(1, 2),
                   torch.device("cpu"))
 

@@ -29,7 +29,7 @@ from lstmkit.pipelines.translate import (  # noqa: E402
 )
 from lstmkit.files import fingerprint  # noqa: E402
 from lstmkit.text.parallel import read_lines, read_parallel  # noqa: E402
-from lstmkit.text.subwords import Subwords  # noqa: E402
+from lstmkit.text.subwords import Subwords, check_vocabulary_sizes  # noqa: E402
 from lstmkit.training import Processes, Trainer  # noqa: E402
 
 @pytest.fixture(scope="module", autouse=True)
@@ -133,8 +133,15 @@ def test_subword_round_trip_is_lossless():
         assert subwords.decode(subwords.encode([sentence])) == [sentence]
     assert Subwords.from_text(subwords.to_text()) == subwords
     assert subwords.encode(lines[:1]) == Subwords.from_text(subwords.to_text()).encode(lines[:1])
-    with pytest.raises(ValueError, match=r"needs at least 2\d\d pieces \(4 reserved, 256 bytes"):
-        Subwords.learn(lines, 100)
+    reasons = "(4 pieces reserved, 256 bytes for unseen characters, one per character of the text)"
+    with pytest.raises(ValueError, match=re.escape(f"a subword vocabulary too small: the text needs at least 263, got "
+                                                   f"100 {reasons}")):
+        Subwords.learn(["ab a", "", "ba"], 100)  # 4 + 256 + a, b + 1
+    with pytest.raises(ValueError, match=re.escape(  # both sides at once, as `translate train` names them
+            "a subword vocabulary too small: the source text (--source-vocabulary-size) needs at least 263, got 262; "
+            f"the target text (--target-vocabulary-size) needs at least 264, got 200 {reasons}")):
+        check_vocabulary_sizes({"source text (--source-vocabulary-size)": (["ab"], 262),
+                                "target text (--target-vocabulary-size)": (["x y z"], 200), "other": (["q"], 300)})
     with pytest.warns(UserWarning) as warned:
         asked_too_many = Subwords.learn(lines, 5000, what="source text")
     assert [str(warning.message) for warning in warned] == [
@@ -215,6 +222,12 @@ def test_bad_input_files_stop_with_messages_that_name_them(tmp_path):
     compressed = tmp_path / "b.en.gz"
     compressed.write_bytes(gzip.compress("one\ntwo\nthree\n".encode()))
     assert read_parallel(source, compressed).targets == ["one", "two", "three"]
+    old_mac = tmp_path / "mac.en"  # carriage returns alone: read as one line of 3 ("has 1 lines")
+    old_mac.write_bytes(b"one\rtwo\rthree\r")
+    assert read_parallel(source, old_mac).targets == ["one", "two", "three"]
+    one = write_lines(tmp_path / "one.de", ["eins"])
+    with pytest.raises(ValueError, match=f"^{one} has 1 line and its target {target} has 2: line k"):
+        read_parallel(one, target)
 
 
 def test_a_file_and_its_gzip_are_the_same_data_to_resume(tmp_path):
@@ -398,8 +411,8 @@ def test_bad_decoding_options_stop_with_their_values(copy_run, capsys):
         main(["translate", "run", str(out), "-", "--length-penalty", "-1"])
     except SystemExit as exit_:
         code, message = exit_.code, capsys.readouterr().err
-    assert (code, message) == (2, "lstmkit: error: length_penalty must be in [0, 5] (0: none, 1: per-token mean), "
-                                  "got -1.0\n")
+    assert (code, message) == (2, "lstmkit: error: length_penalty (--length-penalty) must be in [0, 5] (0: none, 1: "
+                                  "per-token mean), got -1.0\n")
 
 
 def test_run_reads_standard_input_one_sentence_per_line_feed(copy_run, monkeypatch, capsys):

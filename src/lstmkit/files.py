@@ -214,6 +214,27 @@ def check_output_file(path: str | Path, option: str, suffixes: tuple[str, ...] =
     return path
 
 
+def check_not_read(outputs: dict[str, str | Path | None], inputs: dict[str, str | Path | None]) -> None:
+    """Refuse, before any work, an output file (by its option, `--out`) that is one of the
+    command's inputs (by what it is, "the reference file"), or another output: writing it would
+    replace what the command read, or what it wrote first. None: not given."""
+    given = [(option, Path(path)) for option, path in outputs.items() if path is not None]
+    for index, (option, path) in enumerate(given):
+        others = {**{what: read for what, read in inputs.items() if read is not None},
+                  **{f"the file {earlier} writes": written for earlier, written in given[:index]}}
+        for what, other in others.items():
+            if same_file(path, Path(other)):
+                raise ValueError(f"{option} {path} is {what}: writing it would replace that; choose another file")
+
+
+def same_file(path: Path, other: Path) -> bool:
+    """Whether two paths name one file (through links and `..` alike)."""
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # one does not exist (yet)
+        return path.resolve() == other.resolve()
+
+
 def check_writable(folder: Path, path: Path, option: str) -> None:
     """That `folder` (where `path` goes) can be made and written in: a probe file is written in
     its nearest existing ancestor and removed."""

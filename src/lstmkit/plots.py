@@ -150,5 +150,5 @@ def draw_speech(path: str | Path, frames, probabilities, labels: Sequence[str], 
             centre = (position + 0.5) * step
             alignment.axvspan(position * step, (position + 1) * step, color="#1f77b4", alpha=0.25)
             alignment.text(centre, 0.5, labels[label] if labels[label] != " " else "␣", ha="center", va="center")
-    alignment.set(xlabel="time (s)", yticks=[], ylabel="alignment", xlim=(0, seconds))
+    alignment.set(xlabel="time (s)", yticks=[], ylabel="likeliest\nlabel", xlim=(0, seconds))
     return save(figure, path)

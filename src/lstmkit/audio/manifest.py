@@ -8,15 +8,17 @@ Dataset from its file names (`{digit}_{speaker}_{index}.wav`).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from lstmkit.files import as_path, atomic_path
+from lstmkit.files import as_path, atomic_path, check_nothing_overwritten, write_json
 
 HEADER = ["path", "text"]
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -25,6 +27,10 @@ FSDD_NAME = re.compile(r"(?P<digit>[0-9])_(?P<speaker>[A-Za-z]+)_(?P<index>[0-9]
 FSDD_TEST_INDICES = range(5)
 # The silence between joined digits, in seconds: drawn uniformly, short as in fluent speech.
 JOIN_SILENCE = (0.05, 0.3)
+# What `fsdd_manifests` writes in its folder, and the record of its split, which tells a later
+# split there that they are its own to replace (any other such file there is the user's).
+FSDD_FILES = ("train.csv", "test.csv", "test-connected.csv", "connected")
+FSDD_SPLIT = "fsdd.json"
 
 
 class ManifestError(ValueError):
@@ -122,7 +128,7 @@ def fsdd_manifests(recordings: str | Path, out: str | Path, holdout_speaker: str
     found = fsdd_recordings(recordings)
     speakers = sorted({recording.speaker for recording in found})
     if holdout_speaker is not None and holdout_speaker not in speakers:
-        raise ValueError(f"holdout_speaker must be one of the speakers in {recordings} "
+        raise ValueError(f"holdout_speaker (--holdout-speaker) must be one of the speakers in {recordings} "
                          f"({', '.join(speakers)}), got {holdout_speaker!r}")
     if holdout_speaker is not None and len(speakers) == 1:
         raise ValueError(f"holding out {holdout_speaker!r}, the only speaker in {recordings}, leaves no recording to "
@@ -130,6 +136,7 @@ def fsdd_manifests(recordings: str | Path, out: str | Path, holdout_speaker: str
     if connected and (isinstance(connected, bool) or not isinstance(connected, int) or connected < 2):
         raise ValueError(f"connected is the most digits joined in one utterance, at least 2, got {connected!r}")
     out = as_path(out, "the folder to write the manifests in")
+    clear_earlier_split(out)
     out.mkdir(parents=True, exist_ok=True)
     tests = [(r.speaker == holdout_speaker) if holdout_speaker else (r.index in FSDD_TEST_INDICES) for r in found]
     splits = {"train": [r for r, test in zip(found, tests) if not test],
@@ -146,7 +153,29 @@ def fsdd_manifests(recordings: str | Path, out: str | Path, holdout_speaker: str
                 counts["test-connected.csv"] = len(joined)
         write_manifest(out / f"{split}.csv", utterances)
         counts[f"{split}.csv"] = len(utterances)
+    write_json(out / FSDD_SPLIT, {"written_by": "lstmkit speech fsdd", "recordings": str(recordings),
+                                  "holdout_speaker": holdout_speaker, "connected": connected, "seed": seed,
+                                  "utterances": counts})
     return counts
+
+
+def clear_earlier_split(out: Path) -> None:
+    """Remove what an earlier split wrote in `out` (its `fsdd.json` says so), so that none of
+    it (a test-connected.csv, connected/) outlives it; refuse, before any work, a folder that
+    holds such files of someone else's."""
+    try:
+        earlier = json.loads((out / FSDD_SPLIT).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        earlier = None
+    if not (isinstance(earlier, dict) and earlier.get("written_by") == "lstmkit speech fsdd"):
+        check_nothing_overwritten(out, FSDD_FILES, f"no split of `lstmkit speech fsdd` (no {FSDD_SPLIT} of one)")
+        return
+    for name in FSDD_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def join_recordings(recordings: list[Recording], folder: Path, most: int, generator: random.Random) -> list[Utterance]:

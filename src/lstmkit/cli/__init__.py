@@ -6,7 +6,9 @@ import argparse
 import contextlib
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -72,7 +74,36 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
     print(f"lstmkit: warning: {message}", file=sys.stderr if file is None else file)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, a scheduler's or torchrun's request to stop: met as Ctrl-C is, so that what a
+    run wrote is kept and a checkpoint half written is removed, where the signal's default
+    would kill the process mid-write without a word."""
+
+
+@contextlib.contextmanager
+def stopping_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises Terminated while the command runs (the main thread only: a command run
+    from another thread keeps the default)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signal_number, frame) -> None:
+        raise Terminated
+
+    earlier = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, earlier)
+
+
 def main(argv: list[str] | None = None) -> int:
+    with stopping_on_sigterm():
+        return run_command(argv)
+
+
+def run_command(argv: list[str] | None) -> int:
     parser = build_parser()
     warnings.showwarning = show_warning
     main_process = Processes.from_environment().main
@@ -97,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         stop(1, f"{error}\n")
     except (TrainingDiverged, CheckpointWriteError) as error:  # the run stopped; what it wrote before is kept
         stop(1, f"lstmkit: error: {error}\n")
-    except KeyboardInterrupt:  # Ctrl-C: one line, not the traceback of wherever the run was
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: one line, not the traceback of wherever the run was
         resumable = ("; a checkpoint written before is kept, and the same command with --resume continues from it "
                      "(before the first one, run the command again without --resume)")
-        stop(130, f"lstmkit: interrupted{resumable if hasattr(arguments, 'resume') else ''}\n")
+        how = " (SIGTERM)" if isinstance(interrupt, Terminated) else ""
+        stop(143 if how else 130, f"lstmkit: interrupted{how}{resumable if hasattr(arguments, 'resume') else ''}\n")
     except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail again
         return 141  # 128 + SIGPIPE, the status a shell gives such a tool

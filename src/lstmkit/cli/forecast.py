@@ -11,6 +11,7 @@ from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (add_setting, add_training_arguments, config_from, csv_file, device_name,
                                    output_csv, output_folder, positive_int, positive_ints)
 from lstmkit.engines import ENGINE_CHOICES
+from lstmkit.files import check_not_read
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.pipelines.configs import BASES, ForecasterConfig
 from lstmkit.training.config import PLATEAU_ACTIONS
@@ -82,6 +83,7 @@ def wrote_line(out: str | Path, id_column: str | None) -> str:
 def predict_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.forecast import predict_to_csv
 
+    check_not_read({"--out": arguments.out}, {"the CSV file it forecasts from": arguments.csv})
     table = predict_to_csv(arguments.directory, arguments.csv, arguments.out, arguments.device, arguments.horizon)
     used = table.attrs["forecast"]
     used = (", ".join(f"{target} by {method}" for target, method in used.items()) if isinstance(used, dict)

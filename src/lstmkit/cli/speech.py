@@ -15,7 +15,7 @@ from lstmkit.cli.arguments import (
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.training import check_run_folder, describe_runtime
 from lstmkit.training.device import check_runtime
-from lstmkit.files import write_csv, write_json
+from lstmkit.files import check_not_read, write_csv, write_json
 from lstmkit.pipelines.configs import SpeechConfig
 from lstmkit.training.progress import seconds_text
 
@@ -76,6 +76,7 @@ def eval_command(arguments: argparse.Namespace) -> None:
     from lstmkit.audio import read_manifest
     from lstmkit.pipelines.speech import check_isolated_words, load_speech_model
 
+    check_not_read({"--json": arguments.json, "--out": arguments.out}, {"the manifest": arguments.manifest})
     if arguments.confusion:  # before the decoding, which takes a while
         check_isolated_words([utterance.text for utterance in read_manifest(arguments.manifest)])
     recognizer = load_speech_model(arguments.directory, arguments.device)

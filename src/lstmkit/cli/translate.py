@@ -14,20 +14,20 @@ from lstmkit.cli.arguments import (
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.training import check_run_folder, describe_runtime
 from lstmkit.training.device import check_runtime
-from lstmkit.files import atomic_path, write_json
+from lstmkit.files import atomic_path, check_not_read, write_json
 from lstmkit.models.seq2seq import ATTENTIONS
 from lstmkit.pipelines.configs import BLEU_TOKENIZERS, SELECTIONS, DecodingConfig, TranslationConfig
 from lstmkit.training.progress import seconds_text
 
 
 def translate_train_command(arguments: argparse.Namespace) -> None:
-    from lstmkit.pipelines.translate import TRANSLATION_MODEL, train_translation
+    from lstmkit.pipelines.translate import CURVES_FILE, TRANSLATION_MODEL, train_translation
 
     config = config_from(arguments, TranslationConfig, tie_embeddings=not arguments.untied_embeddings,
                          validation_bleu=not arguments.no_validation_bleu)
     out = Path(arguments.out)
     check_runtime(config.device, config.precision, config.engine, config.cell)
-    check_run_folder(out, arguments.resume, TRANSLATION_MODEL.name)
+    check_run_folder(out, arguments.resume, TRANSLATION_MODEL.name, (CURVES_FILE,))
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} encoder-decoder ({config.attention} "
           f"attention) on {arguments.source} -> {arguments.target}; checkpoints in {out}/", flush=True)
@@ -77,6 +77,8 @@ def translate_eval_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.translate import load_translator
     from lstmkit.text.parallel import read_parallel
 
+    check_not_read({"--json": arguments.json, "--out": arguments.out},
+                   {"the source file": arguments.source, "the reference file": arguments.reference})
     settings = decoding(arguments)
     test = read_parallel(arguments.source, arguments.reference, ("source", "reference"), "reference")
     translator = load_translator(arguments.directory, arguments.device)

@@ -418,7 +418,7 @@ class DecodingConfig:
         check_field_types(self)
         check_positive_integers(self, ("beam", "max_length"))
         if isinstance(self.length_penalty, bool) or not 0 <= self.length_penalty <= 5:
-            raise ValueError(f"length_penalty must be in [0, 5] (0: none, 1: per-token mean), "
+            raise ValueError(f"length_penalty (--length-penalty) must be in [0, 5] (0: none, 1: per-token mean), "
                              f"got {self.length_penalty!r}")
 
 
@@ -512,8 +512,9 @@ class SpeechConfig(TrainingConfig, RegulariserSettings):
         speeds = self.speed_perturbation
         if not isinstance(speeds, tuple) or any(isinstance(speed, bool) or not isinstance(speed, (int, float))
                                                 or not MIN_SPEED <= speed <= MAX_SPEED or speed == 1 for speed in speeds):
-            raise ValueError(f"speed_perturbation must be a tuple of speeds in [{MIN_SPEED}, {MAX_SPEED}] other "
-                             f"than 1 (the original is always used), e.g. (0.9, 1.1), got {speeds!r}")
+            raise ValueError(f"speed_perturbation (--speed-perturbation) must be a tuple of speeds in [{MIN_SPEED}, "
+                             f"{MAX_SPEED}] other than 1 (the original is always used), e.g. (0.9, 1.1), or 0.9,1.1 "
+                             f"on the command line, got {speeds!r}")
         if self.frequency_mask_width > self.n_mels:
             raise ValueError(f"frequency_mask_width must be at most n_mels ({self.n_mels}), "
                              f"got {self.frequency_mask_width!r}")

@@ -602,7 +602,7 @@ class ForecastJob(Job):
     def __init__(self, network: ForecastNetwork | ForecastEnsemble, windows: Windows | PanelWindows, training: list,
                  validation: list, config: ForecasterConfig, processes: Processes, device: torch.device,
                  epoch_windows: int | None = None) -> None:
-        processes.check_divides(config.batch_size, "batch_size (windows)")  # a batch of 1: an empty share
+        processes.check_divides(config.batch_size, "batch_size (--batch-size, windows)")  # a batch of 1: an empty share
         if len(training) < processes.world_size:
             raise ValueError(f"{len(training)} training windows cannot be shared by {processes.world_size} processes")
         self.model, self.windows, self.config, self.processes, self.device = network, windows, config, processes, device

@@ -266,7 +266,7 @@ class LanguageModelJob(Job):
     item = "token"
 
     def __init__(self, corpus: Corpus, config: LMTrainingConfig, processes: Processes, device: torch.device) -> None:
-        processes.check_divides(config.batch_size, "batch_size (the streams)")
+        processes.check_divides(config.batch_size, "batch_size (--batch-size, the streams)")
         self.config, self.processes, self.device, self.vocabulary = config, processes, device, corpus.vocabulary
         self.train_windows = token_streams(corpus.train, config.batch_size, config.seq_len, "the training text")
         steps = self.train_windows.streams.shape[1] - 1  # the tokens each stream predicts

@@ -111,7 +111,7 @@ class TaskJob(Job):
 
     def __init__(self, task: Task, cell: str, config: TaskTrainingConfig, test: Batch, processes: Processes,
                  device: torch.device) -> None:
-        processes.check_divides(config.batch_size, "batch_size")
+        processes.check_divides(config.batch_size, "batch_size (--batch-size)")
         self.task, self.config, self.test, self.processes, self.device = task, config, test, processes, device
         length = sequence_length(task)
         self.model = build_model(task, cell, config.hidden_size, config.seed, config.regularisers(length))

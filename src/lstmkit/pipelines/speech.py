@@ -226,7 +226,7 @@ class SpeechJob(Job):
 
     def __init__(self, train: Utterances, validation: Utterances, alphabet: Alphabet, config: SpeechConfig,
                  sources: dict[str, dict], processes: Processes, device: torch.device) -> None:
-        processes.check_divides(config.batch_size, "batch_size (utterances)")  # a batch of 1: an empty share
+        processes.check_divides(config.batch_size, "batch_size (--batch-size, utterances)")  # 1: an empty share
         if len(train) < processes.world_size:
             raise ValueError(f"{len(train)} training utterances cannot be shared by {processes.world_size} processes")
         warn_if_one_batch_holds_all(config.batch_size, len(train), "utterances")
@@ -345,18 +345,22 @@ def check_isolated_words(references: Sequence[str]) -> None:
 
 def confusion_table(references: Sequence[str], transcripts: Sequence[str]) -> str:
     """A table of how often each reference word was transcribed as each word (rows: what was
-    said; columns: what was written, "other" for a transcript that is no reference word), in
-    the order the words first appear. For isolated words only."""
+    said; columns: what was written, "(other)" for a transcript that is no reference word), in
+    the order the words first appear. For isolated words only; a reference word "other" is a
+    word like any (words hold no brackets: the catch-all column cannot be one)."""
     check_isolated_words(references)
     words = list(dict.fromkeys(references))
-    counts = Counter((reference, transcript if transcript in words else "other")
+    counts = Counter((reference, transcript if transcript in words else None)
                      for reference, transcript in zip(references, transcripts))
-    columns = words + ["other"]
-    width = max(len(word) for word in columns)
-    lines = [" " * width + " | " + " ".join(f"{word:>{width}}" for word in columns)]
+    columns = [*words, None]
+    width = max(len(word) for word in words + [str(len(references))])
+    widths = [width] * len(words) + [max(width, len("(other)"))]
+    labels = [*words, "(other)"]
+    lines = [" " * width + " | " + " ".join(f"{label:>{each}}" for label, each in zip(labels, widths, strict=True))]
     for reference in words:
-        cells = [counts[reference, column] for column in columns]
-        lines.append(f"{reference:>{width}} | " + " ".join(f"{count if count else '.':>{width}}" for count in cells))
+        cells = [counts[reference, column] or "." for column in columns]
+        lines.append(f"{reference:>{width}} | " + " ".join(f"{cell:>{each}}" for cell, each in zip(cells, widths,
+                                                                                                   strict=True)))
     return "\n".join(lines)
 
 
@@ -466,14 +470,17 @@ class SpeechRecognizer:
         return score_transcripts(utterances.texts, transcripts), utterances.texts, transcripts
 
     def show(self, path: str | Path, image: str | Path, beam: int = 1, lexicon: bool = False) -> str:
-        """Draw the file's log-mel spectrogram, the per-step label probabilities and the CTC
-        alignment (the likeliest label at each step) into the PNG `image`; the transcript."""
+        """Draw the file's log-mel spectrogram, the per-step label probabilities and the greedy
+        CTC alignment (the likeliest label at each step) into the PNG `image`; the transcript, by
+        `beam` and `lexicon`, which the title names where they may differ from that alignment."""
         from lstmkit.plots import draw_speech
 
         frames, log_probs, _ = self.posteriors(path)
         transcript = self.decode(log_probs, beam, lexicon)
+        decoding = ", ".join([f"beam {beam}"] * (beam > 1) + ["lexicon"] * lexicon)
+        title = f"{Path(path).name}: {transcript!r}" + (f" ({decoding})" if decoding else "")
         draw_speech(image, frames, log_probs.exp(), ["_", *self.alphabet.characters], self.model.config.stack,
-                    self.front_end.frame_rate, f"{Path(path).name}: {transcript!r}")
+                    self.front_end.frame_rate, title)
         return transcript
 
 

@@ -48,9 +48,10 @@ with extra_imports("translate", __name__):
     import sacrebleu
 
     from lstmkit import plots
-    from lstmkit.text.subwords import BOS_ID, EOS_ID, PAD_ID, Subwords
+    from lstmkit.text.subwords import BOS_ID, EOS_ID, PAD_ID, Subwords, check_vocabulary_sizes
 
 SUBWORD_FILES = {"source": "source.spm.b64", "target": "target.spm.b64"}
+CURVES_FILE = "curves.png"  # the run's learning curves, beside its checkpoints
 # exp() of a loss above this overflows a float: the perplexity is then inf.
 LARGEST_EXPONENT = 700.0
 # Sentences decoded at once by `translate` (beam search decodes beam times as many rows).
@@ -156,7 +157,7 @@ class TranslationJob(Job):
 
     def __init__(self, train: ParallelText, valid: ParallelText, vocabularies: Vocabularies,
                  config: TranslationConfig, processes: Processes, device: torch.device) -> None:
-        processes.check_divides(config.batch_size, "batch_size (sentence pairs)")
+        processes.check_divides(config.batch_size, "batch_size (--batch-size, sentence pairs)")
         self.config, self.processes, self.device, self.vocabularies = config, processes, device, vocabularies
         sources, targets = vocabularies.encode(train)
         kept = [index for index, (source, target) in enumerate(zip(sources, targets, strict=True))
@@ -298,7 +299,7 @@ def train_translation(source: str | Path, target: str | Path, valid_source: str 
     subword vocabularies are learned from the training text (on resume: read from last/)."""
     check_config(config, TranslationConfig, "lstmkit.translate.TrainingConfig")
     out = as_path(out, "the run's folder")
-    check_run_folder(out, resume, TRANSLATION_MODEL.name)  # before the vocabularies are learned
+    check_run_folder(out, resume, TRANSLATION_MODEL.name, (CURVES_FILE,))  # before the vocabularies are learned
     train = read_parallel(source, target)
     valid = read_parallel(valid_source, valid_target, ("valid_source", "valid_target"), "translation")
     if resume and existing(out / "last").exists():
@@ -306,6 +307,9 @@ def train_translation(source: str | Path, target: str | Path, valid_source: str 
         check_kind(last, read_config(last), TRANSLATION_MODEL.name, f"a {TRANSLATION_MODEL.name!r} run to resume")
         vocabularies = read_vocabularies(last)
     else:
+        check_vocabulary_sizes({  # both at once, by flag
+            "source text (--source-vocabulary-size)": (train.sources, config.source_vocabulary_size),
+            "target text (--target-vocabulary-size)": (train.targets, config.target_vocabulary_size)})
         vocabularies = Vocabularies(
             Subwords.learn(train.sources, config.source_vocabulary_size, config.seed, "source text"),
             Subwords.learn(train.targets, config.target_vocabulary_size, config.seed, "target text"))
@@ -314,7 +318,7 @@ def train_translation(source: str | Path, target: str | Path, valid_source: str 
     run = trainer.run(job, out, resume)
     if trainer.processes.main:
         plots.translation_curves(run.history, f"{job.label}: {Path(source).name} → {Path(target).name}",
-                                 out / "curves.png")
+                                 out / CURVES_FILE)
     best = run.best or {}
     return TranslationRun(out, best.get("val_loss", math.nan), best.get("val_bleu"), run.steps, run.seconds,
                           run.items_per_second, job.left_out, run.history, run.device, run.precision, run.processes)

@@ -26,8 +26,8 @@ def read_lines(path: str | Path, what: str = "sentences", blank_lines: bool = Fa
 
 def text_lines(data: bytes, name: str, blank_lines: bool = False) -> list[str]:
     """The lines of UTF-8 `data` (a file's or stdin's, called `name` in messages, gzip already
-    decompressed: `gunzipped`), split at
-    line feeds only, each without surrounding white space: an empty, binary or non-UTF-8 text
+    decompressed: `gunzipped`), split at line feeds only (at carriage returns in a text that has
+    no line feed), each without surrounding white space: an empty, binary or non-UTF-8 text
     stops with a message. With `blank_lines` (sentences to translate, each line's translation
     on its own line), only a text of no bytes is empty: one of blank lines is those lines."""
     if not (data if blank_lines else data.strip()):
@@ -41,6 +41,8 @@ def text_lines(data: bytes, name: str, blank_lines: bool = False) -> list[str]:
     except UnicodeDecodeError as error:
         raise ValueError(f"{name} is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} "
                          "does not decode") from None
+    if "\r" in text and "\n" not in text:  # old Mac line endings, a carriage return alone: one line else
+        text = text.replace("\r", "\n")
     return [line.strip() for line in text.removesuffix("\n").split("\n")]
 
 
@@ -63,8 +65,8 @@ def read_parallel(source: str | Path, target: str | Path, names: tuple[str, str]
     sources, source_print = read_lines(source)
     targets, target_print = read_lines(target)
     if len(sources) != len(targets):
-        raise ValueError(f"{source} has {len(sources):,} lines and its {what} {target} has {len(targets):,}: "
-                         "line k of each must be a pair")
+        raise ValueError(f"{source} has {len(sources):,} line{'s' * (len(sources) != 1)} and its {what} {target} has "
+                         f"{len(targets):,}: line k of each must be a pair")
     return ParallelText(sources, targets, {names[0]: source_print, names[1]: target_print})
 
 

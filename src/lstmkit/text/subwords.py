@@ -47,13 +47,11 @@ class Subwords:
     def learn(cls, sentences: list[str], vocabulary_size: int, seed: int = 0, what: str = "text") -> Subwords:
         """A unigram vocabulary of at most `vocabulary_size` pieces learned from `sentences`;
         fewer when the text holds fewer (the limit is soft), with a warning naming `what`."""
-        sentences = [escape(sentence) for sentence in sentences if sentence]
+        sentences = [sentence for sentence in sentences if sentence]
         if not sentences:
             raise ValueError("the training text holds no sentences to learn a subword vocabulary from")
-        smallest = len(RESERVED) + BYTES + len(set("".join(sentences)) - {" "}) + 1
-        if vocabulary_size < smallest:
-            raise ValueError(f"a vocabulary of this text needs at least {smallest} pieces ({len(RESERVED)} reserved, "
-                             f"{BYTES} bytes for unseen characters, one per character), got {vocabulary_size}")
+        check_vocabulary_sizes({what: (sentences, vocabulary_size)})
+        sentences = [escape(sentence) for sentence in sentences]
         model = io.BytesIO()
         sentencepiece.set_random_generator_seed(seed)
         sentencepiece.SentencePieceTrainer.train(
@@ -93,6 +91,21 @@ class Subwords:
     def pieces(self, ids: list[int]) -> list[str]:
         """The subwords of `ids`, as drawn on an attention matrix."""
         return [self.processor.id_to_piece(index) for index in ids]
+
+
+
+def check_vocabulary_sizes(texts: dict[str, tuple[list[str], int]]) -> None:
+    """Refuse, naming each text at once ("the target text (--target-vocabulary-size)"), a
+    vocabulary size below what a text's unigram model needs: the reserved pieces, a piece per
+    byte for unseen characters, one per character of the text, and one more."""
+    short = []
+    for what, (sentences, vocabulary_size) in texts.items():
+        smallest = len(RESERVED) + BYTES + len(set("".join(map(escape, sentences))) - {" "}) + 1
+        if vocabulary_size < smallest:
+            short.append(f"the {what} needs at least {smallest:,}, got {vocabulary_size:,}")
+    if short:
+        raise ValueError(f"a subword vocabulary too small: {'; '.join(short)} ({len(RESERVED)} pieces reserved, "
+                         f"{BYTES} bytes for unseen characters, one per character of the text)")
 
 
 def escape(text: str) -> str:

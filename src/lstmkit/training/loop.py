@@ -36,7 +36,7 @@ from torch import Tensor
 from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, check_kind, check_replaceable, existing, held_kind,
                                 load_checkpoint, read_extra_tensors, save_checkpoint)
-from lstmkit.files import check_nothing_overwritten, check_output_folder, write_csv, write_json
+from lstmkit.files import check_nothing_overwritten, check_output_folder, check_own_files, write_csv, write_json
 from lstmkit.training.config import ADDED_SETTINGS, TrainingConfig, check_config, current_names
 from lstmkit.training.device import Precision, check_engines, resolve_device
 from lstmkit.training.distributed import Processes
@@ -169,10 +169,11 @@ def stop_reason(job: Job, config: TrainingConfig, progress: RunState, scores: di
     return None
 
 
-def check_run_folder(out: Path | None, resume: bool, kind: str | None = None) -> None:
+def check_run_folder(out: Path | None, resume: bool, kind: str | None = None, figures: tuple[str, ...] = ()) -> None:
     """Refuse `out` where a run cannot start there (it holds a run, or files a run would
-    overwrite) or, with `resume`, cannot continue there (it holds no run, or, given the `kind`
-    of checkpoint the run writes, a run of another pipeline). The trainer checks at its start; a
+    overwrite: its own, and the `figures` the pipeline draws there, where lstmkit did not write
+    them) or, with `resume`, cannot continue there (it holds no run, or, given the `kind` of
+    checkpoint the run writes, a run of another pipeline). The trainer checks at its start; a
     pipeline checks before its own work (learning a vocabulary), and a command before it
     announces the run."""
     held = None if out is None or kind is None else held_kind(existing(out / "last"))
@@ -204,6 +205,7 @@ def check_run_folder(out: Path | None, resume: bool, kind: str | None = None) ->
                          "another folder, or remove this one to start over")
     # a run writes last/ before its first metrics.csv: these are someone else's
     check_nothing_overwritten(out, ("metrics.csv", "results.json"), "no run (no last/ checkpoint)")
+    check_own_files(out, figures, "a run")
 
 
 def budget_spent(config: TrainingConfig, progress: RunState, step_limit: int | None) -> bool:
