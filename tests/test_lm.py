@@ -244,6 +244,19 @@ def cli(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "lstmkit.cli", *arguments]
 
 
+def wait_for_checkpoint(process: subprocess.Popen, out: Path, step: int) -> None:
+    """Wait (a minute at most) until the run of `process` has checkpointed step `step` in `out`."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if json.loads((out / "last" / "config.json").read_text())["progress"]["step"] >= step:
+                break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.01)
+    assert process.poll() is None, "the run finished before it could be stopped; make it longer"
+
+
 def test_resume_after_kill_9_equals_an_uninterrupted_run(text_file, tmp_path):
     """A real kill -9 at a random moment (even mid-checkpoint), then --resume."""
     options = ["lm", "train", str(text_file), "--num-layers", "1", "--hidden-size", "16", "--batch-size", "4", "--seq-len", "10",
@@ -251,16 +264,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(text_file, tmp_path):
     subprocess.run(cli(*options, "--out", str(tmp_path / "straight")), check=True, capture_output=True)
     process = subprocess.Popen(cli(*options, "--out", str(tmp_path / "killed")), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    progress_file = tmp_path / "killed" / "last" / "config.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if json.loads(progress_file.read_text())["progress"]["step"] >= 200:
-                break
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            pass
-        time.sleep(0.01)
-    assert process.poll() is None, "the run finished before it could be killed; make it longer"
+    wait_for_checkpoint(process, tmp_path / "killed", 200)
     process.send_signal(signal.SIGKILL)
     process.wait()
     subprocess.run(cli(*options, "--out", str(tmp_path / "killed"), "--resume"), check=True, capture_output=True)
@@ -277,15 +281,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_keeping_its_checkpoint(text_file, tm
     options = ["lm", "train", str(text_file), "--num-layers", "1", "--hidden-size", "16", "--batch-size", "4",
                "--seq-len", "10", "--steps", "400", "--eval-every", "5", "--out", str(out)]
     process = subprocess.Popen(cli(*options), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if json.loads((out / "last" / "config.json").read_text())["progress"]["step"] >= 50:
-                break
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            pass
-        time.sleep(0.01)
-    assert process.poll() is None, "the run finished before it could be stopped; make it longer"
+    wait_for_checkpoint(process, out, 50)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143
