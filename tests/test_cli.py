@@ -306,8 +306,8 @@ def test_anneal_on_a_plateau_needs_a_floor_below_the_peak_and_says_so_before_any
                             "3", "--on-plateau", "anneal", "--out", str(tmp_path / "run")], capsys)
     assert code == 2 and err.strip() == (
         "lstmkit: error: on_plateau='anneal' (--on-plateau anneal) decays the rate to min_lr_fraction once patience "
-        "evaluations pass without improving: it needs a patience and a min_lr_fraction below 1, got patience=50, "
-        "min_lr_fraction=1.0")
+        "evaluations pass without improving: it needs a patience (--patience) and a min_lr_fraction "
+        "(--min-lr-fraction) below 1, got patience=50, min_lr_fraction=1.0")
     assert [path.name for path in tmp_path.iterdir()] == ["x.csv"]
 
 
@@ -315,8 +315,8 @@ def test_a_moving_average_of_the_weights_is_checked_before_any_work(tmp_path, ca
     (tmp_path / "x.txt").write_text("some text")
     code, _, err = run_cli(["lm", "train", str(tmp_path / "x.txt"), "--ema-decay", "1.5", "--out", str(tmp_path / "run")],
                            capsys)
-    assert code == 2 and err.strip() == ("lstmkit: error: ema_decay must be in (0, 1) (0.999 averages about the last "
-                                         "1,000 steps), got 1.5")
+    assert code == 2 and err.strip() == ("lstmkit: error: ema_decay (--ema-decay) must be in (0, 1) (0.999 averages "
+                                         "about the last 1,000 steps), got 1.5")
     assert [path.name for path in tmp_path.iterdir()] == ["x.txt"]
 
 

@@ -432,7 +432,8 @@ def test_cli_fit_backtest_and_predict(tmp_path, capsys):
 
     with pytest.raises(SystemExit):
         main(["forecast", "fit", *common, "--out", str(tmp_path / "run")])
-    assert f"{tmp_path / 'run'} already holds a fitted forecaster" in capsys.readouterr().err
+    assert (f"{tmp_path / 'run'} already holds a fitted forecaster (model/, from the training runs in training/); "
+            f"choose another --out, or remove {tmp_path / 'run'} to fit again") in capsys.readouterr().err
 
 
 def test_the_shared_co2_table_reads_with_its_59_gaps():

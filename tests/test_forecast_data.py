@@ -147,6 +147,19 @@ def test_inf_and_text_in_a_number_column_are_refused_at_their_line(tmp_path, cel
         read_series(path, "t", ["y"], ["x"])
 
 
+def test_a_hand_written_csv_with_spaces_after_its_commas_names_its_columns_as_meant(tmp_path):
+    """`date, y` named its second column ' y', which neither --target y nor --target ' y' (stripped) could select."""
+    path = write_csv(tmp_path, "date, y\n2020-01-01, 1.5\n2020-01-02, 2.5\n2020-01-03, 3.5\n")
+    frame = read_series(path, "date", ["y"])
+    assert [stamp.date().isoformat() for stamp in frame.time] == ["2020-01-01", "2020-01-02", "2020-01-03"]
+    assert frame.targets[:, 0].tolist() == [1.5, 2.5, 3.5] and frame.target_names == ("y",)
+    comma = write_csv(tmp_path, 'date,"sales, EUR"\n2020-01-01,1\n')
+    with pytest.raises(ValueError, match=re.escape(
+            "column 'sales' is not in the data; its columns are 'date', 'sales, EUR'; a name that holds a comma is "
+            "not one the command line can give, where commas separate names: rename the column")):
+        read_series(comma, "date", ["sales"])
+
+
 def test_inf_in_a_dataframe_is_refused_at_its_position():
     table = pd.DataFrame({"t": ["2020-01-01", "2020-01-02", "2020-01-03"], "y": [1.0, np.inf, 3.0]})
     with pytest.raises(ValueError, match=re.escape("column 'y' must hold finite numbers (or empty cells for missing "
@@ -333,7 +346,7 @@ def test_a_duplicate_timestamp_in_a_csv_is_refused_at_its_lines_as_written(tmp_p
     with pytest.raises(ValueError, match=re.escape(
             f"column 'day' has 1 duplicate timestamp(s): the first, '2023-01-06', at lines 3 and 4 of {path} (the "
             "header is line 1); a table holds one row per time (a long table of several series names its series "
-            "column with --id, id= in Python)")):
+            "column with --id, id= in Python, when it is fitted)")):
         read_series(path, "day", ["y"])
 
 

@@ -220,8 +220,8 @@ def test_a_long_dataframe_of_timestamps_reads_them_as_dates_not_as_nanoseconds()
     ("id,t,y\nA,1,1\nB,1,\nB,2,\n", "series 'B' has no y values"),
     ("id,t,y\n", "the table has no rows, only the columns id, t, y"),
     ("id,day,y\n" + "".join(f"A,2024-01-{day:02d},1\n" for day in range(1, 11)) + "B,2024-01-01,1\nB,2024-01-08,2\n"
-     "B,2024-01-15,3\n", "series 'B' has 3 times on the 15 steps of a D grid from 2024-01-01 00:00:00 to 2024-01-15 "
-     "00:00:00: filling the other 12 would invent most of the series; give times of one frequency"),
+     "B,2024-01-15,3\n", "series 'B' has 3 times on the 15 steps of a D grid from 2024-01-01 to 2024-01-15: filling "
+     "the other 12 would invent most of the series; give times of one frequency"),
     ("id,t,y\nA,1,1\nA,2,2\nA,3,3\nB,1,1\nB,2,\nB,3,\nB,4,\nB,5,5\n", "series 'B' has 2 values on the 5 steps of a "
      "step grid from 1 to 5: filling the other 3 would invent most of the series"),
     ("id,day,y\nA,2024-01-01,1\nA,2024-01-02,2\nA,2024-01-03,3\nB,2024-01-01 12:00,1\nB,2024-01-02,2\n",
@@ -544,6 +544,8 @@ def test_cli_fit_and_predict_a_long_table(tmp_path, capsys):
     (dict(baselines=("naive", "prophet")), "baselines must be among naive, seasonal_naive, drift, ets, arima, theta, "
                                            "naive2 (or none, alone: predict then forecasts by the network), got 'prophet'"),
     (dict(epoch_windows=0), "epoch_windows must be a positive integer, got 0"),
+    (dict(id=None, epoch_windows=10), "epoch_windows (--epoch-windows) is the windows drawn per epoch of a long table "
+                                      "(id=...), got 10 without id: an epoch of one table is all its windows"),
     (dict(target="y,z"), "a long table (id='id') has one target column, got y, z"),
     (dict(id="t"), "id, time and target must be three columns, got id='t' twice"),
     (dict(calendar=False), "a long table (id='id') has no calendar features to turn off"),

@@ -85,8 +85,9 @@ def test_nt_asgd_resumed_after_the_switch_equals_the_uninterrupted_run(tmp_path,
     (dict(asgd_patience=2.5), "asgd_patience must be an integer, got 2.5"),
     (dict(asgd_patience=3), "asgd_patience (--asgd-patience) acts with optimizer='nt-asgd' (--optimizer nt-asgd) only; "
                             "got 3 with optimizer='adamw'"),
-    (dict(ema_decay=1.0), "ema_decay must be in (0, 1) (0.999 averages about the last 1,000 steps), got 1.0"),
-    (dict(ema_decay=0), "ema_decay must be in (0, 1) (0.999 averages about the last 1,000 steps), got 0"),
+    (dict(ema_decay=1.0), "ema_decay (--ema-decay) must be in (0, 1) (0.999 averages about the last 1,000 steps), "
+                          "got 1.0"),
+    (dict(ema_decay=0), "ema_decay (--ema-decay) must be in (0, 1) (0.999 averages about the last 1,000 steps), got 0"),
     (dict(ema_decay=0.9, optimizer="nt-asgd"), "ema_decay (--ema-decay) averages AdamW's or SGD's weights; nt-asgd "
                                                "averages its own: give one of them, got ema_decay=0.9 with "
                                                "optimizer='nt-asgd'"),

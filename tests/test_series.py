@@ -172,6 +172,11 @@ def test_dates_with_two_digit_years_are_refused_not_read_row_by_row():
             "column 'date' holds dates with two-digit years, such as '01/01/20', which read as day, month or year "
             "alike; write the year in four digits (31/01/2020) or the dates as yyyy-mm-dd")):
         read_series(table, "date", ["y"])
+    months = pd.DataFrame({"date": ["Jan-15", "Feb-15", "Mar-15", "Apr-15"], "y": np.arange(4.0)})  # Excel's mmm-yy
+    with pytest.raises(ValueError, match=re.escape(
+            "column 'date' holds months with two-digit years, such as 'Jan-15' (a spreadsheet's mmm-yy); write the "
+            "year in four digits (Jan 2015) or the months as yyyy-mm (2015-01)")):
+        read_series(months, "date", ["y"])
 
 
 def test_times_that_leave_most_of_their_grid_empty_are_refused():

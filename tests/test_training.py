@@ -347,9 +347,10 @@ def test_an_annealing_run_resumed_from_its_checkpoint_anneals_as_it_would_have(t
 
 
 def test_on_plateau_is_checked_with_what_anneal_needs():
-    with pytest.raises(ValueError, match=re.escape("on_plateau must be one of stop, anneal, got 'decay'")):
+    with pytest.raises(ValueError, match=re.escape("on_plateau (--on-plateau) must be one of stop, anneal, got "
+                                                   "'decay'")):
         TrainingConfig(patience=3, on_plateau="decay")
-    needs = "it needs a patience and a min_lr_fraction below 1, got "
+    needs = "it needs a patience (--patience) and a min_lr_fraction (--min-lr-fraction) below 1, got "
     with pytest.raises(ValueError, match=re.escape(needs + "patience=None, min_lr_fraction=0.1")):
         TrainingConfig(on_plateau="anneal", min_lr_fraction=0.1)
     with pytest.raises(ValueError, match=re.escape(needs + "patience=3, min_lr_fraction=1.0")):

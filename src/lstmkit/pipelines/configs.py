@@ -305,7 +305,7 @@ class ForecasterConfig(TrainingConfig):
             raise ValueError("covariates are not read from a long table (id=...) yet")
         if self.id is not None and not self.calendar:
             raise ValueError(f"a long table (id={self.id!r}) has no calendar features to turn off: its network reads "
-                             "only the series' values, so calendar=False does nothing there")
+                             "only the series' values, so calendar=False (--no-calendar) does nothing there")
         if self.id in (self.time, *self.target):
             raise ValueError(f"id, time and target must be three columns, got id={self.id!r} twice")
         object.__setattr__(self, "normalisation", as_names(self.normalisation, "normalisation"))
@@ -322,6 +322,9 @@ class ForecasterConfig(TrainingConfig):
         baseline_names(self.baselines)
         if isinstance(self.epoch_windows, bool) or not isinstance(self.epoch_windows, int) or self.epoch_windows < 1:
             raise ValueError(f"epoch_windows must be a positive integer, got {self.epoch_windows!r}")
+        if self.id is None and self.epoch_windows != ForecasterConfig.epoch_windows:
+            raise ValueError(f"epoch_windows (--epoch-windows) is the windows drawn per epoch of a long table "
+                             f"(id=...), got {self.epoch_windows} without id: an epoch of one table is all its windows")
 
 
 SELECTIONS = ("loss", "bleu")

@@ -307,7 +307,8 @@ def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: 
     continues an interrupted fit from them, keeping the networks that had finished."""
     out = Path(out)
     if (out / "model").exists():
-        raise ValueError(f"{out} already holds a fitted forecaster; choose another --out or remove {out / 'model'}")
+        raise ValueError(f"{out} already holds a fitted forecaster (model/, from the training runs in training/); "
+                         f"choose another --out, or remove {out} to fit again")  # model/ alone: --resume refits it
     fitted = run_backtest(forecaster, data, holdout, out, resume)
     settings = {field.name: getattr(forecaster.config, field.name) for field in fields(forecaster.config)}
     if forecaster.config.id is None:

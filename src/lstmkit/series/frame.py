@@ -52,6 +52,9 @@ MONTH = r"\d{4}-\d{2}"
 NUMERIC_DATE = r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?"
 # The same with a two-digit year (01/02/20), which pandas reads row by row, each its own way.
 TWO_DIGIT_YEAR_DATE = r"\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2}(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?"
+# A month named with a two-digit year (Jan-15, Jan 15: a spreadsheet's mmm-yy), which pandas reads
+# as no time at all, or as the 15th of a January.
+TWO_DIGIT_YEAR_MONTH = r"[A-Za-z]{3,9}[-/ ']\d{2}"
 # A time with a UTC offset (2021-03-28 03:00:00+02:00) or Z.
 UTC_OFFSET = r".*\d(Z|[+-]\d{2}:?\d{2})"
 # The whole years pandas' timestamps hold (nanoseconds from 1970 fill 64 bits in 1677 and 2262).
@@ -189,7 +192,7 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
         raise ValueError(f"column {time!r} has {len(duplicated)} duplicate timestamp(s): the first, "
                          f"{plain(table[time][labels[0]])!r}, at {two_rows_named(labels[0], labels[1], path)}; a "
                          "table holds one row per time (a long table of several series names its series column "
-                         "with --id, id= in Python)")
+                         "with --id, id= in Python, when it is fitted)")
     frequency = infer_frequency(values.index, time, time_kind)
     grid = pd.date_range(values.index[0], values.index[-1], freq=frequency)
     if not values.index.isin(grid).all():
@@ -236,11 +239,20 @@ def check_coverage(count: int, grid: pd.Index, frequency: str, what: str, kind: 
     column's `time_kind` (a one-table series' timestamps), the grid and its ends are named as
     the column writes them; without, as they are (a long table's)."""
     if len(grid) > 2 * count:
-        first, last = (grid[0], grid[-1]) if time_kind is None else written_times(grid[[0, -1]], time_kind)
+        first, last = ((day_or_time(grid[0]), day_or_time(grid[-1])) if time_kind is None
+                       else written_times(grid[[0, -1]], time_kind))
         frequency = frequency if time_kind is None else frequency_name(frequency, time_kind)
         hint = "; give times of one frequency (dates as yyyy-mm-dd)" if kind == "times" else ""
         raise ValueError(f"{what} has {count} {kind} on the {len(grid)} steps of a {frequency} grid from {first} "
                          f"to {last}: filling the other {len(grid) - count} would invent most of the series{hint}")
+
+
+def day_or_time(stamp: object) -> str:
+    """A grid's time for a message: a timestamp's date alone at midnight (2023-01-01, not
+    2023-01-01 00:00:00); a step as it is."""
+    if isinstance(stamp, pd.Timestamp) and stamp == stamp.normalize():
+        return stamp.strftime("%Y-%m-%d")
+    return str(stamp)
 
 
 def observed_rows(targets: pd.DataFrame, known: list[str]) -> tuple[int, int]:
@@ -295,8 +307,9 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)  # rows longer than the header: data lost
             # index_col=False: a row with one field more than the header (a spreadsheet's
-            # trailing commas) must not turn the first column into the index
-            table = pd.read_csv(path, skip_blank_lines=False, index_col=False)
+            # trailing commas) must not turn the first column into the index; skipinitialspace:
+            # a hand-written "date, y" names the column y, not " y"
+            table = pd.read_csv(path, skip_blank_lines=False, index_col=False, skipinitialspace=True)
     except pd.errors.ParserWarning:
         raise ValueError(f"{path}: {longer_rows(path)}") from None
     except UnicodeDecodeError as error:  # pandas' position may count from a chunk of the file: the byte alone
@@ -335,7 +348,9 @@ def missing_column(name: str, source: str | Path | pd.DataFrame, columns) -> Val
     separated = other_separator(names[0]) if len(names) == 1 else None
     if separated:
         return ValueError(separated if isinstance(source, pd.DataFrame) else f"{source}: {separated}")
-    return ValueError(f"column {name!r} is not in the data; its columns are {', '.join(map(repr, names))}")
+    comma = ("; a name that holds a comma is not one the command line can give, where commas separate names: "
+             "rename the column" if any("," in column for column in names) else "")
+    return ValueError(f"column {name!r} is not in the data; its columns are {', '.join(map(repr, names))}{comma}")
 
 
 def plain(value):
@@ -399,6 +414,10 @@ def parse_time(column: pd.Series, name: str, path: Path | None, steps: bool = Fa
         raise ValueError(f"column {name!r} holds dates with two-digit years, such as {plain(column.iloc[0])!r}, which "
                          "read as day, month or year alike; write the year in four digits (31/01/2020) or the "
                          "dates as yyyy-mm-dd")
+    if text.str.fullmatch(TWO_DIGIT_YEAR_MONTH).all():
+        raise ValueError(f"column {name!r} holds months with two-digit years, such as {plain(column.iloc[0])!r} (a "
+                         "spreadsheet's mmm-yy); write the year in four digits (Jan 2015) or the months as yyyy-mm "
+                         "(2015-01)")
     # Offsets that change (daylight saving) leave pandas no one zone: read every time as UTC.
     offsets = bool(text.str.fullmatch(UTC_OFFSET).any())
     with warnings.catch_warnings():

@@ -83,7 +83,8 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
     if table.empty:
         raise ValueError(f"the table has no rows, only the columns {', '.join(map(str, table.columns))}")
     if path is not None:  # ids as written: pandas reads 007 as the number 7 (another series's id), NA as missing
-        raw = pd.read_csv(path, usecols=[id], dtype=str, keep_default_na=False, skip_blank_lines=False)[id]
+        raw = pd.read_csv(path, usecols=[id], dtype=str, keep_default_na=False, skip_blank_lines=False,
+                          skipinitialspace=True)[id]
         table[id] = raw.set_axis(raw.index + 2).reindex(table.index).replace("", np.nan)
     if table[id].isna().any():
         label = table.index[table[id].isna().to_numpy()][0]

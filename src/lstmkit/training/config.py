@@ -155,23 +155,24 @@ class TrainingConfig:
             raise ValueError(f"asgd_patience (--asgd-patience) acts with optimizer='nt-asgd' (--optimizer nt-asgd) only; "
                              f"got {self.asgd_patience} with optimizer={self.optimizer!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in (0, 1) (0.999 averages about the last 1,000 steps), "
+            raise ValueError(f"ema_decay (--ema-decay) must be in (0, 1) (0.999 averages about the last 1,000 steps), "
                              f"got {self.ema_decay!r}")
         if self.ema_decay is not None and self.optimizer == "nt-asgd":
             raise ValueError(f"ema_decay (--ema-decay) averages AdamW's or SGD's weights; nt-asgd averages its own: "
                              f"give one of them, got ema_decay={self.ema_decay!r} with optimizer='nt-asgd'")
         if self.on_plateau not in PLATEAU_ACTIONS:
-            raise ValueError(f"on_plateau must be one of {', '.join(PLATEAU_ACTIONS)}, got {self.on_plateau!r}")
+            raise ValueError(f"on_plateau (--on-plateau) must be one of {', '.join(PLATEAU_ACTIONS)}, got "
+                             f"{self.on_plateau!r}")
         if self.on_plateau == "anneal" and (self.patience is None or self.min_lr_fraction == 1):
             raise ValueError("on_plateau='anneal' (--on-plateau anneal) decays the rate to min_lr_fraction once "
-                             "patience evaluations pass without improving: it needs a patience and a "
-                             f"min_lr_fraction below 1, got patience={self.patience!r}, "
+                             "patience evaluations pass without improving: it needs a patience (--patience) and a "
+                             f"min_lr_fraction (--min-lr-fraction) below 1, got patience={self.patience!r}, "
                              f"min_lr_fraction={self.min_lr_fraction!r}")
         for name in ("warmup", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
         if not 0 <= self.min_lr_fraction <= 1:
-            raise ValueError(f"min_lr_fraction must be in [0, 1], got {self.min_lr_fraction!r}")
+            raise ValueError(f"min_lr_fraction (--min-lr-fraction) must be in [0, 1], got {self.min_lr_fraction!r}")
         if type(self.precision) is int and str(self.precision) in PRECISIONS:  # precision=32, as Lightning takes it
             object.__setattr__(self, "precision", str(self.precision))
         if self.precision not in PRECISIONS:

@@ -208,6 +208,12 @@ def check_run_folder(out: Path | None, resume: bool, kind: str | None = None, fi
     check_own_files(out, figures, "a run")
 
 
+def setting_text(value: object) -> str:
+    """A setting's value as a message gives it: a list as the command line takes it, comma-
+    separated (naive,ets), anything else as Python writes it ('lstm', 0.001, None)."""
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) and value else repr(value)
+
+
 def budget_spent(config: TrainingConfig, progress: RunState, step_limit: int | None) -> bool:
     """Whether a budget is spent: the time budget's seconds, or the steps of steps/epochs."""
     if config.time_budget is not None and progress.train_seconds >= config.time_budget:
@@ -566,7 +572,8 @@ class Trainer:
         first: a pipeline's data may be made with them (a forecaster's windows, of its horizon)."""
         before = {**ADDED_SETTINGS, **current_names(saved["training"])}
         now = json.loads(json.dumps(asdict(self.config)))
-        changed = [f"{name}: {before[name]!r} in the run, {value!r} now" for name, value in now.items()
+        changed = [f"{name}: {setting_text(before[name])} in the run, {setting_text(value)} now"
+                   for name, value in now.items()
                    if name not in self.config.resumable_changes and name in before and before[name] != value]
         if changed:
             raise ValueError(f"{out} was trained with other settings; --resume needs the same ones "
