@@ -4,6 +4,7 @@ forecast is not finite, and forecast options refused when the config is built.""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import warnings
@@ -158,6 +159,18 @@ def test_a_hand_written_csv_with_spaces_after_its_commas_names_its_columns_as_me
             "column 'sales' is not in the data; its columns are 'date', 'sales, EUR'; a name that holds a comma is "
             "not one the command line can give, where commas separate names: rename the column")):
         read_series(comma, "date", ["sales"])
+
+
+def test_a_forecaster_saved_with_epoch_windows_without_id_by_an_older_version_loads(tmp_path):
+    """Versions before the option was refused without id saved it, where it did nothing."""
+    steps = np.arange(1, 61)
+    table = pd.DataFrame({"t": steps, "y": 10 + np.sin(2 * np.pi * steps / 6)})
+    forecaster = Forecaster("t", "y", horizon=3, lookback=12, **QUICK).fit(table)
+    config_file = forecaster.save(tmp_path / "model") / "config.json"
+    saved = json.loads(config_file.read_text())
+    saved["forecaster"]["epoch_windows"] = 100
+    config_file.write_text(json.dumps(saved))
+    pd.testing.assert_frame_equal(Forecaster.load(tmp_path / "model").predict(table), forecaster.predict(table))
 
 
 def test_inf_in_a_dataframe_is_refused_at_its_position():

@@ -19,13 +19,14 @@ from lstmkit.files import written_by_lstmkit
 from lstmkit.cells import make_cell
 from lstmkit.checkpoint import load_checkpoint, previous_path, save_checkpoint
 from lstmkit.training.config import offset_seed
+from lstmkit.training.progress import seconds_text
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.pipelines import longlag
 from lstmkit.pipelines.demo import conclusion
 from lstmkit.pipelines.longlag import (TEST_SEED_OFFSET, CellRun, TaskTrainingConfig, build_model, load_model,
                                       load_task_run, run_task, seed_of_test_set, seeded_model, train_cell)
 from lstmkit.pipelines.probes import GRADIENT_COLUMNS, decay_orders, gate_panels, gradient_profile
-from lstmkit.tasks import Adding1997Task, AddingTask, TemporalOrderTask
+from lstmkit.tasks import Adding1997Task, AddingTask, CopyTask, TemporalOrderTask
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -188,7 +189,8 @@ def test_a_cell_that_diverges_is_reported_and_the_comparison_goes_on(tmp_path, m
                                                    "diverged at step 3)")):
         load_task_run(tmp_path, ["rnn"])
     table = longlag.results_table(task, runs).splitlines()
-    assert table[1].split() == ["rnn", "105", "nan", "0.1667", "diverged", "-", "3", f"{diverged.seconds:.1f}"]
+    assert table[1].split() == ["rnn", "105", "nan", "0.1667", "no,", "diverged", "-", "3",
+                                seconds_text(diverged.seconds)]
     with pytest.raises(longlag.TrainingDiverged, match="^adding T=5 rnn: training diverged at step 3"):
         train_cell(task, "rnn", options).trained_model()  # the probes' training: no model, the reason
 
@@ -231,6 +233,54 @@ def test_a_task_compares_the_lstms_gate_ablations_by_name(tmp_path):
     with pytest.raises(ValueError, match=re.escape("cell lstm(forget_gate=False) has no forget gate: leave nfg out "
                                                    "of the cells (lstm, nfg; --cells)")):
         run_task(task, ["lstm", "nfg"], dataclasses.replace(options, init=("chrono",)), tmp_path)
+
+
+def test_a_diverged_cell_of_a_scored_task_has_no_score_in_the_table():
+    """The table formatted a diverged run's score, None, as a number: the comparison crashed."""
+    task = CopyTask(T=5)
+    runs = [CellRun("rnn", 10, math.nan, None, False, None, 0, 0.0, diverged_at=0),
+            CellRun("lstm", 20, 0.5, 0.25, True, 8, 8, 1.5)]
+    table = longlag.results_table(task, runs).splitlines()
+    assert table[0].split()[:6] == ["cell", "params", "test", "cross-entropy", "test", "accuracy"]
+    assert table[1].split() == ["rnn", "10", "nan", "-", f"{task.baseline():.4f}", "no,", "diverged", "-", "0", "0"]
+    assert table[2].split() == ["lstm", "20", "0.5000", "0.250", f"{task.baseline():.4f}", "yes", "8", "8", "1.5"]
+
+
+def test_sigterm_in_a_task_is_said_as_sigterm(tmp_path, monkeypatch, capsys):
+    """A task turned SIGTERM into its own interrupt, which the command said as Ctrl-C's (130)."""
+    from lstmkit.cli import Terminated, main
+
+    def terminated(task, cell, *arguments):
+        raise Terminated
+
+    monkeypatch.setattr(longlag, "train_cell", terminated)
+    with pytest.raises(SystemExit) as stopped:
+        main(["task", "adding", "--T", "5", "--steps", "2", "--out", str(tmp_path)])
+    assert stopped.value.code == 143
+    assert capsys.readouterr().err == "lstmkit: interrupted (SIGTERM)\n"
+
+
+def test_a_demo_whose_every_cell_diverges_draws_no_gradients_and_exits_non_zero(tmp_path, monkeypatch, capsys):
+    """It said it had drawn gradient_norms.png, kept an earlier run's profiles beside its results, and exited 0."""
+    from lstmkit.cli import main
+    from lstmkit.pipelines import demo
+
+    config = demo.DemoConfig(T=5, steps=2, hidden_size=6)
+    assert [path.name for path in demo.run_demo(tmp_path, config).figures] == ["learning_curves.png",
+                                                                               "gradient_norms.png"]
+    for cell in demo.DEMO_CELLS:
+        diverge_in(monkeypatch, cell, 0)
+    run = demo.run_demo(tmp_path, config)
+    assert [path.name for path in run.figures] == ["learning_curves.png"] and run.lines[-1].endswith("to probe.")
+    assert not (tmp_path / "gradient_norms.csv").exists() and not (tmp_path / "gradient_norms.png").exists()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        main(["demo", "--T", "5", "--steps", "2", "--out", str(tmp_path)])
+    assert stopped.value.code == 1
+    out, err = capsys.readouterr()
+    assert out.endswith(f"figures: {tmp_path / 'learning_curves.png'}\n")
+    assert err.endswith("lstmkit: error: every cell diverged (above); " + str(tmp_path) + " holds their results, "
+                        "without models\n")
 
 
 def test_without_a_budget_a_cell_trains_ten_minutes():

@@ -320,6 +320,11 @@ def test_a_split_replaces_an_earlier_splits_files_and_refuses_a_users(tmp_path):
         fsdd_manifests(recordings, mine)
     assert sorted(path.name for path in mine.iterdir()) == ["test.csv"]
     assert (mine / "test.csv").read_text() == "path,text\nmy.wav,my words\n"
+    (mine / "test.csv").unlink()
+    (mine / "fsdd.json").write_text("my notes")  # a file of that name is lstmkit's only when it says so
+    with pytest.raises(ValueError, match=re.escape(f"{mine} holds fsdd.json but no split of")):
+        fsdd_manifests(recordings, mine)
+    assert (mine / "fsdd.json").read_text() == "my notes"
 
 
 def test_the_confusion_table_counts_each_word_as_each_transcript():

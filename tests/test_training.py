@@ -133,7 +133,8 @@ def test_progress_in_a_log_writes_lines_with_throughput_and_eta():
     assert lines[2].startswith("lm lstm 2x512: step 100/100 val_loss 1.41 9,900 tokens/s") and lines[2].endswith("ETA 0s")
     assert [duration(seconds) for seconds in (42, 185, 3720)] == ["42s", "3m05s", "1h02m"]
     # a run's last line: a sub-second run once trained "5 steps in 0 s of training"
-    assert [seconds_text(seconds) for seconds in (0.04, 0.36, 9.94, 9.96, 42.4)] == ["0.0", "0.4", "9.9", "10", "42"]
+    assert [seconds_text(seconds) for seconds in (0.0034, 0.36, 1.04, 9.94, 9.96, 42.4)] == [
+        "0.0034", "0.36", "1.0", "9.9", "10", "42"]
 
 
 def test_progress_past_a_time_budgets_estimated_total_shows_no_total():

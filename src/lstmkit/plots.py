@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 from lstmkit.files import FIGURE_SOFTWARE, FIGURE_SUFFIXES, atomic_path
 
 COLOURS = {"rnn": "#d62728", "gru": "#2ca02c", "lstm": "#1f77b4", "peephole": "#9467bd",
-           "cifg": "#ff7f0e", "layernorm": "#8c564b"}
+           "cifg": "#ff7f0e", "layernorm": "#8c564b", "nig": "#e377c2", "nfg": "#7f7f7f", "nog": "#bcbd22",
+           "niaf": "#17becf", "noaf": "#000000"}  # one per cell name, the LSTM's ablations included
 
 
 def save(figure: Figure, path: str | Path) -> Path:

@@ -168,7 +168,8 @@ def clear_earlier_split(out: Path) -> None:
     except (OSError, UnicodeDecodeError, ValueError):
         earlier = None
     if not (isinstance(earlier, dict) and earlier.get("written_by") == "lstmkit speech fsdd"):
-        check_nothing_overwritten(out, FSDD_FILES, f"no split of `lstmkit speech fsdd` (no {FSDD_SPLIT} of one)")
+        check_nothing_overwritten(out, (*FSDD_FILES, FSDD_SPLIT), f"no split of `lstmkit speech fsdd` (no "
+                                  f"{FSDD_SPLIT} of one)")
         return
     for name in FSDD_FILES:
         path = out / name

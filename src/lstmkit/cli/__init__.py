@@ -131,7 +131,8 @@ def run_command(argv: list[str] | None) -> int:
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: one line, not the traceback of wherever the run was
         resumable = ("; a checkpoint written before is kept, and the same command with --resume continues from it "
                      "(before the first one, run the command again without --resume)")
-        how = " (SIGTERM)" if isinstance(interrupt, Terminated) else ""
+        terminated = isinstance(interrupt, Terminated) or isinstance(interrupt.__context__, Terminated)  # a task's
+        how = " (SIGTERM)" if terminated else ""
         stop(143 if how else 130, f"lstmkit: interrupted{how}{resumable if hasattr(arguments, 'resume') else ''}\n")
     except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail again

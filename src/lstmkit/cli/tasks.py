@@ -87,6 +87,11 @@ def task_command(arguments: argparse.Namespace) -> None:
         raise
     print(results_table(task, runs))
     print(f"\nwrote {out}/results.json, curves.csv, learning_curves.png{written_models(runs)}")
+    check_some_trained(runs, out)
+
+
+def check_some_trained(runs, out: Path) -> None:
+    """Stop with status 1 where every cell diverged: the comparison holds no trained model."""
     if all(run.diverged_at is not None for run in runs):
         raise TrainingDiverged(f"every cell diverged (above); {out} holds their results, without models")
 
@@ -129,9 +134,11 @@ def demo_command(arguments: argparse.Namespace) -> None:
     check_gradient_files(out, "the demo")
     print(f"lstmkit demo: rnn, gru and lstm on the adding problem, T={config.T}, "
           f"up to {config.steps:,} steps (and {config.time_budget:g} s) each; figures go to {out}/", flush=True)
-    for line in run_demo(out, config):
+    demo = run_demo(out, config)
+    for line in demo.lines:
         print(line)
-    print(f"\nfigures: {out}/learning_curves.png, {out}/gradient_norms.png")
+    print(f"\nfigures: {', '.join(map(str, demo.figures))}")
+    check_some_trained(demo.runs, out)
 
 
 def add_task_training_arguments(parser: argparse.ArgumentParser) -> None:

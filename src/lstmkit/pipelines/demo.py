@@ -8,6 +8,7 @@ the numbers show.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,26 @@ from lstmkit.extras import extra_imports
 
 with extra_imports("tasks", __name__):
     from lstmkit.pipelines.longlag import CellRun, results_table, run_task
-    from lstmkit.pipelines.probes import check_gradient_files, decay_orders, gradient_profiles, write_gradient_profiles
+    from lstmkit.pipelines.probes import (GRADIENT_FILES, check_gradient_files, decay_orders, gradient_profiles,
+                                          write_gradient_profiles)
 from lstmkit.pipelines.configs import DemoConfig
 from lstmkit.tasks import AddingTask, Task
 
 DEMO_CELLS = ["rnn", "gru", "lstm"]
 
 
-def run_demo(out: str | Path, config: DemoConfig = DemoConfig()) -> list[str]:
-    """Train, probe, write the figures to `out`; returns the printed lines (table, conclusion)."""
+@dataclass
+class DemoRun:
+    """What the demo did: each cell's run, the lines it prints (table, conclusion) and the
+    figures it wrote (no gradient figure where every cell diverged)."""
+
+    runs: list[CellRun]
+    lines: list[str]
+    figures: list[Path]
+
+
+def run_demo(out: str | Path, config: DemoConfig = DemoConfig()) -> DemoRun:
+    """Train, probe, write the figures to `out`."""
     out = Path(out)
     task = AddingTask(config.T)
     check_gradient_files(out, "the demo")  # run_task checks its own files
@@ -33,7 +45,12 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig()) -> list[str]:
     profiles = gradient_profiles(task, trained, config.seed) if trained else {}
     if profiles:
         write_gradient_profiles(profiles, task, out)
-    return [results_table(task, runs), "", *conclusion(task, runs, profiles.get("after training", {}))]
+    else:  # an earlier run's profiles (lstmkit's: checked above) would read as this one's
+        for name in GRADIENT_FILES:
+            (out / name).unlink(missing_ok=True)
+    figures = [out / "learning_curves.png"] + ([out / "gradient_norms.png"] if profiles else [])
+    return DemoRun(runs, [results_table(task, runs), "", *conclusion(task, runs, profiles.get("after training", {}))],
+                   figures)
 
 
 # A gradient that loses fewer orders of magnitude than this over the sequence still carries the

@@ -722,6 +722,8 @@ def load_forecaster(directory: str | Path, device: str | torch.device = "cpu") -
         settings = {"distribution": "normal", **added, **current_names(saved["forecaster"])}
         if settings.get("id") is not None:  # older versions took calendar=False there, where it did nothing
             settings["calendar"] = True
+        else:  # and epoch_windows without id
+            settings.pop("epoch_windows", None)
         forecaster = Forecaster(**settings)
         layout = forecast_global.PanelLayout if forecaster.config.id is not None else SeriesLayout
         forecaster.layout = layout.from_dict(saved["layout"])

@@ -342,8 +342,9 @@ def results_table(task: Task, runs: list[CellRun]) -> str:
     rows = [header]
     for run in runs:
         row = [run.cell, f"{run.parameters:,}", f"{run.test_loss:.4f}"]
-        row += [f"{run.test_score:.3f}"] if score else []
-        row += [f"{task.baseline():.4f}", "diverged" if run.diverged_at is not None else "yes" if run.solved else "no",
+        row += [f"{run.test_score:.3f}" if run.test_score is not None else "-"] if score else []
+        solved = "yes" if run.solved else "no"
+        row += [f"{task.baseline():.4f}", solved if run.diverged_at is None else f"{solved}, diverged",
                 "-" if run.steps_to_solve is None else f"{run.steps_to_solve:,}", f"{run.steps:,}",
                 seconds_text(run.seconds)]
         rows.append(row)
