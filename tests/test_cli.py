@@ -397,6 +397,9 @@ def test_the_demo_budget_is_steps_so_every_machine_shows_the_same_race(tmp_path,
      "it was trained; --steps 10 would shape a new run, which only --task trains"),
     (["probe", "gradients", "--from", "runs/t", "--time-budget", "60"], "lstmkit: error: --from runs/t is probed as "
      "it was trained; --time-budget 60.0 would shape a new run"),
+    (["probe", "gradients", "--from", "runs/t", "--init", "chrono,orthogonal", "--zoneout", "0.1,0.2"],
+     "lstmkit: error: --from runs/t is probed as it was trained; --zoneout 0.1,0.2, --init chrono,orthogonal would "
+     "shape a new run"),  # as the flags take them, not Python's tuples
     (["task", "adding", "--init", "chrono,chrono"], "argument --init: expected chrono and/or orthogonal, "
      "comma-separated, each once, got 'chrono,chrono'"),
     (["task", "adding", "--optimizer", "nt-asgd"], "argument --optimizer: invalid choice: 'nt-asgd' (choose from "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -184,7 +185,8 @@ def test_a_cell_that_diverges_is_reported_and_the_comparison_goes_on(tmp_path, m
     assert [row.split(",")[:2] for row in (tmp_path / "curves.csv").read_text().splitlines()[1:]] == [
         ["rnn", "0"], ["rnn", "2"], ["lstm", "0"], ["lstm", "2"], ["lstm", "4"], ["lstm", "6"]]
     assert [path.name for path in (tmp_path / "models").iterdir()] == ["lstm"], "the earlier run's rnn is not this's"
-    assert list(load_task_run(tmp_path).models) == ["lstm"]
+    with pytest.warns(UserWarning, match="rnn diverged at step 3 in the run of"):
+        assert list(load_task_run(tmp_path).models) == ["lstm"]
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds no rnn model: its run trained lstm (rnn "
                                                    "diverged at step 3)")):
         load_task_run(tmp_path, ["rnn"])
@@ -281,6 +283,64 @@ def test_a_demo_whose_every_cell_diverges_draws_no_gradients_and_exits_non_zero(
     assert out.endswith(f"figures: {tmp_path / 'learning_curves.png'}\n")
     assert err.endswith("lstmkit: error: every cell diverged (above); " + str(tmp_path) + " holds their results, "
                         "without models\n")
+
+
+def test_a_test_loss_that_overflows_is_a_diverged_cell(tmp_path, monkeypatch):
+    """A test loss of inf (predictions past float32's square root), the training loss finite,
+    was reported as a cell that trained: its model kept, and probed."""
+    evaluate, evaluations = longlag.TaskJob.evaluate, collections.Counter()
+
+    def overflowing(job):  # gru's evaluations after the one at step 0
+        evaluations[job.label] += 1
+        scores = evaluate(job)
+        overflowed = job.label.endswith(" gru") and evaluations[job.label] > 1
+        return {**scores, "test_loss": math.inf} if overflowed else scores
+
+    monkeypatch.setattr(longlag.TaskJob, "evaluate", overflowing)
+    options = TaskTrainingConfig(hidden_size=4, steps=4, time_budget=None, test_size=8, eval_every=2)
+    gru, lstm = run_task(AddingTask(T=5), ["gru", "lstm"], options, tmp_path)
+    assert (gru.diverged_at, gru.model, lstm.diverged_at) == (2, None, None)
+    assert "adding T=5 gru: training diverged at step 2: the test_loss became inf" in gru.diverged
+    with pytest.warns(UserWarning, match=re.escape(f"gru diverged at step 2 in the run of {tmp_path}: no model of it "
+                                                   "to load")):
+        assert list(load_task_run(tmp_path).models) == ["lstm"]
+
+
+def test_an_interrupt_between_two_cells_keeps_the_finished_cells_files_whole(tmp_path, monkeypatch):
+    """Ctrl-C while a finished cell's files were written escaped as a bare interrupt: no table,
+    and no figure of it."""
+    drawn = plots.learning_curves
+    calls: list[int] = []
+
+    def interrupted_once(*arguments):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return drawn(*arguments)
+
+    monkeypatch.setattr(plots, "learning_curves", interrupted_once)
+    options = TaskTrainingConfig(hidden_size=4, steps=2, time_budget=None, test_size=8, eval_every=2)
+    with pytest.raises(longlag.TaskInterrupted) as stopped:
+        run_task(AddingTask(T=5), ["rnn", "lstm"], options, tmp_path)
+    assert [run.cell for run in stopped.value.runs] == ["rnn"]
+    assert list(json.loads((tmp_path / "results.json").read_text())["cells"]) == ["rnn"]
+    assert (tmp_path / "learning_curves.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert [path.name for path in (tmp_path / "models").iterdir()] == ["rnn"]
+
+
+def test_a_gradient_probe_that_trains_probes_the_cells_that_did_not_diverge(tmp_path, monkeypatch):
+    from lstmkit.pipelines import probes
+
+    diverge_in(monkeypatch, "rnn", 1)
+    with pytest.warns(UserWarning, match="adding T=5 rnn: training diverged at step 1: .*; rnn has no trained model "
+                                         "to probe"):
+        _, profiles, _ = probes.probe_gradients(tmp_path, task=AddingTask(T=5), cells=["rnn", "lstm"],
+                                                config=QUICK_PROBE)
+    assert {moment: list(cells) for moment, cells in profiles.items()} == {
+        "at initialisation": ["lstm"], "after training": ["lstm"]}
+    diverge_in(monkeypatch, "lstm", 0)
+    with pytest.raises(longlag.TrainingDiverged, match="^adding T=5 rnn: training diverged at step 1"):
+        probes.probe_gradients(tmp_path, task=AddingTask(T=5), cells=["rnn", "lstm"], config=QUICK_PROBE)
 
 
 def test_without_a_budget_a_cell_trains_ten_minutes():
@@ -627,6 +687,10 @@ def test_the_gradient_probe_checks_its_cells_before_any_trains(tmp_path, monkeyp
                                                    "gate: leave rnn out of the cells (lstm, rnn; --cells)")):
         probes.probe_gradients(tmp_path, task=AddingTask(T=10), cells=["lstm", "rnn"],
                                config=TaskTrainingConfig(init="chrono", chrono_max=10))
+    with pytest.raises(ValueError, match=re.escape("init='chrono' sets the forget gate's bias; cell gru has no forget "
+                                                   "gate: leave that setting out, or choose a cell that takes it "
+                                                   "(--cells)")):  # not "leave gru out", which leaves no cell
+        run_task(AddingTask(T=10), ["gru"], TaskTrainingConfig(init="chrono", chrono_max=10), tmp_path)
 
 
 @pytest.mark.parametrize("content, message", [

@@ -32,7 +32,8 @@ def learning_curves(curves: Mapping[str, Sequence[tuple[int, float]]], baseline:
     axes = figure.subplots()
     for cell, points in curves.items():
         steps, losses = zip(*points, strict=True)
-        axes.plot(steps, losses, label=cell, color=COLOURS.get(cell), linewidth=1.5)
+        axes.plot(steps, losses, label=cell, color=COLOURS.get(cell), linewidth=1.5,
+                  marker="o" if len(steps) == 1 else None)  # a curve of one point (diverged at once) shows
     axes.axhline(baseline, color="grey", linestyle="--", linewidth=1, label=f"baseline {baseline:.3g}")
     axes.set(title=title, xlabel="training step", ylabel=ylabel, yscale="log")
     axes.legend()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 from lstmkit.cells import ABLATIONS, CELL_NAMES, CELLS, make_cell
@@ -14,7 +16,7 @@ from lstmkit.cli.arguments import (
 from lstmkit.nn.docs import step_equations
 from lstmkit.nn.recurrent import Recurrent
 from lstmkit.pipelines.configs import DemoConfig, TaskTrainingConfig
-from lstmkit.tasks import TASKS, make_task
+from lstmkit.tasks import TASKS, AddingTask, make_task
 from lstmkit.training import TrainingDiverged
 from lstmkit.training.device import check_runtime
 
@@ -67,8 +69,7 @@ def task_of(arguments: argparse.Namespace):
 
 
 def task_command(arguments: argparse.Namespace) -> None:
-    from lstmkit.pipelines.longlag import (TaskInterrupted, check_cells, check_task_folder, default_folder,
-                                          results_table, run_task)
+    from lstmkit.pipelines.longlag import check_cells, check_task_folder, default_folder, results_table, run_task
 
     task = task_of(arguments)
     out = Path(arguments.out or default_folder("task", task))
@@ -78,16 +79,26 @@ def task_command(arguments: argparse.Namespace) -> None:
     check_runtime(config.device, config.precision)  # and the device and the precision
     print(f"{task.summary}\n{task.describe()}: solved when {task.solved_when}; "
           f"baseline {task.loss_name} {task.baseline():.4f}", flush=True)
-    try:
+    with finished_cells_shown(task, out):
         runs = run_task(task, arguments.cells, config, out)
-    except TaskInterrupted as interrupted:  # the cells that finished, as their run alone would show them
+    print(results_table(task, runs))
+    print(f"\nwrote {out}/results.json, curves.csv, learning_curves.png{written_models(runs)}")
+    check_some_trained(runs, out)
+
+
+@contextlib.contextmanager
+def finished_cells_shown(task, out: Path) -> Iterator[None]:
+    """On an interrupt (TaskInterrupted), the table of the cells that finished before it, as
+    their run alone would show them, and what was written of them; then the interrupt goes on."""
+    from lstmkit.pipelines.longlag import TaskInterrupted, results_table
+
+    try:
+        yield
+    except TaskInterrupted as interrupted:
         if interrupted.runs:
             print(f"{results_table(task, interrupted.runs)}\n\nthe cells finished before the interrupt: wrote "
                   f"{out}/results.json, curves.csv, learning_curves.png{written_models(interrupted.runs)} of them")
         raise
-    print(results_table(task, runs))
-    print(f"\nwrote {out}/results.json, curves.csv, learning_curves.png{written_models(runs)}")
-    check_some_trained(runs, out)
 
 
 def check_some_trained(runs, out: Path) -> None:
@@ -134,7 +145,8 @@ def demo_command(arguments: argparse.Namespace) -> None:
     check_gradient_files(out, "the demo")
     print(f"lstmkit demo: rnn, gru and lstm on the adding problem, T={config.T}, "
           f"up to {config.steps:,} steps (and {config.time_budget:g} s) each; figures go to {out}/", flush=True)
-    demo = run_demo(out, config)
+    with finished_cells_shown(AddingTask(config.T), out):
+        demo = run_demo(out, config)
     for line in demo.lines:
         print(line)
     print(f"\nfigures: {', '.join(map(str, demo.figures))}")

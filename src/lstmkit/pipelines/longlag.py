@@ -21,6 +21,7 @@ from lstmkit.extras import extra_imports
 
 with extra_imports("tasks", __name__):
     from lstmkit import plots
+from lstmkit.caller import warn_at_caller
 from lstmkit.cells import CELL_NAMES, make_cell
 from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointKind, check_replaceable, checkpoint_folder,
                                 held_kind, load_model_checkpoint, save_checkpoint)
@@ -107,6 +108,7 @@ class TaskJob(Job):
 
     item = "sequence"
     selection_metric = None
+    finite_metric = "test_loss"  # an overflowing test loss (inf) is a diverged cell too
     evaluate_at_start = True
 
     def __init__(self, task: Task, cell: str, config: TaskTrainingConfig, test: Batch, processes: Processes,
@@ -236,23 +238,33 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
     trainer = Trainer(config)
     test = task.test_set(config.test_size, seed_of_test_set(config.seed))
     runs: list[CellRun] = []
-    for cell in cells:
-        try:
+    recorded = 0  # the runs whose files are written
+    try:
+        for cell in cells:
             runs.append(train_cell(task, cell, config, test, trainer))
-        except KeyboardInterrupt:
-            raise TaskInterrupted(runs) from None
-        if runs[-1].diverged_at is not None:
-            trainer.announce(f"{runs[-1].diverged}\n{cell} is reported as diverged, without a model"
-                             + ("; the other cells train on" if cell != cells[-1] else ""))
-        if trainer.processes.main:
-            if runs[-1].model is not None:
-                save_model(runs[-1].model, task, out / "models" / cell)
-            finished = {run.cell for run in runs if run.model is not None}
-            for earlier in existing_entries(out / "models"):  # an earlier run's cells there: not this run's
-                if earlier.name not in finished and held_kind(earlier) == SEQUENCE_MODEL.name:  # not the user's
-                    shutil.rmtree(earlier)
-            write_results(task, runs, config, out)
+            if runs[-1].diverged_at is not None:
+                trainer.announce(f"{runs[-1].diverged}\n{cell} is reported as diverged, without a model"
+                                 + ("; the other cells train on" if cell != cells[-1] else ""))
+            if trainer.processes.main:
+                record_runs(task, runs, config, out)
+            recorded = len(runs)
+    except KeyboardInterrupt:  # in a cell's training, or between two: the finished cells' files are whole
+        if trainer.processes.main and recorded < len(runs):
+            record_runs(task, runs, config, out)
+        raise TaskInterrupted(runs) from None
     return runs
+
+
+def record_runs(task: Task, runs: list[CellRun], config: TaskTrainingConfig, out: Path) -> None:
+    """Write the files of `runs` so far: the last one's model, results.json, curves.csv and the
+    figure; an earlier run's models of cells these did not keep go (the user's stay)."""
+    if runs[-1].model is not None:
+        save_model(runs[-1].model, task, out / "models" / runs[-1].cell)
+    kept = {run.cell for run in runs if run.model is not None}
+    for earlier in existing_entries(out / "models"):  # an earlier run's cells there: not this run's
+        if earlier.name not in kept and held_kind(earlier) == SEQUENCE_MODEL.name:  # not the user's
+            shutil.rmtree(earlier)
+    write_results(task, runs, config, out)
 
 
 def existing_entries(folder: Path) -> list[Path]:
@@ -285,6 +297,8 @@ def check_cells(task: Task, cells: list[str], config: TaskTrainingConfig) -> Non
         try:
             config.check_regularisers(cell, length)
         except ValueError as error:
+            if len(cells) == 1:
+                raise ValueError(f"{error}: leave that setting out, or choose a cell that takes it (--cells)") from None
             raise ValueError(f"{error}: leave {cell} out of the cells ({', '.join(cells)}; --cells)") from None
 
 
@@ -315,7 +329,7 @@ def write_results(task: Task, runs: list[CellRun], config: TaskTrainingConfig, o
                 "diverged_at": run.diverged_at,
                 "steps_to_solve": run.steps_to_solve,
                 "steps": run.steps,
-                "seconds": round(run.seconds, 1),
+                "seconds": round(run.seconds, 3),
                 "params": run.parameters,
             }
             for run in runs
@@ -341,7 +355,8 @@ def results_table(task: Task, runs: list[CellRun]) -> str:
     header += ["baseline", "solved", "steps to solve", "steps", "seconds"]
     rows = [header]
     for run in runs:
-        row = [run.cell, f"{run.parameters:,}", f"{run.test_loss:.4f}"]
+        loss = f"{run.test_loss:.4f}" if abs(run.test_loss) < 1e6 else f"{run.test_loss:.4g}"  # not 22 digits
+        row = [run.cell, f"{run.parameters:,}", loss]
         row += [f"{run.test_score:.3f}" if run.test_score is not None else "-"] if score else []
         solved = "yes" if run.solved else "no"
         row += [f"{task.baseline():.4f}", solved if run.diverged_at is None else f"{solved}, diverged",
@@ -400,6 +415,9 @@ def load_task_run(directory: str | Path, cells: list[str] | None = None) -> Task
                          + (f" ({lost})" if lost else ""))
     if not models_dir.is_dir():
         raise FileNotFoundError(f"{directory} is not a `lstmkit task` output folder: it has no models/ folder")
+    if cells is None and diverged:
+        warn_at_caller(f"{'; '.join(f'{cell} diverged at step {step}' for cell, step in diverged.items())} in the "
+                       f"run of {directory}: no model of {'it' if len(diverged) == 1 else 'them'} to load")
     cells = cells or trained  # the run's own, whatever else the folder holds
     loaded = {cell: load_model(models_dir / cell) for cell in cells}
     models = {cell: model for cell, (model, _) in loaded.items()}

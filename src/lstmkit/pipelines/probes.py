@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lstmkit.caller import warn_at_caller
 from lstmkit.cells import make_cell
 from lstmkit.extras import extra_imports
 
@@ -151,7 +152,12 @@ def probe_gradients(out: str | Path | None = None, source: str | Path | None = N
     out = default_folder("gradients", task) if out is None else Path(out)
     check_gradient_files(out, "probe gradients")  # before any training
     if trained is None:
-        trained = {cell: train_cell(task, cell, config).trained_model() for cell in cells}
+        runs = [train_cell(task, cell, config) for cell in cells]
+        for run in runs:  # as in `lstmkit task`: one of the results, not the end of the probe
+            if run.model is None and any(other.model is not None for other in runs):
+                warn_at_caller(f"{run.diverged}; {run.cell} has no trained model to probe")
+        trained = {run.cell: run.trained_model() for run in runs if run.model is not None} or {
+            runs[0].cell: runs[0].trained_model()}  # every one diverged: the first one's reason
     profiles = gradient_profiles(task, trained, seed)
     write_gradient_profiles(profiles, task, out)
     return task, profiles, out
@@ -168,10 +174,15 @@ def refuse_training_settings(config: TaskTrainingConfig | None, probed: str, use
     budget = next(name for name in BUDGETS if getattr(config, name) is not None)  # one is set, the default else
     if (budget, getattr(config, budget)) != config.default_budget:  # `--steps 10` alone leaves time_budget unset
         changed.append(budget)
-    changed = [f"--{name.replace('_', '-')} {getattr(config, name)}" for name in changed]
+    changed = [f"--{name.replace('_', '-')} {flag_value(getattr(config, name))}" for name in changed]
     if changed:
         raise ValueError(f"{probed} is probed as it was trained; {', '.join(changed)} would shape a new run, which "
                          "only --task trains: leave them out, or give --task")
+
+
+def flag_value(value: object) -> str:
+    """A setting's value as its flag takes it: a tuple comma-separated (--init chrono,orthogonal)."""
+    return ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
 
 
 def probe_gates(out: str | Path | None = None, checkpoint: str | Path | None = None, task: Task | None = None,

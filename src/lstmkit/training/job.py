@@ -31,6 +31,9 @@ class Job(ABC):
     item: str = "item"
     selection_metric: str | None = "val_loss"
     higher_is_better: bool = False
+    # An evaluation value that, no longer finite, means the run diverged, where it is not the
+    # selection metric (which always is): a task's test loss, which selects nothing.
+    finite_metric: str | None = None
     evaluate_at_start: bool = False  # also score the model before its first step
     evaluate_every_epoch: bool = False  # score at the end of each epoch rather than every eval_every steps
 

@@ -320,8 +320,9 @@ class Trainer:
             progress.history.append(row)
             window.update(loss=0.0, items=0)
             metric = job.selection_metric
-            if scores.get(metric) is not None and not math.isfinite(scores[metric]):
-                self.diverged(job, progress, out, f"the {metric} became {scores[metric]}", last_loss, report)
+            for watched in dict.fromkeys(name for name in (metric, job.finite_metric) if name is not None):
+                if scores.get(watched) is not None and not math.isfinite(scores[watched]):
+                    self.diverged(job, progress, out, f"the {watched} became {scores[watched]}", last_loss, report)
             sign = -1 if job.higher_is_better else 1
             improved = scores.get(metric) is not None and sign * scores[metric] < progress.best_value
             if improved:
