@@ -433,7 +433,7 @@ def test_probe_from_a_run_rebuilds_its_starting_point_from_the_runs_seed(tmp_pat
 @pytest.mark.parametrize("flags, message", [
     (["--init", "chrono"], "init='chrono' sets the forget gate's bias; cell rnn has no forget gate: leave rnn out of "
                            "the cells (rnn, gru, lstm; --cells)"),
-    (["--seed", "-1"], "seed must be in [0, 2**64 - 1] (what torch.manual_seed takes), got -1"),
+    (["--seed", "-1"], "seed (--seed) must be in [0, 2**64 - 1] (what torch.manual_seed takes), got -1"),
 ])
 def test_a_task_a_cell_cannot_run_stops_before_the_run_is_announced(flags, message, tmp_path, capsys):
     code, out, err = run_cli(["task", "adding", "--steps", "1", "--out", str(tmp_path / "run"), *flags], capsys)

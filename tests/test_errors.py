@@ -75,6 +75,11 @@ def test_an_ablation_named_with_its_own_switch_is_refused():
         lstmkit.Recurrent("nfg", 3, 4, forget_gate=True)
     with raises(TypeError, "cell 'nig' got unknown option(s) 'input_gat' (did you mean 'output_gate'?)"):
         lstmkit.Recurrent("nig", 3, 4, input_gat=False)
+    from lstmkit.training.device import check_runtime
+
+    with raises(ValueError, "engine 'native' cannot run cell 'noaf' on cpu: cell lstm(output_activation=False) is an "
+                            "ablation; the native kernels run the full LSTM only"):
+        check_runtime("cpu", "32", "native", "noaf")  # `--cell noaf --engine native`: the cell as the user named it
 
 
 def test_unknown_cell_option():

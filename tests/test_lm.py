@@ -121,7 +121,7 @@ def test_sampling_options_are_checked(trained):
                               ({"seed": 1.5}, "seed must be an integer, got 1.5 (float)")):
         with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
             model.sample(**settings)
-    with pytest.raises(ValueError, match=re.escape("seed must be in [0, 2**64 - 1], got -1")):
+    with pytest.raises(ValueError, match=re.escape("seed (--seed) must be in [0, 2**64 - 1], got -1")):
         model.sample(length=5, seed=-1)
 
 

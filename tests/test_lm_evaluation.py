@@ -111,12 +111,14 @@ def test_dynamic_evaluation_with_full_decay_is_plain_evaluation_and_leaves_the_m
 
 
 @pytest.mark.parametrize("build, message", [
-    (lambda: CachePointer(window=0), "the cache window must be a positive number of tokens, got 0"),
-    (lambda: CachePointer(theta=-1.0), "the cache's theta must be a non-negative number, got -1.0"),
-    (lambda: CachePointer(mixture=1.5), "the cache's mixture weight (lambda) must be in [0, 1], got 1.5"),
-    (lambda: DynamicEvaluation(segment=0), "the dynamic evaluation segment must be a positive number of tokens, got 0"),
-    (lambda: DynamicEvaluation(lr=math.nan), "the dynamic evaluation rate must be a positive number, got nan"),
-    (lambda: DynamicEvaluation(decay=2.0), "the dynamic evaluation decay must be in [0, 1], got 2.0"),
+    (lambda: CachePointer(window=0), "the cache window (--cache-window) must be a positive number of tokens, got 0"),
+    (lambda: CachePointer(theta=-1.0), "the cache's theta (--cache-theta) must be a non-negative number, got -1.0"),
+    (lambda: CachePointer(mixture=1.5), "the cache's mixture weight (--cache-lambda) must be in [0, 1], got 1.5"),
+    (lambda: DynamicEvaluation(segment=0), "the dynamic evaluation segment (--dynamic-segment) must be a positive "
+                                           "number of tokens, got 0"),
+    (lambda: DynamicEvaluation(lr=math.nan), "the dynamic evaluation rate (--dynamic-lr) must be a positive number, "
+                                             "got nan"),
+    (lambda: DynamicEvaluation(decay=2.0), "the dynamic evaluation decay (--dynamic-decay) must be in [0, 1], got 2.0"),
 ])
 def test_options_are_checked(build, message):
     with pytest.raises(ValueError, match=re.escape(message)):

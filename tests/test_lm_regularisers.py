@@ -218,13 +218,13 @@ def test_a_word_model_with_an_adaptive_softmax_trains_saves_and_loads(tmp_path):
 
 
 @pytest.mark.parametrize("settings, message", [
-    (dict(adaptive_softmax_cutoffs=(20, 10)), "adaptive_softmax_cutoffs must be increasing positive integers, "
-                                              "got [20, 10]"),
-    (dict(adaptive_softmax_cutoffs=(0, 10)), "adaptive_softmax_cutoffs must be increasing positive integers, "
-                                             "got [0, 10]"),
+    (dict(adaptive_softmax_cutoffs=(20, 10)), "adaptive_softmax_cutoffs (--adaptive-softmax-cutoffs) must be "
+                                              "increasing positive integers, got [20, 10]"),
+    (dict(adaptive_softmax_cutoffs=(0, 10)), "adaptive_softmax_cutoffs (--adaptive-softmax-cutoffs) must be "
+                                             "increasing positive integers, got [0, 10]"),
     (dict(adaptive_softmax_cutoffs=(2.5,)), "adaptive_softmax_cutoffs must be integers, got (2.5,)"),
-    (dict(adaptive_softmax_cutoffs=(10,), tie_weights=True), "tie_weights shares the embedding with a linear "
-                                                             "decoder, and adaptive_softmax_cutoffs=[10]"),
+    (dict(adaptive_softmax_cutoffs=(10,), tie_weights=True), "tie_weights (--tie-weights) shares the embedding with a "
+                                                             "linear decoder, and adaptive_softmax_cutoffs=[10]"),
 ])
 def test_adaptive_softmax_settings_are_checked(settings, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -55,7 +55,8 @@ def test_a_non_finite_training_loss_stops_the_run_and_keeps_its_checkpoints(tmp_
     message = re.fullmatch(
         r"quadratic: training diverged at step 25: the training loss became nan \(the last finite training loss: "
         r"(\S+) at step 24\)\. Kept: (\S+) \(step 20\), (\S+) \(step (\d+)\) and (\S+)\. Lower the learning rate "
-        r"\(--lr, now 0\.01\) or clip gradients harder \(--clip, now 1\)\.", str(stopped.value))
+        r"\(--lr, now 0\.01\) or clip gradients harder \(--clip, now 1\)\. Start a new run for that \(another "
+        r"--out\): --resume continues a run with its own settings\.", str(stopped.value))
     assert message, str(stopped.value)
     assert message.group(2, 3, 5) == (str(run / "last"), str(run / "best"), str(run / "metrics.csv"))
     assert float(message.group(1)) > 0
@@ -172,8 +173,8 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_training(tmp_
 
 
 @pytest.mark.parametrize("settings, message", [
-    (dict(seed=-1), "seed must be in [0, 2**64 - 1] (what torch.manual_seed takes), got -1"),
-    (dict(seed=2**64), f"seed must be in [0, 2**64 - 1] (what torch.manual_seed takes), got {2**64}"),
+    (dict(seed=-1), "seed (--seed) must be in [0, 2**64 - 1] (what torch.manual_seed takes), got -1"),
+    (dict(seed=2**64), f"seed (--seed) must be in [0, 2**64 - 1] (what torch.manual_seed takes), got {2**64}"),
     (dict(seed=1.5), "seed must be an integer, got 1.5"),
     (dict(epochs=math.inf), "epochs must be a finite number, got inf"),
     (dict(time_budget=math.inf), "time_budget must be a finite number, got inf"),

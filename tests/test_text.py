@@ -39,11 +39,11 @@ def test_a_minimum_frequency_that_keeps_no_word_or_few_is_named():
     """It trained a model of <unk> and <eol> alone, without a word said."""
     text = "the cat\nthe dog\nthe cat"  # the 3, cat 2, dog 1: 6 words
     with pytest.raises(ValueError, match=re.escape(
-            "min_frequency 4 keeps no word of the training text: its most frequent word appears 3 time(s); give a "
-            "min_frequency of at most 3")):
+            "min_frequency (--min-frequency) 4 keeps no word of the training text: its most frequent word appears 3 "
+            "time(s); give a min_frequency of at most 3")):
         Vocabulary.build(text, "word", min_frequency=4)
-    with pytest.warns(RuntimeWarning, match=re.escape("min_frequency 3 reads 57.1% of the training text's words as "
-                                                      "<unk>")):
+    with pytest.warns(RuntimeWarning, match=re.escape("min_frequency (--min-frequency) 3 reads 57.1% of the training "
+                                                      "text's words as <unk>")):
         Vocabulary.build(text + "\nfox", "word", min_frequency=3)  # cat, dog and fox: 4 of 7 words
 
 

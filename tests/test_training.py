@@ -744,5 +744,6 @@ def test_a_rate_whose_update_leaves_float32_is_said_to_diverge(tmp_path):
             "quadratic: training diverged at step 0: the optimizer's update overflowed (value cannot be converted to "
             "type float without overflow) (the last finite training loss: 1 at step 0). Nothing had been saved in "
             f"{tmp_path / 'run'} yet (its first evaluation comes at step 1). Lower the learning rate (--lr, now "
-            "1e+38): the optimizer scales its step by it, past the float range.")):
+            "1e+38): the optimizer scales its step by it, past the float range. Start a new run for that (another "
+            "--out): --resume continues a run with its own settings.")):
         Trainer(TrainingConfig(steps=5, eval_every=1, lr=1e38)).run(Quadratic([1.0], 1.0), tmp_path / "run")

@@ -57,14 +57,16 @@ class LanguageModelConfig(EmbeddingConfig):
                                                           for cutoff in cutoffs):
             raise ValueError(f"adaptive_softmax_cutoffs must be integers, got {cutoffs!r}")
         if list(cutoffs) != sorted(set(cutoffs)) or any(cutoff < 1 for cutoff in cutoffs):
-            raise ValueError(f"adaptive_softmax_cutoffs must be increasing positive integers, got {list(cutoffs)}")
+            raise ValueError(f"adaptive_softmax_cutoffs (--adaptive-softmax-cutoffs) must be increasing positive "
+                             f"integers, got {list(cutoffs)}")
         object.__setattr__(self, "adaptive_softmax_cutoffs", tuple(cutoffs))  # a list when read from JSON
         if self.init_range is not None and (isinstance(self.init_range, bool) or not 0 < self.init_range < math.inf):
             raise ValueError(f"init_range must be a positive number or None, got {self.init_range!r}")
         if self.tie_weights and cutoffs:
             raise ValueError(
-                "tie_weights shares the embedding with a linear decoder, and adaptive_softmax_cutoffs="
-                f"{list(cutoffs)} makes the decoder an adaptive softmax; give one of them"
+                "tie_weights (--tie-weights) shares the embedding with a linear decoder, and "
+                f"adaptive_softmax_cutoffs={list(cutoffs)} (--adaptive-softmax-cutoffs) makes the decoder an adaptive "
+                "softmax; give one of them"
             )
 
     @property

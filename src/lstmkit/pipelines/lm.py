@@ -550,7 +550,7 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be a number in (0, 1], the probability mass kept, got {top_p!r}")
     if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
-        raise ValueError(f"seed must be in [{SEED_RANGE[0]}, 2**64 - 1], got {seed}")
+        raise ValueError(f"seed (--seed) must be in [{SEED_RANGE[0]}, 2**64 - 1], got {seed}")
     generator = torch.Generator()
     # without a seed, one drawn from torch's global generator: torch.manual_seed repeats the
     # sample, and the caller's stream moves on as after any random operation (torch.seed() reseeded it)

@@ -36,11 +36,12 @@ class CachePointer:
 
     def __post_init__(self) -> None:
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
-            raise ValueError(f"the cache window must be a positive number of tokens, got {self.window!r}")
+            raise ValueError(f"the cache window (--cache-window) must be a positive number of tokens, got "
+                             f"{self.window!r}")
         if not math.isfinite(self.theta) or self.theta < 0:
-            raise ValueError(f"the cache's theta must be a non-negative number, got {self.theta!r}")
+            raise ValueError(f"the cache's theta (--cache-theta) must be a non-negative number, got {self.theta!r}")
         if not 0 <= self.mixture <= 1:
-            raise ValueError(f"the cache's mixture weight (lambda) must be in [0, 1], got {self.mixture!r}")
+            raise ValueError(f"the cache's mixture weight (--cache-lambda) must be in [0, 1], got {self.mixture!r}")
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,12 @@ class DynamicEvaluation:
 
     def __post_init__(self) -> None:
         if isinstance(self.segment, bool) or not isinstance(self.segment, int) or self.segment < 1:
-            raise ValueError(f"the dynamic evaluation segment must be a positive number of tokens, got {self.segment!r}")
+            raise ValueError(f"the dynamic evaluation segment (--dynamic-segment) must be a positive number of tokens, "
+                             f"got {self.segment!r}")
         if not math.isfinite(self.lr) or self.lr <= 0:
-            raise ValueError(f"the dynamic evaluation rate must be a positive number, got {self.lr!r}")
+            raise ValueError(f"the dynamic evaluation rate (--dynamic-lr) must be a positive number, got {self.lr!r}")
         if not 0 <= self.decay <= 1:
-            raise ValueError(f"the dynamic evaluation decay must be in [0, 1], got {self.decay!r}")
+            raise ValueError(f"the dynamic evaluation decay (--dynamic-decay) must be in [0, 1], got {self.decay!r}")
 
 
 def cache_log_probabilities(hidden: Tensor, log_probs: Tensor, targets: Tensor, cache: CachePointer) -> Tensor:

@@ -117,11 +117,12 @@ def check_words_kept(counts: Counter, min_frequency: int) -> None:
         return
     most = max(words.values())
     if most < min_frequency:
-        raise ValueError(f"min_frequency {min_frequency} keeps no word of the training text: its most frequent word "
-                         f"appears {most:,} time(s); give a min_frequency of at most {most}")
+        raise ValueError(f"min_frequency (--min-frequency) {min_frequency} keeps no word of the training text: "
+                         f"its most frequent word appears {most:,} time(s); give a min_frequency of at most {most}")
     left_out = sum(count for count in words.values() if count < min_frequency) / sum(words.values())
     if left_out > MOST_UNKNOWN:
-        warn_at_caller(f"min_frequency {min_frequency} reads {left_out:.1%} of the training text's words as <unk> "
+        warn_at_caller(f"min_frequency (--min-frequency) {min_frequency} reads {left_out:.1%} of the training "
+                       "text's words as <unk> "
                        "(the model then mostly learns to predict <unk>); give a lower min_frequency", RuntimeWarning)
 
 

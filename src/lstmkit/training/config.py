@@ -148,7 +148,7 @@ class TrainingConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
-            raise ValueError(f"seed must be in [0, 2**64 - 1] (what torch.manual_seed takes), got {self.seed}")
+            raise ValueError(f"seed (--seed) must be in [0, 2**64 - 1] (what torch.manual_seed takes), got {self.seed}")
         if self.asgd_patience < 1:
             raise ValueError(f"asgd_patience must be at least 1, got {self.asgd_patience}")
         if self.optimizer != "nt-asgd" and self.asgd_patience != TrainingConfig.asgd_patience:

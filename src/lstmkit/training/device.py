@@ -66,7 +66,7 @@ def check_runtime(device: str, precision: str, engine: str = "auto", cell: str |
     resolved = resolve_device(device)
     check_precision(precision, resolved)
     if cell is not None:
-        check_engine_runs(engine, make_cell(cell), resolved)
+        check_engine_runs(engine, make_cell(cell), resolved, cell)
 
 
 def check_engines(model: nn.Module, device: torch.device) -> None:
@@ -81,12 +81,13 @@ def recurrent_modules(model: nn.Module):
     return (module for module in model.modules() if isinstance(module, (Recurrent, RecurrentCell)))
 
 
-def check_engine_runs(engine: str, cell, device: torch.device) -> None:
-    """Refuse `engine` where it cannot run `cell` on `device` ("auto" always can)."""
+def check_engine_runs(engine: str, cell, device: torch.device, name: str | None = None) -> None:
+    """Refuse `engine` where it cannot run `cell` on `device` ("auto" always can); `name`: the
+    cell's as the user gave it (an ablation's, nfg), where it is not the cell's own."""
     reason = engine != "auto" and ENGINES[engine].unsupported(cell, device)  # a missing package too (triton)
     if reason:
-        raise ValueError(f"engine {engine!r} cannot run cell {cell.name!r} on {device.type}: {reason}; use engine "
-                         "'auto' or 'fused' (--engine auto or fused)")
+        raise ValueError(f"engine {engine!r} cannot run cell {name or cell.name!r} on {device.type}: {reason}; use "
+                         "engine 'auto' or 'fused' (--engine auto or fused)")
 
 
 class Precision:

@@ -505,6 +505,8 @@ class Trainer:
             kept = f" Nothing had been saved in {out} yet (its first evaluation comes at step {config.eval_every})."
         remedy = remedy or (f"Lower the learning rate (--lr, now {config.lr:g}) or clip gradients harder (--clip, now "
                             f"{config.clip:g}).")
+        if out is not None:  # --resume would refuse the changed setting
+            remedy += " Start a new run for that (another --out): --resume continues a run with its own settings."
         raise TrainingDiverged(f"{job.label}: training diverged at step {progress.step}: {what}{before}.{kept} "
                                f"{remedy}", progress.step, progress.history, progress.train_seconds)
 
