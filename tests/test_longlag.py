@@ -244,7 +244,7 @@ def test_a_diverged_cell_of_a_scored_task_has_no_score_in_the_table():
             CellRun("lstm", 20, 0.5, 0.25, True, 8, 8, 1.5)]
     table = longlag.results_table(task, runs).splitlines()
     assert table[0].split()[:6] == ["cell", "params", "test", "cross-entropy", "test", "accuracy"]
-    assert table[1].split() == ["rnn", "10", "nan", "-", f"{task.baseline():.4f}", "no,", "diverged", "-", "0", "0"]
+    assert table[1].split() == ["rnn", "10", "nan", "-", f"{task.baseline():.4f}", "no,", "diverged", "-", "0", "0.000"]
     assert table[2].split() == ["lstm", "20", "0.5000", "0.250", f"{task.baseline():.4f}", "yes", "8", "8", "1.5"]
 
 
@@ -332,15 +332,34 @@ def test_a_gradient_probe_that_trains_probes_the_cells_that_did_not_diverge(tmp_
     from lstmkit.pipelines import probes
 
     diverge_in(monkeypatch, "rnn", 1)
-    with pytest.warns(UserWarning, match="adding T=5 rnn: training diverged at step 1: .*; rnn has no trained model "
-                                         "to probe"):
+    with pytest.warns(UserWarning, match=r"adding T=5 rnn: training diverged at step 1: .*\)\. rnn has no trained "
+                                         r"model to probe\.$"):
         _, profiles, _ = probes.probe_gradients(tmp_path, task=AddingTask(T=5), cells=["rnn", "lstm"],
                                                 config=QUICK_PROBE)
     assert {moment: list(cells) for moment, cells in profiles.items()} == {
         "at initialisation": ["lstm"], "after training": ["lstm"]}
     diverge_in(monkeypatch, "lstm", 0)
-    with pytest.raises(longlag.TrainingDiverged, match="^adding T=5 rnn: training diverged at step 1"):
+    with pytest.raises(longlag.TrainingDiverged, match="(?s)^adding T=5 rnn: training diverged at step 1.*\nadding "
+                                                       "T=5 lstm: training diverged at step 0"):  # each cell's reason
         probes.probe_gradients(tmp_path, task=AddingTask(T=5), cells=["rnn", "lstm"], config=QUICK_PROBE)
+
+
+def test_an_interrupted_demo_leaves_no_earlier_runs_gradient_profiles(tmp_path, monkeypatch):
+    """Interrupted in a cell or in the probe after training, the demo kept an earlier run's
+    gradient_norms beside this run's results, and the probe's interrupt showed no table."""
+    from lstmkit.pipelines import demo
+
+    config = demo.DemoConfig(T=5, steps=2, hidden_size=6)
+    demo.run_demo(tmp_path, config)
+
+    def interrupted(*arguments):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "gradient_profiles", interrupted)
+    with pytest.raises(longlag.TaskInterrupted) as stopped:
+        demo.run_demo(tmp_path, config)
+    assert [run.cell for run in stopped.value.runs] == demo.DEMO_CELLS
+    assert not (tmp_path / "gradient_norms.csv").exists() and not (tmp_path / "gradient_norms.png").exists()
 
 
 def test_without_a_budget_a_cell_trains_ten_minutes():

@@ -73,6 +73,24 @@ def test_a_loss_that_is_nan_before_the_first_evaluation_says_nothing_was_saved(t
             "training diverged at step 0: the training loss became nan. Nothing had been saved in "
             f"{tmp_path / 'run'} yet (its first evaluation comes at step 10).")):
         Trainer(TrainingConfig(steps=100, eval_every=10)).run(TurnsNaN(step=0), tmp_path / "run")
+    with pytest.raises(TrainingDiverged) as stopped:  # nothing to --resume: the same --out serves a new run
+        Trainer(TrainingConfig(steps=100, eval_every=10)).run(TurnsNaN(step=0), tmp_path / "again")
+    assert "another --out" not in str(stopped.value)
+
+
+def test_a_finite_metric_that_overflows_stops_the_run_and_names_the_last_checkpoint_saved(tmp_path):
+    """The message named the step whose evaluation diverged as kept, which was never saved."""
+    class OtherOverflows(Quadratic):
+        finite_metric = "other"
+
+        def evaluate(self):
+            return {**super().evaluate(), "other": math.inf if self.steps_seen[-1] >= 15 else 1.0}
+
+    with pytest.raises(TrainingDiverged) as stopped:
+        Trainer(TrainingConfig(steps=100, eval_every=10)).run(OtherOverflows([1.0], 0.1), tmp_path / "run")
+    assert "training diverged at step 20: the other became inf" in str(stopped.value)
+    assert f"Kept: {tmp_path / 'run' / 'last'} (step 10)" in str(stopped.value)
+    assert load_checkpoint(tmp_path / "run" / "last")[0]["progress"]["step"] == 10
 
 
 def test_a_non_finite_validation_loss_stops_the_run_before_it_is_saved(tmp_path):

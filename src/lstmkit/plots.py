@@ -32,8 +32,9 @@ def learning_curves(curves: Mapping[str, Sequence[tuple[int, float]]], baseline:
     axes = figure.subplots()
     for cell, points in curves.items():
         steps, losses = zip(*points, strict=True)
+        finite = sum(map(np.isfinite, losses))  # one point (a cell that diverged at once), which a line does not show
         axes.plot(steps, losses, label=cell, color=COLOURS.get(cell), linewidth=1.5,
-                  marker="o" if len(steps) == 1 else None)  # a curve of one point (diverged at once) shows
+                  marker="o" if finite == 1 else None)
     axes.axhline(baseline, color="grey", linestyle="--", linewidth=1, label=f"baseline {baseline:.3g}")
     axes.set(title=title, xlabel="training step", ylabel=ylabel, yscale="log")
     axes.legend()

@@ -16,7 +16,7 @@ import numpy as np
 from lstmkit.extras import extra_imports
 
 with extra_imports("tasks", __name__):
-    from lstmkit.pipelines.longlag import CellRun, results_table, run_task
+    from lstmkit.pipelines.longlag import CellRun, TaskInterrupted, results_table, run_task
     from lstmkit.pipelines.probes import (GRADIENT_FILES, check_gradient_files, decay_orders, gradient_profiles,
                                           write_gradient_profiles)
 from lstmkit.pipelines.configs import DemoConfig
@@ -40,17 +40,28 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig()) -> DemoRun:
     out = Path(out)
     task = AddingTask(config.T)
     check_gradient_files(out, "the demo")  # run_task checks its own files
-    runs = run_task(task, DEMO_CELLS, config.training(), out)
-    trained = {run.cell: run.model for run in runs if run.model is not None}  # not those that diverged
-    profiles = gradient_profiles(task, trained, config.seed) if trained else {}
+    runs: list[CellRun] = []
+    try:
+        runs = run_task(task, DEMO_CELLS, config.training(), out)
+        trained = {run.cell: run.model for run in runs if run.model is not None}  # not those that diverged
+        profiles = gradient_profiles(task, trained, config.seed) if trained else {}
+    except KeyboardInterrupt as interrupt:  # in training, or in the probe after it: the cells' table is shown
+        remove_gradient_files(out)
+        raise interrupt if isinstance(interrupt, TaskInterrupted) else TaskInterrupted(runs) from None
     if profiles:
         write_gradient_profiles(profiles, task, out)
-    else:  # an earlier run's profiles (lstmkit's: checked above) would read as this one's
-        for name in GRADIENT_FILES:
-            (out / name).unlink(missing_ok=True)
+    else:
+        remove_gradient_files(out)
     figures = [out / "learning_curves.png"] + ([out / "gradient_norms.png"] if profiles else [])
     return DemoRun(runs, [results_table(task, runs), "", *conclusion(task, runs, profiles.get("after training", {}))],
                    figures)
+
+
+def remove_gradient_files(out: Path) -> None:
+    """Remove an earlier run's gradient profiles (lstmkit's: `check_gradient_files` saw to it),
+    which would read as those of a run that drew none."""
+    for name in GRADIENT_FILES:
+        (out / name).unlink(missing_ok=True)
 
 
 # A gradient that loses fewer orders of magnitude than this over the sequence still carries the

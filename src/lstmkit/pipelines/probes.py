@@ -26,6 +26,7 @@ from lstmkit.models import SequenceModel
 from lstmkit.pipelines.longlag import (TaskTrainingConfig, check_cells, default_folder, holds_task_run,
                                       load_model, load_task_run, seed_of_test_set, seeded_model, train_cell)
 from lstmkit.tasks import Batch, Task
+from lstmkit.training import TrainingDiverged
 from lstmkit.training.config import BUDGETS
 
 PROBE_SEQUENCES = 100
@@ -153,11 +154,12 @@ def probe_gradients(out: str | Path | None = None, source: str | Path | None = N
     check_gradient_files(out, "probe gradients")  # before any training
     if trained is None:
         runs = [train_cell(task, cell, config) for cell in cells]
+        if all(run.model is None for run in runs):
+            raise TrainingDiverged("\n".join(run.diverged for run in runs))
         for run in runs:  # as in `lstmkit task`: one of the results, not the end of the probe
-            if run.model is None and any(other.model is not None for other in runs):
-                warn_at_caller(f"{run.diverged}; {run.cell} has no trained model to probe")
-        trained = {run.cell: run.trained_model() for run in runs if run.model is not None} or {
-            runs[0].cell: runs[0].trained_model()}  # every one diverged: the first one's reason
+            if run.model is None:
+                warn_at_caller(f"{run.diverged} {run.cell} has no trained model to probe.")
+        trained = {run.cell: run.model for run in runs if run.model is not None}
     profiles = gradient_profiles(task, trained, seed)
     write_gradient_profiles(profiles, task, out)
     return task, profiles, out

@@ -22,8 +22,9 @@ class Job(ABC):
     Attributes a job sets: `model` (built on the CPU from the config's seed), `label` (shown
     by the progress report), `item` (what throughput counts: "token", "sequence", ...; the
     metrics' count column is its plural), `selection_metric` (the evaluation value whose
-    lowest marks the best model; None when there is none) and `higher_is_better` (its highest
-    marks it instead: a BLEU score).
+    lowest marks the best model; None when there is none), `higher_is_better` (its highest
+    marks it instead: a BLEU score) and `finite_metric` (another evaluation value whose leaving
+    the floats means the run diverged).
     """
 
     model: nn.Module

@@ -494,8 +494,9 @@ class Trainer:
             report.close(progress.step, progress.items / max(progress.train_seconds, 1e-9))
         config = self.config
         before = "" if last_loss is None else f" (the last finite training loss: {last_loss[1]:.4g} at step {last_loss[0]})"
-        saved = [row["step"] for row in progress.history
-                 if row.get(job.selection_metric) is None or math.isfinite(row[job.selection_metric])]
+        watched = [name for name in (job.selection_metric, job.finite_metric) if name is not None]
+        saved = [row["step"] for row in progress.history  # a row that diverged is not saved
+                 if all(row.get(name) is None or math.isfinite(row[name]) for name in watched)]
         if out is None:
             kept = ""
         elif saved:
@@ -505,7 +506,7 @@ class Trainer:
             kept = f" Nothing had been saved in {out} yet (its first evaluation comes at step {config.eval_every})."
         remedy = remedy or (f"Lower the learning rate (--lr, now {config.lr:g}) or clip gradients harder (--clip, now "
                             f"{config.clip:g}).")
-        if out is not None:  # --resume would refuse the changed setting
+        if out is not None and saved:  # --resume would refuse the changed setting
             remedy += " Start a new run for that (another --out): --resume continues a run with its own settings."
         raise TrainingDiverged(f"{job.label}: training diverged at step {progress.step}: {what}{before}.{kept} "
                                f"{remedy}", progress.step, progress.history, progress.train_seconds)

@@ -17,10 +17,10 @@ def duration(seconds: float) -> str:
 
 
 def seconds_text(seconds: float) -> str:
-    """Seconds for a run's last lines, with two digits that mean something (a short run is not
-    "0 s"): "0.034", "0.36", "4.2", "42"."""
+    """Seconds for a run's last lines, to the millisecond below 1 s (a short run is not "0 s"),
+    a tenth below 10: "0.034", "4.2", "42"."""
     if seconds < 1:
-        return f"{seconds:.2g}"
+        return f"{seconds:.3f}"
     return f"{seconds:.1f}" if round(seconds, 1) < 10 else f"{seconds:.0f}"
 
 
