@@ -537,3 +537,13 @@ def test_an_output_file_that_is_an_input_is_refused_before_it_is_read(command, w
     assert code == 2
     assert err == f"lstmkit: error: {written.format(**paths)}: writing it would replace that; choose another file\n"
     assert all(path.read_text() == "mine\n" for path in paths.values())
+
+
+def test_a_batch_the_processes_cannot_share_is_refused_before_a_task_is_announced(monkeypatch, capsys):
+    """Under torchrun --batch-size 7 was refused after the task's header was printed."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    code, out, err = run_cli(["task", "adding", "--T", "5", "--steps", "1", "--batch-size", "7"], capsys)
+    assert (code, out) == (2, "")
+    assert err == ("lstmkit: error: batch_size (--batch-size) is 7, which 2 processes cannot share evenly: give a "
+                   "multiple of 2\n")

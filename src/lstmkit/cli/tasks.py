@@ -17,7 +17,7 @@ from lstmkit.nn.docs import step_equations
 from lstmkit.nn.recurrent import Recurrent
 from lstmkit.pipelines.configs import DemoConfig, TaskTrainingConfig
 from lstmkit.tasks import TASKS, AddingTask, make_task
-from lstmkit.training import TrainingDiverged
+from lstmkit.training import Processes, TrainingDiverged
 from lstmkit.training.device import check_runtime
 
 
@@ -77,6 +77,7 @@ def task_command(arguments: argparse.Namespace) -> None:
     check_cells(task, arguments.cells, config)  # before the run is announced (run_task checks again, for Python callers)
     check_task_folder(out, arguments.cells)  # so is the folder
     check_runtime(config.device, config.precision)  # and the device and the precision
+    Processes.from_environment().check_divides(config.batch_size, "batch_size (--batch-size)")  # and the share
     print(f"{task.summary}\n{task.describe()}: solved when {task.solved_when}; "
           f"baseline {task.loss_name} {task.baseline():.4f}", flush=True)
     with finished_cells_shown(task, out):
