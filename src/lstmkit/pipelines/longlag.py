@@ -168,26 +168,26 @@ def train_cell(task: Task, cell: str, config: TaskTrainingConfig, test: Batch | 
     parameters = sum(parameter.numel() for parameter in job.model.parameters())
     try:
         run = trainer.run(job)
-    except TrainingDiverged as diverged:
-        curve = task_curve(diverged.history)
-        return CellRun(cell=cell, parameters=parameters, test_loss=math.nan, test_score=None,
-                       solved=solved_step(task, curve) is not None, steps_to_solve=solved_step(task, curve),
-                       steps=diverged.step, seconds=diverged.seconds, curve=curve, runtime=trainer.runtime(),
-                       diverged_at=diverged.step, diverged=str(diverged))
-    curve = task_curve(run.history)
-    final = curve[-1]
+        history, steps, seconds, model, diverged = run.history, run.steps, run.seconds, job.model.cpu(), None
+    except TrainingDiverged as error:
+        history, steps, seconds, model, diverged = error.history, error.step, error.seconds, None, error
+    curve = task_curve(history)
+    final = curve[-1] if diverged is None else {"test_loss": math.nan, "test_score": None}  # its model is lost
+    solved_at = solved_step(task, curve)
     return CellRun(
         cell=cell,
         parameters=parameters,
         test_loss=final["test_loss"],
         test_score=final["test_score"],
-        solved=solved_step(task, curve) is not None,
-        steps_to_solve=solved_step(task, curve),
-        steps=run.steps,
-        seconds=run.seconds,
+        solved=solved_at is not None,
+        steps_to_solve=solved_at,
+        steps=steps,
+        seconds=seconds,
         curve=curve,
-        model=job.model.cpu(),
-        runtime=run.runtime(),
+        model=model,
+        runtime=trainer.runtime(),
+        diverged_at=None if diverged is None else diverged.step,
+        diverged="" if diverged is None else str(diverged),
     )
 
 
@@ -408,16 +408,16 @@ def load_task_run(directory: str | Path, cells: list[str] | None = None) -> Task
                 if isinstance(row, dict) and row.get("diverged_at") is not None}
     trained = [cell for cell in results["cells"] if cell not in diverged]
     missing = [cell for cell in cells or () if cell not in trained]
+    lost = "; ".join(f"{cell} diverged at step {step}" for cell, step in diverged.items())
     if missing or not trained:
         kept = f"its run trained {', '.join(trained)}" if trained else "its run kept no model"
-        lost = "; ".join(f"{cell} diverged at step {step}" for cell, step in diverged.items())
         raise ValueError(f"{directory} holds no {', '.join(missing or diverged)} model: {kept}"
                          + (f" ({lost})" if lost else ""))
     if not models_dir.is_dir():
         raise FileNotFoundError(f"{directory} is not a `lstmkit task` output folder: it has no models/ folder")
     if cells is None and diverged:
-        warn_at_caller(f"{'; '.join(f'{cell} diverged at step {step}' for cell, step in diverged.items())} in the "
-                       f"run of {directory}: no model of {'it' if len(diverged) == 1 else 'them'} to load")
+        warn_at_caller(f"{lost} in the run of {directory}: no model of {'it' if len(diverged) == 1 else 'them'} "
+                       "to load")
     cells = cells or trained  # the run's own, whatever else the folder holds
     loaded = {cell: load_model(models_dir / cell) for cell in cells}
     models = {cell: model for cell, (model, _) in loaded.items()}

@@ -27,7 +27,7 @@ from lstmkit.pipelines.longlag import (TaskTrainingConfig, check_cells, default_
                                       load_model, load_task_run, seed_of_test_set, seeded_model, train_cell)
 from lstmkit.tasks import Batch, Task
 from lstmkit.training import TrainingDiverged
-from lstmkit.training.config import BUDGETS
+from lstmkit.training.config import BUDGETS, flag_value
 
 PROBE_SEQUENCES = 100
 GRADIENT_FILES = ("gradient_norms.csv", "gradient_norms.png")
@@ -180,11 +180,6 @@ def refuse_training_settings(config: TaskTrainingConfig | None, probed: str, use
     if changed:
         raise ValueError(f"{probed} is probed as it was trained; {', '.join(changed)} would shape a new run, which "
                          "only --task trains: leave them out, or give --task")
-
-
-def flag_value(value: object) -> str:
-    """A setting's value as its flag takes it: a tuple comma-separated (--init chrono,orthogonal)."""
-    return ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
 
 
 def probe_gates(out: str | Path | None = None, checkpoint: str | Path | None = None, task: Task | None = None,

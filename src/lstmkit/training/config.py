@@ -189,6 +189,12 @@ def check_positive_integers(settings: object, names: tuple[str, ...]) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def flag_value(value: object) -> str:
+    """A setting's value as its flag takes it: a tuple or list comma-separated (--init
+    chrono,orthogonal), anything else as it prints."""
+    return ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
+
+
 def current_names(settings: dict) -> dict:
     """`settings` (a saved config) with the names older versions used replaced by today's."""
     return {LEGACY_NAMES.get(name, name): value for name, value in settings.items()}

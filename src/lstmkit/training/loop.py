@@ -37,7 +37,7 @@ from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, check_kind, check_replaceable, existing, held_kind,
                                 load_checkpoint, read_extra_tensors, save_checkpoint)
 from lstmkit.files import check_nothing_overwritten, check_output_folder, check_own_files, write_csv, write_json
-from lstmkit.training.config import ADDED_SETTINGS, TrainingConfig, check_config, current_names
+from lstmkit.training.config import ADDED_SETTINGS, TrainingConfig, check_config, current_names, flag_value
 from lstmkit.training.device import Precision, check_engines, resolve_device
 from lstmkit.training.distributed import Processes
 from lstmkit.training.job import Job, checked_loss, checked_scores
@@ -208,10 +208,16 @@ def check_run_folder(out: Path | None, resume: bool, kind: str | None = None, fi
     check_own_files(out, figures, "a run")
 
 
+def finite_metrics(job: Job) -> list[str]:
+    """The evaluation values of `job` whose leaving the floats means its run diverged: the
+    selection metric and the job's `finite_metric`, those it has."""
+    return [name for name in dict.fromkeys((job.selection_metric, job.finite_metric)) if name is not None]
+
+
 def setting_text(value: object) -> str:
     """A setting's value as a message gives it: a list as the command line takes it, comma-
     separated (naive,ets), anything else as Python writes it ('lstm', 0.001, None)."""
-    return ",".join(map(str, value)) if isinstance(value, list | tuple) and value else repr(value)
+    return flag_value(value) if isinstance(value, list | tuple) and value else repr(value)
 
 
 def budget_spent(config: TrainingConfig, progress: RunState, step_limit: int | None) -> bool:
@@ -320,7 +326,7 @@ class Trainer:
             progress.history.append(row)
             window.update(loss=0.0, items=0)
             metric = job.selection_metric
-            for watched in dict.fromkeys(name for name in (metric, job.finite_metric) if name is not None):
+            for watched in finite_metrics(job):
                 if scores.get(watched) is not None and not math.isfinite(scores[watched]):
                     self.diverged(job, progress, out, f"the {watched} became {scores[watched]}", last_loss, report)
             sign = -1 if job.higher_is_better else 1
@@ -494,9 +500,8 @@ class Trainer:
             report.close(progress.step, progress.items / max(progress.train_seconds, 1e-9))
         config = self.config
         before = "" if last_loss is None else f" (the last finite training loss: {last_loss[1]:.4g} at step {last_loss[0]})"
-        watched = [name for name in (job.selection_metric, job.finite_metric) if name is not None]
         saved = [row["step"] for row in progress.history  # a row that diverged is not saved
-                 if all(row.get(name) is None or math.isfinite(row[name]) for name in watched)]
+                 if all(row.get(name) is None or math.isfinite(row[name]) for name in finite_metrics(job))]
         if out is None:
             kept = ""
         elif saved:
