@@ -69,10 +69,19 @@ def test_a_non_finite_training_loss_stops_the_run_and_keeps_its_checkpoints(tmp_
 
 
 def test_a_loss_that_is_nan_before_the_first_evaluation_says_nothing_was_saved(tmp_path):
+    """An untrained model's loss: not the learning rate's doing, which the remedy said it was."""
     with pytest.raises(TrainingDiverged, match=re.escape(
             "training diverged at step 0: the training loss became nan. Nothing had been saved in "
-            f"{tmp_path / 'run'} yet (its first evaluation comes at step 10).")):
+            f"{tmp_path / 'run'} yet (its first evaluation comes at step 10). No update had been made, so neither "
+            "the learning rate nor the clip is the cause: the untrained model's loss is not finite on this data. "
+            "Look for values in it too large for floats.")):
         Trainer(TrainingConfig(steps=100, eval_every=10)).run(TurnsNaN(step=0), tmp_path / "run")
+    with pytest.raises(TrainingDiverged, match=re.escape(
+            "Look for values in it too large for floats, or train in full precision (--precision 32, now bf16).")):
+        Trainer(TrainingConfig(steps=100, eval_every=10, precision="bf16")).run(TurnsNaN(step=0))
+    with pytest.raises(TrainingDiverged, match=re.escape("at step 1: the training loss became nan (the last finite "
+                                                         "training loss: 1 at step 0). Lower the learning rate")):
+        Trainer(TrainingConfig(steps=100, eval_every=10)).run(TurnsNaN(step=1))
     with pytest.raises(TrainingDiverged) as stopped:  # nothing to --resume: the same --out serves a new run
         Trainer(TrainingConfig(steps=100, eval_every=10)).run(TurnsNaN(step=0), tmp_path / "again")
     assert "another --out" not in str(stopped.value)

@@ -495,7 +495,8 @@ class Trainer:
     def diverged(self, job: Job, progress: RunState, out: Path | None, what: str,
                  last_loss: tuple[int, float] | None, report: Progress | None, remedy: str | None = None) -> None:
         """Stop a run whose loss is no longer finite, saying where, what is kept, and what to try
-        (`remedy`; by default a lower rate or a harder clip)."""
+        (`remedy`; by default a lower rate or a harder clip, or, where no update had been made,
+        the data or the precision)."""
         if report is not None:
             report.close(progress.step, progress.items / max(progress.train_seconds, 1e-9))
         config = self.config
@@ -509,6 +510,11 @@ class Trainer:
             kept = f" Kept: {out / 'last'} (step {saved[-1]}){best} and {out / 'metrics.csv'}."
         else:
             kept = f" Nothing had been saved in {out} yet (its first evaluation comes at step {config.eval_every})."
+        if remedy is None and progress.step == 0 and last_loss is None:  # the untrained model's own loss
+            full = (f", or train in full precision (--precision 32, now {config.precision})"
+                    if config.precision != "32" else "")
+            remedy = ("No update had been made, so neither the learning rate nor the clip is the cause: the untrained "
+                      f"model's loss is not finite on this data. Look for values in it too large for floats{full}.")
         remedy = remedy or (f"Lower the learning rate (--lr, now {config.lr:g}) or clip gradients harder (--clip, now "
                             f"{config.clip:g}).")
         if out is not None and saved:  # --resume would refuse the changed setting
