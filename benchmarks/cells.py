@@ -3,14 +3,16 @@
     python benchmarks/cells.py                      # B 64, H 512, 100 steps, 15 rounds
     python benchmarks/cells.py --batch 32 --hidden 256 --repeats 7
     python benchmarks/cells.py --device cuda --engines fused,triton   # on a GPU
+    python benchmarks/cells.py --batch 1 --hidden 32 --no-grad   # an agent acting, a greedy decoder
 
 Each row runs the loop a decoder runs: per step one call of the cell on that step's input and
 the state it returned, the h of every step summed into the loss, then one backward (input =
-hidden, float32). The configurations are warmed up, then timed interleaved (one run of each
-in turn, --repeats rounds), and the table reports medians: milliseconds per forward+backward,
-steps per second, and the ratio to the torch.nn cell of the same family in the same rounds
-(torch.nn.LSTMCell for the LSTM variants, GRUCell and RNNCell for theirs). Interleaving and
-medians keep the comparison fair on a machine shared with other work.
+hidden, float32); with --no-grad, the forward alone under torch.no_grad(). The configurations
+are warmed up, then timed interleaved (one run of each in turn, --repeats rounds), and the
+table reports medians: milliseconds per loop, steps per second, and the ratio to the torch.nn
+cell of the same family in the same rounds (torch.nn.LSTMCell for the LSTM variants, GRUCell
+and RNNCell for theirs). Interleaving and medians keep the comparison fair on a machine shared
+with other work.
 """
 
 from __future__ import annotations
@@ -68,14 +70,16 @@ def configs(hidden: int, engines: list[str], device: torch.device) -> list[Confi
     return rows
 
 
-def decoder_loop(cell: torch.nn.Module, inputs: torch.Tensor) -> None:
-    """Forward over every step from a zero state, then backward of the summed outputs."""
+def decoder_loop(cell: torch.nn.Module, inputs: torch.Tensor, backward: bool = True) -> None:
+    """Forward over every step from a zero state, then (with `backward`) backward of the
+    summed outputs."""
     cell.zero_grad(set_to_none=True)
     state, outputs = None, []
     for x_t in inputs:
         state = cell(x_t, state)
         outputs.append(state[0] if isinstance(state, tuple) else state)
-    torch.stack(outputs).sum().backward()
+    if backward:
+        torch.stack(outputs).sum().backward()
 
 
 def main() -> None:
@@ -88,6 +92,7 @@ def main() -> None:
     parser.add_argument("--device", type=torch_device, default="cpu", help="cpu or cuda")
     parser.add_argument("--engines", type=engine_names, default="fused",
                         help="the engines of the lstmkit rows besides auto, comma-separated (fused, triton, reference)")
+    parser.add_argument("--no-grad", action="store_true", help="time the forward alone, under torch.no_grad()")
     args = parser.parse_args()
     device = args.device
     for engine in args.engines:
@@ -99,19 +104,21 @@ def main() -> None:
     torch.manual_seed(0)
     inputs = torch.randn(args.steps, args.batch, args.hidden, device=device)
     rows = configs(args.hidden, args.engines, device)
-    for config in rows:
-        for _ in range(args.warmup):
-            decoder_loop(config.cell, inputs)
-    for _ in range(args.repeats):
+    with torch.set_grad_enabled(not args.no_grad):
         for config in rows:
-            config.times.append(timed(lambda: decoder_loop(config.cell, inputs), device))
+            for _ in range(args.warmup):
+                decoder_loop(config.cell, inputs, backward=not args.no_grad)
+        for _ in range(args.repeats):
+            for config in rows:
+                config.times.append(timed(lambda: decoder_loop(config.cell, inputs, backward=not args.no_grad), device))
 
     medians = {config.name: statistics.median(config.times) for config in rows}
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(
         f"lstmkit {lstmkit.__version__}, torch {torch.__version__}, {platform.machine()}, "
         f"{where}, host {host_microseconds_per_op(device):.1f} µs per operator; B {args.batch}, "
-        f"H = I {args.hidden}, {args.steps} steps, "
+        f"H = I {args.hidden}, {args.steps} steps, {'forward under no_grad' if args.no_grad else 'forward + backward'}"
+        ", "
         f"median of {args.repeats} interleaved rounds"
     )
     print()

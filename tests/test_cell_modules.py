@@ -116,6 +116,27 @@ def test_one_step_equals_one_step_of_the_layer(cell_name, options, bias, batched
     assert_same_run(cell(x, hx), expected, leaves(cell, x, hx), layer_leaves)
 
 
+@pytest.mark.parametrize("engine", ["fused", TRITON])
+@pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
+def test_a_step_without_gradients_gives_the_numbers_of_one_with(cell_name, options, engine):
+    """Under no_grad (and where nothing requires a gradient) a step runs its kernel without
+    the autograd.Function around it: the same h', c' and gates to the bit."""
+    torch.manual_seed(0)
+    cell = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, dtype=F64, engine=engine, **options)
+    x, hx = random_inputs((B,), cell.cell.has_cell_state)
+    with_grad, gates = cell(x, hx, return_gates=True)
+    with torch.no_grad():
+        without, no_grad_gates = cell(x, hx, return_gates=True)
+    frozen = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, dtype=F64, engine=engine, **options).requires_grad_(False)
+    frozen.load_state_dict(cell.state_dict())
+    nothing_wanted, _ = frozen(x.detach(), tuple(s.detach() for s in hx) if isinstance(hx, tuple) else hx.detach(),
+                               return_gates=True)
+    for state in (without, nothing_wanted):
+        for got, expected in zip(flatten_outputs(state), flatten_outputs(with_grad), strict=True):
+            assert torch.equal(got, expected) and not got.requires_grad
+    assert all(torch.equal(no_grad_gates[name], gate) for name, gate in gates.items())
+
+
 @pytest.mark.parametrize("engine", ["auto", TRITON])
 @pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
 def test_gates_are_those_the_layer_traces(cell_name, options, engine):
@@ -314,26 +335,41 @@ def test_both_bias_gradients_are_torchs_and_apart(cell_name, engine):
         assert_close(bias_hh.grad, 2 * expected, "bias_hh.grad after a second backward")
 
 
-@pytest.mark.parametrize("engine", ["fused", TRITON])
-@pytest.mark.parametrize("cell_name", ["lstm", "peephole", "cifg", "layernorm", "gru"])
-def test_the_returned_h_may_be_changed_in_place_before_backward(cell_name, engine):
+@pytest.mark.parametrize("engine", ["auto", "fused", TRITON, "reference"])
+@pytest.mark.parametrize("cell_name, options", [param for param in ALL_CELL_PARAMS if param.values[0] != "rnn"])
+def test_the_returned_h_may_be_changed_in_place_before_backward(cell_name, options, engine):
     """`h[done] = 0` between steps, as reinforcement-learning loops reset finished episodes:
-    backward gives the reference engine's gradients (the step keeps h' only where its
-    backward reads it: the Elman RNN's, as torch.nn.RNNCell's tanh does)."""
+    backward gives the gradients of a copy of h changed (the step keeps h' only where its
+    backward reads it: the Elman RNN's, as torch.nn.RNNCell's tanh does). The reference engine
+    refused it for the LSTM without output gate, whose h' is tanh(c')."""
     torch.manual_seed(0)
-    cell = NAMED[cell_name](INPUT, HIDDEN, dtype=F64, engine=engine)
-    reference = NAMED[cell_name](INPUT, HIDDEN, dtype=F64, engine="reference")
+    cell = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, dtype=F64, engine=engine, **options)
+    reference = lstmkit.RecurrentCell(cell_name, INPUT, HIDDEN, dtype=F64, engine="reference", **options)
     reference.load_state_dict(cell.state_dict())
     x = torch.randn(B, INPUT, dtype=F64, requires_grad=True)
 
-    def two_steps(module):
+    def two_steps(module, copied):
         state = module(x)
         h = state[0] if isinstance(state, tuple) else state
+        if copied:
+            h = h.clone()
+            state = (h, state[1]) if isinstance(state, tuple) else h
         h[1] = 0
         return module(x, state)
 
-    assert_same_run(two_steps(cell), two_steps(reference), {"x": x, **dict(cell.named_parameters())},
-                    {"x": x, **dict(reference.named_parameters())})
+    assert_same_run(two_steps(cell, copied=False), two_steps(reference, copied=True),
+                    {"x": x, **dict(cell.named_parameters())}, {"x": x, **dict(reference.named_parameters())})
+
+
+@pytest.mark.parametrize("engine", ["auto", "fused", TRITON, "reference"])
+def test_an_lstm_without_output_gate_and_activation_returns_an_h_apart_from_c(engine):
+    """h' = c' there: the reference engine returned one tensor as both, so that `h[done] = 0`
+    changed c' too, without a word."""
+    cell = lstmkit.LSTMCell(INPUT, HIDDEN, output_gate=False, output_activation=False, dtype=F64, engine=engine)
+    h, c = cell(torch.randn(B, INPUT, dtype=F64))
+    assert_close(h, c, "h' = c'")
+    h[1] = 0
+    assert c[1].abs().sum() > 0, "c' kept its values"
 
 
 @pytest.mark.parametrize("engine", ["fused", TRITON])
@@ -550,9 +586,11 @@ ERRORS = [
      "LSTMCell: hx[0] (h) must have shape (5,) (hidden_size,) for unbatched input of shape (4,), got (1, 5)"),
     (lambda c: c(torch.randn(B, INPUT), torch.randn(B, HIDDEN)), TypeError,
      "LSTMCell: hx must be a tuple (h, c) of two tensors, got Tensor of shape (3, 5)"),
-    (lambda c: c(torch.randn(B, INPUT, dtype=F64)), ValueError,
-     "input dtype must match the layer's parameters (torch.float32), got torch.float64; convert the input with "
-     "input.to(torch.float32) or the layer with layer.to(torch.float64)"),
+    (lambda c: c(torch.randn(B, INPUT, dtype=F64)), RuntimeError,  # torch.nn.LSTMCell's, and a ValueError
+     "input dtype must match the cell's parameters (torch.float32), got torch.float64; convert the input with "
+     "input.to(torch.float32) or the cell with cell.to(torch.float64)"),
+    (lambda c: c(torch.randn(B, INPUT), (torch.randn(B, HIDDEN), torch.randn(B, HIDDEN, dtype=F64))), RuntimeError,
+     "LSTMCell: hx[1] (c) dtype must match the parameters (torch.float32), got torch.float64"),
     (lambda c: lstmkit.LSTMCell.from_layer(lstmkit.GRU(INPUT, HIDDEN)), TypeError,
      "LSTMCell.from_layer takes a layer of cell lstm, got one of cell gru; lstmkit.RecurrentCell.from_layer takes any cell"),
     (lambda c: lstmkit.LSTMCell.from_layer(lstmkit.LSTM(INPUT, HIDDEN), 1), ValueError,

@@ -63,6 +63,21 @@ def test_switches_torch_nn_takes_as_they_come_take_0_1_and_numpy_bools(value):
         lstmkit.GRUCell(3, 4, bias=2)
 
 
+def test_sizes_may_be_numpy_integers_as_torch_nn_cells_take_them(tmp_path):
+    """`GRUCell(4, np.prod(observation_shape))`, common in reinforcement learning, was refused;
+    the sizes are kept as ints, so the module saves and loads under weights_only."""
+    cell, layer = lstmkit.GRUCell(np.int64(3), np.int32(4)), lstmkit.LSTM(np.int64(3), np.int64(4), np.int8(2))
+    assert (type(cell.input_size), type(cell.hidden_size), type(layer.num_layers)) == (int, int, int)
+    assert {name: p.shape for name, p in cell.named_parameters()} == {
+        name: p.shape for name, p in torch.nn.GRUCell(3, 4).named_parameters()}
+    assert {name: p.shape for name, p in layer.named_parameters()} == {
+        name: p.shape for name, p in torch.nn.LSTM(3, 4, 2).named_parameters()}
+    torch.save(cell, tmp_path / "cell.pt")
+    assert torch.load(tmp_path / "cell.pt").hidden_size == 4
+    with raises(TypeError, "hidden_size must be an int, got np.True_ (bool)"):
+        lstmkit.LSTMCell(3, np.bool_(True))
+
+
 def test_unknown_cell_name():
     with raises(ValueError, "unknown cell 'lsmt'; expected one of rnn, lstm, gru, peephole, cifg, layernorm, nig, "
                             "nfg, nog, niaf, noaf"):

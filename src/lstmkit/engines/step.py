@@ -102,7 +102,17 @@ def run_cell_step(
         if c is None:
             return StepResult(kernel(x, h, *parameters), None, None)
         return StepResult(*kernel(x, (h, c), *parameters), None)
-    return layer_step(ReferenceEngine(), cell, weights, x, h, c, return_gates)
+    return own_h(cell, layer_step(ReferenceEngine(), cell, weights, x, h, c, return_gates))
+
+
+def own_h(cell: Cell, step: StepResult) -> StepResult:
+    """`step` with an h' of its own where the cell's math returns one that is not: without an
+    output gate, h' is tanh(c'), whose backward reads it, or c' itself. So that h' may be
+    changed in place before backward (`h[done] = 0`) as on the kernel engines, leaving c' and
+    the gradients as they were."""
+    if step.c is None or "o" in cell.weight_blocks:
+        return step
+    return step._replace(h=step.h.clone())
 
 
 def layer_step(engine: LayerEngine, cell: Cell, weights: LayerWeights, x: Tensor, h: Tensor, c: Tensor | None,

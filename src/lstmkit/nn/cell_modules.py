@@ -25,7 +25,7 @@ from lstmkit.nn.docs import (
 from lstmkit.nn.parameters import RESET, initialise, parameter_shapes, register, set_forget_bias
 from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, writable
 from lstmkit.nn.recurrent import (
-    Recurrent, check_forget_bias, check_positive_int, checked_flag, leading_repr, resolve_cell,
+    Recurrent, check_forget_bias, checked_flag, leading_repr, positive_int, resolve_cell,
 )
 from lstmkit.nn.inputs import checked_return_gates
 from lstmkit.nn.layers import checked_options
@@ -61,8 +61,8 @@ class RecurrentCell(NotScriptable, nn.Module):
     ) -> None:
         super().__init__()
         self.cell = resolve_cell(cell, cell_options, type(self))
-        check_positive_int("input_size", input_size)
-        check_positive_int("hidden_size", hidden_size)
+        input_size = positive_int("input_size", input_size)
+        hidden_size = positive_int("hidden_size", hidden_size)
         self.cell.check_hidden_size(hidden_size)
         bias = checked_flag("bias", bias)
         forget_bias = check_forget_bias(self.cell, forget_bias, bias)

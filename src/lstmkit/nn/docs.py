@@ -186,7 +186,8 @@ Args:
         point-wise kernels, one autograd.Function per step with a hand-derived backward;
         every cell), "triton" (the same step with the Triton engine's kernels, on CUDA; every
         cell), "reference" (the cell's step under autograd) or "auto" (native where it runs
-        and return_gates is off, fused otherwise). Default: "auto"
+        and return_gates is off; otherwise triton on CUDA where triton is installed, fused
+        elsewhere). Default: "auto"
 {trailing_args}
 Inputs: input, hx
     input: (B, input_size), or (input_size,) unbatched.
@@ -230,6 +231,8 @@ def cell_docstring(
     if cell is not None and cell.trace_names:
         names = cell.named_gates(tuple(torch.zeros(()) for _ in cell.trace_names))
         gate_names = "with keys " + ", ".join(repr(name) for name in names)
+        if cell.name == "lstm":  # its switches remove gates, and with them their keys
+            gate_names += " (less a gate its switch removes)"
     elif cell is not None:
         gate_names = "(empty: this cell has no gates)"
     return CELL_TEMPLATE.format(

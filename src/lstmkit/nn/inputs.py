@@ -18,9 +18,9 @@ from lstmkit.engines.precision import autocast_dtype
 
 
 class ShapeError(ValueError, RuntimeError):
-    """A tensor of the wrong size or on the wrong device. torch.nn's modules raise RuntimeError
-    for these and lstmkit's checks have raised ValueError: it is both, so `except` of either
-    catches it."""
+    """A tensor of the wrong size, dtype or device. torch.nn raises RuntimeError for these
+    (ValueError for a layer's input dtype) and lstmkit's checks have raised ValueError: it is
+    both, so `except` of either catches it."""
 
 
 @dataclass(frozen=True)
@@ -136,9 +136,11 @@ def checked_return_gates(return_gates: object) -> bool:
     return return_gates
 
 
-def check_features(input: Tensor, input_size: int, dtype: torch.dtype, device: torch.device) -> None:
-    """The last dimension must be `input_size`, the dtype the layer's (or autocast's), the
-    device the parameters'."""
+def check_features(
+    input: Tensor, input_size: int, dtype: torch.dtype, device: torch.device, module: str = "layer"
+) -> None:
+    """The last dimension must be `input_size`, the dtype the parameters' (or autocast's), the
+    device the parameters'; `module` ("layer" or "cell") names the module in messages."""
     if input.device != device:
         raise ShapeError(
             f"input must be on the parameters' device ({device}), got a tensor on {input.device}; move it "
@@ -146,12 +148,12 @@ def check_features(input: Tensor, input_size: int, dtype: torch.dtype, device: t
         )
     check_input_size(input, input_size)
     if not input.is_floating_point():
-        raise ValueError(f"input dtype must be a floating-point type, the layer's ({dtype}), got {input.dtype}; "
+        raise ShapeError(f"input dtype must be a floating-point type, the {module}'s ({dtype}), got {input.dtype}; "
                          f"convert the input with input.to({dtype})")
     if not accepts_dtype(input, dtype):
-        raise ValueError(
-            f"input dtype must match the layer's parameters ({dtype}), got {input.dtype}; "
-            f"convert the input with input.to({dtype}) or the layer with layer.to({input.dtype})"
+        raise ShapeError(
+            f"input dtype must match the {module}'s parameters ({dtype}), got {input.dtype}; "
+            f"convert the input with input.to({dtype}) or the {module} with {module}.to({input.dtype})"
         )
 
 
@@ -283,7 +285,7 @@ def check_state_tensor(
             f"{label} must be on the input's device ({batch.data.device}), got a tensor on {tensor.device}"
         )
     if not accepts_dtype(tensor, dtype):
-        raise ValueError(f"{label} dtype must match the layer's parameters ({dtype}), got {tensor.dtype}")
+        raise ShapeError(f"{label} dtype must match the layer's parameters ({dtype}), got {tensor.dtype}")
     return tensor if batch.batched else tensor.unsqueeze(1)
 
 

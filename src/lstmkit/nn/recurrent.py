@@ -83,9 +83,9 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
     ) -> None:
         super().__init__()
         self.cell = resolve_cell(cell, cell_options, type(self))
-        check_positive_int("input_size", input_size)
-        check_positive_int("hidden_size", hidden_size)
-        check_positive_int("num_layers", num_layers)
+        input_size = positive_int("input_size", input_size)
+        hidden_size = positive_int("hidden_size", hidden_size)
+        num_layers = positive_int("num_layers", num_layers)
         self.cell.check_hidden_size(hidden_size)
         for name, value in (("bias", bias), ("batch_first", batch_first)):  # bools only, as torch.nn's
             if not isinstance(value, bool):
@@ -411,12 +411,14 @@ def checked_flag(name: str, value: object) -> bool:
     raise TypeError(f"{name} must be a bool (or 0 or 1), got {value!r} ({type(value).__name__})")
 
 
-def check_positive_int(name: str, value: object) -> None:
-    """Sizes and counts are positive ints (not bools, not floats)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+def positive_int(name: str, value: object) -> int:
+    """A size or count: a positive integer, as an int (a numpy integer, such as
+    `np.prod(observation_shape)`, included, as torch.nn's cells take it; bools and floats not)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     if value <= 0:
         raise ValueError(f"{name} must be greater than zero, got {value}")
+    return int(value)
 
 
 def check_projection(cell: Cell, proj_size: object, hidden_size: int) -> None:

@@ -42,7 +42,7 @@ def prepare_step(
             f"{owner}: input must be 2-D (batch, input_size) or 1-D (input_size,) unbatched, "
             f"got {input.dim()}-D with shape {tuple(input.shape)}"
         )
-    check_features(input, input_size, dtype, device)
+    check_features(input, input_size, dtype, device, "cell")
     batched = input.dim() == 2
     x = input if batched else input.unsqueeze(0)
     if hx is None:  # in the input's dtype, as torch.nn's cells make them (bfloat16 input under autocast)
@@ -79,7 +79,7 @@ def check_state(
             f"{tuple(input.shape)}, got {tuple(tensor.shape)}"
         )
     if not accepts_dtype(tensor, dtype):
-        raise ValueError(f"{owner}: {label} dtype must match the parameters ({dtype}), got {tensor.dtype}")
+        raise ShapeError(f"{owner}: {label} dtype must match the parameters ({dtype}), got {tensor.dtype}")
     if tensor.device != input.device:
         raise ShapeError(
             f"{owner}: {label} must be on the input's device ({input.device}), got a tensor on {tensor.device}"

@@ -53,13 +53,13 @@ def run_step(
     h, c = h.contiguous(), None if c is None else c.contiguous()  # the Triton kernels read them row by row
     if not autocasting and dtype not in HALF_DTYPES:  # the common case, kept short: it runs every step
         # x, h and c have the parameters' dtype (the module checked), and so has every result
-        h_new, c_new, gates = FusedCellStep.apply(
+        h_new, c_new, gates = fused_cell_step(
             kernel, Precision(dtype, dtype, dtype, dtype), return_gates, x, h, c, *flatten(cell, weights))
     else:
         precision = step_precision(cell, dtype, x.device, (h if c is None else c).dtype)
         weights = cast_weights(weights, precision.compute, precision.state)
         with autocast(x.device.type, enabled=False):
-            h_new, c_new, gates = FusedCellStep.apply(
+            h_new, c_new, gates = fused_cell_step(
                 kernel, precision, return_gates, x.to(precision.compute), h.to(precision.state),
                 None if c is None else c.to(precision.state), *flatten(cell, weights),
             )
@@ -98,47 +98,66 @@ def kernel_for(cell: Cell, kernels: dict[str, type[FusedKernel]]) -> FusedKernel
     return KERNEL_OF_CELL[key]
 
 
+def fused_cell_step(kernel: FusedKernel, precision: Precision, return_gates: bool, x: Tensor, h: Tensor,
+                    c: Tensor | None, *parameters: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """`FusedCellStep`'s h', c' and gates; without autograd's bookkeeping where no gradient is
+    wanted (under `torch.no_grad()`, or no input requiring one: an agent acting, a greedy
+    decoder), which at batch 1 took about a fifth of a step's time."""
+    if torch.is_grad_enabled() and any(
+            tensor is not None and tensor.requires_grad for tensor in (x, h, c, *parameters)):
+        return FusedCellStep.apply(kernel, precision, return_gates, x, h, c, *parameters)
+    h_new, c_new, gates, _ = step_forward(kernel, precision, return_gates, x, h, c, parameters)
+    return h_new, c_new, gates
+
+
+def step_forward(kernel: FusedKernel, precision: Precision, return_gates: bool, x: Tensor, h: Tensor,
+                 c: Tensor | None, parameters: tuple) -> tuple[Tensor, Tensor | None, Tensor | None, tuple]:
+    """The step's forward: h', c', a copy of the gate activations (with `return_gates`), and
+    what backward needs (`saved_step` reads it back)."""
+    cell = kernel.cell
+    weights = unflatten(cell, parameters)
+    products = Products(precision.compute, precision.state)
+    hidden_size = weights.weight_hh.shape[0] // cell.num_gates
+    new = dict(dtype=precision.state, device=x.device)
+
+    rec = product = None
+    # a kernel that adds W_hh h itself takes b_hh with it: no launch of its own for b_ih + b_hh
+    adds_product = kernel.recurrence == "gates" and kernel.adds_product
+    input_weights = weights._replace(bias_hh=None) if adds_product else weights
+    gates, input_saved = kernel.project_input(x, input_weights, products)
+    if adds_product:
+        product = torch.empty_like(gates)
+        products.into(product, h, weights.weight_hh.t(), weights.bias_hh)
+    elif kernel.recurrence == "gates":
+        products.accumulate(gates, h, weights.weight_hh.t())
+    else:
+        rec = torch.empty_like(gates)
+        bias = weights.bias_hh if kernel.recurrence == "biased" else None
+        products.into(rec, h, weights.weight_hh.t(), bias)
+    h_new = torch.empty(x.shape[0], hidden_size, **new)
+    c_new = None if c is None else torch.empty(x.shape[0], hidden_size, **new)
+    tape = {name: torch.empty(x.shape[0], size, **new) for name, size in kernel.tape(hidden_size).items()}
+    step = FusedStep(
+        gates, rec, h, c, h_new, c_new, tape, h_new, product, None if product is None else h_new,
+        blocks=kernel.cut_blocks(gates),
+    )
+    kernel.forward(step, weights)
+    traced_gates = gates.clone() if return_gates else None
+    kept_h_new = h_new if kernel.reads_h_new else None
+    saved = (x, h, c, gates, rec, kept_h_new, c_new, *parameters, *input_saved, *tape.values())
+    return h_new, c_new, traced_gates, (saved, list(tape), len(input_saved))
+
+
 class FusedCellStep(torch.autograd.Function):
     """One step of a cell: the fused kernel forward, its hand-derived backward."""
 
     @staticmethod
     def forward(ctx, kernel, precision, return_gates, x, h, c, *parameters):
-        cell = kernel.cell
-        weights = unflatten(cell, parameters)
-        products = Products(precision.compute, precision.state)
-        hidden_size = weights.weight_hh.shape[0] // cell.num_gates
-        new = dict(dtype=precision.state, device=x.device)
-
-        rec = product = None
-        # a kernel that adds W_hh h itself takes b_hh with it: no launch of its own for b_ih + b_hh
-        adds_product = kernel.recurrence == "gates" and kernel.adds_product
-        input_weights = weights._replace(bias_hh=None) if adds_product else weights
-        gates, input_saved = kernel.project_input(x, input_weights, products)
-        if adds_product:
-            product = torch.empty_like(gates)
-            products.into(product, h, weights.weight_hh.t(), weights.bias_hh)
-        elif kernel.recurrence == "gates":
-            products.accumulate(gates, h, weights.weight_hh.t())
-        else:
-            rec = torch.empty_like(gates)
-            bias = weights.bias_hh if kernel.recurrence == "biased" else None
-            products.into(rec, h, weights.weight_hh.t(), bias)
-        h_new = torch.empty(x.shape[0], hidden_size, **new)
-        c_new = None if c is None else torch.empty(x.shape[0], hidden_size, **new)
-        tape = {name: torch.empty(x.shape[0], size, **new) for name, size in kernel.tape(hidden_size).items()}
-        step = FusedStep(
-            gates, rec, h, c, h_new, c_new, tape, h_new, product, None if product is None else h_new,
-            blocks=kernel.cut_blocks(gates),
-        )
-        kernel.forward(step, weights)
-
-        ctx.kernel, ctx.precision, ctx.tape_names = kernel, precision, list(tape)
-        ctx.input_saved_count = len(input_saved)
-        kept_h_new = h_new if kernel.reads_h_new else None
-        ctx.save_for_backward(x, h, c, gates, rec, kept_h_new, c_new, *parameters, *input_saved, *tape.values())
-        traced_gates = None
-        if return_gates:
-            traced_gates = gates.clone()
+        h_new, c_new, traced_gates, (saved, ctx.tape_names, ctx.input_saved_count) = step_forward(
+            kernel, precision, return_gates, x, h, c, parameters)
+        ctx.kernel, ctx.precision = kernel, precision
+        ctx.save_for_backward(*saved)
+        if traced_gates is not None:
             ctx.mark_non_differentiable(traced_gates)
         return h_new, c_new, traced_gates
 
