@@ -5,6 +5,7 @@ what the network corrects (`base`)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from types import SimpleNamespace
 
@@ -91,10 +92,26 @@ def test_a_lower_score_that_is_not_clearly_better_keeps_the_network():
     ([0.5], False),
     ([-5.0, np.nan], True),                    # one finite item
     ([np.nan], False),                         # none: the network stays
-    ([-1.0, -1.0, np.inf, np.nan], True),      # items not finite are left out
+    ([-1.0, -1.0, np.nan], True),              # an item where both are infinite is left out
+    ([-1.0, -1.0, np.inf], False),             # the network exact where the method is not (scale 0)
+    ([0.5, 0.5, -np.inf], True),               # the method exact where the network is not
+    ([-np.inf, np.inf], False),                # each exact where the other is not
 ])
 def test_clearly_better_is_a_one_sided_95_percent_test_paired_over_the_items(differences, clear):
     assert clearly_better(np.array(differences)) is clear
+
+
+def test_a_series_its_seasonal_naive_forecasts_exactly_chooses_it():
+    """A season repeated exactly: the history's seasonal-naive error, MASE's scale, is 0, so
+    every other method's MASE is infinite; that was read as no evidence, and the network (wrong
+    by up to 2.3 here) was kept over the exact forecast without a word."""
+    frame = pd.DataFrame({"d": pd.date_range("2000-01-01", periods=100, freq="D"),
+                          "y": (np.arange(100) % 7).astype(float)})
+    forecaster = Forecaster("d", "y", horizon=7, **QUICK).fit(frame)
+    assert forecaster.layout.chosen == ("seasonal_naive",)
+    assert forecaster.layout.validation["y"]["seasonal_naive"]["MASE"] == 0
+    assert math.isinf(forecaster.layout.validation["y"]["model"]["MASE"])
+    assert forecaster.predict(frame)["y"].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 1.0]
 
 
 def line_table(rows: int = 60) -> pd.DataFrame:

@@ -67,9 +67,14 @@ def method_forecast(method: str, model: np.ndarray, baselines: dict[str, np.ndar
 
 def clearly_better(differences: np.ndarray) -> bool:
     """Whether per-item differences (a method's metric minus the network's) lie below zero by
-    CLEARLY standard errors of their mean; items where either is not finite are left out. With
-    fewer than two items, untestable: whether their mean is below zero."""
-    differences = differences[np.isfinite(differences)]
+    CLEARLY standard errors of their mean. An infinite difference outweighs the finite ones: on
+    an item whose scale is 0 (its history repeats its season exactly) MASE is infinite for any
+    error, so −∞ is a method exact where the network is not, +∞ the reverse; the method is
+    clearly better where some item says −∞ and none +∞. Items where both are infinite (nan) are
+    left out. With fewer than two finite items, untestable: whether their sum is below zero."""
+    differences = differences[~np.isnan(differences)]
+    if np.isinf(differences).any():
+        return bool((differences == -np.inf).any() and not (differences == np.inf).any())
     if len(differences) < 2:
         return bool(differences.sum() < 0)
     return bool(differences.mean() + CLEARLY * differences.std(ddof=1) / math.sqrt(len(differences)) < 0)
