@@ -74,10 +74,11 @@ def test_a_loss_that_is_nan_before_the_first_evaluation_says_nothing_was_saved(t
             "training diverged at step 0: the training loss became nan. Nothing had been saved in "
             f"{tmp_path / 'run'} yet (its first evaluation comes at step 10). No update had been made, so neither "
             "the learning rate nor the clip is the cause: the untrained model's loss is not finite on this data. "
-            "Look for values in it too large for floats.")):
+            "Look for values in it that are not numbers (NaN) or are too large for floats.")):
         Trainer(TrainingConfig(steps=100, eval_every=10)).run(TurnsNaN(step=0), tmp_path / "run")
     with pytest.raises(TrainingDiverged, match=re.escape(
-            "Look for values in it too large for floats, or train in full precision (--precision 32, now bf16).")):
+            "Look for values in it that are not numbers (NaN) or are too large for floats, or train in full "
+            "precision (--precision 32, now bf16).")):
         Trainer(TrainingConfig(steps=100, eval_every=10, precision="bf16")).run(TurnsNaN(step=0))
     with pytest.raises(TrainingDiverged, match=re.escape("at step 1: the training loss became nan (the last finite "
                                                          "training loss: 1 at step 0). Lower the learning rate")):

@@ -584,11 +584,51 @@ def test_a_run_of_an_older_lstmkit_loads_but_does_not_resume(text_file, tmp_path
     (lambda text, out: Trainer(TrainingConfig(steps=2)).run(type("Modelless", (Quadratic,), {
         "__init__": lambda self: setattr(self, "model", None)})()),
      "Modelless.model must be a torch.nn.Module (the model to train), got NoneType"),
+    # a loss autograd cannot differentiate: "element 0 of tensors does not require grad", from inside torch
+    (lambda text, out: Trainer(TrainingConfig(steps=2)).run(type("Detached", (Quadratic,), {
+        "train_loss": lambda self, model, step: (((model.weight[0, 0] - 1.0) ** 2).detach(), 1)})([1.0], 1.0)),
+     "Detached.train_loss(model, step) must return a loss computed from the model's parameters, to differentiate; "
+     "got a torch.float32 tensor that needs no gradient (made under torch.no_grad(), detached, or built from "
+     "numbers?)"),
+    (lambda text, out: Trainer(TrainingConfig(steps=2)).run(type("Counted", (Quadratic,), {
+        "train_loss": lambda self, model, step: (torch.tensor(3), 64)})([1.0], 1.0)),
+     "Counted.train_loss(model, step) must return a loss computed from the model's parameters, to differentiate; "
+     "got a torch.int64 tensor of integers (made under torch.no_grad(), detached, or built from numbers?)"),
 ])
 def test_a_config_or_job_of_another_type_is_named(text_file, tmp_path, call, message):
     """Each was an AttributeError from wherever the object was first read."""
     with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
         call(text_file, tmp_path / "run")
+
+
+@pytest.mark.parametrize("job, message", [
+    # a misspelt selection metric: every evaluation ignored, no best/, patience never spent, without a word
+    (type("Misspelt", (Quadratic,), {"evaluate": lambda self: {"val_los": 0.5}})([1.0], 1.0),
+     "Misspelt.evaluate() returned no 'val_loss', the job's selection_metric (by which best/ is kept and patience "
+     "counts); it returned 'val_los': return 'val_loss' (None at an evaluation without one), or set selection_metric"),
+    # ZeroDivisionError: integer division or modulo by zero, in the loop
+    (type("NoEpoch", (Quadratic,), {"steps_per_epoch": lambda self: 0})([1.0], 1.0),
+     "NoEpoch.steps_per_epoch() must return a positive int (the steps of one pass over the training data) or None "
+     "(data without an end), got 0"),
+    # torch's "optimizer got an empty parameter list"
+    (type("Frozen", (Quadratic,), {})([1.0], 1.0), "Frozen.model has no parameters that need gradients: nothing to "
+                                                  "train"),
+])
+def test_a_job_whose_values_break_the_loop_is_refused_by_name(tmp_path, job, message):
+    if type(job).__name__ == "Frozen":
+        job.model.requires_grad_(False)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        Trainer(TrainingConfig(epochs=2, eval_every=1, patience=2)).run(job, tmp_path / "run")
+
+
+def test_scores_given_as_numpy_arrays_of_one_value_are_taken():
+    """`tensor.numpy()` gives a 0-d array, which was refused as "val_loss: ndarray"."""
+    job = type("ArrayScores", (Quadratic,), {"evaluate": lambda self: {
+        "val_loss": np.array((self.model.weight[0, 0].item() - 1.0) ** 2), "val_other": np.array([0.25])}})([1.0], 1.0)
+    run = Trainer(TrainingConfig(steps=2, eval_every=1, lr=0.1)).run(job)
+    assert [type(row["val_loss"]) for row in run.history] == [float, float]
+    assert run.history[-1]["val_loss"] == (job.model.weight.item() - 1.0) ** 2
+    assert [row["val_other"] for row in run.history] == [0.25, 0.25]
 
 
 def test_the_trainer_refuses_an_engine_the_device_lacks_before_announcing_the_run(text_file, tmp_path, capsys,

@@ -108,7 +108,8 @@ class TrainingConfig:
     # still high when validation stalls; stopping there keeps weights never trained at a low
     # rate, and gives up the budget left.
     on_plateau: str = "stop"
-    # Seed of the weights and of the data order.
+    # Seed of the weights and of the data order (the pipelines seed with it; a Job of one's own
+    # seeds its model itself: the trainer reseeds only each torchrun process's dropout stream).
     seed: int = 0
     # "auto" is CUDA when this machine has it, else the CPU.
     device: str = "auto"

@@ -19,7 +19,9 @@ class Job(ABC):
     schedule, clipping, budget, evaluations, checkpoints, progress); a job says what a step's
     loss is, how the model scores, and what a checkpoint holds besides the weights.
 
-    Attributes a job sets: `model` (built on the CPU from the config's seed), `label` (shown
+    Attributes a job sets: `model` (built on the CPU after `torch.manual_seed(config.seed)`:
+    the trainer seeds nothing of the job's own, only, under torchrun, each process's dropout
+    stream), `label` (shown
     by the progress report), `item` (what throughput counts: "token", "sequence", ...; the
     metrics' count column is its plural), `selection_metric` (the evaluation value whose
     lowest marks the best model; None when there is none), `higher_is_better` (its highest
@@ -98,6 +100,16 @@ class Job(ABC):
         model or other data wrote it."""
 
 
+def epoch_steps(job: Job) -> int | None:
+    """`job.steps_per_epoch()`, refused by name where it is not None or a positive int (0
+    failed at a division deep in the loop)."""
+    steps = job.steps_per_epoch()
+    if steps is None or (isinstance(steps, numbers.Integral) and not isinstance(steps, bool) and steps > 0):
+        return steps
+    raise ValueError(f"{type(job).__name__}.steps_per_epoch() must return a positive int (the steps of one pass over "
+                     f"the training data) or None (data without an end), got {steps!r}")
+
+
 def warn_if_one_batch_holds_all(batch_size: int, items: int, what: str) -> None:
     """Warn where `batch_size` is more than the `items` training `what` there are: every step
     then takes all of them, a smaller batch than asked, and an epoch is one step."""
@@ -107,9 +119,12 @@ def warn_if_one_batch_holds_all(batch_size: int, items: int, what: str) -> None:
 
 
 def plain_number(value: object) -> int | float | None:
-    """`value` as a Python int or float where it is a number (a NumPy number, a tensor of one
-    value); None where it is not one (a bool counts as none)."""
+    """`value` as a Python int or float where it is a number (a NumPy number, a tensor or a
+    NumPy array of one value, such as `tensor.numpy()` gives); None where it is not one (a bool
+    counts as none)."""
     if isinstance(value, Tensor) and value.numel() == 1 and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype != np.bool_:
         value = value.item()
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         return None
@@ -122,7 +137,13 @@ def checked_loss(job: Job, result: object) -> tuple[Tensor, int | float]:
     sequence = isinstance(result, tuple | list)
     items = plain_number(result[1]) if sequence and len(result) == 2 else None
     if items is not None and isinstance(result[0], Tensor) and result[0].numel() == 1 and items > 0:
-        return result[0], items
+        loss = result[0]
+        if not loss.is_floating_point() or (torch.is_grad_enabled() and not loss.requires_grad):
+            raise TypeError(f"{type(job).__name__}.train_loss(model, step) must return a loss computed from the "
+                            f"model's parameters, to differentiate; got a {loss.dtype} tensor "
+                            f"{'that needs no gradient' if loss.is_floating_point() else 'of integers'} (made "
+                            "under torch.no_grad(), detached, or built from numbers?)")
+        return loss, items
     got = f"({', '.join(type(part).__name__ for part in result)})" if sequence else type(result).__name__
     if items is not None:
         got += f" with {items!r} items"
@@ -133,13 +154,20 @@ def checked_loss(job: Job, result: object) -> tuple[Tensor, int | float]:
 def checked_scores(job: Job, scores: object) -> dict[str, int | float | None]:
     """What `job.evaluate` returned, its numbers as Python ints and floats (a tensor or NumPy
     number made one, for metrics.csv and results.json; None, a metric this evaluation has not,
-    kept), refused by name where it is not a dict of numbers."""
+    kept; {}, a job with nothing to score on), refused by name where it is not a dict of
+    numbers, or scores others but not the selection metric (a misspelt one left every run
+    without best/ or early stopping, without a word)."""
     if not isinstance(scores, dict):
         bad = type(scores).__name__
     else:
         values = {name: plain_number(value) for name, value in scores.items()}
         bad = ", ".join(f"{name}: {type(scores[name]).__name__}" for name, value in values.items()
                         if value is None and scores[name] is not None)
+        metric = job.selection_metric
+        if not bad and values and metric is not None and metric not in values:  # {}: nothing to score on
+            raise ValueError(f"{type(job).__name__}.evaluate() returned no {metric!r}, the job's selection_metric (by "
+                             f"which best/ is kept and patience counts); it returned {', '.join(map(repr, values))}: "
+                             f"return {metric!r} (None at an evaluation without one), or set selection_metric")
         if not bad:
             return values
     raise TypeError(f"{type(job).__name__}.evaluate() must return a dict of metric names to numbers (e.g. "

@@ -40,7 +40,7 @@ from lstmkit.files import check_nothing_overwritten, check_output_folder, check_
 from lstmkit.training.config import ADDED_SETTINGS, TrainingConfig, check_config, current_names, flag_value
 from lstmkit.training.device import Precision, check_engines, resolve_device
 from lstmkit.training.distributed import Processes
-from lstmkit.training.job import Job, checked_loss, checked_scores
+from lstmkit.training.job import Job, checked_loss, checked_scores, epoch_steps
 from lstmkit.training.progress import Progress
 from lstmkit.training.optimizers import (
     adopt_average, averaged_weights, averaging, build_optimizer, set_learning_rate, should_average,
@@ -263,6 +263,8 @@ class Trainer:
         if not isinstance(getattr(job, "model", None), torch.nn.Module):
             raise TypeError(f"{type(job).__name__}.model must be a torch.nn.Module (the model to train), got "
                             f"{type(getattr(job, 'model', None)).__name__}")
+        if not any(parameter.requires_grad for parameter in job.model.parameters()):
+            raise ValueError(f"{type(job).__name__}.model has no parameters that need gradients: nothing to train")
         if callable(getattr(job, "finished", None)):  # the name before goal_reached: it would be ignored, silently
             raise TypeError(f"{type(job).__name__}.finished(scores) is no longer called: the training core asks "
                             "goal_reached(scores), which returns why training stops there (words that follow \"its "
@@ -280,7 +282,7 @@ class Trainer:
                                     averaging=progress.averaging_from is not None)
         load_optimizer_state(optimizer, job, training)
         model = processes.wrap(job.model, device)
-        steps_per_epoch = job.steps_per_epoch()
+        steps_per_epoch = epoch_steps(job)
         step_limit = self.step_limit(job, steps_per_epoch)
         last_loss = None  # (step, mean training loss) of the latest finite one
         eval_every = self.evaluation_interval(job, steps_per_epoch)
@@ -436,7 +438,7 @@ class Trainer:
             return None
         job.model.to(self.device)
         progress, _ = self.restore(job, out)
-        steps_per_epoch = job.steps_per_epoch()
+        steps_per_epoch = epoch_steps(job)
         anneal_steps = (self.config.patience or 0) * self.evaluation_interval(job, steps_per_epoch)
         ended = (budget_spent(self.config, progress, self.step_limit(job, steps_per_epoch))
                  or (progress.history and stop_reason(job, self.config, progress, progress.history[-1], anneal_steps)))
@@ -514,7 +516,8 @@ class Trainer:
             full = (f", or train in full precision (--precision 32, now {config.precision})"
                     if config.precision != "32" else "")
             remedy = ("No update had been made, so neither the learning rate nor the clip is the cause: the untrained "
-                      f"model's loss is not finite on this data. Look for values in it too large for floats{full}.")
+                      "model's loss is not finite on this data. Look for values in it that are not numbers (NaN) or "
+                      f"are too large for floats{full}.")
         remedy = remedy or (f"Lower the learning rate (--lr, now {config.lr:g}) or clip gradients harder (--clip, now "
                             f"{config.clip:g}).")
         if out is not None and saved:  # --resume would refuse the changed setting
@@ -542,7 +545,7 @@ class Trainer:
         state = {**asdict(progress), "best_value": progress.best_value if math.isfinite(progress.best_value) else None}
         saved = {**job.checkpoint_config(), "training": asdict(self.config), "data": job.data_fingerprint(),
                  "progress": state, "epoch_layout": {"processes": self.processes.world_size,
-                                                     "steps_per_epoch": job.steps_per_epoch()}}
+                                                     "steps_per_epoch": epoch_steps(job)}}
         if improved:
             with averaged_weights(optimizer):
                 save_checkpoint(out / "best", saved, job.model_tensors(), job.checkpoint_files())
@@ -603,7 +606,7 @@ class Trainer:
         too small to share joins the one before (Processes.batch_sizes), so with another number
         of processes an epoch can hold another number of steps, and the step a run stopped at
         would fall elsewhere in its epoch."""
-        epochs, now = saved.get("epoch_layout"), job.steps_per_epoch()
+        epochs, now = saved.get("epoch_layout"), epoch_steps(job)
         if epochs is None or epochs["steps_per_epoch"] == now:  # an older run did not record them
             return
         before, count = epochs["processes"], self.processes.world_size
