@@ -74,6 +74,10 @@ def test_sizes_may_be_numpy_integers_as_torch_nn_cells_take_them(tmp_path):
         name: p.shape for name, p in torch.nn.LSTM(3, 4, 2).named_parameters()}
     torch.save(cell, tmp_path / "cell.pt")
     assert torch.load(tmp_path / "cell.pt").hidden_size == 4
+    projected = lstmkit.LSTM(3, 4, proj_size=np.int64(2))  # as torch.nn.LSTM takes it
+    assert type(projected.proj_size) is int and projected.weight_hr_l0.shape == (2, 4)
+    stacked = lstmkit.LSTM(3, 4, num_layers=2)
+    assert torch.equal(lstmkit.LSTMCell.from_layer(stacked, np.int64(1)).weight_ih, stacked.weight_ih_l1)
     with raises(TypeError, "hidden_size must be an int, got np.True_ (bool)"):
         lstmkit.LSTMCell(3, np.bool_(True))
 

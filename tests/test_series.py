@@ -204,6 +204,8 @@ def test_covariates_and_several_targets():
 
 @pytest.mark.parametrize("table, targets, message", [
     (weekly([1.0, 2.0, 3.0]), ["co2"], "column 'co2' is not in the data; its columns are 'date', 'y'"),
+    (weekly([1.0, 2.0, 3.0]).set_index("date"), ["y"], "column 'date' is not in the data; its columns are 'y'; 'date' "
+     "is the DataFrame's index: make it a column with frame.reset_index()"),
     (weekly([1.0, 2.0, 3.0]).assign(date=["2020-01-04", "2020-01-11", "2020-01-11"]), ["y"],
      "column 'date' has 1 duplicate timestamp(s): the first, '2020-01-11', at rows 1 and 2 (0-based positions in "
      "the DataFrame); a table holds one row per time"),

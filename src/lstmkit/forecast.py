@@ -6,7 +6,7 @@ predict` do.
     result = forecaster.backtest("co2_weekly.csv", holdout=104)
     print(result.scores)                       # model and baselines: MAE, RMSE, sMAPE, MASE
     forecaster.fit("co2_weekly.csv").save("runs/co2/model")
-    print(Forecaster.load("runs/co2").predict("co2_weekly.csv"))
+    print(Forecaster.load("runs/co2/model").predict("co2_weekly.csv"))
 """
 
 from lstmkit.extras import extra_imports

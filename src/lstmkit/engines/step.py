@@ -3,9 +3,10 @@
 The engines of a single step: "native" (torch's own cell kernels, `torch._VF.lstm_cell`,
 `gru_cell`, `rnn_tanh_cell`, `rnn_relu_cell`: exactly torch.nn.LSTMCell, GRUCell and
 RNNCell, for the plain cells), "fused" (the fused engine's point-wise kernels in one
-autograd.Function per step, `lstmkit.engines.fused.step`; every cell), "triton" (the same
-Function with the Triton engine's kernels: one kernel launch each way per step; every cell,
-on CUDA tensors, or on CPU under TRITON_INTERPRET=1) and "reference" (the cell's `step` under
+autograd.Function per step, or without it where no gradient is wanted,
+`lstmkit.engines.fused.step`; every cell), "triton" (the same step with the Triton engine's
+kernels: one kernel launch each way per step; every cell, on CUDA tensors, or on CPU under
+TRITON_INTERPRET=1) and "reference" (the cell's `step` under
 autograd; every cell). "auto" runs a plain lstm, gru or rnn step on the native kernel and
 every other cell, and every `return_gates=True` step, on the Triton one on CUDA where triton
 is installed (measured faster than fused there, BENCHMARKS.md) and on the fused one otherwise:

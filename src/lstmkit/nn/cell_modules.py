@@ -11,8 +11,10 @@ stack into a cell module and back, so a trained stack can be stepped by hand.
 
 from __future__ import annotations
 
+import numbers
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -227,14 +229,14 @@ def layer_index(recurrent: Recurrent, layer: int, direction: int) -> int:
     for name, value, count in (
         ("layer", layer, recurrent.num_layers), ("direction", direction, recurrent.num_directions),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < count:
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral) or not 0 <= value < count:
             raise ValueError(f"{name} must be an int in [0, {count - 1}] for this layer, got {value!r}")
     if recurrent.proj_size:
         raise ValueError(
             f"a cell module has no projection; the layer has proj_size={recurrent.proj_size}, "
             "so its steps cannot be taken by a cell module"
         )
-    return layer * recurrent.num_directions + direction
+    return int(layer) * recurrent.num_directions + int(direction)
 
 
 class LSTMCell(RecurrentCell):

@@ -20,7 +20,11 @@ from lstmkit.engines.precision import autocast_dtype
 class ShapeError(ValueError, RuntimeError):
     """A tensor of the wrong size, dtype or device. torch.nn raises RuntimeError for these
     (ValueError for a layer's input dtype) and lstmkit's checks have raised ValueError: it is
-    both, so `except` of either catches it."""
+    both, so `except` of either catches it. Named where users import it, `lstmkit.ShapeError`,
+    in tracebacks."""
+
+
+ShapeError.__module__ = "lstmkit"
 
 
 @dataclass(frozen=True)

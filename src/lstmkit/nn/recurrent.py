@@ -96,7 +96,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                 "dropout must be a number in [0, 1], the probability of zeroing an element, "
                 f"got {dropout!r}"
             )
-        check_projection(self.cell, proj_size, hidden_size)
+        proj_size = check_projection(self.cell, proj_size, hidden_size)
         forget_bias = check_forget_bias(self.cell, forget_bias, bias)
         regularisation = regularisers.regularisation(
             self.cell, recurrent_dropout, input_dropout, zoneout, weight_dropout)
@@ -421,10 +421,12 @@ def positive_int(name: str, value: object) -> int:
     return int(value)
 
 
-def check_projection(cell: Cell, proj_size: object, hidden_size: int) -> None:
-    """proj_size: 0, or in [1, hidden_size) for a cell of the LSTM family."""
-    if isinstance(proj_size, bool) or not isinstance(proj_size, int):
+def check_projection(cell: Cell, proj_size: object, hidden_size: int) -> int:
+    """proj_size: 0, or in [1, hidden_size) for a cell of the LSTM family; as an int (a numpy
+    integer included, as torch.nn.LSTM takes it)."""
+    if isinstance(proj_size, bool | np.bool_) or not isinstance(proj_size, numbers.Integral):
         raise TypeError(f"proj_size must be an int, got {proj_size!r} ({type(proj_size).__name__})")
+    proj_size = int(proj_size)
     if proj_size < 0:
         raise ValueError(f"proj_size must be zero (no projection) or positive, got {proj_size}")
     if proj_size and not cell.supports_projection:
@@ -435,6 +437,7 @@ def check_projection(cell: Cell, proj_size: object, hidden_size: int) -> None:
         raise ValueError(
             f"proj_size must be smaller than hidden_size={hidden_size}, got proj_size={proj_size}"
         )
+    return proj_size
 
 
 def check_forget_bias(cell: Cell, forget_bias: object, bias: bool) -> float | None:

@@ -342,14 +342,16 @@ def other_separator(header: str) -> str | None:
 
 def missing_column(name: str, source: str | Path | pd.DataFrame, columns) -> ValueError:
     """The error for a column `name` the table read from `source` lacks: the columns it has,
-    quoted (so that a name's spaces show), or where it read one column whose name holds
-    semicolons or tabs, that."""
+    quoted (so that a name's spaces show), and where a DataFrame holds it as its index, that;
+    or where it read one column whose name holds semicolons or tabs, that."""
     names = [str(column) for column in columns]
     separated = other_separator(names[0]) if len(names) == 1 else None
     if separated:
         return ValueError(separated if isinstance(source, pd.DataFrame) else f"{source}: {separated}")
     comma = ("; a name that holds a comma is not one the command line can give, where commas separate names: "
              "rename the column" if any("," in column for column in names) else "")
+    if isinstance(source, pd.DataFrame) and name in [str(level) for level in source.index.names]:
+        comma += f"; {name!r} is the DataFrame's index: make it a column with frame.reset_index()"
     return ValueError(f"column {name!r} is not in the data; its columns are {', '.join(map(repr, names))}{comma}")
 
 

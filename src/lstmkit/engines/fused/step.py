@@ -1,7 +1,8 @@
 """One time step on the fused kernels, for the cell modules (`lstmkit.LSTMCell`, ...).
 
 A cell module is called once per step from the user's own loop, so the step is its own
-autograd.Function: forward, the two matrix products (W_ih x and W_hh h) and the cell's
+autograd.Function (called only where a gradient is wanted: under no_grad it runs the forward
+alone): forward, the two matrix products (W_ih x and W_hh h) and the cell's
 `FusedKernel.forward` in place into buffers of one step; backward, the kernel's hand-derived
 `FusedKernel.backward`, then the gradients of x, h and every parameter as single products.
 The kernels are the fused engine's, unchanged: a step here is the engine's loop with T = 1.
