@@ -74,6 +74,20 @@ def test_baselines_none_leaves_the_network_as_predict_s_forecast(capsys):
     assert prediction["y"].tolist() == pytest.approx(network.mean[0, :, 0].tolist(), rel=1e-12)
 
 
+def test_a_score_of_nan_is_never_the_lowest():
+    """An OWA of inf / inf (Naive2 inexact on a series of scale 0) is nan, and `min` took
+    whichever method came first: the network, reported as "the lowest OWA (nan)"."""
+    model = np.array([1.0, 1.0])
+    baselines = {"naive": np.array([0.0, 0.0]), "theta": np.array([2.0, 2.0])}
+    owa = {"model": math.nan, "combination": 0.9, "naive": math.nan, "theta": 0.5, "model+theta": math.nan}
+
+    def score(methods):
+        return {method: {"OWA": owa[method]} for method in methods}
+
+    choice = choose(model, baselines, score, "OWA", lambda values: np.zeros(len(values)) - (values == 2.0).all())
+    assert choice.partner == "theta" and choice.lowest == "theta" and choice.chosen == "theta"
+
+
 def test_a_lower_score_that_is_not_clearly_better_keeps_the_network():
     model, actual = np.array([1.0, 3.0]), np.array([2.0, 2.0])
     baselines = {"theta": np.array([2.0, 3.9])}
@@ -93,9 +107,12 @@ def test_a_lower_score_that_is_not_clearly_better_keeps_the_network():
     ([-5.0, np.nan], True),                    # one finite item
     ([np.nan], False),                         # none: the network stays
     ([-1.0, -1.0, np.nan], True),              # an item where both are infinite is left out
-    ([-1.0, -1.0, np.inf], False),             # the network exact where the method is not (scale 0)
-    ([0.5, 0.5, -np.inf], True),               # the method exact where the network is not
+    ([-np.inf, 0.0, 0.0], True),               # one table's windows of scale 0: the method exact, the network not
+    ([np.inf, 0.0], False),                    # the network exact, the method not
     ([-np.inf, np.inf], False),                # each exact where the other is not
+    ([0.5, 0.5, -np.inf], False),              # series: one flat series weighs as one, [0.5, 0.5, -0.5]
+    ([-1.0, -1.0, -1.0, -np.inf], True),       # ... [-1, -1, -1, -1]
+    ([-1.0, -1.0, np.inf], False),             # ... [-1, -1, 1]
 ])
 def test_clearly_better_is_a_one_sided_95_percent_test_paired_over_the_items(differences, clear):
     assert clearly_better(np.array(differences)) is clear

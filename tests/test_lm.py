@@ -183,10 +183,14 @@ def test_evaluation_scores_every_next_token(trained, text_file):
     assert scores.loss == pytest.approx(expected, rel=1e-5)
     whole = model.evaluate(text_file)  # a Path is the file it names
     assert whole == model.evaluate(text_file.read_text(encoding="utf-8"))
-    with pytest.raises(ValueError, match=re.escape(  # it failed at "vocabulary lacks '/'"
+    with pytest.warns(UserWarning, match=re.escape(  # a char model failed at "vocabulary lacks '/'"
             f"evaluate() scores a str as the text itself, and {str(text_file)!r} names a file: to score the file, "
-            f"pass pathlib.Path({str(text_file)!r})")):
+            f"pass pathlib.Path({str(text_file)!r})")), pytest.raises(ValueError, match="vocabulary lacks"):
         model.evaluate(str(text_file))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert model.evaluate("the quick brown fox jumps over the lazy dog. " * 6).tokens == 269  # a name too long
+
     assert scores.perplexity == pytest.approx(math.exp(expected), rel=1e-5)
     assert scores.bits_per_character == pytest.approx(expected / math.log(2) * 3000 / 3000, rel=1e-5)
 

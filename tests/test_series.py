@@ -333,6 +333,10 @@ def test_mase_of_a_history_that_repeats_exactly_is_0_when_exact_else_inf():
     repeating = np.array([1.0, 2.0, 1.0, 2.0])  # the seasonal naive's in-sample error is 0 at m = 2
     assert scores(np.ones(2), np.ones(2), repeating, 2)["MASE"] == 0.0
     assert scores(np.ones(2), np.zeros(2), repeating, 2)["MASE"] == math.inf
+    # exact but for rounding: 123.456 through log and exp (it scored inf, and chose for a whole table)
+    flat = np.full(4, 123.456)
+    assert scores(flat[:2], np.exp(np.log(flat[:2])) + 2e-14, flat, 1)["MASE"] == 0.0
+    assert scores(flat[:2], flat[:2] + 1e-6, flat, 1)["MASE"] == math.inf
 
 
 def test_simple_baselines_by_hand():

@@ -621,6 +621,15 @@ def test_a_job_whose_values_break_the_loop_is_refused_by_name(tmp_path, job, mes
         Trainer(TrainingConfig(epochs=2, eval_every=1, patience=2)).run(job, tmp_path / "run")
 
 
+def test_an_epoch_counted_in_a_numpy_integer_is_taken(tmp_path):
+    """np.int64 steps per epoch failed at the first checkpoint: "Object of type int64 is not JSON serializable"."""
+    job = type("NumpyEpoch", (Quadratic,), {"steps_per_epoch": lambda self: np.int64(2)})([1.0, 2.0], 1.0)
+    run = Trainer(TrainingConfig(epochs=2, eval_every=1)).run(job, tmp_path / "run")
+    assert run.steps == 4 and [row["epoch"] for row in run.history] == [0.5, 1, 1.5, 2]
+    assert not any(isinstance(row["epoch"], np.generic) for row in run.history)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 4
+
+
 def test_scores_given_as_numpy_arrays_of_one_value_are_taken():
     """`tensor.numpy()` gives a 0-d array, which was refused as "val_loss: ndarray"."""
     job = type("ArrayScores", (Quadratic,), {"evaluate": lambda self: {

@@ -67,17 +67,29 @@ def method_forecast(method: str, model: np.ndarray, baselines: dict[str, np.ndar
 
 def clearly_better(differences: np.ndarray) -> bool:
     """Whether per-item differences (a method's metric minus the network's) lie below zero by
-    CLEARLY standard errors of their mean. An infinite difference outweighs the finite ones: on
-    an item whose scale is 0 (its history repeats its season exactly) MASE is infinite for any
-    error, so −∞ is a method exact where the network is not, +∞ the reverse; the method is
-    clearly better where some item says −∞ and none +∞. Items where both are infinite (nan) are
-    left out. With fewer than two finite items, untestable: whether their sum is below zero."""
+    CLEARLY standard errors of their mean. On an item whose scale is 0 (its history repeats its
+    season exactly) MASE is infinite for any error: −∞ is a method exact where the network is
+    not, +∞ the reverse. Where no item says more (one table's windows, which share one history:
+    the rest are 0), those decide: some −∞ and no +∞. Among items that do (a long table's
+    series), an infinite one weighs as much as the largest finite one, not more, so that one
+    flat series does not choose for a table. Items where both are infinite (nan) are left out.
+    With fewer than two items, untestable: whether their sum is below zero."""
     differences = differences[~np.isnan(differences)]
-    if np.isinf(differences).any():
-        return bool((differences == -np.inf).any() and not (differences == np.inf).any())
+    infinite, finite = differences[np.isinf(differences)], differences[np.isfinite(differences)]
+    if infinite.size and not finite.any():
+        return bool((infinite < 0).any() and not (infinite > 0).any())
+    if infinite.size:
+        bound = np.abs(finite).max()
+        differences = np.clip(differences, -bound, bound)
     if len(differences) < 2:
         return bool(differences.sum() < 0)
     return bool(differences.mean() + CLEARLY * differences.std(ddof=1) / math.sqrt(len(differences)) < 0)
+
+
+def nan_last(value: float) -> tuple[bool, float]:
+    """A sort key that puts a score of nan (an OWA of ∞ / ∞) after every number, where `min`
+    would take whichever came first."""
+    return math.isnan(value), value
 
 
 def choose(model: np.ndarray, baselines: dict[str, np.ndarray],
@@ -92,9 +104,9 @@ def choose(model: np.ndarray, baselines: dict[str, np.ndarray],
     alone = score(methods)
     if not baselines:
         return Choice("model", None, alone, "model")
-    partner = min(baselines, key=lambda name: alone[name][metric])
+    partner = min(baselines, key=lambda name: nan_last(alone[name][metric]))
     methods[PAIR + partner] = method_forecast(PAIR + partner, model, baselines)
     scored = score(methods)
-    lowest = min(scored, key=lambda method: scored[method][metric])
+    lowest = min(scored, key=lambda method: nan_last(scored[method][metric]))
     clear = lowest == "model" or clearly_better(terms(methods[lowest]) - terms(model))
     return Choice(lowest if clear else "model", partner, scored, lowest)

@@ -15,7 +15,9 @@ method by its overall weighted average relative to the Naive2 benchmark:
     OWA   = (sMAPE / sMAPE_Naive2 + MASE / MASE_Naive2) / 2      (each the mean over the series)
 
 The MASE scale is 0 when the training values repeat exactly every m steps, a constant
-series among them: a forecast that is exact scores 0 there, any other inf.
+series among them: a forecast that is exact scores 0 there, any other inf. Exact within
+EXACT_TOLERANCE of the values' size: a forecast computed through logs and back (123.456 as
+123.45600000000001) is exact, not infinitely worse than one that is.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ import numpy as np
 from lstmkit.series.scaling import magnitude_scale
 
 METRICS = ("MAE", "RMSE", "sMAPE", "MASE")
+# Relative to the largest actual value: a forecast error below it is rounding (float64 carries
+# 16 digits; a round trip through log and exp loses a few), where the MASE scale is 0.
+EXACT_TOLERANCE = 1e-9
 
 
 def seasonal_naive_scale(history: np.ndarray, season: int) -> float:
@@ -63,8 +68,9 @@ def scores(actual: np.ndarray, forecast: np.ndarray, history: np.ndarray, season
     ratio = np.divide(200 * error, denominator, out=np.zeros_like(error), where=denominator > 0)
     mae = float(error.mean())
     scale = seasonal_naive_scale(history, season)
+    exact = error.max() <= EXACT_TOLERANCE * np.abs(actual).max()
     return {"MAE": mae, "RMSE": root_mean_square(error), "sMAPE": float(ratio.mean()),
-            "MASE": mae / scale if scale > 0 else (0.0 if mae == 0 else math.inf)}
+            "MASE": mae / scale if scale > 0 else (0.0 if exact else math.inf)}
 
 
 def root_mean_square(values: np.ndarray) -> float:

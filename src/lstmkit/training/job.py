@@ -105,7 +105,7 @@ def epoch_steps(job: Job) -> int | None:
     failed at a division deep in the loop)."""
     steps = job.steps_per_epoch()
     if steps is None or (isinstance(steps, numbers.Integral) and not isinstance(steps, bool) and steps > 0):
-        return steps
+        return None if steps is None else int(steps)  # a numpy integer failed at the checkpoint's JSON
     raise ValueError(f"{type(job).__name__}.steps_per_epoch() must return a positive int (the steps of one pass over "
                      f"the training data) or None (data without an end), got {steps!r}")
 
