@@ -253,16 +253,17 @@ def cli(*arguments: str) -> list[str]:
 
 
 def wait_for_checkpoint(process: subprocess.Popen, out: Path, step: int) -> None:
-    """Wait (a minute at most) until the run of `process` has checkpointed step `step` in `out`."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
+    """Wait (five minutes at most: a loaded machine takes long to import torch) until the run of
+    `process` has checkpointed step `step` in `out`."""
+    deadline, reached = time.monotonic() + 300, False
+    while not reached and time.monotonic() < deadline and process.poll() is None:
         try:
-            if json.loads((out / "last" / "config.json").read_text())["progress"]["step"] >= step:
-                break
+            reached = json.loads((out / "last" / "config.json").read_text())["progress"]["step"] >= step
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
             pass
         time.sleep(0.01)
     assert process.poll() is None, "the run finished before it could be stopped; make it longer"
+    assert reached, f"the run had not checkpointed step {step} in five minutes"
 
 
 def test_resume_after_kill_9_equals_an_uninterrupted_run(text_file, tmp_path):
