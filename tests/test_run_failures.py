@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,26 @@ def test_a_non_finite_training_loss_stops_the_run_and_keeps_its_checkpoints(tmp_
     config, tensors = load_checkpoint(run / "last")
     assert config["progress"]["step"] == 20 and torch.isfinite(tensors["weight"]).all()
     assert [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]] == ["10", "20"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="folders are locked where the system has flock")
+def test_a_second_run_into_a_folder_a_run_is_writing_in_is_refused(tmp_path):
+    """Two runs started into one folder both passed its checks (neither had written a
+    checkpoint yet), and the one that ended last overwrote the other's files, both saying
+    they had written them. The folder is held by the run writing there; one that dies lets
+    it go, and a folder a run made and left empty is removed."""
+    from lstmkit.files import claimed_folder
+
+    with claimed_folder(tmp_path / "run"):  # another run, writing there now
+        with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'run'} is in use: another run is writing there "
+                                                       "now; wait for it to end, or choose another folder")):
+            Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    assert not (tmp_path / "run").exists(), "the folder the holder made, left empty, is removed"
+    run = Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    assert run.steps == 2 and (tmp_path / "run" / "results.json").is_file()
+    with pytest.raises(TrainingDiverged):
+        Trainer(TrainingConfig(steps=100, eval_every=10)).run(TurnsNaN(step=0), tmp_path / "diverged")
+    assert not (tmp_path / "diverged").exists()
 
 
 def test_a_loss_that_is_nan_before_the_first_evaluation_says_nothing_was_saved(tmp_path):

@@ -15,6 +15,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+try:
+    import fcntl  # POSIX: a lock on a folder, released by the system when its process ends
+except ImportError:  # Windows: folders are not locked
+    fcntl = None
+
 
 # The formats a figure the user names is written in, by its suffix (plots.save).
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
@@ -26,6 +31,35 @@ def default_mode(directory: bool = False) -> int:
     umask = os.umask(0)
     os.umask(umask)
     return (0o777 if directory else 0o666) & ~umask
+
+
+@contextlib.contextmanager
+def claimed_folder(folder: Path | None) -> Iterator[None]:
+    """`folder` (created, where it is not yet) held by this process while the block runs, or
+    refused where another holds it: two runs started into one folder both passed its checks,
+    none having written a checkpoint yet, and the one that ended last overwrote the other's
+    files. An advisory lock (flock) on the folder itself: nothing is written for it, and a
+    process that dies, even by kill -9, lets it go. The folders it made that the block leaves
+    empty are removed. None, or a system without flock: nothing is held."""
+    if folder is None or fcntl is None:
+        yield
+        return
+    made = [path for path in (folder, *folder.parents) if not path.exists()]  # the deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{folder} is in use: another run is writing there now; wait for it to end, or choose "
+                             "another folder") from None
+        yield
+    finally:
+        os.close(handle)
+        for path in made:
+            if not path.is_dir() or any(path.iterdir()):
+                break
+            path.rmdir()
 
 
 @contextlib.contextmanager

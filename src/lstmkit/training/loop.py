@@ -36,7 +36,9 @@ from torch import Tensor
 from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, check_kind, check_replaceable, existing, held_kind,
                                 load_checkpoint, read_extra_tensors, save_checkpoint)
-from lstmkit.files import check_nothing_overwritten, check_output_folder, check_own_files, write_csv, write_json
+from lstmkit.files import (
+    check_nothing_overwritten, check_output_folder, check_own_files, claimed_folder, write_csv, write_json,
+)
 from lstmkit.training.config import ADDED_SETTINGS, TrainingConfig, check_config, current_names, flag_value
 from lstmkit.training.device import Precision, check_engines, resolve_device
 from lstmkit.training.distributed import Processes
@@ -269,9 +271,14 @@ class Trainer:
             raise TypeError(f"{type(job).__name__}.finished(scores) is no longer called: the training core asks "
                             "goal_reached(scores), which returns why training stops there (words that follow \"its "
                             "last evaluation\") or None; rename it and return a reason")
-        config, processes, device = self.config, self.processes, self.device
-        check_engines(job.model, device)
+        check_engines(job.model, self.device)
         out = None if out is None else check_output_folder(out)
+        with claimed_folder(out if self.processes.main else None):  # rank 0 writes; the others read what it wrote
+            return self.train(job, out, resume, keep_best)
+
+    def train(self, job: Job, out: Path | None, resume: bool, keep_best: bool) -> TrainingRun:
+        """`run`, its arguments checked and its folder held."""
+        config, processes, device = self.config, self.processes, self.device
         job.model.to(device)
         progress, training = self.restore(job, out) if resume else (self.begin(job, out), {})
         if out is not None and ((out / "best").is_dir() or (out / "last").is_dir()):  # before training, not at `save`
@@ -437,7 +444,7 @@ class Trainer:
         if not existing(out / "last").exists():
             return None
         job.model.to(self.device)
-        progress, _ = self.restore(job, out)
+        progress, _ = self.restore(job, out, continued=not (out / "results.json").is_file())
         steps_per_epoch = epoch_steps(job)
         anneal_steps = (self.config.patience or 0) * self.evaluation_interval(job, steps_per_epoch)
         ended = (budget_spent(self.config, progress, self.step_limit(job, steps_per_epoch))
@@ -553,10 +560,11 @@ class Trainer:
                         extra_tensors={TRAINING_FILE: training})
         write_csv(out / "metrics.csv", columns, [[row.get(name) for name in columns] for row in progress.history])
 
-    def restore(self, job: Job, out: Path | None) -> tuple[RunState, dict[str, Tensor]]:
+    def restore(self, job: Job, out: Path | None, continued: bool = True) -> tuple[RunState, dict[str, Tensor]]:
         """The model, random-number state and job state of out/last, on this trainer's device
         whatever device wrote them; the progress to continue from, and the saved training
-        tensors (the optimizer's state among them: `load_optimizer_state`)."""
+        tensors (the optimizer's state among them: `load_optimizer_state`). A run not
+        `continued` (one that finished, only loaded) may have had its epochs otherwise."""
         kind = job.checkpoint_config().get("kind")
         check_run_folder(out, resume=True, kind=kind)
         saved, tensors = load_checkpoint(out / "last", self.device)
@@ -566,7 +574,8 @@ class Trainer:
             raise ValueError(f"{out} was written by an older lstmkit: its models load (for sampling and scoring), "
                              "but its training cannot be resumed; start a new run")
         self.check_resumable(saved, job.data_fingerprint(), out)
-        self.check_epochs(saved, job, out)
+        if continued:
+            self.check_epochs(saved, job, out)
         job.check_resumable(saved, existing(out / "last"))
         job.load_model_tensors(tensors)
         training = read_extra_tensors(out / "last", TRAINING_FILE, self.device)
