@@ -198,6 +198,14 @@ def test_a_resume_whose_epochs_would_not_line_up_is_refused(tmp_path, monkeypatc
                                                    "it with 1 process")):
         Trainer(TrainingConfig(steps=4, eval_every=1)).run(Quadratic([1.0, 1.0, 1.0], 0.0), tmp_path / "run",
                                                           resume=True)
+    # a finished run is only loaded (forecast fit's backtest stage, resumed with its refit by another number of
+    # processes, was refused although it would train no further)
+    finished = Trainer(TrainingConfig(steps=2, eval_every=1)).finished_run(Quadratic([1.0, 1.0, 1.0], 0.0),
+                                                                            tmp_path / "run")
+    assert finished is not None and finished.steps == 2
+    (tmp_path / "run" / "results.json").unlink()  # killed after its last checkpoint: it continues, so it is checked
+    with pytest.raises(ValueError, match="so its epochs would not line up"):
+        Trainer(TrainingConfig(steps=4, eval_every=1)).finished_run(Quadratic([1.0, 1.0, 1.0], 0.0), tmp_path / "run")
 
 
 class Clock:
@@ -429,12 +437,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def torchrun(processes: int, *arguments: str) -> None:
-    """`torchrun --nproc_per_node N -m lstmkit ...` on this machine alone (gloo, 127.0.0.1)."""
+def torchrun(processes: int, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node N -m lstmkit ...` on this machine alone (gloo, 127.0.0.1);
+    with `check`, asserting that it succeeds."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--nnodes", "1",
                "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "lstmkit", *arguments]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert not check or result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--dropout", "1.5"], "lstmkit: error: dropout must be in [0, 1), got 1.5"),
+    (["--frobnicate"], "lstmkit lm train: error: unrecognized arguments: --frobnicate"),
+])
+def test_under_torchrun_a_bad_option_is_said_once(text_file, tmp_path, arguments, message):
+    """Every process meets it; the others exited first and torchrun stopped rank 0 before it
+    said why (2 runs in 5): only torchrun's "lstmkit FAILED", no reason anywhere."""
+    result = torchrun(2, *ddp_flags(text_file, tmp_path / "run"), *arguments, check=False)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if re.match(r"lstmkit( \w+)*: ", line)]
+    assert lines == [message], result.stderr[-3000:]
 
 
 LEAVING = """

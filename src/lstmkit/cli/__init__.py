@@ -9,6 +9,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 
@@ -24,10 +25,16 @@ from lstmkit.runtime import tune_cpu_for_training
 from lstmkit.training import Processes, TrainingDiverged
 
 
+# How long a process other than rank 0 waits before it exits on an error: rank 0 meets the same
+# error and says it, unless torchrun, seeing the other exit, stops it first.
+PEER_GRACE_SECONDS = 5.0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstmkit", description="The LSTM family for PyTorch.")
     parser.add_argument("--version", action="version", version=f"lstmkit {__version__}")
     parser.set_defaults(extra=None)  # a command that needs a pip extra sets its name
+    parser.set_defaults(trains=False)  # a command that trains sets it (add_training_arguments)
     commands = parser.add_subparsers(dest="command", required=True)
     add_task_commands(commands)
     add_lm_commands(commands)
@@ -83,7 +90,8 @@ class Terminated(KeyboardInterrupt):
 @contextlib.contextmanager
 def stopping_on_sigterm() -> Iterator[None]:
     """SIGTERM raises Terminated while the command runs (the main thread only: a command run
-    from another thread keeps the default)."""
+    from another thread keeps the default); Ctrl-C's handler is restored after it too, which
+    `ignore_further_signals` may have changed."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -91,11 +99,12 @@ def stopping_on_sigterm() -> Iterator[None]:
     def terminated(signal_number, frame) -> None:
         raise Terminated
 
-    earlier = signal.signal(signal.SIGTERM, terminated)
+    earlier, earlier_interrupt = signal.signal(signal.SIGTERM, terminated), signal.getsignal(signal.SIGINT)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, earlier)
+        signal.signal(signal.SIGINT, earlier_interrupt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,18 +115,32 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(argv: list[str] | None) -> int:
     parser = build_parser()
     warnings.showwarning = show_warning
-    main_process = Processes.from_environment().main
+    processes = Processes.from_environment()
+    main_process = processes.main
     if not main_process:  # under torchrun, rank 0 alone speaks (and warns), from the command line on
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
         warnings.simplefilter("ignore")
-    with contextlib.nullcontext() if main_process else contextlib.redirect_stderr(sys.stdout):
-        arguments = parse_arguments(parser, argv)
+    try:
+        with contextlib.nullcontext() if main_process else contextlib.redirect_stderr(sys.stdout):
+            arguments = parse_arguments(parser, argv)
+    except SystemExit as exit_:  # a bad argument, which rank 0 meets too: it must say so before torchrun stops it
+        if not main_process:
+            wait_for_rank_0(exit_.code)
+        raise
+    if not main_process and not arguments.trains:  # under torchrun, a command that trains nothing runs in rank 0
+        return 0  # alone: every process wrote the same files (speech fsdd's split), and all but one then failed
     tune_cpu_for_training()  # this process is ours: flush subnormals, keep freed memory
 
     def stop(status: int, message: str) -> None:
-        """Exit with `status`, saying `message` on rank 0 only: every process meets the same bad
-        option or interrupt, and torchrun names each rank's status."""
-        parser.exit(status, message if main_process else None)
+        """Exit with `status`, saying `message` on rank 0. Another process meets the same bad
+        option, but were it to exit first, torchrun would stop rank 0 before it said why: it
+        waits PEER_GRACE_SECONDS, then (where rank 0 has not ended the run by then, its error
+        being this process's alone) says it, naming itself."""
+        if main_process or not message:
+            parser.exit(status, message)
+        wait_for_rank_0(status)
+        parser.exit(status, f"lstmkit: process {processes.rank} of {processes.world_size}: "
+                            f"{message.removeprefix('lstmkit: ')}")
 
     try:
         if arguments.extra is not None:
@@ -129,11 +152,13 @@ def run_command(argv: list[str] | None) -> int:
     except (TrainingDiverged, CheckpointWriteError) as error:  # the run stopped; what it wrote before is kept
         stop(1, f"lstmkit: error: {error}\n")
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: one line, not the traceback of wherever the run was
+        ignore_further_signals()
         resumable = ("; a checkpoint written before is kept, and the same command with --resume continues from it "
                      "(before the first one, run the command again without --resume)")
         terminated = isinstance(interrupt, Terminated) or isinstance(interrupt.__context__, Terminated)  # a task's
         how = " (SIGTERM)" if terminated else ""
-        stop(143 if how else 130, f"lstmkit: interrupted{how}{resumable if hasattr(arguments, 'resume') else ''}\n")
+        message = f"lstmkit: interrupted{how}{resumable if hasattr(arguments, 'resume') else ''}\n"
+        stop(143 if how else 130, message if main_process else "")  # every process was interrupted
     except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail again
         return 141  # 128 + SIGPIPE, the status a shell gives such a tool
@@ -142,12 +167,33 @@ def run_command(argv: list[str] | None) -> int:
     except RuntimeError as error:
         if not main_process and peer_stopped(error):  # rank 0 stopped and said why; the others follow, silently
             stop(1, "")
+        if peer_stopped(error):  # another process stopped, saying why above where it could
+            stop(1, "lstmkit: error: another process of this run stopped, and this one cannot go on without it (its "
+                    "reason is above, where it could give one)\n")
         shortage = out_of_memory(error)
         if shortage is None:
             raise
         stop(1, f"lstmkit: error: out of memory{shortage}: give a smaller batch, sequence length (--T, "
                 "--seq-len) or model\n")
     return 0
+
+
+def wait_for_rank_0(status: int | str | None) -> None:
+    """In a process other than rank 0 that stops: wait PEER_GRACE_SECONDS for rank 0 to say
+    why and end the run; torchrun then stops this process (SIGTERM), which ends it at once,
+    silently, with `status`."""
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda signal_number, frame: os._exit(status if isinstance(status, int) else 1))
+    time.sleep(PEER_GRACE_SECONDS)
+
+
+def ignore_further_signals() -> None:
+    """Ctrl-C and SIGTERM ignored from here on (the main thread only): torchrun may send a
+    second while a process says why it stops, which then ended in a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, signal.SIG_IGN)
 
 
 def peer_stopped(error: RuntimeError) -> bool:

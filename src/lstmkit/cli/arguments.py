@@ -224,7 +224,9 @@ def add_regulariser_arguments(parser, config_class: type) -> None:
 def add_training_arguments(parser, config_class: type, evaluations: bool = True) -> None:
     """The training core's options (see lstmkit.training.TrainingConfig), defaults from
     `config_class`: optimizer, schedule, budget, evaluations (unless the pipeline evaluates
-    at each epoch's end), seed, device, precision."""
+    at each epoch's end), seed, device, precision; and marks the command as one that trains,
+    in every process under torchrun."""
+    parser.set_defaults(trains=True)
     if "nt-asgd" in config_class.optimizers:
         add_setting(parser, config_class, "optimizer", "adamw, sgd, or nt-asgd (SGD, then averaged SGD once the "
                     "validation loss stalls)", choices=list(config_class.optimizers))

@@ -603,14 +603,12 @@ class ForecastJob(Job):
                  validation: list, config: ForecasterConfig, processes: Processes, device: torch.device,
                  epoch_windows: int | None = None) -> None:
         processes.check_divides(config.batch_size, "batch_size (--batch-size, windows)")  # a batch of 1: an empty share
-        if len(training) < processes.world_size:
-            raise ValueError(f"{len(training)} training windows cannot be shared by {processes.world_size} processes")
+        processes.check_shares(len(training), "training windows")
         self.model, self.windows, self.config, self.processes, self.device = network, windows, config, processes, device
         self.origins = torch.as_tensor(training)
         # An epoch: every training window, or a fresh random sample of epoch_windows of them.
         self.epoch_windows = len(training) if epoch_windows is None else min(epoch_windows, len(training))
-        if self.epoch_windows < processes.world_size:
-            raise ValueError(f"epoch_windows={self.epoch_windows} cannot be shared by {processes.world_size} processes")
+        processes.check_shares(self.epoch_windows, "windows an epoch (epoch_windows, --epoch-windows)")
         self.validation = windows.batch(validation) if validation else None
         self.validation_origins = torch.as_tensor(validation, dtype=torch.int64)
         self.generator = torch.Generator().manual_seed(config.seed)

@@ -227,8 +227,7 @@ class SpeechJob(Job):
     def __init__(self, train: Utterances, validation: Utterances, alphabet: Alphabet, config: SpeechConfig,
                  sources: dict[str, dict], processes: Processes, device: torch.device) -> None:
         processes.check_divides(config.batch_size, "batch_size (--batch-size, utterances)")  # 1: an empty share
-        if len(train) < processes.world_size:
-            raise ValueError(f"{len(train)} training utterances cannot be shared by {processes.world_size} processes")
+        processes.check_shares(len(train), "training utterances")
         warn_if_one_batch_holds_all(config.batch_size, len(train), "utterances")
         self.train, self.validation, self.alphabet, self.config = train, validation, alphabet, config
         self.sources, self.processes, self.device = sources, processes, device

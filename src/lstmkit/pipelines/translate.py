@@ -165,6 +165,7 @@ class TranslationJob(Job):
         if not kept:
             raise ValueError(f"no training pair has both sides non-empty and at most {config.max_train_length} "
                              "subwords (max_train_length, --max-train-length)")
+        processes.check_shares(len(kept), "training pairs")  # a process without one failed at `max()` of none
         self.sources, self.targets = [sources[index] for index in kept], [targets[index] for index in kept]
         self.left_out = len(train) - len(kept)
         if self.left_out:  # said now, not after the hour of training it shapes

@@ -77,6 +77,12 @@ class Processes:
             raise ValueError(f"{what} is {size}, which {self.world_size} processes cannot share evenly: "
                              f"give a multiple of {self.world_size}")
 
+    def check_shares(self, count: int, what: str) -> None:
+        """Refuse fewer `what` (a job's training items) than processes: one process would be
+        handed an empty share, and fail where it first reads one."""
+        if count < self.world_size:
+            raise ValueError(f"{count} {what} cannot be shared by {self.world_size} processes")
+
     def batch_sizes(self, items: int, batch_size: int) -> list[int]:
         """An epoch of `items` cut into batches of `batch_size`, the rest last, and joined to
         the batch before where it is too small for every process to have a share of it (one
