@@ -16,11 +16,14 @@ weight is read, so a crafted size costs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,16 +157,31 @@ def write_checkpoint(directory: Path, files: dict[str, str], tensor_files: dict[
             write_file(staging / name, text.encode("utf-8"))
         for name, group in tensor_files.items():  # serialized in memory: safetensors' own writes hide errno
             write_file(staging / name, save({key: tensor.detach().contiguous().cpu() for key, tensor in group.items()}))
-        if directory.exists():  # the newest complete checkpoint: an older previous copy can go
-            if previous.exists():
-                shutil.rmtree(previous)
-            os.replace(directory, previous)
-        os.replace(staging, directory)  # where previous is the only copy, it stays until now
-        flush(directory.parent)
+        with interrupts_held():  # the swap whole: Ctrl-C or SIGTERM in it left a half-deleted previous copy
+            if directory.exists():  # the newest complete checkpoint: an older previous copy can go
+                if previous.exists():
+                    shutil.rmtree(previous)
+                os.replace(directory, previous)
+            os.replace(staging, directory)  # where previous is the only copy, it stays until now
+            flush(directory.parent)
+            shutil.rmtree(previous, ignore_errors=True)  # a copy left here (a kill) is removed by the next save
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(previous, ignore_errors=True)  # a copy left here is removed by the next save
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back while the block runs and delivered as it ends (the main
+    thread, where the system can: not on Windows)."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:
