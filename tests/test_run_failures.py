@@ -87,6 +87,27 @@ def test_a_second_run_into_a_folder_a_run_is_writing_in_is_refused(tmp_path):
     with pytest.raises(TrainingDiverged):
         Trainer(TrainingConfig(steps=100, eval_every=10)).run(TurnsNaN(step=0), tmp_path / "diverged")
     assert not (tmp_path / "diverged").exists()
+    with claimed_folder(tmp_path / "new" / "run"):  # a run refused at the same moment left the held folder as it was
+        with pytest.raises(ValueError, match="is in use"):
+            Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "new" / "run")
+        assert (tmp_path / "new" / "run").is_dir()
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="folders are locked where the system has flock")
+def test_a_folder_whose_file_system_refuses_locks_is_warned_of_and_trained_in(tmp_path, monkeypatch):
+    """NFS without lockd: "[Errno 37] No locks available" stopped every run there."""
+    import errno
+    import fcntl
+
+    def refused(handle, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", refused)
+    with pytest.warns(UserWarning, match=re.escape(f"{tmp_path / 'run'} cannot be locked (No locks available): "
+                                                   "another run started into it would not be refused")):
+        run = Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    assert run.steps == 2
 
 
 def test_a_loss_that_is_nan_before_the_first_evaluation_says_nothing_was_saved(tmp_path):

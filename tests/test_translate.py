@@ -275,7 +275,8 @@ def test_a_batch_larger_than_the_training_pairs_says_so(tmp_path):
         job = TranslationJob(pairs, pairs, vocabularies, config, Processes(), torch.device("cpu"))
     assert job.steps_per_epoch() == 1
     one = read_parallel(*copy_task(tmp_path, 1, 1))
-    with pytest.raises(ValueError, match=re.escape("1 training pairs cannot be shared by 2 processes")):
+    with pytest.raises(ValueError, match=re.escape("training pairs: 1, fewer than the 2 processes that share them "
+                                                   "(each needs one)")):
         TranslationJob(one, pairs, vocabularies, TranslationConfig(**{**TINY, "batch_size": 2}, steps=1),
                        Processes(0, 2), torch.device("cpu"))  # the process without one failed at max() of none
 

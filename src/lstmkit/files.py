@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from lstmkit.caller import warn_at_caller
+
 try:
     import fcntl  # POSIX: a lock on a folder, released by the system when its process ends
 except ImportError:  # Windows: folders are not locked
@@ -40,26 +42,33 @@ def claimed_folder(folder: Path | None) -> Iterator[None]:
     none having written a checkpoint yet, and the one that ended last overwrote the other's
     files. An advisory lock (flock) on the folder itself: nothing is written for it, and a
     process that dies, even by kill -9, lets it go. The folders it made that the block leaves
-    empty are removed. None, or a system without flock: nothing is held."""
+    empty are removed, while it still holds the lock. None, or a system without flock: nothing
+    is held; a file system that refuses locks (NFS without lockd) is warned of, and not held."""
     if folder is None or fcntl is None:
         yield
         return
     made = [path for path in (folder, *folder.parents) if not path.exists()]  # the deepest first
     folder.mkdir(parents=True, exist_ok=True)
-    handle = os.open(folder, os.O_RDONLY)
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"{folder} is in use: another run is writing there now; wait for it to end, or choose "
-                             "another folder") from None
+        handle = os.open(folder, os.O_RDONLY)
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        raise ValueError(f"{folder} is in use: another run is writing there now; wait for it to end, or choose "
+                         "another folder") from None
+    except OSError as error:
+        warn_at_caller(f"{folder} cannot be locked ({error.strerror}): another run started into it would not be "
+                       "refused")
+        yield
+        return
+    try:
         yield
     finally:
-        os.close(handle)
         for path in made:
             if not path.is_dir() or any(path.iterdir()):
                 break
             path.rmdir()
+        os.close(handle)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import re
 import signal
@@ -26,15 +27,18 @@ from lstmkit.training import Processes, TrainingDiverged
 
 
 # How long a process other than rank 0 waits before it exits on an error: rank 0 meets the same
-# error and says it, unless torchrun, seeing the other exit, stops it first.
-PEER_GRACE_SECONDS = 5.0
+# error and says it, unless torchrun, seeing the other exit, stops it first. Longer than the 5 s
+# at which torchrun polled its workers before torch 2.4 (0.1 s since), so that rank 0's exit ends
+# the run before the wait does.
+PEER_GRACE_SECONDS = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstmkit", description="The LSTM family for PyTorch.")
     parser.add_argument("--version", action="version", version=f"lstmkit {__version__}")
     parser.set_defaults(extra=None)  # a command that needs a pip extra sets its name
-    parser.set_defaults(trains=False)  # a command that trains sets it (add_training_arguments)
+    parser.set_defaults(trains=False)  # a command that trains sets it (add_training_arguments), or a function of
+    # its arguments that says whether it does
     commands = parser.add_subparsers(dest="command", required=True)
     add_task_commands(commands)
     add_lm_commands(commands)
@@ -120,14 +124,19 @@ def run_command(argv: list[str] | None) -> int:
     if not main_process:  # under torchrun, rank 0 alone speaks (and warns), from the command line on
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
         warnings.simplefilter("ignore")
+    said = io.StringIO()
     try:
-        with contextlib.nullcontext() if main_process else contextlib.redirect_stderr(sys.stdout):
+        with contextlib.nullcontext() if main_process else contextlib.redirect_stderr(said):
             arguments = parse_arguments(parser, argv)
     except SystemExit as exit_:  # a bad argument, which rank 0 meets too: it must say so before torchrun stops it
-        if not main_process:
+        if not main_process and exit_.code not in (0, None):
             wait_for_rank_0(exit_.code)
+            error = said.getvalue().strip().splitlines()[-1:]  # rank 0 did not end the run: the error is this one's
+            sys.stderr.write("".join(f"lstmkit: process {processes.rank} of {processes.world_size}: {line}\n"
+                                     for line in error))
         raise
-    if not main_process and not arguments.trains:  # under torchrun, a command that trains nothing runs in rank 0
+    trains = arguments.trains(arguments) if callable(arguments.trains) else arguments.trains
+    if not main_process and not trains:  # under torchrun, a command that trains nothing runs in rank 0
         return 0  # alone: every process wrote the same files (speech fsdd's split), and all but one then failed
     tune_cpu_for_training()  # this process is ours: flush subnormals, keep freed memory
 

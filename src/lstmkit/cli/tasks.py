@@ -167,6 +167,11 @@ def add_task_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--T", type=positive_int, help="sequence length / time lag (the task's default if omitted)")
 
 
+def trains_a_task(arguments: argparse.Namespace) -> bool:
+    """Whether a probe trains (with --task) or only loads what a run saved (--from)."""
+    return arguments.task is not None
+
+
 def add_task_commands(commands) -> None:
     cells = commands.add_parser("cells", help="list the cells, their gates, sizes and equations")
     cells.add_argument("--input-size", type=positive_int, default=128, help="input features (default 128)")
@@ -197,7 +202,7 @@ def add_task_commands(commands) -> None:
     gradients.add_argument("--from", dest="source", help="a `lstmkit task` output folder whose trained models to probe")
     gradients.add_argument("--out", type=output_folder, help="output folder (default runs/gradients-NAME-TN)")
     add_task_training_arguments(gradients)
-    gradients.set_defaults(run=probe_gradients_command)
+    gradients.set_defaults(run=probe_gradients_command, trains=trains_a_task)
 
     gates = probes.add_parser("gates", help="heat maps of gates and cell state over one test sequence")
     gates.add_argument("checkpoint", nargs="?", help="a trained model folder, e.g. runs/task-adding-T200/models/lstm")
@@ -205,7 +210,7 @@ def add_task_commands(commands) -> None:
     gates.add_argument("--cell", choices=list(CELL_NAMES), help="cell to train with --task (default lstm)")
     gates.add_argument("--out", type=output_folder, help="output folder (default runs/gates-NAME-TN)")
     add_task_training_arguments(gates)
-    gates.set_defaults(run=probe_gates_command)
+    gates.set_defaults(run=probe_gates_command, trains=trains_a_task)
 
     demo = commands.add_parser("demo", help="rnn vs gru vs lstm on the adding problem, in a few minutes",
                                description=DEMO_DESCRIPTION)
@@ -214,4 +219,4 @@ def add_task_commands(commands) -> None:
     add_setting(demo, DemoConfig, "steps", "steps of training per cell", type=positive_int)
     add_setting(demo, DemoConfig, "time_budget", "seconds of training per cell at most", type=positive_float)
     add_setting(demo, DemoConfig, "seed", "seed", type=int)
-    demo.set_defaults(run=demo_command, extra="tasks")
+    demo.set_defaults(run=demo_command, extra="tasks", trains=True)

@@ -81,7 +81,8 @@ class Processes:
         """Refuse fewer `what` (a job's training items) than processes: one process would be
         handed an empty share, and fail where it first reads one."""
         if count < self.world_size:
-            raise ValueError(f"{count} {what} cannot be shared by {self.world_size} processes")
+            raise ValueError(f"{what}: {count}, fewer than the {self.world_size} processes that share them (each "
+                             "needs one)")
 
     def batch_sizes(self, items: int, batch_size: int) -> list[int]:
         """An epoch of `items` cut into batches of `batch_size`, the rest last, and joined to

@@ -444,7 +444,7 @@ class Trainer:
         if not existing(out / "last").exists():
             return None
         job.model.to(self.device)
-        progress, _ = self.restore(job, out, continued=not (out / "results.json").is_file())
+        progress, _ = self.restore(job, out, continued=False)  # where it goes on, `run` restores it again
         steps_per_epoch = epoch_steps(job)
         anneal_steps = (self.config.patience or 0) * self.evaluation_interval(job, steps_per_epoch)
         ended = (budget_spent(self.config, progress, self.step_limit(job, steps_per_epoch))
