@@ -744,3 +744,17 @@ def test_run_task_checks_its_list_of_cells(cells, error, message, tmp_path):
     with pytest.raises(error, match=f"^{re.escape(message)}$"):
         run_task(AddingTask(T=5), cells, QUICK_PROBE, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(os.name == "nt", reason="folders are locked where the system has flock")
+def test_a_task_into_a_folder_another_task_is_writing_in_is_refused(tmp_path):
+    """Two `lstmkit task` runs into one --out each wrote results.json and models/ over the other's."""
+    from lstmkit.files import claimed_folder
+
+    options = TaskTrainingConfig(hidden_size=8, steps=2, time_budget=None, test_size=16, eval_every=2)
+    with claimed_folder(tmp_path / "run"):  # another task, training there now
+        with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'run'} is in use: another run is writing there "
+                                                       "now; wait for it to end, or choose another folder")):
+            run_task(AddingTask(T=5), ["gru"], options, tmp_path / "run")
+    run_task(AddingTask(T=5), ["gru"], options, tmp_path / "run")
+    assert list(json.loads((tmp_path / "run" / "results.json").read_text())["cells"]) == ["gru"]

@@ -25,7 +25,7 @@ from lstmkit.caller import warn_at_caller
 from lstmkit.cells import CELL_NAMES, make_cell
 from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointKind, check_replaceable, checkpoint_folder,
                                 held_kind, load_model_checkpoint, save_checkpoint)
-from lstmkit.files import check_nothing_overwritten, write_csv, write_json
+from lstmkit.files import check_nothing_overwritten, claimed_folder, write_csv, write_json
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.nn.regularisers import init_names
 from lstmkit.pipelines.configs import TaskTrainingConfig
@@ -239,19 +239,20 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
     test = task.test_set(config.test_size, seed_of_test_set(config.seed))
     runs: list[CellRun] = []
     recorded = 0  # the runs whose files are written
-    try:
-        for cell in cells:
-            runs.append(train_cell(task, cell, config, test, trainer))
-            if runs[-1].diverged_at is not None:
-                trainer.announce(f"{runs[-1].diverged}\n{cell} is reported as diverged, without a model"
-                                 + ("; the other cells train on" if cell != cells[-1] else ""))
-            if trainer.processes.main:
+    with claimed_folder(out if trainer.processes.main else None):  # as a training run holds its own (files.py)
+        try:
+            for cell in cells:
+                runs.append(train_cell(task, cell, config, test, trainer))
+                if runs[-1].diverged_at is not None:
+                    trainer.announce(f"{runs[-1].diverged}\n{cell} is reported as diverged, without a model"
+                                     + ("; the other cells train on" if cell != cells[-1] else ""))
+                if trainer.processes.main:
+                    record_runs(task, runs, config, out)
+                recorded = len(runs)
+        except KeyboardInterrupt:  # in a cell's training, or between two: the finished cells' files are whole
+            if trainer.processes.main and recorded < len(runs):
                 record_runs(task, runs, config, out)
-            recorded = len(runs)
-    except KeyboardInterrupt:  # in a cell's training, or between two: the finished cells' files are whole
-        if trainer.processes.main and recorded < len(runs):
-            record_runs(task, runs, config, out)
-        raise TaskInterrupted(runs) from None
+            raise TaskInterrupted(runs) from None
     return runs
 
 
