@@ -567,7 +567,7 @@ def test_a_batch_the_processes_cannot_share_is_refused_before_a_task_is_announce
     code, out, err = run_cli(["task", "adding", "--T", "5", "--steps", "1", "--batch-size", "7"], capsys)
     assert (code, out) == (2, "")
     assert err == ("lstmkit: error: batch_size (--batch-size) is 7, which 2 processes cannot share evenly: give a "
-                   "multiple of 2\n")
+                   "multiple of 2, or run a number of processes that divides 7\n")
 
 
 def test_under_torchrun_a_command_that_trains_nothing_runs_in_rank_0_alone(tmp_path):

@@ -73,9 +73,11 @@ class Processes:
                                        find_unused_parameters=partial)
 
     def check_divides(self, size: int, what: str) -> None:
+        """Refuse a `size` (a batch) that this number of processes cannot share evenly, saying
+        both remedies: a run resumed keeps its size, so there only the second works."""
         if size % self.world_size:
             raise ValueError(f"{what} is {size}, which {self.world_size} processes cannot share evenly: "
-                             f"give a multiple of {self.world_size}")
+                             f"give a multiple of {self.world_size}, or run a number of processes that divides {size}")
 
     def check_shares(self, count: int, what: str) -> None:
         """Refuse fewer `what` (a job's training items) than processes: one process would be
