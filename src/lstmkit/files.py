@@ -49,14 +49,16 @@ def claimed_folder(folder: Path | None) -> Iterator[None]:
         return
     made = [path for path in (folder, *folder.parents) if not path.exists()]  # the deepest first
     folder.mkdir(parents=True, exist_ok=True)
+    handle = None
     try:
         handle = os.open(folder, os.O_RDONLY)
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(handle)
-        raise ValueError(f"{folder} is in use: another run is writing there now; wait for it to end, or choose "
-                         "another folder") from None
     except OSError as error:
+        if handle is not None:
+            os.close(handle)
+        if isinstance(error, BlockingIOError):
+            raise ValueError(f"{folder} is in use: another run is writing there now; wait for it to end, or choose "
+                             "another folder") from None
         warn_at_caller(f"{folder} cannot be locked ({error.strerror}): another run started into it would not be "
                        "refused")
         yield

@@ -174,11 +174,9 @@ def run_command(argv: list[str] | None) -> int:
     except (ValueError, TypeError, OSError) as error:  # checks name what was expected and received; files, the path
         stop(2, f"lstmkit: error: {error}\n")
     except RuntimeError as error:
-        if not main_process and peer_stopped(error):  # rank 0 stopped and said why; the others follow, silently
-            stop(1, "")
-        if peer_stopped(error):  # another process stopped, saying why above where it could
+        if peer_stopped(error):  # another stopped: rank 0 said why (the others follow silently), or it did above
             stop(1, "lstmkit: error: another process of this run stopped, and this one cannot go on without it (its "
-                    "reason is above, where it could give one)\n")
+                    "reason is above, where it could give one)\n" if main_process else "")
         shortage = out_of_memory(error)
         if shortage is None:
             raise
@@ -191,18 +189,22 @@ def wait_for_rank_0(status: int | str | None) -> None:
     """In a process other than rank 0 that stops: wait PEER_GRACE_SECONDS for rank 0 to say
     why and end the run; torchrun then stops this process (SIGTERM), which ends it at once,
     silently, with `status`."""
-    if threading.current_thread() is threading.main_thread():
-        for number in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(number, lambda signal_number, frame: os._exit(status if isinstance(status, int) else 1))
+    on_interrupts(lambda signal_number, frame: os._exit(status if isinstance(status, int) else 1))
     time.sleep(PEER_GRACE_SECONDS)
 
 
 def ignore_further_signals() -> None:
-    """Ctrl-C and SIGTERM ignored from here on (the main thread only): torchrun may send a
-    second while a process says why it stops, which then ended in a traceback."""
+    """Ctrl-C and SIGTERM ignored from here on: torchrun may send a second while a process says
+    why it stops, which then ended in a traceback."""
+    on_interrupts(signal.SIG_IGN)
+
+
+def on_interrupts(handler) -> None:
+    """`handler` for Ctrl-C and SIGTERM (the main thread only: another cannot set one;
+    `stopping_on_sigterm` restores both)."""
     if threading.current_thread() is threading.main_thread():
         for number in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(number, signal.SIG_IGN)
+            signal.signal(number, handler)
 
 
 def peer_stopped(error: RuntimeError) -> bool:
