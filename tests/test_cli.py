@@ -307,6 +307,9 @@ def test_cells_prints_the_equations_from_the_code(capsys):
     (["lm", "--frob", "train", __file__], "lstmkit lm: error: unrecognized arguments: --frob"),  # given to lm
     (["--frob", "lm", "train", __file__], "\nlstmkit: error: unrecognized arguments: --frob"),
     (["lm", "train", __file__, "train"], "lstmkit lm train: error: unrecognized arguments: train"),  # not the name
+    # an option only by its full name: argparse took --hidden for --hidden-size, and --lr-s for --lr-schedule
+    (["lm", "train", __file__, "--hidden", "8"], "lstmkit lm train: error: unrecognized arguments: --hidden 8"),
+    (["speech", "train", __file__, "--time-b", "5"], "lstmkit speech train: error: unrecognized arguments: --time-b 5"),
     # refused by the config with Python's names ("warmup and weight_decay must be non-negative, got -1 and 0.01")
     (["lm", "train", __file__, "--warmup", "-1"], "argument --warmup: expected an integer >= 0, got -1"),
     (["task", "adding", "--weight-decay", "-0.5"], "argument --weight-decay: expected a finite number >= 0, got -0.5"),

@@ -33,8 +33,18 @@ from lstmkit.training import Processes, TrainingDiverged
 PEER_GRACE_SECONDS = 10.0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, taking an option only by its full name: with abbreviations, `--lr 0.1`
+    given to a command that has no --lr but a --lr-schedule sets the schedule, and an option added
+    later (`--hidden-size` beside `--hidden`) silently changes what an old command line meant.
+    Its subcommands' parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lstmkit", description="The LSTM family for PyTorch.")
+    parser = Parser(prog="lstmkit", description="The LSTM family for PyTorch.")
     parser.add_argument("--version", action="version", version=f"lstmkit {__version__}")
     parser.set_defaults(extra=None)  # a command that needs a pip extra sets its name
     parser.set_defaults(trains=False)  # a command that trains sets it (add_training_arguments), or a function of
