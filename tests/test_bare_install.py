@@ -103,7 +103,7 @@ def test_an_lm_checkpoint_loads_and_scores_as_it_was_trained(tmp_path):
     scores = lm.load(tmp_path / "run").evaluate(validation.read_text(encoding="utf-8"))
     assert scores.tokens == len(validation.read_text(encoding="utf-8")) - 1
     assert scores.loss == pytest.approx(run.best_val_loss, rel=1e-5)
-    assert scores.perplexity == pytest.approx(run.best_val_perplexity, rel=1e-5)
+    assert scores.perplexity == pytest.approx(run.best_val_ppl, rel=1e-5)
 
 
 @bare_only

@@ -76,6 +76,9 @@ def test_results_metrics_and_checkpoints(trained):
     assert results["best_val_loss"] == pytest.approx(min(losses))
     assert results["best_val_ppl"] == pytest.approx(math.exp(min(losses)))
     assert results["best_val_bpc"] == pytest.approx(min(losses) / math.log(2))  # character level: one token each
+    # the run's scores under results.json's names (the perplexity was best_val_perplexity)
+    assert {name: getattr(run, name) for name in ("best_val_loss", "best_val_ppl", "best_val_bpc")} == {
+        name: results[name] for name in ("best_val_loss", "best_val_ppl", "best_val_bpc")}
     assert results["steps"] == 150 and results["tokens_per_second"] > 0 and results["seconds"] > 0
     assert sorted(os.listdir(out / "best")) == ["config.json", "model.safetensors", "vocabulary.json"]
     assert sorted(os.listdir(out / "last")) == ["config.json", "model.safetensors", "training.safetensors",

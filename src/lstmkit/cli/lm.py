@@ -38,7 +38,7 @@ def lm_train_command(arguments: argparse.Namespace) -> None:
     print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} {config.level}-level model on "
           f"{arguments.text}; checkpoints in {out}/", flush=True)
     run = train_language_model(arguments.text, out, config, arguments.valid, arguments.resume)
-    print(f"best validation: {run.best_val_loss:.4f} nats/token, perplexity {run.best_val_perplexity:.2f}, "
+    print(f"best validation: {run.best_val_loss:.4f} nats/token, perplexity {run.best_val_ppl:.2f}, "
           f"{run.best_val_bpc:.3f} bits/character")
     print(f"{run.steps:,} steps in {seconds_text(run.seconds)} s of training, "
           f"{run.tokens_per_second:,.0f} tokens/s "

@@ -241,11 +241,12 @@ class TextScores:
 
 @dataclass
 class LMRun:
-    """The outcome of `lstmkit.lm.train`."""
+    """The outcome of `lstmkit.lm.train`: the best validation scores under the names that
+    results.json and metrics.csv give them."""
 
     out: Path
     best_val_loss: float
-    best_val_perplexity: float
+    best_val_ppl: float
     best_val_bpc: float
     steps: int
     seconds: float
