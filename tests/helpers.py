@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -249,3 +255,29 @@ def record_engines(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(recurrent, "select_engine", recording)
     return chosen
+
+
+@contextlib.contextmanager
+def held_by_another_run(folder: Path) -> Iterator[None]:
+    """`folder` held as another lstmkit run holds its --out (`claimed_folder`), in a process of
+    its own: in this process, a folder it holds already is taken as held."""
+    code = ("import sys; from pathlib import Path; from lstmkit.files import claimed_folder\n"
+            "with claimed_folder(Path(sys.argv[1])):\n    print('held', flush=True)\n    sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=120) == 0
+
+
+def another_run_could_claim(folder: Path) -> bool:
+    """Whether another process's `claimed_folder` would take `folder` now."""
+    code = ("import sys; from pathlib import Path; from lstmkit.files import claimed_folder\n"
+            "try:\n    with claimed_folder(Path(sys.argv[1])): pass\nexcept ValueError: sys.exit(3)")
+    status = subprocess.run([sys.executable, "-c", code, str(folder)]).returncode
+    assert status in (0, 3)
+    return status == 0
+

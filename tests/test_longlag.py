@@ -14,7 +14,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from helpers import interrupt_task_in
+from helpers import another_run_could_claim, held_by_another_run, interrupt_task_in
 from lstmkit import plots
 from lstmkit.files import written_by_lstmkit
 from lstmkit.cells import make_cell
@@ -661,6 +661,42 @@ def test_a_probe_or_the_demo_replaces_its_own_files_and_refuses_a_users(probe, w
     assert (tmp_path / written).read_bytes() == b"mine"
 
 
+@pytest.mark.skipif(os.name == "nt", reason="folders are locked where the system has flock")
+@pytest.mark.parametrize("probe", ["gradients", "gates", "demo"])
+def test_a_probe_or_the_demo_holds_its_folder_from_its_checks_to_its_last_figure(probe, tmp_path, monkeypatch):
+    """Two probes into one folder wrote their profiles and figures over each other's, and the demo
+    let its folder go between its cells' training and its gradient figure."""
+    from lstmkit.pipelines import demo, probes
+
+    def run() -> None:
+        if probe == "gradients":
+            probes.probe_gradients(tmp_path / "run", task=AddingTask(T=5), cells=["lstm"], config=QUICK_PROBE)
+        elif probe == "gates":
+            probes.probe_gates(tmp_path / "run", task=AddingTask(T=5), cell="lstm", config=QUICK_PROBE)
+        else:
+            demo.run_demo(tmp_path / "run", demo.DemoConfig(T=5, steps=2, hidden_size=6))
+
+    monkeypatch.setattr(longlag, "train_cell", lambda *arguments: pytest.fail("trained before refusing"))
+    monkeypatch.setattr(probes, "train_cell", lambda *arguments: pytest.fail("trained before refusing"))
+    with held_by_another_run(tmp_path / "run"):
+        with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'run'} is in use: another run is writing")):
+            run()
+    monkeypatch.undo()
+    claimable = []
+    module, writer = (probes, "write_gate_heatmaps") if probe == "gates" else (
+        (probes, "write_gradient_profiles") if probe == "gradients" else (demo, "write_gradient_profiles"))
+    write = getattr(module, writer)
+
+    def checked_write(*arguments) -> None:
+        claimable.append(another_run_could_claim(tmp_path / "run"))
+        write(*arguments)
+
+    monkeypatch.setattr(module, writer, checked_write)
+    run()
+    assert claimable == [False], "held while it writes its figure"
+    assert another_run_could_claim(tmp_path / "run"), "and let go once it has"
+
+
 @pytest.mark.parametrize("folder", ["probe", "demo"])
 def test_an_earlier_lstmkits_unmarked_gradient_figure_in_its_own_folder_is_replaced(folder, tmp_path):
     """Figures of an lstmkit before the mark carry matplotlib's own: beside lstmkit's CSV, or in
@@ -749,10 +785,8 @@ def test_run_task_checks_its_list_of_cells(cells, error, message, tmp_path):
 @pytest.mark.skipif(os.name == "nt", reason="folders are locked where the system has flock")
 def test_a_task_into_a_folder_another_task_is_writing_in_is_refused(tmp_path):
     """Two `lstmkit task` runs into one --out each wrote results.json and models/ over the other's."""
-    from lstmkit.files import claimed_folder
-
     options = TaskTrainingConfig(hidden_size=8, steps=2, time_budget=None, test_size=16, eval_every=2)
-    with claimed_folder(tmp_path / "run"):  # another task, training there now
+    with held_by_another_run(tmp_path / "run"):  # another task, training there now
         with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'run'} is in use: another run is writing there "
                                                        "now; wait for it to end, or choose another folder")):
             run_task(AddingTask(T=5), ["gru"], options, tmp_path / "run")

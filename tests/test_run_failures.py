@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import Quadratic
+from helpers import Quadratic, held_by_another_run
 from lstmkit import lm
 from lstmkit.checkpoint import CheckpointError, checkpoint_folder, load_checkpoint, read_config
 from lstmkit.cli import main
@@ -75,9 +75,7 @@ def test_a_second_run_into_a_folder_a_run_is_writing_in_is_refused(tmp_path):
     checkpoint yet), and the one that ended last overwrote the other's files, both saying
     they had written them. The folder is held by the run writing there; one that dies lets
     it go, and a folder a run made and left empty is removed."""
-    from lstmkit.files import claimed_folder
-
-    with claimed_folder(tmp_path / "run"):  # another run, writing there now
+    with held_by_another_run(tmp_path / "run"):  # another run, writing there now
         with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'run'} is in use: another run is writing there "
                                                        "now; wait for it to end, or choose another folder")):
             Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "run")
@@ -87,7 +85,7 @@ def test_a_second_run_into_a_folder_a_run_is_writing_in_is_refused(tmp_path):
     with pytest.raises(TrainingDiverged):
         Trainer(TrainingConfig(steps=100, eval_every=10)).run(TurnsNaN(step=0), tmp_path / "diverged")
     assert not (tmp_path / "diverged").exists()
-    with claimed_folder(tmp_path / "new" / "run"):  # a run refused at the same moment left the held folder as it was
+    with held_by_another_run(tmp_path / "new" / "run"):  # a run refused meanwhile left the held folder as it was
         with pytest.raises(ValueError, match="is in use"):
             Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "new" / "run")
         assert (tmp_path / "new" / "run").is_dir()

@@ -23,6 +23,10 @@ except ImportError:  # Windows: folders are not locked
     fcntl = None
 
 
+# The folders this process holds (`claimed_folder`), by device and inode: flock refuses a
+# second lock on a folder even to the process that holds the first.
+HELD_FOLDERS: set[tuple[int, int]] = set()
+
 # The formats a figure the user names is written in, by its suffix (plots.save).
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
@@ -43,12 +47,19 @@ def claimed_folder(folder: Path | None) -> Iterator[None]:
     files. An advisory lock (flock) on the folder itself: nothing is written for it, and a
     process that dies, even by kill -9, lets it go. The folders it made that the block leaves
     empty are removed, while it still holds the lock. None, or a system without flock: nothing
-    is held; a file system that refuses locks (NFS without lockd) is warned of, and not held."""
+    is held; a file system that refuses locks (NFS without lockd) is warned of, and not held.
+    A folder this process holds already is taken as held (the demo holds its folder from its
+    checks to its last figure, around the task run that holds it while the cells train)."""
     if folder is None or fcntl is None:
         yield
         return
     made = [path for path in (folder, *folder.parents) if not path.exists()]  # the deepest first
     folder.mkdir(parents=True, exist_ok=True)
+    status = folder.stat()
+    held = (status.st_dev, status.st_ino)
+    if held in HELD_FOLDERS:
+        yield
+        return
     handle = None
     try:
         handle = os.open(folder, os.O_RDONLY)
@@ -63,9 +74,11 @@ def claimed_folder(folder: Path | None) -> Iterator[None]:
                        "refused")
         yield
         return
+    HELD_FOLDERS.add(held)
     try:
         yield
     finally:
+        HELD_FOLDERS.discard(held)
         for path in made:
             if not path.is_dir() or any(path.iterdir()):
                 break

@@ -19,8 +19,10 @@ with extra_imports("tasks", __name__):
     from lstmkit.pipelines.longlag import CellRun, TaskInterrupted, results_table, run_task
     from lstmkit.pipelines.probes import (GRADIENT_FILES, check_gradient_files, decay_orders, gradient_profiles,
                                           write_gradient_profiles)
+from lstmkit.files import claimed_folder
 from lstmkit.pipelines.configs import DemoConfig
 from lstmkit.tasks import AddingTask, Task
+from lstmkit.training import Processes
 
 DEMO_CELLS = ["rnn", "gru", "lstm"]
 
@@ -39,19 +41,22 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig()) -> DemoRun:
     """Train, probe, write the figures to `out`."""
     out = Path(out)
     task = AddingTask(config.T)
-    check_gradient_files(out, "the demo")  # run_task checks its own files
-    runs: list[CellRun] = []
-    try:
-        runs = run_task(task, DEMO_CELLS, config.training(), out)
-        trained = {run.cell: run.model for run in runs if run.model is not None}  # not those that diverged
-        profiles = gradient_profiles(task, trained, config.seed) if trained else {}
-    except KeyboardInterrupt as interrupt:  # in training, or in the probe after it: the cells' table is shown
-        remove_gradient_files(out)
-        raise interrupt if isinstance(interrupt, TaskInterrupted) else TaskInterrupted(runs) from None
-    if profiles:
-        write_gradient_profiles(profiles, task, out)
-    else:
-        remove_gradient_files(out)
+    main = Processes.from_environment().main
+    with claimed_folder(out if main else None):  # from its checks to its last figure (run_task holds it too)
+        check_gradient_files(out, "the demo")  # run_task checks its own files
+        runs: list[CellRun] = []
+        try:
+            runs = run_task(task, DEMO_CELLS, config.training(), out)
+            trained = {run.cell: run.model for run in runs if run.model is not None}  # not those that diverged
+            profiles = gradient_profiles(task, trained, config.seed) if trained else {}
+        except KeyboardInterrupt as interrupt:  # in training, or in the probe after it: the cells' table is shown
+            if main:
+                remove_gradient_files(out)
+            raise interrupt if isinstance(interrupt, TaskInterrupted) else TaskInterrupted(runs) from None
+        if main and profiles:  # rank 0 alone writes, under torchrun
+            write_gradient_profiles(profiles, task, out)
+        elif main:
+            remove_gradient_files(out)
     figures = [out / "learning_curves.png"] + ([out / "gradient_norms.png"] if profiles else [])
     return DemoRun(runs, [results_table(task, runs), "", *conclusion(task, runs, profiles.get("after training", {}))],
                    figures)

@@ -21,12 +21,12 @@ from lstmkit.extras import extra_imports
 
 with extra_imports("tasks", __name__):
     from lstmkit import plots
-from lstmkit.files import check_own_files, figure_software, write_csv, written_by_lstmkit
+from lstmkit.files import check_own_files, claimed_folder, figure_software, write_csv, written_by_lstmkit
 from lstmkit.models import SequenceModel
 from lstmkit.pipelines.longlag import (TaskTrainingConfig, check_cells, default_folder, holds_task_run,
                                       load_model, load_task_run, seed_of_test_set, seeded_model, train_cell)
 from lstmkit.tasks import Batch, Task
-from lstmkit.training import TrainingDiverged
+from lstmkit.training import Processes, TrainingDiverged
 from lstmkit.training.config import BUDGETS, flag_value
 
 PROBE_SEQUENCES = 100
@@ -119,14 +119,14 @@ def gate_panels(model: SequenceModel, task: Task, seed: int) -> tuple[dict[str, 
     return panels, length
 
 
-def write_gate_heatmaps(model: SequenceModel, task: Task, seed: int, out: str | Path) -> Path:
+def write_gate_heatmaps(model: SequenceModel, task: Task, seed: int, out: str | Path) -> None:
     """gates_<cell>.png: the heat maps of `gate_panels` (named by the cell, so that probes of
     several cells into one folder keep each figure)."""
     panels, length = gate_panels(model, task, seed)
     if not panels:
         raise ValueError(f"cell {model.config.cell!r} has no gates or cell state to draw")
     title = f"{model.config.cell} on {task.describe()}: one test sequence ({length} steps)"
-    return plots.gate_heatmaps(panels, title, Path(out) / f"gates_{model.config.cell}.png")
+    plots.gate_heatmaps(panels, title, Path(out) / f"gates_{model.config.cell}.png")
 
 
 def probe_gradients(out: str | Path | None = None, source: str | Path | None = None, task: Task | None = None,
@@ -151,17 +151,20 @@ def probe_gradients(out: str | Path | None = None, source: str | Path | None = N
         check_cells(task, cells, config)  # before any cell trains, as `lstmkit task`
         trained, seed = None, config.seed
     out = default_folder("gradients", task) if out is None else Path(out)
-    check_gradient_files(out, "probe gradients")  # before any training
-    if trained is None:
-        runs = [train_cell(task, cell, config) for cell in cells]
-        if all(run.model is None for run in runs):
-            raise TrainingDiverged("\n".join(run.diverged for run in runs))
-        for run in runs:  # as in `lstmkit task`: one of the results, not the end of the probe
-            if run.model is None:
-                warn_at_caller(f"{run.diverged} {run.cell} has no trained model to probe.")
-        trained = {run.cell: run.model for run in runs if run.model is not None}
-    profiles = gradient_profiles(task, trained, seed)
-    write_gradient_profiles(profiles, task, out)
+    main = Processes.from_environment().main
+    with claimed_folder(out if main else None):  # from its checks to its files, as a task run holds its folder
+        check_gradient_files(out, "probe gradients")  # before any training
+        if trained is None:
+            runs = [train_cell(task, cell, config) for cell in cells]
+            if all(run.model is None for run in runs):
+                raise TrainingDiverged("\n".join(run.diverged for run in runs))
+            for run in runs:  # as in `lstmkit task`: one of the results, not the end of the probe
+                if run.model is None:
+                    warn_at_caller(f"{run.diverged} {run.cell} has no trained model to probe.")
+            trained = {run.cell: run.model for run in runs if run.model is not None}
+        profiles = gradient_profiles(task, trained, seed)
+        if main:
+            write_gradient_profiles(profiles, task, out)
     return task, profiles, out
 
 
@@ -206,7 +209,11 @@ def probe_gates(out: str | Path | None = None, checkpoint: str | Path | None = N
             raise ValueError(f"cell {cell!r} has no gates or cell state to draw")
         model = None
     out = default_folder("gates", task) if out is None else Path(out)
-    check_own_files(out, [f"gates_{cell}.png"], "probe gates")  # before any training
-    if model is None:
-        model = train_cell(task, cell, config).trained_model()
-    return write_gate_heatmaps(model, task, config.seed, out)
+    main = Processes.from_environment().main
+    with claimed_folder(out if main else None):
+        check_own_files(out, [f"gates_{cell}.png"], "probe gates")  # before any training
+        if model is None:
+            model = train_cell(task, cell, config).trained_model()
+        if main:  # rank 0 alone writes, under torchrun
+            write_gate_heatmaps(model, task, config.seed, out)
+    return out / f"gates_{cell}.png"
