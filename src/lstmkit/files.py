@@ -53,7 +53,7 @@ def claimed_folder(folder: Path | None) -> Iterator[None]:
     if folder is None or fcntl is None:
         yield
         return
-    made = [path for path in (folder, *folder.parents) if not path.exists()]  # the deepest first
+    made = folders_to_make(folder)
     folder.mkdir(parents=True, exist_ok=True)
     status = folder.stat()
     held = (status.st_dev, status.st_ino)
@@ -79,11 +79,22 @@ def claimed_folder(folder: Path | None) -> Iterator[None]:
         yield
     finally:
         HELD_FOLDERS.discard(held)
-        for path in made:
-            if not path.is_dir() or any(path.iterdir()):
-                break
-            path.rmdir()
+        remove_empty_folders(made)
         os.close(handle)
+
+
+def folders_to_make(folder: Path) -> list[Path]:
+    """The folders `folder.mkdir(parents=True)` would make, the deepest first."""
+    return [path for path in (folder, *folder.parents) if not path.exists()]
+
+
+def remove_empty_folders(made: list[Path]) -> None:
+    """Remove the folders of `folders_to_make` that are left empty, the deepest first, up to the
+    first that holds anything."""
+    for path in made:
+        if not path.is_dir() or any(path.iterdir()):
+            break
+        path.rmdir()
 
 
 @contextlib.contextmanager

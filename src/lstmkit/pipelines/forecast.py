@@ -21,8 +21,10 @@ the network over a series.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -44,7 +46,8 @@ from lstmkit.checkpoint import (
     load_model_checkpoint,
     save_checkpoint,
 )
-from lstmkit.files import atomic_path, check_output_file, fingerprint, write_json
+from lstmkit.files import (atomic_path, check_output_file, fingerprint, folders_to_make, remove_empty_folders,
+                           write_json)
 from lstmkit.models.forecaster import (
     ForecastEnsemble,
     ForecastNetwork,
@@ -468,8 +471,8 @@ class Forecaster:
                              f"{horizon} + {season} = {lookback + horizon + season}, and windows kept for early "
                              f"stopping) and the {holdout} held out{why}; give more rows, or {remedy}")
         model = Forecaster(**{field.name: getattr(config, field.name) for field in fields(config)})
-        model.run_folder = backtest_folder(self.run_folder, holdout, horizon)
-        model.fit(frame.head(start))
+        with backtest_folder(self.run_folder, holdout, horizon) as model.run_folder:
+            model.fit(frame.head(start))
         origins = list(range(start, len(frame), horizon))
         forecasts = model.forecast_origins(frame, origins, pad=True)
         per_target = [forecast_choice.origin_baselines(model, frame, origins, index,
@@ -750,24 +753,37 @@ def predict_to_csv(directory: str | Path, data, out: str | Path | None = None, d
     return table
 
 
-def backtest_folder(run_folder: Path | None, holdout: int, horizon: int) -> Path | None:
+@contextlib.contextmanager
+def backtest_folder(run_folder: Path | None, holdout: int, horizon: int) -> Iterator[Path | None]:
     """Where a backtest's networks write their runs (None without a `run_folder`): its
     backtest/ folder, beside which the rows it holds out are recorded (holdout.json, rank 0)
     when it begins. A resumed backtest that holds out other rows is refused by that setting's
     name: its windows differ, which the runs' data checks would name instead (another horizon,
     whose default holdout it is, the runs' settings check names; a backtest begun before the
-    record, the data checks)."""
+    record, the data checks). A backtest refused or stopped before any of its networks wrote
+    there leaves no record (nor the folder made for it, left empty): it began nothing to resume."""
     if run_folder is None:
-        return None
+        yield None
+        return
     record, runs = run_folder / HOLDOUT_FILE, run_folder / "backtest"
+    made, wrote = [], False
     if runs.exists():
         before = json.loads(record.read_text()) if record.is_file() else {}
         if before.get("horizon") == horizon and before.get("holdout") != holdout:
             raise ValueError(f"{run_folder.parent} was backtested with other settings; --resume needs the same ones "
                              f"(holdout: {before.get('holdout')} in the run, {holdout} now)")
     elif Processes.from_environment().main:  # none of its networks has written a checkpoint yet
+        made = folders_to_make(run_folder)
         run_folder.mkdir(parents=True, exist_ok=True)
         write_json(record, {"holdout": holdout, "horizon": horizon})
-    return runs
+        wrote = True
+    try:
+        yield runs
+    except BaseException:
+        if wrote and not runs.exists():
+            record.unlink(missing_ok=True)
+            remove_empty_folders(made)
+        raise
+
 
 from lstmkit.pipelines import forecast_choice, forecast_global  # noqa: E402  (both import Forecaster from here)

@@ -305,8 +305,8 @@ def backtest(forecaster: Forecaster, data, holdout: int | None = None) -> PanelB
                          f"{max(map(len, panel.values))}")
     training = panel.head(holdout)
     model = Forecaster(**{field.name: getattr(config, field.name) for field in fields(config)})
-    model.run_folder = backtest_folder(forecaster.run_folder, holdout, config.horizon)
-    fit(model, training, holdout)
+    with backtest_folder(forecaster.run_folder, holdout, config.horizon) as model.run_folder:
+        fit(model, training, holdout)
     histories = [training.values[k] for k in scored]
     # A value that was missing, and interpolated, is neither scored nor written as an actual (a
     # series' last value is its own, so each has one to score).
