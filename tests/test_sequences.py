@@ -90,3 +90,34 @@ def test_gradient_does_not_reach_padding(engine):
     for b, length in enumerate(LENGTHS):
         assert torch.all(x.grad[length:, b] == 0)
         assert torch.all(x.grad[:length, b].abs().sum(-1) > 0)
+
+
+@pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
+@pytest.mark.parametrize("engine", ["reference", "fused", "triton", "native"])
+def test_padding_that_is_not_finite_changes_no_output_and_no_gradient(cell, options, engine):
+    """NaN or inf past a sequence's length (NaN-padded features, torch.empty) made the weights'
+    gradients NaN with lengths=, though no output read it: as packing, the padding is left out."""
+    if engine == "triton":
+        pytest.importorskip("triton")
+    try:
+        layer = make_layer(cell, options, engine)
+    except ValueError as refused:  # the native engine runs torch.nn's cells only
+        pytest.skip(str(refused))
+    finite = torch.randn(T, B, INPUT, dtype=torch.float64)
+    for b, length in enumerate(LENGTHS):
+        finite[length:, b] = 0
+    poisoned = finite.clone()
+    poisoned[LENGTHS[0]:, 0] = float("nan")
+    poisoned[LENGTHS[2]:, 2] = float("inf")
+    runs = []
+    for x in (finite, poisoned):
+        x = x.clone().requires_grad_()
+        output, final = layer(x, lengths=LENGTHS)
+        parameters = dict(layer.named_parameters())
+        loss = output.sum() + sum(part.sum() for part in as_list(final))
+        grads = torch.autograd.grad(loss, [x, *parameters.values()])
+        runs.append((output, *as_list(final), *grads))
+        names = ["output", *(f"final state {index}" for index in range(len(as_list(final)))), "x.grad", *parameters]
+    for name, clean, padded in zip(names, *runs, strict=True):
+        assert torch.equal(clean, padded), name
+

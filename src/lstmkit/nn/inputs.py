@@ -118,7 +118,18 @@ def prepare_input(
     checked_lengths = None if lengths is None else check_lengths(lengths, *data.shape[:2])
     if checked_lengths is not None:
         checked_lengths = checked_lengths.to(data.device)
+        data = without_padding(data, checked_lengths)
     return SequenceBatch(data, checked_lengths, None, batched, batch_first)
+
+
+def without_padding(data: Tensor, lengths: Tensor) -> Tensor:
+    """`data` (T, B, I) with the steps past each sequence's length set to 0, which packing
+    leaves out: no output reads them, but a NaN or inf there (NaN-padded features, a buffer
+    from torch.empty) reached the weights' gradients as 0 · NaN, through the products over every
+    step of the fused and Triton engines and the local derivatives of the reference engine.
+    The gradient of the padding is 0 either way."""
+    padding = torch.arange(data.shape[0], device=data.device).unsqueeze(1) >= lengths  # (T, B)
+    return data.masked_fill(padding.unsqueeze(-1), 0)
 
 
 def accepts_dtype(tensor: Tensor, dtype: torch.dtype) -> bool:
