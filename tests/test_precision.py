@@ -107,6 +107,40 @@ def test_autocast_output_dtypes_are_torch_nn_s(cell, engine, lengths, enforce_so
     assert relative_error(ours_output.float(), theirs_output.float()) < 2e-2
 
 
+@pytest.mark.parametrize("grad", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("state_dtype", [None, torch.float32], ids=["no-state", "float32-state"])
+@pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("engine", ["auto", "fused", "reference", "native"])
+def test_lstm_output_dtypes_under_cpu_autocast_are_torch_nn_s_for_every_input_dtype(
+        engine, autocast_dtype, input_dtype, state_dtype, grad):
+    """torch's CPU LSTM runs input that oneDNN's LSTM does not take (float16 with gradients) as its
+    cell steps, whose outputs promote the autocast dtype with the state's: float16 input with a
+    float32 state gave float32 from torch.nn and float16 from lstmkit, and engine='native' refused
+    a call torch.nn runs. Where torch.nn fails, `native` says why and the other engines return the
+    autocast dtype."""
+    layer = lstmkit.LSTM(8, 16, engine=engine)
+    twin = torch_twin(layer)
+    x = torch.randn(5, 3, 8, dtype=input_dtype)
+    hx = None if state_dtype is None else (torch.randn(1, 3, 16, dtype=state_dtype),) * 2
+    with torch.autocast("cpu", autocast_dtype), torch.set_grad_enabled(grad):
+        try:
+            theirs = twin(x, hx)
+        except RuntimeError as failed:
+            assert "could not create a primitive descriptor" in str(failed)
+            theirs = None
+        if theirs is None and engine == "native":
+            with pytest.raises(ValueError, match=r"torch's CPU LSTM kernel \(oneDNN\) fails under"):
+                layer(x, hx)
+            return
+        ours = layer(x, hx)
+    if theirs is None:
+        assert {ours[0].dtype, ours[1][0].dtype, ours[1][1].dtype} == {autocast_dtype}
+        return
+    assert [ours[0].dtype, *(part.dtype for part in ours[1])] == [theirs[0].dtype, *(part.dtype for part in theirs[1])]
+    assert relative_error(ours[0].float(), theirs[0].float()) < 2e-2
+
+
 @pytest.mark.parametrize("lengths", [None, [5, 4, 2]], ids=["padded", "packed"])
 @pytest.mark.parametrize("autocasting, input_dtype", [(torch.bfloat16, torch.float32), (torch.bfloat16, torch.bfloat16),
                                                       (torch.float16, torch.float32), (torch.float16, torch.float16)])

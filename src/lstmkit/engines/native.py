@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from lstmkit.cells import Cell
 from lstmkit.engines.base import Engine, Stack, StackRun, run_eagerly
-from lstmkit.engines.precision import autocast_dtype
+from lstmkit.engines.precision import autocast_dtype, cpu_has_bfloat16_kernels, cpu_has_float16_kernels
 
 NATIVE_KERNELS = {
     "lstm": torch._VF.lstm,
@@ -44,16 +44,6 @@ def lacks_half_lstm() -> str | None:
         return (f"where oneDNN reports {str(dtype).removeprefix('torch.')} support but has no such LSTM primitive "
                 f"for {mode}")
     return None
-
-
-@functools.cache
-def cpu_has_bfloat16_kernels() -> bool:
-    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-@functools.cache
-def cpu_has_float16_kernels() -> bool:
-    return torch.ops.mkldnn._is_mkldnn_fp16_supported()
 
 
 def runs_lstm(dtype: torch.dtype, training: bool) -> bool:

@@ -5,7 +5,8 @@ The rule every engine follows, as `torch.nn.LSTM` does under cuDNN and oneDNN:
 - `torch.autocast` on the input's device, float32 parameters: the products in the autocast
   dtype; the cell state and the point-wise arithmetic in float32; outputs and final states
   in the autocast dtype, the dtype torch.nn's layers return: under CPU autocast torch.nn.GRU
-  returns float32, and so does torch.nn.LSTM given a PackedSequence; with a projection its h
+  returns float32, and so does torch.nn.LSTM given a PackedSequence or input oneDNN does not
+  take (float16 with gradients); with a projection its h
   comes out of W_hr in the autocast dtype and c_n in float32; lstmkit's GRU and LSTM do the
   same.
 - bfloat16 or float16 parameters, no autocast: the products in that dtype, state and
@@ -17,6 +18,7 @@ The rule every engine follows, as `torch.nn.LSTM` does under cuDNN and oneDNN:
 
 from __future__ import annotations
 
+import functools
 from contextlib import AbstractContextManager, nullcontext
 from typing import NamedTuple
 
@@ -64,25 +66,51 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 def precision_for(
     cell: Cell, parameter_dtype: torch.dtype, device: torch.device, packed: bool = False,
-    state_dtype: torch.dtype = torch.float32, projected: bool = False,
+    state_dtype: torch.dtype = torch.float32, projected: bool = False, input_dtype: torch.dtype = torch.float32,
 ) -> Precision:
     """The precision a layer of `cell` with parameters in `parameter_dtype` runs in on
     `device`, for input that is `packed` (a PackedSequence, or lengths=, which torch's kernels
     run as one) or not, from an initial state (c0 where the cell has one, else h0; zeros come
-    in the input's dtype) in `state_dtype`, with a projection W_hr where `projected`.
+    in the input's dtype) in `state_dtype`, with a projection W_hr where `projected`, on input
+    in `input_dtype`.
 
-    The outputs under autocast are torch.nn's: on CPU the GRU, and the LSTM on packed input or
-    with a projection, are composed of torch's cell steps, whose results promote the autocast
-    dtype with the state's (float32 from a float32 state, bfloat16 from a bfloat16 one), but
-    for a projected h, which W_hr's product gives in the autocast dtype; elsewhere the
-    autocast dtype."""
+    The outputs under autocast are torch.nn's: on CPU the GRU, and the LSTM on packed input,
+    with a projection or on input oneDNN's LSTM does not take (`onednn_takes`), are composed of
+    torch's cell steps, whose results promote the autocast dtype with the state's (float32 from
+    a float32 state, bfloat16 from a bfloat16 one), but for a projected h, which W_hr's product
+    gives in the autocast dtype; elsewhere the autocast dtype."""
     autocast = autocast_dtype(device)
     if autocast is None or parameter_dtype == torch.float64:
         state = torch.float32 if parameter_dtype in HALF_DTYPES else parameter_dtype
         return Precision(parameter_dtype, state, parameter_dtype, parameter_dtype)
-    composed = device.type == "cpu" and (cell.name == "gru" or (cell.name == "lstm" and (packed or projected)))
+    composed = device.type == "cpu" and (cell.name == "gru" or (
+        cell.name == "lstm" and (packed or projected or not onednn_takes(input_dtype))))
     promoted = torch.promote_types(autocast, state_dtype) if composed else autocast
     return Precision(autocast, torch.float32, autocast if projected else promoted, promoted)
+
+
+def onednn_takes(dtype: torch.dtype) -> bool:
+    """Whether torch's CPU LSTM hands input of `dtype` to oneDNN's LSTM (at::native's
+    use_mkldnn), whatever the autocast, rather than running it as its cell steps: float32;
+    bfloat16 on a CPU with oneDNN's bfloat16 kernels; float16 without gradients, on one with its
+    float16 kernels; none where oneDNN is switched off (`torch.backends.mkldnn.enabled`)."""
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return False
+    if dtype == torch.bfloat16:
+        return cpu_has_bfloat16_kernels()
+    if dtype == torch.float16:
+        return not torch.is_grad_enabled() and cpu_has_float16_kernels()
+    return dtype == torch.float32
+
+
+@functools.cache
+def cpu_has_bfloat16_kernels() -> bool:
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+@functools.cache
+def cpu_has_float16_kernels() -> bool:
+    return torch.ops.mkldnn._is_mkldnn_fp16_supported()
 
 
 def cast_weights(weights: LayerWeights, products: torch.dtype, others: torch.dtype) -> LayerWeights:

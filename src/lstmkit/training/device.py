@@ -11,7 +11,7 @@ from torch import nn
 from lstmkit.caller import warn_at_caller
 from lstmkit.cells import make_cell
 from lstmkit.engines import ENGINES
-from lstmkit.engines.native import cpu_has_bfloat16_kernels
+from lstmkit.engines.precision import cpu_has_bfloat16_kernels
 from lstmkit.nn import Recurrent, RecurrentCell
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
