@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lstmkit.forecast import Forecaster
-from lstmkit.pipelines.forecast_report import backtest_report, beaten_line, shown_time
+from lstmkit.pipelines.forecast_report import backtest_report, beaten_line, scores_table, shown_time
 from lstmkit.series import BASELINES, baseline_forecast, best_baseline, read_series
 
 QUICK = dict(hidden_size=8, num_layers=1, epochs=2, batch_size=64, seed=0)
@@ -277,6 +277,23 @@ def test_the_report_line_on_the_baselines_by_hand():
     assert beaten_line(scores.drop(index="ets"), "MASE") == "the model beats every baseline on this backtest (MASE 0.500)"
     tied = pd.DataFrame({"MASE": [0.0, 0.0]}, index=["model", "naive"])  # a constant series: every method exact
     assert beaten_line(tied, "MASE") == "the model and every baseline score alike on this backtest (MASE 0.000)"
+
+
+def test_a_verdict_on_scores_that_are_not_finite_is_drawn_by_smape_and_nothing_is_starred_best_among_inf():
+    """A target (or series) flat over its training values has a MASE scale of 0: every inexact
+    method's MASE is inf, its OWA nan. The report said "score alike (MASE inf)" where the model's
+    MAE was six times arima's, and "beats every baseline (OWA nan)" where ETS had the lower
+    sMAPE; and it starred every inf as the best."""
+    flat = pd.DataFrame({"sMAPE": [18.91, 14.72, 20.0], "MASE": [math.inf] * 3}, index=["model", "arima", "naive"])
+    why = "is not finite for every method (a series flat over its training values has a MASE scale of 0); by sMAPE, "
+    assert beaten_line(flat, "MASE") == "MASE " + why + (
+        "the model is beaten on this backtest (sMAPE 18.910) by: arima (14.720)")
+    unweighed = pd.DataFrame({"sMAPE": [4.0, 4.5], "MASE": [math.inf, math.inf], "OWA": [math.nan, math.nan]},
+                             index=["model", "ets"])
+    assert beaten_line(unweighed, "OWA") == "OWA " + why + "the model beats every baseline on this backtest (sMAPE 4.000)"
+    lines = scores_table(flat, "lstm", ("sMAPE", "MASE"), "6.2f")
+    assert lines[1:] == ["model (lstm)     18.91    inf ", "arima            14.72*   inf ",
+                         "naive            20.00    inf "]
 
 
 def test_predict_writes_csv_files_only(tmp_path):

@@ -66,9 +66,10 @@ def interval_line(forecaster: Forecaster, coverage: float) -> str:
 
 def scores_table(scores: pd.DataFrame, cell: str, metrics: tuple[str, ...] = METRICS, number: str = "10.4g"
                  ) -> list[str]:
-    """One line per method and the header, the best of each column starred; each number
-    written with the format `number` (its width, and one more for the star)."""
-    best = scores.min()
+    """One line per method and the header, the best of each column starred (none where the
+    best is not finite: a column of inf has no best); each number written with the format
+    `number` (its width, and one more for the star)."""
+    best = scores.min().where(np.isfinite(scores.min().to_numpy(dtype=float)))
     width = int(number.split(".")[0]) + 1
     names = [f"{method} ({cell})" if method == "model" else method for method in scores.index]
     column = max(16, *(len(name) + 1 for name in names))  # "model+seasonal_naive" is longer than most
@@ -116,14 +117,22 @@ def panel_report(result: PanelBacktest) -> str:
 
 
 def beaten_line(scores: pd.DataFrame, metric: str) -> str:
-    """Which methods score a lower `metric` than the model on the backtest, said plainly."""
+    """Which methods score a lower `metric` than the model on the backtest, said plainly; by
+    sMAPE where `metric` is not finite for every method: a series (or target) flat over its
+    training values has a MASE scale of 0, so every inexact method's MASE is inf and its OWA
+    nan, from which "beats every baseline" or "score alike" was read."""
+    why = ""
+    if not np.isfinite(scores[metric].to_numpy(dtype=float)).all():
+        why = (f"{metric} is not finite for every method (a series flat over its training values has a MASE scale "
+               "of 0); by sMAPE, ")
+        metric = "sMAPE"
     model = scores.loc["model", metric]
     better = [name for name in scores.index if name != "model" and scores.loc[name, metric] < model]
     if not better and (scores[metric] == model).all():
-        return f"the model and every baseline score alike on this backtest ({metric} {model:.3f})"
+        return why + f"the model and every baseline score alike on this backtest ({metric} {model:.3f})"
     if not better:
-        return f"the model beats every baseline on this backtest ({metric} {model:.3f})"
-    return f"the model is beaten on this backtest ({metric} {model:.3f}) by: " + ", ".join(
+        return why + f"the model beats every baseline on this backtest ({metric} {model:.3f})"
+    return why + f"the model is beaten on this backtest ({metric} {model:.3f}) by: " + ", ".join(
         f"{name} ({scores.loc[name, metric]:.3f})" for name in better)
 
 
