@@ -550,17 +550,22 @@ def test_a_gzip_texts_default_run_folder_is_named_without_its_suffixes():
      "--out {c} is the file --json writes"),
     (["speech", "eval", "runs/none", "{m}", "--out", "{m}"], "--out {m} is the manifest"),
     (["forecast", "predict", "runs/none", "{m}", "--out", "{m}"], "--out {m} is the CSV file it forecasts from"),
+    (["forecast", "predict", "{run}", "{m}", "--out", "{k}"], "--out {k} is the fit's backtest forecasts"),
 ])
 def test_an_output_file_that_is_an_input_is_refused_before_it_is_read(command, written, tmp_path, capsys):
     """`translate eval … --reference ref.en --out ref.en` replaced the references with the
-    translations, and `speech eval … --out` the manifest with its transcripts."""
-    paths = {"a": tmp_path / "a.de", "b": tmp_path / "b.en", "c": tmp_path / "c.txt", "m": tmp_path / "m.csv"}
+    translations, `speech eval … --out` the manifest with its transcripts, and `forecast predict
+    RUN … --out RUN/backtest.csv` the fit's backtest forecasts."""
+    (tmp_path / "run").mkdir()
+    paths = {"a": tmp_path / "a.de", "b": tmp_path / "b.en", "c": tmp_path / "c.txt", "m": tmp_path / "m.csv",
+             "k": tmp_path / "run" / "backtest.csv"}
     for path in paths.values():
         path.write_text("mine\n")
+    paths["run"] = tmp_path / "run"
     code, _, err = run_cli([part.format(**paths) for part in command], capsys)
     assert code == 2
     assert err == f"lstmkit: error: {written.format(**paths)}: writing it would replace that; choose another file\n"
-    assert all(path.read_text() == "mine\n" for path in paths.values())
+    assert all(path.read_text() == "mine\n" for path in paths.values() if path.is_file())
 
 
 def test_a_batch_the_processes_cannot_share_is_refused_before_a_task_is_announced(monkeypatch, capsys):
