@@ -72,6 +72,11 @@ def test_vocabulary_serialises():
     (b"   \n\t\n", "holds only whitespace"),
     (b"text\x00\x01binary", "is not text: it contains NUL bytes (the first at offset 4); expected a UTF-8 text file"),
     (b"caf\xe9 latin-1", "is not UTF-8 text: byte 0xe9 at offset 3 does not decode"),
+    # Windows Notepad's "Unicode" and PowerShell 5's `>`: it was called binary, for its NUL bytes
+    ("Hello".encode("utf-16"), "is UTF-16 text (its byte-order mark is FF FE), not UTF-8: save it as UTF-8, or "
+                               "convert it with iconv -f UTF-16 -t UTF-8"),
+    ("Hello".encode("utf-16-be").join([b"\xfe\xff", b""]), "is UTF-16 text (its byte-order mark is FE FF)"),
+    ("Hello".encode("utf-32"), "is UTF-32 text (its byte-order mark is FF FE 00 00)"),
 ])
 def test_bad_files(tmp_path, content, message):
     path = tmp_path / "input.txt"

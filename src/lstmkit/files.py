@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import gzip
@@ -156,6 +157,32 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[o
 
 
 GZIP_MAGIC = b"\x1f\x8b"
+
+
+# The byte-order marks of the Unicode encodings other than UTF-8, UTF-32's first: each begins
+# as UTF-16's does.
+OTHER_UNICODE_MARKS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                       (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
+def decoded_utf8(data: bytes, name: str | Path, expected: str) -> str:
+    """`data` (a file's or stdin's, called `name` in messages) as UTF-8 text, an editor's
+    byte-order mark dropped (it is no character of the text), or refused, saying what it is:
+    UTF-16 or UTF-32 text by its byte-order mark (Windows Notepad's "Unicode", PowerShell 5's
+    `>`; it was called binary, for its NUL bytes), binary data by its first NUL byte (`expected`
+    names the text wanted), other bytes by the first that does not decode."""
+    for mark, encoding in OTHER_UNICODE_MARKS:
+        if data.startswith(mark):
+            raise ValueError(f"{name} is {encoding} text (its byte-order mark is {mark.hex(' ').upper()}), not UTF-8: "
+                             f"save it as UTF-8, or convert it with iconv -f {encoding} -t UTF-8")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise ValueError(f"{name} is not text: it contains NUL bytes (the first at offset {nul}); expected {expected}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{name} is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} does not "
+                         "decode") from None
 
 
 def gunzipped(data: bytes, name: str | Path) -> bytes:

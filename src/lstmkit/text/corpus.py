@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from lstmkit.files import check_input_file, fingerprint, gunzipped
+from lstmkit.files import check_input_file, decoded_utf8, fingerprint, gunzipped
 from lstmkit.text.vocabulary import Vocabulary, warn_unknown
 
 
@@ -22,17 +22,7 @@ def read_text(path: str | Path) -> str:
     data = gunzipped(path.read_bytes(), path)  # a pipe too, such as <(tail -c 100000 input.txt)
     if not data:
         raise ValueError(f"{path} is empty: a language model needs text to learn from or to score")
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise ValueError(
-            f"{path} is not text: it contains NUL bytes (the first at offset {nul}); expected a UTF-8 text file"
-        )
-    try:
-        text = data.decode("utf-8-sig")  # -sig: an editor's byte-order mark is not a character of the text
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f"{path} is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} does not decode"
-        ) from None
+    text = decoded_utf8(data, path, "a UTF-8 text file")
     if not text.strip():
         raise ValueError(f"{path} holds only whitespace: a language model needs text to learn from or to score")
     return text.replace("\r\n", "\n")  # Windows line ends are line ends, as Python's text files read them

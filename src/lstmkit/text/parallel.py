@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lstmkit.files import check_input_file, fingerprint, gunzipped
+from lstmkit.files import check_input_file, decoded_utf8, fingerprint, gunzipped
 
 def read_lines(path: str | Path, what: str = "sentences", blank_lines: bool = False) -> tuple[list[str], dict]:
     """The lines of a plain or gzip UTF-8 text file (gzip recognised by its first two bytes,
@@ -32,15 +32,7 @@ def text_lines(data: bytes, name: str, blank_lines: bool = False) -> list[str]:
     on its own line), only a text of no bytes is empty: one of blank lines is those lines."""
     if not (data if blank_lines else data.strip()):
         raise ValueError(f"{name} is empty: expected one sentence per line")
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise ValueError(f"{name} is not text: it contains NUL bytes (the first at offset {nul}); "
-                         "expected UTF-8 text, plain or gzip")
-    try:
-        text = data.decode("utf-8-sig")  # -sig: an editor's byte-order mark is not part of the first sentence
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{name} is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} "
-                         "does not decode") from None
+    text = decoded_utf8(data, name, "UTF-8 text, plain or gzip")
     if "\r" in text and "\n" not in text:  # old Mac line endings, a carriage return alone: one line else
         text = text.replace("\r", "\n")
     return [line.strip() for line in text.removesuffix("\n").split("\n")]
