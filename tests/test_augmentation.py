@@ -111,11 +111,14 @@ def test_each_speed_of_an_utterance_is_drawn_alike_and_its_length_follows():
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"frequency_masks": -1}, "frequency_masks must be a non-negative integer (0: no masks), got -1"),
-    ({"time_mask_width": 2.5}, "time_mask_width must be a non-negative integer (0: no masks), got 2.5"),
-    ({"frequency_mask_width": 41}, "frequency_mask_width must be at most n_mels (40), got 41"),
-    ({"frequency_warp": 1.0}, "frequency_warp must be a number in [0, 1) (0: no warp), got 1.0"),
-    ({"frequency_warp": -0.1}, "frequency_warp must be a number in [0, 1) (0: no warp), got -0.1"),
+    ({"frequency_masks": -1},
+     "frequency_masks (--frequency-masks) must be a non-negative integer (0: no masks), got -1"),
+    ({"time_mask_width": 2.5},
+     "time_mask_width (--time-mask-width) must be a non-negative integer (0: no masks), got 2.5"),
+    ({"frequency_mask_width": 41},
+     "frequency_mask_width (--frequency-mask-width) must be at most n_mels (--n-mels, 40), got 41"),
+    ({"frequency_warp": 1.0}, "frequency_warp (--frequency-warp) must be a number in [0, 1) (0: no warp), got 1.0"),
+    ({"frequency_warp": -0.1}, "frequency_warp (--frequency-warp) must be a number in [0, 1) (0: no warp), got -0.1"),
     ({"speed_perturbation": (0.9, 1.0)}, "speed_perturbation (--speed-perturbation) must be a tuple of speeds in "
                                          "[0.5, 2.0] other than 1 (the original is always used), e.g. (0.9, 1.1), or "
                                          "0.9,1.1 on the command line, got (0.9, 1.0)"),

@@ -41,11 +41,13 @@ class Augmentation:
     def __post_init__(self) -> None:
         if isinstance(self.frequency_warp, bool) or not isinstance(self.frequency_warp, (int, float)) \
                 or not 0 <= self.frequency_warp < 1:
-            raise ValueError(f"frequency_warp must be a number in [0, 1) (0: no warp), got {self.frequency_warp!r}")
+            raise ValueError("frequency_warp (--frequency-warp) must be a number in [0, 1) (0: no warp), got "
+                             f"{self.frequency_warp!r}")
         for name in ("frequency_masks", "frequency_mask_width", "time_masks", "time_mask_width"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer (0: no masks), got {value!r}")
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be a non-negative integer (0: no masks), "
+                                 f"got {value!r}")
 
     @property
     def active(self) -> bool:

@@ -519,8 +519,8 @@ class SpeechConfig(TrainingConfig, RegulariserSettings):
                              f"{MAX_SPEED}] other than 1 (the original is always used), e.g. (0.9, 1.1), or 0.9,1.1 "
                              f"on the command line, got {speeds!r}")
         if self.frequency_mask_width > self.n_mels:
-            raise ValueError(f"frequency_mask_width must be at most n_mels ({self.n_mels}), "
-                             f"got {self.frequency_mask_width!r}")
+            raise ValueError("frequency_mask_width (--frequency-mask-width) must be at most n_mels (--n-mels, "
+                             f"{self.n_mels}), got {self.frequency_mask_width!r}")
         self.check_regularisers(self.cell, 100)
 
     def front_end(self) -> FrontEnd:
