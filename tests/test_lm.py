@@ -306,6 +306,23 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_keeping_its_checkpoint(text_file, tm
     assert json.loads((out / "results.json").read_text())["steps"] == 400 > stopped_at
 
 
+def test_a_last_checkpoint_of_a_run_that_averaged_its_weights_says_so_when_loaded(trained, text_file, tmp_path):
+    """With --ema-decay, `lm eval RUN/last` scored the step's own weights (3.2173 where
+    metrics.csv held 3.2229 for the same step, the average's), without a word."""
+    out = tmp_path / "ema"
+    lm.train(text_file, out, LMTrainingConfig(steps=20, ema_decay=0.9, **{**TINY, "eval_every": 20}))
+    averaged = lm.load(out).evaluate(text_file.read_text(encoding="utf-8")[18_000:]).loss
+    with pytest.warns(UserWarning, match=re.escape(
+            f"{out / 'last'} holds the weights of the run's last step, kept to resume it; its evaluations and best/ "
+            f"used their moving average (--ema-decay), which scores otherwise: load {out / 'best'} for those")):
+        own = lm.load(out / "last").evaluate(text_file.read_text(encoding="utf-8")[18_000:]).loss
+    assert own != averaged
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lm.load(out)  # best/: the average
+        lm.load(trained[0] / "last")  # a run that averaged nothing
+
+
 def test_a_run_folder_is_never_overwritten(trained, text_file):
     with pytest.raises(ValueError, match="already holds a run; pass resume=True \\(--resume\\) to continue it"):
         lm.train(text_file, trained[0], LMTrainingConfig(steps=5, **TINY))

@@ -32,10 +32,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
+from lstmkit.caller import warn_at_caller
 from lstmkit.files import as_path, default_mode
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+TRAINING_FILE = "training.safetensors"  # in a run's last/: the optimizer's and random-number state, to resume
 RUN_CHECKPOINTS = ("best", "model")  # the checkpoint to load in an `lm train` run, a `forecast fit` folder
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -222,7 +224,26 @@ def load_model_checkpoint(directory: str | Path, kind: CheckpointKind) -> tuple[
     check_tensor_shapes(shapes, {name: tuple(tensor.shape) for name, tensor in expected.items()}, weights_path)
     model = kind.build(section)
     model.load_state_dict(load_tensors(weights_path, "cpu"), strict=False)  # what `stored` leaves out is tied
+    warn_unaveraged(directory, config)
     return config, model
+
+
+def warn_unaveraged(directory: Path, config: dict) -> None:
+    """Warn where `directory` is a run's last/ whose evaluations scored an average of the
+    weights (`--ema-decay`, or NT-ASGD once it averages): last/ keeps the step's own weights, to
+    resume from, and scored otherwise than the run said (`lm eval RUN/last` gave 3.2173 where
+    metrics.csv held 3.2229 for the same step)."""
+    training = config.get("training")
+    if not isinstance(training, dict) or not (directory / TRAINING_FILE).is_file():
+        return
+    if training.get("ema_decay") is not None:
+        average = "their moving average (--ema-decay)"
+    elif training.get("optimizer") == "nt-asgd":
+        average = "their running mean, once NT-ASGD averaged"
+    else:
+        return
+    warn_at_caller(f"{directory} holds the weights of the run's last step, kept to resume it; its evaluations and "
+                   f"best/ used {average}, which scores otherwise: load {directory.parent / 'best'} for those")
 
 
 def check_kind(directory: Path, config: dict, kind: str, description: str) -> None:

@@ -34,8 +34,8 @@ import torch
 from torch import Tensor
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, check_kind, check_replaceable, existing, held_kind,
-                                load_checkpoint, read_extra_tensors, save_checkpoint)
+from lstmkit.checkpoint import (CONFIG_FILE, TRAINING_FILE, WEIGHTS_FILE, check_kind, check_replaceable, existing,
+                                held_kind, load_checkpoint, read_extra_tensors, save_checkpoint)
 from lstmkit.files import (
     check_nothing_overwritten, check_output_folder, check_own_files, claimed_folder, write_csv, write_json,
 )
@@ -49,8 +49,6 @@ from lstmkit.training.optimizers import (
     update_moving_average,
 )
 from lstmkit.training.schedule import annealed_progress, decay_progress, learning_rate
-
-TRAINING_FILE = "training.safetensors"
 
 # Steps after which the progress line estimates, from the speed so far, the steps a time
 # budget holds (the first steps are the slowest: too few make a poor estimate).
