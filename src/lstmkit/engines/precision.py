@@ -27,6 +27,7 @@ import torch
 from lstmkit.cells import Cell, LayerWeights
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
+ONEDNN_BUILT = torch.backends.mkldnn.is_available()  # read once: torch.compile does not trace the call
 
 
 class Precision(NamedTuple):
@@ -84,23 +85,31 @@ def precision_for(
         state = torch.float32 if parameter_dtype in HALF_DTYPES else parameter_dtype
         return Precision(parameter_dtype, state, parameter_dtype, parameter_dtype)
     composed = device.type == "cpu" and (cell.name == "gru" or (
-        cell.name == "lstm" and (packed or projected or not onednn_takes(input_dtype))))
+        cell.name == "lstm" and (packed or projected or lstm_cell_steps(input_dtype))))
     promoted = torch.promote_types(autocast, state_dtype) if composed else autocast
     return Precision(autocast, torch.float32, autocast if projected else promoted, promoted)
+
+
+def lstm_cell_steps(input_dtype: torch.dtype) -> bool:
+    """Whether torch's CPU LSTM runs input of `input_dtype` as its cell steps, oneDNN's LSTM not
+    taking it (`onednn_takes`). float64 input, which torch.nn refuses under autocast and lstmkit
+    casts, runs as float32 input does."""
+    return input_dtype != torch.float64 and not onednn_takes(input_dtype)
 
 
 def onednn_takes(dtype: torch.dtype) -> bool:
     """Whether torch's CPU LSTM hands input of `dtype` to oneDNN's LSTM (at::native's
     use_mkldnn), whatever the autocast, rather than running it as its cell steps: float32;
     bfloat16 on a CPU with oneDNN's bfloat16 kernels; float16 without gradients, on one with its
-    float16 kernels; none where oneDNN is switched off (`torch.backends.mkldnn.enabled`)."""
-    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+    float16 kernels; none where oneDNN is switched off (`torch.backends.mkldnn.enabled`).
+    float32 and float64 are answered before any call that torch.compile cannot trace."""
+    if not (ONEDNN_BUILT and torch.backends.mkldnn.enabled):
         return False
+    if dtype not in HALF_DTYPES:
+        return dtype == torch.float32
     if dtype == torch.bfloat16:
         return cpu_has_bfloat16_kernels()
-    if dtype == torch.float16:
-        return not torch.is_grad_enabled() and cpu_has_float16_kernels()
-    return dtype == torch.float32
+    return not torch.is_grad_enabled() and cpu_has_float16_kernels()
 
 
 @functools.cache
