@@ -589,15 +589,18 @@ def test_a_trained_run_and_a_task_to_train_are_not_both_taken(tmp_path):
         probes.probe_gates(checkpoint=tmp_path, task=AddingTask(T=5))
 
 
-def test_shares_of_reber_strings_weigh_by_their_steps_as_the_whole_batch_does():
+@pytest.mark.parametrize("name, T", [("reber", None), ("adding1997", 40), ("temporal_order", 50), ("adding", 20)])
+def test_shares_of_a_batch_weigh_as_the_whole_batch_does(name, T):
     """Reber's loss is a mean over the valid steps, and strings differ in length: weighed by
     its sequences (as the trainer weighs a share), two processes' gradient was not the whole
-    batch's (1 % off). Each share's loss, weighed as the trainer weighs it, sums to the loss of
-    one process on the whole batch, and so do the gradients (DDP averages them)."""
-    from lstmkit.tasks import EmbeddedReberTask
+    batch's (1 % off). adding1997's and temporal_order's, read at each sequence's end, are means
+    over sequences of several lengths, which that reweighing put off (by 3e-3 in the first SGD
+    update). Each share's loss, weighed as the trainer weighs it, sums to the loss of one
+    process on the whole batch, and so do the gradients (DDP averages them)."""
+    from lstmkit.tasks import make_task
     from lstmkit.training import Processes
 
-    task, config = EmbeddedReberTask(), TaskTrainingConfig(hidden_size=4, batch_size=8, seed=3)
+    task, config = make_task(name, T), TaskTrainingConfig(hidden_size=4, batch_size=8, seed=3)
     test = task.sample(2, torch.Generator().manual_seed(0))
     jobs = [longlag.TaskJob(task, "lstm", config, test, processes, torch.device("cpu"))
             for processes in (Processes(), Processes(0, 2), Processes(1, 2))]

@@ -124,7 +124,8 @@ class TaskJob(Job):
         whole = self.task.sample(self.config.batch_size, self.generator)
         batch = self.share(whole)
         loss = self.task.loss(model(batch.inputs, batch.lengths).float(), batch)
-        if batch.lengths is not None:  # a mean over valid steps, which the trainer weighs by sequences: reweighted
+        if batch.lengths is not None and self.task.readout == "every":  # a mean over valid steps, which the
+            # trainer weighs by sequences: reweighted (a loss read at each sequence's end is a mean over sequences)
             loss = loss * (int(batch.lengths.sum()) / int(whole.lengths.sum())) * (whole.size / batch.size)
         return loss, batch.size
 
