@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import Quadratic, held_by_another_run
+from helpers import Quadratic, another_run_could_claim, held_by_another_run
 from lstmkit import lm
 from lstmkit.checkpoint import CheckpointError, checkpoint_folder, load_checkpoint, read_config
 from lstmkit.cli import main
@@ -90,6 +90,37 @@ def test_a_second_run_into_a_folder_a_run_is_writing_in_is_refused(tmp_path):
             Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "new" / "run")
         assert (tmp_path / "new" / "run").is_dir()
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="folders are locked where the system has flock")
+def test_a_run_into_a_folder_another_thread_holds_is_refused_and_one_thread_may_hold_it_twice(tmp_path):
+    """A claim that this process holds a folder let a second thread's run in (and the first one's
+    end released the folder under it); the demo's claim around its task run's is the same
+    thread's, and nests."""
+    import threading
+
+    from lstmkit.files import claimed_folder
+
+    holding, done = threading.Event(), threading.Event()
+
+    def another_run() -> None:
+        with claimed_folder(tmp_path / "run"):
+            holding.set()
+            done.wait(60)
+
+    thread = threading.Thread(target=another_run)
+    thread.start()
+    try:
+        assert holding.wait(60)
+        with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'run'} is in use")):
+            Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    finally:
+        done.set()
+        thread.join()
+    with claimed_folder(tmp_path / "run"):
+        run = Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+        assert not another_run_could_claim(tmp_path / "run"), "held by the outer claim still"
+    assert run.steps == 2 and another_run_could_claim(tmp_path / "run")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="folders are locked where the system has flock")

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,9 +25,10 @@ except ImportError:  # Windows: folders are not locked
     fcntl = None
 
 
-# The folders this process holds (`claimed_folder`), by device and inode: flock refuses a
-# second lock on a folder even to the process that holds the first.
-HELD_FOLDERS: set[tuple[int, int]] = set()
+# The folders this process holds (`claimed_folder`), by device and inode, and who holds each:
+# (process id, thread id): each claim opens a descriptor of its own, and flock refuses a second
+# one even to the thread that holds the first.
+HELD_FOLDERS: dict[tuple[int, int], tuple[int, int]] = {}
 
 # The formats a figure the user names is written in, by its suffix (plots.save).
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
@@ -48,19 +50,24 @@ def claimed_folder(folder: Path | None) -> Iterator[None]:
     files. An advisory lock (flock) on the folder itself: nothing is written for it, and a
     process that dies, even by kill -9, lets it go. The folders it made that the block leaves
     empty are removed, while it still holds the lock. None, or a system without flock: nothing
-    is held; a file system that refuses locks (NFS without lockd) is warned of, and not held.
-    A folder this process holds already is taken as held (the demo holds its folder from its
-    checks to its last figure, around the task run that holds it while the cells train)."""
+    is held; a file system that refuses locks (NFS without lockd) is warned of, once, and the
+    folder is held within this process only. A folder this thread holds already is taken as
+    held (the demo holds its folder from its checks to its last figure, around the task run that
+    holds it while the cells train); one another thread holds is refused, as another process's."""
     if folder is None or fcntl is None:
         yield
         return
     made = folders_to_make(folder)
     folder.mkdir(parents=True, exist_ok=True)
     status = folder.stat()
-    held = (status.st_dev, status.st_ino)
-    if held in HELD_FOLDERS:
+    held, holder = (status.st_dev, status.st_ino), (os.getpid(), threading.get_ident())
+    if HELD_FOLDERS.get(held) == holder:
         yield
         return
+    in_use = ValueError(f"{folder} is in use: another run is writing there now; wait for it to end, or choose "
+                        "another folder")
+    if held in HELD_FOLDERS and HELD_FOLDERS[held][0] == os.getpid():  # another thread's, where flock is refused
+        raise in_use
     handle = None
     try:
         handle = os.open(folder, os.O_RDONLY)
@@ -68,20 +75,19 @@ def claimed_folder(folder: Path | None) -> Iterator[None]:
     except OSError as error:
         if handle is not None:
             os.close(handle)
+            handle = None
         if isinstance(error, BlockingIOError):
-            raise ValueError(f"{folder} is in use: another run is writing there now; wait for it to end, or choose "
-                             "another folder") from None
+            raise in_use from None
         warn_at_caller(f"{folder} cannot be locked ({error.strerror}): another run started into it would not be "
                        "refused")
-        yield
-        return
-    HELD_FOLDERS.add(held)
+    HELD_FOLDERS[held] = holder
     try:
         yield
     finally:
-        HELD_FOLDERS.discard(held)
+        del HELD_FOLDERS[held]
         remove_empty_folders(made)
-        os.close(handle)
+        if handle is not None:
+            os.close(handle)
 
 
 def folders_to_make(folder: Path) -> list[Path]:
