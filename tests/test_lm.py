@@ -317,10 +317,14 @@ def test_a_last_checkpoint_of_a_run_that_averaged_its_weights_says_so_when_loade
             f"used their moving average (--ema-decay), which scores otherwise: load {out / 'best'} for those")):
         own = lm.load(out / "last").evaluate(text_file.read_text(encoding="utf-8")[18_000:]).loss
     assert own != averaged
+    unaveraged = tmp_path / "nt-asgd"  # NT-ASGD, before it averages, evaluates the step's own weights
+    lm.train(text_file, unaveraged, LMTrainingConfig(steps=20, optimizer="nt-asgd", **{**TINY, "eval_every": 10}))
+    assert json.loads((unaveraged / "last" / "config.json").read_text())["progress"]["averaging_from"] is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         lm.load(out)  # best/: the average
         lm.load(trained[0] / "last")  # a run that averaged nothing
+        lm.load(unaveraged / "last")
 
 
 def test_a_run_folder_is_never_overwritten(trained, text_file):

@@ -230,7 +230,8 @@ def load_model_checkpoint(directory: str | Path, kind: CheckpointKind) -> tuple[
 
 def warn_unaveraged(directory: Path, config: dict) -> None:
     """Warn where `directory` is a run's last/ whose evaluations scored an average of the
-    weights (`--ema-decay`, or NT-ASGD once it averages): last/ keeps the step's own weights, to
+    weights (`--ema-decay`, or NT-ASGD once it averaged; before, its evaluations scored the
+    step's own weights too): last/ keeps the step's own weights, to
     resume from, and scored otherwise than the run said (`lm eval RUN/last` gave 3.2173 where
     metrics.csv held 3.2229 for the same step)."""
     training = config.get("training")
@@ -238,8 +239,8 @@ def warn_unaveraged(directory: Path, config: dict) -> None:
         return
     if training.get("ema_decay") is not None:
         average = "their moving average (--ema-decay)"
-    elif training.get("optimizer") == "nt-asgd":
-        average = "their running mean, once NT-ASGD averaged"
+    elif training.get("optimizer") == "nt-asgd" and (config.get("progress") or {}).get("averaging_from") is not None:
+        average = "their running mean, NT-ASGD's"
     else:
         return
     warn_at_caller(f"{directory} holds the weights of the run's last step, kept to resume it; its evaluations and "
