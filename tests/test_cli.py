@@ -551,6 +551,7 @@ def test_a_gzip_texts_default_run_folder_is_named_without_its_suffixes():
     (["speech", "eval", "runs/none", "{m}", "--out", "{m}"], "--out {m} is the manifest"),
     (["forecast", "predict", "runs/none", "{m}", "--out", "{m}"], "--out {m} is the CSV file it forecasts from"),
     (["forecast", "predict", "{run}", "{m}", "--out", "{k}"], "--out {k} is the fit's backtest forecasts"),
+    (["forecast", "predict", "{run}/model", "{m}", "--out", "{k}"], "--out {k} is the fit's backtest forecasts"),
 ])
 def test_an_output_file_that_is_an_input_is_refused_before_it_is_read(command, written, tmp_path, capsys):
     """`translate eval … --reference ref.en --out ref.en` replaced the references with the

@@ -83,8 +83,10 @@ def wrote_line(out: str | Path, id_column: str | None) -> str:
 def predict_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.forecast import predict_to_csv
 
-    check_not_read({"--out": arguments.out}, {"the CSV file it forecasts from": arguments.csv,
-                                              "the fit's backtest forecasts": Path(arguments.directory) / "backtest.csv"})
+    run = Path(arguments.directory)  # a fit's folder, or its model/
+    check_not_read({"--out": arguments.out}, {
+        "the CSV file it forecasts from": arguments.csv,
+        "the fit's backtest forecasts": (run.parent if run.name == "model" else run) / "backtest.csv"})
     table = predict_to_csv(arguments.directory, arguments.csv, arguments.out, arguments.device, arguments.horizon)
     used = table.attrs["forecast"]
     used = (", ".join(f"{target} by {method}" for target, method in used.items()) if isinstance(used, dict)
