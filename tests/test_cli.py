@@ -552,6 +552,9 @@ def test_a_gzip_texts_default_run_folder_is_named_without_its_suffixes():
     (["forecast", "predict", "runs/none", "{m}", "--out", "{m}"], "--out {m} is the CSV file it forecasts from"),
     (["forecast", "predict", "{run}", "{m}", "--out", "{k}"], "--out {k} is the fit's backtest forecasts"),
     (["forecast", "predict", "{run}/model", "{m}", "--out", "{k}"], "--out {k} is the fit's backtest forecasts"),
+    (["speech", "eval", "{run}/best", "{m}", "--json", "{r}"], "--json {r} is the run's results"),
+    (["translate", "eval", "{run}", "--source", "{a}", "--reference", "{b}", "--out", "{s}"],
+     "--out {s} is the run's metrics"),
 ])
 def test_an_output_file_that_is_an_input_is_refused_before_it_is_read(command, written, tmp_path, capsys):
     """`translate eval … --reference ref.en --out ref.en` replaced the references with the
@@ -559,7 +562,8 @@ def test_an_output_file_that_is_an_input_is_refused_before_it_is_read(command, w
     RUN … --out RUN/backtest.csv` the fit's backtest forecasts."""
     (tmp_path / "run").mkdir()
     paths = {"a": tmp_path / "a.de", "b": tmp_path / "b.en", "c": tmp_path / "c.txt", "m": tmp_path / "m.csv",
-             "k": tmp_path / "run" / "backtest.csv"}
+             "k": tmp_path / "run" / "backtest.csv", "r": tmp_path / "run" / "results.json",
+             "s": tmp_path / "run" / "metrics.csv"}
     for path in paths.values():
         path.write_text("mine\n")
     paths["run"] = tmp_path / "run"

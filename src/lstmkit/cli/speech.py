@@ -13,7 +13,7 @@ from lstmkit.cli.arguments import (
     manifest_file, output_csv, output_figure, output_file, output_folder, positive_floats, positive_int,
 )
 from lstmkit.engines import ENGINE_CHOICES
-from lstmkit.training import check_run_folder, describe_runtime
+from lstmkit.training import check_run_folder, describe_runtime, run_files
 from lstmkit.training.device import check_runtime
 from lstmkit.files import check_not_read, write_csv, write_json
 from lstmkit.pipelines.configs import SpeechConfig
@@ -76,7 +76,8 @@ def eval_command(arguments: argparse.Namespace) -> None:
     from lstmkit.audio import read_manifest
     from lstmkit.pipelines.speech import check_isolated_words, load_speech_model
 
-    check_not_read({"--json": arguments.json, "--out": arguments.out}, {"the manifest": arguments.manifest})
+    check_not_read({"--json": arguments.json, "--out": arguments.out},
+                   {"the manifest": arguments.manifest, **run_files(arguments.directory)})
     if arguments.confusion:  # before the decoding, which takes a while
         check_isolated_words([utterance.text for utterance in read_manifest(arguments.manifest)])
     recognizer = load_speech_model(arguments.directory, arguments.device)

@@ -12,7 +12,7 @@ from lstmkit.cli.arguments import (
     output_file, output_folder, positive_int, sentence_file,
 )
 from lstmkit.engines import ENGINE_CHOICES
-from lstmkit.training import check_run_folder, describe_runtime
+from lstmkit.training import check_run_folder, describe_runtime, run_files
 from lstmkit.training.device import check_runtime
 from lstmkit.files import atomic_path, check_not_read, write_json
 from lstmkit.models.seq2seq import ATTENTIONS
@@ -78,7 +78,8 @@ def translate_eval_command(arguments: argparse.Namespace) -> None:
     from lstmkit.text.parallel import read_parallel
 
     check_not_read({"--json": arguments.json, "--out": arguments.out},
-                   {"the source file": arguments.source, "the reference file": arguments.reference})
+                   {"the source file": arguments.source, "the reference file": arguments.reference,
+                    **run_files(arguments.directory)})
     settings = decoding(arguments)
     test = read_parallel(arguments.source, arguments.reference, ("source", "reference"), "reference")
     translator = load_translator(arguments.directory, arguments.device)

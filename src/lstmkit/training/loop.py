@@ -169,6 +169,15 @@ def stop_reason(job: Job, config: TrainingConfig, progress: RunState, scores: di
     return None
 
 
+def run_files(directory: str | Path) -> dict[str, Path]:
+    """The files a training run writes beside its checkpoints, by what they are, for an
+    evaluation given its run folder or a best/ or last/ in it: written over by `speech eval
+    --json RUN/results.json`, they were lost without a word."""
+    run = Path(directory)
+    run = run.parent if run.name in ("best", "last") else run
+    return {"the run's results": run / "results.json", "the run's metrics": run / "metrics.csv"}
+
+
 def check_run_folder(out: Path | None, resume: bool, kind: str | None = None, figures: tuple[str, ...] = ()) -> None:
     """Refuse `out` where a run cannot start there (it holds a run, or files a run would
     overwrite: its own, and the `figures` the pipeline draws there, where lstmkit did not write
