@@ -16,8 +16,9 @@ import pytest
 from helpers import record_forecast_budgets
 from lstmkit.forecast import Forecaster
 from lstmkit.pipelines import forecast_choice
-from lstmkit.pipelines.forecast import SeriesLayout
-from lstmkit.pipelines.forecast_report import backtest_then_refit, base_line, chosen_reason, epochs_line, kept_epoch
+from lstmkit.pipelines.forecast import Forecasts, SeriesLayout
+from lstmkit.pipelines.forecast_report import (backtest_then_refit, base_line, chosen_reason, epochs_line, kept_epoch,
+                                              target_reason)
 from lstmkit.series import MissingValuesWarning, baseline_forecast
 from lstmkit.series.choice import choose, clearly_better, combination, method_forecast
 
@@ -149,6 +150,25 @@ def test_one_table_chooses_the_baseline_exact_on_its_validation_windows(line_for
     # No statistical baseline to combine with: no combination, which would be the network's own forecast.
     assert set(mase) == {"model", "naive", "drift", "model+drift"}
     assert mase["drift"] == 0 < mase["model+drift"] < mase["model"]
+
+
+def test_a_target_flat_over_its_history_is_chosen_for_by_mean_absolute_error(line_forecaster, monkeypatch):
+    """Flat over its history, a target has a MASE scale of 0, and every inexact method's MASE is
+    inf: the network, off by 9, was kept over naive, off by 0.5. MAE ranks the methods as MASE
+    does at any other scale."""
+    frame = line_forecaster.read(line_table())
+    flat = dataclasses.replace(frame, targets=np.where(np.arange(60)[:, None] < 53, 10.0, 11.0))
+    network = line_forecaster.forecast_origins(flat, [53, 57])
+    off_by_9 = Forecasts(np.full_like(network.mean, 20.0), network.lower, network.upper, network.fallbacks)
+    monkeypatch.setattr(line_forecaster, "forecast_origins", lambda *arguments: off_by_9)
+    chosen = forecast_choice.choose_forecast(line_forecaster, flat, [53, 57])
+    assert chosen["chosen"] == ("naive",)
+    validation = chosen["validation"]["y"]
+    assert math.isinf(validation["model"]["MASE"]) and math.isinf(validation["naive"]["MASE"])
+    assert (validation["naive"]["MAE"], validation["model"]["MAE"]) == (0.5, 9.0)  # off by 1, then 0
+    assert target_reason(validation, "naive") == (
+        "the lowest MAE (0.500) (its history repeats each season exactly, flat or not: MASE's scale is 0, every "
+        "inexact MASE inf)")
 
 
 def test_one_table_chooses_and_calibrates_without_the_interpolated_values():

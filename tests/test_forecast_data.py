@@ -285,7 +285,8 @@ def test_a_verdict_on_scores_that_are_not_finite_is_drawn_by_smape_and_nothing_i
     MAE was six times arima's, and "beats every baseline (OWA nan)" where ETS had the lower
     sMAPE; and it starred every inf as the best."""
     flat = pd.DataFrame({"sMAPE": [18.91, 14.72, 20.0], "MASE": [math.inf] * 3}, index=["model", "arima", "naive"])
-    why = "is not finite for every method (a series flat over its training values has a MASE scale of 0); by sMAPE, "
+    why = ("is not finite for every method (a series whose training values repeat each season exactly, flat or not, "
+           "has a MASE scale of 0); by sMAPE, ")
     assert beaten_line(flat, "MASE") == "MASE " + why + (
         "the model is beaten on this backtest (sMAPE 18.910) by: arima (14.720)")
     unweighed = pd.DataFrame({"sMAPE": [4.0, 4.5], "MASE": [math.inf, math.inf], "OWA": [math.nan, math.nan]},

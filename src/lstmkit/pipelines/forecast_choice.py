@@ -10,6 +10,7 @@ import numpy as np
 
 from lstmkit.pipelines.forecast import Forecaster, Forecasts
 from lstmkit.series import SeriesFrame, observed, panel_baselines, scores
+from lstmkit.series.metrics import seasonal_naive_scale
 from lstmkit.series.choice import PAIR, choose, method_forecast
 from lstmkit.series.intervals import interval_scale
 
@@ -19,11 +20,11 @@ CHOICE_ORIGINS = 10
 
 def choose_forecast(forecaster: Forecaster, frame: SeriesFrame, validation: list[int]) -> dict:
     """Per target, the forecast `predict` uses (lstmkit.series.choice's candidates, among
-    `config.baselines`), chosen by MASE on up to CHOICE_ORIGINS of the validation windows,
-    evenly spaced and the latest among them, and the factor that calibrates the network's
-    interval around it on the same windows: the layout's `chosen`, `validation` and
-    `interval_scale`. A value that was missing, and interpolated, is neither scored nor
-    calibrated on, as in the backtest."""
+    `config.baselines`), chosen by MASE (by MAE where the target is flat over its history) on up
+    to CHOICE_ORIGINS of the validation windows, evenly spaced and the latest among them, and the
+    factor that calibrates the network's interval around it on the same windows: the layout's
+    `chosen`, `validation` and `interval_scale`. A value that was missing, and interpolated, is
+    neither scored nor calibrated on, as in the backtest."""
     horizon, season = forecaster.config.horizon, forecaster.layout.season
     origins = validation[::-math.ceil(len(validation) / CHOICE_ORIGINS)][::-1]
     network = forecaster.forecast_origins(frame, origins)
@@ -40,13 +41,17 @@ def choose_forecast(forecaster: Forecaster, frame: SeriesFrame, validation: list
             return {method: scores(actual[given], values[given], history, scale_season)
                     for method, values in methods.items()}
 
+        # A target flat over its history has a MASE scale of 0: every inexact method's MASE is inf,
+        # and the network was kept over a closer one. MAE ranks them as MASE does at any other scale.
+        metric = "MAE" if seasonal_naive_scale(history, scale_season) == 0 else "MASE"
+
         def window_terms(values: np.ndarray) -> np.ndarray:
-            """Each validation window's MASE (without interpolated values, their mean is the MASE of them all)."""
-            return np.array([scores(actual[k][given[k]], values[k][given[k]], history, scale_season)["MASE"]
+            """Each validation window's `metric` (without interpolated values, their mean is the metric of them all)."""
+            return np.array([scores(actual[k][given[k]], values[k][given[k]], history, scale_season)[metric]
                              for k in np.flatnonzero(windows)])
 
         baselines = origin_baselines(forecaster, frame, origins, index, forecaster.config.baselines)
-        choice = choose(model[..., index], baselines, score, "MASE", window_terms)
+        choice = choose(model[..., index], baselines, score, metric, window_terms)
         chosen.append(choice.chosen)
         scored[name] = choice.scores
         centre = method_forecast(choice.chosen, model[..., index], baselines)

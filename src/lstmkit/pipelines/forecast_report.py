@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -123,8 +124,8 @@ def beaten_line(scores: pd.DataFrame, metric: str) -> str:
     nan, from which "beats every baseline" or "score alike" was read."""
     why = ""
     if not np.isfinite(scores[metric].to_numpy(dtype=float)).all():
-        why = (f"{metric} is not finite for every method (a series flat over its training values has a MASE scale "
-               "of 0); by sMAPE, ")
+        why = (f"{metric} is not finite for every method (a series whose training values repeat each season exactly, "
+               "flat or not, has a MASE scale of 0); by sMAPE, ")
         metric = "sMAPE"
     model = scores.loc["model", metric]
     better = [name for name in scores.index if name != "model" and scores.loc[name, metric] < model]
@@ -191,8 +192,18 @@ def chosen_line(forecaster: Forecaster) -> str:
                 "horizon before the rows it forecasts): " + chosen_reason(layout.validation, layout.chosen, "OWA", "series"))
     return ("predict forecasts by what the validation windows chose among the model, the baselines and their "
             "combinations (the row 'chosen'): " + "; ".join(
-                f"{target} by {method}, {chosen_reason(layout.validation[target], method, 'MASE', 'windows')}"
+                f"{target} by {method}, {target_reason(layout.validation[target], method)}"
                 for target, method in zip(forecaster.config.target, layout.chosen)))
+
+
+def target_reason(scores: dict[str, dict[str, float]], chosen: str) -> str:
+    """Why one table's target was forecast by `chosen`: by MASE, or by MAE where its history
+    repeats each season exactly (MASE's scale is 0, every inexact method's MASE inf: the choice
+    goes by MAE there)."""
+    if any(math.isinf(method["MASE"]) for method in scores.values()):
+        return chosen_reason(scores, chosen, "MAE", "windows") + (" (its history repeats each season exactly, flat "
+                                                                  "or not: MASE's scale is 0, every inexact MASE inf)")
+    return chosen_reason(scores, chosen, "MASE", "windows")
 
 
 def chosen_reason(scores: dict[str, dict[str, float]], chosen: str, metric: str, items: str) -> str:
