@@ -254,12 +254,15 @@ def test_a_spreadsheets_trailing_commas_are_read_and_rows_longer_than_the_header
             read_series(path, "date", ["y"])
 
 
-@pytest.mark.parametrize("encoding, byte", [("utf-16", "0xff"), ("latin-1", "0xe9")])
-def test_a_csv_file_not_in_utf8_is_named_with_the_byte(tmp_path, encoding, byte):
+@pytest.mark.parametrize("encoding, message", [
+    ("utf-16", "is UTF-16 text (its byte-order mark is FF FE), not UTF-8: save it as UTF-8, or convert it with iconv "
+               "-f UTF-16 -t UTF-8"),  # Excel's "Unicode text": it was named by its byte 0xff alone
+    ("latin-1", "is not UTF-8 text: byte 0xe9 does not decode; save the table as a UTF-8 CSV file"),
+])
+def test_a_csv_file_not_in_utf8_is_named_with_its_encoding_or_the_byte(tmp_path, encoding, message):
     path = tmp_path / "series.csv"
     path.write_bytes("year,activité\n1700,5\n1701,11\n1702,16\n".encode(encoding))
-    message = f"{path} is not UTF-8 text: byte {byte} does not decode; save the table as a UTF-8 CSV file"
-    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+    with pytest.raises(ValueError, match=f"^{re.escape(f'{path} {message}')}$"):
         read_series(path, "year", ["activité"])
 
 

@@ -229,6 +229,8 @@ def test_a_file_too_short_for_its_transcript_stops_training_before_it_starts(tmp
     ("path,text\nsub,one\n", "{m}, line 2: {d}/sub is a folder; expected an audio file"),
     ("path,text\na.wav,caf\xe9\n".encode("latin-1"), "{m}: not UTF-8 text (byte 0xe9 at offset 19); expected a CSV "
                                                      "file with the header 'path,text'"),
+    ("path,text\na.wav,one\n".encode("utf-16"), "{m} is UTF-16 text (its byte-order mark is FF FE), not UTF-8: save "
+                                              "it as UTF-8, or convert it with iconv -f UTF-16 -t UTF-8"),
 ])
 def test_manifests_with_bad_rows_are_refused_naming_the_line(tmp_path, rows, message):
     write_wav(tmp_path / "a.wav")

@@ -177,10 +177,7 @@ def decoded_utf8(data: bytes, name: str | Path, expected: str) -> str:
     UTF-16 or UTF-32 text by its byte-order mark (Windows Notepad's "Unicode", PowerShell 5's
     `>`; it was called binary, for its NUL bytes), binary data by its first NUL byte (`expected`
     names the text wanted), other bytes by the first that does not decode."""
-    for mark, encoding in OTHER_UNICODE_MARKS:
-        if data.startswith(mark):
-            raise ValueError(f"{name} is {encoding} text (its byte-order mark is {mark.hex(' ').upper()}), not UTF-8: "
-                             f"save it as UTF-8, or convert it with iconv -f {encoding} -t UTF-8")
+    check_not_other_unicode(data, name)
     nul = data.find(b"\x00")
     if nul >= 0:
         raise ValueError(f"{name} is not text: it contains NUL bytes (the first at offset {nul}); expected {expected}")
@@ -189,6 +186,15 @@ def decoded_utf8(data: bytes, name: str | Path, expected: str) -> str:
     except UnicodeDecodeError as error:
         raise ValueError(f"{name} is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} does not "
                          "decode") from None
+
+
+def check_not_other_unicode(head: bytes, name: str | Path) -> None:
+    """Refuse text whose first bytes (`head`, four will do) are the byte-order mark of UTF-16
+    or UTF-32, by that encoding, with the conversion to UTF-8."""
+    for mark, encoding in OTHER_UNICODE_MARKS:
+        if head.startswith(mark):
+            raise ValueError(f"{name} is {encoding} text (its byte-order mark is {mark.hex(' ').upper()}), not UTF-8: "
+                             f"save it as UTF-8, or convert it with iconv -f {encoding} -t UTF-8")
 
 
 def gunzipped(data: bytes, name: str | Path) -> bytes:

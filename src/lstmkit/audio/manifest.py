@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lstmkit.files import as_path, atomic_path, check_nothing_overwritten, write_json
+from lstmkit.files import as_path, atomic_path, check_not_other_unicode, check_nothing_overwritten, write_json
 
 HEADER = ["path", "text"]
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -53,6 +53,10 @@ def read_manifest(manifest: str | Path) -> list[Utterance]:
         with open(manifest, newline="", encoding="utf-8-sig") as file:  # -sig: a spreadsheet's byte-order mark
             rows = list(csv.reader(file))
     except UnicodeDecodeError as error:
+        try:
+            check_not_other_unicode(manifest.read_bytes()[:4], manifest)  # Excel's "Unicode text"
+        except ValueError as other:
+            raise ManifestError(str(other)) from None
         raise ManifestError(f"{manifest}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
                             f"{error.start}); expected a CSV file with the header 'path,text'") from None
     if not rows or [cell.strip() for cell in rows[0]] != HEADER:

@@ -23,6 +23,7 @@ import pandas as pd
 from pandas.tseries.api import guess_datetime_format
 
 from lstmkit.caller import warn_at_caller
+from lstmkit.files import check_not_other_unicode
 
 # What lstmkit reads, for messages about a file written otherwise.
 CSV_FORM = "comma-separated values with '.' as the decimal point"
@@ -313,6 +314,8 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     except pd.errors.ParserWarning:
         raise ValueError(f"{path}: {longer_rows(path)}") from None
     except UnicodeDecodeError as error:  # pandas' position may count from a chunk of the file: the byte alone
+        with open(path, "rb") as file:
+            check_not_other_unicode(file.read(4), path)  # Excel's "Unicode text"
         raise ValueError(f"{path} is not UTF-8 text: byte 0x{error.object[error.start]:02x} does not decode; save the "
                          "table as a UTF-8 CSV file") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
