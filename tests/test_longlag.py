@@ -664,6 +664,23 @@ def test_a_probe_or_the_demo_replaces_its_own_files_and_refuses_a_users(probe, w
     assert (tmp_path / written).read_bytes() == b"mine"
 
 
+def test_a_task_run_replacing_an_earlier_one_removes_lstmkits_probes_of_its_models(tmp_path):
+    """A task rerun into the demo's folder left the demo's gradient profiles (of T 5 rnn, gru and
+    lstm models, deleted) beside its own nfg run, and a probe's gate heat maps likewise; a
+    user's figure stays."""
+    from lstmkit.pipelines import demo, probes
+
+    demo.run_demo(tmp_path, demo.DemoConfig(T=5, steps=2, hidden_size=6))
+    probes.probe_gates(tmp_path, task=AddingTask(T=5), cell="lstm", config=QUICK_PROBE)
+    figure = Figure()
+    figure.subplots().plot([3, 1])
+    figure.savefig(tmp_path / "gates_mine.png")
+    assert {"gradient_norms.csv", "gradient_norms.png", "gates_lstm.png"} <= set(os.listdir(tmp_path))
+    run_task(AddingTask(T=5), ["nfg"], QUICK_PROBE, tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["curves.csv", "gates_mine.png", "learning_curves.png", "models",
+                                            "results.json"]
+
+
 @pytest.mark.skipif(os.name == "nt", reason="folders are locked where the system has flock")
 @pytest.mark.parametrize("probe", ["gradients", "gates", "demo"])
 def test_a_probe_or_the_demo_holds_its_folder_from_its_checks_to_its_last_figure(probe, tmp_path, monkeypatch):

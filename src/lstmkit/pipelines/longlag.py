@@ -25,7 +25,7 @@ from lstmkit.caller import warn_at_caller
 from lstmkit.cells import CELL_NAMES, make_cell
 from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointKind, check_replaceable, checkpoint_folder,
                                 held_kind, load_model_checkpoint, save_checkpoint)
-from lstmkit.files import check_nothing_overwritten, claimed_folder, write_csv, write_json
+from lstmkit.files import check_nothing_overwritten, claimed_folder, write_csv, write_json, written_by_lstmkit
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.nn.regularisers import init_names
 from lstmkit.pipelines.configs import TaskTrainingConfig
@@ -35,6 +35,9 @@ from lstmkit.training.progress import seconds_text
 from lstmkit.training import Job, Processes, Trainer, TrainingDiverged
 
 TEST_SEED_OFFSET = 10_000  # the test set's seed is the training seed plus this (`seed_of_test_set`)
+# What `probe gradients` and the demo write in a folder: the gradient profiles of the models there.
+GRADIENT_FILES = ("gradient_norms.csv", "gradient_norms.png")
+GRADIENT_COLUMNS = ("moment", "cell", "t", "norm")
 
 __all__ = ["CellRun", "TaskRunModels", "TaskTrainingConfig", "build_model", "default_folder", "evaluate",
            "load_model", "load_task_run", "results_table", "run_task", "train_cell"]
@@ -259,7 +262,10 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
 
 def record_runs(task: Task, runs: list[CellRun], config: TaskTrainingConfig, out: Path) -> None:
     """Write the files of `runs` so far: the last one's model, results.json, curves.csv and the
-    figure; an earlier run's models of cells these did not keep go (the user's stay)."""
+    figure; an earlier run's models of cells these did not keep go (the user's stay), and so do
+    lstmkit's probes of them, which would read as probes of these."""
+    if len(runs) == 1:
+        remove_earlier_probes(out)
     if runs[-1].model is not None:
         save_model(runs[-1].model, task, out / "models" / runs[-1].cell)
     kept = {run.cell for run in runs if run.model is not None}
@@ -267,6 +273,15 @@ def record_runs(task: Task, runs: list[CellRun], config: TaskTrainingConfig, out
         if earlier.name not in kept and held_kind(earlier) == SEQUENCE_MODEL.name:  # not the user's
             shutil.rmtree(earlier)
     write_results(task, runs, config, out)
+
+
+def remove_earlier_probes(out: Path) -> None:
+    """Remove the probes lstmkit wrote in `out` (`probe gradients`, `probe gates`, the demo's
+    gradient profiles) of the models an earlier run left there; a user's files of those names
+    stay."""
+    for path in [*(out / name for name in GRADIENT_FILES), *sorted(out.glob("gates_*.png"))]:
+        if written_by_lstmkit(path, GRADIENT_COLUMNS):
+            path.unlink()
 
 
 def existing_entries(folder: Path) -> list[Path]:

@@ -23,15 +23,14 @@ with extra_imports("tasks", __name__):
     from lstmkit import plots
 from lstmkit.files import check_own_files, claimed_folder, figure_software, write_csv, written_by_lstmkit
 from lstmkit.models import SequenceModel
-from lstmkit.pipelines.longlag import (TaskTrainingConfig, check_cells, default_folder, holds_task_run,
-                                      load_model, load_task_run, seed_of_test_set, seeded_model, train_cell)
+from lstmkit.pipelines.longlag import (GRADIENT_COLUMNS, GRADIENT_FILES, TaskTrainingConfig, check_cells,
+                                      default_folder, holds_task_run, load_model, load_task_run, seed_of_test_set,
+                                      seeded_model, train_cell)
 from lstmkit.tasks import Batch, Task
 from lstmkit.training import Processes, TrainingDiverged
 from lstmkit.training.config import BUDGETS, flag_value
 
 PROBE_SEQUENCES = 100
-GRADIENT_FILES = ("gradient_norms.csv", "gradient_norms.png")
-GRADIENT_COLUMNS = ("moment", "cell", "t", "norm")
 GATE_PANELS = {"forget": "forget gate", "input": "input gate", "output": "output gate",
                "reset": "reset gate", "update": "update gate"}
 
