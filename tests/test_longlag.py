@@ -616,6 +616,19 @@ def test_shares_of_a_batch_weigh_as_the_whole_batch_does(name, T):
         torch.testing.assert_close(parts[0][index] + parts[1][index], gradient, rtol=1e-5, atol=1e-7)
 
 
+def test_chrono_prepares_for_the_longest_of_a_tasks_sequences_where_their_lengths_differ(tmp_path):
+    """Reber strings run from 9 steps to over 30; chrono_max defaulted to the length of one
+    string drawn, 10."""
+    from lstmkit.tasks import EmbeddedReberTask
+
+    drawn = EmbeddedReberTask().sample(longlag.LENGTH_SAMPLE, torch.Generator().manual_seed(0)).lengths
+    assert longlag.sequence_length(EmbeddedReberTask()) == int(drawn.max()) > 2 * int(drawn.min())
+    assert longlag.sequence_length(AddingTask(T=7)) == 7
+    run_task(EmbeddedReberTask(), ["lstm"], dataclasses.replace(QUICK_PROBE, init=("chrono",)), tmp_path)
+    saved = json.loads((tmp_path / "models" / "lstm" / "config.json").read_text())
+    assert saved["model"]["regularisers"]["chrono_max"] == int(drawn.max())
+
+
 def test_an_initialisation_named_twice_is_refused_for_every_cell_alike():
     """Not as a setting one cell cannot take ("leave lstm out of the cells")."""
     with pytest.raises(ValueError, match=re.escape("init names each initialisation once, got ('chrono', 'chrono')")

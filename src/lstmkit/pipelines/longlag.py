@@ -289,9 +289,15 @@ def existing_entries(folder: Path) -> list[Path]:
     return list(folder.iterdir()) if folder.is_dir() else []
 
 
+# Sequences drawn to find how long a task's are: Reber strings run from 9 steps to over 30, and
+# one string (10 steps at seed 0) set chrono's longest dependency for them all.
+LENGTH_SAMPLE = 100
+
+
 def sequence_length(task: Task) -> int:
-    """The length of the task's sequences (that chrono initialisation prepares for by default)."""
-    return task.sample(1, torch.Generator().manual_seed(0)).inputs.shape[0]
+    """The length of the task's sequences (that chrono initialisation prepares for by default):
+    the longest of LENGTH_SAMPLE drawn, where they differ."""
+    return task.sample(LENGTH_SAMPLE, torch.Generator().manual_seed(0)).inputs.shape[0]
 
 
 def check_cells(task: Task, cells: list[str], config: TaskTrainingConfig) -> None:
