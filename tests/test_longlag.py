@@ -677,6 +677,17 @@ def test_a_probe_or_the_demo_replaces_its_own_files_and_refuses_a_users(probe, w
     assert (tmp_path / written).read_bytes() == b"mine"
 
 
+def test_probe_gates_of_a_task_run_folder_names_its_models(tmp_path):
+    """`probe gates RUN` said only that RUN is not a checkpoint."""
+    from lstmkit.pipelines import probes
+
+    run_task(AddingTask(T=5), ["lstm", "gru"], QUICK_PROBE, tmp_path)
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"{tmp_path} is not an lstmkit checkpoint: expected config.json and model.safetensors in it (it holds a "
+            f"task run's models/: give {tmp_path / 'models' / 'CELL'}, a cell of gru, lstm)")):
+        probes.probe_gates(tmp_path / "gates", checkpoint=tmp_path)
+
+
 def test_a_task_run_replacing_an_earlier_one_removes_lstmkits_probes_of_its_models(tmp_path):
     """A task rerun into the demo's folder left the demo's gradient profiles (of T 5 rnn, gru and
     lstm models, deleted) beside its own nfg run, and a probe's gate heat maps likewise; a

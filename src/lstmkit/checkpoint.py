@@ -277,6 +277,10 @@ def read_config(directory: Path) -> dict:
         hint = ""
         if existing(directory / "last").is_dir() and not existing(directory / "best").is_dir():
             hint = f" (it holds a run's last/ but no best/: give {directory / 'last'} for its latest checkpoint)"
+        elif existing(directory / "models").is_dir():  # a `lstmkit task` or demo run: a model per cell
+            cells = sorted(path.name for path in (directory / "models").iterdir() if path.is_dir())
+            hint = (f" (it holds a task run's models/: give {directory / 'models' / 'CELL'}, a cell of "
+                    f"{', '.join(cells) or 'none'})")
         elif (directory / "training").is_dir():
             hint = (" (it holds training runs but no model/: a `forecast fit` that stopped continues with the "
                     "same command and --resume; `forecast backtest` saves no model)")
