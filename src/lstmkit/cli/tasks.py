@@ -48,12 +48,15 @@ def cells_command(arguments: argparse.Namespace) -> None:
           f"(input {arguments.input_size}, hidden {arguments.hidden_size})")
     for name in CELL_NAMES:
         cell = make_cell(name)
-        layer = Recurrent(name, arguments.input_size, arguments.hidden_size)
-        count = sum(parameter.numel() for parameter in layer.parameters())
         state = "(h, c)" if cell.has_cell_state else "h"
         ablation = "   lstm, " + ", ".join(f"{option}={value}" for option, value in ABLATIONS[name].items()) \
             if name in ABLATIONS else ""
-        print(f"{name:<10} {cell.num_gates:>2}  {','.join(cell.weight_blocks):<8} {state:<6} {count:>10,}{ablation}")
+        try:
+            layer = Recurrent(name, arguments.input_size, arguments.hidden_size)
+            count = f"{sum(parameter.numel() for parameter in layer.parameters()):,}"
+        except ValueError as refused:  # a size this cell cannot take: its row says so, and the others follow
+            count, ablation = "-", f"   {refused}"
+        print(f"{name:<10} {cell.num_gates:>2}  {','.join(cell.weight_blocks):<8} {state:<6} {count:>10}{ablation}")
     if arguments.equations:
         for name, cell_type in CELLS.items():  # an ablation's are the LSTM's, whose docstring names each switch
             print(f"\n{name}:\n  " + step_equations(cell_type()).replace("\n", "\n  "))
