@@ -567,8 +567,11 @@ def test_a_gzip_texts_default_run_folder_is_named_without_its_suffixes():
 def test_an_output_file_that_is_an_input_is_refused_before_it_is_read(command, written, tmp_path, capsys):
     """`translate eval … --reference ref.en --out ref.en` replaced the references with the
     translations, `speech eval … --out` the manifest with its transcripts, and `forecast predict
-    RUN … --out RUN/backtest.csv` the fit's backtest forecasts."""
-    (tmp_path / "run").mkdir()
+    RUN … --out RUN/backtest.csv` the fit's backtest forecasts. A checkpoint in a run (one with
+    config.json) is taken as the run's, by its contents, whatever its name."""
+    for checkpoint in ("model", "best"):
+        (tmp_path / "run" / checkpoint).mkdir(parents=True)
+        (tmp_path / "run" / checkpoint / "config.json").write_text("{}")
     paths = {"a": tmp_path / "a.de", "b": tmp_path / "b.en", "c": tmp_path / "c.txt", "m": tmp_path / "m.csv",
              "k": tmp_path / "run" / "backtest.csv", "r": tmp_path / "run" / "results.json",
              "s": tmp_path / "run" / "metrics.csv"}
@@ -579,6 +582,21 @@ def test_an_output_file_that_is_an_input_is_refused_before_it_is_read(command, w
     assert code == 2
     assert err == f"lstmkit: error: {written.format(**paths)}: writing it would replace that; choose another file\n"
     assert all(path.read_text() == "mine\n" for path in paths.values() if path.is_file())
+
+
+def test_the_backtest_of_a_fit_folder_named_model_is_its_own(tmp_path, capsys):
+    """A fit into --out model: `predict model … --out model/backtest.csv` replaced its backtest,
+    and a user's backtest.csv beside the folder was refused as the fit's."""
+    fit = tmp_path / "model"
+    (fit / "model").mkdir(parents=True)
+    (fit / "model" / "config.json").write_text("{}")
+    data = tmp_path / "m.csv"
+    for path in (fit / "backtest.csv", tmp_path / "backtest.csv", data):
+        path.write_text("mine\n")
+    code, _, err = run_cli(["forecast", "predict", str(fit), str(data), "--out", str(fit / "backtest.csv")], capsys)
+    assert code == 2 and f"--out {fit / 'backtest.csv'} is the fit's backtest forecasts" in err
+    _, _, err = run_cli(["forecast", "predict", str(fit), str(data), "--out", str(tmp_path / "backtest.csv")], capsys)
+    assert "backtest forecasts" not in err  # refused further on, for the checkpoint this test fakes
 
 
 def test_a_batch_the_processes_cannot_share_is_refused_before_a_task_is_announced(monkeypatch, capsys):

@@ -141,6 +141,21 @@ def test_lstm_output_dtypes_under_cpu_autocast_are_torch_nn_s_for_every_input_dt
     assert relative_error(ours[0].float(), theirs[0].float()) < 2e-2
 
 
+@pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("engine", ["auto", "native"])
+def test_a_float64_lstm_under_cpu_autocast_runs_as_torch_nn_s(engine, autocast_dtype):
+    """torch runs float64 input as its cell steps, never through oneDNN, and autocast leaves
+    float64 alone: a float64 LSTM was refused by `native` (and moved off it by `auto`) as if
+    oneDNN's LSTM would fail."""
+    layer = lstmkit.LSTM(8, 16, engine=engine, dtype=torch.float64)
+    twin = torch_twin(layer)
+    x = torch.randn(5, 3, 8, dtype=torch.float64)
+    with torch.autocast("cpu", autocast_dtype):
+        ours, theirs = layer(x), twin(x)
+    assert [ours[0].dtype, *(part.dtype for part in ours[1])] == [torch.float64] * 3
+    assert torch.equal(ours[0], theirs[0]) and all(map(torch.equal, ours[1], theirs[1]))
+
+
 @pytest.mark.parametrize("lengths", [None, [5, 4, 2]], ids=["padded", "packed"])
 @pytest.mark.parametrize("autocasting, input_dtype", [(torch.bfloat16, torch.float32), (torch.bfloat16, torch.bfloat16),
                                                       (torch.float16, torch.float32), (torch.float16, torch.float16)])

@@ -268,6 +268,14 @@ def checkpoint_folder(directory: str | Path) -> Path:
     return directory
 
 
+def run_folder(directory: str | Path) -> Path:
+    """The folder of the run a command was given: `directory` itself, or, where it is a
+    checkpoint (it holds config.json: a run's best/ or last/, a fit's model/), the folder that
+    holds it. By contents, not names: a run may be called model or best."""
+    directory = Path(directory)
+    return directory.parent if (directory / CONFIG_FILE).is_file() else directory
+
+
 def read_config(directory: Path) -> dict:
     """The JSON object in a checkpoint folder's config.json."""
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE

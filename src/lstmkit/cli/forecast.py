@@ -11,6 +11,7 @@ from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (add_setting, add_training_arguments, config_from, csv_file, device_name,
                                    output_csv, output_folder, positive_int, positive_ints)
 from lstmkit.engines import ENGINE_CHOICES
+from lstmkit.checkpoint import run_folder
 from lstmkit.files import check_not_read
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.pipelines.configs import BASES, ForecasterConfig
@@ -83,10 +84,9 @@ def wrote_line(out: str | Path, id_column: str | None) -> str:
 def predict_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.forecast import predict_to_csv
 
-    run = Path(arguments.directory)  # a fit's folder, or its model/
-    check_not_read({"--out": arguments.out}, {
-        "the CSV file it forecasts from": arguments.csv,
-        "the fit's backtest forecasts": (run.parent if run.name == "model" else run) / "backtest.csv"})
+    fit_backtest = run_folder(arguments.directory) / "backtest.csv"  # of a fit's folder, or of its model/
+    check_not_read({"--out": arguments.out}, {"the CSV file it forecasts from": arguments.csv,
+                                              "the fit's backtest forecasts": fit_backtest})
     table = predict_to_csv(arguments.directory, arguments.csv, arguments.out, arguments.device, arguments.horizon)
     used = table.attrs["forecast"]
     used = (", ".join(f"{target} by {method}" for target, method in used.items()) if isinstance(used, dict)

@@ -18,7 +18,6 @@ The rule every engine follows, as `torch.nn.LSTM` does under cuDNN and oneDNN:
 
 from __future__ import annotations
 
-import functools
 from contextlib import AbstractContextManager, nullcontext
 from typing import NamedTuple
 
@@ -27,7 +26,10 @@ import torch
 from lstmkit.cells import Cell, LayerWeights
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-ONEDNN_BUILT = torch.backends.mkldnn.is_available()  # read once: torch.compile does not trace the call
+# What oneDNN can do on this CPU, read once: torch.compile does not trace these calls.
+ONEDNN_BUILT = torch.backends.mkldnn.is_available()
+ONEDNN_BFLOAT16 = ONEDNN_BUILT and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+ONEDNN_FLOAT16 = ONEDNN_BUILT and torch.ops.mkldnn._is_mkldnn_fp16_supported()
 
 
 class Precision(NamedTuple):
@@ -84,42 +86,35 @@ def precision_for(
     if autocast is None or parameter_dtype == torch.float64:
         state = torch.float32 if parameter_dtype in HALF_DTYPES else parameter_dtype
         return Precision(parameter_dtype, state, parameter_dtype, parameter_dtype)
-    composed = device.type == "cpu" and (cell.name == "gru" or (
-        cell.name == "lstm" and (packed or projected or lstm_cell_steps(input_dtype))))
+    # float64 input, which torch.nn refuses under autocast with parameters of another dtype and
+    # lstmkit casts, gives the outputs float32 input gives
+    composed = device.type == "cpu" and (cell.name == "gru" or (cell.name == "lstm" and (
+        packed or projected or input_dtype != torch.float64 and not onednn_takes(input_dtype))))
     promoted = torch.promote_types(autocast, state_dtype) if composed else autocast
     return Precision(autocast, torch.float32, autocast if projected else promoted, promoted)
-
-
-def lstm_cell_steps(input_dtype: torch.dtype) -> bool:
-    """Whether torch's CPU LSTM runs input of `input_dtype` as its cell steps, oneDNN's LSTM not
-    taking it (`onednn_takes`). float64 input, which torch.nn refuses under autocast and lstmkit
-    casts, runs as float32 input does."""
-    return input_dtype != torch.float64 and not onednn_takes(input_dtype)
 
 
 def onednn_takes(dtype: torch.dtype) -> bool:
     """Whether torch's CPU LSTM hands input of `dtype` to oneDNN's LSTM (at::native's
     use_mkldnn), whatever the autocast, rather than running it as its cell steps: float32;
     bfloat16 on a CPU with oneDNN's bfloat16 kernels; float16 without gradients, on one with its
-    float16 kernels; none where oneDNN is switched off (`torch.backends.mkldnn.enabled`).
-    float32 and float64 are answered before any call that torch.compile cannot trace."""
+    float16 kernels; none where oneDNN is switched off (`torch.backends.mkldnn.enabled`). What
+    this CPU has is read once, at import: torch.compile traces the rest."""
     if not (ONEDNN_BUILT and torch.backends.mkldnn.enabled):
         return False
-    if dtype not in HALF_DTYPES:
-        return dtype == torch.float32
     if dtype == torch.bfloat16:
         return cpu_has_bfloat16_kernels()
-    return not torch.is_grad_enabled() and cpu_has_float16_kernels()
+    if dtype == torch.float16:
+        return not torch.is_grad_enabled() and cpu_has_float16_kernels()
+    return dtype == torch.float32
 
 
-@functools.cache
 def cpu_has_bfloat16_kernels() -> bool:
-    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return ONEDNN_BFLOAT16
 
 
-@functools.cache
 def cpu_has_float16_kernels() -> bool:
-    return torch.ops.mkldnn._is_mkldnn_fp16_supported()
+    return ONEDNN_FLOAT16
 
 
 def cast_weights(weights: LayerWeights, products: torch.dtype, others: torch.dtype) -> LayerWeights:

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import (CONFIG_FILE, TRAINING_FILE, WEIGHTS_FILE, check_kind, check_replaceable, existing,
-                                held_kind, load_checkpoint, read_extra_tensors, save_checkpoint)
+                                held_kind, load_checkpoint, read_extra_tensors, run_folder, save_checkpoint)
 from lstmkit.files import (
     check_nothing_overwritten, check_output_folder, check_own_files, claimed_folder, write_csv, write_json,
 )
@@ -171,10 +171,9 @@ def stop_reason(job: Job, config: TrainingConfig, progress: RunState, scores: di
 
 def run_files(directory: str | Path) -> dict[str, Path]:
     """The files a training run writes beside its checkpoints, by what they are, for an
-    evaluation given its run folder or a best/ or last/ in it: written over by `speech eval
-    --json RUN/results.json`, they were lost without a word."""
-    run = Path(directory)
-    run = run.parent if run.name in ("best", "last") else run
+    evaluation given its run folder or a checkpoint in it (`run_folder`): written over by
+    `speech eval --json RUN/results.json`, they were lost without a word."""
+    run = run_folder(directory)
     return {"the run's results": run / "results.json", "the run's metrics": run / "metrics.csv"}
 
 
