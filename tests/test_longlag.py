@@ -703,6 +703,10 @@ def test_a_task_run_replacing_an_earlier_one_removes_lstmkits_probes_of_its_mode
     run_task(AddingTask(T=5), ["nfg"], QUICK_PROBE, tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["curves.csv", "gates_mine.png", "learning_curves.png", "models",
                                             "results.json"]
+    fresh = tmp_path / "probed"  # no earlier run there: the probes' figures, of models trained in memory, stay
+    probes.probe_gates(fresh, task=AddingTask(T=5), cell="gru", config=QUICK_PROBE)
+    run_task(AddingTask(T=5), ["lstm"], QUICK_PROBE, fresh)
+    assert "gates_gru.png" in os.listdir(fresh)
 
 
 @pytest.mark.skipif(os.name == "nt", reason="folders are locked where the system has flock")

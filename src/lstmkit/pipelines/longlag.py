@@ -244,6 +244,7 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
     runs: list[CellRun] = []
     recorded = 0  # the runs whose files are written
     with claimed_folder(out if trainer.processes.main else None):  # as a training run holds its own (files.py)
+        replaces_run = holds_task_run(out)
         try:
             for cell in cells:
                 runs.append(train_cell(task, cell, config, test, trainer))
@@ -251,20 +252,22 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
                     trainer.announce(f"{runs[-1].diverged}\n{cell} is reported as diverged, without a model"
                                      + ("; the other cells train on" if cell != cells[-1] else ""))
                 if trainer.processes.main:
-                    record_runs(task, runs, config, out)
+                    record_runs(task, runs, config, out, replaces_run)
                 recorded = len(runs)
         except KeyboardInterrupt:  # in a cell's training, or between two: the finished cells' files are whole
             if trainer.processes.main and recorded < len(runs):
-                record_runs(task, runs, config, out)
+                record_runs(task, runs, config, out, replaces_run)
             raise TaskInterrupted(runs) from None
     return runs
 
 
-def record_runs(task: Task, runs: list[CellRun], config: TaskTrainingConfig, out: Path) -> None:
+def record_runs(task: Task, runs: list[CellRun], config: TaskTrainingConfig, out: Path,
+                replaces_run: bool = False) -> None:
     """Write the files of `runs` so far: the last one's model, results.json, curves.csv and the
-    figure; an earlier run's models of cells these did not keep go (the user's stay), and so do
-    lstmkit's probes of them, which would read as probes of these."""
-    if len(runs) == 1:
+    figure; an earlier run's models of cells these did not keep go (the user's stay), and where
+    this run `replaces_run` (an earlier one in `out`), so do lstmkit's probes of its models,
+    which would read as probes of these."""
+    if replaces_run and len(runs) == 1:
         remove_earlier_probes(out)
     if runs[-1].model is not None:
         save_model(runs[-1].model, task, out / "models" / runs[-1].cell)
@@ -276,9 +279,9 @@ def record_runs(task: Task, runs: list[CellRun], config: TaskTrainingConfig, out
 
 
 def remove_earlier_probes(out: Path) -> None:
-    """Remove the probes lstmkit wrote in `out` (`probe gradients`, `probe gates`, the demo's
-    gradient profiles) of the models an earlier run left there; a user's files of those names
-    stay."""
+    """Remove the probes lstmkit wrote in `out` (`probe gradients --from`, `probe gates`, the
+    demo's gradient profiles), of the models an earlier run left there; a user's files of those
+    names stay."""
     for path in [*(out / name for name in GRADIENT_FILES), *sorted(out.glob("gates_*.png"))]:
         if written_by_lstmkit(path, GRADIENT_COLUMNS):
             path.unlink()
