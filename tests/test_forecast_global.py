@@ -217,7 +217,7 @@ def test_a_long_dataframe_of_timestamps_reads_them_as_dates_not_as_nanoseconds()
      "per id and time"),
     ("id,t,y\nA,1,1\nA,2,x\n", "column 'y' must hold numbers (or empty cells for missing values); line 3 of {path} "
      "(the header is line 1) holds 'x'"),
-    ("id,t,y\nA,1,1\nB,1,\nB,2,\n", "series 'B' has no y values (its 2 row(s) are empty): there is nothing to fit "
+    ("id,t,y\nA,1,1\nB,1,\nB,2,\n", "series 'B' has no y values (its 2 row(s) hold none): there is nothing to fit "
                                    "or forecast it from; drop its rows from the table"),
     ("id,t,y\n", "the table has no rows, only the columns id, t, y"),
     ("id,day,y\n" + "".join(f"A,2024-01-{day:02d},1\n" for day in range(1, 11)) + "B,2024-01-01,1\nB,2024-01-08,2\n"

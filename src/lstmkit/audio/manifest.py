@@ -54,7 +54,8 @@ def read_manifest(manifest: str | Path) -> list[Utterance]:
             rows = list(csv.reader(file))
     except UnicodeDecodeError as error:
         try:
-            check_not_other_unicode(manifest.read_bytes()[:4], manifest)  # Excel's "Unicode text"
+            with open(manifest, "rb") as file:
+                check_not_other_unicode(file.read(4), manifest)  # Excel's "Unicode text"
         except ValueError as other:
             raise ManifestError(str(other)) from None
         raise ManifestError(f"{manifest}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "

@@ -200,7 +200,8 @@ def target_reason(scores: dict[str, dict[str, float]], chosen: str) -> str:
     """Why one table's target was forecast by `chosen`: by MASE, or by MAE where its history
     repeats each season exactly (MASE's scale is 0, every inexact method's MASE inf: the choice
     goes by MAE there)."""
-    if any(math.isinf(method["MASE"]) for method in scores.values()):
+    mase = [method["MASE"] for method in scores.values()]
+    if any(map(math.isinf, mase)) and all(math.isinf(value) or value == 0 for value in mase):  # scale 0: exact or inf
         return chosen_reason(scores, chosen, "MAE", "windows") + (" (its history repeats each season exactly, flat "
                                                                   "or not: MASE's scale is 0, every inexact MASE inf)")
     return chosen_reason(scores, chosen, "MASE", "windows")

@@ -110,7 +110,7 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
         labels = rows.index.to_numpy()[order]
         known = np.flatnonzero(~np.isnan(observed))
         if not len(known):
-            raise ValueError(f"series {plain(series_id)!r} has no {target} values (its {len(rows)} row(s) are empty): "
+            raise ValueError(f"series {plain(series_id)!r} has no {target} values (its {len(rows)} row(s) hold none): "
                              f"there is nothing to fit or forecast it from; drop its rows from the table")
         # A series runs from its first value to its last: nothing is invented at its ends.
         outside += len(times) - (known[-1] + 1 - known[0])
