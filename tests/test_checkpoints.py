@@ -30,6 +30,7 @@ from lstmkit.checkpoint import (
     model_tensors,
     previous_path,
     read_extra_tensors,
+    run_folder,
     save_checkpoint,
 )
 from lstmkit.models.forecaster import ForecastNetwork, ForecastNetworkConfig
@@ -504,3 +505,23 @@ def test_a_checkpoint_is_not_written_over_what_is_not_one(tmp_path):
     with pytest.raises(FileExistsError, match=re.escape(f"{tmp_path / 'lm'} holds a 'language_model' checkpoint, "
                                                         "which writing a 'forecaster' one there would replace")):
         save_checkpoint(tmp_path / "lm", {"kind": "forecaster"}, {"w": torch.ones(2)})
+
+
+def test_the_run_of_a_checkpoint_is_told_by_its_name_and_contents(tmp_path):
+    """The run whose results.json an evaluation must not write over: RUN for RUN, RUN/best,
+    RUN/last and a fit's RUN/model (or the .previous copy an interrupted save leaves); a run
+    folder called model or best holds no config.json, and a checkpoint saved on its own is
+    its own folder."""
+    for name in ("best", "model"):
+        (tmp_path / "run" / name).mkdir(parents=True)
+        (tmp_path / "run" / name / "config.json").write_text("{}")
+    previous_path(tmp_path / "run" / "last").mkdir()
+    (previous_path(tmp_path / "run" / "last") / "config.json").write_text("{}")
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "config.json").write_text("{}")
+    (tmp_path / "model" / "model").mkdir(parents=True)
+    given = ("run", "run/best", "run/model", "run/last", "saved", "model")
+    runs = {name: run_folder(tmp_path / name) for name in given}
+    assert runs == {"run": tmp_path / "run", "run/best": tmp_path / "run", "run/model": tmp_path / "run",
+                    "run/last": tmp_path / "run", "saved": tmp_path / "saved", "model": tmp_path / "model"}
+

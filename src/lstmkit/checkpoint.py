@@ -269,11 +269,13 @@ def checkpoint_folder(directory: str | Path) -> Path:
 
 
 def run_folder(directory: str | Path) -> Path:
-    """The folder of the run a command was given: `directory` itself, or, where it is a
-    checkpoint (it holds config.json: a run's best/ or last/, a fit's model/), the folder that
-    holds it. By contents, not names: a run may be called model or best."""
+    """The folder of the run a command was given: `directory` itself, or, where it is a run's
+    checkpoint (a best/, last/ or model/ that holds config.json, or its `.previous` copy after
+    an interrupted save), the folder that holds it. A run folder called model or best holds no
+    config.json of its own; a checkpoint saved on its own is not called so."""
     directory = Path(directory)
-    return directory.parent if (directory / CONFIG_FILE).is_file() else directory
+    checkpoint = directory.name in (*RUN_CHECKPOINTS, "last") and (existing(directory) / CONFIG_FILE).is_file()
+    return directory.parent if checkpoint else directory
 
 
 def read_config(directory: Path) -> dict:

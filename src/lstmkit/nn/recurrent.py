@@ -15,7 +15,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from lstmkit.cells import Cell, LayerWeights, check_cell_options, make_cell
 from lstmkit.engines import CPU_FUSED_MIN_STEPS, Regularisation, Stack, check_engine, flatten_weights, select_engine
-from lstmkit.engines.precision import onednn_takes
+from lstmkit.engines.precision import runs_as_cell_steps
 from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
 from lstmkit.nn.inputs import SequenceBatch, check_input_size, checked_return_gates, prepare_input, prepare_state
 from lstmkit.caller import warn_at_caller
@@ -329,7 +329,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                          and not packed_dropout
                          and (batch.data.requires_grad or any(weights.weight_hh.requires_grad
                                                               for weights in stack.weights)))
-        cell_steps = packed or self.proj_size > 0 or not onednn_takes(batch.data.dtype)  # as torch runs it
+        cell_steps = (packed or self.proj_size > 0  # as torch runs the call
+                      or runs_as_cell_steps(batch.data.dtype, stack.weights[0].weight_ih.dtype))
         engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
                                stack.regularisation.acting(self.training), cell_steps=cell_steps,
                                long_backward=long_backward)
