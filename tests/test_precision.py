@@ -156,6 +156,24 @@ def test_a_float64_lstm_under_cpu_autocast_runs_as_torch_nn_s(engine, autocast_d
     assert torch.equal(ours[0], theirs[0]) and all(map(torch.equal, ours[1], theirs[1]))
 
 
+@pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("engine", ["auto", "fused", "reference"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_float64_input_under_cpu_autocast_runs_as_float32_input(cell, engine, autocast_dtype):
+    """Under autocast a layer takes input of any floating-point dtype: float64 input crashed inside
+    torch on the native engine, `auto`'s choice for these cells (`mat1 and mat2 must have the same
+    dtype, but got Double and BFloat16`), and the GRU returned float64 on the others. It runs as
+    the float32 input of its values, and its gradient comes back in float64."""
+    layer = lstmkit.Recurrent(cell, 8, 16, engine=engine)
+    x = torch.randn(5, 3, 8)
+    wide = x.double().requires_grad_()
+    with torch.autocast("cpu", autocast_dtype):
+        expected, ours = layer(x), layer(wide)
+    assert ours[0].dtype == expected[0].dtype and torch.equal(ours[0], expected[0])
+    ours[0].float().sum().backward()
+    assert wide.grad.dtype == torch.float64 and bool(wide.grad.abs().sum() > 0)
+
+
 def test_float64_input_to_a_float32_lstm_under_cpu_float16_autocast_runs_where_onednn_would_fail():
     """float64 input is cast to what the layer runs in: oneDNN's LSTM, which fails under float16
     autocast in training on this CPU, is not chosen for it (auto crashed inside torch: `mat1 and

@@ -87,18 +87,9 @@ def precision_for(
         state = torch.float32 if parameter_dtype in HALF_DTYPES else parameter_dtype
         return Precision(parameter_dtype, state, parameter_dtype, parameter_dtype)
     composed = device.type == "cpu" and (cell.name == "gru" or (cell.name == "lstm" and (
-        packed or projected or runs_as_cell_steps(input_dtype, parameter_dtype))))
+        packed or projected or not onednn_takes(input_dtype))))
     promoted = torch.promote_types(autocast, state_dtype) if composed else autocast
     return Precision(autocast, torch.float32, autocast if projected else promoted, promoted)
-
-
-def runs_as_cell_steps(input_dtype: torch.dtype, parameter_dtype: torch.dtype) -> bool:
-    """Whether torch's CPU LSTM runs a call on input of `input_dtype` as its cell steps, oneDNN's
-    LSTM not taking it (`onednn_takes`). float64 input to parameters of another dtype, which
-    torch.nn refuses under autocast and lstmkit casts, counts as the float32 it is cast to."""
-    if input_dtype == torch.float64 and parameter_dtype != torch.float64:
-        input_dtype = torch.float32
-    return not onednn_takes(input_dtype)
 
 
 def onednn_takes(dtype: torch.dtype) -> bool:

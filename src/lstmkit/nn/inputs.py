@@ -132,6 +132,16 @@ def without_padding(data: Tensor, lengths: Tensor) -> Tensor:
     return data.masked_fill(padding.unsqueeze(-1), 0)
 
 
+def as_float32_under_autocast(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """`tensor` (input or state) in float32 where it is float64, autocast is on and the
+    parameters' `dtype` is not float64: torch's kernels refuse float64 there (`mat1 and mat2 must
+    have the same dtype`), which the native engine, `auto`'s choice, met; every engine then runs
+    it as the float32 input it equals to the autocast dtype's precision."""
+    if tensor is None or tensor.dtype != torch.float64 or dtype == torch.float64:
+        return tensor
+    return tensor.float() if autocast_dtype(tensor.device) is not None else tensor
+
+
 def accepts_dtype(tensor: Tensor, dtype: torch.dtype) -> bool:
     """Whether `tensor` may meet parameters of `dtype`: the same dtype, or, under autocast on
     its device, any floating-point dtype (torch.nn's RNNs skip their dtype check under

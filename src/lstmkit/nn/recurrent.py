@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,9 +16,10 @@ from torch.nn.utils.rnn import PackedSequence
 
 from lstmkit.cells import Cell, LayerWeights, check_cell_options, make_cell
 from lstmkit.engines import CPU_FUSED_MIN_STEPS, Regularisation, Stack, check_engine, flatten_weights, select_engine
-from lstmkit.engines.precision import runs_as_cell_steps
+from lstmkit.engines.precision import onednn_takes
 from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
-from lstmkit.nn.inputs import SequenceBatch, check_input_size, checked_return_gates, prepare_input, prepare_state
+from lstmkit.nn.inputs import (SequenceBatch, as_float32_under_autocast, check_input_size, checked_return_gates,
+                               prepare_input, prepare_state)
 from lstmkit.caller import warn_at_caller
 from lstmkit.keywords import constructor_keywords
 from lstmkit.nn import regularisers
@@ -250,7 +252,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         stack = self._stack()  # each weight read once per call: a parametrised one is computed at each read
         first = stack.weights[0].weight_ih
         batch = prepare_input(input, lengths, self.input_size, batch_first, first.dtype, first.device)
-        h0, c0 = self._initial_state(hx, batch, first.dtype)
+        batch = dataclasses.replace(batch, data=as_float32_under_autocast(batch.data, first.dtype))
+        h0, c0 = (as_float32_under_autocast(part, first.dtype) for part in self._initial_state(hx, batch, first.dtype))
         output, h_n, c_n, trace = self._run(stack, batch, h0, c0, return_gates)
         state = batch.restore_state(h_n)
         if c_n is not None:
@@ -329,8 +332,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                          and not packed_dropout
                          and (batch.data.requires_grad or any(weights.weight_hh.requires_grad
                                                               for weights in stack.weights)))
-        cell_steps = (packed or self.proj_size > 0  # as torch runs the call
-                      or runs_as_cell_steps(batch.data.dtype, stack.weights[0].weight_ih.dtype))
+        cell_steps = packed or self.proj_size > 0 or not onednn_takes(batch.data.dtype)  # as torch runs the call
         engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
                                stack.regularisation.acting(self.training), cell_steps=cell_steps,
                                long_backward=long_backward)
