@@ -385,6 +385,9 @@ def test_word_level_model(text_file, tmp_path):
     assert model.vocabulary.level == "word" and model.vocabulary.tokens[:2] == ("<unk>", "<eol>")
     sample = model.sample("the king", length=20, seed=0)
     assert sample.startswith("the king") and len(sample.split()) >= 10
+    # one space between the prime and the first word sampled, however the prime ends
+    assert model.sample("the king ", length=20, seed=0) == sample
+    assert model.sample("the king\n", length=20, seed=0) == "the king\n" + sample.removeprefix("the king ")
     text = text_file.read_text(encoding="utf-8")[:2000]
     scores = model.evaluate(text)
     tokens = len(model.vocabulary.encode(text))

@@ -591,5 +591,7 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
     generated = vocabulary.decode(sampled)
     if not prime:
         return generated
-    joins_words = vocabulary.level == "word" and generated and not generated.startswith("\n") and not prime.endswith("\n")
+    # a word model's words are joined by spaces: one between the prime and the first, unless
+    # either side of the join is white space already (the prime "the cat " got two)
+    joins_words = vocabulary.level == "word" and generated and not generated[0].isspace() and not prime[-1].isspace()
     return prime + (" " if joins_words else "") + generated
