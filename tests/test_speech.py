@@ -508,6 +508,9 @@ def test_eval_and_transcribe_commands_print_and_write_the_scores(tone_run, capsy
     assert code == 0 and out.startswith(f"{silent}\t")
     assert err == (f"lstmkit: warning: {silent} is silent (its spectrogram is the same in every frame): the transcript is "
                    "what the model makes of silence\n")
+    shown = folder / "silent.png"  # the figure decodes the file again: the warning was said twice
+    code, _, err = run_cli(["speech", "transcribe", str(folder / "run"), str(silent), "--show", str(shown)], capsys)
+    assert code == 0 and err.count("is silent") == 1 and err.endswith(f"wrote {shown}\n")
     with pytest.raises(TypeError, match=re.escape("expected the path of one audio file, got list; for several, call "
                                                   "once per file: [recognizer.transcribe(path) for path in paths]")):
         recognizer.transcribe(files)

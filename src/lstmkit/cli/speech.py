@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from lstmkit.audio.manifest import read_manifest
@@ -68,7 +69,9 @@ def transcribe_command(arguments: argparse.Namespace) -> None:
                   "rate", file=sys.stderr)
         print(f"{path}\t{recognizer.decode(log_probs, arguments.beam, arguments.lexicon)}")
     if arguments.show:
-        recognizer.show(arguments.files[0], arguments.show, arguments.beam, arguments.lexicon)
+        with warnings.catch_warnings():  # the file's warnings (a silent file) were said above, once
+            warnings.simplefilter("ignore")
+            recognizer.show(arguments.files[0], arguments.show, arguments.beam, arguments.lexicon)
         print(f"wrote {arguments.show}", file=sys.stderr)
 
 
