@@ -561,6 +561,8 @@ def test_a_gzip_texts_default_run_folder_is_named_without_its_suffixes():
     (["forecast", "predict", "{run}", "{m}", "--out", "{k}"], "--out {k} is the fit's backtest forecasts"),
     (["forecast", "predict", "{run}/model", "{m}", "--out", "{k}"], "--out {k} is the fit's backtest forecasts"),
     (["speech", "eval", "{run}/best", "{m}", "--json", "{r}"], "--json {r} is the run's results"),
+    (["speech", "eval", "{run}", "{m}", "--json", "{run}/best/config.json"],
+     "--json {run}/best/config.json is the checkpoint's config.json (best/)"),
     (["translate", "eval", "{run}", "--source", "{a}", "--reference", "{b}", "--out", "{s}"],
      "--out {s} is the run's metrics"),
 ])

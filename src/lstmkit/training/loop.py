@@ -170,11 +170,17 @@ def stop_reason(job: Job, config: TrainingConfig, progress: RunState, scores: di
 
 
 def run_files(directory: str | Path) -> dict[str, Path]:
-    """The files a training run writes beside its checkpoints, by what they are, for an
-    evaluation given its run folder or a checkpoint in it (`run_folder`): written over by
-    `speech eval --json RUN/results.json`, they were lost without a word."""
+    """The files of the run an evaluation was given (its folder or a checkpoint in it,
+    `run_folder`), by what they are: its results, its metrics and the files of its checkpoints
+    (best/, last/, or the checkpoint given). Written over by `speech eval --json
+    RUN/results.json`, they were lost without a word."""
     run = run_folder(directory)
-    return {"the run's results": run / "results.json", "the run's metrics": run / "metrics.csv"}
+    files = {"the run's results": run / "results.json", "the run's metrics": run / "metrics.csv"}
+    for checkpoint in dict.fromkeys((existing(run / "best"), existing(run / "last"), existing(Path(directory)))):
+        if (checkpoint / CONFIG_FILE).is_file():
+            files.update({f"the checkpoint's {path.name} ({checkpoint.name}/)": path
+                          for path in checkpoint.iterdir() if path.is_file()})
+    return files
 
 
 def check_run_folder(out: Path | None, resume: bool, kind: str | None = None, figures: tuple[str, ...] = ()) -> None:
