@@ -157,6 +157,20 @@ def test_a_float64_lstm_under_cpu_autocast_runs_as_torch_nn_s(engine, autocast_d
 
 
 @pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("engine", ["auto", "fused", "reference", "native"])
+def test_an_lstm_on_a_batch_of_0_under_cpu_autocast_returns_torch_nn_s_dtypes(engine, autocast_dtype):
+    """oneDNN takes no empty input, so torch runs a batch of 0 as its cell steps, which return
+    float32: lstmkit returned the autocast dtype, and `native` refused under float16."""
+    layer = lstmkit.LSTM(3, 4, engine=engine)
+    twin = torch_twin(layer)
+    x = torch.randn(5, 0, 3)
+    with torch.autocast("cpu", autocast_dtype):
+        ours, theirs = layer(x), twin(x)
+    assert [ours[0].dtype, *(part.dtype for part in ours[1])] == [theirs[0].dtype, *(part.dtype for part in theirs[1])]
+    assert ours[0].shape == theirs[0].shape == (5, 0, 4)
+
+
+@pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("engine", ["auto", "fused", "reference"])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_float64_input_under_cpu_autocast_runs_as_float32_input(cell, engine, autocast_dtype):

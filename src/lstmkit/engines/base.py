@@ -210,7 +210,7 @@ class LayerEngine(Engine):
         packed = lengths is not None and data.shape[1] > 0  # as torch's kernels run it (`NativeEngine.run`)
         precision = precision_for(
             stack.cell, stack.weights[0].weight_ih.dtype, data.device, packed, (h0 if c0 is None else c0).dtype,
-            projected=stack.weights[0].weight_hr is not None, input_dtype=data.dtype,
+            projected=stack.weights[0].weight_hr is not None, input_dtype=data.dtype, empty=data.numel() == 0,
         )
         input_dropout = stack.regularisation.input_dropout if stack.training else 0.0
         hidden_size = h0.shape[-1] if c0 is None else c0.shape[-1]

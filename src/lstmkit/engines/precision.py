@@ -70,12 +70,13 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 def precision_for(
     cell: Cell, parameter_dtype: torch.dtype, device: torch.device, packed: bool = False,
     state_dtype: torch.dtype = torch.float32, projected: bool = False, input_dtype: torch.dtype = torch.float32,
+    empty: bool = False,
 ) -> Precision:
     """The precision a layer of `cell` with parameters in `parameter_dtype` runs in on
     `device`, for input that is `packed` (a PackedSequence, or lengths=, which torch's kernels
     run as one) or not, from an initial state (c0 where the cell has one, else h0; zeros come
     in the input's dtype) in `state_dtype`, with a projection W_hr where `projected`, on input
-    in `input_dtype`.
+    in `input_dtype`, `empty` where it has no elements (a batch of 0, which oneDNN takes not).
 
     The outputs under autocast are torch.nn's: on CPU the GRU, and the LSTM on packed input,
     with a projection or on input oneDNN's LSTM does not take (`onednn_takes`), are composed of
@@ -87,7 +88,7 @@ def precision_for(
         state = torch.float32 if parameter_dtype in HALF_DTYPES else parameter_dtype
         return Precision(parameter_dtype, state, parameter_dtype, parameter_dtype)
     composed = device.type == "cpu" and (cell.name == "gru" or (cell.name == "lstm" and (
-        packed or projected or not onednn_takes(input_dtype))))
+        packed or projected or empty or not onednn_takes(input_dtype))))
     promoted = torch.promote_types(autocast, state_dtype) if composed else autocast
     return Precision(autocast, torch.float32, autocast if projected else promoted, promoted)
 

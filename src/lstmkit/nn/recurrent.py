@@ -332,7 +332,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                          and not packed_dropout
                          and (batch.data.requires_grad or any(weights.weight_hh.requires_grad
                                                               for weights in stack.weights)))
-        cell_steps = packed or self.proj_size > 0 or not onednn_takes(batch.data.dtype)  # as torch runs the call
+        cell_steps = (packed or self.proj_size > 0 or batch.data.numel() == 0  # as torch runs the call
+                      or not onednn_takes(batch.data.dtype))
         engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
                                stack.regularisation.acting(self.training), cell_steps=cell_steps,
                                long_backward=long_backward)
