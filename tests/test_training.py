@@ -72,11 +72,11 @@ def test_precision_autocasts_the_products_and_scales_float16_only():
 def test_bfloat16_on_a_cpu_without_its_kernels_warns_that_it_is_emulated(monkeypatch):
     from lstmkit.training import device
 
-    monkeypatch.setattr(device, "cpu_has_bfloat16_kernels", lambda: False)
+    monkeypatch.setattr(device, "ONEDNN_BFLOAT16", False)
     with pytest.warns(RuntimeWarning, match=re.escape("bfloat16 products are emulated, about 200 x slower than "
                                                       "float32; --precision 32 trains faster here")):
         Precision("bf16", torch.device("cpu"))
-    monkeypatch.setattr(device, "cpu_has_bfloat16_kernels", lambda: True)
+    monkeypatch.setattr(device, "ONEDNN_BFLOAT16", True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Precision("bf16", torch.device("cpu"))

@@ -231,9 +231,9 @@ def load_model_checkpoint(directory: str | Path, kind: CheckpointKind) -> tuple[
 def warn_unaveraged(directory: Path, config: dict) -> None:
     """Warn where `directory` is a run's last/ whose evaluations scored an average of the
     weights (`--ema-decay`, or NT-ASGD once it averaged; before, its evaluations scored the
-    step's own weights too): last/ keeps the step's own weights, to
-    resume from, and scored otherwise than the run said (`lm eval RUN/last` gave 3.2173 where
-    metrics.csv held 3.2229 for the same step)."""
+    step's own weights too): last/ keeps the step's own weights, to resume from, and scored
+    otherwise than the run said (`lm eval RUN/last` gave 3.2173 where metrics.csv held 3.2229
+    for the same step)."""
     training = config.get("training")
     if not isinstance(training, dict) or not (directory / TRAINING_FILE).is_file():
         return

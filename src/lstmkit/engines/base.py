@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
-from lstmkit.engines.precision import Precision, autocast, precision_for
+from lstmkit.engines.precision import Precision, autocast, lstm_cell_steps, precision_for
 
 
 def run_eagerly(function: Callable) -> Callable:
@@ -208,9 +208,10 @@ class LayerEngine(Engine):
         """Every layer and direction in turn; dropout between layers in training, and the
         stack's regularisers (input dropout here, the recurrent ones in `run_layer`)."""
         packed = lengths is not None and data.shape[1] > 0  # as torch's kernels run it (`NativeEngine.run`)
+        projected = stack.weights[0].weight_hr is not None
         precision = precision_for(
-            stack.cell, stack.weights[0].weight_ih.dtype, data.device, packed, (h0 if c0 is None else c0).dtype,
-            projected=stack.weights[0].weight_hr is not None, input_dtype=data.dtype, empty=data.numel() == 0,
+            stack.cell, stack.weights[0].weight_ih.dtype, data.device, lstm_cell_steps(packed, projected, data),
+            (h0 if c0 is None else c0).dtype, projected,
         )
         input_dropout = stack.regularisation.input_dropout if stack.training else 0.0
         hidden_size = h0.shape[-1] if c0 is None else c0.shape[-1]

@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from lstmkit.cells import Cell
 from lstmkit.engines.base import Engine, Stack, StackRun, run_eagerly
-from lstmkit.engines.precision import autocast_dtype, cpu_has_bfloat16_kernels, cpu_has_float16_kernels
+from lstmkit.engines.precision import ONEDNN_BFLOAT16, ONEDNN_FLOAT16, autocast_dtype
 
 NATIVE_KERNELS = {
     "lstm": torch._VF.lstm,
@@ -35,9 +35,9 @@ def lacks_half_lstm() -> str | None:
     """Why torch.nn.LSTM's oneDNN kernel fails under the CPU autocast that is on ("could not
     create a primitive descriptor"), as the end of a sentence about this CPU; None where it runs."""
     dtype = autocast_dtype(torch.device("cpu"))
-    if dtype == torch.bfloat16 and not cpu_has_bfloat16_kernels():
+    if dtype == torch.bfloat16 and not ONEDNN_BFLOAT16:
         return "which lacks AVX-512 BF16"
-    if dtype == torch.float16 and not cpu_has_float16_kernels():
+    if dtype == torch.float16 and not ONEDNN_FLOAT16:
         return "which lacks AVX-512 FP16"
     if dtype in (torch.bfloat16, torch.float16) and not runs_lstm(dtype, torch.is_grad_enabled()):
         mode = "training" if torch.is_grad_enabled() else "inference"

@@ -22,11 +22,13 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import NamedTuple
 
 import torch
+from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-# What oneDNN can do on this CPU, read once: torch.compile does not trace these calls.
+# What oneDNN can do on this CPU (its bfloat16 and float16 kernels), read once: torch.compile
+# does not trace these calls.
 ONEDNN_BUILT = torch.backends.mkldnn.is_available()
 ONEDNN_BFLOAT16 = ONEDNN_BUILT and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 ONEDNN_FLOAT16 = ONEDNN_BUILT and torch.ops.mkldnn._is_mkldnn_fp16_supported()
@@ -68,29 +70,33 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 
 def precision_for(
-    cell: Cell, parameter_dtype: torch.dtype, device: torch.device, packed: bool = False,
-    state_dtype: torch.dtype = torch.float32, projected: bool = False, input_dtype: torch.dtype = torch.float32,
-    empty: bool = False,
+    cell: Cell, parameter_dtype: torch.dtype, device: torch.device, cell_steps: bool = False,
+    state_dtype: torch.dtype = torch.float32, projected: bool = False,
 ) -> Precision:
     """The precision a layer of `cell` with parameters in `parameter_dtype` runs in on
-    `device`, for input that is `packed` (a PackedSequence, or lengths=, which torch's kernels
-    run as one) or not, from an initial state (c0 where the cell has one, else h0; zeros come
-    in the input's dtype) in `state_dtype`, with a projection W_hr where `projected`, on input
-    in `input_dtype`, `empty` where it has no elements (a batch of 0, which oneDNN takes not).
+    `device`, for a call that torch's CPU LSTM runs as its `cell_steps` (`lstm_cell_steps`) or
+    not, from an initial state (c0 where the cell has one, else h0; zeros come in the input's
+    dtype) in `state_dtype`, with a projection W_hr where `projected`.
 
-    The outputs under autocast are torch.nn's: on CPU the GRU, and the LSTM on packed input,
-    with a projection or on input oneDNN's LSTM does not take (`onednn_takes`), are composed of
-    torch's cell steps, whose results promote the autocast dtype with the state's (float32 from
-    a float32 state, bfloat16 from a bfloat16 one), but for a projected h, which W_hr's product
-    gives in the autocast dtype; elsewhere the autocast dtype."""
+    The outputs under autocast are torch.nn's: on CPU the GRU, and the LSTM where it runs as
+    cell steps, are composed of torch's cell steps, whose results promote the autocast dtype
+    with the state's (float32 from a float32 state, bfloat16 from a bfloat16 one), but for a
+    projected h, which W_hr's product gives in the autocast dtype; elsewhere the autocast dtype."""
     autocast = autocast_dtype(device)
     if autocast is None or parameter_dtype == torch.float64:
         state = torch.float32 if parameter_dtype in HALF_DTYPES else parameter_dtype
         return Precision(parameter_dtype, state, parameter_dtype, parameter_dtype)
-    composed = device.type == "cpu" and (cell.name == "gru" or (cell.name == "lstm" and (
-        packed or projected or empty or not onednn_takes(input_dtype))))
+    composed = device.type == "cpu" and (cell.name == "gru" or (cell.name == "lstm" and cell_steps))
     promoted = torch.promote_types(autocast, state_dtype) if composed else autocast
     return Precision(autocast, torch.float32, autocast if projected else promoted, promoted)
+
+
+def lstm_cell_steps(packed: bool, projected: bool, data: Tensor) -> bool:
+    """Whether torch's CPU LSTM runs a call on `data` as its cell steps rather than oneDNN's
+    LSTM: on `packed` input (a PackedSequence, or lengths=, which torch's kernels run as one),
+    with a projection, on an empty batch (oneDNN takes none) or on input oneDNN does not take
+    (`onednn_takes`)."""
+    return packed or projected or data.numel() == 0 or not onednn_takes(data.dtype)
 
 
 def onednn_takes(dtype: torch.dtype) -> bool:
@@ -102,18 +108,10 @@ def onednn_takes(dtype: torch.dtype) -> bool:
     if not (ONEDNN_BUILT and torch.backends.mkldnn.enabled):
         return False
     if dtype == torch.bfloat16:
-        return cpu_has_bfloat16_kernels()
+        return ONEDNN_BFLOAT16
     if dtype == torch.float16:
-        return not torch.is_grad_enabled() and cpu_has_float16_kernels()
+        return not torch.is_grad_enabled() and ONEDNN_FLOAT16
     return dtype == torch.float32
-
-
-def cpu_has_bfloat16_kernels() -> bool:
-    return ONEDNN_BFLOAT16
-
-
-def cpu_has_float16_kernels() -> bool:
-    return ONEDNN_FLOAT16
 
 
 def cast_weights(weights: LayerWeights, products: torch.dtype, others: torch.dtype) -> LayerWeights:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +16,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from lstmkit.cells import Cell, LayerWeights, check_cell_options, make_cell
 from lstmkit.engines import CPU_FUSED_MIN_STEPS, Regularisation, Stack, check_engine, flatten_weights, select_engine
-from lstmkit.engines.precision import onednn_takes
+from lstmkit.engines.precision import lstm_cell_steps
 from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
 from lstmkit.nn.inputs import (SequenceBatch, as_float32_under_autocast, check_input_size, checked_return_gates,
                                prepare_input, prepare_state)
@@ -332,10 +332,9 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                          and not packed_dropout
                          and (batch.data.requires_grad or any(weights.weight_hh.requires_grad
                                                               for weights in stack.weights)))
-        cell_steps = (packed or self.proj_size > 0 or batch.data.numel() == 0  # as torch runs the call
-                      or not onednn_takes(batch.data.dtype))
         engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
-                               stack.regularisation.acting(self.training), cell_steps=cell_steps,
+                               stack.regularisation.acting(self.training),
+                               cell_steps=lstm_cell_steps(packed, self.proj_size > 0, batch.data),
                                long_backward=long_backward)
         if self.training and self.weight_dropout:  # DropConnect: one mask of weight_hh per call
             stack = stack._replace(weights=[

@@ -70,7 +70,8 @@ def scores_table(scores: pd.DataFrame, cell: str, metrics: tuple[str, ...] = MET
     """One line per method and the header, the best of each column starred (none where the
     best is not finite: a column of inf has no best); each number written with the format
     `number` (its width, and one more for the star)."""
-    best = scores.min().where(np.isfinite(scores.min().to_numpy(dtype=float)))
+    lowest = scores.min()
+    best = lowest.where(np.isfinite(lowest.to_numpy(dtype=float)))
     width = int(number.split(".")[0]) + 1
     names = [f"{method} ({cell})" if method == "model" else method for method in scores.index]
     column = max(16, *(len(name) + 1 for name in names))  # "model+seasonal_naive" is longer than most

@@ -69,10 +69,10 @@ def clearly_better(differences: np.ndarray) -> bool:
     """Whether per-item differences (a method's metric minus the network's) lie below zero by
     CLEARLY standard errors of their mean. On an item whose scale is 0 (its history repeats its
     season exactly) MASE is infinite for any error: −∞ is a method exact where the network is
-    not, +∞ the reverse. Where no item says more (one table's windows, which share one history:
-    the rest are 0), those decide: some −∞ and no +∞. Among items that do (a long table's
-    series), an infinite one weighs as much as the largest finite one, not more, so that one
-    flat series does not choose for a table. Items where both are infinite (nan) are left out.
+    not, +∞ the reverse (one table chooses by MAE there, `forecast_choice`; a long table's OWA
+    keeps MASE). Where no item says more (the rest are 0), those decide: some −∞ and no +∞.
+    Among items that do, an infinite one weighs as much as the largest finite one, not more, so
+    that one flat series does not choose for a table. Items where both are infinite (nan) are left out.
     With fewer than two items, untestable: whether their sum is below zero."""
     differences = differences[~np.isnan(differences)]
     infinite, finite = differences[np.isinf(differences)], differences[np.isfinite(differences)]

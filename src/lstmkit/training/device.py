@@ -11,7 +11,7 @@ from torch import nn
 from lstmkit.caller import warn_at_caller
 from lstmkit.cells import make_cell
 from lstmkit.engines import ENGINES
-from lstmkit.engines.precision import cpu_has_bfloat16_kernels
+from lstmkit.engines.precision import ONEDNN_BFLOAT16
 from lstmkit.nn import Recurrent, RecurrentCell
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -97,7 +97,7 @@ class Precision:
 
     def __init__(self, name: str, device: torch.device) -> None:
         check_precision(name, device)
-        if name == "bf16" and device.type == "cpu" and not cpu_has_bfloat16_kernels():
+        if name == "bf16" and device.type == "cpu" and not ONEDNN_BFLOAT16:
             # Measured on a 2-core AVX2 EPYC: a (64 x 512) @ (512 x 2048) product in 243 ms
             # against 1.2 ms in float32, and a 2 x 512 character LSTM at 88 tokens/s against 4,607.
             warn_at_caller("this CPU has no bfloat16 matrix kernels (oneDNN finds no AVX-512 BF16 or AMX), so "
