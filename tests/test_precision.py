@@ -107,6 +107,25 @@ def test_autocast_output_dtypes_are_torch_nn_s(cell, engine, lengths, enforce_so
     assert relative_error(ours_output.float(), theirs_output.float()) < 2e-2
 
 
+@pytest.mark.parametrize("input_dtype, autocasting", [(torch.bfloat16, torch.float16), (torch.float16, torch.bfloat16)],
+                         ids=["bfloat16-under-float16", "float16-under-bfloat16"])
+@pytest.mark.parametrize("engine", ["auto", "native", *ENGINES])
+@pytest.mark.parametrize("cell", ["lstm", "rnn", "gru"])
+def test_packed_half_input_under_the_other_half_autocast_gives_torch_nn_s_output(cell, engine, input_dtype,
+                                                                                 autocasting):
+    """Packed bfloat16 data under float16 autocast: torch.nn runs it; the native engine, which
+    packs the padded data again, failed in torch's packing ("Unexpected floating ScalarType in
+    at::autocast::prioritize"), and with it auto for lstm, gru and rnn."""
+    torch.manual_seed(0)
+    layer = lstmkit.Recurrent(cell, 3, 5, engine=engine)
+    twin = torch_twin(layer)
+    x = pack_padded_sequence(torch.randn(4, 2, 3, dtype=input_dtype), [4, 3])
+    with torch.autocast("cpu", autocasting):
+        ours, theirs = layer(x), twin(x)
+    assert ours[0].data.dtype == theirs[0].data.dtype
+    assert relative_error(ours[0].data.float(), theirs[0].data.float()) < 2e-2
+
+
 @pytest.mark.parametrize("grad", [True, False], ids=["training", "inference"])
 @pytest.mark.parametrize("state_dtype", [None, torch.float32], ids=["no-state", "float32-state"])
 @pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16, torch.float16])

@@ -256,6 +256,49 @@ def test_traced_saved_and_loaded_layers_and_cell_modules_give_the_eager_numbers(
             assert_close(mine, theirs, f"{name} output {part}")
 
 
+@pytest.mark.parametrize("engine", ["auto", "fused", "triton", "reference"])
+@pytest.mark.parametrize("layer_type", [lstmkit.LSTM, lstmkit.GRU, lstmkit.RNN])
+def test_a_traced_plain_layer_takes_any_length_as_torch_nn_does(layer_type, engine):
+    """torch.jit.trace records a plain layer on a kernel engine (or auto) as torch's own kernel,
+    one op: the trace runs every length, as a trace of torch.nn does, with torch.nn's numbers.
+    Traced at 64 steps, where auto picks fused with gradients and native without: the tracer's
+    check, which runs the call again, saw two graphs for GRU and RNN before."""
+    if engine == "triton" and not triton_installed():
+        pytest.skip("triton is not installed")
+    torch.manual_seed(0)
+    layer = layer_type(3, 4, num_layers=2, dtype=torch.float64, engine=engine)
+    twin = torch_twin(layer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        traced = torch.jit.trace(layer, (torch.randn(64, 2, 3, dtype=torch.float64),))
+    unrolled = {str(warning.message) for warning in caught if "unrolled" in str(warning.message)}
+    assert unrolled == (set() if engine != "reference" else {
+        f"torch.jit.trace records lstmkit's {layer.cell.name} loop over time unrolled, for the 64 steps of the "
+        "example input: the trace refuses input of any other length; torch's own kernel (engine='native', "
+        "return_gates=False) records one op that takes any length"})
+    if engine == "reference":
+        return
+    for steps in (64, 80, 3):
+        x = torch.randn(steps, 2, 3, dtype=torch.float64)
+        assert_close(traced(x)[0], twin(x)[0], f"{steps} steps")
+
+
+def test_a_traced_variant_refuses_another_length_and_says_so_when_traced():
+    """A variant has no one op for the tracer to record: the trace unrolls the reference loop,
+    says so, and refuses input of another length (cut to the traced length before)."""
+    torch.manual_seed(0)
+    layer = lstmkit.PeepholeLSTM(3, 4, dtype=torch.float64)
+    with pytest.warns(torch.jit.TracerWarning, match=re.escape(
+            "torch.jit.trace records lstmkit's peephole loop over time unrolled, for the 5 steps of the example "
+            "input: the trace refuses input of any other length")):
+        traced = torch.jit.trace(layer, (torch.randn(5, 2, 3, dtype=torch.float64),))
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    assert_close(traced(x)[0], layer(x)[0], "5 steps")
+    for steps in (7, 3):
+        with pytest.raises(RuntimeError, match=f"Expected 5 elements in a list but found {steps}"):
+            traced(torch.randn(steps, 2, 3, dtype=torch.float64))
+
+
 def pruned(module: torch.nn.Module, name: str) -> None:
     prune.l1_unstructured(module, name, 0.5)
 

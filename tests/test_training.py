@@ -121,16 +121,22 @@ def test_budgets_default_and_combine():
 def test_progress_in_a_log_writes_lines_with_throughput_and_eta():
     stream = io.StringIO()
     progress = Progress("lm lstm 2x512", total=100, item="token", stream=stream, quiet_interval=0.0)
+    progress.start -= 1000.0  # begun 1000 s ago: 10 steps are 0.01 steps/s, 90 are 0.09
     progress.update(10, 9700.0, loss=1.5)
     progress.update(20, 9800.0, seconds_left=125.0, loss=1.25)
+    # the step limit ends the run before the time budget (the demo's 5,000 steps in 300 s once
+    # showed 4m32s where 7 s were left): 10 steps at 0.09 steps/s, 1m51s
+    progress.update(90, 9800.0, seconds_left=125.0, loss=1.25)
     progress.close(100, 9900.0, val_loss=1.41)
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("lm lstm 2x512: step 10/100 loss 1.5 9,700 tokens/s in training, ")
-    assert " ETA " in lines[0]
+    assert lines[0].endswith("ETA 2h30m")  # 90 steps at 0.01 steps/s
     # two clocks, each named: a run that evaluates often showed 69,111 tokens/s beside 5.93 steps/s of 6,400 tokens
     assert re.search(r" [0-9.]+ steps/s with evaluations, elapsed ", lines[0]), lines[0]
     assert lines[1].endswith("ETA 2m05s")
-    assert lines[2].startswith("lm lstm 2x512: step 100/100 val_loss 1.41 9,900 tokens/s") and lines[2].endswith("ETA 0s")
+    assert lines[2].endswith("ETA 1m51s")
+    assert lines[3].startswith("lm lstm 2x512: step 100/100 val_loss 1.41 9,900 tokens/s")
+    assert lines[3].endswith("ETA 0s")
     assert [duration(seconds) for seconds in (42, 185, 3720)] == ["42s", "3m05s", "1h02m"]
     # a run's last line: a sub-second run once trained "5 steps in 0 s of training"
     assert [seconds_text(seconds) for seconds in (0.00004, 0.0344, 0.36, 1.04, 9.94, 9.96, 42.4)] == [

@@ -80,9 +80,9 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     runtime take, for every cell. The fused engine's autograd.Function, writing in place into
     buffers, translates to ONNX only in minutes, the Triton kernels not at all, and torch.onnx
     mistranslates torch's own LSTM kernel with proj_size. While torch.jit.trace records a
-    call, the fused and Triton engines give way to the reference engine too: the tracer cannot
-    record their ops' arguments (lists of bools), while torch's own kernels it records as they
-    are. Under torch.func transforms the reference engine runs too (`reference_under_transform`),
+    call, the fused and Triton engines give way (`traced_engine`): the tracer cannot record
+    their ops' arguments (lists of bools), while torch's own kernels it records as they are.
+    Under torch.func transforms the reference engine runs too (`reference_under_transform`),
     and for the fused and Triton engines under forward-mode AD (torch.autograd.forward_ad,
     whose dual tensors their autograd.Functions cannot differentiate; torch's own kernels can),
     and on the meta device, where a call gives only shapes (the others need the lengths'
@@ -97,7 +97,7 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     if exporting() or device.type == "meta":  # shapes only, no numbers
         return ENGINES["reference"]
     if torch.jit.is_tracing() and chosen.name not in ("native", "reference"):
-        return ENGINES["reference"]
+        return traced_engine(cell, device, return_gates, regularisers, cell_steps)
     if torch._C._are_functorch_transforms_active():
         return reference_under_transform(chosen)
     if chosen.name in KERNEL_ENGINES and in_dual_level():
@@ -132,6 +132,21 @@ def auto_engine(
         return triton
     if regularisers <= ENGINES["fused"].regularisers:
         return ENGINES["fused"]
+    return ENGINES["reference"]
+
+
+def traced_engine(cell: Cell, device: torch.device, return_gates: bool, regularisers: frozenset[str],
+                  cell_steps: bool) -> Engine:
+    """Under torch.jit.trace, in place of the fused and Triton engines: torch's own kernel
+    where it runs the call, one op that the trace runs at any sequence length, as torch.nn's
+    (and the same engine whether or not the call needs gradients, so that the tracer's check,
+    which runs the call again, records the same graph); else the reference loop, which the
+    trace unrolls (`ReferenceEngine` warns). The legacy ONNX exporter, built on the tracer,
+    keeps the reference loop: it mistranslates torch's LSTM kernel with proj_size."""
+    native = ENGINES["native"]
+    if (not return_gates and not torch.onnx.is_in_onnx_export() and regularisers <= native.regularisers
+            and not native.unsupported(cell, device, cell_steps)):
+        return native
     return ENGINES["reference"]
 
 

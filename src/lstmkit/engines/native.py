@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from lstmkit.cells import Cell
 from lstmkit.engines.base import Engine, Stack, StackRun, run_eagerly
-from lstmkit.engines.precision import ONEDNN_BFLOAT16, ONEDNN_FLOAT16, autocast_dtype
+from lstmkit.engines.precision import ONEDNN_BFLOAT16, ONEDNN_FLOAT16, autocast, autocast_dtype
 
 NATIVE_KERNELS = {
     "lstm": torch._VF.lstm,
@@ -111,7 +111,8 @@ class NativeEngine(Engine):
             hx = h0.contiguous() if c0 is None else (h0.contiguous(), c0.contiguous())
             output, *state = kernel(data, hx, flat_weights, *options, False)
         else:
-            packed = pack_padded_sequence(data, lengths.cpu(), enforce_sorted=False)
+            with autocast(data.device.type, enabled=False):  # data moved, not computed: float16 autocast
+                packed = pack_padded_sequence(data, lengths.cpu(), enforce_sorted=False)  # refuses bfloat16 data
             order = packed.sorted_indices
             hx = h0.index_select(1, order) if c0 is None else (h0.index_select(1, order), c0.index_select(1, order))
             packed_output, *state = kernel(packed.data, packed.batch_sizes, hx, flat_weights, *options)

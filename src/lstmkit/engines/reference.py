@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -35,6 +37,8 @@ class ReferenceEngine(LayerEngine):
         precision the products run under autocast in `precision.compute` and everything else in
         `precision.state`.
         """
+        if torch.jit.is_tracing():
+            warn_unrolled(cell, inputs.shape[0])
         weights = cast_weights(weights, precision.state, precision.state)
         with autocast(inputs.device.type, precision.compute, precision.mixed):
             run = loop(cell, weights, inputs.to(precision.state), h0.to(precision.state),
@@ -64,8 +68,8 @@ def loop(
         mask = torch.arange(inputs.shape[0], device=inputs.device).unsqueeze(1) < lengths
     h, c = h0, c0
     outputs, traced_gates, cell_states = [], [], []
-    for t in range(inputs.shape[0]):
-        x_proj = cell.project_input(inputs[t], weights).to(state_dtype)
+    for t, x_t in enumerate(inputs.unbind(0)):  # traced, a list of T: another length is refused, not cut
+        x_proj = cell.project_input(x_t, weights).to(state_dtype)
         h_seen = h if noise.recurrent_mask is None else h * noise.recurrent_mask
         h_proj = cell.project_hidden(h_seen, weights).to(state_dtype)
         h_new, c_new, gates = cell.step(x_proj, h_proj, h, c, weights)
@@ -94,6 +98,15 @@ def loop(
         if c is not None:
             stacked_cells = torch.stack(cell_states)
     return LayerRun(torch.stack(outputs), h, c, stacked_gates, stacked_cells)
+
+
+def warn_unrolled(cell: Cell, steps: int) -> None:
+    """Say that torch.jit.trace records this loop unrolled, so its trace takes `steps` steps only."""
+    native = "" if cell.name not in ("lstm", "gru", "rnn") else (
+        "; torch's own kernel (engine='native', return_gates=False) records one op that takes any length")
+    warnings.warn(f"torch.jit.trace records lstmkit's {cell.name} loop over time unrolled, for the {steps} steps of "
+                  f"the example input: the trace refuses input of any other length{native}",
+                  torch.jit.TracerWarning, stacklevel=2)
 
 
 def zone_out(new: Tensor, previous: Tensor, keep: Tensor, t: int) -> Tensor:

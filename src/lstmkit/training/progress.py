@@ -28,11 +28,11 @@ class Progress:
     """Reports `label`, the step out of `total`, named values, items/s (`items_per_second`, by
     the caller's clock of training alone), steps/s by the wall clock (evaluations included) and
     the ETA: drawn from that rate, or the `seconds_left` the caller gives (a time budget's
-    seconds of training). A resumed
-    run passes the step it starts from as `first_step`, so rates count this process's steps
-    only. On a terminal it draws a tqdm bar (the lm, tasks and forecast extras bring tqdm;
-    without it the plain lines are written there too); elsewhere one line every
-    `quiet_interval` seconds, and always a last one at `close`."""
+    seconds of training), whichever ends first. A resumed run passes the step it starts from
+    as `first_step`, so rates count this process's steps only. On a terminal it draws a tqdm
+    bar (the lm, tasks and forecast extras bring tqdm; without it the plain lines are written
+    there too); elsewhere one line every `quiet_interval` seconds, and always a last one at
+    `close`."""
 
     def __init__(self, label: str, total: int | None = None, first_step: int = 0, unit: str = "step",
                  item: str = "item", stream: TextIO | None = None, quiet_interval: float = 30.0) -> None:
@@ -72,8 +72,9 @@ class Progress:
               now: float) -> None:
         rate = (step - self.first_step) / max(now - self.start, 1e-9)
         within = bool(self.total) and step <= self.total  # a time budget's total is an estimate a run can pass
-        if seconds_left is None and within and rate > 0:
-            seconds_left = (self.total - step) / rate
+        if within and rate > 0:  # a step limit reached before the time budget is spent ends the run first
+            by_steps = (self.total - step) / rate
+            seconds_left = by_steps if seconds_left is None else min(seconds_left, by_steps)
         total = f"/{self.total}" if within else ""
         shown = "".join(f" {name} {value:.4g}" for name, value in values.items())
         eta = f" ETA {duration(seconds_left)}" if seconds_left is not None else ""
