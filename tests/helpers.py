@@ -281,3 +281,14 @@ def another_run_could_claim(folder: Path) -> bool:
     assert status in (0, 3)
     return status == 0
 
+
+
+def assert_keeps_random_state(call) -> None:
+    """`call()` (a pipeline's training) leaves torch's global generator as it found it: the
+    caller's next draw is the one it would have been without the call (a run's own seeding
+    used to replace it, so that every later unseeded draw followed the run's seed)."""
+    torch.manual_seed(1234)
+    expected = torch.randn(4)
+    torch.manual_seed(1234)
+    call()
+    assert torch.equal(torch.randn(4), expected)

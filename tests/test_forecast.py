@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import assert_keeps_random_state
 from lstmkit.forecast import Forecaster
 from lstmkit.models.forecaster import (
     ForecastEnsemble,
@@ -506,3 +507,10 @@ def test_predict_needs_the_known_future_covariates_of_the_horizon():
             "row with all of them, and are ignored")):
         with pytest.raises(ValueError, match=re.escape("the table has them for 1 row(s)")):
             forecaster.predict(empty)
+
+
+def test_fit_and_backtest_keep_the_callers_random_state():
+    table = sine_table(80)
+    forecaster = Forecaster("day", "signal", horizon=3, lookback=12, **{**QUICK, "epochs": 1})
+    assert_keeps_random_state(lambda: forecaster.fit(table))
+    assert_keeps_random_state(lambda: forecaster.backtest(table, holdout=6))

@@ -656,3 +656,12 @@ def test_a_season_longer_than_every_series_is_said():
             "holds one cycle, so neither the network nor the baselines learn anything seasonal from it, and MASE "
             "scales by m = 1")):
         Forecaster("t", "y", horizon=4, id="id", season=50, lookback=8, **QUICK).fit(table)
+
+
+def test_numpy_integers_are_taken_for_the_holdout_and_the_horizon(lines):
+    """np.int64 holdouts and horizons were refused as not integers, though the config takes them."""
+    table, forecaster, result = lines
+    again = forecaster.backtest(table, holdout=np.int64(4))
+    assert again.scores.equals(result.scores)
+    forecaster.fit(table)
+    assert forecaster.predict(table, horizon=np.int64(2)).equals(forecaster.predict(table, horizon=2))

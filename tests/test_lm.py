@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from helpers import Killed, dies_at_step, triton_installed
+from helpers import Killed, assert_keeps_random_state, dies_at_step, triton_installed
 from lstmkit import lm
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.pipelines import lm as pipeline
@@ -487,3 +487,8 @@ def test_cli_errors(arguments, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(arguments)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_training_keeps_the_callers_random_state(text_file, tmp_path):
+    config = LMTrainingConfig(steps=2, **{**TINY, "warmup": 0})
+    assert_keeps_random_state(lambda: lm.train(text_file, tmp_path / "run", config))

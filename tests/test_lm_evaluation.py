@@ -7,6 +7,7 @@ import copy
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -134,3 +135,34 @@ def test_one_way_at_a_time(trained):
         trained.evaluate(TEXT, cache=True)
     with pytest.raises(TypeError, match=re.escape("dynamic must be a DynamicEvaluation")):
         trained.evaluate(TEXT, dynamic="yes")
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-5), (torch.bfloat16, 5e-2)])
+def test_the_cache_scores_a_model_moved_to_another_dtype(trained, dtype, tolerance):
+    """The cache scored the hidden states in float32 with the model's own weights: a model
+    moved to float64 or bfloat16 failed (`mat1 and mat2 must have the same dtype`). Its
+    features are kept in the model's dtype, float32 at least."""
+    cache = CachePointer(window=50, theta=0.5, mixture=0.3)
+    moved = TrainedLanguageModel(copy.deepcopy(trained.model).to(dtype), trained.vocabulary, {})
+    assert moved.evaluate(TEXT * 2, cache=cache).loss == pytest.approx(
+        trained.evaluate(TEXT * 2, cache=cache).loss, rel=tolerance)
+
+
+@pytest.mark.parametrize("way", ["sample", "evaluate", "cache"])
+def test_sampling_and_scoring_leave_the_model_in_its_modes(trained, way):
+    """Sampling and the cache set the model to evaluation mode and left it there; every way
+    gives each submodule its own mode back (one frozen in evaluation mode stays so)."""
+    model = copy.deepcopy(trained.model).train()
+    model.embedding.eval()
+    user = TrainedLanguageModel(model, trained.vocabulary, {})
+    {"sample": lambda: user.sample("to", 5, seed=0), "evaluate": lambda: user.evaluate(TEXT),
+     "cache": lambda: user.evaluate(TEXT, cache=CachePointer())}[way]()
+    assert [module.training for module in model.modules()] == [
+        module is not model.embedding for module in model.modules()]
+
+
+def test_numpy_integers_are_taken_where_ints_are(trained):
+    """np.int64 passed the checks and then failed in torch.Generator.manual_seed with a bare
+    "an integer is required", naming neither the argument nor the value."""
+    assert trained.sample("to", np.int64(8), top_k=np.int32(3), seed=np.uint64(4)) == trained.sample(
+        "to", 8, top_k=3, seed=4)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from helpers import another_run_could_claim, held_by_another_run, interrupt_task_in
+from helpers import another_run_could_claim, assert_keeps_random_state, held_by_another_run, interrupt_task_in
 from lstmkit import plots
 from lstmkit.files import written_by_lstmkit
 from lstmkit.cells import make_cell
@@ -840,3 +840,9 @@ def test_a_task_into_a_folder_another_task_is_writing_in_is_refused(tmp_path):
             run_task(AddingTask(T=5), ["gru"], options, tmp_path / "run")
     run_task(AddingTask(T=5), ["gru"], options, tmp_path / "run")
     assert list(json.loads((tmp_path / "run" / "results.json").read_text())["cells"]) == ["gru"]
+
+
+def test_a_task_run_keeps_the_callers_random_state(tmp_path):
+    options = TaskTrainingConfig(hidden_size=8, steps=2, time_budget=None, test_size=8, eval_every=2)
+    assert_keeps_random_state(lambda: run_task(AddingTask(T=5), ["lstm"], options, tmp_path))
+    assert_keeps_random_state(lambda: train_cell(AddingTask(T=5), "gru", options))

@@ -219,6 +219,10 @@ def test_covariates_and_several_targets():
     (weekly([1.0, "n/a", 3.0]), ["y"], "column 'y' must hold numbers (or empty cells for missing values); "
      "row 1 (0-based position in the DataFrame) holds 'n/a'"),
     (weekly([None, None, None]), ["y"], "the target column(s) y have no values"),
+    # True/False and complex numbers were forecast as 0/1 and as their real parts without a word
+    (weekly([True, False, True]), ["y"], "column 'y' holds True/False, not numbers to forecast; to forecast it as 0 "
+     "and 1, give it as numbers (column.astype(float))"),
+    (weekly([1 + 1j, 2.0, 3.0]), ["y"], "column 'y' must hold real numbers, got complex ones (complex128)"),
     (pd.DataFrame({"date": ["2020-01-01", "2020-01-02", "2020-01-05", "2020-01-15"], "y": [1, 2, 3, 4]}), ["y"],
      "cannot infer a regular frequency from column 'date'"),
     (weekly([1.0, 2.0]), ["y"], "column 'date' has 2 timestamp(s); at least 3 are needed to infer a frequency"),
@@ -228,6 +232,11 @@ def test_covariates_and_several_targets():
 def test_bad_tables_are_refused_with_what_is_wrong(table, targets, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         read_series(table, "date", targets)
+
+
+def test_a_covariate_of_true_and_false_is_read_as_0_and_1():
+    frame = read_series(weekly([1.0, 2.0, 3.0]).assign(holiday=[True, False, True]), "date", ["y"], ["holiday"])
+    assert frame.covariates[:, 0].tolist() == [1.0, 0.0, 1.0]
 
 
 def test_a_spreadsheets_trailing_commas_are_read_and_rows_longer_than_the_header_refused(tmp_path):

@@ -18,7 +18,7 @@ soundfile = pytest.importorskip("soundfile")
 
 from lstmkit.audio import AudioError, FrontEnd, ManifestError, fsdd_manifests, read_manifest  # noqa: E402
 from lstmkit.checkpoint import CheckpointError  # noqa: E402
-from helpers import Killed, dies_at_step, run_cli  # noqa: E402
+from helpers import Killed, assert_keeps_random_state, dies_at_step, run_cli  # noqa: E402
 from lstmkit.models.acoustic import Lexicon, greedy_decode, prefix_beam_search, stack_frames  # noqa: E402
 from lstmkit.pipelines.configs import SpeechConfig  # noqa: E402
 from lstmkit.pipelines.speech import (  # noqa: E402
@@ -707,3 +707,18 @@ def test_the_checkpoint_keeps_the_training_words_for_decoding_with_the_lexicon(t
     (older / "config.json").write_text(json.dumps({**saved, "words": ["ab", ""]}))
     with pytest.raises(CheckpointError, match=r"words must be a list of non-empty strings, got \['ab', ''\]"):
         load_speech_model(older)
+
+
+def test_training_keeps_the_callers_random_state(tmp_path, one_thread):
+    train, valid = tone_manifest(tmp_path, "train", 0), tone_manifest(tmp_path, "valid", 1)
+    assert_keeps_random_state(lambda: train_speech_model(train, None, SpeechConfig(**TINY, steps=2), valid))
+
+
+def test_decoding_takes_a_numpy_beam_and_refuses_a_lexicon_that_is_not_a_bool(tone_run):
+    """np.int64 beams were refused as not positive integers; lexicon="yes" (or "no") was taken as True."""
+    folder, _ = tone_run
+    recognizer = load_speech_model(folder / "run")
+    path = folder / f"valid-{WORDS[0]}-2.wav"
+    assert recognizer.transcribe(path, beam=np.int64(4)) == recognizer.transcribe(path, beam=4) == WORDS[0]
+    with pytest.raises(TypeError, match=re.escape("lexicon must be True or False, got 'no' (str)")):
+        recognizer.transcribe(path, lexicon="no")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -232,3 +233,10 @@ def test_the_step_mask_is_made_on_the_batch_s_device(lengths):
     assert on_meta.step_mask().device.type == "meta"
     expected = [[True, True]] * 3 if lengths is None else [[True, True], [True, False], [True, False]]
     assert Batch(inputs, targets, lengths).step_mask().tolist() == expected
+
+
+def test_a_numpy_integer_length_is_taken_as_a_python_int():
+    """np.int64(30) was refused ("T must be an int"); kept as given it would not go into results.json."""
+    task = make_task("adding", np.int64(30))
+    assert task.T == 30 and type(task.T) is int
+    assert task == make_task("adding", 30)

@@ -717,6 +717,9 @@ def test_numpy_numbers_in_a_config_are_settled_into_python_ones():
     assert json.loads(json.dumps(asdict(config)))["lr"] == 0.5
     seasons = ForecasterConfig(time="t", target="y", horizon=np.int64(3), extra_seasons=(np.int64(7),)).extra_seasons
     assert seasons == (7,) and type(seasons[0]) is int
+    # a float32 is the number it shows: the interval's columns were y_lower_80.0000011920929
+    forecaster = ForecasterConfig(time="t", target="y", horizon=3, interval=np.float32(0.8), dropout=np.float16(0.1))
+    assert (forecaster.interval, forecaster.dropout) == (0.8, 0.1)
 
 
 @pytest.mark.parametrize("settings, message", [

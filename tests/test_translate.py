@@ -11,6 +11,7 @@ import re
 import json
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from lstmkit.pipelines.translate import (  # noqa: E402
     TranslationJob, Translator, Vocabularies, bucketed_batches, decode_ids, load_translator,
 )
 from lstmkit.files import fingerprint  # noqa: E402
+from helpers import assert_keeps_random_state  # noqa: E402
 from lstmkit.text.parallel import read_lines, read_parallel  # noqa: E402
 from lstmkit.text.subwords import Subwords, check_vocabulary_sizes  # noqa: E402
 from lstmkit.training import Processes, Trainer  # noqa: E402
@@ -569,3 +571,11 @@ def test_pairs_left_out_of_training_are_said_when_the_job_is_built_not_after_tra
     assert 0 < job.left_out == too_long < 40
     assert [str(warning.message) for warning in warned] == [
         f"left out {too_long} of 40 training pairs with an empty side or over 6 subwords (max_train_length, --max-train-length)"]
+
+
+def test_training_keeps_the_callers_random_state(tmp_path):
+    train, valid = copy_task(tmp_path, 40, 0), copy_task(tmp_path, 8, 1)
+    config = TranslationConfig(**{**TINY, "batch_size": 8}, steps=2, validation_bleu=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the vocabulary of 40 strings holds fewer than 300 pieces
+        assert_keeps_random_state(lambda: translate.train(*train, *valid, tmp_path / "run", config))

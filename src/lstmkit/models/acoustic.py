@@ -8,6 +8,7 @@ second optionally held to the words of a lexicon.
 
 from __future__ import annotations
 
+import numbers
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -150,8 +151,9 @@ def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = B
     wins (`labelling_log_likelihoods`, exact): a short word completed early ("six") does not
     beat a likelier one the beam held unfinished ("seve"), or had let go of. Only where none
     fits in the steps is the likeliest prefix returned as it is."""
-    if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
+    if isinstance(beam, bool) or not isinstance(beam, numbers.Integral) or beam < 1:
         raise ValueError(f"beam must be a positive integer, got {beam!r}")
+    beam = int(beam)  # a NumPy integer too
     log_probs = np.asarray(log_probs, dtype=np.float64)
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (blank, label)
     for step in log_probs:

@@ -21,6 +21,7 @@ the network over a series.
 
 from __future__ import annotations
 
+import numbers
 import contextlib
 import json
 import math
@@ -65,6 +66,7 @@ from lstmkit.series.intervals import percent
 from lstmkit.training import Job, Processes, Trainer, current_names, resolve_device
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.config import ADDED_SETTINGS
+from lstmkit.training.random_state import keeps_random_state
 
 # How far the values predict starts from may lie from the fitted data's mean, in its standard
 # deviations, before predict warns: a trending series ends 2 or 3 away; 10 is other data.
@@ -219,6 +221,7 @@ class Forecaster:
         return read_series(data, self.config.time, self.config.target, self.config.covariates,
                            self.config.future_covariates, steps=fitted_on_steps)
 
+    @keeps_random_state
     def fit(self, data) -> Forecaster:
         """Train on every window of `data` (a CSV path, a DataFrame or a SeriesFrame; with `id`,
         a long table or a Panel: see lstmkit.pipelines.forecast_global)."""
@@ -411,7 +414,7 @@ class Forecaster:
         for each target its point forecast and the bounds of its prediction interval
         (`<target>_lower_90` ... for 90%). With `id`: a long table of id, time and the same
         three columns, `horizon` rows per series (forecast_global.predict)."""
-        if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int)
+        if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral)
                                     or not 1 <= horizon <= self.config.horizon):
             raise ValueError(f"horizon must be an integer from 1 to the fitted horizon, {self.config.horizon} (a "
                              f"longer one needs a fit with that horizon), got {horizon!r}")
@@ -446,6 +449,7 @@ class Forecaster:
                                          for row in forecasts.fallbacks]
         return prediction
 
+    @keeps_random_state
     def backtest(self, data, holdout: int | None = None,
                  baselines: tuple[str, ...] | None = None) -> Backtest | forecast_global.PanelBacktest:
         """Fit a copy of this forecaster on all but the last `holdout` rows (default: horizon)
@@ -459,8 +463,9 @@ class Forecaster:
         frame = data if isinstance(data, SeriesFrame) else self.read(data)
         config, horizon = self.config, self.config.horizon
         holdout = horizon if holdout is None else holdout
-        if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 1:
+        if isinstance(holdout, bool) or not isinstance(holdout, numbers.Integral) or holdout < 1:
             raise ValueError(f"holdout must be a positive integer, got {holdout!r}")
+        holdout = int(holdout)  # a NumPy integer too
         start = len(frame) - holdout
         season, lookback = self.season_and_lookback(frame)
         fitted = max(lookback + horizon + season, self.rows_needed(lookback))  # fit's own check, on `start` rows

@@ -23,6 +23,7 @@ are cut before `fit` runs.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -296,9 +297,10 @@ def backtest(forecaster: Forecaster, data, holdout: int | None = None) -> PanelB
 
     panel, config = read(forecaster, data), forecaster.config
     holdout = config.horizon if holdout is None else holdout
-    if isinstance(holdout, bool) or not isinstance(holdout, int) or not 1 <= holdout <= config.horizon:
+    if isinstance(holdout, bool) or not isinstance(holdout, numbers.Integral) or not 1 <= holdout <= config.horizon:
         raise ValueError(f"the holdout of a long table is forecast from one origin: 1 .. horizon = {config.horizon} "
                          f"values, got {holdout!r}")
+    holdout = int(holdout)  # a NumPy integer too
     scored = [k for k, values in enumerate(panel.values) if len(values) > holdout + 1]
     if not scored:
         raise ValueError(f"no series has holdout + 2 = {holdout + 2} values or more to backtest on; the longest has "

@@ -42,6 +42,7 @@ from lstmkit.checkpoint import (
 from lstmkit.engines import check_engine_name
 from lstmkit.files import as_path
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
+from lstmkit.models.modes import evaluating
 from lstmkit.pipelines.configs import RegulariserSettings
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, score_dynamically, score_with_cache
 from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, read_text, token_streams
@@ -49,6 +50,7 @@ from lstmkit.text.vocabulary import warn_unknown
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, check_run_folder, resolve_device
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.config import SEED_RANGE, check_config, check_field_types, check_positive_integers, current_names
+from lstmkit.training.random_state import keeps_random_state
 
 # Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
 RECIPES = {
@@ -386,6 +388,7 @@ def sized_like(config: LMTrainingConfig, out: Path) -> LMTrainingConfig:
     return dataclasses.replace(config, **size) if budgets_chose and size != chosen else config
 
 
+@keeps_random_state
 def train_language_model(
     text: str | Path,
     out: str | Path,
@@ -418,16 +421,13 @@ def detach(state):
 
 def evaluate_windows(model: LanguageModel, windows, characters_per_token: float) -> TextScores:
     """Mean loss over every target of the windows, the state carried from window to window."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     total, count, state = 0.0, 0, None
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model):
         for inputs, targets in windows:
             logits, state = model(inputs.to(device), state)
             total += F.cross_entropy(logits.flatten(0, 1).float(), targets.to(device).flatten(), reduction="sum").item()
             count += targets.numel()
-    model.train(was_training)
     return TextScores.from_loss(total / count, count, characters_per_token)
 
 
@@ -555,6 +555,7 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
         raise ValueError(f"top_p must be a number in (0, 1], the probability mass kept, got {top_p!r}")
     if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
         raise ValueError(f"seed (--seed) must be in [{SEED_RANGE[0]}, 2**64 - 1], got {seed}")
+    length, top_k, seed = (None if value is None else int(value) for value in (length, top_k, seed))  # NumPy's too
     generator = torch.Generator()
     # without a seed, one drawn from torch's global generator: torch.manual_seed repeats the
     # sample, and the caller's stream moves on as after any random operation (torch.seed() reseeded it)
@@ -568,10 +569,9 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
         tokens = torch.tensor([0])
     if tokens.numel() == 0:
         raise ValueError("the prime text holds no tokens")
-    model.eval()
     device = next(model.parameters()).device
     sampled = []
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model):
         logits, state = model(tokens.unsqueeze(1).to(device))
         last = logits[-1, 0].float().cpu()  # drawn on the CPU: the same sample on any device
         for _ in range(length):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lstmkit.models.language import LanguageModel
+from lstmkit.models.modes import evaluating
 
 
 @dataclass(frozen=True)
@@ -84,19 +85,19 @@ def cache_log_probabilities(hidden: Tensor, log_probs: Tensor, targets: Tensor, 
 def score_with_cache(model: LanguageModel, tokens: Tensor, cache: CachePointer, window: int = 1000) -> tuple[float, int]:
     """(summed loss in nats, tokens scored) of `tokens` (N,) in one stream under the cache
     mixture; the cache spans window boundaries."""
-    device = next(model.parameters()).device
-    model.eval()
-    kept_hidden = torch.empty(0, model.config.hidden_size, device=device)
+    parameter = next(model.parameters())
+    device, features = parameter.device, torch.promote_types(parameter.dtype, torch.float32)  # float32 at least
+    kept_hidden = torch.empty(0, model.config.hidden_size, device=device, dtype=features)
     kept_targets = torch.empty(0, dtype=torch.long, device=device)
     total, state = 0.0, None
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model):
         for start in range(0, tokens.numel() - 1, window):
             inputs = tokens[start:start + window].to(device)
             targets = tokens[start + 1:start + window + 1].to(device)
             inputs = inputs[: targets.numel()]
             hidden, state = model.hidden(inputs.unsqueeze(1), state)
-            hidden = hidden[:, 0].float()
-            log_probs = F.log_softmax(model.scores(hidden.unsqueeze(1))[:, 0], dim=-1)
+            log_probs = F.log_softmax(model.scores(hidden)[:, 0].to(features), dim=-1)
+            hidden = hidden[:, 0].to(features)
             history = kept_hidden.shape[0]
             all_hidden, all_targets = torch.cat([kept_hidden, hidden]), torch.cat([kept_targets, targets])
             model_log_probs = torch.cat([log_probs.new_zeros(history, log_probs.shape[1]), log_probs])

@@ -27,12 +27,14 @@ from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointKind, check
                                 held_kind, load_model_checkpoint, save_checkpoint)
 from lstmkit.files import check_nothing_overwritten, claimed_folder, write_csv, write_json, written_by_lstmkit
 from lstmkit.models import SequenceModel, SequenceModelConfig
+from lstmkit.models.modes import evaluating
 from lstmkit.nn.regularisers import init_names
 from lstmkit.pipelines.configs import TaskTrainingConfig
 from lstmkit.tasks import Batch, Task, make_task
 from lstmkit.training.config import offset_seed
 from lstmkit.training.progress import seconds_text
 from lstmkit.training import Job, Processes, Trainer, TrainingDiverged
+from lstmkit.training.random_state import keeps_random_state
 
 TEST_SEED_OFFSET = 10_000  # the test set's seed is the training seed plus this (`seed_of_test_set`)
 # What `probe gradients` and the demo write in a folder: the gradient profiles of the models there.
@@ -92,16 +94,13 @@ def seeded_model(config: SequenceModelConfig, seed: int) -> SequenceModel:
 
 def evaluate(model: SequenceModel, task: Task, batch: Batch) -> tuple[float, float | None]:
     """(loss, score) of `model` on `batch`, in eval mode without gradients."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     batch = Batch(batch.inputs.to(device), batch.targets.to(device),
                   None if batch.lengths is None else batch.lengths.to(device))
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model):
         predictions = model(batch.inputs, batch.lengths).float()
         loss = task.loss(predictions, batch).item()
         score = task.score(predictions, batch) if task.score_name else None
-    model.train(was_training)
     return loss, score
 
 
@@ -161,6 +160,7 @@ def seed_of_test_set(seed: int) -> int:
     return offset_seed(seed, TEST_SEED_OFFSET)
 
 
+@keeps_random_state
 def train_cell(task: Task, cell: str, config: TaskTrainingConfig, test: Batch | None = None,
                trainer: Trainer | None = None) -> CellRun:
     """Train one cell on `task` until it is solved or the budget runs out. A run whose loss
@@ -231,6 +231,7 @@ def check_task_folder(out: Path, cells: list[str]) -> None:
         check_replaceable(out / "models" / cell, {CONFIG_FILE, WEIGHTS_FILE}, SEQUENCE_MODEL.name)
 
 
+@keeps_random_state
 def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str | Path | None = None) -> list[CellRun]:
     """Train every cell, writing as each finishes results.json, curves.csv and
     learning_curves.png of the cells finished so far, and its trained model (models/CELL), to

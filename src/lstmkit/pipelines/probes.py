@@ -29,6 +29,7 @@ from lstmkit.pipelines.longlag import (GRADIENT_COLUMNS, GRADIENT_FILES, TaskTra
 from lstmkit.tasks import Batch, Task
 from lstmkit.training import Processes, TrainingDiverged
 from lstmkit.training.config import BUDGETS, flag_value
+from lstmkit.training.random_state import keeps_random_state
 
 PROBE_SEQUENCES = 100
 GATE_PANELS = {"forget": "forget gate", "input": "input gate", "output": "output gate",
@@ -128,6 +129,7 @@ def write_gate_heatmaps(model: SequenceModel, task: Task, seed: int, out: str | 
     plots.gate_heatmaps(panels, title, Path(out) / f"gates_{model.config.cell}.png")
 
 
+@keeps_random_state
 def probe_gradients(out: str | Path | None = None, source: str | Path | None = None, task: Task | None = None,
                     cells: list[str] | None = None, config: TaskTrainingConfig | None = None,
                     ) -> tuple[Task, dict[str, dict[str, np.ndarray]], Path]:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -41,6 +42,7 @@ from lstmkit.training.config import check_config, offset_seed
 from lstmkit.training import Job, Processes, Trainer, check_run_folder, resolve_device
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.job import warn_if_one_batch_holds_all
+from lstmkit.training.random_state import keeps_random_state
 
 with extra_imports("speech", __name__):
     import jiwer
@@ -374,6 +376,7 @@ def audio_fingerprint(utterances: Utterances) -> dict:
     return {"bytes": size, "sha256": digest.hexdigest()}
 
 
+@keeps_random_state
 def train_speech_model(train: str | Path, out: str | Path | None, config: SpeechConfig,
                        validation: str | Path | None = None, resume: bool = False) -> SpeechRun:
     """Train (or, with resume, continue training) a recogniser on the utterances of the manifest
@@ -420,6 +423,8 @@ class SpeechRecognizer:
     words: tuple[str, ...] | None = None
 
     def lexicon(self, use: bool) -> Lexicon | None:
+        if not isinstance(use, bool | np.bool_):  # "yes" or "no" was taken as True
+            raise TypeError(f"lexicon must be True or False, got {use!r} ({type(use).__name__})")
         return self.word_lexicon if use else None
 
     @functools.cached_property

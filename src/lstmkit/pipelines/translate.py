@@ -43,6 +43,7 @@ from lstmkit.training.config import check_config, offset_seed
 from lstmkit.training import Job, Processes, Trainer, check_run_folder, resolve_device
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.job import warn_if_one_batch_holds_all
+from lstmkit.training.random_state import keeps_random_state
 
 with extra_imports("translate", __name__):
     import sacrebleu
@@ -293,6 +294,7 @@ class TranslationRun:
     processes: int
 
 
+@keeps_random_state
 def train_translation(source: str | Path, target: str | Path, valid_source: str | Path, valid_target: str | Path,
                       out: str | Path, config: TranslationConfig, resume: bool = False) -> TranslationRun:
     """Train (or, with resume, continue) a translation model from `source` to `target` sentences

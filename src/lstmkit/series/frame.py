@@ -183,7 +183,8 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
                          f"not two of them: {', '.join(overlap)}")
     path = None if isinstance(source, pd.DataFrame) else Path(source)
     stamps, time_kind = parse_time(table[time], time, path, steps)
-    numbers = pd.DataFrame({name: numeric_column(table[name], name, path) for name in targets + covariates + known})
+    numbers = pd.DataFrame({name: numeric_column(table[name], name, path, target=name in targets)
+                            for name in targets + covariates + known})
     values = numbers.set_axis(stamps)
     order = np.argsort(stamps.values, kind="stable")
     values = values.iloc[order]
@@ -613,9 +614,16 @@ def same_quarters(frequency: str) -> str:
     return f"{rule}-{MONTHS[MONTHS.index(month) % 3]}"
 
 
-def numeric_column(column: pd.Series, name: str, path: Path | None) -> pd.Series:
+def numeric_column(column: pd.Series, name: str, path: Path | None, target: bool = False) -> pd.Series:
     """The column as float64; text and infinite values are refused at their row. Empty
-    cells stay missing (filled later, with a warning)."""
+    cells stay missing (filled later, with a warning). Complex numbers are refused (their
+    imaginary parts were dropped with NumPy's warning only), and True/False in a `target`
+    (forecast as numbers between 0 and 1 without a word; a covariate's flag is 0 or 1)."""
+    if pd.api.types.is_complex_dtype(column):
+        raise ValueError(f"column {name!r} must hold real numbers, got complex ones ({column.dtype})")
+    if target and pd.api.types.is_bool_dtype(column):
+        raise ValueError(f"column {name!r} holds True/False, not numbers to forecast; to forecast it as 0 and 1, "
+                         f"give it as numbers (column.astype(float))")
     numbers = pd.to_numeric(column, errors="coerce").astype(np.float64)
     for bad, expected in ((numbers.isna() & column.notna(), "numbers"), (np.isinf(numbers), "finite numbers")):
         if bad.any():

@@ -90,7 +90,7 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
         label = table.index[table[id].isna().to_numpy()][0]
         raise ValueError(f"column {id!r} has a missing series id at {row_name(label, path)}")
     stamps, time_kind = read_times(table[time], time, path)
-    values = numeric_column(table[target], target, path)
+    values = numeric_column(table[target], target, path, target=True)
     keys = pd.DataFrame({"id": table[id].to_numpy(), "time": np.asarray(stamps)}, index=table.index)
     check_ids_read_apart(keys["id"], id)
     repeated = keys.duplicated(keep=False)

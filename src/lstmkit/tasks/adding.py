@@ -32,7 +32,7 @@ class AddingTask(Task):
     solved_when = "test MSE < 0.01"
 
     def __post_init__(self) -> None:
-        check_length(self.name, self.T, 2)
+        check_length(self, 2)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         values = torch.rand(self.T, batch_size, generator=generator)
@@ -83,7 +83,7 @@ class Adding1997Task(Task):
     tolerance = 0.04
 
     def __post_init__(self) -> None:
-        check_length(self.name, self.T, 20)
+        check_length(self, 20)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         longest = self.T + self.T // 10

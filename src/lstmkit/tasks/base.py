@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -98,9 +99,12 @@ def one_hot(indices: Tensor, classes: int) -> Tensor:
     return torch.nn.functional.one_hot(indices, classes).float()
 
 
-def check_length(task: str, steps: object, minimum: int) -> None:
-    """A task's T: an int of at least `minimum`."""
-    if isinstance(steps, bool) or not isinstance(steps, int):
-        raise TypeError(f"task {task!r}: T must be an int, got {steps!r} ({type(steps).__name__})")
+def check_length(task: Task, minimum: int) -> None:
+    """A task's T: an int of at least `minimum`, kept as a Python int (a NumPy integer given,
+    which results.json could not hold)."""
+    steps = task.T
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise TypeError(f"task {task.name!r}: T must be an int, got {steps!r} ({type(steps).__name__})")
     if steps < minimum:
-        raise ValueError(f"task {task!r}: T must be at least {minimum}, got {steps}")
+        raise ValueError(f"task {task.name!r}: T must be at least {minimum}, got {steps}")
+    object.__setattr__(task, "T", int(steps))  # the tasks are frozen dataclasses

@@ -35,7 +35,7 @@ class CopyTask(Task):
     solved_when = "at least 99% of the recalled test symbols correct"
 
     def __post_init__(self) -> None:
-        check_length(self.name, self.T, 1)
+        check_length(self, 1)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         symbols = torch.randint(1, SYMBOLS + 1, (RECALLED, batch_size), generator=generator)

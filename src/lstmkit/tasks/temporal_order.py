@@ -37,7 +37,7 @@ class TemporalOrderTask(Task):
     solved_when = "at least 99% of test sequences classified correctly"
 
     def __post_init__(self) -> None:
-        check_length(self.name, self.T, 10)
+        check_length(self, 10)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         longest = self.T + self.T // 10

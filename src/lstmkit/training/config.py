@@ -220,7 +220,11 @@ def check_field_types(config) -> None:
 
 def settled(value: object) -> object:
     """`value` with NumPy numbers as Python's (np.int64(7) -> 7, np.bool_ -> bool), in a tuple
-    or list too; `value` itself where it holds none."""
+    or list too; `value` itself where it holds none. A float32 or float16 is the number it
+    shows (np.float32(0.8) -> 0.8, not 0.800000011920929, which named a forecast's interval
+    columns y_lower_80.0000011920929)."""
+    if isinstance(value, np.floating) and value.dtype.itemsize < 8:
+        return float(str(value))
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (tuple, list)) and any(isinstance(item, np.generic) for item in value):

@@ -36,6 +36,7 @@ from torch import Tensor
 from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import (CONFIG_FILE, TRAINING_FILE, WEIGHTS_FILE, check_kind, check_replaceable, existing,
                                 held_kind, load_checkpoint, read_extra_tensors, run_folder, save_checkpoint)
+from lstmkit.models.modes import evaluating
 from lstmkit.files import (
     check_nothing_overwritten, check_output_folder, check_own_files, claimed_folder, write_csv, write_json,
 )
@@ -545,12 +546,8 @@ class Trainer:
                                f"{remedy}", progress.step, progress.history, progress.train_seconds)
 
     def evaluate(self, job: Job) -> dict[str, float]:
-        was_training = job.model.training
-        job.model.eval()
-        with torch.no_grad(), self.precision.autocast():
-            scores = checked_scores(job, job.evaluate())
-        job.model.train(was_training)
-        return scores
+        with torch.no_grad(), self.precision.autocast(), evaluating(job.model):
+            return checked_scores(job, job.evaluate())
 
     def save(self, job: Job, optimizer: torch.optim.Optimizer, progress: RunState, out: Path,
              improved: bool, columns: list[str]) -> None:
