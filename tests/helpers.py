@@ -282,7 +282,6 @@ def another_run_could_claim(folder: Path) -> bool:
     return status == 0
 
 
-
 def assert_keeps_random_state(call) -> None:
     """`call()` (a pipeline's training) leaves torch's global generator as it found it: the
     caller's next draw is the one it would have been without the call (a run's own seeding

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -584,6 +585,39 @@ def test_an_output_file_that_is_an_input_is_refused_before_it_is_read(command, w
     assert code == 2
     assert err == f"lstmkit: error: {written.format(**paths)}: writing it would replace that; choose another file\n"
     assert all(path.read_text() == "mine\n" for path in paths.values() if path.is_file())
+
+
+@pytest.mark.parametrize("command, written", [
+    (["translate", "run", "{run}", "{a}", "--show-attention", "{run}/curves.png"], "--show-attention {run}/curves.png"),
+    (["speech", "transcribe", "{run}", "{a}", "--show", "{other}/curves.png"], "--show {other}/curves.png"),
+    (["speech", "eval", "{run}", "{m}", "--out", "{other}/metrics.csv"], "--out {other}/metrics.csv"),
+    (["forecast", "predict", "{run}", "{m}", "--out", "{network}/metrics.csv"], "--out {network}/metrics.csv"),
+    (["forecast", "predict", "{run}", "{m}", "--out", "{other}/best/notes.csv"], "--out {other}/best/notes.csv"),
+])
+def test_an_output_file_that_is_a_file_of_any_run_is_refused(command, written, tmp_path, capsys):
+    """`translate run --show-attention RUN/curves.png` replaced the run's learning curves, and
+    `forecast predict --out` a network's metrics.csv in training/, `speech eval --out` another
+    run's: a file of any run is refused, a checkpoint's files and a run's records beside its
+    checkpoints. An earlier evaluation's output in a run's folder is not a record: it is
+    replaced."""
+    paths = {"run": tmp_path / "run", "other": tmp_path / "other",
+             "network": tmp_path / "run" / "training" / "backtest" / "seasonal"}
+    for folder in ("run/model", "other/best", "run/training/backtest/seasonal/last"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "config.json").write_text("{}")
+    (tmp_path / "other" / "best" / "model.safetensors").write_text("weights")
+    for name in ("run/curves.png", "other/curves.png", "other/metrics.csv", "other/best/notes.csv",
+                 "run/training/backtest/seasonal/metrics.csv", "run/eval.json", "a.wav", "m.csv"):
+        (tmp_path / name).write_text("mine\n")
+    paths |= {"a": tmp_path / "a.wav", "m": tmp_path / "m.csv"}
+    code, _, err = run_cli([part.format(**paths) for part in command], capsys)
+    run = Path(written.format(**paths).split(" ")[1]).parent
+    assert (code, err) == (2, f"lstmkit: error: {written.format(**paths)} is a file of the lstmkit run in {run}: "
+                              "writing it would replace that; choose another file\n")
+    earlier = tmp_path / "run" / "eval.json"
+    _, _, err = run_cli(["speech", "eval", str(paths["run"]), str(paths["m"]), "--json", str(earlier)], capsys)
+    assert "is a file of" not in err  # refused further on, for the checkpoint this test fakes
+    assert all((tmp_path / name).read_text() == "mine\n" for name in ("run/curves.png", "other/metrics.csv"))
 
 
 def test_the_backtest_of_a_fit_folder_named_model_is_its_own(tmp_path, capsys):

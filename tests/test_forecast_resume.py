@@ -5,12 +5,13 @@ networks that had finished, and refuses other data."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
 import pytest
 
-from helpers import Killed
+from helpers import Killed, another_run_could_claim
 from lstmkit.forecast import Forecaster
 from lstmkit.pipelines.forecast_report import backtest_then_refit, run_backtest
 from lstmkit.training import loop
@@ -170,3 +171,22 @@ def test_a_backtest_killed_before_its_first_checkpoint_starts_again_and_an_older
     assert not record.exists()
     resumed = run_backtest(Forecaster("t", "y", **options), path, 12, tmp_path / "run", resume=True)
     assert resumed.backtest.scores.equals(result.backtest.scores)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="folders are locked where the system has flock")
+def test_a_fit_holds_its_folder_from_its_checks_to_its_model(tmp_path, monkeypatch):
+    """Each network's run held its own folder only: a second `forecast fit --resume` into the
+    folder got in while the first scored its baselines or refitted, and both wrote results.json,
+    backtest.csv and model/ there."""
+    data, out, seen = panel_table(tmp_path), tmp_path / "fit", []
+    fit = Forecaster.fit
+
+    def watched_fit(forecaster, table):
+        seen.append(another_run_could_claim(out))
+        return fit(forecaster, table)
+
+    monkeypatch.setattr(Forecaster, "fit", watched_fit)
+    backtest_then_refit(Forecaster("t", "y", **{**PANEL, "normalisation": "standard", "epochs": 1}), data, out)
+    assert seen == [False]  # at the refit, after the backtest
+    assert another_run_could_claim(out)
+

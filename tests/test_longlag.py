@@ -699,10 +699,16 @@ def test_a_task_run_replacing_an_earlier_one_removes_lstmkits_probes_of_its_mode
     figure = Figure()
     figure.subplots().plot([3, 1])
     figure.savefig(tmp_path / "gates_mine.png")
+    # the README's probe of a run, in a folder of its own inside the run's (left behind before)
+    probes.probe_gradients(tmp_path / "probe", source=tmp_path)
+    (tmp_path / "notes").mkdir()
+    figure.savefig(tmp_path / "notes" / "gates_mine.png")
     assert {"gradient_norms.csv", "gradient_norms.png", "gates_lstm.png"} <= set(os.listdir(tmp_path))
+    assert {"gradient_norms.csv", "gradient_norms.png"} == set(os.listdir(tmp_path / "probe"))
     run_task(AddingTask(T=5), ["nfg"], QUICK_PROBE, tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["curves.csv", "gates_mine.png", "learning_curves.png", "models",
+    assert sorted(os.listdir(tmp_path)) == ["curves.csv", "gates_mine.png", "learning_curves.png", "models", "notes",
                                             "results.json"]
+    assert os.listdir(tmp_path / "notes") == ["gates_mine.png"]
     fresh = tmp_path / "probed"  # no earlier run there: the probes' figures, of models trained in memory, stay
     probes.probe_gates(fresh, task=AddingTask(T=5), cell="gru", config=QUICK_PROBE)
     run_task(AddingTask(T=5), ["lstm"], QUICK_PROBE, fresh)

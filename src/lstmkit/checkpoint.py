@@ -278,6 +278,27 @@ def run_folder(directory: str | Path) -> Path:
     return directory.parent if checkpoint else directory
 
 
+# The files a run writes beside its checkpoints (its results, metrics, curves and figures, a
+# forecast's backtest and held-out rows): another command's output refused there.
+RUN_RECORDS = frozenset({"results.json", "metrics.csv", "curves.csv", "curves.png", "learning_curves.png",
+                         "backtest.csv", "backtest.png", "holdout.json", "gradient_norms.csv", "gradient_norms.png"})
+
+
+def run_holding(path: Path) -> Path | None:
+    """The folder of the run or checkpoint whose file `path` is, if it is one: a file of a
+    checkpoint (beside its config.json and weights), or one of RUN_RECORDS beside a run's
+    checkpoints (last/, best/, model/ or a task run's models/). None for every other path,
+    such as an earlier evaluation's output put in a run's folder, which a command may replace."""
+    folder = path.parent
+    if not path.is_file():
+        return None
+    if (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file():
+        return folder
+    holds_run = (any((existing(folder / name) / CONFIG_FILE).is_file() for name in (*RUN_CHECKPOINTS, "last"))
+                 or (folder / "models").is_dir())
+    return folder if path.name in RUN_RECORDS and holds_run else None
+
+
 def read_config(directory: Path) -> dict:
     """The JSON object in a checkpoint folder's config.json."""
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE

@@ -324,8 +324,12 @@ def check_output_file(path: str | Path, option: str, suffixes: tuple[str, ...] =
 
 def check_not_read(outputs: dict[str, str | Path | None], inputs: dict[str, str | Path | None]) -> None:
     """Refuse, before any work, an output file (by its option, `--out`) that is one of the
-    command's inputs (by what it is, "the reference file"), or another output: writing it would
-    replace what the command read, or what it wrote first. None: not given."""
+    command's inputs (by what it is, "the reference file"), another output, or a file of any
+    lstmkit run (`run_holding`: another run's metrics.csv, a learning-curve figure): writing it
+    would replace what the command read, what it wrote first, or a run's record. None: not
+    given."""
+    from lstmkit.checkpoint import run_holding  # checkpoint.py reads and writes through this module
+
     given = [(option, Path(path)) for option, path in outputs.items() if path is not None]
     for index, (option, path) in enumerate(given):
         others = {**{what: read for what, read in inputs.items() if read is not None},
@@ -333,6 +337,10 @@ def check_not_read(outputs: dict[str, str | Path | None], inputs: dict[str, str 
         for what, other in others.items():
             if same_file(path, Path(other)):
                 raise ValueError(f"{option} {path} is {what}: writing it would replace that; choose another file")
+        run = run_holding(path)
+        if run is not None:
+            raise ValueError(f"{option} {path} is a file of the lstmkit run in {run}: writing it would replace that; "
+                             "choose another file")
 
 
 def same_file(path: Path, other: Path) -> bool:

@@ -59,6 +59,7 @@ def train_command(arguments: argparse.Namespace) -> None:
 def transcribe_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.speech import load_speech_model
 
+    check_not_read({"--show": arguments.show}, {})
     recognizer = load_speech_model(arguments.directory, arguments.device)
     if arguments.show and len(arguments.files) != 1:
         raise ValueError(f"--show draws one file; got {len(arguments.files)}")

@@ -53,6 +53,7 @@ def translate_run_command(arguments: argparse.Namespace) -> None:
     from lstmkit.text.parallel import text_lines
 
     settings = decoding(arguments)
+    check_not_read({"--show-attention": arguments.show_attention}, {})
     if arguments.sentence is not None and arguments.show_attention is None:
         raise ValueError("--sentence chooses the sentence whose attention --show-attention draws; give --show-attention")
     translator = load_translator(arguments.directory, arguments.device)

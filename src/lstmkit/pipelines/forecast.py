@@ -47,8 +47,8 @@ from lstmkit.checkpoint import (
     load_model_checkpoint,
     save_checkpoint,
 )
-from lstmkit.files import (atomic_path, check_output_file, fingerprint, folders_to_make, remove_empty_folders,
-                           write_json)
+from lstmkit.files import (atomic_path, check_not_read, check_output_file, fingerprint, folders_to_make,
+                           remove_empty_folders, write_json)
 from lstmkit.models.forecaster import (
     ForecastEnsemble,
     ForecastNetwork,
@@ -751,6 +751,7 @@ def predict_to_csv(directory: str | Path, data, out: str | Path | None = None, d
     `out` if given; returns the table."""
     if out is not None:
         check_output_file(out, "out", (".csv",))
+        check_not_read({"out": out}, {})
     table = load_forecaster(directory, device).predict(data, horizon)
     if out is not None:
         with atomic_path(out) as temporary:

@@ -16,7 +16,7 @@ with extra_imports("forecast", __name__):
     import pandas as pd
 
     from lstmkit import plots
-from lstmkit.files import atomic_path, check_nothing_overwritten, write_json
+from lstmkit.files import atomic_path, check_nothing_overwritten, claimed_folder, write_json
 from lstmkit.pipelines.forecast import HOLDOUT_FILE, Backtest, Forecaster, config_dict, encoder_lookback
 from lstmkit.pipelines.forecast_global import M4_METRICS, PanelBacktest
 from lstmkit.series import METRICS, Panel, SeriesFrame
@@ -272,19 +272,20 @@ def run_backtest(forecaster: Forecaster, data, holdout: int | None = None, out: 
     """`lstmkit forecast backtest`: backtest `forecaster` on `data`, and write results.json,
     backtest.csv and backtest.png to `out` (if given; rank 0 alone under torchrun), with each
     network's training run in out/training (`resume`: continue those found there)."""
-    if out is not None:  # on a copy: the caller's forecaster keeps fitting in memory
-        forecaster = copy.copy(forecaster)
-        forecaster.run_folder = training_folder(Path(out), resume)
-        if not resume:  # without runs in training/ (refused above with them), these files are someone else's
-            check_nothing_overwritten(Path(out), ("results.json", "backtest.csv", "backtest.png"),
-                                      "no fit or backtest (no training/ folder)")
-    elif resume:
-        raise ValueError("resume needs the folder of the run to continue (--out)")
-    frame = forecaster.read(data)
-    result = forecaster.backtest(frame, holdout)
-    if out is not None and Processes.from_environment().main:
-        (write_panel_backtest if isinstance(result, PanelBacktest) else write_backtest)(result, frame, out)
-    return Fitted(result, frame)
+    with claimed_folder(None if out is None or not Processes.from_environment().main else Path(out)):
+        if out is not None:  # on a copy: the caller's forecaster keeps fitting in memory
+            forecaster = copy.copy(forecaster)
+            forecaster.run_folder = training_folder(Path(out), resume)
+            if not resume:  # without runs in training/ (refused above with them), these files are someone else's
+                check_nothing_overwritten(Path(out), ("results.json", "backtest.csv", "backtest.png"),
+                                          "no fit or backtest (no training/ folder)")
+        elif resume:
+            raise ValueError("resume needs the folder of the run to continue (--out)")
+        frame = forecaster.read(data)
+        result = forecaster.backtest(frame, holdout)
+        if out is not None and Processes.from_environment().main:
+            (write_panel_backtest if isinstance(result, PanelBacktest) else write_backtest)(result, frame, out)
+        return Fitted(result, frame)
 
 
 def write_panel_backtest(result: PanelBacktest, panel: Panel, out: str | Path) -> None:
@@ -327,29 +328,30 @@ def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: 
     table keeps the backtest's choice, made on validation windows before the held-out rows).
     Every network's training run is checkpointed in out/training/{backtest,refit}; `resume`
     continues an interrupted fit from them, keeping the networks that had finished."""
-    out = Path(out)
-    if (out / "model").exists():
-        raise ValueError(f"{out} already holds a fitted forecaster (model/, from the training runs in training/); "
-                         f"choose another --out, or remove {out} to fit again")  # model/ alone: --resume refits it
-    fitted = run_backtest(forecaster, data, holdout, out, resume)
-    settings = {field.name: getattr(forecaster.config, field.name) for field in fields(forecaster.config)}
-    if forecaster.config.id is None:
-        settings |= {"steps": None, "epochs": fitted.backtest.model.best_epoch, "time_budget": None,
-                     "early_stopping": False, "base": fitted.backtest.model.base}
-    # A long table refits as it was fitted: early stopping and the choice of forecast need
-    # each series' validation window.
-    final = Forecaster(**settings)
-    final.run_folder = out / "training" / "refit"
-    final.fit(fitted.frame)
-    if forecaster.config.id is None:
-        layout = fitted.backtest.model.layout
-        final.layout = replace(final.layout, chosen=layout.chosen, validation=layout.validation,
-                               interval_scale=layout.interval_scale)
-    if Processes.from_environment().main:
-        final.save(out / "model")
-        if forecaster.config.id is not None:  # the refit chose again: results.json names what predict uses
-            results = json.loads((out / "results.json").read_text())
-            write_json(out / "results.json", {**results, "backtest_chose": results["predict_uses"],
-                                              "predict_uses": final.layout.chosen})
-    fitted.final = final
-    return fitted
+    with claimed_folder(Path(out) if Processes.from_environment().main else None):  # the whole fit, not each run
+        out = Path(out)
+        if (out / "model").exists():
+            raise ValueError(f"{out} already holds a fitted forecaster (model/, from the training runs in training/); "
+                             f"choose another --out, or remove {out} to fit again")  # model/ alone: --resume refits it
+        fitted = run_backtest(forecaster, data, holdout, out, resume)
+        settings = {field.name: getattr(forecaster.config, field.name) for field in fields(forecaster.config)}
+        if forecaster.config.id is None:
+            settings |= {"steps": None, "epochs": fitted.backtest.model.best_epoch, "time_budget": None,
+                         "early_stopping": False, "base": fitted.backtest.model.base}
+        # A long table refits as it was fitted: early stopping and the choice of forecast need
+        # each series' validation window.
+        final = Forecaster(**settings)
+        final.run_folder = out / "training" / "refit"
+        final.fit(fitted.frame)
+        if forecaster.config.id is None:
+            layout = fitted.backtest.model.layout
+            final.layout = replace(final.layout, chosen=layout.chosen, validation=layout.validation,
+                                   interval_scale=layout.interval_scale)
+        if Processes.from_environment().main:
+            final.save(out / "model")
+            if forecaster.config.id is not None:  # the refit chose again: results.json names what predict uses
+                results = json.loads((out / "results.json").read_text())
+                write_json(out / "results.json", {**results, "backtest_chose": results["predict_uses"],
+                                                  "predict_uses": final.layout.chosen})
+        fitted.final = final
+        return fitted

@@ -280,12 +280,16 @@ def record_runs(task: Task, runs: list[CellRun], config: TaskTrainingConfig, out
 
 
 def remove_earlier_probes(out: Path) -> None:
-    """Remove the probes lstmkit wrote in `out` (`probe gradients --from`, `probe gates`, the
-    demo's gradient profiles), of the models an earlier run left there; a user's files of those
-    names stay."""
-    for path in [*(out / name for name in GRADIENT_FILES), *sorted(out.glob("gates_*.png"))]:
-        if written_by_lstmkit(path, GRADIENT_COLUMNS):
-            path.unlink()
+    """Remove the probes lstmkit wrote in `out` and in its folders one level down (`probe
+    gradients --from RUN --out RUN/probe`, as the README does; `probe gates`, the demo's
+    gradient profiles), of the models an earlier run left there; a user's files of those names
+    stay, and a folder the removal leaves empty goes too."""
+    for folder in [out, *(entry for entry in existing_entries(out) if entry.is_dir() and entry.name != "models")]:
+        for path in [*(folder / name for name in GRADIENT_FILES), *sorted(folder.glob("gates_*.png"))]:
+            if written_by_lstmkit(path, GRADIENT_COLUMNS):
+                path.unlink()
+        if folder != out and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def existing_entries(folder: Path) -> list[Path]:
