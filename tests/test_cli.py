@@ -602,9 +602,10 @@ def test_an_output_file_that_is_a_file_of_any_run_is_refused(command, written, t
     replaced."""
     paths = {"run": tmp_path / "run", "other": tmp_path / "other",
              "network": tmp_path / "run" / "training" / "backtest" / "seasonal"}
-    for folder in ("run/model", "other/best", "run/training/backtest/seasonal/last"):
+    for folder, kind in (("run/model", "forecaster"), ("other/best", "speech_model"),
+                         ("run/training/backtest/seasonal/last", "forecast-training")):
         (tmp_path / folder).mkdir(parents=True)
-        (tmp_path / folder / "config.json").write_text("{}")
+        (tmp_path / folder / "config.json").write_text(json.dumps({"kind": kind}))
     (tmp_path / "other" / "best" / "model.safetensors").write_text("weights")
     for name in ("run/curves.png", "other/curves.png", "other/metrics.csv", "other/best/notes.csv",
                  "run/training/backtest/seasonal/metrics.csv", "run/eval.json", "a.wav", "m.csv"):
@@ -618,6 +619,21 @@ def test_an_output_file_that_is_a_file_of_any_run_is_refused(command, written, t
     _, _, err = run_cli(["speech", "eval", str(paths["run"]), str(paths["m"]), "--json", str(earlier)], capsys)
     assert "is a file of" not in err  # refused further on, for the checkpoint this test fakes
     assert all((tmp_path / name).read_text() == "mine\n" for name in ("run/curves.png", "other/metrics.csv"))
+
+
+def test_an_output_file_beside_folders_that_hold_no_lstmkit_run_is_written(tmp_path, capsys):
+    """A project folder with an empty models/, or a Hugging Face model/ (a config.json and
+    weights of its own), holds no lstmkit run: its results.json is the user's, to replace."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
+    (tmp_path / "model" / "model.safetensors").write_text("weights")
+    for name in ("results.json", "model/notes.csv", "m.csv"):
+        (tmp_path / name).write_text("mine\n")
+    for output in ("results.json", "model/notes.csv"):
+        _, _, err = run_cli(["speech", "eval", str(tmp_path / "none"), str(tmp_path / "m.csv"), "--json",
+                             str(tmp_path / output)], capsys)
+        assert "is a file of" not in err and "none does not exist" in err
 
 
 def test_the_backtest_of_a_fit_folder_named_model_is_its_own(tmp_path, capsys):

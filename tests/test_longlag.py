@@ -703,12 +703,16 @@ def test_a_task_run_replacing_an_earlier_one_removes_lstmkits_probes_of_its_mode
     probes.probe_gradients(tmp_path / "probe", source=tmp_path)
     (tmp_path / "notes").mkdir()
     figure.savefig(tmp_path / "notes" / "gates_mine.png")
+    (tmp_path / "empty").mkdir()  # a user's empty folder: not one the removal empties
+    run_task(AddingTask(T=5), ["gru"], QUICK_PROBE, tmp_path / "nested")  # a run of its own, and its probe
+    probes.probe_gates(tmp_path / "nested", task=AddingTask(T=5), cell="lstm", config=QUICK_PROBE)
     assert {"gradient_norms.csv", "gradient_norms.png", "gates_lstm.png"} <= set(os.listdir(tmp_path))
     assert {"gradient_norms.csv", "gradient_norms.png"} == set(os.listdir(tmp_path / "probe"))
     run_task(AddingTask(T=5), ["nfg"], QUICK_PROBE, tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["curves.csv", "gates_mine.png", "learning_curves.png", "models", "notes",
-                                            "results.json"]
+    assert sorted(os.listdir(tmp_path)) == ["curves.csv", "empty", "gates_mine.png", "learning_curves.png", "models",
+                                            "nested", "notes", "results.json"]
     assert os.listdir(tmp_path / "notes") == ["gates_mine.png"]
+    assert "gates_lstm.png" in os.listdir(tmp_path / "nested")
     fresh = tmp_path / "probed"  # no earlier run there: the probes' figures, of models trained in memory, stay
     probes.probe_gates(fresh, task=AddingTask(T=5), cell="gru", config=QUICK_PROBE)
     run_task(AddingTask(T=5), ["lstm"], QUICK_PROBE, fresh)
@@ -852,3 +856,6 @@ def test_a_task_run_keeps_the_callers_random_state(tmp_path):
     options = TaskTrainingConfig(hidden_size=8, steps=2, time_budget=None, test_size=8, eval_every=2)
     assert_keeps_random_state(lambda: run_task(AddingTask(T=5), ["lstm"], options, tmp_path))
     assert_keeps_random_state(lambda: train_cell(AddingTask(T=5), "gru", options))
+    from lstmkit.pipelines import demo
+
+    assert_keeps_random_state(lambda: demo.run_demo(tmp_path / "demo", demo.DemoConfig(T=5, steps=2, hidden_size=6)))

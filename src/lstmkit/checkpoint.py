@@ -285,18 +285,26 @@ RUN_RECORDS = frozenset({"results.json", "metrics.csv", "curves.csv", "curves.pn
 
 
 def run_holding(path: Path) -> Path | None:
-    """The folder of the run or checkpoint whose file `path` is, if it is one: a file of a
-    checkpoint (beside its config.json and weights), or one of RUN_RECORDS beside a run's
-    checkpoints (last/, best/, model/ or a task run's models/). None for every other path,
-    such as an earlier evaluation's output put in a run's folder, which a command may replace."""
+    """The folder of the run or checkpoint whose file `path` is, if it is one: a file of an
+    lstmkit checkpoint, or one of RUN_RECORDS beside a run's checkpoints (last/, best/, model/,
+    or a task run's models/CELL). None for every other path, such as an earlier evaluation's
+    output put in a run's folder, which a command may replace, or a file beside another
+    library's checkpoint (a Hugging Face model/ holds a config.json and weights too)."""
     folder = path.parent
     if not path.is_file():
         return None
-    if (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file():
+    if lstmkit_checkpoint(folder):
         return folder
-    holds_run = (any((existing(folder / name) / CONFIG_FILE).is_file() for name in (*RUN_CHECKPOINTS, "last"))
-                 or (folder / "models").is_dir())
+    models = folder / "models"
+    holds_run = (any(lstmkit_checkpoint(existing(folder / name)) for name in (*RUN_CHECKPOINTS, "last"))
+                 or models.is_dir() and any(lstmkit_checkpoint(entry) for entry in models.iterdir()))
     return folder if path.name in RUN_RECORDS and holds_run else None
+
+
+def lstmkit_checkpoint(folder: Path) -> bool:
+    """Whether `folder` holds a checkpoint lstmkit wrote: its config names a kind, or it keeps
+    a run's training state (a Job of one's own may name no kind)."""
+    return held_kind(folder) is not None or (folder / TRAINING_FILE).is_file()
 
 
 def read_config(directory: Path) -> dict:

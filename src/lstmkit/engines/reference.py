@@ -10,6 +10,7 @@ from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
 from lstmkit.engines.base import LayerEngine, LayerNoise, LayerRun
+from lstmkit.engines.native import NativeEngine
 from lstmkit.engines.precision import Precision, autocast, cast_weights
 
 
@@ -102,8 +103,9 @@ def loop(
 
 def warn_unrolled(cell: Cell, steps: int) -> None:
     """Say that torch.jit.trace records this loop unrolled, so its trace takes `steps` steps only."""
-    native = "" if cell.name not in ("lstm", "gru", "rnn") else (
-        "; torch's own kernel (engine='native', return_gates=False) records one op that takes any length")
+    native = "" if NativeEngine().unsupported(cell, None) else (
+        "; torch's own kernel (engine='native', without return_gates=True or the regularisers it does not run) "
+        "records one op that takes any length")
     warnings.warn(f"torch.jit.trace records lstmkit's {cell.name} loop over time unrolled, for the {steps} steps of "
                   f"the example input: the trace refuses input of any other length{native}",
                   torch.jit.TracerWarning, stacklevel=2)

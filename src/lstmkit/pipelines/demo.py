@@ -23,6 +23,7 @@ from lstmkit.files import claimed_folder
 from lstmkit.pipelines.configs import DemoConfig
 from lstmkit.tasks import AddingTask, Task
 from lstmkit.training import Processes
+from lstmkit.training.random_state import keeps_random_state
 
 DEMO_CELLS = ["rnn", "gru", "lstm"]
 
@@ -37,6 +38,7 @@ class DemoRun:
     figures: list[Path]
 
 
+@keeps_random_state
 def run_demo(out: str | Path, config: DemoConfig = DemoConfig()) -> DemoRun:
     """Train, probe, write the figures to `out`."""
     out = Path(out)

@@ -283,12 +283,16 @@ def remove_earlier_probes(out: Path) -> None:
     """Remove the probes lstmkit wrote in `out` and in its folders one level down (`probe
     gradients --from RUN --out RUN/probe`, as the README does; `probe gates`, the demo's
     gradient profiles), of the models an earlier run left there; a user's files of those names
-    stay, and a folder the removal leaves empty goes too."""
-    for folder in [out, *(entry for entry in existing_entries(out) if entry.is_dir() and entry.name != "models")]:
-        for path in [*(folder / name for name in GRADIENT_FILES), *sorted(folder.glob("gates_*.png"))]:
-            if written_by_lstmkit(path, GRADIENT_COLUMNS):
-                path.unlink()
-        if folder != out and not any(folder.iterdir()):
+    stay, and a folder this removal empties goes too. A folder that holds a task run of its own
+    (whose probes are of its models), or is a link, is left alone."""
+    inner = [entry for entry in existing_entries(out)
+             if entry.is_dir() and not entry.is_symlink() and entry.name != "models" and not holds_task_run(entry)]
+    for folder in [out, *inner]:
+        probes = [path for path in [*(folder / name for name in GRADIENT_FILES), *sorted(folder.glob("gates_*.png"))]
+                  if written_by_lstmkit(path, GRADIENT_COLUMNS)]
+        for path in probes:
+            path.unlink()
+        if probes and folder != out and not any(folder.iterdir()):
             folder.rmdir()
 
 

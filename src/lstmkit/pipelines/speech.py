@@ -481,7 +481,7 @@ class SpeechRecognizer:
 
         frames, log_probs, _ = self.posteriors(path)
         transcript = self.decode(log_probs, beam, lexicon)
-        decoding = ", ".join([f"beam {beam}"] * (beam > 1) + ["lexicon"] * lexicon)
+        decoding = ", ".join(([f"beam {beam}"] if beam > 1 else []) + (["lexicon"] if lexicon else []))
         title = f"{Path(path).name}: {transcript!r}" + (f" ({decoding})" if decoding else "")
         draw_speech(image, frames, log_probs.exp(), ["_", *self.alphabet.characters], self.model.config.stack,
                     self.front_end.frame_rate, title)
