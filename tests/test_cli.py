@@ -622,9 +622,11 @@ def test_an_output_file_that_is_a_file_of_any_run_is_refused(command, written, t
 
 
 def test_an_output_file_beside_folders_that_hold_no_lstmkit_run_is_written(tmp_path, capsys):
-    """A project folder with an empty models/, or a Hugging Face model/ (a config.json and
-    weights of its own), holds no lstmkit run: its results.json is the user's, to replace."""
-    (tmp_path / "models").mkdir()
+    """A project folder with a models/ of forecasters saved on their own, or a Hugging Face
+    model/ (a config.json and weights of its own), holds no lstmkit run: its results.json is
+    the user's, to replace."""
+    (tmp_path / "models" / "co2").mkdir(parents=True)
+    (tmp_path / "models" / "co2" / "config.json").write_text(json.dumps({"kind": "forecaster"}))
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
     (tmp_path / "model" / "model.safetensors").write_text("weights")

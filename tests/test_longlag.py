@@ -688,6 +688,23 @@ def test_probe_gates_of_a_task_run_folder_names_its_models(tmp_path):
         probes.probe_gates(tmp_path / "gates", checkpoint=tmp_path)
 
 
+def test_a_folder_the_probe_removal_cannot_read_is_passed_by(tmp_path, monkeypatch):
+    """A folder of the run's this process may not enter failed the rerun after its first cell
+    trained (PermissionError), losing that cell's model."""
+    run_task(AddingTask(T=5), ["lstm"], QUICK_PROBE, tmp_path)
+    (tmp_path / "private").mkdir()
+    written = longlag.written_by_lstmkit
+
+    def unreadable(path, header=()):
+        if path.parent.name == "private":
+            raise PermissionError(13, "Permission denied", str(path))
+        return written(path, header)
+
+    monkeypatch.setattr(longlag, "written_by_lstmkit", unreadable)
+    run_task(AddingTask(T=5), ["gru"], QUICK_PROBE, tmp_path)
+    assert os.listdir(tmp_path / "models") == ["gru"] and (tmp_path / "private").is_dir()
+
+
 def test_a_task_run_replacing_an_earlier_one_removes_lstmkits_probes_of_its_models(tmp_path):
     """A task rerun into the demo's folder left the demo's gradient profiles (of T 5 rnn, gru and
     lstm models, deleted) beside its own nfg run, and a probe's gate heat maps likewise; a

@@ -141,7 +141,7 @@ def held_kind(directory: Path) -> str | None:
     one without a kind)."""
     try:
         return json.loads((directory / CONFIG_FILE).read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):  # RecursionError: a config nested too deep
         return None
 
 
@@ -281,7 +281,7 @@ def run_folder(directory: str | Path) -> Path:
 # The files a run writes beside its checkpoints (its results, metrics, curves and figures, a
 # forecast's backtest and held-out rows): another command's output refused there.
 RUN_RECORDS = frozenset({"results.json", "metrics.csv", "curves.csv", "curves.png", "learning_curves.png",
-                         "backtest.csv", "backtest.png", "holdout.json", "gradient_norms.csv", "gradient_norms.png"})
+                         "backtest.csv", "backtest.png", "gradient_norms.csv", "gradient_norms.png"})
 
 
 def run_holding(path: Path) -> Path | None:
@@ -291,14 +291,19 @@ def run_holding(path: Path) -> Path | None:
     output put in a run's folder, which a command may replace, or a file beside another
     library's checkpoint (a Hugging Face model/ holds a config.json and weights too)."""
     folder = path.parent
-    if not path.is_file():
+    try:
+        if not path.is_file():
+            return None
+        if lstmkit_checkpoint(folder):
+            return folder
+        if path.name not in RUN_RECORDS:
+            return None
+        models = folder / "models"  # a task run's cells (a forecaster saved into models/NAME is no run)
+        holds_run = (any(lstmkit_checkpoint(existing(folder / name)) for name in (*RUN_CHECKPOINTS, "last"))
+                     or models.is_dir() and any(held_kind(entry) == "sequence_model" for entry in models.iterdir()))
+    except OSError:  # a folder this process may not read holds no run it could have written
         return None
-    if lstmkit_checkpoint(folder):
-        return folder
-    models = folder / "models"
-    holds_run = (any(lstmkit_checkpoint(existing(folder / name)) for name in (*RUN_CHECKPOINTS, "last"))
-                 or models.is_dir() and any(lstmkit_checkpoint(entry) for entry in models.iterdir()))
-    return folder if path.name in RUN_RECORDS and holds_run else None
+    return folder if holds_run else None
 
 
 def lstmkit_checkpoint(folder: Path) -> bool:

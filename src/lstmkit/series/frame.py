@@ -621,8 +621,8 @@ def numeric_column(column: pd.Series, name: str, path: Path | None, target: bool
     (forecast as numbers between 0 and 1 without a word; a covariate's flag is 0 or 1)."""
     if pd.api.types.is_complex_dtype(column):
         raise ValueError(f"column {name!r} must hold real numbers, got complex ones ({column.dtype})")
-    if target and (pd.api.types.is_bool_dtype(column) or column.dtype == object and column.map(
-            lambda value: isinstance(value, bool | np.bool_)).any()):  # True/False with gaps: objects
+    if target and (pd.api.types.is_bool_dtype(column) or column.dtype == object  # True/False with gaps: objects
+                   and pd.api.types.infer_dtype(column, skipna=True) == "boolean"):
         raise ValueError(f"column {name!r} holds True/False, not numbers to forecast; to forecast it as 0 and 1, "
                          f"give it as numbers (column.astype(float))")
     numbers = pd.to_numeric(column, errors="coerce").astype(np.float64)
