@@ -11,7 +11,7 @@ SOURCES := pyproject.toml $(shell find src -name '*.py')
 
 setup: $(VENV)/.installed-dev
 
-# torch==2.13.0 first, so that the `torch>=2.1` of pyproject.toml is already satisfied and pip
+# torch==2.13.0 first, so that the `torch>=2.4` of pyproject.toml is already satisfied and pip
 # does not fetch a newer CUDA build.
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)

@@ -307,8 +307,11 @@ def test_the_report_names_the_kept_epoch_and_says_when_the_budget_cut_it():
     budget = SimpleNamespace(time_budget=60.0, epochs=None, epoch_windows=4096)
     assert [kept_epoch(epoch, budget) for epoch in (24, 24.0, 73.4219)] == [
         "24", "24", "73.42 (the last, cut short by the time budget)"]
-    assert kept_epoch(0.02, SimpleNamespace(time_budget=None, epochs=0.02)) == (
+    assert kept_epoch(0.02, SimpleNamespace(time_budget=None, epochs=0.02, steps=None)) == (
         "0.02 (the last, part of an epoch as --epochs asks)")
+    # --steps 20 printed "as --epochs asks", which was never given
+    assert kept_epoch(2.22, SimpleNamespace(time_budget=None, epochs=None, steps=20)) == (
+        "2.22 (the last, part of an epoch as --steps asks)")
     cut = SimpleNamespace(best_epoch=3.12, curve=[{"epoch": 1}, {"epoch": 2}, {"epoch": 3}, {"epoch": 3.12}],
                           config=budget)
     assert epochs_line(cut) == ("trained 3.12 epochs of up to 4096 windows, kept epoch 3.12 (the last, cut short by "

@@ -164,12 +164,13 @@ def epochs_line(forecaster: Forecaster) -> str:
 
 def kept_epoch(epoch: float, config) -> str:
     """The epoch whose network was kept; the last is a fraction where the time budget ended it,
-    or where `epochs` asked for one."""
+    or where `steps` or `epochs` asked for one."""
     if float(epoch).is_integer():
         return epoch_count(epoch)
     if config.time_budget is not None and (config.epochs is None or epoch < config.epochs):
         return f"{epoch_count(epoch)} (the last, cut short by the time budget)"
-    return f"{epoch_count(epoch)} (the last, part of an epoch as --epochs asks)"
+    asked = "--steps" if config.steps is not None else "--epochs"
+    return f"{epoch_count(epoch)} (the last, part of an epoch as {asked} asks)"
 
 
 def base_line(forecaster: Forecaster) -> str:
