@@ -593,6 +593,7 @@ def test_an_output_file_that_is_an_input_is_refused_before_it_is_read(command, w
     (["speech", "eval", "{run}", "{m}", "--out", "{other}/metrics.csv"], "--out {other}/metrics.csv"),
     (["forecast", "predict", "{run}", "{m}", "--out", "{network}/metrics.csv"], "--out {network}/metrics.csv"),
     (["forecast", "predict", "{run}", "{m}", "--out", "{other}/best/notes.csv"], "--out {other}/best/notes.csv"),
+    (["speech", "eval", "{run}", "{m}", "--json", "{task}/results.json"], "--json {task}/results.json"),
 ])
 def test_an_output_file_that_is_a_file_of_any_run_is_refused(command, written, tmp_path, capsys):
     """`translate run --show-attention RUN/curves.png` replaced the run's learning curves, and
@@ -600,14 +601,15 @@ def test_an_output_file_that_is_a_file_of_any_run_is_refused(command, written, t
     run's: a file of any run is refused, a checkpoint's files and a run's records beside its
     checkpoints. An earlier evaluation's output in a run's folder is not a record: it is
     replaced."""
-    paths = {"run": tmp_path / "run", "other": tmp_path / "other",
+    paths = {"run": tmp_path / "run", "other": tmp_path / "other", "task": tmp_path / "task",
              "network": tmp_path / "run" / "training" / "backtest" / "seasonal"}
-    for folder, kind in (("run/model", "forecaster"), ("other/best", "speech_model"),
-                         ("run/training/backtest/seasonal/last", "forecast-training")):
+    checkpoints = {"run/model": "forecaster", "other/best": "speech_model", "task/models/lstm": "sequence_model",
+                   "run/training/backtest/seasonal/last": "forecast-training"}
+    for folder, kind in checkpoints.items():
         (tmp_path / folder).mkdir(parents=True)
         (tmp_path / folder / "config.json").write_text(json.dumps({"kind": kind}))
     (tmp_path / "other" / "best" / "model.safetensors").write_text("weights")
-    for name in ("run/curves.png", "other/curves.png", "other/metrics.csv", "other/best/notes.csv",
+    for name in ("run/curves.png", "other/curves.png", "other/metrics.csv", "other/best/notes.csv", "task/results.json",
                  "run/training/backtest/seasonal/metrics.csv", "run/eval.json", "a.wav", "m.csv"):
         (tmp_path / name).write_text("mine\n")
     paths |= {"a": tmp_path / "a.wav", "m": tmp_path / "m.csv"}
@@ -627,6 +629,7 @@ def test_an_output_file_beside_folders_that_hold_no_lstmkit_run_is_written(tmp_p
     the user's, to replace."""
     (tmp_path / "models" / "co2").mkdir(parents=True)
     (tmp_path / "models" / "co2" / "config.json").write_text(json.dumps({"kind": "forecaster"}))
+    (tmp_path / "models" / "empty").mkdir()
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
     (tmp_path / "model" / "model.safetensors").write_text("weights")

@@ -8,6 +8,7 @@ import math
 import os
 import dataclasses
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -689,20 +690,30 @@ def test_probe_gates_of_a_task_run_folder_names_its_models(tmp_path):
 
 
 def test_a_folder_the_probe_removal_cannot_read_is_passed_by(tmp_path, monkeypatch):
-    """A folder of the run's this process may not enter failed the rerun after its first cell
-    trained (PermissionError), losing that cell's model."""
+    """A folder of the run's this process may not enter, or not write in, failed the rerun after
+    its first cell trained (PermissionError), losing that cell's model."""
+    from lstmkit.pipelines import probes
+
     run_task(AddingTask(T=5), ["lstm"], QUICK_PROBE, tmp_path)
     (tmp_path / "private").mkdir()
-    written = longlag.written_by_lstmkit
+    probes.probe_gradients(tmp_path / "shared", source=tmp_path)  # a probe in a folder of someone else's
+    written, unlink = longlag.written_by_lstmkit, Path.unlink
 
     def unreadable(path, header=()):
         if path.parent.name == "private":
             raise PermissionError(13, "Permission denied", str(path))
         return written(path, header)
 
+    def unwritable(path, missing_ok=False):
+        if path.parent.name == "shared":
+            raise PermissionError(13, "Permission denied", str(path))
+        unlink(path, missing_ok)
+
     monkeypatch.setattr(longlag, "written_by_lstmkit", unreadable)
+    monkeypatch.setattr(Path, "unlink", unwritable)
     run_task(AddingTask(T=5), ["gru"], QUICK_PROBE, tmp_path)
     assert os.listdir(tmp_path / "models") == ["gru"] and (tmp_path / "private").is_dir()
+    assert "gradient_norms.csv" in os.listdir(tmp_path / "shared")
 
 
 def test_a_task_run_replacing_an_earlier_one_removes_lstmkits_probes_of_its_models(tmp_path):

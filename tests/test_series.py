@@ -223,6 +223,7 @@ def test_covariates_and_several_targets():
     (weekly([True, False, True]), ["y"], "column 'y' holds True/False, not numbers to forecast; to forecast it as 0 "
      "and 1, give it as numbers (column.astype(float))"),
     (weekly([True, None, False]), ["y"], "column 'y' holds True/False, not numbers to forecast"),  # with a gap: objects
+    (weekly([1.5, True, 2.0]), ["y"], "column 'y' holds True/False, not numbers to forecast"),  # among numbers
     (weekly([1 + 1j, 2.0, 3.0]), ["y"], "column 'y' must hold real numbers, got complex ones (complex128)"),
     (pd.DataFrame({"date": ["2020-01-01", "2020-01-02", "2020-01-05", "2020-01-15"], "y": [1, 2, 3, 4]}), ["y"],
      "cannot infer a regular frequency from column 'date'"),

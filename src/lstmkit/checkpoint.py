@@ -291,25 +291,29 @@ def run_holding(path: Path) -> Path | None:
     output put in a run's folder, which a command may replace, or a file beside another
     library's checkpoint (a Hugging Face model/ holds a config.json and weights too)."""
     folder = path.parent
-    try:
-        if not path.is_file():
-            return None
-        if lstmkit_checkpoint(folder):
-            return folder
-        if path.name not in RUN_RECORDS:
-            return None
-        models = folder / "models"  # a task run's cells (a forecaster saved into models/NAME is no run)
-        holds_run = (any(lstmkit_checkpoint(existing(folder / name)) for name in (*RUN_CHECKPOINTS, "last"))
-                     or models.is_dir() and any(held_kind(entry) == "sequence_model" for entry in models.iterdir()))
-    except OSError:  # a folder this process may not read holds no run it could have written
+    if not path.is_file():
         return None
-    return folder if holds_run else None
+    if lstmkit_checkpoint(folder):
+        return folder
+    if path.name not in RUN_RECORDS:
+        return None
+    if any(lstmkit_checkpoint(existing(folder / name)) for name in (*RUN_CHECKPOINTS, "last")):
+        return folder
+    try:  # a task run's cells (a forecaster saved into models/NAME is no run)
+        cells = list((folder / "models").iterdir())
+    except OSError:  # none, or a folder this process may not read, which holds no run it wrote
+        return None
+    return folder if any(held_kind(entry) == "sequence_model" for entry in cells) else None
 
 
 def lstmkit_checkpoint(folder: Path) -> bool:
     """Whether `folder` holds a checkpoint lstmkit wrote: its config names a kind, or it keeps
-    a run's training state (a Job of one's own may name no kind)."""
-    return held_kind(folder) is not None or (folder / TRAINING_FILE).is_file()
+    a run's training state (a Job of one's own may name no kind); not one this process may
+    not read."""
+    try:
+        return held_kind(folder) is not None or (folder / TRAINING_FILE).is_file()
+    except OSError:
+        return False
 
 
 def read_config(directory: Path) -> dict:
@@ -375,6 +379,8 @@ def read_json(path: Path) -> object:
         raise CheckpointError(f"{path} is not JSON: byte {error.start} is not UTF-8") from None
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path} is not JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is not a checkpoint's config: its JSON is nested too deep to read") from None
 
 
 def load_tensors(path: Path, device: str | torch.device) -> dict[str, torch.Tensor]:

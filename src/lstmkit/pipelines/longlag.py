@@ -288,15 +288,15 @@ def remove_earlier_probes(out: Path) -> None:
     inner = [entry for entry in existing_entries(out)
              if entry.is_dir() and not entry.is_symlink() and entry.name != "models" and not holds_task_run(entry)]
     for folder in [out, *inner]:
-        try:
+        try:  # a folder this process may not read or write in is passed by: the run's own files come first
             named = [*(folder / name for name in GRADIENT_FILES), *sorted(folder.glob("gates_*.png"))]
             probes = [path for path in named if written_by_lstmkit(path, GRADIENT_COLUMNS)]
-        except OSError:  # a folder this process may not read: nothing lstmkit wrote can be told there
-            continue
-        for path in probes:
-            path.unlink()
-        if probes and folder != out and not any(folder.iterdir()):
-            folder.rmdir()
+            for path in probes:
+                path.unlink()
+            if probes and folder != out and not any(folder.iterdir()):
+                folder.rmdir()
+        except OSError:
+            pass
 
 
 def existing_entries(folder: Path) -> list[Path]:

@@ -621,8 +621,7 @@ def numeric_column(column: pd.Series, name: str, path: Path | None, target: bool
     (forecast as numbers between 0 and 1 without a word; a covariate's flag is 0 or 1)."""
     if pd.api.types.is_complex_dtype(column):
         raise ValueError(f"column {name!r} must hold real numbers, got complex ones ({column.dtype})")
-    if target and (pd.api.types.is_bool_dtype(column) or column.dtype == object  # True/False with gaps: objects
-                   and pd.api.types.infer_dtype(column, skipna=True) == "boolean"):
+    if target and (pd.api.types.is_bool_dtype(column) or column.dtype == object and holds_bools(column)):
         raise ValueError(f"column {name!r} holds True/False, not numbers to forecast; to forecast it as 0 and 1, "
                          f"give it as numbers (column.astype(float))")
     numbers = pd.to_numeric(column, errors="coerce").astype(np.float64)
@@ -632,6 +631,13 @@ def numeric_column(column: pd.Series, name: str, path: Path | None, target: bool
             raise ValueError(f"column {name!r} must hold {expected} (or empty cells for missing values); "
                              f"{row_name(label, path)} holds {plain(column[label])!r}")
     return numbers
+
+
+def holds_bools(column: pd.Series) -> bool:
+    """Whether an object column holds True or False: with gaps (pandas' inference, fast), or
+    among numbers (looked up value by value, only where the inference finds a mix)."""
+    kind = pd.api.types.infer_dtype(column, skipna=True)
+    return kind == "boolean" or kind == "mixed" and column.map(lambda value: isinstance(value, bool | np.bool_)).any()
 
 
 def fill_gaps(column: pd.Series, name: str) -> np.ndarray:
