@@ -240,8 +240,9 @@ def test_torchscript_is_refused_in_one_line():
 
 @pytest.mark.parametrize("cell, options", ALL_CELL_PARAMS)
 def test_traced_saved_and_loaded_layers_and_cell_modules_give_the_eager_numbers(cell, options, tmp_path):
-    """torch.jit.trace records every engine's call (fused and Triton as the reference math), and
-    the saved trace runs without lstmkit's Python at another batch size, as in eager mode."""
+    """torch.jit.trace records every engine's call (a plain layer's as torch's own kernel, a
+    variant's as the reference math), and the saved trace runs without lstmkit's Python at
+    another batch size, as in eager mode."""
     torch.manual_seed(0)
     layer = lstmkit.Recurrent(cell, 3, 4, num_layers=2, bidirectional=True, dtype=torch.float64, **options)
     module = lstmkit.RecurrentCell(cell, 3, 4, dtype=torch.float64, **options)
@@ -297,6 +298,10 @@ def test_a_traced_variant_refuses_another_length_and_says_so_when_traced():
     for steps in (7, 3):
         with pytest.raises(RuntimeError, match=f"Expected 5 elements in a list but found {steps}"):
             traced(torch.randn(steps, 2, 3, dtype=torch.float64))
+    with warnings.catch_warnings(record=True) as caught:  # a cell module's step has no length to fix
+        warnings.simplefilter("always")
+        torch.jit.trace(lstmkit.PeepholeLSTMCell(3, 4), (torch.randn(2, 3),))
+    assert not [warning for warning in caught if "unrolled" in str(warning.message)]
 
 
 def pruned(module: torch.nn.Module, name: str) -> None:

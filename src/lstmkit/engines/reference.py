@@ -38,8 +38,6 @@ class ReferenceEngine(LayerEngine):
         precision the products run under autocast in `precision.compute` and everything else in
         `precision.state`.
         """
-        if torch.jit.is_tracing():
-            warn_unrolled(cell, inputs.shape[0])
         weights = cast_weights(weights, precision.state, precision.state)
         with autocast(inputs.device.type, precision.compute, precision.mixed):
             run = loop(cell, weights, inputs.to(precision.state), h0.to(precision.state),
@@ -102,7 +100,8 @@ def loop(
 
 
 def warn_unrolled(cell: Cell, steps: int) -> None:
-    """Say that torch.jit.trace records this loop unrolled, so its trace takes `steps` steps only."""
+    """Say that torch.jit.trace records this loop unrolled, so its trace takes `steps` steps only
+    (a layer's call; a cell module's step has no length to fix)."""
     native = "" if NativeEngine().unsupported(cell, None) else (
         "; torch's own kernel (engine='native', without return_gates=True or the regularisers it does not run) "
         "records one op that takes any length")

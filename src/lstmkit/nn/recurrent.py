@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import PackedSequence
 from lstmkit.cells import Cell, LayerWeights, check_cell_options, make_cell
 from lstmkit.engines import CPU_FUSED_MIN_STEPS, Regularisation, Stack, check_engine, flatten_weights, select_engine
 from lstmkit.engines.precision import lstm_cell_steps
+from lstmkit.engines.reference import warn_unrolled
 from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
 from lstmkit.nn.inputs import (SequenceBatch, as_float32_under_autocast, check_input_size, checked_return_gates,
                                prepare_input, prepare_state)
@@ -336,6 +337,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                                stack.regularisation.acting(self.training),
                                cell_steps=lstm_cell_steps(packed, self.proj_size > 0, batch.data),
                                long_backward=long_backward)
+        if torch.jit.is_tracing() and engine.name == "reference":
+            warn_unrolled(self.cell, batch.data.shape[0])
         if self.training and self.weight_dropout:  # DropConnect: one mask of weight_hh per call
             stack = stack._replace(weights=[
                 weights._replace(weight_hh=F.dropout(weights.weight_hh, self.weight_dropout, training=True))
