@@ -8,8 +8,8 @@ second optionally held to the words of a lexicon.
 
 from __future__ import annotations
 
-import numbers
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 

@@ -21,10 +21,10 @@ the network over a series.
 
 from __future__ import annotations
 
-import numbers
 import contextlib
 import json
 import math
+import numbers
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path

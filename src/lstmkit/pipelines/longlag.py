@@ -8,6 +8,7 @@ task or its budget (steps or seconds) runs out. The test set has its own seed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -288,15 +289,13 @@ def remove_earlier_probes(out: Path) -> None:
     inner = [entry for entry in existing_entries(out)
              if entry.is_dir() and not entry.is_symlink() and entry.name != "models" and not holds_task_run(entry)]
     for folder in [out, *inner]:
-        try:  # a folder this process may not read or write in is passed by: the run's own files come first
+        with contextlib.suppress(OSError):  # a folder this process may not read or write in: the run's files first
             named = [*(folder / name for name in GRADIENT_FILES), *sorted(folder.glob("gates_*.png"))]
             probes = [path for path in named if written_by_lstmkit(path, GRADIENT_COLUMNS)]
             for path in probes:
                 path.unlink()
             if probes and folder != out and not any(folder.iterdir()):
                 folder.rmdir()
-        except OSError:
-            pass
 
 
 def existing_entries(folder: Path) -> list[Path]:

@@ -637,7 +637,7 @@ def holds_bools(column: pd.Series) -> bool:
     """Whether an object column holds True or False: with gaps (pandas' inference, fast), or
     among numbers (looked up value by value, only where the inference finds a mix)."""
     kind = pd.api.types.infer_dtype(column, skipna=True)
-    return kind == "boolean" or kind == "mixed" and column.map(lambda value: isinstance(value, bool | np.bool_)).any()
+    return kind == "boolean" or (kind == "mixed" and column.map(lambda value: isinstance(value, bool | np.bool_)).any())
 
 
 def fill_gaps(column: pd.Series, name: str) -> np.ndarray:
