@@ -71,6 +71,16 @@ def test_without_bias_the_biases_are_none_as_in_torch(torch_type, lstmkit_type, 
     assert list(cell.state_dict()) == list(reference.state_dict()) == ["weight_ih", "weight_hh"]
 
 
+@pytest.mark.parametrize("module, has_cell_state", [
+    (lstmkit.LSTMCell, True), (lstmkit.GRUCell, False), (lstmkit.RNNCell, False),
+    (lstmkit.LSTM, True), (lstmkit.GRU, False), (lstmkit.RNN, False),
+])
+def test_the_docstring_names_a_cell_state_only_where_there_is_one(module, has_cell_state):
+    hidden_size_line = next(line.strip() for line in module.__doc__.splitlines() if "hidden_size:" in line)
+    expected = "of the hidden state h (and of the cell state c)." if has_cell_state else "of the hidden state h."
+    assert hidden_size_line == f"hidden_size: features {expected}"
+
+
 @pytest.mark.parametrize("engine", ["auto", "fused", TRITON, "reference"])
 @pytest.mark.parametrize("torch_type, lstmkit_type, options", TORCH_CELLS)
 @pytest.mark.parametrize("bias", [True, False])

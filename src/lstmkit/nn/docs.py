@@ -14,7 +14,7 @@ TEMPLATE = """{summary}
 
 Args:
 {leading_args}    input_size: features of the input x.
-    hidden_size: features of the hidden state h (and of the cell state c).
+    hidden_size: features of the hidden state h{and_cell_state}.
     num_layers: recurrent layers stacked; layer k > 0 reads the output of layer k - 1.
         Default: 1
     bias: if False, the layer has no bias_ih and bias_hh (nor any other additive shift).
@@ -131,6 +131,7 @@ def layer_docstring(
         forget_bias=FORGET_BIAS if cell is None or cell.forget_bias_block is not None else "",
         regularisers=REGULARISERS,
         trailing_args=indent(trailing_args),
+        and_cell_state=" (and of the cell state c)" if has_cell_state else "",
         state_in="a tuple (h_0, c_0)" if has_cell_state else "a tensor h_0",
         state_out="(h_n, c_n)" if has_cell_state else "h_n",
         h_out="proj_size if > 0 else hidden_size" if projects else "hidden_size",
@@ -177,7 +178,7 @@ CELL_TEMPLATE = """{summary}
 
 Args:
 {leading_args}    input_size: features of the input x.
-    hidden_size: features of the hidden state h (and of the cell state c).
+    hidden_size: features of the hidden state h{and_cell_state}.
     bias: if False, the cell has no bias_ih and bias_hh (nor any other additive shift).
         Default: True
 {middle_args}    device, dtype: where and in which type the parameters are created. Default: torch's
@@ -242,6 +243,7 @@ def cell_docstring(
         middle_args=indent(middle_args),
         forget_bias=FORGET_BIAS if cell is None or cell.forget_bias_block is not None else "",
         trailing_args=indent(trailing_args),
+        and_cell_state=" (and of the cell state c)" if has_cell_state else "",
         state_in="a tuple (h, c)" if has_cell_state else "a tensor h",
         state_out="(h', c')" if has_cell_state else "h'",
         outputs=outputs,

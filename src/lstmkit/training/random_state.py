@@ -13,11 +13,12 @@ def keeps_random_state(function):
     `torch.random.fork_rng` does: a training call seeds them with its config's seed, so the
     caller's stream would otherwise go on from that seed (an unseeded draw after two runs begun
     under two different `torch.manual_seed`s gave the same numbers). The CPU generator always;
-    the current CUDA device's where CUDA is initialised when the call begins."""
+    every CUDA device's where CUDA is initialised when the call begins (a run on cuda:1 seeds
+    them all, whichever device is current)."""
 
     @functools.wraps(function)
     def with_random_state_kept(*arguments, **options):
-        devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
         with torch.random.fork_rng(devices=devices):
             return function(*arguments, **options)
 
