@@ -27,3 +27,17 @@ def test_readme_python_block_runs(index, tmp_path, monkeypatch):
 
 def test_readme_has_python_examples():
     assert BLOCKS
+
+
+def test_every_test_the_docs_name_exists():
+    """docs/reliability.md and the README prove their rows by naming tests (`test_cli.py::test_…`,
+    then `::test_…` for another of the same file): each must be a test of that file."""
+    tests = README.parent / "tests"
+    missing = []
+    for document in (README, *sorted((README.parent / "docs").glob("*.md"))):
+        test_file = None
+        for file_name, test_name in re.findall(r"(test_\w+\.py)?::(test_\w+)", document.read_text(encoding="utf-8")):
+            test_file = file_name or test_file
+            if test_file is None or f"def {test_name}(" not in (tests / test_file).read_text(encoding="utf-8"):
+                missing.append(f"{document.name}: {test_file}::{test_name}")
+    assert not missing
