@@ -336,6 +336,25 @@ def test_a_backtest_scores_only_the_held_out_values_the_table_gives():
     assert result.coverage == pytest.approx(inside[given].mean())
 
 
+def test_a_backtest_forecasts_from_each_origin_seeing_nothing_from_it_on():
+    """Gaps just before both origins (rows 58-59 and 68-69 of origins 60 and 70): the rows from
+    each origin on changed, every forecast from it (the network's, the baselines', the chosen
+    one and its interval) is the same, and naive repeats the last value given before it. Filled
+    over the whole table, the gaps leaned on the first values after them, seen by every method."""
+    table = sine_table(80)
+    table.loc[[58, 59, 68, 69], "signal"] = np.nan
+    changed = table.copy()
+    changed.loc[70:, "signal"] += 100.0
+    forecasts = []
+    for data in (table, changed):
+        with pytest.warns(MissingValuesWarning):
+            result = Forecaster("day", "signal", horizon=10, lookback=14, **QUICK).backtest(data, holdout=20)
+        forecasts.append(result.forecasts.drop(columns="actual"))
+    first, second = forecasts
+    pd.testing.assert_frame_equal(first, second)
+    assert first["naive"].tolist() == [table["signal"][57]] * 10 + [table["signal"][67]] * 10
+
+
 BASE_HISTORY = "which the seasonal base compares"
 
 

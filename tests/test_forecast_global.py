@@ -579,6 +579,23 @@ def test_a_long_table_backtest_scores_only_the_held_out_values_it_gives():
     assert result.scores.loc["naive", ["sMAPE", "MASE"]].tolist() == pytest.approx([expected["sMAPE"], expected["MASE"]])
 
 
+def test_a_long_table_backtest_forecasts_seeing_nothing_from_its_holdout_on():
+    """A gap just before a series' holdout (up's 35th and 36th values): with the held-out values
+    changed, every forecast is the same, and naive repeats up's 34th value, the last given."""
+    steps = np.arange(40)
+    up, down = 10 + 2.0 * steps + 5.0 * (steps % 2), 500 - 3.0 * steps + 7.0 * (steps % 3)
+    table = long_table({"up": up, "down": down}).drop(index=[34, 35])
+    changed = table.copy()
+    changed.loc[(changed["t"] > 36).to_numpy(), "y"] += 1000.0
+    forecasts = []
+    for data in (table, changed):
+        with pytest.warns(MissingValuesWarning, match="2 missing value"):
+            result = Forecaster("t", "y", horizon=4, id="id", baselines=("naive", "drift"), **QUICK).backtest(data)
+        forecasts.append(result.forecasts.drop(columns="actual"))
+    pd.testing.assert_frame_equal(*forecasts)
+    assert forecasts[0]["naive"].tolist() == [up[33]] * 4 + [down[35]] * 4
+
+
 def test_a_long_table_chooses_without_the_interpolated_values():
     """As in the backtest, a value missing from a validation window is not scored in the choice."""
     steps = np.arange(40)

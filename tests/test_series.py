@@ -12,6 +12,7 @@ import torch
 
 from lstmkit.series import (MissingValuesWarning, Scaler, Windows, baseline_forecast, calendar_features, future_times,
                             read_series, scores, season_length)
+from lstmkit.series.frame import known_before
 
 
 def weekly(values, start="2020-01-04") -> pd.DataFrame:
@@ -32,6 +33,28 @@ def test_gaps_and_missing_rows_are_interpolated_with_a_warning_that_counts_them(
     with pytest.warns(MissingValuesWarning, match=re.escape("column 'y': 2 missing value(s) filled by linear")):
         frame = read_series(table, "date", ["y"])
     assert frame.targets[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+
+
+def test_a_gap_up_to_an_origin_holds_the_value_before_it_as_that_origin_knows_it():
+    """Filled over the whole table, a gap just before a forecast origin leaned on the values
+    from the origin on (a backtest's naive forecast was the mean of the last value and the first
+    held-out one); as known at the origin it holds the last value before it, as filling the
+    rows before the origin alone gives. Gaps before an observed value are unchanged."""
+    table = weekly([1.0, None, 3.0, 4.0, None, None, 10.0, 11.0])
+    table["promotion"] = [1.0, 2.0, None, 4.0, 5.0, None, 7.0, 8.0]
+    with pytest.warns(MissingValuesWarning):
+        frame = read_series(table, "date", ["y"], ["promotion"])
+    assert frame.targets[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 11.0]
+    known = frame.known_at(6)
+    assert known.targets[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 4.0, 4.0, 10.0, 11.0]  # rows from 6 on: the future
+    assert known.covariates[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 7.0, 8.0]
+    head = frame.head(6)
+    assert head.targets[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 4.0, 4.0]
+    assert head.filled[:, 0].tolist() == [False, True, False, False, True, True]
+    assert head.covariates_filled[:, 0].tolist() == [False, False, True, False, False, True]
+    assert frame.known_at(4) is frame and frame.known_at(8) is frame  # no gap runs up to them
+    assert known_before(np.array([[1.0, 5.0], [2.0, 6.0], [9.0, 7.0]]), np.array([[0, 0], [1, 0], [1, 0]]),
+                        3).tolist() == [[1.0, 5.0], [1.0, 6.0], [1.0, 7.0]]
 
 
 def test_rows_before_the_first_target_value_are_left_out_with_a_warning_not_filled():

@@ -154,6 +154,17 @@ def test_transcripts_are_scored_by_hand_and_strings_are_refused():
         score_transcripts(["a b"], ["a", "b"])
 
 
+def test_a_stray_space_counts_against_no_score_and_a_model_writes_none():
+    """A transcript ' two' or 'one  two' scored WER 0 but CER > 0 and accuracy 0 (jiwer's WER
+    splits words, its CER and the exact match did not tidy), and a model wrote such spaces."""
+    from lstmkit.pipelines.speech import Alphabet
+
+    assert score_transcripts(["two", "one two"], [" two", "one  two "]) == {
+        "wer": 0.0, "cer": 0.0, "utterances": 2, "accuracy": 1.0}
+    alphabet = Alphabet(" enotw")  # label i + 1 is character i: 1 is the space
+    assert alphabet.decode([1, 5, 6, 4, 1, 1, 4, 3, 2, 1]) == "two one"
+
+
 def test_speed_perturbation_plays_a_file_faster_and_higher_or_slower_and_lower(tmp_path):
     # Half a second of near silence, then half a second of 1000 Hz: at speed 1.25 the file lasts
     # 0.8 s (6,400 samples: 1 + 6400 // 80 frames) and the tone is at 1250 Hz; at 0.8 it lasts

@@ -378,16 +378,26 @@ class Forecaster:
         if frame.frequency != layout.frequency:
             raise ValueError(f"the data's frequency is {frame.shown_frequency}, the forecaster was fitted on "
                              f"{frequency_name(layout.frequency, layout.time_kind)}")
-        windows = self.windows(frame, max(origins) + self.config.horizon, pad)
+        mean, scale = self.network_forecasts(frame, origins, pad)
+        for k, origin in enumerate(origins):  # a gap up to the origin, filled as that origin knows it
+            known = frame.known_at(origin)
+            if known is not frame:
+                mean[k], scale[k] = (values[0] for values in self.network_forecasts(known, [origin], pad))
+        spread = interval_half_width(self.config.distribution, scale, self.config.interval) * layout.interval_scale
+        return self.finite_forecasts(frame, origins, Forecasts(mean, mean - spread, mean + spread))
+
+    def network_forecasts(self, frame: SeriesFrame, origins: list[int], pad: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The network's mean and scale from each origin, in the targets' units: (origins,
+        horizon, targets) each."""
+        network, layout = self.fitted()
+        windows = self.windows(frame, max(len(frame), max(origins) + self.config.horizon), pad)
         network.eval()
         device = next(network.parameters()).device
         with torch.no_grad():
             batch = windows.batch(origins)
             mean, scale = network.forecast(batch.history.to(device), batch.future.to(device))
         mean = layout.target_scaler.inverse(mean.double().cpu().numpy())
-        scale = scale.double().cpu().numpy() * layout.target_scaler.std
-        spread = interval_half_width(self.config.distribution, scale, self.config.interval) * layout.interval_scale
-        return self.finite_forecasts(frame, origins, Forecasts(mean, mean - spread, mean + spread))
+        return mean, scale.double().cpu().numpy() * layout.target_scaler.std
 
     def finite_forecasts(self, frame: SeriesFrame, origins: list[int], forecasts: Forecasts) -> Forecasts:
         """`forecasts` with each origin's forecast of a target that is not finite replaced by
@@ -398,7 +408,8 @@ class Forecaster:
         for k, index in zip(*np.nonzero(~finite.all(axis=1))):
             origin = origins[k]
             baseline = layout.fallback[index] if origin >= max(2, layout.season) else "naive"
-            stand_in = baseline_forecast(baseline, frame.targets[:origin, index], horizon, layout.season)
+            stand_in = baseline_forecast(baseline, frame.known_at(origin).targets[:origin, index], horizon,
+                                         layout.season)
             forecasts.mean[k, :, index] = forecasts.lower[k, :, index] = forecasts.upper[k, :, index] = stand_in
             forecasts.fallbacks.append({"origin": origin, "target": frame.target_names[index], "baseline": baseline})
         for target, baseline in dict.fromkeys((row["target"], row["baseline"]) for row in forecasts.fallbacks):

@@ -63,9 +63,10 @@ def choose_forecast(forecaster: Forecaster, frame: SeriesFrame, validation: list
 
 def origin_baselines(forecaster: Forecaster, frame: SeriesFrame, origins: list[int], index: int,
                      names) -> dict[str, np.ndarray]:
-    """Each baseline's forecasts of target `index` from each origin: name -> (origins, horizon)."""
-    return panel_baselines([frame.targets[:origin, index] for origin in origins], forecaster.config.horizon,
-                           forecaster.layout.season, tuple(names))
+    """Each baseline's forecasts of target `index` from each origin, from the history as that
+    origin knows it: name -> (origins, horizon)."""
+    return panel_baselines([frame.known_at(origin).targets[:origin, index] for origin in origins],
+                           forecaster.config.horizon, forecaster.layout.season, tuple(names))
 
 
 def chosen_forecasts(forecaster: Forecaster, frame: SeriesFrame, origins: list[int],

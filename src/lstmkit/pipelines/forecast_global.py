@@ -167,7 +167,7 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
     forecaster.layout = PanelLayout(panel.frequency, panel.time_kind, season, lookback, "model", {})
     if validation:
         keys = [k for k, _ in validation]
-        histories = [panel.values[k][:ends[k]] for k in keys]
+        histories = [panel.history(k, ends[k]) for k in keys]
         # As in the backtest, a value that was missing, and interpolated, is neither scored nor
         # calibrated on (each series' last value is its own), nor in the histories MASE scales on.
         given = np.stack([~panel.filled[k][ends[k]:] for k in keys])  # (series, horizon)

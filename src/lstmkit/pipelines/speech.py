@@ -27,7 +27,7 @@ from torch import Tensor
 
 from lstmkit.audio.augment import Augmentation
 from lstmkit.audio.features import AudioError, FrontEnd
-from lstmkit.audio.manifest import ManifestError, Utterance, read_manifest
+from lstmkit.audio.manifest import ManifestError, Utterance, read_manifest, tidy_transcript
 from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import CheckpointError, CheckpointKind, checkpoint_folder, load_model_checkpoint
 from lstmkit.extras import extra_imports
@@ -75,7 +75,9 @@ class Alphabet:
         return [self.characters.index(character) + 1 for character in text]
 
     def decode(self, labels: Sequence[int]) -> str:
-        return "".join(self.characters[label - 1] for label in labels)
+        """The transcript of `labels`, tidied as a manifest's are (a stray space written at an
+        end, or two between words, would score WER 0 but count against CER and accuracy)."""
+        return tidy_transcript("".join(self.characters[label - 1] for label in labels))
 
     def lexicon(self, words: Sequence[str]) -> Lexicon:
         """The lexicon of `words`, a space between two words of a transcript."""
@@ -326,8 +328,10 @@ def decode(log_probs: Tensor, beam: int, lexicon: Lexicon | None = None) -> list
 
 def score_transcripts(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
     """Word and character error rates (jiwer: edit operations over reference length, every
-    utterance pooled), the number of utterances, and the fraction transcribed exactly."""
+    utterance pooled), the number of utterances, and the fraction transcribed exactly, both
+    sides' white space tidied first as a manifest's is, so that all three agree on what is exact."""
     references, hypotheses = sentence_list(references, "references"), sentence_list(hypotheses, "hypotheses")
+    references, hypotheses = ([tidy_transcript(text) for text in texts] for texts in (references, hypotheses))
     if len(references) != len(hypotheses) or not references:
         raise ValueError(f"expected one hypothesis per reference, at least one of each; got {len(references)} "
                          f"reference(s) and {len(hypotheses)} hypothesis(es)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +78,8 @@ class SeriesFrame:
     targets: (rows, targets) float64; covariates: (rows, covariates) float64, observed-past;
     future_covariates: (rows + ahead, future covariates) float64, known-future, which may run
     `ahead` rows past the last observed row. filled: (rows, targets) bool, where a target's
-    value was missing and interpolated (`fill_gaps`), which a backtest does not score.
+    value was missing and interpolated (`fill_gaps`), which a backtest does not score;
+    covariates_filled: (rows, covariates) bool, the same for the observed-past covariates.
     """
 
     time: pd.DatetimeIndex
@@ -91,6 +92,7 @@ class SeriesFrame:
     covariate_names: tuple[str, ...]
     future_names: tuple[str, ...]
     filled: np.ndarray
+    covariates_filled: np.ndarray
 
     def __len__(self) -> int:
         return len(self.time)
@@ -101,11 +103,24 @@ class SeriesFrame:
         return len(self.future_covariates) - len(self.time) if self.future_names else 0
 
     def head(self, rows: int) -> SeriesFrame:
-        """The first `rows` rows (the training part of a backtest); the known-future
-        covariates go on for as long as the whole table has them."""
-        return SeriesFrame(self.time[:rows], self.time_kind, self.frequency, self.targets[:rows],
-                           self.covariates[:rows], self.future_covariates, self.target_names, self.covariate_names,
-                           self.future_names, self.filled[:rows])
+        """The first `rows` rows (the training part of a backtest), as known before row `rows`
+        (`known_at`); the known-future covariates go on for as long as the whole table has them."""
+        known = self.known_at(rows)
+        return SeriesFrame(self.time[:rows], self.time_kind, self.frequency, known.targets[:rows],
+                           known.covariates[:rows], self.future_covariates, self.target_names, self.covariate_names,
+                           self.future_names, self.filled[:rows], self.covariates_filled[:rows])
+
+    def known_at(self, origin: int) -> SeriesFrame:
+        """The frame as a forecast from row `origin` may see it: the rows before it as filling
+        their gaps alone fills them (`known_before`), the rows from it on unchanged (they are
+        the future it forecasts; the known-future covariates are known). The frame itself where
+        no gap runs up to the origin."""
+        if not (self.filled[origin - 1:origin].any() or self.covariates_filled[origin - 1:origin].any()):
+            return self
+        targets, covariates = self.targets.copy(), self.covariates.copy()
+        targets[:origin] = known_before(self.targets, self.filled, origin)
+        covariates[:origin] = known_before(self.covariates, self.covariates_filled, origin)
+        return replace(self, targets=targets, covariates=covariates)
 
     def time_values(self, times: pd.DatetimeIndex) -> list:
         """Timestamps as the user wrote them (see `written_times`)."""
@@ -211,12 +226,13 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
         check_coverage(int(numeric[name].iloc[:observed].notna().sum()), grid[:observed], frequency,
                        f"column {name!r}", "values", time_kind)
     missing = numeric[targets].iloc[:observed].isna().to_numpy()
+    covariates_missing = numeric[covariates].iloc[:observed].isna().to_numpy()
     filled = {name: fill_gaps(column if name in known else column.iloc[:observed], name)
               for name, column in numeric.items()}
     return SeriesFrame(
         grid[:observed], time_kind, frequency, stack(filled, targets, observed), stack(filled, covariates, observed),
         stack(filled, known, len(grid) if known else observed), tuple(targets), tuple(covariates), tuple(known),
-        missing,
+        missing, covariates_missing,
     )
 
 
@@ -638,6 +654,23 @@ def holds_bools(column: pd.Series) -> bool:
     among numbers (looked up value by value, only where the inference finds a mix)."""
     kind = pd.api.types.infer_dtype(column, skipna=True)
     return kind == "boolean" or (kind == "mixed" and column.map(lambda value: isinstance(value, bool | np.bool_)).any())
+
+
+def known_before(values: np.ndarray, filled: np.ndarray, end: int) -> np.ndarray:
+    """The first `end` rows of `values` (a series, or a (rows, columns) table) as filling their
+    own gaps alone gives them: a gap that runs up to row `end` (interpolated, in the whole
+    series, towards a value at or after `end`, which a forecast from `end` may not see) holds the
+    last value before it, as `fill_gaps` fills a series' end; every other row is unchanged.
+    `filled` marks the rows that were missing, as `values` is shaped."""
+    known = np.array(values[:end], dtype=np.float64)
+    if not known.size:
+        return known
+    columns, gaps = known.reshape(end, -1), np.asarray(filled[:end], bool).reshape(end, -1)  # views of 1-D too
+    for column, gap in zip(columns.T, gaps.T):
+        given = np.flatnonzero(~gap)
+        if len(given):  # a column with no value before `end` has nothing of its own to hold
+            column[given[-1] + 1:] = column[given[-1]]
+    return known
 
 
 def fill_gaps(column: pd.Series, name: str) -> np.ndarray:

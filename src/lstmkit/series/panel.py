@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.series.frame import (STEP, MissingValuesWarning, check_coverage, infer_frequency, missing_column,
-                                  numeric_column, parse_time, plain, read_table, row_name, steps_left_empty,
-                                  two_rows_named, written_times)
+from lstmkit.series.frame import (STEP, MissingValuesWarning, check_coverage, infer_frequency, known_before,
+                                  missing_column, numeric_column, parse_time, plain, read_table, row_name,
+                                  steps_left_empty, two_rows_named, written_times)
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,17 @@ class Panel:
         return len(self.ids)
 
     def head(self, drop: int) -> Panel:
-        """Each series without its last `drop` values (a backtest's training part); a series
-        of `drop` values or fewer keeps its first one."""
+        """Each series without its last `drop` values (a backtest's training part), its gaps as
+        known before them (`history`); a series of `drop` values or fewer keeps its first one."""
         kept = [max(1, len(series) - drop) for series in self.values]
-        return replace(self, values=tuple(series[:rows] for series, rows in zip(self.values, kept)),
+        return replace(self, values=tuple(self.history(index, rows) for index, rows in enumerate(kept)),
                        filled=tuple(filled[:rows] for filled, rows in zip(self.filled, kept)))
+
+    def history(self, index: int, end: int) -> np.ndarray:
+        """The first `end` values of series `index` as a forecast from position `end` may see
+        them: a gap up to `end` holds the value before it, not one interpolated towards a later
+        value (`known_before`)."""
+        return known_before(self.values[index], self.filled[index], end)
 
     def times(self, index: int, first: int, count: int) -> list:
         """The times of positions first .. first + count - 1 of series `index`, as written."""
