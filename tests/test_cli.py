@@ -566,25 +566,33 @@ def test_a_gzip_texts_default_run_folder_is_named_without_its_suffixes():
      "--json {run}/best/config.json is the checkpoint's config.json (best/)"),
     (["translate", "eval", "{run}", "--source", "{a}", "--reference", "{b}", "--out", "{s}"],
      "--out {s} is the run's metrics"),
+    (["translate", "run", "runs/none", "{v}", "--show-attention", "{v}"],
+     "--show-attention {v} is the file to translate"),
+    (["speech", "transcribe", "runs/none", "{a}", "{v}", "--show", "{v}"], "--show {v} is file 2 to transcribe"),
+    (["speech", "eval", "runs/none", "{l}", "--json", "{w}"], "--json {w} is recording 2 of the manifest"),
 ])
 def test_an_output_file_that_is_an_input_is_refused_before_it_is_read(command, written, tmp_path, capsys):
     """`translate eval … --reference ref.en --out ref.en` replaced the references with the
-    translations, `speech eval … --out` the manifest with its transcripts, and `forecast predict
-    RUN … --out RUN/backtest.csv` the fit's backtest forecasts. A checkpoint in a run (one with
-    config.json) is taken as the run's, by its contents, whatever its name."""
+    translations, `speech eval … --out` the manifest with its transcripts (`--json` a recording
+    it lists with JSON), `translate run x.svg --show-attention x.svg` the sentences with the
+    figure, and `forecast predict RUN … --out RUN/backtest.csv` the fit's backtest forecasts. A
+    checkpoint in a run (one with config.json) is taken as the run's, by its contents, whatever
+    its name."""
     for checkpoint in ("model", "best"):
         (tmp_path / "run" / checkpoint).mkdir(parents=True)
         (tmp_path / "run" / checkpoint / "config.json").write_text("{}")
     paths = {"a": tmp_path / "a.de", "b": tmp_path / "b.en", "c": tmp_path / "c.txt", "m": tmp_path / "m.csv",
              "k": tmp_path / "run" / "backtest.csv", "r": tmp_path / "run" / "results.json",
-             "s": tmp_path / "run" / "metrics.csv"}
+             "s": tmp_path / "run" / "metrics.csv", "v": tmp_path / "v.svg", "w": tmp_path / "w.wav"}
     for path in paths.values():
         path.write_text("mine\n")
+    paths["l"] = tmp_path / "listed.csv"  # a manifest: `speech eval --json` over a recording it lists
+    paths["l"].write_text("path,text\nc.txt,one\nw.wav,two\n")
     paths["run"] = tmp_path / "run"
     code, _, err = run_cli([part.format(**paths) for part in command], capsys)
     assert code == 2
     assert err == f"lstmkit: error: {written.format(**paths)}: writing it would replace that; choose another file\n"
-    assert all(path.read_text() == "mine\n" for path in paths.values() if path.is_file())
+    assert all(path.read_text() == "mine\n" for name, path in paths.items() if path.is_file() and name != "l")
 
 
 @pytest.mark.parametrize("command, written", [
@@ -633,8 +641,9 @@ def test_an_output_file_beside_folders_that_hold_no_lstmkit_run_is_written(tmp_p
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
     (tmp_path / "model" / "model.safetensors").write_text("weights")
-    for name in ("results.json", "model/notes.csv", "m.csv"):
+    for name in ("results.json", "model/notes.csv", "a.wav"):
         (tmp_path / name).write_text("mine\n")
+    (tmp_path / "m.csv").write_text("path,text\na.wav,one\n")
     for output in ("results.json", "model/notes.csv"):
         _, _, err = run_cli(["speech", "eval", str(tmp_path / "none"), str(tmp_path / "m.csv"), "--json",
                              str(tmp_path / output)], capsys)

@@ -363,6 +363,26 @@ def test_a_file_that_cannot_be_written_is_named_as_asked_not_by_its_temporary_na
     assert [path.name for path in tmp_path.iterdir()] == ["results.json"], "no temporary file is left"
 
 
+def test_an_output_that_is_a_link_a_pipe_or_a_device_is_written_through_not_replaced(tmp_path):
+    """Run as root, `--json scores.json` (a link), `--out /dev/null` or a named pipe were renamed
+    over: the link became a file beside the one it named, /dev/null a plain file, and a pipe's
+    reader waited for ever. (/dev/null itself is not tried: a regression would replace it.)"""
+    import threading
+
+    (tmp_path / "real.json").write_text("{}")
+    (tmp_path / "scores.json").symlink_to("real.json")
+    write_json(tmp_path / "scores.json", {"a": 1})
+    assert (tmp_path / "scores.json").is_symlink() and json.loads((tmp_path / "real.json").read_text()) == {"a": 1}
+    os.mkfifo(tmp_path / "pipe")
+    read = []
+    reader = threading.Thread(target=lambda: read.append((tmp_path / "pipe").read_text()), daemon=True)
+    reader.start()
+    write_json(tmp_path / "pipe", {"b": 2})
+    reader.join(timeout=10)
+    assert json.loads(read[0]) == {"b": 2} and not (tmp_path / "pipe").is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["pipe", "real.json", "scores.json"]
+
+
 def test_json_files_are_strict_json_with_null_where_a_number_is_not_finite(tmp_path):
     """A perplexity past the float range was written as Infinity, which JavaScript's parser refuses."""
     write_json(tmp_path / "results.json", {"best_val_ppl": math.inf, "rows": [{"loss": -math.inf}, (math.nan, 2.5)],

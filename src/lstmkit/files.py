@@ -106,8 +106,17 @@ def remove_empty_folders(made: list[Path]) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path to write to; on success it replaces `path`, on failure it is removed."""
+    """A temporary path to write to; on success it replaces `path`, on failure it is removed.
+    A link is written through (the file it names is replaced, the link kept), and a device, a
+    named pipe or a path in /dev or /proc (/dev/stdout, /dev/null) straight into: replacing it
+    would put a file where the device or pipe was (or, for /dev/stdout, a file that a shell's
+    `>` had opened)."""
     path = Path(path)
+    if os.path.abspath(path).startswith(("/dev/", "/proc/")) or (path.exists() and not path.is_file()
+                                                                  and not path.is_dir()):
+        yield path
+        return
+    path = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)

@@ -59,7 +59,9 @@ def train_command(arguments: argparse.Namespace) -> None:
 def transcribe_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.speech import load_speech_model
 
-    check_not_read({"--show": arguments.show}, {})
+    check_not_read({"--show": arguments.show},
+                   {**{f"file {index} to transcribe": path for index, path in enumerate(arguments.files, 1)},
+                    **run_files(arguments.directory)})
     recognizer = load_speech_model(arguments.directory, arguments.device)
     if arguments.show and len(arguments.files) != 1:
         raise ValueError(f"--show draws one file; got {len(arguments.files)}")
@@ -77,13 +79,15 @@ def transcribe_command(arguments: argparse.Namespace) -> None:
 
 
 def eval_command(arguments: argparse.Namespace) -> None:
-    from lstmkit.audio import read_manifest
     from lstmkit.pipelines.speech import check_isolated_words, load_speech_model
 
-    check_not_read({"--json": arguments.json, "--out": arguments.out},
-                   {"the manifest": arguments.manifest, **run_files(arguments.directory)})
+    outputs = {"--json": arguments.json, "--out": arguments.out}
+    check_not_read(outputs, {"the manifest": arguments.manifest, **run_files(arguments.directory)})
+    listed = read_manifest(arguments.manifest)
+    check_not_read(outputs, {f"recording {index} of the manifest": utterance.path
+                             for index, utterance in enumerate(listed, 1)})
     if arguments.confusion:  # before the decoding, which takes a while
-        check_isolated_words([utterance.text for utterance in read_manifest(arguments.manifest)])
+        check_isolated_words([utterance.text for utterance in listed])
     recognizer = load_speech_model(arguments.directory, arguments.device)
     scores, references, transcripts = recognizer.evaluate(arguments.manifest, arguments.beam, arguments.lexicon)
     print(f"WER {scores['wer']:.2%}, CER {scores['cer']:.2%}, accuracy {scores['accuracy']:.2%} "
@@ -92,7 +96,7 @@ def eval_command(arguments: argparse.Namespace) -> None:
         from lstmkit.pipelines.speech import confusion_table
 
         print(confusion_table(references, transcripts))
-    rows = list(zip((utterance.path for utterance in read_manifest(arguments.manifest)), references, transcripts,
+    rows = list(zip((utterance.path for utterance in listed), references, transcripts,
                     strict=True))  # by file, in the manifest's order
     if arguments.errors:
         for path, reference, transcript in rows:

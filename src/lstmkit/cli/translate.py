@@ -53,7 +53,9 @@ def translate_run_command(arguments: argparse.Namespace) -> None:
     from lstmkit.text.parallel import text_lines
 
     settings = decoding(arguments)
-    check_not_read({"--show-attention": arguments.show_attention}, {})
+    check_not_read({"--show-attention": arguments.show_attention},
+                   {"the file to translate": None if arguments.file == "-" else arguments.file,
+                    **run_files(arguments.directory)})
     if arguments.sentence is not None and arguments.show_attention is None:
         raise ValueError("--sentence chooses the sentence whose attention --show-attention draws; give --show-attention")
     translator = load_translator(arguments.directory, arguments.device)
