@@ -108,6 +108,13 @@ def test_one_series_on_integer_steps_is_read_forecast_and_written_back_in_steps(
             "steps")):
         unix = read_series(pd.DataFrame({"t": 1577836800 + 3600 * np.arange(5), "y": np.arange(5.0)}), "t", ["y"])
     assert unix.shown_frequency == "3600 steps"
+    with pytest.warns(UserWarning, match=re.escape(
+            "column 't' looks like Unix time in milliseconds (1577836800000 is 2020-01-01 00:00:00); it is read as "
+            "integer steps, with no calendar and m = 1 unless a season is given: convert it to dates "
+            "(pandas.to_datetime(column, unit='ms')) for those")):
+        unix = read_series(pd.DataFrame({"t": 1577836800000 + 3600000 * np.arange(5), "y": np.arange(5.0)}), "t",
+                           ["y"])
+    assert unix.shown_frequency == "3600000 steps"  # pandas names that grid "3600us"
     result = Forecaster("t", "y", horizon=3, lookback=12, **QUICK).backtest(table, holdout=3, baselines=("naive",))
     assert result.forecasts["time"].tolist() == [58, 59, 60]
     assert backtest_report(result, read_series(table, "t", ["y"])).startswith("backtest of y (step, m=1): 57 training rows")
@@ -126,7 +133,12 @@ def test_one_series_on_integer_steps_is_read_forecast_and_written_back_in_steps(
                             "the years 1678..2261 (the dates pandas holds); a time in numbers is an integer step"),
     (["20200130", "20200131", "20200201"], "column 't' at line 2 of {path} (the header is line 1) holds 20200130, which "
                                            "is a number outside the years 1678..2261 (the dates pandas holds); the numbers "
-                                           "read as dates written yyyymmdd: write them as 2020-01-31; " + FORMS),
+                                           "read as dates written yyyymmdd or months written yyyymm: write them as "
+                                           "2020-01-31 or 2020-01; " + FORMS),
+    (["201801", "201802", "201803"], "column 't' at line 2 of {path} (the header is line 1) holds 201801, which "
+                                     "is a number outside the years 1678..2261 (the dates pandas holds); the numbers "
+                                     "read as dates written yyyymmdd or months written yyyymm: write them as "
+                                     "2020-01-31 or 2020-01; " + FORMS),
     (["2020-01-01", "", "2020-01-03"], "column 't' has a missing timestamp at line 3 of {path} (the header is line 1)"),
 ])
 def test_an_unreadable_time_column_names_its_line_and_the_forms_accepted(tmp_path, time_cells, message):

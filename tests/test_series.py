@@ -308,7 +308,9 @@ def test_a_missing_csv_and_a_non_table_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("frequency, season", [("W-SAT", 52), ("MS", 12), ("QS-OCT", 4), ("D", 7), ("h", 24),
-                                               ("2h", 12), ("YS-JAN", 1), ("5min", 12)])
+                                               ("2h", 12), ("YS-JAN", 1), ("30min", 48), ("15min", 96),
+                                               ("min", 1440), ("10s", 360), ("45min", 32), ("7min", 1),
+                                               ("2D", 1)])
 def test_season_length_of_each_frequency(frequency, season):
     assert season_length(frequency) == season
 

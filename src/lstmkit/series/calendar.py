@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 
 # Steps per season of each base frequency: a year of weeks, months or quarters; a week of days;
-# a day of hours; an hour of minutes. Yearly data has no calendar season (m = 1).
-SEASONS = {"W": 52, "D": 7, "B": 5, "h": 24, "H": 24, "min": 60, "T": 60, "s": 60, "S": 60,
+# a day of hours or minutes (48 for half-hourly data, 96 for 15-minute data: the daily cycle of
+# load, traffic and sensors, as GluonTS's get_seasonality gives it); an hour of seconds (as
+# GluonTS's too). Yearly data has no calendar season (m = 1).
+SEASONS = {"W": 52, "D": 7, "B": 5, "h": 24, "H": 24, "min": 1440, "T": 1440, "s": 3600, "S": 3600,
            "M": 12, "MS": 12, "ME": 12, "BM": 12, "BMS": 12, "BME": 12, "Q": 4, "QS": 4, "QE": 4,
            "BQ": 4, "BQS": 4, "BQE": 4, "Y": 1, "YS": 1, "YE": 1, "A": 1, "AS": 1, "BY": 1, "BYS": 1, "BYE": 1}
 

@@ -141,7 +141,7 @@ def frequency_name(frequency: str, time_kind: str) -> str:
     ("5 steps" for every fifth)."""
     if time_kind != STEP:
         return frequency
-    steps = pd.tseries.frequencies.to_offset(frequency).n
+    steps = pd.tseries.frequencies.to_offset(frequency).nanos  # a step is a nanosecond ("3600us": 3,600,000)
     return "step" if steps == 1 else f"{steps} steps"
 
 
@@ -411,11 +411,12 @@ def parse_time(column: pd.Series, name: str, path: Path | None, steps: bool = Fa
     numbers = pd.to_numeric(column, errors="coerce")
     if numbers.notna().all():
         if is_step_column(numbers, steps):
-            if not steps and unix_seconds(numbers):
-                warn_at_caller(f"column {name!r} looks like Unix time in seconds ({plain(column.iloc[0])!r} is "
-                               f"{pd.Timestamp(int(numbers.iloc[0]), unit='s')}); it is read as integer steps, with no "
-                               "calendar and m = 1 unless a season is given: convert it to dates "
-                               "(pandas.to_datetime(column, unit='s')) for those")
+            unit = None if steps else unix_time_unit(numbers)
+            if unit is not None:
+                warn_at_caller(f"column {name!r} looks like Unix time in {UNIX_UNITS[unit]} ({plain(column.iloc[0])!r} "
+                               f"is {pd.Timestamp(int(numbers.iloc[0]), unit=unit)}); it is read as integer steps, "
+                               "with no calendar and m = 1 unless a season is given: convert it to dates "
+                               f"(pandas.to_datetime(column, unit={unit!r})) for those")
             return pd.DatetimeIndex(pd.to_datetime(numbers.astype(np.int64), unit="ns")), STEP
         return years_to_stamps(numbers, column, name, path)
     text = column.astype(str).str.strip()
@@ -515,22 +516,34 @@ def empty_steps(stamps: pd.DatetimeIndex) -> float:
 def is_step_column(numbers: pd.Series, steps: bool = False) -> bool:
     """Whether numbers are integer steps: integers, within int64's nanoseconds, and (unless
     `steps` says so) at most half of them whole years pandas holds (more are years, and the
-    others mistakes, refused at their line), not all dates written yyyymmdd (refused with a hint)."""
+    others mistakes, refused at their line), not all dates written yyyymmdd or months yyyymm
+    (refused with a hint)."""
     whole = bool((numbers == np.floor(numbers)).all())
     if not whole or (not steps and (numbers.between(*YEARS).mean() > 0.5 or compact_dates(numbers))):
         return False
     return bool((numbers.abs() < 2 ** 62).all())
 
 
-def unix_seconds(numbers: pd.Series) -> bool:
-    """Whether integer steps look like Unix time in seconds: every one between 1980 and 2100,
-    a whole number of minutes apart."""
-    return bool(numbers.between(315_532_800, 4_102_444_800).all() and (numbers.diff().dropna() % 60 == 0).all())
+UNIX_UNITS = {"s": "seconds", "ms": "milliseconds"}
+
+
+def unix_time_unit(numbers: pd.Series) -> str | None:
+    """The unit ("s", "ms") in which integer steps look like Unix time: every one between 1980
+    and 2100, a whole number of minutes apart; None where they do not."""
+    for unit, per_second in (("s", 1), ("ms", 1000)):
+        if (numbers.between(315_532_800 * per_second, 4_102_444_800 * per_second).all()
+                and (numbers.diff().dropna() % (60 * per_second) == 0).all()):
+            return unit
+    return None
 
 
 def compact_dates(numbers: pd.Series) -> bool:
-    """Whether integers all read as dates written yyyymmdd (20200131)."""
-    return bool(pd.to_datetime(numbers.astype(np.int64).astype(str), format="%Y%m%d", errors="coerce").notna().all())
+    """Whether integers all read as dates written yyyymmdd (20200131) or as months written
+    yyyymm (202001)."""
+    text = numbers.astype(np.int64).astype(str)
+    return any(bool(text.str.len().eq(len(example)).all()
+                    and pd.to_datetime(text, format=form, errors="coerce").notna().all())
+               for form, example in (("%Y%m%d", "20200131"), ("%Y%m", "202001")))
 
 
 def years_to_stamps(numbers: pd.Series, column: pd.Series, name: str, path: Path | None
@@ -540,7 +553,8 @@ def years_to_stamps(numbers: pd.Series, column: pd.Series, name: str, path: Path
     outside = ~numbers.between(*YEARS)
     if outside.any():
         compact = bool((numbers == np.floor(numbers)).all()) and compact_dates(numbers)
-        hint = ("the numbers read as dates written yyyymmdd: write them as 2020-01-31" if compact else
+        hint = ("the numbers read as dates written yyyymmdd or months written yyyymm: write them as 2020-01-31 "
+                "or 2020-01" if compact else
                 "more than half of the column's numbers read as years, so all are read as years (integer steps "
                 "are a column of integers at most half of which are such years)" if (numbers == np.floor(numbers)).all()
                 else "a time in numbers is an integer step (1, 2, 3 ...), an integer year or a decimal year")
