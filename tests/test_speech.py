@@ -340,6 +340,45 @@ def test_a_split_replaces_an_earlier_splits_files_and_refuses_a_users(tmp_path):
     assert (mine / "fsdd.json").read_text() == "my notes"
 
 
+def test_a_connected_split_of_recordings_it_cannot_join_is_refused_before_an_earlier_split_is_touched(tmp_path):
+    """A stereo recording stopped `--connected` with NumPy's "all the input arrays must have same
+    number of dimensions", naming no file, after the earlier split's manifests were deleted and
+    with a partial connected/ that the rerun then refused as someone else's."""
+    recordings = fake_fsdd(tmp_path / "recordings")
+    first = fsdd_manifests(recordings, tmp_path / "out")
+    before = {path.name: path.read_bytes() for path in (tmp_path / "out").iterdir()}
+    stereo = recordings / "3_bob_6.wav"
+    samples, rate = soundfile.read(stereo)
+    soundfile.write(stereo, np.stack([samples, samples], axis=1), rate)
+    with pytest.raises(ValueError, match=re.escape(f"{stereo}: has 2 channels; expected mono audio (mix it down")):
+        fsdd_manifests(recordings, tmp_path / "out", connected=3)
+    assert {path.name: path.read_bytes() for path in (tmp_path / "out").iterdir()} == before
+    soundfile.write(stereo, samples, rate)
+    assert fsdd_manifests(recordings, tmp_path / "out", connected=3) != first
+    assert (tmp_path / "out" / "connected").is_dir()
+
+
+def test_a_split_cut_short_is_cleared_by_the_next(tmp_path, monkeypatch):
+    """A split that failed part way (a full disk) left connected/ without fsdd.json, and the
+    rerun refused the folder as holding someone else's files."""
+    from lstmkit.audio import manifest
+
+    recordings = fake_fsdd(tmp_path / "recordings")
+    writes = manifest.write_manifest
+
+    def disk_full(path, utterances):
+        if path.name == "test.csv":
+            raise OSError(28, "No space left on device")
+        writes(path, utterances)
+
+    monkeypatch.setattr(manifest, "write_manifest", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        fsdd_manifests(recordings, tmp_path / "out", connected=3)
+    monkeypatch.setattr(manifest, "write_manifest", writes)
+    assert fsdd_manifests(recordings, tmp_path / "out") == {"train.csv": 8, "test.csv": 20}
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["fsdd.json", "test.csv", "train.csv"]
+
+
 def test_the_confusion_table_counts_each_word_as_each_transcript():
     table = confusion_table(["one", "two", "one", "two", "one"], ["one", "one", "one", "tw", "one"])
     assert table.splitlines() == ["    | one two (other)",

@@ -148,12 +148,18 @@ def fsdd_manifests(recordings: str | Path, out: str | Path, holdout_speaker: str
     if connected and (isinstance(connected, bool) or not isinstance(connected, int) or connected < 2):
         raise ValueError(f"connected is the most digits joined in one utterance, at least 2, got {connected!r}")
     out = as_path(out, "the folder to write the manifests in")
-    clear_earlier_split(out)
-    out.mkdir(parents=True, exist_ok=True)
     tests = [(r.speaker == holdout_speaker) if holdout_speaker else (r.index in FSDD_TEST_INDICES) for r in found]
     splits = {"train": [r for r, test in zip(found, tests) if not test],
               "test": [r for r, test in zip(found, tests) if test]}
+    if connected:  # before an earlier split is cleared
+        for chosen in splits.values():
+            check_joinable(chosen)
+    clear_earlier_split(out)
+    out.mkdir(parents=True, exist_ok=True)
     counts = {}
+    record = {"written_by": "lstmkit speech fsdd", "recordings": str(recordings), "holdout_speaker": holdout_speaker,
+              "connected": connected, "seed": seed, "utterances": counts}
+    write_json(out / FSDD_SPLIT, record)  # first: a split cut short (a full disk) is then this command's to clear
     generator = random.Random(seed)
     for split, chosen in splits.items():
         utterances = [Utterance(r.path, DIGITS[r.digit]) for r in chosen]
@@ -165,9 +171,7 @@ def fsdd_manifests(recordings: str | Path, out: str | Path, holdout_speaker: str
                 counts["test-connected.csv"] = len(joined)
         write_manifest(out / f"{split}.csv", utterances)
         counts[f"{split}.csv"] = len(utterances)
-    write_json(out / FSDD_SPLIT, {"written_by": "lstmkit speech fsdd", "recordings": str(recordings),
-                                  "holdout_speaker": holdout_speaker, "connected": connected, "seed": seed,
-                                  "utterances": counts})
+    write_json(out / FSDD_SPLIT, record)
     return counts
 
 
@@ -191,9 +195,30 @@ def clear_earlier_split(out: Path) -> None:
             path.unlink()
 
 
+def check_joinable(recordings: list[Recording]) -> None:
+    """Refuse recordings that `join_recordings` cannot join: unreadable, not mono, or of one
+    speaker at several sample rates."""
+    import soundfile
+
+    rates: dict[str, set[int]] = {}
+    for recording in recordings:
+        try:
+            info = soundfile.info(recording.path)
+        except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
+            raise ValueError(f"{recording.path}: not a readable audio file ({error})") from None
+        if info.channels != 1:
+            raise ValueError(f"{recording.path}: has {info.channels} channels; expected mono audio (mix it down "
+                             "first, e.g. `sox IN OUT remix -`)")
+        rates.setdefault(recording.speaker, set()).add(info.samplerate)
+    for speaker, found in sorted(rates.items()):
+        if len(found) != 1:
+            raise ValueError(f"the recordings of {speaker} have several sample rates ({sorted(found)}): "
+                             "they cannot be joined")
+
+
 def join_recordings(recordings: list[Recording], folder: Path, most: int, generator: random.Random) -> list[Utterance]:
     """As many utterances as `recordings`, each 2 to `most` recordings of one speaker joined by
-    short silences, written as 16-bit WAVs in `folder`."""
+    short silences, written as 16-bit WAVs in `folder` (`check_joinable` first)."""
     import soundfile
 
     by_speaker: dict[str, list[Recording]] = {}
@@ -204,17 +229,13 @@ def join_recordings(recordings: list[Recording], folder: Path, most: int, genera
     for speaker, own in sorted(by_speaker.items()):
         for number in range(len(own)):
             parts = generator.sample(own, generator.randint(2, min(most, len(own))))
-            audio, rates = [], set()
+            audio = []
             for position, part in enumerate(parts):
                 samples, rate = soundfile.read(part.path, dtype="int16")
-                rates.add(rate)
                 if position:
                     audio.append(np.zeros(int(rate * generator.uniform(*JOIN_SILENCE)), dtype=np.int16))
                 audio.append(samples)
-            if len(rates) != 1:
-                raise ValueError(f"the recordings of {speaker} have several sample rates ({sorted(rates)}): "
-                                 "they cannot be joined")
             path = folder / f"{speaker}_{number}.wav"
-            soundfile.write(path, np.concatenate(audio), rates.pop(), subtype="PCM_16")
+            soundfile.write(path, np.concatenate(audio), rate, subtype="PCM_16")
             utterances.append(Utterance(path, " ".join(DIGITS[part.digit] for part in parts)))
     return utterances
