@@ -30,7 +30,7 @@ from lstmkit.pipelines.translate import (  # noqa: E402
 )
 from lstmkit.files import fingerprint  # noqa: E402
 from helpers import assert_keeps_random_state  # noqa: E402
-from lstmkit.text.parallel import read_lines, read_parallel  # noqa: E402
+from lstmkit.text.parallel import ParallelText, read_lines, read_parallel  # noqa: E402
 from lstmkit.text.subwords import Subwords, check_vocabulary_sizes  # noqa: E402
 from lstmkit.training import Processes, Trainer  # noqa: E402
 
@@ -281,6 +281,23 @@ def test_a_batch_larger_than_the_training_pairs_says_so(tmp_path):
                                                    "(each needs one)")):
         TranslationJob(one, pairs, vocabularies, TranslationConfig(**{**TINY, "batch_size": 2}, steps=1),
                        Processes(0, 2), torch.device("cpu"))  # the process without one failed at max() of none
+
+
+def test_validation_bleu_translates_an_empty_source_as_eval_does(tmp_path):
+    """An empty validation source was decoded during training ("a b a." against eval's ""), so
+    the logged BLEU (2.42) and `eval --beam 1` of the same checkpoint (2.41) differed."""
+    pairs = read_parallel(*copy_task(tmp_path, 20, 0))
+    valid = ParallelText(["a b", "", "c d e"], ["a b", "f g", "c d e"], {})
+    with pytest.warns(UserWarning):  # the vocabulary of 20 strings holds fewer than 300 pieces
+        vocabularies = Vocabularies(Subwords.learn(pairs.sources, 300), Subwords.learn(pairs.targets, 300))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one batch holds every pair
+        job = TranslationJob(pairs, valid, vocabularies, TranslationConfig(**TINY, steps=1), Processes(),
+                             torch.device("cpu"))
+    translator = Translator(job.model, vocabularies, {})
+    translations = translator.translate(valid.sources, beam=1)
+    assert translations[1] == "" and job.validation_translations() == translations
+    assert job.evaluate()["val_bleu"] == translator.score(valid.sources, valid.targets, beam=1).bleu
 
 
 class UntilSolved(TranslationJob):

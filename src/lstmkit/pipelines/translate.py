@@ -177,6 +177,7 @@ class TranslationJob(Job):
         mean_source = sum(length for length, _ in self.lengths) / len(self.lengths)
         self.valid_sources, self.valid_targets = vocabularies.encode(valid)
         self.valid_references = valid.targets
+        self.valid_empty = [not source.strip() for source in valid.sources]  # translated as "", as `translate` does
         self.fingerprints = {**train.fingerprints, **valid.fingerprints}
         self.epoch_batches: tuple[int, list[list[int]]] = (-1, [])
         torch.manual_seed(config.seed)
@@ -211,11 +212,16 @@ class TranslationJob(Job):
         loss = validation_loss(self.model, self.valid_sources, self.valid_targets)
         scores = {"val_loss": loss, "val_ppl": math.exp(loss) if loss <= LARGEST_EXPONENT else math.inf}
         if self.config.validation_bleu:
-            decoded = decode_ids(self.model, self.valid_sources, beam=1, max_length=DecodingConfig.max_length,
-                                 length_penalty=1.0)
-            hypotheses = self.vocabularies.target.decode(decoded)
-            scores["val_bleu"] = corpus_scores(hypotheses, self.valid_references)[1].score
+            scores["val_bleu"] = corpus_scores(self.validation_translations(), self.valid_references)[1].score
         return scores
+
+    def validation_translations(self) -> list[str]:
+        """The greedy translations of the validation sources, "" for an empty one, as
+        `Translator.translate` gives them: val_bleu is what `eval --beam 1` scores."""
+        decoded = decode_ids(self.model, self.valid_sources, beam=1, max_length=DecodingConfig.max_length,
+                             length_penalty=1.0)
+        return ["" if empty else translation
+                for empty, translation in zip(self.valid_empty, self.vocabularies.target.decode(decoded), strict=True)]
 
     def checkpoint_config(self) -> dict:
         return {"kind": TRANSLATION_MODEL.name, "model": self.model.config.to_dict()}
