@@ -171,6 +171,8 @@ def test_a_decoded_translation_is_one_line():
     c1 = [subwords.processor.piece_to_id(f"<0x{byte:02X}>") for byte in "\x85".encode()]  # NEL, in UTF-8
     # \x0f \x1b \t \x7f, then NEL
     assert subwords.decode([ids + controls + c1 + ids]) == ["Hunde" + "  \t " + " " + " Hunde"]
+    separators = [subwords.processor.piece_to_id(f"<0x{byte:02X}>") for byte in "\u2028\u2029".encode()]
+    assert subwords.decode([ids + separators + ids]) == ["Hunde" + "  " + " Hunde"]  # where splitlines breaks
 
 
 def test_bucketed_batches_cover_every_pair_once_in_batches_of_similar_length():

@@ -32,8 +32,9 @@ BYTES = 256
 # ESCAPE itself as ESCAPE twice), characters of Unicode's private use area, spelled in bytes.
 SPACE_MARK, ESCAPE, ESCAPED_MARK = "\u2581", "\ue000", "\ue001"
 ESCAPED = re.compile(f"{ESCAPE}[{ESCAPE}{ESCAPED_MARK}]")
-# The C0 and C1 control characters but tab: line breaks, and the bytes a terminal acts on.
-CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# The C0 and C1 control characters but tab (line breaks, and the bytes a terminal acts on), and
+# Unicode's line and paragraph separators, where str.splitlines and editors break a line too.
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class Subwords:
