@@ -434,6 +434,20 @@ def test_resuming_a_checkpoint_inside_a_run_points_to_the_run(tmp_path):
         Trainer(TrainingConfig(steps=4)).run(Quadratic([1.0], 0.0), tmp_path / "run" / "last", resume=True)
 
 
+def test_a_new_run_into_a_checkpoint_is_refused(text_file, tmp_path):
+    """`translate train --out runs/res/best` trained into the run's best model: it then loaded
+    only as runs/res/best/best, and the run it was in refused to resume."""
+    lm.train(text_file, tmp_path / "run", LMTrainingConfig(**{**TINY, "steps": 2}))
+    for checkpoint in ("best", "last"):
+        folder = tmp_path / "run" / checkpoint
+        before = sorted(path.name for path in folder.iterdir())
+        with pytest.raises(ValueError, match=re.escape(f"{folder} is an lstmkit checkpoint (a trained model); a run "
+                                                       "there would write its own among its files: choose another "
+                                                       "folder")):
+            lm.train(text_file, folder, LMTrainingConfig(**{**TINY, "steps": 2}))
+        assert sorted(path.name for path in folder.iterdir()) == before
+
+
 def test_a_folder_with_files_of_a_run_names_but_no_run_is_not_overwritten(tmp_path):
     (tmp_path / "metrics.csv").write_text("the user's own\n")
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds metrics.csv but no run (no last/ checkpoint); "

@@ -35,7 +35,8 @@ from torch import Tensor
 
 from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import (CONFIG_FILE, TRAINING_FILE, WEIGHTS_FILE, check_kind, check_replaceable, existing,
-                                held_kind, load_checkpoint, read_extra_tensors, run_folder, save_checkpoint)
+                                held_kind, load_checkpoint, lstmkit_checkpoint, read_extra_tensors, run_folder,
+                                save_checkpoint)
 from lstmkit.models.modes import evaluating
 from lstmkit.files import (
     check_nothing_overwritten, check_output_folder, check_own_files, claimed_folder, write_csv, write_json,
@@ -208,6 +209,9 @@ def check_run_folder(out: Path | None, resume: bool, kind: str | None = None, fi
         return
     if out is None:
         return
+    if lstmkit_checkpoint(out):  # a run's best/ (its run then refused to resume) or a saved model
+        raise ValueError(f"{out} is an lstmkit checkpoint (a trained model); a run there would write its own among "
+                         "its files: choose another folder")
     if existing(out / "last").exists():
         raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue it, or choose another "
                          "folder")
