@@ -140,6 +140,10 @@ def test_one_series_on_integer_steps_is_read_forecast_and_written_back_in_steps(
                                      "read as dates written yyyymmdd or months written yyyymm: write them as "
                                      "2020-01-31 or 2020-01; " + FORMS),
     (["2020-01-01", "", "2020-01-03"], "column 't' has a missing timestamp at line 3 of {path} (the header is line 1)"),
+    (["2021-03-28 00:00:00+01:00", "2021-03-28 01:00:00", "2021-03-28 03:00:00+02:00"],
+     "column 't' at line 3 of {path} (the header is line 1) holds '2021-03-28 01:00:00', which has no UTC offset "
+     "where other times of the column have one ('2021-03-28 00:00:00+01:00'): give every time its offset, or none; "
+     + FORMS),
 ])
 def test_an_unreadable_time_column_names_its_line_and_the_forms_accepted(tmp_path, time_cells, message):
     path = write_csv(tmp_path, "t,y\n" + "".join(f"{cell},{k}\n" for k, cell in enumerate(time_cells)))

@@ -442,7 +442,11 @@ def parse_time(column: pd.Series, name: str, path: Path | None, steps: bool = Fa
                          "spreadsheet's mmm-yy); write the year in four digits (Jan 2015) or the months as yyyy-mm "
                          "(2015-01)")
     # Offsets that change (daylight saving) leave pandas no one zone: read every time as UTC.
-    offsets = bool(text.str.fullmatch(UTC_OFFSET).any())
+    with_offset = text.str.fullmatch(UTC_OFFSET)
+    offsets = bool(with_offset.any())
+    if offsets and not with_offset.all():  # pandas would take the others as UTC, whatever zone they were in
+        unreadable(column, ~with_offset, name, path, f"has no UTC offset where other times of the column have one "
+                   f"({plain(column[with_offset].iloc[0])!r}): give every time its offset, or none")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "could not infer format": format="mixed" says so
         stamps = pd.to_datetime(text, errors="coerce", format="mixed", utc=offsets)
