@@ -259,6 +259,10 @@ def test_manifest_paths_are_relative_to_the_manifest_and_transcripts_are_tidied(
     manifest = write_manifest_text(tmp_path / "m.csv", 'path,text\naudio/a.wav," one   two "\n')
     (utterance,) = read_manifest(manifest)
     assert utterance.path == tmp_path / "audio" / "a.wav" and utterance.text == "one two"
+    write_wav(tmp_path / " lead.wav")  # a name that begins with a space: refused as "lead.wav does not exist"
+    manifest = write_manifest_text(tmp_path / "m.csv", 'path,text\n" lead.wav",one\n audio/a.wav ,two\n')
+    assert [utterance.path for utterance in read_manifest(manifest)] == [tmp_path / " lead.wav",
+                                                                         tmp_path / "audio" / "a.wav"]
 
 
 def test_a_transcript_with_characters_the_model_does_not_know_is_named(tmp_path):

@@ -81,7 +81,11 @@ def read_manifest(manifest: str | Path) -> list[Utterance]:
             raise ManifestError(f"{manifest}, line {line}: the path is empty")
         if not text:
             raise ManifestError(f"{manifest}, line {line}: the transcript of {path} is empty")
-        resolved = Path(path) if os.path.isabs(path) else manifest.parent / path
+        # Spaces around a field are the CSV's padding, unless a file's name begins or ends with them.
+        resolved, as_written = (Path(name) if os.path.isabs(name) else manifest.parent / name
+                                for name in (path, row[0]))
+        if not resolved.is_file() and as_written.is_file():
+            resolved = as_written
         if not resolved.is_file():
             problem = "is a folder; expected an audio file" if resolved.is_dir() else "does not exist"
             raise ManifestError(f"{manifest}, line {line}: {resolved} {problem}")
