@@ -8,8 +8,9 @@
     speed    for speed perturbation, the samples resampled as if played `speed` times as fast
              (above 1 shorter and higher, below 1 longer and lower; Ko et al. 2015)
     normalise each band's mean over the utterance removed (cepstral mean normalisation: the
-             channel's colouring cancels), then the utterance scaled to variance 1 (loudness
-             cancels)
+             channel's colouring and the recording's gain cancel, except where the power nears
+             the floor: a much quieter recording's silences and weak bands), then the utterance
+             scaled to variance 1
 
 A file that cannot be used (missing, unreadable, empty, stereo, shorter than one window)
 raises AudioError naming it.
