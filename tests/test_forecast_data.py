@@ -115,6 +115,9 @@ def test_one_series_on_integer_steps_is_read_forecast_and_written_back_in_steps(
         unix = read_series(pd.DataFrame({"t": 1577836800000 + 3600000 * np.arange(5), "y": np.arange(5.0)}), "t",
                            ["y"])
     assert unix.shown_frequency == "3600000 steps"  # pandas names that grid "3600us"
+    weekly = read_series(pd.DataFrame({"t": pd.date_range("2024-01-07", periods=8, freq="W").asi8,
+                                       "y": np.arange(8.0)}), "t", ["y"])  # nanoseconds a week apart: "W-SUN"
+    assert weekly.shown_frequency == "step"  # it failed: "<Week: weekday=6> is a non-fixed frequency"
     result = Forecaster("t", "y", horizon=3, lookback=12, **QUICK).backtest(table, holdout=3, baselines=("naive",))
     assert result.forecasts["time"].tolist() == [58, 59, 60]
     assert backtest_report(result, read_series(table, "t", ["y"])).startswith("backtest of y (step, m=1): 57 training rows")

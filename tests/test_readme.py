@@ -31,7 +31,8 @@ def test_readme_has_python_examples():
 
 def test_every_test_the_docs_name_exists():
     """docs/reliability.md and the README prove their rows by naming tests (`test_cli.py::test_…`,
-    then `::test_…` for another of the same file): each must be a test of that file."""
+    then `::test_…` for another of the same file, or `test_…` alone where a section says which
+    file): each must be a test of that file, or of some file."""
     tests = README.parent / "tests"
     missing = []
     for document in (README, *sorted((README.parent / "docs").glob("*.md"))):
@@ -40,4 +41,9 @@ def test_every_test_the_docs_name_exists():
             test_file = file_name or test_file
             if test_file is None or f"def {test_name}(" not in (tests / test_file).read_text(encoding="utf-8"):
                 missing.append(f"{document.name}: {test_file}::{test_name}")
+    defined = set(re.findall(r"^def (test_\w+)\(", "".join(path.read_text(encoding="utf-8")
+                                                        for path in tests.glob("test_*.py")), flags=re.MULTILINE))
+    for document in (README, *sorted((README.parent / "docs").glob("*.md"))):  # named alone: a test of some file
+        alone = re.findall(r"`(test_\w+)`", document.read_text(encoding="utf-8"))
+        missing += [f"{document.name}: {name}" for name in alone if name not in defined]
     assert not missing

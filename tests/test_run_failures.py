@@ -383,6 +383,23 @@ def test_an_output_that_is_a_link_a_pipe_or_a_device_is_written_through_not_repl
     assert sorted(path.name for path in tmp_path.iterdir()) == ["pipe", "real.json", "scores.json"]
 
 
+@pytest.mark.parametrize("mode", ["w", "a"])
+def test_an_output_to_dev_stdout_comes_after_what_was_printed_when_stdout_is_a_file(tmp_path, mode):
+    """`speech eval … --json /dev/stdout > log` truncated log and wrote from its start: the
+    lines printed before were lost, and one printed after overwrote the JSON."""
+    import subprocess
+
+    log = tmp_path / "log"
+    log.write_text("earlier\n")
+    script = ("from lstmkit.files import write_json\nprint('before')\nwrite_json('/dev/stdout', {'a': 1})\n"
+              "print('after')\n")
+    with open(log, mode) as stdout:
+        subprocess.run([sys.executable, "-c", script], stdout=stdout, check=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")})
+    kept = "earlier\n" if mode == "a" else ""
+    assert log.read_text() == kept + 'before\n{\n  "a": 1\n}\nafter\n'
+
+
 def test_json_files_are_strict_json_with_null_where_a_number_is_not_finite(tmp_path):
     """A perplexity past the float range was written as Infinity, which JavaScript's parser refuses."""
     write_json(tmp_path / "results.json", {"best_val_ppl": math.inf, "rows": [{"loss": -math.inf}, (math.nan, 2.5)],
@@ -441,11 +458,16 @@ def test_a_new_run_into_a_checkpoint_is_refused(text_file, tmp_path):
     for checkpoint in ("best", "last"):
         folder = tmp_path / "run" / checkpoint
         before = sorted(path.name for path in folder.iterdir())
-        with pytest.raises(ValueError, match=re.escape(f"{folder} is an lstmkit checkpoint (a trained model); a run "
-                                                       "there would write its own among its files: choose another "
+        with pytest.raises(ValueError, match=re.escape(f"{folder} is an lstmkit checkpoint (a trained model): a run "
+                                                       "there would put its own checkpoints inside it; choose another "
                                                        "folder")):
             lm.train(text_file, folder, LMTrainingConfig(**{**TINY, "steps": 2}))
         assert sorted(path.name for path in folder.iterdir()) == before
+    mine = tmp_path / "experiment"  # a config.json of the user's own, naming a kind, is no checkpoint
+    mine.mkdir()
+    (mine / "config.json").write_text('{"kind": "experiment"}')
+    lm.train(text_file, mine, LMTrainingConfig(**{**TINY, "steps": 2}))
+    assert (mine / "best" / "model.safetensors").is_file()
 
 
 def test_a_folder_with_files_of_a_run_names_but_no_run_is_not_overwritten(tmp_path):

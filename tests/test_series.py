@@ -341,6 +341,21 @@ def test_windows_of_a_tiny_series_by_hand():
     assert beyond.targets is None and beyond.future.tolist() == [[[105], [106]]]
 
 
+def test_a_window_as_known_at_its_origin_holds_the_value_before_a_gap_that_runs_up_to_it():
+    """Rows 3 and 4 of the target and row 4 of the covariate were missing, filled towards row 5's
+    values: taken as known at origin 5 they hold rows 2's and 3's; at origin 4 (its gap of one
+    row, 3) row 2's; the calendar is known; a training batch reads the table as filled."""
+    targets = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0], [5.0]])
+    covariates = torch.tensor([[10.0], [11.0], [12.0], [13.0], [14.0], [15.0]])
+    calendar = 100 + torch.arange(7.0).unsqueeze(1)
+    gaps = torch.tensor([[False, False], [False, False], [False, False], [True, False], [True, True], [False, False]])
+    windows = Windows(targets, covariates, calendar, lookback=3, horizon=1, gaps=gaps)
+    assert windows.batch([5, 4], as_known=True).history.tolist() == [
+        [[2, 12, 102], [2, 13, 103], [2, 13, 104]], [[1, 11, 101], [2, 12, 102], [2, 13, 103]]]
+    assert windows.batch([5]).history.tolist() == [[[2, 12, 102], [3, 13, 103], [4, 14, 104]]]
+    assert windows.batch([3], as_known=True).history.tolist() == windows.batch([3]).history.tolist()
+
+
 def test_windows_refuse_a_short_series_and_stray_origins():
     with pytest.raises(ValueError, match=re.escape("the series has 2 rows; a window needs lookback = 3")):
         Windows(torch.zeros(2, 1), torch.zeros(2, 0), torch.zeros(2, 0), 3, 2)

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
 import threading
 import zlib
@@ -107,14 +108,22 @@ def remove_empty_folders(made: list[Path]) -> None:
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path to write to; on success it replaces `path`, on failure it is removed.
-    A link is written through (the file it names is replaced, the link kept), and a device, a
-    named pipe or a path in /dev or /proc (/dev/stdout, /dev/null) straight into: replacing it
-    would put a file where the device or pipe was (or, for /dev/stdout, a file that a shell's
-    `>` had opened)."""
+    A link is written through (the file it names is replaced, the link kept). What is written
+    to this process's stdout or stderr (/dev/stdout, even where a shell's `>` made it a file),
+    a device (/dev/null) or a named pipe is written into once complete, after what was printed
+    before it: replacing it would put a file where the device or pipe was, or cut off the
+    output already printed."""
     path = Path(path)
-    if os.path.abspath(path).startswith(("/dev/", "/proc/")) or (path.exists() and not path.is_file()
-                                                                  and not path.is_dir()):
-        yield path
+    stream = standard_stream(path)
+    if stream is not None or not (path.is_file() or path.is_dir() or not path.exists()):
+        with tempfile.TemporaryDirectory() as folder:
+            temporary = Path(folder) / f"output{path.suffix}"  # the suffix names a figure's format
+            yield temporary
+            data = temporary.read_bytes()
+        try:
+            write_into(path, data, stream)
+        except OSError as error:
+            raise cannot_write(path, error) from None
         return
     path = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
@@ -133,6 +142,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def standard_stream(path: Path):
+    """sys.stdout or sys.stderr where `path` is the file, pipe or terminal it writes to, else None."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if os.path.samestat(status, os.fstat(stream.fileno())):
+                return stream
+        except (AttributeError, OSError, ValueError):  # replaced by an object without a descriptor, or closed
+            continue
+    return None
+
+
+def write_into(path: Path, data: bytes, stream) -> None:
+    """`data` written after what `stream` (stdout or stderr, when `path` is it) printed, or
+    appended to the device or pipe `path`."""
+    if stream is not None:
+        stream.flush()
+        stream.buffer.write(data)
+        stream.flush()
+        return
+    with open(path, "ab") as target:
+        target.write(data)
 
 
 def cannot_write(path: Path, error: OSError) -> OSError:

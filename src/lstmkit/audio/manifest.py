@@ -221,8 +221,9 @@ def check_joinable(recordings: list[Recording]) -> None:
 
 
 def join_recordings(recordings: list[Recording], folder: Path, most: int, generator: random.Random) -> list[Utterance]:
-    """As many utterances as `recordings`, each 2 to `most` recordings of one speaker joined by
-    short silences, written as 16-bit WAVs in `folder` (`check_joinable` first)."""
+    """As many utterances as `recordings` of speakers with two or more (one recording has none
+    to join), each 2 to `most` recordings of one speaker joined by short silences, written as
+    16-bit WAVs in `folder` (`check_joinable` first)."""
     import soundfile
 
     by_speaker: dict[str, list[Recording]] = {}
@@ -231,7 +232,7 @@ def join_recordings(recordings: list[Recording], folder: Path, most: int, genera
     folder.mkdir(parents=True, exist_ok=True)
     utterances = []
     for speaker, own in sorted(by_speaker.items()):
-        for number in range(len(own)):
+        for number in range(len(own) if len(own) > 1 else 0):
             parts = generator.sample(own, generator.randint(2, min(most, len(own))))
             audio = []
             for position, part in enumerate(parts):

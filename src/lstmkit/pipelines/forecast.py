@@ -344,7 +344,8 @@ class Forecaster:
         layout = self.layout
         return Windows(float_tensor(layout.target_scaler.transform(frame.targets)),
                        float_tensor(layout.covariate_scaler.transform(frame.covariates)),
-                       float_tensor(self.known_features(frame, rows, pad)), layout.lookback, self.config.horizon)
+                       float_tensor(self.known_features(frame, rows, pad)), layout.lookback, self.config.horizon,
+                       torch.from_numpy(np.concatenate([frame.filled, frame.covariates_filled], axis=1)))
 
     def known_features(self, frame: SeriesFrame, rows: int, pad: bool = False) -> np.ndarray:
         """Calendar features and scaled known-future covariates of the first `rows` rows. Past
@@ -378,26 +379,16 @@ class Forecaster:
         if frame.frequency != layout.frequency:
             raise ValueError(f"the data's frequency is {frame.shown_frequency}, the forecaster was fitted on "
                              f"{frequency_name(layout.frequency, layout.time_kind)}")
-        mean, scale = self.network_forecasts(frame, origins, pad)
-        for k, origin in enumerate(origins):  # a gap up to the origin, filled as that origin knows it
-            known = frame.known_at(origin)
-            if known is not frame:
-                mean[k], scale[k] = (values[0] for values in self.network_forecasts(known, [origin], pad))
-        spread = interval_half_width(self.config.distribution, scale, self.config.interval) * layout.interval_scale
-        return self.finite_forecasts(frame, origins, Forecasts(mean, mean - spread, mean + spread))
-
-    def network_forecasts(self, frame: SeriesFrame, origins: list[int], pad: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The network's mean and scale from each origin, in the targets' units: (origins,
-        horizon, targets) each."""
-        network, layout = self.fitted()
-        windows = self.windows(frame, max(len(frame), max(origins) + self.config.horizon), pad)
+        windows = self.windows(frame, max(origins) + self.config.horizon, pad)
         network.eval()
         device = next(network.parameters()).device
         with torch.no_grad():
-            batch = windows.batch(origins)
+            batch = windows.batch(origins, as_known=True)
             mean, scale = network.forecast(batch.history.to(device), batch.future.to(device))
         mean = layout.target_scaler.inverse(mean.double().cpu().numpy())
-        return mean, scale.double().cpu().numpy() * layout.target_scaler.std
+        scale = scale.double().cpu().numpy() * layout.target_scaler.std
+        spread = interval_half_width(self.config.distribution, scale, self.config.interval) * layout.interval_scale
+        return self.finite_forecasts(frame, origins, Forecasts(mean, mean - spread, mean + spread))
 
     def finite_forecasts(self, frame: SeriesFrame, origins: list[int], forecasts: Forecasts) -> Forecasts:
         """`forecasts` with each origin's forecast of a target that is not finite replaced by
@@ -628,7 +619,7 @@ class ForecastJob(Job):
         # An epoch: every training window, or a fresh random sample of epoch_windows of them.
         self.epoch_windows = len(training) if epoch_windows is None else min(epoch_windows, len(training))
         processes.check_shares(self.epoch_windows, "windows an epoch (epoch_windows, --epoch-windows)")
-        self.validation = windows.batch(validation) if validation else None
+        self.validation = windows.batch(validation, as_known=True) if validation else None
         self.validation_origins = torch.as_tensor(validation, dtype=torch.int64)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.label = f"forecast {config.cell} {config.num_layers}x{config.hidden_size}" + (

@@ -150,9 +150,12 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
                          f"values{f', and {horizon} more for validation' if config.early_stopping else ''}; "
                          f"the longest has {max(map(len, panel.values))}"
                          f"{f' once its last {held_out} are held out for the backtest (--holdout)' if held_out else ''}")
+    # Each series as its validation origin knows it: a gap up to the origin holds the value before it.
+    known = [np.concatenate([panel.history(k, end), values[end:]]) for k, (values, end) in
+             enumerate(zip(panel.values, ends))]
     trained, seconds = [], 0.0
     for index, normalisation in enumerate(config.normalisation):
-        _, windows = scaled_windows(panel.values, ends, normalisation, season, lookback, horizon)
+        _, windows = scaled_windows(known, ends, normalisation, season, lookback, horizon)
         # One target; its value and the padding mask at each history step; no known-future features.
         seconds += forecaster.train_network(
             windows, training, validation, 1, 2, 0, season, lookback, epoch_windows=config.epoch_windows,

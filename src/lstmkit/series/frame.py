@@ -141,7 +141,9 @@ def frequency_name(frequency: str, time_kind: str) -> str:
     ("5 steps" for every fifth)."""
     if time_kind != STEP:
         return frequency
-    steps = pd.tseries.frequencies.to_offset(frequency).nanos  # a step is a nanosecond ("3600us": 3,600,000)
+    offset = pd.tseries.frequencies.to_offset(frequency)
+    # a step is a nanosecond ("3600us": 3,600,000 steps); a grid pandas names by the calendar ("W-SUN") counts as is
+    steps = offset.nanos if isinstance(offset, pd.tseries.offsets.Tick) else offset.n
     return "step" if steps == 1 else f"{steps} steps"
 
 

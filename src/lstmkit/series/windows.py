@@ -3,7 +3,9 @@
 A forecast made at origin `o` sees rows `o - lookback .. o - 1` (targets, observed-past
 covariates and known-future features) and the known-future features of rows
 `o .. o + horizon - 1` (calendar features, known-future covariates), and forecasts the
-targets of those rows.
+targets of those rows. A gap in its history that runs up to `o`, interpolated in the table
+towards the values from `o` on, holds the last value before it (`known_before`) where the
+batch is taken as known at its origins: a validation window, a forecast.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from lstmkit.series.frame import known_before
 
 
 @dataclass(frozen=True)
@@ -30,10 +34,12 @@ class Windows:
 
     targets (rows, k) and covariates (rows, p) are the observed rows; known (rows + extra, f),
     the known-future features, may run past them, so that windows reaching beyond the data
-    still get their known-future features.
+    still get their known-future features. gaps (rows, k + p), bool: where a target's or
+    covariate's value was missing and filled (none where not given).
     """
 
-    def __init__(self, targets: Tensor, covariates: Tensor, known: Tensor, lookback: int, horizon: int) -> None:
+    def __init__(self, targets: Tensor, covariates: Tensor, known: Tensor, lookback: int, horizon: int,
+                 gaps: Tensor | None = None) -> None:
         if lookback < 1 or horizon < 1:
             raise ValueError(f"lookback and horizon must be at least 1, got {lookback} and {horizon}")
         if len(targets) < lookback:  # a forecast from the end; training windows need horizon rows more
@@ -41,6 +47,8 @@ class Windows:
         self.targets, self.lookback, self.horizon = targets, lookback, horizon
         self.past = torch.cat([targets, covariates, known[:len(targets)]], dim=1)
         self.known = known
+        self.gaps = torch.zeros(len(targets), targets.shape[1] + covariates.shape[1], dtype=torch.bool) \
+            if gaps is None else gaps
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -53,7 +61,10 @@ class Windows:
         """Every origin whose window lies wholly in the observed rows."""
         return range(self.lookback, len(self.targets) - self.horizon + 1)
 
-    def batch(self, origins: Sequence[int] | Tensor) -> WindowBatch:
+    def batch(self, origins: Sequence[int] | Tensor, as_known: bool = False) -> WindowBatch:
+        """The windows at `origins`; `as_known`: each history as its origin knows it (a gap up
+        to the origin holds the value before it), for validation and forecasts; training
+        windows read the table as filled."""
         origins = torch.as_tensor(origins, dtype=torch.int64)
         if len(origins) and (origins.min() < self.lookback or origins.max() > len(self.targets)):
             raise ValueError(f"origins must lie in [{self.lookback}, {len(self.targets)}] (lookback .. rows), "
@@ -64,8 +75,14 @@ class Windows:
         past_rows = origins[:, None] + torch.arange(-self.lookback, 0)
         future_rows = origins[:, None] + torch.arange(self.horizon)
         observed = len(origins) == 0 or origins.max() + self.horizon <= len(self.targets)
-        return WindowBatch(self.past[past_rows], self.known[future_rows],
-                           self.targets[future_rows] if observed else None)
+        history = self.past[past_rows]
+        if as_known:
+            columns = self.gaps.shape[1]  # the targets' and covariates' (the known-future features are known)
+            for k, origin in enumerate(origins.tolist()):
+                if self.gaps[origin - 1].any():
+                    known = known_before(self.past[:origin, :columns].numpy(), self.gaps[:origin].numpy(), origin)
+                    history[k, :, :columns] = torch.from_numpy(known[-self.lookback:]).to(history.dtype)
+        return WindowBatch(history, self.known[future_rows], self.targets[future_rows] if observed else None)
 
 
 class PanelWindows:
@@ -101,7 +118,10 @@ class PanelWindows:
         """Everything the windows are cut from."""
         return self.values, self.mask, self.lengths
 
-    def batch(self, keys: Sequence[Sequence[int]] | Tensor) -> WindowBatch:
+    def batch(self, keys: Sequence[Sequence[int]] | Tensor, as_known: bool = False) -> WindowBatch:
+        """The windows of `keys`, (series, origin) pairs. `as_known` changes nothing here: a
+        panel's series come as known at their validation origin (forecast_global.fit), and a
+        forecast's histories end where they were cut (Panel.history)."""
         keys = torch.as_tensor(keys, dtype=torch.int64).reshape(-1, 2)
         series, origins = keys[:, 0], keys[:, 1]
         if len(keys) and (origins.min() < 1 or (origins > self.lengths[series]).any()):

@@ -209,9 +209,9 @@ def check_run_folder(out: Path | None, resume: bool, kind: str | None = None, fi
         return
     if out is None:
         return
-    if lstmkit_checkpoint(out):  # a run's best/ (its run then refused to resume) or a saved model
-        raise ValueError(f"{out} is an lstmkit checkpoint (a trained model); a run there would write its own among "
-                         "its files: choose another folder")
+    if lstmkit_checkpoint(out) and (out / WEIGHTS_FILE).is_file():  # a run's best/ (the run then would not resume)
+        raise ValueError(f"{out} is an lstmkit checkpoint (a trained model): a run there would put its own "
+                         "checkpoints inside it; choose another folder")
     if existing(out / "last").exists():
         raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue it, or choose another "
                          "folder")
