@@ -8,6 +8,7 @@ import math
 import os
 import dataclasses
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -716,6 +717,15 @@ def test_a_folder_the_probe_removal_cannot_read_is_passed_by(tmp_path, monkeypat
     assert "gradient_norms.csv" in os.listdir(tmp_path / "shared")
 
 
+def test_a_rerun_removes_the_earlier_runs_models_alone(tmp_path):
+    """A model copied into models/ under a name of one's own (an lstmkit model, of another task)
+    was removed by the rerun as if the earlier run had trained it."""
+    run_task(AddingTask(T=5), ["rnn", "lstm"], QUICK_PROBE, tmp_path)
+    shutil.copytree(tmp_path / "models" / "rnn", tmp_path / "models" / "rnn_keep")
+    run_task(AddingTask(T=5), ["lstm"], QUICK_PROBE, tmp_path)
+    assert sorted(os.listdir(tmp_path / "models")) == ["lstm", "rnn_keep"]
+
+
 def test_a_task_run_replacing_an_earlier_one_removes_lstmkits_probes_of_its_models(tmp_path):
     """A task rerun into the demo's folder left the demo's gradient profiles (of T 5 rnn, gru and
     lstm models, deleted) beside its own nfg run, and a probe's gate heat maps likewise; a
@@ -734,13 +744,19 @@ def test_a_task_run_replacing_an_earlier_one_removes_lstmkits_probes_of_its_mode
     (tmp_path / "empty").mkdir()  # a user's empty folder: not one the removal empties
     run_task(AddingTask(T=5), ["gru"], QUICK_PROBE, tmp_path / "nested")  # a run of its own, and its probe
     probes.probe_gates(tmp_path / "nested", task=AddingTask(T=5), cell="lstm", config=QUICK_PROBE)
+    # probes of other models kept in the run's folder: trained by the probe, and of another run's model
+    probes.probe_gradients(tmp_path / "trained", task=AddingTask(T=5), cells=["gru"], config=QUICK_PROBE)
+    probes.probe_gates(tmp_path / "other", tmp_path / "nested" / "models" / "gru")
+    probes.probe_gates(tmp_path / "other", tmp_path / "models" / "lstm")  # beside it, one of this run's
     assert {"gradient_norms.csv", "gradient_norms.png", "gates_lstm.png"} <= set(os.listdir(tmp_path))
-    assert {"gradient_norms.csv", "gradient_norms.png"} == set(os.listdir(tmp_path / "probe"))
+    assert {"gradient_norms.csv", "gradient_norms.png"} <= set(os.listdir(tmp_path / "probe"))
     run_task(AddingTask(T=5), ["nfg"], QUICK_PROBE, tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["curves.csv", "empty", "gates_mine.png", "learning_curves.png", "models",
-                                            "nested", "notes", "results.json"]
+                                            "nested", "notes", "other", "results.json", "trained"]
     assert os.listdir(tmp_path / "notes") == ["gates_mine.png"]
     assert "gates_lstm.png" in os.listdir(tmp_path / "nested")
+    assert {"gradient_norms.csv", "gradient_norms.png"} <= set(os.listdir(tmp_path / "trained"))
+    assert sorted(os.listdir(tmp_path / "other")) == [".lstmkit-probes.json", "gates_gru.png"]
     fresh = tmp_path / "probed"  # no earlier run there: the probes' figures, of models trained in memory, stay
     probes.probe_gates(fresh, task=AddingTask(T=5), cell="gru", config=QUICK_PROBE)
     run_task(AddingTask(T=5), ["lstm"], QUICK_PROBE, fresh)

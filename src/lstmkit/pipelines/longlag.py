@@ -41,6 +41,9 @@ TEST_SEED_OFFSET = 10_000  # the test set's seed is the training seed plus this 
 # What `probe gradients` and the demo write in a folder: the gradient profiles of the models there.
 GRADIENT_FILES = ("gradient_norms.csv", "gradient_norms.png")
 GRADIENT_COLUMNS = ("moment", "cell", "t", "norm")
+# Beside a probe's files: which models each is of, so that a task run replacing its models
+# removes the probes of those alone (remove_earlier_probes).
+PROBE_SOURCES = ".lstmkit-probes.json"
 
 __all__ = ["CellRun", "TaskRunModels", "TaskTrainingConfig", "build_model", "default_folder", "evaluate",
            "load_model", "load_task_run", "results_table", "run_task", "train_cell"]
@@ -246,7 +249,7 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
     runs: list[CellRun] = []
     recorded = 0  # the runs whose files are written
     with claimed_folder(out if trainer.processes.main else None):  # as a training run holds its own (files.py)
-        replaces_run = holds_task_run(out)
+        replaced = set(task_results(out)["cells"]) if holds_task_run(out) else set()  # an earlier run's cells
         try:
             for cell in cells:
                 runs.append(train_cell(task, cell, config, test, trainer))
@@ -254,48 +257,80 @@ def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str 
                     trainer.announce(f"{runs[-1].diverged}\n{cell} is reported as diverged, without a model"
                                      + ("; the other cells train on" if cell != cells[-1] else ""))
                 if trainer.processes.main:
-                    record_runs(task, runs, config, out, replaces_run)
+                    record_runs(task, runs, config, out, replaced)
                 recorded = len(runs)
         except KeyboardInterrupt:  # in a cell's training, or between two: the finished cells' files are whole
             if trainer.processes.main and recorded < len(runs):
-                record_runs(task, runs, config, out, replaces_run)
+                record_runs(task, runs, config, out, replaced)
             raise TaskInterrupted(runs) from None
     return runs
 
 
 def record_runs(task: Task, runs: list[CellRun], config: TaskTrainingConfig, out: Path,
-                replaces_run: bool = False) -> None:
+                replaced: set[str] = frozenset()) -> None:
     """Write the files of `runs` so far: the last one's model, results.json, curves.csv and the
-    figure; an earlier run's models of cells these did not keep go (the user's stay), and where
-    this run `replaces_run` (an earlier one in `out`), so do lstmkit's probes of its models,
-    which would read as probes of these."""
-    if replaces_run and len(runs) == 1:
+    figure. Where this run replaces an earlier one in `out` (of the cells `replaced`), that
+    run's models of cells these did not keep go, and so do lstmkit's probes of its models,
+    which would read as probes of these; other models in models/ (a user's, lstmkit's or not)
+    stay."""
+    if replaced and len(runs) == 1:
         remove_earlier_probes(out)
     if runs[-1].model is not None:
         save_model(runs[-1].model, task, out / "models" / runs[-1].cell)
     kept = {run.cell for run in runs if run.model is not None}
-    for earlier in existing_entries(out / "models"):  # an earlier run's cells there: not this run's
-        if earlier.name not in kept and held_kind(earlier) == SEQUENCE_MODEL.name:  # not the user's
+    for earlier in existing_entries(out / "models"):
+        if earlier.name in replaced - kept and held_kind(earlier) == SEQUENCE_MODEL.name:  # that run's, not the user's
             shutil.rmtree(earlier)
     write_results(task, runs, config, out)
 
 
 def remove_earlier_probes(out: Path) -> None:
-    """Remove the probes lstmkit wrote in `out` and in its folders one level down (`probe
-    gradients --from RUN --out RUN/probe`, as the README does; `probe gates`, the demo's
-    gradient profiles), of the models an earlier run left there; a user's files of those names
-    stay, and a folder this removal empties goes too. A folder that holds a task run of its own
-    (whose probes are of its models), or is a link, is left alone."""
+    """Remove the probes lstmkit wrote of the models an earlier run left in `out`: those in
+    `out` itself (the demo's gradient profiles, `probe … --out RUN`), and those in its folders
+    one level down whose PROBE_SOURCES record says they are of models in `out` (`probe gradients
+    --from RUN --out RUN/probe`, as the README does); a probe there of other models (trained by
+    `--task`, or another run's) stays, as do a user's files of those names. A folder this
+    removal empties goes too. A folder that holds a task run of its own (whose probes are of its
+    models), or is a link, is left alone."""
     inner = [entry for entry in existing_entries(out)
              if entry.is_dir() and not entry.is_symlink() and entry.name != "models" and not holds_task_run(entry)]
     for folder in [out, *inner]:
         with contextlib.suppress(OSError):  # a folder this process may not read or write in: the run's files first
+            sources = probe_sources(folder)
             named = [*(folder / name for name in GRADIENT_FILES), *sorted(folder.glob("gates_*.png"))]
-            probes = [path for path in named if written_by_lstmkit(path, GRADIENT_COLUMNS)]
+            probes = [path for path in named if written_by_lstmkit(path, GRADIENT_COLUMNS)
+                      and (folder == out or probed_in(sources.get(path.name), out))]
             for path in probes:
                 path.unlink()
+                sources.pop(path.name, None)
+            if probes:
+                record_probe_sources(folder, sources)
             if probes and folder != out and not any(folder.iterdir()):
                 folder.rmdir()
+
+
+def probed_in(source: str | None, out: Path) -> bool:
+    """Whether a probe's recorded `source` is the task run in `out` or one of its models."""
+    return source is not None and (Path(source) == out.resolve()
+                                   or Path(source).is_relative_to((out / "models").resolve()))
+
+
+def probe_sources(folder: Path) -> dict:
+    """The PROBE_SOURCES record of `folder`: probe file name -> the resolved folder of the
+    models it is of, or None for models the probe trained itself ({} where there is none)."""
+    try:
+        sources = json.loads((folder / PROBE_SOURCES).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return sources if isinstance(sources, dict) else {}
+
+
+def record_probe_sources(folder: Path, sources: dict) -> None:
+    """Write `folder`'s PROBE_SOURCES record, or remove it where it records nothing."""
+    if sources:
+        write_json(folder / PROBE_SOURCES, sources)
+    else:
+        (folder / PROBE_SOURCES).unlink(missing_ok=True)
 
 
 def existing_entries(folder: Path) -> list[Path]:

@@ -24,8 +24,8 @@ with extra_imports("tasks", __name__):
 from lstmkit.files import check_own_files, claimed_folder, figure_software, write_csv, written_by_lstmkit
 from lstmkit.models import SequenceModel
 from lstmkit.pipelines.longlag import (GRADIENT_COLUMNS, GRADIENT_FILES, TaskTrainingConfig, check_cells,
-                                      default_folder, holds_task_run, load_model, load_task_run, seed_of_test_set,
-                                      seeded_model, train_cell)
+                                      default_folder, holds_task_run, load_model, load_task_run, probe_sources,
+                                      record_probe_sources, seed_of_test_set, seeded_model, train_cell)
 from lstmkit.tasks import Batch, Task
 from lstmkit.training import Processes, TrainingDiverged
 from lstmkit.training.config import BUDGETS, flag_value
@@ -166,6 +166,7 @@ def probe_gradients(out: str | Path | None = None, source: str | Path | None = N
         profiles = gradient_profiles(task, trained, seed)
         if main:
             write_gradient_profiles(profiles, task, out)
+            note_probe_source(out, GRADIENT_FILES, source)
     return task, profiles, out
 
 
@@ -217,4 +218,13 @@ def probe_gates(out: str | Path | None = None, checkpoint: str | Path | None = N
             model = train_cell(task, cell, config).trained_model()
         if main:  # rank 0 alone writes, under torchrun
             write_gate_heatmaps(model, task, config.seed, out)
+            note_probe_source(out, (f"gates_{cell}.png",), checkpoint)
     return out / f"gates_{cell}.png"
+
+
+def note_probe_source(out: Path, names: tuple[str, ...], source: str | Path | None) -> None:
+    """Record in `out` that the probe files `names` are of the models in `source` (None: the
+    probe trained its own), so that a task run replacing those models removes these probes
+    and no others (longlag.remove_earlier_probes)."""
+    recorded = None if source is None else str(Path(source).resolve())
+    record_probe_sources(out, {**probe_sources(out), **dict.fromkeys(names, recorded)})
