@@ -235,6 +235,30 @@ def test_the_step_mask_is_made_on_the_batch_s_device(lengths):
     assert Batch(inputs, targets, lengths).step_mask().tolist() == expected
 
 
+@pytest.mark.parametrize("batch_size, generator, error, message", [
+    (0, torch.Generator(), ValueError, "batch_size must be a positive integer, got 0"),
+    (2.0, torch.Generator(), ValueError, "batch_size must be a positive integer, got 2.0"),
+    (True, torch.Generator(), ValueError, "batch_size must be a positive integer, got True"),
+    (3, 0, TypeError, "generator must be a torch.Generator, got int"),
+])
+def test_a_bad_sample_request_is_named(batch_size, generator, error, message):
+    """Reber's sample(0) failed in torch's max(), and sample(2.0) or sample(-1) in torch's factories."""
+    for task in all_tasks():
+        with pytest.raises(error, match=re.escape(message)):
+            task.sample(batch_size, generator)
+    assert make_task("adding", 5).sample(np.int64(2), torch.Generator()).inputs.shape == (5, 2, 2)
+
+
+def test_a_task_given_by_name_to_the_python_api_is_named():
+    from lstmkit.pipelines.longlag import TaskTrainingConfig, run_task, train_cell
+
+    for call in (lambda: train_cell("adding", "lstm", TaskTrainingConfig(steps=1)),
+                 lambda: run_task("adding", ["lstm"], TaskTrainingConfig(steps=1))):
+        with pytest.raises(TypeError, match=re.escape("task must be a Task, such as make_task('adding', T=100) "
+                                                      "(lstmkit.tasks), got str 'adding'")):
+            call()
+
+
 def test_a_numpy_integer_length_is_taken_as_a_python_int():
     """np.int64(30) was refused ("T must be an int"); kept as given it would not go into results.json."""
     task = make_task("adding", np.int64(30))

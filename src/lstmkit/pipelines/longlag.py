@@ -51,7 +51,9 @@ __all__ = ["CellRun", "TaskRunModels", "TaskTrainingConfig", "build_model", "def
 
 @dataclass
 class CellRun:
-    """One cell trained on a task."""
+    """One cell trained on a task. `solved`: whether an evaluation solved it, the first at step
+    `steps_to_solve`; `test_loss` and `test_score` are the last evaluation's, which, where the
+    run went on after it solved (stop_when_solved=False), may no longer meet the criterion."""
 
     cell: str
     parameters: int
@@ -170,6 +172,7 @@ def train_cell(task: Task, cell: str, config: TaskTrainingConfig, test: Batch | 
     """Train one cell on `task` until it is solved or the budget runs out. A run whose loss
     stops being finite is returned too, as diverged (`CellRun.diverged_at`), without a model:
     in a comparison, a cell that diverges is one of the results."""
+    check_task(task)
     trainer = Trainer(config) if trainer is None else trainer
     test = task.test_set(config.test_size, seed_of_test_set(config.seed)) if test is None else test
     job = TaskJob(task, cell, config, test, trainer.processes, trainer.device)
@@ -349,10 +352,18 @@ def sequence_length(task: Task) -> int:
     return task.sample(LENGTH_SAMPLE, torch.Generator().manual_seed(0)).inputs.shape[0]
 
 
+def check_task(task: Task) -> None:
+    """Refuse a `task` that is no Task (its name, as the CLI takes it), naming how to make one."""
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a Task, such as make_task('adding', T=100) (lstmkit.tasks), got "
+                        f"{type(task).__name__} {task!r:.60}")
+
+
 def check_cells(task: Task, cells: list[str], config: TaskTrainingConfig) -> None:
     """Refuse, before any cell trains, a setting one of `cells` cannot take (init chrono on a
     cell without a forget gate, zoneout of c on one without a cell state), naming the cell to
-    leave out; `cells` itself must be a list of distinct cell names."""
+    leave out; `cells` itself must be a list of distinct cell names, and `task` a Task."""
+    check_task(task)
     if not isinstance(cells, (list, tuple)) or not all(isinstance(cell, str) for cell in cells):
         raise TypeError(f"cells must be a list of cell names (e.g. ['rnn', 'lstm']), got {type(cells).__name__} "
                         f"{cells!r}")

@@ -23,7 +23,7 @@ with extra_imports("tasks", __name__):
     from lstmkit import plots
 from lstmkit.files import check_own_files, claimed_folder, figure_software, write_csv, written_by_lstmkit
 from lstmkit.models import SequenceModel
-from lstmkit.pipelines.longlag import (GRADIENT_COLUMNS, GRADIENT_FILES, TaskTrainingConfig, check_cells,
+from lstmkit.pipelines.longlag import (GRADIENT_COLUMNS, GRADIENT_FILES, TaskTrainingConfig, check_cells, check_task,
                                       default_folder, holds_task_run, load_model, load_task_run, probe_sources,
                                       record_probe_sources, seed_of_test_set, seeded_model, train_cell)
 from lstmkit.tasks import Batch, Task
@@ -206,6 +206,7 @@ def probe_gates(out: str | Path | None = None, checkpoint: str | Path | None = N
     else:
         if task is None:
             raise ValueError("probe gates needs a checkpoint folder (e.g. DIR/models/lstm) or --task NAME to train one")
+        check_task(task)
         cell = cell or "lstm"
         if not make_cell(cell).trace_names and not make_cell(cell).has_cell_state:  # before training, not after
             raise ValueError(f"cell {cell!r} has no gates or cell state to draw")

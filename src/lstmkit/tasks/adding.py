@@ -34,7 +34,7 @@ class AddingTask(Task):
     def __post_init__(self) -> None:
         check_length(self, 2)
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def draw(self, batch_size: int, generator: torch.Generator) -> Batch:
         values = torch.rand(self.T, batch_size, generator=generator)
         half = self.T // 2
         first = torch.randint(0, half, (batch_size,), generator=generator)
@@ -85,7 +85,7 @@ class Adding1997Task(Task):
     def __post_init__(self) -> None:
         check_length(self, 20)
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def draw(self, batch_size: int, generator: torch.Generator) -> Batch:
         longest = self.T + self.T // 10
         lengths = torch.randint(self.T, longest + 1, (batch_size,), generator=generator)
         values = torch.rand(longest, batch_size, generator=generator) * 2 - 1

@@ -60,7 +60,16 @@ class Task:
     solved_when: ClassVar[str]
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
-        """`batch_size` fresh sequences; the same generator state gives the same sequences."""
+        """`batch_size` fresh sequences (`draw`); the same generator state gives the same
+        sequences."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        return self.draw(int(batch_size), generator)
+
+    def draw(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """`batch_size` (at least 1) fresh sequences from `generator`."""
         raise NotImplementedError
 
     def loss(self, predictions: Tensor, batch: Batch) -> Tensor:

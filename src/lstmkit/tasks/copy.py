@@ -37,7 +37,7 @@ class CopyTask(Task):
     def __post_init__(self) -> None:
         check_length(self, 1)
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def draw(self, batch_size: int, generator: torch.Generator) -> Batch:
         symbols = torch.randint(1, SYMBOLS + 1, (RECALLED, batch_size), generator=generator)
         blanks = torch.full((self.T - 1, batch_size), BLANK)
         delimiter = torch.full((1, batch_size), DELIMITER)

@@ -68,7 +68,7 @@ class EmbeddedReberTask(Task):
     score_name = "string accuracy"
     solved_when = "every test string processed correctly (all possible next symbols, and only those, above 0.5 at every step)"
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def draw(self, batch_size: int, generator: torch.Generator) -> Batch:
         bits = torch.randint(0, 2, (batch_size, CHOICE_BITS), generator=generator).tolist()
         strings = [embedded_reber_string(row) for row in bits]
         lengths = torch.tensor([len(string) for string, _ in strings])

@@ -39,7 +39,7 @@ class TemporalOrderTask(Task):
     def __post_init__(self) -> None:
         check_length(self, 10)
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def draw(self, batch_size: int, generator: torch.Generator) -> Batch:
         longest = self.T + self.T // 10
         lengths = torch.randint(self.T, longest + 1, (batch_size,), generator=generator)
         symbols = torch.randint(FIRST_DISTRACTOR, X, (longest, batch_size), generator=generator)
