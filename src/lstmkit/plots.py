@@ -3,7 +3,7 @@ no pyplot state)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,12 +57,14 @@ def gradient_norms(profiles: Mapping[str, Mapping[str, np.ndarray]], title: str,
     return save(figure, path)
 
 
-def gate_heatmaps(panels: Mapping[str, np.ndarray], title: str, path: str | Path) -> Path:
-    """One heat map per panel (hidden unit x time step), stacked vertically."""
+def gate_heatmaps(panels: Mapping[str, np.ndarray], gates: Collection[str], title: str, path: str | Path) -> Path:
+    """One heat map per panel (hidden unit x time step), stacked vertically: the `gates`
+    (sigmoids) on 0..1, the others (a candidate, the cell state) signed around 0, whatever
+    range their values happen to span."""
     figure = Figure(figsize=(10, 2.2 * len(panels)))
     axes_list = np.atleast_1d(figure.subplots(len(panels), 1, sharex=True))
     for axes, (name, values) in zip(axes_list, panels.items(), strict=True):
-        gate = values.min() >= 0 and values.max() <= 1  # a sigmoid gate: 0..1; else signed around 0
+        gate = name in gates
         scale = max(float(np.abs(values).max()), 1e-12)
         image = axes.imshow(values.T, aspect="auto", interpolation="nearest", cmap="viridis" if gate else "RdBu_r",
                             vmin=0 if gate else -scale, vmax=1 if gate else scale)

@@ -126,7 +126,7 @@ def write_gate_heatmaps(model: SequenceModel, task: Task, seed: int, out: str | 
     if not panels:
         raise ValueError(f"cell {model.config.cell!r} has no gates or cell state to draw")
     title = f"{model.config.cell} on {task.describe()}: one test sequence ({length} steps)"
-    plots.gate_heatmaps(panels, title, Path(out) / f"gates_{model.config.cell}.png")
+    plots.gate_heatmaps(panels, GATE_PANELS.values(), title, Path(out) / f"gates_{model.config.cell}.png")
 
 
 @keeps_random_state
