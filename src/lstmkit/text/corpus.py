@@ -11,6 +11,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from lstmkit.caller import warn_at_caller
 from lstmkit.files import check_input_file, decoded_utf8, fingerprint, gunzipped
 from lstmkit.text.vocabulary import Vocabulary, warn_unknown
 
@@ -66,6 +67,11 @@ def split_text(text: str, validation_fraction: float, level: str) -> tuple[str, 
     return train, validation
 
 
+# A validation text at least this long found within the training text was trained on (a short
+# one, a line or a name, may be there by chance).
+SEEN_TEXT = 200
+
+
 def load_corpus(
     train_path: str | Path,
     validation_path: str | Path | None = None,
@@ -86,6 +92,12 @@ def load_corpus(
     else:
         train_text, validation_text = text, read_text(validation_path)
         sources["validation"] = fingerprint(validation_text.encode("utf-8"))
+        if len(validation_text) >= SEEN_TEXT and validation_text in train_text:
+            same = "is the training text" if validation_text == train_text else "is part of the training text"
+            warn_at_caller(f"the validation text {validation_path} {same} ({train_path}): its scores measure how "
+                           "well the model fits text it trained on, not text it has not seen, and best/ keeps the "
+                           "model that fits it most; give a text of its own, or leave the validation file out to "
+                           f"hold out the last {validation_fraction:.0%} of the training text")
     vocabulary = Vocabulary.build(
         train_text + validation_text if level == "char" else train_text, level, min_frequency
     )
