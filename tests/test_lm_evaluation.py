@@ -21,13 +21,14 @@ from lstmkit.text import Vocabulary
 HIDDEN = torch.tensor([[1.0], [2.0], [1.0]])
 MODEL_PROBS = torch.tensor([[0.5, 0.5], [0.8, 0.2], [0.6, 0.4]])
 TARGETS = torch.tensor([0, 1, 1])
+TARGET_LOG_PROBS = MODEL_PROBS.log().gather(1, TARGETS.unsqueeze(1)).squeeze(1)  # 0.5, 0.2, 0.4
 
 
 def test_the_cache_mixture_by_hand():
     """θ = 1, λ = 0.5. Step 0 has no cache: the model's 0.5. Step 1's cache holds (h_0 = 1,
     next word 0): p(1) = 0.5 · 0.2 + 0.5 · 0. Step 2's holds h_0 = 1 → 0 and h_1 = 2 → 1,
     scored e^1 and e^2: p(1) = 0.5 · 0.4 + 0.5 · e²/(e + e²)."""
-    scored = cache_log_probabilities(HIDDEN, MODEL_PROBS.log(), TARGETS, CachePointer(window=2, theta=1.0, mixture=0.5))
+    scored = cache_log_probabilities(HIDDEN, TARGET_LOG_PROBS, TARGETS, CachePointer(window=2, theta=1.0, mixture=0.5))
     e = math.e
     expected = [0.5, 0.5 * 0.2, 0.5 * 0.4 + 0.5 * e**2 / (e + e**2)]
     assert scored.exp().tolist() == pytest.approx(expected, rel=1e-6)
@@ -35,7 +36,7 @@ def test_the_cache_mixture_by_hand():
 
 def test_the_window_bounds_the_cache():
     """With window 1, step 2 sees only h_1 (next word 1): p(1) = 0.5 · 0.4 + 0.5."""
-    scored = cache_log_probabilities(HIDDEN, MODEL_PROBS.log(), TARGETS, CachePointer(window=1, theta=1.0, mixture=0.5))
+    scored = cache_log_probabilities(HIDDEN, TARGET_LOG_PROBS, TARGETS, CachePointer(window=1, theta=1.0, mixture=0.5))
     assert scored.exp()[2].item() == pytest.approx(0.7, rel=1e-6)
 
 

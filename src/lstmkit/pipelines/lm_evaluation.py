@@ -65,21 +65,21 @@ class DynamicEvaluation:
             raise ValueError(f"the dynamic evaluation decay (--dynamic-decay) must be in [0, 1], got {self.decay!r}")
 
 
-def cache_log_probabilities(hidden: Tensor, log_probs: Tensor, targets: Tensor, cache: CachePointer) -> Tensor:
+def cache_log_probabilities(hidden: Tensor, target_log_probs: Tensor, targets: Tensor, cache: CachePointer) -> Tensor:
     """log p(targets[t]) under the cache mixture, for hidden (N, H), the model's log
-    probabilities (N, V) and targets (N,), position t predicting targets[t] from hidden[t];
-    the cache of position t holds (hidden[i], targets[i]) for t − window ≤ i < t."""
-    steps, vocabulary = log_probs.shape
+    probability of each target (N,) and targets (N,), position t predicting targets[t] from
+    hidden[t]; the cache of position t holds (hidden[i], targets[i]) for t − window ≤ i < t.
+    Only the targets' probabilities are formed, so memory grows with N², not N × vocabulary."""
+    steps = targets.numel()
     scores = cache.theta * hidden @ hidden.T                                  # θ h_t · h_i
     positions = torch.arange(steps, device=hidden.device)
     age = positions.unsqueeze(1) - positions.unsqueeze(0)                     # t − i
     in_cache = (age >= 1) & (age <= cache.window)
     weights = torch.softmax(scores.masked_fill(~in_cache, -math.inf), dim=1).nan_to_num(0.0)
-    cache_probs = torch.zeros(steps, vocabulary, dtype=weights.dtype, device=weights.device)
-    cache_probs.scatter_add_(1, targets.expand(steps, steps), weights)        # Σ over i with x_{i+1} = w
-    mixture = torch.where(in_cache.any(1, keepdim=True), cache.mixture, 0.0)  # no cache yet: the model alone
-    probs = (1 - mixture) * log_probs.exp() + mixture * cache_probs
-    return probs.gather(1, targets.unsqueeze(1)).squeeze(1).log()
+    same_word = targets.unsqueeze(1) == targets.unsqueeze(0)                  # x_{i+1} = x_{t+1}
+    cache_probs = (weights * same_word).sum(1)                                # Σ over i with x_{i+1} = x_{t+1}
+    mixture = torch.where(in_cache.any(1), cache.mixture, 0.0)                # no cache yet: the model alone
+    return ((1 - mixture) * target_log_probs.exp() + mixture * cache_probs).log()
 
 
 def score_with_cache(model: LanguageModel, tokens: Tensor, cache: CachePointer, window: int = 1000) -> tuple[float, int]:
@@ -97,10 +97,11 @@ def score_with_cache(model: LanguageModel, tokens: Tensor, cache: CachePointer, 
             inputs = inputs[: targets.numel()]
             hidden, state = model.hidden(inputs.unsqueeze(1), state)
             log_probs = F.log_softmax(model.scores(hidden)[:, 0].to(features), dim=-1)
+            target_log_probs = log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
             hidden = hidden[:, 0].to(features)
             history = kept_hidden.shape[0]
             all_hidden, all_targets = torch.cat([kept_hidden, hidden]), torch.cat([kept_targets, targets])
-            model_log_probs = torch.cat([log_probs.new_zeros(history, log_probs.shape[1]), log_probs])
+            model_log_probs = torch.cat([target_log_probs.new_zeros(history), target_log_probs])
             scored = cache_log_probabilities(all_hidden, model_log_probs, all_targets, cache)[history:]
             total -= scored.sum().item()
             kept_hidden, kept_targets = all_hidden[-cache.window:], all_targets[-cache.window:]
