@@ -184,6 +184,8 @@ def test_gzip_and_a_byte_order_mark_are_read_as_the_text_they_hold(tmp_path):
     assert read_text(tmp_path / "text.txt.gz") == text
     (tmp_path / "windows.txt").write_bytes(text.replace("\n", "\r\n").encode())  # no '\r' token at character level
     assert read_text(tmp_path / "windows.txt") == text
+    (tmp_path / "mac.txt").write_bytes(text.replace("\n", "\r").encode())  # old Mac line ends: sampled as '\r'
+    assert read_text(tmp_path / "mac.txt") == text
     (tmp_path / "broken.gz").write_bytes(gzip.compress(text.encode())[:12])
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'broken.gz'} is not a readable gzip file")):
         read_text(tmp_path / "broken.gz")

@@ -17,8 +17,8 @@ from lstmkit.text.vocabulary import Vocabulary, warn_unknown
 
 
 def read_text(path: str | Path) -> str:
-    """The contents of a UTF-8 text file, plain or gzip, with Windows line ends (CR LF) read
-    as line feeds, or an error that says what is wrong with it."""
+    """The contents of a UTF-8 text file, plain or gzip, with Windows (CR LF) and old Mac (CR)
+    line ends read as line feeds, or an error that says what is wrong with it."""
     path = check_input_file(path, "a UTF-8 text file")
     data = gunzipped(path.read_bytes(), path)  # a pipe too, such as <(tail -c 100000 input.txt)
     if not data:
@@ -26,7 +26,8 @@ def read_text(path: str | Path) -> str:
     text = decoded_utf8(data, path, "a UTF-8 text file")
     if not text.strip():
         raise ValueError(f"{path} holds only whitespace: a language model needs text to learn from or to score")
-    return text.replace("\r\n", "\n")  # Windows line ends are line ends, as Python's text files read them
+    # Windows' line ends (CR LF) and old Macs' (CR) are line ends, as Python's text files read them
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 @dataclass(frozen=True)
