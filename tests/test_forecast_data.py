@@ -117,10 +117,18 @@ def test_one_series_on_integer_steps_is_read_forecast_and_written_back_in_steps(
     assert unix.shown_frequency == "3600000 steps"  # pandas names that grid "3600us"
     weekly = read_series(pd.DataFrame({"t": pd.date_range("2024-01-07", periods=8, freq="W").asi8,
                                        "y": np.arange(8.0)}), "t", ["y"])  # nanoseconds a week apart: "W-SUN"
-    assert weekly.shown_frequency == "step"  # it failed: "<Week: weekday=6> is a non-fixed frequency"
+    assert weekly.shown_frequency == "604800000000000 steps"  # it failed: "<Week: weekday=6> is a non-fixed …"
     result = Forecaster("t", "y", horizon=3, lookback=12, **QUICK).backtest(table, holdout=3, baselines=("naive",))
     assert result.forecasts["time"].tolist() == [58, 59, 60]
     assert backtest_report(result, read_series(table, "t", ["y"])).startswith("backtest of y (step, m=1): 57 training rows")
+
+
+def test_offsets_written_in_several_ways_are_read_as_offsets():
+    """`+01`, ` +01:00` and ` UTC` beside `+01:00` were taken for times without an offset."""
+    times = ["2021-03-28 00:00:00+01:00", "2021-03-28 01:00:00+01", "2021-03-28 02:00:00 +01:00",
+             "2021-03-28 02:00:00 UTC"]
+    frame = read_series(pd.DataFrame({"t": times, "y": np.arange(4.0)}), "t", ["y"])
+    assert frame.time.strftime("%H:%M").tolist() == ["23:00", "00:00", "01:00", "02:00"]
 
 
 @pytest.mark.parametrize("time_cells, message", [

@@ -718,12 +718,26 @@ def test_a_folder_the_probe_removal_cannot_read_is_passed_by(tmp_path, monkeypat
 
 
 def test_a_rerun_removes_the_earlier_runs_models_alone(tmp_path):
-    """A model copied into models/ under a name of one's own (an lstmkit model, of another task)
-    was removed by the rerun as if the earlier run had trained it."""
+    """A model copied into models/ under a name of one's own (an lstmkit model the earlier run
+    did not train) was removed by the rerun as if it had."""
     run_task(AddingTask(T=5), ["rnn", "lstm"], QUICK_PROBE, tmp_path)
     shutil.copytree(tmp_path / "models" / "rnn", tmp_path / "models" / "rnn_keep")
     run_task(AddingTask(T=5), ["lstm"], QUICK_PROBE, tmp_path)
     assert sorted(os.listdir(tmp_path / "models")) == ["lstm", "rnn_keep"]
+
+
+def test_a_probe_of_a_run_moved_elsewhere_or_unrecorded_goes_with_its_models(tmp_path):
+    """Its record names the run relative to the probe, so it holds when the run is moved; a
+    probe an earlier lstmkit wrote without a record is taken to be the run's, as it was then."""
+    from lstmkit.pipelines import probes
+
+    run_task(AddingTask(T=5), ["lstm"], QUICK_PROBE, tmp_path / "a")
+    probes.probe_gradients(tmp_path / "a" / "probe", source=tmp_path / "a")
+    probes.probe_gates(tmp_path / "a" / "gates", tmp_path / "a" / "models" / "lstm")
+    (tmp_path / "a" / "gates" / ".lstmkit-probes.json").unlink()
+    (tmp_path / "a").rename(tmp_path / "b")
+    run_task(AddingTask(T=5), ["gru"], QUICK_PROBE, tmp_path / "b")
+    assert sorted(os.listdir(tmp_path / "b")) == ["curves.csv", "learning_curves.png", "models", "results.json"]
 
 
 def test_a_task_run_replacing_an_earlier_one_removes_lstmkits_probes_of_its_models(tmp_path):

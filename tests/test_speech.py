@@ -365,6 +365,15 @@ def test_a_connected_split_of_recordings_it_cannot_join_is_refused_before_an_ear
             recording.unlink()
     counts = fsdd_manifests(recordings, tmp_path / "out", connected=3)  # it failed: "empty range for randrange()"
     assert counts["test-connected.csv"] == 10 and counts["test.csv"] == 11 + 10
+    before = {path.name: path.read_bytes() for path in (tmp_path / "out").iterdir() if path.is_file()}
+    for recording in recordings.glob("*_bob_*.wav"):
+        if recording.name != "3_bob_0.wav":
+            recording.unlink()
+    with pytest.raises(ValueError, match=re.escape("--connected joins two or more recordings of one speaker, and no "
+                                                   "speaker has two in the test split: leave --connected out, or "
+                                                   "hold out another speaker")):
+        fsdd_manifests(recordings, tmp_path / "out", holdout_speaker="bob", connected=3)  # bob: one test recording
+    assert {path.name: path.read_bytes() for path in (tmp_path / "out").iterdir() if path.is_file()} == before
 
 
 def test_a_split_cut_short_is_cleared_by_the_next(tmp_path, monkeypatch):

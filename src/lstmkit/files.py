@@ -164,7 +164,11 @@ def write_into(path: Path, data: bytes, stream) -> None:
     appended to the device or pipe `path`."""
     if stream is not None:
         stream.flush()
-        stream.buffer.write(data)
+        buffer = getattr(stream, "buffer", None)  # a notebook's stream has none: its text then
+        if buffer is None:
+            stream.write(data.decode("utf-8", errors="replace"))
+        else:
+            buffer.write(data)
         stream.flush()
         return
     with open(path, "ab") as target:

@@ -57,7 +57,7 @@ def gradient_norms(profiles: Mapping[str, Mapping[str, np.ndarray]], title: str,
     return save(figure, path)
 
 
-def gate_heatmaps(panels: Mapping[str, np.ndarray], gates: Collection[str], title: str, path: str | Path) -> Path:
+def gate_heatmaps(panels: Mapping[str, np.ndarray], title: str, path: str | Path, *, gates: Collection[str]) -> Path:
     """One heat map per panel (hidden unit x time step), stacked vertically: the `gates`
     (sigmoids) on 0..1, the others (a candidate, the cell state) signed around 0, whatever
     range their values happen to span."""

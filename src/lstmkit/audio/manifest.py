@@ -13,6 +13,7 @@ import os
 import random
 import re
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,9 +138,10 @@ def fsdd_manifests(recordings: str | Path, out: str | Path, holdout_speaker: str
     The split is the dataset's own (indices 0-4 test, 5-49 train) or, with `holdout_speaker`,
     every recording of that speaker tests and every other one trains. With `connected` N
     (at least 2), each split also gets as many utterances of 2 to N digits as it has
-    recordings, each made by joining recordings of one speaker from that split with silences
-    of 50-300 ms (synthetic joins of real recordings, written to `out/connected/`); they are
-    listed in train.csv / test.csv too, and the test ones alone in test-connected.csv.
+    recordings of speakers with two or more, each made by joining recordings of one speaker from
+    that split with silences of 50-300 ms (synthetic joins of real recordings, written to
+    `out/connected/`); they are listed in train.csv / test.csv too, and the test ones alone in
+    test-connected.csv. A split in which no speaker has two recordings is refused.
     """
     found = fsdd_recordings(recordings)
     speakers = sorted({recording.speaker for recording in found})
@@ -156,8 +158,11 @@ def fsdd_manifests(recordings: str | Path, out: str | Path, holdout_speaker: str
     splits = {"train": [r for r, test in zip(found, tests) if not test],
               "test": [r for r, test in zip(found, tests) if test]}
     if connected:  # before an earlier split is cleared
-        for chosen in splits.values():
+        for split, chosen in splits.items():
             check_joinable(chosen)
+            if max(Counter(recording.speaker for recording in chosen).values(), default=0) < 2:
+                raise ValueError(f"--connected joins two or more recordings of one speaker, and no speaker has two in "
+                                 f"the {split} split: leave --connected out, or hold out another speaker")
     clear_earlier_split(out)
     out.mkdir(parents=True, exist_ok=True)
     counts = {}

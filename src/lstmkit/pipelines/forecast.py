@@ -379,7 +379,7 @@ class Forecaster:
         if frame.frequency != layout.frequency:
             raise ValueError(f"the data's frequency is {frame.shown_frequency}, the forecaster was fitted on "
                              f"{frequency_name(layout.frequency, layout.time_kind)}")
-        windows = self.windows(frame, max(origins) + self.config.horizon, pad)
+        windows = self.windows(frame, max(len(frame), max(origins) + self.config.horizon), pad)
         network.eval()
         device = next(network.parameters()).device
         with torch.no_grad():

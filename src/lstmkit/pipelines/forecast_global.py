@@ -150,12 +150,13 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
                          f"values{f', and {horizon} more for validation' if config.early_stopping else ''}; "
                          f"the longest has {max(map(len, panel.values))}"
                          f"{f' once its last {held_out} are held out for the backtest (--holdout)' if held_out else ''}")
-    # Each series as its validation origin knows it: a gap up to the origin holds the value before it.
+    # Each series as its validation origin knows it (a gap up to the origin holds the value before
+    # it): what the validation windows read, and the scaling fits on; training windows read the table.
     known = [np.concatenate([panel.history(k, end), values[end:]]) for k, (values, end) in
              enumerate(zip(panel.values, ends))]
     trained, seconds = [], 0.0
     for index, normalisation in enumerate(config.normalisation):
-        _, windows = scaled_windows(known, ends, normalisation, season, lookback, horizon)
+        _, windows = scaled_windows(panel.values, ends, normalisation, season, lookback, horizon, known)
         # One target; its value and the padding mask at each history step; no known-future features.
         seconds += forecaster.train_network(
             windows, training, validation, 1, 2, 0, season, lookback, epoch_windows=config.epoch_windows,
@@ -244,12 +245,14 @@ def baselines_of(method: str | None, configured: tuple[str, ...]) -> tuple[str, 
 
 
 def scaled_windows(series: list[np.ndarray], ends: list[int], normalisation: str, season: int, lookback: int,
-                   horizon: int) -> tuple[list[SeriesScaling], PanelWindows]:
-    """Each series normalised by `normalisation`, fitted on its values before `ends` (the
-    scalings), and the windows of all of them."""
-    scalings = [SeriesScaling.fit(values[:end], normalisation, season) for values, end in zip(series, ends)]
-    return scalings, PanelWindows([float_tensor(scaling.transform(values)) for scaling, values in zip(scalings, series)],
-                                  lookback, horizon)
+                   horizon: int, known: list[np.ndarray] | None = None) -> tuple[list[SeriesScaling], PanelWindows]:
+    """Each series normalised by `normalisation`, fitted on its values before `ends` as `known`
+    there (PanelWindows; `series` where not given), and the windows of all of them."""
+    known = series if known is None else known
+    scalings = [SeriesScaling.fit(values[:end], normalisation, season) for values, end in zip(known, ends)]
+    training, validation = ([float_tensor(scaling.transform(values)) for scaling, values in zip(scalings, each)]
+                            for each in (series, known))
+    return scalings, PanelWindows(training, lookback, horizon, None if known is series else validation)
 
 
 def network_forecast(network, normalisation: str, histories: list[np.ndarray], layout: PanelLayout,

@@ -290,11 +290,11 @@ def record_runs(task: Task, runs: list[CellRun], config: TaskTrainingConfig, out
 def remove_earlier_probes(out: Path) -> None:
     """Remove the probes lstmkit wrote of the models an earlier run left in `out`: those in
     `out` itself (the demo's gradient profiles, `probe … --out RUN`), and those in its folders
-    one level down whose PROBE_SOURCES record says they are of models in `out` (`probe gradients
-    --from RUN --out RUN/probe`, as the README does); a probe there of other models (trained by
-    `--task`, or another run's) stays, as do a user's files of those names. A folder this
-    removal empties goes too. A folder that holds a task run of its own (whose probes are of its
-    models), or is a link, is left alone."""
+    one level down (`probe gradients --from RUN --out RUN/probe`, as the README does) but the
+    ones their PROBE_SOURCES record says are of other models (trained by `--task`, or another
+    run's); a user's files of those names stay. A folder this removal empties goes too. A
+    folder that holds a task run of its own (whose probes are of its models), or is a link, is
+    left alone."""
     inner = [entry for entry in existing_entries(out)
              if entry.is_dir() and not entry.is_symlink() and entry.name != "models" and not holds_task_run(entry)]
     for folder in [out, *inner]:
@@ -302,7 +302,7 @@ def remove_earlier_probes(out: Path) -> None:
             sources = probe_sources(folder)
             named = [*(folder / name for name in GRADIENT_FILES), *sorted(folder.glob("gates_*.png"))]
             probes = [path for path in named if written_by_lstmkit(path, GRADIENT_COLUMNS)
-                      and (folder == out or probed_in(sources.get(path.name), out))]
+                      and (folder == out or probed_in(folder, sources, path.name, out))]
             for path in probes:
                 path.unlink()
                 sources.pop(path.name, None)
@@ -312,15 +312,21 @@ def remove_earlier_probes(out: Path) -> None:
                 folder.rmdir()
 
 
-def probed_in(source: str | None, out: Path) -> bool:
-    """Whether a probe's recorded `source` is the task run in `out` or one of its models."""
-    return source is not None and (Path(source) == out.resolve()
-                                   or Path(source).is_relative_to((out / "models").resolve()))
+def probed_in(folder: Path, sources: dict, name: str, out: Path) -> bool:
+    """Whether the probe `name` in `folder` is of the task run in `out` or one of its models, by
+    `folder`'s record; one it does not record (an earlier lstmkit wrote no record) is taken to be."""
+    if name not in sources:
+        return True
+    if sources[name] is None:  # models the probe trained itself
+        return False
+    source = (folder / sources[name]).resolve()
+    return source == out.resolve() or source.is_relative_to((out / "models").resolve())
 
 
 def probe_sources(folder: Path) -> dict:
-    """The PROBE_SOURCES record of `folder`: probe file name -> the resolved folder of the
-    models it is of, or None for models the probe trained itself ({} where there is none)."""
+    """The PROBE_SOURCES record of `folder`: probe file name -> the folder of the models it is
+    of, relative to `folder` (so that it holds when the run is moved), or None for models the
+    probe trained itself ({} where there is none)."""
     try:
         sources = json.loads((folder / PROBE_SOURCES).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):

@@ -9,6 +9,7 @@ gates` draws a trained model's gate activations and cell state over one test seq
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def write_gate_heatmaps(model: SequenceModel, task: Task, seed: int, out: str | 
     if not panels:
         raise ValueError(f"cell {model.config.cell!r} has no gates or cell state to draw")
     title = f"{model.config.cell} on {task.describe()}: one test sequence ({length} steps)"
-    plots.gate_heatmaps(panels, GATE_PANELS.values(), title, Path(out) / f"gates_{model.config.cell}.png")
+    plots.gate_heatmaps(panels, title, Path(out) / f"gates_{model.config.cell}.png", gates=GATE_PANELS.values())
 
 
 @keeps_random_state
@@ -227,5 +228,5 @@ def note_probe_source(out: Path, names: tuple[str, ...], source: str | Path | No
     """Record in `out` that the probe files `names` are of the models in `source` (None: the
     probe trained its own), so that a task run replacing those models removes these probes
     and no others (longlag.remove_earlier_probes)."""
-    recorded = None if source is None else str(Path(source).resolve())
+    recorded = None if source is None else os.path.relpath(Path(source).resolve(), out.resolve())
     record_probe_sources(out, {**probe_sources(out), **dict.fromkeys(names, recorded)})

@@ -141,9 +141,13 @@ def frequency_name(frequency: str, time_kind: str) -> str:
     ("5 steps" for every fifth)."""
     if time_kind != STEP:
         return frequency
-    offset = pd.tseries.frequencies.to_offset(frequency)
-    # a step is a nanosecond ("3600us": 3,600,000 steps); a grid pandas names by the calendar ("W-SUN") counts as is
-    steps = offset.nanos if isinstance(offset, pd.tseries.offsets.Tick) else offset.n
+    offset = pd.tseries.frequencies.to_offset(frequency)  # a step is a nanosecond ("3600us": 3,600,000 steps)
+    if isinstance(offset, pd.offsets.Week):
+        steps = offset.n * pd.Timedelta(weeks=1).value
+    elif isinstance(offset, pd.offsets.Tick):
+        steps = offset.nanos
+    else:  # months or quarters of nanoseconds: steps that vary, named by their calendar
+        return frequency
     return "step" if steps == 1 else f"{steps} steps"
 
 
@@ -446,9 +450,12 @@ def parse_time(column: pd.Series, name: str, path: Path | None, steps: bool = Fa
     # Offsets that change (daylight saving) leave pandas no one zone: read every time as UTC.
     with_offset = text.str.fullmatch(UTC_OFFSET)
     offsets = bool(with_offset.any())
-    if offsets and not with_offset.all():  # pandas would take the others as UTC, whatever zone they were in
-        unreadable(column, ~with_offset, name, path, f"has no UTC offset where other times of the column have one "
-                   f"({plain(column[with_offset].iloc[0])!r}): give every time its offset, or none")
+    if offsets:  # pandas would take a time without one as UTC, whatever zone it was in
+        naive = pd.Series(False, index=text.index)
+        naive[~with_offset] = text[~with_offset].map(naive_time)  # "+01", " UTC": offsets the pattern misses
+        if naive.any():
+            unreadable(column, naive, name, path, f"has no UTC offset where other times of the column have one "
+                       f"({plain(column[with_offset].iloc[0])!r}): give every time its offset, or none")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "could not infer format": format="mixed" says so
         stamps = pd.to_datetime(text, errors="coerce", format="mixed", utc=offsets)
@@ -459,6 +466,16 @@ def parse_time(column: pd.Series, name: str, path: Path | None, steps: bool = Fa
     if text.str.fullmatch(MONTH).all():
         return pd.DatetimeIndex(stamps), "month"
     return pd.DatetimeIndex(stamps), text_form(text, pd.DatetimeIndex(stamps))
+
+
+def naive_time(value: str) -> bool:
+    """Whether `value` reads as a time with no zone or offset (not where it does not read as a
+    time at all: the column's parse refuses it, by its line)."""
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        return False
+    return stamp is not pd.NaT and stamp.tzinfo is None
 
 
 def text_form(text: pd.Series, stamps: pd.DatetimeIndex) -> str:

@@ -95,7 +95,10 @@ class PanelWindows:
     history (B, lookback, 2) = (value, mask); future (B, horizon, 0); targets (B, horizon, 1).
     """
 
-    def __init__(self, series: Sequence[Tensor], lookback: int, horizon: int) -> None:
+    def __init__(self, series: Sequence[Tensor], lookback: int, horizon: int,
+                 known: Sequence[Tensor] | None = None) -> None:
+        """`known`: each series as its validation origin knows it (a gap up to the origin holding
+        the value before it), read by `batch(..., as_known=True)`; `series` itself where not given."""
         if lookback < 1 or horizon < 1:
             raise ValueError(f"lookback and horizon must be at least 1, got {lookback} and {horizon}")
         if any(len(values) == 0 for values in series):
@@ -106,29 +109,34 @@ class PanelWindows:
         # lookback rows of padding, its values, horizon rows for the steps after its end.
         self.offsets = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.int64),
                                                self.lengths[:-1] + lookback + horizon]), 0)
-        self.values = torch.cat([torch.cat([values[:1].expand(lookback), values, torch.zeros(horizon)])
-                                 for values in series])
+        self.values = self.padded(series)
+        self.known_values = self.values if known is None else self.padded(known)
         self.mask = torch.cat([torch.cat([torch.zeros(lookback), torch.ones(len(values)), torch.zeros(horizon)])
                                for values in series])
+
+    def padded(self, series: Sequence[Tensor]) -> Tensor:
+        """The series laid out at their offsets: each after `lookback` copies of its first value."""
+        return torch.cat([torch.cat([values[:1].expand(self.lookback), values, torch.zeros(self.horizon)])
+                          for values in series])
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def tensors(self) -> tuple[Tensor, ...]:
-        """Everything the windows are cut from."""
+        """Everything the windows are cut from (`known_values` follow from them)."""
         return self.values, self.mask, self.lengths
 
     def batch(self, keys: Sequence[Sequence[int]] | Tensor, as_known: bool = False) -> WindowBatch:
-        """The windows of `keys`, (series, origin) pairs. `as_known` changes nothing here: a
-        panel's series come as known at their validation origin (forecast_global.fit), and a
-        forecast's histories end where they were cut (Panel.history)."""
+        """The windows of `keys`, (series, origin) pairs; `as_known`: the histories read from
+        the series as known at their validation origin (`known`), for validation."""
         keys = torch.as_tensor(keys, dtype=torch.int64).reshape(-1, 2)
         series, origins = keys[:, 0], keys[:, 1]
         if len(keys) and (origins.min() < 1 or (origins > self.lengths[series]).any()):
             raise ValueError("window origins must lie in 1 .. the length of their series")
         past_rows = (self.offsets[series] + origins)[:, None] + torch.arange(self.lookback)
         future_rows = (self.offsets[series] + self.lookback + origins)[:, None] + torch.arange(self.horizon)
-        history = torch.stack([self.values[past_rows], self.mask[past_rows]], dim=-1)
+        history = torch.stack([(self.known_values if as_known else self.values)[past_rows], self.mask[past_rows]],
+                              dim=-1)
         observed = bool((origins + self.horizon <= self.lengths[series]).all())
         return WindowBatch(history, torch.zeros(len(keys), self.horizon, 0),
                            self.values[future_rows][..., None] if observed else None)

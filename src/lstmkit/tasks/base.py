@@ -37,6 +37,12 @@ class Batch:
         return torch.arange(steps, device=self.lengths.device).unsqueeze(1) < self.lengths.unsqueeze(0)
 
 
+def check_count(value: int, name: str) -> None:
+    """Refuse a number of sequences that is no positive integer, by `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 class Task:
     """A long-time-lag task. Subclasses are frozen dataclasses whose fields are its parameters.
 
@@ -62,8 +68,7 @@ class Task:
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         """`batch_size` fresh sequences (`draw`); the same generator state gives the same
         sequences."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_count(batch_size, "batch_size")
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         return self.draw(int(batch_size), generator)
@@ -90,6 +95,7 @@ class Task:
 
     def test_set(self, size: int, seed: int) -> Batch:
         """A fixed test set, drawn from its own seed (never the training seed)."""
+        check_count(size, "the test set's size")
         return self.sample(size, torch.Generator().manual_seed(seed))
 
     def describe(self) -> str:
