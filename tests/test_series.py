@@ -356,6 +356,17 @@ def test_a_window_as_known_at_its_origin_holds_the_value_before_a_gap_that_runs_
     assert windows.batch([3], as_known=True).history.tolist() == windows.batch([3]).history.tolist()
 
 
+def test_a_panels_validation_windows_read_its_series_as_known_and_its_training_windows_as_filled():
+    """Values 2 and 3 filled towards 4: the validation window at 4 reads them as the 1 before them
+    (`known`); a training window, and every window's targets, read the table."""
+    from lstmkit.series.windows import PanelWindows
+
+    windows = PanelWindows([torch.arange(6.0)], lookback=2, horizon=1, known=[torch.tensor([0.0, 1, 1, 1, 4, 5])])
+    assert windows.batch([(0, 4)]).history[..., 0].tolist() == [[2.0, 3.0]]
+    known = windows.batch([(0, 4)], as_known=True)
+    assert known.history[..., 0].tolist() == [[1.0, 1.0]] and known.targets[..., 0].tolist() == [[4.0]]
+
+
 def test_windows_refuse_a_short_series_and_stray_origins():
     with pytest.raises(ValueError, match=re.escape("the series has 2 rows; a window needs lookback = 3")):
         Windows(torch.zeros(2, 1), torch.zeros(2, 0), torch.zeros(2, 0), 3, 2)
