@@ -596,6 +596,33 @@ def test_a_long_table_backtest_forecasts_seeing_nothing_from_its_holdout_on():
     assert forecasts[0]["naive"].tolist() == [up[33]] * 4 + [down[35]] * 4
 
 
+def test_a_long_tables_fit_validates_on_its_series_as_known_and_trains_on_them_filled(monkeypatch):
+    """The fit's validation windows (early stopping) read up's 35th and 36th values, filled
+    towards its 37th, the first validated; they now hold its 34th, and the training windows the
+    table as filled; a table without gaps gives no second copy."""
+    from lstmkit.pipelines import forecast_global
+
+    steps = np.arange(40)
+    up, down = 10 + 2.0 * steps + 5.0 * (steps % 2), 500 - 3.0 * steps
+    cut, seen = forecast_global.scaled_windows, []
+
+    def kept(series, ends, normalisation, season, lookback, horizon, known=None):
+        if len(series[0]) == 40:  # the fit's, of whole series (a forecast's are cut at their origin)
+            seen.append((series, ends, known))
+        return cut(series, ends, normalisation, season, lookback, horizon, known)
+
+    monkeypatch.setattr(forecast_global, "scaled_windows", kept)
+    with pytest.warns(MissingValuesWarning, match="2 missing value"):
+        Forecaster("t", "y", horizon=4, id="id", baselines=("naive",), **QUICK).fit(
+            long_table({"up": up, "down": down}).drop(index=[34, 35]))
+    series, ends, known = seen[0]
+    assert ends == [36, 36] and series[0][34:36].tolist() == [up[33] + (up[36] - up[33]) / 3 * k for k in (1, 2)]
+    assert known[0][:36].tolist() == [*up[:34], up[33], up[33]] and known[0][36:].tolist() == up[36:].tolist()
+    assert known[1].tolist() == down.tolist()
+    Forecaster("t", "y", horizon=4, id="id", baselines=("naive",), **QUICK).fit(long_table({"up": up, "down": down}))
+    assert len(seen) == 2 and seen[1][2] is None
+
+
 def test_a_long_table_chooses_without_the_interpolated_values():
     """As in the backtest, a value missing from a validation window is not scored in the choice."""
     steps = np.arange(40)

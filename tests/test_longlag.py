@@ -727,14 +727,19 @@ def test_a_rerun_removes_the_earlier_runs_models_alone(tmp_path):
 
 
 def test_a_probe_of_a_run_moved_elsewhere_or_unrecorded_goes_with_its_models(tmp_path):
-    """Its record names the run relative to the probe, so it holds when the run is moved; a
-    probe an earlier lstmkit wrote without a record is taken to be the run's, as it was then."""
+    """Its record names the run, and where it is relative to the probe, so it holds when the run
+    is moved with its probes, and a copy of the probe beside another run is no probe of that one;
+    a probe an earlier lstmkit wrote without a record is taken to be the run's, as it was then."""
     from lstmkit.pipelines import probes
 
     run_task(AddingTask(T=5), ["lstm"], QUICK_PROBE, tmp_path / "a")
     probes.probe_gradients(tmp_path / "a" / "probe", source=tmp_path / "a")
     probes.probe_gates(tmp_path / "a" / "gates", tmp_path / "a" / "models" / "lstm")
     (tmp_path / "a" / "gates" / ".lstmkit-probes.json").unlink()
+    shutil.copytree(tmp_path / "a" / "probe", tmp_path / "c" / "probe_of_a")  # a copy beside another run
+    run_task(AddingTask(T=5), ["gru"], QUICK_PROBE, tmp_path / "c")
+    run_task(AddingTask(T=5), ["rnn"], QUICK_PROBE, tmp_path / "c")  # replaces c's run: a's probe is no probe of it
+    assert "gradient_norms.csv" in os.listdir(tmp_path / "c" / "probe_of_a")
     (tmp_path / "a").rename(tmp_path / "b")
     run_task(AddingTask(T=5), ["gru"], QUICK_PROBE, tmp_path / "b")
     assert sorted(os.listdir(tmp_path / "b")) == ["curves.csv", "learning_curves.png", "models", "results.json"]

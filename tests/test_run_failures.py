@@ -400,6 +400,29 @@ def test_an_output_to_dev_stdout_comes_after_what_was_printed_when_stdout_is_a_f
     assert log.read_text() == kept + 'before\n{\n  "a": 1\n}\nafter\n'
 
 
+def test_an_output_to_a_notebooks_stdout_is_written_as_its_text(tmp_path, monkeypatch):
+    """A notebook's sys.stdout has a descriptor but no binary buffer: the output goes in as text."""
+
+    class NotebookStream:
+        def __init__(self, descriptor: int) -> None:
+            self.descriptor, self.written = descriptor, []
+
+        def fileno(self) -> int:
+            return self.descriptor
+
+        def write(self, text: str) -> None:
+            self.written.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    with open(tmp_path / "shown", "w") as shown:
+        stream = NotebookStream(shown.fileno())
+        monkeypatch.setattr(sys, "stdout", stream)
+        write_json(tmp_path / "shown", {"a": 1})
+    assert stream.written == ['{\n  "a": 1\n}\n'] and (tmp_path / "shown").read_text() == ""
+
+
 def test_json_files_are_strict_json_with_null_where_a_number_is_not_finite(tmp_path):
     """A perplexity past the float range was written as Infinity, which JavaScript's parser refuses."""
     write_json(tmp_path / "results.json", {"best_val_ppl": math.inf, "rows": [{"loss": -math.inf}, (math.nan, 2.5)],

@@ -247,6 +247,8 @@ def test_a_bad_sample_request_is_named(batch_size, generator, error, message):
         with pytest.raises(error, match=re.escape(message)):
             task.sample(batch_size, generator)
     assert make_task("adding", 5).sample(np.int64(2), torch.Generator()).inputs.shape == (5, 2, 2)
+    with pytest.raises(ValueError, match=re.escape("the test set's size must be a positive integer, got 0")):
+        make_task("adding", 5).test_set(0, 1)
 
 
 def test_a_task_given_by_name_to_the_python_api_is_named():

@@ -154,6 +154,7 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
     # it): what the validation windows read, and the scaling fits on; training windows read the table.
     known = [np.concatenate([panel.history(k, end), values[end:]]) for k, (values, end) in
              enumerate(zip(panel.values, ends))]
+    known = known if any(not np.array_equal(held, values) for held, values in zip(known, panel.values)) else None
     trained, seconds = [], 0.0
     for index, normalisation in enumerate(config.normalisation):
         _, windows = scaled_windows(panel.values, ends, normalisation, season, lookback, horizon, known)

@@ -314,19 +314,23 @@ def remove_earlier_probes(out: Path) -> None:
 
 def probed_in(folder: Path, sources: dict, name: str, out: Path) -> bool:
     """Whether the probe `name` in `folder` is of the task run in `out` or one of its models, by
-    `folder`'s record; one it does not record (an earlier lstmkit wrote no record) is taken to be."""
+    `folder`'s record: the models' folder where it still exists, else the one at the recorded
+    place relative to the probe (the run and its probes moved together). A probe the record
+    does not name (an earlier lstmkit wrote none) is taken to be; one it names oddly is not."""
     if name not in sources:
         return True
-    if sources[name] is None:  # models the probe trained itself
+    recorded = sources[name]
+    if not (isinstance(recorded, dict) and isinstance(recorded.get("path"), str)
+            and isinstance(recorded.get("relative"), str)):  # None: models the probe trained itself
         return False
-    source = (folder / sources[name]).resolve()
+    source = Path(recorded["path"]) if Path(recorded["path"]).exists() else (folder / recorded["relative"]).resolve()
     return source == out.resolve() or source.is_relative_to((out / "models").resolve())
 
 
 def probe_sources(folder: Path) -> dict:
-    """The PROBE_SOURCES record of `folder`: probe file name -> the folder of the models it is
-    of, relative to `folder` (so that it holds when the run is moved), or None for models the
-    probe trained itself ({} where there is none)."""
+    """The PROBE_SOURCES record of `folder`: probe file name -> {"path": the folder of the
+    models it is of, "relative": that folder relative to `folder`}, or None for models the probe
+    trained itself ({} where there is none)."""
     try:
         sources = json.loads((folder / PROBE_SOURCES).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):

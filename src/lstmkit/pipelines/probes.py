@@ -228,5 +228,8 @@ def note_probe_source(out: Path, names: tuple[str, ...], source: str | Path | No
     """Record in `out` that the probe files `names` are of the models in `source` (None: the
     probe trained its own), so that a task run replacing those models removes these probes
     and no others (longlag.remove_earlier_probes)."""
-    recorded = None if source is None else os.path.relpath(Path(source).resolve(), out.resolve())
+    recorded = None
+    if source is not None:
+        resolved = Path(source).resolve()
+        recorded = {"path": str(resolved), "relative": os.path.relpath(resolved, out.resolve())}
     record_probe_sources(out, {**probe_sources(out), **dict.fromkeys(names, recorded)})

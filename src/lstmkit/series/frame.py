@@ -56,8 +56,11 @@ TWO_DIGIT_YEAR_DATE = r"\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2}(?:[ T]\d{1,2}:\d{2}(?::\
 # A month named with a two-digit year (Jan-15, Jan 15: a spreadsheet's mmm-yy), which pandas reads
 # as no time at all, or as the 15th of a January.
 TWO_DIGIT_YEAR_MONTH = r"[A-Za-z]{3,9}[-/ ']\d{2}"
-# A time with a UTC offset (2021-03-28 03:00:00+02:00) or Z.
-UTC_OFFSET = r".*\d(Z|[+-]\d{2}:?\d{2})"
+# A time with a UTC offset (2021-03-28 03:00:00+02:00) or Z; or, after a time of day, an offset of
+# hours alone or after a space (2021-03-28 03:00:00+02, PostgreSQL's timestamptz as text).
+UTC_OFFSET = r".*\d(Z|[+-]\d{2}:?\d{2})|.*\d:\d{2}(:\d{2}(\.\d+)?)? ?[+-]\d{2}(:?\d{2})?"
+# An offset after GMT or UTC (GMT+1), which dateutil reads as POSIX does: the sign reversed.
+POSIX_OFFSET = r".*(GMT|UTC)\s*[+-]\d.*"
 # The whole years pandas' timestamps hold (nanoseconds from 1970 fill 64 bits in 1677 and 2262).
 YEARS = (pd.Timestamp.min.year + 1, pd.Timestamp.max.year - 1)
 # A decimal year's fraction times 12 may be this far from a whole month: 1/12 written with
@@ -448,11 +451,15 @@ def parse_time(column: pd.Series, name: str, path: Path | None, steps: bool = Fa
                          "spreadsheet's mmm-yy); write the year in four digits (Jan 2015) or the months as yyyy-mm "
                          "(2015-01)")
     # Offsets that change (daylight saving) leave pandas no one zone: read every time as UTC.
+    reversed_sign = text.str.fullmatch(POSIX_OFFSET)
+    if reversed_sign.any():
+        unreadable(column, reversed_sign, name, path, "writes its offset after GMT or UTC, which reads with the sign "
+                   "reversed (POSIX: GMT+1 is an hour behind UTC): write the offset alone, as +01:00")
     with_offset = text.str.fullmatch(UTC_OFFSET)
     offsets = bool(with_offset.any())
     if offsets:  # pandas would take a time without one as UTC, whatever zone it was in
         naive = pd.Series(False, index=text.index)
-        naive[~with_offset] = text[~with_offset].map(naive_time)  # "+01", " UTC": offsets the pattern misses
+        naive[~with_offset] = text[~with_offset].map(naive_time).to_numpy(bool)  # "+01", " UTC": the pattern misses
         if naive.any():
             unreadable(column, naive, name, path, f"has no UTC offset where other times of the column have one "
                        f"({plain(column[with_offset].iloc[0])!r}): give every time its offset, or none")
@@ -472,7 +479,9 @@ def naive_time(value: str) -> bool:
     """Whether `value` reads as a time with no zone or offset (not where it does not read as a
     time at all: the column's parse refuses it, by its line)."""
     try:
-        stamp = pd.Timestamp(value)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # dateutil's, for each zone name it does not know ("CET")
+            stamp = pd.Timestamp(value)
     except (ValueError, TypeError, OverflowError):
         return False
     return stamp is not pd.NaT and stamp.tzinfo is None

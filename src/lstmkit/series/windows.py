@@ -109,6 +109,9 @@ class PanelWindows:
         # lookback rows of padding, its values, horizon rows for the steps after its end.
         self.offsets = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.int64),
                                                self.lengths[:-1] + lookback + horizon]), 0)
+        if known is not None and [len(values) for values in known] != self.lengths.tolist():
+            raise ValueError(f"known must hold a series as long as each of series ({self.lengths.tolist()}), got "
+                             f"{[len(values) for values in known]}")
         self.values = self.padded(series)
         self.known_values = self.values if known is None else self.padded(known)
         self.mask = torch.cat([torch.cat([torch.zeros(lookback), torch.ones(len(values)), torch.zeros(horizon)])
@@ -123,7 +126,8 @@ class PanelWindows:
         return len(self.lengths)
 
     def tensors(self) -> tuple[Tensor, ...]:
-        """Everything the windows are cut from (`known_values` follow from them)."""
+        """Everything the windows are cut from, which a resumed fit compares (not
+        `known_values`: the same data, its gaps before each validation origin held)."""
         return self.values, self.mask, self.lengths
 
     def batch(self, keys: Sequence[Sequence[int]] | Tensor, as_known: bool = False) -> WindowBatch:
