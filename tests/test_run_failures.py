@@ -20,7 +20,7 @@ from helpers import Quadratic, another_run_could_claim, held_by_another_run
 from lstmkit import lm
 from lstmkit.checkpoint import CheckpointError, checkpoint_folder, load_checkpoint, read_config
 from lstmkit.cli import main
-from lstmkit.files import write_json
+from lstmkit.files import check_output_file, write_json
 from lstmkit.pipelines.configs import TaskTrainingConfig
 from lstmkit.pipelines.lm import LMTrainingConfig, TextScores
 from lstmkit.training import Trainer, TrainingConfig, TrainingDiverged
@@ -381,6 +381,8 @@ def test_an_output_that_is_a_link_a_pipe_or_a_device_is_written_through_not_repl
     reader.join(timeout=10)
     assert json.loads(read[0]) == {"b": 2} and not (tmp_path / "pipe").is_file()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["pipe", "real.json", "scores.json"]
+    for streamed in (tmp_path / "pipe", Path("/dev/stdout")):  # `--out /dev/stdout`: "expected a file ending in .csv"
+        assert check_output_file(streamed, "--out", (".csv",)) == streamed
 
 
 @pytest.mark.parametrize("mode", ["w", "a"])

@@ -115,7 +115,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     output already printed."""
     path = Path(path)
     stream = standard_stream(path)
-    if stream is not None or not (path.is_file() or path.is_dir() or not path.exists()):
+    if streamed(path):
         with tempfile.TemporaryDirectory() as folder:
             temporary = Path(folder) / f"output{path.suffix}"  # the suffix names a figure's format
             yield temporary
@@ -142,6 +142,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def streamed(path: Path) -> bool:
+    """Whether `path` is written into as it is, not replaced: this process's stdout or stderr
+    (`standard_stream`), a device or a pipe."""
+    return standard_stream(path) is not None or not (path.is_file() or path.is_dir() or not path.exists())
 
 
 def standard_stream(path: Path):
@@ -361,10 +367,12 @@ def and_list(names: Sequence[str]) -> str:
 def check_output_file(path: str | Path, option: str, suffixes: tuple[str, ...] = ()) -> Path:
     """Refuse, before any work is done, an output file that cannot be written: a folder, a
     path under a file, a file in a folder this process may not write in, or one whose suffix
-    is not among `suffixes` (where they are given)."""
+    is not among `suffixes` (where they are given); stdout, a device or a pipe is taken as is."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{named(option, path)} is a folder; expected a file name")
+    if streamed(path):  # /dev/stdout, a pipe: no suffix to name a format, no folder to write a file in
+        return path
     if suffixes and path.suffix.lower() not in suffixes:
         raise ValueError(f"{named(option, path)}: expected a file ending in {', '.join(suffixes)}")
     check_writable(path.parent, path, option)
