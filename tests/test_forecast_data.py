@@ -129,6 +129,9 @@ def test_offsets_written_in_several_ways_are_read_as_offsets():
              "2021-03-28 02:00:00 UTC"]
     frame = read_series(pd.DataFrame({"t": times, "y": np.arange(4.0)}), "t", ["y"])
     assert frame.time.strftime("%H:%M").tolist() == ["23:00", "00:00", "01:00", "02:00"]
+    zero = ["2021-03-28 00:00:00 UTC+0", "2021-03-28 01:00:00 GMT-00:00", "2021-03-28 02:00:00 UTC"]
+    frame = read_series(pd.DataFrame({"t": zero, "y": np.arange(3.0)}), "t", ["y"])  # alike read either way
+    assert frame.time.strftime("%H:%M").tolist() == ["00:00", "01:00", "02:00"]
     postgres = ["2021-03-28 00:00:00+01", "2021-03-28 01:00:00+01", "2021-03-28 03:00:00+02"]  # timestamptz as text
     frame = read_series(pd.DataFrame({"t": postgres, "y": np.arange(3.0)}), "t", ["y"])  # pandas: "Tz-aware …"
     assert frame.time.strftime("%H:%M").tolist() == ["23:00", "00:00", "01:00"]
@@ -156,8 +159,8 @@ def test_offsets_written_in_several_ways_are_read_as_offsets():
     (["2020-01-01", "", "2020-01-03"], "column 't' has a missing timestamp at line 3 of {path} (the header is line 1)"),
     (["2021-03-28 00:00:00 GMT+1", "2021-03-28 01:00:00 GMT+1"],
      "column 't' at line 2 of {path} (the header is line 1) holds '2021-03-28 00:00:00 GMT+1', which writes its offset "
-     "after GMT or UTC, which reads with the sign reversed (POSIX: GMT+1 is an hour behind UTC): write the offset "
-     "alone, as +01:00; " + FORMS),
+     "after GMT or UTC, where it reads with the sign reversed (POSIX: GMT+1 is an hour behind UTC): write the offset "
+     "alone, as +01:00 for an hour ahead of UTC; " + FORMS),
     (["2021-03-28 00:00:00+01:00", "2021-03-28 01:00:00", "2021-03-28 03:00:00+02:00"],
      "column 't' at line 3 of {path} (the header is line 1) holds '2021-03-28 01:00:00', which has no UTC offset "
      "where other times of the column have one ('2021-03-28 00:00:00+01:00'): give every time its offset, or none; "

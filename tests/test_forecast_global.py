@@ -551,8 +551,8 @@ def test_cli_fit_and_predict_a_long_table(tmp_path, capsys):
     (dict(id="t"), "id, time and target must be three columns, got id='t' twice"),
     (dict(calendar=False), "a long table (id='id') has no calendar features to turn off"),
     (dict(covariates="price", future_covariates="promo,holiday"),
-     "covariates are not read from a long table (id='id') yet; got covariates price and future_covariates promo, "
-     "holiday (--covariates, --future-covariates): leave them out"),
+     "covariates are not read from a long table (id='id') yet; got covariates price (--covariates) and "
+     "future_covariates promo, holiday (--future-covariates): leave them out"),
 ])
 def test_long_table_options_are_refused_when_the_config_is_built(options, message):
     with pytest.raises(ValueError, match=re.escape(message)):

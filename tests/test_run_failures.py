@@ -383,6 +383,13 @@ def test_an_output_that_is_a_link_a_pipe_or_a_device_is_written_through_not_repl
     assert sorted(path.name for path in tmp_path.iterdir()) == ["pipe", "real.json", "scores.json"]
     for streamed in (tmp_path / "pipe", Path("/dev/stdout")):  # `--out /dev/stdout`: "expected a file ending in .csv"
         assert check_output_file(streamed, "--out", (".csv",)) == streamed
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as listening:  # a socket is none of those: refused before any work
+        listening.bind(str(tmp_path / "sock"))
+        with pytest.raises(ValueError, match=re.escape(f"--out {tmp_path / 'sock'} is no file, device or pipe to write "
+                                                       "to; expected a file name")):
+            check_output_file(tmp_path / "sock", "--out", (".csv",))
 
 
 @pytest.mark.parametrize("mode", ["w", "a"])

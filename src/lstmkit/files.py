@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import sys
 import tempfile
 import threading
@@ -115,7 +116,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     output already printed."""
     path = Path(path)
     stream = standard_stream(path)
-    if streamed(path):
+    if stream is not None or device_or_pipe(path):
         with tempfile.TemporaryDirectory() as folder:
             temporary = Path(folder) / f"output{path.suffix}"  # the suffix names a figure's format
             yield temporary
@@ -144,10 +145,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.remove(temporary)
 
 
-def streamed(path: Path) -> bool:
-    """Whether `path` is written into as it is, not replaced: this process's stdout or stderr
-    (`standard_stream`), a device or a pipe."""
-    return standard_stream(path) is not None or not (path.is_file() or path.is_dir() or not path.exists())
+def device_or_pipe(path: Path) -> bool:
+    """Whether `path` is a character device (/dev/null, a terminal) or a named pipe: what is
+    written into as it is, not replaced (as is this process's stdout or stderr, `standard_stream`)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
 def standard_stream(path: Path):
@@ -371,8 +376,12 @@ def check_output_file(path: str | Path, option: str, suffixes: tuple[str, ...] =
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{named(option, path)} is a folder; expected a file name")
-    if streamed(path):  # /dev/stdout, a pipe: no suffix to name a format, no folder to write a file in
+    if standard_stream(path) is not None or device_or_pipe(path):  # /dev/stdout, a pipe: no suffix, no folder
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"{named(option, path)}: this process may not write to it")
         return path
+    if path.exists() and not path.is_file():  # a socket, a block device
+        raise ValueError(f"{named(option, path)} is no file, device or pipe to write to; expected a file name")
     if suffixes and path.suffix.lower() not in suffixes:
         raise ValueError(f"{named(option, path)}: expected a file ending in {', '.join(suffixes)}")
     check_writable(path.parent, path, option)

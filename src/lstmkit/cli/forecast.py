@@ -157,7 +157,8 @@ def add_forecast_commands(commands) -> None:
     actions = forecast.add_subparsers(dest="forecast", required=True)
     fit = actions.add_parser("fit", help="backtest against baselines, then refit on all data and save")
     add_series_arguments(fit)
-    fit.add_argument("--out", required=True, type=output_folder, help="output folder: results, plot and model/")
+    fit.add_argument("--out", required=True, type=output_folder,
+                     help="output folder: results, plot (of one table) and model/")
     fit.add_argument("--resume", action="store_true", help="continue the interrupted fit in --out (with the same "
                      "data and settings; the budget may change), keeping the networks that had finished")
     fit.set_defaults(run=fit_command)

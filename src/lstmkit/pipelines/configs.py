@@ -302,10 +302,10 @@ class ForecasterConfig(TrainingConfig):
         if self.id is not None and len(self.target) != 1:
             raise ValueError(f"a long table (id={self.id!r}) has one target column, got {', '.join(self.target)}")
         if self.id is not None and (self.covariates or self.future_covariates):
-            given = [f"{setting} {', '.join(getattr(self, setting))}" for setting in ("covariates", "future_covariates")
-                     if getattr(self, setting)]
+            given = [f"{setting} {', '.join(getattr(self, setting))} (--{setting.replace('_', '-')})"
+                     for setting in ("covariates", "future_covariates") if getattr(self, setting)]
             raise ValueError(f"covariates are not read from a long table (id={self.id!r}) yet; got "
-                             f"{' and '.join(given)} (--covariates, --future-covariates): leave them out")
+                             f"{' and '.join(given)}: leave them out")
         if self.id is not None and not self.calendar:
             raise ValueError(f"a long table (id={self.id!r}) has no calendar features to turn off: its network reads "
                              "only the series' values, so calendar=False (--no-calendar) does nothing there")

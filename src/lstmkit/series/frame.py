@@ -60,7 +60,7 @@ TWO_DIGIT_YEAR_MONTH = r"[A-Za-z]{3,9}[-/ ']\d{2}"
 # hours alone or after a space (2021-03-28 03:00:00+02, PostgreSQL's timestamptz as text).
 UTC_OFFSET = r".*\d(Z|[+-]\d{2}:?\d{2})|.*\d:\d{2}(:\d{2}(\.\d+)?)? ?[+-]\d{2}(:?\d{2})?"
 # An offset after GMT or UTC (GMT+1), which dateutil reads as POSIX does: the sign reversed.
-POSIX_OFFSET = r".*(GMT|UTC)\s*[+-]\d.*"
+POSIX_OFFSET = r".*(GMT|UTC)\s*[+-]0?[1-9].*"  # a zero offset reads alike either way
 # The whole years pandas' timestamps hold (nanoseconds from 1970 fill 64 bits in 1677 and 2262).
 YEARS = (pd.Timestamp.min.year + 1, pd.Timestamp.max.year - 1)
 # A decimal year's fraction times 12 may be this far from a whole month: 1/12 written with
@@ -453,8 +453,9 @@ def parse_time(column: pd.Series, name: str, path: Path | None, steps: bool = Fa
     # Offsets that change (daylight saving) leave pandas no one zone: read every time as UTC.
     reversed_sign = text.str.fullmatch(POSIX_OFFSET)
     if reversed_sign.any():
-        unreadable(column, reversed_sign, name, path, "writes its offset after GMT or UTC, which reads with the sign "
-                   "reversed (POSIX: GMT+1 is an hour behind UTC): write the offset alone, as +01:00")
+        unreadable(column, reversed_sign, name, path, "writes its offset after GMT or UTC, where it reads with the "
+                   "sign reversed (POSIX: GMT+1 is an hour behind UTC): write the offset alone, as +01:00 for an hour "
+                   "ahead of UTC")
     with_offset = text.str.fullmatch(UTC_OFFSET)
     offsets = bool(with_offset.any())
     if offsets:  # pandas would take a time without one as UTC, whatever zone it was in

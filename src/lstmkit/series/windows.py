@@ -110,7 +110,7 @@ class PanelWindows:
         self.offsets = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.int64),
                                                self.lengths[:-1] + lookback + horizon]), 0)
         if known is not None and [len(values) for values in known] != self.lengths.tolist():
-            raise ValueError(f"known must hold a series as long as each of series ({self.lengths.tolist()}), got "
+            raise ValueError(f"known must hold one series as long as each given ({self.lengths.tolist()}), got "
                              f"{[len(values) for values in known]}")
         self.values = self.padded(series)
         self.known_values = self.values if known is None else self.padded(known)
