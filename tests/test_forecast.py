@@ -125,6 +125,9 @@ def test_a_saved_forecaster_predicts_the_same_after_loading(tmp_path):
     assert (wider["signal_lower_99.5"] < prediction["signal_lower_90"]).all()
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["kind"] == "forecaster" and saved["layout"]["lookback"] == 12 and saved["layout"]["season"] == 7
+    for dtype, tolerance in ((torch.float64, 1e-5), (torch.bfloat16, 0.1)):  # predict stopped: "convert the input"
+        loaded.network.to(dtype)
+        np.testing.assert_allclose(loaded.predict(table)["signal"], prediction["signal"], atol=tolerance)
 
 
 @pytest.mark.parametrize("zone", [None, "America/New_York"], ids=["naive", "in-a-zone"])

@@ -105,6 +105,29 @@ def test_export_runs_the_reference_engine_and_eager_calls_do_not(build, eager, m
     assert chosen == [eager, "reference", eager]
 
 
+class Encoder(nn.Module):
+    """The usual wrapper: the layer's outputs, its final state left unused."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        output, _ = self.layer(inputs)
+        return output
+
+
+@pytest.mark.parametrize("build", [lambda: lstmkit.LSTM(3, 4), lambda: lstmkit.PeepholeLSTM(3, 4),
+                                   lambda: lstmkit.GRU(3, 4)], ids=["lstm", "peephole", "gru"])
+def test_an_exported_program_that_leaves_the_state_unused_saves_and_loads(build, tmp_path):
+    """torch.export.save failed ("Node.meta wrap_with_autocast_1 is missing val field"): the
+    state was joined in a region that turned off an autocast that was off."""
+    torch.manual_seed(0)
+    model, inputs = Encoder(build()).eval(), torch.randn(5, 2, 3)
+    torch.export.save(torch.export.export(model, (inputs,)), tmp_path / "encoder.pt2")
+    assert_close(torch.export.load(tmp_path / "encoder.pt2").module()(inputs), model(inputs), tolerance=TOLERANCE)
+
+
 @pytest.mark.parametrize("build", [
     lambda: lstmkit.LSTM(3, 4, num_layers=2), lambda: lstmkit.PeepholeLSTM(3, 4), lambda: lstmkit.GRUCell(3, 4),
     lambda: lstmkit.LayerNormLSTMCell(3, 4),

@@ -524,6 +524,21 @@ def test_a_tiny_tone_task_is_learned_to_100_percent(tone_run):
     assert [recognizer.transcribe(folder / f"valid-{word}-2.wav", beam=4) for word in WORDS] == ["ab", "ba"]
 
 
+def test_a_model_moved_to_another_dtype_transcribes_and_evaluates(tone_run):
+    """model.double() or .bfloat16() stopped every transcribe() and evaluate() with "convert the
+    input with input.to(...)", which the pipeline, not the caller, builds."""
+    folder, _ = tone_run
+    recognizer = load_speech_model(folder / "run")
+    path = folder / "valid-ab-2.wav"
+    expected, log_probs = recognizer.transcribe(path, beam=4), recognizer.posteriors(path)[1]
+    for dtype in (torch.float64, torch.bfloat16):
+        recognizer.model.to(dtype)
+        moved = recognizer.posteriors(path)[1]
+        assert (moved.exp() - log_probs.exp()).abs().max() < (1e-6 if dtype == torch.float64 else 0.05)
+        assert recognizer.transcribe(path, beam=4) == expected
+        assert recognizer.evaluate(folder / "valid.csv")[0]["accuracy"] == 1.0
+
+
 def test_eval_checks_the_references_for_a_confusion_table_before_decoding(tone_run, tmp_path, capsys):
     folder, _ = tone_run
     rows = (folder / "valid.csv").read_text().splitlines()

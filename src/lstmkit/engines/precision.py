@@ -56,8 +56,10 @@ def autocast_on(device_type: str) -> bool:
 
 def autocast(device_type: str, dtype: torch.dtype | None = None, enabled: bool = True) -> AbstractContextManager:
     """torch.autocast(device_type, dtype, enabled), or no context on devices autocast does not
-    know (meta), where nothing is cast."""
-    if not torch.amp.is_autocast_available(device_type):
+    know (meta), where nothing is cast, nor where it would turn off an autocast that is off (a
+    context torch.export records: its program then failed to save where the region's result
+    went unused, "Node.meta wrap_with_autocast is missing val field")."""
+    if not torch.amp.is_autocast_available(device_type) or not (enabled or autocast_on(device_type)):
         return nullcontext()
     return torch.autocast(device_type, dtype, enabled)
 

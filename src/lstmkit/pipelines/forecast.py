@@ -381,10 +381,11 @@ class Forecaster:
                              f"{frequency_name(layout.frequency, layout.time_kind)}")
         windows = self.windows(frame, max(len(frame), max(origins) + self.config.horizon), pad)
         network.eval()
-        device = next(network.parameters()).device
+        parameter = next(network.parameters())  # the windows in its dtype: a network moved to bfloat16 runs
         with torch.no_grad():
             batch = windows.batch(origins, as_known=True)
-            mean, scale = network.forecast(batch.history.to(device), batch.future.to(device))
+            mean, scale = network.forecast(batch.history.to(parameter.device, parameter.dtype),
+                                           batch.future.to(parameter.device, parameter.dtype))
         mean = layout.target_scaler.inverse(mean.double().cpu().numpy())
         scale = scale.double().cpu().numpy() * layout.target_scaler.std
         spread = interval_half_width(self.config.distribution, scale, self.config.interval) * layout.interval_scale

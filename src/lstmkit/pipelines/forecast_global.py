@@ -264,10 +264,11 @@ def network_forecast(network, normalisation: str, histories: list[np.ndarray], l
     scalings, windows = scaled_windows(histories, list(map(len, histories)), normalisation, layout.season,
                                        layout.lookback, config.horizon)
     network.eval()
-    device = next(network.parameters()).device
+    parameter = next(network.parameters())  # the windows in its dtype: a network moved to bfloat16 runs
     with torch.no_grad():
         batch = windows.batch([(k, len(values)) for k, values in enumerate(histories)])
-        mean, scale = network.forecast(batch.history.to(device), batch.future.to(device))
+        mean, scale = network.forecast(batch.history.to(parameter.device, parameter.dtype),
+                                       batch.future.to(parameter.device, parameter.dtype))
     mean, scale = mean[..., 0].double().cpu().numpy(), scale[..., 0].double().cpu().numpy()
     spread = interval_half_width(config.distribution, scale, config.interval)
     with np.errstate(over="ignore", invalid="ignore"):

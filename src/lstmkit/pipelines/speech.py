@@ -299,18 +299,18 @@ class SpeechJob(Job):
 def decode_utterances(model: AcousticModel, utterances: Utterances, beam: int, loss: bool = True,
                       lexicon: Lexicon | None = None) -> tuple[list[float], list[list[int]]]:
     """Each utterance's CTC loss (per label) and decoded labels, in batches of similar length."""
-    device = next(model.parameters()).device
+    parameter = next(model.parameters())  # frames in its dtype: a model moved to float64 or bfloat16 runs
     order = sorted(range(len(utterances)), key=lambda i: len(utterances.frames[i]))
     losses, hypotheses = [0.0] * len(utterances), [[]] * len(utterances)
     for start in range(0, len(order), EVALUATION_BATCH):
         chosen = order[start:start + EVALUATION_BATCH]
         frames, lengths, targets, target_lengths = utterances.batch(chosen)
         with torch.no_grad():
-            log_probs, steps = model(frames.to(device), lengths.to(device))
+            log_probs, steps = model(frames.to(parameter.device, parameter.dtype), lengths.to(parameter.device))
             if loss:
                 per_utterance = torch.nn.functional.ctc_loss(log_probs, targets, steps.cpu(), target_lengths,
                                                              blank=BLANK, reduction="none")
-        log_probs = log_probs.cpu()
+        log_probs = log_probs.to("cpu", torch.promote_types(log_probs.dtype, torch.float32))  # NumPy has no bfloat16
         for column, index in enumerate(chosen):
             if loss:
                 losses[index] = per_utterance[column].item() / max(1, len(utterances.labels[index]))
@@ -450,10 +450,11 @@ class SpeechRecognizer:
         if not frames.any():  # normalised log-mel energies that never change: every sample the same
             warn_at_caller(f"{path} is silent (its spectrogram is the same in every frame): the transcript is "
                            "what the model makes of silence")
-        device = next(self.model.parameters()).device
+        parameter = next(self.model.parameters())
         with torch.no_grad():
-            log_probs, _ = self.model(frames.unsqueeze(1).to(device), torch.tensor([len(frames)], device=device))
-        return frames, log_probs[:, 0].cpu(), rate
+            log_probs, _ = self.model(frames.unsqueeze(1).to(parameter.device, parameter.dtype),
+                                      torch.tensor([len(frames)], device=parameter.device))
+        return frames, log_probs[:, 0].to("cpu", torch.promote_types(log_probs.dtype, torch.float32)), rate
 
     def decode(self, log_probs: Tensor, beam: int = 1, lexicon: bool = False) -> str:
         """The transcript of (steps, V) log-probabilities: greedy (beam 1) or prefix beam search,
