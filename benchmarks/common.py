@@ -18,6 +18,9 @@ def engine_names(text: str) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(
             f"engines must be among {', '.join(ENGINE_CHOICES)}, got {', '.join(map(repr, unknown))}")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:  # a row of each, timed apart, or one overwriting the other
+        raise argparse.ArgumentTypeError(f"each engine once: {text!r} names {', '.join(twice)} more than once")
     return names
 
 

@@ -21,10 +21,11 @@ import statistics
 from pathlib import Path
 
 import torch
-from common import forward_backward, host_microseconds_per_op
+from common import engine_names, forward_backward, host_microseconds_per_op
 
 import lstmkit
 from lstmkit.cells import make_cell
+from lstmkit.cli.arguments import cell_list, positive_int
 from lstmkit.engines import ENGINES
 from lstmkit.engines.fused import graphs
 
@@ -63,13 +64,24 @@ def layers(cells: list[str], engines: list[str], hidden: int) -> list[tuple[str,
     return rows
 
 
+def size_triples(text: str) -> list[tuple[int, int, int]]:
+    """argparse type: B,H,T triples of positive integers, separated by ';'."""
+    try:
+        triples = [tuple(int(part) for part in size.split(",")) for size in text.split(";")]
+    except ValueError:
+        triples = []
+    if not triples or any(len(triple) != 3 or min(triple) < 1 for triple in triples):
+        raise argparse.ArgumentTypeError(f"expected B,H,T triples of positive integers separated by ';', got {text!r}")
+    return triples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", default="rnn,gru,lstm,peephole,cifg,layernorm")
-    parser.add_argument("--engines", default="auto,fused,triton")
-    parser.add_argument("--sizes", default=SIZES, help="B,H,T triples separated by ';'")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--cells", type=cell_list, default="rnn,gru,lstm,peephole,cifg,layernorm")
+    parser.add_argument("--engines", type=engine_names, default="auto,fused,triton")
+    parser.add_argument("--sizes", type=size_triples, default=SIZES, help="B,H,T triples separated by ';'")
+    parser.add_argument("--repeats", type=positive_int, default=10)
+    parser.add_argument("--warmup", type=positive_int, default=3)
     parser.add_argument("--out", default="gpu.md", help="where the table is written too")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 in matrix products (matmul)")
     arguments = parser.parse_args()
@@ -90,9 +102,8 @@ def main() -> None:
         "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     print("\n".join(lines), flush=True)
-    for size in arguments.sizes.split(";"):
-        batch, hidden, steps = map(int, size.split(","))
-        rows = layers(arguments.cells.split(","), arguments.engines.split(","), hidden)
+    for batch, hidden, steps in arguments.sizes:
+        rows = layers(arguments.cells, arguments.engines, hidden)
         x = torch.randn(steps, batch, hidden, device="cuda", requires_grad=True)
         for name, precision in precisions.items():
             # Each size and precision starts with no CUDA graph and keeps every row's (the fused

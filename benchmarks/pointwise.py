@@ -32,7 +32,7 @@ STEPS = 100
 def kernel_steps(cell_name: str, batch: int, hidden: int) -> tuple[object, list[FusedStep], LayerWeights]:
     """The cell's kernel, the 100 steps' views of freshly filled engine buffers, and weights."""
     cell = make_cell(cell_name)
-    kernel = KERNELS[cell_name](cell)
+    kernel = KERNELS[cell.name](cell)  # an ablation (nfg) runs the kernel of its family (lstm)
     gates = torch.randn(STEPS, batch, cell.num_gates * hidden)
     recs = [None] * STEPS if kernel.recurrence == "gates" else torch.randn_like(gates).unbind(0)
     hs, cs = torch.randn(STEPS + 1, batch, hidden), torch.randn(STEPS + 1, batch, hidden)
