@@ -12,7 +12,7 @@ rate of the run's matrix products (their FLOPs over the whole time) next to the 
 sgemm rate, the GEMM floor (those products timed alone, as the fused engine issues them), and
 the peak memory of one run (resident set on CPU, allocator peak on GPU). With --regularisers,
 each layer also runs (in training) with recurrent dropout, zoneout or all of them on
-(`REGULARISERS`), and "× off" is its speed relative to the same layer with them off.
+(`REGULARISERS`), and "× off" is its speed relative to the same layer on the same engine with them off.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ class Config:
     engine: str
     layer: torch.nn.Module
     regularisers: str = "off"
-    requested: str = ""  # the engine asked for ("auto" may pick another with regularisers on)
     times: list[float] = field(default_factory=list)
 
 
@@ -105,7 +104,7 @@ def build_configs(
                     skipped[f"{cell} on {engine} with {name}"] = str(refusal)
                     continue
                 label = f"auto ({call_engine(layer, steps)})" if engine == "auto" else engine
-                configs.append(Config(cell, label, layer, name, engine))
+                configs.append(Config(cell, label, layer, name))
     return configs, skipped
 
 
@@ -158,11 +157,13 @@ def main() -> None:
             floors: dict[int, float] = {}
             baseline_time = statistics.median(baseline.times)
             tokens = arguments.steps * batch
-            unregularised = {(config.cell, config.requested): statistics.median(config.times)
+            # The same cell on the same engine with none: `auto` may run a regularised layer on
+            # another engine than a plain one, and that row then has nothing to compare with.
+            unregularised = {(config.cell, config.engine): statistics.median(config.times)
                              for config in configs if config.regularisers == "off"}
             for config in configs:
                 seconds = statistics.median(config.times)
-                off = unregularised.get((config.cell, config.requested))
+                off = unregularised.get((config.cell, config.engine))
                 relative = "" if off is None else f"{off / seconds:.2f}"
                 flops = matrix_flops(config.layer, arguments.steps, batch)
                 rate = flops / seconds / 1e9
@@ -174,6 +175,9 @@ def main() -> None:
                       + f"{batch} | {hidden} | {seconds * 1e3:.1f} | {tokens / seconds:,.0f} | "
                       f"{baseline_time / seconds:.2f} | " + (f"{relative} | " if compared else "")
                       + f"{rate:.0f} | {rate / gflops:.0%} | {floors[gate_rows] * 1e3:.1f} | {memory} |", flush=True)
+    if compared:
+        print("\n× off: against the same cell on the same engine without regularisers (blank where none ran: "
+              "give off among --regularisers)")
     for pair, reason in not_run.items():
         print(f"\nnot run: {pair}: {reason}")
 
