@@ -24,6 +24,17 @@ def engine_names(text: str) -> list[str]:
     return names
 
 
+def size_triples(text: str) -> list[tuple[int, int, int]]:
+    """argparse type: B,H,T triples of positive integers, separated by ';'."""
+    try:
+        triples = [tuple(int(part) for part in size.split(",")) for size in text.split(";")]
+    except ValueError:
+        triples = []
+    if not triples or any(len(triple) != 3 or min(triple) < 1 for triple in triples):
+        raise argparse.ArgumentTypeError(f"expected B,H,T triples of positive integers separated by ';', got {text!r}")
+    return triples
+
+
 def call_engine(layer: torch.nn.Module, steps: int) -> str:
     """The engine a call of `layer` over `steps` steps with gradients runs on (`auto`'s choice
     for rnn and gru on CPU depends on the length: `layer.engine_name` names a long call's)."""

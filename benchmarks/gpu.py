@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from common import engine_names, forward_backward, host_microseconds_per_op
+from common import engine_names, forward_backward, host_microseconds_per_op, size_triples
 
 import lstmkit
 from lstmkit.cells import make_cell
@@ -62,17 +62,6 @@ def layers(cells: list[str], engines: list[str], hidden: int) -> list[tuple[str,
             layer = lstmkit.Recurrent(cell, hidden, hidden, engine=engine, device="cuda")
             rows.append((cell, f"auto ({layer.engine_name})" if engine == "auto" else engine, layer))
     return rows
-
-
-def size_triples(text: str) -> list[tuple[int, int, int]]:
-    """argparse type: B,H,T triples of positive integers, separated by ';'."""
-    try:
-        triples = [tuple(int(part) for part in size.split(",")) for size in text.split(";")]
-    except ValueError:
-        triples = []
-    if not triples or any(len(triple) != 3 or min(triple) < 1 for triple in triples):
-        raise argparse.ArgumentTypeError(f"expected B,H,T triples of positive integers separated by ';', got {text!r}")
-    return triples
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import time
 import torch
 
 import lstmkit
+from lstmkit.cli.arguments import positive_int
 from lstmkit.engines.fused import FusedStep
 from lstmkit.engines.fused.layer import flatten
 from lstmkit.engines.fused.products import Products
@@ -104,9 +105,9 @@ def parts(module: torch.nn.Module, baseline: torch.nn.LSTMCell, batch: int, call
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--hidden", type=int, default=512, help="hidden size, also the input size")
-    parser.add_argument("--calls", type=int, default=1000, help="calls per timed round")
+    parser.add_argument("--batch", type=positive_int, default=64)
+    parser.add_argument("--hidden", type=positive_int, default=512, help="hidden size, also the input size")
+    parser.add_argument("--calls", type=positive_int, default=1000, help="calls per timed round")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         parser.error("needs a CUDA GPU, and torch sees none here (torch.cuda.is_available() is False)")

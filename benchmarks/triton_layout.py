@@ -22,10 +22,11 @@ import statistics
 from pathlib import Path
 
 import torch
-from common import forward_backward
+from common import forward_backward, size_triples
 from gpu import SIZES, event_time
 
 import lstmkit
+from lstmkit.cli.arguments import cell_list, positive_int
 from lstmkit.engines.fused import graphs
 from lstmkit.engines.triton import launch
 
@@ -51,9 +52,10 @@ def use_layout(name: str) -> None:
     launch.whole_rows.cache_clear()
 
 
-def measure(size: str, cells: list[str], precisions: list[str], repeats: int, warmup: int) -> list[str]:
+def measure(size: tuple[int, int, int], cells: list[str], precisions: list[str], repeats: int,
+            warmup: int) -> list[str]:
     """The table rows of one size (B, H, T); with repeats = 0, only compile and capture."""
-    batch, hidden, steps = map(int, size.split(","))
+    batch, hidden, steps = size
     torch.manual_seed(0)
     x = torch.randn(steps, batch, hidden, device="cuda", requires_grad=True)
     rows = []
@@ -83,6 +85,14 @@ def measure(size: str, cells: list[str], precisions: list[str], repeats: int, wa
     return rows
 
 
+def precision_names(text: str) -> list[str]:
+    """argparse type: comma-separated names among PRECISIONS."""
+    names = text.split(",")
+    if not set(names) <= set(PRECISIONS):
+        raise argparse.ArgumentTypeError(f"precisions must be among {', '.join(PRECISIONS)}, got {text!r}")
+    return names
+
+
 def compile_size(arguments: tuple) -> None:
     size, cells, precisions = arguments
     measure(size, cells, precisions, repeats=0, warmup=2)
@@ -90,16 +100,16 @@ def compile_size(arguments: tuple) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", default="lstm,peephole,gru,layernorm")
-    parser.add_argument("--sizes", default=SIZES, help="B,H,T triples separated by ';'")
-    parser.add_argument("--precisions", default=",".join(PRECISIONS))
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--cells", type=cell_list, default="lstm,peephole,gru,layernorm")
+    parser.add_argument("--sizes", type=size_triples, default=SIZES, help="B,H,T triples separated by ';'")
+    parser.add_argument("--precisions", type=precision_names, default=",".join(PRECISIONS))
+    parser.add_argument("--repeats", type=positive_int, default=7)
+    parser.add_argument("--warmup", type=positive_int, default=3)
     parser.add_argument("--out", default="triton_layout.md", help="where the table is written too")
     arguments = parser.parse_args()
     if not torch.cuda.is_available():
         parser.error("needs a CUDA GPU, and torch sees none here (torch.cuda.is_available() is False)")
-    cells, sizes, precisions = arguments.cells.split(","), arguments.sizes.split(";"), arguments.precisions.split(",")
+    cells, sizes, precisions = arguments.cells, arguments.sizes, arguments.precisions
     with multiprocessing.get_context("spawn").Pool(len(sizes)) as pool:
         pool.map(compile_size, [(size, cells, precisions) for size in sizes])
     lines = [
