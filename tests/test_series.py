@@ -45,14 +45,14 @@ def test_a_gap_up_to_an_origin_holds_the_value_before_it_as_that_origin_knows_it
     with pytest.warns(MissingValuesWarning):
         frame = read_series(table, "date", ["y"], ["promotion"])
     assert frame.targets[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 11.0]
-    known = frame.known_at(6)
-    assert known.targets[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 4.0, 4.0, 10.0, 11.0]  # rows from 6 on: the future
-    assert known.covariates[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 7.0, 8.0]
+    assert frame.history(0, 6).tolist() == [1.0, 2.0, 3.0, 4.0, 4.0, 4.0]
     head = frame.head(6)
     assert head.targets[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 4.0, 4.0]
+    assert head.covariates[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 5.0]
     assert head.filled[:, 0].tolist() == [False, True, False, False, True, True]
     assert head.covariates_filled[:, 0].tolist() == [False, False, True, False, False, True]
-    assert frame.known_at(4) is frame and frame.known_at(8) is frame  # no gap runs up to them
+    assert frame.history(0, 4).tolist() == [1.0, 2.0, 3.0, 4.0]  # no gap runs up to it: as filled
+    assert frame.history(0, 8).tolist() == frame.targets[:, 0].tolist()
     assert known_before(np.array([[1.0, 5.0], [2.0, 6.0], [9.0, 7.0]]), np.array([[0, 0], [1, 0], [1, 0]]),
                         3).tolist() == [[1.0, 5.0], [1.0, 6.0], [1.0, 7.0]]
 

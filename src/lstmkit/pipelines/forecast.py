@@ -400,8 +400,7 @@ class Forecaster:
         for k, index in zip(*np.nonzero(~finite.all(axis=1))):
             origin = origins[k]
             baseline = layout.fallback[index] if origin >= max(2, layout.season) else "naive"
-            stand_in = baseline_forecast(baseline, frame.known_at(origin).targets[:origin, index], horizon,
-                                         layout.season)
+            stand_in = baseline_forecast(baseline, frame.history(index, origin), horizon, layout.season)
             forecasts.mean[k, :, index] = forecasts.lower[k, :, index] = forecasts.upper[k, :, index] = stand_in
             forecasts.fallbacks.append({"origin": origin, "target": frame.target_names[index], "baseline": baseline})
         for target, baseline in dict.fromkeys((row["target"], row["baseline"]) for row in forecasts.fallbacks):

@@ -65,7 +65,7 @@ def origin_baselines(forecaster: Forecaster, frame: SeriesFrame, origins: list[i
                      names) -> dict[str, np.ndarray]:
     """Each baseline's forecasts of target `index` from each origin, from the history as that
     origin knows it: name -> (origins, horizon)."""
-    return panel_baselines([frame.known_at(origin).targets[:origin, index] for origin in origins],
+    return panel_baselines([frame.history(index, origin) for origin in origins],
                            forecaster.config.horizon, forecaster.layout.season, tuple(names))
 
 

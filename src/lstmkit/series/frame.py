@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -106,24 +106,20 @@ class SeriesFrame:
         return len(self.future_covariates) - len(self.time) if self.future_names else 0
 
     def head(self, rows: int) -> SeriesFrame:
-        """The first `rows` rows (the training part of a backtest), as known before row `rows`
-        (`known_at`); the known-future covariates go on for as long as the whole table has them."""
-        known = self.known_at(rows)
-        return SeriesFrame(self.time[:rows], self.time_kind, self.frequency, known.targets[:rows],
-                           known.covariates[:rows], self.future_covariates, self.target_names, self.covariate_names,
-                           self.future_names, self.filled[:rows], self.covariates_filled[:rows])
+        """The first `rows` rows (the training part of a backtest), as a forecast from row `rows`
+        may see them (`known_before`); the known-future covariates go on for as long as the whole
+        table has them."""
+        return SeriesFrame(self.time[:rows], self.time_kind, self.frequency,
+                           known_before(self.targets, self.filled, rows),
+                           known_before(self.covariates, self.covariates_filled, rows), self.future_covariates,
+                           self.target_names, self.covariate_names, self.future_names, self.filled[:rows],
+                           self.covariates_filled[:rows])
 
-    def known_at(self, origin: int) -> SeriesFrame:
-        """The frame as a forecast from row `origin` may see it: the rows before it as filling
-        their gaps alone fills them (`known_before`), the rows from it on unchanged (they are
-        the future it forecasts; the known-future covariates are known). The frame itself where
-        no gap runs up to the origin."""
-        if not (self.filled[origin - 1:origin].any() or self.covariates_filled[origin - 1:origin].any()):
-            return self
-        targets, covariates = self.targets.copy(), self.covariates.copy()
-        targets[:origin] = known_before(self.targets, self.filled, origin)
-        covariates[:origin] = known_before(self.covariates, self.covariates_filled, origin)
-        return replace(self, targets=targets, covariates=covariates)
+    def history(self, index: int, end: int) -> np.ndarray:
+        """The first `end` values of target `index` as a forecast from row `end` may see them: a
+        gap up to `end` holds the value before it, not one interpolated towards a later value
+        (`known_before`), as `Panel.history` gives a long table's."""
+        return known_before(self.targets[:, index], self.filled[:, index], end)
 
     def time_values(self, times: pd.DatetimeIndex) -> list:
         """Timestamps as the user wrote them (see `written_times`)."""
