@@ -511,6 +511,25 @@ def test_cpu_autocast_dtypes_as_torch_and_close_to_float32(
         assert (actual.float() - exact).abs().max() < 3e-2
 
 
+@pytest.mark.parametrize("engine", ["auto", "fused", TRITON, "reference"])
+@pytest.mark.parametrize("cell_name", sorted(NAMED))
+def test_float64_input_and_state_under_cpu_autocast_run_as_float32_ones(cell_name, engine):
+    """As a layer's: float64 input under autocast returned float64 from the LSTM family and GRU
+    on the fused, Triton and reference engines, bfloat16 from the RNN, and `auto`'s native cells
+    refused it (`mat1 and mat2 must have the same dtype`). It runs as the float32 input and
+    state of its values, and the gradients come back in float64."""
+    cell = NAMED[cell_name](INPUT, HIDDEN, engine=engine)
+    x, hx = random_inputs((B,), cell.cell.has_cell_state)
+    narrow = [part.detach().float() for part in ([x, *hx] if isinstance(hx, tuple) else [x, hx])]
+    with torch.autocast("cpu", torch.bfloat16):
+        expected = flatten_outputs(cell(narrow[0], tuple(narrow[1:]) if isinstance(hx, tuple) else narrow[1]))
+        ours = flatten_outputs(cell(x, hx))
+    assert [t.dtype for t in ours] == [t.dtype for t in expected]
+    assert all(torch.equal(actual, exact) for actual, exact in zip(ours, expected, strict=True))
+    sum(t.float().sum() for t in ours).backward()
+    assert x.grad.dtype == F64 and bool(x.grad.abs().sum() > 0)
+
+
 @pytest.mark.parametrize("engine", ["fused", TRITON])
 @pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
 def test_cpu_autocast_matches_the_reference_engine_in_the_same_precision(cell_name, options, engine):

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from lstmkit.nn.inputs import ShapeError, accepts_dtype, check_features, describe
+from lstmkit.nn.inputs import ShapeError, accepts_dtype, as_float32_under_autocast, check_features, describe
 
 
 class StepInput(NamedTuple):
@@ -34,7 +34,7 @@ def prepare_step(
     device: torch.device,
 ) -> StepInput:
     """Check a cell module's `input` and `hx` (None for zeros) against parameters of `dtype`
-    on `device`, and batch them."""
+    on `device`, and batch them; float64 ones under autocast become float32, as a layer's do."""
     if not isinstance(input, Tensor):
         raise TypeError(f"{owner}: input must be a Tensor, got {describe(input)}")
     if input.dim() not in (1, 2):
@@ -44,18 +44,18 @@ def prepare_step(
         )
     check_features(input, input_size, dtype, device, "cell")
     batched = input.dim() == 2
-    x = input if batched else input.unsqueeze(0)
+    x = as_float32_under_autocast(input if batched else input.unsqueeze(0), dtype)
     if hx is None:  # in the input's dtype, as torch.nn's cells make them (bfloat16 input under autocast)
         h = torch.zeros(x.shape[0], hidden_size, dtype=x.dtype, device=x.device)
         return StepInput(x, h, h if has_cell_state else None, batched)
     expected = (x.shape[0], hidden_size) if batched else (hidden_size,)
     if not has_cell_state:
-        h = check_state(owner, hx, "hx (h)", expected, input, dtype)
+        h = as_float32_under_autocast(check_state(owner, hx, "hx (h)", expected, input, dtype), dtype)
         return StepInput(x, h if batched else h.unsqueeze(0), None, batched)
     if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
         raise TypeError(f"{owner}: hx must be a tuple (h, c) of two tensors, got {describe(hx)}")
-    h = check_state(owner, hx[0], "hx[0] (h)", expected, input, dtype)
-    c = check_state(owner, hx[1], "hx[1] (c)", expected, input, dtype)
+    h, c = (as_float32_under_autocast(check_state(owner, state, label, expected, input, dtype), dtype)
+            for state, label in ((hx[0], "hx[0] (h)"), (hx[1], "hx[1] (c)")))
     if not batched:
         h, c = h.unsqueeze(0), c.unsqueeze(0)
     return StepInput(x, h, c, batched)
