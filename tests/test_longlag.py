@@ -688,6 +688,11 @@ def test_probe_gates_of_a_task_run_folder_names_its_models(tmp_path):
             f"{tmp_path} is not an lstmkit checkpoint: expected config.json and model.safetensors in it (it holds a "
             f"task run's models/: give {tmp_path / 'models' / 'CELL'}, a cell of gru, lstm)")):
         probes.probe_gates(tmp_path / "gates", checkpoint=tmp_path)
+    weights = tmp_path / "models" / "lstm" / "model.safetensors"
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"{weights} is not an lstmkit checkpoint: expected config.json and model.safetensors in it (it is a file "
+            f"of one: give the folder that holds it, {weights.parent})")):
+        probes.probe_gates(tmp_path / "gates", checkpoint=weights)
 
 
 def test_a_folder_the_probe_removal_cannot_read_is_passed_by(tmp_path, monkeypatch):
@@ -869,13 +874,19 @@ def test_the_gradient_probe_checks_its_cells_before_any_trains(tmp_path, monkeyp
         run_task(AddingTask(T=10), ["gru"], TaskTrainingConfig(init="chrono", chrono_max=10), tmp_path)
 
 
+EXPECTED_RESULTS = 'expected an object with its "task" and "T", its trained "cells" and its "config" (with the seed)'
+
+
 @pytest.mark.parametrize("content, message", [
-    ('{"mine": 1}', 'expected an object with its trained "cells" and its "config" (with the seed), got {"mine": 1}'),
-    ("[1, 2]", 'expected an object with its trained "cells" and its "config" (with the seed), got [1, 2]'),
-    ('{"cells": {}, "config": {"seed": 0}}', 'expected an object with its trained "cells" and its "config" (with the '
-                                             'seed), got {"cells": {}, "config": {"seed": 0}}'),
-    ('{"cells": {"lstm": {}}}', 'expected an object with its trained "cells" and its "config" (with the seed), got '
-                                '{"cells": {"lstm": {}}}'),
+    ('{"mine": 1}', f'{EXPECTED_RESULTS}, got {{"mine": 1}}'),
+    ("[1, 2]", f"{EXPECTED_RESULTS}, got [1, 2]"),
+    ('{"task": "adding", "cells": {}, "config": {"seed": 0}}',
+     f'{EXPECTED_RESULTS}, got {{"task": "adding", "cells": {{}}, "config": {{"seed": 0}}}}'),
+    ('{"task": "adding", "cells": {"lstm": {}}}', f'{EXPECTED_RESULTS}, got {{"task": "adding", "cells": {{"lstm": {{}}}}}}'),
+    ('{"task": "sorting", "cells": {"lstm": {}}, "config": {"seed": 0}}',
+     f'{EXPECTED_RESULTS}, got {{"task": "sorting", "cells": {{"lstm": {{}}}}, "config": {{"seed": 0}}}}'),
+    ('{"task": "adding", "T": "5", "cells": {"lstm": {}}, "config": {"seed": 0}}',
+     f'{EXPECTED_RESULTS}, got {{"task": "adding", "T": "5", "cells": {{"lstm": {{}}}}, "config": {{"seed": 0}}}}'),
     ("y", "it is not JSON (Expecting value: line 1 column 1 (char 0))"),
 ])
 def test_a_task_run_whose_results_are_not_a_runs_is_named(content, message, tmp_path):
@@ -885,6 +896,26 @@ def test_a_task_run_whose_results_are_not_a_runs_is_named(content, message, tmp_
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'results.json'} is not the results of a `lstmkit "
                                                    f"task` run: {message}")):
         load_task_run(tmp_path)
+
+
+def test_a_model_copied_into_a_task_run_from_another_is_refused_by_name(tmp_path):
+    """`probe --from` read the task from the first model alone: another run's lstm put in a run's
+    models/ was probed as the run's, silently, and a model of another task first made the probe
+    fail on the others (`input.size(-1) must equal input_size=2, got 10`)."""
+    run_task(AddingTask(T=5), ["gru", "lstm"], QUICK_PROBE, tmp_path / "run")
+    run_task(AddingTask(T=6), ["lstm"], QUICK_PROBE, tmp_path / "other")
+    models = tmp_path / "run" / "models"
+    assert set(load_task_run(tmp_path / "run").models) == {"gru", "lstm"}
+    shutil.rmtree(models / "lstm")
+    shutil.copytree(tmp_path / "other" / "models" / "lstm", models / "lstm")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(models / 'lstm'))} holds a lstm model of adding T=6, not "
+                                         f"the lstm model of adding T=5 that the run of {re.escape(str(tmp_path))}"):
+        load_task_run(tmp_path / "run")
+    shutil.rmtree(models / "gru")
+    shutil.copytree(tmp_path / "other" / "models" / "lstm", models / "gru")
+    with pytest.raises(ValueError, match=re.escape(f"{models / 'gru'} holds a lstm model of adding T=6, not the gru "
+                                                   "model of adding T=5")):
+        load_task_run(tmp_path / "run", ["gru"])
 
 
 @pytest.mark.parametrize("cells, error, message", [

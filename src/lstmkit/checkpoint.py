@@ -323,7 +323,9 @@ def read_config(directory: Path) -> dict:
         raise FileNotFoundError(f"{directory} does not exist")
     if not config_path.is_file() or not weights_path.is_file():
         hint = ""
-        if existing(directory / "last").is_dir() and not existing(directory / "best").is_dir():
+        if directory.name in (CONFIG_FILE, WEIGHTS_FILE) and directory.is_file():
+            hint = f" (it is a file of one: give the folder that holds it, {directory.parent})"
+        elif existing(directory / "last").is_dir() and not existing(directory / "best").is_dir():
             hint = f" (it holds a run's last/ but no best/: give {directory / 'last'} for its latest checkpoint)"
         elif existing(directory / "models").is_dir():  # a `lstmkit task` or demo run: a model per cell
             cells = sorted(path.name for path in (directory / "models").iterdir() if path.is_dir())

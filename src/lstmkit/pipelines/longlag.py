@@ -31,7 +31,7 @@ from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.models.modes import evaluating
 from lstmkit.nn.regularisers import init_names
 from lstmkit.pipelines.configs import TaskTrainingConfig
-from lstmkit.tasks import Batch, Task, make_task
+from lstmkit.tasks import TASKS, Batch, Task, make_task
 from lstmkit.training.config import offset_seed
 from lstmkit.training.progress import seconds_text
 from lstmkit.training import Job, Processes, Trainer, TrainingDiverged
@@ -512,9 +512,16 @@ def load_task_run(directory: str | Path, cells: list[str] | None = None) -> Task
         warn_at_caller(f"{lost} in the run of {directory}: no model of {'it' if len(diverged) == 1 else 'them'} "
                        "to load")
     cells = cells or trained  # the run's own, whatever else the folder holds
-    loaded = {cell: load_model(models_dir / cell) for cell in cells}
-    models = {cell: model for cell, (model, _) in loaded.items()}
-    return TaskRunModels(next(iter(loaded.values()))[1], models, run_settings(results)["seed"])
+    task = make_task(results["task"], results.get("T"))
+    models = {}
+    for cell in cells:
+        model, trained_on = load_model(models_dir / cell)
+        if model.config.cell != cell or trained_on != task:
+            raise ValueError(f"{models_dir / cell} holds a {model.config.cell} model of {trained_on.describe()}, not "
+                             f"the {cell} model of {task.describe()} that the run of {directory} trained (its "
+                             "results.json): a model copied in from another run? Probe it with --task, or rerun")
+        models[cell] = model
+    return TaskRunModels(task, models, run_settings(results)["seed"])
 
 
 def run_settings(results: object) -> object:
@@ -533,9 +540,12 @@ def task_results(directory: Path) -> dict:
     except (UnicodeDecodeError, ValueError) as error:
         raise ValueError(f"{path} is not the results of a `lstmkit task` run: it is not JSON ({error})") from None
     settings = run_settings(results)
-    if not (isinstance(results, dict) and isinstance(results.get("cells"), dict) and results["cells"]
+    if not (isinstance(results, dict) and results.get("task") in TASKS
+            and (results.get("T") is None or isinstance(results["T"], int))
+            and isinstance(results.get("cells"), dict) and results["cells"]
             and isinstance(settings, dict) and isinstance(settings.get("seed"), int)):
         shown = json.dumps(results)
-        raise ValueError(f"{path} is not the results of a `lstmkit task` run: expected an object with its trained "
-                         f"\"cells\" and its \"config\" (with the seed), got {shown[:80]}{'...' * (len(shown) > 80)}")
+        raise ValueError(f"{path} is not the results of a `lstmkit task` run: expected an object with its \"task\" "
+                         f"and \"T\", its trained \"cells\" and its \"config\" (with the seed), got "
+                         f"{shown[:80]}{'...' * (len(shown) > 80)}")
     return results
