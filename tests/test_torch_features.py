@@ -227,6 +227,40 @@ def test_lengths_of_floats_are_refused_with_their_dtype():
 
 
 
+class HoldsALayerAndACell(torch.nn.Module):
+    """A model torch.fx traces: a layer's output fed to a cell, then a Linear."""
+
+    def __init__(self, layer: torch.nn.Module, cell: torch.nn.Module) -> None:
+        super().__init__()
+        self.layer, self.cell, self.readout = layer, cell, torch.nn.Linear(4, 2)
+
+    def forward(self, x, h):
+        output, _ = self.layer(x, lengths=[5, 3])
+        state = self.cell(output[-1], (h, h) if self.cell.cell.has_cell_state else h)
+        return self.readout(output[0] + (state[0] if self.cell.cell.has_cell_state else state))
+
+
+@pytest.mark.parametrize("layer, cell", [
+    (lambda: lstmkit.LSTM(3, 4), lambda: lstmkit.LSTMCell(4, 4)),
+    (lambda: lstmkit.PeepholeLSTM(3, 4), lambda: lstmkit.GRUCell(4, 4)),
+    (lambda: lstmkit.GRU(3, 4, engine="fused"), lambda: lstmkit.LayerNormLSTMCell(4, 4)),
+], ids=["lstm", "peephole", "gru"])
+def test_torch_fx_records_each_lstmkit_module_as_one_call_as_it_does_torch_nn_s(layer, cell):
+    """fx takes torch.nn's modules as leaves and traced into lstmkit's, whose checks refused its
+    stand-in tensors: `TypeError: input must be a Tensor or a PackedSequence, got Proxy`."""
+    torch.manual_seed(0)
+    model = HoldsALayerAndACell(layer(), cell()).double()
+    traced = torch.fx.symbolic_trace(model)
+    assert [node.target for node in traced.graph.nodes if node.op == "call_module"] == ["layer", "cell", "readout"]
+    x, h = torch.randn(5, 2, 3, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
+    assert torch.equal(traced(x, h), model(x, h))
+    for module in (lstmkit.LSTM(3, 4), lstmkit.GRUCell(3, 4)):  # fx's root: torch.nn's fail there too
+        with pytest.raises(TypeError, match=re.escape(f"torch.fx cannot trace inside {type(module).__name__} (nor "
+                                                      "inside torch.nn's recurrent modules): trace a module that "
+                                                      "holds it, where it is recorded as one call")):
+            torch.fx.symbolic_trace(module)
+
+
 def test_torchscript_is_refused_in_one_line():
     """torch.jit.script cannot compile the engines' Python kernels: a layer, a cell module and a
     model holding a layer are refused by name, with what works instead."""

@@ -26,6 +26,7 @@ from lstmkit.nn.docs import (
 )
 from lstmkit.nn.parameters import RESET, initialise, parameter_shapes, register, set_forget_bias
 from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, writable
+from lstmkit.nn.tracing import fx_leaf_call
 from lstmkit.nn.recurrent import (
     Recurrent, check_forget_bias, checked_flag, leading_repr, positive_int, resolve_cell,
 )
@@ -110,6 +111,9 @@ class RecurrentCell(NotScriptable, nn.Module):
         self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None, return_gates: bool = False
     ):
         """One step; see the class docstring for shapes."""
+        traced = fx_leaf_call(self, (input, hx), {"return_gates": return_gates})
+        if traced is not None:
+            return traced
         return_gates = checked_return_gates(return_gates)
         weights = self.weights()
         step = prepare_step(

@@ -28,6 +28,7 @@ from lstmkit.nn.parameters import RESET, initialise, parameter_shapes, register,
 from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, writable
 from lstmkit.nn.rnn_base import RNNBaseHelpers
 from lstmkit.nn.scripting import NotScriptable
+from lstmkit.nn.tracing import fx_leaf_call
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,9 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         return_gates: bool = False,
     ):
         """Run the stack over a sequence; see the class docstring for shapes."""
+        traced = fx_leaf_call(self, (input, hx), {"lengths": lengths, "return_gates": return_gates})
+        if traced is not None:
+            return traced
         return self._over_sequence(input, hx, lengths, checked_return_gates(return_gates), self.batch_first)
 
     def _over_sequence(

@@ -1,0 +1,28 @@
+"""torch.fx's symbolic tracing of a model that holds lstmkit modules."""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.fx import Proxy
+
+
+def fx_leaf_call(module: nn.Module, arguments: tuple, keywords: dict) -> Proxy | None:
+    """Where torch.fx traces a call of `module` (a Proxy among its `arguments` or `keywords`, or
+    in a tuple there, an hx): the call recorded as one call_module node, as fx records torch.nn's
+    own layers, which its Tracer takes as leaves (lstmkit's checks refused its stand-in tensors,
+    "input must be a Tensor, got Proxy"). None where nothing is traced. The module traced itself,
+    fx's root, is refused, as torch.nn's layers are there."""
+    values = [*arguments, *keywords.values()]
+    proxies = [value for value in values for value in (value if isinstance(value, (tuple, list)) else (value,))
+               if isinstance(value, Proxy)]
+    if not proxies:
+        return None
+    tracer = proxies[0].tracer
+    try:
+        path = tracer.path_of_module(module)
+    except NameError:
+        path = ""
+    if not path:
+        raise TypeError(f"torch.fx cannot trace inside {type(module).__name__} (nor inside torch.nn's recurrent "
+                        "modules): trace a module that holds it, where it is recorded as one call")
+    return tracer.create_proxy("call_module", path, arguments, keywords)
