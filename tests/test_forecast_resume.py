@@ -171,6 +171,11 @@ def test_a_backtest_killed_before_its_first_checkpoint_starts_again_and_an_older
     assert not record.exists()
     resumed = run_backtest(Forecaster("t", "y", **options), path, 12, tmp_path / "run", resume=True)
     assert resumed.backtest.scores.equals(result.backtest.scores)
+    for damaged, message in (("[]", "holds a JSON list, expected an object (the holdout and horizon the backtest "
+                                    "began with)"), ("[", "is not JSON: Expecting value at line 1 column 2")):
+        record.write_text(damaged)  # once: AttributeError 'list' object has no attribute 'get'; a nameless JSON error
+        with pytest.raises(ValueError, match=f"^{re.escape(f'{record} {message}')}$"):
+            run_backtest(Forecaster("t", "y", **options), path, 12, tmp_path / "run", resume=True)
 
 
 @pytest.mark.skipif(os.name == "nt", reason="folders are locked where the system has flock")
@@ -190,3 +195,24 @@ def test_a_fit_holds_its_folder_from_its_checks_to_its_model(tmp_path, monkeypat
     assert seen == [False]  # at the refit, after the backtest
     assert another_run_could_claim(out)
 
+
+
+def test_a_fit_and_another_pipelines_run_refuse_each_others_stopped_folder(tmp_path):
+    """An `lm train` stopped before its results.json took a `forecast fit` into its folder, and a
+    fit stopped before its model took an `lm train`: each replaced the other's results.json."""
+    stopped_lm = tmp_path / "lm"
+    (stopped_lm / "last").mkdir(parents=True)
+    (stopped_lm / "last" / "config.json").write_text('{"kind": "language_model"}')
+    with pytest.raises(ValueError, match=re.escape(f"{stopped_lm} holds a 'language_model' run, where a forecast fit "
+                                                   "or backtest cannot start; choose another folder")):
+        run_backtest(Forecaster("t", "y", horizon=2), "never read.csv", 2, stopped_lm)
+    stopped_fit = tmp_path / "fit"
+    network = stopped_fit / "training" / "backtest" / "model" / "seasonal" / "last"
+    network.mkdir(parents=True)
+    (network / "config.json").write_text('{"kind": "forecast-training"}')
+    for resume in (False, True):
+        with pytest.raises(ValueError, match=re.escape(f"{stopped_fit} holds another command's training runs "
+                                                       f"({stopped_fit / 'training'}), where a 'language_model' run "
+                                                       "cannot start; choose another folder")):
+            loop.check_run_folder(stopped_fit, resume, "language_model")
+    loop.check_run_folder(tmp_path / "new", False, "language_model")

@@ -22,7 +22,6 @@ the network over a series.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import numbers
 from collections.abc import Iterator
@@ -45,6 +44,7 @@ from lstmkit.checkpoint import (
     checkpoint_folder,
     existing,
     load_model_checkpoint,
+    read_json,
     save_checkpoint,
 )
 from lstmkit.files import (atomic_path, check_not_read, check_output_file, fingerprint, folders_to_make,
@@ -776,7 +776,10 @@ def backtest_folder(run_folder: Path | None, holdout: int, horizon: int) -> Iter
     record, runs = run_folder / HOLDOUT_FILE, run_folder / "backtest"
     made, wrote = [], False
     if runs.exists():
-        before = json.loads(record.read_text()) if record.is_file() else {}
+        before = read_json(record) if record.is_file() else {}
+        if not isinstance(before, dict):
+            raise CheckpointError(f"{record} holds a JSON {type(before).__name__}, expected an object (the holdout "
+                                  "and horizon the backtest began with)")
         if before.get("horizon") == horizon and before.get("holdout") != holdout:
             raise ValueError(f"{run_folder.parent} was backtested with other settings; --resume needs the same ones "
                              f"(holdout: {before.get('holdout')} in the run, {holdout} now)")

@@ -16,6 +16,7 @@ with extra_imports("forecast", __name__):
     import pandas as pd
 
     from lstmkit import plots
+from lstmkit.checkpoint import existing, held_kind
 from lstmkit.files import atomic_path, check_nothing_overwritten, claimed_folder, write_json
 from lstmkit.pipelines.forecast import HOLDOUT_FILE, Backtest, Forecaster, config_dict, encoder_lookback
 from lstmkit.pipelines.forecast_global import M4_METRICS, PanelBacktest
@@ -312,6 +313,10 @@ def training_folder(out: Path, resume: bool) -> Path:
     holds runs without `resume` (they would be overwritten; the holdout's record alone, of a
     backtest stopped before its first checkpoint, is none), or is missing with it."""
     folder = out / "training"
+    held = held_kind(existing(out / "last"))
+    if held is not None:  # another pipeline's run, stopped before its results.json
+        raise ValueError(f"{out} holds a {held!r} run, where a forecast fit or backtest cannot start; choose another "
+                         "folder")
     holds_runs = folder.exists() and (not folder.is_dir() or {path.name for path in folder.iterdir()} - {HOLDOUT_FILE})
     if holds_runs and not resume:
         raise ValueError(f"{out} holds training runs already ({folder}): pass --resume to continue them (finished "
