@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -525,3 +527,28 @@ def test_the_run_of_a_checkpoint_is_told_by_its_name_and_contents(tmp_path):
     assert runs == {"run": tmp_path / "run", "run/best": tmp_path / "run", "run/model": tmp_path / "run",
                     "run/last": tmp_path / "run", "saved": tmp_path / "saved", "model": tmp_path / "model"}
 
+
+
+HELD = """
+import os, subprocess, threading, time
+from lstmkit.checkpoint import interrupts_held
+threading.Thread(target=time.sleep, args=(30,), daemon=True).start()  # a thread that blocks no signal
+where = "before"
+try:
+    with interrupts_held():
+        subprocess.run(["kill", "-INT", str(os.getpid())])  # from another process, as a scheduler's
+        time.sleep(0.5)
+        where = "at the end of the block"
+except KeyboardInterrupt:
+    print("interrupted", where)
+"""
+
+
+def test_an_interrupt_from_another_process_waits_for_the_end_of_a_held_block(tmp_path):
+    """The block held SIGINT and SIGTERM by the main thread's signal mask: the system handed a
+    signal from another process to another thread (torch's, tqdm's), and Python ran the handler
+    in the main thread, inside the block (a checkpoint's swap of folders)."""
+    script = tmp_path / "held.py"
+    script.write_text(HELD)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert result.stdout == "interrupted at the end of the block\n", result.stderr

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -672,7 +674,7 @@ def test_a_batch_the_processes_cannot_share_is_refused_before_a_task_is_announce
     code, out, err = run_cli(["task", "adding", "--T", "5", "--steps", "1", "--batch-size", "7"], capsys)
     assert (code, out) == (2, "")
     assert err == ("lstmkit: error: batch_size (--batch-size) is 7, which 2 processes cannot share evenly: give a "
-                   "multiple of 2, or run a number of processes that divides 7\n")
+                   "multiple of 2 (a new run), or run a number of processes that divides 7\n")
 
 
 def test_under_torchrun_a_command_that_trains_nothing_runs_in_rank_0_alone(tmp_path):
@@ -702,3 +704,55 @@ def test_the_commands_that_train_are_those_every_torchrun_process_runs(arguments
 
     parsed = build_parser().parse_args([argument.format(tmp=tmp_path) for argument in arguments])
     assert (parsed.trains(parsed) if callable(parsed.trains) else parsed.trains) is trains
+
+
+BLOCKED = """
+import datetime, socket
+import torch.distributed as dist
+from lstmkit.cli.signals import stopping_on_sigterm
+with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+print("waiting", flush=True)
+with stopping_on_sigterm():  # as a torchrun process whose peer never comes: no store listens on the port
+    dist.TCPStore("127.0.0.1", port, 2, False, datetime.timedelta(seconds=120))
+"""
+
+
+def test_sigterm_ends_a_process_blocked_inside_torch(tmp_path):
+    """lstmkit's SIGTERM handler runs only when torch returns to Python: a process waiting for a
+    peer that never came, or in a collective with one that had gone, ignored SIGTERM, and torchrun
+    stopped it 30 s later with SIGKILL."""
+    from lstmkit.cli.signals import TERM_GRACE_SECONDS
+
+    script = tmp_path / "blocked.py"
+    script.write_text(BLOCKED)
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "waiting\n"
+    time.sleep(1)  # inside the store's constructor
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143
+    assert TERM_GRACE_SECONDS <= time.monotonic() - sent < TERM_GRACE_SECONDS + 20
+    assert err.splitlines()[-1] == ("lstmkit: interrupted (SIGTERM), inside a call into torch that had not returned "
+                                    "5 s later")
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"WORLD_SIZE": "2"}, "WORLD_SIZE is set but RANK/LOCAL_RANK are missing or not integers ('RANK'); start "
+                          "several processes with torchrun"),
+    ({"WORLD_SIZE": "2", "RANK": "5"}, "RANK must be in 0..WORLD_SIZE-1 and LOCAL_RANK at least 0, got RANK=5, "
+                                       "WORLD_SIZE=2, LOCAL_RANK=0 (a process of that rank would wait for its peers "
+                                       "without end); start several processes with torchrun"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "-1"}, "RANK must be in 0..WORLD_SIZE-1 and LOCAL_RANK at least "
+                                                           "0, got RANK=1, WORLD_SIZE=2, LOCAL_RANK=-1"),
+])
+def test_torchrun_variables_set_by_hand_are_checked_in_one_line(variables, message, monkeypatch, capsys):
+    """A missing RANK ended in a traceback; RANK=5 of WORLD_SIZE=2 waited for peers for 30 minutes."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as stopped:
+        main(["lm", "sample", "nowhere"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith(f"lstmkit: error: {message}")

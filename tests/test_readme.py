@@ -8,6 +8,8 @@ make the same calls on small data.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,6 +29,25 @@ def test_readme_python_block_runs(index, tmp_path, monkeypatch):
 
 def test_readme_has_python_examples():
     assert BLOCKS
+
+
+def test_the_job_example_prints_its_number_with_one_process_and_under_torchrun(tmp_path):
+    """Under torchrun its `train_loss` read `model.weight` of DistributedDataParallel's wrapper:
+    `'DistributedDataParallel' object has no attribute 'weight'`."""
+    from test_training import free_port
+
+    [example] = [block for block in BLOCKS if "class Mean(Job)" in block]
+    expected = re.search(r"# (\d\.\d{4} cpu)", example).group(1)
+    script = tmp_path / "mean.py"
+    script.write_text(example)
+    one = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
+                          "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "--redirects", "1",
+                          "--log-dir", str(tmp_path / "logs"), str(script)],  # each process's print a file of its own
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert one.stdout.splitlines() == [expected], one.stderr[-2000:]
+    printed = [path.read_text().splitlines() for path in sorted((tmp_path / "logs").rglob("stdout.log"))]
+    assert two.returncode == 0 and printed == [[expected], [expected]], two.stderr[-2000:]
 
 
 def test_every_test_the_docs_name_exists():

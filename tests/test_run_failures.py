@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 from safetensors.torch import load_file
 
@@ -24,6 +25,7 @@ from lstmkit.files import check_output_file, write_json
 from lstmkit.pipelines.configs import TaskTrainingConfig
 from lstmkit.pipelines.lm import LMTrainingConfig, TextScores
 from lstmkit.training import Trainer, TrainingConfig, TrainingDiverged
+from lstmkit.training.loop import check_run_folder
 from test_training import ddp_flags, torchrun
 
 TINY = dict(num_layers=1, hidden_size=16, seq_len=16, batch_size=4, eval_every=10, warmup=0, dropout=0.0)
@@ -93,6 +95,20 @@ def test_a_second_run_into_a_folder_a_run_is_writing_in_is_refused(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="folders are locked where the system has flock")
+def test_a_new_run_into_a_folder_being_trained_is_told_it_is_in_use_not_to_resume(tmp_path):
+    """It was told `already holds a run; pass resume=True (--resume)`, which then met `is in use`."""
+    Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    in_use = re.escape(f"{tmp_path / 'run'} is in use: another run is writing there now")
+    with held_by_another_run(tmp_path / "run"):  # its resumed run, writing there now
+        for resume in (False, True):
+            with pytest.raises(ValueError, match=in_use):
+                check_run_folder(tmp_path / "run", resume)
+            with pytest.raises(ValueError, match=in_use):
+                Trainer(TrainingConfig(steps=4, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "run", resume)
+    check_run_folder(tmp_path / "run", True)  # let go
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="folders are locked where the system has flock")
 def test_a_run_into_a_folder_another_thread_holds_is_refused_and_one_thread_may_hold_it_twice(tmp_path):
     """A claim that this process holds a folder let a second thread's run in (and the first one's
     end released the folder under it); the demo's claim around its task run's is the same
@@ -137,6 +153,22 @@ def test_a_folder_whose_file_system_refuses_locks_is_warned_of_and_trained_in(tm
                                                    "another run started into it would not be refused")):
         run = Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "run")
     assert run.steps == 2
+
+
+def test_a_run_resumed_from_weights_whose_loss_is_not_finite_does_not_blame_the_learning_rate(tmp_path):
+    """A last/ whose weights file was damaged gave NaN at the first step after --resume, and the
+    message said to lower the learning rate, though no update had been made since the resume."""
+    Trainer(TrainingConfig(steps=4, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    weights = tmp_path / "run" / "last" / "model.safetensors"
+    weights.write_bytes(safetensors.torch.save({"weight": torch.full((1, 1), math.nan)}))  # damaged on disk
+    with pytest.raises(TrainingDiverged, match=re.escape(
+            "training diverged at step 4: the training loss became nan. Kept: "
+            f"{tmp_path / 'run' / 'last'} (step 4), {tmp_path / 'run' / 'best'} (step 2) and "
+            f"{tmp_path / 'run' / 'metrics.csv'}. No update had been made since the run resumed at step 4, so neither "
+            "the learning rate nor the clip is the cause: the weights it resumed from give a loss that is not finite "
+            "on this data. Their file may be damaged (the run's loss before the interruption is in metrics.csv), or "
+            "the data holds values that are not numbers (NaN) or are too large for floats.")):
+        Trainer(TrainingConfig(steps=8, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path / "run", resume=True)
 
 
 def test_a_loss_that_is_nan_before_the_first_evaluation_says_nothing_was_saved(tmp_path):

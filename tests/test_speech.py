@@ -693,8 +693,8 @@ def test_no_process_is_handed_an_empty_share_of_an_epochs_last_batch(tone_run):
         sizes[processes.world_size] = sorted(len(batch) for batch in batches)
     assert sizes == {1: [2, 6], 3: [8]}, "8 utterances in 6s: the two left over join the batch before under 3"
     with pytest.raises(ValueError, match=re.escape("batch_size (--batch-size, utterances) is 1, which 2 processes "
-                                                   "cannot share evenly: give a multiple of 2, or run a number of "
-                                                   "processes that divides 1")):
+                                                   "cannot share evenly: give a multiple of 2 (a new run), or run a "
+                                                   "number of processes that divides 1")):
         SpeechJob(utterances, utterances, alphabet, SpeechConfig(**{**TINY, "batch_size": 1}), {}, Processes(1, 2),
                   torch.device("cpu"))
 

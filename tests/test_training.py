@@ -466,6 +466,29 @@ def test_under_torchrun_a_bad_option_is_said_once(text_file, tmp_path, arguments
     assert lines == [message], result.stderr[-3000:]
 
 
+DIFFERING = """
+import os, sys
+from lstmkit.cli import main
+sys.exit(main(sys.argv[1:] + ["--steps", "20" if os.environ["RANK"] == "0" else "30"]))
+"""
+
+
+def test_under_torchrun_processes_given_different_settings_are_refused(text_file, tmp_path):
+    """A command line that differed between the processes ran: different learning rates were
+    averaged silently, and different step budgets waited for each other without end."""
+    script = tmp_path / "differing.py"
+    script.write_text(DIFFERING)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script),
+               *ddp_flags(text_file, tmp_path / "run")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if re.match(r"lstmkit( \w+)*: ", line)]
+    assert lines == ["lstmkit: error: the 2 processes of this run were given different settings: training.steps: 20 "
+                     "in process 0, 30 in process 1; start every process with the same command"], result.stderr[-3000:]
+    assert not (tmp_path / "run" / "last").exists()
+
+
 LEAVING = """
 import os, sys, torch
 from lstmkit.training.distributed import Processes, leave

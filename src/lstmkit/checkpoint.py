@@ -175,15 +175,23 @@ def write_checkpoint(directory: Path, files: dict[str, str], tensor_files: dict[
 @contextlib.contextmanager
 def interrupts_held() -> Iterator[None]:
     """SIGINT and SIGTERM held back while the block runs and delivered as it ends (the main
-    thread, where the system can: not on Windows)."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    thread only: another cannot set handlers). Held by handlers that note them, not by the
+    thread's signal mask: the system hands a signal from another process to any thread that does
+    not block it (torch's, tqdm's), and Python then ran the handler in the main thread, inside
+    the block."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    received: list[int] = []
+    earlier = {number: signal.signal(number, lambda number, frame: received.append(number))
+               for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        for number, handler in earlier.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        for number in dict.fromkeys(received):
+            signal.raise_signal(number)
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:

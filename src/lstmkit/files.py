@@ -66,8 +66,7 @@ def claimed_folder(folder: Path | None) -> Iterator[None]:
     if HELD_FOLDERS.get(held) == holder:
         yield
         return
-    in_use = ValueError(f"{folder} is in use: another run is writing there now; wait for it to end, or choose "
-                        "another folder")
+    in_use = in_use_error(folder)
     if held in HELD_FOLDERS and HELD_FOLDERS[held][0] == os.getpid():  # another thread's, where flock is refused
         raise in_use
     handle = None
@@ -90,6 +89,34 @@ def claimed_folder(folder: Path | None) -> Iterator[None]:
         remove_empty_folders(made)
         if handle is not None:
             os.close(handle)
+
+
+def in_use_error(folder: Path) -> ValueError:
+    return ValueError(f"{folder} is in use: another run is writing there now; wait for it to end, or choose another "
+                      "folder")
+
+
+def check_not_in_use(folder: Path) -> None:
+    """Refuse `folder` where another run holds it now (`claimed_folder`), before the checks of
+    what it holds: a new run into a folder being trained was told to pass --resume, which then
+    met this refusal."""
+    if fcntl is None or not folder.is_dir():
+        return
+    status = folder.stat()
+    holder = HELD_FOLDERS.get((status.st_dev, status.st_ino))
+    if holder is not None:  # this process's: this thread's is its own to go on in
+        if holder != (os.getpid(), threading.get_ident()):
+            raise in_use_error(folder)
+        return
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise in_use_error(folder) from None
+    except OSError:  # a file system without locks: claimed_folder warns of it
+        pass
+    finally:
+        os.close(handle)  # and the lock with it
 
 
 def folders_to_make(folder: Path) -> list[Path]:

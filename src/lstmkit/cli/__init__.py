@@ -7,9 +7,7 @@ import contextlib
 import io
 import os
 import re
-import signal
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ from lstmkit import __version__
 from lstmkit.checkpoint import CheckpointWriteError
 from lstmkit.cli.forecast import add_forecast_commands
 from lstmkit.cli.lm import add_lm_commands
+from lstmkit.cli.signals import Terminated, ignore_further_signals, on_interrupts, stopping_on_sigterm
 from lstmkit.cli.speech import add_speech_commands
 from lstmkit.cli.tasks import add_task_commands
 from lstmkit.cli.translate import add_translate_commands
@@ -95,32 +94,6 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
     print(f"lstmkit: warning: {message}", file=sys.stderr if file is None else file)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, a scheduler's or torchrun's request to stop: met as Ctrl-C is, so that what a
-    run wrote is kept and a checkpoint half written is removed, where the signal's default
-    would kill the process mid-write without a word."""
-
-
-@contextlib.contextmanager
-def stopping_on_sigterm() -> Iterator[None]:
-    """SIGTERM raises Terminated while the command runs (the main thread only: a command run
-    from another thread keeps the default); Ctrl-C's handler is restored after it too, which
-    `ignore_further_signals` may have changed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminated(signal_number, frame) -> None:
-        raise Terminated
-
-    earlier, earlier_interrupt = signal.signal(signal.SIGTERM, terminated), signal.getsignal(signal.SIGINT)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, earlier)
-        signal.signal(signal.SIGINT, earlier_interrupt)
-
-
 def main(argv: list[str] | None = None) -> int:
     with stopping_on_sigterm():
         return run_command(argv)
@@ -129,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(argv: list[str] | None) -> int:
     parser = build_parser()
     warnings.showwarning = show_warning
-    processes = Processes.from_environment()
+    try:
+        processes = Processes.from_environment()
+    except ValueError as error:  # torchrun's variables, set by hand
+        parser.exit(2, f"lstmkit: error: {error}\n")
     main_process = processes.main
     if not main_process:  # under torchrun, rank 0 alone speaks (and warns), from the command line on
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
@@ -201,20 +177,6 @@ def wait_for_rank_0(status: int | str | None) -> None:
     silently, with `status`."""
     on_interrupts(lambda signal_number, frame: os._exit(status if isinstance(status, int) else 1))
     time.sleep(PEER_GRACE_SECONDS)
-
-
-def ignore_further_signals() -> None:
-    """Ctrl-C and SIGTERM ignored from here on: torchrun may send a second while a process says
-    why it stops, which then ended in a traceback."""
-    on_interrupts(signal.SIG_IGN)
-
-
-def on_interrupts(handler) -> None:
-    """`handler` for Ctrl-C and SIGTERM (the main thread only: another cannot set one;
-    `stopping_on_sigterm` restores both)."""
-    if threading.current_thread() is threading.main_thread():
-        for number in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(number, handler)
 
 
 def peer_stopped(error: RuntimeError) -> bool:

@@ -10,6 +10,7 @@ same optimizer step. Without those variables there is one process and no group.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -33,10 +34,16 @@ class Processes:
         if "WORLD_SIZE" not in os.environ:
             return cls()
         try:
-            return cls(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+            processes = cls(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
+                            int(os.environ.get("LOCAL_RANK", 0)))
         except (KeyError, ValueError) as error:
             raise ValueError(f"WORLD_SIZE is set but RANK/LOCAL_RANK are missing or not integers ({error}); "
                              "start several processes with torchrun") from None
+        if not (0 <= processes.rank < processes.world_size and processes.local_rank >= 0):
+            raise ValueError(f"RANK must be in 0..WORLD_SIZE-1 and LOCAL_RANK at least 0, got RANK={processes.rank}, "
+                             f"WORLD_SIZE={processes.world_size}, LOCAL_RANK={processes.local_rank} (a process of "
+                             "that rank would wait for its peers without end); start several processes with torchrun")
+        return processes
 
     @property
     def distributed(self) -> bool:
@@ -72,12 +79,34 @@ class Processes:
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                        find_unused_parameters=partial)
 
+    def check_same(self, settings: dict, device: torch.device) -> None:
+        """Refuse, in every process alike, a run whose processes were given different `settings`
+        (nested names to values: a command line that differs between them). Each would train its
+        own way: DistributedDataParallel averaged the gradients of two learning rates silently,
+        and processes of different step budgets waited for each other without end."""
+        if not self.distributed:
+            return
+        ours = {name: repr(value) for name, value in flattened(settings).items()}
+        everyone: list[dict[str, str]] = [{} for _ in range(self.world_size)]
+        with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():  # NCCL's own GPU
+            dist.all_gather_object(everyone, ours)
+        differing = sorted({name for theirs in everyone for name in ours.keys() | theirs.keys()
+                            if theirs.get(name) != everyone[0].get(name)})
+        if differing:
+            shown = "; ".join(f"{name}: " + ", ".join(f"{theirs.get(name, 'not set')} in process {rank}"
+                                                      for rank, theirs in enumerate(everyone))
+                              for name in differing[:3])
+            more = f" (and {len(differing) - 3} more)" if len(differing) > 3 else ""
+            raise ValueError(f"the {self.world_size} processes of this run were given different settings: {shown}"
+                             f"{more}; start every process with the same command")
+
     def check_divides(self, size: int, what: str) -> None:
         """Refuse a `size` (a batch) that this number of processes cannot share evenly, saying
         both remedies: a run resumed keeps its size, so there only the second works."""
         if size % self.world_size:
             raise ValueError(f"{what} is {size}, which {self.world_size} processes cannot share evenly: "
-                             f"give a multiple of {self.world_size}, or run a number of processes that divides {size}")
+                             f"give a multiple of {self.world_size} (a new run), or run a number of processes that "
+                             f"divides {size}")
 
     def check_shares(self, count: int, what: str) -> None:
         """Refuse fewer `what` (a job's training items) than processes: one process would be
@@ -134,6 +163,18 @@ class Processes:
         tensor = torch.tensor([value], dtype=torch.float64, device=device)
         dist.broadcast(tensor, 0)
         return tensor.item()
+
+
+def flattened(settings: dict, prefix: str = "") -> dict[str, object]:
+    """`settings` with nested dicts' names joined by dots: {"model": {"hidden_size": 8}} gives
+    {"model.hidden_size": 8}."""
+    flat: dict[str, object] = {}
+    for name, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(flattened(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
 
 
 def leave() -> None:

@@ -39,7 +39,8 @@ from lstmkit.checkpoint import (CONFIG_FILE, TRAINING_FILE, WEIGHTS_FILE, check_
                                 save_checkpoint)
 from lstmkit.models.modes import evaluating
 from lstmkit.files import (
-    check_nothing_overwritten, check_output_folder, check_own_files, claimed_folder, write_csv, write_json,
+    check_not_in_use, check_nothing_overwritten, check_output_folder, check_own_files, claimed_folder, write_csv,
+    write_json,
 )
 from lstmkit.training.config import ADDED_SETTINGS, TrainingConfig, check_config, current_names, flag_value
 from lstmkit.training.device import Precision, check_engines, resolve_device
@@ -192,10 +193,16 @@ def check_run_folder(out: Path | None, resume: bool, kind: str | None = None, fi
     checkpoint the run writes, a run of another pipeline). The trainer checks at its start; a
     pipeline checks before its own work (learning a vocabulary), and a command before it
     announces the run."""
+    if out is not None and Processes.from_environment().main:  # under torchrun, rank 0 holds the folder
+        check_not_in_use(out)
     held = None if out is None or kind is None else held_kind(existing(out / "last"))
     if held is not None and held != kind:
         wanted = f"not a {kind!r} run to resume" if resume else f"where a {kind!r} run cannot start"
         raise ValueError(f"{out} holds a {held!r} run, {wanted}; choose another folder")
+    nested = None if out is None or kind is None else nested_runs(out)
+    if nested is not None:  # a forecast fit's or backtest's, whose results.json a run here would replace
+        raise ValueError(f"{out} holds another command's training runs ({nested}), where a {kind!r} run cannot "
+                         "start; choose another folder")
     if resume:
         if out is None or not existing(out / "last").exists():
             inside = out is not None and out.name in ("last", "best") and existing(out.parent / "last").exists()
@@ -225,6 +232,15 @@ def check_run_folder(out: Path | None, resume: bool, kind: str | None = None, fi
     # a run writes last/ before its first metrics.csv: these are someone else's
     check_nothing_overwritten(out, ("metrics.csv", "results.json"), "no run (no last/ checkpoint)")
     check_own_files(out, figures, "a run")
+
+
+def nested_runs(out: Path) -> Path | None:
+    """out/training where it holds lstmkit training runs one per network (`forecast fit` and
+    `backtest` write them there, as training/STAGE/NAME/BASE/last), else None."""
+    folder = out / "training"
+    if not folder.is_dir():
+        return None
+    return folder if any(held_kind(path) is not None for path in folder.glob("*/*/*/last")) else None
 
 
 def finite_metrics(job: Job) -> list[str]:
@@ -296,6 +312,8 @@ class Trainer:
     def train(self, job: Job, out: Path | None, resume: bool, keep_best: bool) -> TrainingRun:
         """`run`, its arguments checked and its folder held."""
         config, processes, device = self.config, self.processes, self.device
+        processes.check_same({"training": asdict(config), **job.checkpoint_config(), "data": job.data_fingerprint(),
+                              "out": str(out), "resume": resume}, device)
         job.model.to(device)
         progress, training = self.restore(job, out) if resume else (self.begin(job, out), {})
         if out is not None and ((out / "best").is_dir() or (out / "last").is_dir()):  # before training, not at `save`
@@ -536,16 +554,24 @@ class Trainer:
             kept = f" Kept: {out / 'last'} (step {saved[-1]}){best} and {out / 'metrics.csv'}."
         else:
             kept = f" Nothing had been saved in {out} yet (its first evaluation comes at step {config.eval_every})."
-        if remedy is None and progress.step == 0 and last_loss is None:  # the untrained model's own loss
-            full = (f", or train in full precision (--precision 32, now {config.precision})"
-                    if config.precision != "32" else "")
+        full = (f", or train in full precision (--precision 32, now {config.precision})"
+                if config.precision != "32" else "")
+        if remedy is None and last_loss is None and progress.step == 0:  # the untrained model's own loss
             remedy = ("No update had been made, so neither the learning rate nor the clip is the cause: the untrained "
                       "model's loss is not finite on this data. Look for values in it that are not numbers (NaN) or "
                       f"are too large for floats{full}.")
+        elif remedy is None and last_loss is None:  # the first step of this process, resumed: the checkpoint's loss
+            remedy = (f"No update had been made since the run resumed at step {progress.step}, so neither the learning "
+                      "rate nor the clip is the cause: the weights it resumed from give a loss that is not finite on "
+                      "this data. Their file may be damaged (the run's loss before the interruption is in "
+                      "metrics.csv), or the data holds values that are not numbers (NaN) or are too large for floats"
+                      f"{full}.")
+        elif out is not None and saved:  # --resume would refuse the changed setting
+            remedy = ((remedy or f"Lower the learning rate (--lr, now {config.lr:g}) or clip gradients harder (--clip, "
+                       f"now {config.clip:g}).")
+                      + " Start a new run for that (another --out): --resume continues a run with its own settings.")
         remedy = remedy or (f"Lower the learning rate (--lr, now {config.lr:g}) or clip gradients harder (--clip, now "
                             f"{config.clip:g}).")
-        if out is not None and saved:  # --resume would refuse the changed setting
-            remedy += " Start a new run for that (another --out): --resume continues a run with its own settings."
         raise TrainingDiverged(f"{job.label}: training diverged at step {progress.step}: {what}{before}.{kept} "
                                f"{remedy}", progress.step, progress.history, progress.train_seconds)
 
