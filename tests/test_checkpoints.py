@@ -531,7 +531,7 @@ def test_the_run_of_a_checkpoint_is_told_by_its_name_and_contents(tmp_path):
 
 HELD = """
 import os, subprocess, threading, time
-from lstmkit.checkpoint import interrupts_held
+from lstmkit.interrupts import interrupts_held
 threading.Thread(target=time.sleep, args=(30,), daemon=True).start()  # a thread that blocks no signal
 where = "before"
 try:

@@ -756,3 +756,52 @@ def test_torchrun_variables_set_by_hand_are_checked_in_one_line(variables, messa
         main(["lm", "sample", "nowhere"])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.startswith(f"lstmkit: error: {message}")
+
+
+HELD_UNDER_THE_WATCH = """
+import os, subprocess, time
+from lstmkit.cli.signals import Terminated, stopping_on_sigterm
+from lstmkit.interrupts import interrupts_held
+try:
+    with stopping_on_sigterm():
+        with interrupts_held():  # a checkpoint's swap, on a slow file system: Python runs, the signal held
+            subprocess.run(["kill", "-TERM", str(os.getpid())])
+            time.sleep(6)
+            print("the held block ended", flush=True)
+except Terminated:
+    print("terminated after it", flush=True)
+"""
+
+FORKED_UNDER_THE_WATCH = """
+import os, signal, time
+from lstmkit.cli.signals import stopping_on_sigterm
+with stopping_on_sigterm():
+    children = []
+    for _ in range(2):
+        child = os.fork()
+        if child == 0:  # a worker of the user's, forked while the watch runs
+            time.sleep(30)
+            os._exit(0)
+        children.append(child)
+    time.sleep(1)  # the children past their fork (a signal before that reaches the parent's pipe, which they copied)
+    os.kill(children[0], signal.SIGTERM)  # the child's own signal, not the parent's
+    time.sleep(6)
+    started = time.monotonic()
+print(f"alive, left the block in {time.monotonic() - started:.0f} s", flush=True)  # the other child still runs
+for child in children:
+    os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks a child")
+def test_the_sigterm_watch_spares_a_held_block_and_a_forked_child(tmp_path):
+    """The watch took a SIGTERM held through a checkpoint's swap for one that torch blocked, and
+    ended the process mid-swap after 5 s; a child forked meanwhile kept its pipe open, so the
+    command waited for the child to leave the block, and the child's own SIGTERM ended the parent."""
+    for name, code, printed in (("held", HELD_UNDER_THE_WATCH, "the held block ended\nterminated after it\n"),
+                                ("forked", FORKED_UNDER_THE_WATCH, "alive, left the block in 0 s\n")):
+        script = tmp_path / f"{name}.py"
+        script.write_text(code)
+        result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+        assert (result.returncode, result.stdout) == (0, printed), result.stderr[-2000:]

@@ -16,14 +16,11 @@ weight is read, so a crafted size costs nothing.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import tempfile
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +31,7 @@ from torch import nn
 
 from lstmkit.caller import warn_at_caller
 from lstmkit.files import as_path, default_mode
+from lstmkit.interrupts import interrupts_held
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -170,28 +168,6 @@ def write_checkpoint(directory: Path, files: dict[str, str], tensor_files: dict[
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def interrupts_held() -> Iterator[None]:
-    """SIGINT and SIGTERM held back while the block runs and delivered as it ends (the main
-    thread only: another cannot set handlers). Held by handlers that note them, not by the
-    thread's signal mask: the system hands a signal from another process to any thread that does
-    not block it (torch's, tqdm's), and Python then ran the handler in the main thread, inside
-    the block."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    earlier = {number: signal.signal(number, lambda number, frame: received.append(number))
-               for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in earlier.items():
-            signal.signal(number, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
-        for number in dict.fromkeys(received):
-            signal.raise_signal(number)
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:
@@ -331,7 +307,7 @@ def read_config(directory: Path) -> dict:
         raise FileNotFoundError(f"{directory} does not exist")
     if not config_path.is_file() or not weights_path.is_file():
         hint = ""
-        if directory.name in (CONFIG_FILE, WEIGHTS_FILE) and directory.is_file():
+        if directory.is_file() and (directory.parent / CONFIG_FILE).is_file():
             hint = f" (it is a file of one: give the folder that holds it, {directory.parent})"
         elif existing(directory / "last").is_dir() and not existing(directory / "best").is_dir():
             hint = f" (it holds a run's last/ but no best/: give {directory / 'last'} for its latest checkpoint)"

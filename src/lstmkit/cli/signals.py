@@ -8,7 +8,10 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
+
+from lstmkit.interrupts import HANDLED, count_handled
 
 # How long after SIGTERM a process whose handler has not run is ended: the main thread is then
 # blocked inside torch (a rendezvous or a collective waiting for a process that is gone), which
@@ -32,35 +35,53 @@ def stopping_on_sigterm() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    heard = threading.Event()
 
     def terminated(signal_number, frame) -> None:
-        heard.set()
+        count_handled(signal_number)
         raise Terminated
 
     earlier, earlier_interrupt = signal.signal(signal.SIGTERM, terminated), signal.getsignal(signal.SIGINT)
     try:
-        with ended_if_unheard(heard):
+        with ended_if_unheard():
             yield
     finally:
         signal.signal(signal.SIGTERM, earlier)
         signal.signal(signal.SIGINT, earlier_interrupt)
 
 
+# The watch's pipe while it runs: a child forked meanwhile closes its copies (`forked`).
+WATCH_PIPE: list[int] = []
+STOP_WATCH = b"\0"  # no signal's number
+
+
 @contextlib.contextmanager
-def ended_if_unheard(heard: threading.Event) -> Iterator[None]:
-    """End the process TERM_GRACE_SECONDS after a SIGTERM whose handler has not run by then
-    (`heard`): a process blocked inside torch ignored SIGTERM, where the signal's default, which
-    lstmkit's handler replaces, would have ended it, and torchrun stopped it only with SIGKILL,
-    30 s later. The system writes each signal's number to Python's wakeup file as it arrives,
-    whatever the main thread is doing; a thread of this block reads it there."""
+def ended_if_unheard() -> Iterator[None]:
+    """End the process TERM_GRACE_SECONDS after a SIGTERM for which no handler of lstmkit's has
+    run by then (`lstmkit.interrupts.HANDLED`): a process blocked inside torch ignored SIGTERM,
+    where the signal's default, which lstmkit's handler replaces, would have ended it, and
+    torchrun stopped it only with SIGKILL, 30 s later. The system writes each signal's number to
+    Python's wakeup file as it arrives, whatever the main thread is doing; a thread of this block
+    reads it there, and passes it on to the wakeup file set before (an asyncio loop's). Not on
+    Windows, where another process's SIGTERM is no signal."""
+    if os.name == "nt":
+        yield
+        return
     reader, writer = os.pipe()
     os.set_blocking(writer, False)
     earlier = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
+    WATCH_PIPE[:] = [reader, writer]
 
     def watch() -> None:
-        while received := os.read(reader, 64):
-            if signal.SIGTERM in received and not heard.wait(TERM_GRACE_SECONDS):
+        received, handled_before = 0, HANDLED.get(signal.SIGTERM, 0)
+        while (numbers := os.read(reader, 64)) and STOP_WATCH not in numbers:
+            if earlier >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(earlier, numbers)
+            received += numbers.count(signal.SIGTERM)
+            deadline = time.monotonic() + TERM_GRACE_SECONDS
+            while unheard(received, handled_before) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if unheard(received, handled_before):
                 if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone speaks
                     sys.stderr.write(f"lstmkit: interrupted (SIGTERM), inside a call into torch that had not "
                                      f"returned {TERM_GRACE_SECONDS:g} s later\n")
@@ -72,10 +93,34 @@ def ended_if_unheard(heard: threading.Event) -> Iterator[None]:
     try:
         yield
     finally:
-        signal.set_wakeup_fd(earlier)
-        os.close(writer)  # the watch reads the end of the file, and returns
-        watcher.join()
-        os.close(reader)
+        if WATCH_PIPE == [reader, writer]:  # not in a child forked meanwhile, which let them go (`forked`)
+            signal.set_wakeup_fd(earlier)
+            os.write(writer, STOP_WATCH)  # not the file's end, which a child forked meanwhile would hold off
+            watcher.join()
+            WATCH_PIPE.clear()
+            os.close(writer)
+            os.close(reader)
+
+
+def unheard(received: int, handled_before: int) -> bool:
+    """Whether fewer of the `received` SIGTERMs have met a handler of lstmkit's than came."""
+    return HANDLED.get(signal.SIGTERM, 0) - handled_before < received
+
+
+def forked() -> None:
+    """In a child forked while the watch runs: none of it is the child's (its SIGTERM would
+    end the parent, and its copy of the pipe is the parent's)."""
+    if not WATCH_PIPE:
+        return
+    with contextlib.suppress(ValueError):  # forked from another thread than the main one: none was set there
+        signal.set_wakeup_fd(-1)
+    for end in WATCH_PIPE:
+        os.close(end)
+    WATCH_PIPE.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=forked)
 
 
 def ignore_further_signals() -> None:

@@ -24,5 +24,6 @@ def fx_leaf_call(module: nn.Module, arguments: tuple, keywords: dict) -> Proxy |
         path = ""
     if not path:
         raise TypeError(f"torch.fx cannot trace inside {type(module).__name__} (nor inside torch.nn's recurrent "
-                        "modules): trace a module that holds it, where it is recorded as one call")
+                        "modules): trace a module that holds it, where it is recorded as one call (held as a "
+                        "submodule: an attribute, or in an nn.ModuleList, not a plain list)")
     return tracer.create_proxy("call_module", path, arguments, keywords)

@@ -519,7 +519,8 @@ def load_task_run(directory: str | Path, cells: list[str] | None = None) -> Task
         if model.config.cell != cell or trained_on != task:
             raise ValueError(f"{models_dir / cell} holds a {model.config.cell} model of {trained_on.describe()}, not "
                              f"the {cell} model of {task.describe()} that the run of {directory} trained (its "
-                             "results.json): a model copied in from another run? Probe it with --task, or rerun")
+                             "results.json): a model copied in from another run? `probe gates` takes a model's own "
+                             "folder, --task trains afresh")
         models[cell] = model
     return TaskRunModels(task, models, run_settings(results)["seed"])
 

@@ -312,8 +312,10 @@ class Trainer:
     def train(self, job: Job, out: Path | None, resume: bool, keep_best: bool) -> TrainingRun:
         """`run`, its arguments checked and its folder held."""
         config, processes, device = self.config, self.processes, self.device
-        processes.check_same({"training": asdict(config), **job.checkpoint_config(), "data": job.data_fingerprint(),
-                              "out": str(out), "resume": resume}, device)
+        if processes.distributed:  # a device of its own per process (cuda:LOCAL_RANK) is one setting
+            settings = {**asdict(config), "device": device.type}
+            processes.check_same({"training": settings, **job.checkpoint_config(), "data": job.data_fingerprint(),
+                                  "resume": resume}, device)
         job.model.to(device)
         progress, training = self.restore(job, out) if resume else (self.begin(job, out), {})
         if out is not None and ((out / "best").is_dir() or (out / "last").is_dir()):  # before training, not at `save`
