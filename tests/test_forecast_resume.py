@@ -216,3 +216,19 @@ def test_a_fit_and_another_pipelines_run_refuse_each_others_stopped_folder(tmp_p
                                                        "cannot start; choose another folder")):
             loop.check_run_folder(stopped_fit, resume, "language_model")
     loop.check_run_folder(tmp_path / "new", False, "language_model")
+
+
+def test_a_fit_resumed_with_a_smaller_budget_says_it_keeps_a_network_past_it(tmp_path, monkeypatch):
+    """A network stopped at epoch 2 of 3, resumed with --epochs 1, was kept without a word (and
+    the refit then named its 2 epochs, where the command said 1)."""
+    data = panel_table(tmp_path)
+    dies_in_network(monkeypatch, network=1, step=13)  # the standard network, after 2 of its 3 epochs (6 steps each)
+    with pytest.raises(Killed):
+        backtest_then_refit(Forecaster("t", "y", **PANEL), data, tmp_path / "run")
+    monkeypatch.undo()
+    network = tmp_path / "run" / "training" / "backtest" / "standard" / "seasonal"
+    assert json.loads((network / "last" / "config.json").read_text())["progress"]["step"] == 12
+    with pytest.warns(UserWarning, match=re.escape(f"{network} stopped at step 12, past the 6 steps of the budget "
+                                                   "given now: kept as it stands, not trained further")):
+        backtest_then_refit(Forecaster("t", "y", **{**PANEL, "epochs": 1}), data, tmp_path / "run", resume=True)
+    assert json.loads((network / "last" / "config.json").read_text())["progress"]["step"] == 12, "not trained further"
