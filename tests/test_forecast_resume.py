@@ -109,6 +109,10 @@ def test_resume_refuses_other_data_and_a_folder_without_a_fit_and_a_new_fit_refu
     with pytest.raises(ValueError, match=re.escape("was trained with other settings; --resume needs the same ones "
                                                    "(horizon: 4 in the run, 3 now)")):
         backtest_then_refit(Forecaster("t", "y", **{**PANEL, "horizon": 3}), data, tmp_path / "run", resume=True)
+    # A setting left to its default is said so, not as Python's None.
+    with pytest.raises(ValueError, match=re.escape("was trained with other settings; --resume needs the same ones "
+                                                   "(lookback: not given (its default) in the run, 30 now)")):
+        backtest_then_refit(Forecaster("t", "y", **{**PANEL, "lookback": 30}), data, tmp_path / "run", resume=True)
     # So do the rows held out (the default, the horizon, in the run): not the data, as they once were.
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'run'} was backtested with other settings; --resume "
                                                    "needs the same ones (holdout: 4 in the run, 3 now)")):

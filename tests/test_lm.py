@@ -237,9 +237,11 @@ def test_a_run_resumed_with_a_longer_budget_keeps_the_size_the_short_one_chose(t
     resumed = pipeline.sized_like(longer, tmp_path / "run")
     assert (resumed.num_layers, resumed.hidden_size, resumed.time_budget) == (1, 256, 700.0)
     given = LMTrainingConfig(time_budget=700.0, num_layers=3, **options)
-    assert pipeline.sized_like(given, tmp_path / "run") is given
-    with pytest.raises(ValueError, match=r"trained with other settings; --resume needs the same ones \(num_layers: 1 "
-                                         r"in the run, 3 now; hidden_size: 256 in the run, 512 now\)"):
+    refused = (r"trained with other settings; --resume needs the same ones \(num_layers: 1 in the run, 3 now; "
+               r"hidden_size: 256 in the run, 512 now\)")
+    with pytest.raises(ValueError, match=refused):  # before `lm train --resume` says what it resumes ("a 3x512")
+        pipeline.sized_like(given, tmp_path / "run")
+    with pytest.raises(ValueError, match=refused):
         lm.train(text_file, tmp_path / "run", given, resume=True)
 
 

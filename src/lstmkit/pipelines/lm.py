@@ -49,6 +49,7 @@ from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, read_text, tok
 from lstmkit.text.vocabulary import warn_unknown
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, check_run_folder, resolve_device
 from lstmkit.training.device import runnable_engines
+from lstmkit.training.loop import check_same_settings
 from lstmkit.training.config import SEED_RANGE, check_config, check_field_types, check_positive_integers, current_names
 from lstmkit.training.random_state import keeps_random_state
 
@@ -372,7 +373,8 @@ def budget_size(level: str, time_budget: float | None) -> dict[str, int]:
 def sized_like(config: LMTrainingConfig, out: Path) -> LMTrainingConfig:
     """`config` to resume the run in `out` with: where both the run and `config` have the size
     their budgets chose (no size given), the run's (a run begun under a short budget, resumed
-    with a longer one, keeps its model); a size given otherwise is checked against the run's."""
+    with a longer one, keeps its model); every other setting is checked against the run's here,
+    before the command says what it resumes."""
     last = existing(out / "last")
     if not (last / "config.json").exists():
         return config
@@ -385,7 +387,9 @@ def sized_like(config: LMTrainingConfig, out: Path) -> LMTrainingConfig:
     budgets_chose = (chosen == budget_size(config.level, config.time_budget)
                      and training.get("level") == config.level
                      and size == budget_size(config.level, training.get("time_budget")))
-    return dataclasses.replace(config, **size) if budgets_chose and size != chosen else config
+    config = dataclasses.replace(config, **size) if budgets_chose and size != chosen else config
+    check_same_settings(training, config, out)
+    return config
 
 
 @keeps_random_state

@@ -251,8 +251,24 @@ def finite_metrics(job: Job) -> list[str]:
 
 def setting_text(value: object) -> str:
     """A setting's value as a message gives it: a list as the command line takes it, comma-
-    separated (naive,ets), anything else as Python writes it ('lstm', 0.001, None)."""
+    separated (naive,ets), None as the setting left to its default (`lookback` chosen from the
+    horizon and season), anything else as Python writes it ('lstm', 0.001)."""
+    if value is None:
+        return "not given (its default)"
     return flag_value(value) if isinstance(value, list | tuple) and value else repr(value)
+
+
+def check_same_settings(saved: dict, config: TrainingConfig, out: Path) -> None:
+    """Refuse to resume the run in `out`, whose settings were `saved` (its checkpoint's
+    "training"), with `config` where they differ beyond what a resume may change (the budget,
+    evaluation, device and precision: `resumable_changes`)."""
+    before = {**ADDED_SETTINGS, **current_names(saved)}
+    now = json.loads(json.dumps(asdict(config)))
+    changed = [f"{name}: {setting_text(before[name])} in the run, {setting_text(value)} now"
+               for name, value in now.items()
+               if name not in config.resumable_changes and name in before and before[name] != value]
+    if changed:
+        raise ValueError(f"{out} was trained with other settings; --resume needs the same ones ({'; '.join(changed)})")
 
 
 def budget_spent(config: TrainingConfig, progress: RunState, step_limit: int | None) -> bool:
@@ -643,14 +659,7 @@ class Trainer:
         """Refuse to continue a run on other data or with other settings than it began with
         (the budget, evaluation, device and precision may change: `resumable_changes`). Settings
         first: a pipeline's data may be made with them (a forecaster's windows, of its horizon)."""
-        before = {**ADDED_SETTINGS, **current_names(saved["training"])}
-        now = json.loads(json.dumps(asdict(self.config)))
-        changed = [f"{name}: {setting_text(before[name])} in the run, {setting_text(value)} now"
-                   for name, value in now.items()
-                   if name not in self.config.resumable_changes and name in before and before[name] != value]
-        if changed:
-            raise ValueError(f"{out} was trained with other settings; --resume needs the same ones "
-                             f"({'; '.join(changed)})")
+        check_same_settings(saved["training"], self.config, out)
         if "data" in saved and saved["data"] != data:
             changed = [f"{name}: {describe_data(saved['data'].get(name))} in the run, {describe_data(data.get(name))} now"
                        for name in sorted(set(saved["data"]) | set(data)) if saved["data"].get(name) != data.get(name)]
