@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 
 from lstmkit import checkpoint
@@ -28,6 +29,7 @@ from lstmkit.checkpoint import (
     CheckpointWriteError,
     existing,
     load_checkpoint,
+    load_tensors,
     load_weights,
     model_tensors,
     previous_path,
@@ -78,6 +80,26 @@ def test_a_truncated_weights_file_is_named(tmp_path, end, reason):
         load_language_model(directory)
     with pytest.raises(CheckpointError, match=re.escape(message)):
         load_checkpoint(directory)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "training.safetensors"])
+def test_a_weights_file_whose_bytes_were_overwritten_is_named_and_an_unsealed_one_loads(tmp_path, name):
+    """Bytes overwritten inside the tensors (not cut short) loaded as other weights: `lm eval`
+    printed perplexity inf, `speech eval` WER 100 %, a resume blamed the learning rate."""
+    directory = save_checkpoint(tmp_path / "last", tiny_model_config(), model_tensors(LanguageModel(TINY_MODEL)),
+                                extra_tensors={"training.safetensors": {"step": torch.arange(64.0)}})
+    damaged = directory / name
+    content = bytearray(damaged.read_bytes())
+    content[-40:-20] = b"\xff" * 20  # NaNs in the last tensor
+    damaged.write_bytes(bytes(content))
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(damaged))} is damaged: its tensors' bytes differ from "
+                                              "those written"):
+        read_extra_tensors(directory, name) if name == "training.safetensors" else load_checkpoint(directory)
+    tensors = {"weight": torch.arange(6.0).reshape(2, 3)}  # a file lstmkit wrote before it sealed them
+    damaged.write_bytes(safetensors.torch.save(tensors))
+    assert torch.equal(load_tensors(damaged, "cpu")["weight"], tensors["weight"])
+    damaged.write_bytes(checkpoint.sealed(tensors))
+    assert torch.equal(load_tensors(damaged, "cpu")["weight"], tensors["weight"])
 
 
 def test_a_truncated_or_missing_training_state_is_named(tmp_path):

@@ -9,13 +9,15 @@ place. At every moment, then, the new checkpoint or the old one is complete on d
 
 A load checks what it reads and names the file and what is wrong with it (`CheckpointError`):
 a file that is truncated or not JSON, a checkpoint of another kind, tensors missing, extra or
-of another shape than the configuration implies. `load_model_checkpoint` compares the shapes
-in the weights file's header with those of the model built on the meta device before any
-weight is read, so a crafted size costs nothing.
+of another shape than the configuration implies, bytes that differ from those written (each
+weights file carries the SHA-256 of its tensors' bytes in its header). `load_model_checkpoint`
+compares the shapes in the weights file's header with those of the model built on the meta
+device before any weight is read, so a crafted size costs nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 from torch import nn
 
 from lstmkit.caller import warn_at_caller
@@ -35,6 +37,7 @@ from lstmkit.interrupts import interrupts_held
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+SEAL = "sha256"  # the weights file's metadata key for the SHA-256 of its tensors' bytes
 TRAINING_FILE = "training.safetensors"  # in a run's last/: the optimizer's and random-number state, to resume
 RUN_CHECKPOINTS = ("best", "model")  # the checkpoint to load in an `lm train` run, a `forecast fit` folder
 
@@ -156,7 +159,8 @@ def write_checkpoint(directory: Path, files: dict[str, str], tensor_files: dict[
         for name, text in files.items():
             write_file(staging / name, text.encode("utf-8"))
         for name, group in tensor_files.items():  # serialized in memory: safetensors' own writes hide errno
-            write_file(staging / name, save({key: tensor.detach().contiguous().cpu() for key, tensor in group.items()}))
+            tensors = {key: tensor.detach().contiguous().cpu() for key, tensor in group.items()}
+            write_file(staging / name, sealed(tensors))
         with interrupts_held():  # the swap whole: Ctrl-C or SIGTERM in it left a half-deleted previous copy
             if directory.exists():  # the newest complete checkpoint: an older previous copy can go
                 if previous.exists():
@@ -369,12 +373,33 @@ def read_json(path: Path) -> object:
         raise CheckpointError(f"{path} is not a checkpoint's config: its JSON is nested too deep to read") from None
 
 
+def sealed(tensors: dict[str, torch.Tensor]) -> bytes:
+    """`tensors` as a safetensors file whose header carries the SHA-256 of the tensors' bytes
+    (`load_tensors` checks it): a weights file damaged on disk, its bytes overwritten rather than
+    cut short, loaded as other weights (NaN losses, an empty transcript) without a word."""
+    digest = hashlib.sha256(tensor_bytes(save(tensors))).hexdigest()
+    return save(tensors, metadata={SEAL: digest})  # the same tensor bytes, after a longer header
+
+
+def tensor_bytes(content: bytes) -> bytes:
+    """The tensors' bytes of a safetensors file: what follows its 8-byte length and header."""
+    return content[8 + int.from_bytes(content[:8], "little"):]
+
+
 def load_tensors(path: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
-    """A safetensors file read on the CPU, then moved to `device` (map_location's role)."""
+    """A safetensors file read on the CPU, then moved to `device` (map_location's role); one
+    `sealed` is checked against its SHA-256 (one written before lstmkit sealed them is not)."""
     try:
-        tensors = load_file(path)
+        with safe_open(path, "pt") as file:  # the header checked first, as torch's load_file does
+            digest = (file.metadata() or {}).get(SEAL)
+        content = path.read_bytes()
+        tensors = load(content)
     except SafetensorError as error:
         raise unreadable(path, error) from None
+    if digest is not None and hashlib.sha256(tensor_bytes(content)).hexdigest() != digest:
+        raise CheckpointError(f"{path} is damaged: its tensors' bytes differ from those written (their SHA-256 no "
+                              "longer matches the one written with them); load an earlier checkpoint of the run "
+                              "(best/ or last/), or train again")
     if torch.device(device).type == "cpu":
         return tensors
     return {name: tensor.to(device) for name, tensor in tensors.items()}
