@@ -10,7 +10,9 @@ covering every cell and option at least once, for Triton.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
+import re
 
 import pytest
 import torch
@@ -18,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lstmkit
+from lstmkit.cells import Cell, LSTMStep
 from helpers import (
     ALL_CELL_PARAMS, ALL_CELLS, assert_close, assert_same_run, cell_id, random_state, state_leaves, triton_installed,
 )
@@ -438,3 +441,58 @@ def test_fused_backward_twice_with_retained_graph():
     first = torch.autograd.grad(output.sum(), x, retain_graph=True)[0]
     second = torch.autograd.grad(output.sum(), x)[0]
     assert torch.equal(first, second)
+
+
+@dataclasses.dataclass(frozen=True)
+class HardSigmoidLSTMStep(LSTMStep):
+    """A user's LSTM variant: lstmkit's LSTM with hard-sigmoid gates, a `step` of its own."""
+
+    def step(self, x_proj, h_proj, h, c, weights):
+        input_gate, forget_gate, candidate, output_gate = (x_proj + h_proj).chunk(4, -1)
+        input_gate, forget_gate, output_gate = map(torch.nn.functional.hardsigmoid,
+                                                   (input_gate, forget_gate, output_gate))
+        c_new = forget_gate * c + input_gate * torch.tanh(candidate)
+        h_new = output_gate * torch.tanh(c_new)
+        return h_new, c_new, (input_gate, forget_gate, torch.tanh(candidate), output_gate, c_new)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForgetOnlyStep(Cell):
+    """A cell of a new name (JANET's forget gate alone): c' = f ⊙ c + (1 − f) ⊙ tanh(·), h' = c'."""
+
+    name = "forget-only"
+    weight_blocks = ("f", "g")
+    trace_names = ("forget", "candidate")
+
+    def step(self, x_proj, h_proj, h, c, weights):
+        forget_gate, candidate = (x_proj + h_proj).chunk(2, -1)
+        forget_gate, candidate = torch.sigmoid(forget_gate), torch.tanh(candidate)
+        c_new = forget_gate * c + (1 - forget_gate) * candidate
+        return c_new, c_new, (forget_gate, candidate)
+
+
+@pytest.mark.parametrize("cell", [HardSigmoidLSTMStep(), ForgetOnlyStep()], ids=["subclass", "new-name"])
+def test_a_cell_of_ones_own_runs_its_own_step_on_auto_and_the_kernel_engines_refuse_it(cell):
+    """The engines choose kernels by name: a subclass of LSTMStep with a `step` of its own ran as
+    lstmkit's LSTM on auto, fused, Triton and native (0.1 off its own numbers, without a word),
+    and a cell of a new name failed on auto with `KeyError: 'forget-only'`."""
+    x = torch.randn(70, 2, 4, dtype=torch.float64)
+    reference = lstmkit.Recurrent(cell, 4, 5, engine="reference", dtype=torch.float64)
+    layer = lstmkit.Recurrent(cell, 4, 5, dtype=torch.float64)
+    layer.load_state_dict(reference.state_dict())
+    assert torch.equal(layer(x)[0], reference(x)[0])
+    assert repr(layer).startswith(f"Recurrent({cell!r}, 4, 5")
+    step = lstmkit.RecurrentCell(cell, 4, 5, dtype=torch.float64)
+    stepped = lstmkit.RecurrentCell(cell, 4, 5, engine="reference", dtype=torch.float64)
+    stepped.load_state_dict(step.state_dict())
+    assert torch.equal(step(x[0])[0], stepped(x[0])[0])
+    for engine in ("native", "fused", "triton"):
+        with pytest.raises(ValueError, match=r"; use engine='auto' or 'reference'$"):
+            lstmkit.Recurrent(cell, 4, 5, engine=engine)
+        with pytest.raises(ValueError, match=r"; use engine='auto' or 'reference'$"):
+            lstmkit.RecurrentCell(cell, 4, 5, engine=engine)
+    if isinstance(cell, LSTMStep):
+        with pytest.raises(ValueError, match=re.escape(f"engine='fused' cannot run this layer: cell {cell!r} is one of "
+                                                       "your own (HardSigmoidLSTMStep, under the name 'lstm' of "
+                                                       "lstmkit's); the fused kernels run lstmkit's cells alone")):
+            lstmkit.Recurrent(cell, 4, 5, engine="fused")

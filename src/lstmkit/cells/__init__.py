@@ -37,6 +37,14 @@ ABLATIONS: dict[str, dict[str, bool]] = {
 CELL_NAMES: tuple[str, ...] = (*CELLS, *ABLATIONS)  # every name a cell can be built from
 
 
+def is_builtin(cell: Cell) -> bool:
+    """Whether `cell` is one of lstmkit's (its class the one registered under its name): the
+    engines' kernels, chosen by name, run those alone. A cell of one's own, a subclass of one of
+    lstmkit's with a `step` of its own included, runs on the reference engine, which runs its
+    `step` as written."""
+    return type(cell) is CELLS.get(cell.name)
+
+
 def named_cell(name: str) -> tuple[str, dict[str, bool]]:
     """The registered cell a name stands for, and the options it fixes (an ablation's: the LSTM
     with one switch off; none for a registered cell)."""
@@ -84,5 +92,6 @@ __all__ = [
     "RNNStep",
     "check_cell_options",
     "make_cell",
+    "is_builtin",
     "named_cell",
 ]

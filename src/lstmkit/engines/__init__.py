@@ -52,8 +52,15 @@ def check_engine(engine: object, cell: Cell, regularisers: frozenset[str] = froz
         return
     reason = ENGINES[engine].unavailable() or ENGINES[engine].unsupported(cell, None)
     if reason:
-        raise ValueError(f"engine={engine!r} cannot run this layer: {reason}; use engine='auto' or 'fused'")
+        raise ValueError(f"engine={engine!r} cannot run this layer: {reason}; use engine='auto' or "
+                         f"{other_engine(cell)!r}")
     check_regularisers(ENGINES[engine], regularisers)
+
+
+def other_engine(cell: Cell) -> str:
+    """The engine to name beside 'auto' for a `cell` another engine refused: fused, where it has
+    a kernel for it, else the reference engine, which runs every cell."""
+    return "reference" if ENGINES["fused"].unsupported(cell, None) else "fused"
 
 
 def check_regularisers(engine: Engine, regularisers: frozenset[str]) -> None:
@@ -121,7 +128,7 @@ def auto_engine(
 ) -> Engine:
     """engine='auto': torch's own kernels where they measured fastest (for rnn and gru on CPU,
     unless the call is a `long_backward` one), else Triton on CUDA, else fused; the reference
-    engine for regularisers none of them runs."""
+    engine for regularisers none of them runs, and for a cell none of them has a kernel for."""
     native = ENGINES["native"]
     native_cells = AUTO_NATIVE.get(device.type, ()) + (() if long_backward else AUTO_NATIVE_SHORT.get(device.type, ()))
     if (not return_gates and cell.name in native_cells
@@ -130,9 +137,9 @@ def auto_engine(
     triton = ENGINES["triton"]
     if device.type == "cuda" and not triton.unsupported(cell, device) and regularisers <= triton.regularisers:
         return triton
-    if regularisers <= ENGINES["fused"].regularisers:
+    if regularisers <= ENGINES["fused"].regularisers and not ENGINES["fused"].unsupported(cell, device):
         return ENGINES["fused"]
-    return ENGINES["reference"]
+    return ENGINES["reference"]  # a cell of one's own too
 
 
 def traced_engine(cell: Cell, device: torch.device, return_gates: bool, regularisers: frozenset[str],

@@ -159,6 +159,14 @@ def dropout_mask(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
     return torch.rand(shape, dtype=like.dtype, device=like.device).lt_(1 - p).div_(1 - p)
 
 
+def own_cell(cell: Cell, engine: str) -> str:
+    """Why `engine`'s kernels, chosen by a cell's name, do not run `cell`: one of the user's
+    under the name of one of lstmkit's (a subclass with a `step` of its own), which they would
+    have run as lstmkit's, silently."""
+    return (f"cell {cell!r} is one of your own ({type(cell).__name__}, under the name {cell.name!r} of lstmkit's); "
+            f"the {engine} kernels run lstmkit's cells alone, and the reference engine runs a cell's own step")
+
+
 class Engine:
     """An engine: `run` a stack over time-major data (T, B, I) with `lengths` (B,) or None."""
 

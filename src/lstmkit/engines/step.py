@@ -20,9 +20,10 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
-from lstmkit.engines import ENGINES, KERNEL_ENGINES, exporting, in_dual_level, reference_under_transform
+from lstmkit.engines import ENGINES, KERNEL_ENGINES, exporting, in_dual_level, other_engine, reference_under_transform
 from lstmkit.engines.base import LayerEngine
 from lstmkit.engines.fused.step import StepResult, run_step, step_precision
+from lstmkit.engines.fused import FusedEngine
 from lstmkit.engines.native import NativeEngine, kernel_name
 from lstmkit.engines.reference import ReferenceEngine
 from lstmkit.engines.triton import TritonEngine, off_device
@@ -41,11 +42,12 @@ def check_step_engine(engine: object, cell: Cell) -> None:
     if engine not in STEP_ENGINES:
         raise ValueError(f"engine must be one of {', '.join(STEP_ENGINES)}, got {engine!r}")
     reason = None
-    if engine in ("native", "triton"):
-        named = NativeEngine() if engine == "native" else TritonEngine()
+    if engine in ("native", "fused", "triton"):
+        named = {"native": NativeEngine, "fused": FusedEngine, "triton": TritonEngine}[engine]()
         reason = named.unavailable() or named.unsupported(cell, None)
     if reason:
-        raise ValueError(f"engine={engine!r} cannot run this cell: {reason}; use engine='auto' or 'fused'")
+        raise ValueError(f"engine={engine!r} cannot run this cell: {reason}; use engine='auto' or "
+                         f"{other_engine(cell)!r}")
 
 
 AUTO_STEP_ENGINE: dict[tuple[Cell, bool, torch.device], str] = {}
@@ -69,7 +71,7 @@ def step_engine_name(engine: str, cell: Cell, return_gates: bool, device: torch.
             name = "native"
         else:
             cuda = device.type == "cuda" and not TritonEngine().unsupported(cell, device)
-            name = "triton" if cuda else "fused"
+            name = "triton" if cuda else other_engine(cell)  # a cell of one's own: the reference engine
         AUTO_STEP_ENGINE[key] = name
     return name
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from lstmkit.cells import Cell, LayerWeights, check_cell_options, make_cell
+from lstmkit.cells import Cell, LayerWeights, check_cell_options, is_builtin, make_cell
 from lstmkit.engines import CPU_FUSED_MIN_STEPS, Regularisation, Stack, check_engine, flatten_weights, select_engine
 from lstmkit.engines.precision import lstm_cell_steps
 from lstmkit.engines.reference import warn_unrolled
@@ -389,6 +389,8 @@ def leading_repr(cell_name: str | None, cell: Cell, input_size: int, hidden_size
     """The start of a module's repr, as its constructor takes the arguments: the cell's name
     (where the class does not fix it), the sizes, the cell's non-default options."""
     parts = [str(input_size), str(hidden_size)]
+    if not is_builtin(cell):  # a cell of one's own, as it was given: its repr holds its options
+        return [repr(cell), *parts]
     if cell_name is None:
         parts.insert(0, repr(cell.name))
     return parts + [f"{name}={value!r}" for name, value in cell.options().items()]
