@@ -82,18 +82,24 @@ def test_a_truncated_weights_file_is_named(tmp_path, end, reason):
         load_checkpoint(directory)
 
 
+@pytest.mark.parametrize("damage", ["bytes", "dtype"])
 @pytest.mark.parametrize("name", ["model.safetensors", "training.safetensors"])
-def test_a_weights_file_whose_bytes_were_overwritten_is_named_and_an_unsealed_one_loads(tmp_path, name):
+def test_a_weights_file_whose_bytes_were_overwritten_is_named_and_an_unsealed_one_loads(tmp_path, name, damage):
     """Bytes overwritten inside the tensors (not cut short) loaded as other weights: `lm eval`
-    printed perplexity inf, `speech eval` WER 100 %, a resume blamed the learning rate."""
+    printed perplexity inf, `speech eval` WER 100 %, a resume blamed the learning rate; so would
+    a header whose dtype was overwritten (F32 read as I32)."""
     directory = save_checkpoint(tmp_path / "last", tiny_model_config(), model_tensors(LanguageModel(TINY_MODEL)),
                                 extra_tensors={"training.safetensors": {"step": torch.arange(64.0)}})
     damaged = directory / name
     content = bytearray(damaged.read_bytes())
-    content[-40:-20] = b"\xff" * 20  # NaNs in the last tensor
+    if damage == "bytes":
+        content[-40:-20] = b"\xff" * 20  # NaNs in the last tensor
+    else:
+        at = content.index(b'"F32"')
+        content[at:at + 5] = b'"I32"'  # still a header that describes the same bytes
     damaged.write_bytes(bytes(content))
-    with pytest.raises(CheckpointError, match=f"^{re.escape(str(damaged))} is damaged: its tensors' bytes differ from "
-                                              "those written"):
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(damaged))} is damaged: what it holds differs from what "
+                                              "was written"):
         read_extra_tensors(directory, name) if name == "training.safetensors" else load_checkpoint(directory)
     tensors = {"weight": torch.arange(6.0).reshape(2, 3)}  # a file lstmkit wrote before it sealed them
     damaged.write_bytes(safetensors.torch.save(tensors))

@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lstmkit
-from lstmkit.cells import Cell, LSTMStep
+from lstmkit.cells import Cell, ExtraParameter, LSTMStep
 from helpers import (
     ALL_CELL_PARAMS, ALL_CELLS, assert_close, assert_same_run, cell_id, random_state, state_leaves, triton_installed,
 )
@@ -453,7 +453,7 @@ class HardSigmoidLSTMStep(LSTMStep):
                                                    (input_gate, forget_gate, output_gate))
         c_new = forget_gate * c + input_gate * torch.tanh(candidate)
         h_new = output_gate * torch.tanh(c_new)
-        return h_new, c_new, (input_gate, forget_gate, torch.tanh(candidate), output_gate, c_new)
+        return h_new, c_new, (input_gate, forget_gate, torch.tanh(candidate), output_gate)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -481,6 +481,12 @@ def test_a_cell_of_ones_own_runs_its_own_step_on_auto_and_the_kernel_engines_ref
     layer = lstmkit.Recurrent(cell, 4, 5, dtype=torch.float64)
     layer.load_state_dict(reference.state_dict())
     assert torch.equal(layer(x)[0], reference(x)[0])
+    ours = layer(x, lengths=[70, 40], return_gates=True)[2]
+    theirs = reference(x, lengths=[70, 40], return_gates=True)[2]
+    assert list(ours.gates) == list(cell.trace_names)
+    assert all(torch.equal(ours.gates[name], theirs.gates[name]) for name in cell.trace_names)
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(layer, fullgraph=True, backend="eager")(x)[0], reference(x)[0])
     assert repr(layer).startswith(f"Recurrent({cell!r}, 4, 5")
     step = lstmkit.RecurrentCell(cell, 4, 5, dtype=torch.float64)
     stepped = lstmkit.RecurrentCell(cell, 4, 5, engine="reference", dtype=torch.float64)
@@ -492,7 +498,50 @@ def test_a_cell_of_ones_own_runs_its_own_step_on_auto_and_the_kernel_engines_ref
         with pytest.raises(ValueError, match=r"; use engine='auto' or 'reference'$"):
             lstmkit.RecurrentCell(cell, 4, 5, engine=engine)
     if isinstance(cell, LSTMStep):
-        with pytest.raises(ValueError, match=re.escape(f"engine='fused' cannot run this layer: cell {cell!r} is one of "
-                                                       "your own (HardSigmoidLSTMStep, under the name 'lstm' of "
-                                                       "lstmkit's); the fused kernels run lstmkit's cells alone")):
+        with pytest.raises(ValueError, match=re.escape("engine='fused' cannot run this layer: cell HardSigmoidLSTMStep "
+                                                       "is one of your own, under the name 'lstm' of lstmkit's; the "
+                                                       "fused kernels run lstmkit's cells alone")):
             lstmkit.Recurrent(cell, 4, 5, engine="fused")
+        with pytest.raises(TypeError, match=re.escape("LSTMCell.from_layer takes a layer of cell lstm, got one of cell "
+                                                      "HardSigmoidLSTMStep, one of your own; "
+                                                      "lstmkit.RecurrentCell.from_layer takes any cell")):
+            lstmkit.LSTMCell.from_layer(layer)  # it made lstmkit's LSTMCell of it, the cell's own step dropped
+
+
+@dataclasses.dataclass(frozen=True)
+class Unnamed(Cell):
+    weight_blocks = ("f",)
+
+
+@dataclasses.dataclass(frozen=True)
+class BadForgetBlock(ForgetOnlyStep):
+    @property
+    def forget_bias_block(self):
+        return ("i", 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class MisspeltExtra(ForgetOnlyStep):
+    extra_parameters = (ExtraParameter("gain", "hiden", "ones"),)
+
+
+class NotADataclass(ForgetOnlyStep.__mro__[1]):  # Cell, without @dataclass
+    name, weight_blocks = "plain", ("f",)
+
+
+@pytest.mark.parametrize("cell, error, message", [
+    (Unnamed(), TypeError, "cell Unnamed must set name, a str (the name layers show it by), got None"),
+    (BadForgetBlock(), ValueError, "cell BadForgetBlock: forget_bias_block must be None or (block, sign) with a block "
+                                   "of its weight_blocks ('f', 'g'), got ('i', 1.0)"),
+    (MisspeltExtra(), ValueError, "cell MisspeltExtra: each of extra_parameters must be an ExtraParameter whose size "
+                                  "is one of hidden, gates and init one of uniform, ones, zeros, got "
+                                  "ExtraParameter(name='gain', size='hiden', init='ones', is_bias=False)"),
+    (NotADataclass(), TypeError, "cell NotADataclass must be a dataclass (@dataclass(frozen=True)), as lstmkit's cells "
+                                 "are: its fields are its options"),
+])
+def test_a_cell_of_ones_own_missing_what_layers_read_is_named_when_built(cell, error, message):
+    """They failed deep inside: `'Unnamed' object has no attribute 'name'`, `tuple.index(x): x not
+    in tuple`, `KeyError: 'hiden'`, a repr that raised."""
+    for module in (lstmkit.Recurrent, lstmkit.RecurrentCell):
+        with pytest.raises(error, match=f"^{re.escape(message)}$"):
+            module(cell, 4, 5)

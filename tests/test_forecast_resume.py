@@ -223,16 +223,21 @@ def test_a_fit_and_another_pipelines_run_refuse_each_others_stopped_folder(tmp_p
 
 
 def test_a_fit_resumed_with_a_smaller_budget_says_it_keeps_a_network_past_it(tmp_path, monkeypatch):
-    """A network stopped at epoch 2 of 3, resumed with --epochs 1, was kept without a word (and
-    the refit then named its 2 epochs, where the command said 1)."""
+    """Networks past the budget a resume gives (--epochs 1), one stopped at epoch 2 of 3 and one
+    that had finished its 3, were kept without a word (and the refit then named their epochs,
+    where the command said 1)."""
     data = panel_table(tmp_path)
-    dies_in_network(monkeypatch, network=1, step=13)  # the standard network, after 2 of its 3 epochs (6 steps each)
+    dies_in_network(monkeypatch, network=2, step=13)  # the log network, after 2 of its 3 epochs (6 steps each)
     with pytest.raises(Killed):
         backtest_then_refit(Forecaster("t", "y", **PANEL), data, tmp_path / "run")
     monkeypatch.undo()
-    network = tmp_path / "run" / "training" / "backtest" / "standard" / "seasonal"
+    network = tmp_path / "run" / "training" / "backtest" / "log" / "seasonal"
     assert json.loads((network / "last" / "config.json").read_text())["progress"]["step"] == 12
-    with pytest.warns(UserWarning, match=re.escape(f"{network} stopped at step 12, past the 6 steps of the budget "
-                                                   "given now: kept as it stands, not trained further")):
+    finished = tmp_path / "run" / "training" / "backtest" / "standard" / "seasonal"  # its 3 epochs, 18 steps, done
+    with pytest.warns(UserWarning) as warned:
         backtest_then_refit(Forecaster("t", "y", **{**PANEL, "epochs": 1}), data, tmp_path / "run", resume=True)
+    said = [str(warning.message) for warning in warned if "past the" in str(warning.message)]
+    assert said == [f"{folder} stopped at step {step}, past the 6 steps of the budget given now: kept as it stands, "
+                    "not trained further (a smaller --time-budget is not checked so)"
+                    for folder, step in ((finished, 18), (network, 12))]
     assert json.loads((network / "last" / "config.json").read_text())["progress"]["step"] == 12, "not trained further"

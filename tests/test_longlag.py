@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from helpers import another_run_could_claim, assert_keeps_random_state, held_by_another_run, interrupt_task_in
 from lstmkit import plots
 from lstmkit.files import written_by_lstmkit
-from lstmkit.cells import make_cell
+from lstmkit.cells import LSTMStep, PeepholeLSTMStep, make_cell
 from lstmkit.checkpoint import load_checkpoint, previous_path, save_checkpoint
 from lstmkit.training.config import offset_seed
 from lstmkit.training.progress import seconds_text
@@ -953,3 +953,16 @@ def test_a_task_run_keeps_the_callers_random_state(tmp_path):
     from lstmkit.pipelines import demo
 
     assert_keeps_random_state(lambda: demo.run_demo(tmp_path / "demo", demo.DemoConfig(T=5, steps=2, hidden_size=6)))
+
+
+@pytest.mark.parametrize("cell", [LSTMStep(forget_gate=False), PeepholeLSTMStep()], ids=["ablation", "peephole"])
+def test_a_model_config_refuses_a_cell_object_its_checkpoint_cannot_name(cell):
+    """SequenceModelConfig(cell=LSTMStep(forget_gate=False), ...) trained, then saved the cell as
+    its options alone ({"forget_gate": false, ...}), which no lstmkit could load: `cell must be a
+    cell name or a Cell, got dict`."""
+    with pytest.raises(TypeError, match=re.escape(
+            "SequenceModelConfig.cell must be the name of one of lstmkit's cells (rnn, lstm, gru, peephole, cifg, "
+            f"layernorm, nig, nfg, nog, niaf, noaf), which its checkpoint saves, got {cell!r}; a cell object, of your "
+            "own or lstmkit's, goes to lstmkit.Recurrent in a model of your own, saved with torch.save")):
+        SequenceModel(SequenceModelConfig(cell, 2, 4, 1, "last"))
+    assert SequenceModel(SequenceModelConfig("nfg", 2, 4, 1, "last")).recurrent.cell == LSTMStep(forget_gate=False)

@@ -374,31 +374,44 @@ def read_json(path: Path) -> object:
 
 
 def sealed(tensors: dict[str, torch.Tensor]) -> bytes:
-    """`tensors` as a safetensors file whose header carries the SHA-256 of the tensors' bytes
-    (`load_tensors` checks it): a weights file damaged on disk, its bytes overwritten rather than
-    cut short, loaded as other weights (NaN losses, an empty transcript) without a word."""
-    digest = hashlib.sha256(tensor_bytes(save(tensors))).hexdigest()
-    return save(tensors, metadata={SEAL: digest})  # the same tensor bytes, after a longer header
+    """`tensors` as a safetensors file whose header carries the SHA-256 of what it holds, its
+    tensors' names, dtypes, shapes and bytes (`load_tensors` checks it): a weights file damaged
+    on disk, its bytes overwritten rather than cut short, loaded as other weights (NaN losses, an
+    empty transcript) without a word."""
+    return save(tensors, metadata={SEAL: contents_digest(save(tensors))})  # the same tensors, a longer header
 
 
-def tensor_bytes(content: bytes) -> bytes:
-    """The tensors' bytes of a safetensors file: what follows its 8-byte length and header."""
-    return content[8 + int.from_bytes(content[:8], "little"):]
+def contents_digest(content: bytes) -> str:
+    """The SHA-256 of a safetensors file's contents: its header's tensor entries (as JSON with
+    sorted keys, without its metadata) and the bytes after the header."""
+    header, data = split_header(content)
+    entries = json.dumps({name: entry for name, entry in header.items() if name != "__metadata__"}, sort_keys=True)
+    digest = hashlib.sha256(entries.encode("utf-8"))
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def split_header(content: bytes) -> tuple[dict, memoryview]:
+    """A safetensors file's header (parsed) and its tensors' bytes (a view, not a copy)."""
+    length = int.from_bytes(content[:8], "little")
+    return json.loads(content[8:8 + length]), memoryview(content)[8 + length:]
 
 
 def load_tensors(path: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
     """A safetensors file read on the CPU, then moved to `device` (map_location's role); one
-    `sealed` is checked against its SHA-256 (one written before lstmkit sealed them is not)."""
+    `sealed` is checked against its SHA-256 (one written before lstmkit sealed them is not). The
+    file is read once: a save that replaces it meanwhile cannot mix two versions."""
     try:
-        with safe_open(path, "pt") as file:  # the header checked first, as torch's load_file does
-            digest = (file.metadata() or {}).get(SEAL)
+        with safe_open(path, "pt"):  # the header checked first, as torch's load_file does, naming what is wrong
+            pass
         content = path.read_bytes()
         tensors = load(content)
     except SafetensorError as error:
         raise unreadable(path, error) from None
-    if digest is not None and hashlib.sha256(tensor_bytes(content)).hexdigest() != digest:
-        raise CheckpointError(f"{path} is damaged: its tensors' bytes differ from those written (their SHA-256 no "
-                              "longer matches the one written with them); load an earlier checkpoint of the run "
+    digest = (split_header(content)[0].get("__metadata__") or {}).get(SEAL)
+    if digest is not None and contents_digest(content) != digest:
+        raise CheckpointError(f"{path} is damaged: what it holds differs from what was written (its SHA-256 no "
+                              "longer matches the one written with it); load an earlier checkpoint of the run "
                               "(best/ or last/), or train again")
     if torch.device(device).type == "cpu":
         return tensors

@@ -37,12 +37,23 @@ ABLATIONS: dict[str, dict[str, bool]] = {
 CELL_NAMES: tuple[str, ...] = (*CELLS, *ABLATIONS)  # every name a cell can be built from
 
 
+def saved_cell_name(cell: object, owner: str) -> str:
+    """`cell`, the name a model's config saves in its checkpoint (`owner`: the config's class),
+    checked to be one: a Cell object there ran, then was saved as its options alone, a checkpoint
+    no lstmkit could load."""
+    if not isinstance(cell, str):
+        raise TypeError(f"{owner}.cell must be the name of one of lstmkit's cells ({', '.join(CELL_NAMES)}), which "
+                        f"its checkpoint saves, got {cell!r}; a cell object, of your own or lstmkit's, goes to "
+                        "lstmkit.Recurrent in a model of your own, saved with torch.save")
+    return cell
+
+
 def is_builtin(cell: Cell) -> bool:
     """Whether `cell` is one of lstmkit's (its class the one registered under its name): the
     engines' kernels, chosen by name, run those alone. A cell of one's own, a subclass of one of
     lstmkit's with a `step` of its own included, runs on the reference engine, which runs its
     `step` as written."""
-    return type(cell) is CELLS.get(cell.name)
+    return type(cell) is CELLS.get(getattr(cell, "name", None))
 
 
 def named_cell(name: str) -> tuple[str, dict[str, bool]]:
@@ -94,4 +105,5 @@ __all__ = [
     "make_cell",
     "is_builtin",
     "named_cell",
+    "saved_cell_name",
 ]

@@ -15,7 +15,7 @@ step fast (in place, in one kernel, backward by hand) is the engine's business: 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 from typing import ClassVar, NamedTuple
 
 import torch.nn.functional as F
@@ -51,6 +51,9 @@ class ExtraParameter:
     size: str
     init: str
     is_bias: bool = False
+
+
+EXTRA_SIZES, EXTRA_INITS = ("hidden", "gates"), ("uniform", "ones", "zeros")  # ExtraParameter's
 
 
 class Cell:
@@ -136,3 +139,32 @@ def check_bool_options(cell: Cell) -> None:
                 f"cell {cell.name!r} option {field.name} must be a bool, "
                 f"got {value!r} ({type(value).__name__})"
             )
+
+
+def check_own_cell(cell: Cell) -> None:
+    """Refuse, when a layer or cell module is built, a cell of one's own (not lstmkit's) that
+    lacks what the layers read of it, naming what and the value found: it failed deep inside a
+    call (`'NoName' object has no attribute 'name'`, `KeyError: 'hiden'`, `tuple.index(x): x not
+    in tuple`)."""
+    kind = type(cell).__name__
+    if not is_dataclass(cell):
+        raise TypeError(f"cell {kind} must be a dataclass (@dataclass(frozen=True)), as lstmkit's cells are: its "
+                        "fields are its options")
+    name, blocks, names = (getattr(cell, attribute, None) for attribute in ("name", "weight_blocks", "trace_names"))
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"cell {kind} must set name, a str (the name layers show it by), got {name!r}")
+    if not (isinstance(blocks, tuple) and blocks and all(isinstance(block, str) for block in blocks)
+            and len(set(blocks)) == len(blocks)):
+        raise TypeError(f"cell {kind} must set weight_blocks, a tuple of distinct names, one per block of H rows of "
+                        f"its weights, got {blocks!r}")
+    if not (isinstance(names, tuple) and all(isinstance(trace, str) for trace in names)):
+        raise TypeError(f"cell {kind}: trace_names must be a tuple of the names of the activations its step returns, "
+                        f"got {names!r}")
+    block = cell.forget_bias_block
+    if block is not None and not (isinstance(block, tuple) and len(block) == 2 and block[0] in blocks):
+        raise ValueError(f"cell {kind}: forget_bias_block must be None or (block, sign) with a block of its "
+                         f"weight_blocks {blocks}, got {block!r}")
+    for extra in cell.extra_parameters:
+        if not isinstance(extra, ExtraParameter) or extra.size not in EXTRA_SIZES or extra.init not in EXTRA_INITS:
+            raise ValueError(f"cell {kind}: each of extra_parameters must be an ExtraParameter whose size is one of "
+                             f"{', '.join(EXTRA_SIZES)} and init one of {', '.join(EXTRA_INITS)}, got {extra!r}")

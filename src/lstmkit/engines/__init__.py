@@ -17,7 +17,7 @@ import torch
 from torch.autograd import forward_ad
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.cells import Cell
+from lstmkit.cells import Cell, is_builtin
 from lstmkit.engines.base import Engine, LayerEngine, LayerRun, Regularisation, Stack, StackRun
 from lstmkit.engines.fused import FusedEngine
 from lstmkit.engines.native import NativeEngine, flatten_weights
@@ -129,6 +129,8 @@ def auto_engine(
     """engine='auto': torch's own kernels where they measured fastest (for rnn and gru on CPU,
     unless the call is a `long_backward` one), else Triton on CUDA, else fused; the reference
     engine for regularisers none of them runs, and for a cell none of them has a kernel for."""
+    if not is_builtin(cell):  # a cell of one's own: its own step, which the kernels do not run
+        return ENGINES["reference"]
     native = ENGINES["native"]
     native_cells = AUTO_NATIVE.get(device.type, ()) + (() if long_backward else AUTO_NATIVE_SHORT.get(device.type, ()))
     if (not return_gates and cell.name in native_cells

@@ -163,8 +163,8 @@ def own_cell(cell: Cell, engine: str) -> str:
     """Why `engine`'s kernels, chosen by a cell's name, do not run `cell`: one of the user's
     under the name of one of lstmkit's (a subclass with a `step` of its own), which they would
     have run as lstmkit's, silently."""
-    return (f"cell {cell!r} is one of your own ({type(cell).__name__}, under the name {cell.name!r} of lstmkit's); "
-            f"the {engine} kernels run lstmkit's cells alone, and the reference engine runs a cell's own step")
+    return (f"cell {type(cell).__name__} is one of your own, under the name {cell.name!r} of lstmkit's; the "
+            f"{engine} kernels run lstmkit's cells alone, and the reference engine runs a cell's own step")
 
 
 class Engine:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lstmkit.cells import saved_cell_name
 from lstmkit.nn import Recurrent
 
 BLANK = 0
@@ -50,9 +51,10 @@ class AcousticModel(nn.Module):
 
     def __init__(self, config: AcousticModelConfig) -> None:
         super().__init__()
+        cell = saved_cell_name(config.cell, type(config).__name__)
         self.config = config
         self.recurrent = Recurrent(
-            config.cell, config.input_size * config.stack, config.hidden_size, config.num_layers,
+            cell, config.input_size * config.stack, config.hidden_size, config.num_layers,
             dropout=config.dropout if config.num_layers > 1 else 0.0, bidirectional=True, engine=config.engine,
             **config.regularisers,
         )

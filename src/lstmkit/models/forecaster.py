@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lstmkit.cells import saved_cell_name
 from lstmkit.nn import Recurrent
 
 MIN_SCALE = 1e-3  # floor of the predicted scale (in scaled units)
@@ -103,9 +104,10 @@ class ForecastNetwork(nn.Module):
 
     def __init__(self, config: ForecastNetworkConfig) -> None:
         super().__init__()
+        cell = saved_cell_name(config.cell, type(config).__name__)
         self.config = config
         self.encoder = Recurrent(
-            config.cell, config.past_features, config.hidden_size, config.num_layers, batch_first=True,
+            cell, config.past_features, config.hidden_size, config.num_layers, batch_first=True,
             dropout=config.dropout if config.num_layers > 1 else 0.0, engine=config.engine, **config.cell_options,
         )
         head_inputs = config.hidden_size + config.horizon * config.future_features

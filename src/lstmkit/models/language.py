@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lstmkit.models.embedding import EmbeddingConfig
+from lstmkit.cells import saved_cell_name
 from lstmkit.nn import Recurrent
 
 
@@ -82,10 +83,11 @@ class LanguageModel(nn.Module):
 
     def __init__(self, config: LanguageModelConfig) -> None:
         super().__init__()
+        cell = saved_cell_name(config.cell, type(config).__name__)
         self.config = config
         self.embedding = nn.Embedding(config.vocabulary_size, config.embedding_dim)
         self.recurrent = Recurrent(
-            config.cell, config.embedding_dim, config.hidden_size, config.num_layers,
+            cell, config.embedding_dim, config.hidden_size, config.num_layers,
             dropout=config.dropout if config.num_layers > 1 else 0.0, engine=config.engine, **config.cell_options,
             **config.regularisers,
         )

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lstmkit.models.embedding import EmbeddingConfig
+from lstmkit.cells import saved_cell_name
 from lstmkit.nn import Recurrent, RecurrentCell
 
 ATTENTIONS = ("bahdanau", "luong", "none")
@@ -104,15 +105,16 @@ class Seq2Seq(nn.Module):
 
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
+        cell = saved_cell_name(config.cell, type(config).__name__)
         self.config = config
         hidden, embedding, layers = config.hidden_size, config.embedding_dim, config.num_layers
         self.source_embedding = nn.Embedding(config.source_vocabulary_size, embedding, padding_idx=config.pad_id)
         self.target_embedding = nn.Embedding(config.target_vocabulary_size, embedding, padding_idx=config.pad_id)
-        self.encoder = Recurrent(config.cell, embedding, hidden, layers, dropout=config.dropout if layers > 1 else 0.0,
+        self.encoder = Recurrent(cell, embedding, hidden, layers, dropout=config.dropout if layers > 1 else 0.0,
                                  bidirectional=True, engine=config.engine, **config.regularisers)
         self.bridge = nn.Linear(2 * hidden, hidden)
         self.decoder = nn.ModuleList(
-            RecurrentCell(config.cell, embedding + hidden if layer == 0 else hidden, hidden) for layer in range(layers)
+            RecurrentCell(cell, embedding + hidden if layer == 0 else hidden, hidden) for layer in range(layers)
         )
         self.attention = None if config.attention == "none" else Attention(config.attention, hidden)
         self.combine = nn.Linear(hidden if self.attention is None else 3 * hidden, hidden)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
+from lstmkit.cells import saved_cell_name
 from lstmkit.nn import GateTrace, Recurrent
 
 READOUTS = ("last", "every")
@@ -44,9 +45,10 @@ class SequenceModel(nn.Module):
         super().__init__()
         if config.readout not in READOUTS:
             raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {config.readout!r}")
+        cell = saved_cell_name(config.cell, type(config).__name__)
         self.config = config
         self.recurrent = Recurrent(
-            config.cell, config.input_size, config.hidden_size, config.num_layers,
+            cell, config.input_size, config.hidden_size, config.num_layers,
             forget_bias=config.forget_bias, engine=config.engine, **config.cell_options, **config.regularisers,
         )
         self.head = nn.Linear(config.hidden_size, config.output_size)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from lstmkit.cells import CIFGLSTMStep, Cell, GRUStep, LayerNormLSTMStep, LayerWeights, LSTMStep
-from lstmkit.cells import PeepholeLSTMStep, RNNStep
+from lstmkit.cells import PeepholeLSTMStep, RNNStep, is_builtin
 from lstmkit.engines.step import check_step_engine, run_cell_step, step_engine_name
 from lstmkit.nn.docs import (
     ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, LSTM_OPTIONS_ARGS, cell_docstring, step_equations,
@@ -143,10 +143,12 @@ class RecurrentCell(NotScriptable, nn.Module):
                 f"a cell module has no zoneout; the layer has zoneout={recurrent.zoneout}, which changes its steps "
                 "in evaluation too, so step it with layer.step() instead"
             )
-        if cls.cell_name is not None and recurrent.cell.name != cls.cell_name:
+        if cls.cell_name is not None and (recurrent.cell.name != cls.cell_name or not is_builtin(recurrent.cell)):
+            given = (recurrent.cell.describe() if is_builtin(recurrent.cell)
+                     else f"{type(recurrent.cell).__name__}, one of your own")
             raise TypeError(
-                f"{cls.__name__}.from_layer takes a layer of cell {cls.cell_name}, got one of cell "
-                f"{recurrent.cell.describe()}; lstmkit.RecurrentCell.from_layer takes any cell"
+                f"{cls.__name__}.from_layer takes a layer of cell {cls.cell_name}, got one of cell {given}; "
+                "lstmkit.RecurrentCell.from_layer takes any cell"
             )
         options = dict(
             bias=recurrent.bias, device=weights.weight_ih.device, dtype=weights.weight_ih.dtype, engine=engine

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from lstmkit.cells import Cell, LayerWeights, check_cell_options, is_builtin, make_cell
+from lstmkit.cells.base import check_own_cell
 from lstmkit.engines import CPU_FUSED_MIN_STEPS, Regularisation, Stack, check_engine, flatten_weights, select_engine
 from lstmkit.engines.precision import lstm_cell_steps
 from lstmkit.engines.reference import warn_unrolled
@@ -400,6 +401,8 @@ def resolve_cell(cell: str | Cell, cell_options: dict[str, object], module: type
     """The cell the module `module` runs: built from a name and its options, or a Cell given as
     is. An option neither the cell nor the module takes is named with the one likely meant."""
     if isinstance(cell, Cell):
+        if not is_builtin(cell):
+            check_own_cell(cell)
         if cell_options:
             raise TypeError(
                 f"cell options {sorted(cell_options)} go with a cell name; "

@@ -503,12 +503,11 @@ class Trainer:
         anneal_steps = (self.config.patience or 0) * self.evaluation_interval(job, steps_per_epoch)
         ended = (budget_spent(self.config, progress, step_limit)
                  or (progress.history and stop_reason(job, self.config, progress, progress.history[-1], anneal_steps)))
-        if not (out / "results.json").is_file():  # where it ended, it was killed after its last checkpoint
-            if not ended:
-                return None
-            if step_limit is not None and progress.step > step_limit:  # a resume with a smaller budget
-                warn_at_caller(f"{out} stopped at step {progress.step}, past the {step_limit} steps of the budget "
-                               "given now: kept as it stands, not trained further")
+        if not (out / "results.json").is_file() and not ended:  # killed after its last checkpoint: it had ended
+            return None
+        if step_limit is not None and progress.step > step_limit:  # a resume with a smaller budget
+            warn_at_caller(f"{out} stopped at step {progress.step}, past the {step_limit} steps of the budget given "
+                           "now: kept as it stands, not trained further (a smaller --time-budget is not checked so)")
         if progress.best_step is not None and existing(out / "best").exists():
             self.load_best(job, out)
         job.model.eval()
