@@ -661,6 +661,12 @@ def test_the_train_command_says_where_the_run_trained(tone_run, tmp_path, capsys
                             "--out", str(tmp_path / "run"), "--steps", "2", "--eval-every", "2", "--hidden-size", "16",
                             "--num-layers", "1", "--n-mels", "16", "--batch-size", "4"], capsys)
     assert code == 0 and "utterances/s (cpu, precision 32, 1 process)\nwrote" in out, out
+    code, out, err = run_cli(["speech", "train", str(folder / "train.csv"), "--out", str(tmp_path / "run"), "--resume",
+                              "--steps", "4", "--hidden-size", "8", "--num-layers", "1", "--n-mels", "16",
+                              "--batch-size", "4"], capsys)  # refused before its manifest is read, or a word said
+    assert (code, out) == (2, "") and err.startswith(f"lstmkit: error: {tmp_path / 'run'} was trained with other "
+                                                     "settings; --resume needs the same ones (hidden_size: 16 in the "
+                                                     "run, 8 now")
 
 
 def test_a_resume_over_the_same_manifest_of_other_recordings_is_refused(tone_run, tmp_path):

@@ -14,7 +14,7 @@ from lstmkit.cli.arguments import (
     manifest_file, output_csv, output_figure, output_file, output_folder, positive_floats, positive_int,
 )
 from lstmkit.engines import ENGINE_CHOICES
-from lstmkit.training import check_run_folder, describe_runtime, run_files
+from lstmkit.training import check_resumed_settings, check_run_folder, describe_runtime, run_files
 from lstmkit.training.device import check_runtime
 from lstmkit.files import check_not_read, write_csv, write_json
 from lstmkit.pipelines.configs import SpeechConfig
@@ -39,6 +39,8 @@ def train_command(arguments: argparse.Namespace) -> None:
     out = Path(arguments.out or Path("runs") / f"speech-{Path(arguments.manifest).stem}")
     check_runtime(config.device, config.precision, config.engine, config.cell)
     check_run_folder(out, arguments.resume, SPEECH_MODEL.name)
+    if arguments.resume:
+        check_resumed_settings(out, config)
     for manifest in (arguments.manifest, arguments.valid):  # every row, and its audio file, before the announcement
         if manifest is not None:
             read_manifest(manifest)

@@ -12,7 +12,7 @@ from lstmkit.cli.arguments import (
     output_file, output_folder, positive_int, sentence_file,
 )
 from lstmkit.engines import ENGINE_CHOICES
-from lstmkit.training import check_run_folder, describe_runtime, run_files
+from lstmkit.training import check_resumed_settings, check_run_folder, describe_runtime, run_files
 from lstmkit.training.device import check_runtime
 from lstmkit.files import atomic_path, check_not_read, write_json
 from lstmkit.models.seq2seq import ATTENTIONS
@@ -28,6 +28,8 @@ def translate_train_command(arguments: argparse.Namespace) -> None:
     out = Path(arguments.out)
     check_runtime(config.device, config.precision, config.engine, config.cell)
     check_run_folder(out, arguments.resume, TRANSLATION_MODEL.name, (CURVES_FILE,))
+    if arguments.resume:
+        check_resumed_settings(out, config)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} encoder-decoder ({config.attention} "
           f"attention) on {arguments.source} -> {arguments.target}; checkpoints in {out}/", flush=True)

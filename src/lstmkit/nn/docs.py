@@ -68,8 +68,9 @@ Example::
 
 ANY_CELL_EQUATIONS = "Each cell's step is given in its class in `lstmkit.cells`."
 ANY_CELL_ARG = (
-    "cell: the cell's name (rnn, lstm, gru, peephole, cifg, layernorm) or a\n"
-    "    `lstmkit.cells.Cell` instance."
+    "cell: the cell's name (rnn, lstm, gru, peephole, cifg, layernorm, or an ablation:\n"
+    "    nig, nfg, nog, niaf, noaf) or a `lstmkit.cells.Cell` instance (one of your own\n"
+    "    runs on the reference engine)."
 )
 CELL_OPTIONS_ARG = (
     "**cell_options: options of the named cell, e.g. `nonlinearity` for rnn,\n"

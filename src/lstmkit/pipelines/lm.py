@@ -34,9 +34,7 @@ from lstmkit.checkpoint import (
     CheckpointError,
     CheckpointKind,
     checkpoint_folder,
-    existing,
     load_model_checkpoint,
-    read_config,
     read_extra_json,
 )
 from lstmkit.engines import check_engine_name
@@ -49,8 +47,8 @@ from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, read_text, tok
 from lstmkit.text.vocabulary import warn_unknown
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, check_run_folder, resolve_device
 from lstmkit.training.device import runnable_engines
-from lstmkit.training.loop import check_same_settings
-from lstmkit.training.config import SEED_RANGE, check_config, check_field_types, check_positive_integers, current_names
+from lstmkit.training.loop import check_same_settings, resumed_settings
+from lstmkit.training.config import SEED_RANGE, check_config, check_field_types, check_positive_integers
 from lstmkit.training.random_state import keeps_random_state
 
 # Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
@@ -375,13 +373,9 @@ def sized_like(config: LMTrainingConfig, out: Path) -> LMTrainingConfig:
     their budgets chose (no size given), the run's (a run begun under a short budget, resumed
     with a longer one, keeps its model); every other setting is checked against the run's here,
     before the command says what it resumes."""
-    last = existing(out / "last")
-    if not (last / "config.json").exists():
+    training = resumed_settings(out)
+    if training is None:
         return config
-    training = read_config(last).get("training")  # checked: a damaged config.json is named
-    if not isinstance(training, dict):  # the resume's own checks say what is wrong with it
-        return config
-    training = current_names(training)
     size = {name: training.get(name) for name in ("num_layers", "hidden_size")}
     chosen = {"num_layers": config.num_layers, "hidden_size": config.hidden_size}
     budgets_chose = (chosen == budget_size(config.level, config.time_budget)

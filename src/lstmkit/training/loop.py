@@ -35,8 +35,8 @@ from torch import Tensor
 
 from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import (CONFIG_FILE, TRAINING_FILE, WEIGHTS_FILE, check_kind, check_replaceable, existing,
-                                held_kind, load_checkpoint, lstmkit_checkpoint, read_extra_tensors, run_folder,
-                                save_checkpoint)
+                                held_kind, load_checkpoint, lstmkit_checkpoint, read_config, read_extra_tensors,
+                                run_folder, save_checkpoint)
 from lstmkit.models.modes import evaluating
 from lstmkit.files import (
     check_not_in_use, check_nothing_overwritten, check_output_folder, check_own_files, claimed_folder, write_csv,
@@ -256,6 +256,25 @@ def setting_text(value: object) -> str:
     if value is None:
         return "not given (its default)"
     return flag_value(value) if isinstance(value, list | tuple) and value else repr(value)
+
+
+def resumed_settings(out: Path) -> dict | None:
+    """The settings ("training") the run in `out` was started with, from its last checkpoint;
+    None where there is none to read (the resume's own checks then say why)."""
+    last = existing(out / "last")
+    if not (last / CONFIG_FILE).exists():
+        return None
+    training = read_config(last).get("training")  # checked: a damaged config.json is named
+    return current_names(training) if isinstance(training, dict) else None
+
+
+def check_resumed_settings(out: Path, config: TrainingConfig) -> None:
+    """A command's check, before its work and before it says what it resumes, that `config`
+    continues the run in `out` (`check_same_settings`): `translate train --resume` read and
+    filtered its data, and `lm train --resume` announced its model, before refusing."""
+    saved = resumed_settings(out)
+    if saved is not None:
+        check_same_settings(saved, config, out)
 
 
 def check_same_settings(saved: dict, config: TrainingConfig, out: Path) -> None:
