@@ -106,6 +106,8 @@ def test_a_weights_file_whose_bytes_were_overwritten_is_named_and_an_unsealed_on
     assert torch.equal(load_tensors(damaged, "cpu")["weight"], tensors["weight"])
     damaged.write_bytes(checkpoint.sealed(tensors))
     assert torch.equal(load_tensors(damaged, "cpu")["weight"], tensors["weight"])
+    damaged.write_bytes(safetensors.torch.save(tensors, metadata={"sha256": "another writer's"}))
+    assert torch.equal(load_tensors(damaged, "cpu")["weight"], tensors["weight"]), "lstmkit's seal has a key of its own"
 
 
 def test_a_truncated_or_missing_training_state_is_named(tmp_path):

@@ -509,6 +509,27 @@ def test_a_cell_of_ones_own_runs_its_own_step_on_auto_and_the_kernel_engines_ref
 
 
 @dataclasses.dataclass(frozen=True)
+class ForgetOnlyInLists(ForgetOnlyStep):
+    """The same cell, its blocks and names in lists (the layers take any sequence)."""
+
+    weight_blocks = ["f", "g"]
+    trace_names = ["forget", "candidate"]
+
+    @property
+    def forget_bias_block(self):
+        return ["f", 1.0]
+
+
+def test_a_cell_of_ones_own_may_name_its_blocks_in_lists():
+    x = torch.randn(6, 2, 4, dtype=torch.float64)
+    listed = lstmkit.Recurrent(ForgetOnlyInLists(), 4, 5, forget_bias=1.0, dtype=torch.float64)
+    tupled = lstmkit.Recurrent(ForgetOnlyStep(), 4, 5, dtype=torch.float64)
+    tupled.load_state_dict(listed.state_dict())
+    assert torch.equal(listed.bias_ih_l0[:5], torch.ones(5, dtype=torch.float64))
+    assert torch.equal(listed(x)[0], tupled(x)[0])
+
+
+@dataclasses.dataclass(frozen=True)
 class Unnamed(Cell):
     weight_blocks = ("f",)
 
@@ -530,7 +551,7 @@ class NotADataclass(ForgetOnlyStep.__mro__[1]):  # Cell, without @dataclass
 
 
 @pytest.mark.parametrize("cell, error, message", [
-    (Unnamed(), TypeError, "cell Unnamed must set name, a str (the name layers show it by), got None"),
+    (Unnamed(), TypeError, "cell Unnamed must set name (see lstmkit.cells.Cell)"),
     (BadForgetBlock(), ValueError, "cell BadForgetBlock: forget_bias_block must be None or (block, sign) with a block "
                                    "of its weight_blocks ('f', 'g'), got ('i', 1.0)"),
     (MisspeltExtra(), ValueError, "cell MisspeltExtra: each of extra_parameters must be an ExtraParameter whose size "

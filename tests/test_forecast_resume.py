@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -238,6 +239,19 @@ def test_a_fit_resumed_with_a_smaller_budget_says_it_keeps_a_network_past_it(tmp
         backtest_then_refit(Forecaster("t", "y", **{**PANEL, "epochs": 1}), data, tmp_path / "run", resume=True)
     said = [str(warning.message) for warning in warned if "past the" in str(warning.message)]
     assert said == [f"{folder} stopped at step {step}, past the 6 steps of the budget given now: kept as it stands, "
-                    "not trained further (a smaller --time-budget is not checked so)"
+                    "not trained further"
                     for folder, step in ((finished, 18), (network, 12))]
     assert json.loads((network / "last" / "config.json").read_text())["progress"]["step"] == 12, "not trained further"
+
+
+def test_a_finished_network_resumed_with_other_epochs_of_steps_is_not_said_past_its_budget(tmp_path, monkeypatch):
+    """Networks that finished their 3 epochs, resumed where an epoch holds one step fewer (under
+    torchrun an epoch's last batch may join the one before), were said to be past a budget that
+    had not changed: the limit was counted in the new epochs' steps."""
+    data = panel_table(tmp_path)
+    run_backtest(Forecaster("t", "y", **PANEL), data, None, tmp_path / "run")
+    real = loop.epoch_steps
+    monkeypatch.setattr(loop, "epoch_steps", lambda job: real(job) - 1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*past the .* steps of the budget")
+        run_backtest(Forecaster("t", "y", **PANEL), data, None, tmp_path / "run", resume=True)

@@ -10,7 +10,7 @@ place. At every moment, then, the new checkpoint or the old one is complete on d
 A load checks what it reads and names the file and what is wrong with it (`CheckpointError`):
 a file that is truncated or not JSON, a checkpoint of another kind, tensors missing, extra or
 of another shape than the configuration implies, bytes that differ from those written (each
-weights file carries the SHA-256 of its tensors' bytes in its header). `load_model_checkpoint`
+weights file carries the SHA-256 of what it holds in its header). `load_model_checkpoint`
 compares the shapes in the weights file's header with those of the model built on the meta
 device before any weight is read, so a crafted size costs nothing.
 """
@@ -37,7 +37,7 @@ from lstmkit.interrupts import interrupts_held
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-SEAL = "sha256"  # the weights file's metadata key for the SHA-256 of its tensors' bytes
+SEAL = "lstmkit.sha256"  # the weights file's metadata key for the SHA-256 of what it holds (`sealed`)
 TRAINING_FILE = "training.safetensors"  # in a run's last/: the optimizer's and random-number state, to resume
 RUN_CHECKPOINTS = ("best", "model")  # the checkpoint to load in an `lm train` run, a `forecast fit` folder
 

@@ -150,18 +150,21 @@ def check_own_cell(cell: Cell) -> None:
     if not is_dataclass(cell):
         raise TypeError(f"cell {kind} must be a dataclass (@dataclass(frozen=True)), as lstmkit's cells are: its "
                         "fields are its options")
-    name, blocks, names = (getattr(cell, attribute, None) for attribute in ("name", "weight_blocks", "trace_names"))
+    for attribute in ("name", "weight_blocks"):
+        if not hasattr(type(cell), attribute):
+            raise TypeError(f"cell {kind} must set {attribute} (see lstmkit.cells.Cell)")
+    name, blocks, names = cell.name, cell.weight_blocks, cell.trace_names
     if not isinstance(name, str) or not name:
         raise TypeError(f"cell {kind} must set name, a str (the name layers show it by), got {name!r}")
-    if not (isinstance(blocks, tuple) and blocks and all(isinstance(block, str) for block in blocks)
+    if not (isinstance(blocks, (tuple, list)) and blocks and all(isinstance(block, str) for block in blocks)
             and len(set(blocks)) == len(blocks)):
-        raise TypeError(f"cell {kind} must set weight_blocks, a tuple of distinct names, one per block of H rows of "
-                        f"its weights, got {blocks!r}")
-    if not (isinstance(names, tuple) and all(isinstance(trace, str) for trace in names)):
-        raise TypeError(f"cell {kind}: trace_names must be a tuple of the names of the activations its step returns, "
-                        f"got {names!r}")
+        raise TypeError(f"cell {kind} must set weight_blocks, distinct names, one per block of H rows of its weights, "
+                        f"got {blocks!r}")
+    if not (isinstance(names, (tuple, list)) and all(isinstance(trace, str) for trace in names)):
+        raise TypeError(f"cell {kind}: trace_names must be the names of the activations its step returns, got "
+                        f"{names!r}")
     block = cell.forget_bias_block
-    if block is not None and not (isinstance(block, tuple) and len(block) == 2 and block[0] in blocks):
+    if block is not None and not (isinstance(block, (tuple, list)) and len(block) == 2 and block[0] in blocks):
         raise ValueError(f"cell {kind}: forget_bias_block must be None or (block, sign) with a block of its "
                          f"weight_blocks {blocks}, got {block!r}")
     for extra in cell.extra_parameters:

@@ -39,7 +39,7 @@ def train_command(arguments: argparse.Namespace) -> None:
     out = Path(arguments.out or Path("runs") / f"speech-{Path(arguments.manifest).stem}")
     check_runtime(config.device, config.precision, config.engine, config.cell)
     check_run_folder(out, arguments.resume, SPEECH_MODEL.name)
-    if arguments.resume:
+    if arguments.resume:  # before the command says a word (the pipeline checks again, for Python callers)
         check_resumed_settings(out, config)
     for manifest in (arguments.manifest, arguments.valid):  # every row, and its audio file, before the announcement
         if manifest is not None:

@@ -28,7 +28,7 @@ def translate_train_command(arguments: argparse.Namespace) -> None:
     out = Path(arguments.out)
     check_runtime(config.device, config.precision, config.engine, config.cell)
     check_run_folder(out, arguments.resume, TRANSLATION_MODEL.name, (CURVES_FILE,))
-    if arguments.resume:
+    if arguments.resume:  # before the command says a word (the pipeline checks again, for Python callers)
         check_resumed_settings(out, config)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} encoder-decoder ({config.attention} "

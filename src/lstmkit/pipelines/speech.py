@@ -39,7 +39,7 @@ from lstmkit.models.acoustic import (
 from lstmkit.pipelines.configs import SpeechConfig
 from lstmkit.text.parallel import sentence_list
 from lstmkit.training.config import check_config, offset_seed
-from lstmkit.training import Job, Processes, Trainer, check_run_folder, resolve_device
+from lstmkit.training import Job, Processes, Trainer, check_resumed_settings, check_run_folder, resolve_device
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.job import warn_if_one_batch_holds_all
 from lstmkit.training.random_state import keeps_random_state
@@ -389,6 +389,8 @@ def train_speech_model(train: str | Path, out: str | Path | None, config: Speech
     check_config(config, SpeechConfig, "lstmkit.speech.SpeechConfig")
     out = None if out is None else as_path(out, "the run's folder")
     check_run_folder(out, resume, SPEECH_MODEL.name)  # before the audio is read
+    if resume:
+        check_resumed_settings(out, config)
     front_end = config.front_end()
     train_set, alphabet = load_utterances(train, front_end, None, config.stack, config.speed_perturbation)
     validation_set = train_set if validation is None else load_utterances(validation, front_end, alphabet,

@@ -40,7 +40,7 @@ from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from lstmkit.pipelines.configs import BLEU_TOKENIZERS, DecodingConfig, TranslationConfig
 from lstmkit.text.parallel import ParallelText, read_lines, read_parallel, sentence_list
 from lstmkit.training.config import check_config, offset_seed
-from lstmkit.training import Job, Processes, Trainer, check_run_folder, resolve_device
+from lstmkit.training import Job, Processes, Trainer, check_resumed_settings, check_run_folder, resolve_device
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.job import warn_if_one_batch_holds_all
 from lstmkit.training.random_state import keeps_random_state
@@ -309,6 +309,8 @@ def train_translation(source: str | Path, target: str | Path, valid_source: str 
     check_config(config, TranslationConfig, "lstmkit.translate.TrainingConfig")
     out = as_path(out, "the run's folder")
     check_run_folder(out, resume, TRANSLATION_MODEL.name, (CURVES_FILE,))  # before the vocabularies are learned
+    if resume:
+        check_resumed_settings(out, config)
     train = read_parallel(source, target)
     valid = read_parallel(valid_source, valid_target, ("valid_source", "valid_target"), "translation")
     if resume and existing(out / "last").exists():

@@ -524,9 +524,11 @@ class Trainer:
                  or (progress.history and stop_reason(job, self.config, progress, progress.history[-1], anneal_steps)))
         if not (out / "results.json").is_file() and not ended:  # killed after its last checkpoint: it had ended
             return None
-        if step_limit is not None and progress.step > step_limit:  # a resume with a smaller budget
-            warn_at_caller(f"{out} stopped at step {progress.step}, past the {step_limit} steps of the budget given "
-                           "now: kept as it stands, not trained further (a smaller --time-budget is not checked so)")
+        layout = read_config(existing(out / "last")).get("epoch_layout") or {}  # its epochs' steps, as it ran them
+        ran_limit = self.step_limit(job, layout.get("steps_per_epoch", steps_per_epoch))
+        if ran_limit is not None and progress.step > ran_limit:  # a resume with a smaller budget of steps or epochs
+            warn_at_caller(f"{out} stopped at step {progress.step}, past the {ran_limit} steps of the budget given "
+                           "now: kept as it stands, not trained further")
         if progress.best_step is not None and existing(out / "best").exists():
             self.load_best(job, out)
         job.model.eval()
