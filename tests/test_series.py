@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import math
 import re
 
@@ -298,6 +299,36 @@ def test_a_csv_file_not_in_utf8_is_named_with_its_encoding_or_the_byte(tmp_path,
     path.write_bytes("year,activité\n1700,5\n1701,11\n1702,16\n".encode(encoding))
     with pytest.raises(ValueError, match=f"^{re.escape(f'{path} {message}')}$"):
         read_series(path, "year", ["activité"])
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"year,y\n1700,5\n1701,15\x004.4\n1702,16\n", "is not text: it holds a NUL byte on line 3; expected a UTF-8 "
+                                                    "CSV file"),  # pandas read 15\x004.4 as 15
+    (b"year,y,y\n1700,5,6\n1701,11,12\n1702,16,17\n", "names column 'y' twice in its header (line 1): give each "
+                                                       "column a name of its own"),  # the second read as y.1
+])
+def test_a_csv_file_pandas_would_misread_without_a_word_is_refused(tmp_path, content, message):
+    path = tmp_path / "series.csv.gz"
+    for data in (content, gzip.compress(content)):
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match=f"^{re.escape(f'{path} {message}')}$"):
+            read_series(path, "year", ["y"])
+
+
+@pytest.mark.parametrize("written, zone", [("2021-03-20 01:00 CET", "CET"), ("2021-11-07 01:00 EDT", "EDT")])
+def test_times_with_a_zones_name_are_refused_not_read_on_the_wall_clock(tmp_path, written, zone):
+    """pandas drops a zone's name (with a FutureWarning per row) and reads the wall clock: CET and
+    CEST read as one clock, an hour that never was filled, EDT and EST's repeated hour refused
+    as a duplicate."""
+    path = tmp_path / "zoned.csv"
+    path.write_text(f"time,y\n{written},1\n")
+    message = (f"column 'time' at line 2 of {path} (the header is line 1) holds {written!r}, which ends in a time "
+               f"zone's name ({zone}): pandas drops it")
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        read_series(path, "time", ["y"])
+    for fine in ("2021-03-20 01:00 UTC", "2021-03-20 01:00 PM", "2021-03-20 01:00Z"):
+        path.write_text(f"time,y\n{fine},1\n2021-03-20 02:00{fine[16:]},2\n2021-03-20 03:00{fine[16:]},3\n")
+        assert len(read_series(path, "time", ["y"])) == 3
 
 
 def test_a_missing_csv_and_a_non_table_are_refused(tmp_path):

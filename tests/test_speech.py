@@ -242,6 +242,8 @@ def test_a_file_too_short_for_its_transcript_stops_training_before_it_starts(tmp
                                                      "file with the header 'path,text'"),
     ("path,text\na.wav,one\n".encode("utf-16"), "{m} is UTF-16 text (its byte-order mark is FF FE), not UTF-8: save "
                                               "it as UTF-8, or convert it with iconv -f UTF-16 -t UTF-8"),
+    ("path,text\na.wav,zero\n./a.wav,nine\n", "{m}, line 3: ./a.wav is listed on line 2 too, with another transcript "
+                                             "('zero' there, 'nine' here)"),  # trained on both, without a word
 ])
 def test_manifests_with_bad_rows_are_refused_naming_the_line(tmp_path, rows, message):
     write_wav(tmp_path / "a.wav")
@@ -251,6 +253,15 @@ def test_manifests_with_bad_rows_are_refused_naming_the_line(tmp_path, rows, mes
     with pytest.raises(ManifestError) as error:
         read_manifest(manifest)
     assert str(error.value) == message.format(m=manifest, d=tmp_path)
+
+
+def test_a_recording_listed_again_with_its_transcript_is_warned_of(tmp_path):
+    write_wav(tmp_path / "a.wav")
+    manifest = write_manifest_text(tmp_path / "m.csv", "path,text\na.wav,one\nb.wav,two\na.wav,one\n")
+    write_wav(tmp_path / "b.wav")
+    with pytest.warns(UserWarning, match=re.escape(f"{manifest} lists 1 recording(s) again (the first on line 4: "
+                                                   "a.wav): each is used as often as it is listed")):
+        assert [utterance.text for utterance in read_manifest(manifest)] == ["one", "two", "one"]
 
 
 def test_manifest_paths_are_relative_to_the_manifest_and_transcripts_are_tidied(tmp_path):

@@ -229,6 +229,9 @@ def test_bad_input_files_stop_with_messages_that_name_them(tmp_path):
     old_mac = tmp_path / "mac.en"  # carriage returns alone: read as one line of 3 ("has 1 lines")
     old_mac.write_bytes(b"one\rtwo\rthree\r")
     assert read_parallel(source, old_mac).targets == ["one", "two", "three"]
+    mixed = tmp_path / "mixed.en"  # edited on three systems: two of its lines were read as one ("one\rtwo")
+    mixed.write_bytes(b"one\rtwo\r\nthree\n")
+    assert read_parallel(source, mixed).targets == ["one", "two", "three"]
     one = write_lines(tmp_path / "one.de", ["eins"])
     with pytest.raises(ValueError, match=f"^{one} has 1 line and its target {target} has 2: line k"):
         read_parallel(one, target)

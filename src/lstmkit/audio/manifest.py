@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lstmkit.caller import warn_at_caller
 from lstmkit.files import as_path, atomic_path, check_not_other_unicode, check_nothing_overwritten, write_json
 
 HEADER = ["path", "text"]
@@ -71,7 +72,7 @@ def read_manifest(manifest: str | Path) -> list[Utterance]:
     if not rows or [cell.strip() for cell in rows[0]] != HEADER:
         found = "an empty file" if not rows else ",".join(rows[0])
         raise ManifestError(f"{manifest}: expected the header 'path,text' on line 1, got {found!r}")
-    utterances = []
+    utterances, listed, repeated = [], {}, []  # listed: each recording's first line and transcript
     for line, row in enumerate(rows[1:], start=2):
         if not row:  # a blank line
             continue
@@ -90,9 +91,18 @@ def read_manifest(manifest: str | Path) -> list[Utterance]:
         if not resolved.is_file():
             problem = "is a folder; expected an audio file" if resolved.is_dir() else "does not exist"
             raise ManifestError(f"{manifest}, line {line}: {resolved} {problem}")
+        first = listed.setdefault(resolved.resolve(), (line, text))
+        if first[0] != line:
+            if first[1] != text:
+                raise ManifestError(f"{manifest}, line {line}: {path} is listed on line {first[0]} too, with another "
+                                    f"transcript ({first[1]!r} there, {text!r} here)")
+            repeated.append((line, path))
         utterances.append(Utterance(resolved, text))
     if not utterances:
         raise ManifestError(f"{manifest} lists no utterances")
+    if repeated:
+        warn_at_caller(f"{manifest} lists {len(repeated)} recording(s) again (the first on line {repeated[0][0]}: "
+                       f"{repeated[0][1]}): each is used as often as it is listed")
     return utterances
 
 

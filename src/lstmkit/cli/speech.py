@@ -43,7 +43,9 @@ def train_command(arguments: argparse.Namespace) -> None:
         check_resumed_settings(out, config)
     for manifest in (arguments.manifest, arguments.valid):  # every row, and its audio file, before the announcement
         if manifest is not None:
-            read_manifest(manifest)
+            with warnings.catch_warnings():  # the pipeline's own reading says them, once
+                warnings.simplefilter("ignore")
+                read_manifest(manifest)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a bidirectional {config.num_layers}x{config.hidden_size} {config.cell} CTC model on "
           f"{arguments.manifest}; checkpoints in {out}/", flush=True)

@@ -13,6 +13,7 @@ holiday) for the steps to forecast; without such columns they are ignored, with 
 
 from __future__ import annotations
 
+import csv
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import pandas as pd
 from pandas.tseries.api import guess_datetime_format
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.files import check_not_other_unicode
+from lstmkit.files import check_not_other_unicode, gunzipped
 
 # What lstmkit reads, for messages about a file written otherwise.
 CSV_FORM = "comma-separated values with '.' as the decimal point"
@@ -61,6 +62,10 @@ TWO_DIGIT_YEAR_MONTH = r"[A-Za-z]{3,9}[-/ ']\d{2}"
 UTC_OFFSET = r".*\d(Z|[+-]\d{2}:?\d{2})|.*\d:\d{2}(:\d{2}(\.\d+)?)? ?[+-]\d{2}(:?\d{2})?"
 # An offset after GMT or UTC (GMT+1), which dateutil reads as POSIX does: the sign reversed.
 POSIX_OFFSET = r".*(GMT|UTC)\s*[+-]0?[1-9].*"  # a zero offset reads alike either way
+# A time zone's name after a time (CET, EDT), which pandas drops with a FutureWarning, reading the
+# wall clock; UTC and GMT (zero offsets) and AM/PM are read as such.
+ZONE_NAME = r".*\d\s*([A-Z]{2,5})"
+NOT_ZONE_NAMES = ("UTC", "GMT", "AM", "PM")
 # The whole years pandas' timestamps hold (nanoseconds from 1970 fill 64 bits in 1677 and 2262).
 YEARS = (pd.Timestamp.min.year + 1, pd.Timestamp.max.year - 1)
 # A decimal year's fraction times 12 may be this far from a whole month: 1/12 written with
@@ -326,6 +331,7 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
+    check_raw_table(gunzipped(path.read_bytes(), path), path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)  # rows longer than the header: data lost
@@ -344,6 +350,23 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"{path} is not a readable CSV file: {error}") from None
     table.index = table.index + 2  # the header is line 1
     return table.dropna(how="all")
+
+
+def check_raw_table(data: bytes, path: Path) -> None:
+    """Refuse a CSV file (its bytes, decompressed) that pandas would misread without a word: a NUL
+    byte, where it ends the field (154.4 written 15\\x004.4 read as 15), and a header that names a
+    column twice, whose second pandas renames (y.1) and leaves out of a target named y."""
+    check_not_other_unicode(data[:4], path)  # UTF-16's NUL bytes are its encoding's: named as such
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise ValueError(f"{path} is not text: it holds a NUL byte on line {line}; expected a UTF-8 CSV file")
+    header = next(csv.reader([data.split(b"\n", 1)[0].decode("utf-8-sig", "replace").rstrip("\r")]), [])
+    names = [name.strip() for name in header]
+    twice = next((name for name in names if name and names.count(name) > 1), None)
+    if twice is not None:
+        raise ValueError(f"{path} names column {twice!r} twice in its header (line 1): give each column a name of "
+                         "its own")
 
 
 def longer_rows(path: Path) -> str:
@@ -452,6 +475,12 @@ def parse_time(column: pd.Series, name: str, path: Path | None, steps: bool = Fa
         unreadable(column, reversed_sign, name, path, "writes its offset after GMT or UTC, where it reads with the "
                    "sign reversed (POSIX: GMT+1 is an hour behind UTC): write the offset alone, as +01:00 for an hour "
                    "ahead of UTC")
+    zone = text.str.extract(f"^{ZONE_NAME}$", expand=False)
+    named = zone.notna() & ~zone.isin(NOT_ZONE_NAMES)
+    if named.any():
+        unreadable(column, named, name, path, f"ends in a time zone's name ({zone[named].iloc[0]}): pandas drops it "
+                   "and reads the wall clock, where daylight saving repeats an hour and skips another; write the UTC "
+                   "offset instead, as +01:00")
     with_offset = text.str.fullmatch(UTC_OFFSET)
     offsets = bool(with_offset.any())
     if offsets:  # pandas would take a time without one as UTC, whatever zone it was in

@@ -26,15 +26,15 @@ def read_lines(path: str | Path, what: str = "sentences", blank_lines: bool = Fa
 
 def text_lines(data: bytes, name: str, blank_lines: bool = False) -> list[str]:
     """The lines of UTF-8 `data` (a file's or stdin's, called `name` in messages, gzip already
-    decompressed: `gunzipped`), split at line feeds only (at carriage returns in a text that has
-    no line feed), each without surrounding white space: an empty, binary or non-UTF-8 text
-    stops with a message. With `blank_lines` (sentences to translate, each line's translation
+    decompressed: `gunzipped`), split at line ends, as Python's text files read them (LF, CR LF
+    and a carriage return alone: a file whose lines end in all three, edited on several systems,
+    was read as fewer, longer sentences), each without surrounding white space: an empty, binary
+    or non-UTF-8 text stops with a message. With `blank_lines` (sentences to translate, each line's translation
     on its own line), only a text of no bytes is empty: one of blank lines is those lines."""
     if not (data if blank_lines else data.strip()):
         raise ValueError(f"{name} is empty: expected one sentence per line")
     text = decoded_utf8(data, name, "UTF-8 text, plain or gzip")
-    if "\r" in text and "\n" not in text:  # old Mac line endings, a carriage return alone: one line else
-        text = text.replace("\r", "\n")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     return [line.strip() for line in text.removesuffix("\n").split("\n")]
 
 
