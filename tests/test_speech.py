@@ -242,8 +242,8 @@ def test_a_file_too_short_for_its_transcript_stops_training_before_it_starts(tmp
                                                      "file with the header 'path,text'"),
     ("path,text\na.wav,one\n".encode("utf-16"), "{m} is UTF-16 text (its byte-order mark is FF FE), not UTF-8: save "
                                               "it as UTF-8, or convert it with iconv -f UTF-16 -t UTF-8"),
-    ("path,text\na.wav,zero\n./a.wav,nine\n", "{m}, line 3: ./a.wav is listed on line 2 too, with another transcript "
-                                             "('zero' there, 'nine' here)"),  # trained on both, without a word
+    ("path,text\na.wav,zero\n./a.wav,nine\n", "{m}, line 3: ./a.wav is the file a.wav of line 2, with another "
+                                             "transcript ('zero' there, 'nine' here)"),  # both trained on, unsaid
 ])
 def test_manifests_with_bad_rows_are_refused_naming_the_line(tmp_path, rows, message):
     write_wav(tmp_path / "a.wav")
@@ -259,8 +259,8 @@ def test_a_recording_listed_again_with_its_transcript_is_warned_of(tmp_path):
     write_wav(tmp_path / "a.wav")
     manifest = write_manifest_text(tmp_path / "m.csv", "path,text\na.wav,one\nb.wav,two\na.wav,one\n")
     write_wav(tmp_path / "b.wav")
-    with pytest.warns(UserWarning, match=re.escape(f"{manifest} lists 1 recording(s) again (the first on line 4: "
-                                                   "a.wav): each is used as often as it is listed")):
+    with pytest.warns(UserWarning, match=re.escape(f"{manifest} lists 1 recording(s) again (the first, line 4: a.wav "
+                                                   "is listed on line 2 too): each is used as often as it is listed")):
         assert [utterance.text for utterance in read_manifest(manifest)] == ["one", "two", "one"]
 
 

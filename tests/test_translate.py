@@ -229,9 +229,11 @@ def test_bad_input_files_stop_with_messages_that_name_them(tmp_path):
     old_mac = tmp_path / "mac.en"  # carriage returns alone: read as one line of 3 ("has 1 lines")
     old_mac.write_bytes(b"one\rtwo\rthree\r")
     assert read_parallel(source, old_mac).targets == ["one", "two", "three"]
-    mixed = tmp_path / "mixed.en"  # edited on three systems: two of its lines were read as one ("one\rtwo")
-    mixed.write_bytes(b"one\rtwo\r\nthree\n")
-    assert read_parallel(source, mixed).targets == ["one", "two", "three"]
+    inner = tmp_path / "inner.en"  # a carriage return inside a line, as sacrebleu reads it; or ending it: said
+    inner.write_bytes(b"one\rtwo\r\nthree\n")
+    with pytest.warns(UserWarning, match=re.escape(f"{inner}: 1 line(s) hold a carriage return inside them (the first: "
+                                                   "line 1), read as part of the line as sacrebleu reads it")):
+        assert read_parallel(write_lines(tmp_path / "two.de", ["eins", "zwei"]), inner).targets == ["one\rtwo", "three"]
     one = write_lines(tmp_path / "one.de", ["eins"])
     with pytest.raises(ValueError, match=f"^{one} has 1 line and its target {target} has 2: line k"):
         read_parallel(one, target)

@@ -91,18 +91,20 @@ def read_manifest(manifest: str | Path) -> list[Utterance]:
         if not resolved.is_file():
             problem = "is a folder; expected an audio file" if resolved.is_dir() else "does not exist"
             raise ManifestError(f"{manifest}, line {line}: {resolved} {problem}")
-        first = listed.setdefault(resolved.resolve(), (line, text))
+        first = listed.setdefault(resolved.resolve(), (line, text, path))
         if first[0] != line:
+            same = f"{path} is listed on line {first[0]} too" if first[2] == path else \
+                f"{path} is the file {first[2]} of line {first[0]}"
             if first[1] != text:
-                raise ManifestError(f"{manifest}, line {line}: {path} is listed on line {first[0]} too, with another "
-                                    f"transcript ({first[1]!r} there, {text!r} here)")
-            repeated.append((line, path))
+                raise ManifestError(f"{manifest}, line {line}: {same}, with another transcript ({first[1]!r} there, "
+                                    f"{text!r} here)")
+            repeated.append(f"line {line}: {same}")
         utterances.append(Utterance(resolved, text))
     if not utterances:
         raise ManifestError(f"{manifest} lists no utterances")
     if repeated:
-        warn_at_caller(f"{manifest} lists {len(repeated)} recording(s) again (the first on line {repeated[0][0]}: "
-                       f"{repeated[0][1]}): each is used as often as it is listed")
+        warn_at_caller(f"{manifest} lists {len(repeated)} recording(s) again (the first, {repeated[0]}): each is used "
+                       "as often as it is listed")
     return utterances
 
 

@@ -13,7 +13,7 @@ holiday) for the steps to forecast; without such columns they are ignored, with 
 
 from __future__ import annotations
 
-import csv
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,10 +62,9 @@ TWO_DIGIT_YEAR_MONTH = r"[A-Za-z]{3,9}[-/ ']\d{2}"
 UTC_OFFSET = r".*\d(Z|[+-]\d{2}:?\d{2})|.*\d:\d{2}(:\d{2}(\.\d+)?)? ?[+-]\d{2}(:?\d{2})?"
 # An offset after GMT or UTC (GMT+1), which dateutil reads as POSIX does: the sign reversed.
 POSIX_OFFSET = r".*(GMT|UTC)\s*[+-]0?[1-9].*"  # a zero offset reads alike either way
-# A time zone's name after a time (CET, EDT), which pandas drops with a FutureWarning, reading the
-# wall clock; UTC and GMT (zero offsets) and AM/PM are read as such.
-ZONE_NAME = r".*\d\s*([A-Z]{2,5})"
-NOT_ZONE_NAMES = ("UTC", "GMT", "AM", "PM")
+# What pandas says as it drops a time zone's name it does not know (CET, EDT) and reads the wall clock.
+DROPPED_ZONE = re.compile(r'Parsed string "(.*)" included an un-recognized timezone "(.*)"')
+OTHER_COMPRESSIONS = (".bz2", ".zip", ".xz", ".zst", ".tar")  # what pandas decompresses by a file's suffix
 # The whole years pandas' timestamps hold (nanoseconds from 1970 fill 64 bits in 1677 and 2262).
 YEARS = (pd.Timestamp.min.year + 1, pd.Timestamp.max.year - 1)
 # A decimal year's fraction times 12 may be this far from a whole month: 1/12 written with
@@ -202,6 +201,7 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
     for name in columns:
         if name not in table.columns:
             raise missing_column(name, source, table.columns)
+    check_named_once(table, columns, source)
     overlap = sorted({name for name in columns if columns.count(name) > 1})
     if overlap:
         raise ValueError("a column can be the time, a target, an observed-past or a known-future covariate, "
@@ -331,7 +331,7 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    check_raw_table(gunzipped(path.read_bytes(), path), path)
+    check_no_nul(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)  # rows longer than the header: data lost
@@ -352,21 +352,27 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     return table.dropna(how="all")
 
 
-def check_raw_table(data: bytes, path: Path) -> None:
-    """Refuse a CSV file (its bytes, decompressed) that pandas would misread without a word: a NUL
-    byte, where it ends the field (154.4 written 15\\x004.4 read as 15), and a header that names a
-    column twice, whose second pandas renames (y.1) and leaves out of a target named y."""
+def check_no_nul(path: Path) -> None:
+    """Refuse a CSV file (plain or gzip; pandas decompresses the others by their suffix) with a
+    NUL byte, where pandas ends the field: 154.4 written 15\\x004.4 was read as 15."""
+    if any(suffix.lower() in OTHER_COMPRESSIONS for suffix in path.suffixes):
+        return
+    data = gunzipped(path.read_bytes(), path)
     check_not_other_unicode(data[:4], path)  # UTF-16's NUL bytes are its encoding's: named as such
     nul = data.find(b"\x00")
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
         raise ValueError(f"{path} is not text: it holds a NUL byte on line {line}; expected a UTF-8 CSV file")
-    header = next(csv.reader([data.split(b"\n", 1)[0].decode("utf-8-sig", "replace").rstrip("\r")]), [])
-    names = [name.strip() for name in header]
-    twice = next((name for name in names if name and names.count(name) > 1), None)
+
+
+def check_named_once(table: pd.DataFrame, columns: list[str], source: str | Path | pd.DataFrame) -> None:
+    """Refuse a CSV file whose header names a column it reads twice: pandas renames the second
+    (y.1), which a target named y then left out without a word."""
+    if isinstance(source, pd.DataFrame):
+        return
+    twice = next((name for name in columns if f"{name}.1" in table.columns), None)
     if twice is not None:
-        raise ValueError(f"{path} names column {twice!r} twice in its header (line 1): give each column a name of "
-                         "its own")
+        raise ValueError(f"{source} names column {twice!r} twice in its header: give each column a name of its own")
 
 
 def longer_rows(path: Path) -> str:
@@ -475,12 +481,6 @@ def parse_time(column: pd.Series, name: str, path: Path | None, steps: bool = Fa
         unreadable(column, reversed_sign, name, path, "writes its offset after GMT or UTC, where it reads with the "
                    "sign reversed (POSIX: GMT+1 is an hour behind UTC): write the offset alone, as +01:00 for an hour "
                    "ahead of UTC")
-    zone = text.str.extract(f"^{ZONE_NAME}$", expand=False)
-    named = zone.notna() & ~zone.isin(NOT_ZONE_NAMES)
-    if named.any():
-        unreadable(column, named, name, path, f"ends in a time zone's name ({zone[named].iloc[0]}): pandas drops it "
-                   "and reads the wall clock, where daylight saving repeats an hour and skips another; write the UTC "
-                   "offset instead, as +01:00")
     with_offset = text.str.fullmatch(UTC_OFFSET)
     offsets = bool(with_offset.any())
     if offsets:  # pandas would take a time without one as UTC, whatever zone it was in
@@ -489,9 +489,15 @@ def parse_time(column: pd.Series, name: str, path: Path | None, steps: bool = Fa
         if naive.any():
             unreadable(column, naive, name, path, f"has no UTC offset where other times of the column have one "
                        f"({plain(column[with_offset].iloc[0])!r}): give every time its offset, or none")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "could not infer format": format="mixed" says so
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
         stamps = pd.to_datetime(text, errors="coerce", format="mixed", utc=offsets)
+    dropped = next((found for warning in said if (found := DROPPED_ZONE.search(str(warning.message)))), None)
+    if dropped is not None:  # "could not infer format" and the like, which format="mixed" says, pass
+        bad = text == dropped.group(1)
+        unreadable(column, bad if bad.any() else text.str.contains(dropped.group(2), regex=False), name, path,
+                   f"names a time zone, {dropped.group(2)}, that pandas drops, reading the wall clock (where "
+                   "daylight saving repeats an hour and skips another): write its UTC offset instead, as +01:00")
     if stamps.isna().any():
         unreadable(column, stamps.isna(), name, path, "cannot be read as a time")
     if offsets:

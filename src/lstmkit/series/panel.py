@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.series.frame import (STEP, MissingValuesWarning, check_coverage, infer_frequency, known_before,
-                                  missing_column, numeric_column, parse_time, plain, read_table, row_name,
+from lstmkit.series.frame import (STEP, MissingValuesWarning, check_coverage, check_named_once, infer_frequency,
+                                  known_before, missing_column, numeric_column, parse_time, plain, read_table, row_name,
                                   steps_left_empty, two_rows_named, written_times)
 
 
@@ -83,6 +83,7 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
     for name in columns:
         if name not in table.columns:
             raise missing_column(name, source, table.columns)
+    check_named_once(table, columns, source)
     if len(set(columns)) < 3:
         raise ValueError(f"the id, time and target columns must be three columns, got {id!r}, {time!r}, {target!r}")
     path = None if isinstance(source, pd.DataFrame) else Path(source)

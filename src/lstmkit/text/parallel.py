@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lstmkit.caller import warn_at_caller
 from lstmkit.files import check_input_file, decoded_utf8, fingerprint, gunzipped
 
 def read_lines(path: str | Path, what: str = "sentences", blank_lines: bool = False) -> tuple[list[str], dict]:
@@ -26,16 +27,25 @@ def read_lines(path: str | Path, what: str = "sentences", blank_lines: bool = Fa
 
 def text_lines(data: bytes, name: str, blank_lines: bool = False) -> list[str]:
     """The lines of UTF-8 `data` (a file's or stdin's, called `name` in messages, gzip already
-    decompressed: `gunzipped`), split at line ends, as Python's text files read them (LF, CR LF
-    and a carriage return alone: a file whose lines end in all three, edited on several systems,
-    was read as fewer, longer sentences), each without surrounding white space: an empty, binary
-    or non-UTF-8 text stops with a message. With `blank_lines` (sentences to translate, each line's translation
+    decompressed: `gunzipped`), split at line feeds (CR LF's carriage return dropped; at carriage
+    returns in a text that has no line feed), each without surrounding white space: an empty,
+    binary or non-UTF-8 text stops with a message. A carriage return inside a line stays part of
+    it, as sacrebleu and `wc -l` read it (a web-crawled corpus holds such), with a warning naming
+    the first: a file edited on several systems, its lines ending in LF or CR, is read as fewer,
+    longer lines. With `blank_lines` (sentences to translate, each line's translation
     on its own line), only a text of no bytes is empty: one of blank lines is those lines."""
     if not (data if blank_lines else data.strip()):
         raise ValueError(f"{name} is empty: expected one sentence per line")
     text = decoded_utf8(data, name, "UTF-8 text, plain or gzip")
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return [line.strip() for line in text.removesuffix("\n").split("\n")]
+    if "\r" in text and "\n" not in text:  # old Mac line endings, a carriage return alone: one line else
+        text = text.replace("\r", "\n")
+    lines = [line.strip() for line in text.removesuffix("\n").split("\n")]
+    inner = [number for number, line in enumerate(lines, start=1) if "\r" in line]
+    if inner:
+        warn_at_caller(f"{name}: {len(inner):,} line(s) hold a carriage return inside them (the first: line "
+                       f"{inner[0]}), read as part of the line as sacrebleu reads it; where they end lines (a file "
+                       "edited on several systems), make them line feeds")
+    return lines
 
 
 @dataclass(frozen=True)
