@@ -560,8 +560,9 @@ def test_the_run_of_a_checkpoint_is_told_by_its_name_and_contents(tmp_path):
 
 
 HELD = """
-import os, subprocess, threading, time
+import os, signal, subprocess, threading, time
 from lstmkit.interrupts import interrupts_held
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's, which a background job (nohup, &) starts without
 threading.Thread(target=time.sleep, args=(30,), daemon=True).start()  # a thread that blocks no signal
 where = "before"
 try:
