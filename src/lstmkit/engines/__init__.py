@@ -128,7 +128,7 @@ def auto_engine(
 ) -> Engine:
     """engine='auto': torch's own kernels where they measured fastest (for rnn and gru on CPU,
     unless the call is a `long_backward` one), else Triton on CUDA, else fused; the reference
-    engine for regularisers none of them runs, and for a cell none of them has a kernel for."""
+    engine for regularisers none of them runs, and for a cell of one's own, which none runs."""
     if not is_builtin(cell):  # a cell of one's own: its own step, which the kernels do not run
         return ENGINES["reference"]
     native = ENGINES["native"]
@@ -139,9 +139,9 @@ def auto_engine(
     triton = ENGINES["triton"]
     if device.type == "cuda" and not triton.unsupported(cell, device) and regularisers <= triton.regularisers:
         return triton
-    if regularisers <= ENGINES["fused"].regularisers and not ENGINES["fused"].unsupported(cell, device):
+    if regularisers <= ENGINES["fused"].regularisers:
         return ENGINES["fused"]
-    return ENGINES["reference"]  # a cell of one's own too
+    return ENGINES["reference"]
 
 
 def traced_engine(cell: Cell, device: torch.device, return_gates: bool, regularisers: frozenset[str],

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lstmkit.cells import Cell, LayerWeights
+from lstmkit.cells import CELLS, Cell, LayerWeights, is_builtin
 from lstmkit.engines.precision import Precision, autocast, lstm_cell_steps, precision_for
 
 
@@ -159,10 +159,12 @@ def dropout_mask(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
     return torch.rand(shape, dtype=like.dtype, device=like.device).lt_(1 - p).div_(1 - p)
 
 
-def own_cell(cell: Cell, engine: str) -> str:
-    """Why `engine`'s kernels, chosen by a cell's name, do not run `cell`: one of the user's
-    under the name of one of lstmkit's (a subclass with a `step` of its own), which they would
-    have run as lstmkit's, silently."""
+def own_cell(cell: Cell, engine: str) -> str | None:
+    """Why `engine`'s kernels, chosen by a cell's name, do not run `cell` where it is one of the
+    user's under the name of one of lstmkit's (a subclass with a `step` of its own), which they
+    would have run as lstmkit's, silently; None for any other cell."""
+    if cell.name not in CELLS or is_builtin(cell):
+        return None
     return (f"cell {type(cell).__name__} is one of your own, under the name {cell.name!r} of lstmkit's; the "
             f"{engine} kernels run lstmkit's cells alone, and the reference engine runs a cell's own step")
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from lstmkit.cells import CELLS, Cell, is_builtin
+from lstmkit.cells import Cell
 from lstmkit.engines.base import Engine, Stack, StackRun, own_cell, run_eagerly
 from lstmkit.engines.precision import ONEDNN_BFLOAT16, ONEDNN_FLOAT16, autocast, autocast_dtype
 
@@ -86,8 +86,9 @@ class NativeEngine(Engine):
     regularisers = frozenset({"weight_dropout"})
 
     def unsupported(self, cell: Cell, device: torch.device | None, cell_steps: bool = False) -> str | None:
-        if cell.name in CELLS and not is_builtin(cell):
-            return own_cell(cell, self.name)
+        reason = own_cell(cell, self.name)
+        if reason:
+            return reason
         if cell.name == "lstm" and cell.options():
             return f"cell {cell.describe()} is an ablation; the native kernels run the full LSTM only"
         if cell.name not in ("lstm", "gru", "rnn"):

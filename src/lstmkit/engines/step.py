@@ -23,7 +23,6 @@ from lstmkit.cells import Cell, LayerWeights
 from lstmkit.engines import ENGINES, KERNEL_ENGINES, exporting, in_dual_level, other_engine, reference_under_transform
 from lstmkit.engines.base import LayerEngine
 from lstmkit.engines.fused.step import StepResult, run_step, step_precision
-from lstmkit.engines.fused import FusedEngine
 from lstmkit.engines.native import NativeEngine, kernel_name
 from lstmkit.engines.reference import ReferenceEngine
 from lstmkit.engines.triton import TritonEngine, off_device
@@ -43,8 +42,7 @@ def check_step_engine(engine: object, cell: Cell) -> None:
         raise ValueError(f"engine must be one of {', '.join(STEP_ENGINES)}, got {engine!r}")
     reason = None
     if engine in ("native", "fused", "triton"):
-        named = {"native": NativeEngine, "fused": FusedEngine, "triton": TritonEngine}[engine]()
-        reason = named.unavailable() or named.unsupported(cell, None)
+        reason = ENGINES[engine].unavailable() or ENGINES[engine].unsupported(cell, None)
     if reason:
         raise ValueError(f"engine={engine!r} cannot run this cell: {reason}; use engine='auto' or "
                          f"{other_engine(cell)!r}")

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from lstmkit.cells import CELLS, Cell, LayerWeights, is_builtin, make_cell
+from lstmkit.cells import Cell, LayerWeights, make_cell
 from lstmkit.engines.base import LayerEngine, LayerNoise, LayerRun, own_cell
 from lstmkit.engines.fused.graphs import run_captured
 from lstmkit.engines.fused.gru import GRUKernel
@@ -62,8 +62,9 @@ class FusedEngine(LayerEngine):
         return KERNELS
 
     def unsupported(self, cell: Cell, device: torch.device | None, cell_steps: bool = False) -> str | None:
-        if cell.name in CELLS and not is_builtin(cell):
-            return own_cell(cell, self.name)
+        reason = own_cell(cell, self.name)
+        if reason:
+            return reason
         if cell.name not in KERNELS:
             return f"cell {cell.name!r} has no {self.name} kernel ({self.name} runs {', '.join(KERNELS)})"
         return None
