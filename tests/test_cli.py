@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -805,3 +806,38 @@ def test_the_sigterm_watch_spares_a_held_block_and_a_forked_child(tmp_path):
         script.write_text(code)
         result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
         assert (result.returncode, result.stdout) == (0, printed), result.stderr[-2000:]
+
+
+def test_what_a_command_prints_is_utf8_whatever_the_locale(monkeypatch):
+    """Under a Latin-1 locale a translation into Chinese failed to print once translated."""
+    from lstmkit.cli import write_stdout_in_utf8
+
+    class Terminal(io.TextIOWrapper):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("PYTHONIOENCODING", raising=False)
+    for stream, expected in ((io.TextIOWrapper, "天气 fünf \udce9\n".encode("utf-8", "surrogateescape")),
+                             (Terminal, "\\u5929\\u6c14 fünf \\udce9\n".encode("latin-1"))):
+        written = io.BytesIO()
+        monkeypatch.setattr("sys.stdout", stream(written, encoding="latin-1"))
+        write_stdout_in_utf8()
+        print("天气 fünf \udce9")  # the last: a byte of a path the locale did not decode (LC_ALL=C)
+        sys.stdout.flush()
+        assert written.getvalue() == expected, stream.__name__
+
+
+def test_text_typed_under_an_ascii_locale_is_read_as_the_utf8_the_terminal_wrote():
+    from lstmkit.cli.arguments import typed_text
+
+    assert typed_text("天气".encode().decode("ascii", "surrogateescape")) == "天气"
+    assert typed_text("plain ü") == "plain ü"
+
+
+def test_files_written_under_an_ascii_locale_are_utf8(tmp_path):
+    """`speech eval --out` wrote its transcripts in the locale's encoding (or failed at the end)."""
+    path = tmp_path / "out.csv"
+    code = "import sys; from lstmkit.files import write_csv; write_csv(sys.argv[1], ['text'], [['f\\u00fcnf \\u4e94']])"
+    environment = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    subprocess.run([sys.executable, "-c", code, str(path)], env=environment, check=True)
+    assert path.read_bytes().decode("utf-8").splitlines() == ["text", "fünf 五"]

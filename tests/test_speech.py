@@ -238,8 +238,16 @@ def test_a_file_too_short_for_its_transcript_stops_training_before_it_starts(tmp
     ("path,text\nmissing.wav,one\n", "{m}, line 2: {d}/missing.wav does not exist"),
     ("path,text\n\n", "{m} lists no utterances"),
     ("path,text\nsub,one\n", "{m}, line 2: {d}/sub is a folder; expected an audio file"),
-    ("path,text\na.wav,caf\xe9\n".encode("latin-1"), "{m}: not UTF-8 text (byte 0xe9 at offset 19); expected a CSV "
-                                                     "file with the header 'path,text'"),
+    ("path,text\na.wav,caf\xe9\n".encode("latin-1"), "{m} is not UTF-8 text: byte 0xe9 at offset 19 (line 2) does "
+                                                     "not decode"),
+    # Found in the whole file: the reader's position counted from its last 8 KiB chunk
+    (("path,text\n" + "a.wav,one\n" * 2000 + "a.wav,caf\xe9\n").encode("latin-1"),
+     "{m} is not UTF-8 text: byte 0xe9 at offset 20019 (line 2002) does not decode"),
+    ("path,text\na.wav,one\n".encode("utf-16-le"),
+     "{m} looks like UTF-16LE text without a byte-order mark (a NUL byte in every other place), not UTF-8: convert it "
+     "with iconv -f UTF-16LE -t UTF-8"),
+    ("path,text\na.wav,o\x00ne\n", "{m} is not text: it contains NUL bytes (the first at offset 17, on line 2); "
+                                    "expected a CSV file with the header 'path,text'"),
     ("path,text\na.wav,one\n".encode("utf-16"), "{m} is UTF-16 text (its byte-order mark is FF FE), not UTF-8: save "
                                               "it as UTF-8, or convert it with iconv -f UTF-16 -t UTF-8"),
     ("path,text\na.wav,zero\n./a.wav,nine\n", "{m}, line 3: ./a.wav is the file a.wav of line 2, with another "
@@ -418,6 +426,15 @@ def test_the_confusion_table_counts_each_word_as_each_transcript():
     assert table.splitlines() == ["      |  zero other (other)",
                                   " zero |     .     1       1",
                                   "other |     .     1       ."]
+    # columns as a terminal shows them: a mark takes none (anusvara too), a Chinese character two
+    from lstmkit.pipelines.speech import shown_width
+
+    assert [shown_width(word) for word in ("fu\u0308nf", "五", "हिंदी")] == [4, 2, 4]  # as wcwidth counts them
+    table = confusion_table(["fu\u0308nf", "五", "vier"], ["fu\u0308nf", "五", "五"])
+    assert table.splitlines() == ["     | fu\u0308nf   五 vier (other)",
+                                  "fu\u0308nf |    1    .    .       .",
+                                  "  五 |    .    1    .       .",
+                                  "vier |    .    1    .       ."]
     with pytest.raises(ValueError, match="^a confusion table needs one word per reference"):
         confusion_table(["one two"], ["one"])
 
@@ -824,3 +841,20 @@ def test_decoding_takes_a_numpy_beam_and_refuses_a_lexicon_that_is_not_a_bool(to
         recognizer.transcribe(path, lexicon="no")
     # NumPy's bool and int are taken by the figure's title too (a list times np.True_ failed there)
     assert recognizer.show(path, folder / "shown.png", beam=np.int64(4), lexicon=np.False_) == WORDS[0]
+
+
+def test_errors_that_look_alike_are_escaped_and_decomposed_transcripts_are_warned_of(tmp_path):
+    from lstmkit.cli.speech import error_line
+
+    assert error_line("a.wav", "fünf", "fu\u0308nf") == "  a.wav: 'f\\xfcnf' -> 'fu\\u0308nf'"
+    assert error_line("a.wav", "fünf", "funf") == "  a.wav: 'fünf' -> 'funf'"
+    write_wav(tmp_path / "a.wav")
+    write_wav(tmp_path / "b.wav")
+    manifest = write_manifest_text(tmp_path / "m.csv", "path,text\na.wav,fünf\n\nb.wav,zwei fu\u0308nf\n")
+    with pytest.warns(UserWarning) as warned:
+        read_manifest(manifest)
+    assert [str(warning.message) for warning in warned][0] == (
+        f"{manifest}: 1 line(s) write a word otherwise than in Unicode's composed form, NFC, which the text writes too "
+        "(the first: line 4, 'fu\\u0308nf', elsewhere 'f\\xfcnf'): one letter written both ways counts as two "
+        "different characters, to the model and its scores alike; normalise the text to NFC (Python: "
+        "unicodedata.normalize('NFC', text))")

@@ -70,8 +70,16 @@ def test_vocabulary_serialises():
 @pytest.mark.parametrize("content, message", [
     (b"", "is empty: a language model needs text to learn from or to score"),
     (b"   \n\t\n", "holds only whitespace"),
-    (b"text\x00\x01binary", "is not text: it contains NUL bytes (the first at offset 4); expected a UTF-8 text file"),
-    (b"caf\xe9 latin-1", "is not UTF-8 text: byte 0xe9 at offset 3 does not decode"),
+    (b"text\x00\x01binary",
+     "is not text: it contains NUL bytes (the first at offset 4, on line 1); expected a UTF-8 text file"),
+    (b"caf\xe9 latin-1", "is not UTF-8 text: byte 0xe9 at offset 3 (line 1) does not decode"),
+    (b"one\ntwo\nthr\xe9e", "byte 0xe9 at offset 11 (line 3) does not decode"),
+    (b"one\rtwo\rthr\xe9e", "byte 0xe9 at offset 11 (line 3) does not decode"),  # old Mac line ends
+    # iconv -t UTF-16LE and -t UTF-16BE write no byte-order mark: it was called binary
+    ("Hello\nworld".encode("utf-16-le"),
+     "looks like UTF-16LE text without a byte-order mark (a NUL byte in every other place), not UTF-8: convert it "
+     "with iconv -f UTF-16LE -t UTF-8"),
+    ("Grüße 天气".encode("utf-16-be"), "looks like UTF-16BE text without a byte-order mark"),
     # Windows Notepad's "Unicode" and PowerShell 5's `>`: it was called binary, for its NUL bytes
     ("Hello".encode("utf-16"), "is UTF-16 text (its byte-order mark is FF FE), not UTF-8: save it as UTF-8, or "
                                "convert it with iconv -f UTF-16 -t UTF-8"),
@@ -189,3 +197,19 @@ def test_gzip_and_a_byte_order_mark_are_read_as_the_text_they_hold(tmp_path):
     (tmp_path / "broken.gz").write_bytes(gzip.compress(text.encode())[:12])
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'broken.gz'} is not a readable gzip file")):
         read_text(tmp_path / "broken.gz")
+
+
+def test_text_not_in_composed_form_is_warned_of_naming_the_first_line(tmp_path):
+    """ü written composed and decomposed was read as two characters, without a word."""
+    path = tmp_path / "input.txt"
+    path.write_text("fünf\nzwei\r\ndrei fu\u0308nf\nvier\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match=re.escape(
+            f"{path}: 1 line(s) write a word otherwise than in Unicode's composed form, NFC, which the text writes too "
+            "(the first: line 3, 'fu\\u0308nf', elsewhere 'f\\xfcnf'): one letter written both ways counts as two "
+            "different characters")):
+        assert read_text(path) == "fünf\nzwei\ndrei fu\u0308nf\nvier\n"
+    # Written one way only, or not NFC for another reason (an en quad, a CJK compatibility ideograph): no warning
+    path.write_text("drei fu\u0308nf\nhello\u2000world \uf900\n", encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_text(path) == "drei fu\u0308nf\nhello\u2000world \uf900\n"

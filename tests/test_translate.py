@@ -215,11 +215,12 @@ def test_bad_input_files_stop_with_messages_that_name_them(tmp_path):
     binary.write_bytes(b"PK\x03\x04\x00\x00binary")
     with pytest.raises(ValueError) as error:
         read_parallel(binary, target)
-    assert str(error.value) == (f"{binary} is not text: it contains NUL bytes (the first at offset 4); "
+    assert str(error.value) == (f"{binary} is not text: it contains NUL bytes (the first at offset 4, on line 1); "
                                 "expected UTF-8 text, plain or gzip")
     latin = tmp_path / "latin1.en"
     latin.write_bytes("café\n".encode("latin-1"))
-    with pytest.raises(ValueError, match=f"^{latin} is not UTF-8 text: byte 0xe9 at offset 3 does not decode$"):
+    with pytest.raises(ValueError, match=f"^{latin} is not UTF-8 text: byte 0xe9 at offset 3 \\(line 1\\) does not "
+                                         "decode$"):
         read_parallel(source, latin)
     with pytest.raises(FileNotFoundError, match="missing.de does not exist"):
         read_parallel(tmp_path / "missing.de", target)
@@ -234,6 +235,11 @@ def test_bad_input_files_stop_with_messages_that_name_them(tmp_path):
     with pytest.warns(UserWarning, match=re.escape(f"{inner}: 1 line(s) hold a carriage return inside them (the first: "
                                                    "line 1), read as part of the line as sacrebleu reads it")):
         assert read_parallel(write_lines(tmp_path / "two.de", ["eins", "zwei"]), inner).targets == ["one\rtwo", "three"]
+    decomposed = write_lines(tmp_path / "nfd.en", ["fünf", "fu\u0308nf"])  # one word, to sacrebleu two
+    with pytest.warns(UserWarning, match=re.escape(f"{decomposed}: 1 line(s) write a word otherwise than in Unicode's "
+                                                   "composed form, NFC, which the text writes too (the first: line 2, "
+                                                   "'fu\\u0308nf'")):
+        assert read_parallel(write_lines(tmp_path / "two.de", ["eins", "zwei"]), decomposed).targets[1] == "fu\u0308nf"
     one = write_lines(tmp_path / "one.de", ["eins"])
     with pytest.raises(ValueError, match=f"^{one} has 1 line and its target {target} has 2: line k"):
         read_parallel(one, target)
@@ -463,7 +469,7 @@ def test_run_reads_standard_input_one_sentence_per_line_feed(copy_run, monkeypat
     with pytest.raises(SystemExit) as stopped:
         main(["translate", "run", str(out), "-"])
     assert stopped.value.code == 2 and capsys.readouterr().err == (
-        "lstmkit: error: stdin is not UTF-8 text: byte 0xff at offset 4 does not decode\n")
+        "lstmkit: error: stdin is not UTF-8 text: byte 0xff at offset 4 (line 1) does not decode\n")
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\n\n")))  # blank lines: blank translations
     assert main(["translate", "run", str(out), "-"]) == 0
     assert capsys.readouterr().out == "\n\n"
@@ -606,3 +612,19 @@ def test_training_keeps_the_callers_random_state(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the vocabulary of 40 strings holds fewer than 300 pieces
         assert_keeps_random_state(lambda: translate.train(*train, *valid, tmp_path / "run", config))
+
+
+def test_characters_the_figure_s_font_lacks_are_said_once(tmp_path):
+    """matplotlib warned once per character it drew as a box, at each of its drawings."""
+    from lstmkit import plots
+
+    import matplotlib
+
+    path = tmp_path / "attention.png"
+    with pytest.warns(UserWarning) as warned, matplotlib.rc_context({"font.family": ["DejaVu Sans"]}):
+        plots.attention_matrix(["天气", "很", "好"], ["the", "weather"], torch.full((2, 3), 1 / 3).numpy(), path)
+    assert [str(warning.message) for warning in warned] == [
+        f"{path}: 4 character(s) of its text are drawn as boxes ('天', '气', '很', '好'): the figure's font, "
+        "DejaVu Sans, lacks them; matplotlib uses a font that has them where its configuration names it (font.family "
+        "in matplotlibrc)"]
+    assert path.read_bytes()[:4] == b"\x89PNG"

@@ -14,8 +14,9 @@ import stat
 import sys
 import tempfile
 import threading
+import unicodedata
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -243,7 +244,7 @@ def finite_or_null(data: object) -> object:
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    with atomic_path(path) as temporary, open(temporary, "w", newline="") as file:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(header)
         writer.writerows(rows)
@@ -256,23 +257,58 @@ GZIP_MAGIC = b"\x1f\x8b"
 # as UTF-16's does.
 OTHER_UNICODE_MARKS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
                        (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+# Text without a byte-order mark is named UTF-16 where, in its first bytes, this share of one
+# byte order's high bytes are zero (ASCII's are all; see check_not_unmarked_utf16).
+UTF16_SAMPLE_BYTES = 1024
+UTF16_NUL_SHARE = 0.5
+UTF16_SHORTEST = 16  # bytes: fewer tell nothing (b"abc\x00" is binary)
 
 
 def decoded_utf8(data: bytes, name: str | Path, expected: str) -> str:
     """`data` (a file's or stdin's, called `name` in messages) as UTF-8 text, an editor's
     byte-order mark dropped (it is no character of the text), or refused, saying what it is:
     UTF-16 or UTF-32 text by its byte-order mark (Windows Notepad's "Unicode", PowerShell 5's
-    `>`; it was called binary, for its NUL bytes), binary data by its first NUL byte (`expected`
-    names the text wanted), other bytes by the first that does not decode."""
+    `>`; it was called binary, for its NUL bytes) or, without one, by its NUL bytes (iconv's
+    UTF-16LE), binary data by its first NUL byte (`expected` names the text wanted), other bytes
+    by the first that does not decode, with its line."""
     check_not_other_unicode(data, name)
     nul = data.find(b"\x00")
     if nul >= 0:
-        raise ValueError(f"{name} is not text: it contains NUL bytes (the first at offset {nul}); expected {expected}")
+        check_not_unmarked_utf16(data, name)
+        raise ValueError(f"{name} is not text: it contains NUL bytes (the first at offset {nul}, on line "
+                         f"{line_of(data, nul)}); expected {expected}")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{name} is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} does not "
-                         "decode") from None
+        raise ValueError(f"{name} is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} (line "
+                         f"{line_of(data, error.start)}) does not decode") from None
+
+
+def warn_unless_composed(lines: Iterable[tuple[int, str]], name: str | Path) -> None:
+    """Warn where the numbered `lines` of `name` write a word both in Unicode's composed form,
+    NFC, and otherwise: a letter written as a base and a combining mark (u, U+0308) is another
+    character than the same letter composed (ü), to a model, its vocabulary and the scores
+    alike, and looks the same in every message. A text that writes a word one way only (a
+    CJK compatibility ideograph, which NFC would replace) is left alone."""
+    numbered = list(lines)
+    if all(unicodedata.is_normalized("NFC", line) for _, line in numbered):
+        return
+    words = {word for _, line in numbered for word in line.split()}
+    both = [(number, word) for number, line in numbered for word in line.split()
+            if not unicodedata.is_normalized("NFC", word) and unicodedata.normalize("NFC", word) in words]
+    if both:
+        first, word = both[0]
+        warn_at_caller(f"{name}: {len({number for number, _ in both}):,} line(s) write a word otherwise than in "
+                       f"Unicode's composed form, NFC, which the text writes too (the first: line {first}, "
+                       f"{word!a}, elsewhere {unicodedata.normalize('NFC', word)!a}): one letter written both ways "
+                       "counts as two different characters, to the model and its scores alike; normalise the text "
+                       "to NFC (Python: unicodedata.normalize('NFC', text))")
+
+
+def line_of(data: bytes, offset: int) -> int:
+    """The line, counting from 1, that holds the byte at `offset` (lines end in LF, or in CR in
+    a text without LF, as the readers read them)."""
+    return data.count(b"\n" if b"\n" in data else b"\r", 0, offset) + 1
 
 
 def check_not_other_unicode(head: bytes, name: str | Path) -> None:
@@ -282,6 +318,22 @@ def check_not_other_unicode(head: bytes, name: str | Path) -> None:
         if head.startswith(mark):
             raise ValueError(f"{name} is {encoding} text (its byte-order mark is {mark.hex(' ').upper()}), not UTF-8: "
                              f"save it as UTF-8, or convert it with iconv -f {encoding} -t UTF-8")
+
+
+def check_not_unmarked_utf16(data: bytes, name: str | Path) -> None:
+    """Refuse text written as UTF-16 without a byte-order mark (iconv's -t UTF-16LE), which
+    holds a NUL in every other byte wherever it writes ASCII: named by its byte order, where
+    its first bytes read so (most high bytes 0, few low ones, no control character but white
+    space once decoded; binary data holds zeros and controls anywhere)."""
+    head = data[:min(len(data), UTF16_SAMPLE_BYTES) // 2 * 2]
+    if len(head) < UTF16_SHORTEST:
+        return
+    for encoding, high_bytes, low_bytes in (("UTF-16LE", head[1::2], head[::2]), ("UTF-16BE", head[::2], head[1::2])):
+        if high_bytes.count(0) < UTF16_NUL_SHARE * len(high_bytes) or low_bytes.count(0) > 0.1 * len(low_bytes):
+            continue
+        if all(character.isprintable() or character.isspace() for character in head.decode(encoding, "replace")):
+            raise ValueError(f"{name} looks like {encoding} text without a byte-order mark (a NUL byte in every "
+                             f"other place), not UTF-8: convert it with iconv -f {encoding} -t UTF-8")
 
 
 def gunzipped(data: bytes, name: str | Path) -> bytes:

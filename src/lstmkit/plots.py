@@ -3,14 +3,19 @@ no pyplot state)."""
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from lstmkit.caller import warn_at_caller
 from lstmkit.files import FIGURE_SOFTWARE, FIGURE_SUFFIXES, atomic_path
 
+# What matplotlib warns, at each drawing, for each character its fonts lack.
+MISSING_GLYPH = re.compile(r"Glyph (\d+) .* missing from font\(s\) (.*)\.$")
 COLOURS = {"rnn": "#d62728", "gru": "#2ca02c", "lstm": "#1f77b4", "peephole": "#9467bd",
            "cifg": "#ff7f0e", "layernorm": "#8c564b", "nig": "#e377c2", "nfg": "#7f7f7f", "nog": "#bcbd22",
            "niaf": "#17becf", "noaf": "#000000"}  # one per cell name, the LSTM's ablations included
@@ -19,9 +24,22 @@ COLOURS = {"rnn": "#d62728", "gru": "#2ca02c", "lstm": "#1f77b4", "peephole": "#
 def save(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     written = path.suffix.lower() if path.suffix.lower() in FIGURE_SUFFIXES else ".png"
-    with atomic_path(path) as temporary:
+    with atomic_path(path) as temporary, warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
         figure.savefig(temporary, dpi=100, bbox_inches="tight", format=written.removeprefix("."),
                        metadata={"Software": FIGURE_SOFTWARE} if written == ".png" else None)
+    missing = {}  # glyph: font, from matplotlib's warning for each character at each drawing
+    for warning in warned:
+        glyph = MISSING_GLYPH.match(str(warning.message))
+        if glyph:
+            missing[chr(int(glyph[1]))] = glyph[2]
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    if missing:
+        shown = ", ".join(f"{character!r}" for character in list(missing)[:5]) + (", ..." if len(missing) > 5 else "")
+        warn_at_caller(f"{path}: {len(missing)} character(s) of its text are drawn as boxes ({shown}): the figure's "
+                       f"font, {', '.join(sorted(set(missing.values())))}, lacks them; matplotlib uses a font that has "
+                       "them where its configuration names it (font.family in matplotlibrc)")
     return path
 
 

@@ -8,6 +8,7 @@ Dataset from its file names (`{digit}_{speaker}_{index}.wav`).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import random
@@ -20,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.files import as_path, atomic_path, check_not_other_unicode, check_nothing_overwritten, write_json
+from lstmkit.files import (
+    as_path, atomic_path, check_nothing_overwritten, decoded_utf8, warn_unless_composed, write_json,
+)
 
 HEADER = ["path", "text"]
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -59,20 +62,15 @@ def read_manifest(manifest: str | Path) -> list[Utterance]:
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest {manifest} does not exist")
     try:
-        with open(manifest, newline="", encoding="utf-8-sig") as file:  # -sig: a spreadsheet's byte-order mark
-            rows = list(csv.reader(file))
-    except UnicodeDecodeError as error:
-        try:
-            with open(manifest, "rb") as file:
-                check_not_other_unicode(file.read(4), manifest)  # Excel's "Unicode text"
-        except ValueError as other:
-            raise ManifestError(str(other)) from None
-        raise ManifestError(f"{manifest}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
-                            f"{error.start}); expected a CSV file with the header 'path,text'") from None
+        text = decoded_utf8(manifest.read_bytes(), manifest, "a CSV file with the header 'path,text'")
+    except ValueError as error:
+        raise ManifestError(str(error)) from None
+    rows = list(csv.reader(io.StringIO(text, newline="")))
     if not rows or [cell.strip() for cell in rows[0]] != HEADER:
         found = "an empty file" if not rows else ",".join(rows[0])
         raise ManifestError(f"{manifest}: expected the header 'path,text' on line 1, got {found!r}")
-    utterances, listed, repeated = [], {}, []  # listed: each recording's first line and transcript
+    # transcripts: by line; listed: each recording's first line and transcript
+    utterances, transcripts, listed, repeated = [], {}, {}, []
     for line, row in enumerate(rows[1:], start=2):
         if not row:  # a blank line
             continue
@@ -100,8 +98,10 @@ def read_manifest(manifest: str | Path) -> list[Utterance]:
                                     f"{text!r} here)")
             repeated.append(f"line {line}: {same}")
         utterances.append(Utterance(resolved, text))
+        transcripts[line] = text
     if not utterances:
         raise ManifestError(f"{manifest} lists no utterances")
+    warn_unless_composed(transcripts.items(), manifest)
     if repeated:
         warn_at_caller(f"{manifest} lists {len(repeated)} recording(s) again (the first, {repeated[0]}): each is used "
                        "as often as it is listed")

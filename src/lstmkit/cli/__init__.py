@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import io
 import os
@@ -94,6 +95,23 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
     print(f"lstmkit: warning: {message}", file=sys.stderr if file is None else file)
 
 
+def write_stdout_in_utf8() -> None:
+    """What a command prints (samples, translations, tables) into a file or pipe is UTF-8, as
+    every file it writes is, whatever the locale (a Latin-1 one, Windows' cp1252), as sacrebleu's
+    is: printing Chinese text failed there once the work was done, or wrote bytes no UTF-8
+    reader reads. A terminal keeps its encoding, what it cannot show escaped (\\u5929); an
+    encoding asked for (PYTHONIOENCODING) is kept; bytes of a path the locale could not decode
+    are written back as they came (surrogateescape, as Python's stdout does under LC_ALL=C)."""
+    stream = sys.stdout
+    if not hasattr(stream, "reconfigure") or os.environ.get("PYTHONIOENCODING") \
+            or codecs.lookup(stream.encoding or "ascii").name == "utf-8":
+        return
+    if stream.isatty():
+        stream.reconfigure(errors="backslashreplace")
+    else:
+        stream.reconfigure(encoding="utf-8", errors="surrogateescape")
+
+
 def main(argv: list[str] | None = None) -> int:
     with stopping_on_sigterm():
         return run_command(argv)
@@ -107,6 +125,7 @@ def run_command(argv: list[str] | None) -> int:
     except ValueError as error:  # torchrun's variables, set by hand
         parser.exit(2, f"lstmkit: error: {error}\n")
     main_process = processes.main
+    write_stdout_in_utf8()
     if not main_process:  # under torchrun, rank 0 alone speaks (and warns), from the command line on
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
         warnings.simplefilter("ignore")

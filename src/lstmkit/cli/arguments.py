@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from collections.abc import Callable
 
 from lstmkit.cells import CELL_NAMES
@@ -48,6 +49,18 @@ manifest_file = input_file("a CSV manifest with the columns path,text")
 csv_file = input_file("a CSV file")
 sentence_file = input_file("a UTF-8 text file of sentences, one per line, plain or gzip")
 audio_file = input_file("an audio file")
+
+
+def typed_text(text: str) -> str:
+    """Text typed on the command line. Where the locale cannot decode it (LC_ALL=C with
+    PYTHONUTF8=0), Python keeps its bytes as lone surrogates: read again as UTF-8, which the
+    terminal wrote, not refused as characters no model knows."""
+    if not any("\udc80" <= character <= "\udcff" for character in text):
+        return text
+    try:
+        return os.fsencode(text).decode("utf-8")
+    except UnicodeError:
+        return text
 
 
 def positive_int(text: str) -> int:

@@ -9,7 +9,7 @@ from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (
     add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, field_default,
     non_negative_float, non_negative_int, output_folder, positive_float, positive_int, positive_ints, probability,
-    probability_mass, text_file,
+    probability_mass, text_file, typed_text,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.training import check_run_folder, describe_runtime
@@ -122,7 +122,7 @@ def add_lm_commands(commands) -> None:
 
     sample = lm.add_parser("sample", help="print text sampled from a trained model")
     sample.add_argument("directory", help="a run folder (its best checkpoint) or a checkpoint folder")
-    sample.add_argument("--prime", default="", help="text to start from")
+    sample.add_argument("--prime", default="", type=typed_text, help="text to start from")
     sample.add_argument("--length", type=non_negative_int, default=500, help="tokens to sample (default 500)")
     sample.add_argument("--temperature", type=non_negative_float, default=1.0,
                         help="below 1: likelier tokens; 0: always the likeliest (default 1)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -105,13 +106,21 @@ def eval_command(arguments: argparse.Namespace) -> None:
     if arguments.errors:
         for path, reference, transcript in rows:
             if reference != transcript:
-                print(f"  {path}: {reference!r} -> {transcript!r}")
+                print(error_line(path, reference, transcript))
     if arguments.json:
         write_json(arguments.json, {**scores, "beam": arguments.beam, "lexicon": arguments.lexicon})
         print(f"wrote {arguments.json}")
     if arguments.out:  # each utterance's transcript beside its reference (ESPnet's hyp and ref)
         write_csv(arguments.out, ("path", "reference", "transcript"), rows)
         print(f"wrote {arguments.out}")
+
+
+def error_line(path, reference: str, transcript: str) -> str:
+    """A transcript that differs from its reference, for --errors: escaped where the two look
+    alike (a letter composed in one, decomposed in the other)."""
+    look_alike = unicodedata.normalize("NFC", reference) == unicodedata.normalize("NFC", transcript)
+    shown = ascii if look_alike else repr
+    return f"  {path}: {shown(reference)} -> {shown(transcript)}"
 
 
 def add_speech_commands(commands) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import unicodedata
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -358,15 +359,27 @@ def confusion_table(references: Sequence[str], transcripts: Sequence[str]) -> st
     counts = Counter((reference, transcript if transcript in words else None)
                      for reference, transcript in zip(references, transcripts))
     columns = [*words, None]
-    width = max(len(word) for word in words + [str(len(references))])
+    width = max(shown_width(word) for word in words + [str(len(references))])
     widths = [width] * len(words) + [max(width, len("(other)"))]
     labels = [*words, "(other)"]
-    lines = [" " * width + " | " + " ".join(f"{label:>{each}}" for label, each in zip(labels, widths, strict=True))]
+    lines = [" " * width + " | " + " ".join(right_aligned(label, each)
+                                             for label, each in zip(labels, widths, strict=True))]
     for reference in words:
-        cells = [counts[reference, column] or "." for column in columns]
-        lines.append(f"{reference:>{width}} | " + " ".join(f"{cell:>{each}}" for cell, each in zip(cells, widths,
-                                                                                                   strict=True)))
+        cells = [str(counts[reference, column] or ".") for column in columns]
+        lines.append(f"{right_aligned(reference, width)} | "
+                     + " ".join(right_aligned(cell, each) for cell, each in zip(cells, widths, strict=True)))
     return "\n".join(lines)
+
+
+def shown_width(text: str) -> int:
+    """The columns `text` takes on a terminal: none for a mark or a format character
+    (combining U+0308, Devanagari's anusvara), two for a wide one (Chinese, Japanese, Korean)."""
+    return sum(0 if unicodedata.category(character) in ("Mn", "Me", "Cf")
+               else 2 if unicodedata.east_asian_width(character) in "WF" else 1 for character in text)
+
+
+def right_aligned(text: str, width: int) -> str:
+    return " " * (width - shown_width(text)) + text
 
 
 def audio_fingerprint(utterances: Utterances) -> dict:

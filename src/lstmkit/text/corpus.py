@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 from torch import Tensor
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.files import check_input_file, decoded_utf8, fingerprint, gunzipped
+from lstmkit.files import check_input_file, decoded_utf8, fingerprint, gunzipped, warn_unless_composed
 from lstmkit.text.vocabulary import Vocabulary, warn_unknown
 
 
@@ -27,7 +28,10 @@ def read_text(path: str | Path) -> str:
     if not text.strip():
         raise ValueError(f"{path} holds only whitespace: a language model needs text to learn from or to score")
     # Windows' line ends (CR LF) and old Macs' (CR) are line ends, as Python's text files read them
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not unicodedata.is_normalized("NFC", text):
+        warn_unless_composed(enumerate(text.split("\n"), start=1), path)
+    return text
 
 
 @dataclass(frozen=True)

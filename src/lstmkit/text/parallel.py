@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.files import check_input_file, decoded_utf8, fingerprint, gunzipped
+from lstmkit.files import check_input_file, decoded_utf8, fingerprint, gunzipped, warn_unless_composed
 
 def read_lines(path: str | Path, what: str = "sentences", blank_lines: bool = False) -> tuple[list[str], dict]:
     """The lines of a plain or gzip UTF-8 text file (gzip recognised by its first two bytes,
@@ -45,6 +45,7 @@ def text_lines(data: bytes, name: str, blank_lines: bool = False) -> list[str]:
         warn_at_caller(f"{name}: {len(inner):,} line(s) hold a carriage return inside them (the first: line "
                        f"{inner[0]}), read as part of the line as sacrebleu reads it; where they end lines (a file "
                        "edited on several systems), make them line feeds")
+    warn_unless_composed(enumerate(lines, start=1), name)
     return lines
 
 
