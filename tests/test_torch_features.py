@@ -727,3 +727,159 @@ def test_the_hook_based_spectral_norm_trains_over_several_calls_before_backward_
         losses.append((loss, getattr(model, name + "_orig").grad))
     torch.testing.assert_close(losses[0][0], losses[1][0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(losses[0][1], losses[1][1], rtol=1e-5, atol=1e-6)
+
+
+# --- code written for torch.nn's RNNs that reaches into them -----------------------------------
+
+def test_flatten_parameters_on_cpu_reads_no_weight_so_spectral_norm_does_not_iterate():
+    """Codebases call flatten_parameters() at every forward; lstmkit's read every weight there,
+    a spectral_norm's power iteration ran, and later outputs drifted from torch.nn's (1.7e-5)."""
+    x = torch.randn(5, 2, 4, dtype=torch.float64)
+    outputs = []
+    for library in (torch.nn, lstmkit):
+        torch.manual_seed(0)
+        layer = library.LSTM(4, 6, dtype=torch.float64)
+        parametrizations.spectral_norm(layer, "weight_hh_l0")
+        u = layer.parametrizations.weight_hh_l0[0]._u.clone()
+        for _ in range(3):
+            layer.flatten_parameters()
+        assert torch.equal(layer.parametrizations.weight_hh_l0[0]._u, u), library.__name__
+        outputs.append(layer.eval()(x)[0])
+    assert torch.equal(*outputs)
+
+
+class WeightDrop(torch.nn.Module):
+    """salesforce/awd-lstm-lm's WeightDrop: the weight deleted from the layer's parameters, kept
+    as `name_raw`, set again as a plain tensor before each call."""
+
+    def __init__(self, module, names, dropout):
+        super().__init__()
+        self.module, self.names, self.dropout = module, names, dropout
+        for name in names:
+            weight = getattr(module, name)
+            del module._parameters[name]
+            module.register_parameter(name + "_raw", torch.nn.Parameter(weight.data))
+
+    def forward(self, *arguments):
+        for name in self.names:
+            raw = getattr(self.module, name + "_raw")
+            setattr(self.module, name, torch.nn.functional.dropout(raw, p=self.dropout, training=self.training))
+        return self.module(*arguments)
+
+
+def test_awd_lstm_s_weight_drop_moves_and_trains_as_torch_nn():
+    """`model.cuda()` (here .double()) before the first call read the deleted weight: AttributeError."""
+    x = torch.randn(5, 2, 4, dtype=torch.float64)
+    runs = []
+    for library in (torch.nn, lstmkit):
+        torch.manual_seed(0)
+        model = WeightDrop(library.LSTM(4, 6), ["weight_hh_l0"], dropout=0.5).double()
+        assert model.module._flat_weights[1] is None  # deleted, as torch.nn lists it
+        torch.manual_seed(1)
+        output = model(x)[0]
+        output.sum().backward()
+        runs.append((output, model.module.weight_hh_l0_raw.grad))
+    for mine, theirs in zip(*runs, strict=True):
+        assert_close(mine, theirs)
+
+
+def drop_connect_lstm(base):
+    """A DropConnect subclass of nn.LSTM, as public code writes it: `_flat_weights` assigned
+    around the parent's forward, which runs on the list."""
+
+    class DropConnectLSTM(base):
+        def __init__(self, *arguments, drop_rate=0.0, **options):
+            super().__init__(*arguments, **options)
+            self.drop_rate = drop_rate
+
+        def forward(self, input, hx=None):
+            weights = self._flat_weights
+            self._flat_weights = [torch.nn.functional.dropout(weight, self.drop_rate, self.training)
+                                  if name.startswith("weight_hh") else weight
+                                  for weight, name in zip(weights, self._flat_weights_names)]
+            self.flatten_parameters()
+            try:
+                return super().forward(input, hx)
+            finally:
+                self._flat_weights = weights
+
+    return DropConnectLSTM
+
+
+def test_flat_weights_assigned_by_a_subclass_run_the_call_as_in_torch_nn():
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    runs = []
+    for library in (torch.nn, lstmkit):
+        torch.manual_seed(0)
+        layer = drop_connect_lstm(library.LSTM)(3, 4, num_layers=2, drop_rate=0.5, dtype=torch.float64)
+        torch.manual_seed(1)
+        output, (h, c) = layer(x)
+        (output.sum() + c.sum()).backward()
+        runs.append((output, h, c, *(parameter.grad for parameter in layer.parameters())))
+    for mine, theirs in zip(*runs, strict=True):
+        assert_close(mine, theirs)
+    assert not torch.equal(runs[1][0], lstmkit.LSTM(3, 4, num_layers=2, dtype=torch.float64).eval()(x)[0])
+
+
+def test_an_assigned_flat_weights_list_holds_until_torch_nn_would_refresh_it():
+    layer = lstmkit.LSTM(3, 4, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    plain = layer(x)[0]
+    zeros = [torch.zeros_like(weight) for weight in layer._flat_weights]
+    for refresh in (lambda: layer._init_flat_weights(), lambda: layer.to(torch.float64),
+                    lambda: setattr(layer, "weight_ih_l0", layer.weight_ih_l0)):
+        layer._flat_weights = zeros
+        assert torch.equal(layer(x)[0], torch.zeros_like(plain)) and layer._flat_weights == zeros
+        refresh()
+        assert torch.equal(layer(x)[0], plain)
+    with pytest.raises(ValueError, match=r"^_flat_weights takes one tensor per name of _flat_weights_names \(4\), "
+                                         r"got 3$"):
+        layer._flat_weights = zeros[:3]
+
+
+def test_a_subclass_that_set_an_lstmkit_option_s_name_before_init_is_refused():
+    """A DropConnect subclass kept its rate as self.recurrent_dropout, set before calling
+    __init__, which set lstmkit's own option of that name to 0: trained without it, unsaid."""
+    for base, name in ((lstmkit.LSTM, "recurrent_dropout"), (lstmkit.GRUCell, "engine")):
+        class Subclass(base):
+            def __init__(self, *arguments):
+                setattr(self, name, 0.5)
+                super().__init__(*arguments)
+
+        with pytest.raises(TypeError, match=re.escape(
+                f"Subclass sets self.{name} before calling lstmkit's __init__, which sets its own option of that "
+                "name (one torch.nn's module lacks) and would replace the value: give the subclass's attribute "
+                "another name")):
+            Subclass(3, 4)
+
+
+@pytest.mark.parametrize("module_type, shape", [("LSTM", (3, 2, 4)), ("GRUCell", (2, 4))])
+def test_a_data_parallel_replica_runs_and_prints_as_torch_nn_s(module_type, shape):
+    """A replica holds its weights as plain tensors: its repr raised StopIteration."""
+    x = torch.randn(*shape)
+    for library in (torch.nn, lstmkit):
+        module = getattr(library, module_type)(4, 6)
+        replica = module._replicate_for_data_parallel()
+        for name, parameter in module._parameters.items():
+            setattr(replica, name, parameter * 1.0)  # as torch.nn.parallel.replicate sets its copies
+        for mine, theirs in zip(flatten_outputs(replica(x)), flatten_outputs(module(x)), strict=True):
+            assert_close(mine, theirs)
+        assert repr(replica).startswith(f"{module_type}(4, 6")
+
+
+def test_an_assigned_flat_weights_list_gives_way_to_weights_swapped_in_as_in_torch_nn():
+    """torch.func.functional_call after a DropConnect call ran the layer's own weights."""
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    results = []
+    for library in (torch.nn, lstmkit):
+        torch.manual_seed(0)
+        layer = drop_connect_lstm(library.LSTM)(3, 4, drop_rate=0.5, dtype=torch.float64)
+        layer(x)  # assigned, then restored
+        zeros = {name: torch.zeros_like(parameter) for name, parameter in layer.named_parameters()}
+        swapped = torch.func.functional_call(layer.eval(), zeros, (x,))[0]
+        layer._flat_weights = [weight * 2 for weight in layer._flat_weights]
+        layer._parameters["weight_hh_l0"] = torch.nn.Parameter(layer.weight_hh_l0.detach() * 3)  # swapped by hand
+        results.append((swapped, layer(x)[0]))
+    assert torch.equal(results[1][0], torch.zeros_like(results[1][0]))
+    for mine, theirs in zip(*results, strict=True):
+        assert_close(mine, theirs)

@@ -25,15 +25,20 @@ from lstmkit.nn.docs import (
     ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, LSTM_OPTIONS_ARGS, cell_docstring, step_equations,
 )
 from lstmkit.nn.parameters import RESET, initialise, parameter_shapes, register, set_forget_bias
-from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, writable
+from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, weights_device, writable
 from lstmkit.nn.tracing import fx_leaf_call
 from lstmkit.nn.recurrent import (
-    Recurrent, check_forget_bias, checked_flag, leading_repr, positive_int, resolve_cell,
+    Recurrent, check_forget_bias, check_options_not_set_before, checked_flag, leading_repr, positive_int,
+    resolve_cell,
 )
 from lstmkit.nn.inputs import checked_return_gates
 from lstmkit.nn.layers import checked_options
 from lstmkit.nn.step_inputs import prepare_step
 from lstmkit.nn.scripting import NotScriptable
+
+# What a cell module holds under names torch.nn.LSTMCell does not use: lstmkit's own options.
+CELL_MODULE_OPTIONS = ("cell", "forget_bias", "engine")
+
 
 class RecurrentCell(NotScriptable, nn.Module):
     cell_name: ClassVar[str | None] = None  # set by the named cell modules, which fix the cell
@@ -62,6 +67,7 @@ class RecurrentCell(NotScriptable, nn.Module):
         engine: str = "auto",
         **cell_options: object,
     ) -> None:
+        check_options_not_set_before(self, CELL_MODULE_OPTIONS)
         super().__init__()
         self.cell = resolve_cell(cell, cell_options, type(self))
         input_size = positive_int("input_size", input_size)
@@ -85,7 +91,8 @@ class RecurrentCell(NotScriptable, nn.Module):
 
     def reset_parameters(self) -> None:
         """torch.nn's initialisation, U(-1/sqrt(H), 1/sqrt(H)), in its order (so a seed gives
-        torch.nn's weights); LayerNorm gains 1 and shifts 0; then `forget_bias` if set."""
+        torch.nn's weights, LayerNorm's shifts among them: they are the biases); the LayerNorm
+        gains 1 and the cell state's shift 0; then `forget_bias` if set."""
         with unchanged_if_refused(self, list(self._initialisers)):
             initialise(self, self._initialisers, self.hidden_size)
             if self.forget_bias is not None:
@@ -210,7 +217,7 @@ class RecurrentCell(NotScriptable, nn.Module):
     @property
     def engine_name(self) -> str:
         """The engine a step runs on (without return_gates)."""
-        return step_engine_name(self.engine, self.cell, False, next(self.parameters()).device)  # not computed
+        return step_engine_name(self.engine, self.cell, False, weights_device(self, "weight_ih"))
 
 
 def named_weights(weights: LayerWeights) -> dict[str, Tensor]:

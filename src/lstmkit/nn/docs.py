@@ -42,8 +42,9 @@ Inputs: input, hx
     lengths (keyword): padded input's valid steps per sequence, (B,) integers in [1, T];
         outputs past a sequence's length are zero and its final state is taken at its
         last valid step, the same numbers as packing it. Default: None
-    return_gates (keyword): also return a `GateTrace` of every step's activations (a layer
-        on the native engine runs this call on a per-layer one). Default: False
+    return_gates (keyword): also return a `GateTrace` of every step's activations (with
+        engine="auto", a call the native kernels would run runs on the fused engine; a layer
+        built with engine="native" refuses it). Default: False
 
 Outputs: output, {state_out}[, gates]
     output: (T, B, D * H_out), (B, T, D * H_out) with batch_first, (T, D * H_out)
@@ -106,9 +107,10 @@ REGULARISERS = """    recurrent_dropout (keyword): in training, h_{t-1} enters t
         Default: None, torch.nn's initialisation
 """
 
-FORGET_BIAS = """    forget_bias: if set, the forget gate's bias starts at this value (bias_ih to it,
-        bias_hh to 0); 1.0 is the recommendation of Jozefowicz et al. (2015). Default: None,
-        torch.nn's initialisation
+FORGET_BIAS = """    forget_bias: if set, the forget gate starts at σ(forget_bias) at zero input: its bias
+        rows of bias_ih to this value, bias_hh's to 0 (CIFG, whose forget gate is 1 − i: the
+        input gate's rows to its negative); 1.0 is the recommendation of Jozefowicz et al.
+        (2015). Default: None, torch.nn's initialisation
 """
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence
 
 from lstmkit.cells import Cell, LayerWeights, check_cell_options, is_builtin, make_cell
@@ -26,7 +27,7 @@ from lstmkit.caller import warn_at_caller
 from lstmkit.keywords import constructor_keywords
 from lstmkit.nn import regularisers
 from lstmkit.nn.parameters import RESET, initialise, parameter_shapes, register, set_forget_bias
-from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, writable
+from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, weights_device, writable
 from lstmkit.nn.rnn_base import RNNBaseHelpers
 from lstmkit.nn.scripting import NotScriptable
 from lstmkit.nn.tracing import fx_leaf_call
@@ -48,6 +49,11 @@ class GateTrace:
 
     gates: dict[str, Tensor]
     cell_states: Tensor | None
+
+
+# What a layer holds under names torch.nn.LSTM does not use: lstmkit's own options.
+LAYER_OPTIONS = ("cell", "forget_bias", "recurrent_dropout", "input_dropout", "zoneout", "weight_dropout", "init",
+                 "chrono_max", "engine")
 
 
 class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
@@ -87,6 +93,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         engine: str = "auto",
         **cell_options: object,
     ) -> None:
+        check_options_not_set_before(self, LAYER_OPTIONS)
         super().__init__()
         self.cell = resolve_cell(cell, cell_options, type(self))
         input_size = positive_int("input_size", input_size)
@@ -158,7 +165,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
 
     def reset_parameters(self) -> None:
         """torch.nn's initialisation, U(-1/sqrt(H), 1/sqrt(H)), in its order (so a seed gives
-        torch.nn's weights); LayerNorm gains 1 and shifts 0; then `forget_bias` if set, and
+        torch.nn's weights, LayerNorm's shifts among them: they are the biases); the LayerNorm
+        gains 1 and the cell state's shift 0; then `forget_bias` if set, and
         the `init` asked for (orthogonal weight_hh blocks, then chrono biases)."""
         with unchanged_if_refused(self, list(self._initialisers)):
             initialise(self, self._initialisers, self.hidden_size)
@@ -187,18 +195,67 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         return [name for names in self._all_weights for name in names]
 
     @property
-    def _flat_weights(self) -> list[nn.Parameter]:
-        """The parameters named by `_flat_weights_names`, in that order."""
-        return [getattr(self, name) for name in self._flat_weights_names]
+    def _flat_weights(self) -> list[Tensor | None]:
+        """The weights named by `_flat_weights_names`, in that order, as a call reads them (None
+        for one deleted, as torch.nn lists it). Code written for torch.nn assigns this list to
+        run calls on other weights (DropConnect subclasses of nn.LSTM); they are read so, as
+        torch.nn's forward reads them, until torch.nn would refresh the list: a weight set by
+        name or swapped in (`torch.func.functional_call`), `.to()`/`.cuda()`/`.half()`, or
+        `_init_flat_weights()`. A parametrised weight refreshes it at every call, there too."""
+        assigned = self._assigned_flat_weights()
+        if assigned is not None:
+            return list(assigned.values())
+        return [getattr(self, name) if hasattr(self, name) else None for name in self._flat_weights_names]
+
+    @_flat_weights.setter
+    def _flat_weights(self, weights: Sequence[Tensor | None]) -> None:
+        names = self._flat_weights_names
+        if len(weights) != len(names):
+            raise ValueError(f"_flat_weights takes one tensor per name of _flat_weights_names ({len(names)}), "
+                             f"got {len(weights)}")
+        current = {name: self._parameters.get(name, self.__dict__.get(name)) for name in names}
+        restored = all(weight is current[name] for name, weight in zip(names, weights, strict=True))
+        if restored or parametrize.is_parametrized(self):  # nothing to read otherwise; or refreshed at each call
+            self._init_flat_weights()
+            return
+        self.__dict__["_assigned_weights"] = (dict(zip(names, weights, strict=True)), current)
+
+    def _assigned_flat_weights(self) -> dict[str, Tensor | None] | None:
+        """The `_flat_weights` assigned, by name, while the weights they were assigned over are
+        still the layer's (torch.nn's `_weights_have_changed`); None otherwise."""
+        assigned = self.__dict__.get("_assigned_weights")
+        if assigned is None:
+            return None
+        weights, over = assigned
+        if any(self._parameters.get(name, self.__dict__.get(name)) is not weight
+               for name, weight in over.items() if weight is not None):
+            self._init_flat_weights()
+            return None
+        return weights
+
+    def _init_flat_weights(self) -> None:
+        """torch.nn's refresh of `_flat_weights` from the weights: a list assigned is dropped."""
+        self.__dict__.pop("_assigned_weights", None)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        if "_assigned_weights" in self.__dict__ and name in self._flat_weights_names:
+            self._init_flat_weights()  # as torch.nn refreshes its list when a weight is set
 
     def flatten_parameters(self) -> None:
         """On CUDA, put the parameters of a layer cuDNN runs into one flat buffer, as
-        torch.nn.LSTM does, so that no call has to compact them; elsewhere a no-op."""
+        torch.nn.LSTM does, so that no call has to compact them; elsewhere a no-op that reads
+        no weight, as torch.nn's (a spectral_norm's power iteration runs at each read; a weight
+        deleted, as AWD-LSTM's WeightDrop does, is set again before the next call)."""
+        plain = [self._parameters.get(name) for name in self._flat_weights_names]
+        if self._assigned_flat_weights() is not None or any(weight is None or not weight.is_cuda for weight in plain):
+            return  # reparametrised (computed at each read), deleted, assigned or not on CUDA: nothing to flatten
         flatten_weights(self._stack(), self.input_size, self.hidden_size, self.proj_size, self.batch_first)
 
     def _apply(self, fn, recurse: bool = True):
         """After .to()/.cuda()/.half(), keep the weights in one buffer where cuDNN runs them."""
         result = super()._apply(fn, recurse)
+        self._init_flat_weights()
         self.flatten_parameters()
         return result
 
@@ -207,7 +264,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         """The engine a call runs on, for input on the parameters' device (in this mode), when
         it needs gradients over a long sequence (auto's choice for rnn and gru on CPU differs on
         shorter calls and calls without gradients: `select_engine`)."""
-        device = next(self.parameters()).device  # not a parametrised weight, computed at each read
+        device = weights_device(self, "weight_ih_l0")
         regularisers = self.regularisation.acting(self.training)
         return select_engine(self.engine, self.cell, device, regularisers=regularisers).name
 
@@ -226,7 +283,9 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         """The weights of layer-direction `index` (= layer * num_directions + direction)."""
         names = self._all_weights[index]
         suffix = names[0].removeprefix("weight_ih")
-        named = {name.removesuffix(suffix): read_parameter(self, name) for name in names}
+        assigned = self._assigned_flat_weights()  # `_flat_weights` assigned, as torch.nn's forward reads it
+        named = {name.removesuffix(suffix): read_parameter(self, name) if assigned is None else assigned[name]
+                 for name in names}
         return LayerWeights(
             weight_ih=named.pop("weight_ih"),
             weight_hh=named.pop("weight_hh"),
@@ -395,6 +454,20 @@ def leading_repr(cell_name: str | None, cell: Cell, input_size: int, hidden_size
     if cell_name is None:
         parts.insert(0, repr(cell.name))
     return parts + [f"{name}={value!r}" for name, value in cell.options().items()]
+
+
+def check_options_not_set_before(module: nn.Module, options: tuple[str, ...]) -> None:
+    """Refuse a subclass that set an attribute named as one of lstmkit's `options` (those
+    torch.nn's module lacks) before calling lstmkit's __init__, which would replace it without
+    a word: a DropConnect subclass of nn.LSTM that keeps its rate as `self.recurrent_dropout`
+    trained with it switched off."""
+    if "_parameters" in vars(module):  # __init__ again, on a built module (torch.nn's allow it)
+        return
+    set_before = [name for name in options if name in vars(module)]
+    if set_before:
+        raise TypeError(f"{type(module).__name__} sets {', '.join(f'self.{name}' for name in set_before)} before "
+                        f"calling lstmkit's __init__, which sets its own option of that name (one torch.nn's module "
+                        "lacks) and would replace the value: give the subclass's attribute another name")
 
 
 def resolve_cell(cell: str | Cell, cell_options: dict[str, object], module: type) -> Cell:

@@ -53,6 +53,14 @@ def read_parameter(module: nn.Module, name: str) -> Tensor:
     return getattr(module, name)
 
 
+def weights_device(module: nn.Module, first_weight: str) -> torch.device:
+    """Where `module`'s weights are: its first parameter's device (not reading a parametrised
+    weight, computed at each read), or, in a replica that holds them as plain tensors
+    (torch.nn.parallel.replicate's, for DataParallel), its weight `first_weight`'s."""
+    parameter = next(module.parameters(), None)
+    return (parameter if parameter is not None else read_parameter(module, first_weight)).device
+
+
 def spectral_normalised(module: nn.Module, hook: SpectralNorm) -> Tensor:
     """W / σ with σ = u·(W v) from the hook's latest u and v, as its `compute_weight` gives it
     without iterating, but from copies of u and v: the next call's power iteration writes into
