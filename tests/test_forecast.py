@@ -387,8 +387,8 @@ def test_a_series_too_short_for_the_bases_history_names_the_options_that_set_it(
     """The history was 1,000 rows for --extra-seasons 500, and the message asked for a shorter
     lookback or season, neither of which shortened it."""
     forecaster = Forecaster("day", "signal", horizon=10, lookback=20, **QUICK, **options)
-    with pytest.raises(ValueError, match=re.escape(f"the 10 held out (the history is {cause}); give more rows, or "
-                                                   f"{remedy}")):
+    with pytest.raises(ValueError, match=re.escape(f"the 10 held out (the history is {cause}); give more rows, a "
+                                                   f"smaller holdout (--holdout), or {remedy}")):
         forecaster.backtest(sine_table(60))
     with pytest.raises(ValueError, match=re.escape(f"early stopping) (the history is {cause}): give more rows, or "
                                                    f"{remedy}")):
@@ -401,8 +401,8 @@ def test_data_too_short_or_not_fitted_is_refused():
     # fit needs 40 rows (rows_needed: a window and the early-stopping ones), more than 20 + 10 + 7.
     with pytest.raises(ValueError, match=re.escape(
             "the series has 60 rows; a backtest with holdout 30 needs at least 70: 40 to fit on (lookback + horizon + "
-            "season = 20 + 10 + 7 = 37, and windows kept for early stopping) and the 30 held out; give more rows, or "
-            "a shorter lookback, horizon or season (--season)")):
+            "season = 20 + 10 + 7 = 37, and windows kept for early stopping) and the 30 held out; give more rows, a "
+            "smaller holdout (--holdout), or a shorter lookback, horizon or season (--season)")):
         forecaster.backtest(table, holdout=30)
     assert forecaster.backtest(sine_table(70), holdout=30).holdout == 30  # the count given is enough
     with pytest.raises(RuntimeError, match="the forecaster is not fitted"):

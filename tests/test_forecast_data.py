@@ -409,6 +409,23 @@ def test_forecast_options_are_refused_when_the_config_is_built(options, message)
         Forecaster("day", "y", **{"horizon": 3, **options})
 
 
+def test_local_hours_repeated_where_daylight_saving_ends_and_semi_monthly_dates_are_named_as_such(tmp_path):
+    """Told of a long table's --id, and of a 2W-SUN grid that the first date itself falls off."""
+    hours = pd.date_range("2021-10-31 00:00", periods=6, freq="h", tz="Europe/Berlin").tz_localize(None)
+    path = write_csv(tmp_path, "time,y\n" + "".join(f"{stamp:%Y-%m-%d %H:%M},{k}\n" for k, stamp in enumerate(hours)))
+    with pytest.raises(ValueError, match=re.escape(
+            "(a long table of several series names its series column with --id, id= in Python, when it is fitted); or "
+            "its times are a local clock without a UTC offset, which repeats an hour where daylight saving time ends: "
+            "write each time with its offset (2021-10-31 02:00+01:00), or in UTC")):
+        read_series(path, "time", ["y"])
+    days = [f"2015-{month:02d}-{day:02d}" for month in range(1, 5) for day in (1, 15)]
+    path = write_csv(tmp_path, "date,y\n" + "".join(f"{day},{k}\n" for k, day in enumerate(days)))
+    with pytest.raises(ValueError, match=re.escape(
+            "column 'date' is not on a regular 2W-SUN grid (read from runs of three rows: pandas infers no frequency "
+            "from all of them, and lstmkit reads none other): '2015-01-01'")):
+        read_series(path, "date", ["y"])
+
+
 def test_a_duplicate_timestamp_in_a_csv_is_refused_at_its_lines_as_written(tmp_path):
     path = write_csv(tmp_path, "day,y\n2023-01-05,1\n2023-01-06,2\n2023-01-06,3\n2023-01-07,4\n")
     with pytest.raises(ValueError, match=re.escape(

@@ -103,10 +103,38 @@ def test_naive2_is_naive_without_a_season():
     assert baseline_forecast("naive2", series := np.array([3.0, 1.0, 2.0]), 2, 1).tolist() == [series[-1]] * 2
 
 
-def test_naive2_has_no_multiplicative_season_where_a_value_is_not_positive():
-    crossing_zero = np.sin(2 * np.pi * np.arange(40) / 4)
-    assert seasonal_indices(crossing_zero, 4).tolist() == [1.0] * 4
-    assert baseline_forecast("naive2", crossing_zero, 3, 4).tolist() == [crossing_zero[-1]] * 3
+def r_decompose_indices(series: np.ndarray, season: int) -> np.ndarray:
+    """R's decompose(type="multiplicative")$figure for an even season, step by step."""
+    half = season // 2
+    ratios = [[] for _ in range(season)]
+    for t in range(half, len(series) - half):
+        window = series[t - half:t + half + 1]
+        trend = (0.5 * window[0] + window[1:-1].sum() + 0.5 * window[-1]) / season
+        ratios[t % season].append(series[t] / trend)
+    figure = np.array([np.mean(values) for values in ratios])
+    return figure / figure.mean()
+
+
+def test_naive2_deseasonalises_a_history_with_zeros_as_m4_s_code_does():
+    """A single 0 made Naive2 plain naive (M4's H1 with one value 0: up to 264 off M4's forecast)."""
+    series = np.array([5.0, 10, 15, 10] * 6)
+    series[[4, 13]] = 0.0
+    assert seasonal_by_acf(series, 4)
+    indices = r_decompose_indices(series, 4)
+    np.testing.assert_allclose(seasonal_indices(series, 4), indices, rtol=1e-12)
+    np.testing.assert_allclose(baseline_forecast("naive2", series, 5, 4),
+                               series[-1] / indices[3] * indices[[0, 1, 2, 3, 0]], rtol=1e-12)
+
+
+@pytest.mark.parametrize("series", [
+    np.sin(2 * np.pi * np.arange(40) / 4),  # negative values: a multiplicative season means nothing
+    np.array([0.0, 10, 15, 10] * 5),  # every value of one position 0: deseasonalising divides by it
+    np.r_[[5.0, 20, 45, 10] * 6, [0.0] * 8, [5.0, 20, 45, 10] * 6],  # a moving average of 0: the ratios divide by it
+], ids=["negative", "position-of-zeros", "zero-trend"])
+def test_naive2_is_naive_where_a_multiplicative_season_cannot_be_computed(series):
+    assert seasonal_by_acf(series, 4)  # M4's test finds the season: the decomposition is what fails
+    assert seasonal_indices(series, 4).tolist() == [1.0] * 4
+    assert baseline_forecast("naive2", series, 3, 4).tolist() == [series[-1]] * 3
 
 
 def test_ets_and_arima_of_a_season_longer_than_24_are_mstl_and_theta_keeps_its_own():
@@ -122,6 +150,25 @@ def test_ets_and_arima_of_a_season_longer_than_24_are_mstl_and_theta_keeps_its_o
                                    rtol=1e-12)
         np.testing.assert_allclose(together[name][0], baseline_forecast(name, series, 5, 30), rtol=1e-9)
 
+
+
+def test_a_series_shorter_than_a_season_has_its_baselines_fitted_without_one_as_statsforecast_fits_it():
+    """They were all the naive forecast: a new product's ETS and Theta rows, its drift too."""
+    from statsforecast.models import AutoETS, Theta
+
+    short = 50 + 2.0 * np.arange(11) + np.sin(np.arange(11))
+    long = 10 + np.sin(2 * np.pi * np.arange(48) / 12) + 0.1 * np.arange(48)
+    names = ["naive", "seasonal_naive", "drift", "naive2", "ets", "theta"]
+    together = panel_baselines([short, long, np.array([7.0])], 3, 12, names, jobs=1)
+    expected = {"naive": [short[-1]] * 3, "seasonal_naive": [short[-1]] * 3, "naive2": [short[-1]] * 3,
+                "drift": short[-1] + 2 * np.arange(1, 4) * (short[-1] - short[0]) / 20,
+                "ets": AutoETS(season_length=12).forecast(y=short, h=3)["mean"],
+                "theta": Theta(season_length=12).forecast(y=short, h=3)["mean"]}
+    for name in names:
+        np.testing.assert_allclose(together[name][0], expected[name], rtol=1e-9, err_msg=name)
+        np.testing.assert_allclose(together[name][1], baseline_forecast(name, long, 3, 12), rtol=1e-9, err_msg=name)
+        assert together[name][2].tolist() == [7.0] * 3, name  # a single value: naive
+    assert not np.allclose(together["ets"][0], short[-1])
 
 
 def test_the_baselines_of_many_series_fitted_in_two_processes_after_torch_trained_equal_one_process():
@@ -519,6 +566,11 @@ def test_cli_fit_and_predict_a_long_table(tmp_path, capsys):
     saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     # The refit chooses again: results.json names its choice, what predict uses, beside the backtest's.
     assert results["predict_uses"] == saved["layout"]["chosen"] and results["backtest_chose"] == "ets"
+    # ... with the refit's validation scores and interval scale, which predict uses, not the backtest's
+    assert (results["validation"], results["interval_scale"]) == (saved["layout"]["validation"],
+                                                                 saved["layout"]["interval_scale"])
+    assert set(results["backtest_validation"]) == set(results["validation"]) and \
+        isinstance(results["backtest_interval_scale"], float)
     assert (saved["forecaster"]["ensemble"], saved["forecaster"]["distribution"], saved["network"]["ensemble"]) == \
         (2, "normal", 2)
     main(["forecast", "predict", str(tmp_path / "run"), str(path), "--out", str(tmp_path / "next.csv")])
@@ -700,9 +752,14 @@ def test_a_season_longer_than_every_series_is_said():
     table = long_table({"a": 10 + np.sin(np.arange(40.0)), "b": 5 + np.cos(np.arange(30.0))})
     with pytest.warns(UserWarning, match=re.escape(
             "a period of 50 steps (--season) is longer than every series (the longest has 40 values): no series "
-            "holds one cycle, so neither the network nor the baselines learn anything seasonal from it, and MASE "
-            "scales by m = 1")):
+            "holds one cycle, so neither the network nor the baselines (fitted without a season) learn anything "
+            "seasonal from it, and MASE scales by m = 1")):
         Forecaster("t", "y", horizon=4, id="id", season=50, lookback=8, **QUICK).fit(table)
+    with pytest.warns(UserWarning, match=re.escape(
+            "1 of the 2 series hold no more than one cycle of m = 30 values before their validation origin: their MASE "
+            "scales by m = 1 there, and where they hold fewer, their baselines are fitted without a season (seasonal "
+            "naive is naive), as statsforecast fits them")):
+        Forecaster("t", "y", horizon=4, id="id", season=30, lookback=8, **QUICK).fit(table)
 
 
 def test_numpy_integers_are_taken_for_the_holdout_and_the_horizon(lines):

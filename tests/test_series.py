@@ -294,12 +294,26 @@ def test_a_spreadsheets_trailing_commas_are_read_and_rows_longer_than_the_header
 @pytest.mark.parametrize("encoding, message", [
     ("utf-16", "is UTF-16 text (its byte-order mark is FF FE), not UTF-8: save it as UTF-8, or convert it with iconv "
                "-f UTF-16 -t UTF-8"),  # Excel's "Unicode text": it was named by its byte 0xff alone
-    ("latin-1", "is not UTF-8 text: byte 0xe9 does not decode; save the table as a UTF-8 CSV file"),
+    ("latin-1", "is not UTF-8 text: byte 0xe9 at offset 12 (line 1) does not decode; save the table as a UTF-8 CSV "
+                "file"),
+    ("utf-16-le", "looks like UTF-16LE text without a byte-order mark (a NUL byte in every other place), not UTF-8: "
+                  "convert it with iconv -f UTF-16LE -t UTF-8"),
 ])
 def test_a_csv_file_not_in_utf8_is_named_with_its_encoding_or_the_byte(tmp_path, encoding, message):
     path = tmp_path / "series.csv"
     path.write_bytes("year,activité\n1700,5\n1701,11\n1702,16\n".encode(encoding))
     with pytest.raises(ValueError, match=f"^{re.escape(f'{path} {message}')}$"):
+        read_series(path, "year", ["activité"])
+
+
+def test_a_compressed_csv_file_not_in_utf8_is_named_by_the_byte_pandas_met(tmp_path):
+    """Its bytes on disk, bz2's, were read as the text: 'it contains NUL bytes'."""
+    import bz2
+
+    path = tmp_path / "series.csv.bz2"
+    path.write_bytes(bz2.compress("year,activité\n1700,5\n1701,11\n1702,16\n".encode("latin-1")))
+    with pytest.raises(ValueError, match=re.escape(f"{path} is not UTF-8 text: byte 0xe9 does not decode; save the "
+                                                   "table as a UTF-8 CSV file")):
         read_series(path, "year", ["activité"])
 
 

@@ -850,3 +850,14 @@ def test_a_rate_whose_update_leaves_float32_is_said_to_diverge(tmp_path):
             f"{tmp_path / 'run'} yet (its first evaluation comes at step 1). Lower the learning rate (--lr, now "
             "1e+38): the optimizer scales its step by it, past the float range.")):
         Trainer(TrainingConfig(steps=5, eval_every=1, lr=1e38)).run(Quadratic([1.0], 1.0), tmp_path / "run")
+
+
+def test_a_job_evaluated_each_epoch_that_diverges_first_names_the_epoch_s_step(tmp_path):
+    """A forecast job (7 steps an epoch) was told its first evaluation came at step 100 (eval_every)."""
+    class EachEpoch(Quadratic):
+        evaluate_every_epoch = True
+
+    with pytest.raises(TrainingDiverged, match=re.escape(
+            f"Nothing had been saved in {tmp_path / 'run'} yet (its first evaluation comes at step 3).")):
+        Trainer(TrainingConfig(steps=5, eval_every=100, lr=1e38)).run(EachEpoch([1.0, 2.0, 3.0], 1.0),
+                                                                       tmp_path / "run")

@@ -476,7 +476,8 @@ class Forecaster:
             raise ValueError(f"the series has {len(frame)} rows; a backtest with holdout {holdout} needs at least "
                              f"{fitted + holdout}: {fitted} to fit on (lookback + horizon + season = {lookback} + "
                              f"{horizon} + {season} = {lookback + horizon + season}, and windows kept for early "
-                             f"stopping) and the {holdout} held out{why}; give more rows, or {remedy}")
+                             f"stopping) and the {holdout} held out{why}; give more rows, a smaller holdout "
+                             f"(--holdout), or {remedy}")
         model = Forecaster(**{field.name: getattr(config, field.name) for field in fields(config)})
         with backtest_folder(self.run_folder, holdout, horizon) as model.run_folder:
             model.fit(frame.head(start))

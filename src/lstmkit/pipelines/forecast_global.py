@@ -136,12 +136,19 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
         if period > longest:  # silently, the seasonal baselines fell back to naive and MASE to m = 1
             warn_at_caller(f"a period of {period} steps ({name}) is longer than every series (the longest has "
                            f"{longest} values): no series holds one cycle, so neither the network nor the "
-                           "baselines learn anything seasonal from it, and MASE scales by m = 1")
+                           "baselines (fitted without a season) learn anything seasonal from it, and MASE scales by "
+                           "m = 1")
     # Series k validates from origin n_k - horizon (when two values come before it, the fewest
     # MASE scales on) and trains
     # on the windows that end by then; its scaling sees only the values before that origin.
     validating = [config.early_stopping and len(values) > horizon + 1 for values in panel.values]
     ends = [len(values) - horizon if valid else len(values) for values, valid in zip(panel.values, validating)]
+    short = sum(valid and end <= season for end, valid in zip(ends, validating))
+    if season <= longest and short:  # their baselines were the naive forecast, without a word
+        warn_at_caller(f"{short:,} of the {len(panel):,} series hold no more than one cycle of m = {season} values "
+                       "before their validation origin: their MASE scales by m = 1 there, and where they hold fewer, "
+                       "their baselines are fitted without a season (seasonal naive is naive), as statsforecast fits "
+                       "them")
     training = [(k, origin) for k, end in enumerate(ends)
                 for origin in range(max(1, min(lookback, end - horizon)), end - horizon + 1)]
     validation = [(k, end) for k, end in enumerate(ends) if validating[k]]

@@ -355,9 +355,11 @@ def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: 
                                    interval_scale=layout.interval_scale)
         if Processes.from_environment().main:
             final.save(out / "model")
-            if forecaster.config.id is not None:  # the refit chose again: results.json names what predict uses
-                results = json.loads((out / "results.json").read_text())
-                write_json(out / "results.json", {**results, "backtest_chose": results["predict_uses"],
-                                                  "predict_uses": final.layout.chosen})
+            if forecaster.config.id is not None:  # the refit chose again: results.json names what predict uses,
+                results = json.loads((out / "results.json").read_text())  # on what scores, with what interval
+                write_json(out / "results.json", {
+                    **results, "backtest_chose": results["predict_uses"], "backtest_validation": results["validation"],
+                    "backtest_interval_scale": results["interval_scale"], "predict_uses": final.layout.chosen,
+                    "validation": final.layout.validation, "interval_scale": final.layout.interval_scale})
         fitted.final = final
         return fitted

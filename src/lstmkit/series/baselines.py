@@ -11,7 +11,8 @@
                     (for m > LONGEST_SEASON, both are statsforecast's MSTL: the season removed by
                     STL, the rest forecast by AutoETS without a season or by AutoARIMA)
     theta           statsforecast's Theta (the M4 Theta benchmark: SES with drift, on data
-                    deseasonalised when the same 90% test passes)
+                    deseasonalised by statsforecast's own test, the 90% ACF test at lag m
+                    where m >= 4 and n >= 2m, additively where a value is not positive)
 
 h = 1 .. horizon. The statistical baselines run in statsforecast, which the forecast extra
 brings, and `panel_baselines` computes them for hundreds of series at once. A constant
@@ -99,7 +100,10 @@ def naive2(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
 def seasonal_indices(history: np.ndarray, season: int) -> np.ndarray:
     """The m multiplicative seasonal indices of `history` (position k: the steps t with t mod m = k,
     t counted from 0), all 1 unless M4's test finds it seasonal, as M4's R benchmarks compute them
-    (and all 1 for a history with a value <= 0, where a multiplicative season means nothing):
+    (a value of 0 included; all 1 for a history with a negative value, where a multiplicative
+    season means nothing, and where the decomposition would divide by zero: a moving average of
+    0, or a position whose values are all 0, which deseasonalising divides by; M4's series are
+    all positive):
 
         seasonal  m > 1, n >= 3m and |r_m| > 1.645 sqrt((1 + 2 Σ_{k<m} r_k²) / n), r_k the lag-k ACF
         indices   classical multiplicative decomposition (R's decompose): the centred moving average
@@ -108,15 +112,18 @@ def seasonal_indices(history: np.ndarray, season: int) -> np.ndarray:
     """
     history = np.asarray(history, np.float64)
     n = len(history)
-    if season <= 1 or n < 3 * season or not (history > 0).all() or not seasonal_by_acf(history, season):
-        return np.ones(max(season, 1))
+    none = np.ones(max(season, 1))
+    if season <= 1 or n < 3 * season or (history < 0).any() or not seasonal_by_acf(history, season):
+        return none
     weights = np.r_[0.5, np.ones(season - 1), 0.5] / season if season % 2 == 0 else np.ones(season) / season
     half = len(weights) // 2
     trend = np.full(n, np.nan)
     trend[half:n - half] = np.convolve(history, weights, mode="valid")
+    if (trend == 0).any():
+        return none
     ratios = history / trend
     figure = np.array([np.nanmean(ratios[position::season]) for position in range(season)])
-    return figure / figure.mean()
+    return figure / figure.mean() if (figure > 0).all() else none
 
 
 def seasonal_by_acf(history: np.ndarray, season: int) -> bool:
@@ -162,10 +169,11 @@ def statistical(name: str, history: np.ndarray, horizon: int, season: int) -> np
 def panel_baselines(histories: Sequence[np.ndarray], horizon: int, season: int, names: Sequence[str],
                     jobs: int | None = None) -> dict[str, np.ndarray]:
     """Each baseline's forecasts of many series at once: name -> (series, horizon). The
-    statistical ones run in one statsforecast call (`jobs` processes; None: `baseline_jobs()`,
-    which halved the 11 minutes of M4 hourly's AutoETS and Theta on 2 cores); a series too short
-    for a baseline (fewer than max(2, m) values), or on which its fit fails, gets the naive
-    forecast instead (statsforecast's fallback model)."""
+    statistical ones run in statsforecast (`jobs` processes; None: `baseline_jobs()`, which
+    halved the 11 minutes of M4 hourly's AutoETS and Theta on 2 cores). A series of fewer than
+    m values (a new product in a monthly table) has every baseline fitted without a season, as
+    statsforecast fits it (its seasonal naive is naive); one of a single value, or on which a
+    fit fails, gets the naive forecast (statsforecast's fallback model)."""
     unknown = [name for name in names if name not in BASELINES]
     if unknown:
         raise ValueError(f"baselines must be among {', '.join(BASELINES)}, got {', '.join(map(repr, unknown))}")
@@ -175,13 +183,18 @@ def panel_baselines(histories: Sequence[np.ndarray], horizon: int, season: int, 
         if name in STATISTICAL:
             continue
         forecasts[name] = np.stack([
-            baseline_forecast(name, series, horizon, season) if len(series) >= max(2, season) else naive(series, horizon, season)
-            for series in histories])
+            baseline_forecast(name, series, horizon, history_season(series, season)) if len(series) >= 2
+            else naive(series, horizon, season) for series in histories])
     statistical_names = [name for name in names if name in STATISTICAL]
     if statistical_names:
         forecasts |= statsforecast_panel(histories, horizon, season, statistical_names,
                                          baseline_jobs() if jobs is None else jobs)
     return {name: forecasts[name] for name in names}
+
+
+def history_season(history: np.ndarray, season: int) -> int:
+    """The season a baseline is fitted with: m, or 1 for a history shorter than one cycle."""
+    return season if len(history) >= season else 1
 
 
 def baseline_jobs() -> int:
@@ -197,19 +210,19 @@ def statsforecast_panel(histories: list[np.ndarray], horizon: int, season: int, 
     from statsforecast import StatsForecast
     from statsforecast.models import Naive
 
-    long = [(index, series) for index, series in enumerate(histories) if len(series) >= max(2, season)]
     forecasts = {name: np.stack([naive(series, horizon, season) for series in histories]) for name in names}
-    if not long:
-        return forecasts
-    table = pd.DataFrame({"unique_id": np.concatenate([np.full(len(series), index) for index, series in long]),
-                          "ds": np.concatenate([np.arange(len(series)) for _, series in long]),
-                          "y": np.concatenate([series for _, series in long])})
-    engine = StatsForecast(models=[statistical_model(name, season) for name in names], freq=1, n_jobs=jobs,
-                           fallback_model=Naive())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = engine.forecast(df=table, h=horizon).sort_values(["unique_id", "ds"])
-    rows = np.array([index for index, _ in long])
-    for name in names:
-        forecasts[name][rows] = result[STATISTICAL[name]].to_numpy().reshape(len(long), horizon)
+    for fitted_season in sorted({history_season(series, season) for series in histories if len(series) >= 2}):
+        fitted = [(index, series) for index, series in enumerate(histories)
+                  if len(series) >= 2 and history_season(series, season) == fitted_season]
+        table = pd.DataFrame({"unique_id": np.concatenate([np.full(len(series), index) for index, series in fitted]),
+                              "ds": np.concatenate([np.arange(len(series)) for _, series in fitted]),
+                              "y": np.concatenate([series for _, series in fitted])})
+        engine = StatsForecast(models=[statistical_model(name, fitted_season) for name in names], freq=1,
+                               n_jobs=jobs, fallback_model=Naive())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = engine.forecast(df=table, h=horizon).sort_values(["unique_id", "ds"])
+        rows = np.array([index for index, _ in fitted])
+        for name in names:
+            forecasts[name][rows] = result[STATISTICAL[name]].to_numpy().reshape(len(fitted), horizon)
     return forecasts

@@ -24,7 +24,7 @@ import pandas as pd
 from pandas.tseries.api import guess_datetime_format
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.files import check_not_other_unicode, gunzipped
+from lstmkit.files import check_not_other_unicode, check_not_unmarked_utf16, decoded_utf8, gunzipped, line_of
 
 # What lstmkit reads, for messages about a file written otherwise.
 CSV_FORM = "comma-separated values with '.' as the decimal point"
@@ -216,17 +216,24 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
     duplicated = values.index[values.index.duplicated()]
     if len(duplicated):
         labels = table.index[stamps == duplicated[0]]
+        within_days = (values.index[1:] - values.index[:-1]).median() < pd.Timedelta(days=1)
+        clock = ("; or its times are a local clock without a UTC offset, which repeats an hour where daylight "
+                 "saving time ends: write each time with its offset (2021-10-31 02:00+01:00), or in UTC"
+                 if time_kind != STEP and within_days else "")
         raise ValueError(f"column {time!r} has {len(duplicated)} duplicate timestamp(s): the first, "
                          f"{plain(table[time][labels[0]])!r}, at {two_rows_named(labels[0], labels[1], path)}; a "
                          "table holds one row per time (a long table of several series names its series column "
-                         "with --id, id= in Python, when it is fitted)")
+                         f"with --id, id= in Python, when it is fitted){clock}")
     frequency = infer_frequency(values.index, time, time_kind)
     grid = pd.date_range(values.index[0], values.index[-1], freq=frequency)
     if not values.index.isin(grid).all():
         stray = values.index[~values.index.isin(grid)][0]
         label = table.index[stamps == stray][0]
-        raise ValueError(f"column {time!r} is not on a regular {frequency} grid: {plain(table[time][label])!r}, at "
-                         f"{row_name(label, path)}, falls between its steps{off_grid_hint(values.index, time_kind)}")
+        hint = off_grid_hint(values.index, time_kind)
+        guessed = "" if hint or pandas_frequency(values.index) is not None else \
+            " (read from runs of three rows: pandas infers no frequency from all of them, and lstmkit reads none other)"
+        raise ValueError(f"column {time!r} is not on a regular {frequency} grid{guessed}: "
+                         f"{plain(table[time][label])!r}, at {row_name(label, path)}, falls between its steps{hint}")
     check_coverage(len(values), grid, frequency, f"column {time!r}", time_kind=time_kind)
     numeric = values.reindex(grid)
     first, observed = observed_rows(numeric[targets], known)
@@ -341,11 +348,14 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
             table = pd.read_csv(path, skip_blank_lines=False, index_col=False, skipinitialspace=True)
     except pd.errors.ParserWarning:
         raise ValueError(f"{path}: {longer_rows(path)}") from None
-    except UnicodeDecodeError as error:  # pandas' position may count from a chunk of the file: the byte alone
-        with open(path, "rb") as file:
-            check_not_other_unicode(file.read(4), path)  # Excel's "Unicode text"
+    except UnicodeDecodeError as error:  # pandas' position may count from a chunk of the file: found again
+        if not any(suffix.lower() in OTHER_COMPRESSIONS for suffix in path.suffixes):  # else compressed bytes
+            try:
+                decoded_utf8(gunzipped(path.read_bytes(), path), path, "a CSV file")  # Excel's "Unicode text" too
+            except ValueError as named:
+                raise ValueError(f"{named}; save the table as a UTF-8 CSV file") from None
         raise ValueError(f"{path} is not UTF-8 text: byte 0x{error.object[error.start]:02x} does not decode; save the "
-                         "table as a UTF-8 CSV file") from None
+                         "table as a UTF-8 CSV file") from None  # compressed otherwise than by gzip
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ValueError(f"{path} is not a readable CSV file: {error}") from None
     table.index = table.index + 2  # the header is line 1
@@ -361,8 +371,9 @@ def check_no_nul(path: Path) -> None:
     check_not_other_unicode(data[:4], path)  # UTF-16's NUL bytes are its encoding's: named as such
     nul = data.find(b"\x00")
     if nul >= 0:
-        line = data.count(b"\n", 0, nul) + 1
-        raise ValueError(f"{path} is not text: it holds a NUL byte on line {line}; expected a UTF-8 CSV file")
+        check_not_unmarked_utf16(data, path)
+        raise ValueError(f"{path} is not text: it holds a NUL byte on line {line_of(data, nul)}; expected a UTF-8 CSV "
+                         "file")
 
 
 def check_named_once(table: pd.DataFrame, columns: list[str], source: str | Path | pd.DataFrame) -> None:

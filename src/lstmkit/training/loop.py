@@ -409,7 +409,8 @@ class Trainer:
             metric = job.selection_metric
             for watched in finite_metrics(job):
                 if scores.get(watched) is not None and not math.isfinite(scores[watched]):
-                    self.diverged(job, progress, out, f"the {watched} became {scores[watched]}", last_loss, report)
+                    self.diverged(job, progress, out, f"the {watched} became {scores[watched]}", last_loss, report,
+                                  eval_every)
             sign = -1 if job.higher_is_better else 1
             improved = scores.get(metric) is not None and sign * scores[metric] < progress.best_value
             if improved:
@@ -447,7 +448,8 @@ class Trainer:
             set_learning_rate(optimizer, scheduled * job.learning_rate_scale(progress.step))
             loss, loss_sum, items = self.training_loss(job, model, progress.step)
             if not math.isfinite(loss_sum):
-                self.diverged(job, progress, out, f"the training loss became {loss_sum / items}", last_loss, report)
+                self.diverged(job, progress, out, f"the training loss became {loss_sum / items}", last_loss, report,
+                              eval_every)
             last_loss = (progress.step, loss_sum / items)
             try:
                 self.update(job, optimizer, loss, progress.step)
@@ -455,8 +457,8 @@ class Trainer:
                 if "cannot be converted to type" not in str(error):
                     raise
                 self.diverged(job, progress, out, f"the optimizer's update overflowed ({error})", last_loss, report,
-                              f"Lower the learning rate (--lr, now {config.lr:g}): the optimizer scales its step by "
-                              "it, past the float range.")
+                              eval_every, f"Lower the learning rate (--lr, now {config.lr:g}): the optimizer "
+                              "scales its step by it, past the float range.")
             elapsed = time.perf_counter() - started
             progress.train_seconds = processes.from_main(progress.train_seconds + elapsed, device)
             progress.step, progress.items = progress.step + 1, progress.items + int(items)
@@ -580,10 +582,11 @@ class Trainer:
         return min(step_limits) if step_limits else None
 
     def diverged(self, job: Job, progress: RunState, out: Path | None, what: str,
-                 last_loss: tuple[int, float] | None, report: Progress | None, remedy: str | None = None) -> None:
-        """Stop a run whose loss is no longer finite, saying where, what is kept, and what to try
-        (`remedy`; by default a lower rate or a harder clip, or, where no update had been made,
-        the data or the precision)."""
+                 last_loss: tuple[int, float] | None, report: Progress | None, eval_every: int,
+                 remedy: str | None = None) -> None:
+        """Stop a run whose loss is no longer finite, saying where, what is kept (`eval_every`: the
+        steps between evaluations, each saved), and what to try (`remedy`; by default a lower rate
+        or a harder clip, or, where no update had been made, the data or the precision)."""
         if report is not None:
             report.close(progress.step, progress.items / max(progress.train_seconds, 1e-9))
         config = self.config
@@ -596,7 +599,7 @@ class Trainer:
             best = "" if progress.best_step is None else f", {out / 'best'} (step {progress.best_step})"
             kept = f" Kept: {out / 'last'} (step {saved[-1]}){best} and {out / 'metrics.csv'}."
         else:
-            kept = f" Nothing had been saved in {out} yet (its first evaluation comes at step {config.eval_every})."
+            kept = f" Nothing had been saved in {out} yet (its first evaluation comes at step {eval_every})."
         full = (f", or train in full precision (--precision 32, now {config.precision})"
                 if config.precision != "32" else "")
         if remedy is None and last_loss is None and progress.step == 0:  # the untrained model's own loss
