@@ -22,7 +22,8 @@ def test_quickstart_matches_torch_nn_and_steps_as_forward():
     printed = run_example("quickstart.py")
     difference = float(re.search(r"lstmkit\.LSTM vs torch\.nn\.LSTM: .* max \|difference\| = (\S+)", printed)[1])
     assert difference < 1e-5  # float32 rounding
-    assert "step() x 50 vs forward(): max |difference| = 0.0e+00" in printed
+    stepped = float(re.search(r"step\(\) x 50 vs forward\(\): max \|difference\| = (\S+)", printed)[1])
+    assert stepped < 1e-6  # 0 where torch's one-step and whole-sequence kernels sum alike; 7.5e-08 on an AMD EPYC
     assert "sequence 7 has 1 valid step: output at step 1 is zero: True" in printed
     cells = re.findall(r"^(\S+)\s+([\d,]+)\s+\(50, 8, 64\)", printed, flags=re.MULTILINE)
     assert [cell for cell, _ in cells] == ["rnn", "gru", "lstm", "peephole", "cifg", "layernorm",

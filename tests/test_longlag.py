@@ -412,6 +412,18 @@ def test_a_chrono_max_no_cell_takes_is_not_blamed_on_a_cell(settings, got):
         longlag.check_cells(AddingTask(T=2 if not settings else 10), ["lstm", "cifg"], config)
 
 
+def test_a_hidden_size_a_cell_cannot_take_is_refused_before_the_run_is_announced(capsys):
+    from lstmkit.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["task", "adding", "--T", "5", "--cells", "lstm,layernorm", "--hidden-size", "1", "--steps", "1"])
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (
+        "lstmkit: error: cell 'layernorm' needs hidden_size >= 2: LN(c') over a single feature always equals its "
+        "shift, so the cell state would never reach h; got hidden_size=1: leave layernorm out of the cells (lstm, "
+        "layernorm; --cells)\n")
+
+
 def test_checkpoint_replaces_atomically_and_survives_an_interrupted_swap(tmp_path):
     target = tmp_path / "checkpoint"
     save_checkpoint(target, {"version": 1}, {"w": torch.zeros(2)})

@@ -371,7 +371,8 @@ def check_task(task: Task) -> None:
 
 def check_cells(task: Task, cells: list[str], config: TaskTrainingConfig) -> None:
     """Refuse, before any cell trains, a setting one of `cells` cannot take (init chrono on a
-    cell without a forget gate, zoneout of c on one without a cell state), naming the cell to
+    cell without a forget gate, zoneout of c on one without a cell state, a hidden size of 1 on
+    layernorm), naming the cell to
     leave out; `cells` itself must be a list of distinct cell names, and `task` a Task."""
     check_task(task)
     if not isinstance(cells, (list, tuple)) or not all(isinstance(cell, str) for cell in cells):
@@ -389,6 +390,7 @@ def check_cells(task: Task, cells: list[str], config: TaskTrainingConfig) -> Non
     for cell in cells:
         try:
             config.check_regularisers(cell, length)
+            make_cell(cell).check_hidden_size(config.hidden_size)
         except ValueError as error:
             if len(cells) == 1:
                 raise ValueError(f"{error}: leave that setting out, or choose a cell that takes it (--cells)") from None
