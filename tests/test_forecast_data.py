@@ -418,6 +418,9 @@ def test_local_hours_repeated_where_daylight_saving_ends_and_semi_monthly_dates_
             "its times are a local clock without a UTC offset, which repeats an hour where daylight saving time ends: "
             "write each time with its offset (2021-10-31 02:00+01:00), or in UTC")):
         read_series(path, "time", ["y"])
+    daily = write_csv(tmp_path, "day,y\n2023-01-05,1\n2023-01-06,2\n2023-01-06,3\n")  # the duplicate's gap is no step
+    with pytest.raises(ValueError, match=r"when it is fitted\)$"):
+        read_series(daily, "day", ["y"])
     days = [f"2015-{month:02d}-{day:02d}" for month in range(1, 5) for day in (1, 15)]
     path = write_csv(tmp_path, "date,y\n" + "".join(f"{day},{k}\n" for k, day in enumerate(days)))
     with pytest.raises(ValueError, match=re.escape(

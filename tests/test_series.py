@@ -315,6 +315,9 @@ def test_a_compressed_csv_file_not_in_utf8_is_named_by_the_byte_pandas_met(tmp_p
     with pytest.raises(ValueError, match=re.escape(f"{path} is not UTF-8 text: byte 0xe9 does not decode; save the "
                                                    "table as a UTF-8 CSV file")):
         read_series(path, "year", ["activité"])
+    unnamed = tmp_path / "series.csv"  # gzip by its bytes, whatever its name: read as check_no_nul reads it
+    unnamed.write_bytes(gzip.compress("year,y\n1700,5\n1701,11\n1702,16\n".encode()))
+    assert read_series(unnamed, "year", ["y"]).targets[:, 0].tolist() == [5, 11, 16]
 
 
 def test_a_csv_file_pandas_would_misread_without_a_word_is_refused(tmp_path):

@@ -854,7 +854,7 @@ def test_errors_that_look_alike_are_escaped_and_decomposed_transcripts_are_warne
     with pytest.warns(UserWarning) as warned:
         read_manifest(manifest)
     assert [str(warning.message) for warning in warned][0] == (
-        f"{manifest}: 1 line(s) write a word otherwise than in Unicode's composed form, NFC, which the text writes too "
-        "(the first: line 4, 'fu\\u0308nf', elsewhere 'f\\xfcnf'): one letter written both ways counts as two "
-        "different characters, to the model and its scores alike; normalise the text to NFC (Python: "
-        "unicodedata.normalize('NFC', text))")
+        f"{manifest}: 1 line(s) write a letter otherwise than in Unicode's composed form, NFC, which the text also "
+        "writes (the first: line 4, 'fu\\u0308nf', whose 'u\\u0308' is written '\\xfc' too): one letter written both "
+        "ways counts as two different characters, to the model and its scores alike; normalise the text to NFC "
+        "(Python: unicodedata.normalize('NFC', text))")

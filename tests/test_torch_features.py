@@ -5,6 +5,7 @@ given as numpy arrays, and torch.jit.trace (torch.jit.script is refused in one l
 
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 
@@ -835,6 +836,8 @@ def test_an_assigned_flat_weights_list_holds_until_torch_nn_would_refresh_it():
     with pytest.raises(ValueError, match=r"^_flat_weights takes one tensor per name of _flat_weights_names \(4\), "
                                          r"got 3$"):
         layer._flat_weights = zeros[:3]
+    layer._flat_weights = zeros  # a copy runs on its own weights, as torch.nn's (its __setstate__ refreshes the list)
+    assert torch.equal(copy.deepcopy(layer)(x)[0], plain) and torch.equal(layer(x)[0], torch.zeros_like(plain))
 
 
 def test_a_subclass_that_set_an_lstmkit_option_s_name_before_init_is_refused():

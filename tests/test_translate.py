@@ -236,9 +236,9 @@ def test_bad_input_files_stop_with_messages_that_name_them(tmp_path):
                                                    "line 1), read as part of the line as sacrebleu reads it")):
         assert read_parallel(write_lines(tmp_path / "two.de", ["eins", "zwei"]), inner).targets == ["one\rtwo", "three"]
     decomposed = write_lines(tmp_path / "nfd.en", ["fünf", "fu\u0308nf"])  # one word, to sacrebleu two
-    with pytest.warns(UserWarning, match=re.escape(f"{decomposed}: 1 line(s) write a word otherwise than in Unicode's "
-                                                   "composed form, NFC, which the text writes too (the first: line 2, "
-                                                   "'fu\\u0308nf'")):
+    with pytest.warns(UserWarning, match=re.escape(f"{decomposed}: 1 line(s) write a letter otherwise than in "
+                                                   "Unicode's composed form, NFC, which the text also writes (the "
+                                                   "first: line 2, 'fu\\u0308nf'")):
         assert read_parallel(write_lines(tmp_path / "two.de", ["eins", "zwei"]), decomposed).targets[1] == "fu\u0308nf"
     one = write_lines(tmp_path / "one.de", ["eins"])
     with pytest.raises(ValueError, match=f"^{one} has 1 line and its target {target} has 2: line k"):

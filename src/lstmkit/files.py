@@ -261,6 +261,7 @@ OTHER_UNICODE_MARKS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "U
 # byte order's high bytes are zero (ASCII's are all; see check_not_unmarked_utf16).
 UTF16_SAMPLE_BYTES = 1024
 UTF16_NUL_SHARE = 0.5
+UTF16_LOW_NUL_SHARE = 0.1  # U+0100, U+4E00 (一), U+3000 have a low byte of 0
 UTF16_SHORTEST = 16  # bytes: fewer tell nothing (b"abc\x00" is binary)
 
 
@@ -279,30 +280,44 @@ def decoded_utf8(data: bytes, name: str | Path, expected: str) -> str:
                          f"{line_of(data, nul)}); expected {expected}")
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{name} is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} (line "
-                         f"{line_of(data, error.start)}) does not decode") from None
+    except UnicodeDecodeError as error:  # its position counts from after a byte-order mark
+        offset = error.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
+        raise ValueError(f"{name} is not UTF-8 text: byte 0x{data[offset]:02x} at offset {offset} (line "
+                         f"{line_of(data, offset)}) does not decode") from None
 
 
 def warn_unless_composed(lines: Iterable[tuple[int, str]], name: str | Path) -> None:
-    """Warn where the numbered `lines` of `name` write a word both in Unicode's composed form,
-    NFC, and otherwise: a letter written as a base and a combining mark (u, U+0308) is another
-    character than the same letter composed (ü), to a model, its vocabulary and the scores
-    alike, and looks the same in every message. A text that writes a word one way only (a
-    CJK compatibility ideograph, which NFC would replace) is left alone."""
-    numbered = list(lines)
-    if all(unicodedata.is_normalized("NFC", line) for _, line in numbered):
+    """Warn where the numbered `lines` of `name` write a letter otherwise than in Unicode's
+    composed form, NFC, and also composed: a base and a combining mark (u, U+0308) is another
+    character than the same letter composed (ü), to a model, its alphabet and vocabulary and
+    the scores alike, and looks the same in every message. A text that writes a letter one way
+    only (a CJK compatibility ideograph, which NFC would replace) is left alone."""
+    lines = list(lines)
+    text = "\n".join(line for _, line in lines)
+    if unicodedata.is_normalized("NFC", text):
         return
-    words = {word for _, line in numbered for word in line.split()}
-    both = [(number, word) for number, line in numbered for word in line.split()
-            if not unicodedata.is_normalized("NFC", word) and unicodedata.normalize("NFC", word) in words]
+    both = [(number, word, letter) for number, line in lines for word in line.split()
+            if not unicodedata.is_normalized("NFC", word)
+            for letter in letters(word)
+            if unicodedata.normalize("NFC", letter) != letter and unicodedata.normalize("NFC", letter) in text]
     if both:
-        first, word = both[0]
-        warn_at_caller(f"{name}: {len({number for number, _ in both}):,} line(s) write a word otherwise than in "
-                       f"Unicode's composed form, NFC, which the text writes too (the first: line {first}, "
-                       f"{word!a}, elsewhere {unicodedata.normalize('NFC', word)!a}): one letter written both ways "
-                       "counts as two different characters, to the model and its scores alike; normalise the text "
-                       "to NFC (Python: unicodedata.normalize('NFC', text))")
+        first, word, letter = both[0]
+        warn_at_caller(f"{name}: {len({number for number, _, _ in both}):,} line(s) write a letter otherwise than in "
+                       f"Unicode's composed form, NFC, which the text also writes (the first: line {first}, {word!a}, "
+                       f"whose {letter!a} is written {unicodedata.normalize('NFC', letter)!a} too): one letter written "
+                       "both ways counts as two different characters, to the model and its scores alike; normalise "
+                       "the text to NFC (Python: unicodedata.normalize('NFC', text))")
+
+
+def letters(word: str) -> list[str]:
+    """`word`'s letters as written: each base character with the combining marks after it."""
+    found: list[str] = []
+    for character in word:
+        if found and unicodedata.category(character).startswith("M"):
+            found[-1] += character
+        else:
+            found.append(character)
+    return found
 
 
 def line_of(data: bytes, offset: int) -> int:
@@ -329,7 +344,8 @@ def check_not_unmarked_utf16(data: bytes, name: str | Path) -> None:
     if len(head) < UTF16_SHORTEST:
         return
     for encoding, high_bytes, low_bytes in (("UTF-16LE", head[1::2], head[::2]), ("UTF-16BE", head[::2], head[1::2])):
-        if high_bytes.count(0) < UTF16_NUL_SHARE * len(high_bytes) or low_bytes.count(0) > 0.1 * len(low_bytes):
+        if high_bytes.count(0) < UTF16_NUL_SHARE * len(high_bytes) or \
+                low_bytes.count(0) > UTF16_LOW_NUL_SHARE * len(low_bytes):
             continue
         if all(character.isprintable() or character.isspace() for character in head.decode(encoding, "replace")):
             raise ValueError(f"{name} looks like {encoding} text without a byte-order mark (a NUL byte in every "

@@ -107,9 +107,22 @@ def write_stdout_in_utf8() -> None:
             or codecs.lookup(stream.encoding or "ascii").name == "utf-8":
         return
     if stream.isatty():
-        stream.reconfigure(errors="backslashreplace")
+        stream.reconfigure(errors=TERMINAL_ERRORS)
     else:
         stream.reconfigure(encoding="utf-8", errors="surrogateescape")
+
+
+def terminal_errors(error: UnicodeEncodeError) -> tuple[str | bytes, int]:
+    """What a terminal's encoding cannot write: a path's undecoded bytes as they came
+    (surrogateescape), anything else escaped (backslashreplace)."""
+    try:
+        return codecs.lookup_error("surrogateescape")(error)
+    except UnicodeEncodeError:
+        return codecs.backslashreplace_errors(error)
+
+
+TERMINAL_ERRORS = "lstmkit.terminal"
+codecs.register_error(TERMINAL_ERRORS, terminal_errors)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +140,7 @@ def run_command(argv: list[str] | None) -> int:
     main_process = processes.main
     write_stdout_in_utf8()
     if not main_process:  # under torchrun, rank 0 alone speaks (and warns), from the command line on
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+        sys.stdout = open(os.devnull, "w", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115 (for good)
         warnings.simplefilter("ignore")
     said = io.StringIO()
     try:

@@ -213,7 +213,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         if len(weights) != len(names):
             raise ValueError(f"_flat_weights takes one tensor per name of _flat_weights_names ({len(names)}), "
                              f"got {len(weights)}")
-        current = {name: self._parameters.get(name, self.__dict__.get(name)) for name in names}
+        current = {name: self._held_weight(name) for name in names}
         restored = all(weight is current[name] for name, weight in zip(names, weights, strict=True))
         if restored or parametrize.is_parametrized(self):  # nothing to read otherwise; or refreshed at each call
             self._init_flat_weights()
@@ -227,11 +227,20 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         if assigned is None:
             return None
         weights, over = assigned
-        if any(self._parameters.get(name, self.__dict__.get(name)) is not weight
-               for name, weight in over.items() if weight is not None):
+        if any(self._held_weight(name) is not weight for name, weight in over.items() if weight is not None):
             self._init_flat_weights()
             return None
         return weights
+
+    def _held_weight(self, name: str) -> Tensor | None:
+        """Weight `name` as the layer holds it, not computed: a parameter, or a tensor set in its
+        place (AWD-LSTM's WeightDrop, a DataParallel replica); None for a parametrised one."""
+        return self._parameters.get(name, self.__dict__.get(name))
+
+    def __getstate__(self) -> dict:
+        """A copy or a pickle runs on its own weights, as torch.nn's (its __setstate__ refreshes
+        the list): an assigned `_flat_weights` is left behind."""
+        return {name: value for name, value in self.__dict__.items() if name != "_assigned_weights"}
 
     def _init_flat_weights(self) -> None:
         """torch.nn's refresh of `_flat_weights` from the weights: a list assigned is dropped."""

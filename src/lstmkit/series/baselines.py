@@ -112,18 +112,18 @@ def seasonal_indices(history: np.ndarray, season: int) -> np.ndarray:
     """
     history = np.asarray(history, np.float64)
     n = len(history)
-    none = np.ones(max(season, 1))
+    no_season = np.ones(max(season, 1))
     if season <= 1 or n < 3 * season or (history < 0).any() or not seasonal_by_acf(history, season):
-        return none
+        return no_season
     weights = np.r_[0.5, np.ones(season - 1), 0.5] / season if season % 2 == 0 else np.ones(season) / season
     half = len(weights) // 2
     trend = np.full(n, np.nan)
     trend[half:n - half] = np.convolve(history, weights, mode="valid")
     if (trend == 0).any():
-        return none
+        return no_season
     ratios = history / trend
     figure = np.array([np.nanmean(ratios[position::season]) for position in range(season)])
-    return figure / figure.mean() if (figure > 0).all() else none
+    return figure / figure.mean() if (figure > 0).all() else no_season
 
 
 def seasonal_by_acf(history: np.ndarray, season: int) -> bool:

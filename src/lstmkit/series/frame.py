@@ -24,7 +24,9 @@ import pandas as pd
 from pandas.tseries.api import guess_datetime_format
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.files import check_not_other_unicode, check_not_unmarked_utf16, decoded_utf8, gunzipped, line_of
+from lstmkit.files import (
+    GZIP_MAGIC, check_not_other_unicode, check_not_unmarked_utf16, decoded_utf8, gunzipped, line_of,
+)
 
 # What lstmkit reads, for messages about a file written otherwise.
 CSV_FORM = "comma-separated values with '.' as the decimal point"
@@ -216,7 +218,8 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
     duplicated = values.index[values.index.duplicated()]
     if len(duplicated):
         labels = table.index[stamps == duplicated[0]]
-        within_days = (values.index[1:] - values.index[:-1]).median() < pd.Timedelta(days=1)
+        gaps = values.index[1:] - values.index[:-1]
+        within_days = gaps[gaps > pd.Timedelta(0)].median() < pd.Timedelta(days=1)
         clock = ("; or its times are a local clock without a UTC offset, which repeats an hour where daylight "
                  "saving time ends: write each time with its offset (2021-10-31 02:00+01:00), or in UTC"
                  if time_kind != STEP and within_days else "")
@@ -345,7 +348,10 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
             # index_col=False: a row with one field more than the header (a spreadsheet's
             # trailing commas) must not turn the first column into the index; skipinitialspace:
             # a hand-written "date, y" names the column y, not " y"
-            table = pd.read_csv(path, skip_blank_lines=False, index_col=False, skipinitialspace=True)
+            with open(path, "rb") as file:  # gzip by its first bytes, as check_no_nul reads it, whatever its name
+                compression = "gzip" if file.read(len(GZIP_MAGIC)) == GZIP_MAGIC else "infer"
+            table = pd.read_csv(path, skip_blank_lines=False, index_col=False, skipinitialspace=True,
+                                compression=compression)
     except pd.errors.ParserWarning:
         raise ValueError(f"{path}: {longer_rows(path)}") from None
     except UnicodeDecodeError as error:  # pandas' position may count from a chunk of the file: found again
