@@ -296,13 +296,19 @@ def warn_unless_composed(lines: Iterable[tuple[int, str]], name: str | Path) -> 
     text = "\n".join(line for _, line in lines)
     if unicodedata.is_normalized("NFC", text):
         return
-    both = [(number, word, letter) for number, line in lines for word in line.split()
-            if not unicodedata.is_normalized("NFC", word)
-            for letter in letters(word)
-            if unicodedata.normalize("NFC", letter) != letter and unicodedata.normalize("NFC", letter) in text]
-    if both:
-        first, word, letter = both[0]
-        warn_at_caller(f"{name}: {len({number for number, _, _ in both}):,} line(s) write a letter otherwise than in "
+    written = {}  # each letter written otherwise than composed: the lines that write it, the first word
+    for number, line in lines:
+        for word in line.split():
+            if not unicodedata.is_normalized("NFC", word):
+                for letter in letters(word):
+                    if unicodedata.normalize("NFC", letter) != letter:
+                        written.setdefault(letter, ([], word))[0].append(number)
+    both = {letter: found for letter, found in written.items() if unicodedata.normalize("NFC", letter) in text}
+    if both:  # each letter searched for once: a text written all decomposed is read in one pass per letter
+        letter = min(both, key=lambda each: both[each][0][0])
+        (first, *_), word = both[letter]
+        lines_both = {number for numbers, _ in both.values() for number in numbers}
+        warn_at_caller(f"{name}: {len(lines_both):,} line(s) write a letter otherwise than in "
                        f"Unicode's composed form, NFC, which the text also writes (the first: line {first}, {word!a}, "
                        f"whose {letter!a} is written {unicodedata.normalize('NFC', letter)!a} too): one letter written "
                        "both ways counts as two different characters, to the model and its scores alike; normalise "

@@ -205,7 +205,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         assigned = self._assigned_flat_weights()
         if assigned is not None:
             return list(assigned.values())
-        return [getattr(self, name) if hasattr(self, name) else None for name in self._flat_weights_names]
+        return [getattr(self, name, None) for name in self._flat_weights_names]
 
     @_flat_weights.setter
     def _flat_weights(self, weights: Sequence[Tensor | None]) -> None:

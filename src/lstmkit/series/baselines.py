@@ -211,9 +211,11 @@ def statsforecast_panel(histories: list[np.ndarray], horizon: int, season: int, 
     from statsforecast.models import Naive
 
     forecasts = {name: np.stack([naive(series, horizon, season) for series in histories]) for name in names}
-    for fitted_season in sorted({history_season(series, season) for series in histories if len(series) >= 2}):
-        fitted = [(index, series) for index, series in enumerate(histories)
-                  if len(series) >= 2 and history_season(series, season) == fitted_season]
+    groups: dict[int, list[tuple[int, np.ndarray]]] = {}  # by the season fitted: m, or 1 for short series
+    for index, series in enumerate(histories):
+        if len(series) >= 2:
+            groups.setdefault(history_season(series, season), []).append((index, series))
+    for fitted_season, fitted in groups.items():
         table = pd.DataFrame({"unique_id": np.concatenate([np.full(len(series), index) for index, series in fitted]),
                               "ds": np.concatenate([np.arange(len(series)) for _, series in fitted]),
                               "y": np.concatenate([series for _, series in fitted])})

@@ -355,7 +355,7 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     except pd.errors.ParserWarning:
         raise ValueError(f"{path}: {longer_rows(path)}") from None
     except UnicodeDecodeError as error:  # pandas' position may count from a chunk of the file: found again
-        if not any(suffix.lower() in OTHER_COMPRESSIONS for suffix in path.suffixes):  # else compressed bytes
+        if not decompressed_by_pandas(path):
             try:
                 decoded_utf8(gunzipped(path.read_bytes(), path), path, "a CSV file")  # Excel's "Unicode text" too
             except ValueError as named:
@@ -368,10 +368,16 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     return table.dropna(how="all")
 
 
+def decompressed_by_pandas(path: Path) -> bool:
+    """Whether pandas decompresses `path` by its suffix (.bz2, .zip, ...): its bytes on disk are
+    no text to check (gzip, known by its first bytes, lstmkit decompresses itself)."""
+    return any(suffix.lower() in OTHER_COMPRESSIONS for suffix in path.suffixes)
+
+
 def check_no_nul(path: Path) -> None:
     """Refuse a CSV file (plain or gzip; pandas decompresses the others by their suffix) with a
     NUL byte, where pandas ends the field: 154.4 written 15\\x004.4 was read as 15."""
-    if any(suffix.lower() in OTHER_COMPRESSIONS for suffix in path.suffixes):
+    if decompressed_by_pandas(path):
         return
     data = gunzipped(path.read_bytes(), path)
     check_not_other_unicode(data[:4], path)  # UTF-16's NUL bytes are its encoding's: named as such
