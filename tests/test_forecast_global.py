@@ -392,6 +392,16 @@ def test_baselines_none_keeps_the_network_where_ets_continues_the_lines_exactly(
     assert "predict uses the model's forecast (--baselines none: nothing else to choose)" in panel_report(result)
 
 
+def test_a_long_tables_backtest_refuses_baselines_it_would_not_score(lines, monkeypatch):
+    """It dropped them without a word, scoring config.baselines and Naive2."""
+    forecaster = Forecaster("t", "y", horizon=4, id="id", baselines=("naive",), **QUICK)
+    monkeypatch.setattr(Forecaster, "fit", lambda *arguments: pytest.fail("trained before the check"))
+    with pytest.raises(ValueError, match=re.escape("a long table's backtest scores the forecaster's baselines setting "
+                                                   "(naive) and Naive2, OWA's reference; baselines= is for one "
+                                                   "table, got ('arima',)")):
+        forecaster.backtest(lines[0], baselines=("arima",))
+
+
 def test_predict_after_baselines_none_says_the_network_forecasts(tmp_path, capsys):
     from lstmkit.cli import main
 

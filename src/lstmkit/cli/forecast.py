@@ -34,9 +34,24 @@ def name_list(what: str) -> Callable[[str], tuple[str, ...]]:
 column_list = name_list("column names")
 
 
+def scored_baselines(text: str) -> tuple[str, ...]:
+    """argparse type of --backtest-baselines: baseline names, checked, or none."""
+    from lstmkit.series.baselines import BASELINES
+
+    names = name_list("baseline names")(text)
+    unknown = [name for name in names if name not in BASELINES]
+    if unknown and names != ("none",):
+        raise argparse.ArgumentTypeError(f"expected baselines among {', '.join(BASELINES)}, or none, got "
+                                         f"{', '.join(map(repr, unknown))}")
+    return () if names == ("none",) else names
+
+
 def forecaster_from(arguments: argparse.Namespace):
     from lstmkit.pipelines.forecast import Forecaster
 
+    if arguments.id is not None and arguments.backtest_baselines is not None:
+        raise ValueError("--backtest-baselines is for one table: a long table's backtest (--id) scores --baselines "
+                         "and Naive2, OWA's reference")
     config = config_from(arguments, ForecasterConfig, calendar=not arguments.no_calendar)
     check_runtime(config.device, config.precision, config.engine, config.cell)  # before the run is announced
     return Forecaster(**vars(config))
@@ -46,7 +61,8 @@ def fit_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.forecast_report import backtest_report, backtest_then_refit, chosen_line
 
     out = Path(arguments.out)
-    fitted = backtest_then_refit(forecaster_from(arguments), arguments.csv, out, arguments.holdout, arguments.resume)
+    fitted = backtest_then_refit(forecaster_from(arguments), arguments.csv, out, arguments.holdout, arguments.resume,
+                                 arguments.backtest_baselines)
     print(backtest_report(fitted.backtest, fitted.frame))
     print(wrote_line(out, arguments.id))
     if arguments.id is None:
@@ -68,7 +84,7 @@ def backtest_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.forecast_report import backtest_report, run_backtest
 
     fitted = run_backtest(forecaster_from(arguments), arguments.csv, arguments.holdout, arguments.out,
-                          arguments.resume)
+                          arguments.resume, arguments.backtest_baselines)
     print(backtest_report(fitted.backtest, fitted.frame))
     if arguments.out is not None:
         print(wrote_line(arguments.out, arguments.id))
@@ -142,7 +158,11 @@ def add_series_arguments(parser: argparse.ArgumentParser) -> None:
                 "(standard,log), train a network per normalisation, sharing the time budget, and average them")
     add_setting(parser, ForecasterConfig, "baselines", "baselines the forecast predict uses is chosen among and "
                 "combined with, comma-separated; none: predict forecasts by the network (one table's backtest still "
-                "scores every baseline, a long table's Naive2)", type=name_list("baseline names"))
+                "scores --backtest-baselines, a long table's Naive2)", type=name_list("baseline names"))
+    parser.add_argument("--backtest-baselines", type=scored_baselines,
+                        help="baselines one table's backtest scores beside the model, comma-separated (default: every "
+                             "baseline, AutoARIMA's fit included; none: none); a long table's scores --baselines and "
+                             "Naive2")
     add_setting(parser, ForecasterConfig, "base", "what the network corrects: seasonal (seasonal naive), last (the "
                 "last value) or auto (both trained, the closer on validation kept; default auto for one table, "
                 "seasonal for a long table)", choices=BASES)

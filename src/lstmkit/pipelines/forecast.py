@@ -458,8 +458,13 @@ class Forecaster:
         and score it, and each baseline, on them; see the module docstring. `baselines`: those
         scored beside the model (default: every baseline; "none": none), rows of the table only:
         what `predict` would forecast by (the row `chosen`) is chosen among the forecaster's own
-        `baselines` setting. With `id`: a PanelBacktest (forecast_global.backtest)."""
+        `baselines` setting. With `id`: a PanelBacktest (forecast_global.backtest), which scores
+        the `baselines` setting and Naive2."""
         if self.config.id is not None:
+            if baselines is not None:  # it used to be dropped without a word
+                raise ValueError(f"a long table's backtest scores the forecaster's baselines setting "
+                                 f"({', '.join(self.config.baselines) or 'none'}) and Naive2, OWA's reference; "
+                                 f"baselines= is for one table, got {baselines!r}")
             return forecast_global.backtest(self, data, holdout)
         shown = BASELINES if baselines is None else baseline_names(baselines)  # checked before any training
         frame = data if isinstance(data, SeriesFrame) else self.read(data)

@@ -270,10 +270,11 @@ class Fitted:
 
 
 def run_backtest(forecaster: Forecaster, data, holdout: int | None = None, out: str | Path | None = None,
-                 resume: bool = False) -> Fitted:
-    """`lstmkit forecast backtest`: backtest `forecaster` on `data`, and write results.json,
-    backtest.csv and backtest.png to `out` (if given; rank 0 alone under torchrun), with each
-    network's training run in out/training (`resume`: continue those found there)."""
+                 resume: bool = False, baselines: tuple[str, ...] | None = None) -> Fitted:
+    """`lstmkit forecast backtest`: backtest `forecaster` on `data`, scoring `baselines` beside
+    it (Forecaster.backtest), and write results.json, backtest.csv and backtest.png to `out`
+    (if given; rank 0 alone under torchrun), with each network's training run in out/training
+    (`resume`: continue those found there)."""
     with claimed_folder(None if out is None or not Processes.from_environment().main else Path(out)):
         if out is not None:  # on a copy: the caller's forecaster keeps fitting in memory
             forecaster = copy.copy(forecaster)
@@ -284,7 +285,7 @@ def run_backtest(forecaster: Forecaster, data, holdout: int | None = None, out: 
         elif resume:
             raise ValueError("resume needs the folder of the run to continue (--out)")
         frame = forecaster.read(data)
-        result = forecaster.backtest(frame, holdout)
+        result = forecaster.backtest(frame, holdout, baselines)
         if out is not None and Processes.from_environment().main:
             (write_panel_backtest if isinstance(result, PanelBacktest) else write_backtest)(result, frame, out)
         return Fitted(result, frame)
@@ -327,10 +328,10 @@ def training_folder(out: Path, resume: bool) -> Path:
 
 
 def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: int | None = None,
-                        resume: bool = False) -> Fitted:
-    """`lstmkit forecast fit`: backtest (written to `out`), then refit on all rows for the
-    number of epochs the backtest kept, without early stopping, and save it as out/model (a
-    long table refits with early stopping and its choice of forecast, as the backtest did; one
+                        resume: bool = False, baselines: tuple[str, ...] | None = None) -> Fitted:
+    """`lstmkit forecast fit`: backtest (written to `out`; `baselines` as run_backtest's), then
+    refit on all rows for the number of epochs the backtest kept, without early stopping, and
+    save it as out/model (a long table refits with early stopping and its choice of forecast, as the backtest did; one
     table keeps the backtest's choice, made on validation windows before the held-out rows).
     Every network's training run is checkpointed in out/training/{backtest,refit}; `resume`
     continues an interrupted fit from them, keeping the networks that had finished."""
@@ -339,7 +340,7 @@ def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: 
         if (out / "model").exists():
             raise ValueError(f"{out} already holds a fitted forecaster (model/, from the training runs in training/); "
                              f"choose another --out, or remove {out} to fit again")  # model/ alone: --resume refits it
-        fitted = run_backtest(forecaster, data, holdout, out, resume)
+        fitted = run_backtest(forecaster, data, holdout, out, resume, baselines)
         settings = {field.name: getattr(forecaster.config, field.name) for field in fields(forecaster.config)}
         if forecaster.config.id is None:
             settings |= {"steps": None, "epochs": fitted.backtest.model.best_epoch, "time_budget": None,
