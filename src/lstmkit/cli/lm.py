@@ -77,7 +77,8 @@ def lm_eval_command(arguments: argparse.Namespace) -> None:
     for label, way in ways.items():
         scores = model.evaluate(text, **way)
         print(f"{label}loss {scores.loss:.4f} nats/token, perplexity {scores.perplexity:.2f}, "
-              f"{scores.bits_per_character:.3f} bits/character over {scores.tokens:,} tokens")
+              f"{scores.bits_per_character:.3f} bits/character over {scores.tokens:,} tokens scored (every one after "
+              "the text's first)")
 
 
 def add_lm_commands(commands) -> None:
