@@ -3,7 +3,8 @@ so that the two run on the same data with the same budget.
 
     python benchmarks/lm_word.py split ../shared/data/tinyshakespeare.txt runs/word-shakespeare/data
     python benchmarks/lm_word.py run runs/word-shakespeare/data --time-budget 600 [lm train flags ...]
-    python main.py --data runs/word-shakespeare/data --epochs 8   # in pytorch/examples/word_language_model
+    OMP_NUM_THREADS=1 timeout -s INT 600 python main.py --data runs/word-shakespeare/data --epochs 100
+                                                # in pytorch/examples/word_language_model, as BENCHMARKS.md ran it
 
 `split` writes train.txt, valid.txt and test.txt, the example's layout: the text's lines in
 order, 80 / 10 / 10 %, each file ending with a line break, and every word of the validation
