@@ -566,3 +566,42 @@ def test_a_cell_of_ones_own_missing_what_layers_read_is_named_when_built(cell, e
     for module in (lstmkit.Recurrent, lstmkit.RecurrentCell):
         with pytest.raises(error, match=f"^{re.escape(message)}$"):
             module(cell, 4, 5)
+
+
+@pytest.mark.parametrize("engine", ["reference", "fused", "native",
+                                    pytest.param("triton", marks=triton_installed)])
+@pytest.mark.parametrize("cell_module", [False, True], ids=["layer", "cell module"])
+def test_a_relu_rnn_carries_nan_and_inf_as_torch_nn_does(engine, cell_module):
+    """Triton's relu was tl.maximum(·, 0), which gives 0 for NaN: a diverged run's NaN became
+    dead units, silently, and its gradients differed from torch.nn's by up to 12.6."""
+    torch.manual_seed(0)
+    theirs = (torch.nn.RNNCell if cell_module else torch.nn.RNN)(3, 4, nonlinearity="relu").double()
+    ours = (lstmkit.RNNCell if cell_module else lstmkit.RNN)(3, 4, nonlinearity="relu", engine=engine).double()
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    x[1, 0, 0], x[2, 1, 1], x[3, 1, 2] = float("nan"), float("inf"), -float("inf")
+    given = x[1] if cell_module else x
+    outputs = [model(given.clone().requires_grad_()) for model in (ours, theirs)]
+    outputs = [output if cell_module else output[0] for output in outputs]
+    assert torch.equal(outputs[0].isnan(), outputs[1].isnan())
+    torch.testing.assert_close(outputs[0], outputs[1], equal_nan=True)
+    grads = [torch.autograd.grad(output.nan_to_num().sum(), list(model.parameters()))
+             for output, model in zip(outputs, (ours, theirs))]
+    for mine, expected in zip(*grads, strict=True):
+        torch.testing.assert_close(mine, expected, equal_nan=True)
+
+
+@pytest.mark.parametrize("engine", ["fused", pytest.param("triton", marks=triton_installed)])
+def test_a_cifg_cell_state_at_infinity_gives_the_cells_own_numbers(engine):
+    """The fused CIFG step computed c' = c + i ⊙ (g − c), NaN at c = ±inf where the cell's
+    (1 − i) ⊙ c + i ⊙ g is ±inf and h = o ⊙ tanh(c') = ±o; the NaN then reached every unit."""
+    torch.manual_seed(0)
+    ours = lstmkit.CIFGLSTM(2, 2, engine=engine).double()
+    reference = lstmkit.CIFGLSTM(2, 2, engine="reference").double()
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 1, 2, dtype=torch.float64)
+    state = (torch.zeros(1, 1, 2, dtype=torch.float64), torch.tensor([[[float("inf"), 0.5]]], dtype=torch.float64))
+    (output, (h_n, c_n)), (expected, (h_expected, c_expected)) = ours(x, state), reference(x, state)
+    assert torch.isfinite(output).all()
+    torch.testing.assert_close(output, expected)
+    torch.testing.assert_close(c_n, c_expected)

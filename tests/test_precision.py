@@ -404,3 +404,32 @@ def test_float64_ignores_autocast_as_torch_nn_does():
 
 
 assert set(TORCH_LAYERS) == {"lstm", "gru", "rnn"}
+
+
+@pytest.mark.parametrize("lengths", [[6, 6, 6], [4, 4, 4], [6]], ids=["full", "shorter", "one"])
+@pytest.mark.parametrize("packed", [False, True], ids=["lengths", "packed"])
+def test_lengths_all_equal_run_as_torch_runs_them_under_cpu_bfloat16_autocast(lengths, packed):
+    """torch's CPU LSTM hands packed input whose sequences are all one length (a single
+    sentence's, or a batch of equal ones) to oneDNN, not to its cell steps: on a CPU without
+    AVX-512 BF16 it fails there, and so did `auto` (a bare oneDNN error translating one
+    sentence). auto runs it now, with torch.nn's dtype where torch.nn runs, and the reference
+    engine's numbers; native says why it cannot."""
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(8, 16, bidirectional=True)
+    reference = lstmkit.LSTM(8, 16, bidirectional=True, engine="reference")
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(6, len(lengths), 8)
+    given = (lambda model: model(pack_padded_sequence(x, lengths))[0].data) if packed else (
+        lambda model: model(x, lengths=lengths)[0])
+    with torch.autocast("cpu", torch.bfloat16):
+        ours, expected = given(layer), given(reference)
+        if lacks_half_lstm():
+            with pytest.raises(RuntimeError, match="could not create a primitive descriptor"):
+                torch_twin(layer)(pack_padded_sequence(x, lengths))
+            with pytest.raises(ValueError, match=re.escape("engine='native' cannot run this call: torch's CPU LSTM "
+                                                           "kernel (oneDNN) fails under bfloat16 autocast")):
+                lstmkit.LSTM(8, 16, engine="native")(x, lengths=lengths)
+        else:
+            assert ours.dtype == torch_twin(layer)(pack_padded_sequence(x, lengths))[0].data.dtype
+    assert ours.dtype == expected.dtype == torch.bfloat16
+    assert relative_error(ours.float(), expected.float()) < 0.05

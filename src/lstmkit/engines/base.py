@@ -183,7 +183,7 @@ class Engine:
     def unsupported(self, cell: Cell, device: torch.device | None, cell_steps: bool = False) -> str | None:
         """Why this engine cannot run `cell` (on `device`, when given), or None when it can;
         `cell_steps`: the call is one torch's CPU kernels run as cell steps, not as oneDNN's
-        LSTM (packed input, lengths=, or a projection)."""
+        LSTM (packed input of uneven lengths, or a projection: `lstm_cell_steps`)."""
         return None
 
     def run(
@@ -217,10 +217,9 @@ class LayerEngine(Engine):
     ) -> StackRun:
         """Every layer and direction in turn; dropout between layers in training, and the
         stack's regularisers (input dropout here, the recurrent ones in `run_layer`)."""
-        packed = lengths is not None and data.shape[1] > 0  # as torch's kernels run it (`NativeEngine.run`)
         projected = stack.weights[0].weight_hr is not None
         precision = precision_for(
-            stack.cell, stack.weights[0].weight_ih.dtype, data.device, lstm_cell_steps(packed, projected, data),
+            stack.cell, stack.weights[0].weight_ih.dtype, data.device, lstm_cell_steps(lengths, projected, data),
             (h0 if c0 is None else c0).dtype, projected,
         )
         input_dropout = stack.regularisation.input_dropout if stack.training else 0.0

@@ -5,8 +5,8 @@ The rule every engine follows, as `torch.nn.LSTM` does under cuDNN and oneDNN:
 - `torch.autocast` on the input's device, float32 parameters: the products in the autocast
   dtype; the cell state and the point-wise arithmetic in float32; outputs and final states
   in the autocast dtype, the dtype torch.nn's layers return: under CPU autocast torch.nn.GRU
-  returns float32, and so does torch.nn.LSTM given a PackedSequence or input oneDNN does not
-  take (float16 with gradients); with a projection its h
+  returns float32, and so does torch.nn.LSTM given a PackedSequence of uneven lengths or input
+  oneDNN does not take (float16 with gradients); with a projection its h
   comes out of W_hr in the autocast dtype and c_n in float32; lstmkit's GRU and LSTM do the
   same.
 - bfloat16 or float16 parameters, no autocast: the products in that dtype, state and
@@ -93,12 +93,16 @@ def precision_for(
     return Precision(autocast, torch.float32, autocast if projected else promoted, promoted)
 
 
-def lstm_cell_steps(packed: bool, projected: bool, data: Tensor) -> bool:
+def lstm_cell_steps(lengths: Tensor | None, projected: bool, data: Tensor) -> bool:
     """Whether torch's CPU LSTM runs a call on `data` as its cell steps rather than oneDNN's
-    LSTM: on `packed` input (a PackedSequence, or lengths=, which torch's kernels run as one),
-    with a projection, on an empty batch (oneDNN takes none) or on input oneDNN does not take
-    (`onednn_takes`)."""
-    return packed or projected or data.numel() == 0 or not onednn_takes(data.dtype)
+    LSTM: on packed input (a PackedSequence, or `lengths`, which torch's kernels run as one)
+    whose sequences differ in length (packed input of one length, its batch sizes all equal,
+    goes to oneDNN as a padded batch would), with a projection, on an empty batch (oneDNN
+    takes none) or on input oneDNN does not take (`onednn_takes`)."""
+    if data.numel() == 0 or projected:
+        return True
+    uneven = lengths is not None and data.device.type == "cpu" and bool(lengths.min() != lengths.max())
+    return uneven or not onednn_takes(data.dtype)
 
 
 def onednn_takes(dtype: torch.dtype) -> bool:

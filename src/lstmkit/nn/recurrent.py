@@ -398,9 +398,9 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor | None, list | None]:
         """The stack on its engine: time-major output, h_n, c_n, and the per-layer-direction
         (gates, cell_states) when asked."""
-        packed = batch.lengths is not None and batch.data.shape[1] > 0  # torch runs it as cell steps, as a projection
         # torch.nn draws packed input's inter-layer dropout over the packed values: only the native
         # engine draws its masks, so `auto` keeps rnn and gru there as for a short call
+        packed = batch.lengths is not None and batch.data.shape[1] > 0
         packed_dropout = packed and self.training and self.dropout > 0 and self.num_layers > 1
         long_backward = (batch.data.shape[0] >= CPU_FUSED_MIN_STEPS and torch.is_grad_enabled()  # short: no more asked
                          and not packed_dropout
@@ -408,7 +408,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                                                               for weights in stack.weights)))
         engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
                                stack.regularisation.acting(self.training),
-                               cell_steps=lstm_cell_steps(packed, self.proj_size > 0, batch.data),
+                               cell_steps=lstm_cell_steps(batch.lengths, self.proj_size > 0, batch.data),
                                long_backward=long_backward)
         if torch.jit.is_tracing() and engine.name == "reference":
             warn_unrolled(self.cell, batch.data.shape[0])

@@ -157,7 +157,7 @@ class PeepholeKernel(FusedKernel):
 
 
 class CIFGKernel(FusedKernel):
-    """`CIFGLSTMStep.step` in place, with c' = (1 − i) ⊙ c + i ⊙ g = c + i ⊙ (g − c)."""
+    """`CIFGLSTMStep.step` in place."""
 
     def tape(self, hidden_size: int) -> dict[str, int]:
         return {"tanh_c": hidden_size}
@@ -170,7 +170,8 @@ class CIFGKernel(FusedKernel):
         i.sigmoid_()                                                       # i = σ(·)
         g.tanh_()                                                          # g = tanh(·)
         o.sigmoid_()                                                       # o = σ(·)
-        torch.addcmul(step.c, i, g - step.c, out=step.c_new)               # c' = c + i ⊙ (g − c)
+        torch.mul(i, g, out=step.c_new)                                    # c' = (1 − i) ⊙ c + i ⊙ g, as written:
+        step.c_new.addcmul_(torch.rsub(i, 1), step.c)                      #   c + i ⊙ (g − c) is NaN at c = ±inf
         tanh_c = torch.tanh(step.c_new, out=step.tape["tanh_c"])           # h' = o ⊙ tanh(c')
         torch.mul(o, tanh_c, out=step.h_new)
 
@@ -183,7 +184,7 @@ class CIFGKernel(FusedKernel):
         tanh_c = step.tape["tanh_c"]
         torch.mul(dh, tanh_c, out=d_o)                                     # h' = o ⊙ tanh(c')
         dc.add_(aten.tanh_backward(dh * o, tanh_c))
-        torch.mul(dc, g - step.c, out=d_i)                                 # c' = c + i ⊙ (g − c)
+        torch.mul(dc, g - step.c, out=d_i)                                 # c' = (1 − i) ⊙ c + i ⊙ g
         torch.mul(dc, i, out=d_g)
         dc.sub_(d_g)                                                       #   dc_prev = dc ⊙ (1 − i)
         aten.sigmoid_backward.grad_input(d_o, o, grad_input=d_o)           # o = σ(·)

@@ -25,7 +25,7 @@ def rnn_forward(gates, product, h_new, h_low, hidden, RELU: tl.constexpr, ADD_PR
     inside = columns < hidden
     pre = pre_activation(gates + row * hidden + columns, product + row * hidden + columns, 0, inside, ADD_PRODUCT)
     if RELU:
-        out = tl.maximum(pre, 0.0)                                         # h' = relu(·)
+        out = tl.where(pre < 0, 0.0, pre)                                  # h' = relu(·), NaN kept as torch's
     else:
         out = tanh(pre)                                                    # h' = tanh(·)
     tl.store(h_new + row * hidden + columns, out, mask=inside)
@@ -42,7 +42,7 @@ def rnn_backward(dh, refill, h_new, d_gates, d_low, hidden, RELU: tl.constexpr, 
     d_h = read_dh(dh, refill, row * hidden + columns, inside, REFILL)
     out = tl.load(h_new + row * hidden + columns, mask=inside, other=0.0)
     if RELU:
-        d_pre = tl.where(out > 0, d_h, 0.0)                                # d(·) = dh ⊙ relu'(·)
+        d_pre = tl.where(out <= 0, 0.0, d_h)                               # d(·) = dh ⊙ relu'(·), NaN's dh kept
     else:
         d_pre = d_h * (1 - out * out)                                      # d(·) = dh ⊙ (1 − h'²)
     store_gradient(d_gates + row * hidden + columns, d_low + row * hidden + columns, 0, d_pre, inside, ADD_PRODUCT)
