@@ -183,6 +183,29 @@ def test_demo_refuses_a_bad_setting_before_announcing_the_race(tmp_path, capsys)
     assert printed.out == "" and printed.err == "lstmkit: error: task 'adding': T must be at least 2, got 1\n"
 
 
+def test_numba_without_a_writable_cache_folder_is_one_line_that_says_what_to_set(tmp_path, monkeypatch, capsys):
+    """librosa's numba functions cache their compiled code; where the installed packages and
+    the home folder are read-only (a deployed model run as another user), the first
+    transcription ended in numba's bare traceback."""
+    numba = pytest.importorskip("numba")
+    from lstmkit.cli import speech
+
+    def transcribe(arguments):
+        namespace = {"numba": numba}
+        exec("@numba.njit(cache=True)\ndef spectrum(x):\n    return x + 1\n", namespace)  # a file numba cannot find
+        namespace["spectrum"](1)
+
+    monkeypatch.setattr(speech, "transcribe_command", transcribe)
+    with pytest.raises(SystemExit) as stopped:
+        (tmp_path / "a.wav").write_bytes(b"")
+        main(["speech", "transcribe", str(tmp_path), str(tmp_path / "a.wav")])
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err == (
+        "lstmkit: error: librosa's compiler, numba, found no writable folder for its cache (the installed packages and "
+        "the home folder are read-only here): set NUMBA_CACHE_DIR to a writable folder, e.g. "
+        "NUMBA_CACHE_DIR=/tmp/numba\n")
+
+
 def test_another_runtime_error_is_not_taken_for_memory(monkeypatch):
     from lstmkit.cli import tasks
 

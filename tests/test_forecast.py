@@ -545,3 +545,15 @@ def test_fit_and_backtest_keep_the_callers_random_state():
     forecaster = Forecaster("day", "signal", horizon=3, lookback=12, **{**QUICK, "epochs": 1})
     assert_keeps_random_state(lambda: forecaster.fit(table))
     assert_keeps_random_state(lambda: forecaster.backtest(table, holdout=6))
+
+
+def test_predict_evaluates_a_network_in_training_mode_and_leaves_it_so(sine_backtest):
+    """predict put the caller's network into evaluation mode and left it there."""
+    forecaster = sine_backtest.model
+    expected = forecaster.predict(sine_table())
+    forecaster.network.train()
+    try:
+        pd.testing.assert_frame_equal(forecaster.predict(sine_table()), expected)
+        assert all(module.training for module in forecaster.network.modules())
+    finally:
+        forecaster.network.eval()

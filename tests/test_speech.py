@@ -858,3 +858,19 @@ def test_errors_that_look_alike_are_escaped_and_decomposed_transcripts_are_warne
         "writes (the first: line 4, 'fu\\u0308nf', whose 'u\\u0308' is written '\\xfc' too): one letter written both "
         "ways counts as two different characters, to the model and its scores alike; normalise the text to NFC "
         "(Python: unicodedata.normalize('NFC', text))")
+
+
+def test_a_model_in_training_mode_transcribes_in_evaluation_mode_and_stays_in_training_mode(tone_run):
+    """transcribe(), posteriors() and evaluate() ran a model the caller had put in training
+    mode with its dropout on, as translate did; lm and forecast always evaluate."""
+    folder, _ = tone_run
+    recognizer = load_speech_model(folder / "run")
+    modes = []
+    recognizer.model.register_forward_pre_hook(lambda module, arguments: modes.append(module.training))
+    path = sorted(folder.glob("valid-*.wav"))[0]
+    expected = recognizer.posteriors(path)[1]
+    recognizer.model.train()
+    assert torch.equal(recognizer.posteriors(path)[1], expected)
+    recognizer.evaluate(folder / "valid.csv")
+    assert recognizer.model.training and all(module.training for module in recognizer.model.modules())
+    assert modes and not any(modes)

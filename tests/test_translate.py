@@ -628,3 +628,22 @@ def test_characters_the_figure_s_font_lacks_are_said_once(tmp_path):
         "DejaVu Sans, lacks them; matplotlib uses a font that has them where its configuration names it (font.family "
         "in matplotlibrc)"]
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_model_in_training_mode_translates_in_evaluation_mode_and_stays_in_training_mode(copy_run):
+    """translate() and align() ran a model the caller had put in training mode (to fine-tune it)
+    with its dropout on: other translations at every call, where lm's sample and eval, and
+    forecast's predict, always evaluate."""
+    _, translator, valid, _ = copy_run
+    modes = []
+    hook = translator.model.register_forward_pre_hook(lambda module, arguments: modes.append(module.training))
+    try:
+        expected = translator.translate(valid.sources[:5])
+        translator.model.train()
+        assert translator.translate(valid.sources[:5]) == expected
+        translator.align(valid.sources[0])
+        assert translator.model.training and all(module.training for module in translator.model.modules())
+    finally:
+        hook.remove()
+        translator.model.eval()
+    assert modes and not any(modes)

@@ -195,6 +195,10 @@ def run_command(argv: list[str] | None) -> int:
         if peer_stopped(error):  # another stopped: rank 0 said why (the others follow silently), or it did above
             stop(1, "lstmkit: error: another process of this run stopped, and this one cannot go on without it (its "
                     "reason is above, where it could give one)\n" if main_process else "")
+        if "cannot cache function" in str(error) and "no locator available" in str(error):  # numba's, in librosa
+            stop(1, "lstmkit: error: librosa's compiler, numba, found no writable folder for its cache (the installed "
+                    "packages and the home folder are read-only here): set NUMBA_CACHE_DIR to a writable folder, "
+                    "e.g. NUMBA_CACHE_DIR=/tmp/numba\n")
         shortage = out_of_memory(error)
         if shortage is None:
             raise

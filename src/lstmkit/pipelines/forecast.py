@@ -57,6 +57,7 @@ from lstmkit.models.forecaster import (
     interval_half_width,
     negative_log_likelihood,
 )
+from lstmkit.models.modes import evaluating
 from lstmkit.pipelines.configs import ForecasterConfig, baseline_names
 from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, SeriesFrame, Windows, baseline_forecast, best_baseline,
                             calendar_features, future_times, observed, read_series, scores, season_length)
@@ -380,9 +381,8 @@ class Forecaster:
             raise ValueError(f"the data's frequency is {frame.shown_frequency}, the forecaster was fitted on "
                              f"{frequency_name(layout.frequency, layout.time_kind)}")
         windows = self.windows(frame, max(len(frame), max(origins) + self.config.horizon), pad)
-        network.eval()
         parameter = next(network.parameters())  # the windows in its dtype: a network moved to bfloat16 runs
-        with torch.no_grad():
+        with torch.no_grad(), evaluating(network):
             batch = windows.batch(origins, as_known=True)
             mean, scale = network.forecast(batch.history.to(parameter.device, parameter.dtype),
                                            batch.future.to(parameter.device, parameter.dtype))

@@ -36,6 +36,7 @@ with extra_imports("forecast", __name__):
     import pandas as pd
 
 from lstmkit.models.forecaster import ScalingEnsemble, interval_half_width
+from lstmkit.models.modes import evaluating
 from lstmkit.pipelines.forecast import (Forecaster, backtest_folder, budget_left, float_tensor, forecast_columns,
                                         history_length)
 from lstmkit.series import Panel, PanelWindows, m4_scores, observed, owa, panel_baselines, read_panel, season_length
@@ -270,9 +271,8 @@ def network_forecast(network, normalisation: str, histories: list[np.ndarray], l
     (series, horizon)."""
     scalings, windows = scaled_windows(histories, list(map(len, histories)), normalisation, layout.season,
                                        layout.lookback, config.horizon)
-    network.eval()
     parameter = next(network.parameters())  # the windows in its dtype: a network moved to bfloat16 runs
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(network):
         batch = windows.batch([(k, len(values)) for k, values in enumerate(histories)])
         mean, scale = network.forecast(batch.history.to(parameter.device, parameter.dtype),
                                        batch.future.to(parameter.device, parameter.dtype))

@@ -37,6 +37,7 @@ from lstmkit.models.acoustic import (
     BLANK, AcousticModel, AcousticModelConfig, Lexicon, ctc_frames_needed, greedy_decode, prefix_beam_search,
     stacked_length,
 )
+from lstmkit.models.modes import evaluating
 from lstmkit.pipelines.configs import SpeechConfig
 from lstmkit.text.parallel import sentence_list
 from lstmkit.training.config import check_config, offset_seed
@@ -466,7 +467,7 @@ class SpeechRecognizer:
             warn_at_caller(f"{path} is silent (its spectrogram is the same in every frame): the transcript is "
                            "what the model makes of silence")
         parameter = next(self.model.parameters())
-        with torch.no_grad():
+        with torch.no_grad(), evaluating(self.model):  # a model in training mode decodes without dropout
             log_probs, _ = self.model(frames.unsqueeze(1).to(parameter.device, parameter.dtype),
                                       torch.tensor([len(frames)], device=parameter.device))
         return frames, log_probs[:, 0].to("cpu", torch.promote_types(log_probs.dtype, torch.float32)), rate
@@ -489,7 +490,8 @@ class SpeechRecognizer:
         """The scores of the model on a manifest, with its references and transcripts."""
         utterances, _ = load_utterances(manifest, self.front_end, self.alphabet, self.model.config.stack,
                                         labelled=False)  # a transcript the model cannot spell counts as an error
-        _, hypotheses = decode_utterances(self.model, utterances, beam, loss=False, lexicon=self.lexicon(lexicon))
+        with evaluating(self.model):
+            _, hypotheses = decode_utterances(self.model, utterances, beam, loss=False, lexicon=self.lexicon(lexicon))
         transcripts = [self.alphabet.decode(labels) for labels in hypotheses]
         return score_transcripts(utterances.texts, transcripts), utterances.texts, transcripts
 

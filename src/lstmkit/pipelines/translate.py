@@ -36,6 +36,7 @@ from lstmkit.checkpoint import (
 )
 from lstmkit.extras import extra_imports
 from lstmkit.files import as_path
+from lstmkit.models.modes import evaluating
 from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from lstmkit.pipelines.configs import BLEU_TOKENIZERS, DecodingConfig, TranslationConfig
 from lstmkit.text.parallel import ParallelText, read_lines, read_parallel, sentence_list
@@ -383,7 +384,7 @@ class Translator:
         translations = [""] * len(sentences)
         if given:
             sources = encode_sources(self.vocabularies.source, [sentences[index] for index in given])
-            with torch.no_grad():
+            with torch.no_grad(), evaluating(self.model):  # a model in training mode translates without dropout
                 decoded = decode_ids(self.model, sources, beam, max_length, length_penalty)
             for index, translation in zip(given, self.vocabularies.target.decode(decoded), strict=True):
                 translations[index] = translation
@@ -421,7 +422,7 @@ class Translator:
         DecodingConfig(beam, max_length, length_penalty)  # checks them
         vocabularies, device = self.vocabularies, next(self.model.parameters()).device
         source_ids = encode_sources(vocabularies.source, [sentence.strip()])
-        with torch.no_grad():
+        with torch.no_grad(), evaluating(self.model):
             target_ids = decode_ids(self.model, source_ids, beam, max_length, length_penalty)
             source, lengths = source_batch(source_ids, device)
             target_in, _ = target_batch(target_ids, device)
