@@ -583,3 +583,27 @@ def test_an_interrupt_from_another_process_waits_for_the_end_of_a_held_block(tmp
     script.write_text(HELD)
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert result.stdout == "interrupted at the end of the block\n", result.stderr
+
+
+def test_a_callers_timeout_raised_while_saving_comes_through_as_itself(tmp_path, monkeypatch):
+    """TimeoutError is an OSError: a sweep's SIGALRM handler raising it during a save came out
+    as CheckpointWriteError ("trial took too long while writing checkpoint ..."), which its
+    `except TimeoutError` missed. The file system's own timeout (an errno) is still a write error."""
+    from lstmkit import checkpoint
+
+    directory = prepare(tmp_path, "nothing")
+
+    def times_out(*arguments):
+        raise TimeoutError("trial took too long")
+
+    monkeypatch.setattr(checkpoint, "write_checkpoint", times_out)
+    with pytest.raises(TimeoutError, match="^trial took too long$") as raised:
+        save_version(directory, 1)
+    assert type(raised.value) is TimeoutError
+
+    def file_system_times_out(*arguments):
+        raise TimeoutError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
+
+    monkeypatch.setattr(checkpoint, "write_checkpoint", file_system_times_out)
+    with pytest.raises(CheckpointWriteError, match="connection timed out while writing checkpoint"):
+        save_version(directory, 1)

@@ -557,3 +557,17 @@ def test_predict_evaluates_a_network_in_training_mode_and_leaves_it_so(sine_back
         assert all(module.training for module in forecaster.network.modules())
     finally:
         forecaster.network.eval()
+
+
+def test_a_float64_default_dtype_neither_breaks_nor_changes_a_backtest():
+    """It stopped at the layer's "input dtype must match the layer's parameters
+    (torch.float64), got torch.float32": the network was built in the default dtype, the
+    windows in float32."""
+    forecaster = Forecaster("day", "signal", horizon=5, **QUICK)
+    expected = forecaster.backtest(sine_table(), holdout=5, baselines="none").scores
+    torch.set_default_dtype(torch.float64)
+    try:
+        scores = forecaster.backtest(sine_table(), holdout=5, baselines="none").scores
+    finally:
+        torch.set_default_dtype(torch.float32)
+    pd.testing.assert_frame_equal(scores, expected)

@@ -495,3 +495,25 @@ def test_cli_errors(arguments, message, capsys):
 def test_training_keeps_the_callers_random_state(text_file, tmp_path):
     config = LMTrainingConfig(steps=2, **{**TINY, "warmup": 0})
     assert_keeps_random_state(lambda: lm.train(text_file, tmp_path / "run", config))
+
+
+def test_training_and_loading_ignore_the_callers_default_dtype_and_grad_mode(text_file, tmp_path):
+    """A float64 default dtype (left by float64 checks of the layers) built a float64 model
+    that trained and was saved as float64 while the run said float32; under torch.no_grad()
+    the first step stopped at torch's "does not require grad". Both settings are the caller's
+    again afterwards, and a load draws no random numbers (it initialised weights it replaced)."""
+    config = LMTrainingConfig(steps=3, **{**TINY, "warmup": 0, "eval_every": 3})
+    expected = lm.train(text_file, tmp_path / "float32", config).best_val_loss
+    torch.set_default_dtype(torch.float64)
+    try:
+        with torch.no_grad():
+            run = lm.train(text_file, tmp_path / "float64", config)
+            assert (torch.get_default_dtype(), torch.is_grad_enabled()) == (torch.float64, False)
+            model = lm.load(tmp_path / "float64")
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert run.best_val_loss == expected
+    assert {tensor.dtype for tensor in load_file(tmp_path / "float64" / "best" / "model.safetensors").values()} == {
+        torch.float32}
+    assert {parameter.dtype for parameter in model.model.parameters()} == {torch.float32}
+    assert_keeps_random_state(lambda: lm.load(tmp_path / "float32"))

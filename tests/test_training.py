@@ -143,6 +143,25 @@ def test_progress_in_a_log_writes_lines_with_throughput_and_eta():
         "0.000", "0.034", "0.360", "1.0", "9.9", "10", "42"]
 
 
+def test_progress_writes_to_a_stream_that_only_writes():
+    """A sys.stderr replaced by a tee with write and flush alone (no isatty) stopped every
+    training run at its first line: AttributeError: 'Tee' object has no attribute 'isatty'."""
+    class Tee:
+        def __init__(self):
+            self.text = io.StringIO()
+
+        def write(self, text):
+            return self.text.write(text)
+
+        def flush(self):
+            pass
+
+    stream = Tee()
+    progress = Progress("lm", total=10, stream=stream, quiet_interval=0.0)
+    progress.close(10, 100.0, val_loss=1.5)
+    assert stream.text.getvalue().startswith("lm: step 10/10 val_loss 1.5 100 items/s")
+
+
 def test_progress_past_a_time_budgets_estimated_total_shows_no_total():
     stream = io.StringIO()
     progress = Progress("forecast", total=150, stream=stream, quiet_interval=0.0)

@@ -111,6 +111,8 @@ def save_checkpoint(
     try:
         write_checkpoint(directory, files, tensor_files)
     except OSError as error:
+        if isinstance(error, TimeoutError) and error.errno is None:  # the caller's (a sweep's SIGALRM handler's)
+            raise
         reason = os.strerror(error.errno).lower() if error.errno else str(error)
         kept = "the previous checkpoint there is intact" if existed else "there was no checkpoint there before"
         raise CheckpointWriteError(error.errno, f"{reason} while writing checkpoint {directory}; {kept}") from error

@@ -23,7 +23,7 @@ from lstmkit.files import claimed_folder
 from lstmkit.pipelines.configs import DemoConfig
 from lstmkit.tasks import AddingTask, Task
 from lstmkit.training import Processes
-from lstmkit.training.random_state import keeps_random_state
+from lstmkit.training.isolation import isolated_from_caller
 
 DEMO_CELLS = ["rnn", "gru", "lstm"]
 
@@ -38,7 +38,7 @@ class DemoRun:
     figures: list[Path]
 
 
-@keeps_random_state
+@isolated_from_caller
 def run_demo(out: str | Path, config: DemoConfig = DemoConfig()) -> DemoRun:
     """Train, probe, write the figures to `out`."""
     out = Path(out)

@@ -67,7 +67,7 @@ from lstmkit.series.intervals import percent
 from lstmkit.training import Job, Processes, Trainer, current_names, resolve_device
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.config import ADDED_SETTINGS
-from lstmkit.training.random_state import keeps_random_state
+from lstmkit.training.isolation import isolated_from_caller
 
 # How far the values predict starts from may lie from the fitted data's mean, in its standard
 # deviations, before predict warns: a trending series ends 2 or 3 away; 10 is other data.
@@ -222,7 +222,7 @@ class Forecaster:
         return read_series(data, self.config.time, self.config.target, self.config.covariates,
                            self.config.future_covariates, steps=fitted_on_steps)
 
-    @keeps_random_state
+    @isolated_from_caller
     def fit(self, data) -> Forecaster:
         """Train on every window of `data` (a CSV path, a DataFrame or a SeriesFrame; with `id`,
         a long table or a Panel: see lstmkit.pipelines.forecast_global)."""
@@ -451,7 +451,7 @@ class Forecaster:
                                          for row in forecasts.fallbacks]
         return prediction
 
-    @keeps_random_state
+    @isolated_from_caller
     def backtest(self, data, holdout: int | None = None,
                  baselines: tuple[str, ...] | None = None) -> Backtest | forecast_global.PanelBacktest:
         """Fit a copy of this forecaster on all but the last `holdout` rows (default: horizon)
@@ -722,6 +722,7 @@ FORECASTER = CheckpointKind(
 )
 
 
+@isolated_from_caller  # a load builds the model, drawing initial weights it replaces
 def load_forecaster(directory: str | Path, device: str | torch.device = "cpu") -> Forecaster:
     """A fitted forecaster from a checkpoint folder, or from a `forecast fit` folder (its
     model/), on `device` whatever device trained it. Checkpoints of older versions, whose

@@ -49,7 +49,7 @@ from lstmkit.training import Job, Processes, Trainer, TrainingConfig, check_run_
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.loop import check_same_settings, resumed_settings
 from lstmkit.training.config import SEED_RANGE, check_config, check_field_types, check_positive_integers
-from lstmkit.training.random_state import keeps_random_state
+from lstmkit.training.isolation import isolated_from_caller
 
 # Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
 RECIPES = {
@@ -386,7 +386,7 @@ def sized_like(config: LMTrainingConfig, out: Path) -> LMTrainingConfig:
     return config
 
 
-@keeps_random_state
+@isolated_from_caller
 def train_language_model(
     text: str | Path,
     out: str | Path,
@@ -476,6 +476,7 @@ class TrainedLanguageModel:
         return TextScores.from_loss(total / count, count, len(text) / tokens.numel())
 
 
+@isolated_from_caller  # a load builds the model, drawing initial weights it replaces
 def load_language_model(directory: str | Path, cell: str | None = None,
                         device: str | torch.device = "cpu") -> TrainedLanguageModel:
     """A trained model from a run folder (its best/ checkpoint) or a checkpoint folder, on

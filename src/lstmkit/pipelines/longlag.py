@@ -35,7 +35,7 @@ from lstmkit.tasks import TASKS, Batch, Task, make_task
 from lstmkit.training.config import offset_seed
 from lstmkit.training.progress import seconds_text
 from lstmkit.training import Job, Processes, Trainer, TrainingDiverged
-from lstmkit.training.random_state import keeps_random_state
+from lstmkit.training.isolation import isolated_from_caller
 
 TEST_SEED_OFFSET = 10_000  # the test set's seed is the training seed plus this (`seed_of_test_set`)
 # What `probe gradients` and the demo write in a folder: the gradient profiles of the models there.
@@ -166,7 +166,7 @@ def seed_of_test_set(seed: int) -> int:
     return offset_seed(seed, TEST_SEED_OFFSET)
 
 
-@keeps_random_state
+@isolated_from_caller
 def train_cell(task: Task, cell: str, config: TaskTrainingConfig, test: Batch | None = None,
                trainer: Trainer | None = None) -> CellRun:
     """Train one cell on `task` until it is solved or the budget runs out. A run whose loss
@@ -238,7 +238,7 @@ def check_task_folder(out: Path, cells: list[str]) -> None:
         check_replaceable(out / "models" / cell, {CONFIG_FILE, WEIGHTS_FILE}, SEQUENCE_MODEL.name)
 
 
-@keeps_random_state
+@isolated_from_caller
 def run_task(task: Task, cells: list[str], config: TaskTrainingConfig, out: str | Path | None = None) -> list[CellRun]:
     """Train every cell, writing as each finishes results.json, curves.csv and
     learning_curves.png of the cells finished so far, and its trained model (models/CELL), to

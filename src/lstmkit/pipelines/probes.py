@@ -30,7 +30,7 @@ from lstmkit.pipelines.longlag import (GRADIENT_COLUMNS, GRADIENT_FILES, TaskTra
 from lstmkit.tasks import Batch, Task
 from lstmkit.training import Processes, TrainingDiverged
 from lstmkit.training.config import BUDGETS, flag_value
-from lstmkit.training.random_state import keeps_random_state
+from lstmkit.training.isolation import isolated_from_caller
 
 PROBE_SEQUENCES = 100
 GATE_PANELS = {"forget": "forget gate", "input": "input gate", "output": "output gate",
@@ -130,7 +130,7 @@ def write_gate_heatmaps(model: SequenceModel, task: Task, seed: int, out: str | 
     plots.gate_heatmaps(panels, title, Path(out) / f"gates_{model.config.cell}.png", gates=GATE_PANELS.values())
 
 
-@keeps_random_state
+@isolated_from_caller
 def probe_gradients(out: str | Path | None = None, source: str | Path | None = None, task: Task | None = None,
                     cells: list[str] | None = None, config: TaskTrainingConfig | None = None,
                     ) -> tuple[Task, dict[str, dict[str, np.ndarray]], Path]:

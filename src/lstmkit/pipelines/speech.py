@@ -44,7 +44,7 @@ from lstmkit.training.config import check_config, offset_seed
 from lstmkit.training import Job, Processes, Trainer, check_resumed_settings, check_run_folder, resolve_device
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.job import warn_if_one_batch_holds_all
-from lstmkit.training.random_state import keeps_random_state
+from lstmkit.training.isolation import isolated_from_caller
 
 with extra_imports("speech", __name__):
     import jiwer
@@ -394,7 +394,7 @@ def audio_fingerprint(utterances: Utterances) -> dict:
     return {"bytes": size, "sha256": digest.hexdigest()}
 
 
-@keeps_random_state
+@isolated_from_caller
 def train_speech_model(train: str | Path, out: str | Path | None, config: SpeechConfig,
                        validation: str | Path | None = None, resume: bool = False) -> SpeechRun:
     """Train (or, with resume, continue training) a recogniser on the utterances of the manifest
@@ -510,6 +510,7 @@ class SpeechRecognizer:
         return transcript
 
 
+@isolated_from_caller  # a load builds the model, drawing initial weights it replaces
 def load_speech_model(directory: str | Path, device: str | torch.device = "cpu") -> SpeechRecognizer:
     """A trained recogniser from a run folder (its best/ checkpoint) or a checkpoint folder."""
     directory = checkpoint_folder(directory)

@@ -44,7 +44,7 @@ from lstmkit.training.config import check_config, offset_seed
 from lstmkit.training import Job, Processes, Trainer, check_resumed_settings, check_run_folder, resolve_device
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.job import warn_if_one_batch_holds_all
-from lstmkit.training.random_state import keeps_random_state
+from lstmkit.training.isolation import isolated_from_caller
 
 with extra_imports("translate", __name__):
     import sacrebleu
@@ -301,7 +301,7 @@ class TranslationRun:
     processes: int
 
 
-@keeps_random_state
+@isolated_from_caller
 def train_translation(source: str | Path, target: str | Path, valid_source: str | Path, valid_target: str | Path,
                       out: str | Path, config: TranslationConfig, resume: bool = False) -> TranslationRun:
     """Train (or, with resume, continue) a translation model from `source` to `target` sentences
@@ -431,6 +431,7 @@ class Translator:
                          vocabularies.target.pieces(target_ids[0]) + ["</s>"], weights[:, 0].float().cpu())
 
 
+@isolated_from_caller  # a load builds the model, drawing initial weights it replaces
 def load_translator(directory: str | Path, device: str | torch.device = "cpu") -> Translator:
     """A trained model from a run folder (its best/ checkpoint) or a checkpoint folder, on `device`."""
     directory = checkpoint_folder(directory)

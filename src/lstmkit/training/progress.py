@@ -40,7 +40,8 @@ class Progress:
         self.stream = sys.stderr if stream is None else stream
         self.quiet_interval = quiet_interval
         self.start = self.last = time.perf_counter()
-        self.bar = self.make_bar() if self.stream.isatty() else None
+        terminal = getattr(self.stream, "isatty", None)  # a stream replaced by an object that only writes has none
+        self.bar = self.make_bar() if terminal is not None and terminal() else None
         self.line = ""
 
     def make_bar(self):
