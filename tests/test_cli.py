@@ -201,9 +201,9 @@ def test_numba_without_a_writable_cache_folder_is_one_line_that_says_what_to_set
         main(["speech", "transcribe", str(tmp_path), str(tmp_path / "a.wav")])
     assert stopped.value.code == 1
     assert capsys.readouterr().err == (
-        "lstmkit: error: librosa's compiler, numba, found no writable folder for its cache (the installed packages and "
-        "the home folder are read-only here): set NUMBA_CACHE_DIR to a writable folder, e.g. "
-        "NUMBA_CACHE_DIR=/tmp/numba\n")
+        "lstmkit: error: librosa's compiler, numba, found no folder it can write its cache in (read-only installed "
+        "packages and home folder, a deployed model run as another user): set NUMBA_CACHE_DIR to a writable folder, "
+        "e.g. NUMBA_CACHE_DIR=/tmp/numba\n")
 
 
 def test_another_runtime_error_is_not_taken_for_memory(monkeypatch):
@@ -890,9 +890,11 @@ def test_forecast_backtest_scores_the_baselines_named_and_fits_no_other(tmp_path
 
 @pytest.mark.parametrize("given, message", [
     (["--backtest-baselines", "naive,xx"], "argument --backtest-baselines: expected baselines among naive, "
-     "seasonal_naive, drift, ets, arima, theta, naive2, or none, got 'xx'"),
+     "seasonal_naive, drift, ets, arima, theta, naive2, or none alone, got 'xx'"),
+    (["--backtest-baselines", "naive,none"], "argument --backtest-baselines: expected baselines among naive, "
+     "seasonal_naive, drift, ets, arima, theta, naive2, or none alone, got 'none'"),
     (["--backtest-baselines", "naive", "--id", "t"], "--backtest-baselines is for one table: a long table's backtest "
-     "(--id) scores --baselines and Naive2, OWA's reference"),
+     "(--id) scores --baselines and Naive2, OWA's reference; got --backtest-baselines naive with --id t"),
 ])
 def test_forecast_backtest_baselines_are_checked_before_anything_runs(given, message, tmp_path, capsys):
     (tmp_path / "s.csv").write_text("t,y\n1,2\n")

@@ -961,6 +961,8 @@ def test_a_task_into_a_folder_another_task_is_writing_in_is_refused(tmp_path):
 def test_a_task_run_keeps_the_callers_random_state(tmp_path):
     options = TaskTrainingConfig(hidden_size=8, steps=2, time_budget=None, test_size=8, eval_every=2)
     assert_keeps_random_state(lambda: run_task(AddingTask(T=5), ["lstm"], options, tmp_path))
+    assert_keeps_random_state(lambda: load_task_run(tmp_path))  # loads drew the weights they replace
+    assert_keeps_random_state(lambda: load_model(tmp_path / "models" / "lstm"))
     assert_keeps_random_state(lambda: train_cell(AddingTask(T=5), "gru", options))
     from lstmkit.pipelines import demo
 

@@ -409,27 +409,34 @@ assert set(TORCH_LAYERS) == {"lstm", "gru", "rnn"}
 @pytest.mark.parametrize("lengths", [[6, 6, 6], [4, 4, 4], [6]], ids=["full", "shorter", "one"])
 @pytest.mark.parametrize("packed", [False, True], ids=["lengths", "packed"])
 def test_lengths_all_equal_run_as_torch_runs_them_under_cpu_bfloat16_autocast(lengths, packed):
-    """torch's CPU LSTM hands packed input whose sequences are all one length (a single
-    sentence's, or a batch of equal ones) to oneDNN, not to its cell steps: on a CPU without
-    AVX-512 BF16 it fails there, and so did `auto` (a bare oneDNN error translating one
-    sentence). auto runs it now, with torch.nn's dtype where torch.nn runs, and the reference
-    engine's numbers; native says why it cannot."""
+    """torch 2.13's CPU LSTM hands packed input whose sequences are all one length (a single
+    sentence's) to oneDNN, not to its cell steps (2.11 does not): on a CPU without AVX-512
+    BF16 it fails there, and so did `auto` (a bare oneDNN error translating one sentence).
+    Every engine returns what torch.nn returns, with the reference engine's numbers, and
+    where torch.nn fails, auto runs it and native says why it cannot."""
+    from lstmkit.engines.precision import onednn_takes_even_packed
+
     torch.manual_seed(0)
     layer = lstmkit.LSTM(8, 16, bidirectional=True)
-    reference = lstmkit.LSTM(8, 16, bidirectional=True, engine="reference")
-    reference.load_state_dict(layer.state_dict())
+    layers = [layer, *(lstmkit.LSTM(8, 16, bidirectional=True, engine=engine) for engine in ENGINES)]
+    for other in layers[1:]:
+        other.load_state_dict(layer.state_dict())
     x = torch.randn(6, len(lengths), 8)
     given = (lambda model: model(pack_padded_sequence(x, lengths))[0].data) if packed else (
         lambda model: model(x, lengths=lengths)[0])
     with torch.autocast("cpu", torch.bfloat16):
-        ours, expected = given(layer), given(reference)
-        if lacks_half_lstm():
-            with pytest.raises(RuntimeError, match="could not create a primitive descriptor"):
-                torch_twin(layer)(pack_padded_sequence(x, lengths))
+        outputs = [given(model) for model in layers]
+        expected = outputs[1 + ENGINES.index("reference")]
+        try:
+            theirs = torch_twin(layer)(pack_padded_sequence(x, lengths))[0].data.dtype
+        except RuntimeError as error:
+            assert onednn_takes_even_packed() and lacks_half_lstm()
+            assert "could not create a primitive descriptor" in str(error)
             with pytest.raises(ValueError, match=re.escape("engine='native' cannot run this call: torch's CPU LSTM "
                                                            "kernel (oneDNN) fails under bfloat16 autocast")):
                 lstmkit.LSTM(8, 16, engine="native")(x, lengths=lengths)
-        else:
-            assert ours.dtype == torch_twin(layer)(pack_padded_sequence(x, lengths))[0].data.dtype
-    assert ours.dtype == expected.dtype == torch.bfloat16
-    assert relative_error(ours.float(), expected.float()) < 0.05
+            theirs = torch.bfloat16  # what torch.nn returns where oneDNN runs it
+    assert {output.dtype for output in outputs} == {theirs}
+    assert theirs == (torch.bfloat16 if onednn_takes_even_packed() else torch.float32)
+    for output in outputs:
+        assert relative_error(output.float(), expected.float()) < 0.05

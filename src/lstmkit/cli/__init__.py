@@ -196,9 +196,9 @@ def run_command(argv: list[str] | None) -> int:
             stop(1, "lstmkit: error: another process of this run stopped, and this one cannot go on without it (its "
                     "reason is above, where it could give one)\n" if main_process else "")
         if "cannot cache function" in str(error) and "no locator available" in str(error):  # numba's, in librosa
-            stop(1, "lstmkit: error: librosa's compiler, numba, found no writable folder for its cache (the installed "
-                    "packages and the home folder are read-only here): set NUMBA_CACHE_DIR to a writable folder, "
-                    "e.g. NUMBA_CACHE_DIR=/tmp/numba\n")
+            stop(1, "lstmkit: error: librosa's compiler, numba, found no folder it can write its cache in (read-only "
+                    "installed packages and home folder, a deployed model run as another user): set NUMBA_CACHE_DIR "
+                    "to a writable folder, e.g. NUMBA_CACHE_DIR=/tmp/numba\n")
         shortage = out_of_memory(error)
         if shortage is None:
             raise

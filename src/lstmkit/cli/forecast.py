@@ -39,19 +39,22 @@ def scored_baselines(text: str) -> tuple[str, ...]:
     from lstmkit.series.baselines import BASELINES
 
     names = name_list("baseline names")(text)
+    if names == ("none",):
+        return ()
     unknown = [name for name in names if name not in BASELINES]
-    if unknown and names != ("none",):
-        raise argparse.ArgumentTypeError(f"expected baselines among {', '.join(BASELINES)}, or none, got "
+    if unknown:
+        raise argparse.ArgumentTypeError(f"expected baselines among {', '.join(BASELINES)}, or none alone, got "
                                          f"{', '.join(map(repr, unknown))}")
-    return () if names == ("none",) else names
+    return names
 
 
 def forecaster_from(arguments: argparse.Namespace):
     from lstmkit.pipelines.forecast import Forecaster
 
     if arguments.id is not None and arguments.backtest_baselines is not None:
-        raise ValueError("--backtest-baselines is for one table: a long table's backtest (--id) scores --baselines "
-                         "and Naive2, OWA's reference")
+        raise ValueError(f"--backtest-baselines is for one table: a long table's backtest (--id) scores --baselines "
+                         f"and Naive2, OWA's reference; got --backtest-baselines "
+                         f"{','.join(arguments.backtest_baselines) or 'none'} with --id {arguments.id}")
     config = config_from(arguments, ForecasterConfig, calendar=not arguments.no_calendar)
     check_runtime(config.device, config.precision, config.engine, config.cell)  # before the run is announced
     return Forecaster(**vars(config))

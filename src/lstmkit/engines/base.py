@@ -183,7 +183,7 @@ class Engine:
     def unsupported(self, cell: Cell, device: torch.device | None, cell_steps: bool = False) -> str | None:
         """Why this engine cannot run `cell` (on `device`, when given), or None when it can;
         `cell_steps`: the call is one torch's CPU kernels run as cell steps, not as oneDNN's
-        LSTM (packed input of uneven lengths, or a projection: `lstm_cell_steps`)."""
+        LSTM (packed input, or a projection: `lstm_cell_steps`)."""
         return None
 
     def run(

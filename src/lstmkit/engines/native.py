@@ -6,8 +6,9 @@ live in cuDNN's flat buffer (`flatten_weights`), as torch.nn keeps them, so no c
 them again. Autocast is torch's own: the kernels cast as torch.nn's layers do, except where
 torch's CPU LSTM fails under bfloat16 or float16 autocast (a CPU without AVX-512 BF16 or FP16,
 or one where oneDNN has no LSTM primitive in that dtype): there `auto` runs the fused engine,
-and `native` says why it cannot, except on packed input (or lengths=) of uneven lengths or
-with a projection, which torch runs as its cell steps (`lstm_cell_steps`).
+and `native` says why it cannot, except on packed input (or lengths=) or with a projection,
+which torch runs as its cell steps (`lstm_cell_steps`: packed input of one length too, in a
+torch that does not hand it to oneDNN).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ The rule every engine follows, as `torch.nn.LSTM` does under cuDNN and oneDNN:
 - `torch.autocast` on the input's device, float32 parameters: the products in the autocast
   dtype; the cell state and the point-wise arithmetic in float32; outputs and final states
   in the autocast dtype, the dtype torch.nn's layers return: under CPU autocast torch.nn.GRU
-  returns float32, and so does torch.nn.LSTM given a PackedSequence of uneven lengths or input
-  oneDNN does not take (float16 with gradients); with a projection its h
+  returns float32, and so does torch.nn.LSTM given a PackedSequence (`lstm_cell_steps`) or
+  input oneDNN does not take (float16 with gradients); with a projection its h
   comes out of W_hr in the autocast dtype and c_n in float32; lstmkit's GRU and LSTM do the
   same.
 - bfloat16 or float16 parameters, no autocast: the products in that dtype, state and
@@ -18,6 +18,7 @@ The rule every engine follows, as `torch.nn.LSTM` does under cuDNN and oneDNN:
 
 from __future__ import annotations
 
+import functools
 from contextlib import AbstractContextManager, nullcontext
 from typing import NamedTuple
 
@@ -95,14 +96,52 @@ def precision_for(
 
 def lstm_cell_steps(lengths: Tensor | None, projected: bool, data: Tensor) -> bool:
     """Whether torch's CPU LSTM runs a call on `data` as its cell steps rather than oneDNN's
-    LSTM: on packed input (a PackedSequence, or `lengths`, which torch's kernels run as one)
-    whose sequences differ in length (packed input of one length, its batch sizes all equal,
-    goes to oneDNN as a padded batch would), with a projection, on an empty batch (oneDNN
-    takes none) or on input oneDNN does not take (`onednn_takes`)."""
+    LSTM: on packed input (a PackedSequence, or `lengths`, which torch's kernels run as one),
+    with a projection, on an empty batch (oneDNN takes none) or on input oneDNN does not take
+    (`onednn_takes`). Packed input whose sequences are all one length (its batch sizes equal:
+    one sentence's) goes to oneDNN as a padded batch would, in a torch that does so
+    (`onednn_takes_even_packed`: 2.13 does, 2.11 does not); its lengths are read only where
+    that decides anything, under CPU autocast (the one case where the two paths differ in
+    what a layer returns or whether it runs)."""
     if data.numel() == 0 or projected:
         return True
-    uneven = lengths is not None and data.device.type == "cpu" and bool(lengths.min() != lengths.max())
-    return uneven or not onednn_takes(data.dtype)
+    if lengths is not None and not (autocast_dtype(data.device) is not None and data.device.type == "cpu"
+                                    and onednn_takes_even_packed() and bool(lengths.min() == lengths.max())):
+        return True
+    return not onednn_takes(data.dtype)
+
+
+def onednn_takes_even_packed() -> bool:
+    """`onednn_runs_even_packed_lstm` where oneDNN is switched on (`torch.backends.mkldnn.enabled`),
+    run eagerly under torch.compile too, not traced."""
+    if not torch.backends.mkldnn.enabled:
+        return False
+    if torch.compiler.is_compiling():
+        return torch.compiler.disable(onednn_runs_even_packed_lstm)()
+    return onednn_runs_even_packed_lstm()
+
+
+@functools.cache
+def onednn_runs_even_packed_lstm() -> bool:
+    """Whether this torch hands packed input whose batch sizes are all equal to oneDNN's LSTM,
+    rather than to its cell steps: tried once, in float32 with gradients, on two sequences of
+    one step; oneDNN's LSTM leaves its own node in the autograd graph."""
+    if not ONEDNN_BUILT:
+        return False
+    with torch.inference_mode(False), torch.enable_grad(), autocast("cpu", enabled=False):
+        weight, state = torch.zeros(4, 1, requires_grad=True), torch.zeros(1, 1, 1)
+        output, *_ = torch._VF.lstm(torch.zeros(2, 1), torch.tensor([1, 1]), (state, state),
+                                    [weight, torch.zeros(4, 1)], False, 1, 0.0, False, False)
+    nodes, seen = [output.grad_fn], set()
+    while nodes:
+        node = nodes.pop()
+        if node is None or node in seen:
+            continue
+        if type(node).__name__.startswith("MkldnnRnnLayer"):
+            return True
+        seen.add(node)
+        nodes.extend(next_node for next_node, _ in node.next_functions)
+    return False
 
 
 def onednn_takes(dtype: torch.dtype) -> bool:

@@ -474,6 +474,7 @@ SEQUENCE_MODEL = CheckpointKind(
 )
 
 
+@isolated_from_caller  # a load builds the model, drawing initial weights it replaces
 def load_model(directory: str | Path) -> tuple[SequenceModel, Task]:
     """A model saved by `lstmkit task` (DIR/models/CELL), and the task it was trained on (a
     run folder of another command is read as the checkpoint it holds, whose kind is refused)."""
@@ -491,6 +492,7 @@ class TaskRunModels:
     seed: int
 
 
+@isolated_from_caller
 def load_task_run(directory: str | Path, cells: list[str] | None = None) -> TaskRunModels:
     """The models of a `lstmkit task` output folder (DIR/models/CELL; `cells`, or all of them)
     and the seed the run started from (from its results.json)."""

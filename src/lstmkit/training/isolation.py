@@ -22,7 +22,10 @@ def isolated_from_caller(function):
       float64 models that trained, and were saved, as float64 while the run said float32, or
       failed on the pipeline's float32 data;
     - autograd, on inside: under a caller's `torch.no_grad()` the first step stopped at
-      torch's "element 0 of tensors does not require grad"."""
+      torch's "element 0 of tensors does not require grad" (under `torch.inference_mode()`, at
+      a message blaming the job's loss).
+    torch's default dtype is the process's, not a thread's: pipelines called from threads at
+    once share it, as they share the generators."""
 
     @functools.wraps(function)
     def isolated(*arguments, **options):
@@ -30,7 +33,7 @@ def isolated_from_caller(function):
         default_dtype = torch.get_default_dtype()
         torch.set_default_dtype(torch.float32)
         try:
-            with torch.random.fork_rng(devices=devices), torch.enable_grad():
+            with torch.random.fork_rng(devices=devices), torch.inference_mode(False), torch.enable_grad():
                 return function(*arguments, **options)
         finally:
             torch.set_default_dtype(default_dtype)

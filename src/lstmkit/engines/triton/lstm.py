@@ -120,7 +120,7 @@ def lstm_backward(
         i = tl.load(gate_row + POS_I * hidden, mask=inside, other=0.0)
         d_g = d_c * i
         if COUPLED:
-            d_i = d_c * (g - c_prev) * i * (1 - i)                         #   c' = c + i ⊙ (g − c)
+            d_i = d_c * (g - c_prev) * i * (1 - i)                         #   c' = (1 − i) ⊙ c + i ⊙ g
             d_c_prev = d_c * (1 - i)
         else:
             d_i = d_c * g * i * (1 - i)
