@@ -24,15 +24,24 @@ def engine_names(text: str) -> list[str]:
     return names
 
 
-def size_triples(text: str) -> list[tuple[int, int, int]]:
-    """argparse type: B,H,T triples of positive integers, separated by ';'."""
-    try:
-        triples = [tuple(int(part) for part in size.split(",")) for size in text.split(";")]
-    except ValueError:
-        triples = []
-    if not triples or any(len(triple) != 3 or min(triple) < 1 for triple in triples):
-        raise argparse.ArgumentTypeError(f"expected B,H,T triples of positive integers separated by ';', got {text!r}")
+def integer_triples(what: str = "B,H,T"):
+    """argparse type: `what` triples of positive integers (B,H,T: batch, hidden size, steps),
+    separated by ';'."""
+
+    def triples(text: str) -> list[tuple[int, int, int]]:
+        try:
+            given = [tuple(int(part) for part in size.split(",")) for size in text.split(";")]
+        except ValueError:
+            given = []
+        if not given or any(len(triple) != 3 or min(triple) < 1 for triple in given):
+            raise argparse.ArgumentTypeError(f"expected {what} triples of positive integers separated by ';', got "
+                                             f"{text!r}")
+        return given
+
     return triples
+
+
+size_triples = integer_triples()
 
 
 def call_engine(layer: torch.nn.Module, steps: int) -> str:

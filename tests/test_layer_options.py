@@ -208,6 +208,31 @@ def test_auto_on_cpu_runs_onednn_for_rnn_and_gru_on_short_calls_and_calls_withou
     assert layer.engine_name == "fused"  # the repr's: a long call with gradients
 
 
+def test_auto_on_cpu_runs_the_plain_lstm_fused_on_long_padded_calls_with_gradients(monkeypatch):
+    """torch's CPU LSTM backpropagates packed input in time growing with the square of the
+    steps (15.3 s at B 32, H 256, T 400, where fused took 0.75 s): a speech model on
+    two-minute recordings took 147 s a step. Without lengths, without gradients or on short
+    calls oneDNN stays, and every engine gives torch.nn's numbers."""
+    chosen = record_engines(monkeypatch)
+    torch.manual_seed(0)
+    reference = torch.nn.LSTM(3, 4, dtype=torch.float64)
+    layer = lstmkit.LSTM(3, 4, dtype=torch.float64)
+    layer.load_state_dict(reference.state_dict())
+    steps = CPU_FUSED_MIN_STEPS
+    x = torch.randn(steps, 2, 3, dtype=torch.float64)
+    lengths = [steps, steps - 9]
+    output = layer(x, lengths=lengths)[0]                                  # long, padded, with gradients
+    expected = torch.nn.utils.rnn.pad_packed_sequence(
+        reference(torch.nn.utils.rnn.pack_padded_sequence(x, lengths))[0], total_length=steps)[0]
+    torch.testing.assert_close(output, expected)
+    layer(x[:-1], lengths=[steps - 1, steps - 9])                          # short
+    layer(x)                                                               # long, not padded
+    with torch.no_grad():
+        layer(x, lengths=lengths)                                          # long, without gradients
+    layer(torch.nn.utils.rnn.pack_padded_sequence(x, lengths))             # a PackedSequence is padded input
+    assert chosen == ["fused", "native", "native", "native", "fused"]
+
+
 @triton_installed
 @pytest.mark.parametrize("cell, options, engine", [
     ("lstm", {}, "native"), ("gru", {}, "native"), ("rnn", {"nonlinearity": "relu"}, "native"),

@@ -1,11 +1,13 @@
 """Engines: how a cell runs over a sequence. Each engine owns its kernels; cells hold the math.
 
 `select_engine` turns a layer's `engine=` into the engine that runs a call. "auto" follows the
-rule measured in BENCHMARKS.md: on CPU, torch's oneDNN LSTM for the plain LSTM, oneDNN's rnn and
-gru too for calls without gradients, of fewer than CPU_FUSED_MIN_STEPS steps, or on packed input
-with inter-layer dropout in training (whose masks only torch's kernels draw as torch.nn does), and
-the fused engine for every other call (fused measures faster than oneDNN for rnn and gru on long
-sequences with gradients, slower on short ones and without them); on CUDA,
+rule measured in BENCHMARKS.md: on CPU, torch's oneDNN LSTM for the plain LSTM but on padded
+input with gradients over CPU_FUSED_MIN_STEPS steps or more (whose backward grows with the
+square of the steps in torch), oneDNN's rnn and gru too for calls without gradients, of fewer
+than CPU_FUSED_MIN_STEPS steps, or on packed input with inter-layer dropout in training (whose
+masks only torch's kernels draw as torch.nn does), and the fused engine for every other call
+(fused measures faster than oneDNN for rnn and gru on long sequences with gradients, slower on
+short ones and without them); on CUDA,
 cuDNN for the cells it runs (the numbers of torch.nn's own modules) and the Triton engine for
 the others where triton is installed (measured faster than fused on every row of
 `benchmarks/gpu.py`), else the fused engine.
@@ -34,6 +36,11 @@ AUTO_NATIVE = {"cpu": ("lstm",), "cuda": ("lstm", "gru", "rnn")}  # where torch'
 # one GRU step (B 1, H 64) took 200 µs fused and 59 µs native without gradients, 910 and 239
 # with; fused overtook native, with gradients, from 32 to 64 steps (BENCHMARKS.md).
 AUTO_NATIVE_SHORT = {"cpu": ("gru", "rnn")}
+# Where they win on padded input (lengths=, a PackedSequence) only without gradients or on
+# fewer than CPU_FUSED_MIN_STEPS steps: torch's CPU LSTM backpropagates packed input in time
+# that grows with the square of its steps (B 32, H 256, forward and backward: 1.0 s at T 200
+# and 15.3 s at T 400, where fused took 0.32 and 0.75 s; BENCHMARKS.md).
+AUTO_NATIVE_UNPACKED = {"cpu": ("lstm",)}
 CPU_FUSED_MIN_STEPS = 64
 TRANSFORM_WARNED: set[tuple[str, str]] = set()  # (transform, engine) fallbacks announced
 
@@ -79,7 +86,7 @@ def exporting() -> bool:
 
 def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: bool = False,
                   regularisers: frozenset[str] = frozenset(), cell_steps: bool = False,
-                  long_backward: bool = True) -> Engine:
+                  long_backward: bool = True, packed: bool = False) -> Engine:
     """The engine that runs a call of a layer built with `engine=` on `device`.
 
     While torch.export traces a layer (torch.onnx.export is built on it), the call runs on the
@@ -97,10 +104,11 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     Outside these nothing changes.
     `regularisers`: the Regularisation options acting in this call, which the engine must run;
     `cell_steps`: whether torch's CPU kernels run the call as cell steps (`Engine.unsupported`);
-    `long_backward`: whether the call needs gradients over CPU_FUSED_MIN_STEPS steps or more.
+    `long_backward`: whether the call needs gradients over CPU_FUSED_MIN_STEPS steps or more;
+    `packed`: whether torch's kernels would take it packed (lengths=, a PackedSequence).
     """
-    chosen = (auto_engine(cell, device, return_gates, regularisers, cell_steps, long_backward) if engine == "auto"
-              else ENGINES[engine])
+    chosen = (auto_engine(cell, device, return_gates, regularisers, cell_steps, long_backward, packed)
+              if engine == "auto" else ENGINES[engine])
     if exporting() or device.type == "meta":  # shapes only, no numbers
         return ENGINES["reference"]
     if torch.jit.is_tracing() and chosen.name not in ("native", "reference"):
@@ -124,15 +132,18 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
 
 def auto_engine(
     cell: Cell, device: torch.device, return_gates: bool, regularisers: frozenset[str], cell_steps: bool,
-    long_backward: bool = True,
+    long_backward: bool = True, packed: bool = False,
 ) -> Engine:
     """engine='auto': torch's own kernels where they measured fastest (for rnn and gru on CPU,
-    unless the call is a `long_backward` one), else Triton on CUDA, else fused; the reference
-    engine for regularisers none of them runs, and for a cell of one's own, which none runs."""
+    unless the call is a `long_backward` one; for lstm on CPU, unless it is one on `packed`
+    input), else Triton on CUDA, else fused; the reference engine for regularisers none of them
+    runs, and for a cell of one's own, which none runs."""
     if not is_builtin(cell):  # a cell of one's own: its own step, which the kernels do not run
         return ENGINES["reference"]
     native = ENGINES["native"]
     native_cells = AUTO_NATIVE.get(device.type, ()) + (() if long_backward else AUTO_NATIVE_SHORT.get(device.type, ()))
+    if long_backward and packed:
+        native_cells = tuple(name for name in native_cells if name not in AUTO_NATIVE_UNPACKED.get(device.type, ()))
     if (not return_gates and cell.name in native_cells
             and not native.unsupported(cell, device, cell_steps) and regularisers <= native.regularisers):
         return native

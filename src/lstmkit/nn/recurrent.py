@@ -409,7 +409,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
                                stack.regularisation.acting(self.training),
                                cell_steps=lstm_cell_steps(batch.lengths, self.proj_size > 0, batch.data),
-                               long_backward=long_backward)
+                               long_backward=long_backward, packed=packed)
         if torch.jit.is_tracing() and engine.name == "reference":
             warn_unrolled(self.cell, batch.data.shape[0])
         if self.training and self.weight_dropout:  # DropConnect: one mask of weight_hh per call
