@@ -26,7 +26,7 @@ from lstmkit.pipelines.configs import ForecasterConfig, SpeechConfig, TaskTraini
 from lstmkit.pipelines.lm import LMTrainingConfig
 from lstmkit.training import (Precision, Processes, Trainer, TrainingConfig, TrainingDiverged, decay_progress,
                               learning_rate, loop, resolve_device)
-from lstmkit.training.progress import Progress, duration, seconds_text
+from lstmkit.training.progress import Progress, duration, rate_text, seconds_text
 from lstmkit.training.schedule import annealed_progress
 
 SHAKESPEARE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -138,6 +138,8 @@ def test_progress_in_a_log_writes_lines_with_throughput_and_eta():
     assert lines[3].startswith("lm lstm 2x512: step 100/100 val_loss 1.41 9,900 tokens/s")
     assert lines[3].endswith("ETA 0s")
     assert [duration(seconds) for seconds in (42, 185, 3720)] == ["42s", "3m05s", "1h02m"]
+    assert [rate_text(rate) for rate in (0.0, 0.3124, 3.46, 9.4, 9.6, 9700.4)] == ["0", "0.31", "3.5", "9.4", "10",
+                                                                                  "9,700"]
     # a run's last line: a sub-second run once trained "5 steps in 0 s of training"
     assert [seconds_text(seconds) for seconds in (0.00004, 0.0344, 0.36, 1.04, 9.94, 9.96, 42.4)] == [
         "0.000", "0.034", "0.360", "1.0", "9.9", "10", "42"]

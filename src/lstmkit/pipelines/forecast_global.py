@@ -24,6 +24,8 @@ are cut before `fit` runs.
 from __future__ import annotations
 
 import numbers
+import sys
+import time
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -44,7 +46,9 @@ from lstmkit.series.choice import PAIR, choose, combination, combines, method_fo
 from lstmkit.series.intervals import interval_scale
 from lstmkit.series.metrics import series_scores
 from lstmkit.series.frame import STEP
+from lstmkit.series.baselines import STATISTICAL, baseline_jobs
 from lstmkit.series.scaling import SeriesScaling
+from lstmkit.training import Processes
 
 
 M4_METRICS = ("sMAPE", "MASE", "OWA")
@@ -225,7 +229,7 @@ def forecast(forecaster: Forecaster, histories: list[np.ndarray], method: str | 
         # Calibrated in the data's units, where interval_scale was measured (a log scaling is not linear).
         lower, upper = model - layout.interval_scale * (model - lower), model + layout.interval_scale * (upper - model)
     names = tuple(dict.fromkeys([*baselines_of(method, config.baselines), "naive"]))  # naive: the stand-in below
-    baselines = panel_baselines(histories, config.horizon, layout.season, names)
+    baselines = announced_baselines(histories, config.horizon, layout.season, names)
     not_finite = ~(np.isfinite(model) & np.isfinite(lower) & np.isfinite(upper)).all(axis=1)
     if not_finite.any():
         warn_at_caller(f"the model's forecast is not finite (NaN or inf) for {int(not_finite.sum())} of "
@@ -240,6 +244,24 @@ def forecast(forecaster: Forecaster, histories: list[np.ndarray], method: str | 
     if layout.partner is not None:
         methods[PAIR + layout.partner] = method_forecast(PAIR + layout.partner, model, methods)
     return PanelForecasts(methods, lower, upper, int(not_finite.sum()))
+
+
+def announced_baselines(histories: list[np.ndarray], horizon: int, season: int, names: tuple[str, ...]
+                        ) -> dict[str, np.ndarray]:
+    """`panel_baselines`, with a line on stderr (rank 0's) before and after the statistical
+    ones: statsforecast fits them for seconds a series, minutes on hundreds of series, in
+    which nothing else is printed (a fit of M4 hourly said nothing for 269 s after training)."""
+    fitted = [STATISTICAL[name] for name in names if name in STATISTICAL]
+    said = bool(fitted) and Processes.from_environment().main
+    if said:
+        print(f"forecast: fitting {', '.join(fitted)} to {len(histories):,} series (statsforecast, "
+              f"{baseline_jobs()} process{'es' * (baseline_jobs() != 1)})", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    baselines = panel_baselines(histories, horizon, season, names)
+    if said:
+        print(f"forecast: fitted {', '.join(fitted)} in {time.perf_counter() - started:,.0f} s", file=sys.stderr,
+              flush=True)
+    return baselines
 
 
 def baselines_of(method: str | None, configured: tuple[str, ...]) -> tuple[str, ...]:

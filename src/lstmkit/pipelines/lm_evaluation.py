@@ -65,18 +65,21 @@ class DynamicEvaluation:
             raise ValueError(f"the dynamic evaluation decay (--dynamic-decay) must be in [0, 1], got {self.decay!r}")
 
 
-def cache_log_probabilities(hidden: Tensor, target_log_probs: Tensor, targets: Tensor, cache: CachePointer) -> Tensor:
-    """log p(targets[t]) under the cache mixture, for hidden (N, H), the model's log
-    probability of each target (N,) and targets (N,), position t predicting targets[t] from
-    hidden[t]; the cache of position t holds (hidden[i], targets[i]) for t − window ≤ i < t.
-    Only the targets' probabilities are formed, so memory grows with N², not N × vocabulary."""
+def cache_log_probabilities(hidden: Tensor, target_log_probs: Tensor, targets: Tensor, cache: CachePointer,
+                            scored_from: int = 0) -> Tensor:
+    """log p(targets[t]) under the cache mixture for t ≥ `scored_from`, for hidden (N, H), the
+    model's log probability of each target scored (N − scored_from,) and targets (N,), position
+    t predicting targets[t] from hidden[t]; the cache of position t holds (hidden[i], targets[i])
+    for t − window ≤ i < t. Only the targets' probabilities are formed, and only for the
+    positions scored (the positions before them are the cache's history), so memory grows
+    with (N − scored_from) × N, not N × vocabulary."""
     steps = targets.numel()
-    scores = cache.theta * hidden @ hidden.T                                  # θ h_t · h_i
+    scores = cache.theta * hidden[scored_from:] @ hidden.T                    # θ h_t · h_i
     positions = torch.arange(steps, device=hidden.device)
-    age = positions.unsqueeze(1) - positions.unsqueeze(0)                     # t − i
+    age = positions[scored_from:].unsqueeze(1) - positions.unsqueeze(0)       # t − i
     in_cache = (age >= 1) & (age <= cache.window)
     weights = torch.softmax(scores.masked_fill(~in_cache, -math.inf), dim=1).nan_to_num(0.0)
-    same_word = targets.unsqueeze(1) == targets.unsqueeze(0)                  # x_{i+1} = x_{t+1}
+    same_word = targets[scored_from:].unsqueeze(1) == targets.unsqueeze(0)    # x_{i+1} = x_{t+1}
     cache_probs = (weights * same_word).sum(1)                                # Σ over i with x_{i+1} = x_{t+1}
     mixture = torch.where(in_cache.any(1), cache.mixture, 0.0)                # no cache yet: the model alone
     return ((1 - mixture) * target_log_probs.exp() + mixture * cache_probs).log()
@@ -101,8 +104,7 @@ def score_with_cache(model: LanguageModel, tokens: Tensor, cache: CachePointer, 
             hidden = hidden[:, 0].to(features)
             history = kept_hidden.shape[0]
             all_hidden, all_targets = torch.cat([kept_hidden, hidden]), torch.cat([kept_targets, targets])
-            model_log_probs = torch.cat([target_log_probs.new_zeros(history), target_log_probs])
-            scored = cache_log_probabilities(all_hidden, model_log_probs, all_targets, cache)[history:]
+            scored = cache_log_probabilities(all_hidden, target_log_probs, all_targets, cache, scored_from=history)
             total -= scored.sum().item()
             kept_hidden, kept_targets = all_hidden[-cache.window:], all_targets[-cache.window:]
     return total, tokens.numel() - 1

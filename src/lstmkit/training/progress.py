@@ -24,6 +24,12 @@ def seconds_text(seconds: float) -> str:
     return f"{seconds:.1f}" if round(seconds, 1) < 10 else f"{seconds:.0f}"
 
 
+def rate_text(per_second: float) -> str:
+    """A rate as progress lines give it: whole numbers from 10 up ("9,700"), two significant
+    digits below (a speech step of 120-second recordings showed "0 utterances/s" at 0.3)."""
+    return f"{per_second:,.0f}" if per_second >= 9.5 else f"{per_second:.2g}"
+
+
 class Progress:
     """Reports `label`, the step out of `total`, named values, items/s (`items_per_second`, by
     the caller's clock of training alone), steps/s by the wall clock (evaluations included) and
@@ -61,7 +67,7 @@ class Progress:
             if total is not None and self.bar.total != total:
                 self.bar.total = total
             self.bar.set_postfix({**{name: f"{value:.4g}" for name, value in values.items()},
-                                  f"{self.item}s/s": f"{items_per_second:,.0f}"}, refresh=False)
+                                  f"{self.item}s/s": rate_text(items_per_second)}, refresh=False)
             self.bar.update(step - self.bar.n)
             return
         now = time.perf_counter()
@@ -79,7 +85,7 @@ class Progress:
         total = f"/{self.total}" if within else ""
         shown = "".join(f" {name} {value:.4g}" for name, value in values.items())
         eta = f" ETA {duration(seconds_left)}" if seconds_left is not None else ""
-        self.line = (f"{self.label}: {self.unit} {step}{total}{shown} {items_per_second:,.0f} {self.item}s/s in "
+        self.line = (f"{self.label}: {self.unit} {step}{total}{shown} {rate_text(items_per_second)} {self.item}s/s in "
                      f"training, {rate:.2f} {self.unit}s/s with evaluations, elapsed {duration(now - self.start)}{eta}")
         self.stream.write(self.line + "\n")
         self.stream.flush()
