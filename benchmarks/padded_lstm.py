@@ -1,6 +1,6 @@
 """The plain LSTM on padded input (lengths=) with gradients, on CPU: torch's kernel, which takes
 it packed (engine="native"), against the fused engine, the same layer and weights: the
-measurement behind `auto`'s AUTO_NATIVE_UNPACKED (BENCHMARKS.md). torch's backward of packed
+measurement behind `auto`'s AUTO_NATIVE_UNPADDED (BENCHMARKS.md). torch's backward of packed
 input grows with the square of the steps; the fused engine's with the steps.
 
     python benchmarks/padded_lstm.py                             # the table in BENCHMARKS.md

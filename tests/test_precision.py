@@ -440,3 +440,31 @@ def test_lengths_all_equal_run_as_torch_runs_them_under_cpu_bfloat16_autocast(le
     assert theirs == (torch.bfloat16 if onednn_takes_even_packed() else torch.float32)
     for output in outputs:
         assert relative_error(output.float(), expected.float()) < 0.05
+
+
+def test_where_torch_runs_equal_lengths_as_cell_steps_every_engine_returns_float32(monkeypatch):
+    """torch 2.11 runs packed input of equal lengths as its cell steps (float32 under CPU
+    autocast); the engines follow what the torch they run on does, asked once."""
+    from lstmkit.engines import precision
+
+    monkeypatch.setattr(precision, "onednn_runs_even_packed_lstm", lambda: False)
+    x = torch.randn(6, 2, 8)
+    with torch.autocast("cpu", torch.bfloat16):
+        assert precision.lstm_cell_steps(torch.tensor([6, 6]), False, x)
+        dtypes = {lstmkit.LSTM(8, 16, engine=engine)(x, lengths=[6, 6])[0].dtype for engine in ENGINES}
+    assert dtypes == {torch.float32}
+
+
+def test_the_even_packed_probe_ignores_the_callers_default_dtype():
+    """Built in the caller's float64 default, the probe answered False, cached for the whole
+    process: bfloat16 autocast with equal lengths failed in oneDNN again."""
+    from lstmkit.engines.precision import onednn_runs_even_packed_lstm
+
+    onednn_runs_even_packed_lstm.cache_clear()
+    expected = onednn_runs_even_packed_lstm()
+    onednn_runs_even_packed_lstm.cache_clear()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert onednn_runs_even_packed_lstm() == expected
+    finally:
+        torch.set_default_dtype(torch.float32)

@@ -3,11 +3,13 @@
 `select_engine` turns a layer's `engine=` into the engine that runs a call. "auto" follows the
 rule measured in BENCHMARKS.md: on CPU, torch's oneDNN LSTM for the plain LSTM but on padded
 input with gradients over CPU_FUSED_MIN_STEPS steps or more (whose backward grows with the
-square of the steps in torch), oneDNN's rnn and gru too for calls without gradients, of fewer
+square of the steps in torch; unless inter-layer dropout acts in training, below), oneDNN's rnn
+and gru too for calls without gradients, of fewer
 than CPU_FUSED_MIN_STEPS steps, or on packed input with inter-layer dropout in training (whose
 masks only torch's kernels draw as torch.nn does), and the fused engine for every other call
 (fused measures faster than oneDNN for rnn and gru on long sequences with gradients, slower on
-short ones and without them); on CUDA,
+short ones and without them; the LSTM on padded input in torch's kernel, packed, from
+CPU_FUSED_MIN_STEPS steps); on CUDA,
 cuDNN for the cells it runs (the numbers of torch.nn's own modules) and the Triton engine for
 the others where triton is installed (measured faster than fused on every row of
 `benchmarks/gpu.py`), else the fused engine.
@@ -38,9 +40,9 @@ AUTO_NATIVE = {"cpu": ("lstm",), "cuda": ("lstm", "gru", "rnn")}  # where torch'
 AUTO_NATIVE_SHORT = {"cpu": ("gru", "rnn")}
 # Where they win on padded input (lengths=, a PackedSequence) only without gradients or on
 # fewer than CPU_FUSED_MIN_STEPS steps: torch's CPU LSTM backpropagates packed input in time
-# that grows with the square of its steps (B 32, H 256, forward and backward: 1.0 s at T 200
-# and 15.3 s at T 400, where fused took 0.32 and 0.75 s; BENCHMARKS.md).
-AUTO_NATIVE_UNPACKED = {"cpu": ("lstm",)}
+# that grows with the square of its steps (B 32, H 256, forward and backward: 1.4 s at T 200
+# and 16.9 s at T 400, where fused took 0.39 and 0.71 s; BENCHMARKS.md).
+AUTO_NATIVE_UNPADDED = {"cpu": ("lstm",)}
 CPU_FUSED_MIN_STEPS = 64
 TRANSFORM_WARNED: set[tuple[str, str]] = set()  # (transform, engine) fallbacks announced
 
@@ -105,7 +107,8 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     `regularisers`: the Regularisation options acting in this call, which the engine must run;
     `cell_steps`: whether torch's CPU kernels run the call as cell steps (`Engine.unsupported`);
     `long_backward`: whether the call needs gradients over CPU_FUSED_MIN_STEPS steps or more;
-    `packed`: whether torch's kernels would take it packed (lengths=, a PackedSequence).
+    `packed`: whether torch's kernels would run it packed, as cell steps (lengths= or a
+    PackedSequence, but one of equal lengths that this torch hands to oneDNN).
     """
     chosen = (auto_engine(cell, device, return_gates, regularisers, cell_steps, long_backward, packed)
               if engine == "auto" else ENGINES[engine])
@@ -143,7 +146,7 @@ def auto_engine(
     native = ENGINES["native"]
     native_cells = AUTO_NATIVE.get(device.type, ()) + (() if long_backward else AUTO_NATIVE_SHORT.get(device.type, ()))
     if long_backward and packed:
-        native_cells = tuple(name for name in native_cells if name not in AUTO_NATIVE_UNPACKED.get(device.type, ()))
+        native_cells = tuple(name for name in native_cells if name not in AUTO_NATIVE_UNPADDED.get(device.type, ()))
     if (not return_gates and cell.name in native_cells
             and not native.unsupported(cell, device, cell_steps) and regularisers <= native.regularisers):
         return native

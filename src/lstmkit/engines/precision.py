@@ -5,8 +5,9 @@ The rule every engine follows, as `torch.nn.LSTM` does under cuDNN and oneDNN:
 - `torch.autocast` on the input's device, float32 parameters: the products in the autocast
   dtype; the cell state and the point-wise arithmetic in float32; outputs and final states
   in the autocast dtype, the dtype torch.nn's layers return: under CPU autocast torch.nn.GRU
-  returns float32, and so does torch.nn.LSTM given a PackedSequence (`lstm_cell_steps`) or
-  input oneDNN does not take (float16 with gradients); with a projection its h
+  returns float32, and so does torch.nn.LSTM given a PackedSequence of uneven lengths (of any,
+  in a torch that does not hand equal ones to oneDNN: `lstm_cell_steps`) or input oneDNN does
+  not take (float16 with gradients); with a projection its h
   comes out of W_hr in the autocast dtype and c_n in float32; lstmkit's GRU and LSTM do the
   same.
 - bfloat16 or float16 parameters, no autocast: the products in that dtype, state and
@@ -105,10 +106,15 @@ def lstm_cell_steps(lengths: Tensor | None, projected: bool, data: Tensor) -> bo
     what a layer returns or whether it runs)."""
     if data.numel() == 0 or projected:
         return True
-    if lengths is not None and not (autocast_dtype(data.device) is not None and data.device.type == "cpu"
-                                    and onednn_takes_even_packed() and bool(lengths.min() == lengths.max())):
+    if lengths is not None and not (autocast_dtype(data.device) is not None and even_packed_on_onednn(lengths, data)):
         return True
     return not onednn_takes(data.dtype)
+
+
+def even_packed_on_onednn(lengths: Tensor, data: Tensor) -> bool:
+    """Whether torch hands a packed call on `data` of `lengths` to oneDNN's LSTM as a padded
+    batch: on CPU, its lengths all equal, in a torch that does so (`onednn_takes_even_packed`)."""
+    return data.device.type == "cpu" and onednn_takes_even_packed() and bool(lengths.min() == lengths.max())
 
 
 def onednn_takes_even_packed() -> bool:
@@ -129,9 +135,10 @@ def onednn_runs_even_packed_lstm() -> bool:
     if not ONEDNN_BUILT:
         return False
     with torch.inference_mode(False), torch.enable_grad(), autocast("cpu", enabled=False):
-        weight, state = torch.zeros(4, 1, requires_grad=True), torch.zeros(1, 1, 1)
-        output, *_ = torch._VF.lstm(torch.zeros(2, 1), torch.tensor([1, 1]), (state, state),
-                                    [weight, torch.zeros(4, 1)], False, 1, 0.0, False, False)
+        on_cpu = {"dtype": torch.float32, "device": "cpu"}  # whatever the caller's defaults
+        weight, state = torch.zeros(4, 1, requires_grad=True, **on_cpu), torch.zeros(1, 1, 1, **on_cpu)
+        output, *_ = torch._VF.lstm(torch.zeros(2, 1, **on_cpu), torch.tensor([1, 1], dtype=torch.int64, device="cpu"),
+                                    (state, state), [weight, torch.zeros(4, 1, **on_cpu)], False, 1, 0.0, False, False)
     nodes, seen = [output.grad_fn], set()
     while nodes:
         node = nodes.pop()

@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import PackedSequence
 from lstmkit.cells import Cell, LayerWeights, check_cell_options, is_builtin, make_cell
 from lstmkit.cells.base import check_own_cell
 from lstmkit.engines import CPU_FUSED_MIN_STEPS, Regularisation, Stack, check_engine, flatten_weights, select_engine
-from lstmkit.engines.precision import lstm_cell_steps
+from lstmkit.engines.precision import even_packed_on_onednn, lstm_cell_steps
 from lstmkit.engines.reference import warn_unrolled
 from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
 from lstmkit.nn.inputs import (SequenceBatch, as_float32_under_autocast, check_input_size, checked_return_gates,
@@ -270,9 +270,10 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
 
     @property
     def engine_name(self) -> str:
-        """The engine a call runs on, for input on the parameters' device (in this mode), when
-        it needs gradients over a long sequence (auto's choice for rnn and gru on CPU differs on
-        shorter calls and calls without gradients: `select_engine`)."""
+        """The engine a call runs on, for unpadded input on the parameters' device (in this
+        mode), when it needs gradients over a long sequence (auto's choice for rnn and gru on
+        CPU differs on shorter calls and calls without gradients, and the LSTM's on padded input
+        with gradients over a long sequence: `select_engine`)."""
         device = weights_device(self, "weight_ih_l0")
         regularisers = self.regularisation.acting(self.training)
         return select_engine(self.engine, self.cell, device, regularisers=regularisers).name
@@ -409,7 +410,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
                                stack.regularisation.acting(self.training),
                                cell_steps=lstm_cell_steps(batch.lengths, self.proj_size > 0, batch.data),
-                               long_backward=long_backward, packed=packed)
+                               long_backward=long_backward,
+                               packed=packed and long_backward and not even_packed_on_onednn(batch.lengths, batch.data))
         if torch.jit.is_tracing() and engine.name == "reference":
             warn_unrolled(self.cell, batch.data.shape[0])
         if self.training and self.weight_dropout:  # DropConnect: one mask of weight_hh per call

@@ -24,6 +24,7 @@ are cut before `fit` runs.
 from __future__ import annotations
 
 import numbers
+import os
 import sys
 import time
 from dataclasses import dataclass, fields, replace
@@ -48,7 +49,7 @@ from lstmkit.series.metrics import series_scores
 from lstmkit.series.frame import STEP
 from lstmkit.series.baselines import STATISTICAL, baseline_jobs
 from lstmkit.series.scaling import SeriesScaling
-from lstmkit.training import Processes
+from lstmkit.training.progress import seconds_text
 
 
 M4_METRICS = ("sMAPE", "MASE", "OWA")
@@ -252,15 +253,16 @@ def announced_baselines(histories: list[np.ndarray], horizon: int, season: int, 
     ones: statsforecast fits them for seconds a series, minutes on hundreds of series, in
     which nothing else is printed (a fit of M4 hourly said nothing for 269 s after training)."""
     fitted = [STATISTICAL[name] for name in names if name in STATISTICAL]
-    said = bool(fitted) and Processes.from_environment().main
+    said = bool(fitted) and os.environ.get("RANK", "0") == "0"  # torchrun's other ranks fit them too, silently
     if said:
+        jobs = baseline_jobs()
         print(f"forecast: fitting {', '.join(fitted)} to {len(histories):,} series (statsforecast, "
-              f"{baseline_jobs()} process{'es' * (baseline_jobs() != 1)})", file=sys.stderr, flush=True)
+              f"{jobs} process{'es' * (jobs != 1)})", file=sys.stderr, flush=True)
     started = time.perf_counter()
     baselines = panel_baselines(histories, horizon, season, names)
     if said:
-        print(f"forecast: fitted {', '.join(fitted)} in {time.perf_counter() - started:,.0f} s", file=sys.stderr,
-              flush=True)
+        print(f"forecast: fitted {', '.join(fitted)} in {seconds_text(time.perf_counter() - started)} s",
+              file=sys.stderr, flush=True)
     return baselines
 
 
