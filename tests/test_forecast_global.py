@@ -401,6 +401,12 @@ def test_the_statistical_baselines_say_when_they_start_and_how_long_they_took(li
         "es)" if baseline_jobs() != 1 else ")")  # those with validation windows: not the new one
     assert re.fullmatch(r"forecast: fitted AutoETS in [\d.]+ s", said[1])
     assert len(said) == 4  # the validation windows' choice, then the held-out values'
+    from lstmkit.pipelines.forecast_global import announced_baselines
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # without RANK (a script's own environment): said, not a ValueError
+    announced_baselines([np.arange(30.0)], 4, 1, ("ets",))
+    assert "forecast: fitting AutoETS to 1 series" in capsys.readouterr().err
+    monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.setenv("RANK", "1")  # torchrun's other ranks fit them too, silently
     Forecaster("t", "y", horizon=4, id="id", baselines=("naive", "ets"), **QUICK).backtest(lines[0])
     assert "AutoETS" not in capsys.readouterr().err

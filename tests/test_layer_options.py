@@ -231,9 +231,12 @@ def test_auto_on_cpu_runs_the_plain_lstm_fused_on_long_padded_calls_with_gradien
     with torch.no_grad():
         layer(x, lengths=lengths)                                          # long, without gradients
     layer(torch.nn.utils.rnn.pack_padded_sequence(x, lengths))             # a PackedSequence is padded input
-    layer(x, lengths=[steps, steps])                                       # equal: torch 2.13 hands it to oneDNN
+    layer(x, lengths=[steps, steps])                                       # equal, but float64: cell steps
+    single = lstmkit.LSTM(3, 4)
+    single(x.float(), lengths=[steps, steps])                              # equal: torch 2.13 hands it to oneDNN
+    lstmkit.LSTM(3, 4, proj_size=2)(x.float(), lengths=[steps, steps])     # never with a projection
     even = "native" if onednn_takes_even_packed() else "fused"
-    assert chosen == ["fused", "native", "native", "native", "fused", even]
+    assert chosen == ["fused", "native", "native", "native", "fused", "fused", even, "fused"]
 
 
 @triton_installed

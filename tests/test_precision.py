@@ -466,5 +466,9 @@ def test_the_even_packed_probe_ignores_the_callers_default_dtype():
     torch.set_default_dtype(torch.float64)
     try:
         assert onednn_runs_even_packed_lstm() == expected
+        onednn_runs_even_packed_lstm.cache_clear()
+        with torch.device("meta"):
+            assert onednn_runs_even_packed_lstm() == expected
     finally:
         torch.set_default_dtype(torch.float32)
+        onednn_runs_even_packed_lstm.cache_clear()  # a wrong answer is not left for the tests after

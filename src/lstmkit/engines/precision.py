@@ -106,15 +106,20 @@ def lstm_cell_steps(lengths: Tensor | None, projected: bool, data: Tensor) -> bo
     what a layer returns or whether it runs)."""
     if data.numel() == 0 or projected:
         return True
-    if lengths is not None and not (autocast_dtype(data.device) is not None and even_packed_on_onednn(lengths, data)):
+    if lengths is not None and not (autocast_dtype(data.device) is not None
+                                    and even_packed_on_onednn(lengths, data, projected)):
         return True
     return not onednn_takes(data.dtype)
 
 
-def even_packed_on_onednn(lengths: Tensor, data: Tensor) -> bool:
+def even_packed_on_onednn(lengths: Tensor, data: Tensor, projected: bool) -> bool:
     """Whether torch hands a packed call on `data` of `lengths` to oneDNN's LSTM as a padded
-    batch: on CPU, its lengths all equal, in a torch that does so (`onednn_takes_even_packed`)."""
-    return data.device.type == "cpu" and onednn_takes_even_packed() and bool(lengths.min() == lengths.max())
+    batch: on CPU, without a projection, on input oneDNN takes (`onednn_takes`: float64 and
+    float16 with gradients run as cell steps, equal lengths or not), its lengths all equal, in
+    a torch that does so (`onednn_takes_even_packed`)."""
+    if data.device.type != "cpu" or projected or not onednn_takes(data.dtype) or not onednn_takes_even_packed():
+        return False
+    return bool(lengths.min() == lengths.max())
 
 
 def onednn_takes_even_packed() -> bool:
