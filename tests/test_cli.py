@@ -889,10 +889,12 @@ def test_forecast_backtest_scores_the_baselines_named_and_fits_no_other(tmp_path
 
 
 @pytest.mark.parametrize("given, message", [
-    (["--backtest-baselines", "naive,xx"], "argument --backtest-baselines: expected baselines among naive, "
-     "seasonal_naive, drift, ets, arima, theta, naive2, or none alone, got 'xx'"),
-    (["--backtest-baselines", "naive,none"], "argument --backtest-baselines: expected baselines among naive, "
-     "seasonal_naive, drift, ets, arima, theta, naive2, or none alone, got 'none'"),
+    (["--backtest-baselines", "naive,xx"], "argument --backtest-baselines: baselines must be among naive, "
+     "seasonal_naive, drift, ets, arima, theta, naive2 (or none, alone: the backtest scores the model alone), got "
+     "'xx'"),
+    (["--backtest-baselines", "naive,none"], "argument --backtest-baselines: baselines must be among naive, "
+     "seasonal_naive, drift, ets, arima, theta, naive2 (or none, alone: the backtest scores the model alone), got "
+     "'none'"),
     (["--backtest-baselines", "naive", "--id", "t"], "--backtest-baselines is for one table: a long table's backtest "
      "(--id) scores --baselines and Naive2, OWA's reference; got --backtest-baselines naive with --id t"),
 ])

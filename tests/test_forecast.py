@@ -308,8 +308,8 @@ def test_the_backtests_baselines_are_checked_before_it_trains(monkeypatch):
     forecaster = Forecaster("day", "signal", horizon=3, **QUICK)
     monkeypatch.setattr(Forecaster, "fit", lambda *arguments: pytest.fail("trained before the check"))
     with pytest.raises(ValueError, match=re.escape("baselines must be among naive, seasonal_naive, drift, ets, arima, "
-                                                   "theta, naive2 (or none, alone: predict then forecasts by the "
-                                                   "network), got 'xx'")):
+                                                   "theta, naive2 (or none, alone: the backtest scores the model "
+                                                   "alone), got 'xx'")):
         forecaster.backtest(sine_table(), baselines=("naive", "xx"))
     assert baseline_names("naive") == ("naive",)  # one name, not its letters
 

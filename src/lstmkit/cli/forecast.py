@@ -14,7 +14,7 @@ from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.checkpoint import run_folder
 from lstmkit.files import check_not_read
 from lstmkit.models.forecaster import DISTRIBUTIONS
-from lstmkit.pipelines.configs import BASES, ForecasterConfig
+from lstmkit.pipelines.configs import BASES, ForecasterConfig, baseline_names
 from lstmkit.training.config import PLATEAU_ACTIONS
 from lstmkit.training.device import check_runtime
 
@@ -35,17 +35,11 @@ column_list = name_list("column names")
 
 
 def scored_baselines(text: str) -> tuple[str, ...]:
-    """argparse type of --backtest-baselines: baseline names, checked, or none."""
-    from lstmkit.series.baselines import BASELINES
-
-    names = name_list("baseline names")(text)
-    if names == ("none",):
-        return ()
-    unknown = [name for name in names if name not in BASELINES]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"expected baselines among {', '.join(BASELINES)}, or none alone, got "
-                                         f"{', '.join(map(repr, unknown))}")
-    return names
+    """argparse type of --backtest-baselines: baseline names, checked (`baseline_names`), or none."""
+    try:
+        return baseline_names(name_list("baseline names")(text), none_means="the backtest scores the model alone")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def forecaster_from(arguments: argparse.Namespace):

@@ -7,13 +7,12 @@ square of the steps in torch; unless inter-layer dropout acts in training, below
 the call to oneDNN, as torch 2.13 does float32 sequences of one length), oneDNN's rnn and gru
 too for calls without gradients, of fewer than CPU_FUSED_MIN_STEPS steps, or on packed input
 with inter-layer dropout in training (whose masks only torch's kernels draw as torch.nn does),
-and the fused engine for every other call
-(fused measures faster than oneDNN for rnn and gru on long sequences with gradients, slower on
-short ones and without them; the LSTM on padded input in torch's kernel, packed, from
-CPU_FUSED_MIN_STEPS steps); on CUDA,
-cuDNN for the cells it runs (the numbers of torch.nn's own modules) and the Triton engine for
-the others where triton is installed (measured faster than fused on every row of
-`benchmarks/gpu.py`), else the fused engine.
+and the fused engine for every other call (fused measures faster than oneDNN for rnn and gru
+on long sequences with gradients, slower on short ones and without them; than torch's kernel
+for the LSTM on padded input, packed, from CPU_FUSED_MIN_STEPS steps); on CUDA, cuDNN for the
+cells it runs (the numbers of torch.nn's own modules) and the Triton engine for the others
+where triton is installed (measured faster than fused on every row of `benchmarks/gpu.py`),
+else the fused engine.
 """
 
 from __future__ import annotations

@@ -400,7 +400,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         """The stack on its engine: time-major output, h_n, c_n, and the per-layer-direction
         (gates, cell_states) when asked."""
         # torch.nn draws packed input's inter-layer dropout over the packed values: only the native
-        # engine draws its masks, so `auto` keeps rnn and gru there as for a short call
+        # engine draws its masks, so `auto` keeps the native cells there as for a short call
         packed = batch.lengths is not None and batch.data.shape[1] > 0
         packed_dropout = packed and self.training and self.dropout > 0 and self.num_layers > 1
         long_backward = (batch.data.shape[0] >= CPU_FUSED_MIN_STEPS and torch.is_grad_enabled()  # short: no more asked

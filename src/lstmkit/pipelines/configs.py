@@ -136,9 +136,10 @@ def as_names(value, what: str) -> tuple[str, ...]:
     return names
 
 
-def baseline_names(value) -> tuple[str, ...]:
+def baseline_names(value, none_means: str = "predict then forecasts by the network") -> tuple[str, ...]:
     """Baseline names (lstmkit.series.BASELINES) from a name, a comma-separated string or a
-    sequence of names, each checked; "none" is none (predict then forecasts by the network)."""
+    sequence of names, each checked; "none" is none (what that means where they are given:
+    `none_means`)."""
     from lstmkit.series.baselines import BASELINES
 
     names = as_names(value, "baselines")
@@ -146,8 +147,8 @@ def baseline_names(value) -> tuple[str, ...]:
         return ()
     unknown = [name for name in names if name not in BASELINES]
     if unknown:
-        raise ValueError(f"baselines must be among {', '.join(BASELINES)} (or none, alone: predict then forecasts "
-                         f"by the network), got {', '.join(map(repr, unknown))}")
+        raise ValueError(f"baselines must be among {', '.join(BASELINES)} (or none, alone: {none_means}), got "
+                         f"{', '.join(map(repr, unknown))}")
     return names
 
 

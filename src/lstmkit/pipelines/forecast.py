@@ -466,7 +466,8 @@ class Forecaster:
                                  f"({', '.join(self.config.baselines) or 'none'}) and Naive2, OWA's reference; "
                                  f"baselines= is for one table, got {baselines!r}")
             return forecast_global.backtest(self, data, holdout)
-        shown = BASELINES if baselines is None else baseline_names(baselines)  # checked before any training
+        shown = (BASELINES if baselines is None  # checked before any training
+                 else baseline_names(baselines, none_means="the backtest scores the model alone"))
         frame = data if isinstance(data, SeriesFrame) else self.read(data)
         config, horizon = self.config, self.config.horizon
         holdout = horizon if holdout is None else holdout

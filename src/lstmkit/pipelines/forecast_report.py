@@ -331,8 +331,9 @@ def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: 
                         resume: bool = False, baselines: tuple[str, ...] | None = None) -> Fitted:
     """`lstmkit forecast fit`: backtest (written to `out`; `baselines` as run_backtest's), then
     refit on all rows for the number of epochs the backtest kept, without early stopping, and
-    save it as out/model (a long table refits with early stopping and its choice of forecast, as the backtest did; one
-    table keeps the backtest's choice, made on validation windows before the held-out rows).
+    save it as out/model (a long table refits with early stopping and its choice of forecast,
+    as the backtest did; one table keeps the backtest's choice, made on validation windows
+    before the held-out rows).
     Every network's training run is checkpointed in out/training/{backtest,refit}; `resume`
     continues an interrupted fit from them, keeping the networks that had finished."""
     with claimed_folder(Path(out) if Processes.from_environment().main else None):  # the whole fit, not each run
