@@ -7,9 +7,10 @@ import warnings
 
 import pytest
 import torch
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import lstmkit
-from helpers import record_engines, triton_installed
+from helpers import assert_close, record_engines, triton_installed
 from lstmkit.cells import LSTMStep, make_cell
 from lstmkit.engines import CPU_FUSED_MIN_STEPS, select_engine
 from lstmkit.engines.precision import onednn_takes_even_packed
@@ -103,26 +104,82 @@ def test_dropout_one_zeroes_the_input_of_every_layer_but_the_first_and_not_the_o
     assert torch.all(output != 0), "no dropout after the last layer"
 
 
-@pytest.mark.parametrize("torch_type, lstmkit_type", [
-    (torch.nn.GRU, lstmkit.GRU), (torch.nn.RNN, lstmkit.RNN), (torch.nn.LSTM, lstmkit.LSTM),
+PACKED_FORMS = {
+    # 20 sequences, more than the 16 past which torch.sort is not stable, with tied lengths
+    "sorted": lambda x, lengths: pack_padded_sequence(x, sorted(lengths, reverse=True)),
+    "unsorted": lambda x, lengths: pack_padded_sequence(x, lengths, enforce_sorted=False),
+    "by hand": lambda x, lengths: reordered(pack_padded_sequence(x, lengths, enforce_sorted=False)),
+}
+
+
+def reordered(packed: PackedSequence) -> PackedSequence:
+    """`packed` with its tied rows in another order than torch.sort's: a PackedSequence built
+    by hand (or by another library), which torch.nn packs in its own order."""
+    order = packed.sorted_indices.flip(0)
+    lengths = (packed.batch_sizes.unsqueeze(0) > torch.arange(order.shape[0]).unsqueeze(1)).sum(1)
+    rank = torch.sort(lengths.index_select(0, packed.unsorted_indices)[order], descending=True, stable=True).indices
+    order = order[rank]
+    padded, lengths = pad_packed_sequence(packed)
+    data = pack_padded_sequence(padded.index_select(1, order), lengths[order]).data
+    return PackedSequence(data, packed.batch_sizes, order)
+
+
+@pytest.mark.parametrize("engine, form", [  # Triton's interpreter takes ~15 s a call: one form
+    *[(engine, form) for engine in ("auto", "native", "fused", "reference") for form in [*PACKED_FORMS, "lengths="]],
+    pytest.param("triton", "by hand", marks=triton_installed),
 ])
-def test_packed_input_with_dropout_draws_torch_nn_masks_over_long_sequences(torch_type, lstmkit_type):
-    """`auto` runs rnn and gru fused from CPU_FUSED_MIN_STEPS steps with gradients, but fused
-    draws inter-layer dropout over the padded values: on packed input in training `auto`
-    stays native, whose masks (and the random stream after them) are torch.nn's."""
+@pytest.mark.parametrize("torch_type, lstmkit_type, bidirectional", [
+    (torch.nn.LSTM, lstmkit.LSTM, False), (torch.nn.GRU, lstmkit.GRU, True), (torch.nn.RNN, lstmkit.RNN, False),
+])
+def test_packed_input_draws_torch_nn_inter_layer_dropout_masks_on_every_engine(
+        torch_type, lstmkit_type, bidirectional, form, engine, monkeypatch):
+    """torch.nn draws inter-layer dropout over packed input's values, one row per sequence and
+    step in its packing order; every engine draws the same masks, and leaves the random stream
+    where torch.nn does. lengths= packs as pack_padded_sequence(enforce_sorted=False). `auto`'s
+    call is long enough for it to run the fused engine."""
     torch.manual_seed(0)
-    reference = torch_type(3, H, num_layers=2, dropout=0.5, dtype=torch.float64)
-    layer = lstmkit_type(3, H, num_layers=2, dropout=0.5, dtype=torch.float64)
+    reference = torch_type(3, H, num_layers=3, dropout=0.5, bidirectional=bidirectional, dtype=torch.float64)
+    layer = lstmkit_type(3, H, num_layers=3, dropout=0.5, bidirectional=bidirectional, dtype=torch.float64,
+                         engine=engine)
     layer.load_state_dict(reference.state_dict())
-    steps = CPU_FUSED_MIN_STEPS + 6
-    x = torch.randn(steps, 2, 3, dtype=torch.float64, requires_grad=True)
-    runs = []
-    for module in (reference, layer):
-        torch.manual_seed(5)
-        output = module(torch.nn.utils.rnn.pack_padded_sequence(x, [steps, steps - 20]))[0].data
-        runs.append((output, torch.rand(3)))
-    assert torch.equal(runs[0][0], runs[1][0])
-    assert torch.equal(runs[0][1], runs[1][1])
+    steps = CPU_FUSED_MIN_STEPS + 6 if engine == "auto" else 8
+    lengths = [steps, *torch.randint(1, 6, (18,)).tolist(), steps - 2]
+    x = torch.randn(steps, len(lengths), 3, dtype=torch.float64, requires_grad=True)
+    packed = PACKED_FORMS["unsorted" if form == "lengths=" else form](x, lengths)
+    engines = record_engines(monkeypatch)
+    torch.manual_seed(5)
+    expected = reference(packed)[0]
+    expected_after = torch.rand(3)
+    torch.manual_seed(5)
+    if form == "lengths=":
+        output = pack_padded_sequence(layer(x, lengths=lengths)[0], lengths, enforce_sorted=False)
+    else:
+        output = layer(packed)[0]
+    assert torch.equal(torch.rand(3), expected_after), "the random stream after the call is torch.nn's"
+    assert_close(output.data, expected.data, "output")
+    gradient, = torch.autograd.grad(output.data.sum(), x, retain_graph=True)  # the packing is shared
+    expected_gradient, = torch.autograd.grad(expected.data.sum(), x)
+    assert_close(gradient, expected_gradient, "input gradient")
+    assert engines == [{"auto": "fused"}.get(engine, engine)]
+
+
+@pytest.mark.parametrize("engine", ["fused", "reference", pytest.param("triton", marks=triton_installed)])
+def test_a_variant_draws_the_same_inter_layer_masks_on_every_engine(engine):
+    """Cells torch.nn lacks: each engine's masks are the native LSTM's, drawn over the packed
+    values, so a peephole LSTM with zero peepholes is the plain LSTM, dropout included."""
+    torch.manual_seed(0)
+    plain = lstmkit.LSTM(3, H, num_layers=2, dropout=0.5, dtype=torch.float64, engine="native")
+    peephole = lstmkit.PeepholeLSTM(3, H, num_layers=2, dropout=0.5, dtype=torch.float64, engine=engine)
+    with torch.no_grad():
+        for name, parameter in peephole.named_parameters():
+            parameter.copy_(plain.state_dict()[name] if name in plain.state_dict() else torch.zeros_like(parameter))
+    x = torch.randn(7, 20, 3, dtype=torch.float64)
+    lengths = [7, 3, *[5] * 17, 2]
+    outputs = []
+    for layer in (plain, peephole):
+        torch.manual_seed(11)
+        outputs.append(layer(x, lengths=lengths)[0])
+    assert_close(outputs[1], outputs[0], "output")
 
 
 def test_dropout_warns_at_the_callers_line_for_a_single_layer():

@@ -112,6 +112,20 @@ class LayerNoise(NamedTuple):
     keep_cell: Tensor | None = None
 
 
+class Packing(NamedTuple):
+    """How a padded batch is packed, as torch.nn packs it.
+
+    lengths: (B,) int64 on the data's device, each in [1, T].
+    order: (B,) the batch index of each packed row, longest first, on the data's device: the
+        input's PackedSequence.sorted_indices, or, for lengths=, those pack_padded_sequence
+        gives with enforce_sorted=False. Ties may come in any order (torch.sort is not stable
+        past 16 rows); torch.nn's inter-layer dropout draws its masks over the rows in this one.
+    """
+
+    lengths: Tensor
+    order: Tensor
+
+
 class Stack(NamedTuple):
     """What an engine runs: the cell, the weights of every layer and direction (index
     layer * D + direction), and the layer options that are not the input's."""
@@ -170,7 +184,8 @@ def own_cell(cell: Cell, engine: str) -> str | None:
 
 
 class Engine:
-    """An engine: `run` a stack over time-major data (T, B, I) with `lengths` (B,) or None."""
+    """An engine: `run` a stack over time-major data (T, B, I), packed as `packing` says, or
+    None when every sequence has all T steps."""
 
     name: ClassVar[str]
     exposes_gates: ClassVar[bool] = True  # whether `run` can return the gate activations
@@ -187,7 +202,7 @@ class Engine:
         return None
 
     def run(
-        self, stack: Stack, data: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor | None, return_gates: bool
+        self, stack: Stack, data: Tensor, packing: Packing | None, h0: Tensor, c0: Tensor | None, return_gates: bool
     ) -> StackRun:
         raise NotImplementedError
 
@@ -213,10 +228,11 @@ class LayerEngine(Engine):
         raise NotImplementedError
 
     def run(
-        self, stack: Stack, data: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor | None, return_gates: bool
+        self, stack: Stack, data: Tensor, packing: Packing | None, h0: Tensor, c0: Tensor | None, return_gates: bool
     ) -> StackRun:
         """Every layer and direction in turn; dropout between layers in training, and the
         stack's regularisers (input dropout here, the recurrent ones in `run_layer`)."""
+        lengths = None if packing is None else packing.lengths
         projected = stack.weights[0].weight_hr is not None
         precision = precision_for(
             stack.cell, stack.weights[0].weight_ih.dtype, data.device, lstm_cell_steps(lengths, projected, data),
@@ -247,9 +263,27 @@ class LayerEngine(Engine):
                     trace.append((tuple(flip(gate) for gate in run.gates), cells))
             layer_input = join(direction_outputs, torch.cat, -1) if stack.bidirectional else direction_outputs[0]
             if stack.dropout and stack.training and layer < stack.num_layers - 1:
-                layer_input = F.dropout(layer_input, stack.dropout, training=True)
+                layer_input = inter_layer_dropout(layer_input, stack.dropout, packing)
         c_n = None if c0 is None else join(final_c, torch.stack, 0)
         return StackRun(layer_input, join(final_h, torch.stack, 0), c_n, trace if return_gates else None)
+
+
+def inter_layer_dropout(values: Tensor, p: float, packing: Packing | None) -> Tensor:
+    """Dropout of one layer's output `values` (T, B, F) before the next layer, drawn as
+    torch.nn draws it. On the CPU, packed input's over its packed values alone, one row per
+    sequence and step in `packing.order`, as torch.nn's kernels draw it on a PackedSequence:
+    the same masks, and the same random stream after them. Elsewhere over the padded values
+    (the steps past a length are 0 and stay 0): on CUDA torch.nn's cuDNN kernel draws masks of
+    its own, which no other kernel reproduces, and data-dependent indexing would stop the
+    fused engine's graph capture."""
+    if packing is None or values.device.type != "cpu" or values.shape[1] == 0:
+        return F.dropout(values, p, training=True)
+    packed_lengths = packing.lengths.index_select(0, packing.order)
+    running = torch.arange(values.shape[0]).unsqueeze(1) < packed_lengths  # (T, B), sequences in packed order
+    steps, rows = running.nonzero(as_tuple=True)  # row-major: the packed order of the values
+    sequences = packing.order.index_select(0, rows)
+    dropped = F.dropout(values[steps, sequences], p, training=True)
+    return values.new_zeros(values.shape).index_put((steps, sequences), dropped)
 
 
 def join(parts: list[Tensor], how, dim: int) -> Tensor:

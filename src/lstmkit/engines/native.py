@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from lstmkit.cells import Cell
-from lstmkit.engines.base import Engine, Stack, StackRun, own_cell, run_eagerly
+from lstmkit.engines.base import Engine, Packing, Stack, StackRun, own_cell, run_eagerly
 from lstmkit.engines.precision import ONEDNN_BFLOAT16, ONEDNN_FLOAT16, autocast, autocast_dtype
 
 NATIVE_KERNELS = {
@@ -103,27 +103,27 @@ class NativeEngine(Engine):
 
     @run_eagerly
     def run(
-        self, stack: Stack, data: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor | None, return_gates: bool
+        self, stack: Stack, data: Tensor, packing: Packing | None, h0: Tensor, c0: Tensor | None, return_gates: bool
     ) -> StackRun:
-        """The stack over `data` (T, B, I), as torch.nn computes it. torch.compile runs it
+        """The stack over `data` (T, B, I), as torch.nn computes it, packed in `packing.order`
+        (torch.nn's inter-layer dropout draws its masks in that order). torch.compile runs it
         eagerly (a graph break), as it runs torch.nn's RNNs: traced, oneDNN's LSTM fails in
         backward (AOTAutograd: "expected all tensors_saved_with_vc_check to be Tensors")."""
         kernel = NATIVE_KERNELS[kernel_name(stack.cell)]
         flat_weights = flat_weight_list(stack)
         options = (stack.bias, stack.num_layers, stack.dropout, stack.training, stack.bidirectional)
-        if lengths is None or data.shape[1] == 0:  # torch cannot pack an empty batch; it has nothing to mask
+        if packing is None or data.shape[1] == 0:  # torch cannot pack an empty batch; it has nothing to mask
             hx = h0.contiguous() if c0 is None else (h0.contiguous(), c0.contiguous())
             output, *state = kernel(data, hx, flat_weights, *options, False)
         else:
+            order = packing.order
             with autocast(data.device.type, enabled=False):  # data moved, not computed: float16 autocast
-                packed = pack_padded_sequence(data, lengths.cpu(), enforce_sorted=False)  # refuses bfloat16 data
-            order = packed.sorted_indices
+                in_order = pack_padded_sequence(  # refuses bfloat16 data
+                    data.index_select(1, order), packing.lengths.index_select(0, order).cpu())
+            packed = PackedSequence(in_order.data, in_order.batch_sizes, order)  # and the order back
             hx = h0.index_select(1, order) if c0 is None else (h0.index_select(1, order), c0.index_select(1, order))
             packed_output, *state = kernel(packed.data, packed.batch_sizes, hx, flat_weights, *options)
-            output, _ = pad_packed_sequence(
-                PackedSequence(packed_output, packed.batch_sizes, order, packed.unsorted_indices),
-                total_length=data.shape[0],
-            )
+            output, _ = pad_packed_sequence(packed._replace(data=packed_output), total_length=data.shape[0])
             state = [part.index_select(1, packed.unsorted_indices) for part in state]
         h_n, c_n = (state[0], None) if c0 is None else state
         return StackRun(output, h_n, c_n, None)

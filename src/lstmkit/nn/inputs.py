@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from lstmkit.engines.base import Packing
 from lstmkit.engines.precision import autocast_dtype
 
 
@@ -33,6 +34,7 @@ class SequenceBatch:
 
     data: (T, B, I), time-major.
     lengths: (B,) int64 on data's device, or None when every sequence has all T steps.
+    order: with lengths, the batch index of each packed row (Packing.order); else None.
     packed: the PackedSequence the input came as (its output is packed the same way), or None.
     batched: False for unbatched 2-D input (B = 1 inside).
     batch_first: whether the user's tensors put the batch first.
@@ -40,9 +42,15 @@ class SequenceBatch:
 
     data: Tensor
     lengths: Tensor | None
+    order: Tensor | None
     packed: PackedSequence | None
     batched: bool
     batch_first: bool
+
+    @property
+    def packing(self) -> Packing | None:
+        """How the engines pack the batch, or None when every sequence has all T steps."""
+        return None if self.lengths is None else Packing(self.lengths, self.order)
 
     def restore_output(self, output: Tensor) -> Tensor | PackedSequence:
         """(T, B, F) time-major output -> the layout the input came in."""
@@ -95,7 +103,10 @@ def prepare_input(
         # on the meta device (shapes only) the sorting indices have no values to unsort by
         in_order = PackedSequence(input.data, input.batch_sizes) if input.data.device.type == "meta" else input
         data, packed_lengths = pad_packed_sequence(in_order)
-        return SequenceBatch(data, packed_lengths.to(data.device), input, True, batch_first)
+        order = input.sorted_indices  # None when packed with enforce_sorted=True: in the batch's order
+        if order is None:
+            order = torch.arange(data.shape[1], device=data.device)
+        return SequenceBatch(data, packed_lengths.to(data.device), order, input, True, batch_first)
     if not isinstance(input, Tensor):
         raise TypeError(
             f"input must be a Tensor or a PackedSequence, got {type(input).__name__}"
@@ -116,10 +127,13 @@ def prepare_input(
     if data.shape[0] == 0:
         raise ShapeError(f"input must have at least one time step, got shape {tuple(input.shape)}")
     checked_lengths = None if lengths is None else check_lengths(lengths, *data.shape[:2])
+    order = None
     if checked_lengths is not None:
+        # as pack_padded_sequence(enforce_sorted=False) orders them, sorted on the CPU: ties alike
+        order = torch.sort(checked_lengths.cpu(), descending=True).indices.to(data.device)
         checked_lengths = checked_lengths.to(data.device)
         data = without_padding(data, checked_lengths)
-    return SequenceBatch(data, checked_lengths, None, batched, batch_first)
+    return SequenceBatch(data, checked_lengths, order, None, batched, batch_first)
 
 
 def without_padding(data: Tensor, lengths: Tensor) -> Tensor:

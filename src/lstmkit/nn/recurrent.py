@@ -399,12 +399,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor | None, list | None]:
         """The stack on its engine: time-major output, h_n, c_n, and the per-layer-direction
         (gates, cell_states) when asked."""
-        # torch.nn draws packed input's inter-layer dropout over the packed values: only the native
-        # engine draws its masks, so `auto` keeps the native cells there as for a short call
         packed = batch.lengths is not None and batch.data.shape[1] > 0
-        packed_dropout = packed and self.training and self.dropout > 0 and self.num_layers > 1
         long_backward = (batch.data.shape[0] >= CPU_FUSED_MIN_STEPS and torch.is_grad_enabled()  # short: no more asked
-                         and not packed_dropout
                          and (batch.data.requires_grad or any(weights.weight_hh.requires_grad
                                                               for weights in stack.weights)))
         engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
@@ -419,7 +415,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
             stack = stack._replace(weights=[
                 weights._replace(weight_hh=F.dropout(weights.weight_hh, self.weight_dropout, training=True))
                 for weights in stack.weights])
-        return engine.run(stack, batch.data, batch.lengths, h0, c0, return_gates)
+        return engine.run(stack, batch.data, batch.packing, h0, c0, return_gates)
 
     def _restore_trace(self, trace: list, batch: SequenceBatch) -> GateTrace:
         """Stack the per-layer-direction activations and put them in the user's layout, zero
