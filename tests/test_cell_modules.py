@@ -685,6 +685,21 @@ def test_a_triton_step_on_cpu_tensors_outside_the_interpreter_is_refused_with_th
         (torch.compile(cell, backend="eager") if compiled else cell)(torch.randn(B, INPUT))
 
 
+@pytest.mark.parametrize("cell_name, engine", [
+    *[(cell_name, engine) for cell_name in ("lstm", "gru") for engine in ("auto", "native", "fused", "reference")],
+    ("peephole", "auto"),
+    *[pytest.param(cell_name, "triton", marks=triton_installed) for cell_name in ("lstm", "peephole")],
+])
+def test_a_step_on_the_meta_device_gives_shapes(cell_name, engine, monkeypatch):
+    """As the layers do: shape inference, and a model built on meta then to_empty(). The
+    Triton interpreter failed copying meta tensors, and outside it the step was refused."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    module = NAMED[cell_name](INPUT, HIDDEN, engine=engine, device="meta")
+    h = module(torch.empty(B, INPUT, device="meta"))
+    h = h[0] if isinstance(h, tuple) else h
+    assert (h.device.type, h.shape) == ("meta", (B, HIDDEN))
+
+
 @pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
 def test_named_modules_take_the_layer_arguments(cell_name, options):
     """Each named module builds the same cell as RecurrentCell by name, with the same weights."""

@@ -178,6 +178,14 @@ def test_a_fused_layer_compiles_to_one_graph(cell, options, backend):
         assert relative_error(a, b) < TOLERANCE, f"gradient {index}"
 
 
+def test_fullgraph_on_the_native_engine_says_what_to_build_instead():
+    """The native engine is a graph break, as torch.nn's RNNs are: fullgraph=True fails there,
+    and says so, where it blamed a `disable` the user never called."""
+    compiled = torch.compile(lstmkit.LSTM(4, 5), fullgraph=True, backend="eager")
+    with pytest.raises(Exception, match="(?s)lstmkit's native engine runs torch's own RNN kernels.*engine='fused'"):
+        compiled(torch.randn(6, 3, 4))
+
+
 @pytest.mark.parametrize("cell, options", [("lstm", {}), ("gru", {}), ("layernorm", {}), ("peephole", {})])
 def test_the_fused_ops_pass_torch_library_opcheck(cell, options):
     """The ops' schemas, fake implementations and autograd registration agree with what the

@@ -19,18 +19,27 @@ from lstmkit.cells import CELLS, Cell, LayerWeights, is_builtin
 from lstmkit.engines.precision import Precision, autocast, lstm_cell_steps, precision_for
 
 
-def run_eagerly(function: Callable) -> Callable:
-    """`function`, which torch.compile runs eagerly (a graph break), as it runs torch.nn's RNNs:
-    for an engine whose kernels the compiler cannot trace. Outside the compiler, `function`
-    itself: a disabled wrapper built at every call cost ~10 µs, a fifth of a GRU decoder step."""
+def run_eagerly(reason: str) -> Callable[[Callable], Callable]:
+    """A decorator: the function, which torch.compile runs eagerly (a graph break, whose error
+    under fullgraph=True gives `reason`), as it runs torch.nn's RNNs: for an engine whose kernels
+    the compiler cannot trace. Outside the compiler, the function itself: a disabled wrapper
+    costs ~10 µs a call, a fifth of a GRU decoder step."""
 
-    @functools.wraps(function)
-    def eager(*args, **kwargs):
-        if torch.compiler.is_compiling():
-            return torch.compiler.disable(function)(*args, **kwargs)
-        return function(*args, **kwargs)
+    def decorate(function: Callable) -> Callable:
+        try:
+            disabled = torch.compiler.disable(function, reason=reason)
+        except TypeError:  # torch before 2.8 gives no reason
+            disabled = torch.compiler.disable(function)
 
-    return eager
+        @functools.wraps(function)
+        def eager(*args, **kwargs):
+            if torch.compiler.is_compiling():
+                return disabled(*args, **kwargs)
+            return function(*args, **kwargs)
+
+        return eager
+
+    return decorate
 
 
 class LayerRun(NamedTuple):

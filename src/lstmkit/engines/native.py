@@ -101,7 +101,9 @@ class NativeEngine(Engine):
             return f"torch's CPU LSTM kernel (oneDNN) fails under {dtype} autocast on this CPU, {lacking}"
         return None
 
-    @run_eagerly
+    @run_eagerly("lstmkit's native engine runs torch's own RNN kernels, which torch.compile runs eagerly, as it "
+                 "runs torch.nn's RNNs; for fullgraph=True build the layer with engine='fused' "
+                 "(or 'triton' on CUDA)")
     def run(
         self, stack: Stack, data: Tensor, packing: Packing | None, h0: Tensor, c0: Tensor | None, return_gates: bool
     ) -> StackRun:

@@ -79,7 +79,8 @@ def run_cell_step(
 ) -> StepResult:
     """One step of `cell` from x (B, I), h (B, H), c (B, H) or None, on `engine` (checked)."""
     name = step_engine_name(engine, cell, return_gates, x.device)
-    if (torch.jit.is_tracing() or exporting()) and name in KERNEL_ENGINES:  # as a layer's call (select_engine)
+    shapes_only = x.device.type == "meta"
+    if (torch.jit.is_tracing() or exporting() or shapes_only) and name in KERNEL_ENGINES:  # as select_engine does
         name = "reference"
     if name in KERNEL_ENGINES and torch._C._are_functorch_transforms_active():  # as a layer's call
         name = reference_under_transform(ENGINES[name]).name
