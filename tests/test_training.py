@@ -145,6 +145,16 @@ def test_progress_in_a_log_writes_lines_with_throughput_and_eta():
         "0.000", "0.034", "0.360", "1.0", "9.9", "10", "42"]
 
 
+def test_progress_of_work_that_is_not_training_gives_one_rate():
+    """Scoring a text or decoding has no training clock: the rate of its units by the wall clock."""
+    stream = io.StringIO()
+    progress = Progress("lm eval", total=40_000, unit="token", stream=stream, quiet_interval=0.0)
+    progress.start -= 10.0  # begun 10 s ago: 10,000 tokens are 1,000 tokens/s, 30,000 left
+    progress.update(10_000, None)
+    assert re.fullmatch(r"lm eval: token 10000/40000 1,000 tokens/s, elapsed 10s ETA 30s\n", stream.getvalue()), \
+        stream.getvalue()
+
+
 def test_progress_writes_to_a_stream_that_only_writes():
     """A sys.stderr replaced by a tee with write and flush alone (no isatty) stopped every
     training run at its first line: AttributeError: 'Tee' object has no attribute 'isatty'."""

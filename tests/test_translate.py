@@ -397,6 +397,16 @@ def test_eval_of_a_perfect_translation_gives_bleu_100_and_writes_json(copy_run, 
     assert f"BLEU signature: {written['signature']}" in printed
 
 
+def test_progress_reports_the_sentences_decoded_on_stderr(copy_run, capsys):
+    _, translator, valid, _ = copy_run
+    quiet = translator.translate(valid.sources, beam=2)
+    assert capsys.readouterr().err == ""
+    assert translator.translate(valid.sources, beam=2, progress=True) == quiet
+    assert capsys.readouterr().err.startswith(f"translate beam 2: sentence {len(quiet)}/{len(quiet)} ")
+    with pytest.raises(TypeError, match=re.escape("progress must be True or False, got 1 (int)")):
+        translator.translate(valid.sources, progress=1)
+
+
 def test_eval_scores_with_sacrebleus_tokenizer_and_case_options(copy_run, tmp_path, capsys):
     """--tokenize and --lowercase are sacrebleu's own options, named in the signature; shouting
     references score 0 cased and 100 lowercased against the copy task's exact translations."""

@@ -75,7 +75,7 @@ def lm_eval_command(arguments: argparse.Namespace) -> None:
         ways["with dynamic evaluation: "] = {"dynamic": DynamicEvaluation(arguments.dynamic_segment,
                                                                            arguments.dynamic_lr, arguments.dynamic_decay)}
     for label, way in ways.items():
-        scores = model.evaluate(text, **way)
+        scores = model.evaluate(text, **way, progress=True)
         print(f"{label}loss {scores.loss:.4f} nats/token, perplexity {scores.perplexity:.2f}, "
               f"{scores.bits_per_character:.3f} bits/character over {scores.tokens:,} tokens scored (every one after "
               "the text's first)")

@@ -70,7 +70,7 @@ def translate_run_command(arguments: argparse.Namespace) -> None:
         raise ValueError(f"--sentence {shown}: there are {len(sentences)} sentences")
     if arguments.show_attention is not None and not sentences[shown - 1]:
         raise ValueError(f"--sentence {shown} is an empty line: it has no attention to draw")
-    for translation in translator.translate(sentences, **settings):
+    for translation in translator.translate(sentences, **settings, progress=True):
         print(translation, flush=False)
     if arguments.show_attention is not None:
         alignment = translator.align(sentences[shown - 1], **settings)
@@ -89,7 +89,7 @@ def translate_eval_command(arguments: argparse.Namespace) -> None:
     test = read_parallel(arguments.source, arguments.reference, ("source", "reference"), "reference")
     translator = load_translator(arguments.directory, arguments.device)
     scores = translator.score(test.sources, test.targets, **settings, tokenize=arguments.tokenize,
-                              lowercase=arguments.lowercase)
+                              lowercase=arguments.lowercase, progress=True)
     print(f"BLEU {scores.bleu:.2f}  chrF {scores.chrf:.2f}  ({scores.sentences:,} sentences, beam {scores.beam}, "
           f"{scores.sentences / max(scores.seconds, 1e-9):.1f} sentences/s)")
     print(f"BLEU signature: {scores.signature}")

@@ -50,6 +50,7 @@ from lstmkit.training.device import runnable_engines
 from lstmkit.training.loop import check_same_settings, resumed_settings
 from lstmkit.training.config import SEED_RANGE, check_config, check_field_types, check_positive_integers
 from lstmkit.training.isolation import isolated_from_caller
+from lstmkit.training.progress import Progress
 
 # Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
 RECIPES = {
@@ -417,8 +418,10 @@ def detach(state):
     return tuple(part.detach() for part in state) if isinstance(state, tuple) else state.detach()
 
 
-def evaluate_windows(model: LanguageModel, windows, characters_per_token: float) -> TextScores:
-    """Mean loss over every target of the windows, the state carried from window to window."""
+def evaluate_windows(model: LanguageModel, windows, characters_per_token: float,
+                     progress: Progress | None = None) -> TextScores:
+    """Mean loss over every target of the windows, the state carried from window to window;
+    the tokens scored reported to `progress` after each window."""
     device = next(model.parameters()).device
     total, count, state = 0.0, 0, None
     with torch.no_grad(), evaluating(model):
@@ -426,6 +429,10 @@ def evaluate_windows(model: LanguageModel, windows, characters_per_token: float)
             logits, state = model(inputs.to(device), state)
             total += F.cross_entropy(logits.flatten(0, 1).float(), targets.to(device).flatten(), reduction="sum").item()
             count += targets.numel()
+            if progress is not None:
+                progress.update(count, None)
+    if progress is not None:
+        progress.close(count, None)
     return TextScores.from_loss(total / count, count, characters_per_token)
 
 
@@ -451,10 +458,13 @@ class TrainedLanguageModel:
         return sample_text(self.model, self.vocabulary, prime, length, temperature, top_k, seed, top_p)
 
     def evaluate(self, text: str | os.PathLike, cache: CachePointer | None = None,
-                 dynamic: DynamicEvaluation | None = None) -> TextScores:
+                 dynamic: DynamicEvaluation | None = None, progress: bool = False) -> TextScores:
         """Scores of every token of `text` (a str is the text itself; a pathlib.Path, the text
         file it names) after the first: the model's own, or under the continuous cache pointer,
-        or with dynamic evaluation (lstmkit.pipelines.lm_evaluation)."""
+        or with dynamic evaluation (lstmkit.pipelines.lm_evaluation); with `progress`, the
+        tokens scored so far on stderr (a bar on a terminal, a line every 30 s in a log)."""
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be True or False, got {progress!r} ({type(progress).__name__})")
         if isinstance(text, os.PathLike):
             text = read_text(text)
         elif isinstance(text, str) and "\n" not in text and os.path.isfile(text):  # a char model failed at its '/'
@@ -466,13 +476,15 @@ class TrainedLanguageModel:
                                 f"{value!r}; e.g. {name}={kind.__name__}()")
         if cache is not None and dynamic is not None:
             raise ValueError("score with the cache pointer or with dynamic evaluation, one at a time")
-        if cache is None and dynamic is None:
-            return evaluate_text(self.model, self.vocabulary, text)
         tokens = text_tokens(self.vocabulary, text)
+        way = "" if cache is None and dynamic is None else " with the cache pointer" if cache else " dynamically"
+        shown = Progress(f"lm eval{way}", tokens.numel() - 1, unit="token") if progress else None
+        if cache is None and dynamic is None:
+            return evaluate_tokens(self.model, tokens, len(text) / tokens.numel(), shown)
         if cache is not None:
-            total, count = score_with_cache(self.model, tokens, cache)
+            total, count = score_with_cache(self.model, tokens, cache, progress=shown)
         else:
-            total, count = score_dynamically(self.model, tokens, dynamic)
+            total, count = score_dynamically(self.model, tokens, dynamic, shown)
         return TextScores.from_loss(total / count, count, len(text) / tokens.numel())
 
 
@@ -515,11 +527,11 @@ def text_tokens(vocabulary: Vocabulary, text: str) -> Tensor:
     return tokens
 
 
-def evaluate_text(model: LanguageModel, vocabulary: Vocabulary, text: str, window: int = 1000) -> TextScores:
-    """Score every token of `text` after the first, in one stream (the state carried along)."""
-    tokens = text_tokens(vocabulary, text)
+def evaluate_tokens(model: LanguageModel, tokens: Tensor, characters_per_token: float,
+                    progress: Progress | None = None, window: int = 1000) -> TextScores:
+    """Score every token of `tokens` after the first, in one stream (the state carried along)."""
     stream = token_streams(tokens, 1, window, "the text to evaluate")
-    return evaluate_windows(model, stream, len(text) / tokens.numel())
+    return evaluate_windows(model, stream, characters_per_token, progress)
 
 
 def nucleus(scores: Tensor, top_p: float) -> Tensor:

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from lstmkit.models.language import LanguageModel
 from lstmkit.models.modes import evaluating
+from lstmkit.training.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,11 @@ def cache_log_probabilities(hidden: Tensor, target_log_probs: Tensor, targets: T
     return ((1 - mixture) * target_log_probs.exp() + mixture * cache_probs).log()
 
 
-def score_with_cache(model: LanguageModel, tokens: Tensor, cache: CachePointer, window: int = 1000) -> tuple[float, int]:
+def score_with_cache(model: LanguageModel, tokens: Tensor, cache: CachePointer, window: int = 1000,
+                     progress: Progress | None = None) -> tuple[float, int]:
     """(summed loss in nats, tokens scored) of `tokens` (N,) in one stream under the cache
-    mixture; the cache spans window boundaries."""
+    mixture; the cache spans window boundaries. The tokens scored go to `progress` after each
+    window."""
     parameter = next(model.parameters())
     device, features = parameter.device, torch.promote_types(parameter.dtype, torch.float32)  # float32 at least
     kept_hidden = torch.empty(0, model.config.hidden_size, device=device, dtype=features)
@@ -107,12 +110,18 @@ def score_with_cache(model: LanguageModel, tokens: Tensor, cache: CachePointer, 
             scored = cache_log_probabilities(all_hidden, target_log_probs, all_targets, cache, scored_from=history)
             total -= scored.sum().item()
             kept_hidden, kept_targets = all_hidden[-cache.window:], all_targets[-cache.window:]
+            if progress is not None:
+                progress.update(start + targets.numel(), None)
+    if progress is not None:
+        progress.close(tokens.numel() - 1, None)
     return total, tokens.numel() - 1
 
 
-def score_dynamically(model: LanguageModel, tokens: Tensor, dynamic: DynamicEvaluation) -> tuple[float, int]:
+def score_dynamically(model: LanguageModel, tokens: Tensor, dynamic: DynamicEvaluation,
+                      progress: Progress | None = None) -> tuple[float, int]:
     """(summed loss in nats, tokens scored) of `tokens` (N,) in one stream, a segment at a
-    time, the model (a copy: the caller's is untouched) updated after scoring each segment."""
+    time, the model (a copy: the caller's is untouched) updated after scoring each segment,
+    and the tokens scored reported to `progress`."""
     adapted = copy.deepcopy(model)
     adapted.eval()  # no dropout: the gradient is that of the loss being reported
     trained = [parameter.detach().clone() for parameter in adapted.parameters()]
@@ -132,4 +141,8 @@ def score_dynamically(model: LanguageModel, tokens: Tensor, dynamic: DynamicEval
                 parameter.sub_(dynamic.lr * parameter.grad)                   # θ ← θ − η ∇ℓ
                 parameter.add_(dynamic.decay * (start_value - parameter))     #     + λ (θ₀ − θ)
         state = tuple(part.detach() for part in state) if isinstance(state, tuple) else state.detach()
+        if progress is not None:
+            progress.update(start + targets.numel(), None)
+    if progress is not None:
+        progress.close(tokens.numel() - 1, None)
     return total, tokens.numel() - 1

@@ -45,6 +45,7 @@ from lstmkit.training import Job, Processes, Trainer, check_resumed_settings, ch
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.job import warn_if_one_batch_holds_all
 from lstmkit.training.isolation import isolated_from_caller
+from lstmkit.training.progress import Progress
 
 with extra_imports("translate", __name__):
     import sacrebleu
@@ -112,10 +113,11 @@ def bucketed_batches(lengths: list[tuple[int, int]], batch_size: int, seed: int,
 
 
 def decode_ids(model: Seq2Seq, sources: list[list[int]], beam: int, max_length: int, length_penalty: float,
-               batch_size: int = DECODE_BATCH) -> list[list[int]]:
+               batch_size: int = DECODE_BATCH, progress: Progress | None = None) -> list[list[int]]:
     """Target ids for each source (ids ending with the end token), decoded in batches of
     similar lengths; beam 1 decodes greedily. A translation stops at `max_length` subwords,
-    or at twice its source's length plus 10 if that is fewer, whatever else is in its batch."""
+    or at twice its source's length plus 10 if that is fewer, whatever else is in its batch.
+    The sentences decoded go to `progress` after each batch."""
     device = next(model.parameters()).device
     order = sorted(range(len(sources)), key=lambda index: len(sources[index]), reverse=True)
     outputs: list[list[int]] = [[] for _ in sources]
@@ -129,6 +131,10 @@ def decode_ids(model: Seq2Seq, sources: list[list[int]], beam: int, max_length: 
             decoded = model.beam_search(source, lengths, beam, limits, length_penalty)
         for index, ids in zip(chunk, decoded, strict=True):
             outputs[index] = ids
+        if progress is not None:
+            progress.update(start + len(chunk), None)
+    if progress is not None:
+        progress.close(len(sources), None)
     return outputs
 
 
@@ -375,17 +381,21 @@ class Translator:
 
     def translate(self, sentences: list[str], beam: int = DecodingConfig.beam,
                   max_length: int = DecodingConfig.max_length,
-                  length_penalty: float = DecodingConfig.length_penalty) -> list[str]:
+                  length_penalty: float = DecodingConfig.length_penalty, progress: bool = False) -> list[str]:
         """One detokenised translation per sentence, an empty one for an empty sentence (beam
-        1: greedy decoding; the defaults and their reasons: DecodingConfig)."""
+        1: greedy decoding; the defaults and their reasons: DecodingConfig); with `progress`,
+        the sentences decoded so far on stderr (a bar on a terminal, a line every 30 s in a log)."""
         DecodingConfig(beam, max_length, length_penalty)  # checks them
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be True or False, got {progress!r} ({type(progress).__name__})")
         sentences = [sentence.strip() for sentence in sentence_list(sentences, "sentences")]
         given = [index for index, sentence in enumerate(sentences) if sentence]
         translations = [""] * len(sentences)
         if given:
             sources = encode_sources(self.vocabularies.source, [sentences[index] for index in given])
+            shown = Progress(f"translate beam {beam}", len(sources), unit="sentence") if progress else None
             with torch.no_grad(), evaluating(self.model):  # a model in training mode translates without dropout
-                decoded = decode_ids(self.model, sources, beam, max_length, length_penalty)
+                decoded = decode_ids(self.model, sources, beam, max_length, length_penalty, progress=shown)
             for index, translation in zip(given, self.vocabularies.target.decode(decoded), strict=True):
                 translations[index] = translation
         return translations
@@ -393,9 +403,10 @@ class Translator:
     def score(self, sources: list[str], references: list[str], beam: int = DecodingConfig.beam,
               max_length: int = DecodingConfig.max_length,
               length_penalty: float = DecodingConfig.length_penalty, tokenize: str = BLEU_TOKENIZERS[0],
-              lowercase: bool = False) -> TranslationScores:
+              lowercase: bool = False, progress: bool = False) -> TranslationScores:
         """Translate `sources` and score the translations against `references` (one per source)
-        with sacrebleu's corpus BLEU (its `tokenize`r) and chrF, `lowercase` or cased."""
+        with sacrebleu's corpus BLEU (its `tokenize`r) and chrF, `lowercase` or cased; with
+        `progress`, the sentences decoded so far on stderr (`translate`)."""
         sources, references = sentence_list(sources, "sources"), sentence_list(references, "references")
         if len(sources) != len(references):
             raise ValueError(f"{len(sources):,} sources and {len(references):,} references: each source needs one")
@@ -403,7 +414,7 @@ class Translator:
             raise ValueError("no sentences to score: give at least one source and its reference")
         check_scoring(tokenize, lowercase)  # before the decoding, which takes a while
         started = time.perf_counter()
-        translations = self.translate(sources, beam, max_length, length_penalty)
+        translations = self.translate(sources, beam, max_length, length_penalty, progress)
         seconds = time.perf_counter() - started
         bleu, bleu_score, chrf, chrf_score = corpus_scores(translations, references, tokenize, lowercase)
         return TranslationScores(bleu_score.score, chrf_score.score, len(sources), beam, str(bleu.get_signature()),

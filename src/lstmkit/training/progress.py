@@ -1,5 +1,6 @@
-"""The progress of a training run on stderr: a tqdm bar on a terminal, a plain line now and
-then in a log. Both show the step, the named values, the throughput and the time left."""
+"""The progress of a training run, or of scoring and decoding, on stderr: a tqdm bar on a
+terminal, a plain line now and then in a log. Both show the step, the named values, the
+throughput and the time left."""
 
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ class Progress:
     the caller's clock of training alone), steps/s by the wall clock (evaluations included) and
     the ETA: drawn from that rate, or the `seconds_left` the caller gives (a time budget's
     seconds of training), whichever ends first. A resumed run passes the step it starts from
-    as `first_step`, so rates count this process's steps only. On a terminal it draws a tqdm
+    as `first_step`, so rates count this process's steps only. Work that is not training (scoring
+    a text, decoding) gives `items_per_second` None: one rate, of `unit`s by the wall clock. On a
+    terminal it draws a tqdm
     bar (the lm, tasks and forecast extras bring tqdm; without it the plain lines are written
     there too); elsewhere one line every `quiet_interval` seconds, and always a last one at
     `close`."""
@@ -58,7 +61,7 @@ class Progress:
         return tqdm(total=self.total, initial=self.first_step, desc=self.label, unit=self.unit, file=self.stream,
                     dynamic_ncols=True, leave=True)
 
-    def update(self, step: int, items_per_second: float, total: int | None = None,
+    def update(self, step: int, items_per_second: float | None, total: int | None = None,
                seconds_left: float | None = None, **values: float) -> None:
         """After each step: `total` when it becomes known; `seconds_left` of a time budget."""
         if total is not None:
@@ -66,8 +69,10 @@ class Progress:
         if self.bar is not None:
             if total is not None and self.bar.total != total:
                 self.bar.total = total
-            self.bar.set_postfix({**{name: f"{value:.4g}" for name, value in values.items()},
-                                  f"{self.item}s/s": rate_text(items_per_second)}, refresh=False)
+            shown = {name: f"{value:.4g}" for name, value in values.items()}
+            if items_per_second is not None:
+                shown[f"{self.item}s/s"] = rate_text(items_per_second)
+            self.bar.set_postfix(shown, refresh=False)
             self.bar.update(step - self.bar.n)
             return
         now = time.perf_counter()
@@ -75,7 +80,7 @@ class Progress:
             self.last = now
             self.write(step, items_per_second, seconds_left, values, now)
 
-    def write(self, step: int, items_per_second: float, seconds_left: float | None, values: dict[str, float],
+    def write(self, step: int, items_per_second: float | None, seconds_left: float | None, values: dict[str, float],
               now: float) -> None:
         rate = (step - self.first_step) / max(now - self.start, 1e-9)
         within = bool(self.total) and step <= self.total  # a time budget's total is an estimate a run can pass
@@ -85,12 +90,16 @@ class Progress:
         total = f"/{self.total}" if within else ""
         shown = "".join(f" {name} {value:.4g}" for name, value in values.items())
         eta = f" ETA {duration(seconds_left)}" if seconds_left is not None else ""
-        self.line = (f"{self.label}: {self.unit} {step}{total}{shown} {rate_text(items_per_second)} {self.item}s/s in "
-                     f"training, {rate:.2f} {self.unit}s/s with evaluations, elapsed {duration(now - self.start)}{eta}")
+        if items_per_second is None:  # no training: the wall clock's rate alone
+            speed = f"{rate_text(rate)} {self.unit}s/s"
+        else:
+            speed = (f"{rate_text(items_per_second)} {self.item}s/s in training, {rate:.2f} {self.unit}s/s with "
+                     "evaluations")
+        self.line = f"{self.label}: {self.unit} {step}{total}{shown} {speed}, elapsed {duration(now - self.start)}{eta}"
         self.stream.write(self.line + "\n")
         self.stream.flush()
 
-    def close(self, step: int, items_per_second: float, **values: float) -> None:
+    def close(self, step: int, items_per_second: float | None, **values: float) -> None:
         """The final report, always written."""
         if self.bar is not None:
             self.bar.set_postfix({name: f"{value:.4g}" for name, value in values.items()}, refresh=False)
