@@ -547,12 +547,36 @@ def test_conclusion_claims_no_open_path_where_the_gated_gradients_also_vanish():
 
 def test_conclusion_when_nothing_solves_makes_no_claim_about_gates():
     task = AddingTask(T=100)
-    runs = [run("rnn", False, 0.166, 500), run("lstm", False, 0.120, 500)]
+    runs = [run("rnn", False, 0.166, 5000), run("lstm", False, 0.120, 5000)]
     profiles = {"rnn": np.array([1e-3, 1.0]), "lstm": np.array([1e-3, 1.0])}
     learning, gradients = conclusion(task, runs, profiles)
     assert learning == ("No cell solved adding T=100 within its budget: the best, lstm, reached test mse 0.1200, "
                         "where ignoring the input scores 0.1667.")
     assert gradients.endswith("of the trained rnn falls by 10^3.0 and the lstm's falls by 10^3.0.")
+
+
+def test_conclusion_says_where_the_time_cap_stopped_a_cell_short_of_its_steps():
+    """On a shared machine at a quarter of a core the demo's 300 s cap stopped every cell (rnn
+    at 3,178 steps, gru at 850): the table read as a race the gated cells lost, and nothing said
+    why. 850 steps in 300 s: 5,000 take 1,765 s, and 1.2 times that, rounded up, is 2,200."""
+    task = AddingTask(T=100)
+    runs = [dataclasses.replace(run("rnn", False, 0.170, 3178), seconds=300.0),
+            dataclasses.replace(run("gru", False, 0.1625, 850), seconds=300.0), run("lstm", True, 0.0075, 2900)]
+    learning, = conclusion(task, runs, {})
+    assert learning.endswith("The cap of 300 s a cell stopped rnn at step 3,178 and gru at step 850, short of its "
+                             "5,000 steps: this machine is slower than the race was set for; --time-budget 2200 gives "
+                             "each cell time for all of them.")
+    assert "cap" not in conclusion(task, [run("rnn", False, 0.170, 5000)], {})[0]
+
+
+def test_conclusion_claims_no_open_path_for_gated_cells_that_did_not_solve():
+    """At T 30 an untrained LSTM's gradient loses fewer than OPEN_ORDERS orders: 20 steps of
+    training, nothing learned, read as "the gates keep a path open"."""
+    task = AddingTask(T=30)
+    runs = [run("rnn", False, 0.166, 20), run("gru", False, 0.1619, 20), run("lstm", False, 0.1644, 20)]
+    profiles = {"rnn": np.array([1e-9, 1.0]), "gru": np.array([10 ** -2.9, 1.0]), "lstm": np.array([10 ** -2.3, 1.0])}
+    _, gradients = conclusion(task, runs, profiles)
+    assert gradients.endswith("; it falls less through the gates than through the plain RNN's recurrence.")
 
 
 def test_conclusion_names_a_cell_that_diverged_and_probes_the_others():
@@ -705,6 +729,10 @@ def test_probe_gates_of_a_task_run_folder_names_its_models(tmp_path):
             f"{weights} is not an lstmkit checkpoint: expected config.json and model.safetensors in it (it is a file "
             f"of one: give the folder that holds it, {weights.parent})")):
         probes.probe_gates(tmp_path / "gates", checkpoint=weights)
+    with pytest.raises(FileNotFoundError, match=re.escape(  # the models/ folder itself: it said no more
+            f"{tmp_path / 'models'} is not an lstmkit checkpoint: expected config.json and model.safetensors in it "
+            "(it holds checkpoints in folders: give one of them, gru, lstm)")):
+        probes.probe_gates(tmp_path / "gates", checkpoint=tmp_path / "models")
 
 
 def test_a_folder_the_probe_removal_cannot_read_is_passed_by(tmp_path, monkeypatch):

@@ -148,7 +148,8 @@ def demo_command(arguments: argparse.Namespace) -> None:
     check_task_folder(out, DEMO_CELLS)  # so is the folder
     check_gradient_files(out, "the demo")
     print(f"lstmkit demo: rnn, gru and lstm on the adding problem, T={config.T}, "
-          f"up to {config.steps:,} steps (and {config.time_budget:g} s) each; figures go to {out}/", flush=True)
+          f"up to {config.steps:,} step{'s' * (config.steps != 1)} (and {config.time_budget:g} s) each; figures go "
+          f"to {out}/", flush=True)
     with finished_cells_shown(AddingTask(config.T), out):
         demo = run_demo(out, config)
     for line in demo.lines:

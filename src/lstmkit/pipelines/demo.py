@@ -8,6 +8,7 @@ the numbers show.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +61,8 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig()) -> DemoRun:
         elif main:
             remove_gradient_files(out)
     figures = [out / "learning_curves.png"] + ([out / "gradient_norms.png"] if profiles else [])
-    return DemoRun(runs, [results_table(task, runs), "", *conclusion(task, runs, profiles.get("after training", {}))],
-                   figures)
+    lines = conclusion(task, runs, profiles.get("after training", {}), config)
+    return DemoRun(runs, [results_table(task, runs), "", *lines], figures)
 
 
 def remove_gradient_files(out: Path) -> None:
@@ -76,9 +77,11 @@ def remove_gradient_files(out: Path) -> None:
 OPEN_ORDERS = 3.0
 
 
-def conclusion(task: Task, runs: list[CellRun], trained_profiles: dict[str, np.ndarray]) -> list[str]:
-    """Two sentences drawn from the numbers: who solved the task, and how far the trained
-    cells' gradients reach back in time."""
+def conclusion(task: Task, runs: list[CellRun], trained_profiles: dict[str, np.ndarray],
+               config: DemoConfig = DemoConfig()) -> list[str]:
+    """Two sentences drawn from the numbers: who solved the task (and which cells the time cap
+    stopped short of `config.steps`), and how far the trained cells' gradients reach back in
+    time."""
     finished = [run for run in runs if run.diverged_at is None]
     solved = [run for run in finished if run.solved]
     unsolved = [run for run in finished if not run.solved]
@@ -101,6 +104,13 @@ def conclusion(task: Task, runs: list[CellRun], trained_profiles: dict[str, np.n
                     f"{best.test_loss:.4f}, where ignoring the input scores {task.baseline():.4f}.")
     else:
         learning = ""
+    capped = [run for run in unsolved if run.steps < config.steps]
+    if capped:  # a slower machine than the race was set for: the cells did not run the same race
+        needed = max(run.seconds / max(run.steps, 1) for run in capped) * config.steps
+        stopped = join([f"{run.cell} at step {run.steps:,}" for run in capped])
+        learning += (f" The cap of {config.time_budget:g} s a cell stopped {stopped}, short of its {config.steps:,} "
+                     f"steps: this machine is slower than the race was set for; --time-budget "
+                     f"{math.ceil(needed * 1.2 / 100) * 100} gives each cell time for all of them.")
     diverged = [run for run in runs if run.diverged_at is not None]
     if diverged:
         where = join([f"{run.cell} diverged at step {run.diverged_at:,}" for run in diverged])
@@ -115,8 +125,10 @@ def conclusion(task: Task, runs: list[CellRun], trained_profiles: dict[str, np.n
         changes.append(f"{subject} {change(value)}")
     gradients = f"Going back through the {steps} steps, ||d loss / d h_t|| {join(changes)}"
     gated = [cell for cell in orders if cell != "rnn"]
+    solved_cells = {run.cell for run in solved}
     if "rnn" in orders and gated and all(orders["rnn"] > orders[cell] + 1 for cell in gated):
-        if all(orders[cell] < OPEN_ORDERS for cell in gated):
+        # open where training opened it: at a short lag an untrained LSTM's loses fewer than OPEN_ORDERS
+        if all(orders[cell] < OPEN_ORDERS and cell in solved_cells for cell in gated):
             gradients += "; the gates keep a path open that the plain RNN's recurrence closes."
         else:
             gradients += "; it falls less through the gates than through the plain RNN's recurrence."
