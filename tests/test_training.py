@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import platform
 import re
 import warnings
 import socket
@@ -20,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import Killed, Quadratic, dies_at_step
+import lstmkit
 from lstmkit import lm
 from lstmkit.checkpoint import load_checkpoint, save_checkpoint
 from lstmkit.pipelines.configs import ForecasterConfig, SpeechConfig, TaskTrainingConfig
@@ -308,6 +310,23 @@ def test_a_resumed_runs_throughput_is_the_whole_runs_as_its_steps_and_seconds_ar
     assert run.items_per_second == results["items_per_second"] == pytest.approx(8 / 20.0)
 
 
+def test_results_record_each_part_of_a_resumed_run(tmp_path):
+    """A run of 4 steps resumed to 8 in bf16 recorded steps 8 and bf16 alone, as if it had
+    trained so from the start: a run rebuilt from its config then differed. Each part keeps its
+    budget, where it trained and the versions it ran on."""
+    Trainer(TrainingConfig(steps=4, lr=0.1, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    Trainer(TrainingConfig(steps=8, lr=0.1, eval_every=2, precision="bf16")).run(Quadratic([1.0], 0.0),
+                                                                                 tmp_path / "run", resume=True)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    first, second = results["segments"]
+    assert (first["from_step"], first["steps"], first["precision"]) == (0, 4, "32")
+    assert (second["from_step"], second["steps"], second["precision"]) == (4, 8, "bf16")
+    assert (first["device"], first["processes"]) == ("cpu", 1)
+    assert first["versions"] == {"lstmkit": lstmkit.__version__, "torch": torch.__version__,
+                                 "python": platform.python_version()}
+    assert results["config"]["steps"] == 8
+
+
 def test_a_run_saved_before_the_schedule_followed_the_clock_resumes_on_it(tmp_path, monkeypatch):
     """last/ of an older lstmkit held the schedule's estimated length, not the second at which the
     warm-up ended: resumed, that second is taken as the warm-up's share of the seconds so far
@@ -588,6 +607,7 @@ def test_two_processes_train_as_one_process_on_the_same_global_batch(text_file, 
     torchrun(2, *ddp_flags(text_file, tmp_path / "resumed"), "--resume")
     resumed = json.loads((tmp_path / "resumed" / "results.json").read_text())
     assert resumed["processes"] == 2 and resumed["steps"] == 40
+    assert [(part["from_step"], part["processes"]) for part in resumed["segments"]] == [(0, 1), (20, 2)]
     assert resumed["best_val_loss"] == pytest.approx(single.best_val_loss, rel=1e-5)
 
 

@@ -267,7 +267,8 @@ def add_training_arguments(parser, config_class: type, evaluations: bool = True)
                             help=text + shown)
     if evaluations:
         add_setting(parser, config_class, "eval_every", "steps between evaluations", type=positive_int)
-    add_setting(parser, config_class, "seed", "seed of the weights and the data order", type=int)
+    add_setting(parser, config_class, "seed", "seed of the weights, the data order, the dropout masks and the "
+                "augmentation (each process of a torchrun its own stream from it)", type=int)
     add_setting(parser, config_class, "device", "auto (CUDA when available), cpu, cuda or cuda:N", type=device_name)
     add_setting(parser, config_class, "precision", "32, or bf16 / 16 under torch.autocast",
                 choices=list(PRECISIONS))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -87,6 +88,10 @@ class RunState:
     averaging_from: int | None = None  # the step at which NT-ASGD began to average the weights
     annealing_from: int | None = None  # the step at which a plateau began the anneal (on_plateau "anneal")
     annealing_decay: float = 0.0  # how far down the cosine the rate was then
+    # Each part of the run, a fresh start and every resume (`Trainer.segment`): the step it began
+    # at, the settings a resume may change, where it trained and on which versions; the config
+    # alone holds the last part's, which a run rebuilt from it would take for the whole run's.
+    segments: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -318,6 +323,14 @@ class Trainer:
         """Where this trainer trains, for a results.json (`TrainingRun.runtime`)."""
         return {"device": str(self.device), "precision": self.config.precision, "processes": self.processes.world_size}
 
+    def segment(self, step: int) -> dict:
+        """The part of a run this trainer trains from `step`, for its record (RunState.segments)."""
+        settings = asdict(self.config)
+        changeable = {name: settings[name] for name in self.config.resumable_changes if name in settings}
+        return {"from_step": step, **changeable,
+                **self.runtime(), "versions": {"lstmkit": lstmkit_version(), "torch": torch.__version__,
+                                               "python": platform.python_version()}}
+
     def announce(self, text: str) -> None:
         if self.processes.main:
             print(text, file=sys.stderr, flush=True)
@@ -383,6 +396,7 @@ class Trainer:
         if ended:  # it stopped before its budget, and would stop there again
             remedy = "" if ended.remedy is None else f"; {ended.remedy}"
             raise ValueError(f"{out} ended at step {progress.step}: {ended.why}{remedy}")
+        progress.segments.append(self.segment(progress.step))
         warmup_cut_by_steps = step_limit is not None and step_limit < config.warmup
         if warmup_cut_by_steps and not resume:
             warn_short_warmup(config, step_limit, spent=False)
@@ -730,7 +744,15 @@ class Trainer:
             "seconds": run.seconds,
             **run.runtime(),
             "config": asdict(self.config),
+            "segments": progress.segments,
+            "data": job.data_fingerprint(),
         })
+
+
+def lstmkit_version() -> str:
+    from lstmkit import __version__  # the package imports this module first
+
+    return __version__
 
 
 def epochs(step: int, steps_per_epoch: int | None) -> int | float | None:
