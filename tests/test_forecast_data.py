@@ -115,6 +115,14 @@ def test_one_series_on_integer_steps_is_read_forecast_and_written_back_in_steps(
         unix = read_series(pd.DataFrame({"t": 1577836800000 + 3600000 * np.arange(5), "y": np.arange(5.0)}), "t",
                            ["y"])
     assert unix.shown_frequency == "3600000 steps"  # pandas names that grid "3600us"
+    with pytest.warns(UserWarning, match=re.escape(  # weekly data exported from Excel lost its yearly season
+            "column 't' looks like Excel serial dates (days since 1899-12-30) (35161 is 1996-04-06 00:00:00); it is "
+            "read as integer steps, with no calendar and m = 1 unless a season is given: convert it to dates "
+            "(pandas.to_datetime(column, unit='D', origin='1899-12-30')) for those")):
+        read_series(pd.DataFrame({"t": 35161 + 7 * np.arange(5), "y": np.arange(5.0)}), "t", ["y"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_series(pd.DataFrame({"t": 35161 + 5 * np.arange(5), "y": np.arange(5.0)}), "t", ["y"])  # no calendar's
     weekly = read_series(pd.DataFrame({"t": pd.date_range("2024-01-07", periods=8, freq="W").asi8,
                                        "y": np.arange(8.0)}), "t", ["y"])  # nanoseconds a week apart: "W-SUN"
     assert weekly.shown_frequency == "604800000000000 steps"  # it failed: "<Week: weekday=6> is a non-fixed …"
@@ -183,6 +191,27 @@ def test_inf_and_text_in_a_number_column_are_refused_at_their_line(tmp_path, cel
             f"column 'x' must hold {expected} (or empty cells for missing values); line 5 of {path} "
             f"(the header is line 1) holds {shown}")):
         read_series(path, "t", ["y"], ["x"])
+
+
+def test_numbers_split_by_a_decimal_comma_under_a_headers_empty_field_are_refused(tmp_path):
+    """Excel's trailing comma in the header gave the second half of each "364,5" a column of
+    its own: the target read 364, silently. pandas' own index column (the first, unnamed) is
+    read as before."""
+    split = tmp_path / "split.csv"
+    split.write_text("date,co2,\n1996-04-06,364,5\n1996-04-13,364,7\n1996-04-20,365,1\n")
+    with pytest.raises(ValueError, match=re.escape(
+            f"{split}: field 3 of its header 'date,co2,' is empty, yet its rows hold values there (5 on line 2): a "
+            "number written with a decimal comma or a thousands separator splits in two there; lstmkit reads "
+            "comma-separated values with '.' as the decimal point and no thousands separators: save the table so, "
+            "or name the column")):
+        read_series(split, "date", ["co2"])
+    indexed = tmp_path / "indexed.csv"
+    pd.DataFrame({"date": pd.date_range("1996-04-06", periods=3, freq="W-SAT"), "co2": [364.5, 364.7, 365.1]}).to_csv(
+        indexed)
+    assert read_series(indexed, "date", ["co2"]).targets[:, 0].tolist() == [364.5, 364.7, 365.1]
+    trailing = tmp_path / "trailing.csv"  # a trailing comma with nothing under it
+    trailing.write_text("date,co2,\n1996-04-06,364.5,\n1996-04-13,364.7,\n1996-04-20,365.1,\n")
+    assert read_series(trailing, "date", ["co2"]).targets[:, 0].tolist() == [364.5, 364.7, 365.1]
 
 
 def test_a_hand_written_csv_with_spaces_after_its_commas_names_its_columns_as_meant(tmp_path):

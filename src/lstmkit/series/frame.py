@@ -365,7 +365,25 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ValueError(f"{path} is not a readable CSV file: {error}") from None
     table.index = table.index + 2  # the header is line 1
+    check_named_columns(table, path)
     return table.dropna(how="all")
+
+
+def check_named_columns(table: pd.DataFrame, path: Path) -> None:
+    """Refuse values in a column whose header field is empty, past the first (where pandas
+    writes its index): a spreadsheet's trailing comma in the header, under numbers written with
+    a decimal comma or a thousands separator ("364,5", "2,710"), split each into two columns,
+    and the target read its integer part, silently."""
+    for position, column in enumerate(table.columns[1:], start=2):
+        if str(column).startswith("Unnamed: ") and table[column].notna().any():
+            line = table[column].first_valid_index()
+            with open(path, encoding="utf-8-sig", errors="replace") as file:
+                header = file.readline().rstrip("\r\n")
+            raise ValueError(
+                f"{path}: field {position} of its header {header!r} is empty, yet its rows hold values there "
+                f"({plain(table.at[line, column])!r} on line {line}): a number written with a decimal comma or a "
+                f"thousands separator splits in two there; lstmkit reads {CSV_FORM} and no thousands separators: save "
+                "the table so, or name the column")
 
 
 def decompressed_by_pandas(path: Path) -> bool:
@@ -468,12 +486,12 @@ def parse_time(column: pd.Series, name: str, path: Path | None, steps: bool = Fa
     numbers = pd.to_numeric(column, errors="coerce")
     if numbers.notna().all():
         if is_step_column(numbers, steps):
-            unit = None if steps else unix_time_unit(numbers)
-            if unit is not None:
-                warn_at_caller(f"column {name!r} looks like Unix time in {UNIX_UNITS[unit]} ({plain(column.iloc[0])!r} "
-                               f"is {pd.Timestamp(int(numbers.iloc[0]), unit=unit)}); it is read as integer steps, "
-                               "with no calendar and m = 1 unless a season is given: convert it to dates "
-                               f"(pandas.to_datetime(column, unit={unit!r})) for those")
+            dates = None if steps else dates_in_numbers(numbers)
+            if dates is not None:
+                what, first, conversion = dates
+                warn_at_caller(f"column {name!r} looks like {what} ({plain(column.iloc[0])!r} is {first}); it is read "
+                               "as integer steps, with no calendar and m = 1 unless a season is given: convert it to "
+                               f"dates ({conversion}) for those")
             return pd.DatetimeIndex(pd.to_datetime(numbers.astype(np.int64), unit="ns")), STEP
         return years_to_stamps(numbers, column, name, path)
     text = column.astype(str).str.strip()
@@ -614,13 +632,27 @@ def is_step_column(numbers: pd.Series, steps: bool = False) -> bool:
 UNIX_UNITS = {"s": "seconds", "ms": "milliseconds"}
 
 
-def unix_time_unit(numbers: pd.Series) -> str | None:
-    """The unit ("s", "ms") in which integer steps look like Unix time: every one between 1980
-    and 2100, a whole number of minutes apart; None where they do not."""
+# Excel's serial dates count days from 1899-12-30: 1960-01-01 is 21916, 2099-12-31 is 73050.
+EXCEL_EPOCH, EXCEL_SERIALS = pd.Timestamp("1899-12-30"), (21_916, 73_050)
+# Days between a calendar's steps: a day, a week, a month, a quarter, a year.
+CALENDAR_GAPS = ((1, 1), (7, 7), (28, 31), (89, 92), (365, 366))
+
+
+def dates_in_numbers(numbers: pd.Series) -> tuple[str, pd.Timestamp, str] | None:
+    """What integer steps look like where they read as dates: Unix time in seconds or
+    milliseconds (every one between 1980 and 2100, a whole number of minutes apart), or
+    Excel's serial dates (every one between 1960 and 2100, a calendar's steps apart); as
+    (what, the first as a date, the pandas call that converts them), or None."""
     for unit, per_second in (("s", 1), ("ms", 1000)):
         if (numbers.between(315_532_800 * per_second, 4_102_444_800 * per_second).all()
                 and (numbers.diff().dropna() % (60 * per_second) == 0).all()):
-            return unit
+            return (f"Unix time in {UNIX_UNITS[unit]}", pd.Timestamp(int(numbers.iloc[0]), unit=unit),
+                    f"pandas.to_datetime(column, unit={unit!r})")
+    gaps = numbers.diff().dropna()
+    if len(gaps) and numbers.between(*EXCEL_SERIALS).all() and any(
+            gaps.between(shortest, longest).all() for shortest, longest in CALENDAR_GAPS):
+        return ("Excel serial dates (days since 1899-12-30)", EXCEL_EPOCH + pd.Timedelta(days=int(numbers.iloc[0])),
+                "pandas.to_datetime(column, unit='D', origin='1899-12-30')")
     return None
 
 
