@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -535,6 +536,20 @@ def test_two_normalisations_train_one_network_each_and_average_their_forecasts(t
                                  f"kept epoch {singles[0].best_epoch}; log trained 2, kept epoch {singles[1].best_epoch}")
     both.save(tmp_path / "model")
     pd.testing.assert_frame_equal(Forecaster.load(tmp_path / "model").predict(table), both.predict(table))
+
+
+def test_series_that_log_normalisation_cannot_log_are_named():
+    """A series with a value <= 0 is scaled as by 'standard': the report said log for the whole
+    table, and nothing named the series."""
+    steps = np.arange(30.0)
+    table = long_table({"up": 10 + np.sin(steps), "neg": np.sin(steps), "zero": np.zeros(30)})
+    with pytest.warns(UserWarning, match=re.escape(
+            "2 of the 3 series hold a value <= 0, which log normalisation cannot log: each is scaled as by 'standard' "
+            "instead: neg, zero")):
+        Forecaster("t", "y", horizon=3, id="id", baselines=("naive",), normalisation="log", **QUICK).fit(table)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*cannot log")
+        Forecaster("t", "y", horizon=3, id="id", baselines=("naive",), **QUICK).fit(table)
 
 
 @pytest.mark.parametrize("epochs", [None, 2])

@@ -155,6 +155,12 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
                        "before their validation origin: their MASE scales by m = 1 there, and where they hold fewer, "
                        "their baselines are fitted without a season (seasonal naive is naive), as statsforecast fits "
                        "them")
+    unlogged = [panel.ids[k] for k, (values, end) in enumerate(zip(panel.values, ends)) if (values[:end] <= 0).any()]
+    logging = [name for name in config.normalisation if name != "standard"]
+    if unlogged and logging:  # the report says log for the whole table
+        warn_at_caller(f"{len(unlogged):,} of the {len(panel):,} series hold a value <= 0, which "
+                       f"{' and '.join(logging)} normalisation cannot log: each is scaled as by 'standard' instead: "
+                       + ", ".join(map(str, unlogged[:5])) + (" ..." if len(unlogged) > 5 else ""))
     training = [(k, origin) for k, end in enumerate(ends)
                 for origin in range(max(1, min(lookback, end - horizon)), end - horizon + 1)]
     validation = [(k, end) for k, end in enumerate(ends) if validating[k]]
