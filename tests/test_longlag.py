@@ -25,6 +25,7 @@ from lstmkit.training.config import offset_seed
 from lstmkit.training.progress import seconds_text
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.pipelines import longlag
+from lstmkit.pipelines.configs import DemoConfig
 from lstmkit.pipelines.demo import conclusion
 from lstmkit.pipelines.longlag import (TEST_SEED_OFFSET, CellRun, TaskTrainingConfig, build_model, load_model,
                                       load_task_run, run_task, seed_of_test_set, seeded_model, train_cell)
@@ -567,6 +568,9 @@ def test_conclusion_says_where_the_time_cap_stopped_a_cell_short_of_its_steps():
                              "5,000 steps: this machine is slower than the race was set for; --time-budget 2200 gives "
                              "each cell time for all of them.")
     assert "cap" not in conclusion(task, [run("rnn", False, 0.170, 5000)], {})[0]
+    own_cap, = conclusion(task, runs, {}, DemoConfig(time_budget=200.0))  # the user's cap: no machine's fault
+    assert own_cap.endswith("The cap of 200 s a cell stopped rnn at step 3,178 and gru at step 850, short of its 5,000 "
+                            "steps: --time-budget 2200 gives each cell time for all of them.")
 
 
 def test_conclusion_claims_no_open_path_for_gated_cells_that_did_not_solve():

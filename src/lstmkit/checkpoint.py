@@ -321,8 +321,9 @@ def read_config(directory: Path) -> dict:
             cells = sorted(path.name for path in (directory / "models").iterdir() if path.is_dir())
             hint = (f" (it holds a task run's models/: give {directory / 'models' / 'CELL'}, a cell of "
                     f"{', '.join(cells) or 'none'})")
-        elif directory.is_dir() and (held := sorted(path.name for path in directory.iterdir()
-                                                    if (path / CONFIG_FILE).is_file())):
+        elif directory.is_dir() and (held := sorted(  # not the hidden copies a save keeps
+                path.name for path in directory.iterdir()
+                if not path.name.startswith(".") and (path / CONFIG_FILE).is_file())):
             hint = f" (it holds checkpoints in folders: give one of them, {', '.join(held)})"
         elif (directory / "training").is_dir():
             hint = (" (it holds training runs but no model/: a `forecast fit` that stopped continues with the "

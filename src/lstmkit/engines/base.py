@@ -19,22 +19,24 @@ from lstmkit.cells import CELLS, Cell, LayerWeights, is_builtin
 from lstmkit.engines.precision import Precision, autocast, lstm_cell_steps, precision_for
 
 
+# torch 2.8 and later take the reason of a graph break, torch._dynamo.graph_break(msg=...).
+GRAPH_BREAK_REASONS = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 8)
+
+
 def run_eagerly(reason: str) -> Callable[[Callable], Callable]:
     """A decorator: the function, which torch.compile runs eagerly (a graph break, whose error
     under fullgraph=True gives `reason`), as it runs torch.nn's RNNs: for an engine whose kernels
     the compiler cannot trace. Outside the compiler, the function itself: a disabled wrapper
-    costs ~10 µs a call, a fifth of a GRU decoder step."""
+    costs ~10 µs a call, a fifth of a GRU decoder step, and built once, at import, it imported
+    the compiler and triton with lstmkit (1.8 s)."""
 
     def decorate(function: Callable) -> Callable:
-        try:
-            disabled = torch.compiler.disable(function, reason=reason)
-        except TypeError:  # torch before 2.8 gives no reason
-            disabled = torch.compiler.disable(function)
-
         @functools.wraps(function)
         def eager(*args, **kwargs):
             if torch.compiler.is_compiling():
-                return disabled(*args, **kwargs)
+                if GRAPH_BREAK_REASONS:  # under fullgraph=True, the error: its own blamed a `disable` call
+                    torch._dynamo.graph_break(msg=reason)
+                return torch.compiler.disable(function)(*args, **kwargs)
             return function(*args, **kwargs)
 
         return eager
