@@ -903,3 +903,36 @@ def test_forecast_backtest_baselines_are_checked_before_anything_runs(given, mes
     code, out, err = run_cli(["forecast", "backtest", str(tmp_path / "s.csv"), "--time", "t", "--target", "y",
                               "--horizon", "4", *given], capsys)
     assert (code, out) == (2, "") and message in err
+
+
+def test_lines_for_people_go_to_stderr_where_an_output_is_stdout_itself(tmp_path, monkeypatch):
+    """`--json /dev/stdout` put the scores' summary and "wrote /dev/stdout" around the JSON:
+    `| jq` failed. The reader of stdout gets the data alone."""
+    from lstmkit.cli.arguments import report_stream
+
+    with open(tmp_path / "captured", "w") as stdout:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert report_stream(None, str(tmp_path / "scores.json")) is stdout  # a file of its own
+        assert report_stream(str(tmp_path / "captured")) is sys.stderr  # stdout itself, as /dev/stdout is
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # no file behind it
+    assert report_stream(str(tmp_path / "captured")) is sys.stdout
+
+
+def test_a_dangling_symbolic_link_as_the_output_folder_is_refused_before_any_work(tmp_path, capsys):
+    """mkdir failed after the run was announced, with a bare "[Errno 17] File exists"."""
+    (tmp_path / "out").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "text.txt").write_text("to be or not to be\n" * 40)
+    with pytest.raises(SystemExit) as stopped:
+        main(["lm", "train", str(tmp_path / "text.txt"), "--steps", "1", "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert (stopped.value.code, captured.out) == (2, "")
+    assert captured.err.endswith(f"argument --out: {tmp_path / 'out'} is a symbolic link to {tmp_path / 'nowhere'}, "
+                                 "which does not exist: create the folder it points to, or choose another\n")
+
+
+def test_a_closed_stdout_ends_the_command_without_a_traceback(tmp_path):
+    """`lstmkit ... >&-`: Python sets sys.stdout to None, and the final flush raised AttributeError."""
+    completed = subprocess.run([sys.executable, "-m", "lstmkit", "cells"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, close_fds=True,
+                               preexec_fn=lambda: os.close(1))
+    assert (completed.returncode, completed.stderr) == (0, "")

@@ -395,6 +395,9 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     path = as_path(path, "the folder to write results in")
     if path.exists() and not path.is_dir():
         raise ValueError(f"{named(option, path)} is a file; expected a folder (new, or one this program wrote)")
+    if path.is_symlink() and not path.exists():  # mkdir then failed, after the run was announced: "File exists"
+        raise ValueError(f"{named(option, path)} is a symbolic link to {os.readlink(path)}, which does not exist: "
+                         "create the folder it points to, or choose another")
     check_writable(path, path, option)
     return path
 

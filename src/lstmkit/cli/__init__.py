@@ -173,7 +173,8 @@ def run_command(argv: list[str] | None) -> int:
         if arguments.extra is not None:
             require_extra(arguments.extra, f"lstmkit {arguments.command}")
         arguments.run(arguments)
-        sys.stdout.flush()  # here, where a closed pipe is caught below, not at the interpreter's exit
+        if sys.stdout is not None:  # None where the shell closed it (>&-): print wrote nothing
+            sys.stdout.flush()  # here, where a closed pipe is caught below, not at the interpreter's exit
     except MissingExtra as error:  # one line that names the pip command
         stop(1, f"{error}\n")
     except (TrainingDiverged, CheckpointWriteError) as error:  # the run stopped; what it wrote before is kept

@@ -6,7 +6,9 @@ import argparse
 import dataclasses
 import math
 import os
+import sys
 from collections.abc import Callable
+from typing import TextIO
 
 from lstmkit.cells import CELL_NAMES
 from lstmkit.files import FIGURE_SUFFIXES, check_input_file, check_output_file, check_output_folder
@@ -49,6 +51,22 @@ manifest_file = input_file("a CSV manifest with the columns path,text")
 csv_file = input_file("a CSV file")
 sentence_file = input_file("a UTF-8 text file of sentences, one per line, plain or gzip")
 audio_file = input_file("an audio file")
+
+
+def report_stream(*outputs: str | None) -> TextIO:
+    """Where a command's lines for people go: stdout, or stderr where an output file is stdout
+    itself (`--json /dev/stdout`), whose reader then gets the data alone."""
+    try:
+        stdout = os.fstat(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # closed, or not a file (a test's capture)
+        return sys.stdout
+    for output in outputs:
+        try:
+            if output is not None and os.path.samestat(os.stat(output), stdout):
+                return sys.stderr
+        except OSError:  # not yet written
+            continue
+    return sys.stdout
 
 
 def typed_text(text: str) -> str:

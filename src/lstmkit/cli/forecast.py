@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (add_setting, add_training_arguments, config_from, csv_file, device_name,
-                                   output_csv, output_folder, positive_int, positive_ints)
+                                   output_csv, output_folder, positive_int, positive_ints, report_stream)
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.checkpoint import run_folder
 from lstmkit.files import check_not_read
@@ -111,7 +111,7 @@ def predict_command(arguments: argparse.Namespace) -> None:
         print(table.to_csv(index=False), end="")
         print(note, file=sys.stderr)
     else:
-        print(f"wrote {len(table)} forecast rows to {arguments.out}; {note}")
+        print(f"wrote {len(table)} forecast rows to {arguments.out}; {note}", file=report_stream(arguments.out))
 
 
 def add_series_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ from lstmkit.audio.manifest import read_manifest
 from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (
     add_regulariser_arguments, add_setting, add_training_arguments, audio_file, config_from, device_name,
-    manifest_file, output_csv, output_figure, output_file, output_folder, positive_floats, positive_int,
+    manifest_file, output_csv, output_figure, output_file, output_folder, positive_floats, positive_int, report_stream,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.training import check_resumed_settings, check_run_folder, describe_runtime, run_files
@@ -95,24 +95,25 @@ def eval_command(arguments: argparse.Namespace) -> None:
         check_isolated_words([utterance.text for utterance in listed])
     recognizer = load_speech_model(arguments.directory, arguments.device)
     scores, references, transcripts = recognizer.evaluate(arguments.manifest, arguments.beam, arguments.lexicon)
+    report = report_stream(arguments.json, arguments.out)
     print(f"WER {scores['wer']:.2%}, CER {scores['cer']:.2%}, accuracy {scores['accuracy']:.2%} "
-          f"over {scores['utterances']} utterances")
+          f"over {scores['utterances']} utterances", file=report)
     if arguments.confusion:
         from lstmkit.pipelines.speech import confusion_table
 
-        print(confusion_table(references, transcripts))
+        print(confusion_table(references, transcripts), file=report)
     rows = list(zip((utterance.path for utterance in listed), references, transcripts,
                     strict=True))  # by file, in the manifest's order
     if arguments.errors:
         for path, reference, transcript in rows:
             if reference != transcript:
-                print(error_line(path, reference, transcript))
+                print(error_line(path, reference, transcript), file=report)
     if arguments.json:
         write_json(arguments.json, {**scores, "beam": arguments.beam, "lexicon": arguments.lexicon})
-        print(f"wrote {arguments.json}")
+        print(f"wrote {arguments.json}", file=report)
     if arguments.out:  # each utterance's transcript beside its reference (ESPnet's hyp and ref)
         write_csv(arguments.out, ("path", "reference", "transcript"), rows)
-        print(f"wrote {arguments.out}")
+        print(f"wrote {arguments.out}", file=report)
 
 
 def error_line(path, reference: str, transcript: str) -> str:

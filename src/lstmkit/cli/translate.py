@@ -9,7 +9,7 @@ from pathlib import Path
 from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (
     add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, output_figure,
-    output_file, output_folder, positive_int, sentence_file,
+    output_file, output_folder, positive_int, report_stream, sentence_file,
 )
 from lstmkit.engines import ENGINE_CHOICES
 from lstmkit.training import check_resumed_settings, check_run_folder, describe_runtime, run_files
@@ -90,17 +90,18 @@ def translate_eval_command(arguments: argparse.Namespace) -> None:
     translator = load_translator(arguments.directory, arguments.device)
     scores = translator.score(test.sources, test.targets, **settings, tokenize=arguments.tokenize,
                               lowercase=arguments.lowercase, progress=True)
+    report = report_stream(arguments.json, arguments.out)
     print(f"BLEU {scores.bleu:.2f}  chrF {scores.chrf:.2f}  ({scores.sentences:,} sentences, beam {scores.beam}, "
-          f"{scores.sentences / max(scores.seconds, 1e-9):.1f} sentences/s)")
-    print(f"BLEU signature: {scores.signature}")
-    print(f"chrF signature: {scores.chrf_signature}")
+          f"{scores.sentences / max(scores.seconds, 1e-9):.1f} sentences/s)", file=report)
+    print(f"BLEU signature: {scores.signature}", file=report)
+    print(f"chrF signature: {scores.chrf_signature}", file=report)
     if arguments.json is not None:
         write_json(arguments.json, scores.to_dict())
-        print(f"wrote {arguments.json}")
+        print(f"wrote {arguments.json}", file=report)
     if arguments.out is not None:  # the hypotheses scored, for sacrebleu or a look by eye
         with atomic_path(arguments.out) as temporary:
             temporary.write_text("".join(f"{translation}\n" for translation in scores.translations), encoding="utf-8")
-        print(f"wrote {arguments.out}")
+        print(f"wrote {arguments.out}", file=report)
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
