@@ -123,6 +123,7 @@ def test_one_series_on_integer_steps_is_read_forecast_and_written_back_in_steps(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_series(pd.DataFrame({"t": 35161 + 5 * np.arange(5), "y": np.arange(5.0)}), "t", ["y"])  # no calendar's
+        read_series(pd.DataFrame({"t": 30000 + np.arange(5), "y": np.arange(5.0)}), "t", ["y"])  # a step counter
     weekly = read_series(pd.DataFrame({"t": pd.date_range("2024-01-07", periods=8, freq="W").asi8,
                                        "y": np.arange(8.0)}), "t", ["y"])  # nanoseconds a week apart: "W-SUN"
     assert weekly.shown_frequency == "604800000000000 steps"  # it failed: "<Week: weekday=6> is a non-fixed …"
@@ -209,6 +210,9 @@ def test_numbers_split_by_a_decimal_comma_under_a_headers_empty_field_are_refuse
     pd.DataFrame({"date": pd.date_range("1996-04-06", periods=3, freq="W-SAT"), "co2": [364.5, 364.7, 365.1]}).to_csv(
         indexed)
     assert read_series(indexed, "date", ["co2"]).targets[:, 0].tolist() == [364.5, 364.7, 365.1]
+    nested = tmp_path / "nested.csv"  # pandas' index of two levels, unnamed: ",,date,co2"
+    pd.concat({"a": pd.read_csv(indexed, index_col=0)}).to_csv(nested)
+    assert read_series(nested, "date", ["co2"]).targets[:, 0].tolist() == [364.5, 364.7, 365.1]
     trailing = tmp_path / "trailing.csv"  # a trailing comma with nothing under it
     trailing.write_text("date,co2,\n1996-04-06,364.5,\n1996-04-13,364.7,\n1996-04-20,365.1,\n")
     assert read_series(trailing, "date", ["co2"]).targets[:, 0].tolist() == [364.5, 364.7, 365.1]

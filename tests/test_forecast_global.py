@@ -542,10 +542,11 @@ def test_series_that_log_normalisation_cannot_log_are_named():
     """A series with a value <= 0 is scaled as by 'standard': the report said log for the whole
     table, and nothing named the series."""
     steps = np.arange(30.0)
-    table = long_table({"up": 10 + np.sin(steps), "neg": np.sin(steps), "zero": np.zeros(30)})
+    tail = np.where(steps < 29, 10 + np.cos(steps), 0.0)  # its only 0 in the validation tail: log gave -inf there
+    table = long_table({"up": 10 + np.sin(steps), "neg": np.sin(steps), "zero": np.zeros(30), "tail": tail})
     with pytest.warns(UserWarning, match=re.escape(
-            "2 of the 3 series hold a value <= 0, which log normalisation cannot log: each is scaled as by 'standard' "
-            "instead: neg, zero")):
+            "3 of the 4 series hold a value <= 0, which log normalisation cannot log: each is scaled as by 'standard' "
+            "instead: neg, zero, tail")):
         Forecaster("t", "y", horizon=3, id="id", baselines=("naive",), normalisation="log", **QUICK).fit(table)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*cannot log")

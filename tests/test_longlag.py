@@ -571,6 +571,8 @@ def test_conclusion_says_where_the_time_cap_stopped_a_cell_short_of_its_steps():
     own_cap, = conclusion(task, runs, {}, DemoConfig(time_budget=200.0))  # the user's cap: no machine's fault
     assert own_cap.endswith("The cap of 200 s a cell stopped rnn at step 3,178 and gru at step 850, short of its 5,000 "
                             "steps: --time-budget 2200 gives each cell time for all of them.")
+    longer, = conclusion(task, runs, {}, DemoConfig(steps=50_000))  # so is a longer race than the demo's
+    assert "slower" not in longer and "short of its 50,000 steps" in longer
 
 
 def test_conclusion_claims_no_open_path_for_gated_cells_that_did_not_solve():

@@ -325,6 +325,13 @@ def test_results_record_each_part_of_a_resumed_run(tmp_path):
     assert first["versions"] == {"lstmkit": lstmkit.__version__, "torch": torch.__version__,
                                  "python": platform.python_version()}
     assert results["config"]["steps"] == 8
+    saved = tmp_path / "run" / "last" / "config.json"  # a run begun before lstmkit recorded its parts
+    config = json.loads(saved.read_text())
+    del config["progress"]["segments"]
+    saved.write_text(json.dumps(config))
+    Trainer(TrainingConfig(steps=10, lr=0.1, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path / "run", resume=True)
+    segments = json.loads((tmp_path / "run" / "results.json").read_text())["segments"]
+    assert [segments[0], segments[1]["from_step"]] == [{"from_step": 0, "recorded": False}, 8]
 
 
 def test_a_run_saved_before_the_schedule_followed_the_clock_resumes_on_it(tmp_path, monkeypatch):

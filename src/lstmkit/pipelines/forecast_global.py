@@ -155,7 +155,7 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
                        "before their validation origin: their MASE scales by m = 1 there, and where they hold fewer, "
                        "their baselines are fitted without a season (seasonal naive is naive), as statsforecast fits "
                        "them")
-    unlogged = [panel.ids[k] for k, (values, end) in enumerate(zip(panel.values, ends)) if (values[:end] <= 0).any()]
+    unlogged = [panel.ids[k] for k, values in enumerate(panel.values) if (values <= 0).any()]
     logging = [name for name in config.normalisation if name != "standard"]
     if unlogged and logging:  # the report says log for the whole table
         warn_at_caller(f"{len(unlogged):,} of the {len(panel):,} series hold a value <= 0, which "
@@ -288,7 +288,8 @@ def scaled_windows(series: list[np.ndarray], ends: list[int], normalisation: str
     """Each series normalised by `normalisation`, fitted on its values before `ends` as `known`
     there (PanelWindows; `series` where not given), and the windows of all of them."""
     known = series if known is None else known
-    scalings = [SeriesScaling.fit(values[:end], normalisation, season) for values, end in zip(known, ends)]
+    scalings = [SeriesScaling.fit(values[:end], normalisation, season, positive=bool((values > 0).all()))
+                for values, end in zip(known, ends)]
     training, validation = ([float_tensor(scaling.transform(values)) for scaling, values in zip(scalings, each)]
                             for each in (series, known))
     return scalings, PanelWindows(training, lookback, horizon, None if known is series else validation)

@@ -370,15 +370,16 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
 
 
 def check_named_columns(table: pd.DataFrame, path: Path) -> None:
-    """Refuse values in a column whose header field is empty, past the first (where pandas
-    writes its index): a spreadsheet's trailing comma in the header, under numbers written with
-    a decimal comma or a thousands separator ("364,5", "2,710"), split each into two columns,
-    and the target read its integer part, silently."""
-    for position, column in enumerate(table.columns[1:], start=2):
-        if str(column).startswith("Unnamed: ") and table[column].notna().any():
+    """Refuse values in a column whose header field is empty, after a named one (pandas writes
+    its index, of one level or more, first, unnamed): a spreadsheet's trailing comma in the
+    header, under numbers written with a decimal comma or a thousands separator ("364,5",
+    "2,710"), split each into two columns, and the target read its integer part, silently."""
+    unnamed = [str(column).startswith("Unnamed: ") for column in table.columns]
+    first_named = unnamed.index(False) if False in unnamed else len(unnamed)
+    for position, column in enumerate(table.columns, start=1):
+        if position > first_named and unnamed[position - 1] and table[column].notna().any():
             line = table[column].first_valid_index()
-            with open(path, encoding="utf-8-sig", errors="replace") as file:
-                header = file.readline().rstrip("\r\n")
+            header = ",".join("" if empty else str(name) for name, empty in zip(table.columns, unnamed))
             raise ValueError(
                 f"{path}: field {position} of its header {header!r} is empty, yet its rows hold values there "
                 f"({plain(table.at[line, column])!r} on line {line}): a number written with a decimal comma or a "
@@ -634,14 +635,15 @@ UNIX_UNITS = {"s": "seconds", "ms": "milliseconds"}
 
 # Excel's serial dates count days from 1899-12-30: 1960-01-01 is 21916, 2099-12-31 is 73050.
 EXCEL_EPOCH, EXCEL_SERIALS = pd.Timestamp("1899-12-30"), (21_916, 73_050)
-# Days between a calendar's steps: a day, a week, a month, a quarter, a year.
-CALENDAR_GAPS = ((1, 1), (7, 7), (28, 31), (89, 92), (365, 366))
+# Days between a calendar's steps: a week, a month, a quarter, a year (not a day: a counter of
+# steps from 30000 would read as one).
+CALENDAR_GAPS = ((7, 7), (28, 31), (89, 92), (365, 366))
 
 
 def dates_in_numbers(numbers: pd.Series) -> tuple[str, pd.Timestamp, str] | None:
     """What integer steps look like where they read as dates: Unix time in seconds or
     milliseconds (every one between 1980 and 2100, a whole number of minutes apart), or
-    Excel's serial dates (every one between 1960 and 2100, a calendar's steps apart); as
+    Excel's serial dates (every one between 1960 and 2100, a week, month, quarter or year apart); as
     (what, the first as a date, the pandas call that converts them), or None."""
     for unit, per_second in (("s", 1), ("ms", 1000)):
         if (numbers.between(315_532_800 * per_second, 4_102_444_800 * per_second).all()

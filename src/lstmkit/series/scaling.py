@@ -82,12 +82,15 @@ class SeriesScaling:
     std: float
 
     @classmethod
-    def fit(cls, history: np.ndarray, normalisation: str, season: int) -> SeriesScaling:
+    def fit(cls, history: np.ndarray, normalisation: str, season: int, positive: bool | None = None
+            ) -> SeriesScaling:
+        """Fitted on `history`; `positive`: whether every value it will transform is > 0 (the
+        history's, where not given: a validation tail of a 0 made log's -inf)."""
         from lstmkit.series.baselines import seasonal_indices
 
         if normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {normalisation!r}")
-        positive = bool((history > 0).all())
+        positive = bool((history > 0).all()) if positive is None else positive
         log = positive and normalisation != "standard"
         indices = seasonal_indices(history, season) if positive and normalisation == "seasonal" else np.ones(season)
         shaped = cls(log, indices, 0.0, 1.0).shape(history, 0)

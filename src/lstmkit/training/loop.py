@@ -396,6 +396,8 @@ class Trainer:
         if ended:  # it stopped before its budget, and would stop there again
             remedy = "" if ended.remedy is None else f"; {ended.remedy}"
             raise ValueError(f"{out} ended at step {progress.step}: {ended.why}{remedy}")
+        if resume and not progress.segments and progress.step:  # begun before lstmkit recorded its parts
+            progress.segments.append({"from_step": 0, "recorded": False})
         progress.segments.append(self.segment(progress.step))
         warmup_cut_by_steps = step_limit is not None and step_limit < config.warmup
         if warmup_cut_by_steps and not resume:
