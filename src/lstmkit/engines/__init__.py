@@ -5,8 +5,9 @@ rule measured in BENCHMARKS.md: on CPU, torch's oneDNN LSTM for the plain LSTM b
 input with gradients over CPU_FUSED_MIN_STEPS steps or more (whose backward grows with the
 square of the steps in torch; unless torch hands the call to oneDNN, as torch 2.13 does float32
 sequences of one length), oneDNN's rnn and gru too for calls without gradients or of fewer than
-CPU_FUSED_MIN_STEPS steps, and the fused engine for every other call (fused measures faster than oneDNN for rnn and gru
-on long sequences with gradients, slower on short ones and without them; than torch's kernel
+CPU_FUSED_MIN_STEPS steps, and the fused engine for every other call (fused measures faster
+than oneDNN for rnn and gru on long sequences with gradients, slower on short ones and without
+them; than torch's kernel
 for the LSTM on padded input, packed, from CPU_FUSED_MIN_STEPS steps); on CUDA, cuDNN for the
 cells it runs (the numbers of torch.nn's own modules) and the Triton engine for the others
 where triton is installed (measured faster than fused on every row of `benchmarks/gpu.py`),

@@ -376,8 +376,8 @@ def check_named_columns(table: pd.DataFrame, path: Path) -> None:
     "2,710"), split each into two columns, and the target read its integer part, silently."""
     unnamed = [str(column).startswith("Unnamed: ") for column in table.columns]
     first_named = unnamed.index(False) if False in unnamed else len(unnamed)
-    for position, column in enumerate(table.columns, start=1):
-        if position > first_named and unnamed[position - 1] and table[column].notna().any():
+    for position, (column, empty) in enumerate(zip(table.columns, unnamed), start=1):
+        if empty and position > first_named and table[column].notna().any():
             line = table[column].first_valid_index()
             header = ",".join("" if empty else str(name) for name, empty in zip(table.columns, unnamed))
             raise ValueError(
@@ -643,8 +643,8 @@ CALENDAR_GAPS = ((7, 7), (28, 31), (89, 92), (365, 366))
 def dates_in_numbers(numbers: pd.Series) -> tuple[str, pd.Timestamp, str] | None:
     """What integer steps look like where they read as dates: Unix time in seconds or
     milliseconds (every one between 1980 and 2100, a whole number of minutes apart), or
-    Excel's serial dates (every one between 1960 and 2100, a week, month, quarter or year apart); as
-    (what, the first as a date, the pandas call that converts them), or None."""
+    Excel's serial dates (every one between 1960 and 2100, CALENDAR_GAPS apart); as (what, the
+    first as a date, the pandas call that converts them), or None."""
     for unit, per_second in (("s", 1), ("ms", 1000)):
         if (numbers.between(315_532_800 * per_second, 4_102_444_800 * per_second).all()
                 and (numbers.diff().dropna() % (60 * per_second) == 0).all()):

@@ -752,6 +752,7 @@ class Trainer:
 
 
 def lstmkit_version() -> str:
+    """lstmkit's version, for a run's record."""
     from lstmkit import __version__  # the package imports this module first
 
     return __version__
