@@ -609,6 +609,22 @@ def test_resuming_with_a_budget_already_spent_leaves_the_run_as_it_was(tmp_path)
     assert (tmp_path / "run" / "results.json").read_bytes() == results
 
 
+def test_a_run_killed_between_its_last_checkpoint_and_its_results_writes_them_when_resumed(tmp_path, capsys):
+    """Its budget is spent: resumed as it was started, it trains no further and writes the
+    results.json it would have written."""
+    first = Quadratic([1.0], 0.0)
+    Trainer(TrainingConfig(steps=4, eval_every=2)).run(first, tmp_path / "run")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    (tmp_path / "run" / "results.json").unlink()
+    capsys.readouterr()
+    resumed = Quadratic([1.0], 0.0)
+    run = Trainer(TrainingConfig(steps=4, eval_every=2)).run(resumed, tmp_path / "run", resume=True)
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == results
+    assert run.steps == 4 and resumed.model.weight.item() == first.model.weight.item()
+    assert capsys.readouterr().err == (f"quadratic: {tmp_path / 'run'} ended at step 4 but was stopped before it "
+                                       "wrote results.json: writing it, with no further training\n")
+
+
 def test_resuming_a_run_that_stopped_early_leaves_it_as_it_was_unless_the_patience_grows(tmp_path):
     """A run stopped by its patience (or a solved task, or an anneal's end) has ended: resumed,
     it would train on past where it stopped. With a larger patience it goes on, to where an
@@ -628,6 +644,9 @@ def test_resuming_a_run_that_stopped_early_leaves_it_as_it_was_unless_the_patien
     (tmp_path / "run" / "results.json").unlink()
     ended = Trainer(TrainingConfig(steps=100, eval_every=1, patience=2)).finished_run(job(), tmp_path / "run")
     assert ended is not None and ended.steps == 3
+    Trainer(TrainingConfig(steps=100, eval_every=1, patience=2)).run(job(), tmp_path / "run", resume=True)
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == json.loads(results)
+    (tmp_path / "run" / "results.json").unlink()
     longer = job()
     resumed = Trainer(TrainingConfig(steps=100, eval_every=1, patience=4)).run(longer, tmp_path / "run", resume=True)
     uninterrupted = job()

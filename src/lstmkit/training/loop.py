@@ -389,22 +389,32 @@ class Trainer:
             return annealed_progress(budget_decay, step, progress.annealing_from, progress.annealing_decay,
                                      anneal_steps)
 
-        if resume and budget_spent(config, progress, step_limit):  # nothing to do; its results stay as written
+        spent = resume and budget_spent(config, progress, step_limit)
+        ended = (resume and not spent and progress.history
+                 and stop_reason(job, config, progress, progress.history[-1], anneal_steps))
+        # killed between its last checkpoint and its results.json: it ended there, and only its results are due
+        completing = (spent or bool(ended)) and not (out / "results.json").is_file()
+        completing = bool(processes.from_main(float(completing), device))  # rank 0 may have written it already
+        if spent and not completing:  # nothing to do; its results stay as written
             raise ValueError(f"{out} is at step {progress.step} ({progress.train_seconds:.0f} s of training): the "
                              "budget given is spent; give a larger --steps, --epochs or --time-budget to continue")
-        ended = resume and progress.history and stop_reason(job, config, progress, progress.history[-1], anneal_steps)
-        if ended:  # it stopped before its budget, and would stop there again
+        if ended and not completing:  # it stopped before its budget, and would stop there again
             remedy = "" if ended.remedy is None else f"; {ended.remedy}"
             raise ValueError(f"{out} ended at step {progress.step}: {ended.why}{remedy}")
-        if resume and not progress.segments and progress.step:  # begun before lstmkit recorded its parts
-            progress.segments.append({"from_step": 0, "recorded": False})
-        progress.segments.append(self.segment(progress.step))
+        if completing:
+            self.announce(f"{job.label}: {out} ended at step {progress.step} but was stopped before it wrote "
+                          "results.json: writing it, with no further training")
+        else:
+            if resume and not progress.segments and progress.step:  # begun before lstmkit recorded its parts
+                progress.segments.append({"from_step": 0, "recorded": False})
+            progress.segments.append(self.segment(progress.step))
+            self.announce(f"{job.label}: {self.describe()}")
         warmup_cut_by_steps = step_limit is not None and step_limit < config.warmup
         if warmup_cut_by_steps and not resume:
             warn_short_warmup(config, step_limit, spent=False)
 
-        self.announce(f"{job.label}: {self.describe()}")
-        report = Progress(job.label, step_limit, first_step=progress.step, item=job.item) if processes.main else None
+        report = (Progress(job.label, step_limit, first_step=progress.step, item=job.item)
+                  if processes.main and not completing else None)
         best_state = copy.deepcopy(job.model.state_dict()) if keep_best else None
         if keep_best and resume and progress.best_step is not None and existing(out / "best").exists():
             best_state = self.saved_best_state(job, out)  # the best may precede the interruption
@@ -454,7 +464,7 @@ class Trainer:
                 self.announce(f"{job.label}: step {progress.step}: stopping before the budget is spent: {reason.why}")
             return reason is not None
 
-        stop = job.evaluate_at_start and not progress.history and evaluate()
+        stop = completing or (job.evaluate_at_start and not progress.history and evaluate())
         job.model.train()
         while not stop and not budget_spent(config, progress, step_limit):
             started = time.perf_counter()
@@ -489,7 +499,7 @@ class Trainer:
                 stop = evaluate()
         if not progress.history or progress.history[-1]["step"] != progress.step:
             evaluate()
-        if not warmup_cut_by_steps and budget_spent(config, progress, None):  # the time budget's steps, now known
+        if not (warmup_cut_by_steps or completing) and budget_spent(config, progress, None):  # the steps it held
             warn_short_warmup(config, progress.step, spent=True)
         adopt_average(optimizer)
         if keep_best and best_state is not None and progress.best_step is not None:
