@@ -9,8 +9,11 @@ import gzip
 import io
 import re
 import json
+import os
 import random
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -395,6 +398,20 @@ def test_eval_of_a_perfect_translation_gives_bleu_100_and_writes_json(copy_run, 
         {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0), "sentences": 60, "beam": 3}
     assert written["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
     assert f"BLEU signature: {written['signature']}" in printed
+
+
+def test_a_dash_as_an_output_file_is_stdout_not_a_file_named_dash(copy_run, tmp_path):
+    """`--json -` wrote a file named `-` in the current folder; `-` is stdout there, as it is
+    stdin for the files a command reads."""
+    out, _, valid, _ = copy_run
+    source, reference = write_lines(tmp_path / "v.src", valid.sources), write_lines(tmp_path / "v.tgt", valid.targets)
+    completed = subprocess.run([sys.executable, "-m", "lstmkit", "translate", "eval", str(out), "--source",
+                                str(source), "--reference", str(reference), "--json", "-"],
+                               capture_output=True, text=True, cwd=tmp_path,
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")})
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["bleu"] == pytest.approx(100.0)  # the data alone: the summary on stderr
+    assert "BLEU 100.00  chrF 100.00" in completed.stderr and not (tmp_path / "-").exists()
 
 
 def test_progress_reports_the_sentences_decoded_on_stderr(copy_run, capsys):

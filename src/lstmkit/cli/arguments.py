@@ -33,10 +33,19 @@ def checked_path(check: Callable[[str, str], object]) -> Callable[[str], str]:
     return checked
 
 
+def or_stdout(path_type: Callable[[str], str]) -> Callable[[str], str]:
+    """`path_type`, taking `-` for stdout (/dev/stdout), as the commands that read take it for stdin."""
+
+    def checked(text: str) -> str:
+        return path_type("/dev/stdout" if text == "-" else text)
+
+    return checked
+
+
 # A file, a figure and a folder to write: refused at once where they cannot be written.
-output_file = checked_path(check_output_file)
+output_file = or_stdout(checked_path(check_output_file))
 output_figure = checked_path(lambda path, option: check_output_file(path, option, FIGURE_SUFFIXES))
-output_csv = checked_path(lambda path, option: check_output_file(path, option, (".csv",)))
+output_csv = or_stdout(checked_path(lambda path, option: check_output_file(path, option, (".csv",))))
 output_folder = checked_path(check_output_folder)
 
 

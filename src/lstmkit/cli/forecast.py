@@ -190,7 +190,7 @@ def add_forecast_commands(commands) -> None:
     predict = actions.add_parser("predict", help="forecast the horizon after a CSV's end")
     predict.add_argument("directory", help="a `forecast fit` folder or a forecaster checkpoint")
     predict.add_argument("csv", type=csv_file, help="the series, with the columns the forecaster was fitted on")
-    predict.add_argument("--out", type=output_csv, help="CSV file to write (default: print)")
+    predict.add_argument("--out", type=output_csv, help="CSV file to write (default or -: print)")
     predict.add_argument("--horizon", type=positive_int,
                          help="forecast only the first steps of the fitted horizon (default: all of it; known-future "
                               "covariates are still read over all of it)")

@@ -185,12 +185,12 @@ def add_speech_commands(commands) -> None:
             command.add_argument("manifest", type=manifest_file, help="a CSV with the columns path,text")
             command.add_argument("--json", type=output_file,
                                  help="also write the scores (wer, cer and accuracy as fractions, utterances, beam, "
-                                      "lexicon) here")
+                                      "lexicon) here (-: stdout)")
             command.add_argument("--errors", action="store_true",
                                  help="list every utterance transcribed wrongly, by its file")
             command.add_argument("--out", type=output_csv,
                                  help="also write every utterance's transcript here: a CSV of "
-                                      "path,reference,transcript")
+                                      "path,reference,transcript (-: stdout)")
             command.add_argument("--confusion", action="store_true",
                                  help="print how often each word was transcribed as each (isolated words)")
         command.add_argument("--beam", type=positive_int, default=1, help="1: greedy; more: prefix beam search")

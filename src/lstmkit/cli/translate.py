@@ -165,11 +165,12 @@ def add_translate_commands(commands) -> None:
     evaluate.add_argument("--source", required=True, type=sentence_file, help="test sentences (plain or gzip)")
     evaluate.add_argument("--reference", required=True, type=sentence_file, help="their reference translations, line for line")
     evaluate.add_argument("--json", type=output_file,
-                          help="also write the scores (bleu, chrf, sentences, beam, signature) here")
+                          help="also write the scores (bleu, chrf, sentences, beam, signature) here (-: stdout)")
     evaluate.add_argument("--tokenize", choices=BLEU_TOKENIZERS, default=BLEU_TOKENIZERS[0],
                           help="sacreBLEU's tokeniser for BLEU (default 13a, sacreBLEU's own; zh for Chinese, char, "
                                "intl, none)")
     evaluate.add_argument("--lowercase", action="store_true", help="score BLEU and chrF case-insensitively")
     evaluate.add_argument("--out", type=output_file,
-                          help="also write the translations scored here, one per line, as the source's lines")
+                          help="also write the translations scored here, one per line, as the source's lines "
+                               "(-: stdout)")
     evaluate.set_defaults(run=translate_eval_command, extra="translate")
