@@ -75,6 +75,13 @@ def test_decimal_years_of_months_are_months_and_written_back_with_their_decimals
     (pd.date_range("2021-03-28 01:00", periods=4, freq="h", tz="Europe/Berlin"), "h", "2021-03-28 00:00",
      "timestamp@Europe/Berlin", [pd.Timestamp("2021-03-28 01:00", tz="Europe/Berlin"),
                                  pd.Timestamp("2021-03-28 03:00", tz="Europe/Berlin")]),
+    # pandas Periods, held as their start times and written back as Periods of their frequency.
+    (pd.period_range("2020-01", periods=4, freq="M"), "MS", "2020-01-01", "period@M",
+     [pd.Period("2020-01", "M"), pd.Period("2020-02", "M")]),
+    (pd.period_range("2020Q3", periods=4, freq="Q"), "QS-JAN", "2020-07-01", "period@Q-DEC",
+     [pd.Period("2020Q3", "Q"), pd.Period("2020Q4", "Q")]),
+    (pd.period_range("2021-01-04", periods=4, freq="W-SUN"), "W-MON", "2021-01-04", "period@W-SUN",
+     [pd.Period("2021-01-04", "W-SUN"), pd.Period("2021-01-11", "W-SUN")]),
 ])
 def test_integer_years_dates_and_iso_periods_are_read_and_written_back_alike(times, frequency, first, kind, written):
     with warnings.catch_warnings():
@@ -82,6 +89,18 @@ def test_integer_years_dates_and_iso_periods_are_read_and_written_back_alike(tim
         frame = read_series(pd.DataFrame({"t": times, "y": [1.0, 2.0, 3.0, 4.0]}), "t", ["y"])
     assert (frame.frequency, frame.time_kind, frame.time[0]) == (frequency, kind, pd.Timestamp(first))
     assert frame.time_values(frame.time[:2]) == written
+
+
+def test_a_series_on_periods_is_forecast_in_periods(tmp_path):
+    """A DataFrame's Period column came back as strings ('2010-01'): its forecasts are Periods
+    of its frequency, after a save and load too."""
+    months = pd.period_range("2000-01", periods=60, freq="M")
+    table = pd.DataFrame({"t": months, "y": 10 + np.sin(2 * np.pi * np.arange(60) / 12)})
+    forecaster = Forecaster("t", "y", horizon=3, lookback=12, **QUICK).fit(table)
+    prediction = forecaster.predict(table)
+    assert prediction["t"].dtype == pd.PeriodDtype("M")
+    assert prediction["t"].tolist() == list(pd.period_range("2005-01", periods=3, freq="M"))
+    pd.testing.assert_frame_equal(Forecaster.load(forecaster.save(tmp_path / "model")).predict(table), prediction)
 
 
 def test_one_series_on_integer_steps_is_read_forecast_and_written_back_in_steps(tmp_path):

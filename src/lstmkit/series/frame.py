@@ -32,8 +32,9 @@ from lstmkit.files import (
 CSV_FORM = "comma-separated values with '.' as the decimal point"
 # How the time column was written, so that forecasts are written back the same way; besides
 # these, a strftime format (it holds "%") that writes every row back as it was written,
-# "timestamp@<zone>" for a DataFrame's timestamps in a time zone ("timestamp": without one), and
-# "local@<zone>" for those all at one time of day (daily or longer steps), on a wall-clock grid;
+# "timestamp@<zone>" for a DataFrame's timestamps in a time zone ("timestamp": without one),
+# "local@<zone>" for those all at one time of day (daily or longer steps), on a wall-clock grid,
+# and "period@<frequency>" for a DataFrame's pandas Periods (held as their start times);
 # "decimal_year@<places>" for decimal years written with that many decimals.
 TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "dashed_quarter", "month", "utc", "timestamp", "step")
 # Integer steps (1, 2, 3 ... any integers but whole years pandas holds): a one-table series holds
@@ -164,6 +165,8 @@ def written_times(times: pd.DatetimeIndex, time_kind: str) -> list:
     if time_kind.startswith("local@"):  # a wall-clock time a change of DST skips moves on (none does at midnight)
         zone = time_kind.removeprefix("local@")
         return list(times.tz_localize(zone, ambiguous=np.ones(len(times), bool), nonexistent="shift_forward"))
+    if time_kind.startswith("period@"):
+        return list(times.to_period(time_kind.removeprefix("period@")))
     if time_kind.startswith("timestamp"):
         _, _, zone = time_kind.partition("@")
         return list(times.tz_localize("UTC").tz_convert(zone) if zone else times)
@@ -484,6 +487,8 @@ def parse_time(column: pd.Series, name: str, path: Path | None, steps: bool = Fa
                 return pd.DatetimeIndex(wall_clock), f"local@{column.dt.tz}"
             return pd.DatetimeIndex(column.dt.tz_convert(None)), f"timestamp@{column.dt.tz}"
         return pd.DatetimeIndex(column), "timestamp"
+    if isinstance(column.dtype, pd.PeriodDtype):  # written back as Periods of the same frequency
+        return pd.DatetimeIndex(column.dt.start_time), f"period@{column.array.freqstr}"
     numbers = pd.to_numeric(column, errors="coerce")
     if numbers.notna().all():
         if is_step_column(numbers, steps):
