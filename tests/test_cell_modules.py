@@ -81,6 +81,25 @@ def test_the_docstring_names_a_cell_state_only_where_there_is_one(module, has_ce
     assert hidden_size_line == f"hidden_size: features {expected}"
 
 
+@pytest.mark.parametrize("module, offers_chrono", [
+    (lstmkit.LSTM, True), (lstmkit.PeepholeLSTM, True), (lstmkit.CIFGLSTM, True), (lstmkit.LayerNormLSTM, True),
+    (lstmkit.Recurrent, True), (lstmkit.GRU, False), (lstmkit.RNN, False),
+])
+def test_the_docstring_offers_chrono_only_where_a_forget_gate_takes_it(module, offers_chrono):
+    """GRU's and RNN's docstrings offered init="chrono", which they refuse: no forget gate."""
+    assert ('"chrono"\n        (Tallec & Ollivier 2018' in module.__doc__) is offers_chrono
+    assert ("forget_bias:" in module.__doc__) is offers_chrono
+
+
+def test_the_docstring_projects_the_cells_own_output():
+    """It gave h = W_hr (o ⊙ tanh(c')) for every cell; NOAF's output is o ⊙ c', LayerNorm's
+    o ⊙ tanh(LN(c')): the projection reads h' of the step, whichever it is."""
+    lines = " ".join(lstmkit.LayerNormLSTM.__doc__.split())
+    assert "the cell's output (h' of its step: o ⊙ tanh(c') for the plain LSTM) is projected, h = W_hr h'" in lines
+    assert "W_hr (o" not in lines
+    assert "(W_ii, W_if, W_ig, W_io; a gate its switch removes has none)" in " ".join(lstmkit.LSTM.__doc__.split())
+
+
 @pytest.mark.parametrize("engine", ["auto", "fused", TRITON, "reference"])
 @pytest.mark.parametrize("torch_type, lstmkit_type, options", TORCH_CELLS)
 @pytest.mark.parametrize("bias", [True, False])

@@ -84,8 +84,9 @@ LSTM_OPTIONS_ARGS = (
     "    Default: True"
 )
 
-PROJECTION = """    proj_size: if > 0, h = W_hr (o ⊙ tanh(c')) has this size (LSTM family only); must
-        be smaller than hidden_size. Default: 0
+PROJECTION = """    proj_size: if > 0, the cell's output (h' of its step: o ⊙ tanh(c') for the plain LSTM)
+        is projected, h = W_hr h', to this size (LSTM family only); must be smaller than
+        hidden_size. Default: 0
 """
 
 NO_PROJECTION = """    proj_size: 0 only: the slot torch.nn's GRU and RNN keep for it among their positional
@@ -101,10 +102,17 @@ REGULARISERS = """    recurrent_dropout (keyword): in training, h_{t-1} enters t
         (Krueger et al. 2017). Default: 0.0
     weight_dropout (keyword): DropConnect on weight_hh, one mask per call, in training
         (Merity et al. 2017). Default: 0.0
-    init (keyword): "orthogonal" (each gate's block of weight_hh orthogonal), "chrono"
+"""
+
+INIT_WITH_CHRONO = """    init (keyword): "orthogonal" (each gate's block of weight_hh orthogonal), "chrono"
         (Tallec & Ollivier 2018: b_f ~ log U[1, chrono_max − 1], b_i = −b_f; with
         chrono_max, the longest dependency expected, in steps), or both in a list.
         Default: None, torch.nn's initialisation
+"""
+
+INIT_WITHOUT_CHRONO = """    init (keyword): "orthogonal" (each gate's block of weight_hh orthogonal); "chrono",
+        which sets a forget gate's bias, is for cells that have one. Default: None,
+        torch.nn's initialisation
 """
 
 FORGET_BIAS = """    forget_bias: if set, the forget gate starts at σ(forget_bias) at zero input: its bias
@@ -125,14 +133,15 @@ def layer_docstring(
     """The docstring of a layer class; `cell` fills in its gates, state and parameters."""
     has_cell_state = cell is None or cell.has_cell_state
     projects = cell is None or cell.supports_projection
+    forgets = cell is None or cell.forget_bias_block is not None
     projection = "    weight_hr_l[k]: (proj_size, hidden_size), with proj_size > 0.\n" if projects else ""
     return TEMPLATE.format(
         summary=summary,
         equations=equations,
         leading_args=indent(leading_args),
         projection=PROJECTION if projects else NO_PROJECTION,
-        forget_bias=FORGET_BIAS if cell is None or cell.forget_bias_block is not None else "",
-        regularisers=REGULARISERS,
+        forget_bias=FORGET_BIAS if forgets else "",
+        regularisers=REGULARISERS + (INIT_WITH_CHRONO if forgets else INIT_WITHOUT_CHRONO),
         trailing_args=indent(trailing_args),
         and_cell_state=" (and of the cell state c)" if has_cell_state else "",
         state_in="a tuple (h_0, c_0)" if has_cell_state else "a tensor h_0",
@@ -151,7 +160,8 @@ def block_names(cell: Cell | None) -> str:
     """The weight blocks of `cell`, as the Attributes section names them."""
     if cell is None:
         return "of the cell's G blocks"
-    return "of each gate (" + ", ".join(f"W_i{block}" for block in cell.weight_blocks) + ")"
+    removable = "; a gate its switch removes has none" if cell.name == "lstm" else ""
+    return "of each gate (" + ", ".join(f"W_i{block}" for block in cell.weight_blocks) + f"{removable})"
 
 
 def extra_attributes(cell: Cell | None, suffix: str) -> str:
