@@ -3,7 +3,9 @@ its layer, weights to and from a layer, save and load, double backward, autocast
 
 from __future__ import annotations
 
+import copy
 import io
+import re
 
 import pytest
 import torch
@@ -666,6 +668,31 @@ def test_errors_name_expected_and_received(call, error, message):
     with pytest.raises(error) as raised:
         call(lstmkit.LSTMCell(INPUT, HIDDEN))
     assert str(raised.value) == message
+
+
+@pytest.mark.parametrize("build, what", [(lambda: lstmkit.PeepholeLSTMCell(INPUT, HIDDEN), "cell"),
+                                         (lambda: lstmkit.PeepholeLSTM(INPUT, HIDDEN), "layer")])
+def test_an_engine_set_after_building_is_checked_as_when_building(build, what):
+    """`cell.engine = "native"` ended in a bare KeyError at the call, and a misspelt name was
+    kept (and printed by repr) without a word."""
+    module = build()
+    with pytest.raises(ValueError, match=re.escape("engine must be one of auto, native, fused, triton, reference, got "
+                                                   "'Fused'")):
+        module.engine = "Fused"
+    with pytest.raises(ValueError, match=re.escape(
+            f"engine='native' cannot run this {what}: cell 'peephole' has no native kernel (native runs lstm, gru and "
+            "rnn); use engine='auto' or 'fused'")):
+        module.engine = "native"
+    assert module.engine == "auto"
+    module.engine = "reference"
+    assert module.engine == "reference" and copy.deepcopy(module).engine == "reference"
+
+
+def test_a_layers_engine_set_after_building_must_run_its_regularisers():
+    layer = lstmkit.LSTM(INPUT, HIDDEN, zoneout=0.1)
+    with pytest.raises(ValueError, match=re.escape(
+            "engine='native' cannot run zoneout; use engine='auto' (engines that run it: fused, triton, reference)")):
+        layer.engine = "native"
 
 
 def test_option_errors():

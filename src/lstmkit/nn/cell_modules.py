@@ -99,6 +99,11 @@ class RecurrentCell(NotScriptable, nn.Module):
                 with writable(self, "bias_ih", RESET) as bias_ih, writable(self, "bias_hh", RESET) as bias_hh:
                     set_forget_bias(self.cell, self.hidden_size, self.forget_bias, bias_ih, bias_hh)
 
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "engine" and "engine" in self.__dict__:  # set again after the module was built: checked as then
+            check_step_engine(value, self.cell)
+        super().__setattr__(name, value)
+
     def weights(self) -> LayerWeights:
         """The parameters as the cell's math and the engines take them."""
         return LayerWeights(

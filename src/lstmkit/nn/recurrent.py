@@ -247,6 +247,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         self.__dict__.pop("_assigned_weights", None)
 
     def __setattr__(self, name: str, value: object) -> None:
+        if name == "engine" and "engine" in self.__dict__:  # set again after the layer was built: checked as then
+            check_engine(value, self.cell, self.regularisation.acting(training=True))
         super().__setattr__(name, value)
         if "_assigned_weights" in self.__dict__ and name in self._flat_weights_names:
             self._init_flat_weights()  # as torch.nn refreshes its list when a weight is set
