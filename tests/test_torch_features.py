@@ -339,6 +339,29 @@ def test_a_traced_variant_refuses_another_length_and_says_so_when_traced():
     assert not [warning for warning in caught if "unrolled" in str(warning.message)]
 
 
+@pytest.mark.parametrize("cell_type, state", [
+    (lstmkit.LSTMCell, lambda batch: (torch.randn(batch, 4), torch.randn(batch, 4))),
+    (lstmkit.GRUCell, lambda batch: torch.randn(batch, 4)),
+    (lstmkit.PeepholeLSTMCell, lambda batch: (torch.randn(batch, 4), torch.randn(batch, 4))),
+    (lstmkit.LayerNormLSTMCell, None),
+])
+def test_a_traced_cell_module_warns_of_nothing_as_a_traced_torch_nn_cell(cell_type, state):
+    """Its input and state checks gave about ten TracerWarnings ("Converting a tensor to a
+    Python boolean"), for a trace that is right at every batch size; torch.nn's cells give none."""
+    cell = cell_type(3, 4)
+
+    def inputs(batch: int) -> tuple:
+        return (torch.randn(batch, 3),) if state is None else (torch.randn(batch, 3), state(batch))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        traced = torch.jit.trace(cell, inputs(2))
+    assert [str(warning.message) for warning in caught if warning.category is torch.jit.TracerWarning] == []
+    other = inputs(5)
+    torch.testing.assert_close(flatten_outputs(traced(*other)), flatten_outputs(cell(*other)))  # a variant's
+    # trace records the reference math, which rounds apart from the fused kernel in float32
+
+
 def pruned(module: torch.nn.Module, name: str) -> None:
     prune.l1_unstructured(module, name, 0.5)
 

@@ -5,8 +5,10 @@ Every check here names what was expected and what was received.
 
 from __future__ import annotations
 
+import functools
 import numbers
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,6 +198,23 @@ def check_features(
         )
 
 
+def quiet_when_traced(check: Callable) -> Callable:
+    """`check`, run under torch.jit.trace without its TracerWarnings: the shapes it compares
+    are the traced ones, for which it holds, and torch.nn's cells make no comparison the tracer
+    sees (it warned of "Converting a tensor to a Python boolean" at each)."""
+
+    @functools.wraps(check)
+    def checked(*arguments, **keywords):
+        if not torch.jit.is_tracing():
+            return check(*arguments, **keywords)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return check(*arguments, **keywords)
+
+    return checked
+
+
+@quiet_when_traced
 def check_input_size(input: Tensor, input_size: int) -> None:
     """The last dimension must be `input_size`."""
     if input.shape[-1] != input_size:

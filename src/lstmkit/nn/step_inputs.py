@@ -10,7 +10,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from lstmkit.nn.inputs import ShapeError, accepts_dtype, as_float32_under_autocast, check_features, describe
+from lstmkit.nn.inputs import (
+    ShapeError, accepts_dtype, as_float32_under_autocast, check_features, describe, quiet_when_traced,
+)
 
 
 class StepInput(NamedTuple):
@@ -61,6 +63,7 @@ def prepare_step(
     return StepInput(x, h, c, batched)
 
 
+@quiet_when_traced
 def check_state(
     owner: str,
     tensor: object,
