@@ -472,6 +472,8 @@ def test_cli_train_sample_eval(text_file, tmp_path, capsys):
     first = capsys.readouterr().out
     main(["lm", "sample", str(tmp_path / "run"), "--prime", "First", "--length", "40", "--seed", "7"])
     assert first == capsys.readouterr().out and first.startswith("First")
+    from lstmkit import lm
+    assert first == lm.load(tmp_path / "run").sample("First", 40, seed=7) + "\n"  # printed as drawn, the same text
     main(["lm", "eval", str(tmp_path / "run"), str(text_file)])
     assert re.match(r"loss \d\.\d{4} nats/token, perplexity \d+\.\d\d, \d\.\d{3} bits/character over 19,999 tokens "
                     r"scored \(every one after the text's first\)",

@@ -16,7 +16,7 @@ from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.pipelines.lm import TrainedLanguageModel
 from lstmkit.pipelines.lm_evaluation import (CachePointer, DynamicEvaluation, cache_log_probabilities,
                                              score_dynamically, score_with_cache)
-from lstmkit.text import Vocabulary
+from lstmkit.text import END_OF_LINE, UNKNOWN, Vocabulary
 
 HIDDEN = torch.tensor([[1.0], [2.0], [1.0]])
 MODEL_PROBS = torch.tensor([[0.5, 0.5], [0.8, 0.2], [0.6, 0.4]])
@@ -173,6 +173,45 @@ def test_sampling_and_scoring_leave_the_model_in_its_modes(trained, way):
      "cache": lambda: user.evaluate(TEXT, cache=CachePointer())}[way]()
     assert [module.training for module in model.modules()] == [
         module is not model.embedding for module in model.modules()]
+
+
+def test_a_sample_comes_piece_by_piece_as_drawn_with_the_callers_modes_between_pieces(trained):
+    """`lm sample` printed nothing until the whole sample was drawn: an interrupted long one
+    lost everything. The pieces are the sample, and between them the caller's model is in its
+    own mode, with gradients as the caller had them."""
+    model = copy.deepcopy(trained.model).train()
+    user = TrainedLanguageModel(model, trained.vocabulary, {})
+    pieces = []
+    for piece in user.sample_pieces("to", 12, seed=3):
+        assert model.training and torch.is_grad_enabled()
+        pieces.append(piece)
+    assert pieces[0] == "to" and len(pieces) == 13 and all(len(piece) == 1 for piece in pieces[1:])
+    assert "".join(pieces) == user.sample("to", 12, seed=3)
+    vocabulary = Vocabulary("word", (UNKNOWN, END_OF_LINE, "a", "b"))
+    words = LanguageModel(LanguageModelConfig("lstm", len(vocabulary), hidden_size=4, num_layers=1))
+    worded = TrainedLanguageModel(words, vocabulary, {})
+    for prime in ("", "a", "a ", "a\n"):  # words joined by spaces within a line, as decode joins them
+        pieces = list(worded.sample_pieces(prime, 30, seed=0))
+        drawn = [END_OF_LINE if piece == "\n" else piece.removeprefix(" ") for piece in pieces[1:]]
+        generated = vocabulary.decode([vocabulary.index[word] for word in drawn])
+        joined = bool(prime) and not prime[-1].isspace() and generated[:1] not in ("\n", "")
+        assert "".join(pieces) == prime + (" " if joined else "") + generated and "\n" in generated
+
+
+def test_windows_line_ends_in_a_prime_or_a_text_are_line_feeds_as_in_a_file(trained):
+    """A file's CR LF reads as LF, but a prime or a str to score with them was refused: the
+    vocabulary has no '\\r'."""
+    assert trained.sample("to\r\nbe", 10, seed=1) == trained.sample("to\nbe", 10, seed=1)
+    assert trained.evaluate("to be\r\nor not\rto be").loss == trained.evaluate("to be\nor not\nto be").loss
+
+
+def test_a_decomposed_accent_the_vocabulary_lacks_is_named_with_the_composition_that_reads_it():
+    vocabulary = Vocabulary.build("caf\u00e9 or cafe", "char", 1)
+    with pytest.raises(ValueError, match=re.escape(
+            "the text has characters the model's vocabulary lacks: '\u0301' (U+0301); '\u0301' (U+0301) is a "
+            "combining mark, as text written decomposed (NFD) holds: compose it first, "
+            "unicodedata.normalize('NFC', text)")):
+        vocabulary.encode("cafe\u0301", "the text")
 
 
 def test_numpy_integers_are_taken_where_ints_are(trained):

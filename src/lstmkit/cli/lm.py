@@ -50,8 +50,10 @@ def lm_sample_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.lm import load_language_model
 
     model = load_language_model(arguments.directory, device=arguments.device)
-    print(model.sample(arguments.prime, arguments.length, arguments.temperature, arguments.top_k, arguments.seed,
-                       arguments.top_p))
+    for piece in model.sample_pieces(arguments.prime, arguments.length, arguments.temperature, arguments.top_k,
+                                     arguments.seed, arguments.top_p):
+        print(piece, end="", flush=True)  # as drawn: a long sample shows, and keeps, what it has
+    print()
 
 
 def lm_eval_command(arguments: argparse.Namespace) -> None:

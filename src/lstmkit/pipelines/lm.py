@@ -23,6 +23,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import ClassVar
 
 import torch
@@ -43,7 +44,7 @@ from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.models.modes import evaluating
 from lstmkit.pipelines.configs import RegulariserSettings
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, score_dynamically, score_with_cache
-from lstmkit.text import LEVELS, Corpus, Vocabulary, load_corpus, read_text, token_streams
+from lstmkit.text import LEVELS, Corpus, Vocabulary, line_feeds, load_corpus, read_text, token_streams
 from lstmkit.text.vocabulary import warn_unknown
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, check_run_folder, resolve_device
 from lstmkit.training.device import runnable_engines
@@ -452,10 +453,16 @@ class TrainedLanguageModel:
 
     def sample(self, prime: str = "", length: int = 500, temperature: float = 1.0, top_k: int | None = None,
                seed: int | None = None, top_p: float | None = None) -> str:
-        """`prime` followed by `length` sampled tokens (`sample_text`): `temperature` below 1
+        """`prime` followed by `length` sampled tokens (`sample_pieces`): `temperature` below 1
         sharpens the distribution, `top_k` keeps the k likeliest, `top_p` the likeliest holding
         that probability mass, `seed` makes it repeatable."""
-        return sample_text(self.model, self.vocabulary, prime, length, temperature, top_k, seed, top_p)
+        return "".join(self.sample_pieces(prime, length, temperature, top_k, seed, top_p))
+
+    def sample_pieces(self, prime: str = "", length: int = 500, temperature: float = 1.0, top_k: int | None = None,
+                      seed: int | None = None, top_p: float | None = None) -> Iterator[str]:
+        """The text `sample` returns, piece by piece as it is drawn (the prime, then each
+        token's text), to print as it comes, as char-rnn does."""
+        return sample_pieces(self.model, self.vocabulary, prime, length, temperature, top_k, seed, top_p)
 
     def evaluate(self, text: str | os.PathLike, cache: CachePointer | None = None,
                  dynamic: DynamicEvaluation | None = None, progress: bool = False) -> TextScores:
@@ -476,6 +483,7 @@ class TrainedLanguageModel:
                                 f"{value!r}; e.g. {name}={kind.__name__}()")
         if cache is not None and dynamic is not None:
             raise ValueError("score with the cache pointer or with dynamic evaluation, one at a time")
+        text = line_feeds(text) if isinstance(text, str) else text  # as a file's line ends are read
         tokens = text_tokens(self.vocabulary, text)
         way = "" if cache is None and dynamic is None else " with the cache pointer" if cache else " dynamically"
         shown = Progress(f"lm eval{way}", tokens.numel() - 1, unit="token") if progress else None
@@ -544,15 +552,17 @@ def nucleus(scores: Tensor, top_p: float) -> Tensor:
     return scores.masked_fill(~kept, -math.inf)
 
 
-def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", length: int = 500,
-                temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
-                top_p: float | None = None) -> str:
-    """`prime` followed by `length` sampled tokens. Each token is drawn from the model's
+def sample_pieces(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", length: int = 500,
+                  temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
+                  top_p: float | None = None) -> Iterator[str]:
+    """`prime` followed by `length` sampled tokens, as pieces of text: the prime, then each
+    token's text as it is drawn (checked, and the prime read, at the call). Each token is drawn from the model's
     distribution sharpened by `temperature` (< 1 sharper; 0: the likeliest token, greedy
     decoding) and cut to the `top_k` likeliest (all of them for a `top_k` at least the
     vocabulary's size, as nanoGPT clips it), then to the likeliest whose probabilities first
     reach `top_p` in sum (nucleus sampling, Holtzman et al. 2020, as Hugging Face's top_p).
-    Without a prime, sampling starts after a line break."""
+    Without a prime, sampling starts after a line break; a prime's Windows and old Mac line
+    ends are line feeds, as a text file's are (`read_text`)."""
     for name, value in (("length", length), ("top_k", top_k), ("seed", seed)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
             raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
@@ -571,6 +581,9 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
     # without a seed, one drawn from torch's global generator: torch.manual_seed repeats the
     # sample, and the caller's stream moves on as after any random operation (torch.seed() reseeded it)
     generator.manual_seed(seed if seed is not None else int(torch.randint(2**63 - 1, ()).item()))
+    if not isinstance(prime, str):
+        raise TypeError(f"prime must be a str, got {type(prime).__name__}")
+    prime = line_feeds(prime)
     if prime:
         tokens = vocabulary.encode(prime, "the prime text")
         warn_unknown(vocabulary, prime, tokens, "the prime", "are read as <unk>")
@@ -580,29 +593,37 @@ def sample_text(model: LanguageModel, vocabulary: Vocabulary, prime: str = "", l
         tokens = torch.tensor([0])
     if tokens.numel() == 0:
         raise ValueError("the prime text holds no tokens")
+    return drawn_pieces(model, vocabulary, prime, tokens, length, temperature, top_k, top_p, generator)
+
+
+def drawn_pieces(model: LanguageModel, vocabulary: Vocabulary, prime: str, tokens: Tensor, length: int,
+                 temperature: float, top_k: int | None, top_p: float | None,
+                 generator: torch.Generator) -> Iterator[str]:
+    """`sample_pieces`' pieces, its arguments checked. Each step runs without gradients and in
+    evaluation mode, and the caller's modes are back before each piece is handed over."""
     device = next(model.parameters()).device
-    sampled = []
-    with torch.no_grad(), evaluating(model):
-        logits, state = model(tokens.unsqueeze(1).to(device))
-        last = logits[-1, 0].float().cpu()  # drawn on the CPU: the same sample on any device
-        for _ in range(length):
-            scaled = last / temperature if temperature > 0 else None
-            if scaled is not None and torch.isfinite(scaled).all():
-                if top_k is not None and top_k < len(vocabulary):
-                    cutoff = torch.topk(scaled, top_k).values[-1]
-                    scaled = scaled.masked_fill(scaled < cutoff, -math.inf)
-                if top_p is not None and top_p < 1:
-                    scaled = nucleus(scaled, top_p)
-                token = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)
-            else:  # temperature 0, or so low that the scores overflow (or, subnormals flushed, divide by 0)
-                token = last.argmax().view(1)
-            sampled.append(int(token))
-            logits, state = model(token.view(1, 1).to(device), state)
-            last = logits[-1, 0].float().cpu()
-    generated = vocabulary.decode(sampled)
-    if not prime:
-        return generated
+    yield prime
     # a word model's words are joined by spaces: one between the prime and the first, unless
     # either side of the join is white space already (the prime "the cat " got two)
-    joins_words = vocabulary.level == "word" and generated and not generated[0].isspace() and not prime[-1].isspace()
-    return prime + (" " if joins_words else "") + generated
+    follows_word = bool(prime) and not prime[-1].isspace()
+    with torch.no_grad(), evaluating(model):
+        logits, state = model(tokens.unsqueeze(1).to(device))
+    last = logits[-1, 0].float().cpu()  # drawn on the CPU: the same sample on any device
+    for _ in range(length):
+        scaled = last / temperature if temperature > 0 else None
+        if scaled is not None and torch.isfinite(scaled).all():
+            if top_k is not None and top_k < len(vocabulary):
+                cutoff = torch.topk(scaled, top_k).values[-1]
+                scaled = scaled.masked_fill(scaled < cutoff, -math.inf)
+            if top_p is not None and top_p < 1:
+                scaled = nucleus(scaled, top_p)
+            token = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)
+        else:  # temperature 0, or so low that the scores overflow (or, subnormals flushed, divide by 0)
+            token = last.argmax().view(1)
+        text = vocabulary.decode([int(token)])
+        if vocabulary.level == "word":  # words within a line joined by spaces, as `Vocabulary.decode` joins them
+            text, follows_word = (" " + text if follows_word and text != "\n" else text), text != "\n"
+        yield text
+        with torch.no_grad(), evaluating(model):
+            logits, state = model(token.view(1, 1).to(device), state)
+        last = logits[-1, 0].float().cpu()

@@ -17,6 +17,12 @@ from lstmkit.files import check_input_file, decoded_utf8, fingerprint, gunzipped
 from lstmkit.text.vocabulary import Vocabulary, warn_unknown
 
 
+def line_feeds(text: str) -> str:
+    """`text` with Windows' line ends (CR LF) and old Macs' (CR) as line feeds, as Python's text
+    files read them."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def read_text(path: str | Path) -> str:
     """The contents of a UTF-8 text file, plain or gzip, with Windows (CR LF) and old Mac (CR)
     line ends read as line feeds, or an error that says what is wrong with it."""
@@ -27,8 +33,7 @@ def read_text(path: str | Path) -> str:
     text = decoded_utf8(data, path, "a UTF-8 text file")
     if not text.strip():
         raise ValueError(f"{path} holds only whitespace: a language model needs text to learn from or to score")
-    # Windows' line ends (CR LF) and old Macs' (CR) are line ends, as Python's text files read them
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = line_feeds(text)
     if not unicodedata.is_normalized("NFC", text):
         warn_unless_composed(enumerate(text.split("\n"), start=1), path)
     return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -82,7 +83,11 @@ class Vocabulary:
         if missing:
             shown = ", ".join(f"{character!r} (U+{ord(character):04X})" for character in missing[:10])
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-            raise ValueError(f"{what} has characters the model's vocabulary lacks: {shown}{more}")
+            combining = [character for character in missing if unicodedata.combining(character)]
+            hint = (f"; {combining[0]!r} (U+{ord(combining[0]):04X}) is a combining mark, as text written decomposed "
+                    "(NFD) holds: compose it first, unicodedata.normalize('NFC', text)"
+                    if combining and not unicodedata.is_normalized("NFC", text) else "")
+            raise ValueError(f"{what} has characters the model's vocabulary lacks: {shown}{more}{hint}")
         return torch.tensor([self.index[token] for token in tokens], dtype=torch.int64)
 
     def decode(self, indices: list[int]) -> str:
