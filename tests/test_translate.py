@@ -622,15 +622,16 @@ def test_a_translation_stops_at_its_own_length_limit_whatever_else_is_in_its_bat
 def test_pairs_left_out_of_training_are_said_when_the_job_is_built_not_after_training(tmp_path):
     train = read_parallel(*copy_task(tmp_path, 40, 0))
     vocabularies = Vocabularies(Subwords.learn(train.sources, 300), Subwords.learn(train.targets, 300))
-    config = TranslationConfig(**TINY, max_train_length=6, steps=1)
+    config = TranslationConfig(**TINY, max_train_length=5, steps=1)
     trainer = Trainer(config)
     with pytest.warns(UserWarning) as warned:
         job = TranslationJob(train, train, vocabularies, config, trainer.processes, trainer.device)
-    too_long = sum(max(len(source), len(target) + 1) > 6  # the source ends with </s> already
-                   for source, target in zip(*vocabularies.encode(train), strict=True))
-    assert 0 < job.left_out == too_long < 40
+    lengths = [(len(source) - 1, len(target))  # subwords, without the end token the source ends with
+               for source, target in zip(*vocabularies.encode(train), strict=True)]
+    too_long = sum(max(pair) > 5 for pair in lengths)
+    assert 0 < job.left_out == too_long < 40 and any(max(pair) == 5 for pair in lengths)  # exactly 5: kept
     assert [str(warning.message) for warning in warned] == [
-        f"left out {too_long} of 40 training pairs with an empty side or over 6 subwords (max_train_length, --max-train-length)"]
+        f"left out {too_long} of 40 training pairs with an empty side or over 5 subwords (max_train_length, --max-train-length)"]
 
 
 def test_training_keeps_the_callers_random_state(tmp_path):

@@ -168,8 +168,9 @@ class TranslationJob(Job):
         processes.check_divides(config.batch_size, "batch_size (--batch-size, sentence pairs)")
         self.config, self.processes, self.device, self.vocabularies = config, processes, device, vocabularies
         sources, targets = vocabularies.encode(train)
-        kept = [index for index, (source, target) in enumerate(zip(sources, targets, strict=True))
-                if len(source) > 1 and target and max(len(source), len(target) + 1) <= config.max_train_length]
+        kept = [index for index, (source, target) in enumerate(zip(sources, targets, strict=True))  # the source
+                if len(source) > 1 and target and max(len(source) - 1, len(target)) <= config.max_train_length]
+        # ends with the end token, which max_train_length does not count (it left out pairs of exactly as many)
         if not kept:
             raise ValueError(f"no training pair has both sides non-empty and at most {config.max_train_length} "
                              "subwords (max_train_length, --max-train-length)")
