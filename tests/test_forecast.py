@@ -420,6 +420,31 @@ def test_data_too_short_or_not_fitted_is_refused():
         forecaster.predict(weekly)
 
 
+@pytest.mark.parametrize("first_fit", [True, False])
+def test_an_interrupted_fit_leaves_the_forecaster_as_it_was(first_fit, monkeypatch):
+    """A re-fit stopped by Ctrl-C (a notebook cell run again) left the new fit's scaler and an
+    uncalibrated interval beside the old network: predict forecast numbers of neither fit."""
+    table = sine_table(120)
+    forecaster = Forecaster("day", "signal", horizon=10, lookback=20, **QUICK)
+    if first_fit:
+        forecaster.fit(table)
+    before = dict(forecaster.__dict__)
+    expected = forecaster.predict(table) if first_fit else None
+
+    def interrupted(*arguments, **keywords):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Forecaster, "train_network", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        forecaster.fit(table.head(90).assign(signal=lambda frame: frame.signal * 3))
+    assert forecaster.__dict__ == before
+    if first_fit:
+        pd.testing.assert_frame_equal(forecaster.predict(table), expected)
+    else:
+        with pytest.raises(RuntimeError, match="the forecaster is not fitted"):
+            forecaster.predict(table)
+
+
 def test_a_language_model_checkpoint_is_not_a_forecaster(tmp_path):
     from lstmkit.checkpoint import save_checkpoint
 

@@ -225,7 +225,18 @@ class Forecaster:
     @isolated_from_caller
     def fit(self, data) -> Forecaster:
         """Train on every window of `data` (a CSV path, a DataFrame or a SeriesFrame; with `id`,
-        a long table or a Panel: see lstmkit.pipelines.forecast_global)."""
+        a long table or a Panel: see lstmkit.pipelines.forecast_global). A fit that fails or is
+        interrupted leaves the forecaster as it was: fitted as before, or not fitted."""
+        before = dict(self.__dict__)
+        try:
+            return self.fit_data(data)
+        except BaseException:  # a Ctrl-C in a notebook too: half of a new fit beside the old network forecast wrongly
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    def fit_data(self, data) -> Forecaster:
+        """`fit`, which restores the forecaster should this fail or be interrupted."""
         if self.config.id is not None:
             return forecast_global.fit(self, data)
         frame = data if isinstance(data, SeriesFrame) else self.read(data)
