@@ -214,6 +214,16 @@ def test_a_decomposed_accent_the_vocabulary_lacks_is_named_with_the_composition_
         vocabulary.encode("cafe\u0301", "the text")
 
 
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_dynamic_evaluation_under_the_callers_no_grad_gives_the_numbers_it_gives_outside(trained, context):
+    """It ended in "element 0 of tensors does not require grad" from inside torch: its SGD steps
+    need autograd, which it now turns on for itself, and gives the caller's setting back."""
+    expected = trained.evaluate(TEXT * 3, dynamic=DynamicEvaluation(segment=7))
+    with context():
+        assert trained.evaluate(TEXT * 3, dynamic=DynamicEvaluation(segment=7)) == expected
+        assert not torch.is_grad_enabled()
+
+
 def test_numpy_integers_are_taken_where_ints_are(trained):
     """np.int64 passed the checks and then failed in torch.Generator.manual_seed with a bare
     "an integer is required", naming neither the argument nor the value."""

@@ -117,11 +117,14 @@ def score_with_cache(model: LanguageModel, tokens: Tensor, cache: CachePointer, 
     return total, tokens.numel() - 1
 
 
+@torch.inference_mode(False)
+@torch.enable_grad()  # its SGD steps need autograd, under a caller's no_grad or inference_mode too
 def score_dynamically(model: LanguageModel, tokens: Tensor, dynamic: DynamicEvaluation,
                       progress: Progress | None = None) -> tuple[float, int]:
     """(summed loss in nats, tokens scored) of `tokens` (N,) in one stream, a segment at a
     time, the model (a copy: the caller's is untouched) updated after scoring each segment,
     and the tokens scored reported to `progress`."""
+    tokens = tokens.clone()  # a plain tensor where the caller's inference mode made them
     adapted = copy.deepcopy(model)
     adapted.eval()  # no dropout: the gradient is that of the loss being reported
     trained = [parameter.detach().clone() for parameter in adapted.parameters()]
