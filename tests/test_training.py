@@ -176,6 +176,26 @@ def test_progress_writes_to_a_stream_that_only_writes():
     assert stream.text.getvalue().startswith("lm: step 10/10 val_loss 1.5 100 items/s")
 
 
+def test_a_run_stopped_by_ctrl_c_closes_its_bar_so_what_follows_starts_on_a_new_line(monkeypatch):
+    """On a terminal, a KeyboardInterrupt left tqdm's bar open: the next output (the prompt,
+    "lstmkit: interrupted") was written after the bar's text, which was drawn again later."""
+    pytest.importorskip("tqdm")
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    dies_at_step(monkeypatch, 3)
+    with pytest.raises(Killed):
+        Trainer(TrainingConfig(steps=10, eval_every=5)).run(Quadratic([1.0], 0.0))
+    bar = terminal.getvalue()
+    assert "3/10" in bar and bar.endswith("\n")
+    print("next", file=terminal)
+    assert terminal.getvalue() == bar + "next\n"  # nothing redrawn after it
+
+
 def test_progress_past_a_time_budgets_estimated_total_shows_no_total():
     stream = io.StringIO()
     progress = Progress("forecast", total=150, stream=stream, quiet_interval=0.0)

@@ -24,6 +24,7 @@ from lstmkit.cli.translate import add_translate_commands
 from lstmkit.extras import MissingExtra, require_extra
 from lstmkit.runtime import tune_cpu_for_training
 from lstmkit.training import Processes, TrainingDiverged
+from lstmkit.training.progress import bars_closed_on_failure
 
 
 # How long a process other than rank 0 waits before it exits on an error: rank 0 meets the same
@@ -172,7 +173,8 @@ def run_command(argv: list[str] | None) -> int:
     try:
         if arguments.extra is not None:
             require_extra(arguments.extra, f"lstmkit {arguments.command}")
-        arguments.run(arguments)
+        with bars_closed_on_failure():  # "lstmkit: interrupted" on a line of its own
+            arguments.run(arguments)
         if sys.stdout is not None:  # None where the shell closed it (>&-): print wrote nothing
             sys.stdout.flush()  # here, where a closed pipe is caught below, not at the interpreter's exit
     except MissingExtra as error:  # one line that names the pip command

@@ -47,7 +47,7 @@ from lstmkit.training.config import ADDED_SETTINGS, TrainingConfig, check_config
 from lstmkit.training.device import Precision, check_engines, resolve_device
 from lstmkit.training.distributed import Processes
 from lstmkit.training.job import Job, checked_loss, checked_scores, epoch_steps
-from lstmkit.training.progress import Progress
+from lstmkit.training.progress import Progress, bars_closed_on_failure
 from lstmkit.training.optimizers import (
     adopt_average, averaged_weights, averaging, build_optimizer, set_learning_rate, should_average,
     update_moving_average,
@@ -354,7 +354,8 @@ class Trainer:
                             "last evaluation\") or None; rename it and return a reason")
         check_engines(job.model, self.device)
         out = None if out is None else check_output_folder(out)
-        with claimed_folder(out if self.processes.main else None):  # rank 0 writes; the others read what it wrote
+        # rank 0 writes; the others read what it wrote
+        with claimed_folder(out if self.processes.main else None), bars_closed_on_failure():
             return self.train(job, out, resume, keep_best)
 
     def train(self, job: Job, out: Path | None, resume: bool, keep_best: bool) -> TrainingRun:

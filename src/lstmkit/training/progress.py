@@ -4,9 +4,30 @@ throughput and the time left."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+import weakref
+from collections.abc import Iterator
 from typing import TextIO
+
+# The bars drawn and not yet closed, for `bars_closed_on_failure`.
+OPEN_BARS: weakref.WeakSet = weakref.WeakSet()
+
+
+@contextlib.contextmanager
+def bars_closed_on_failure() -> Iterator[None]:
+    """Close the bars opened inside the block that an error or Ctrl-C leaves open, so that what
+    is written next (a message, a traceback, a notebook's next output) starts on a line of its
+    own rather than after the bar's text."""
+    before = set(OPEN_BARS)
+    try:
+        yield
+    except BaseException:
+        for bar in set(OPEN_BARS) - before:
+            bar.close()
+            OPEN_BARS.discard(bar)
+        raise
 
 
 def duration(seconds: float) -> str:
@@ -58,8 +79,10 @@ class Progress:
             from tqdm import tqdm
         except ImportError:
             return None
-        return tqdm(total=self.total, initial=self.first_step, desc=self.label, unit=self.unit, file=self.stream,
-                    dynamic_ncols=True, leave=True)
+        bar = tqdm(total=self.total, initial=self.first_step, desc=self.label, unit=self.unit, file=self.stream,
+                   dynamic_ncols=True, leave=True)
+        OPEN_BARS.add(bar)
+        return bar
 
     def update(self, step: int, items_per_second: float | None, total: int | None = None,
                seconds_left: float | None = None, **values: float) -> None:
@@ -105,5 +128,6 @@ class Progress:
             self.bar.set_postfix({name: f"{value:.4g}" for name, value in values.items()}, refresh=False)
             self.bar.update(step - self.bar.n)
             self.bar.close()
+            OPEN_BARS.discard(self.bar)
             return
         self.write(step, items_per_second, 0.0, values, time.perf_counter())
