@@ -8,6 +8,7 @@ import json
 import math
 import re
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ pytest.importorskip("librosa", reason="the speech extra is not installed: pip in
 soundfile = pytest.importorskip("soundfile")
 
 from lstmkit.audio import AudioError, FrontEnd, ManifestError, fsdd_manifests, read_manifest  # noqa: E402
+from lstmkit.audio.features import LOG_FLOOR  # noqa: E402
 from lstmkit.checkpoint import CheckpointError  # noqa: E402
 from helpers import Killed, assert_keeps_random_state, dies_at_step, run_cli  # noqa: E402
 from lstmkit.models.acoustic import Lexicon, greedy_decode, prefix_beam_search, stack_frames  # noqa: E402
@@ -135,6 +137,22 @@ def test_features_have_one_frame_every_10_ms_and_40_bands(tmp_path):
     assert tuple(frames.shape) == (101, 40)  # centred frames: 1 + 8000 // 80
     assert resampled is None
     assert frames.mean(0).abs().max() < 1e-4 and frames.std(unbiased=False).item() == pytest.approx(1, abs=1e-4)
+
+
+def test_a_recording_shorter_than_the_fft_but_a_window_long_gives_librosas_frames_without_its_warning(tmp_path):
+    """librosa's "n_fft=256 is too large for input signal of length=210" came out as lstmkit's
+    own warning, naming no file, for a recording the front end takes (one 25 ms window)."""
+    import librosa
+
+    path = write_wav(tmp_path / "short.wav", seconds=0.02625)  # 210 samples: a 200-sample window, not 256
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frames = FrontEnd().log_mel(soundfile.read(path, dtype="float32")[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = librosa.feature.melspectrogram(y=soundfile.read(path, dtype="float32")[0], sr=RATE, n_fft=256,
+                                                  hop_length=80, win_length=200, n_mels=40, center=True, power=2.0)
+    assert torch.equal(frames, torch.from_numpy(np.log(expected + LOG_FLOOR).T.astype(np.float32)))
 
 
 def test_a_file_at_another_rate_is_resampled_and_says_so(tmp_path):
@@ -590,6 +608,9 @@ def test_eval_and_transcribe_commands_print_and_write_the_scores(tone_run, capsy
                                               "lexicon": False}
     mislabelled = write_manifest_text(folder / "mislabelled.csv", "path,text\nvalid-ab-3.wav,ab\nvalid-ba-0.wav,ab\n")
     transcripts = folder / "transcripts.csv"
+    again = write_manifest_text(folder / "again.csv", "path,text\nvalid-ab-3.wav,ab\nvalid-ab-3.wav,ab\n")
+    code, _, err = run_cli(["speech", "eval", str(folder / "run"), str(again)], capsys)
+    assert code == 0 and err.count("lists 1 recording(s) again") == 1  # said twice before: the command read it too
     code, out, _ = run_cli(["speech", "eval", str(folder / "run"), str(mislabelled), "--errors", "--out",
                             str(transcripts)], capsys)
     assert out.splitlines()[1:] == [f"  {folder / 'valid-ba-0.wav'}: 'ab' -> 'ba'",  # the file, not only the words

@@ -148,10 +148,12 @@ class FrontEnd:
         """(frames, n_mels) log-mel energies of samples at this front end's rate, unnormalised."""
         import librosa
 
-        mel = librosa.feature.melspectrogram(
-            y=samples, sr=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop, win_length=self.window,
-            n_mels=self.n_mels, center=True, power=2.0,
-        )
+        with warnings.catch_warnings():  # "n_fft=256 is too large for input signal of length=210": a recording of
+            warnings.filterwarnings("ignore", "n_fft=", UserWarning)  # one window at least, its frames as librosa's
+            mel = librosa.feature.melspectrogram(
+                y=samples, sr=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop, win_length=self.window,
+                n_mels=self.n_mels, center=True, power=2.0,
+            )
         return torch.from_numpy(np.log(mel + LOG_FLOOR).T.astype(np.float32))
 
     def features(self, path: str | Path, speed: float = 1.0) -> tuple[Tensor, int | None]:

@@ -88,7 +88,9 @@ def eval_command(arguments: argparse.Namespace) -> None:
 
     outputs = {"--json": arguments.json, "--out": arguments.out}
     check_not_read(outputs, {"the manifest": arguments.manifest, **run_files(arguments.directory)})
-    listed = read_manifest(arguments.manifest)
+    with warnings.catch_warnings():  # the evaluation's own reading says them, once
+        warnings.simplefilter("ignore")
+        listed = read_manifest(arguments.manifest)
     check_not_read(outputs, {f"recording {index} of the manifest": utterance.path
                              for index, utterance in enumerate(listed, 1)})
     if arguments.confusion:  # before the decoding, which takes a while

@@ -522,6 +522,9 @@ class SpeechConfig(TrainingConfig, RegulariserSettings):
             raise ValueError(f"speed_perturbation (--speed-perturbation) must be a tuple of speeds in [{MIN_SPEED}, "
                              f"{MAX_SPEED}] other than 1 (the original is always used), e.g. (0.9, 1.1), or 0.9,1.1 "
                              f"on the command line, got {speeds!r}")
+        if len(set(speeds)) < len(speeds):  # each draw takes the original or one speed with equal chances
+            raise ValueError(f"speed_perturbation (--speed-perturbation) gives a speed twice, which would weigh it "
+                             f"double; give each once, got {speeds!r}")
         if self.frequency_mask_width > self.n_mels:
             raise ValueError("frequency_mask_width (--frequency-mask-width) must be at most n_mels (--n-mels, "
                              f"{self.n_mels}), got {self.frequency_mask_width!r}")
