@@ -91,6 +91,22 @@ def test_integer_years_dates_and_iso_periods_are_read_and_written_back_alike(tim
     assert frame.time_values(frame.time[:2]) == written
 
 
+def test_predict_reads_dates_that_read_either_way_in_the_order_the_fit_read_them(tmp_path):
+    """Twelve days of January written 01/01/2021 .. 12/01/2021 read day-first as days and
+    month-first as months, each a full grid: predict refused them as a tie, though the
+    forecaster had been fitted on day-first dates (13/06/2020 reads no other way)."""
+    days = pd.date_range("2020-06-01", periods=200, freq="D")
+    table = pd.DataFrame({"t": days.strftime("%d/%m/%Y"), "y": 10 + np.sin(2 * np.pi * np.arange(200) / 7)})
+    forecaster = Forecaster("t", "y", horizon=3, lookback=10, **QUICK).fit(table)
+    january = pd.DataFrame({"t": pd.date_range("2021-01-01", periods=12, freq="D").strftime("%d/%m/%Y"),
+                            "y": 10 + np.sin(2 * np.pi * np.arange(12) / 7)})
+    with pytest.raises(ValueError, match="read day-first and month-first alike"):
+        read_series(january, "t", ["y"])  # on their own, a tie
+    assert forecaster.predict(january)["t"].tolist() == ["13/01/2021", "14/01/2021", "15/01/2021"]
+    loaded = Forecaster.load(forecaster.save(tmp_path / "model"))
+    assert loaded.predict(january)["t"].tolist() == ["13/01/2021", "14/01/2021", "15/01/2021"]
+
+
 def test_a_series_on_periods_is_forecast_in_periods(tmp_path):
     """A DataFrame's Period column came back as strings ('2010-01'): its forecasts are Periods
     of its frequency, after a save and load too."""

@@ -62,7 +62,7 @@ from lstmkit.pipelines.configs import ForecasterConfig, baseline_names
 from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, SeriesFrame, Windows, baseline_forecast, best_baseline,
                             calendar_features, future_times, observed, read_series, scores, season_length)
 from lstmkit.series.choice import combination, combines, method_forecast
-from lstmkit.series.frame import STEP, frequency_name
+from lstmkit.series.frame import frequency_name
 from lstmkit.series.intervals import percent
 from lstmkit.training import Job, Processes, Trainer, current_names, resolve_device
 from lstmkit.training.device import runnable_engines
@@ -218,9 +218,8 @@ class Forecaster:
         a SeriesFrame, or with `id` a Panel of series."""
         if self.config.id is not None:
             return forecast_global.read(self, data)
-        fitted_on_steps = self.layout is not None and self.layout.time_kind == STEP
         return read_series(data, self.config.time, self.config.target, self.config.covariates,
-                           self.config.future_covariates, steps=fitted_on_steps)
+                           self.config.future_covariates, None if self.layout is None else self.layout.time_kind)
 
     @isolated_from_caller
     def fit(self, data) -> Forecaster:

@@ -193,11 +193,11 @@ def written_times(times: pd.DatetimeIndex, time_kind: str) -> list:
 
 def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[str],
                 covariates: Sequence[str] = (), future_covariates: Sequence[str] = (),
-                steps: bool = False) -> SeriesFrame:
+                fitted_kind: str | None = None) -> SeriesFrame:
     """Read and check `source` (a CSV path or a DataFrame); see the module docstring.
-    `covariates` are observed-past columns, `future_covariates` known-future ones. `steps`:
-    integers are steps whatever they hold (the rows of a series fitted on steps may all look
-    like years: 1701..2000)."""
+    `covariates` are observed-past columns, `future_covariates` known-future ones.
+    `fitted_kind`: the time kind of the data a forecaster was fitted on, which reads the time
+    column as that did where it could read otherwise (`parse_time`)."""
     table = read_table(source)
     targets, covariates, known = list(targets), list(covariates), list(future_covariates)
     if not targets:
@@ -212,7 +212,7 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
         raise ValueError("a column can be the time, a target, an observed-past or a known-future covariate, "
                          f"not two of them: {', '.join(overlap)}")
     path = None if isinstance(source, pd.DataFrame) else Path(source)
-    stamps, time_kind = parse_time(table[time], time, path, steps)
+    stamps, time_kind = parse_time(table[time], time, path, fitted_kind)
     numbers = pd.DataFrame({name: numeric_column(table[name], name, path, target=name in targets)
                             for name in targets + covariates + known})
     values = numbers.set_axis(stamps)
@@ -473,10 +473,14 @@ def two_rows_named(first: int, second: int, path: Path | None) -> str:
     return f"lines {first} and {second} of {path} (the header is line 1)"
 
 
-def parse_time(column: pd.Series, name: str, path: Path | None, steps: bool = False
+def parse_time(column: pd.Series, name: str, path: Path | None, fitted_kind: str | None = None
                ) -> tuple[pd.DatetimeIndex, str]:
-    """The timestamps of a time column written in one of the TIME_FORMS, and its TIME_KINDS kind;
-    with `steps`, integers as steps (`read_series`)."""
+    """The timestamps of a time column written in one of the TIME_FORMS, and its TIME_KINDS kind.
+    Read as data of `fitted_kind` were where it could read otherwise: integers as steps where
+    those were steps (a series fitted on steps may hold rows that all look like years:
+    1701..2000), dates of two numbers and a year in their day and month order (a few rows to
+    predict from may read either way)."""
+    steps = fitted_kind == STEP
     if column.isna().any():
         label = column.index[column.isna().to_numpy()][0]
         raise ValueError(f"column {name!r} has a missing timestamp at {row_name(label, path)}")
@@ -507,7 +511,8 @@ def parse_time(column: pd.Series, name: str, path: Path | None, steps: bool = Fa
         return month_starts(parts[0], 3 * parts[1] - 2), "dashed_quarter" if dashed else "quarter"
     numeric_date = text.str.fullmatch(NUMERIC_DATE).to_numpy()
     if numeric_date.all():
-        stamps = numeric_dates(text.str.extract(NUMERIC_DATE).astype(float).fillna(0).astype(np.int64), column, name, path)
+        parts = text.str.extract(NUMERIC_DATE).astype(float).fillna(0).astype(np.int64)
+        stamps = numeric_dates(parts, column, name, path, date_order(fitted_kind))
         return stamps, text_form(text, stamps)
     if numeric_date.any():  # pandas would guess each such row's day and month order on its own
         other, numbered = column.index[~numeric_date][0], column.index[numeric_date][0]
@@ -588,12 +593,23 @@ def text_form(text: pd.Series, stamps: pd.DatetimeIndex) -> str:
     return "datetime"
 
 
-def numeric_dates(parts: pd.DataFrame, column: pd.Series, name: str, path: Path | None) -> pd.DatetimeIndex:
+def date_order(time_kind: str | None) -> str | None:
+    """"day-first" or "month-first": the order of a strftime form that writes the day and the
+    month as numbers (`text_form`: "%d/%m/%Y", "%-m/%-d/%Y %H:%M"), else None."""
+    day, month = (re.search(f"%-?{code}", time_kind or "") for code in "dm")
+    if day is None or month is None:
+        return None
+    return "day-first" if day.start() < month.start() else "month-first"
+
+
+def numeric_dates(parts: pd.DataFrame, column: pd.Series, name: str, path: Path | None,
+                  order: str | None = None) -> pd.DatetimeIndex:
     """Dates written as two numbers and a year, perhaps with a time of day (`parts`: one column
     each, then hour, minute and second, 0 where not written), read day-first or
-    month-first: the order that reads every row as a date, or, where both do, the one that
-    leaves fewer steps of its regular grid empty (01/02/2010, 01/03/2010 ... are months read
-    day-first, not the first days of January read month-first). A tie is refused."""
+    month-first: the order that reads every row as a date, or, where both do, `order` (that of
+    the data a forecaster was fitted on) where given, else the one that leaves fewer steps of
+    its regular grid empty (01/02/2010, 01/03/2010 ... are months read day-first, not the first
+    days of January read month-first). A tie is refused."""
     attempts = {order: pd.to_datetime(pd.DataFrame({"year": parts[2], "month": parts[month], "day": parts[day],
                                                     "hour": parts[3], "minute": parts[4], "second": parts[5]}),
                                       errors="coerce")
@@ -607,6 +623,8 @@ def numeric_dates(parts: pd.DataFrame, column: pd.Series, name: str, path: Path 
                    "reads day-first only, where other rows read month-first only; write the dates as yyyy-mm-dd")
     if len(readings) == 1 or readings["month-first"].equals(readings["day-first"]):
         return next(iter(readings.values()))
+    if order is not None:
+        return readings[order]
     empty = {order: empty_steps(stamps) for order, stamps in readings.items()}
     if empty["month-first"] == empty["day-first"]:
         raise ValueError(f"column {name!r} holds dates such as {plain(column.iloc[0])!r} that read day-first and "
