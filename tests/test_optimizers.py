@@ -66,6 +66,28 @@ def test_nt_asgd_switches_when_validation_stalls_and_then_evaluates_the_average(
     assert saved["weight"].item() == pytest.approx(sgd_weight(7)), "last/ keeps the iterate, to resume from"
 
 
+@pytest.mark.parametrize("settings", [dict(optimizer="nt-asgd", asgd_patience=2), dict(patience=2)],
+                         ids=["nt-asgd", "patience"])
+def test_a_budget_that_ended_between_evaluations_moves_neither_nt_asgd_nor_patience(settings, tmp_path):
+    """Evaluated every 4 steps, a run whose first budget ended at step 10 holds an evaluation
+    there that a run given 40 steps at once does not: counted, it switched NT-ASGD to
+    averaging at step 12, not 16 (and the final model differed), and patience refused to resume."""
+    def config(steps: int) -> TrainingConfig:
+        return TrainingConfig(steps=steps, lr=LR, eval_every=4, clip=100.0, warmup=0, min_lr_fraction=1.0, **settings)
+
+    straight_job = Quadratic([1.0], validation_target=-1.0)
+    straight = Trainer(config(40)).run(straight_job, tmp_path / "straight")
+    Trainer(config(10)).run(Quadratic([1.0], validation_target=-1.0), tmp_path / "resumed")
+    resumed_job = Quadratic([1.0], validation_target=-1.0)
+    resumed = Trainer(config(40)).run(resumed_job, tmp_path / "resumed", resume=True)
+    assert [row["step"] for row in resumed.history] == [4, 8, 10] + [row["step"] for row in straight.history][2:]
+    assert resumed.steps == straight.steps == (40 if "optimizer" in settings else 12)
+    assert torch.equal(resumed_job.model.weight, straight_job.model.weight)
+    switched = [json.loads((tmp_path / run / "last" / "config.json").read_text())["progress"]["averaging_from"]
+                for run in ("straight", "resumed")]
+    assert switched == ([16, 16] if "optimizer" in settings else [None, None])
+
+
 def test_nt_asgd_resumed_after_the_switch_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     straight_job = Quadratic([1.0], validation_target=-1.0)
     straight = Trainer(nt_asgd_config(8)).run(straight_job, tmp_path / "straight")

@@ -141,13 +141,23 @@ def warn_short_warmup(config: TrainingConfig, steps: int, spent: bool) -> None:
                        "budget or a shorter warmup (--warmup)")
 
 
-def patience_spent(config: TrainingConfig, progress: RunState, metric: str) -> bool:
-    """Whether the latest evaluation is the `patience`-th since the best that gave no better
-    `metric`; an evaluation that did not give the metric (one not scored) is not counted."""
-    since_best = sum(1 for row in progress.history
-                     if row["step"] > (progress.best_step or 0) and row.get(metric) is not None)
-    latest_scored = bool(progress.history) and progress.history[-1].get(metric) is not None
-    return config.patience is not None and latest_scored and since_best >= config.patience
+def scheduled_evaluations(history: list[dict], eval_every: int) -> list[dict]:
+    """The rows of `history` on the run's schedule, every `eval_every` steps: those patience
+    and NT-ASGD count and decide at. The evaluation where a budget ended between them is
+    recorded, and may be the best, but is not among them: a run resumed with a larger budget
+    holds such a row mid-way, and counted it would stop or average elsewhere than a run given
+    the larger budget at once."""
+    return [row for row in history if row["step"] % eval_every == 0]
+
+
+def patience_spent(config: TrainingConfig, progress: RunState, metric: str, eval_every: int) -> bool:
+    """Whether the latest evaluation, one on the schedule (`scheduled_evaluations`), is the
+    `patience`-th such since the best that gave no better `metric`; an evaluation that did not
+    give the metric (one not scored) is not counted."""
+    counted = scheduled_evaluations(progress.history, eval_every)
+    since_best = sum(1 for row in counted if row["step"] > (progress.best_step or 0) and row.get(metric) is not None)
+    latest_counted = bool(counted) and counted[-1] is progress.history[-1] and counted[-1].get(metric) is not None
+    return config.patience is not None and latest_counted and since_best >= config.patience
 
 
 class StopReason(NamedTuple):
@@ -158,17 +168,18 @@ class StopReason(NamedTuple):
 
 
 def stop_reason(job: Job, config: TrainingConfig, progress: RunState, scores: dict,
-                anneal_steps: int) -> StopReason | None:
+                eval_every: int) -> StopReason | None:
     """Why the run ends at the evaluation that gave `scores`, before its budget; None where it
     goes on. A resumed run asks it of its last evaluation, with the settings given now."""
     metric = job.selection_metric
+    anneal_steps = (config.patience or 0) * eval_every
     goal = job.goal_reached(scores)
     if goal is not None and not isinstance(goal, str):  # False would read as a reason
         raise TypeError(f"{type(job).__name__}.goal_reached(scores) must return why training stops there (a str) or "
                         f"None, got {goal!r}")
     if goal is not None:
         return StopReason(f"its last evaluation {goal}", job.goal_remedy)
-    if config.on_plateau == "stop" and patience_spent(config, progress, metric):
+    if config.on_plateau == "stop" and patience_spent(config, progress, metric, eval_every):
         return StopReason(f"the {metric} had not improved for patience = {config.patience} evaluations",
                           "a larger --patience continues it")
     if progress.annealing_from is not None and progress.step >= progress.annealing_from + anneal_steps:
@@ -392,7 +403,7 @@ class Trainer:
 
         spent = resume and budget_spent(config, progress, step_limit)
         ended = (resume and not spent and progress.history
-                 and stop_reason(job, config, progress, progress.history[-1], anneal_steps))
+                 and stop_reason(job, config, progress, progress.history[-1], eval_every))
         # killed between its last checkpoint and its results.json: it ended there, and only its results are due
         completing = (spent or bool(ended)) and not (out / "results.json").is_file()
         completing = bool(processes.from_main(float(completing), device))  # rank 0 may have written it already
@@ -445,22 +456,23 @@ class Trainer:
                 if keep_best:
                     with averaged_weights(optimizer):
                         best_state = copy.deepcopy(job.model.state_dict())
+            counted = [sign * row[metric] for row in scheduled_evaluations(progress.history, eval_every)
+                       if row.get(metric) is not None]
             if (config.optimizer == "nt-asgd" and not averaging(optimizer) and scores.get(metric) is not None
-                    and should_average([sign * row[metric] for row in progress.history if row.get(metric) is not None],
-                                       config.asgd_patience)):
+                    and progress.step % eval_every == 0 and should_average(counted, config.asgd_patience)):
                 optimizer = build_optimizer(config.optimizer, job.model.parameters(), config.lr,
                                             config.weight_decay, averaging=True)
                 progress.averaging_from = progress.step
                 self.announce(f"{job.label}: step {progress.step}: the {metric} stopped improving; "
                               "averaging the weights from here on (NT-ASGD)")
-            if (patience_spent(config, progress, metric) and config.on_plateau == "anneal"
+            if (patience_spent(config, progress, metric, eval_every) and config.on_plateau == "anneal"
                     and progress.annealing_from is None):  # saved below, so that a resumed run anneals from here too
                 progress.annealing_from, progress.annealing_decay = progress.step, decay(progress.step) or 0.0
                 self.announce(f"{job.label}: step {progress.step}: the {metric} stopped improving; decaying the "
                               f"learning rate to its floor over {anneal_steps} steps, then stopping")
             if out is not None:
                 self.save(job, optimizer, progress, out, improved, list(row)[:6] + list(scores))
-            reason = stop_reason(job, config, progress, row, anneal_steps)
+            reason = stop_reason(job, config, progress, row, eval_every)
             if reason is not None and not budget_spent(config, progress, step_limit):
                 self.announce(f"{job.label}: step {progress.step}: stopping before the budget is spent: {reason.why}")
             return reason is not None
@@ -548,9 +560,9 @@ class Trainer:
         progress, _ = self.restore(job, out, continued=False)  # where it goes on, `run` restores it again
         steps_per_epoch = epoch_steps(job)
         step_limit = self.step_limit(job, steps_per_epoch)
-        anneal_steps = (self.config.patience or 0) * self.evaluation_interval(job, steps_per_epoch)
+        eval_every = self.evaluation_interval(job, steps_per_epoch)
         ended = (budget_spent(self.config, progress, step_limit)
-                 or (progress.history and stop_reason(job, self.config, progress, progress.history[-1], anneal_steps)))
+                 or (progress.history and stop_reason(job, self.config, progress, progress.history[-1], eval_every)))
         if not (out / "results.json").is_file() and not ended:  # killed after its last checkpoint: it had ended
             return None
         layout = read_config(existing(out / "last")).get("epoch_layout") or {}  # its epochs' steps, as it ran them
