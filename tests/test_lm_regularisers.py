@@ -103,10 +103,44 @@ def test_the_awd_recipe_sets_what_is_left_at_its_default():
     model_config = config.model_config(50)
     assert model_config.regularisers == {"input_dropout": 0.3, "weight_dropout": 0.5}
     assert (model_config.embedding_dropout, model_config.locked_dropout, model_config.tie_weights) == (0.1, True, True)
+    kept = LMTrainingConfig(recipe="awd", weight_dropout=0.0, dropout=0.2, recipe_keeps=("weight_dropout", "dropout"))
+    assert (kept.weight_dropout, kept.dropout, kept.embedding_dropout) == (0.0, 0.2, 0.1)
+
+
+def test_flags_given_beside_the_recipe_win_even_at_their_default(tmp_path):
+    """`--recipe awd --weight-dropout 0` trained with DropConnect 0.5: a flag equal to its
+    default was taken as not given. Switches can be turned off beside it too."""
+    from lstmkit.cli import main
+
+    text = tmp_path / "text.txt"
+    text.write_text("the cat sat on the mat and the dog sat on the log\n" * 30, encoding="utf-8")
+    main(["lm", "train", str(text), "--level", "word", "--hidden-size", "8", "--num-layers", "2", "--batch-size", "4",
+          "--recipe", "awd", "--weight-dropout", "0", "--dropout", "0.2", "--no-locked-dropout",
+          "--min-lr-fraction", "0.1",
+          "--steps", "2", "--eval-every", "2", "--out", str(tmp_path / "run")])
+    config = json.loads((tmp_path / "run" / "results.json").read_text())["config"]
+    assert {name: config[name] for name in ("weight_dropout", "dropout", "locked_dropout", "min_lr_fraction",
+                                            "embedding_dropout", "optimizer")} == {
+        "weight_dropout": 0.0, "dropout": 0.2, "locked_dropout": False, "min_lr_fraction": 0.1,
+        "embedding_dropout": 0.1, "optimizer": "nt-asgd"}
+    assert config["recipe_keeps"] == ["dropout", "locked_dropout", "min_lr_fraction", "weight_dropout"]
+
+
+def test_with_locked_dropout_the_layers_drop_nothing_per_element_between_them():
+    """AWD-LSTM drops between the layers with one mask per sequence (its dropouth, the layers'
+    input_dropout here); --locked-dropout also dropped 0.4 per element there (0.58 in all)."""
+    per_element = LanguageModel(LanguageModelConfig("lstm", VOCABULARY, hidden_size=8, num_layers=2, dropout=0.4))
+    locked = LanguageModel(LanguageModelConfig("lstm", VOCABULARY, hidden_size=8, num_layers=2, dropout=0.4,
+                                               locked_dropout=True))
+    assert (per_element.recurrent.dropout, locked.recurrent.dropout) == (0.4, 0.0)
 
 
 @pytest.mark.parametrize("settings, message", [
     (dict(recipe="qrnn"), "recipe must be one of awd, got 'qrnn'"),
+    (dict(recipe="awd", recipe_keeps=("level",)), "recipe_keeps names settings of the recipe 'awd' (locked_dropout, "
+                                                  "dropout, "),
+    (dict(recipe_keeps=("dropout",)), "recipe_keeps names settings a recipe leaves as given; no recipe is given, got "
+                                      "recipe_keeps=('dropout',)"),
     (dict(activation_regularisation=-1.0), "activation_regularisation must be a non-negative number, got -1.0"),
     (dict(temporal_activation_regularisation=float("nan")),
      "temporal_activation_regularisation must be a non-negative number, got nan"),

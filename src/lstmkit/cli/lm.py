@@ -19,17 +19,32 @@ from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation
 from lstmkit.training.progress import seconds_text
 
 
+# The settings a --recipe sets, which a flag given beside it overrides even at its default:
+# left unset by argparse (NOT_GIVEN) where no flag gives them.
+RECIPE_SETTINGS = sorted({name for recipe in RECIPES.values() for name in recipe})
+NOT_GIVEN = object()
+
+
 def text_name(path: str) -> str:
     """A text file's name without its suffix, and without .gz first (english.txt.gz: english)."""
     name = Path(path)
     return Path(name.stem).stem if name.suffix.lower() == ".gz" else name.stem
 
 
+def training_config(arguments: argparse.Namespace) -> LMTrainingConfig:
+    """The config of `lm train`'s flags: a --recipe's settings where no flag gives them, a flag
+    given winning even at its default (`recipe_keeps`)."""
+    given = [name for name in RECIPE_SETTINGS if getattr(arguments, name) is not NOT_GIVEN]
+    unset = {name: field_default(LMTrainingConfig, name) for name in RECIPE_SETTINGS if name not in given}
+    return config_from(arguments, LMTrainingConfig, **unset,
+                       recipe_keeps=tuple(given) if arguments.recipe is not None else ())
+
+
 def lm_train_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.lm import LANGUAGE_MODEL, sized_like, train_language_model
 
     out = Path(arguments.out or Path("runs") / f"lm-{text_name(arguments.text)}")
-    config = config_from(arguments, LMTrainingConfig)
+    config = training_config(arguments)
     check_run_folder(out, arguments.resume, LANGUAGE_MODEL.name)
     if arguments.resume:  # the run's size, to say what is resumed
         config = sized_like(config, out)
@@ -105,9 +120,10 @@ def add_lm_commands(commands) -> None:
     add_setting(train, LMTrainingConfig, "adaptive_softmax_cutoffs", "an adaptive softmax with these cluster "
                 "boundaries, comma-separated (word level: e.g. 2000,10000)", type=positive_ints)
     add_setting(train, LMTrainingConfig, "variable_length", "windows of random length around --seq-len, the "
-                "rate scaled by length / seq-len (AWD-LSTM)", action="store_true")
-    add_setting(train, LMTrainingConfig, "locked_dropout", "one dropout mask per sequence for every step",
-                action="store_true")
+                "rate scaled by length / seq-len (AWD-LSTM)", action=argparse.BooleanOptionalAction)
+    add_setting(train, LMTrainingConfig, "locked_dropout", "--dropout around the layers with one mask per "
+                "sequence for every step, and none between them (there --input-dropout, AWD-LSTM's dropouth)",
+                action=argparse.BooleanOptionalAction)
     add_setting(train, LMTrainingConfig, "embedding_dropout", "whole words dropped from the embedding",
                 type=probability)
     add_setting(train, LMTrainingConfig, "activation_regularisation", "AR: weight of the outputs' mean square",
@@ -121,7 +137,7 @@ def add_lm_commands(commands) -> None:
     add_training_arguments(train, LMTrainingConfig)
     train.add_argument("--out", type=output_folder, help="run folder (default runs/lm-TEXTNAME)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    train.set_defaults(run=lm_train_command, extra="lm")
+    train.set_defaults(run=lm_train_command, extra="lm", **dict.fromkeys(RECIPE_SETTINGS, NOT_GIVEN))
 
     sample = lm.add_parser("sample", help="print text sampled from a trained model")
     sample.add_argument("directory", help="a run folder (its best checkpoint) or a checkpoint folder")

@@ -39,7 +39,8 @@ class LanguageModelConfig(EmbeddingConfig):
     regularisers: dict = field(default_factory=dict)
     # Whole words (rows of the embedding) dropped per batch (Gal & Ghahramani 2016; AWD-LSTM).
     embedding_dropout: float = 0.0
-    # The dropout around the layers with one mask per sequence, shared by every step (AWD-LSTM).
+    # The dropout around the layers with one mask per sequence, shared by every step, and none
+    # per element between them, where the layers' input_dropout is AWD-LSTM's dropouth.
     locked_dropout: bool = False
     # An adaptive softmax (Grave et al. 2017) with these cluster boundaries, most frequent
     # tokens first: training computes the head and only the clusters the targets fall in.
@@ -78,7 +79,7 @@ class LanguageModelConfig(EmbeddingConfig):
 
 class LanguageModel(nn.Module):
     """Predicts the next token: embedding -> dropout -> recurrent layers (dropout between
-    them) -> dropout -> linear decoder to one logit per vocabulary entry, or an adaptive
+    them, unless it is locked) -> dropout -> linear decoder to one logit per vocabulary entry, or an adaptive
     softmax (torch.nn.AdaptiveLogSoftmaxWithLoss) to one log-probability per entry."""
 
     def __init__(self, config: LanguageModelConfig) -> None:
@@ -88,7 +89,10 @@ class LanguageModel(nn.Module):
         self.embedding = nn.Embedding(config.vocabulary_size, config.embedding_dim)
         self.recurrent = Recurrent(
             cell, config.embedding_dim, config.hidden_size, config.num_layers,
-            dropout=config.dropout if config.num_layers > 1 else 0.0, engine=config.engine, **config.cell_options,
+            # with locked dropout, none per element between the layers: the stack's input_dropout is
+            # AWD-LSTM's dropouth there, one mask per sequence like the dropout around the layers
+            dropout=config.dropout if config.num_layers > 1 and not config.locked_dropout else 0.0,
+            engine=config.engine, **config.cell_options,
             **config.regularisers,
         )
         self.dropout = nn.Dropout(config.dropout)

@@ -55,10 +55,12 @@ from lstmkit.training.progress import Progress
 
 # Named sets of settings, for `lstmkit lm train --recipe NAME`; flags given beside one win.
 RECIPES = {
-    # AWD-LSTM (Merity et al. 2018, their WikiText-2 values): locked dropout around the
-    # layers (0.4) and on each layer's input (0.3), embedding dropout 0.1, DropConnect on the
-    # recurrent weights 0.5, AR 2, TAR 1, tied embedding and decoder, variable-length windows,
-    # and NT-ASGD at a constant rate of 30 with gradients clipped at 0.25, weight decay 1.2e-6.
+    # AWD-LSTM's regularisers and optimiser (Merity et al. 2018, their WikiText-2 values), on
+    # the level's model: locked dropout around the layers (0.4: their dropout on the output,
+    # and with 0.3 below their dropouti on the embedding) and on each layer's input (0.3: their
+    # dropouth between the layers), embedding dropout 0.1, DropConnect on the recurrent weights
+    # 0.5, AR 2, TAR 1, tied embedding and decoder, variable-length windows, and NT-ASGD at a
+    # constant rate of 30 with gradients clipped at 0.25, weight decay 1.2e-6.
     "awd": {"locked_dropout": True, "dropout": 0.4, "input_dropout": 0.3, "embedding_dropout": 0.1,
             "weight_dropout": 0.5, "activation_regularisation": 2.0, "temporal_activation_regularisation": 1.0,
             "tie_weights": True, "variable_length": True, "optimizer": "nt-asgd", "lr": 30.0, "clip": 0.25,
@@ -110,8 +112,9 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
     defaults"): at char level a 2 x 512 LSTM trained by AdamW (1 x 256 under a time_budget of
     less than 600 s, where neither num_layers nor hidden_size is given, SHORT_BUDGETS); at word
     level a 2 x 256 LSTM with tied weights trained by SGD. A `recipe` sets its settings where
-    the field holds its default, so in Python a value equal to the default is taken as not
-    given (on the command line a flag given always wins). As for every config, the defaults are
+    the field holds its default, so a value equal to the default is taken as not given unless
+    `recipe_keeps` names it (the command line names every flag given beside --recipe, so that a
+    flag given always wins). As for every config, the defaults are
     resolved when it is built: dataclasses.replace keeps them, so build a new config to change
     the level or the budget."""
 
@@ -143,6 +146,8 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
     init_range: float | None = None
     # A named set of settings (RECIPES) for every setting left at its default; None: none.
     recipe: str | None = None
+    # The recipe's settings it leaves as given though they hold their default (a flag given).
+    recipe_keeps: tuple[str, ...] = ()
     # Steps of truncated backpropagation through time. None: the level's default.
     seq_len: int | None = None
     # Windows of random length around seq_len, the step's rate scaled by length / seq_len
@@ -172,13 +177,22 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
 
     def __post_init__(self) -> None:
         check_field_types(self)  # before the defaults below compare them
+        if isinstance(self.recipe_keeps, list):
+            object.__setattr__(self, "recipe_keeps", tuple(self.recipe_keeps))
         if self.recipe is not None:
             if self.recipe not in RECIPES:
                 raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+            unknown = [name for name in self.recipe_keeps if name not in RECIPES[self.recipe]]
+            if unknown:
+                raise ValueError(f"recipe_keeps names settings of the recipe {self.recipe!r} "
+                                 f"({', '.join(RECIPES[self.recipe])}), got {', '.join(map(repr, unknown))}")
             defaults = {field.name: field.default for field in dataclasses.fields(self)}
             for name, value in RECIPES[self.recipe].items():
-                if getattr(self, name) == defaults[name]:
+                if name not in self.recipe_keeps and getattr(self, name) == defaults[name]:
                     object.__setattr__(self, name, value)
+        elif self.recipe_keeps:
+            raise ValueError(f"recipe_keeps names settings a recipe leaves as given; no recipe is given, got "
+                             f"recipe_keeps={self.recipe_keeps!r}")
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {self.level!r}")
         check_engine_name(self.engine)
