@@ -474,6 +474,18 @@ def test_cli_train_sample_eval(text_file, tmp_path, capsys):
     assert first == capsys.readouterr().out and first.startswith("First")
     from lstmkit import lm
     assert first == lm.load(tmp_path / "run").sample("First", 40, seed=7) + "\n"  # printed as drawn, the same text
+
+    def interrupted(*arguments, **keywords):
+        yield "First lines"
+        raise KeyboardInterrupt
+
+    from lstmkit.pipelines.lm import TrainedLanguageModel
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TrainedLanguageModel, "sample_pieces", interrupted)
+        with pytest.raises(SystemExit) as stopped:
+            main(["lm", "sample", str(tmp_path / "run")])
+    printed = capsys.readouterr()
+    assert (stopped.value.code, printed.out, printed.err) == (130, "First lines\n", "lstmkit: interrupted\n")
     main(["lm", "eval", str(tmp_path / "run"), str(text_file)])
     assert re.match(r"loss \d\.\d{4} nats/token, perplexity \d+\.\d\d, \d\.\d{3} bits/character over 19,999 tokens "
                     r"scored \(every one after the text's first\)",

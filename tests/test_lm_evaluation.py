@@ -205,13 +205,20 @@ def test_windows_line_ends_in_a_prime_or_a_text_are_line_feeds_as_in_a_file(trai
     assert trained.evaluate("to be\r\nor not\rto be").loss == trained.evaluate("to be\nor not\nto be").loss
 
 
-def test_a_decomposed_accent_the_vocabulary_lacks_is_named_with_the_composition_that_reads_it():
-    vocabulary = Vocabulary.build("caf\u00e9 or cafe", "char", 1)
-    with pytest.raises(ValueError, match=re.escape(
-            "the text has characters the model's vocabulary lacks: '\u0301' (U+0301); '\u0301' (U+0301) is a "
-            "combining mark, as text written decomposed (NFD) holds: compose it first, "
-            "unicodedata.normalize('NFC', text)")):
-        vocabulary.encode("cafe\u0301", "the text")
+@pytest.mark.parametrize("text, hint", [
+    ("cafe\u0301", "; the text is written decomposed: composed, unicodedata.normalize('NFC', text), it lacks none "
+                   "of them"),
+    ("cafe\u0301 q\u0301", ""),  # q́ has no composed form: composing reads no more of it
+    ("\u1112\u1161\u11ab", "; the text is written decomposed: composed, unicodedata.normalize('NFC', text), it lacks "
+                           "none of them"),  # Hangul as its jamo: no combining marks, composed all the same
+    ("cafe q", ""),  # nothing to compose
+])
+def test_a_text_written_decomposed_is_named_with_what_composing_it_leaves(text, hint):
+    vocabulary = Vocabulary.build("caf\u00e9 or cafe \ud55c", "char", 1)
+    with pytest.raises(ValueError) as refused:
+        vocabulary.encode(text, "the text")
+    assert str(refused.value).startswith("the text has characters the model's vocabulary lacks: ")
+    assert str(refused.value).endswith(hint) and (hint or "decomposed" not in str(refused.value))
 
 
 @pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])

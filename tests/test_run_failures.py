@@ -17,7 +17,7 @@ import safetensors.torch
 import torch
 from safetensors.torch import load_file
 
-from helpers import Quadratic, another_run_could_claim, held_by_another_run
+from helpers import Killed, Quadratic, another_run_could_claim, dies_at_step, held_by_another_run
 from lstmkit import lm
 from lstmkit.checkpoint import CheckpointError, checkpoint_folder, load_checkpoint, read_config
 from lstmkit.cli import main
@@ -623,6 +623,18 @@ def test_a_run_killed_between_its_last_checkpoint_and_its_results_writes_them_wh
     assert run.steps == 4 and resumed.model.weight.item() == first.model.weight.item()
     assert capsys.readouterr().err == (f"quadratic: {tmp_path / 'run'} ended at step 4 but was stopped before it "
                                        "wrote results.json: writing it, with no further training\n")
+
+
+def test_a_run_killed_mid_way_and_resumed_with_a_smaller_budget_is_refused_not_written_up(tmp_path, monkeypatch):
+    """Killed at step 5 of 10 (its last checkpoint at 4), then resumed with 3 steps: it was
+    written up as ended at step 4, its results.json's config saying 3 steps."""
+    dies_at_step(monkeypatch, 5)
+    with pytest.raises(Killed):
+        Trainer(TrainingConfig(steps=10, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'run'} is at step 4 (")):
+        Trainer(TrainingConfig(steps=3, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path / "run", resume=True)
+    assert not (tmp_path / "run" / "results.json").exists()
 
 
 def test_resuming_a_run_that_stopped_early_leaves_it_as_it_was_unless_the_patience_grows(tmp_path):

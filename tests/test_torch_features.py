@@ -6,6 +6,7 @@ given as numpy arrays, and torch.jit.trace (torch.jit.script is refused in one l
 from __future__ import annotations
 
 import copy
+import io
 import re
 import warnings
 
@@ -360,6 +361,11 @@ def test_a_traced_cell_module_warns_of_nothing_as_a_traced_torch_nn_cell(cell_ty
     other = inputs(5)
     torch.testing.assert_close(flatten_outputs(traced(*other)), flatten_outputs(cell(*other)))  # a variant's
     # trace records the reference math, which rounds apart from the fused kernel in float32
+    pytest.importorskip("onnx")
+    with warnings.catch_warnings(record=True) as caught:  # its tracer hands return_gates in as a tensor
+        warnings.simplefilter("always")
+        torch.onnx.export(cell, inputs(2), io.BytesIO(), dynamo=False)
+    assert [str(warning.message) for warning in caught if warning.category is torch.jit.TracerWarning] == []
 
 
 def pruned(module: torch.nn.Module, name: str) -> None:

@@ -65,10 +65,13 @@ def lm_sample_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.lm import load_language_model
 
     model = load_language_model(arguments.directory, device=arguments.device)
-    for piece in model.sample_pieces(arguments.prime, arguments.length, arguments.temperature, arguments.top_k,
-                                     arguments.seed, arguments.top_p):
-        print(piece, end="", flush=True)  # as drawn: a long sample shows, and keeps, what it has
-    print()
+    pieces = model.sample_pieces(arguments.prime, arguments.length, arguments.temperature, arguments.top_k,
+                                 arguments.seed, arguments.top_p)
+    try:
+        for piece in pieces:
+            print(piece, end="", flush=True)  # as drawn: a long sample shows, and keeps, what it has
+    finally:  # interrupted too: "lstmkit: interrupted" then starts on a line of its own
+        print(flush=True)
 
 
 def lm_eval_command(arguments: argparse.Namespace) -> None:

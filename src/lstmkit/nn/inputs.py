@@ -165,6 +165,24 @@ def accepts_dtype(tensor: Tensor, dtype: torch.dtype) -> bool:
     return tensor.dtype == dtype or (tensor.is_floating_point() and autocast_dtype(tensor.device) is not None)
 
 
+def quiet_when_traced(check: Callable) -> Callable:
+    """`check`, run under torch.jit.trace without its TracerWarnings: the shapes it compares
+    are the traced ones, for which it holds, and torch.nn's cells make no comparison the tracer
+    sees (it warned of "Converting a tensor to a Python boolean" at each; torch.onnx.export's
+    tracer, of the return_gates flag it hands in as a tensor)."""
+
+    @functools.wraps(check)
+    def checked(*arguments, **keywords):
+        if not torch.jit.is_tracing():
+            return check(*arguments, **keywords)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return check(*arguments, **keywords)
+
+    return checked
+
+
+@quiet_when_traced
 def checked_return_gates(return_gates: object) -> bool:
     """A flag every engine reads alike: a bool, not something truthy. While torch.jit.trace
     records a call (torch.onnx.export(..., dynamo=False) passes every argument of `forward`,
@@ -196,22 +214,6 @@ def check_features(
             f"input dtype must match the {module}'s parameters ({dtype}), got {input.dtype}; "
             f"convert the input with input.to({dtype}) or the {module} with {module}.to({input.dtype})"
         )
-
-
-def quiet_when_traced(check: Callable) -> Callable:
-    """`check`, run under torch.jit.trace without its TracerWarnings: the shapes it compares
-    are the traced ones, for which it holds, and torch.nn's cells make no comparison the tracer
-    sees (it warned of "Converting a tensor to a Python boolean" at each)."""
-
-    @functools.wraps(check)
-    def checked(*arguments, **keywords):
-        if not torch.jit.is_tracing():
-            return check(*arguments, **keywords)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            return check(*arguments, **keywords)
-
-    return checked
 
 
 @quiet_when_traced

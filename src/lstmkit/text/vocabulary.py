@@ -83,12 +83,21 @@ class Vocabulary:
         if missing:
             shown = ", ".join(f"{character!r} (U+{ord(character):04X})" for character in missing[:10])
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-            combining = [character for character in missing if unicodedata.combining(character)]
-            hint = (f"; {combining[0]!r} (U+{ord(combining[0]):04X}) is a combining mark, as text written decomposed "
-                    "(NFD) holds: compose it first, unicodedata.normalize('NFC', text)"
-                    if combining and not unicodedata.is_normalized("NFC", text) else "")
-            raise ValueError(f"{what} has characters the model's vocabulary lacks: {shown}{more}{hint}")
+            raise ValueError(f"{what} has characters the model's vocabulary lacks: {shown}{more}"
+                             f"{self.composed_hint(text, missing)}")
         return torch.tensor([self.index[token] for token in tokens], dtype=torch.int64)
+
+    def composed_hint(self, text: str, missing: list[str]) -> str:
+        """Where `text` is written decomposed (NFD: an accent as a mark after its letter, Hangul
+        as its jamo) and composing it reads more of it: what composing leaves missing."""
+        composed = unicodedata.normalize("NFC", text)
+        if composed == text:
+            return ""
+        left = sorted(set(tokenize(composed, self.level)) - set(self.index))
+        if len(left) >= len(missing):
+            return ""
+        still = ", ".join(f"{character!r} (U+{ord(character):04X})" for character in left[:10]) or "none of them"
+        return f"; the text is written decomposed: composed, unicodedata.normalize('NFC', text), it lacks {still}"
 
     def decode(self, indices: list[int]) -> str:
         """The text of token indices: characters joined, or words joined by spaces with

@@ -306,6 +306,15 @@ def check_same_settings(saved: dict, config: TrainingConfig, out: Path) -> None:
         raise ValueError(f"{out} was trained with other settings; --resume needs the same ones ({'; '.join(changed)})")
 
 
+def ends_alike(saved: dict, config: TrainingConfig) -> bool:
+    """Whether `config` gives the budget and the stopping rules of the run whose settings were
+    `saved` (its checkpoint's "training"): where it ended, it would end again."""
+    before = {**ADDED_SETTINGS, **current_names(saved)}
+    now = json.loads(json.dumps(asdict(config)))
+    return all(before.get(name) == now[name] for name in config.resumable_changes
+               if name not in ("device", "precision", "engine") and name in now)
+
+
 def budget_spent(config: TrainingConfig, progress: RunState, step_limit: int | None) -> bool:
     """Whether a budget is spent: the time budget's seconds, or the steps of steps/epochs."""
     if config.time_budget is not None and progress.train_seconds >= config.time_budget:
@@ -404,8 +413,10 @@ class Trainer:
         spent = resume and budget_spent(config, progress, step_limit)
         ended = (resume and not spent and progress.history
                  and stop_reason(job, config, progress, progress.history[-1], eval_every))
-        # killed between its last checkpoint and its results.json: it ended there, and only its results are due
-        completing = (spent or bool(ended)) and not (out / "results.json").is_file()
+        # killed between its last checkpoint and its results.json, resumed as it was begun: it
+        # ended there, and only its results are due (a smaller budget given now is refused below)
+        completing = ((spent or bool(ended)) and not (out / "results.json").is_file()
+                      and ends_alike(read_config(existing(out / "last"))["training"], config))
         completing = bool(processes.from_main(float(completing), device))  # rank 0 may have written it already
         if spent and not completing:  # nothing to do; its results stay as written
             raise ValueError(f"{out} is at step {progress.step} ({progress.train_seconds:.0f} s of training): the "
