@@ -252,11 +252,20 @@ def test_a_resume_whose_epochs_would_not_line_up_is_refused(tmp_path, monkeypatc
     batch joins the one before): the epochs of the run and of its resume would not line up."""
     Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0, 1.0, 1.0], 0.0), tmp_path / "run")
     monkeypatch.setattr(Quadratic, "steps_per_epoch", lambda job: 2)
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'run'} was trained by 1 process, whose epochs take 3 "
-                                                   "steps; 1 process takes 2, so its epochs would not line up: resume "
-                                                   "it with 1 process")):
+    # with as many processes, the data kept changed (it told to resume with the 1 process it had)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'run'}'s epochs took 3 steps, and its data as read "
+                                                   "now make epochs of 2: the items kept of them differ from the "
+                                                   "run's")):
         Trainer(TrainingConfig(steps=4, eval_every=1)).run(Quadratic([1.0, 1.0, 1.0], 0.0), tmp_path / "run",
                                                           resume=True)
+    by_two = Trainer(TrainingConfig(steps=4, eval_every=1))
+    by_two.processes = Processes(rank=0, world_size=2)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'run'} was trained by 1 process, whose epochs take 3 "
+                                                   "steps; 2 processes take 2, so its epochs would not line up: resume "
+                                                   "it with 1 process")):
+        by_two.check_epochs({"epoch_layout": {"steps_per_epoch": 3, "processes": 1}}, Quadratic([1.0, 1.0, 1.0], 0.0),
+                            tmp_path / "run")
+
     # a finished run is only loaded (forecast fit's backtest stage, resumed with its refit by another number of
     # processes, was refused although it would train no further)
     finished = Trainer(TrainingConfig(steps=2, eval_every=1)).finished_run(Quadratic([1.0, 1.0, 1.0], 0.0),

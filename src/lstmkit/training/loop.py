@@ -747,6 +747,11 @@ class Trainer:
         if epochs is None or epochs["steps_per_epoch"] == now:  # an older run did not record them
             return
         before, count = epochs["processes"], self.processes.world_size
+        if before == count:  # the processes did not change: what the job keeps of its data did
+            raise ValueError(f"{out}'s epochs took {epochs['steps_per_epoch']} steps, and its data as read now make "
+                             f"epochs of {now}: the items kept of them differ from the run's (a version of lstmkit "
+                             "that keeps others, as translate's --max-train-length rule changed), so its epochs would "
+                             "not line up: start a new run, or resume it with the lstmkit that began it")
         take = "es take" if count > 1 else " takes"
         raise ValueError(f"{out} was trained by {before} process{'es' * (before > 1)}, whose epochs take "
                          f"{epochs['steps_per_epoch']} steps; {count} process{take} {now}, so its epochs would not "
