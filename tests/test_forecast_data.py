@@ -105,6 +105,15 @@ def test_predict_reads_dates_that_read_either_way_in_the_order_the_fit_read_them
     assert forecaster.predict(january)["t"].tolist() == ["13/01/2021", "14/01/2021", "15/01/2021"]
     loaded = Forecaster.load(forecaster.save(tmp_path / "model"))
     assert loaded.predict(january)["t"].tolist() == ["13/01/2021", "14/01/2021", "15/01/2021"]
+    # a new fit reads its data afresh: months written month-first, after a day-first fit
+    months = pd.DataFrame({"t": pd.date_range("2010-01-01", periods=60, freq="MS").strftime("%m/%d/%Y"),
+                           "y": 10 + np.sin(2 * np.pi * np.arange(60) / 12)})
+    assert forecaster.fit(months).layout.frequency == "MS"
+    # a long table's predict too
+    long = pd.concat([table.assign(id="a"), table.assign(id="b", y=table.y * 2)], ignore_index=True)
+    panel = Forecaster("t", "y", id="id", horizon=3, lookback=10, **QUICK).fit(long)
+    both = pd.concat([january.assign(id="a"), january.assign(id="b")], ignore_index=True)
+    assert panel.predict(both)["t"].tolist()[:3] == ["13/01/2021", "14/01/2021", "15/01/2021"]
 
 
 def test_a_series_on_periods_is_forecast_in_periods(tmp_path):

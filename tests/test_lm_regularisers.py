@@ -4,10 +4,12 @@ NT-ASGD in a language-model run (resumed bit for bit), and the `awd` recipe that
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +23,7 @@ from lstmkit.pipelines.lm import RECIPES, LanguageModelJob, LMTrainingConfig
 from lstmkit.text import load_corpus
 from lstmkit.text.corpus import StreamWindows
 from lstmkit.training import Processes, Trainer
+from lstmkit.training.loop import check_same_settings
 
 VOCABULARY = 7
 
@@ -105,6 +108,10 @@ def test_the_awd_recipe_sets_what_is_left_at_its_default():
     assert (model_config.embedding_dropout, model_config.locked_dropout, model_config.tie_weights) == (0.1, True, True)
     kept = LMTrainingConfig(recipe="awd", weight_dropout=0.0, dropout=0.2, recipe_keeps=("weight_dropout", "dropout"))
     assert (kept.weight_dropout, kept.dropout, kept.embedding_dropout) == (0.0, 0.2, 0.1)
+    # `--recipe awd --dropout 0.4` resumes as `--recipe awd`: the same settings, other flags given
+    saved = json.loads(json.dumps(dataclasses.asdict(LMTrainingConfig(recipe="awd", dropout=0.4,
+                                                                      recipe_keeps=("dropout",)))))  # as written
+    check_same_settings(saved, LMTrainingConfig(recipe="awd"), Path("run"))
 
 
 def test_flags_given_beside_the_recipe_win_even_at_their_default(tmp_path):
@@ -141,6 +148,8 @@ def test_with_locked_dropout_the_layers_drop_nothing_per_element_between_them():
                                                   "dropout, "),
     (dict(recipe_keeps=("dropout",)), "recipe_keeps names settings a recipe leaves as given; no recipe is given, got "
                                       "recipe_keeps=('dropout',)"),
+    (dict(recipe="awd", recipe_keeps="dropout"), "recipe_keeps must be a tuple of setting names, got 'dropout'; give "
+                                                 "('dropout',)"),
     (dict(activation_regularisation=-1.0), "activation_regularisation must be a non-negative number, got -1.0"),
     (dict(temporal_activation_regularisation=float("nan")),
      "temporal_activation_regularisation must be a non-negative number, got nan"),
@@ -149,7 +158,7 @@ def test_with_locked_dropout_the_layers_drop_nothing_per_element_between_them():
                             "with init none"),
 ])
 def test_options_are_checked(settings, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
         LMTrainingConfig(**settings)
 
 

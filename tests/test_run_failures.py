@@ -625,6 +625,30 @@ def test_a_run_killed_between_its_last_checkpoint_and_its_results_writes_them_wh
                                        "wrote results.json: writing it, with no further training\n")
 
 
+@pytest.mark.parametrize("changed", [dict(eval_every=5), dict(patience=50), dict(device="cpu")])
+def test_a_finished_run_without_its_results_writes_them_when_resumed_with_other_evaluations(changed, tmp_path):
+    """Neither another --eval-every nor a larger --patience moves where a spent budget ends:
+    such a resume was refused as 'budget spent', and only the run's very own settings wrote."""
+    Trainer(TrainingConfig(steps=6, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    (tmp_path / "run" / "results.json").unlink()
+    run = Trainer(TrainingConfig(steps=6, **{"eval_every": 2, **changed})).run(Quadratic([1.0], 0.0),
+                                                                              tmp_path / "run", resume=True)
+    written = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert run.steps == 6 and written["best_val_loss"] == results["best_val_loss"]
+
+
+def test_a_run_stopped_by_patience_stays_stopped_when_resumed_with_another_eval_every(tmp_path):
+    """The evaluations patience counts are marked as they are made: recomputed from a new
+    --eval-every (15 where the run evaluated every 10), its last no longer counted, and the
+    finished run trained on."""
+    Trainer(TrainingConfig(steps=100, eval_every=10, patience=3)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    with pytest.raises(ValueError, match=re.escape(
+            f"{tmp_path / 'run'} ended at step 40: the val_loss had not improved for patience = 3 evaluations")):
+        Trainer(TrainingConfig(steps=200, eval_every=15, patience=3)).run(Quadratic([1.0], 0.0), tmp_path / "run",
+                                                                         resume=True)
+
+
 def test_a_run_killed_mid_way_and_resumed_with_a_smaller_budget_is_refused_not_written_up(tmp_path, monkeypatch):
     """Killed at step 5 of 10 (its last checkpoint at 4), then resumed with 3 steps: it was
     written up as ended at step 4, its results.json's config saying 3 steps."""

@@ -133,7 +133,7 @@ def add_lm_commands(commands) -> None:
                 type=float)
     add_setting(train, LMTrainingConfig, "temporal_activation_regularisation",
                 "TAR: weight of the mean square of h_t - h_{t-1}", type=float)
-    add_setting(train, LMTrainingConfig, "recipe", "a named set of settings, for those left at their default",
+    add_setting(train, LMTrainingConfig, "recipe", "a named set of settings, for those no flag gives",
                 choices=list(RECIPES))
     add_setting(train, LMTrainingConfig, "engine", "recurrent engine", choices=ENGINE_CHOICES)
     add_regulariser_arguments(train, LMTrainingConfig)

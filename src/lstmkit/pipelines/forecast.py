@@ -213,13 +213,16 @@ class Forecaster:
         """A fitted forecaster from a checkpoint folder or a `forecast fit` folder, on `device`."""
         return load_forecaster(directory, device)
 
-    def read(self, data) -> SeriesFrame | Panel:
+    def read(self, data, as_fitted: bool = False) -> SeriesFrame | Panel:
         """`data` (a CSV path or a DataFrame) read and checked as this forecaster's columns say:
-        a SeriesFrame, or with `id` a Panel of series."""
+        a SeriesFrame, or with `id` a Panel of series. `as_fitted` (predict's): its time column
+        read as the data of the fit were where it could read otherwise (integers as steps,
+        dates in the fit's day and month order); a fit or backtest reads its data afresh."""
         if self.config.id is not None:
             return forecast_global.read(self, data)
+        fitted_kind = self.layout.time_kind if as_fitted and self.layout is not None else None
         return read_series(data, self.config.time, self.config.target, self.config.covariates,
-                           self.config.future_covariates, None if self.layout is None else self.layout.time_kind)
+                           self.config.future_covariates, fitted_kind)
 
     @isolated_from_caller
     def fit(self, data) -> Forecaster:
@@ -439,7 +442,7 @@ class Forecaster:
     def predict_table(self, data) -> pd.DataFrame:
         """One table's `predict` over the fitted horizon."""
         _, layout = self.fitted()
-        frame = self.read(data)
+        frame = self.read(data, as_fitted=True)
         if len(frame) < layout.lookback:
             raise ValueError(f"predict needs at least lookback = {layout.lookback} rows, got {len(frame)}")
         warn_far_from_fitted(frame, layout)

@@ -124,10 +124,12 @@ def season_and_lookback(config, panel: Panel) -> tuple[int, int]:
     return season, history_length(config, season)
 
 
-def read(forecaster: Forecaster, data, frequency: str | None = None) -> Panel:
-    """`data` as a Panel, on the grid of `frequency` (a fitted forecaster's) or the one inferred."""
+def read(forecaster: Forecaster, data, frequency: str | None = None, fitted_kind: str | None = None) -> Panel:
+    """`data` as a Panel, on the grid of `frequency` (a fitted forecaster's) or the one inferred,
+    its dates read in the order of `fitted_kind` where they read either way."""
     config = forecaster.config
-    return data if isinstance(data, Panel) else read_panel(data, config.id, config.time, config.target[0], frequency)
+    return data if isinstance(data, Panel) else read_panel(data, config.id, config.time, config.target[0], frequency,
+                                                           fitted_kind)
 
 
 def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
@@ -386,7 +388,7 @@ def predict(forecaster: Forecaster, data) -> pd.DataFrame:
     and its interval's bounds (`y`, `y_lower_90`, `y_upper_90`). The interval is the network's,
     calibrated, and moved to centre on the chosen forecast (where that is not the network's)."""
     _, layout = forecaster.fitted()
-    panel = read(forecaster, data, None if layout.time_kind == STEP else layout.frequency)
+    panel = read(forecaster, data, None if layout.time_kind == STEP else layout.frequency, layout.time_kind)
     if panel.frequency != layout.frequency:
         raise ValueError(f"the data's frequency is {panel.frequency}, the forecaster was fitted on {layout.frequency}")
     constant = [panel.ids[k] for k, values in enumerate(panel.values) if (values == values[0]).all()]

@@ -170,6 +170,8 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
     # 200 steps: an evaluation of the 111k-character validation text every ~2 minutes on CPU.
     eval_every: int = 200
 
+    # Which flags were given beside the recipe may differ on resume: the settings they gave are compared.
+    resumable_changes: ClassVar[tuple[str, ...]] = (*TrainingConfig.resumable_changes, "recipe_keeps")
     level_defaults: ClassVar[dict[str, dict]] = LEVEL_DEFAULTS
     short_budget_defaults: ClassVar[dict[str, tuple[float, dict]]] = SHORT_BUDGETS
     # Ten passes over a text: enough for Tiny Shakespeare to start overfitting.
@@ -177,6 +179,9 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
 
     def __post_init__(self) -> None:
         check_field_types(self)  # before the defaults below compare them
+        if isinstance(self.recipe_keeps, str):  # read letter by letter, each refused as no setting
+            raise TypeError(f"recipe_keeps must be a tuple of setting names, got {self.recipe_keeps!r}; "
+                            f"give ({self.recipe_keeps!r},)")
         if isinstance(self.recipe_keeps, list):
             object.__setattr__(self, "recipe_keeps", tuple(self.recipe_keeps))
         if self.recipe is not None:

@@ -75,9 +75,11 @@ class Panel:
 
 
 def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: str,
-               frequency: str | None = None) -> Panel:
+               frequency: str | None = None, fitted_kind: str | None = None) -> Panel:
     """Read and check the long table `source`; see the module docstring. `frequency`: the grid
-    the series are on (a fitted forecaster's, at predict); None: inferred (`shared_frequency`)."""
+    the series are on (a fitted forecaster's, at predict); None: inferred (`shared_frequency`).
+    `fitted_kind`: the time kind a forecaster was fitted on, whose day and month order reads
+    dates that read either way (`parse_time`)."""
     table = read_table(source)
     columns = [id, time, target]
     for name in columns:
@@ -96,7 +98,7 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
     if table[id].isna().any():
         label = table.index[table[id].isna().to_numpy()][0]
         raise ValueError(f"column {id!r} has a missing series id at {row_name(label, path)}")
-    stamps, time_kind = read_times(table[time], time, path)
+    stamps, time_kind = read_times(table[time], time, path, fitted_kind)
     values = numeric_column(table[target], target, path, target=True)
     keys = pd.DataFrame({"id": table[id].to_numpy(), "time": np.asarray(stamps)}, index=table.index)
     check_ids_read_apart(keys["id"], id)
@@ -159,8 +161,10 @@ def check_ids_read_apart(ids: pd.Series, name: str) -> None:
         written[text] = value
 
 
-def read_times(column: pd.Series, name: str, path: Path | None) -> tuple[np.ndarray, str]:
-    """Integer steps as int64, or what `parse_time` reads (a DataFrame's timestamps too), as datetime64."""
+def read_times(column: pd.Series, name: str, path: Path | None,
+               fitted_kind: str | None = None) -> tuple[np.ndarray, str]:
+    """Integer steps as int64, or what `parse_time` reads (a DataFrame's timestamps too, and
+    dates in the order of `fitted_kind`), as datetime64."""
     if not pd.api.types.is_datetime64_any_dtype(column):
         numbers = pd.to_numeric(column, errors="coerce")
         whole = numbers == np.floor(numbers)
@@ -170,7 +174,7 @@ def read_times(column: pd.Series, name: str, path: Path | None) -> tuple[np.ndar
             label = column.index[~whole.to_numpy()][0]
             raise ValueError(f"column {name!r} holds integer steps (1, 2, 3 ...), but {row_name(label, path)} holds "
                              f"{plain(column[label])!r}, which is not an integer step")
-    stamps, kind = parse_time(column, name, path)
+    stamps, kind = parse_time(column, name, path, None if fitted_kind == STEP else fitted_kind)
     return stamps.to_numpy(), kind
 
 

@@ -27,7 +27,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -92,6 +92,9 @@ class RunState:
     # at, the settings a resume may change, where it trained and on which versions; the config
     # alone holds the last part's, which a run rebuilt from it would take for the whole run's.
     segments: list[dict] = field(default_factory=list)
+    # The steps of the evaluations a budget added where it ended between scheduled ones
+    # (`scheduled_evaluations`), marked as they were made, whatever eval_every a resume gives.
+    unscheduled: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -141,20 +144,20 @@ def warn_short_warmup(config: TrainingConfig, steps: int, spent: bool) -> None:
                        "budget or a shorter warmup (--warmup)")
 
 
-def scheduled_evaluations(history: list[dict], eval_every: int) -> list[dict]:
-    """The rows of `history` on the run's schedule, every `eval_every` steps: those patience
-    and NT-ASGD count and decide at. The evaluation where a budget ended between them is
-    recorded, and may be the best, but is not among them: a run resumed with a larger budget
-    holds such a row mid-way, and counted it would stop or average elsewhere than a run given
-    the larger budget at once."""
-    return [row for row in history if row["step"] % eval_every == 0]
+def scheduled_evaluations(progress: RunState) -> list[dict]:
+    """The rows of the run's history on its schedule (every eval_every steps, or epoch): those
+    patience and NT-ASGD count and decide at. An evaluation a budget added where it ended
+    between them is recorded, and may be the best, but is not among them: a run resumed with a
+    larger budget holds such a row mid-way, and counted it would stop or average elsewhere than
+    a run given the larger budget at once (where that row was not its best)."""
+    return [row for row in progress.history if row["step"] not in progress.unscheduled]
 
 
-def patience_spent(config: TrainingConfig, progress: RunState, metric: str, eval_every: int) -> bool:
+def patience_spent(config: TrainingConfig, progress: RunState, metric: str) -> bool:
     """Whether the latest evaluation, one on the schedule (`scheduled_evaluations`), is the
     `patience`-th such since the best that gave no better `metric`; an evaluation that did not
     give the metric (one not scored) is not counted."""
-    counted = scheduled_evaluations(progress.history, eval_every)
+    counted = scheduled_evaluations(progress)
     since_best = sum(1 for row in counted if row["step"] > (progress.best_step or 0) and row.get(metric) is not None)
     latest_counted = bool(counted) and counted[-1] is progress.history[-1] and counted[-1].get(metric) is not None
     return config.patience is not None and latest_counted and since_best >= config.patience
@@ -179,7 +182,7 @@ def stop_reason(job: Job, config: TrainingConfig, progress: RunState, scores: di
                         f"None, got {goal!r}")
     if goal is not None:
         return StopReason(f"its last evaluation {goal}", job.goal_remedy)
-    if config.on_plateau == "stop" and patience_spent(config, progress, metric, eval_every):
+    if config.on_plateau == "stop" and patience_spent(config, progress, metric):
         return StopReason(f"the {metric} had not improved for patience = {config.patience} evaluations",
                           "a larger --patience continues it")
     if progress.annealing_from is not None and progress.step >= progress.annealing_from + anneal_steps:
@@ -306,15 +309,6 @@ def check_same_settings(saved: dict, config: TrainingConfig, out: Path) -> None:
         raise ValueError(f"{out} was trained with other settings; --resume needs the same ones ({'; '.join(changed)})")
 
 
-def ends_alike(saved: dict, config: TrainingConfig) -> bool:
-    """Whether `config` gives the budget and the stopping rules of the run whose settings were
-    `saved` (its checkpoint's "training"): where it ended, it would end again."""
-    before = {**ADDED_SETTINGS, **current_names(saved)}
-    now = json.loads(json.dumps(asdict(config)))
-    return all(before.get(name) == now[name] for name in config.resumable_changes
-               if name not in ("device", "precision", "engine") and name in now)
-
-
 def budget_spent(config: TrainingConfig, progress: RunState, step_limit: int | None) -> bool:
     """Whether a budget is spent: the time budget's seconds, or the steps of steps/epochs."""
     if config.time_budget is not None and progress.train_seconds >= config.time_budget:
@@ -413,10 +407,11 @@ class Trainer:
         spent = resume and budget_spent(config, progress, step_limit)
         ended = (resume and not spent and progress.history
                  and stop_reason(job, config, progress, progress.history[-1], eval_every))
-        # killed between its last checkpoint and its results.json, resumed as it was begun: it
-        # ended there, and only its results are due (a smaller budget given now is refused below)
+        # killed between its last checkpoint and its results.json, where its own budget or
+        # stopping rules had ended it: only its results are due (a run a smaller budget given
+        # now would end is refused below)
         completing = ((spent or bool(ended)) and not (out / "results.json").is_file()
-                      and ends_alike(read_config(existing(out / "last"))["training"], config))
+                      and self.ended_as_begun(job, out, progress))
         completing = bool(processes.from_main(float(completing), device))  # rank 0 may have written it already
         if spent and not completing:  # nothing to do; its results stay as written
             raise ValueError(f"{out} is at step {progress.step} ({progress.train_seconds:.0f} s of training): the "
@@ -453,6 +448,8 @@ class Trainer:
                    f"{job.item}s": progress.items, "seconds": round(progress.train_seconds, 2),
                    "lr": optimizer.param_groups[0]["lr"],
                    "train_loss": window["loss"] / window["items"] if window["items"] else None, **scores}
+            if progress.step % eval_every:  # a budget ended between scheduled evaluations
+                progress.unscheduled.append(progress.step)
             progress.history.append(row)
             window.update(loss=0.0, items=0)
             metric = job.selection_metric
@@ -467,16 +464,15 @@ class Trainer:
                 if keep_best:
                     with averaged_weights(optimizer):
                         best_state = copy.deepcopy(job.model.state_dict())
-            counted = [sign * row[metric] for row in scheduled_evaluations(progress.history, eval_every)
-                       if row.get(metric) is not None]
+            counted = [sign * row[metric] for row in scheduled_evaluations(progress) if row.get(metric) is not None]
             if (config.optimizer == "nt-asgd" and not averaging(optimizer) and scores.get(metric) is not None
-                    and progress.step % eval_every == 0 and should_average(counted, config.asgd_patience)):
+                    and progress.step not in progress.unscheduled and should_average(counted, config.asgd_patience)):
                 optimizer = build_optimizer(config.optimizer, job.model.parameters(), config.lr,
                                             config.weight_decay, averaging=True)
                 progress.averaging_from = progress.step
                 self.announce(f"{job.label}: step {progress.step}: the {metric} stopped improving; "
                               "averaging the weights from here on (NT-ASGD)")
-            if (patience_spent(config, progress, metric, eval_every) and config.on_plateau == "anneal"
+            if (patience_spent(config, progress, metric) and config.on_plateau == "anneal"
                     and progress.annealing_from is None):  # saved below, so that a resumed run anneals from here too
                 progress.annealing_from, progress.annealing_decay = progress.step, decay(progress.step) or 0.0
                 self.announce(f"{job.label}: step {progress.step}: the {metric} stopped improving; decaying the "
@@ -621,9 +617,23 @@ class Trainer:
         if self.config.ema_decay is not None:
             update_moving_average(optimizer, self.config.ema_decay, step)
 
-    def step_limit(self, job: Job, steps_per_epoch: int | None) -> int | None:
-        """The step at which the steps or epochs budget ends (the first of the two), if any."""
-        config = self.config
+    def ended_as_begun(self, job: Job, out: Path, progress: RunState) -> bool:
+        """Whether the run in `out`, at `progress`, had ended under the budget and stopping rules
+        it was trained with (its checkpoint's), not only under those given now."""
+        saved = {**ADDED_SETTINGS, **current_names(read_config(existing(out / "last"))["training"])}
+        ending = ("steps", "epochs", "time_budget", "eval_every", "patience", "on_plateau")
+        begun = TrainingConfig(**{**{name.name: getattr(self.config, name.name) for name in fields(TrainingConfig)},
+                                  **{name: saved[name] for name in ending if name in saved}})
+        layout = read_config(existing(out / "last")).get("epoch_layout") or {}  # its epochs, as it ran them
+        steps_per_epoch = layout.get("steps_per_epoch", epoch_steps(job))
+        eval_every = steps_per_epoch if job.evaluate_every_epoch else begun.eval_every
+        return budget_spent(begun, progress, self.step_limit(job, steps_per_epoch, begun)) or bool(
+            progress.history and stop_reason(job, begun, progress, progress.history[-1], eval_every))
+
+    def step_limit(self, job: Job, steps_per_epoch: int | None, config: TrainingConfig | None = None) -> int | None:
+        """The step at which the steps or epochs budget (of `config`, else this trainer's) ends
+        (the first of the two), if any."""
+        config = config or self.config
         step_limits = [config.steps] if config.steps is not None else []
         if config.epochs is not None:
             if steps_per_epoch is None:
