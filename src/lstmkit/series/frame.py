@@ -13,6 +13,7 @@ holiday) for the steps to forecast; without such columns they are ignored, with 
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 from collections.abc import Sequence
@@ -571,6 +572,15 @@ def naive_time(value: str) -> bool:
     return stamp is not pd.NaT and stamp.tzinfo is None
 
 
+def unpadded_form(form: str, codes: tuple[str, ...]) -> str:
+    """The strftime `form` with the fields of `codes` ("d", "m", "H") written without their
+    leading zero (glibc's and macOS's "%-d")."""
+    for code in codes:
+        if code:
+            form = form.replace(f"%{code}", f"%-{code}")
+    return form
+
+
 def text_form(text: pd.Series, stamps: pd.DatetimeIndex) -> str:
     """The strftime format that writes each of `stamps` back exactly as `text` holds it
     ("Dec 2001", "05.04.2021 15:00"), so that forecasts read like the data; "datetime" (ISO)
@@ -583,7 +593,8 @@ def text_form(text: pd.Series, stamps: pd.DatetimeIndex) -> str:
         warnings.simplefilter("ignore", UserWarning)  # "Parsing dates in %Y-%m-%d format when dayfirst=True ..."
         guesses = [form for form in (guess_datetime_format(first), guess_datetime_format(first, dayfirst=True),
                                      *TEXT_FORMS) if form is not None]
-    unpadded = [form.replace("%d", "%-d").replace("%m", "%-m").replace("%H", "%-H") for form in guesses]  # 5.4.2021
+    unpadded = [unpadded_form(form, codes) for form in guesses  # 5.4.2021, 5/04/2021: any of them unpadded
+                for codes in itertools.product(*(("", code) for code in "dmH"))]
     for form in dict.fromkeys(guesses + unpadded):
         try:
             if (stamps.strftime(form) == written).all():
