@@ -123,6 +123,7 @@ def test_a_series_on_periods_is_forecast_in_periods(tmp_path):
     of its frequency, after a save and load too."""
     months = pd.period_range("2000-01", periods=60, freq="M")
     table = pd.DataFrame({"t": months, "y": 10 + np.sin(2 * np.pi * np.arange(60) / 12)})
+    assert read_series(table, "t", ["y"]).shown_frequency == "M"  # as reports name it, not its starts' MS
     forecaster = Forecaster("t", "y", horizon=3, lookback=12, **QUICK).fit(table)
     prediction = forecaster.predict(table)
     assert prediction["t"].dtype == pd.PeriodDtype("M")

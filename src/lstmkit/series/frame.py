@@ -145,7 +145,9 @@ class SeriesFrame:
 
 def frequency_name(frequency: str, time_kind: str) -> str:
     """A frequency as reports give it: pandas' alias ("W-SUN", "MS"), "step" for integer steps
-    ("5 steps" for every fifth)."""
+    ("5 steps" for every fifth), a Period column's own frequency ("M", not its starts' "MS")."""
+    if time_kind.startswith("period@"):
+        return time_kind.removeprefix("period@")
     if time_kind != STEP:
         return frequency
     offset = pd.tseries.frequencies.to_offset(frequency)  # a step is a nanosecond ("3600us": 3,600,000 steps)
