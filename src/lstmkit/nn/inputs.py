@@ -168,8 +168,7 @@ def accepts_dtype(tensor: Tensor, dtype: torch.dtype) -> bool:
 def quiet_when_traced(check: Callable) -> Callable:
     """`check`, run under torch.jit.trace without its TracerWarnings: the shapes it compares
     are the traced ones, for which it holds, and torch.nn's cells make no comparison the tracer
-    sees (it warned of "Converting a tensor to a Python boolean" at each; torch.onnx.export's
-    tracer, of the return_gates flag it hands in as a tensor)."""
+    sees (it warned of "Converting a tensor to a Python boolean" at each)."""
 
     @functools.wraps(check)
     def checked(*arguments, **keywords):
@@ -182,14 +181,15 @@ def quiet_when_traced(check: Callable) -> Callable:
     return checked
 
 
-@quiet_when_traced
 def checked_return_gates(return_gates: object) -> bool:
     """A flag every engine reads alike: a bool, not something truthy. While torch.jit.trace
     records a call (torch.onnx.export(..., dynamo=False) passes every argument of `forward`,
     its defaults too, and the tracer turns a bool into a 0-d tensor), a 0-d bool tensor too."""
     if torch.jit.is_tracing() and isinstance(return_gates, Tensor) and return_gates.dtype == torch.bool \
             and return_gates.dim() == 0:
-        return bool(return_gates)
+        with warnings.catch_warnings():  # the flag as traced: torch.nn's cells take none the tracer sees
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return bool(return_gates)
     if not isinstance(return_gates, bool):
         raise TypeError(f"return_gates must be a bool, got {return_gates!r} ({type(return_gates).__name__})")
     return return_gates
@@ -216,7 +216,6 @@ def check_features(
         )
 
 
-@quiet_when_traced
 def check_input_size(input: Tensor, input_size: int) -> None:
     """The last dimension must be `input_size`."""
     if input.shape[-1] != input_size:

@@ -25,6 +25,7 @@ class StepInput(NamedTuple):
     batched: bool
 
 
+@quiet_when_traced  # one wrapper for every check of a step: each costs a call
 def prepare_step(
     owner: str,
     input: object,
@@ -63,7 +64,6 @@ def prepare_step(
     return StepInput(x, h, c, batched)
 
 
-@quiet_when_traced
 def check_state(
     owner: str,
     tensor: object,
