@@ -79,6 +79,12 @@ def run_cell_step(
 ) -> StepResult:
     """One step of `cell` from x (B, I), h (B, H), c (B, H) or None, on `engine` (checked)."""
     name = step_engine_name(engine, cell, return_gates, x.device)
+    if name == "native":  # torch's own cell kernel, which tracers, transforms and compilers take as they find it
+        kernel = NATIVE_CELL_KERNELS[kernel_name(cell)]
+        parameters = (weights.weight_ih, weights.weight_hh, weights.bias_ih, weights.bias_hh)
+        if c is None:
+            return StepResult(kernel(x, h, *parameters), None, None)
+        return StepResult(*kernel(x, (h, c), *parameters), None)
     shapes_only = x.device.type == "meta"
     if (torch.jit.is_tracing() or exporting() or shapes_only) and name in KERNEL_ENGINES:  # as select_engine does
         name = "reference"
@@ -98,12 +104,6 @@ def run_cell_step(
         from lstmkit.engines.triton.kernels import TRITON_KERNELS  # needs triton, which the check above found
 
         return run_step(cell, weights, x, h, c, return_gates, TRITON_KERNELS)
-    if name == "native":
-        kernel = NATIVE_CELL_KERNELS[kernel_name(cell)]
-        parameters = (weights.weight_ih, weights.weight_hh, weights.bias_ih, weights.bias_hh)
-        if c is None:
-            return StepResult(kernel(x, h, *parameters), None, None)
-        return StepResult(*kernel(x, (h, c), *parameters), None)
     return own_h(cell, layer_step(ReferenceEngine(), cell, weights, x, h, c, return_gates))
 
 
