@@ -620,11 +620,12 @@ class Trainer:
     def ended_as_begun(self, job: Job, out: Path, progress: RunState) -> bool:
         """Whether the run in `out`, at `progress`, had ended under the budget and stopping rules
         it was trained with (its checkpoint's), not only under those given now."""
-        saved = {**ADDED_SETTINGS, **current_names(read_config(existing(out / "last"))["training"])}
+        last = read_config(existing(out / "last"))
+        saved = {**ADDED_SETTINGS, **current_names(last["training"])}
         ending = ("steps", "epochs", "time_budget", "eval_every", "patience", "on_plateau")
-        begun = TrainingConfig(**{**{name.name: getattr(self.config, name.name) for name in fields(TrainingConfig)},
-                                  **{name: saved[name] for name in ending if name in saved}})
-        layout = read_config(existing(out / "last")).get("epoch_layout") or {}  # its epochs, as it ran them
+        now = {setting.name: getattr(self.config, setting.name) for setting in fields(TrainingConfig)}
+        begun = TrainingConfig(**{**now, **{name: saved[name] for name in ending if name in saved}})
+        layout = last.get("epoch_layout") or {}  # its epochs, as it ran them
         steps_per_epoch = layout.get("steps_per_epoch", epoch_steps(job))
         eval_every = steps_per_epoch if job.evaluate_every_epoch else begun.eval_every
         return budget_spent(begun, progress, self.step_limit(job, steps_per_epoch, begun)) or bool(
