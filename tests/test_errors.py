@@ -63,6 +63,55 @@ def test_switches_torch_nn_takes_as_they_come_take_0_1_and_numpy_bools(value):
         lstmkit.GRUCell(3, 4, bias=2)
 
 
+def test_a_numpy_bool_refused_is_named_with_its_module():
+    """np.bool_'s own name is "bool": "must be a bool, got np.False_ (bool)" would name nothing wrong."""
+    with raises(TypeError, "batch_first must be a bool, got np.True_ (numpy.bool)"):
+        lstmkit.LSTM(3, 4, batch_first=np.bool_(True))
+    with raises(TypeError, "return_gates must be a bool, got np.False_ (numpy.bool)"):
+        lstmkit.LSTMCell(3, 4)(torch.randn(2, 3), return_gates=np.bool_(False))
+
+
+@pytest.mark.parametrize("build", [lambda dtype: lstmkit.LSTM(3, 4, dtype=dtype),
+                                   lambda dtype: lstmkit.PeepholeLSTMCell(3, 4, dtype=dtype)], ids=["layer", "cell"])
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.int64])
+def test_a_dtype_that_is_not_real_floating_point_is_refused_when_built(build, dtype):
+    """torch.nn's layers also run complex numbers; lstmkit's cells compute in real ones."""
+    with raises(TypeError, f"dtype must be a real floating-point dtype (torch.float32, float64, float16 or bfloat16), "
+                           f"got {dtype}: lstmkit's cells compute in real numbers"):
+        build(dtype)
+
+
+@pytest.mark.parametrize("engine", ["auto", "fused", "reference", "native"])
+def test_a_weight_load_state_dict_left_on_meta_is_named_not_computed_with(engine):
+    """A layer built on meta, loaded with strict=False from a dict that lacks a weight: torch.nn
+    refuses the call; the engines that fill buffers of their own computed garbage from it."""
+    with torch.device("meta"):
+        layer = lstmkit.LSTM(3, 4, num_layers=2, engine=engine)
+    weights = lstmkit.LSTM(3, 4, num_layers=2).state_dict()
+    del weights["weight_hh_l1"]
+    layer.load_state_dict(weights, strict=False, assign=True)
+    with raises(ValueError, "every weight must be on weight_ih_l0's device and in its dtype (cpu, torch.float32), "
+                            "got weight_hh_l1 on meta in torch.float32"):
+        layer(torch.randn(5, 2, 3))
+
+
+def test_a_weight_of_another_dtype_is_refused_on_every_engine_as_torch_nn_refuses_it():
+    layer = lstmkit.PeepholeLSTM(3, 4, bidirectional=True)
+    layer.peephole_f_l0_reverse = torch.nn.Parameter(layer.peephole_f_l0_reverse.double())
+    with raises(ValueError, "got peephole_f_l0_reverse on cpu in torch.float64"):
+        layer(torch.randn(5, 2, 3))
+
+
+@pytest.mark.filterwarnings("ignore:Complex modules are a new feature")
+@pytest.mark.parametrize("module, input, name", [(lstmkit.GRU(3, 4), torch.randn(5, 2, 3), "layer"),
+                                                 (lstmkit.LSTMCell(3, 4), torch.randn(2, 3), "cell")])
+def test_a_module_moved_to_complex_numbers_says_so_at_its_call(module, input, name):
+    module = module.to(torch.complex64)
+    with raises(ValueError, f"lstmkit's {name}s compute in real floating point, but this {name}'s parameters are "
+                            f"torch.complex64; convert it with {name}.to(torch.float32)"):
+        module(input.to(torch.complex64))
+
+
 def test_sizes_may_be_numpy_integers_as_torch_nn_cells_take_them(tmp_path):
     """`GRUCell(4, np.prod(observation_shape))`, common in reinforcement learning, was refused;
     the sizes are kept as ints, so the module saves and loads under weights_only."""
@@ -78,7 +127,7 @@ def test_sizes_may_be_numpy_integers_as_torch_nn_cells_take_them(tmp_path):
     assert type(projected.proj_size) is int and projected.weight_hr_l0.shape == (2, 4)
     stacked = lstmkit.LSTM(3, 4, num_layers=2)
     assert torch.equal(lstmkit.LSTMCell.from_layer(stacked, np.int64(1)).weight_ih, stacked.weight_ih_l1)
-    with raises(TypeError, "hidden_size must be an int, got np.True_ (bool)"):
+    with raises(TypeError, "hidden_size must be an int, got np.True_ (numpy.bool)"):
         lstmkit.LSTMCell(3, np.bool_(True))
 
 
@@ -348,6 +397,7 @@ def test_input_and_state_on_another_device_are_named(module):
     (torch.tensor([6.0, 2.0]), TypeError, "lengths must hold integers, got dtype torch.float32"),
     ([6, 2.5], TypeError, "lengths must hold integers, got [6, 2.5]"),
     (6, TypeError, "lengths must hold one integer per sequence (a tensor, a numpy array or a list), got 6"),
+    ("62", TypeError, "lengths must hold one integer per sequence (a tensor, a numpy array or a list), got '62'"),
     # torch's own "Tensor.item() cannot be called on meta tensors" came from deep inside
     (torch.tensor([6, 2], device="meta"), ValueError, "lengths on the meta device hold no values, and a batch's "
                                                       "steps depend on them; give them as a list or a CPU tensor"),

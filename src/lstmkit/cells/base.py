@@ -21,6 +21,8 @@ from typing import ClassVar, NamedTuple
 import torch.nn.functional as F
 from torch import Tensor
 
+from lstmkit.received import received
+
 
 class LayerWeights(NamedTuple):
     """The parameters of one layer and direction, as the cell and engine read them.
@@ -137,7 +139,7 @@ def check_bool_options(cell: Cell) -> None:
         if isinstance(field.default, bool) and not isinstance(value, bool):
             raise TypeError(
                 f"cell {cell.name!r} option {field.name} must be a bool, "
-                f"got {value!r} ({type(value).__name__})"
+                f"got {received(value)}"
             )
 
 

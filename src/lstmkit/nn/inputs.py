@@ -18,6 +18,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from lstmkit.engines.base import Packing
 from lstmkit.engines.precision import autocast_dtype
+from lstmkit.received import received
 
 
 class ShapeError(ValueError, RuntimeError):
@@ -191,7 +192,7 @@ def checked_return_gates(return_gates: object) -> bool:
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             return bool(return_gates)
     if not isinstance(return_gates, bool):
-        raise TypeError(f"return_gates must be a bool, got {return_gates!r} ({type(return_gates).__name__})")
+        raise TypeError(f"return_gates must be a bool, got {received(return_gates)}")
     return return_gates
 
 
@@ -206,6 +207,9 @@ def check_features(
             f"with input.to({str(device)!r}) or the module with module.to({str(input.device)!r})"
         )
     check_input_size(input, input_size)
+    if not dtype.is_floating_point:  # the module moved with .to(torch.complex64), say
+        raise ShapeError(f"lstmkit's {module}s compute in real floating point, but this {module}'s parameters are "
+                         f"{dtype}; convert it with {module}.to(torch.float32) (or float64, float16, bfloat16)")
     if not input.is_floating_point():
         raise ShapeError(f"input dtype must be a floating-point type, the {module}'s ({dtype}), got {input.dtype}; "
                          f"convert the input with input.to({dtype})")
@@ -253,11 +257,13 @@ def check_batch_sizes(packed: PackedSequence) -> None:
 def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) -> Tensor:
     """`lengths`: one integer per sequence, each in [1, T], as a tensor (on any device), a numpy
     array or a sequence of ints (or of 0-d integer tensors). Returned as an int64 tensor."""
-    if not isinstance(lengths, (Tensor, np.ndarray, Sequence)):
+    if not isinstance(lengths, (Tensor, np.ndarray, Sequence)) or isinstance(lengths, str | bytes):
         raise TypeError(
             f"lengths must hold one integer per sequence (a tensor, a numpy array or a list), got {lengths!r}"
         )
     if isinstance(lengths, np.ndarray):
+        if lengths.size == 0:  # np.array([]), for a batch of none, is float64
+            lengths = lengths.astype(np.int64)
         if not np.issubdtype(lengths.dtype, np.integer):
             raise TypeError(f"lengths must hold integers, got a numpy array of dtype {lengths.dtype}")
         lengths = torch.from_numpy(lengths)

@@ -45,7 +45,11 @@ def register(
     initialisers: dict[str, str],
 ) -> list[str]:
     """Create the parameters of `shapes` on `module`, named base + `suffix`; record each one's
-    initialiser in `initialisers`; return their names."""
+    initialiser in `initialisers`; return their names. `dtype` must be real floating point:
+    torch.nn's layers also run complex numbers, lstmkit's cells compute in real ones."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a real floating-point dtype (torch.float32, float64, float16 or bfloat16), "
+                        f"got {dtype}: lstmkit's cells compute in real numbers")
     names = []
     for base, (shape, initialiser) in shapes.items():
         name = base + suffix

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,8 +22,8 @@ from lstmkit.engines import CPU_FUSED_MIN_STEPS, Regularisation, Stack, check_en
 from lstmkit.engines.precision import even_packed_on_onednn, lstm_cell_steps
 from lstmkit.engines.reference import warn_unrolled
 from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
-from lstmkit.nn.inputs import (SequenceBatch, as_float32_under_autocast, check_input_size, checked_return_gates,
-                               prepare_input, prepare_state)
+from lstmkit.nn.inputs import (SequenceBatch, ShapeError, as_float32_under_autocast, check_input_size,
+                               checked_return_gates, prepare_input, prepare_state)
 from lstmkit.caller import warn_at_caller
 from lstmkit.keywords import constructor_keywords
 from lstmkit.nn import regularisers
@@ -31,6 +32,7 @@ from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, weig
 from lstmkit.nn.rnn_base import RNNBaseHelpers
 from lstmkit.nn.scripting import NotScriptable
 from lstmkit.nn.tracing import fx_leaf_call
+from lstmkit.received import received
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         self.cell.check_hidden_size(hidden_size)
         for name, value in (("bias", bias), ("batch_first", batch_first)):  # bools only, as torch.nn's
             if not isinstance(value, bool):
-                raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
+                raise TypeError(f"{name} must be a bool, got {received(value)}")
         bidirectional = checked_flag("bidirectional", bidirectional)
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
             raise ValueError(
@@ -328,6 +330,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         take the arguments of): `input` in the layout `batch_first` says."""
         stack = self._stack()  # each weight read once per call: a parametrised one is computed at each read
         first = stack.weights[0].weight_ih
+        self._check_weights_together(stack, first)
         batch = prepare_input(input, lengths, self.input_size, batch_first, first.dtype, first.device)
         batch = dataclasses.replace(batch, data=as_float32_under_autocast(batch.data, first.dtype))
         h0, c0 = (as_float32_under_autocast(part, first.dtype) for part in self._initial_state(hx, batch, first.dtype))
@@ -339,6 +342,25 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         if return_gates:
             result += (self._restore_trace(trace, batch),)
         return result
+
+    def _check_weights_together(self, stack: Stack, first: Tensor) -> None:
+        """Every weight in `first`'s dtype, and on meta only if it is, as torch.nn's kernels
+        demand. One left on meta by load_state_dict(..., strict=False, assign=True) would
+        otherwise be computed with as uninitialised memory by the engines that fill buffers of
+        their own; weights on two real devices fail in torch's first product that mixes them.
+        (`is` and `is_meta`: a few hundred nanoseconds a call, where comparing devices costs
+        microseconds.)"""
+        meta, dtype = first.is_meta, first.dtype
+        for names, layer in zip(self._all_weights, stack.weights):
+            for base, tensor in itertools.chain(zip(LayerWeights._fields, layer[:-1]), layer.extra.items()):
+                if tensor is not None and (tensor.is_meta is not meta or tensor.dtype is not dtype):
+                    suffix = names[0].removeprefix("weight_ih")
+                    raise ShapeError(
+                        f"every weight must be on weight_ih_l0's device and in its dtype ({first.device}, "
+                        f"{first.dtype}), got {base}{suffix} on {tensor.device} in {tensor.dtype} "
+                        "(load_state_dict(..., strict=False) leaves a weight it is not given where it was, on meta "
+                        "for a layer built there)"
+                    )
 
     def step(
         self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None
@@ -508,14 +530,14 @@ def checked_flag(name: str, value: object) -> bool:
     otherwise, where torch.nn would read any value as true or false."""
     if isinstance(value, bool | np.bool_) or (isinstance(value, numbers.Integral) and value in (0, 1)):
         return bool(value)
-    raise TypeError(f"{name} must be a bool (or 0 or 1), got {value!r} ({type(value).__name__})")
+    raise TypeError(f"{name} must be a bool (or 0 or 1), got {received(value)}")
 
 
 def positive_int(name: str, value: object) -> int:
     """A size or count: a positive integer, as an int (a numpy integer, such as
     `np.prod(observation_shape)`, included, as torch.nn's cells take it; bools and floats not)."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{name} must be an int, got {received(value)}")
     if value <= 0:
         raise ValueError(f"{name} must be greater than zero, got {value}")
     return int(value)
@@ -525,7 +547,7 @@ def check_projection(cell: Cell, proj_size: object, hidden_size: int) -> int:
     """proj_size: 0, or in [1, hidden_size) for a cell of the LSTM family; as an int (a numpy
     integer included, as torch.nn.LSTM takes it)."""
     if isinstance(proj_size, bool | np.bool_) or not isinstance(proj_size, numbers.Integral):
-        raise TypeError(f"proj_size must be an int, got {proj_size!r} ({type(proj_size).__name__})")
+        raise TypeError(f"proj_size must be an int, got {received(proj_size)}")
     proj_size = int(proj_size)
     if proj_size < 0:
         raise ValueError(f"proj_size must be zero (no projection) or positive, got {proj_size}")
@@ -548,7 +570,7 @@ def check_forget_bias(cell: Cell, forget_bias: object, bias: bool) -> float | No
         return None
     if isinstance(forget_bias, bool) or not isinstance(forget_bias, numbers.Real):
         raise TypeError(
-            f"forget_bias must be a number or None, got {forget_bias!r} ({type(forget_bias).__name__})"
+            f"forget_bias must be a number or None, got {received(forget_bias)}"
         )
     if not math.isfinite(forget_bias):
         raise ValueError(f"forget_bias must be a finite number, got {forget_bias}")

@@ -44,6 +44,7 @@ from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.models.modes import evaluating
 from lstmkit.pipelines.configs import RegulariserSettings
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation, score_dynamically, score_with_cache
+from lstmkit.received import received
 from lstmkit.text import LEVELS, Corpus, Vocabulary, line_feeds, load_corpus, read_text, token_streams
 from lstmkit.text.vocabulary import warn_unknown
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, check_run_folder, resolve_device
@@ -490,7 +491,7 @@ class TrainedLanguageModel:
         or with dynamic evaluation (lstmkit.pipelines.lm_evaluation); with `progress`, the
         tokens scored so far on stderr (a bar on a terminal, a line every 30 s in a log)."""
         if not isinstance(progress, bool):
-            raise TypeError(f"progress must be True or False, got {progress!r} ({type(progress).__name__})")
+            raise TypeError(f"progress must be True or False, got {received(progress)}")
         if isinstance(text, os.PathLike):
             text = read_text(text)
         elif isinstance(text, str) and "\n" not in text and os.path.isfile(text):  # a char model failed at its '/'
@@ -584,7 +585,7 @@ def sample_pieces(model: LanguageModel, vocabulary: Vocabulary, prime: str = "",
     ends are line feeds, as a text file's are (`read_text`)."""
     for name, value in (("length", length), ("top_k", top_k), ("seed", seed)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-            raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+            raise TypeError(f"{name} must be an integer, got {received(value)}")
     if length < 0:
         raise ValueError(f"length must be non-negative, got {length}")
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 <= temperature < math.inf:

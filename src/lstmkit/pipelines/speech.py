@@ -39,6 +39,7 @@ from lstmkit.models.acoustic import (
 )
 from lstmkit.models.modes import evaluating
 from lstmkit.pipelines.configs import SpeechConfig
+from lstmkit.received import received
 from lstmkit.text.parallel import sentence_list
 from lstmkit.training.config import check_config, offset_seed
 from lstmkit.training import Job, Processes, Trainer, check_resumed_settings, check_run_folder, resolve_device
@@ -444,7 +445,7 @@ class SpeechRecognizer:
 
     def lexicon(self, use: bool) -> Lexicon | None:
         if not isinstance(use, bool | np.bool_):  # "yes" or "no" was taken as True
-            raise TypeError(f"lexicon must be True or False, got {use!r} ({type(use).__name__})")
+            raise TypeError(f"lexicon must be True or False, got {received(use)}")
         return self.word_lexicon if use else None
 
     @functools.cached_property

@@ -39,6 +39,7 @@ from lstmkit.files import as_path
 from lstmkit.models.modes import evaluating
 from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from lstmkit.pipelines.configs import BLEU_TOKENIZERS, DecodingConfig, TranslationConfig
+from lstmkit.received import received
 from lstmkit.text.parallel import ParallelText, read_lines, read_parallel, sentence_list
 from lstmkit.training.config import check_config, offset_seed
 from lstmkit.training import Job, Processes, Trainer, check_resumed_settings, check_run_folder, resolve_device
@@ -143,7 +144,7 @@ def check_scoring(tokenize: object, lowercase: object) -> None:
     if not isinstance(tokenize, str) or tokenize not in BLEU_TOKENIZERS:
         raise ValueError(f"tokenize must be one of {', '.join(BLEU_TOKENIZERS)}, got {tokenize!r}")
     if not isinstance(lowercase, bool):  # "no" would read as true
-        raise TypeError(f"lowercase must be True or False, got {lowercase!r} ({type(lowercase).__name__})")
+        raise TypeError(f"lowercase must be True or False, got {received(lowercase)}")
 
 
 def corpus_scores(hypotheses: list[str], references: list[str], tokenize: str = BLEU_TOKENIZERS[0],
@@ -388,7 +389,7 @@ class Translator:
         the sentences decoded so far on stderr (a bar on a terminal, a line every 30 s in a log)."""
         DecodingConfig(beam, max_length, length_penalty)  # checks them
         if not isinstance(progress, bool):
-            raise TypeError(f"progress must be True or False, got {progress!r} ({type(progress).__name__})")
+            raise TypeError(f"progress must be True or False, got {received(progress)}")
         sentences = [sentence.strip() for sentence in sentence_list(sentences, "sentences")]
         given = [index for index, sentence in enumerate(sentences) if sentence]
         translations = [""] * len(sentences)

@@ -9,6 +9,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from lstmkit.received import received
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -119,7 +121,7 @@ def check_length(task: Task, minimum: int) -> None:
     which results.json could not hold)."""
     steps = task.T
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
-        raise TypeError(f"task {task.name!r}: T must be an int, got {steps!r} ({type(steps).__name__})")
+        raise TypeError(f"task {task.name!r}: T must be an int, got {received(steps)}")
     if steps < minimum:
         raise ValueError(f"task {task.name!r}: T must be at least {minimum}, got {steps}")
     object.__setattr__(task, "T", int(steps))  # the tasks are frozen dataclasses

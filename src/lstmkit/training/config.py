@@ -15,6 +15,7 @@ from typing import ClassVar
 import numpy as np
 
 from lstmkit.training.device import check_device_name
+from lstmkit.received import received
 from lstmkit.training.optimizers import OPTIMIZERS
 
 BUDGETS = ("steps", "epochs", "time_budget")
@@ -215,7 +216,7 @@ def check_field_types(config) -> None:
         switch = field.type.startswith("bool")
         number = isinstance(value, bool) if switch else isinstance(value, numbers.Real) and not isinstance(value, bool)
         if not (number or (value is None and "None" in field.type)):
-            raise TypeError(f"{field.name} must be {FIELD_TYPES[field.type]}, got {value!r} ({type(value).__name__})")
+            raise TypeError(f"{field.name} must be {FIELD_TYPES[field.type]}, got {received(value)}")
 
 
 def settled(value: object) -> object:
