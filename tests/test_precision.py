@@ -472,3 +472,27 @@ def test_the_even_packed_probe_ignores_the_callers_default_dtype():
     finally:
         torch.set_default_dtype(torch.float32)
         onednn_runs_even_packed_lstm.cache_clear()  # a wrong answer is not left for the tests after
+
+
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "layernorm", "nog"])
+@pytest.mark.parametrize("engine", ["auto", "fused", "reference"])
+def test_step_under_autocast_carries_the_cell_state_in_float32(cell, engine):
+    """i = f = 1 and g = 0.001 at every step, from c = 0: c_1000 = 1. Rounded to bfloat16
+    between steps, as forward's c_n is, it stalls at 0.5 (0.5 + 0.001 rounds to 0.5). (The
+    reference engine adds the bias in its bfloat16 product, as autocast's F.linear does: g =
+    tanh(bfloat16(atanh(0.001))), and c_1000 = 0.9995.)"""
+    layer = lstmkit.Recurrent(cell, 2, 3, engine=engine).eval()
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.zero_()
+        bias = dict(zip(layer.cell.weight_blocks, layer.bias_ih_l0.split(3)))  # the gates' rows, in order
+        bias["i"].fill_(30.0)
+        bias["f"].fill_(30.0)
+        bias["g"].fill_(torch.atanh(torch.tensor(0.001)).item())
+    state = None
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        for _ in range(1000):
+            _, state = layer.step(torch.zeros(1, 2), state)
+        _, (_, c_n) = layer(torch.zeros(1, 1, 2), state)
+    assert state[1].dtype == torch.float32 and c_n.dtype == torch.bfloat16  # forward's c_n: torch.nn.LSTM's
+    assert torch.allclose(state[1], torch.ones(1, 1, 3), atol=1e-3)

@@ -24,7 +24,7 @@ from lstmkit.cells import Cell, is_builtin
 from lstmkit.engines.base import Engine, LayerEngine, LayerRun, Regularisation, Stack, StackRun
 from lstmkit.engines.fused import FusedEngine
 from lstmkit.engines.native import NativeEngine, flatten_weights
-from lstmkit.engines.precision import Precision, precision_for
+from lstmkit.engines.precision import Precision, autocast_dtype, precision_for
 from lstmkit.engines.reference import ReferenceEngine
 from lstmkit.engines.triton import TritonEngine
 
@@ -87,7 +87,7 @@ def exporting() -> bool:
 
 def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: bool = False,
                   regularisers: frozenset[str] = frozenset(), cell_steps: bool = False,
-                  long_backward: bool = True, packed: bool = False) -> Engine:
+                  long_backward: bool = True, packed: bool = False, streaming: bool = False) -> Engine:
     """The engine that runs a call of a layer built with `engine=` on `device`.
 
     While torch.export traces a layer (torch.onnx.export is built on it), the call runs on the
@@ -107,9 +107,11 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     `cell_steps`: whether torch's CPU kernels run the call as cell steps (`Engine.unsupported`);
     `long_backward`: whether the call needs gradients over CPU_FUSED_MIN_STEPS steps or more;
     `packed`: whether torch's kernels would run it packed, as cell steps (lengths= or a
-    PackedSequence, but one of equal lengths that this torch hands to oneDNN).
+    PackedSequence, but one of equal lengths that this torch hands to oneDNN);
+    `streaming`: whether it is a step() of a cell with a cell state, which under autocast the
+    next step carries on: auto runs it on an engine that returns it unrounded, not torch's.
     """
-    chosen = (auto_engine(cell, device, return_gates, regularisers, cell_steps, long_backward, packed)
+    chosen = (auto_engine(cell, device, return_gates, regularisers, cell_steps, long_backward, packed, streaming)
               if engine == "auto" else ENGINES[engine])
     if exporting() or device.type == "meta":  # shapes only, no numbers
         return ENGINES["reference"]
@@ -134,7 +136,7 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
 
 def auto_engine(
     cell: Cell, device: torch.device, return_gates: bool, regularisers: frozenset[str], cell_steps: bool,
-    long_backward: bool = True, packed: bool = False,
+    long_backward: bool = True, packed: bool = False, streaming: bool = False,
 ) -> Engine:
     """engine='auto': torch's own kernels where they measured fastest (for rnn and gru on CPU,
     unless the call is a `long_backward` one; for lstm on CPU, unless it is one on `packed`
@@ -146,7 +148,8 @@ def auto_engine(
     native_cells = AUTO_NATIVE.get(device.type, ()) + (() if long_backward else AUTO_NATIVE_SHORT.get(device.type, ()))
     if long_backward and packed:
         native_cells = tuple(name for name in native_cells if name not in AUTO_NATIVE_UNPADDED.get(device.type, ()))
-    if (not return_gates and cell.name in native_cells
+    rounds_carried_state = streaming and autocast_dtype(device) is not None  # torch's c_n: the autocast dtype
+    if (not return_gates and not rounds_carried_state and cell.name in native_cells
             and not native.unsupported(cell, device, cell_steps) and regularisers <= native.regularisers):
         return native
     triton = ENGINES["triton"]

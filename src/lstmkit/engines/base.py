@@ -139,7 +139,8 @@ class Packing(NamedTuple):
 
 class Stack(NamedTuple):
     """What an engine runs: the cell, the weights of every layer and direction (index
-    layer * D + direction), and the layer options that are not the input's."""
+    layer * D + direction), and the layer options that are not the input's; `streaming` for a
+    step() call, whose cell state the next step carries on (`precision_for`)."""
 
     cell: Cell
     weights: list[LayerWeights]
@@ -149,6 +150,7 @@ class Stack(NamedTuple):
     training: bool
     bias: bool
     regularisation: Regularisation = Regularisation()
+    streaming: bool = False
 
     @property
     def num_directions(self) -> int:
@@ -247,7 +249,7 @@ class LayerEngine(Engine):
         projected = stack.weights[0].weight_hr is not None
         precision = precision_for(
             stack.cell, stack.weights[0].weight_ih.dtype, data.device, lstm_cell_steps(lengths, projected, data),
-            (h0 if c0 is None else c0).dtype, projected,
+            (h0 if c0 is None else c0).dtype, projected, stack.streaming,
         )
         input_dropout = stack.regularisation.input_dropout if stack.training else 0.0
         hidden_size = h0.shape[-1] if c0 is None else c0.shape[-1]

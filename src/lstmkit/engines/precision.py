@@ -75,7 +75,7 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 def precision_for(
     cell: Cell, parameter_dtype: torch.dtype, device: torch.device, cell_steps: bool = False,
-    state_dtype: torch.dtype = torch.float32, projected: bool = False,
+    state_dtype: torch.dtype = torch.float32, projected: bool = False, streaming: bool = False,
 ) -> Precision:
     """The precision a layer of `cell` with parameters in `parameter_dtype` runs in on
     `device`, for a call that torch's CPU LSTM runs as its `cell_steps` (`lstm_cell_steps`) or
@@ -85,14 +85,19 @@ def precision_for(
     The outputs under autocast are torch.nn's: on CPU the GRU, and the LSTM where it runs as
     cell steps, are composed of torch's cell steps, whose results promote the autocast dtype
     with the state's (float32 from a float32 state, bfloat16 from a bfloat16 one), but for a
-    projected h, which W_hr's product gives in the autocast dtype; elsewhere the autocast dtype."""
+    projected h, which W_hr's product gives in the autocast dtype; elsewhere the autocast dtype.
+    But for a `streaming` call (a layer's step()) under autocast the cell state comes back in
+    float32, the precision it is computed in, as torch.nn.LSTMCell's does: the next step carries
+    it on, and rounding it at every step would drift (c = 1 after 1,000 steps of 0.001 came
+    out 0.5 in bfloat16)."""
     autocast = autocast_dtype(device)
     if autocast is None or parameter_dtype == torch.float64:
         state = torch.float32 if parameter_dtype in HALF_DTYPES else parameter_dtype
         return Precision(parameter_dtype, state, parameter_dtype, parameter_dtype)
     composed = device.type == "cpu" and (cell.name == "gru" or (cell.name == "lstm" and cell_steps))
     promoted = torch.promote_types(autocast, state_dtype) if composed else autocast
-    return Precision(autocast, torch.float32, autocast if projected else promoted, promoted)
+    return Precision(autocast, torch.float32, autocast if projected else promoted,
+                     torch.float32 if streaming else promoted)
 
 
 def lstm_cell_steps(lengths: Tensor | None, projected: bool, data: Tensor) -> bool:

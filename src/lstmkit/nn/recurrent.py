@@ -320,15 +320,15 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         traced = fx_leaf_call(self, (input, hx), {"lengths": lengths, "return_gates": return_gates})
         if traced is not None:
             return traced
-        return self._over_sequence(input, hx, lengths, checked_return_gates(return_gates), self.batch_first)
+        return self._over_sequence(input, hx, lengths, checked_return_gates(return_gates), self.batch_first, False)
 
     def _over_sequence(
         self, input: Tensor | PackedSequence, hx: Tensor | tuple[Tensor, Tensor] | None,
-        lengths: Tensor | Sequence[int] | None, return_gates: bool, batch_first: bool,
+        lengths: Tensor | Sequence[int] | None, return_gates: bool, batch_first: bool, streaming: bool,
     ):
         """`forward`'s work, for `forward` and `step` (which a subclass's `forward` may not
-        take the arguments of): `input` in the layout `batch_first` says."""
-        stack = self._stack()  # each weight read once per call: a parametrised one is computed at each read
+        take the arguments of, and which is `streaming`): `input` in the layout `batch_first` says."""
+        stack = self._stack()._replace(streaming=streaming)  # each weight read once: a parametrised one is computed
         first = stack.weights[0].weight_ih
         self._check_weights_together(stack, first)
         batch = prepare_input(input, lengths, self.input_size, batch_first, first.dtype, first.device)
@@ -395,7 +395,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                 f"got {shape}"
             )
         check_input_size(input, self.input_size)  # names the step's shape, not the sequence's
-        output, state = self._over_sequence(input.unsqueeze(0), hx, None, False, batch_first=False)
+        output, state = self._over_sequence(input.unsqueeze(0), hx, None, False, batch_first=False, streaming=True)
         return output.squeeze(0), state
 
     def _initial_state(self, hx: object, batch: SequenceBatch, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
@@ -428,7 +428,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                          and (batch.data.requires_grad or any(weights.weight_hh.requires_grad
                                                               for weights in stack.weights)))
         engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
-                               stack.regularisation.acting(self.training),
+                               stack.regularisation.acting(self.training), streaming=stack.streaming and c0 is not None,
                                cell_steps=lstm_cell_steps(batch.lengths, self.proj_size > 0, batch.data),
                                long_backward=long_backward,
                                packed=packed and long_backward
