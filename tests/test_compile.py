@@ -178,6 +178,23 @@ def test_a_fused_layer_compiles_to_one_graph(cell, options, backend):
         assert relative_error(a, b) < TOLERANCE, f"gradient {index}"
 
 
+@pytest.mark.parametrize("dynamic, compiled_after", [(True, 1), (None, 2)])
+def test_a_compiled_fused_layer_takes_a_new_sequence_length_without_compiling_again(dynamic, compiled_after):
+    """The op's shapes kept T symbolic: as torch.nn.LSTM, a new length is no new graph (with
+    dynamic=None, after automatic dynamic shapes mark it on the second). Each compiled again,
+    up to torch's recompile_limit, and then ran eagerly."""
+    torch._dynamo.reset()
+    layer = lstmkit.PeepholeLSTM(3, 4, engine="fused", dtype=torch.float64)
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(layer, backend=counter, dynamic=dynamic, fullgraph=True)
+    counts = []
+    for steps in (5, 6, 9, 12):
+        x = torch.randn(steps, 2, 3, dtype=torch.float64)
+        assert torch.equal(compiled(x)[0], layer(x)[0])
+        counts.append(counter.frame_count)
+    assert counts[compiled_after - 1:] == [counts[compiled_after - 1]] * (5 - compiled_after)
+
+
 def test_fullgraph_on_the_native_engine_says_what_to_build_instead():
     """The native engine is a graph break, as torch.nn's RNNs are: fullgraph=True fails there,
     and says so, where it blamed a `disable` the user never called."""

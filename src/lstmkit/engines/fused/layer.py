@@ -411,7 +411,7 @@ def layer_outputs(
     steps, batch_size = tape.gates.shape[:2]
     states = [tape.hs] if tape.cs is None else [tape.hs, tape.cs]
     if batch_sizes is None:
-        finals = [buffer[steps].clone() for buffer in states]
+        finals = [buffer[-1].clone() for buffer in states]  # not [steps]: a compiled call would fix T
     else:
         device = tape.hs.device
         last = torch.tensor(batch_sizes, device=device)
