@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
@@ -90,16 +91,32 @@ def test_a_weight_load_state_dict_left_on_meta_is_named_not_computed_with(engine
     weights = lstmkit.LSTM(3, 4, num_layers=2).state_dict()
     del weights["weight_hh_l1"]
     layer.load_state_dict(weights, strict=False, assign=True)
-    with raises(ValueError, "every weight must be on weight_ih_l0's device and in its dtype (cpu, torch.float32), "
-                            "got weight_hh_l1 on meta in torch.float32"):
+    with raises(ValueError, "every weight must hold values, or none (a layer on meta), got weight_hh_l1 on meta and "
+                            "weight_ih_l0 on cpu: load_state_dict(..., strict=False, assign=True) leaves"):
+        layer(torch.randn(5, 2, 3))
+    layer = lstmkit.LSTM(3, 4, num_layers=2, engine=engine)
+    layer.weight_ih_l0 = torch.nn.Parameter(torch.empty(12, 3, device="meta"))
+    with raises(ValueError, "got weight_ih_l0 on meta and weight_hh_l0 on cpu"):  # the one left out named
         layer(torch.randn(5, 2, 3))
 
 
-def test_a_weight_of_another_dtype_is_refused_on_every_engine_as_torch_nn_refuses_it():
+def test_a_weight_matrix_of_another_dtype_is_refused_on_every_engine_as_torch_nn_refuses_it():
     layer = lstmkit.PeepholeLSTM(3, 4, bidirectional=True)
-    layer.peephole_f_l0_reverse = torch.nn.Parameter(layer.peephole_f_l0_reverse.double())
-    with raises(ValueError, "got peephole_f_l0_reverse on cpu in torch.float64"):
+    layer.bias_hh_l0_reverse = torch.nn.Parameter(layer.bias_hh_l0_reverse.double())
+    with raises(ValueError, "every weight matrix and bias must be in weight_ih_l0's dtype (torch.float32), got "
+                            "bias_hh_l0_reverse in torch.float64; convert the layer with layer.to(torch.float32)"):
         layer(torch.randn(5, 2, 3))
+
+
+@pytest.mark.parametrize("engine", ["fused", "reference"])
+def test_a_half_layer_may_keep_its_layer_norm_gains_in_float32(engine):
+    """A common habit: norm parameters in float32. The engines compute them in float32 anyway."""
+    layer = lstmkit.LayerNormLSTM(3, 4, engine=engine).to(torch.bfloat16)
+    kept = copy.deepcopy(layer)
+    for name in ("layernorm_ih_weight_l0", "layernorm_hh_weight_l0"):
+        setattr(kept, name, torch.nn.Parameter(getattr(layer, name).float()))
+    x = torch.randn(5, 2, 3, dtype=torch.bfloat16)
+    assert torch.equal(kept(x)[0], layer(x)[0])
 
 
 @pytest.mark.filterwarnings("ignore:Complex modules are a new feature")

@@ -268,6 +268,8 @@ def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) 
             raise TypeError(f"lengths must hold integers, got a numpy array of dtype {lengths.dtype}")
         lengths = torch.from_numpy(lengths)
     if isinstance(lengths, Tensor):
+        if lengths.numel() == 0:  # torch.tensor([]), for a batch of none, is float32
+            lengths = lengths.long()
         if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
             raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
         if lengths.is_meta:  # a meta layer's call may take them, but only as values

@@ -320,7 +320,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         traced = fx_leaf_call(self, (input, hx), {"lengths": lengths, "return_gates": return_gates})
         if traced is not None:
             return traced
-        return self._over_sequence(input, hx, lengths, checked_return_gates(return_gates), self.batch_first, False)
+        return self._over_sequence(input, hx, lengths, checked_return_gates(return_gates), self.batch_first,
+                                   streaming=False)
 
     def _over_sequence(
         self, input: Tensor | PackedSequence, hx: Tensor | tuple[Tensor, Tensor] | None,
@@ -344,23 +345,32 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         return result
 
     def _check_weights_together(self, stack: Stack, first: Tensor) -> None:
-        """Every weight in `first`'s dtype, and on meta only if it is, as torch.nn's kernels
-        demand. One left on meta by load_state_dict(..., strict=False, assign=True) would
-        otherwise be computed with as uninitialised memory by the engines that fill buffers of
-        their own; weights on two real devices fail in torch's first product that mixes them.
-        (`is` and `is_meta`: a few hundred nanoseconds a call, where comparing devices costs
-        microseconds.)"""
+        """The matrices and biases in one dtype, and every weight on meta or none, as torch.nn's
+        kernels demand. A weight left on meta by load_state_dict(..., strict=False, assign=True)
+        would otherwise be computed with as uninitialised memory by the engines that fill
+        buffers of their own; weights on two real devices fail in torch's first product that
+        mixes them. A cell's extra point-wise weights (LayerNorm's gains, the peepholes) may be
+        in another floating dtype, float32 in a bfloat16 layer say: the engines compute them in
+        their state dtype. (`is` and `is_meta`, not comparing devices: ~2-16 µs a call.)"""
         meta, dtype = first.is_meta, first.dtype
         for names, layer in zip(self._all_weights, stack.weights):
-            for base, tensor in itertools.chain(zip(LayerWeights._fields, layer[:-1]), layer.extra.items()):
-                if tensor is not None and (tensor.is_meta is not meta or tensor.dtype is not dtype):
-                    suffix = names[0].removeprefix("weight_ih")
+            matrices = zip(LayerWeights._fields, (layer.weight_ih, layer.weight_hh, layer.bias_ih, layer.bias_hh,
+                                                  layer.weight_hr))
+            for base, tensor in itertools.chain(matrices, layer.extra.items()):
+                if tensor is None:
+                    continue
+                name = base + names[0].removeprefix("weight_ih")
+                if tensor.is_meta is not meta:
+                    (on_meta, _), (real, holding) = sorted(((name, tensor), ("weight_ih_l0", first)),
+                                                           key=lambda named: not named[1].is_meta)
                     raise ShapeError(
-                        f"every weight must be on weight_ih_l0's device and in its dtype ({first.device}, "
-                        f"{first.dtype}), got {base}{suffix} on {tensor.device} in {tensor.dtype} "
-                        "(load_state_dict(..., strict=False) leaves a weight it is not given where it was, on meta "
-                        "for a layer built there)"
+                        f"every weight must hold values, or none (a layer on meta), got {on_meta} on meta and {real} "
+                        f"on {holding.device}: load_state_dict(..., strict=False, assign=True) leaves a weight it is "
+                        "not given where it was, on meta for a layer built there"
                     )
+                if base in LayerWeights._fields and tensor.dtype is not dtype:
+                    raise ShapeError(f"every weight matrix and bias must be in weight_ih_l0's dtype ({dtype}), "
+                                     f"got {name} in {tensor.dtype}; convert the layer with layer.to({dtype})")
 
     def step(
         self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None
