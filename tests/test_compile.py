@@ -16,6 +16,7 @@ import itertools
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 from torch._dynamo.testing import CompileCounterWithBackend
 
 import lstmkit
@@ -195,6 +196,30 @@ def test_a_compiled_fused_layer_takes_a_new_sequence_length_without_compiling_ag
     assert counts[compiled_after - 1:] == [counts[compiled_after - 1]] * (5 - compiled_after)
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["lengths", "packed"])
+def test_a_compiled_fused_layer_takes_new_lengths_without_compiling_again(packed):
+    """The op takes the batch sizes as a tensor: as a list of ints, each new set of lengths
+    compiled the call again, and after torch's recompile_limit it ran eagerly. (Lengths given
+    as a tensor: the compiler takes a list's ints as constants until they have changed.)"""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    layer = lstmkit.GRU(3, 4, engine="fused", dtype=torch.float64)
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(layer, backend=counter)
+    counts = []
+    for lengths in map(torch.tensor, ([7, 5, 2], [7, 3, 3], [6, 7, 1], [7, 6, 5], [2, 7, 4])):
+        x = torch.randn(7, 3, 3, dtype=torch.float64, requires_grad=True)
+        call = (lambda module: module(pack_padded_sequence(x, lengths, enforce_sorted=False))[0].data) if packed \
+            else (lambda module: module(x, lengths=lengths)[0])
+        ours, theirs = call(compiled), call(layer)
+        assert torch.equal(ours, theirs)
+        gradients = [torch.autograd.grad(out.sum(), [x, layer.weight_hh_l0], retain_graph=True)
+                     for out in (ours, theirs)]
+        assert all(map(torch.equal, *gradients))
+        counts.append(counter.frame_count)
+    assert counts[2:] == [counts[1]] * 3  # automatic dynamic shapes mark what changed on the second call
+
+
 def test_fullgraph_on_the_native_engine_says_what_to_build_instead():
     """The native engine is a graph break, as torch.nn's RNNs are: fullgraph=True fails there,
     and says so, where it blamed a `disable` the user never called."""
@@ -221,7 +246,7 @@ def test_the_fused_ops_pass_torch_library_opcheck(cell, options):
     keep_hidden = torch.bernoulli(torch.full((4, 3, layer.output_size), 0.2))
     keep_cell = torch.bernoulli(torch.full((4, 3, 4), 0.1)) if c0 is not None else None
     masks = ((None,) * 3, (recurrent_mask, keep_hidden, keep_cell))
-    for batch_sizes, noise in itertools.product((None, [3, 3, 2, 1]), masks):
+    for batch_sizes, noise in itertools.product((None, torch.tensor([3, 3, 2, 1])), masks):
         arguments = (key, batch_sizes, True, torch.float32, torch.float32, given, x, h0, c0, parameters, *noise)
         torch.library.opcheck(torch.ops.lstmkit.fused_layer.default, arguments)
 

@@ -128,8 +128,9 @@ def run_fused(
     order = batch_sizes = None
     if lengths is not None and bool((lengths < steps).any()):
         sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
-        counts = sorted_lengths.cpu().tolist()
-        batch_sizes = [sum(1 for length in counts if length > t) for t in range(steps)]
+        # step t runs the sequences longer than t; a tensor, whose values a compiled call does not
+        # guard on (as a list of ints, each new set of lengths compiled the call again)
+        batch_sizes = (sorted_lengths.cpu().unsqueeze(0) > torch.arange(steps).unsqueeze(1)).sum(1)
         inputs, h0 = inputs.index_select(1, order), h0.index_select(0, order)
         c0 = None if c0 is None else c0.index_select(0, order)
         noise = sorted_noise(noise, order)
@@ -257,7 +258,7 @@ class LayerTape(NamedTuple):
 @torch.library.custom_op("lstmkit::fused_layer", mutates_args=())
 def fused_layer(
     kernel: str,
-    batch_sizes: list[int] | None,
+    batch_sizes: Tensor | None,
     return_gates: bool,
     compute: torch.dtype,
     state: torch.dtype,
@@ -272,8 +273,8 @@ def fused_layer(
 ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
     """One layer and direction of `kernel` (a `kernel_key`) over x (T, B, I) from h0, c0 (B, ·),
     with the parameters `given` (`given_parameters`), the products in `compute`, the rest in
-    `state`; with `batch_sizes`, step t runs the first batch_sizes[t] rows; with the masks,
-    recurrent dropout and zoneout (`LayerNoise`). Returns h_0..h_T (T + 1, B, H_out); the
+    `state`; with `batch_sizes` (T,) on the CPU, step t runs the first batch_sizes[t] rows; with
+    the masks, recurrent dropout and zoneout (`LayerNoise`). Returns h_0..h_T (T + 1, B, H_out); the
     final states [h_n, c_n]; the activations [gates (T, B, G*H), c (T, B, H)] if
     return_gates, else []; the buffers backward reads (`LayerTape.saved`). On CUDA, replayed
     from a captured graph where one exists (`graphs.run_captured`)."""
@@ -288,9 +289,14 @@ def layer_forward(kernel, batch_sizes, return_gates, compute, state, given, x, h
     kernel_object, products = kernel_from_key(kernel), Products(compute, state)
     weights = weights_from(kernel_object.cell, given, parameters)
     noise = LayerNoise(recurrent_mask, keep_hidden, keep_cell)
-    tape = forward_tape(kernel_object, batch_sizes, products, x, h0, c0, weights, noise)
-    forward_loop(kernel_object, batch_sizes, products, tape, weights, noise)
+    tape = forward_tape(kernel_object, batch_sizes is not None, products, x, h0, c0, weights, noise)
+    forward_loop(kernel_object, running_rows(batch_sizes), products, tape, weights, noise)
     return layer_outputs(tape, batch_sizes, return_gates)
+
+
+def running_rows(batch_sizes: Tensor | None) -> list[int] | None:
+    """The loops' batch_sizes: ints, read once a call."""
+    return None if batch_sizes is None else batch_sizes.tolist()
 
 
 @fused_layer.register_fake
@@ -300,20 +306,20 @@ def fused_layer_shapes(kernel, batch_sizes, return_gates, compute, state, given,
     kernel_object, products = kernel_from_key(kernel), Products(compute, state)
     weights = weights_from(kernel_object.cell, given, parameters)
     noise = LayerNoise(recurrent_mask, keep_hidden, keep_cell)
-    tape = forward_tape(kernel_object, batch_sizes, products, x, h0, c0, weights, noise)
+    tape = forward_tape(kernel_object, batch_sizes is not None, products, x, h0, c0, weights, noise)
     return layer_outputs(tape, batch_sizes, return_gates)
 
 
-def allocator(batch_sizes: list[int] | None):
+def allocator(padded: bool):
     """How the loops allocate their buffers: with every sequence running every step, each row
-    is written before it is read; with batch sizes, the rows past a sequence's end must read
-    as zero."""
-    return torch.empty if batch_sizes is None else torch.zeros
+    is written before it is read; in a `padded` batch (batch sizes), the rows past a sequence's
+    end must read as zero."""
+    return torch.zeros if padded else torch.empty
 
 
 def forward_tape(
     kernel: FusedKernel,
-    batch_sizes: list[int] | None,
+    padded: bool,
     products: Products,
     x: Tensor,
     h0: Tensor,
@@ -322,13 +328,13 @@ def forward_tape(
     noise: LayerNoise,
 ) -> LayerTape:
     """The forward's buffers, with the input projections of all steps computed and h_0, c_0 in
-    place; `forward_loop` writes the rest."""
+    place (zeros in a `padded` batch, `allocator`); `forward_loop` writes the rest."""
     cell = kernel.cell
     steps, batch_size, _ = x.shape
     hidden_size = weights.weight_hh.shape[0] // cell.num_gates
     gate_size = cell.num_gates * hidden_size
     new = dict(dtype=products.state, device=x.device)
-    allocate = allocator(batch_sizes)
+    allocate = allocator(padded)
 
     pre, input_saved = kernel.project_input(x.flatten(0, 1), weights, products)
     hs = allocate(steps + 1, batch_size, h0.shape[-1], **new)
@@ -405,7 +411,7 @@ def adds_product(kernel: FusedKernel, products: Products) -> bool:
 
 
 def layer_outputs(
-    tape: LayerTape, batch_sizes: list[int] | None, return_gates: bool
+    tape: LayerTape, batch_sizes: Tensor | None, return_gates: bool
 ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
     """fused_layer's outputs from its buffers: each a tensor of its own, none a view of another."""
     steps, batch_size = tape.gates.shape[:2]
@@ -414,7 +420,7 @@ def layer_outputs(
         finals = [buffer[-1].clone() for buffer in states]  # not [steps]: a compiled call would fix T
     else:
         device = tape.hs.device
-        last = torch.tensor(batch_sizes, device=device)
+        last = batch_sizes.to(device)
         ends = (torch.arange(batch_size, device=device).unsqueeze(0) < last.unsqueeze(1)).sum(0)
         columns = torch.arange(batch_size, device=device)
         finals = [buffer[ends, columns] for buffer in states]
@@ -427,7 +433,7 @@ def layer_outputs(
 @torch.library.custom_op("lstmkit::fused_layer_backward", mutates_args=())
 def fused_layer_backward(
     kernel: str,
-    batch_sizes: list[int] | None,
+    batch_sizes: Tensor | None,
     compute: torch.dtype,
     state: torch.dtype,
     input_grad: bool,
@@ -459,7 +465,8 @@ def layer_backward(kernel, batch_sizes, compute, state, input_grad, given, d_out
     tape = LayerTape.from_saved(kernel_object, hs, saved, weights.weight_hr is not None, noise)
     d_c_n = d_finals[1] if tape.cs is not None else None
     d_x, dh, dc, grads = backward_loop(
-        kernel_object, batch_sizes, products, tape, weights, noise, x, d_output, d_finals[0], d_c_n, input_grad
+        kernel_object, running_rows(batch_sizes), products, tape, weights, noise, x, d_output, d_finals[0], d_c_n,
+        input_grad,
     )
     inputs_grads = [grad for grad in (d_x, dh, dc) if grad is not None]
     names = [name for name, present in zip(parameter_names(kernel_object.cell), given, strict=True) if present]
@@ -492,9 +499,9 @@ def save_for_backward(ctx, inputs: tuple, output: tuple) -> None:
     activations and the saved buffers are outputs no gradient flows into."""
     kernel, batch_sizes, _, compute, state, given, x, h0, c0, parameters, *noise = inputs
     hs, _, traced, saved = output
-    ctx.kernel, ctx.batch_sizes, ctx.compute, ctx.state, ctx.given = kernel, batch_sizes, compute, state, given
+    ctx.kernel, ctx.compute, ctx.state, ctx.given = kernel, compute, state, given
     ctx.parameter_count = len(parameters)
-    ctx.save_for_backward(x, h0, c0, hs, *LayerNoise(*noise), *parameters, *saved)
+    ctx.save_for_backward(x, h0, c0, hs, batch_sizes, *LayerNoise(*noise), *parameters, *saved)
     ctx.mark_non_differentiable(*traced, *saved)
     ctx.set_materialize_grads(False)
 
@@ -503,7 +510,7 @@ def fused_layer_gradients(ctx, d_hs: Tensor | None, d_finals: list[Tensor | None
     """fused_layer's autograd formula: fused_layer_backward, or with create_graph=True, a
     differentiable recomputation (`differentiable_backward`). An output the loss does not use
     has its gradient as zeros."""
-    x, h0, c0, hs, recurrent_mask, keep_hidden, keep_cell, *rest = ctx.saved_tensors
+    x, h0, c0, hs, batch_sizes, recurrent_mask, keep_hidden, keep_cell, *rest = ctx.saved_tensors
     noise = LayerNoise(recurrent_mask, keep_hidden, keep_cell)
     parameters, saved = rest[: ctx.parameter_count], rest[ctx.parameter_count :]
     d_output = torch.zeros_like(hs[1:]) if d_hs is None else d_hs[1:]
@@ -513,11 +520,12 @@ def fused_layer_gradients(ctx, d_hs: Tensor | None, d_finals: list[Tensor | None
     ]
     input_grad = ctx.needs_input_grad[X_POSITION]
     if composed_backward(d_output, *d_finals):
-        d_inputs, d_parameters = differentiable_backward(ctx, x, h0, c0, parameters, noise, d_output, d_finals)
+        d_inputs, d_parameters = differentiable_backward(ctx, batch_sizes, x, h0, c0, parameters, noise, d_output,
+                                                         d_finals)
     else:
         with autocast(d_output.device.type, enabled=False):
             grads = iter(torch.ops.lstmkit.fused_layer_backward(
-                ctx.kernel, ctx.batch_sizes, ctx.compute, ctx.state, input_grad, ctx.given, d_output, d_finals, x,
+                ctx.kernel, batch_sizes, ctx.compute, ctx.state, input_grad, ctx.given, d_output, d_finals, x,
                 parameters, hs, saved, *noise,
             ))
         d_inputs = [next(grads) if input_grad else None, next(grads), None if c0 is None else next(grads)]
@@ -529,18 +537,17 @@ fused_layer.register_autograd(fused_layer_gradients, setup_context=save_for_back
 
 
 def differentiable_backward(
-    ctx, x: Tensor, h0: Tensor, c0: Tensor | None, parameters: list[Tensor], noise: LayerNoise,
-    d_output: Tensor, d_finals: list[Tensor],
+    ctx, batch_sizes: Tensor | None, x: Tensor, h0: Tensor, c0: Tensor | None, parameters: list[Tensor],
+    noise: LayerNoise, d_output: Tensor, d_finals: list[Tensor],
 ) -> tuple[list[Tensor | None], list[Tensor | None]]:
     """fused_layer's backward as a graph, for double backward (gradient penalties, Hessians):
     the layer recomputed by the reference engine's loop under autograd, and differentiated with
     create_graph=True. The same math, so the same gradients; paid only when asked for.
     Returns the gradients of x, h0, c0 and of each parameter (None where not needed)."""
-    kernel, batch_sizes = kernel_from_key(ctx.kernel), ctx.batch_sizes
+    kernel = kernel_from_key(ctx.kernel)
     lengths = None
-    if batch_sizes is not None:
-        lengths = torch.tensor([sum(1 for rows in batch_sizes if rows > row) for row in range(x.shape[1])],
-                               device=x.device)
+    if batch_sizes is not None:  # sequence b runs the steps whose batch size exceeds b
+        lengths = (batch_sizes.unsqueeze(0) > torch.arange(x.shape[1]).unsqueeze(1)).sum(1).to(x.device)
     create_graph = torch.is_grad_enabled()  # off for batched gradients without create_graph
     with torch.enable_grad():
         x, h0, c0, *parameters = local_inputs(x, h0, c0, *parameters)
@@ -597,7 +604,7 @@ def backward_loop(
     cell = kernel.cell
     gates, hs, cs, cell_outputs, rec = tape.gates, tape.hs, tape.cs, tape.cell_outputs, tape.rec
     steps, batch_size, gate_size = gates.shape
-    allocate = allocator(batch_sizes)
+    allocate = allocator(batch_sizes is not None)
 
     new = dict(dtype=gates.dtype, device=gates.device)
     d_gates = allocate(gates.shape, **new)
