@@ -804,6 +804,25 @@ def test_compiled_steps_equal_eager_over_optimizer_steps(cell_name, options, eng
         torch.testing.assert_close(compiled_module.get_parameter(name), parameter, rtol=1e-5, atol=1e-6)
 
 
+def test_a_compiled_cell_module_is_not_compiled_again_when_another_kind_of_cell_is_first_used():
+    """auto's choice was memoised in a global dict, on which torch.compile guarded: each new
+    cell, engine or device anywhere compiled every compiled cell module again."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("aot_eager")
+    cells = [lstmkit.LSTMCell(3, 4), lstmkit.PeepholeLSTMCell(3, 4), lstmkit.GRUCell(3, 4),
+             lstmkit.LayerNormLSTMCell(3, 4, dtype=F64)]
+    compiled = [torch.compile(cell, backend=counter) for cell in cells]
+    counts = []
+    for _ in range(2):
+        for cell, step in zip(cells, compiled, strict=True):
+            x = torch.randn(2, 3, dtype=cell.weight_ih.dtype)
+            assert torch.equal(step(x)[0], cell(x)[0])
+        counts.append(counter.frame_count)
+    assert counts == [len(cells)] * 2
+
+
 @pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
 def test_a_fused_step_with_its_gates_compiles_as_one_graph_to_the_eager_numbers(cell_name, options):
     """fullgraph=True stopped at the fused step's autograd.Function ("Attempted to call function

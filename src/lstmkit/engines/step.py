@@ -49,8 +49,9 @@ def check_step_engine(engine: object, cell: Cell) -> None:
 
 
 AUTO_STEP_ENGINE: dict[tuple[Cell, bool, torch.device], str] = {}
-"""What `engine="auto"` runs, by cell, return_gates and device; a plain dict, which
-torch.compile reads as it is (as `fused.step.kernel_for`'s)."""
+"""What `engine="auto"` runs, by cell, return_gates and device, for eager calls (a compiled
+call decides afresh: torch.compile guards on what it reads of a global dict, so each entry
+another module added would compile every compiled module again)."""
 
 
 def step_engine_name(engine: str, cell: Cell, return_gates: bool, device: torch.device) -> str:
@@ -62,16 +63,23 @@ def step_engine_name(engine: str, cell: Cell, return_gates: bool, device: torch.
         )
     if engine != "auto":
         return engine
+    if torch.compiler.is_compiling():
+        return auto_step_engine(cell, return_gates, device)
     key = (cell, return_gates, device)
     name = AUTO_STEP_ENGINE.get(key)
     if name is None:  # decided once: a step is called in a loop, where every microsecond shows
-        if not return_gates and not NativeEngine().unsupported(cell, None):
-            name = "native"
-        else:
-            cuda = device.type == "cuda" and not TritonEngine().unsupported(cell, device)
-            name = "triton" if cuda else other_engine(cell)  # a cell of one's own: the reference engine
-        AUTO_STEP_ENGINE[key] = name
+        name = AUTO_STEP_ENGINE[key] = auto_step_engine(cell, return_gates, device)
     return name
+
+
+def auto_step_engine(cell: Cell, return_gates: bool, device: torch.device) -> str:
+    """What `engine="auto"` runs a step of `cell` on: torch's cell kernel where it has one and no
+    gates are asked for, else Triton on CUDA, else fused (the reference engine for a cell of
+    one's own)."""
+    if not return_gates and not NativeEngine().unsupported(cell, None):
+        return "native"
+    cuda = device.type == "cuda" and not TritonEngine().unsupported(cell, device)
+    return "triton" if cuda else other_engine(cell)
 
 
 def run_cell_step(
