@@ -370,6 +370,13 @@ def test_state_of_the_wrong_type(lstm):
         gru(torch.randn(6, 2, 3), (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_a_state_of_the_wrong_type_under_jit_trace_names_its_shape_in_ints(lstm):
+    """Traced, a tensor's sizes are 0-d tensors: the message said "of shape (tensor(2), ...)"."""
+    with raises(TypeError, "got Tensor of shape (2, 2, 4)"):
+        torch.jit.trace(lambda x, h: lstm(x, h)[0], (torch.randn(6, 2, 3), torch.zeros(2, 2, 4)))
+
+
 def test_state_of_the_wrong_shape(lstm):
     with raises(ValueError, "hx[0] (h_0) must have shape (2, 2, 4) (num_layers * num_directions, batch, features), "
                             "got (1, 2, 4)"):

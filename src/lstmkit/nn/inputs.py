@@ -359,7 +359,9 @@ def check_state_tensor(
 def describe(value: object) -> str:
     """A short description of a received value for error messages."""
     if isinstance(value, Tensor):
-        return f"Tensor of shape {tuple(value.shape)}"
+        with warnings.catch_warnings():  # under torch.jit.trace a size is a 0-d tensor: the int it holds
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return f"Tensor of shape {tuple(int(size) for size in value.shape)}"
     if isinstance(value, (tuple, list)):
         return f"{type(value).__name__} of {len(value)}: ({', '.join(describe(v) for v in value)})"
     return type(value).__name__
