@@ -25,7 +25,7 @@ from lstmkit.training.config import offset_seed
 from lstmkit.training.progress import seconds_text
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.pipelines import longlag
-from lstmkit.pipelines.configs import DemoConfig
+from lstmkit.pipelines.configs import COMPARED_CELLS, DemoConfig
 from lstmkit.pipelines.demo import conclusion
 from lstmkit.pipelines.longlag import (TEST_SEED_OFFSET, CellRun, TaskTrainingConfig, build_model, load_model,
                                       load_task_run, run_task, seed_of_test_set, seeded_model, train_cell)
@@ -273,7 +273,7 @@ def test_a_demo_whose_every_cell_diverges_draws_no_gradients_and_exits_non_zero(
     config = demo.DemoConfig(T=5, steps=2, hidden_size=6)
     assert [path.name for path in demo.run_demo(tmp_path, config).figures] == ["learning_curves.png",
                                                                                "gradient_norms.png"]
-    for cell in demo.DEMO_CELLS:
+    for cell in COMPARED_CELLS:
         diverge_in(monkeypatch, cell, 0)
     run = demo.run_demo(tmp_path, config)
     assert [path.name for path in run.figures] == ["learning_curves.png"] and run.lines[-1].endswith("to probe.")
@@ -361,7 +361,7 @@ def test_an_interrupted_demo_leaves_no_earlier_runs_gradient_profiles(tmp_path, 
     monkeypatch.setattr(demo, "gradient_profiles", interrupted)
     with pytest.raises(longlag.TaskInterrupted) as stopped:
         demo.run_demo(tmp_path, config)
-    assert [run.cell for run in stopped.value.runs] == demo.DEMO_CELLS
+    assert [run.cell for run in stopped.value.runs] == list(COMPARED_CELLS)
     assert not (tmp_path / "gradient_norms.csv").exists() and not (tmp_path / "gradient_norms.png").exists()
 
 

@@ -15,7 +15,7 @@ from lstmkit.cli.arguments import (
 )
 from lstmkit.nn.docs import step_equations
 from lstmkit.nn.recurrent import Recurrent
-from lstmkit.pipelines.configs import DemoConfig, TaskTrainingConfig
+from lstmkit.pipelines.configs import COMPARED_CELLS, DemoConfig, TaskTrainingConfig
 from lstmkit.tasks import TASKS, AddingTask, make_task
 from lstmkit.training import Processes, TrainingDiverged
 from lstmkit.training.device import check_runtime
@@ -140,12 +140,12 @@ def probe_gates_command(arguments: argparse.Namespace) -> None:
 
 
 def demo_command(arguments: argparse.Namespace) -> None:
-    from lstmkit.pipelines.demo import DEMO_CELLS, run_demo
+    from lstmkit.pipelines.demo import run_demo
     from lstmkit.pipelines.longlag import check_task_folder
     from lstmkit.pipelines.probes import check_gradient_files
 
     out, config = Path(arguments.out), config_from(arguments, DemoConfig)  # checked before it is announced
-    check_task_folder(out, DEMO_CELLS)  # so is the folder
+    check_task_folder(out, list(COMPARED_CELLS))  # so is the folder
     check_gradient_files(out, "the demo")
     print(f"lstmkit demo: rnn, gru and lstm on the adding problem, T={config.T}, "
           f"up to {config.steps:,} step{'s' * (config.steps != 1)} (and {config.time_budget:g} s) each; figures go "
@@ -187,9 +187,9 @@ def add_task_commands(commands) -> None:
                                description=TASK_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     task.add_argument("name", choices=list(TASKS), help="the task")
     task.add_argument("--T", type=positive_int, help="sequence length / time lag (the task's default if omitted)")
-    task.add_argument("--cells", type=cell_list, default=["rnn", "gru", "lstm"],
-                      help=f"comma-separated, from {','.join(CELL_NAMES)} (default rnn,gru,lstm; nig, nfg, nog, "
-                      "niaf and noaf are the LSTM's gate ablations, `lstmkit cells`)")
+    task.add_argument("--cells", type=cell_list, default=list(COMPARED_CELLS),
+                      help=f"comma-separated, from {','.join(CELL_NAMES)} (default {','.join(COMPARED_CELLS)}; nig, "
+                      "nfg, nog, niaf and noaf are the LSTM's gate ablations, `lstmkit cells`)")
     task.add_argument("--out", type=output_folder, help="output folder (default runs/task-NAME-TN)")
     add_task_training_arguments(task)
     task.set_defaults(run=task_command, extra="tasks")

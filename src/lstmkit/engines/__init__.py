@@ -136,7 +136,7 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
 
 def auto_engine(
     cell: Cell, device: torch.device, return_gates: bool, regularisers: frozenset[str], cell_steps: bool,
-    long_backward: bool = True, packed: bool = False, streaming: bool = False,
+    long_backward: bool, packed: bool, streaming: bool,
 ) -> Engine:
     """engine='auto': torch's own kernels where they measured fastest (for rnn and gru on CPU,
     unless the call is a `long_backward` one; for lstm on CPU, unless it is one on `packed`

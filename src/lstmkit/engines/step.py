@@ -20,14 +20,15 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
-from lstmkit.engines import ENGINES, KERNEL_ENGINES, exporting, in_dual_level, other_engine, reference_under_transform
+from lstmkit.engines import (ENGINE_CHOICES, ENGINES, KERNEL_ENGINES, exporting, in_dual_level, other_engine,
+                             reference_under_transform)
 from lstmkit.engines.base import LayerEngine
 from lstmkit.engines.fused.step import StepResult, run_step, step_precision
 from lstmkit.engines.native import NativeEngine, kernel_name
 from lstmkit.engines.reference import ReferenceEngine
 from lstmkit.engines.triton import TritonEngine, off_device
 
-STEP_ENGINES = ("auto", "native", "fused", "triton", "reference")
+STEP_ENGINES = ENGINE_CHOICES  # a cell module runs on every engine a layer runs on
 NATIVE_CELL_KERNELS = {
     "lstm": torch._VF.lstm_cell,
     "gru": torch._VF.gru_cell,

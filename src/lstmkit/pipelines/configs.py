@@ -88,6 +88,11 @@ class RegulariserSettings:
         return options
 
 
+# The cells `lstmkit task`, `probe gradients` and `demo` compare unless told otherwise: the plain
+# RNN and the two gated cells, which the long-time-lag experiments set against each other.
+COMPARED_CELLS = ("rnn", "gru", "lstm")
+
+
 @dataclass(frozen=True)
 class TaskTrainingConfig(TrainingConfig, RegulariserSettings):
     """How every cell is trained on a long-time-lag task (the training fields: see
@@ -323,7 +328,6 @@ class ForecasterConfig(TrainingConfig):
         if len(self.normalisation) > 1 and self.base == "auto":
             raise ValueError(f"normalisation {','.join(self.normalisation)} trains a network per normalisation, and "
                              "base 'auto' two per normalisation: choose base 'seasonal' or 'last'")
-        baseline_names(self.baselines)
         if isinstance(self.epoch_windows, bool) or not isinstance(self.epoch_windows, int) or self.epoch_windows < 1:
             raise ValueError(f"epoch_windows must be a positive integer, got {self.epoch_windows!r}")
         if self.id is None and self.epoch_windows != ForecasterConfig.epoch_windows:

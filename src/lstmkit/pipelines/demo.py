@@ -21,12 +21,10 @@ with extra_imports("tasks", __name__):
     from lstmkit.pipelines.probes import (GRADIENT_FILES, check_gradient_files, decay_orders, gradient_profiles,
                                           write_gradient_profiles)
 from lstmkit.files import claimed_folder
-from lstmkit.pipelines.configs import DemoConfig
+from lstmkit.pipelines.configs import COMPARED_CELLS, DemoConfig
 from lstmkit.tasks import AddingTask, Task
 from lstmkit.training import Processes
 from lstmkit.training.isolation import isolated_from_caller
-
-DEMO_CELLS = ["rnn", "gru", "lstm"]
 
 
 @dataclass
@@ -49,7 +47,7 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig()) -> DemoRun:
         check_gradient_files(out, "the demo")  # run_task checks its own files
         runs: list[CellRun] = []
         try:
-            runs = run_task(task, DEMO_CELLS, config.training(), out)
+            runs = run_task(task, list(COMPARED_CELLS), config.training(), out)
             trained = {run.cell: run.model for run in runs if run.model is not None}  # not those that diverged
             profiles = gradient_profiles(task, trained, config.seed) if trained else {}
         except KeyboardInterrupt as interrupt:  # in training, or in the probe after it: the cells' table is shown

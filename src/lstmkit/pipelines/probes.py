@@ -24,6 +24,7 @@ with extra_imports("tasks", __name__):
     from lstmkit import plots
 from lstmkit.files import check_own_files, claimed_folder, figure_software, write_csv, written_by_lstmkit
 from lstmkit.models import SequenceModel
+from lstmkit.pipelines.configs import COMPARED_CELLS
 from lstmkit.pipelines.longlag import (GRADIENT_COLUMNS, GRADIENT_FILES, TaskTrainingConfig, check_cells, check_task,
                                       default_folder, holds_task_run, load_model, load_task_run, probe_sources,
                                       record_probe_sources, seed_of_test_set, seeded_model, train_cell)
@@ -149,7 +150,7 @@ def probe_gradients(out: str | Path | None = None, source: str | Path | None = N
         if task is None:
             raise ValueError("probe gradients needs --task NAME (to train) or --from DIR (a `lstmkit task` output)")
         config = TaskTrainingConfig() if config is None else config
-        cells = cells or ["rnn", "gru", "lstm"]
+        cells = cells or list(COMPARED_CELLS)
         check_cells(task, cells, config)  # before any cell trains, as `lstmkit task`
         trained, seed = None, config.seed
     out = default_folder("gradients", task) if out is None else Path(out)

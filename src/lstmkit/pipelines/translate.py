@@ -228,7 +228,7 @@ class TranslationJob(Job):
         """The greedy translations of the validation sources, "" for an empty one, as
         `Translator.translate` gives them: val_bleu is what `eval --beam 1` scores."""
         decoded = decode_ids(self.model, self.valid_sources, beam=1, max_length=DecodingConfig.max_length,
-                             length_penalty=1.0)
+                             length_penalty=DecodingConfig.length_penalty)
         return ["" if empty else translation
                 for empty, translation in zip(self.valid_empty, self.vocabularies.target.decode(decoded), strict=True)]
 

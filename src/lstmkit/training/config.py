@@ -22,8 +22,8 @@ BUDGETS = ("steps", "epochs", "time_budget")
 # torch.manual_seed takes a 64-bit unsigned seed.
 SEED_RANGE = (0, 2**64 - 1)
 
-# Settings a resumed run may change: its budget, when it evaluates and stops, and where and in
-# which precision it runs (a run begun on a GPU continues on a CPU). Any other change would make
+# Settings a resumed run may change: its budget, when it evaluates and stops, and where, in
+# which precision and on which engine it runs (a run begun on a GPU continues on a CPU). Any other change would make
 # the resumed run another run than the one it continues, and --resume refuses it. A pipeline's
 # config adds its own stopping goal (`TrainingConfig.resumable_changes`).
 RESUMABLE_CHANGES = ("steps", "epochs", "time_budget", "eval_every", "patience", "device", "precision", "engine")

@@ -299,7 +299,7 @@ def check_resumed_settings(out: Path, config: TrainingConfig) -> None:
 def check_same_settings(saved: dict, config: TrainingConfig, out: Path) -> None:
     """Refuse to resume the run in `out`, whose settings were `saved` (its checkpoint's
     "training"), with `config` where they differ beyond what a resume may change (the budget,
-    evaluation, device and precision: `resumable_changes`)."""
+    evaluation and stopping, device, precision and engine: `resumable_changes`)."""
     before = {**ADDED_SETTINGS, **current_names(saved)}
     now = json.loads(json.dumps(asdict(config)))
     changed = [f"{name}: {setting_text(before[name])} in the run, {setting_text(value)} now"
@@ -741,7 +741,8 @@ class Trainer:
 
     def check_resumable(self, saved: dict, data: dict[str, dict], out: Path) -> None:
         """Refuse to continue a run on other data or with other settings than it began with
-        (the budget, evaluation, device and precision may change: `resumable_changes`). Settings
+        (the budget, evaluation and stopping, device, precision and engine may change:
+        `resumable_changes`). Settings
         first: a pipeline's data may be made with them (a forecaster's windows, of its horizon)."""
         check_same_settings(saved["training"], self.config, out)
         if "data" in saved and saved["data"] != data:
