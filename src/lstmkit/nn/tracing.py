@@ -12,12 +12,10 @@ def fx_leaf_call(module: nn.Module, arguments: tuple, keywords: dict) -> Proxy |
     own layers, which its Tracer takes as leaves (lstmkit's checks refused its stand-in tensors,
     "input must be a Tensor, got Proxy"). None where nothing is traced. The module traced itself,
     fx's root, is refused, as torch.nn's layers are there."""
-    values = [*arguments, *keywords.values()]
-    proxies = [value for value in values for value in (value if isinstance(value, (tuple, list)) else (value,))
-               if isinstance(value, Proxy)]
-    if not proxies:
+    proxy = first_proxy((*arguments, *keywords.values()))
+    if proxy is None:
         return None
-    tracer = proxies[0].tracer
+    tracer = proxy.tracer
     try:
         path = tracer.path_of_module(module)
     except NameError:
@@ -27,3 +25,16 @@ def fx_leaf_call(module: nn.Module, arguments: tuple, keywords: dict) -> Proxy |
                         "modules): trace a module that holds it, where it is recorded as one call (held as a "
                         "submodule: an attribute, or in an nn.ModuleList, not a plain list)")
     return tracer.create_proxy("call_module", path, arguments, keywords)
+
+
+def first_proxy(values: tuple) -> Proxy | None:
+    """The first Proxy among `values` or in a tuple or list of them; a plain loop, since every
+    call of a module outside tracing asks (a step is a few tens of microseconds)."""
+    for value in values:
+        if isinstance(value, Proxy):
+            return value
+        if isinstance(value, (tuple, list)):
+            for part in value:
+                if isinstance(part, Proxy):
+                    return part
+    return None
