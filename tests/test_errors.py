@@ -416,7 +416,8 @@ def test_input_and_state_on_another_device_are_named(module):
 
 @pytest.mark.parametrize("lengths, error, message", [
     ([6, 7], ValueError, "lengths must be in [1, 6] (the input has 6 time steps), got lengths[1] = 7"),
-    ([0, 3], ValueError, "lengths must be in [1, 6] (the input has 6 time steps), got lengths[0] = 0"),
+    ([0, 3], ValueError, "lengths must be in [1, 6] (the input has 6 time steps), got lengths[0] = 0; a sequence "
+                         "with no step in this call (one that ended in an earlier chunk) leaves the batch"),
     ([6, 2, 3], ValueError, "lengths must have one entry per sequence, shape (2,), got shape (3,)"),
     (torch.tensor([6.0, 2.0]), TypeError, "lengths must hold integers, got dtype torch.float32"),
     ([6, 2.5], TypeError, "lengths must hold integers, got [6, 2.5]"),

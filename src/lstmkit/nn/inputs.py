@@ -288,9 +288,12 @@ def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) 
     out_of_range = (values < 1) | (values > steps)
     if out_of_range.any():
         position = int(out_of_range.nonzero()[0, 0])
+        ended = "" if values[position] != 0 else (
+            "; a sequence with no step in this call (one that ended in an earlier chunk) leaves the batch, its "
+            "state kept aside, as torch.nn's pack_padded_sequence refuses 0 too")
         raise ShapeError(
             f"lengths must be in [1, {steps}] (the input has {steps} time steps), "
-            f"got lengths[{position}] = {int(values[position])}"
+            f"got lengths[{position}] = {int(values[position])}{ended}"
         )
     return values
 
