@@ -217,7 +217,8 @@ def test_a_compiled_fused_layer_takes_new_lengths_without_compiling_again(packed
                      for out in (ours, theirs)]
         assert all(map(torch.equal, *gradients))
         counts.append(counter.frame_count)
-    assert counts[2:] == [counts[1]] * 3  # automatic dynamic shapes mark what changed on the second call
+    # a packed batch compiles once more, on its second call (automatic dynamic shapes); lengths= never
+    assert counts[packed:] == [counts[packed]] * (5 - packed)
 
 
 def test_fullgraph_on_the_native_engine_says_what_to_build_instead():

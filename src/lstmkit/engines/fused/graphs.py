@@ -114,7 +114,7 @@ def call_key(function: Callable, leaves: list) -> tuple:
             torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction, *described)
 
 
-def run_captured(function: Callable, arguments: tuple, x: torch.Tensor, batch_sizes: list[int] | None):
+def run_captured(function: Callable, arguments: tuple, x: torch.Tensor, batch_sizes: torch.Tensor | None):
     """`function(*arguments)` (whose tensors are on `x`'s device), replayed from its key's graph
     where `CACHE` has one or captures one now; otherwise run eagerly."""
     if not (CACHE.limit and x.is_cuda and batch_sizes is None) or torch.cuda.is_current_stream_capturing():

@@ -18,8 +18,11 @@ Both are custom ops (`lstmkit::fused_layer`, `lstmkit::fused_layer_backward`) wi
 implementations that give their outputs' shapes without running the loop, and the backward
 is the forward's autograd formula. torch.compile therefore sees one op per layer and
 direction, traces around it, and never into the buffers the loop writes in place. What the
-ops take besides tensors is plain data: the kernel as a key (`kernel_key`), the batch sizes
-per step, the dtypes.
+ops take besides tensors is plain data: the kernel as a key (`kernel_key`), the dtypes. The
+batch sizes per step come as an int64 CPU tensor, whose values the compiler does not guard on
+(each new set of lengths would compile the call again); being the ops' first tensor argument,
+it also makes Inductor place a padded call on the CPU, outside the CUDA graphs of
+mode="reduce-overhead", whose replays would keep the first call's batch sizes.
 """
 
 from __future__ import annotations
@@ -547,7 +550,8 @@ def differentiable_backward(
     kernel = kernel_from_key(ctx.kernel)
     lengths = None
     if batch_sizes is not None:  # sequence b runs the steps whose batch size exceeds b
-        lengths = (batch_sizes.unsqueeze(0) > torch.arange(x.shape[1]).unsqueeze(1)).sum(1).to(x.device)
+        rows = torch.arange(x.shape[1], device=batch_sizes.device)
+        lengths = (batch_sizes.unsqueeze(0) > rows.unsqueeze(1)).sum(1).to(x.device)
     create_graph = torch.is_grad_enabled()  # off for batched gradients without create_graph
     with torch.enable_grad():
         x, h0, c0, *parameters = local_inputs(x, h0, c0, *parameters)
