@@ -454,6 +454,21 @@ def test_a_packed_sequence_whose_indices_are_no_permutation_is_refused(lstm):
         lstm(PackedSequence(packed.data, packed.batch_sizes, torch.tensor([2, 0, 1]), torch.tensor([0, 1, 2])))
 
 
+def test_a_call_with_lengths_under_torch_export_says_it_does_not_export(lstm):
+    """torch's own error named a data-dependent guard, Eq(u0, 1), and no lengths."""
+    class Padded(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = lstm
+
+        def forward(self, x, lengths):
+            return self.layer(x, lengths=lengths)[0]
+
+    with raises(ValueError, "a call with lengths= does not export: torch.export cannot trace the check of the "
+                            "lengths (nor torch.nn's packing)"):
+        torch.export.export(Padded(), (torch.randn(6, 2, 3), torch.tensor([6, 3])))
+
+
 def test_lengths_with_packed_input(lstm):
     packed = pack_padded_sequence(torch.randn(6, 2, 3), [6, 2])
     with raises(ValueError, "lengths= is for padded tensor input; a PackedSequence carries its own lengths"):
