@@ -6,14 +6,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
+import subprocess
+import sys
+import textwrap
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+import lstmkit
 from helpers import record_forecast_budgets
 from lstmkit.forecast import Forecaster
 from lstmkit.pipelines import forecast_global
@@ -815,3 +822,37 @@ def test_numpy_integers_are_taken_for_the_holdout_and_the_horizon(lines):
     assert again.scores.equals(result.scores)
     forecaster.fit(table)
     assert forecaster.predict(table, horizon=np.int64(2)).equals(forecaster.predict(table, horizon=2))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_the_baselines_worker_processes_die_with_a_killed_lstmkit(tmp_path):
+    """statsforecast's workers, left behind by a `kill -9`, kept the run folder's lock (which
+    they inherit) forever: `--resume` was refused as "in use" until they were found and killed."""
+    script = tmp_path / "killed.py"
+    script.write_text(textwrap.dedent("""
+        import os, time
+        from concurrent.futures import ProcessPoolExecutor
+        from lstmkit.series.baselines import workers_die_with_this_process
+        with workers_die_with_this_process():
+            executor = ProcessPoolExecutor(2)
+            for _ in range(2):
+                executor.submit(time.sleep, 120)
+            time.sleep(1)
+            print(*executor._processes, flush=True)
+            os.kill(os.getpid(), 9)
+    """))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(Path(lstmkit.__file__).parents[1])})
+    workers = [int(pid) for pid in run.stdout.split()]
+    assert run.returncode == -9 and len(workers) == 2, run.stderr
+
+    def running(pid: int) -> bool:  # a zombie no init reaped has ended too
+        try:
+            return "\tZ" not in Path(f"/proc/{pid}/status").read_text().split("State:")[1].splitlines()[0]
+        except (FileNotFoundError, IndexError):
+            return False
+
+    deadline = time.monotonic() + 10
+    while any(map(running, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(running, workers))

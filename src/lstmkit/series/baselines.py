@@ -21,11 +21,16 @@ history is forecast as that constant by every baseline (it is each one's forecas
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import math
 import numbers
 import os
+import signal
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -204,6 +209,45 @@ def baseline_jobs() -> int:
     return max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h: the signal a process gets when the thread that forked it ends
+# While `workers_die_with_this_process` runs: this process's id and libc's prctl, read before any fork.
+FORKING_PARENT: list[tuple[int, Callable]] = []
+
+
+@contextlib.contextmanager
+def workers_die_with_this_process() -> Iterator[None]:
+    """Processes forked in the block (statsforecast's ProcessPoolExecutor workers) are killed
+    when this process dies. After a `kill -9` of lstmkit they waited forever on the pipe they
+    hold to one another, keeping the run folder's lock, which they inherit, so that `--resume`
+    was refused as "in use", and the command's output open. Linux only; elsewhere nothing."""
+    library = ctypes.util.find_library("c") if sys.platform == "linux" else None
+    prctl = getattr(ctypes.CDLL(library), "prctl", None) if library else None
+    if prctl is None:
+        yield
+        return
+    FORKING_PARENT.append((os.getpid(), prctl))
+    try:
+        yield
+    finally:
+        FORKING_PARENT.pop()
+
+
+def die_with_parent() -> None:
+    """In a process just forked inside `workers_die_with_this_process`: ask for SIGKILL when
+    the parent ends (its own forks are its own: the request is not passed on)."""
+    if not FORKING_PARENT:
+        return
+    parent, prctl = FORKING_PARENT[-1]
+    FORKING_PARENT.clear()
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent ended before the request was made
+        os._exit(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=die_with_parent)
+
+
 def statsforecast_panel(histories: list[np.ndarray], horizon: int, season: int, names: list[str],
                         jobs: int) -> dict[str, np.ndarray]:
     import pandas as pd
@@ -221,7 +265,7 @@ def statsforecast_panel(histories: list[np.ndarray], horizon: int, season: int, 
                               "y": np.concatenate([series for _, series in fitted])})
         engine = StatsForecast(models=[statistical_model(name, fitted_season) for name in names], freq=1,
                                n_jobs=jobs, fallback_model=Naive())
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), workers_die_with_this_process():
             warnings.simplefilter("ignore")
             result = engine.forecast(df=table, h=horizon).sort_values(["unique_id", "ds"])
         rows = np.array([index for index, _ in fitted])
