@@ -780,3 +780,17 @@ def test_a_translation_run_keeps_a_curves_png_of_the_users_and_replaces_its_own(
     Figure().savefig(tmp_path / "curves.png", metadata={"Software": "lstmkit"})  # lstmkit's: replaced
     with pytest.raises(FileNotFoundError, match="none.de"):  # past the folder's checks, to the data
         train_translation("none.de", "none.en", "none.de", "none.en", tmp_path, TranslationConfig(steps=1))
+
+
+def test_a_run_whose_best_checkpoint_is_missing_is_refused_not_given_its_last_weights(tmp_path):
+    """best/ is written before last/ at every improvement: without it, the last weights stood in
+    for the best silently (a forecast reported its best epoch and forecast with its last)."""
+    Trainer(TrainingConfig(steps=4, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "best")
+    message = (f"{tmp_path / 'run'} recorded its best model at step 2, but {tmp_path / 'run' / 'best'} is missing; "
+               "restore it, or train again (its last/ holds the weights of step 4, not the best)")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Trainer(TrainingConfig(steps=4, eval_every=2)).finished_run(Quadratic([1.0], 0.0), tmp_path / "run")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Trainer(TrainingConfig(steps=8, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path / "run", resume=True,
+                                                            keep_best=True)

@@ -296,6 +296,21 @@ def check_resumed_settings(out: Path, config: TrainingConfig) -> None:
         check_same_settings(saved, config, out)
 
 
+def recorded_best(out: Path, progress: RunState) -> Path | None:
+    """out/best where the run recorded a best step, else None. Written before last/ at every
+    improvement, it is missing there only when removed or lost: refused, where the last
+    weights silently stood in for the best (a forecast said "kept epoch 28" and forecast with
+    epoch 40's)."""
+    if progress.best_step is None:
+        return None
+    best = existing(out / "best")
+    if not best.exists():
+        raise ValueError(f"{out} recorded its best model at step {progress.best_step}, but {out / 'best'} is missing; "
+                         f"restore it, or train again (its last/ holds the weights of step {progress.step}, not the "
+                         "best)")
+    return best
+
+
 def check_same_settings(saved: dict, config: TrainingConfig, out: Path) -> None:
     """Refuse to resume the run in `out`, whose settings were `saved` (its checkpoint's
     "training"), with `config` where they differ beyond what a resume may change (the budget,
@@ -434,7 +449,7 @@ class Trainer:
         report = (Progress(job.label, step_limit, first_step=progress.step, item=job.item)
                   if processes.main and not completing else None)
         best_state = copy.deepcopy(job.model.state_dict()) if keep_best else None
-        if keep_best and resume and progress.best_step is not None and existing(out / "best").exists():
+        if keep_best and resume and recorded_best(out, progress) is not None:
             best_state = self.saved_best_state(job, out)  # the best may precede the interruption
         window = {"loss": 0.0, "items": 0}  # the training loss since the last evaluation
         started_step, started_items, started_seconds = progress.step, progress.items, progress.train_seconds
@@ -577,7 +592,7 @@ class Trainer:
         if ran_limit is not None and progress.step > ran_limit:  # a resume with a smaller budget of steps or epochs
             warn_at_caller(f"{out} stopped at step {progress.step}, past the {ran_limit} steps of the budget given "
                            "now: kept as it stands, not trained further")
-        if progress.best_step is not None and existing(out / "best").exists():
+        if recorded_best(out, progress) is not None:
             self.load_best(job, out)
         job.model.eval()
         best = next((row for row in progress.history if row["step"] == progress.best_step), None)
