@@ -99,7 +99,9 @@ def test_a_weights_file_whose_bytes_were_overwritten_is_named_and_an_unsealed_on
         content[at:at + 5] = b'"I32"'  # still a header that describes the same bytes
     damaged.write_bytes(bytes(content))
     with pytest.raises(CheckpointError, match=f"^{re.escape(str(damaged))} is damaged: what it holds differs from what "
-                                              "was written"):
+                                              "was written .*; restore it from a copy, or use the run's other "
+                                              r"checkpoint where it serves \(best/ holds the best model; only last/ "
+                                              r"resumes a run\), or train again$"):
         read_extra_tensors(directory, name) if name == "training.safetensors" else load_checkpoint(directory)
     tensors = {"weight": torch.arange(6.0).reshape(2, 3)}  # a file lstmkit wrote before it sealed them
     damaged.write_bytes(safetensors.torch.save(tensors))

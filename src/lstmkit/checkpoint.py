@@ -417,8 +417,9 @@ def load_tensors(path: Path, device: str | torch.device) -> dict[str, torch.Tens
     digest = (split_header(content)[0].get("__metadata__") or {}).get(SEAL)
     if digest is not None and contents_digest(content) != digest:
         raise CheckpointError(f"{path} is damaged: what it holds differs from what was written (its SHA-256 no "
-                              "longer matches the one written with it); load an earlier checkpoint of the run "
-                              "(best/ or last/), or train again")
+                              "longer matches the one written with it); restore it from a copy, or use the run's "
+                              "other checkpoint where it serves (best/ holds the best model; only last/ resumes a "
+                              "run), or train again")
     if torch.device(device).type == "cpu":
         return tensors
     return {name: tensor.to(device) for name, tensor in tensors.items()}
