@@ -361,11 +361,11 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                     continue
                 name = base + names[0].removeprefix("weight_ih")
                 if tensor.is_meta is not meta:
-                    (on_meta, _), (real, holding) = sorted(((name, tensor), ("weight_ih_l0", first)),
-                                                           key=lambda named: not named[1].is_meta)
+                    on_meta, real, device = ((name, "weight_ih_l0", first.device) if tensor.is_meta
+                                             else ("weight_ih_l0", name, tensor.device))
                     raise ShapeError(
                         f"every weight must hold values, or none (a layer on meta), got {on_meta} on meta and {real} "
-                        f"on {holding.device}: load_state_dict(..., strict=False, assign=True) leaves a weight it is "
+                        f"on {device}: load_state_dict(..., strict=False, assign=True) leaves a weight it is "
                         "not given where it was, on meta for a layer built there"
                     )
                 if base in LayerWeights._fields and tensor.dtype is not dtype:

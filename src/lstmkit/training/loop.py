@@ -297,10 +297,10 @@ def check_resumed_settings(out: Path, config: TrainingConfig) -> None:
 
 
 def recorded_best(out: Path, progress: RunState) -> Path | None:
-    """out/best where the run recorded a best step, else None. Written before last/ at every
-    improvement, it is missing there only when removed or lost: refused, where the last
-    weights silently stood in for the best (a forecast said "kept epoch 28" and forecast with
-    epoch 40's)."""
+    """out/best (or the copy an interrupted swap left, `existing`) where the run recorded a best
+    step, else None. Written before last/ at every improvement, it is missing there only when
+    removed or lost: refused, where the last weights silently stood in for the best (a
+    forecast said "kept epoch 28" and forecast with epoch 40's)."""
     if progress.best_step is None:
         return None
     best = existing(out / "best")
@@ -449,8 +449,9 @@ class Trainer:
         report = (Progress(job.label, step_limit, first_step=progress.step, item=job.item)
                   if processes.main and not completing else None)
         best_state = copy.deepcopy(job.model.state_dict()) if keep_best else None
-        if keep_best and resume and recorded_best(out, progress) is not None:
-            best_state = self.saved_best_state(job, out)  # the best may precede the interruption
+        best = recorded_best(out, progress) if keep_best and resume else None
+        if best is not None:
+            best_state = self.saved_best_state(job, best)  # the best may precede the interruption
         window = {"loss": 0.0, "items": 0}  # the training loss since the last evaluation
         started_step, started_items, started_seconds = progress.step, progress.items, progress.train_seconds
 
@@ -555,14 +556,14 @@ class Trainer:
         """Steps between evaluations: an epoch's for a job evaluated each epoch, else eval_every."""
         return steps_per_epoch if job.evaluate_every_epoch else self.config.eval_every
 
-    def load_best(self, job: Job, out: Path) -> None:
-        """The weights of out/best into job.model."""
-        job.load_model_tensors(load_checkpoint(out / "best", self.device)[1])
+    def load_best(self, job: Job, best: Path) -> None:
+        """The weights of the run's `best` checkpoint (`recorded_best`) into job.model."""
+        job.load_model_tensors(load_checkpoint(best, self.device)[1])
 
-    def saved_best_state(self, job: Job, out: Path) -> dict[str, Tensor]:
-        """The state_dict of out/best, leaving job.model's weights as they are."""
+    def saved_best_state(self, job: Job, best: Path) -> dict[str, Tensor]:
+        """The state_dict of the run's `best` checkpoint, leaving job.model's weights as they are."""
         current = copy.deepcopy(job.model.state_dict())
-        self.load_best(job, out)
+        self.load_best(job, best)
         best = copy.deepcopy(job.model.state_dict())
         job.model.load_state_dict(current)
         return best
@@ -592,8 +593,9 @@ class Trainer:
         if ran_limit is not None and progress.step > ran_limit:  # a resume with a smaller budget of steps or epochs
             warn_at_caller(f"{out} stopped at step {progress.step}, past the {ran_limit} steps of the budget given "
                            "now: kept as it stands, not trained further")
-        if recorded_best(out, progress) is not None:
-            self.load_best(job, out)
+        best = recorded_best(out, progress)
+        if best is not None:
+            self.load_best(job, best)
         job.model.eval()
         best = next((row for row in progress.history if row["step"] == progress.best_step), None)
         return TrainingRun(progress.history, best, progress.step, progress.train_seconds,
