@@ -893,3 +893,18 @@ def test_an_exported_cell_module_runs_with_gradients_and_gives_the_eager_numbers
     exported = torch.export.export(cell, (x,)).module()
     for ours, theirs in zip(flatten_outputs(exported(x)), flatten_outputs(cell(x)), strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("engine", ["auto", "native", "fused", TRITON, "reference"])
+@pytest.mark.parametrize("torch_type, lstmkit_type, options", TORCH_CELLS)
+@pytest.mark.parametrize("missing", ["bias_ih", "bias_hh"])
+def test_a_bias_set_to_none_is_left_out_as_torch_leaves_it(torch_type, lstmkit_type, options, missing, engine):
+    """A bias set to None (folded into the other for deployment, say): torch.nn's cells add the
+    one left, and so does every engine, forward and backward."""
+    reference = torch_type(INPUT, HIDDEN, dtype=F64, **options)
+    cell = lstmkit_type(INPUT, HIDDEN, dtype=F64, engine=engine, **options)
+    cell.load_state_dict(reference.state_dict())
+    setattr(reference, missing, None)
+    setattr(cell, missing, None)
+    x, hx = random_inputs((B,), torch_type is nn.LSTMCell)
+    assert_same_run(cell(x, hx), reference(x, hx), leaves(cell, x, hx), leaves(reference, x, hx))

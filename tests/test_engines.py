@@ -395,6 +395,43 @@ def test_the_two_bias_gradients_are_tensors_of_their_own(cell):
     assert torch.equal(d_hh, before)
 
 
+
+def kernel_engines():
+    """Every cell with each kernel engine that runs it, Triton marked to need its package."""
+    for cell, options in ALL_CELLS:
+        native = not lstmkit.engines.ENGINES["native"].unsupported(lstmkit.cells.make_cell(cell, **options), None)
+        for engine in ["fused", "triton"] + (["native"] if native else []):
+            marks = triton_installed if engine == "triton" else ()
+            yield pytest.param(cell, options, engine, marks=marks, id=f"{cell_id(cell, options)}-{engine}")
+
+
+@pytest.mark.parametrize("cell, options, engine", list(kernel_engines()))
+@pytest.mark.parametrize("missing", ["bias_ih", "bias_hh"])
+def test_a_bias_set_to_none_counts_as_zero_on_every_engine(cell, options, engine, missing):
+    """A layer built with biases whose bias of one kind is set to None (folded into the other
+    for deployment, say) computes as with that bias at zero on every engine, forward and
+    backward: the fused kernels once took a missing b_ih for no biases at all and left b_hh
+    out too (and failed in backward); torch's kernels take both biases or neither."""
+    layer_options = dict(input_size=4, hidden_size=5, num_layers=2, bidirectional=True)
+    torch.manual_seed(0)
+    reference = lstmkit.Recurrent(cell, dtype=torch.float64, engine="reference", **layer_options, **options)
+    tested = lstmkit.Recurrent(cell, dtype=torch.float64, engine=engine, **layer_options, **options)
+    tested.load_state_dict(reference.state_dict())
+    names = [name for name in reference._flat_weights_names if name.startswith(missing)]
+    with torch.no_grad():
+        for name in names:
+            getattr(reference, name).zero_()
+            setattr(tested, name, None)
+    x = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
+    hx = random_state(reference, 3)
+    kept = {name: parameter for name, parameter in reference.named_parameters() if name not in names}
+    assert_same_run(
+        tested(x, hx, lengths=[5, 2, 4]), reference(x, hx, lengths=[5, 2, 4]),
+        {"input": x, **state_leaves(hx), **dict(tested.named_parameters())},
+        {"input": x, **state_leaves(hx), **kept},
+    )
+
+
 @st.composite
 def configurations(draw):
     cell, options = draw(st.sampled_from(ALL_CELLS))

@@ -330,6 +330,9 @@ def test_input_dtype_mismatch(lstm):
         lstm(torch.ones(6, 2, 3, dtype=torch.long))
     with raises(ValueError, "got torch.int64; convert the input with input.to(torch.float32)"):
         lstmkit.LSTMCell(3, 4)(torch.ones(2, 3, dtype=torch.long))
+    quantized = torch.quantize_per_tensor(torch.randn(6, 2, 3), 0.1, 0, torch.quint8)  # a QuantStub's output
+    with raises(ValueError, "got torch.quint8; convert the input with input.dequantize()"):
+        lstm(quantized)
 
 
 @pytest.mark.parametrize("module", [lstmkit.LSTM(3, 4), lstmkit.LSTMCell(3, 4)])

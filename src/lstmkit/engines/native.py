@@ -132,20 +132,28 @@ class NativeEngine(Engine):
 
 
 def flat_weight_list(stack: Stack) -> list[Tensor]:
-    """Every layer's and direction's parameters in torch.nn's order."""
-    return [
-        tensor
-        for weights in stack.weights
-        for tensor in (weights.weight_ih, weights.weight_hh, weights.bias_ih, weights.bias_hh, weights.weight_hr)
-        if tensor is not None
-    ]
+    """Every layer's and direction's parameters in torch.nn's order; in a layer built with
+    biases, one set to None (folded into the other, say) as zeros: torch's kernels take both
+    biases or neither (torch.nn's layers fail there; its cells take None)."""
+    tensors = []
+    for weights in stack.weights:
+        biases = [weights.bias_ih, weights.bias_hh]
+        if stack.bias:
+            biases = [weights.weight_hh.new_zeros(weights.weight_hh.shape[0]) if bias is None else bias
+                      for bias in biases]
+        tensors += [tensor for tensor in (weights.weight_ih, weights.weight_hh, *biases, weights.weight_hr)
+                    if tensor is not None]
+    return tensors
 
 
 def flatten_weights(stack: Stack, input_size: int, hidden_size: int, proj_size: int, batch_first: bool) -> None:
     """Put the parameters of a native-capable stack on CUDA into one cuDNN buffer, in place
     (the parameters become views of it), as torch.nn.LSTM.flatten_parameters does. A no-op
-    where cuDNN would not take them: not on CUDA, mixed dtypes, shared storage, another cell."""
+    where cuDNN would not take them: not on CUDA, mixed dtypes, shared storage, another cell, a
+    bias set to None."""
     if NativeEngine().unsupported(stack.cell, None):
+        return
+    if stack.bias and any(weights.bias_ih is None or weights.bias_hh is None for weights in stack.weights):
         return
     weights = flat_weight_list(stack)
     first = weights[0]

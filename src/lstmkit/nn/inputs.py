@@ -215,8 +215,9 @@ def check_features(
         raise ShapeError(f"lstmkit's {module}s compute in real floating point, but this {module}'s parameters are "
                          f"{dtype}; convert it with {module}.to(torch.float32) (or float64, float16, bfloat16)")
     if not input.is_floating_point():
+        convert = "input.dequantize()" if input.is_quantized else f"input.to({dtype})"  # a QuantStub's output
         raise ShapeError(f"input dtype must be a floating-point type, the {module}'s ({dtype}), got {input.dtype}; "
-                         f"convert the input with input.to({dtype})")
+                         f"convert the input with {convert}")
     if not accepts_dtype(input, dtype):
         raise ShapeError(
             f"input dtype must match the {module}'s parameters ({dtype}), got {input.dtype}; "

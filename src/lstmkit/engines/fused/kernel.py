@@ -147,11 +147,12 @@ class FusedKernel:
 
     def project_input(self, x: Tensor, weights: LayerWeights, products: Products) -> tuple[Tensor, tuple]:
         """The gate pre-activations from the input of all steps, (N, G*H) for x (N, I), and
-        what `input_backward` needs. With "gates" recurrence the bias is b_ih + b_hh, or b_ih
-        alone for `weights` without b_hh (a caller that adds b_hh with W_hh h)."""
+        what `input_backward` needs. With "gates" recurrence the bias is b_ih + b_hh, or the one
+        of them a layer holds (the other set to None, folded into it, say; or b_hh taken out by a
+        caller that adds it with W_hh h)."""
         bias = weights.bias_ih
-        if bias is not None and self.recurrence == "gates" and weights.bias_hh is not None:
-            bias = bias + weights.bias_hh
+        if self.recurrence == "gates" and weights.bias_hh is not None:
+            bias = weights.bias_hh if bias is None else bias + weights.bias_hh
         pre = x.new_empty(x.shape[0], weights.weight_ih.shape[0], dtype=products.state)
         products.into(pre, x, weights.weight_ih.t(), bias)
         return pre, ()
@@ -194,12 +195,13 @@ class FusedKernel:
         and c' (the step's `FusedStep.c`, `FusedStep.c_new`) as (T, B, H), None without a cell
         state; tape: (T, B, n). Each the same without T for one step.
         """
-        if weights.bias_ih is None:
+        if weights.bias_ih is None and weights.bias_hh is None:
             return {}
-        d_bias_ih = over_rows(grads.d_gates)
-        if self.recurrence == "gates":  # both biases add into the pre-activations: one sum, one tensor for both
-            return {"bias_ih": d_bias_ih, "bias_hh": d_bias_ih}
-        return {"bias_ih": d_bias_ih, "bias_hh": over_rows(grads.d_rec)}
+        d_pre = over_rows(grads.d_gates)
+        bias_grads = {} if weights.bias_ih is None else {"bias_ih": d_pre}
+        if weights.bias_hh is not None:  # with "gates" recurrence it adds into the pre-activations too: one tensor
+            bias_grads["bias_hh"] = d_pre if self.recurrence == "gates" else over_rows(grads.d_rec)
+        return bias_grads
 
 
 def over_rows(tensor: Tensor) -> Tensor:

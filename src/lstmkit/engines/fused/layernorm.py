@@ -128,6 +128,7 @@ class LayerNormKernel(FusedKernel):
         grads = {"layernorm_hh_weight": d_rec_gain, "layernorm_cell_weight": d_cell_gain}
         if weights.bias_hh is not None:
             grads["bias_hh"] = d_rec_shift
+        if cell_shift is not None:
             grads["layernorm_cell_bias"] = d_cell_shift
         return grads
 

@@ -24,8 +24,8 @@ assert 1 / EPS_RECIPROCAL.value == LAYER_NORM_EPS
 @triton.jit
 def layernorm_forward(
     gates, rec, product, c, c_new, h_new, h_low, rec_mean, rec_rstd, cell_mean, cell_rstd,
-    rec_gain, rec_shift, cell_gain, cell_shift, hidden, HAS_BIAS: tl.constexpr, ADD_PRODUCT: tl.constexpr,
-    BLOCK: tl.constexpr,
+    rec_gain, rec_shift, cell_gain, cell_shift, hidden, HAS_REC_SHIFT: tl.constexpr, HAS_CELL_SHIFT: tl.constexpr,
+    ADD_PRODUCT: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """`gates` holds LN(W_ih x) and becomes i, f, g, o; `rec` holds W_hh h, or, with
     ADD_PRODUCT, receives it from `product` in the compute dtype (and h' goes into `h_low` in
@@ -57,7 +57,7 @@ def layernorm_forward(
     pre_f = rec_f * rstd * tl.load(rec_gain + hidden + columns, mask=inside, other=0.0)
     pre_g = rec_g * rstd * tl.load(rec_gain + 2 * hidden + columns, mask=inside, other=0.0)
     pre_o = rec_o * rstd * tl.load(rec_gain + 3 * hidden + columns, mask=inside, other=0.0)
-    if HAS_BIAS:
+    if HAS_REC_SHIFT:
         pre_i += tl.load(rec_shift + columns, mask=inside, other=0.0)
         pre_f += tl.load(rec_shift + hidden + columns, mask=inside, other=0.0)
         pre_g += tl.load(rec_shift + 2 * hidden + columns, mask=inside, other=0.0)
@@ -79,7 +79,7 @@ def layernorm_forward(
     tl.store(cell_mean + row, cell_average)
     tl.store(cell_rstd + row, cell_r)
     normalised = centred * cell_r * tl.load(cell_gain + columns, mask=inside, other=0.0)
-    if HAS_BIAS:
+    if HAS_CELL_SHIFT:
         normalised += tl.load(cell_shift + columns, mask=inside, other=0.0)
     squashed = tanh(normalised)
     out = o * squashed
@@ -91,7 +91,7 @@ def layernorm_forward(
 @triton.jit
 def layernorm_backward(
     dh, refill, dc, dc_out, gates, rec, c, c_new, rec_mean, rec_rstd, cell_mean, cell_rstd,
-    rec_gain, cell_gain, cell_shift, d_gates, d_rec, d_low, d_ln_c, hidden, HAS_BIAS: tl.constexpr,
+    rec_gain, cell_gain, cell_shift, d_gates, d_rec, d_low, d_ln_c, hidden, HAS_CELL_SHIFT: tl.constexpr,
     ADD_PRODUCT: tl.constexpr, REFILL: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """The forward lines in reverse, each differentiated; d loss / d c goes into `dc_out`
@@ -113,7 +113,7 @@ def layernorm_backward(
     centred = tl.load(c_new + state, mask=inside, other=0.0) - tl.load(cell_mean + row)  # LN(c'), over H
     cell_hat = tl.where(inside, centred * cell_r, 0.0)
     normalised = cell_hat * tl.load(cell_gain + columns, mask=inside, other=0.0)
-    if HAS_BIAS:
+    if HAS_CELL_SHIFT:
         normalised += tl.load(cell_shift + columns, mask=inside, other=0.0)
     squashed = tanh(normalised)                                            # tanh(LN(c')) again, not kept
     d_o = d_h * squashed * o * (1 - o)                                     # h' = o ⊙ tanh(LN(c'))
@@ -187,7 +187,8 @@ class TritonLayerNormKernel(Refilling, IndexesItsGates, LayerNormKernel):
             step.gates, step.rec, step.product if adds else step.rec, step.c, step.c_new, step.h_new,
             step.h_low if adds else step.h_new, tape["rec_mean"], tape["rec_rstd"],
             tape["cell_mean"], tape["cell_rstd"], *self.norms(weights, step.c), hidden,
-            HAS_BIAS=weights.bias_hh is not None, ADD_PRODUCT=adds,
+            HAS_REC_SHIFT=weights.bias_hh is not None, HAS_CELL_SHIFT="layernorm_cell_bias" in weights.extra,
+            ADD_PRODUCT=adds,
         )
 
     def backward(self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> None:
@@ -204,5 +205,5 @@ class TritonLayerNormKernel(Refilling, IndexesItsGates, LayerNormKernel):
             tape["rec_rstd"], tape["cell_mean"], tape["cell_rstd"], rec_gain, cell_gain, cell_shift,
             grads.d_gates, grads.d_rec,
             grads.d_low if adds else grads.d_rec, grads.tape["d_ln_c"], hidden,
-            HAS_BIAS=weights.bias_hh is not None, ADD_PRODUCT=adds, **refilling,
+            HAS_CELL_SHIFT="layernorm_cell_bias" in weights.extra, ADD_PRODUCT=adds, **refilling,
         )
