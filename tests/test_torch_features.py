@@ -212,6 +212,33 @@ def test_forward_mode_ad_runs_on_the_reference_engine_and_says_so_once(module_ty
         assert_close(ours_part, their_part, part)
 
 
+@pytest.mark.parametrize("engine, cell, lengths, rerouted", [
+    ("auto", "lstm", None, True), ("native", "lstm", None, True), ("native", "lstm", [5, 3], True),
+    ("native", "gru", [5, 3], True), ("native", "gru", None, False), ("native", "rnn", None, False),
+])
+def test_forward_mode_ad_runs_on_the_native_engine_where_torchs_kernels_take_dual_tensors(
+    engine, cell, lengths, rerouted
+):
+    """float32 on CPU: oneDNN's LSTM (`mkldnn_rnn_layer`) and pack_padded_sequence have no
+    forward-mode formula (torch.nn.LSTM fails there with NotImplementedError); those calls run
+    on the reference engine, with the warning once, and torch's GRU and RNN kernels take the
+    dual tensors themselves."""
+    torch.manual_seed(0)
+    module = lstmkit.Recurrent(cell, 3, 4, engine=engine)
+    twin = lstmkit.Recurrent(cell, 3, 4, engine="reference")
+    twin.load_state_dict(module.state_dict())
+    x, tangent = torch.randn(5, 2, 3), torch.randn(5, 2, 3)
+    lstmkit.engines.TRANSFORM_WARNED.clear()
+    with warnings.catch_warnings(record=True) as caught, forward_ad.dual_level():
+        warnings.simplefilter("always")
+        ours = forward_ad.unpack_dual(module(forward_ad.make_dual(x, tangent), lengths=lengths)[0])
+        theirs = forward_ad.unpack_dual(twin(forward_ad.make_dual(x, tangent), lengths=lengths)[0])
+    warned = [warning for warning in caught if "cannot run the native engine's kernels" in str(warning.message)]
+    assert len(warned) == rerouted
+    torch.testing.assert_close(ours.primal, theirs.primal)
+    torch.testing.assert_close(ours.tangent, theirs.tangent)
+
+
 @pytest.mark.parametrize("lengths", [
     np.array([5, 2, 4]), np.array([5, 2, 4], dtype=np.int32), [np.int64(5), 2, np.int16(4)],
     torch.tensor([5, 2, 4], dtype=torch.int32), list(torch.tensor([5, 2, 4])),

@@ -87,7 +87,8 @@ def exporting() -> bool:
 
 def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: bool = False,
                   regularisers: frozenset[str] = frozenset(), cell_steps: bool = False,
-                  long_backward: bool = True, packed: bool = False, streaming: bool = False) -> Engine:
+                  long_backward: bool = True, packed: bool = False, streaming: bool = False,
+                  lengths_given: bool = False) -> Engine:
     """The engine that runs a call of a layer built with `engine=` on `device`.
 
     While torch.export traces a layer (torch.onnx.export is built on it), the call runs on the
@@ -99,7 +100,8 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     their ops' arguments (lists of bools), while torch's own kernels it records as they are.
     Under torch.func transforms the reference engine runs too (`reference_under_transform`),
     and for the fused and Triton engines under forward-mode AD (torch.autograd.forward_ad,
-    whose dual tensors their autograd.Functions cannot differentiate; torch's own kernels can),
+    whose dual tensors their autograd.Functions cannot differentiate), and for the native
+    engine there where torch's kernels cannot either (`native_takes_dual_tensors`),
     and on the meta device, where a call gives only shapes (the others need the lengths'
     values to run a padded batch).
     Outside these nothing changes.
@@ -109,7 +111,9 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     `packed`: whether torch's kernels would run it packed, as cell steps (lengths= or a
     PackedSequence, but one of equal lengths that this torch hands to oneDNN);
     `streaming`: whether it is a step() of a cell with a cell state, which under autocast the
-    next step carries on: auto runs it on an engine that returns it unrounded, not torch's.
+    next step carries on: auto runs it on an engine that returns it unrounded, not torch's;
+    `lengths_given`: whether the call has lengths (a PackedSequence or `lengths=`), which the
+    native engine packs.
     """
     chosen = (auto_engine(cell, device, return_gates, regularisers, cell_steps, long_backward, packed, streaming)
               if engine == "auto" else ENGINES[engine])
@@ -119,7 +123,8 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
         return traced_engine(cell, device, return_gates, regularisers, cell_steps)
     if torch._C._are_functorch_transforms_active():
         return reference_under_transform(chosen)
-    if chosen.name in KERNEL_ENGINES and in_dual_level():
+    if in_dual_level() and (chosen.name in KERNEL_ENGINES or chosen.name == "native"
+                            and not native_takes_dual_tensors(cell, device, lengths_given)):
         return reference_under_transform(chosen, "forward-mode AD")
     if engine != "auto":
         reason = chosen.unsupported(cell, device, cell_steps)
@@ -190,6 +195,15 @@ def reference_under_transform(chosen: Engine, transform: str = "torch.func trans
 
 KERNEL_ENGINES = ("fused", "triton")
 """The engines whose kernels are lstmkit's own autograd.Functions, with no forward-mode formula."""
+
+
+def native_takes_dual_tensors(cell: Cell, device: torch.device, lengths_given: bool) -> bool:
+    """Whether torch's own layer kernels run a call on dual tensors, as measured on CPU with
+    torch 2.13: its GRU and RNN kernels do; oneDNN's LSTM (`mkldnn_rnn_layer`) and
+    `pack_padded_sequence`, with which the native engine packs a call with lengths, have no
+    forward-mode formula; on CUDA, where cuDNN runs every layer, it was not measured and is not
+    assumed."""
+    return device.type == "cpu" and cell.name != "lstm" and not lengths_given
 
 
 def in_dual_level() -> bool:

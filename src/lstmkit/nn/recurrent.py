@@ -442,7 +442,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                                cell_steps=lstm_cell_steps(batch.lengths, self.proj_size > 0, batch.data),
                                long_backward=long_backward,
                                packed=packed and long_backward
-                               and not even_packed_on_onednn(batch.lengths, batch.data, self.proj_size > 0))
+                               and not even_packed_on_onednn(batch.lengths, batch.data, self.proj_size > 0),
+                               lengths_given=packed)
         if torch.jit.is_tracing() and engine.name == "reference":
             warn_unrolled(self.cell, batch.data.shape[0])
         if self.training and self.weight_dropout:  # DropConnect: one mask of weight_hh per call
