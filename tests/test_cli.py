@@ -73,6 +73,21 @@ def test_running_out_of_memory_is_one_line_that_says_what_to_shrink(failure, sai
                                        "(--T, --seq-len) or model\n")
 
 
+def test_running_out_of_pythons_memory_is_one_line_too(monkeypatch, capsys):
+    """Reading a corpus too large for memory (`list(text)`) ended in a bare MemoryError traceback."""
+    from lstmkit.cli import tasks
+
+    def allocate(arguments):
+        raise MemoryError
+
+    monkeypatch.setattr(tasks, "task_command", allocate)
+    with pytest.raises(SystemExit) as stopped:
+        main(["task", "adding", "--steps", "1"])
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err == ("lstmkit: error: out of memory: give a smaller corpus, batch, sequence length "
+                                       "(--T, --seq-len) or model\n")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the device must be missing")
 @pytest.mark.parametrize("command", [
     ["task", "adding", "--T", "10"],

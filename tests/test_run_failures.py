@@ -395,6 +395,68 @@ def test_a_file_that_cannot_be_written_is_named_as_asked_not_by_its_temporary_na
     assert [path.name for path in tmp_path.iterdir()] == ["results.json"], "no temporary file is left"
 
 
+def test_a_write_that_fails_in_its_block_names_the_file_asked_for(tmp_path):
+    """A full disk or a file-size limit met while a result file was written said only "[Errno
+    28] No space left on device", naming no file."""
+    import errno
+
+    from lstmkit.files import atomic_path
+
+    with pytest.raises(OSError, match=re.escape(f"cannot write {tmp_path / 'metrics.csv'} (No space left on device)")):
+        with atomic_path(tmp_path / "metrics.csv"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert list(tmp_path.iterdir()) == [], "no temporary file is left"
+
+
+def test_a_name_near_the_systems_longest_is_written_and_a_longer_one_refused_before_any_work(tmp_path):
+    """A 245-byte name passed the checks, then failed after the work, when its temporary file
+    (the name and 14 bytes more) was made; a 256-byte one, or a path past PATH_MAX, gave a
+    traceback from `path.exists()` ("File name too long") while the arguments were read."""
+    from lstmkit.files import check_input_file, check_output_folder
+
+    longest = tmp_path / ("j" * 250 + ".json")
+    write_json(longest, {"a": 1})
+    assert json.loads(longest.read_text()) == {"a": 1} and [path.name for path in tmp_path.iterdir()] == [longest.name]
+    too_long = tmp_path / ("r" * 256)
+    with pytest.raises(ValueError, match=re.escape(f"--out {too_long}: the name rrrrrrrrrrrrrrrrrrrrrrrr... is 256 "
+                                                   "bytes long; the system takes 255 at most in one folder or file")):
+        check_output_folder(too_long)
+    with pytest.raises(ValueError, match=re.escape(f"--json {too_long / 'a.json'}: the name")):
+        check_output_file(too_long / "a.json", "--json", (".json",))
+    deep = tmp_path.joinpath(*["d" * 200] * 21)
+    with pytest.raises(ValueError, match=re.escape(f"{deep} (expected a text file): the path is ") + r"\d+ bytes long; "
+                       "the system takes 4095 at most"):
+        check_input_file(deep, "a text file")
+
+
+def test_a_checkpoint_folder_moved_elsewhere_and_linked_back_is_written_where_it_points(tmp_path):
+    """A `last/` moved to another disk and replaced by a link: the next save renamed the link
+    aside and wrote a folder in its place, undoing the move, and the save after failed ("Cannot
+    call rmtree on a symbolic link"), at every resume."""
+    from lstmkit.checkpoint import write_checkpoint
+
+    run, elsewhere = tmp_path / "run", tmp_path / "disk" / "last"
+
+    def step_in(folder):
+        return json.loads((folder / "config.json").read_text())["step"]
+
+    write_checkpoint(run / "last", {"config.json": '{"step": 1}'}, {})
+    elsewhere.parent.mkdir()
+    shutil.move(run / "last", elsewhere)
+    (run / "last").symlink_to(elsewhere)
+    for step in (2, 3):
+        write_checkpoint(run / "last", {"config.json": f'{{"step": {step}}}'}, {})
+        assert (run / "last").is_symlink() and step_in(run / "last") == step
+    assert sorted(path.name for path in run.iterdir()) == ["last"]
+    assert sorted(path.name for path in elsewhere.parent.iterdir()) == ["last"]
+    (run / ".last.previous").symlink_to(elsewhere)  # what an older lstmkit left: removed, not followed
+    (run / "last").unlink()
+    shutil.copytree(elsewhere, run / "last")
+    write_checkpoint(run / "last", {"config.json": '{"step": 4}'}, {})
+    assert step_in(run / "last") == 4 and step_in(elsewhere) == 3
+    assert sorted(path.name for path in run.iterdir()) == ["last"]
+
+
 def test_an_output_that_is_a_link_a_pipe_or_a_device_is_written_through_not_replaced(tmp_path):
     """Run as root, `--json scores.json` (a link), `--out /dev/null` or a named pipe were renamed
     over: the link became a file beside the one it named, /dev/null a plain file, and a pipe's

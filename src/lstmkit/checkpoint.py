@@ -32,7 +32,7 @@ from safetensors.torch import load, save
 from torch import nn
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.files import as_path, default_mode
+from lstmkit.files import as_path, default_mode, through_link
 from lstmkit.interrupts import interrupts_held
 
 CONFIG_FILE = "config.json"
@@ -150,7 +150,9 @@ def held_kind(directory: Path) -> str | None:
 
 def write_checkpoint(directory: Path, files: dict[str, str], tensor_files: dict[str, dict[str, torch.Tensor]]) -> None:
     """Stage the files beside `directory`, flushed, then rename them into place, never
-    deleting the only complete checkpoint on disk."""
+    deleting the only complete checkpoint on disk. A `directory` that is a link (to a folder
+    moved to another disk, say) is written where it points (`through_link`)."""
+    directory = through_link(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     previous = previous_path(directory)
     for orphan in directory.parent.glob(f".{directory.name}.new.*"):  # left by a save that was killed
@@ -165,7 +167,9 @@ def write_checkpoint(directory: Path, files: dict[str, str], tensor_files: dict[
             write_file(staging / name, sealed(tensors))
         with interrupts_held():  # the swap whole: Ctrl-C or SIGTERM in it left a half-deleted previous copy
             if directory.exists():  # the newest complete checkpoint: an older previous copy can go
-                if previous.exists():
+                if previous.is_symlink():  # an older lstmkit renamed a linked folder's link here
+                    previous.unlink()
+                elif previous.exists():
                     shutil.rmtree(previous)
                 os.replace(directory, previous)
             os.replace(staging, directory)  # where previous is the only copy, it stays until now
@@ -467,7 +471,9 @@ def check_tensor_shapes(found: Shapes, expected: Shapes, where: str | Path) -> N
 
 
 def existing(directory: Path) -> Path:
-    """The checkpoint folder, or its `.previous` copy after a save interrupted between renames."""
+    """The checkpoint folder, or its `.previous` copy after a save interrupted between renames
+    (beside the folder a link points to, where `write_checkpoint` writes)."""
+    directory = through_link(directory)
     if not directory.exists() and previous_path(directory).exists():
         return previous_path(directory)
     return directory

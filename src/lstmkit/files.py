@@ -147,22 +147,31 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     if stream is not None or device_or_pipe(path):
         with tempfile.TemporaryDirectory() as folder:
             temporary = Path(folder) / f"output{path.suffix}"  # the suffix names a figure's format
-            yield temporary
+            try:
+                yield temporary
+            except OSError as error:
+                raise type(error)(f"cannot write {path} ({error.strerror or error} in {folder}, the temporary folder "
+                                  "it is written in first: set TMPDIR to another)") from None
             data = temporary.read_bytes()
         try:
             write_into(path, data, stream)
         except OSError as error:
             raise cannot_write(path, error) from None
         return
-    path = Path(os.path.realpath(path)) if path.is_symlink() else path
+    path = through_link(path)
+    named = len(os.fsencode(path.name)) <= TEMPORARY_NAMED_UP_TO  # a longer name, with 14 bytes more, is too long
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name if named else 'lstmkit'}.", suffix=path.suffix,
+                                                 dir=path.parent)
     except OSError as error:
         raise cannot_write(path, error) from None
     os.close(descriptor)
     try:
-        yield Path(temporary)
+        try:
+            yield Path(temporary)
+        except OSError as error:  # the block's writing of it: a full disk, a file-size limit
+            raise cannot_write(path, error) from None
         os.chmod(temporary, default_mode())
         try:
             os.replace(temporary, path)
@@ -171,6 +180,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+# The longest file name (in bytes) whose temporary file `atomic_path` names after it: the name,
+# two dots and 8 random characters, and the suffix again, must stay within NAME_MAX (255).
+TEMPORARY_NAMED_UP_TO = 200
+
+
+def through_link(path: Path) -> Path:
+    """`path`, or the path it links to: a file or checkpoint folder the user moved elsewhere (to
+    another disk) and linked back is replaced where it is, the link kept, its temporary copy
+    beside it, where the rename stays on one file system."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
 def device_or_pipe(path: Path) -> bool:
@@ -381,6 +402,7 @@ def check_input_file(path: str | Path, expected: str) -> Path:
     """Refuse a file to read that does not exist or is a folder, naming what was `expected`
     there (a pipe such as <(tail input.txt) is accepted)."""
     path = as_path(path, expected)
+    check_name_lengths(path, f"{path} (expected {expected})")
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (expected {expected})")
     if path.is_dir():
@@ -393,6 +415,7 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     is a file, a path under a file, or a folder this process may not write in. The folder is
     not created; a probe file is written in its nearest existing ancestor and removed."""
     path = as_path(path, "the folder to write results in")
+    check_name_lengths(path, named(option, path))
     if path.exists() and not path.is_dir():
         raise ValueError(f"{named(option, path)} is a file; expected a folder (new, or one this program wrote)")
     if path.is_symlink() and not path.exists():  # mkdir then failed, after the run was announced: "File exists"
@@ -478,6 +501,7 @@ def check_output_file(path: str | Path, option: str, suffixes: tuple[str, ...] =
     path under a file, a file in a folder this process may not write in, or one whose suffix
     is not among `suffixes` (where they are given); stdout, a device or a pipe is taken as is."""
     path = Path(path)
+    check_name_lengths(path, named(option, path))
     if path.is_dir():
         raise ValueError(f"{named(option, path)} is a folder; expected a file name")
     if standard_stream(path) is not None or device_or_pipe(path):  # /dev/stdout, a pipe: no suffix, no folder
@@ -537,6 +561,21 @@ def check_writable(folder: Path, path: Path, option: str) -> None:
                          "write to") from None
     os.close(descriptor)
     os.remove(probe)
+
+
+def check_name_lengths(path: Path, what: str) -> None:
+    """Refuse a path no call can open, which each one (`path.exists()` too) fails with "File name
+    too long": a folder or file name longer than the system's NAME_MAX bytes, or the whole
+    path longer than its PATH_MAX. `what` names the path in the message."""
+    name_max, path_max = (os.pathconf("/", name) if hasattr(os, "pathconf") else default
+                          for name, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)))
+    longest = max(path.parts, key=lambda part: len(os.fsencode(part)), default="")
+    if len(os.fsencode(longest)) > name_max:
+        raise ValueError(f"{what}: the name {longest[:24]}... is {len(os.fsencode(longest))} bytes long; the system "
+                         f"takes {name_max} at most in one folder or file name")
+    whole = len(os.fsencode(os.path.abspath(path)))
+    if whole >= path_max:
+        raise ValueError(f"{what}: the path is {whole} bytes long; the system takes {path_max - 1} at most")
 
 
 def named(option: str, path: Path) -> str:

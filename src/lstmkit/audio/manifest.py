@@ -258,6 +258,9 @@ def join_recordings(recordings: list[Recording], folder: Path, most: int, genera
                     audio.append(np.zeros(int(rate * generator.uniform(*JOIN_SILENCE)), dtype=np.int16))
                 audio.append(samples)
             path = folder / f"{speaker}_{number}.wav"
-            soundfile.write(path, np.concatenate(audio), rate, subtype="PCM_16")
+            wav = io.BytesIO()  # written by Python, whose errors name their cause (libsndfile's: "System error.")
+            soundfile.write(wav, np.concatenate(audio), rate, subtype="PCM_16", format="WAV")
+            with atomic_path(path) as temporary:
+                temporary.write_bytes(wav.getvalue())
             utterances.append(Utterance(path, " ".join(DIGITS[part.digit] for part in parts)))
     return utterances
