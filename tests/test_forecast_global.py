@@ -3,11 +3,14 @@ the windows of a panel, and the global forecaster's predictions against values."
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -822,6 +825,50 @@ def test_numpy_integers_are_taken_for_the_holdout_and_the_horizon(lines):
     assert again.scores.equals(result.scores)
     forecaster.fit(table)
     assert forecaster.predict(table, horizon=np.int64(2)).equals(forecaster.predict(table, horizon=2))
+
+
+def test_the_baselines_run_in_this_process_in_a_pools_worker():
+    """A forecast in a multiprocessing.Pool's worker (a sweep in processes) failed after the
+    network trained: statsforecast's processes are children, which a daemonic process may not
+    start ("daemonic processes are not allowed to have children")."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(baseline_jobs) == 1
+
+
+def pdeathsig(answers) -> None:
+    """Put this process's parent-death signal (prctl PR_GET_PDEATHSIG) on `answers`."""
+    signal_number = ctypes.c_int()
+    ctypes.CDLL(ctypes.util.find_library("c")).prctl(2, ctypes.byref(signal_number))
+    answers.put(signal_number.value)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_only_the_baselines_own_workers_are_asked_to_die_with_this_process():
+    """A process another thread forked while the baselines ran got SIGKILL as its parent-death
+    signal, which Linux sends when the forking thread ends: a user's worker died mid-work."""
+    import multiprocessing
+    import threading
+
+    from lstmkit.series.baselines import workers_die_with_this_process
+
+    context = multiprocessing.get_context("fork")
+
+    def signal_of_a_child() -> int:
+        answers = context.SimpleQueue()
+        child = context.Process(target=pdeathsig, args=(answers,))
+        child.start()
+        child.join(timeout=60)
+        return answers.get()
+
+    from_another_thread = []
+    with workers_die_with_this_process():
+        other = threading.Thread(target=lambda: from_another_thread.append(signal_of_a_child()))
+        other.start()
+        other.join(timeout=60)
+        own = signal_of_a_child()
+    assert from_another_thread == [0] and own == signal.SIGKILL
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")

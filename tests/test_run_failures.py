@@ -408,6 +408,29 @@ def test_a_write_that_fails_in_its_block_names_the_file_asked_for(tmp_path):
     assert list(tmp_path.iterdir()) == [], "no temporary file is left"
 
 
+def test_a_process_forked_during_a_run_leaves_its_folder_free_when_the_run_ends(tmp_path):
+    """A worker forked while a run held its folder (a user's pool, a DataLoader's workers) kept
+    the lock it inherited: after the run ended, the next one into the folder was refused as "in
+    use" until the worker exited. While the run holds it, another run is still refused."""
+    import multiprocessing
+
+    from helpers import another_run_could_claim
+    from lstmkit.files import claimed_folder
+
+    context = multiprocessing.get_context("fork")
+    done = context.Event()
+    (tmp_path / "run").mkdir()  # kept after the block, which removes a folder it made and left empty
+    with claimed_folder(tmp_path / "run"):
+        worker = context.Process(target=done.wait, args=(60,))
+        worker.start()
+        assert not another_run_could_claim(tmp_path / "run")
+    try:
+        assert worker.is_alive() and another_run_could_claim(tmp_path / "run")
+    finally:
+        done.set()
+        worker.join(timeout=60)
+
+
 def test_a_name_near_the_systems_longest_is_written_and_a_longer_one_refused_before_any_work(tmp_path):
     """A 245-byte name passed the checks, then failed after the work, when its temporary file
     (the name and 14 bytes more) was made; a 256-byte one, or a path past PATH_MAX, gave a

@@ -32,6 +32,9 @@ except ImportError:  # Windows: folders are not locked
 # (process id, thread id): each claim opens a descriptor of its own, and flock refuses a second
 # one even to the thread that holds the first.
 HELD_FOLDERS: dict[tuple[int, int], tuple[int, int]] = {}
+# The descriptors that hold those locks (`claimed_folder`): a process forked while one is held
+# (a user's worker pool, a DataLoader's workers) closes its copies (`release_inherited_locks`).
+LOCK_DESCRIPTORS: set[int] = set()
 
 # The formats a figure the user names is written in, by its suffix (plots.save).
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
@@ -83,13 +86,32 @@ def claimed_folder(folder: Path | None) -> Iterator[None]:
         warn_at_caller(f"{folder} cannot be locked ({error.strerror}): another run started into it would not be "
                        "refused")
     HELD_FOLDERS[held] = holder
+    if handle is not None:
+        LOCK_DESCRIPTORS.add(handle)
     try:
         yield
     finally:
         del HELD_FOLDERS[held]
         remove_empty_folders(made)
-        if handle is not None:
+        if handle in LOCK_DESCRIPTORS:  # not in a forked child, which closed its copy at once
+            LOCK_DESCRIPTORS.discard(handle)
             os.close(handle)
+
+
+def release_inherited_locks() -> None:
+    """In a process just forked: close its copies of the descriptors that hold this process's
+    run-folder locks. A child keeps a lock while it holds a copy, even after its parent let go
+    (flock's lock belongs to the open file, which the copy shares): a worker forked during a
+    run, still alive after it, made the next run into the folder refused as "in use". The
+    parent's own descriptors keep the lock held."""
+    for handle in LOCK_DESCRIPTORS:
+        with contextlib.suppress(OSError):
+            os.close(handle)
+    LOCK_DESCRIPTORS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=release_inherited_locks)
 
 
 def in_use_error(folder: Path) -> ValueError:

@@ -25,10 +25,12 @@ import contextlib
 import ctypes
 import ctypes.util
 import math
+import multiprocessing
 import numbers
 import os
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
@@ -204,14 +206,19 @@ def history_season(history: np.ndarray, season: int) -> int:
 
 def baseline_jobs() -> int:
     """The processes statsforecast fits series in: the CPUs this process may use, shared by the
-    processes torchrun started on this machine (LOCAL_WORLD_SIZE), which each fit the baselines."""
+    processes torchrun started on this machine (LOCAL_WORLD_SIZE), which each fit the baselines;
+    one (this process) in a daemonic process, a multiprocessing.Pool's worker, which may start
+    none ("daemonic processes are not allowed to have children", after the network trained)."""
+    if multiprocessing.current_process().daemon:
+        return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h: the signal a process gets when the thread that forked it ends
-# While `workers_die_with_this_process` runs: this process's id and libc's prctl, read before any fork.
-FORKING_PARENT: list[tuple[int, Callable]] = []
+# While `workers_die_with_this_process` runs: this process's id, the thread's that forks the
+# workers, and libc's prctl, read before any fork.
+FORKING_PARENT: list[tuple[int, int, Callable]] = []
 
 
 @contextlib.contextmanager
@@ -225,7 +232,7 @@ def workers_die_with_this_process() -> Iterator[None]:
     if prctl is None:
         yield
         return
-    FORKING_PARENT.append((os.getpid(), prctl))
+    FORKING_PARENT.append((os.getpid(), threading.get_ident(), prctl))
     try:
         yield
     finally:
@@ -233,12 +240,16 @@ def workers_die_with_this_process() -> Iterator[None]:
 
 
 def die_with_parent() -> None:
-    """In a process just forked inside `workers_die_with_this_process`: ask for SIGKILL when
-    the parent ends (its own forks are its own: the request is not passed on)."""
+    """In a process just forked inside `workers_die_with_this_process` by the thread that runs
+    it: ask for SIGKILL when the parent ends (its own forks are its own: the request is not
+    passed on). A process another thread forks meanwhile (a user's) is left alone: the signal
+    comes when the thread that forked it ends, which killed such a worker while it worked."""
     if not FORKING_PARENT:
         return
-    parent, prctl = FORKING_PARENT[-1]
+    parent, thread, prctl = FORKING_PARENT[-1]
     FORKING_PARENT.clear()
+    if threading.get_ident() != thread:  # the forking thread is the child's only one, under its ident
+        return
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent ended before the request was made
         os._exit(1)
