@@ -946,6 +946,13 @@ def test_a_dangling_symbolic_link_as_the_output_folder_is_refused_before_any_wor
     assert (stopped.value.code, captured.out) == (2, "")
     assert captured.err.endswith(f"argument --out: {tmp_path / 'out'} is a symbolic link to {tmp_path / 'nowhere'}, "
                                  "which does not exist: create the folder it points to, or choose another\n")
+    (tmp_path / "loop").symlink_to(tmp_path / "back")  # a loop was called missing too
+    (tmp_path / "back").symlink_to(tmp_path / "loop")
+    with pytest.raises(SystemExit):
+        main(["lm", "train", str(tmp_path / "text.txt"), "--steps", "1", "--out", str(tmp_path / "loop")])
+    assert capsys.readouterr().err.endswith(f"argument --out: {tmp_path / 'loop'} is a symbolic link to "
+                                            f"{tmp_path / 'back'}, which leads back to itself through links: choose "
+                                            "another folder\n")
 
 
 def test_a_closed_stdout_ends_the_command_without_a_traceback(tmp_path):

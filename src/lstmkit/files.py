@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import errno
 import gzip
 import hashlib
 import json
@@ -441,10 +442,22 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     if path.exists() and not path.is_dir():
         raise ValueError(f"{named(option, path)} is a file; expected a folder (new, or one this program wrote)")
     if path.is_symlink() and not path.exists():  # mkdir then failed, after the run was announced: "File exists"
+        if looping(path):
+            raise ValueError(f"{named(option, path)} is a symbolic link to {os.readlink(path)}, which leads back to "
+                             "itself through links: choose another folder")
         raise ValueError(f"{named(option, path)} is a symbolic link to {os.readlink(path)}, which does not exist: "
                          "create the folder it points to, or choose another")
     check_writable(path, path, option)
     return path
+
+
+def looping(path: Path) -> bool:
+    """Whether `path` is a link that leads back to itself through links (stat fails with ELOOP)."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        return error.errno == errno.ELOOP
+    return False
 
 
 def check_nothing_overwritten(out: Path, names: tuple[str, ...], missing: str) -> None:
