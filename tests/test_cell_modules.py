@@ -657,7 +657,7 @@ ERRORS = [
      "to_layer needs a layer of this module's cell lstm, got one of cell lstm(forget_gate=False)"),
     (lambda c: c.to_layer(lstmkit.LSTM(INPUT, HIDDEN, bias=False)), ValueError,
      "the layer's parameters (weight_ih, weight_hh) do not match this module's (weight_ih, weight_hh, bias_ih, "
-     "bias_hh): build both with the same bias"),
+     "bias_hh): build both with the same bias, and set the same biases to None"),
     (lambda c: c.to_layer(lstmkit.LSTM(INPUT + 1, HIDDEN)), ValueError,
      "the layer's weight_ih has shape (20, 5), this module's (20, 4): build both with the same input_size and hidden_size"),
 ]

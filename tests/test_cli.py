@@ -73,19 +73,24 @@ def test_running_out_of_memory_is_one_line_that_says_what_to_shrink(failure, sai
                                        "(--T, --seq-len) or model\n")
 
 
-def test_running_out_of_pythons_memory_is_one_line_too(monkeypatch, capsys):
+@pytest.mark.parametrize("error, said", [
+    (MemoryError(), ""),
+    (MemoryError("Unable to allocate 8.00 GiB for an array with shape (1073741824,) and data type float64"),
+     " (Unable to allocate 8.00 GiB for an array with shape (1073741824,) and data type float64)"),
+])
+def test_running_out_of_pythons_memory_is_one_line_too(error, said, monkeypatch, capsys):
     """Reading a corpus too large for memory (`list(text)`) ended in a bare MemoryError traceback."""
     from lstmkit.cli import tasks
 
     def allocate(arguments):
-        raise MemoryError
+        raise error
 
     monkeypatch.setattr(tasks, "task_command", allocate)
     with pytest.raises(SystemExit) as stopped:
         main(["task", "adding", "--steps", "1"])
     assert stopped.value.code == 1
-    assert capsys.readouterr().err == ("lstmkit: error: out of memory: give a smaller corpus, batch, sequence length "
-                                       "(--T, --seq-len) or model\n")
+    assert capsys.readouterr().err == (f"lstmkit: error: out of memory{said}: give a smaller corpus, batch, sequence "
+                                       "length (--T, --seq-len) or model\n")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the device must be missing")
@@ -953,6 +958,15 @@ def test_a_dangling_symbolic_link_as_the_output_folder_is_refused_before_any_wor
     assert capsys.readouterr().err.endswith(f"argument --out: {tmp_path / 'loop'} is a symbolic link to "
                                             f"{tmp_path / 'back'}, which leads back to itself through links: choose "
                                             "another folder\n")
+    with pytest.raises(SystemExit):  # a loop above the folder, and a loop given to read
+        main(["lm", "train", str(tmp_path / "text.txt"), "--steps", "1", "--out", str(tmp_path / "loop" / "run")])
+    assert capsys.readouterr().err.endswith(f"argument --out: {tmp_path / 'loop' / 'run'}: a symbolic link on the way "
+                                            f"to {tmp_path / 'loop' / 'run'} leads back to itself; choose another "
+                                            "folder\n")
+    with pytest.raises(SystemExit):
+        main(["lm", "train", str(tmp_path / "loop"), "--steps", "1"])
+    assert capsys.readouterr().err.endswith(f"argument text: {tmp_path / 'loop'} leads back to itself through "
+                                            "symbolic links (expected a UTF-8 text file)\n")
 
 
 def test_a_closed_stdout_ends_the_command_without_a_traceback(tmp_path):

@@ -395,18 +395,19 @@ def test_the_two_bias_gradients_are_tensors_of_their_own(cell):
     assert torch.equal(d_hh, before)
 
 
-
-def kernel_engines():
-    """Every cell with each kernel engine that runs it, Triton marked to need its package."""
+def kernel_engines_and_biases():
+    """Every cell with each kernel engine that runs it (Triton marked to need its package) and
+    each of its biases, the LayerNorm LSTM's cell-norm shift too."""
     for cell, options in ALL_CELLS:
         native = not lstmkit.engines.ENGINES["native"].unsupported(lstmkit.cells.make_cell(cell, **options), None)
-        for engine in ["fused", "triton"] + (["native"] if native else []):
+        biases = ["bias_ih", "bias_hh"] + (["layernorm_cell_bias"] if cell == "layernorm" else [])
+        for engine, missing in itertools.product(["fused", "triton"] + (["native"] if native else []), biases):
             marks = triton_installed if engine == "triton" else ()
-            yield pytest.param(cell, options, engine, marks=marks, id=f"{cell_id(cell, options)}-{engine}")
+            yield pytest.param(cell, options, engine, missing, marks=marks,
+                               id=f"{cell_id(cell, options)}-{engine}-{missing}")
 
 
-@pytest.mark.parametrize("cell, options, engine", list(kernel_engines()))
-@pytest.mark.parametrize("missing", ["bias_ih", "bias_hh"])
+@pytest.mark.parametrize("cell, options, engine, missing", list(kernel_engines_and_biases()))
 def test_a_bias_set_to_none_counts_as_zero_on_every_engine(cell, options, engine, missing):
     """A layer built with biases whose bias of one kind is set to None (folded into the other
     for deployment, say) computes as with that bias at zero on every engine, forward and
@@ -416,6 +417,9 @@ def test_a_bias_set_to_none_counts_as_zero_on_every_engine(cell, options, engine
     torch.manual_seed(0)
     reference = lstmkit.Recurrent(cell, dtype=torch.float64, engine="reference", **layer_options, **options)
     tested = lstmkit.Recurrent(cell, dtype=torch.float64, engine=engine, **layer_options, **options)
+    with torch.no_grad():  # shifts that start at zero would hide one left out
+        for parameter in reference.parameters():
+            parameter.normal_()
     tested.load_state_dict(reference.state_dict())
     names = [name for name in reference._flat_weights_names if name.startswith(missing)]
     with torch.no_grad():

@@ -827,12 +827,16 @@ def test_numpy_integers_are_taken_for_the_holdout_and_the_horizon(lines):
     assert forecaster.predict(table, horizon=np.int64(2)).equals(forecaster.predict(table, horizon=2))
 
 
-def test_the_baselines_run_in_this_process_in_a_pools_worker():
+def test_the_baselines_run_in_this_process_in_a_pools_worker(monkeypatch):
     """A forecast in a multiprocessing.Pool's worker (a sweep in processes) failed after the
     network trained: statsforecast's processes are children, which a daemonic process may not
     start ("daemonic processes are not allowed to have children")."""
     import multiprocessing
 
+    from lstmkit.series import baselines
+
+    monkeypatch.setattr(baselines.os, "sched_getaffinity", lambda _: {0, 1, 2, 3}, raising=False)  # the fork's too
+    assert baseline_jobs() == 4
     with multiprocessing.get_context("fork").Pool(1) as pool:
         assert pool.apply(baseline_jobs) == 1
 

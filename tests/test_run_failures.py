@@ -437,9 +437,11 @@ def test_a_name_near_the_systems_longest_is_written_and_a_longer_one_refused_bef
     traceback from `path.exists()` ("File name too long") while the arguments were read."""
     from lstmkit.files import check_input_file, check_output_folder
 
-    longest = tmp_path / ("j" * 250 + ".json")
-    write_json(longest, {"a": 1})
-    assert json.loads(longest.read_text()) == {"a": 1} and [path.name for path in tmp_path.iterdir()] == [longest.name]
+    for name in ("j" * 250 + ".json", "h" * 150 + "." + "t" * 49, "h." + "t" * 253):  # a long suffix too
+        write_json(tmp_path / name, {"a": 1})
+        assert json.loads((tmp_path / name).read_text()) == {"a": 1}
+        assert [path.name for path in tmp_path.iterdir()] == [name], "no temporary file is left"
+        (tmp_path / name).unlink()
     too_long = tmp_path / ("r" * 256)
     with pytest.raises(ValueError, match=re.escape(f"--out {too_long}: the name rrrrrrrrrrrrrrrrrrrrrrrr... is 256 "
                                                    "bytes long; the system takes 255 at most in one folder or file")):
@@ -457,6 +459,7 @@ def test_a_checkpoint_folder_moved_elsewhere_and_linked_back_is_written_where_it
     aside and wrote a folder in its place, undoing the move, and the save after failed ("Cannot
     call rmtree on a symbolic link"), at every resume."""
     from lstmkit.checkpoint import write_checkpoint
+    from lstmkit.files import remove_tree
 
     run, elsewhere = tmp_path / "run", tmp_path / "disk" / "last"
 
@@ -478,6 +481,10 @@ def test_a_checkpoint_folder_moved_elsewhere_and_linked_back_is_written_where_it
     write_checkpoint(run / "last", {"config.json": '{"step": 4}'}, {})
     assert step_in(run / "last") == 4 and step_in(elsewhere) == 3
     assert sorted(path.name for path in run.iterdir()) == ["last"]
+    shutil.rmtree(run / "last")
+    (run / "last").symlink_to(elsewhere)
+    remove_tree(run / "last")  # a task's replaced model, a split's connected/: the folder it points to too
+    assert list(run.iterdir()) == [] and not elsewhere.exists()
 
 
 def test_an_output_that_is_a_link_a_pipe_or_a_device_is_written_through_not_replaced(tmp_path):

@@ -212,20 +212,21 @@ def test_forward_mode_ad_runs_on_the_reference_engine_and_says_so_once(module_ty
         assert_close(ours_part, their_part, part)
 
 
-@pytest.mark.parametrize("engine, cell, lengths, rerouted", [
-    ("auto", "lstm", None, True), ("native", "lstm", None, True), ("native", "lstm", [5, 3], True),
-    ("native", "gru", [5, 3], True), ("native", "gru", None, False), ("native", "rnn", None, False),
+@pytest.mark.parametrize("engine, cell, options, lengths, rerouted", [
+    ("auto", "lstm", {}, None, True), ("native", "lstm", {}, None, True), ("native", "lstm", {}, [5, 3], True),
+    ("native", "gru", {}, [5, 3], True), ("native", "gru", {}, None, False), ("native", "rnn", {}, None, False),
+    ("native", "lstm", {"proj_size": 2}, None, False),
 ])
 def test_forward_mode_ad_runs_on_the_native_engine_where_torchs_kernels_take_dual_tensors(
-    engine, cell, lengths, rerouted
+    engine, cell, options, lengths, rerouted
 ):
     """float32 on CPU: oneDNN's LSTM (`mkldnn_rnn_layer`) and pack_padded_sequence have no
     forward-mode formula (torch.nn.LSTM fails there with NotImplementedError); those calls run
-    on the reference engine, with the warning once, and torch's GRU and RNN kernels take the
-    dual tensors themselves."""
+    on the reference engine, with the warning once, and torch's GRU and RNN kernels, and its
+    LSTM's cell steps (a projection), take the dual tensors themselves."""
     torch.manual_seed(0)
-    module = lstmkit.Recurrent(cell, 3, 4, engine=engine)
-    twin = lstmkit.Recurrent(cell, 3, 4, engine="reference")
+    module = lstmkit.Recurrent(cell, 3, 4, engine=engine, **options)
+    twin = lstmkit.Recurrent(cell, 3, 4, engine="reference", **options)
     twin.load_state_dict(module.state_dict())
     x, tangent = torch.randn(5, 2, 3), torch.randn(5, 2, 3)
     lstmkit.engines.TRANSFORM_WARNED.clear()

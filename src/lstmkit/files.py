@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -87,7 +88,7 @@ def claimed_folder(folder: Path | None) -> Iterator[None]:
         warn_at_caller(f"{folder} cannot be locked ({error.strerror}): another run started into it would not be "
                        "refused")
     HELD_FOLDERS[held] = holder
-    if handle is not None:
+    if handle is not None:  # a fork by another thread since os.open kept a copy: the narrow window is not closed
         LOCK_DESCRIPTORS.add(handle)
     try:
         yield
@@ -173,6 +174,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             try:
                 yield temporary
             except OSError as error:
+                if error.errno is None:  # the caller's own (a TimeoutError from a SIGALRM handler), not a write's
+                    raise
                 raise type(error)(f"cannot write {path} ({error.strerror or error} in {folder}, the temporary folder "
                                   "it is written in first: set TMPDIR to another)") from None
             data = temporary.read_bytes()
@@ -182,11 +185,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             raise cannot_write(path, error) from None
         return
     path = through_link(path)
-    named = len(os.fsencode(path.name)) <= TEMPORARY_NAMED_UP_TO  # a longer name, with 14 bytes more, is too long
+    prefix, suffix = temporary_name(path.name, path.suffix)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name if named else 'lstmkit'}.", suffix=path.suffix,
-                                                 dir=path.parent)
+        descriptor, temporary = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     except OSError as error:
         raise cannot_write(path, error) from None
     os.close(descriptor)
@@ -194,6 +196,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         try:
             yield Path(temporary)
         except OSError as error:  # the block's writing of it: a full disk, a file-size limit
+            if error.errno is None:  # the caller's own (a TimeoutError from a SIGALRM handler), not a write's
+                raise
             raise cannot_write(path, error) from None
         os.chmod(temporary, default_mode())
         try:
@@ -205,9 +209,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.remove(temporary)
 
 
-# The longest file name (in bytes) whose temporary file `atomic_path` names after it: the name,
-# two dots and 8 random characters, and the suffix again, must stay within NAME_MAX (255).
-TEMPORARY_NAMED_UP_TO = 200
+# The longest name (in bytes) of a file or folder on Linux's and macOS's file systems.
+NAME_MAX = 255
+# The most bytes of a file's suffix that its temporary file keeps (a figure's .png, a .csv).
+TEMPORARY_SUFFIX_MAX = 16
+
+
+def temporary_name(name: str, suffix: str) -> tuple[str, str]:
+    """The prefix and suffix of the temporary file `atomic_path` writes `name` to first: "." and
+    the name, shortened so that with a dot, mkstemp's 8 random characters and the suffix (kept
+    up to TEMPORARY_SUFFIX_MAX bytes) it stays within NAME_MAX. A name of 242-255 bytes failed
+    with "File name too long" once the work was done."""
+    suffix = suffix if len(os.fsencode(suffix)) <= TEMPORARY_SUFFIX_MAX else ""
+    room = NAME_MAX - len(os.fsencode(suffix)) - 10  # the two dots and the random characters
+    while len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return f".{name}.", suffix
 
 
 def through_link(path: Path) -> Path:
@@ -215,6 +232,18 @@ def through_link(path: Path) -> Path:
     another disk) and linked back is replaced where it is, the link kept, its temporary copy
     beside it, where the rename stays on one file system."""
     return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def remove_tree(path: Path) -> None:
+    """Remove the folder `path`, or, where it is a link (to a folder moved to another disk), the
+    folder it points to and the link: rmtree refuses a link ("Cannot call rmtree on a symbolic
+    link")."""
+    if path.is_symlink():
+        if path.exists():
+            shutil.rmtree(os.path.realpath(path))
+        path.unlink()
+        return
+    shutil.rmtree(path)
 
 
 def device_or_pipe(path: Path) -> bool:
@@ -426,6 +455,8 @@ def check_input_file(path: str | Path, expected: str) -> Path:
     there (a pipe such as <(tail input.txt) is accepted)."""
     path = as_path(path, expected)
     check_name_lengths(path, f"{path} (expected {expected})")
+    if looping(path):
+        raise ValueError(f"{path} leads back to itself through symbolic links (expected {expected})")
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (expected {expected})")
     if path.is_dir():
@@ -585,6 +616,9 @@ def check_writable(folder: Path, path: Path, option: str) -> None:
     its nearest existing ancestor and removed."""
     ancestor = folder
     while not ancestor.exists():
+        if looping(ancestor):
+            raise ValueError(f"{named(option, path)}: a symbolic link on the way to {ancestor} leads back to itself; "
+                             "choose another folder")
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise ValueError(f"{named(option, path)} lies inside {ancestor}, which is a file; expected a folder")

@@ -13,7 +13,6 @@ import json
 import os
 import random
 import re
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 
 from lstmkit.caller import warn_at_caller
 from lstmkit.files import (
-    as_path, atomic_path, check_nothing_overwritten, decoded_utf8, warn_unless_composed, write_json,
+    as_path, atomic_path, check_nothing_overwritten, decoded_utf8, remove_tree, warn_unless_composed, write_json,
 )
 
 HEADER = ["path", "text"]
@@ -211,7 +210,7 @@ def clear_earlier_split(out: Path) -> None:
     for name in FSDD_FILES:
         path = out / name
         if path.is_dir():
-            shutil.rmtree(path)
+            remove_tree(path)
         elif path.exists():
             path.unlink()
 

@@ -194,9 +194,10 @@ def run_command(argv: list[str] | None) -> int:
         return 141  # 128 + SIGPIPE, the status a shell gives such a tool
     except (ValueError, TypeError, OSError) as error:  # checks name what was expected and received; files, the path
         stop(2, f"lstmkit: error: {error}\n")
-    except MemoryError:  # Python's own allocations (reading a corpus); torch's come as RuntimeError, below
-        stop(1, "lstmkit: error: out of memory: give a smaller corpus, batch, sequence length (--T, --seq-len) or "
-                "model\n")
+    except MemoryError as error:  # Python's and numpy's allocations (reading a corpus); torch's: RuntimeError, below
+        said = f" ({error})" if str(error) else ""  # numpy's: "Unable to allocate 8.00 GiB for an array with shape ..."
+        stop(1, f"lstmkit: error: out of memory{said}: give a smaller corpus, batch, sequence length (--T, --seq-len) "
+                "or model\n")
     except RuntimeError as error:
         if peer_stopped(error):  # another stopped: rank 0 said why (the others follow silently), or it did above
             stop(1, "lstmkit: error: another process of this run stopped, and this one cannot go on without it (its "

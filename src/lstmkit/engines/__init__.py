@@ -124,7 +124,7 @@ def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: b
     if torch._C._are_functorch_transforms_active():
         return reference_under_transform(chosen)
     if in_dual_level() and (chosen.name in KERNEL_ENGINES or chosen.name == "native"
-                            and not native_takes_dual_tensors(cell, device, lengths_given)):
+                            and not native_takes_dual_tensors(cell, device, cell_steps, lengths_given)):
         return reference_under_transform(chosen, "forward-mode AD")
     if engine != "auto":
         reason = chosen.unsupported(cell, device, cell_steps)
@@ -182,7 +182,8 @@ def traced_engine(cell: Cell, device: torch.device, return_gates: bool, regulari
 
 def reference_under_transform(chosen: Engine, transform: str = "torch.func transforms") -> Engine:
     """Under torch.func transforms (grad, vmap, jacrev, ...), or forward-mode AD for the
-    engines of `KERNEL_ENGINES`, which cannot see into the engine's kernels, the reference
+    engines of `KERNEL_ENGINES` and native calls torch runs without it (`native_takes_dual_tensors`),
+    which cannot see into the engine's kernels, the reference
     engine: the same numbers, as plain differentiable ops. Says so once per transform and engine."""
     if chosen.name != "reference" and (transform, chosen.name) not in TRANSFORM_WARNED:
         TRANSFORM_WARNED.add((transform, chosen.name))
@@ -197,13 +198,13 @@ KERNEL_ENGINES = ("fused", "triton")
 """The engines whose kernels are lstmkit's own autograd.Functions, with no forward-mode formula."""
 
 
-def native_takes_dual_tensors(cell: Cell, device: torch.device, lengths_given: bool) -> bool:
+def native_takes_dual_tensors(cell: Cell, device: torch.device, cell_steps: bool, lengths_given: bool) -> bool:
     """Whether torch's own layer kernels run a call on dual tensors, as measured on CPU with
-    torch 2.13: its GRU and RNN kernels do; oneDNN's LSTM (`mkldnn_rnn_layer`) and
-    `pack_padded_sequence`, with which the native engine packs a call with lengths, have no
-    forward-mode formula; on CUDA, where cuDNN runs every layer, it was not measured and is not
-    assumed."""
-    return device.type == "cpu" and cell.name != "lstm" and not lengths_given
+    torch 2.13: its GRU and RNN kernels and its LSTM's cell steps (`cell_steps`: float64, a
+    projection) do; oneDNN's LSTM (`mkldnn_rnn_layer`) and `pack_padded_sequence`, with which
+    the native engine packs a call with lengths, have no forward-mode formula; on CUDA, where
+    cuDNN runs every layer, it was not measured and is not assumed."""
+    return device.type == "cpu" and (cell.name != "lstm" or cell_steps) and not lengths_given
 
 
 def in_dual_level() -> bool:

@@ -189,5 +189,5 @@ def cast_weights(weights: LayerWeights, products: torch.dtype, others: torch.dty
         cast(weights.bias_ih, others),
         cast(weights.bias_hh, others),
         cast(weights.weight_hr, products),
-        {name: value.to(others) for name, value in weights.extra.items()},
+        {name: cast(value, others) for name, value in weights.extra.items()},  # a shift set to None too
     )

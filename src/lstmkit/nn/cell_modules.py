@@ -171,6 +171,10 @@ class RecurrentCell(NotScriptable, nn.Module):
         else:
             module = cls(input_size, hidden_size, **options, **recurrent.cell.options())
         ours = dict(module.named_parameters())  # a module just built: plain parameters
+        for name in set(ours) - set(named_weights(weights)):  # a bias the layer's was set to None: None here too
+            if recurrent.bias:
+                setattr(module, name, None)
+                del ours[name]
         module.check_weights(weights, ours)
         with torch.no_grad():
             for name, value in named_weights(weights).items():
@@ -201,7 +205,7 @@ class RecurrentCell(NotScriptable, nn.Module):
         if set(theirs) != set(ours):
             raise ValueError(
                 f"the layer's parameters ({', '.join(theirs)}) do not match this module's "
-                f"({', '.join(ours)}): build both with the same bias"
+                f"({', '.join(ours)}): build both with the same bias, and set the same biases to None"
             )
         for name, parameter in ours.items():
             if parameter.shape != theirs[name].shape:
@@ -228,7 +232,7 @@ class RecurrentCell(NotScriptable, nn.Module):
 def named_weights(weights: LayerWeights) -> dict[str, Tensor]:
     """A cell's weights by parameter name (weight_ih, ..., its extras), those it has."""
     plain = zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), weights[:4], strict=True)
-    return {name: value for name, value in plain if value is not None} | weights.extra
+    return {name: value for name, value in [*plain, *weights.extra.items()] if value is not None}
 
 
 def layer_weights(recurrent: Recurrent, layer: int, direction: int) -> LayerWeights:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,9 @@ from lstmkit.caller import warn_at_caller
 from lstmkit.cells import CELL_NAMES, make_cell
 from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointKind, check_replaceable, checkpoint_folder,
                                 held_kind, load_model_checkpoint, save_checkpoint)
-from lstmkit.files import check_nothing_overwritten, claimed_folder, write_csv, write_json, written_by_lstmkit
+from lstmkit.files import (
+    check_nothing_overwritten, claimed_folder, remove_tree, write_csv, write_json, written_by_lstmkit,
+)
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.models.modes import evaluating
 from lstmkit.nn.regularisers import init_names
@@ -283,7 +284,7 @@ def record_runs(task: Task, runs: list[CellRun], config: TaskTrainingConfig, out
     kept = {run.cell for run in runs if run.model is not None}
     for earlier in existing_entries(out / "models"):
         if earlier.name in replaced - kept and held_kind(earlier) == SEQUENCE_MODEL.name:  # that run's, not the user's
-            shutil.rmtree(earlier)
+            remove_tree(earlier)
     write_results(task, runs, config, out)
 
 

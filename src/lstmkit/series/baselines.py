@@ -223,10 +223,12 @@ FORKING_PARENT: list[tuple[int, int, Callable]] = []
 
 @contextlib.contextmanager
 def workers_die_with_this_process() -> Iterator[None]:
-    """Processes forked in the block (statsforecast's ProcessPoolExecutor workers) are killed
-    when this process dies. After a `kill -9` of lstmkit they waited forever on the pipe they
-    hold to one another, keeping the run folder's lock, which they inherit, so that `--resume`
-    was refused as "in use", and the command's output open. Linux only; elsewhere nothing."""
+    """Processes the block's thread forks (statsforecast's workers) are killed when that thread
+    ends, as it does when this process dies. After a `kill -9` of lstmkit they waited forever on
+    the pipe they hold to one another, keeping the run folder's lock (which they no longer
+    inherit: `files.release_inherited_locks`) and the command's output open. A worker a pool
+    forks later from a thread of its own, to replace one that died, is not asked. Linux only;
+    elsewhere nothing."""
     library = ctypes.util.find_library("c") if sys.platform == "linux" else None
     prctl = getattr(ctypes.CDLL(library), "prctl", None) if library else None
     if prctl is None:
