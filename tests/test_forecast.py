@@ -395,6 +395,19 @@ def test_a_series_too_short_for_the_bases_history_names_the_options_that_set_it(
         forecaster.fit(sine_table(60))
 
 
+@pytest.mark.parametrize("horizon, lookback, fraction", [(1, 1, 0.1), (10, 20, 0.1), (7, 3, 0.5), (13, 40, 0.9)])
+def test_the_rows_fit_needs_are_the_fewest_whose_split_trains(horizon, lookback, fraction):
+    """Found by bisection, not a row at a time (a --horizon of 40,000 took a minute to be
+    refused): the fewest rows whose validation split leaves a training origin."""
+    forecaster = Forecaster("day", "signal", horizon=horizon, lookback=lookback, validation_fraction=fraction)
+
+    def trains(rows):
+        return bool(forecaster.split_origins(list(range(lookback, rows - horizon + 1)))[0])
+
+    needed = forecaster.rows_needed(lookback)
+    assert trains(needed) and not any(trains(rows) for rows in range(lookback + horizon, needed))
+
+
 def test_data_too_short_or_not_fitted_is_refused():
     table = sine_table(60)
     forecaster = Forecaster("day", "signal", horizon=10, lookback=20, **QUICK)

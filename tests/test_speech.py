@@ -6,9 +6,11 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import re
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -240,8 +242,9 @@ def test_a_file_too_short_for_its_transcript_stops_training_before_it_starts(tmp
     manifest = write_manifest_text(tmp_path / "train.csv", "path,text\nshort.wav,seventeen\n")
     code, _, err = run_cli(["speech", "train", str(manifest), "--out", str(tmp_path / "run"), "--steps", "1"], capsys)
     assert code == 2
-    assert err == (f"lstmkit: error: {tmp_path / 'short.wav'}: too short for its transcript 'seventeen': its 6 frames "
-                   "(one per 10 ms) give 3 model steps (frames / stack 2), and the transcript needs 10\n")
+    assert err.splitlines(keepends=True)[-1] == (f"lstmkit: error: {tmp_path / 'short.wav'}: too short for its "
+                                                 "transcript 'seventeen': its 6 frames (one per 10 ms) give 3 "
+                                                 "model steps (frames / stack 2), and the transcript needs 10\n")
     assert not (tmp_path / "run").exists()
 
 
@@ -353,6 +356,28 @@ def test_connected_digits_join_one_speakers_recordings_with_short_silences(tmp_p
         parts = 0.1 + 0.01 * 4  # the longest test recording
         assert 2 * 0.1 + 0.05 * (len(words) - 1) <= seconds <= len(words) * parts + 0.3 * (len(words) - 1)
     assert "connected/test/anna_0.wav" in (tmp_path / "out" / "test-connected.csv").read_text()
+
+
+def test_a_joined_recording_that_cannot_be_written_is_named_and_not_left_half_written(tmp_path, monkeypatch):
+    """On a full disk `speech fsdd --connected` ended in libsndfile's traceback ("System error.")
+    and left a 0-byte WAV where the write stopped."""
+    import errno
+
+    recordings = fake_fsdd(tmp_path / "recordings")
+    write_bytes, writes = Path.write_bytes, []
+
+    def full_disk_at_the_third(path, data):
+        writes.append(path)
+        if len(writes) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write_bytes(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk_at_the_third)
+    with pytest.raises(OSError, match=re.escape(f"cannot write {tmp_path / 'out' / 'connected'}/") +
+                       r"(train|test)/\w+_\d+\.wav \(No space left on device\)"):
+        fsdd_manifests(recordings, tmp_path / "out", connected=3)
+    left = list((tmp_path / "out" / "connected").rglob("*.wav"))
+    assert len(left) == 2 and all(soundfile.info(path).frames > 0 for path in left)
 
 
 def test_a_split_replaces_an_earlier_splits_files_and_refuses_a_users(tmp_path):
@@ -524,7 +549,7 @@ def test_training_without_a_validation_manifest_scores_the_training_utterances_a
     with pytest.warns(UserWarning, match=re.escape(
             f"no validation manifest: the validation scores and the best checkpoint are those of the training "
             f"utterances ({train}), which measure fit, not recognition of new speech; give one (--valid)")):
-        train_speech_model(train, None, SpeechConfig(**{**TINY, "eval_every": 2}, steps=2))
+        train_speech_model(train, tmp_path / "quiet", SpeechConfig(**{**TINY, "eval_every": 2}, steps=2))
     code, out, _ = run_cli(["speech", "train", str(train), "--steps", "1", "--hidden-size", "8", "--out",
                             str(tmp_path / "run")], capsys)
     assert code == 0 and "best on the training utterances (step 1): WER" in out
@@ -535,7 +560,7 @@ def test_a_batch_larger_than_the_training_utterances_says_so(tmp_path, one_threa
     with pytest.warns(UserWarning, match=re.escape(
             "batch_size 16 is more than the 8 training utterances: every step takes all 8, one step an epoch "
             "(--batch-size)")):
-        run = train_speech_model(train, None, SpeechConfig(**{**TINY, "batch_size": 16}, epochs=2), train)
+        run = train_speech_model(train, tmp_path / "run", SpeechConfig(**{**TINY, "batch_size": 16}, epochs=2), train)
     assert run.steps == 2
 
 
@@ -646,6 +671,10 @@ def test_eval_and_transcribe_commands_print_and_write_the_scores(tone_run, capsy
     with pytest.raises(TypeError, match=re.escape("expected the path of one audio file, got list; for several, call "
                                                   "once per file: [recognizer.transcribe(path) for path in paths]")):
         recognizer.transcribe(files)
+    with pytest.raises(TypeError, match=re.escape("expected the path of one audio file, got ndarray; samples or a "
+                                                  "file object: write them to a file (soundfile.write) and give its "
+                                                  "path")):
+        recognizer.transcribe(np.zeros(8000))
     code, _, err = run_cli(["speech", "transcribe", str(folder / "run"), str(folder / "none.wav")], capsys)
     assert code == 2 and err.endswith(
         f"error: argument files: {folder / 'none.wav'} does not exist (expected an audio file)\n")
@@ -849,7 +878,14 @@ def test_the_checkpoint_keeps_the_training_words_for_decoding_with_the_lexicon(t
 
 def test_training_keeps_the_callers_random_state(tmp_path, one_thread):
     train, valid = tone_manifest(tmp_path, "train", 0), tone_manifest(tmp_path, "valid", 1)
-    assert_keeps_random_state(lambda: train_speech_model(train, None, SpeechConfig(**TINY, steps=2), valid))
+    assert_keeps_random_state(lambda: train_speech_model(train, tmp_path / "run", SpeechConfig(**TINY, steps=2), valid))
+
+
+def test_training_needs_a_run_folder(tmp_path, one_thread):
+    """`out=None` trained a model that nothing kept: the run object holds none."""
+    train = tone_manifest(tmp_path, "train", 0)
+    with pytest.raises(TypeError, match="expected the run's folder, as a path .* got NoneType"):
+        train_speech_model(train, None, SpeechConfig(**TINY, steps=1))
 
 
 def test_decoding_takes_a_numpy_beam_and_refuses_a_lexicon_that_is_not_a_bool(tone_run):
@@ -860,6 +896,8 @@ def test_decoding_takes_a_numpy_beam_and_refuses_a_lexicon_that_is_not_a_bool(to
     assert recognizer.transcribe(path, beam=np.int64(4)) == recognizer.transcribe(path, beam=4) == WORDS[0]
     with pytest.raises(TypeError, match=re.escape("lexicon must be True or False, got 'no' (str)")):
         recognizer.transcribe(path, lexicon="no")
+    with pytest.raises(ValueError, match=re.escape("beam must be a positive integer, got True")):  # greedy took it
+        recognizer.transcribe(path, beam=True)
     # NumPy's bool and int are taken by the figure's title too (a list times np.True_ failed there)
     assert recognizer.show(path, folder / "shown.png", beam=np.int64(4), lexicon=np.False_) == WORDS[0]
 

@@ -546,7 +546,7 @@ def torchrun(processes: int, *arguments: str, check: bool = True) -> subprocess.
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--dropout", "1.5"], "lstmkit: error: dropout must be in [0, 1), got 1.5"),
+    (["--dropout", "1.5"], "lstmkit: error: dropout (--dropout) must be in [0, 1), got 1.5"),
     (["--frobnicate"], "lstmkit lm train: error: unrecognized arguments: --frobnicate"),
 ])
 def test_under_torchrun_a_bad_option_is_said_once(text_file, tmp_path, arguments, message):

@@ -261,11 +261,11 @@ def add_regulariser_arguments(parser, config_class: type) -> None:
                 "(default: the training sequences' length)", type=positive_float)
 
 
-def add_training_arguments(parser, config_class: type, evaluations: bool = True) -> None:
+def add_training_arguments(parser, config_class: type, evaluations: bool = True, budget_of: str = "") -> None:
     """The training core's options (see lstmkit.training.TrainingConfig), defaults from
-    `config_class`: optimizer, schedule, budget, evaluations (unless the pipeline evaluates
-    at each epoch's end), seed, device, precision; and marks the command as one that trains,
-    in every process under torchrun."""
+    `config_class`: optimizer, schedule, budget (`budget_of`: whose, where it is not the run's),
+    evaluations (unless the pipeline evaluates at each epoch's end), seed, device, precision;
+    and marks the command as one that trains, in every process under torchrun."""
     parser.set_defaults(trains=True)
     if "nt-asgd" in config_class.optimizers:
         add_setting(parser, config_class, "optimizer", "adamw, sgd, or nt-asgd (SGD, then averaged SGD once the "
@@ -291,9 +291,10 @@ def add_training_arguments(parser, config_class: type, evaluations: bool = True)
     for name, text in helps.items():
         shown = f" (without a budget: {value:g})" if name == default else ""
         budget.add_argument("--" + name.replace("_", "-"), type=positive_int if name == "steps" else positive_float,
-                            help=text + shown)
+                            help=text + (f" of {budget_of}" if budget_of else "") + shown)
     if evaluations:
-        add_setting(parser, config_class, "eval_every", "steps between evaluations", type=positive_int)
+        each_epoch = " (default: at the end of each epoch)" if field_default(config_class, "eval_every") is None else ""
+        add_setting(parser, config_class, "eval_every", "steps between evaluations" + each_epoch, type=positive_int)
     add_setting(parser, config_class, "seed", "seed of the weights, the data order, the dropout masks and the "
                 "augmentation (each process of a torchrun its own stream from it)", type=int)
     add_setting(parser, config_class, "device", "auto (CUDA when available), cpu, cuda or cuda:N", type=device_name)
@@ -303,7 +304,15 @@ def add_training_arguments(parser, config_class: type, evaluations: bool = True)
 
 def config_from(arguments: argparse.Namespace, config_class: type, **settings):
     """`config_class` built from the arguments named as its fields (and `settings`), so that
-    what the command does is what the Python API does with the same settings."""
+    what the command does is what the Python API does with the same settings. A value the
+    config refuses is named by its flag too (`lr (--lr) must be a finite number, got inf`),
+    where the message begins with the field's name, as the configs' checks write it."""
     names = {field.name for field in dataclasses.fields(config_class)}
     given = {name: value for name, value in vars(arguments).items() if name in names}
-    return config_class(**{**given, **settings})
+    try:
+        return config_class(**{**given, **settings})
+    except (ValueError, TypeError) as error:
+        name = str(error).split(" ", 1)[0]
+        if name not in given or str(error).startswith(f"{name} (--"):
+            raise
+        raise type(error)(f"{name} (--{name.replace('_', '-')}){str(error).removeprefix(name)}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from lstmkit.cells import CELL_NAMES
@@ -51,11 +52,12 @@ def lm_train_command(arguments: argparse.Namespace) -> None:
     check_runtime(config.device, config.precision, config.engine, config.cell)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} {config.level}-level model on "
-          f"{arguments.text}; checkpoints in {out}/", flush=True)
+          f"{arguments.text}; checkpoints in {out}/", file=sys.stderr,
+          flush=True)  # with the progress, not the results
     run = train_language_model(arguments.text, out, config, arguments.valid, arguments.resume)
     print(f"best validation: {run.best_val_loss:.4f} nats/token, perplexity {run.best_val_ppl:.2f}, "
           f"{run.best_val_bpc:.3f} bits/character")
-    print(f"{run.steps:,} steps in {seconds_text(run.seconds)} s of training, "
+    print(f"{run.steps:,} step{'s' * (run.steps != 1)} in {seconds_text(run.seconds)} s of training, "
           f"{run.tokens_per_second:,.0f} tokens/s "
           f"({describe_runtime(run.device, run.precision, run.processes)})")
     print(f"wrote {out}/best, {out}/last, {out}/metrics.csv and {out}/results.json")

@@ -49,13 +49,14 @@ def train_command(arguments: argparse.Namespace) -> None:
                 read_manifest(manifest)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a bidirectional {config.num_layers}x{config.hidden_size} {config.cell} CTC model on "
-          f"{arguments.manifest}; checkpoints in {out}/", flush=True)
+          f"{arguments.manifest}; checkpoints in {out}/", file=sys.stderr,
+          flush=True)  # with the progress, not the results
     run = train_speech_model(arguments.manifest, out, config, arguments.valid, arguments.resume)
     best = run.best or {}
     scored_on = "validation" if arguments.valid is not None else "on the training utterances"
     print(f"best {scored_on} (step {best.get('step')}): WER {best.get('val_wer', float('nan')):.2%}, "
           f"CER {best.get('val_cer', float('nan')):.2%}, accuracy {best.get('val_accuracy', float('nan')):.2%}")
-    print(f"{run.steps:,} steps in {seconds_text(run.seconds)} s of training, "
+    print(f"{run.steps:,} step{'s' * (run.steps != 1)} in {seconds_text(run.seconds)} s of training, "
           f"{run.utterances_per_second:,.1f} utterances/s "
           f"({describe_runtime(run.device, run.precision, run.processes)})")
     print(f"wrote {out}/best, {out}/last, {out}/metrics.csv and {out}/results.json")
@@ -195,7 +196,8 @@ def add_speech_commands(commands) -> None:
                                       "path,reference,transcript (-: stdout)")
             command.add_argument("--confusion", action="store_true",
                                  help="print how often each word was transcribed as each (isolated words)")
-        command.add_argument("--beam", type=positive_int, default=1, help="1: greedy; more: prefix beam search")
+        command.add_argument("--beam", type=positive_int, default=1,
+                             help="1 (the default): greedy; more: prefix beam search")
         command.add_argument("--lexicon", action="store_true",
                              help="write only words of the training transcripts (prefix beam search of --beam)")
         command.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")

@@ -163,7 +163,7 @@ def add_task_training_arguments(parser: argparse.ArgumentParser) -> None:
     add_setting(parser, TaskTrainingConfig, "batch_size", "sequences per step", type=positive_int)
     add_setting(parser, TaskTrainingConfig, "test_size", "test sequences", type=positive_int)
     add_regulariser_arguments(parser, TaskTrainingConfig)
-    add_training_arguments(parser, TaskTrainingConfig)
+    add_training_arguments(parser, TaskTrainingConfig, budget_of="each cell")
 
 
 def add_task_arguments(parser: argparse.ArgumentParser, required: bool) -> None:

@@ -32,12 +32,13 @@ def translate_train_command(arguments: argparse.Namespace) -> None:
         check_resumed_settings(out, config)
     verb = "resuming" if arguments.resume else "training"
     print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} encoder-decoder ({config.attention} "
-          f"attention) on {arguments.source} -> {arguments.target}; checkpoints in {out}/", flush=True)
+          f"attention) on {arguments.source} -> {arguments.target}; checkpoints in {out}/", file=sys.stderr,
+          flush=True)  # with the progress, not the results
     run = train_translation(arguments.source, arguments.target, arguments.valid_source, arguments.valid_target, out,
                             config, arguments.resume)
     bleu = "" if run.best_val_bleu is None else f", validation BLEU {run.best_val_bleu:.2f} (greedy)"
     print(f"best validation: {run.best_val_loss:.4f} nats/token{bleu}")
-    print(f"{run.steps:,} steps in {seconds_text(run.seconds)} s of training, "
+    print(f"{run.steps:,} step{'s' * (run.steps != 1)} in {seconds_text(run.seconds)} s of training, "
           f"{run.tokens_per_second:,.0f} target tokens/s "
           f"({describe_runtime(run.device, run.precision, run.processes)})")
     print(f"wrote {out}/best, {out}/last, {out}/metrics.csv, {out}/results.json and {out}/curves.png")

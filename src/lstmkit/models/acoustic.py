@@ -133,6 +133,13 @@ class Lexicon:
         return [before + word for word in sorted(self.words)]
 
 
+def checked_beam(beam: object) -> int:
+    """`beam` as an int: a positive integer (a NumPy one too), not a bool."""
+    if isinstance(beam, bool) or not isinstance(beam, numbers.Integral) or beam < 1:
+        raise ValueError(f"beam must be a positive integer, got {beam!r}")
+    return int(beam)
+
+
 def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = BLANK,
                        lexicon: Lexicon | None = None) -> list[int]:
     """The likeliest labelling found by CTC prefix beam search over (T, V) log-probabilities
@@ -153,9 +160,7 @@ def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = B
     wins (`labelling_log_likelihoods`, exact): a short word completed early ("six") does not
     beat a likelier one the beam held unfinished ("seve"), or had let go of. Only where none
     fits in the steps is the likeliest prefix returned as it is."""
-    if isinstance(beam, bool) or not isinstance(beam, numbers.Integral) or beam < 1:
-        raise ValueError(f"beam must be a positive integer, got {beam!r}")
-    beam = int(beam)  # a NumPy integer too
+    beam = checked_beam(beam)
     log_probs = np.asarray(log_probs, dtype=np.float64)
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (blank, label)
     for step in log_probs:

@@ -34,7 +34,8 @@ from lstmkit.checkpoint import CheckpointError, CheckpointKind, checkpoint_folde
 from lstmkit.extras import extra_imports
 from lstmkit.files import as_path, fingerprint
 from lstmkit.models.acoustic import (
-    BLANK, AcousticModel, AcousticModelConfig, Lexicon, ctc_frames_needed, greedy_decode, prefix_beam_search,
+    BLANK, AcousticModel, AcousticModelConfig, Lexicon, checked_beam, ctc_frames_needed, greedy_decode,
+    prefix_beam_search,
     stacked_length,
 )
 from lstmkit.models.modes import evaluating
@@ -211,7 +212,7 @@ def check_long_enough(utterance: Utterance, frames: int, labels: list[int], fron
 class SpeechRun:
     """The outcome of `lstmkit.speech.train`."""
 
-    out: Path | None
+    out: Path
     best: dict | None
     steps: int
     seconds: float
@@ -324,6 +325,7 @@ def decode_utterances(model: AcousticModel, utterances: Utterances, beam: int, l
 def decode(log_probs: Tensor, beam: int, lexicon: Lexicon | None = None) -> list[int]:
     """Greedy (beam 1) or prefix beam search over one utterance's (T, V) log-probabilities;
     with a lexicon, always the search (of `beam` prefixes), held to the lexicon's words."""
+    beam = checked_beam(beam)  # before greedy decoding takes True for 1
     if beam == 1 and lexicon is None:
         return greedy_decode(log_probs)
     return prefix_beam_search(log_probs, beam, lexicon=lexicon)
@@ -396,13 +398,13 @@ def audio_fingerprint(utterances: Utterances) -> dict:
 
 
 @isolated_from_caller
-def train_speech_model(train: str | Path, out: str | Path | None, config: SpeechConfig,
+def train_speech_model(train: str | Path, out: str | Path, config: SpeechConfig,
                        validation: str | Path | None = None, resume: bool = False) -> SpeechRun:
     """Train (or, with resume, continue training) a recogniser on the utterances of the manifest
     `train`, scored on those of `validation` (without one, on the training utterances: a
     check of fit, not of generalisation)."""
     check_config(config, SpeechConfig, "lstmkit.speech.SpeechConfig")
-    out = None if out is None else as_path(out, "the run's folder")
+    out = as_path(out, "the run's folder")  # None trained a model nothing kept
     check_run_folder(out, resume, SPEECH_MODEL.name)  # before the audio is read
     if resume:
         check_resumed_settings(out, config)
@@ -421,7 +423,7 @@ def train_speech_model(train: str | Path, out: str | Path | None, config: Speech
                     "validation audio": audio_fingerprint(validation_set)}
     trainer = Trainer(config)
     job = SpeechJob(train_set, validation_set, alphabet, config, sources, trainer.processes, trainer.device)
-    run = trainer.run(job, out, resume, keep_best=out is None)
+    run = trainer.run(job, out, resume)
     return SpeechRun(out, run.best, run.steps, run.seconds, run.items_per_second,
                      run.history, run.device, run.precision, run.processes)
 
@@ -460,8 +462,10 @@ class SpeechRecognizer:
         """A file's frames (frames, n_mels), the model's per-step log-probabilities (steps, V)
         and the file's own rate when it was resampled; a warning for a silent file."""
         if not isinstance(path, (str, Path)):
-            raise TypeError(f"expected the path of one audio file, got {type(path).__name__}; for several, call "
-                            "once per file: [recognizer.transcribe(path) for path in paths]")
+            several = isinstance(path, (list, tuple))
+            raise TypeError(f"expected the path of one audio file, got {type(path).__name__}; " + (
+                "for several, call once per file: [recognizer.transcribe(path) for path in paths]" if several else
+                "samples or a file object: write them to a file (soundfile.write) and give its path"))
         frames, rate = utterance_frames(Path(path), self.front_end)
         frames = frames.clone()  # the caller's own: the cache's stay as computed
         if not frames.any():  # normalised log-mel energies that never change: every sample the same
