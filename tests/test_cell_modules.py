@@ -253,6 +253,25 @@ def test_to_layer_sets_a_parametrised_weight_through_its_parametrisation():
         lstmkit.LSTMCell.from_layer(layer).to_layer(layer)
 
 
+@pytest.mark.parametrize("cell_name", ["lstm", "gru", "layernorm"])
+def test_from_layer_carries_a_bias_set_to_none_and_steps_as_the_layer(cell_name):
+    """A layer whose b_ih (and LayerNorm shift) was set to None: from_layer said "build both
+    with the same bias" of a layer built with biases; the module now has them None too."""
+    layer = lstmkit.Recurrent(cell_name, INPUT, HIDDEN, dtype=F64)
+    layer.bias_ih_l0 = None
+    if cell_name == "layernorm":
+        layer.layernorm_cell_bias_l0 = None
+    module = NAMED[cell_name].from_layer(layer)
+    assert module.bias_ih is None and (cell_name != "layernorm" or module.layernorm_cell_bias is None)
+    x = torch.randn(2, B, INPUT, dtype=F64)
+    output, _ = layer(x)
+    state = None
+    for step in range(2):
+        state = module(x[step], state)
+        assert_close(state[0] if isinstance(state, tuple) else state, output[step], f"step {step}")
+    module.to_layer(layer)
+
+
 def test_from_layer_carries_the_cell_options_and_sizes():
     layer = lstmkit.RNN(INPUT, HIDDEN, num_layers=2, nonlinearity="relu", bias=False, bidirectional=True)
     cell = lstmkit.RNNCell.from_layer(layer, 1, 1)

@@ -941,6 +941,17 @@ def test_lines_for_people_go_to_stderr_where_an_output_is_stdout_itself(tmp_path
     assert report_stream(str(tmp_path / "captured")) is sys.stdout
 
 
+def test_a_refused_setting_is_named_by_its_flag_where_the_message_is_its_own(tmp_path, capsys):
+    """`lr must be a finite number` named the config field alone; a message about several
+    settings keeps the words it has (tie_weights is named as a setting there, not as given)."""
+    (tmp_path / "text.txt").write_text("to be or not to be\n" * 40)
+    code, _, err = run_cli(["lm", "train", str(tmp_path / "text.txt"), "--lr", "inf", "--steps", "1"], capsys)
+    assert code == 2 and err.endswith("lstmkit: error: lr (--lr) must be a finite number, got inf\n")
+    code, _, err = run_cli(["lm", "train", str(tmp_path / "text.txt"), "--level", "word", "--embedding-size", "64",
+                            "--hidden-size", "32", "--steps", "1"], capsys)
+    assert code == 2 and "lstmkit: error: tie_weights (at word level the default) shares" in err
+
+
 def test_a_dangling_symbolic_link_as_the_output_folder_is_refused_before_any_work(tmp_path, capsys):
     """mkdir failed after the run was announced, with a bare "[Errno 17] File exists"."""
     (tmp_path / "out").symlink_to(tmp_path / "nowhere")

@@ -466,8 +466,10 @@ def test_cli_train_sample_eval(text_file, tmp_path, capsys):
 
     main(["lm", "train", str(text_file), "--num-layers", "1", "--hidden-size", "16", "--batch-size", "8", "--seq-len", "20",
           "--steps", "30", "--eval-every", "15", "--out", str(tmp_path / "run")])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "best validation:" in out and "bits/character" in out
+    announced = f"training a 1x16 lstm char-level model on {text_file}; checkpoints in {tmp_path / 'run'}/\n"
+    assert err.startswith(announced) and "training a" not in out  # stdout: the results alone
     main(["lm", "sample", str(tmp_path / "run"), "--prime", "First", "--length", "40", "--seed", "7"])
     first = capsys.readouterr().out
     main(["lm", "sample", str(tmp_path / "run"), "--prime", "First", "--length", "40", "--seed", "7"])

@@ -170,13 +170,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     stream = standard_stream(path)
     if stream is not None or device_or_pipe(path):
         with tempfile.TemporaryDirectory() as folder:
-            temporary = Path(folder) / f"output{path.suffix}"  # the suffix names a figure's format
+            temporary = Path(folder) / f"output{temporary_name('', path.suffix)[1]}"  # the suffix: a figure's format
             try:
                 yield temporary
             except OSError as error:
                 if error.errno is None:  # the caller's own (a TimeoutError from a SIGALRM handler), not a write's
                     raise
-                raise type(error)(f"cannot write {path} ({error.strerror or error} in {folder}, the temporary folder "
+                raise type(error)(f"cannot write {path} ({error.strerror} in {folder}, the temporary folder "
                                   "it is written in first: set TMPDIR to another)") from None
             data = temporary.read_bytes()
         try:
@@ -235,12 +235,10 @@ def through_link(path: Path) -> Path:
 
 
 def remove_tree(path: Path) -> None:
-    """Remove the folder `path`, or, where it is a link (to a folder moved to another disk), the
-    folder it points to and the link: rmtree refuses a link ("Cannot call rmtree on a symbolic
-    link")."""
+    """Remove the folder `path`, or, where it is a link, the link alone: rmtree refuses a link
+    ("Cannot call rmtree on a symbolic link"), and what it points to may be outside the run's
+    folder (a model another run shares, a folder the user moved) and is not lstmkit's to delete."""
     if path.is_symlink():
-        if path.exists():
-            shutil.rmtree(os.path.realpath(path))
         path.unlink()
         return
     shutil.rmtree(path)

@@ -15,6 +15,7 @@ from lstmkit.files import FIGURE_SUFFIXES, check_input_file, check_output_file, 
 from lstmkit.nn.regularisers import INITS
 from lstmkit.training.config import PRECISIONS
 from lstmkit.training.device import check_device_name
+from lstmkit.training.distributed import Processes
 
 
 def checked_path(check: Callable[[str, str], object]) -> Callable[[str], str]:
@@ -302,17 +303,26 @@ def add_training_arguments(parser, config_class: type, evaluations: bool = True,
                 choices=list(PRECISIONS))
 
 
+def announce(line: str) -> None:
+    """Say what a training command is about to do, on stderr with its progress (stdout holds
+    its results alone), from rank 0 alone under torchrun (the others' stderr stays open for
+    their errors)."""
+    if Processes.from_environment().main:
+        print(line, file=sys.stderr, flush=True)
+
+
 def config_from(arguments: argparse.Namespace, config_class: type, **settings):
     """`config_class` built from the arguments named as its fields (and `settings`), so that
     what the command does is what the Python API does with the same settings. A value the
     config refuses is named by its flag too (`lr (--lr) must be a finite number, got inf`),
-    where the message begins with the field's name, as the configs' checks write it."""
+    where the message is a field's own check ("NAME must ...", "NAME is ...") naming no flag;
+    a message about several settings names their flags itself."""
     names = {field.name for field in dataclasses.fields(config_class)}
     given = {name: value for name, value in vars(arguments).items() if name in names}
     try:
         return config_class(**{**given, **settings})
     except (ValueError, TypeError) as error:
-        name = str(error).split(" ", 1)[0]
-        if name not in given or str(error).startswith(f"{name} (--"):
+        name, verb, _ = (str(error) + "  ").split(" ", 2)
+        if name not in given or verb not in ("must", "is") or "(--" in str(error):
             raise
         raise type(error)(f"{name} (--{name.replace('_', '-')}){str(error).removeprefix(name)}") from None

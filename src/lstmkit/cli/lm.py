@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (
-    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, field_default,
+    add_regulariser_arguments, announce, add_setting, add_training_arguments, config_from, device_name, field_default,
     non_negative_float, non_negative_int, output_folder, positive_float, positive_int, positive_ints, probability,
     probability_mass, text_file, typed_text,
 )
@@ -51,9 +50,8 @@ def lm_train_command(arguments: argparse.Namespace) -> None:
         config = sized_like(config, out)
     check_runtime(config.device, config.precision, config.engine, config.cell)
     verb = "resuming" if arguments.resume else "training"
-    print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} {config.level}-level model on "
-          f"{arguments.text}; checkpoints in {out}/", file=sys.stderr,
-          flush=True)  # with the progress, not the results
+    announce(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} {config.level}-level model on "
+          f"{arguments.text}; checkpoints in {out}/")
     run = train_language_model(arguments.text, out, config, arguments.valid, arguments.resume)
     print(f"best validation: {run.best_val_loss:.4f} nats/token, perplexity {run.best_val_ppl:.2f}, "
           f"{run.best_val_bpc:.3f} bits/character")

@@ -11,7 +11,7 @@ from pathlib import Path
 from lstmkit.audio.manifest import read_manifest
 from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (
-    add_regulariser_arguments, add_setting, add_training_arguments, audio_file, config_from, device_name,
+    add_regulariser_arguments, announce, add_setting, add_training_arguments, audio_file, config_from, device_name,
     manifest_file, output_csv, output_figure, output_file, output_folder, positive_floats, positive_int, report_stream,
 )
 from lstmkit.engines import ENGINE_CHOICES
@@ -48,9 +48,8 @@ def train_command(arguments: argparse.Namespace) -> None:
                 warnings.simplefilter("ignore")
                 read_manifest(manifest)
     verb = "resuming" if arguments.resume else "training"
-    print(f"{verb} a bidirectional {config.num_layers}x{config.hidden_size} {config.cell} CTC model on "
-          f"{arguments.manifest}; checkpoints in {out}/", file=sys.stderr,
-          flush=True)  # with the progress, not the results
+    announce(f"{verb} a bidirectional {config.num_layers}x{config.hidden_size} {config.cell} CTC model on "
+          f"{arguments.manifest}; checkpoints in {out}/")
     run = train_speech_model(arguments.manifest, out, config, arguments.valid, arguments.resume)
     best = run.best or {}
     scored_on = "validation" if arguments.valid is not None else "on the training utterances"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (
-    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, output_figure,
+    add_regulariser_arguments, announce, add_setting, add_training_arguments, config_from, device_name, output_figure,
     output_file, output_folder, positive_int, report_stream, sentence_file,
 )
 from lstmkit.engines import ENGINE_CHOICES
@@ -31,9 +31,8 @@ def translate_train_command(arguments: argparse.Namespace) -> None:
     if arguments.resume:  # before the command says a word (the pipeline checks again, for Python callers)
         check_resumed_settings(out, config)
     verb = "resuming" if arguments.resume else "training"
-    print(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} encoder-decoder ({config.attention} "
-          f"attention) on {arguments.source} -> {arguments.target}; checkpoints in {out}/", file=sys.stderr,
-          flush=True)  # with the progress, not the results
+    announce(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} encoder-decoder ({config.attention} "
+          f"attention) on {arguments.source} -> {arguments.target}; checkpoints in {out}/")
     run = train_translation(arguments.source, arguments.target, arguments.valid_source, arguments.valid_target, out,
                             config, arguments.resume)
     bleu = "" if run.best_val_bleu is None else f", validation BLEU {run.best_val_bleu:.2f} (greedy)"

@@ -398,7 +398,8 @@ class TranslationConfig(TrainingConfig, RegulariserSettings):
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.tie_embeddings and self.embedding_size not in (None, self.hidden_size):
             raise ValueError("tie_embeddings shares the target embedding with the output layer, so embedding_size "
-                             f"must equal hidden_size={self.hidden_size}, got {self.embedding_size}")
+                             f"(--embedding-size) must equal hidden_size={self.hidden_size} (--hidden-size), got "
+                             f"{self.embedding_size}; or untie them (--untied-embeddings)")
         self.check_regularisers(self.cell, self.max_train_length)
         if self.select not in SELECTIONS:
             raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")

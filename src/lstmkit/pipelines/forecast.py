@@ -325,23 +325,31 @@ class Forecaster:
         self.runtime = run.runtime()
         return seconds
 
+    def validation_count(self, origins: int) -> int:
+        """How many of `origins` consecutive origins validate: with early stopping the latest
+        `validation_fraction` (one at least), else none."""
+        config = self.config
+        return max(1, round(config.validation_fraction * origins)) if config.early_stopping else 0
+
     def split_origins(self, origins: list[int]) -> tuple[list[int], list[int]]:
         """The training and the validation origins: with early stopping the latest
         `validation_fraction` validate, and training ends where their horizons begin."""
-        config = self.config
-        if not config.early_stopping:
+        validating = self.validation_count(len(origins))
+        if not validating:
             return origins, []
-        validation = origins[-max(1, round(config.validation_fraction * len(origins))):]
-        return [origin for origin in origins if origin + config.horizon <= validation[0]], validation
+        validation = origins[-validating:]
+        return [origin for origin in origins if origin + self.config.horizon <= validation[0]], validation
 
     def rows_needed(self, lookback: int) -> int:
         """The fewest rows `fit` can train on: one window, and the validation windows. Found by
-        bisection (whether the split leaves a training origin only grows with the rows): a row
-        at a time, a --horizon of 40,000 took a minute to be refused."""
+        bisection over counts (whether the split leaves a training origin only grows with the
+        rows): a row at a time, a --horizon of 40,000 took a minute to be refused."""
         horizon = self.config.horizon
 
-        def trains(rows: int) -> bool:
-            return bool(self.split_origins(list(range(lookback, rows - horizon + 1)))[0])
+        def trains(rows: int) -> bool:  # `split_origins` of origins lookback .. rows - horizon, counted
+            origins = rows - horizon - lookback + 1
+            validating = self.validation_count(origins)
+            return origins >= 1 and (not validating or origins - validating >= horizon)
 
         fewest, enough = lookback + horizon, 2 * (lookback + horizon)  # none below `fewest` trains
         while not trains(enough):

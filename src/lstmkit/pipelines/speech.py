@@ -462,7 +462,8 @@ class SpeechRecognizer:
         """A file's frames (frames, n_mels), the model's per-step log-probabilities (steps, V)
         and the file's own rate when it was resampled; a warning for a silent file."""
         if not isinstance(path, (str, Path)):
-            several = isinstance(path, (list, tuple))
+            items = path.tolist() if hasattr(path, "tolist") else path  # a Series or an array of paths too
+            several = isinstance(items, (list, tuple)) and all(isinstance(item, (str, Path)) for item in items)
             raise TypeError(f"expected the path of one audio file, got {type(path).__name__}; " + (
                 "for several, call once per file: [recognizer.transcribe(path) for path in paths]" if several else
                 "samples or a file object: write them to a file (soundfile.write) and give its path"))
