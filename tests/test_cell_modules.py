@@ -270,6 +270,26 @@ def test_from_layer_carries_a_bias_set_to_none_and_steps_as_the_layer(cell_name)
         state = module(x[step], state)
         assert_close(state[0] if isinstance(state, tuple) else state, output[step], f"step {step}")
     module.to_layer(layer)
+    if cell_name == "layernorm":  # a weight that is no bias set to None stays refused
+        layer.layernorm_hh_weight_l0 = None
+        with pytest.raises(ValueError, match="build both with the same bias, and set the same biases to None"):
+            NAMED[cell_name].from_layer(layer)
+
+
+@pytest.mark.parametrize("engine", ["fused", TRITON])
+def test_a_layernorm_cell_norm_shift_set_to_none_counts_as_zero(engine):
+    """The Triton kernels read a shift set to None (its key kept) as present, and added the
+    cell state in its place."""
+    torch.manual_seed(0)
+    reference = lstmkit.LayerNormLSTMCell(INPUT, HIDDEN, dtype=F64, engine="reference")
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.normal_()
+    cell = lstmkit.LayerNormLSTMCell(INPUT, HIDDEN, dtype=F64, engine=engine)
+    cell.load_state_dict(reference.state_dict())
+    reference.layernorm_cell_bias = cell.layernorm_cell_bias = None
+    x, hx = random_inputs((B,), True)
+    assert_same_run(cell(x, hx), reference(x, hx), leaves(cell, x, hx), leaves(reference, x, hx))
 
 
 def test_from_layer_carries_the_cell_options_and_sizes():

@@ -32,7 +32,7 @@ from safetensors.torch import load, save
 from torch import nn
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.files import as_path, default_mode, through_link
+from lstmkit.files import as_path, default_mode, remove_tree, through_link
 from lstmkit.interrupts import interrupts_held
 
 CONFIG_FILE = "config.json"
@@ -167,10 +167,8 @@ def write_checkpoint(directory: Path, files: dict[str, str], tensor_files: dict[
             write_file(staging / name, sealed(tensors))
         with interrupts_held():  # the swap whole: Ctrl-C or SIGTERM in it left a half-deleted previous copy
             if directory.exists():  # the newest complete checkpoint: an older previous copy can go
-                if previous.is_symlink():  # an older lstmkit renamed a linked folder's link here
-                    previous.unlink()
-                elif previous.exists():
-                    shutil.rmtree(previous)
+                if previous.is_symlink() or previous.exists():  # a link: an older lstmkit renamed a linked folder's
+                    remove_tree(previous)
                 os.replace(directory, previous)
             os.replace(staging, directory)  # where previous is the only copy, it stays until now
             flush(directory.parent)

@@ -635,7 +635,7 @@ def check_name_lengths(path: Path, what: str) -> None:
     too long": a folder or file name longer than the system's NAME_MAX bytes, or the whole
     path longer than its PATH_MAX. `what` names the path in the message."""
     name_max, path_max = (os.pathconf("/", name) if hasattr(os, "pathconf") else default
-                          for name, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)))
+                          for name, default in (("PC_NAME_MAX", NAME_MAX), ("PC_PATH_MAX", 4096)))
     longest = max(path.parts, key=lambda part: len(os.fsencode(part)), default="")
     if len(os.fsencode(longest)) > name_max:
         raise ValueError(f"{what}: the name {longest[:24]}... is {len(os.fsencode(longest))} bytes long; the system "

@@ -15,7 +15,6 @@ from lstmkit.files import FIGURE_SUFFIXES, check_input_file, check_output_file, 
 from lstmkit.nn.regularisers import INITS
 from lstmkit.training.config import PRECISIONS
 from lstmkit.training.device import check_device_name
-from lstmkit.training.distributed import Processes
 
 
 def checked_path(check: Callable[[str, str], object]) -> Callable[[str], str]:
@@ -294,21 +293,13 @@ def add_training_arguments(parser, config_class: type, evaluations: bool = True,
         budget.add_argument("--" + name.replace("_", "-"), type=positive_int if name == "steps" else positive_float,
                             help=text + (f" of {budget_of}" if budget_of else "") + shown)
     if evaluations:
-        each_epoch = " (default: at the end of each epoch)" if field_default(config_class, "eval_every") is None else ""
+        each_epoch = " (default at the end of each epoch)" if field_default(config_class, "eval_every") is None else ""
         add_setting(parser, config_class, "eval_every", "steps between evaluations" + each_epoch, type=positive_int)
     add_setting(parser, config_class, "seed", "seed of the weights, the data order, the dropout masks and the "
                 "augmentation (each process of a torchrun its own stream from it)", type=int)
     add_setting(parser, config_class, "device", "auto (CUDA when available), cpu, cuda or cuda:N", type=device_name)
     add_setting(parser, config_class, "precision", "32, or bf16 / 16 under torch.autocast",
                 choices=list(PRECISIONS))
-
-
-def announce(line: str) -> None:
-    """Say what a training command is about to do, on stderr with its progress (stdout holds
-    its results alone), from rank 0 alone under torchrun (the others' stderr stays open for
-    their errors)."""
-    if Processes.from_environment().main:
-        print(line, file=sys.stderr, flush=True)
 
 
 def config_from(arguments: argparse.Namespace, config_class: type, **settings):

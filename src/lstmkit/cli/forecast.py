@@ -183,7 +183,7 @@ def add_forecast_commands(commands) -> None:
     backtest = actions.add_parser("backtest", help="backtest against baselines only")
     add_series_arguments(backtest)
     backtest.add_argument("--out", type=output_folder,
-                          help="folder for results.json, backtest.csv and (of one table) backtest.png (default: "
+                          help="folder for results.json, backtest.csv and (of one table) backtest.png (default "
                                "none: nothing is saved, and an interrupted backtest cannot be resumed)")
     backtest.add_argument("--resume", action="store_true", help="continue the interrupted backtest in --out")
     backtest.set_defaults(run=backtest_command)

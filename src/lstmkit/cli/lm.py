@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (
-    add_regulariser_arguments, announce, add_setting, add_training_arguments, config_from, device_name, field_default,
+    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, field_default,
     non_negative_float, non_negative_int, output_folder, positive_float, positive_int, positive_ints, probability,
     probability_mass, text_file, typed_text,
 )
@@ -17,6 +17,7 @@ from lstmkit.training.device import check_runtime
 from lstmkit.pipelines.lm import RECIPES, LMTrainingConfig
 from lstmkit.pipelines.lm_evaluation import CachePointer, DynamicEvaluation
 from lstmkit.training.progress import seconds_text
+from lstmkit.training.distributed import announce
 
 
 # The settings a --recipe sets, which a flag given beside it overrides even at its default:
@@ -51,7 +52,7 @@ def lm_train_command(arguments: argparse.Namespace) -> None:
     check_runtime(config.device, config.precision, config.engine, config.cell)
     verb = "resuming" if arguments.resume else "training"
     announce(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} {config.level}-level model on "
-          f"{arguments.text}; checkpoints in {out}/")
+             f"{arguments.text}; checkpoints in {out}/")
     run = train_language_model(arguments.text, out, config, arguments.valid, arguments.resume)
     print(f"best validation: {run.best_val_loss:.4f} nats/token, perplexity {run.best_val_ppl:.2f}, "
           f"{run.best_val_bpc:.3f} bits/character")

@@ -11,7 +11,7 @@ from pathlib import Path
 from lstmkit.audio.manifest import read_manifest
 from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (
-    add_regulariser_arguments, announce, add_setting, add_training_arguments, audio_file, config_from, device_name,
+    add_regulariser_arguments, add_setting, add_training_arguments, audio_file, config_from, device_name,
     manifest_file, output_csv, output_figure, output_file, output_folder, positive_floats, positive_int, report_stream,
 )
 from lstmkit.engines import ENGINE_CHOICES
@@ -20,6 +20,7 @@ from lstmkit.training.device import check_runtime
 from lstmkit.files import check_not_read, write_csv, write_json
 from lstmkit.pipelines.configs import SpeechConfig
 from lstmkit.training.progress import seconds_text
+from lstmkit.training.distributed import announce
 
 
 def fsdd_command(arguments: argparse.Namespace) -> None:
@@ -49,7 +50,7 @@ def train_command(arguments: argparse.Namespace) -> None:
                 read_manifest(manifest)
     verb = "resuming" if arguments.resume else "training"
     announce(f"{verb} a bidirectional {config.num_layers}x{config.hidden_size} {config.cell} CTC model on "
-          f"{arguments.manifest}; checkpoints in {out}/")
+             f"{arguments.manifest}; checkpoints in {out}/")
     run = train_speech_model(arguments.manifest, out, config, arguments.valid, arguments.resume)
     best = run.best or {}
     scored_on = "validation" if arguments.valid is not None else "on the training utterances"
@@ -196,7 +197,7 @@ def add_speech_commands(commands) -> None:
             command.add_argument("--confusion", action="store_true",
                                  help="print how often each word was transcribed as each (isolated words)")
         command.add_argument("--beam", type=positive_int, default=1,
-                             help="1 (the default): greedy; more: prefix beam search")
+                             help="1: greedy; more: prefix beam search (default 1)")
         command.add_argument("--lexicon", action="store_true",
                              help="write only words of the training transcripts (prefix beam search of --beam)")
         command.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")

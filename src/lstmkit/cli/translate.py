@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (
-    add_regulariser_arguments, announce, add_setting, add_training_arguments, config_from, device_name, output_figure,
+    add_regulariser_arguments, add_setting, add_training_arguments, config_from, device_name, output_figure,
     output_file, output_folder, positive_int, report_stream, sentence_file,
 )
 from lstmkit.engines import ENGINE_CHOICES
@@ -18,6 +18,7 @@ from lstmkit.files import atomic_path, check_not_read, write_json
 from lstmkit.models.seq2seq import ATTENTIONS
 from lstmkit.pipelines.configs import BLEU_TOKENIZERS, SELECTIONS, DecodingConfig, TranslationConfig
 from lstmkit.training.progress import seconds_text
+from lstmkit.training.distributed import announce
 
 
 def translate_train_command(arguments: argparse.Namespace) -> None:
@@ -32,7 +33,7 @@ def translate_train_command(arguments: argparse.Namespace) -> None:
         check_resumed_settings(out, config)
     verb = "resuming" if arguments.resume else "training"
     announce(f"{verb} a {config.num_layers}x{config.hidden_size} {config.cell} encoder-decoder ({config.attention} "
-          f"attention) on {arguments.source} -> {arguments.target}; checkpoints in {out}/")
+             f"attention) on {arguments.source} -> {arguments.target}; checkpoints in {out}/")
     run = train_translation(arguments.source, arguments.target, arguments.valid_source, arguments.valid_target, out,
                             config, arguments.resume)
     bleu = "" if run.best_val_bleu is None else f", validation BLEU {run.best_val_bleu:.2f} (greedy)"

@@ -181,9 +181,9 @@ def traced_engine(cell: Cell, device: torch.device, return_gates: bool, regulari
 
 
 def reference_under_transform(chosen: Engine, transform: str = "torch.func transforms") -> Engine:
-    """Under torch.func transforms (grad, vmap, jacrev, ...), or forward-mode AD for the
-    engines of `KERNEL_ENGINES` and native calls torch runs without it (`native_takes_dual_tensors`),
-    which cannot see into the engine's kernels, the reference
+    """Under torch.func transforms (grad, vmap, jacrev, ...), which cannot see into the fused and
+    native kernels, and under forward-mode AD for `KERNEL_ENGINES` and for the native calls
+    torch's kernels cannot differentiate so (`native_takes_dual_tensors`), the reference
     engine: the same numbers, as plain differentiable ops. Says so once per transform and engine."""
     if chosen.name != "reference" and (transform, chosen.name) not in TRANSFORM_WARNED:
         TRANSFORM_WARNED.add((transform, chosen.name))

@@ -171,13 +171,14 @@ class RecurrentCell(NotScriptable, nn.Module):
         else:
             module = cls(input_size, hidden_size, **options, **recurrent.cell.options())
         ours = dict(module.named_parameters())  # a module just built: plain parameters
-        for name in set(ours) - set(named_weights(weights)):  # a bias the layer's was set to None: None here too
-            if recurrent.bias:
-                setattr(module, name, None)
-                del ours[name]
+        theirs = named_weights(weights)
+        biases = {"bias_ih", "bias_hh"} | {extra.name for extra in recurrent.cell.extra_parameters if extra.is_bias}
+        for name in (set(ours) - set(theirs)) & biases:  # the layer's set to None: this module's None too
+            setattr(module, name, None)
+            del ours[name]
         module.check_weights(weights, ours)
         with torch.no_grad():
-            for name, value in named_weights(weights).items():
+            for name, value in theirs.items():
                 ours[name].copy_(value)
         return module
 

@@ -35,8 +35,7 @@ from lstmkit.extras import extra_imports
 from lstmkit.files import as_path, fingerprint
 from lstmkit.models.acoustic import (
     BLANK, AcousticModel, AcousticModelConfig, Lexicon, checked_beam, ctc_frames_needed, greedy_decode,
-    prefix_beam_search,
-    stacked_length,
+    prefix_beam_search, stacked_length,
 )
 from lstmkit.models.modes import evaluating
 from lstmkit.pipelines.configs import SpeechConfig
@@ -404,7 +403,7 @@ def train_speech_model(train: str | Path, out: str | Path, config: SpeechConfig,
     `train`, scored on those of `validation` (without one, on the training utterances: a
     check of fit, not of generalisation)."""
     check_config(config, SpeechConfig, "lstmkit.speech.SpeechConfig")
-    out = as_path(out, "the run's folder")  # None trained a model nothing kept
+    out = as_path(out, "the run's folder")  # required: the run object holds no model
     check_run_folder(out, resume, SPEECH_MODEL.name)  # before the audio is read
     if resume:
         check_resumed_settings(out, config)

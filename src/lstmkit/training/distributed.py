@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -182,3 +183,11 @@ def leave() -> None:
     aborts the process ("terminate called without an active exception")."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def announce(line: str) -> None:
+    """Say what a training command is about to do, on stderr with its progress (stdout holds
+    its results alone), from rank 0 alone under torchrun (the others' stderr stays open for
+    their errors)."""
+    if Processes.from_environment().main:
+        print(line, file=sys.stderr, flush=True)

@@ -25,7 +25,6 @@ import copy
 import json
 import math
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -45,7 +44,7 @@ from lstmkit.files import (
 )
 from lstmkit.training.config import ADDED_SETTINGS, TrainingConfig, check_config, current_names, flag_value
 from lstmkit.training.device import Precision, check_engines, resolve_device
-from lstmkit.training.distributed import Processes
+from lstmkit.training.distributed import Processes, announce
 from lstmkit.training.job import Job, checked_loss, checked_scores, epoch_steps
 from lstmkit.training.progress import Progress, bars_closed_on_failure
 from lstmkit.training.optimizers import (
@@ -361,8 +360,8 @@ class Trainer:
                                                "python": platform.python_version()}}
 
     def announce(self, text: str) -> None:
-        if self.processes.main:
-            print(text, file=sys.stderr, flush=True)
+        """Say `text` with the run's progress (`cli.arguments.announce`)."""
+        announce(text)
 
     def run(self, job: Job, out: str | Path | None = None, resume: bool = False,
             keep_best: bool = False) -> TrainingRun:

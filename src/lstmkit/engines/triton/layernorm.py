@@ -21,6 +21,12 @@ EPS_RECIPROCAL = tl.constexpr(round(1 / LAYER_NORM_EPS))
 assert 1 / EPS_RECIPROCAL.value == LAYER_NORM_EPS
 
 
+
+def has_cell_shift(weights: LayerWeights) -> bool:
+    """Whether the cell output's norm has a shift: one set to None (its key kept) has none."""
+    return weights.extra.get("layernorm_cell_bias") is not None
+
+
 @triton.jit
 def layernorm_forward(
     gates, rec, product, c, c_new, h_new, h_low, rec_mean, rec_rstd, cell_mean, cell_rstd,
@@ -187,8 +193,7 @@ class TritonLayerNormKernel(Refilling, IndexesItsGates, LayerNormKernel):
             step.gates, step.rec, step.product if adds else step.rec, step.c, step.c_new, step.h_new,
             step.h_low if adds else step.h_new, tape["rec_mean"], tape["rec_rstd"],
             tape["cell_mean"], tape["cell_rstd"], *self.norms(weights, step.c), hidden,
-            HAS_REC_SHIFT=weights.bias_hh is not None, HAS_CELL_SHIFT="layernorm_cell_bias" in weights.extra,
-            ADD_PRODUCT=adds,
+            HAS_REC_SHIFT=weights.bias_hh is not None, HAS_CELL_SHIFT=has_cell_shift(weights), ADD_PRODUCT=adds,
         )
 
     def backward(self, dh: Tensor, dc: Tensor, step: FusedStep, grads: FusedGrads, weights: LayerWeights) -> None:
@@ -205,5 +210,5 @@ class TritonLayerNormKernel(Refilling, IndexesItsGates, LayerNormKernel):
             tape["rec_rstd"], tape["cell_mean"], tape["cell_rstd"], rec_gain, cell_gain, cell_shift,
             grads.d_gates, grads.d_rec,
             grads.d_low if adds else grads.d_rec, grads.tape["d_ln_c"], hidden,
-            HAS_CELL_SHIFT="layernorm_cell_bias" in weights.extra, ADD_PRODUCT=adds, **refilling,
+            HAS_CELL_SHIFT=has_cell_shift(weights), ADD_PRODUCT=adds, **refilling,
         )
