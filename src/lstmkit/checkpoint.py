@@ -167,7 +167,7 @@ def write_checkpoint(directory: Path, files: dict[str, str], tensor_files: dict[
             write_file(staging / name, sealed(tensors))
         with interrupts_held():  # the swap whole: Ctrl-C or SIGTERM in it left a half-deleted previous copy
             if directory.exists():  # the newest complete checkpoint: an older previous copy can go
-                if previous.is_symlink() or previous.exists():  # a link: an older lstmkit renamed a linked folder's
+                if previous.is_symlink() or previous.exists():  # a link where an older lstmkit moved a linked last/
                     remove_tree(previous)
                 os.replace(directory, previous)
             os.replace(staging, directory)  # where previous is the only copy, it stays until now

@@ -170,7 +170,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     stream = standard_stream(path)
     if stream is not None or device_or_pipe(path):
         with tempfile.TemporaryDirectory() as folder:
-            temporary = Path(folder) / f"output{temporary_name('', path.suffix)[1]}"  # the suffix: a figure's format
+            temporary = Path(folder) / f"output{temporary_suffix(path.suffix)}"  # the suffix: a figure's format
             try:
                 yield temporary
             except OSError as error:
@@ -215,12 +215,17 @@ NAME_MAX = 255
 TEMPORARY_SUFFIX_MAX = 16
 
 
+def temporary_suffix(suffix: str) -> str:
+    """The suffix a temporary file keeps of its target's: the whole, up to TEMPORARY_SUFFIX_MAX bytes."""
+    return suffix if len(os.fsencode(suffix)) <= TEMPORARY_SUFFIX_MAX else ""
+
+
 def temporary_name(name: str, suffix: str) -> tuple[str, str]:
     """The prefix and suffix of the temporary file `atomic_path` writes `name` to first: "." and
-    the name, shortened so that with a dot, mkstemp's 8 random characters and the suffix (kept
-    up to TEMPORARY_SUFFIX_MAX bytes) it stays within NAME_MAX. A name of 242-255 bytes failed
-    with "File name too long" once the work was done."""
-    suffix = suffix if len(os.fsencode(suffix)) <= TEMPORARY_SUFFIX_MAX else ""
+    the name, shortened so that with a dot, mkstemp's 8 random characters and the suffix
+    (`temporary_suffix`) it stays within NAME_MAX. A name of 242-255 bytes failed with "File
+    name too long" once the work was done."""
+    suffix = temporary_suffix(suffix)
     room = NAME_MAX - len(os.fsencode(suffix)) - 10  # the two dots and the random characters
     while len(os.fsencode(name)) > room:
         name = name[:-1]

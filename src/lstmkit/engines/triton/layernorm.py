@@ -21,7 +21,6 @@ EPS_RECIPROCAL = tl.constexpr(round(1 / LAYER_NORM_EPS))
 assert 1 / EPS_RECIPROCAL.value == LAYER_NORM_EPS
 
 
-
 def has_cell_shift(weights: LayerWeights) -> bool:
     """Whether the cell output's norm has a shift: one set to None (its key kept) has none."""
     return weights.extra.get("layernorm_cell_bias") is not None
