@@ -69,8 +69,8 @@ def test_running_out_of_memory_is_one_line_that_says_what_to_shrink(failure, sai
     with pytest.raises(SystemExit) as stopped:
         main(["task", "adding", "--T", "2000000000", "--steps", "1"])
     assert stopped.value.code == 1
-    assert capsys.readouterr().err == (f"lstmkit: error: out of memory{said}: give a smaller batch, sequence length "
-                                       "(--T, --seq-len) or model\n")
+    assert capsys.readouterr().err == (f"lstmkit: error: out of memory{said}: give a smaller corpus, batch, sequence "
+                                       "length (--T, --seq-len) or model\n")
 
 
 @pytest.mark.parametrize("error, said", [
@@ -967,12 +967,12 @@ def test_a_dangling_symbolic_link_as_the_output_folder_is_refused_before_any_wor
     with pytest.raises(SystemExit):
         main(["lm", "train", str(tmp_path / "text.txt"), "--steps", "1", "--out", str(tmp_path / "loop")])
     assert capsys.readouterr().err.endswith(f"argument --out: {tmp_path / 'loop'} is a symbolic link to "
-                                            f"{tmp_path / 'back'}, which leads back to itself through links: choose "
-                                            "another folder\n")
+                                            f"{tmp_path / 'back'}, which leads back to itself through symbolic links: "
+                                            "choose another folder\n")
     with pytest.raises(SystemExit):  # a loop above the folder, and a loop given to read
         main(["lm", "train", str(tmp_path / "text.txt"), "--steps", "1", "--out", str(tmp_path / "loop" / "run")])
-    assert capsys.readouterr().err.endswith(f"argument --out: {tmp_path / 'loop' / 'run'}: a symbolic link on the way "
-                                            f"to {tmp_path / 'loop' / 'run'} leads back to itself; choose another "
+    assert capsys.readouterr().err.endswith(f"argument --out: {tmp_path / 'loop' / 'run'} cannot be reached: a link "
+                                            "on the way leads back to itself through symbolic links; choose another "
                                             "folder\n")
     with pytest.raises(SystemExit):
         main(["lm", "train", str(tmp_path / "loop"), "--steps", "1"])

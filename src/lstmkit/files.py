@@ -18,7 +18,7 @@ import tempfile
 import threading
 import unicodedata
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -171,13 +171,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     if stream is not None or device_or_pipe(path):
         with tempfile.TemporaryDirectory() as folder:
             temporary = Path(folder) / f"output{temporary_suffix(path.suffix)}"  # the suffix: a figure's format
-            try:
+            with failed_writes_named(lambda error: type(error)(
+                    f"cannot write {path} ({error.strerror} in {folder}, the temporary folder it is written in "
+                    "first: set TMPDIR to another)")):
                 yield temporary
-            except OSError as error:
-                if error.errno is None:  # the caller's own (a TimeoutError from a SIGALRM handler), not a write's
-                    raise
-                raise type(error)(f"cannot write {path} ({error.strerror} in {folder}, the temporary folder "
-                                  "it is written in first: set TMPDIR to another)") from None
             data = temporary.read_bytes()
         try:
             write_into(path, data, stream)
@@ -193,12 +190,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise cannot_write(path, error) from None
     os.close(descriptor)
     try:
-        try:
+        with failed_writes_named(lambda error: cannot_write(path, error)):
             yield Path(temporary)
-        except OSError as error:  # the block's writing of it: a full disk, a file-size limit
-            if error.errno is None:  # the caller's own (a TimeoutError from a SIGALRM handler), not a write's
-                raise
-            raise cannot_write(path, error) from None
         os.chmod(temporary, default_mode())
         try:
             os.replace(temporary, path)
@@ -288,6 +281,19 @@ def write_into(path: Path, data: bytes, stream) -> None:
         return
     with open(path, "ab") as target:
         target.write(data)
+
+
+@contextlib.contextmanager
+def failed_writes_named(described: Callable[[OSError], OSError]) -> Iterator[None]:
+    """A write's failure in the block (an OSError with an errno: a full disk, a file-size limit)
+    raised as `described(error)`, which names the file; any other error, such as the caller's
+    own TimeoutError from a SIGALRM handler, passes unchanged."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno is None:
+            raise
+        raise described(error) from None
 
 
 def cannot_write(path: Path, error: OSError) -> OSError:
@@ -459,7 +465,7 @@ def check_input_file(path: str | Path, expected: str) -> Path:
     path = as_path(path, expected)
     check_name_lengths(path, f"{path} (expected {expected})")
     if looping(path):
-        raise ValueError(f"{path} leads back to itself through symbolic links (expected {expected})")
+        raise ValueError(f"{path} {LOOPS} (expected {expected})")
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (expected {expected})")
     if path.is_dir():
@@ -477,12 +483,16 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
         raise ValueError(f"{named(option, path)} is a file; expected a folder (new, or one this program wrote)")
     if path.is_symlink() and not path.exists():  # mkdir then failed, after the run was announced: "File exists"
         if looping(path):
-            raise ValueError(f"{named(option, path)} is a symbolic link to {os.readlink(path)}, which leads back to "
-                             "itself through links: choose another folder")
+            raise ValueError(f"{named(option, path)} is a symbolic link to {os.readlink(path)}, which {LOOPS}: "
+                             "choose another folder")
         raise ValueError(f"{named(option, path)} is a symbolic link to {os.readlink(path)}, which does not exist: "
                          "create the folder it points to, or choose another")
     check_writable(path, path, option)
     return path
+
+
+# What a path is told that a link makes circular.
+LOOPS = "leads back to itself through symbolic links"
 
 
 def looping(path: Path) -> bool:
@@ -620,8 +630,8 @@ def check_writable(folder: Path, path: Path, option: str) -> None:
     ancestor = folder
     while not ancestor.exists():
         if looping(ancestor):
-            raise ValueError(f"{named(option, path)}: a symbolic link on the way to {ancestor} leads back to itself; "
-                             "choose another folder")
+            raise ValueError(f"{named(option, path)} cannot be reached: a link on the way {LOOPS}; choose another "
+                             "folder")
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise ValueError(f"{named(option, path)} lies inside {ancestor}, which is a file; expected a folder")
