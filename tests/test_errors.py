@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import lstmkit
@@ -95,7 +96,7 @@ def test_a_weight_load_state_dict_left_on_meta_is_named_not_computed_with(engine
                             "weight_ih_l0 on cpu: load_state_dict(..., strict=False, assign=True) leaves"):
         layer(torch.randn(5, 2, 3))
     layer = lstmkit.LSTM(3, 4, num_layers=2, engine=engine)
-    layer.weight_ih_l0 = torch.nn.Parameter(torch.empty(12, 3, device="meta"))
+    layer.weight_ih_l0 = torch.nn.Parameter(torch.empty(16, 3, device="meta"))
     with raises(ValueError, "got weight_ih_l0 on meta and weight_hh_l0 on cpu"):  # the one left out named
         layer(torch.randn(5, 2, 3))
 
@@ -304,6 +305,38 @@ def test_a_wrong_size_is_a_runtime_error_as_in_torch_nn_and_a_value_error(module
         call(getattr(lstmkit, module_name)(3, 4))
     assert isinstance(caught.value, lstmkit.ShapeError) and isinstance(caught.value, ValueError)
     assert "got" in str(caught.value)
+
+
+@pytest.mark.parametrize("engine", ["auto", "native", "fused", "reference"])
+@pytest.mark.parametrize("steps", [5, 40])  # from 32 steps MKL's packed product read the weight unchecked
+def test_a_weight_set_anew_in_another_shape_is_named_on_every_engine(engine, steps):
+    """`layer.weight_hh_l1 = nn.Parameter(...)` of the wrong shape: at 40 steps the fused
+    engine returned numbers, and the native one (as torch.nn.LSTM on oneDNN) does; a weight
+    swapped in by torch.func.functional_call alike."""
+    layer = lstmkit.LSTM(3, 5, num_layers=2, engine=engine)
+    message = ("weight_hh_l1 has shape (20, 6), but the module was built for (20, 5) (input_size=3, hidden_size=5, "
+               "num_layers=2): give it a tensor of that shape, or build a module of the sizes wanted")
+    with raises(lstmkit.ShapeError, message):
+        torch.func.functional_call(layer, {"weight_hh_l1": torch.randn(20, 6)}, (torch.randn(steps, 2, 3),))
+    layer.weight_hh_l1 = nn.Parameter(torch.randn(20, 6))
+    with raises(lstmkit.ShapeError, message):
+        layer(torch.randn(steps, 2, 3))
+
+
+@pytest.mark.parametrize("make, name, shape, message", [
+    (lambda: lstmkit.LSTMCell(3, 5), "weight_hh", (20, 6),
+     "weight_hh has shape (20, 6), but the module was built for (20, 5) (input_size=3, hidden_size=5)"),
+    (lambda: lstmkit.PeepholeLSTMCell(3, 5, engine="fused"), "peephole_f", (6,),
+     "peephole_f has shape (6,), but the module was built for (5,) (input_size=3, hidden_size=5)"),
+    (lambda: lstmkit.GRU(3, 5, bidirectional=True, bias=False), "weight_ih_l0_reverse", (15, 4),
+     "weight_ih_l0_reverse has shape (15, 4), but the module was built for (15, 3) (input_size=3, hidden_size=5, "
+     "bidirectional=True, bias=False)"),
+])
+def test_a_cell_modules_or_variants_weight_in_another_shape_is_named(make, name, shape, message):
+    module = make()
+    setattr(module, name, nn.Parameter(torch.randn(shape)))
+    with raises(lstmkit.ShapeError, message):
+        module(torch.randn(4, 2, 3) if isinstance(module, lstmkit.Recurrent) else torch.randn(2, 3))
 
 
 def test_wrong_number_of_dimensions(lstm):

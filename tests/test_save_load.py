@@ -196,3 +196,13 @@ def test_an_lstm_cell_pickled_without_its_blocks_read_keeps_its_gates(tmp_path):
     x = torch.randn(2, 1, 3)
     assert list(loaded(x, return_gates=True)[-1].gates) == ["input", "candidate", "output"]
     torch.testing.assert_close(loaded(x)[0], layer(x)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("module", [lstmkit.LSTM(3, 4), lstmkit.PeepholeLSTMCell(3, 4)], ids=["layer", "cell module"])
+def test_a_pickled_module_with_an_engine_that_does_not_exist_is_refused_at_load(module):
+    """A pickle's attributes are set without __setattr__'s check: an edited engine name loaded,
+    then failed at the first call with a bare KeyError of that name."""
+    module.__dict__["engine"] = "__import__('os')"
+    with pytest.raises(ValueError, match=r"engine must be one of auto, native, fused, triton, reference, got "
+                                         r"\"__import__\('os'\)\""):
+        pickle.loads(pickle.dumps(module))

@@ -20,11 +20,12 @@ from torch import Tensor, nn
 
 from lstmkit.cells import CIFGLSTMStep, Cell, GRUStep, LayerNormLSTMStep, LayerWeights, LSTMStep
 from lstmkit.cells import PeepholeLSTMStep, RNNStep, is_builtin
+from lstmkit.engines import check_engine_name
 from lstmkit.engines.step import check_step_engine, run_cell_step, step_engine_name
 from lstmkit.nn.docs import (
     ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, LSTM_OPTIONS_ARGS, cell_docstring, step_equations,
 )
-from lstmkit.nn.parameters import RESET, initialise, parameter_shapes, register, set_forget_bias
+from lstmkit.nn.parameters import RESET, check_built_shapes, initialise, parameter_shapes, register, set_forget_bias
 from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, weights_device, writable
 from lstmkit.nn.tracing import fx_leaf_call
 from lstmkit.nn.recurrent import (
@@ -82,8 +83,7 @@ class RecurrentCell(NotScriptable, nn.Module):
         self.forget_bias = forget_bias
         self.engine = engine
         self._initialisers: dict[str, str] = {}
-        shapes = parameter_shapes(self.cell, input_size, hidden_size, hidden_size, bias, proj_size=0)
-        register(self, shapes, "", device, dtype, self._initialisers)
+        register(self, self._built_shapes(), "", device, dtype, self._initialisers)
         if not bias:  # as torch.nn's cells: `cell.bias_ih is None`
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
@@ -104,8 +104,30 @@ class RecurrentCell(NotScriptable, nn.Module):
             check_step_engine(value, self.cell)
         super().__setattr__(name, value)
 
+    def __setstate__(self, state: dict) -> None:
+        """An unpickled module with its engine's name checked, as `Recurrent.__setstate__`."""
+        if "engine" in state:
+            check_engine_name(state["engine"])
+        super().__setstate__(state)
+
+    def _built_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """The parameter shapes (`parameter_shapes`) the module was built with; kept once computed
+        (a module pickled before they were kept computes them at its first call)."""
+        shapes = self.__dict__.get("_parameter_shapes")
+        if shapes is None:
+            shapes = self.__dict__["_parameter_shapes"] = parameter_shapes(
+                self.cell, self.input_size, self.hidden_size, self.hidden_size, self.bias, proj_size=0)
+        return shapes
+
     def weights(self) -> LayerWeights:
         """The parameters as the cell's math and the engines take them."""
+        weights = self._read_weights()
+        check_built_shapes(named_weights(weights), self._built_shapes(), "",
+                           f"input_size={self.input_size}, hidden_size={self.hidden_size}")
+        return weights
+
+    def _read_weights(self) -> LayerWeights:
+        """`weights`, unchecked."""
         return LayerWeights(
             weight_ih=read_parameter(self, "weight_ih"),
             weight_hh=read_parameter(self, "weight_hh"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
 from lstmkit.engines import exporting
 from lstmkit.engines.base import Packing
@@ -61,11 +61,8 @@ class SequenceBatch:
         if self.packed is not None:
             order = self.packed.sorted_indices  # None when packed with enforce_sorted=True
             sorted_output = output if order is None else output.index_select(1, order)
-            # the sorted lengths from the batch sizes, which stay on the CPU: no copy back from the
-            # device (a synchronisation on a GPU; on the meta device there is nothing to copy)
-            batch_sizes = self.packed.batch_sizes
-            sorted_lengths = (batch_sizes.unsqueeze(0) > torch.arange(output.shape[1]).unsqueeze(1)).sum(1)
-            data = pack_padded_sequence(sorted_output, sorted_lengths).data
+            positions = packed_positions(self.packed.batch_sizes, output.device)
+            data = sorted_output.flatten(0, 1).index_select(0, positions)
             return PackedSequence(
                 data,
                 self.packed.batch_sizes,
@@ -107,9 +104,7 @@ def prepare_input(
             )
         check_features(input.data, input_size, dtype, device)
         check_batch_sizes(input)
-        # on the meta device (shapes only) the sorting indices have no values to unsort by
-        in_order = PackedSequence(input.data, input.batch_sizes) if input.data.device.type == "meta" else input
-        data, packed_lengths = pad_packed_sequence(in_order)
+        data, packed_lengths = padded_from_packed(input)
         order = input.sorted_indices  # None when packed with enforce_sorted=True: in the batch's order
         if order is None:
             order = torch.arange(data.shape[1], device=data.device)
@@ -141,6 +136,33 @@ def prepare_input(
         checked_lengths = checked_lengths.to(data.device)
         data = without_padding(data, checked_lengths)
     return SequenceBatch(data, checked_lengths, order, None, batched, batch_first)
+
+
+def packed_positions(batch_sizes: Tensor, device: torch.device) -> Tensor:
+    """The rows of a padded batch (T, B, ·), sorted by length and flattened to (T·B, ·), that a
+    PackedSequence of `batch_sizes` (on the CPU: no copy back from the device) holds, in its
+    order: at step t, the first batch_sizes[t]. Packing and unpacking by these indices is plain
+    indexing, which torch.func's transforms (grad, vmap) and autograd take; torch's
+    pack_padded_sequence and pad_packed_sequence read the data's memory, which a transform's
+    tensor does not have ("Cannot access data pointer of Tensor that doesn't have storage")."""
+    running = torch.arange(int(batch_sizes[0])).unsqueeze(0) < batch_sizes.unsqueeze(1)  # (T, B)
+    return running.flatten().nonzero().squeeze(1).to(device)
+
+
+def padded_from_packed(packed: PackedSequence) -> tuple[Tensor, Tensor]:
+    """pad_packed_sequence's (data (T, B, ·) zero-padded, lengths (B,) on the CPU), in the batch's
+    order, by `packed_positions`. On the meta device, whose sorting indices hold no values to
+    unsort by, in the packed order (shapes only)."""
+    data, batch_sizes = packed.data, packed.batch_sizes
+    steps, batch_size = batch_sizes.shape[0], int(batch_sizes[0])
+    positions = packed_positions(batch_sizes, data.device)
+    padded = data.new_zeros(steps * batch_size, *data.shape[1:]).index_copy(0, positions, data)
+    padded = padded.view(steps, batch_size, *data.shape[1:])
+    lengths = (batch_sizes.unsqueeze(0) > torch.arange(batch_size).unsqueeze(1)).sum(1)
+    unsort = packed.unsorted_indices
+    if unsort is None or data.device.type == "meta":
+        return padded, lengths
+    return padded.index_select(1, unsort), lengths[unsort.cpu()]
 
 
 def without_padding(data: Tensor, lengths: Tensor) -> Tensor:
@@ -273,6 +295,10 @@ def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) 
             raise TypeError(f"lengths must hold integers, got a numpy array of dtype {lengths.dtype}")
         lengths = torch.from_numpy(lengths)
     if isinstance(lengths, Tensor):
+        if torch._C._functorch.is_batchedtensor(lengths):
+            raise ValueError("lengths cannot differ between the calls of a torch.func.vmap: they choose the steps each "
+                             "call runs, which vmap runs alike for all; vmap over calls of the same lengths (in_dims "
+                             "None for them), or loop over the samples")
         if lengths.numel() == 0:  # torch.tensor([]), for a batch of none, is float32
             lengths = lengths.long()
         if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:

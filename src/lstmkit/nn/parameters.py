@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from lstmkit.cells import Cell
+from lstmkit.nn.inputs import ShapeError
 from lstmkit.nn.reparametrised import base_name
 
 RESET = "reset_parameters sets {name} (forget_bias, init)"  # who sets a weight, for `writable`'s messages
@@ -34,6 +35,26 @@ def parameter_shapes(
         if bias or not extra.is_bias:
             shapes[extra.name] = ((sizes[extra.size],), extra.init)
     return shapes
+
+
+def check_built_shapes(
+    weights: dict[str, Tensor | None], shapes: dict[str, tuple[tuple[int, ...], str]], suffix: str, built: str
+) -> None:
+    """Refuse a weight (name without the layer `suffix` -> tensor, None for a bias set to None)
+    whose shape is not in `shapes`, those the module was `built` for: one set anew,
+    `layer.weight_hh_l0 = nn.Parameter(...)`. Some of torch's kernels read such a weight
+    unchecked, past its end or short of it (MKL's packed product, oneDNN's LSTM), and
+    return numbers. Not while torch.jit.trace records a call: it would record the comparison
+    (and fail on a parameter, which it may not make a constant)."""
+    if torch.jit.is_tracing():
+        return
+    for base, value in weights.items():
+        expected = shapes[base][0]
+        if value is not None and value.shape != expected:
+            raise ShapeError(
+                f"{base}{suffix} has shape {tuple(value.shape)}, but the module was built for {expected} ({built}): "
+                "give it a tensor of that shape, or build a module of the sizes wanted"
+            )
 
 
 def register(

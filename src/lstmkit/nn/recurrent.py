@@ -18,7 +18,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 from lstmkit.cells import Cell, LayerWeights, check_cell_options, is_builtin, make_cell
 from lstmkit.cells.base import check_own_cell
-from lstmkit.engines import CPU_FUSED_MIN_STEPS, Regularisation, Stack, check_engine, flatten_weights, select_engine
+from lstmkit.engines import (CPU_FUSED_MIN_STEPS, Regularisation, Stack, check_engine, check_engine_name,
+                             flatten_weights, select_engine)
 from lstmkit.engines.precision import even_packed_on_onednn, lstm_cell_steps
 from lstmkit.engines.reference import warn_unrolled
 from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
@@ -27,7 +28,7 @@ from lstmkit.nn.inputs import (SequenceBatch, ShapeError, as_float32_under_autoc
 from lstmkit.caller import warn_at_caller
 from lstmkit.keywords import constructor_keywords
 from lstmkit.nn import regularisers
-from lstmkit.nn.parameters import RESET, initialise, parameter_shapes, register, set_forget_bias
+from lstmkit.nn.parameters import RESET, check_built_shapes, initialise, parameter_shapes, register, set_forget_bias
 from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, weights_device, writable
 from lstmkit.nn.rnn_base import RNNBaseHelpers
 from lstmkit.nn.scripting import NotScriptable
@@ -156,14 +157,28 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         """Create the parameters under torch.nn's names, in torch.nn's order, then the cell's."""
         self._all_weights: list[list[str]] = []
         self._initialisers: dict[str, str] = {}
-        for layer in range(self.num_layers):
-            layer_input = self.input_size if layer == 0 else self.output_size * self.num_directions
-            shapes = parameter_shapes(
-                self.cell, layer_input, self.hidden_size, self.output_size, self.bias, self.proj_size
-            )
+        for layer, shapes in enumerate(self._built_shapes()):
             for direction in range(self.num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
                 self._all_weights.append(register(self, shapes, suffix, device, dtype, self._initialisers))
+
+    def _built_shapes(self) -> list[dict[str, tuple[tuple[int, ...], str]]]:
+        """Each layer's parameter shapes (`parameter_shapes`), those the layer was built with;
+        kept once computed (a layer pickled before they were kept computes them at its first call)."""
+        shapes = self.__dict__.get("_parameter_shapes")
+        if shapes is None:
+            shapes = self.__dict__["_parameter_shapes"] = [
+                parameter_shapes(self.cell, self.input_size if layer == 0 else self.output_size * self.num_directions,
+                                 self.hidden_size, self.output_size, self.bias, self.proj_size)
+                for layer in range(self.num_layers)]
+        return shapes
+
+    def _sizes(self) -> str:
+        """The sizes the layer was built with, as its arguments name them."""
+        given = {"num_layers": self.num_layers > 1, "proj_size": self.proj_size, "bidirectional": self.bidirectional,
+                 "bias": not self.bias}  # those left at their defaults are not named
+        return ", ".join(f"{name}={getattr(self, name)}" for name in ("input_size", "hidden_size", *given)
+                         if given.get(name, True))
 
     def reset_parameters(self) -> None:
         """torch.nn's initialisation, U(-1/sqrt(H), 1/sqrt(H)), in its order (so a seed gives
@@ -244,6 +259,14 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         the list): an assigned `_flat_weights` is left behind."""
         return {name: value for name, value in self.__dict__.items() if name != "_assigned_weights"}
 
+    def __setstate__(self, state: dict) -> None:
+        """An unpickled layer (a whole model's torch.load) with its engine's name checked, as
+        setting it is: a pickle's attributes are set without __setattr__ (an edited one failed
+        at the first call, with a bare KeyError)."""
+        if "engine" in state:
+            check_engine_name(state["engine"])
+        super().__setstate__(state)
+
     def _init_flat_weights(self) -> None:
         """torch.nn's refresh of `_flat_weights` from the weights: a list assigned is dropped."""
         self.__dict__.pop("_assigned_weights", None)
@@ -300,6 +323,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         assigned = self._assigned_flat_weights()  # `_flat_weights` assigned, as torch.nn's forward reads it
         named = {name.removesuffix(suffix): read_parameter(self, name) if assigned is None else assigned[name]
                  for name in names}
+        check_built_shapes(named, self._built_shapes()[index // self.num_directions], suffix, self._sizes())
         return LayerWeights(
             weight_ih=named.pop("weight_ih"),
             weight_hh=named.pop("weight_hh"),

@@ -5,6 +5,7 @@ deprecated hook-based `torch.nn.utils.weight_norm` (`name_g`, `name_v`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -109,9 +110,10 @@ def writable(module: nn.Module, name: str, purpose: str) -> Iterator[Tensor]:
         back = getattr(module, name)
     if not holds(back, value):
         difference = (back - value).abs().max().item()
+        said = f"largest difference {difference:.3g}" if math.isfinite(difference) else "some not finite"
         raise ValueError(
-            f"{setting} through its parametrisation ({kinds}), which gives back other values (largest difference "
-            f"{difference:.3g}): it cannot hold them"
+            f"{setting} through its parametrisation ({kinds}), which gives back other values ({said}): it cannot "
+            "hold them"
         )
 
 
