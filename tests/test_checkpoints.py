@@ -39,7 +39,7 @@ from lstmkit.checkpoint import (
 )
 from lstmkit.models.forecaster import ForecastNetwork, ForecastNetworkConfig
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
-from lstmkit.pipelines.forecast import load_forecaster
+from lstmkit.pipelines.forecast import FORECASTER, load_forecaster
 from lstmkit.pipelines.lm import VOCABULARY_FILE, load_language_model
 from lstmkit.text import Vocabulary
 
@@ -196,7 +196,6 @@ def test_a_resumed_model_checks_names_and_shapes_too():
 
 @pytest.mark.parametrize("setting, value, largest", [
     ("hidden_size", 10**9, "recurrent.bias_hh_l0, (16,)"),
-    ("num_layers", 10**9, "recurrent.bias_hh_l0, (16,)"),
     ("vocabulary_size", 10**12, "recurrent.bias_hh_l0, (16,)"),
 ])
 def test_a_crafted_size_fails_fast_without_allocating(tmp_path, setting, value, largest):
@@ -209,6 +208,28 @@ def test_a_crafted_size_fails_fast_without_allocating(tmp_path, setting, value, 
             f"{directory / 'model.safetensors'} do not fit: none has a dimension that large (the largest is "
             f"{largest})")):
         load_language_model(directory)
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"num_layers": 40_000}, "num_layers=40000, ensemble=1, scalings=1"),
+    ({"ensemble": 10_000}, "num_layers=1, ensemble=10000, scalings=1"),
+    ({"num_layers": 3, "ensemble": 2, "scalings": 2}, "num_layers=3, ensemble=2, scalings=2"),
+])
+def test_crafted_counts_of_parts_fail_fast_against_the_tensor_count(tmp_path, changes, named):
+    """Layers and ensemble members were bounded by the largest dimension (a word-level LM's
+    vocabulary let 33,000 layers through) or not at all: 10,000 members took 140 s to build on the
+    meta device before their tensors were found missing. Each part has tensors of its own."""
+    config = ForecastNetworkConfig("lstm", targets=1, past_features=1, future_features=0, horizon=2, hidden_size=4,
+                                   num_layers=1, dropout=0.0)
+    tensors = model_tensors(ForecastNetwork(config))
+    directory = save_checkpoint(tmp_path / "model", {"kind": "forecaster", "network": {**config.to_dict(), **changes}},
+                                tensors)
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{directory / 'config.json'} sets {named}, which the tensors in {directory / 'model.safetensors'} do not "
+            f"fit: each part has tensors of its own, and the file holds {len(tensors)}")):
+        checkpoint.load_model_checkpoint(directory, FORECASTER)
     assert time.perf_counter() - start < 0.5
 
 

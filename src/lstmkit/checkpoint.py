@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -74,8 +75,10 @@ class CheckpointKind:
 
     name: the config's "kind"; description: what a load of this kind expects, for messages
     ("a forecaster"); section: the config entry that describes the model; sizes: the entries
-    of that section that are tensor dimensions or layer counts; build: the section -> the
-    model; stored: the model -> the tensors its checkpoint holds (a tied weight once).
+    of that section that are tensor dimensions; build: the section -> the model; stored: the
+    model -> the tensors its checkpoint holds (a tied weight once); counts: the entries that
+    count parts, each with tensors of its own in each of the others (the layers of each member
+    of an ensemble).
     """
 
     name: str
@@ -84,6 +87,7 @@ class CheckpointKind:
     sizes: tuple[str, ...]
     build: Callable[[dict], nn.Module]
     stored: Callable[[nn.Module], dict[str, torch.Tensor]] = model_tensors
+    counts: tuple[str, ...] = ("num_layers",)
 
 
 def save_checkpoint(
@@ -206,7 +210,7 @@ def load_model_checkpoint(directory: str | Path, kind: CheckpointKind) -> tuple[
     if not isinstance(section, dict):
         raise CheckpointError(f"{config_path} has no {kind.section!r} object describing {kind.description}")
     shapes = header_shapes(weights_path)
-    check_sizes(section, kind.sizes, shapes, config_path, weights_path)
+    check_sizes(section, kind, shapes, config_path, weights_path)
     try:
         with torch.device("meta"):
             expected = kind.stored(kind.build(section))
@@ -441,11 +445,19 @@ def unreadable(path: Path, error: SafetensorError) -> CheckpointError:
     return CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt: {error})")
 
 
-def check_sizes(section: dict, sizes: tuple[str, ...], shapes: Shapes, config_path: Path, weights_path: Path) -> None:
-    """Refuse a size (or layer count) that no tensor in the weights file comes near, before
-    anything the size would make is built: each is at most a dimension or the tensor count."""
-    bound = max([len(shapes), *(max(shape, default=0) for shape in shapes.values())])
-    for name in sizes:
+def check_sizes(section: dict, kind: CheckpointKind, shapes: Shapes, config_path: Path, weights_path: Path) -> None:
+    """Refuse a size that no tensor in the weights file comes near, or counts of parts that need
+    more tensors than it holds, before anything they would make is built: a size is at most the
+    largest dimension, the product of the counts at most the tensor count. (Values of the wrong
+    kind are left to the model's own checks.)"""
+    counts = {name: section[name] for name in kind.counts if name in section}  # a missing one: the model's default
+    if counts and all(isinstance(value, int) and not isinstance(value, bool) and value > 0 for value in counts.values()):
+        if math.prod(counts.values()) > len(shapes):
+            named = ", ".join(f"{name}={value}" for name, value in counts.items())
+            raise CheckpointError(f"{config_path} sets {named}, which the tensors in {weights_path} do not fit: each "
+                                  f"part has tensors of its own, and the file holds {len(shapes)}")
+    bound = max((max(shape, default=0) for shape in shapes.values()), default=0)
+    for name in kind.sizes:
         value = section.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > bound:
             largest = max(shapes, key=lambda tensor: max(shapes[tensor], default=0), default=None)

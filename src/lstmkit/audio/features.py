@@ -19,7 +19,6 @@ raises AudioError naming it.
 from __future__ import annotations
 
 import importlib.util
-import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,11 @@ SILENT_SCALE = 1e-5  # below this spread of log-mel energies an utterance is sil
 # The speeds perturbation may play a file at: beyond half or twice, speech stops sounding like
 # the same words said by another voice.
 MIN_SPEED, MAX_SPEED = 0.5, 2.0
+# The front end's largest settings: a window of 200 ms holds several phonemes (speech front ends
+# use 20-40 ms), 192 kHz is studio audio's highest rate, and 512 bands are 4 x the most that
+# speech front ends use. They bound the mel filter bank (at most 512 x 32,769 values), which a
+# crafted model's configuration could otherwise make gigabytes.
+MAX_WINDOW_MS, MAX_SAMPLE_RATE, MAX_MELS = 200.0, 192_000, 512
 
 
 def empty_mel_bands(sample_rate: int, n_fft: int, n_mels: int) -> int:
@@ -76,8 +80,13 @@ class FrontEnd:
 
     def __post_init__(self) -> None:
         check_positive_integers(self, ("sample_rate", "n_mels"))
-        if not 0 < self.window_ms < math.inf:
-            raise ValueError(f"window_ms must be a positive number of milliseconds, got {self.window_ms!r}")
+        if self.sample_rate > MAX_SAMPLE_RATE:
+            raise ValueError(f"sample_rate must be at most {MAX_SAMPLE_RATE} Hz, got {self.sample_rate}")
+        if self.n_mels > MAX_MELS:
+            raise ValueError(f"n_mels must be at most {MAX_MELS}, got {self.n_mels}")
+        if not 0 < self.window_ms <= MAX_WINDOW_MS:
+            raise ValueError(f"window_ms must be a positive number of milliseconds, at most {MAX_WINDOW_MS:g}, got "
+                             f"{self.window_ms!r}")
         if not 0 < self.hop_ms <= self.window_ms:
             raise ValueError(f"hop_ms must be positive and at most window_ms ({self.window_ms!r}), got {self.hop_ms!r}")
         if self.hop < 1:

@@ -748,8 +748,9 @@ def warn_far_from_fitted(frame: SeriesFrame, layout: SeriesLayout) -> None:
 
 FORECASTER = CheckpointKind(
     "forecaster", "a forecaster", "network",
-    ("targets", "past_features", "future_features", "horizon", "hidden_size", "num_layers"),
+    ("targets", "past_features", "future_features", "horizon", "hidden_size"),
     lambda section: build_forecast_network(ForecastNetworkConfig(**section)),
+    counts=("num_layers", "ensemble", "scalings"),
 )
 
 

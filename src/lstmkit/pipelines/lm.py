@@ -458,7 +458,7 @@ def evaluate_windows(model: LanguageModel, windows, characters_per_token: float,
 
 
 LANGUAGE_MODEL = CheckpointKind(
-    "language_model", "a language model", "model", ("vocabulary_size", "hidden_size", "embedding_size", "num_layers"),
+    "language_model", "a language model", "model", ("vocabulary_size", "hidden_size", "embedding_size"),
     lambda section: LanguageModel(LanguageModelConfig(**section)),
 )
 

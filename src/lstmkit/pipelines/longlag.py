@@ -470,7 +470,7 @@ def save_model(model: SequenceModel, task: Task, directory: Path) -> Path:
 
 
 SEQUENCE_MODEL = CheckpointKind(
-    "sequence_model", "a model saved by `lstmkit task`", "model", ("input_size", "hidden_size", "output_size", "num_layers"),
+    "sequence_model", "a model saved by `lstmkit task`", "model", ("input_size", "hidden_size", "output_size"),
     lambda section: SequenceModel(SequenceModelConfig(**section)),
 )
 

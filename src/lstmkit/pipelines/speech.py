@@ -428,7 +428,7 @@ def train_speech_model(train: str | Path, out: str | Path, config: SpeechConfig,
 
 
 SPEECH_MODEL = CheckpointKind(
-    "speech_model", "a speech recogniser", "model", ("input_size", "vocabulary_size", "hidden_size", "num_layers"),
+    "speech_model", "a speech recogniser", "model", ("input_size", "vocabulary_size", "hidden_size"),
     lambda section: AcousticModel(AcousticModelConfig(**section)),
 )
 

@@ -273,7 +273,7 @@ def validation_loss(model: Seq2Seq, sources: list[list[int]], targets: list[list
 
 TRANSLATION_MODEL = CheckpointKind(
     "translation", "a translation model", "model",
-    ("source_vocabulary_size", "target_vocabulary_size", "hidden_size", "embedding_size", "num_layers"),
+    ("source_vocabulary_size", "target_vocabulary_size", "hidden_size", "embedding_size"),
     lambda section: Seq2Seq(Seq2SeqConfig(**section)),
 )
 
