@@ -314,8 +314,8 @@ def test_a_weight_set_anew_in_another_shape_is_named_on_every_engine(engine, ste
     engine returned numbers, and the native one (as torch.nn.LSTM on oneDNN) does; a weight
     swapped in by torch.func.functional_call alike."""
     layer = lstmkit.LSTM(3, 5, num_layers=2, engine=engine)
-    message = ("weight_hh_l1 has shape (20, 6), but the module was built for (20, 5) (input_size=3, hidden_size=5, "
-               "num_layers=2): give it a tensor of that shape, or build a module of the sizes wanted")
+    message = ("weight_hh_l1 has shape (20, 6), but the module's sizes (input_size=3, hidden_size=5, num_layers=2) "
+               "make it (20, 5): give it a tensor of that shape, or build a module of the sizes wanted")
     with raises(lstmkit.ShapeError, message):
         torch.func.functional_call(layer, {"weight_hh_l1": torch.randn(20, 6)}, (torch.randn(steps, 2, 3),))
     layer.weight_hh_l1 = nn.Parameter(torch.randn(20, 6))
@@ -325,18 +325,36 @@ def test_a_weight_set_anew_in_another_shape_is_named_on_every_engine(engine, ste
 
 @pytest.mark.parametrize("make, name, shape, message", [
     (lambda: lstmkit.LSTMCell(3, 5), "weight_hh", (20, 6),
-     "weight_hh has shape (20, 6), but the module was built for (20, 5) (input_size=3, hidden_size=5)"),
+     "weight_hh has shape (20, 6), but the module's sizes (input_size=3, hidden_size=5) make it (20, 5)"),
     (lambda: lstmkit.PeepholeLSTMCell(3, 5, engine="fused"), "peephole_f", (6,),
-     "peephole_f has shape (6,), but the module was built for (5,) (input_size=3, hidden_size=5)"),
+     "peephole_f has shape (6,), but the module's sizes (input_size=3, hidden_size=5) make it (5,)"),
     (lambda: lstmkit.GRU(3, 5, bidirectional=True, bias=False), "weight_ih_l0_reverse", (15, 4),
-     "weight_ih_l0_reverse has shape (15, 4), but the module was built for (15, 3) (input_size=3, hidden_size=5, "
-     "bidirectional=True, bias=False)"),
+     "weight_ih_l0_reverse has shape (15, 4), but the module's sizes (input_size=3, hidden_size=5, "
+     "bidirectional=True, bias=False) make it (15, 3)"),
 ])
 def test_a_cell_modules_or_variants_weight_in_another_shape_is_named(make, name, shape, message):
     module = make()
     setattr(module, name, nn.Parameter(torch.randn(shape)))
     with raises(lstmkit.ShapeError, message):
         module(torch.randn(4, 2, 3) if isinstance(module, lstmkit.Recurrent) else torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("engine", ["auto", "fused"])
+def test_surgery_that_changes_a_size_with_its_weights_runs_as_torch_nn(engine):
+    """A new input size set with a weight of that size (a layer fitted to new features), as
+    torch.nn takes it: the shapes are checked against the sizes the module has now."""
+    torch.manual_seed(0)
+    layer, cell = lstmkit.LSTM(3, 4, engine=engine), lstmkit.LSTMCell(3, 4)
+    twin, twin_cell = torch.nn.LSTM(3, 4), torch.nn.LSTMCell(3, 4)
+    twin.load_state_dict(layer.state_dict())
+    twin_cell.load_state_dict(cell.state_dict())
+    weight = torch.randn(16, 10)
+    for module in (layer, twin, cell, twin_cell):
+        module.input_size = 10
+        setattr(module, "weight_ih_l0" if hasattr(module, "weight_ih_l0") else "weight_ih", nn.Parameter(weight))
+    x = torch.randn(5, 2, 10)
+    torch.testing.assert_close(layer(x)[0], twin(x)[0])
+    torch.testing.assert_close(cell(x[0])[0], twin_cell(x[0])[0])
 
 
 def test_wrong_number_of_dimensions(lstm):

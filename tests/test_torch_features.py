@@ -204,13 +204,16 @@ def test_a_packed_sequence_made_outside_torch_func_transforms_runs_under_them(en
     assert_close(ensemble[1], functional_call(twin, doubled, (packed,))[0].data, "ensemble member 2")
 
 
-def test_lengths_that_differ_over_a_vmap_are_refused_by_name():
-    """Per-sample lengths under vmap stopped in torch's "data-dependent control flow" error,
-    which sends the user to PyTorch's issue tracker; the same lengths for every sample run."""
+def test_lengths_batched_by_vmap_are_refused_by_name():
+    """Per-sample lengths under vmap (and vmap of grad) stopped in torch's "data-dependent
+    control flow" error, which sends the user to PyTorch's issue tracker; the same lengths for
+    every sample run."""
     layer = lstmkit.LSTM(3, 4, dtype=torch.float64)
     x = torch.randn(2, 5, 3, 3, dtype=torch.float64)
-    with pytest.raises(ValueError, match=re.escape("lengths cannot differ between the calls of a torch.func.vmap")):
-        vmap(lambda inputs, lengths: layer(inputs, lengths=lengths)[0])(x, torch.tensor([[5, 2, 4], [3, 5, 1]]))
+    lengths = torch.tensor([[5, 2, 4], [3, 5, 1]])
+    for transform in (vmap, lambda function: vmap(grad(lambda *arguments: function(*arguments).sum()))):
+        with pytest.raises(ValueError, match=re.escape("lengths cannot be batched by torch.func.vmap")):
+            transform(lambda inputs, lengths: layer(inputs, lengths=lengths)[0])(x, lengths)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # that the calls run on the reference engine
         batched = vmap(lambda inputs: layer(inputs, lengths=[5, 2, 4])[0])(x)

@@ -83,7 +83,7 @@ class RecurrentCell(NotScriptable, nn.Module):
         self.forget_bias = forget_bias
         self.engine = engine
         self._initialisers: dict[str, str] = {}
-        register(self, self._built_shapes(), "", device, dtype, self._initialisers)
+        register(self, self._built_shapes(), "", device, dtype, self._initialisers)  # after the sizes are set
         if not bias:  # as torch.nn's cells: `cell.bias_ih is None`
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
@@ -111,19 +111,19 @@ class RecurrentCell(NotScriptable, nn.Module):
         super().__setstate__(state)
 
     def _built_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
-        """The parameter shapes (`parameter_shapes`) the module was built with; kept once computed
-        (a module pickled before they were kept computes them at its first call)."""
-        shapes = self.__dict__.get("_parameter_shapes")
-        if shapes is None:
-            shapes = self.__dict__["_parameter_shapes"] = parameter_shapes(
+        """The parameter shapes (`parameter_shapes`) at the module's sizes, kept while they hold."""
+        sizes = (self.input_size, self.hidden_size, self.bias)
+        kept = self.__dict__.get("_parameter_shapes")
+        if kept is None or kept[0] != sizes:
+            kept = self.__dict__["_parameter_shapes"] = sizes, parameter_shapes(
                 self.cell, self.input_size, self.hidden_size, self.hidden_size, self.bias, proj_size=0)
-        return shapes
+        return kept[1]
 
     def weights(self) -> LayerWeights:
         """The parameters as the cell's math and the engines take them."""
         weights = self._read_weights()
         check_built_shapes(named_weights(weights), self._built_shapes(), "",
-                           f"input_size={self.input_size}, hidden_size={self.hidden_size}")
+                           lambda: f"input_size={self.input_size}, hidden_size={self.hidden_size}")
         return weights
 
     def _read_weights(self) -> LayerWeights:

@@ -61,7 +61,7 @@ class SequenceBatch:
         if self.packed is not None:
             order = self.packed.sorted_indices  # None when packed with enforce_sorted=True
             sorted_output = output if order is None else output.index_select(1, order)
-            positions = packed_positions(self.packed.batch_sizes, output.device)
+            positions = packed_positions(self.packed.batch_sizes).to(output.device)
             data = sorted_output.flatten(0, 1).index_select(0, positions)
             return PackedSequence(
                 data,
@@ -138,31 +138,35 @@ def prepare_input(
     return SequenceBatch(data, checked_lengths, order, None, batched, batch_first)
 
 
-def packed_positions(batch_sizes: Tensor, device: torch.device) -> Tensor:
+def packed_positions(batch_sizes: Tensor) -> Tensor:
     """The rows of a padded batch (T, B, ·), sorted by length and flattened to (T·B, ·), that a
     PackedSequence of `batch_sizes` (on the CPU: no copy back from the device) holds, in its
-    order: at step t, the first batch_sizes[t]. Packing and unpacking by these indices is plain
-    indexing, which torch.func's transforms (grad, vmap) and autograd take; torch's
-    pack_padded_sequence and pad_packed_sequence read the data's memory, which a transform's
-    tensor does not have ("Cannot access data pointer of Tensor that doesn't have storage")."""
+    order: at step t, the first batch_sizes[t]. Packing and unpacking by indices is plain
+    indexing (index_select, which autocast leaves alone, as it does not index_copy or cat: they
+    fail on bfloat16 data under float16 autocast), which torch.func's transforms (grad, vmap) and
+    autograd take; torch's pack_padded_sequence and pad_packed_sequence read the data's memory,
+    which a transform's tensor does not have ("Cannot access data pointer of Tensor that doesn't
+    have storage")."""
     running = torch.arange(int(batch_sizes[0])).unsqueeze(0) < batch_sizes.unsqueeze(1)  # (T, B)
-    return running.flatten().nonzero().squeeze(1).to(device)
+    return running.flatten().nonzero().squeeze(1)
 
 
 def padded_from_packed(packed: PackedSequence) -> tuple[Tensor, Tensor]:
     """pad_packed_sequence's (data (T, B, ·) zero-padded, lengths (B,) on the CPU), in the batch's
-    order, by `packed_positions`. On the meta device, whose sorting indices hold no values to
-    unsort by, in the packed order (shapes only)."""
+    order, by indexing alone (as `packed_positions` says why): each step of each sequence read
+    from its packed row in one index_select, the steps past its end zeroed. On the meta device,
+    whose sorting indices hold no values to unsort by, in the packed order (shapes only)."""
     data, batch_sizes = packed.data, packed.batch_sizes
     steps, batch_size = batch_sizes.shape[0], int(batch_sizes[0])
-    positions = packed_positions(batch_sizes, data.device)
-    padded = data.new_zeros(steps * batch_size, *data.shape[1:]).index_copy(0, positions, data)
-    padded = padded.view(steps, batch_size, *data.shape[1:])
-    lengths = (batch_sizes.unsqueeze(0) > torch.arange(batch_size).unsqueeze(1)).sum(1)
+    running = torch.arange(batch_size).unsqueeze(0) < batch_sizes.unsqueeze(1)  # (T, B), sorted by length
+    rows = running.flatten().cumsum(0).sub(1).view(steps, batch_size)  # a running step's packed row
     unsort = packed.unsorted_indices
-    if unsort is None or data.device.type == "meta":
-        return padded, lengths
-    return padded.index_select(1, unsort), lengths[unsort.cpu()]
+    if unsort is not None and data.device.type != "meta":
+        unsort = unsort.cpu()
+        running, rows = running[:, unsort], rows[:, unsort]
+    padded = data.index_select(0, rows.flatten().to(data.device)).view(steps, batch_size, *data.shape[1:])
+    ended = ~running.view(steps, batch_size, *[1] * (data.dim() - 1)).to(data.device)
+    return padded.masked_fill(ended, 0), running.sum(0)
 
 
 def without_padding(data: Tensor, lengths: Tensor) -> Tensor:
@@ -295,10 +299,10 @@ def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) 
             raise TypeError(f"lengths must hold integers, got a numpy array of dtype {lengths.dtype}")
         lengths = torch.from_numpy(lengths)
     if isinstance(lengths, Tensor):
-        if torch._C._functorch.is_batchedtensor(lengths):
-            raise ValueError("lengths cannot differ between the calls of a torch.func.vmap: they choose the steps each "
-                             "call runs, which vmap runs alike for all; vmap over calls of the same lengths (in_dims "
-                             "None for them), or loop over the samples")
+        if vmapped(lengths):
+            raise ValueError("lengths cannot be batched by torch.func.vmap: they choose the steps each call runs, "
+                             "which vmap runs alike for all; give every call the same lengths (in_dims None for "
+                             "them), or loop over the samples")
         if lengths.numel() == 0:  # torch.tensor([]), for a batch of none, is float32
             lengths = lengths.long()
         if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
@@ -327,6 +331,16 @@ def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) 
             f"got lengths[{position}] = {int(values[position])}{ended}"
         )
     return values
+
+
+def vmapped(tensor: Tensor) -> bool:
+    """Whether `tensor` is batched by a torch.func.vmap, at any level of torch.func's wrappers
+    (vmap(grad(f)) wraps the batched tensor for grad)."""
+    while torch._C._functorch.is_functorch_wrapped_tensor(tensor):
+        if torch._C._functorch.is_batchedtensor(tensor):
+            return True
+        tensor = torch._C._functorch.get_unwrapped(tensor)
+    return False
 
 
 def is_integer(value: object) -> bool:

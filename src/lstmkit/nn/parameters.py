@@ -4,6 +4,7 @@ torch.nn's initialisation, shared by the layers and the cell modules."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -38,10 +39,12 @@ def parameter_shapes(
 
 
 def check_built_shapes(
-    weights: dict[str, Tensor | None], shapes: dict[str, tuple[tuple[int, ...], str]], suffix: str, built: str
+    weights: dict[str, Tensor | None], shapes: dict[str, tuple[tuple[int, ...], str]], suffix: str,
+    sizes: Callable[[], str],
 ) -> None:
     """Refuse a weight (name without the layer `suffix` -> tensor, None for a bias set to None)
-    whose shape is not in `shapes`, those the module was `built` for: one set anew,
+    whose shape is not in `shapes`, those of the module's `sizes` (its arguments, in words, made
+    only for the message): one set anew,
     `layer.weight_hh_l0 = nn.Parameter(...)`. Some of torch's kernels read such a weight
     unchecked, past its end or short of it (MKL's packed product, oneDNN's LSTM), and
     return numbers. Not while torch.jit.trace records a call: it would record the comparison
@@ -52,8 +55,8 @@ def check_built_shapes(
         expected = shapes[base][0]
         if value is not None and value.shape != expected:
             raise ShapeError(
-                f"{base}{suffix} has shape {tuple(value.shape)}, but the module was built for {expected} ({built}): "
-                "give it a tensor of that shape, or build a module of the sizes wanted"
+                f"{base}{suffix} has shape {tuple(value.shape)}, but the module's sizes ({sizes()}) make it "
+                f"{expected}: give it a tensor of that shape, or build a module of the sizes wanted"
             )
 
 

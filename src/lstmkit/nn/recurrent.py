@@ -163,15 +163,16 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                 self._all_weights.append(register(self, shapes, suffix, device, dtype, self._initialisers))
 
     def _built_shapes(self) -> list[dict[str, tuple[tuple[int, ...], str]]]:
-        """Each layer's parameter shapes (`parameter_shapes`), those the layer was built with;
-        kept once computed (a layer pickled before they were kept computes them at its first call)."""
-        shapes = self.__dict__.get("_parameter_shapes")
-        if shapes is None:
-            shapes = self.__dict__["_parameter_shapes"] = [
+        """Each layer's parameter shapes (`parameter_shapes`) at the layer's sizes, kept while
+        they hold (surgery may change `input_size` with the weights)."""
+        sizes = (self.input_size, self.hidden_size, self.num_layers, self.proj_size, self.bidirectional, self.bias)
+        kept = self.__dict__.get("_parameter_shapes")
+        if kept is None or kept[0] != sizes:
+            kept = self.__dict__["_parameter_shapes"] = sizes, [
                 parameter_shapes(self.cell, self.input_size if layer == 0 else self.output_size * self.num_directions,
                                  self.hidden_size, self.output_size, self.bias, self.proj_size)
                 for layer in range(self.num_layers)]
-        return shapes
+        return kept[1]
 
     def _sizes(self) -> str:
         """The sizes the layer was built with, as its arguments name them."""
@@ -323,7 +324,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         assigned = self._assigned_flat_weights()  # `_flat_weights` assigned, as torch.nn's forward reads it
         named = {name.removesuffix(suffix): read_parameter(self, name) if assigned is None else assigned[name]
                  for name in names}
-        check_built_shapes(named, self._built_shapes()[index // self.num_directions], suffix, self._sizes())
+        check_built_shapes(named, self._built_shapes()[index // self.num_directions], suffix, self._sizes)
         return LayerWeights(
             weight_ih=named.pop("weight_ih"),
             weight_hh=named.pop("weight_hh"),
