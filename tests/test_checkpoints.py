@@ -131,6 +131,7 @@ def test_a_truncated_or_missing_training_state_is_named(tmp_path):
     (b'{"kind": "language_model",\n "model": {',
      "is not JSON: Expecting property name enclosed in double quotes at line 2 column 12"),
     (b'{"kind": "\xff"}', "is not JSON: byte 10 is not UTF-8"),
+    (b'{"kind": "language_mo', "is not JSON: Unterminated string starting at line 1 column 10"),  # not "at at"
     (b"[1, 2]", "holds a JSON list, expected an object"),
     (b'"language_model"', "holds a JSON str, expected an object"),
 ])
@@ -307,6 +308,20 @@ def test_a_forecaster_of_another_version_is_named(tmp_path):
             f"{tmp_path / 'old'} is a forecaster checkpoint this lstmkit cannot read (written by another version?): "
             "Forecaster.__init__() missing 2 required positional arguments: 'target' and 'horizon'")):
         load_forecaster(tmp_path / "old")
+
+
+def test_a_forecaster_whose_horizon_disagrees_with_its_networks_is_named(tmp_path):
+    """An edited forecaster.horizon of 10**9 stopped in pandas' "Out of bounds timestamp", which
+    names neither the file nor the setting."""
+    network = ForecastNetworkConfig(cell="lstm", targets=1, past_features=1, future_features=0, horizon=2,
+                                    hidden_size=4, num_layers=1)
+    config = {"kind": "forecaster", "network": network.to_dict(),
+              "forecaster": {"target": "y", "time": "day", "horizon": 10**9}}
+    save_checkpoint(tmp_path / "edited", config, ForecastNetwork(network).state_dict())
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{tmp_path / 'edited'} is a forecaster checkpoint this lstmkit cannot read (written by another "
+            "version?): its forecaster.horizon, 1000000000, is not its network.horizon, 2")):
+        load_forecaster(tmp_path / "edited")
 
 
 def test_lm_sample_on_a_truncated_file_is_one_line(tmp_path, capsys):
@@ -556,7 +571,8 @@ def test_a_checkpoint_is_not_written_over_what_is_not_one(tmp_path):
     (tmp_path / "model" / "users.json").write_text("{}")
     with pytest.raises(FileExistsError, match=r"not a checkpoint's \(users.json\)"):
         save_checkpoint(tmp_path / "model", {"v": 3}, {"w": torch.zeros(2)}, extra_tensors={"training.safetensors": {}})
-    save_checkpoint(tmp_path / "lm", {"kind": "language_model"}, {"w": torch.ones(2)})
+    # with its vocabulary, which the refusal told the user to move out, breaking the language model
+    save_checkpoint(tmp_path / "lm", {"kind": "language_model"}, {"w": torch.ones(2)}, {"vocabulary.json": "{}"})
     with pytest.raises(FileExistsError, match=re.escape(f"{tmp_path / 'lm'} holds a 'language_model' checkpoint, "
                                                         "which writing a 'forecaster' one there would replace")):
         save_checkpoint(tmp_path / "lm", {"kind": "forecaster"}, {"w": torch.ones(2)})

@@ -69,8 +69,8 @@ def test_running_out_of_memory_is_one_line_that_says_what_to_shrink(failure, sai
     with pytest.raises(SystemExit) as stopped:
         main(["task", "adding", "--T", "2000000000", "--steps", "1"])
     assert stopped.value.code == 1
-    assert capsys.readouterr().err == (f"lstmkit: error: out of memory{said}: give a smaller corpus, batch, sequence "
-                                       "length (--T, --seq-len) or model\n")
+    assert capsys.readouterr().err == (f"lstmkit: error: out of memory{said}: give a smaller batch, sequence length "
+                                       "(--T, --seq-len) or model\n")
 
 
 @pytest.mark.parametrize("error, said", [
@@ -645,6 +645,16 @@ def test_an_output_file_that_is_an_input_is_refused_before_it_is_read(command, w
     assert all(path.read_text() == "mine\n" for name, path in paths.items() if path.is_file() and name != "l")
 
 
+def test_an_evaluation_of_a_run_that_does_not_exist_says_so_whatever_its_output(tmp_path, capsys):
+    """`--json runs/none/results.json` was refused as "the run's results", which do not exist."""
+    (tmp_path / "a.de").write_text("a\n")
+    (tmp_path / "b.en").write_text("b\n")
+    code, _, err = run_cli(["translate", "eval", str(tmp_path / "none"), "--source", str(tmp_path / "a.de"),
+                            "--reference", str(tmp_path / "b.en"), "--json", str(tmp_path / "none" / "results.json")],
+                           capsys)
+    assert (code, err) == (2, f"lstmkit: error: {tmp_path / 'none'} does not exist\n")
+
+
 @pytest.mark.parametrize("command, written", [
     (["translate", "run", "{run}", "{a}", "--show-attention", "{run}/curves.png"], "--show-attention {run}/curves.png"),
     (["speech", "transcribe", "{run}", "{a}", "--show", "{other}/curves.png"], "--show {other}/curves.png"),
@@ -971,9 +981,9 @@ def test_a_dangling_symbolic_link_as_the_output_folder_is_refused_before_any_wor
                                             "choose another folder\n")
     with pytest.raises(SystemExit):  # a loop above the folder, and a loop given to read
         main(["lm", "train", str(tmp_path / "text.txt"), "--steps", "1", "--out", str(tmp_path / "loop" / "run")])
-    assert capsys.readouterr().err.endswith(f"argument --out: {tmp_path / 'loop' / 'run'} cannot be reached: a link "
-                                            "on the way leads back to itself through symbolic links; choose another "
-                                            "folder\n")
+    assert capsys.readouterr().err.endswith(f"argument --out: {tmp_path / 'loop' / 'run'} cannot be reached: "
+                                            f"{tmp_path / 'loop'} leads back to itself through symbolic links; choose "
+                                            "another folder\n")
     with pytest.raises(SystemExit):
         main(["lm", "train", str(tmp_path / "loop"), "--steps", "1"])
     assert capsys.readouterr().err.endswith(f"argument text: {tmp_path / 'loop'} leads back to itself through "

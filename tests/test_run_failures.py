@@ -765,7 +765,7 @@ def test_resuming_a_run_that_stopped_early_leaves_it_as_it_was_unless_the_patien
     results = (tmp_path / "run" / "results.json").read_bytes()
     with pytest.raises(ValueError, match=re.escape(
             f"{tmp_path / 'run'} ended at step 3: the val_loss had not improved for patience = 2 evaluations; a "
-            "larger --patience continues it")):
+            "larger patience continues it")):
         Trainer(TrainingConfig(steps=100, eval_every=1, patience=2)).run(job(), tmp_path / "run", resume=True)
     assert (tmp_path / "run" / "results.json").read_bytes() == results
     # Killed after its last checkpoint, before results.json: it had ended all the same.

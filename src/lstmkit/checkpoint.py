@@ -132,15 +132,15 @@ def check_replaceable(directory: str | Path, names: set[str], kind: str | None =
         raise FileExistsError(f"{directory} is a file; a checkpoint is a folder: choose another path")
     if not directory.is_dir() or not any(directory.iterdir()):
         return
+    held = held_kind(directory)  # first: a checkpoint of another kind holds files of its own (a vocabulary)
+    if held is not None and kind is not None and held != kind:
+        raise FileExistsError(f"{directory} holds a {held!r} checkpoint, which writing a {kind!r} one there would "
+                              "replace: choose another folder")
     foreign = sorted(path.name for path in directory.iterdir() if not path.is_file() or path.name not in names)
     if foreign or not (directory / CONFIG_FILE).is_file():
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "") if foreign else f"no {CONFIG_FILE}"
         raise FileExistsError(f"{directory} holds files that are not a checkpoint's ({shown}), which writing a "
                               "checkpoint there would delete: move them out, or choose another folder")
-    held = held_kind(directory)
-    if held is not None and kind is not None and held != kind:
-        raise FileExistsError(f"{directory} holds a {held!r} checkpoint, which writing a {kind!r} one there would "
-                              "replace: choose another folder")
 
 
 def held_kind(directory: Path) -> str | None:
@@ -380,7 +380,8 @@ def read_json(path: Path) -> object:
     except UnicodeDecodeError as error:
         raise CheckpointError(f"{path} is not JSON: byte {error.start} is not UTF-8") from None
     except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} is not JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+        at = error.msg.removesuffix(" at")  # "Unterminated string starting at" the place given
+        raise CheckpointError(f"{path} is not JSON: {at} at line {error.lineno} column {error.colno}") from None
     except RecursionError:
         raise CheckpointError(f"{path} is not a checkpoint's config: its JSON is nested too deep to read") from None
 

@@ -630,8 +630,8 @@ def check_writable(folder: Path, path: Path, option: str) -> None:
     ancestor = folder
     while not ancestor.exists():
         if looping(ancestor):
-            raise ValueError(f"{named(option, path)} cannot be reached: a link on the way {LOOPS}; choose another "
-                             "folder")
+            link = next(part for part in [*reversed(ancestor.parents), ancestor] if looping(part))
+            raise ValueError(f"{named(option, path)} cannot be reached: {link} {LOOPS}; choose another folder")
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise ValueError(f"{named(option, path)} lies inside {ancestor}, which is a file; expected a folder")

@@ -183,10 +183,10 @@ def stop_reason(job: Job, config: TrainingConfig, progress: RunState, scores: di
         return StopReason(f"its last evaluation {goal}", job.goal_remedy)
     if config.on_plateau == "stop" and patience_spent(config, progress, metric):
         return StopReason(f"the {metric} had not improved for patience = {config.patience} evaluations",
-                          "a larger --patience continues it")
+                          "a larger patience continues it")
     if progress.annealing_from is not None and progress.step >= progress.annealing_from + anneal_steps:
         return StopReason(f"its learning rate had annealed to its floor over {anneal_steps} steps after the {metric} "
-                          "stopped improving", "a larger --patience continues it")
+                          "stopped improving", "a larger patience continues it")
     return None
 
 
@@ -196,7 +196,8 @@ def run_files(directory: str | Path) -> dict[str, Path]:
     (best/, last/, or the checkpoint given). Written over by `speech eval --json
     RUN/results.json`, they were lost without a word."""
     run = run_folder(directory)
-    files = {"the run's results": run / "results.json", "the run's metrics": run / "metrics.csv"}
+    files = {name: path for name, path in (("the run's results", run / "results.json"),
+                                           ("the run's metrics", run / "metrics.csv")) if path.exists()}
     for checkpoint in dict.fromkeys((existing(run / "best"), existing(run / "last"), existing(Path(directory)))):
         if (checkpoint / CONFIG_FILE).is_file():
             files.update({f"the checkpoint's {path.name} ({checkpoint.name}/)": path
