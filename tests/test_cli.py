@@ -646,13 +646,20 @@ def test_an_output_file_that_is_an_input_is_refused_before_it_is_read(command, w
 
 
 def test_an_evaluation_of_a_run_that_does_not_exist_says_so_whatever_its_output(tmp_path, capsys):
-    """`--json runs/none/results.json` was refused as "the run's results", which do not exist."""
+    """`--json runs/none/results.json` was refused as "the run's results", which do not exist;
+    a run's results still to come are the run's, refused."""
     (tmp_path / "a.de").write_text("a\n")
     (tmp_path / "b.en").write_text("b\n")
     code, _, err = run_cli(["translate", "eval", str(tmp_path / "none"), "--source", str(tmp_path / "a.de"),
                             "--reference", str(tmp_path / "b.en"), "--json", str(tmp_path / "none" / "results.json")],
                            capsys)
     assert (code, err) == (2, f"lstmkit: error: {tmp_path / 'none'} does not exist\n")
+    (tmp_path / "run" / "best").mkdir(parents=True)  # a run still training: its results.json is still to come
+    (tmp_path / "run" / "best" / "config.json").write_text("{}")
+    code, _, err = run_cli(["speech", "eval", str(tmp_path / "run"), str(tmp_path / "a.de"), "--json",
+                            str(tmp_path / "run" / "results.json")], capsys)
+    assert (code, err) == (2, f"lstmkit: error: --json {tmp_path / 'run' / 'results.json'} is the run's results: "
+                              "writing it would replace that; choose another file\n")
 
 
 @pytest.mark.parametrize("command, written", [

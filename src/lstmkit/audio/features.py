@@ -36,7 +36,7 @@ SILENT_SCALE = 1e-5  # below this spread of log-mel energies an utterance is sil
 # the same words said by another voice.
 MIN_SPEED, MAX_SPEED = 0.5, 2.0
 # The front end's largest settings: a window of 200 ms holds several phonemes (speech front ends
-# use 20-40 ms), 384 kHz is the highest rate audio interfaces record, and 512 bands are 4 x the
+# use 20-40 ms), 384 kHz is above common studio rates (up to 192 kHz), and 512 bands are 4 x the
 # most that speech front ends use. They bound the mel filter bank (at most 512 x 65,537 values),
 # which a crafted model's configuration could otherwise make gigabytes.
 MAX_WINDOW_MS, MAX_SAMPLE_RATE, MAX_MELS = 200.0, 384_000, 512

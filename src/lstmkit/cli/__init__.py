@@ -196,7 +196,7 @@ def run_command(argv: list[str] | None) -> int:
         stop(2, f"lstmkit: error: {error}\n")
     except MemoryError as error:  # Python's and numpy's allocations (reading a corpus); torch's: RuntimeError, below
         said = f" ({error})" if str(error) else ""  # numpy's: "Unable to allocate 8.00 GiB for an array with shape ..."
-        stop(1, out_of_memory_message(said, reading=True))
+        stop(1, out_of_memory_message(said, in_python=True))
     except RuntimeError as error:
         if peer_stopped(error):  # another stopped: rank 0 said why (the others follow silently), or it did above
             stop(1, "lstmkit: error: another process of this run stopped, and this one cannot go on without it (its "
@@ -212,10 +212,10 @@ def run_command(argv: list[str] | None) -> int:
     return 0
 
 
-def out_of_memory_message(detail: str, reading: bool = False) -> str:
+def out_of_memory_message(detail: str, in_python: bool = False) -> str:
     """What a run that ran out of memory (`detail`: the allocator's words, in brackets, or "") is
-    told; `reading`: in Python's or numpy's allocations, where a corpus is read too."""
-    corpus = "corpus, " if reading else ""
+    told; `in_python`: in Python's or numpy's allocations (a MemoryError), where a corpus is read."""
+    corpus = "corpus, " if in_python else ""
     return (f"lstmkit: error: out of memory{detail}: give a smaller {corpus}batch, sequence length (--T, --seq-len) "
             "or model\n")
 

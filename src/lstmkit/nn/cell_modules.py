@@ -25,7 +25,8 @@ from lstmkit.engines.step import check_step_engine, run_cell_step, step_engine_n
 from lstmkit.nn.docs import (
     ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, LSTM_OPTIONS_ARGS, cell_docstring, step_equations,
 )
-from lstmkit.nn.parameters import RESET, check_built_shapes, initialise, parameter_shapes, register, set_forget_bias
+from lstmkit.nn.parameters import (RESET, check_weight_shapes, initialise, kept_shapes, parameter_shapes, register,
+                                   set_forget_bias)
 from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, weights_device, writable
 from lstmkit.nn.tracing import fx_leaf_call
 from lstmkit.nn.recurrent import (
@@ -83,7 +84,7 @@ class RecurrentCell(NotScriptable, nn.Module):
         self.forget_bias = forget_bias
         self.engine = engine
         self._initialisers: dict[str, str] = {}
-        register(self, self._built_shapes(), "", device, dtype, self._initialisers)  # after the sizes are set
+        register(self, self._expected_shapes(), "", device, dtype, self._initialisers)  # after the sizes are set
         if not bias:  # as torch.nn's cells: `cell.bias_ih is None`
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
@@ -110,19 +111,15 @@ class RecurrentCell(NotScriptable, nn.Module):
             check_engine_name(state["engine"])
         super().__setstate__(state)
 
-    def _built_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
-        """The parameter shapes (`parameter_shapes`) at the module's sizes, kept while they hold."""
-        sizes = (self.input_size, self.hidden_size, self.bias)
-        kept = self.__dict__.get("_parameter_shapes")
-        if kept is None or kept[0] != sizes:
-            kept = self.__dict__["_parameter_shapes"] = sizes, parameter_shapes(
-                self.cell, self.input_size, self.hidden_size, self.hidden_size, self.bias, proj_size=0)
-        return kept[1]
+    def _expected_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """The parameter shapes (`parameter_shapes`) at the module's sizes (`kept_shapes`)."""
+        return kept_shapes(self, (self.input_size, self.hidden_size, self.bias), lambda: parameter_shapes(
+            self.cell, self.input_size, self.hidden_size, self.hidden_size, self.bias, proj_size=0))
 
     def weights(self) -> LayerWeights:
         """The parameters as the cell's math and the engines take them."""
         weights = self._read_weights()
-        check_built_shapes(named_weights(weights), self._built_shapes(), "",
+        check_weight_shapes(named_weights(weights), self._expected_shapes(), "",
                            lambda: f"input_size={self.input_size}, hidden_size={self.hidden_size}")
         return weights
 

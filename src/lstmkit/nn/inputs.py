@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn.utils.rnn import PackedSequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from lstmkit.engines import exporting
 from lstmkit.engines.base import Packing
@@ -61,10 +61,8 @@ class SequenceBatch:
         if self.packed is not None:
             order = self.packed.sorted_indices  # None when packed with enforce_sorted=True
             sorted_output = output if order is None else output.index_select(1, order)
-            positions = packed_positions(self.packed.batch_sizes).to(output.device)
-            data = sorted_output.flatten(0, 1).index_select(0, positions)
             return PackedSequence(
-                data,
+                packed_data(sorted_output, self.packed.batch_sizes),
                 self.packed.batch_sizes,
                 self.packed.sorted_indices,
                 self.packed.unsorted_indices,
@@ -138,27 +136,44 @@ def prepare_input(
     return SequenceBatch(data, checked_lengths, order, None, batched, batch_first)
 
 
-def packed_positions(batch_sizes: Tensor) -> Tensor:
-    """The rows of a padded batch (T, B, ·), sorted by length and flattened to (T·B, ·), that a
-    PackedSequence of `batch_sizes` (on the CPU: no copy back from the device) holds, in its
-    order: at step t, the first batch_sizes[t]. Packing and unpacking by indices is plain
-    indexing (index_select, which autocast leaves alone, as it does not index_copy or cat: they
-    fail on bfloat16 data under float16 autocast), which torch.func's transforms (grad, vmap) and
-    autograd take; torch's pack_padded_sequence and pad_packed_sequence read the data's memory,
-    which a transform's tensor does not have ("Cannot access data pointer of Tensor that doesn't
-    have storage")."""
-    running = torch.arange(int(batch_sizes[0])).unsqueeze(0) < batch_sizes.unsqueeze(1)  # (T, B)
-    return running.flatten().nonzero().squeeze(1)
+def by_indexing() -> bool:
+    """Whether to pack and unpack by indexing (index_select, which autocast leaves alone, as it
+    does not index_copy or cat: they fail on bfloat16 data under float16 autocast) rather than
+    by torch's pack_padded_sequence and pad_packed_sequence: under torch.func's transforms (grad,
+    vmap), whose tensors lack the memory torch's kernels read ("Cannot access data pointer of
+    Tensor that doesn't have storage"). Elsewhere torch's kernels: one call, and torch.compile
+    traces them without saving indices for backward, which it frees after a first backward (a
+    second, retain_graph=True, is refused)."""
+    return torch._C._are_functorch_transforms_active()
+
+
+def packed_data(sorted_output: Tensor, batch_sizes: Tensor) -> Tensor:
+    """The data of a PackedSequence of `batch_sizes` (on the CPU: no copy back from the device)
+    from `sorted_output` (T, B, ·), its sequences sorted by length (`by_indexing` says how)."""
+    running = running_steps(batch_sizes)
+    if by_indexing():
+        positions = running.flatten().nonzero().squeeze(1).to(sorted_output.device)
+        return sorted_output.flatten(0, 1).index_select(0, positions)
+    return pack_padded_sequence(sorted_output, running.sum(0)).data
+
+
+def running_steps(batch_sizes: Tensor) -> Tensor:
+    """(T, B) bool, whether each sequence of a PackedSequence of `batch_sizes`, sorted by length,
+    runs each step."""
+    return torch.arange(int(batch_sizes[0])).unsqueeze(0) < batch_sizes.unsqueeze(1)
 
 
 def padded_from_packed(packed: PackedSequence) -> tuple[Tensor, Tensor]:
     """pad_packed_sequence's (data (T, B, ·) zero-padded, lengths (B,) on the CPU), in the batch's
-    order, by indexing alone (as `packed_positions` says why): each step of each sequence read
-    from its packed row in one index_select, the steps past its end zeroed. On the meta device,
-    whose sorting indices hold no values to unsort by, in the packed order (shapes only)."""
+    order (`by_indexing` says how: each step of each sequence read from its packed row in one
+    index_select, the steps past its end zeroed). On the meta device, whose sorting indices hold
+    no values to unsort by, in the packed order (shapes only)."""
+    if not by_indexing():
+        return pad_packed_sequence(PackedSequence(packed.data, packed.batch_sizes)
+                                   if packed.data.device.type == "meta" else packed)
     data, batch_sizes = packed.data, packed.batch_sizes
     steps, batch_size = batch_sizes.shape[0], int(batch_sizes[0])
-    running = torch.arange(batch_size).unsqueeze(0) < batch_sizes.unsqueeze(1)  # (T, B), sorted by length
+    running = running_steps(batch_sizes)
     rows = running.flatten().cumsum(0).sub(1).view(steps, batch_size)  # a running step's packed row
     unsort = packed.unsorted_indices
     if unsort is not None and data.device.type != "meta":

@@ -38,13 +38,23 @@ def parameter_shapes(
     return shapes
 
 
-def check_built_shapes(
+def kept_shapes(module: nn.Module, sizes: tuple, compute: Callable[[], object]) -> object:
+    """`compute()`, the parameter shapes of `module` at its `sizes` (a tuple of its arguments),
+    kept in its __dict__ while those sizes hold: surgery may change a size with its weights."""
+    kept = module.__dict__.get("_kept_shapes")
+    if kept is None or kept[0] != sizes:
+        kept = module.__dict__["_kept_shapes"] = sizes, compute()
+    return kept[1]
+
+
+def check_weight_shapes(
     weights: dict[str, Tensor | None], shapes: dict[str, tuple[tuple[int, ...], str]], suffix: str,
     sizes: Callable[[], str],
 ) -> None:
     """Refuse a weight (name without the layer `suffix` -> tensor, None for a bias set to None)
     whose shape is not in `shapes`, those of the module's `sizes` (its arguments, in words, made
-    only for the message): one set anew,
+    only for the message); a weight `shapes` does not name (a layer whose `bias` was set to False
+    after it was built keeps its biases, as torch.nn's does) is not checked. One set anew,
     `layer.weight_hh_l0 = nn.Parameter(...)`. Some of torch's kernels read such a weight
     unchecked, past its end or short of it (MKL's packed product, oneDNN's LSTM), and
     return numbers. Not while torch.jit.trace records a call: it would record the comparison
@@ -52,8 +62,8 @@ def check_built_shapes(
     if torch.jit.is_tracing():
         return
     for base, value in weights.items():
-        expected = shapes[base][0]
-        if value is not None and value.shape != expected:
+        expected = shapes[base][0] if base in shapes else None
+        if value is not None and expected is not None and value.shape != expected:
             raise ShapeError(
                 f"{base}{suffix} has shape {tuple(value.shape)}, but the module's sizes ({sizes()}) make it "
                 f"{expected}: give it a tensor of that shape, or build a module of the sizes wanted"

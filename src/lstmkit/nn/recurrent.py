@@ -28,7 +28,8 @@ from lstmkit.nn.inputs import (SequenceBatch, ShapeError, as_float32_under_autoc
 from lstmkit.caller import warn_at_caller
 from lstmkit.keywords import constructor_keywords
 from lstmkit.nn import regularisers
-from lstmkit.nn.parameters import RESET, check_built_shapes, initialise, parameter_shapes, register, set_forget_bias
+from lstmkit.nn.parameters import (RESET, check_weight_shapes, initialise, kept_shapes, parameter_shapes, register,
+                                   set_forget_bias)
 from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, weights_device, writable
 from lstmkit.nn.rnn_base import RNNBaseHelpers
 from lstmkit.nn.scripting import NotScriptable
@@ -157,25 +158,21 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         """Create the parameters under torch.nn's names, in torch.nn's order, then the cell's."""
         self._all_weights: list[list[str]] = []
         self._initialisers: dict[str, str] = {}
-        for layer, shapes in enumerate(self._built_shapes()):
+        for layer, shapes in enumerate(self._expected_shapes()):
             for direction in range(self.num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
                 self._all_weights.append(register(self, shapes, suffix, device, dtype, self._initialisers))
 
-    def _built_shapes(self) -> list[dict[str, tuple[tuple[int, ...], str]]]:
-        """Each layer's parameter shapes (`parameter_shapes`) at the layer's sizes, kept while
-        they hold (surgery may change `input_size` with the weights)."""
+    def _expected_shapes(self) -> list[dict[str, tuple[tuple[int, ...], str]]]:
+        """Each layer's parameter shapes (`parameter_shapes`) at the layer's sizes (`kept_shapes`)."""
         sizes = (self.input_size, self.hidden_size, self.num_layers, self.proj_size, self.bidirectional, self.bias)
-        kept = self.__dict__.get("_parameter_shapes")
-        if kept is None or kept[0] != sizes:
-            kept = self.__dict__["_parameter_shapes"] = sizes, [
-                parameter_shapes(self.cell, self.input_size if layer == 0 else self.output_size * self.num_directions,
-                                 self.hidden_size, self.output_size, self.bias, self.proj_size)
-                for layer in range(self.num_layers)]
-        return kept[1]
+        return kept_shapes(self, sizes, lambda: [
+            parameter_shapes(self.cell, self.input_size if layer == 0 else self.output_size * self.num_directions,
+                             self.hidden_size, self.output_size, self.bias, self.proj_size)
+            for layer in range(self.num_layers)])
 
     def _sizes(self) -> str:
-        """The sizes the layer was built with, as its arguments name them."""
+        """The layer's sizes, as its arguments name them."""
         given = {"num_layers": self.num_layers > 1, "proj_size": self.proj_size, "bidirectional": self.bidirectional,
                  "bias": not self.bias}  # those left at their defaults are not named
         return ", ".join(f"{name}={getattr(self, name)}" for name in ("input_size", "hidden_size", *given)
@@ -324,7 +321,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         assigned = self._assigned_flat_weights()  # `_flat_weights` assigned, as torch.nn's forward reads it
         named = {name.removesuffix(suffix): read_parameter(self, name) if assigned is None else assigned[name]
                  for name in names}
-        check_built_shapes(named, self._built_shapes()[index // self.num_directions], suffix, self._sizes)
+        check_weight_shapes(named, self._expected_shapes()[index // self.num_directions], suffix, self._sizes)
         return LayerWeights(
             weight_ih=named.pop("weight_ih"),
             weight_hh=named.pop("weight_hh"),

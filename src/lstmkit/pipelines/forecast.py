@@ -772,9 +772,10 @@ def load_forecaster(directory: str | Path, device: str | torch.device = "cpu") -
         else:  # and epoch_windows without id
             settings.pop("epoch_windows", None)
         forecaster = Forecaster(**settings)
-        if forecaster.config.horizon != saved["network"].get("horizon"):  # an edited file: dates past pandas' range
+        network_horizon = saved["network"].get("horizon")
+        if forecaster.config.horizon != network_horizon:  # an edited file: dates past pandas' range
             raise ValueError(f"its forecaster.horizon, {forecaster.config.horizon}, is not its network.horizon, "
-                             f"{saved['network'].get('horizon')}")
+                             f"{network_horizon}")
         layout = forecast_global.PanelLayout if forecaster.config.id is not None else SeriesLayout
         forecaster.layout = layout.from_dict(saved["layout"])
         forecaster.best_epoch = saved["best_epoch"]

@@ -196,8 +196,9 @@ def run_files(directory: str | Path) -> dict[str, Path]:
     (best/, last/, or the checkpoint given). Written over by `speech eval --json
     RUN/results.json`, they were lost without a word."""
     run = run_folder(directory)
-    files = {name: path for name, path in (("the run's results", run / "results.json"),
-                                           ("the run's metrics", run / "metrics.csv")) if path.exists()}
+    if not run.exists():  # nothing to protect: the command says the run does not exist
+        return {}
+    files = {"the run's results": run / "results.json", "the run's metrics": run / "metrics.csv"}
     for checkpoint in dict.fromkeys((existing(run / "best"), existing(run / "last"), existing(Path(directory)))):
         if (checkpoint / CONFIG_FILE).is_file():
             files.update({f"the checkpoint's {path.name} ({checkpoint.name}/)": path
