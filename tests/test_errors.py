@@ -544,3 +544,14 @@ def test_native_engine_on_a_cell_without_native_kernels():
     with raises(ValueError, "engine='native' cannot run this layer: cell 'peephole' has no native kernel "
                             "(native runs lstm, gru and rnn); use engine='auto' or 'fused'"):
         lstmkit.PeepholeLSTM(3, 4, engine="native")
+
+
+def test_a_layer_whose_bias_is_set_false_after_building_runs_as_torch_nn():
+    """Its biases stay parameters, which torch.nn still reads; the shape check looked them up
+    among the shapes of a layer without biases and failed with a bare KeyError."""
+    torch.manual_seed(0)
+    layer, twin = lstmkit.LSTM(3, 4), torch.nn.LSTM(3, 4)
+    twin.load_state_dict(layer.state_dict())
+    layer.bias = twin.bias = False
+    x = torch.randn(5, 2, 3)
+    torch.testing.assert_close(layer(x)[0], twin(x)[0], rtol=0, atol=0)
