@@ -452,11 +452,11 @@ def check_sizes(section: dict, kind: CheckpointKind, shapes: Shapes, config_path
     largest dimension, the product of the counts at most the tensor count. (Values of the wrong
     kind are left to the model's own checks.)"""
     counts = {name: section[name] for name in kind.counts if name in section}  # a missing one: the model's default
-    if counts and all(isinstance(value, int) and not isinstance(value, bool) and value > 0 for value in counts.values()):
-        if math.prod(counts.values()) > len(shapes):
-            named = ", ".join(f"{name}={value}" for name, value in counts.items())
-            raise CheckpointError(f"{config_path} sets {named}, which the tensors in {weights_path} do not fit: each "
-                                  f"part has tensors of its own, and the file holds {len(shapes)}")
+    whole = all(isinstance(value, int) and not isinstance(value, bool) and value > 0 for value in counts.values())
+    if counts and whole and math.prod(counts.values()) > len(shapes):
+        named = ", ".join(f"{name}={value}" for name, value in counts.items())
+        raise CheckpointError(f"{config_path} sets {named}, which the tensors in {weights_path} do not fit: each "
+                              f"part has tensors of its own, and the file holds {len(shapes)}")
     bound = max((max(shape, default=0) for shape in shapes.values()), default=0)
     for name in kind.sizes:
         value = section.get(name)

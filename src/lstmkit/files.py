@@ -6,6 +6,7 @@ import codecs
 import contextlib
 import csv
 import errno
+import functools
 import gzip
 import hashlib
 import json
@@ -176,27 +177,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
                     "first: set TMPDIR to another)")):
                 yield temporary
             data = temporary.read_bytes()
-        try:
+        with failed_writes_named(functools.partial(cannot_write, path)):
             write_into(path, data, stream)
-        except OSError as error:
-            raise cannot_write(path, error) from None
         return
     path = through_link(path)
     prefix, suffix = temporary_name(path.name, path.suffix)
-    try:
+    with failed_writes_named(functools.partial(cannot_write, path)):
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
-    except OSError as error:
-        raise cannot_write(path, error) from None
     os.close(descriptor)
     try:
-        with failed_writes_named(lambda error: cannot_write(path, error)):
+        with failed_writes_named(functools.partial(cannot_write, path)):  # the block's writing, then the rename
             yield Path(temporary)
-        os.chmod(temporary, default_mode())
-        try:
+            os.chmod(temporary, default_mode())
             os.replace(temporary, path)
-        except OSError as error:
-            raise cannot_write(path, error) from None
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)

@@ -117,15 +117,8 @@ class RecurrentCell(NotScriptable, nn.Module):
             self.cell, self.input_size, self.hidden_size, self.hidden_size, self.bias, proj_size=0))
 
     def weights(self) -> LayerWeights:
-        """The parameters as the cell's math and the engines take them."""
-        weights = self._read_weights()
-        check_weight_shapes(named_weights(weights), self._expected_shapes(), "",
-                           lambda: f"input_size={self.input_size}, hidden_size={self.hidden_size}")
-        return weights
-
-    def _read_weights(self) -> LayerWeights:
-        """`weights`, unchecked."""
-        return LayerWeights(
+        """The parameters as the cell's math and the engines take them, their shapes checked."""
+        weights = LayerWeights(
             weight_ih=read_parameter(self, "weight_ih"),
             weight_hh=read_parameter(self, "weight_hh"),
             bias_ih=read_parameter(self, "bias_ih") if self.bias else None,
@@ -137,6 +130,9 @@ class RecurrentCell(NotScriptable, nn.Module):
                 if self.bias or not parameter.is_bias
             },
         )
+        check_weight_shapes(named_weights(weights), self._expected_shapes(), "",
+                            lambda: f"input_size={self.input_size}, hidden_size={self.hidden_size}")
+        return weights
 
     def forward(
         self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None, return_gates: bool = False
