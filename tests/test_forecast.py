@@ -191,6 +191,20 @@ def test_a_forecaster_saved_under_the_old_setting_names_loads(tmp_path):
     pd.testing.assert_frame_equal(loaded.predict(table), expected)
 
 
+def test_a_forecaster_saved_with_the_eval_every_it_ignored_loads(tmp_path):
+    """Versions that took eval_every (and evaluated each epoch all the same) saved it."""
+    table = sine_table(120)
+    Forecaster("day", "signal", horizon=4, lookback=12, **QUICK).fit(table).save(tmp_path / "model")
+    path = tmp_path / "model" / "config.json"
+    saved = json.loads(path.read_text())
+    expected = Forecaster.load(tmp_path / "model").predict(table)
+    saved["forecaster"]["eval_every"] = 100
+    path.write_text(json.dumps(saved))
+    loaded = Forecaster.load(tmp_path / "model")
+    assert loaded.config.eval_every is None
+    pd.testing.assert_frame_equal(loaded.predict(table), expected)
+
+
 def test_the_prediction_interval_is_the_gaussian_quantile_of_the_predicted_scale():
     table = sine_table(120)
     # Without validation windows there is no calibration (lstmkit.series.intervals): the network's own interval.
@@ -297,6 +311,8 @@ def test_the_distribution_defaults_to_laplace_for_a_long_table_and_normal_for_on
     (dict(horizon=3, interval=1.5), "interval is the coverage of the prediction interval, in (0, 1); got 1.5"),
     (dict(horizon=3, lookback=0), "lookback must be a positive integer or None, got 0"),
     (dict(horizon=3, lr=-1.0), "lr must be positive, got -1.0"),
+    (dict(horizon=3, eval_every=5), "eval_every does not apply to a forecaster: it is evaluated at the end of each "
+                                    "epoch (patience counts epochs); got eval_every=5"),
 ])
 def test_bad_options_are_refused_when_the_forecaster_is_built(options, message):
     with pytest.raises(ValueError, match=re.escape(message)):

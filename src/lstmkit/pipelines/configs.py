@@ -258,10 +258,17 @@ class ForecasterConfig(TrainingConfig):
     # hundreds of thousands of windows): early stopping then looks often enough.
     epoch_windows: int = 4096
 
+    # A forecaster is scored at the end of each epoch (`patience` counts epochs): the training
+    # core's step interval has no meaning here, and is refused rather than ignored.
+    eval_every: None = None
+
     # 200 epochs: with patience 50, early stopping ends most runs before.
     default_budget: ClassVar[tuple[str, float]] = ("epochs", 200)
 
     def __post_init__(self) -> None:
+        if self.eval_every is not None:
+            raise ValueError(f"eval_every does not apply to a forecaster: it is evaluated at the end of each epoch "
+                             f"(patience counts epochs); got eval_every={self.eval_every!r}")
         super().__post_init__()
         object.__setattr__(self, "target", as_names(self.target, "target"))
         object.__setattr__(self, "covariates", as_names(self.covariates, "covariates"))

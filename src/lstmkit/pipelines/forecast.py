@@ -771,6 +771,7 @@ def load_forecaster(directory: str | Path, device: str | torch.device = "cpu") -
             settings["calendar"] = True
         else:  # and epoch_windows without id
             settings.pop("epoch_windows", None)
+        settings.pop("eval_every", None)  # saved by versions that took it, unused
         forecaster = Forecaster(**settings)
         network_horizon = saved["network"].get("horizon")
         if forecaster.config.horizon != network_horizon:  # an edited file: dates past pandas' range
