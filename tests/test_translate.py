@@ -585,6 +585,22 @@ def test_an_untied_embedding_size_is_checked_when_the_config_is_built(size):
         TranslationConfig(embedding_size=size, tie_embeddings=False)
 
 
+def test_a_run_evaluated_each_epoch_and_killed_before_its_results_writes_them_when_resumed(tmp_path, capsys):
+    """eval_every None (each epoch) stopped the resume in the training core: 'eval_every must
+    be an integer, got None (NoneType)'."""
+    train, valid = copy_task(tmp_path, 64, 4), copy_task(tmp_path, 8, 5)
+    config = TranslationConfig(**{**TINY, "hidden_size": 8}, steps=4, validation_bleu=False)
+    translate.train(*train, *valid, tmp_path / "run", config)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    (tmp_path / "run" / "results.json").unlink()
+    capsys.readouterr()
+    translate.train(*train, *valid, tmp_path / "run", config, resume=True)
+    resumed = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {name: value for name, value in resumed.items() if name != "seconds"} == \
+        {name: value for name, value in results.items() if name != "seconds"}
+    assert f"{tmp_path / 'run'} ended at step 4 but was stopped before it wrote results.json" in capsys.readouterr().err
+
+
 def test_select_bleu_keeps_the_evaluation_with_the_highest_bleu(tmp_path):
     train, valid = copy_task(tmp_path, 256, 4), copy_task(tmp_path, 20, 5)
     config = TranslationConfig(**TINY, steps=40, eval_every=8, select="bleu")

@@ -642,10 +642,14 @@ class Trainer:
         saved = {**ADDED_SETTINGS, **current_names(last["training"])}
         ending = ("steps", "epochs", "time_budget", "eval_every", "patience", "on_plateau")
         now = {setting.name: getattr(self.config, setting.name) for setting in fields(TrainingConfig)}
-        begun = TrainingConfig(**{**now, **{name: saved[name] for name in ending if name in saved}})
+        settings = {**now, **{name: saved[name] for name in ending if name in saved}}
+        # It was evaluated each epoch where its eval_every was None (translation's default) or
+        # where its kind of job always is (forecasting's, a class attribute), whatever is given now.
+        each_epoch = settings["eval_every"] is None or type(job).evaluate_every_epoch
+        begun = TrainingConfig(**{**settings, "eval_every": TrainingConfig.eval_every} if each_epoch else settings)
         layout = last.get("epoch_layout") or {}  # its epochs, as it ran them
         steps_per_epoch = layout.get("steps_per_epoch", epoch_steps(job))
-        eval_every = steps_per_epoch if job.evaluate_every_epoch else begun.eval_every
+        eval_every = steps_per_epoch if each_epoch else begun.eval_every
         return budget_spent(begun, progress, self.step_limit(job, steps_per_epoch, begun)) or bool(
             progress.history and stop_reason(job, begun, progress, progress.history[-1], eval_every))
 
