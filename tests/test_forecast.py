@@ -174,35 +174,33 @@ def test_predict_warns_when_the_model_was_fitted_on_a_constant_and_the_data_are_
         assert (forecaster.predict(table)["signal"] == 0.0).all()
 
 
-def test_a_forecaster_saved_under_the_old_setting_names_loads(tmp_path):
-    """Before the training core the settings were hidden, layers and batch, with no device."""
+def saved_by_an_older_version(tmp_path, settings_then) -> Forecaster:
+    """A fitted forecaster saved, its settings edited by `settings_then` (as an older version
+    wrote them), loaded back: it forecasts as before the edit."""
     table = sine_table(120)
     Forecaster("day", "signal", horizon=4, lookback=12, **QUICK).fit(table).save(tmp_path / "model")
     path = tmp_path / "model" / "config.json"
     saved = json.loads(path.read_text())
     expected = Forecaster.load(tmp_path / "model").predict(table)
+    path.write_text(json.dumps({**saved, "forecaster": settings_then(saved["forecaster"])}))
+    loaded = Forecaster.load(tmp_path / "model")
+    pd.testing.assert_frame_equal(loaded.predict(table), expected)
+    return loaded
+
+
+def test_a_forecaster_saved_under_the_old_setting_names_loads(tmp_path):
+    """Before the training core the settings were hidden, layers and batch, with no device."""
     old_names = {"hidden_size": "hidden", "num_layers": "layers", "batch_size": "batch"}
     new_fields = ("steps", "warmup", "min_lr_fraction", "eval_every", "device", "precision", "distribution")
-    saved["forecaster"] = {old_names.get(name, name): value for name, value in saved["forecaster"].items()
-                           if name not in new_fields}
-    path.write_text(json.dumps(saved))
-    loaded = Forecaster.load(tmp_path / "model")
+    loaded = saved_by_an_older_version(tmp_path, lambda settings: {
+        old_names.get(name, name): value for name, value in settings.items() if name not in new_fields})
     assert (loaded.config.hidden_size, loaded.config.num_layers, loaded.config.batch_size) == (16, 1, 64)
-    pd.testing.assert_frame_equal(loaded.predict(table), expected)
 
 
 def test_a_forecaster_saved_with_the_eval_every_it_ignored_loads(tmp_path):
     """Versions that took eval_every (and evaluated each epoch all the same) saved it."""
-    table = sine_table(120)
-    Forecaster("day", "signal", horizon=4, lookback=12, **QUICK).fit(table).save(tmp_path / "model")
-    path = tmp_path / "model" / "config.json"
-    saved = json.loads(path.read_text())
-    expected = Forecaster.load(tmp_path / "model").predict(table)
-    saved["forecaster"]["eval_every"] = 100
-    path.write_text(json.dumps(saved))
-    loaded = Forecaster.load(tmp_path / "model")
+    loaded = saved_by_an_older_version(tmp_path, lambda settings: {**settings, "eval_every": 100})
     assert loaded.config.eval_every is None
-    pd.testing.assert_frame_equal(loaded.predict(table), expected)
 
 
 def test_the_prediction_interval_is_the_gaussian_quantile_of_the_predicted_scale():
