@@ -90,7 +90,7 @@ def test_the_docstring_names_a_cell_state_only_where_there_is_one(module, has_ce
 def test_the_docstring_offers_chrono_only_where_a_forget_gate_takes_it(module, offers_chrono):
     """GRU's and RNN's docstrings offered init="chrono", which they refuse: no forget gate."""
     assert ('"chrono"\n        (Tallec & Ollivier 2018' in module.__doc__) is offers_chrono
-    assert ("forget_bias:" in module.__doc__) is offers_chrono
+    assert ("forget_bias (keyword):" in module.__doc__) is offers_chrono
 
 
 def test_the_docstring_projects_the_cells_own_output():

@@ -286,6 +286,7 @@ class LSTMCell(RecurrentCell):
         example=(
             ">>> cell = lstmkit.LSTMCell(10, 20)\n"
             ">>> cell.load_state_dict(torch.nn.LSTMCell(10, 20).state_dict())\n"
+            "<All keys matched successfully>\n"
             ">>> h, c = cell(torch.randn(3, 10))"
         ),
     )

@@ -20,14 +20,14 @@ Args:
     bias: if False, the layer has no bias_ih and bias_hh (nor any other additive shift).
         Default: True
     batch_first: if True, input and output tensors are (B, T, feature) instead of
-        (T, B, feature); h_n and c_n are not affected. Default: False
+        (T, B, feature); {final_states} not affected. Default: False
     dropout: probability of zeroing each output of every layer but the last, in training
         mode only. Default: 0.0
     bidirectional: if True, each layer also runs every sequence backwards and concatenates
         the two outputs. Default: False
 {projection}    device, dtype: where and in which type the parameters are created. Default: torch's
-{forget_bias}{regularisers}    engine: how the cells run over time: "native" (torch's own kernels, oneDNN/cuDNN;
-        plain lstm, gru and rnn only), "fused" (one torch.library custom op per layer with a
+{forget_bias}{regularisers}    engine (keyword): how the cells run over time: "native" (torch's own kernels,
+        oneDNN/cuDNN; plain lstm, gru and rnn only), "fused" (one torch.library custom op per layer with a
         hand-derived backward; every cell), "triton" (each step's point-wise work in one
         Triton kernel, forward and backward; every cell, on CUDA), "reference" (a plain loop under
         autograd, the oracle) or "auto" (per cell and device, the engine that measures
@@ -115,10 +115,10 @@ INIT_WITHOUT_CHRONO = """    init (keyword): "orthogonal" (each gate's block of 
         torch.nn's initialisation
 """
 
-FORGET_BIAS = """    forget_bias: if set, the forget gate starts at σ(forget_bias) at zero input: its bias
-        rows of bias_ih to this value, bias_hh's to 0 (CIFG, whose forget gate is 1 − i: the
-        input gate's rows to its negative); 1.0 is the recommendation of Jozefowicz et al.
-        (2015). Default: None, torch.nn's initialisation
+FORGET_BIAS = """    forget_bias (keyword): if set, the forget gate starts at σ(forget_bias) at zero
+        input: its bias rows of bias_ih to this value, bias_hh's to 0 (CIFG, whose forget gate
+        is 1 − i: the input gate's rows to its negative); 1.0 is the recommendation of
+        Jozefowicz et al. (2015). Default: None, torch.nn's initialisation
 """
 
 
@@ -144,16 +144,24 @@ def layer_docstring(
         regularisers=REGULARISERS + (INIT_WITH_CHRONO if forgets else INIT_WITHOUT_CHRONO),
         trailing_args=indent(trailing_args),
         and_cell_state=" (and of the cell state c)" if has_cell_state else "",
-        state_in="a tuple (h_0, c_0)" if has_cell_state else "a tensor h_0",
-        state_out="(h_n, c_n)" if has_cell_state else "h_n",
+        final_states="h_n and c_n are" if has_cell_state else "h_n is",
+        state_in=state_words(cell, "a tuple (h_0, c_0)", "a tensor h_0"),
+        state_out=state_words(cell, "(h_n, c_n)", "h_n"),
         h_out="proj_size if > 0 else hidden_size" if projects else "hidden_size",
-        c_n="    c_n: (num_layers * D, B, hidden_size), the final cell states.\n"
-        if has_cell_state
-        else "",
+        c_n="    c_n: (num_layers * D, B, hidden_size), the final cell states"
+        + (" (the LSTM family's)" if cell is None else "") + ".\n" if has_cell_state else "",
         blocks=block_names(cell),
         extra_attributes=projection + extra_attributes(cell, "_l[k]"),
         example=indent(example, "    "),
     )
+
+
+def state_words(cell: Cell | None, with_cell_state: str, without: str) -> str:
+    """How a docstring names the state of `cell`: `with_cell_state` or `without`, or for any
+    cell (None) both, with the cells each is for."""
+    if cell is None:
+        return f"{with_cell_state} ({without} for gru and rnn)"
+    return with_cell_state if cell.has_cell_state else without
 
 
 def block_names(cell: Cell | None) -> str:
@@ -237,10 +245,8 @@ def cell_docstring(
 ) -> str:
     """The docstring of a cell module class; `cell` fills in its gates, state and parameters."""
     has_cell_state = cell is None or cell.has_cell_state
-    if has_cell_state:
-        outputs = "    h', c': (B, hidden_size), or (hidden_size,) unbatched: the next state.\n"
-    else:
-        outputs = "    h': (B, hidden_size), or (hidden_size,) unbatched: the next state.\n"
+    next_state = state_words(cell, "h', c'", "h'")
+    outputs = f"    {next_state}: (B, hidden_size), or (hidden_size,) unbatched: the next state.\n"
     gate_names = "of the cell's activations"
     if cell is not None and cell.trace_names:
         names = cell.named_gates(tuple(torch.zeros(()) for _ in cell.trace_names))
@@ -257,8 +263,8 @@ def cell_docstring(
         forget_bias=FORGET_BIAS if cell is None or cell.forget_bias_block is not None else "",
         trailing_args=indent(trailing_args),
         and_cell_state=" (and of the cell state c)" if has_cell_state else "",
-        state_in="a tuple (h, c)" if has_cell_state else "a tensor h",
-        state_out="(h', c')" if has_cell_state else "h'",
+        state_in=state_words(cell, "a tuple (h, c)", "a tensor h"),
+        state_out=state_words(cell, "(h', c')", "h'"),
         outputs=outputs,
         gate_names=gate_names,
         blocks=block_names(cell),

@@ -57,6 +57,7 @@ class LSTM(Recurrent):
         example=(
             ">>> lstm = lstmkit.LSTM(10, 20, num_layers=2)\n"
             ">>> lstm.load_state_dict(torch.nn.LSTM(10, 20, num_layers=2).state_dict())\n"
+            "<All keys matched successfully>\n"
             ">>> output, (h_n, c_n) = lstm(torch.randn(5, 3, 10))"
         ),
     )

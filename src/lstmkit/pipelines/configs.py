@@ -164,7 +164,7 @@ BASES = ("seasonal", "last", "auto")
 @dataclass(frozen=True)
 class ForecasterConfig(TrainingConfig):
     """What to forecast and how the forecaster is built and trained (the training fields:
-    see TrainingConfig).
+    see lstmkit.training.config.TrainingConfig).
 
     lookback (the steps the encoder reads) defaults to 2 * max(horizon, season); season to the
     one of the data's frequency (52 weekly, 12 monthly, 1 yearly). season is the m of seasonal naive and MASE and, with
@@ -347,7 +347,8 @@ SELECTIONS = ("loss", "bleu")
 
 @dataclass(frozen=True)
 class TranslationConfig(TrainingConfig, RegulariserSettings):
-    """How a translation model is built and trained (the training fields: see TrainingConfig).
+    """How a translation model is built and trained (the training fields: see
+    lstmkit.training.config.TrainingConfig).
     Defaults: what fits Multi30k (29,000 short caption pairs) in an hour on 2 CPU cores. The
     regularisers (RegulariserSettings) act on the encoder, a lstmkit.Recurrent stack; the
     decoder's cells, stepped one at a time, take none of them."""

@@ -162,10 +162,10 @@ class Backtest:
 class Forecaster:
     """A recurrent forecaster with prediction intervals: `fit`, `predict`, `backtest`.
 
-    >>> forecaster = Forecaster(time="date", target="co2", horizon=52)
-    >>> result = forecaster.backtest("co2_weekly.csv", holdout=104)
-    >>> result.scores          # model and baselines: MAE, RMSE, sMAPE, MASE
-    >>> forecaster.fit("co2_weekly.csv").predict("co2_weekly.csv")   # the next 52 weeks
+        forecaster = Forecaster(time="date", target="co2", horizon=52)
+        result = forecaster.backtest("co2_weekly.csv", holdout=104)
+        print(result.scores)       # model and baselines: MAE, RMSE, sMAPE, MASE
+        print(forecaster.fit("co2_weekly.csv").predict("co2_weekly.csv"))   # the next 52 weeks
 
     With `id` (the series column of a long table) one network serves every series of the
     table; fit, backtest and predict are then lstmkit.pipelines.forecast_global's.
@@ -485,7 +485,7 @@ class Forecaster:
     def backtest(self, data, holdout: int | None = None,
                  baselines: tuple[str, ...] | None = None) -> Backtest | forecast_global.PanelBacktest:
         """Fit a copy of this forecaster on all but the last `holdout` rows (default: horizon)
-        and score it, and each baseline, on them; see the module docstring. `baselines`: those
+        and score it, and each baseline, on them (lstmkit.pipelines.forecast's docstring). `baselines`: those
         scored beside the model (default: every baseline; "none": none), rows of the table only:
         what `predict` would forecast by (the row `chosen`) is chosen among the forecaster's own
         `baselines` setting. With `id`: a PanelBacktest (forecast_global.backtest), which scores

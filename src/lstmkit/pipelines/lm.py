@@ -107,7 +107,8 @@ __all__ = ["LMRun", "LMTrainingConfig", "TextScores", "TrainedLanguageModel", "l
 
 @dataclass(frozen=True)
 class LMTrainingConfig(TrainingConfig, RegulariserSettings):
-    """How a language model is built and trained (the training fields: see TrainingConfig).
+    """How a language model is built and trained (the training fields: see
+    lstmkit.training.config.TrainingConfig).
 
     Fields left None take the level's defaults (LEVEL_DEFAULTS, README "Language-model
     defaults"): at char level a 2 x 512 LSTM trained by AdamW (1 x 256 under a time_budget of
