@@ -470,8 +470,9 @@ def test_input_and_state_on_another_device_are_named(module):
 
 @pytest.mark.parametrize("lengths, error, message", [
     ([6, 7], ValueError, "lengths must be in [1, 6] (the input has 6 time steps), got lengths[1] = 7"),
-    ([0, 3], ValueError, "lengths must be in [1, 6] (the input has 6 time steps), got lengths[0] = 0; a sequence "
-                         "with no step in this call (one that ended in an earlier chunk) leaves the batch"),
+    ([0, 3], ValueError, "lengths must be in [1, 6] (the input has 6 time steps), got lengths[0] = 0; remove an "
+                         "empty sequence from the batch (in a stream of chunks, one that ended in an earlier chunk "
+                         "leaves it, its state kept aside)"),
     ([6, 2, 3], ValueError, "lengths must have one entry per sequence, shape (2,), got shape (3,)"),
     (torch.tensor([6.0, 2.0]), TypeError, "lengths must hold integers, got dtype torch.float32"),
     ([6, 2.5], TypeError, "lengths must hold integers, got [6, 2.5]"),
@@ -496,6 +497,17 @@ def test_a_hand_built_packed_sequence_with_bad_batch_sizes_is_refused(lstm, batc
     with raises(ValueError, "a PackedSequence's batch_sizes must be positive, non-increasing and sum to its data's "
                             f"rows ({data_rows}), {message}"):
         lstm(PackedSequence(torch.randn(data_rows, 3), torch.tensor(batch_sizes)))
+
+
+@pytest.mark.parametrize("batch_sizes, shown", [
+    (torch.tensor([2, 1], dtype=torch.int32), "a 1-D torch.int32 tensor on cpu"),  # torch: "'lengths' argument ..."
+    (torch.tensor([2.0, 1.0]), "a 1-D torch.float32 tensor on cpu"),
+    (torch.tensor([[2, 1]]), "a 2-D torch.int64 tensor on cpu"),
+])
+def test_a_hand_built_packed_sequence_with_batch_sizes_of_another_kind_is_refused(lstm, batch_sizes, shown):
+    with raises(ValueError, "a PackedSequence's batch_sizes must be a 1-D int64 tensor on the CPU (as "
+                            f"pack_padded_sequence makes it), got {shown}"):
+        lstm(PackedSequence(torch.randn(3, 3), batch_sizes))
 
 
 def test_a_packed_sequence_whose_indices_are_no_permutation_is_refused(lstm):

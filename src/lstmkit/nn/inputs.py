@@ -278,8 +278,14 @@ def check_input_size(input: Tensor, input_size: int) -> None:
 def check_batch_sizes(packed: PackedSequence) -> None:
     """A PackedSequence built by hand: its batch_sizes must be positive, non-increasing, and sum
     to its data's rows (pack_padded_sequence's always are); else steps would read rows of other
-    steps, or drop some. Its sorting indices, where given, must be a permutation of the batch."""
-    sizes = packed.batch_sizes.tolist()
+    steps, or drop some; and, as torch's packing reads them, a 1-D int64 tensor on the CPU. Its
+    sorting indices, where given, must be a permutation of the batch."""
+    batch_sizes = packed.batch_sizes  # a tensor: torch's PackedSequence refuses anything else
+    if batch_sizes.dim() != 1 or batch_sizes.dtype != torch.int64 or batch_sizes.device.type != "cpu":
+        raise ValueError(f"a PackedSequence's batch_sizes must be a 1-D int64 tensor on the CPU (as "
+                         f"pack_padded_sequence makes it), got a {batch_sizes.dim()}-D {batch_sizes.dtype} tensor on "
+                         f"{batch_sizes.device}")
+    sizes = batch_sizes.tolist()
     rows = packed.data.shape[0]
     if not sizes or sizes[-1] < 1 or any(later > earlier for earlier, later in zip(sizes, sizes[1:])) \
             or sum(sizes) != rows:
@@ -339,8 +345,8 @@ def check_lengths(lengths: Tensor | Sequence[int], steps: int, batch_size: int) 
     if out_of_range.any():
         position = int(out_of_range.nonzero()[0, 0])
         ended = "" if values[position] != 0 else (
-            "; a sequence with no step in this call (one that ended in an earlier chunk) leaves the batch, its "
-            "state kept aside, as torch.nn's pack_padded_sequence refuses 0 too")
+            "; remove an empty sequence from the batch (in a stream of chunks, one that ended in an earlier chunk "
+            "leaves it, its state kept aside), as torch.nn's pack_padded_sequence refuses 0 too")
         raise ShapeError(
             f"lengths must be in [1, {steps}] (the input has {steps} time steps), "
             f"got lengths[{position}] = {int(values[position])}{ended}"
