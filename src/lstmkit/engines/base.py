@@ -14,6 +14,7 @@ from typing import ClassVar, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence
 
 from lstmkit.cells import CELLS, Cell, LayerWeights, is_builtin
 from lstmkit.engines.precision import Precision, autocast, lstm_cell_steps, precision_for
@@ -203,6 +204,7 @@ class Engine:
     name: ClassVar[str]
     exposes_gates: ClassVar[bool] = True  # whether `run` can return the gate activations
     regularisers: ClassVar[frozenset[str]] = REGULARISERS  # the Regularisation options it runs
+    runs_packed_rows: ClassVar[bool] = False  # whether `run_packed` runs a PackedSequence as it is
 
     def unavailable(self) -> str | None:
         """Why this engine cannot run at all here (a missing package), or None."""
@@ -217,6 +219,12 @@ class Engine:
     def run(
         self, stack: Stack, data: Tensor, packing: Packing | None, h0: Tensor, c0: Tensor | None, return_gates: bool
     ) -> StackRun:
+        raise NotImplementedError
+
+    def run_packed(self, stack: Stack, packed: PackedSequence, h0: Tensor, c0: Tensor | None) -> StackRun:
+        """The stack over `packed` (rows sorted by length, as its sorted_indices say; h0 and c0 in
+        the batch's order), unpadded: output as the rows of a PackedSequence like `packed`. For an
+        engine whose `runs_packed_rows`; the others are given the input padded, to `run`."""
         raise NotImplementedError
 
 

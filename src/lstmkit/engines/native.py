@@ -30,6 +30,8 @@ NATIVE_KERNELS = {
     "rnn_relu": torch._VF.rnn_relu,
 }
 CUDNN_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
+RUN_EAGERLY = ("lstmkit's native engine runs torch's own RNN kernels, which torch.compile runs eagerly, as it runs "
+               "torch.nn's RNNs; for fullgraph=True build the layer with engine='fused' (or 'triton' on CUDA)")
 
 
 def lacks_half_lstm() -> str | None:
@@ -82,6 +84,7 @@ class NativeEngine(Engine):
 
     name = "native"
     exposes_gates = False
+    runs_packed_rows = True  # torch's kernels take a PackedSequence's rows, as torch.nn hands them over
     # Its one call runs every layer: nothing can act between layers or steps. Weight dropout
     # acts on the weights before the call.
     regularisers = frozenset({"weight_dropout"})
@@ -101,9 +104,7 @@ class NativeEngine(Engine):
             return f"torch's CPU LSTM kernel (oneDNN) fails under {dtype} autocast on this CPU, {lacking}"
         return None
 
-    @run_eagerly("lstmkit's native engine runs torch's own RNN kernels, which torch.compile runs eagerly, as it "
-                 "runs torch.nn's RNNs; for fullgraph=True build the layer with engine='fused' "
-                 "(or 'triton' on CUDA)")
+    @run_eagerly(RUN_EAGERLY)
     def run(
         self, stack: Stack, data: Tensor, packing: Packing | None, h0: Tensor, c0: Tensor | None, return_gates: bool
     ) -> StackRun:
@@ -111,24 +112,41 @@ class NativeEngine(Engine):
         (torch.nn's inter-layer dropout draws its masks in that order). torch.compile runs it
         eagerly (a graph break), as it runs torch.nn's RNNs: traced, oneDNN's LSTM fails in
         backward (AOTAutograd: "expected all tensors_saved_with_vc_check to be Tensors")."""
-        kernel = NATIVE_KERNELS[kernel_name(stack.cell)]
-        flat_weights = flat_weight_list(stack)
-        options = (stack.bias, stack.num_layers, stack.dropout, stack.training, stack.bidirectional)
         if packing is None or data.shape[1] == 0:  # torch cannot pack an empty batch; it has nothing to mask
+            kernel = NATIVE_KERNELS[kernel_name(stack.cell)]
             hx = h0.contiguous() if c0 is None else (h0.contiguous(), c0.contiguous())
-            output, *state = kernel(data, hx, flat_weights, *options, False)
-        else:
-            order = packing.order
-            with autocast(data.device.type, enabled=False):  # data moved, not computed: float16 autocast
-                in_order = pack_padded_sequence(  # refuses bfloat16 data
-                    data.index_select(1, order), packing.lengths.index_select(0, order).cpu())
-            packed = PackedSequence(in_order.data, in_order.batch_sizes, order)  # and the order back
-            hx = h0.index_select(1, order) if c0 is None else (h0.index_select(1, order), c0.index_select(1, order))
-            packed_output, *state = kernel(packed.data, packed.batch_sizes, hx, flat_weights, *options)
-            output, _ = pad_packed_sequence(packed._replace(data=packed_output), total_length=data.shape[0])
-            state = [part.index_select(1, packed.unsorted_indices) for part in state]
+            output, *state = kernel(data, hx, flat_weight_list(stack), *kernel_options(stack), False)
+            h_n, c_n = (state[0], None) if c0 is None else state
+            return StackRun(output, h_n, c_n, None)
+        order = packing.order
+        with autocast(data.device.type, enabled=False):  # data moved, not computed: float16 autocast
+            in_order = pack_padded_sequence(  # refuses bfloat16 data
+                data.index_select(1, order), packing.lengths.index_select(0, order).cpu())
+        packed = PackedSequence(in_order.data, in_order.batch_sizes, order)  # and the order back
+        run = self.run_packed(stack, packed, h0, c0)
+        output, _ = pad_packed_sequence(packed._replace(data=run.output), total_length=data.shape[0])
+        return run._replace(output=output)
+
+    @run_eagerly(RUN_EAGERLY)
+    def run_packed(self, stack: Stack, packed: PackedSequence, h0: Tensor, c0: Tensor | None) -> StackRun:
+        """As torch.nn runs a PackedSequence: its rows straight to the kernel, the initial
+        states in its sorted order, the final ones back in the batch's."""
+        kernel = NATIVE_KERNELS[kernel_name(stack.cell)]
+        order, unsort = packed.sorted_indices, packed.unsorted_indices  # None for one packed with enforce_sorted
+        hx = [h0] if c0 is None else [h0, c0]
+        if order is not None:
+            hx = [part.index_select(1, order) for part in hx]
+        output, *state = kernel(packed.data, packed.batch_sizes, hx[0] if c0 is None else tuple(hx),
+                                flat_weight_list(stack), *kernel_options(stack))
+        if unsort is not None:
+            state = [part.index_select(1, unsort) for part in state]
         h_n, c_n = (state[0], None) if c0 is None else state
         return StackRun(output, h_n, c_n, None)
+
+
+def kernel_options(stack: Stack) -> tuple:
+    """The options torch's RNN kernels take after the weights, as torch.nn passes them."""
+    return stack.bias, stack.num_layers, stack.dropout, stack.training, stack.bidirectional
 
 
 def flat_weight_list(stack: Stack) -> list[Tensor]:

@@ -36,28 +36,45 @@ ShapeError.__module__ = "lstmkit"
 class SequenceBatch:
     """Input as the engines take it, and how to give outputs back in the user's layout.
 
-    data: (T, B, I), time-major.
-    lengths: (B,) int64 on data's device, or None when every sequence has all T steps.
+    source: (T, B, I), time-major; for a PackedSequence its rows (N, I), which `data` pads
+        only for an engine that asks (the native engine runs them as they are, as torch.nn).
+    steps, batch_size: T and B.
+    lengths: (B,) int64 on the source's device, or None when every sequence has all T steps.
     order: with lengths, the batch index of each packed row (Packing.order); else None.
     packed: the PackedSequence the input came as (its output is packed the same way), or None.
     batched: False for unbatched 2-D input (B = 1 inside).
     batch_first: whether the user's tensors put the batch first.
     """
 
-    data: Tensor
+    source: Tensor
+    steps: int
+    batch_size: int
     lengths: Tensor | None
     order: Tensor | None
     packed: PackedSequence | None
     batched: bool
     batch_first: bool
 
+    @functools.cached_property
+    def data(self) -> Tensor:
+        """(T, B, I), time-major: the source, or a PackedSequence's rows padded, in the batch's order."""
+        return self.source if self.packed is None else padded_from_packed(self.packed_source)
+
+    @property
+    def packed_source(self) -> PackedSequence:
+        """The PackedSequence the input came as, holding the source's rows."""
+        return self.packed._replace(data=self.source)
+
     @property
     def packing(self) -> Packing | None:
         """How the engines pack the batch, or None when every sequence has all T steps."""
         return None if self.lengths is None else Packing(self.lengths, self.order)
 
-    def restore_output(self, output: Tensor) -> Tensor | PackedSequence:
-        """(T, B, F) time-major output -> the layout the input came in."""
+    def restore_output(self, output: Tensor, packed_rows: bool = False) -> Tensor | PackedSequence:
+        """(T, B, F) time-major output, or with `packed_rows` the rows of a packed input's
+        output -> the layout the input came in."""
+        if packed_rows:
+            return self.packed._replace(data=output)
         if self.packed is not None:
             order = self.packed.sorted_indices  # None when packed with enforce_sorted=True
             sorted_output = output if order is None else output.index_select(1, order)
@@ -102,11 +119,12 @@ def prepare_input(
             )
         check_features(input.data, input_size, dtype, device)
         check_batch_sizes(input)
-        data, packed_lengths = padded_from_packed(input)
+        data, batch_sizes = input.data, input.batch_sizes
         order = input.sorted_indices  # None when packed with enforce_sorted=True: in the batch's order
         if order is None:
-            order = torch.arange(data.shape[1], device=data.device)
-        return SequenceBatch(data, packed_lengths.to(data.device), order, input, True, batch_first)
+            order = torch.arange(int(batch_sizes[0]), device=data.device)
+        return SequenceBatch(data, len(batch_sizes), int(batch_sizes[0]), packed_lengths(input).to(data.device),
+                             order, input, True, batch_first)
     if not isinstance(input, Tensor):
         raise TypeError(
             f"input must be a Tensor or a PackedSequence, got {type(input).__name__}"
@@ -133,7 +151,7 @@ def prepare_input(
         order = torch.sort(checked_lengths.cpu(), descending=True).indices.to(data.device)
         checked_lengths = checked_lengths.to(data.device)
         data = without_padding(data, checked_lengths)
-    return SequenceBatch(data, checked_lengths, order, None, batched, batch_first)
+    return SequenceBatch(data, *data.shape[:2], checked_lengths, order, None, batched, batch_first)
 
 
 def by_indexing() -> bool:
@@ -163,14 +181,22 @@ def running_steps(batch_sizes: Tensor) -> Tensor:
     return torch.arange(int(batch_sizes[0])).unsqueeze(0) < batch_sizes.unsqueeze(1)
 
 
-def padded_from_packed(packed: PackedSequence) -> tuple[Tensor, Tensor]:
-    """pad_packed_sequence's (data (T, B, ·) zero-padded, lengths (B,) on the CPU), in the batch's
-    order (`by_indexing` says how: each step of each sequence read from its packed row in one
-    index_select, the steps past its end zeroed). On the meta device, whose sorting indices hold
-    no values to unsort by, in the packed order (shapes only)."""
+def packed_lengths(packed: PackedSequence) -> Tensor:
+    """pad_packed_sequence's lengths of `packed`, (B,) on the CPU in the batch's order (on the
+    meta device, whose sorting indices hold no values, in the packed order), from its batch sizes."""
+    lengths = running_steps(packed.batch_sizes).sum(0)
+    unsort = packed.unsorted_indices
+    return lengths if unsort is None or packed.data.is_meta else lengths[unsort.cpu()]
+
+
+def padded_from_packed(packed: PackedSequence) -> Tensor:
+    """pad_packed_sequence's data (T, B, ·) zero-padded, in the batch's order (`by_indexing`
+    says how: each step of each sequence read from its packed row in one index_select, the
+    steps past its end zeroed). On the meta device, whose sorting indices hold no values to
+    unsort by, in the packed order (shapes only)."""
     if not by_indexing():
         return pad_packed_sequence(PackedSequence(packed.data, packed.batch_sizes)
-                                   if packed.data.device.type == "meta" else packed)
+                                   if packed.data.device.type == "meta" else packed)[0]
     data, batch_sizes = packed.data, packed.batch_sizes
     steps, batch_size = batch_sizes.shape[0], int(batch_sizes[0])
     running = running_steps(batch_sizes)
@@ -181,7 +207,7 @@ def padded_from_packed(packed: PackedSequence) -> tuple[Tensor, Tensor]:
         running, rows = running[:, unsort], rows[:, unsort]
     padded = data.index_select(0, rows.flatten().to(data.device)).view(steps, batch_size, *data.shape[1:])
     ended = ~running.view(steps, batch_size, *[1] * (data.dim() - 1)).to(data.device)
-    return padded.masked_fill(ended, 0), running.sum(0)
+    return padded.masked_fill(ended, 0)
 
 
 def without_padding(data: Tensor, lengths: Tensor) -> Tensor:
@@ -407,7 +433,7 @@ def check_state_tensor(
     if not isinstance(tensor, Tensor):
         raise TypeError(f"{label} must be a Tensor, got {describe(tensor)}")
     layers_directions, features = expected
-    batch_size = batch.data.shape[1]
+    batch_size = batch.batch_size
     if batch.batched:
         shape = (layers_directions, batch_size, features)
         layout = "(num_layers * num_directions, batch, features)"
@@ -416,9 +442,9 @@ def check_state_tensor(
         layout = "(num_layers * num_directions, features) for unbatched input"
     if tuple(tensor.shape) != shape:
         raise ShapeError(f"{label} must have shape {shape} {layout}, got {tuple(tensor.shape)}")
-    if tensor.device != batch.data.device:
+    if tensor.device != batch.source.device:
         raise ShapeError(
-            f"{label} must be on the input's device ({batch.data.device}), got a tensor on {tensor.device}"
+            f"{label} must be on the input's device ({batch.source.device}), got a tensor on {tensor.device}"
         )
     if not accepts_dtype(tensor, dtype):
         raise ShapeError(f"{label} dtype must match the layer's parameters ({dtype}), got {tensor.dtype}")

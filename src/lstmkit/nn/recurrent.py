@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from lstmkit.cells import Cell, LayerWeights, check_cell_options, is_builtin, make_cell
 from lstmkit.cells.base import check_own_cell
-from lstmkit.engines import (CPU_FUSED_MIN_STEPS, Regularisation, Stack, check_engine, check_engine_name,
+from lstmkit.engines import (CPU_FUSED_MIN_STEPS, Regularisation, Stack, StackRun, check_engine, check_engine_name,
                              flatten_weights, select_engine)
 from lstmkit.engines.precision import even_packed_on_onednn, lstm_cell_steps
 from lstmkit.engines.reference import warn_unrolled
@@ -355,13 +355,13 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         first = stack.weights[0].weight_ih
         self._check_weights_together(stack, first)
         batch = prepare_input(input, lengths, self.input_size, batch_first, first.dtype, first.device)
-        batch = dataclasses.replace(batch, data=as_float32_under_autocast(batch.data, first.dtype))
+        batch = dataclasses.replace(batch, source=as_float32_under_autocast(batch.source, first.dtype))
         h0, c0 = (as_float32_under_autocast(part, first.dtype) for part in self._initial_state(hx, batch, first.dtype))
-        output, h_n, c_n, trace = self._run(stack, batch, h0, c0, return_gates)
+        (output, h_n, c_n, trace), packed_rows = self._run(stack, batch, h0, c0, return_gates)
         state = batch.restore_state(h_n)
         if c_n is not None:
             state = (state, batch.restore_state(c_n))
-        result = (batch.restore_output(output), state)
+        result = (batch.restore_output(output, packed_rows), state)
         if return_gates:
             result += (self._restore_trace(trace, batch),)
         return result
@@ -444,7 +444,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         )
         if h0 is None:
             h_init, c_init = self.cell.initial_state(
-                batch.data.shape[1], self.hidden_size, self.output_size, batch.data
+                batch.batch_size, self.hidden_size, self.output_size, batch.source
             )
             h0 = h_init.expand(layers_directions, -1, -1)
             c0 = None if c_init is None else c_init.expand(layers_directions, -1, -1)
@@ -452,27 +452,31 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
 
     def _run(
         self, stack: Stack, batch: SequenceBatch, h0: Tensor, c0: Tensor | None, return_gates: bool
-    ) -> tuple[Tensor, Tensor, Tensor | None, list | None]:
-        """The stack on its engine: time-major output, h_n, c_n, and the per-layer-direction
-        (gates, cell_states) when asked."""
-        packed = batch.lengths is not None and batch.data.shape[1] > 0
-        long_backward = (batch.data.shape[0] >= CPU_FUSED_MIN_STEPS and torch.is_grad_enabled()  # short: no more asked
-                         and (batch.data.requires_grad or any(weights.weight_hh.requires_grad
-                                                              for weights in stack.weights)))
-        engine = select_engine(self.engine, self.cell, batch.data.device, return_gates,
+    ) -> tuple[StackRun, bool]:
+        """The stack on its engine: its run (time-major output, h_n, c_n, and the per-layer-
+        direction (gates, cell_states) when asked), and whether its output is the rows of a
+        packed input's output (the native engine runs a PackedSequence as it is, as torch.nn)."""
+        source = batch.source
+        packed = batch.lengths is not None and batch.batch_size > 0
+        long_backward = (batch.steps >= CPU_FUSED_MIN_STEPS and torch.is_grad_enabled()  # short: no more asked
+                         and (source.requires_grad or any(weights.weight_hh.requires_grad
+                                                          for weights in stack.weights)))
+        engine = select_engine(self.engine, self.cell, source.device, return_gates,
                                stack.regularisation.acting(self.training), streaming=stack.streaming and c0 is not None,
-                               cell_steps=lstm_cell_steps(batch.lengths, self.proj_size > 0, batch.data),
+                               cell_steps=lstm_cell_steps(batch.lengths, self.proj_size > 0, source),
                                long_backward=long_backward,
                                packed=packed and long_backward
-                               and not even_packed_on_onednn(batch.lengths, batch.data, self.proj_size > 0),
+                               and not even_packed_on_onednn(batch.lengths, source, self.proj_size > 0),
                                lengths_given=packed)
         if torch.jit.is_tracing() and engine.name == "reference":
-            warn_unrolled(self.cell, batch.data.shape[0])
+            warn_unrolled(self.cell, batch.steps)
         if self.training and self.weight_dropout:  # DropConnect: one mask of weight_hh per call
             stack = stack._replace(weights=[
                 weights._replace(weight_hh=F.dropout(weights.weight_hh, self.weight_dropout, training=True))
                 for weights in stack.weights])
-        return engine.run(stack, batch.data, batch.packing, h0, c0, return_gates)
+        if batch.packed is not None and engine.runs_packed_rows:
+            return engine.run_packed(stack, batch.packed_source, h0, c0), True
+        return engine.run(stack, batch.data, batch.packing, h0, c0, return_gates), False
 
     def _restore_trace(self, trace: list, batch: SequenceBatch) -> GateTrace:
         """Stack the per-layer-direction activations and put them in the user's layout, zero
@@ -481,7 +485,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         per_name = [self.cell.named_gates(gates) for gates, _ in trace]
         running = None
         if batch.lengths is not None:  # (T, B, 1): whether sequence b runs at step t
-            steps = torch.arange(batch.data.shape[0], device=batch.lengths.device)
+            steps = torch.arange(batch.steps, device=batch.lengths.device)
             running = (steps.unsqueeze(1) < batch.lengths.unsqueeze(0)).unsqueeze(-1)
         gates = {}
         for name in per_name[0]:
