@@ -14,6 +14,7 @@ import torch
 from lstmkit.forecast import Forecaster
 from lstmkit.models.forecaster import ForecastNetwork, ForecastNetworkConfig
 from lstmkit.pipelines.configs import ForecasterConfig
+from lstmkit.pipelines import forecast
 from lstmkit.pipelines.forecast import history_length
 
 QUICK = dict(hidden_size=8, num_layers=1, epochs=2, batch_size=32, seed=0)
@@ -129,3 +130,24 @@ def test_one_table_with_an_extra_season_holds_its_history_and_takes_the_period_t
     values = series["y"].to_numpy()
     np.testing.assert_allclose(forecaster.layout.target_scaler.inverse(base.numpy())[0, :, 0],
                                (values[[48, 49, 50]] + values[[60, 61, 62]]) / 2, rtol=1e-12)
+
+
+def test_the_last_value_base_takes_no_extra_season_and_one_of_period_one_takes_them(monkeypatch):
+    """Base "last" was built with the extra seasons, so it chose among 1 and 12 as the seasonal
+    base did, and results.json called it the last value; a series of m = 1 with extra seasons
+    trained only that "last" network."""
+    built = []
+    real = forecast.build_forecast_network
+    monkeypatch.setattr(forecast, "build_forecast_network", lambda config: built.append(config) or real(config))
+    series = weekly_long_table().query("id == 'a'")["y"].to_numpy()
+    table = pd.DataFrame({"t": np.arange(1, 73), "y": series})
+    Forecaster("t", "y", horizon=3, season=3, extra_seasons=(12,), **QUICK).fit(table)
+    assert [(config.season, config.extra_seasons) for config in built] == [(3, (12,)), (1, ())]
+    built.clear()
+    forecaster = Forecaster("t", "y", horizon=3, season=1, extra_seasons=(12,), **QUICK).fit(table)
+    assert [(config.season, config.extra_seasons) for config in built] == [(1, (12,)), (1, ())]
+    assert forecaster.base == ("seasonal" if forecaster.network.config.extra_seasons else "last")
+    with pytest.raises(ValueError, match=re.escape(
+            "extra_seasons (--extra-seasons) are periods the seasonal base may take; base 'last' corrects the last "
+            "value: give base 'seasonal' or 'auto' with them, got extra_seasons=(12,) with base 'last'")):
+        Forecaster("t", "y", horizon=3, extra_seasons=(12,), base="last")

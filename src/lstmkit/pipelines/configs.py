@@ -304,6 +304,10 @@ class ForecasterConfig(TrainingConfig):
             object.__setattr__(self, "base", "auto" if self.id is None else "seasonal")
         if self.base not in BASES:
             raise ValueError(f"base must be one of {', '.join(BASES)}, got {self.base!r}")
+        if self.base == "last" and self.extra_seasons:
+            raise ValueError(f"extra_seasons (--extra-seasons) are periods the seasonal base may take; base 'last' "
+                             f"corrects the last value: give base 'seasonal' or 'auto' with them, got extra_seasons="
+                             f"{self.extra_seasons!r} with base 'last'")
         self.check_long_table()
 
     def check_long_table(self) -> None:

@@ -201,8 +201,10 @@ class Forecaster:
 
     @property
     def base(self) -> str:
-        """What the fitted network corrects: "seasonal" (seasonal naive) or "last" (the last value)."""
-        return "seasonal" if self.fitted()[0].config.season > 1 else "last"
+        """What the fitted network corrects: "seasonal" (seasonal naive, of m or an extra season)
+        or "last" (the last value)."""
+        network = self.fitted()[0].config
+        return "seasonal" if network.season > 1 or network.extra_seasons else "last"
 
     def save(self, directory: str | Path) -> Path:
         """Write the fitted forecaster as a checkpoint folder (JSON and safetensors)."""
@@ -289,7 +291,7 @@ class Forecaster:
         seasonal = season if season <= lookback else 1
         encoder_steps = encoder_lookback(self.config, season)
         encoder_steps = encoder_steps if encoder_steps < lookback else None  # None: the whole history
-        if seasonal == 1:  # the seasonal-naive forecast is the last value
+        if seasonal == 1 and not self.config.extra_seasons:  # the seasonal-naive forecast is the last value
             bases = {"last": 1}
         elif self.config.base == "auto":
             bases = {"seasonal": seasonal, "last": 1} if validation else {"seasonal": seasonal}
@@ -304,7 +306,8 @@ class Forecaster:
             network = build_forecast_network(ForecastNetworkConfig(
                 config.cell, targets, past_features, future_features, config.horizon, config.hidden_size,
                 config.num_layers, config.dropout, config.engine, ensemble=config.ensemble, season=base_season,
-                extra_seasons=config.extra_seasons, encoder_steps=encoder_steps, base_cycles=config.base_cycles,
+                extra_seasons=config.extra_seasons if base == "seasonal" else (), encoder_steps=encoder_steps,
+                base_cycles=config.base_cycles,
             ))
             job = ForecastJob(network, windows, training, validation, config, trainer.processes, trainer.device,
                               epoch_windows=epoch_windows)

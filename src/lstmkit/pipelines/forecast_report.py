@@ -344,8 +344,11 @@ def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: 
         fitted = run_backtest(forecaster, data, holdout, out, resume, baselines)
         settings = {field.name: getattr(forecaster.config, field.name) for field in fields(forecaster.config)}
         if forecaster.config.id is None:
+            base = fitted.backtest.model.base
             settings |= {"steps": None, "epochs": fitted.backtest.model.best_epoch, "time_budget": None,
-                         "early_stopping": False, "base": fitted.backtest.model.base}
+                         "early_stopping": False, "base": base}
+            if base == "last":  # the extra seasons are the seasonal base's periods
+                settings["extra_seasons"] = ()
         # A long table refits as it was fitted: early stopping and the choice of forecast need
         # each series' validation window.
         final = Forecaster(**settings)
