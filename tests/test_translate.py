@@ -477,6 +477,10 @@ def test_bad_decoding_options_stop_with_their_values(copy_run, capsys):
         code, message = exit_.code, capsys.readouterr().err
     assert (code, message) == (2, "lstmkit: error: length_penalty (--length-penalty) must be in [0, 5] (0: none, 1: "
                                   "per-token mean), got -1.0\n")
+    with pytest.raises(ValueError, match=re.escape(  # greedy decoding ignored it
+            "length_penalty (--length-penalty) weighs beam search's ended hypotheses; greedy decoding (beam 1) has "
+            "one and takes no penalty: give a beam above 1, got length_penalty=0.0 with beam 1")):
+        translator.translate(["a b"], beam=1, length_penalty=0.0)
 
 
 def test_run_reads_standard_input_one_sentence_per_line_feed(copy_run, monkeypatch, capsys):
@@ -560,7 +564,7 @@ def test_train_command_writes_a_run_and_resumes_it(tmp_path, capsys):
     translator = load_translator(out)
     assert translator.model.config.cell == "gru"
     assert translator.translate(valid_pairs := read_parallel(*valid).sources, beam=1) == \
-        translator.translate(valid_pairs, beam=1, length_penalty=0.0) == translator.translate(valid_pairs, beam=1)
+        translator.translate(valid_pairs, beam=1, length_penalty=1.0) == translator.translate(valid_pairs, beam=1)
 
 
 def test_the_encoder_takes_the_regulariser_flags(tmp_path):

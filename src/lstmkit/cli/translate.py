@@ -112,7 +112,8 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
                 "at most this many subwords per translation, and at most twice its source's length plus 10",
                 type=positive_int)
     add_setting(parser, DecodingConfig, "length_penalty",
-                "an ended hypothesis scores log-probability / length^this: 1 is the per-token mean, 0 the sum",
+                "beam search's: an ended hypothesis scores log-probability / length^this: 1 is the per-token mean, "
+                "0 the sum",
                 type=float)
     parser.add_argument("--device", type=device_name, default="cpu", help="where to run the model (default cpu)")
 

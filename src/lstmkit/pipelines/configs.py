@@ -444,6 +444,10 @@ class DecodingConfig:
         if isinstance(self.length_penalty, bool) or not 0 <= self.length_penalty <= 5:
             raise ValueError(f"length_penalty (--length-penalty) must be in [0, 5] (0: none, 1: per-token mean), "
                              f"got {self.length_penalty!r}")
+        if self.beam == 1 and self.length_penalty != DecodingConfig.length_penalty:
+            raise ValueError(f"length_penalty (--length-penalty) weighs beam search's ended hypotheses; greedy "
+                             f"decoding (beam 1) has one and takes no penalty: give a beam above 1, got "
+                             f"length_penalty={self.length_penalty!r} with beam 1")
 
 
 @dataclass(frozen=True)
