@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from helpers import Killed, dies_at_step
 from lstmkit import lm
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
-from lstmkit.pipelines.lm import RECIPES, LanguageModelJob, LMTrainingConfig
+from lstmkit.pipelines.lm import RECIPES, LanguageModelJob, LMTrainingConfig, check_cutoffs
 from lstmkit.text import load_corpus
 from lstmkit.text.corpus import StreamWindows
 from lstmkit.training import Processes, Trainer
@@ -245,6 +245,24 @@ def test_an_adaptive_softmax_scores_every_token_and_trains_on_the_targets_cluste
     torch.testing.assert_close(loss, expected)
     assert LanguageModel(LanguageModelConfig("lstm", 8, hidden_size=16, adaptive_softmax_cutoffs=(10,))).decoder \
         .__class__ is torch.nn.Linear, "a vocabulary below the first boundary keeps the full softmax"
+
+
+def test_cutoffs_past_the_vocabulary_are_dropped_with_a_warning_and_all_of_them_refused(tmp_path):
+    """All dropped, it trained the full softmax, untied at word level, and said nothing."""
+    with pytest.warns(UserWarning, match=re.escape(
+            "adaptive_softmax_cutoffs (--adaptive-softmax-cutoffs) [50, 2000] lie at or above the vocabulary's 40 "
+            "tokens: dropped, the clusters bounded by [8]")):
+        check_cutoffs((8, 50, 2000), 40)
+    text = tmp_path / "words.txt"
+    text.write_text("\n".join(" ".join(f"w{(line * 7 + word) % 37}" for word in range(10)) for line in range(300)),
+                    encoding="utf-8")
+    config = LMTrainingConfig(level="word", num_layers=1, hidden_size=16, seq_len=10, batch_size=4, steps=2,
+                              adaptive_softmax_cutoffs=(2000,))
+    with pytest.raises(ValueError, match=re.escape(
+            "adaptive_softmax_cutoffs (--adaptive-softmax-cutoffs) [2000] all lie at or above the vocabulary's 39 "
+            "tokens: an adaptive softmax of one cluster is the full softmax; give boundaries below 39, or none")):
+        lm.train(text, tmp_path / "run", config)
+    assert not (tmp_path / "run" / "last").exists()
 
 
 def test_a_word_model_with_an_adaptive_softmax_trains_saves_and_loads(tmp_path):

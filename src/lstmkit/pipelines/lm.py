@@ -281,6 +281,22 @@ class LMRun:
     processes: int
 
 
+def check_cutoffs(cutoffs: tuple[int, ...], vocabulary_size: int) -> None:
+    """The adaptive softmax's boundaries given against the corpus's vocabulary: those at or
+    above its size are dropped (LanguageModelConfig.cutoffs) with a warning; all of them is an
+    error, as it would leave the full softmax, untied, where neither was asked for."""
+    dropped = [cutoff for cutoff in cutoffs if cutoff >= vocabulary_size]
+    if not dropped:
+        return
+    if len(dropped) == len(cutoffs):
+        raise ValueError(f"adaptive_softmax_cutoffs (--adaptive-softmax-cutoffs) {list(cutoffs)} all lie at or above "
+                         f"the vocabulary's {vocabulary_size:,} tokens: an adaptive softmax of one cluster is the full "
+                         f"softmax; give boundaries below {vocabulary_size:,}, or none")
+    kept = [cutoff for cutoff in cutoffs if cutoff < vocabulary_size]
+    warn_at_caller(f"adaptive_softmax_cutoffs (--adaptive-softmax-cutoffs) {dropped} lie at or above the vocabulary's "
+                   f"{vocabulary_size:,} tokens: dropped, the clusters bounded by {kept}")
+
+
 class LanguageModelJob(Job):
     """Truncated BPTT over `batch_size` contiguous streams of the text: step s trains on
     window s mod (windows per pass), the hidden state carried from the previous window
@@ -303,6 +319,7 @@ class LanguageModelJob(Job):
                                                 "the validation text")
         self.characters_per_token = corpus.validation_characters / corpus.validation.numel()
         self.sources = corpus.sources
+        check_cutoffs(config.adaptive_softmax_cutoffs, len(corpus.vocabulary))
         torch.manual_seed(config.seed)
         self.model = LanguageModel(config.model_config(len(corpus.vocabulary)))
         self.label = f"lm {config.cell} {config.num_layers}x{config.hidden_size}"
