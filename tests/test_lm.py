@@ -371,6 +371,17 @@ def test_bad_training_texts(tmp_path, content, message):
         lm.train(path, tmp_path / "run", LMTrainingConfig(steps=5, **TINY))
 
 
+def test_a_validation_fraction_beside_a_validation_file_is_refused(tmp_path):
+    """The file was used and the fraction ignored, without a word."""
+    path = tmp_path / "input.txt"
+    path.write_text("abcdefghij" * 40, encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(
+            f"validation_fraction holds out the end of the training text, and a validation file is given ({path}): "
+            "give one of them, got validation_fraction=0.5")):
+        lm.train(path, tmp_path / "run", LMTrainingConfig(steps=1, validation_fraction=0.5, **TINY), validation=path)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_window_longer_than_the_training_streams_is_warned_of(tmp_path):
     path = tmp_path / "input.txt"
     path.write_text("abcdefghij" * 40, encoding="utf-8")
