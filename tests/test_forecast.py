@@ -311,6 +311,10 @@ def test_the_distribution_defaults_to_laplace_for_a_long_table_and_normal_for_on
     (dict(horizon=3, lr=-1.0), "lr must be positive, got -1.0"),
     (dict(horizon=3, eval_every=5), "eval_every does not apply to a forecaster: it is evaluated at the end of each "
                                     "epoch (patience counts epochs); got eval_every=5"),
+    (dict(horizon=3, early_stopping=False, patience=5), "patience=5 acts on the validation windows, which "
+                                                        "early_stopping=False (--no-early-stopping) leaves out"),
+    (dict(horizon=3, early_stopping=False, optimizer="nt-asgd", validation_fraction=0.3),
+     "validation_fraction=0.3, optimizer='nt-asgd' act on the validation windows, which early_stopping=False"),
 ])
 def test_bad_options_are_refused_when_the_forecaster_is_built(options, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -255,3 +255,19 @@ def test_a_finished_network_resumed_with_other_epochs_of_steps_is_not_said_past_
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*past the .* steps of the budget")
         run_backtest(Forecaster("t", "y", **PANEL), data, None, tmp_path / "run", resume=True)
+
+
+def test_a_fit_refits_one_table_without_the_settings_of_validation_and_refuses_nt_asgd(tmp_path):
+    """The refit trains on every window: it took the backtest's patience along (now refused
+    without validation windows), and nt-asgd, which never began averaging there, was plain SGD."""
+    path = tmp_path / "series.csv"
+    path.write_text("t,y\n" + "".join(f"{step + 1},{5 + np.sin(step / 2) + 0.05 * step}\n" for step in range(60)))
+    options = dict(horizon=6, hidden_size=8, num_layers=1, epochs=2, batch_size=8, seed=0, baselines=("naive",))
+    fitted = backtest_then_refit(Forecaster("t", "y", patience=3, **options), path, tmp_path / "run")
+    saved = Forecaster.load(tmp_path / "run" / "model").config
+    assert (saved.early_stopping, saved.patience, fitted.backtest.model.config.patience) == (False, 50, 3)
+    with pytest.raises(ValueError, match=re.escape(
+            "forecast fit refits one table on every window, with no validation windows, which nt-asgd needs to begin "
+            "averaging: give optimizer adamw or sgd")):
+        backtest_then_refit(Forecaster("t", "y", optimizer="nt-asgd", lr=0.1, **options), path, tmp_path / "asgd")
+    assert not (tmp_path / "asgd").exists()

@@ -308,7 +308,21 @@ class ForecasterConfig(TrainingConfig):
             raise ValueError(f"extra_seasons (--extra-seasons) are periods the seasonal base may take; base 'last' "
                              f"corrects the last value: give base 'seasonal' or 'auto' with them, got extra_seasons="
                              f"{self.extra_seasons!r} with base 'last'")
+        self.check_without_validation()
         self.check_long_table()
+
+    def check_without_validation(self) -> None:
+        """Without early stopping no window validates: the settings that act on the validation
+        loss would do nothing, and are refused rather than ignored."""
+        if self.early_stopping:
+            return
+        acting = [f"{name}={getattr(self, name)!r}" for name in ("patience", "validation_fraction", "on_plateau")
+                  if getattr(self, name) not in (None, getattr(ForecasterConfig, name))]
+        acting += ["optimizer='nt-asgd'"] if self.optimizer == "nt-asgd" else []
+        if acting:
+            raise ValueError(f"{', '.join(acting)} act{'s' if len(acting) == 1 else ''} on the validation windows, "
+                             "which early_stopping=False "
+                             "(--no-early-stopping) leaves out: keep early stopping, or leave them out")
 
     def check_long_table(self) -> None:
         from lstmkit.series.scaling import NORMALISATIONS

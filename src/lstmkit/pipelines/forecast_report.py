@@ -18,11 +18,16 @@ with extra_imports("forecast", __name__):
     from lstmkit import plots
 from lstmkit.checkpoint import existing, held_kind
 from lstmkit.files import atomic_path, check_nothing_overwritten, claimed_folder, write_json
+from lstmkit.pipelines.configs import ForecasterConfig
 from lstmkit.pipelines.forecast import HOLDOUT_FILE, Backtest, Forecaster, config_dict, encoder_lookback
 from lstmkit.pipelines.forecast_global import M4_METRICS, PanelBacktest
 from lstmkit.series import METRICS, Panel, SeriesFrame
 from lstmkit.series.intervals import percent
 from lstmkit.training import Processes
+
+# A refit of one table trains on every window, none held out to validate: the settings that act
+# on the validation loss (which the backtest's network used) return to their defaults.
+WITHOUT_VALIDATION = {name: getattr(ForecasterConfig, name) for name in ("patience", "validation_fraction", "on_plateau")}
 
 
 def backtest_report(result: Backtest | PanelBacktest, frame: SeriesFrame | Panel) -> str:
@@ -336,6 +341,10 @@ def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: 
     before the held-out rows).
     Every network's training run is checkpointed in out/training/{backtest,refit}; `resume`
     continues an interrupted fit from them, keeping the networks that had finished."""
+    if forecaster.config.id is None and forecaster.config.optimizer == "nt-asgd":
+        raise ValueError("forecast fit refits one table on every window, with no validation windows, which nt-asgd "
+                         "needs to begin averaging: give optimizer adamw or sgd (--optimizer; --ema-decay averages "
+                         "the weights without them)")
     with claimed_folder(Path(out) if Processes.from_environment().main else None):  # the whole fit, not each run
         out = Path(out)
         if (out / "model").exists():
@@ -346,7 +355,7 @@ def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: 
         if forecaster.config.id is None:
             base = fitted.backtest.model.base
             settings |= {"steps": None, "epochs": fitted.backtest.model.best_epoch, "time_budget": None,
-                         "early_stopping": False, "base": base}
+                         "early_stopping": False, "base": base, **WITHOUT_VALIDATION}
             if base == "last":  # the extra seasons are the seasonal base's periods
                 settings["extra_seasons"] = ()
         # A long table refits as it was fitted: early stopping and the choice of forecast need
