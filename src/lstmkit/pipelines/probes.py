@@ -40,7 +40,9 @@ GATE_PANELS = {"forget": "forget gate", "input": "input gate", "output": "output
 
 def gradient_profile(model: SequenceModel, task: Task, batch: Batch) -> np.ndarray:
     """Mean over the batch of ||d loss / d h_t|| for every step t that some sequence reaches
-    (each sequence's own loss; a sequence contributes only to the steps within its length):
+    (each sequence's own loss where the task scores one output a sequence; a task scored at
+    every step, reber, takes the batch's mean over its steps, so each string weighs by its length
+    over the mean's; a sequence contributes only to the steps within its length):
     padding past the longest sequence of the batch, where the tasks of varying length pad to
     T + T/10, holds no gradient to measure. The norms are taken in float64: squared in float32,
     a gradient of 1e-20 per unit would read 0 (its squares underflow, and flush to zero where
