@@ -221,6 +221,25 @@ def test_a_compiled_fused_layer_takes_new_lengths_without_compiling_again(packed
     assert counts[packed:] == [counts[packed]] * (5 - packed)
 
 
+@pytest.mark.parametrize("layer_type", [lstmkit.LSTM, lstmkit.GRU])
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+def test_a_compiled_native_layer_runs_a_packed_sequence_as_it_does_eagerly(layer_type, enforce_sorted):
+    """The native engine takes a PackedSequence's rows as they are; a PackedSequence handed
+    whole to its eager call lost its fields under torch.compile ("IndexError: tuple index out
+    of range")."""
+    torch.manual_seed(0)
+    layer = layer_type(3, 4, num_layers=2, bidirectional=True, engine="native")
+    x = torch.randn(7, 3, 3, requires_grad=True)
+    lengths = [7, 5, 2] if enforce_sorted else [5, 7, 2]
+    runs = [module(pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted))
+            for module in (layer, torch.compile(layer, backend="aot_eager"))]
+    (eager, eager_final), (compiled, compiled_final) = runs
+    assert torch.equal(compiled.data, eager.data) and torch.equal(compiled.batch_sizes, eager.batch_sizes)
+    assert all(map(torch.equal, flatten_outputs(compiled_final), flatten_outputs(eager_final)))
+    gradients = [torch.autograd.grad(output.data.sum(), [x, layer.weight_hh_l0]) for output, _ in runs]
+    assert all(map(torch.equal, *gradients))
+
+
 def test_fullgraph_on_the_native_engine_says_what_to_build_instead():
     """The native engine is a graph break, as torch.nn's RNNs are: fullgraph=True fails there,
     and says so, where it blamed a `disable` the user never called."""

@@ -14,7 +14,6 @@ from typing import ClassVar, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.utils.rnn import PackedSequence
 
 from lstmkit.cells import CELLS, Cell, LayerWeights, is_builtin
 from lstmkit.engines.precision import Precision, autocast, lstm_cell_steps, precision_for
@@ -221,9 +220,11 @@ class Engine:
     ) -> StackRun:
         raise NotImplementedError
 
-    def run_packed(self, stack: Stack, packed: PackedSequence, h0: Tensor, c0: Tensor | None) -> StackRun:
-        """The stack over `packed` (rows sorted by length, as its sorted_indices say; h0 and c0 in
-        the batch's order), unpadded: output as the rows of a PackedSequence like `packed`. For an
+    def run_packed(self, stack: Stack, rows: Tensor, batch_sizes: Tensor, sorted_indices: Tensor | None,
+                   unsorted_indices: Tensor | None, h0: Tensor, c0: Tensor | None) -> StackRun:
+        """The stack over the rows of a PackedSequence (the fields it is given as: under
+        torch.compile a PackedSequence does not cross into an eager call whole; h0 and c0 in the
+        batch's order), unpadded: output as the rows of a PackedSequence packed alike. For an
         engine whose `runs_packed_rows`; the others are given the input padded, to `run`."""
         raise NotImplementedError
 

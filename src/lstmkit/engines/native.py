@@ -123,23 +123,24 @@ class NativeEngine(Engine):
             in_order = pack_padded_sequence(  # refuses bfloat16 data
                 data.index_select(1, order), packing.lengths.index_select(0, order).cpu())
         packed = PackedSequence(in_order.data, in_order.batch_sizes, order)  # and the order back
-        run = self.run_packed(stack, packed, h0, c0)
+        run = self.run_packed(stack, *packed, h0, c0)
         output, _ = pad_packed_sequence(packed._replace(data=run.output), total_length=data.shape[0])
         return run._replace(output=output)
 
     @run_eagerly(RUN_EAGERLY)
-    def run_packed(self, stack: Stack, packed: PackedSequence, h0: Tensor, c0: Tensor | None) -> StackRun:
+    def run_packed(self, stack: Stack, rows: Tensor, batch_sizes: Tensor, sorted_indices: Tensor | None,
+                   unsorted_indices: Tensor | None, h0: Tensor, c0: Tensor | None) -> StackRun:
         """As torch.nn runs a PackedSequence: its rows straight to the kernel, the initial
-        states in its sorted order, the final ones back in the batch's."""
+        states in its sorted order, the final ones back in the batch's (the indices are None for
+        one packed with enforce_sorted=True)."""
         kernel = NATIVE_KERNELS[kernel_name(stack.cell)]
-        order, unsort = packed.sorted_indices, packed.unsorted_indices  # None for one packed with enforce_sorted
         hx = [h0] if c0 is None else [h0, c0]
-        if order is not None:
-            hx = [part.index_select(1, order) for part in hx]
-        output, *state = kernel(packed.data, packed.batch_sizes, hx[0] if c0 is None else tuple(hx),
-                                flat_weight_list(stack), *kernel_options(stack))
-        if unsort is not None:
-            state = [part.index_select(1, unsort) for part in state]
+        if sorted_indices is not None:
+            hx = [part.index_select(1, sorted_indices) for part in hx]
+        output, *state = kernel(rows, batch_sizes, hx[0] if c0 is None else tuple(hx), flat_weight_list(stack),
+                                *kernel_options(stack))
+        if unsorted_indices is not None:
+            state = [part.index_select(1, unsorted_indices) for part in state]
         h_n, c_n = (state[0], None) if c0 is None else state
         return StackRun(output, h_n, c_n, None)
 

@@ -55,15 +55,18 @@ class SequenceBatch:
     batched: bool
     batch_first: bool
 
-    @functools.cached_property
-    def data(self) -> Tensor:
-        """(T, B, I), time-major: the source, or a PackedSequence's rows padded, in the batch's order."""
-        return self.source if self.packed is None else padded_from_packed(self.packed_source)
-
     @property
-    def packed_source(self) -> PackedSequence:
-        """The PackedSequence the input came as, holding the source's rows."""
-        return self.packed._replace(data=self.source)
+    def data(self) -> Tensor:
+        """(T, B, I), time-major: the source, or a PackedSequence's rows padded, in the batch's order
+        (each time it is asked: an engine asks once; not a functools.cached_property, whose lock
+        torch.compile cannot trace)."""
+        return self.source if self.packed is None else padded_from_packed(self.repacked(self.source))
+
+    def repacked(self, rows: Tensor) -> PackedSequence:
+        """`rows` packed as the input was (built anew, not `_replace`d: under torch.compile a
+        replaced PackedSequence crossed into the native engine's eager call without its fields)."""
+        packed = self.packed
+        return PackedSequence(rows, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
 
     @property
     def packing(self) -> Packing | None:
@@ -74,7 +77,7 @@ class SequenceBatch:
         """(T, B, F) time-major output, or with `packed_rows` the rows of a packed input's
         output -> the layout the input came in."""
         if packed_rows:
-            return self.packed._replace(data=output)
+            return self.repacked(output)
         if self.packed is not None:
             order = self.packed.sorted_indices  # None when packed with enforce_sorted=True
             sorted_output = output if order is None else output.index_select(1, order)

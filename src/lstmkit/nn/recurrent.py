@@ -475,7 +475,9 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                 weights._replace(weight_hh=F.dropout(weights.weight_hh, self.weight_dropout, training=True))
                 for weights in stack.weights])
         if batch.packed is not None and engine.runs_packed_rows:
-            return engine.run_packed(stack, batch.packed_source, h0, c0), True
+            packed = batch.packed
+            return engine.run_packed(stack, batch.source, packed.batch_sizes, packed.sorted_indices,
+                                     packed.unsorted_indices, h0, c0), True
         return engine.run(stack, batch.data, batch.packing, h0, c0, return_gates), False
 
     def _restore_trace(self, trace: list, batch: SequenceBatch) -> GateTrace:
