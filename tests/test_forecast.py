@@ -197,6 +197,19 @@ def test_a_forecaster_saved_under_the_old_setting_names_loads(tmp_path):
     assert (loaded.config.hidden_size, loaded.config.num_layers, loaded.config.batch_size) == (16, 1, 64)
 
 
+def test_a_refit_saved_with_settings_of_validation_that_did_not_act_loads(tmp_path):
+    """fit's refit kept the user's patience, anneal and nt-asgd (which never began averaging),
+    which early_stopping=False now refuses, and a "last" base with extra seasons, which it took:
+    the models it saved load, as what they were."""
+    loaded = saved_by_an_older_version(tmp_path, lambda settings: {
+        **settings, "early_stopping": False, "patience": 3, "on_plateau": "anneal", "min_lr_fraction": 0.1,
+        "optimizer": "nt-asgd", "asgd_patience": 2, "lr": 0.1, "base": "last", "extra_seasons": [11]})
+    config = loaded.config
+    assert (config.early_stopping, config.patience, config.on_plateau, config.optimizer, config.asgd_patience) == \
+        (False, 50, "stop", "sgd", 5)
+    assert (config.base, config.extra_seasons) == ("seasonal", (11,))  # its "last" network took them
+
+
 def test_a_forecaster_saved_with_the_eval_every_it_ignored_loads(tmp_path):
     """Versions that took eval_every (and evaluated each epoch all the same) saved it."""
     loaded = saved_by_an_older_version(tmp_path, lambda settings: {**settings, "eval_every": 100})
@@ -312,7 +325,7 @@ def test_the_distribution_defaults_to_laplace_for_a_long_table_and_normal_for_on
     (dict(horizon=3, eval_every=5), "eval_every does not apply to a forecaster: it is evaluated at the end of each "
                                     "epoch (patience counts epochs); got eval_every=5"),
     (dict(horizon=3, early_stopping=False, patience=5), "patience=5 acts on the validation windows, which "
-                                                        "early_stopping=False (--no-early-stopping) leaves out"),
+                                                        "early_stopping=False leaves out"),
     (dict(horizon=3, early_stopping=False, optimizer="nt-asgd", validation_fraction=0.3),
      "validation_fraction=0.3, optimizer='nt-asgd' act on the validation windows, which early_stopping=False"),
 ])

@@ -5,6 +5,7 @@ networks that had finished, and refuses other data."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, replace
 import os
 import re
 import warnings
@@ -15,7 +16,9 @@ import pytest
 from helpers import Killed, another_run_could_claim
 from lstmkit.forecast import Forecaster
 from lstmkit.pipelines.forecast_report import backtest_then_refit, run_backtest
+from lstmkit.pipelines.configs import ForecasterConfig
 from lstmkit.training import loop
+from lstmkit.training.loop import check_same_settings
 
 PANEL = dict(id="id", horizon=4, season=4, baselines=("naive",), normalisation="standard,log", hidden_size=8,
              num_layers=1, epochs=3, batch_size=16, seed=0)
@@ -255,6 +258,16 @@ def test_a_finished_network_resumed_with_other_epochs_of_steps_is_not_said_past_
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*past the .* steps of the budget")
         run_backtest(Forecaster("t", "y", **PANEL), data, None, tmp_path / "run", resume=True)
+
+
+def test_a_refit_begun_with_the_settings_of_validation_resumes_without_them(tmp_path):
+    """An older version's refit kept the user's on_plateau and validation_fraction, which acted
+    on nothing there; its resume, now given the defaults, was refused as other settings."""
+    refit = ForecasterConfig(time="t", target="y", horizon=3, early_stopping=False)
+    saved = json.loads(json.dumps(asdict(refit))) | {"on_plateau": "anneal", "validation_fraction": 0.3, "patience": 3}
+    check_same_settings(saved, refit, tmp_path)
+    with pytest.raises(ValueError, match="on_plateau: 'anneal' in the run, 'stop' now"):
+        check_same_settings(saved, replace(refit, early_stopping=True), tmp_path)
 
 
 def test_a_fit_refits_one_table_without_the_settings_of_validation_and_refuses_nt_asgd(tmp_path):

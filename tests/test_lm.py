@@ -380,6 +380,13 @@ def test_a_validation_fraction_beside_a_validation_file_is_refused(tmp_path):
             "give one of them, got validation_fraction=0.5")):
         lm.train(path, tmp_path / "run", LMTrainingConfig(steps=1, validation_fraction=0.5, **TINY), validation=path)
     assert not (tmp_path / "run").exists()
+    # a run an older version began with both resumes, with its own settings
+    lm.train(path, tmp_path / "run", LMTrainingConfig(steps=1, **TINY), validation=path)
+    saved = tmp_path / "run" / "last" / "config.json"
+    saved.write_text(saved.read_text().replace('"validation_fraction": 0.1', '"validation_fraction": 0.5'))
+    run = lm.train(path, tmp_path / "run", LMTrainingConfig(steps=2, validation_fraction=0.5, **TINY),
+                   validation=path, resume=True)
+    assert run.steps == 2
 
 
 def test_a_window_longer_than_the_training_streams_is_warned_of(tmp_path):

@@ -161,6 +161,10 @@ def baseline_names(value, none_means: str = "predict then forecasts by the netwo
 BASES = ("seasonal", "last", "auto")
 
 
+# The settings of a forecaster that act on its validation loss.
+VALIDATION_SETTINGS = ("patience", "validation_fraction", "on_plateau")
+
+
 @dataclass(frozen=True)
 class ForecasterConfig(TrainingConfig):
     """What to forecast and how the forecaster is built and trained (the training fields:
@@ -311,18 +315,23 @@ class ForecasterConfig(TrainingConfig):
         self.check_without_validation()
         self.check_long_table()
 
+    @property
+    def resumable_changes(self) -> tuple[str, ...]:
+        """TrainingConfig's; without early stopping, also the settings of validation, which act on
+        nothing there (a refit begun by a version that kept the user's goes on with the defaults)."""
+        return (*TrainingConfig.resumable_changes, *(() if self.early_stopping else VALIDATION_SETTINGS))
+
     def check_without_validation(self) -> None:
         """Without early stopping no window validates: the settings that act on the validation
         loss would do nothing, and are refused rather than ignored."""
         if self.early_stopping:
             return
-        acting = [f"{name}={getattr(self, name)!r}" for name in ("patience", "validation_fraction", "on_plateau")
+        acting = [f"{name}={getattr(self, name)!r}" for name in VALIDATION_SETTINGS
                   if getattr(self, name) not in (None, getattr(ForecasterConfig, name))]
         acting += ["optimizer='nt-asgd'"] if self.optimizer == "nt-asgd" else []
         if acting:
             raise ValueError(f"{', '.join(acting)} act{'s' if len(acting) == 1 else ''} on the validation windows, "
-                             "which early_stopping=False "
-                             "(--no-early-stopping) leaves out: keep early stopping, or leave them out")
+                             "which early_stopping=False leaves out: keep early stopping, or leave them out")
 
     def check_long_table(self) -> None:
         from lstmkit.series.scaling import NORMALISATIONS

@@ -437,7 +437,7 @@ def train_language_model(
     """Train (or, with resume, continue training) a language model on a text file; under
     torchrun, in every process, each on its share of the streams."""
     check_config(config, LMTrainingConfig, "lstmkit.lm.TrainingConfig")
-    if validation is not None and config.validation_fraction != LMTrainingConfig.validation_fraction:
+    if validation is not None and not resume and config.validation_fraction != LMTrainingConfig.validation_fraction:
         raise ValueError(f"validation_fraction holds out the end of the training text, and a validation file is given "
                          f"({validation}): give one of them, got validation_fraction={config.validation_fraction!r}")
     out = as_path(out, "the run's folder")
