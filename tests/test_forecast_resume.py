@@ -5,6 +5,7 @@ networks that had finished, and refuses other data."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, replace
 import os
 import re
@@ -258,6 +259,21 @@ def test_a_finished_network_resumed_with_other_epochs_of_steps_is_not_said_past_
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*past the .* steps of the budget")
         run_backtest(Forecaster("t", "y", **PANEL), data, None, tmp_path / "run", resume=True)
+
+
+def test_a_fit_resumed_with_another_base_is_refused(tmp_path):
+    """Each base's run has its own folder: another --base trained anew beside the runs, unchecked."""
+    path = tmp_path / "series.csv"
+    path.write_text("t,y\n" + "".join(f"{step + 1},{5 + np.sin(step / 2) + 0.05 * step}\n" for step in range(60)))
+    options = dict(horizon=4, season=4, hidden_size=8, num_layers=1, epochs=1, batch_size=8, seed=0,
+                   baselines=("naive",))
+    backtest_then_refit(Forecaster("t", "y", base="last", **options), path, tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "model")
+    with pytest.raises(ValueError, match=re.escape(
+            f"{tmp_path / 'run' / 'training' / 'backtest'} holds the training run of base last; --resume needs the "
+            "same bases (--base: last in the run, seasonal now)")):
+        backtest_then_refit(Forecaster("t", "y", base="seasonal", **options), path, tmp_path / "run", resume=True)
+    assert not (tmp_path / "run" / "training" / "backtest" / "seasonal").exists()
 
 
 def test_a_refit_begun_with_the_settings_of_validation_resumes_without_them(tmp_path):

@@ -58,7 +58,7 @@ from lstmkit.models.forecaster import (
     negative_log_likelihood,
 )
 from lstmkit.models.modes import evaluating
-from lstmkit.pipelines.configs import VALIDATION_SETTINGS, ForecasterConfig, baseline_names
+from lstmkit.pipelines.configs import BASES, VALIDATION_SETTINGS, ForecasterConfig, baseline_names
 from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, SeriesFrame, Windows, baseline_forecast, best_baseline,
                             calendar_features, future_times, observed, read_series, scores, season_length)
 from lstmkit.series.choice import combination, combines, method_forecast
@@ -297,6 +297,7 @@ class Forecaster:
             bases = {"seasonal": seasonal, "last": 1} if validation else {"seasonal": seasonal}
         else:
             bases = {self.config.base: seasonal if self.config.base == "seasonal" else 1}
+        self.check_bases_of_run(name, bases)
         time_budget = self.config.time_budget if time_budget is None else time_budget
         errors, trained, seconds = {}, {}, 0.0
         for index, (base, base_season) in enumerate(bases.items()):
@@ -327,6 +328,18 @@ class Forecaster:
         self.best_epoch = run.best["epoch"] if run.best is not None else self.curve[-1]["epoch"]
         self.runtime = run.runtime()
         return seconds
+
+    def check_bases_of_run(self, name: str, bases: dict[str, int]) -> None:
+        """Refuse to continue the runs in run_folder/name (`forecast fit --resume`) with other
+        bases than they trained: each base's run has its own folder, so another `--base` trained
+        anew beside them, unchecked."""
+        folder = None if self.run_folder is None else existing(self.run_folder / name)
+        if folder is None or not folder.is_dir():
+            return
+        others = sorted(entry.name for entry in folder.iterdir() if entry.name in BASES and entry.name not in bases)
+        if others:
+            raise ValueError(f"{folder} holds the training run of base {', '.join(others)}; --resume needs the same "
+                             f"bases (--base: {', '.join(others)} in the run, {', '.join(bases)} now)")
 
     def validation_count(self, origins: int) -> int:
         """How many of `origins` consecutive origins validate: with early stopping the latest
@@ -780,7 +793,8 @@ def load_forecaster(directory: str | Path, device: str | torch.device = "cpu") -
             if settings.get("optimizer") == "nt-asgd":  # which never began averaging: plain SGD
                 settings |= {"optimizer": "sgd", "asgd_patience": ForecasterConfig.asgd_patience}
         if settings.get("base") == "last" and settings.get("extra_seasons"):  # an older version's "last" network
-            settings["base"] = "seasonal"  # took them: the seasonal base of m = 1 and the extra periods
+            settings["base"] = "seasonal"  # took them: the seasonal base of m = 1 and the extra periods (its
+            # network's config says m = 1; its own, season, stays as saved: the baselines of predict read it)
         forecaster = Forecaster(**settings)
         network_horizon = saved["network"].get("horizon")
         if forecaster.config.horizon != network_horizon:  # an edited file: dates past pandas' range

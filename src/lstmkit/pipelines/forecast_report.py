@@ -342,9 +342,10 @@ def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: 
     Every network's training run is checkpointed in out/training/{backtest,refit}; `resume`
     continues an interrupted fit from them, keeping the networks that had finished."""
     if forecaster.config.id is None and forecaster.config.optimizer == "nt-asgd":
+        begun = " (a fit an earlier lstmkit began with it cannot be resumed: fit again)" if resume else ""
         raise ValueError("forecast fit refits one table on every window, with no validation windows, which nt-asgd "
                          "needs to begin averaging: give optimizer adamw or sgd (--optimizer; --ema-decay averages "
-                         "the weights without them)")
+                         f"the weights without them){begun}")
     with claimed_folder(Path(out) if Processes.from_environment().main else None):  # the whole fit, not each run
         out = Path(out)
         if (out / "model").exists():
