@@ -116,8 +116,7 @@ class NativeEngine(Engine):
             kernel = NATIVE_KERNELS[kernel_name(stack.cell)]
             hx = h0.contiguous() if c0 is None else (h0.contiguous(), c0.contiguous())
             output, *state = kernel(data, hx, flat_weight_list(stack), *kernel_options(stack), False)
-            h_n, c_n = (state[0], None) if c0 is None else state
-            return StackRun(output, h_n, c_n, None)
+            return stack_run(output, state)
         order = packing.order
         with autocast(data.device.type, enabled=False):  # data moved, not computed: float16 autocast
             in_order = pack_padded_sequence(  # refuses bfloat16 data
@@ -141,8 +140,12 @@ class NativeEngine(Engine):
                                 *kernel_options(stack))
         if unsorted_indices is not None:
             state = [part.index_select(1, unsorted_indices) for part in state]
-        h_n, c_n = (state[0], None) if c0 is None else state
-        return StackRun(output, h_n, c_n, None)
+        return stack_run(output, state)
+
+
+def stack_run(output: Tensor, state: list[Tensor]) -> StackRun:
+    """A kernel's output and final states ([h_n], or [h_n, c_n] for the LSTM) as a StackRun."""
+    return StackRun(output, state[0], state[1] if len(state) > 1 else None, None)
 
 
 def kernel_options(stack: Stack) -> tuple:

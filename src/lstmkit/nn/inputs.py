@@ -81,12 +81,7 @@ class SequenceBatch:
         if self.packed is not None:
             order = self.packed.sorted_indices  # None when packed with enforce_sorted=True
             sorted_output = output if order is None else output.index_select(1, order)
-            return PackedSequence(
-                packed_data(sorted_output, self.packed.batch_sizes),
-                self.packed.batch_sizes,
-                self.packed.sorted_indices,
-                self.packed.unsorted_indices,
-            )
+            return self.repacked(packed_data(sorted_output, self.packed.batch_sizes))
         return self.restore_per_step(output, time_dim=0)
 
     def restore_per_step(self, tensor: Tensor, time_dim: int) -> Tensor:

@@ -475,9 +475,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                 weights._replace(weight_hh=F.dropout(weights.weight_hh, self.weight_dropout, training=True))
                 for weights in stack.weights])
         if batch.packed is not None and engine.runs_packed_rows:
-            packed = batch.packed
-            return engine.run_packed(stack, batch.source, packed.batch_sizes, packed.sorted_indices,
-                                     packed.unsorted_indices, h0, c0), True
+            return engine.run_packed(stack, batch.source, batch.packed.batch_sizes, batch.packed.sorted_indices,
+                                     batch.packed.unsorted_indices, h0, c0), True
         return engine.run(stack, batch.data, batch.packing, h0, c0, return_gates), False
 
     def _restore_trace(self, trace: list, batch: SequenceBatch) -> GateTrace:

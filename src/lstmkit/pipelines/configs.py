@@ -369,6 +369,10 @@ class ForecasterConfig(TrainingConfig):
                              f"(id=...), got {self.epoch_windows} without id: an epoch of one table is all its windows")
 
 
+# A forecaster trained on every window, none held out to validate (fit's refit of one table,
+# and one an older version saved so): the settings that act on the validation loss at their defaults.
+WITHOUT_VALIDATION = {name: getattr(ForecasterConfig, name) for name in VALIDATION_SETTINGS}
+
 SELECTIONS = ("loss", "bleu")
 
 

@@ -58,7 +58,7 @@ from lstmkit.models.forecaster import (
     negative_log_likelihood,
 )
 from lstmkit.models.modes import evaluating
-from lstmkit.pipelines.configs import BASES, VALIDATION_SETTINGS, ForecasterConfig, baseline_names
+from lstmkit.pipelines.configs import BASES, WITHOUT_VALIDATION, ForecasterConfig, baseline_names
 from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, SeriesFrame, Windows, baseline_forecast, best_baseline,
                             calendar_features, future_times, observed, read_series, scores, season_length)
 from lstmkit.series.choice import combination, combines, method_forecast
@@ -789,7 +789,7 @@ def load_forecaster(directory: str | Path, device: str | torch.device = "cpu") -
             settings.pop("epoch_windows", None)
         settings.pop("eval_every", None)  # saved by versions that took it, unused
         if settings.get("early_stopping") is False:  # a refit saved by a version that kept settings that did not act
-            settings |= {name: getattr(ForecasterConfig, name) for name in VALIDATION_SETTINGS}
+            settings |= WITHOUT_VALIDATION
             if settings.get("optimizer") == "nt-asgd":  # which never began averaging: plain SGD
                 settings |= {"optimizer": "sgd", "asgd_patience": ForecasterConfig.asgd_patience}
         if settings.get("base") == "last" and settings.get("extra_seasons"):  # an older version's "last" network

@@ -18,16 +18,12 @@ with extra_imports("forecast", __name__):
     from lstmkit import plots
 from lstmkit.checkpoint import existing, held_kind
 from lstmkit.files import atomic_path, check_nothing_overwritten, claimed_folder, write_json
-from lstmkit.pipelines.configs import VALIDATION_SETTINGS, ForecasterConfig
+from lstmkit.pipelines.configs import WITHOUT_VALIDATION
 from lstmkit.pipelines.forecast import HOLDOUT_FILE, Backtest, Forecaster, config_dict, encoder_lookback
 from lstmkit.pipelines.forecast_global import M4_METRICS, PanelBacktest
 from lstmkit.series import METRICS, Panel, SeriesFrame
 from lstmkit.series.intervals import percent
 from lstmkit.training import Processes
-
-# A refit of one table trains on every window, none held out to validate: the settings that act
-# on the validation loss (which the backtest's network used) return to their defaults.
-WITHOUT_VALIDATION = {name: getattr(ForecasterConfig, name) for name in VALIDATION_SETTINGS}
 
 
 def backtest_report(result: Backtest | PanelBacktest, frame: SeriesFrame | Panel) -> str:
