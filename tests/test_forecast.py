@@ -640,3 +640,30 @@ def test_a_float64_default_dtype_neither_breaks_nor_changes_a_backtest():
     finally:
         torch.set_default_dtype(torch.float32)
     pd.testing.assert_frame_equal(scores, expected)
+
+
+@pytest.mark.parametrize("options, times, message", [
+    (dict(calendar=False), pd.date_range("1900", periods=80, freq="YS").strftime("%Y"),
+     "calendar=False (--no-calendar) does nothing here: data of frequency YS-JAN has no calendar features"),
+    (dict(calendar=False), np.arange(80),
+     "calendar=False (--no-calendar) does nothing here: data of frequency step has no calendar features"),
+    (dict(base_cycles=3), np.arange(80),
+     "base_cycles=3 (--base-cycles) does nothing here: the longest period is 1 (m = 1, no extra seasons), so the "
+     "base is the last value, not a median of cycles"),
+    (dict(base="last", base_cycles=2, season=7), np.arange(80),
+     "base_cycles=2 (--base-cycles) does nothing here: the base is the last value (base='last')"),
+])
+def test_fit_warns_of_a_setting_the_data_give_nothing_to_act_on(options, times, message):
+    """Yearly dates and integer steps have no calendar features, and a base of the last value
+    no cycles to take the median of: the option would be ignored without a word."""
+    table = pd.DataFrame({"day": times, "signal": np.sin(np.arange(80) / 3)})
+    with pytest.warns(UserWarning, match=re.escape(message)):
+        Forecaster("day", "signal", horizon=4, lookback=12, **{**QUICK, "epochs": 1}, **options).fit(table)
+
+
+@pytest.mark.parametrize("options", [dict(calendar=False), dict(base_cycles=2, season=7), dict(base_cycles=1)])
+def test_fit_does_not_warn_where_the_setting_acts(options):
+    """Daily dates have calendar features, and m = 7 cycles to take the median of."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Forecaster("day", "signal", horizon=4, lookback=14, **{**QUICK, "epochs": 1}, **options).fit(sine_table(80))

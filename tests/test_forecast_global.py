@@ -907,3 +907,13 @@ def test_the_baselines_worker_processes_die_with_a_killed_lstmkit(tmp_path):
     while any(map(running, workers)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(map(running, workers))
+
+
+def test_base_cycles_on_a_period_of_one_is_said():
+    """Integer steps without --season have m = 1: the base is the last value, with no cycles to
+    take the median of."""
+    table = long_table({"a": 10 + np.sin(np.arange(40.0)), "b": 5 + np.cos(np.arange(30.0))})
+    with pytest.warns(UserWarning, match=re.escape(
+            "base_cycles=3 (--base-cycles) does nothing here: the longest period is 1 (m = 1, no extra seasons), so "
+            "the base is the last value, not a median of cycles")):
+        Forecaster("t", "y", horizon=4, id="id", base_cycles=3, lookback=8, **QUICK).fit(table)

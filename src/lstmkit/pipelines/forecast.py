@@ -246,6 +246,11 @@ class Forecaster:
         frame = data if isinstance(data, SeriesFrame) else self.read(data)
         config = self.config
         season, lookback = self.season_and_lookback(frame)
+        warn_base_cycles_without_effect(config, season)
+        if not config.calendar and not calendar_features(frame.time[:1], frame.frequency)[1]:
+            warn_at_caller(f"calendar=False (--no-calendar) does nothing here: data of frequency "
+                           f"{frame.shown_frequency} has no calendar features to turn off (dates less than a year "
+                           "apart have them)")
         needed = self.rows_needed(lookback)
         if len(frame) < needed:
             why, remedy = history_remedies(config, season, lookback, "a shorter lookback or horizon")
@@ -620,6 +625,21 @@ def history_length(config: ForecasterConfig, season: int) -> int:
 def base_cycles_and_period(config: ForecasterConfig, season: int) -> tuple[int, int]:
     """The cycles of its longest period the seasonal base compares, and that period."""
     return max(2 if config.extra_seasons else 1, config.base_cycles), max((season, *config.extra_seasons))
+
+
+def warn_base_cycles_without_effect(config: ForecasterConfig, season: int) -> None:
+    """Warn where base_cycles > 1 has no period to take the median over: the base is the last
+    value (base 'last', or m = 1 without extra seasons)."""
+    if config.base_cycles == 1:
+        return
+    if config.base == "last":
+        why = "the base is the last value (base='last')"
+    elif max((season, *config.extra_seasons)) == 1:
+        why = "the longest period is 1 (m = 1, no extra seasons), so the base is the last value"
+    else:
+        return
+    warn_at_caller(f"base_cycles={config.base_cycles} (--base-cycles) does nothing here: {why}, not a median of "
+                   "cycles")
 
 
 def history_remedies(config: ForecasterConfig, season: int, lookback: int, encoder_remedy: str) -> tuple[str, str]:

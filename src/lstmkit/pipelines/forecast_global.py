@@ -41,7 +41,7 @@ with extra_imports("forecast", __name__):
 from lstmkit.models.forecaster import ScalingEnsemble, interval_half_width
 from lstmkit.models.modes import evaluating
 from lstmkit.pipelines.forecast import (Forecaster, backtest_folder, budget_left, float_tensor, forecast_columns,
-                                        history_length)
+                                        history_length, warn_base_cycles_without_effect)
 from lstmkit.series import Panel, PanelWindows, m4_scores, observed, owa, panel_baselines, read_panel, season_length
 from lstmkit.series.choice import PAIR, choose, combination, combines, method_forecast
 from lstmkit.series.intervals import interval_scale
@@ -139,6 +139,7 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
     panel, config = read(forecaster, data), forecaster.config
     horizon = config.horizon
     season, lookback = season_and_lookback(config, panel)
+    warn_base_cycles_without_effect(config, season)
     longest = max(map(len, panel.values))
     for name, period in (("--season", season), ("--extra-seasons", max(config.extra_seasons, default=0))):
         if period > longest:  # silently, the seasonal baselines fell back to naive and MASE to m = 1
