@@ -944,6 +944,31 @@ def test_an_assigned_flat_weights_list_holds_until_torch_nn_would_refresh_it():
     assert torch.equal(copy.deepcopy(layer)(x)[0], plain) and torch.equal(layer(x)[0], torch.zeros_like(plain))
 
 
+@pytest.mark.parametrize("layer_type", ["LSTM", "GRU"])
+@pytest.mark.parametrize("engine", ["auto", "fused", "reference"])
+def test_a_pruned_weight_set_before_the_call_drops_an_assigned_list_as_in_torch_nn(layer_type, engine):
+    """A pruning hook sets the weight by name before each call, after which torch.nn's call
+    finds its weights changed and refreshes its list, dropping what a DropConnect subclass's
+    forward assigned: torch.nn runs the pruned weights alone, and lstmkit dropped the
+    recurrent weights as well."""
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    runs = []
+    for library, options in ((torch.nn, {}), (lstmkit, {"engine": engine})):
+        torch.manual_seed(0)
+        layer = drop_connect_lstm(getattr(library, layer_type))(3, 4, drop_rate=0.5, dtype=torch.float64,
+                                                                **options)
+        prune.l1_unstructured(layer, "weight_ih_l0", amount=0.5)
+        torch.manual_seed(1)
+        output, _ = layer(x)
+        output.sum().backward()
+        runs.append((output, layer(x)[0], *(parameter.grad for parameter in layer.parameters())))
+    for mine, theirs in zip(*runs, strict=True):
+        assert_close(mine, theirs)
+    unpruned = drop_connect_lstm(lstmkit.LSTM)(3, 4, drop_rate=0.5, dtype=torch.float64)  # no weight set by name
+    torch.manual_seed(1)
+    assert not torch.equal(unpruned(x)[0], unpruned.eval()(x)[0])
+
+
 def test_a_subclass_that_set_an_lstmkit_option_s_name_before_init_is_refused():
     """A DropConnect subclass kept its rate as self.recurrent_dropout, set before calling
     __init__, which set lstmkit's own option of that name to 0: trained without it, unsaid."""

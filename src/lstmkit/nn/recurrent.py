@@ -58,6 +58,9 @@ class GateTrace:
 # What a layer holds under names torch.nn.LSTM does not use: lstmkit's own options.
 LAYER_OPTIONS = ("cell", "forget_bias", "recurrent_dropout", "input_dropout", "zoneout", "weight_dropout", "init",
                  "chrono_max", "engine")
+# What torch.nn's refresh of `_flat_weights` drops: a list assigned, and the mark of a weight set
+# by name since the last call (`Recurrent._flat_weights`).
+REFRESHED_STATE = ("_assigned_weights", "_weights_set")
 
 
 class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
@@ -216,7 +219,9 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         run calls on other weights (DropConnect subclasses of nn.LSTM); they are read so, as
         torch.nn's forward reads them, until torch.nn would refresh the list: a weight set by
         name or swapped in (`torch.func.functional_call`), `.to()`/`.cuda()`/`.half()`, or
-        `_init_flat_weights()`. A parametrised weight refreshes it at every call, there too."""
+        `_init_flat_weights()`. A parametrised weight refreshes it at every call, there too, and
+        so does a weight set by name since the last call (a pruning hook's), which drops a list
+        assigned after it as well."""
         assigned = self._assigned_flat_weights()
         if assigned is not None:
             return list(assigned.values())
@@ -231,7 +236,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         current = {name: self._held_weight(name) for name in names}
         restored = all(weight is current[name] for name, weight in zip(names, weights, strict=True))
         if restored or parametrize.is_parametrized(self):  # nothing to read otherwise; or refreshed at each call
-            self._init_flat_weights()
+            self.__dict__.pop("_assigned_weights", None)
             return
         self.__dict__["_assigned_weights"] = (dict(zip(names, weights, strict=True)), current)
 
@@ -255,7 +260,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
     def __getstate__(self) -> dict:
         """A copy or a pickle runs on its own weights, as torch.nn's (its __setstate__ refreshes
         the list): an assigned `_flat_weights` is left behind."""
-        return {name: value for name, value in self.__dict__.items() if name != "_assigned_weights"}
+        return {name: value for name, value in self.__dict__.items() if name not in REFRESHED_STATE}
 
     def __setstate__(self, state: dict) -> None:
         """An unpickled layer (a whole model's torch.load) with its engine's name checked, as
@@ -267,14 +272,19 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
 
     def _init_flat_weights(self) -> None:
         """torch.nn's refresh of `_flat_weights` from the weights: a list assigned is dropped."""
-        self.__dict__.pop("_assigned_weights", None)
+        for name in REFRESHED_STATE:
+            self.__dict__.pop(name, None)
 
     def __setattr__(self, name: str, value: object) -> None:
         if name == "engine" and "engine" in self.__dict__:  # set again after the layer was built: checked as then
             check_engine(value, self.cell, self.regularisation.acting(training=True))
         super().__setattr__(name, value)
-        if "_assigned_weights" in self.__dict__ and name in self._flat_weights_names:
-            self._init_flat_weights()  # as torch.nn refreshes its list when a weight is set
+        if "_all_weights" in self.__dict__ and name in self._flat_weights_names:
+            # torch.nn's next call finds the weights changed and refreshes its list: one assigned
+            # before, or after and until then (a pruning hook sets the weight before a DropConnect
+            # subclass's forward assigns it), is dropped
+            self._init_flat_weights()
+            self.__dict__["_weights_set"] = True
 
     def flatten_parameters(self) -> None:
         """On CUDA, put the parameters of a layer cuDNN runs into one flat buffer, as
@@ -351,6 +361,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
     ):
         """`forward`'s work, for `forward` and `step` (which a subclass's `forward` may not
         take the arguments of, and which is `streaming`): `input` in the layout `batch_first` says."""
+        if self.__dict__.pop("_weights_set", False):  # see `_flat_weights`
+            self._init_flat_weights()
         stack = self._stack()._replace(streaming=streaming)  # each weight read once: a parametrised one is computed
         first = stack.weights[0].weight_ih
         self._check_weights_together(stack, first)
