@@ -262,7 +262,11 @@ def test_auto_on_cpu_runs_onednn_for_rnn_and_gru_on_short_calls_and_calls_withou
         layer(torch.randn(CPU_FUSED_MIN_STEPS, 2, 3))                     # long, without
     layer.requires_grad_(False)
     layer(torch.randn(CPU_FUSED_MIN_STEPS, 2, 3))                         # nothing to differentiate
-    assert chosen == ["native", "fused", "native", "native"]
+    layer.bias_ih_l0.requires_grad_(True)
+    layer(torch.randn(CPU_FUSED_MIN_STEPS, 2, 3))                         # a bias's gradient: through all steps
+    layer.bias_ih_l0.requires_grad_(False)
+    layer(torch.randn(CPU_FUSED_MIN_STEPS, 2, 3), torch.zeros(1, 2, 4, requires_grad=True))  # h0's: so too
+    assert chosen == ["native", "fused", "native", "native", "fused", "fused"]
     assert layer.engine_name == "fused"  # the repr's: a long call with gradients
 
 

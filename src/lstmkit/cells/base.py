@@ -39,6 +39,10 @@ class LayerWeights(NamedTuple):
     weight_hr: Tensor | None
     extra: dict[str, Tensor]
 
+    def tensors(self) -> tuple[Tensor, ...]:
+        """Every weight the layer has (not the None of an absent one)."""
+        return tuple(tensor for tensor in (*self[:5], *self.extra.values()) if tensor is not None)
+
 
 @dataclass(frozen=True)
 class ExtraParameter:

@@ -471,8 +471,9 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         source = batch.source
         packed = batch.lengths is not None and batch.batch_size > 0
         long_backward = (batch.steps >= CPU_FUSED_MIN_STEPS and torch.is_grad_enabled()  # short: no more asked
-                         and (source.requires_grad or any(weights.weight_hh.requires_grad
-                                                          for weights in stack.weights)))
+                         and any(tensor is not None and tensor.requires_grad  # any: each gradient runs through
+                                 for tensor in (source, h0, c0, *itertools.chain.from_iterable(  # all the steps
+                                     weights.tensors() for weights in stack.weights))))
         engine = select_engine(self.engine, self.cell, source.device, return_gates,
                                stack.regularisation.acting(self.training), streaming=stack.streaming and c0 is not None,
                                cell_steps=lstm_cell_steps(batch.lengths, self.proj_size > 0, source),
