@@ -553,3 +553,15 @@ def test_training_and_loading_ignore_the_callers_default_dtype_and_grad_mode(tex
         torch.float32}
     assert {parameter.dtype for parameter in model.model.parameters()} == {torch.float32}
     assert_keeps_random_state(lambda: lm.load(tmp_path / "float32"))
+
+
+def test_a_float32_run_ignores_the_callers_autocast(text_file, tmp_path):
+    """A `torch.autocast` left on by an evaluation before trained and scored a run of precision
+    "32" in bfloat16 (its loss differed), and results.json said "32"; the caller's autocast is
+    on again afterwards."""
+    config = LMTrainingConfig(steps=3, **{**TINY, "warmup": 0, "eval_every": 3})
+    expected = lm.train(text_file, tmp_path / "plain", config).best_val_loss
+    with torch.autocast("cpu", torch.bfloat16):
+        run = lm.train(text_file, tmp_path / "autocast", config)
+        assert torch.is_autocast_enabled("cpu")
+    assert run.best_val_loss == expected and run.precision == "32"

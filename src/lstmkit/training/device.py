@@ -115,9 +115,8 @@ class Precision:
         self.scaler = torch.amp.GradScaler(device.type, enabled=name == "16")
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, self.dtype)
+        """The forward passes' autocast: off in float32, whatever the caller had on."""
+        return torch.autocast(self.device.type, self.dtype, enabled=self.dtype is not None)
 
     def describe(self) -> str:
         return {"32": "float32", "bf16": "bfloat16 autocast",
