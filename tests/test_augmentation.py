@@ -4,6 +4,8 @@ utterance alone."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from collections import Counter
 
@@ -126,13 +128,21 @@ def test_each_speed_of_an_utterance_is_drawn_alike_and_its_length_follows():
                                    "or 0.9,1.1 on the command line, got (3,)"),
     ({"speed_perturbation": (0.9, 1.1, 0.9)}, "speed_perturbation (--speed-perturbation) gives a speed twice, which "
                                               "would weigh it double; give each once, got (0.9, 1.1, 0.9)"),
-    ({"speed_perturbation": [0.9]}, "speed_perturbation (--speed-perturbation) must be a tuple of speeds in [0.5, "
-                                    "2.0] other than 1 (the original is always used), e.g. (0.9, 1.1), or 0.9,1.1 on "
-                                    "the command line, got [0.9]"),
+    ({"speed_perturbation": 0.9}, "speed_perturbation (--speed-perturbation) must be a tuple of speeds in [0.5, "
+                                  "2.0] other than 1 (the original is always used), e.g. (0.9, 1.1), or 0.9,1.1 on "
+                                  "the command line, got 0.9"),
 ])
 def test_the_speech_config_checks_its_augmentation(settings, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         SpeechConfig(**settings)
+
+
+@pytest.mark.parametrize("speeds", [(), (0.9, 1.1)])
+def test_the_speech_config_comes_back_from_json(speeds):
+    """results.json writes the speeds as a list, which the config refused: the run's own config
+    could not be built again from it."""
+    config = SpeechConfig(speed_perturbation=speeds, time_budget=60.0)
+    assert SpeechConfig(**json.loads(json.dumps(dataclasses.asdict(config)))) == config
 
 
 def test_the_frequency_warp_reads_band_b_at_band_a_times_b():

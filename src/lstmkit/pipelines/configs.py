@@ -564,6 +564,8 @@ class SpeechConfig(TrainingConfig, RegulariserSettings):
         check_network(self.cell, self.dropout, self.engine)
         self.front_end()  # checks the rate, the bands, the window and the hop
         self.augmentation()  # checks the warp and the masks
+        if isinstance(self.speed_perturbation, list):  # as JSON gives it back (results.json, config.json)
+            object.__setattr__(self, "speed_perturbation", tuple(self.speed_perturbation))
         speeds = self.speed_perturbation
         if not isinstance(speeds, tuple) or any(isinstance(speed, bool) or not isinstance(speed, (int, float))
                                                 or not MIN_SPEED <= speed <= MAX_SPEED or speed == 1 for speed in speeds):
