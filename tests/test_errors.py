@@ -530,9 +530,24 @@ def test_a_call_with_lengths_under_torch_export_says_it_does_not_export(lstm):
         def forward(self, x, lengths):
             return self.layer(x, lengths=lengths)[0]
 
-    with raises(ValueError, "a call with lengths= does not export: torch.export cannot trace the check of the "
-                            "lengths (nor torch.nn's packing)"):
+    with raises(ValueError, "a call with lengths= or a PackedSequence does not export: torch.export cannot trace "
+                            "the check of the lengths (nor torch.nn's packing)"):
         torch.export.export(Padded(), (torch.randn(6, 2, 3), torch.tensor([6, 3])))
+
+
+def test_a_packed_call_under_torch_export_says_it_does_not_export(lstm):
+    """The fake batch_sizes torch.export traces with are float32: the message blamed the
+    PackedSequence, as if it had been built by hand."""
+    class Packing(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = lstm
+
+        def forward(self, x, lengths):
+            return self.layer(pack_padded_sequence(x, lengths, enforce_sorted=False))[0].data
+
+    with raises(ValueError, "a call with lengths= or a PackedSequence does not export"):
+        torch.export.export(Packing(), (torch.randn(6, 2, 3), torch.tensor([6, 3])))
 
 
 def test_lengths_with_packed_input(lstm):

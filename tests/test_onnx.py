@@ -8,6 +8,7 @@ loop over time is unrolled); batch size is left free.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import onnxruntime
@@ -126,6 +127,52 @@ def test_an_exported_program_that_leaves_the_state_unused_saves_and_loads(build,
     model, inputs = Encoder(build()).eval(), torch.randn(5, 2, 3)
     torch.export.save(torch.export.export(model, (inputs,)), tmp_path / "encoder.pt2")
     assert_close(torch.export.load(tmp_path / "encoder.pt2").module()(inputs), model(inputs), tolerance=TOLERANCE)
+
+
+class UnderAutocast(nn.Module):
+    """A model that runs its layer under CPU bfloat16 autocast."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, inputs: Tensor):
+        with torch.autocast("cpu", torch.bfloat16):
+            return self.layer(inputs)
+
+
+AUTOCAST_BUILDS = {"lstm": lambda: lstmkit.LSTM(3, 4, num_layers=2), "gru": lambda: lstmkit.GRU(3, 4),
+                   "peephole": lambda: lstmkit.PeepholeLSTM(3, 4),
+                   "layernorm-cell": lambda: lstmkit.LayerNormLSTMCell(3, 4)}
+
+
+@pytest.mark.parametrize("name", AUTOCAST_BUILDS)
+def test_an_exported_program_under_autocast_returns_the_eager_dtype_and_numbers(name):
+    """torch.export turns oneDNN off while it traces, which made a plain LSTM's program return
+    float32 where its eager call returns bfloat16 (as torch.nn.LSTM's does on oneDNN)."""
+    torch.manual_seed(0)
+    model = UnderAutocast(AUTOCAST_BUILDS[name]()).eval()
+    inputs = torch.randn(5, 2, 3) if name != "layernorm-cell" else torch.randn(2, 3)
+    with pytest.MonkeyPatch.context() as patch:  # the eager call on the engine export runs
+        patch.setattr(model.layer, "engine", "reference")
+        expected = flatten_outputs(model(inputs))
+    actual = flatten_outputs(torch.export.export(model, (inputs,)).module()(inputs))
+    assert [tensor.dtype for tensor in actual] == [tensor.dtype for tensor in expected]
+    for mine, theirs in zip(actual, expected, strict=True):
+        assert_close(mine.float(), theirs.float(), tolerance=1e-6)
+
+
+@pytest.mark.parametrize("name", AUTOCAST_BUILDS)
+def test_a_strict_export_under_autocast_is_refused_by_name(name):
+    """torch's strict export records the autocast products in float32, and its program failed
+    at its first call ("Tensor dtype mismatch! Expected: Float, Got: c10::BFloat16")."""
+    model = UnderAutocast(AUTOCAST_BUILDS[name]()).eval()
+    inputs = torch.randn(5, 2, 3) if name != "layernorm-cell" else torch.randn(2, 3)
+    with pytest.raises(Exception, match=re.escape(
+            "torch.export.export(..., strict=True) under torch.autocast makes a program that fails when called (it "
+            "records the autocast products in float32); export with strict=False, torch's default, or outside "
+            "autocast")):
+        torch.export.export(model, (inputs,), strict=True)
 
 
 @pytest.mark.parametrize("build", [

@@ -85,6 +85,18 @@ def exporting() -> bool:
     return is_exporting is not None and is_exporting()
 
 
+def check_strict_export(device: torch.device) -> None:
+    """Refuse a strict torch.export (torch.export.export(..., strict=True)) under autocast on
+    `device`: it records the products in float32 where they run in the autocast dtype, so the
+    program it makes fails at its first call ("Tensor dtype mismatch! Expected: Float, Got:
+    c10::BFloat16"; torch 2.13, for any autocast product given to `.to()`, as the engines give
+    theirs to the state's dtype). A non-strict export records them as they run."""
+    if exporting() and torch.compiler.is_dynamo_compiling() and autocast_dtype(device) is not None:
+        raise ValueError("torch.export.export(..., strict=True) under torch.autocast makes a program that fails when "
+                         "called (it records the autocast products in float32); export with strict=False, torch's "
+                         "default, or outside autocast")
+
+
 def select_engine(engine: str, cell: Cell, device: torch.device, return_gates: bool = False,
                   regularisers: frozenset[str] = frozenset(), cell_steps: bool = False,
                   long_backward: bool = True, packed: bool = False, streaming: bool = False,

@@ -58,10 +58,15 @@ def autocast_on(device_type: str) -> bool:
 
 def autocast(device_type: str, dtype: torch.dtype | None = None, enabled: bool = True) -> AbstractContextManager:
     """torch.autocast(device_type, dtype, enabled), or no context on devices autocast does not
-    know (meta), where nothing is cast, nor where it would turn off an autocast that is off (a
-    context torch.export records: its program then failed to save where the region's result
-    went unused, "Node.meta wrap_with_autocast is missing val field")."""
-    if not torch.amp.is_autocast_available(device_type) or not (enabled or autocast_on(device_type)):
+    know (meta), where nothing is cast, nor where it would leave autocast as it is: off where it
+    is off, on in `dtype` where it is on in it. torch.export records each context: its program
+    failed to save where an off region's result went unused ("Node.meta wrap_with_autocast is
+    missing val field"), and a strict export's failed to run where a region turned on the
+    autocast that was on ("Tensor dtype mismatch! Expected: Float, Got: c10::BFloat16")."""
+    if not torch.amp.is_autocast_available(device_type):
+        return nullcontext()
+    on = autocast_on(device_type)
+    if not (enabled or on) or (enabled and on and dtype in (None, torch.get_autocast_dtype(device_type))):
         return nullcontext()
     return torch.autocast(device_type, dtype, enabled)
 
@@ -165,9 +170,12 @@ def onednn_takes(dtype: torch.dtype) -> bool:
     """Whether torch's CPU LSTM hands input of `dtype` to oneDNN's LSTM (at::native's
     use_mkldnn), whatever the autocast, rather than running it as its cell steps: float32;
     bfloat16 on a CPU with oneDNN's bfloat16 kernels; float16 without gradients, on one with its
-    float16 kernels; none where oneDNN is switched off (`torch.backends.mkldnn.enabled`). What
-    this CPU has is read once, at import: torch.compile traces the rest."""
-    if not (ONEDNN_BUILT and torch.backends.mkldnn.enabled):
+    float16 kernels; none where oneDNN is switched off (`torch.backends.mkldnn.enabled`; but
+    for the switch torch.export turns while it traces: the program runs where it is on, and a
+    plain LSTM exported under autocast returned float32 where its eager call returns the autocast
+    dtype). What this CPU has is read once, at import: torch.compile traces the rest."""
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()  # torch >= 2.6
+    if not (ONEDNN_BUILT and (torch.backends.mkldnn.enabled or exporting)):
         return False
     if dtype == torch.bfloat16:
         return ONEDNN_BFLOAT16

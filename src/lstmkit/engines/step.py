@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells import Cell, LayerWeights
-from lstmkit.engines import (ENGINE_CHOICES, ENGINES, KERNEL_ENGINES, exporting, in_dual_level, other_engine,
-                             reference_under_transform)
+from lstmkit.engines import (ENGINE_CHOICES, ENGINES, KERNEL_ENGINES, check_strict_export, exporting, in_dual_level,
+                             other_engine, reference_under_transform)
 from lstmkit.engines.base import LayerEngine
 from lstmkit.engines.fused.step import StepResult, run_step, step_precision
 from lstmkit.engines.native import NativeEngine, kernel_name
@@ -95,6 +95,7 @@ def run_cell_step(
             return StepResult(kernel(x, h, *parameters), None, None)
         return StepResult(*kernel(x, (h, c), *parameters), None)
     shapes_only = x.device.type == "meta"
+    check_strict_export(x.device)
     if (torch.jit.is_tracing() or exporting() or shapes_only) and name in KERNEL_ENGINES:  # as select_engine does
         name = "reference"
     if name in KERNEL_ENGINES and torch._C._are_functorch_transforms_active():  # as a layer's call

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from lstmkit.engines import exporting
+from lstmkit.engines import check_strict_export, exporting
 from lstmkit.engines.base import Packing
 from lstmkit.engines.precision import autocast_dtype
 from lstmkit.received import received
@@ -107,9 +107,12 @@ def prepare_input(
 ) -> SequenceBatch:
     """Check `input` (and `lengths`) against parameters of `dtype` on `device`, and put it in
     the engines' layout."""
-    if lengths is not None and exporting():
-        raise ValueError("a call with lengths= does not export: torch.export cannot trace the check of the lengths "
-                         "(nor torch.nn's packing); export the model on input whose sequences all run every step")
+    if exporting():
+        if lengths is not None or isinstance(input, PackedSequence):
+            raise ValueError("a call with lengths= or a PackedSequence does not export: torch.export cannot trace "
+                             "the check of the lengths (nor torch.nn's packing); export the model on input whose "
+                             "sequences all run every step")
+        check_strict_export(device)
     if isinstance(input, PackedSequence):
         if lengths is not None:
             raise ValueError(
