@@ -89,6 +89,20 @@ def median_time(function, device: torch.device, repeats: int, warmup: int = 1) -
     return statistics.median(timed(function, device) for _ in range(repeats))
 
 
+def interleaved_medians(functions: list, device: torch.device, repeats: int, warmup: int = 1) -> list[float]:
+    """The median seconds of a call of each of `functions`, timed in turn (one call of each a
+    round, after `warmup` rounds), so that a change in a shared machine's load falls on all
+    of them alike."""
+    for _ in range(warmup):
+        for function in functions:
+            function()
+    times = [[] for _ in functions]
+    for _ in range(repeats):
+        for function, seconds in zip(functions, times, strict=True):
+            seconds.append(timed(function, device))
+    return [statistics.median(seconds) for seconds in times]
+
+
 def host_microseconds_per_op(device: torch.device, ops: int = 2000, repeats: int = 5) -> float:
     """Microseconds the host spends issuing one tiny operator on `device` (on CUDA, one kernel
     launch): what decides the speed of code that launches a kernel per step, such as cuDNN's

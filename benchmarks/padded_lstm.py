@@ -13,25 +13,32 @@ import argparse
 import platform
 
 import torch
-from common import integer_triples, median_time
+from common import integer_triples, interleaved_medians
 
 import lstmkit
 from lstmkit.cli.arguments import positive_int, positive_ints
 
+ENGINES = ("native", "fused")
 
-def seconds(engine: str, batch: int, hidden: int, layers: int, steps: int, repeats: int) -> float:
-    """Median seconds of a forward and backward over `steps` steps, the sequences' lengths
-    spread over the last fifth of them."""
+
+def seconds(batch: int, hidden: int, layers: int, steps: int, repeats: int) -> list[float]:
+    """Median seconds of a forward and backward over `steps` steps on each of ENGINES, the same
+    weights, the calls interleaved, the sequences' lengths spread over the last fifth of them."""
     torch.manual_seed(0)
-    layer = lstmkit.LSTM(hidden, hidden, num_layers=layers, bidirectional=layers > 1, engine=engine)
     x = torch.randn(steps, batch, hidden, requires_grad=True)
     lengths = [steps - (steps // 25) * (k % 5) for k in range(batch)]
+    layers_by_engine = [lstmkit.LSTM(hidden, hidden, num_layers=layers, bidirectional=layers > 1, engine=engine)
+                        for engine in ENGINES]
+    for layer in layers_by_engine[1:]:
+        layer.load_state_dict(layers_by_engine[0].state_dict())
 
-    def step():
-        layer.zero_grad(set_to_none=True)
-        layer(x, lengths=lengths)[0].sum().backward()
+    def step(layer: lstmkit.LSTM):
+        def run():
+            layer.zero_grad(set_to_none=True)
+            layer(x, lengths=lengths)[0].sum().backward()
+        return run
 
-    return median_time(step, torch.device("cpu"), repeats)
+    return interleaved_medians([step(layer) for layer in layers_by_engine], torch.device("cpu"), repeats)
 
 
 def main() -> None:
@@ -47,8 +54,7 @@ def main() -> None:
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for batch, hidden, layers in arguments.sizes:
         for steps in arguments.steps:
-            native, fused = (seconds(engine, batch, hidden, layers, steps, arguments.repeats)
-                             for engine in ("native", "fused"))
+            native, fused = seconds(batch, hidden, layers, steps, arguments.repeats)
             print(f"| {batch} | {hidden} | {layers} | {steps} | {native * 1e3:,.0f} | {fused * 1e3:,.0f} | "
                   f"{native / fused:.2f} |", flush=True)
 

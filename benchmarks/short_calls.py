@@ -1,5 +1,5 @@
 """rnn and gru on short calls and without gradients: the fused engine's time over oneDNN's
-(engine="native"), the same layer and weights, medians of repeated calls (BENCHMARKS.md, the
+(engine="native"), the same layer and weights, medians of calls interleaved (BENCHMARKS.md, the
 rule behind `auto`'s CPU_FUSED_MIN_STEPS).
 
     python benchmarks/short_calls.py
@@ -8,26 +8,22 @@ rule behind `auto`'s CPU_FUSED_MIN_STEPS).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from common import interleaved_medians
 
 import lstmkit
 
 
-def median_seconds(layer: torch.nn.Module, x: torch.Tensor, gradients: bool, calls: int) -> float:
-    """The median time of a call (forward, and backward with `gradients`), the first two left out."""
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
+def call(layer: torch.nn.Module, x: torch.Tensor, gradients: bool):
+    """One call (forward, and backward with `gradients`), to be timed."""
+    def run():
         if gradients:
             layer(x)[0].sum().backward()
         else:
             with torch.no_grad():
                 layer(x)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times[2:])
+    return run
 
 
 def main() -> None:
@@ -44,8 +40,9 @@ def main() -> None:
                     native = lstmkit.Recurrent(cell, hidden, hidden, engine="native")
                     native.load_state_dict(fused.state_dict())
                     calls = 40 if steps * batch * hidden < 200_000 else 15
-                    ratios.append(median_seconds(fused, x, gradients, calls) / median_seconds(native, x, gradients,
-                                                                                              calls))
+                    fused_seconds, native_seconds = interleaved_medians(
+                        [call(fused, x, gradients), call(native, x, gradients)], torch.device("cpu"), calls, warmup=2)
+                    ratios.append(fused_seconds / native_seconds)
                 print(f"{cell} {batch} {hidden} {steps} {ratios[0]:.2f} {ratios[1]:.2f}", flush=True)
 
 
