@@ -932,7 +932,7 @@ def test_an_assigned_flat_weights_list_holds_until_torch_nn_would_refresh_it():
     plain = layer(x)[0]
     zeros = [torch.zeros_like(weight) for weight in layer._flat_weights]
     for refresh in (lambda: layer._init_flat_weights(), lambda: layer.to(torch.float64),
-                    lambda: setattr(layer, "weight_ih_l0", layer.weight_ih_l0)):
+                    lambda: setattr(layer, "weight_ih_l0", torch.nn.Parameter(layer.weight_ih_l0.detach().clone()))):
         layer._flat_weights = zeros
         assert torch.equal(layer(x)[0], torch.zeros_like(plain)) and layer._flat_weights == zeros
         refresh()
@@ -967,6 +967,27 @@ def test_a_pruned_weight_set_before_the_call_drops_an_assigned_list_as_in_torch_
     unpruned = drop_connect_lstm(lstmkit.LSTM)(3, 4, drop_rate=0.5, dtype=torch.float64)  # no weight set by name
     torch.manual_seed(1)
     assert not torch.equal(unpruned(x)[0], unpruned.eval()(x)[0])
+
+
+def test_a_weight_set_again_as_itself_joins_an_assigned_list_as_in_torch_nn():
+    """torch.nn's __setattr__ writes a weight set by name into its list, and its call refreshes
+    the list only where a weight is another tensor than at its last refresh; its __getstate__
+    refreshes the list where a weight was set since."""
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    results = []
+    for library in (torch.nn, lstmkit):
+        torch.manual_seed(0)
+        layer = library.LSTM(3, 4, dtype=torch.float64)
+        layer._flat_weights = [torch.zeros_like(weight) for weight in layer._flat_weights]
+        layer.weight_ih_l0 = layer.weight_ih_l0  # the same one: the list holds it now
+        same = layer(x)[0]
+        layer.weight_hh_l0 = torch.nn.Parameter(layer.weight_hh_l0.detach() * 2)  # another: a refresh at the call
+        layer._flat_weights = [torch.zeros_like(weight) for weight in layer._flat_weights]
+        copy.deepcopy(layer)
+        results.append((same, layer(x)[0]))
+    assert not torch.equal(results[1][0], torch.zeros_like(results[1][0]))
+    for mine, theirs in zip(*results, strict=True):
+        assert_close(mine, theirs)
 
 
 def test_a_subclass_that_set_an_lstmkit_option_s_name_before_init_is_refused():

@@ -7,7 +7,7 @@ import numbers
 import dataclasses
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence
 
-from lstmkit.cells import Cell, LayerWeights, check_cell_options, is_builtin, make_cell
+from lstmkit.cells import CELLS, Cell, LayerWeights, check_cell_options, is_builtin, make_cell
 from lstmkit.cells.base import check_own_cell
 from lstmkit.engines import (CPU_FUSED_MIN_STEPS, Regularisation, Stack, StackRun, check_engine, check_engine_name,
                              flatten_weights, select_engine)
@@ -26,7 +26,7 @@ from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, 
 from lstmkit.nn.inputs import (SequenceBatch, ShapeError, as_float32_under_autocast, check_input_size,
                                checked_return_gates, prepare_input, prepare_state)
 from lstmkit.caller import warn_at_caller
-from lstmkit.keywords import constructor_keywords
+from lstmkit.keywords import constructor_keywords, unknown_names
 from lstmkit.nn import regularisers
 from lstmkit.nn.parameters import (RESET, check_weight_shapes, initialise, kept_shapes, parameter_shapes, register,
                                    set_forget_bias)
@@ -259,7 +259,10 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
 
     def __getstate__(self) -> dict:
         """A copy or a pickle runs on its own weights, as torch.nn's (its __setstate__ refreshes
-        the list): an assigned `_flat_weights` is left behind."""
+        the list): an assigned `_flat_weights` is left behind; and the layer's own list is
+        refreshed where a weight was set since its last call, as torch.nn's __getstate__ does."""
+        if self.__dict__.get("_weights_set"):
+            self._init_flat_weights()
         return {name: value for name, value in self.__dict__.items() if name not in REFRESHED_STATE}
 
     def __setstate__(self, state: dict) -> None:
@@ -278,13 +281,18 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
     def __setattr__(self, name: str, value: object) -> None:
         if name == "engine" and "engine" in self.__dict__:  # set again after the layer was built: checked as then
             check_engine(value, self.cell, self.regularisation.acting(training=True))
+        weight = "_l" in name and "_all_weights" in self.__dict__ and name in self._flat_weights_names
+        replaced = weight and value is not self._held_weight(name)
         super().__setattr__(name, value)
-        if "_all_weights" in self.__dict__ and name in self._flat_weights_names:
+        if replaced and "_assigned_weights" in self.__dict__:
+            self._init_flat_weights()
+        if replaced and not torch.compiler.is_compiling():  # (a compiled call's guard on it compiled it again)
             # torch.nn's next call finds the weights changed and refreshes its list: one assigned
             # before, or after and until then (a pruning hook sets the weight before a DropConnect
             # subclass's forward assigns it), is dropped
-            self._init_flat_weights()
             self.__dict__["_weights_set"] = True
+        elif weight and "_assigned_weights" in self.__dict__:  # the same weight again: torch.nn's list takes it in
+            self.__dict__["_assigned_weights"][0][name] = value
 
     def flatten_parameters(self) -> None:
         """On CUDA, put the parameters of a layer cuDNN runs into one flat buffer, as
@@ -361,8 +369,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
     ):
         """`forward`'s work, for `forward` and `step` (which a subclass's `forward` may not
         take the arguments of, and which is `streaming`): `input` in the layout `batch_first` says."""
-        if self.__dict__.pop("_weights_set", False):  # see `_flat_weights`
-            self._init_flat_weights()
+        if not torch.compiler.is_compiling() and self.__dict__.pop("_weights_set", False):  # see `_flat_weights`;
+            self._init_flat_weights()  # a compiled call leaves it (its guard on it compiled the call once more)
         stack = self._stack()._replace(streaming=streaming)  # each weight read once: a parametrised one is computed
         first = stack.weights[0].weight_ih
         self._check_weights_together(stack, first)
@@ -559,6 +567,11 @@ def resolve_cell(cell: str | Cell, cell_options: dict[str, object], module: type
     if isinstance(cell, Cell):
         if not is_builtin(cell):
             check_own_cell(cell)
+        known_options = {field.name for cell_type in (*CELLS.values(), type(cell)) for field in fields(cell_type)}
+        unknown = sorted(set(cell_options) - known_options)
+        if unknown:  # not a cell's option, but a misspelt keyword of the module's
+            raise TypeError(f"unexpected keyword argument(s) {unknown_names(unknown, constructor_keywords(module))} "
+                            f"for {module.__name__}")
         if cell_options:
             raise TypeError(
                 f"cell options {sorted(cell_options)} go with a cell name; "
