@@ -651,7 +651,8 @@ def test_a_float64_default_dtype_neither_breaks_nor_changes_a_backtest():
      "base_cycles=3 (--base-cycles) does nothing here: the longest period is 1 (m = 1, no extra seasons), so the "
      "base is the last value, not a median of cycles"),
     (dict(base="last", base_cycles=2, season=7), np.arange(80),
-     "base_cycles=2 (--base-cycles) does nothing here: the base is the last value (base='last')"),
+     "base_cycles=2 (--base-cycles) takes no median here: the base is the last value (base='last'); it only "
+     "lengthens each window's history to 2 x 7 = 14 steps"),
 ])
 def test_fit_warns_of_a_setting_the_data_give_nothing_to_act_on(options, times, message):
     """Yearly dates and integer steps have no calendar features, and a base of the last value
@@ -667,3 +668,18 @@ def test_fit_does_not_warn_where_the_setting_acts(options):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Forecaster("day", "signal", horizon=4, lookback=14, **{**QUICK, "epochs": 1}, **options).fit(sine_table(80))
+
+
+def test_cli_fit_warns_once_of_a_setting_without_effect_and_not_of_the_base_it_chose(tmp_path, capsys):
+    """The refit of `forecast fit` pins the base the backtest chose: it warned a second time, of
+    base='last', which the user never gave."""
+    from lstmkit.cli import main
+
+    csv = tmp_path / "yearly.csv"
+    pd.DataFrame({"year": np.arange(1900, 1980), "y": np.sin(np.arange(80) / 3)}).to_csv(csv, index=False)
+    main(["forecast", "fit", str(csv), "--time", "year", "--target", "y", "--horizon", "4", "--lookback", "12",
+          "--base-cycles", "2", "--hidden-size", "8", "--num-layers", "1", "--epochs", "1",
+          "--out", str(tmp_path / "run")])
+    warnings_given = [line for line in capsys.readouterr().err.splitlines() if "base_cycles=2" in line]
+    assert warnings_given == ["lstmkit: warning: base_cycles=2 (--base-cycles) does nothing here: the longest period "
+                              "is 1 (m = 1, no extra seasons), so the base is the last value, not a median of cycles"]

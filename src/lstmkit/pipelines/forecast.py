@@ -632,14 +632,14 @@ def warn_base_cycles_without_effect(config: ForecasterConfig, season: int) -> No
     value (base 'last', or m = 1 without extra seasons)."""
     if config.base_cycles == 1:
         return
-    if config.base == "last":
-        why = "the base is the last value (base='last')"
-    elif max((season, *config.extra_seasons)) == 1:
-        why = "the longest period is 1 (m = 1, no extra seasons), so the base is the last value"
-    else:
-        return
-    warn_at_caller(f"base_cycles={config.base_cycles} (--base-cycles) does nothing here: {why}, not a median of "
-                   "cycles")
+    cycles, longest = base_cycles_and_period(config, season)
+    if longest == 1:
+        warn_at_caller(f"base_cycles={config.base_cycles} (--base-cycles) does nothing here: the longest period is 1 "
+                       "(m = 1, no extra seasons), so the base is the last value, not a median of cycles")
+    elif config.base == "last":
+        warn_at_caller(f"base_cycles={config.base_cycles} (--base-cycles) takes no median here: the base is the last "
+                       f"value (base='last'); it only lengthens each window's history to {cycles} x {longest} = "
+                       f"{cycles * longest} steps")
 
 
 def history_remedies(config: ForecasterConfig, season: int, lookback: int, encoder_remedy: str) -> tuple[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -359,7 +360,9 @@ def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: 
         # each series' validation window.
         final = Forecaster(**settings)
         final.run_folder = out / "training" / "refit"
-        final.fit(fitted.frame)
+        with warnings.catch_warnings():  # the backtest said so, of the settings given, not of the base it chose
+            warnings.filterwarnings("ignore", message=r"(base_cycles=\d+|calendar=False) \(--", category=UserWarning)
+            final.fit(fitted.frame)
         if forecaster.config.id is None:
             layout = fitted.backtest.model.layout
             final.layout = replace(final.layout, chosen=layout.chosen, validation=layout.validation,
