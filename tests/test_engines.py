@@ -646,3 +646,85 @@ def test_a_cifg_cell_state_at_infinity_gives_the_cells_own_numbers(engine):
     assert torch.isfinite(output).all()
     for mine, theirs in ((output, expected), (h_n, h_expected), (c_n, c_expected)):
         torch.testing.assert_close(mine, theirs)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtraNamedAsABias(ForgetOnlyStep):
+    extra_parameters = (ExtraParameter("bias_ih", "hidden", "ones"),)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtrasOfOneName(ForgetOnlyStep):
+    extra_parameters = (ExtraParameter("gain", "hidden", "ones"), ExtraParameter("gain", "gates", "zeros"))
+
+
+@dataclasses.dataclass(frozen=True)
+class WithoutStep(Cell):
+    name, weight_blocks = "stepless", ("g",)
+
+
+@pytest.mark.parametrize("cell, error, message", [
+    (ExtraNamedAsABias(), ValueError, "cell ExtraNamedAsABias: extra_parameters must have names of their own, distinct "
+                                      "and none of weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, got 'bias_ih'"),
+    (ExtrasOfOneName(), ValueError, "cell ExtrasOfOneName: extra_parameters must have names of their own, distinct and "
+                                    "none of weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, got 'gain'"),
+    (WithoutStep(), TypeError, "cell WithoutStep must define step(x_proj, h_proj, h, c, weights), its math (see "
+                               "lstmkit.cells.Cell.step)"),
+])
+def test_a_cell_of_ones_own_whose_parameters_clash_or_that_has_no_step_is_refused_when_built(cell, error, message):
+    """An extra named bias_ih replaced the layer's bias with its ones, silently, and the call then
+    failed with `KeyError: 'bias_ih'`; a cell without a step failed at its call with an empty
+    NotImplementedError."""
+    for module in (lstmkit.Recurrent, lstmkit.RecurrentCell):
+        with pytest.raises(error, match=f"^{re.escape(message)}$"):
+            module(cell, 4, 5)
+
+
+@dataclasses.dataclass(frozen=True)
+class NarrowH(ForgetOnlyStep):
+    def step(self, x_proj, h_proj, h, c, weights):
+        h_new, c_new, gates = super().step(x_proj, h_proj, h, c, weights)
+        return h_new[..., :3], c_new, gates
+
+
+@dataclasses.dataclass(frozen=True)
+class WideC(ForgetOnlyStep):
+    def step(self, x_proj, h_proj, h, c, weights):
+        h_new, c_new, gates = super().step(x_proj, h_proj, h, c, weights)
+        return h_new, torch.cat([c_new, c_new], -1), gates
+
+
+@dataclasses.dataclass(frozen=True)
+class NoCellStateReturned(ForgetOnlyStep):
+    def step(self, x_proj, h_proj, h, c, weights):
+        return super().step(x_proj, h_proj, h, c, weights)[0], None, ()
+
+
+@dataclasses.dataclass(frozen=True)
+class OneTraceMissing(ForgetOnlyStep):
+    trace_names = ("forget", "candidate", "extra")
+
+
+@pytest.mark.parametrize("cell, message", [
+    (NarrowH(), "cell NarrowH's step returned h' of shape (2, 3); expected (2, 5) (batch, hidden_size)"),
+    (WideC(), "cell WideC's step returned c' of shape (2, 10); expected (2, 5) (batch, hidden_size)"),
+    (NoCellStateReturned(), "cell NoCellStateReturned declares a cell state (has_cell_state = True, Cell's default), "
+                            "but its step returned c' = None"),
+    (OneTraceMissing(), "cell OneTraceMissing's step returned 2 activation(s); its trace_names name 3: forget, "
+                        "candidate, extra"),
+])
+@pytest.mark.parametrize("steps", [1, 6])
+def test_a_cell_of_ones_own_whose_step_returns_what_layers_misread_is_named_at_its_first_step(cell, message, steps):
+    """A one-step call returned an output of another width without a word, a longer one failed
+    in a product (`mat1 and mat2 shapes cannot be multiplied`), a c' of None at `'NoneType'
+    object has no attribute 'device'`, a trace of other names at zip()."""
+    for module in (lstmkit.Recurrent(cell, 4, 5), lstmkit.RecurrentCell(cell, 4, 5)):
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            module(torch.randn(steps, 2, 4) if isinstance(module, lstmkit.Recurrent) else torch.randn(2, 4))
+
+
+def test_a_misspelt_keyword_beside_a_cell_of_ones_own_is_named_with_the_one_meant():
+    """It was called a cell option that goes with a cell name."""
+    with pytest.raises(TypeError, match=re.escape("unexpected keyword argument(s) 'num_layer' (did you mean "
+                                                  "'num_layers'?) for Recurrent")):
+        lstmkit.Recurrent(ForgetOnlyStep(), 3, 4, num_layer=2)

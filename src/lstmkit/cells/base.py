@@ -177,3 +177,37 @@ def check_own_cell(cell: Cell) -> None:
         if not isinstance(extra, ExtraParameter) or extra.size not in EXTRA_SIZES or extra.init not in EXTRA_INITS:
             raise ValueError(f"cell {kind}: each of extra_parameters must be an ExtraParameter whose size is one of "
                              f"{', '.join(EXTRA_SIZES)} and init one of {', '.join(EXTRA_INITS)}, got {extra!r}")
+    names = [extra.name for extra in cell.extra_parameters]
+    clashing = sorted({name for name in names if name in LayerWeights._fields or names.count(name) > 1
+                       or not (isinstance(name, str) and name.isidentifier())}, key=str)
+    if clashing:  # one parameter replaced another without a word, and the call failed far from here
+        raise ValueError(f"cell {kind}: extra_parameters must have names of their own, distinct and none of "
+                         f"{', '.join(LayerWeights._fields[:5])}, got {', '.join(map(repr, clashing))}")
+    if type(cell).step is Cell.step:
+        raise TypeError(f"cell {kind} must define step(x_proj, h_proj, h, c, weights), its math (see "
+                        "lstmkit.cells.Cell.step)")
+
+
+def check_step_results(cell: Cell, h: Tensor, c: Tensor | None, activations: tuple, expected: tuple[int, int]) -> None:
+    """Refuse what a first step of a cell of one's own returned where the layers would misread it:
+    an h' or c' not of the `expected` shape (batch, hidden_size) (an output of another width came
+    back from a one-step call, and a longer one failed in a product), a c' the cell's
+    `has_cell_state` does not declare, or activations other than its `trace_names`."""
+    kind = type(cell).__name__
+    if tuple(h.shape) != expected:
+        raise ValueError(f"cell {kind}'s step returned h' of shape {tuple(h.shape)}; expected {expected} (batch, "
+                         "hidden_size)")
+    if (c is None) == cell.has_cell_state:
+        declared = "declares a cell state (has_cell_state = True, Cell's default)" if cell.has_cell_state else \
+            "declares no cell state (has_cell_state = False)"
+        raise ValueError(f"cell {kind} {declared}, but its step returned c' = {'None' if c is None else 'a tensor'}")
+    if c is not None and tuple(c.shape) != expected:
+        raise ValueError(f"cell {kind}'s step returned c' of shape {tuple(c.shape)}; expected {expected} (batch, "
+                         "hidden_size)")
+    if len(activations) != len(cell.trace_names):
+        raise ValueError(f"cell {kind}'s step returned {len(activations)} activation(s); its trace_names name "
+                         f"{len(cell.trace_names)}: {', '.join(cell.trace_names) or 'none'}")
+    wrong = [name for name, activation in zip(cell.trace_names, activations) if tuple(activation.shape) != expected]
+    if wrong:
+        raise ValueError(f"cell {kind}'s step returned activation(s) {', '.join(wrong)} not of shape {expected} "
+                         "(batch, hidden_size)")

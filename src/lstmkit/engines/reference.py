@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lstmkit.cells import Cell, LayerWeights
+from lstmkit.cells import Cell, LayerWeights, is_builtin
+from lstmkit.cells.base import check_step_results
 from lstmkit.engines.base import LayerEngine, LayerNoise, LayerRun
 from lstmkit.engines.native import NativeEngine
 from lstmkit.engines.precision import Precision, autocast, cast_weights
@@ -72,6 +73,8 @@ def loop(
         h_seen = h if noise.recurrent_mask is None else h * noise.recurrent_mask
         h_proj = cell.project_hidden(h_seen, weights).to(state_dtype)
         h_new, c_new, gates = cell.step(x_proj, h_proj, h, c, weights)
+        if t == 0 and not is_builtin(cell):
+            check_step_results(cell, h_new, c_new, gates, (x_t.shape[0], weights.weight_hh.shape[0] // cell.num_gates))
         if weights.weight_hr is not None:
             h_new = F.linear(h_new, weights.weight_hr).to(state_dtype)
         if noise.keep_hidden is not None:
