@@ -9,9 +9,10 @@ kernels: one kernel launch each way per step; every cell, on CUDA tensors, or on
 TRITON_INTERPRET=1) and "reference" (the cell's `step` under
 autograd; every cell). "auto" runs a plain lstm, gru or rnn step on the native kernel and
 every other cell, and every `return_gates=True` step, on the Triton one on CUDA where triton
-is installed (measured faster than fused there, BENCHMARKS.md) and on the fused one otherwise:
-a step of a plain cell is mostly per-call overhead at small sizes, where torch's single C++
-call has the least (BENCHMARKS.md, "Cell modules").
+is installed (measured faster than fused there, BENCHMARKS.md) and on the fused one otherwise,
+but the LayerNorm LSTM on the CPU on the reference one (REFERENCE_STEP_CELLS): a step of a
+plain cell is mostly per-call overhead at small sizes, where torch's single C++ call has the
+least (BENCHMARKS.md, "Cell modules").
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ def check_step_engine(engine: object, cell: Cell) -> None:
                          f"{other_engine(cell)!r}")
 
 
+# Cells whose step `auto` runs on the reference engine on the CPU: the LayerNorm LSTM's, whose
+# three layer norms are one C++ call each there, forward and backward, where the fused step
+# composes them of a dozen operator calls from Python. It measured faster at every size, with
+# and without gradients (1.06-1.66 x the fused step's speed at B 1-64, H 64-512, BENCHMARKS.md,
+# "Cell modules"); for the other cells neither engine wins everywhere.
+REFERENCE_STEP_CELLS = ("layernorm",)
+
 AUTO_STEP_ENGINE: dict[tuple[Cell, bool, torch.device], str] = {}
 """What `engine="auto"` runs, by cell, return_gates and device, for eager calls (a compiled
 call decides afresh: torch.compile guards on what it reads of a global dict, so each entry
@@ -75,12 +83,15 @@ def step_engine_name(engine: str, cell: Cell, return_gates: bool, device: torch.
 
 def auto_step_engine(cell: Cell, return_gates: bool, device: torch.device) -> str:
     """What `engine="auto"` runs a step of `cell` on: torch's cell kernel where it has one and no
-    gates are asked for, else Triton on CUDA, else fused (the reference engine for a cell of
-    one's own)."""
+    gates are asked for, else Triton on CUDA, else fused (the reference engine for the LayerNorm
+    LSTM on the CPU, REFERENCE_STEP_CELLS, and for a cell of one's own)."""
     if not return_gates and not NativeEngine().unsupported(cell, None):
         return "native"
-    cuda = device.type == "cuda" and not TritonEngine().unsupported(cell, device)
-    return "triton" if cuda else other_engine(cell)
+    if device.type == "cuda" and not TritonEngine().unsupported(cell, device):
+        return "triton"
+    if device.type == "cpu" and cell.name in REFERENCE_STEP_CELLS:
+        return "reference"
+    return other_engine(cell)
 
 
 def run_cell_step(
