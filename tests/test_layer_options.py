@@ -316,6 +316,21 @@ def test_auto_on_cuda_picks_cudnn_for_the_cells_it_runs_and_triton_for_the_rest(
     assert step_engine_name("auto", make_cell(cell, **options), True, cuda) == "triton"
 
 
+@pytest.mark.parametrize("cell, options, engine", [
+    ("lstm", {}, "native"), ("gru", {}, "native"), ("lstm", {"forget_gate": False}, "fused"), ("peephole", {}, "fused"),
+    ("cifg", {}, "fused"), ("layernorm", {}, "reference"),
+])
+def test_auto_steps_a_cell_module_on_the_engine_measured_faster_on_cpu(cell, options, engine):
+    """BENCHMARKS.md, "Cell modules": the LayerNorm step measured faster on the reference engine
+    at every size, with and without gradients; the gates of a plain cell come from fused."""
+    cpu = torch.device("cpu")
+    assert step_engine_name("auto", make_cell(cell, **options), False, cpu) == engine
+    assert step_engine_name("auto", make_cell(cell, **options), True, cpu) == ("reference" if cell == "layernorm"
+                                                                               else "fused")
+    module = lstmkit.RecurrentCell(cell, 3, 4, **options)
+    assert repr(module).endswith(f"engine={engine})")
+
+
 def test_a_cell_object_builds_the_same_layer_as_its_name_and_options():
     torch.manual_seed(1)
     by_object = lstmkit.Recurrent(LSTMStep(forget_gate=False), 3, H)
