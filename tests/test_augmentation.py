@@ -128,6 +128,9 @@ def test_each_speed_of_an_utterance_is_drawn_alike_and_its_length_follows():
                                    "or 0.9,1.1 on the command line, got (3,)"),
     ({"speed_perturbation": (0.9, 1.1, 0.9)}, "speed_perturbation (--speed-perturbation) gives a speed twice, which "
                                               "would weigh it double; give each once, got (0.9, 1.1, 0.9)"),
+    ({"speed_perturbation": [0.9, 3.0]}, "speed_perturbation (--speed-perturbation) must be a tuple of speeds in "
+                                         "[0.5, 2.0] other than 1 (the original is always used), e.g. (0.9, 1.1), or "
+                                         "0.9,1.1 on the command line, got [0.9, 3.0]"),
     ({"speed_perturbation": 0.9}, "speed_perturbation (--speed-perturbation) must be a tuple of speeds in [0.5, "
                                   "2.0] other than 1 (the original is always used), e.g. (0.9, 1.1), or 0.9,1.1 on "
                                   "the command line, got 0.9"),

@@ -564,17 +564,18 @@ class SpeechConfig(TrainingConfig, RegulariserSettings):
         check_network(self.cell, self.dropout, self.engine)
         self.front_end()  # checks the rate, the bands, the window and the hop
         self.augmentation()  # checks the warp and the masks
-        if isinstance(self.speed_perturbation, list):  # as JSON gives it back (results.json, config.json)
-            object.__setattr__(self, "speed_perturbation", tuple(self.speed_perturbation))
+        given = self.speed_perturbation  # named in the messages as the user gave it
+        if isinstance(given, list):  # as JSON gives it back (results.json, config.json)
+            object.__setattr__(self, "speed_perturbation", tuple(given))
         speeds = self.speed_perturbation
         if not isinstance(speeds, tuple) or any(isinstance(speed, bool) or not isinstance(speed, (int, float))
                                                 or not MIN_SPEED <= speed <= MAX_SPEED or speed == 1 for speed in speeds):
             raise ValueError(f"speed_perturbation (--speed-perturbation) must be a tuple of speeds in [{MIN_SPEED}, "
                              f"{MAX_SPEED}] other than 1 (the original is always used), e.g. (0.9, 1.1), or 0.9,1.1 "
-                             f"on the command line, got {speeds!r}")
+                             f"on the command line, got {given!r}")
         if len(set(speeds)) < len(speeds):  # each draw takes the original or one speed with equal chances
             raise ValueError(f"speed_perturbation (--speed-perturbation) gives a speed twice, which would weigh it "
-                             f"double; give each once, got {speeds!r}")
+                             f"double; give each once, got {given!r}")
         if self.frequency_mask_width > self.n_mels:
             raise ValueError("frequency_mask_width (--frequency-mask-width) must be at most n_mels (--n-mels, "
                              f"{self.n_mels}), got {self.frequency_mask_width!r}")
