@@ -4,7 +4,8 @@ RNNCell, and the same for every cell of the library.
 A cell module is called from the user's own loop (attention decoders, autoregressive
 forecasters, agents): `h, c = cell(x_t, (h, c))`. Each call is one step on a step engine
 (`lstmkit.engines.step`: torch's native cell kernels for the plain cells, the fused or Triton
-kernels for every cell); the math is the cell's `...Step` class in `lstmkit.cells`.
+kernels for every cell, or the cell's step under autograd, where `auto` puts the LayerNorm
+LSTM on the CPU); the math is the cell's `...Step` class in `lstmkit.cells`.
 `from_layer` and `to_layer` move the weights of one layer and direction of a `Recurrent`
 stack into a cell module and back, so a trained stack can be stepped by hand.
 """
