@@ -308,3 +308,19 @@ def test_the_cache_pointer_and_dynamic_evaluation_take_an_adaptive_softmax(tmp_p
     plain = model.evaluate(sample).loss
     assert model.evaluate(sample, cache=CachePointer(mixture=0.0)).loss == pytest.approx(plain, rel=1e-5)
     assert model.evaluate(sample, dynamic=DynamicEvaluation(segment=100_000)).loss == pytest.approx(plain, rel=1e-5)
+
+
+def test_an_adaptive_softmax_numbers_the_words_most_frequent_first(tmp_path):
+    """Sorted alphabetically, "the" fell in the last cluster of Tiny Shakespeare's adaptive
+    softmax: the head held the first words of the alphabet (a 300-step run trained 2.5 x as
+    long to a loss 0.5 nats worse). Without one the words stay sorted."""
+    text = tmp_path / "words.txt"
+    lines = [" ".join(["zebra"] * 6 + ["yak"] * 3 + [f"a{(line + word) % 9}" for word in range(2)])
+             for line in range(200)]
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = LMTrainingConfig(level="word", num_layers=1, hidden_size=8, seq_len=10, batch_size=4, steps=1,
+                              eval_every=1, adaptive_softmax_cutoffs=(4, 8))
+    lm.train(text, tmp_path / "adaptive", config)
+    assert lm.load(tmp_path / "adaptive").vocabulary.tokens[:4] == ("<unk>", "<eol>", "zebra", "yak")
+    lm.train(text, tmp_path / "full", dataclasses.replace(config, adaptive_softmax_cutoffs=()))
+    assert lm.load(tmp_path / "full").vocabulary.tokens[:4] == ("<unk>", "<eol>", "a0", "a1")

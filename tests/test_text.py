@@ -35,6 +35,15 @@ def test_word_vocabulary_with_minimum_frequency():
     assert vocabulary.decode([3, 2, 1, 1, 3]) == "the cat\n\nthe"
 
 
+def test_a_vocabulary_by_frequency_puts_the_most_frequent_first_and_ties_sorted():
+    """An adaptive softmax's head is its first tokens: they must be the most frequent."""
+    text = "b a c\nc c b\nd"  # c 3, b 2, a 1, d 1; 2 line breaks
+    words = Vocabulary.build(text, "word", by_frequency=True)
+    assert words.tokens == (UNKNOWN, END_OF_LINE, "c", "b", "a", "d")
+    assert Vocabulary.build(text, "word").tokens == (UNKNOWN, END_OF_LINE, "a", "b", "c", "d")
+    assert Vocabulary.build("abbccc", "char", by_frequency=True).tokens == ("c", "b", "a")
+
+
 def test_a_minimum_frequency_that_keeps_no_word_or_few_is_named():
     """It trained a model of <unk> and <eol> alone, without a word said."""
     text = "the cat\nthe dog\nthe cat"  # the 3, cat 2, dog 1: 6 words

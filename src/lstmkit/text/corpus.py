@@ -88,9 +88,11 @@ def load_corpus(
     level: str = "char",
     min_frequency: int = 1,
     validation_fraction: float = 0.1,
+    by_frequency: bool = False,
 ) -> Corpus:
     """Read, split (the last `validation_fraction` validates, unless a validation file is
-    given), build the vocabulary and tokenise.
+    given), build the vocabulary (its tokens most frequent first with `by_frequency`, for an
+    adaptive softmax, else sorted) and tokenise.
 
     Character level: the vocabulary is every character of both texts (an alphabet leaks
     nothing). Word level: words of the training text only; unseen words become <unk>.
@@ -109,7 +111,7 @@ def load_corpus(
                            "model that fits it most; give a text of its own, or leave the validation file out to "
                            f"hold out the last {validation_fraction:.0%} of the training text")
     vocabulary = Vocabulary.build(
-        train_text + validation_text if level == "char" else train_text, level, min_frequency
+        train_text + validation_text if level == "char" else train_text, level, min_frequency, by_frequency
     )
     validation_tokens = vocabulary.encode(validation_text, "the validation text")
     warn_unknown(vocabulary, validation_text, validation_tokens, "the validation text",

@@ -41,7 +41,9 @@ class Vocabulary:
     """The tokens a language model knows, in index order.
 
     Character level: every character of the training text. Word level: every word seen at
-    least `min_frequency` times, END_OF_LINE, and UNKNOWN for the rest.
+    least `min_frequency` times, END_OF_LINE, and UNKNOWN for the rest. In sorted order, or,
+    `by_frequency`, the most frequent first (ties sorted), as an adaptive softmax wants them:
+    its head is the tokens below its first boundary.
     """
 
     level: str
@@ -54,13 +56,14 @@ class Vocabulary:
         object.__setattr__(self, "index", {token: position for position, token in enumerate(self.tokens)})
 
     @classmethod
-    def build(cls, text: str, level: str, min_frequency: int = 1) -> Vocabulary:
+    def build(cls, text: str, level: str, min_frequency: int = 1, by_frequency: bool = False) -> Vocabulary:
         if level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
         if min_frequency < 1:
             raise ValueError(f"min_frequency must be at least 1, got {min_frequency}")
         counts = Counter(tokenize(text, level))
-        kept = sorted(token for token, count in counts.items() if count >= min_frequency)
+        kept = sorted((token for token, count in counts.items() if count >= min_frequency),
+                      key=(lambda token: (-counts[token], token)) if by_frequency else None)
         if level == "word":
             check_words_kept(counts, min_frequency)
             kept = [UNKNOWN, END_OF_LINE] + [token for token in kept if token not in (UNKNOWN, END_OF_LINE)]
