@@ -7,6 +7,7 @@ import gzip
 import lzma
 import math
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -219,6 +220,22 @@ def test_a_forecast_starts_after_the_last_row_with_every_target_not_from_an_inve
     with pytest.warns(MissingValuesWarning, match=re.escape("2 row(s) after the last one with every target's value")):
         frame = read_series(table, "date", ["y", "z"])
     assert frame.targets.tolist() == [[1, 10], [2, 20]]
+
+
+def test_a_value_of_one_target_after_the_last_complete_row_is_said_to_be_ignored_beside_future_covariates():
+    """With known-future covariates the rows after the last complete one are taken as future
+    rows: a value given there of one target was dropped, and the forecast began before it,
+    without a word."""
+    table = weekly([1.0, 2.0, 3.0, 4.0]).assign(z=[10.0, 20.0, 30.0, None], promo=[0.0, 1.0, 0.0, 1.0])
+    with pytest.warns(MissingValuesWarning, match=re.escape(
+            "1 row(s) after the last one with every target's value hold values of y: they are ignored (the rows "
+            "after the last complete one serve known-future covariates only), and the forecast starts after the "
+            "last complete row; give every target's value there")):
+        frame = read_series(table, "date", ["y", "z"], future_covariates=["promo"])
+    assert frame.targets.tolist() == [[1, 10], [2, 20], [3, 30]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # future rows without target values: as they should be
+        read_series(table.assign(y=[1.0, 2.0, 3.0, None]), "date", ["y", "z"], future_covariates=["promo"])
 
 
 def test_covariates_and_several_targets():

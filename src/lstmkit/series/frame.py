@@ -317,6 +317,13 @@ def observed_rows(targets: pd.DataFrame, known: list[str]) -> tuple[int, int]:
     if observed < len(targets) and not known:
         warn_at_caller(f"{len(targets) - observed} row(s) after the last one with every target's value are ignored "
                        "(such rows serve known-future covariates only)", MissingValuesWarning)
+    partial = targets.iloc[observed:].notna()
+    if known and partial.to_numpy().any():  # a value given there was dropped, and the forecast began before it
+        given = [name for name in targets.columns if partial[name].any()]
+        warn_at_caller(f"{int(partial.any(axis=1).sum())} row(s) after the last one with every target's value hold "
+                       f"values of {', '.join(given)}: they are ignored (the rows after the last complete one serve "
+                       "known-future covariates only), and the forecast starts after the last complete row; give "
+                       "every target's value there", MissingValuesWarning)
     return first, observed
 
 
