@@ -238,6 +238,13 @@ def test_a_value_of_one_target_after_the_last_complete_row_is_said_to_be_ignored
         read_series(table.assign(y=[1.0, 2.0, 3.0, None]), "date", ["y", "z"], future_covariates=["promo"])
 
 
+def test_a_column_listed_twice_in_one_role_is_named_so():
+    """It was said to hold two roles ("a column can be the time, a target, ... not two of them")."""
+    table = weekly([1.0, 2.0, 3.0]).assign(x=[0.5, 0.25, 0.0])
+    with pytest.raises(ValueError, match=re.escape("covariates (--covariates) names x twice; give each column once")):
+        read_series(table, "date", ["y"], ["x", "x"])
+
+
 def test_covariates_and_several_targets():
     table = weekly([1.0, 2.0, 3.0]).assign(z=[10, 20, 30], x=[0.5, 0.25, 0.0])
     frame = read_series(table, "date", ["y", "z"], ["x"])

@@ -210,6 +210,11 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
         if name not in table.columns:
             raise missing_column(name, source, table.columns)
     check_named_once(table, columns, source)
+    for role, names in (("target", targets), ("covariates", covariates), ("future_covariates", known)):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"{role} (--{role.replace('_', '-')}) names {', '.join(twice)} twice; give each column "
+                             "once")
     overlap = sorted({name for name in columns if columns.count(name) > 1})
     if overlap:
         raise ValueError("a column can be the time, a target, an observed-past or a known-future covariate, "
