@@ -664,10 +664,12 @@ class WithoutStep(Cell):
 
 
 @pytest.mark.parametrize("cell, error, message", [
-    (ExtraNamedAsABias(), ValueError, "cell ExtraNamedAsABias: extra_parameters must have names of their own, distinct "
-                                      "and none of weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, got 'bias_ih'"),
-    (ExtrasOfOneName(), ValueError, "cell ExtrasOfOneName: extra_parameters must have names of their own, distinct and "
-                                    "none of weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, got 'gain'"),
+    (ExtraNamedAsABias(), ValueError, "cell ExtraNamedAsABias: each of extra_parameters needs a name of its own, given "
+                                      "once and not one of the layer's weights (weight_ih, weight_hh, bias_ih, "
+                                      "bias_hh, weight_hr), got 'bias_ih'"),
+    (ExtrasOfOneName(), ValueError, "cell ExtrasOfOneName: each of extra_parameters needs a name of its own, given "
+                                    "once and not one of the layer's weights (weight_ih, weight_hh, bias_ih, bias_hh, "
+                                    "weight_hr), got 'gain'"),
     (WithoutStep(), TypeError, "cell WithoutStep must define step(x_proj, h_proj, h, c, weights), its math (see "
                                "lstmkit.cells.Cell.step)"),
 ])
@@ -720,7 +722,28 @@ def test_a_cell_of_ones_own_whose_step_returns_what_layers_misread_is_named_at_i
     object has no attribute 'device'`, a trace of other names at zip()."""
     for module in (lstmkit.Recurrent(cell, 4, 5), lstmkit.RecurrentCell(cell, 4, 5)):
         with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
-            module(torch.randn(steps, 2, 4) if isinstance(module, lstmkit.Recurrent) else torch.randn(2, 4))
+            module(torch.randn(steps, 2, 4) if isinstance(module, lstmkit.Recurrent) else torch.randn(2, 4),
+                   return_gates=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class WideActivation(ForgetOnlyStep):
+    """A trace of another width (the pre-activations of both blocks): the layers take it as is."""
+
+    trace_names = ("preactivation",)
+
+    def step(self, x_proj, h_proj, h, c, weights):
+        h_new, c_new, _ = super().step(x_proj, h_proj, h, c, weights)
+        return h_new, c_new, (x_proj + h_proj,)
+
+
+def test_a_cell_of_ones_own_may_trace_activations_of_any_width_or_none_when_they_are_not_asked_for():
+    """Its activations are read only with return_gates=True: a cell that returns none to save
+    work, or traces a (B, 2H) pre-activation, ran before the first-step checks, and runs."""
+    x = torch.randn(3, 2, 4)
+    wide = lstmkit.Recurrent(WideActivation(), 4, 5)
+    assert wide(x, return_gates=True)[2].gates["preactivation"].shape == (1, 3, 2, 10)
+    assert lstmkit.Recurrent(OneTraceMissing(), 4, 5)(x)[0].shape == (3, 2, 5)
 
 
 def test_a_misspelt_keyword_beside_a_cell_of_ones_own_is_named_with_the_one_meant():

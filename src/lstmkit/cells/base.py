@@ -178,21 +178,23 @@ def check_own_cell(cell: Cell) -> None:
             raise ValueError(f"cell {kind}: each of extra_parameters must be an ExtraParameter whose size is one of "
                              f"{', '.join(EXTRA_SIZES)} and init one of {', '.join(EXTRA_INITS)}, got {extra!r}")
     names = [extra.name for extra in cell.extra_parameters]
-    clashing = sorted({name for name in names if name in LayerWeights._fields or names.count(name) > 1
-                       or not (isinstance(name, str) and name.isidentifier())}, key=str)
+    own_weights = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+    clashing = sorted({name for name in names if name in own_weights or names.count(name) > 1}, key=str)
     if clashing:  # one parameter replaced another without a word, and the call failed far from here
-        raise ValueError(f"cell {kind}: extra_parameters must have names of their own, distinct and none of "
-                         f"{', '.join(LayerWeights._fields[:5])}, got {', '.join(map(repr, clashing))}")
+        raise ValueError(f"cell {kind}: each of extra_parameters needs a name of its own, given once and not one of "
+                         f"the layer's weights ({', '.join(own_weights)}), got {', '.join(map(repr, clashing))}")
     if type(cell).step is Cell.step:
         raise TypeError(f"cell {kind} must define step(x_proj, h_proj, h, c, weights), its math (see "
                         "lstmkit.cells.Cell.step)")
 
 
-def check_step_results(cell: Cell, h: Tensor, c: Tensor | None, activations: tuple, expected: tuple[int, int]) -> None:
+def check_step_results(cell: Cell, h: Tensor, c: Tensor | None, activations: tuple | None,
+                       expected: tuple[int, int]) -> None:
     """Refuse what a first step of a cell of one's own returned where the layers would misread it:
     an h' or c' not of the `expected` shape (batch, hidden_size) (an output of another width came
     back from a one-step call, and a longer one failed in a product), a c' the cell's
-    `has_cell_state` does not declare, or activations other than its `trace_names`."""
+    `has_cell_state` does not declare, or, where they are traced (`activations` not None), other
+    activations than its `trace_names` name (they failed at zip())."""
     kind = type(cell).__name__
     if tuple(h.shape) != expected:
         raise ValueError(f"cell {kind}'s step returned h' of shape {tuple(h.shape)}; expected {expected} (batch, "
@@ -204,10 +206,6 @@ def check_step_results(cell: Cell, h: Tensor, c: Tensor | None, activations: tup
     if c is not None and tuple(c.shape) != expected:
         raise ValueError(f"cell {kind}'s step returned c' of shape {tuple(c.shape)}; expected {expected} (batch, "
                          "hidden_size)")
-    if len(activations) != len(cell.trace_names):
+    if activations is not None and len(activations) != len(cell.trace_names):
         raise ValueError(f"cell {kind}'s step returned {len(activations)} activation(s); its trace_names name "
                          f"{len(cell.trace_names)}: {', '.join(cell.trace_names) or 'none'}")
-    wrong = [name for name, activation in zip(cell.trace_names, activations) if tuple(activation.shape) != expected]
-    if wrong:
-        raise ValueError(f"cell {kind}'s step returned activation(s) {', '.join(wrong)} not of shape {expected} "
-                         "(batch, hidden_size)")
