@@ -284,12 +284,11 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         weight = "_l" in name and "_all_weights" in self.__dict__ and name in self._flat_weights_names
         replaced = weight and value is not self._held_weight(name)
         super().__setattr__(name, value)
-        if replaced and "_assigned_weights" in self.__dict__:
-            self._init_flat_weights()
-        if replaced and not torch.compiler.is_compiling():  # (a compiled call's guard on it compiled it again)
+        if replaced:
             # torch.nn's next call finds the weights changed and refreshes its list: one assigned
             # before, or after and until then (a pruning hook sets the weight before a DropConnect
             # subclass's forward assigns it), is dropped
+            self._init_flat_weights()
             self.__dict__["_weights_set"] = True
         elif weight and "_assigned_weights" in self.__dict__:  # the same weight again: torch.nn's list takes it in
             self.__dict__["_assigned_weights"][0][name] = value
@@ -369,8 +368,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
     ):
         """`forward`'s work, for `forward` and `step` (which a subclass's `forward` may not
         take the arguments of, and which is `streaming`): `input` in the layout `batch_first` says."""
-        if not torch.compiler.is_compiling() and self.__dict__.pop("_weights_set", False):  # see `_flat_weights`;
-            self._init_flat_weights()  # a compiled call leaves it (its guard on it compiled the call once more)
+        if self.__dict__.pop("_weights_set", False):  # see `_flat_weights`
+            self._init_flat_weights()
         stack = self._stack()._replace(streaming=streaming)  # each weight read once: a parametrised one is computed
         first = stack.weights[0].weight_ih
         self._check_weights_together(stack, first)
