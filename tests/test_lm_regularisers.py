@@ -324,3 +324,22 @@ def test_an_adaptive_softmax_numbers_the_words_most_frequent_first(tmp_path):
     assert lm.load(tmp_path / "adaptive").vocabulary.tokens[:4] == ("<unk>", "<eol>", "zebra", "yak")
     lm.train(text, tmp_path / "full", dataclasses.replace(config, adaptive_softmax_cutoffs=()))
     assert lm.load(tmp_path / "full").vocabulary.tokens[:4] == ("<unk>", "<eol>", "a0", "a1")
+
+
+def test_a_run_begun_with_the_words_numbered_alphabetically_resumes_in_that_order(tmp_path):
+    """An earlier lstmkit numbered an adaptive softmax's words alphabetically: its run resumes
+    on its own numbering, with a warning, instead of the frequency order a run begun now gets."""
+    text = tmp_path / "words.txt"
+    text.write_text("\n".join(" ".join(["zebra"] * 6 + ["yak"] * 3 + [f"a{(line + word) % 9}" for word in range(2)])
+                              for line in range(200)) + "\n", encoding="utf-8")
+    config = LMTrainingConfig(level="word", num_layers=1, hidden_size=8, seq_len=10, batch_size=4, steps=2,
+                              eval_every=1, adaptive_softmax_cutoffs=(4, 8))
+    lm.train(text, tmp_path / "run", config)
+    for folder in ("last", "best"):  # as the earlier lstmkit wrote them
+        path = tmp_path / "run" / folder / "vocabulary.json"
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        saved["tokens"] = saved["tokens"][:2] + sorted(saved["tokens"][2:])
+        path.write_text(json.dumps(saved), encoding="utf-8")
+    with pytest.warns(UserWarning, match=re.escape("the run resumed keeps the order its tokens were numbered in")):
+        lm.train(text, tmp_path / "run", dataclasses.replace(config, steps=4), resume=True)
+    assert lm.load(tmp_path / "run").vocabulary.tokens[2:5] == ("a0", "a1", "a2")

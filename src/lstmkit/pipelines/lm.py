@@ -396,12 +396,7 @@ class LanguageModelJob(Job):
     def check_resumable(self, saved: dict, directory: Path) -> None:
         """A resumed run must have the vocabulary it started with (runs saved before data
         fingerprints were recorded are checked by this alone)."""
-        saved = read_vocabulary(directory)
-        if saved != self.vocabulary:
-            if set(saved.tokens) == set(self.vocabulary.tokens):
-                raise ValueError(f"{directory.parent} was begun by an earlier lstmkit, which numbered the words of an "
-                                 "adaptive softmax alphabetically (its head held the first words of the alphabet, not "
-                                 "the most frequent): it cannot be resumed; train it again")
+        if read_vocabulary(directory) != self.vocabulary:
             raise ValueError(f"the text's vocabulary differs from the one {directory.parent} was trained on: "
                              "resume with the same text")
 
@@ -452,8 +447,10 @@ def train_language_model(
     # An adaptive softmax's head is the tokens below its first boundary: the most frequent
     # (torch.nn.AdaptiveLogSoftmaxWithLoss); sorted, "the" fell in its last cluster, and a
     # 300-step run trained 2.5 x as long to a loss 0.5 nats worse.
+    begun = out / "last" / VOCABULARY_FILE
     corpus = load_corpus(text, validation, config.level, config.min_frequency, config.validation_fraction,
-                         by_frequency=bool(config.adaptive_softmax_cutoffs))
+                         by_frequency=bool(config.adaptive_softmax_cutoffs),
+                         resumed=read_vocabulary(begun.parent) if resume and begun.is_file() else None)
     trainer = Trainer(config)
     job = LanguageModelJob(corpus, config, trainer.processes, trainer.device)
     run = trainer.run(job, out, resume)

@@ -89,10 +89,13 @@ def load_corpus(
     min_frequency: int = 1,
     validation_fraction: float = 0.1,
     by_frequency: bool = False,
+    resumed: Vocabulary | None = None,
 ) -> Corpus:
     """Read, split (the last `validation_fraction` validates, unless a validation file is
     given), build the vocabulary (its tokens most frequent first with `by_frequency`, for an
-    adaptive softmax, else sorted) and tokenise.
+    adaptive softmax, else sorted) and tokenise. `resumed`: the vocabulary of the run being
+    resumed, whose order is kept where it holds the same tokens in another (an earlier lstmkit
+    numbered an adaptive softmax's words alphabetically), with a warning.
 
     Character level: the vocabulary is every character of both texts (an alphabet leaks
     nothing). Word level: words of the training text only; unseen words become <unk>.
@@ -113,6 +116,11 @@ def load_corpus(
     vocabulary = Vocabulary.build(
         train_text + validation_text if level == "char" else train_text, level, min_frequency, by_frequency
     )
+    if resumed is not None and resumed.tokens != vocabulary.tokens and set(resumed.tokens) == set(vocabulary.tokens):
+        vocabulary = resumed
+        warn_at_caller("the run resumed keeps the order its tokens were numbered in when it began, alphabetical (an "
+                       "earlier lstmkit's): its adaptive softmax's head holds the first tokens of the alphabet, not "
+                       "the most frequent, as a run begun now would")
     validation_tokens = vocabulary.encode(validation_text, "the validation text")
     warn_unknown(vocabulary, validation_text, validation_tokens, "the validation text",
                  "are scored as <unk>: the validation loss and perplexity are not those of these words")
