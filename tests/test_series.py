@@ -228,9 +228,9 @@ def test_a_value_of_one_target_after_the_last_complete_row_is_said_to_be_ignored
     without a word."""
     table = weekly([1.0, 2.0, 3.0, 4.0]).assign(z=[10.0, 20.0, 30.0, None], promo=[0.0, 1.0, 0.0, 1.0])
     with pytest.warns(MissingValuesWarning, match=re.escape(
-            "1 row(s) after the last one with every target's value hold values of y: they are ignored (the rows "
-            "after the last complete one serve known-future covariates only), and the forecast starts after the "
-            "last complete row; give every target's value there")):
+            "1 row(s) after the last one with every target's value hold values of y: those values are dropped (such "
+            "rows serve known-future covariates only), and the forecast starts after the last row with every "
+            "target's value")):
         frame = read_series(table, "date", ["y", "z"], future_covariates=["promo"])
     assert frame.targets.tolist() == [[1, 10], [2, 20], [3, 30]]
     with warnings.catch_warnings():

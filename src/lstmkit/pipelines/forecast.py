@@ -637,9 +637,11 @@ def warn_base_cycles_without_effect(config: ForecasterConfig, season: int) -> No
         warn_at_caller(f"base_cycles={config.base_cycles} (--base-cycles) does nothing here: the longest period is 1 "
                        "(m = 1, no extra seasons), so the base is the last value, not a median of cycles")
     elif config.base == "last":
+        longer = cycles * longest > encoder_lookback(config, season)
+        effect = (f"it only lengthens each window's history to {cycles} x {longest} = {cycles * longest} steps"
+                  if longer else "it does nothing")
         warn_at_caller(f"base_cycles={config.base_cycles} (--base-cycles) takes no median here: the base is the last "
-                       f"value (base='last'); it only lengthens each window's history to {cycles} x {longest} = "
-                       f"{cycles * longest} steps")
+                       f"value (base='last'); {effect}")
 
 
 def history_remedies(config: ForecasterConfig, season: int, lookback: int, encoder_remedy: str) -> tuple[str, str]:

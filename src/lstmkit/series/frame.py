@@ -326,9 +326,9 @@ def observed_rows(targets: pd.DataFrame, known: list[str]) -> tuple[int, int]:
     if known and partial.to_numpy().any():  # a value given there was dropped, and the forecast began before it
         given = [name for name in targets.columns if partial[name].any()]
         warn_at_caller(f"{int(partial.any(axis=1).sum())} row(s) after the last one with every target's value hold "
-                       f"values of {', '.join(given)}: they are ignored (the rows after the last complete one serve "
-                       "known-future covariates only), and the forecast starts after the last complete row; give "
-                       "every target's value there", MissingValuesWarning)
+                       f"values of {', '.join(given)}: those values are dropped (such rows serve known-future "
+                       "covariates only), and the forecast starts after the last row with every target's value",
+                       MissingValuesWarning)
     return first, observed
 
 
