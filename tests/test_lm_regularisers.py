@@ -340,6 +340,6 @@ def test_a_run_begun_with_the_words_numbered_alphabetically_resumes_in_that_orde
         saved = json.loads(path.read_text(encoding="utf-8"))
         saved["tokens"] = saved["tokens"][:2] + sorted(saved["tokens"][2:])
         path.write_text(json.dumps(saved), encoding="utf-8")
-    with pytest.warns(UserWarning, match=re.escape("the run resumed keeps the order its tokens were numbered in")):
+    with pytest.warns(UserWarning, match=re.escape("the run resumed keeps its tokens numbered alphabetically")):
         lm.train(text, tmp_path / "run", dataclasses.replace(config, steps=4), resume=True)
     assert lm.load(tmp_path / "run").vocabulary.tokens[2:5] == ("a0", "a1", "a2")
