@@ -11,7 +11,7 @@ from lstmkit.nn.serialization import allow_layers_in_weights_only_load
 # A whole layer saved with torch.save loads with torch.load's default weights_only=True.
 allow_layers_in_weights_only_load()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "CIFGLSTM",
