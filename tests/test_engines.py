@@ -591,6 +591,22 @@ class NotADataclass(ForgetOnlyStep.__mro__[1]):  # Cell, without @dataclass
     name, weight_blocks = "plain", ("f",)
 
 
+@dataclasses.dataclass(frozen=True)
+class ExtraNamedAsABias(ForgetOnlyStep):
+    extra_parameters = (ExtraParameter("bias_ih", "hidden", "ones"),)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtrasOfOneName(ForgetOnlyStep):
+    extra_parameters = (ExtraParameter("gain", "hidden", "ones"), ExtraParameter("gain", "gates", "zeros"))
+
+
+@dataclasses.dataclass(frozen=True)
+class WithoutStep(Cell):
+    name, weight_blocks = "stepless", ("g",)
+
+
+
 @pytest.mark.parametrize("cell, error, message", [
     (Unnamed(), TypeError, "cell Unnamed must set name (see lstmkit.cells.Cell)"),
     (BadForgetBlock(), ValueError, "cell BadForgetBlock: forget_bias_block must be None or (block, sign) with a block "
@@ -600,10 +616,20 @@ class NotADataclass(ForgetOnlyStep.__mro__[1]):  # Cell, without @dataclass
                                   "ExtraParameter(name='gain', size='hiden', init='ones', is_bias=False)"),
     (NotADataclass(), TypeError, "cell NotADataclass must be a dataclass (@dataclass(frozen=True)), as lstmkit's cells "
                                  "are: its fields are its options"),
+    (ExtraNamedAsABias(), ValueError, "cell ExtraNamedAsABias: each of extra_parameters needs a name of its own, given "
+                                      "once and not one of the layer's weights (weight_ih, weight_hh, bias_ih, "
+                                      "bias_hh, weight_hr), got 'bias_ih'"),
+    (ExtrasOfOneName(), ValueError, "cell ExtrasOfOneName: each of extra_parameters needs a name of its own, given "
+                                    "once and not one of the layer's weights (weight_ih, weight_hh, bias_ih, bias_hh, "
+                                    "weight_hr), got 'gain'"),
+    (WithoutStep(), TypeError, "cell WithoutStep must define step(x_proj, h_proj, h, c, weights), its math (see "
+                               "lstmkit.cells.Cell.step)"),
 ])
 def test_a_cell_of_ones_own_missing_what_layers_read_is_named_when_built(cell, error, message):
     """They failed deep inside: `'Unnamed' object has no attribute 'name'`, `tuple.index(x): x not
-    in tuple`, `KeyError: 'hiden'`, a repr that raised."""
+    in tuple`, `KeyError: 'hiden'`, a repr that raised; an extra named bias_ih replaced the
+    layer's bias with its ones, silently, and the call failed with `KeyError: 'bias_ih'`; a cell
+    without a step failed at its call with an empty NotImplementedError."""
     for module in (lstmkit.Recurrent, lstmkit.RecurrentCell):
         with pytest.raises(error, match=f"^{re.escape(message)}$"):
             module(cell, 4, 5)
@@ -646,40 +672,6 @@ def test_a_cifg_cell_state_at_infinity_gives_the_cells_own_numbers(engine):
     assert torch.isfinite(output).all()
     for mine, theirs in ((output, expected), (h_n, h_expected), (c_n, c_expected)):
         torch.testing.assert_close(mine, theirs)
-
-
-@dataclasses.dataclass(frozen=True)
-class ExtraNamedAsABias(ForgetOnlyStep):
-    extra_parameters = (ExtraParameter("bias_ih", "hidden", "ones"),)
-
-
-@dataclasses.dataclass(frozen=True)
-class ExtrasOfOneName(ForgetOnlyStep):
-    extra_parameters = (ExtraParameter("gain", "hidden", "ones"), ExtraParameter("gain", "gates", "zeros"))
-
-
-@dataclasses.dataclass(frozen=True)
-class WithoutStep(Cell):
-    name, weight_blocks = "stepless", ("g",)
-
-
-@pytest.mark.parametrize("cell, error, message", [
-    (ExtraNamedAsABias(), ValueError, "cell ExtraNamedAsABias: each of extra_parameters needs a name of its own, given "
-                                      "once and not one of the layer's weights (weight_ih, weight_hh, bias_ih, "
-                                      "bias_hh, weight_hr), got 'bias_ih'"),
-    (ExtrasOfOneName(), ValueError, "cell ExtrasOfOneName: each of extra_parameters needs a name of its own, given "
-                                    "once and not one of the layer's weights (weight_ih, weight_hh, bias_ih, bias_hh, "
-                                    "weight_hr), got 'gain'"),
-    (WithoutStep(), TypeError, "cell WithoutStep must define step(x_proj, h_proj, h, c, weights), its math (see "
-                               "lstmkit.cells.Cell.step)"),
-])
-def test_a_cell_of_ones_own_whose_parameters_clash_or_that_has_no_step_is_refused_when_built(cell, error, message):
-    """An extra named bias_ih replaced the layer's bias with its ones, silently, and the call then
-    failed with `KeyError: 'bias_ih'`; a cell without a step failed at its call with an empty
-    NotImplementedError."""
-    for module in (lstmkit.Recurrent, lstmkit.RecurrentCell):
-        with pytest.raises(error, match=f"^{re.escape(message)}$"):
-            module(cell, 4, 5)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -58,15 +58,10 @@ def autocast_on(device_type: str) -> bool:
 
 def autocast(device_type: str, dtype: torch.dtype | None = None, enabled: bool = True) -> AbstractContextManager:
     """torch.autocast(device_type, dtype, enabled), or no context on devices autocast does not
-    know (meta), where nothing is cast, nor where it would leave autocast as it is: off where it
-    is off, on in `dtype` where it is on in it. torch.export records each context: its program
-    failed to save where an off region's result went unused ("Node.meta wrap_with_autocast is
-    missing val field"), and a strict export's failed to run where a region turned on the
-    autocast that was on ("Tensor dtype mismatch! Expected: Float, Got: c10::BFloat16")."""
-    if not torch.amp.is_autocast_available(device_type):
-        return nullcontext()
-    on = autocast_on(device_type)
-    if not (enabled or on) or (enabled and on and dtype in (None, torch.get_autocast_dtype(device_type))):
+    know (meta), where nothing is cast, nor where it would turn off an autocast that is off (a
+    context torch.export records: its program then failed to save where the region's result
+    went unused, "Node.meta wrap_with_autocast is missing val field")."""
+    if not torch.amp.is_autocast_available(device_type) or not (enabled or autocast_on(device_type)):
         return nullcontext()
     return torch.autocast(device_type, dtype, enabled)
 

@@ -447,10 +447,10 @@ def train_language_model(
     # An adaptive softmax's head is the tokens below its first boundary: the most frequent
     # (torch.nn.AdaptiveLogSoftmaxWithLoss); sorted, "the" fell in its last cluster, and a
     # 300-step run trained 2.5 x as long to a loss 0.5 nats worse.
-    begun = out / "last" / VOCABULARY_FILE
+    last = out / "last"
     corpus = load_corpus(text, validation, config.level, config.min_frequency, config.validation_fraction,
                          by_frequency=bool(config.adaptive_softmax_cutoffs),
-                         resumed=read_vocabulary(begun.parent) if resume and begun.is_file() else None)
+                         resumed=read_vocabulary(last) if resume and (last / VOCABULARY_FILE).is_file() else None)
     trainer = Trainer(config)
     job = LanguageModelJob(corpus, config, trainer.processes, trainer.device)
     run = trainer.run(job, out, resume)
