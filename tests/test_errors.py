@@ -101,6 +101,39 @@ def test_a_weight_load_state_dict_left_on_meta_is_named_not_computed_with(engine
         layer(torch.randn(5, 2, 3))
 
 
+@pytest.mark.parametrize("engine", ["auto", "fused", "reference"])
+@pytest.mark.parametrize("cell", ["GRUCell", "LayerNormLSTMCell", "PeepholeLSTMCell"])
+def test_a_cell_module_weight_left_on_meta_or_of_another_dtype_is_named_not_computed_with(cell, engine):
+    """As the layers: a cell module with a weight left on meta computed with uninitialised memory
+    (other numbers at every call), one with an extra left there failed inside torch, and a
+    float64 bias ran on some engines and failed in torch's product on others."""
+    weights = getattr(lstmkit, cell)(3, 5).state_dict()
+    del weights["bias_hh"]
+    with torch.device("meta"):
+        module = getattr(lstmkit, cell)(3, 5, engine=engine)
+    module.load_state_dict(weights, strict=False, assign=True)
+    with raises(ValueError, "every weight must hold values, or none (a cell module on meta), got bias_hh on meta "
+                            "and weight_ih on cpu: load_state_dict(..., strict=False, assign=True) leaves"):
+        module(torch.randn(2, 3))
+    module = getattr(lstmkit, cell)(3, 5, engine=engine)
+    module.bias_hh = torch.nn.Parameter(module.bias_hh.double())
+    with raises(ValueError, "every weight matrix and bias must be in weight_ih's dtype (torch.float32), got bias_hh "
+                            "in torch.float64; convert the cell module with module.to(torch.float32)"):
+        module(torch.randn(2, 3))
+
+
+def test_from_layer_names_a_weight_of_the_layer_left_on_meta():
+    with torch.device("meta"):
+        layer = lstmkit.LSTM(3, 4, num_layers=2)
+    weights = lstmkit.LSTM(3, 4, num_layers=2).state_dict()
+    del weights["weight_hh_l1"]
+    layer.load_state_dict(weights, strict=False, assign=True)
+    with raises(ValueError, "every weight must hold values, or none (a layer on meta), got weight_hh_l1 on meta and "
+                            "weight_ih_l1 on cpu"):
+        lstmkit.LSTMCell.from_layer(layer, 1)
+    assert torch.equal(lstmkit.LSTMCell.from_layer(layer, 0).weight_hh, weights["weight_hh_l0"])
+
+
 def test_a_weight_matrix_of_another_dtype_is_refused_on_every_engine_as_torch_nn_refuses_it():
     layer = lstmkit.PeepholeLSTM(3, 4, bidirectional=True)
     layer.bias_hh_l0_reverse = torch.nn.Parameter(layer.bias_hh_l0_reverse.double())

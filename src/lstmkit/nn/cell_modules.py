@@ -26,8 +26,8 @@ from lstmkit.engines.step import check_step_engine, run_cell_step, step_engine_n
 from lstmkit.nn.docs import (
     ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, LSTM_OPTIONS_ARGS, cell_docstring, step_equations,
 )
-from lstmkit.nn.parameters import (RESET, check_weight_shapes, initialise, kept_shapes, parameter_shapes, register,
-                                   set_forget_bias)
+from lstmkit.nn.parameters import (RESET, check_weight_shapes, check_weights_together, initialise, kept_shapes,
+                                   parameter_shapes, register, set_forget_bias)
 from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, weights_device, writable
 from lstmkit.nn.tracing import fx_leaf_call
 from lstmkit.nn.recurrent import (
@@ -131,8 +131,10 @@ class RecurrentCell(NotScriptable, nn.Module):
                 if self.bias or not parameter.is_bias
             },
         )
-        check_weight_shapes(named_weights(weights), self._expected_shapes(), "",
+        named = named_weights(weights)
+        check_weight_shapes(named, self._expected_shapes(), "",
                             lambda: f"input_size={self.input_size}, hidden_size={self.hidden_size}")
+        check_weights_together(named, "", "weight_ih", "cell module", weights.weight_ih)
         return weights
 
     def forward(
@@ -165,7 +167,10 @@ class RecurrentCell(NotScriptable, nn.Module):
         `Recurrent` stack (`lstmkit.LSTM`, ...): one call of it is one step of that layer in
         evaluation mode (the training-only regularisers, dropouts of the layer, are not carried;
         a layer with zoneout, which acts in evaluation too, is refused)."""
-        weights = layer_weights(recurrent, layer, direction)
+        index = layer_index(recurrent, layer, direction)
+        weights = recurrent.layer_weights(index)
+        suffix = recurrent._all_weights[index][0].removeprefix("weight_ih")
+        check_weights_together(named_weights(weights), suffix, "weight_ih" + suffix, "layer", weights.weight_ih)
         if any(recurrent.zoneout):
             raise ValueError(
                 f"a cell module has no zoneout; the layer has zoneout={recurrent.zoneout}, which changes its steps "
@@ -250,12 +255,6 @@ def named_weights(weights: LayerWeights) -> dict[str, Tensor]:
     """A cell's weights by parameter name (weight_ih, ..., its extras), those it has."""
     plain = zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), weights[:4], strict=True)
     return {name: value for name, value in [*plain, *weights.extra.items()] if value is not None}
-
-
-def layer_weights(recurrent: Recurrent, layer: int, direction: int) -> LayerWeights:
-    """The weights of one layer and direction of `recurrent`, the indices checked."""
-    index = layer_index(recurrent, layer, direction)  # first: it checks that `recurrent` is a layer of ours
-    return recurrent.layer_weights(index)
 
 
 def layer_index(recurrent: Recurrent, layer: int, direction: int) -> int:

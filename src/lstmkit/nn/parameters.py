@@ -70,6 +70,40 @@ def check_weight_shapes(
             )
 
 
+# The weights torch.nn's kernels need in one dtype; a cell's extra point-wise weights may differ.
+MATRICES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+
+
+def check_weights_together(
+    weights: dict[str, Tensor | None], suffix: str, first: str, module: str, reference: Tensor
+) -> None:
+    """Refuse weights (name without the layer `suffix` -> tensor) not all in `reference`'s dtype,
+    and not all on meta or none, as torch.nn's kernels demand; `reference` is the weight named
+    `first`, `module` says what holds them ("layer", "cell module"). A weight left on meta by
+    load_state_dict(..., strict=False, assign=True) would otherwise be computed with as
+    uninitialised memory by the engines that fill buffers of their own; weights on two real
+    devices fail in torch's first product that mixes them. A cell's extra point-wise weights
+    (LayerNorm's gains, the peepholes) may be in another floating dtype, float32 in a bfloat16
+    layer say: the engines compute them in their state dtype. (`is` and `is_meta`, not comparing
+    devices: ~2-16 µs a call.)"""
+    meta, dtype = reference.is_meta, reference.dtype
+    for base, tensor in weights.items():
+        if tensor is None:
+            continue
+        name = base + suffix
+        if tensor.is_meta is not meta:
+            on_meta, real, device = (name, first, reference.device) if tensor.is_meta else (first, name, tensor.device)
+            raise ShapeError(
+                f"every weight must hold values, or none (a {module} on meta), got {on_meta} on meta and {real} "
+                f"on {device}: load_state_dict(..., strict=False, assign=True) leaves a weight it is "
+                "not given where it was, on meta for a module built there"
+            )
+        if base in MATRICES and tensor.dtype is not dtype:
+            raise ShapeError(f"every weight matrix and bias must be in {first}'s dtype ({dtype}), "
+                             f"got {name} in {tensor.dtype}; convert the {module} with "
+                             f"{module.split()[-1]}.to({dtype})")
+
+
 def register(
     module: nn.Module,
     shapes: dict[str, tuple[tuple[int, ...], str]],

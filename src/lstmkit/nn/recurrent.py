@@ -23,13 +23,13 @@ from lstmkit.engines import (CPU_FUSED_MIN_STEPS, Regularisation, Stack, StackRu
 from lstmkit.engines.precision import even_packed_on_onednn, lstm_cell_steps
 from lstmkit.engines.reference import warn_unrolled
 from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
-from lstmkit.nn.inputs import (SequenceBatch, ShapeError, as_float32_under_autocast, check_input_size,
+from lstmkit.nn.inputs import (SequenceBatch, as_float32_under_autocast, check_input_size,
                                checked_return_gates, prepare_input, prepare_state)
 from lstmkit.caller import warn_at_caller
 from lstmkit.keywords import constructor_keywords, unknown_names
 from lstmkit.nn import regularisers
-from lstmkit.nn.parameters import (RESET, check_weight_shapes, initialise, kept_shapes, parameter_shapes, register,
-                                   set_forget_bias)
+from lstmkit.nn.parameters import (MATRICES, RESET, check_weight_shapes, check_weights_together, initialise,
+                                   kept_shapes, parameter_shapes, register, set_forget_bias)
 from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, weights_device, writable
 from lstmkit.nn.rnn_base import RNNBaseHelpers
 from lstmkit.nn.scripting import NotScriptable
@@ -372,7 +372,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
             self._init_flat_weights()
         stack = self._stack()._replace(streaming=streaming)  # each weight read once: a parametrised one is computed
         first = stack.weights[0].weight_ih
-        self._check_weights_together(stack, first)
+        self._check_weights_together(stack)
         batch = prepare_input(input, lengths, self.input_size, batch_first, first.dtype, first.device)
         batch = dataclasses.replace(batch, source=as_float32_under_autocast(batch.source, first.dtype))
         h0, c0 = (as_float32_under_autocast(part, first.dtype) for part in self._initial_state(hx, batch, first.dtype))
@@ -385,33 +385,13 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
             result += (self._restore_trace(trace, batch),)
         return result
 
-    def _check_weights_together(self, stack: Stack, first: Tensor) -> None:
-        """The matrices and biases in one dtype, and every weight on meta or none, as torch.nn's
-        kernels demand. A weight left on meta by load_state_dict(..., strict=False, assign=True)
-        would otherwise be computed with as uninitialised memory by the engines that fill
-        buffers of their own; weights on two real devices fail in torch's first product that
-        mixes them. A cell's extra point-wise weights (LayerNorm's gains, the peepholes) may be
-        in another floating dtype, float32 in a bfloat16 layer say: the engines compute them in
-        their state dtype. (`is` and `is_meta`, not comparing devices: ~2-16 µs a call.)"""
-        meta, dtype = first.is_meta, first.dtype
+    def _check_weights_together(self, stack: Stack) -> None:
+        """Every layer's weights in one dtype and on meta or none (`check_weights_together`),
+        held to weight_ih_l0."""
         for names, layer in zip(self._all_weights, stack.weights):
-            matrices = zip(LayerWeights._fields, (layer.weight_ih, layer.weight_hh, layer.bias_ih, layer.bias_hh,
-                                                  layer.weight_hr))
-            for base, tensor in itertools.chain(matrices, layer.extra.items()):
-                if tensor is None:
-                    continue
-                name = base + names[0].removeprefix("weight_ih")
-                if tensor.is_meta is not meta:
-                    on_meta, real, device = ((name, "weight_ih_l0", first.device) if tensor.is_meta
-                                             else ("weight_ih_l0", name, tensor.device))
-                    raise ShapeError(
-                        f"every weight must hold values, or none (a layer on meta), got {on_meta} on meta and {real} "
-                        f"on {device}: load_state_dict(..., strict=False, assign=True) leaves a weight it is "
-                        "not given where it was, on meta for a layer built there"
-                    )
-                if base in LayerWeights._fields and tensor.dtype is not dtype:
-                    raise ShapeError(f"every weight matrix and bias must be in weight_ih_l0's dtype ({dtype}), "
-                                     f"got {name} in {tensor.dtype}; convert the layer with layer.to({dtype})")
+            check_weights_together(dict(zip(MATRICES, layer[:5])) | layer.extra,
+                                   names[0].removeprefix("weight_ih"), "weight_ih_l0", "layer",
+                                   stack.weights[0].weight_ih)
 
     def step(
         self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None
