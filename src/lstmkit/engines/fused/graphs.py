@@ -8,7 +8,9 @@ static inputs, the op runs once on a side stream (cuBLAS and Triton set themselv
 once under capture. From then on a call copies its arguments into the static inputs, replays
 the graph and returns copies of the static outputs, which the next replay overwrites. The
 first call of a key runs eagerly: shapes that never repeat (packed batches of varying lengths)
-pay no capture. Calls with batch sizes (packed or `lengths=` input that is not full) always run
+pay no capture. Calls from several threads at once take turns through a key's graph, from
+copying in to copying out: its static inputs and outputs are one set (a model shared by a
+server's threads got another call's output). Calls with batch sizes (packed or `lengths=` input that is not full) always run
 eagerly; so do calls made while the caller captures a graph of its own.
 
 A captured key holds its static inputs and outputs and the graph's memory pool for the life of
@@ -21,6 +23,7 @@ a model's layers and directions, each forward and backward); 0 turns capturing o
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 
 import torch
@@ -45,6 +48,7 @@ class CapturedCall:
 
     def __init__(self, function: Callable, leaves: list, spec: pytree.TreeSpec, device: torch.device) -> None:
         self.device = device
+        self.turn = threading.Lock()  # one call at a time through the static inputs and outputs
         self.inputs = [leaf.clone() if isinstance(leaf, torch.Tensor) else leaf for leaf in leaves]
         arguments = pytree.tree_unflatten(self.inputs, spec)
         with torch.cuda.device(device):
@@ -58,12 +62,13 @@ class CapturedCall:
         self.outputs, self.output_spec = pytree.tree_flatten(outputs)
 
     def __call__(self, leaves: list):
-        for static, given in zip(self.inputs, leaves, strict=True):
-            if isinstance(static, torch.Tensor):
-                static.copy_(given)
-        with torch.cuda.device(self.device):
-            self.graph.replay()
-        copies = [leaf.clone() if isinstance(leaf, torch.Tensor) else leaf for leaf in self.outputs]
+        with self.turn:
+            for static, given in zip(self.inputs, leaves, strict=True):
+                if isinstance(static, torch.Tensor):
+                    static.copy_(given)
+            with torch.cuda.device(self.device):
+                self.graph.replay()
+            copies = [leaf.clone() if isinstance(leaf, torch.Tensor) else leaf for leaf in self.outputs]
         return pytree.tree_unflatten(copies, self.output_spec)
 
 
@@ -79,9 +84,14 @@ class GraphCache:
         self.seen: set[tuple] = set()
         self.failed: set[tuple] = set()
         self.captured: dict[tuple, object] = {}
+        self.bookkeeping = threading.RLock()  # threads at once: one capture of a key, its sets consistent
 
     def get(self, key: tuple, capture: Callable[[], object]):
         """The key's captured call, captured now if due; None where the call runs eagerly."""
+        with self.bookkeeping:
+            return self._get(key, capture)
+
+    def _get(self, key: tuple, capture: Callable[[], object]):
         if key in self.captured:
             return self.captured[key]
         if key not in self.seen:
