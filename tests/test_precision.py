@@ -339,6 +339,32 @@ def test_auto_under_cpu_autocast_trains_after_a_call_without_gradients(dtype):
     assert all(parameter.grad is not None for parameter in layer.parameters())
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_whether_onednn_runs_an_lstm_is_asked_in_float32_whatever_the_callers_default_dtype(dtype):
+    """Autocast does not cast float64: under a float64 default the one-off check always said
+    oneDNN runs, and auto then picked it for every later float32 layer under autocast."""
+    from lstmkit.engines.native import onednn_runs_lstm
+
+    answers = []
+    for default in (torch.float32, torch.float64):
+        onednn_runs_lstm.cache_clear()
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(default)
+        try:
+            answers.append(onednn_runs_lstm(dtype, True))
+        finally:
+            torch.set_default_dtype(previous)
+    onednn_runs_lstm.cache_clear()
+    zeros = torch.zeros(1, 1, 1)
+    with torch.autocast("cpu", dtype):
+        try:
+            torch._VF.lstm(zeros, (zeros, zeros), [torch.zeros(4, 1)] * 2, False, 1, 0.0, False, False, False)
+            runs = True
+        except RuntimeError:
+            runs = False
+    assert answers == [runs, runs]
+
+
 def test_native_runs_a_packed_lstm_under_float16_cpu_autocast_as_torch_nn_does():
     """torch runs packed input as its cell steps, not as oneDNN's LSTM, so it runs under float16
     autocast on every CPU: the native engine does too, and gives its numbers."""

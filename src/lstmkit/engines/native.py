@@ -64,12 +64,14 @@ def onednn_runs_lstm(dtype: torch.dtype, training: bool) -> bool:
     oneDNN's training primitive) or off (its inference one), tried once on a one-step LSTM of
     size 1. oneDNN's report of the dtype's support is not enough: on an Intel Xeon with AVX-512
     FP16 and AMX-BF16 (no AMX-FP16) it reports float16 support; its float16 inference LSTM
-    runs there, and its training one fails."""
-    zeros = torch.zeros(1, 1, 1)
+    runs there, and its training one fails. In float32, whatever the caller's default dtype: a
+    float64 one is not cast by autocast, so the LSTM always ran, and the answer is kept for the
+    process."""
+    zeros = torch.zeros(1, 1, 1, dtype=torch.float32)
+    weight = torch.zeros(4, 1, dtype=torch.float32)
     with torch.autocast("cpu", dtype), torch.set_grad_enabled(training):
         try:
-            torch._VF.lstm(zeros, (zeros, zeros), [torch.zeros(4, 1), torch.zeros(4, 1)], False, 1, 0.0, False, False,
-                           False)
+            torch._VF.lstm(zeros, (zeros, zeros), [weight, weight], False, 1, 0.0, False, False, False)
         except RuntimeError:
             return False
     return True
