@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils import _pytree as pytree
 
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.pipelines.lm import TrainedLanguageModel
@@ -244,3 +245,25 @@ def test_scoring_from_a_position_gives_those_positions_numbers_alone():
     cache = CachePointer(window=2, theta=1.0, mixture=0.5)
     whole = cache_log_probabilities(HIDDEN, TARGET_LOG_PROBS, TARGETS, cache)
     assert torch.equal(cache_log_probabilities(HIDDEN, TARGET_LOG_PROBS[1:], TARGETS, cache, scored_from=1), whole[1:])
+
+
+def test_a_sample_drawn_partly_under_autocast_goes_on_without_it():
+    """A piece drawn under the caller's autocast carried a bfloat16 state into the next, which
+    failed on it without autocast."""
+    vocabulary = Vocabulary("char", tuple("abc"))
+    torch.manual_seed(0)
+    model = TrainedLanguageModel(LanguageModel(LanguageModelConfig("lstm", 3, hidden_size=8, num_layers=2)),
+                                 vocabulary, {})
+    pieces = model.sample_pieces("a", 4, seed=0, temperature=0)
+    assert next(pieces) == "a"
+    with torch.autocast("cpu", torch.bfloat16):
+        drawn = [next(pieces)]
+    drawn += list(pieces)
+    assert len(drawn) == 4 and set(drawn) <= set("abc")
+    model.model.eval()
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):  # the state kept in float32 changes no number
+        logits, state = model.model(torch.tensor([[0], [1]]))
+        assert {part.dtype for part in pytree.tree_leaves(state)} == {torch.bfloat16}
+        kept = pytree.tree_map(lambda part: part.float(), state)
+        assert torch.equal(model.model(torch.tensor([[2]]), state)[0], model.model(torch.tensor([[2]]), kept)[0])
+

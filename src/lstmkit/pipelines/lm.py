@@ -29,6 +29,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils import _pytree as pytree
 
 from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import (
@@ -647,14 +648,17 @@ def drawn_pieces(model: LanguageModel, vocabulary: Vocabulary, prime: str, token
                  temperature: float, top_k: int | None, top_p: float | None,
                  generator: torch.Generator) -> Iterator[str]:
     """`sample_pieces`' pieces, its arguments checked. Each step runs without gradients and in
-    evaluation mode, and the caller's modes are back before each piece is handed over."""
-    device = next(model.parameters()).device
+    evaluation mode, and the caller's modes are back before each piece is handed over. The state
+    carried from piece to piece is kept in the weights' dtype: one drawn under the caller's
+    autocast came back in bfloat16, and the next piece drawn without it failed on it."""
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     yield prime
     # a word model's words are joined by spaces: one between the prime and the first, unless
     # either side of the join is white space already (the prime "the cat " got two)
     follows_word = bool(prime) and not prime[-1].isspace()
     with torch.no_grad(), evaluating(model):
         logits, state = model(tokens.unsqueeze(1).to(device))
+        state = pytree.tree_map(lambda part: part.to(dtype), state)
     last = logits[-1, 0].float().cpu()  # drawn on the CPU: the same sample on any device
     for _ in range(length):
         scaled = last / temperature if temperature > 0 else None
@@ -673,4 +677,5 @@ def drawn_pieces(model: LanguageModel, vocabulary: Vocabulary, prime: str, token
         yield text
         with torch.no_grad(), evaluating(model):
             logits, state = model(token.view(1, 1).to(device), state)
+            state = pytree.tree_map(lambda part: part.to(dtype), state)
         last = logits[-1, 0].float().cpu()
