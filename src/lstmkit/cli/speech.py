@@ -8,6 +8,7 @@ import unicodedata
 import warnings
 from pathlib import Path
 
+from lstmkit.caller import warnings_caught
 from lstmkit.audio.manifest import read_manifest
 from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (
@@ -45,7 +46,7 @@ def train_command(arguments: argparse.Namespace) -> None:
         check_resumed_settings(out, config)
     for manifest in (arguments.manifest, arguments.valid):  # every row, and its audio file, before the announcement
         if manifest is not None:
-            with warnings.catch_warnings():  # the pipeline's own reading says them, once
+            with warnings_caught():  # the pipeline's own reading says them, once
                 warnings.simplefilter("ignore")
                 read_manifest(manifest)
     verb = "resuming" if arguments.resume else "training"
@@ -78,7 +79,7 @@ def transcribe_command(arguments: argparse.Namespace) -> None:
                   "rate", file=sys.stderr)
         print(f"{path}\t{recognizer.decode(log_probs, arguments.beam, arguments.lexicon)}")
     if arguments.show:
-        with warnings.catch_warnings():  # the file's warnings (a silent file) were said above, once
+        with warnings_caught():  # the file's warnings (a silent file) were said above, once
             warnings.simplefilter("ignore")
             recognizer.show(arguments.files[0], arguments.show, arguments.beam, arguments.lexicon)
         print(f"wrote {arguments.show}", file=sys.stderr)
@@ -89,7 +90,7 @@ def eval_command(arguments: argparse.Namespace) -> None:
 
     outputs = {"--json": arguments.json, "--out": arguments.out}
     check_not_read(outputs, {"the manifest": arguments.manifest, **run_files(arguments.directory)})
-    with warnings.catch_warnings():  # the evaluation's own reading says them, once
+    with warnings_caught():  # the evaluation's own reading says them, once
         warnings.simplefilter("ignore")
         listed = read_manifest(arguments.manifest)
     check_not_read(outputs, {f"recording {index} of the manifest": utterance.path

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lstmkit.caller import warnings_caught
 from lstmkit.extras import extra_imports
 
 with extra_imports("forecast", __name__):
@@ -360,7 +361,7 @@ def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: 
         # each series' validation window.
         final = Forecaster(**settings)
         final.run_folder = out / "training" / "refit"
-        with warnings.catch_warnings():  # the backtest said so, of the settings given, not of the base it chose
+        with warnings_caught():  # the backtest said so, of the settings given, not of the base it chose
             warnings.filterwarnings("ignore", message=r"(base_cycles=\d+|calendar=False) \(--", category=UserWarning)
             final.fit(fitted.frame)
         if forecaster.config.id is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 import unicodedata
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
@@ -132,20 +133,29 @@ FRAME_CACHE_BYTES = 512 * 2**20
 class FrameCache:
     """Frames computed in this process, by file (path, size, modification time), front end and
     speed, the least recently used dropped beyond FRAME_CACHE_BYTES. Frames are shared, not
-    copied: the loaders only read them."""
+    copied: the loaders only read them. Threads at once compute apart and keep their books in
+    turn: two that computed one file counted its bytes twice, and the count, never coming back
+    down, emptied the cache at each file once past the limit."""
 
     def __init__(self, limit: int) -> None:
         self.limit, self.bytes, self.entries = limit, 0, OrderedDict()
+        self.books = threading.Lock()
 
     def get(self, key: tuple, compute: Callable[[], tuple[Tensor, int | None]]) -> tuple[Tensor, int | None]:
-        entry = self.entries.pop(key, None)
-        if entry is None:
-            entry = compute()
-            self.bytes += entry[0].nbytes
-        self.entries[key] = entry
-        while self.bytes > self.limit and len(self.entries) > 1:
-            self.bytes -= self.entries.popitem(last=False)[1][0].nbytes
-        return entry
+        with self.books:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+                return self.entries[key]
+        computed = compute()
+        with self.books:
+            if key in self.entries:  # another thread computed it meanwhile
+                self.entries.move_to_end(key)
+                return self.entries[key]
+            self.entries[key] = computed
+            self.bytes += computed[0].nbytes
+            while self.bytes > self.limit and len(self.entries) > 1:
+                self.bytes -= self.entries.popitem(last=False)[1][0].nbytes
+        return computed
 
 
 FRAMES = FrameCache(FRAME_CACHE_BYTES)

@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from lstmkit.caller import warnings_caught
+
 BASELINES = ("naive", "seasonal_naive", "drift", "ets", "arima", "theta", "naive2")
 # The ones statsforecast fits, by its model classes' names.
 STATISTICAL = {"ets": "AutoETS", "arima": "AutoARIMA", "theta": "Theta"}
@@ -168,7 +170,7 @@ def statistical_model(name: str, season: int):
 
 
 def statistical(name: str, history: np.ndarray, horizon: int, season: int) -> np.ndarray:
-    with warnings.catch_warnings():
+    with warnings_caught():
         warnings.simplefilter("ignore")  # statsforecast's ACF divides by a zero variance of a flat stretch
         return statistical_model(name, season).forecast(y=history, h=horizon)["mean"]
 
@@ -278,7 +280,7 @@ def statsforecast_panel(histories: list[np.ndarray], horizon: int, season: int, 
                               "y": np.concatenate([series for _, series in fitted])})
         engine = StatsForecast(models=[statistical_model(name, fitted_season) for name in names], freq=1,
                                n_jobs=jobs, fallback_model=Naive())
-        with warnings.catch_warnings(), workers_die_with_this_process():
+        with warnings_caught(), workers_die_with_this_process():
             warnings.simplefilter("ignore")
             result = engine.forecast(df=table, h=horizon).sort_values(["unique_id", "ds"])
         rows = np.array([index for index, _ in fitted])

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
+from collections.abc import Iterator
 
 import torch
+from torch import Tensor
 
 
 def isolated_from_caller(function):
@@ -29,21 +32,70 @@ def isolated_from_caller(function):
     - autocast, off inside (the run's own `precision` turns it on for its forward passes): a
       `torch.autocast` left on by an evaluation before trained and scored a run of precision
       "32" in bfloat16, and its results said float32.
-    torch's default dtype is the process's, not a thread's: pipelines called from threads at
-    once share it, as they share the generators."""
+    torch's default dtype and generators are the process's, not a thread's: pipelines called
+    from threads at once share them while they run (`process_settings_kept`)."""
 
     @functools.wraps(function)
     def isolated(*arguments, **options):
-        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-        default_dtype = torch.get_default_dtype()
-        torch.set_default_dtype(torch.float32)
-        try:
-            with (torch.random.fork_rng(devices=devices), torch.inference_mode(False), torch.enable_grad(),
-                  contextlib.ExitStack() as autocast_off):
-                for device_type in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
-                    autocast_off.enter_context(torch.autocast(device_type, enabled=False))
-                return function(*arguments, **options)
-        finally:
-            torch.set_default_dtype(default_dtype)
+        with (process_settings_kept(), torch.inference_mode(False), torch.enable_grad(),
+              contextlib.ExitStack() as autocast_off):
+            for device_type in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
+                autocast_off.enter_context(torch.autocast(device_type, enabled=False))
+            return function(*arguments, **options)
 
     return isolated
+
+
+class Callers:
+    """The isolated calls running now, process-wide: how deep in each thread, and the settings
+    the first of them found."""
+
+    lock = threading.Lock()
+    depths: dict[int, int] = {}
+    found: tuple[torch.dtype, list[int], tuple[Tensor, list[Tensor]]] | None = None
+
+
+@contextlib.contextmanager
+def process_settings_kept() -> Iterator[None]:
+    """Torch's default dtype float32 and its generators given back inside: the first call of
+    the process to begin (in any thread) saves them, the last to end gives them back. Each
+    call's own save and restore, from threads at once, left the process in another call's
+    settings after all had returned (a float64 default turned float32, the generator in a
+    pipeline's seeded stream). A call within a call in one thread gives the generators back at
+    its end, as `torch.random.fork_rng` does."""
+    thread = threading.get_ident()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with Callers.lock:
+        depth = Callers.depths.get(thread, 0)
+        if not Callers.depths:
+            Callers.found = torch.get_default_dtype(), devices, generator_states(devices)
+            torch.set_default_dtype(torch.float32)
+        Callers.depths[thread] = depth + 1
+    within = generator_states(devices) if depth else None
+    try:
+        yield
+    finally:
+        if within is not None:
+            set_generator_states(devices, within)
+        with Callers.lock:
+            if depth:
+                Callers.depths[thread] = depth
+            else:
+                del Callers.depths[thread]
+            if not Callers.depths:
+                default_dtype, first_devices, states = Callers.found
+                torch.set_default_dtype(default_dtype)
+                set_generator_states(first_devices, states)
+                Callers.found = None
+
+
+def generator_states(devices: list[int]) -> tuple[Tensor, list[Tensor]]:
+    """The CPU generator's state and those of the CUDA `devices`."""
+    return torch.get_rng_state(), [torch.cuda.get_rng_state(device) for device in devices]
+
+
+def set_generator_states(devices: list[int], states: tuple[Tensor, list[Tensor]]) -> None:
+    cpu, cuda = states
+    torch.set_rng_state(cpu)
+    for device, state in zip(devices, cuda, strict=True):
+        torch.cuda.set_rng_state(state, device)
