@@ -118,6 +118,24 @@ def test_a_wide_beam_finds_the_likeliest_labelling_of_small_random_matrices():
         assert prefix_beam_search(log_probs, 50) == best, seed
 
 
+def test_a_held_prefix_keeps_the_paths_that_stay_on_its_last_label_at_a_step_it_is_not_among_the_likeliest():
+    """Blank, a, b, c, d. "a" at step 1, then a flat step where "a" is not among the four
+    likeliest labels: P(a) = .996·(.22 + .16) + .001·.16 = 0.379 beats P(a b) = P(a c) = 0.229, but the
+    search, trying only the likeliest labels, dropped a→a and returned "a c" with beams 1-3."""
+    log_probs = torch.tensor([[.001, .996, .001, .001, .001], [.22, .16, .23, .23, .16]]).log()
+    assert labelling_probability(log_probs, [1]) == pytest.approx(0.996 * 0.38 + 0.001 * 0.16)
+    assert labelling_probability(log_probs, [1, 3]) == pytest.approx(0.996 * 0.23)
+    for beam in (1, 2, 3, 4, 8):
+        assert prefix_beam_search(log_probs, beam) == [1], beam
+
+
+def test_beam_search_breaks_an_exact_tie_as_greedy_decoding_does_lowest_label_first():
+    log_probs = torch.tensor([[0.1, 0.45, 0.45]] * 2).log()
+    assert greedy_decode(log_probs) == [1]
+    for beam in (1, 2, 4):
+        assert prefix_beam_search(log_probs, beam) == [1], beam
+
+
 def test_beam_must_be_a_positive_integer():
     with pytest.raises(ValueError, match=r"^beam must be a positive integer, got 0$"):
         prefix_beam_search(torch.zeros(2, 3), 0)
@@ -902,6 +920,22 @@ def test_decoding_takes_a_numpy_beam_and_refuses_a_lexicon_that_is_not_a_bool(to
         recognizer.transcribe(path, lexicon="no")
     with pytest.raises(ValueError, match=re.escape("beam must be a positive integer, got True")):  # greedy took it
         recognizer.transcribe(path, beam=True)
+    _, log_probs, _ = recognizer.posteriors(path)
+    labels = len(recognizer.alphabet)
+    for given, error, message in (
+        (log_probs[:, None], ValueError, f"expected one utterance's log-probabilities of shape (steps, {labels}), got "
+                                         f"shape ({len(log_probs)}, 1, {labels}); the model's own output is (steps, "
+                                         "batch, labels): give one utterance's, log_probs[:, 0]"),
+        (log_probs[0], ValueError, f"of shape (steps, {labels}), got shape ({labels},)"),
+        (log_probs.argmax(-1), TypeError, f"a floating-point tensor of shape (steps, {labels}), got a tensor of "
+                                          "torch.int64"),
+        ([[0.0] * labels], TypeError, f"of shape (steps, {labels}), got [[0.0, 0.0, 0.0]] (list)"),
+    ):
+        with pytest.raises(error, match=re.escape(message)):
+            recognizer.decode(given, beam=4)
+    assert recognizer.decode(log_probs.bfloat16(), beam=4) == recognizer.decode(log_probs.bfloat16().float(), beam=4)
+    assert recognizer.decode(log_probs.numpy(), beam=4) == recognizer.decode(log_probs, beam=4) == WORDS[0]
+    assert recognizer.decode(log_probs[:0], beam=4, lexicon=True) == recognizer.decode(log_probs[:0]) == ""
     # NumPy's bool and int are taken by the figure's title too (a list times np.True_ failed there)
     assert recognizer.show(path, folder / "shown.png", beam=np.int64(4), lexicon=np.False_) == WORDS[0]
 

@@ -64,7 +64,8 @@ class AcousticModel(nn.Module):
         """frames (T, B, input_size), lengths (B,) -> log-probabilities (T', B, V), lengths (B,)."""
         stacked, lengths = stack_frames(frames, lengths, self.config.stack)
         output, _ = self.recurrent(stacked, lengths=lengths)
-        return F.log_softmax(self.head(output).float(), -1), lengths
+        logits = self.head(output)  # float32 at least: a float64 model's log-probabilities stay float64
+        return F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1), lengths
 
 
 def stack_frames(frames: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -149,7 +150,11 @@ def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = B
     those that end in its last label. At each step a prefix is extended by a blank (stays,
     into "ends in blank"), by its last label (stays, from "ends in that label"; or extends, from
     "ends in blank") or by another label (extends); the `beam` prefixes with the highest total
-    survive. Unlike the best path, it sums the probability of every path of a labelling: with
+    survive. The labels tried as extensions are the step's likeliest few (every one under a
+    lexicon), ties in index order, as greedy decoding breaks them; a prefix's last label always
+    stays (left out where it was not among the likeliest, a held prefix lost the paths that stay
+    on it, and a less likely labelling won). Unlike the best path, it sums the probability of
+    every path of a labelling: with
     beam 1 it still keeps the likeliest prefix rather than the likeliest label, and so equals
     greedy decoding only where each step's likeliest label is clearly likeliest.
 
@@ -171,11 +176,14 @@ def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = B
             old[0], old[1] = np.logaddexp(old[0], ends_blank), np.logaddexp(old[1], ends_label)
 
         # the labels worth extending by: every one under a lexicon, which may forbid the likeliest
-        candidates = range(len(step)) if lexicon is not None else np.argsort(step)[::-1][: max(beam, 2) + 1]
+        candidates = (range(len(step)) if lexicon is not None
+                      else np.argsort(-step, kind="stable")[: max(beam, 2) + 1])
         for prefix, (p_blank, p_label) in beams.items():
             total = np.logaddexp(p_blank, p_label)
             add(prefix, total + step[blank], -math.inf)
             last = prefix[-1] if prefix else None
+            if last is not None:
+                add(prefix, -math.inf, p_label + step[last])  # a repeat merges
             for label in candidates:
                 label = int(label)
                 if label == blank:
@@ -183,7 +191,6 @@ def prefix_beam_search(log_probs: Tensor | np.ndarray, beam: int, blank: int = B
                 extended = prefix + (label,)  # the beam's prefixes are allowed: only extensions are checked
                 allowed = lexicon is None or lexicon.allows(extended)
                 if label == last:
-                    add(prefix, -math.inf, p_label + step[label])  # a repeat merges
                     if allowed:
                         add(extended, -math.inf, p_blank + step[label])  # after a blank, a new label
                 elif allowed:

@@ -335,9 +335,28 @@ def decode(log_probs: Tensor, beam: int, lexicon: Lexicon | None = None) -> list
     """Greedy (beam 1) or prefix beam search over one utterance's (T, V) log-probabilities;
     with a lexicon, always the search (of `beam` prefixes), held to the lexicon's words."""
     beam = checked_beam(beam)  # before greedy decoding takes True for 1
+    if len(log_probs) == 0:  # no step: nothing said (torch's CTC loss, which scores a lexicon's words, refuses it)
+        return []
     if beam == 1 and lexicon is None:
         return greedy_decode(log_probs)
     return prefix_beam_search(log_probs, beam, lexicon=lexicon)
+
+
+def checked_log_probs(log_probs: object, labels: int) -> Tensor:
+    """One utterance's log-probabilities (steps, `labels`), a tensor or NumPy array, checked,
+    on the CPU in float32 at least (NumPy, which the search runs in, has no bfloat16)."""
+    if isinstance(log_probs, np.ndarray):
+        log_probs = torch.from_numpy(log_probs)
+    if not isinstance(log_probs, Tensor) or not log_probs.is_floating_point():
+        given = f"a tensor of {log_probs.dtype}" if isinstance(log_probs, Tensor) else received(log_probs)
+        raise TypeError(f"expected one utterance's log-probabilities, a floating-point tensor of shape (steps, "
+                        f"{labels}), got {given}")
+    if log_probs.dim() != 2 or log_probs.shape[1] != labels:
+        batched = log_probs.dim() == 3 and log_probs.shape[2] == labels
+        raise ValueError(f"expected one utterance's log-probabilities of shape (steps, {labels}), got shape "
+                         f"{tuple(log_probs.shape)}" + ("; the model's own output is (steps, batch, labels): give one "
+                                                       "utterance's, log_probs[:, 0]" if batched else ""))
+    return log_probs.to("cpu", torch.promote_types(log_probs.dtype, torch.float32))
 
 
 def score_transcripts(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
@@ -490,7 +509,8 @@ class SpeechRecognizer:
     def decode(self, log_probs: Tensor, beam: int = 1, lexicon: bool = False) -> str:
         """The transcript of (steps, V) log-probabilities: greedy (beam 1) or prefix beam search,
         with `lexicon` held to the training transcripts' words."""
-        return self.alphabet.decode(decode(log_probs, beam, self.lexicon(lexicon)))
+        return self.alphabet.decode(decode(checked_log_probs(log_probs, len(self.alphabet)), beam,
+                                           self.lexicon(lexicon)))
 
     def transcribe(self, path: str | Path, beam: int = 1, lexicon: bool = False) -> str:
         """The transcript of one audio file (resampled to the model's rate, with a warning, where
