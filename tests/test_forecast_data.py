@@ -457,8 +457,8 @@ def test_the_report_says_plainly_which_baselines_beat_the_model_and_what_predict
         f"the model is beaten on this backtest (MASE {mase['model']:.3f}) by: {better}",
         "predict forecasts by what the validation windows chose among the model, the baselines and their "
         "combinations (the row 'chosen'): y by drift, the lowest MASE (0.000)",
-        f"the 90% interval around the forecast predict uses (the network's, its half-widths scaled by {scale:.3g} to "
-        f"hold that share of the validation values) holds {result.coverage:.1%} of the held-out values"]
+        "the 90% interval around the forecast predict uses (the network's, uncalibrated (its validation values could "
+        f"not calibrate it)) holds {result.coverage:.1%} of the held-out values"]  # it said "scaled by 1 to hold" them
 
 
 def test_the_report_shows_a_dataframes_midnight_timestamps_as_dates():
@@ -482,6 +482,8 @@ def test_the_report_shows_a_dataframes_midnight_timestamps_as_dates():
                         "got 'lsmt'"),
     (dict(engine="cuda"), "engine must be one of auto, native, fused, triton, reference, got 'cuda'"),
     (dict(interval=math.nan), "interval is the coverage of the prediction interval, in (0, 1); got nan"),
+    (dict(interval=0.9999999999999999), "in (0, 1); got 0.9999999999999999, which is 100% to the 15 digits of its "
+                                        "columns' names"),
     (dict(validation_fraction=1.0), "validation_fraction must be in (0, 1), got 1.0"),
 ])
 def test_forecast_options_are_refused_when_the_config_is_built(options, message):

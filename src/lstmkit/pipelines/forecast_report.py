@@ -62,9 +62,12 @@ def interval_line(forecaster: Forecaster, coverage: float) -> str:
     config, scales = forecaster.config, np.atleast_1d(forecaster.layout.interval_scale)  # a long table's: one
     if not forecaster.layout.validation:
         how = "the network's, uncalibrated (no validation windows)"
+    elif (scales == 1).all():  # interval_scale's fallback: no factor found (it warned why)
+        how = "the network's, uncalibrated (its validation values could not calibrate it)"
     else:
-        how = ("the network's, its half-widths scaled by " + ", ".join(f"{scale:.3g}" for scale in scales)
-               + " to hold that share of the validation values")
+        how = ("the network's, its half-widths scaled by " + ", ".join(
+            "1 (uncalibrated)" if scale == 1 else f"{scale:.3g}" for scale in scales)
+            + " to hold that share of the validation values")
     return (f"the {percent(config.interval)}% interval around the forecast predict uses ({how}) holds {coverage:.1%} "
             "of the held-out values")
 

@@ -8,13 +8,15 @@ the validation windows, each actual value y asks the interval to be stretched by
 
     r = (y − c) / w⁺   where y ≥ c,        r = (c − y) / w⁻   where y < c,
 
-and the factor is the ⌈(n + 1) · coverage⌉-th smallest of the n ratios (the largest where
-there are too few: n < coverage / (1 − coverage)). The calibrated interval
+and the factor is the ⌈(n + 1) · coverage⌉-th smallest of the n ratios. The calibrated interval
 
     [c − factor · w⁻,  c + factor · w⁺]
 
 holds at least `coverage` of new values when they behave like the validation ones (Vovk et
-al. 2005; Angelopoulos & Bates 2023, "Conformal prediction: a gentle introduction"). Values
+al. 2005; Angelopoulos & Bates 2023, "Conformal prediction: a gentle introduction"). Where
+there are too few values for that rank (n < coverage / (1 − coverage): 10 values, one
+horizon-1 value from each of 10 windows, at 95 %), the largest ratio is taken, which holds only
+about n / (n + 1) of new values, with a warning saying so. Values
 where the network gave no interval (w = 0, where a baseline stood in for it) are left out.
 
 A factor of 0, where at least `coverage` of the validation values were met exactly (within a
@@ -48,7 +50,15 @@ def interval_scale(actual: np.ndarray, centre: np.ndarray, below: np.ndarray, ab
     ratios = np.sort(ratios[np.isfinite(ratios) & (below > 0) & (above > 0)])
     if not len(ratios):
         return 1.0
-    rank = min(math.ceil((len(ratios) + 1) * coverage), len(ratios))
+    count = len(ratios)
+    rank = math.ceil(round((count + 1) * coverage, 9))  # 100 × 0.55 is 55.000000000000007 in floating point
+    if rank > count:
+        warn_at_caller(f"the {percent(coverage)}% interval is calibrated on {count} validation values, too few for "
+                       f"that coverage (it needs {math.ceil(round(coverage / (1 - coverage), 9))}): it is stretched "
+                       f"to hold all of them, which holds about {count / (count + 1):.0%} of new values; give a lower "
+                       "interval (--interval)",
+                       RuntimeWarning)
+        rank = count
     if ratios[rank - 1] == 0:
         warn_at_caller(f"{np.mean(ratios == 0):.0%} of the validation values were forecast exactly, so calibrating "
                        f"the interval on them would shrink it to a point; the network's own {percent(coverage)}% "
@@ -60,5 +70,5 @@ def interval_scale(actual: np.ndarray, centre: np.ndarray, below: np.ndarray, ab
 def percent(coverage: float) -> str:
     """An interval's coverage in percent, as labels and column names give it: 90 for 0.9, 99.5
     for 0.995, 99.99999 for 0.9999999 (to 15 digits, which drops only the binary residue of
-    100 × 0.57: never rounded to 100)."""
+    100 × 0.57; a coverage that would be written 100 is refused by the config)."""
     return f"{100 * coverage:.15g}"
