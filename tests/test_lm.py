@@ -415,7 +415,9 @@ def test_word_level_model(text_file, tmp_path):
     assert scores.bits_per_character == pytest.approx(scores.loss / math.log(2) * tokens / len(text))
     assert run.best_val_bpc > 0
     with pytest.warns(UserWarning, match=re.escape("2 of the text's 3 tokens (66.7%) are not in the model's vocabulary "
-                                                   "and are scored as <unk>: the loss is not the loss of those words")):
+                                                   "and are scored as <unk>: the loss is not the loss of those words, and "
+                                                   "the bits per character, which spread it over their characters too, "
+                                                   "are below the text's (not comparable with a character model's)")):
         model.evaluate("the zyxwv qqqqq")
     with pytest.warns(UserWarning, match=re.escape("1 of the prime's 2 tokens (50.0%) are not in the model's "
                                                    "vocabulary and are read as <unk>")):

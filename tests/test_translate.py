@@ -153,6 +153,15 @@ def test_subword_round_trip_is_lossless():
         f"the source text gave {len(asked_too_many):,} subword pieces, fewer than the 5,000 asked for: it holds no more"]
 
 
+def test_a_lone_surrogate_is_named_with_its_sentence_not_failed_on_inside_sentencepiece():
+    """sentencepiece said "List elements must be str or bytes", naming neither."""
+    subwords = Subwords.learn(["Ein Hund läuft.", "Zwei Katzen."] * 20, 300)
+    with pytest.raises(ValueError, match=re.escape(
+            "sentence 2 holds U+DCC3 at character 10, a lone surrogate, which is no character (bytes read with "
+            "errors='surrogateescape' or os.fsdecode that were not UTF-8): decode the bytes in their own encoding")):
+        subwords.encode(["Ein Hund.", "Ein Hund \udcc3."])
+
+
 def test_sentencepiece_s_space_mark_in_the_text_survives_the_round_trip():
     """sentencepiece reads U+2581 as a space: 'x▁y' came back 'x y', and a model could never
     write it. It is escaped (with the escape itself), in learning and in encoding."""

@@ -579,7 +579,9 @@ def text_tokens(vocabulary: Vocabulary, text: str) -> Tensor:
     tokens = vocabulary.encode(text, "the text to evaluate")
     if tokens.numel() < 2:
         raise ValueError(f"the text to evaluate has {tokens.numel()} token(s); at least 2 are needed")
-    warn_unknown(vocabulary, text, tokens, "the text", "are scored as <unk>: the loss is not the loss of those words")
+    warn_unknown(vocabulary, text, tokens, "the text", "are scored as <unk>: the loss is not the loss of those words, and the bits per character, "
+                 "which spread it over their characters too, are below the text's (not comparable with a character "
+                 "model's)")
     return tokens
 
 

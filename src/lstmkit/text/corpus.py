@@ -124,7 +124,9 @@ def load_corpus(
                        "begun now in another folder (--out) numbers them most frequent first")
     validation_tokens = vocabulary.encode(validation_text, "the validation text")
     warn_unknown(vocabulary, validation_text, validation_tokens, "the validation text",
-                 "are scored as <unk>: the validation loss and perplexity are not those of these words")
+                 "are scored as <unk>: the validation loss and perplexity are not those of these words, and the bits "
+                 "per character, which spread the loss over their characters too, are below the text's (not "
+                 "comparable with a character model's)")
     return Corpus(
         vocabulary,
         vocabulary.encode(train_text, "the training text"),

@@ -35,6 +35,8 @@ ESCAPED = re.compile(f"{ESCAPE}[{ESCAPE}{ESCAPED_MARK}]")
 # The C0 and C1 control characters but tab (line breaks, and the bytes a terminal acts on), and
 # Unicode's line and paragraph separators, where str.splitlines and editors break a line too.
 CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# Half of a UTF-16 pair, alone: no character (bytes read with errors="surrogateescape", os.fsdecode).
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Subwords:
@@ -83,6 +85,13 @@ class Subwords:
         return isinstance(other, Subwords) and other.model_proto == self.model_proto
 
     def encode(self, sentences: list[str]) -> list[list[int]]:
+        for position, sentence in enumerate(sentences):
+            found = SURROGATE.search(sentence)
+            if found:  # sentencepiece's own message named neither the sentence nor the character
+                raise ValueError(
+                    f"sentence {position + 1} holds U+{ord(found.group()):04X} at character {found.start() + 1}, a "
+                    "lone surrogate, which is no character (bytes read with errors='surrogateescape' or "
+                    "os.fsdecode that were not UTF-8): decode the bytes in their own encoding")
         return self.processor.encode([escape(sentence) for sentence in sentences])
 
     def decode(self, ids: list[list[int]]) -> list[str]:
