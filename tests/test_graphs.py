@@ -94,6 +94,19 @@ class DoublingGraph:
         self.call.outputs[0].copy_(self.call.inputs[0] * 2)
 
 
+class Ordering:
+    """A stand-in for the caller's stream and the call's event: counts the waits and records."""
+
+    def __init__(self) -> None:
+        self.waits, self.records = 0, 0
+
+    def wait_event(self, event: Ordering) -> None:
+        self.waits += 1
+
+    def record(self, stream: Ordering) -> None:
+        self.records += 1
+
+
 def test_threads_at_once_take_turns_through_a_captured_graph_each_getting_its_own_output(monkeypatch):
     """The static inputs and outputs are one set per key: eight threads serving one model got
     another call's output in 13 of 64 replays."""
@@ -103,16 +116,40 @@ def test_threads_at_once_take_turns_through_a_captured_graph_each_getting_its_ow
     call.output_spec = pytree.tree_flatten([torch.zeros(3)])[1]
     call.graph = DoublingGraph(call)
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    stream = Ordering()
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: stream)
+    call.copied_out = stream
     given = [torch.full((3,), float(number)) for number in range(64)]
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda leaf: call([leaf])[0], given))
     assert all(torch.equal(result, leaf * 2) for result, leaf in zip(results, given))
+    assert stream.waits == stream.records == 64  # each call's stream waits for the last call's copies out
 
 
-def test_threads_at_once_capture_a_key_once():
+def test_threads_at_once_capture_a_key_once_the_others_running_eagerly_meanwhile():
+    """A capture (its warm-up run, any Triton compile) holds no lock: another key's replay, or
+    the same key's call, does not wait for it."""
     cache, capture = graphs.GraphCache(limit=4), Captures()
-    cache.get(("a",), capture)
-    slow = lambda: (time.sleep(0.01), capture())[1]  # noqa: E731
-    with ThreadPoolExecutor(4) as pool:
-        assert set(pool.map(lambda _: cache.get(("a",), slow), range(4))) == {"graph 1"}
-    assert capture.count == 1
+    cache.get(("a",), capture), cache.get(("b",), capture), cache.get(("b",), capture)
+    capturing, captured = threading.Event(), threading.Event()
+
+    def slow():
+        capturing.set()
+        captured.wait()
+        return capture()
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(cache.get, ("a",), slow)
+        capturing.wait()
+        assert cache.get(("a",), capture) is None and cache.get(("b",), capture) == "graph 1"
+        captured.set()
+        assert running.result() == "graph 2"
+    assert cache.get(("a",), capture) == "graph 2" and capture.count == 2 and not cache.capturing
+
+
+def test_a_capture_interrupted_is_tried_again_at_the_next_call():
+    cache = graphs.GraphCache(limit=4)
+    cache.get(("a",), Captures())
+    with pytest.raises(KeyboardInterrupt):
+        cache.get(("a",), Captures(KeyboardInterrupt()))
+    assert cache.get(("a",), Captures()) == "graph 1"

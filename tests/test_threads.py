@@ -10,13 +10,14 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import torch
 from torch import nn
 
-from lstmkit.caller import warnings_caught
 from lstmkit.models.modes import evaluating
 from lstmkit.pipelines import speech as speech_pipeline
 from lstmkit.training.isolation import isolated_from_caller
+from lstmkit.warning_filters import warnings_filtered, warnings_recorded
 
 THREADS = 4
 
@@ -53,6 +54,28 @@ def test_evaluating_from_threads_at_once_gives_every_submodule_its_mode_back():
         assert [module.training for module in model.modules()] == [True, True, True, False]
 
 
+def test_evaluating_a_model_and_a_part_of_it_from_threads_at_once_keeps_each_part_evaluating_to_the_end():
+    """Held by the whole model's id, the model's block ending first switched the part back to
+    training under the part's block, whose end then left it in evaluation mode."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+    part_in, whole_done = threading.Event(), threading.Event()
+
+    def part():
+        with evaluating(model[1]):
+            part_in.set()
+            whole_done.wait()
+            return model[1].training
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(part)
+        part_in.wait()
+        with evaluating(model):
+            pass
+        whole_done.set()
+        assert running.result() is False
+    assert [module.training for module in model.modules()] == [True, True, True]
+
+
 def test_evaluating_within_evaluating_keeps_evaluation_mode_to_the_outer_end():
     model = nn.Sequential(nn.Dropout(0.5))
     with evaluating(model):
@@ -87,6 +110,34 @@ def test_pipeline_calls_from_threads_at_once_give_the_callers_dtype_and_generato
         torch.set_default_dtype(previous)
 
 
+def test_a_call_begun_during_another_threads_builds_in_float32_and_gives_back_the_dtype_set_meanwhile():
+    """Only the process's first call set float32: a call begun, after the caller set float64,
+    while another thread's call ran, built its model in float64."""
+    started, release = threading.Event(), threading.Event()
+
+    @isolated_from_caller
+    def long_call():
+        started.set()
+        release.wait()
+
+    @isolated_from_caller
+    def call():
+        return torch.get_default_dtype()
+
+    previous = torch.get_default_dtype()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(long_call)
+            started.wait()
+            torch.set_default_dtype(torch.float64)
+            assert call() == torch.float32
+            release.set()
+            running.result()
+        assert torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def test_a_pipeline_call_within_one_gives_the_generator_back_at_its_end_as_fork_rng_does():
     @isolated_from_caller
     def inner():
@@ -112,18 +163,51 @@ def test_a_pipeline_call_within_one_gives_the_generator_back_at_its_end_as_fork_
 
 def test_blocks_that_change_the_warning_filters_from_threads_at_once_leave_them_as_they_were():
     """Python's catch_warnings puts back the filters it found at its start: two blocks at once
-    left one's "error" filter in place for good."""
+    left one's "error" filter in place for good. Each block's filter acts throughout it."""
     filters = list(warnings.filters)
 
     def block(index):
-        with warnings_caught():
-            warnings.simplefilter("error" if index % 2 else "ignore", UserWarning)
+        action = "error" if index % 2 else "ignore"
+        with warnings_filtered(action, UserWarning, f"block {index}"):
+            time.sleep(0.002 * index)
+            with warnings_recorded() as said:  # the other blocks' filters meanwhile left as they are
+                warnings.warn("recorded", UserWarning)
             time.sleep(0.002)
-            return warnings.filters[0][0]
+            try:
+                warnings.warn(f"block {index}", UserWarning)
+                return "ignored", len(said)
+            except UserWarning:
+                return "raised", len(said)
 
-    for _ in range(5):
-        assert at_once(block) == ["ignore", "error"] * (THREADS // 2)
+    for _ in range(3):
+        assert at_once(block) == [("ignored", 1), ("raised", 1)] * (THREADS // 2)
         assert warnings.filters == filters
+
+
+def test_a_filter_the_caller_set_stays_and_one_held_by_two_blocks_stays_until_both_end():
+    filters = list(warnings.filters)
+    warnings.filterwarnings("ignore", "the caller's", UserWarning)
+    try:
+        with warnings_filtered("ignore", UserWarning, "the caller's"):
+            pass
+        assert warnings.filters[0][1].pattern == "the caller's"
+    finally:
+        warnings.filters.remove(warnings.filters[0])
+    inner_done = threading.Event()
+
+    def outer():
+        with warnings_filtered("error", UserWarning, "shared"):
+            inner_done.wait()
+            with pytest.raises(UserWarning):
+                warnings.warn("shared", UserWarning)
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(outer)
+        with warnings_filtered("error", UserWarning, "shared"):
+            pass
+        inner_done.set()
+        running.result()
+    assert warnings.filters == filters
 
 
 def test_a_file_computed_by_threads_at_once_is_counted_once_in_the_frame_cache():

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from lstmkit.caller import warn_at_caller, warnings_caught
+from lstmkit.caller import warn_at_caller
+from lstmkit.warning_filters import warnings_recorded
 from lstmkit.files import FIGURE_SOFTWARE, FIGURE_SUFFIXES, atomic_path
 
 # What matplotlib warns, at each drawing, for each character its fonts lack.
@@ -24,8 +25,7 @@ COLOURS = {"rnn": "#d62728", "gru": "#2ca02c", "lstm": "#1f77b4", "peephole": "#
 def save(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     written = path.suffix.lower() if path.suffix.lower() in FIGURE_SUFFIXES else ".png"
-    with atomic_path(path) as temporary, warnings_caught(record=True) as warned:
-        warnings.simplefilter("always")
+    with atomic_path(path) as temporary, warnings_recorded() as warned:
         figure.savefig(temporary, dpi=100, bbox_inches="tight", format=written.removeprefix("."),
                        metadata={"Software": FIGURE_SOFTWARE} if written == ".png" else None)
     missing = {}  # glyph: font, from matplotlib's warning for each character at each drawing

@@ -18,9 +18,7 @@ raises AudioError naming it.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lstmkit.caller import warnings_caught
+from lstmkit.warning_filters import warnings_filtered
 from lstmkit.training.config import check_positive_integers
 
 # Added to the mel power before the log: silence (digital zeros) stays finite.
@@ -52,8 +50,7 @@ def empty_mel_bands(sample_rate: int, n_fft: int, n_mels: int) -> int:
         return 0
     import librosa
 
-    with warnings_caught():
-        warnings.simplefilter("ignore", UserWarning)  # librosa's own "Empty filters detected"
+    with warnings_filtered("ignore", UserWarning):  # librosa's own "Empty filters detected"
         filters = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
     return int((filters.max(axis=1) == 0).sum())
 
@@ -160,12 +157,8 @@ class FrontEnd:
         import librosa
 
         # "n_fft=256 is too large for input signal of length=210": a recording of one window at
-        # least, its frames as librosa's; the filters kept as they are for the rest (threads at
-        # once take turns through a block that changes them)
-        shorter = len(samples) < self.n_fft
-        with warnings_caught() if shorter else contextlib.nullcontext():
-            if shorter:
-                warnings.filterwarnings("ignore", "n_fft=", UserWarning)
+        # least, its frames as librosa's
+        with warnings_filtered("ignore", UserWarning, "n_fft="):
             mel = librosa.feature.melspectrogram(
                 y=samples, sr=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop, win_length=self.window,
                 n_mels=self.n_mels, center=True, power=2.0,

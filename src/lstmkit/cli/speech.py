@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import unicodedata
-import warnings
 from pathlib import Path
 
-from lstmkit.caller import warnings_caught
+from lstmkit.warning_filters import warnings_filtered
 from lstmkit.audio.manifest import read_manifest
 from lstmkit.cells import CELL_NAMES
 from lstmkit.cli.arguments import (
@@ -46,8 +45,7 @@ def train_command(arguments: argparse.Namespace) -> None:
         check_resumed_settings(out, config)
     for manifest in (arguments.manifest, arguments.valid):  # every row, and its audio file, before the announcement
         if manifest is not None:
-            with warnings_caught():  # the pipeline's own reading says them, once
-                warnings.simplefilter("ignore")
+            with warnings_filtered("ignore"):  # the pipeline's own reading says them, once
                 read_manifest(manifest)
     verb = "resuming" if arguments.resume else "training"
     announce(f"{verb} a bidirectional {config.num_layers}x{config.hidden_size} {config.cell} CTC model on "
@@ -79,8 +77,7 @@ def transcribe_command(arguments: argparse.Namespace) -> None:
                   "rate", file=sys.stderr)
         print(f"{path}\t{recognizer.decode(log_probs, arguments.beam, arguments.lexicon)}")
     if arguments.show:
-        with warnings_caught():  # the file's warnings (a silent file) were said above, once
-            warnings.simplefilter("ignore")
+        with warnings_filtered("ignore"):  # the file's warnings (a silent file) were said above, once
             recognizer.show(arguments.files[0], arguments.show, arguments.beam, arguments.lexicon)
         print(f"wrote {arguments.show}", file=sys.stderr)
 
@@ -90,8 +87,7 @@ def eval_command(arguments: argparse.Namespace) -> None:
 
     outputs = {"--json": arguments.json, "--out": arguments.out}
     check_not_read(outputs, {"the manifest": arguments.manifest, **run_files(arguments.directory)})
-    with warnings_caught():  # the evaluation's own reading says them, once
-        warnings.simplefilter("ignore")
+    with warnings_filtered("ignore"):  # the evaluation's own reading says them, once
         listed = read_manifest(arguments.manifest)
     check_not_read(outputs, {f"recording {index} of the manifest": utterance.path
                              for index, utterance in enumerate(listed, 1)})

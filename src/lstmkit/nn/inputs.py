@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import numbers
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from lstmkit.caller import warnings_caught
+from lstmkit.warning_filters import warnings_filtered
 from lstmkit.engines import check_strict_export, exporting
 from lstmkit.engines.base import Packing
 from lstmkit.engines.precision import autocast_dtype
@@ -248,8 +247,7 @@ def quiet_when_traced(check: Callable) -> Callable:
     def checked(*arguments, **keywords):
         if not torch.jit.is_tracing():
             return check(*arguments, **keywords)
-        with warnings_caught():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        with warnings_filtered("ignore", torch.jit.TracerWarning):
             return check(*arguments, **keywords)
 
     return checked
@@ -261,8 +259,8 @@ def checked_return_gates(return_gates: object) -> bool:
     its defaults too, and the tracer turns a bool into a 0-d tensor), a 0-d bool tensor too."""
     if torch.jit.is_tracing() and isinstance(return_gates, Tensor) and return_gates.dtype == torch.bool \
             and return_gates.dim() == 0:
-        with warnings_caught():  # the flag as traced: torch.nn's cells take none the tracer sees
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # the flag as traced: torch.nn's cells take none the tracer sees
+        with warnings_filtered("ignore", torch.jit.TracerWarning):
             return bool(return_gates)
     if not isinstance(return_gates, bool):
         raise TypeError(f"return_gates must be a bool, got {received(return_gates)}")
@@ -456,8 +454,8 @@ def check_state_tensor(
 def describe(value: object) -> str:
     """A short description of a received value for error messages."""
     if isinstance(value, Tensor):
-        with warnings_caught():  # under torch.jit.trace a size is a 0-d tensor: the int it holds
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # under torch.jit.trace a size is a 0-d tensor: the int it holds
+        with warnings_filtered("ignore", torch.jit.TracerWarning):
             return f"Tensor of shape {tuple(int(size) for size in value.shape)}"
     if isinstance(value, (tuple, list)):
         return f"{type(value).__name__} of {len(value)}: ({', '.join(describe(v) for v in value)})"

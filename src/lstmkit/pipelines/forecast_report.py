@@ -5,13 +5,12 @@ from __future__ import annotations
 import copy
 import json
 import math
-import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from lstmkit.caller import warnings_caught
+from lstmkit.warning_filters import warnings_filtered
 from lstmkit.extras import extra_imports
 
 with extra_imports("forecast", __name__):
@@ -65,9 +64,11 @@ def interval_line(forecaster: Forecaster, coverage: float) -> str:
     elif (scales == 1).all():  # interval_scale's fallback: no factor found (it warned why)
         how = "the network's, uncalibrated (its validation values could not calibrate it)"
     else:
-        how = ("the network's, its half-widths scaled by " + ", ".join(
-            "1 (uncalibrated)" if scale == 1 else f"{scale:.3g}" for scale in scales)
-            + " to hold that share of the validation values")
+        factors = ["1 (uncalibrated)" if scale == 1 else f"{scale:.3g}" for scale in scales]
+        if len(factors) > 1:  # one per target, named
+            factors = [f"{target} {factor}" for target, factor in zip(config.target, factors, strict=True)]
+        how = ("the network's, its half-widths scaled by " + ", ".join(factors)
+               + " to hold that share of the validation values")
     return (f"the {percent(config.interval)}% interval around the forecast predict uses ({how}) holds {coverage:.1%} "
             "of the held-out values")
 
@@ -364,8 +365,8 @@ def backtest_then_refit(forecaster: Forecaster, data, out: str | Path, holdout: 
         # each series' validation window.
         final = Forecaster(**settings)
         final.run_folder = out / "training" / "refit"
-        with warnings_caught():  # the backtest said so, of the settings given, not of the base it chose
-            warnings.filterwarnings("ignore", message=r"(base_cycles=\d+|calendar=False) \(--", category=UserWarning)
+        # the backtest said so, of the settings given, not of the base it chose
+        with warnings_filtered("ignore", UserWarning, r"(base_cycles=\d+|calendar=False) \(--"):
             final.fit(fitted.frame)
         if forecaster.config.id is None:
             layout = fitted.backtest.model.layout

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import threading
 import unicodedata
 from collections import Counter, OrderedDict
@@ -159,6 +160,15 @@ class FrameCache:
 
 
 FRAMES = FrameCache(FRAME_CACHE_BYTES)
+
+
+def forked() -> None:
+    """A child forked while another thread kept the cache's books would wait for them for ever."""
+    FRAMES.books = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=forked)
 
 
 def utterance_frames(path: Path, front_end: FrontEnd, speed: float = 1.0) -> tuple[Tensor, int | None]:
@@ -345,8 +355,8 @@ def decode(log_probs: Tensor, beam: int, lexicon: Lexicon | None = None) -> list
 def checked_log_probs(log_probs: object, labels: int) -> Tensor:
     """One utterance's log-probabilities (steps, `labels`), a tensor or NumPy array, checked,
     on the CPU in float32 at least (NumPy, which the search runs in, has no bfloat16)."""
-    if isinstance(log_probs, np.ndarray):
-        log_probs = torch.from_numpy(log_probs)
+    if isinstance(log_probs, np.ndarray):  # a copy: a reversed view or a read-only array is taken too
+        log_probs = torch.from_numpy(np.array(log_probs))
     if not isinstance(log_probs, Tensor) or not log_probs.is_floating_point():
         given = f"a tensor of {log_probs.dtype}" if isinstance(log_probs, Tensor) else received(log_probs)
         raise TypeError(f"expected one utterance's log-probabilities, a floating-point tensor of shape (steps, "

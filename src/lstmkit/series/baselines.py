@@ -31,12 +31,11 @@ import os
 import signal
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from lstmkit.caller import warnings_caught
+from lstmkit.warning_filters import warnings_filtered
 
 BASELINES = ("naive", "seasonal_naive", "drift", "ets", "arima", "theta", "naive2")
 # The ones statsforecast fits, by its model classes' names.
@@ -170,8 +169,7 @@ def statistical_model(name: str, season: int):
 
 
 def statistical(name: str, history: np.ndarray, horizon: int, season: int) -> np.ndarray:
-    with warnings_caught():
-        warnings.simplefilter("ignore")  # statsforecast's ACF divides by a zero variance of a flat stretch
+    with warnings_filtered("ignore"):  # statsforecast's ACF divides by a zero variance of a flat stretch
         return statistical_model(name, season).forecast(y=history, h=horizon)["mean"]
 
 
@@ -280,8 +278,7 @@ def statsforecast_panel(histories: list[np.ndarray], horizon: int, season: int, 
                               "y": np.concatenate([series for _, series in fitted])})
         engine = StatsForecast(models=[statistical_model(name, fitted_season) for name in names], freq=1,
                                n_jobs=jobs, fallback_model=Naive())
-        with warnings_caught(), workers_die_with_this_process():
-            warnings.simplefilter("ignore")
+        with warnings_filtered("ignore"), workers_die_with_this_process():
             result = engine.forecast(df=table, h=horizon).sort_values(["unique_id", "ds"])
         rows = np.array([index for index, _ in fitted])
         for name in names:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,8 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.api import guess_datetime_format
 
-from lstmkit.caller import warn_at_caller, warnings_caught
+from lstmkit.caller import warn_at_caller
+from lstmkit.warning_filters import warnings_filtered, warnings_recorded
 from lstmkit.files import (
     GZIP_MAGIC, check_not_other_unicode, check_not_unmarked_utf16, decoded_utf8, gunzipped, line_of,
 )
@@ -361,8 +361,7 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
         raise FileNotFoundError(f"{path} does not exist")
     check_no_nul(path)
     try:
-        with warnings_caught():
-            warnings.simplefilter("error", pd.errors.ParserWarning)  # rows longer than the header: data lost
+        with warnings_filtered("error", pd.errors.ParserWarning):  # rows longer than the header: data lost
             # index_col=False: a row with one field more than the header (a spreadsheet's
             # trailing commas) must not turn the first column into the index; skipinitialspace:
             # a hand-written "date, y" names the column y, not " y"
@@ -556,8 +555,7 @@ def parse_time(column: pd.Series, name: str, path: Path | None, fitted_kind: str
         if naive.any():
             unreadable(column, naive, name, path, f"has no UTC offset where other times of the column have one "
                        f"({plain(column[with_offset].iloc[0])!r}): give every time its offset, or none")
-    with warnings_caught(record=True) as said:
-        warnings.simplefilter("always")
+    with warnings_recorded() as said:
         stamps = pd.to_datetime(text, errors="coerce", format="mixed", utc=offsets)
     dropped = next((found for warning in said if (found := DROPPED_ZONE.search(str(warning.message)))), None)
     if dropped is not None:  # "could not infer format" and the like, which format="mixed" says, pass
@@ -578,8 +576,7 @@ def naive_time(value: str) -> bool:
     """Whether `value` reads as a time with no zone or offset (not where it does not read as a
     time at all: the column's parse refuses it, by its line)."""
     try:
-        with warnings_caught():
-            warnings.simplefilter("ignore")  # dateutil's, for each zone name it does not know ("CET")
+        with warnings_filtered("ignore"):  # dateutil's, for each zone name it does not know ("CET")
             stamp = pd.Timestamp(value)
     except (ValueError, TypeError, OverflowError):
         return False
@@ -603,8 +600,7 @@ def text_form(text: pd.Series, stamps: pd.DatetimeIndex) -> str:
     if (np.asarray(written_times(stamps, "datetime")) == written).all():
         return "datetime"
     first = text.iloc[0]
-    with warnings_caught():
-        warnings.simplefilter("ignore", UserWarning)  # "Parsing dates in %Y-%m-%d format when dayfirst=True ..."
+    with warnings_filtered("ignore", UserWarning):  # "Parsing dates in %Y-%m-%d format when dayfirst=True ..."
         guesses = [form for form in (guess_datetime_format(first), guess_datetime_format(first, dayfirst=True),
                                      *TEXT_FORMS) if form is not None]
     unpadded = [unpadded_form(form, codes) for form in guesses  # 5.4.2021, 5/04/2021: any of them unpadded
@@ -793,8 +789,7 @@ def steps_left_empty(index: pd.DatetimeIndex, frequency: str) -> float:
 
 def pandas_frequency(index: pd.DatetimeIndex) -> str | None:
     """pd.infer_freq as a frequency string (pandas 3 may return an offset object)."""
-    with warnings_caught():
-        warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning))  # the return type is changing
+    with warnings_filtered("ignore", (FutureWarning, DeprecationWarning)):  # the return type is changing
         frequency = pd.infer_freq(index)
     if frequency is not None and not isinstance(frequency, str):
         frequency = frequency.freqstr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 from collections.abc import Iterator
 
@@ -62,31 +63,37 @@ def process_settings_kept() -> Iterator[None]:
     call's own save and restore, from threads at once, left the process in another call's
     settings after all had returned (a float64 default turned float32, the generator in a
     pipeline's seeded stream). A call within a call in one thread gives the generators back at
-    its end, as `torch.random.fork_rng` does."""
+    its end, as `torch.random.fork_rng` does. Every call sets float32 as it begins: a default
+    the caller set to float64 while another thread's call ran is the one given back at the end.
+    (A call begun while another thread's runs gives back no generator of its own: they share it.)"""
     thread = threading.get_ident()
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    with Callers.lock:
-        depth = Callers.depths.get(thread, 0)
-        if not Callers.depths:
-            Callers.found = torch.get_default_dtype(), devices, generator_states(devices)
-            torch.set_default_dtype(torch.float32)
-        Callers.depths[thread] = depth + 1
-    within = generator_states(devices) if depth else None
+    entered, within = False, None
     try:
+        with Callers.lock:
+            depth = Callers.depths.get(thread, 0)
+            if not Callers.depths:
+                Callers.found = torch.get_default_dtype(), devices, generator_states(devices)
+            elif not depth and torch.get_default_dtype() != torch.float32:  # set by a caller meanwhile
+                Callers.found = (torch.get_default_dtype(), *Callers.found[1:])
+            Callers.depths[thread], entered = depth + 1, True
+            torch.set_default_dtype(torch.float32)
+        within = generator_states(devices) if depth else None
         yield
     finally:
         if within is not None:
             set_generator_states(devices, within)
-        with Callers.lock:
-            if depth:
-                Callers.depths[thread] = depth
-            else:
-                del Callers.depths[thread]
-            if not Callers.depths:
-                default_dtype, first_devices, states = Callers.found
-                torch.set_default_dtype(default_dtype)
-                set_generator_states(first_devices, states)
-                Callers.found = None
+        if entered:
+            with Callers.lock:
+                if depth:
+                    Callers.depths[thread] = depth
+                else:
+                    del Callers.depths[thread]
+                if not Callers.depths:
+                    default_dtype, first_devices, states = Callers.found
+                    torch.set_default_dtype(default_dtype)
+                    set_generator_states(first_devices, states)
+                    Callers.found = None
 
 
 def generator_states(devices: list[int]) -> tuple[Tensor, list[Tensor]]:
@@ -99,3 +106,14 @@ def set_generator_states(devices: list[int], states: tuple[Tensor, list[Tensor]]
     torch.set_rng_state(cpu)
     for device, state in zip(devices, cuda, strict=True):
         torch.cuda.set_rng_state(state, device)
+
+
+def forked() -> None:
+    """A child forked while another thread held the lock would wait for it for ever; the calls
+    of other threads, which the child does not run, hold nothing there."""
+    Callers.lock = threading.Lock()
+    Callers.depths = {thread: depth for thread, depth in Callers.depths.items() if thread == threading.get_ident()}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=forked)

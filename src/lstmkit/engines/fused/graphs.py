@@ -9,8 +9,10 @@ once under capture. From then on a call copies its arguments into the static inp
 the graph and returns copies of the static outputs, which the next replay overwrites. The
 first call of a key runs eagerly: shapes that never repeat (packed batches of varying lengths)
 pay no capture. Calls from several threads at once take turns through a key's graph, from
-copying in to copying out: its static inputs and outputs are one set (a model shared by a
-server's threads got another call's output). Calls with batch sizes (packed or `lengths=` input that is not full) always run
+copying in to copying out, on the GPU too (a call's stream waits for the last call's copies
+out, whatever stream that ran on): its static inputs and outputs are one set (a model shared
+by a server's threads got another call's output). One thread captures a key while the others'
+calls of it run eagerly. Calls with batch sizes (packed or `lengths=` input that is not full) always run
 eagerly; so do calls made while the caller captures a graph of its own.
 
 A captured key holds its static inputs and outputs and the graph's memory pool for the life of
@@ -59,16 +61,19 @@ class CapturedCall:
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph, stream=stream, capture_error_mode="thread_local"):
                 outputs = function(*arguments)
+            self.copied_out = torch.cuda.Event()  # recorded after each call's copies out
         self.outputs, self.output_spec = pytree.tree_flatten(outputs)
 
     def __call__(self, leaves: list):
-        with self.turn:
+        with self.turn, torch.cuda.device(self.device):
+            stream = torch.cuda.current_stream()
+            stream.wait_event(self.copied_out)
             for static, given in zip(self.inputs, leaves, strict=True):
                 if isinstance(static, torch.Tensor):
                     static.copy_(given)
-            with torch.cuda.device(self.device):
-                self.graph.replay()
+            self.graph.replay()
             copies = [leaf.clone() if isinstance(leaf, torch.Tensor) else leaf for leaf in self.outputs]
+            self.copied_out.record(stream)
         return pytree.tree_unflatten(copies, self.output_spec)
 
 
@@ -84,31 +89,37 @@ class GraphCache:
         self.seen: set[tuple] = set()
         self.failed: set[tuple] = set()
         self.captured: dict[tuple, object] = {}
-        self.bookkeeping = threading.RLock()  # threads at once: one capture of a key, its sets consistent
+        self.capturing: set[tuple] = set()  # keys a thread captures now
+        self.books = threading.Lock()  # the sets above, kept by threads at once; not held while capturing
 
     def get(self, key: tuple, capture: Callable[[], object]):
         """The key's captured call, captured now if due; None where the call runs eagerly."""
-        with self.bookkeeping:
-            return self._get(key, capture)
-
-    def _get(self, key: tuple, capture: Callable[[], object]):
-        if key in self.captured:
-            return self.captured[key]
-        if key not in self.seen:
-            if len(self.seen) >= self.SEEN_LIMIT:
-                self.seen.clear()
-            self.seen.add(key)
-            return None
-        if key in self.failed or len(self.captured) >= self.limit:
-            return None
+        with self.books:
+            if key in self.captured:
+                return self.captured[key]
+            if key not in self.seen:
+                if len(self.seen) >= self.SEEN_LIMIT:
+                    self.seen.clear()
+                self.seen.add(key)
+                return None
+            if key in self.failed or key in self.capturing or len(self.captured) + len(self.capturing) >= self.limit:
+                return None
+            self.capturing.add(key)
         try:
-            self.captured[key] = capture()
+            captured = capture()
         except RuntimeError as error:
-            self.failed.add(key)
+            with self.books:
+                self.failed.add(key)
             warn_at_caller(f"lstmkit could not capture this layer in a CUDA graph and runs it step by step, "
                            f"which is slower ({error}); LSTMKIT_CUDA_GRAPHS=0 turns capturing off")
             return None
-        return self.captured[key]
+        else:
+            with self.books:
+                self.captured[key] = captured
+            return captured
+        finally:
+            with self.books:
+                self.capturing.discard(key)
 
 
 CACHE = GraphCache(limit_from_environment())
