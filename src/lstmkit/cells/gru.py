@@ -12,7 +12,9 @@ from lstmkit.cells.base import Cell, LayerWeights
 
 @dataclass(frozen=True)
 class GRUStep(Cell):
-    """GRU (Cho et al. 2014) in torch.nn.GRU's formulation: `b_hn` sits inside the reset term."""
+    """GRU (Cho et al. 2014) in torch.nn.GRU's (and cuDNN's) formulation: the reset gate scales
+    the recurrent product, `r ⊙ (W_hn h + b_hn)`, where Cho et al. reset the state before it,
+    `U (r ⊙ h)`: another function, not only another place for the bias."""
 
     name = "gru"
     weight_blocks = ("r", "z", "n")

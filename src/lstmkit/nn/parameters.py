@@ -96,7 +96,7 @@ def check_weights_together(
             raise ShapeError(
                 f"every weight must hold values, or none (a {module} on meta), got {on_meta} on meta and {real} "
                 f"on {device}: load_state_dict(..., strict=False, assign=True) leaves a weight it is "
-                "not given where it was, on meta for a module built there"
+                f"not given where it was, on meta for a {module} built there"
             )
         if base in MATRICES and tensor.dtype is not dtype:
             raise ShapeError(f"every weight matrix and bias must be in {first}'s dtype ({dtype}), "

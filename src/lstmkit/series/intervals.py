@@ -29,6 +29,7 @@ is kept instead (factor 1), with a warning.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -51,13 +52,15 @@ def interval_scale(actual: np.ndarray, centre: np.ndarray, below: np.ndarray, ab
     if not len(ratios):
         return 1.0
     count = len(ratios)
-    rank = math.ceil(round((count + 1) * coverage, 9))  # 100 × 0.55 is 55.000000000000007 in floating point
+    # in the decimal the coverage was written in: 100 × 0.55 is 55.000000000000007 in floating point
+    exact = Fraction(repr(float(coverage)))
+    rank = math.ceil((count + 1) * exact)
     if rank > count:
-        warn_at_caller(f"the {percent(coverage)}% interval is calibrated on {count} validation values, too few for "
-                       f"that coverage (it needs {math.ceil(round(coverage / (1 - coverage), 9))}): it is stretched "
-                       f"to hold all of them, which holds about {count / (count + 1):.0%} of new values; give a lower "
-                       "interval (--interval)",
-                       RuntimeWarning)
+        needed = math.ceil(exact / (1 - exact))  # the fewest values n with ⌈(n + 1) · coverage⌉ ≤ n
+        warn_at_caller(f"the {percent(coverage)}% interval is calibrated on {count} validation "
+                       f"value{'s' if count != 1 else ''}, too few for that coverage (it needs {needed}): it is "
+                       f"stretched to hold all of them, which holds about {count / (count + 1):.0%} of new values; "
+                       "give a lower interval (--interval)", RuntimeWarning)
         rank = count
     if ratios[rank - 1] == 0:
         warn_at_caller(f"{np.mean(ratios == 0):.0%} of the validation values were forecast exactly, so calibrating "
