@@ -530,3 +530,39 @@ def test_a_batch_that_processes_cannot_share_evenly_is_refused_by_name():
     with pytest.raises(ValueError, match=re.escape("batch_size (--batch-size, windows) is 1, which 2 processes cannot "
                                                    "share evenly: give a multiple of 2")):
         ForecastJob(None, None, list(range(10)), [], config, Processes(1, 2), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("arrow", ["timestamp[ns][pyarrow]", "timestamp[s][pyarrow]", "date32[pyarrow]"])
+def test_pyarrow_timestamps_read_as_pandas_own(arrow):
+    """pyarrow's timestamps were counted as nanosecond steps (no calendar, m = 1, the forecast's
+    times epoch nanoseconds), or refused as "a number outside the years"."""
+    pytest.importorskip("pyarrow")
+    table = pd.DataFrame({"day": pd.date_range("2024-01-01", periods=20, freq="D"), "y": np.arange(20.0)})
+    ours = read_series(table.assign(day=table["day"].astype(arrow)), "day", ["y"])
+    theirs = read_series(table, "day", ["y"])
+    assert (ours.time_kind, ours.frequency) == (theirs.time_kind, theirs.frequency) == ("timestamp", "D")
+    assert ours.time.equals(theirs.time)
+    zoned = table.assign(day=table["day"].dt.tz_localize("Europe/Paris"))
+    assert read_series(zoned.assign(day=zoned["day"].astype("timestamp[us, tz=Europe/Paris][pyarrow]")), "day",
+                       ["y"]).time_kind == read_series(zoned, "day", ["y"]).time_kind == "local@Europe/Paris"
+
+
+def test_durations_in_the_time_column_are_refused_not_counted_in_nanoseconds():
+    table = pd.DataFrame({"day": pd.to_timedelta(np.arange(20), unit="D"), "y": np.arange(20.0)})
+    with pytest.raises(ValueError, match=re.escape("column 'day' holds durations (timedelta64[ns]), not times: give "
+                                                   "dates, or the steps as integers (durations.dt.days, say)")):
+        read_series(table, "day", ["y"])
+
+
+def test_a_dataframes_columns_named_twice_or_in_levels_or_by_numbers_are_named():
+    table = daily(np.arange(20.0))
+    with pytest.raises(ValueError, match=re.escape("the DataFrame has two columns named 'y': give each column a name "
+                                                   "of its own")):
+        read_series(pd.concat([table, table[["y"]]], axis=1), "day", ["y"])
+    levels = table.set_axis(pd.MultiIndex.from_tuples([("day", "a"), ("y", "b")]), axis=1)
+    with pytest.raises(ValueError, match=re.escape("the DataFrame's columns have 2 levels (a MultiIndex)")):
+        read_series(levels, "day", ["y"])
+    with pytest.raises(ValueError, match=re.escape(
+            "column '0' is not in the data; its columns are 'day', '0'; the DataFrame's column 0 is an int, not a "
+            "name: name the columns with strings (frame.columns = frame.columns.astype(str))")):
+        read_series(table.rename(columns={"y": 0}), "day", ["0"])

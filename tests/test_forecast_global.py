@@ -917,3 +917,16 @@ def test_base_cycles_on_a_period_of_one_is_said():
             "base_cycles=3 (--base-cycles) does nothing here: the longest period is 1 (m = 1, no extra seasons), so "
             "the base is the last value, not a median of cycles")):
         Forecaster("t", "y", horizon=4, id="id", base_cycles=3, lookback=8, **QUICK).fit(table)
+
+
+def test_a_long_tables_integer_steps_not_1_apart_are_named_and_unix_milliseconds_refused_at_once():
+    """Steps 5 apart got "give times of one frequency (dates as yyyy-mm-dd)"; Unix milliseconds,
+    read as steps, made a grid of 10⁹ steps per series before any check."""
+    table = pd.DataFrame({"id": ["a"] * 30 + ["b"] * 30, "t": np.tile(np.arange(30) * 5, 2), "y": np.arange(60.0)})
+    with pytest.raises(ValueError, match=re.escape(
+            "series 'a' has 30 times on the 146 steps of a step grid from 0 to 145: filling the other 116 would invent "
+            "most of the series; a long table's integer steps are 1 apart: number its times 0, 1, 2, ...")):
+        read_panel(table, "id", "t", "y")
+    milliseconds = pd.date_range("2024-01-01", periods=30, freq="D").astype(np.int64) // 10**6
+    with pytest.raises(ValueError, match=re.escape("series 'a' has 30 times on the 2505600001 steps")):
+        read_panel(table.assign(t=np.tile(milliseconds, 2)), "id", "t", "y")

@@ -291,7 +291,8 @@ def check_coverage(count: int, grid: pd.Index, frequency: str, what: str, kind: 
         first, last = ((day_or_time(grid[0]), day_or_time(grid[-1])) if time_kind is None
                        else written_times(grid[[0, -1]], time_kind))
         frequency = frequency if time_kind is None else frequency_name(frequency, time_kind)
-        hint = "; give times of one frequency (dates as yyyy-mm-dd)" if kind == "times" else ""
+        hint = ("" if kind != "times" else "; a long table's integer steps are 1 apart: number its times 0, 1, 2, ..."
+                if frequency == STEP and time_kind is None else "; give times of one frequency (dates as yyyy-mm-dd)")
         raise ValueError(f"{what} has {count} {kind} on the {len(grid)} steps of a {frequency} grid from {first} "
                          f"to {last}: filling the other {len(grid) - count} would invent most of the series{hint}")
 
@@ -428,6 +429,13 @@ def check_named_once(table: pd.DataFrame, columns: list[str], source: str | Path
     """Refuse a CSV file whose header names a column it reads twice: pandas renames the second
     (y.1), which a target named y then left out without a word."""
     if isinstance(source, pd.DataFrame):
+        if isinstance(table.columns, pd.MultiIndex):
+            raise ValueError(f"the DataFrame's columns have {table.columns.nlevels} levels (a MultiIndex); lstmkit "
+                             "reads columns by one name each: flatten them "
+                             "(frame.columns = ['_'.join(map(str, column)) for column in frame.columns])")
+        twice = next((name for name in columns if (table.columns == name).sum() > 1), None)
+        if twice is not None:
+            raise ValueError(f"the DataFrame has two columns named {twice!r}: give each column a name of its own")
         return
     twice = next((name for name in columns if f"{name}.1" in table.columns), None)
     if twice is not None:
@@ -465,6 +473,12 @@ def missing_column(name: str, source: str | Path | pd.DataFrame, columns) -> Val
              "rename the column" if any("," in column for column in names) else "")
     if isinstance(source, pd.DataFrame) and name in [str(level) for level in source.index.names]:
         comma += f"; {name!r} is the DataFrame's index: make it a column with frame.reset_index()"
+    unnamed = next((column for column in columns if str(column) == name and not isinstance(column, str)), None)
+    if unnamed is not None:
+        kind = type(unnamed).__name__
+        comma += (f"; the DataFrame's column {unnamed!r} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not a name: "
+                  "name the columns "
+                  "with strings (frame.columns = frame.columns.astype(str))")
     return ValueError(f"column {name!r} is not in the data; its columns are {', '.join(map(repr, names))}{comma}")
 
 
@@ -498,6 +512,12 @@ def parse_time(column: pd.Series, name: str, path: Path | None, fitted_kind: str
     if column.isna().any():
         label = column.index[column.isna().to_numpy()][0]
         raise ValueError(f"column {name!r} has a missing timestamp at {row_name(label, path)}")
+    if isinstance(column.dtype, pd.ArrowDtype) and column.dtype.kind == "M":  # pyarrow's timestamps and dates,
+        zone = getattr(column.dtype.pyarrow_dtype, "tz", None)  # as pandas' own (to_numeric counted nanoseconds)
+        column = column.astype(pd.DatetimeTZDtype("ns", zone) if zone else "datetime64[ns]")
+    if column.dtype.kind == "m":
+        raise ValueError(f"column {name!r} holds durations ({column.dtype}), not times: give dates, or the steps as "
+                         f"integers (durations.dt.days, say)")
     if pd.api.types.is_datetime64_any_dtype(column):  # a DataFrame's timestamps (to_numeric would count nanoseconds)
         if column.dt.tz is not None:  # an instant in a zone: on a grid in UTC, written back in the zone,
             wall_clock = column.dt.tz_localize(None)  # but days, weeks ... on the wall clock, which DST leaves

@@ -126,12 +126,12 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
         kept = slice(known[0], known[-1] + 1)
         times, observed, labels = times[kept], observed[kept], labels[kept]
         grid = on_grid(times, frequency)
+        check_coverage(len(times), grid, frequency, f"series {plain(series_id)!r}")  # before a grid of steps is made
         off_grid = ~np.isin(times, grid)
         if off_grid.any():
             label = labels[off_grid][0]
             raise ValueError(f"series {plain(series_id)!r} is not on the {frequency} grid of column {time!r}: "
                              f"{plain(table[time][label])!r}, at {row_name(label, path)}, falls between its steps")
-        check_coverage(len(times), grid, frequency, f"series {plain(series_id)!r}")
         check_coverage(int((~np.isnan(observed)).sum()), grid, frequency, f"series {plain(series_id)!r}", "values")
         filled = pd.Series(np.nan, index=grid)
         filled[times] = observed
@@ -200,7 +200,8 @@ def shared_frequency(keys: pd.DataFrame, name: str) -> str:
 
 
 def on_grid(times: np.ndarray, frequency: str) -> pd.Index:
-    """The regular grid from the series' first time to its last."""
+    """The regular grid from the series' first time to its last (of steps: a range, not made
+    until used, so that Unix milliseconds read as steps are refused before 10⁹ of them are)."""
     if frequency == STEP:
-        return pd.Index(np.arange(times[0], times[-1] + 1))
+        return pd.RangeIndex(int(times[0]), int(times[-1]) + 1)
     return pd.date_range(times[0], times[-1], freq=frequency)
