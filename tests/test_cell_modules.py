@@ -770,6 +770,16 @@ def test_a_triton_step_on_cpu_tensors_outside_the_interpreter_is_refused_with_th
         (torch.compile(cell, backend="eager") if compiled else cell)(torch.randn(B, INPUT))
 
 
+@pytest.mark.parametrize("value, on", [("1", True), ("true", True), (" Yes", True), ("ON", True), ("y", True),
+                                       ("0", False), ("off", False), ("", False)])
+def test_triton_interpret_is_read_as_triton_reads_it(monkeypatch, value, on):
+    """TRITON_INTERPRET=true ran Triton's interpreter, and lstmkit refused the CPU call."""
+    from lstmkit.engines.triton import interpreting
+
+    monkeypatch.setenv("TRITON_INTERPRET", value)
+    assert interpreting() is on
+
+
 @pytest.mark.parametrize("cell_name, engine", [
     *[(cell_name, engine) for cell_name in ("lstm", "gru") for engine in ("auto", "native", "fused", "reference")],
     ("peephole", "auto"),

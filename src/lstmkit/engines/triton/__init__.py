@@ -18,8 +18,9 @@ from lstmkit.engines.fused import FusedEngine, FusedKernel
 
 
 def interpreting() -> bool:
-    """Whether Triton runs its kernels on the CPU, in its interpreter."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    """Whether Triton runs its kernels on the CPU, in its interpreter: TRITON_INTERPRET read as
+    Triton reads it (1, true, yes, on, y, in any case; `true` was taken for off here)."""
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on", "y")
 
 
 class TritonEngine(FusedEngine):
