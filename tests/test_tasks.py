@@ -266,3 +266,40 @@ def test_a_numpy_integer_length_is_taken_as_a_python_int():
     task = make_task("adding", np.int64(30))
     assert task.T == 30 and type(task.T) is int
     assert task == make_task("adding", 30)
+
+
+def test_predictions_of_another_shape_are_refused_by_loss_and_score():
+    """(B,) against targets (B, 1) broadcast into (B, B): perfect predictions scored 0.11."""
+    task = make_task("adding1997", 20)
+    batch = task.test_set(100, 0)
+    assert task.score(batch.targets, batch) == 1.0
+    for method in (task.score, task.loss):
+        with pytest.raises(ValueError, match=re.escape("adding1997 T=20 takes predictions of shape (100, 1) (one per "
+                                                       "sequence, at its last step), got shape (100,)")):
+            method(batch.targets.squeeze(-1), batch)
+    copying = make_task("copy", 5)
+    batch = copying.test_set(4, 0)
+    with pytest.raises(ValueError, match=re.escape("copy T=5 takes predictions of shape (25, 4, 9) (one per step, "
+                                                   "time first), got shape (4, 25, 9)")):
+        copying.loss(torch.zeros(4, 25, 9), batch)
+
+
+@pytest.mark.parametrize("name", ["adding", "adding1997", "copy", "temporal_order", "reber"])
+def test_a_test_set_is_the_same_whatever_the_callers_default_dtype(name):
+    """torch.rand followed the default dtype: under float64 another set, in float64."""
+    task = make_task(name, 20) if name != "reber" else make_task(name)
+    expected = task.test_set(50, 10000)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        again = task.test_set(50, 10000)
+    finally:
+        torch.set_default_dtype(previous)
+    assert torch.equal(again.inputs, expected.inputs) and torch.equal(again.targets, expected.targets)
+    assert again.inputs.dtype == torch.float32
+
+
+@pytest.mark.parametrize("seed, shown", [(2**64, "18446744073709551616 (int)"), (1.5, "1.5 (float)"), (-1, "-1 (int)")])
+def test_a_test_sets_seed_out_of_torchs_range_is_named(seed, shown):
+    with pytest.raises(ValueError, match=re.escape(f"seed must be an integer in [0, 2**64 - 1], got {shown}")):
+        make_task("adding", 5).test_set(3, seed)

@@ -35,21 +35,23 @@ class AddingTask(Task):
         check_length(self, 2)
 
     def draw(self, batch_size: int, generator: torch.Generator) -> Batch:
-        values = torch.rand(self.T, batch_size, generator=generator)
+        values = torch.rand(self.T, batch_size, generator=generator, dtype=torch.float32)
         half = self.T // 2
         first = torch.randint(0, half, (batch_size,), generator=generator)
         second = torch.randint(half, self.T, (batch_size,), generator=generator)
         columns = torch.arange(batch_size)
-        markers = torch.zeros(self.T, batch_size)
+        markers = torch.zeros(self.T, batch_size, dtype=torch.float32)
         markers[first, columns] = 1.0
         markers[second, columns] = 1.0
         targets = values[first, columns] + values[second, columns]
         return Batch(torch.stack([values, markers], -1), targets.unsqueeze(-1))
 
     def loss(self, predictions: Tensor, batch: Batch) -> Tensor:
+        self.check_predictions(predictions, batch)
         return F.mse_loss(predictions, batch.targets)
 
     def score(self, predictions: Tensor, batch: Batch) -> float:
+        self.check_predictions(predictions, batch)
         return self.loss(predictions, batch).item()
 
     def baseline(self) -> float:
@@ -88,12 +90,12 @@ class Adding1997Task(Task):
     def draw(self, batch_size: int, generator: torch.Generator) -> Batch:
         longest = self.T + self.T // 10
         lengths = torch.randint(self.T, longest + 1, (batch_size,), generator=generator)
-        values = torch.rand(longest, batch_size, generator=generator) * 2 - 1
+        values = torch.rand(longest, batch_size, generator=generator, dtype=torch.float32) * 2 - 1
         first = torch.randint(0, 10, (batch_size,), generator=generator)
         drawn = torch.randint(0, self.T // 2 - 1, (batch_size,), generator=generator)
         second = drawn + (drawn >= first).long()  # uniform over the first T/2 steps but `first`
         columns = torch.arange(batch_size)
-        markers = torch.zeros(longest, batch_size)
+        markers = torch.zeros(longest, batch_size, dtype=torch.float32)
         markers[0] = -1.0
         markers[lengths - 1, columns] = -1.0
         markers[first, columns] = 1.0
@@ -105,9 +107,11 @@ class Adding1997Task(Task):
         return Batch(inputs, targets.unsqueeze(-1), lengths)
 
     def loss(self, predictions: Tensor, batch: Batch) -> Tensor:
+        self.check_predictions(predictions, batch)
         return F.mse_loss(predictions, batch.targets)
 
     def score(self, predictions: Tensor, batch: Batch) -> float:
+        self.check_predictions(predictions, batch)
         return ((predictions - batch.targets).abs() < self.tolerance).float().mean().item()
 
     def baseline(self) -> float:

@@ -98,7 +98,19 @@ class Task:
     def test_set(self, size: int, seed: int) -> Batch:
         """A fixed test set, drawn from its own seed (never the training seed)."""
         check_count(size, "the test set's size")
-        return self.sample(size, torch.Generator().manual_seed(seed))
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= 2**64 - 1:
+            raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {received(seed)}")
+        return self.sample(size, torch.Generator().manual_seed(int(seed)))
+
+    def check_predictions(self, predictions: Tensor, batch: Batch) -> None:
+        """Refuse predictions not shaped as the batch's targets are (and, for targets that are
+        classes, with the classes' scores last): `loss` and `score` broadcast (B,) against
+        (B, 1) into (B, B), and scored perfect predictions 0.11."""
+        expected = tuple(batch.targets.shape) + (() if batch.targets.is_floating_point() else (self.output_size,))
+        if not isinstance(predictions, Tensor) or tuple(predictions.shape) != expected:
+            given = f"shape {tuple(predictions.shape)}" if isinstance(predictions, Tensor) else received(predictions)
+            per = "one per sequence, at its last step" if self.readout == "last" else "one per step, time first"
+            raise ValueError(f"{self.describe()} takes predictions of shape {expected} ({per}), got {given}")
 
     def describe(self) -> str:
         """Name and length, e.g. "adding T=200" (the name alone for a task without T)."""

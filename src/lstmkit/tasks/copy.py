@@ -47,9 +47,11 @@ class CopyTask(Task):
         return Batch(one_hot(inputs, self.input_size), targets)
 
     def loss(self, predictions: Tensor, batch: Batch) -> Tensor:
+        self.check_predictions(predictions, batch)
         return F.cross_entropy(predictions.flatten(0, 1), batch.targets.flatten())
 
     def score(self, predictions: Tensor, batch: Batch) -> float:
+        self.check_predictions(predictions, batch)
         recalled = predictions[-RECALLED:].argmax(-1)
         return (recalled == batch.targets[-RECALLED:]).float().mean().item()
 

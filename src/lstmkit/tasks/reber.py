@@ -73,8 +73,8 @@ class EmbeddedReberTask(Task):
         strings = [embedded_reber_string(row) for row in bits]
         lengths = torch.tensor([len(string) for string, _ in strings])
         longest = int(lengths.max())
-        inputs = torch.zeros(longest, batch_size, self.input_size)
-        targets = torch.zeros(longest, batch_size, self.output_size)
+        inputs = torch.zeros(longest, batch_size, self.input_size, dtype=torch.float32)
+        targets = torch.zeros(longest, batch_size, self.output_size, dtype=torch.float32)
         for column, (string, follows) in enumerate(strings):
             inputs[: len(string), column] = one_hot(torch.tensor([INDEX[s] for s in string]), self.input_size)
             for step, possible in enumerate(follows):
@@ -82,10 +82,12 @@ class EmbeddedReberTask(Task):
         return Batch(inputs, targets, lengths)
 
     def loss(self, predictions: Tensor, batch: Batch) -> Tensor:
+        self.check_predictions(predictions, batch)
         mask = batch.step_mask()
         return F.binary_cross_entropy_with_logits(predictions[mask], batch.targets[mask])
 
     def score(self, predictions: Tensor, batch: Batch) -> float:
+        self.check_predictions(predictions, batch)
         wrong = ((predictions > 0) != (batch.targets > 0.5)).any(-1) & batch.step_mask()
         return (~wrong.any(0)).float().mean().item()
 

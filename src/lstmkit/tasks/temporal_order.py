@@ -57,9 +57,11 @@ class TemporalOrderTask(Task):
         return Batch(inputs, 2 * first_is_y + second_is_y, lengths)
 
     def loss(self, predictions: Tensor, batch: Batch) -> Tensor:
+        self.check_predictions(predictions, batch)
         return F.cross_entropy(predictions, batch.targets)
 
     def score(self, predictions: Tensor, batch: Batch) -> float:
+        self.check_predictions(predictions, batch)
         return (predictions.argmax(-1) == batch.targets).float().mean().item()
 
     def baseline(self) -> float:
