@@ -72,13 +72,16 @@ def origin_baselines(forecaster: Forecaster, frame: SeriesFrame, origins: list[i
 def chosen_forecasts(forecaster: Forecaster, frame: SeriesFrame, origins: list[int],
                      forecasts: Forecasts) -> Forecasts:
     """`forecasts` (the network's, its interval calibrated) replaced, for each target, by its
-    chosen forecast, the interval moved to centre on it."""
+    chosen forecast, the interval moved to centre on it (the centre the chosen forecast itself,
+    not the model's plus the shift, which wrote a baseline's 93.3 as 93.30000000000001)."""
     for index, method in enumerate(forecaster.layout.chosen):
         if method == "model":
             continue
-        model = forecasts.mean[..., index]
+        model = forecasts.mean[..., index].copy()
         names = forecaster.config.baselines if method == "combination" else [method.removeprefix(PAIR)]
-        shift = method_forecast(method, model, origin_baselines(forecaster, frame, origins, index, names)) - model
-        for values in (forecasts.mean, forecasts.lower, forecasts.upper):
-            values[..., index] += shift
+        centre = method_forecast(method, model, origin_baselines(forecaster, frame, origins, index, names))
+        shift = centre - model
+        forecasts.lower[..., index] += shift
+        forecasts.upper[..., index] += shift
+        forecasts.mean[..., index] = centre
     return forecasts

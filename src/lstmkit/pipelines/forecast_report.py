@@ -258,7 +258,8 @@ def write_backtest(result: Backtest, frame: SeriesFrame, out: str | Path) -> Non
     for name in model.config.target:
         rows = result.forecasts[result.forecasts["target"] == name]
         panels[name] = {"history": (frame.axis_times(frame.time[shown:]),
-                                    frame.targets[shown:, frame.target_names.index(name)]),
+                                    np.where(frame.filled[shown:, frame.target_names.index(name)], np.nan,
+                                             frame.targets[shown:, frame.target_names.index(name)])),
                         "time": frame.axis_times(frame.time[start:]), "forecast": rows["chosen"].to_numpy(),
                         "method": model.layout.chosen[model.config.target.index(name)],
                         "lower": rows["chosen_lower"].to_numpy(), "upper": rows["chosen_upper"].to_numpy(),
