@@ -930,3 +930,14 @@ def test_a_long_tables_integer_steps_not_1_apart_are_named_and_unix_milliseconds
     milliseconds = pd.date_range("2024-01-01", periods=30, freq="D").astype(np.int64) // 10**6
     with pytest.raises(ValueError, match=re.escape("series 'a' has 30 times on the 2505600001 steps")):
         read_panel(table.assign(t=np.tile(milliseconds, 2)), "id", "t", "y")
+
+
+def test_a_long_tables_pyarrow_timestamps_read_as_pandas_own_and_its_durations_are_refused():
+    pytest.importorskip("pyarrow")
+    days = pd.date_range("2024-01-01", periods=30, freq="D")
+    table = pd.DataFrame({"id": ["a"] * 30 + ["b"] * 30, "t": np.tile(days, 2), "y": np.arange(60.0)})
+    for arrow in ("timestamp[ns][pyarrow]", "date32[pyarrow]"):
+        panel = read_panel(table.assign(t=table["t"].astype(arrow)), "id", "t", "y")
+        assert (panel.time_kind, panel.frequency) == ("timestamp", "D") and panel.starts[0] == days[0]
+    with pytest.raises(ValueError, match=re.escape("column 't' holds durations (timedelta64[ns]), not times")):
+        read_panel(table.assign(t=table["t"] - days[0]), "id", "t", "y")

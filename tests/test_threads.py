@@ -184,6 +184,21 @@ def test_blocks_that_change_the_warning_filters_from_threads_at_once_leave_them_
         assert warnings.filters == filters
 
 
+def test_a_block_moves_none_of_the_callers_filters():
+    """warnings.filterwarnings moved an equal filter of the caller's to the front, for good: an
+    "ignore" filter then beat the caller's later "error" for RuntimeWarning."""
+    filters = list(warnings.filters)
+    warnings.simplefilter("ignore")
+    warnings.simplefilter("error", RuntimeWarning)
+    try:
+        with warnings_filtered("ignore"):
+            warnings.warn("ignored", RuntimeWarning)
+        with pytest.raises(RuntimeWarning):
+            warnings.warn("raised", RuntimeWarning)
+    finally:
+        warnings.filters[:] = filters
+
+
 def test_a_filter_the_caller_set_stays_and_one_held_by_two_blocks_stays_until_both_end():
     filters = list(warnings.filters)
     warnings.filterwarnings("ignore", "the caller's", UserWarning)

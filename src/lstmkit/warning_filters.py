@@ -1,31 +1,33 @@
 """lstmkit's own changes to the process's warning filters, safe from threads at once.
 
-Python's `warnings.catch_warnings` (before 3.14) saves the whole filter list as a block begins
-and puts it back as the block ends: two blocks from threads at once put back each other's, and
-left one's filter in place for good (pandas' ParserWarning as an error: a user's `read_csv`
-raised it afterwards). `warnings_filtered` adds its filters and takes out only those, each held
-by a count; no lock is held while its block runs, so a refit or a statsforecast fit inside one
-keeps no other thread waiting. `warnings_recorded` must put back the list it found (it replaces
-how warnings are shown), so it holds the lock for its short block, and the others' changes wait
-for its end.
+Python's `warnings.catch_warnings` (before the context-aware warnings of Python 3.14's
+free-threaded builds) saves the whole filter list as a block begins and puts it back as the
+block ends: two blocks from threads at once put back each other's, and left one's filter in
+place for good (pandas' ParserWarning as an error: a user's `read_csv` raised it afterwards).
+`warnings_filtered` puts its own filter in front and takes out that very entry at its end, the
+others left where they were; no lock is held while its block runs, so a refit or a
+statsforecast fit inside one keeps no other thread waiting. `warnings_recorded` must put back
+the list it found (it replaces how warnings are shown), so it holds the lock for its short
+block, and the others' changes wait for its end; a check that must see a warning (a CSV's rows
+longer than its header) records it there, where no other block's filter can hide it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
 
 LOCK = threading.RLock()
-# The filters lstmkit's blocks added and hold now, by entry: how many blocks hold each.
-HELD: dict[tuple, int] = {}
 
 
 def filters_mutated() -> None:
     """Tell Python the filter list changed (as `warnings.filterwarnings` does): the warnings
-    each module has shown once are forgotten, so a filter now in force acts on them."""
+    each module has shown once are forgotten, so the filters now in force act on them."""
     getattr(warnings, "_filters_mutated", getattr(warnings, "_filters_mutated_lock_held", lambda: None))()
 
 
@@ -33,29 +35,28 @@ def filters_mutated() -> None:
 def warnings_filtered(action: str, categories: type[Warning] | tuple[type[Warning], ...] = Warning,
                       message: str = "") -> Iterator[None]:
     """`warnings.filterwarnings(action, message, category)` for each of `categories` in force
-    inside the block, and at its end taken out again, alone: a filter the caller had already
-    set stays, one another block holds stays until that block ends too."""
+    inside the block, put in front of the others without moving any of them, and at its end
+    those entries taken out alone."""
     categories = categories if isinstance(categories, tuple) else (categories,)
-    held = []
+    if getattr(sys.flags, "context_aware_warnings", False):  # each thread's own filters: Python's block is safe
+        with warnings.catch_warnings():
+            for category in categories:
+                warnings.filterwarnings(action, message, category)
+            yield
+        return
+    pattern = re.compile(message, re.I) if message else None
+    entries = [(action, pattern, category, None, 0) for category in categories]  # as filterwarnings makes them
     try:
         with LOCK:
-            for category in categories:
-                before = list(warnings.filters)
-                warnings.filterwarnings(action, message, category)
-                entry = warnings.filters[0]
-                if entry in before and entry not in HELD:  # the caller's own: never taken out
-                    continue
-                HELD[entry] = HELD.get(entry, 0) + 1
-                held.append(entry)
+            warnings.filters[:0] = entries
+            filters_mutated()
         yield
     finally:
         with LOCK:
-            for entry in held:
-                HELD[entry] -= 1
-                if not HELD[entry]:
-                    del HELD[entry]
-                    if entry in warnings.filters:
-                        warnings.filters.remove(entry)
+            for entry in entries:
+                position = next((index for index, kept in enumerate(warnings.filters) if kept is entry), None)
+                if position is not None:
+                    del warnings.filters[position]
             filters_mutated()
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -362,7 +363,8 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
         raise FileNotFoundError(f"{path} does not exist")
     check_no_nul(path)
     try:
-        with warnings_filtered("error", pd.errors.ParserWarning):  # rows longer than the header: data lost
+        # recorded where no other thread's filter can hide it: rows longer than the header, data lost
+        with warnings_recorded() as said:
             # index_col=False: a row with one field more than the header (a spreadsheet's
             # trailing commas) must not turn the first column into the index; skipinitialspace:
             # a hand-written "date, y" names the column y, not " y"
@@ -370,8 +372,10 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
                 compression = "gzip" if file.read(len(GZIP_MAGIC)) == GZIP_MAGIC else "infer"
             table = pd.read_csv(path, skip_blank_lines=False, index_col=False, skipinitialspace=True,
                                 compression=compression)
-    except pd.errors.ParserWarning:
-        raise ValueError(f"{path}: {longer_rows(path)}") from None
+        if any(issubclass(warning.category, pd.errors.ParserWarning) for warning in said):
+            raise ValueError(f"{path}: {longer_rows(path)}")
+        for warning in said:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     except UnicodeDecodeError as error:  # pandas' position may count from a chunk of the file: found again
         if not decompressed_by_pandas(path):
             try:
@@ -501,6 +505,19 @@ def two_rows_named(first: int, second: int, path: Path | None) -> str:
     return f"lines {first} and {second} of {path} (the header is line 1)"
 
 
+def as_pandas_times(column: pd.Series, name: str) -> pd.Series:
+    """A time column of pyarrow's timestamps or dates as pandas' own timestamps (pandas' checks
+    do not see them as such, and to_numeric counted their nanoseconds as steps); durations
+    refused."""
+    if isinstance(column.dtype, pd.ArrowDtype) and column.dtype.kind == "M":
+        zone = getattr(column.dtype.pyarrow_dtype, "tz", None)
+        column = column.astype(pd.DatetimeTZDtype("ns", zone) if zone else "datetime64[ns]")
+    if column.dtype.kind == "m":
+        raise ValueError(f"column {name!r} holds durations ({column.dtype}), not times: give dates, or the steps as "
+                         f"integers (durations.dt.days, say)")
+    return column
+
+
 def parse_time(column: pd.Series, name: str, path: Path | None, fitted_kind: str | None = None
                ) -> tuple[pd.DatetimeIndex, str]:
     """The timestamps of a time column written in one of the TIME_FORMS, and its TIME_KINDS kind.
@@ -512,12 +529,7 @@ def parse_time(column: pd.Series, name: str, path: Path | None, fitted_kind: str
     if column.isna().any():
         label = column.index[column.isna().to_numpy()][0]
         raise ValueError(f"column {name!r} has a missing timestamp at {row_name(label, path)}")
-    if isinstance(column.dtype, pd.ArrowDtype) and column.dtype.kind == "M":  # pyarrow's timestamps and dates,
-        zone = getattr(column.dtype.pyarrow_dtype, "tz", None)  # as pandas' own (to_numeric counted nanoseconds)
-        column = column.astype(pd.DatetimeTZDtype("ns", zone) if zone else "datetime64[ns]")
-    if column.dtype.kind == "m":
-        raise ValueError(f"column {name!r} holds durations ({column.dtype}), not times: give dates, or the steps as "
-                         f"integers (durations.dt.days, say)")
+    column = as_pandas_times(column, name)
     if pd.api.types.is_datetime64_any_dtype(column):  # a DataFrame's timestamps (to_numeric would count nanoseconds)
         if column.dt.tz is not None:  # an instant in a zone: on a grid in UTC, written back in the zone,
             wall_clock = column.dt.tz_localize(None)  # but days, weeks ... on the wall clock, which DST leaves

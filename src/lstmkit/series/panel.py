@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.series.frame import (STEP, MissingValuesWarning, check_coverage, check_named_once, infer_frequency,
-                                  known_before, missing_column, numeric_column, parse_time, plain, read_table, row_name,
-                                  steps_left_empty, two_rows_named, written_times)
+from lstmkit.series.frame import (STEP, MissingValuesWarning, as_pandas_times, check_coverage, check_named_once,
+                                  infer_frequency, known_before, missing_column, numeric_column, parse_time, plain,
+                                  read_table, row_name, steps_left_empty, two_rows_named, written_times)
 
 
 @dataclass(frozen=True)
@@ -126,12 +126,12 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
         kept = slice(known[0], known[-1] + 1)
         times, observed, labels = times[kept], observed[kept], labels[kept]
         grid = on_grid(times, frequency)
-        check_coverage(len(times), grid, frequency, f"series {plain(series_id)!r}")  # before a grid of steps is made
-        off_grid = ~np.isin(times, grid)
+        off_grid = np.zeros(len(times), bool) if frequency == STEP else ~np.isin(times, grid)  # steps are on theirs
         if off_grid.any():
             label = labels[off_grid][0]
             raise ValueError(f"series {plain(series_id)!r} is not on the {frequency} grid of column {time!r}: "
                              f"{plain(table[time][label])!r}, at {row_name(label, path)}, falls between its steps")
+        check_coverage(len(times), grid, frequency, f"series {plain(series_id)!r}")
         check_coverage(int((~np.isnan(observed)).sum()), grid, frequency, f"series {plain(series_id)!r}", "values")
         filled = pd.Series(np.nan, index=grid)
         filled[times] = observed
@@ -165,6 +165,7 @@ def read_times(column: pd.Series, name: str, path: Path | None,
                fitted_kind: str | None = None) -> tuple[np.ndarray, str]:
     """Integer steps as int64, or what `parse_time` reads (a DataFrame's timestamps too, and
     dates in the order of `fitted_kind`), as datetime64."""
+    column = as_pandas_times(column, name)
     if not pd.api.types.is_datetime64_any_dtype(column):
         numbers = pd.to_numeric(column, errors="coerce")
         whole = numbers == np.floor(numbers)

@@ -11,9 +11,9 @@ first call of a key runs eagerly: shapes that never repeat (packed batches of va
 pay no capture. Calls from several threads at once take turns through a key's graph, from
 copying in to copying out, on the GPU too (a call's stream waits for the last call's copies
 out, whatever stream that ran on): its static inputs and outputs are one set (a model shared
-by a server's threads got another call's output). One thread captures a key while the others'
-calls of it run eagerly. Calls with batch sizes (packed or `lengths=` input that is not full) always run
-eagerly; so do calls made while the caller captures a graph of its own.
+by a server's threads got another call's output). One capture runs at a time in the process,
+as CUDA allows: calls meanwhile run eagerly. Calls with batch sizes (packed or `lengths=` input
+that is not full) always run eagerly; so do calls made while the caller captures a graph of its own.
 
 A captured key holds its static inputs and outputs and the graph's memory pool for the life of
 the process: measured, about 2.6 times the activations a layer saves for backward. The first
@@ -102,7 +102,8 @@ class GraphCache:
                     self.seen.clear()
                 self.seen.add(key)
                 return None
-            if key in self.failed or key in self.capturing or len(self.captured) + len(self.capturing) >= self.limit:
+            # one capture at a time in the process, as CUDA allows: another key's call meanwhile runs eagerly
+            if key in self.failed or self.capturing or len(self.captured) >= self.limit:
                 return None
             self.capturing.add(key)
         try:
