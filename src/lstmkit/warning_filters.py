@@ -7,9 +7,10 @@ place for good (pandas' ParserWarning as an error: a user's `read_csv` raised it
 `warnings_filtered` puts its own filter in front and takes out that very entry at its end, the
 others left where they were; no lock is held while its block runs, so a refit or a
 statsforecast fit inside one keeps no other thread waiting. `warnings_recorded` must put back
-the list it found (it replaces how warnings are shown), so it holds the lock for its short
-block, and the others' changes wait for its end; a check that must see a warning (a CSV's rows
-longer than its header) records it there, where no other block's filter can hide it.
+the list it found (it replaces how warnings are shown, for every thread), so it holds the lock
+for its short block, and the others' changes wait for its end. A filter acts on the whole
+process while its block runs, as Python's own: another thread's "ignore" block then hides what
+an "error" block would raise (a CSV's rows longer than its header, in `read_table`).
 """
 
 from __future__ import annotations

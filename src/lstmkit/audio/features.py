@@ -160,7 +160,7 @@ class FrontEnd:
         # "n_fft=256 is too large for input signal of length=210": a recording of one window at
         # least, its frames as librosa's (the filters changed only then: each change makes Python
         # forget the warnings shown once)
-        with warnings_filtered("ignore", UserWarning, "n_fft=") if len(samples) < self.n_fft else nullcontext():
+        with warnings_filtered("ignore", UserWarning, "n_fft=") if samples.shape[-1] < self.n_fft else nullcontext():
             mel = librosa.feature.melspectrogram(
                 y=samples, sr=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop, win_length=self.window,
                 n_mels=self.n_mels, center=True, power=2.0,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -363,8 +362,7 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
         raise FileNotFoundError(f"{path} does not exist")
     check_no_nul(path)
     try:
-        # recorded where no other thread's filter can hide it: rows longer than the header, data lost
-        with warnings_recorded() as said:
+        with warnings_filtered("error", pd.errors.ParserWarning):  # rows longer than the header: data lost
             # index_col=False: a row with one field more than the header (a spreadsheet's
             # trailing commas) must not turn the first column into the index; skipinitialspace:
             # a hand-written "date, y" names the column y, not " y"
@@ -372,10 +370,8 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
                 compression = "gzip" if file.read(len(GZIP_MAGIC)) == GZIP_MAGIC else "infer"
             table = pd.read_csv(path, skip_blank_lines=False, index_col=False, skipinitialspace=True,
                                 compression=compression)
-        if any(issubclass(warning.category, pd.errors.ParserWarning) for warning in said):
-            raise ValueError(f"{path}: {longer_rows(path)}")
-        for warning in said:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    except pd.errors.ParserWarning:
+        raise ValueError(f"{path}: {longer_rows(path)}") from None
     except UnicodeDecodeError as error:  # pandas' position may count from a chunk of the file: found again
         if not decompressed_by_pandas(path):
             try:
