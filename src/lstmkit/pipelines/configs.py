@@ -14,7 +14,6 @@ from lstmkit.cells import CELL_NAMES, make_cell
 from lstmkit.engines import check_engine_name
 from lstmkit.models.forecaster import DISTRIBUTIONS
 from lstmkit.models.seq2seq import ATTENTIONS
-from lstmkit.series.intervals import percent
 from lstmkit.nn.regularisers import check_chrono_max_value, check_init, init_names, regularisation
 from lstmkit.tasks import AddingTask
 from lstmkit.training import TrainingConfig
@@ -296,6 +295,8 @@ class ForecasterConfig(TrainingConfig):
         if len(set(self.extra_seasons)) < len(self.extra_seasons) or self.season in self.extra_seasons:
             raise ValueError(f"extra_seasons are periods besides season (m = {self.season}), each once; got "
                              f"{self.extra_seasons!r}")
+        from lstmkit.series.intervals import percent  # here: lstmkit.series imports pandas, which layers need not
+
         if not 0 < self.interval < 1 or percent(self.interval) == "100":
             raise ValueError(f"interval is the coverage of the prediction interval, in (0, 1); got {self.interval!r}"
                              + (", which is 100% to the 15 digits of its columns' names" if 0 < self.interval < 1
