@@ -606,7 +606,6 @@ class WithoutStep(Cell):
     name, weight_blocks = "stepless", ("g",)
 
 
-
 @pytest.mark.parametrize("cell, error, message", [
     (Unnamed(), TypeError, "cell Unnamed must set name (see lstmkit.cells.Cell)"),
     (BadForgetBlock(), ValueError, "cell BadForgetBlock: forget_bias_block must be None or (block, sign) with a block "

@@ -89,8 +89,8 @@ class GraphCache:
         self.seen: set[tuple] = set()
         self.failed: set[tuple] = set()
         self.captured: dict[tuple, object] = {}
-        self.capturing: set[tuple] = set()  # keys a thread captures now
-        self.books = threading.Lock()  # the sets above, kept by threads at once; not held while capturing
+        self.capturing = False  # whether a thread captures a key now: one at a time in the process
+        self.books = threading.Lock()  # the above, kept by threads at once; not held while capturing
 
     def get(self, key: tuple, capture: Callable[[], object]):
         """The key's captured call, captured now if due; None where the call runs eagerly."""
@@ -105,7 +105,7 @@ class GraphCache:
             # one capture at a time in the process, as CUDA allows: another key's call meanwhile runs eagerly
             if key in self.failed or self.capturing or len(self.captured) >= self.limit:
                 return None
-            self.capturing.add(key)
+            self.capturing = True
         try:
             captured = capture()
         except RuntimeError as error:
@@ -120,7 +120,7 @@ class GraphCache:
             return captured
         finally:
             with self.books:
-                self.capturing.discard(key)
+                self.capturing = False
 
 
 CACHE = GraphCache(limit_from_environment())
