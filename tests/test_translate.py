@@ -78,6 +78,20 @@ def test_beam_search_with_beam_1_is_greedy_decoding(attention, cell):
     assert all(len(tokens) > 0 for tokens in greedy)
 
 
+def test_decoding_never_chooses_padding_or_the_start_token():
+    """Neither is ever a target in training; a model that favours them decodes as if they were absent."""
+    model = random_model("luong")
+    with torch.no_grad():
+        model.output.bias[3] -= 1
+    source, lengths = padded_source([7, 3, 5, 1, 6])
+    plain = [model.greedy(source, lengths, 12), model.beam_search(source, lengths, beam=3, max_length=12)]
+    with torch.no_grad():
+        model.output.bias[[0, 2]] += 100  # <pad> and <s>
+    assert [model.greedy(source, lengths, 12), model.beam_search(source, lengths, beam=3, max_length=12)] == plain
+    assert all(token not in (0, 2) for decoded in plain for tokens in decoded for token in tokens)
+    assert any(len(tokens) > 0 for tokens in plain[1])
+
+
 def test_beam_search_finds_a_likelier_translation_than_greedy():
     """The raw log-probability (length_penalty 0) of the beam's choice is at least greedy's."""
     model = random_model("luong", seed=3)

@@ -165,6 +165,13 @@ class Seq2Seq(nn.Module):
             attended = torch.tanh(self.combine(torch.cat([context, x], dim=1)))
         return self.output(self.dropout(attended)), new_state, attended, weights
 
+    def next_token(self, token: Tensor, state: list, feed: Tensor, memory: Memory) -> tuple[Tensor, list, Tensor]:
+        """`step` for decoding: the logits of padding and of the start token, never a target in
+        training, are -inf, so that neither is ever chosen (as fairseq never chooses padding)."""
+        logits, state, feed, _ = self.step(token, state, feed, memory)
+        never = [self.config.pad_id, self.config.bos_id]
+        return logits.index_fill(1, torch.tensor(never, device=logits.device), -torch.inf), state, feed
+
     def forward(self, source: Tensor, lengths: Tensor, target_in: Tensor, return_attention: bool = False):
         """Teacher forcing: the logits of every target position given the reference before it."""
         memory, state = self.encode(source, lengths)
@@ -195,7 +202,7 @@ class Seq2Seq(nn.Module):
         finished = torch.zeros_like(token, dtype=torch.bool)
         tokens = []
         for step in range(int(limits.max())):
-            logits, state, feed, _ = self.step(token, state, feed, memory)
+            logits, state, feed = self.next_token(token, state, feed, memory)
             token = logits.argmax(dim=1)
             tokens.append(token)
             finished |= (token == self.config.eos_id) | (limits <= step + 1)
@@ -226,7 +233,7 @@ class Seq2Seq(nn.Module):
         rank = torch.arange(2 * beam, device=source.device)
         limits = torch.as_tensor(max_length, device=source.device).expand(batch)
         for step in range(int(limits.max())):
-            logits, state, feed, _ = self.step(token, state, feed, memory)
+            logits, state, feed = self.next_token(token, state, feed, memory)
             log_probs = torch.log_softmax(logits.float(), dim=1).view(batch, beam, -1)
             vocabulary = log_probs.shape[2]
             total = (scores.unsqueeze(2) + log_probs).view(batch, -1)
