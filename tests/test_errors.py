@@ -153,6 +153,39 @@ def test_a_half_layer_may_keep_its_layer_norm_gains_in_float32(engine):
     assert torch.equal(kept(x)[0], layer(x)[0])
 
 
+@pytest.mark.parametrize("engine", ["auto", "fused", "reference"])
+@pytest.mark.parametrize("make, name, shape", [
+    (lambda engine: lstmkit.LSTM(3, 5, engine=engine), "weight_hh_l0", (20, 5)),
+    (lambda engine: lstmkit.GRU(3, 5, bidirectional=True, engine=engine), "weight_ih_l0_reverse", (15, 3)),
+    (lambda engine: lstmkit.PeepholeLSTM(3, 5, engine=engine), "peephole_f_l0", (5,)),
+    (lambda engine: lstmkit.LayerNormLSTMCell(3, 5, engine=engine), "layernorm_ih_weight", (20,)),
+])
+def test_a_weight_but_a_bias_set_to_none_is_named_on_every_engine(make, name, shape, engine):
+    """Each engine failed deep inside, each its own way (a KeyError, 'NoneType' has no 'shape')."""
+    module = make(engine)
+    setattr(module, name, None)
+    with raises(ValueError, f"{name} is None, but only a bias may be set to None (it counts as zero): give {name} a "
+                            f"tensor of shape {shape}"):
+        module(torch.randn(4, 2, 3) if hasattr(module, "num_layers") else torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("engine", ["fused", "reference"])
+def test_a_cell_module_computes_layer_norm_gains_of_another_dtype_in_its_own(engine):
+    """The fused engine's step failed inside torch ("mixed dtype (CPU)") on a float64 gain in a
+    float32 cell module; the layers and the reference engine computed it in float32."""
+    torch.manual_seed(0)
+    module = lstmkit.LayerNormLSTMCell(3, 4, engine=engine)
+    kept = copy.deepcopy(module)
+    kept.layernorm_cell_weight = torch.nn.Parameter(module.layernorm_cell_weight.detach().double())
+    x = torch.randn(2, 3)
+    h, _ = kept(x)
+    assert torch.equal(h, module(x)[0]) and h.dtype == torch.float32
+    h.sum().backward()
+    module(x)[0].sum().backward()
+    assert kept.layernorm_cell_weight.grad.dtype == torch.float64
+    assert torch.equal(kept.layernorm_cell_weight.grad.float(), module.layernorm_cell_weight.grad)
+
+
 @pytest.mark.filterwarnings("ignore:Complex modules are a new feature")
 @pytest.mark.parametrize("module, input, name", [(lstmkit.GRU(3, 4), torch.randn(5, 2, 3), "layer"),
                                                  (lstmkit.LSTMCell(3, 4), torch.randn(2, 3), "cell")])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import pytest
@@ -58,6 +59,41 @@ def test_forget_bias_without_a_forget_gate_is_an_error(cell, options, message):
     with pytest.raises(ValueError) as error:
         lstmkit.Recurrent(cell, 3, H, forget_bias=1.0, **options)
     assert str(error.value) == message
+
+
+@pytest.mark.parametrize("options", [{"forget_bias": 1.0}, {"init": "chrono", "chrono_max": 50}])
+@pytest.mark.parametrize("module", ["layer", "cell module"])
+def test_forget_bias_and_chrono_go_into_the_bias_left_where_the_other_is_set_to_none(options, module):
+    """A bias set to None counts as zero; reset_parameters failed with a TypeError, the weights
+    already re-drawn."""
+    if module == "cell module" and "init" in options:
+        pytest.skip("cell modules take no init")
+    names = ("bias_ih_l0", "bias_hh_l0") if module == "layer" else ("bias_ih", "bias_hh")
+    for gone, kept in (names, names[::-1]):
+        torch.manual_seed(0)
+        layer = lstmkit.LSTM(3, H, **options) if module == "layer" else lstmkit.LSTMCell(3, H, **options)
+        setattr(layer, gone, None)
+        layer.reset_parameters()
+        bias = getattr(layer, kept).detach()
+        if "forget_bias" in options:
+            assert torch.equal(bias[H:2 * H], torch.ones(H))
+        else:
+            assert torch.equal(bias[:H], -bias[H:2 * H])
+            assert bool(((0 <= bias[H:2 * H]) & (bias[H:2 * H] <= math.log(49))).all())
+
+
+@pytest.mark.parametrize("options, said", [({"forget_bias": 1.0}, "forget_bias=1.0"),
+                                           ({"init": "chrono", "chrono_max": 50}, "init='chrono'")])
+def test_a_forget_gate_bias_with_both_biases_set_to_none_is_refused_before_anything_is_reset(options, said):
+    layer = lstmkit.LSTM(3, H, num_layers=2, **options)
+    layer.bias_ih_l1 = layer.bias_hh_l1 = None
+    before = {name: parameter.detach().clone() for name, parameter in layer.named_parameters()}
+    with pytest.raises(ValueError, match=re.escape(
+            f"reset_parameters sets the forget gate's bias ({said}), but bias_ih_l1 and bias_hh_l1 were both set "
+            f"to None: give one of them a tensor, or build the module without {said}")):
+        layer.reset_parameters()
+    for name, parameter in layer.named_parameters():
+        assert torch.equal(parameter, before[name]), name
 
 
 def test_forget_bias_without_biases_is_an_error():

@@ -297,6 +297,16 @@ def test_orthogonal_init_makes_each_gate_block_of_weight_hh_orthogonal():
         assert_close(block @ block.T, torch.eye(HIDDEN, dtype=F64), "W Wᵀ = I", tolerance=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_orthogonal_init_in_half_precision_is_float32_s_rounded(dtype):
+    """torch's QR takes no half precision: the layer's constructor failed inside torch."""
+    torch.manual_seed(0)
+    half = lstmkit.LSTM(INPUT, HIDDEN, init="orthogonal", dtype=dtype)
+    torch.manual_seed(0)
+    full = lstmkit.LSTM(INPUT, HIDDEN, init="orthogonal")
+    assert torch.equal(half.weight_hh_l0, full.weight_hh_l0.to(dtype))
+
+
 @pytest.mark.parametrize("option", ["recurrent_dropout", "input_dropout", "weight_dropout"])
 def test_step_refuses_a_mask_per_sequence_in_training_and_streams_in_evaluation(option):
     torch.manual_seed(0)

@@ -872,6 +872,20 @@ class WeightDrop(torch.nn.Module):
         return self.module(*arguments)
 
 
+def test_reset_parameters_names_a_weight_weight_drop_deleted_where_init_sets_it():
+    """It blamed the deprecated weight_norm or spectral_norm, which were not there."""
+    model = WeightDrop(lstmkit.LSTM(4, 6, init="orthogonal"), ["weight_hh_l0"], dropout=0.5)
+    raw = model.module.weight_hh_l0_raw.detach().clone()
+    for _ in range(2):  # deleted; then set as a plain tensor by a call
+        with pytest.raises(ValueError, match=re.escape(
+                "reset_parameters sets weight_hh_l0 (forget_bias, init), which is not a parameter of the LSTM any "
+                "more (deleted, or replaced by a plain tensor, as AWD-LSTM's WeightDrop does): set the tensor it is "
+                "computed from instead")):
+            model.module.reset_parameters()
+        assert torch.equal(model.module.weight_hh_l0_raw, raw)  # nothing re-initialised
+        model(torch.randn(5, 2, 4))
+
+
 def test_awd_lstm_s_weight_drop_moves_and_trains_as_torch_nn():
     """`model.cuda()` (here .double()) before the first call read the deleted weight: AttributeError."""
     x = torch.randn(5, 2, 4, dtype=torch.float64)
@@ -942,6 +956,29 @@ def test_an_assigned_flat_weights_list_holds_until_torch_nn_would_refresh_it():
         layer._flat_weights = zeros[:3]
     layer._flat_weights = zeros  # a copy runs on its own weights, as torch.nn's (its __setstate__ refreshes the list)
     assert torch.equal(copy.deepcopy(layer)(x)[0], plain) and torch.equal(layer(x)[0], torch.zeros_like(plain))
+
+
+def test_an_element_written_into_flat_weights_runs_the_call_as_in_torch_nn():
+    """torch.nn's forward reads its stored list, so `_flat_weights[i] = w` runs the next call on
+    w; lstmkit's list was built at each read and the write was lost."""
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    runs = []
+    for library in (torch.nn, lstmkit):
+        torch.manual_seed(0)
+        layer = library.LSTM(3, 4, dtype=torch.float64)
+        plain = layer(x)[0]
+        layer._flat_weights[1] = torch.zeros(16, 4, dtype=torch.float64)
+        written = layer(x)[0]
+        layer._init_flat_weights()
+        runs.append((plain, written, layer(x)[0]))
+    for mine, theirs in zip(*runs, strict=True):
+        assert_close(mine, theirs)
+    torch.manual_seed(0)
+    without_recurrence = torch.nn.LSTM(3, 4, dtype=torch.float64)
+    with torch.no_grad():
+        without_recurrence.weight_hh_l0.zero_()
+    assert_close(runs[1][1], without_recurrence(x)[0])
+    assert_close(runs[1][2], runs[1][0])
 
 
 @pytest.mark.parametrize("layer_type", ["LSTM", "GRU"])

@@ -26,7 +26,8 @@ from lstmkit.engines.step import check_step_engine, run_cell_step, step_engine_n
 from lstmkit.nn.docs import (
     ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, LSTM_OPTIONS_ARGS, cell_docstring, step_equations,
 )
-from lstmkit.nn.parameters import (RESET, check_weight_shapes, check_weights_together, initialise, kept_shapes,
+from lstmkit.nn.parameters import (RESET, bias_names, bias_option, check_gate_biases_held,
+                                   check_weight_shapes, check_weights_together, initialise, kept_shapes,
                                    parameter_shapes, register, set_forget_bias)
 from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, weights_device, writable
 from lstmkit.nn.tracing import fx_leaf_call
@@ -95,6 +96,7 @@ class RecurrentCell(NotScriptable, nn.Module):
         """torch.nn's initialisation, U(-1/sqrt(H), 1/sqrt(H)), in its order (so a seed gives
         torch.nn's weights, LayerNorm's shifts among them: they are the biases); the LayerNorm
         gains 1 and the cell state's shift 0; then `forget_bias` if set."""
+        check_gate_biases_held(self, [("bias_ih", "bias_hh")], bias_option(self.forget_bias, ()))
         with unchanged_if_refused(self, list(self._initialisers)):
             initialise(self, self._initialisers, self.hidden_size)
             if self.forget_bias is not None:
@@ -131,10 +133,11 @@ class RecurrentCell(NotScriptable, nn.Module):
                 if self.bias or not parameter.is_bias
             },
         )
-        named = named_weights(weights)
-        check_weight_shapes(named, self._expected_shapes(), "",
-                            lambda: f"input_size={self.input_size}, hidden_size={self.hidden_size}")
-        check_weights_together(named, "", "weight_ih", "cell module", weights.weight_ih)
+        check_weight_shapes(dict(zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), weights[:4])) | weights.extra,
+                            self._expected_shapes(), "",
+                            lambda: f"input_size={self.input_size}, hidden_size={self.hidden_size}",
+                            self.cell)
+        check_weights_together(named_weights(weights), "", "weight_ih", "cell module", weights.weight_ih)
         return weights
 
     def forward(
@@ -193,8 +196,8 @@ class RecurrentCell(NotScriptable, nn.Module):
             module = cls(input_size, hidden_size, **options, **recurrent.cell.options())
         ours = dict(module.named_parameters())  # a module just built: plain parameters
         theirs = named_weights(weights)
-        biases = {"bias_ih", "bias_hh"} | {extra.name for extra in recurrent.cell.extra_parameters if extra.is_bias}
-        for name in (set(ours) - set(theirs)) & biases:  # the layer's set to None: this module's None too
+        # the layer's set to None: this module's None too
+        for name in (set(ours) - set(theirs)) & bias_names(recurrent.cell):
             setattr(module, name, None)
             del ours[name]
         module.check_weights(weights, ours)

@@ -47,14 +47,20 @@ def kept_shapes(module: nn.Module, sizes: tuple, compute: Callable[[], object]) 
     return kept[1]
 
 
+def bias_names(cell: Cell) -> set[str]:
+    """The parameters of `cell` that are biases, which may be set to None (counting as zero)."""
+    return {"bias_ih", "bias_hh"} | {extra.name for extra in cell.extra_parameters if extra.is_bias}
+
+
 def check_weight_shapes(
     weights: dict[str, Tensor | None], shapes: dict[str, tuple[tuple[int, ...], str]], suffix: str,
-    sizes: Callable[[], str],
+    sizes: Callable[[], str], cell: Cell,
 ) -> None:
-    """Refuse a weight (name without the layer `suffix` -> tensor, None for a bias set to None)
+    """Refuse a weight (name without the layer `suffix` -> tensor, None for one set to None)
     whose shape is not in `shapes`, those of the module's `sizes` (its arguments, in words, made
-    only for the message); a weight `shapes` does not name (a layer whose `bias` was set to False
-    after it was built keeps its biases, as torch.nn's does) is not checked. One set anew,
+    only for the message), or set to None but for the biases of `cell`; a weight `shapes` does
+    not name (a layer whose `bias` was set to False after it was built keeps its biases, as
+    torch.nn's does) is not checked. One set anew,
     `layer.weight_hh_l0 = nn.Parameter(...)`. Some of torch's kernels read such a weight
     unchecked, past its end or short of it (MKL's packed product, oneDNN's LSTM), and
     return numbers. Not while torch.jit.trace records a call: it would record the comparison
@@ -63,6 +69,9 @@ def check_weight_shapes(
         return
     for base, value in weights.items():
         expected = shapes[base][0] if base in shapes else None
+        if value is None and expected is not None and base not in bias_names(cell):
+            raise ShapeError(f"{base}{suffix} is None, but only a bias may be set to None (it counts as zero): give "
+                             f"{base}{suffix} a tensor of shape {expected}")
         if value is not None and expected is not None and value.shape != expected:
             raise ShapeError(
                 f"{base}{suffix} has shape {tuple(value.shape)}, but the module's sizes ({sizes()}) make it "
@@ -140,12 +149,36 @@ def initialise(module: nn.Module, initialisers: dict[str, str], hidden_size: int
         functions[initialisers.get(base_name(name, initialisers), "uniform")](parameter)
 
 
-def set_forget_bias(cell: Cell, hidden_size: int, forget_bias: float, bias_ih: Tensor, bias_hh: Tensor) -> None:
-    """The forget gate's bias rows: `bias_ih` to `forget_bias` (its negative on the input gate
-    of cifg, where f = 1 - i), `bias_hh` to 0."""
+def set_forget_bias(cell: Cell, hidden_size: int, forget_bias: float, bias_ih: Tensor | None,
+                    bias_hh: Tensor | None) -> None:
+    """The forget gate's bias rows: `forget_bias` (its negative on the input gate of cifg, where
+    f = 1 - i), through `set_gate_biases`."""
     block, sign = cell.forget_bias_block
     start = cell.weight_blocks.index(block) * hidden_size
-    rows = slice(start, start + hidden_size)
+    set_gate_biases([(slice(start, start + hidden_size), sign * forget_bias)], bias_ih, bias_hh)
+
+
+def set_gate_biases(rows: list[tuple[slice, Tensor | float]], bias_ih: Tensor | None, bias_hh: Tensor | None
+                    ) -> None:
+    """Gate biases b_ih + b_hh set to the values of `rows` (rows, values): `bias_ih`'s rows to them
+    and `bias_hh`'s to 0; `bias_hh`'s to them where `bias_ih` was set to None (counts as zero)."""
+    held, zeroed = (bias_ih, bias_hh) if bias_ih is not None else (bias_hh, None)
     with torch.no_grad():
-        bias_ih[rows] = sign * forget_bias
-        bias_hh[rows] = 0.0
+        for index, values in rows:
+            held[index] = values
+            if zeroed is not None:
+                zeroed[index] = 0.0
+
+
+def check_gate_biases_held(module: nn.Module, pairs: list[tuple[str, str]], option: str | None) -> None:
+    """Refuse, before anything is reset, an `option` that sets the forget gate's bias
+    (forget_bias, init='chrono') where both biases of a layer were set to None: nothing holds it."""
+    for pair in pairs if option is not None else ():
+        if all(name in module._parameters and module._parameters[name] is None for name in pair):
+            raise ValueError(f"reset_parameters sets the forget gate's bias ({option}), but {pair[0]} and {pair[1]} "
+                             f"were both set to None: give one of them a tensor, or build the module without {option}")
+
+
+def bias_option(forget_bias: float | None, init: tuple[str, ...]) -> str | None:
+    """The option that sets the forget gate's bias, as given (None where none does)."""
+    return f"forget_bias={forget_bias}" if forget_bias is not None else "init='chrono'" if "chrono" in init else None

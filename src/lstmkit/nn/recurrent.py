@@ -28,8 +28,9 @@ from lstmkit.nn.inputs import (SequenceBatch, as_float32_under_autocast, check_i
 from lstmkit.caller import warn_at_caller
 from lstmkit.keywords import constructor_keywords, unknown_names
 from lstmkit.nn import regularisers
-from lstmkit.nn.parameters import (MATRICES, RESET, check_weight_shapes, check_weights_together, initialise,
-                                   kept_shapes, parameter_shapes, register, set_forget_bias)
+from lstmkit.nn.parameters import (MATRICES, RESET, bias_option, check_gate_biases_held, check_weight_shapes,
+                                   check_weights_together, initialise, kept_shapes, parameter_shapes, register,
+                                   set_forget_bias)
 from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, weights_device, writable
 from lstmkit.nn.rnn_base import RNNBaseHelpers
 from lstmkit.nn.scripting import NotScriptable
@@ -61,6 +62,20 @@ LAYER_OPTIONS = ("cell", "forget_bias", "recurrent_dropout", "input_dropout", "z
 # What torch.nn's refresh of `_flat_weights` drops: a list assigned, and the mark of a weight set
 # by name since the last call (`Recurrent._flat_weights`).
 REFRESHED_STATE = ("_assigned_weights", "_weights_set")
+
+
+class FlatWeights(list):
+    """`Recurrent._flat_weights` as read: a list whose element writes reach the layer
+    (`self._flat_weights[i] = w`, as a DropConnect may write into torch.nn's stored list), as
+    assigning the list whole does."""
+
+    def __init__(self, layer: Recurrent, weights: Sequence[Tensor | None]) -> None:
+        super().__init__(weights)
+        self.layer = layer
+
+    def __setitem__(self, index, value) -> None:
+        super().__setitem__(index, value)
+        self.layer._flat_weights = list(self)
 
 
 class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
@@ -186,10 +201,12 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         torch.nn's weights, LayerNorm's shifts among them: they are the biases); the LayerNorm
         gains 1 and the cell state's shift 0; then `forget_bias` if set, and
         the `init` asked for (orthogonal weight_hh blocks, then chrono biases)."""
+        suffixes = [names[0].removeprefix("weight_ih") for names in self._all_weights]
+        check_gate_biases_held(self, [("bias_ih" + suffix, "bias_hh" + suffix) for suffix in suffixes],
+                               bias_option(self.forget_bias, self.init))
         with unchanged_if_refused(self, list(self._initialisers)):
             initialise(self, self._initialisers, self.hidden_size)
-            for names in self._all_weights:
-                suffix = names[0].removeprefix("weight_ih")
+            for suffix in suffixes:
                 biases = ("bias_ih" + suffix, "bias_hh" + suffix)
                 if self.forget_bias is not None:
                     with writable(self, biases[0], RESET) as bias_ih, writable(self, biases[1], RESET) as bias_hh:
@@ -224,8 +241,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         assigned after it as well."""
         assigned = self._assigned_flat_weights()
         if assigned is not None:
-            return list(assigned.values())
-        return [getattr(self, name, None) for name in self._flat_weights_names]
+            return FlatWeights(self, assigned.values())
+        return FlatWeights(self, [getattr(self, name, None) for name in self._flat_weights_names])
 
     @_flat_weights.setter
     def _flat_weights(self, weights: Sequence[Tensor | None]) -> None:
@@ -338,7 +355,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         assigned = self._assigned_flat_weights()  # `_flat_weights` assigned, as torch.nn's forward reads it
         named = {name.removesuffix(suffix): read_parameter(self, name) if assigned is None else assigned[name]
                  for name in names}
-        check_weight_shapes(named, self._expected_shapes()[index // self.num_directions], suffix, self._sizes)
+        check_weight_shapes(named, self._expected_shapes()[index // self.num_directions], suffix, self._sizes,
+                            self.cell)
         return LayerWeights(
             weight_ih=named.pop("weight_ih"),
             weight_hh=named.pop("weight_hh"),

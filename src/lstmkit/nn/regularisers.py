@@ -22,6 +22,7 @@ from torch import Tensor
 
 from lstmkit.cells import Cell
 from lstmkit.engines import Regularisation
+from lstmkit.nn.parameters import set_gate_biases
 
 INITS = ("chrono", "orthogonal")
 REGULARISER_OPTIONS = ("recurrent_dropout", "input_dropout", "zoneout", "weight_dropout", "init", "chrono_max")
@@ -95,26 +96,27 @@ def check_chrono_max_value(chrono_max: object) -> None:
                          f"number above 2; got chrono_max={chrono_max!r}")
 
 
-def chrono_biases(cell: Cell, hidden_size: int, chrono_max: float, bias_ih: Tensor, bias_hh: Tensor) -> None:
-    """b_f ~ log U[1, chrono_max − 1] and b_i = −b_f in bias_ih (bias_hh's rows 0): the forget
+def chrono_biases(cell: Cell, hidden_size: int, chrono_max: float, bias_ih: Tensor | None,
+                  bias_hh: Tensor | None) -> None:
+    """b_f ~ log U[1, chrono_max − 1] and b_i = −b_f, through `set_gate_biases`: the forget
     gate then holds memories over time scales from 1 to chrono_max steps. A coupled cell
     (f = 1 − i) has the input gate alone: it gets −b_f."""
     block, sign = cell.forget_bias_block
-    forget = torch.log(torch.empty(hidden_size, dtype=bias_ih.dtype, device=bias_ih.device)
-                       .uniform_(1, chrono_max - 1))
-    rows = {block: sign * forget}
+    held = bias_ih if bias_ih is not None else bias_hh
+    forget = torch.log(torch.empty(hidden_size, dtype=held.dtype, device=held.device).uniform_(1, chrono_max - 1))
+    values = {block: sign * forget}
     if block == "f" and "i" in cell.weight_blocks:
-        rows["i"] = -forget
-    with torch.no_grad():
-        for name, values in rows.items():
-            start = cell.weight_blocks.index(name) * hidden_size
-            bias_ih[start:start + hidden_size] = values
-            bias_hh[start:start + hidden_size] = 0.0
+        values["i"] = -forget
+    starts = {name: cell.weight_blocks.index(name) * hidden_size for name in values}
+    set_gate_biases([(slice(starts[name], starts[name] + hidden_size), value) for name, value in values.items()],
+                    bias_ih, bias_hh)
 
 
 def orthogonal_blocks(hidden_size: int, weight_hh: Tensor) -> None:
-    """Each gate's (hidden_size, ·) block of weight_hh an orthogonal matrix."""
+    """Each gate's (hidden_size, ·) block of weight_hh an orthogonal matrix, computed in float32
+    at least (torch's QR takes no float16 or bfloat16)."""
+    dtype = torch.promote_types(weight_hh.dtype, torch.float32)
     with torch.no_grad():
         for block in weight_hh.split(hidden_size):
-            torch.nn.init.orthogonal_(block)
+            block.copy_(torch.nn.init.orthogonal_(torch.empty_like(block, dtype=dtype)))
 

@@ -91,11 +91,17 @@ def writable(module: nn.Module, name: str, purpose: str) -> Iterator[Tensor]:
             raise ValueError(f"{setting} through its pruning, whose mask is not 0 or 1 or is applied otherwise "
                              "(a custom pruning method): the pruned weight cannot hold the values")
         return
-    if not parametrize.is_parametrized(module, name):
+    if any(isinstance(hook, (WeightNorm, SpectralNorm)) and hook.name == name
+           for hook in module._forward_pre_hooks.values()):
         raise ValueError(
             f"{setting}, which a hook recomputes from other parameters at every call (the deprecated "
             "torch.nn.utils.weight_norm or spectral_norm): use torch.nn.utils.parametrizations' weight_norm or "
             "spectral_norm instead"
+        )
+    if not parametrize.is_parametrized(module, name):
+        raise ValueError(
+            f"{setting}, which is not a parameter of the {type(module).__name__} any more (deleted, or replaced by a "
+            "plain tensor, as AWD-LSTM's WeightDrop does): set the tensor it is computed from instead"
         )
     kinds = ", ".join(type(parametrisation).__name__ for parametrisation in module.parametrizations[name])
     value = getattr(module, name).detach().clone()

@@ -52,7 +52,9 @@ def run_step(
     autocasting = autocast_on(x.device.type)
     kernel = kernel_for(cell, kernels)
     h, c = h.contiguous(), None if c is None else c.contiguous()  # the Triton kernels read them row by row
-    if not autocasting and dtype not in HALF_DTYPES:  # the common case, kept short: it runs every step
+    # the common case, kept short: it runs every step
+    if not autocasting and dtype not in HALF_DTYPES and all(extra is None or extra.dtype is dtype
+                                                            for extra in weights.extra.values()):
         # x, h and c have the parameters' dtype (the module checked), and so has every result
         h_new, c_new, gates = fused_cell_step(
             kernel, Precision(dtype, dtype, dtype, dtype), return_gates, x, h, c, *flatten(cell, weights))
