@@ -143,6 +143,23 @@ def test_a_dataframe_of_timestamps_gets_its_forecasts_as_timestamps(zone):
     assert joined["day"].dtype == expected.dtype
 
 
+@pytest.mark.parametrize("frequency, rows, lookback", [("MS", [-2, -1], 2), ("B", [-6, -5, -3, -2, -1], 5),
+                                                        ("W-SUN", [-5, -3, -2, -1], 4)])
+def test_predict_reads_its_rows_on_the_grid_fitted_on(frequency, rows, lookback):
+    """predict inferred the frequency afresh from the rows it was given: two months were too
+    few to infer one, business days Wed-Fri, Tue-Wed read as daily, and weeks with one missing
+    as irregular, though each is lookback rows on the fitted grid."""
+    times = pd.date_range("2020-01-01", periods=80, freq=frequency)
+    table = pd.DataFrame({"t": times.strftime("%Y-%m-%d"), "y": np.sin(np.arange(80.0))})
+    forecaster = Forecaster("t", "y", horizon=2, lookback=lookback, season=2, **QUICK).fit(table)
+    tail = table.iloc[[80 + row for row in rows]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingValuesWarning)  # the rows between, filled
+        prediction = forecaster.predict(tail)
+    assert prediction["t"].tolist() == list(pd.date_range(times[-1], periods=3, freq=frequency)[1:]
+                                             .strftime("%Y-%m-%d"))
+
+
 def test_predict_warns_when_the_data_lie_far_from_what_the_model_was_fitted_on():
     table = sine_table(120)
     forecaster = Forecaster("day", "signal", horizon=4, lookback=12, **QUICK).fit(table)
@@ -575,13 +592,13 @@ def test_known_future_covariates_are_read_at_the_steps_they_belong_to():
 def test_fit_suggests_the_predict_command_that_works(ahead, suggestion, tmp_path, capsys):
     from lstmkit.cli import main
 
-    csv = tmp_path / "sales.csv"
+    csv = tmp_path / "sales ☀.csv"  # quoted for the shell: pasted unquoted, the command failed
     promotion_table(120, ahead).to_csv(csv, index=False)
     main(["forecast", "fit", str(csv), "--time", "day", "--target", "sales", "--future-covariates", "promo",
           "--horizon", "3", "--lookback", "6", "--holdout", "6", "--hidden-size", "8", "--num-layers", "1",
           "--epochs", "2", "--out", str(tmp_path / "run")])
     out = capsys.readouterr().out
-    assert out.endswith(f"forecast the next 3 steps with: lstmkit forecast predict {tmp_path / 'run'} {csv}"
+    assert out.endswith(f"forecast the next 3 steps with: lstmkit forecast predict {tmp_path / 'run'} '{csv}'"
                         + suggestion.format(csv=csv))
 
 

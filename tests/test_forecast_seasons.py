@@ -76,10 +76,20 @@ def test_each_window_holds_the_encoders_lookback_or_two_of_the_longest_period(lo
 def test_extra_seasons_are_checked_when_the_config_is_built(extra, shown):
     with pytest.raises(ValueError, match=re.escape(f"extra_seasons must be periods of at least 2 steps, got {shown}")):
         ForecasterConfig(time="t", target="y", horizon=3, extra_seasons=extra)
-    for season, extra in ((11, (11, 22)), (None, (168, 168))):
-        with pytest.raises(ValueError, match=re.escape(f"extra_seasons are periods besides season (m = {season}), "
+    for season, said, extra in ((11, "m = 11", (11, 22)), (None, "m", (168, 168))):
+        with pytest.raises(ValueError, match=re.escape(f"extra_seasons are periods besides season ({said}), "
                                                        f"each once; got {extra!r}")):
             ForecasterConfig(time="t", target="y", horizon=3, season=season, extra_seasons=extra)
+
+
+def test_an_extra_season_that_is_the_frequencys_m_is_refused_at_the_fit():
+    """It was refused where m was given, and taken where m came from the frequency: the period
+    listed twice."""
+    days = pd.date_range("2024-01-01", periods=60, freq="D").strftime("%Y-%m-%d")
+    table = pd.DataFrame({"t": days, "y": np.sin(np.arange(60.0))})
+    with pytest.raises(ValueError, match=re.escape("extra_seasons are periods besides season (m = 7, that of the "
+                                                   "data's frequency D); got (7,): leave 7 out")):
+        Forecaster("t", "y", horizon=3, extra_seasons=(7,), **QUICK).fit(table)
 
 
 def weekly_long_table() -> pd.DataFrame:

@@ -628,12 +628,14 @@ def test_a_new_run_into_a_checkpoint_is_refused(text_file, tmp_path):
 
 def test_a_folder_with_files_of_a_run_names_but_no_run_is_not_overwritten(tmp_path):
     (tmp_path / "metrics.csv").write_text("the user's own\n")
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds metrics.csv but no run (no last/ checkpoint); "
-                                                   "a run there would overwrite it: choose another folder")):
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds metrics.csv but no training run (no last/ "
+                                                   "checkpoint): another command's, or not lstmkit's; a run there "
+                                                   "would overwrite it: choose another folder")):
         Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path)
     (tmp_path / "results.json").write_text("{}")
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds metrics.csv and results.json but no run (no "
-                                                   "last/ checkpoint); a run there would overwrite them: choose")):
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds metrics.csv and results.json but no training "
+                                                   "run (no last/ checkpoint): another command's, or not lstmkit's; "
+                                                   "a run there would overwrite them: choose")):
         Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path)
     assert (tmp_path / "metrics.csv").read_text() == "the user's own\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics.csv", "results.json"]
@@ -652,8 +654,8 @@ def test_a_task_or_forecast_run_keeps_files_of_those_names_that_no_run_of_it_wro
     (tmp_path / "results.json").write_text('{"mine": 1}')
     (tmp_path / "models").mkdir()
     with pytest.raises(ValueError, match=re.escape(
-            f"{tmp_path} holds results.json and models but no run of lstmkit task or demo (no results.json of one); "
-            "a run there would overwrite them: choose another folder")):
+            f"{tmp_path} holds results.json and models but no run of lstmkit task or demo (its results.json, if any, "
+            "is not one's); a run there would overwrite them: choose another folder")):
         run_task(AddingTask(T=5), ["rnn"], config, tmp_path)
     with pytest.raises(ValueError, match=re.escape(
             f"{tmp_path} holds results.json but no fit or backtest (no training/ folder); a run there would "

@@ -6,6 +6,7 @@ import bz2
 import gzip
 import lzma
 import math
+import os
 import re
 import warnings
 
@@ -151,6 +152,41 @@ def test_business_days_missing_a_holiday_stay_business_days():
     assert frame.frequency == "B" and len(frame) == 40 and frame.targets[:, 0].tolist() == list(np.arange(40.0))
     assert frame.time_values(future_times(frame.time[-1], frame.frequency, 3)) == ["2024-02-26", "2024-02-27",
                                                                                    "2024-02-28"]
+
+
+def test_business_days_of_a_week_with_a_day_off_stay_business_days():
+    """Tue-Fri: no run of three rows crosses a weekend, so B was never a candidate, and D
+    invented every weekend (33 rows filled where B fills the 11 Mondays)."""
+    days = pd.bdate_range("2024-01-01", periods=60)
+    days = days[days.dayofweek != 0]
+    table = pd.DataFrame({"date": days.strftime("%Y-%m-%d"), "y": np.arange(len(days), dtype=float)})
+    with pytest.warns(MissingValuesWarning, match=re.escape("column 'y': 11 missing value(s) filled by linear")):
+        frame = read_series(table, "date", ["y"])
+    assert frame.frequency == "B" and len(frame) == len(days) + 11
+    assert frame.time_values(future_times(frame.time[-1], frame.frequency, 2)) == ["2024-03-25", "2024-03-26"]
+
+
+@pytest.mark.parametrize("form, last", [("%m-%Y", "12-2019"), ("%-m/%Y", "12/2019"), ("%m/%Y", "12/2019")])
+def test_months_written_month_then_year_are_months_written_back_so(form, last):
+    """01-2018 was read as a time with a UTC offset of -20:18, and forecasts came back as ISO
+    times in UTC."""
+    months = pd.date_range("2015-01-01", periods=60, freq="MS")
+    frame = read_series(pd.DataFrame({"t": months.strftime(form), "y": np.arange(60.0)}), "t", ["y"])
+    assert (frame.frequency, frame.time_kind) == ("MS", form)
+    assert frame.time_values(frame.time[-1:]) == [last]
+    assert frame.time_values(future_times(frame.time[-1], frame.frequency, 1)) == [
+        pd.Timestamp("2020-01-01").strftime(form)]
+
+
+@pytest.mark.parametrize("times, said", [
+    ([f"{year}-03-15" for year in range(1980, 2000)], "; yearly times must fall on the first or the last day of one "
+                                                      "month (2020-03-01, 2020-02-29), or be written as years (2020)"),
+    ([f"{month:02d}.{year}" for year in (2018, 2019) for month in range(1, 13)],
+     "the column reads as months written mm.yyyy: write them as 2018-01"),
+])
+def test_yearly_times_off_every_grid_and_months_written_mm_yyyy_are_told_how_to_write_them(times, said):
+    with pytest.raises(ValueError, match=re.escape(said)):
+        read_series(pd.DataFrame({"t": times, "y": np.arange(len(times), dtype=float)}), "t", ["y"])
 
 
 def test_daily_times_across_a_change_of_daylight_saving_time_say_so(tmp_path):
@@ -399,8 +435,15 @@ def test_times_ending_in_capitals_that_name_no_zone_are_read(tmp_path, times):
 
 
 def test_a_missing_csv_and_a_non_table_are_refused(tmp_path):
-    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'none.csv'} does not exist")):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'none.csv'} does not exist (expected a CSV "
+                                                          "file)")):
         read_series(tmp_path / "none.csv", "date", ["y"])
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} is a folder (expected a CSV file)")):
+        read_series(tmp_path, "date", ["y"])
+    os.mkfifo(tmp_path / "pipe")  # a folder and a pipe were said not to exist
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'pipe'} is not a regular file (a pipe or a device), "
+                                                   "which a CSV is read from more than once: save it as a file first")):
+        read_series(tmp_path / "pipe", "date", ["y"])
     with pytest.raises(TypeError, match="expected a CSV path or a pandas DataFrame, got list"):
         read_series([1, 2], "date", ["y"])
 

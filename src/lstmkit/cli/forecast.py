@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -71,10 +72,15 @@ def fit_command(arguments: argparse.Namespace) -> None:
                      f"{', '.join(frame.future_names)} (targets left empty)")
         print(f"refitted on all {len(frame)} rows for {epochs} epoch{'s' * (epochs != 1)} "
               f"(the backtest's best), keeping its choice of forecast: wrote {out}/model; forecast the next "
-              f"{horizon} steps with: lstmkit forecast predict {out} {arguments.csv}{ahead}")
+              f"{horizon} steps with: {predict_line(out, arguments.csv)}{ahead}")
     else:
         print(f"refitted on all {len(fitted.frame)} series: {chosen_line(fitted.final)}; wrote {out}/model; forecast "
-              f"the next {arguments.horizon} steps of each with: lstmkit forecast predict {out} {arguments.csv}")
+              f"the next {arguments.horizon} steps of each with: {predict_line(out, arguments.csv)}")
+
+
+def predict_line(out: Path, csv: str) -> str:
+    """The command that forecasts from the fitted run, quoted for a shell (a path with spaces)."""
+    return shlex.join(["lstmkit", "forecast", "predict", str(out), str(csv)])
 
 
 def backtest_command(arguments: argparse.Namespace) -> None:

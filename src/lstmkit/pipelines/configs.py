@@ -293,7 +293,8 @@ class ForecasterConfig(TrainingConfig):
         if any(isinstance(period, bool) or not isinstance(period, int) or period < 2 for period in self.extra_seasons):
             raise ValueError(f"extra_seasons must be periods of at least 2 steps, got {self.extra_seasons!r}")
         if len(set(self.extra_seasons)) < len(self.extra_seasons) or self.season in self.extra_seasons:
-            raise ValueError(f"extra_seasons are periods besides season (m = {self.season}), each once; got "
+            said = f"m = {self.season}" if self.season else "m"
+            raise ValueError(f"extra_seasons are periods besides season ({said}), each once; got "
                              f"{self.extra_seasons!r}")
         from lstmkit.series.intervals import percent  # here: lstmkit.series imports pandas, which layers need not
 
@@ -324,6 +325,16 @@ class ForecasterConfig(TrainingConfig):
         """TrainingConfig's; without early stopping, also the settings of validation, which act on
         nothing there (a refit begun by a version that kept the user's goes on with the defaults)."""
         return (*TrainingConfig.resumable_changes, *(() if self.early_stopping else VALIDATION_SETTINGS))
+
+    def season_of(self, frequency_season: int, frequency: str) -> int:
+        """m: `season` where given, else `frequency_season`, the data's `frequency`'s, which
+        extra_seasons may not repeat either (a period listed twice)."""
+        if self.season:
+            return self.season
+        if frequency_season in self.extra_seasons:
+            raise ValueError(f"extra_seasons are periods besides season (m = {frequency_season}, that of the data's "
+                             f"frequency {frequency}); got {self.extra_seasons!r}: leave {frequency_season} out")
+        return frequency_season
 
     def check_without_validation(self) -> None:
         """Without early stopping no window validates: the settings that act on the validation

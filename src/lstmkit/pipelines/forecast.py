@@ -219,12 +219,13 @@ class Forecaster:
         """`data` (a CSV path or a DataFrame) read and checked as this forecaster's columns say:
         a SeriesFrame, or with `id` a Panel of series. `as_fitted` (predict's): its time column
         read as the data of the fit were where it could read otherwise (integers as steps,
-        dates in the fit's day and month order); a fit or backtest reads its data afresh."""
+        dates in the fit's day and month order, rows on the fit's grid however few or sparse);
+        a fit or backtest reads its data afresh."""
         if self.config.id is not None:
             return forecast_global.read(self, data)
-        fitted_kind = self.layout.time_kind if as_fitted and self.layout is not None else None
+        fitted = self.layout if as_fitted else None
         return read_series(data, self.config.time, self.config.target, self.config.covariates,
-                           self.config.future_covariates, fitted_kind)
+                           self.config.future_covariates, *((fitted.time_kind, fitted.frequency) if fitted else ()))
 
     @isolated_from_caller
     def fit(self, data) -> Forecaster:
@@ -382,7 +383,7 @@ class Forecaster:
 
     def season_and_lookback(self, frame: SeriesFrame) -> tuple[int, int]:
         """m (the given one, or the frequency's) and the history each window holds (`history_length`)."""
-        season = self.config.season or season_length(frame.frequency)
+        season = self.config.season_of(season_length(frame.frequency), frame.shown_frequency)
         return season, history_length(self.config, season)
 
     def calendar_of(self, times: pd.DatetimeIndex, frequency: str) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -120,7 +120,7 @@ class PanelBacktest:
 def season_and_lookback(config, panel: Panel) -> tuple[int, int]:
     """m (the given one, or the frequency's: 1 for integer steps) and the history each window
     holds (forecast.history_length)."""
-    season = config.season or (1 if panel.frequency == STEP else season_length(panel.frequency))
+    season = config.season_of(1 if panel.frequency == STEP else season_length(panel.frequency), panel.frequency)
     return season, history_length(config, season)
 
 

@@ -234,7 +234,7 @@ def check_task_folder(out: Path, cells: list[str]) -> None:
     refuse after a cell's training included)."""
     if not holds_task_run(out):
         check_nothing_overwritten(out, ("results.json", "curves.csv", "learning_curves.png", "models"),
-                                  "no run of lstmkit task or demo (no results.json of one)")
+                                  "no run of lstmkit task or demo (its results.json, if any, is not one's)")
     for cell in cells:
         check_replaceable(out / "models" / cell, {CONFIG_FILE, WEIGHTS_FILE}, SEQUENCE_MODEL.name)
 

@@ -26,7 +26,7 @@ from pandas.tseries.api import guess_datetime_format
 from lstmkit.caller import warn_at_caller
 from lstmkit.warning_filters import warnings_filtered, warnings_recorded
 from lstmkit.files import (
-    GZIP_MAGIC, check_not_other_unicode, check_not_unmarked_utf16, decoded_utf8, gunzipped, line_of,
+    GZIP_MAGIC, check_input_file, check_not_other_unicode, check_not_unmarked_utf16, decoded_utf8, gunzipped, line_of,
 )
 
 # What lstmkit reads, for messages about a file written otherwise.
@@ -43,8 +43,8 @@ TIME_KINDS = ("datetime", "year", "decimal_year", "quarter", "dashed_quarter", "
 # calendar reads; a long table (lstmkit.series.panel) as integers, STEP its frequency too.
 STEP = "step"
 # Formats tried for times written as text, after pandas' guesses from the first row (month
-# names with a year are beyond its guess).
-TEXT_FORMS = ("%b %Y", "%B %Y", "%b-%y", "%b %y")
+# names with a year, and months written 01-2020 or 01/2020, are beyond its guess).
+TEXT_FORMS = ("%b %Y", "%B %Y", "%b-%y", "%b %y", "%m-%Y", "%m/%Y")
 TIME_FORMS = ("dates and times (2020-01-31, 2020-01-31 12:00, 31/01/2020 or 01/31/2020 13:00, or what "
               "pandas.to_datetime reads; with a UTC offset or a time zone they are written back in UTC), "
               "ISO periods (1959Q2, 1959-04), integer years (1959), decimal years on month starts "
@@ -61,9 +61,10 @@ TWO_DIGIT_YEAR_DATE = r"\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2}(?:[ T]\d{1,2}:\d{2}(?::\
 # A month named with a two-digit year (Jan-15, Jan 15: a spreadsheet's mmm-yy), which pandas reads
 # as no time at all, or as the 15th of a January.
 TWO_DIGIT_YEAR_MONTH = r"[A-Za-z]{3,9}[-/ ']\d{2}"
-# A time with a UTC offset (2021-03-28 03:00:00+02:00) or Z; or, after a time of day, an offset of
+# A time with a UTC offset (2021-03-28 03:00:00+02:00, after a time of day: 01-2018 is a month) or Z;
+# or, after a time of day, an offset of
 # hours alone or after a space (2021-03-28 03:00:00+02, PostgreSQL's timestamptz as text).
-UTC_OFFSET = r".*\d(Z|[+-]\d{2}:?\d{2})|.*\d:\d{2}(:\d{2}(\.\d+)?)? ?[+-]\d{2}(:?\d{2})?"
+UTC_OFFSET = r".*\dZ|.*[T ]\d{2}[\d:.]*[+-]\d{2}:?\d{2}|.*\d:\d{2}(:\d{2}(\.\d+)?)? ?[+-]\d{2}(:?\d{2})?"
 # An offset after GMT or UTC (GMT+1), which dateutil reads as POSIX does: the sign reversed.
 POSIX_OFFSET = r".*(GMT|UTC)\s*[+-]0?[1-9].*"  # a zero offset reads alike either way
 # What pandas says as it drops a time zone's name it does not know (CET, EDT) and reads the wall clock.
@@ -196,11 +197,13 @@ def written_times(times: pd.DatetimeIndex, time_kind: str) -> list:
 
 def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[str],
                 covariates: Sequence[str] = (), future_covariates: Sequence[str] = (),
-                fitted_kind: str | None = None) -> SeriesFrame:
+                fitted_kind: str | None = None, fitted_frequency: str | None = None) -> SeriesFrame:
     """Read and check `source` (a CSV path or a DataFrame); see the module docstring.
     `covariates` are observed-past columns, `future_covariates` known-future ones.
     `fitted_kind`: the time kind of the data a forecaster was fitted on, which reads the time
-    column as that did where it could read otherwise (`parse_time`)."""
+    column as that did where it could read otherwise (`parse_time`); `fitted_frequency`, its
+    grid, which rows that fill most of it are read on (a few rows, or gaps, may read as another
+    frequency)."""
     table = read_table(source)
     targets, covariates, known = list(targets), list(covariates), list(future_covariates)
     if not targets:
@@ -238,7 +241,9 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
                          f"{plain(table[time][labels[0]])!r}, at {two_rows_named(labels[0], labels[1], path)}; a "
                          "table holds one row per time (a long table of several series names its series column "
                          f"with --id, id= in Python, when it is fitted){clock}")
-    frequency = infer_frequency(values.index, time, time_kind)
+    # rows on the fitted grid, filling at most half of it (weeks on a daily grid: the data's own frequency is named)
+    on_fitted_grid = fitted_frequency is not None and steps_left_empty(values.index, fitted_frequency) <= len(values)
+    frequency = fitted_frequency if on_fitted_grid else infer_frequency(values.index, time, time_kind)
     grid = pd.date_range(values.index[0], values.index[-1], freq=frequency)
     if not values.index.isin(grid).all():
         stray = values.index[~values.index.isin(grid)][0]
@@ -277,6 +282,9 @@ def off_grid_hint(index: pd.DatetimeIndex, time_kind: str) -> str:
     if len(days) and days.between(28, 31).all():
         return ("; monthly times must fall on the first day of their month (2020-01-01) or the last (2020-01-31), "
                 "or be written as months (2020-01)")
+    if len(days) and days.between(365, 366).all():
+        return ("; yearly times must fall on the first or the last day of one month (2020-03-01, 2020-02-29), or be "
+                "written as years (2020)")
     return ""
 
 
@@ -357,9 +365,10 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
         return source.reset_index(drop=True)
     if not isinstance(source, (str, Path)):
         raise TypeError(f"expected a CSV path or a pandas DataFrame, got {type(source).__name__}")
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
+    path = check_input_file(source, "a CSV file")
+    if not path.is_file():  # a pipe (<(...), /dev/stdin): what is read once is gone
+        raise ValueError(f"{path} is not a regular file (a pipe or a device), which a CSV is read from more than "
+                         "once: save it as a file first")
     check_no_nul(path)
     try:
         with warnings_filtered("error", pd.errors.ParserWarning):  # rows longer than the header: data lost
@@ -746,8 +755,10 @@ def years_to_stamps(numbers: pd.Series, column: pd.Series, name: str, path: Path
     outside = ~numbers.between(*YEARS)
     if outside.any():
         compact = bool((numbers == np.floor(numbers)).all()) and compact_dates(numbers)
+        month_year = bool(column.astype(str).str.fullmatch(r"(0?[1-9]|1[0-2])\.\d{4}").all())
         hint = ("the numbers read as dates written yyyymmdd or months written yyyymm: write them as 2020-01-31 "
                 "or 2020-01" if compact else
+                "the column reads as months written mm.yyyy: write them as 2018-01" if month_year else
                 "more than half of the column's numbers read as years, so all are read as years (integer steps "
                 "are a column of integers at most half of which are such years)" if (numbers == np.floor(numbers)).all()
                 else "a time in numbers is an integer step (1, 2, 3 ...), an integer year or a decimal year")
@@ -799,6 +810,8 @@ def infer_frequency(index: pd.DatetimeIndex, name: str, time_kind: str = "") -> 
         return frequency
     candidates = [pandas_frequency(index[start:start + 3]) for start in range(0, len(index) - 2)]
     candidates = [candidate for candidate in candidates if candidate is not None]
+    if "D" in candidates and (index.dayofweek < 5).all():  # no run of three crosses a weekend of a week with a
+        candidates.append("B")                              # day off: business days, which a daily grid holds too
     if not candidates:
         steps = pd.Series(index[1:] - index[:-1]).value_counts().index[:3]
         shown = [step.value if time_kind == STEP else step for step in steps]  # integer steps: their differences

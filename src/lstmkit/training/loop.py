@@ -250,7 +250,8 @@ def check_run_folder(out: Path | None, resume: bool, kind: str | None = None, fi
         raise ValueError(f"{out} holds a trained model (best/) but no last/ checkpoint to resume from; choose "
                          "another folder, or remove this one to start over")
     # a run writes last/ before its first metrics.csv: these are someone else's
-    check_nothing_overwritten(out, ("metrics.csv", "results.json"), "no run (no last/ checkpoint)")
+    check_nothing_overwritten(out, ("metrics.csv", "results.json"),
+                              "no training run (no last/ checkpoint): another command's, or not lstmkit's")
     check_own_files(out, figures, "a run")
 
 
