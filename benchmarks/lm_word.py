@@ -80,7 +80,9 @@ def main() -> None:
     split = commands.add_parser("split", help="write train.txt, valid.txt and test.txt")
     split.add_argument("text")
     split.add_argument("out", help="the folder for the three files")
-    run = commands.add_parser("run", help="train lstmkit on a split and score its test.txt")
+    run = commands.add_parser("run", help="train lstmkit on a split and score its test.txt",
+                              epilog="Every other flag goes to `lstmkit lm train` (--time-budget 600, --device cpu, "
+                                     "--recipe awd, ...): see `lstmkit lm train --help`.")
     run.add_argument("data", help="a folder written by split")
     run.add_argument("--out", help="the run folder (default: lstmkit/ beside the data folder)")
     arguments, flags = parser.parse_known_args()

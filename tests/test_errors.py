@@ -586,6 +586,28 @@ def test_a_packed_sequence_whose_indices_are_no_permutation_is_refused(lstm):
         lstm(PackedSequence(packed.data, packed.batch_sizes, torch.tensor([2, 0, 1]), torch.tensor([0, 1, 2])))
 
 
+@pytest.mark.parametrize("engine", ["auto", "native", "reference", "fused"])
+def test_a_packed_sequence_with_unsorted_indices_alone_is_refused(engine):
+    """torch.nn takes it (initial state in the packed order, final state unsorted); the
+    reference and fused engines paired each sequence's length with another's rows: outputs off by 0.24."""
+    packed = pack_padded_sequence(torch.randn(5, 3, 3), [5, 3, 2])
+    with raises(ValueError, "a PackedSequence's unsorted_indices come with its sorted_indices, which they undo "
+                            "(torch's packing never makes one without the other)"):
+        lstmkit.LSTM(3, 4, engine=engine)(PackedSequence(packed.data, packed.batch_sizes, None,
+                                                         torch.tensor([2, 0, 1])))
+
+
+@pytest.mark.parametrize("engine", ["auto", "reference", "fused"])
+@pytest.mark.parametrize("shape", [(5, 3, 1, 8), (5, 3, 2, 8)])
+def test_packed_data_that_is_not_2d_is_refused_on_every_engine(engine, shape):
+    """Each engine failed its own way deep inside, or (reference, one channel) returned h_n of
+    shape (1, 3, 3, 4)."""
+    packed = pack_padded_sequence(torch.randn(*shape), [5, 2, 3], enforce_sorted=False)
+    with raises(ValueError, f"a PackedSequence's data must be 2-D (rows, input_size), got 3-D with shape "
+                            f"{(10, *shape[2:])}: pack a 3-D (T, B, input_size) batch"):
+        lstmkit.LSTM(8, 4, engine=engine)(packed)
+
+
 def test_a_call_with_lengths_under_torch_export_says_it_does_not_export(lstm):
     """torch's own error named a data-dependent guard, Eq(u0, 1), and no lengths."""
     class Padded(torch.nn.Module):

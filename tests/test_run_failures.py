@@ -626,6 +626,16 @@ def test_a_new_run_into_a_checkpoint_is_refused(text_file, tmp_path):
     assert (mine / "best" / "model.safetensors").is_file()
 
 
+def test_a_resume_through_a_link_to_a_last_checkpoint_that_is_gone_names_the_link(tmp_path):
+    """It said the folder held no last/ checkpoint, then that it held a model but no last/."""
+    (tmp_path / "best").mkdir()
+    (tmp_path / "last").symlink_to("../elsewhere/my last")
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"{tmp_path / 'last'} is a symbolic link to ../elsewhere/my last, which does not exist: the run's last "
+            "checkpoint is not there to resume from; point the link at it")):
+        Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path, resume=True)
+
+
 def test_a_folder_with_files_of_a_run_names_but_no_run_is_not_overwritten(tmp_path):
     (tmp_path / "metrics.csv").write_text("the user's own\n")
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path} holds metrics.csv but no training run (no last/ "

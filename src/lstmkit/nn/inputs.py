@@ -118,6 +118,9 @@ def prepare_input(
             raise ValueError(
                 "lengths= is for padded tensor input; a PackedSequence carries its own lengths"
             )
+        if input.data.dim() != 2:
+            raise ValueError(f"a PackedSequence's data must be 2-D (rows, input_size), got {input.data.dim()}-D with "
+                             f"shape {tuple(input.data.shape)}: pack a 3-D (T, B, input_size) batch")
         check_features(input.data, input_size, dtype, device)
         check_batch_sizes(input)
         data, batch_sizes = input.data, input.batch_sizes
@@ -305,7 +308,8 @@ def check_batch_sizes(packed: PackedSequence) -> None:
     """A PackedSequence built by hand: its batch_sizes must be positive, non-increasing, and sum
     to its data's rows (pack_padded_sequence's always are); else steps would read rows of other
     steps, or drop some; and, as torch's packing reads them, a 1-D int64 tensor on the CPU. Its
-    sorting indices, where given, must be a permutation of the batch."""
+    sorting indices, where given, must be a permutation of the batch, unsorted_indices only with
+    the sorted_indices they undo."""
     batch_sizes = packed.batch_sizes  # a tensor: torch's PackedSequence refuses anything else
     if batch_sizes.dim() != 1 or batch_sizes.dtype != torch.int64 or batch_sizes.device.type != "cpu":
         raise ValueError(f"a PackedSequence's batch_sizes must be a 1-D int64 tensor on the CPU (as "
@@ -326,6 +330,11 @@ def check_batch_sizes(packed: PackedSequence) -> None:
             shown = tuple(indices.shape) if indices.is_meta or indices.numel() > 12 else indices.tolist()
             raise ValueError(f"a PackedSequence's {name} must be a permutation of its {batch} sequences, got {shown}")
     order, back = packed.sorted_indices, packed.unsorted_indices
+    if order is None and back is not None:
+        raise ValueError("a PackedSequence's unsorted_indices come with its sorted_indices, which they undo (torch's "
+                         "packing never makes one without the other): without them the batch has no one order "
+                         "(torch.nn runs the initial state in the packed order and unsorts the final state alone); "
+                         "give both (sorted_indices=unsorted_indices.argsort()) or neither")
     if order is not None and back is not None and not order.is_meta and not torch.equal(
             back[order].cpu(), torch.arange(batch)):
         raise ValueError("a PackedSequence's unsorted_indices must undo its sorted_indices (unsorted_indices["

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -224,6 +225,10 @@ def check_run_folder(out: Path | None, resume: bool, kind: str | None = None, fi
         raise ValueError(f"{out} holds another command's training runs ({nested}), where a {kind!r} run cannot "
                          "start; choose another folder")
     if resume:
+        link = None if out is None else out / "last"
+        if link is not None and link.is_symlink() and not existing(link).exists():  # moved with its run, say
+            raise FileNotFoundError(f"{link} is a symbolic link to {os.readlink(link)}, which does not exist: the "
+                                    "run's last checkpoint is not there to resume from; point the link at it")
         if out is None or not existing(out / "last").exists():
             inside = out is not None and out.name in ("last", "best") and existing(out.parent / "last").exists()
             held = [] if out is None else [name for name in ("best", "results.json") if (out / name).exists()]
