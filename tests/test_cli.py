@@ -583,8 +583,8 @@ def test_task_and_demo_refuse_a_users_folder_before_announcing_the_run(command, 
     (tmp_path / "curves.csv").write_text("mine")
     code, out, err = run_cli([*command, "--steps", "1", "--out", str(tmp_path)], capsys)
     assert (code, out) == (2, "")
-    assert err == (f"lstmkit: error: {tmp_path} holds curves.csv but no run of lstmkit task or demo (no results.json "
-                   "of one); a run there would overwrite it: choose another folder\n")
+    assert err == (f"lstmkit: error: {tmp_path} holds curves.csv but no run of lstmkit task or demo (its results.json, "
+                   "if any, is not one's); a run there would overwrite it: choose another folder\n")
 
 
 def test_the_version_is_printed(capsys):

@@ -21,7 +21,7 @@ from helpers import Killed, Quadratic, another_run_could_claim, dies_at_step, he
 from lstmkit import lm
 from lstmkit.checkpoint import CheckpointError, checkpoint_folder, load_checkpoint, read_config
 from lstmkit.cli import main
-from lstmkit.files import check_output_file, write_json
+from lstmkit.files import check_not_read, check_output_file, write_json
 from lstmkit.pipelines.configs import TaskTrainingConfig
 from lstmkit.pipelines.lm import LMTrainingConfig, TextScores
 from lstmkit.training import Trainer, TrainingConfig, TrainingDiverged
@@ -623,6 +623,17 @@ def test_a_new_run_into_a_checkpoint_is_refused(text_file, tmp_path):
     mine.mkdir()
     (mine / "config.json").write_text('{"kind": "experiment"}')
     lm.train(text_file, mine, LMTrainingConfig(**{**TINY, "steps": 2}))
+    inner = tmp_path / "run" / "last" / "inner"  # nested: the run in tmp_path/run then refused to resume
+    with pytest.raises(ValueError, match=re.escape(f"{inner} lies in the lstmkit checkpoint {tmp_path / 'run' / 'last'}"
+                                                   ", which holds its own files alone: choose a folder outside it")):
+        lm.train(text_file, inner, LMTrainingConfig(**{**TINY, "steps": 2}))
+    figure = tmp_path / "run" / "best" / "figure.png"  # `speech transcribe --show`, `translate eval --out` there
+    with pytest.raises(ValueError, match=re.escape(f"--show {figure} lies in the lstmkit checkpoint {figure.parent}, "
+                                                   "which holds its own files alone (a resume or a rerun refuses it "
+                                                   "with another file): choose another folder")):
+        check_not_read({"--show": figure}, {})
+    check_not_read({"--show": mine / "figure.png"}, {})
+    lm.train(text_file, tmp_path / "run", LMTrainingConfig(**{**TINY, "steps": 3}), resume=True)
     assert (mine / "best" / "model.safetensors").is_file()
 
 

@@ -282,11 +282,13 @@ RUN_RECORDS = frozenset({"results.json", "metrics.csv", "curves.csv", "curves.pn
 
 def run_holding(path: Path) -> Path | None:
     """The folder of the run or checkpoint whose file `path` is, if it is one: a file of an
-    lstmkit checkpoint, or one of RUN_RECORDS beside a run's checkpoints (last/, best/, model/,
+    lstmkit checkpoint (or a new one in it), or one of RUN_RECORDS beside a run's checkpoints (last/, best/, model/,
     or a task run's models/CELL). None for every other path, such as an earlier evaluation's
     output put in a run's folder, which a command may replace, or a file beside another
     library's checkpoint (a Hugging Face model/ holds a config.json and weights too)."""
     folder = path.parent
+    if trained_model(folder):  # a new file too: a checkpoint holds its own files alone, or refuses to load
+        return folder
     if not path.is_file():
         return None
     if lstmkit_checkpoint(folder):
@@ -300,6 +302,12 @@ def run_holding(path: Path) -> Path | None:
     except OSError:  # none, or a folder this process may not read, which holds no run it wrote
         return None
     return folder if any(held_kind(entry) == "sequence_model" for entry in cells) else None
+
+
+def trained_model(folder: Path) -> bool:
+    """Whether `folder` is a checkpoint lstmkit wrote with its weights (a config.json of one's
+    own that names a kind is none)."""
+    return lstmkit_checkpoint(folder) and (folder / WEIGHTS_FILE).is_file()
 
 
 def lstmkit_checkpoint(folder: Path) -> bool:

@@ -475,6 +475,12 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     check_name_lengths(path, named(option, path))
     if path.exists() and not path.is_dir():
         raise ValueError(f"{named(option, path)} is a file; expected a folder (new, or one this program wrote)")
+    from lstmkit.checkpoint import trained_model  # checkpoint.py reads and writes through this module
+
+    inside = next((parent for parent in path.parents if trained_model(parent)), None)
+    if inside is not None:  # runs/x/last/inner: the run in runs/x then refuses to resume
+        raise ValueError(f"{named(option, path)} lies in the lstmkit checkpoint {inside}, which holds its own files "
+                         "alone: choose a folder outside it")
     if path.is_symlink() and not path.exists():  # mkdir then failed, after the run was announced: "File exists"
         if looping(path):
             raise ValueError(f"{named(option, path)} is a symbolic link to {os.readlink(path)}, which {LOOPS}: "
@@ -605,6 +611,9 @@ def check_not_read(outputs: dict[str, str | Path | None], inputs: dict[str, str 
             if same_file(path, Path(other)):
                 raise ValueError(f"{option} {path} is {what}: writing it would replace that; choose another file")
         run = run_holding(path)
+        if run is not None and not path.is_file():
+            raise ValueError(f"{option} {path} lies in the lstmkit checkpoint {run}, which holds its own files "
+                             "alone (a resume or a rerun refuses it with another file): choose another folder")
         if run is not None:
             raise ValueError(f"{option} {path} is a file of the lstmkit run in {run}: writing it would replace that; "
                              "choose another file")

@@ -36,8 +36,8 @@ from torch import Tensor
 
 from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import (CONFIG_FILE, TRAINING_FILE, WEIGHTS_FILE, check_kind, check_replaceable, existing,
-                                held_kind, load_checkpoint, lstmkit_checkpoint, read_config, read_extra_tensors,
-                                run_folder, save_checkpoint)
+                                held_kind, load_checkpoint, read_config, read_extra_tensors, run_folder,
+                                save_checkpoint, trained_model)
 from lstmkit.models.modes import evaluating
 from lstmkit.files import (
     check_not_in_use, check_nothing_overwritten, check_output_folder, check_own_files, claimed_folder, write_csv,
@@ -241,7 +241,7 @@ def check_run_folder(out: Path | None, resume: bool, kind: str | None = None, fi
         return
     if out is None:
         return
-    if lstmkit_checkpoint(out) and (out / WEIGHTS_FILE).is_file():  # a run's best/ (the run then would not resume)
+    if trained_model(out):  # a run's best/ (the run then would not resume)
         raise ValueError(f"{out} is an lstmkit checkpoint (a trained model): a run there would put its own "
                          "checkpoints inside it; choose another folder")
     if existing(out / "last").exists():
