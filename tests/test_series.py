@@ -17,7 +17,7 @@ import torch
 
 from lstmkit.series import (MissingValuesWarning, Scaler, Windows, baseline_forecast, calendar_features, future_times,
                             read_series, scores, season_length)
-from lstmkit.series.frame import known_before
+from lstmkit.series.frame import frequency_of, known_before
 
 
 def weekly(values, start="2020-01-04") -> pd.DataFrame:
@@ -154,6 +154,17 @@ def test_business_days_missing_a_holiday_stay_business_days():
                                                                                    "2024-02-28"]
 
 
+@pytest.mark.parametrize("times, fitted, read", [
+    (pd.date_range("2024-07-22", periods=5, freq="D"), "B", "B"),  # Mon-Fri of business days
+    (pd.date_range("2024-01-01", periods=2, freq="MS"), "MS", "MS"),  # too few to infer
+    (pd.bdate_range("2024-01-01", periods=30), "D", "B"),  # another frequency: named at predict
+    (pd.date_range("2024-01-01", periods=30, freq="2D"), "D", "2D"),
+    (pd.date_range("2020-01-01", periods=3650, freq="D"), "ns", "D"),  # integer steps' grid: not built
+])
+def test_predict_reads_rows_on_the_fitted_grid_only_where_it_holds_them_as_well(times, fitted, read):
+    assert frequency_of(pd.DatetimeIndex(times), "t", "datetime", fitted) == read
+
+
 def test_business_days_of_a_week_with_a_day_off_stay_business_days():
     """Tue-Fri: no run of three rows crosses a weekend, so B was never a candidate, and D
     invented every weekend (33 rows filled where B fills the 11 Mondays)."""
@@ -164,6 +175,15 @@ def test_business_days_of_a_week_with_a_day_off_stay_business_days():
         frame = read_series(table, "date", ["y"])
     assert frame.frequency == "B" and len(frame) == len(days) + 11
     assert frame.time_values(future_times(frame.time[-1], frame.frequency, 2)) == ["2024-03-25", "2024-03-26"]
+
+
+def test_times_with_a_comma_fraction_and_an_offset_are_instants_across_daylight_saving():
+    """ISO 8601's decimal comma (01:00:00,000000+01:00) fell out of the pattern of offsets."""
+    local = pd.date_range("2021-03-27 22:00", periods=6, freq="h", tz="Europe/Berlin")
+    times = [stamp.strftime("%Y-%m-%dT%H:%M:%S,%f") + stamp.strftime("%z")[:3] + ":00" for stamp in local]
+    frame = read_series(pd.DataFrame({"time": times, "y": np.arange(6.0)}), "time", ["y"])
+    assert (frame.frequency, frame.time_kind) == ("h", "utc")
+    assert frame.time.equals(local.tz_convert("UTC").tz_localize(None))
 
 
 @pytest.mark.parametrize("form, last", [("%m-%Y", "12-2019"), ("%-m/%Y", "12/2019"), ("%m/%Y", "12/2019")])

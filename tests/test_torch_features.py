@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import io
+import pickle
 import re
 import warnings
 
@@ -979,6 +980,23 @@ def test_an_element_written_into_flat_weights_runs_the_call_as_in_torch_nn():
         without_recurrence.weight_hh_l0.zero_()
     assert_close(runs[1][1], without_recurrence(x)[0])
     assert_close(runs[1][2], runs[1][0])
+
+
+def test_a_flat_weights_list_held_writes_into_the_weights_set_since_and_copies_as_a_plain_list():
+    """torch.nn's list follows a weight set by name, so a write through a list read before
+    keeps that weight; copied or pickled, the list is a plain one, without the layer."""
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    outputs = []
+    for library in (torch.nn, lstmkit):
+        torch.manual_seed(0)
+        layer = library.LSTM(3, 4, dtype=torch.float64)
+        held = layer._flat_weights
+        layer.weight_hh_l0 = torch.nn.Parameter(torch.zeros(16, 4, dtype=torch.float64))
+        held[2] = held[2]  # bias_ih_l0, as it is
+        outputs.append(layer(x)[0])
+        copies = (copy.copy(held), copy.deepcopy(held), pickle.loads(pickle.dumps(held)))
+        assert [type(copied) for copied in copies] == [list] * 3
+    assert_close(outputs[1], outputs[0])
 
 
 @pytest.mark.parametrize("layer_type", ["LSTM", "GRU"])

@@ -92,6 +92,21 @@ def test_decoding_never_chooses_padding_or_the_start_token():
     assert any(len(tokens) > 0 for tokens in plain[1])
 
 
+@pytest.mark.parametrize("same_as_end", ["bos_id", "pad_id"])
+def test_an_end_token_that_is_also_the_start_or_padding_still_ends_decoding(same_as_end):
+    """fairseq's bos is its eos: masked as the start token, the end token was never chosen and
+    every sentence ran to max_length."""
+    torch.manual_seed(0)
+    config = Seq2SeqConfig("lstm", 20, 15, 16, 2, None, "luong", 0.0, False, 0, 2, 3)
+    config = Seq2SeqConfig(**{**config.__dict__, same_as_end: 3})
+    model = Seq2Seq(config).eval()
+    with torch.no_grad():
+        model.output.bias[3] += 100  # the end at once
+    source, lengths = padded_source([7, 3])
+    assert model.greedy(source, lengths, 12) == [[], []]
+    assert model.beam_search(source, lengths, beam=3, max_length=12) == [[], []]
+
+
 def test_beam_search_finds_a_likelier_translation_than_greedy():
     """The raw log-probability (length_penalty 0) of the beam's choice is at least greedy's."""
     model = random_model("luong", seed=3)

@@ -167,10 +167,12 @@ class Seq2Seq(nn.Module):
 
     def next_token(self, token: Tensor, state: list, feed: Tensor, memory: Memory) -> tuple[Tensor, list, Tensor]:
         """`step` for decoding: the logits of padding and of the start token, never a target in
-        training, are -inf, so that neither is ever chosen (as fairseq never chooses padding)."""
+        training, are -inf, so that neither is ever chosen (as fairseq never chooses padding);
+        but for the end token, where a vocabulary makes it one of them (fairseq's bos = eos)."""
         logits, state, feed, _ = self.step(token, state, feed, memory)
-        never = [self.config.pad_id, self.config.bos_id]
-        return logits.index_fill(1, torch.tensor(never, device=logits.device), -torch.inf), state, feed
+        for never in {self.config.pad_id, self.config.bos_id} - {self.config.eos_id}:
+            logits[:, never] = -torch.inf
+        return logits, state, feed
 
     def forward(self, source: Tensor, lengths: Tensor, target_in: Tensor, return_attention: bool = False):
         """Teacher forcing: the logits of every target position given the reference before it."""

@@ -6,6 +6,7 @@ import math
 import numbers
 import dataclasses
 import itertools
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
@@ -66,16 +67,24 @@ REFRESHED_STATE = ("_assigned_weights", "_weights_set")
 
 class FlatWeights(list):
     """`Recurrent._flat_weights` as read: a list whose element writes reach the layer
-    (`self._flat_weights[i] = w`, as a DropConnect may write into torch.nn's stored list), as
-    assigning the list whole does."""
+    (`self._flat_weights[i] = w`, as a DropConnect may write into torch.nn's stored list), into
+    the weights the layer holds then (torch.nn's list follows a weight set by name). Copied or
+    pickled, a plain list: the layer does not go with it."""
 
     def __init__(self, layer: Recurrent, weights: Sequence[Tensor | None]) -> None:
         super().__init__(weights)
-        self.layer = layer
+        self.layer = weakref.ref(layer)
 
     def __setitem__(self, index, value) -> None:
         super().__setitem__(index, value)
-        self.layer._flat_weights = list(self)
+        layer = self.layer()
+        if layer is not None:
+            weights = list(layer._flat_weights)
+            weights[index] = value
+            layer._flat_weights = weights
+
+    def __reduce_ex__(self, protocol: int) -> tuple:
+        return list, (list(self),)
 
 
 class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):

@@ -64,7 +64,7 @@ TWO_DIGIT_YEAR_MONTH = r"[A-Za-z]{3,9}[-/ ']\d{2}"
 # A time with a UTC offset (2021-03-28 03:00:00+02:00, after a time of day: 01-2018 is a month) or Z;
 # or, after a time of day, an offset of
 # hours alone or after a space (2021-03-28 03:00:00+02, PostgreSQL's timestamptz as text).
-UTC_OFFSET = r".*\dZ|.*[T ]\d{2}[\d:.]*[+-]\d{2}:?\d{2}|.*\d:\d{2}(:\d{2}(\.\d+)?)? ?[+-]\d{2}(:?\d{2})?"
+UTC_OFFSET = r".*\dZ|.*[T ]\d{2}[\d:.,]*[+-]\d{2}:?\d{2}|.*\d:\d{2}(:\d{2}([.,]\d+)?)? ?[+-]\d{2}(:?\d{2})?"
 # An offset after GMT or UTC (GMT+1), which dateutil reads as POSIX does: the sign reversed.
 POSIX_OFFSET = r".*(GMT|UTC)\s*[+-]0?[1-9].*"  # a zero offset reads alike either way
 # What pandas says as it drops a time zone's name it does not know (CET, EDT) and reads the wall clock.
@@ -202,8 +202,7 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
     `covariates` are observed-past columns, `future_covariates` known-future ones.
     `fitted_kind`: the time kind of the data a forecaster was fitted on, which reads the time
     column as that did where it could read otherwise (`parse_time`); `fitted_frequency`, its
-    grid, which rows that fill most of it are read on (a few rows, or gaps, may read as another
-    frequency)."""
+    grid (`frequency_of`)."""
     table = read_table(source)
     targets, covariates, known = list(targets), list(covariates), list(future_covariates)
     if not targets:
@@ -241,9 +240,7 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
                          f"{plain(table[time][labels[0]])!r}, at {two_rows_named(labels[0], labels[1], path)}; a "
                          "table holds one row per time (a long table of several series names its series column "
                          f"with --id, id= in Python, when it is fitted){clock}")
-    # rows on the fitted grid, filling at most half of it (weeks on a daily grid: the data's own frequency is named)
-    on_fitted_grid = fitted_frequency is not None and steps_left_empty(values.index, fitted_frequency) <= len(values)
-    frequency = fitted_frequency if on_fitted_grid else infer_frequency(values.index, time, time_kind)
+    frequency = frequency_of(values.index, time, time_kind, fitted_frequency)
     grid = pd.date_range(values.index[0], values.index[-1], freq=frequency)
     if not values.index.isin(grid).all():
         stray = values.index[~values.index.isin(grid)][0]
@@ -796,6 +793,31 @@ def unreadable(column: pd.Series, bad: pd.Series, name: str, path: Path | None, 
     label = column.index[bad.to_numpy()][0]
     raise ValueError(f"column {name!r} at {row_name(label, path)} holds {plain(column[label])!r}, which {problem}; "
                      f"the forms accepted are {TIME_FORMS}")
+
+
+def frequency_of(index: pd.DatetimeIndex, name: str, time_kind: str, fitted: str | None) -> str:
+    """The frequency of the timestamps (`infer_frequency`); given the grid a forecaster was
+    fitted on, that one where it holds the rows with no more empty steps than the inferred one
+    and fills at least half of it: a few rows, or rows with gaps, may read as another frequency
+    or as none (Mon-Fri of business days are daily; two months tell no frequency), but data of
+    another frequency (business days for a daily fit, every other day) are refused by name."""
+    try:
+        inferred = infer_frequency(index, name, time_kind)
+    except ValueError:
+        if fitted is None or not fills_most_of(index, fitted):
+            raise
+        return fitted
+    if fitted is None or fitted == inferred or not fills_most_of(index, fitted):
+        return inferred
+    return fitted if steps_left_empty(index, fitted) <= steps_left_empty(index, inferred) else inferred
+
+
+def fills_most_of(index: pd.DatetimeIndex, frequency: str) -> bool:
+    """Whether the timestamps lie on the `frequency` grid from the first to the last, filling
+    at least half of it; the grid is built only as long as that could be (a forecaster fitted on
+    integer steps, nanoseconds apart, given dates would make one of petabytes)."""
+    reach = pd.date_range(index[0], periods=2 * len(index), freq=frequency)
+    return reach[-1] >= index[-1] and steps_left_empty(index, frequency) <= len(index)
 
 
 def infer_frequency(index: pd.DatetimeIndex, name: str, time_kind: str = "") -> str:
