@@ -1,5 +1,7 @@
 """Word-level language modelling on the files pytorch/examples `word_language_model` reads,
-so that the two run on the same data with the same budget.
+so that the two run on the same data. Their budgets are not equal wall time: lstmkit's
+--time-budget counts its training steps alone (its evaluations took its ten-minute runs to
+~680 s), `timeout` the example's whole run, evaluations included.
 
     python benchmarks/lm_word.py split ../shared/data/tinyshakespeare.txt runs/word-shakespeare/data
     python benchmarks/lm_word.py run runs/word-shakespeare/data --time-budget 600 [lm train flags ...]

@@ -195,6 +195,50 @@ def test_a_resumed_model_checks_names_and_shapes_too():
         load_weights(model, tensors, "the run's last checkpoint")
 
 
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int32, torch.complex64])
+def test_a_weight_saved_as_other_than_floats_is_named(tmp_path, dtype):
+    """It was cast to floats without a word: a bool embedding loaded as 0/1 weights."""
+    tensors = model_tensors(LanguageModel(TINY_MODEL))
+    tensors["embedding.weight"] = tensors["embedding.weight"].to(dtype)
+    directory = save_language_model(tmp_path / "model", tensors=tensors)
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{directory / 'model.safetensors'}: embedding.weight holds {dtype} in the file, but the model's is "
+            "torch.float32: the file was not written by lstmkit, or edited")):
+        load_language_model(directory)
+    with pytest.raises(CheckpointError, match=re.escape("the run's last checkpoint: embedding.weight holds")):
+        load_weights(LanguageModel(TINY_MODEL), tensors, "the run's last checkpoint")
+    tensors["embedding.weight"] = tensors["embedding.weight"].real.to(torch.float16)  # floats of another precision
+    load_language_model(save_language_model(tmp_path / "half", tensors=tensors))
+
+
+def test_a_model_of_ones_own_with_tied_weights_saves_them_once_and_loads_them_tied(tmp_path):
+    """Without a `tied_weight` attribute, safetensors refused the shared tensor at the first
+    checkpoint, after training had run."""
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding, self.decoder = torch.nn.Embedding(5, 4), torch.nn.Linear(4, 5)
+            self.decoder.weight = self.embedding.weight
+
+    model = Tied()
+    tensors = model_tensors(model)
+    assert list(tensors) == ["embedding.weight", "decoder.bias"]
+    save_checkpoint(tmp_path / "tied", {"kind": "mine"}, tensors)
+    loaded = Tied()
+    load_weights(loaded, load_checkpoint(tmp_path / "tied")[1], "the checkpoint")
+    assert torch.equal(loaded.decoder.weight, model.embedding.weight)
+    assert loaded.decoder.weight is loaded.embedding.weight
+
+
+def test_a_save_clears_only_its_own_leftovers_whatever_its_name(tmp_path):
+    """A name with [ or ] (exp[lr=0.1]) was a glob pattern: its own leftovers stayed, and
+    another folder's save in progress was removed."""
+    (tmp_path / ".run[1].new.abc").mkdir()
+    (tmp_path / ".run1.new.zzz").mkdir()
+    save_checkpoint(tmp_path / "run[1]", {"kind": "mine"}, {"w": torch.zeros(1)})
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".run1.new.zzz", "run[1]"]
+
+
 @pytest.mark.parametrize("setting, value, largest", [
     ("hidden_size", 10**9, "recurrent.bias_hh_l0, (16,)"),
     ("vocabulary_size", 10**12, "recurrent.bias_hh_l0, (16,)"),

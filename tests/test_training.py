@@ -46,6 +46,7 @@ def text_file(tmp_path_factory) -> Path:
 
 def test_device_names():
     assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(str(torch.device("cpu", 0))) == torch.device("cpu")  # "cpu:0" was refused
     if not torch.cuda.is_available():
         assert resolve_device("auto") == torch.device("cpu")
         with pytest.raises(ValueError, match=r"device 'cuda:1' needs CUDA, and this torch \(.*\) sees no CUDA GPU; "
@@ -434,6 +435,29 @@ def test_anneal_on_a_plateau_decays_the_rate_to_its_floor_over_the_patience_then
     assert run.history[-1]["lr"] == pytest.approx(0.01)
     assert annealed_progress(0.9, 5, 4, 0.08, 3) == 0.9, "a budget further down than the anneal keeps its decay"
     assert annealed_progress(None, 4, 4, 0.0, 2) == 0.5, "a run without a budget's decay anneals from the peak"
+
+
+def test_a_resume_under_another_budget_says_so(tmp_path, capsys):
+    """`lm train --resume` without a budget flag took the default one (10 epochs where the run
+    had --time-budget 30) and trained on without a word."""
+    Trainer(TrainingConfig(steps=4, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path)
+    capsys.readouterr()
+    Trainer(TrainingConfig(time_budget=0.5, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path, resume=True)
+    assert f"resuming {tmp_path} under --time-budget 0.5 s; it began under --steps 4\n" in capsys.readouterr().err
+
+
+def test_an_anneal_begun_in_the_warm_up_decays_from_the_rate_it_had_then_to_the_floor():
+    """The warm-up went on rising to the peak, and the run stopped there saying its rate had
+    annealed to its floor: patience 3 runs out at step 4 of a 10-step warm-up, at 0.05."""
+    config = TrainingConfig(steps=50, lr=0.1, warmup=10, eval_every=1, patience=3, on_plateau="anneal",
+                            min_lr_fraction=0.1)
+    run = Trainer(config).run(Quadratic([1.0], validation_target=-1.0))
+    rates = [row["lr"] for row in run.history]
+    assert rates[:4] == pytest.approx([0.01, 0.02, 0.03, 0.04])  # the warm-up: step s at (s + 1) / 10
+    floor, start = 0.01, 0.05
+    assert rates[4:] == pytest.approx([floor + (start - floor) * 0.5 * (1 + math.cos(math.pi * k / 3))
+                                       for k in (1, 2, 3)])
+    assert run.steps == 7 and rates[-1] == pytest.approx(floor)
 
 
 def test_an_annealing_run_resumed_from_its_checkpoint_anneals_as_it_would_have(tmp_path, monkeypatch):

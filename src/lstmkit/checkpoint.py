@@ -17,6 +17,7 @@ device before any weight is read, so a crafted size costs nothing.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import math
@@ -60,12 +61,16 @@ class CheckpointWriteError(OSError):
 
 
 def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A model's weights for a checkpoint, a tied weight (the model's `tied_weight`: the name of
-    a parameter that is another's tensor) stored once, as the tensor it shares."""
-    tensors = model.state_dict()
+    """A model's weights for a checkpoint, a tied weight stored once, as the tensor it shares:
+    the model's `tied_weight` (the name of a parameter that is another's tensor), and any other
+    name of a tensor met before (a model of one's own whose decoder shares its embedding's
+    weight: safetensors refuses to write one tensor twice)."""
     tied = getattr(model, "tied_weight", None)
-    if tied is not None:
-        del tensors[tied]
+    tensors, seen = {}, set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if name != tied and id(tensor) not in seen:
+            tensors[name] = tensor.detach()
+            seen.add(id(tensor))
     return tensors
 
 
@@ -159,7 +164,7 @@ def write_checkpoint(directory: Path, files: dict[str, str], tensor_files: dict[
     directory = through_link(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     previous = previous_path(directory)
-    for orphan in directory.parent.glob(f".{directory.name}.new.*"):  # left by a save that was killed
+    for orphan in directory.parent.glob(f".{glob.escape(directory.name)}.new.*"):  # left by a save that was killed
         shutil.rmtree(orphan, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new.", dir=directory.parent))
     try:
@@ -193,8 +198,10 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], where: object) -> None:
     """Load the weights `model_tensors` saved (a tied weight is the tensor it shares), after
     checking their names and shapes against the model's (CheckpointError naming `where`)."""
+    expected = model_tensors(model)
     check_tensor_shapes({name: tuple(tensor.shape) for name, tensor in tensors.items()},
-                        {name: tuple(tensor.shape) for name, tensor in model_tensors(model).items()}, where)
+                        {name: tuple(tensor.shape) for name, tensor in expected.items()}, where)
+    check_tensor_kinds(tensors, expected, where)
     model.load_state_dict(tensors, strict=False)
 
 
@@ -219,7 +226,9 @@ def load_model_checkpoint(directory: str | Path, kind: CheckpointKind) -> tuple[
                               f"(written by another version?): {error}") from None
     check_tensor_shapes(shapes, {name: tuple(tensor.shape) for name, tensor in expected.items()}, weights_path)
     model = kind.build(section)
-    model.load_state_dict(load_tensors(weights_path, "cpu"), strict=False)  # what `stored` leaves out is tied
+    tensors = load_tensors(weights_path, "cpu")
+    check_tensor_kinds(tensors, expected, weights_path)
+    model.load_state_dict(tensors, strict=False)  # what `stored` leaves out is tied
     warn_unaveraged(directory, config)
     return config, model
 
@@ -487,6 +496,19 @@ def check_tensor_shapes(found: Shapes, expected: Shapes, where: str | Path) -> N
                     for name, shape in expected.items() if name in found and tuple(found[name]) != tuple(shape)]
     if differences:
         raise CheckpointError(f"{where} does not fit its configuration: {'; '.join(differences)}")
+
+
+def check_tensor_kinds(found: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], where: str | Path) -> None:
+    """Refuse a tensor whose kind of number is not the model's (a weight saved as integers,
+    booleans or complex numbers, which loading would cast to floats without a word); floats
+    of another precision load, cast."""
+    def kind(tensor: torch.Tensor) -> str:
+        return "complex" if tensor.is_complex() else "floating" if tensor.is_floating_point() else "integer or boolean"
+
+    for name, tensor in found.items():
+        if name in expected and kind(tensor) != kind(expected[name]):
+            raise CheckpointError(f"{where}: {name} holds {tensor.dtype} in the file, but the model's is "
+                                  f"{expected[name].dtype}: the file was not written by lstmkit, or edited")
 
 
 def existing(directory: Path) -> Path:

@@ -15,7 +15,7 @@ from lstmkit.engines import ENGINES
 from lstmkit.engines.precision import ONEDNN_BFLOAT16
 from lstmkit.nn import Recurrent, RecurrentCell
 
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEVICE_PATTERN = re.compile(r"auto|cpu(:0)?|cuda(:\d+)?")  # cpu:0, as torch.device("cpu", 0) writes itself
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
 
 
@@ -31,7 +31,7 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     check_device_name(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
+    if name.startswith("cpu"):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ValueError(f"device {name!r} needs CUDA, and this torch ({torch.__version__}) sees no CUDA GPU; "

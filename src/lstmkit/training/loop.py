@@ -331,6 +331,13 @@ def check_same_settings(saved: dict, config: TrainingConfig, out: Path) -> None:
         raise ValueError(f"{out} was trained with other settings; --resume needs the same ones ({'; '.join(changed)})")
 
 
+def budget_of(settings: dict) -> str:
+    """A run's budget in the flags that give it (`--time-budget 30 s`, `--epochs 10`), from its settings."""
+    given = [f"--{name.replace('_', '-')} {settings[name]}{' s' * (name == 'time_budget')}"
+             for name in ("steps", "epochs", "time_budget") if settings.get(name) is not None]
+    return ", ".join(given) or "no budget"
+
+
 def budget_spent(config: TrainingConfig, progress: RunState, step_limit: int | None) -> bool:
     """Whether a budget is spent: the time budget's seconds, or the steps of steps/epochs."""
     if config.time_budget is not None and progress.train_seconds >= config.time_budget:
@@ -513,7 +520,7 @@ class Trainer:
             started = time.perf_counter()
             if progress.decay_from_seconds is None and progress.step >= config.warmup:
                 progress.decay_from_seconds = progress.train_seconds
-            scheduled = learning_rate(config, progress.step, decay(progress.step))
+            scheduled = learning_rate(config, progress.step, decay(progress.step), progress.annealing_from)
             set_learning_rate(optimizer, scheduled * job.learning_rate_scale(progress.step))
             loss, loss_sum, items = self.training_loss(job, model, progress.step)
             if not math.isfinite(loss_sum):
@@ -750,6 +757,9 @@ class Trainer:
         self.check_resumable(saved, job.data_fingerprint(), out)
         if continued:
             self.check_epochs(saved, job, out)
+            before, now = budget_of(saved["training"]), budget_of(asdict(self.config))
+            if before != now:  # a resume without a budget flag takes the default one: said, not silent
+                self.announce(f"resuming {out} under {now}; it began under {before}")
         job.check_resumable(saved, existing(out / "last"))
         job.load_model_tensors(tensors)
         training = read_extra_tensors(out / "last", TRAINING_FILE, self.device)

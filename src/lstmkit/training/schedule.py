@@ -7,16 +7,23 @@ import math
 from lstmkit.training.config import TrainingConfig
 
 
-def learning_rate(config: TrainingConfig, step: int, decay: float | None) -> float:
+def learning_rate(config: TrainingConfig, step: int, decay: float | None, annealing_from: int | None = None
+                  ) -> float:
     """The rate of `step` (counted from 0): linear warm-up over `warmup` steps, then cosine
     decay to `min_lr_fraction` of the peak, `decay` (0 to 1, `decay_progress`) of the way
-    down (the peak while no budget bounds the run: None)."""
-    if step < config.warmup:
+    down (the peak while no budget bounds the run: None). An anneal a plateau began in the
+    warm-up (at step `annealing_from`) ends it there: the cosine runs from the rate of that
+    step down to the floor (it went on rising to the peak, and the run stopped there, saying
+    its rate had annealed to its floor)."""
+    peak = config.lr
+    if annealing_from is not None and annealing_from < config.warmup:
+        peak = config.lr * (annealing_from + 1) / config.warmup
+    elif step < config.warmup:
         return config.lr * (step + 1) / config.warmup
     if decay is None:
-        return config.lr
-    fraction = config.min_lr_fraction
-    return config.lr * (fraction + (1 - fraction) * 0.5 * (1 + math.cos(math.pi * decay)))
+        return peak
+    floor = config.lr * config.min_lr_fraction
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * decay))
 
 
 def decay_progress(config: TrainingConfig, step: int, step_limit: int | None = None, train_seconds: float = 0.0,
