@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from helpers import Killed, Quadratic, dies_at_step
 import lstmkit
 from lstmkit import lm
-from lstmkit.checkpoint import load_checkpoint, save_checkpoint
+from lstmkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lstmkit.pipelines.configs import ForecasterConfig, SpeechConfig, TaskTrainingConfig
 from lstmkit.pipelines.lm import LMTrainingConfig
 from lstmkit.training import (Precision, Processes, Trainer, TrainingConfig, TrainingDiverged, decay_progress,
@@ -458,6 +458,38 @@ def test_an_anneal_begun_in_the_warm_up_decays_from_the_rate_it_had_then_to_the_
     assert rates[4:] == pytest.approx([floor + (start - floor) * 0.5 * (1 + math.cos(math.pi * k / 3))
                                        for k in (1, 2, 3)])
     assert run.steps == 7 and rates[-1] == pytest.approx(floor)
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda tensors: tensors.pop("rng.torch"), "no rng.torch (the random-number state)"),
+    (lambda tensors: tensors.pop("optimizer.weight.exp_avg"), "the parameters hold different moments"),
+    (lambda tensors: tensors.update({"optimizer.bogus.exp_avg": torch.zeros(1)}),
+     "optimizer.bogus.exp_avg, of no parameter of the model"),
+    (lambda tensors: tensors.update({"optimizer.weight.exp_avg": torch.zeros(2)}),
+     "optimizer.weight.exp_avg has shape (2,), its parameter (1, 1)"),
+    (lambda tensors: tensors.update({"optimizer.weight.exp_avg": torch.zeros(1, 1, dtype=torch.int32)}),
+     "optimizer.weight.exp_avg holds torch.int32"),
+])
+def test_an_edited_training_state_is_named_before_the_resume(tmp_path, edit, problem):
+    """Each failed inside torch after the resume began (KeyError 'exp_avg', a size mismatch),
+    or, without its random-number state, resumed not bit for bit without a word."""
+    class TwoParameters(Quadratic):  # a second parameter, so that one's moments can differ from the other's
+        def __init__(self):
+            super().__init__([1.0], 0.0)
+            self.model.bias = torch.nn.Parameter(torch.zeros(1))
+
+        def train_loss(self, model, step):
+            loss, items = super().train_loss(model, step)
+            return loss + (model.bias[0] - 1) ** 2, items
+
+    Trainer(TrainingConfig(steps=2, eval_every=1)).run(TwoParameters(), tmp_path)
+    path = tmp_path / "last" / "training.safetensors"
+    tensors = load_file(path)
+    assert "optimizer.bias.exp_avg" in tensors
+    edit(tensors)
+    save_file(tensors, path)  # without lstmkit's checksum, as an edit leaves it
+    with pytest.raises(CheckpointError, match=re.escape(f"{path} does not fit the run: {problem}")):
+        Trainer(TrainingConfig(steps=4, eval_every=1)).run(TwoParameters(), tmp_path, resume=True)
 
 
 def test_an_annealing_run_resumed_from_its_checkpoint_anneals_as_it_would_have(tmp_path, monkeypatch):

@@ -92,6 +92,15 @@ def test_decoding_never_chooses_padding_or_the_start_token():
     assert any(len(tokens) > 0 for tokens in plain[1])
 
 
+@pytest.mark.parametrize("name, value", [("bos_id", 500), ("eos_id", -1), ("pad_id", True)])
+def test_special_tokens_outside_the_vocabulary_are_refused(name, value):
+    """An edited config loaded, then failed with a bare IndexError in decoding, or never ended."""
+    config = Seq2SeqConfig("lstm", 20, 15, 16, 2, None, "luong", 0.0, False, 0, 2, 3)
+    with pytest.raises(ValueError, match=re.escape(f"{name} must be a token of the target vocabulary (0 to 14), "
+                                                   f"got {value!r}")):
+        Seq2SeqConfig(**{**config.__dict__, name: value})
+
+
 @pytest.mark.parametrize("same_as_end", ["bos_id", "pad_id"])
 def test_an_end_token_that_is_also_the_start_or_padding_still_ends_decoding(same_as_end):
     """fairseq's bos is its eos: masked as the start token, the end token was never chosen and

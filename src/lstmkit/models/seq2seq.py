@@ -58,6 +58,11 @@ class Seq2SeqConfig(EmbeddingConfig):
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {self.attention!r}")
         self.check_embedding()
+        for name in ("pad_id", "bos_id", "eos_id"):  # an edited config: an IndexError in decoding, or no end
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < self.target_vocabulary_size:
+                raise ValueError(f"{name} must be a token of the target vocabulary (0 to "
+                                 f"{self.target_vocabulary_size - 1}), got {value!r}")
 
 
 @dataclass

@@ -35,9 +35,9 @@ import torch
 from torch import Tensor
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.checkpoint import (CONFIG_FILE, TRAINING_FILE, WEIGHTS_FILE, check_kind, check_replaceable, existing,
-                                held_kind, load_checkpoint, read_config, read_extra_tensors, run_folder,
-                                save_checkpoint, trained_model)
+from lstmkit.checkpoint import (CONFIG_FILE, TRAINING_FILE, WEIGHTS_FILE, CheckpointError, check_kind,
+                                check_replaceable, existing, held_kind, load_checkpoint, read_config,
+                                read_extra_tensors, run_folder, save_checkpoint, trained_model)
 from lstmkit.models.modes import evaluating
 from lstmkit.files import (
     check_not_in_use, check_nothing_overwritten, check_output_folder, check_own_files, claimed_folder, write_csv,
@@ -763,6 +763,7 @@ class Trainer:
         job.check_resumable(saved, existing(out / "last"))
         job.load_model_tensors(tensors)
         training = read_extra_tensors(out / "last", TRAINING_FILE, self.device)
+        check_training_tensors(training, job, existing(out / "last") / TRAINING_FILE)
         best_value = saved["progress"]["best_value"]
         fields = set(RunState.__dataclass_fields__)  # older runs saved an estimated schedule length, now unused
         progress = RunState(**{**{name: value for name, value in saved["progress"].items() if name in fields},
@@ -853,6 +854,35 @@ def epochs(step: int, steps_per_epoch: int | None) -> int | float | None:
         return None
     whole, rest = divmod(step, steps_per_epoch)
     return whole if rest == 0 else round(step / steps_per_epoch, 4)
+
+
+def check_training_tensors(training: dict[str, Tensor], job: Job, path: Path) -> None:
+    """Refuse a run's saved training state (`optimizer_tensors`, `rng_tensors`) without its
+    random-number state, or with optimizer moments that do not fit the model's parameters:
+    another parameter's, another shape, not floats, or not the same moments for every
+    parameter. Edited, or damaged where written before its checksum, it failed inside torch
+    after the resume was announced, or (the random-number state gone) went on not bit for bit."""
+    problems = [] if "rng.torch" in training else ["no rng.torch (the random-number state)"]
+    parameters = dict(job.model.named_parameters())
+    moments: dict[str, set[str]] = {}
+    for key, value in training.items():
+        if not key.startswith("optimizer."):
+            continue
+        name, _, moment = key.removeprefix("optimizer.").rpartition(".")
+        if name not in parameters:
+            problems.append(f"{key}, of no parameter of the model")
+            continue
+        moments.setdefault(name, set()).add(moment)
+        if not value.is_floating_point():
+            problems.append(f"{key} holds {value.dtype}")
+        elif value.dim() and value.shape != parameters[name].shape:
+            problems.append(f"{key} has shape {tuple(value.shape)}, its parameter {tuple(parameters[name].shape)}")
+    if len({frozenset(names) for names in moments.values()}) > 1:
+        shown = sorted({", ".join(sorted(names)) for names in moments.values()})
+        problems.append(f"the parameters hold different moments ({'; '.join(shown)})")
+    if problems:
+        raise CheckpointError(f"{path} does not fit the run: {'; '.join(problems)}; the file is damaged or was "
+                              "edited: start a new run, or resume from a copy of the run made before")
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, job: Job, training: dict[str, Tensor]) -> None:
