@@ -223,6 +223,9 @@ def test_a_model_of_ones_own_with_tied_weights_saves_them_once_and_loads_them_ti
     model = Tied()
     tensors = model_tensors(model)
     assert list(tensors) == ["embedding.weight", "decoder.bias"]
+    over_one_memory = Tied()  # two parameters over one memory: safetensors refused them too
+    over_one_memory.decoder.weight = torch.nn.Parameter(over_one_memory.embedding.weight.data)
+    assert list(model_tensors(over_one_memory)) == ["embedding.weight", "decoder.bias"]
     save_checkpoint(tmp_path / "tied", {"kind": "mine"}, tensors)
     loaded = Tied()
     load_weights(loaded, load_checkpoint(tmp_path / "tied")[1], "the checkpoint")

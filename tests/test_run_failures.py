@@ -602,12 +602,18 @@ def test_resuming_in_a_folder_of_another_commands_results_says_to_choose_another
 def test_resuming_a_checkpoint_inside_a_run_points_to_the_run(tmp_path):
     Trainer(TrainingConfig(steps=2, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "run")
     run = tmp_path / "run"
-    with pytest.raises(FileNotFoundError, match=re.escape(f"{run / 'last'} holds no run to resume (no last/ "
-                                                          f"checkpoint); give the run's folder, {run}")):
+    with pytest.raises(ValueError, match=re.escape(f"--out {run / 'last'} is an lstmkit checkpoint (a trained model): "
+                                                   "a run there would put its own checkpoints inside it; choose "
+                                                   f"another folder; to resume the run it belongs to, give the run's "
+                                                   f"folder, {run}")):
         Trainer(TrainingConfig(steps=4)).run(Quadratic([1.0], 0.0), tmp_path / "run" / "last", resume=True)
 
 
-def test_a_new_run_into_a_checkpoint_is_refused(text_file, tmp_path):
+def test_a_new_run_into_a_checkpoint_is_refused(text_file, tmp_path, monkeypatch):
+    from lstmkit.files import check_output_folder
+    from lstmkit.pipelines.longlag import run_task
+    from lstmkit.tasks import AddingTask
+
     """`translate train --out runs/res/best` trained into the run's best model: it then loaded
     only as runs/res/best/best, and the run it was in refused to resume."""
     lm.train(text_file, tmp_path / "run", LMTrainingConfig(**{**TINY, "steps": 2}))
@@ -633,6 +639,20 @@ def test_a_new_run_into_a_checkpoint_is_refused(text_file, tmp_path):
                                                    "with another file): choose another folder")):
         check_not_read({"--show": figure}, {})
     check_not_read({"--show": mine / "figure.png"}, {})
+    best = tmp_path / "run" / "best"  # through `..`, a link, or `.` in it: the folder it is
+    (tmp_path / "link").symlink_to(best)
+    for given, shown in ((best / ".." / "elsewhere", None), (tmp_path / "link" / "inner", best),
+                         (Path("."), best), (Path("../../elsewhere"), None)):
+        with monkeypatch.context() as inside:
+            inside.chdir(best)
+            if shown is None:
+                check_output_folder(given)
+                continue
+            with pytest.raises(ValueError, match=re.escape(f"--out {given} ")):
+                check_output_folder(given)
+    with pytest.raises(ValueError, match=re.escape(f"--out {best} is an lstmkit checkpoint (a trained model)")):
+        run_task(AddingTask(T=5), ["rnn"], TaskTrainingConfig(hidden_size=4, steps=1, time_budget=None, test_size=8,
+                                                               eval_every=1), best)
     lm.train(text_file, tmp_path / "run", LMTrainingConfig(**{**TINY, "steps": 3}), resume=True)
     assert (mine / "best" / "model.safetensors").is_file()
 

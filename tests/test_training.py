@@ -437,13 +437,21 @@ def test_anneal_on_a_plateau_decays_the_rate_to_its_floor_over_the_patience_then
     assert annealed_progress(None, 4, 4, 0.0, 2) == 0.5, "a run without a budget's decay anneals from the peak"
 
 
-def test_a_resume_under_another_budget_says_so(tmp_path, capsys):
+def test_a_resume_under_another_budget_says_so(tmp_path, capsys, monkeypatch):
     """`lm train --resume` without a budget flag took the default one (10 epochs where the run
     had --time-budget 30) and trained on without a word."""
     Trainer(TrainingConfig(steps=4, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path)
     capsys.readouterr()
     Trainer(TrainingConfig(time_budget=0.5, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path, resume=True)
-    assert f"resuming {tmp_path} under --time-budget 0.5 s; it began under --steps 4\n" in capsys.readouterr().err
+    assert f"resuming {tmp_path} under --time-budget 0.5 s; it last ran under --steps 4\n" in capsys.readouterr().err
+    dies_at_step(monkeypatch, 2)
+    with pytest.raises(Killed):
+        Trainer(TrainingConfig(steps=4, time_budget=60, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "same")
+    monkeypatch.undo()
+    capsys.readouterr()
+    Trainer(TrainingConfig(steps=4, time_budget=60.0, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "same",
+                                                                         resume=True)
+    assert "resuming" not in capsys.readouterr().err  # 60.0 seconds are 60: no other budget
 
 
 def test_an_anneal_begun_in_the_warm_up_decays_from_the_rate_it_had_then_to_the_floor():
@@ -458,6 +466,10 @@ def test_an_anneal_begun_in_the_warm_up_decays_from_the_rate_it_had_then_to_the_
     assert rates[4:] == pytest.approx([floor + (start - floor) * 0.5 * (1 + math.cos(math.pi * k / 3))
                                        for k in (1, 2, 3)])
     assert run.steps == 7 and rates[-1] == pytest.approx(floor)
+    early = TrainingConfig(steps=500, lr=0.1, warmup=100, patience=3, on_plateau="anneal", min_lr_fraction=0.1)
+    assert learning_rate(early, 5, 0.5, annealing_from=3) == pytest.approx(0.004), "below the floor: held, not raised"
+    decay = 0.3  # without an anneal, the expression runs begun before resume with, rounded alike
+    assert learning_rate(early, 200, decay) == 0.1 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * decay)))
 
 
 @pytest.mark.parametrize("edit, problem", [

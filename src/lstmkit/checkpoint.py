@@ -63,15 +63,24 @@ class CheckpointWriteError(OSError):
 def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """A model's weights for a checkpoint, a tied weight stored once, as the tensor it shares:
     the model's `tied_weight` (the name of a parameter that is another's tensor), and any other
-    name of a tensor met before (a model of one's own whose decoder shares its embedding's
-    weight: safetensors refuses to write one tensor twice)."""
+    name of a tensor met before (`same_tensor`: a model of one's own whose decoder shares its
+    embedding's weight; safetensors refuses to write one tensor twice)."""
     tied = getattr(model, "tied_weight", None)
     tensors, seen = {}, set()
     for name, tensor in model.state_dict(keep_vars=True).items():
-        if name != tied and id(tensor) not in seen:
+        if name != tied and same_tensor(tensor) not in seen:
             tensors[name] = tensor.detach()
-            seen.add(id(tensor))
+            seen.add(same_tensor(tensor))
     return tensors
+
+
+def same_tensor(tensor: torch.Tensor) -> object:
+    """What two names of one tensor share: the object, or, for two parameters made over one
+    memory (`nn.Parameter(embedding.weight.data)`), the very view of it they are (the meta
+    device, and empty tensors, hold no memory to compare)."""
+    if tensor.is_meta or tensor.numel() == 0:
+        return id(tensor)
+    return tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride()
 
 
 @dataclass(frozen=True)

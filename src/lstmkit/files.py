@@ -469,26 +469,43 @@ def check_input_file(path: str | Path, expected: str) -> Path:
 
 def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     """Refuse, before any work is done, an output folder that cannot be written: a path that
-    is a file, a path under a file, or a folder this process may not write in. The folder is
-    not created; a probe file is written in its nearest existing ancestor and removed."""
+    is a file, a path under a file, a checkpoint or a folder in one (`check_not_in_checkpoint`),
+    or a folder this process may not write in. The folder is not created; a probe file is
+    written in its nearest existing ancestor and removed."""
     path = as_path(path, "the folder to write results in")
     check_name_lengths(path, named(option, path))
     if path.exists() and not path.is_dir():
         raise ValueError(f"{named(option, path)} is a file; expected a folder (new, or one this program wrote)")
-    from lstmkit.checkpoint import trained_model  # checkpoint.py reads and writes through this module
-
-    inside = next((parent for parent in path.parents if trained_model(parent)), None)
-    if inside is not None:  # runs/x/last/inner: the run in runs/x then refuses to resume
-        raise ValueError(f"{named(option, path)} lies in the lstmkit checkpoint {inside}, which holds its own files "
-                         "alone: choose a folder outside it")
     if path.is_symlink() and not path.exists():  # mkdir then failed, after the run was announced: "File exists"
         if looping(path):
             raise ValueError(f"{named(option, path)} is a symbolic link to {os.readlink(path)}, which {LOOPS}: "
                              "choose another folder")
         raise ValueError(f"{named(option, path)} is a symbolic link to {os.readlink(path)}, which does not exist: "
                          "create the folder it points to, or choose another")
+    check_not_in_checkpoint(path, option)
     check_writable(path, path, option)
     return path
+
+
+def check_not_in_checkpoint(path: Path, option: str) -> None:
+    """Refuse an output folder that is an lstmkit checkpoint or lies in one, through links and
+    `..` (`.` in a checkpoint is one): a checkpoint holds its own files alone, and the run it
+    belongs to refused to resume with another's there."""
+    from lstmkit.checkpoint import existing as existing_checkpoint, trained_model  # checkpoint.py writes through here
+
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):  # a loop of links further up: check_writable names it
+        return
+    if trained_model(real):  # a run's best/: the run then would not resume
+        in_run = real.name in ("best", "last") and trained_model(existing_checkpoint(real.parent / "last"))
+        hint = f"; to resume the run it belongs to, give the run's folder, {real.parent}" if in_run else ""
+        raise ValueError(f"{named(option, path)} is an lstmkit checkpoint (a trained model): a run there would put "
+                         f"its own checkpoints inside it; choose another folder{hint}")
+    inside = next((parent for parent in real.parents if trained_model(parent)), None)
+    if inside is not None:  # runs/x/last/inner: the run in runs/x then refuses to resume
+        raise ValueError(f"{named(option, path)} lies in the lstmkit checkpoint {inside}, which holds its own files "
+                         "alone: choose a folder outside it")
 
 
 # What a path is told that a link makes circular.

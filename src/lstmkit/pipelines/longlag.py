@@ -26,7 +26,8 @@ from lstmkit.cells import CELL_NAMES, make_cell
 from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointKind, check_replaceable, checkpoint_folder,
                                 held_kind, load_model_checkpoint, save_checkpoint)
 from lstmkit.files import (
-    check_nothing_overwritten, claimed_folder, remove_tree, write_csv, write_json, written_by_lstmkit,
+    check_nothing_overwritten, check_output_folder, claimed_folder, remove_tree, write_csv, write_json,
+    written_by_lstmkit,
 )
 from lstmkit.models import SequenceModel, SequenceModelConfig
 from lstmkit.models.modes import evaluating
@@ -232,6 +233,7 @@ def check_task_folder(out: Path, cells: list[str]) -> None:
     """Refuse, before any training, a folder whose files a run of `cells` would overwrite: an
     earlier run's are replaced; anyone else's are kept (a folder in models/ save_model would
     refuse after a cell's training included)."""
+    check_output_folder(out)  # a checkpoint, or a folder in one: the CLI checks --out as it parses it, not Python
     if not holds_task_run(out):
         check_nothing_overwritten(out, ("results.json", "curves.csv", "learning_curves.png", "models"),
                                   "no run of lstmkit task or demo (its results.json, if any, is not one's)")

@@ -331,10 +331,18 @@ def check_same_settings(saved: dict, config: TrainingConfig, out: Path) -> None:
         raise ValueError(f"{out} was trained with other settings; --resume needs the same ones ({'; '.join(changed)})")
 
 
+BUDGETS = ("steps", "epochs", "time_budget")
+
+
+def budget_values(settings: dict) -> tuple[float | None, ...]:
+    """A run's budget from its settings, as numbers (a time budget of 1 is one of 1.0)."""
+    return tuple(None if settings.get(name) is None else float(settings[name]) for name in BUDGETS)
+
+
 def budget_of(settings: dict) -> str:
     """A run's budget in the flags that give it (`--time-budget 30 s`, `--epochs 10`), from its settings."""
     given = [f"--{name.replace('_', '-')} {settings[name]}{' s' * (name == 'time_budget')}"
-             for name in ("steps", "epochs", "time_budget") if settings.get(name) is not None]
+             for name in BUDGETS if settings.get(name) is not None]
     return ", ".join(given) or "no budget"
 
 
@@ -757,9 +765,9 @@ class Trainer:
         self.check_resumable(saved, job.data_fingerprint(), out)
         if continued:
             self.check_epochs(saved, job, out)
-            before, now = budget_of(saved["training"]), budget_of(asdict(self.config))
-            if before != now:  # a resume without a budget flag takes the default one: said, not silent
-                self.announce(f"resuming {out} under {now}; it began under {before}")
+            before, now = saved["training"], asdict(self.config)
+            if budget_values(before) != budget_values(now):  # without a budget flag, the default: said, not silent
+                self.announce(f"resuming {out} under {budget_of(now)}; it last ran under {budget_of(before)}")
         job.check_resumable(saved, existing(out / "last"))
         job.load_model_tensors(tensors)
         training = read_extra_tensors(out / "last", TRAINING_FILE, self.device)

@@ -13,17 +13,19 @@ def learning_rate(config: TrainingConfig, step: int, decay: float | None, anneal
     decay to `min_lr_fraction` of the peak, `decay` (0 to 1, `decay_progress`) of the way
     down (the peak while no budget bounds the run: None). An anneal a plateau began in the
     warm-up (at step `annealing_from`) ends it there: the cosine runs from the rate of that
-    step down to the floor (it went on rising to the peak, and the run stopped there, saying
-    its rate had annealed to its floor)."""
-    peak = config.lr
+    step down to the floor, or, below the floor, holds that rate (it went on rising to the
+    peak, and the run stopped there, saying its rate had annealed to its floor)."""
+    fraction = config.min_lr_fraction
     if annealing_from is not None and annealing_from < config.warmup:
         peak = config.lr * (annealing_from + 1) / config.warmup
-    elif step < config.warmup:
+        floor = min(config.lr * fraction, peak)  # a rate below the floor stays there, not raised to it
+        return peak if decay is None else floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * decay))
+    if step < config.warmup:
         return config.lr * (step + 1) / config.warmup
     if decay is None:
-        return peak
-    floor = config.lr * config.min_lr_fraction
-    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * decay))
+        return config.lr
+    # this very expression: a run begun by an earlier version resumes rounding as it began
+    return config.lr * (fraction + (1 - fraction) * 0.5 * (1 + math.cos(math.pi * decay)))
 
 
 def decay_progress(config: TrainingConfig, step: int, step_limit: int | None = None, train_seconds: float = 0.0,
