@@ -602,6 +602,39 @@ class ExtrasOfOneName(ForgetOnlyStep):
 
 
 @dataclasses.dataclass(frozen=True)
+class RepeatedTrace(ForgetOnlyStep):  # the first activation was lost from the gates traced
+    trace_names = ("forget", "forget")
+
+
+@dataclasses.dataclass(frozen=True)
+class SignNotANumber(ForgetOnlyStep):  # forget_bias failed at "can't multiply sequence by non-int"
+    @property
+    def forget_bias_block(self):
+        return ("f", "one")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtrasNotATuple(ForgetOnlyStep):
+    extra_parameters = ExtraParameter("gain", "hidden", "ones")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtraNamedLikeAnAttribute(ForgetOnlyStep):
+    extra_parameters = (ExtraParameter("bias", "hidden", "ones"),)
+
+
+def test_an_extra_parameter_named_like_a_cell_modules_attribute_is_refused():
+    """A layer names it bias_l0; a cell module failed in torch (`Boolean value of Tensor ... is
+    ambiguous`), or, named engine, printed uninitialised memory as an engine's name."""
+    assert [name for name, _ in lstmkit.Recurrent(ExtraNamedLikeAnAttribute(), 4, 5).named_parameters()][-1] == \
+        "bias_l0"
+    with pytest.raises(ValueError, match=re.escape(
+            "cell ExtraNamedLikeAnAttribute's extra parameter 'bias' is named like an attribute of the cell module "
+            "(RecurrentCell.bias): give it another name")):
+        lstmkit.RecurrentCell(ExtraNamedLikeAnAttribute(), 4, 5)
+
+
+@dataclasses.dataclass(frozen=True)
 class WithoutStep(Cell):
     name, weight_blocks = "stepless", ("g",)
 
@@ -609,10 +642,16 @@ class WithoutStep(Cell):
 @pytest.mark.parametrize("cell, error, message", [
     (Unnamed(), TypeError, "cell Unnamed must set name (see lstmkit.cells.Cell)"),
     (BadForgetBlock(), ValueError, "cell BadForgetBlock: forget_bias_block must be None or (block, sign) with a block "
-                                   "of its weight_blocks ('f', 'g'), got ('i', 1.0)"),
-    (MisspeltExtra(), ValueError, "cell MisspeltExtra: each of extra_parameters must be an ExtraParameter whose size "
-                                  "is one of hidden, gates and init one of uniform, ones, zeros, got "
-                                  "ExtraParameter(name='gain', size='hiden', init='ones', is_bias=False)"),
+                                   "of its weight_blocks ('f', 'g') and a number, got ('i', 1.0)"),
+    (MisspeltExtra(), ValueError, "cell MisspeltExtra: each of extra_parameters must be an ExtraParameter named by an "
+                                  "identifier, whose size is one of hidden, gates and init one of uniform, ones, "
+                                  "zeros, got ExtraParameter(name='gain', size='hiden', init='ones', is_bias=False)"),
+    (RepeatedTrace(), TypeError, "cell RepeatedTrace: trace_names must be the distinct names of the activations its "
+                                 "step returns, got ('forget', 'forget')"),
+    (SignNotANumber(), ValueError, "cell SignNotANumber: forget_bias_block must be None or (block, sign) with a block "
+                                   "of its weight_blocks ('f', 'g') and a number, got ('f', 'one')"),
+    (ExtrasNotATuple(), TypeError, "cell ExtrasNotATuple: extra_parameters must be a tuple of ExtraParameter, got "
+                                   "ExtraParameter(name='gain', size='hidden', init='ones', is_bias=False)"),
     (NotADataclass(), TypeError, "cell NotADataclass must be a dataclass (@dataclass(frozen=True)), as lstmkit's cells "
                                  "are: its fields are its options"),
     (ExtraNamedAsABias(), ValueError, "cell ExtraNamedAsABias: each of extra_parameters needs a name of its own, given "
@@ -698,7 +737,15 @@ class OneTraceMissing(ForgetOnlyStep):
     trace_names = ("forget", "candidate", "extra")
 
 
+@dataclasses.dataclass(frozen=True)
+class TwoReturned(ForgetOnlyStep):
+    def step(self, x_proj, h_proj, h, c, weights):
+        return super().step(x_proj, h_proj, h, c, weights)[:2]
+
+
 @pytest.mark.parametrize("cell, message", [
+    (TwoReturned(), "cell TwoReturned's step must return (h', c', activations) (c' None without a cell state), got "
+                    "a tuple of 2"),
     (NarrowH(), "cell NarrowH's step returned h' of shape (2, 3); expected (2, 5) (batch, hidden_size)"),
     (WideC(), "cell WideC's step returned c' of shape (2, 10); expected (2, 5) (batch, hidden_size)"),
     (NoCellStateReturned(), "cell NoCellStateReturned declares a cell state (has_cell_state = True, Cell's default), "

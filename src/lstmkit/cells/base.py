@@ -15,6 +15,7 @@ step fast (in place, in one kernel, backward by hand) is the engine's business: 
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, fields, is_dataclass
 from typing import ClassVar, NamedTuple
 
@@ -166,17 +167,24 @@ def check_own_cell(cell: Cell) -> None:
             and len(set(blocks)) == len(blocks)):
         raise TypeError(f"cell {kind} must set weight_blocks, distinct names, one per block of H rows of its weights, "
                         f"got {blocks!r}")
-    if not (isinstance(names, (tuple, list)) and all(isinstance(trace, str) for trace in names)):
-        raise TypeError(f"cell {kind}: trace_names must be the names of the activations its step returns, got "
-                        f"{names!r}")
+    if not (isinstance(names, (tuple, list)) and all(isinstance(trace, str) for trace in names)
+            and len(set(names)) == len(names)):  # one repeated lost an activation from the gates traced
+        raise TypeError(f"cell {kind}: trace_names must be the distinct names of the activations its step returns, "
+                        f"got {names!r}")
     block = cell.forget_bias_block
-    if block is not None and not (isinstance(block, (tuple, list)) and len(block) == 2 and block[0] in blocks):
+    if block is not None and not (isinstance(block, (tuple, list)) and len(block) == 2 and block[0] in blocks
+                                  and isinstance(block[1], numbers.Real) and not isinstance(block[1], bool)):
         raise ValueError(f"cell {kind}: forget_bias_block must be None or (block, sign) with a block of its "
-                         f"weight_blocks {blocks}, got {block!r}")
+                         f"weight_blocks {blocks} and a number, got {block!r}")
+    if not isinstance(cell.extra_parameters, (tuple, list)):
+        raise TypeError(f"cell {kind}: extra_parameters must be a tuple of ExtraParameter, got "
+                        f"{cell.extra_parameters!r}")
     for extra in cell.extra_parameters:
-        if not isinstance(extra, ExtraParameter) or extra.size not in EXTRA_SIZES or extra.init not in EXTRA_INITS:
-            raise ValueError(f"cell {kind}: each of extra_parameters must be an ExtraParameter whose size is one of "
-                             f"{', '.join(EXTRA_SIZES)} and init one of {', '.join(EXTRA_INITS)}, got {extra!r}")
+        if not isinstance(extra, ExtraParameter) or extra.size not in EXTRA_SIZES or extra.init not in EXTRA_INITS \
+                or not isinstance(extra.name, str) or not extra.name.isidentifier():
+            raise ValueError(f"cell {kind}: each of extra_parameters must be an ExtraParameter named by an identifier, "
+                             f"whose size is one of {', '.join(EXTRA_SIZES)} and init one of "
+                             f"{', '.join(EXTRA_INITS)}, got {extra!r}")
     names = [extra.name for extra in cell.extra_parameters]
     own_weights = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
     clashing = sorted({name for name in names if name in own_weights or names.count(name) > 1}, key=str)
@@ -188,14 +196,23 @@ def check_own_cell(cell: Cell) -> None:
                         "lstmkit.cells.Cell.step)")
 
 
-def check_step_results(cell: Cell, h: Tensor, c: Tensor | None, activations: tuple | None,
-                       expected: tuple[int, int]) -> None:
+def check_step_results(cell: Cell, result: object, traced: bool, expected: tuple[int, int]) -> None:
     """Refuse what a first step of a cell of one's own returned where the layers would misread it:
+    not a tuple (h', c', activations) (a bare unpacking error, or a tensor unpacked by rows),
     an h' or c' not of the `expected` shape (batch, hidden_size) (an output of another width came
     back from a one-step call, and a longer one failed in a product), a c' the cell's
-    `has_cell_state` does not declare, or, where they are traced (`activations` not None), other
-    activations than its `trace_names` name (they failed at zip())."""
+    `has_cell_state` does not declare, or, where they are `traced`, other activations than its
+    `trace_names` name (they failed at zip())."""
     kind = type(cell).__name__
+    if not (isinstance(result, tuple) and len(result) == 3):
+        got = f"a tuple of {len(result)}" if isinstance(result, tuple) else type(result).__name__
+        raise ValueError(f"cell {kind}'s step must return (h', c', activations) (c' None without a cell state), got "
+                         f"{got}")
+    h, c, activations = result
+    if traced and not isinstance(activations, (tuple, list)):
+        raise ValueError(f"cell {kind}'s step must return its activations as a tuple (one per name of its "
+                         f"trace_names), got {type(activations).__name__}")
+    activations = activations if traced else None
     if tuple(h.shape) != expected:
         raise ValueError(f"cell {kind}'s step returned h' of shape {tuple(h.shape)}; expected {expected} (batch, "
                          "hidden_size)")

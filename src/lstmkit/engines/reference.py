@@ -72,10 +72,10 @@ def loop(
         x_proj = cell.project_input(x_t, weights).to(state_dtype)
         h_seen = h if noise.recurrent_mask is None else h * noise.recurrent_mask
         h_proj = cell.project_hidden(h_seen, weights).to(state_dtype)
-        h_new, c_new, gates = cell.step(x_proj, h_proj, h, c, weights)
+        result = cell.step(x_proj, h_proj, h, c, weights)
         if t == 0 and not is_builtin(cell):
-            check_step_results(cell, h_new, c_new, gates if return_gates else None,
-                               (x_t.shape[0], weights.weight_hh.shape[0] // cell.num_gates))
+            check_step_results(cell, result, return_gates, (x_t.shape[0], weights.weight_hh.shape[0] // cell.num_gates))
+        h_new, c_new, gates = result
         if weights.weight_hr is not None:
             h_new = F.linear(h_new, weights.weight_hr).to(state_dtype)
         if noise.keep_hidden is not None:

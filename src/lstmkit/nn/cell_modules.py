@@ -86,6 +86,11 @@ class RecurrentCell(NotScriptable, nn.Module):
         self.forget_bias = forget_bias
         self.engine = engine
         self._initialisers: dict[str, str] = {}
+        clashing = [extra.name for extra in self.cell.extra_parameters if hasattr(self, extra.name)]
+        if clashing:  # a layer names it name_l0; here it replaced the module's own (bias, engine), or failed in torch
+            raise ValueError(f"cell {type(self.cell).__name__}'s extra parameter {clashing[0]!r} is named like an "
+                             f"attribute of the cell module ({type(self).__name__}.{clashing[0]}): give it another "
+                             "name")
         register(self, self._expected_shapes(), "", device, dtype, self._initialisers)  # after the sizes are set
         if not bias:  # as torch.nn's cells: `cell.bias_ih is None`
             self.register_parameter("bias_ih", None)
@@ -180,10 +185,9 @@ class RecurrentCell(NotScriptable, nn.Module):
                 "in evaluation too, so step it with layer.step() instead"
             )
         if cls.cell_name is not None and (recurrent.cell.name != cls.cell_name or not is_builtin(recurrent.cell)):
-            given = (recurrent.cell.describe() if is_builtin(recurrent.cell)
-                     else f"{type(recurrent.cell).__name__}, one of your own")
             raise TypeError(
-                f"{cls.__name__}.from_layer takes a layer of cell {cls.cell_name}, got one of cell {given}; "
+                f"{cls.__name__}.from_layer takes a layer of cell {cls.cell_name}, got one of cell "
+                f"{cell_named(recurrent.cell)}; "
                 "lstmkit.RecurrentCell.from_layer takes any cell"
             )
         options = dict(
@@ -210,10 +214,10 @@ class RecurrentCell(NotScriptable, nn.Module):
         """Copy this module's weights into `layer` and `direction` of `recurrent` (of the same
         cell and sizes), the inverse of `from_layer`."""
         index = layer_index(recurrent, layer, direction)
-        if recurrent.cell != self.cell:
-            raise ValueError(
-                f"to_layer needs a layer of this module's cell {self.cell.describe()}, got one of "
-                f"cell {recurrent.cell.describe()}"
+        if type(recurrent.cell) is not type(self.cell) or recurrent.cell.options() != self.cell.options():
+            raise ValueError(  # the same class and options: a cell of eq=False compares by identity
+                f"to_layer needs a layer of this module's cell {cell_named(self.cell)}, got one of "
+                f"cell {cell_named(recurrent.cell)}"
             )
         ours = named_weights(self.weights())  # as computed, where this module's are pruned or parametrised
         suffix = recurrent._all_weights[index][0].removeprefix("weight_ih")
@@ -252,6 +256,11 @@ class RecurrentCell(NotScriptable, nn.Module):
     def engine_name(self) -> str:
         """The engine a step runs on (without return_gates)."""
         return step_engine_name(self.engine, self.cell, False, weights_device(self, "weight_ih"))
+
+
+def cell_named(cell: Cell) -> str:
+    """A cell as messages name it: lstmkit's by name and options, one of one's own by its class."""
+    return cell.describe() if is_builtin(cell) else f"{type(cell).__name__}, one of your own"
 
 
 def named_weights(weights: LayerWeights) -> dict[str, Tensor]:
