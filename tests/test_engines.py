@@ -623,6 +623,22 @@ class ExtraNamedLikeAnAttribute(ForgetOnlyStep):
     extra_parameters = (ExtraParameter("bias", "hidden", "ones"),)
 
 
+@dataclasses.dataclass(frozen=True)
+class ListReturned(ForgetOnlyStep):
+    def step(self, x_proj, h_proj, h, c, weights):
+        return list(super().step(x_proj, h_proj, h, c, weights))
+
+
+def test_a_cell_of_ones_own_may_return_its_step_as_a_list():
+    """A list unpacks as a tuple does: the check of the step's result took it for neither."""
+    torch.manual_seed(0)
+    listed = lstmkit.Recurrent(ListReturned(), 4, 5)
+    tupled = lstmkit.Recurrent(ForgetOnlyStep(), 4, 5)
+    tupled.load_state_dict(listed.state_dict())
+    x = torch.randn(3, 2, 4)
+    assert torch.equal(listed(x, return_gates=True)[0], tupled(x)[0])
+
+
 def test_an_extra_parameter_named_like_a_cell_modules_attribute_is_refused():
     """A layer names it bias_l0; a cell module failed in torch (`Boolean value of Tensor ... is
     ambiguous`), or, named engine, printed uninitialised memory as an engine's name."""

@@ -204,8 +204,9 @@ def check_step_results(cell: Cell, result: object, traced: bool, expected: tuple
     `has_cell_state` does not declare, or, where they are `traced`, other activations than its
     `trace_names` name (they failed at zip())."""
     kind = type(cell).__name__
-    if not (isinstance(result, tuple) and len(result) == 3):
-        got = f"a tuple of {len(result)}" if isinstance(result, tuple) else type(result).__name__
+    if not (isinstance(result, (tuple, list)) and len(result) == 3):  # a list unpacks as well
+        got = f"a {type(result).__name__} of {len(result)}" if isinstance(result, (tuple, list)) else \
+            type(result).__name__
         raise ValueError(f"cell {kind}'s step must return (h', c', activations) (c' None without a cell state), got "
                          f"{got}")
     h, c, activations = result

@@ -61,9 +61,9 @@ TWO_DIGIT_YEAR_DATE = r"\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2}(?:[ T]\d{1,2}:\d{2}(?::\
 # A month named with a two-digit year (Jan-15, Jan 15: a spreadsheet's mmm-yy), which pandas reads
 # as no time at all, or as the 15th of a January.
 TWO_DIGIT_YEAR_MONTH = r"[A-Za-z]{3,9}[-/ ']\d{2}"
-# A time with a UTC offset (2021-03-28 03:00:00+02:00, after a time of day: 01-2018 is a month) or Z;
-# or, after a time of day, an offset of
-# hours alone or after a space (2021-03-28 03:00:00+02, PostgreSQL's timestamptz as text).
+# A time with a UTC offset after its time of day (2021-03-28 03:00:00+02:00, 20210328T0300+0200; 01-2018 is
+# a month) or Z; or an offset of hours alone or after a space (2021-03-28 03:00:00+02, PostgreSQL's
+# timestamptz as text).
 UTC_OFFSET = r".*\dZ|.*[T ]\d{2}[\d:.,]*[+-]\d{2}:?\d{2}|.*\d:\d{2}(:\d{2}([.,]\d+)?)? ?[+-]\d{2}(:?\d{2})?"
 # An offset after GMT or UTC (GMT+1), which dateutil reads as POSIX does: the sign reversed.
 POSIX_OFFSET = r".*(GMT|UTC)\s*[+-]0?[1-9].*"  # a zero offset reads alike either way
