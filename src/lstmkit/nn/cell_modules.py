@@ -28,7 +28,7 @@ from lstmkit.nn.docs import (
 )
 from lstmkit.nn.parameters import (RESET, bias_names, bias_option, check_gate_biases_held,
                                    check_weight_shapes, check_weights_together, initialise, kept_shapes,
-                                   parameter_shapes, register, set_forget_bias)
+                                   parameter_shapes, register, set_forget_bias, weights_by_name)
 from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, weights_device, writable
 from lstmkit.nn.tracing import fx_leaf_call
 from lstmkit.nn.recurrent import (
@@ -138,8 +138,7 @@ class RecurrentCell(NotScriptable, nn.Module):
                 if self.bias or not parameter.is_bias
             },
         )
-        check_weight_shapes(dict(zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), weights[:4])) | weights.extra,
-                            self._expected_shapes(), "",
+        check_weight_shapes(weights_by_name(weights), self._expected_shapes(), "",
                             lambda: f"input_size={self.input_size}, hidden_size={self.hidden_size}",
                             self.cell)
         check_weights_together(named_weights(weights), "", "weight_ih", "cell module", weights.weight_ih)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from lstmkit.cells import Cell
+from lstmkit.cells import Cell, LayerWeights
 from lstmkit.nn.inputs import ShapeError
 from lstmkit.nn.reparametrised import base_name
 
@@ -83,6 +83,12 @@ def check_weight_shapes(
 MATRICES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 
 
+def weights_by_name(weights: LayerWeights) -> dict[str, Tensor | None]:
+    """A layer's or cell's weights by name without the layer suffix (MATRICES, then its extras),
+    None for one it lacks or that was set to None."""
+    return dict(zip(MATRICES, weights[:5], strict=True)) | weights.extra
+
+
 def check_weights_together(
     weights: dict[str, Tensor | None], suffix: str, first: str, module: str, reference: Tensor
 ) -> None:
@@ -154,8 +160,13 @@ def set_forget_bias(cell: Cell, hidden_size: int, forget_bias: float, bias_ih: T
     """The forget gate's bias rows: `forget_bias` (its negative on the input gate of cifg, where
     f = 1 - i), through `set_gate_biases`."""
     block, sign = cell.forget_bias_block
+    set_gate_biases([(gate_rows(cell, block, hidden_size), sign * forget_bias)], bias_ih, bias_hh)
+
+
+def gate_rows(cell: Cell, block: str, hidden_size: int) -> slice:
+    """The rows of gate `block` in `cell`'s weights and biases."""
     start = cell.weight_blocks.index(block) * hidden_size
-    set_gate_biases([(slice(start, start + hidden_size), sign * forget_bias)], bias_ih, bias_hh)
+    return slice(start, start + hidden_size)
 
 
 def set_gate_biases(rows: list[tuple[slice, Tensor | float]], bias_ih: Tensor | None, bias_hh: Tensor | None

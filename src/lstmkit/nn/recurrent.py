@@ -29,9 +29,9 @@ from lstmkit.nn.inputs import (SequenceBatch, as_float32_under_autocast, check_i
 from lstmkit.caller import warn_at_caller
 from lstmkit.keywords import constructor_keywords, unknown_names
 from lstmkit.nn import regularisers
-from lstmkit.nn.parameters import (MATRICES, RESET, bias_option, check_gate_biases_held, check_weight_shapes,
+from lstmkit.nn.parameters import (RESET, bias_option, check_gate_biases_held, check_weight_shapes,
                                    check_weights_together, initialise, kept_shapes, parameter_shapes, register,
-                                   set_forget_bias)
+                                   set_forget_bias, weights_by_name)
 from lstmkit.nn.reparametrised import read_parameter, unchanged_if_refused, weights_device, writable
 from lstmkit.nn.rnn_base import RNNBaseHelpers
 from lstmkit.nn.scripting import NotScriptable
@@ -416,7 +416,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         """Every layer's weights in one dtype and on meta or none (`check_weights_together`),
         held to weight_ih_l0."""
         for names, layer in zip(self._all_weights, stack.weights):
-            check_weights_together(dict(zip(MATRICES, layer[:5])) | layer.extra,
+            check_weights_together(weights_by_name(layer),
                                    names[0].removeprefix("weight_ih"), "weight_ih_l0", "layer",
                                    stack.weights[0].weight_ih)
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from lstmkit.cells import Cell
 from lstmkit.engines import Regularisation
-from lstmkit.nn.parameters import set_gate_biases
+from lstmkit.nn.parameters import gate_rows, set_gate_biases
 
 INITS = ("chrono", "orthogonal")
 REGULARISER_OPTIONS = ("recurrent_dropout", "input_dropout", "zoneout", "weight_dropout", "init", "chrono_max")
@@ -104,12 +104,10 @@ def chrono_biases(cell: Cell, hidden_size: int, chrono_max: float, bias_ih: Tens
     block, sign = cell.forget_bias_block
     held = bias_ih if bias_ih is not None else bias_hh
     forget = torch.log(torch.empty(hidden_size, dtype=held.dtype, device=held.device).uniform_(1, chrono_max - 1))
-    values = {block: sign * forget}
+    rows = [(gate_rows(cell, block, hidden_size), sign * forget)]
     if block == "f" and "i" in cell.weight_blocks:
-        values["i"] = -forget
-    starts = {name: cell.weight_blocks.index(name) * hidden_size for name in values}
-    set_gate_biases([(slice(starts[name], starts[name] + hidden_size), value) for name, value in values.items()],
-                    bias_ih, bias_hh)
+        rows.append((gate_rows(cell, "i", hidden_size), -forget))
+    set_gate_biases(rows, bias_ih, bias_hh)
 
 
 def orthogonal_blocks(hidden_size: int, weight_hh: Tensor) -> None:
