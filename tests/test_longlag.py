@@ -454,6 +454,20 @@ def test_loading_something_that_is_not_a_checkpoint(tmp_path):
         load_model(tmp_path / "lm")
 
 
+def test_a_checkpoint_naming_another_task_than_its_model_is_refused_by_name(tmp_path):
+    longlag.save_model(build_model(AddingTask(T=8), "lstm", 4, 0), AddingTask(T=8), tmp_path / "model")
+    config_file = tmp_path / "model" / "config.json"
+    saved = json.loads(config_file.read_text())
+    for edited, message in [
+            ({"name": "copy", "T": 8}, "names the task copy T=8, of 10 inputs, 9 outputs and readout 'every', but its "
+                                       "model has 2, 1 and 'last'"),
+            ({"name": "sorting", "T": 8}, "names no task this lstmkit can build: ValueError(\"unknown task 'sorting'"),
+            (None, "names no task this lstmkit can build: TypeError")]:
+        config_file.write_text(json.dumps({**saved, "task": edited}))
+        with pytest.raises(ValueError, match=re.escape(f"{config_file} {message}")):
+            load_model(tmp_path / "model")
+
+
 def test_gradient_profile_averages_each_sequences_own_gradient():
     net = model("lstm")
     task = AddingTask(T=6)

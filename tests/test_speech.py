@@ -896,6 +896,11 @@ def test_the_checkpoint_keeps_the_training_words_for_decoding_with_the_lexicon(t
     (older / "config.json").write_text(json.dumps({**saved, "words": ["ab", ""]}))
     with pytest.raises(CheckpointError, match=r"words must be a list of non-empty strings, got \['ab', ''\]"):
         load_speech_model(older)
+    n_mels = saved["front_end"]["n_mels"]
+    (older / "config.json").write_text(json.dumps({**saved, "front_end": {**saved["front_end"], "n_mels": n_mels - 1}}))
+    with pytest.raises(CheckpointError, match=f"the front_end's n_mels is {n_mels - 1}, but the model reads frames of "
+                                              f"input_size {n_mels}"):
+        load_speech_model(older)
 
 
 def test_training_keeps_the_callers_random_state(tmp_path, one_thread):

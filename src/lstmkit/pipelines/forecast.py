@@ -63,7 +63,7 @@ from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, Ser
                             calendar_features, future_times, observed, read_series, scores, season_length)
 from lstmkit.series.choice import combination, combines, method_forecast
 from lstmkit.series.frame import frequency_name
-from lstmkit.series.intervals import percent
+from lstmkit.series.intervals import percent, saved_interval_scales
 from lstmkit.training import Job, Processes, Trainer, current_names, resolve_device
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.config import ADDED_SETTINGS
@@ -118,7 +118,7 @@ class SeriesLayout:
                    tuple(data["calendar_names"]), target_scaler, Scaler.from_dict(data["covariate_scaler"]),
                    Scaler.from_dict(data["future_scaler"]), tuple(data.get("fallback", ["naive"] * targets)),
                    tuple(data.get("chosen", ["model"] * targets)), data.get("validation", {}),
-                   tuple(data.get("interval_scale", [1.0] * targets)))
+                   saved_interval_scales(data.get("interval_scale", [1.0] * targets), targets))
 
 
 @dataclass

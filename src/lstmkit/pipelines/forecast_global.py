@@ -44,7 +44,7 @@ from lstmkit.pipelines.forecast import (Forecaster, backtest_folder, budget_left
                                         history_length, warn_base_cycles_without_effect)
 from lstmkit.series import Panel, PanelWindows, m4_scores, observed, owa, panel_baselines, read_panel, season_length
 from lstmkit.series.choice import PAIR, choose, combination, combines, method_forecast
-from lstmkit.series.intervals import interval_scale
+from lstmkit.series.intervals import interval_scale, saved_interval_scales
 from lstmkit.series.metrics import series_scores
 from lstmkit.series.frame import STEP
 from lstmkit.series.baselines import STATISTICAL, baseline_jobs
@@ -79,7 +79,8 @@ class PanelLayout:
 
     @classmethod
     def from_dict(cls, data: dict) -> PanelLayout:
-        return cls(**{field.name: data[field.name] for field in fields(cls) if field.name in data})
+        layout = cls(**{field.name: data[field.name] for field in fields(cls) if field.name in data})
+        return replace(layout, interval_scale=saved_interval_scales(layout.interval_scale, 1)[0])
 
 
 @dataclass

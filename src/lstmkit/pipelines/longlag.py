@@ -23,8 +23,8 @@ with extra_imports("tasks", __name__):
     from lstmkit import plots
 from lstmkit.caller import warn_at_caller
 from lstmkit.cells import CELL_NAMES, make_cell
-from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointKind, check_replaceable, checkpoint_folder,
-                                held_kind, load_model_checkpoint, save_checkpoint)
+from lstmkit.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, CheckpointKind, check_replaceable,
+                                checkpoint_folder, held_kind, load_model_checkpoint, save_checkpoint)
 from lstmkit.files import (
     check_nothing_overwritten, check_output_folder, claimed_folder, remove_tree, write_csv, write_json,
     written_by_lstmkit,
@@ -481,8 +481,24 @@ SEQUENCE_MODEL = CheckpointKind(
 def load_model(directory: str | Path) -> tuple[SequenceModel, Task]:
     """A model saved by `lstmkit task` (DIR/models/CELL), and the task it was trained on (a
     run folder of another command is read as the checkpoint it holds, whose kind is refused)."""
-    config, model = load_model_checkpoint(checkpoint_folder(directory), SEQUENCE_MODEL)
-    return model, make_task(config["task"]["name"], config["task"]["T"])
+    directory = checkpoint_folder(directory)
+    config, model = load_model_checkpoint(directory, SEQUENCE_MODEL)
+    return model, saved_task(directory, config, model.config)
+
+
+def saved_task(directory: Path, config: dict, model: SequenceModelConfig) -> Task:
+    """The task a checkpoint's config names, refused by name where it names none this lstmkit
+    knows, or one whose inputs, outputs or readout are not its model's (an edited file)."""
+    try:
+        task = make_task(config["task"]["name"], config["task"]["T"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{directory / CONFIG_FILE} names no task this lstmkit can build: {error!r}") from None
+    if (task.input_size, task.output_size, task.readout) != (model.input_size, model.output_size, model.readout):
+        raise CheckpointError(
+            f"{directory / CONFIG_FILE} names the task {task.describe()}, of {task.input_size} inputs, "
+            f"{task.output_size} outputs and readout {task.readout!r}, but its model has {model.input_size}, "
+            f"{model.output_size} and {model.readout!r}")
+    return task
 
 
 @dataclass

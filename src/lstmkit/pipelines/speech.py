@@ -567,6 +567,9 @@ def load_speech_model(directory: str | Path, device: str | torch.device = "cpu")
     if len(alphabet) != model.config.vocabulary_size:
         raise CheckpointError(f"{directory}/config.json: the alphabet has {len(alphabet) - 1} characters, but "
                               f"the model's vocabulary_size is {model.config.vocabulary_size} (with the blank)")
+    if front_end.n_mels != model.config.input_size:
+        raise CheckpointError(f"{directory}/config.json: the front_end's n_mels is {front_end.n_mels}, but the model "
+                              f"reads frames of input_size {model.config.input_size}")
     device = resolve_device(str(device))
     model.to(device)
     runnable_engines(model, device)  # a model trained with engine="triton" on a GPU runs on a CPU too

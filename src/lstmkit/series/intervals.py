@@ -29,11 +29,24 @@ is kept instead (factor 1), with a warning.
 from __future__ import annotations
 
 import math
+import numbers
 from fractions import Fraction
 
 import numpy as np
 
 from lstmkit.caller import warn_at_caller
+
+
+def saved_interval_scales(value, targets: int) -> tuple[float, ...]:
+    """The interval factors a checkpoint holds for `targets` targets: one finite positive number
+    each (a factor is never 0, see above); anything else, an edited file, is refused by name, as
+    a negative factor would swap the bounds and NaN make every interval a point."""
+    scales = value if isinstance(value, list) else [value]
+    if len(scales) != targets or not all(isinstance(scale, numbers.Real) and not isinstance(scale, bool)
+                                         and math.isfinite(scale) and scale > 0 for scale in scales):
+        raise ValueError(f"its interval_scale must be {targets} finite positive number(s), one per target; "
+                         f"got {value!r}")
+    return tuple(float(scale) for scale in scales)
 
 
 def interval_scale(actual: np.ndarray, centre: np.ndarray, below: np.ndarray, above: np.ndarray,
