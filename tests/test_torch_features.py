@@ -336,6 +336,31 @@ def test_torch_fx_records_each_lstmkit_module_as_one_call_as_it_does_torch_nn_s(
             torch.fx.symbolic_trace(module)
 
 
+class StepsALayer(torch.nn.Module):
+    """A model torch.fx traces that streams a layer two steps by hand."""
+
+    def __init__(self, layer: torch.nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x, h, c):
+        output, (h, c) = self.layer.step(x, (h, c))
+        output, state = self.layer.step(output[:, :3], (h, c))
+        return output + state[1]
+
+
+def test_torch_fx_records_a_layers_step_as_one_call_of_the_method():
+    """fx traced into step(), whose check of the input's shape refused fx's stand-in as if it
+    were of the wrong shape (`got Proxy`)."""
+    torch.manual_seed(0)
+    model = StepsALayer(lstmkit.PeepholeLSTM(3, 5)).double()
+    traced = torch.fx.symbolic_trace(model)
+    assert [(node.op, node.target) for node in traced.graph.nodes if node.op in ("call_module", "call_method")] == [
+        ("call_method", "step")] * 2
+    x, h, c = (torch.randn(*shape, dtype=torch.float64) for shape in ((2, 3), (1, 2, 5), (1, 2, 5)))
+    assert torch.equal(traced(x, h, c), model(x, h, c))
+
+
 def test_torchscript_is_refused_in_one_line():
     """torch.jit.script cannot compile the engines' Python kernels: a layer, a cell module and a
     model holding a layer are refused by name, with what works instead."""

@@ -446,6 +446,9 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                 "(per forward call), and step() sees one step at a time; call forward() on the whole sequence, "
                 "or eval() to stream"
             )
+        traced = fx_leaf_call(self, (input, hx), {}, method="step")
+        if traced is not None:
+            return traced
         if not isinstance(input, Tensor) or input.dim() not in (1, 2):
             shape = tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__
             raise ValueError(
