@@ -471,6 +471,8 @@ def test_data_too_short_or_not_fitted_is_refused():
     forecaster.fit(table)
     with pytest.raises(ValueError, match="predict needs at least lookback = 20 rows, got 15"):
         forecaster.predict(table.head(15))
+    with pytest.raises(ValueError, match="the table has no rows, only the columns day, signal"):
+        forecaster.predict(table.head(0))  # a CSV of its header: an IndexError in reading the fitted grid
     # lookback rows are enough (predict once asked for lookback + horizon): the forecast is the
     # one made from the whole table, which sees only its last 20 rows
     last = forecaster.predict(table.tail(20).reset_index(drop=True))

@@ -126,6 +126,8 @@ def test_split_keeps_the_last_tenth_and_words_whole():
     # So does a cut in the last line, whose line break ends the text.
     assert split_text("one two\nthree four five six seven eight\n", 0.3, "word") == (
         "one two\nthree four five six seven ", "eight\n")
+    # And a cut in the last word, back to the white space before it (it left no validation).
+    assert split_text("hello world this is one line\n", 0.1, "word") == ("hello world this is one ", "line\n")
     with pytest.raises(ValueError, match=re.escape("validation_fraction must be in (0, 1), got 1.5")):
         split_text(text, 1.5, "char")
 

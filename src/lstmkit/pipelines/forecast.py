@@ -219,7 +219,8 @@ class Forecaster:
         """`data` (a CSV path or a DataFrame) read and checked as this forecaster's columns say:
         a SeriesFrame, or with `id` a Panel of series. `as_fitted` (predict's): its time column
         read as the data of the fit were where it could read otherwise (integers as steps,
-        dates in the fit's day and month order, rows on the fit's grid however few or sparse);
+        dates in the fit's day and month order, rows on the fit's grid however few, where they
+        fill at least half of it: `frequency_of`);
         a fit or backtest reads its data afresh."""
         if self.config.id is not None:
             return forecast_global.read(self, data)

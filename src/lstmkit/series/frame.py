@@ -212,6 +212,7 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
         if name not in table.columns:
             raise missing_column(name, source, table.columns)
     check_named_once(table, columns, source)
+    check_has_rows(table)
     for role, names in (("target", targets), ("covariates", covariates), ("future_covariates", known)):
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
@@ -353,6 +354,12 @@ def known_rows_ahead(ahead: pd.DataFrame) -> int:
 
 def stack(columns: dict[str, np.ndarray], names: list[str], rows: int) -> np.ndarray:
     return np.stack([columns[name] for name in names], axis=1) if names else np.zeros((rows, 0))
+
+
+def check_has_rows(table: pd.DataFrame) -> None:
+    """Refuse a table of no rows (a CSV of its header alone) by name."""
+    if table.empty:
+        raise ValueError(f"the table has no rows, only the columns {', '.join(map(str, table.columns))}")
 
 
 def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:

@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 
 from lstmkit.caller import warn_at_caller
-from lstmkit.series.frame import (STEP, MissingValuesWarning, as_pandas_times, check_coverage, check_named_once,
-                                  infer_frequency, known_before, missing_column, numeric_column, parse_time, plain,
-                                  read_table, row_name, steps_left_empty, two_rows_named, written_times)
+from lstmkit.series.frame import (STEP, MissingValuesWarning, as_pandas_times, check_coverage, check_has_rows,
+                                  check_named_once, infer_frequency, known_before, missing_column, numeric_column,
+                                  parse_time, plain, read_table, row_name, steps_left_empty, two_rows_named,
+                                  written_times)
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,7 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
     if len(set(columns)) < 3:
         raise ValueError(f"the id, time and target columns must be three columns, got {id!r}, {time!r}, {target!r}")
     path = None if isinstance(source, pd.DataFrame) else Path(source)
-    if table.empty:
-        raise ValueError(f"the table has no rows, only the columns {', '.join(map(str, table.columns))}")
+    check_has_rows(table)
     if path is not None:  # ids as written: pandas reads 007 as the number 7 (another series's id), NA as missing
         raw = pd.read_csv(path, usecols=[id], dtype=str, keep_default_na=False, skip_blank_lines=False,
                           skipinitialspace=True)[id]

@@ -55,20 +55,23 @@ class Corpus:
     sources: dict[str, dict]
 
 
-LINE_BREAK, WHITE_SPACE = re.compile("\n"), re.compile(r"\s")
+LINE_BREAK, WHITE_SPACE, LAST_WHITE_SPACE = re.compile("\n"), re.compile(r"\s"), re.compile(r"\s(?=\S*\Z)")
 
 
 def split_text(text: str, validation_fraction: float, level: str) -> tuple[str, str]:
     """The first (1 - fraction) of the characters for training, the rest for validation (the
     split moved, at word level, to the next line break, or where no text follows that one (the
-    cut falls in the last line) to the next white space, so that no word is cut)."""
+    cut falls in the last line) to the next white space, or where the cut falls in the last word,
+    back to the white space before it, so that no word is cut)."""
     if not 0 < validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
     split = int(len(text) * (1 - validation_fraction))
     if level == "word":
         boundaries = (LINE_BREAK.search(text, split), WHITE_SPACE.search(text, split))
-        split = next((boundary.end() for boundary in boundaries
-                      if boundary is not None and text[boundary.end():].strip()), len(text))
+        after = next((boundary.end() for boundary in boundaries
+                      if boundary is not None and text[boundary.end():].strip()), None)
+        before = LAST_WHITE_SPACE.search(text, 0, split)
+        split = after if after is not None else before.end() if before and text[:before.end()].strip() else len(text)
     train, validation = text[:split], text[split:]
     if not train.strip() or not validation.strip():
         raise ValueError(
