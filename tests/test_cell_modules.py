@@ -232,6 +232,30 @@ def test_to_layer_writes_the_weights_back():
             assert torch.equal(parameter, before[name]), name
 
 
+@pytest.mark.parametrize("cell_name, extras", [("peephole", ["peephole_i", "peephole_f", "peephole_o"]),
+                                               ("layernorm", ["layernorm_ih_weight", "layernorm_cell_bias"])])
+def test_extras_held_in_another_dtype_than_the_matrices_keep_it_through_from_layer_and_to_layer(cell_name, extras):
+    """A bfloat16 layer may hold its extras in float32: from_layer rounded them to bfloat16, and
+    a round trip wrote the rounded values back into the layer."""
+    torch.manual_seed(0)
+    layer = lstmkit.Recurrent(cell_name, INPUT, HIDDEN, dtype=torch.bfloat16)
+    for name in extras:
+        setattr(layer, f"{name}_l0", nn.Parameter(torch.randn(getattr(layer, f"{name}_l0").shape)))
+    before = copy.deepcopy(layer.state_dict())
+    module = NAMED[cell_name].from_layer(layer)
+    assert {name: getattr(module, name).dtype for name in extras} == dict.fromkeys(extras, torch.float32)
+    assert all(torch.equal(getattr(module, name), before[f"{name}_l0"]) for name in extras)
+    by_hand = NAMED[cell_name](INPUT, HIDDEN, dtype=torch.bfloat16)
+    for name, value in before.items():
+        setattr(by_hand, name.removesuffix("_l0"), nn.Parameter(value.clone()))
+    x = torch.randn(B, INPUT, dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(module(x)[0], by_hand(x)[0])
+    module.to_layer(layer)
+    assert all(torch.equal(value, before[name]) and value.dtype == before[name].dtype
+               for name, value in layer.state_dict().items())
+
+
 def test_to_layer_sets_a_parametrised_weight_through_its_parametrisation():
     """A layer's weight under weight_norm is computed: to_layer sets it through the
     parametrisation's right_inverse; one without right_inverse is refused, by name."""
@@ -692,6 +716,9 @@ ERRORS = [
     (lambda c: lstmkit.LSTMCell.from_layer(torch.nn.LSTM(INPUT, HIDDEN)), TypeError,
      "expected an lstmkit layer (lstmkit.LSTM, ...), got torch.nn.modules.rnn.LSTM; a torch.nn layer's weights "
      "load into the lstmkit layer of the same arguments (load_state_dict) first"),
+    (lambda c: c.to_layer(torch.compile(lstmkit.LSTM(INPUT, HIDDEN))), TypeError,
+     "expected an lstmkit layer (lstmkit.LSTM, ...), got torch._dynamo.eval_frame.OptimizedModule; give the layer "
+     "torch.compile wrapped, its _orig_mod, which holds the same weights"),
     (lambda c: c.to_layer(lstmkit.LSTM(INPUT, HIDDEN, forget_gate=False)), ValueError,
      "to_layer needs a layer of this module's cell lstm, got one of cell lstm(forget_gate=False)"),
     (lambda c: c.to_layer(lstmkit.LSTM(INPUT, HIDDEN, bias=False)), ValueError,

@@ -206,7 +206,10 @@ class RecurrentCell(NotScriptable, nn.Module):
         module.check_weights(weights, ours)
         with torch.no_grad():
             for name, value in theirs.items():
-                ours[name].copy_(value)
+                if value.dtype == ours[name].dtype:
+                    ours[name].copy_(value)
+                else:  # an extra the layer holds in its own dtype (float32 gains of a bfloat16 layer): not rounded
+                    setattr(module, name, nn.Parameter(value.detach().clone(), ours[name].requires_grad))
         return module
 
     def to_layer(self, recurrent: Recurrent, layer: int = 0, direction: int = 0) -> None:
@@ -271,9 +274,12 @@ def named_weights(weights: LayerWeights) -> dict[str, Tensor]:
 def layer_index(recurrent: Recurrent, layer: int, direction: int) -> int:
     """The index of `layer` and `direction` among `recurrent`'s layer-directions, checked."""
     if not isinstance(recurrent, Recurrent):
+        compiled = isinstance(getattr(recurrent, "_orig_mod", None), Recurrent)  # torch.compile's wrapper
+        remedy = ("give the layer torch.compile wrapped, its _orig_mod, which holds the same weights" if compiled else
+                  "a torch.nn layer's weights load into the lstmkit layer of the same arguments (load_state_dict) first")
         raise TypeError(
             f"expected an lstmkit layer (lstmkit.LSTM, ...), got {type(recurrent).__module__}.{type(recurrent).__name__}; "
-            "a torch.nn layer's weights load into the lstmkit layer of the same arguments (load_state_dict) first"
+            f"{remedy}"
         )
     for name, value, count in (
         ("layer", layer, recurrent.num_layers), ("direction", direction, recurrent.num_directions),
