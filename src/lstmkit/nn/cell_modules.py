@@ -275,8 +275,9 @@ def layer_index(recurrent: Recurrent, layer: int, direction: int) -> int:
     """The index of `layer` and `direction` among `recurrent`'s layer-directions, checked."""
     if not isinstance(recurrent, Recurrent):
         compiled = isinstance(getattr(recurrent, "_orig_mod", None), Recurrent)  # torch.compile's wrapper
-        remedy = ("give the layer torch.compile wrapped, its _orig_mod, which holds the same weights" if compiled else
-                  "a torch.nn layer's weights load into the lstmkit layer of the same arguments (load_state_dict) first")
+        remedy = ("give the layer torch.compile wrapped, its _orig_mod, which holds the same weights" if compiled
+                  else "a torch.nn layer's weights load into the lstmkit layer of the same arguments "
+                  "(load_state_dict) first")
         raise TypeError(
             f"expected an lstmkit layer (lstmkit.LSTM, ...), got {type(recurrent).__module__}.{type(recurrent).__name__}; "
             f"{remedy}"
