@@ -478,6 +478,8 @@ def test_data_too_short_or_not_fitted_is_refused():
     last = forecaster.predict(table.tail(20).reset_index(drop=True))
     whole = forecaster.predict(table)
     assert forecaster.layout.chosen == ("model",) and last.equals(whole)
+    with pytest.raises(ValueError, match="the data's frequency is 2D, the forecaster was fitted on D"):
+        forecaster.predict(table.iloc[::2])  # every other day: not the fitted grid's rows, however sparse
     weekly = table.assign(day=pd.date_range("2024-01-06", periods=60, freq="W-SAT").strftime("%Y-%m-%d"))
     with pytest.raises(ValueError, match="the data's frequency is W-SAT, the forecaster was fitted on D"):
         forecaster.predict(weekly)

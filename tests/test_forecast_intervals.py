@@ -127,8 +127,8 @@ def test_predict_and_a_saved_forecaster_give_the_calibrated_interval(noisy_forec
     del saved["interval_scale"]  # a layout saved before the calibration: the network's interval as it was
     assert type(noisy_forecaster.layout).from_dict(saved).interval_scale == (1.0,)
     for edited in ([-1.0], [math.nan], [1.0, 2.0], "2", [True]):  # swapped bounds, points, another table's
-        with pytest.raises(ValueError, match=re.escape(f"its interval_scale must be 1 finite positive number(s), one "
-                                                       f"per target; got {edited!r}")):
+        with pytest.raises(ValueError, match=re.escape(f"its interval_scale must be 1 finite number(s) of at least 0, "
+                                                       f"one per target; got {edited!r}")):
             type(noisy_forecaster.layout).from_dict({**saved, "interval_scale": edited})
 
 
@@ -179,9 +179,13 @@ def test_a_long_table_calibrates_one_factor_over_every_series_validation_window(
     saved = forecaster.layout.to_dict()
     del saved["interval_scale"]  # a layout saved before the calibration
     assert type(forecaster.layout).from_dict(saved).interval_scale == 1.0
-    with pytest.raises(ValueError, match=re.escape("its interval_scale must be 1 finite positive number(s), one per "
-                                                   "target; got 0.0")):
-        type(forecaster.layout).from_dict({**saved, "interval_scale": 0.0})
+    with pytest.warns(RuntimeWarning, match="saved with an interval factor of 0, which shrank its interval to a "
+                                            "point where the validation values were forecast exactly; the network's "
+                                            "own interval is given there instead"):
+        assert type(forecaster.layout).from_dict({**saved, "interval_scale": 0.0}).interval_scale == 1.0
+    with pytest.raises(ValueError, match=re.escape("its interval_scale must be 1 finite number(s) of at least 0, one "
+                                                   "per target; got -0.5")):
+        type(forecaster.layout).from_dict({**saved, "interval_scale": -0.5})
 
 
 def test_a_coverage_is_named_in_percent_without_rounding():

@@ -128,6 +128,7 @@ def test_split_keeps_the_last_tenth_and_words_whole():
         "one two\nthree four five six seven ", "eight\n")
     # And a cut in the last word, back to the white space before it (it left no validation).
     assert split_text("hello world this is one line\n", 0.1, "word") == ("hello world this is one ", "line\n")
+    assert split_text("a b c d e f g h i j" + "\n" * 14, 0.3, "word") == ("a b c d e f g h i ", "j" + "\n" * 14)
     with pytest.raises(ValueError, match=re.escape("validation_fraction must be in (0, 1), got 1.5")):
         split_text(text, 1.5, "char")
 

@@ -359,6 +359,12 @@ def test_torch_fx_records_a_layers_step_as_one_call_of_the_method():
         ("call_method", "step")] * 2
     x, h, c = (torch.randn(*shape, dtype=torch.float64) for shape in ((2, 3), (1, 2, 5), (1, 2, 5)))
     assert torch.equal(traced(x, h, c), model(x, h, c))
+    dropping = torch.fx.symbolic_trace(StepsALayer(lstmkit.LSTM(3, 5, recurrent_dropout=0.2)))  # traced in training
+    with pytest.raises(ValueError, match=re.escape("step() in training cannot run recurrent_dropout")):
+        dropping(x.float(), h.float(), c.float())  # the step's checks act where the graph runs
+    dropping.eval()
+    assert torch.equal(dropping(x.float(), h.float(), c.float()), StepsALayer(dropping.layer)(x.float(), h.float(),
+                                                                                              c.float()))
 
 
 def test_torchscript_is_refused_in_one_line():

@@ -434,6 +434,9 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
             output: h_t of the last layer, (B, output_size) or (output_size,).
             state: h_t (and c_t) of every layer, shaped as `forward` returns them.
         """
+        traced = fx_leaf_call(self, (input, hx), {}, method="step")  # checked where the traced graph runs
+        if traced is not None:
+            return traced
         if self.bidirectional:
             raise ValueError(
                 "step() streams forward in time; a bidirectional layer needs the whole "
@@ -446,9 +449,6 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                 "(per forward call), and step() sees one step at a time; call forward() on the whole sequence, "
                 "or eval() to stream"
             )
-        traced = fx_leaf_call(self, (input, hx), {}, method="step")
-        if traced is not None:
-            return traced
         if not isinstance(input, Tensor) or input.dim() not in (1, 2):
             shape = tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__
             raise ValueError(

@@ -38,15 +38,20 @@ from lstmkit.caller import warn_at_caller
 
 
 def saved_interval_scales(value, targets: int) -> tuple[float, ...]:
-    """The interval factors a checkpoint holds for `targets` targets: one finite positive number
-    each (a factor is never 0, see above); anything else, an edited file, is refused by name, as
-    a negative factor would swap the bounds and NaN make every interval a point."""
+    """The interval factors a checkpoint holds for `targets` targets: one finite number of at
+    least 0 each; anything else, an edited file, is refused by name, as a negative factor would
+    swap the bounds and NaN make every interval a point. A 0, which an earlier lstmkit saved before
+    it kept the network's own interval there (see above), is read as that 1, with a warning."""
     scales = value if isinstance(value, list) else [value]
     if len(scales) != targets or not all(isinstance(scale, numbers.Real) and not isinstance(scale, bool)
-                                         and math.isfinite(scale) and scale > 0 for scale in scales):
-        raise ValueError(f"its interval_scale must be {targets} finite positive number(s), one per target; "
+                                         and math.isfinite(scale) and scale >= 0 for scale in scales):
+        raise ValueError(f"its interval_scale must be {targets} finite number(s) of at least 0, one per target; "
                          f"got {value!r}")
-    return tuple(float(scale) for scale in scales)
+    if 0 in scales:
+        warn_at_caller("the forecaster was saved with an interval factor of 0, which shrank its interval to a point "
+                       "where the validation values were forecast exactly; the network's own interval is given "
+                       "there instead, uncalibrated, as a fit does now", RuntimeWarning)
+    return tuple(float(scale) if scale > 0 else 1.0 for scale in scales)
 
 
 def interval_scale(actual: np.ndarray, centre: np.ndarray, below: np.ndarray, above: np.ndarray,

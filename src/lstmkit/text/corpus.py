@@ -55,7 +55,7 @@ class Corpus:
     sources: dict[str, dict]
 
 
-LINE_BREAK, WHITE_SPACE, LAST_WHITE_SPACE = re.compile("\n"), re.compile(r"\s"), re.compile(r"\s(?=\S*\Z)")
+LINE_BREAK, WHITE_SPACE = re.compile("\n"), re.compile(r"\s")
 
 
 def split_text(text: str, validation_fraction: float, level: str) -> tuple[str, str]:
@@ -68,10 +68,12 @@ def split_text(text: str, validation_fraction: float, level: str) -> tuple[str, 
     split = int(len(text) * (1 - validation_fraction))
     if level == "word":
         boundaries = (LINE_BREAK.search(text, split), WHITE_SPACE.search(text, split))
-        after = next((boundary.end() for boundary in boundaries
+        split = next((boundary.end() for boundary in boundaries
                       if boundary is not None and text[boundary.end():].strip()), None)
-        before = LAST_WHITE_SPACE.search(text, 0, split)
-        split = after if after is not None else before.end() if before and text[:before.end()].strip() else len(text)
+        if split is None:  # the cut falls in the last word, or in the white space after it
+            words = text.rstrip()
+            space = WHITE_SPACE.search(words[::-1])  # the last white space before the last word
+            split = len(words) - space.start() if space else len(text)
     train, validation = text[:split], text[split:]
     if not train.strip() or not validation.strip():
         raise ValueError(
