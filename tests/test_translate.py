@@ -78,6 +78,20 @@ def test_beam_search_with_beam_1_is_greedy_decoding(attention, cell):
     assert all(len(tokens) > 0 for tokens in greedy)
 
 
+def test_beam_search_of_a_float64_model_scores_in_float64_as_greedy_decoding_ranks():
+    """Beam search scored in float32 whatever the model: two tokens whose logits differ by less
+    than float32 resolves were a tie there, which greedy decoding, in the model's float64, ranks."""
+    model = random_model("luong").double()
+    with torch.no_grad():
+        model.output.weight.zero_()
+        model.output.bias.fill_(-50.0)
+        model.output.bias[[5, 9]] = torch.tensor([1.0, 1.0 + 1e-12], dtype=torch.float64)
+    source, lengths = padded_source([4, 2])
+    greedy = model.greedy(source, lengths, 3)
+    assert greedy == [[9, 9, 9], [9, 9, 9]]
+    assert model.beam_search(source, lengths, beam=2, max_length=3) == greedy
+
+
 def test_decoding_never_chooses_padding_or_the_start_token():
     """Neither is ever a target in training; a model that favours them decodes as if they were absent."""
     model = random_model("luong")
