@@ -68,6 +68,34 @@ def test_fused_equals_reference(cell, options, layers, bidirectional, bias, proj
     )
 
 
+@pytest.mark.parametrize("cell, options", [("lstm", {}), ("gru", {}), ("layernorm", {}), ("peephole", {})],
+                         ids=["lstm", "gru", "layernorm", "peephole"])
+def test_fused_cuts_its_step_views_a_span_at_a_time_as_in_one(cell, options, monkeypatch):
+    """The fused engine cuts the views of its buffers VIEW_SPAN steps at a time (cut for every
+    step at once, they grew a long call's memory by 13-16 KB a step): spans of 2 steps, odd
+    lengths, padded rows and projection give the reference engine's numbers."""
+    monkeypatch.setattr(lstmkit.engines.fused.layer, "VIEW_SPAN", 2)
+    proj = 2 if lstmkit.cells.make_cell(cell, **options).supports_projection else 0
+    assert_engines_agree(cell, options, 7, 3, [7, 2, 5], True, input_size=4, hidden_size=5, num_layers=2,
+                         bidirectional=True, proj_size=proj)
+
+
+@pytest.mark.parametrize("zoneout", [0.3, (0.2, 0.4)], ids=["both", "cell-and-hidden"])
+def test_fused_zoneout_masks_follow_their_steps_across_spans(zoneout, monkeypatch):
+    """Zoneout's per-step masks are cut with the spans of the step views: in training, a span
+    of 2 steps gives the numbers of one span over the whole call, masks drawn alike."""
+    layers = {}
+    for span in (2, 256):
+        monkeypatch.setattr(lstmkit.engines.fused.layer, "VIEW_SPAN", span)
+        torch.manual_seed(0)
+        layer = lstmkit.LSTM(4, 5, engine="fused", zoneout=zoneout, recurrent_dropout=0.2, dtype=torch.float64)
+        x = torch.randn(7, 3, 4, dtype=torch.float64, requires_grad=True)
+        output, (h_n, c_n) = layer(x, lengths=[7, 2, 5])
+        (output.sum() + h_n.square().sum() + c_n.sum()).backward()
+        layers[span] = [output, h_n, c_n, x.grad, *(parameter.grad for parameter in layer.parameters())]
+    assert all(torch.equal(short, whole) for short, whole in zip(layers[2], layers[256], strict=True))
+
+
 def triton_grid():
     """Every cell and option, each with and without biases, through the paths of the loop:
     two bidirectional layers with a padded batch and a given state, and a projection."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 import ast
 import importlib
 from functools import cache
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -227,6 +228,17 @@ class LayerTape(NamedTuple):
     input_saved: tuple[Tensor, ...]
     tape: dict[str, Tensor]
 
+    def during(self, start: int, stop: int) -> LayerTape:
+        """The buffers of steps [start, stop): hs and cs hold the states before and after them."""
+        def steps(buffer: Tensor | None) -> Tensor | None:
+            return None if buffer is None else buffer[start:stop]
+
+        states = slice(start, stop + 1)
+        return self._replace(gates=self.gates[start:stop], hs=self.hs[states],
+                             cs=None if self.cs is None else self.cs[states], cell_outputs=steps(self.cell_outputs),
+                             rec=steps(self.rec), new_hs=steps(self.new_hs), new_cs=steps(self.new_cs),
+                             tape={name: buffer[start:stop] for name, buffer in self.tape.items()})
+
     def saved(self) -> list[Tensor]:
         """Every buffer but hs, as the op returns them (`from_saved` reads them back)."""
         optional = (self.gates, self.cs, self.cell_outputs, self.rec, self.new_hs, self.new_cs)
@@ -370,7 +382,7 @@ def forward_loop(
     h_low = low_state(kernel, products, tape, weights, noise)
     steps, batch_size = tape.gates.shape[:2]
     recurrent = products.repeated(weight_hh_t, batch_size, steps)
-    for step, zone in zip(step_views(kernel, batch_sizes, tape), zone_views(batch_sizes, tape, noise), strict=True):
+    for step, zone in forward_views(kernel, batch_sizes, tape, noise):
         h_seen = step.h if zone.recurrent_mask is None else step.h * zone.recurrent_mask
         if h_low is not None:                              # the kernel adds W_hh h_{t-1} itself
             running = step.h.shape[0]
@@ -636,17 +648,14 @@ def backward_loop(
     no_output = None
     if refills:  # step 0 refills zeros (h_0 is no output); the kernels read d_output row by row
         no_output, d_output = dh.new_zeros(dh.shape), d_output.contiguous()
-    steps_views = step_views(kernel, batch_sizes, tape)
-    grads_views = grad_views(kernel, batch_sizes, d_gates, d_rec, grad_tape)
-    zones = zone_views(batch_sizes, tape, noise)
     # the running rows of dh and dc, and d_output[t - 1] at step t's rows, cut once, not per step
     dh_views = [dh] * steps if batch_sizes is None else [dh[:running] for running in rows]
     dc_views = [dc] * steps if dc is None or batch_sizes is None else [dc[:running] for running in rows]
     earlier_outputs = d_output[:-1].unbind(0) if batch_sizes is None else [
         d_output[t - 1, : rows[t]] for t in range(1, steps)]
     previous_outputs = [None, *earlier_outputs]
-    for t in reversed(range(steps)):
-        step, grads, zone, running = steps_views[t], grads_views[t], zones[t], rows[t]
+    for t, step, grads, zone in backward_views(kernel, batch_sizes, tape, noise, d_gates, d_rec, grad_tape):
+        running = rows[t]
         dh_rows, dc_t, previous_output = dh_views[t], dc_views[t], previous_outputs[t]
         dh_t = dh_rows
         kept_h = kept_c = None
@@ -699,6 +708,50 @@ def backward_loop(
     if weights.weight_hr is not None:
         grads["weight_hr"] = products(d_hs.flatten(0, 1).t(), cell_outputs.flatten(0, 1))
     return d_x, dh, dc, grads
+
+
+# The steps whose views of the buffers are cut at once. A view costs about 1 KB of Python and
+# torch bookkeeping: cut for every step of a call at once, they grew its memory by 13-16 KB a
+# step whatever the sizes (130 MB for T 10,000 at H 4); a span at a time costs as little time.
+VIEW_SPAN = 256
+
+
+def spans(steps: int) -> list[tuple[int, int]]:
+    """[start, stop) of each span of VIEW_SPAN steps, in order."""
+    return [(start, min(start + VIEW_SPAN, steps)) for start in range(0, steps, VIEW_SPAN)]
+
+
+def forward_views(
+    kernel: FusedKernel, batch_sizes: list[int] | None, tape: LayerTape, noise: LayerNoise
+) -> Iterator[tuple[FusedStep, StepZone]]:
+    """Every step's views and zone, first step first, cut a span at a time."""
+    for start, stop in spans(tape.gates.shape[0]):
+        part, sizes = tape.during(start, stop), None if batch_sizes is None else batch_sizes[start:stop]
+        yield from zip(step_views(kernel, sizes, part), zone_views(sizes, part, noise_during(noise, start, stop)),
+                       strict=True)
+
+
+def backward_views(
+    kernel: FusedKernel, batch_sizes: list[int] | None, tape: LayerTape, noise: LayerNoise, d_gates: Tensor,
+    d_rec: Tensor, grad_tape: dict[str, Tensor]
+) -> Iterator[tuple[int, FusedStep, FusedGrads, StepZone]]:
+    """Every step's index, views, gradient views and zone, last step first, cut a span at a time."""
+    for start, stop in reversed(spans(tape.gates.shape[0])):
+        part, sizes = tape.during(start, stop), None if batch_sizes is None else batch_sizes[start:stop]
+        grad_part = {name: buffer[start:stop] for name, buffer in grad_tape.items()}
+        yield from reversed(list(zip(
+            range(start, stop), step_views(kernel, sizes, part),
+            grad_views(kernel, sizes, d_gates[start:stop], d_rec[start:stop], grad_part),
+            zone_views(sizes, part, noise_during(noise, start, stop)), strict=True)))
+
+
+def noise_during(noise: LayerNoise, start: int, stop: int) -> LayerNoise:
+    """The regularisers of steps [start, stop): the zoneout masks of those steps (a scalar keep
+    and the recurrent mask hold for every step)."""
+    def steps(keep: Tensor | None) -> Tensor | None:
+        return keep if keep is None or keep.dim() == 0 else keep[start:stop]
+
+    return noise._replace(keep_hidden=steps(noise.keep_hidden), keep_cell=steps(noise.keep_cell))
 
 
 def step_views(kernel: FusedKernel, batch_sizes: list[int] | None, tape: LayerTape) -> list[FusedStep]:
