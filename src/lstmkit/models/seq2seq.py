@@ -228,22 +228,22 @@ class Seq2Seq(nn.Module):
         at `max_length` (one for the batch, or one per sentence (B,)), where it may prefer a
         live hypothesis; beam 1 is greedy decoding."""
         eos, batch = self.config.eos_id, source.shape[1]
-        # scores in float32 at least (bfloat16 sums of log-probabilities lose the ranking), and in
-        # a float64 model's own precision, whose near-ties float32 would break otherwise than greedy
-        score_dtype = torch.promote_types(self.output.weight.dtype, torch.float32)
         memory, state, feed, token = self.start(source, lengths)
         rows = torch.arange(batch, device=source.device).repeat_interleave(beam)
         memory, state, feed, token = memory.select(rows), reorder(state, rows), feed[rows], token[rows]
-        scores = torch.full((batch, beam), -torch.inf, dtype=score_dtype, device=source.device)
+        scores = torch.full((batch, beam), -torch.inf, device=source.device)
         scores[:, 0] = 0.0
         history = torch.empty(batch, beam, 0, dtype=torch.long, device=source.device)
-        best_score = torch.full((batch,), -torch.inf, dtype=score_dtype, device=source.device)
+        best_score = torch.full((batch,), -torch.inf, device=source.device)
         best: list[list[int]] = [[] for _ in range(batch)]
         ended = torch.zeros(batch, dtype=torch.long, device=source.device)
         rank = torch.arange(2 * beam, device=source.device)
         limits = torch.as_tensor(max_length, device=source.device).expand(batch)
         for step in range(int(limits.max())):
             logits, state, feed = self.next_token(token, state, feed, memory)
+            # in float32 at least (bfloat16 sums of log-probabilities lose the ranking), and in the
+            # logits' own precision above it (a float64 model's near-ties, which greedy ranks)
+            score_dtype = torch.promote_types(logits.dtype, torch.float32)
             log_probs = torch.log_softmax(logits.to(score_dtype), dim=1).view(batch, beam, -1)
             vocabulary = log_probs.shape[2]
             total = (scores.unsqueeze(2) + log_probs).view(batch, -1)

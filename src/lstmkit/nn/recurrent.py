@@ -434,14 +434,14 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
             output: h_t of the last layer, (B, output_size) or (output_size,).
             state: h_t (and c_t) of every layer, shaped as `forward` returns them.
         """
-        traced = fx_leaf_call(self, (input, hx), {}, method="step")  # checked where the traced graph runs
-        if traced is not None:
-            return traced
         if self.bidirectional:
             raise ValueError(
                 "step() streams forward in time; a bidirectional layer needs the whole "
                 "sequence, so call forward() instead"
             )
+        traced = fx_leaf_call(self, (input, hx), {}, method="step")  # the mode checked where the graph runs
+        if traced is not None:
+            return traced
         per_sequence = sorted(self.regularisation.acting(self.training) - {"zoneout"})
         if per_sequence:
             raise ValueError(
