@@ -363,6 +363,8 @@ def test_torch_fx_records_a_layers_step_as_one_call_of_the_method():
     with pytest.raises(ValueError, match=re.escape("step() in training cannot run recurrent_dropout")):
         dropping(x.float(), h.float(), c.float())  # the step's checks act where the graph runs
     dropping.eval()
+    with pytest.raises(ValueError, match=re.escape("step() streams forward in time; a bidirectional layer needs")):
+        torch.fx.symbolic_trace(StepsALayer(lstmkit.LSTM(3, 5, bidirectional=True)))  # refused when traced
     assert torch.equal(dropping(x.float(), h.float(), c.float()), StepsALayer(dropping.layer)(x.float(), h.float(),
                                                                                               c.float()))
 
