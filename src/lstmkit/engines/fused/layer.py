@@ -648,15 +648,10 @@ def backward_loop(
     no_output = None
     if refills:  # step 0 refills zeros (h_0 is no output); the kernels read d_output row by row
         no_output, d_output = dh.new_zeros(dh.shape), d_output.contiguous()
-    # the running rows of dh and dc, and d_output[t - 1] at step t's rows, cut once, not per step
-    dh_views = [dh] * steps if batch_sizes is None else [dh[:running] for running in rows]
-    dc_views = [dc] * steps if dc is None or batch_sizes is None else [dc[:running] for running in rows]
-    earlier_outputs = d_output[:-1].unbind(0) if batch_sizes is None else [
-        d_output[t - 1, : rows[t]] for t in range(1, steps)]
-    previous_outputs = [None, *earlier_outputs]
-    for t, step, grads, zone in backward_views(kernel, batch_sizes, tape, noise, d_gates, d_rec, grad_tape):
+    buffers = FusedGrads(d_gates, d_rec, grad_tape)
+    for t, step, grads, zone, dh_rows, dc_t, previous_output in backward_views(
+            kernel, batch_sizes, tape, noise, buffers, dh, dc, d_output):
         running = rows[t]
-        dh_rows, dc_t, previous_output = dh_views[t], dc_views[t], previous_outputs[t]
         dh_t = dh_rows
         kept_h = kept_c = None
         if zone.keep_hidden is not None:                   # h_t = h̃ + keep ⊙ (h_{t-1} − h̃)
@@ -726,23 +721,45 @@ def forward_views(
 ) -> Iterator[tuple[FusedStep, StepZone]]:
     """Every step's views and zone, first step first, cut a span at a time."""
     for start, stop in spans(tape.gates.shape[0]):
-        part, sizes = tape.during(start, stop), None if batch_sizes is None else batch_sizes[start:stop]
-        yield from zip(step_views(kernel, sizes, part), zone_views(sizes, part, noise_during(noise, start, stop)),
-                       strict=True)
+        _, step_parts, zones = span_views(kernel, batch_sizes, tape, noise, start, stop)
+        yield from zip(step_parts, zones, strict=True)
 
 
 def backward_views(
-    kernel: FusedKernel, batch_sizes: list[int] | None, tape: LayerTape, noise: LayerNoise, d_gates: Tensor,
-    d_rec: Tensor, grad_tape: dict[str, Tensor]
-) -> Iterator[tuple[int, FusedStep, FusedGrads, StepZone]]:
-    """Every step's index, views, gradient views and zone, last step first, cut a span at a time."""
+    kernel: FusedKernel, batch_sizes: list[int] | None, tape: LayerTape, noise: LayerNoise, buffers: FusedGrads,
+    dh: Tensor, dc: Tensor | None, d_output: Tensor
+) -> Iterator[tuple[int, FusedStep, FusedGrads, StepZone, Tensor, Tensor | None, Tensor | None]]:
+    """Every step's index, views, views of the gradient `buffers`, zone, running rows of the
+    running gradients dh and dc, and d_output[t - 1] at those rows (None at step 0), last step
+    first, cut a span at a time."""
     for start, stop in reversed(spans(tape.gates.shape[0])):
-        part, sizes = tape.during(start, stop), None if batch_sizes is None else batch_sizes[start:stop]
-        grad_part = {name: buffer[start:stop] for name, buffer in grad_tape.items()}
+        sizes, step_parts, zones = span_views(kernel, batch_sizes, tape, noise, start, stop)
+        grad_part = {name: buffer[start:stop] for name, buffer in buffers.tape.items()}
+        count = stop - start
         yield from reversed(list(zip(
-            range(start, stop), step_views(kernel, sizes, part),
-            grad_views(kernel, sizes, d_gates[start:stop], d_rec[start:stop], grad_part),
-            zone_views(sizes, part, noise_during(noise, start, stop)), strict=True)))
+            range(start, stop), step_parts,
+            grad_views(kernel, sizes, buffers.d_gates[start:stop], buffers.d_rec[start:stop], grad_part), zones,
+            [dh] * count if sizes is None else [dh[:running] for running in sizes],
+            [dc] * count if dc is None or sizes is None else [dc[:running] for running in sizes],
+            earlier_outputs(batch_sizes, d_output, start, stop), strict=True)))
+
+
+def span_views(
+    kernel: FusedKernel, batch_sizes: list[int] | None, tape: LayerTape, noise: LayerNoise, start: int, stop: int
+) -> tuple[list[int] | None, list[FusedStep], list[StepZone]]:
+    """The running rows (None when every sequence runs), views and zones of steps [start, stop)."""
+    part, sizes = tape.during(start, stop), None if batch_sizes is None else batch_sizes[start:stop]
+    return sizes, step_views(kernel, sizes, part), zone_views(sizes, part, noise_during(noise, start, stop))
+
+
+def earlier_outputs(batch_sizes: list[int] | None, d_output: Tensor, start: int, stop: int) -> list[Tensor | None]:
+    """d_output[t - 1] at step t's running rows, for each step t in [start, stop) (None at step 0,
+    whose h_0 is no output)."""
+    first = [None] if start == 0 else []
+    later = range(max(start, 1), stop)
+    if batch_sizes is None:
+        return first + list(d_output[later.start - 1 : stop - 1].unbind(0))
+    return first + [d_output[t - 1, : batch_sizes[t]] for t in later]
 
 
 def noise_during(noise: LayerNoise, start: int, stop: int) -> LayerNoise:
