@@ -761,6 +761,46 @@ def test_a_layers_engine_set_after_building_must_run_its_regularisers():
         layer.engine = "native"
 
 
+@pytest.mark.parametrize("name, value, message", [
+    ("zoneout", (0.1,), "zoneout must be a probability z or a pair (z_c, z_h), got (0.1,)"),
+    ("zoneout", (2.0, 0.0), "zoneout must be a probability in [0, 1), got 2.0"),
+    ("recurrent_dropout", 1.0, "recurrent_dropout must be a probability in [0, 1), got 1.0"),
+    ("input_dropout", -0.5, "input_dropout must be a probability in [0, 1), got -0.5"),
+    ("weight_dropout", "0.1", "weight_dropout must be a probability in [0, 1), got '0.1'"),
+    ("forget_bias", float("nan"), "forget_bias must be a finite number, got nan"),
+])
+def test_a_layers_options_set_after_building_are_checked_as_when_building(name, value, message):
+    """Set unchecked, a float zoneout broke every call, a 1-tuple shifted weight_dropout into
+    zoneout without a word, and a dropout of 1 gave NaN; the layer keeps what it had."""
+    layer = lstmkit.LSTM(INPUT, HIDDEN, weight_dropout=0.3)
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        setattr(layer, name, value)
+    assert layer.regularisation == lstmkit.engines.Regularisation(0.0, 0.0, 0.0, 0.0, 0.3) and layer.forget_bias is None
+
+
+def test_options_set_after_building_take_the_constructors_form():
+    """zoneout z is (z, z), or (0, z) for a cell without a cell state; forget_bias acts at
+    reset_parameters(), as an initialisation; native refuses a regulariser it cannot run."""
+    layer, gru = lstmkit.LSTM(INPUT, HIDDEN), lstmkit.GRU(INPUT, HIDDEN)
+    layer.zoneout, gru.zoneout, layer.weight_dropout = 0.1, 0.2, 1 / 4
+    assert (layer.zoneout, gru.zoneout, layer.regularisation.weight_dropout) == ((0.1, 0.1), (0.0, 0.2), 0.25)
+    layer.forget_bias = 2
+    layer.reset_parameters()
+    assert layer.forget_bias == 2.0 and torch.equal(layer.bias_ih_l0[HIDDEN : 2 * HIDDEN], torch.full((HIDDEN,), 2.0))
+    with pytest.raises(ValueError, match=re.escape("init='chrono' and forget_bias=1.0 both set the forget gate's")):
+        lstmkit.LSTM(INPUT, HIDDEN, init="chrono", chrono_max=10).forget_bias = 1.0
+    native = lstmkit.LSTM(INPUT, HIDDEN, engine="native")
+    with pytest.raises(ValueError, match=re.escape("engine='native' cannot run zoneout; use engine='auto'")):
+        native.zoneout = 0.1
+    assert native.zoneout == (0.0, 0.0)
+    cell = lstmkit.LSTMCell(INPUT, HIDDEN)
+    with pytest.raises(TypeError, match=re.escape("forget_bias must be a number or None, got '1' (str)")):
+        cell.forget_bias = "1"
+    cell.forget_bias = 1
+    cell.reset_parameters()
+    assert cell.forget_bias == 1.0 and torch.equal(cell.bias_ih[HIDDEN : 2 * HIDDEN], torch.ones(HIDDEN))
+
+
 def test_option_errors():
     with pytest.raises(ValueError, match="engine must be one of auto, native, fused, triton, reference, got 'cudnn'"):
         lstmkit.LSTMCell(INPUT, HIDDEN, engine="cudnn")

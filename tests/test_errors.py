@@ -238,8 +238,13 @@ def test_unknown_cell_option():
     with raises(TypeError, "cell 'lstm' got unknown option(s) 'peepholes'; it accepts input_gate, forget_gate, "
                            "output_gate, input_activation, output_activation"):
         lstmkit.Recurrent("lstm", 3, 4, peepholes=True)
-    with raises(TypeError, "cell 'gru' got unknown option(s) 'nonlinearity'; it accepts no options"):
+    with raises(TypeError, "cell 'gru' got unknown option(s) 'nonlinearity' (an option of cell 'rnn'); it accepts no "
+                           "options"):
         lstmkit.Recurrent("gru", 3, 4, nonlinearity="relu")
+    # 'forget_gate' is not taken for a misspelt 'forget_bias', which is another thing
+    with raises(TypeError, "cell 'peephole' got unknown option(s) 'forget_gate' (an option of cell 'lstm'), 'hiden' "
+                           "(did you mean 'hidden_size'?); it accepts no options"):
+        lstmkit.Recurrent("peephole", 3, 4, forget_gate=False, hiden=4)
 
 
 @pytest.mark.parametrize("build, message", [

@@ -111,6 +111,8 @@ class RecurrentCell(NotScriptable, nn.Module):
     def __setattr__(self, name: str, value: object) -> None:
         if name == "engine" and "engine" in self.__dict__:  # set again after the module was built: checked as then
             check_step_engine(value, self.cell)
+        if name == "forget_bias" and "forget_bias" in self.__dict__:  # it initialises the biases, at reset_parameters()
+            value = check_forget_bias(self.cell, value, self.bias)
         super().__setattr__(name, value)
 
     def __setstate__(self, state: dict) -> None:

@@ -305,8 +305,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
             self.__dict__.pop(name, None)
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name == "engine" and "engine" in self.__dict__:  # set again after the layer was built: checked as then
-            check_engine(value, self.cell, self.regularisation.acting(training=True))
+        if name in CHECKED_AGAIN and name in self.__dict__:  # set again after the layer was built: checked as then
+            value = self._checked_again(name, value)
         weight = "_l" in name and "_all_weights" in self.__dict__ and name in self._flat_weights_names
         replaced = weight and value is not self._held_weight(name)
         super().__setattr__(name, value)
@@ -318,6 +318,23 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
             self.__dict__["_weights_set"] = True
         elif weight and "_assigned_weights" in self.__dict__:  # the same weight again: torch.nn's list takes it in
             self.__dict__["_assigned_weights"][0][name] = value
+
+    def _checked_again(self, name: str, value: object) -> object:
+        """An option of CHECKED_AGAIN set after building, checked as the constructor checks it
+        (set unchecked, a float zoneout broke every call and a 1-tuple shifted weight_dropout
+        into it; a dropout of 1 gave NaN), in the form the layer keeps it."""
+        if name == "forget_bias":  # it initialises the biases, at reset_parameters()
+            value = check_forget_bias(self.cell, value, self.bias)
+            regularisers.check_init(self.cell, self.init, self.chrono_max, self.bias, value)
+            return value
+        options = {option: value if option == name else getattr(self, option)
+                   for option in ("recurrent_dropout", "input_dropout", "zoneout", "weight_dropout")}
+        regularisation = regularisers.regularisation(self.cell, **options)
+        engine = value if name == "engine" else self.engine
+        check_engine(engine, self.cell, regularisation.acting(training=True))
+        if name == "zoneout":
+            return (regularisation.zoneout_cell, regularisation.zoneout_hidden)
+        return value if name == "engine" else getattr(regularisation, name)
 
     def flatten_parameters(self) -> None:
         """On CUDA, put the parameters of a layer cuDNN runs into one flat buffer, as
@@ -543,6 +560,11 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         # the engine asked for, or what auto picks: an explicit engine may run only on another device
         parts.append(f"engine={self.engine if self.engine != 'auto' else self.engine_name}")
         return ", ".join(parts)
+
+
+# The options a layer checks again when they are set after building: the engine, the
+# regularisers, and forget_bias, which initialises the biases at reset_parameters().
+CHECKED_AGAIN = ("engine", "forget_bias", "recurrent_dropout", "input_dropout", "zoneout", "weight_dropout")
 
 
 def leading_repr(cell_name: str | None, cell: Cell, input_size: int, hidden_size: int) -> list[str]:
