@@ -26,7 +26,7 @@ pytest.importorskip("sacrebleu")
 from lstmkit import translate  # noqa: E402
 from lstmkit.checkpoint import CheckpointError, model_tensors  # noqa: E402
 from lstmkit.cli import main  # noqa: E402
-from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig  # noqa: E402
+from lstmkit.models.seq2seq import Seq2Seq, Seq2SeqConfig, top_ranked  # noqa: E402
 from lstmkit.pipelines.configs import TranslationConfig  # noqa: E402
 from lstmkit.pipelines.translate import (  # noqa: E402
     TranslationJob, Translator, Vocabularies, bucketed_batches, decode_ids, load_translator,
@@ -90,6 +90,45 @@ def test_beam_search_of_a_float64_model_scores_in_float64_as_greedy_decoding_ran
     greedy = model.greedy(source, lengths, 3)
     assert greedy == [[9, 9, 9], [9, 9, 9]]
     assert model.beam_search(source, lengths, beam=2, max_length=3) == greedy
+
+
+def test_top_ranked_breaks_exact_ties_lowest_index_first():
+    scores = torch.tensor([[1.0, 3.0, 3.0, 0.0, 3.0, 5.0], [-torch.inf, 2.0, -torch.inf, 2.0, 2.0, 1.0]])
+    values, index = top_ranked(scores, 3)
+    assert values.tolist() == [[5.0, 3.0, 3.0], [2.0, 2.0, 2.0]] and index.tolist() == [[5, 1, 2], [1, 3, 4]]
+    values, index = top_ranked(scores, 5)
+    assert index.tolist() == [[5, 1, 2, 4, 0], [1, 3, 4, 5, 0]] and values[1, 4] == -torch.inf
+    for _ in range(20):  # no tie across the k-th place: topk's set, its ties put in order
+        assert top_ranked(torch.tensor([[0.0, 2.0, 1.0, 2.0, 2.0, 3.0]]), 4)[1].tolist() == [[5, 1, 3, 4]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_beam_1_breaks_exact_ties_as_greedy_decoding_does(dtype):
+    """Tokens whose logits are equal (their output rows copied) tie exactly in every dtype:
+    beam 1 takes the lowest, as argmax does, where topk took any of them."""
+    model = random_model("luong", seed=2).to(dtype)
+    with torch.no_grad():
+        for copies in ([4, 7, 11], [5, 6, 8, 13]):
+            model.output.weight[copies[1:]] = model.output.weight[copies[0]].clone()
+            model.output.bias[copies] = model.output.bias[copies[0]] + 2
+        model.output.bias[3] -= 2
+    source, lengths = padded_source([7, 3, 5, 1, 6])
+    greedy = model.greedy(source, lengths, 8)
+    assert {token for tokens in greedy for token in tokens} & {4, 5} and not (
+        {token for tokens in greedy for token in tokens} & {6, 7, 8, 11, 13})
+    assert model.beam_search(source, lengths, beam=1, max_length=8) == greedy
+
+
+def test_beam_search_runs_on_a_dynamically_quantised_model_as_greedy_decoding():
+    """Scores took their dtype from `output.weight`, which a quantised Linear has no tensor of."""
+    model = random_model("luong")
+    with torch.no_grad():
+        model.output.bias[3] -= 1
+    quantised = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    assert type(quantised.output).__module__.startswith("torch.ao.nn.quantized")
+    source, lengths = padded_source([7, 3, 5, 1, 6])
+    greedy = quantised.greedy(source, lengths, 12)
+    assert quantised.beam_search(source, lengths, beam=1, max_length=12) == greedy
 
 
 def test_decoding_never_chooses_padding_or_the_start_token():

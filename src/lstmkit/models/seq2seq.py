@@ -247,7 +247,7 @@ class Seq2Seq(nn.Module):
             log_probs = torch.log_softmax(logits.to(score_dtype), dim=1).view(batch, beam, -1)
             vocabulary = log_probs.shape[2]
             total = (scores.unsqueeze(2) + log_probs).view(batch, -1)
-            top, index = total.topk(min(2 * beam, total.shape[1]), dim=1)
+            top, index = top_ranked(total, min(2 * beam, total.shape[1]))
             origin, candidate = index // vocabulary, index % vocabulary
             is_eos = candidate == eos
             done = ended >= beam
@@ -274,6 +274,23 @@ class Seq2Seq(nn.Module):
             flat = (torch.arange(batch, device=source.device).unsqueeze(1) * beam + origin).flatten()
             state, feed, token = reorder(state, flat), feed[flat], candidate.flatten()
         return best
+
+
+def top_ranked(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k largest scores of each row and their indices, best first, exact ties lowest index
+    first, as greedy decoding's argmax breaks them (topk breaks them in no set order: where two
+    bfloat16 logits tied, beam 1 chose otherwise than greedy decoding)."""
+    values, index = scores.topk(min(k + 1, scores.shape[1]), dim=1)
+    index = index[:, :k]
+    if values.shape[1] > k and (values[:, k - 1] == values[:, k]).any():  # a tie across the k-th place
+        threshold = values[:, k - 1 : k]
+        above, tied = scores > threshold, scores == threshold
+        chosen = above | (tied & (tied.cumsum(dim=1) <= k - above.sum(dim=1, keepdim=True)))
+        index = chosen.nonzero()[:, 1].view(scores.shape[0], k)
+    index = index.sort(dim=1).values  # in increasing index, for the stable sort by score
+    values = scores.gather(1, index)
+    order = values.argsort(dim=1, descending=True, stable=True)
+    return values.gather(1, order), index.gather(1, order)
 
 
 def reorder(state: list, index: Tensor) -> list:
