@@ -238,6 +238,7 @@ def test_a_fit_resumed_with_a_smaller_budget_says_it_keeps_a_network_past_it(tmp
     monkeypatch.undo()
     network = tmp_path / "run" / "training" / "backtest" / "log" / "seasonal"
     assert json.loads((network / "last" / "config.json").read_text())["progress"]["step"] == 12
+    (network / ".last.new.kill9").mkdir()  # what a save killed by SIGKILL leaves
     finished = tmp_path / "run" / "training" / "backtest" / "standard" / "seasonal"  # its 3 epochs, 18 steps, done
     with pytest.warns(UserWarning) as warned:
         backtest_then_refit(Forecaster("t", "y", **{**PANEL, "epochs": 1}), data, tmp_path / "run", resume=True)
@@ -246,6 +247,9 @@ def test_a_fit_resumed_with_a_smaller_budget_says_it_keeps_a_network_past_it(tmp
                     "not trained further"
                     for folder, step in ((finished, 18), (network, 12))]
     assert json.loads((network / "last" / "config.json").read_text())["progress"]["step"] == 12, "not trained further"
+    results = json.loads((network / "results.json").read_text())  # it is complete: it had none, nor lost its stage
+    assert (results["steps"], results["epochs"], results["config"]["epochs"]) == (12, 2, 1)
+    assert not list(network.glob(".last.new.*"))
 
 
 def test_a_finished_network_resumed_with_other_epochs_of_steps_is_not_said_past_its_budget(tmp_path, monkeypatch):

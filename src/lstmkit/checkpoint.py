@@ -173,8 +173,7 @@ def write_checkpoint(directory: Path, files: dict[str, str], tensor_files: dict[
     directory = through_link(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     previous = previous_path(directory)
-    for orphan in directory.parent.glob(f".{glob.escape(directory.name)}.new.*"):  # left by a save that was killed
-        shutil.rmtree(orphan, ignore_errors=True)
+    remove_staging(directory)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new.", dir=directory.parent))
     try:
         os.chmod(staging, default_mode(directory=True))
@@ -194,6 +193,14 @@ def write_checkpoint(directory: Path, files: dict[str, str], tensor_files: dict[
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_staging(directory: Path) -> None:
+    """Remove the staging folders a save of `directory` that was killed left beside it (beside
+    the folder a link points to, where `write_checkpoint` stages)."""
+    directory = through_link(directory)
+    for orphan in directory.parent.glob(f".{glob.escape(directory.name)}.new.*"):
+        shutil.rmtree(orphan, ignore_errors=True)
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:

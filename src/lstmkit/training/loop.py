@@ -37,7 +37,7 @@ from torch import Tensor
 from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import (CONFIG_FILE, TRAINING_FILE, WEIGHTS_FILE, CheckpointError, check_kind,
                                 check_replaceable, existing, held_kind, load_checkpoint, read_config,
-                                read_extra_tensors, run_folder, save_checkpoint, trained_model)
+                                read_extra_tensors, remove_staging, run_folder, save_checkpoint, trained_model)
 from lstmkit.models.modes import evaluating
 from lstmkit.files import (
     check_not_in_use, check_nothing_overwritten, check_output_folder, check_own_files, claimed_folder, write_csv,
@@ -620,8 +620,12 @@ class Trainer:
             self.load_best(job, best)
         job.model.eval()
         best = next((row for row in progress.history if row["step"] == progress.best_step), None)
-        return TrainingRun(progress.history, best, progress.step, progress.train_seconds,
-                           progress.items / max(progress.train_seconds, 1e-9), **self.runtime())
+        run = TrainingRun(progress.history, best, progress.step, progress.train_seconds,
+                          progress.items / max(progress.train_seconds, 1e-9), **self.runtime())
+        if not (out / "results.json").is_file() and self.processes.main:  # killed after its last checkpoint
+            self.write_results(job, run, progress, out, layout.get("steps_per_epoch", steps_per_epoch))
+        self.processes.wait_for_all()
+        return run
 
     def begin(self, job: Job, out: Path | None) -> RunState:
         """A new run's state, refusing a folder that holds a run already."""
@@ -833,6 +837,8 @@ class Trainer:
 
     def write_results(self, job: Job, run: TrainingRun, progress: RunState, out: Path,
                       steps_per_epoch: int | None) -> None:
+        """The run's results.json; the run is complete, so what a save that was killed left
+        beside its checkpoints goes."""
         best = {f"best_{name}": value for name, value in (run.best or {}).items()
                 if name not in ("step", "epoch", "seconds", "lr", "train_loss", f"{job.item}s")}
         write_json(out / "results.json", {
@@ -847,6 +853,8 @@ class Trainer:
             "segments": progress.segments,
             "data": job.data_fingerprint(),
         })
+        for checkpoint in ("last", "best"):
+            remove_staging(out / checkpoint)
 
 
 def lstmkit_version() -> str:
