@@ -213,6 +213,22 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(text_file, tmp
     assert columns[0] == columns[1] == ",".join(pipeline.METRIC_COLUMNS)
 
 
+def test_a_bfloat16_run_resumed_equals_an_uninterrupted_one(text_file, tmp_path, monkeypatch):
+    """Each step's autocast reuses no bfloat16 copy of a weight from an earlier step: torch kept
+    them for the whole run (it empties its cache where the outermost autocast ends, and the
+    pipeline's own held it open), so a run's decoder forecast with its first step's weights,
+    and a resumed run, which copied them anew, went another way."""
+    config = LMTrainingConfig(steps=20, precision="bf16", **TINY)
+    straight = lm.train(text_file, tmp_path / "straight", config)
+    dies_at_step(monkeypatch, 15)
+    with pytest.raises(Killed):
+        lm.train(text_file, tmp_path / "resumed", config)
+    monkeypatch.undo()
+    resumed = lm.train(text_file, tmp_path / "resumed", config, resume=True)
+    assert [row["val_loss"] for row in resumed.history] == [row["val_loss"] for row in straight.history]
+    assert_same_weights(tmp_path / "straight" / "last", tmp_path / "resumed" / "last")
+
+
 def test_a_bfloat16_run_resumes_in_float32_with_its_carried_state_in_float32(text_file, tmp_path):
     """Under bfloat16 autocast the LSTM hands back bfloat16 states, which the run carries from
     window to window and saves; resumed in float32 (--precision may change on resume), they are

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 from safetensors.torch import load_file, save_file
 
 from helpers import Killed, Quadratic, dies_at_step
@@ -70,6 +72,27 @@ def test_precision_autocasts_the_products_and_scales_float16_only():
     assert not Precision("bf16", torch.device("cpu")).scaler.is_enabled()
     with pytest.raises(ValueError, match=re.escape("precision 16 (float16 autocast) runs on CUDA; on cpu use bf16 or 32")):
         Precision("16", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("caller_autocast", [False, True], ids=["pipeline-own", "caller-on"])
+def test_each_autocast_of_a_run_casts_the_weights_as_they_are_now(caller_autocast):
+    """Inside an outer autocast (the pipeline's own, off, or a caller's) torch kept its bfloat16
+    copies of the weights from the first step for every later one: an optimizer's update never
+    reached the products."""
+    torch.manual_seed(0)
+    linear, x = nn.Linear(4, 4), torch.randn(2, 4)
+    precision = Precision("bf16", torch.device("cpu"))
+    with torch.autocast("cpu", torch.bfloat16, enabled=caller_autocast):
+        with precision.autocast():
+            linear(x).sum().backward()
+        with torch.no_grad():
+            linear.weight.add_(1.0)
+        with precision.autocast():
+            updated = linear(x)
+    with precision.autocast():
+        fresh = linear(x)
+    expected = F.linear(x.bfloat16(), linear.weight.bfloat16(), linear.bias.bfloat16())
+    assert torch.equal(updated, expected) and torch.equal(fresh, expected)
 
 
 def test_bfloat16_on_a_cpu_without_its_kernels_warns_that_it_is_emulated(monkeypatch):

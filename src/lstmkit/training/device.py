@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -114,9 +115,18 @@ class Precision:
         self.dtype = AUTOCAST_DTYPES.get(name)
         self.scaler = torch.amp.GradScaler(device.type, enabled=name == "16")
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """The forward passes' autocast: off in float32, whatever the caller had on."""
-        return torch.autocast(self.device.type, self.dtype, enabled=self.dtype is not None)
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """The forward passes' autocast: off in float32, whatever the caller had on. Its cache of
+        the weights' low-precision copies is emptied at the end, as torch empties it only when the
+        outermost autocast ends: inside the pipeline's own (off, `isolated_from_caller`) or a
+        caller's, every step of a bfloat16 run used the copies the first step made, and the
+        optimizer's updates never reached the products they cache."""
+        try:
+            with torch.autocast(self.device.type, self.dtype, enabled=self.dtype is not None):
+                yield
+        finally:
+            torch.clear_autocast_cache()
 
     def describe(self) -> str:
         return {"32": "float32", "bf16": "bfloat16 autocast",
