@@ -530,6 +530,27 @@ def test_cli_train_sample_eval(text_file, tmp_path, capsys):
                     capsys.readouterr().out)
 
 
+def test_cli_validation_fraction_sets_the_split_and_is_named_where_it_is_too_small(tmp_path, capsys):
+    """char-rnn's -val_frac: the split was 10 % from the command line, and a validation part too
+    short for the batch was told to lower --batch-size or give more text, not how to enlarge it."""
+    from lstmkit.cli import main
+
+    path = tmp_path / "short.txt"
+    path.write_text("hello world, this is a tiny text for testing.\n" * 30, encoding="utf-8")
+    common = ["lm", "train", str(path), "--num-layers", "1", "--hidden-size", "8", "--batch-size", "16", "--seq-len",
+              "10", "--steps", "1", "--warmup", "0"]
+    with pytest.raises(SystemExit):
+        main([*common, "--validation-fraction", "0.01", "--out", str(tmp_path / "small")])
+    assert capsys.readouterr().err.endswith(
+        "the validation text has 14 tokens; 16 streams need at least 32 (an input and a target each): lower "
+        "--batch-size or give more text, a larger --validation-fraction, or a validation file (--valid)\n")
+    main([*common, "--validation-fraction", "0.25", "--out", str(tmp_path / "quarter")])
+    results = json.loads((tmp_path / "quarter" / "results.json").read_text())
+    assert results["config"]["validation_fraction"] == 0.25
+    # 1,035 training characters of 1,380: 16 streams of 64, 63 predicted each, in 7 windows of 10 (8 at 10 %)
+    assert results["epochs"] == 1 / 7
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["lm", "sample", "/nonexistent"], "lstmkit: error: /nonexistent does not exist"),
     (["lm", "train", "/nonexistent.txt", "--steps", "1"],

@@ -105,8 +105,11 @@ def lm_eval_command(arguments: argparse.Namespace) -> None:
 def add_lm_commands(commands) -> None:
     lm = commands.add_parser("lm", help="language models: train, sample, eval").add_subparsers(dest="lm", required=True)
     train = lm.add_parser("train", help="train a character- or word-level language model on a text file")
-    train.add_argument("text", type=text_file, help="a UTF-8 text file; its last 10%% validates unless --valid is given")
+    train.add_argument("text", type=text_file, help="a UTF-8 text file; its last part (--validation-fraction) "
+                       "validates unless --valid is given")
     train.add_argument("--valid", type=text_file, help="a separate validation text file")
+    add_setting(train, LMTrainingConfig, "validation_fraction", "the share of the text's end that validates, "
+                "without --valid", type=float)
     add_setting(train, LMTrainingConfig, "level", "tokens", choices=["char", "word"])
     add_setting(train, LMTrainingConfig, "min_frequency", "word level: rarer words become <unk>", type=positive_int)
     add_setting(train, LMTrainingConfig, "cell", "recurrent cell", choices=list(CELL_NAMES))

@@ -316,8 +316,10 @@ class LanguageModelJob(Job):
             warn_at_caller(f"seq_len (--seq-len) {config.seq_len} is longer than each of the {config.batch_size} "
                            f"training streams ({steps:,} tokens to predict): every window is a whole stream; give a "
                            "shorter seq_len or a smaller batch_size (--batch-size)")
+        more = ("a longer validation file (--valid)" if "validation" in corpus.sources else
+                "more text, a larger --validation-fraction, or a validation file (--valid)")
         self.validation_windows = token_streams(corpus.validation, config.batch_size, config.seq_len,
-                                                "the validation text")
+                                                "the validation text", more)
         self.characters_per_token = corpus.validation_characters / corpus.validation.numel()
         self.sources = corpus.sources
         check_cutoffs(config.adaptive_softmax_cutoffs, len(corpus.vocabulary))

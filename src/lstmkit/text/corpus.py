@@ -198,13 +198,14 @@ class StreamWindows:
         return (self.window(index) for index in range(len(self)))
 
 
-def token_streams(tokens: Tensor, batch_size: int, seq_len: int, what: str) -> StreamWindows:
-    """Windows over `tokens` cut into `batch_size` streams, or an error naming what is short."""
+def token_streams(tokens: Tensor, batch_size: int, seq_len: int, what: str, more: str = "more text") -> StreamWindows:
+    """Windows over `tokens` cut into `batch_size` streams, or an error naming what is short
+    and how to give `more`."""
     needed = 2 * batch_size
     if tokens.numel() < needed:
         raise ValueError(
             f"{what} has {tokens.numel()} token{'s' * (tokens.numel() != 1)}; {batch_size} stream"
             f"{'s' * (batch_size != 1)} need{'s' * (batch_size == 1)} at least {needed} "
-            "(an input and a target each): lower --batch-size or give more text"
+            f"(an input and a target each): lower --batch-size or give {more}"
         )
     return StreamWindows(to_streams(tokens, batch_size), seq_len)

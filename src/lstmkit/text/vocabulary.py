@@ -92,15 +92,20 @@ class Vocabulary:
 
     def composed_hint(self, text: str, missing: list[str]) -> str:
         """Where `text` is written decomposed (NFD: an accent as a mark after its letter, Hangul
-        as its jamo) and composing it reads more of it: what composing leaves missing."""
+        as its jamo) and composing it reads more of it: which it then reads, where others stay
+        missing (listed once, above)."""
         composed = unicodedata.normalize("NFC", text)
         if composed == text:
             return ""
         left = sorted(set(tokenize(composed, self.level)) - set(self.index))
         if len(left) >= len(missing):
             return ""
-        still = ", ".join(f"{character!r} (U+{ord(character):04X})" for character in left[:10]) or "none of them"
-        return f"; the text is written decomposed: composed, unicodedata.normalize('NFC', text), it lacks {still}"
+        if not left:
+            return ("; the text is written decomposed: composed, unicodedata.normalize('NFC', text), it lacks none of "
+                    "them")
+        read = ", ".join(f"{character!r} (U+{ord(character):04X})" for character in missing if character not in left)
+        return (f"; part of the text is written decomposed: composed, unicodedata.normalize('NFC', text), it would "
+                f"no longer lack {read}, but still {len(left)} other character{'s' if len(left) != 1 else ''}")
 
     def decode(self, indices: list[int]) -> str:
         """The text of token indices: characters joined, or words joined by spaces with
