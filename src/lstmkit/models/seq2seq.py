@@ -284,7 +284,7 @@ def top_ranked(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     index = index[:, :k]
     if values.shape[1] > k and (values[:, k - 1] == values[:, k]).any():  # a tie across the k-th place
         threshold = values[:, k - 1 : k]
-        above, tied = scores > threshold, scores == threshold
+        above, tied = ~(scores <= threshold), scores == threshold  # NaN above, where topk ranks it
         chosen = above | (tied & (tied.cumsum(dim=1) <= k - above.sum(dim=1, keepdim=True)))
         index = chosen.nonzero()[:, 1].view(scores.shape[0], k)
     index = index.sort(dim=1).values  # in increasing index, for the stable sort by score

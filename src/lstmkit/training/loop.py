@@ -624,7 +624,6 @@ class Trainer:
                           progress.items / max(progress.train_seconds, 1e-9), **self.runtime())
         if not (out / "results.json").is_file() and self.processes.main:  # killed after its last checkpoint
             self.write_results(job, run, progress, out, layout.get("steps_per_epoch", steps_per_epoch))
-        self.processes.wait_for_all()
         return run
 
     def begin(self, job: Job, out: Path | None) -> RunState:
