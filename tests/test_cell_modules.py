@@ -787,8 +787,10 @@ def test_options_set_after_building_take_the_constructors_form():
     layer.forget_bias = 2
     layer.reset_parameters()
     assert layer.forget_bias == 2.0 and torch.equal(layer.bias_ih_l0[HIDDEN : 2 * HIDDEN], torch.full((HIDDEN,), 2.0))
+    chrono = lstmkit.LSTM(INPUT, HIDDEN, init="chrono", chrono_max=10)
+    chrono.forget_bias = 1.0  # checked beside init where both act
     with pytest.raises(ValueError, match=re.escape("init='chrono' and forget_bias=1.0 both set the forget gate's")):
-        lstmkit.LSTM(INPUT, HIDDEN, init="chrono", chrono_max=10).forget_bias = 1.0
+        chrono.reset_parameters()
     native = lstmkit.LSTM(INPUT, HIDDEN, engine="native")
     with pytest.raises(ValueError, match=re.escape("engine='native' cannot run zoneout; use engine='auto'")):
         native.zoneout = 0.1
@@ -799,6 +801,53 @@ def test_options_set_after_building_take_the_constructors_form():
     cell.forget_bias = 1
     cell.reset_parameters()
     assert cell.forget_bias == 1.0 and torch.equal(cell.bias_ih[HIDDEN : 2 * HIDDEN], torch.ones(HIDDEN))
+
+
+def test_initialisations_set_after_building_are_checked_together_where_they_act():
+    """init and chrono_max set after building were taken as given: chrono overwrote a
+    forget_bias the constructor refuses beside it, and without chrono_max, or on a GRU,
+    reset_parameters() ended in a bare TypeError from inside."""
+    layer = lstmkit.LSTM(INPUT, HIDDEN, forget_bias=1.0)
+    layer.init = "chrono"
+    assert layer.init == ("chrono",)
+    before = copy.deepcopy(layer.state_dict())
+    with pytest.raises(ValueError, match=re.escape("init='chrono' and forget_bias=1.0 both set the forget gate's")):
+        layer.reset_parameters()
+    layer.forget_bias = None
+    with pytest.raises(ValueError, match=re.escape("init='chrono' needs chrono_max, the longest dependency expected "
+                                                   "in steps, a finite number above 2; got chrono_max=None")):
+        layer.reset_parameters()
+    assert all(torch.equal(before[name], value) for name, value in layer.state_dict().items())
+    layer.chrono_max = 10
+    torch.manual_seed(0)
+    layer.reset_parameters()
+    torch.manual_seed(0)
+    built = lstmkit.LSTM(INPUT, HIDDEN, init="chrono", chrono_max=10)
+    assert all(torch.equal(built.state_dict()[name], value) for name, value in layer.state_dict().items())
+    with pytest.raises(ValueError, match=re.escape("a finite number above 2; got chrono_max=1")):
+        layer.chrono_max = 1
+    with pytest.raises(ValueError, match=re.escape("init must be None, 'chrono' or 'orthogonal', or a sequence of "
+                                                   "them, got 'chrno'")):
+        layer.init = "chrno"
+    gru = lstmkit.GRU(INPUT, HIDDEN)
+    gru.init, gru.chrono_max = "chrono", 10
+    with pytest.raises(ValueError, match=re.escape("init='chrono' sets the forget gate's bias; cell gru has no forget "
+                                                   "gate")):
+        gru.reset_parameters()
+
+
+def test_a_subclass_reusing_an_option_name_is_told_why_it_is_refused():
+    """A DropConnect-style subclass keeping its own `weight_dropout` (None) after lstmkit's
+    __init__ was refused as if it had set lstmkit's option wrongly."""
+    class DropConnect(lstmkit.LSTM):
+        def __init__(self, *arguments, weight_dropout=None, **options):
+            super().__init__(*arguments, **options)
+            self.weight_dropout = weight_dropout
+
+    with pytest.raises(ValueError, match=re.escape(
+            "weight_dropout must be a probability in [0, 1), got None (weight_dropout is lstmkit's option of the "
+            "layer: a subclass's attribute of its own needs another name)")):
+        DropConnect(INPUT, HIDDEN)
 
 
 def test_option_errors():

@@ -245,6 +245,9 @@ def test_unknown_cell_option():
     with raises(TypeError, "cell 'peephole' got unknown option(s) 'forget_gate' (an option of cell 'lstm'), 'hiden' "
                            "(did you mean 'hidden_size'?); it accepts no options"):
         lstmkit.Recurrent("peephole", 3, 4, forget_gate=False, hiden=4)
+    with raises(TypeError, "cell 'gru' got unknown option(s) 'forget_gates' (did you mean 'forget_gate', an option of "
+                           "cell 'lstm'?); it accepts no options"):
+        lstmkit.Recurrent("gru", 3, 4, forget_gates=False)
 
 
 @pytest.mark.parametrize("build, message", [

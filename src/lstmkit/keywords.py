@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 
-def unknown_names(unknown: Iterable[str], known: Iterable[str]) -> str:
+def unknown_names(unknown: Iterable[str], known: Iterable[str], elsewhere: Mapping[str, str] | None = None) -> str:
     """Each of `unknown`, quoted, followed by the closest of `known` where one is close
-    ('num_layer' (did you mean 'num_layers'?)), comma-separated."""
+    ('num_layer' (did you mean 'num_layers'?)), comma-separated; one that is, or is close to, a
+    name of `elsewhere` (name: where it belongs) is said to belong there."""
+    elsewhere = elsewhere or {}
     known = list(known)
 
     def named(name: str) -> str:
-        guess = difflib.get_close_matches(name, known, n=1)
-        return f"{name!r} (did you mean {guess[0]!r}?)" if guess else repr(name)
+        if name in elsewhere:
+            return f"{name!r} ({elsewhere[name]})"
+        guess = difflib.get_close_matches(name, [*known, *elsewhere], n=1)
+        if not guess:
+            return repr(name)
+        where = f", {elsewhere[guess[0]]}" if guess[0] in elsewhere else ""
+        return f"{name!r} (did you mean {guess[0]!r}{where}?)"
 
     return ", ".join(named(name) for name in unknown)
 

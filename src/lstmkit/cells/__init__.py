@@ -70,11 +70,6 @@ def make_cell(name: str, **options: object) -> Cell:
     return CELLS[registered](**fixed, **options)
 
 
-def option_cells(option: str) -> list[str]:
-    """The registered cells that take `option` (the LSTM's gate switches, say)."""
-    return [name for name, cell_type in CELLS.items() if option in {field.name for field in fields(cell_type)}]
-
-
 def check_cell_options(name: str, options: dict[str, object], also_known: Sequence[str] = ()) -> None:
     """Refuse an unknown cell `name`, or an option the cell does not take, with the option
     likely meant among the cell's and `also_known` (the keywords of the module it was given to)."""
@@ -89,9 +84,13 @@ def check_cell_options(name: str, options: dict[str, object], also_known: Sequen
     unknown = sorted(set(options) - set(known))
     if unknown:
         accepted = ", ".join(known) if known else "no options"
-        named = ", ".join(
-            f"{option!r} (an option of cell {' and '.join(map(repr, owners))})" if (owners := option_cells(option))
-            else unknown_names([option], [*known, *also_known]) for option in unknown)
+        owners = {}  # the other cells' options (the LSTM's gate switches, say), by the cells that take them
+        for other, cell_type in CELLS.items():
+            for field in fields(cell_type):
+                if field.name not in (*known, *fixed):
+                    owners.setdefault(field.name, []).append(repr(other))
+        elsewhere = {option: f"an option of cell {' and '.join(cells)}" for option, cells in owners.items()}
+        named = unknown_names(unknown, [*known, *also_known], elsewhere)
         raise TypeError(f"cell {name!r} got unknown option(s) {named}; it accepts {accepted}")
 
 

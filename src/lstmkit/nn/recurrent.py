@@ -27,7 +27,7 @@ from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, 
 from lstmkit.nn.inputs import (SequenceBatch, as_float32_under_autocast, check_input_size,
                                checked_return_gates, prepare_input, prepare_state)
 from lstmkit.caller import warn_at_caller
-from lstmkit.keywords import constructor_keywords, unknown_names
+from lstmkit.keywords import constructor_keywords, lstmkit_class, unknown_names
 from lstmkit.nn import regularisers
 from lstmkit.nn.parameters import (RESET, bias_option, check_gate_biases_held, check_weight_shapes,
                                    check_weights_together, initialise, kept_shapes, parameter_shapes, register,
@@ -209,10 +209,12 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         """torch.nn's initialisation, U(-1/sqrt(H), 1/sqrt(H)), in its order (so a seed gives
         torch.nn's weights, LayerNorm's shifts among them: they are the biases); the LayerNorm
         gains 1 and the cell state's shift 0; then `forget_bias` if set, and
-        the `init` asked for (orthogonal weight_hh blocks, then chrono biases)."""
+        the `init` asked for (orthogonal weight_hh blocks, then chrono biases); those three
+        checked together here, where they act, as set after building too."""
+        init = regularisers.check_init(self.cell, self.init, self.chrono_max, self.bias, self.forget_bias)
         suffixes = [names[0].removeprefix("weight_ih") for names in self._all_weights]
         check_gate_biases_held(self, [("bias_ih" + suffix, "bias_hh" + suffix) for suffix in suffixes],
-                               bias_option(self.forget_bias, self.init))
+                               bias_option(self.forget_bias, init))
         with unchanged_if_refused(self, list(self._initialisers)):
             initialise(self, self._initialisers, self.hidden_size)
             for suffix in suffixes:
@@ -220,10 +222,10 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
                 if self.forget_bias is not None:
                     with writable(self, biases[0], RESET) as bias_ih, writable(self, biases[1], RESET) as bias_hh:
                         set_forget_bias(self.cell, self.hidden_size, self.forget_bias, bias_ih, bias_hh)
-                if "orthogonal" in self.init:
+                if "orthogonal" in init:
                     with writable(self, "weight_hh" + suffix, RESET) as weight_hh:
                         regularisers.orthogonal_blocks(self.hidden_size, weight_hh)
-                if "chrono" in self.init:
+                if "chrono" in init:
                     with writable(self, biases[0], RESET) as bias_ih, writable(self, biases[1], RESET) as bias_hh:
                         regularisers.chrono_biases(self.cell, self.hidden_size, self.chrono_max, bias_ih, bias_hh)
 
@@ -306,7 +308,13 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
 
     def __setattr__(self, name: str, value: object) -> None:
         if name in CHECKED_AGAIN and name in self.__dict__:  # set again after the layer was built: checked as then
-            value = self._checked_again(name, value)
+            try:
+                value = self._checked_again(name, value)
+            except (TypeError, ValueError) as error:
+                if lstmkit_class(type(self)) is type(self):
+                    raise
+                raise type(error)(f"{error} ({name} is lstmkit's option of the layer: a subclass's attribute of its "
+                                  "own needs another name)") from None
         weight = "_l" in name and "_all_weights" in self.__dict__ and name in self._flat_weights_names
         replaced = weight and value is not self._held_weight(name)
         super().__setattr__(name, value)
@@ -322,11 +330,18 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
     def _checked_again(self, name: str, value: object) -> object:
         """An option of CHECKED_AGAIN set after building, checked as the constructor checks it
         (set unchecked, a float zoneout broke every call and a 1-tuple shifted weight_dropout
-        into it; a dropout of 1 gave NaN), in the form the layer keeps it."""
-        if name == "forget_bias":  # it initialises the biases, at reset_parameters()
-            value = check_forget_bias(self.cell, value, self.bias)
-            regularisers.check_init(self.cell, self.init, self.chrono_max, self.bias, value)
-            return value
+        into it; a dropout of 1 gave NaN), in the form the layer keeps it. The initialisations are
+        checked each alone here, and together at `reset_parameters()`, where they act, whatever
+        order they were set in (init='chrono' needs chrono_max, which needs init='chrono')."""
+        if name == "forget_bias":
+            return check_forget_bias(self.cell, value, self.bias)
+        if name == "init":
+            return regularisers.init_names(value)
+        if name == "chrono_max":
+            if value is None:
+                return None
+            regularisers.check_chrono_max_value(value)
+            return regularisers.plain_number(value)
         options = {option: value if option == name else getattr(self, option)
                    for option in ("recurrent_dropout", "input_dropout", "zoneout", "weight_dropout")}
         regularisation = regularisers.regularisation(self.cell, **options)
@@ -563,8 +578,9 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
 
 
 # The options a layer checks again when they are set after building: the engine, the
-# regularisers, and forget_bias, which initialises the biases at reset_parameters().
-CHECKED_AGAIN = ("engine", "forget_bias", "recurrent_dropout", "input_dropout", "zoneout", "weight_dropout")
+# regularisers, and the initialisations, which act at reset_parameters().
+CHECKED_AGAIN = ("engine", "forget_bias", "recurrent_dropout", "input_dropout", "zoneout", "weight_dropout", "init",
+                 "chrono_max")
 
 
 def leading_repr(cell_name: str | None, cell: Cell, input_size: int, hidden_size: int) -> list[str]:
