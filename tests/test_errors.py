@@ -678,3 +678,13 @@ def test_a_layer_whose_bias_is_set_false_after_building_runs_as_torch_nn():
     layer.bias = twin.bias = False
     x = torch.randn(5, 2, 3)
     torch.testing.assert_close(layer(x)[0], twin(x)[0], rtol=0, atol=0)
+
+
+def test_a_long_value_is_named_abbreviated():
+    """A second of log-probabilities given as nested lists made a message of 330,000 characters."""
+    from lstmkit.received import received
+
+    assert received(list(range(1000))) == "[0, 1, 2, ...] (list)"
+    assert received([[0.5] * 16] * 1000) == ("[[0.5, 0.5, 0.5, ...], [0.5, 0.5, 0.5, ...], [0.5, 0.5, 0.5, ...], ...] "
+                                             "(list)")
+    assert received((0.1,)) == "(0.1,) (tuple)" and received(list(range(40))) == f"{list(range(40))} (list)"

@@ -113,6 +113,20 @@ def test_dynamic_evaluation_with_full_decay_is_plain_evaluation_and_leaves_the_m
         assert torch.equal(value, before[name]), name
 
 
+def test_dynamic_evaluation_adapts_weights_the_caller_froze(trained):
+    """The adapted copy kept the caller's requires_grad=False: one frozen weight ended in a bare
+    TypeError (its .grad None), all frozen in torch's 'does not require grad'."""
+    expected = trained.evaluate(TEXT * 2, dynamic=DynamicEvaluation(segment=20, lr=0.5))
+    trained.model.embedding.weight.requires_grad_(False)
+    try:
+        assert trained.evaluate(TEXT * 2, dynamic=DynamicEvaluation(segment=20, lr=0.5)) == expected
+        trained.model.requires_grad_(False)
+        assert trained.evaluate(TEXT * 2, dynamic=DynamicEvaluation(segment=20, lr=0.5)) == expected
+        assert not any(parameter.requires_grad for parameter in trained.model.parameters())
+    finally:
+        trained.model.requires_grad_(True)
+
+
 @pytest.mark.parametrize("build, message", [
     (lambda: CachePointer(window=0), "the cache window (--cache-window) must be a positive number of tokens, got 0"),
     (lambda: CachePointer(theta=-1.0), "the cache's theta (--cache-theta) must be a non-negative number, got -1.0"),

@@ -468,6 +468,25 @@ def test_a_missing_csv_and_a_non_table_are_refused(tmp_path):
         read_series([1, 2], "date", ["y"])
 
 
+def test_any_os_pathlike_names_a_csv_as_a_path_does(tmp_path):
+    """An os.PathLike other than pathlib.Path was refused as not a CSV path, where the language
+    model's functions take it."""
+    class Located:
+        def __init__(self, path):
+            self.path = path
+
+        def __fspath__(self):
+            return str(self.path)
+
+    path = tmp_path / "series.csv"
+    pd.DataFrame({"date": pd.date_range("2024-01-01", periods=6, freq="D"), "y": range(6)}).to_csv(path, index=False)
+    expected = read_series(path, "date", ["y"])
+    given = read_series(Located(path), "date", ["y"])
+    assert np.array_equal(given.targets, expected.targets) and given.frequency == expected.frequency == "D"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'none.csv'} does not exist (expected a CSV")):
+        read_series(Located(tmp_path / "none.csv"), "date", ["y"])
+
+
 @pytest.mark.parametrize("frequency, season", [("W-SAT", 52), ("MS", 12), ("QS-OCT", 4), ("D", 7), ("h", 24),
                                                ("2h", 12), ("YS-JAN", 1), ("30min", 48), ("15min", 96),
                                                ("min", 1440), ("10s", 360), ("45min", 32), ("7min", 1),

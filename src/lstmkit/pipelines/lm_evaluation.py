@@ -127,6 +127,7 @@ def score_dynamically(model: LanguageModel, tokens: Tensor, dynamic: DynamicEval
     tokens = tokens.clone()  # a plain tensor where the caller's inference mode made them
     adapted = copy.deepcopy(model)
     adapted.eval()  # no dropout: the gradient is that of the loss being reported
+    adapted.requires_grad_(True)  # every weight adapts, one the caller froze too: the copy is this call's own
     trained = [parameter.detach().clone() for parameter in adapted.parameters()]
     device = trained[0].device
     total, state = 0.0, None

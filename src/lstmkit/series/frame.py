@@ -14,6 +14,7 @@ holiday) for the steps to forecast; without such columns they are ignored, with 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -203,6 +204,7 @@ def read_series(source: str | Path | pd.DataFrame, time: str, targets: Sequence[
     `fitted_kind`: the time kind of the data a forecaster was fitted on, which reads the time
     column as that did where it could read otherwise (`parse_time`); `fitted_frequency`, its
     grid (`frequency_of`)."""
+    source = table_source(source)
     table = read_table(source)
     targets, covariates, known = list(targets), list(covariates), list(future_covariates)
     if not targets:
@@ -362,13 +364,22 @@ def check_has_rows(table: pd.DataFrame) -> None:
         raise ValueError(f"the table has no rows, only the columns {', '.join(map(str, table.columns))}")
 
 
+def table_source(source: object) -> Path | pd.DataFrame:
+    """`source` as the readers name it in messages: a DataFrame, or a CSV path as a Path (given
+    as a str or any os.PathLike)."""
+    if isinstance(source, pd.DataFrame):
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"expected a CSV path or a pandas DataFrame, got {type(source).__name__}")
+    return Path(source)
+
+
 def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     """The table, indexed by how `row_name` names its rows: a DataFrame's 0-based positions,
     or a CSV file's line numbers (blank lines skipped, but counted)."""
+    source = table_source(source)
     if isinstance(source, pd.DataFrame):
         return source.reset_index(drop=True)
-    if not isinstance(source, (str, Path)):
-        raise TypeError(f"expected a CSV path or a pandas DataFrame, got {type(source).__name__}")
     path = check_input_file(source, "a CSV file")
     if not path.is_file():  # a pipe (<(...), /dev/stdin): what is read once is gone
         raise ValueError(f"{path} is not a regular file (a pipe or a device), which a CSV is read from more than "

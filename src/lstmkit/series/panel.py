@@ -25,8 +25,8 @@ import pandas as pd
 from lstmkit.caller import warn_at_caller
 from lstmkit.series.frame import (STEP, MissingValuesWarning, as_pandas_times, check_coverage, check_has_rows,
                                   check_named_once, infer_frequency, known_before, missing_column, numeric_column,
-                                  parse_time, plain, read_table, row_name, steps_left_empty, two_rows_named,
-                                  written_times)
+                                  parse_time, plain, read_table, row_name, steps_left_empty, table_source,
+                                  two_rows_named, written_times)
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,7 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
     the series are on (a fitted forecaster's, at predict); None: inferred (`shared_frequency`).
     `fitted_kind`: the time kind a forecaster was fitted on, whose day and month order reads
     dates that read either way (`parse_time`)."""
+    source = table_source(source)
     table = read_table(source)
     columns = [id, time, target]
     for name in columns:
