@@ -824,8 +824,14 @@ def test_initialisations_set_after_building_are_checked_together_where_they_act(
     torch.manual_seed(0)
     built = lstmkit.LSTM(INPUT, HIDDEN, init="chrono", chrono_max=10)
     assert all(torch.equal(built.state_dict()[name], value) for name, value in layer.state_dict().items())
-    with pytest.raises(ValueError, match=re.escape("a finite number above 2; got chrono_max=1")):
+    with pytest.raises(ValueError, match=re.escape("chrono_max must be None or a finite number above 2, the longest "
+                                                   "dependency init='chrono' expects in steps; got 1")):
         layer.chrono_max = 1
+    plain = lstmkit.LSTM(INPUT, HIDDEN)
+    plain.chrono_max = 10
+    with pytest.raises(ValueError, match=re.escape("chrono_max goes with init='chrono', got chrono_max=10 with "
+                                                   "init=None")):
+        plain.reset_parameters()
     with pytest.raises(ValueError, match=re.escape("init must be None, 'chrono' or 'orthogonal', or a sequence of "
                                                    "them, got 'chrno'")):
         layer.init = "chrno"
@@ -846,7 +852,7 @@ def test_a_subclass_reusing_an_option_name_is_told_why_it_is_refused():
 
     with pytest.raises(ValueError, match=re.escape(
             "weight_dropout must be a probability in [0, 1), got None (weight_dropout is lstmkit's option of the "
-            "layer: a subclass's attribute of its own needs another name)")):
+            "layer: if DropConnect means an attribute of its own, give it another name)")):
         DropConnect(INPUT, HIDDEN)
 
 

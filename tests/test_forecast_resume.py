@@ -247,9 +247,7 @@ def test_a_fit_resumed_with_a_smaller_budget_says_it_keeps_a_network_past_it(tmp
                     "not trained further"
                     for folder, step in ((finished, 18), (network, 12))]
     assert json.loads((network / "last" / "config.json").read_text())["progress"]["step"] == 12, "not trained further"
-    results = json.loads((network / "results.json").read_text())  # it is complete: it had none, nor lost its stage
-    assert (results["steps"], results["epochs"], results["config"]["epochs"]) == (12, 2, 1)
-    assert not list(network.glob(".last.new.*"))
+    assert not list(network.glob(".last.new.*")), "it is complete: what a killed save left beside it goes"
 
 
 def test_a_finished_network_resumed_with_other_epochs_of_steps_is_not_said_past_its_budget(tmp_path, monkeypatch):

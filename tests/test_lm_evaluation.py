@@ -228,7 +228,10 @@ def test_windows_line_ends_in_a_prime_or_a_text_are_line_feeds_as_in_a_file(trai
                            "none of them"),  # Hangul as its jamo: no combining marks, composed all the same
     ("cafe q", ""),  # nothing to compose
     ("cafe\u0301 \u00f1 x", "; part of the text is written decomposed: composed, unicodedata.normalize('NFC', "
-                            "text), it would no longer lack '\u0301' (U+0301), but still 2 other characters"),
+                            "text), it would no longer lack '\u0301' (U+0301), and still 2 other characters"),
+    ("cafe\u0301 n\u0303 x", "; part of the text is written decomposed: composed, unicodedata.normalize('NFC', "
+                             "text), it would no longer lack 'n' (U+006E), '\u0301' (U+0301), '\u0303' (U+0303), but "
+                             "would lack '\u00f1' (U+00F1), and still 1 other character"),  # ñ: the composing's own
 ])
 def test_a_text_written_decomposed_is_named_with_what_composing_it_leaves(text, hint):
     vocabulary = Vocabulary.build("caf\u00e9 or cafe \ud55c", "char", 1)

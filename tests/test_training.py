@@ -93,6 +93,10 @@ def test_each_autocast_of_a_run_casts_the_weights_as_they_are_now(caller_autocas
         fresh = linear(x)
     expected = F.linear(x.bfloat16(), linear.weight.bfloat16(), linear.bias.bfloat16())
     assert torch.equal(updated, expected) and torch.equal(fresh, expected)
+    region = precision.autocast()  # one region entered twice, as a torch.autocast can be
+    for _ in range(2):
+        with region:
+            assert torch.equal(linear(x), expected)
 
 
 def test_bfloat16_on_a_cpu_without_its_kernels_warns_that_it_is_emulated(monkeypatch):

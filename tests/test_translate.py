@@ -100,6 +100,9 @@ def test_top_ranked_breaks_exact_ties_lowest_index_first():
     assert index.tolist() == [[5, 1, 2, 4, 0], [1, 3, 4, 5, 0]] and values[1, 4] == -torch.inf
     nan = torch.tensor([[1.0, torch.nan, 3.0, 3.0, 0.0, 3.0]])  # a diverged model's: first, as topk ranks it
     assert top_ranked(nan, 3)[1].tolist() == [[1, 2, 3]]
+    # NaN at the cut, beside a row tied there (a diverged sentence in a batch), or more NaNs than k
+    assert top_ranked(torch.tensor([[torch.nan, 0.0], [1.0, 1.0]]), 1)[1].tolist() == [[0], [0]]
+    assert top_ranked(torch.tensor([[1.0, torch.nan, torch.nan, torch.nan]]), 2)[1].tolist() == [[1, 2]]
     for _ in range(20):  # no tie across the k-th place: topk's set, its ties put in order
         assert top_ranked(torch.tensor([[0.0, 2.0, 1.0, 2.0, 2.0, 3.0]]), 4)[1].tolist() == [[5, 1, 3, 4]]
 

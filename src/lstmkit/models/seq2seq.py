@@ -281,12 +281,14 @@ def top_ranked(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     first, as greedy decoding's argmax breaks them (topk breaks them in no set order: where two
     bfloat16 logits tied, beam 1 chose otherwise than greedy decoding)."""
     values, index = scores.topk(min(k + 1, scores.shape[1]), dim=1)
-    index = index[:, :k]
-    if values.shape[1] > k and (values[:, k - 1] == values[:, k]).any():  # a tie across the k-th place
-        threshold = values[:, k - 1 : k]
-        above, tied = ~(scores <= threshold), scores == threshold  # NaN above, where topk ranks it
-        chosen = above | (tied & (tied.cumsum(dim=1) <= k - above.sum(dim=1, keepdim=True)))
-        index = chosen.nonzero()[:, 1].view(scores.shape[0], k)
+    index = index[:, :k].clone()
+    if values.shape[1] > k:
+        cut = values[:, k - 1]
+        # rows tied across the k-th place, or with NaN there (topk ranks NaN first, in no set order
+        # among them): chosen again from their entries at the cut or above, lowest index first
+        for row in torch.nonzero((cut == values[:, k]) | cut.isnan()).flatten().tolist():
+            kept = torch.nonzero((scores[row] >= cut[row]) | scores[row].isnan()).flatten()
+            index[row] = kept[scores[row, kept].argsort(descending=True, stable=True)[:k]]
     index = index.sort(dim=1).values  # in increasing index, for the stable sort by score
     values = scores.gather(1, index)
     order = values.argsort(dim=1, descending=True, stable=True)

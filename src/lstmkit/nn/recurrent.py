@@ -211,7 +211,7 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         gains 1 and the cell state's shift 0; then `forget_bias` if set, and
         the `init` asked for (orthogonal weight_hh blocks, then chrono biases); those three
         checked together here, where they act, as set after building too."""
-        init = regularisers.check_init(self.cell, self.init, self.chrono_max, self.bias, self.forget_bias)
+        init = regularisers.check_init(self.cell, self.init or None, self.chrono_max, self.bias, self.forget_bias)
         suffixes = [names[0].removeprefix("weight_ih") for names in self._all_weights]
         check_gate_biases_held(self, [("bias_ih" + suffix, "bias_hh" + suffix) for suffix in suffixes],
                                bias_option(self.forget_bias, init))
@@ -313,8 +313,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
             except (TypeError, ValueError) as error:
                 if lstmkit_class(type(self)) is type(self):
                     raise
-                raise type(error)(f"{error} ({name} is lstmkit's option of the layer: a subclass's attribute of its "
-                                  "own needs another name)") from None
+                raise type(error)(f"{error} ({name} is lstmkit's option of the layer: if {type(self).__name__} means "
+                                  "an attribute of its own, give it another name)") from None
         weight = "_l" in name and "_all_weights" in self.__dict__ and name in self._flat_weights_names
         replaced = weight and value is not self._held_weight(name)
         super().__setattr__(name, value)
@@ -340,7 +340,11 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         if name == "chrono_max":
             if value is None:
                 return None
-            regularisers.check_chrono_max_value(value)
+            try:
+                regularisers.check_chrono_max_value(value)
+            except ValueError:  # said as if chrono were asked for, which it may not be yet
+                raise ValueError("chrono_max must be None or a finite number above 2, the longest dependency "
+                                 f"init='chrono' expects in steps; got {value!r}") from None
             return regularisers.plain_number(value)
         options = {option: value if option == name else getattr(self, option)
                    for option in ("recurrent_dropout", "input_dropout", "zoneout", "weight_dropout")}

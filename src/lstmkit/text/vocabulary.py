@@ -92,8 +92,9 @@ class Vocabulary:
 
     def composed_hint(self, text: str, missing: list[str]) -> str:
         """Where `text` is written decomposed (NFD: an accent as a mark after its letter, Hangul
-        as its jamo) and composing it reads more of it: which it then reads, where others stay
-        missing (listed once, above)."""
+        as its jamo) and composing it reads more of it: which it then reads, which it would lack
+        that it does not now (a letter its mark composes into), and how many stay missing (listed
+        once, above)."""
         composed = unicodedata.normalize("NFC", text)
         if composed == text:
             return ""
@@ -103,9 +104,16 @@ class Vocabulary:
         if not left:
             return ("; the text is written decomposed: composed, unicodedata.normalize('NFC', text), it lacks none of "
                     "them")
-        read = ", ".join(f"{character!r} (U+{ord(character):04X})" for character in missing if character not in left)
-        return (f"; part of the text is written decomposed: composed, unicodedata.normalize('NFC', text), it would "
-                f"no longer lack {read}, but still {len(left)} other character{'s' if len(left) != 1 else ''}")
+        def shown(characters: list[str]) -> str:
+            return ", ".join(f"{character!r} (U+{ord(character):04X})" for character in characters)
+
+        hint = (f"; part of the text is written decomposed: composed, unicodedata.normalize('NFC', text), it would "
+                f"no longer lack {shown([character for character in missing if character not in left])}")
+        new = [character for character in left if character not in missing]
+        if new:
+            hint += f", but would lack {shown(new)}"
+        still = len(left) - len(new)
+        return hint + (f", and still {still} other character{'s' if still != 1 else ''}" if still else "")
 
     def decode(self, indices: list[int]) -> str:
         """The text of token indices: characters joined, or words joined by spaces with

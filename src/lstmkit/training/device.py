@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import re
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -102,6 +100,19 @@ def warn_emulated_bfloat16() -> None:
                    "as in float32, a 512-unit one 50 x); --precision 32 trains faster here", RuntimeWarning)
 
 
+class StepAutocast(torch.autocast):
+    """torch.autocast that empties its cache of the weights' low-precision copies where it ends:
+    torch empties it only when the outermost autocast ends, and inside the pipeline's own (off,
+    `isolated_from_caller`) or a caller's, every step of a bfloat16 run used the copies the
+    first step made, the optimizer's updates never reaching the products they cache."""
+
+    def __exit__(self, *exception) -> None:
+        try:
+            super().__exit__(*exception)
+        finally:
+            torch.clear_autocast_cache()
+
+
 class Precision:
     """`--precision 32|bf16|16` on a device: the autocast context of the forward passes, and the
     gradient scaler (float16 only: its narrow exponent range underflows small gradients unless
@@ -115,18 +126,9 @@ class Precision:
         self.dtype = AUTOCAST_DTYPES.get(name)
         self.scaler = torch.amp.GradScaler(device.type, enabled=name == "16")
 
-    @contextlib.contextmanager
-    def autocast(self) -> Iterator[None]:
-        """The forward passes' autocast: off in float32, whatever the caller had on. Its cache of
-        the weights' low-precision copies is emptied at the end, as torch empties it only when the
-        outermost autocast ends: inside the pipeline's own (off, `isolated_from_caller`) or a
-        caller's, every step of a bfloat16 run used the copies the first step made, and the
-        optimizer's updates never reached the products they cache."""
-        try:
-            with torch.autocast(self.device.type, self.dtype, enabled=self.dtype is not None):
-                yield
-        finally:
-            torch.clear_autocast_cache()
+    def autocast(self) -> StepAutocast:
+        """The forward passes' autocast: off in float32, whatever the caller had on."""
+        return StepAutocast(self.device.type, self.dtype, enabled=self.dtype is not None)
 
     def describe(self) -> str:
         return {"32": "float32", "bf16": "bfloat16 autocast",

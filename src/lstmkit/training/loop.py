@@ -620,11 +620,10 @@ class Trainer:
             self.load_best(job, best)
         job.model.eval()
         best = next((row for row in progress.history if row["step"] == progress.best_step), None)
-        run = TrainingRun(progress.history, best, progress.step, progress.train_seconds,
-                          progress.items / max(progress.train_seconds, 1e-9), **self.runtime())
-        if not (out / "results.json").is_file() and self.processes.main:  # killed after its last checkpoint
-            self.write_results(job, run, progress, out, layout.get("steps_per_epoch", steps_per_epoch))
-        return run
+        if self.processes.main:  # it is complete: what a save that was killed left beside it goes
+            remove_run_staging(out)
+        return TrainingRun(progress.history, best, progress.step, progress.train_seconds,
+                           progress.items / max(progress.train_seconds, 1e-9), **self.runtime())
 
     def begin(self, job: Job, out: Path | None) -> RunState:
         """A new run's state, refusing a folder that holds a run already."""
@@ -837,7 +836,7 @@ class Trainer:
     def write_results(self, job: Job, run: TrainingRun, progress: RunState, out: Path,
                       steps_per_epoch: int | None) -> None:
         """The run's results.json; the run is complete, so what a save that was killed left
-        beside its checkpoints goes."""
+        beside its checkpoints goes (`remove_run_staging`)."""
         best = {f"best_{name}": value for name, value in (run.best or {}).items()
                 if name not in ("step", "epoch", "seconds", "lr", "train_loss", f"{job.item}s")}
         write_json(out / "results.json", {
@@ -852,8 +851,13 @@ class Trainer:
             "segments": progress.segments,
             "data": job.data_fingerprint(),
         })
-        for checkpoint in ("last", "best"):
-            remove_staging(out / checkpoint)
+        remove_run_staging(out)
+
+
+def remove_run_staging(out: Path) -> None:
+    """Remove the staging folders saves of the run in `out` that were killed left beside its checkpoints."""
+    for checkpoint in ("last", "best"):
+        remove_staging(out / checkpoint)
 
 
 def lstmkit_version() -> str:
