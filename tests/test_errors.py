@@ -268,6 +268,10 @@ def test_unknown_cell_option():
      "unexpected keyword argument(s) 'bidirectinal' (did you mean 'bidirectional'?); lstmkit.GRU's options beyond "
      "torch.nn's are engine, and the regulariser options recurrent_dropout, input_dropout, zoneout, weight_dropout, "
      "init, chrono_max"),
+    (lambda: lstmkit.GRU(3, 4, input_gates=False),  # was "did you mean 'input_size'?"
+     "unexpected keyword argument(s) 'input_gates' (did you mean 'input_gate', one of lstmkit.LSTM's switches for the "
+     "ablations?); lstmkit.GRU's options beyond torch.nn's are engine, and the regulariser options recurrent_dropout, "
+     "input_dropout, zoneout, weight_dropout, init, chrono_max"),
     (lambda: lstmkit.GRUCell(3, 4, dtyp=torch.float64),
      "unexpected keyword argument(s) 'dtyp' (did you mean 'dtype'?); lstmkit.GRUCell's options beyond torch.nn's "
      "are engine"),

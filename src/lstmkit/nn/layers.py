@@ -43,8 +43,10 @@ def checked_options(
             own = ", ".join(constructor_keywords(module, keyword_only=True))
             takes = f"lstmkit.{lstmkit_class(module).__name__}'s options beyond torch.nn's are {own}"
             takes += f", and the regulariser options {', '.join(accepted)}" if accepted else ""
-        named = unknown_names(unknown, constructor_keywords(module) + list(accepted))
-        raise TypeError(f"unexpected keyword argument(s) {named}; {takes}")
+        known = constructor_keywords(module) + list(accepted)
+        switches = {name: f"one of {lstm_module}'s switches for the ablations" for name in LSTM_GATE_SWITCHES
+                    if name not in known}  # a near miss of one, given to another cell's module
+        raise TypeError(f"unexpected keyword argument(s) {unknown_names(unknown, known, switches)}; {takes}")
     return options
 
 
