@@ -227,6 +227,7 @@ def test_windows_line_ends_in_a_prime_or_a_text_are_line_feeds_as_in_a_file(trai
     ("\u1112\u1161\u11ab", "; the text is written decomposed: composed, unicodedata.normalize('NFC', text), it lacks "
                            "none of them"),  # Hangul as its jamo: no combining marks, composed all the same
     ("cafe q", ""),  # nothing to compose
+    ("n\u0303", ""),  # ñ is no more in the vocabulary than n and the tilde
     ("cafe\u0301 \u00f1 x", "; part of the text is written decomposed: composed, unicodedata.normalize('NFC', "
                             "text), it would no longer lack '\u0301' (U+0301), and still 2 other characters"),
     ("cafe\u0301 n\u0303 x", "; part of the text is written decomposed: composed, unicodedata.normalize('NFC', "

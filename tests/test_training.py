@@ -93,6 +93,17 @@ def test_each_autocast_of_a_run_casts_the_weights_as_they_are_now(caller_autocas
         fresh = linear(x)
     expected = F.linear(x.bfloat16(), linear.weight.bfloat16(), linear.bias.bfloat16())
     assert torch.equal(updated, expected) and torch.equal(fresh, expected)
+    @torch.compile(backend="eager")
+    def broken(a):  # a graph break, then an error, inside the region: super() there failed to compile
+        with precision.autocast():
+            total = (a @ a.T).sum().item()
+            if total > 100:
+                raise ValueError("raised inside")
+        return a * total
+
+    with pytest.raises(ValueError, match="raised inside"):
+        broken(torch.full((2, 2), 10.0))
+    assert torch.equal(broken(torch.ones(2, 2)), torch.full((2, 2), 8.0))
     region = precision.autocast()  # one region entered twice, as a torch.autocast can be
     for _ in range(2):
         with region:

@@ -285,10 +285,15 @@ def top_ranked(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     if values.shape[1] > k:
         cut = values[:, k - 1]
         # rows tied across the k-th place, or with NaN there (topk ranks NaN first, in no set order
-        # among them): chosen again from their entries at the cut or above, lowest index first
+        # among them): every entry above the cut, then the lowest-index ones at it
         for row in torch.nonzero((cut == values[:, k]) | cut.isnan()).flatten().tolist():
-            kept = torch.nonzero((scores[row] >= cut[row]) | scores[row].isnan()).flatten()
-            index[row] = kept[scores[row, kept].argsort(descending=True, stable=True)[:k]]
+            line = scores[row]
+            if cut[row].isnan():  # nothing ranks above NaN
+                above, level = torch.zeros_like(line, dtype=torch.bool), line.isnan()
+            else:
+                above, level = (line > cut[row]) | line.isnan(), line == cut[row]
+            above = torch.nonzero(above).flatten()
+            index[row] = torch.cat([above, torch.nonzero(level).flatten()[: k - len(above)]])
     index = index.sort(dim=1).values  # in increasing index, for the stable sort by score
     values = scores.gather(1, index)
     order = values.argsort(dim=1, descending=True, stable=True)

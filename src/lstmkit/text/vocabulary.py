@@ -99,7 +99,8 @@ class Vocabulary:
         if composed == text:
             return ""
         left = sorted(set(tokenize(composed, self.level)) - set(self.index))
-        if len(left) >= len(missing):
+        created = set(tokenize(composed, self.level)) - set(tokenize(text, self.level))
+        if len(left) >= len(missing) or not created & set(self.index):  # composing makes nothing readable
             return ""
         if not left:
             return ("; the text is written decomposed: composed, unicodedata.normalize('NFC', text), it lacks none of "

@@ -107,8 +107,8 @@ class StepAutocast(torch.autocast):
     first step made, the optimizer's updates never reaching the products they cache."""
 
     def __exit__(self, *exception) -> None:
-        try:
-            super().__exit__(*exception)
+        try:  # named, not super(): torch.compile cannot resolve super() here at a graph break
+            torch.autocast.__exit__(self, *exception)
         finally:
             torch.clear_autocast_cache()
 
