@@ -175,6 +175,17 @@ def dies_at_step(monkeypatch, step: int) -> None:
     monkeypatch.setattr(loop, "budget_spent", dies)
 
 
+def straight_and_resumed(monkeypatch, train, tmp_path: Path, step: int) -> tuple:
+    """The runs of `train(out, resume)`: one uninterrupted in tmp_path/straight, and one killed
+    when it checks its budget at `step` (`dies_at_step`), then resumed, in tmp_path/resumed."""
+    straight = train(tmp_path / "straight", False)
+    dies_at_step(monkeypatch, step)
+    with pytest.raises(Killed):
+        train(tmp_path / "resumed", False)
+    monkeypatch.undo()
+    return straight, train(tmp_path / "resumed", True)
+
+
 class Quadratic(Job):
     """One weight w, loss (w − target_s)² with the target of step s: hand-checkable Adam steps."""
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from helpers import Killed, assert_keeps_random_state, dies_at_step, triton_installed
+from helpers import Killed, assert_keeps_random_state, dies_at_step, straight_and_resumed, triton_installed
 from lstmkit import lm
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
 from lstmkit.pipelines import lm as pipeline
@@ -219,12 +219,8 @@ def test_a_bfloat16_run_resumed_equals_an_uninterrupted_one(text_file, tmp_path,
     pipeline's own held it open), so a run's decoder forecast with its first step's weights,
     and a resumed run, which copied them anew, went another way."""
     config = LMTrainingConfig(steps=20, precision="bf16", **TINY)
-    straight = lm.train(text_file, tmp_path / "straight", config)
-    dies_at_step(monkeypatch, 15)
-    with pytest.raises(Killed):
-        lm.train(text_file, tmp_path / "resumed", config)
-    monkeypatch.undo()
-    resumed = lm.train(text_file, tmp_path / "resumed", config, resume=True)
+    straight, resumed = straight_and_resumed(
+        monkeypatch, lambda out, resume: lm.train(text_file, out, config, resume=resume), tmp_path, 15)
     assert [row["val_loss"] for row in resumed.history] == [row["val_loss"] for row in straight.history]
     assert_same_weights(tmp_path / "straight" / "last", tmp_path / "resumed" / "last")
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from safetensors.torch import load_file, save_file
 
-from helpers import Killed, Quadratic, dies_at_step
+from helpers import Killed, Quadratic, dies_at_step, straight_and_resumed
 import lstmkit
 from lstmkit import lm
 from lstmkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -585,14 +585,10 @@ def test_bf16_training_on_cpu_records_where_it_ran(text_file, tmp_path):
 def test_float16_training_saves_the_gradient_scale_and_resumes_it(text_file, tmp_path, monkeypatch):
     config = LMTrainingConfig(steps=20, num_layers=1, hidden_size=16, seq_len=10, batch_size=4, eval_every=10,
                               warmup=2, precision="16", dropout=0.0, device="cuda")
-    straight = lm.train(text_file, tmp_path / "straight", config)
+    straight, resumed = straight_and_resumed(
+        monkeypatch, lambda out, resume: lm.train(text_file, out, config, resume=resume), tmp_path, 15)
     saved = json.loads((tmp_path / "straight" / "last" / "config.json").read_text())["progress"]["scaler"]
     assert saved["scale"] > 0 and set(saved) >= {"scale", "_growth_tracker"}
-    dies_at_step(monkeypatch, 15)
-    with pytest.raises(Killed):
-        lm.train(text_file, tmp_path / "resumed", config)
-    monkeypatch.undo()
-    resumed = lm.train(text_file, tmp_path / "resumed", config, resume=True)
     assert [row["val_loss"] for row in resumed.history] == [row["val_loss"] for row in straight.history]
 
 
