@@ -59,13 +59,16 @@ def test_a_fit_killed_in_its_second_network_resumes_to_the_uninterrupted_model(t
         backtest_then_refit(Forecaster("t", "y", **PANEL), data, tmp_path / "resumed")
     monkeypatch.undo()
     training = tmp_path / "resumed" / "training" / "backtest"
-    finished = (training / "standard" / "seasonal" / "results.json").stat().st_mtime_ns
+    finished = (training / "standard" / "seasonal" / "last" / "model.safetensors").stat().st_mtime_ns
+    results = json.loads((training / "standard" / "seasonal" / "results.json").read_text())
+    (training / "standard" / "seasonal" / "results.json").unlink()  # as if killed just before writing it
     assert not (training / "log" / "seasonal" / "results.json").exists()
     saved = json.loads((training / "log" / "seasonal" / "last" / "config.json").read_text())["progress"]
     assert [row["epoch"] for row in saved["history"]] == [1], "the last checkpoint: the first epoch's end"
     resumed = backtest_then_refit(Forecaster("t", "y", **PANEL), data, tmp_path / "resumed", resume=True)
-    assert (training / "standard" / "seasonal" / "results.json").stat().st_mtime_ns == finished, \
+    assert (training / "standard" / "seasonal" / "last" / "model.safetensors").stat().st_mtime_ns == finished, \
         "the finished network was kept, not trained again"
+    assert json.loads((training / "standard" / "seasonal" / "results.json").read_text()) == results
     assert (tmp_path / "resumed" / "model" / "model.safetensors").read_bytes() == \
         (tmp_path / "whole" / "model" / "model.safetensors").read_bytes()
     assert resumed.backtest.scores.equals(whole.backtest.scores)

@@ -811,12 +811,14 @@ def test_resuming_a_run_that_stopped_early_leaves_it_as_it_was_unless_the_patien
             "larger patience continues it")):
         Trainer(TrainingConfig(steps=100, eval_every=1, patience=2)).run(job(), tmp_path / "run", resume=True)
     assert (tmp_path / "run" / "results.json").read_bytes() == results
-    # Killed after its last checkpoint, before results.json: it had ended all the same.
-    (tmp_path / "run" / "results.json").unlink()
-    ended = Trainer(TrainingConfig(steps=100, eval_every=1, patience=2)).finished_run(job(), tmp_path / "run")
-    assert ended is not None and ended.steps == 3
-    Trainer(TrainingConfig(steps=100, eval_every=1, patience=2)).run(job(), tmp_path / "run", resume=True)
-    assert json.loads((tmp_path / "run" / "results.json").read_text()) == json.loads(results)
+    # Killed after its last checkpoint, before results.json: it had ended all the same, and
+    # resumed, or asked for as a finished run, it gets the results.json it would have written.
+    for complete in (lambda trainer: trainer.run(job(), tmp_path / "run", resume=True),
+                     lambda trainer: trainer.finished_run(job(), tmp_path / "run")):
+        (tmp_path / "run" / "results.json").unlink()
+        ended = complete(Trainer(TrainingConfig(steps=100, eval_every=1, patience=2)))
+        assert ended.steps == 3
+        assert json.loads((tmp_path / "run" / "results.json").read_text()) == json.loads(results)
     (tmp_path / "run" / "results.json").unlink()
     longer = job()
     resumed = Trainer(TrainingConfig(steps=100, eval_every=1, patience=4)).run(longer, tmp_path / "run", resume=True)

@@ -594,7 +594,10 @@ class Trainer:
         """The run in `out` if it has ended (its results.json written, or its budget spent),
         leaving `job.model` with its best weights as `run(..., keep_best=True)` does; None where
         `out` holds no run, or one to continue. For a pipeline that trains several models in
-        turn: resumed, it keeps those that finished and continues the one that did not. Like
+        turn: resumed, it keeps those that finished and continues the one that did not. One killed
+        between its last checkpoint and its results.json gets that file where its own budget or
+        stopping rules had ended it, as `run` would write it; one that only the smaller budget
+        given now ends gets none, so a larger budget later trains it on. Like
         --resume, it refuses a run of other data or settings, and it sets the random state the
         run saved (a caller that builds another model next seeds it first). The run's runtime
         is this trainer's (device, precision, processes), its speed the whole run's."""
@@ -620,10 +623,13 @@ class Trainer:
             self.load_best(job, best)
         job.model.eval()
         best = next((row for row in progress.history if row["step"] == progress.best_step), None)
+        run = TrainingRun(progress.history, best, progress.step, progress.train_seconds,
+                          progress.items / max(progress.train_seconds, 1e-9), **self.runtime())
         if self.processes.main:  # it is complete: what a save that was killed left beside it goes
+            if not (out / "results.json").is_file() and self.ended_as_begun(job, out, progress):
+                self.write_results(job, run, progress, out, steps_per_epoch)
             remove_run_staging(out)
-        return TrainingRun(progress.history, best, progress.step, progress.train_seconds,
-                           progress.items / max(progress.train_seconds, 1e-9), **self.runtime())
+        return run
 
     def begin(self, job: Job, out: Path | None) -> RunState:
         """A new run's state, refusing a folder that holds a run already."""
