@@ -614,6 +614,27 @@ def test_float64_input_and_state_under_cpu_autocast_run_as_float32_ones(cell_nam
     assert x.grad.dtype == F64 and bool(x.grad.abs().sum() > 0)
 
 
+@pytest.mark.parametrize("engine", ["auto", "native", "fused", TRITON, "reference"])
+@pytest.mark.parametrize("cell_name", ["lstm", "gru", "rnn"])
+def test_float64_cells_under_cpu_autocast_run_input_and_state_of_any_dtype_in_float64(cell_name, engine):
+    """As a float64 layer: float32 input or state crashed on the native engine, `auto`'s choice
+    (`mat1 and mat2 must have the same dtype, but got BFloat16 and Double`). They run as the
+    float64 ones of their values, and the gradients come back in float32."""
+    cell = NAMED[cell_name](INPUT, HIDDEN, engine=engine, dtype=F64)
+    x, hx = random_inputs((B,), cell.cell.has_cell_state)
+    parts = [x, *hx] if isinstance(hx, tuple) else [x, hx]
+    narrow = [part.detach().float().requires_grad_() for part in parts]
+    narrow_hx = tuple(narrow[1:]) if isinstance(hx, tuple) else narrow[1]
+    exact = flatten_outputs(cell(narrow[0].double(), tuple(part.double() for part in narrow[1:])
+                                 if isinstance(hx, tuple) else narrow[1].double()))
+    with torch.autocast("cpu", torch.bfloat16):
+        ours = flatten_outputs(cell(narrow[0], narrow_hx))
+    assert all(actual.dtype == F64 and torch.equal(actual, expected)
+               for actual, expected in zip(ours, exact, strict=True))
+    sum(t.sum() for t in ours).backward()
+    assert all(part.grad.dtype == torch.float32 for part in narrow)
+
+
 @pytest.mark.parametrize("engine", ["fused", TRITON])
 @pytest.mark.parametrize("cell_name, options", ALL_CELL_PARAMS)
 def test_cpu_autocast_matches_the_reference_engine_in_the_same_precision(cell_name, options, engine):

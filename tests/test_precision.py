@@ -207,6 +207,33 @@ def test_float64_input_under_cpu_autocast_runs_as_float32_input(cell, engine, au
     assert wide.grad.dtype == torch.float64 and bool(wide.grad.abs().sum() > 0)
 
 
+@pytest.mark.parametrize("lengths", [None, [5, 3, 2]], ids=["padded", "lengths"])
+@pytest.mark.parametrize("engine", ["auto", "native", "fused", "reference"])
+@pytest.mark.parametrize("layer_type, options", [(lstmkit.LSTM, {}), (lstmkit.LSTM, {"proj_size": 3}),
+                                                 (lstmkit.GRU, {}), (lstmkit.RNN, {})],
+                         ids=["lstm", "proj", "gru", "rnn"])
+def test_float64_parameters_under_cpu_autocast_run_input_and_state_of_any_dtype_in_float64(layer_type, options, engine,
+                                                                                           lengths):
+    """float64 parameters run everything in float64 under autocast (`engines.precision`): float32
+    input or state crashed on the native engine, and on `auto` where it chose native (a GRU at
+    5 steps, not at 100): `mat1 and mat2 must have the same dtype, but got BFloat16 and Double`.
+    It runs as the float64 input of its values, and its gradient comes back in float32."""
+    torch.manual_seed(0)
+    layer = layer_type(8, 16, num_layers=2, engine=engine, dtype=torch.float64, **options)
+    x = torch.randn(5, 3, 8, requires_grad=True)
+    h0 = torch.randn(2, 3, options.get("proj_size", 16))
+    hx = (h0, torch.randn(2, 3, 16)) if layer_type is lstmkit.LSTM else h0
+    wide = (h0.double(), hx[1].double()) if isinstance(hx, tuple) else h0.double()
+    exact = layer(x.double(), wide, lengths=lengths)
+    with torch.autocast("cpu", torch.bfloat16):
+        ours = layer(x, hx, lengths=lengths)
+    exact, ours = ([exact[0], *(exact[1] if isinstance(exact[1], tuple) else [exact[1]])] for exact in (exact, ours))
+    assert all(actual.dtype == torch.float64 and torch.equal(actual, expected)
+               for actual, expected in zip(ours, exact, strict=True))
+    ours[0].sum().backward()
+    assert x.grad.dtype == torch.float32 and bool(x.grad.abs().sum() > 0)
+
+
 def test_float64_input_to_a_float32_lstm_under_cpu_float16_autocast_runs_where_onednn_would_fail():
     """float64 input is cast to what the layer runs in: oneDNN's LSTM, which fails under float16
     autocast in training on this CPU, is not chosen for it (auto crashed inside torch: `mat1 and

@@ -224,14 +224,18 @@ def without_padding(data: Tensor, lengths: Tensor) -> Tensor:
     return data.masked_fill(padding.unsqueeze(-1), 0)
 
 
-def as_float32_under_autocast(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    """`tensor` (input or state) in float32 where it is float64, autocast is on and the
-    parameters' `dtype` is not float64: torch's kernels refuse float64 there (`mat1 and mat2 must
-    have the same dtype`), which the native engine, `auto`'s choice, met; every engine then runs
-    it as the float32 input it equals to the autocast dtype's precision."""
-    if tensor is None or tensor.dtype != torch.float64 or dtype == torch.float64:
+def as_run_under_autocast(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """`tensor` (input or state) as parameters of `dtype` run it under autocast, where autocast
+    is on: in float64 with float64 parameters (which run in float64, `engines.precision`), in
+    float32 where it is float64 and they are not. torch's kernels refuse a mix of float64 and the
+    autocast dtype (`mat1 and mat2 must have the same dtype`), which the native engine, `auto`'s
+    choice, met: float32 input to float64 parameters, or float64 input to float32 ones, whose
+    float32 copy equals it to the autocast dtype's precision."""
+    if tensor is None or autocast_dtype(tensor.device) is None:
         return tensor
-    return tensor.float() if autocast_dtype(tensor.device) is not None else tensor
+    if dtype == torch.float64:
+        return tensor.double() if tensor.is_floating_point() else tensor
+    return tensor.float() if tensor.dtype == torch.float64 else tensor
 
 
 def accepts_dtype(tensor: Tensor, dtype: torch.dtype) -> bool:

@@ -24,7 +24,7 @@ from lstmkit.engines import (CPU_FUSED_MIN_STEPS, Regularisation, Stack, StackRu
 from lstmkit.engines.precision import even_packed_on_onednn, lstm_cell_steps
 from lstmkit.engines.reference import warn_unrolled
 from lstmkit.nn.docs import ANY_CELL_ARG, ANY_CELL_EQUATIONS, CELL_OPTIONS_ARG, layer_docstring
-from lstmkit.nn.inputs import (SequenceBatch, as_float32_under_autocast, check_input_size,
+from lstmkit.nn.inputs import (SequenceBatch, as_run_under_autocast, check_input_size,
                                checked_return_gates, prepare_input, prepare_state)
 from lstmkit.caller import warn_at_caller
 from lstmkit.keywords import constructor_keywords, lstmkit_class, unknown_names
@@ -437,8 +437,8 @@ class Recurrent(NotScriptable, RNNBaseHelpers, nn.Module):
         first = stack.weights[0].weight_ih
         self._check_weights_together(stack)
         batch = prepare_input(input, lengths, self.input_size, batch_first, first.dtype, first.device)
-        batch = dataclasses.replace(batch, source=as_float32_under_autocast(batch.source, first.dtype))
-        h0, c0 = (as_float32_under_autocast(part, first.dtype) for part in self._initial_state(hx, batch, first.dtype))
+        batch = dataclasses.replace(batch, source=as_run_under_autocast(batch.source, first.dtype))
+        h0, c0 = (as_run_under_autocast(part, first.dtype) for part in self._initial_state(hx, batch, first.dtype))
         (output, h_n, c_n, trace), packed_rows = self._run(stack, batch, h0, c0, return_gates)
         state = batch.restore_state(h_n)
         if c_n is not None:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.nn.inputs import (
-    ShapeError, accepts_dtype, as_float32_under_autocast, check_features, describe, quiet_when_traced,
+    ShapeError, accepts_dtype, as_run_under_autocast, check_features, describe, quiet_when_traced,
 )
 
 
@@ -37,7 +37,7 @@ def prepare_step(
     device: torch.device,
 ) -> StepInput:
     """Check a cell module's `input` and `hx` (None for zeros) against parameters of `dtype`
-    on `device`, and batch them; float64 ones under autocast become float32, as a layer's do."""
+    on `device`, and batch them; under autocast in the dtype a layer runs them in (`as_run_under_autocast`)."""
     if not isinstance(input, Tensor):
         raise TypeError(f"{owner}: input must be a Tensor, got {describe(input)}")
     if input.dim() not in (1, 2):
@@ -47,17 +47,17 @@ def prepare_step(
         )
     check_features(input, input_size, dtype, device, "cell")
     batched = input.dim() == 2
-    x = as_float32_under_autocast(input if batched else input.unsqueeze(0), dtype)
+    x = as_run_under_autocast(input if batched else input.unsqueeze(0), dtype)
     if hx is None:  # in the input's dtype, as torch.nn's cells make them (bfloat16 input under autocast)
         h = torch.zeros(x.shape[0], hidden_size, dtype=x.dtype, device=x.device)
         return StepInput(x, h, h if has_cell_state else None, batched)
     expected = (x.shape[0], hidden_size) if batched else (hidden_size,)
     if not has_cell_state:
-        h = as_float32_under_autocast(check_state(owner, hx, "hx (h)", expected, input, dtype), dtype)
+        h = as_run_under_autocast(check_state(owner, hx, "hx (h)", expected, input, dtype), dtype)
         return StepInput(x, h if batched else h.unsqueeze(0), None, batched)
     if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
         raise TypeError(f"{owner}: hx must be a tuple (h, c) of two tensors, got {describe(hx)}")
-    h, c = (as_float32_under_autocast(check_state(owner, state, label, expected, input, dtype), dtype)
+    h, c = (as_run_under_autocast(check_state(owner, state, label, expected, input, dtype), dtype)
             for state, label in ((hx[0], "hx[0] (h)"), (hx[1], "hx[1] (c)")))
     if not batched:
         h, c = h.unsqueeze(0), c.unsqueeze(0)
