@@ -193,6 +193,25 @@ def test_beam_search_finds_a_likelier_translation_than_greedy():
             assert log_probability(beam[column], column) >= log_probability(greedy[column], column) - 1e-5
 
 
+@pytest.mark.parametrize("beam", [2, 3])
+def test_beam_search_goes_on_while_a_live_hypothesis_beats_the_ended_ones(beam):
+    """fairseq's rule alone (done once `beam` hypotheses in the top `beam` have ended) dropped
+    the likeliest translation one step before its end, for unlikely ones that ended early: a
+    confident copy model's beam 5 returned "nine five two five" where greedy copied the source.
+    Here the decoder's logits depend on the previous token only: 4 then 5 then the end, each
+    nearly certain, with the end token second after the start and after 4."""
+    model = random_model("luong")
+    table = torch.full((15, 15), -20.0)
+    table[2, 4], table[2, 3] = 0.0, -5.0  # after the start token: 4, else the end
+    table[4, 5], table[4, 3] = 0.0, -5.0
+    table[5, 3] = 0.0
+    model.step = lambda token, state, feed, memory: (table[token].clone(), state, feed, None)
+    source, lengths = padded_source([3, 5])
+    assert model.greedy(source, lengths, 10) == [[4, 5]] * 2
+    for length_penalty in (0.0, 1.0):
+        assert model.beam_search(source, lengths, beam, 10, length_penalty) == [[4, 5]] * 2
+
+
 @pytest.mark.parametrize("attention", ["luong", "bahdanau"])
 def test_attention_weights_sum_to_1_and_are_zero_on_padding(attention):
     model = random_model(attention)

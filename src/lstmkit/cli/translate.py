@@ -109,7 +109,8 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", help="a run folder (its best checkpoint) or a checkpoint folder")
     add_setting(parser, DecodingConfig, "beam", "beam size; 1 decodes greedily", type=positive_int)
     add_setting(parser, DecodingConfig, "max_length",
-                "at most this many subwords per translation, and at most twice its source's length plus 10",
+                "at most this many subwords per translation, and at most twice its source's length (its end token "
+                "included) plus 10",
                 type=positive_int)
     add_setting(parser, DecodingConfig, "length_penalty",
                 "beam search's: an ended hypothesis scores log-probability / length^this: 1 is the per-token mean, "

@@ -224,9 +224,12 @@ class Seq2Seq(nn.Module):
         """Beam search over the batch at once (B · beam decoder rows). A hypothesis that ends
         is scored by its log-probability divided by its length (end token included) to the
         power `length_penalty` (0: raw log-probability; 1: per-token mean). A sentence is
-        done when `beam` hypotheses ranked in the top `beam` have ended (fairseq's rule) or
-        at `max_length` (one for the batch, or one per sentence (B,)), where it may prefer a
-        live hypothesis; beam 1 is greedy decoding."""
+        done when `beam` hypotheses ranked in the top `beam` have ended (fairseq's rule) and
+        none of its live ones, scored as if it ended at its length now, beats the best ended
+        one (Hugging Face's rule: fairseq's alone dropped a live hypothesis that scored ~0 one
+        step before its end, for five unlikely ones), or at `max_length` (one for the batch,
+        or one per sentence (B,)), where it may prefer a live hypothesis; beam 1 is greedy
+        decoding (a live hypothesis ranked below an ended one at its length cannot beat it)."""
         eos, batch = self.config.eos_id, source.shape[1]
         memory, state, feed, token = self.start(source, lengths)
         rows = torch.arange(batch, device=source.device).repeat_interleave(beam)
@@ -237,6 +240,7 @@ class Seq2Seq(nn.Module):
         best_score = torch.full((batch,), -torch.inf, device=source.device)
         best: list[list[int]] = [[] for _ in range(batch)]
         ended = torch.zeros(batch, dtype=torch.long, device=source.device)
+        finished = torch.zeros(batch, dtype=torch.bool, device=source.device)
         rank = torch.arange(2 * beam, device=source.device)
         limits = torch.as_tensor(max_length, device=source.device).expand(batch)
         for step in range(int(limits.max())):
@@ -250,8 +254,7 @@ class Seq2Seq(nn.Module):
             top, index = top_ranked(total, min(2 * beam, total.shape[1]))
             origin, candidate = index // vocabulary, index % vocabulary
             is_eos = candidate == eos
-            done = ended >= beam
-            finishing = is_eos & (rank[: top.shape[1]] < beam) & torch.isfinite(top) & ~done.unsqueeze(1)
+            finishing = is_eos & (rank[: top.shape[1]] < beam) & torch.isfinite(top) & ~finished.unsqueeze(1)
             normalised = (top / (step + 1) ** length_penalty).masked_fill(~finishing, -torch.inf)
             candidate_best, position = normalised.max(dim=1)
             for row in torch.nonzero(candidate_best > best_score).flatten().tolist():
@@ -262,14 +265,14 @@ class Seq2Seq(nn.Module):
             origin, candidate, scores = origin.gather(1, live), candidate.gather(1, live), top.gather(1, live)
             history = torch.cat([history.gather(1, origin.unsqueeze(2).expand(-1, -1, step)),
                                  candidate.unsqueeze(2)], dim=2)
-            # a sentence at its limit with fewer than `beam` ended hypotheses may prefer a live one
-            limited = (limits <= step + 1) & (ended < beam)
-            if limited.any():
-                live_score, live_best = (scores / (step + 1) ** length_penalty).max(dim=1)
-                for row in torch.nonzero(limited & (live_score > best_score)).flatten().tolist():
-                    best[row] = history[row, live_best[row]].tolist()
-                ended = torch.where(limited, beam, ended)
-            if (ended >= beam).all():
+            live_score, live_best = (scores / (step + 1) ** length_penalty).max(dim=1)
+            finished |= (ended >= beam) & ~(live_score > best_score)
+            # a sentence at its limit, not finished, may prefer a live hypothesis
+            limited = (limits <= step + 1) & ~finished
+            for row in torch.nonzero(limited & (live_score > best_score)).flatten().tolist():
+                best[row] = history[row, live_best[row]].tolist()
+            finished |= limited
+            if finished.all():
                 break
             flat = (torch.arange(batch, device=source.device).unsqueeze(1) * beam + origin).flatten()
             state, feed, token = reorder(state, flat), feed[flat], candidate.flatten()

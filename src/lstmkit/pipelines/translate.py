@@ -117,7 +117,8 @@ def decode_ids(model: Seq2Seq, sources: list[list[int]], beam: int, max_length: 
                batch_size: int = DECODE_BATCH, progress: Progress | None = None) -> list[list[int]]:
     """Target ids for each source (ids ending with the end token), decoded in batches of
     similar lengths; beam 1 decodes greedily. A translation stops at `max_length` subwords,
-    or at twice its source's length plus 10 if that is fewer, whatever else is in its batch.
+    or at twice its source's length (its end token included) plus 10 if that is fewer, whatever
+    else is in its batch.
     The sentences decoded go to `progress` after each batch."""
     device = next(model.parameters()).device
     order = sorted(range(len(sources)), key=lambda index: len(sources[index]), reverse=True)
