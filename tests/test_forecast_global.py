@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gzip
 import dataclasses
 import json
 import math
@@ -28,7 +29,7 @@ from helpers import record_forecast_budgets
 from lstmkit.forecast import Forecaster
 from lstmkit.pipelines import forecast_global
 from lstmkit.pipelines.forecast import budget_left
-from lstmkit.pipelines.forecast_report import epochs_line, lookback_text, panel_report
+from lstmkit.pipelines.forecast_report import chosen_line, epochs_line, lookback_text, panel_report
 from lstmkit.series import (PanelWindows, baseline_forecast, m4_scores, observed, owa, panel_baselines, read_panel,
                             scores, seasonal_indices)
 from lstmkit.series.baselines import baseline_jobs, seasonal_by_acf
@@ -207,12 +208,12 @@ def test_the_baselines_take_the_cpus_this_process_may_use_shared_by_torchrun_pro
 
 
 def test_each_series_share_of_owa_averages_to_the_owa():
-    from lstmkit.pipelines.forecast_global import owa_terms, score_methods
+    from lstmkit.pipelines.forecast_global import score_methods, series_terms
 
     histories = [np.array([5.0, 6, 7, 8, 9, 10]), np.array([3.0, 1, 4, 1, 5, 9, 2, 6])]
     actuals = [np.array([11.0, 12]), np.array([5.0, 3])]
     methods = {"model": np.array([[10.5, 12.5], [4.0, 4.0]]), "naive2": np.array([[10.0, 10.0], [6.0, 6.0]])}
-    terms = owa_terms(methods["model"], methods["naive2"], actuals, histories, 1)
+    terms = series_terms("OWA", methods["model"], methods["naive2"], actuals, histories, 1)
     assert terms.mean() == pytest.approx(score_methods(methods, actuals, histories, 1)["model"]["OWA"], rel=1e-12)
     # Series 0: sMAPE = mean(200·0.5/21.5, 200·0.5/24.5), MASE = 0.5 / 1; Naive2's means over both series.
     naive2_smape = np.mean([np.mean([200 / 21, 400 / 22]), np.mean([200 / 11, 600 / 9])])
@@ -241,6 +242,16 @@ def test_a_series_runs_from_its_first_value_to_its_last_with_nothing_invented_at
                                                    "last are ignored")):
         panel = read_panel(table, "id", "t", "y")
     assert [values.tolist() for values in panel.values] == [[1.0, 2.0], [5.0, 6.0]] and panel.starts == (2, 1)
+
+
+def test_a_gzipped_long_table_is_read_whatever_its_name(tmp_path):
+    """gzip is found by its first bytes, as for one table: the ids' second read went by the
+    suffix, and a gzipped panel named .csv failed with a bare "'utf-8' codec can't decode"."""
+    text = "id,t,y\n007,1,1\n007,2,2\n7,1,3\n7,2,4\n"
+    zipped = tmp_path / "zipped.csv"
+    zipped.write_bytes(gzip.compress(text.encode()))
+    panel = read_panel(zipped, "id", "t", "y")
+    assert list(panel.ids) == ["007", "7"] and [values.tolist() for values in panel.values] == [[1.0, 2.0], [3.0, 4.0]]
 
 
 def test_a_long_table_of_dates_writes_its_times_back_as_dates():
@@ -393,6 +404,23 @@ def test_the_forecast_is_chosen_on_validation_windows_and_a_line_is_continued_ex
     np.testing.assert_allclose(prediction["y"][:8], [130, 132, 134, 136, 320, 317, 314, 311], rtol=1e-6)
     assert np.isfinite(prediction[["y", "y_lower_90", "y_upper_90"]].to_numpy()).all()  # the short series too
     assert prediction.attrs["forecast"] == forecaster.layout.chosen
+
+
+@pytest.mark.filterwarnings("ignore:.*validation values:RuntimeWarning")  # 12 values, exact ones: the interval's
+def test_a_series_flat_before_its_window_leaves_the_choice_to_smape_not_to_the_network():
+    """Zeros, then a sale in the validation window: a MASE scale of 0 made every candidate's OWA
+    nan, and the network, first among them, was chosen by default (over ETS, which continues the
+    two lines exactly)."""
+    flat = np.r_[np.zeros(57), 0, 0, 2.0]
+    table = long_table({"up": 10 + 2.0 * np.arange(60), "down": 500 - 3.0 * np.arange(60), "flat": flat})
+    forecaster = Forecaster("t", "y", horizon=4, id="id", **QUICK).fit(table)
+    validation = forecaster.layout.validation
+    assert all(np.isnan(scores["OWA"]) for scores in validation.values())
+    assert forecaster.layout.chosen == min(validation, key=lambda method: validation[method]["sMAPE"]) == "ets"
+    assert forecaster.layout.partner == "ets"
+    assert chosen_line(forecaster).endswith(
+        f"the lowest sMAPE ({validation['ets']['sMAPE']:.3f}) (OWA is not finite for every method: a series whose "
+        "history repeats each season exactly, flat or not, has a MASE scale of 0)")
 
 
 def test_baselines_none_keeps_the_network_where_ets_continues_the_lines_exactly(lines):

@@ -10,7 +10,8 @@ its baselines.
               its share to those after it), whose forecasts are averaged (a
               ScalingEnsemble) -> on those same validation windows the network, every
               baseline (fitted on the values before them) and the combinations are scored
-              by M4's OWA: the lowest, where it is clearly better than the network
+              by M4's OWA (by sMAPE where OWA is not finite, `choice_metric`): the lowest,
+              where it is clearly better than the network
               (lstmkit.series.choice), is the forecast `predict` uses (`PanelLayout.chosen`)
     backtest  fit on each series but its last `holdout` values, then score every method on
               them: M4's sMAPE, MASE and OWA (relative to Naive2), the mean over the series
@@ -214,8 +215,9 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
                                   season)
             return {name: scored[name] for name in candidates}
 
-        choice = choose(methods["model"], baselines, score, "OWA", lambda values: owa_terms(
-            given_values(values), given_values(methods["naive2"]), actuals, scale_histories, season))
+        metric = choice_metric(score({"model": methods["model"], **baselines}))
+        choice = choose(methods["model"], baselines, score, metric, lambda values: series_terms(
+            metric, given_values(values), given_values(methods["naive2"]), actuals, scale_histories, season))
         model = methods["model"]
         actual = np.where(given, np.stack([panel.values[k][ends[k]:] for k in keys]), np.nan)
         scale = interval_scale(actual, method_forecast(choice.chosen, model, methods),
@@ -327,14 +329,26 @@ def score_methods(methods: dict[str, np.ndarray | list[np.ndarray]], actuals: li
     return {name: {**values, "OWA": owa(values, scored["naive2"])} for name, values in scored.items()}
 
 
-def owa_terms(values: np.ndarray | list[np.ndarray], naive2: np.ndarray | list[np.ndarray],
-              actuals: list[np.ndarray], histories: list[np.ndarray], season: int) -> np.ndarray:
-    """Each series' share of a forecast's OWA, (sMAPE_k / sMAPE_Naive2 + MASE_k / MASE_Naive2) / 2
-    with Naive2's means over the series, whose mean over the series is the OWA."""
+def choice_metric(scores: dict[str, dict[str, float]]) -> str:
+    """What a long table's forecast is chosen by, given its candidates' `scores`: OWA, or sMAPE
+    where some candidate's OWA is not finite. A series whose history repeats each season exactly
+    (flat, or zeros before one sale) has a MASE scale of 0: every inexact method's MASE is
+    inf, and so every OWA was inf or nan, and the network was kept by default."""
+    return "OWA" if all(np.isfinite(values["OWA"]) for values in scores.values()) else "sMAPE"
+
+
+def series_terms(metric: str, values: np.ndarray | list[np.ndarray], naive2: np.ndarray | list[np.ndarray],
+                 actuals: list[np.ndarray], histories: list[np.ndarray], season: int) -> np.ndarray:
+    """Each series' share of a forecast's `metric`, whose mean over the series is the metric:
+    its sMAPE, or for OWA (sMAPE_k / sMAPE_Naive2 + MASE_k / MASE_Naive2) / 2 with Naive2's
+    means over the series."""
     def each(forecast: np.ndarray) -> dict[str, np.ndarray]:
         return series_scores(actuals, [row[:len(actual)] for row, actual in zip(forecast, actuals)], histories, season)
 
-    rows, reference = each(values), each(naive2)
+    rows = each(values)
+    if metric == "sMAPE":
+        return rows["sMAPE"]
+    reference = each(naive2)
     with np.errstate(divide="ignore", invalid="ignore"):
         return 0.5 * (rows["sMAPE"] / reference["sMAPE"].mean() + rows["MASE"] / reference["MASE"].mean())
 

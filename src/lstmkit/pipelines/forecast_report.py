@@ -21,7 +21,7 @@ from lstmkit.checkpoint import existing, held_kind
 from lstmkit.files import atomic_path, check_nothing_overwritten, claimed_folder, write_json
 from lstmkit.pipelines.configs import WITHOUT_VALIDATION
 from lstmkit.pipelines.forecast import HOLDOUT_FILE, Backtest, Forecaster, config_dict, encoder_lookback
-from lstmkit.pipelines.forecast_global import M4_METRICS, PanelBacktest
+from lstmkit.pipelines.forecast_global import M4_METRICS, PanelBacktest, choice_metric
 from lstmkit.series import METRICS, Panel, SeriesFrame
 from lstmkit.series.intervals import percent
 from lstmkit.training import Processes
@@ -198,8 +198,12 @@ def chosen_line(forecaster: Forecaster) -> str:
     if not forecaster.config.baselines:
         return "predict uses the model's forecast (--baselines none: nothing else to choose)"
     if forecaster.config.id is not None:
+        metric = choice_metric(layout.validation)
+        flat = "" if metric == "OWA" else (" (OWA is not finite for every method: a series whose history repeats "
+                                           "each season exactly, flat or not, has a MASE scale of 0)")
         return (f"predict uses the {layout.chosen} forecast, chosen on the validation windows (each series' last "
-                "horizon before the rows it forecasts): " + chosen_reason(layout.validation, layout.chosen, "OWA", "series"))
+                "horizon before the rows it forecasts): " + chosen_reason(layout.validation, layout.chosen, metric,
+                                                                          "series") + flat)
     return ("predict forecasts by what the validation windows chose among the model, the baselines and their "
             "combinations (the row 'chosen'): " + "; ".join(
                 f"{target} by {method}, {target_reason(layout.validation[target], method)}"

@@ -390,10 +390,8 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
             # index_col=False: a row with one field more than the header (a spreadsheet's
             # trailing commas) must not turn the first column into the index; skipinitialspace:
             # a hand-written "date, y" names the column y, not " y"
-            with open(path, "rb") as file:  # gzip by its first bytes, as check_no_nul reads it, whatever its name
-                compression = "gzip" if file.read(len(GZIP_MAGIC)) == GZIP_MAGIC else "infer"
             table = pd.read_csv(path, skip_blank_lines=False, index_col=False, skipinitialspace=True,
-                                compression=compression)
+                                compression=csv_compression(path))
     except pd.errors.ParserWarning:
         raise ValueError(f"{path}: {longer_rows(path)}") from None
     except UnicodeDecodeError as error:  # pandas' position may count from a chunk of the file: found again
@@ -409,6 +407,13 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     table.index = table.index + 2  # the header is line 1
     check_named_columns(table, path)
     return table.dropna(how="all")
+
+
+def csv_compression(path: Path) -> str:
+    """pandas' `compression` for the CSV file `path`: gzip by its first bytes, as check_no_nul
+    reads it, whatever its name (pandas goes by the suffix)."""
+    with open(path, "rb") as file:
+        return "gzip" if file.read(len(GZIP_MAGIC)) == GZIP_MAGIC else "infer"
 
 
 def check_named_columns(table: pd.DataFrame, path: Path) -> None:
@@ -570,6 +575,10 @@ def parse_time(column: pd.Series, name: str, path: Path | None, fitted_kind: str
                                f"dates ({conversion}) for those")
             return pd.DatetimeIndex(pd.to_datetime(numbers.astype(np.int64), unit="ns")), STEP
         return years_to_stamps(numbers, column, name, path)
+    typed = numbers.isna() & column.notna()
+    if typed.any() and numbers.notna().mean() > 0.5:  # steps or years with a typo, read as dates: a number was blamed
+        unreadable(column, typed, name, path, "is not a number, where most of the column's times are numbers "
+                   "(integer steps or years)")
     text = column.astype(str).str.strip()
     if text.str.fullmatch(QUARTER).all():
         parts = text.str.extract(QUARTER).astype(np.int64)

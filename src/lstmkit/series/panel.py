@@ -24,9 +24,9 @@ import pandas as pd
 
 from lstmkit.caller import warn_at_caller
 from lstmkit.series.frame import (STEP, MissingValuesWarning, as_pandas_times, check_coverage, check_has_rows,
-                                  check_named_once, infer_frequency, known_before, missing_column, numeric_column,
-                                  parse_time, plain, read_table, row_name, steps_left_empty, table_source,
-                                  two_rows_named, written_times)
+                                  check_named_once, csv_compression, infer_frequency, known_before, missing_column,
+                                  numeric_column, parse_time, plain, read_table, row_name, steps_left_empty,
+                                  table_source, two_rows_named, written_times)
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
     check_has_rows(table)
     if path is not None:  # ids as written: pandas reads 007 as the number 7 (another series's id), NA as missing
         raw = pd.read_csv(path, usecols=[id], dtype=str, keep_default_na=False, skip_blank_lines=False,
-                          skipinitialspace=True)[id]
+                          skipinitialspace=True, compression=csv_compression(path))[id]
         table[id] = raw.set_axis(raw.index + 2).reindex(table.index).replace("", np.nan)
     if table[id].isna().any():
         label = table.index[table[id].isna().to_numpy()][0]
