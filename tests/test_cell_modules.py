@@ -686,6 +686,21 @@ def test_parametrised_and_pruned_weights_are_the_ones_a_step_uses(cell_name):
         assert_close(got, expected)
 
 
+@pytest.mark.parametrize("layer_type, module_type", [(lstmkit.PeepholeLSTM, lstmkit.PeepholeLSTMCell),
+                                                      (lstmkit.CIFGLSTM, lstmkit.RecurrentCell)])
+def test_from_layer_carries_the_forget_bias_which_reset_parameters_sets_again(layer_type, module_type):
+    """It was dropped: the weights were the layer's, but a reset of the module lost the bias."""
+    layer = layer_type(INPUT, HIDDEN, num_layers=2, bidirectional=True, forget_bias=1.5)
+    module = module_type.from_layer(layer, 1, 1)
+    assert module.forget_bias == 1.5 and torch.equal(module.bias_ih, layer.bias_ih_l1_reverse)
+    module.reset_parameters()
+    expected = lstmkit.RecurrentCell(layer.cell, 2 * HIDDEN, HIDDEN, forget_bias=1.5)
+    forget = slice(0, HIDDEN) if layer.cell.name == "cifg" else slice(HIDDEN, 2 * HIDDEN)  # CIFG's: 1 - input
+    assert torch.equal(module.bias_ih[forget], expected.bias_ih[forget])
+    assert torch.equal(module.bias_ih[forget].abs(), torch.full((HIDDEN,), 1.5))
+    assert lstmkit.GRUCell.from_layer(lstmkit.GRU(INPUT, HIDDEN)).forget_bias is None
+
+
 def test_forget_bias_and_repr():
     cell = lstmkit.CIFGLSTMCell(INPUT, HIDDEN, forget_bias=2.0)
     assert torch.equal(cell.bias_ih[:HIDDEN], torch.full((HIDDEN,), -2.0))  # f = 1 - i starts at σ(2)
@@ -709,7 +724,7 @@ def test_the_step_math_and_the_modules_have_different_names():
 
 ERRORS = [
     (lambda c: c(torch.randn(B, 6)), ValueError,
-     "input.size(-1) must equal input_size=4, got 6 (input shape (3, 6))"),
+     "LSTMCell: input.size(-1) must equal input_size=4, got 6 (input shape (3, 6))"),
     (lambda c: c(torch.randn(2, B, INPUT)), ValueError,
      "LSTMCell: input must be 2-D (batch, input_size) or 1-D (input_size,) unbatched, got 3-D with shape (2, 3, 4)"),
     (lambda c: c(torch.randn(B, INPUT), (torch.randn(B, 6), torch.randn(B, HIDDEN))), ValueError,
@@ -721,8 +736,8 @@ ERRORS = [
     (lambda c: c(torch.randn(B, INPUT), torch.randn(B, HIDDEN)), TypeError,
      "LSTMCell: hx must be a tuple (h, c) of two tensors, got Tensor of shape (3, 5)"),
     (lambda c: c(torch.randn(B, INPUT, dtype=F64)), RuntimeError,  # torch.nn.LSTMCell's, and a ValueError
-     "input dtype must match the cell's parameters (torch.float32), got torch.float64; convert the input with "
-     "input.to(torch.float32) or the cell with cell.to(torch.float64)"),
+     "LSTMCell: input dtype must match the cell's parameters (torch.float32), got torch.float64; convert the input "
+     "with input.to(torch.float32) or the cell with cell.to(torch.float64)"),
     (lambda c: c(torch.randn(B, INPUT), (torch.randn(B, HIDDEN), torch.randn(B, HIDDEN, dtype=F64))), RuntimeError,
      "LSTMCell: hx[1] (c) dtype must match the parameters (torch.float32), got torch.float64"),
     (lambda c: lstmkit.LSTMCell.from_layer(lstmkit.GRU(INPUT, HIDDEN)), TypeError,

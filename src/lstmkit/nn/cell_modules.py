@@ -175,7 +175,8 @@ class RecurrentCell(NotScriptable, nn.Module):
         """A cell module holding a copy of the weights of `layer` and `direction` of a
         `Recurrent` stack (`lstmkit.LSTM`, ...): one call of it is one step of that layer in
         evaluation mode (the training-only regularisers, dropouts of the layer, are not carried;
-        a layer with zoneout, which acts in evaluation too, is refused)."""
+        a layer with zoneout, which acts in evaluation too, is refused). Its `forget_bias` is
+        carried, so that the module's `reset_parameters()` sets it as the layer's does."""
         index = layer_index(recurrent, layer, direction)
         weights = recurrent.layer_weights(index)
         suffix = recurrent._all_weights[index][0].removeprefix("weight_ih")
@@ -191,9 +192,10 @@ class RecurrentCell(NotScriptable, nn.Module):
                 f"{cell_named(recurrent.cell)}; "
                 "lstmkit.RecurrentCell.from_layer takes any cell"
             )
-        options = dict(
-            bias=recurrent.bias, device=weights.weight_ih.device, dtype=weights.weight_ih.dtype, engine=engine
-        )
+        options = dict(bias=recurrent.bias, device=weights.weight_ih.device, dtype=weights.weight_ih.dtype,
+                       engine=engine)
+        if recurrent.forget_bias is not None:  # the GRU's and the RNN's modules take none
+            options["forget_bias"] = recurrent.forget_bias
         input_size, hidden_size = weights.weight_ih.shape[1], recurrent.hidden_size
         if cls.cell_name is None:
             module = cls(recurrent.cell, input_size, hidden_size, **options)

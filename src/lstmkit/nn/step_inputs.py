@@ -45,7 +45,10 @@ def prepare_step(
             f"{owner}: input must be 2-D (batch, input_size) or 1-D (input_size,) unbatched, "
             f"got {input.dim()}-D with shape {tuple(input.shape)}"
         )
-    check_features(input, input_size, dtype, device, "cell")
+    try:
+        check_features(input, input_size, dtype, device, "cell")
+    except ShapeError as error:  # named as the other messages of a step, for a model of several cells
+        raise ShapeError(f"{owner}: {error}") from None
     batched = input.dim() == 2
     x = as_run_under_autocast(input if batched else input.unsqueeze(0), dtype)
     if hx is None:  # in the input's dtype, as torch.nn's cells make them (bfloat16 input under autocast)
