@@ -813,10 +813,13 @@ def test_resuming_a_run_that_stopped_early_leaves_it_as_it_was_unless_the_patien
     assert (tmp_path / "run" / "results.json").read_bytes() == results
     # Killed after its last checkpoint, before results.json: it had ended all the same, and
     # resumed, or asked for as a finished run, it gets the results.json it would have written.
-    for complete in (lambda trainer: trainer.run(job(), tmp_path / "run", resume=True),
-                     lambda trainer: trainer.finished_run(job(), tmp_path / "run")):
+    # Asked for as a finished run (a forecast fit's networks) under a larger patience too, it is
+    # kept as it ended, not trained on, and its results.json names the settings it trained under.
+    for patience, complete in ((2, lambda trainer: trainer.run(job(), tmp_path / "run", resume=True)),
+                               (2, lambda trainer: trainer.finished_run(job(), tmp_path / "run")),
+                               (4, lambda trainer: trainer.finished_run(job(), tmp_path / "run"))):
         (tmp_path / "run" / "results.json").unlink()
-        ended = complete(Trainer(TrainingConfig(steps=100, eval_every=1, patience=2)))
+        ended = complete(Trainer(TrainingConfig(steps=100, eval_every=1, patience=patience)))
         assert ended.steps == 3
         assert json.loads((tmp_path / "run" / "results.json").read_text()) == json.loads(results)
     (tmp_path / "run" / "results.json").unlink()

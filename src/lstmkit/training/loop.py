@@ -570,7 +570,8 @@ class Trainer:
             final = {job.selection_metric: best[job.selection_metric]} if best is not None else {}
             report.close(progress.step, rate, **final)
         if out is not None and processes.main:
-            self.write_results(job, run, progress, out, steps_per_epoch)
+            self.write_results(job, run, progress, out, steps_per_epoch,
+                               self.trained_config(out) if completing else asdict(config))
         self.processes.wait_for_all()
         return run
 
@@ -595,8 +596,9 @@ class Trainer:
         leaving `job.model` with its best weights as `run(..., keep_best=True)` does; None where
         `out` holds no run, or one to continue. For a pipeline that trains several models in
         turn: resumed, it keeps those that finished and continues the one that did not. One killed
-        between its last checkpoint and its results.json gets that file where its own budget or
-        stopping rules had ended it, as `run` would write it; one that only the smaller budget
+        between its last checkpoint and its results.json is kept, and gets that file, where its
+        own budget or stopping rules had ended it, whatever budget is given now (as `run` would
+        have written it, with the settings it trained under); one that only the smaller budget
         given now ends gets none, so a larger budget later trains it on. Like
         --resume, it refuses a run of other data or settings, and it sets the random state the
         run saved (a caller that builds another model next seeds it first). The run's runtime
@@ -611,7 +613,11 @@ class Trainer:
         eval_every = self.evaluation_interval(job, steps_per_epoch)
         ended = (budget_spent(self.config, progress, step_limit)
                  or (progress.history and stop_reason(job, self.config, progress, progress.history[-1], eval_every)))
-        if not (out / "results.json").is_file() and not ended:  # killed after its last checkpoint: it had ended
+        # killed after its last checkpoint, before its results.json: ended where its own budget or
+        # stopping rules had ended it (a larger budget given now does not train it on), else where
+        # the smaller one given now ends it
+        completing = not (out / "results.json").is_file() and self.ended_as_begun(job, out, progress)
+        if not (out / "results.json").is_file() and not (ended or completing):
             return None
         layout = read_config(existing(out / "last")).get("epoch_layout") or {}  # its epochs' steps, as it ran them
         ran_limit = self.step_limit(job, layout.get("steps_per_epoch", steps_per_epoch))
@@ -626,8 +632,8 @@ class Trainer:
         run = TrainingRun(progress.history, best, progress.step, progress.train_seconds,
                           progress.items / max(progress.train_seconds, 1e-9), **self.runtime())
         if self.processes.main:  # it is complete: what a save that was killed left beside it goes
-            if not (out / "results.json").is_file() and self.ended_as_begun(job, out, progress):
-                self.write_results(job, run, progress, out, steps_per_epoch)
+            if completing:
+                self.write_results(job, run, progress, out, steps_per_epoch, self.trained_config(out))
             remove_run_staging(out)
         return run
 
@@ -663,6 +669,13 @@ class Trainer:
         scaler.update()
         if self.config.ema_decay is not None:
             update_moving_average(optimizer, self.config.ema_decay, step)
+
+    def trained_config(self, out: Path) -> dict:
+        """The settings the run in `out` trained under, for the results.json of one that ended
+        before it wrote it (its last checkpoint's; those given now were never trained under)."""
+        settings = asdict(self.config)
+        saved = resumed_settings(out) or {}
+        return {**settings, **{name: value for name, value in saved.items() if name in settings}}
 
     def ended_as_begun(self, job: Job, out: Path, progress: RunState) -> bool:
         """Whether the run in `out`, at `progress`, had ended under the budget and stopping rules
@@ -840,9 +853,9 @@ class Trainer:
                 torch.manual_seed(process_seed(self.config.seed, processes.rank, step))
 
     def write_results(self, job: Job, run: TrainingRun, progress: RunState, out: Path,
-                      steps_per_epoch: int | None) -> None:
-        """The run's results.json; the run is complete, so what a save that was killed left
-        beside its checkpoints goes (`remove_run_staging`)."""
+                      steps_per_epoch: int | None, config: dict) -> None:
+        """The run's results.json, with the settings `config`; the run is complete, so what a
+        save that was killed left beside its checkpoints goes (`remove_run_staging`)."""
         best = {f"best_{name}": value for name, value in (run.best or {}).items()
                 if name not in ("step", "epoch", "seconds", "lr", "train_loss", f"{job.item}s")}
         write_json(out / "results.json", {
@@ -853,7 +866,7 @@ class Trainer:
             "epochs": run.steps / steps_per_epoch if steps_per_epoch else None,
             "seconds": run.seconds,
             **run.runtime(),
-            "config": asdict(self.config),
+            "config": config,
             "segments": progress.segments,
             "data": job.data_fingerprint(),
         })
