@@ -831,6 +831,21 @@ def test_a_long_tables_frequency_is_the_grid_that_holds_every_series():
         assert read_panel(shop, "id", "t", "y", frequency="D").frequency == "D"
 
 
+def test_one_hourly_series_among_daily_ones_is_the_one_refused():
+    """Its grid holds every row, with the fewest empty steps: the table was read as hourly, and a
+    daily series was refused ("filling the other 1817 would invent most of the series")."""
+    def dated(name, count, start, frequency="D"):
+        return pd.DataFrame({"id": name, "t": pd.date_range(start, periods=count, freq=frequency),
+                             "y": 10 + np.sin(np.arange(count))})
+
+    table = pd.concat([dated("A", 80, "2020-01-01"), dated("B", 60, "2020-02-01"), dated("H", 200, "2020-01-01", "h")],
+                      ignore_index=True)
+    with pytest.raises(ValueError, match=re.escape(
+            "series 'H' is not on the D grid of column 't': Timestamp('2020-01-01 01:00:00'), at row 141 (0-based "
+            "position in the DataFrame), falls between its steps")):
+        read_panel(table, "id", "t", "y")
+
+
 def test_a_season_longer_than_every_series_is_said():
     """--season 200 on series of 150 values was taken in silence: the seasonal baselines became naive."""
     table = long_table({"a": 10 + np.sin(np.arange(40.0)), "b": 5 + np.cos(np.arange(30.0))})

@@ -184,10 +184,12 @@ def read_times(column: pd.Series, name: str, path: Path | None,
 
 def shared_frequency(keys: pd.DataFrame, name: str) -> str:
     """The frequency of the series' times (`keys`: id, time): of those the series' own times
-    give (each of 3 rows or more, the longest first), the one whose grid holds every series' rows
-    with the fewest empty steps; where none holds them all, the longest series' (whose grid
-    then names a row off it). The longest series' alone made a daily table with one weekday-only
-    series business days, refusing the others' weekends."""
+    give (each of 3 rows or more, the longest first), the one whose grid fits the most series
+    (a series off it, or more than half empty on it, is refused), then with the fewest empty
+    steps; among equals the longest series'. The longest series' alone made a daily table with
+    one weekday-only series business days, refusing the others' weekends; the fewest empty
+    steps alone made a daily table with one hourly series hourly (its grid holds every row),
+    refusing every daily series, where the hourly one is the odd one out."""
     series = sorted((np.sort(times.to_numpy()) for _, times in keys.groupby("id", sort=False)["time"]),
                     key=len, reverse=True)
     candidates = []
@@ -198,9 +200,10 @@ def shared_frequency(keys: pd.DataFrame, name: str) -> str:
                 candidates.append(candidate)
     if not candidates:  # none proposes one: the longest series' own refusal says why
         return infer_frequency(pd.DatetimeIndex(series[0]), name)
-    empty = {candidate: sum(steps_left_empty(pd.DatetimeIndex(times), candidate) for times in series)
+    empty = {candidate: [steps_left_empty(pd.DatetimeIndex(times), candidate) for times in series]
              for candidate in candidates}
-    return min(candidates, key=lambda candidate: empty[candidate])
+    return min(candidates, key=lambda candidate: (
+        sum(steps > len(times) for steps, times in zip(empty[candidate], series)), sum(empty[candidate])))
 
 
 def on_grid(times: np.ndarray, frequency: str) -> pd.Index:
