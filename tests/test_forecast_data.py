@@ -213,9 +213,11 @@ def test_offsets_written_in_several_ways_are_read_as_offsets():
                                      "read as dates written yyyymmdd or months written yyyymm: write them as "
                                      "2020-01-31 or 2020-01; " + FORMS),
     (["2020-01-01", "", "2020-01-03"], "column 't' has a missing timestamp at line 3 of {path} (the header is line 1)"),
-    # integer steps with a typo were read as dates, and the first step was blamed
-    (["1", "2", "x", "4"], "column 't' at line 4 of {path} (the header is line 1) holds 'x', which is not a number, "
-                           "where most of the column's times are numbers (integer steps or years); " + FORMS),
+    # integer steps with a typo were read as dates, and the first step was blamed; inf failed in pandas' cast
+    (["1", "2", "x", "4"], "column 't' at line 4 of {path} (the header is line 1) holds 'x', which is not a finite "
+                           "number, where most of the column's times are numbers (integer steps or years); " + FORMS),
+    (["1", "2", "inf", "4"], "column 't' at line 4 of {path} (the header is line 1) holds inf, which is not a finite "
+                             "number, where most of the column's times are numbers (integer steps or years); " + FORMS),
     (["2021-03-28 00:00:00 GMT+1", "2021-03-28 01:00:00 GMT+1"],
      "column 't' at line 2 of {path} (the header is line 1) holds '2021-03-28 00:00:00 GMT+1', which writes its offset "
      "after GMT or UTC, where it reads with the sign reversed (POSIX: GMT+1 is an hour behind UTC): write the offset "

@@ -103,6 +103,18 @@ def test_rows_after_the_last_target_value_carry_known_future_covariates():
         assert len(read_series(table, "date", ["y"])) == 3
 
 
+@pytest.mark.parametrize("times, frequency", [
+    (["20200101", "20200102", "20200103", "2020-01-04"], "D"),
+    (["2017", "2018", "2019", "Jan 2020"], "YS-JAN"),
+    (["202001010000", "202001010100", "202001010200", "2020-01-01 03:00"], "h"),
+])
+def test_times_mostly_numbers_that_all_read_as_times_are_read(times, frequency):
+    """A check that named a typo among integer steps ran before the times were read, and refused
+    these (`holds '2020-01-04', which is not a number`)."""
+    table = pd.DataFrame({"t": times, "y": np.arange(4.0)})
+    assert read_series(table, "t", ["y"]).frequency == frequency
+
+
 def test_day_first_dates_are_read_in_the_order_that_puts_them_on_a_grid():
     months = pd.date_range("2010-01-01", periods=24, freq="MS")
     for written in (months.strftime("%d/%m/%Y"), months.strftime("%m/%d/%Y")):  # 01/02/2010: 1 February or 2 January
@@ -398,6 +410,9 @@ def test_a_compressed_csv_file_not_in_utf8_is_named_by_the_byte_pandas_met(tmp_p
     unnamed = tmp_path / "series.csv"  # gzip by its bytes, whatever its name: read as check_no_nul reads it
     unnamed.write_bytes(gzip.compress("year,y\n1700,5\n1701,11\n1702,16\n".encode()))
     assert read_series(unnamed, "year", ["y"]).targets[:, 0].tolist() == [5, 11, 16]
+    misnamed = tmp_path / "plain.csv.gz"  # and plain text named .gz: a bare BadGzipFile
+    misnamed.write_text("year,y\n1700,5\n1701,11\n1702,16\n")
+    assert read_series(misnamed, "year", ["y"]).targets[:, 0].tolist() == [5, 11, 16]
 
 
 def test_a_csv_file_pandas_would_misread_without_a_word_is_refused(tmp_path):

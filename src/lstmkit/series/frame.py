@@ -409,11 +409,14 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     return table.dropna(how="all")
 
 
-def csv_compression(path: Path) -> str:
+def csv_compression(path: Path) -> str | None:
     """pandas' `compression` for the CSV file `path`: gzip by its first bytes, as check_no_nul
-    reads it, whatever its name (pandas goes by the suffix)."""
+    reads it, whatever its name; none for a file named .gz that is not gzip (plain text named so
+    failed with a bare BadGzipFile); else pandas' inference by the suffix (.bz2, .xz, .zip)."""
     with open(path, "rb") as file:
-        return "gzip" if file.read(len(GZIP_MAGIC)) == GZIP_MAGIC else "infer"
+        if file.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
+            return "gzip"
+    return None if path.suffix.lower() == ".gz" else "infer"
 
 
 def check_named_columns(table: pd.DataFrame, path: Path) -> None:
@@ -564,7 +567,7 @@ def parse_time(column: pd.Series, name: str, path: Path | None, fitted_kind: str
         return pd.DatetimeIndex(column), "timestamp"
     if isinstance(column.dtype, pd.PeriodDtype):  # written back as Periods of the same frequency
         return pd.DatetimeIndex(column.dt.start_time), f"period@{column.array.freqstr}"
-    numbers = pd.to_numeric(column, errors="coerce")
+    numbers = time_numbers(column)
     if numbers.notna().all():
         if is_step_column(numbers, steps):
             dates = None if steps else dates_in_numbers(numbers)
@@ -575,10 +578,6 @@ def parse_time(column: pd.Series, name: str, path: Path | None, fitted_kind: str
                                f"dates ({conversion}) for those")
             return pd.DatetimeIndex(pd.to_datetime(numbers.astype(np.int64), unit="ns")), STEP
         return years_to_stamps(numbers, column, name, path)
-    typed = numbers.isna() & column.notna()
-    if typed.any() and numbers.notna().mean() > 0.5:  # steps or years with a typo, read as dates: a number was blamed
-        unreadable(column, typed, name, path, "is not a number, where most of the column's times are numbers "
-                   "(integer steps or years)")
     text = column.astype(str).str.strip()
     if text.str.fullmatch(QUARTER).all():
         parts = text.str.extract(QUARTER).astype(np.int64)
@@ -625,6 +624,10 @@ def parse_time(column: pd.Series, name: str, path: Path | None, fitted_kind: str
                    f"names a time zone, {dropped.group(2)}, that pandas drops, reading the wall clock (where "
                    "daylight saving repeats an hour and skips another): write its UTC offset instead, as +01:00")
     if stamps.isna().any():
+        typed = numbers.isna() & column.notna()
+        if typed.any() and numbers.notna().mean() > 0.5:  # steps or years with a typo: a number was named
+            unreadable(column, typed, name, path, "is not a finite number, where most of the column's times are "
+                       "numbers (integer steps or years)")
         unreadable(column, stamps.isna(), name, path, "cannot be read as a time")
     if offsets:
         return pd.DatetimeIndex(stamps.dt.tz_convert(None)), "utc"
@@ -896,6 +899,13 @@ def same_quarters(frequency: str) -> str:
     if rule.lstrip("0123456789") not in ("QS", "BQS") or month not in MONTHS:
         return frequency
     return f"{rule}-{MONTHS[MONTHS.index(month) % 3]}"
+
+
+def time_numbers(column: pd.Series) -> pd.Series:
+    """A time column's values as numbers where they are finite ones, else NaN: inf is no time
+    (read as a step, it was cast to an integer of garbage, or failed in pandas' cast)."""
+    numbers = pd.to_numeric(column, errors="coerce")
+    return numbers.where(~numbers.isin([np.inf, -np.inf]))
 
 
 def numeric_column(column: pd.Series, name: str, path: Path | None, target: bool = False) -> pd.Series:

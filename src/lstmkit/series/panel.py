@@ -26,7 +26,7 @@ from lstmkit.caller import warn_at_caller
 from lstmkit.series.frame import (STEP, MissingValuesWarning, as_pandas_times, check_coverage, check_has_rows,
                                   check_named_once, csv_compression, infer_frequency, known_before, missing_column,
                                   numeric_column, parse_time, plain, read_table, row_name, steps_left_empty,
-                                  table_source, two_rows_named, written_times)
+                                  table_source, time_numbers, two_rows_named, written_times)
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def read_times(column: pd.Series, name: str, path: Path | None,
     dates in the order of `fitted_kind`), as datetime64."""
     column = as_pandas_times(column, name)
     if not pd.api.types.is_datetime64_any_dtype(column):
-        numbers = pd.to_numeric(column, errors="coerce")
+        numbers = time_numbers(column)
         whole = numbers == np.floor(numbers)
         if column.notna().all() and numbers.notna().all() and whole.all():
             return numbers.to_numpy(np.int64), STEP
