@@ -203,6 +203,16 @@ def test_a_stray_space_counts_against_no_score_and_a_model_writes_none():
     assert alphabet.decode([1, 5, 6, 4, 1, 1, 4, 3, 2, 1]) == "two one"
 
 
+@pytest.mark.parametrize("rate, speed", [(RATE, 1.0), (RATE, 1.25), (2 * RATE, 1.0)])
+def test_one_value_throughout_a_dc_offset_is_silent_as_digital_zeros(tmp_path, rate, speed):
+    """The edge frames, padded with zeros, differ from the rest: normalised, a DC offset's
+    (a cheap recorder's silence) reached 5.8 there against 0.36 inside, and read as a word."""
+    path = tmp_path / "dc.wav"
+    soundfile.write(path, np.full(rate // 2, 0.2), rate, subtype="PCM_16")
+    frames, _ = FrontEnd().features(path, speed)
+    assert len(frames) == 1 + int(RATE / 2 / speed) // 80 and not frames.any()
+
+
 def test_speed_perturbation_plays_a_file_faster_and_higher_or_slower_and_lower(tmp_path):
     # Half a second of near silence, then half a second of 1000 Hz: at speed 1.25 the file lasts
     # 0.8 s (6,400 samples: 1 + 6400 // 80 frames) and the tone is at 1250 Hz; at 0.8 it lasts

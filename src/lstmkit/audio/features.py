@@ -146,7 +146,10 @@ class FrontEnd:
             raise AudioError(f"{path}: {not_finite} of its {samples.shape[0]} samples are not finite (NaN or inf)")
         samples, resampled_from = samples[:, 0], None
         if rate != self.sample_rate:
+            constant = samples.min() == samples.max()
             samples = librosa.resample(samples, orig_sr=rate, target_sr=self.sample_rate)
+            if constant:  # one value throughout: the resampler's ringing at its ends is not the file's
+                samples = np.full_like(samples, samples[len(samples) // 2])
             resampled_from = rate
         if len(samples) < self.window:
             raise AudioError(f"{path}: lasts {len(samples) / self.sample_rate * 1000:.1f} ms; "
@@ -173,9 +176,13 @@ class FrontEnd:
         import librosa
 
         samples, resampled_from = self.read(path)
+        # One value throughout (digital silence, or a DC offset) is silent: the edge frames, padded
+        # with zeros, differ from the rest, and normalised a DC offset's read as a word.
+        silent = samples.min() == samples.max()
         if speed != 1:
             samples = librosa.resample(samples, orig_sr=self.sample_rate * speed, target_sr=self.sample_rate)
-        return normalise(self.log_mel(samples)), resampled_from
+        frames = self.log_mel(samples)
+        return (torch.zeros_like(frames) if silent else normalise(frames)), resampled_from
 
 
 def normalise(frames: Tensor) -> Tensor:
