@@ -784,7 +784,10 @@ with stopping_on_sigterm():  # as a torchrun process whose peer never comes: no 
 """
 
 
-def test_sigterm_ends_a_process_blocked_inside_torch(tmp_path):
+@pytest.mark.parametrize("world_size, said", [
+    ("1", ""), ("2", "; torchrun stops every process when one ends: another process's reason, where it gave one, is "
+                     "above")])
+def test_sigterm_ends_a_process_blocked_inside_torch(tmp_path, world_size, said):
     """lstmkit's SIGTERM handler runs only when torch returns to Python: a process waiting for a
     peer that never came, or in a collective with one that had gone, ignored SIGTERM, and torchrun
     stopped it 30 s later with SIGKILL."""
@@ -792,7 +795,8 @@ def test_sigterm_ends_a_process_blocked_inside_torch(tmp_path):
 
     script = tmp_path / "blocked.py"
     script.write_text(BLOCKED)
-    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "RANK": "0", "WORLD_SIZE": world_size})
     assert process.stdout.readline() == "waiting\n"
     time.sleep(1)  # inside the store's constructor
     sent = time.monotonic()
@@ -801,7 +805,7 @@ def test_sigterm_ends_a_process_blocked_inside_torch(tmp_path):
     assert process.returncode == 143
     assert TERM_GRACE_SECONDS <= time.monotonic() - sent < TERM_GRACE_SECONDS + 20
     assert err.splitlines()[-1] == ("lstmkit: interrupted (SIGTERM), inside a call into torch that had not returned "
-                                    "5 s later")
+                                    "5 s later" + said)
 
 
 @pytest.mark.parametrize("variables, message", [

@@ -483,6 +483,11 @@ def test_a_resume_under_another_budget_says_so(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     Trainer(TrainingConfig(time_budget=0.5, eval_every=2)).run(Quadratic([1.0], 0.0), tmp_path, resume=True)
     assert f"resuming {tmp_path} under --time-budget 0.5 s; it last ran under --steps 4\n" in capsys.readouterr().err
+    from lstmkit.training.loop import budget_of
+
+    # as typed: a config holds a float of whole epochs or seconds ("--epochs 3.0" was said)
+    assert budget_of({"epochs": 3.0, "time_budget": 60.0}) == "--epochs 3, --time-budget 60 s"
+    assert budget_of({"epochs": 2.5}) == "--epochs 2.5" and budget_of({}) == "no budget"
     dies_at_step(monkeypatch, 2)
     with pytest.raises(Killed):
         Trainer(TrainingConfig(steps=4, time_budget=60, eval_every=1)).run(Quadratic([1.0], 0.0), tmp_path / "same")

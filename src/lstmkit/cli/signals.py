@@ -83,8 +83,13 @@ def ended_if_unheard() -> Iterator[None]:
                 time.sleep(0.05)
             if unheard(received, handled_before):
                 if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone speaks
+                    # torchrun's SIGTERM, where another process ended (a bad file of its own, at start):
+                    # read as a user's, it named no cause
+                    peers = int(os.environ.get("WORLD_SIZE", "1")) > 1
                     sys.stderr.write(f"lstmkit: interrupted (SIGTERM), inside a call into torch that had not "
-                                     f"returned {TERM_GRACE_SECONDS:g} s later\n")
+                                     f"returned {TERM_GRACE_SECONDS:g} s later" + (
+                                         "; torchrun stops every process when one ends: another process's reason, "
+                                         "where it gave one, is above" if peers else "") + "\n")
                     sys.stderr.flush()
                 os._exit(143)
 

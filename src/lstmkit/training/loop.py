@@ -340,8 +340,12 @@ def budget_values(settings: dict) -> tuple[float | None, ...]:
 
 
 def budget_of(settings: dict) -> str:
-    """A run's budget in the flags that give it (`--time-budget 30 s`, `--epochs 10`), from its settings."""
-    given = [f"--{name.replace('_', '-')} {settings[name]}{' s' * (name == 'time_budget')}"
+    """A run's budget in the flags that give it (`--time-budget 30 s`, `--epochs 10`), from its
+    settings (a whole number of epochs or seconds as typed: 10, not the 10.0 a config holds)."""
+    def typed(value: float) -> str:
+        return str(int(value)) if float(value).is_integer() else str(value)
+
+    given = [f"--{name.replace('_', '-')} {typed(settings[name])}{' s' * (name == 'time_budget')}"
              for name in BUDGETS if settings.get(name) is not None]
     return ", ".join(given) or "no budget"
 
