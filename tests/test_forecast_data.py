@@ -23,6 +23,8 @@ FORMS = ("the forms accepted are dates and times (2020-01-31, 2020-01-31 12:00, 
          "pandas.to_datetime reads; with a UTC offset or a time zone they are written back in UTC), "
          "ISO periods (1959Q2, 1959-04), integer years (1959), decimal years on month starts (1959.25 for April "
          "1959, the second quarter; 1959.0833 for February) and integer steps (1, 2, 3 ...)")
+NOT_A_NUMBER = ("which is not a finite number, where most of the column's times are numbers (integer steps or years, "
+                "decimal or not); " + FORMS)
 
 
 def write_csv(tmp_path, text: str):
@@ -214,10 +216,11 @@ def test_offsets_written_in_several_ways_are_read_as_offsets():
                                      "2020-01-31 or 2020-01; " + FORMS),
     (["2020-01-01", "", "2020-01-03"], "column 't' has a missing timestamp at line 3 of {path} (the header is line 1)"),
     # integer steps with a typo were read as dates, and the first step was blamed; inf failed in pandas' cast
-    (["1", "2", "x", "4"], "column 't' at line 4 of {path} (the header is line 1) holds 'x', which is not a finite "
-                           "number, where most of the column's times are numbers (integer steps or years); " + FORMS),
-    (["1", "2", "inf", "4"], "column 't' at line 4 of {path} (the header is line 1) holds inf, which is not a finite "
-                             "number, where most of the column's times are numbers (integer steps or years); " + FORMS),
+    (["1", "2", "x", "4"], "column 't' at line 4 of {path} (the header is line 1) holds 'x', " + NOT_A_NUMBER),
+    (["1", "2", "inf", "4"], "column 't' at line 4 of {path} (the header is line 1) holds inf, " + NOT_A_NUMBER),
+    # decimal years with one date as text: the date parser read "2000.25" as 2000-01-01, silently
+    ([f"{year}.25" for year in range(2000, 2011)] + ["2011-04-01"],
+     "column 't' at line 13 of {path} (the header is line 1) holds '2011-04-01', " + NOT_A_NUMBER),
     (["2021-03-28 00:00:00 GMT+1", "2021-03-28 01:00:00 GMT+1"],
      "column 't' at line 2 of {path} (the header is line 1) holds '2021-03-28 00:00:00 GMT+1', which writes its offset "
      "after GMT or UTC, where it reads with the sign reversed (POSIX: GMT+1 is an hour behind UTC): write the offset "

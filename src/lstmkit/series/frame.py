@@ -578,6 +578,13 @@ def parse_time(column: pd.Series, name: str, path: Path | None, fitted_kind: str
                                f"dates ({conversion}) for those")
             return pd.DatetimeIndex(pd.to_datetime(numbers.astype(np.int64), unit="ns")), STEP
         return years_to_stamps(numbers, column, name, path)
+    # Mostly numbers, with some text: a typo, or dates among numbers that read as dates too
+    # (yyyymmdd, years), which the date parser below takes. Decimal years it misreads
+    # ("2000.25" as 2000-01-01, silently 3 months early): with fractions, the text is named now.
+    typed = numbers.isna() & column.notna()
+    mostly_numbers = bool(typed.any()) and numbers.notna().mean() > 0.5
+    if mostly_numbers and (numbers.dropna() % 1 != 0).any():
+        not_a_number(column, typed, name, path)
     text = column.astype(str).str.strip()
     if text.str.fullmatch(QUARTER).all():
         parts = text.str.extract(QUARTER).astype(np.int64)
@@ -624,10 +631,8 @@ def parse_time(column: pd.Series, name: str, path: Path | None, fitted_kind: str
                    f"names a time zone, {dropped.group(2)}, that pandas drops, reading the wall clock (where "
                    "daylight saving repeats an hour and skips another): write its UTC offset instead, as +01:00")
     if stamps.isna().any():
-        typed = numbers.isna() & column.notna()
-        if typed.any() and numbers.notna().mean() > 0.5:  # steps or years with a typo: a number was named
-            unreadable(column, typed, name, path, "is not a finite number, where most of the column's times are "
-                       "numbers (integer steps or years)")
+        if mostly_numbers:  # steps or years with a typo: the first number, unread as a date, was named
+            not_a_number(column, typed, name, path)
         unreadable(column, stamps.isna(), name, path, "cannot be read as a time")
     if offsets:
         return pd.DatetimeIndex(stamps.dt.tz_convert(None)), "utc"
@@ -899,6 +904,12 @@ def same_quarters(frequency: str) -> str:
     if rule.lstrip("0123456789") not in ("QS", "BQS") or month not in MONTHS:
         return frequency
     return f"{rule}-{MONTHS[MONTHS.index(month) % 3]}"
+
+
+def not_a_number(column: pd.Series, bad: pd.Series, name: str, path: Path | None) -> None:
+    """Raise for the first `bad` value of a time column most of whose values are numbers."""
+    unreadable(column, bad, name, path, "is not a finite number, where most of the column's times are numbers "
+               "(integer steps or years, decimal or not)")
 
 
 def time_numbers(column: pd.Series) -> pd.Series:
