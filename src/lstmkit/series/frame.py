@@ -580,7 +580,7 @@ def parse_time(column: pd.Series, name: str, path: Path | None, fitted_kind: str
         return years_to_stamps(numbers, column, name, path)
     # Mostly numbers, with some text: a typo, or dates among numbers that read as dates too
     # (yyyymmdd, years), which the date parser below takes. Decimal years it misreads
-    # ("2000.25" as 2000-01-01, silently 3 months early): with fractions, the text is named now.
+    # ("2000.25" as 2000-01-01, silently 3 months early): with fractions, the text is named here.
     typed = numbers.isna() & column.notna()
     mostly_numbers = bool(typed.any()) and numbers.notna().mean() > 0.5
     if mostly_numbers and (numbers.dropna() % 1 != 0).any():

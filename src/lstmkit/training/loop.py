@@ -620,8 +620,9 @@ class Trainer:
         # killed after its last checkpoint, before its results.json: ended where its own budget or
         # stopping rules had ended it (a larger budget given now does not train it on), else where
         # the smaller one given now ends it
-        completing = not (out / "results.json").is_file() and self.ended_as_begun(job, out, progress)
-        if not (out / "results.json").is_file() and not (ended or completing):
+        written = (out / "results.json").is_file()
+        completing = not written and self.ended_as_begun(job, out, progress)
+        if not (written or ended or completing):
             return None
         layout = read_config(existing(out / "last")).get("epoch_layout") or {}  # its epochs' steps, as it ran them
         ran_limit = self.step_limit(job, layout.get("steps_per_epoch", steps_per_epoch))
