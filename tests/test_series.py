@@ -410,9 +410,10 @@ def test_a_compressed_csv_file_not_in_utf8_is_named_by_the_byte_pandas_met(tmp_p
     unnamed = tmp_path / "series.csv"  # gzip by its bytes, whatever its name: read as check_no_nul reads it
     unnamed.write_bytes(gzip.compress("year,y\n1700,5\n1701,11\n1702,16\n".encode()))
     assert read_series(unnamed, "year", ["y"]).targets[:, 0].tolist() == [5, 11, 16]
-    misnamed = tmp_path / "plain.csv.gz"  # and plain text named .gz: a bare BadGzipFile
-    misnamed.write_text("year,y\n1700,5\n1701,11\n1702,16\n")
-    assert read_series(misnamed, "year", ["y"]).targets[:, 0].tolist() == [5, 11, 16]
+    for suffix in (".gz", ".bz2", ".xz", ".zip"):  # and plain text named so: the codec's bare error
+        misnamed = tmp_path / f"plain.csv{suffix}"
+        misnamed.write_text("year,y\n1700,5\n1701,11\n1702,16\n")
+        assert read_series(misnamed, "year", ["y"]).targets[:, 0].tolist() == [5, 11, 16]
 
 
 def test_a_csv_file_pandas_would_misread_without_a_word_is_refused(tmp_path):
@@ -435,10 +436,12 @@ def test_a_csv_file_pandas_would_misread_without_a_word_is_refused(tmp_path):
 
 @pytest.mark.parametrize("suffix, compress", [(".bz2", bz2.compress), (".xz", lzma.compress)])
 def test_a_csv_file_compressed_by_its_suffix_and_one_of_carriage_returns_read(tmp_path, suffix, compress):
-    """pandas decompresses .bz2, .xz and .zip by the name: their bytes were refused as NULs."""
-    path = tmp_path / f"series.csv{suffix}"
-    path.write_bytes(compress(b"year,y\n1700,5\n1701,11\n1702,16\n"))
-    assert read_series(path, "year", ["y"]).targets[:, 0].tolist() == [5, 11, 16]
+    """pandas decompresses .bz2, .xz and .zip: their bytes were refused as NULs; known by their
+    first bytes, whatever the file's name."""
+    for name in (f"series.csv{suffix}", "series.csv"):
+        path = tmp_path / name
+        path.write_bytes(compress(b"year,y\n1700,5\n1701,11\n1702,16\n"))
+        assert read_series(path, "year", ["y"]).targets[:, 0].tolist() == [5, 11, 16]
     path = tmp_path / "old-mac.csv"
     path.write_bytes(b"year,y\r1700,5\r1701,11\r1702,16\r")
     assert read_series(path, "year", ["y"]).targets[:, 0].tolist() == [5, 11, 16]

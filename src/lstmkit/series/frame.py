@@ -70,7 +70,9 @@ UTC_OFFSET = r".*\dZ|.*[T ]\d{2}[\d:.,]*[+-]\d{2}:?\d{2}|.*\d:\d{2}(:\d{2}([.,]\
 POSIX_OFFSET = r".*(GMT|UTC)\s*[+-]0?[1-9].*"  # a zero offset reads alike either way
 # What pandas says as it drops a time zone's name it does not know (CET, EDT) and reads the wall clock.
 DROPPED_ZONE = re.compile(r'Parsed string "(.*)" included an un-recognized timezone "(.*)"')
-OTHER_COMPRESSIONS = (".bz2", ".zip", ".xz", ".zst", ".tar")  # what pandas decompresses by a file's suffix
+# What pandas decompresses, known by a file's first bytes (bzip2's: BZh and its block size).
+COMPRESSIONS = {"gzip": GZIP_MAGIC, "bz2": b"BZh", "xz": b"\xfd7zXZ\x00", "zip": b"PK\x03\x04",
+                "zstd": b"\x28\xb5\x2f\xfd"}
 # The whole years pandas' timestamps hold (nanoseconds from 1970 fill 64 bits in 1677 and 2262).
 YEARS = (pd.Timestamp.min.year + 1, pd.Timestamp.max.year - 1)
 # A decimal year's fraction times 12 may be this far from a whole month: 1/12 written with
@@ -410,13 +412,14 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
 
 
 def csv_compression(path: Path) -> str | None:
-    """pandas' `compression` for the CSV file `path`: gzip by its first bytes, as check_no_nul
-    reads it, whatever its name; none for a file named .gz that is not gzip (plain text named so
-    failed with a bare BadGzipFile); else pandas' inference by the suffix (.bz2, .xz, .zip)."""
+    """pandas' `compression` for the CSV file `path`, by its first bytes whatever its name, as
+    check_no_nul reads gzip: plain text named .gz, .bz2, .xz or .zip failed with the codec's bare
+    error; a tar archive (.tar, .tar.gz) by its name, which pandas opens."""
+    if ".tar" in (suffix.lower() for suffix in path.suffixes):
+        return "infer"
     with open(path, "rb") as file:
-        if file.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
-            return "gzip"
-    return None if path.suffix.lower() == ".gz" else "infer"
+        start = file.read(max(map(len, COMPRESSIONS.values())))
+    return next((name for name, magic in COMPRESSIONS.items() if start.startswith(magic)), None)
 
 
 def check_named_columns(table: pd.DataFrame, path: Path) -> None:
@@ -438,13 +441,13 @@ def check_named_columns(table: pd.DataFrame, path: Path) -> None:
 
 
 def decompressed_by_pandas(path: Path) -> bool:
-    """Whether pandas decompresses `path` by its suffix (.bz2, .zip, ...): its bytes on disk are
-    no text to check (gzip, known by its first bytes, lstmkit decompresses itself)."""
-    return any(suffix.lower() in OTHER_COMPRESSIONS for suffix in path.suffixes)
+    """Whether pandas decompresses `path` (bz2, zip, ...): its bytes on disk are no text to check
+    (gzip lstmkit decompresses itself)."""
+    return csv_compression(path) not in (None, "gzip")
 
 
 def check_no_nul(path: Path) -> None:
-    """Refuse a CSV file (plain or gzip; pandas decompresses the others by their suffix) with a
+    """Refuse a CSV file (plain or gzip; pandas decompresses the others) with a
     NUL byte, where pandas ends the field: 154.4 written 15\\x004.4 was read as 15."""
     if decompressed_by_pandas(path):
         return
