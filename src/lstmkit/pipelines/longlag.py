@@ -233,7 +233,7 @@ def check_task_folder(out: Path, cells: list[str]) -> None:
     """Refuse, before any training, a folder whose files a run of `cells` would overwrite: an
     earlier run's are replaced; anyone else's are kept (a folder in models/ save_model would
     refuse after a cell's training included)."""
-    check_output_folder(out)  # a checkpoint, or a folder in one: the CLI checks --out as it parses it, not Python
+    check_output_folder(out, option="")  # a checkpoint, or a folder in one: the CLI checked --out as it parsed it
     if not holds_task_run(out):
         check_nothing_overwritten(out, ("results.json", "curves.csv", "learning_curves.png", "models"),
                                   "no run of lstmkit task or demo (its results.json, if any, is not one's)")

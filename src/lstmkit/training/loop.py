@@ -214,6 +214,8 @@ def check_run_folder(out: Path | None, resume: bool, kind: str | None = None, fi
     checkpoint the run writes, a run of another pipeline). The trainer checks at its start; a
     pipeline checks before its own work (learning a vocabulary), and a command before it
     announces the run."""
+    if out is not None:  # a file, or a folder not to be written: from Python, named by its path alone
+        check_output_folder(out, option="")
     if out is not None and Processes.from_environment().main:  # under torchrun, rank 0 holds the folder
         check_not_in_use(out)
     held = None if out is None or kind is None else held_kind(existing(out / "last"))
@@ -408,7 +410,7 @@ class Trainer:
                             "goal_reached(scores), which returns why training stops there (words that follow \"its "
                             "last evaluation\") or None; rename it and return a reason")
         check_engines(job.model, self.device)
-        out = None if out is None else check_output_folder(out)
+        out = None if out is None else check_output_folder(out, option="")  # the CLI named --out as it parsed it
         # rank 0 writes; the others read what it wrote
         with claimed_folder(out if self.processes.main else None), bars_closed_on_failure():
             return self.train(job, out, resume, keep_best)
