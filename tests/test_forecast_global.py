@@ -530,6 +530,22 @@ def test_a_series_of_one_value_is_forecast_with_an_interval_of_zero_width_and_sa
         np.testing.assert_allclose(rows["y"], value, rtol=1e-12)
 
 
+def test_a_series_shorter_than_one_season_is_said_where_the_forecast_uses_seasonal_baselines(lines, monkeypatch):
+    """A new id of fewer than m values had its baselines fitted without a season in silence
+    (the fit warns of the series it validates on)."""
+    table, forecaster, _ = lines
+    forecaster.fit(table)
+    monkeypatch.setattr(forecaster, "layout", dataclasses.replace(forecaster.layout, season=4, chosen="ets"))
+    with pytest.warns(UserWarning, match=re.escape(
+            "1 series holds fewer than m = 4 values: the forecast's baselines (ets) are fitted to each without a "
+            "season (seasonal naive is naive), as statsforecast fits them: new")):
+        forecaster.predict(table)
+    monkeypatch.setattr(forecaster, "layout", dataclasses.replace(forecaster.layout, chosen="model"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the network's forecast uses no baseline
+        forecaster.predict(table)
+
+
 def test_a_global_forecaster_saved_predicts_the_same_after_loading(lines, tmp_path):
     table, forecaster, _ = lines
     forecaster.fit(table).save(tmp_path / "model")

@@ -165,7 +165,7 @@ def fit(forecaster: Forecaster, data, held_out: int = 0) -> Forecaster:
     if unlogged and logging:  # the report says log for the whole table
         warn_at_caller(f"{len(unlogged):,} of the {len(panel):,} series hold a value <= 0, which "
                        f"{' and '.join(logging)} normalisation cannot log: each is scaled as by 'standard' instead: "
-                       + ", ".join(map(str, unlogged[:5])) + (" ..." if len(unlogged) > 5 else ""))
+                       + first_ids(unlogged))
     training = [(k, origin) for k, end in enumerate(ends)
                 for origin in range(max(1, min(lookback, end - horizon)), end - horizon + 1)]
     validation = [(k, end) for k, end in enumerate(ends) if validating[k]]
@@ -276,6 +276,11 @@ def announced_baselines(histories: list[np.ndarray], horizon: int, season: int, 
         print(f"forecast: fitted {', '.join(fitted)} in {seconds_text(time.perf_counter() - started)} s",
               file=sys.stderr, flush=True)
     return baselines
+
+
+def first_ids(ids: list) -> str:
+    """The first five of the series `ids` a message names, then "..." for any more."""
+    return ", ".join(map(str, ids[:5])) + (" ..." if len(ids) > 5 else "")
 
 
 def baselines_of(method: str | None, configured: tuple[str, ...]) -> tuple[str, ...]:
@@ -412,7 +417,14 @@ def predict(forecaster: Forecaster, data) -> pd.DataFrame:
         holds = "holds" if len(constant) == 1 else "hold"
         warn_at_caller(f"{len(constant)} series {holds} one value in all the rows given (a single row, or a "
                        "constant): each is forecast as that value, with an interval of zero width: "
-                       + ", ".join(map(str, constant[:5])) + (" ..." if len(constant) > 5 else ""))
+                       + first_ids(constant))
+    seasonal = [name for name in baselines_of(layout.chosen, forecaster.config.baselines) if name != "naive"]
+    short = [panel.ids[k] for k, values in enumerate(panel.values) if 1 < len(values) < layout.season]
+    if seasonal and short:  # the fit says so of the series it validates on; new ids are said here
+        holds = "holds" if len(short) == 1 else "hold"
+        warn_at_caller(f"{len(short)} series {holds} fewer than m = {layout.season} values: the forecast's baselines "
+                       f"({', '.join(seasonal)}) are fitted to each without a season (seasonal naive is naive), as "
+                       "statsforecast fits them: " + first_ids(short))
     forecasts = forecast(forecaster, list(panel.values), layout.chosen)
     lower, upper = forecasts.interval(layout.chosen)
     horizon = forecaster.config.horizon

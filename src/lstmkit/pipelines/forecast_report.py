@@ -21,7 +21,7 @@ from lstmkit.checkpoint import existing, held_kind
 from lstmkit.files import atomic_path, check_nothing_overwritten, claimed_folder, write_json
 from lstmkit.pipelines.configs import WITHOUT_VALIDATION
 from lstmkit.pipelines.forecast import HOLDOUT_FILE, Backtest, Forecaster, config_dict, encoder_lookback
-from lstmkit.pipelines.forecast_global import M4_METRICS, PanelBacktest, choice_metric
+from lstmkit.pipelines.forecast_global import M4_METRICS, PanelBacktest, choice_metric, first_ids
 from lstmkit.series import METRICS, Panel, SeriesFrame
 from lstmkit.series.intervals import percent
 from lstmkit.training import Processes
@@ -116,7 +116,7 @@ def panel_report(result: PanelBacktest) -> str:
              f"normalisation {'+'.join(config.normalisation)}"]
     if result.unscored:
         lines.append(f"{len(result.unscored)} series with fewer than {result.holdout + 2} values are not scored: "
-                     + ", ".join(map(str, result.unscored[:5])) + (" ..." if len(result.unscored) > 5 else ""))
+                     + first_ids(result.unscored))
     lines += scores_table(result.scores, config.cell, M4_METRICS, "9.3f")
     lines.append(beaten_line(result.scores, "OWA"))
     lines.append(chosen_line(result.model))
