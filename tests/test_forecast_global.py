@@ -505,7 +505,7 @@ def test_predict_computes_only_the_baselines_its_forecast_needs(lines, monkeypat
     for method, needed, expected in [
             ("model", ("naive",), every["model"]),
             ("ets", ("ets", "naive"), every["ets"]),
-            ("combination", tuple(dict.fromkeys([*forecaster.config.baselines, "naive"])), every["combination"]),
+            ("combination", ("theta", "ets", "naive"), every["combination"]),  # the statistical ones
             ("model+theta", ("theta", "naive"), (every["model"] + every["theta"]) / 2)]:
         computed.clear()
         monkeypatch.setattr(forecaster, "layout", dataclasses.replace(fitted_layout, chosen=method))
@@ -538,12 +538,22 @@ def test_a_series_shorter_than_one_season_is_said_where_the_forecast_uses_season
     monkeypatch.setattr(forecaster, "layout", dataclasses.replace(forecaster.layout, season=4, chosen="ets"))
     with pytest.warns(UserWarning, match=re.escape(
             "1 series holds fewer than m = 4 values: the forecast's baselines (ets) are fitted to each without a "
-            "season (seasonal naive is naive), as statsforecast fits them: new")):
+            "season, as statsforecast fits them: new")):
+        forecaster.predict(pd.concat([table, long_table({"flat": np.full(2, 3.0)})]))  # a constant's is said apart
+    monkeypatch.setattr(forecaster, "layout", dataclasses.replace(forecaster.layout, chosen="combination"))
+    with pytest.warns(UserWarning, match=re.escape(  # the mean of the network and the statistical baselines
+            "1 series holds fewer than m = 4 values: the forecast's baselines (theta, ets) are fitted to each without "
+            "a season, as statsforecast fits them: new")):
         forecaster.predict(table)
-    monkeypatch.setattr(forecaster, "layout", dataclasses.replace(forecaster.layout, chosen="model"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the network's forecast uses no baseline
+    monkeypatch.setattr(forecaster, "layout", dataclasses.replace(forecaster.layout, chosen="seasonal_naive"))
+    with pytest.warns(UserWarning, match=re.escape("(seasonal_naive) are fitted to each without a season (seasonal "
+                                                   "naive is naive), as statsforecast fits them: new")):
         forecaster.predict(table)
+    for chosen in ("model", "drift", "model+naive"):  # no baseline, or none a season changes
+        monkeypatch.setattr(forecaster, "layout", dataclasses.replace(forecaster.layout, chosen=chosen))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            forecaster.predict(table)
 
 
 def test_a_global_forecaster_saved_predicts_the_same_after_loading(lines, tmp_path):

@@ -283,6 +283,10 @@ def first_ids(ids: list) -> str:
     return ", ".join(map(str, ids[:5])) + (" ..." if len(ids) > 5 else "")
 
 
+# The baselines no season changes.
+UNSEASONAL = ("naive", "drift")
+
+
 def baselines_of(method: str | None, configured: tuple[str, ...]) -> tuple[str, ...]:
     """The baselines the forecast of `method` is made from (None: every method's, Naive2 too)."""
     if method is None:
@@ -290,7 +294,7 @@ def baselines_of(method: str | None, configured: tuple[str, ...]) -> tuple[str, 
     if method == "model":
         return ()
     if method == "combination":
-        return configured
+        return tuple(name for name in configured if name in STATISTICAL)
     return (method.removeprefix(PAIR),)
 
 
@@ -418,13 +422,15 @@ def predict(forecaster: Forecaster, data) -> pd.DataFrame:
         warn_at_caller(f"{len(constant)} series {holds} one value in all the rows given (a single row, or a "
                        "constant): each is forecast as that value, with an interval of zero width: "
                        + first_ids(constant))
-    seasonal = [name for name in baselines_of(layout.chosen, forecaster.config.baselines) if name != "naive"]
-    short = [panel.ids[k] for k, values in enumerate(panel.values) if 1 < len(values) < layout.season]
+    seasonal = [name for name in baselines_of(layout.chosen, forecaster.config.baselines) if name not in UNSEASONAL]
+    short = [panel.ids[k] for k, values in enumerate(panel.values)
+             if len(values) < layout.season and panel.ids[k] not in constant]
     if seasonal and short:  # the fit says so of the series it validates on; new ids are said here
         holds = "holds" if len(short) == 1 else "hold"
+        naive = " (seasonal naive is naive)" if "seasonal_naive" in seasonal else ""
         warn_at_caller(f"{len(short)} series {holds} fewer than m = {layout.season} values: the forecast's baselines "
-                       f"({', '.join(seasonal)}) are fitted to each without a season (seasonal naive is naive), as "
-                       "statsforecast fits them: " + first_ids(short))
+                       f"({', '.join(seasonal)}) are fitted to each without a season{naive}, as statsforecast fits "
+                       "them: " + first_ids(short))
     forecasts = forecast(forecaster, list(panel.values), layout.chosen)
     lower, upper = forecasts.interval(layout.chosen)
     horizon = forecaster.config.horizon
