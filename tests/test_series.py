@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import math
 import os
 import re
 import warnings
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -17,7 +19,7 @@ import torch
 
 from lstmkit.series import (MissingValuesWarning, Scaler, Windows, baseline_forecast, calendar_features, future_times,
                             read_series, scores, season_length)
-from lstmkit.series.frame import frequency_of, known_before
+from lstmkit.series.frame import frequency_of, known_before, read_table
 
 
 def weekly(values, start="2020-01-04") -> pd.DataFrame:
@@ -399,13 +401,14 @@ def test_a_csv_file_not_in_utf8_is_named_with_its_encoding_or_the_byte(tmp_path,
 
 
 def test_a_compressed_csv_file_not_in_utf8_is_named_by_the_byte_pandas_met(tmp_path):
-    """Its bytes on disk, bz2's, were read as the text: 'it contains NUL bytes'."""
+    """Its bytes on disk, bz2's, were read as the text: 'it contains NUL bytes'; lstmkit now
+    decompresses it and names the byte where it lies, as in plain and gzip files."""
     import bz2
 
     path = tmp_path / "series.csv.bz2"
     path.write_bytes(bz2.compress("year,activité\n1700,5\n1701,11\n1702,16\n".encode("latin-1")))
-    with pytest.raises(ValueError, match=re.escape(f"{path} is not UTF-8 text: byte 0xe9 does not decode; save the "
-                                                   "table as a UTF-8 CSV file")):
+    with pytest.raises(ValueError, match=re.escape(f"{path} is not UTF-8 text: byte 0xe9 at offset 12 (line 1) does "
+                                                   "not decode; save the table as a UTF-8 CSV file")):
         read_series(path, "year", ["activité"])
     unnamed = tmp_path / "series.csv"  # gzip by its bytes, whatever its name: read as check_no_nul reads it
     unnamed.write_bytes(gzip.compress("year,y\n1700,5\n1701,11\n1702,16\n".encode()))
@@ -421,7 +424,7 @@ def test_a_csv_file_pandas_would_misread_without_a_word_is_refused(tmp_path):
     reads twice had pandas rename the second (y.1), which the target y left out."""
     path = tmp_path / "series.csv.gz"
     content = b"year,y\n1700,5\n1701,15\x004.4\n1702,16\n"
-    for data in (content, gzip.compress(content)):
+    for data in (content, gzip.compress(content), bz2.compress(content), lzma.compress(content), zipped(content)):
         path.write_bytes(data)
         message = f"{path} is not text: it holds a NUL byte on line 3; expected a UTF-8 CSV file"
         with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
@@ -432,6 +435,39 @@ def test_a_csv_file_pandas_would_misread_without_a_word_is_refused(tmp_path):
         read_series(path, "year", ["y"])
     path.write_bytes(gzip.compress(b"year,y,note,note\n1700,5,a,b\n1701,11,c,d\n1702,16,e,f\n"))  # one not read
     assert read_series(path, "year", ["y"]).targets[:, 0].tolist() == [5, 11, 16]
+
+
+def zipped(data: bytes, names: tuple[str, ...] = ("series.csv",)) -> bytes:
+    """A zip archive holding `data` under each of `names`."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in names:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_a_compressed_csv_file_is_known_by_its_bytes_and_a_damaged_one_or_a_workbook_named(tmp_path):
+    """A plain CSV whose header began with BZh was read as bzip2 (a bare "Invalid data stream");
+    a damaged bz2 file ended in a traceback; a workbook in pandas' "Multiple files found in ZIP
+    file", without the file's name."""
+    path = tmp_path / "series.csv"
+    path.write_bytes(b"BZhours,y\n1,5\n2,11\n3,16\n")
+    assert read_table(path)["y"].tolist() == [5, 11, 16]
+    path.write_bytes(bz2.compress(b"year,y\n1700,5\n")[:20])
+    with pytest.raises(ValueError, match="^" + re.escape(f"{path} is not a readable bz2 file (")):
+        read_table(path)
+    path.write_bytes(zipped(b"<xml/>", ("[Content_Types].xml", "xl/workbook.xml", "xl/worksheets/sheet1.xml", "a")))
+    with pytest.raises(ValueError, match="^" + re.escape(
+            f"{path} is a zip archive of 4 files ([Content_Types].xml, xl/workbook.xml, xl/worksheets/sheet1.xml ...), "
+            "where a CSV file, or a zip of one, is read; an Excel or OpenDocument workbook is one: save its sheet as "
+            "a UTF-8 CSV file") + "$"):
+        read_table(path)
+    path.write_bytes(zipped(b"", ()))
+    with pytest.raises(ValueError, match="^" + re.escape(f"{path} is a zip archive of no files, where a CSV file, or "
+                                                         "a zip of one, is read") + "$"):
+        read_table(path)
+    path.write_bytes(zipped(b"year,y\n1700,5\n1701,11\n"))
+    assert read_table(path)["y"].tolist() == [5, 11]
 
 
 @pytest.mark.parametrize("suffix, compress", [(".bz2", bz2.compress), (".xz", lzma.compress)])

@@ -13,9 +13,14 @@ holiday) for the steps to forecast; without such columns they are ignored, with 
 
 from __future__ import annotations
 
+import bz2
+import io
 import itertools
+import lzma
 import os
 import re
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,9 +75,13 @@ UTC_OFFSET = r".*\dZ|.*[T ]\d{2}[\d:.,]*[+-]\d{2}:?\d{2}|.*\d:\d{2}(:\d{2}([.,]\
 POSIX_OFFSET = r".*(GMT|UTC)\s*[+-]0?[1-9].*"  # a zero offset reads alike either way
 # What pandas says as it drops a time zone's name it does not know (CET, EDT) and reads the wall clock.
 DROPPED_ZONE = re.compile(r'Parsed string "(.*)" included an un-recognized timezone "(.*)"')
-# What pandas decompresses, known by a file's first bytes (bzip2's: BZh and its block size).
-COMPRESSIONS = {"gzip": GZIP_MAGIC, "bz2": b"BZh", "xz": b"\xfd7zXZ\x00", "zip": b"PK\x03\x04",
-                "zstd": b"\x28\xb5\x2f\xfd"}
+# What lstmkit decompresses, known by a file's first bytes whatever its name (bzip2's: BZh, its
+# block size, then the magic number of its first block, or of its end where it holds none).
+COMPRESSIONS = {"gzip": re.escape(GZIP_MAGIC), "bz2": rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)",
+                "xz": re.escape(b"\xfd7zXZ\x00"), "zip": rb"PK(?:\x03\x04|\x05\x06)"}  # an empty zip: 5, 6
+# What pandas opens by a file's name, which lstmkit leaves to it: tar archives, and zstd (which
+# needs the zstandard package).
+OPENED_BY_PANDAS = (".tar", ".tgz", ".zst")
 # The whole years pandas' timestamps hold (nanoseconds from 1970 fill 64 bits in 1677 and 2262).
 YEARS = (pd.Timestamp.min.year + 1, pd.Timestamp.max.year - 1)
 # A decimal year's fraction times 12 may be this far from a whole month: 1/12 written with
@@ -386,24 +395,25 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     if not path.is_file():  # a pipe (<(...), /dev/stdin): what is read once is gone
         raise ValueError(f"{path} is not a regular file (a pipe or a device), which a CSV is read from more than "
                          "once: save it as a file first")
-    check_no_nul(path)
+    text = csv_text(path)
     try:
         with warnings_filtered("error", pd.errors.ParserWarning):  # rows longer than the header: data lost
             # index_col=False: a row with one field more than the header (a spreadsheet's
             # trailing commas) must not turn the first column into the index; skipinitialspace:
             # a hand-written "date, y" names the column y, not " y"
-            table = pd.read_csv(path, skip_blank_lines=False, index_col=False, skipinitialspace=True,
-                                compression=csv_compression(path))
+            table = pd.read_csv(**csv_source(path, text), skip_blank_lines=False, index_col=False,
+                                skipinitialspace=True)
     except pd.errors.ParserWarning:
-        raise ValueError(f"{path}: {longer_rows(path)}") from None
+        first_line = (text or b"").split(b"\n", 1)[0].decode("utf-8-sig", "replace").rstrip("\r")
+        raise ValueError(f"{path}: {longer_rows(first_line)}") from None
     except UnicodeDecodeError as error:  # pandas' position may count from a chunk of the file: found again
-        if not decompressed_by_pandas(path):
+        if text is not None:
             try:
-                decoded_utf8(gunzipped(path.read_bytes(), path), path, "a CSV file")  # Excel's "Unicode text" too
+                decoded_utf8(text, path, "a CSV file")  # Excel's "Unicode text" too
             except ValueError as named:
                 raise ValueError(f"{named}; save the table as a UTF-8 CSV file") from None
         raise ValueError(f"{path} is not UTF-8 text: byte 0x{error.object[error.start]:02x} does not decode; save the "
-                         "table as a UTF-8 CSV file") from None  # compressed otherwise than by gzip
+                         "table as a UTF-8 CSV file") from None  # in an archive pandas opened
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ValueError(f"{path} is not a readable CSV file: {error}") from None
     table.index = table.index + 2  # the header is line 1
@@ -411,15 +421,51 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     return table.dropna(how="all")
 
 
-def csv_compression(path: Path) -> str | None:
-    """pandas' `compression` for the CSV file `path`, by its first bytes whatever its name, as
-    check_no_nul reads gzip: plain text named .gz, .bz2, .xz or .zip failed with the codec's bare
-    error; a tar archive (.tar, .tar.gz) by its name, which pandas opens."""
-    if ".tar" in (suffix.lower() for suffix in path.suffixes):
-        return "infer"
-    with open(path, "rb") as file:
-        start = file.read(max(map(len, COMPRESSIONS.values())))
-    return next((name for name, magic in COMPRESSIONS.items() if start.startswith(magic)), None)
+def csv_text(path: Path) -> bytes | None:
+    """The bytes of the CSV file `path`, decompressed where its first bytes say gzip, bz2, xz or
+    a zip of one file, whatever its name (plain text named .gz, .bz2, .xz or .zip failed with the
+    codec's bare error; a bz2 file named .csv was refused as holding NUL bytes), and refused where
+    they hold a NUL byte; None for an archive pandas opens by its name (OPENED_BY_PANDAS)."""
+    if any(suffix.lower() in OPENED_BY_PANDAS for suffix in path.suffixes):
+        return None
+    data = path.read_bytes()
+    codec = next((name for name, magic in COMPRESSIONS.items() if re.match(magic, data)), None)
+    data = (gunzipped(data, path) if codec == "gzip" else unzipped(data, path) if codec == "zip" else
+            decompressed(codec, data, path) if codec is not None else data)
+    check_no_nul(data, path)
+    return data
+
+
+def decompressed(codec: str, data: bytes, path: Path) -> bytes:
+    """`data`, the file `path`'s, decompressed by `codec` (bz2 or xz)."""
+    try:
+        return bz2.decompress(data) if codec == "bz2" else lzma.decompress(data)
+    except (OSError, EOFError, ValueError, lzma.LZMAError) as error:  # bz2's truncated stream: ValueError
+        raise ValueError(f"{path} is not a readable {codec} file ({error})") from None
+
+
+def unzipped(data: bytes, path: Path) -> bytes:
+    """The one file the zip archive `data` holds; an archive of several (a spreadsheet's
+    workbook is one) refused, naming them."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = [name for name in archive.namelist() if not name.endswith("/")]
+            if len(names) == 1:
+                return archive.read(names[0])
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise ValueError(f"{path} is not a readable zip file ({error})") from None
+    workbook = ("; an Excel or OpenDocument workbook is one: save its sheet as a UTF-8 CSV file"
+                if {"xl/workbook.xml", "content.xml"} & set(names) else "")
+    held = f"{len(names)} files ({', '.join(names[:3])}{' ...' if len(names) > 3 else ''})" if names else "no files"
+    raise ValueError(f"{path} is a zip archive of {held}, where a CSV file, or a zip of one, is read{workbook}")
+
+
+def csv_source(path: Path, text: bytes | None) -> dict:
+    """pandas.read_csv's arguments for what it reads the CSV file `path` from, and how it
+    decompresses it: its `text` (`csv_text`), or the file, by its name."""
+    if text is None:
+        return {"filepath_or_buffer": path, "compression": "infer"}
+    return {"filepath_or_buffer": io.BytesIO(text), "compression": None}
 
 
 def check_named_columns(table: pd.DataFrame, path: Path) -> None:
@@ -440,18 +486,9 @@ def check_named_columns(table: pd.DataFrame, path: Path) -> None:
                 "the table so, or name the column")
 
 
-def decompressed_by_pandas(path: Path) -> bool:
-    """Whether pandas decompresses `path` (bz2, zip, ...): its bytes on disk are no text to check
-    (gzip lstmkit decompresses itself)."""
-    return csv_compression(path) not in (None, "gzip")
-
-
-def check_no_nul(path: Path) -> None:
-    """Refuse a CSV file (plain or gzip; pandas decompresses the others) with a
-    NUL byte, where pandas ends the field: 154.4 written 15\\x004.4 was read as 15."""
-    if decompressed_by_pandas(path):
-        return
-    data = gunzipped(path.read_bytes(), path)
+def check_no_nul(data: bytes, path: Path) -> None:
+    """Refuse a CSV file's text `data` with a NUL byte, where pandas ends the field: 154.4
+    written 15\\x004.4 was read as 15."""
     check_not_other_unicode(data[:4], path)  # UTF-16's NUL bytes are its encoding's: named as such
     nul = data.find(b"\x00")
     if nul >= 0:
@@ -477,11 +514,9 @@ def check_named_once(table: pd.DataFrame, columns: list[str], source: str | Path
         raise ValueError(f"{source} names column {twice!r} twice in its header: give each column a name of its own")
 
 
-def longer_rows(path: Path) -> str:
-    """Why rows hold more fields than the header, for a message: where the header says the
+def longer_rows(header: str) -> str:
+    """Why rows hold more fields than the `header`, for a message: where the header says the
     file is separated by semicolons or tabs, that."""
-    with open(path, encoding="utf-8-sig", errors="replace") as file:
-        header = file.readline().rstrip("\r\n")
     fields = header.count(",") + 1
     return other_separator(header) or (f"rows hold more fields than its header {header!r} ({fields}); lstmkit reads "
                                        f"{CSV_FORM}, one field per column")

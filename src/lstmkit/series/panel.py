@@ -24,7 +24,7 @@ import pandas as pd
 
 from lstmkit.caller import warn_at_caller
 from lstmkit.series.frame import (STEP, MissingValuesWarning, as_pandas_times, check_coverage, check_has_rows,
-                                  check_named_once, csv_compression, infer_frequency, known_before, missing_column,
+                                  check_named_once, csv_source, csv_text, infer_frequency, known_before, missing_column,
                                   numeric_column, parse_time, plain, read_table, row_name, steps_left_empty,
                                   table_source, time_numbers, two_rows_named, written_times)
 
@@ -93,8 +93,8 @@ def read_panel(source: str | Path | pd.DataFrame, id: str, time: str, target: st
     path = None if isinstance(source, pd.DataFrame) else Path(source)
     check_has_rows(table)
     if path is not None:  # ids as written: pandas reads 007 as the number 7 (another series's id), NA as missing
-        raw = pd.read_csv(path, usecols=[id], dtype=str, keep_default_na=False, skip_blank_lines=False,
-                          skipinitialspace=True, compression=csv_compression(path))[id]
+        raw = pd.read_csv(**csv_source(path, csv_text(path)), usecols=[id], dtype=str, keep_default_na=False,
+                          skip_blank_lines=False, skipinitialspace=True)[id]
         table[id] = raw.set_axis(raw.index + 2).reindex(table.index).replace("", np.nan)
     if table[id].isna().any():
         label = table.index[table[id].isna().to_numpy()][0]
