@@ -170,7 +170,7 @@ def test_predict_warns_when_the_data_lie_far_from_what_the_model_was_fitted_on()
     moved = table.assign(signal=table["signal"] + 100)
     distance = np.abs((moved["signal"].to_numpy()[-12:] - scaler.mean[0]) / scaler.std[0]).max()
     with pytest.warns(UserWarning, match=re.escape(
-            f"the last 12 values of 'signal' lie up to {distance:.0f} standard deviations from the mean of the data "
+            f"the last 12 values of 'signal' lie up to {distance:.3g} standard deviations from the mean of the data "
             f"the model was fitted on ({scaler.mean[0]:.4g}, standard deviation {scaler.std[0]:.4g}): its forecast "
             "extrapolates, and its interval's width is that of the fitted data's scale; refit on data like these")):
         forecaster.predict(moved)

@@ -4,6 +4,7 @@ forecast is not finite, and forecast options refused when the config is built.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lstmkit.cli import main
 from lstmkit.forecast import Forecaster
 from lstmkit.pipelines.forecast_report import backtest_report, beaten_line, scores_table, shown_time
 from lstmkit.series import BASELINES, baseline_forecast, best_baseline, read_series
@@ -249,6 +251,17 @@ def test_inf_and_text_in_a_number_column_are_refused_at_their_line(tmp_path, cel
         read_series(path, "t", ["y"], ["x"])
 
 
+def test_a_number_too_large_to_score_is_refused_at_its_line(tmp_path):
+    """1e308 is finite, but its scores overflowed: sMAPE inf, MASE 0, and a forecast of ±1e306
+    chosen by that MASE."""
+    path = write_csv(tmp_path, "t,y\n2020-01-01,1\n2020-01-02,1e308\n2020-01-03,3\n2020-01-04,4\n")
+    with pytest.raises(ValueError, match="^" + re.escape(
+            f"column 'y' must hold numbers within ±1e+150, where the squares and sums that scale and score a series "
+            f"stay finite; line 3 of {path} (the header is line 1) holds 1e+308: rescale the column") + "$"):
+        read_series(path, "t", ["y"])
+    assert read_series(pd.DataFrame({"t": [1, 2, 3], "y": [1.0, -1e150, 3.0]}), "t", ["y"]).targets[1, 0] == -1e150
+
+
 def test_numbers_split_by_a_decimal_comma_under_a_headers_empty_field_are_refused(tmp_path):
     """Excel's trailing comma in the header gave the second half of each "364,5" a column of
     its own: the target read 364, silently. pandas' own index column (the first, unnamed) is
@@ -367,8 +380,9 @@ FALLBACK_WARNING = ("the model's forecast of 'y' is not finite (NaN or inf) from
                     "baseline's forecast stands in for it, with no prediction interval (its bounds equal the forecast)")
 
 
-def test_a_forecast_that_is_not_finite_is_replaced_by_the_best_baseline_in_predict():
-    """Data far outside the fitted scale (1e40 overflows float32) made the network's forecast NaN."""
+def test_a_forecast_that_is_not_finite_is_replaced_by_the_best_baseline_in_predict(tmp_path, capsys):
+    """Data far outside the fitted scale (1e40 overflows float32) made the network's forecast NaN;
+    `forecast predict` then said it forecast by the model."""
     forecaster = Forecaster("day", "y", horizon=3, lookback=7, **QUICK).fit(weekly_pattern_table())
     assert forecaster.layout.fallback == ("seasonal_naive",)
     table = weekly_pattern_table()
@@ -379,6 +393,16 @@ def test_a_forecast_that_is_not_finite_is_replaced_by_the_best_baseline_in_predi
     assert prediction["y"].tolist() == expected == [3.0, -1.0, 4.0]
     assert prediction["y_lower_90"].tolist() == prediction["y_upper_90"].tolist() == expected
     assert prediction.attrs["fallbacks"] == [{"target": "y", "baseline": "seasonal_naive"}]
+    forecaster.layout = dataclasses.replace(forecaster.layout, chosen=("model",))
+    forecaster.save(tmp_path / "model")
+    table.to_csv(tmp_path / "far.csv", index=False)
+    main(["forecast", "predict", str(tmp_path / "model"), str(tmp_path / "far.csv"),
+          "--out", str(tmp_path / "next.csv")])
+    out, err = capsys.readouterr()
+    assert FALLBACK_WARNING.format(1) in err and out == (
+        f"wrote 3 forecast rows to {tmp_path / 'next.csv'}; forecasts y by model (the seasonal_naive baseline standing "
+        "in for the network's forecast, which was not finite): what fit chose on its validation windows (results.json: "
+        "predict_uses)\n")
 
 
 def test_a_forecast_that_is_not_finite_is_replaced_by_the_best_baseline_in_a_backtest():
@@ -402,6 +426,8 @@ def test_the_report_line_on_the_baselines_by_hand():
     assert beaten_line(scores.drop(index="ets"), "MASE") == "the model beats every baseline on this backtest (MASE 0.500)"
     tied = pd.DataFrame({"MASE": [0.0, 0.0]}, index=["model", "naive"])  # a constant series: every method exact
     assert beaten_line(tied, "MASE") == "the model and every baseline score alike on this backtest (MASE 0.000)"
+    alone = scores.drop(index=["naive", "ets"])  # --backtest-baselines none: "score alike" was read from it
+    assert beaten_line(alone, "MASE") == "the model's MASE on this backtest is 0.500; no baseline was scored beside it"
 
 
 def test_a_verdict_on_scores_that_are_not_finite_is_drawn_by_smape_and_nothing_is_starred_best_among_inf():

@@ -15,7 +15,7 @@ from lstmkit.forecast import Forecaster
 from lstmkit.pipelines import forecast_global
 from lstmkit.pipelines.forecast_choice import CHOICE_ORIGINS, origin_baselines
 from lstmkit.series.choice import method_forecast
-from lstmkit.series.intervals import interval_scale, percent
+from lstmkit.series.intervals import centred_on, interval_scale, percent
 
 QUICK = dict(hidden_size=8, num_layers=1, epochs=3, batch_size=32, seed=0)
 
@@ -93,6 +93,15 @@ def noisy_table(rows: int = 200) -> pd.DataFrame:
 def noisy_forecaster():
     return Forecaster("day", "y", horizon=4, lookback=14, season=7, baselines=("naive", "seasonal_naive"),
                       calendar=False, **QUICK).fit(noisy_table())
+
+
+def test_the_interval_moves_onto_the_chosen_forecast_by_its_widths_without_cancelling_digits():
+    """Each bound shifted by centre − model lost the centre's digits to a huge network forecast:
+    a baseline's 3 got [−16, 16] from a network's 1e17 ± 16, and 2.9 got [0, 0] from 1e39."""
+    lower, upper = centred_on(np.array([3.0]), np.array([1e17]), np.array([1e17 - 16]), np.array([1e17 + 16]))
+    assert (lower.item(), upper.item()) == (-13.0, 19.0)
+    lower, upper = centred_on(np.array([2.9]), np.array([1e39]), np.array([1e39]), np.array([1e39]))
+    assert lower.item() == upper.item() == 2.9
 
 
 def test_fit_calibrates_the_networks_interval_around_the_chosen_forecast_on_the_validation_windows(noisy_forecaster):

@@ -102,14 +102,19 @@ def wrote_line(out: str | Path, id_column: str | None) -> str:
 
 def predict_command(arguments: argparse.Namespace) -> None:
     from lstmkit.pipelines.forecast import predict_to_csv
+    from lstmkit.series.choice import uses_network
 
     fit_backtest = run_folder(arguments.directory) / "backtest.csv"  # of a fit's folder, or of its model/
     check_not_read({"--out": arguments.out}, {"the CSV file it forecasts from": arguments.csv,
                                               "the fit's backtest forecasts": fit_backtest})
     table = predict_to_csv(arguments.directory, arguments.csv, arguments.out, arguments.device, arguments.horizon)
     used = table.attrs["forecast"]
-    used = (", ".join(f"{target} by {method}" for target, method in used.items()) if isinstance(used, dict)
-            else f"every series by {used}")
+    stand_ins = {row["target"]: row["baseline"] for row in table.attrs.get("fallbacks", [])}
+    used = (", ".join(f"{target} by {method}" + (f" (the {stand_ins[target]} baseline standing in for the network's "
+                                                 "forecast, which was not finite)"
+                                                 if target in stand_ins and uses_network(method) else "")
+                      for target, method in used.items())
+            if isinstance(used, dict) else f"every series by {used}")
     note = f"forecasts {used}: what fit chose on its validation windows (results.json: predict_uses)"
     if not table.attrs["baselines"]:
         note = "forecasts by the network: it was fitted with --baselines none"

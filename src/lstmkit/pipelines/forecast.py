@@ -63,7 +63,7 @@ from lstmkit.series import (BASELINES, METRICS, Panel, PanelWindows, Scaler, Ser
                             calendar_features, future_times, observed, read_series, scores, season_length)
 from lstmkit.series.choice import combination, combines, method_forecast
 from lstmkit.series.frame import frequency_name
-from lstmkit.series.intervals import percent, saved_interval_scales
+from lstmkit.series.intervals import centred_on, percent, saved_interval_scales
 from lstmkit.training import Job, Processes, Trainer, current_names, resolve_device
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.config import ADDED_SETTINGS
@@ -553,8 +553,9 @@ class Forecaster:
                       if combines(config.baselines) else {}),
                    "chosen": np.stack([method_forecast(method, forecasts.mean[..., index], chosen_among[index])
                                        for index, method in enumerate(model.layout.chosen)], axis=-1)}
-        shift = methods["chosen"] - forecasts.mean  # the interval as predict gives it: around the chosen forecast
-        interval = Forecasts(methods["chosen"], forecasts.lower + shift, forecasts.upper + shift, forecasts.fallbacks)
+        # the interval as predict gives it: around the chosen forecast
+        interval = Forecasts(methods["chosen"], *centred_on(methods["chosen"], forecasts.mean, forecasts.lower,
+                                                            forecasts.upper), forecasts.fallbacks)
         return backtest_tables(frame, start, origins, methods, interval, season, model)
 
 
@@ -780,7 +781,7 @@ def warn_far_from_fitted(frame: SeriesFrame, layout: SeriesLayout) -> None:
                            f"whatever it reads, and the last {layout.lookback} values differ from it; refit on "
                            "data like these")
         elif std > 0 and distance >= FAR_FROM_FITTED:
-            warn_at_caller(f"the last {layout.lookback} values of {name!r} lie up to {distance:.0f} standard "
+            warn_at_caller(f"the last {layout.lookback} values of {name!r} lie up to {distance:.3g} standard "
                            f"deviations from the mean of the data the model was fitted on ({mean:.4g}, standard "
                            f"deviation {std:.4g}): its forecast extrapolates, and its interval's width is that "
                            "of the fitted data's scale; refit on data like these")

@@ -12,7 +12,7 @@ from lstmkit.pipelines.forecast import Forecaster, Forecasts
 from lstmkit.series import SeriesFrame, observed, panel_baselines, scores
 from lstmkit.series.metrics import seasonal_naive_scale
 from lstmkit.series.choice import PAIR, choose, method_forecast
-from lstmkit.series.intervals import interval_scale
+from lstmkit.series.intervals import centred_on, interval_scale
 
 # The most validation windows a forecast is chosen on: each costs a fit of every statistical baseline.
 CHOICE_ORIGINS = 10
@@ -80,8 +80,7 @@ def chosen_forecasts(forecaster: Forecaster, frame: SeriesFrame, origins: list[i
         model = forecasts.mean[..., index].copy()
         names = forecaster.config.baselines if method == "combination" else [method.removeprefix(PAIR)]
         centre = method_forecast(method, model, origin_baselines(forecaster, frame, origins, index, names))
-        shift = centre - model
-        forecasts.lower[..., index] += shift
-        forecasts.upper[..., index] += shift
+        forecasts.lower[..., index], forecasts.upper[..., index] = centred_on(
+            centre, model, forecasts.lower[..., index], forecasts.upper[..., index])
         forecasts.mean[..., index] = centre
     return forecasts

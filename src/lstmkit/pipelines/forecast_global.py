@@ -45,7 +45,7 @@ from lstmkit.pipelines.forecast import (Forecaster, backtest_folder, budget_left
                                         history_length, warn_base_cycles_without_effect)
 from lstmkit.series import Panel, PanelWindows, m4_scores, observed, owa, panel_baselines, read_panel, season_length
 from lstmkit.series.choice import PAIR, choose, combination, combines, method_forecast
-from lstmkit.series.intervals import interval_scale, saved_interval_scales
+from lstmkit.series.intervals import centred_on, interval_scale, saved_interval_scales
 from lstmkit.series.metrics import series_scores
 from lstmkit.series.frame import STEP
 from lstmkit.series.baselines import STATISTICAL, baseline_jobs
@@ -97,8 +97,7 @@ class PanelForecasts:
 
     def interval(self, method: str) -> tuple[np.ndarray, np.ndarray]:
         """The interval moved to centre on `method`'s forecast: its lower and upper bounds."""
-        centre, model = self.methods[method], self.methods["model"]
-        return centre - (model - self.lower), centre + (self.upper - model)
+        return centred_on(self.methods[method], self.methods["model"], self.lower, self.upper)
 
 
 @dataclass

@@ -137,6 +137,8 @@ def beaten_line(scores: pd.DataFrame, metric: str) -> str:
                "flat or not, has a MASE scale of 0); by sMAPE, ")
         metric = "sMAPE"
     model = scores.loc["model", metric]
+    if len(scores.index) == 1:  # --backtest-baselines none: "score alike" was read from the model alone
+        return why + f"the model's {metric} on this backtest is {model:.3f}; no baseline was scored beside it"
     better = [name for name in scores.index if name != "model" and scores.loc[name, metric] < model]
     if not better and (scores[metric] == model).all():
         return why + f"the model and every baseline score alike on this backtest ({metric} {model:.3f})"

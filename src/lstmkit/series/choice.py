@@ -45,6 +45,11 @@ class Choice:
     lowest: str
 
 
+def uses_network(method: str) -> bool:
+    """Whether the forecast of the candidate `method` is made from the network's."""
+    return method in ("model", "combination") or method.startswith(PAIR)
+
+
 def combination(model: np.ndarray, baselines: dict[str, np.ndarray]) -> np.ndarray:
     return np.mean([model, *(values for name, values in baselines.items() if name in STATISTICAL)], axis=0)
 

@@ -82,6 +82,9 @@ COMPRESSIONS = {"gzip": re.escape(GZIP_MAGIC), "bz2": rb"BZh[1-9](?:1AY&SY|\x17r
 # What pandas opens by a file's name, which lstmkit leaves to it: tar archives, and zstd (which
 # needs the zstandard package).
 OPENED_BY_PANDAS = (".tar", ".tgz", ".zst")
+# The largest magnitude a value to forecast, or a covariate, may have: the squares of values
+# this size, summed over millions of rows, stay finite in float64 (10^308).
+LARGEST_VALUE = 1e150
 # The whole years pandas' timestamps hold (nanoseconds from 1970 fill 64 bits in 1677 and 2262).
 YEARS = (pd.Timestamp.min.year + 1, pd.Timestamp.max.year - 1)
 # A decimal year's fraction times 12 may be this far from a whole month: 1/12 written with
@@ -973,6 +976,12 @@ def numeric_column(column: pd.Series, name: str, path: Path | None, target: bool
             label = column.index[bad.to_numpy()][0]
             raise ValueError(f"column {name!r} must hold {expected} (or empty cells for missing values); "
                              f"{row_name(label, path)} holds {plain(column[label])!r}")
+    huge = numbers.abs() > LARGEST_VALUE
+    if huge.any():  # 1e308 is finite, but its scores overflowed: sMAPE inf, MASE 0, a forecast of ±1e306 chosen
+        label = column.index[huge.to_numpy()][0]
+        raise ValueError(f"column {name!r} must hold numbers within ±{LARGEST_VALUE:g}, where the squares and sums "
+                         f"that scale and score a series stay finite; {row_name(label, path)} holds "
+                         f"{plain(column[label])!r}: rescale the column")
     return numbers
 
 
