@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.utils import _pytree as pytree
 
 from lstmkit.models.language import LanguageModel, LanguageModelConfig
-from lstmkit.pipelines.lm import TrainedLanguageModel
+from lstmkit.pipelines.lm import TextScores, TrainedLanguageModel
 from lstmkit.pipelines.lm_evaluation import (CachePointer, DynamicEvaluation, cache_log_probabilities,
                                              score_dynamically, score_with_cache)
 from lstmkit.text import END_OF_LINE, UNKNOWN, Vocabulary
@@ -111,6 +111,16 @@ def test_dynamic_evaluation_with_full_decay_is_plain_evaluation_and_leaves_the_m
     assert adapted.loss < trained.evaluate(TEXT * 4).loss, "the model adapts to the text it reads"
     for name, value in trained.model.state_dict().items():
         assert torch.equal(value, before[name]), name
+
+
+def test_dynamic_evaluation_that_diverges_is_refused_not_scored(trained):
+    """A rate of 1e30 made the loss nan, reported as a score (perplexity inf) with exit status 0."""
+    with pytest.raises(ValueError, match=re.escape("dynamic evaluation diverged: the loss of the segment from token 20 "
+                                                   "is nan after 1 SGD step at rate 1e+30; lower the rate "
+                                                   "(--dynamic-lr)")):
+        trained.evaluate(TEXT * 2, dynamic=DynamicEvaluation(segment=20, lr=1e30))
+    assert math.isnan(TextScores.from_loss(math.nan, 5, 1.0).perplexity)
+    assert TextScores.from_loss(1e4, 5, 1.0).perplexity == math.inf
 
 
 def test_dynamic_evaluation_adapts_weights_the_caller_froze(trained):

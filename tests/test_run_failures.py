@@ -189,6 +189,15 @@ def test_a_loss_that_is_nan_before_the_first_evaluation_says_nothing_was_saved(t
     with pytest.raises(TrainingDiverged) as stopped:  # nothing to --resume: the same --out serves a new run
         Trainer(TrainingConfig(steps=100, eval_every=10)).run(TurnsNaN(step=0), tmp_path / "again")
     assert "another --out" not in str(stopped.value)
+    huge = Quadratic([0.0], 0.0)  # lm --init-range 1e38: the data was blamed
+    with torch.no_grad():
+        huge.model.weight.fill_(-3e30)
+    with pytest.raises(TrainingDiverged, match=re.escape(
+            "training diverged at step 0: the training loss became inf. No update had been made, so neither the "
+            "learning rate nor the clip is the cause: the untrained model's weights reach 3e+30, far past an "
+            "initialisation's scale (about 1), and its loss is not finite: initialise them smaller (lm's --init-range, "
+            "say).") + "$"):
+        Trainer(TrainingConfig(steps=100, eval_every=10)).run(huge)
 
 
 def test_a_finite_metric_that_overflows_stops_the_run_and_names_the_last_checkpoint_saved(tmp_path):

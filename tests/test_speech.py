@@ -256,6 +256,10 @@ def test_a_bad_speed_perturbation_flag_names_what_it_got(tmp_path, capsys):
     (lambda path: path.mkdir(), "{path}: is a folder; expected an audio file"),
     (lambda path: soundfile.write(path, np.tile([0.1, np.nan, np.inf, 0.2], 1000)[:, None], RATE, subtype="FLOAT"),
      "{path}: 2000 of its 4000 samples are not finite (NaN or inf)"),
+    # finite, but their power overflowed float32: every feature NaN, read as silence by the model
+    (lambda path: soundfile.write(path, np.tile([0.1, -0.2, 3.4e38, 0.2], 1000)[:, None], RATE, subtype="FLOAT"),
+     "{path}: its samples reach 3.4e+38, whose energies overflow float32; expected audio in [-1, 1] (scale the file "
+     "so)"),
 ])
 def test_bad_audio_files_are_named_with_what_is_wrong(tmp_path, make, message):
     path = tmp_path / "bad.wav"

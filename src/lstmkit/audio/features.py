@@ -181,7 +181,11 @@ class FrontEnd:
         silent = samples.min() == samples.max()
         if speed != 1:
             samples = librosa.resample(samples, orig_sr=self.sample_rate * speed, target_sr=self.sample_rate)
-        frames = self.log_mel(samples)
+        with np.errstate(over="ignore", invalid="ignore"):  # said below, by the file's name
+            frames = self.log_mel(samples)
+        if not torch.isfinite(frames).all():  # finite samples of a float file, whose power overflowed: all NaN
+            raise AudioError(f"{path}: its samples reach {np.abs(samples).max():.3g}, whose energies overflow "
+                             "float32; expected audio in [-1, 1] (scale the file so)")
         return (torch.zeros_like(frames) if silent else normalise(frames)), resampled_from
 
 

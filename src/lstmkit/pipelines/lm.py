@@ -260,7 +260,7 @@ class TextScores:
 
     @classmethod
     def from_loss(cls, loss: float, tokens: int, characters_per_token: float) -> TextScores:
-        perplexity = math.exp(loss) if loss <= LARGEST_EXPONENT else math.inf
+        perplexity = math.inf if loss > LARGEST_EXPONENT else math.exp(loss)  # nan stays nan
         return cls(loss, perplexity, loss / math.log(2) / characters_per_token, tokens)
 
 

@@ -137,6 +137,11 @@ def score_dynamically(model: LanguageModel, tokens: Tensor, dynamic: DynamicEval
         inputs = inputs[: targets.numel()]
         logits, state = adapted(inputs.unsqueeze(1), state)
         loss = F.cross_entropy(logits[:, 0].float(), targets, reduction="sum")
+        if not torch.isfinite(loss):  # its perplexity was reported as inf, of a loss of nan
+            steps = start // dynamic.segment
+            raise ValueError(f"dynamic evaluation diverged: the loss of the segment from token {start:,} is "
+                             f"{loss.item()} after {steps:,} SGD step{'s' * (steps != 1)} at rate {dynamic.lr:g}; "
+                             "lower the rate (--dynamic-lr)")
         total += loss.item()
         adapted.zero_grad(set_to_none=True)
         (loss / targets.numel()).backward()

@@ -57,6 +57,9 @@ from lstmkit.training.schedule import annealed_progress, decay_progress, learnin
 # Steps after which the progress line estimates, from the speed so far, the steps a time
 # budget holds (the first steps are the slowest: too few make a poor estimate).
 ESTIMATE_AFTER_STEPS = 10
+# A weight of an untrained model past this is no initialisation's: torch's and lstmkit's stay
+# within about 1, and a diverged first loss then lies in the weights, not the data.
+LARGEST_INITIAL_WEIGHT = 1e4
 
 
 class TrainingDiverged(RuntimeError):
@@ -734,7 +737,13 @@ class Trainer:
             kept = f" Nothing had been saved in {out} yet (its first evaluation comes at step {eval_every})."
         full = (f", or train in full precision (--precision 32, now {config.precision})"
                 if config.precision != "32" else "")
-        if remedy is None and last_loss is None and progress.step == 0:  # the untrained model's own loss
+        largest = max((parameter.detach().abs().max().item() for parameter in job.model.parameters()
+                       if parameter.numel()), default=0.0)
+        if remedy is None and last_loss is None and progress.step == 0 and not largest <= LARGEST_INITIAL_WEIGHT:
+            remedy = ("No update had been made, so neither the learning rate nor the clip is the cause: the untrained "
+                      f"model's weights reach {largest:.3g}, far past an initialisation's scale (about 1), and its "
+                      f"loss is not finite: initialise them smaller (lm's --init-range, say){full}.")
+        elif remedy is None and last_loss is None and progress.step == 0:  # the untrained model's own loss
             remedy = ("No update had been made, so neither the learning rate nor the clip is the cause: the untrained "
                       "model's loss is not finite on this data. Look for values in it that are not numbers (NaN) or "
                       f"are too large for floats{full}.")
