@@ -131,6 +131,11 @@ def test_split_keeps_the_last_tenth_and_words_whole():
     assert split_text("a b c d e f g h i j" + "\n" * 14, 0.3, "word") == ("a b c d e f g h i ", "j" + "\n" * 14)
     with pytest.raises(ValueError, match=re.escape("validation_fraction must be in (0, 1), got 1.5")):
         split_text(text, 1.5, "char")
+    with pytest.raises(ValueError, match="^" + re.escape(  # a FASTA line at word level was "too short to split"
+            "the text is a single word (100 characters without white space), which word level cannot split into "
+            "training and validation parts; train it at character level (--level char), or give a validation file "
+            "(--valid)") + "$"):
+        split_text(text + "\n", 0.1, "word")
 
 
 def test_corpus_from_a_file_and_a_validation_file(tmp_path):
@@ -192,6 +197,10 @@ def test_too_little_text_for_the_batch():
     with pytest.raises(ValueError, match=re.escape("the training text has 5 tokens; 4 streams need at least 8 "
                                                    "(an input and a target each): lower --batch-size or give more text")):
         token_streams(torch.arange(5), 4, 10, "the training text")
+    with pytest.raises(ValueError, match="^" + re.escape(  # a batch of one is not to be lowered
+            "the validation text has 1 token; 1 stream needs at least 2 (an input and a target each): give more "
+            "text") + "$"):
+        token_streams(torch.arange(1), 1, 10, "the validation text")
 
 
 def test_gzip_and_a_byte_order_mark_are_read_as_the_text_they_hold(tmp_path):

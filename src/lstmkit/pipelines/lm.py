@@ -313,15 +313,15 @@ class LanguageModelJob(Job):
         split = "validation" not in corpus.sources  # the validation part split off the training text's end
         self.train_windows = token_streams(corpus.train, config.batch_size, config.seq_len, "the training text",
                                            "more text, or a smaller --validation-fraction" if split else "more text")
-        steps = self.train_windows.streams.shape[1] - 1  # the tokens each stream predicts
-        if config.seq_len > steps:
-            warn_at_caller(f"seq_len (--seq-len) {config.seq_len} is longer than each of the {config.batch_size} "
-                           f"training streams ({steps:,} tokens to predict): every window is a whole stream; give a "
-                           "shorter seq_len or a smaller batch_size (--batch-size)")
         more = ("more text, a larger --validation-fraction, or a validation file (--valid)" if split else
                 "a longer validation file (--valid)")
         self.validation_windows = token_streams(corpus.validation, config.batch_size, config.seq_len,
                                                 "the validation text", more)
+        steps = self.train_windows.streams.shape[1] - 1  # the tokens each stream predicts; once both texts hold
+        if config.seq_len > steps:
+            warn_at_caller(f"seq_len (--seq-len) {config.seq_len} is longer than each of the {config.batch_size} "
+                           f"training streams ({steps:,} tokens to predict): every window is a whole stream; give a "
+                           "shorter seq_len" + " or a smaller batch_size (--batch-size)" * (config.batch_size > 1))
         self.characters_per_token = corpus.validation_characters / corpus.validation.numel()
         self.sources = corpus.sources
         check_cutoffs(config.adaptive_softmax_cutoffs, len(corpus.vocabulary))

@@ -75,6 +75,10 @@ def split_text(text: str, validation_fraction: float, level: str) -> tuple[str, 
             space = WHITE_SPACE.search(words[::-1])  # the last white space before the last word
             split = len(words) - space.start() if space else len(text)
     train, validation = text[:split], text[split:]
+    if level == "word" and not WHITE_SPACE.search(text.strip()):  # 20,000 letters of DNA were "too short"
+        raise ValueError(f"the text is a single word ({len(text.strip()):,} characters without white space), which "
+                         "word level cannot split into training and validation parts; train it at character level "
+                         "(--level char), or give a validation file (--valid)")
     if not train.strip() or not validation.strip():
         raise ValueError(
             f"the text is too short to split: {len(text)} characters leave an empty training or validation part"
@@ -206,6 +210,6 @@ def token_streams(tokens: Tensor, batch_size: int, seq_len: int, what: str, more
         raise ValueError(
             f"{what} has {tokens.numel()} token{'s' * (tokens.numel() != 1)}; {batch_size} stream"
             f"{'s' * (batch_size != 1)} need{'s' * (batch_size == 1)} at least {needed} "
-            f"(an input and a target each): lower --batch-size or give {more}"
+            f"(an input and a target each): {'lower --batch-size or ' * (batch_size > 1)}give {more}"
         )
     return StreamWindows(to_streams(tokens, batch_size), seq_len)
