@@ -75,11 +75,13 @@ def test_a_numpy_bool_refused_is_named_with_its_module():
 
 @pytest.mark.parametrize("build", [lambda dtype: lstmkit.LSTM(3, 4, dtype=dtype),
                                    lambda dtype: lstmkit.PeepholeLSTMCell(3, 4, dtype=dtype)], ids=["layer", "cell"])
-@pytest.mark.parametrize("dtype", [torch.complex64, torch.int64])
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.int64, "torch.float64"])
 def test_a_dtype_that_is_not_real_floating_point_is_refused_when_built(build, dtype):
-    """torch.nn's layers also run complex numbers; lstmkit's cells compute in real ones."""
+    """torch.nn's layers also run complex numbers; lstmkit's cells compute in real ones. A string
+    showed as the dtype it names."""
+    shown = "'torch.float64' (str)" if isinstance(dtype, str) else dtype
     with raises(TypeError, f"dtype must be a real floating-point dtype (torch.float32, float64, float16 or bfloat16), "
-                           f"got {dtype}: lstmkit's cells compute in real numbers"):
+                           f"got {shown}: lstmkit's cells compute in real numbers"):
         build(dtype)
 
 

@@ -72,8 +72,11 @@ def test_each_window_holds_the_encoders_lookback_or_two_of_the_longest_period(lo
     assert history_length(config, 2) == expected  # the encoder's default: 2 x max(horizon 3, m 2)
 
 
-@pytest.mark.parametrize("extra, shown", [((1,), "(1,)"), ((4, True), "(4, True)"), ((2.5,), "(2.5,)")])
+@pytest.mark.parametrize("extra, shown", [((1,), "(1,)"), ((4, True), "(4, True)"), ((2.5,), "(2.5,)"),
+                                          (24.0, "(24.0,)"), (None, "(None,)"), ("24,x", "(24, 'x')")])
 def test_extra_seasons_are_checked_when_the_config_is_built(extra, shown):
+    """A float or None ended in "'float' object is not iterable"; "24" was read as (2, 4)."""
+    assert ForecasterConfig(time="t", target="y", horizon=3, extra_seasons="24, 168").extra_seasons == (24, 168)
     with pytest.raises(ValueError, match=re.escape(f"extra_seasons must be periods of at least 2 steps, got {shown}")):
         ForecasterConfig(time="t", target="y", horizon=3, extra_seasons=extra)
     for season, said, extra in ((11, "m = 11", (11, 22)), (None, "m", (168, 168))):

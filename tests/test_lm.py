@@ -121,6 +121,7 @@ def test_sampling_options_are_checked(trained):
     with pytest.raises(ValueError, match="^top_k must be at least 1, got 0$"):
         model.sample(length=5, top_k=0)
     for settings, message in (({"length": 2.5}, "length must be an integer, got 2.5 (float)"),
+                              ({"length": None}, "length must be an integer, got None (NoneType)"),
                               ({"seed": 1.5}, "seed must be an integer, got 1.5 (float)")):
         with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
             model.sample(**settings)

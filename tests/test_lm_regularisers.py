@@ -150,6 +150,9 @@ def test_with_locked_dropout_the_layers_drop_nothing_per_element_between_them():
                                       "recipe_keeps=('dropout',)"),
     (dict(recipe="awd", recipe_keeps="dropout"), "recipe_keeps must be a tuple of setting names, got 'dropout'; give "
                                                  "('dropout',)"),
+    # "'NoneType' object is not iterable", "'int' object is not iterable"
+    (dict(recipe="awd", recipe_keeps=None), "recipe_keeps must be a tuple of setting names, got None (NoneType)"),
+    (dict(adaptive_softmax_cutoffs=10), "adaptive_softmax_cutoffs must be a tuple of token ranks, got 10 (int)"),
     (dict(activation_regularisation=-1.0), "activation_regularisation must be a non-negative number, got -1.0"),
     (dict(temporal_activation_regularisation=float("nan")),
      "temporal_activation_regularisation must be a non-negative number, got nan"),

@@ -1017,6 +1017,20 @@ def test_a_task_run_keeps_the_callers_random_state(tmp_path):
     assert_keeps_random_state(lambda: demo.run_demo(tmp_path / "demo", demo.DemoConfig(T=5, steps=2, hidden_size=6)))
 
 
+@pytest.mark.parametrize("options, message", [
+    (dict(recurrent_dropout=2.0), "recurrent_dropout must be a probability in [0, 1), got 2.0"),  # "leave rnn out"
+    (dict(zoneout="0.1"), "zoneout must be a probability in [0, 1), got '0.1'"),
+    (dict(hidden_size=2.5), "hidden_size must be a positive integer, got 2.5"),  # failed in the model
+    (dict(test_size=0), "test_size must be a positive integer, got 0"),
+])
+def test_a_task_config_refuses_what_no_cell_takes_when_built(options, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        TaskTrainingConfig(**options)
+    if "hidden_size" in options:
+        with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):  # the demo's before it is announced
+            DemoConfig(**options)
+
+
 @pytest.mark.parametrize("cell", [LSTMStep(forget_gate=False), PeepholeLSTMStep()], ids=["ablation", "peephole"])
 def test_a_model_config_refuses_a_cell_object_its_checkpoint_cannot_name(cell):
     """SequenceModelConfig(cell=LSTMStep(forget_gate=False), ...) trained, then saved the cell as

@@ -249,6 +249,7 @@ def test_auto_picks_an_engine_that_runs_what_acts(options, training, engine):
     ("gru", dict(zoneout=(0.1, 0.2)), "zoneout of the cell state needs a cell with one; cell gru has only h "
                                       "(got zoneout=(0.1, 0.2); give z alone, or (0, z_h))"),
     ("lstm", dict(init="xavier"), "init must be None, 'chrono' or 'orthogonal', or a sequence of them, got 'xavier'"),
+    ("lstm", dict(init=1), "init must be None, 'chrono' or 'orthogonal', or a sequence of them, got 1"),  # not iterable
     ("lstm", dict(init="chrono"), "init='chrono' needs chrono_max, the longest dependency expected in steps, a "
                                   "finite number above 2; got chrono_max=None"),
     ("lstm", dict(init="chrono", chrono_max=math.inf), "a finite number above 2; got chrono_max=inf"),
@@ -289,6 +290,26 @@ def test_chrono_biases_span_the_time_scales_up_to_chrono_max(cell):
         for block in ("i", "f"):
             if block in blocks:
                 assert torch.equal(bias_hh[blocks.index(block)], torch.zeros(200))
+
+
+@pytest.mark.parametrize("dtype, chrono_max", [(torch.float16, 70000), (torch.bfloat16, 1e300), (torch.float32, 1e300)])
+def test_chrono_biases_are_drawn_where_chrono_max_fits_and_cast_to_the_layer(dtype, chrono_max):
+    """U[1, chrono_max − 1] was drawn in the layer's dtype: float16 failed past 65504 (torch's
+    'to is out of bounds'), whose biases, log U ≤ log(chrono_max), it holds."""
+    torch.manual_seed(0)
+    forget = lstmkit.LSTM(INPUT, 200, init="chrono", chrono_max=chrono_max, dtype=dtype).bias_ih_l0[200:400].detach()
+    assert forget.dtype == dtype and forget.min().item() >= 0
+    assert math.log(chrono_max) - 1 < forget.float().max().item() <= math.log(chrono_max) * 1.01  # bf16's rounding
+
+
+@pytest.mark.parametrize("dtype, value", [(torch.float16, 1e5), (torch.float32, -1e39)])
+def test_a_forget_bias_the_biases_cannot_hold_is_refused(dtype, value):
+    """float16 made it inf in silence; float32 failed inside torch."""
+    largest = torch.finfo(dtype).max
+    for module in (lstmkit.LSTM, lstmkit.LSTMCell):
+        with pytest.raises(ValueError, match="^" + re.escape(
+                f"forget_bias={value:g} does not fit the layer's {dtype} biases (at most {largest:g} in magnitude)")):
+            module(INPUT, HIDDEN, forget_bias=value, dtype=dtype)
 
 
 def test_orthogonal_init_makes_each_gate_block_of_weight_hh_orthogonal():

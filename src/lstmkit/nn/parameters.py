@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from lstmkit.cells import Cell, LayerWeights
 from lstmkit.nn.inputs import ShapeError
 from lstmkit.nn.reparametrised import base_name
+from lstmkit.received import received
 
 RESET = "reset_parameters sets {name} (forget_bias, init)"  # who sets a weight, for `writable`'s messages
 
@@ -132,7 +133,8 @@ def register(
     torch.nn's layers also run complex numbers, lstmkit's cells compute in real ones."""
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a real floating-point dtype (torch.float32, float64, float16 or bfloat16), "
-                        f"got {dtype}: lstmkit's cells compute in real numbers")
+                        f"got {received(dtype) if not isinstance(dtype, torch.dtype) else dtype}: lstmkit's cells "
+                        "compute in real numbers")  # the string "torch.float64" showed as the dtype
     names = []
     for base, (shape, initialiser) in shapes.items():
         name = base + suffix
@@ -158,8 +160,13 @@ def initialise(module: nn.Module, initialisers: dict[str, str], hidden_size: int
 def set_forget_bias(cell: Cell, hidden_size: int, forget_bias: float, bias_ih: Tensor | None,
                     bias_hh: Tensor | None) -> None:
     """The forget gate's bias rows: `forget_bias` (its negative on the input gate of cifg, where
-    f = 1 - i), through `set_gate_biases`."""
+    f = 1 - i), through `set_gate_biases`; refused where the biases' dtype cannot hold it (float16
+    made it inf in silence, float32 failed inside torch)."""
     block, sign = cell.forget_bias_block
+    held = bias_ih if bias_ih is not None else bias_hh
+    if abs(forget_bias) > torch.finfo(held.dtype).max:
+        raise ValueError(f"forget_bias={forget_bias:g} does not fit the layer's {held.dtype} biases (at most "
+                         f"{torch.finfo(held.dtype).max:g} in magnitude)")
     set_gate_biases([(gate_rows(cell, block, hidden_size), sign * forget_bias)], bias_ih, bias_hh)
 
 

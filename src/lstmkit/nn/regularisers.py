@@ -72,14 +72,16 @@ def check_init(cell: Cell, init: object, chrono_max: object, bias: bool, forget_
 
 
 def init_names(init: object) -> tuple[str, ...]:
-    """`init` as a tuple of names of INITS, each once; what any cell takes."""
-    names = () if init is None else (init,) if isinstance(init, str) else tuple(init)
+    """`init` as a tuple of names of INITS, each once; what any cell takes (a number is refused by
+    name, not as "'int' object is not iterable")."""
+    names = (() if init is None else (init,) if isinstance(init, str) else
+             tuple(init) if isinstance(init, Sequence) else (init,))
     if any(name not in INITS for name in names):
         raise ValueError(f"init must be None, {' or '.join(repr(name) for name in INITS)}, or a sequence of them, "
                          f"got {init!r}")
     if len(set(names)) != len(names):
         raise ValueError(f"init names each initialisation once, got {init!r}")
-    return names
+    return tuple(map(str, names))  # plain str: numpy's np.str_ would not load under weights_only=True
 
 
 def plain_number(value: numbers.Real) -> int | float:
@@ -100,10 +102,14 @@ def chrono_biases(cell: Cell, hidden_size: int, chrono_max: float, bias_ih: Tens
                   bias_hh: Tensor | None) -> None:
     """b_f ~ log U[1, chrono_max − 1] and b_i = −b_f, through `set_gate_biases`: the forget
     gate then holds memories over time scales from 1 to chrono_max steps. A coupled cell
-    (f = 1 − i) has the input gate alone: it gets −b_f."""
+    (f = 1 − i) has the input gate alone: it gets −b_f. U is drawn in float32 at least, and in
+    float64 where chrono_max passes float32's range (a float16 layer failed past 65504, whose
+    biases, about 11, it holds)."""
     block, sign = cell.forget_bias_block
     held = bias_ih if bias_ih is not None else bias_hh
-    forget = torch.log(torch.empty(hidden_size, dtype=held.dtype, device=held.device).uniform_(1, chrono_max - 1))
+    dtype = torch.promote_types(held.dtype, torch.float32)
+    dtype = dtype if chrono_max - 1 <= torch.finfo(dtype).max else torch.float64
+    forget = torch.log(torch.empty(hidden_size, dtype=dtype, device=held.device).uniform_(1, chrono_max - 1))
     rows = [(gate_rows(cell, block, hidden_size), sign * forget)]
     if block == "f" and "i" in cell.weight_blocks:
         rows.append((gate_rows(cell, "i", hidden_size), -forget))

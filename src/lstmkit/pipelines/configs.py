@@ -116,9 +116,7 @@ class TaskTrainingConfig(TrainingConfig, RegulariserSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("hidden_size", "batch_size", "test_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_positive_integers(self, ("hidden_size", "batch_size", "test_size"))  # 2.5 failed in the model
         # both act once a validation loss stops improving; a task has none (fresh sequences every
         # step, and a test set that says when the task is solved)
         if self.optimizer == "nt-asgd":
@@ -128,7 +126,10 @@ class TaskTrainingConfig(TrainingConfig, RegulariserSettings):
         if self.patience is not None:
             raise ValueError(f"patience acts once the validation loss stops improving, and a task has none (it "
                              f"stops when solved, or at its budget); got patience={self.patience!r}")
-        self.check_chrono_max()  # the cells, and so the rest, are checked as each is built
+        self.check_chrono_max()
+        # probabilities out of range no cell takes (recurrent_dropout=2.0 was told to leave rnn out of
+        # the cells); what depends on the cell (a zoneout pair, chrono) is checked as each is built
+        regularisation(make_cell("lstm"), self.recurrent_dropout, self.input_dropout, self.zoneout, self.weight_dropout)
 
 
 def as_names(value, what: str) -> tuple[str, ...]:
@@ -289,7 +290,9 @@ class ForecasterConfig(TrainingConfig):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
         extra = self.extra_seasons
-        object.__setattr__(self, "extra_seasons", (extra,) if isinstance(extra, int) else tuple(extra))
+        if isinstance(extra, str):  # "24,168", as target and covariates take names: read letter by letter
+            extra = tuple(int(part) if part.strip().isdigit() else part for part in extra.split(","))
+        object.__setattr__(self, "extra_seasons", tuple(extra) if isinstance(extra, tuple | list) else (extra,))
         if any(isinstance(period, bool) or not isinstance(period, int) or period < 2 for period in self.extra_seasons):
             raise ValueError(f"extra_seasons must be periods of at least 2 steps, got {self.extra_seasons!r}")
         if len(set(self.extra_seasons)) < len(self.extra_seasons) or self.season in self.extra_seasons:

@@ -51,7 +51,8 @@ from lstmkit.text.vocabulary import warn_unknown
 from lstmkit.training import Job, Processes, Trainer, TrainingConfig, check_run_folder, resolve_device
 from lstmkit.training.device import runnable_engines
 from lstmkit.training.loop import check_same_settings, resumed_settings
-from lstmkit.training.config import SEED_RANGE, check_config, check_field_types, check_positive_integers
+from lstmkit.training.config import (SEED_RANGE, check_config, check_field_types, check_positive_integers,
+                                     set_as_tuple)
 from lstmkit.training.isolation import isolated_from_caller
 from lstmkit.training.progress import Progress
 
@@ -185,8 +186,8 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
         if isinstance(self.recipe_keeps, str):  # read letter by letter, each refused as no setting
             raise TypeError(f"recipe_keeps must be a tuple of setting names, got {self.recipe_keeps!r}; "
                             f"give ({self.recipe_keeps!r},)")
-        if isinstance(self.recipe_keeps, list):
-            object.__setattr__(self, "recipe_keeps", tuple(self.recipe_keeps))
+        set_as_tuple(self, "recipe_keeps", "setting names")
+        set_as_tuple(self, "adaptive_softmax_cutoffs", "token ranks")
         if self.recipe is not None:
             if self.recipe not in RECIPES:
                 raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
@@ -211,8 +212,6 @@ class LMTrainingConfig(TrainingConfig, RegulariserSettings):
         tie_weights_given = self.tie_weights is not None
         if self.num_layers is None and self.hidden_size is None:  # on resume, the run's (`sized_like`)
             defaults = {**defaults, **budget_size(self.level, self.time_budget)}
-        if isinstance(self.adaptive_softmax_cutoffs, list):  # a list left the frozen config unhashable
-            object.__setattr__(self, "adaptive_softmax_cutoffs", tuple(self.adaptive_softmax_cutoffs))
         if self.adaptive_softmax_cutoffs:  # an adaptive softmax has no one decoder matrix to tie
             defaults = {**defaults, "tie_weights": False}
         for name, value in defaults.items():
@@ -618,7 +617,8 @@ def sample_pieces(model: LanguageModel, vocabulary: Vocabulary, prime: str = "",
     Without a prime, sampling starts after a line break; a prime's Windows and old Mac line
     ends are line feeds, as a text file's are (`read_text`)."""
     for name, value in (("length", length), ("top_k", top_k), ("seed", seed)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        if (value is not None or name == "length") and (isinstance(value, bool)
+                                                        or not isinstance(value, numbers.Integral)):
             raise TypeError(f"{name} must be an integer, got {received(value)}")
     if length < 0:
         raise ValueError(f"length must be non-negative, got {length}")

@@ -219,6 +219,16 @@ def check_field_types(config) -> None:
             raise TypeError(f"{field.name} must be {FIELD_TYPES[field.type]}, got {received(value)}")
 
 
+def set_as_tuple(config, name: str, items: str) -> None:
+    """The field `name` of the frozen dataclass `config` as a tuple (a list left the config
+    unhashable); anything but a tuple or list refused, naming its `items` (a number ended in
+    "'int' object is not iterable", a string was read letter by letter)."""
+    value = getattr(config, name)
+    if not isinstance(value, tuple | list):
+        raise TypeError(f"{name} must be a tuple of {items}, got {received(value)}")
+    object.__setattr__(config, name, tuple(value))
+
+
 def settled(value: object) -> object:
     """`value` with NumPy numbers as Python's (np.int64(7) -> 7, np.bool_ -> bool), in a tuple
     or list too; `value` itself where it holds none. A float32 or float16 is the number it
