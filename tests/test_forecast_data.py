@@ -403,6 +403,12 @@ def test_a_forecast_that_is_not_finite_is_replaced_by_the_best_baseline_in_predi
         f"wrote 3 forecast rows to {tmp_path / 'next.csv'}; forecasts y by model (the seasonal_naive baseline standing "
         "in for the network's forecast, which was not finite): what fit chose on its validation windows (results.json: "
         "predict_uses)\n")
+    forecaster.config = dataclasses.replace(forecaster.config, baselines="none")  # the network always forecasts
+    forecaster.save(tmp_path / "alone")
+    main(["forecast", "predict", str(tmp_path / "alone"), str(tmp_path / "far.csv")])
+    assert capsys.readouterr().err.endswith(
+        "forecasts by the network: it was fitted with --baselines none; y (the seasonal_naive baseline standing in "
+        "for the network's forecast, which was not finite)\n")
 
 
 def test_a_forecast_that_is_not_finite_is_replaced_by_the_best_baseline_in_a_backtest():
@@ -426,7 +432,7 @@ def test_the_report_line_on_the_baselines_by_hand():
     assert beaten_line(scores.drop(index="ets"), "MASE") == "the model beats every baseline on this backtest (MASE 0.500)"
     tied = pd.DataFrame({"MASE": [0.0, 0.0]}, index=["model", "naive"])  # a constant series: every method exact
     assert beaten_line(tied, "MASE") == "the model and every baseline score alike on this backtest (MASE 0.000)"
-    alone = scores.drop(index=["naive", "ets"])  # --backtest-baselines none: "score alike" was read from it
+    alone = pd.DataFrame({"MASE": [0.5, 0.5, 0.6]}, index=["model", "chosen", "combination"])  # no baseline scored
     assert beaten_line(alone, "MASE") == "the model's MASE on this backtest is 0.500; no baseline was scored beside it"
 
 

@@ -194,10 +194,17 @@ def test_a_loss_that_is_nan_before_the_first_evaluation_says_nothing_was_saved(t
         huge.model.weight.fill_(-3e30)
     with pytest.raises(TrainingDiverged, match=re.escape(
             "training diverged at step 0: the training loss became inf. No update had been made, so neither the "
-            "learning rate nor the clip is the cause: the untrained model's weights reach 3e+30, far past an "
-            "initialisation's scale (about 1), and its loss is not finite: initialise them smaller (lm's --init-range, "
-            "say).") + "$"):
+            "learning rate nor the clip is the cause: the untrained model's loss is not finite on this data. Its "
+            "weights reach 3e+30, past the square root of the largest torch.float32, where a product of two overflows: "
+            "initialise them smaller (lm's --init-range, say), or look for values in the data that are not numbers "
+            "(NaN) or are too large for floats.") + "$"):
         Trainer(TrainingConfig(steps=100, eval_every=10)).run(huge)
+    lazy = TurnsNaN(step=0)  # a weight that holds no values yet, and a large one that trains well (review29)
+    lazy.model.head = torch.nn.LazyLinear(2)
+    lazy.model.bias = torch.nn.Parameter(torch.full((1,), 2.5e5))
+    with pytest.raises(TrainingDiverged, match=re.escape("the untrained model's loss is not finite on this data. "
+                                                         "Look for values in it that are not numbers (NaN)")):
+        Trainer(TrainingConfig(steps=100, eval_every=10)).run(lazy)
 
 
 def test_a_finite_metric_that_overflows_stops_the_run_and_names_the_last_checkpoint_saved(tmp_path):

@@ -470,6 +470,34 @@ def test_a_compressed_csv_file_is_known_by_its_bytes_and_a_damaged_one_or_a_work
     assert read_table(path)["y"].tolist() == [5, 11]
 
 
+def test_tar_zstd_and_old_mac_files_are_read_or_named(tmp_path):
+    """Review29: a .tgz was read as raw gzip bytes; plain text named .zst needed zstandard, and a
+    zstd file named .csv was "not text"; rows longer than an old Mac file's header quoted the whole
+    file as its header."""
+    import tarfile
+
+    data = b"year,y\n1700,5\n1701,11\n"
+    with tarfile.open(tmp_path / "series.tgz", "w:gz") as archive:
+        member = tarfile.TarInfo("series.csv")
+        member.size = len(data)
+        archive.addfile(member, io.BytesIO(data))
+    assert read_table(tmp_path / "series.tgz")["y"].tolist() == [5, 11]
+    (tmp_path / "plain.zst").write_bytes(data)
+    assert read_table(tmp_path / "plain.zst")["y"].tolist() == [5, 11]
+    path = tmp_path / "series.csv"
+    path.write_bytes(b"\x28\xb5\x2f\xfd" + bytes(12))
+    try:
+        import zstandard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="^" + re.escape(f"{path} is compressed by zstd, which needs the zstandard "
+                                                             "package: pip install zstandard")):
+            read_table(path)
+    path.write_bytes(b"date,y\r2020-01-01,1.5,1,2\r2020-01-02,2,3,4\r")
+    with pytest.raises(ValueError, match="^" + re.escape(f"{path}: rows hold more fields than its header 'date,y' "
+                                                         "(2)")):
+        read_table(path)
+
+
 @pytest.mark.parametrize("suffix, compress", [(".bz2", bz2.compress), (".xz", lzma.compress)])
 def test_a_csv_file_compressed_by_its_suffix_and_one_of_carriage_returns_read(tmp_path, suffix, compress):
     """pandas decompresses .bz2, .xz and .zip: their bytes were refused as NULs; known by their

@@ -110,14 +110,15 @@ def predict_command(arguments: argparse.Namespace) -> None:
     table = predict_to_csv(arguments.directory, arguments.csv, arguments.out, arguments.device, arguments.horizon)
     used = table.attrs["forecast"]
     stand_ins = {row["target"]: row["baseline"] for row in table.attrs.get("fallbacks", [])}
-    used = (", ".join(f"{target} by {method}" + (f" (the {stand_ins[target]} baseline standing in for the network's "
-                                                 "forecast, which was not finite)"
-                                                 if target in stand_ins and uses_network(method) else "")
-                      for target, method in used.items())
+    stood_in = {target: f" (the {stand_ins[target]} baseline standing in for the network's forecast, which was not "
+                        "finite)" for target, method in (used.items() if isinstance(used, dict) else ())
+                if target in stand_ins and uses_network(method)}
+    used = (", ".join(f"{target} by {method}{stood_in.get(target, '')}" for target, method in used.items())
             if isinstance(used, dict) else f"every series by {used}")
     note = f"forecasts {used}: what fit chose on its validation windows (results.json: predict_uses)"
     if not table.attrs["baselines"]:
-        note = "forecasts by the network: it was fitted with --baselines none"
+        note = ("forecasts by the network: it was fitted with --baselines none"
+                + "".join(f"; {target}{said}" for target, said in stood_in.items()))
     if arguments.out is None:
         print(table.to_csv(index=False), end="")
         print(note, file=sys.stderr)

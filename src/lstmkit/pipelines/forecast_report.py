@@ -22,7 +22,7 @@ from lstmkit.files import atomic_path, check_nothing_overwritten, claimed_folder
 from lstmkit.pipelines.configs import WITHOUT_VALIDATION
 from lstmkit.pipelines.forecast import HOLDOUT_FILE, Backtest, Forecaster, config_dict, encoder_lookback
 from lstmkit.pipelines.forecast_global import M4_METRICS, PanelBacktest, choice_metric, first_ids
-from lstmkit.series import METRICS, Panel, SeriesFrame
+from lstmkit.series import BASELINES, METRICS, Panel, SeriesFrame
 from lstmkit.series.intervals import percent
 from lstmkit.training import Processes
 
@@ -137,7 +137,8 @@ def beaten_line(scores: pd.DataFrame, metric: str) -> str:
                "flat or not, has a MASE scale of 0); by sMAPE, ")
         metric = "sMAPE"
     model = scores.loc["model", metric]
-    if len(scores.index) == 1:  # --backtest-baselines none: "score alike" was read from the model alone
+    if not set(scores.index) & set(BASELINES):  # --backtest-baselines none: "score alike" was read from the
+        # model and the chosen forecast, the same
         return why + f"the model's {metric} on this backtest is {model:.3f}; no baseline was scored beside it"
     better = [name for name in scores.index if name != "model" and scores.loc[name, metric] < model]
     if not better and (scores[metric] == model).all():

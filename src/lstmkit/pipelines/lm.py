@@ -539,12 +539,15 @@ class TrainedLanguageModel:
         way = "" if cache is None and dynamic is None else " with the cache pointer" if cache else " dynamically"
         shown = Progress(f"lm eval{way}", tokens.numel() - 1, unit="token") if progress else None
         if cache is None and dynamic is None:
-            return evaluate_tokens(self.model, tokens, len(text) / tokens.numel(), shown)
-        if cache is not None:
-            total, count = score_with_cache(self.model, tokens, cache, progress=shown)
+            scores = evaluate_tokens(self.model, tokens, len(text) / tokens.numel(), shown)
         else:
-            total, count = score_dynamically(self.model, tokens, dynamic, shown)
-        return TextScores.from_loss(total / count, count, len(text) / tokens.numel())
+            total, count = (score_with_cache(self.model, tokens, cache, progress=shown) if cache is not None else
+                            score_dynamically(self.model, tokens, dynamic, shown))
+            scores = TextScores.from_loss(total / count, count, len(text) / tokens.numel())
+        if math.isnan(scores.loss):  # reported as a score, exit status 0
+            raise ValueError("the model's loss on this text is nan: its weights hold values that are not numbers (a "
+                             "damaged checkpoint?)")
+        return scores
 
 
 @isolated_from_caller  # a load builds the model, drawing initial weights it replaces

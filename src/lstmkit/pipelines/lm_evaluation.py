@@ -137,6 +137,9 @@ def score_dynamically(model: LanguageModel, tokens: Tensor, dynamic: DynamicEval
         inputs = inputs[: targets.numel()]
         logits, state = adapted(inputs.unsqueeze(1), state)
         loss = F.cross_entropy(logits[:, 0].float(), targets, reduction="sum")
+        if not torch.isfinite(loss) and start == 0:  # before any step: not the rate's doing
+            raise ValueError(f"the model's own loss is {loss.item()} on the first segment, before any SGD step: its "
+                             "weights hold values that are not finite (a damaged checkpoint?)")
         if not torch.isfinite(loss):  # its perplexity was reported as inf, of a loss of nan
             steps = start // dynamic.segment
             raise ValueError(f"dynamic evaluation diverged: the loss of the segment from token {start:,} is "

@@ -78,10 +78,10 @@ DROPPED_ZONE = re.compile(r'Parsed string "(.*)" included an un-recognized timez
 # What lstmkit decompresses, known by a file's first bytes whatever its name (bzip2's: BZh, its
 # block size, then the magic number of its first block, or of its end where it holds none).
 COMPRESSIONS = {"gzip": re.escape(GZIP_MAGIC), "bz2": rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)",
-                "xz": re.escape(b"\xfd7zXZ\x00"), "zip": rb"PK(?:\x03\x04|\x05\x06)"}  # an empty zip: 5, 6
-# What pandas opens by a file's name, which lstmkit leaves to it: tar archives, and zstd (which
-# needs the zstandard package).
-OPENED_BY_PANDAS = (".tar", ".tgz", ".zst")
+                "xz": re.escape(b"\xfd7zXZ\x00"), "zip": rb"PK(?:\x03\x04|\x05\x06)",  # an empty zip: 5, 6
+                "zstd": re.escape(b"\x28\xb5\x2f\xfd")}
+# The names of tar archives, which pandas opens (a .tgz only when told it is one).
+TAR_SUFFIXES = (".tar", ".tgz")
 # The largest magnitude a value to forecast, or a covariate, may have: the squares of values
 # this size, summed over millions of rows, stay finite in float64 (10^308).
 LARGEST_VALUE = 1e150
@@ -407,8 +407,8 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
             table = pd.read_csv(**csv_source(path, text), skip_blank_lines=False, index_col=False,
                                 skipinitialspace=True)
     except pd.errors.ParserWarning:
-        first_line = (text or b"").split(b"\n", 1)[0].decode("utf-8-sig", "replace").rstrip("\r")
-        raise ValueError(f"{path}: {longer_rows(first_line)}") from None
+        header = None if text is None else re.split(rb"\r\n?|\n", text, maxsplit=1)[0].decode("utf-8-sig", "replace")
+        raise ValueError(f"{path}: {longer_rows(header)}") from None
     except UnicodeDecodeError as error:  # pandas' position may count from a chunk of the file: found again
         if text is not None:
             try:
@@ -428,8 +428,8 @@ def csv_text(path: Path) -> bytes | None:
     """The bytes of the CSV file `path`, decompressed where its first bytes say gzip, bz2, xz or
     a zip of one file, whatever its name (plain text named .gz, .bz2, .xz or .zip failed with the
     codec's bare error; a bz2 file named .csv was refused as holding NUL bytes), and refused where
-    they hold a NUL byte; None for an archive pandas opens by its name (OPENED_BY_PANDAS)."""
-    if any(suffix.lower() in OPENED_BY_PANDAS for suffix in path.suffixes):
+    they hold a NUL byte; None for a tar archive, which pandas opens (TAR_SUFFIXES)."""
+    if any(suffix.lower() in TAR_SUFFIXES for suffix in path.suffixes):
         return None
     data = path.read_bytes()
     codec = next((name for name, magic in COMPRESSIONS.items() if re.match(magic, data)), None)
@@ -440,9 +440,17 @@ def csv_text(path: Path) -> bytes | None:
 
 
 def decompressed(codec: str, data: bytes, path: Path) -> bytes:
-    """`data`, the file `path`'s, decompressed by `codec` (bz2 or xz)."""
+    """`data`, the file `path`'s, decompressed by `codec` (bz2, xz, or zstd, with the zstandard
+    package, which pandas also needs for it)."""
+    if codec == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            raise ValueError(f"{path} is compressed by zstd, which needs the zstandard package: pip install "
+                             "zstandard, or decompress it (zstd -d)") from None
     try:
-        return bz2.decompress(data) if codec == "bz2" else lzma.decompress(data)
+        return (bz2.decompress(data) if codec == "bz2" else lzma.decompress(data) if codec == "xz" else
+                zstandard.ZstdDecompressor().decompressobj().decompress(data))
     except (OSError, EOFError, ValueError, lzma.LZMAError) as error:  # bz2's truncated stream: ValueError
         raise ValueError(f"{path} is not a readable {codec} file ({error})") from None
 
@@ -455,8 +463,8 @@ def unzipped(data: bytes, path: Path) -> bytes:
             names = [name for name in archive.namelist() if not name.endswith("/")]
             if len(names) == 1:
                 return archive.read(names[0])
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        raise ValueError(f"{path} is not a readable zip file ({error})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError) as error:
+        raise ValueError(f"{path} is not a readable zip file ({error})") from None  # encrypted, Deflate64 ...
     workbook = ("; an Excel or OpenDocument workbook is one: save its sheet as a UTF-8 CSV file"
                 if {"xl/workbook.xml", "content.xml"} & set(names) else "")
     held = f"{len(names)} files ({', '.join(names[:3])}{' ...' if len(names) > 3 else ''})" if names else "no files"
@@ -466,8 +474,8 @@ def unzipped(data: bytes, path: Path) -> bytes:
 def csv_source(path: Path, text: bytes | None) -> dict:
     """pandas.read_csv's arguments for what it reads the CSV file `path` from, and how it
     decompresses it: its `text` (`csv_text`), or the file, by its name."""
-    if text is None:
-        return {"filepath_or_buffer": path, "compression": "infer"}
+    if text is None:  # a tar archive, compressed or not
+        return {"filepath_or_buffer": path, "compression": {"method": "tar", "mode": "r:*"}}
     return {"filepath_or_buffer": io.BytesIO(text), "compression": None}
 
 
@@ -517,9 +525,11 @@ def check_named_once(table: pd.DataFrame, columns: list[str], source: str | Path
         raise ValueError(f"{source} names column {twice!r} twice in its header: give each column a name of its own")
 
 
-def longer_rows(header: str) -> str:
-    """Why rows hold more fields than the `header`, for a message: where the header says the
-    file is separated by semicolons or tabs, that."""
+def longer_rows(header: str | None) -> str:
+    """Why rows hold more fields than the `header` (None: in a tar archive, unread), for a
+    message: where the header says the file is separated by semicolons or tabs, that."""
+    if header is None:
+        return f"rows hold more fields than its header; lstmkit reads {CSV_FORM}, one field per column"
     fields = header.count(",") + 1
     return other_separator(header) or (f"rows hold more fields than its header {header!r} ({fields}); lstmkit reads "
                                        f"{CSV_FORM}, one field per column")

@@ -57,9 +57,6 @@ from lstmkit.training.schedule import annealed_progress, decay_progress, learnin
 # Steps after which the progress line estimates, from the speed so far, the steps a time
 # budget holds (the first steps are the slowest: too few make a poor estimate).
 ESTIMATE_AFTER_STEPS = 10
-# A weight of an untrained model past this is no initialisation's: torch's and lstmkit's stay
-# within about 1, and a diverged first loss then lies in the weights, not the data.
-LARGEST_INITIAL_WEIGHT = 1e4
 
 
 class TrainingDiverged(RuntimeError):
@@ -263,6 +260,21 @@ def check_run_folder(out: Path | None, resume: bool, kind: str | None = None, fi
     check_nothing_overwritten(out, ("metrics.csv", "results.json"),
                               "no training run (no last/ checkpoint): another command's, or not lstmkit's")
     check_own_files(out, figures, "a run")
+
+
+def overflowing_weight(model: torch.nn.Module) -> tuple[float, torch.dtype] | None:
+    """The largest trainable weight of `model` and its dtype, where it lies past the square root
+    of the dtype's largest value (a product of two then overflows: lm --init-range 1e38, whose
+    divergence was blamed on the data); None where none does. Lazy and meta parameters, which
+    hold no values, are passed over."""
+    for parameter in model.parameters():
+        if not parameter.requires_grad or isinstance(parameter, torch.nn.parameter.UninitializedParameter) \
+                or parameter.is_meta or not parameter.numel():
+            continue
+        largest = torch.linalg.vector_norm(parameter.detach(), math.inf).item()
+        if not largest <= math.sqrt(torch.finfo(parameter.dtype).max):
+            return largest, parameter.dtype
+    return None
 
 
 def nested_runs(out: Path) -> Path | None:
@@ -737,16 +749,15 @@ class Trainer:
             kept = f" Nothing had been saved in {out} yet (its first evaluation comes at step {eval_every})."
         full = (f", or train in full precision (--precision 32, now {config.precision})"
                 if config.precision != "32" else "")
-        largest = max((parameter.detach().abs().max().item() for parameter in job.model.parameters()
-                       if parameter.numel()), default=0.0)
-        if remedy is None and last_loss is None and progress.step == 0 and not largest <= LARGEST_INITIAL_WEIGHT:
+        if remedy is None and last_loss is None and progress.step == 0:  # the untrained model's own loss
+            weights = overflowing_weight(job.model)
             remedy = ("No update had been made, so neither the learning rate nor the clip is the cause: the untrained "
-                      f"model's weights reach {largest:.3g}, far past an initialisation's scale (about 1), and its "
-                      f"loss is not finite: initialise them smaller (lm's --init-range, say){full}.")
-        elif remedy is None and last_loss is None and progress.step == 0:  # the untrained model's own loss
-            remedy = ("No update had been made, so neither the learning rate nor the clip is the cause: the untrained "
-                      "model's loss is not finite on this data. Look for values in it that are not numbers (NaN) or "
-                      f"are too large for floats{full}.")
+                      "model's loss is not finite on this data. " + (
+                          f"Look for values in it that are not numbers (NaN) or are too large for floats{full}."
+                          if weights is None else
+                          f"Its weights reach {weights[0]:.3g}, past the square root of the largest {weights[1]}, "
+                          "where a product of two overflows: initialise them smaller (lm's --init-range, say), or look "
+                          f"for values in the data that are not numbers (NaN) or are too large for floats{full}."))
         elif remedy is None and last_loss is None:  # the first step of this process, resumed: the checkpoint's loss
             remedy = (f"No update had been made since the run resumed at step {progress.step}, so neither the learning "
                       "rate nor the clip is the cause: the weights it resumed from give a loss that is not finite on "
