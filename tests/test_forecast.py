@@ -94,6 +94,12 @@ def test_several_targets_are_scored_each_and_averaged():
     expected = (result.per_target["signal"] + result.per_target["trend"]) / 2
     pd.testing.assert_frame_equal(result.scores, expected)
     assert result.forecasts["target"].tolist() == ["signal"] * 10 + ["trend"] * 10
+    # the baselines of --baselines the backtest does not score are written, so that the combination,
+    # and a chosen baseline, can be rebuilt from backtest.csv (reportcheck)
+    assert result.scores.index.tolist() == ["model", "naive", "combination", "chosen"]
+    rows = result.forecasts
+    assert {"seasonal_naive", "naive2", "theta", "ets"} <= set(rows.columns)
+    np.testing.assert_allclose(rows["combination"], rows[["model", "theta", "ets"]].mean(axis=1), rtol=1e-12)
     from lstmkit.pipelines.forecast_report import backtest_report
 
     lines = backtest_report(result, read_series(sine_table(120), "day", ["signal", "trend"])).splitlines()

@@ -556,14 +556,20 @@ class Forecaster:
         # the interval as predict gives it: around the chosen forecast
         interval = Forecasts(methods["chosen"], *centred_on(methods["chosen"], forecasts.mean, forecasts.lower,
                                                             forecasts.upper), forecasts.fallbacks)
-        return backtest_tables(frame, start, origins, methods, interval, season, model)
+        # written, not scored: the baselines combination and chosen are made of that the backtest leaves out
+        unscored = {name: np.stack([computed[name] for computed in per_target], axis=-1)
+                    for name in config.baselines if name not in shown}
+        return backtest_tables(frame, start, origins, methods, interval, season, model, unscored)
 
 
 def backtest_tables(frame: SeriesFrame, start: int, origins: list[int], methods: dict[str, np.ndarray],
-                    interval: Forecasts, season: int, model: Forecaster) -> Backtest:
+                    interval: Forecasts, season: int, model: Forecaster,
+                    unscored: dict[str, np.ndarray]) -> Backtest:
     """Score every method on the held-out rows (each forecast cut at the frame's end), and the
     coverage of `interval` (its lower and upper bounds, and where a baseline stood in); a value
-    that was missing, and interpolated, is neither scored nor written as an actual."""
+    that was missing, and interpolated, is neither scored nor written as an actual. The
+    `unscored` forecasts are written beside the methods' (a combination made of them could not
+    be rebuilt from the file)."""
     steps = [min(model.config.horizon, len(frame) - origin) for origin in origins]
 
     def held(values: np.ndarray) -> np.ndarray:
@@ -583,7 +589,7 @@ def backtest_tables(frame: SeriesFrame, start: int, origins: list[int], methods:
     actual[~given] = np.nan
     origin_rows = np.concatenate([[origins[k]] * steps[k] for k in range(len(origins))])
     times, origin_times = frame.time_values(frame.time[start:]), frame.time_values(frame.time[origin_rows])
-    forecast_values = {method: held(values) for method, values in methods.items()}
+    forecast_values = {method: held(values) for method, values in {**methods, **unscored}.items()}
     records = [
         {"time": times[row], "origin": origin_times[row], "target": name, "actual": actual[row, index],
          **{method: values[row, index] for method, values in forecast_values.items()},
