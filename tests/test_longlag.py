@@ -905,6 +905,18 @@ def test_an_earlier_lstmkits_unmarked_gradient_figure_in_its_own_folder_is_repla
     assert written_by_lstmkit(tmp_path / "gradient_norms.png")
 
 
+def test_a_dollar_in_a_users_text_is_drawn_as_written_not_as_tex(tmp_path):
+    """A target named spots_$n_$ failed as TeX after the whole run; 'cost in $US and $EUR' lost
+    its dollars and spaces (figures)."""
+    figure = Figure()
+    axes = figure.subplots()
+    axes.set_title("spots_$n_$")
+    axes.set_ylabel("cost in $US and $EUR")
+    plots.save(figure, tmp_path / "dollars.png")
+    assert [text.get_parse_math() for text in (axes.title, axes.yaxis.label)] == [False, False]
+    assert written_by_lstmkit(tmp_path / "dollars.png")
+
+
 def test_a_matplotlib_figure_of_the_users_own_is_not_taken_for_lstmkits(tmp_path):
     for name, save in (("ours.png", plots.save), ("theirs.png", lambda figure, path: figure.savefig(path))):
         figure = Figure()

@@ -472,7 +472,8 @@ def test_a_compressed_csv_file_is_known_by_its_bytes_and_a_damaged_one_or_a_work
 
 def test_tar_zstd_and_old_mac_files_are_read_or_named(tmp_path):
     """Review29: a .tgz was read as raw gzip bytes; plain text named .zst needed zstandard, and a
-    zstd file named .csv was "not text"; rows longer than an old Mac file's header quoted the whole
+    zstd file named .csv was "not text" (now named; review30: zstandard's reader dropped frames);
+    rows longer than an old Mac file's header quoted the whole
     file as its header."""
     import tarfile
 
@@ -484,14 +485,17 @@ def test_tar_zstd_and_old_mac_files_are_read_or_named(tmp_path):
     assert read_table(tmp_path / "series.tgz")["y"].tolist() == [5, 11]
     (tmp_path / "plain.zst").write_bytes(data)
     assert read_table(tmp_path / "plain.zst")["y"].tolist() == [5, 11]
+    (tmp_path / "plain.tgz").write_bytes(data)  # review30: a name is not a tar archive
+    assert read_table(tmp_path / "plain.tgz")["y"].tolist() == [5, 11]
+    truncated = tmp_path / "cut.tar.gz"
+    truncated.write_bytes((tmp_path / "series.tgz").read_bytes()[:-30])
+    with pytest.raises(ValueError, match="^" + re.escape(f"{truncated} is not a readable tar archive of one CSV file")):
+        read_table(truncated)
     path = tmp_path / "series.csv"
-    path.write_bytes(b"\x28\xb5\x2f\xfd" + bytes(12))
-    try:
-        import zstandard  # noqa: F401
-    except ImportError:
-        with pytest.raises(ValueError, match="^" + re.escape(f"{path} is compressed by zstd, which needs the zstandard "
-                                                             "package: pip install zstandard")):
-            read_table(path)
+    path.write_bytes(b"\x28\xb5\x2f\xfd" + bytes(12))  # its reader dropped every frame after the first
+    with pytest.raises(ValueError, match="^" + re.escape(f"{path} is compressed by zstd, which lstmkit does not read: "
+                                                         "decompress it (zstd -d)")):
+        read_table(path)
     path.write_bytes(b"date,y\r2020-01-01,1.5,1,2\r2020-01-02,2,3,4\r")
     with pytest.raises(ValueError, match="^" + re.escape(f"{path}: rows hold more fields than its header 'date,y' "
                                                          "(2)")):

@@ -957,6 +957,10 @@ def test_decoding_takes_a_numpy_beam_and_refuses_a_lexicon_that_is_not_a_bool(to
     assert recognizer.decode(log_probs[:0], beam=4, lexicon=True) == recognizer.decode(log_probs[:0]) == ""
     # NumPy's bool and int are taken by the figure's title too (a list times np.True_ failed there)
     assert recognizer.show(path, folder / "shown.png", beam=np.int64(4), lexicon=np.False_) == WORDS[0]
+    recording = path.read_bytes()  # checked as `transcribe --show` is: the recording was overwritten with a PNG
+    with pytest.raises(ValueError, match="^" + re.escape(f"{path}: expected a file ending in .png, .pdf, .svg")):
+        recognizer.show(path, path)
+    assert path.read_bytes() == recording
 
 
 def test_errors_that_look_alike_are_escaped_and_decomposed_transcripts_are_warned_of(tmp_path):

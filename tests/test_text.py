@@ -133,8 +133,7 @@ def test_split_keeps_the_last_tenth_and_words_whole():
         split_text(text, 1.5, "char")
     with pytest.raises(ValueError, match="^" + re.escape(  # a FASTA line at word level was "too short to split"
             "the text is a single word (100 characters without white space), which word level cannot split into "
-            "training and validation parts; train it at character level (--level char), or give a validation file "
-            "(--valid)") + "$"):
+            "training and validation parts; train it at character level (--level char)") + "$"):
         split_text(text + "\n", 0.1, "word")
 
 

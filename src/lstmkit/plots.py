@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from lstmkit.caller import warn_at_caller
 from lstmkit.warning_filters import warnings_recorded
@@ -25,6 +26,10 @@ COLOURS = {"rnn": "#d62728", "gru": "#2ca02c", "lstm": "#1f77b4", "peephole": "#
 def save(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     written = path.suffix.lower() if path.suffix.lower() in FIGURE_SUFFIXES else ".png"
+    # A user's '$' (a target named 'cost in $US') is drawn as written, not read as TeX, which failed
+    # at the end of a run or dropped the text between two of them.
+    for text in figure.findobj(Text):
+        text.set_parse_math(False)
     with atomic_path(path) as temporary, warnings_recorded() as warned:
         figure.savefig(temporary, dpi=100, bbox_inches="tight", format=written.removeprefix("."),
                        metadata={"Software": FIGURE_SOFTWARE} if written == ".png" else None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -75,7 +75,7 @@ def init_names(init: object) -> tuple[str, ...]:
     """`init` as a tuple of names of INITS, each once; what any cell takes (a number is refused by
     name, not as "'int' object is not iterable")."""
     names = (() if init is None else (init,) if isinstance(init, str) else
-             tuple(init) if isinstance(init, Sequence) else (init,))
+             tuple(init) if isinstance(init, Iterable) else (init,))  # a list, or a NumPy array of names
     if any(name not in INITS for name in names):
         raise ValueError(f"init must be None, {' or '.join(repr(name) for name in INITS)}, or a sequence of them, "
                          f"got {init!r}")

@@ -17,7 +17,7 @@ from lstmkit.models.seq2seq import ATTENTIONS
 from lstmkit.nn.regularisers import check_chrono_max_value, check_init, init_names, regularisation
 from lstmkit.tasks import AddingTask
 from lstmkit.training import TrainingConfig
-from lstmkit.training.config import check_field_types, check_positive_integers
+from lstmkit.training.config import check_field_types, check_positive_integers, settled
 
 
 def check_network(cell: str, dropout: float, engine: str) -> None:
@@ -291,8 +291,10 @@ class ForecasterConfig(TrainingConfig):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
         extra = self.extra_seasons
         if isinstance(extra, str):  # "24,168", as target and covariates take names: read letter by letter
-            extra = tuple(int(part) if part.strip().isdigit() else part for part in extra.split(","))
-        object.__setattr__(self, "extra_seasons", tuple(extra) if isinstance(extra, tuple | list) else (extra,))
+            extra = tuple(int(part) if part.strip().isascii() and part.strip().isdigit() else part.strip()
+                          for part in extra.split(",") if part.strip())
+        extra = settled(tuple(extra)) if isinstance(extra, Iterable) else (extra,)  # a NumPy array's too
+        object.__setattr__(self, "extra_seasons", extra)
         if any(isinstance(period, bool) or not isinstance(period, int) or period < 2 for period in self.extra_seasons):
             raise ValueError(f"extra_seasons must be periods of at least 2 steps, got {self.extra_seasons!r}")
         if len(set(self.extra_seasons)) < len(self.extra_seasons) or self.season in self.extra_seasons:

@@ -129,6 +129,9 @@ def score_dynamically(model: LanguageModel, tokens: Tensor, dynamic: DynamicEval
     adapted.eval()  # no dropout: the gradient is that of the loss being reported
     adapted.requires_grad_(True)  # every weight adapts, one the caller froze too: the copy is this call's own
     trained = [parameter.detach().clone() for parameter in adapted.parameters()]
+    if not all(torch.isfinite(parameter).all() for parameter in trained):  # no step's doing: the rate is not to blame
+        raise ValueError("the model's weights hold values that are not finite (a damaged checkpoint?), before any "
+                         "SGD step of dynamic evaluation")
     device = trained[0].device
     total, state = 0.0, None
     for start in range(0, tokens.numel() - 1, dynamic.segment):
@@ -137,9 +140,6 @@ def score_dynamically(model: LanguageModel, tokens: Tensor, dynamic: DynamicEval
         inputs = inputs[: targets.numel()]
         logits, state = adapted(inputs.unsqueeze(1), state)
         loss = F.cross_entropy(logits[:, 0].float(), targets, reduction="sum")
-        if not torch.isfinite(loss) and start == 0:  # before any step: not the rate's doing
-            raise ValueError(f"the model's own loss is {loss.item()} on the first segment, before any SGD step: its "
-                             "weights hold values that are not finite (a damaged checkpoint?)")
         if not torch.isfinite(loss):  # its perplexity was reported as inf, of a loss of nan
             steps = start // dynamic.segment
             raise ValueError(f"dynamic evaluation diverged: the loss of the segment from token {start:,} is "

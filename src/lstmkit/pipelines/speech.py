@@ -34,7 +34,7 @@ from lstmkit.audio.manifest import ManifestError, Utterance, read_manifest, tidy
 from lstmkit.caller import warn_at_caller
 from lstmkit.checkpoint import CheckpointError, CheckpointKind, checkpoint_folder, load_model_checkpoint
 from lstmkit.extras import extra_imports
-from lstmkit.files import as_path, fingerprint
+from lstmkit.files import FIGURE_SUFFIXES, as_path, check_not_read, check_output_file, fingerprint
 from lstmkit.models.acoustic import (
     BLANK, AcousticModel, AcousticModelConfig, Lexicon, checked_beam, ctc_frames_needed, greedy_decode,
     prefix_beam_search, stacked_length,
@@ -546,6 +546,9 @@ class SpeechRecognizer:
         `beam` and `lexicon`, which the title names where they may differ from that alignment."""
         from lstmkit.plots import draw_speech
 
+        # as `transcribe --show` checks it: a recording or a checkpoint's weights were overwritten with PNG bytes
+        check_output_file(image, "", FIGURE_SUFFIXES)
+        check_not_read({"the image": image}, {"the audio file": path})
         frames, log_probs, _ = self.posteriors(path)
         transcript = self.decode(log_probs, beam, lexicon)
         decoding = ", ".join(([f"beam {beam}"] if beam > 1 else []) + (["lexicon"] if lexicon else []))

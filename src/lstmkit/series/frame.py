@@ -19,6 +19,7 @@ import itertools
 import lzma
 import os
 import re
+import tarfile
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -80,8 +81,6 @@ DROPPED_ZONE = re.compile(r'Parsed string "(.*)" included an un-recognized timez
 COMPRESSIONS = {"gzip": re.escape(GZIP_MAGIC), "bz2": rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)",
                 "xz": re.escape(b"\xfd7zXZ\x00"), "zip": rb"PK(?:\x03\x04|\x05\x06)",  # an empty zip: 5, 6
                 "zstd": re.escape(b"\x28\xb5\x2f\xfd")}
-# The names of tar archives, which pandas opens (a .tgz only when told it is one).
-TAR_SUFFIXES = (".tar", ".tgz")
 # The largest magnitude a value to forecast, or a covariate, may have: the squares of values
 # this size, summed over millions of rows, stay finite in float64 (10^308).
 LARGEST_VALUE = 1e150
@@ -419,6 +418,8 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
                          "table as a UTF-8 CSV file") from None  # in an archive pandas opened
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ValueError(f"{path} is not a readable CSV file: {error}") from None
+    except (tarfile.TarError, EOFError) as error:  # a tar archive's, which pandas opened
+        raise ValueError(f"{path} is not a readable tar archive of one CSV file ({error})") from None
     table.index = table.index + 2  # the header is line 1
     check_named_columns(table, path)
     return table.dropna(how="all")
@@ -428,8 +429,8 @@ def csv_text(path: Path) -> bytes | None:
     """The bytes of the CSV file `path`, decompressed where its first bytes say gzip, bz2, xz or
     a zip of one file, whatever its name (plain text named .gz, .bz2, .xz or .zip failed with the
     codec's bare error; a bz2 file named .csv was refused as holding NUL bytes), and refused where
-    they hold a NUL byte; None for a tar archive, which pandas opens (TAR_SUFFIXES)."""
-    if any(suffix.lower() in TAR_SUFFIXES for suffix in path.suffixes):
+    they hold a NUL byte; None for a tar archive, known by its bytes too, which pandas opens."""
+    if tarfile.is_tarfile(path):  # plain text named .tgz is read as the text it is
         return None
     data = path.read_bytes()
     codec = next((name for name, magic in COMPRESSIONS.items() if re.match(magic, data)), None)
@@ -440,17 +441,13 @@ def csv_text(path: Path) -> bytes | None:
 
 
 def decompressed(codec: str, data: bytes, path: Path) -> bytes:
-    """`data`, the file `path`'s, decompressed by `codec` (bz2, xz, or zstd, with the zstandard
-    package, which pandas also needs for it)."""
+    """`data`, the file `path`'s, decompressed by `codec` (bz2 or xz); zstd refused by name (its
+    package is no dependency, and its one-frame reader dropped the rows of the frames after)."""
     if codec == "zstd":
-        try:
-            import zstandard
-        except ImportError:
-            raise ValueError(f"{path} is compressed by zstd, which needs the zstandard package: pip install "
-                             "zstandard, or decompress it (zstd -d)") from None
+        raise ValueError(f"{path} is compressed by zstd, which lstmkit does not read: decompress it (zstd -d) or "
+                         "compress it with gzip, bzip2 or xz")
     try:
-        return (bz2.decompress(data) if codec == "bz2" else lzma.decompress(data) if codec == "xz" else
-                zstandard.ZstdDecompressor().decompressobj().decompress(data))
+        return bz2.decompress(data) if codec == "bz2" else lzma.decompress(data)
     except (OSError, EOFError, ValueError, lzma.LZMAError) as error:  # bz2's truncated stream: ValueError
         raise ValueError(f"{path} is not a readable {codec} file ({error})") from None
 

@@ -78,7 +78,7 @@ def split_text(text: str, validation_fraction: float, level: str) -> tuple[str, 
     if level == "word" and not WHITE_SPACE.search(text.strip()):  # 20,000 letters of DNA were "too short"
         raise ValueError(f"the text is a single word ({len(text.strip()):,} characters without white space), which "
                          "word level cannot split into training and validation parts; train it at character level "
-                         "(--level char), or give a validation file (--valid)")
+                         "(--level char)")
     if not train.strip() or not validation.strip():
         raise ValueError(
             f"the text is too short to split: {len(text)} characters leave an empty training or validation part"
