@@ -434,6 +434,8 @@ def test_the_report_line_on_the_baselines_by_hand():
     assert beaten_line(tied, "MASE") == "the model and every baseline score alike on this backtest (MASE 0.000)"
     alone = pd.DataFrame({"MASE": [0.5, 0.5]}, index=["model", "chosen"])  # no baseline scored: --baselines none
     assert beaten_line(alone, "MASE") == "the model's MASE on this backtest is 0.500; no baseline was scored beside it"
+    worse = pd.DataFrame({"MASE": [0.5, 0.6, 0.5]}, index=["model", "combination", "chosen"])  # review31
+    assert beaten_line(worse, "MASE") == "the model's MASE on this backtest is 0.500; no baseline was scored beside it"
     chosen = pd.DataFrame({"MASE": [0.5, 0.4]}, index=["model", "chosen"])  # a baseline chosen beats it (review30)
     assert beaten_line(chosen, "MASE") == "the model is beaten on this backtest (MASE 0.500) by: chosen (0.400)"
 

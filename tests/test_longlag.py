@@ -912,8 +912,12 @@ def test_a_dollar_in_a_users_text_is_drawn_as_written_not_as_tex(tmp_path):
     axes = figure.subplots()
     axes.set_title("spots_$n_$")
     axes.set_ylabel("cost in $US and $EUR")
+    axes.set_yscale("log")
+    axes.plot([1e-4, 10.0])
     plots.save(figure, tmp_path / "dollars.png")
     assert [text.get_parse_math() for text in (axes.title, axes.yaxis.label)] == [False, False]
+    ticks = axes.get_yticklabels()  # a log axis's 10^-4 is matplotlib's TeX: shown raw once parsing was off (review31)
+    assert any("mathdefault" in tick.get_text() for tick in ticks) and all(tick.get_parse_math() for tick in ticks)
     assert written_by_lstmkit(tmp_path / "dollars.png")
 
 

@@ -27,9 +27,11 @@ def save(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     written = path.suffix.lower() if path.suffix.lower() in FIGURE_SUFFIXES else ".png"
     # A user's '$' (a target named 'cost in $US') is drawn as written, not read as TeX, which failed
-    # at the end of a run or dropped the text between two of them.
+    # at the end of a run or dropped the text between two of them. Tick labels, empty until drawn,
+    # keep matplotlib's own TeX (a log axis's 10^-4).
     for text in figure.findobj(Text):
-        text.set_parse_math(False)
+        if "$" in text.get_text():
+            text.set_parse_math(False)
     with atomic_path(path) as temporary, warnings_recorded() as warned:
         figure.savefig(temporary, dpi=100, bbox_inches="tight", format=written.removeprefix("."),
                        metadata={"Software": FIGURE_SOFTWARE} if written == ".png" else None)

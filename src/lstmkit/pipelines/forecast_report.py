@@ -137,10 +137,10 @@ def beaten_line(scores: pd.DataFrame, metric: str) -> str:
                "flat or not, has a MASE scale of 0); by sMAPE, ")
         metric = "sMAPE"
     model = scores.loc["model", metric]
-    # no baseline scored, and the chosen forecast (and combination) the model's: "score alike" was read there
-    if not set(scores.index) & set(BASELINES) and (scores[metric] == model).all():
-        return why + f"the model's {metric} on this backtest is {model:.3f}; no baseline was scored beside it"
     better = [name for name in scores.index if name != "model" and scores.loc[name, metric] < model]
+    # no baseline scored, and nothing better: "score alike" or "beats every baseline" was read there
+    if not set(scores.index) & set(BASELINES) and not better:
+        return why + f"the model's {metric} on this backtest is {model:.3f}; no baseline was scored beside it"
     if not better and (scores[metric] == model).all():
         return why + f"the model and every baseline score alike on this backtest ({metric} {model:.3f})"
     if not better:
