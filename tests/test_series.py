@@ -487,6 +487,10 @@ def test_tar_zstd_and_old_mac_files_are_read_or_named(tmp_path):
     assert read_table(tmp_path / "plain.zst")["y"].tolist() == [5, 11]
     (tmp_path / "plain.tgz").write_bytes(data)  # review30: a name is not a tar archive
     assert read_table(tmp_path / "plain.tgz")["y"].tolist() == [5, 11]
+    short = tmp_path / "cut.csv.gz"  # under a tar block: tarfile's bare EOFError (review31)
+    short.write_bytes(gzip.compress(data)[:20])
+    with pytest.raises(ValueError, match="^" + re.escape(f"{short} is not a readable gzip file")):
+        read_table(short)
     truncated = tmp_path / "cut.tar.gz"
     truncated.write_bytes((tmp_path / "series.tgz").read_bytes()[:-30])
     with pytest.raises(ValueError, match="^" + re.escape(f"{truncated} is not a readable tar archive of one CSV file")):

@@ -430,8 +430,11 @@ def csv_text(path: Path) -> bytes | None:
     a zip of one file, whatever its name (plain text named .gz, .bz2, .xz or .zip failed with the
     codec's bare error; a bz2 file named .csv was refused as holding NUL bytes), and refused where
     they hold a NUL byte; None for a tar archive, known by its bytes too, which pandas opens."""
-    if tarfile.is_tarfile(path):  # plain text named .tgz is read as the text it is
-        return None
+    try:
+        if tarfile.is_tarfile(path):  # plain text named .tgz is read as the text it is
+            return None
+    except (EOFError, OSError, zlib.error):  # a truncated gzip file: gunzipped names it below
+        pass
     data = path.read_bytes()
     codec = next((name for name, magic in COMPRESSIONS.items() if re.match(magic, data)), None)
     data = (gunzipped(data, path) if codec == "gzip" else unzipped(data, path) if codec == "zip" else
